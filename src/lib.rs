@@ -1,0 +1,7 @@
+//! voxpipe: a real-time voice-AI pipeline engine.
+//!
+//! Audio and text travel as [frames](frame) through a flat chain of
+//! [processors](processor) that a TOML file defines. See `README.md` for the
+//! user's view and each module's docs for the design notes.
+
+pub mod audio;

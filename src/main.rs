@@ -1,0 +1,3 @@
+//! The `voxpipe` command line.
+
+fn main() {}
