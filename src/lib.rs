@@ -5,3 +5,10 @@
 //! user's view and each module's docs for the design notes.
 
 pub mod audio;
+pub mod context;
+pub mod frame;
+pub mod metrics;
+pub mod pipeline;
+pub mod processor;
+pub mod processors;
+pub mod testing;

@@ -1,0 +1,190 @@
+//! [`ProcessorContext`]: how a processor pushes frames and reads the clock.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::frame::{Direction, ErrorFrame, Frame, FrameBody};
+use crate::metrics::LatencyHistogram;
+
+use super::clock::SessionClock;
+use super::link::{InFlight, Mailbox};
+use super::observer::{Observer, PushEvent};
+
+/// State shared by every processor of one running pipeline.
+pub(crate) struct Shared {
+    pub(crate) session_id: Arc<str>,
+    pub(crate) clock: SessionClock,
+    pub(crate) observers: Vec<Arc<dyn Observer>>,
+    pub(crate) in_flight: Arc<InFlight>,
+    /// Every inbox, head first; set once when the pipeline is built.
+    pub(crate) mailboxes: OnceLock<Vec<Mailbox>>,
+    pub(crate) outcome: Mutex<Outcome>,
+}
+
+/// What the pipeline learns about how it ended, filled in as it runs.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub(crate) end_reason: Option<String>,
+    pub(crate) cancelled: bool,
+    pub(crate) fatal_error: Option<ErrorFrame>,
+    pub(crate) processing: Vec<(Arc<str>, LatencyHistogram)>,
+    pub(crate) transit: LatencyHistogram,
+}
+
+impl Shared {
+    pub(crate) fn outcome(&self) -> std::sync::MutexGuard<'_, Outcome> {
+        // A panic while holding this lock cannot leave it half-written in a
+        // way that matters: every field is replaced or appended whole.
+        self.outcome.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends one Cancel to every processor at once; the first reason wins.
+    pub(crate) fn cancel_all(&self, reason: &str) {
+        {
+            let mut outcome = self.outcome();
+            outcome.cancelled = true;
+            outcome.end_reason.get_or_insert_with(|| reason.to_owned());
+        }
+        let frame = Frame::new(FrameBody::Cancel {
+            reason: reason.to_owned(),
+        });
+        self.notify_observers("pipeline", &frame, Direction::Downstream);
+        for mailbox in self.mailboxes.get().into_iter().flatten() {
+            // A processor that has stopped needs no Cancel.
+            let _stopped = mailbox.send_system(frame.clone(), Direction::Downstream);
+        }
+    }
+
+    pub(crate) fn notify_observers(&self, from: &str, frame: &Frame, direction: Direction) {
+        if self.observers.is_empty() {
+            return;
+        }
+        let event = PushEvent {
+            from,
+            frame,
+            direction,
+            at: self.clock.now(),
+        };
+        for observer in &self.observers {
+            observer.on_push(&event);
+        }
+    }
+}
+
+/// A processor's handle on its pipeline: pushes frames to its neighbours and
+/// reads the session clock.
+///
+/// Cheap to clone: a child task takes a clone to push results as they come.
+/// A frame pushed toward a processor that has already stopped (the session is
+/// shutting down) is dropped; observers still see it.
+#[derive(Clone)]
+pub struct ProcessorContext {
+    name: Arc<str>,
+    upstream: Option<Mailbox>,
+    downstream: Option<Mailbox>,
+    shared: Arc<Shared>,
+}
+
+impl ProcessorContext {
+    pub(crate) fn new(
+        name: Arc<str>,
+        upstream: Option<Mailbox>,
+        downstream: Option<Mailbox>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        ProcessorContext {
+            name,
+            upstream,
+            downstream,
+            shared,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Pushes a frame to the neighbour in `direction`, waiting for room if
+    /// the neighbour's bounded lane is full.
+    ///
+    /// # Cancel safety
+    /// If cancelled while waiting for room, the frame is dropped.
+    pub async fn push(&self, frame: impl Into<Frame>, direction: Direction) {
+        let frame = frame.into();
+        self.shared.notify_observers(&self.name, &frame, direction);
+        let target = match direction {
+            Direction::Downstream => &self.downstream,
+            Direction::Upstream => &self.upstream,
+        };
+        if let Some(mailbox) = target {
+            if let Err(frame) = mailbox.send(frame, direction).await {
+                tracing::trace!(
+                    processor = %self.name,
+                    frame = frame.name(),
+                    "frame dropped: the next processor has stopped"
+                );
+            }
+        }
+    }
+
+    /// Pushes a frame downstream.
+    pub async fn push_downstream(&self, frame: impl Into<Frame>) {
+        self.push(frame, Direction::Downstream).await;
+    }
+
+    /// Pushes a frame upstream.
+    pub async fn push_upstream(&self, frame: impl Into<Frame>) {
+        self.push(frame, Direction::Upstream).await;
+    }
+
+    /// Pushes the same frame (one id, one event) both ways: upstream first.
+    pub async fn push_both_ways(&self, frame: impl Into<Frame>) {
+        let frame = frame.into();
+        self.push(frame.clone(), Direction::Upstream).await;
+        self.push(frame, Direction::Downstream).await;
+    }
+
+    /// Asks the pipeline head for an interruption of the whole chain.
+    pub async fn request_interruption(&self) {
+        self.push_upstream(FrameBody::InterruptionRequest).await;
+    }
+
+    /// Asks the pipeline head to end the session gracefully.
+    pub async fn request_end(&self, reason: impl Into<String>) {
+        self.push_upstream(FrameBody::EndRequest {
+            reason: reason.into(),
+        })
+        .await;
+    }
+
+    /// This processor's name in the pipeline, e.g. `vad` or `gain#2`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The session's id.
+    pub fn session_id(&self) -> &str {
+        &self.shared.session_id
+    }
+
+    /// Time since the session started, on the session clock.
+    pub fn now(&self) -> Duration {
+        self.shared.clock.now()
+    }
+
+    /// The session clock.
+    pub fn clock(&self) -> &SessionClock {
+        &self.shared.clock
+    }
+
+    /// Waits until no frame is queued or being processed anywhere in the
+    /// pipeline. Child tasks do not count until they push. A file input uses
+    /// this to run faster than real time while staying in lockstep with the
+    /// audio clock.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_idle(&self) {
+        self.shared.in_flight.wait_idle().await;
+    }
+}

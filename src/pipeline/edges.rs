@@ -1,0 +1,83 @@
+//! The two ends every pipeline has besides its processors.
+//!
+//! The **source** sits before the first processor. Frames pushed upstream end
+//! there, and it acts on the requests among them: an end request becomes one
+//! `End` sent down the chain, an interruption request becomes an
+//! `Interruption` sent down the chain, and a fatal error cancels the session.
+//! The **sink** sits after the last processor and swallows what reaches it,
+//! measuring how long inbound audio took to cross the chain.
+
+use async_trait::async_trait;
+
+use crate::frame::{Direction, Frame, FrameBody};
+use crate::processor::{Processor, ProcessorContext, ProcessorError};
+
+/// The head of the chain.
+#[derive(Default)]
+pub(crate) struct Source {
+    ending: bool,
+}
+
+#[async_trait]
+impl Processor for Source {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        if direction == Direction::Downstream {
+            ctx.push(frame, direction).await;
+            return Ok(());
+        }
+        match frame.body {
+            FrameBody::EndRequest { reason } => {
+                if !self.ending {
+                    self.ending = true;
+                    tracing::debug!(%reason, "end requested");
+                    // Into our own inbox, so the runner drains and stops us
+                    // like every other processor.
+                    if let Some(head) = ctx.shared().mailboxes.get().and_then(|m| m.first()) {
+                        let end = Frame::new(FrameBody::End { reason });
+                        ctx.shared()
+                            .notify_observers("pipeline", &end, Direction::Downstream);
+                        if head.send(end, Direction::Downstream).await.is_err() {
+                            tracing::debug!("end requested after the pipeline stopped");
+                        }
+                    }
+                }
+            }
+            FrameBody::InterruptionRequest => {
+                ctx.push_downstream(FrameBody::Interruption).await;
+            }
+            FrameBody::Error(error) if error.fatal => {
+                let reason = format!("fatal error in {}", error.processor);
+                ctx.shared().outcome().fatal_error.get_or_insert(error);
+                ctx.shared().cancel_all(&reason);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The tail of the chain.
+pub(crate) struct Sink;
+
+#[async_trait]
+impl Processor for Sink {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        _direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        if let FrameBody::InputAudio(_) = frame.body {
+            ctx.shared()
+                .outcome()
+                .transit
+                .record(frame.created.elapsed());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,194 @@
+//! The queues between processors (private to the runner).
+//!
+//! Each processor owns an [`Inbox`] of three lanes; its neighbours hold a
+//! [`Mailbox`] to it:
+//!
+//! - **system**: unbounded, served first. System frames are produced at a
+//!   bounded rate (inbound audio at real time, a handful of signals), and a
+//!   bound would let a slow processor stall inbound audio or an interruption.
+//! - **downstream data/control**: bounded. A processor that pushes faster
+//!   than the next one consumes waits on `push`: backpressure instead of
+//!   memory growth.
+//! - **upstream data/control**: unbounded. Upstream data is rare, and a bound
+//!   in both directions could deadlock two neighbours pushing at each other.
+//!
+//! Every queued item carries a sequence number taken when it was pushed; an
+//! interruption with sequence `s` makes the receiver drop data and control
+//! frames numbered below `s` as they come out of the lanes. Frames still
+//! waiting on backpressure when the interruption arrived carry an older number
+//! and are dropped too.
+//!
+//! Every queued item also holds an [`InFlight`] token until the receiver has
+//! finished processing it, so the pipeline knows when it is idle (used to run
+//! a file faster than real time, in lockstep with the audio clock).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::frame::{Direction, Frame, FrameKind};
+
+/// Counts frames queued or being processed anywhere in a pipeline.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl InFlight {
+    fn token(self: &Arc<Self>) -> InFlightToken {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightToken(Arc::clone(self))
+    }
+
+    /// Waits until nothing is queued or being processed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it holds no state between polls.
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Decrements the in-flight count when dropped, however the item ends:
+/// processed, dropped by an interruption, refused by a closed inbox, or lost
+/// with a cancelled push.
+#[derive(Debug)]
+pub(crate) struct InFlightToken(Arc<InFlight>);
+
+impl Drop for InFlightToken {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// One frame waiting in a lane.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) seq: u64,
+    pub(crate) frame: Frame,
+    pub(crate) direction: Direction,
+    pub(crate) token: InFlightToken,
+}
+
+/// The sending side of a processor's inbox.
+#[derive(Debug, Clone)]
+pub(crate) struct Mailbox {
+    system: mpsc::UnboundedSender<Queued>,
+    downstream: mpsc::Sender<Queued>,
+    upstream: mpsc::UnboundedSender<Queued>,
+    seq: Arc<AtomicU64>,
+    in_flight: Arc<InFlight>,
+}
+
+/// The receiving side, owned by the processor's task.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    system: mpsc::UnboundedReceiver<Queued>,
+    downstream: mpsc::Receiver<Queued>,
+    upstream: mpsc::UnboundedReceiver<Queued>,
+}
+
+/// A new inbox whose bounded lane holds `capacity` frames.
+pub(crate) fn inbox(capacity: usize, in_flight: &Arc<InFlight>) -> (Mailbox, Inbox) {
+    let (system_tx, system_rx) = mpsc::unbounded_channel();
+    let (down_tx, down_rx) = mpsc::channel(capacity.max(1));
+    let (up_tx, up_rx) = mpsc::unbounded_channel();
+    (
+        Mailbox {
+            system: system_tx,
+            downstream: down_tx,
+            upstream: up_tx,
+            seq: Arc::new(AtomicU64::new(0)),
+            in_flight: Arc::clone(in_flight),
+        },
+        Inbox {
+            system: system_rx,
+            downstream: down_rx,
+            upstream: up_rx,
+        },
+    )
+}
+
+impl Mailbox {
+    fn queued(&self, frame: Frame, direction: Direction) -> Queued {
+        Queued {
+            seq: self.seq.fetch_add(1, Ordering::AcqRel),
+            frame,
+            direction,
+            token: self.in_flight.token(),
+        }
+    }
+
+    /// Queues a frame, waiting for room in the bounded lane if needed.
+    /// Gives the frame back if the receiver has stopped.
+    ///
+    /// # Cancel safety
+    /// If cancelled while waiting for room, the frame is dropped.
+    pub(crate) async fn send(&self, frame: Frame, direction: Direction) -> Result<(), Frame> {
+        let item = self.queued(frame, direction);
+        let sent = match (item.frame.kind(), direction) {
+            (FrameKind::System, _) => self.system.send(item).map_err(|e| e.0),
+            (_, Direction::Downstream) => self.downstream.send(item).await.map_err(|e| e.0),
+            (_, Direction::Upstream) => self.upstream.send(item).map_err(|e| e.0),
+        };
+        sent.map_err(|item| item.frame)
+    }
+
+    /// Queues a system frame without waiting. Gives it back if the receiver
+    /// has stopped.
+    pub(crate) fn send_system(&self, frame: Frame, direction: Direction) -> Result<(), Frame> {
+        debug_assert_eq!(frame.kind(), FrameKind::System);
+        let item = self.queued(frame, direction);
+        self.system.send(item).map_err(|e| e.0.frame)
+    }
+}
+
+impl Inbox {
+    /// The next item: system lane first, then upstream, then downstream.
+    /// `None` once every sender is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: no item is lost if the future is dropped.
+    pub(crate) async fn recv(&mut self) -> Option<Queued> {
+        // Fast path without a select: a busy processor never parks.
+        if let Ok(item) = self.system.try_recv() {
+            return Some(item);
+        }
+        if let Ok(item) = self.upstream.try_recv() {
+            return Some(item);
+        }
+        if let Ok(item) = self.downstream.try_recv() {
+            return Some(item);
+        }
+        tokio::select! {
+            biased;
+            Some(item) = self.system.recv() => Some(item),
+            Some(item) = self.upstream.recv() => Some(item),
+            Some(item) = self.downstream.recv() => Some(item),
+            else => None,
+        }
+    }
+
+    /// Refuses further frames and drops whatever is queued (releasing its
+    /// in-flight tokens).
+    pub(crate) fn close(&mut self) {
+        self.system.close();
+        self.downstream.close();
+        self.upstream.close();
+        while self.system.try_recv().is_ok() {}
+        while self.downstream.try_recv().is_ok() {}
+        while self.upstream.try_recv().is_ok() {}
+    }
+}

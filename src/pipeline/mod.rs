@@ -1,0 +1,46 @@
+//! Running a pipeline: a flat chain of processors, a task per processor.
+//!
+//! # Design
+//!
+//! A pipeline is a list: `source → processor₁ → … → processorₙ → sink`.
+//! Processors hold no pointers to their neighbours; the direction of a push
+//! decides who receives it. Each processor runs in its own tokio task and
+//! owns an inbox of three lanes (see `link.rs`): system frames first, then
+//! upstream data, then downstream data, which is bounded so that a slow
+//! processor slows its producer rather than growing memory.
+//!
+//! # Shutdown
+//!
+//! `End` (a control frame) travels behind every data frame pushed before it;
+//! each processor finishes its in-flight work in `on_end`, forwards `End` and
+//! stops, so the chain drains in order. `Cancel` is delivered to every
+//! processor's system lane at once and stops each after its current frame.
+//! A fatal error, pushed upstream as an error frame, reaches the source,
+//! which cancels the session. A processor task that panics cancels the
+//! session too.
+//!
+//! # Interruptions
+//!
+//! A processor asks for one by pushing `InterruptionRequest` upstream; the
+//! source sends `Interruption` down the chain. Each processor, on receiving
+//! it, drops the data and control frames queued before it (never system
+//! frames, never `End`), runs its `on_interruption` hook to abort in-flight
+//! work, and forwards it. An interruption reaches a processor after its
+//! current `process` call returns; processors that emit long bursts do so
+//! from a child task, which the hook aborts.
+
+mod clock;
+mod context;
+mod edges;
+mod link;
+mod observer;
+mod runner;
+mod task;
+
+pub use clock::SessionClock;
+pub use context::ProcessorContext;
+pub use observer::{Observer, PushEvent};
+pub use task::{
+    DEFAULT_QUEUE_CAPACITY, NamedProcessor, PipelineHandle, PipelineOutcome, PipelineParams,
+    PipelineTask,
+};

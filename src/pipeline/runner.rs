@@ -1,0 +1,130 @@
+//! The task that runs one processor: takes frames from its inbox in lane
+//! order, drops what an interruption made stale, calls the processor, and
+//! turns its errors into error frames.
+
+use std::time::Instant;
+
+use crate::frame::{Direction, Frame, FrameBody};
+use crate::metrics::LatencyHistogram;
+use crate::processor::{Processor, ProcessorError, Severity};
+
+use super::context::ProcessorContext;
+use super::link::{Inbox, Queued};
+
+/// Whether the task goes on after a frame.
+enum Next {
+    Continue,
+    Stop,
+}
+
+/// Runs `processor` until it has handled `End` or `Cancel`, or every sender
+/// to its inbox is gone.
+pub(crate) async fn run_processor(
+    mut processor: Box<dyn Processor>,
+    mut inbox: Inbox,
+    ctx: ProcessorContext,
+    measure: bool,
+) {
+    let mut processing = LatencyHistogram::new();
+    // Data and control frames pushed before the last interruption are stale.
+    let mut stale_below: u64 = 0;
+    while let Some(Queued {
+        seq,
+        frame,
+        direction,
+        token,
+    }) = inbox.recv().await
+    {
+        if seq < stale_below && frame.body.dropped_by_interruption() {
+            tracing::trace!(
+                processor = ctx.name(),
+                frame = frame.name(),
+                "dropped by interruption"
+            );
+            continue;
+        }
+        if matches!(frame.body, FrameBody::Interruption) {
+            stale_below = seq;
+        }
+        let started = measure.then(Instant::now);
+        let next = handle(&mut *processor, frame, direction, &ctx).await;
+        if let Some(started) = started {
+            processing.record(started.elapsed());
+        }
+        // Released only now, after every frame this one caused was queued.
+        drop(token);
+        if let Next::Stop = next {
+            break;
+        }
+    }
+    inbox.close();
+    if measure && processing.count() > 0 {
+        ctx.shared()
+            .outcome()
+            .processing
+            .push((ctx.name().into(), processing));
+    }
+}
+
+async fn handle(
+    processor: &mut dyn Processor,
+    frame: Frame,
+    direction: Direction,
+    ctx: &ProcessorContext,
+) -> Next {
+    match &frame.body {
+        FrameBody::Start(start) => {
+            if let Err(err) = processor.on_start(start, ctx).await {
+                // A processor that cannot start cannot run the session.
+                report(ProcessorError::fatal(err), ctx).await;
+            }
+            ctx.push(frame, direction).await;
+            Next::Continue
+        }
+        FrameBody::Interruption => {
+            processor.on_interruption(ctx).await;
+            ctx.push(frame, direction).await;
+            Next::Continue
+        }
+        FrameBody::End { reason } if direction == Direction::Downstream => {
+            note_end(ctx, reason);
+            if let Err(err) = processor.on_end(ctx).await {
+                report(err, ctx).await;
+            }
+            ctx.push(frame, direction).await;
+            Next::Stop
+        }
+        FrameBody::Cancel { reason } => {
+            note_end(ctx, reason);
+            processor.on_cancel(ctx).await;
+            ctx.push(frame, direction).await;
+            Next::Stop
+        }
+        _ => {
+            if let Err(err) = processor.process(frame, direction, ctx).await {
+                report(err, ctx).await;
+            }
+            Next::Continue
+        }
+    }
+}
+
+fn note_end(ctx: &ProcessorContext, reason: &str) {
+    ctx.shared()
+        .outcome()
+        .end_reason
+        .get_or_insert_with(|| reason.to_owned());
+}
+
+async fn report(err: ProcessorError, ctx: &ProcessorContext) {
+    match err.severity() {
+        Severity::Fatal => {
+            tracing::error!(processor = ctx.name(), error = %err, "fatal processor error")
+        }
+        Severity::Recoverable => {
+            tracing::warn!(processor = ctx.name(), error = %err, "processor error")
+        }
+    }
+    ctx.push_upstream(FrameBody::Error(err.to_frame(ctx.name())))
+        .await;
+}
