@@ -1,5 +1,6 @@
 //! The runner's frame contract: lanes, interruptions, End, Cancel,
 //! backpressure, errors and observers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -116,14 +116,14 @@ impl ProcessorContext {
             Direction::Downstream => &self.downstream,
             Direction::Upstream => &self.upstream,
         };
-        if let Some(mailbox) = target {
-            if let Err(frame) = mailbox.send(frame, direction).await {
-                tracing::trace!(
-                    processor = %self.name,
-                    frame = frame.name(),
-                    "frame dropped: the next processor has stopped"
-                );
-            }
+        if let Some(mailbox) = target
+            && let Err(frame) = mailbox.send(frame, direction).await
+        {
+            tracing::trace!(
+                processor = %self.name,
+                frame = frame.name(),
+                "frame dropped: the next processor has stopped"
+            );
         }
     }
 

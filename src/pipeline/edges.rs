@@ -31,19 +31,17 @@ impl Processor for Source {
             return Ok(());
         }
         match frame.body {
-            FrameBody::EndRequest { reason } => {
-                if !self.ending {
-                    self.ending = true;
-                    tracing::debug!(%reason, "end requested");
-                    // Into our own inbox, so the runner drains and stops us
-                    // like every other processor.
-                    if let Some(head) = ctx.shared().mailboxes.get().and_then(|m| m.first()) {
-                        let end = Frame::new(FrameBody::End { reason });
-                        ctx.shared()
-                            .notify_observers("pipeline", &end, Direction::Downstream);
-                        if head.send(end, Direction::Downstream).await.is_err() {
-                            tracing::debug!("end requested after the pipeline stopped");
-                        }
+            FrameBody::EndRequest { reason } if !self.ending => {
+                self.ending = true;
+                tracing::debug!(%reason, "end requested");
+                // Into our own inbox, so the runner drains and stops us
+                // like every other processor.
+                if let Some(head) = ctx.shared().mailboxes.get().and_then(|m| m.first()) {
+                    let end = Frame::new(FrameBody::End { reason });
+                    ctx.shared()
+                        .notify_observers("pipeline", &end, Direction::Downstream);
+                    if head.send(end, Direction::Downstream).await.is_err() {
+                        tracing::debug!("end requested after the pipeline stopped");
                     }
                 }
             }
