@@ -275,6 +275,15 @@ pub enum FrameBody {
     BotStartedSpeaking,
     /// Bot audio stopped leaving the transport.
     BotStoppedSpeaking,
+    /// The output transport's account of an interruption: how much of the
+    /// bot's current utterance the user heard, and how much queued audio
+    /// was dropped.
+    BotInterrupted {
+        /// Audio of the utterance that had left before the interruption.
+        played: Duration,
+        /// Queued audio that was dropped.
+        cut: Duration,
+    },
     /// Audio from the user.
     InputAudio(AudioFrame),
     /// A measurement.
@@ -334,6 +343,7 @@ impl FrameBody {
             | UserStoppedSpeaking { .. }
             | BotStartedSpeaking
             | BotStoppedSpeaking
+            | BotInterrupted { .. }
             | InputAudio(_)
             | Metrics(_) => FrameKind::System,
             OutputAudio(_)
@@ -366,6 +376,7 @@ impl FrameBody {
             UserStoppedSpeaking { .. } => "UserStoppedSpeaking",
             BotStartedSpeaking => "BotStartedSpeaking",
             BotStoppedSpeaking => "BotStoppedSpeaking",
+            BotInterrupted { .. } => "BotInterrupted",
             InputAudio(_) => "InputAudio",
             Metrics(_) => "Metrics",
             OutputAudio(_) => "OutputAudio",

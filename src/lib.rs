@@ -5,10 +5,14 @@
 //! user's view and each module's docs for the design notes.
 
 pub mod audio;
+pub mod config;
 pub mod context;
+pub mod events;
 pub mod frame;
 pub mod metrics;
 pub mod pipeline;
 pub mod processor;
 pub mod processors;
+pub mod session;
 pub mod testing;
+pub mod transport;

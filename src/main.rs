@@ -1,3 +1,7 @@
-//! The `voxpipe` command line.
+//! The `voxpipe` command line: `check`, `run`, and (later) `serve`.
 
-fn main() {}
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

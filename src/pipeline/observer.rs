@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use crate::frame::{Direction, Frame};
 
+use super::PipelineOutcome;
+
 /// One frame pushed from one processor toward another.
 #[derive(Debug)]
 pub struct PushEvent<'a> {
@@ -26,4 +28,7 @@ pub struct PushEvent<'a> {
 pub trait Observer: Send + Sync {
     /// Called for every push, on the pushing task.
     fn on_push(&self, event: &PushEvent<'_>);
+
+    /// Called once when every processor has stopped, at session time `at`.
+    fn on_pipeline_end(&self, _outcome: &PipelineOutcome, _at: Duration) {}
 }

@@ -227,12 +227,17 @@ impl PipelineTask {
         }
 
         let outcome = std::mem::take(&mut *shared.outcome());
-        PipelineOutcome {
+        let outcome = PipelineOutcome {
             end_reason: outcome.end_reason.unwrap_or_else(|| "stopped".to_owned()),
             cancelled: outcome.cancelled,
             fatal_error: outcome.fatal_error,
             metrics: metrics_of(&names, outcome.processing, &outcome.transit),
+        };
+        let at = shared.clock.now();
+        for observer in &shared.observers {
+            observer.on_pipeline_end(&outcome, at);
         }
+        outcome
     }
 }
 

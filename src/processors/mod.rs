@@ -1,5 +1,18 @@
 //! The built-in processors, and the registry that builds them from TOML.
 
+mod gain;
+mod parrot;
 mod passthrough;
+mod registry;
 
+pub use gain::{AudioSelector, Gain, GainConfig};
+pub use parrot::{Parrot, ParrotConfig};
 pub use passthrough::{Passthrough, PassthroughConfig};
+pub use registry::{ProcessorFactory, ProcessorRegistry};
+
+/// Registers every built-in processor type.
+fn register_builtin(registry: &mut ProcessorRegistry) {
+    registry.register::<GainConfig>("gain");
+    registry.register::<ParrotConfig>("parrot");
+    registry.register::<PassthroughConfig>("passthrough");
+}

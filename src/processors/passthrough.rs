@@ -28,3 +28,12 @@ impl Processor for Passthrough {
         Ok(())
     }
 }
+
+impl crate::processors::ProcessorFactory for PassthroughConfig {
+    fn build(
+        &self,
+        _setup: &crate::session::SessionSetup,
+    ) -> Result<Box<dyn Processor>, crate::session::BuildError> {
+        Ok(Box::new(Passthrough))
+    }
+}

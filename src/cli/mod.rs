@@ -1,0 +1,57 @@
+//! Argument parsing, logging and dispatch to the subcommands.
+
+mod check;
+mod logging;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// voxpipe: a real-time voice-AI pipeline engine.
+///
+/// A pipeline is a TOML file listing processors (VAD, speech-to-text, LLM,
+/// text-to-speech, ...). `voxpipe run` runs one session of it over a WAV
+/// file; `voxpipe check` validates pipeline files without running them.
+#[derive(Debug, Parser)]
+#[command(name = "voxpipe", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
+
+    /// Log level or filter (like RUST_LOG, which takes precedence), e.g.
+    /// `debug` or `voxpipe=trace`.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate pipeline files without running them.
+    ///
+    /// Prints each file's problems with the file, line and key. Exits 0 only
+    /// when every file is valid. Secrets (`*_env` variables) are not needed:
+    /// they are looked up when a session starts.
+    Check(check::CheckArgs),
+    /// Run one session of a pipeline over a WAV file.
+    ///
+    /// The input is converted to the pipeline's sample rate and pushed in
+    /// 20 ms frames, as fast as the pipeline takes them (or in real time with
+    /// --realtime); the bot's audio is written to --output at the session
+    /// time it was played, so input and output line up.
+    Run(run::RunArgs),
+}
+
+/// Parses the command line and runs the command.
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Check(args) => check::check(&args),
+        Command::Run(args) => run::run(args),
+    }
+}

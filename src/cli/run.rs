@@ -1,0 +1,161 @@
+//! `voxpipe run FILE --input IN.wav [--output OUT.wav] [--realtime] [--events]`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use voxpipe::audio::{resample::resample_all, wav::read_wav};
+use voxpipe::config::{Override, PipelineConfig, load_pipeline};
+use voxpipe::events::EventWriter;
+use voxpipe::pipeline::{NamedProcessor, Observer, SessionClock};
+use voxpipe::processors::ProcessorRegistry;
+use voxpipe::session::{
+    SessionOptions, SessionReport, SessionSetup, TransportEnds, new_session_id, run_session,
+};
+use voxpipe::transport::file::{FileInput, WavSink};
+use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The pipeline file.
+    file: PathBuf,
+
+    /// The user's audio: a WAV file (any common rate, mono or stereo).
+    #[arg(long, short)]
+    input: PathBuf,
+
+    /// Where to write the bot's audio: a mono WAV at the pipeline's rate,
+    /// as long as the input at least, silent where the bot was silent.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+
+    /// Push the input in real time instead of as fast as possible.
+    #[arg(long)]
+    realtime: bool,
+
+    /// Print one JSON object per line on stdout for each notable event
+    /// (`t_ms`, `event`, fields); logs stay on stderr.
+    #[arg(long)]
+    events: bool,
+
+    /// Override a value of the pipeline file by its dotted path, e.g.
+    /// `--set processor.0.gain_db=-6` or `--set pipeline.sample_rate=8000`.
+    /// Repeatable.
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    overrides: Vec<Override>,
+
+    /// The session id (default: a fresh random id).
+    #[arg(long)]
+    session_id: Option<String>,
+}
+
+pub(crate) fn run(args: RunArgs) -> ExitCode {
+    let registry = ProcessorRegistry::builtin();
+    let config = match load_pipeline(&args.file, &args.overrides, &registry) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("voxpipe: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_file_session(&config, &args)) {
+        Ok(report) => match &report.fatal_error {
+            None => ExitCode::SUCCESS,
+            Some(error) => {
+                eprintln!(
+                    "voxpipe: session ended by an error in {}: {}",
+                    error.processor, error.message
+                );
+                ExitCode::FAILURE
+            }
+        },
+        Err(err) => {
+            eprintln!("voxpipe: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Discards bot audio (no `--output`); speaking state still follows it.
+struct DiscardSink;
+
+impl AudioSink for DiscardSink {
+    fn write(
+        &mut self,
+        _audio: &voxpipe::frame::AudioFrame,
+    ) -> Result<(), voxpipe::processor::ProcessorError> {
+        Ok(())
+    }
+}
+
+async fn run_file_session(
+    config: &PipelineConfig,
+    args: &RunArgs,
+) -> anyhow::Result<SessionReport> {
+    let rate = config.pipeline.sample_rate.hz();
+    let wav = read_wav(&args.input)?;
+    let samples = resample_all(&wav.to_mono(), wav.sample_rate, rate)
+        .with_context(|| format!("{}: cannot convert to {rate} Hz", args.input.display()))?;
+    let input_length = Duration::from_micros(samples.len() as u64 * 1_000_000 / u64::from(rate));
+    let pacing = Pacing::InboundAudio {
+        realtime: args.realtime,
+    };
+    let output = match &args.output {
+        Some(path) => NamedProcessor::new(
+            "transport.output",
+            OutputTransport::new(
+                WavSink::create(path, rate)?.with_min_length(input_length),
+                pacing,
+            ),
+        ),
+        None => NamedProcessor::new(
+            "transport.output",
+            OutputTransport::new(DiscardSink, pacing),
+        ),
+    };
+    let ends = TransportEnds {
+        input: NamedProcessor::new(
+            "transport.input",
+            FileInput::new(samples, rate, args.realtime),
+        ),
+        output,
+    };
+    let events = args
+        .events
+        .then(|| Arc::new(EventWriter::new(std::io::stdout())));
+    let mut observers: Vec<Arc<dyn Observer>> = Vec::new();
+    if let Some(events) = &events {
+        observers.push(events.clone());
+    }
+    let session_id = args.session_id.clone().unwrap_or_else(new_session_id);
+    let span = tracing::info_span!("session", call_id = %session_id);
+    let _entered = span.enter();
+    tracing::info!(pipeline = %config.pipeline.name, input = %args.input.display(), "session starting");
+    let report = run_session(
+        config,
+        ends,
+        SessionOptions {
+            setup: SessionSetup::for_pipeline(config, session_id),
+            clock: SessionClock::audio(),
+            observers,
+        },
+    )
+    .await?;
+    tracing::info!(reason = %report.end_reason, duration = ?report.duration, "session ended");
+    if let Some(events) = events {
+        events.flush();
+    }
+    Ok(report)
+}

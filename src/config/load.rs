@@ -1,0 +1,242 @@
+//! Reading and validating a pipeline file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::processors::ProcessorRegistry;
+
+use super::error::{ConfigError, ConfigErrors, Location};
+use super::keypath::key_path_at;
+use super::overrides::{self, Override};
+use super::schema::{PipelineConfig, ProcessorEntry, Sections};
+
+/// Reads `path`, applies `overrides`, and validates the result against
+/// `registry`. The file is validated as written first, so that its errors
+/// name its own lines; errors the overrides bring are reported against them.
+pub fn load_pipeline(
+    path: &Path,
+    overrides: &[Override],
+    registry: &ProcessorRegistry,
+) -> Result<PipelineConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let config = parse_pipeline(path, &text, registry)?;
+    if overrides.is_empty() {
+        return Ok(config);
+    }
+    let changed = overrides::apply(&text, overrides)?;
+    parse_pipeline(path, &changed, registry).map_err(|errors| blame_overrides(errors, overrides))
+}
+
+/// Validates pipeline TOML `text`, read from `path` (used in messages).
+pub fn parse_pipeline(
+    path: &Path,
+    text: &str,
+    registry: &ProcessorRegistry,
+) -> Result<PipelineConfig, ConfigErrors> {
+    let errors = Errors { path, text };
+    let root = DeTable::parse(text).map_err(|e| errors.from_toml(&DeTable::default(), &e))?;
+    let lookup = root.get_ref().clone();
+    let root_span = root.span();
+    let mut table = root.into_inner();
+    let processor_tables = table.remove("processor");
+
+    let mut found = Vec::new();
+    let sections =
+        Sections::deserialize(toml::de::Deserializer::from(Spanned::new(root_span, table)))
+            .map_err(|e| found.push(errors.from_toml(&lookup, &e)))
+            .ok();
+
+    let mut processors = Vec::new();
+    match processor_tables.map(Spanned::into_inner) {
+        None => {}
+        Some(DeValue::Array(items)) => {
+            let mut seen_names: HashMap<String, usize> = HashMap::new();
+            for (index, item) in items.iter().cloned().enumerate() {
+                match parse_processor(index, item, registry, &errors, &lookup) {
+                    Ok((type_name, name, factory)) => {
+                        let repeats = seen_names.entry(name.clone()).or_default();
+                        *repeats += 1;
+                        let name = if *repeats == 1 {
+                            name
+                        } else {
+                            format!("{name}#{repeats}")
+                        };
+                        processors.push(ProcessorEntry {
+                            type_name,
+                            name,
+                            factory,
+                        });
+                    }
+                    Err(error) => found.push(error),
+                }
+            }
+        }
+        Some(_) => found.push(errors.key_error(
+            text.find("processor").unwrap_or(0),
+            "processor".into(),
+            "expected an array of tables: write each processor as [[processor]]".into(),
+        )),
+    }
+
+    match sections {
+        Some(sections) if found.is_empty() => Ok(PipelineConfig {
+            path: path.to_owned(),
+            pipeline: sections.pipeline,
+            transport: sections.transport,
+            processors,
+        }),
+        _ => Err(ConfigErrors(found)),
+    }
+}
+
+type Parsed = (
+    String,
+    String,
+    std::sync::Arc<dyn crate::processors::ProcessorFactory>,
+);
+
+fn parse_processor(
+    index: usize,
+    item: Spanned<DeValue<'_>>,
+    registry: &ProcessorRegistry,
+    errors: &Errors<'_>,
+    lookup: &DeTable<'_>,
+) -> Result<Parsed, ConfigError> {
+    let span = item.span();
+    let key = |k: &str| format!("processor.{index}.{k}");
+    let DeValue::Table(mut table) = item.into_inner() else {
+        return Err(errors.key_error(
+            span.start,
+            format!("processor.{index}"),
+            "expected a table".into(),
+        ));
+    };
+    let type_value = table.remove("type").ok_or_else(|| {
+        errors.key_error(
+            span.start,
+            key("type"),
+            "missing required key `type`".into(),
+        )
+    })?;
+    let type_span = type_value.span();
+    let Some(type_name) = type_value.get_ref().as_str().map(str::to_owned) else {
+        return Err(errors.key_error(type_span.start, key("type"), "expected a string".into()));
+    };
+    let name = match table.remove("name") {
+        None => type_name.clone(),
+        Some(value) => match value.get_ref().as_str() {
+            Some(name) if !name.is_empty() => name.to_owned(),
+            _ => {
+                return Err(errors.key_error(
+                    value.span().start,
+                    key("name"),
+                    "expected a non-empty string".into(),
+                ));
+            }
+        },
+    };
+    let deserializer = toml::de::ValueDeserializer::from(Spanned::new(span, DeValue::Table(table)));
+    match registry.parse(&type_name, deserializer) {
+        None => Err(errors.key_error(
+            type_span.start,
+            key("type"),
+            format!(
+                "unknown processor type `{type_name}`; known types: {}",
+                registry.type_names().collect::<Vec<_>>().join(", ")
+            ),
+        )),
+        Some(Err(e)) => Err(errors.from_toml(lookup, &e)),
+        Some(Ok(factory)) => Ok((type_name, name, factory)),
+    }
+}
+
+/// Turns parser and serde errors into [`ConfigError`]s for one text.
+struct Errors<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Errors<'_> {
+    fn location(&self, offset: usize) -> Location {
+        Location::at(PathBuf::from(self.path), self.text, offset)
+    }
+
+    fn key_error(&self, offset: usize, key: String, message: String) -> ConfigError {
+        ConfigError::Key {
+            location: self.location(offset),
+            key,
+            message,
+        }
+    }
+
+    fn from_toml(&self, lookup: &DeTable<'_>, error: &toml::de::Error) -> ConfigError {
+        let message = error.message().trim().to_owned();
+        let offset = error.span().map_or(0, |span| span.start);
+        let mut path = key_path_at(lookup, offset);
+        if path.is_empty() && lookup.is_empty() {
+            return ConfigError::Syntax {
+                location: self.location(offset),
+                message,
+            };
+        }
+        // serde reports a missing field at the table that lacks it.
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            path.push(field.to_owned());
+            return self.key_error(
+                offset,
+                path.join("."),
+                format!("missing required key `{field}`"),
+            );
+        }
+        let message = message
+            .replace("unknown field", "unknown key")
+            .replace("expected one of", "expected one of the keys");
+        if path.is_empty() {
+            // A root-level unknown key spans only itself.
+            if let Some(key) = message
+                .strip_prefix("unknown key `")
+                .and_then(|rest| rest.split('`').next())
+            {
+                path.push(key.to_owned());
+            }
+        }
+        self.key_error(offset, path.join("."), message)
+    }
+}
+
+fn blame_overrides(errors: ConfigErrors, overrides: &[Override]) -> ConfigErrors {
+    ConfigErrors(
+        errors
+            .0
+            .into_iter()
+            .map(|error| {
+                let ConfigError::Key { key, message, .. } = &error else {
+                    return error;
+                };
+                let key_path: Vec<&str> = key.split('.').collect();
+                let culprit = overrides.iter().rev().find(|o| {
+                    let n = key_path.len().min(o.path().len());
+                    key_path[..n]
+                        == o.path()[..n].iter().map(String::as_str).collect::<Vec<_>>()[..]
+                });
+                match culprit {
+                    Some(o) => ConfigError::Override {
+                        spec: o.spec().to_owned(),
+                        message: format!("key `{key}`: {message}"),
+                    },
+                    None => error,
+                }
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,129 @@
+//! The pipeline file's sections, as serde reads them.
+//!
+//! ```toml
+//! [pipeline]
+//! name = "parrot"
+//! sample_rate = 16000          # 8000, 16000, 24000 or 48000
+//! allow_interruptions = true
+//!
+//! [[processor]]
+//! type = "parrot"              # see `voxpipe check --list-types`
+//! name = "echo"                # optional label for logs and metrics
+//! ```
+//!
+//! `[[processor]]` tables are read by the [registry](crate::processors)
+//! according to their `type`; everything else is read here.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::processors::ProcessorFactory;
+
+/// The rates a pipeline can run at internally.
+pub const SUPPORTED_SAMPLE_RATES: [u32; 4] = [8_000, 16_000, 24_000, 48_000];
+
+/// A validated internal sample rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct SampleRate(u32);
+
+impl SampleRate {
+    /// Hertz.
+    pub fn hz(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for SampleRate {
+    fn default() -> Self {
+        SampleRate(16_000)
+    }
+}
+
+impl TryFrom<u32> for SampleRate {
+    type Error = String;
+
+    fn try_from(hz: u32) -> Result<Self, Self::Error> {
+        if SUPPORTED_SAMPLE_RATES.contains(&hz) {
+            Ok(SampleRate(hz))
+        } else {
+            Err(format!(
+                "unsupported sample rate {hz}; expected one of 8000, 16000, 24000, 48000"
+            ))
+        }
+    }
+}
+
+/// `[pipeline]`: what the pipeline is and how it runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// What the pipeline does, for people.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The internal sample rate; transports convert at the edges.
+    #[serde(default)]
+    pub sample_rate: SampleRate,
+    /// Whether the user may interrupt the bot.
+    #[serde(default = "default_true")]
+    pub allow_interruptions: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[transport]`: options of the transports a session may be bound to. A
+/// pipeline never names its transport; these only tune them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSection {}
+
+/// Everything in a pipeline file except its processors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Sections {
+    pub(crate) pipeline: PipelineSection,
+    #[serde(default)]
+    pub(crate) transport: TransportSection,
+}
+
+/// One `[[processor]]` entry, validated.
+#[derive(Clone)]
+pub struct ProcessorEntry {
+    /// Its `type`.
+    pub type_name: String,
+    /// Its unique name in the pipeline: `name` if given, else the type,
+    /// with `#2`, `#3`… added to repeats.
+    pub name: String,
+    /// Builds it for each session.
+    pub factory: Arc<dyn ProcessorFactory>,
+}
+
+impl fmt::Debug for ProcessorEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessorEntry")
+            .field("type_name", &self.type_name)
+            .field("name", &self.name)
+            .field("factory", &self.factory)
+            .finish()
+    }
+}
+
+/// A validated pipeline definition.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// `[pipeline]`.
+    pub pipeline: PipelineSection,
+    /// `[transport]`.
+    pub transport: TransportSection,
+    /// The processors, in chain order.
+    pub processors: Vec<ProcessorEntry>,
+}

@@ -1,0 +1,225 @@
+//! `--events`: one JSON object per line for each notable frame.
+//!
+//! Every line has `t_ms` (milliseconds since the session started, on the
+//! session clock: the audio clock for file input) and `event`. The names are
+//! a public contract; fields are only ever added:
+//!
+//! | event | fields |
+//! |---|---|
+//! | `session_started` | `session_id`, `sample_rate` |
+//! | `user_started_speaking` | `start_ms`: when speech began |
+//! | `user_stopped_speaking` | `end_ms`: when speech ended |
+//! | `transcription`, `interim_transcription` | `text` |
+//! | `llm_response_started`, `llm_response_ended` | |
+//! | `llm_text` | `text` |
+//! | `tool_call` | `id`, `name`, `arguments` |
+//! | `tool_result` | `id`, `name`, `result` |
+//! | `tts_started`, `tts_stopped` | |
+//! | `bot_started_speaking`, `bot_stopped_speaking` | |
+//! | `interruption` | `played_ms`: bot audio heard, `cut_ms`: bot audio dropped |
+//! | `error` | `processor`, `message`, `fatal`, `provider`?, `status`? |
+//! | `metrics` | `metric` and its values |
+//! | `session_ended` | `reason`, `cancelled`, `error`? |
+//!
+//! A frame forwarded through many processors is one event: events are keyed
+//! by frame id.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::{Value, json};
+
+use crate::frame::{FrameBody, FrameId};
+use crate::pipeline::{Observer, PipelineOutcome, PushEvent};
+
+/// The event a frame is, as `(name, fields)`, or `None` for frames that are
+/// not events (audio, internal requests).
+pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
+    use FrameBody::*;
+    let event = match body {
+        Start(start) => (
+            "session_started",
+            json!({"session_id": &*start.session_id, "sample_rate": start.sample_rate}),
+        ),
+        UserStartedSpeaking { start } => ("user_started_speaking", json!({"start_ms": ms(*start)})),
+        UserStoppedSpeaking { end } => ("user_stopped_speaking", json!({"end_ms": ms(*end)})),
+        Transcription(t) => ("transcription", json!({"text": t.text})),
+        InterimTranscription(t) => ("interim_transcription", json!({"text": t.text})),
+        LlmResponseStart => ("llm_response_started", json!({})),
+        LlmText(text) => ("llm_text", json!({"text": text})),
+        LlmResponseEnd => ("llm_response_ended", json!({})),
+        FunctionCallInProgress(call) => (
+            "tool_call",
+            json!({"id": call.id, "name": call.name, "arguments": call.arguments}),
+        ),
+        FunctionCallResult { call, result } => (
+            "tool_result",
+            json!({"id": call.id, "name": call.name, "result": result}),
+        ),
+        TtsStarted => ("tts_started", json!({})),
+        TtsStopped => ("tts_stopped", json!({})),
+        BotStartedSpeaking => ("bot_started_speaking", json!({})),
+        BotStoppedSpeaking => ("bot_stopped_speaking", json!({})),
+        BotInterrupted { played, cut } => (
+            "interruption",
+            json!({"played_ms": ms(*played), "cut_ms": ms(*cut)}),
+        ),
+        Error(e) => {
+            let mut fields =
+                json!({"processor": &*e.processor, "message": e.message, "fatal": e.fatal});
+            if let Some(provider) = &e.provider {
+                fields["provider"] = json!(provider);
+            }
+            if let Some(status) = e.status {
+                fields["status"] = json!(status);
+            }
+            ("error", fields)
+        }
+        Metrics(data) => ("metrics", serde_json::to_value(data).unwrap_or(Value::Null)),
+        _ => return None,
+    };
+    Some(event)
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// One event as a JSON line (without the newline).
+pub fn event_line(at: Duration, name: &str, fields: Value) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert("t_ms".into(), json!(ms(at)));
+    object.insert("event".into(), json!(name));
+    if let Value::Object(fields) = fields {
+        object.extend(fields);
+    }
+    Value::Object(object).to_string()
+}
+
+enum Message {
+    Line(String),
+    Flush(Sender<()>),
+}
+
+/// Writes events as JSON lines on a thread of its own, so that a slow
+/// reader never holds up a processor.
+pub struct EventWriter {
+    tx: Sender<Message>,
+    seen: Mutex<HashSet<FrameId>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl EventWriter {
+    /// Events written to `out` (usually stdout), one line each, flushed per
+    /// line.
+    pub fn new(out: impl Write + Send + 'static) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("voxpipe-events".into())
+            .spawn(move || write_lines(out, rx))
+            .ok();
+        EventWriter {
+            tx,
+            seen: Mutex::new(HashSet::new()),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    fn send(&self, line: String) {
+        if self.tx.send(Message::Line(line)).is_err() {
+            tracing::warn!("event writer has stopped; event lost");
+        }
+    }
+
+    /// Waits until every event so far has been written.
+    pub fn flush(&self) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.tx.send(Message::Flush(tx)).is_ok() {
+            // An error means the writer thread is gone: nothing to wait for.
+            let _gone = rx.recv();
+        }
+        let thread_died = self
+            .thread
+            .lock()
+            .map(|t| t.as_ref().is_none_or(JoinHandle::is_finished))
+            .unwrap_or(true);
+        if thread_died {
+            tracing::warn!("event writer thread is not running");
+        }
+    }
+}
+
+fn write_lines(mut out: impl Write, rx: Receiver<Message>) {
+    for message in rx {
+        match message {
+            Message::Line(line) => {
+                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                    // The reader went away (a closed pipe): stop quietly.
+                    return;
+                }
+            }
+            Message::Flush(done) => {
+                let _flushed = out.flush();
+                // The waiter may have given up; nothing to do then.
+                let _gave_up = done.send(());
+            }
+        }
+    }
+}
+
+impl Observer for EventWriter {
+    fn on_push(&self, event: &PushEvent<'_>) {
+        let Some((name, fields)) = event_of(&event.frame.body) else {
+            return;
+        };
+        let first_time = self
+            .seen
+            .lock()
+            .map(|mut seen| seen.insert(event.frame.id))
+            .unwrap_or(true);
+        if first_time {
+            self.send(event_line(event.at, name, fields));
+        }
+    }
+
+    fn on_pipeline_end(&self, outcome: &PipelineOutcome, at: Duration) {
+        for metric in &outcome.metrics {
+            self.send(event_line(
+                at,
+                "metrics",
+                serde_json::to_value(metric).unwrap_or(Value::Null),
+            ));
+        }
+        let mut fields = json!({"reason": outcome.end_reason, "cancelled": outcome.cancelled});
+        if let Some(error) = &outcome.fatal_error {
+            fields["error"] = json!(error.message);
+        }
+        self.send(event_line(at, "session_ended", fields));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_carry_time_name_and_fields() {
+        let line = event_line(
+            Duration::from_millis(1234),
+            "llm_text",
+            json!({"text": "hi"}),
+        );
+        assert_eq!(line, r#"{"t_ms":1234,"event":"llm_text","text":"hi"}"#);
+    }
+
+    #[test]
+    fn audio_is_not_an_event() {
+        let audio = crate::frame::AudioFrame::from_samples(&[0; 4], 16_000, 1, Duration::ZERO);
+        assert!(event_of(&FrameBody::InputAudio(audio)).is_none());
+        assert!(event_of(&FrameBody::InterruptionRequest).is_none());
+    }
+}

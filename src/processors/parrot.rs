@@ -1,0 +1,180 @@
+//! `parrot`: repeats each user utterance back once the user stops speaking.
+//!
+//! The keyless demo: it exercises the whole audio path (transport in and
+//! out, VAD, turn-taking, interruptions) without any provider. Each
+//! utterance is cut from the inbound audio between the VAD's speech start
+//! and end times (the VAD decides a little after speech starts, so recent
+//! audio is kept to reach back to the start), and played back from a child
+//! task, bracketed by `TtsStarted` and `TtsStopped` so the output knows when
+//! the utterance is complete. An interruption aborts the playback. With no
+//! VAD in the pipeline, the whole input is one utterance, played back when
+//! the input ends.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+
+use crate::frame::{AudioFrame, Direction, Frame, FrameBody};
+use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::processors::ProcessorFactory;
+use crate::session::{BuildError, SessionSetup};
+
+/// How far back audio is kept while the user is not speaking: longer than
+/// any VAD start window.
+const PRE_ROLL: Duration = Duration::from_secs(2);
+
+/// `[[processor]] type = "parrot"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParrotConfig {
+    /// The longest utterance repeated, in seconds; longer ones are cut to
+    /// their last `max_secs`. Default 30.
+    #[serde(default = "default_max_secs")]
+    pub max_secs: f64,
+}
+
+fn default_max_secs() -> f64 {
+    30.0
+}
+
+impl ProcessorFactory for ParrotConfig {
+    fn build(&self, _setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
+        if !(self.max_secs > 0.0 && self.max_secs <= 600.0) {
+            return Err(BuildError::Invalid(format!(
+                "max_secs must be between 0 and 600, not {}",
+                self.max_secs
+            )));
+        }
+        Ok(Box::new(Parrot::new(Duration::from_secs_f64(
+            self.max_secs,
+        ))))
+    }
+}
+
+/// Repeats each utterance. See the module docs.
+pub struct Parrot {
+    max: Duration,
+    recent: VecDeque<AudioFrame>,
+    /// Speech start of the utterance being heard.
+    speech_start: Option<Duration>,
+    saw_vad: bool,
+    playback: Option<JoinHandle<()>>,
+}
+
+impl Parrot {
+    /// A parrot repeating utterances of up to `max`.
+    pub fn new(max: Duration) -> Self {
+        Parrot {
+            max,
+            recent: VecDeque::new(),
+            speech_start: None,
+            saw_vad: false,
+            playback: None,
+        }
+    }
+
+    fn keep(&mut self, audio: &AudioFrame) {
+        self.recent.push_back(audio.clone());
+        let window = if self.speech_start.is_some() || !self.saw_vad {
+            self.max
+        } else {
+            PRE_ROLL
+        };
+        let newest_end = audio.pts + audio.duration();
+        while self
+            .recent
+            .front()
+            .is_some_and(|f| f.pts + window < newest_end)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// The kept audio between `start` and `end`, in order.
+    fn utterance(&mut self, start: Duration, end: Duration) -> Vec<AudioFrame> {
+        let frames = self
+            .recent
+            .iter()
+            .filter(|f| f.pts + f.duration() > start && f.pts < end)
+            .cloned()
+            .collect();
+        self.recent.clear();
+        frames
+    }
+
+    fn stop_playback(&mut self) {
+        if let Some(playback) = self.playback.take() {
+            playback.abort();
+        }
+    }
+
+    fn play(&mut self, frames: Vec<AudioFrame>, ctx: &ProcessorContext) {
+        if frames.is_empty() {
+            return;
+        }
+        self.stop_playback();
+        let ctx = ctx.clone();
+        self.playback = Some(tokio::spawn(async move {
+            ctx.push_downstream(FrameBody::TtsStarted).await;
+            for frame in frames {
+                ctx.push_downstream(FrameBody::OutputAudio(frame)).await;
+            }
+            ctx.push_downstream(FrameBody::TtsStopped).await;
+        }));
+    }
+}
+
+#[async_trait]
+impl Processor for Parrot {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        match &frame.body {
+            FrameBody::InputAudio(audio) => self.keep(audio),
+            FrameBody::UserStartedSpeaking { start } => {
+                self.saw_vad = true;
+                self.speech_start = Some(*start);
+            }
+            FrameBody::UserStoppedSpeaking { end } => {
+                self.saw_vad = true;
+                if let Some(start) = self.speech_start.take() {
+                    let frames = self.utterance(start, *end);
+                    self.play(frames, ctx);
+                }
+            }
+            _ => {}
+        }
+        ctx.push(frame, direction).await;
+        Ok(())
+    }
+
+    async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
+        self.stop_playback();
+    }
+
+    async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        if !self.saw_vad {
+            let frames: Vec<AudioFrame> = self.recent.drain(..).collect();
+            self.play(frames, ctx);
+        }
+        if let Some(playback) = self.playback.take() {
+            // Finish the utterance in flight before End goes on.
+            if let Err(err) = playback.await
+                && err.is_panic()
+            {
+                return Err(ProcessorError::recoverable("parrot playback failed"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
+        self.stop_playback();
+    }
+}

@@ -1,0 +1,86 @@
+//! The registry from a processor `type` in TOML to the code that builds it.
+//!
+//! Building is two steps. When a pipeline file is loaded, each
+//! `[[processor]]` table is deserialized into its type's config struct
+//! (unknown keys and wrong types are errors that name the line); the config
+//! is a [`ProcessorFactory`]. When a session starts, the factory builds a
+//! fresh processor for it, resolving `*_env` variables then, so that
+//! `voxpipe check` needs no secrets.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::processor::Processor;
+use crate::session::{BuildError, SessionSetup};
+
+/// Builds one processor per session from a validated config.
+pub trait ProcessorFactory: Send + Sync + fmt::Debug {
+    /// A fresh processor for the session `setup` describes.
+    fn build(&self, setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError>;
+}
+
+type ParseFn =
+    fn(toml::de::ValueDeserializer<'_>) -> Result<Arc<dyn ProcessorFactory>, toml::de::Error>;
+
+fn parse_as<C>(
+    value: toml::de::ValueDeserializer<'_>,
+) -> Result<Arc<dyn ProcessorFactory>, toml::de::Error>
+where
+    C: DeserializeOwned + ProcessorFactory + 'static,
+{
+    let config = C::deserialize(value)?;
+    Ok(Arc::new(config))
+}
+
+/// Processor types by name. Open: code can register its own.
+#[derive(Clone, Default)]
+pub struct ProcessorRegistry {
+    types: BTreeMap<String, ParseFn>,
+}
+
+impl fmt::Debug for ProcessorRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.types.keys()).finish()
+    }
+}
+
+impl ProcessorRegistry {
+    /// A registry with no types.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// A registry with every built-in processor type.
+    pub fn builtin() -> Self {
+        let mut registry = Self::empty();
+        super::register_builtin(&mut registry);
+        registry
+    }
+
+    /// Registers `type_name`, whose TOML table deserializes into `C`.
+    /// Replaces an earlier registration of the same name.
+    pub fn register<C>(&mut self, type_name: &str)
+    where
+        C: DeserializeOwned + ProcessorFactory + 'static,
+    {
+        self.types.insert(type_name.to_owned(), parse_as::<C>);
+    }
+
+    /// The registered type names, sorted.
+    pub fn type_names(&self) -> impl Iterator<Item = &str> {
+        self.types.keys().map(String::as_str)
+    }
+
+    /// Deserializes a processor table of type `type_name`, or `None` if the
+    /// type is unknown.
+    pub(crate) fn parse(
+        &self,
+        type_name: &str,
+        table: toml::de::ValueDeserializer<'_>,
+    ) -> Option<Result<Arc<dyn ProcessorFactory>, toml::de::Error>> {
+        self.types.get(type_name).map(|parse| parse(table))
+    }
+}

@@ -1,0 +1,105 @@
+//! Running one session: build the pipeline's processors for it, put the
+//! transport's ends around them, run, report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::PipelineConfig;
+use crate::frame::{ErrorFrame, MetricsData};
+use crate::pipeline::{NamedProcessor, Observer, PipelineParams, PipelineTask, SessionClock};
+
+use super::error::BuildError;
+use super::setup::SessionSetup;
+
+/// A transport's two processors for one session.
+pub struct TransportEnds {
+    /// Goes in front of the pipeline's processors.
+    pub input: NamedProcessor,
+    /// Goes after them.
+    pub output: NamedProcessor,
+}
+
+/// A session that could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// A processor could not be built.
+    #[error("processor `{processor}`: {source}")]
+    Build {
+        /// The processor's name.
+        processor: String,
+        /// Why.
+        source: BuildError,
+    },
+}
+
+/// How a session ended.
+#[derive(Debug, Clone)]
+pub struct SessionReport {
+    /// The session id.
+    pub session_id: Arc<str>,
+    /// Why it ended, e.g. `end_of_input`, `hangup`.
+    pub end_reason: String,
+    /// True when it was cancelled rather than drained.
+    pub cancelled: bool,
+    /// The fatal error that ended it, if any.
+    pub fatal_error: Option<ErrorFrame>,
+    /// Processing and transit metrics.
+    pub metrics: Vec<MetricsData>,
+    /// Session time at the end.
+    pub duration: Duration,
+}
+
+/// Everything a session needs besides the pipeline definition.
+pub struct SessionOptions {
+    /// Who the processors are built for.
+    pub setup: SessionSetup,
+    /// The session clock.
+    pub clock: SessionClock,
+    /// Observers of every frame.
+    pub observers: Vec<Arc<dyn Observer>>,
+}
+
+/// Builds `config`'s processors for one session and runs them between the
+/// transport's ends until the session ends.
+pub async fn run_session(
+    config: &PipelineConfig,
+    ends: TransportEnds,
+    options: SessionOptions,
+) -> Result<SessionReport, SessionError> {
+    let SessionOptions {
+        setup,
+        clock,
+        observers,
+    } = options;
+    let mut chain = Vec::with_capacity(config.processors.len() + 2);
+    chain.push(ends.input);
+    for entry in &config.processors {
+        let processor = entry
+            .factory
+            .build(&setup)
+            .map_err(|source| SessionError::Build {
+                processor: entry.name.clone(),
+                source,
+            })?;
+        chain.push(NamedProcessor {
+            name: entry.name.clone(),
+            processor,
+        });
+    }
+    chain.push(ends.output);
+
+    let mut params = PipelineParams::new(Arc::clone(&setup.session_id), setup.sample_rate);
+    params.allow_interruptions = setup.allow_interruptions;
+    params.clock = clock.clone();
+    params.observers = observers;
+    let outcome = PipelineTask::new(chain, params).run().await;
+    Ok(SessionReport {
+        session_id: setup.session_id,
+        end_reason: outcome.end_reason,
+        cancelled: outcome.cancelled,
+        fatal_error: outcome.fatal_error,
+        metrics: outcome.metrics,
+        duration: clock.now(),
+    })
+}

@@ -1,0 +1,14 @@
+//! Transports: where a session's audio comes from and goes to.
+//!
+//! A pipeline never names its transport. A session binds one: its input
+//! processor goes in front of the pipeline's processors, its output
+//! processor after them. Every transport's output is an
+//! [`OutputTransport`] over its own [`AudioSink`], so scheduling, pacing,
+//! speaking state and interruptions behave the same everywhere.
+
+pub mod file;
+mod output;
+mod playout;
+
+pub use output::{AudioSink, OutputTransport, Pacing};
+pub use playout::{Cut, Playout, PlayoutEvent};

@@ -1,0 +1,231 @@
+//! The output end of every transport: schedules bot audio, releases it in
+//! real time (or on the audio clock), keeps the bot's speaking state, and
+//! cuts playback on an interruption. What "leaving" means is the
+//! [`AudioSink`]'s business: a WAV file, a Twilio socket, a WebRTC track.
+//!
+//! Speaking state is pushed both ways as one frame each
+//! (`BotStartedSpeaking`, `BotStoppedSpeaking`) when audio actually leaves,
+//! not when it is queued. On an interruption the output pushes
+//! `BotInterrupted` (how much of the utterance was heard, how much was cut)
+//! both ways, after the sink has been told to drop what it buffered.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+
+use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
+use crate::processor::{Processor, ProcessorContext, ProcessorError};
+
+use super::playout::{Playout, PlayoutEvent};
+
+/// Where bot audio goes when it leaves.
+pub trait AudioSink: Send + 'static {
+    /// `audio` leaves now; `audio.pts` is its session time.
+    fn write(&mut self, audio: &AudioFrame) -> Result<(), ProcessorError>;
+
+    /// The bot was interrupted: drop whatever the far end still buffers.
+    fn clear(&mut self) {}
+
+    /// The session is over at session time `end`: flush and close.
+    fn finish(&mut self, _end: Duration) -> Result<(), ProcessorError> {
+        Ok(())
+    }
+}
+
+/// What moves the output forward in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// Inbound audio reaching the output end of the chain: a file run on
+    /// the audio clock, fast or in real time.
+    InboundAudio {
+        /// After the input ends, release the rest in real time (`true`) or
+        /// at once (`false`).
+        realtime: bool,
+    },
+    /// A timer every `period` on the session clock: live transports.
+    Timer {
+        /// How often audio is released, usually 20 ms.
+        period: Duration,
+    },
+}
+
+struct State<S> {
+    playout: Playout,
+    sink: S,
+}
+
+/// The output processor of a transport, generic over where audio goes.
+pub struct OutputTransport<S: AudioSink> {
+    state: Arc<Mutex<State<S>>>,
+    pacing: Pacing,
+    ticker: Option<JoinHandle<()>>,
+    /// The last (wall, session) time pair seen, to pace the end in real time.
+    last_tick: Option<(tokio::time::Instant, Duration)>,
+}
+
+impl<S: AudioSink> OutputTransport<S> {
+    /// An output writing to `sink`, paced by `pacing`.
+    pub fn new(sink: S, pacing: Pacing) -> Self {
+        OutputTransport {
+            state: Arc::new(Mutex::new(State {
+                playout: Playout::new(),
+                sink,
+            })),
+            pacing,
+            ticker: None,
+            last_tick: None,
+        }
+    }
+
+    fn stop_ticker(&mut self) {
+        if let Some(ticker) = self.ticker.take() {
+            ticker.abort();
+        }
+    }
+}
+
+fn lock<S>(state: &Mutex<State<S>>) -> MutexGuard<'_, State<S>> {
+    // The state is consistent between calls: a panic mid-call leaves at
+    // worst a frame unwritten.
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Releases what is due at `now`; pushes speaking state after the lock is
+/// released.
+async fn tick<S: AudioSink>(
+    state: &Mutex<State<S>>,
+    now: Duration,
+    ctx: &ProcessorContext,
+) -> Result<(), ProcessorError> {
+    let mut signals = Vec::new();
+    let mut failed = None;
+    {
+        let mut state = lock(state);
+        while let Some(event) = state.playout.poll(now) {
+            match event {
+                PlayoutEvent::Started(_) => signals.push(FrameBody::BotStartedSpeaking),
+                PlayoutEvent::Stopped(_) => signals.push(FrameBody::BotStoppedSpeaking),
+                PlayoutEvent::Audio(audio) => {
+                    if let Err(err) = state.sink.write(&audio) {
+                        failed = Some(err);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    for signal in signals {
+        ctx.push_both_ways(signal).await;
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+#[async_trait]
+impl<S: AudioSink> Processor for OutputTransport<S> {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        match &frame.body {
+            FrameBody::OutputAudio(audio) if direction == Direction::Downstream => {
+                lock(&self.state).playout.schedule(audio.clone(), ctx.now());
+                if let Pacing::InboundAudio { .. } = self.pacing {
+                    tick(&self.state, ctx.now(), ctx).await?;
+                }
+                return Ok(());
+            }
+            FrameBody::TtsStopped => lock(&self.state).playout.mark_utterance_complete(),
+            FrameBody::InputAudio(_) if matches!(self.pacing, Pacing::InboundAudio { .. }) => {
+                let now = ctx.now();
+                self.last_tick = Some((tokio::time::Instant::now(), now));
+                tick(&self.state, now, ctx).await?;
+            }
+            _ => {}
+        }
+        ctx.push(frame, direction).await;
+        Ok(())
+    }
+
+    async fn on_start(
+        &mut self,
+        _start: &StartFrame,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        if let Pacing::Timer { period } = self.pacing {
+            let state = Arc::clone(&self.state);
+            let ctx = ctx.clone();
+            self.ticker = Some(tokio::spawn(async move {
+                let mut interval = tokio::time::interval(period);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                loop {
+                    interval.tick().await;
+                    if let Err(err) = tick(&state, ctx.now(), &ctx).await {
+                        ctx.push_upstream(FrameBody::Error(err.to_frame(ctx.name())))
+                            .await;
+                        return;
+                    }
+                }
+            }));
+        }
+        Ok(())
+    }
+
+    async fn on_interruption(&mut self, ctx: &ProcessorContext) {
+        let now = ctx.now();
+        let cut = {
+            let mut state = lock(&self.state);
+            let cut = state.playout.interrupt(now);
+            state.sink.clear();
+            cut
+        };
+        tracing::debug!(played = ?cut.played, cut = ?cut.cut, "playback interrupted");
+        ctx.push_both_ways(FrameBody::BotInterrupted {
+            played: cut.played,
+            cut: cut.cut,
+        })
+        .await;
+        if cut.was_speaking {
+            ctx.push_both_ways(FrameBody::BotStoppedSpeaking).await;
+        }
+    }
+
+    async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        self.stop_ticker();
+        lock(&self.state).playout.mark_utterance_complete();
+        let realtime = match self.pacing {
+            Pacing::InboundAudio { realtime } => realtime,
+            Pacing::Timer { .. } => true,
+        };
+        // Play out what is left, then close the sink.
+        loop {
+            let Some(due) = lock(&self.state).playout.next_due() else {
+                break;
+            };
+            let now = ctx.now();
+            if due > now {
+                if realtime {
+                    let (wall, session) = self
+                        .last_tick
+                        .unwrap_or_else(|| (tokio::time::Instant::now(), now));
+                    tokio::time::sleep_until(wall + (due - session)).await;
+                }
+                ctx.clock().advance_to(due);
+            }
+            tick(&self.state, ctx.now().max(due), ctx).await?;
+        }
+        let end = ctx.now();
+        lock(&self.state).sink.finish(end)
+    }
+
+    async fn on_cancel(&mut self, ctx: &ProcessorContext) {
+        self.stop_ticker();
+        let end = ctx.now();
+        if let Err(err) = lock(&self.state).sink.finish(end) {
+            tracing::warn!(error = %err, "output could not be closed cleanly");
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! When bot audio leaves: scheduling, pacing and speaking state, without I/O.
+//!
+//! Output audio is scheduled back to back from the moment it arrives (or
+//! right after audio already scheduled), and released when the session clock
+//! reaches its start. The bot "speaks" from the first released frame until
+//! the released audio has finished playing, and then either the producer has
+//! marked the utterance complete or nothing more has come within
+//! [`Playout::STOP_HANGOVER`], so the short gaps between synthesized
+//! sentences do not flap the speaking state. Every method takes the session
+//! time; nothing here reads a clock.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::frame::AudioFrame;
+
+/// Something the transport must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlayoutEvent {
+    /// The bot started speaking at this session time.
+    Started(Duration),
+    /// This audio leaves now; its `pts` is its scheduled start.
+    Audio(AudioFrame),
+    /// The bot stopped speaking: its audio ended at this session time.
+    Stopped(Duration),
+}
+
+/// What an interruption cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// Audio of the current utterance that had already left.
+    pub played: Duration,
+    /// Queued audio that was dropped, plus the unplayed rest of audio that
+    /// had left but not finished playing.
+    pub cut: Duration,
+    /// Whether the bot was speaking.
+    pub was_speaking: bool,
+}
+
+/// The output schedule of one session.
+#[derive(Debug, Default)]
+pub struct Playout {
+    queue: VecDeque<AudioFrame>,
+    /// End of the last scheduled audio.
+    scheduled_until: Duration,
+    /// End of the last released audio.
+    released_until: Duration,
+    /// Start of the current utterance, while speaking.
+    speaking_since: Option<Duration>,
+    /// No more audio is coming for the current utterance.
+    utterance_complete: bool,
+}
+
+impl Playout {
+    /// How long the bot may pause between pieces of audio and still count as
+    /// speaking.
+    pub const STOP_HANGOVER: Duration = Duration::from_millis(200);
+
+    /// An empty schedule.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Schedules `audio` at `now` or right after the audio already
+    /// scheduled, whichever is later.
+    pub fn schedule(&mut self, mut audio: AudioFrame, now: Duration) {
+        let start = self.scheduled_until.max(now);
+        audio.pts = start;
+        self.scheduled_until = start + audio.duration();
+        self.utterance_complete = false;
+        self.queue.push_back(audio);
+    }
+
+    /// The next thing to do at `now`, if any. Call until `None`.
+    pub fn poll(&mut self, now: Duration) -> Option<PlayoutEvent> {
+        if let Some(next) = self.queue.front()
+            && next.pts <= now
+        {
+            if self.speaking_since.is_none() {
+                self.speaking_since = Some(next.pts);
+                return Some(PlayoutEvent::Started(next.pts));
+            }
+            let audio = self.queue.pop_front()?;
+            self.released_until = audio.pts + audio.duration();
+            return Some(PlayoutEvent::Audio(audio));
+        }
+        self.speaking_since?;
+        let quiet_from = self.released_until;
+        // A long gap ahead (or a finished utterance) ends the speech as soon
+        // as the audio has played; a short or unknown one is bridged.
+        let stop_at = match self.queue.front() {
+            Some(next) if next.pts >= quiet_from + Self::STOP_HANGOVER => quiet_from,
+            Some(_) => return None,
+            None if self.utterance_complete => quiet_from,
+            None => quiet_from + Self::STOP_HANGOVER,
+        };
+        if now < stop_at {
+            return None;
+        }
+        self.speaking_since = None;
+        Some(PlayoutEvent::Stopped(quiet_from))
+    }
+
+    /// The producer says the utterance is complete (all its audio has been
+    /// scheduled): the bot stops speaking as soon as it has played, without
+    /// waiting out the hangover.
+    pub fn mark_utterance_complete(&mut self) {
+        self.utterance_complete = true;
+    }
+
+    /// Drops everything not yet released, at `now`.
+    pub fn interrupt(&mut self, now: Duration) -> Cut {
+        let queued: Duration = self.queue.drain(..).map(|a| a.duration()).sum();
+        let unplayed = self.released_until.saturating_sub(now);
+        let played = self.speaking_since.map_or(Duration::ZERO, |since| {
+            now.min(self.released_until).saturating_sub(since)
+        });
+        let was_speaking = self.speaking_since.take().is_some();
+        self.scheduled_until = now;
+        self.released_until = self.released_until.min(now);
+        Cut {
+            played,
+            cut: queued + unplayed,
+            was_speaking,
+        }
+    }
+
+    /// When the next event is due, if any: for pacing without polling.
+    pub fn next_due(&self) -> Option<Duration> {
+        match (self.queue.front(), self.speaking_since) {
+            (Some(next), _) => Some(next.pts),
+            (None, Some(_)) => Some(self.released_until),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether the bot is speaking.
+    pub fn is_speaking(&self) -> bool {
+        self.speaking_since.is_some()
+    }
+
+    /// End of the last scheduled audio.
+    pub fn scheduled_until(&self) -> Duration {
+        self.scheduled_until
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn chunk() -> AudioFrame {
+        AudioFrame::from_samples(&[1; 320], 16_000, 1, Duration::ZERO)
+    }
+
+    fn drain(p: &mut Playout, now: Duration) -> Vec<PlayoutEvent> {
+        std::iter::from_fn(|| p.poll(now)).collect()
+    }
+
+    #[test]
+    fn audio_leaves_at_its_time_and_speaking_follows_it() {
+        let mut p = Playout::new();
+        for _ in 0..3 {
+            p.schedule(chunk(), ms(100));
+        }
+        assert!(drain(&mut p, ms(90)).is_empty());
+        let events = drain(&mut p, ms(100));
+        assert_eq!(events[0], PlayoutEvent::Started(ms(100)));
+        assert!(matches!(&events[1], PlayoutEvent::Audio(a) if a.pts == ms(100)));
+        assert_eq!(events.len(), 2);
+        assert_eq!(drain(&mut p, ms(120)).len(), 1);
+        assert_eq!(drain(&mut p, ms(140)).len(), 1);
+        assert!(p.is_speaking());
+        assert_eq!(drain(&mut p, ms(160)), [], "more may come: hang over");
+        assert_eq!(drain(&mut p, ms(360)), [PlayoutEvent::Stopped(ms(160))]);
+        assert!(!p.is_speaking());
+    }
+
+    #[test]
+    fn a_complete_utterance_stops_as_soon_as_it_has_played() {
+        let mut p = Playout::new();
+        p.schedule(chunk(), ms(0));
+        p.mark_utterance_complete();
+        drain(&mut p, ms(0));
+        assert_eq!(drain(&mut p, ms(10)), []);
+        assert_eq!(drain(&mut p, ms(20)), [PlayoutEvent::Stopped(ms(20))]);
+    }
+
+    #[test]
+    fn a_short_gap_between_sentences_keeps_the_bot_speaking() {
+        let mut p = Playout::new();
+        p.schedule(chunk(), ms(0));
+        p.schedule(
+            AudioFrame::from_samples(&[1; 320], 16_000, 1, Duration::ZERO),
+            ms(0),
+        );
+        drain(&mut p, ms(20));
+        // More audio arrives 100 ms after the first ended.
+        p.schedule(chunk(), ms(140));
+        assert!(
+            drain(&mut p, ms(60)).is_empty(),
+            "still speaking across the gap"
+        );
+        let events = drain(&mut p, ms(140));
+        assert!(matches!(&events[..], [PlayoutEvent::Audio(_)]));
+    }
+
+    #[test]
+    fn interrupt_drops_queued_audio_and_reports_what_was_heard() {
+        let mut p = Playout::new();
+        for _ in 0..50 {
+            p.schedule(chunk(), ms(0)); // one second of audio
+        }
+        drain(&mut p, ms(300));
+        let cut = p.interrupt(ms(310));
+        assert!(cut.was_speaking);
+        assert_eq!(cut.played, ms(310));
+        assert_eq!(cut.cut, ms(690));
+        assert!(!p.is_speaking());
+        assert_eq!(drain(&mut p, ms(400)), []);
+        // New audio after the interruption plays at once.
+        p.schedule(chunk(), ms(400));
+        assert_eq!(drain(&mut p, ms(400))[0], PlayoutEvent::Started(ms(400)));
+    }
+}
