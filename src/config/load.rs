@@ -198,9 +198,7 @@ impl Errors<'_> {
                 format!("missing required key `{field}`"),
             );
         }
-        let message = message
-            .replace("unknown field", "unknown key")
-            .replace("expected one of", "expected one of the keys");
+        let message = plain_types(&message);
         if path.is_empty() {
             // A root-level unknown key spans only itself.
             if let Some(key) = message
@@ -212,6 +210,35 @@ impl Errors<'_> {
         }
         self.key_error(offset, path.join("."), message)
     }
+}
+
+/// serde's words for types, in the words of a TOML file.
+fn plain_types(message: &str) -> String {
+    let mut message = message.replace("unknown field", "unknown key");
+    if message.starts_with("unknown key") {
+        message = message.replace("expected one of", "expected one of the keys");
+    }
+    for (serde_word, toml_word) in [
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+        ("expected u8", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected a sequence", "expected an array"),
+    ] {
+        if let Some(rest) = message.strip_suffix(serde_word) {
+            message = format!("{rest}{toml_word}");
+        }
+    }
+    if let Some(at) = message.find("expected struct ") {
+        message.truncate(at);
+        message.push_str("expected a table");
+    }
+    message
 }
 
 fn blame_overrides(errors: ConfigErrors, overrides: &[Override]) -> ConfigErrors {

@@ -1,0 +1,176 @@
+//! Pipeline files with mistakes fail with the file, the line and the key.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use voxpipe::config::{ConfigError, Override, load_pipeline, parse_pipeline};
+use voxpipe::processors::ProcessorRegistry;
+
+fn errors_of(text: &str) -> Vec<String> {
+    match parse_pipeline(Path::new("p.toml"), text, &ProcessorRegistry::builtin()) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const HEADER: &str = "[pipeline]\nname = \"t\"\n\n";
+
+#[test]
+fn a_misspelt_key_names_file_line_and_key() {
+    let errors = errors_of(&format!(
+        "{HEADER}[[processor]]\ntype = \"gain\"\ngain_dbb = -6\n"
+    ));
+    assert_eq!(
+        errors,
+        [
+            "p.toml:6:1: key `processor.0.gain_dbb`: unknown key `gain_dbb`, expected `gain_db` or `audio`"
+        ]
+    );
+}
+
+#[test]
+fn a_wrong_type_names_file_line_and_key() {
+    let errors = errors_of(&format!(
+        "{HEADER}[[processor]]\ntype = \"gain\"\ngain_db = \"loud\"\n"
+    ));
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0]
+            .starts_with("p.toml:6:11: key `processor.0.gain_db`: invalid type: string \"loud\""),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn unknown_processor_types_and_missing_keys_are_named() {
+    let errors = errors_of(&format!(
+        "{HEADER}[[processor]]\ntype = \"vadd\"\n\n[[processor]]\ntype = \"gain\"\n\n[[processor]]\naudio = \"input\"\n"
+    ));
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].starts_with(
+        "p.toml:5:8: key `processor.0.type`: unknown processor type `vadd`; known types: "
+    ));
+    assert!(
+        errors[1].contains("key `processor.1.gain_db`: missing required key `gain_db`"),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[2].contains("key `processor.2.type`: missing required key `type`"),
+        "{}",
+        errors[2]
+    );
+}
+
+#[test]
+fn sections_are_checked_too() {
+    let errors = errors_of("[pipeline]\nnam = \"t\"\n");
+    assert!(
+        errors[0].starts_with("p.toml:2:1: key `pipeline.nam`: unknown key `nam`"),
+        "{}",
+        errors[0]
+    );
+    let errors = errors_of("[pipeline]\nname = \"t\"\nsample_rate = 44100\n");
+    assert!(
+        errors[0]
+            .starts_with("p.toml:3:15: key `pipeline.sample_rate`: unsupported sample rate 44100")
+    );
+    let errors = errors_of("[pipeline]\nname = \"t\"\n[nonsense]\n");
+    assert!(
+        errors[0].contains("key `nonsense`: unknown key `nonsense`"),
+        "{}",
+        errors[0]
+    );
+    let errors = errors_of("[[processor]]\ntype = \"parrot\"\n");
+    assert!(
+        errors[0].contains("missing required key `pipeline`"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let errors = errors_of("[pipeline\nname = \"t\"\n");
+    assert!(errors[0].starts_with("p.toml:1:"), "{}", errors[0]);
+}
+
+#[test]
+fn processor_names_default_to_the_type_and_repeats_are_numbered() {
+    let text = format!(
+        "{HEADER}[[processor]]\ntype = \"passthrough\"\n[[processor]]\ntype = \"passthrough\"\n[[processor]]\ntype = \"gain\"\nname = \"mic\"\ngain_db = 1\n"
+    );
+    let config = parse_pipeline(Path::new("p.toml"), &text, &ProcessorRegistry::builtin()).unwrap();
+    let names: Vec<_> = config.processors.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["passthrough", "passthrough#2", "mic"]);
+    assert_eq!(config.pipeline.sample_rate.hz(), 16_000);
+    assert!(config.pipeline.allow_interruptions);
+}
+
+fn write_pipeline(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+fn set(spec: &str) -> Override {
+    spec.parse().unwrap()
+}
+
+#[test]
+fn overrides_change_values_by_dotted_path() {
+    let file = write_pipeline(&format!(
+        "{HEADER}[[processor]]\ntype = \"gain\"\ngain_db = 3\n"
+    ));
+    let config = load_pipeline(
+        file.path(),
+        &[
+            set("processor.0.gain_db=-6"),
+            set("pipeline.sample_rate=8000"),
+        ],
+        &ProcessorRegistry::builtin(),
+    )
+    .unwrap();
+    assert_eq!(config.pipeline.sample_rate.hz(), 8_000);
+    assert!(format!("{:?}", config.processors[0].factory).contains("gain_db: -6.0"));
+}
+
+#[test]
+fn an_override_of_an_unknown_path_is_an_error_naming_the_override() {
+    let file = write_pipeline(&format!("{HEADER}[[processor]]\ntype = \"parrot\"\n"));
+    let registry = ProcessorRegistry::builtin();
+    for (spec, expected) in [
+        ("processor.0.max_seconds=3", "unknown key `max_seconds`"),
+        ("processor.1.max_secs=3", "index 1 is past the end"),
+        ("nonsense.key=1", "unknown key `nonsense`"),
+        ("pipeline.allow_interruptions=maybe", "expected a boolean"),
+    ] {
+        let errors = load_pipeline(file.path(), &[set(spec)], &registry).unwrap_err();
+        let ConfigError::Override {
+            spec: named,
+            message,
+        } = &errors.0[0]
+        else {
+            panic!("{spec}: {errors}");
+        };
+        assert_eq!(named, spec);
+        assert!(message.contains(expected), "{spec}: {message}");
+    }
+}
+
+#[test]
+fn every_shipped_pipeline_is_valid() {
+    let registry = ProcessorRegistry::builtin();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(errors) = load_pipeline(&path, &[], &registry) {
+                panic!("{errors}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+}
