@@ -18,6 +18,7 @@
 //! the per-frame path.
 
 pub mod error;
+pub mod mulaw;
 pub mod pcm;
 
 pub use error::{AudioError, WavEncoding};
