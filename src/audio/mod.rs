@@ -20,5 +20,7 @@
 pub mod error;
 pub mod mulaw;
 pub mod pcm;
+pub mod resample;
 
 pub use error::{AudioError, WavEncoding};
+pub use resample::{StreamResampler, resample_all};
