@@ -19,8 +19,10 @@
 
 pub mod error;
 pub mod mulaw;
+pub mod opus;
 pub mod pcm;
 pub mod resample;
 
 pub use error::{AudioError, WavEncoding};
+pub use opus::{OpusDecoder, OpusEncoder};
 pub use resample::{StreamResampler, resample_all};
