@@ -48,7 +48,7 @@ pub enum AudioError {
     },
 
     /// The WAV header contradicts itself or the format (zero channels, a
-    /// block size that does not match the sample size, no data chunk, ...).
+    /// block size that does not match the sample size, data before format).
     #[error("{}: malformed WAV file: {reason}", path.display())]
     MalformedWav {
         /// The file being read.
@@ -57,7 +57,7 @@ pub enum AudioError {
         reason: &'static str,
     },
 
-    /// The file ends before its header does.
+    /// The file ends before its header does (before the data chunk starts).
     #[error("{}: truncated: file ends inside the {within}", path.display())]
     TruncatedWavHeader {
         /// The file being read.

@@ -22,7 +22,9 @@ pub mod mulaw;
 pub mod opus;
 pub mod pcm;
 pub mod resample;
+pub mod wav;
 
 pub use error::{AudioError, WavEncoding};
 pub use opus::{OpusDecoder, OpusEncoder};
 pub use resample::{StreamResampler, resample_all};
+pub use wav::{WavAudio, WavWriter, read_wav, read_wav_from, write_wav};
