@@ -85,6 +85,16 @@ fn wrong_frame_sizes_are_errors() {
         err.to_string(),
         "wrong frame size: expected 960 samples, got 480"
     );
+    assert!(matches!(
+        enc.set_complexity(11),
+        Err(AudioError::OpusInit { .. })
+    ));
+    assert!(matches!(
+        enc.set_bitrate(-5),
+        Err(AudioError::OpusInit { .. })
+    ));
+    enc.set_complexity(5).unwrap();
+    enc.set_bitrate(24_000).unwrap();
     // Still usable afterwards.
     assert!(!enc.encode(&[0; FRAME_SAMPLES]).unwrap().is_empty());
 }

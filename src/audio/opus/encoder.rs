@@ -66,15 +66,27 @@ impl OpusEncoder {
         Ok(Bytes::copy_from_slice(&self.packet[..len]))
     }
 
-    /// Sets the target bitrate in bits per second (libopus accepts 500 to
-    /// 512 000).
+    /// Sets the target bitrate in bits per second; libopus clamps positive
+    /// values to 500..=300 000 for mono.
+    ///
+    /// # Errors
+    ///
+    /// [`AudioError::OpusInit`] for zero or negative values.
+    pub fn set_bitrate(&mut self, bits_per_second: i32) -> Result<(), AudioError> {
+        self.inner
+            .set_bitrate(Bitrate::Bits(bits_per_second))
+            .map_err(|source| AudioError::OpusInit { source })
+    }
+
+    /// Sets the CPU/quality trade-off, 0 (cheapest) to 10 (best, the
+    /// default). Lower values let one core encode more streams.
     ///
     /// # Errors
     ///
     /// [`AudioError::OpusInit`] if libopus rejects the value.
-    pub fn set_bitrate(&mut self, bits_per_second: i32) -> Result<(), AudioError> {
+    pub fn set_complexity(&mut self, complexity: i32) -> Result<(), AudioError> {
         self.inner
-            .set_bitrate(Bitrate::Bits(bits_per_second))
+            .set_complexity(complexity)
             .map_err(|source| AudioError::OpusInit { source })
     }
 
