@@ -47,12 +47,28 @@ pub const MIN_RATE_HZ: u32 = 1_000;
 /// Highest sample rate [`StreamResampler`] accepts, in Hz.
 pub const MAX_RATE_HZ: u32 = 384_000;
 
-/// Length of the block the resampler aims for, as a fraction of a second.
+/// Blocks per second the resampler aims for: 20 ms blocks.
 const BLOCKS_PER_SECOND: u32 = 50;
 
 /// Stateful mono resampler for a continuous stream of 16-bit samples.
 ///
 /// See the [module docs](self) for the delay, the block size and allocation.
+///
+/// ```
+/// use voxpipe::audio::StreamResampler;
+///
+/// let mut to_16k = StreamResampler::new(8_000, 16_000)?;
+/// let mut out = Vec::new();
+/// for frame in [[0i16; 160]; 3] {
+///     out.clear();
+///     to_16k.process(&frame, &mut out); // 20 ms in, 20 ms out
+///     assert_eq!(out.len(), 320);
+/// }
+/// out.clear();
+/// to_16k.flush(&mut out); // end of stream: the 10 ms still in the delay line
+/// assert_eq!(out.len(), to_16k.delay_samples());
+/// # Ok::<(), voxpipe::audio::AudioError>(())
+/// ```
 #[derive(Debug)]
 pub struct StreamResampler {
     from_hz: u32,
@@ -277,6 +293,12 @@ mod tests {
                 (amp * (2.0 * std::f32::consts::PI * freq * t).sin()).round() as i16
             })
             .collect()
+    }
+
+    #[test]
+    fn resampler_can_move_between_threads() {
+        fn check<T: Send + 'static>() {}
+        check::<StreamResampler>();
     }
 
     #[test]
