@@ -1,0 +1,95 @@
+//! The per-frame paths do not allocate once warmed up, when the caller
+//! reuses its output buffers.
+//!
+//! This binary counts every allocation of the process through a global
+//! allocator, so it holds a single test: a second test running on another
+//! thread would be counted too.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
+
+mod common;
+
+use std::alloc::System;
+
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use voxpipe::audio::opus::FRAME_SAMPLES;
+use voxpipe::audio::{OpusDecoder, OpusEncoder, StreamResampler, mulaw};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const CALLS: usize = 200;
+
+#[test]
+fn steady_paths_do_not_allocate() {
+    // Resampling, 20 ms per call, and odd sizes too.
+    for (from, to) in [
+        (8_000, 16_000),
+        (48_000, 16_000),
+        (16_000, 48_000),
+        (24_000, 16_000),
+    ] {
+        let input = common::sine(440.0, from, from as usize, 8_000.0);
+        for piece in [(from / 50) as usize, 77] {
+            let mut r = StreamResampler::new(from, to).unwrap();
+            let mut out = Vec::with_capacity(2 * to as usize / 50 + 2 * piece);
+            let mut chunks = input.chunks(piece).cycle();
+            let region = Region::new(GLOBAL);
+            for _ in 0..CALLS {
+                out.clear();
+                r.process(chunks.next().unwrap(), &mut out);
+            }
+            let stats = region.change();
+            assert_eq!(
+                stats.allocations + stats.reallocations,
+                0,
+                "{from}->{to} piece {piece}: {stats:?}"
+            );
+        }
+    }
+
+    // mu-law, one 20 ms 8 kHz frame per call.
+    let pcm = common::sine(440.0, 8_000, 160, 8_000.0);
+    let (mut codes, mut decoded) = (Vec::with_capacity(160), Vec::with_capacity(160));
+    let region = Region::new(GLOBAL);
+    for _ in 0..CALLS {
+        codes.clear();
+        decoded.clear();
+        mulaw::encode(&pcm, &mut codes);
+        mulaw::decode(&codes, &mut decoded);
+    }
+    let stats = region.change();
+    assert_eq!(
+        stats.allocations + stats.reallocations,
+        0,
+        "mu-law: {stats:?}"
+    );
+
+    // Opus: decoding is allocation-free; encoding allocates only the
+    // returned packet.
+    let pcm = common::sine(440.0, 48_000, FRAME_SAMPLES, 8_000.0);
+    let mut enc = OpusEncoder::new().unwrap();
+    let mut dec = OpusDecoder::new().unwrap();
+    let packet = enc.encode(&pcm).unwrap();
+    let mut out = Vec::with_capacity(FRAME_SAMPLES);
+    let region = Region::new(GLOBAL);
+    for _ in 0..CALLS {
+        out.clear();
+        dec.decode(&packet, &mut out).unwrap();
+    }
+    let stats = region.change();
+    assert_eq!(
+        stats.allocations + stats.reallocations,
+        0,
+        "Opus decode: {stats:?}"
+    );
+    let region = Region::new(GLOBAL);
+    for _ in 0..CALLS {
+        drop(enc.encode(&pcm).unwrap());
+    }
+    let stats = region.change();
+    assert!(
+        stats.allocations <= CALLS && stats.reallocations == 0,
+        "Opus encode: {stats:?}"
+    );
+}
