@@ -143,6 +143,17 @@ impl PipelineTask {
             .map(|_| inbox(params.queue_capacity, &in_flight))
             .unzip();
         let _already_set = shared.mailboxes.set(mailboxes.clone());
+        // Start is queued first, before anything a handle can queue, so that
+        // every processor sees it before any other frame.
+        let start = Frame::new(FrameBody::Start(StartFrame {
+            sample_rate: params.sample_rate,
+            allow_interruptions: params.allow_interruptions,
+            session_id: Arc::clone(&params.session_id),
+        }));
+        shared.notify_observers("pipeline", &start, Direction::Downstream);
+        if mailboxes[0].send_system(start, Direction::Downstream).is_err() {
+            tracing::error!("pipeline source closed before start");
+        }
         PipelineTask {
             processors,
             params,
@@ -195,19 +206,6 @@ impl PipelineTask {
             ));
         }
 
-        let start = Frame::new(FrameBody::Start(StartFrame {
-            sample_rate: params.sample_rate,
-            allow_interruptions: params.allow_interruptions,
-            session_id: Arc::clone(&params.session_id),
-        }));
-        shared.notify_observers("pipeline", &start, Direction::Downstream);
-        if mailboxes[0]
-            .send(start, Direction::Downstream)
-            .await
-            .is_err()
-        {
-            tracing::error!("pipeline source stopped before start");
-        }
         drop(mailboxes);
 
         while let Some(joined) = tasks.join_next().await {
