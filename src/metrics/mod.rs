@@ -1,5 +1,7 @@
-//! Measurements: latency histograms and the Prometheus text format.
+//! Measurements: latency histograms for percentiles, and the Prometheus
+//! text format the server exports.
 
 mod histogram;
+pub mod prometheus;
 
 pub use histogram::LatencyHistogram;

@@ -4,15 +4,18 @@ mod gain;
 mod parrot;
 mod passthrough;
 mod registry;
+mod resample;
 
 pub use gain::{AudioSelector, Gain, GainConfig};
 pub use parrot::{Parrot, ParrotConfig};
 pub use passthrough::{Passthrough, PassthroughConfig};
 pub use registry::{ProcessorFactory, ProcessorRegistry};
+pub use resample::{FrameResampler, Resample, ResampleConfig};
 
 /// Registers every built-in processor type.
 fn register_builtin(registry: &mut ProcessorRegistry) {
     registry.register::<GainConfig>("gain");
     registry.register::<ParrotConfig>("parrot");
     registry.register::<PassthroughConfig>("passthrough");
+    registry.register::<ResampleConfig>("resample");
 }

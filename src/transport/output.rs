@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::processors::FrameResampler;
 
 use super::playout::{Playout, PlayoutEvent};
 
@@ -59,6 +60,8 @@ struct State<S> {
 /// The output processor of a transport, generic over where audio goes.
 pub struct OutputTransport<S: AudioSink> {
     state: Arc<Mutex<State<S>>>,
+    /// Brings audio at another rate (a TTS at 24 kHz) to the pipeline's.
+    convert: Option<FrameResampler>,
     pacing: Pacing,
     ticker: Option<JoinHandle<()>>,
     /// The last (wall, session) time pair seen, to pace the end in real time.
@@ -74,6 +77,7 @@ impl<S: AudioSink> OutputTransport<S> {
                 sink,
             })),
             pacing,
+            convert: None,
             ticker: None,
             last_tick: None,
         }
@@ -132,7 +136,11 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
     ) -> Result<(), ProcessorError> {
         match &frame.body {
             FrameBody::OutputAudio(audio) if direction == Direction::Downstream => {
-                lock(&self.state).playout.schedule(audio.clone(), ctx.now());
+                let audio = match &mut self.convert {
+                    Some(convert) => convert.convert(audio)?,
+                    None => audio.clone(),
+                };
+                lock(&self.state).playout.schedule(audio, ctx.now());
                 if let Pacing::InboundAudio { .. } = self.pacing {
                     tick(&self.state, ctx.now(), ctx).await?;
                 }
@@ -152,9 +160,10 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
 
     async fn on_start(
         &mut self,
-        _start: &StartFrame,
+        start: &StartFrame,
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
+        self.convert = Some(FrameResampler::new(start.sample_rate));
         if let Pacing::Timer { period } = self.pacing {
             let state = Arc::clone(&self.state);
             let ctx = ctx.clone();
