@@ -6,9 +6,11 @@
 //!   through the chain, and per hop divided by 10 again.
 //! - `one_at_a_time/10_hops`: one frame in, wait until it comes out, repeat;
 //!   the median is the latency through 10 hops. The p50 and p99 of single
-//!   frames are printed by `cargo bench --bench engine -- --latency`.
+//!   frames are printed after the criterion groups.
 //!
 //! Run with: `cargo bench --bench engine`
+
+#![allow(clippy::expect_used, clippy::print_stderr)]
 
 use std::time::{Duration, Instant};
 

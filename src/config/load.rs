@@ -41,7 +41,7 @@ pub fn parse_pipeline(
     registry: &ProcessorRegistry,
 ) -> Result<PipelineConfig, ConfigErrors> {
     let errors = Errors { path, text };
-    let root = DeTable::parse(text).map_err(|e| errors.from_toml(&DeTable::default(), &e))?;
+    let root = DeTable::parse(text).map_err(|e| errors.toml_error(&DeTable::default(), &e))?;
     let lookup = root.get_ref().clone();
     let root_span = root.span();
     let mut table = root.into_inner();
@@ -50,7 +50,7 @@ pub fn parse_pipeline(
     let mut found = Vec::new();
     let sections =
         Sections::deserialize(toml::de::Deserializer::from(Spanned::new(root_span, table)))
-            .map_err(|e| found.push(errors.from_toml(&lookup, &e)))
+            .map_err(|e| found.push(errors.toml_error(&lookup, &e)))
             .ok();
 
     let mut processors = Vec::new();
@@ -152,7 +152,7 @@ fn parse_processor(
                 registry.type_names().collect::<Vec<_>>().join(", ")
             ),
         )),
-        Some(Err(e)) => Err(errors.from_toml(lookup, &e)),
+        Some(Err(e)) => Err(errors.toml_error(lookup, &e)),
         Some(Ok(factory)) => Ok((type_name, name, factory)),
     }
 }
@@ -176,7 +176,7 @@ impl Errors<'_> {
         }
     }
 
-    fn from_toml(&self, lookup: &DeTable<'_>, error: &toml::de::Error) -> ConfigError {
+    fn toml_error(&self, lookup: &DeTable<'_>, error: &toml::de::Error) -> ConfigError {
         let message = error.message().trim().to_owned();
         let offset = error.span().map_or(0, |span| span.start);
         let mut path = key_path_at(lookup, offset);

@@ -163,7 +163,9 @@ impl Registry {
 
     /// The gauge `name{labels}`, created at zero if new.
     pub fn gauge(&self, name: &str, help: &str, labels: Labels<'_>) -> Gauge {
-        match self.series(name, help, "gauge", labels, || Series::Gauge(Gauge::default())) {
+        match self.series(name, help, "gauge", labels, || {
+            Series::Gauge(Gauge::default())
+        }) {
             Series::Gauge(g) => g,
             _ => Gauge::default(),
         }
@@ -171,7 +173,13 @@ impl Registry {
 
     /// The histogram `name{labels}` with bucket upper bounds `bounds`
     /// (ascending), created empty if new.
-    pub fn histogram(&self, name: &str, help: &str, labels: Labels<'_>, bounds: &[f64]) -> Histogram {
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        labels: Labels<'_>,
+        bounds: &[f64],
+    ) -> Histogram {
         match self.series(name, help, "histogram", labels, || {
             Series::Histogram(Histogram::new(bounds))
         }) {
@@ -216,7 +224,10 @@ fn render_series(out: &mut String, name: &str, labels: &str, series: &Series) {
             let sep = if labels.is_empty() { "" } else { "," };
             for (bound, count) in core.bounds.iter().zip(&core.counts) {
                 cumulative += count.load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+                );
             }
             let total = core.count.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {total}");
@@ -256,13 +267,28 @@ mod tests {
     fn renders_counters_gauges_and_histograms() {
         let registry = Registry::new();
         registry
-            .counter("voxpipe_sessions_total", "Sessions ended.", &[("reason", "hangup")])
+            .counter(
+                "voxpipe_sessions_total",
+                "Sessions ended.",
+                &[("reason", "hangup")],
+            )
             .add(3);
         registry
-            .counter("voxpipe_sessions_total", "Sessions ended.", &[("reason", "end_call")])
+            .counter(
+                "voxpipe_sessions_total",
+                "Sessions ended.",
+                &[("reason", "end_call")],
+            )
             .inc();
-        registry.gauge("voxpipe_active_sessions", "Live sessions.", &[]).set(2);
-        let h = registry.histogram("voxpipe_ttfb_seconds", "TTFB.", &[("service", "tts")], &[0.1, 1.0]);
+        registry
+            .gauge("voxpipe_active_sessions", "Live sessions.", &[])
+            .set(2);
+        let h = registry.histogram(
+            "voxpipe_ttfb_seconds",
+            "TTFB.",
+            &[("service", "tts")],
+            &[0.1, 1.0],
+        );
         h.observe(0.05);
         h.observe(0.5);
         h.observe(5.0);

@@ -151,7 +151,10 @@ impl PipelineTask {
             session_id: Arc::clone(&params.session_id),
         }));
         shared.notify_observers("pipeline", &start, Direction::Downstream);
-        if mailboxes[0].send_system(start, Direction::Downstream).is_err() {
+        if mailboxes[0]
+            .send_system(start, Direction::Downstream)
+            .is_err()
+        {
             tracing::error!("pipeline source closed before start");
         }
         PipelineTask {

@@ -47,7 +47,9 @@ impl FrameResampler {
         };
         self.out.clear();
         resampler.process(&mono, &mut self.out);
-        Ok(AudioFrame::from_samples(&self.out, self.to_hz, 1, audio.pts))
+        Ok(AudioFrame::from_samples(
+            &self.out, self.to_hz, 1, audio.pts,
+        ))
     }
 }
 
