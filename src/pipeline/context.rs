@@ -15,7 +15,8 @@ pub(crate) struct Shared {
     pub(crate) session_id: Arc<str>,
     pub(crate) clock: SessionClock,
     pub(crate) observers: Vec<Arc<dyn Observer>>,
-    pub(crate) in_flight: Arc<InFlight>,
+    /// Tracked on the audio clock only.
+    pub(crate) in_flight: Option<Arc<InFlight>>,
     /// Every inbox, head first; set once when the pipeline is built.
     pub(crate) mailboxes: OnceLock<Vec<Mailbox>>,
     pub(crate) outcome: Mutex<Outcome>,
@@ -180,11 +181,14 @@ impl ProcessorContext {
     /// Waits until no frame is queued or being processed anywhere in the
     /// pipeline. Child tasks do not count until they push. A file input uses
     /// this to run faster than real time while staying in lockstep with the
-    /// audio clock.
+    /// audio clock. On a wall clock nothing is tracked and this returns at
+    /// once.
     ///
     /// # Cancel safety
     /// Cancel safe.
     pub async fn wait_idle(&self) {
-        self.shared.in_flight.wait_idle().await;
+        if let Some(in_flight) = &self.shared.in_flight {
+            in_flight.wait_idle().await;
+        }
     }
 }

@@ -18,9 +18,11 @@
 //! waiting on backpressure when the interruption arrived carry an older number
 //! and are dropped too.
 //!
-//! Every queued item also holds an [`InFlight`] token until the receiver has
-//! finished processing it, so the pipeline knows when it is idle (used to run
-//! a file faster than real time, in lockstep with the audio clock).
+//! On the audio clock, every queued item also holds an [`InFlight`] token
+//! until the receiver has finished processing it, so the pipeline knows when
+//! it is idle (used to run a file faster than real time, in lockstep with the
+//! audio clock). Live sessions skip the bookkeeping: its shared counter would
+//! cost every hop a contended atomic for nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -79,7 +81,7 @@ pub(crate) struct Queued {
     pub(crate) seq: u64,
     pub(crate) frame: Frame,
     pub(crate) direction: Direction,
-    pub(crate) token: InFlightToken,
+    pub(crate) token: Option<InFlightToken>,
 }
 
 /// The sending side of a processor's inbox.
@@ -89,7 +91,7 @@ pub(crate) struct Mailbox {
     downstream: mpsc::Sender<Queued>,
     upstream: mpsc::UnboundedSender<Queued>,
     seq: Arc<AtomicU64>,
-    in_flight: Arc<InFlight>,
+    in_flight: Option<Arc<InFlight>>,
 }
 
 /// The receiving side, owned by the processor's task.
@@ -101,7 +103,7 @@ pub(crate) struct Inbox {
 }
 
 /// A new inbox whose bounded lane holds `capacity` frames.
-pub(crate) fn inbox(capacity: usize, in_flight: &Arc<InFlight>) -> (Mailbox, Inbox) {
+pub(crate) fn inbox(capacity: usize, in_flight: Option<&Arc<InFlight>>) -> (Mailbox, Inbox) {
     let (system_tx, system_rx) = mpsc::unbounded_channel();
     let (down_tx, down_rx) = mpsc::channel(capacity.max(1));
     let (up_tx, up_rx) = mpsc::unbounded_channel();
@@ -111,7 +113,7 @@ pub(crate) fn inbox(capacity: usize, in_flight: &Arc<InFlight>) -> (Mailbox, Inb
             downstream: down_tx,
             upstream: up_tx,
             seq: Arc::new(AtomicU64::new(0)),
-            in_flight: Arc::clone(in_flight),
+            in_flight: in_flight.cloned(),
         },
         Inbox {
             system: system_rx,
@@ -127,7 +129,7 @@ impl Mailbox {
             seq: self.seq.fetch_add(1, Ordering::AcqRel),
             frame,
             direction,
-            token: self.in_flight.token(),
+            token: self.in_flight.as_ref().map(InFlight::token),
         }
     }
 

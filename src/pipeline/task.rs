@@ -129,18 +129,21 @@ pub struct PipelineTask {
 impl PipelineTask {
     /// Links `processors` in order between the pipeline's source and sink.
     pub fn new(processors: Vec<NamedProcessor>, params: PipelineParams) -> Self {
-        let in_flight = Arc::new(InFlight::default());
+        let in_flight = params
+            .clock
+            .is_audio()
+            .then(|| Arc::new(InFlight::default()));
         let shared = Arc::new(Shared {
             session_id: Arc::clone(&params.session_id),
             clock: params.clock.clone(),
             observers: params.observers.clone(),
-            in_flight: Arc::clone(&in_flight),
+            in_flight: in_flight.clone(),
             mailboxes: OnceLock::new(),
             outcome: Mutex::new(Outcome::default()),
         });
         // Source, processors, sink.
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..processors.len() + 2)
-            .map(|_| inbox(params.queue_capacity, &in_flight))
+            .map(|_| inbox(params.queue_capacity, in_flight.as_ref()))
             .unzip();
         let _already_set = shared.mailboxes.set(mailboxes.clone());
         // Start is queued first, before anything a handle can queue, so that
