@@ -97,6 +97,17 @@ impl Frame {
         }
     }
 
+    /// A new frame made from this one (a changed copy): a fresh id, so it is
+    /// a different event, but the same creation instant, so transit time is
+    /// still measured from where the original entered the pipeline.
+    pub fn derive(&self, body: FrameBody) -> Frame {
+        Frame {
+            id: FrameId::next(),
+            created: self.created,
+            body,
+        }
+    }
+
     /// The frame's kind (see the module docs).
     pub fn kind(&self) -> FrameKind {
         self.body.kind()

@@ -27,7 +27,8 @@ fn tone(samples: usize) -> Vec<i16> {
 }
 
 async fn run_parrot(out: &Path, realtime: bool) -> Vec<i16> {
-    let config = parse_pipeline(Path::new("p.toml"), PARROT, &ProcessorRegistry::builtin()).unwrap();
+    let config =
+        parse_pipeline(Path::new("p.toml"), PARROT, &ProcessorRegistry::builtin()).unwrap();
     let input = tone(16_000 / 2);
     let ends = TransportEnds {
         input: NamedProcessor::new("in", FileInput::new(input, 16_000, realtime)),
@@ -103,7 +104,10 @@ async fn an_unset_env_variable_fails_the_session_start_naming_it() {
             run_session(
                 &config,
                 TransportEnds {
-                    input: NamedProcessor::new("in", FileInput::new(vec![0i16; 320], 16_000, false)),
+                    input: NamedProcessor::new(
+                        "in",
+                        FileInput::new(vec![0i16; 320], 16_000, false),
+                    ),
                     output: NamedProcessor::new("out", Passthrough),
                 },
                 SessionOptions {

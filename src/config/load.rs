@@ -7,7 +7,9 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::processors::ProcessorRegistry;
+use std::sync::Arc;
+
+use crate::processors::{ParallelFactory, ProcessorRegistry};
 
 use super::error::{ConfigError, ConfigErrors, Location};
 use super::keypath::key_path_at;
@@ -53,37 +55,10 @@ pub fn parse_pipeline(
             .map_err(|e| found.push(errors.toml_error(&lookup, &e)))
             .ok();
 
-    let mut processors = Vec::new();
-    match processor_tables.map(Spanned::into_inner) {
-        None => {}
-        Some(DeValue::Array(items)) => {
-            let mut seen_names: HashMap<String, usize> = HashMap::new();
-            for (index, item) in items.iter().cloned().enumerate() {
-                match parse_processor(index, item, registry, &errors, &lookup) {
-                    Ok((type_name, name, factory)) => {
-                        let repeats = seen_names.entry(name.clone()).or_default();
-                        *repeats += 1;
-                        let name = if *repeats == 1 {
-                            name
-                        } else {
-                            format!("{name}#{repeats}")
-                        };
-                        processors.push(ProcessorEntry {
-                            type_name,
-                            name,
-                            factory,
-                        });
-                    }
-                    Err(error) => found.push(error),
-                }
-            }
-        }
-        Some(_) => found.push(errors.key_error(
-            text.find("processor").unwrap_or(0),
-            "processor".into(),
-            "expected an array of tables: write each processor as [[processor]]".into(),
-        )),
-    }
+    let processors = match processor_tables {
+        None => Vec::new(),
+        Some(tables) => parse_chain("processor", tables, registry, &errors, &lookup, &mut found),
+    };
 
     match sections {
         Some(sections) if found.is_empty() => Ok(PipelineConfig {
@@ -96,27 +71,54 @@ pub fn parse_pipeline(
     }
 }
 
-type Parsed = (
-    String,
-    String,
-    std::sync::Arc<dyn crate::processors::ProcessorFactory>,
-);
+/// Parses an array of processor tables at `path` into entries with unique
+/// names, pushing what is wrong onto `found`.
+fn parse_chain(
+    path: &str,
+    tables: Spanned<DeValue<'_>>,
+    registry: &ProcessorRegistry,
+    errors: &Errors<'_>,
+    lookup: &DeTable<'_>,
+    found: &mut Vec<ConfigError>,
+) -> Vec<ProcessorEntry> {
+    let span = tables.span();
+    let DeValue::Array(items) = tables.into_inner() else {
+        found.push(errors.key_error(
+            span.start,
+            path.to_owned(),
+            "expected an array of processor tables (write each processor as [[processor]])".into(),
+        ));
+        return Vec::new();
+    };
+    let mut entries = Vec::new();
+    let mut seen_names: HashMap<String, usize> = HashMap::new();
+    for (index, item) in items.iter().cloned().enumerate() {
+        match parse_processor(&format!("{path}.{index}"), item, registry, errors, lookup) {
+            Ok(mut entry) => {
+                let repeats = seen_names.entry(entry.name.clone()).or_default();
+                *repeats += 1;
+                if *repeats > 1 {
+                    entry.name = format!("{}#{repeats}", entry.name);
+                }
+                entries.push(entry);
+            }
+            Err(error) => found.push(error),
+        }
+    }
+    entries
+}
 
 fn parse_processor(
-    index: usize,
+    path: &str,
     item: Spanned<DeValue<'_>>,
     registry: &ProcessorRegistry,
     errors: &Errors<'_>,
     lookup: &DeTable<'_>,
-) -> Result<Parsed, ConfigError> {
+) -> Result<ProcessorEntry, ConfigError> {
     let span = item.span();
-    let key = |k: &str| format!("processor.{index}.{k}");
+    let key = |k: &str| format!("{path}.{k}");
     let DeValue::Table(mut table) = item.into_inner() else {
-        return Err(errors.key_error(
-            span.start,
-            format!("processor.{index}"),
-            "expected a table".into(),
-        ));
+        return Err(errors.key_error(span.start, path.to_owned(), "expected a table".into()));
     };
     let type_value = table.remove("type").ok_or_else(|| {
         errors.key_error(
@@ -142,6 +144,14 @@ fn parse_processor(
             }
         },
     };
+    if type_name == PARALLEL {
+        let factory = parse_parallel(path, &name, span, table, registry, errors, lookup)?;
+        return Ok(ProcessorEntry {
+            type_name,
+            name,
+            factory: Arc::new(factory),
+        });
+    }
     let deserializer = toml::de::ValueDeserializer::from(Spanned::new(span, DeValue::Table(table)));
     match registry.parse(&type_name, deserializer) {
         None => Err(errors.key_error(
@@ -149,11 +159,84 @@ fn parse_processor(
             key("type"),
             format!(
                 "unknown processor type `{type_name}`; known types: {}",
-                registry.type_names().collect::<Vec<_>>().join(", ")
+                registry
+                    .type_names()
+                    .chain([PARALLEL])
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )),
         Some(Err(e)) => Err(errors.toml_error(lookup, &e)),
-        Some(Ok(factory)) => Ok((type_name, name, factory)),
+        Some(Ok(factory)) => Ok(ProcessorEntry {
+            type_name,
+            name,
+            factory,
+        }),
+    }
+}
+
+/// The type of the built-in composite processor, which holds processors of
+/// its own and so is read here rather than by the registry.
+const PARALLEL: &str = "parallel";
+
+/// `branches = [[{ type = .. }, ..], ..]`: each branch a chain of its own.
+fn parse_parallel(
+    path: &str,
+    name: &str,
+    span: std::ops::Range<usize>,
+    mut table: DeTable<'_>,
+    registry: &ProcessorRegistry,
+    errors: &Errors<'_>,
+    lookup: &DeTable<'_>,
+) -> Result<ParallelFactory, ConfigError> {
+    let branches = table.remove("branches").ok_or_else(|| {
+        errors.key_error(
+            span.start,
+            format!("{path}.branches"),
+            "missing required key `branches`".into(),
+        )
+    })?;
+    if let Some((key, _)) = table.iter().next() {
+        return Err(errors.key_error(
+            key.span().start,
+            format!("{path}.{}", key.get_ref()),
+            format!("unknown key `{}`, expected `branches`", key.get_ref()),
+        ));
+    }
+    let branches_span = branches.span();
+    let DeValue::Array(branches) = branches.into_inner() else {
+        return Err(errors.key_error(
+            branches_span.start,
+            format!("{path}.branches"),
+            "expected an array of branches, each an array of processor tables".into(),
+        ));
+    };
+    if branches.is_empty() {
+        return Err(errors.key_error(
+            branches_span.start,
+            format!("{path}.branches"),
+            "a parallel processor needs at least one branch".into(),
+        ));
+    }
+    let mut found = Vec::new();
+    let mut chains = Vec::new();
+    for (b, branch) in branches.iter().cloned().enumerate() {
+        let mut chain = parse_chain(
+            &format!("{path}.branches.{b}"),
+            branch,
+            registry,
+            errors,
+            lookup,
+            &mut found,
+        );
+        for entry in &mut chain {
+            entry.name = format!("{name}.{b}.{}", entry.name);
+        }
+        chains.push(chain);
+    }
+    match found.into_iter().next() {
+        Some(error) => Err(error),
+        None => Ok(ParallelFactory::new(chains)),
     }
 }
 

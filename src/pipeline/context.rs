@@ -19,7 +19,8 @@ pub(crate) struct Shared {
     pub(crate) in_flight: Option<Arc<InFlight>>,
     /// Every inbox, head first; set once when the pipeline is built.
     pub(crate) mailboxes: OnceLock<Vec<Mailbox>>,
-    pub(crate) outcome: Mutex<Outcome>,
+    /// Shared with the branches of parallel processors.
+    pub(crate) outcome: Arc<Mutex<Outcome>>,
 }
 
 /// What the pipeline learns about how it ended, filled in as it runs.

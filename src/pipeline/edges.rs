@@ -1,21 +1,52 @@
 //! The two ends every pipeline has besides its processors.
 //!
-//! The **source** sits before the first processor. Frames pushed upstream end
-//! there, and it acts on the requests among them: an end request becomes one
-//! `End` sent down the chain, an interruption request becomes an
-//! `Interruption` sent down the chain, and a fatal error cancels the session.
-//! The **sink** sits after the last processor and swallows what reaches it,
-//! measuring how long inbound audio took to cross the chain.
+//! The **source** sits before the first processor. In a session's pipeline,
+//! frames pushed upstream end there, and it acts on the requests among them:
+//! an end request becomes one `End` sent down the chain, an interruption
+//! request becomes an `Interruption` sent down the chain, and a fatal error
+//! cancels the session. The **sink** sits after the last processor and
+//! swallows what reaches it, measuring how long inbound audio took to cross
+//! the chain.
+//!
+//! In a branch of a parallel processor both ends have an outlet instead:
+//! everything that leaves the branch goes to the parent, which merges the
+//! branches and passes requests and errors on to the session's source.
 
 use async_trait::async_trait;
+use tokio::sync::mpsc;
 
 use crate::frame::{Direction, Frame, FrameBody};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
 
+use super::task::Outlet;
+
+/// Hands `frame` to a parent through `outlet`, counted as in flight.
+fn hand_over(outlet: &mpsc::UnboundedSender<Outlet>, frame: Frame, ctx: &ProcessorContext) {
+    let token = ctx.shared().in_flight.as_ref().map(|f| f.token());
+    if outlet
+        .send(Outlet {
+            frame,
+            _token: token,
+        })
+        .is_err()
+    {
+        tracing::debug!("branch output dropped: the parallel processor has stopped");
+    }
+}
+
 /// The head of the chain.
-#[derive(Default)]
 pub(crate) struct Source {
     ending: bool,
+    outlet: Option<mpsc::UnboundedSender<Outlet>>,
+}
+
+impl Source {
+    pub(crate) fn new(outlet: Option<mpsc::UnboundedSender<Outlet>>) -> Self {
+        Source {
+            ending: false,
+            outlet,
+        }
+    }
 }
 
 #[async_trait]
@@ -28,6 +59,10 @@ impl Processor for Source {
     ) -> Result<(), ProcessorError> {
         if direction == Direction::Downstream {
             ctx.push(frame, direction).await;
+            return Ok(());
+        }
+        if let Some(outlet) = &self.outlet {
+            hand_over(outlet, frame, ctx);
             return Ok(());
         }
         match frame.body {
@@ -60,21 +95,36 @@ impl Processor for Source {
 }
 
 /// The tail of the chain.
-pub(crate) struct Sink;
+pub(crate) struct Sink {
+    outlet: Option<mpsc::UnboundedSender<Outlet>>,
+}
+
+impl Sink {
+    pub(crate) fn new(outlet: Option<mpsc::UnboundedSender<Outlet>>) -> Self {
+        Sink { outlet }
+    }
+}
 
 #[async_trait]
 impl Processor for Sink {
     async fn process(
         &mut self,
         frame: Frame,
-        _direction: Direction,
+        direction: Direction,
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
-        if let FrameBody::InputAudio(_) = frame.body {
-            ctx.shared()
-                .outcome()
-                .transit
-                .record(frame.created.elapsed());
+        match (&self.outlet, direction) {
+            // A parent queued it at the branch's tail.
+            (_, Direction::Upstream) => ctx.push(frame, direction).await,
+            (Some(outlet), Direction::Downstream) => hand_over(outlet, frame, ctx),
+            (None, Direction::Downstream) => {
+                if let FrameBody::InputAudio(_) = frame.body {
+                    ctx.shared()
+                        .outcome()
+                        .transit
+                        .record(frame.created.elapsed());
+                }
+            }
         }
         Ok(())
     }

@@ -27,7 +27,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::frame::{Direction, Frame, FrameKind};
 
@@ -39,7 +39,7 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    fn token(self: &Arc<Self>) -> InFlightToken {
+    pub(crate) fn token(self: &Arc<Self>) -> InFlightToken {
         self.count.fetch_add(1, Ordering::AcqRel);
         InFlightToken(Arc::clone(self))
     }
@@ -100,6 +100,8 @@ pub(crate) struct Inbox {
     system: mpsc::UnboundedReceiver<Queued>,
     downstream: mpsc::Receiver<Queued>,
     upstream: mpsc::UnboundedReceiver<Queued>,
+    /// Once fired, `recv` ends as soon as the lanes are empty.
+    retire: Option<oneshot::Receiver<()>>,
 }
 
 /// A new inbox whose bounded lane holds `capacity` frames.
@@ -119,6 +121,7 @@ pub(crate) fn inbox(capacity: usize, in_flight: Option<&Arc<InFlight>>) -> (Mail
             system: system_rx,
             downstream: down_rx,
             upstream: up_rx,
+            retire: None,
         },
     )
 }
@@ -157,9 +160,25 @@ impl Mailbox {
     }
 }
 
+async fn retired(retire: &mut Option<oneshot::Receiver<()>>) {
+    match retire {
+        // A dropped sender retires too: the pipeline is gone.
+        Some(rx) => {
+            let _fired_or_dropped = rx.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 impl Inbox {
+    /// Makes `recv` end once `retire` fires and nothing is queued.
+    pub(crate) fn retire_on(&mut self, retire: oneshot::Receiver<()>) {
+        self.retire = Some(retire);
+    }
+
     /// The next item: system lane first, then upstream, then downstream.
-    /// `None` once every sender is gone.
+    /// `None` once every sender is gone, or once retired with nothing
+    /// queued.
     ///
     /// # Cancel safety
     /// Cancel safe: no item is lost if the future is dropped.
@@ -179,6 +198,7 @@ impl Inbox {
             Some(item) = self.system.recv() => Some(item),
             Some(item) = self.upstream.recv() => Some(item),
             Some(item) = self.downstream.recv() => Some(item),
+            () = retired(&mut self.retire) => None,
             else => None,
         }
     }

@@ -40,6 +40,7 @@ mod task;
 pub use clock::SessionClock;
 pub use context::ProcessorContext;
 pub use observer::{Observer, PushEvent};
+pub(crate) use task::{BranchOutlets, Outlet};
 pub use task::{
     DEFAULT_QUEUE_CAPACITY, NamedProcessor, PipelineHandle, PipelineOutcome, PipelineParams,
     PipelineTask,

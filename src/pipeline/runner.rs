@@ -17,14 +17,28 @@ enum Next {
     Stop,
 }
 
-/// Runs `processor` until it has handled `End` or `Cancel`, or every sender
-/// to its inbox is gone.
+/// How the runner treats one processor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunOptions {
+    /// Time every `process` call.
+    pub(crate) measure: bool,
+    /// Keep running after `End` (the pipeline's source, which must still
+    /// hear errors while the rest drains) until the inbox retires.
+    pub(crate) outlive_end: bool,
+}
+
+/// Runs `processor` until it has handled `End` (unless it outlives it) or
+/// `Cancel`, or its inbox is closed or retired.
 pub(crate) async fn run_processor(
     mut processor: Box<dyn Processor>,
     mut inbox: Inbox,
     ctx: ProcessorContext,
-    measure: bool,
+    options: RunOptions,
 ) {
+    let RunOptions {
+        measure,
+        outlive_end,
+    } = options;
     let mut processing = LatencyHistogram::new();
     // Data and control frames pushed before the last interruption are stale.
     let mut stale_below: u64 = 0;
@@ -47,7 +61,7 @@ pub(crate) async fn run_processor(
             stale_below = seq;
         }
         let started = measure.then(Instant::now);
-        let next = handle(&mut *processor, frame, direction, &ctx).await;
+        let next = handle(&mut *processor, frame, direction, &ctx, outlive_end).await;
         if let Some(started) = started {
             processing.record(started.elapsed());
         }
@@ -71,6 +85,7 @@ async fn handle(
     frame: Frame,
     direction: Direction,
     ctx: &ProcessorContext,
+    outlive_end: bool,
 ) -> Next {
     match &frame.body {
         FrameBody::Start(start) => {
@@ -92,7 +107,11 @@ async fn handle(
                 report(err, ctx).await;
             }
             ctx.push(frame, direction).await;
-            Next::Stop
+            if outlive_end {
+                Next::Continue
+            } else {
+                Next::Stop
+            }
         }
         FrameBody::Cancel { reason } => {
             note_end(ctx, reason);

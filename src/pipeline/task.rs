@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::frame::{Direction, ErrorFrame, Frame, FrameBody, MetricsData, StartFrame};
@@ -12,9 +13,9 @@ use crate::processor::Processor;
 use super::clock::SessionClock;
 use super::context::{Outcome, ProcessorContext, Shared};
 use super::edges::{Sink, Source};
-use super::link::{InFlight, Mailbox, inbox};
+use super::link::{InFlight, InFlightToken, Mailbox, inbox};
 use super::observer::Observer;
-use super::runner::run_processor;
+use super::runner::{RunOptions, run_processor};
 
 /// Default room in each processor's bounded lane: 64 frames, about 1.3 s of
 /// 20 ms audio.
@@ -88,17 +89,27 @@ pub struct PipelineOutcome {
 /// A handle to a running pipeline: inject frames, end or cancel it.
 #[derive(Clone)]
 pub struct PipelineHandle {
-    head: Mailbox,
+    /// Every inbox, source first, sink last.
+    mailboxes: Vec<Mailbox>,
     shared: Arc<Shared>,
 }
 
 impl PipelineHandle {
     /// Queues a frame at the head of the chain, going downstream.
     pub async fn queue_frame(&self, frame: impl Into<Frame>) {
-        let frame = frame.into();
-        self.shared
-            .notify_observers("pipeline", &frame, Direction::Downstream);
-        if self.head.send(frame, Direction::Downstream).await.is_err() {
+        self.queue(frame.into(), Direction::Downstream).await;
+    }
+
+    /// Queues a frame at the head (downstream) or the tail (upstream).
+    pub(crate) async fn queue(&self, frame: Frame, direction: Direction) {
+        self.shared.notify_observers("pipeline", &frame, direction);
+        let end = match direction {
+            Direction::Downstream => self.mailboxes.first(),
+            Direction::Upstream => self.mailboxes.last(),
+        };
+        if let Some(mailbox) = end
+            && mailbox.send(frame, direction).await.is_err()
+        {
             tracing::debug!("frame queued after the pipeline stopped");
         }
     }
@@ -117,42 +128,106 @@ impl PipelineHandle {
     }
 }
 
+/// What a pipeline's two ends do with the frames that reach them.
+pub(crate) enum Ends {
+    /// A session's pipeline: the source acts on requests and errors, the
+    /// sink swallows what reaches it.
+    Root,
+    /// A branch of a parallel processor: both ends hand frames to the
+    /// parent, which merges the branches.
+    Branch(BranchOutlets),
+}
+
+/// The channels a branch's ends hand frames to the parent through.
+#[derive(Clone)]
+pub(crate) struct BranchOutlets {
+    /// Frames the branch's first processor pushed upstream.
+    pub(crate) upstream: mpsc::UnboundedSender<Outlet>,
+    /// Frames the branch's last processor pushed downstream.
+    pub(crate) downstream: mpsc::UnboundedSender<Outlet>,
+}
+
+/// A frame leaving a branch, counted as in flight until the parent has
+/// pushed it on.
+pub(crate) struct Outlet {
+    pub(crate) frame: Frame,
+    pub(crate) _token: Option<InFlightToken>,
+}
+
 /// A pipeline ready to run.
 pub struct PipelineTask {
     processors: Vec<NamedProcessor>,
-    params: PipelineParams,
+    measure: bool,
     shared: Arc<Shared>,
     inboxes: Vec<super::link::Inbox>,
     mailboxes: Vec<Mailbox>,
+    ends: Ends,
 }
 
 impl PipelineTask {
     /// Links `processors` in order between the pipeline's source and sink.
     pub fn new(processors: Vec<NamedProcessor>, params: PipelineParams) -> Self {
-        let in_flight = params
-            .clock
-            .is_audio()
-            .then(|| Arc::new(InFlight::default()));
         let shared = Arc::new(Shared {
             session_id: Arc::clone(&params.session_id),
             clock: params.clock.clone(),
             observers: params.observers.clone(),
-            in_flight: in_flight.clone(),
+            in_flight: params
+                .clock
+                .is_audio()
+                .then(|| Arc::new(InFlight::default())),
             mailboxes: OnceLock::new(),
-            outcome: Mutex::new(Outcome::default()),
+            outcome: Arc::new(Mutex::new(Outcome::default())),
         });
+        let start = StartFrame {
+            sample_rate: params.sample_rate,
+            allow_interruptions: params.allow_interruptions,
+            session_id: Arc::clone(&params.session_id),
+        };
+        Self::link(processors, &params, shared, Ends::Root, start)
+    }
+
+    /// A branch of the pipeline `parent` belongs to: same session, clock,
+    /// observers, in-flight count and outcome; its ends lead to `outlets`.
+    pub(crate) fn branch(
+        processors: Vec<NamedProcessor>,
+        parent: &ProcessorContext,
+        start: &StartFrame,
+        outlets: BranchOutlets,
+    ) -> Self {
+        let parent = parent.shared();
+        let shared = Arc::new(Shared {
+            session_id: Arc::clone(&parent.session_id),
+            clock: parent.clock.clone(),
+            observers: parent.observers.clone(),
+            in_flight: parent.in_flight.clone(),
+            mailboxes: OnceLock::new(),
+            outcome: Arc::clone(&parent.outcome),
+        });
+        let params = PipelineParams::new(Arc::clone(&start.session_id), start.sample_rate);
+        Self::link(
+            processors,
+            &params,
+            shared,
+            Ends::Branch(outlets),
+            start.clone(),
+        )
+    }
+
+    fn link(
+        processors: Vec<NamedProcessor>,
+        params: &PipelineParams,
+        shared: Arc<Shared>,
+        ends: Ends,
+        start: StartFrame,
+    ) -> Self {
         // Source, processors, sink.
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..processors.len() + 2)
-            .map(|_| inbox(params.queue_capacity, in_flight.as_ref()))
+            .map(|_| inbox(params.queue_capacity, shared.in_flight.as_ref()))
             .unzip();
         let _already_set = shared.mailboxes.set(mailboxes.clone());
         // Start is queued first, before anything a handle can queue, so that
         // every processor sees it before any other frame.
-        let start = Frame::new(FrameBody::Start(StartFrame {
-            sample_rate: params.sample_rate,
-            allow_interruptions: params.allow_interruptions,
-            session_id: Arc::clone(&params.session_id),
-        }));
+        let start = Frame::new(FrameBody::Start(start));
         shared.notify_observers("pipeline", &start, Direction::Downstream);
         if mailboxes[0]
             .send_system(start, Direction::Downstream)
@@ -162,74 +237,27 @@ impl PipelineTask {
         }
         PipelineTask {
             processors,
-            params,
+            measure: params.measure,
             shared,
             inboxes,
             mailboxes,
+            ends,
         }
     }
 
     /// A handle to the pipeline, usable before and while it runs.
     pub fn handle(&self) -> PipelineHandle {
         PipelineHandle {
-            head: self.mailboxes[0].clone(),
+            mailboxes: self.mailboxes.clone(),
             shared: Arc::clone(&self.shared),
         }
     }
 
-    /// Sends `Start`, runs every processor to its end, and reports the
-    /// outcome. Returns when every processor has stopped.
+    /// Runs every processor to its end and reports the outcome. Returns when
+    /// every processor has stopped.
     pub async fn run(self) -> PipelineOutcome {
-        let PipelineTask {
-            processors,
-            params,
-            shared,
-            inboxes,
-            mailboxes,
-        } = self;
-        let mut chain: Vec<(Arc<str>, Box<dyn Processor>, bool)> =
-            Vec::with_capacity(processors.len() + 2);
-        chain.push(("source".into(), Box::new(Source::default()), false));
-        for p in processors {
-            chain.push((p.name.into(), p.processor, params.measure));
-        }
-        chain.push(("sink".into(), Box::new(Sink), false));
-
-        let mut tasks = JoinSet::new();
-        let mut names = Vec::with_capacity(chain.len());
-        for (index, ((name, processor, measure), inbox)) in
-            chain.into_iter().zip(inboxes).enumerate()
-        {
-            let upstream = index.checked_sub(1).map(|i| mailboxes[i].clone());
-            let downstream = mailboxes.get(index + 1).cloned();
-            let ctx =
-                ProcessorContext::new(Arc::clone(&name), upstream, downstream, Arc::clone(&shared));
-            let span = tracing::debug_span!("processor", name = %name);
-            names.push(name);
-            tasks.spawn(tracing::Instrument::instrument(
-                run_processor(processor, inbox, ctx, measure),
-                span,
-            ));
-        }
-
-        drop(mailboxes);
-
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(err) = joined {
-                // A panicking processor must not leave the others running.
-                tracing::error!(error = %err, "a processor task failed");
-                let frame = ErrorFrame {
-                    processor: "pipeline".into(),
-                    message: format!("a processor task failed: {err}"),
-                    fatal: true,
-                    provider: None,
-                    status: None,
-                };
-                shared.outcome().fatal_error.get_or_insert(frame);
-                shared.cancel_all("processor task failed");
-            }
-        }
-
+        let shared = Arc::clone(&self.shared);
+        let names = self.run_processors().await;
         let outcome = std::mem::take(&mut *shared.outcome());
         let outcome = PipelineOutcome {
             end_reason: outcome.end_reason.unwrap_or_else(|| "stopped".to_owned()),
@@ -243,6 +271,119 @@ impl PipelineTask {
         }
         outcome
     }
+
+    /// Runs a branch to its end; what it learns goes into the parent's
+    /// outcome.
+    pub(crate) async fn run_branch(self) {
+        self.run_processors().await;
+    }
+
+    /// Spawns a task per processor and waits for all of them; gives back the
+    /// processors' names in chain order.
+    async fn run_processors(self) -> Vec<Arc<str>> {
+        let PipelineTask {
+            processors,
+            measure,
+            shared,
+            inboxes,
+            mailboxes,
+            ends,
+        } = self;
+        let (up_outlet, down_outlet) = match ends {
+            Ends::Root => (None, None),
+            Ends::Branch(outlets) => (Some(outlets.upstream), Some(outlets.downstream)),
+        };
+        let failure_outlet = up_outlet.clone();
+        let edge = RunOptions {
+            measure: false,
+            outlive_end: false,
+        };
+        let mut chain: Vec<(Arc<str>, Box<dyn Processor>, RunOptions)> =
+            Vec::with_capacity(processors.len() + 2);
+        let source_options = RunOptions {
+            outlive_end: true,
+            ..edge
+        };
+        chain.push((
+            "source".into(),
+            Box::new(Source::new(up_outlet)),
+            source_options,
+        ));
+        for p in processors {
+            let options = RunOptions {
+                measure,
+                outlive_end: false,
+            };
+            chain.push((p.name.into(), p.processor, options));
+        }
+        chain.push(("sink".into(), Box::new(Sink::new(down_outlet)), edge));
+
+        // The source hears errors and requests until everything after it
+        // has stopped, then drains what is queued and stops.
+        let (retire_source, source_retired) = oneshot::channel();
+        let mut source_retired = Some(source_retired);
+        let mut source_task = None;
+        let mut tasks = JoinSet::new();
+        let mut names = Vec::with_capacity(chain.len());
+        for (index, ((name, processor, options), mut inbox)) in
+            chain.into_iter().zip(inboxes).enumerate()
+        {
+            let upstream = index.checked_sub(1).map(|i| mailboxes[i].clone());
+            let downstream = mailboxes.get(index + 1).cloned();
+            let ctx =
+                ProcessorContext::new(Arc::clone(&name), upstream, downstream, Arc::clone(&shared));
+            let span = tracing::debug_span!("processor", name = %name);
+            names.push(name);
+            if let Some(retired) = source_retired.take() {
+                inbox.retire_on(retired);
+                source_task = Some(tokio::spawn(tracing::Instrument::instrument(
+                    run_processor(processor, inbox, ctx, options),
+                    span,
+                )));
+                continue;
+            }
+            tasks.spawn(tracing::Instrument::instrument(
+                run_processor(processor, inbox, ctx, options),
+                span,
+            ));
+        }
+        drop(mailboxes);
+
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(err) = joined {
+                // A panicking processor must not leave the others running.
+                tracing::error!(error = %err, "a processor task failed");
+                let frame = ErrorFrame {
+                    processor: "pipeline".into(),
+                    message: format!("a processor task failed: {err}"),
+                    fatal: true,
+                    provider: None,
+                    status: None,
+                };
+                shared.outcome().fatal_error.get_or_insert(frame.clone());
+                shared.cancel_all("processor task failed");
+                if let Some(parent) = &failure_outlet {
+                    // The parent session must end too.
+                    let error = Outlet {
+                        frame: Frame::new(FrameBody::Error(frame)),
+                        _token: None,
+                    };
+                    if parent.send(error).is_err() {
+                        tracing::debug!("parent of a failed branch has stopped");
+                    }
+                }
+            }
+        }
+        // The rest has stopped: nothing more can reach the source but what
+        // is already queued.
+        let _source_gone = retire_source.send(());
+        if let Some(source) = source_task
+            && let Err(err) = source.await
+        {
+            tracing::error!(error = %err, "the pipeline source failed");
+        }
+        names
+    }
 }
 
 fn metrics_of(
@@ -255,7 +396,8 @@ fn metrics_of(
             .map(|d| d.as_nanos() as f64 / 1000.0)
             .unwrap_or(0.0)
     };
-    processing.sort_by_key(|(name, _)| order.iter().position(|n| n == name));
+    // Processors of parallel branches are not in `order`: they go last.
+    processing.sort_by_key(|(name, _)| order.iter().position(|n| n == name).unwrap_or(usize::MAX));
     let mut metrics: Vec<MetricsData> = processing
         .iter()
         .map(|(name, h)| MetricsData::ProcessingTime {

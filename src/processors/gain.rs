@@ -84,18 +84,19 @@ impl Gain {
 impl Processor for Gain {
     async fn process(
         &mut self,
-        mut frame: Frame,
+        frame: Frame,
         direction: Direction,
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
-        if self.audio.picks(&frame.body) {
-            match &mut frame.body {
-                FrameBody::InputAudio(audio) | FrameBody::OutputAudio(audio) => {
-                    *audio = self.apply(audio);
-                }
-                _ => {}
+        let frame = match &frame.body {
+            FrameBody::InputAudio(audio) if self.audio.picks(&frame.body) => {
+                frame.derive(FrameBody::InputAudio(self.apply(audio)))
             }
-        }
+            FrameBody::OutputAudio(audio) if self.audio.picks(&frame.body) => {
+                frame.derive(FrameBody::OutputAudio(self.apply(audio)))
+            }
+            _ => frame,
+        };
         ctx.push(frame, direction).await;
         Ok(())
     }

@@ -1,12 +1,14 @@
 //! The built-in processors, and the registry that builds them from TOML.
 
 mod gain;
+mod parallel;
 mod parrot;
 mod passthrough;
 mod registry;
 mod resample;
 
 pub use gain::{AudioSelector, Gain, GainConfig};
+pub use parallel::{Parallel, ParallelFactory};
 pub use parrot::{Parrot, ParrotConfig};
 pub use passthrough::{Passthrough, PassthroughConfig};
 pub use registry::{ProcessorFactory, ProcessorRegistry};

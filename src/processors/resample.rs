@@ -88,17 +88,19 @@ pub struct Resample {
 impl Processor for Resample {
     async fn process(
         &mut self,
-        mut frame: Frame,
+        frame: Frame,
         direction: Direction,
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
-        if self.audio.picks(&frame.body) {
-            match &mut frame.body {
-                FrameBody::InputAudio(audio) => *audio = self.input.convert(audio)?,
-                FrameBody::OutputAudio(audio) => *audio = self.output.convert(audio)?,
-                _ => {}
+        let frame = match &frame.body {
+            FrameBody::InputAudio(audio) if self.audio.picks(&frame.body) => {
+                frame.derive(FrameBody::InputAudio(self.input.convert(audio)?))
             }
-        }
+            FrameBody::OutputAudio(audio) if self.audio.picks(&frame.body) => {
+                frame.derive(FrameBody::OutputAudio(self.output.convert(audio)?))
+            }
+            _ => frame,
+        };
         ctx.push(frame, direction).await;
         Ok(())
     }
