@@ -7,6 +7,7 @@
 pub mod audio;
 pub mod config;
 pub mod context;
+pub mod eval;
 pub mod events;
 pub mod frame;
 pub mod metrics;
@@ -16,3 +17,4 @@ pub mod processors;
 pub mod session;
 pub mod testing;
 pub mod transport;
+pub mod webhook;

@@ -20,7 +20,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::context::ContextSection;
+use crate::eval::EvaluatorSection;
 use crate::processors::ProcessorFactory;
+use crate::webhook::WebhookSection;
 
 /// The rates a pipeline can run at internally.
 pub const SUPPORTED_SAMPLE_RATES: [u32; 4] = [8_000, 16_000, 24_000, 48_000];
@@ -91,6 +94,12 @@ pub(crate) struct Sections {
     pub(crate) pipeline: PipelineSection,
     #[serde(default)]
     pub(crate) transport: TransportSection,
+    #[serde(default)]
+    pub(crate) context: ContextSection,
+    #[serde(default)]
+    pub(crate) evaluator: Option<EvaluatorSection>,
+    #[serde(default)]
+    pub(crate) webhook: Option<WebhookSection>,
 }
 
 /// One `[[processor]]` entry, validated.
@@ -124,6 +133,12 @@ pub struct PipelineConfig {
     pub pipeline: PipelineSection,
     /// `[transport]`.
     pub transport: TransportSection,
+    /// `[context]`: the context store (memory by default).
+    pub context: ContextSection,
+    /// `[evaluator]`, if sessions are judged.
+    pub evaluator: Option<EvaluatorSection>,
+    /// `[webhook]`, if completed calls are posted.
+    pub webhook: Option<WebhookSection>,
     /// The processors, in chain order.
     pub processors: Vec<ProcessorEntry>,
 }

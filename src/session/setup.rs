@@ -1,9 +1,10 @@
 //! What a processor factory gets when a session starts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::error::BuildError;
+use crate::context::SessionMemory;
 
 /// Where `*_env` keys are looked up: the process environment, or a fixed
 /// map (tests, embedding).
@@ -14,6 +15,17 @@ pub enum EnvSource {
     Process,
     /// A fixed set of variables.
     Fixed(Arc<HashMap<String, String>>),
+}
+
+impl EnvSource {
+    /// The value of `var`, if set and not empty.
+    pub fn var(&self, var: &str) -> Option<String> {
+        let value = match self {
+            EnvSource::Process => std::env::var(var).ok(),
+            EnvSource::Fixed(vars) => vars.get(var).cloned(),
+        };
+        value.filter(|v| !v.is_empty())
+    }
 }
 
 /// The session a processor is built for.
@@ -28,6 +40,13 @@ pub struct SessionSetup {
     pub allow_interruptions: bool,
     /// Where `*_env` variables come from.
     pub env: EnvSource,
+    /// Parameters the call was started with: Twilio `customParameters`, a
+    /// WebRTC offer's `request_data`, or `voxpipe run --param`. The
+    /// context store reads `country` and `industry` from them.
+    pub custom_parameters: BTreeMap<String, String>,
+    /// The session's conversation memory (system prompt, turn recorder),
+    /// when the pipeline keeps one.
+    pub memory: Option<SessionMemory>,
 }
 
 impl SessionSetup {
@@ -39,23 +58,18 @@ impl SessionSetup {
             sample_rate,
             allow_interruptions: true,
             env: EnvSource::Process,
+            custom_parameters: BTreeMap::new(),
+            memory: None,
         }
     }
 
     /// The value of the variable `var`, which the config key `key` names.
     /// An unset or empty variable is an error naming both.
     pub fn env_var(&self, key: &str, var: &str) -> Result<String, BuildError> {
-        let value = match &self.env {
-            EnvSource::Process => std::env::var(var).ok(),
-            EnvSource::Fixed(vars) => vars.get(var).cloned(),
-        };
-        match value {
-            Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(BuildError::MissingEnv {
-                key: key.to_owned(),
-                var: var.to_owned(),
-            }),
-        }
+        self.env.var(var).ok_or_else(|| BuildError::MissingEnv {
+            key: key.to_owned(),
+            var: var.to_owned(),
+        })
     }
 }
 

@@ -1,0 +1,267 @@
+//! A call's state: the JSON kept at `call:{id}`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::time::rfc3339;
+
+/// Where a call is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallStatus {
+    /// The session is set up; the pipeline has not started.
+    Pending,
+    /// The pipeline is running.
+    Active,
+    /// The session has ended (for any reason).
+    Completed,
+}
+
+/// The customer segment a call belongs to; it picks the system prompt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Country code, e.g. `US`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Industry, e.g. `healthcare`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub industry: Option<String>,
+}
+
+/// The evaluator's judgement of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The call reached its goal.
+    Success,
+    /// It did not.
+    Failure,
+}
+
+impl Outcome {
+    /// `success` or `failure`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// What the evaluator recorded for a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Evaluation {
+    /// The judge answered.
+    Evaluated {
+        /// Success or failure.
+        outcome: Outcome,
+        /// 0 to 1.
+        score: f64,
+        /// The tactics the judge saw the agent use.
+        tactics: Vec<String>,
+        /// The judge's short reason.
+        reason: String,
+        /// The judge's model.
+        model: String,
+        /// When (RFC 3339).
+        at: String,
+    },
+    /// No usable answer: the judge kept answering malformed JSON, could not
+    /// be reached, or the job was delivered too many times.
+    Unevaluated {
+        /// Why, for people.
+        reason: String,
+        /// When (RFC 3339).
+        at: String,
+    },
+}
+
+/// The state of one call, as stored at `call:{id}`.
+///
+/// Fields other programs add to the JSON are kept through voxpipe's updates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// The call (session) id.
+    pub call_id: String,
+    /// `twilio`, `webrtc` or `file`.
+    pub transport: String,
+    /// Pending, active or completed.
+    pub status: CallStatus,
+    /// When the session was set up (RFC 3339).
+    pub created_at: String,
+    /// When the pipeline started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the session ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// Why it ended, e.g. `hangup`, `end_call`, `end_of_input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    /// The segment the call belongs to.
+    #[serde(default)]
+    pub segment: Segment,
+    /// Parameters the call was started with (Twilio `customParameters`,
+    /// a WebRTC offer's `request_data`).
+    #[serde(default)]
+    pub custom_parameters: BTreeMap<String, String>,
+    /// The key the system prompt came from (`prompt:segment:US:healthcare`,
+    /// `prompt:base`), or `toml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_source: Option<String>,
+    /// `success` or `failure`, once evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// 0 to 1, once evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// The evaluator's full record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+    /// Fields voxpipe does not know, kept as they were.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl CallRecord {
+    /// A pending call created at `now_ms`.
+    pub fn pending(
+        call_id: impl Into<String>,
+        transport: impl Into<String>,
+        segment: Segment,
+        custom_parameters: BTreeMap<String, String>,
+        now_ms: u64,
+    ) -> Self {
+        let now = rfc3339(now_ms);
+        CallRecord {
+            call_id: call_id.into(),
+            transport: transport.into(),
+            status: CallStatus::Pending,
+            created_at: now.clone(),
+            started_at: None,
+            ended_at: None,
+            end_reason: None,
+            segment,
+            custom_parameters,
+            prompt_source: None,
+            outcome: None,
+            score: None,
+            evaluation: None,
+            updated_at: now,
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// Applies `change`, written at `now_ms`. Status never moves backwards,
+    /// so a late or repeated change is harmless.
+    pub fn apply(&mut self, change: &CallChange, now_ms: u64) {
+        match change {
+            CallChange::Started { at_ms } => {
+                if self.status < CallStatus::Active {
+                    self.status = CallStatus::Active;
+                    self.started_at = Some(rfc3339(*at_ms));
+                }
+            }
+            CallChange::Ended { reason, at_ms } => {
+                if self.status < CallStatus::Completed {
+                    self.status = CallStatus::Completed;
+                    self.ended_at = Some(rfc3339(*at_ms));
+                    self.end_reason = Some(reason.clone());
+                }
+            }
+            CallChange::Evaluated(evaluation) => {
+                match evaluation {
+                    Evaluation::Evaluated { outcome, score, .. } => {
+                        self.outcome = Some(*outcome);
+                        self.score = Some(*score);
+                    }
+                    Evaluation::Unevaluated { .. } => {
+                        self.outcome = None;
+                        self.score = None;
+                    }
+                }
+                self.evaluation = Some(evaluation.clone());
+            }
+        }
+        self.updated_at = rfc3339(now_ms);
+    }
+}
+
+/// A change to a stored call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallChange {
+    /// The pipeline started: pending → active.
+    Started {
+        /// When (Unix ms).
+        at_ms: u64,
+    },
+    /// The session ended: → completed.
+    Ended {
+        /// Why.
+        reason: String,
+        /// When (Unix ms).
+        at_ms: u64,
+    },
+    /// The evaluator judged it.
+    Evaluated(Evaluation),
+}
+
+impl Segment {
+    /// The segment of a call started with `parameters`: their `country` and
+    /// `industry`, each falling back to `defaults` (the TOML's). A value that
+    /// cannot be part of a key (empty, over 64 bytes, holding `:`, `*` or a
+    /// control character) is ignored with a warning.
+    pub fn resolve(parameters: &BTreeMap<String, String>, defaults: &Segment) -> Segment {
+        let pick = |name: &str, default: &Option<String>| {
+            parameters
+                .get(name)
+                .and_then(|value| {
+                    let value = value.trim();
+                    let usable = !value.is_empty()
+                        && value.len() <= 64
+                        && !value.contains([':', '*'])
+                        && !value.chars().any(char::is_control);
+                    if !usable {
+                        tracing::warn!(parameter = name, value, "segment parameter ignored");
+                    }
+                    usable.then(|| value.to_owned())
+                })
+                .or_else(|| default.clone())
+        };
+        Segment {
+            country: pick("country", &defaults.country),
+            industry: pick("industry", &defaults.industry),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_only_moves_forward_and_unknown_fields_survive() {
+        let json = r#"{"call_id":"c1","transport":"twilio","status":"pending",
+            "created_at":"x","updated_at":"x","room_url":"https://example.test/r"}"#;
+        let mut call: CallRecord = serde_json::from_str(json).unwrap();
+        call.apply(&CallChange::Started { at_ms: 0 }, 0);
+        call.apply(
+            &CallChange::Ended {
+                reason: "hangup".into(),
+                at_ms: 1000,
+            },
+            1000,
+        );
+        call.apply(&CallChange::Started { at_ms: 2000 }, 2000);
+        assert_eq!(call.status, CallStatus::Completed);
+        assert_eq!(call.started_at.as_deref(), Some("1970-01-01T00:00:00.000Z"));
+        assert_eq!(call.end_reason.as_deref(), Some("hangup"));
+        let back = serde_json::to_value(&call).unwrap();
+        assert_eq!(back["room_url"], "https://example.test/r");
+        assert_eq!(back["status"], "completed");
+    }
+}

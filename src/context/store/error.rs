@@ -1,0 +1,78 @@
+//! What can go wrong talking to a store.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Redis answered with an error or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer in time.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The Redis URL is not valid.
+    #[error("invalid redis url in ${var}: {source}")]
+    Url {
+        /// The variable that held it.
+        var: String,
+        /// Why.
+        source: redis::RedisError,
+    },
+    /// A stored value is not what voxpipe wrote there.
+    #[error("{key} holds an invalid value: {message}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value could not be encoded.
+    #[error("cannot encode the value for {key}: {source}")]
+    Encode {
+        /// The key.
+        key: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The embedded store's file could not be read or written.
+    #[error("embedded store file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another writer kept changing a key between read and write.
+    #[error("{key} kept changing under the update; gave up after {attempts} attempts")]
+    Contended {
+        /// The key.
+        key: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+impl StoreError {
+    /// True when trying again later may succeed (the store is down, slow or
+    /// restarting); false when the same request will fail again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Redis(err) => !matches!(err.retry_method(), redis::RetryMethod::NoRetry),
+            StoreError::Timeout(_) | StoreError::Contended { .. } => true,
+            StoreError::File { .. } => true,
+            StoreError::Url { .. } | StoreError::Corrupt { .. } | StoreError::Encode { .. } => {
+                false
+            }
+        }
+    }
+
+    pub(crate) fn corrupt(key: &str, message: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt {
+            key: key.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The embedded store: Redis's key schema and semantics in this process.
+//!
+//! It is the default when no Redis is configured. With `path` set, every
+//! change is also appended to a log file, so the store survives a restart
+//! and the operator commands (`voxpipe calls show`, `tactics add`, ...)
+//! work on it from another process. One server process per file: several
+//! writers are safe (the file is locked per write) but each holds the whole
+//! keyspace in memory and hands out jobs independently. Use Redis to scale.
+
+mod calls;
+mod jobs;
+mod keyspace;
+mod oplog;
+mod outbox;
+mod refinement;
+mod skills;
+mod store;
+
+pub use store::MemoryStore;

@@ -1,0 +1,153 @@
+//! The webhook outbox in the embedded store.
+
+use async_trait::async_trait;
+
+use super::keyspace::Op;
+use super::store::MemoryStore;
+use crate::context::store::settings::millis;
+use crate::context::store::{Outbox, OutboxEntry, StoreError};
+
+#[async_trait]
+impl Outbox for MemoryStore {
+    async fn enqueue_delivery(
+        &self,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let keys = &self.settings.keys;
+        let event_key = keys.outbox_event(id);
+        let ttl = millis(self.settings.outbox_ttl);
+        self.write(|ks, now| {
+            if ks.string(&event_key, now).is_some() {
+                return (Vec::new(), false);
+            }
+            let ops = vec![
+                Op::Set {
+                    key: event_key.clone(),
+                    value: payload.to_owned(),
+                    expires_at_ms: Some(now + ttl),
+                },
+                Op::ZAdd {
+                    key: keys.outbox(),
+                    member: id.to_owned(),
+                    score: due_ms,
+                },
+            ];
+            (ops, true)
+        })
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let keys = &self.settings.keys;
+        let outbox = keys.outbox();
+        self.write(|ks, now| {
+            let mut due: Vec<(&String, u64)> = ks
+                .sorted(&outbox, now)
+                .into_iter()
+                .flatten()
+                .filter(|&(_, &score)| score <= now_ms)
+                .map(|(member, &score)| (member, score))
+                .collect();
+            due.sort_by_key(|&(member, score)| (score, member.clone()));
+            let mut ops = Vec::new();
+            let mut claimed = Vec::new();
+            for (id, _) in due.into_iter().take(max) {
+                match ks.string(&keys.outbox_event(id), now) {
+                    Some(payload) => {
+                        ops.push(Op::ZAdd {
+                            key: outbox.clone(),
+                            member: id.clone(),
+                            score: now_ms + lease_ms,
+                        });
+                        claimed.push(OutboxEntry {
+                            id: id.clone(),
+                            payload: payload.to_owned(),
+                        });
+                    }
+                    // The delivery outlived its TTL: nothing left to send.
+                    None => ops.push(Op::ZRem {
+                        key: outbox.clone(),
+                        member: id.clone(),
+                    }),
+                }
+            }
+            (ops, claimed)
+        })
+    }
+
+    async fn reschedule_delivery(
+        &self,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
+        let keys = &self.settings.keys;
+        let event_key = keys.outbox_event(id);
+        let ttl = millis(self.settings.outbox_ttl);
+        self.write(|ks, now| {
+            let expires = ks
+                .ttl_ms(&event_key, now)
+                .map_or(now + ttl, |left| now + left);
+            let ops = vec![
+                Op::Set {
+                    key: event_key.clone(),
+                    value: payload.to_owned(),
+                    expires_at_ms: Some(expires),
+                },
+                Op::ZAdd {
+                    key: keys.outbox(),
+                    member: id.to_owned(),
+                    score: due_ms,
+                },
+            ];
+            (ops, ())
+        })
+    }
+
+    async fn complete_delivery(&self, id: &str) -> Result<(), StoreError> {
+        let keys = &self.settings.keys;
+        self.write(|_, _| {
+            let ops = vec![
+                Op::ZRem {
+                    key: keys.outbox(),
+                    member: id.to_owned(),
+                },
+                Op::Del {
+                    key: keys.outbox_event(id),
+                },
+            ];
+            (ops, ())
+        })
+    }
+
+    async fn bury_delivery(&self, id: &str, payload: &str) -> Result<(), StoreError> {
+        let keys = &self.settings.keys;
+        self.write(|_, _| {
+            let ops = vec![
+                Op::ZRem {
+                    key: keys.outbox(),
+                    member: id.to_owned(),
+                },
+                Op::Del {
+                    key: keys.outbox_event(id),
+                },
+                Op::Push {
+                    key: keys.dead_letters(),
+                    values: vec![payload.to_owned()],
+                },
+            ];
+            (ops, ())
+        })
+    }
+
+    async fn outbox_len(&self) -> Result<u64, StoreError> {
+        let key = self.settings.keys.outbox();
+        self.read(|ks, now| ks.sorted(&key, now).map_or(0, |m| m.len() as u64))
+    }
+}
