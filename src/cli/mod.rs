@@ -1,8 +1,14 @@
 //! Argument parsing, logging and dispatch to the subcommands.
 
+mod calls;
 mod check;
+mod evaluate;
 mod logging;
 mod run;
+mod skills;
+mod store_args;
+mod tactics;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -44,6 +50,17 @@ enum Command {
     /// --realtime); the bot's audio is written to --output at the session
     /// time it was played, so input and output line up.
     Run(run::RunArgs),
+    /// Show stored calls: `voxpipe calls show ID`.
+    Calls(calls::CallsArgs),
+    /// List or add refinement-loop tactics.
+    Tactics(tactics::TacticsArgs),
+    /// Add or search learned skills (objection → rebuttal).
+    Skills(skills::SkillsArgs),
+    /// Judge a stored call again and record the result.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Run evaluation jobs, webhook deliveries and skill refreshes on a
+    /// shared store until interrupted.
+    Worker(worker::WorkerArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -53,5 +70,21 @@ pub(crate) fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::check(&args),
         Command::Run(args) => run::run(args),
+        Command::Calls(args) => report(calls::calls(&args)),
+        Command::Tactics(args) => report(tactics::tactics(&args)),
+        Command::Skills(args) => report(skills::skills(&args)),
+        Command::Evaluate(args) => report(evaluate::evaluate(&args)),
+        Command::Worker(args) => report(worker::worker(&args)),
+    }
+}
+
+/// Exit status 0, or 1 with the error on stderr.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("voxpipe: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }

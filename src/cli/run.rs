@@ -8,11 +8,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use voxpipe::audio::{resample::resample_all, wav::read_wav};
 use voxpipe::config::{Override, PipelineConfig, load_pipeline};
+use voxpipe::context::time::unix_ms;
+use voxpipe::context::{ContextRuntime, SessionMemory};
 use voxpipe::events::EventWriter;
 use voxpipe::pipeline::{NamedProcessor, Observer, SessionClock};
 use voxpipe::processors::ProcessorRegistry;
 use voxpipe::session::{
-    SessionOptions, SessionReport, SessionSetup, TransportEnds, new_session_id, run_session,
+    EnvSource, SessionOptions, SessionReport, SessionSetup, TransportEnds, new_session_id,
+    run_session,
 };
 use voxpipe::transport::file::{FileInput, WavSink};
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
@@ -49,6 +52,21 @@ pub(crate) struct RunArgs {
     /// The session id (default: a fresh random id).
     #[arg(long)]
     session_id: Option<String>,
+
+    /// A call parameter, as Twilio's `customParameters` would bring it, e.g.
+    /// `--param country=US --param industry=retail` (they pick the segment
+    /// prompt). Repeatable.
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+}
+
+fn parse_param(spec: &str) -> Result<(String, String), String> {
+    match spec.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {spec:?}")),
+    }
 }
 
 pub(crate) fn run(args: RunArgs) -> ExitCode {
@@ -139,15 +157,22 @@ async fn run_file_session(
     if let Some(events) = &events {
         observers.push(events.clone());
     }
+    let context = ContextRuntime::from_config(config, &EnvSource::Process)
+        .context("cannot set up the context store")?;
     let session_id = args.session_id.clone().unwrap_or_else(new_session_id);
     let span = tracing::info_span!("session", call_id = %session_id);
     let _entered = span.enter();
-    tracing::info!(pipeline = %config.pipeline.name, input = %args.input.display(), "session starting");
+    tracing::info!(pipeline = %config.pipeline.name, input = %args.input.display(), store = context.store().backend(), "session starting");
+    let mut setup = SessionSetup::for_pipeline(config, session_id);
+    setup.custom_parameters = args.params.iter().cloned().collect();
+    let memory = context.open_session(&setup, "file").await;
+    observers.push(memory.observer());
+    setup.memory = Some(memory.clone());
     let report = run_session(
         config,
         ends,
         SessionOptions {
-            setup: SessionSetup::for_pipeline(config, session_id),
+            setup,
             clock: SessionClock::audio(),
             observers,
         },
@@ -157,5 +182,43 @@ async fn run_file_session(
     if let Some(events) = events {
         events.flush();
     }
+    // The writer gives up by itself `flush_timeout` after the end.
+    let flush =
+        Duration::try_from_secs_f64(config.context.flush_timeout_secs).unwrap_or(Duration::ZERO);
+    finish_context(&context, &memory, flush + Duration::from_secs(5)).await;
     Ok(report)
+}
+
+/// After a file session: wait for its writer, then (the embedded store
+/// lives only as long as this process) run its evaluation and one webhook
+/// delivery pass here. With Redis, `voxpipe worker` or the server's workers
+/// take them from the queue.
+async fn finish_context(context: &ContextRuntime, memory: &SessionMemory, limit: Duration) {
+    match memory.finished(limit).await {
+        Some(report) if report.unwritten.is_empty() => {
+            tracing::info!(turns = report.turns_written, "call stored");
+        }
+        Some(report) => {
+            tracing::error!(unwritten = ?report.unwritten, "parts of the call could not be stored");
+        }
+        None => tracing::error!("the call's writer did not finish"),
+    }
+    if context.store().backend() != "memory" {
+        return;
+    }
+    if let Some(worker) = context.worker("voxpipe-run") {
+        match worker.drain().await {
+            Ok(ran) => tracing::info!(jobs = ran, "evaluation done"),
+            Err(err) => tracing::error!(error = %err, "evaluation failed"),
+        }
+    }
+    match context.deliverer() {
+        Ok(Some(deliverer)) => match deliverer.deliver_due(unix_ms()).await {
+            Ok(pass) if pass.retrying > 0 => tracing::warn!("the webhook failed; it stays in the outbox"),
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %err, "cannot deliver the webhook"),
+        },
+        Ok(None) => {}
+        Err(err) => tracing::error!(error = %err, "cannot deliver the webhook"),
+    }
 }

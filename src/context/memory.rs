@@ -93,11 +93,17 @@ impl SessionMemory {
     /// after `flush_timeout`), at most `limit`.
     pub async fn finished(&self, limit: Duration) -> Option<WriteReport> {
         let mut done = self.done.clone();
-        let stopped = tokio::time::timeout(limit, done.wait_for(Option::is_some)).await;
+        let stopped = tokio::time::timeout(limit, done.wait_for(|s| s.done.is_some())).await;
         match stopped {
-            Ok(Ok(report)) => report.clone(),
+            Ok(Ok(status)) => status.done.clone(),
             _ => None,
         }
+    }
+
+    /// Follows the writer: turns written so far, and its report once it
+    /// has stopped.
+    pub fn progress(&self) -> WriterDone {
+        self.done.clone()
     }
 }
 

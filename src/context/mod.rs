@@ -32,4 +32,4 @@ pub use prompt::{PromptKey, SessionPrompt};
 pub use runtime::{ContextError, ContextRuntime, RuntimeParts, worker_name};
 pub use tactics::{TacticsList, merge_tactics, tactic_identity};
 pub use turn::{CompletedTurn, Turn};
-pub use writer::{TurnRecorder, WriteReport};
+pub use writer::{TurnRecorder, WriteReport, WriterStatus};

@@ -239,7 +239,7 @@ impl ContextRuntime {
         let (recorder, done) = spawn_writer(Arc::clone(&self.store), record, self.writer.clone());
         {
             let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-            writers.retain(|w| w.borrow().is_none());
+            writers.retain(|w| w.borrow().done.is_none());
             writers.push(done.clone());
         }
         SessionMemory::new(recorder, prompt, segment, done)
@@ -312,14 +312,15 @@ impl ContextRuntime {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let all = futures_util::future::join_all(writers.into_iter().map(|mut w| async move {
-            let _ = w.wait_for(Option::is_some).await;
+            // A writer whose task is gone counts as stopped.
+            let _stopped = w.wait_for(|s| s.done.is_some()).await;
         }));
-        let _ = tokio::time::timeout(limit, all).await;
+        let _all_stopped = tokio::time::timeout(limit, all).await;
         self.writers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|w| w.borrow().is_none())
+            .filter(|w| w.borrow().done.is_none())
             .count()
     }
 }

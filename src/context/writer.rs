@@ -138,8 +138,17 @@ pub struct WriteReport {
     pub unwritten: Vec<String>,
 }
 
-/// Holds a writer's report once it has stopped (`None` until then).
-pub type WriterDone = watch::Receiver<Option<WriteReport>>;
+/// A writer's progress.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriterStatus {
+    /// Turns written so far.
+    pub turns_written: u64,
+    /// The final report, once the writer has stopped.
+    pub done: Option<WriteReport>,
+}
+
+/// Follows a writer's progress.
+pub type WriterDone = watch::Receiver<WriterStatus>;
 
 /// Starts the writer of one call: `record` is created (pending) first.
 pub fn spawn_writer(
@@ -148,7 +157,7 @@ pub fn spawn_writer(
     settings: WriterSettings,
 ) -> (TurnRecorder, WriterDone) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (done_tx, done_rx) = watch::channel(None);
+    let (status_tx, status_rx) = watch::channel(WriterStatus::default());
     let call_id: Arc<str> = record.call_id.as_str().into();
     let writer = Writer {
         store,
@@ -158,13 +167,13 @@ pub fn spawn_writer(
         next_index: 0,
         ended_at: None,
         report: WriteReport::default(),
+        status: status_tx,
     };
     tokio::spawn(async move {
-        let report = writer.run(rx).await;
-        // Nobody waiting for the report is fine.
-        done_tx.send_replace(Some(report));
+        let (report, status) = writer.run(rx).await;
+        status.send_modify(|s| s.done = Some(report));
     });
-    (TurnRecorder { call_id, tx }, done_rx)
+    (TurnRecorder { call_id, tx }, status_rx)
 }
 
 enum Action {
@@ -202,10 +211,14 @@ struct Writer {
     /// When the session ended: the start of the bounded flush.
     ended_at: Option<Instant>,
     report: WriteReport,
+    status: watch::Sender<WriterStatus>,
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) -> WriteReport {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+    ) -> (WriteReport, watch::Sender<WriterStatus>) {
         let mut backoff = self.settings.retry_initial;
         let mut failing_since: Option<Instant> = None;
         loop {
@@ -214,7 +227,7 @@ impl Writer {
             }
             let Some(step) = self.steps.front_mut() else {
                 if self.ended_at.is_some() {
-                    return self.report;
+                    return (self.report, self.status);
                 }
                 let command = rx.recv().await.unwrap_or_else(dropped);
                 self.accept(command);
@@ -234,6 +247,8 @@ impl Writer {
                 Ok(()) => {
                     if matches!(step.action, Action::Turn(..)) {
                         self.report.turns_written += 1;
+                        let written = self.report.turns_written;
+                        self.status.send_modify(|s| s.turns_written = written);
                     }
                     self.steps.pop_front();
                     backoff = self.settings.retry_initial;
@@ -271,7 +286,7 @@ impl Writer {
                         for step in std::mem::take(&mut self.steps) {
                             self.give_up(&step, &why);
                         }
-                        return self.report;
+                        return (self.report, self.status);
                     }
                     // Keep accepting while waiting, so the channel holds
                     // nothing the log at give-up time would miss.

@@ -1,0 +1,115 @@
+//! `voxpipe calls show ID`: a call's state and transcript.
+
+#![allow(clippy::print_stdout)]
+
+use anyhow::{Context as _, bail};
+use voxpipe::context::{CallRecord, Evaluation, Role, Turn};
+
+use super::store_args::{StoreArgs, block_on};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CallsArgs {
+    #[command(subcommand)]
+    command: CallsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CallsCommand {
+    /// Print a call's state and its transcript.
+    Show {
+        /// The call (session) id.
+        id: String,
+        /// Print `{"call": ..., "transcript": [...]}` as JSON instead.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+pub(crate) fn calls(args: &CallsArgs) -> anyhow::Result<()> {
+    let CallsCommand::Show { id, json, store } = &args.command;
+    let (_, runtime) = store.runtime()?;
+    let store = runtime.store();
+    let (call, turns) = block_on(async { tokio::try_join!(store.call(id), store.turns(id)) })??;
+    let Some(call) = call else {
+        bail!("no call {id} in the {} store", store.backend());
+    };
+    if *json {
+        let value = serde_json::json!({ "call": call, "transcript": turns });
+        println!("{}", serde_json::to_string_pretty(&value).context("cannot print the call")?);
+    } else {
+        print!("{}", describe(&call, &turns));
+    }
+    Ok(())
+}
+
+fn describe(call: &CallRecord, turns: &[Turn]) -> String {
+    let mut out = String::new();
+    let status = serde_json::to_value(call.status).unwrap_or_default();
+    out.push_str(&format!(
+        "call {}  {}  over {}\n",
+        call.call_id,
+        status.as_str().unwrap_or("?"),
+        call.transport
+    ));
+    out.push_str(&format!("  created  {}\n", call.created_at));
+    if let Some(at) = &call.started_at {
+        out.push_str(&format!("  started  {at}\n"));
+    }
+    if let Some(at) = &call.ended_at {
+        let reason = call.end_reason.as_deref().unwrap_or("?");
+        out.push_str(&format!("  ended    {at} ({reason})\n"));
+    }
+    let segment = [&call.segment.country, &call.segment.industry]
+        .map(|part| part.as_deref().unwrap_or("*"))
+        .join(" / ");
+    out.push_str(&format!("  segment  {segment}\n"));
+    if let Some(source) = &call.prompt_source {
+        out.push_str(&format!("  prompt   {source}\n"));
+    }
+    for (key, value) in &call.custom_parameters {
+        out.push_str(&format!("  param    {key} = {value}\n"));
+    }
+    match &call.evaluation {
+        Some(Evaluation::Evaluated {
+            outcome,
+            score,
+            tactics,
+            reason,
+            model,
+            ..
+        }) => {
+            out.push_str(&format!(
+                "  outcome  {} (score {score:.2}, judged by {model}): {reason}\n",
+                outcome.as_str()
+            ));
+            if !tactics.is_empty() {
+                out.push_str(&format!("  tactics  {}\n", tactics.join("; ")));
+            }
+        }
+        Some(Evaluation::Unevaluated { reason, .. }) => {
+            out.push_str(&format!("  outcome  unevaluated: {reason}\n"));
+        }
+        None => out.push_str("  outcome  not evaluated yet\n"),
+    }
+    out.push_str(&format!("\ntranscript ({} turns)\n", turns.len()));
+    for turn in turns {
+        let role = match turn.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::System => "system",
+        };
+        let secs = turn.session_ms as f64 / 1000.0;
+        out.push_str(&format!("  [{}] {secs:>7.2}s {role}: {}", turn.index, turn.text));
+        for call in &turn.tool_calls {
+            out.push_str(&format!(" → {}({})", call.name, call.arguments));
+        }
+        if turn.interrupted {
+            out.push_str("  (interrupted)");
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,82 @@
+//! `voxpipe skills add|search`: learned objection/rebuttal pairs.
+
+#![allow(clippy::print_stdout)]
+
+use anyhow::{Context as _, bail};
+use voxpipe::context::ContextRuntime;
+use voxpipe::context::skills::SkillLibrary;
+
+use super::store_args::{StoreArgs, block_on};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SkillsArgs {
+    #[command(subcommand)]
+    command: SkillsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SkillsCommand {
+    /// Embed an objection and store it with its rebuttal (`skill:{hash}`).
+    Add {
+        /// The customer's objection.
+        #[arg(long)]
+        trigger: String,
+        /// What to answer.
+        #[arg(long)]
+        rebuttal: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print the stored rebuttals closest to a query, as `search_context`
+    /// would return them.
+    Search {
+        /// The objection to look up.
+        query: String,
+        /// How many.
+        #[arg(long, short, default_value_t = 3)]
+        k: usize,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+pub(crate) fn skills(args: &SkillsArgs) -> anyhow::Result<()> {
+    match &args.command {
+        SkillsCommand::Add {
+            trigger,
+            rebuttal,
+            store,
+        } => {
+            let (_, runtime) = store.runtime()?;
+            let library = library(&runtime)?;
+            let skill = block_on(library.add(trigger, rebuttal))??;
+            println!(
+                "stored skill:{} ({} dimensions)",
+                skill.hash,
+                skill.vector.len()
+            );
+        }
+        SkillsCommand::Search { query, k, store } => {
+            let (_, runtime) = store.runtime()?;
+            let library = library(&runtime)?;
+            let hits = block_on(async {
+                library.refresh().await.context("cannot load the skills")?;
+                library.search(query, *k).await.context("search failed")
+            })??;
+            if hits.is_empty() {
+                println!("no skills stored");
+            }
+            for hit in hits {
+                println!("{:.3}  {}\n       → {}", hit.similarity, hit.trigger, hit.rebuttal);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn library(runtime: &ContextRuntime) -> anyhow::Result<&SkillLibrary> {
+    match runtime.skills() {
+        Some(library) => Ok(library),
+        None => bail!("the pipeline has no [context.skills] section (the embeddings endpoint)"),
+    }
+}

@@ -1,0 +1,89 @@
+//! `voxpipe tactics list|add`: the refinement loop's tactics lists.
+
+#![allow(clippy::print_stdout)]
+
+use voxpipe::context::TacticsList;
+
+use super::store_args::{StoreArgs, block_on};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TacticsArgs {
+    #[command(subcommand)]
+    command: TacticsCommand,
+}
+
+/// Which list: `base` (agent:tactics), `winning` or `failed`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ListName {
+    Base,
+    Winning,
+    Failed,
+}
+
+impl From<ListName> for TacticsList {
+    fn from(name: ListName) -> Self {
+        match name {
+            ListName::Base => TacticsList::Base,
+            ListName::Winning => TacticsList::Winning,
+            ListName::Failed => TacticsList::Failed,
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TacticsCommand {
+    /// Print the tactics lists (all three, or the one named).
+    List {
+        /// Only this list.
+        #[arg(value_enum)]
+        list: Option<ListName>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Add tactics to a list (the base list by default), skipping any the
+    /// list already holds.
+    Add {
+        /// The tactics, one per argument.
+        #[arg(required = true)]
+        tactics: Vec<String>,
+        /// The list to add to.
+        #[arg(long, value_enum, default_value = "base")]
+        list: ListName,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+pub(crate) fn tactics(args: &TacticsArgs) -> anyhow::Result<()> {
+    match &args.command {
+        TacticsCommand::List { list, store } => {
+            let (_, runtime) = store.runtime()?;
+            let lists = match list {
+                Some(list) => vec![TacticsList::from(*list)],
+                None => vec![TacticsList::Base, TacticsList::Winning, TacticsList::Failed],
+            };
+            for list in lists {
+                let tactics = block_on(runtime.store().tactics(list))??;
+                println!("{} ({})", list.key_name(), tactics.len());
+                for tactic in tactics {
+                    println!("  - {tactic}");
+                }
+            }
+        }
+        TacticsCommand::Add {
+            tactics,
+            list,
+            store,
+        } => {
+            let (_, runtime) = store.runtime()?;
+            let list = TacticsList::from(*list);
+            let added = block_on(runtime.store().add_tactics(list, tactics))??;
+            println!(
+                "{added} added to {} ({} already there)",
+                list.key_name(),
+                tactics.len() - added
+            );
+        }
+    }
+    Ok(())
+}

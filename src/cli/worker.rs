@@ -1,0 +1,31 @@
+//! `voxpipe worker`: background work on a shared store, without serving
+//! calls: evaluation jobs, webhook deliveries, skill index refreshes.
+
+use anyhow::bail;
+
+use super::store_args::{StoreArgs, block_on};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+pub(crate) fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
+    let (config, runtime) = args.store.runtime()?;
+    if config.evaluator.as_ref().is_none_or(|e| !e.enabled) && config.webhook.is_none() {
+        bail!("nothing to do: the pipeline has neither an enabled [evaluator] nor a [webhook]");
+    }
+    block_on(async {
+        let shutdown = async {
+            // Without a signal handler there is no way to stop but a kill.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tracing::info!("stopping");
+        };
+        let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
+        runtime.run_background(shutdown).await
+    })??;
+    Ok(())
+}
