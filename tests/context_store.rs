@@ -69,7 +69,8 @@ fn backends() -> [Backend; 2] {
 }
 
 fn turn(index: u64, text: &str) -> voxpipe::context::Turn {
-    CompletedTurn::text(Role::User, text, index * 1000).into_turn(index, "2026-01-01T00:00:00.000Z".into())
+    CompletedTurn::text(Role::User, text, index * 1000)
+        .into_turn(index, "2026-01-01T00:00:00.000Z".into())
 }
 
 fn call(id: &str) -> CallRecord {
@@ -90,8 +91,17 @@ async fn calls_are_created_once_and_move_forward() {
     for backend in backends() {
         let store = backend.store();
         assert!(store.create_call(&call("c1")).await.unwrap());
-        assert!(!store.create_call(&call("c1")).await.unwrap(), "a second create never resets");
-        assert!(store.update_call("nope", &CallChange::Started { at_ms: 5 }).await.unwrap().is_none());
+        assert!(
+            !store.create_call(&call("c1")).await.unwrap(),
+            "a second create never resets"
+        );
+        assert!(
+            store
+                .update_call("nope", &CallChange::Started { at_ms: 5 })
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         let active = store
             .update_call("c1", &CallChange::Started { at_ms: 2_000 })
@@ -104,10 +114,16 @@ async fn calls_are_created_once_and_move_forward() {
             at_ms: 3_000,
         };
         store.update_call("c1", &ended).await.unwrap();
-        store.update_call("c1", &CallChange::Started { at_ms: 4_000 }).await.unwrap();
+        store
+            .update_call("c1", &CallChange::Started { at_ms: 4_000 })
+            .await
+            .unwrap();
         let stored = store.call("c1").await.unwrap().unwrap();
         assert_eq!(stored.status, CallStatus::Completed);
-        assert_eq!(stored.started_at.as_deref(), Some("1970-01-01T00:00:02.000Z"));
+        assert_eq!(
+            stored.started_at.as_deref(),
+            Some("1970-01-01T00:00:02.000Z")
+        );
         assert_eq!(stored.end_reason.as_deref(), Some("hangup"));
         assert_eq!(stored.custom_parameters["lead"], "42");
 
@@ -120,8 +136,14 @@ async fn calls_are_created_once_and_move_forward() {
 async fn turns_are_appended_only_at_their_index() {
     for backend in backends() {
         let store = backend.store();
-        assert_eq!(store.append_turn("c2", &turn(0, "a")).await.unwrap(), Appended::Added);
-        assert_eq!(store.append_turn("c2", &turn(1, "b")).await.unwrap(), Appended::Added);
+        assert_eq!(
+            store.append_turn("c2", &turn(0, "a")).await.unwrap(),
+            Appended::Added
+        );
+        assert_eq!(
+            store.append_turn("c2", &turn(1, "b")).await.unwrap(),
+            Appended::Added
+        );
         // A retry of turn 1 whose reply was lost.
         assert_eq!(
             store.append_turn("c2", &turn(1, "b")).await.unwrap(),
@@ -149,23 +171,41 @@ async fn tactics_lists_never_hold_a_tactic_twice() {
     for backend in backends() {
         let store = backend.store();
         let base = ["Anchor high".to_owned(), "Mirror the buyer".to_owned()];
-        assert_eq!(store.add_tactics(TacticsList::Base, &base).await.unwrap(), 2);
+        assert_eq!(
+            store.add_tactics(TacticsList::Base, &base).await.unwrap(),
+            2
+        );
         let more = [
             "  anchor   HIGH ".to_owned(),
             "Offer a pilot".to_owned(),
             "offer a pilot".to_owned(),
             "   ".to_owned(),
         ];
-        assert_eq!(store.add_tactics(TacticsList::Base, &more).await.unwrap(), 1);
+        assert_eq!(
+            store.add_tactics(TacticsList::Base, &more).await.unwrap(),
+            1
+        );
         assert_eq!(
             store.tactics(TacticsList::Base).await.unwrap(),
             ["Anchor high", "Mirror the buyer", "Offer a pilot"]
         );
-        assert!(store.tactics(TacticsList::Winning).await.unwrap().is_empty());
+        assert!(
+            store
+                .tactics(TacticsList::Winning)
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         store.set_session_tactics("c3", &base).await.unwrap();
-        store.set_session_tactics("c3", &["Offer a pilot".to_owned()]).await.unwrap();
-        assert_eq!(store.session_tactics("c3").await.unwrap(), ["Offer a pilot"]);
+        store
+            .set_session_tactics("c3", &["Offer a pilot".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.session_tactics("c3").await.unwrap(),
+            ["Offer a pilot"]
+        );
         let ttl = backend.ttl_ms("t:session:c3:tactics").await.unwrap();
         assert!(ttl > 23 * HOUR_MS && ttl <= 24 * HOUR_MS, "{ttl}");
     }
@@ -185,7 +225,10 @@ async fn prompts_resolve_from_the_most_specific_key() {
         let industry = PromptKey::Industry {
             industry: "retail".into(),
         };
-        store.set_prompt(&industry, "any-country retail").await.unwrap();
+        store
+            .set_prompt(&industry, "any-country retail")
+            .await
+            .unwrap();
         assert_eq!(
             store.first_prompt(&candidates).await.unwrap(),
             Some((industry, "any-country retail".to_owned()))
@@ -201,7 +244,10 @@ async fn prompts_resolve_from_the_most_specific_key() {
             "a blank prompt does not count"
         );
         store.set_prompt(&exact, "US retail").await.unwrap();
-        assert_eq!(store.first_prompt(&candidates).await.unwrap().unwrap().1, "US retail");
+        assert_eq!(
+            store.first_prompt(&candidates).await.unwrap().unwrap().1,
+            "US retail"
+        );
     }
 }
 
@@ -237,13 +283,22 @@ async fn skills_written_by_another_program_are_read() {
     let _: () = client
         .hset_multiple(
             "skill:abc",
-            &[("trigger", b"Too pricey".as_slice()), ("rebuttal", b"ROI"), ("vector", &vector)],
+            &[
+                ("trigger", b"Too pricey".as_slice()),
+                ("rebuttal", b"ROI"),
+                ("vector", &vector),
+            ],
         )
         .await
         .unwrap();
     let _: () = client.set("skill:not-a-hash", "x").await.unwrap();
     assert_eq!(store.skill_hashes().await.unwrap(), ["abc"]);
-    let skill = store.skills(&["abc".into()]).await.unwrap().remove(0).unwrap();
+    let skill = store
+        .skills(&["abc".into()])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
     assert_eq!(skill.trigger, "Too pricey");
     assert_eq!(skill.vector, [1.0, 2.0]);
 }
@@ -257,20 +312,51 @@ async fn jobs_stay_pending_until_acknowledged_and_can_be_reclaimed() {
 
         let got = store.read_jobs("a", 1, Duration::ZERO).await.unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!((got[0].id.as_str(), got[0].payload.as_str(), got[0].deliveries), (first.as_str(), "one", 1));
+        assert_eq!(
+            (
+                got[0].id.as_str(),
+                got[0].payload.as_str(),
+                got[0].deliveries
+            ),
+            (first.as_str(), "one", 1)
+        );
         let got = store.read_jobs("a", 10, Duration::ZERO).await.unwrap();
-        assert_eq!(got.iter().map(|j| j.payload.as_str()).collect::<Vec<_>>(), ["two"]);
-        assert!(store.read_jobs("a", 10, Duration::ZERO).await.unwrap().is_empty());
+        assert_eq!(
+            got.iter().map(|j| j.payload.as_str()).collect::<Vec<_>>(),
+            ["two"]
+        );
+        assert!(
+            store
+                .read_jobs("a", 10, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         // Not idle long enough: nothing to reclaim.
-        assert!(store.reclaim_jobs("b", Duration::from_secs(3600), 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .reclaim_jobs("b", Duration::from_secs(3600), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         store.ack_job(&first).await.unwrap();
         // Worker `a` died holding "two": `b` takes it over.
         let reclaimed = store.reclaim_jobs("b", Duration::ZERO, 10).await.unwrap();
         assert_eq!(reclaimed.len(), 1);
-        assert_eq!((reclaimed[0].payload.as_str(), reclaimed[0].deliveries), ("two", 2));
+        assert_eq!(
+            (reclaimed[0].payload.as_str(), reclaimed[0].deliveries),
+            ("two", 2)
+        );
         store.ack_job(&reclaimed[0].id).await.unwrap();
-        assert!(store.reclaim_jobs("b", Duration::ZERO, 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .reclaim_jobs("b", Duration::ZERO, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }
 
@@ -279,7 +365,13 @@ async fn a_blocking_read_wakes_when_a_job_arrives() {
     for backend in backends() {
         let store = backend.store();
         // Create the group first (a read before any job).
-        assert!(store.read_jobs("w", 1, Duration::ZERO).await.unwrap().is_empty());
+        assert!(
+            store
+                .read_jobs("w", 1, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let reader = {
             let store = store.clone();
             tokio::spawn(async move { store.read_jobs("w", 1, Duration::from_secs(10)).await })
@@ -300,18 +392,58 @@ async fn a_blocking_read_wakes_when_a_job_arrives() {
 async fn outbox_deliveries_are_unique_leased_and_rescheduled() {
     for backend in backends() {
         let store = backend.store();
-        assert!(store.enqueue_delivery("e1", "{\"n\":1}", 1_000).await.unwrap());
-        assert!(!store.enqueue_delivery("e1", "{\"n\":2}", 1_000).await.unwrap());
-        assert!(store.claim_deliveries(999, 100, 10).await.unwrap().is_empty(), "not due yet");
+        assert!(
+            store
+                .enqueue_delivery("e1", "{\"n\":1}", 1_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .enqueue_delivery("e1", "{\"n\":2}", 1_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .claim_deliveries(999, 100, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "not due yet"
+        );
         let claimed = store.claim_deliveries(1_000, 100, 10).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].payload, "{\"n\":1}");
-        assert!(store.claim_deliveries(1_050, 100, 10).await.unwrap().is_empty(), "leased");
-        assert_eq!(store.claim_deliveries(1_100, 100, 10).await.unwrap().len(), 1, "lease ran out");
+        assert!(
+            store
+                .claim_deliveries(1_050, 100, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased"
+        );
+        assert_eq!(
+            store.claim_deliveries(1_100, 100, 10).await.unwrap().len(),
+            1,
+            "lease ran out"
+        );
 
-        store.reschedule_delivery("e1", "{\"n\":3}", 5_000).await.unwrap();
-        assert!(store.claim_deliveries(4_999, 100, 10).await.unwrap().is_empty());
-        assert_eq!(store.claim_deliveries(5_000, 100, 10).await.unwrap()[0].payload, "{\"n\":3}");
+        store
+            .reschedule_delivery("e1", "{\"n\":3}", 5_000)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .claim_deliveries(4_999, 100, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.claim_deliveries(5_000, 100, 10).await.unwrap()[0].payload,
+            "{\"n\":3}"
+        );
         assert_eq!(store.outbox_len().await.unwrap(), 1);
         let ttl = backend.ttl_ms("t:webhook:event:e1").await.unwrap();
         assert!(ttl > 6 * 24 * HOUR_MS, "{ttl}");
@@ -322,7 +454,12 @@ async fn outbox_deliveries_are_unique_leased_and_rescheduled() {
         store.bury_delivery("e2", "two, failed").await.unwrap();
         assert_eq!(store.outbox_len().await.unwrap(), 0);
         if let Backend::Redis(_, server) = &backend {
-            let dead: Vec<String> = server.client().await.lrange("t:webhook:dead", 0, -1).await.unwrap();
+            let dead: Vec<String> = server
+                .client()
+                .await
+                .lrange("t:webhook:dead", 0, -1)
+                .await
+                .unwrap();
             assert_eq!(dead, ["two, failed"]);
         }
     }
@@ -336,14 +473,20 @@ async fn the_embedded_file_is_shared_between_processes_and_survives_a_restart() 
     let operator = MemoryStore::open(&path, StoreSettings::default()).unwrap();
 
     server_side.create_call(&call("c9")).await.unwrap();
-    server_side.append_turn("c9", &turn(0, "hello")).await.unwrap();
+    server_side
+        .append_turn("c9", &turn(0, "hello"))
+        .await
+        .unwrap();
     operator
         .add_tactics(TacticsList::Base, &["Anchor high".to_owned()])
         .await
         .unwrap();
     // Each sees the other's writes at its next operation.
     assert_eq!(operator.turns("c9").await.unwrap()[0].text, "hello");
-    assert_eq!(server_side.tactics(TacticsList::Base).await.unwrap(), ["Anchor high"]);
+    assert_eq!(
+        server_side.tactics(TacticsList::Base).await.unwrap(),
+        ["Anchor high"]
+    );
     // A conditional write decides on the other's latest state.
     assert_eq!(
         operator.append_turn("c9", &turn(0, "hello")).await.unwrap(),
@@ -356,7 +499,10 @@ async fn the_embedded_file_is_shared_between_processes_and_survives_a_restart() 
     let restarted = MemoryStore::open(&path, StoreSettings::default()).unwrap();
     assert_eq!(restarted.call("c9").await.unwrap().unwrap().call_id, "c9");
     assert_eq!(restarted.turns("c9").await.unwrap().len(), 1);
-    assert_eq!(restarted.skills(&[skill.hash.clone()]).await.unwrap(), [Some(skill)]);
+    assert_eq!(
+        restarted.skills(&[skill.hash.clone()]).await.unwrap(),
+        [Some(skill)]
+    );
     let ttl = restarted.ttl_ms("call:c9").unwrap().unwrap();
     assert!(ttl > 47 * HOUR_MS, "TTLs survive the restart: {ttl}");
 }

@@ -37,7 +37,10 @@ pub(crate) fn calls(args: &CallsArgs) -> anyhow::Result<()> {
     };
     if *json {
         let value = serde_json::json!({ "call": call, "transcript": turns });
-        println!("{}", serde_json::to_string_pretty(&value).context("cannot print the call")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).context("cannot print the call")?
+        );
     } else {
         print!("{}", describe(&call, &turns));
     }
@@ -102,7 +105,10 @@ fn describe(call: &CallRecord, turns: &[Turn]) -> String {
             Role::System => "system",
         };
         let secs = turn.session_ms as f64 / 1000.0;
-        out.push_str(&format!("  [{}] {secs:>7.2}s {role}: {}", turn.index, turn.text));
+        out.push_str(&format!(
+            "  [{}] {secs:>7.2}s {role}: {}",
+            turn.index, turn.text
+        ));
         for call in &turn.tool_calls {
             out.push_str(&format!(" → {}({})", call.name, call.arguments));
         }

@@ -214,7 +214,9 @@ async fn finish_context(context: &ContextRuntime, memory: &SessionMemory, limit:
     }
     match context.deliverer() {
         Ok(Some(deliverer)) => match deliverer.deliver_due(unix_ms()).await {
-            Ok(pass) if pass.retrying > 0 => tracing::warn!("the webhook failed; it stays in the outbox"),
+            Ok(pass) if pass.retrying > 0 => {
+                tracing::warn!("the webhook failed; it stays in the outbox")
+            }
             Ok(_) => {}
             Err(err) => tracing::error!(error = %err, "cannot deliver the webhook"),
         },

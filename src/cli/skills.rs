@@ -67,7 +67,10 @@ pub(crate) fn skills(args: &SkillsArgs) -> anyhow::Result<()> {
                 println!("no skills stored");
             }
             for hit in hits {
-                println!("{:.3}  {}\n       → {}", hit.similarity, hit.trigger, hit.rebuttal);
+                println!(
+                    "{:.3}  {}\n       → {}",
+                    hit.similarity, hit.trigger, hit.rebuttal
+                );
             }
         }
     }

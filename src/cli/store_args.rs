@@ -25,8 +25,12 @@ impl StoreArgs {
     /// The pipeline's context runtime. The embedded store must be kept in a
     /// file: an in-memory one would be empty in this process.
     pub(crate) fn runtime(&self) -> anyhow::Result<(PipelineConfig, ContextRuntime)> {
-        let config = load_pipeline(&self.pipeline, &self.overrides, &ProcessorRegistry::builtin())
-            .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+        let config = load_pipeline(
+            &self.pipeline,
+            &self.overrides,
+            &ProcessorRegistry::builtin(),
+        )
+        .map_err(|errors| anyhow::anyhow!("{errors}"))?;
         if config.context.store == StoreKind::Memory && config.context.path.is_none() {
             bail!(
                 "{}: the context store is in memory only, so another process cannot read it; \
@@ -34,8 +38,10 @@ impl StoreArgs {
                 self.pipeline.display()
             );
         }
-        let runtime = ContextRuntime::from_config(&config, &EnvSource::Process)
-            .with_context(|| format!("{}: cannot open the context store", self.pipeline.display()))?;
+        let runtime =
+            ContextRuntime::from_config(&config, &EnvSource::Process).with_context(|| {
+                format!("{}: cannot open the context store", self.pipeline.display())
+            })?;
         Ok((config, runtime))
     }
 }

@@ -89,6 +89,7 @@ enum Command {
 pub struct TurnRecorder {
     call_id: Arc<str>,
     tx: mpsc::UnboundedSender<Command>,
+    end: Arc<EndSignal>,
 }
 
 impl std::fmt::Debug for TurnRecorder {
@@ -118,6 +119,10 @@ impl TurnRecorder {
     /// The session ended: the call becomes completed, and the writer stops
     /// once everything is written (or `flush_timeout` has passed).
     pub fn ended(&self, reason: &str) {
+        // Marked here, not when the writer reads the command: a writer
+        // stuck on a stalled store still stops `flush_timeout` after the
+        // session ended.
+        self.end.mark();
         self.send(Command::Ended(reason.to_owned(), unix_ms()));
     }
 
@@ -157,6 +162,7 @@ pub fn spawn_writer(
     settings: WriterSettings,
 ) -> (TurnRecorder, WriterDone) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let end = Arc::new(EndSignal::default());
     let (status_tx, status_rx) = watch::channel(WriterStatus::default());
     let call_id: Arc<str> = record.call_id.as_str().into();
     let writer = Writer {
@@ -165,7 +171,8 @@ pub fn spawn_writer(
         settings,
         steps: VecDeque::from([Step::new(Action::Create(Box::new(record)))]),
         next_index: 0,
-        ended_at: None,
+        ended: false,
+        end: Arc::clone(&end),
         report: WriteReport::default(),
         status: status_tx,
     };
@@ -173,7 +180,7 @@ pub fn spawn_writer(
         let (report, status) = writer.run(rx).await;
         status.send_modify(|s| s.done = Some(report));
     });
-    (TurnRecorder { call_id, tx }, status_rx)
+    (TurnRecorder { call_id, tx, end }, status_rx)
 }
 
 enum Action {
@@ -208,8 +215,10 @@ struct Writer {
     steps: VecDeque<Step>,
     /// The transcript position of the next new turn.
     next_index: u64,
+    /// True once the end command has been accepted.
+    ended: bool,
     /// When the session ended: the start of the bounded flush.
-    ended_at: Option<Instant>,
+    end: Arc<EndSignal>,
     report: WriteReport,
     status: watch::Sender<WriterStatus>,
 }
@@ -221,12 +230,13 @@ impl Writer {
     ) -> (WriteReport, watch::Sender<WriterStatus>) {
         let mut backoff = self.settings.retry_initial;
         let mut failing_since: Option<Instant> = None;
+        let flush = self.settings.flush_timeout;
         loop {
             while let Ok(command) = rx.try_recv() {
                 self.accept(command);
             }
             let Some(step) = self.steps.front_mut() else {
-                if self.ended_at.is_some() {
+                if self.ended {
                     return (self.report, self.status);
                 }
                 let command = rx.recv().await.unwrap_or_else(dropped);
@@ -235,15 +245,17 @@ impl Writer {
             };
             let first_attempt = !step.attempted;
             step.attempted = true;
-            match perform(
-                &*self.store,
-                &self.call_id,
-                step,
-                &mut self.next_index,
-                first_attempt,
-            )
-            .await
-            {
+            // A step stuck on a stalled store is abandoned at the flush
+            // deadline like the rest.
+            let result = tokio::select! {
+                biased;
+                () = flush_deadline(&self.end, flush) => {
+                    self.give_up_all(&mut rx, "the session ended and the flush time ran out while writing");
+                    return (self.report, self.status);
+                }
+                result = perform(&*self.store, &self.call_id, step, &mut self.next_index, first_attempt) => result,
+            };
+            match result {
                 Ok(()) => {
                     if matches!(step.action, Action::Turn(..)) {
                         self.report.turns_written += 1;
@@ -262,8 +274,7 @@ impl Writer {
                     }
                 }
                 Err(err) if !err.is_transient() => {
-                    let step = self.steps.pop_front();
-                    if let Some(step) = step {
+                    if let Some(step) = self.steps.pop_front() {
                         self.give_up(&step, &err.to_string());
                     }
                 }
@@ -276,26 +287,24 @@ impl Writer {
                         );
                     }
                     let since = *failing_since.get_or_insert_with(Instant::now);
-                    if let Some(ended_at) = self.ended_at
-                        && Instant::now() + backoff >= ended_at + self.settings.flush_timeout
-                    {
-                        let why = format!(
-                            "the context store stayed unavailable for {:?} (last error: {err})",
-                            since.elapsed()
-                        );
-                        for step in std::mem::take(&mut self.steps) {
-                            self.give_up(&step, &why);
-                        }
-                        return (self.report, self.status);
-                    }
-                    // Keep accepting while waiting, so the channel holds
-                    // nothing the log at give-up time would miss.
+                    // Wait, still accepting commands (so that nothing is
+                    // left in the channel when the log is written), unless
+                    // the flush deadline passes first.
                     let wait = tokio::time::sleep(backoff);
                     tokio::pin!(wait);
                     loop {
                         tokio::select! {
+                            biased;
+                            () = flush_deadline(&self.end, flush) => {
+                                let why = format!(
+                                    "the context store stayed unavailable for {:?} (last error: {err})",
+                                    since.elapsed()
+                                );
+                                self.give_up_all(&mut rx, &why);
+                                return (self.report, self.status);
+                            }
                             () = &mut wait => break,
-                            command = rx.recv(), if self.ended_at.is_none() => match command {
+                            command = rx.recv(), if !self.ended => match command {
                                 Some(command) => self.accept(command),
                                 None => self.accept(dropped()),
                             },
@@ -307,8 +316,18 @@ impl Writer {
         }
     }
 
+    /// Gives up every step, including those still in the channel.
+    fn give_up_all(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>, why: &str) {
+        while let Ok(command) = rx.try_recv() {
+            self.accept(command);
+        }
+        for step in std::mem::take(&mut self.steps) {
+            self.give_up(&step, why);
+        }
+    }
+
     fn accept(&mut self, command: Command) {
-        if self.ended_at.is_some() {
+        if self.ended {
             if let Command::Turn(turn, _) = command {
                 tracing::warn!(call_id = %self.call_id, turn = ?turn.message, "turn recorded after the session ended; not written");
             }
@@ -322,7 +341,10 @@ impl Writer {
                 .steps
                 .push_back(Step::new(Action::Change(CallChange::Started { at_ms }))),
             Command::Ended(reason, at_ms) => {
-                self.ended_at = Some(Instant::now());
+                self.ended = true;
+                // Normally set by the recorder already; a dropped session
+                // ends here.
+                self.end.mark();
                 self.steps
                     .push_back(Step::new(Action::Change(CallChange::Ended {
                         reason,
@@ -347,7 +369,9 @@ impl Writer {
                 format!("call status change {change:?}")
             }
             Action::Turn(turn, at_ms) => {
+                // Turns never attempted get the positions they would have had.
                 let index = step.index.unwrap_or(self.next_index);
+                self.next_index = index + 1;
                 let turn = turn.clone().into_turn(index, rfc3339(*at_ms));
                 let json = serde_json::to_string(&turn).unwrap_or_default();
                 tracing::error!(call_id = %self.call_id, index, turn = %json, reason = why, "turn not written");
@@ -431,6 +455,34 @@ async fn perform(
         Action::After(AfterCall::Webhook(settings)) => {
             crate::webhook::queue_call_completed(store, settings, call_id).await
         }
+    }
+}
+
+/// When the session ended, shared by the recorder and the writer.
+#[derive(Default)]
+struct EndSignal {
+    at: std::sync::OnceLock<Instant>,
+    notify: tokio::sync::Notify,
+}
+
+impl EndSignal {
+    fn mark(&self) {
+        if self.at.set(Instant::now()).is_ok() {
+            // One waiter at most (the writer); a stored permit covers a
+            // writer that is not waiting yet.
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// Resolves `flush` after the session ended (never, while it runs).
+async fn flush_deadline(end: &EndSignal, flush: Duration) {
+    loop {
+        if let Some(at) = end.at.get() {
+            tokio::time::sleep_until(*at + flush).await;
+            return;
+        }
+        end.notify.notified().await;
     }
 }
 

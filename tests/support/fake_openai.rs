@@ -130,10 +130,9 @@ pub fn embed(text: &str) -> Vec<f32> {
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
     {
-        let hash = word
-            .to_lowercase()
-            .bytes()
-            .fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619));
+        let hash = word.to_lowercase().bytes().fold(2166136261u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(16777619)
+        });
         v[hash as usize % DIMS] += 1.0;
     }
     v

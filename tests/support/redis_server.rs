@@ -64,8 +64,16 @@ impl RedisServer {
         let port = self.port.to_string();
         let dir = self.dir.path().to_str().expect("a UTF-8 path").to_owned();
         let mut args = vec![
-            "--port", &port, "--bind", "127.0.0.1", "--dir", &dir, "--save", "",
-            "--protected-mode", "no",
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir,
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
         ];
         if self.persistent {
             args.extend(["--appendonly", "yes", "--appendfsync", "always"]);
@@ -91,7 +99,9 @@ impl RedisServer {
             if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let mut reply = [0u8; 64];
                 let pong = stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read(&mut reply).is_ok_and(|n| reply[..n].starts_with(b"+PONG"));
+                    && stream
+                        .read(&mut reply)
+                        .is_ok_and(|n| reply[..n].starts_with(b"+PONG"));
                 if pong {
                     return;
                 }
