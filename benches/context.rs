@@ -1,1 +1,232 @@
-fn main() {}
+//! Conversation memory: what persisting turns costs the audio path, and how
+//! fast `search_context` answers.
+//!
+//! - `turns/record_turn`: one `SessionMemory::record_turn`, what an
+//!   aggregator pays per completed turn (a channel send).
+//! - `session_10s/embedded_store` and `session_10s/stalled_redis`: a 10 s
+//!   file session (audio clock, as fast as it runs) through a parrot with a
+//!   turn recorded every 0.5 s, once on the embedded store and once on a
+//!   "Redis" that accepts connections and never answers. Equal medians mean
+//!   no frame waits on the store.
+//! - `skills/search_100k_768`: the top 5 of 100,000 skills of 768
+//!   dimensions (two-stage search, 512 candidates re-ranked exactly), and
+//!   `skills/exact_scan_100k_768` for reference. Recall@5 against the exact
+//!   scan is printed.
+//!
+//! Run with: `cargo bench --bench context`
+
+#![allow(clippy::expect_used, clippy::print_stderr)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use criterion::Criterion;
+use voxpipe::context::skills::{Skill, SkillIndex};
+use voxpipe::context::store::{MemoryStore, RedisStore, Store};
+use voxpipe::context::{
+    CompletedTurn, ContextRuntime, ContextSection, Role, RuntimeParts, SessionMemory,
+};
+use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody};
+use voxpipe::pipeline::{NamedProcessor, PipelineParams, PipelineTask, SessionClock};
+use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
+use voxpipe::processors::Parrot;
+use voxpipe::session::SessionSetup;
+use voxpipe::transport::file::FileInput;
+use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
+
+/// Records a turn every 25 input frames (0.5 s), as an aggregator would.
+struct Turns {
+    memory: SessionMemory,
+    frames: u64,
+}
+
+#[async_trait]
+impl Processor for Turns {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        if let FrameBody::InputAudio(_) = frame.body {
+            self.frames += 1;
+            if self.frames.is_multiple_of(25) {
+                let ms = ctx.now().as_millis() as u64;
+                self.memory
+                    .record_turn(CompletedTurn::text(Role::User, "It's too expensive.", ms));
+            }
+        }
+        ctx.push(frame, direction).await;
+        Ok(())
+    }
+}
+
+struct Discard;
+
+impl AudioSink for Discard {
+    fn write(&mut self, _audio: &AudioFrame) -> Result<(), ProcessorError> {
+        Ok(())
+    }
+}
+
+fn runtime_on(store: Arc<dyn Store>) -> ContextRuntime {
+    let section = ContextSection {
+        prompt_timeout_ms: 50,
+        flush_timeout_secs: 0.2,
+        ..ContextSection::default()
+    };
+    ContextRuntime::from_parts(RuntimeParts {
+        store,
+        section,
+        evaluator: None,
+        webhook: None,
+        skills: None,
+    })
+}
+
+/// A "Redis" that accepts connections and never answers.
+async fn stalled_redis() -> Arc<dyn Store> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let url = format!("redis://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let settings = voxpipe::context::store::StoreSettings {
+        op_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    Arc::new(RedisStore::connect(&url, "REDIS_URL", settings).expect("a url"))
+}
+
+/// One 10 s session; returns how long it ran.
+async fn session(context: &ContextRuntime, n: u64) -> Duration {
+    let setup = SessionSetup::new(format!("bench-{n}"), 16_000);
+    let memory = context.open_session(&setup, "file").await;
+    let processors = vec![
+        NamedProcessor::new("in", FileInput::new(vec![300; 160_000], 16_000, false)),
+        NamedProcessor::new("parrot", Parrot::new(Duration::from_secs(30))),
+        NamedProcessor::new(
+            "turns",
+            Turns {
+                memory: memory.clone(),
+                frames: 0,
+            },
+        ),
+        NamedProcessor::new(
+            "out",
+            OutputTransport::new(Discard, Pacing::InboundAudio { realtime: false }),
+        ),
+    ];
+    let mut params = PipelineParams::new(setup.session_id.clone(), 16_000);
+    params.clock = SessionClock::audio();
+    params.observers.push(memory.observer());
+    params.measure = false;
+    let started = Instant::now();
+    let outcome = PipelineTask::new(processors, params).run().await;
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.end_reason, "end_of_input");
+    elapsed
+}
+
+fn bench_persistence(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let embedded = runtime_on(Arc::new(MemoryStore::new(Default::default())));
+    let stalled = runtime_on(rt.block_on(stalled_redis()));
+
+    let memory = rt.block_on(embedded.open_session(&SessionSetup::new("turns", 16_000), "file"));
+    c.bench_function("turns/record_turn", |b| {
+        let _entered = rt.enter();
+        b.iter(|| memory.record_turn(CompletedTurn::text(Role::User, "It's too expensive.", 0)));
+    });
+
+    let mut group = c.benchmark_group("session_10s");
+    group.sample_size(20);
+    for (name, context) in [("embedded_store", &embedded), ("stalled_redis", &stalled)] {
+        let mut n = 0;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    n += 1;
+                    total += rt.block_on(session(context, n));
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+/// xorshift64*: deterministic vectors.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+fn bench_search(c: &mut Criterion) {
+    const N: usize = 100_000;
+    const DIMS: usize = 768;
+    const TOPICS: usize = 5_000;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let centres: Vec<Vec<f32>> = (0..TOPICS)
+        .map(|_| (0..DIMS).map(|_| rng.next()).collect())
+        .collect();
+    let mut index = SkillIndex::new(512);
+    let mut queries = Vec::new();
+    for i in 0..N {
+        let v: Vec<f32> = centres[i % TOPICS].iter().map(|c| c + rng.next()).collect();
+        if i % 1_000 == 0 {
+            queries.push(v.iter().map(|x| x + 0.3 * rng.next()).collect::<Vec<f32>>());
+        }
+        let skill = Skill::new(format!("objection {i}"), format!("rebuttal {i}"), v);
+        index.insert(&skill).expect("same dimensions");
+    }
+    let mut found = 0;
+    for query in &queries {
+        let exact = index.search_exact(query, 5);
+        found += index
+            .search(query, 5)
+            .iter()
+            .filter(|hit| exact.iter().any(|e| e.hash == hit.hash))
+            .count();
+    }
+    eprintln!(
+        "recall@5 of the two-stage search over {N} x {DIMS}: {:.3} ({} queries)",
+        found as f64 / (5 * queries.len()) as f64,
+        queries.len()
+    );
+
+    let mut group = c.benchmark_group("skills");
+    let mut q = 0;
+    group.bench_function("search_100k_768", |b| {
+        b.iter(|| {
+            q = (q + 1) % queries.len();
+            index.search(&queries[q], 5)
+        });
+    });
+    group.sample_size(10);
+    group.bench_function("exact_scan_100k_768", |b| {
+        b.iter(|| index.search_exact(&queries[0], 5));
+    });
+    group.finish();
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    bench_persistence(&mut criterion);
+    bench_search(&mut criterion);
+    criterion.final_summary();
+}

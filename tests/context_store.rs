@@ -500,7 +500,10 @@ async fn the_embedded_file_is_shared_between_processes_and_survives_a_restart() 
     assert_eq!(restarted.call("c9").await.unwrap().unwrap().call_id, "c9");
     assert_eq!(restarted.turns("c9").await.unwrap().len(), 1);
     assert_eq!(
-        restarted.skills(&[skill.hash.clone()]).await.unwrap(),
+        restarted
+            .skills(std::slice::from_ref(&skill.hash))
+            .await
+            .unwrap(),
         [Some(skill)]
     );
     let ttl = restarted.ttl_ms("call:c9").unwrap().unwrap();

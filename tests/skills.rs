@@ -15,7 +15,7 @@ use voxpipe::context::skills::{
     OpenAiEmbedder, SEARCH_CONTEXT, SkillError, SkillIndex, SkillLibrary, pack_vector,
     search_context_parameters,
 };
-use voxpipe::context::store::{RedisStore, SkillStore as _, Store, StoreSettings};
+use voxpipe::context::store::{RedisStore, Store, StoreSettings};
 use voxpipe::eval::ApiEndpoint;
 
 async fn library(redis: &RedisServer, openai: &FakeOpenAi) -> (Arc<dyn Store>, SkillLibrary) {

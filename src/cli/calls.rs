@@ -5,7 +5,7 @@
 use anyhow::{Context as _, bail};
 use voxpipe::context::{CallRecord, Evaluation, Role, Turn};
 
-use super::store_args::{StoreArgs, block_on};
+use super::store_args::StoreArgs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct CallsArgs {
@@ -29,9 +29,10 @@ enum CallsCommand {
 
 pub(crate) fn calls(args: &CallsArgs) -> anyhow::Result<()> {
     let CallsCommand::Show { id, json, store } = &args.command;
-    let (_, runtime) = store.runtime()?;
-    let store = runtime.store();
-    let (call, turns) = block_on(async { tokio::try_join!(store.call(id), store.turns(id)) })??;
+    let operator = store.open()?;
+    let store = operator.context.store();
+    let (call, turns) =
+        operator.block_on(async { tokio::try_join!(store.call(id), store.turns(id)) })?;
     let Some(call) = call else {
         bail!("no call {id} in the {} store", store.backend());
     };

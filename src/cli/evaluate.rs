@@ -5,7 +5,7 @@
 use anyhow::bail;
 use voxpipe::context::Evaluation;
 
-use super::store_args::{StoreArgs, block_on};
+use super::store_args::StoreArgs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct EvaluateArgs {
@@ -16,11 +16,11 @@ pub(crate) struct EvaluateArgs {
 }
 
 pub(crate) fn evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
-    let (_, runtime) = args.store.runtime()?;
-    let Some(evaluator) = runtime.evaluator() else {
+    let operator = args.store.open()?;
+    let Some(evaluator) = operator.context.evaluator() else {
         bail!("the pipeline has no enabled [evaluator] section");
     };
-    match block_on(evaluator.evaluate(&args.id, true))?? {
+    match operator.block_on(evaluator.evaluate(&args.id, true))? {
         Evaluation::Evaluated {
             outcome,
             score,

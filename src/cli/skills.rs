@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use voxpipe::context::ContextRuntime;
 use voxpipe::context::skills::SkillLibrary;
 
-use super::store_args::{StoreArgs, block_on};
+use super::store_args::StoreArgs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SkillsArgs {
@@ -47,9 +47,9 @@ pub(crate) fn skills(args: &SkillsArgs) -> anyhow::Result<()> {
             rebuttal,
             store,
         } => {
-            let (_, runtime) = store.runtime()?;
-            let library = library(&runtime)?;
-            let skill = block_on(library.add(trigger, rebuttal))??;
+            let operator = store.open()?;
+            let library = library(&operator.context)?;
+            let skill = operator.block_on(library.add(trigger, rebuttal))?;
             println!(
                 "stored skill:{} ({} dimensions)",
                 skill.hash,
@@ -57,12 +57,12 @@ pub(crate) fn skills(args: &SkillsArgs) -> anyhow::Result<()> {
             );
         }
         SkillsCommand::Search { query, k, store } => {
-            let (_, runtime) = store.runtime()?;
-            let library = library(&runtime)?;
-            let hits = block_on(async {
+            let operator = store.open()?;
+            let library = library(&operator.context)?;
+            let hits = operator.block_on(async {
                 library.refresh().await.context("cannot load the skills")?;
                 library.search(query, *k).await.context("search failed")
-            })??;
+            })?;
             if hits.is_empty() {
                 println!("no skills stored");
             }

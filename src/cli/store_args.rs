@@ -21,10 +21,25 @@ pub(crate) struct StoreArgs {
     overrides: Vec<Override>,
 }
 
+/// What an operator command works with: the pipeline, its context runtime,
+/// and the async runtime they live on (Redis connections belong to it).
+pub(crate) struct Operator {
+    pub(crate) config: PipelineConfig,
+    pub(crate) context: ContextRuntime,
+    tokio: tokio::runtime::Runtime,
+}
+
+impl Operator {
+    /// Runs `future` to completion.
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.tokio.block_on(future)
+    }
+}
+
 impl StoreArgs {
     /// The pipeline's context runtime. The embedded store must be kept in a
     /// file: an in-memory one would be empty in this process.
-    pub(crate) fn runtime(&self) -> anyhow::Result<(PipelineConfig, ContextRuntime)> {
+    pub(crate) fn open(&self) -> anyhow::Result<Operator> {
         let config = load_pipeline(
             &self.pipeline,
             &self.overrides,
@@ -38,19 +53,21 @@ impl StoreArgs {
                 self.pipeline.display()
             );
         }
-        let runtime =
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let context = {
+            // Redis connections start their tasks on this runtime.
+            let _entered = tokio.enter();
             ContextRuntime::from_config(&config, &EnvSource::Process).with_context(|| {
                 format!("{}: cannot open the context store", self.pipeline.display())
-            })?;
-        Ok((config, runtime))
+            })?
+        };
+        Ok(Operator {
+            config,
+            context,
+            tokio,
+        })
     }
-}
-
-/// A current-thread runtime for one command.
-pub(crate) fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    Ok(runtime.block_on(future))
 }

@@ -4,7 +4,7 @@
 
 use voxpipe::context::TacticsList;
 
-use super::store_args::{StoreArgs, block_on};
+use super::store_args::StoreArgs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct TacticsArgs {
@@ -57,13 +57,13 @@ enum TacticsCommand {
 pub(crate) fn tactics(args: &TacticsArgs) -> anyhow::Result<()> {
     match &args.command {
         TacticsCommand::List { list, store } => {
-            let (_, runtime) = store.runtime()?;
+            let operator = store.open()?;
             let lists = match list {
                 Some(list) => vec![TacticsList::from(*list)],
                 None => vec![TacticsList::Base, TacticsList::Winning, TacticsList::Failed],
             };
             for list in lists {
-                let tactics = block_on(runtime.store().tactics(list))??;
+                let tactics = operator.block_on(operator.context.store().tactics(list))?;
                 println!("{} ({})", list.key_name(), tactics.len());
                 for tactic in tactics {
                     println!("  - {tactic}");
@@ -75,9 +75,9 @@ pub(crate) fn tactics(args: &TacticsArgs) -> anyhow::Result<()> {
             list,
             store,
         } => {
-            let (_, runtime) = store.runtime()?;
+            let operator = store.open()?;
             let list = TacticsList::from(*list);
-            let added = block_on(runtime.store().add_tactics(list, tactics))??;
+            let added = operator.block_on(operator.context.store().add_tactics(list, tactics))?;
             println!(
                 "{added} added to {} ({} already there)",
                 list.key_name(),

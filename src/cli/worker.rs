@@ -3,7 +3,7 @@
 
 use anyhow::bail;
 
-use super::store_args::{StoreArgs, block_on};
+use super::store_args::StoreArgs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct WorkerArgs {
@@ -12,11 +12,12 @@ pub(crate) struct WorkerArgs {
 }
 
 pub(crate) fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
-    let (config, runtime) = args.store.runtime()?;
+    let operator = args.store.open()?;
+    let config = &operator.config;
     if config.evaluator.as_ref().is_none_or(|e| !e.enabled) && config.webhook.is_none() {
         bail!("nothing to do: the pipeline has neither an enabled [evaluator] nor a [webhook]");
     }
-    block_on(async {
+    operator.block_on(async {
         let shutdown = async {
             // Without a signal handler there is no way to stop but a kill.
             if tokio::signal::ctrl_c().await.is_err() {
@@ -25,7 +26,7 @@ pub(crate) fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
             tracing::info!("stopping");
         };
         let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
-        runtime.run_background(shutdown).await
-    })??;
+        operator.context.run_background(shutdown).await
+    })?;
     Ok(())
 }

@@ -83,7 +83,8 @@ impl ContextRuntime {
     /// The runtime `config` describes (`[context]`, `[evaluator]`,
     /// `[webhook]`), resolving `*_env` variables from `env`. Redis is not
     /// contacted yet: a runtime made while Redis is down works once it is
-    /// back.
+    /// back. Call it within a Tokio runtime (the Redis connection manager
+    /// starts its tasks there).
     pub fn from_config(config: &PipelineConfig, env: &EnvSource) -> Result<Self, ContextError> {
         let section = config.context.clone();
         let var = |key: &str, var: &str| {

@@ -80,9 +80,9 @@ impl Processor for FakeTurns {
             FrameBody::InputAudio(_) => {
                 self.frames += 1;
                 if let Some(every) = self.every_frames
-                    && self.frames % every == 0
+                    && self.frames.is_multiple_of(every)
                 {
-                    let role = if self.turns % 2 == 0 {
+                    let role = if self.turns.is_multiple_of(2) {
                         Role::User
                     } else {
                         Role::Assistant
