@@ -3,11 +3,11 @@
 //!
 //! - `turns/record_turn`: one `SessionMemory::record_turn`, what an
 //!   aggregator pays per completed turn (a channel send).
-//! - `session_10s/embedded_store` and `session_10s/stalled_redis`: a 10 s
-//!   file session (audio clock, as fast as it runs) through a parrot with a
-//!   turn recorded every 0.5 s, once on the embedded store and once on a
-//!   "Redis" that accepts connections and never answers. Equal medians mean
-//!   no frame waits on the store.
+//! - `session_10s/*`: a 10 s file session (audio clock, as fast as it runs)
+//!   through a parrot with a turn every 0.5 s: `no_store` records nothing
+//!   (the baseline), `embedded_store` records on the embedded store,
+//!   `stalled_redis` on a "Redis" that accepts connections and never
+//!   answers. Equal medians mean no frame waits on the store.
 //! - `skills/search_100k_768`: the top 5 of 100,000 skills of 768
 //!   dimensions (two-stage search, 512 candidates re-ranked exactly), and
 //!   `skills/exact_scan_100k_768` for reference. Recall@5 against the exact
@@ -35,9 +35,10 @@ use voxpipe::session::SessionSetup;
 use voxpipe::transport::file::FileInput;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 
-/// Records a turn every 25 input frames (0.5 s), as an aggregator would.
+/// Records a turn every 25 input frames (0.5 s), as an aggregator would
+/// (with no memory: the same work without the recording, the baseline).
 struct Turns {
-    memory: SessionMemory,
+    memory: Option<SessionMemory>,
     frames: u64,
 }
 
@@ -53,8 +54,10 @@ impl Processor for Turns {
             self.frames += 1;
             if self.frames.is_multiple_of(25) {
                 let ms = ctx.now().as_millis() as u64;
-                self.memory
-                    .record_turn(CompletedTurn::text(Role::User, "It's too expensive.", ms));
+                let turn = CompletedTurn::text(Role::User, "It's too expensive.", ms);
+                if let Some(memory) = &self.memory {
+                    memory.record_turn(turn);
+                }
             }
         }
         ctx.push(frame, direction).await;
@@ -72,7 +75,9 @@ impl AudioSink for Discard {
 
 fn runtime_on(store: Arc<dyn Store>) -> ContextRuntime {
     let section = ContextSection {
-        prompt_timeout_ms: 50,
+        // A stalled store gives up reading the prompt at once, so sessions
+        // follow each other as closely as on the embedded store.
+        prompt_timeout_ms: 1,
         flush_timeout_secs: 0.2,
         ..ContextSection::default()
     };
@@ -104,10 +109,14 @@ async fn stalled_redis() -> Arc<dyn Store> {
     Arc::new(RedisStore::connect(&url, "REDIS_URL", settings).expect("a url"))
 }
 
-/// One 10 s session; returns how long it ran.
-async fn session(context: &ContextRuntime, n: u64) -> Duration {
+/// One 10 s session (with `context`'s memory, or none); returns how long
+/// it ran.
+async fn session(context: Option<&ContextRuntime>, n: u64) -> Duration {
     let setup = SessionSetup::new(format!("bench-{n}"), 16_000);
-    let memory = context.open_session(&setup, "file").await;
+    let memory = match context {
+        Some(context) => Some(context.open_session(&setup, "file").await),
+        None => None,
+    };
     let processors = vec![
         NamedProcessor::new("in", FileInput::new(vec![300; 160_000], 16_000, false)),
         NamedProcessor::new("parrot", Parrot::new(Duration::from_secs(30))),
@@ -125,10 +134,16 @@ async fn session(context: &ContextRuntime, n: u64) -> Duration {
     ];
     let mut params = PipelineParams::new(setup.session_id.clone(), 16_000);
     params.clock = SessionClock::audio();
-    params.observers.push(memory.observer());
     params.measure = false;
+    let task = PipelineTask::new(processors, params);
     let started = Instant::now();
-    let outcome = PipelineTask::new(processors, params).run().await;
+    if let Some(memory) = &memory {
+        memory.started();
+    }
+    let outcome = task.run().await;
+    if let Some(memory) = &memory {
+        memory.ended(&outcome.end_reason);
+    }
     let elapsed = started.elapsed();
     assert_eq!(outcome.end_reason, "end_of_input");
     elapsed
@@ -147,7 +162,11 @@ fn bench_persistence(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("session_10s");
     group.sample_size(20);
-    for (name, context) in [("embedded_store", &embedded), ("stalled_redis", &stalled)] {
+    for (name, context) in [
+        ("no_store", None),
+        ("embedded_store", Some(&embedded)),
+        ("stalled_redis", Some(&stalled)),
+    ] {
         let mut n = 0;
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {

@@ -51,8 +51,7 @@ struct HandSession {
 }
 
 fn start_by_hand(memory: &SessionMemory) -> HandSession {
-    let mut params = PipelineParams::new(memory.call_id().to_owned(), 16_000);
-    params.observers.push(memory.observer());
+    let params = PipelineParams::new(memory.call_id().to_owned(), 16_000);
     let task = PipelineTask::new(
         vec![NamedProcessor::new(
             "turns",
@@ -61,7 +60,16 @@ fn start_by_hand(memory: &SessionMemory) -> HandSession {
         params,
     );
     let handle = task.handle();
-    let running = tokio::spawn(task.run());
+    // What run_session does around the pipeline.
+    let running = tokio::spawn({
+        let memory = memory.clone();
+        async move {
+            memory.started();
+            let outcome = task.run().await;
+            memory.ended(&outcome.end_reason);
+            outcome
+        }
+    });
     HandSession { handle, running }
 }
 
@@ -236,7 +244,7 @@ async fn file_session(
         SessionOptions {
             setup,
             clock: SessionClock::audio(),
-            observers: vec![memory.observer()],
+            observers: vec![],
         },
     )
     .await

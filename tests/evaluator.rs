@@ -56,8 +56,7 @@ async fn setup(evaluator: &str) -> Setup {
 async fn session(runtime: &ContextRuntime, id: &str, lines: &[&str]) -> SessionMemory {
     let setup = SessionSetup::new(id, 16_000);
     let memory = runtime.open_session(&setup, "webrtc").await;
-    let mut params = PipelineParams::new(id, 16_000);
-    params.observers.push(memory.observer());
+    let params = PipelineParams::new(id, 16_000);
     let task = PipelineTask::new(
         vec![NamedProcessor::new(
             "turns",
@@ -66,7 +65,16 @@ async fn session(runtime: &ContextRuntime, id: &str, lines: &[&str]) -> SessionM
         params,
     );
     let handle = task.handle();
-    let running = tokio::spawn(task.run());
+    // What run_session does around the pipeline.
+    let running = tokio::spawn({
+        let memory = memory.clone();
+        async move {
+            memory.started();
+            let outcome = task.run().await;
+            memory.ended(&outcome.end_reason);
+            outcome
+        }
+    });
     for line in lines {
         handle
             .queue_frame(FrameBody::Text((*line).to_owned()))

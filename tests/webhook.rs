@@ -39,8 +39,7 @@ async fn call(runtime: &ContextRuntime, id: &str) {
     let memory = runtime
         .open_session(&SessionSetup::new(id, 16_000), "twilio")
         .await;
-    let mut params = PipelineParams::new(id, 16_000);
-    params.observers.push(memory.observer());
+    let params = PipelineParams::new(id, 16_000);
     let task = PipelineTask::new(
         vec![NamedProcessor::new(
             "turns",
@@ -49,7 +48,16 @@ async fn call(runtime: &ContextRuntime, id: &str) {
         params,
     );
     let handle = task.handle();
-    let running = tokio::spawn(task.run());
+    // What run_session does around the pipeline.
+    let running = tokio::spawn({
+        let memory = memory.clone();
+        async move {
+            memory.started();
+            let outcome = task.run().await;
+            memory.ended(&outcome.end_reason);
+            outcome
+        }
+    });
     for line in ["user: Can you call back later?", "assistant: Of course."] {
         handle.queue_frame(FrameBody::Text(line.into())).await;
     }

@@ -166,7 +166,6 @@ async fn run_file_session(
     let mut setup = SessionSetup::for_pipeline(config, session_id);
     setup.custom_parameters = args.params.iter().cloned().collect();
     let memory = context.open_session(&setup, "file").await;
-    observers.push(memory.observer());
     setup.memory = Some(memory.clone());
     let report = run_session(
         config,

@@ -1,22 +1,21 @@
 //! [`SessionMemory`]: one session's view of the context store.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::call::Segment;
 use super::prompt::SessionPrompt;
 use super::turn::CompletedTurn;
 use super::writer::{TurnRecorder, WriteReport, WriterDone};
-use crate::frame::FrameBody;
-use crate::pipeline::{Observer, PipelineOutcome, PushEvent};
 
 /// A session's conversation memory: its system prompt as read at session
 /// start, and the recorder that persists its turns. Cheap to clone.
 ///
-/// Add [`SessionMemory::observer`] to the session's observers: it marks the
-/// call active when the pipeline starts and completed when it ends,
-/// whatever the reason.
+/// [`run_session`](crate::session::run_session) marks the call active when
+/// the pipeline starts and completed when it ends, whatever the reason;
+/// code that runs a pipeline itself calls [`SessionMemory::started`] and
+/// [`SessionMemory::ended`]. (Not an observer: observers are called on every
+/// push, and the status needs only the two ends.)
 #[derive(Clone)]
 pub struct SessionMemory {
     recorder: TurnRecorder,
@@ -81,12 +80,15 @@ impl SessionMemory {
         &self.recorder
     }
 
-    /// The observer that moves the call through pending, active, completed.
-    pub fn observer(&self) -> Arc<dyn Observer> {
-        Arc::new(StatusObserver {
-            recorder: self.recorder.clone(),
-            started: AtomicBool::new(false),
-        })
+    /// The pipeline started: the call becomes active.
+    pub fn started(&self) {
+        self.recorder.started();
+    }
+
+    /// The session ended for `reason`: the call becomes completed and is
+    /// queued for evaluation.
+    pub fn ended(&self, reason: &str) {
+        self.recorder.ended(reason);
     }
 
     /// Waits until the writer has stopped (everything written, or given up
@@ -104,24 +106,5 @@ impl SessionMemory {
     /// has stopped.
     pub fn progress(&self) -> WriterDone {
         self.done.clone()
-    }
-}
-
-struct StatusObserver {
-    recorder: TurnRecorder,
-    started: AtomicBool,
-}
-
-impl Observer for StatusObserver {
-    fn on_push(&self, event: &PushEvent<'_>) {
-        if matches!(event.frame.body, FrameBody::Start(_))
-            && !self.started.swap(true, Ordering::Relaxed)
-        {
-            self.recorder.started();
-        }
-    }
-
-    fn on_pipeline_end(&self, outcome: &PipelineOutcome, _at: Duration) {
-        self.recorder.ended(&outcome.end_reason);
     }
 }

@@ -61,7 +61,8 @@ pub struct SessionOptions {
 }
 
 /// Builds `config`'s processors for one session and runs them between the
-/// transport's ends until the session ends.
+/// transport's ends until the session ends. With `setup.memory`, the call's
+/// stored status follows the session (pending, active, completed).
 pub async fn run_session(
     config: &PipelineConfig,
     ends: TransportEnds,
@@ -93,7 +94,15 @@ pub async fn run_session(
     params.allow_interruptions = setup.allow_interruptions;
     params.clock = clock.clone();
     params.observers = observers;
-    let outcome = PipelineTask::new(chain, params).run().await;
+    let task = PipelineTask::new(chain, params);
+    // The stored call follows the pipeline: active now, completed at the end.
+    if let Some(memory) = &setup.memory {
+        memory.started();
+    }
+    let outcome = task.run().await;
+    if let Some(memory) = &setup.memory {
+        memory.ended(&outcome.end_reason);
+    }
     Ok(SessionReport {
         session_id: setup.session_id,
         end_reason: outcome.end_reason,
