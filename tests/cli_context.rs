@@ -152,7 +152,7 @@ async fn evaluate_and_skills_run_against_redis() {
     .into_iter()
     .enumerate()
     {
-        let turn = CompletedTurn::text(role, text, 0).into_turn(index as u64, "t".into());
+        let turn = CompletedTurn::text(role, text, 0).into_interaction(index as u64, "t".into());
         store.append_turn("c7", &turn).await.unwrap();
     }
     store

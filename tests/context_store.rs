@@ -68,9 +68,9 @@ fn backends() -> [Backend; 2] {
     [Backend::memory(), Backend::redis()]
 }
 
-fn turn(index: u64, text: &str) -> voxpipe::context::Turn {
+fn turn(index: u64, text: &str) -> voxpipe::context::Interaction {
     CompletedTurn::text(Role::User, text, index * 1000)
-        .into_turn(index, "2026-01-01T00:00:00.000Z".into())
+        .into_interaction(index, "2026-01-01T00:00:00.000Z".into())
 }
 
 fn call(id: &str) -> CallRecord {

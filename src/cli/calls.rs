@@ -3,7 +3,7 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::{Context as _, bail};
-use voxpipe::context::{CallRecord, Evaluation, Role, Turn};
+use voxpipe::context::{CallRecord, Evaluation, Interaction, Role};
 
 use super::store_args::StoreArgs;
 
@@ -48,7 +48,7 @@ pub(crate) fn calls(args: &CallsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn describe(call: &CallRecord, turns: &[Turn]) -> String {
+fn describe(call: &CallRecord, turns: &[Interaction]) -> String {
     let mut out = String::new();
     let status = serde_json::to_value(call.status).unwrap_or_default();
     out.push_str(&format!(

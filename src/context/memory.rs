@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::call::Segment;
+use super::interaction::CompletedTurn;
 use super::prompt::SessionPrompt;
-use super::turn::CompletedTurn;
 use super::writer::{TurnRecorder, WriteReport, WriterDone};
 
 /// A session's conversation memory: its system prompt as read at session

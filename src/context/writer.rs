@@ -30,9 +30,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::call::{CallChange, CallRecord};
+use super::interaction::CompletedTurn;
 use super::store::{Appended, Store, StoreError};
 use super::time::{rfc3339, unix_ms};
-use super::turn::CompletedTurn;
 
 /// How a writer retries and what it does when the call ends.
 #[derive(Debug, Clone)]
@@ -372,7 +372,7 @@ impl Writer {
                 // Turns never attempted get the positions they would have had.
                 let index = step.index.unwrap_or(self.next_index);
                 self.next_index = index + 1;
-                let turn = turn.clone().into_turn(index, rfc3339(*at_ms));
+                let turn = turn.clone().into_interaction(index, rfc3339(*at_ms));
                 let json = serde_json::to_string(&turn).unwrap_or_default();
                 tracing::error!(call_id = %self.call_id, index, turn = %json, reason = why, "turn not written");
                 format!("turn {index}")
@@ -418,7 +418,7 @@ async fn perform(
             let mut fresh = first_attempt;
             loop {
                 let index = *step.index.get_or_insert(*next_index);
-                let stored_turn = turn.clone().into_turn(index, rfc3339(*at_ms));
+                let stored_turn = turn.clone().into_interaction(index, rfc3339(*at_ms));
                 match store.append_turn(call_id, &stored_turn).await? {
                     Appended::Added => *next_index = index + 1,
                     Appended::AlreadyStored { stored } if !fresh => {

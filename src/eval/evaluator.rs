@@ -21,7 +21,7 @@ use super::judge::{JudgeModel, render_transcript};
 use super::verdict::Verdict;
 use crate::context::store::{Store, StoreError};
 use crate::context::time::{rfc3339, unix_ms};
-use crate::context::{CallChange, CallRecord, Evaluation, Outcome, TacticsList, Turn};
+use crate::context::{CallChange, CallRecord, Evaluation, Interaction, Outcome, TacticsList};
 use crate::webhook::{WebhookSettings, queue_call_completed};
 
 /// How the evaluator asks and what it does after.
@@ -117,7 +117,7 @@ impl Evaluator {
         Ok(())
     }
 
-    async fn judge(&self, record: &CallRecord, turns: &[Turn]) -> Evaluation {
+    async fn judge(&self, record: &CallRecord, turns: &[Interaction]) -> Evaluation {
         let call_id = &record.call_id;
         let unevaluated = |reason: String| {
             tracing::warn!(call_id, reason, "call recorded as unevaluated");

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{ApiEndpoint, ApiError, JsonClient};
-use crate::context::{CallRecord, Role, Turn};
+use crate::context::{CallRecord, Interaction, Role};
 
 /// The judge's instructions when the TOML gives none.
 pub const DEFAULT_JUDGE_PROMPT: &str = "\
@@ -101,7 +101,7 @@ impl JudgeModel for OpenAiJudge {
 }
 
 /// The transcript as the judge reads it.
-pub fn render_transcript(call: &CallRecord, turns: &[Turn]) -> String {
+pub fn render_transcript(call: &CallRecord, turns: &[Interaction]) -> String {
     let mut text = format!("Call {} over {}", call.call_id, call.transport);
     if let Some(industry) = &call.segment.industry {
         text.push_str(&format!(", industry {industry}"));

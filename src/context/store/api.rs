@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::context::skills::Skill;
-use crate::context::{CallChange, CallRecord, PromptKey, TacticsList, Turn};
+use crate::context::{CallChange, CallRecord, Interaction, PromptKey, TacticsList};
 
 use super::error::StoreError;
 
@@ -55,10 +55,10 @@ pub trait CallStore: Send + Sync {
 
     /// Appends `turn` at position `turn.index` (see [`Appended`]) and
     /// refreshes the transcript's TTL.
-    async fn append_turn(&self, call_id: &str, turn: &Turn) -> Result<Appended, StoreError>;
+    async fn append_turn(&self, call_id: &str, turn: &Interaction) -> Result<Appended, StoreError>;
 
     /// The transcript, in order.
-    async fn turns(&self, call_id: &str) -> Result<Vec<Turn>, StoreError>;
+    async fn turns(&self, call_id: &str) -> Result<Vec<Interaction>, StoreError>;
 }
 
 /// The refinement loop's state: tactics lists and segment prompts.

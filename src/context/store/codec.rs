@@ -1,7 +1,7 @@
 //! JSON encoding of stored values, shared by both backends.
 
 use super::error::StoreError;
-use crate::context::{CallRecord, Turn};
+use crate::context::{CallRecord, Interaction};
 
 pub(crate) fn encode(key: &str, value: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|source| StoreError::Encode {
@@ -17,7 +17,7 @@ pub(crate) fn decode_call(key: &str, json: &str) -> Result<CallRecord, StoreErro
 /// The turns among `items`; an item that is not a turn (another program's
 /// entry, a hand edit) is skipped with a warning rather than hiding the rest
 /// of the transcript.
-pub(crate) fn decode_turns(key: &str, items: &[String]) -> Vec<Turn> {
+pub(crate) fn decode_turns(key: &str, items: &[String]) -> Vec<Interaction> {
     items
         .iter()
         .enumerate()

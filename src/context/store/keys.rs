@@ -4,7 +4,7 @@
 //! | key | type |
 //! |---|---|
 //! | `call:{id}` | string (JSON [`CallRecord`](crate::context::CallRecord)) |
-//! | `call:{id}:interactions` | list of JSON [`Turn`](crate::context::Turn)s |
+//! | `call:{id}:interactions` | list of JSON [`Interaction`](crate::context::Turn)s |
 //! | `agent:tactics`, `agent:winning_tactics`, `agent:failed_tactics` | lists |
 //! | `session:{id}:tactics` | list |
 //! | `prompt:segment:{country}:{industry}`, `prompt:segment:*:{industry}`, `prompt:base` | strings |

@@ -7,7 +7,7 @@ use super::store::MemoryStore;
 use crate::context::store::codec::{decode_call, decode_turns, encode};
 use crate::context::store::settings::millis;
 use crate::context::store::{Appended, CallStore, StoreError};
-use crate::context::{CallChange, CallRecord, Turn};
+use crate::context::{CallChange, CallRecord, Interaction};
 
 #[async_trait]
 impl CallStore for MemoryStore {
@@ -64,7 +64,7 @@ impl CallStore for MemoryStore {
         })?
     }
 
-    async fn append_turn(&self, call_id: &str, turn: &Turn) -> Result<Appended, StoreError> {
+    async fn append_turn(&self, call_id: &str, turn: &Interaction) -> Result<Appended, StoreError> {
         let key = self.settings.keys.interactions(call_id);
         let json = encode(&key, turn)?;
         let ttl = millis(self.settings.call_ttl);
@@ -91,7 +91,7 @@ impl CallStore for MemoryStore {
         })
     }
 
-    async fn turns(&self, call_id: &str) -> Result<Vec<Turn>, StoreError> {
+    async fn turns(&self, call_id: &str) -> Result<Vec<Interaction>, StoreError> {
         let key = self.settings.keys.interactions(call_id);
         let items = self.read(|ks, now| ks.list(&key, now).to_vec())?;
         Ok(decode_turns(&key, &items))

@@ -8,7 +8,7 @@ use crate::context::store::codec::{decode_call, decode_turns, encode};
 use crate::context::store::settings::millis;
 use crate::context::store::{Appended, CallStore, StoreError};
 use crate::context::time::unix_ms;
-use crate::context::{CallChange, CallRecord, Turn};
+use crate::context::{CallChange, CallRecord, Interaction};
 
 /// Compare-and-set attempts before an update gives up (each lost race means
 /// another writer changed the call in between).
@@ -70,7 +70,7 @@ impl CallStore for RedisStore {
         })
     }
 
-    async fn append_turn(&self, call_id: &str, turn: &Turn) -> Result<Appended, StoreError> {
+    async fn append_turn(&self, call_id: &str, turn: &Interaction) -> Result<Appended, StoreError> {
         let key = self.settings.keys.interactions(call_id);
         let json = encode(&key, turn)?;
         let mut append = APPEND_TURN.key(&key);
@@ -92,7 +92,7 @@ impl CallStore for RedisStore {
         })
     }
 
-    async fn turns(&self, call_id: &str) -> Result<Vec<Turn>, StoreError> {
+    async fn turns(&self, call_id: &str) -> Result<Vec<Interaction>, StoreError> {
         let key = self.settings.keys.interactions(call_id);
         let items: Vec<String> = self
             .query(redis::cmd("LRANGE").arg(&key).arg(0).arg(-1))

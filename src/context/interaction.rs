@@ -10,7 +10,7 @@ use super::message::{Message, Role, ToolCall};
 /// appends a turn only at its own index, which makes every append
 /// idempotent: a retry after a lost reply never writes a turn twice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Turn {
+pub struct Interaction {
     /// Position in the transcript, from 0.
     pub index: u64,
     /// `user`, `assistant` or `tool`.
@@ -32,7 +32,7 @@ pub struct Turn {
     pub tool_call_id: Option<String>,
 }
 
-impl Turn {
+impl Interaction {
     /// The turn as an LLM context message.
     pub fn to_message(&self) -> Message {
         Message {
@@ -67,8 +67,8 @@ impl CompletedTurn {
     }
 
     /// The stored form, at position `index`, completed at `timestamp`.
-    pub fn into_turn(self, index: u64, timestamp: String) -> Turn {
-        Turn {
+    pub fn into_interaction(self, index: u64, timestamp: String) -> Interaction {
+        Interaction {
             index,
             role: self.message.role,
             text: self.message.content.unwrap_or_default(),
