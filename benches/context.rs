@@ -35,6 +35,10 @@ use voxpipe::session::SessionSetup;
 use voxpipe::transport::file::FileInput;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 
+#[path = "../tests/support/rng.rs"]
+mod rng;
+use rng::Rng;
+
 /// Records a turn every 25 input frames (0.5 s), as an aggregator would
 /// (with no memory: the same work without the recording, the baseline).
 struct Turns {
@@ -180,19 +184,6 @@ fn bench_persistence(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// xorshift64*: deterministic vectors.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
 }
 
 fn bench_search(c: &mut Criterion) {

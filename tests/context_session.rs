@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use support::fake_openai::{FakeOpenAi, verdict};
 use support::redis_server::RedisServer;
-use support::turns::{FakeTurns, registry};
+use support::turns::{HandSession, registry};
 use voxpipe::config::{PipelineConfig, parse_pipeline};
 use voxpipe::context::store::{RedisStore, Store, StoreSettings};
 use voxpipe::context::writer::{WriterSettings, spawn_writer};
@@ -23,7 +23,7 @@ use voxpipe::context::{
     SessionMemory, TacticsList,
 };
 use voxpipe::frame::{AudioFrame, FrameBody};
-use voxpipe::pipeline::{NamedProcessor, PipelineParams, PipelineTask, SessionClock};
+use voxpipe::pipeline::{NamedProcessor, SessionClock};
 use voxpipe::processor::ProcessorError;
 use voxpipe::session::{EnvSource, SessionOptions, SessionSetup, TransportEnds, run_session};
 use voxpipe::transport::file::FileInput;
@@ -41,43 +41,6 @@ fn env(vars: &[(&str, String)]) -> EnvSource {
 
 fn pipeline(toml: &str) -> PipelineConfig {
     parse_pipeline(Path::new("agent.toml"), toml, &registry()).unwrap()
-}
-
-/// A session driven by hand: frames queued through the handle, the memory's
-/// observer attached, like a transport would.
-struct HandSession {
-    handle: voxpipe::pipeline::PipelineHandle,
-    running: tokio::task::JoinHandle<voxpipe::pipeline::PipelineOutcome>,
-}
-
-fn start_by_hand(memory: &SessionMemory) -> HandSession {
-    let params = PipelineParams::new(memory.call_id().to_owned(), 16_000);
-    let task = PipelineTask::new(
-        vec![NamedProcessor::new(
-            "turns",
-            FakeTurns::new(memory.clone(), None),
-        )],
-        params,
-    );
-    let handle = task.handle();
-    // What run_session does around the pipeline.
-    let running = tokio::spawn({
-        let memory = memory.clone();
-        async move {
-            memory.started();
-            let outcome = task.run().await;
-            memory.ended(&outcome.end_reason);
-            outcome
-        }
-    });
-    HandSession { handle, running }
-}
-
-async fn say(session: &HandSession, text: &str) {
-    session
-        .handle
-        .queue_frame(FrameBody::Text(text.to_owned()))
-        .await;
 }
 
 async fn written(memory: &SessionMemory, turns: u64) {
@@ -141,8 +104,8 @@ async fn each_turn_is_in_redis_as_soon_as_it_completes() {
     );
 
     let mut client = redis.client().await;
-    let session = start_by_hand(&memory);
-    say(&session, "user: It's too expensive.").await;
+    let session = HandSession::start(&memory);
+    session.say("user: It's too expensive.").await;
     written(&memory, 1).await;
     let items: Vec<String> = client
         .lrange("acme:call:call-1:interactions", 0, -1)
@@ -168,7 +131,7 @@ async fn each_turn_is_in_redis_as_soon_as_it_completes() {
     );
     assert_eq!(call.custom_parameters["industry"], "retail");
 
-    say(&session, "assistant: Let me show you the ROI.").await;
+    session.say("assistant: Let me show you the ROI.").await;
     written(&memory, 2).await;
     assert_eq!(
         client
@@ -178,8 +141,7 @@ async fn each_turn_is_in_redis_as_soon_as_it_completes() {
         2
     );
 
-    session.handle.end("hangup").await;
-    session.running.await.unwrap();
+    session.end("hangup").await;
     let report = memory.finished(Duration::from_secs(10)).await.unwrap();
     assert_eq!(report.turns_written, 2);
     assert!(report.unwritten.is_empty());
@@ -351,15 +313,15 @@ async fn redis_killed_mid_call_and_restarted_loses_and_repeats_no_turn() {
         ContextRuntime::from_config(&config, &env(&[("TEST_REDIS", redis.url())])).unwrap();
     let setup = SessionSetup::for_pipeline(&config, "call-3");
     let memory = runtime.open_session(&setup, "twilio").await;
-    let session = start_by_hand(&memory);
+    let session = HandSession::start(&memory);
     for n in 0..3 {
-        say(&session, &format!("user: before {n}")).await;
+        session.say(&format!("user: before {n}")).await;
     }
     written(&memory, 3).await;
 
     redis.kill();
     for n in 0..4 {
-        say(&session, &format!("assistant: during {n}")).await;
+        session.say(&format!("assistant: during {n}")).await;
     }
     // The call goes on: frames still flow while the turns wait.
     let audio = AudioFrame::from_samples(&[0; 320], 16_000, 1, Duration::ZERO);
@@ -370,10 +332,9 @@ async fn redis_killed_mid_call_and_restarted_loses_and_repeats_no_turn() {
     assert_eq!(memory.progress().borrow().turns_written, 3);
 
     redis.restart();
-    say(&session, "user: after").await;
+    session.say("user: after").await;
     written(&memory, 8).await;
-    session.handle.end("hangup").await;
-    session.running.await.unwrap();
+    session.end("hangup").await;
     let report = memory.finished(Duration::from_secs(20)).await.unwrap();
     assert!(report.unwritten.is_empty(), "{:?}", report.unwritten);
 

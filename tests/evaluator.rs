@@ -13,14 +13,12 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use support::fake_openai::{FakeOpenAi, JudgeReply, verdict};
 use support::redis_server::RedisServer;
-use support::turns::{FakeTurns, registry};
+use support::turns::{converse, registry};
 use voxpipe::config::parse_pipeline;
 use voxpipe::context::{
     CallStatus, ContextRuntime, Evaluation, Outcome, SessionMemory, TacticsList,
 };
-use voxpipe::frame::FrameBody;
-use voxpipe::pipeline::{NamedProcessor, PipelineParams, PipelineTask};
-use voxpipe::session::{EnvSource, SessionSetup};
+use voxpipe::session::EnvSource;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -51,40 +49,8 @@ async fn setup(evaluator: &str) -> Setup {
     }
 }
 
-/// Runs a session of `lines` and waits until it is stored (and its
-/// evaluation queued).
 async fn session(runtime: &ContextRuntime, id: &str, lines: &[&str]) -> SessionMemory {
-    let setup = SessionSetup::new(id, 16_000);
-    let memory = runtime.open_session(&setup, "webrtc").await;
-    let params = PipelineParams::new(id, 16_000);
-    let task = PipelineTask::new(
-        vec![NamedProcessor::new(
-            "turns",
-            FakeTurns::new(memory.clone(), None),
-        )],
-        params,
-    );
-    let handle = task.handle();
-    // What run_session does around the pipeline.
-    let running = tokio::spawn({
-        let memory = memory.clone();
-        async move {
-            memory.started();
-            let outcome = task.run().await;
-            memory.ended(&outcome.end_reason);
-            outcome
-        }
-    });
-    for line in lines {
-        handle
-            .queue_frame(FrameBody::Text((*line).to_owned()))
-            .await;
-    }
-    handle.end("client_disconnected").await;
-    running.await.unwrap();
-    let report = memory.finished(Duration::from_secs(10)).await.unwrap();
-    assert!(report.unwritten.is_empty());
-    memory
+    converse(runtime, id, "webrtc", lines, "client_disconnected").await
 }
 
 const CALL: &[&str] = &["user: It's too expensive.", "assistant: Consider the ROI."];

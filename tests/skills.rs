@@ -11,6 +11,7 @@ use std::sync::Arc;
 use redis::AsyncCommands;
 use support::fake_openai::{DIMS, FakeOpenAi, embed};
 use support::redis_server::RedisServer;
+use support::rng::Rng;
 use voxpipe::context::skills::{
     OpenAiEmbedder, SEARCH_CONTEXT, SkillError, SkillIndex, SkillLibrary, pack_vector,
     search_context_parameters,
@@ -129,19 +130,6 @@ async fn the_index_follows_skills_other_programs_write_and_delete() {
             .unwrap()
             .is_empty()
     );
-}
-
-/// A deterministic generator for test vectors (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
 }
 
 #[test]

@@ -8,19 +8,16 @@ mod support;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use redis::AsyncCommands;
 use support::fake_openai::{FakeOpenAi, verdict};
 use support::redis_server::RedisServer;
-use support::turns::{FakeTurns, registry};
+use support::turns::{converse, registry};
 use support::webhook_receiver::WebhookReceiver;
 use voxpipe::config::parse_pipeline;
 use voxpipe::context::ContextRuntime;
 use voxpipe::context::time::unix_ms;
-use voxpipe::frame::FrameBody;
-use voxpipe::pipeline::{NamedProcessor, PipelineParams, PipelineTask};
-use voxpipe::session::{EnvSource, SessionSetup};
+use voxpipe::session::EnvSource;
 use voxpipe::webhook::signature;
 
 async fn runtime(redis: &RedisServer, extra: &str) -> ContextRuntime {
@@ -36,41 +33,8 @@ async fn runtime(redis: &RedisServer, extra: &str) -> ContextRuntime {
 }
 
 async fn call(runtime: &ContextRuntime, id: &str) {
-    let memory = runtime
-        .open_session(&SessionSetup::new(id, 16_000), "twilio")
-        .await;
-    let params = PipelineParams::new(id, 16_000);
-    let task = PipelineTask::new(
-        vec![NamedProcessor::new(
-            "turns",
-            FakeTurns::new(memory.clone(), None),
-        )],
-        params,
-    );
-    let handle = task.handle();
-    // What run_session does around the pipeline.
-    let running = tokio::spawn({
-        let memory = memory.clone();
-        async move {
-            memory.started();
-            let outcome = task.run().await;
-            memory.ended(&outcome.end_reason);
-            outcome
-        }
-    });
-    for line in ["user: Can you call back later?", "assistant: Of course."] {
-        handle.queue_frame(FrameBody::Text(line.into())).await;
-    }
-    handle.end("hangup").await;
-    running.await.unwrap();
-    assert!(
-        memory
-            .finished(Duration::from_secs(10))
-            .await
-            .unwrap()
-            .unwritten
-            .is_empty()
-    );
+    let lines = ["user: Can you call back later?", "assistant: Of course."];
+    converse(runtime, id, "twilio", &lines, "hangup").await;
 }
 
 #[tokio::test]

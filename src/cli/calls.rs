@@ -3,7 +3,7 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::{Context as _, bail};
-use voxpipe::context::{CallRecord, Evaluation, Interaction, Role};
+use voxpipe::context::{CallRecord, Evaluation, Interaction};
 
 use super::store_args::StoreArgs;
 
@@ -99,12 +99,7 @@ fn describe(call: &CallRecord, turns: &[Interaction]) -> String {
     }
     out.push_str(&format!("\ntranscript ({} turns)\n", turns.len()));
     for turn in turns {
-        let role = match turn.role {
-            Role::User => "user",
-            Role::Assistant => "assistant",
-            Role::Tool => "tool",
-            Role::System => "system",
-        };
+        let role = turn.speaker();
         let secs = turn.session_ms as f64 / 1000.0;
         out.push_str(&format!(
             "  [{}] {secs:>7.2}s {role}: {}",

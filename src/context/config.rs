@@ -35,7 +35,7 @@ use serde::Deserialize;
 use super::call::Segment;
 use super::store::{Keys, StoreSettings};
 use super::writer::WriterSettings;
-use crate::eval::{ApiEndpoint, seconds};
+use crate::eval::{ApiEndpoint, default_base_url, seconds};
 
 /// Which store backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -159,9 +159,6 @@ pub struct SkillsSection {
     pub timeout_secs: f64,
 }
 
-fn default_base_url() -> String {
-    "https://api.openai.com/v1".into()
-}
 fn default_model() -> String {
     "text-embedding-3-small".into()
 }

@@ -33,6 +33,16 @@ pub struct Interaction {
 }
 
 impl Interaction {
+    /// Who spoke, as written in the JSON: `user`, `assistant`, `tool`.
+    pub fn speaker(&self) -> &'static str {
+        match self.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::System => "system",
+        }
+    }
+
     /// The turn as an LLM context message.
     pub fn to_message(&self) -> Message {
         Message {

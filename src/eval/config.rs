@@ -61,7 +61,8 @@ pub struct EvaluatorSection {
 fn yes() -> bool {
     true
 }
-fn default_base_url() -> String {
+/// The OpenAI API, the default of every OpenAI-compatible endpoint.
+pub(crate) fn default_base_url() -> String {
     "https://api.openai.com/v1".into()
 }
 fn default_model() -> String {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{ApiEndpoint, ApiError, JsonClient};
-use crate::context::{CallRecord, Interaction, Role};
+use crate::context::{CallRecord, Interaction};
 
 /// The judge's instructions when the TOML gives none.
 pub const DEFAULT_JUDGE_PROMPT: &str = "\
@@ -114,12 +114,7 @@ pub fn render_transcript(call: &CallRecord, turns: &[Interaction]) -> String {
     }
     text.push_str(".\n\n");
     for turn in turns {
-        let role = match turn.role {
-            Role::User => "user",
-            Role::Assistant => "assistant",
-            Role::Tool => "tool",
-            Role::System => "system",
-        };
+        let role = turn.speaker();
         if !turn.text.is_empty() {
             text.push_str(&format!("{role}: {}", turn.text));
             if turn.interrupted {

@@ -5,6 +5,7 @@
 
 pub mod fake_openai;
 pub mod redis_server;
+pub mod rng;
 pub mod turns;
 pub mod webhook_receiver;
 

@@ -8,8 +8,11 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use voxpipe::context::{CompletedTurn, Role, SessionMemory};
+use voxpipe::context::{CompletedTurn, ContextRuntime, Role, SessionMemory};
 use voxpipe::frame::{Direction, Frame, FrameBody};
+use voxpipe::pipeline::{
+    NamedProcessor, PipelineHandle, PipelineOutcome, PipelineParams, PipelineTask,
+};
 use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
 use voxpipe::processors::{ProcessorFactory, ProcessorRegistry};
 use voxpipe::session::{BuildError, SessionSetup};
@@ -98,4 +101,75 @@ impl Processor for FakeTurns {
         ctx.push(frame, direction).await;
         Ok(())
     }
+}
+
+/// A session driven by hand, the way a transport drives one: frames queued
+/// through the handle, the memory told when the pipeline starts and ends
+/// (what `run_session` does).
+pub struct HandSession {
+    pub handle: PipelineHandle,
+    running: tokio::task::JoinHandle<PipelineOutcome>,
+}
+
+impl HandSession {
+    /// Starts a pipeline of one `fake_turns` processor for `memory`.
+    pub fn start(memory: &SessionMemory) -> Self {
+        let params = PipelineParams::new(memory.call_id().to_owned(), 16_000);
+        let task = PipelineTask::new(
+            vec![NamedProcessor::new(
+                "turns",
+                FakeTurns::new(memory.clone(), None),
+            )],
+            params,
+        );
+        let handle = task.handle();
+        let running = tokio::spawn({
+            let memory = memory.clone();
+            async move {
+                memory.started();
+                let outcome = task.run().await;
+                memory.ended(&outcome.end_reason);
+                outcome
+            }
+        });
+        HandSession { handle, running }
+    }
+
+    /// Records a turn: `"user: hello"`.
+    pub async fn say(&self, line: &str) {
+        self.handle
+            .queue_frame(FrameBody::Text(line.to_owned()))
+            .await;
+    }
+
+    /// Ends the session for `reason` and waits until it has stopped.
+    pub async fn end(self, reason: &str) -> PipelineOutcome {
+        self.handle.end(reason).await;
+        self.running.await.unwrap()
+    }
+}
+
+/// A whole session of `lines` ending for `reason`; returns once its writer
+/// has stored everything.
+pub async fn converse(
+    runtime: &ContextRuntime,
+    id: &str,
+    transport: &str,
+    lines: &[&str],
+    reason: &str,
+) -> SessionMemory {
+    let memory = runtime
+        .open_session(&SessionSetup::new(id, 16_000), transport)
+        .await;
+    let session = HandSession::start(&memory);
+    for line in lines {
+        session.say(line).await;
+    }
+    session.end(reason).await;
+    let report = memory
+        .finished(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(report.unwritten.is_empty(), "{:?}", report.unwritten);
+    memory
 }

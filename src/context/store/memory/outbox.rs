@@ -111,37 +111,16 @@ impl Outbox for MemoryStore {
     }
 
     async fn complete_delivery(&self, id: &str) -> Result<(), StoreError> {
-        let keys = &self.settings.keys;
-        self.write(|_, _| {
-            let ops = vec![
-                Op::ZRem {
-                    key: keys.outbox(),
-                    member: id.to_owned(),
-                },
-                Op::Del {
-                    key: keys.outbox_event(id),
-                },
-            ];
-            (ops, ())
-        })
+        self.write(|_, _| (self.remove_delivery(id), ()))
     }
 
     async fn bury_delivery(&self, id: &str, payload: &str) -> Result<(), StoreError> {
-        let keys = &self.settings.keys;
         self.write(|_, _| {
-            let ops = vec![
-                Op::ZRem {
-                    key: keys.outbox(),
-                    member: id.to_owned(),
-                },
-                Op::Del {
-                    key: keys.outbox_event(id),
-                },
-                Op::Push {
-                    key: keys.dead_letters(),
-                    values: vec![payload.to_owned()],
-                },
-            ];
+            let mut ops = self.remove_delivery(id);
+            ops.push(Op::Push {
+                key: self.settings.keys.dead_letters(),
+                values: vec![payload.to_owned()],
+            });
             (ops, ())
         })
     }
@@ -149,5 +128,21 @@ impl Outbox for MemoryStore {
     async fn outbox_len(&self) -> Result<u64, StoreError> {
         let key = self.settings.keys.outbox();
         self.read(|ks, now| ks.sorted(&key, now).map_or(0, |m| m.len() as u64))
+    }
+}
+
+impl MemoryStore {
+    /// Takes a delivery out of the outbox.
+    fn remove_delivery(&self, id: &str) -> Vec<Op> {
+        let keys = &self.settings.keys;
+        vec![
+            Op::ZRem {
+                key: keys.outbox(),
+                member: id.to_owned(),
+            },
+            Op::Del {
+                key: keys.outbox_event(id),
+            },
+        ]
     }
 }

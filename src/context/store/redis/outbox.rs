@@ -80,32 +80,13 @@ impl Outbox for RedisStore {
     }
 
     async fn complete_delivery(&self, id: &str) -> Result<(), StoreError> {
-        let keys = &self.settings.keys;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("ZREM")
-            .arg(keys.outbox())
-            .arg(id)
-            .ignore()
-            .cmd("DEL")
-            .arg(keys.outbox_event(id))
-            .ignore();
-        self.query_pipe(&pipe).await
+        self.query_pipe(&self.remove_delivery(id)).await
     }
 
     async fn bury_delivery(&self, id: &str, payload: &str) -> Result<(), StoreError> {
-        let keys = &self.settings.keys;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("ZREM")
-            .arg(keys.outbox())
-            .arg(id)
-            .ignore()
-            .cmd("DEL")
-            .arg(keys.outbox_event(id))
-            .ignore()
-            .cmd("RPUSH")
-            .arg(keys.dead_letters())
+        let mut pipe = self.remove_delivery(id);
+        pipe.cmd("RPUSH")
+            .arg(self.settings.keys.dead_letters())
             .arg(payload)
             .ignore();
         self.query_pipe(&pipe).await
@@ -114,5 +95,22 @@ impl Outbox for RedisStore {
     async fn outbox_len(&self) -> Result<u64, StoreError> {
         self.query(redis::cmd("ZCARD").arg(self.settings.keys.outbox()))
             .await
+    }
+}
+
+impl RedisStore {
+    /// A transaction taking a delivery out of the outbox.
+    fn remove_delivery(&self, id: &str) -> redis::Pipeline {
+        let keys = &self.settings.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZREM")
+            .arg(keys.outbox())
+            .arg(id)
+            .ignore()
+            .cmd("DEL")
+            .arg(keys.outbox_event(id))
+            .ignore();
+        pipe
     }
 }
