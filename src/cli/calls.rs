@@ -50,11 +50,10 @@ pub(crate) fn calls(args: &CallsArgs) -> anyhow::Result<()> {
 
 fn describe(call: &CallRecord, turns: &[Interaction]) -> String {
     let mut out = String::new();
-    let status = serde_json::to_value(call.status).unwrap_or_default();
     out.push_str(&format!(
         "call {}  {}  over {}\n",
         call.call_id,
-        status.as_str().unwrap_or("?"),
+        call.status.as_str(),
         call.transport
     ));
     out.push_str(&format!("  created  {}\n", call.created_at));

@@ -18,6 +18,17 @@ pub enum CallStatus {
     Completed,
 }
 
+impl CallStatus {
+    /// `pending`, `active` or `completed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Pending => "pending",
+            CallStatus::Active => "active",
+            CallStatus::Completed => "completed",
+        }
+    }
+}
+
 /// The customer segment a call belongs to; it picks the system prompt.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {

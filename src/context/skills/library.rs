@@ -182,15 +182,19 @@ impl SkillLibrary {
         let index = Arc::clone(&self.index);
         // A search over a large index is a few milliseconds of CPU: off the
         // async workers.
-        let hits = tokio::task::spawn_blocking(move || {
+        let search = tokio::task::spawn_blocking(move || {
             index
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .search(&query, k)
-        })
-        .await
-        .unwrap_or_default();
-        Ok(hits)
+        });
+        match search.await {
+            Ok(hits) => Ok(hits),
+            Err(err) => {
+                tracing::error!(error = %err, "skill search failed");
+                Ok(Vec::new())
+            }
+        }
     }
 
     /// Runs the `search_context` tool on its JSON `arguments`; the result is

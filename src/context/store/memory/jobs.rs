@@ -44,7 +44,7 @@ impl JobQueue for MemoryStore {
             }
             // Pushes by other processes (through the log) notify no one: look
             // again at least every 100 ms.
-            let _ = tokio::time::timeout_at(
+            let _arrived_or_timed_out = tokio::time::timeout_at(
                 deadline.min(Instant::now() + Duration::from_millis(100)),
                 arrived,
             )
