@@ -241,3 +241,57 @@ async fn evaluate_and_skills_run_against_redis() {
     );
     assert_eq!(openai.chat_requests()[0]["model"], "gpt-4o-mini");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_runs_queued_evaluations_until_interrupted() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    openai.fallback(verdict("success", 0.6, &["Listen first"]));
+    let store = RedisStore::connect(&redis.url(), "REDIS_URL", StoreSettings::default()).unwrap();
+    let record = CallRecord::pending("c8", "twilio", Segment::default(), Default::default(), 0);
+    store.create_call(&record).await.unwrap();
+    let turn = CompletedTurn::text(Role::User, "Hello?", 0).into_interaction(0, "t".into());
+    store.append_turn("c8", &turn).await.unwrap();
+    voxpipe::eval::queue_evaluation(&store, "c8").await.unwrap();
+
+    let judge = format!("evaluator.base_url={}", openai.base_url());
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_voxpipe"))
+        .args([
+            "worker",
+            "-p",
+            "pipelines/agent.toml",
+            "--set",
+            "context.store=redis",
+            "--set",
+            "evaluator.enabled=true",
+            "--set",
+            &judge,
+        ])
+        .env("REDIS_URL", redis.url())
+        .env("OPENAI_API_KEY", "sk-test")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .spawn()
+        .unwrap();
+    let evaluated = support::eventually(std::time::Duration::from_secs(20), async || {
+        store
+            .call("c8")
+            .await
+            .unwrap()
+            .is_some_and(|c| c.outcome.is_some())
+    })
+    .await;
+    let interrupted = Command::new("kill")
+        .args(["-INT", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = tokio::task::spawn_blocking(move || worker.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(evaluated, "the worker evaluated the queued call");
+    assert!(
+        status.success(),
+        "the worker stops cleanly on Ctrl-C: {status}"
+    );
+}
