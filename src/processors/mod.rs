@@ -5,12 +5,14 @@ mod parrot;
 mod passthrough;
 mod registry;
 mod resample;
+mod vad;
 
 pub use gain::{AudioSelector, Gain, GainConfig};
 pub use parrot::{Parrot, ParrotConfig};
 pub use passthrough::{Passthrough, PassthroughConfig};
 pub use registry::{ProcessorFactory, ProcessorRegistry};
 pub use resample::{FrameResampler, Resample, ResampleConfig};
+pub use vad::{Vad, VadConfig, VadEngine};
 
 /// Registers every built-in processor type.
 fn register_builtin(registry: &mut ProcessorRegistry) {
@@ -18,4 +20,5 @@ fn register_builtin(registry: &mut ProcessorRegistry) {
     registry.register::<ParrotConfig>("parrot");
     registry.register::<PassthroughConfig>("passthrough");
     registry.register::<ResampleConfig>("resample");
+    registry.register::<VadConfig>("vad");
 }
