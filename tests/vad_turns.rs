@@ -215,6 +215,11 @@ fn silero_finds_the_speech_boundaries_at_8k() {
 }
 
 #[test]
+fn silero_finds_the_speech_boundaries_at_48k_through_the_resampler() {
+    assert_boundaries("silero", 48_000);
+}
+
+#[test]
 fn earshot_finds_the_speech_boundaries_at_16k() {
     assert_boundaries("earshot", 16_000);
 }
