@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use realfft::num_complex::Complex;
 
-use super::kernels::{conv_relu, dot, sigmoid};
+use super::kernels::{Vector, conv_relu, dots, sigmoid, tanh};
 use super::weights::{HIDDEN, RateWeights, STFT_FRAMES, SileroModel};
 use crate::vad::{VadError, VoiceModel};
 
@@ -171,27 +171,51 @@ impl SileroVad {
     fn decode(&mut self) -> f32 {
         let w = &*self.weights;
         let width = 2 * HIDDEN;
-        for ((gate, row), bias) in self
+        // Four gate rows at a time against the one input: the input is read
+        // once per four rows, and four sums run side by side.
+        for ((gates, rows), biases) in self
             .gates
-            .iter_mut()
-            .zip(w.lstm_weight.chunks_exact(width))
-            .zip(&w.lstm_bias)
+            .chunks_exact_mut(4)
+            .zip(w.lstm_weight.chunks_exact(4 * width))
+            .zip(w.lstm_bias.chunks_exact(4))
         {
-            *gate = bias + dot(row, &self.lstm_input);
+            let rows: [&[f32]; 4] = std::array::from_fn(|r| &rows[r * width..(r + 1) * width]);
+            for ((gate, sum), bias) in gates
+                .iter_mut()
+                .zip(dots::<4, 1>(&self.lstm_input, rows))
+                .zip(biases)
+            {
+                *gate = bias + sum;
+            }
         }
         let (input_gate, rest) = self.gates.split_at(HIDDEN);
         let (forget_gate, rest) = rest.split_at(HIDDEN);
         let (cell_gate, output_gate) = rest.split_at(HIDDEN);
-        let h = &mut self.lstm_input[HIDDEN..];
-        let mut logit = w.head_bias;
-        for j in 0..HIDDEN {
-            let c = sigmoid(forget_gate[j]) * self.cell[j]
-                + sigmoid(input_gate[j]) * cell_gate[j].tanh();
-            self.cell[j] = c;
-            h[j] = sigmoid(output_gate[j]) * c.tanh();
-            logit += h[j].max(0.0) * w.head_weight[j];
+        fn vectors(x: &[f32]) -> &[Vector] {
+            x.as_chunks().0
         }
-        sigmoid(logit)
+        let h: &mut [Vector] = self.lstm_input[HIDDEN..].as_chunks_mut().0;
+        let c: &mut [Vector] = self.cell.as_chunks_mut().0;
+        let gates = vectors(input_gate)
+            .iter()
+            .zip(vectors(forget_gate))
+            .zip(vectors(cell_gate))
+            .zip(vectors(output_gate));
+        // Four lanes at a time, so that the activations vectorise.
+        for ((h, c), (((i, f), g), o)) in h.iter_mut().zip(c.iter_mut()).zip(gates) {
+            let (i, f, g, o) = (sigmoid(*i), sigmoid(*f), tanh(*g), sigmoid(*o));
+            for lane in 0..c.len() {
+                c[lane] = f[lane] * c[lane] + i[lane] * g[lane];
+            }
+            let tanh_c = tanh(*c);
+            for lane in 0..h.len() {
+                h[lane] = o[lane] * tanh_c[lane];
+            }
+        }
+        let h = &self.lstm_input[HIDDEN..];
+        let relu_h = h.iter().map(|x| x.max(0.0));
+        let logit = w.head_bias + relu_h.zip(&w.head_weight).map(|(x, w)| x * w).sum::<f32>();
+        sigmoid([logit; 4])[0]
     }
 }
 
