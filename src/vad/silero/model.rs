@@ -14,8 +14,16 @@
 //!    chunk, then ReLU, a 1×1 convolution to one value, and a sigmoid.
 //!
 //! The `[2, 1, 128]` state of the ONNX graph is `(h, c)`. Everything is
-//! `f32`, as in the reference runtime; results agree with onnxruntime to
-//! about 1e-6 (the test against committed reference numbers allows 1e-4).
+//! `f32`, as in the reference runtime; on the sample speech the
+//! probabilities agree with onnxruntime's to 6e-7 at 16 kHz and 3e-6 at
+//! 8 kHz (the test against the committed reference numbers allows 1e-4).
+//!
+//! # Speed
+//!
+//! The arithmetic is vectorised with the baseline instructions of the
+//! target (SSE2, NEON), in safe Rust: dot products over
+//! `[f32; 4]` lanes, each weight row applied to all of a layer's time steps
+//! in one pass, and the activations computed four at a time.
 //!
 //! # Allocation
 //!
