@@ -15,6 +15,19 @@
 //! All of it is sans-IO: audio in, decisions out, no clock read. The `vad`
 //! processor (`crate::processors::Vad`) wires it into a pipeline.
 //!
+//! # Where voxpipe differs from Pipecat
+//!
+//! - Pipecat's Silero analyzer resets the model's state every 5 s of wall
+//!   time, on the belief that memory would grow otherwise. The state is a
+//!   fixed `[2, 1, 128]`, so nothing grows; voxpipe resets it once per
+//!   session (a fresh model per session), as Silero's own streaming code
+//!   does, and never in the middle of an utterance.
+//! - Pipecat checks its start and stop counts once per buffer of audio,
+//!   voxpipe once per chunk (the same with 20 ms frames, see
+//!   [`VadAnalyzer`]).
+//! - Pipecat's speaking frames carry no times; voxpipe's carry where the
+//!   speech began and ended.
+//!
 //! # Cost
 //!
 //! A Silero chunk (32 ms of audio) takes tens of microseconds, so the
