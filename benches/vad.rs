@@ -32,32 +32,28 @@ fn speech(file: &str) -> Vec<i16> {
     read_wav(&path).expect("sample speech").to_mono()
 }
 
-/// `samples` in pieces of `len`, cycled forever.
-fn pieces(samples: &[i16], len: usize) -> impl Iterator<Item = Vec<i16>> + use<> {
-    let all: Vec<Vec<i16>> = samples.chunks_exact(len).map(<[i16]>::to_vec).collect();
-    all.into_iter().cycle()
-}
-
 fn model_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("silero_chunk");
     for (rate, file) in [(16_000, "hello.wav"), (8_000, "hello_8k.wav")] {
         let mut vad = SileroVad::new(rate).expect("silero");
-        let mut chunks = pieces(&speech(file), vad.chunk_samples());
+        let samples = speech(file);
+        let mut chunks = samples.chunks_exact(vad.chunk_samples()).cycle();
         group.bench_function(format!("{}k", rate / 1000), |b| {
             b.iter(|| {
                 let chunk = chunks.next().unwrap_or_default();
-                black_box(vad.voice_confidence(black_box(&chunk)))
+                black_box(vad.voice_confidence(black_box(chunk)))
             })
         });
     }
     group.finish();
 
     let mut earshot = EarshotVad::new();
-    let mut chunks = pieces(&speech("hello.wav"), earshot.chunk_samples());
+    let samples = speech("hello.wav");
+    let mut chunks = samples.chunks_exact(earshot.chunk_samples()).cycle();
     c.bench_function("earshot_chunk/16k", |b| {
         b.iter(|| {
             let chunk = chunks.next().unwrap_or_default();
-            black_box(earshot.voice_confidence(black_box(&chunk)))
+            black_box(earshot.voice_confidence(black_box(chunk)))
         })
     });
 }
