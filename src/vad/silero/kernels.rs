@@ -97,9 +97,9 @@ pub(crate) fn exp(x: Vector) -> Vector {
         let n = ((x * LOG2E + 0.5 + 128.0) as i32 - 128) as f32;
         let r = x - n * LN2_HIGH - n * LN2_LOW;
         let poly = P.iter().fold(0.0, |acc, p| acc * r + p);
-        // 2^n: n + 127 is in [1, 254], a normal exponent.
-        *y = poly * (r * r) + r + 1.0;
-        *y *= f32::from_bits(((n as i32 + 127) as u32) << 23);
+        let e_r = poly * (r * r) + r + 1.0;
+        // Times 2^n: n + 127 is in [1, 254], a normal exponent.
+        *y = e_r * f32::from_bits(((n as i32 + 127) as u32) << 23);
     }
     out
 }
