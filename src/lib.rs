@@ -17,4 +17,5 @@ pub mod processors;
 pub mod session;
 pub mod testing;
 pub mod transport;
+pub mod vad;
 pub mod webhook;

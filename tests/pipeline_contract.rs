@@ -459,3 +459,60 @@ async fn observers_see_every_push_of_a_frame_along_the_chain() {
         .collect();
     assert_eq!(texts, ["pipeline", "source", "a", "b"]);
 }
+
+/// Asks for an interruption when it sees a text.
+struct Interrupter;
+
+#[async_trait]
+impl Processor for Interrupter {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        if let FrameBody::Text(_) = frame.body {
+            ctx.request_interruption().await;
+        }
+        ctx.push(frame, direction).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn interruption_requests_run_through_the_chain_only_when_allowed() {
+    for allowed in [true, false] {
+        let recorder = RecordingObserver::new();
+        let mut params = PipelineParams::new("s", 16_000);
+        params.allow_interruptions = allowed;
+        params.observers.push(recorder.clone());
+        let task = PipelineTask::new(
+            vec![
+                NamedProcessor::new("interrupter", Interrupter),
+                NamedProcessor::new("after", Passthrough),
+            ],
+            params,
+        );
+        let handle = task.handle();
+        let running = tokio::spawn(task.run());
+        handle
+            .queue_frame(FrameBody::Text("stop talking".into()))
+            .await;
+        // Once the text has gone on, the request is in the source's upstream
+        // lane, which the source serves before the End queued next.
+        while !recorder
+            .frames_from("interrupter", Direction::Downstream)
+            .iter()
+            .any(|f| matches!(f.body, FrameBody::Text(_)))
+        {
+            tokio::task::yield_now().await;
+        }
+        handle.end("done").await;
+        running.await.unwrap();
+        let reached_the_end = recorder
+            .frames_from("after", Direction::Downstream)
+            .iter()
+            .any(|f| matches!(f.body, FrameBody::Interruption));
+        assert_eq!(reached_the_end, allowed);
+    }
+}

@@ -68,6 +68,7 @@ pub fn parse_pipeline(
             context: sections.context,
             evaluator: sections.evaluator,
             webhook: sections.webhook,
+            interruption: sections.interruption,
             processors,
         }),
         _ => Err(ConfigErrors(found)),

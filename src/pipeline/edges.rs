@@ -3,8 +3,8 @@
 //! The **source** sits before the first processor. In a session's pipeline,
 //! frames pushed upstream end there, and it acts on the requests among them:
 //! an end request becomes one `End` sent down the chain, an interruption
-//! request becomes an `Interruption` sent down the chain, and a fatal error
-//! cancels the session. The **sink** sits after the last processor and
+//! request becomes an `Interruption` sent down the chain (unless the session
+//! does not allow interruptions), and a fatal error cancels the session. The **sink** sits after the last processor and
 //! swallows what reaches it, measuring how long inbound audio took to cross
 //! the chain.
 //!
@@ -15,7 +15,7 @@
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::frame::{Direction, Frame, FrameBody};
+use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
 
 use super::task::Outlet;
@@ -37,6 +37,7 @@ fn hand_over(outlet: &mpsc::UnboundedSender<Outlet>, frame: Frame, ctx: &Process
 /// The head of the chain.
 pub(crate) struct Source {
     ending: bool,
+    allow_interruptions: bool,
     outlet: Option<mpsc::UnboundedSender<Outlet>>,
 }
 
@@ -44,6 +45,7 @@ impl Source {
     pub(crate) fn new(outlet: Option<mpsc::UnboundedSender<Outlet>>) -> Self {
         Source {
             ending: false,
+            allow_interruptions: true,
             outlet,
         }
     }
@@ -80,8 +82,11 @@ impl Processor for Source {
                     }
                 }
             }
-            FrameBody::InterruptionRequest => {
+            FrameBody::InterruptionRequest if self.allow_interruptions => {
                 ctx.push_downstream(FrameBody::Interruption).await;
+            }
+            FrameBody::InterruptionRequest => {
+                tracing::debug!("interruption requested but the pipeline does not allow them");
             }
             FrameBody::Error(error) if error.fatal => {
                 let reason = format!("fatal error in {}", error.processor);
@@ -90,6 +95,15 @@ impl Processor for Source {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    async fn on_start(
+        &mut self,
+        start: &StartFrame,
+        _ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        self.allow_interruptions = start.allow_interruptions;
         Ok(())
     }
 }
