@@ -286,6 +286,11 @@ pub enum FrameBody {
     },
     /// Audio from the user.
     InputAudio(AudioFrame),
+    /// The user pressed a key on the phone's keypad (DTMF).
+    Dtmf {
+        /// `0`-`9`, `*`, `#` or `A`-`D`.
+        digit: char,
+    },
     /// A measurement.
     Metrics(MetricsData),
 
@@ -345,6 +350,7 @@ impl FrameBody {
             | BotStoppedSpeaking
             | BotInterrupted { .. }
             | InputAudio(_)
+            | Dtmf { .. }
             | Metrics(_) => FrameKind::System,
             OutputAudio(_)
             | Text(_)
@@ -378,6 +384,7 @@ impl FrameBody {
             BotStoppedSpeaking => "BotStoppedSpeaking",
             BotInterrupted { .. } => "BotInterrupted",
             InputAudio(_) => "InputAudio",
+            Dtmf { .. } => "Dtmf",
             Metrics(_) => "Metrics",
             OutputAudio(_) => "OutputAudio",
             Text(_) => "Text",

@@ -3,6 +3,7 @@
 mod check;
 mod logging;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,14 @@ enum Command {
     /// --realtime); the bot's audio is written to --output at the session
     /// time it was played, so input and output line up.
     Run(run::RunArgs),
+    /// Serve a pipeline to callers: each Twilio media stream is a fresh
+    /// session of it.
+    ///
+    /// Point a Twilio number's voice webhook at `https://HOST/twilio/voice`.
+    /// `GET /health` and `GET /metrics` report on the server. SIGTERM or
+    /// ctrl-c shut down gracefully: calls in progress may finish, up to
+    /// `[server] shutdown_deadline_secs`.
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -53,5 +62,6 @@ pub(crate) fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::check(&args),
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::serve(args),
     }
 }

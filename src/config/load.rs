@@ -90,6 +90,7 @@ pub fn parse_pipeline(
             path: path.to_owned(),
             pipeline: sections.pipeline,
             transport: sections.transport,
+            server: sections.server,
             processors,
         }),
         _ => Err(ConfigErrors(found)),

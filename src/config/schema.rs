@@ -22,6 +22,9 @@ use serde::Deserialize;
 
 use crate::processors::ProcessorFactory;
 
+use super::server::ServerSection;
+use super::twilio::TwilioSection;
+
 /// The rates a pipeline can run at internally.
 pub const SUPPORTED_SAMPLE_RATES: [u32; 4] = [8_000, 16_000, 24_000, 48_000];
 
@@ -82,7 +85,11 @@ fn default_true() -> bool {
 /// pipeline never names its transport; these only tune them.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TransportSection {}
+pub struct TransportSection {
+    /// `[transport.twilio]`.
+    #[serde(default)]
+    pub twilio: TwilioSection,
+}
 
 /// Everything in a pipeline file except its processors.
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +98,8 @@ pub(crate) struct Sections {
     pub(crate) pipeline: PipelineSection,
     #[serde(default)]
     pub(crate) transport: TransportSection,
+    #[serde(default)]
+    pub(crate) server: ServerSection,
 }
 
 /// One `[[processor]]` entry, validated.
@@ -124,6 +133,8 @@ pub struct PipelineConfig {
     pub pipeline: PipelineSection,
     /// `[transport]`.
     pub transport: TransportSection,
+    /// `[server]`.
+    pub server: ServerSection,
     /// The processors, in chain order.
     pub processors: Vec<ProcessorEntry>,
 }

@@ -201,7 +201,9 @@ impl PipelineTask {
             let downstream = mailboxes.get(index + 1).cloned();
             let ctx =
                 ProcessorContext::new(Arc::clone(&name), upstream, downstream, Arc::clone(&shared));
-            let span = tracing::debug_span!("processor", name = %name);
+            // Info level: a disabled span would also hide its parent (the
+            // session's span, with the call id) from the processor's logs.
+            let span = tracing::info_span!("processor", name = %name);
             names.push(name);
             tasks.spawn(tracing::Instrument::instrument(
                 run_processor(processor, inbox, ctx, measure),

@@ -5,21 +5,30 @@
 //!
 //! Speaking state is pushed both ways as one frame each
 //! (`BotStartedSpeaking`, `BotStoppedSpeaking`) when audio actually leaves,
-//! not when it is queued. On an interruption the output pushes
-//! `BotInterrupted` (how much of the utterance was heard, how much was cut)
-//! both ways, after the sink has been told to drop what it buffered.
+//! not when it is queued. A sink whose far end buffers audio and can confirm
+//! playback (Twilio echoes a `mark` once the audio before it has played)
+//! holds `BotStoppedSpeaking` back until the listener has heard the end of
+//! the utterance ([`AudioSink::still_playing`]); if the next utterance starts
+//! first, the bot simply goes on speaking. On an interruption the output
+//! pushes `BotInterrupted` (how much of the utterance was heard, how much was
+//! cut) both ways, after the sink has been told to drop what it buffered.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
 use crate::processors::FrameResampler;
 
 use super::playout::{Playout, PlayoutEvent};
+
+/// How often the end of a session checks whether the far end has confirmed
+/// playback of the last utterance.
+const CONFIRMATION_POLL: Duration = Duration::from_millis(20);
 
 /// Where bot audio goes when it leaves.
 pub trait AudioSink: Send + 'static {
@@ -28,6 +37,19 @@ pub trait AudioSink: Send + 'static {
 
     /// The bot was interrupted: drop whatever the far end still buffers.
     fn clear(&mut self) {}
+
+    /// The bot's utterance has left: all of its audio has been written and,
+    /// by the output's clock, it finishes playing at session time `end`. A
+    /// sink that can have the far end confirm playback asks for it here.
+    fn utterance_sent(&mut self, _end: Duration) {}
+
+    /// Whether the far end is still playing audio that has left, at session
+    /// time `now`. While it is, the output holds `BotStoppedSpeaking` back.
+    /// It must turn false eventually: a sink stops waiting for a
+    /// confirmation that does not come.
+    fn still_playing(&mut self, _now: Duration) -> bool {
+        false
+    }
 
     /// The session is over at session time `end`: flush and close.
     fn finish(&mut self, _end: Duration) -> Result<(), ProcessorError> {
@@ -55,6 +77,9 @@ pub enum Pacing {
 struct State<S> {
     playout: Playout,
     sink: S,
+    /// The playout has stopped but the far end is still playing: the bot
+    /// still speaks for the listener.
+    heard_until_confirmed: bool,
 }
 
 /// The output processor of a transport, generic over where audio goes.
@@ -75,6 +100,7 @@ impl<S: AudioSink> OutputTransport<S> {
             state: Arc::new(Mutex::new(State {
                 playout: Playout::new(),
                 sink,
+                heard_until_confirmed: false,
             })),
             pacing,
             convert: None,
@@ -106,11 +132,24 @@ async fn tick<S: AudioSink>(
     let mut signals = Vec::new();
     let mut failed = None;
     {
-        let mut state = lock(state);
+        let mut guard = lock(state);
+        let state = &mut *guard;
         while let Some(event) = state.playout.poll(now) {
             match event {
-                PlayoutEvent::Started(_) => signals.push(FrameBody::BotStartedSpeaking),
-                PlayoutEvent::Stopped(_) => signals.push(FrameBody::BotStoppedSpeaking),
+                PlayoutEvent::Started(_) => {
+                    // Still heard from the last utterance: one turn goes on.
+                    if !std::mem::take(&mut state.heard_until_confirmed) {
+                        signals.push(FrameBody::BotStartedSpeaking);
+                    }
+                }
+                PlayoutEvent::Stopped(end) => {
+                    state.sink.utterance_sent(end);
+                    if state.sink.still_playing(now) {
+                        state.heard_until_confirmed = true;
+                    } else {
+                        signals.push(FrameBody::BotStoppedSpeaking);
+                    }
+                }
                 PlayoutEvent::Audio(audio) => {
                     if let Err(err) = state.sink.write(&audio) {
                         failed = Some(err);
@@ -118,6 +157,10 @@ async fn tick<S: AudioSink>(
                     }
                 }
             }
+        }
+        if state.heard_until_confirmed && !state.sink.still_playing(now) {
+            state.heard_until_confirmed = false;
+            signals.push(FrameBody::BotStoppedSpeaking);
         }
     }
     for signal in signals {
@@ -167,7 +210,7 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
         if let Pacing::Timer { period } = self.pacing {
             let state = Arc::clone(&self.state);
             let ctx = ctx.clone();
-            self.ticker = Some(tokio::spawn(async move {
+            let ticker = async move {
                 let mut interval = tokio::time::interval(period);
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 loop {
@@ -178,18 +221,20 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                         return;
                     }
                 }
-            }));
+            };
+            self.ticker = Some(tokio::spawn(ticker.in_current_span()));
         }
         Ok(())
     }
 
     async fn on_interruption(&mut self, ctx: &ProcessorContext) {
         let now = ctx.now();
-        let cut = {
+        let (cut, still_heard) = {
             let mut state = lock(&self.state);
             let cut = state.playout.interrupt(now);
+            let still_heard = std::mem::take(&mut state.heard_until_confirmed);
             state.sink.clear();
-            cut
+            (cut, still_heard)
         };
         tracing::debug!(played = ?cut.played, cut = ?cut.cut, "playback interrupted");
         ctx.push_both_ways(FrameBody::BotInterrupted {
@@ -197,7 +242,7 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
             cut: cut.cut,
         })
         .await;
-        if cut.was_speaking {
+        if cut.was_speaking || still_heard {
             ctx.push_both_ways(FrameBody::BotStoppedSpeaking).await;
         }
     }
@@ -225,6 +270,12 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                 ctx.clock().advance_to(due);
             }
             tick(&self.state, ctx.now().max(due), ctx).await?;
+        }
+        // Wait for the far end to confirm the last utterance (bounded by
+        // the sink), so speaking state ends when the listener heard it.
+        while lock(&self.state).heard_until_confirmed {
+            tokio::time::sleep(CONFIRMATION_POLL).await;
+            tick(&self.state, ctx.now(), ctx).await?;
         }
         let end = ctx.now();
         lock(&self.state).sink.finish(end)
