@@ -203,7 +203,9 @@ impl PipelineTask {
                 ProcessorContext::new(Arc::clone(&name), upstream, downstream, Arc::clone(&shared));
             // Info level: a disabled span would also hide its parent (the
             // session's span, with the call id) from the processor's logs.
-            let span = tracing::info_span!("processor", name = %name);
+            // `processor`, not `name`: JSON logs already give each span a
+            // `name` key (the span's own).
+            let span = tracing::info_span!("processor", processor = %name);
             names.push(name);
             tasks.spawn(tracing::Instrument::instrument(
                 run_processor(processor, inbox, ctx, measure),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 
 use crate::frame::AudioFrame;
 use crate::processor::ProcessorError;
@@ -109,9 +109,19 @@ impl AudioSink for TwilioSink {
     }
 
     fn still_playing(&mut self, now: Duration) -> bool {
-        while let Ok(name) = self.echoes.try_recv() {
-            if !self.marks.echoed(&name) {
-                tracing::debug!(mark = %name, "echo of a mark no longer pending");
+        loop {
+            match self.echoes.try_recv() {
+                Ok(name) => {
+                    if !self.marks.echoed(&name) {
+                        tracing::debug!(mark = %name, "echo of a mark no longer pending");
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    // The stream has ended: no echo can come any more.
+                    self.marks.clear();
+                    break;
+                }
             }
         }
         self.marks.playing(now)
