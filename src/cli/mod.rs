@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand};
 ///
 /// A pipeline is a TOML file listing processors (VAD, speech-to-text, LLM,
 /// text-to-speech, ...). `voxpipe run` runs one session of it over a WAV
-/// file; `voxpipe check` validates pipeline files without running them.
+/// file; `voxpipe serve` serves it to phone callers, a session per call;
+/// `voxpipe check` validates pipeline files without running them.
 #[derive(Debug, Parser)]
 #[command(name = "voxpipe", version, propagate_version = true)]
 struct Cli {
