@@ -23,7 +23,12 @@
 //!   numbers say more about the client than the server);
 //! - the server's RSS (idle, peak) and CPU time, from `/proc`.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -172,7 +177,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     // 14th and 15th fields of the line.
     let after = stat.rsplit(')').next().unwrap_or_default();
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12)
 }
 
@@ -295,7 +305,10 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
     let load = load_average();
     server.stop();
 
-    let mut late: Vec<u64> = results.iter().flat_map(|r| r.late_us.iter().copied()).collect();
+    let mut late: Vec<u64> = results
+        .iter()
+        .flat_map(|r| r.late_us.iter().copied())
+        .collect();
     late.sort_unstable();
     let quantile = |q: f64| {
         late.get(((late.len() as f64 - 1.0) * q).round() as usize)

@@ -44,7 +44,12 @@ async fn serve_logs_json_naming_the_call_and_stops_gracefully_on_sigterm() {
     });
     let first: serde_json::Value =
         serde_json::from_str(&lines.recv_timeout(WAIT).unwrap()).unwrap();
-    assert!(first["message"].as_str().unwrap().starts_with("listening on "));
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("listening on ")
+    );
     let addr = first["addr"].as_str().unwrap().parse().unwrap();
 
     let call = FakeCall::connect(addr, CallConfig::new(7)).await;
@@ -89,7 +94,10 @@ async fn serve_logs_json_naming_the_call_and_stops_gracefully_on_sigterm() {
 fn serve_refuses_to_start_without_the_auth_token_it_is_told_to_use() {
     let out = Command::new(env!("CARGO_BIN_EXE_voxpipe"))
         .args(["serve", "pipelines/parrot.toml", "--bind", "127.0.0.1:0"])
-        .args(["--set", "transport.twilio.auth_token_env=VOXPIPE_TEST_UNSET_TOKEN"])
+        .args([
+            "--set",
+            "transport.twilio.auth_token_env=VOXPIPE_TEST_UNSET_TOKEN",
+        ])
         .env_remove("VOXPIPE_TEST_UNSET_TOKEN")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()

@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::json;
 use support::audio::{decode, loud_frames, silence, tone, tone_amplitude};
-use support::server::{SessionRecord, TestServer};
+use support::server::{SessionRecord, TestServer, twilio_rest_section};
 use support::twilio_client::{CallConfig, FakeCall, Record};
 use support::twilio_rest::FakeTwilioRest;
 
@@ -29,17 +29,14 @@ name = "parrot-with-turns"
 [server]
 idle_timeout_secs = 2
 
-[transport.twilio]
-auth_token_env = "TWILIO_AUTH_TOKEN"
-api_base_url = "{}"
-
+{}
 [[processor]]
 type = "test_turns"
 
 [[processor]]
 type = "parrot"
 "#,
-        rest.base_url
+        twilio_rest_section(&rest.base_url)
     )
 }
 

@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use support::audio::{decode, loud_frames, silence, tone, tone_amplitude};
-use support::server::TestServer;
+use support::server::{TestServer, twilio_rest_section};
 use support::twilio_client::{CallConfig, FakeCall};
 use support::twilio_rest::FakeTwilioRest;
 
@@ -158,10 +158,7 @@ async fn end_call_plays_the_goodbye_then_hangs_up_through_the_rest_api() {
 [pipeline]
 name = "hang-up"
 
-[transport.twilio]
-auth_token_env = "TWILIO_AUTH_TOKEN"
-api_base_url = "{}"
-
+{}
 [[processor]]
 type = "parrot"
 
@@ -169,7 +166,7 @@ type = "parrot"
 type = "test_end_on_key"
 key = "#"
 "##,
-        rest.base_url
+        twilio_rest_section(&rest.base_url)
     );
     let server = TestServer::with_toml(&toml, &[], &[("TWILIO_AUTH_TOKEN", "secret-token")]).await;
     let config = CallConfig::new(4);

@@ -4,6 +4,7 @@ mod check;
 mod logging;
 mod run;
 mod serve;
+mod setup;
 
 use std::process::ExitCode;
 

@@ -4,8 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use voxpipe::config::{Override, load_pipeline};
-use voxpipe::processors::ProcessorRegistry;
+use voxpipe::config::Override;
 use voxpipe::server::{Server, ServerError, shutdown};
 
 #[derive(Debug, clap::Args)]
@@ -25,23 +24,12 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) fn serve(args: ServeArgs) -> ExitCode {
-    let registry = ProcessorRegistry::builtin();
-    let config = match load_pipeline(&args.file, &args.overrides, &registry) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("voxpipe: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+    let (config, runtime) = match (
+        super::setup::load(&args.file, &args.overrides),
+        super::setup::runtime(),
+    ) {
+        (Ok(config), Ok(runtime)) => (config, runtime),
+        (Err(code), _) | (_, Err(code)) => return code,
     };
     let server = match Server::builder(config).build() {
         Ok(server) => server,

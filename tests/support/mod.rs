@@ -6,6 +6,8 @@
 #![allow(unreachable_pub)] // shared between test binaries, not an API
 
 pub mod audio;
+#[path = "../common/mod.rs"]
+mod common;
 pub mod processors;
 pub mod server;
 pub mod twilio_client;

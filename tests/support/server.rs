@@ -16,6 +16,14 @@ use voxpipe::session::EnvSource;
 
 use super::processors::registry;
 
+/// `[transport.twilio]` for a fake REST API at `base_url`, the auth token
+/// in `TWILIO_AUTH_TOKEN`.
+pub fn twilio_rest_section(base_url: &str) -> String {
+    format!(
+        "[transport.twilio]\nauth_token_env = \"TWILIO_AUTH_TOKEN\"\napi_base_url = \"{base_url}\"\n"
+    )
+}
+
 /// What one session saw.
 #[derive(Debug, Clone, Default)]
 pub struct SessionRecord {
