@@ -217,6 +217,31 @@ key = "#"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_in_one_big_frame_at_another_rate_is_heard_whole() {
+    // A TTS at 24 kHz that delivers two seconds in one frame: it leaves as
+    // a burst of 100 media messages, and every one of them is heard.
+    let toml = r##"
+[pipeline]
+name = "big-reply"
+
+[[processor]]
+type = "test_say_on_key"
+key = "1"
+secs = 2.0
+rate = 24000
+freq = 500.0
+"##;
+    let server = TestServer::with_toml(toml, &[], &[]).await;
+    let call = FakeCall::connect(server.addr, CallConfig::new(5)).await;
+    call.press('1');
+    let record = call.wait_until(WAIT, |r| !r.marks_echoed.is_empty()).await;
+    assert_eq!(record.media_received, 101, "2 s and the resampler's tail");
+    let heard = heard_ms(&record);
+    assert!((1_980..=2_020).contains(&heard), "heard {heard} ms");
+    assert!(tone_amplitude(&decode(&record.heard), 500.0) > 6_000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_calls_each_hear_their_own_words() {
     const CALLS: u32 = 50;
     let server = TestServer::with_toml(PARROT_WITH_TURNS, &[], &[]).await;

@@ -34,10 +34,12 @@ use super::session::run_session;
 use super::shutdown::SHUTDOWN_REASON;
 use super::state::ServerState;
 
-/// Outbound messages a call may have queued for its socket: about 1.3 s
-/// of audio. A socket that falls this far behind loses audio rather than
-/// holding up the session.
-const OUTBOUND_QUEUE: usize = 64;
+/// Outbound messages a call may have queued for its socket: about 10 s of
+/// audio. The output releases each frame it is given whole, so a producer
+/// that delivers seconds of audio in one frame sends it as a burst (Twilio
+/// buffers it and plays it in order); a socket that falls this far behind
+/// loses audio rather than growing memory or holding up the session.
+const OUTBOUND_QUEUE: usize = 512;
 
 /// `GET /twilio/ws`.
 pub(crate) async fn stream(

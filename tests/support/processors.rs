@@ -7,13 +7,15 @@
 //!   interruption when the user starts speaking over the bot.
 //! - `test_end_on_key`: asks the pipeline to end with reason `end_call`
 //!   when the caller presses `key`, as the LLM's `end_call` tool will.
+//! - `test_say_on_key`: when the caller presses `key`, replies with a tone
+//!   of `secs` at `rate` Hz in one frame, as a TTS might.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use voxpipe::audio::pcm;
-use voxpipe::frame::{Direction, Frame, FrameBody, StartFrame};
+use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
 use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
 use voxpipe::processors::{ProcessorFactory, ProcessorRegistry};
 use voxpipe::session::{BuildError, SessionSetup};
@@ -23,6 +25,7 @@ pub fn registry() -> ProcessorRegistry {
     let mut registry = ProcessorRegistry::builtin();
     registry.register::<TestTurnsConfig>("test_turns");
     registry.register::<EndOnKeyConfig>("test_end_on_key");
+    registry.register::<SayOnKeyConfig>("test_say_on_key");
     registry
 }
 
@@ -160,6 +163,56 @@ impl Processor for EndOnKey {
         ctx.push(frame, direction).await;
         if end {
             ctx.request_end("end_call").await;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SayOnKeyConfig {
+    key: char,
+    secs: f64,
+    rate: u32,
+    freq: f64,
+}
+
+impl ProcessorFactory for SayOnKeyConfig {
+    fn build(&self, _setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
+        let len = (self.secs * f64::from(self.rate)) as usize;
+        let samples: Vec<i16> = (0..len)
+            .map(|i| {
+                let t = i as f64 / f64::from(self.rate);
+                (8_000.0 * (2.0 * std::f64::consts::PI * self.freq * t).sin()) as i16
+            })
+            .collect();
+        Ok(Box::new(SayOnKey {
+            key: self.key,
+            reply: AudioFrame::from_samples(&samples, self.rate, 1, Duration::ZERO),
+        }))
+    }
+}
+
+struct SayOnKey {
+    key: char,
+    reply: AudioFrame,
+}
+
+#[async_trait]
+impl Processor for SayOnKey {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        let say = matches!(frame.body, FrameBody::Dtmf { digit } if digit == self.key);
+        ctx.push(frame, direction).await;
+        if say {
+            ctx.push_downstream(FrameBody::TtsStarted).await;
+            ctx.push_downstream(FrameBody::OutputAudio(self.reply.clone()))
+                .await;
+            ctx.push_downstream(FrameBody::TtsStopped).await;
         }
         Ok(())
     }

@@ -68,8 +68,6 @@ pub struct Record {
     /// The socket is over, and when.
     pub ended: bool,
     pub ended_at: Option<std::time::Instant>,
-    /// When each media message arrived, since the call started.
-    pub media_times: Vec<Duration>,
     /// Caller audio sent, in 20 ms frames.
     pub caller_sent: usize,
 }
@@ -232,7 +230,6 @@ async fn drive(
     record: Arc<Mutex<Record>>,
     changed: Arc<Notify>,
 ) {
-    let started = tokio::time::Instant::now();
     let (mut tx, mut rx) = ws.split();
     let mut sequence = 0u64;
     let mut next_sequence = || {
@@ -356,7 +353,6 @@ async fn drive(
                                 let payload = value["media"]["payload"].as_str().unwrap_or_default();
                                 let audio = BASE64.decode(payload).expect("the server sends base64");
                                 record.media_received += 1;
-                                record.media_times.push(started.elapsed());
                                 playback.push_back(Playback::Frame(audio));
                             }
                             Some("mark") => {
