@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::audio::{decode, loud_frames, silence, tone, tone_amplitude};
+use support::audio::{decode, loud_frames, silence, speech, tone, tone_amplitude};
 use support::server::{TestServer, twilio_rest_section};
 use support::twilio_client::{CallConfig, FakeCall};
 use support::twilio_rest::FakeTwilioRest;
@@ -86,11 +86,12 @@ async fn a_caller_hears_each_utterance_back_and_marks_follow_playback() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelines_parrot_toml_repeats_the_call_when_twilio_stops_the_stream() {
-    // No VAD: parrot repeats everything once the session ends. The stream's
-    // `stop` ends it gracefully, so the reply is still produced (and here,
-    // where the fake keeps the socket open, heard); Twilio ended the call,
-    // so the server does not hang up.
+async fn pipelines_parrot_toml_answers_a_call_and_the_caller_hears_its_words_back() {
+    // Without a VAD, parrot repeats the call once it ends: Twilio's `stop`
+    // ends the session gracefully, so the reply is still produced and, the
+    // fake keeping its socket open, heard. With a VAD, parrot answers each
+    // utterance during the call; either way every word comes back. Twilio
+    // ended the call, so the server does not hang up.
     let rest = FakeTwilioRest::start("secret-token").await;
     let base = format!("transport.twilio.api_base_url={}", rest.base_url);
     let server = TestServer::start(support::server::Setup {
@@ -100,16 +101,27 @@ async fn pipelines_parrot_toml_repeats_the_call_when_twilio_stops_the_stream() {
     })
     .await;
     let call = FakeCall::connect(server.addr, CallConfig::new(2)).await;
-    call.say(tone(523.0, 1_000, 8_000.0));
+    let words = speech(1_400, 3_400);
+    call.say([words.clone(), silence(1_500)].concat());
     call.said(WAIT).await;
     call.stop();
     let record = call.closed(WAIT).await;
-    let heard = heard_ms(&record);
-    assert!(
-        (900..=1_100).contains(&heard),
-        "heard {heard} ms of the 1 s said"
+
+    let said = decode(&words);
+    let threshold = 0.1
+        * said
+            .chunks(160)
+            .map(support::audio::rms)
+            .fold(0.0, f64::max);
+    let (said_ms, heard_ms) = (
+        loud_frames(&said, threshold) * 20,
+        loud_frames(&decode(&record.heard), threshold) * 20,
     );
-    assert!(tone_amplitude(&decode(&record.heard), 523.0) > 1_000.0);
+    assert!(said_ms > 1_000, "the words last {said_ms} ms");
+    assert!(
+        heard_ms.abs_diff(said_ms) <= said_ms / 10,
+        "said {said_ms} ms of words, heard {heard_ms} ms back"
+    );
     let ended = server.sessions.ended(1, WAIT).await;
     assert_eq!(ended[0].end_reason.as_deref(), Some("hangup"));
     assert!(!ended[0].cancelled);

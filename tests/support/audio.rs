@@ -12,6 +12,17 @@ pub fn tone(freq: f64, ms: usize, amp: f64) -> Vec<u8> {
     out
 }
 
+/// The sample speech (`assets/samples/hello.wav`, espeak) from `from_ms` to
+/// `to_ms`, as mu-law at 8 kHz. Its first utterance is 1400..3400.
+pub fn speech(from_ms: usize, to_ms: usize) -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/samples/hello.wav");
+    let wav = voxpipe::audio::read_wav(std::path::Path::new(path)).unwrap();
+    let pcm = voxpipe::audio::resample_all(&wav.to_mono(), wav.sample_rate, 8_000).unwrap();
+    let mut out = Vec::new();
+    mulaw::encode(&pcm[from_ms * 8..(to_ms * 8).min(pcm.len())], &mut out);
+    out
+}
+
 /// `ms` milliseconds of mu-law silence.
 pub fn silence(ms: usize) -> Vec<u8> {
     vec![0xFF; ms * 8]
@@ -28,6 +39,11 @@ pub fn decode(mulaw_bytes: &[u8]) -> Vec<i16> {
 /// `a` reads about `a`.
 pub fn tone_amplitude(x: &[i16], freq: f64) -> f64 {
     super::common::tone_amplitude(x, freq, 8_000)
+}
+
+/// RMS of `pcm` in sample units.
+pub fn rms(pcm: &[i16]) -> f64 {
+    super::common::rms(pcm)
 }
 
 /// How many 20 ms frames of `pcm` are louder than `rms` (sample units).
