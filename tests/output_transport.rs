@@ -184,3 +184,44 @@ async fn the_end_of_a_session_waits_for_the_last_confirmation() {
     assert_eq!(log.last().map(String::as_str), Some("BotStoppedSpeaking"));
     assert!(log.contains(&"still_playing false".to_owned()), "{log:?}");
 }
+
+/// Records the session time of each write.
+struct Stamps {
+    clock: voxpipe::pipeline::SessionClock,
+    at: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl AudioSink for Stamps {
+    fn write(&mut self, _audio: &AudioFrame) -> Result<(), ProcessorError> {
+        self.at.lock().unwrap().push(self.clock.now());
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_audio_leaves_the_moment_it_is_due_not_on_a_grid() {
+    let clock = voxpipe::pipeline::SessionClock::wall();
+    let at = Arc::new(Mutex::new(Vec::new()));
+    let output = OutputTransport::new(
+        Stamps {
+            clock: clock.clone(),
+            at: Arc::clone(&at),
+        },
+        Pacing::Timer {
+            period: Duration::from_millis(20),
+        },
+    );
+    let mut params = PipelineParams::new("test", 16_000);
+    params.clock = clock;
+    let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
+    let handle = task.handle();
+    let running = tokio::spawn(task.run());
+    // Silence for a while (the output sleeps), then a reply at 1007 ms.
+    tokio::time::sleep(Duration::from_millis(1_007)).await;
+    utterance(&handle, 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ms = Duration::from_millis;
+    assert_eq!(*at.lock().unwrap(), [ms(1_007), ms(1_027), ms(1_047)]);
+    handle.end("done").await;
+    running.await.unwrap();
+}

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
@@ -67,9 +68,13 @@ pub enum Pacing {
         /// at once (`false`).
         realtime: bool,
     },
-    /// A timer every `period` on the session clock: live transports.
+    /// Live transports: audio is released when it is due on the session
+    /// clock. The output sleeps while it has nothing to release and wakes
+    /// when audio is scheduled, so a silent bot costs no wake-ups.
     Timer {
-        /// How often audio is released, usually 20 ms.
+        /// How often the output looks again while the end of an utterance
+        /// is pending (a pause that may be followed by more audio, a
+        /// playback confirmation), usually 20 ms.
         period: Duration,
     },
 }
@@ -89,6 +94,8 @@ pub struct OutputTransport<S: AudioSink> {
     convert: Option<FrameResampler>,
     pacing: Pacing,
     ticker: Option<JoinHandle<()>>,
+    /// Wakes the ticker when audio is scheduled.
+    scheduled: Arc<Notify>,
     /// The last (wall, session) time pair seen, to pace the end in real time.
     last_tick: Option<(tokio::time::Instant, Duration)>,
 }
@@ -105,6 +112,7 @@ impl<S: AudioSink> OutputTransport<S> {
             pacing,
             convert: None,
             ticker: None,
+            scheduled: Arc::new(Notify::new()),
             last_tick: None,
         }
     }
@@ -184,8 +192,9 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                     None => audio.clone(),
                 };
                 lock(&self.state).playout.schedule(audio, ctx.now());
-                if let Pacing::InboundAudio { .. } = self.pacing {
-                    tick(&self.state, ctx.now(), ctx).await?;
+                match self.pacing {
+                    Pacing::InboundAudio { .. } => tick(&self.state, ctx.now(), ctx).await?,
+                    Pacing::Timer { .. } => self.scheduled.notify_one(),
                 }
                 return Ok(());
             }
@@ -209,16 +218,36 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
         self.convert = Some(FrameResampler::new(start.sample_rate));
         if let Pacing::Timer { period } = self.pacing {
             let state = Arc::clone(&self.state);
+            let scheduled = Arc::clone(&self.scheduled);
             let ctx = ctx.clone();
             let ticker = async move {
-                let mut interval = tokio::time::interval(period);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 loop {
-                    interval.tick().await;
-                    if let Err(err) = tick(&state, ctx.now(), &ctx).await {
+                    let now = ctx.now();
+                    if let Err(err) = tick(&state, now, &ctx).await {
                         ctx.push_upstream(FrameBody::Error(err.to_frame(ctx.name())))
                             .await;
                         return;
+                    }
+                    let next = {
+                        let state = lock(&state);
+                        if state.heard_until_confirmed {
+                            Some(now + period)
+                        } else {
+                            state.playout.next_due()
+                        }
+                    };
+                    // Audio scheduled meanwhile has left a permit: no
+                    // wake-up is lost between the check and the wait.
+                    let woken = scheduled.notified();
+                    match next {
+                        None => woken.await,
+                        Some(due) => {
+                            // Due already but nothing came out: a stop in
+                            // its hangover. Look again a period later.
+                            let wait = due.checked_sub(now).filter(|w| !w.is_zero());
+                            let _timed_out =
+                                tokio::time::timeout(wait.unwrap_or(period), woken).await;
+                        }
                     }
                 }
             };
