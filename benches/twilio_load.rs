@@ -21,7 +21,11 @@
 //!   gap in the caller's playback. "On time" means none did.
 //! - the client's own lateness in sending (if the client falls behind, the
 //!   numbers say more about the client than the server);
-//! - the server's RSS (idle, peak) and CPU time, from `/proc`.
+//! - the server's RSS (idle, peak) and CPU, from `/proc`: the share of a
+//!   core it used while every call was connected, and its CPU time per
+//!   call-second over the whole step (work done, whatever the machine's
+//!   other load); the client's CPU time per call-second too, since on one
+//!   machine the two share the cores.
 
 #![allow(
     clippy::expect_used,
@@ -70,7 +74,7 @@ fn main() {
     let args = Args::parse();
     let payloads = Arc::new(speech_payloads());
     println!(
-        "{:>6} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8} {:>9} {:>9} {:>6}",
+        "{:>6} {:>9} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>10} {:>6}",
         "calls",
         "complete",
         "frames",
@@ -83,7 +87,8 @@ fn main() {
         "rss_peak",
         "kb/call",
         "cpu_core%",
-        "%core/call",
+        "srv_ms/cs",
+        "cli_ms/cs",
         "load"
     );
     for &calls in &args.calls {
@@ -226,17 +231,18 @@ struct Step {
     rss_idle: u64,
     rss_peak: u64,
     cpu_core_pct: f64,
+    /// Server and client CPU milliseconds per call-second.
+    server_ms_per_call_sec: f64,
+    client_ms_per_call_sec: f64,
     load: String,
 }
 
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let per_call_kib = self.rss_peak.saturating_sub(self.rss_idle) as f64 / self.calls as f64;
-        // CPU is measured while every call is connected.
-        let core_per_call = self.cpu_core_pct / self.calls as f64;
         write!(
             f,
-            "{:>6} {:>9} {:>8} {:>9} {:>9.2} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>8} {:>8.0} {:>9.1} {:>9.3} {:>6}",
+            "{:>6} {:>9} {:>8} {:>9} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>9} {:>9} {:>8.0} {:>9.1} {:>10.3} {:>10.3} {:>6}",
             self.calls,
             self.complete,
             self.frames,
@@ -249,7 +255,8 @@ impl std::fmt::Display for Step {
             self.rss_peak,
             per_call_kib,
             self.cpu_core_pct,
-            core_per_call,
+            self.server_ms_per_call_sec,
+            self.client_ms_per_call_sec,
             self.load
         )
     }
@@ -268,6 +275,7 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         .expect("a runtime");
     let secs = args.secs;
     let ticks_per_sec = clock_ticks_per_sec();
+    let (server_cpu_before, client_cpu_before) = (cpu_ticks(pid), cpu_ticks(std::process::id()));
     let (results, rss_peak, cpu_core_pct) = runtime.block_on(async move {
         let peak = Arc::new(AtomicU64::new(0));
         let sampling = {
@@ -303,6 +311,13 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         (results, peak.load(Ordering::Relaxed), cpu_core_pct)
     });
     let load = load_average();
+    let cpu_ms = |before: u64, pid: u32| {
+        cpu_ticks(pid).saturating_sub(before) as f64 / ticks_per_sec * 1000.0
+    };
+    let server_cpu_ms = cpu_ms(server_cpu_before, pid);
+    let client_cpu_ms = cpu_ms(client_cpu_before, std::process::id());
+    // Each call is connected while it speaks and while the reply comes back.
+    let call_secs = calls as f64 * 2.0 * secs;
     server.stop();
 
     let mut late: Vec<u64> = results
@@ -329,6 +344,8 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         rss_idle,
         rss_peak,
         cpu_core_pct,
+        server_ms_per_call_sec: server_cpu_ms / call_secs,
+        client_ms_per_call_sec: client_cpu_ms / call_secs,
         load,
     }
 }

@@ -41,6 +41,12 @@ use super::state::ServerState;
 /// loses audio rather than growing memory or holding up the session.
 const OUTBOUND_QUEUE: usize = 512;
 
+/// The socket's read buffer. Twilio's messages are a few hundred bytes; the
+/// WebSocket library's default (128 KiB, zero-filled on first read) would
+/// be most of a call's memory. Larger messages, up to `max_message_bytes`,
+/// still arrive whole: the buffer grows for them.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// `GET /twilio/ws`.
 pub(crate) async fn stream(
     State(state): State<Arc<ServerState>>,
@@ -67,6 +73,7 @@ pub(crate) async fn stream(
     );
     let limit = state.config.server.max_message_bytes.bytes();
     upgrade
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(|err| tracing::warn!(error = %err, "WebSocket upgrade failed"))
