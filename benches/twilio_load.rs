@@ -63,7 +63,7 @@ struct Args {
     #[arg(long, default_value = "pipelines/parrot.toml")]
     pipeline: String,
     /// Worker threads of the client's runtime.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     client_threads: usize,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
@@ -74,11 +74,12 @@ fn main() {
     let args = Args::parse();
     let payloads = Arc::new(speech_payloads());
     println!(
-        "{:>6} {:>9} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>10} {:>6}",
+        "{:>6} {:>9} {:>8} {:>9} {:>10} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>10} {:>6}",
         "calls",
         "complete",
         "frames",
         "late>20ms",
+        "late_calls",
         "p50_ms",
         "p99_ms",
         "max_ms",
@@ -224,6 +225,8 @@ struct Step {
     complete: usize,
     frames: usize,
     late_over_20: usize,
+    /// Calls with at least one frame over 20 ms late.
+    late_calls: usize,
     p50: f64,
     p99: f64,
     max: f64,
@@ -242,11 +245,12 @@ impl std::fmt::Display for Step {
         let per_call_kib = self.rss_peak.saturating_sub(self.rss_idle) as f64 / self.calls as f64;
         write!(
             f,
-            "{:>6} {:>9} {:>8} {:>9} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>9} {:>9} {:>8.0} {:>9.1} {:>10.3} {:>10.3} {:>6}",
+            "{:>6} {:>9} {:>8} {:>9} {:>10} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>9} {:>9} {:>8.0} {:>9.1} {:>10.3} {:>10.3} {:>6}",
             self.calls,
             self.complete,
             self.frames,
             self.late_over_20,
+            self.late_calls,
             self.p50,
             self.p99,
             self.max,
@@ -334,6 +338,10 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         complete: results.iter().filter(|r| r.complete).count(),
         frames: results.iter().map(|r| r.frames_out).sum(),
         late_over_20: late.iter().filter(|us| **us > 20_000).count(),
+        late_calls: results
+            .iter()
+            .filter(|r| r.late_us.iter().any(|us| *us > 20_000))
+            .count(),
         p50: quantile(0.5),
         p99: quantile(0.99),
         max: quantile(1.0),
@@ -366,7 +374,16 @@ async fn call(
     payloads: Arc<Vec<String>>,
 ) -> CallResult {
     tokio::time::sleep_until(start).await;
-    let Ok((ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/twilio/ws")).await
+    // A small read buffer: tungstenite zero-fills the whole buffer on each
+    // read, and the default 128 KiB would make the client the bottleneck.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024);
+    let Ok((ws, _)) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{addr}/twilio/ws"),
+        Some(config),
+        false,
+    )
+    .await
     else {
         eprintln!("call {n}: cannot connect");
         return CallResult::default();

@@ -101,9 +101,17 @@ pub struct FakeCall {
 impl FakeCall {
     /// Opens the stream at `ws://addr/twilio/ws`.
     pub async fn connect(addr: SocketAddr, config: CallConfig) -> Self {
-        let (ws, _response) = tokio_tungstenite::connect_async(format!("ws://{addr}/twilio/ws"))
-            .await
-            .expect("the server accepts the stream");
+        // tungstenite zero-fills its whole read buffer on each read: keep it
+        // small, as the server does, so 50 fake calls stay cheap.
+        let socket = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(8 * 1024);
+        let (ws, _response) = tokio_tungstenite::connect_async_with_config(
+            format!("ws://{addr}/twilio/ws"),
+            Some(socket),
+            false,
+        )
+        .await
+        .expect("the server accepts the stream");
         let (commands, rx) = mpsc::unbounded_channel();
         let record = Arc::new(Mutex::new(Record::default()));
         let changed = Arc::new(Notify::new());
