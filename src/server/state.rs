@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 use crate::config::PipelineConfig;
@@ -195,6 +196,15 @@ impl Server {
                 "shutting down: no new calls; letting calls finish"
             );
         };
+        // Audio goes out as a small message every 20 ms: without
+        // TCP_NODELAY, Nagle's algorithm would hold each one back until the
+        // previous one is acknowledged, up to the peer's delayed-ACK timer
+        // (40 ms on Linux).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, self.router())
             .with_graceful_shutdown(signal)
             .await?;

@@ -108,7 +108,7 @@ impl FakeCall {
         let (ws, _response) = tokio_tungstenite::connect_async_with_config(
             format!("ws://{addr}/twilio/ws"),
             Some(socket),
-            false,
+            true, // TCP_NODELAY: small messages every 20 ms
         )
         .await
         .expect("the server accepts the stream");
