@@ -381,7 +381,7 @@ async fn call(
     let Ok((ws, _)) = tokio_tungstenite::connect_async_with_config(
         format!("ws://{addr}/twilio/ws"),
         Some(config),
-        false,
+        true, // TCP_NODELAY: small messages every 20 ms
     )
     .await
     else {
