@@ -127,7 +127,7 @@ async fn serve_call(state: Arc<ServerState>, permit: SessionPermit, socket: WebS
                 AcceptError::Protocol(_) => close_code::UNSUPPORTED,
                 _ => close_code::NORMAL,
             };
-            close(ws_tx, code, "").await;
+            close(ws_tx, code).await;
             return;
         }
     };
@@ -162,7 +162,7 @@ async fn serve_call(state: Arc<ServerState>, permit: SessionPermit, socket: WebS
         _ => close_code::NORMAL,
     };
     match writer.await {
-        Ok(ws_tx) => close(ws_tx, code, "").await,
+        Ok(ws_tx) => close(ws_tx, code).await,
         Err(err) => tracing::error!(error = %err, "the socket writer failed"),
     }
     drop(permit);
@@ -208,10 +208,10 @@ async fn write_loop(
     ws_tx
 }
 
-async fn close(mut ws_tx: SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
+async fn close(mut ws_tx: SplitSink<WebSocket, Message>, code: u16) {
     let frame = CloseFrame {
         code,
-        reason: reason.into(),
+        reason: "".into(),
     };
     // The far end may already be gone; there is nothing left to tell it.
     let _gone = ws_tx.send(Message::Close(Some(frame))).await;
