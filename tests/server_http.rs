@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use support::audio::{silence, tone};
+use support::audio::{silence, speech};
 use support::server::{Setup, TestServer};
 use support::twilio_client::{CallConfig, FakeCall};
 use support::twilio_rest::FakeTwilioRest;
@@ -300,7 +300,8 @@ async fn metrics_count_sessions_audio_and_latency() {
     }
 
     let call = FakeCall::connect(server.addr, CallConfig::new(1)).await;
-    call.say(tone(440.0, 400, 8_000.0));
+    // Words, not a tone: parrot answers speech, with or without a VAD.
+    call.say([speech(1_400, 3_400), silence(1_000)].concat());
     call.said(WAIT).await;
     assert_eq!(server.metric("voxpipe_sessions_active").await, 1.0);
     call.stop();
@@ -354,7 +355,9 @@ async fn shutdown_lets_calls_finish_then_ends_and_hangs_up_the_rest() {
     let finishing = FakeCall::connect(server.addr, CallConfig::new(1)).await;
     let lingering = FakeCall::connect(server.addr, CallConfig::new(2)).await;
     for call in [&finishing, &lingering] {
-        call.say(tone(440.0, 300, 8_000.0));
+        call.say([speech(1_400, 3_400), silence(1_000)].concat());
+    }
+    for call in [&finishing, &lingering] {
         call.said(WAIT).await;
     }
 
