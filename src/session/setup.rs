@@ -1,6 +1,6 @@
 //! What a processor factory gets when a session starts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::error::BuildError;
@@ -17,6 +17,16 @@ pub enum EnvSource {
     Fixed(Arc<HashMap<String, String>>),
 }
 
+impl EnvSource {
+    /// The value of the variable `var`, if it is set.
+    pub fn get(&self, var: &str) -> Option<String> {
+        match self {
+            EnvSource::Process => std::env::var(var).ok(),
+            EnvSource::Fixed(vars) => vars.get(var).cloned(),
+        }
+    }
+}
+
 /// The session a processor is built for.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -31,6 +41,9 @@ pub struct SessionSetup {
     pub interruption: InterruptionSection,
     /// Where `*_env` variables come from.
     pub env: EnvSource,
+    /// Parameters the transport received with the session, e.g. the
+    /// `<Parameter>`s of a Twilio stream (caller, segment); empty for a file.
+    pub custom_parameters: BTreeMap<String, String>,
 }
 
 impl SessionSetup {
@@ -43,17 +56,14 @@ impl SessionSetup {
             allow_interruptions: true,
             interruption: InterruptionSection::default(),
             env: EnvSource::Process,
+            custom_parameters: BTreeMap::new(),
         }
     }
 
     /// The value of the variable `var`, which the config key `key` names.
     /// An unset or empty variable is an error naming both.
     pub fn env_var(&self, key: &str, var: &str) -> Result<String, BuildError> {
-        let value = match &self.env {
-            EnvSource::Process => std::env::var(var).ok(),
-            EnvSource::Fixed(vars) => vars.get(var).cloned(),
-        };
-        match value {
+        match self.env.get(var) {
             Some(v) if !v.is_empty() => Ok(v),
             _ => Err(BuildError::MissingEnv {
                 key: key.to_owned(),
