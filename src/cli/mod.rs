@@ -5,6 +5,8 @@ mod check;
 mod evaluate;
 mod logging;
 mod run;
+mod serve;
+mod setup;
 mod skills;
 mod store_args;
 mod tactics;
@@ -18,7 +20,8 @@ use clap::{Parser, Subcommand};
 ///
 /// A pipeline is a TOML file listing processors (VAD, speech-to-text, LLM,
 /// text-to-speech, ...). `voxpipe run` runs one session of it over a WAV
-/// file; `voxpipe check` validates pipeline files without running them.
+/// file; `voxpipe serve` serves it to phone callers, a session per call;
+/// `voxpipe check` validates pipeline files without running them.
 #[derive(Debug, Parser)]
 #[command(name = "voxpipe", version, propagate_version = true)]
 struct Cli {
@@ -50,6 +53,14 @@ enum Command {
     /// --realtime); the bot's audio is written to --output at the session
     /// time it was played, so input and output line up.
     Run(run::RunArgs),
+    /// Serve a pipeline to callers: each Twilio media stream is a fresh
+    /// session of it.
+    ///
+    /// Point a Twilio number's voice webhook at `https://HOST/twilio/voice`.
+    /// `GET /health` and `GET /metrics` report on the server. SIGTERM or
+    /// ctrl-c shut down gracefully: calls in progress may finish, up to
+    /// `[server] shutdown_deadline_secs`.
+    Serve(serve::ServeArgs),
     /// Show stored calls: `voxpipe calls show ID`.
     Calls(calls::CallsArgs),
     /// List or add refinement-loop tactics.
@@ -70,6 +81,7 @@ pub(crate) fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::check(&args),
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Calls(args) => report(calls::calls(&args)),
         Command::Tactics(args) => report(tactics::tactics(&args)),
         Command::Skills(args) => report(skills::skills(&args)),

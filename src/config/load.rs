@@ -69,6 +69,7 @@ pub fn parse_pipeline(
             evaluator: sections.evaluator,
             webhook: sections.webhook,
             interruption: sections.interruption,
+            server: sections.server,
             processors,
         }),
         _ => Err(ConfigErrors(found)),

@@ -29,6 +29,9 @@ use crate::eval::EvaluatorSection;
 use crate::processors::ProcessorFactory;
 use crate::webhook::WebhookSection;
 
+use super::server::ServerSection;
+use super::twilio::TwilioSection;
+
 /// The rates a pipeline can run at internally.
 pub const SUPPORTED_SAMPLE_RATES: [u32; 4] = [8_000, 16_000, 24_000, 48_000];
 
@@ -89,7 +92,11 @@ fn default_true() -> bool {
 /// pipeline never names its transport; these only tune them.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TransportSection {}
+pub struct TransportSection {
+    /// `[transport.twilio]`.
+    #[serde(default)]
+    pub twilio: TwilioSection,
+}
 
 /// `[interruption]`: how the user barges in on the bot, when
 /// `[pipeline] allow_interruptions` lets them. The `vad` processor applies
@@ -149,6 +156,8 @@ pub(crate) struct Sections {
     pub(crate) webhook: Option<WebhookSection>,
     #[serde(default)]
     pub(crate) interruption: InterruptionSection,
+    #[serde(default)]
+    pub(crate) server: ServerSection,
 }
 
 /// One `[[processor]]` entry, validated.
@@ -190,6 +199,8 @@ pub struct PipelineConfig {
     pub webhook: Option<WebhookSection>,
     /// `[interruption]`.
     pub interruption: InterruptionSection,
+    /// `[server]`.
+    pub server: ServerSection,
     /// The processors, in chain order.
     pub processors: Vec<ProcessorEntry>,
 }

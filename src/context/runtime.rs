@@ -88,7 +88,7 @@ impl ContextRuntime {
     pub fn from_config(config: &PipelineConfig, env: &EnvSource) -> Result<Self, ContextError> {
         let section = config.context.clone();
         let var = |key: &str, var: &str| {
-            env.var(var).ok_or_else(|| ContextError::MissingEnv {
+            env.get(var).filter(|v| !v.is_empty()).ok_or_else(|| ContextError::MissingEnv {
                 key: key.to_owned(),
                 var: var.to_owned(),
             })

@@ -19,13 +19,12 @@ pub enum EnvSource {
 }
 
 impl EnvSource {
-    /// The value of `var`, if set and not empty.
-    pub fn var(&self, var: &str) -> Option<String> {
-        let value = match self {
+    /// The value of the variable `var`, if it is set.
+    pub fn get(&self, var: &str) -> Option<String> {
+        match self {
             EnvSource::Process => std::env::var(var).ok(),
             EnvSource::Fixed(vars) => vars.get(var).cloned(),
-        };
-        value.filter(|v| !v.is_empty())
+        }
     }
 }
 
@@ -43,9 +42,10 @@ pub struct SessionSetup {
     pub interruption: InterruptionSection,
     /// Where `*_env` variables come from.
     pub env: EnvSource,
-    /// Parameters the call was started with: Twilio `customParameters`, a
-    /// WebRTC offer's `request_data`, or `voxpipe run --param`. The
-    /// context store reads `country` and `industry` from them.
+    /// Parameters the transport received with the session, e.g. the
+    /// `<Parameter>`s of a Twilio stream, a WebRTC offer's `request_data`,
+    /// `voxpipe run --param`; empty otherwise. The context store reads the
+    /// segment (`country`, `industry`) from them.
     pub custom_parameters: BTreeMap<String, String>,
     /// The session's conversation memory (system prompt, turn recorder),
     /// when the pipeline keeps one.
@@ -70,10 +70,13 @@ impl SessionSetup {
     /// The value of the variable `var`, which the config key `key` names.
     /// An unset or empty variable is an error naming both.
     pub fn env_var(&self, key: &str, var: &str) -> Result<String, BuildError> {
-        self.env.var(var).ok_or_else(|| BuildError::MissingEnv {
-            key: key.to_owned(),
-            var: var.to_owned(),
-        })
+        match self.env.get(var) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(BuildError::MissingEnv {
+                key: key.to_owned(),
+                var: var.to_owned(),
+            }),
+        }
     }
 }
 

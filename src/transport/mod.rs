@@ -9,6 +9,11 @@
 pub mod file;
 mod output;
 mod playout;
+mod stats;
+pub mod twilio;
+mod websocket;
 
 pub use output::{AudioSink, OutputTransport, Pacing};
 pub use playout::{Cut, Playout, PlayoutEvent};
+pub use stats::{NoStats, TransportStats};
+pub use websocket::WsInbound;

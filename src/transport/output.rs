@@ -5,21 +5,31 @@
 //!
 //! Speaking state is pushed both ways as one frame each
 //! (`BotStartedSpeaking`, `BotStoppedSpeaking`) when audio actually leaves,
-//! not when it is queued. On an interruption the output pushes
-//! `BotInterrupted` (how much of the utterance was heard, how much was cut)
-//! both ways, after the sink has been told to drop what it buffered.
+//! not when it is queued. A sink whose far end buffers audio and can confirm
+//! playback (Twilio echoes a `mark` once the audio before it has played)
+//! holds `BotStoppedSpeaking` back until the listener has heard the end of
+//! the utterance ([`AudioSink::still_playing`]); if the next utterance starts
+//! first, the bot simply goes on speaking. On an interruption the output
+//! pushes `BotInterrupted` (how much of the utterance was heard, how much was
+//! cut) both ways, after the sink has been told to drop what it buffered.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
 use crate::processors::FrameResampler;
 
 use super::playout::{Playout, PlayoutEvent};
+
+/// How often the end of a session checks whether the far end has confirmed
+/// playback of the last utterance.
+const CONFIRMATION_POLL: Duration = Duration::from_millis(20);
 
 /// Where bot audio goes when it leaves.
 pub trait AudioSink: Send + 'static {
@@ -28,6 +38,19 @@ pub trait AudioSink: Send + 'static {
 
     /// The bot was interrupted: drop whatever the far end still buffers.
     fn clear(&mut self) {}
+
+    /// The bot's utterance has left: all of its audio has been written and,
+    /// by the output's clock, it finishes playing at session time `end`. A
+    /// sink that can have the far end confirm playback asks for it here.
+    fn utterance_sent(&mut self, _end: Duration) {}
+
+    /// Whether the far end is still playing audio that has left, at session
+    /// time `now`. While it is, the output holds `BotStoppedSpeaking` back.
+    /// It must turn false eventually: a sink stops waiting for a
+    /// confirmation that does not come.
+    fn still_playing(&mut self, _now: Duration) -> bool {
+        false
+    }
 
     /// The session is over at session time `end`: flush and close.
     fn finish(&mut self, _end: Duration) -> Result<(), ProcessorError> {
@@ -45,9 +68,13 @@ pub enum Pacing {
         /// at once (`false`).
         realtime: bool,
     },
-    /// A timer every `period` on the session clock: live transports.
+    /// Live transports: audio is released when it is due on the session
+    /// clock. The output sleeps while it has nothing to release and wakes
+    /// when audio is scheduled, so a silent bot costs no wake-ups.
     Timer {
-        /// How often audio is released, usually 20 ms.
+        /// How often the output looks again while the end of an utterance
+        /// is pending (a pause that may be followed by more audio, a
+        /// playback confirmation), usually 20 ms.
         period: Duration,
     },
 }
@@ -55,6 +82,9 @@ pub enum Pacing {
 struct State<S> {
     playout: Playout,
     sink: S,
+    /// The playout has stopped but the far end is still playing: the bot
+    /// still speaks for the listener.
+    heard_until_confirmed: bool,
 }
 
 /// The output processor of a transport, generic over where audio goes.
@@ -64,6 +94,8 @@ pub struct OutputTransport<S: AudioSink> {
     convert: Option<FrameResampler>,
     pacing: Pacing,
     ticker: Option<JoinHandle<()>>,
+    /// Wakes the ticker when audio is scheduled.
+    scheduled: Arc<Notify>,
     /// The last (wall, session) time pair seen, to pace the end in real time.
     last_tick: Option<(tokio::time::Instant, Duration)>,
 }
@@ -75,10 +107,12 @@ impl<S: AudioSink> OutputTransport<S> {
             state: Arc::new(Mutex::new(State {
                 playout: Playout::new(),
                 sink,
+                heard_until_confirmed: false,
             })),
             pacing,
             convert: None,
             ticker: None,
+            scheduled: Arc::new(Notify::new()),
             last_tick: None,
         }
     }
@@ -106,11 +140,24 @@ async fn tick<S: AudioSink>(
     let mut signals = Vec::new();
     let mut failed = None;
     {
-        let mut state = lock(state);
+        let mut guard = lock(state);
+        let state = &mut *guard;
         while let Some(event) = state.playout.poll(now) {
             match event {
-                PlayoutEvent::Started(_) => signals.push(FrameBody::BotStartedSpeaking),
-                PlayoutEvent::Stopped(_) => signals.push(FrameBody::BotStoppedSpeaking),
+                PlayoutEvent::Started(_) => {
+                    // Still heard from the last utterance: one turn goes on.
+                    if !std::mem::take(&mut state.heard_until_confirmed) {
+                        signals.push(FrameBody::BotStartedSpeaking);
+                    }
+                }
+                PlayoutEvent::Stopped(end) => {
+                    state.sink.utterance_sent(end);
+                    if state.sink.still_playing(now) {
+                        state.heard_until_confirmed = true;
+                    } else {
+                        signals.push(FrameBody::BotStoppedSpeaking);
+                    }
+                }
                 PlayoutEvent::Audio(audio) => {
                     if let Err(err) = state.sink.write(&audio) {
                         failed = Some(err);
@@ -118,6 +165,10 @@ async fn tick<S: AudioSink>(
                     }
                 }
             }
+        }
+        if state.heard_until_confirmed && !state.sink.still_playing(now) {
+            state.heard_until_confirmed = false;
+            signals.push(FrameBody::BotStoppedSpeaking);
         }
     }
     for signal in signals {
@@ -141,8 +192,9 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                     None => audio.clone(),
                 };
                 lock(&self.state).playout.schedule(audio, ctx.now());
-                if let Pacing::InboundAudio { .. } = self.pacing {
-                    tick(&self.state, ctx.now(), ctx).await?;
+                match self.pacing {
+                    Pacing::InboundAudio { .. } => tick(&self.state, ctx.now(), ctx).await?,
+                    Pacing::Timer { .. } => self.scheduled.notify_one(),
                 }
                 return Ok(());
             }
@@ -166,30 +218,52 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
         self.convert = Some(FrameResampler::new(start.sample_rate));
         if let Pacing::Timer { period } = self.pacing {
             let state = Arc::clone(&self.state);
+            let scheduled = Arc::clone(&self.scheduled);
             let ctx = ctx.clone();
-            self.ticker = Some(tokio::spawn(async move {
-                let mut interval = tokio::time::interval(period);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let ticker = async move {
                 loop {
-                    interval.tick().await;
-                    if let Err(err) = tick(&state, ctx.now(), &ctx).await {
+                    let now = ctx.now();
+                    if let Err(err) = tick(&state, now, &ctx).await {
                         ctx.push_upstream(FrameBody::Error(err.to_frame(ctx.name())))
                             .await;
                         return;
                     }
+                    let next = {
+                        let state = lock(&state);
+                        if state.heard_until_confirmed {
+                            Some(now + period)
+                        } else {
+                            state.playout.next_due()
+                        }
+                    };
+                    // Audio scheduled meanwhile has left a permit: no
+                    // wake-up is lost between the check and the wait.
+                    let woken = scheduled.notified();
+                    match next {
+                        None => woken.await,
+                        Some(due) => {
+                            // Due already but nothing came out: a stop in
+                            // its hangover. Look again a period later.
+                            let wait = due.checked_sub(now).filter(|w| !w.is_zero());
+                            let _timed_out =
+                                tokio::time::timeout(wait.unwrap_or(period), woken).await;
+                        }
+                    }
                 }
-            }));
+            };
+            self.ticker = Some(tokio::spawn(ticker.in_current_span()));
         }
         Ok(())
     }
 
     async fn on_interruption(&mut self, ctx: &ProcessorContext) {
         let now = ctx.now();
-        let cut = {
+        let (cut, still_heard) = {
             let mut state = lock(&self.state);
             let cut = state.playout.interrupt(now);
+            let still_heard = std::mem::take(&mut state.heard_until_confirmed);
             state.sink.clear();
-            cut
+            (cut, still_heard)
         };
         tracing::debug!(played = ?cut.played, cut = ?cut.cut, "playback interrupted");
         ctx.push_both_ways(FrameBody::BotInterrupted {
@@ -197,7 +271,7 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
             cut: cut.cut,
         })
         .await;
-        if cut.was_speaking {
+        if cut.was_speaking || still_heard {
             ctx.push_both_ways(FrameBody::BotStoppedSpeaking).await;
         }
     }
@@ -225,6 +299,12 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                 ctx.clock().advance_to(due);
             }
             tick(&self.state, ctx.now().max(due), ctx).await?;
+        }
+        // Wait for the far end to confirm the last utterance (bounded by
+        // the sink), so speaking state ends when the listener heard it.
+        while lock(&self.state).heard_until_confirmed {
+            tokio::time::sleep(CONFIRMATION_POLL).await;
+            tick(&self.state, ctx.now(), ctx).await?;
         }
         let end = ctx.now();
         lock(&self.state).sink.finish(end)

@@ -1,12 +1,23 @@
-//! Helpers for the context tests: a real `redis-server` on a free loopback
-//! port, and fake OpenAI-compatible and webhook servers for tests.
+//! Shared by the integration tests: a fake Twilio (the media streams client
+//! and the REST API), test-only processors and a server run in-process on a
+//! free loopback port; a real `redis-server` on a free loopback port, fake
+//! OpenAI-compatible and webhook servers, and a stand-in for the context
+//! aggregators for the context tests.
 
-#![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
+#![allow(dead_code)] // each test binary uses a different subset
+#![allow(unreachable_pub)] // shared between test binaries, not an API
 
+pub mod audio;
+#[path = "../common/mod.rs"]
+mod common;
 pub mod fake_openai;
+pub mod processors;
 pub mod redis_server;
 pub mod rng;
+pub mod server;
 pub mod turns;
+pub mod twilio_client;
+pub mod twilio_rest;
 pub mod webhook_receiver;
 
 use std::time::Duration;
