@@ -3,9 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use futures_util::FutureExt as _;
 use voxpipe::config::Override;
+use voxpipe::context::ContextRuntime;
 use voxpipe::server::{Server, ServerError, shutdown};
+use voxpipe::session::EnvSource;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -31,7 +35,21 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
         (Ok(config), Ok(runtime)) => (config, runtime),
         (Err(code), _) | (_, Err(code)) => return code,
     };
-    let server = match Server::builder(config).build() {
+    let context = {
+        // Redis connections start their tasks on this runtime.
+        let _entered = runtime.enter();
+        match ContextRuntime::from_config(&config, &EnvSource::Process) {
+            Ok(context) => Arc::new(context),
+            Err(err) => {
+                eprintln!("voxpipe: context store: {err}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let server = match Server::builder(config)
+        .context(Arc::clone(&context))
+        .build()
+    {
         Ok(server) => server,
         Err(err) => {
             eprintln!("voxpipe: {err}");
@@ -40,7 +58,16 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
     };
     let served: Result<(), ServerError> = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.bind).await?;
-        server.serve(listener, shutdown::signal()).await
+        let stop = shutdown::signal().shared();
+        // Evaluations, webhook deliveries and skill refreshes stop taking
+        // new work at the signal; what is left waits in the store.
+        let background = async {
+            if let Err(err) = context.run_background(stop.clone()).await {
+                tracing::error!(error = %err, "background work could not start");
+            }
+        };
+        let (served, ()) = tokio::join!(server.serve(listener, stop.clone()), background);
+        served
     });
     match served {
         Ok(()) => {

@@ -88,10 +88,12 @@ impl ContextRuntime {
     pub fn from_config(config: &PipelineConfig, env: &EnvSource) -> Result<Self, ContextError> {
         let section = config.context.clone();
         let var = |key: &str, var: &str| {
-            env.get(var).filter(|v| !v.is_empty()).ok_or_else(|| ContextError::MissingEnv {
-                key: key.to_owned(),
-                var: var.to_owned(),
-            })
+            env.get(var)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| ContextError::MissingEnv {
+                    key: key.to_owned(),
+                    var: var.to_owned(),
+                })
         };
         let optional_var =
             |key: &str, name: &Option<String>| name.as_deref().map(|v| var(key, v)).transpose();

@@ -19,9 +19,15 @@
 //!
 //! Other transports and stores plug in here: a transport adds its routes to
 //! `router.rs` and runs its sessions through `session.rs` (registry,
-//! observers, metrics); a store adds a [`ReadinessCheck`] and a
-//! [`ServerBuilder::session_observer`].
+//! observers, metrics, the context store's memory); a store adds a
+//! [`ReadinessCheck`].
+//!
+//! With a context runtime ([`ServerBuilder::context`]) each session opens
+//! its memory before its processors are built (segment prompt, tactics, the
+//! call stored as pending), `/health` checks the store, and a shutdown waits
+//! for the sessions' writers to store what they hold.
 
+mod context;
 mod error;
 mod health;
 mod metrics;

@@ -15,9 +15,12 @@ pub(crate) async fn run_session(
     state: &ServerState,
     permit: &SessionPermit,
     transport: &'static str,
-    setup: SessionSetup,
+    mut setup: SessionSetup,
     ends: TransportEnds,
 ) -> Option<SessionReport> {
+    if let Some(context) = &state.context {
+        setup.memory = Some(context.open_session(&setup, transport).await);
+    }
     let mut observers: Vec<Arc<dyn Observer>> =
         vec![Arc::new(MetricsObserver::new(Arc::clone(&state.metrics)))];
     observers.extend(state.observers.iter().map(|make| make(&setup)));

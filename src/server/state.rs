@@ -9,11 +9,13 @@ use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 use crate::config::PipelineConfig;
+use crate::context::ContextRuntime;
 use crate::pipeline::Observer;
 use crate::session::{EnvSource, SessionSetup};
 use crate::transport::TransportStats;
 use crate::transport::twilio::TwilioRest;
 
+use super::context::StoreReadiness;
 use super::error::ServerError;
 use super::health::ReadinessCheck;
 use super::metrics::ServerMetrics;
@@ -30,6 +32,7 @@ pub(crate) struct ServerState {
     pub(crate) metrics: Arc<ServerMetrics>,
     pub(crate) readiness: Vec<Arc<dyn ReadinessCheck>>,
     pub(crate) observers: Vec<ObserverFactory>,
+    pub(crate) context: Option<Arc<ContextRuntime>>,
     pub(crate) twilio: TwilioState,
     pub(crate) started: Instant,
 }
@@ -50,6 +53,7 @@ pub struct ServerBuilder {
     env: EnvSource,
     readiness: Vec<Arc<dyn ReadinessCheck>>,
     observers: Vec<ObserverFactory>,
+    context: Option<Arc<ContextRuntime>>,
 }
 
 impl ServerBuilder {
@@ -75,6 +79,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Keeps each session's conversation in `context`'s store (see the
+    /// [module docs](super)); `/health` then checks the store.
+    pub fn context(mut self, context: Arc<ContextRuntime>) -> Self {
+        self.readiness
+            .push(Arc::new(StoreReadiness(Arc::clone(&context))));
+        self.context = Some(context);
+        self
+    }
+
     /// Resolves secrets (an unset one is an error naming it) and builds the
     /// server.
     pub fn build(self) -> Result<Server, ServerError> {
@@ -83,6 +96,7 @@ impl ServerBuilder {
             env,
             readiness,
             observers,
+            context,
         } = self;
         // Every session builds the same processors: one that cannot be
         // built now (a secret not set) would fail every call.
@@ -135,6 +149,7 @@ impl ServerBuilder {
                 metrics,
                 readiness,
                 observers,
+                context,
                 twilio,
                 started: Instant::now(),
             }),
@@ -156,6 +171,7 @@ impl Server {
             env: EnvSource::Process,
             readiness: Vec::new(),
             observers: Vec::new(),
+            context: None,
         }
     }
 
@@ -209,6 +225,15 @@ impl Server {
             .with_graceful_shutdown(signal)
             .await?;
         super::shutdown::drain(&self.state).await;
+        if let Some(context) = &self.state.context {
+            // Writers stop on their own `flush_timeout` after their session.
+            let limit = crate::eval::seconds(self.state.config.context.flush_timeout_secs)
+                + std::time::Duration::from_secs(1);
+            let writing = context.drain_writers(limit).await;
+            if writing > 0 {
+                tracing::error!(writing, "calls still being stored at exit");
+            }
+        }
         Ok(())
     }
 }

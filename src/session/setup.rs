@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::error::BuildError;
-use crate::context::SessionMemory;
 use crate::config::InterruptionSection;
+use crate::context::SessionMemory;
 
 /// Where `*_env` keys are looked up: the process environment, or a fixed
 /// map (tests, embedding).

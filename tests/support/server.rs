@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
 use voxpipe::config::{Override, load_pipeline, parse_pipeline};
+use voxpipe::context::ContextRuntime;
 use voxpipe::frame::{Direction, FrameBody};
 use voxpipe::pipeline::{Observer, PipelineOutcome, PushEvent};
 use voxpipe::server::{ReadinessCheck, Server, ServerError};
@@ -124,6 +125,8 @@ pub struct Setup<'a> {
     pub overrides: &'a [&'a str],
     pub env: &'a [(&'a str, &'a str)],
     pub readiness: Vec<Arc<dyn ReadinessCheck>>,
+    /// Keeps each session's conversation in this context store.
+    pub context: Option<Arc<ContextRuntime>>,
 }
 
 impl Default for Setup<'_> {
@@ -134,6 +137,7 @@ impl Default for Setup<'_> {
             overrides: &[],
             env: &[],
             readiness: Vec::new(),
+            context: None,
         }
     }
 }
@@ -155,7 +159,7 @@ impl TestServer {
             path: "test.toml",
             overrides,
             env,
-            readiness: Vec::new(),
+            ..Setup::default()
         })
         .await
     }
@@ -196,6 +200,9 @@ impl TestServer {
         let mut builder = Server::builder(config).env(EnvSource::Fixed(Arc::new(env)));
         for check in setup.readiness {
             builder = builder.readiness_check(check);
+        }
+        if let Some(context) = setup.context {
+            builder = builder.context(context);
         }
         let server = builder
             .session_observer(move |setup| {

@@ -162,6 +162,13 @@ impl Keyspace {
             .map(|(k, _)| k.as_str())
     }
 
+    /// Drops every key expired at `now_ms` (expiry is otherwise lazy, and a
+    /// long-running server never reads most old calls again).
+    pub(super) fn purge_expired(&mut self, now_ms: u64) {
+        self.entries
+            .retain(|_, e| e.expires_at_ms.is_none_or(|at| at > now_ms));
+    }
+
     /// Applies `op`; `now_ms` decides whether an existing key has expired.
     pub(super) fn apply(&mut self, op: Op, now_ms: u64) {
         if let Some(key) = op.key()
@@ -322,6 +329,16 @@ mod tests {
             150,
         );
         assert_eq!(ks.list("l", 10_000), ["b"]);
+        ks.apply(
+            Op::ExpireAt {
+                key: "l".into(),
+                at_ms: 200,
+            },
+            150,
+        );
+        ks.purge_expired(200);
+        assert!(!ks.entries.contains_key("l"));
+        assert!(ks.entries.contains_key("h"));
         assert_eq!(ks.hash("h", 0).unwrap()["v"], [0, 255, 7]);
     }
 }

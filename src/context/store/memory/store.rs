@@ -35,7 +35,12 @@ pub(super) struct Inner {
     pub(super) keyspace: Keyspace,
     log: Option<OpLog>,
     pub(super) jobs: PendingJobs,
+    /// Writes since expired keys were last purged.
+    writes: u32,
 }
+
+/// Writes between purges of expired keys.
+const PURGE_EVERY: u32 = 1024;
 
 /// Job deliveries: like a consumer group's pending-entries list, held in
 /// memory only. After a restart every job still in the log is handed out
@@ -63,6 +68,7 @@ impl MemoryStore {
                 keyspace: Keyspace::default(),
                 log: None,
                 jobs: PendingJobs::default(),
+                writes: 0,
             }),
             jobs_arrived: Notify::new(),
         }
@@ -81,6 +87,7 @@ impl MemoryStore {
                 keyspace,
                 log: Some(log),
                 jobs: PendingJobs::default(),
+                writes: 0,
             }),
             jobs_arrived: Notify::new(),
         })
@@ -122,6 +129,11 @@ impl MemoryStore {
         };
         for op in ops {
             keyspace.apply(op, now);
+        }
+        inner.writes += 1;
+        if inner.writes >= PURGE_EVERY {
+            inner.writes = 0;
+            inner.keyspace.purge_expired(now);
         }
         Ok(result)
     }
