@@ -18,4 +18,6 @@ fn register_builtin(registry: &mut ProcessorRegistry) {
     registry.register::<ParrotConfig>("parrot");
     registry.register::<PassthroughConfig>("passthrough");
     registry.register::<ResampleConfig>("resample");
+    registry.register::<crate::context::UserContextConfig>("user_context");
+    registry.register::<crate::context::AssistantContextConfig>("assistant_context");
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::error::BuildError;
+use super::resources::SessionResources;
 
 /// Where `*_env` keys are looked up: the process environment, or a fixed
 /// map (tests, embedding).
@@ -28,6 +29,8 @@ pub struct SessionSetup {
     pub allow_interruptions: bool,
     /// Where `*_env` variables come from.
     pub env: EnvSource,
+    /// Objects the session's processors share (see [`SessionResources`]).
+    pub resources: SessionResources,
 }
 
 impl SessionSetup {
@@ -39,6 +42,7 @@ impl SessionSetup {
             sample_rate,
             allow_interruptions: true,
             env: EnvSource::Process,
+            resources: SessionResources::new(),
         }
     }
 
