@@ -143,7 +143,9 @@ fn parse_processor(
         },
     };
     let provider = if registry.has_providers(&type_name) {
-        Some(take_provider(&mut table, &type_name, registry, errors, span.start, index)?)
+        Some(take_provider(
+            &mut table, &type_name, registry, errors, span.start, index,
+        )?)
     } else {
         None
     };

@@ -136,11 +136,16 @@ impl Processor for AssistantContextAggregator {
             FrameBody::FunctionCallResult { call, result } => {
                 let turn = {
                     let mut conversation = self.conversation.lock();
-                    if !conversation.context.set_tool_result(&call.id, result.clone()) {
+                    if !conversation
+                        .context
+                        .set_tool_result(&call.id, result.clone())
+                    {
                         // A result for a call recorded nowhere still belongs
                         // to the context, after its call.
                         conversation.context.add_tool_call(call.clone());
-                        conversation.context.set_tool_result(&call.id, result.clone());
+                        conversation
+                            .context
+                            .set_tool_result(&call.id, result.clone());
                     }
                     let mut turn = Turn::completed(
                         conversation.take_turn_index(),

@@ -219,8 +219,8 @@ pub fn heard_text(spoken: &[SpokenText], heard: Option<Duration>, total: Duratio
                 if heard >= end || end == piece.start {
                     words.extend(all);
                 } else {
-                    let share = (heard - piece.start).as_secs_f64()
-                        / (end - piece.start).as_secs_f64();
+                    let share =
+                        (heard - piece.start).as_secs_f64() / (end - piece.start).as_secs_f64();
                     let keep = (share * all.len() as f64).floor() as usize;
                     words.extend(&all[..keep.min(all.len())]);
                 }
@@ -256,7 +256,12 @@ mod tests {
 
     #[test]
     fn timed_words_are_kept_up_to_the_point_heard() {
-        let spoken = [word("It", 0), word("is", 200), word("sunny", 400), word("today.", 800)];
+        let spoken = [
+            word("It", 0),
+            word("is", 200),
+            word("sunny", 400),
+            word("today.", 800),
+        ];
         assert_eq!(heard_text(&spoken, Some(ms(450)), ms(1200)), "It is sunny");
         assert_eq!(heard_text(&spoken, None, ms(1200)), "It is sunny today.");
         assert_eq!(heard_text(&spoken, Some(ms(0)), ms(1200)), "");

@@ -171,7 +171,10 @@ mod tests {
         t.user_started();
         assert_eq!(t.user_stopped(ms(1000)), None);
         assert_eq!(t.poll(ms(1200)), None);
-        assert_eq!(t.final_transcript("Late words").as_deref(), Some("Late words"));
+        assert_eq!(
+            t.final_transcript("Late words").as_deref(),
+            Some("Late words")
+        );
         // Even after the wait ran out.
         t.user_started();
         t.user_stopped(ms(3000));
@@ -187,7 +190,10 @@ mod tests {
         t.interim_transcript("two thr");
         assert_eq!(t.user_stopped(ms(1000)), None);
         assert_eq!(t.deadline(), Some(ms(1500)));
-        assert_eq!(t.final_transcript("two three").as_deref(), Some("One two three"));
+        assert_eq!(
+            t.final_transcript("two three").as_deref(),
+            Some("One two three")
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ impl SessionResources {
     ) -> Arc<T> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let key = (TypeId::of::<T>(), name.to_owned());
-        if let Some(found) = slots.get(&key).and_then(|s| Arc::clone(s).downcast::<T>().ok()) {
+        if let Some(found) = slots
+            .get(&key)
+            .and_then(|s| Arc::clone(s).downcast::<T>().ok())
+        {
             return found;
         }
         let value = Arc::new(init());

@@ -1,0 +1,120 @@
+//! [`LlmService`]: the LLM processor. It answers each `LlmMessages` with a
+//! response task (see the driver) and forwards every other frame.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+
+use crate::frame::{Direction, Frame, FrameBody, StartFrame};
+use crate::processor::{Processor, ProcessorContext, ProcessorError};
+
+use super::driver::{Responder, ToolResults, spawn_result_hub};
+
+/// The LLM processor. See the module docs of [`crate::services::llm`].
+pub struct LlmService {
+    responder: Arc<Responder>,
+    responses: u64,
+    response: Option<JoinHandle<()>>,
+    results: Option<(ToolResults, JoinHandle<()>)>,
+}
+
+impl LlmService {
+    pub(crate) fn new(responder: Responder) -> Self {
+        LlmService {
+            responder: Arc::new(responder),
+            responses: 0,
+            response: None,
+            results: None,
+        }
+    }
+
+    /// Aborts the response in flight and waits until it has stopped, so
+    /// that nothing it would push comes after this returns. True if one was
+    /// running.
+    async fn stop_response(&mut self) -> bool {
+        let Some(response) = self.response.take() else {
+            return false;
+        };
+        if response.is_finished() {
+            return false;
+        }
+        response.abort();
+        // Err(cancelled) is the expected outcome of the abort.
+        let _cancelled = response.await;
+        true
+    }
+}
+
+#[async_trait]
+impl Processor for LlmService {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        let FrameBody::LlmMessages(messages) = frame.body else {
+            ctx.push(frame, direction).await;
+            return Ok(());
+        };
+        // A new context supersedes the answer to the old one.
+        if self.stop_response().await {
+            ctx.push_downstream(FrameBody::LlmResponseEnd).await;
+        }
+        let results = match &self.results {
+            Some((results, _)) => results.clone(),
+            None => {
+                let (results, hub) = spawn_result_hub(ctx.clone());
+                self.results = Some((results.clone(), hub));
+                results
+            }
+        };
+        self.responses += 1;
+        self.response = Some(tokio::spawn(Arc::clone(&self.responder).respond(
+            self.responses,
+            messages,
+            results,
+            ctx.clone(),
+        )));
+        Ok(())
+    }
+
+    async fn on_start(
+        &mut self,
+        _start: &StartFrame,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        self.results = Some(spawn_result_hub(ctx.clone()));
+        Ok(())
+    }
+
+    async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
+        self.stop_response().await;
+    }
+
+    async fn on_end(&mut self, _ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        if let Some(response) = self.response.take() {
+            // Finish the answer (and its goodbye) before End goes on.
+            if let Err(error) = response.await
+                && error.is_panic()
+            {
+                return Err(ProcessorError::recoverable("the LLM response task failed"));
+            }
+        }
+        if let Some((results, hub)) = self.results.take() {
+            // The hub ends when the last sender is gone: tools still running
+            // (not cancelled by an interruption) deliver first.
+            drop(results);
+            let _finished = hub.await;
+        }
+        Ok(())
+    }
+
+    async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
+        self.stop_response().await;
+        if let Some((_, hub)) = self.results.take() {
+            hub.abort();
+        }
+    }
+}
