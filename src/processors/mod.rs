@@ -20,6 +20,8 @@ fn register_builtin(registry: &mut ProcessorRegistry) {
     registry.register::<ResampleConfig>("resample");
     registry.register::<crate::context::UserContextConfig>("user_context");
     registry.register::<crate::context::AssistantContextConfig>("assistant_context");
+    registry.register_provider::<crate::services::stt::DeepgramSttConfig>("stt", "deepgram");
+    registry.register_provider::<crate::services::stt::OpenAiSttConfig>("stt", "openai");
     registry.register_provider::<crate::services::llm::OpenAiLlmConfig>("llm", "openai");
     registry.register_provider::<crate::services::tts::OpenAiTtsConfig>("tts", "openai");
     registry.register_provider::<crate::services::tts::ElevenLabsTtsConfig>("tts", "elevenlabs");

@@ -33,7 +33,9 @@ mod report;
 mod retry;
 mod secret;
 mod sse;
+pub mod stt;
 pub mod tts;
+mod url;
 mod websocket;
 
 pub use error::ServiceError;

@@ -48,12 +48,21 @@ impl RetryPolicy {
         if retry_after.is_some_and(|after| after > self.max_retry_after) {
             return None;
         }
-        let doubled = self
-            .initial
-            .saturating_mul(1u32.checked_shl(retry - 1).unwrap_or(u32::MAX));
-        let backoff = doubled.min(self.max);
-        let jittered = backoff.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
-        Some(retry_after.map_or(jittered, |after| after.max(jittered)))
+        let backoff = self.backoff(retry, jitter);
+        Some(retry_after.map_or(backoff, |after| after.max(backoff)))
+    }
+
+    /// The backoff before attempt `retry` (1 for the first retry), with no
+    /// limit on the number of attempts: for reconnecting a socket for as
+    /// long as the session lasts.
+    pub fn backoff(&self, retry: u32, jitter: f64) -> Duration {
+        let doubled = self.initial.saturating_mul(
+            1u32.checked_shl(retry.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        );
+        doubled
+            .min(self.max)
+            .mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
     }
 }
 

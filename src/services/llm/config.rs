@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::processor::Processor;
 use crate::processors::ProcessorFactory;
+use crate::services::url::check_http_url;
 use crate::services::{ApiKey, ConnectionOptions};
 use crate::session::{BuildError, SessionSetup};
 
@@ -69,17 +70,6 @@ fn default_max_tool_rounds() -> u32 {
 
 fn default_tool_timeout() -> f64 {
     10.0
-}
-
-/// Checks that `url` is an http(s) URL, naming `key` if not.
-pub(crate) fn check_http_url(key: &str, url: &str) -> Result<(), BuildError> {
-    if url.starts_with("http://") || url.starts_with("https://") {
-        Ok(())
-    } else {
-        Err(BuildError::Invalid(format!(
-            "{key} must start with http:// or https://, not `{url}`"
-        )))
-    }
 }
 
 impl ProcessorFactory for OpenAiLlmConfig {

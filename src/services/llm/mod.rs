@@ -17,7 +17,6 @@ mod tool_calls;
 pub mod tools;
 
 pub use config::OpenAiLlmConfig;
-pub(crate) use config::check_http_url;
 pub use driver::TOOL_CANCELLED;
 pub use openai::{ChatDelta, ChatRequest, ToolChoice, parse_event_data, request_body};
 pub use service::LlmService;

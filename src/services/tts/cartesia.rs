@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 use crate::frame::SpokenTiming;
 use crate::processor::Processor;
 use crate::processors::ProcessorFactory;
+use crate::services::url::check_ws_url;
 use crate::services::websocket::WsTarget;
 use crate::services::{ApiKey, ConnectionOptions, ServiceError};
 use crate::session::{BuildError, SessionSetup};
 
-use super::elevenlabs::check_ws_url;
 use super::openai::check_rate;
 use super::service::TtsService;
 use super::wire::WireEvent;

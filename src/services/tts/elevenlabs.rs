@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::frame::SpokenTiming;
 use crate::processor::Processor;
 use crate::processors::ProcessorFactory;
+use crate::services::url::check_ws_url;
 use crate::services::websocket::WsTarget;
 use crate::services::{ApiKey, ConnectionOptions, ServiceError};
 use crate::session::{BuildError, SessionSetup};
@@ -104,17 +105,6 @@ impl ProcessorFactory for ElevenLabsTtsConfig {
         };
         let wire = WsWire::new(speech, self.connection.resolve()?);
         Ok(Box::new(TtsService::new(Box::new(wire))))
-    }
-}
-
-/// Checks that `url` is a ws(s) URL, naming `key` if not.
-pub(crate) fn check_ws_url(key: &str, url: &str) -> Result<(), BuildError> {
-    if url.starts_with("ws://") || url.starts_with("wss://") {
-        Ok(())
-    } else {
-        Err(BuildError::Invalid(format!(
-            "{key} must start with ws:// or wss://, not `{url}`"
-        )))
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::processor::Processor;
 use crate::processors::ProcessorFactory;
-use crate::services::llm::check_http_url;
+use crate::services::url::check_http_url;
 use crate::services::{ApiKey, ConnectionOptions};
 use crate::session::{BuildError, SessionSetup};
 

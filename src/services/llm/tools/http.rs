@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::services::http::{client, next_chunk};
+use crate::services::url::check_http_url;
 use crate::services::{ApiKey, Connection, ServiceError, error::error_message};
 use crate::session::{BuildError, SessionSetup};
 
@@ -74,12 +75,7 @@ impl HttpToolConfig {
                 "the name must be letters, digits, `_` or `-`".into(),
             ));
         }
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(invalid(format!(
-                "url must start with http:// or https://, not {}",
-                self.url
-            )));
-        }
+        check_http_url("url", &self.url).map_err(|e| invalid(e.to_string()))?;
         if self.parameters.get("type").and_then(Value::as_str) != Some("object") {
             return Err(invalid(
                 "parameters must be a JSON-schema object with type = \"object\"".into(),

@@ -1,0 +1,431 @@
+//! [`StreamingStt`]: live speech-to-text over a WebSocket (Deepgram).
+//!
+//! Inbound audio is forwarded as it comes and also streamed to the
+//! provider by a link task, which owns the socket and pushes
+//! `InterimTranscription` and `Transcription` frames as results arrive.
+//! When the VAD says the user stopped, the provider is asked to finalise
+//! at once. When no audio has gone out for `keepalive`, a keep-alive
+//! message holds the socket open. At the end of the session the stream is
+//! closed politely and its last finals are pushed before `End` goes on.
+//!
+//! # Reconnection without losing the utterance in flight
+//!
+//! The link keeps the audio sent since the end of the last final result
+//! (up to `max_replay`). If the socket drops, it reconnects with backoff
+//! and sends that audio again first, so words the provider had heard but
+//! not yet finalised are transcribed from the new socket; audio that came
+//! meanwhile is kept and follows. Result times are mapped from each
+//! socket's stream back to the session's audio, so the next final trims
+//! the right amount.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::frame::{Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
+use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::processors::FrameResampler;
+use crate::services::report::report;
+use crate::services::retry::jitter;
+use crate::services::websocket::{WsStream, WsTarget, connect};
+use crate::services::{Connection, ServiceError};
+
+/// What a result message says.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SttEvent {
+    /// A transcript of the audio up to `end` (in the socket's stream time).
+    Transcript {
+        text: String,
+        is_final: bool,
+        speech_final: bool,
+        end: Duration,
+    },
+}
+
+/// How a provider's live transcription socket is spoken. Pure.
+pub(crate) trait StreamingSpeech: Send + Sync + 'static {
+    /// The provider's name.
+    fn provider(&self) -> &'static str;
+
+    /// Where the socket goes, for 16-bit mono audio at `sample_rate`.
+    fn target(&self, sample_rate: u32) -> WsTarget;
+
+    /// The keep-alive message.
+    fn keepalive(&self) -> String;
+
+    /// The message asking for final results now, if the provider has one.
+    fn finalize(&self) -> Option<String>;
+
+    /// The message asking the provider to finish and close.
+    fn close_stream(&self) -> String;
+
+    /// What one text message says.
+    fn parse(&self, text: &str) -> Result<Option<SttEvent>, ServiceError>;
+}
+
+enum LinkCommand {
+    Audio(Bytes),
+    Finalize,
+}
+
+/// The streaming STT processor. See the module docs.
+pub struct StreamingStt {
+    speech: Option<Box<dyn StreamingSpeech>>,
+    connection: Connection,
+    keepalive: Duration,
+    max_replay: Duration,
+    convert: Option<FrameResampler>,
+    link: Option<(mpsc::UnboundedSender<LinkCommand>, JoinHandle<()>)>,
+}
+
+impl StreamingStt {
+    pub(crate) fn new(
+        speech: Box<dyn StreamingSpeech>,
+        connection: Connection,
+        keepalive: Duration,
+        max_replay: Duration,
+    ) -> Self {
+        StreamingStt {
+            speech: Some(speech),
+            connection,
+            keepalive,
+            max_replay,
+            convert: None,
+            link: None,
+        }
+    }
+
+    fn send(&self, command: LinkCommand) {
+        if let Some((commands, _)) = &self.link {
+            // A link that has stopped (refused credentials) was reported.
+            let _stopped = commands.send(command);
+        }
+    }
+}
+
+#[async_trait]
+impl Processor for StreamingStt {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        match &frame.body {
+            FrameBody::InputAudio(audio) => {
+                if let Some(convert) = &mut self.convert {
+                    let audio = convert.convert(audio)?;
+                    self.send(LinkCommand::Audio(audio.data));
+                }
+            }
+            FrameBody::UserStoppedSpeaking { .. } => self.send(LinkCommand::Finalize),
+            _ => {}
+        }
+        ctx.push(frame, direction).await;
+        Ok(())
+    }
+
+    async fn on_start(
+        &mut self,
+        start: &StartFrame,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        let Some(speech) = self.speech.take() else {
+            return Ok(());
+        };
+        self.convert = Some(FrameResampler::new(start.sample_rate));
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let link = Link {
+            target: speech.target(start.sample_rate),
+            speech,
+            connection: self.connection,
+            keepalive: self.keepalive,
+            rate: start.sample_rate,
+            max_replay_bytes: (self.max_replay.as_secs_f64() * f64::from(start.sample_rate) * 2.0)
+                as usize,
+            unconfirmed: VecDeque::new(),
+            received: 0,
+            stream_base: 0,
+            socket: None,
+            last_sent: Instant::now(),
+            ctx: ctx.clone(),
+        };
+        self.link = Some((commands, tokio::spawn(link.run(receiver))));
+        Ok(())
+    }
+
+    async fn on_end(&mut self, _ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        if let Some((commands, link)) = self.link.take() {
+            // Closing the channel asks the link to close the stream and
+            // push its last finals.
+            drop(commands);
+            if let Err(error) = link.await
+                && error.is_panic()
+            {
+                return Err(ProcessorError::recoverable("the transcription link failed"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
+        if let Some((_, link)) = self.link.take() {
+            link.abort();
+        }
+    }
+}
+
+/// The task that owns the socket. See the module docs.
+struct Link {
+    speech: Box<dyn StreamingSpeech>,
+    target: WsTarget,
+    connection: Connection,
+    keepalive: Duration,
+    rate: u32,
+    max_replay_bytes: usize,
+    /// Audio not yet covered by a final result: (session byte offset, audio).
+    unconfirmed: VecDeque<(u64, Bytes)>,
+    /// Audio bytes received from the pipeline so far.
+    received: u64,
+    /// The session byte offset where the current socket's stream starts.
+    stream_base: u64,
+    socket: Option<WsStream>,
+    last_sent: Instant,
+    ctx: ProcessorContext,
+}
+
+impl Link {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<LinkCommand>) {
+        let mut retry = 0u32;
+        let mut reconnect_at = Some(Instant::now());
+        loop {
+            let keepalive_at = self.last_sent + self.keepalive;
+            let connected = self.socket.is_some();
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(LinkCommand::Audio(audio)) => self.audio(audio).await,
+                    Some(LinkCommand::Finalize) => {
+                        if let Some(message) = self.speech.finalize() {
+                            self.send_text(message).await;
+                        }
+                    }
+                    None => break,
+                },
+                message = next_message(&mut self.socket), if connected => {
+                    self.message(message).await;
+                    if self.socket.is_none() {
+                        reconnect_at = Some(Instant::now());
+                    }
+                }
+                () = tokio::time::sleep_until(keepalive_at), if connected => {
+                    let keepalive = self.speech.keepalive();
+                    self.send_text(keepalive).await;
+                }
+                () = sleep_until_some(reconnect_at), if !connected => {
+                    match self.reconnect().await {
+                        Ok(()) => {
+                            retry = 0;
+                            reconnect_at = None;
+                        }
+                        Err(error) if error.is_auth() => {
+                            report(error.into_processor_error(self.speech.provider()), &self.ctx).await;
+                            return;
+                        }
+                        Err(error) => {
+                            retry += 1;
+                            let delay = self.connection.retry.backoff(retry, jitter());
+                            tracing::warn!(provider = self.speech.provider(), %error, ?delay, "transcription socket down; reconnecting");
+                            if retry == 1 {
+                                report(error.into_processor_error(self.speech.provider()), &self.ctx).await;
+                            }
+                            reconnect_at = Some(Instant::now() + delay);
+                        }
+                    }
+                }
+            }
+        }
+        self.close().await;
+    }
+
+    /// Opens a socket and sends the unconfirmed audio again.
+    async fn reconnect(&mut self) -> Result<(), ServiceError> {
+        let mut socket = connect(&self.target, &self.connection, self.speech.provider()).await?;
+        self.stream_base = self
+            .unconfirmed
+            .front()
+            .map_or(self.received, |(at, _)| *at);
+        let replay: Vec<Bytes> = self
+            .unconfirmed
+            .iter()
+            .map(|(_, audio)| audio.clone())
+            .collect();
+        if !replay.is_empty() {
+            tracing::debug!(chunks = replay.len(), "sending unconfirmed audio again");
+        }
+        for audio in replay {
+            socket.send(Message::Binary(audio)).await?;
+        }
+        self.socket = Some(socket);
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    async fn audio(&mut self, audio: Bytes) {
+        self.unconfirmed.push_back((self.received, audio.clone()));
+        self.received += audio.len() as u64;
+        let kept = self.received
+            - self
+                .unconfirmed
+                .front()
+                .map_or(self.received, |(at, _)| *at);
+        if kept as usize > self.max_replay_bytes {
+            // Never finalised for this long: drop the oldest rather than grow.
+            self.unconfirmed.pop_front();
+        }
+        if let Some(socket) = self.socket.as_mut() {
+            if let Err(error) = socket.send(Message::Binary(audio)).await {
+                tracing::warn!(%error, "sending audio failed; reconnecting");
+                self.socket = None;
+            } else {
+                self.last_sent = Instant::now();
+            }
+        }
+    }
+
+    async fn send_text(&mut self, text: String) {
+        if let Some(socket) = self.socket.as_mut() {
+            if let Err(error) = socket.send(Message::text(text)).await {
+                tracing::warn!(%error, "sending a control message failed; reconnecting");
+                self.socket = None;
+            } else {
+                self.last_sent = Instant::now();
+            }
+        }
+    }
+
+    async fn message(&mut self, message: Option<Result<Message, ServiceError>>) {
+        match message {
+            Some(Ok(Message::Text(text))) => match self.speech.parse(&text) {
+                Ok(Some(event)) => self.event(event).await,
+                Ok(None) => {}
+                Err(error) => {
+                    report(
+                        error.into_processor_error(self.speech.provider()),
+                        &self.ctx,
+                    )
+                    .await
+                }
+            },
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = frame.map_or((None, String::new()), |f| {
+                    (Some(u16::from(f.code)), f.reason.to_string())
+                });
+                tracing::warn!(provider = self.speech.provider(), ?code, %reason, "transcription socket closed");
+                self.socket = None;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::warn!(provider = self.speech.provider(), %error, "transcription socket failed");
+                self.socket = None;
+            }
+            None => self.socket = None,
+        }
+    }
+
+    async fn event(&mut self, event: SttEvent) {
+        let SttEvent::Transcript {
+            text,
+            is_final,
+            speech_final,
+            end,
+        } = event;
+        if is_final {
+            // Everything up to the end of this result is transcribed for good.
+            let end =
+                self.stream_base + (end.as_secs_f64() * f64::from(self.rate)).round() as u64 * 2;
+            while self
+                .unconfirmed
+                .front()
+                .is_some_and(|(at, audio)| at + audio.len() as u64 <= end)
+            {
+                self.unconfirmed.pop_front();
+            }
+        }
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        tracing::trace!(is_final, speech_final, text, "transcript");
+        let frame = TranscriptionFrame {
+            text: text.to_owned(),
+            user_id: None,
+            language: None,
+            at: self.ctx.now(),
+        };
+        let body = if is_final {
+            FrameBody::Transcription(frame)
+        } else {
+            FrameBody::InterimTranscription(frame)
+        };
+        self.ctx.push_downstream(body).await;
+    }
+
+    /// The session ends: finish the stream and push its last results.
+    async fn close(&mut self) {
+        if self.socket.is_none() && !self.unconfirmed.is_empty() {
+            // One try to deliver what was said while the socket was down.
+            if let Err(error) = self.reconnect().await {
+                tracing::warn!(%error, "could not reconnect to finish the stream");
+                return;
+            }
+        }
+        let close = self.speech.close_stream();
+        self.send_text(close).await;
+        let deadline = Instant::now() + self.connection.read_timeout;
+        while self.socket.is_some() {
+            let message =
+                match tokio::time::timeout_at(deadline, next_message(&mut self.socket)).await {
+                    Ok(message) => message,
+                    Err(_) => {
+                        tracing::warn!("the transcription stream did not close in time");
+                        break;
+                    }
+                };
+            let closing = !matches!(message, Some(Ok(Message::Text(_))));
+            self.message(message).await;
+            if closing {
+                break;
+            }
+        }
+        if let Some(mut socket) = self.socket.take() {
+            // Already closing on the provider's side: errors do not matter.
+            let _closed = socket.close(None).await;
+        }
+    }
+}
+
+/// The next message of the socket, if there is one.
+///
+/// # Cancel safety
+/// Cancel safe.
+async fn next_message(socket: &mut Option<WsStream>) -> Option<Result<Message, ServiceError>> {
+    match socket {
+        Some(socket) => socket.next().await.map(|m| m.map_err(ServiceError::from)),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
