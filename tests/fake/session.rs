@@ -265,3 +265,44 @@ impl Observer for FirstPush {
         }
     }
 }
+
+/// A processor of type `C` built from TOML `table` for a session whose
+/// environment is `env`.
+pub fn build<C>(name: &str, table: &str, env: &[(&str, &str)]) -> NamedProcessor
+where
+    C: serde::de::DeserializeOwned + ProcessorFactory,
+{
+    let config: C = toml::from_str(table).unwrap_or_else(|e| panic!("{e}"));
+    let mut setup = SessionSetup::new("test-session", 16_000);
+    setup.env = EnvSource::Fixed(Arc::new(
+        env.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+    ));
+    NamedProcessor {
+        name: name.to_owned(),
+        processor: config.build(&setup).unwrap_or_else(|e| panic!("{e}")),
+    }
+}
+
+/// The bodies of `frames` of one kind, e.g. every `LlmText`.
+pub fn texts(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            FrameBody::LlmText(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The error frames among `frames`.
+pub fn error_frames(frames: &[Frame]) -> Vec<voxpipe::frame::ErrorFrame> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            FrameBody::Error(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
