@@ -185,14 +185,14 @@ impl FakeOpenAi {
         self.state.tool.lock().unwrap().push_back(reply);
     }
 
-    /// Every request received on `path_end` (e.g. `chat/completions`).
-    pub fn received(&self, path_end: &str) -> Vec<Received> {
+    /// Every request received on a path containing `path` (e.g. `chat/completions`).
+    pub fn received(&self, path: &str) -> Vec<Received> {
         self.state
             .received
             .lock()
             .unwrap()
             .iter()
-            .filter(|r| r.path.ends_with(path_end))
+            .filter(|r| r.path.contains(path))
             .cloned()
             .collect()
     }

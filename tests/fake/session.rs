@@ -306,3 +306,51 @@ pub fn error_frames(frames: &[Frame]) -> Vec<voxpipe::frame::ErrorFrame> {
         })
         .collect()
 }
+
+/// A pipeline running on the wall clock, fed frame by frame by the test.
+pub struct Live {
+    pub handle: voxpipe::pipeline::PipelineHandle,
+    pub recorder: Arc<RecordingObserver>,
+    task: tokio::task::JoinHandle<voxpipe::pipeline::PipelineOutcome>,
+}
+
+impl Live {
+    pub fn start(processors: Vec<NamedProcessor>) -> Live {
+        let recorder = RecordingObserver::new();
+        let mut params = voxpipe::pipeline::PipelineParams::new("live-test", 16_000);
+        params.observers.push(recorder.clone());
+        let task = voxpipe::pipeline::PipelineTask::new(processors, params);
+        let handle = task.handle();
+        Live {
+            handle,
+            recorder,
+            task: tokio::spawn(task.run()),
+        }
+    }
+
+    /// Waits until some processor has pushed a frame `matching`.
+    pub async fn wait_for(&self, what: &str, matching: impl Fn(&FrameBody) -> bool) {
+        let recorder = Arc::clone(&self.recorder);
+        super::wait_for(Duration::from_secs(10), what, || {
+            recorder.pushes().iter().any(|(_, _, f)| matching(&f.body))
+        })
+        .await;
+    }
+
+    /// Ends the pipeline and returns every push.
+    pub async fn finish(self) -> Vec<(String, Direction, Frame)> {
+        self.handle.end("test over").await;
+        self.task.await.unwrap();
+        self.recorder.pushes()
+    }
+}
+
+/// One of each frame id, in order.
+pub fn unique(pushes: &[(String, Direction, Frame)]) -> Vec<Frame> {
+    let mut seen = HashSet::new();
+    pushes
+        .iter()
+        .filter(|(_, _, f)| seen.insert(f.id))
+        .map(|(_, _, f)| f.clone())
+        .collect()
+}
