@@ -110,7 +110,18 @@ impl ServiceError {
 
 impl From<tokio_tungstenite::tungstenite::Error> for ServiceError {
     fn from(error: tokio_tungstenite::tungstenite::Error) -> Self {
-        ServiceError::WebSocket(Box::new(error))
+        use tokio_tungstenite::tungstenite::error::{Error, ProtocolError};
+        match error {
+            Error::ConnectionClosed | Error::AlreadyClosed => ServiceError::Closed {
+                code: None,
+                reason: String::new(),
+            },
+            Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ServiceError::Closed {
+                code: None,
+                reason: "reset without a closing handshake".to_owned(),
+            },
+            error => ServiceError::WebSocket(Box::new(error)),
+        }
     }
 }
 

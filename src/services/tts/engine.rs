@@ -278,7 +278,7 @@ impl Engine {
         let Some(mut state) = self.responses.remove(&response) else {
             return;
         };
-        if let Some(mut resampler) = state.resampler.take() {
+        if let Some(mut resampler) = state.resampler.take().filter(|_| !state.audio.is_zero()) {
             let mut tail = Vec::new();
             resampler.flush(&mut tail);
             if !tail.is_empty() {
