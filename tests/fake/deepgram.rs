@@ -24,6 +24,8 @@ pub struct Script {
     pub transcript: String,
     /// Audio bytes between interim results.
     pub interim_every: usize,
+    /// A text message sent as soon as the socket opens.
+    pub send_first: Option<String>,
 }
 
 impl Default for Script {
@@ -33,6 +35,7 @@ impl Default for Script {
             drop_after_bytes: None,
             transcript: "Hello there.".into(),
             interim_every: 16_000,
+            send_first: None,
         }
     }
 }
@@ -138,6 +141,9 @@ async fn session(mut socket: WebSocket, state: Arc<DgState>, index: usize, scrip
     let mut received = 0usize;
     let mut confirmed = 0usize;
     let mut next_interim = script.interim_every;
+    if let Some(first) = &script.send_first {
+        let _ = socket.send(Message::Text(first.clone().into())).await;
+    }
     while let Some(Ok(message)) = socket.recv().await {
         match message {
             Message::Binary(audio) => {

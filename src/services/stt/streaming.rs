@@ -155,6 +155,7 @@ impl Processor for StreamingStt {
             stream_base: 0,
             socket: None,
             last_sent: Instant::now(),
+            finalize_due: false,
             ctx: ctx.clone(),
         };
         self.link = Some((commands, tokio::spawn(link.run(receiver))));
@@ -198,6 +199,8 @@ struct Link {
     stream_base: u64,
     socket: Option<WsStream>,
     last_sent: Instant,
+    /// A finalize was asked for while the socket was down.
+    finalize_due: bool,
     ctx: ProcessorContext,
 }
 
@@ -206,29 +209,13 @@ impl Link {
         let mut retry = 0u32;
         let mut reconnect_at = Some(Instant::now());
         loop {
+            if self.socket.is_none() && reconnect_at.is_none() {
+                reconnect_at = Some(Instant::now());
+            }
             let keepalive_at = self.last_sent + self.keepalive;
             let connected = self.socket.is_some();
             tokio::select! {
                 biased;
-                command = commands.recv() => match command {
-                    Some(LinkCommand::Audio(audio)) => self.audio(audio).await,
-                    Some(LinkCommand::Finalize) => {
-                        if let Some(message) = self.speech.finalize() {
-                            self.send_text(message).await;
-                        }
-                    }
-                    None => break,
-                },
-                message = next_message(&mut self.socket), if connected => {
-                    self.message(message).await;
-                    if self.socket.is_none() {
-                        reconnect_at = Some(Instant::now());
-                    }
-                }
-                () = tokio::time::sleep_until(keepalive_at), if connected => {
-                    let keepalive = self.speech.keepalive();
-                    self.send_text(keepalive).await;
-                }
                 () = sleep_until_some(reconnect_at), if !connected => {
                     match self.reconnect().await {
                         Ok(()) => {
@@ -236,6 +223,8 @@ impl Link {
                             reconnect_at = None;
                         }
                         Err(error) if error.is_auth() => {
+                            // Refused credentials will not heal: report (the
+                            // session ends) and stop.
                             report(error.into_processor_error(self.speech.provider()), &self.ctx).await;
                             return;
                         }
@@ -250,9 +239,32 @@ impl Link {
                         }
                     }
                 }
+                command = commands.recv() => match command {
+                    Some(LinkCommand::Audio(audio)) => self.audio(audio).await,
+                    Some(LinkCommand::Finalize) => self.finalize().await,
+                    None => break,
+                },
+                message = next_message(&mut self.socket), if connected => self.message(message).await,
+                () = tokio::time::sleep_until(keepalive_at), if connected => {
+                    let keepalive = self.speech.keepalive();
+                    self.send_text(keepalive).await;
+                }
             }
         }
         self.close().await;
+    }
+
+    /// Asks for final results now; sent after the replay if the socket is
+    /// down.
+    async fn finalize(&mut self) {
+        let Some(message) = self.speech.finalize() else {
+            return;
+        };
+        if self.socket.is_some() {
+            self.send_text(message).await;
+        } else {
+            self.finalize_due = true;
+        }
     }
 
     /// Opens a socket and sends the unconfirmed audio again.
@@ -272,6 +284,11 @@ impl Link {
         }
         for audio in replay {
             socket.send(Message::Binary(audio)).await?;
+        }
+        if std::mem::take(&mut self.finalize_due)
+            && let Some(message) = self.speech.finalize()
+        {
+            socket.send(Message::text(message)).await?;
         }
         self.socket = Some(socket);
         self.last_sent = Instant::now();
@@ -378,36 +395,58 @@ impl Link {
         self.ctx.push_downstream(body).await;
     }
 
-    /// The session ends: finish the stream and push its last results.
+    /// The session ends: finish the stream and push its last results. A
+    /// socket that drops while finishing is reopened once with the audio
+    /// still unconfirmed.
     async fn close(&mut self) {
-        if self.socket.is_none() && !self.unconfirmed.is_empty() {
-            // One try to deliver what was said while the socket was down.
-            if let Err(error) = self.reconnect().await {
-                tracing::warn!(%error, "could not reconnect to finish the stream");
+        for _ in 0..2 {
+            if self.socket.is_none() {
+                if self.unconfirmed.is_empty() {
+                    return;
+                }
+                if let Err(error) = self.reconnect().await {
+                    tracing::warn!(%error, "could not reconnect to finish the stream");
+                    report(
+                        error.into_processor_error(self.speech.provider()),
+                        &self.ctx,
+                    )
+                    .await;
+                    return;
+                }
+            }
+            let close = self.speech.close_stream();
+            self.send_text(close).await;
+            if self.drain().await {
                 return;
             }
         }
-        let close = self.speech.close_stream();
-        self.send_text(close).await;
+    }
+
+    /// Reads the last results until the provider closes the socket. True
+    /// when it is done: closed cleanly, or nothing is left unconfirmed, or
+    /// it took too long.
+    async fn drain(&mut self) -> bool {
         let deadline = Instant::now() + self.connection.read_timeout;
-        while self.socket.is_some() {
-            let message =
-                match tokio::time::timeout_at(deadline, next_message(&mut self.socket)).await {
-                    Ok(message) => message,
-                    Err(_) => {
-                        tracing::warn!("the transcription stream did not close in time");
-                        break;
-                    }
-                };
-            let closing = !matches!(message, Some(Ok(Message::Text(_))));
-            self.message(message).await;
-            if closing {
-                break;
+        loop {
+            let Some(socket) = self.socket.as_mut() else {
+                return self.unconfirmed.is_empty();
+            };
+            match tokio::time::timeout_at(deadline, socket.next()).await {
+                Err(_) => {
+                    tracing::warn!("the transcription stream did not close in time");
+                    self.socket = None;
+                    return true;
+                }
+                Ok(Some(Ok(Message::Close(_)))) => {
+                    self.socket = None;
+                    return true;
+                }
+                Ok(Some(Ok(message))) => self.message(Some(Ok(message))).await,
+                Ok(Some(Err(_)) | None) => {
+                    self.socket = None;
+                    return self.unconfirmed.is_empty();
+                }
             }
-        }
-        if let Some(mut socket) = self.socket.take() {
-            // Already closing on the provider's side: errors do not matter.
-            let _closed = socket.close(None).await;
         }
     }
 }
