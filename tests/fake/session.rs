@@ -337,6 +337,23 @@ impl Live {
         .await;
     }
 
+    /// Waits until the processor `from` has pushed a frame `matching`.
+    pub async fn wait_for_from(
+        &self,
+        from: &str,
+        what: &str,
+        matching: impl Fn(&FrameBody) -> bool,
+    ) {
+        let recorder = Arc::clone(&self.recorder);
+        super::wait_for(Duration::from_secs(10), what, || {
+            recorder
+                .pushes()
+                .iter()
+                .any(|(f, _, frame)| f == from && matching(&frame.body))
+        })
+        .await;
+    }
+
     /// Ends the pipeline and returns every push.
     pub async fn finish(self) -> Vec<(String, Direction, Frame)> {
         self.handle.end("test over").await;
