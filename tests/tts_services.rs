@@ -233,7 +233,12 @@ async fn elevenlabs_speaks_a_context_per_response_with_timed_words() {
 
     let connections = server.connections();
     assert_eq!(connections.len(), 1, "one socket for the session");
-    let (voice, query, key, messages) = &connections[0];
+    let fake::elevenlabs::Connection {
+        voice,
+        query,
+        key,
+        messages,
+    } = &connections[0];
     assert_eq!(voice, "voice-1");
     assert!(
         query.contains("output_format=pcm_16000") && query.contains("model_id=eleven_flash_v2_5"),
@@ -357,13 +362,13 @@ async fn elevenlabs_closes_the_context_on_an_interruption() {
     let server_side = server.clone();
     fake::wait_for(Duration::from_secs(5), "close_context", move || {
         server_side.connections()[0]
-            .3
+            .messages
             .iter()
             .any(|m| m.get("close_context").is_some())
     })
     .await;
     let frames = unique(&live.finish().await);
-    let messages = &server.connections()[0].3;
+    let messages = &server.connections()[0].messages;
     let context = messages[0]["context_id"].clone();
     assert_eq!(
         messages.last().unwrap(),
@@ -408,7 +413,11 @@ async fn cartesia_continues_one_context_per_response_and_times_words() {
         "{:?}",
         error_frames(&out.upstream)
     );
-    let (query, key, messages) = &server.connections()[0];
+    let fake::cartesia::Connection {
+        query,
+        key,
+        messages,
+    } = &server.connections()[0];
     assert_eq!(query, "cartesia_version=2025-04-16");
     assert_eq!(key.as_deref(), Some("ck-test"));
     let transcripts: Vec<(Value, Value)> = messages
@@ -461,13 +470,13 @@ async fn cartesia_cancels_the_context_on_an_interruption_and_reports_errors() {
     let server_side = server.clone();
     fake::wait_for(Duration::from_secs(5), "cancel", move || {
         server_side.connections()[0]
-            .2
+            .messages
             .iter()
             .any(|m| m.get("cancel").is_some())
     })
     .await;
     live.finish().await;
-    let messages = &server.connections()[0].2;
+    let messages = &server.connections()[0].messages;
     assert_eq!(
         messages.last().unwrap(),
         &json!({"context_id": messages[0]["context_id"], "cancel": true})

@@ -25,10 +25,18 @@ pub struct Script {
     pub error: Option<String>,
 }
 
+/// One connection: its handshake and every message received.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub query: String,
+    pub key: Option<String>,
+    pub messages: Vec<Value>,
+}
+
 #[derive(Default)]
 struct CaState {
     scripts: Mutex<VecDeque<Script>>,
-    connections: Mutex<Vec<(String, Option<String>, Vec<Value>)>>,
+    connections: Mutex<Vec<Connection>>,
 }
 
 #[derive(Clone)]
@@ -55,8 +63,7 @@ impl FakeCartesia {
         self.state.scripts.lock().unwrap().push_back(script);
     }
 
-    /// (query, key, messages) per connection.
-    pub fn connections(&self) -> Vec<(String, Option<String>, Vec<Value>)> {
+    pub fn connections(&self) -> Vec<Connection> {
         self.state.connections.lock().unwrap().clone()
     }
 }
@@ -86,7 +93,11 @@ async fn handshake(
         .map(str::to_owned);
     let index = {
         let mut connections = state.connections.lock().unwrap();
-        connections.push((query.unwrap_or_default(), key, Vec::new()));
+        connections.push(Connection {
+            query: query.unwrap_or_default(),
+            key,
+            messages: Vec::new(),
+        });
         connections.len() - 1
     };
     upgrade.on_upgrade(move |socket| session(socket, state, index, script))
@@ -104,7 +115,7 @@ async fn session(mut socket: WebSocket, state: Arc<CaState>, index: usize, scrip
         };
         let value: Value = serde_json::from_str(&text).unwrap();
         state.connections.lock().unwrap()[index]
-            .2
+            .messages
             .push(value.clone());
         let context = value["context_id"].as_str().unwrap_or_default().to_owned();
         if value.get("cancel").and_then(Value::as_bool) == Some(true) {

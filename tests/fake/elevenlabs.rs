@@ -27,12 +27,19 @@ pub struct Script {
 /// Audio per character of text, in milliseconds.
 pub const MS_PER_CHAR: u32 = 10;
 
+/// One connection: its handshake and every message received.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub voice: String,
+    pub query: String,
+    pub key: Option<String>,
+    pub messages: Vec<Value>,
+}
+
 #[derive(Default)]
 struct ElState {
     scripts: Mutex<VecDeque<Script>>,
-    /// Every message received, per connection, with the handshake's
-    /// voice, query and key.
-    connections: Mutex<Vec<(String, String, Option<String>, Vec<Value>)>>,
+    connections: Mutex<Vec<Connection>>,
 }
 
 #[derive(Clone)]
@@ -62,8 +69,7 @@ impl FakeElevenLabs {
         self.state.scripts.lock().unwrap().push_back(script);
     }
 
-    /// (voice, query, key, messages) per connection.
-    pub fn connections(&self) -> Vec<(String, String, Option<String>, Vec<Value>)> {
+    pub fn connections(&self) -> Vec<Connection> {
         self.state.connections.lock().unwrap().clone()
     }
 }
@@ -99,7 +105,12 @@ async fn handshake(
         .unwrap_or(16_000);
     let index = {
         let mut connections = state.connections.lock().unwrap();
-        connections.push((voice, query.unwrap_or_default(), key, Vec::new()));
+        connections.push(Connection {
+            voice,
+            query: query.unwrap_or_default(),
+            key,
+            messages: Vec::new(),
+        });
         connections.len() - 1
     };
     upgrade.on_upgrade(move |socket| session(socket, state, index, script, rate))
@@ -123,7 +134,7 @@ async fn session(
         };
         let value: Value = serde_json::from_str(&text).unwrap();
         state.connections.lock().unwrap()[index]
-            .3
+            .messages
             .push(value.clone());
         if value.get("close_socket").and_then(Value::as_bool) == Some(true) {
             let _ = socket.send(Message::Close(None)).await;

@@ -137,6 +137,8 @@ pub struct OpenAiState {
     tool: Mutex<VecDeque<Reply>>,
     received: Mutex<Vec<Received>>,
     log: Mutex<Vec<String>>,
+    /// When each streamed reply's first bytes were handed to the server.
+    first_bytes: Mutex<Vec<(String, std::time::Instant)>>,
     speech_arrived: Notify,
 }
 
@@ -194,6 +196,19 @@ impl FakeOpenAi {
             .iter()
             .filter(|r| r.path.contains(path))
             .cloned()
+            .collect()
+    }
+
+    /// When the first bytes of each streamed reply of `who` (`speech`,
+    /// `chat 1`, ...) went out.
+    pub fn first_bytes(&self, who: &str) -> Vec<std::time::Instant> {
+        self.state
+            .first_bytes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(w, _)| w.starts_with(who))
+            .map(|(_, at)| *at)
             .collect()
     }
 
@@ -366,6 +381,13 @@ fn streamed(
                 }
             };
             log(&state, format!("{who}: part {i}"));
+            if i == 0 {
+                state
+                    .first_bytes
+                    .lock()
+                    .unwrap()
+                    .push((who.clone(), std::time::Instant::now()));
+            }
             if tx.send(Ok(Bytes::from(bytes))).await.is_err() {
                 return;
             }

@@ -56,6 +56,9 @@ pub(crate) struct WsWire<A> {
     socket: Option<WsStream>,
     /// Contexts opened on the current socket and not yet done.
     open: HashSet<String>,
+    /// Open contexts with all their text sent, waiting for their last audio:
+    /// while any waits, silence from the socket is a failure.
+    finishing: HashSet<String>,
     events: VecDeque<WireEvent>,
 }
 
@@ -66,6 +69,7 @@ impl<A: WsSpeech> WsWire<A> {
             connection,
             socket: None,
             open: HashSet::new(),
+            finishing: HashSet::new(),
             events: VecDeque::new(),
         }
     }
@@ -80,6 +84,7 @@ impl<A: WsSpeech> WsWire<A> {
             .await?;
             self.adapter.reset();
             self.open.clear();
+            self.finishing.clear();
             self.socket = Some(socket);
         }
         self.socket
@@ -101,6 +106,7 @@ impl<A: WsSpeech> WsWire<A> {
     /// The socket is gone: every open context is done.
     fn lost(&mut self, error: Option<ServiceError>) {
         self.socket = None;
+        self.finishing.clear();
         if let Some(error) = error
             && !self.open.is_empty()
         {
@@ -145,10 +151,12 @@ impl<A: WsSpeech> TtsWire for WsWire<A> {
             return Ok(());
         }
         let messages = self.adapter.finish(context);
+        self.finishing.insert(context.to_owned());
         self.send_all(messages).await
     }
 
     async fn cancel(&mut self, context: &str) {
+        self.finishing.remove(context);
         if self.open.remove(context) {
             let messages = self.adapter.cancel(context);
             if let Err(error) = self.send_all(messages).await {
@@ -165,7 +173,9 @@ impl<A: WsSpeech> TtsWire for WsWire<A> {
                 return event;
             }
             let read_timeout = self.connection.read_timeout;
-            let waiting = !self.open.is_empty();
+            // A context still taking text may be quiet for long (a tool
+            // runs); one waiting for its last audio may not.
+            let waiting = !self.finishing.is_empty();
             let Some(socket) = self.socket.as_mut() else {
                 return std::future::pending().await;
             };
@@ -189,6 +199,7 @@ impl<A: WsSpeech> TtsWire for WsWire<A> {
                         for event in events {
                             if let WireEvent::Done { context } = &event {
                                 self.open.remove(context);
+                                self.finishing.remove(context);
                             }
                             self.events.push_back(event);
                         }
