@@ -14,10 +14,11 @@ mod driver;
 mod openai;
 mod service;
 mod tool_calls;
+mod tool_runs;
 pub mod tools;
 
 pub use config::OpenAiLlmConfig;
-pub use driver::TOOL_CANCELLED;
 pub use openai::{ChatDelta, ChatRequest, ToolChoice, parse_event_data, request_body};
 pub use service::LlmService;
 pub use tool_calls::{AssembledCall, ToolCallAssembler, check_arguments};
+pub use tool_runs::TOOL_CANCELLED;

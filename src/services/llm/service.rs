@@ -9,7 +9,8 @@ use tokio::task::JoinHandle;
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
 
-use super::driver::{Responder, ToolResults, spawn_result_hub};
+use super::driver::Responder;
+use super::tool_runs::{ToolResults, spawn_result_hub};
 
 /// The LLM processor. See the module docs of [`crate::services::llm`].
 pub struct LlmService {

@@ -11,6 +11,7 @@
 //! every frame they receive, inbound audio included.
 
 mod deepgram;
+mod link;
 mod openai;
 mod segmented;
 mod streaming;

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{Tool, ToolError, ToolOutcome, ToolSpec};
+use super::tool::{Tool, ToolError, ToolOutcome, ToolSpec};
 
 /// Ends the call once the bot has said goodbye: the LLM finishes its answer
 /// (asking the model for a goodbye if it has not said one), then asks the

@@ -22,7 +22,7 @@ use crate::services::url::check_http_url;
 use crate::services::{ApiKey, Connection, ServiceError, error::error_message};
 use crate::session::{BuildError, SessionSetup};
 
-use super::{Tool, ToolError, ToolOutcome, ToolSpec};
+use super::tool::{Tool, ToolError, ToolOutcome, ToolSpec};
 
 /// The longest result kept, in bytes; the model does not need more.
 const MAX_RESULT: usize = 16 * 1024;

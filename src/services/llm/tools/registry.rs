@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::Tool;
 use super::end_call::EndCall;
+use super::tool::Tool;
 
 /// Tools by name: the built-ins, plus any added in code.
 #[derive(Clone, Default)]
