@@ -161,7 +161,7 @@ fn deepgram(server: &FakeDeepgram, extra: &str) -> voxpipe::pipeline::NamedProce
         "stt",
         &format!(
             "base_url = \"{}\"\nconnection = {{ retry_initial_secs = 0.001, retry_max_secs = 0.002 }}\n{extra}",
-            server.base_url
+            server.url
         ),
         &[("DEEPGRAM_API_KEY", "dg-test")],
     )

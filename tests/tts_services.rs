@@ -213,7 +213,7 @@ fn elevenlabs(server: &fake::elevenlabs::FakeElevenLabs) -> voxpipe::pipeline::N
         &format!(
             "base_url = \"{}\"\nvoice_id = \"voice-1\"\nvoice_settings = {{ stability = 0.5 }}\n\
              connection = {{ retry_initial_secs = 0.001, retry_max_secs = 0.002 }}",
-            server.base_url
+            server.url
         ),
         &[("ELEVENLABS_API_KEY", "xi-test")],
     )

@@ -3,12 +3,14 @@
 mod gain;
 mod parrot;
 mod passthrough;
+mod recent_audio;
 mod registry;
 mod resample;
 
 pub use gain::{AudioSelector, Gain, GainConfig};
 pub use parrot::{Parrot, ParrotConfig};
 pub use passthrough::{Passthrough, PassthroughConfig};
+pub use recent_audio::RecentAudio;
 pub use registry::{ProcessorFactory, ProcessorRegistry};
 pub use resample::{FrameResampler, Resample, ResampleConfig};
 

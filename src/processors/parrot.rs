@@ -10,7 +10,6 @@
 //! VAD in the pipeline, the whole input is one utterance, played back when
 //! the input ends.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::processors::ProcessorFactory;
+use crate::processors::{ProcessorFactory, RecentAudio};
 use crate::session::{BuildError, SessionSetup};
 
 /// How far back audio is kept while the user is not speaking: longer than
@@ -57,7 +56,7 @@ impl ProcessorFactory for ParrotConfig {
 /// Repeats each utterance. See the module docs.
 pub struct Parrot {
     max: Duration,
-    recent: VecDeque<AudioFrame>,
+    recent: RecentAudio,
     /// Speech start of the utterance being heard.
     speech_start: Option<Duration>,
     saw_vad: bool,
@@ -69,7 +68,7 @@ impl Parrot {
     pub fn new(max: Duration) -> Self {
         Parrot {
             max,
-            recent: VecDeque::new(),
+            recent: RecentAudio::new(),
             speech_start: None,
             saw_vad: false,
             playback: None,
@@ -77,32 +76,12 @@ impl Parrot {
     }
 
     fn keep(&mut self, audio: &AudioFrame) {
-        self.recent.push_back(audio.clone());
         let window = if self.speech_start.is_some() || !self.saw_vad {
             self.max
         } else {
             PRE_ROLL
         };
-        let newest_end = audio.pts + audio.duration();
-        while self
-            .recent
-            .front()
-            .is_some_and(|f| f.pts + window < newest_end)
-        {
-            self.recent.pop_front();
-        }
-    }
-
-    /// The kept audio between `start` and `end`, in order.
-    fn utterance(&mut self, start: Duration, end: Duration) -> Vec<AudioFrame> {
-        let frames = self
-            .recent
-            .iter()
-            .filter(|f| f.pts + f.duration() > start && f.pts < end)
-            .cloned()
-            .collect();
-        self.recent.clear();
-        frames
+        self.recent.keep(audio, window);
     }
 
     fn stop_playback(&mut self) {
@@ -144,7 +123,7 @@ impl Processor for Parrot {
             FrameBody::UserStoppedSpeaking { end } => {
                 self.saw_vad = true;
                 if let Some(start) = self.speech_start.take() {
-                    let frames = self.utterance(start, *end);
+                    let frames = self.recent.take_between(start, *end);
                     self.play(frames, ctx);
                 }
             }
@@ -160,7 +139,7 @@ impl Processor for Parrot {
 
     async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
         if !self.saw_vad {
-            let frames: Vec<AudioFrame> = self.recent.drain(..).collect();
+            let frames = self.recent.take_all();
             self.play(frames, ctx);
         }
         if let Some(playback) = self.playback.take() {

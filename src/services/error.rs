@@ -72,6 +72,14 @@ impl ServiceError {
         }
     }
 
+    /// How long the service asked to wait before another try, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ServiceError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// Rate limits and server errors: worth another try, as long as nothing
     /// of the response has been used yet.
     pub fn is_retryable(&self) -> bool {

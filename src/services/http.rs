@@ -15,7 +15,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::error::{ServiceError, error_message};
 use super::options::Connection;
-use super::retry::{jitter, parse_retry_after};
+use super::retry::{parse_retry_after, retrying};
 
 /// The largest error body read, in bytes.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -45,43 +45,29 @@ pub(crate) fn client() -> Result<&'static reqwest::Client, ServiceError> {
 
 /// Sends the request `build` makes (called again for each attempt) and
 /// returns a successful response, retrying 429 and 5xx as `connection`
-/// says. Each retry is logged with the provider's message.
+/// says.
 pub(crate) async fn send(
     build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     connection: &Connection,
     provider: &str,
 ) -> Result<reqwest::Response, ServiceError> {
     let client = client()?;
-    let mut retry = 0;
-    loop {
-        let error =
-            match tokio::time::timeout(connection.response_timeout, build(client).send()).await {
-                Err(_) => {
-                    return Err(ServiceError::Timeout {
-                        waiting_for: "response",
-                        after: connection.response_timeout,
-                    });
-                }
-                Ok(Err(error)) if error.is_connect() => {
-                    return Err(ServiceError::Connect(super::error_chain(&error)));
-                }
-                Ok(Err(error)) => return Err(ServiceError::Request(error)),
-                Ok(Ok(response)) if response.status().is_success() => return Ok(response),
-                Ok(Ok(response)) => status_error(response, connection).await,
-            };
-        retry += 1;
-        let retry_after = match &error {
-            ServiceError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        };
-        match connection.retry.delay(retry, retry_after, jitter()) {
-            Some(delay) if error.is_retryable() => {
-                tracing::warn!(provider, retry, ?delay, error = %error, "retrying");
-                tokio::time::sleep(delay).await;
+    let build = &build;
+    retrying(&connection.retry, provider, || async move {
+        match tokio::time::timeout(connection.response_timeout, build(client).send()).await {
+            Err(_) => Err(ServiceError::Timeout {
+                waiting_for: "response",
+                after: connection.response_timeout,
+            }),
+            Ok(Err(error)) if error.is_connect() => {
+                Err(ServiceError::Connect(super::error_chain(&error)))
             }
-            _ => return Err(error),
+            Ok(Err(error)) => Err(ServiceError::Request(error)),
+            Ok(Ok(response)) if response.status().is_success() => Ok(response),
+            Ok(Ok(response)) => Err(status_error(response, connection).await),
         }
-    }
+    })
+    .await
 }
 
 /// The error an unsuccessful response stands for, with the provider's

@@ -1,7 +1,10 @@
 //! When to try a request again: exponential backoff with jitter, and the
 //! server's `Retry-After`. Pure functions of their inputs.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
+
+use super::error::ServiceError;
 
 /// How a failed request is retried.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,6 +66,36 @@ impl RetryPolicy {
         doubled
             .min(self.max)
             .mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// Runs `attempt` until it succeeds or fails for good: an error worth
+/// another try (429, 5xx) is retried after the backoff `policy` gives (at
+/// least the server's `Retry-After`), as long as it gives one. Each retry is
+/// logged with the provider's message.
+pub(crate) async fn retrying<T, F, Fut>(
+    policy: &RetryPolicy,
+    provider: &str,
+    mut attempt: F,
+) -> Result<T, ServiceError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ServiceError>>,
+{
+    let mut retry = 0;
+    loop {
+        let error = match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        retry += 1;
+        match policy.delay(retry, error.retry_after(), jitter()) {
+            Some(delay) if error.is_retryable() => {
+                tracing::warn!(provider, retry, ?delay, error = %error, "retrying");
+                tokio::time::sleep(delay).await;
+            }
+            _ => return Err(error),
+        }
     }
 }
 

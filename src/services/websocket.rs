@@ -14,7 +14,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use super::error::{ServiceError, error_message};
 use super::http::install_crypto_provider;
 use super::options::Connection;
-use super::retry::{jitter, parse_retry_after};
+use super::retry::{parse_retry_after, retrying};
 
 /// An open provider socket.
 pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -44,25 +44,10 @@ pub(crate) async fn connect(
     connection: &Connection,
     provider: &str,
 ) -> Result<WsStream, ServiceError> {
-    let mut retry = 0;
-    loop {
-        let error = match connect_once(target, connection.response_timeout).await {
-            Ok(stream) => return Ok(stream),
-            Err(error) => error,
-        };
-        retry += 1;
-        let retry_after = match &error {
-            ServiceError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        };
-        match connection.retry.delay(retry, retry_after, jitter()) {
-            Some(delay) if error.is_retryable() => {
-                tracing::warn!(provider, retry, ?delay, error = %error, "retrying the connection");
-                tokio::time::sleep(delay).await;
-            }
-            _ => return Err(error),
-        }
-    }
+    retrying(&connection.retry, provider, || {
+        connect_once(target, connection.response_timeout)
+    })
+    .await
 }
 
 async fn connect_once(target: &WsTarget, timeout: Duration) -> Result<WsStream, ServiceError> {

@@ -2,12 +2,12 @@
 //! transcript piece on a context, `chunk` and `timestamps` replies, `done`
 //! after `continue: false`, nothing more after `cancel`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::RawQuery;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -33,53 +33,28 @@ pub struct Connection {
     pub messages: Vec<Value>,
 }
 
-#[derive(Default)]
-struct CaState {
-    scripts: Mutex<VecDeque<Script>>,
-    connections: Mutex<Vec<Connection>>,
-}
+type State = Arc<super::Scripted<Script, Connection>>;
 
-#[derive(Clone)]
-pub struct FakeCartesia {
-    /// `ws://127.0.0.1:PORT/tts/websocket`.
-    pub url: String,
-    state: Arc<CaState>,
-}
+/// A running fake Cartesia; `url` is the socket (`ws://127.0.0.1:PORT/tts/websocket`).
+pub type FakeCartesia = super::Fake<Script, Connection>;
 
 impl FakeCartesia {
     pub async fn start() -> FakeCartesia {
-        let state = Arc::new(CaState::default());
+        let state = State::default();
         let router = Router::new()
             .route("/tts/websocket", get(handshake))
             .with_state(Arc::clone(&state));
-        let addr = super::serve(router).await;
-        FakeCartesia {
-            url: format!("ws://{addr}/tts/websocket"),
-            state,
-        }
-    }
-
-    pub fn push_script(&self, script: Script) {
-        self.state.scripts.lock().unwrap().push_back(script);
-    }
-
-    pub fn connections(&self) -> Vec<Connection> {
-        self.state.connections.lock().unwrap().clone()
+        super::Fake::serve(state, router, "/tts/websocket").await
     }
 }
 
 async fn handshake(
-    State(state): State<Arc<CaState>>,
+    axum::extract::State(state): axum::extract::State<State>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let script = state
-        .scripts
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or_default();
+    let script = state.next_script();
     if let Some((status, message)) = script.reject.clone() {
         return (
             StatusCode::from_u16(status).unwrap(),
@@ -91,19 +66,15 @@ async fn handshake(
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let index = {
-        let mut connections = state.connections.lock().unwrap();
-        connections.push(Connection {
-            query: query.unwrap_or_default(),
-            key,
-            messages: Vec::new(),
-        });
-        connections.len() - 1
-    };
+    let index = state.record(Connection {
+        query: query.unwrap_or_default(),
+        key,
+        messages: Vec::new(),
+    });
     upgrade.on_upgrade(move |socket| session(socket, state, index, script))
 }
 
-async fn session(mut socket: WebSocket, state: Arc<CaState>, index: usize, script: Script) {
+async fn session(mut socket: WebSocket, state: State, index: usize, script: Script) {
     let mut cancelled: HashSet<String> = HashSet::new();
     let mut audio_ms: HashMap<String, u32> = HashMap::new();
     while let Some(Ok(message)) = socket.recv().await {
@@ -114,9 +85,7 @@ async fn session(mut socket: WebSocket, state: Arc<CaState>, index: usize, scrip
             continue;
         };
         let value: Value = serde_json::from_str(&text).unwrap();
-        state.connections.lock().unwrap()[index]
-            .messages
-            .push(value.clone());
+        state.update(index, |c| c.messages.push(value.clone()));
         let context = value["context_id"].as_str().unwrap_or_default().to_owned();
         if value.get("cancel").and_then(Value::as_bool) == Some(true) {
             cancelled.insert(context);

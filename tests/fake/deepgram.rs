@@ -2,12 +2,11 @@
 //! in, `Results` out (interim while audio comes, final on `Finalize` and
 //! `CloseStream`), `Metadata` then a close on `CloseStream`.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::RawQuery;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -51,54 +50,28 @@ pub struct Connection {
     pub ended: bool,
 }
 
-#[derive(Default)]
-struct DgState {
-    scripts: Mutex<VecDeque<Script>>,
-    connections: Mutex<Vec<Connection>>,
-}
+type State = Arc<super::Scripted<Script, Connection>>;
 
-#[derive(Clone)]
-pub struct FakeDeepgram {
-    /// `ws://127.0.0.1:PORT`.
-    pub base_url: String,
-    state: Arc<DgState>,
-}
+/// A running fake Deepgram; `url` is the socket root (`ws://127.0.0.1:PORT`).
+pub type FakeDeepgram = super::Fake<Script, Connection>;
 
 impl FakeDeepgram {
     pub async fn start() -> FakeDeepgram {
-        let state = Arc::new(DgState::default());
+        let state = State::default();
         let router = Router::new()
             .route("/v1/listen", get(listen))
             .with_state(Arc::clone(&state));
-        let addr = super::serve(router).await;
-        FakeDeepgram {
-            base_url: format!("ws://{addr}"),
-            state,
-        }
-    }
-
-    /// The behaviour of the next connection (later ones behave normally).
-    pub fn push_script(&self, script: Script) {
-        self.state.scripts.lock().unwrap().push_back(script);
-    }
-
-    pub fn connections(&self) -> Vec<Connection> {
-        self.state.connections.lock().unwrap().clone()
+        super::Fake::serve(state, router, "").await
     }
 }
 
 async fn listen(
-    State(state): State<Arc<DgState>>,
+    axum::extract::State(state): axum::extract::State<State>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let script = state
-        .scripts
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or_default();
+    let script = state.next_script();
     let authorization = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -113,15 +86,11 @@ async fn listen(
         )
             .into_response();
     }
-    let index = {
-        let mut connections = state.connections.lock().unwrap();
-        connections.push(Connection {
-            query: query.unwrap_or_default(),
-            authorization,
-            ..Connection::default()
-        });
-        connections.len() - 1
-    };
+    let index = state.record(Connection {
+        query: query.unwrap_or_default(),
+        authorization,
+        ..Connection::default()
+    });
     upgrade.on_upgrade(move |socket| session(socket, state, index, script))
 }
 
@@ -136,7 +105,7 @@ fn results(transcript: &str, start: f64, duration: f64, is_final: bool) -> Strin
     .to_string()
 }
 
-async fn session(mut socket: WebSocket, state: Arc<DgState>, index: usize, script: Script) {
+async fn session(mut socket: WebSocket, state: State, index: usize, script: Script) {
     let rate = 16_000.0 * 2.0; // bytes per second of linear16 at 16 kHz
     let mut received = 0usize;
     let mut confirmed = 0usize;
@@ -148,14 +117,12 @@ async fn session(mut socket: WebSocket, state: Arc<DgState>, index: usize, scrip
         match message {
             Message::Binary(audio) => {
                 received += audio.len();
-                state.connections.lock().unwrap()[index]
-                    .audio
-                    .extend_from_slice(&audio);
+                state.update(index, |c| c.audio.extend_from_slice(&audio));
                 if script
                     .drop_after_bytes
                     .is_some_and(|limit| received >= limit)
                 {
-                    state.connections.lock().unwrap()[index].ended = true;
+                    state.update(index, |c| c.ended = true);
                     return; // dropped without a close frame
                 }
                 if received >= next_interim {
@@ -171,9 +138,7 @@ async fn session(mut socket: WebSocket, state: Arc<DgState>, index: usize, scrip
                 }
             }
             Message::Text(text) => {
-                state.connections.lock().unwrap()[index]
-                    .texts
-                    .push(text.to_string());
+                state.update(index, |c| c.texts.push(text.to_string()));
                 let kind = serde_json::from_str::<serde_json::Value>(&text).unwrap()["type"]
                     .as_str()
                     .unwrap()
@@ -209,5 +174,5 @@ async fn session(mut socket: WebSocket, state: Arc<DgState>, index: usize, scrip
             _ => {}
         }
     }
-    state.connections.lock().unwrap()[index].ended = true;
+    state.update(index, |c| c.ended = true);
 }

@@ -3,12 +3,12 @@
 //! `"text": " "`, audio with a character alignment per flushed text,
 //! `isFinal` after `close_context`.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -36,57 +36,32 @@ pub struct Connection {
     pub messages: Vec<Value>,
 }
 
-#[derive(Default)]
-struct ElState {
-    scripts: Mutex<VecDeque<Script>>,
-    connections: Mutex<Vec<Connection>>,
-}
+type State = Arc<super::Scripted<Script, Connection>>;
 
-#[derive(Clone)]
-pub struct FakeElevenLabs {
-    /// `ws://127.0.0.1:PORT`.
-    pub base_url: String,
-    state: Arc<ElState>,
-}
+/// A running fake ElevenLabs; `url` is the socket root (`ws://127.0.0.1:PORT`).
+pub type FakeElevenLabs = super::Fake<Script, Connection>;
 
 impl FakeElevenLabs {
     pub async fn start() -> FakeElevenLabs {
-        let state = Arc::new(ElState::default());
+        let state = State::default();
         let router = Router::new()
             .route(
                 "/v1/text-to-speech/{voice}/multi-stream-input",
                 get(handshake),
             )
             .with_state(Arc::clone(&state));
-        let addr = super::serve(router).await;
-        FakeElevenLabs {
-            base_url: format!("ws://{addr}"),
-            state,
-        }
-    }
-
-    pub fn push_script(&self, script: Script) {
-        self.state.scripts.lock().unwrap().push_back(script);
-    }
-
-    pub fn connections(&self) -> Vec<Connection> {
-        self.state.connections.lock().unwrap().clone()
+        super::Fake::serve(state, router, "").await
     }
 }
 
 async fn handshake(
-    State(state): State<Arc<ElState>>,
+    axum::extract::State(state): axum::extract::State<State>,
     Path(voice): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let script = state
-        .scripts
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or_default();
+    let script = state.next_script();
     if let Some((status, message)) = script.reject.clone() {
         let body = json!({"detail": {"status": "invalid_api_key", "message": message}}).to_string();
         return (StatusCode::from_u16(status).unwrap(), body).into_response();
@@ -103,26 +78,16 @@ async fn handshake(
         })
         .and_then(|r| r.parse().ok())
         .unwrap_or(16_000);
-    let index = {
-        let mut connections = state.connections.lock().unwrap();
-        connections.push(Connection {
-            voice,
-            query: query.unwrap_or_default(),
-            key,
-            messages: Vec::new(),
-        });
-        connections.len() - 1
-    };
+    let index = state.record(Connection {
+        voice,
+        query: query.unwrap_or_default(),
+        key,
+        messages: Vec::new(),
+    });
     upgrade.on_upgrade(move |socket| session(socket, state, index, script, rate))
 }
 
-async fn session(
-    mut socket: WebSocket,
-    state: Arc<ElState>,
-    index: usize,
-    script: Script,
-    rate: u32,
-) {
+async fn session(mut socket: WebSocket, state: State, index: usize, script: Script, rate: u32) {
     let mut open: HashSet<String> = HashSet::new();
     let mut sent_audio = 0usize;
     while let Some(Ok(message)) = socket.recv().await {
@@ -133,9 +98,7 @@ async fn session(
             continue;
         };
         let value: Value = serde_json::from_str(&text).unwrap();
-        state.connections.lock().unwrap()[index]
-            .messages
-            .push(value.clone());
+        state.update(index, |c| c.messages.push(value.clone()));
         if value.get("close_socket").and_then(Value::as_bool) == Some(true) {
             let _ = socket.send(Message::Close(None)).await;
             break;

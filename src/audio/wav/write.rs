@@ -36,19 +36,7 @@ impl WavWriter {
     /// [`AudioError::Io`] if the file cannot be created.
     pub fn create(path: impl AsRef<Path>, sample_rate: u32) -> Result<Self, AudioError> {
         let path = path.as_ref();
-        if sample_rate == 0 {
-            return Err(AudioError::UnsupportedSampleRate {
-                rate_hz: 0,
-                min_hz: 1,
-                max_hz: u32::MAX,
-            });
-        }
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
+        let spec = mono16(sample_rate)?;
         let inner = hound::WavWriter::create(path, spec).map_err(|e| wrap(path, e))?;
         Ok(Self {
             inner,
@@ -114,19 +102,7 @@ pub fn write_wav(
 ///
 /// [`AudioError::UnsupportedSampleRate`] for a zero rate.
 pub fn encode_wav(sample_rate: u32, samples: &[i16]) -> Result<Vec<u8>, AudioError> {
-    if sample_rate == 0 {
-        return Err(AudioError::UnsupportedSampleRate {
-            rate_hz: 0,
-            min_hz: 1,
-            max_hz: u32::MAX,
-        });
-    }
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
+    let spec = mono16(sample_rate)?;
     let memory = Path::new("<memory>");
     let mut cursor = std::io::Cursor::new(Vec::with_capacity(44 + samples.len() * 2));
     let mut writer = hound::WavWriter::new(&mut cursor, spec).map_err(|e| wrap(memory, e))?;
@@ -139,6 +115,23 @@ pub fn encode_wav(sample_rate: u32, samples: &[i16]) -> Result<Vec<u8>, AudioErr
     }
     writer.finalize().map_err(|e| wrap(memory, e))?;
     Ok(cursor.into_inner())
+}
+
+/// The format written: 16-bit mono PCM at `sample_rate` Hz (not zero).
+fn mono16(sample_rate: u32) -> Result<hound::WavSpec, AudioError> {
+    if sample_rate == 0 {
+        return Err(AudioError::UnsupportedSampleRate {
+            rate_hz: 0,
+            min_hz: 1,
+            max_hz: u32::MAX,
+        });
+    }
+    Ok(hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    })
 }
 
 /// Attaches the path to a hound error, keeping I/O errors as I/O errors.

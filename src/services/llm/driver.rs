@@ -30,7 +30,7 @@ use crate::context::{Message, Role};
 use crate::frame::{FrameBody, MetricsData};
 use crate::processor::ProcessorContext;
 use crate::services::http::{next_chunk, send};
-use crate::services::report::report;
+use crate::services::task::report;
 use crate::services::{Connection, ServiceError, SseDecoder};
 
 use super::openai::{ChatDelta, ChatRequest, ToolChoice};

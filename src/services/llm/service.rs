@@ -9,6 +9,8 @@ use tokio::task::JoinHandle;
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
 
+use crate::services::task::finish;
+
 use super::driver::Responder;
 use super::tool_runs::{ToolResults, spawn_result_hub};
 
@@ -95,19 +97,13 @@ impl Processor for LlmService {
     }
 
     async fn on_end(&mut self, _ctx: &ProcessorContext) -> Result<(), ProcessorError> {
-        if let Some(response) = self.response.take() {
-            // Finish the answer (and its goodbye) before End goes on.
-            if let Err(error) = response.await
-                && error.is_panic()
-            {
-                return Err(ProcessorError::recoverable("the LLM response task failed"));
-            }
-        }
+        // Finish the answer (and its goodbye) before End goes on.
+        finish(self.response.take(), "the LLM response task").await?;
         if let Some((results, hub)) = self.results.take() {
             // The hub ends when the last sender is gone: tools still running
             // (not cancelled by an interruption) deliver first.
             drop(results);
-            let _finished = hub.await;
+            finish(Some(hub), "the tool result hub").await?;
         }
         Ok(())
     }

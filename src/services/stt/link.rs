@@ -22,8 +22,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::frame::{FrameBody, TranscriptionFrame};
 use crate::processor::ProcessorContext;
-use crate::services::report::report;
 use crate::services::retry::jitter;
+use crate::services::task::report;
 use crate::services::websocket::{WsStream, WsTarget, connect};
 use crate::services::{Connection, ServiceError};
 

@@ -10,7 +10,6 @@
 //! pipeline the whole input, up to `max_utterance`, is one utterance,
 //! transcribed when the input ends.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +20,9 @@ use tokio::task::JoinHandle;
 use crate::audio::wav::encode_wav;
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, TranscriptionFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::processors::RecentAudio;
 use crate::services::http::{next_chunk, send};
-use crate::services::report::report;
+use crate::services::task::{finish, report};
 use crate::services::{Connection, ServiceError};
 
 /// How far back audio is kept while the user is silent: longer than any
@@ -56,7 +56,7 @@ pub struct SegmentedStt {
     connection: Connection,
     pre_roll: Duration,
     max_utterance: Duration,
-    recent: VecDeque<AudioFrame>,
+    recent: RecentAudio,
     speech_start: Option<Duration>,
     saw_vad: bool,
     jobs: Option<mpsc::UnboundedSender<Utterance>>,
@@ -75,7 +75,7 @@ impl SegmentedStt {
             connection,
             pre_roll,
             max_utterance,
-            recent: VecDeque::new(),
+            recent: RecentAudio::new(),
             speech_start: None,
             saw_vad: false,
             jobs: None,
@@ -84,37 +84,25 @@ impl SegmentedStt {
     }
 
     fn keep(&mut self, audio: &AudioFrame) {
-        self.recent.push_back(audio.clone());
         let window = if self.speech_start.is_some() || !self.saw_vad {
             self.max_utterance
         } else {
             RECENT
         };
-        let newest_end = audio.pts + audio.duration();
-        while self
-            .recent
-            .front()
-            .is_some_and(|f| f.pts + f.duration() + window < newest_end)
-        {
-            self.recent.pop_front();
-        }
+        self.recent.keep(audio, window);
     }
 
     /// The kept audio from `start` to `end`, as one utterance.
     fn cut(&mut self, start: Duration, end: Duration) -> Option<Utterance> {
-        let rate = self.recent.front()?.sample_rate;
+        let frames = self.recent.take_between(start, end);
+        let rate = frames.first()?.sample_rate;
         let mut samples = Vec::new();
-        for frame in self
-            .recent
-            .iter()
-            .filter(|f| f.pts + f.duration() > start && f.pts < end && f.sample_rate == rate)
-        {
+        for frame in frames.iter().filter(|f| f.sample_rate == rate) {
             samples.extend(crate::audio::pcm::mixdown_to_mono(
                 &frame.samples(),
                 frame.channels,
             ));
         }
-        self.recent.clear();
         (!samples.is_empty()).then_some(Utterance { samples, rate })
     }
 
@@ -231,15 +219,7 @@ impl Processor for SegmentedStt {
         };
         self.submit(last);
         self.jobs = None;
-        if let Some(worker) = self.worker.take()
-            && let Err(error) = worker.await
-            && error.is_panic()
-        {
-            return Err(ProcessorError::recoverable(
-                "the transcription worker failed",
-            ));
-        }
-        Ok(())
+        finish(self.worker.take(), "the transcription worker").await
     }
 
     async fn on_cancel(&mut self, _ctx: &ProcessorContext) {

@@ -22,6 +22,8 @@ use crate::processors::FrameResampler;
 use crate::services::websocket::WsTarget;
 use crate::services::{Connection, ServiceError};
 
+use crate::services::task::finish;
+
 use super::link::{Link, LinkCommand};
 
 /// What a result message says.
@@ -141,11 +143,7 @@ impl Processor for StreamingStt {
             // Closing the channel asks the link to close the stream and
             // push its last finals.
             drop(commands);
-            if let Err(error) = link.await
-                && error.is_panic()
-            {
-                return Err(ProcessorError::recoverable("the transcription link failed"));
-            }
+            finish(Some(link), "the transcription link").await?;
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ use crate::audio::StreamResampler;
 use crate::audio::pcm::samples_from_le_bytes;
 use crate::frame::{AudioFrame, Frame, FrameBody, MetricsData, SpokenText};
 use crate::processor::{ProcessorContext, ProcessorError};
-use crate::services::report::report;
+use crate::services::task::report;
 
 use super::wire::{TtsWire, WireEvent};
 

@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
 
+use crate::services::task::finish;
+
 use super::engine::{Command, Engine, Gate};
 use super::sentences::SentenceSplitter;
 use super::wire::TtsWire;
@@ -155,13 +157,7 @@ impl Processor for TtsService {
         self.close_response(None);
         // Closing the channel lets the engine finish what it has and stop.
         self.commands = None;
-        if let Some(engine) = self.engine.take()
-            && let Err(error) = engine.await
-            && error.is_panic()
-        {
-            return Err(ProcessorError::recoverable("the TTS engine failed"));
-        }
-        Ok(())
+        finish(self.engine.take(), "the TTS engine").await
     }
 
     async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
