@@ -320,3 +320,101 @@ async fn a_tool_marked_not_cancellable_finishes_and_is_recorded_after_an_interru
     assert!(interruption < result);
     assert_eq!(server.received("chat/completions").len(), 1);
 }
+
+/// Two contexts in a row, the first answer still streaming when the second
+/// comes: the server, and the response frames the LLM pushed, in order.
+async fn two_contexts(allow_interruptions: bool) -> (FakeOpenAi, Vec<&'static str>) {
+    let server = FakeOpenAi::start().await;
+    let hold = Arc::new(Notify::new());
+    server.push_chat(Reply::Sse(vec![
+        Part::Data(fake::openai::text_chunk("First answer,")),
+        Part::WaitFor(Arc::clone(&hold), "release"),
+        Part::Data(fake::openai::text_chunk(" finished.")),
+        Part::Data(finish_chunk("stop")),
+        Part::Data("[DONE]".into()),
+    ]));
+    server.push_chat(Reply::Sse(text_answer("Second answer.")));
+    let recorder = voxpipe::testing::RecordingObserver::new();
+    let mut params = voxpipe::pipeline::PipelineParams::new("s", 16_000);
+    params.allow_interruptions = allow_interruptions;
+    params.observers.push(recorder.clone());
+    let task = voxpipe::pipeline::PipelineTask::new(vec![llm(&server, "")], params);
+    let handle = task.handle();
+    let running = tokio::spawn(task.run());
+    handle.queue_frame(user("One?")).await;
+    let watched = Arc::clone(&recorder);
+    fake::wait_for(
+        std::time::Duration::from_secs(5),
+        "the first text",
+        move || {
+            watched
+                .pushes()
+                .iter()
+                .any(|(_, _, f)| matches!(f.body, FrameBody::LlmText(_)))
+        },
+    )
+    .await;
+    handle.queue_frame(user("Two?")).await;
+    if allow_interruptions {
+        let watched = Arc::clone(&recorder);
+        fake::wait_for(
+            std::time::Duration::from_secs(5),
+            "the second answer",
+            move || {
+                watched
+                    .pushes()
+                    .iter()
+                    .filter(|(_, _, f)| matches!(f.body, FrameBody::LlmResponseStart))
+                    .count()
+                    == 2
+            },
+        )
+        .await;
+    }
+    hold.notify_one();
+    handle.end("done").await;
+    running.await.unwrap();
+    let names = unique(&recorder.pushes())
+        .iter()
+        .map(Frame::name)
+        .filter(|n| matches!(*n, "LlmResponseStart" | "LlmText" | "LlmResponseEnd"))
+        .collect();
+    (server, names)
+}
+
+#[tokio::test]
+async fn a_new_context_replaces_the_answer_in_flight() {
+    let (_server, names) = two_contexts(true).await;
+    assert_eq!(
+        names,
+        [
+            "LlmResponseStart",
+            "LlmText",
+            "LlmResponseEnd",
+            "LlmResponseStart",
+            "LlmText",
+            "LlmText",
+            "LlmResponseEnd"
+        ],
+        "the first answer ends where it was"
+    );
+}
+
+#[tokio::test]
+async fn without_interruptions_the_answer_in_flight_finishes_first() {
+    let (server, names) = two_contexts(false).await;
+    assert_eq!(
+        names,
+        [
+            "LlmResponseStart",
+            "LlmText",
+            "LlmText",
+            "LlmResponseEnd",
+            "LlmResponseStart",
+            "LlmText",
+            "LlmText",
+            "LlmResponseEnd"
+        ]
+    );
+    assert_eq!(server.received("chat/completions").len(), 2);
+}

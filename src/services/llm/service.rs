@@ -1,5 +1,7 @@
 //! [`LlmService`]: the LLM processor. It answers each `LlmMessages` with a
-//! response task (see the driver) and forwards every other frame.
+//! response task (see the driver) and forwards every other frame. A new
+//! context while an answer is in flight replaces that answer, unless the
+//! session does not allow interruptions: then it waits for it.
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ pub struct LlmService {
     responder: Arc<Responder>,
     responses: u64,
     response: Option<JoinHandle<()>>,
+    allow_interruptions: bool,
     results: Option<(ToolResults, JoinHandle<()>)>,
 }
 
@@ -28,6 +31,7 @@ impl LlmService {
             responder: Arc::new(responder),
             responses: 0,
             response: None,
+            allow_interruptions: true,
             results: None,
         }
     }
@@ -61,9 +65,14 @@ impl Processor for LlmService {
             ctx.push(frame, direction).await;
             return Ok(());
         };
-        // A new context supersedes the answer to the old one.
-        if self.stop_response().await {
-            ctx.push_downstream(FrameBody::LlmResponseEnd).await;
+        if self.allow_interruptions {
+            // A new context supersedes the answer to the old one.
+            if self.stop_response().await {
+                ctx.push_downstream(FrameBody::LlmResponseEnd).await;
+            }
+        } else {
+            // The bot may not be cut off: the answer in flight finishes first.
+            finish(self.response.take(), "the LLM response task").await?;
         }
         let results = match &self.results {
             Some((results, _)) => results.clone(),
@@ -85,9 +94,10 @@ impl Processor for LlmService {
 
     async fn on_start(
         &mut self,
-        _start: &StartFrame,
+        start: &StartFrame,
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
+        self.allow_interruptions = start.allow_interruptions;
         self.results = Some(spawn_result_hub(ctx.clone()));
         Ok(())
     }
