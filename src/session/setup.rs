@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::error::BuildError;
+use super::resources::SessionResources;
 use crate::config::InterruptionSection;
 
 /// Where `*_env` keys are looked up: the process environment, or a fixed
@@ -44,6 +45,8 @@ pub struct SessionSetup {
     /// Parameters the transport received with the session, e.g. the
     /// `<Parameter>`s of a Twilio stream (caller, segment); empty for a file.
     pub custom_parameters: BTreeMap<String, String>,
+    /// Objects the session's processors share (see [`SessionResources`]).
+    pub resources: SessionResources,
 }
 
 impl SessionSetup {
@@ -57,6 +60,7 @@ impl SessionSetup {
             interruption: InterruptionSection::default(),
             env: EnvSource::Process,
             custom_parameters: BTreeMap::new(),
+            resources: SessionResources::new(),
         }
     }
 
