@@ -40,12 +40,18 @@ fn run_agent_against_any_openai_compatible_server() {
 
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.wav");
+    // One utterance: the sample's first sentence and the silence after it
+    // (with the VAD in the pipeline, each utterance is its own turn).
+    let hello = voxpipe::audio::read_wav(std::path::Path::new(HELLO)).unwrap();
+    let utterance = dir.path().join("utterance.wav");
+    let first = &hello.to_mono()[..hello.sample_rate as usize * 4];
+    voxpipe::audio::write_wav(&utterance, hello.sample_rate, first).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_voxpipe"))
         .args([
             "run",
             AGENT,
             "--input",
-            HELLO,
+            utterance.to_str().unwrap(),
             "--events",
             "--output",
             output.to_str().unwrap(),

@@ -196,6 +196,44 @@ async fn the_user_speaking_over_an_answer_asks_for_an_interruption() {
     assert_eq!(requests, ["user_context"]);
 }
 
+#[tokio::test]
+async fn speech_over_a_speaking_bot_is_left_to_the_vad() {
+    let (processors, _setup) = pair(1.0);
+    let live = Live::start(processors);
+    for frame in [
+        FrameBody::UserStartedSpeaking {
+            start: Duration::ZERO,
+        },
+        transcription("Tell me a story."),
+        FrameBody::UserStoppedSpeaking {
+            end: Duration::from_secs(1),
+        },
+    ] {
+        live.handle.queue_frame(frame).await;
+    }
+    live.wait_for("the user turn", |b| matches!(b, FrameBody::LlmMessages(_)))
+        .await;
+    // The reply is being heard: the VAD decides, with its guard against
+    // coughs, whether this speech interrupts it.
+    live.handle.queue_frame(FrameBody::BotStartedSpeaking).await;
+    live.handle
+        .queue_frame(FrameBody::UserStartedSpeaking {
+            start: Duration::from_secs(2),
+        })
+        .await;
+    live.wait_for_from("user_context", "the second start", |b| {
+        matches!(b, FrameBody::UserStartedSpeaking { start } if *start == Duration::from_secs(2))
+    })
+    .await;
+    let pushes = live.finish().await;
+    assert!(
+        !pushes
+            .iter()
+            .any(|(_, _, f)| matches!(f.body, FrameBody::InterruptionRequest)),
+        "no interruption asked by the aggregator"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_interim_that_never_finalises_becomes_the_turn_after_the_wait() {
     let (processors, setup) = pair(0.5);

@@ -40,8 +40,12 @@ pub struct UserContextConfig {
     /// become final before using it as it is, in seconds. Default 1.
     #[serde(default = "default_transcript_timeout")]
     pub transcript_timeout_secs: f64,
-    /// Ask for an interruption when the user speaks over the bot (if the
-    /// pipeline allows interruptions). Default true.
+    /// Ask for an interruption when the user starts speaking again while
+    /// a reply is on its way but not yet heard (if the pipeline allows
+    /// interruptions), so a stale reply is dropped. Speech over a bot that
+    /// is already speaking is the `vad` processor's call, with its
+    /// `[interruption] min_secs` guard, so one barge-in is one interruption.
+    /// Default true.
     #[serde(default = "default_true")]
     pub interrupt_bot: bool,
 }
@@ -125,8 +129,9 @@ impl UserContextAggregator {
         ctx.push_downstream(FrameBody::LlmMessages(messages)).await;
     }
 
-    fn bot_busy(&self) -> bool {
-        self.bot_speaking || self.conversation.lock().awaiting_reply()
+    /// A reply is coming that the user has not started hearing.
+    fn reply_pending(&self) -> bool {
+        !self.bot_speaking && self.conversation.lock().awaiting_reply()
     }
 }
 
@@ -150,7 +155,7 @@ impl Processor for UserContextAggregator {
                 return Ok(());
             }
             FrameBody::UserStartedSpeaking { .. } => {
-                if self.interrupt_bot && self.allow_interruptions && self.bot_busy() {
+                if self.interrupt_bot && self.allow_interruptions && self.reply_pending() {
                     ctx.request_interruption().await;
                 }
                 self.tracker.user_started();
