@@ -24,9 +24,7 @@ use async_trait::async_trait;
 use criterion::Criterion;
 use voxpipe::context::skills::{Skill, SkillIndex};
 use voxpipe::context::store::{MemoryStore, RedisStore, Store};
-use voxpipe::context::{
-    CompletedTurn, ContextRuntime, ContextSection, Role, RuntimeParts, SessionMemory,
-};
+use voxpipe::context::{ContextRuntime, ContextSection, Role, RuntimeParts, Turn};
 use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody};
 use voxpipe::pipeline::{NamedProcessor, PipelineParams, PipelineTask, SessionClock};
 use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
@@ -39,11 +37,23 @@ use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 mod rng;
 use rng::Rng;
 
-/// Records a turn every 25 input frames (0.5 s), as an aggregator would
-/// (with no memory: the same work without the recording, the baseline).
+/// Completes a turn every 25 input frames (0.5 s), pushing a
+/// `TurnCompleted` frame as an aggregator does; the session memory's
+/// observer stores it (with no memory nothing observes it: the baseline).
 struct Turns {
-    memory: Option<SessionMemory>,
     frames: u64,
+}
+
+fn turn(index: u64, at_ms: u64) -> Turn {
+    Turn {
+        index,
+        role: Role::User,
+        text: "It's too expensive.".to_owned(),
+        interrupted: false,
+        tool_calls: Vec::new(),
+        at_ms,
+        unix_ms: 0,
+    }
 }
 
 #[async_trait]
@@ -57,11 +67,12 @@ impl Processor for Turns {
         if let FrameBody::InputAudio(_) = frame.body {
             self.frames += 1;
             if self.frames.is_multiple_of(25) {
-                let ms = ctx.now().as_millis() as u64;
-                let turn = CompletedTurn::text(Role::User, "It's too expensive.", ms);
-                if let Some(memory) = &self.memory {
-                    memory.record_turn(turn);
-                }
+                let completed = turn(self.frames / 25, ctx.now().as_millis() as u64);
+                ctx.push(
+                    FrameBody::TurnCompleted(Arc::new(completed)),
+                    Direction::Downstream,
+                )
+                .await;
             }
         }
         ctx.push(frame, direction).await;
@@ -124,13 +135,7 @@ async fn session(context: Option<&ContextRuntime>, n: u64) -> Duration {
     let processors = vec![
         NamedProcessor::new("in", FileInput::new(vec![300; 160_000], 16_000, false)),
         NamedProcessor::new("parrot", Parrot::new(Duration::from_secs(30))),
-        NamedProcessor::new(
-            "turns",
-            Turns {
-                memory: memory.clone(),
-                frames: 0,
-            },
-        ),
+        NamedProcessor::new("turns", Turns { frames: 0 }),
         NamedProcessor::new(
             "out",
             OutputTransport::new(Discard, Pacing::InboundAudio { realtime: false }),
@@ -138,6 +143,9 @@ async fn session(context: Option<&ContextRuntime>, n: u64) -> Duration {
     ];
     let mut params = PipelineParams::new(setup.session_id.clone(), 16_000);
     params.clock = SessionClock::audio();
+    if let Some(memory) = &memory {
+        params.observers.push(memory.observer());
+    }
     params.measure = false;
     let task = PipelineTask::new(processors, params);
     let started = Instant::now();
@@ -161,7 +169,8 @@ fn bench_persistence(c: &mut Criterion) {
     let memory = rt.block_on(embedded.open_session(&SessionSetup::new("turns", 16_000), "file"));
     c.bench_function("turns/record_turn", |b| {
         let _entered = rt.enter();
-        b.iter(|| memory.record_turn(CompletedTurn::text(Role::User, "It's too expensive.", 0)));
+        let completed = Arc::new(turn(0, 0));
+        b.iter(|| memory.record_turn(Arc::clone(&completed)));
     });
 
     let mut group = c.benchmark_group("session_10s");

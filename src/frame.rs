@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::context::{Message, ToolCall};
+use crate::context::{Message, ToolCall, Turn};
 
 /// A process-wide unique frame id, increasing in creation order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -211,6 +211,29 @@ pub struct TranscriptionFrame {
     pub at: Duration,
 }
 
+/// Text the bot is speaking, placed in the audio the TTS produces: what the
+/// assistant aggregator keeps of a turn, and (with word timing) how much of
+/// it an interruption let through.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpokenText {
+    /// One word, or a whole sentence when the provider gives no word timing.
+    pub text: String,
+    /// Where its audio starts, from the start of the response's audio.
+    pub start: Duration,
+    /// How `text` relates to the audio.
+    pub timing: SpokenTiming,
+}
+
+/// How precisely a [`SpokenText`] is placed in the audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpokenTiming {
+    /// A word the provider timed: it starts at `start`.
+    Word,
+    /// A sentence: it starts at `start` and spreads over the audio until the
+    /// next spoken text (or the end of the response).
+    Sentence,
+}
+
 /// A measurement reported by the engine or a service.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "metric", rename_all = "snake_case")]
@@ -309,6 +332,10 @@ pub enum FrameBody {
     },
     /// A measurement.
     Metrics(MetricsData),
+    /// A turn of the conversation is complete (a user turn handed to the
+    /// LLM, an assistant turn played or interrupted, a tool result): the
+    /// hook for persisting the transcript as it happens.
+    TurnCompleted(Arc<Turn>),
 
     // ---- data ----
     /// Audio for the user.
@@ -323,6 +350,8 @@ pub enum FrameBody {
     InterimTranscription(TranscriptionFrame),
     /// A full LLM context to run a completion on.
     LlmMessages(Arc<Vec<Message>>),
+    /// Text the TTS is speaking, in order with its audio.
+    TtsText(SpokenText),
     /// A tool's result.
     FunctionCallResult {
         /// The tool call it answers.
@@ -368,13 +397,15 @@ impl FrameBody {
             | VadParams(_)
             | InputAudio(_)
             | Dtmf { .. }
-            | Metrics(_) => FrameKind::System,
+            | Metrics(_)
+            | TurnCompleted(_) => FrameKind::System,
             OutputAudio(_)
             | Text(_)
             | LlmText(_)
             | Transcription(_)
             | InterimTranscription(_)
             | LlmMessages(_)
+            | TtsText(_)
             | FunctionCallResult { .. } => FrameKind::Data,
             End { .. }
             | LlmResponseStart
@@ -404,12 +435,14 @@ impl FrameBody {
             InputAudio(_) => "InputAudio",
             Dtmf { .. } => "Dtmf",
             Metrics(_) => "Metrics",
+            TurnCompleted(_) => "TurnCompleted",
             OutputAudio(_) => "OutputAudio",
             Text(_) => "Text",
             LlmText(_) => "LlmText",
             Transcription(_) => "Transcription",
             InterimTranscription(_) => "InterimTranscription",
             LlmMessages(_) => "LlmMessages",
+            TtsText(_) => "TtsText",
             FunctionCallResult { .. } => "FunctionCallResult",
             End { .. } => "End",
             LlmResponseStart => "LlmResponseStart",

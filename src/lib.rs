@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod processor;
 pub mod processors;
 pub mod server;
+pub mod services;
 pub mod session;
 pub mod testing;
 pub mod transport;

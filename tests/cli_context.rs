@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use support::fake_openai::{FakeOpenAi, verdict};
 use support::redis_server::RedisServer;
 use voxpipe::context::store::{CallStore, RedisStore, StoreSettings};
-use voxpipe::context::{CallChange, CallRecord, CompletedTurn, Role, Segment};
+use voxpipe::context::{CallChange, CallRecord, Interaction, Role, Segment};
 
 fn voxpipe(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_voxpipe"))
@@ -30,6 +30,18 @@ fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn interaction(index: u64, role: Role, text: &str) -> Interaction {
+    Interaction {
+        index,
+        role,
+        text: text.to_owned(),
+        timestamp: "2026-01-01T00:00:00.000Z".into(),
+        session_ms: 0,
+        interrupted: false,
+        tool_calls: Vec::new(),
+    }
 }
 
 fn tone_wav(path: &Path, secs: f32) {
@@ -55,12 +67,12 @@ fn a_file_run_is_stored_in_the_embedded_file_and_shown_by_calls_show() {
     tone_wav(&input, 0.5);
     let file = dir.path().join("ctx.jsonl");
     let path = format!("context.path={}", file.display());
-    let store = ["-p", "pipelines/agent.toml", "--set", &path];
+    let store = ["-p", "pipelines/parrot.toml", "--set", &path];
 
     let out = voxpipe(
         &[
             "run",
-            "pipelines/agent.toml",
+            "pipelines/parrot.toml",
             "--input",
             input.to_str().unwrap(),
             "--session-id",
@@ -82,7 +94,7 @@ fn a_file_run_is_stored_in_the_embedded_file_and_shown_by_calls_show() {
     );
     assert!(text.contains("  ended    "), "{text}");
     assert!(text.contains("(end_of_input)"), "{text}");
-    assert!(text.contains("  segment  US / insurance\n"), "{text}");
+    assert!(text.contains("  segment  * / insurance\n"), "{text}");
     assert!(text.contains("  param    industry = insurance\n"), "{text}");
     assert!(text.contains("  prompt   toml\n"), "{text}");
     assert!(text.contains("transcript (0 turns)"), "{text}");
@@ -152,7 +164,7 @@ async fn evaluate_and_skills_run_against_redis() {
     .into_iter()
     .enumerate()
     {
-        let turn = CompletedTurn::text(role, text, 0).into_interaction(index as u64, "t".into());
+        let turn = interaction(index as u64, role, text);
         store.append_turn("c7", &turn).await.unwrap();
     }
     store
@@ -250,7 +262,7 @@ async fn worker_runs_queued_evaluations_until_interrupted() {
     let store = RedisStore::connect(&redis.url(), "REDIS_URL", StoreSettings::default()).unwrap();
     let record = CallRecord::pending("c8", "twilio", Segment::default(), Default::default(), 0);
     store.create_call(&record).await.unwrap();
-    let turn = CompletedTurn::text(Role::User, "Hello?", 0).into_interaction(0, "t".into());
+    let turn = interaction(0, Role::User, "Hello?");
     store.append_turn("c8", &turn).await.unwrap();
     voxpipe::eval::queue_evaluation(&store, "c8").await.unwrap();
 

@@ -199,3 +199,53 @@ fn vad_and_interruption_values_out_of_range_name_their_key() {
         errors[2]
     );
 }
+
+#[test]
+fn services_are_chosen_by_provider_and_their_keys_checked_by_line() {
+    let errors = errors_of(&format!(
+        "{HEADER}[[processor]]\ntype = \"tts\"\nprovider = \"acme\"\n\n[[processor]]\ntype = \"llm\"\n\n[[processor]]\ntype = \"llm\"\nprovider = \"openai\"\nmodel = \"m\"\ntemprature = 0.5\n"
+    ));
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("p.toml:6:12: key `processor.0.provider`: unknown provider `acme` for `tts`; known providers: `cartesia`, `elevenlabs`, `openai`"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains(
+            "key `processor.1.provider`: missing required key `provider`; `llm` providers: `openai`"
+        ),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[2]
+            .starts_with("p.toml:15:1: key `processor.2.temprature`: unknown key `temprature`"),
+        "{}",
+        errors[2]
+    );
+}
+
+#[test]
+fn provider_settings_can_be_overridden_by_path() {
+    let file = write_pipeline(&format!(
+        "{HEADER}[[processor]]\ntype = \"llm\"\nprovider = \"openai\"\nmodel = \"m\"\n"
+    ));
+    let config = load_pipeline(
+        file.path(),
+        &[set("processor.0.base_url=http://127.0.0.1:9/v1")],
+        &ProcessorRegistry::builtin(),
+    )
+    .unwrap();
+    assert!(format!("{:?}", config.processors[0].factory).contains("http://127.0.0.1:9/v1"));
+    let errors = load_pipeline(
+        file.path(),
+        &[set("processor.0.provider=acme")],
+        &ProcessorRegistry::builtin(),
+    )
+    .unwrap_err();
+    assert!(
+        errors.to_string().contains("unknown provider `acme`"),
+        "{errors}"
+    );
+}

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use support::fake_openai::{FakeOpenAi, verdict};
 use support::redis_server::RedisServer;
-use support::turns::{HandSession, registry};
+use support::turns::{HandSession, registry, turn};
 use voxpipe::config::{PipelineConfig, parse_pipeline};
 use voxpipe::context::store::{RedisStore, Store, StoreSettings};
 use voxpipe::context::writer::{WriterSettings, spawn_writer};
 use voxpipe::context::{
-    CallRecord, CallStatus, CompletedTurn, ContextRuntime, Outcome, PromptKey, Role, Segment,
-    SessionMemory, TacticsList,
+    CallRecord, CallStatus, ContextRuntime, Outcome, PromptKey, Role, Segment, SessionMemory,
+    TacticsList,
 };
 use voxpipe::frame::{AudioFrame, FrameBody};
 use voxpipe::pipeline::{NamedProcessor, SessionClock};
@@ -384,12 +384,12 @@ async fn a_session_ending_while_redis_is_down_reports_exactly_what_it_could_not_
     };
     let (recorder, mut progress) = spawn_writer(Arc::clone(&store), record, settings);
     recorder.started();
-    recorder.record(CompletedTurn::text(Role::User, "kept", 0));
+    recorder.record(Arc::new(turn(0, Role::User, "kept", 0)));
     progress.wait_for(|s| s.turns_written == 1).await.unwrap();
 
     redis.kill();
-    recorder.record(CompletedTurn::text(Role::Assistant, "lost one", 100));
-    recorder.record(CompletedTurn::text(Role::User, "lost two", 200));
+    recorder.record(Arc::new(turn(1, Role::Assistant, "lost one", 100)));
+    recorder.record(Arc::new(turn(2, Role::User, "lost two", 200)));
     recorder.ended("hangup");
     let began = Instant::now();
     let status = tokio::time::timeout(

@@ -17,7 +17,7 @@ use voxpipe::context::store::{
     StoreSettings,
 };
 use voxpipe::context::{
-    CallChange, CallRecord, CallStatus, CompletedTurn, PromptKey, Role, Segment, TacticsList,
+    CallChange, CallRecord, CallStatus, Interaction, PromptKey, Role, Segment, TacticsList,
 };
 
 const HOUR_MS: u64 = 3_600_000;
@@ -68,9 +68,16 @@ fn backends() -> [Backend; 2] {
     [Backend::memory(), Backend::redis()]
 }
 
-fn turn(index: u64, text: &str) -> voxpipe::context::Interaction {
-    CompletedTurn::text(Role::User, text, index * 1000)
-        .into_interaction(index, "2026-01-01T00:00:00.000Z".into())
+fn turn(index: u64, text: &str) -> Interaction {
+    Interaction {
+        index,
+        role: Role::User,
+        text: text.to_owned(),
+        timestamp: "2026-01-01T00:00:00.000Z".into(),
+        session_ms: index * 1000,
+        interrupted: false,
+        tool_calls: Vec::new(),
+    }
 }
 
 fn call(id: &str) -> CallRecord {

@@ -33,7 +33,7 @@ async fn setup(evaluator: &str) -> Setup {
     let judge = FakeOpenAi::start().await;
     let toml = format!(
         "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n\
-         [evaluator]\nbase_url = \"{}\"\nmodel = \"judge-1\"\ntimeout_secs = 5\n{evaluator}\n",
+         [evaluator]\nbase_url = \"{}\"\nmodel = \"judge-1\"\nconnection = {{ response_timeout_secs = 5 }}\n{evaluator}\n",
         judge.base_url()
     );
     let config = parse_pipeline(Path::new("agent.toml"), &toml, &registry()).unwrap();

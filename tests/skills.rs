@@ -9,6 +9,7 @@ mod support;
 use std::sync::Arc;
 
 use redis::AsyncCommands;
+use serde_json::json;
 use support::fake_openai::{DIMS, FakeOpenAi, embed};
 use support::redis_server::RedisServer;
 use support::rng::Rng;
@@ -18,17 +19,18 @@ use voxpipe::context::skills::{
 };
 use voxpipe::context::store::{RedisStore, Store, StoreSettings};
 use voxpipe::eval::ApiEndpoint;
+use voxpipe::services::{ApiKey, Connection};
 
 async fn library(redis: &RedisServer, openai: &FakeOpenAi) -> (Arc<dyn Store>, SkillLibrary) {
     let store: Arc<dyn Store> =
         Arc::new(RedisStore::connect(&redis.url(), "REDIS_URL", StoreSettings::default()).unwrap());
     let endpoint = ApiEndpoint {
         base_url: openai.base_url(),
-        api_key: Some("sk-test".into()),
-        timeout: std::time::Duration::from_secs(5),
-        retries: 0,
+        api_key: Some(ApiKey::new("sk-test")),
+        connection: Connection::default(),
+        provider: "embeddings",
     };
-    let embedder = OpenAiEmbedder::new(endpoint, "embed-1", Some(DIMS as u32)).unwrap();
+    let embedder = OpenAiEmbedder::new(endpoint, "embed-1", Some(DIMS as u32));
     let library = SkillLibrary::new(store.clone(), Arc::new(embedder), 512, 2);
     (store, library)
 }
@@ -59,7 +61,7 @@ async fn search_context_returns_the_closest_rebuttals() {
 
     let answer: serde_json::Value = serde_json::from_str(
         &library
-            .search_context(r#"{"query": "that is too expensive"}"#)
+            .search_context(json!({"query": "that is too expensive"}))
             .await
             .unwrap(),
     )
@@ -74,14 +76,14 @@ async fn search_context_returns_the_closest_rebuttals() {
 
     let one: serde_json::Value = serde_json::from_str(
         &library
-            .search_context(r#"{"query": "no time", "top_k": 1}"#)
+            .search_context(json!({"query": "no time", "top_k": 1}))
             .await
             .unwrap(),
     )
     .unwrap();
     assert_eq!(one["results"][0]["rebuttal"], "Offer a two week pilot");
     assert!(matches!(
-        library.search_context(r#"{"q": "x"}"#).await,
+        library.search_context(json!({"q": "x"})).await,
         Err(SkillError::Arguments(_))
     ));
     assert_eq!(SEARCH_CONTEXT, "search_context");

@@ -157,8 +157,19 @@ fn parse_processor(
             factory: Arc::new(factory),
         });
     }
+    let provider = if registry.has_providers(&type_name) {
+        Some(take_provider(
+            &mut table, &type_name, registry, errors, span.start, path,
+        )?)
+    } else {
+        None
+    };
     let deserializer = toml::de::ValueDeserializer::from(Spanned::new(span, DeValue::Table(table)));
-    match registry.parse(&type_name, deserializer) {
+    let parsed = match &provider {
+        Some(provider) => registry.parse_provider(&type_name, provider, deserializer),
+        None => registry.parse(&type_name, deserializer),
+    };
+    match parsed {
         None => Err(errors.key_error(
             type_span.start,
             key("type"),
@@ -242,6 +253,51 @@ fn parse_parallel(
     match found.into_iter().next() {
         Some(error) => Err(error),
         None => Ok(ParallelFactory::new(chains)),
+    }
+}
+
+/// Removes and checks the `provider` key of a processor table whose type
+/// is chosen by provider.
+fn take_provider(
+    table: &mut DeTable<'_>,
+    type_name: &str,
+    registry: &ProcessorRegistry,
+    errors: &Errors<'_>,
+    table_start: usize,
+    path: &str,
+) -> Result<String, ConfigError> {
+    let key = format!("{path}.provider");
+    let known = || {
+        registry
+            .provider_names(type_name)
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(value) = table.remove("provider") else {
+        return Err(errors.key_error(
+            table_start,
+            key,
+            format!(
+                "missing required key `provider`; `{type_name}` providers: {}",
+                known()
+            ),
+        ));
+    };
+    let at = value.span().start;
+    match value.get_ref().as_str() {
+        Some(provider) if registry.provider_names(type_name).any(|p| p == provider) => {
+            Ok(provider.to_owned())
+        }
+        Some(provider) => Err(errors.key_error(
+            at,
+            key,
+            format!(
+                "unknown provider `{provider}` for `{type_name}`; known providers: {}",
+                known()
+            ),
+        )),
+        None => Err(errors.key_error(at, key, "expected a string".into())),
     }
 }
 

@@ -24,7 +24,7 @@
 //! top_k = 3
 //! candidates = 512               # re-ranked exactly per query
 //! refresh_secs = 60
-//! timeout_secs = 10
+//! connection = { response_timeout_secs = 10 }    # as for services
 //! ```
 
 use std::path::PathBuf;
@@ -36,6 +36,8 @@ use super::call::Segment;
 use super::store::{Keys, StoreSettings};
 use super::writer::WriterSettings;
 use crate::eval::{ApiEndpoint, default_base_url, seconds};
+use crate::services::{ApiKey, ConnectionOptions};
+use crate::session::BuildError;
 
 /// Which store backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -154,9 +156,10 @@ pub struct SkillsSection {
     /// Seconds between index refreshes.
     #[serde(default = "default_refresh")]
     pub refresh_secs: f64,
-    /// Per embeddings request, seconds.
-    #[serde(default = "default_timeout")]
-    pub timeout_secs: f64,
+    /// Timeouts and retries of each embeddings request (the services'
+    /// `connection` table).
+    #[serde(default)]
+    pub connection: ConnectionOptions,
 }
 
 fn default_model() -> String {
@@ -171,18 +174,15 @@ fn default_candidates() -> usize {
 fn default_refresh() -> f64 {
     60.0
 }
-fn default_timeout() -> f64 {
-    10.0
-}
 
 impl SkillsSection {
     /// The embeddings endpoint, with the resolved key.
-    pub fn endpoint(&self, api_key: Option<String>) -> ApiEndpoint {
-        ApiEndpoint {
+    pub fn endpoint(&self, api_key: Option<ApiKey>) -> Result<ApiEndpoint, BuildError> {
+        Ok(ApiEndpoint {
             base_url: self.base_url.clone(),
             api_key,
-            timeout: seconds(self.timeout_secs),
-            retries: 1,
-        }
+            connection: self.connection.resolve()?,
+            provider: "embeddings",
+        })
     }
 }

@@ -1,21 +1,25 @@
 //! [`SessionMemory`]: one session's view of the context store.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::call::Segment;
-use super::interaction::CompletedTurn;
 use super::prompt::SessionPrompt;
+use super::turn::Turn;
 use super::writer::{TurnRecorder, WriteReport, WriterDone};
+use crate::frame::FrameBody;
+use crate::pipeline::{Observer, PushEvent};
 
 /// A session's conversation memory: its system prompt as read at session
 /// start, and the recorder that persists its turns. Cheap to clone.
 ///
-/// [`run_session`](crate::session::run_session) marks the call active when
-/// the pipeline starts and completed when it ends, whatever the reason;
-/// code that runs a pipeline itself calls [`SessionMemory::started`] and
-/// [`SessionMemory::ended`]. (Not an observer: observers are called on every
-/// push, and the status needs only the two ends.)
+/// A [`Session`](crate::session::Session) with a memory adds its
+/// [observer](SessionMemory::observer), which hands every
+/// [`TurnCompleted`](FrameBody::TurnCompleted) frame to the writer, and
+/// marks the call active when the pipeline starts and completed when it
+/// ends, whatever the reason; code that runs a pipeline itself does both
+/// ([`SessionMemory::started`], [`SessionMemory::ended`]).
 #[derive(Clone)]
 pub struct SessionMemory {
     recorder: TurnRecorder,
@@ -71,8 +75,16 @@ impl SessionMemory {
     }
 
     /// Persists a completed turn; returns at once.
-    pub fn record_turn(&self, turn: CompletedTurn) {
+    pub fn record_turn(&self, turn: Arc<Turn>) {
         self.recorder.record(turn);
+    }
+
+    /// The observer that persists the turns the aggregators announce.
+    pub fn observer(&self) -> Arc<dyn Observer> {
+        Arc::new(TurnObserver {
+            recorder: self.recorder.clone(),
+            recorded: Mutex::new(BTreeSet::new()),
+        })
     }
 
     /// The recorder, for the aggregators.
@@ -106,5 +118,28 @@ impl SessionMemory {
     /// has stopped.
     pub fn progress(&self) -> WriterDone {
         self.done.clone()
+    }
+}
+
+/// Records each turn once: a `TurnCompleted` frame is pushed again by every
+/// processor that forwards it, and its index tells the repeats apart.
+struct TurnObserver {
+    recorder: TurnRecorder,
+    recorded: Mutex<BTreeSet<u64>>,
+}
+
+impl Observer for TurnObserver {
+    fn on_push(&self, event: &PushEvent<'_>) {
+        let FrameBody::TurnCompleted(turn) = &event.frame.body else {
+            return;
+        };
+        let first = self
+            .recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(turn.index);
+        if first {
+            self.recorder.record(Arc::clone(turn));
+        }
     }
 }

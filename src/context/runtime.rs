@@ -9,16 +9,18 @@ use super::call::{CallRecord, Segment};
 use super::config::{ContextSection, StoreKind};
 use super::memory::SessionMemory;
 use super::prompt::SessionPrompt;
-use super::skills::{OpenAiEmbedder, SkillLibrary};
+use super::skills::{OpenAiEmbedder, SearchContextTool, SkillLibrary};
 use super::store::{MemoryStore, RedisStore, Store, StoreError};
 use super::time::unix_ms;
 use super::writer::{AfterCall, WriterDone, WriterSettings, spawn_writer};
 use crate::config::PipelineConfig;
 use crate::eval::{
-    ApiError, EvaluationWorker, Evaluator, EvaluatorSection, EvaluatorSettings, JudgeModel,
-    OpenAiJudge, WorkerSettings,
+    EvaluationWorker, Evaluator, EvaluatorSection, EvaluatorSettings, JudgeModel, OpenAiJudge,
+    WorkerSettings,
 };
-use crate::session::{EnvSource, SessionSetup, new_session_id};
+use crate::services::llm::tools::ToolRegistry;
+use crate::services::{ApiKey, ServiceError};
+use crate::session::{BuildError, EnvSource, SessionResources, SessionSetup, new_session_id};
 use crate::webhook::{WebhookDeliverer, WebhookSection, WebhookSettings};
 
 /// The context runtime could not be set up.
@@ -36,9 +38,17 @@ pub enum ContextError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// An HTTP client could not be built.
+    /// A section's value cannot work (e.g. a `connection` timeout).
+    #[error("[{section}] {source}")]
+    Invalid {
+        /// The section, e.g. `evaluator`.
+        section: &'static str,
+        /// Why.
+        source: BuildError,
+    },
+    /// The HTTP client could not be set up.
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Http(#[from] ServiceError),
 }
 
 /// A process's context store and the services on top of it. Build one per
@@ -97,6 +107,10 @@ impl ContextRuntime {
         };
         let optional_var =
             |key: &str, name: &Option<String>| name.as_deref().map(|v| var(key, v)).transpose();
+        let api_key = |key: &str, name: &Option<String>| {
+            optional_var(key, name).map(|value| value.map(ApiKey::new))
+        };
+        let invalid = |section| move |source| ContextError::Invalid { section, source };
         let settings = section.store_settings();
         let store: Arc<dyn Store> = match (section.store, &section.path) {
             (StoreKind::Redis, _) => {
@@ -108,9 +122,9 @@ impl ContextRuntime {
         };
         let evaluator = match config.evaluator.as_ref().filter(|e| e.enabled) {
             Some(section) => {
-                let key = optional_var("evaluator.api_key_env", &section.api_key_env)?;
-                let judge =
-                    OpenAiJudge::new(section.endpoint(key), &section.model, section.json_mode)?;
+                let key = api_key("evaluator.api_key_env", &section.api_key_env)?;
+                let endpoint = section.endpoint(key).map_err(invalid("evaluator"))?;
+                let judge = OpenAiJudge::new(endpoint, &section.model, section.json_mode);
                 Some((Arc::new(judge) as Arc<dyn JudgeModel>, section.clone()))
             }
             None => None,
@@ -121,9 +135,9 @@ impl ContextRuntime {
         };
         let skills = match &section.skills {
             Some(skills) => {
-                let key = optional_var("context.skills.api_key_env", &skills.api_key_env)?;
-                let embedder =
-                    OpenAiEmbedder::new(skills.endpoint(key), &skills.model, skills.dimensions)?;
+                let key = api_key("context.skills.api_key_env", &skills.api_key_env)?;
+                let endpoint = skills.endpoint(key).map_err(invalid("context.skills"))?;
+                let embedder = OpenAiEmbedder::new(endpoint, &skills.model, skills.dimensions);
                 Some(Arc::new(SkillLibrary::new(
                     Arc::clone(&store),
                     Arc::new(embedder),
@@ -200,13 +214,28 @@ impl ContextRuntime {
         self.store.ping().await
     }
 
+    /// Adds the tools this runtime serves (`search_context`, when
+    /// `[context.skills]` is set) to the tool registry in `resources`, where
+    /// the LLM finds the tools its `tools = [...]` names.
+    pub fn install_tools(&self, resources: &SessionResources) {
+        let Some(skills) = &self.skills else {
+            return;
+        };
+        let mut registry = resources
+            .get::<ToolRegistry>(ToolRegistry::RESOURCE)
+            .map_or_else(ToolRegistry::builtin, |r| ToolRegistry::clone(&r));
+        registry.register(Arc::new(SearchContextTool::new(Arc::clone(skills))));
+        resources.insert(ToolRegistry::RESOURCE, registry);
+    }
+
     /// Opens the memory of the session `setup` describes, bound to
     /// `transport` (`twilio`, `webrtc`, `file`): resolves its segment from
     /// `setup.custom_parameters` (else `[context]`), reads its system prompt
     /// and tactics (for at most `prompt_timeout_ms`; on failure the session
     /// uses the pipeline's prompt), and starts its writer, which stores the
-    /// call as pending.
+    /// call as pending. Its tools go into `setup.resources`.
     pub async fn open_session(&self, setup: &SessionSetup, transport: &str) -> SessionMemory {
+        self.install_tools(&setup.resources);
         let call_id = setup.session_id.to_string();
         let segment = Segment::resolve(&setup.custom_parameters, &self.section.default_segment());
         let limit = Duration::from_millis(self.section.prompt_timeout_ms);
@@ -266,7 +295,7 @@ impl ContextRuntime {
             .as_ref()
             .map(|settings| {
                 WebhookDeliverer::new(Arc::clone(&self.store), Arc::clone(settings))
-                    .map_err(|e| ContextError::Api(ApiError::Client(e)))
+                    .map_err(ContextError::Http)
             })
             .transpose()
     }

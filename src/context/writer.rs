@@ -30,9 +30,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::call::{CallChange, CallRecord};
-use super::interaction::CompletedTurn;
+use super::interaction::Interaction;
 use super::store::{Appended, Store, StoreError};
-use super::time::{rfc3339, unix_ms};
+use super::time::unix_ms;
+use super::turn::Turn;
 
 /// How a writer retries and what it does when the call ends.
 #[derive(Debug, Clone)]
@@ -76,9 +77,10 @@ impl std::fmt::Debug for AfterCall {
     }
 }
 
-/// A command, stamped with the wall time it was sent at.
+/// A command; status changes are stamped with the wall time they were sent
+/// at (a turn carries its own).
 enum Command {
-    Turn(CompletedTurn, u64),
+    Turn(Arc<Turn>),
     Started(u64),
     Ended(String, u64),
 }
@@ -107,8 +109,8 @@ impl TurnRecorder {
     }
 
     /// Queues a completed turn; it is written as soon as the store allows.
-    pub fn record(&self, turn: CompletedTurn) {
-        self.send(Command::Turn(turn, unix_ms()));
+    pub fn record(&self, turn: Arc<Turn>) {
+        self.send(Command::Turn(turn));
     }
 
     /// The pipeline started: the call becomes active.
@@ -186,8 +188,7 @@ pub fn spawn_writer(
 enum Action {
     Create(Box<CallRecord>),
     Change(CallChange),
-    /// A turn and the wall time it completed at.
-    Turn(CompletedTurn, u64),
+    Turn(Arc<Turn>),
     After(AfterCall),
 }
 
@@ -328,15 +329,13 @@ impl Writer {
 
     fn accept(&mut self, command: Command) {
         if self.ended {
-            if let Command::Turn(turn, _) = command {
-                tracing::warn!(call_id = %self.call_id, turn = ?turn.message, "turn recorded after the session ended; not written");
+            if let Command::Turn(turn) = command {
+                tracing::warn!(call_id = %self.call_id, ?turn, "turn recorded after the session ended; not written");
             }
             return;
         }
         match command {
-            Command::Turn(turn, at_ms) => {
-                self.steps.push_back(Step::new(Action::Turn(turn, at_ms)));
-            }
+            Command::Turn(turn) => self.steps.push_back(Step::new(Action::Turn(turn))),
             Command::Started(at_ms) => self
                 .steps
                 .push_back(Step::new(Action::Change(CallChange::Started { at_ms }))),
@@ -368,11 +367,11 @@ impl Writer {
                 tracing::error!(call_id = %self.call_id, change = ?change, reason = why, "call status not written");
                 format!("call status change {change:?}")
             }
-            Action::Turn(turn, at_ms) => {
+            Action::Turn(turn) => {
                 // Turns never attempted get the positions they would have had.
                 let index = step.index.unwrap_or(self.next_index);
                 self.next_index = index + 1;
-                let turn = turn.clone().into_interaction(index, rfc3339(*at_ms));
+                let turn = Interaction::from_turn(turn, index);
                 let json = serde_json::to_string(&turn).unwrap_or_default();
                 tracing::error!(call_id = %self.call_id, index, turn = %json, reason = why, "turn not written");
                 format!("turn {index}")
@@ -414,11 +413,11 @@ async fn perform(
             }
             Ok(())
         }
-        Action::Turn(turn, at_ms) => {
+        Action::Turn(turn) => {
             let mut fresh = first_attempt;
             loop {
                 let index = *step.index.get_or_insert(*next_index);
-                let stored_turn = turn.clone().into_interaction(index, rfc3339(*at_ms));
+                let stored_turn = Interaction::from_turn(turn, index);
                 match store.append_turn(call_id, &stored_turn).await? {
                     Appended::Added => *next_index = index + 1,
                     Appended::AlreadyStored { stored } if !fresh => {

@@ -9,7 +9,7 @@
 //! prompt = "You evaluate ..."             # optional; a sales-call judge by default
 //! max_attempts = 3                        # malformed answers asked again
 //! json_mode = true                        # send response_format json_object
-//! timeout_secs = 30
+//! connection = { response_timeout_secs = 60, max_retries = 2 }  # as for services
 //! claim_idle_secs = 60                    # reclaim a crashed worker's job after
 //! max_deliveries = 2                      # first run + one more after a crash
 //! ```
@@ -21,6 +21,8 @@ use serde::Deserialize;
 use super::http::ApiEndpoint;
 use super::judge::DEFAULT_JUDGE_PROMPT;
 use super::worker::WorkerSettings;
+use crate::services::{ApiKey, ConnectionOptions};
+use crate::session::BuildError;
 
 /// `[evaluator]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,9 +49,11 @@ pub struct EvaluatorSection {
     /// Ask for a JSON object through `response_format`.
     #[serde(default = "yes")]
     pub json_mode: bool,
-    /// Per request, seconds.
-    #[serde(default = "default_timeout")]
-    pub timeout_secs: f64,
+    /// Timeouts and retries of each request (the services' `connection`
+    /// table; the answer comes whole, so its response timeout is 60 s by
+    /// default).
+    #[serde(default = "judge_connection")]
+    pub connection: ConnectionOptions,
     /// Seconds a job may stay with a silent worker before another takes it.
     #[serde(default = "default_claim_idle")]
     pub claim_idle_secs: f64,
@@ -71,8 +75,12 @@ fn default_model() -> String {
 fn default_attempts() -> u32 {
     3
 }
-fn default_timeout() -> f64 {
-    30.0
+fn judge_connection() -> ConnectionOptions {
+    ConnectionOptions {
+        response_timeout_secs: 60.0,
+        read_timeout_secs: 60.0,
+        ..ConnectionOptions::default()
+    }
 }
 fn default_claim_idle() -> f64 {
     60.0
@@ -83,13 +91,13 @@ fn default_deliveries() -> u64 {
 
 impl EvaluatorSection {
     /// The judge's endpoint, with the resolved key.
-    pub fn endpoint(&self, api_key: Option<String>) -> ApiEndpoint {
-        ApiEndpoint {
+    pub fn endpoint(&self, api_key: Option<ApiKey>) -> Result<ApiEndpoint, BuildError> {
+        Ok(ApiEndpoint {
             base_url: self.base_url.clone(),
             api_key,
-            timeout: seconds(self.timeout_secs),
-            retries: 2,
-        }
+            connection: self.connection.resolve()?,
+            provider: "judge",
+        })
     }
 
     /// The judge's instructions.

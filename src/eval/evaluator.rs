@@ -170,7 +170,9 @@ impl Evaluator {
                 Err(err) => {
                     tracing::warn!(call_id, attempt, error = %err, "judge request failed");
                     problem = format!("judge unavailable: {err}");
-                    if !err.is_transient() {
+                    // Refused credentials stay refused; anything else
+                    // (after the client's own retries) is asked again.
+                    if err.is_auth() {
                         break;
                     }
                 }

@@ -5,8 +5,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{ApiEndpoint, ApiError, JsonClient};
+use super::http::{ApiEndpoint, JsonClient};
 use crate::context::{CallRecord, Interaction};
+use crate::services::ServiceError;
 
 /// The judge's instructions when the TOML gives none.
 pub const DEFAULT_JUDGE_PROMPT: &str = "\
@@ -27,7 +28,7 @@ pub trait JudgeModel: Send + Sync {
 
     /// The answer's text to `messages` (`(role, content)` pairs: `system`,
     /// `user`, `assistant`).
-    async fn complete(&self, messages: &[(&str, String)]) -> Result<String, ApiError>;
+    async fn complete(&self, messages: &[(&str, String)]) -> Result<String, ServiceError>;
 }
 
 /// [`JudgeModel`] over `POST {base_url}/chat/completions`.
@@ -42,12 +43,12 @@ impl OpenAiJudge {
     /// A judge using `model` at `endpoint`. With `json_mode`, requests carry
     /// `response_format: {"type": "json_object"}` (OpenAI, vLLM, llama.cpp
     /// support it; turn it off for servers that reject it).
-    pub fn new(endpoint: ApiEndpoint, model: &str, json_mode: bool) -> Result<Self, ApiError> {
-        Ok(OpenAiJudge {
-            client: JsonClient::new(endpoint)?,
+    pub fn new(endpoint: ApiEndpoint, model: &str, json_mode: bool) -> Self {
+        OpenAiJudge {
+            client: JsonClient::new(endpoint),
             model: model.to_owned(),
             json_mode,
-        })
+        }
     }
 }
 
@@ -73,7 +74,7 @@ impl JudgeModel for OpenAiJudge {
         &self.model
     }
 
-    async fn complete(&self, messages: &[(&str, String)]) -> Result<String, ApiError> {
+    async fn complete(&self, messages: &[(&str, String)]) -> Result<String, ServiceError> {
         let messages: Vec<_> = messages
             .iter()
             .map(|(role, content)| json!({"role": role, "content": content}))
@@ -93,9 +94,8 @@ impl JudgeModel for OpenAiJudge {
             .into_iter()
             .next()
             .and_then(|c| c.message.content)
-            .ok_or_else(|| ApiError::Protocol {
-                url: "chat/completions".into(),
-                message: "no choices[0].message.content".into(),
+            .ok_or_else(|| {
+                ServiceError::Protocol("chat/completions: no choices[0].message.content".into())
             })
     }
 }

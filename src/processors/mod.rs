@@ -4,6 +4,7 @@ mod gain;
 mod parallel;
 mod parrot;
 mod passthrough;
+mod recent_audio;
 mod registry;
 mod resample;
 mod vad;
@@ -12,6 +13,7 @@ pub use gain::{AudioSelector, Gain, GainConfig};
 pub use parallel::{Parallel, ParallelFactory};
 pub use parrot::{Parrot, ParrotConfig};
 pub use passthrough::{Passthrough, PassthroughConfig};
+pub use recent_audio::RecentAudio;
 pub use registry::{ProcessorFactory, ProcessorRegistry};
 pub use resample::{FrameResampler, Resample, ResampleConfig};
 pub use vad::{Vad, VadConfig, VadEngine};
@@ -23,4 +25,12 @@ fn register_builtin(registry: &mut ProcessorRegistry) {
     registry.register::<PassthroughConfig>("passthrough");
     registry.register::<ResampleConfig>("resample");
     registry.register::<VadConfig>("vad");
+    registry.register::<crate::context::UserContextConfig>("user_context");
+    registry.register::<crate::context::AssistantContextConfig>("assistant_context");
+    registry.register_provider::<crate::services::stt::DeepgramSttConfig>("stt", "deepgram");
+    registry.register_provider::<crate::services::stt::OpenAiSttConfig>("stt", "openai");
+    registry.register_provider::<crate::services::llm::OpenAiLlmConfig>("llm", "openai");
+    registry.register_provider::<crate::services::tts::OpenAiTtsConfig>("tts", "openai");
+    registry.register_provider::<crate::services::tts::ElevenLabsTtsConfig>("tts", "elevenlabs");
+    registry.register_provider::<crate::services::tts::CartesiaTtsConfig>("tts", "cartesia");
 }

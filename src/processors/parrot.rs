@@ -10,7 +10,6 @@
 //! VAD in the pipeline (no `VadParams` frame announced one), the whole input
 //! is one utterance, played back when the input ends.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +19,7 @@ use tracing::Instrument as _;
 
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::processors::ProcessorFactory;
+use crate::processors::{ProcessorFactory, RecentAudio};
 use crate::session::{BuildError, SessionSetup};
 
 /// How far back audio is kept while the user is not speaking: longer than
@@ -58,7 +57,7 @@ impl ProcessorFactory for ParrotConfig {
 /// Repeats each utterance. See the module docs.
 pub struct Parrot {
     max: Duration,
-    recent: VecDeque<AudioFrame>,
+    recent: RecentAudio,
     /// Speech start of the utterance being heard.
     speech_start: Option<Duration>,
     saw_vad: bool,
@@ -70,7 +69,7 @@ impl Parrot {
     pub fn new(max: Duration) -> Self {
         Parrot {
             max,
-            recent: VecDeque::new(),
+            recent: RecentAudio::new(),
             speech_start: None,
             saw_vad: false,
             playback: None,
@@ -78,32 +77,12 @@ impl Parrot {
     }
 
     fn keep(&mut self, audio: &AudioFrame) {
-        self.recent.push_back(audio.clone());
         let window = if self.speech_start.is_some() || !self.saw_vad {
             self.max
         } else {
             PRE_ROLL
         };
-        let newest_end = audio.pts + audio.duration();
-        while self
-            .recent
-            .front()
-            .is_some_and(|f| f.pts + window < newest_end)
-        {
-            self.recent.pop_front();
-        }
-    }
-
-    /// The kept audio between `start` and `end`, in order.
-    fn utterance(&mut self, start: Duration, end: Duration) -> Vec<AudioFrame> {
-        let frames = self
-            .recent
-            .iter()
-            .filter(|f| f.pts + f.duration() > start && f.pts < end)
-            .cloned()
-            .collect();
-        self.recent.clear();
-        frames
+        self.recent.keep(audio, window);
     }
 
     fn stop_playback(&mut self) {
@@ -147,7 +126,7 @@ impl Processor for Parrot {
             FrameBody::UserStoppedSpeaking { end } => {
                 self.saw_vad = true;
                 if let Some(start) = self.speech_start.take() {
-                    let frames = self.utterance(start, *end);
+                    let frames = self.recent.take_between(start, *end);
                     self.play(frames, ctx);
                 }
             }
@@ -163,7 +142,7 @@ impl Processor for Parrot {
 
     async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
         if !self.saw_vad {
-            let frames: Vec<AudioFrame> = self.recent.drain(..).collect();
+            let frames = self.recent.take_all();
             self.play(frames, ctx);
         }
         if let Some(playback) = self.playback.take() {

@@ -102,6 +102,9 @@ impl ServerBuilder {
         // built now (a secret not set) would fail every call.
         let mut probe = SessionSetup::for_pipeline(&config, "startup-check");
         probe.env = env.clone();
+        if let Some(context) = &context {
+            context.install_tools(&probe.resources);
+        }
         for entry in &config.processors {
             entry
                 .factory

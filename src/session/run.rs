@@ -84,8 +84,12 @@ impl Session {
         let SessionOptions {
             setup,
             clock,
-            observers,
+            mut observers,
         } = options;
+        // The memory stores the turns the aggregators announce.
+        if let Some(memory) = &setup.memory {
+            observers.push(memory.observer());
+        }
         let mut chain = Vec::with_capacity(config.processors.len() + 2);
         chain.push(ends.input);
         for entry in &config.processors {

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::error::BuildError;
+use super::resources::SessionResources;
 use crate::config::InterruptionSection;
 use crate::context::SessionMemory;
 
@@ -50,6 +51,8 @@ pub struct SessionSetup {
     /// The session's conversation memory (system prompt, turn recorder),
     /// when the pipeline keeps one.
     pub memory: Option<SessionMemory>,
+    /// Objects the session's processors share (see [`SessionResources`]).
+    pub resources: SessionResources,
 }
 
 impl SessionSetup {
@@ -64,6 +67,7 @@ impl SessionSetup {
             env: EnvSource::Process,
             custom_parameters: BTreeMap::new(),
             memory: None,
+            resources: SessionResources::new(),
         }
     }
 

@@ -19,7 +19,8 @@ use super::config::WebhookSettings;
 use super::event::{CALL_COMPLETED, PendingDelivery};
 use crate::context::store::{OutboxEntry, Store, StoreError};
 use crate::context::time::unix_ms;
-use crate::eval::http_client;
+use crate::services::ServiceError;
+use crate::services::http::client;
 
 /// What one pass over the due deliveries did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,7 +37,7 @@ pub struct DeliveryPass {
 pub struct WebhookDeliverer {
     store: Arc<dyn Store>,
     settings: Arc<WebhookSettings>,
-    http: reqwest::Client,
+    http: &'static reqwest::Client,
     /// Deliveries attempted at once.
     batch: usize,
     /// Pause between passes when nothing was due.
@@ -48,9 +49,9 @@ impl WebhookDeliverer {
     pub fn new(
         store: Arc<dyn Store>,
         settings: Arc<WebhookSettings>,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, ServiceError> {
         Ok(WebhookDeliverer {
-            http: http_client(settings.timeout)?,
+            http: client()?,
             store,
             settings,
             batch: 16,
@@ -158,7 +159,12 @@ impl WebhookDeliverer {
         if let Some(secret) = &self.settings.secret {
             request = request.header("x-voxpipe-signature", signature(secret, &body));
         }
-        let response = request.body(body).send().await.map_err(|e| e.to_string())?;
+        let timeout = self.settings.timeout;
+        let response = match tokio::time::timeout(timeout, request.body(body).send()).await {
+            Err(_) => return Err(format!("no answer within {timeout:?}")),
+            Ok(Err(err)) => return Err(crate::processor::error_chain(&err)),
+            Ok(Ok(response)) => response,
+        };
         let status = response.status();
         if status.is_success() {
             Ok(())

@@ -1,14 +1,18 @@
 //! A processor type for tests standing in for the context aggregators: it
-//! records a turn through the session's memory, as the aggregators do.
+//! announces completed turns with `TurnCompleted` frames, as the
+//! aggregators do, and the session's memory stores them.
 //!
-//! - A `Text` frame `"user: hello"` records a user turn saying "hello"
+//! - A `Text` frame `"user: hello"` completes a user turn saying "hello"
 //!   (`assistant:` and `tool:` likewise).
-//! - With `every_frames = N`, every N input audio frames record a turn,
+//! - With `every_frames = N`, every N input audio frames complete a turn,
 //!   alternating user and assistant ("turn 0", "turn 1", ...).
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use voxpipe::context::{CompletedTurn, ContextRuntime, Role, SessionMemory};
+use voxpipe::context::time::unix_ms;
+use voxpipe::context::{ContextRuntime, Role, SessionMemory, Turn};
 use voxpipe::frame::{Direction, Frame, FrameBody};
 use voxpipe::pipeline::{
     NamedProcessor, PipelineHandle, PipelineOutcome, PipelineParams, PipelineTask,
@@ -26,12 +30,8 @@ pub struct FakeTurnsConfig {
 }
 
 impl ProcessorFactory for FakeTurnsConfig {
-    fn build(&self, setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
-        let memory = setup
-            .memory
-            .clone()
-            .ok_or_else(|| BuildError::Invalid("no session memory".into()))?;
-        Ok(Box::new(FakeTurns::new(memory, self.every_frames)))
+    fn build(&self, _setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
+        Ok(Box::new(FakeTurns::new(self.every_frames)))
     }
 }
 
@@ -42,21 +42,43 @@ pub fn registry() -> ProcessorRegistry {
     registry
 }
 
+/// A turn as an aggregator makes one.
+pub fn turn(index: u64, role: Role, text: &str, at_ms: u64) -> Turn {
+    Turn {
+        index,
+        role,
+        text: text.to_owned(),
+        interrupted: false,
+        tool_calls: Vec::new(),
+        at_ms,
+        unix_ms: unix_ms(),
+    }
+}
+
 pub struct FakeTurns {
-    memory: SessionMemory,
     every_frames: Option<u64>,
     frames: u64,
     turns: u64,
 }
 
 impl FakeTurns {
-    pub fn new(memory: SessionMemory, every_frames: Option<u64>) -> Self {
+    pub fn new(every_frames: Option<u64>) -> Self {
         FakeTurns {
-            memory,
             every_frames,
             frames: 0,
             turns: 0,
         }
+    }
+
+    async fn complete(&mut self, role: Role, text: &str, ctx: &ProcessorContext) {
+        let at_ms = ctx.now().as_millis() as u64;
+        let completed = turn(self.turns, role, text, at_ms);
+        self.turns += 1;
+        ctx.push(
+            FrameBody::TurnCompleted(Arc::new(completed)),
+            Direction::Downstream,
+        )
+        .await;
     }
 }
 
@@ -68,7 +90,6 @@ impl Processor for FakeTurns {
         direction: Direction,
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
-        let session_ms = ctx.now().as_millis() as u64;
         match &frame.body {
             FrameBody::Text(text) => {
                 let (role, said) = text.split_once(": ").unwrap_or(("user", text));
@@ -77,8 +98,8 @@ impl Processor for FakeTurns {
                     "tool" => Role::Tool,
                     _ => Role::User,
                 };
-                self.memory
-                    .record_turn(CompletedTurn::text(role, said, session_ms));
+                let said = said.to_owned();
+                self.complete(role, &said, ctx).await;
             }
             FrameBody::InputAudio(_) => {
                 self.frames += 1;
@@ -91,9 +112,7 @@ impl Processor for FakeTurns {
                         Role::Assistant
                     };
                     let text = format!("turn {}", self.turns);
-                    self.turns += 1;
-                    self.memory
-                        .record_turn(CompletedTurn::text(role, text, session_ms));
+                    self.complete(role, &text, ctx).await;
                 }
             }
             _ => {}
@@ -104,8 +123,8 @@ impl Processor for FakeTurns {
 }
 
 /// A session driven by hand, the way a transport drives one: frames queued
-/// through the handle, the memory told when the pipeline starts and ends
-/// (what `run_session` does).
+/// through the handle, and what `Session` does with a memory (its observer
+/// stores the turns; it is told when the pipeline starts and ends).
 pub struct HandSession {
     pub handle: PipelineHandle,
     running: tokio::task::JoinHandle<PipelineOutcome>,
@@ -114,12 +133,10 @@ pub struct HandSession {
 impl HandSession {
     /// Starts a pipeline of one `fake_turns` processor for `memory`.
     pub fn start(memory: &SessionMemory) -> Self {
-        let params = PipelineParams::new(memory.call_id().to_owned(), 16_000);
+        let mut params = PipelineParams::new(memory.call_id().to_owned(), 16_000);
+        params.observers.push(memory.observer());
         let task = PipelineTask::new(
-            vec![NamedProcessor::new(
-                "turns",
-                FakeTurns::new(memory.clone(), None),
-            )],
+            vec![NamedProcessor::new("turns", FakeTurns::new(None))],
             params,
         );
         let handle = task.handle();
@@ -135,7 +152,7 @@ impl HandSession {
         HandSession { handle, running }
     }
 
-    /// Records a turn: `"user: hello"`.
+    /// Completes a turn: `"user: hello"`.
     pub async fn say(&self, line: &str) {
         self.handle
             .queue_frame(FrameBody::Text(line.to_owned()))

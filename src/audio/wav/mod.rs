@@ -45,4 +45,4 @@ mod write;
 
 pub use audio::WavAudio;
 pub use read::{read_wav, read_wav_from};
-pub use write::{WavWriter, write_wav};
+pub use write::{WavWriter, encode_wav, write_wav};

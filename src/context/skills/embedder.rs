@@ -4,13 +4,14 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::eval::{ApiEndpoint, ApiError, JsonClient};
+use crate::eval::{ApiEndpoint, JsonClient};
+use crate::services::ServiceError;
 
 /// Embeds texts.
 #[async_trait]
 pub trait Embedder: Send + Sync {
     /// One vector per text, in order.
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ApiError>;
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ServiceError>;
 }
 
 /// [`Embedder`] over `POST {base_url}/embeddings`.
@@ -24,16 +25,12 @@ pub struct OpenAiEmbedder {
 impl OpenAiEmbedder {
     /// Embeds with `model`; `dimensions` is sent when set (models that can
     /// shorten their vectors, e.g. `text-embedding-3-*`).
-    pub fn new(
-        endpoint: ApiEndpoint,
-        model: &str,
-        dimensions: Option<u32>,
-    ) -> Result<Self, ApiError> {
-        Ok(OpenAiEmbedder {
-            client: JsonClient::new(endpoint)?,
+    pub fn new(endpoint: ApiEndpoint, model: &str, dimensions: Option<u32>) -> Self {
+        OpenAiEmbedder {
+            client: JsonClient::new(endpoint),
             model: model.to_owned(),
             dimensions,
-        })
+        }
     }
 }
 
@@ -50,7 +47,7 @@ struct Embedding {
 
 #[async_trait]
 impl Embedder for OpenAiEmbedder {
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ApiError> {
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ServiceError> {
         let mut body = json!({
             "model": self.model,
             "input": texts,
@@ -60,10 +57,7 @@ impl Embedder for OpenAiEmbedder {
             body["dimensions"] = json!(dimensions);
         }
         let answer: Embeddings = self.client.post("embeddings", &body).await?;
-        let protocol = |message: String| ApiError::Protocol {
-            url: "embeddings".into(),
-            message,
-        };
+        let protocol = |message: String| ServiceError::Protocol(format!("embeddings: {message}"));
         let mut vectors = vec![None; texts.len()];
         for item in answer.data {
             let slot = vectors.get_mut(item.index).ok_or_else(|| {

@@ -20,7 +20,7 @@ use super::embedder::Embedder;
 use super::index::{IndexError, SkillHit, SkillIndex};
 use super::skill::Skill;
 use crate::context::store::{Store, StoreError};
-use crate::eval::ApiError;
+use crate::services::ServiceError;
 
 /// The tool's name, as the LLM sees it.
 pub const SEARCH_CONTEXT: &str = "search_context";
@@ -48,7 +48,7 @@ pub fn search_context_parameters() -> serde_json::Value {
 pub enum SkillError {
     /// The embeddings endpoint failed.
     #[error("embeddings: {0}")]
-    Embed(#[from] ApiError),
+    Embed(#[from] ServiceError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -199,7 +199,7 @@ impl SkillLibrary {
 
     /// Runs the `search_context` tool on its JSON `arguments`; the result is
     /// the JSON text the LLM reads.
-    pub async fn search_context(&self, arguments: &str) -> Result<String, SkillError> {
+    pub async fn search_context(&self, arguments: serde_json::Value) -> Result<String, SkillError> {
         #[derive(Deserialize)]
         struct Arguments {
             query: String,
@@ -207,7 +207,7 @@ impl SkillLibrary {
             top_k: Option<usize>,
         }
         let args: Arguments =
-            serde_json::from_str(arguments).map_err(|e| SkillError::Arguments(e.to_string()))?;
+            serde_json::from_value(arguments).map_err(|e| SkillError::Arguments(e.to_string()))?;
         if args.query.trim().is_empty() {
             return Err(SkillError::Arguments("`query` is empty".into()));
         }
@@ -229,10 +229,9 @@ impl SkillLibrary {
     async fn embed_one(&self, text: &str) -> Result<Vec<f32>, SkillError> {
         let mut vectors = self.embedder.embed(&[text.trim().to_owned()]).await?;
         vectors.pop().ok_or_else(|| {
-            SkillError::Embed(ApiError::Protocol {
-                url: "embeddings".into(),
-                message: "no embedding returned".into(),
-            })
+            SkillError::Embed(ServiceError::Protocol(
+                "embeddings: no embedding returned".into(),
+            ))
         })
     }
 

@@ -6,6 +6,7 @@ mod embedder;
 mod index;
 mod library;
 mod skill;
+mod tool;
 
 pub use embedder::{Embedder, OpenAiEmbedder};
 pub use index::{IndexError, SkillHit, SkillIndex};
@@ -14,3 +15,4 @@ pub use library::{
     search_context_parameters,
 };
 pub use skill::{Skill, pack_vector, trigger_hash, unpack_vector};
+pub use tool::SearchContextTool;

@@ -1,0 +1,236 @@
+//! [`UserTurnTracker`]: when a user turn is complete, without I/O.
+//!
+//! A user turn is the final transcripts heard between the VAD's
+//! `UserStartedSpeaking` and `UserStoppedSpeaking`. Transcripts and the VAD
+//! race each other, so:
+//!
+//! - At the stop, a turn with finals and no newer interim is handed at once.
+//! - A final that arrives while the user is silent (an STT that transcribes
+//!   each utterance after it ends, or a streaming STT finalising late) is
+//!   handed the moment it arrives: nothing is waited for that has come.
+//! - An interim newer than the last final may still become final: the turn
+//!   waits for it up to `timeout` after the stop (session time), then hands
+//!   what it has, the interim standing in for a final that never came. A
+//!   final for that same utterance arriving after it has been handed is
+//!   dropped, since the interim already spoke for it.
+//! - Speech resuming during the wait continues the same turn.
+//! - Without a VAD (no speaking frames seen), every final is a turn.
+//!
+//! Every method takes the session time; nothing here reads a clock.
+
+use std::time::Duration;
+
+/// Decides when a user turn is complete. See the module docs.
+#[derive(Debug, Clone)]
+pub struct UserTurnTracker {
+    timeout: Duration,
+    speaking: bool,
+    saw_vad: bool,
+    finals: Vec<String>,
+    interim: Option<String>,
+    /// The user stopped at this time and the turn waits for transcripts.
+    waiting_since: Option<Duration>,
+    /// The last turn was an interim that never finalised.
+    handed_interim: bool,
+}
+
+impl UserTurnTracker {
+    /// A tracker that waits up to `timeout` for an interim to finalise.
+    pub fn new(timeout: Duration) -> Self {
+        UserTurnTracker {
+            timeout,
+            speaking: false,
+            saw_vad: false,
+            finals: Vec::new(),
+            interim: None,
+            waiting_since: None,
+            handed_interim: false,
+        }
+    }
+
+    /// Whether the user is speaking, as the VAD last said.
+    pub fn is_speaking(&self) -> bool {
+        self.speaking
+    }
+
+    /// The VAD says the user started speaking.
+    pub fn user_started(&mut self) {
+        self.speaking = true;
+        self.saw_vad = true;
+        self.waiting_since = None;
+        self.handed_interim = false;
+    }
+
+    /// The VAD says the user stopped speaking at `now`. Returns the turn if
+    /// it is complete.
+    pub fn user_stopped(&mut self, now: Duration) -> Option<String> {
+        self.speaking = false;
+        self.saw_vad = true;
+        if !self.finals.is_empty() && self.interim.is_none() {
+            return self.hand();
+        }
+        self.waiting_since = Some(now);
+        None
+    }
+
+    /// A final transcript. Returns the turn if it is complete.
+    pub fn final_transcript(&mut self, text: &str) -> Option<String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        self.interim = None;
+        if self.handed_interim && !self.speaking {
+            self.handed_interim = false;
+            return None;
+        }
+        self.finals.push(text.to_owned());
+        if !self.saw_vad || !self.speaking {
+            return self.hand();
+        }
+        None
+    }
+
+    /// An interim transcript, which may still change.
+    pub fn interim_transcript(&mut self, text: &str) {
+        let text = text.trim();
+        if !text.is_empty() {
+            self.interim = Some(text.to_owned());
+        }
+    }
+
+    /// Returns the turn if the wait for transcripts has run out at `now`.
+    pub fn poll(&mut self, now: Duration) -> Option<String> {
+        let since = self.waiting_since?;
+        if now < since + self.timeout {
+            return None;
+        }
+        self.waiting_since = None;
+        if self.finals.is_empty() {
+            let interim = self.interim.take()?;
+            self.finals.push(interim);
+            let turn = self.hand();
+            self.handed_interim = true;
+            return turn;
+        }
+        self.interim = None;
+        self.hand()
+    }
+
+    /// When the wait for transcripts runs out, if the turn is waiting.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.waiting_since.map(|since| since + self.timeout)
+    }
+
+    /// The session ends: whatever was heard is the last turn.
+    pub fn finish(&mut self) -> Option<String> {
+        if let Some(interim) = self.interim.take() {
+            self.finals.push(interim);
+        }
+        self.waiting_since = None;
+        self.hand()
+    }
+
+    fn hand(&mut self) -> Option<String> {
+        self.waiting_since = None;
+        self.handed_interim = false;
+        if self.finals.is_empty() {
+            return None;
+        }
+        let text = self.finals.join(" ");
+        self.finals.clear();
+        Some(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn tracker() -> UserTurnTracker {
+        UserTurnTracker::new(ms(500))
+    }
+
+    #[test]
+    fn finals_heard_while_speaking_are_handed_at_the_stop() {
+        let mut t = tracker();
+        t.user_started();
+        assert_eq!(t.final_transcript("Hello"), None);
+        assert_eq!(t.final_transcript(" there. "), None);
+        assert_eq!(t.user_stopped(ms(1000)).as_deref(), Some("Hello there."));
+        assert_eq!(t.poll(ms(5000)), None);
+    }
+
+    #[test]
+    fn a_final_after_the_stop_is_handed_when_it_arrives() {
+        let mut t = tracker();
+        t.user_started();
+        assert_eq!(t.user_stopped(ms(1000)), None);
+        assert_eq!(t.poll(ms(1200)), None);
+        assert_eq!(
+            t.final_transcript("Late words").as_deref(),
+            Some("Late words")
+        );
+        // Even after the wait ran out.
+        t.user_started();
+        t.user_stopped(ms(3000));
+        assert_eq!(t.poll(ms(4000)), None);
+        assert_eq!(t.final_transcript("Later").as_deref(), Some("Later"));
+    }
+
+    #[test]
+    fn a_pending_interim_is_waited_for_and_its_final_ends_the_wait() {
+        let mut t = tracker();
+        t.user_started();
+        t.final_transcript("One");
+        t.interim_transcript("two thr");
+        assert_eq!(t.user_stopped(ms(1000)), None);
+        assert_eq!(t.deadline(), Some(ms(1500)));
+        assert_eq!(
+            t.final_transcript("two three").as_deref(),
+            Some("One two three")
+        );
+    }
+
+    #[test]
+    fn an_interim_that_never_finalises_is_handed_after_the_wait_and_its_late_final_dropped() {
+        let mut t = tracker();
+        t.user_started();
+        t.interim_transcript("maybe this");
+        assert_eq!(t.user_stopped(ms(1000)), None);
+        assert_eq!(t.poll(ms(1499)), None);
+        assert_eq!(t.poll(ms(1500)).as_deref(), Some("maybe this"));
+        assert_eq!(t.final_transcript("maybe this."), None);
+        // The next utterance is a turn of its own.
+        t.user_started();
+        t.final_transcript("Next.");
+        assert_eq!(t.user_stopped(ms(3000)).as_deref(), Some("Next."));
+    }
+
+    #[test]
+    fn speech_resuming_during_the_wait_continues_the_turn() {
+        let mut t = tracker();
+        t.user_started();
+        t.interim_transcript("I want");
+        t.user_stopped(ms(1000));
+        t.user_started();
+        assert_eq!(t.poll(ms(2000)), None, "no wait while speaking");
+        t.final_transcript("I want");
+        t.final_transcript("a pizza");
+        assert_eq!(t.user_stopped(ms(2500)).as_deref(), Some("I want a pizza"));
+    }
+
+    #[test]
+    fn without_a_vad_every_final_is_a_turn_and_the_end_hands_the_rest() {
+        let mut t = tracker();
+        assert_eq!(t.final_transcript("First.").as_deref(), Some("First."));
+        t.interim_transcript("unfinished");
+        assert_eq!(t.finish().as_deref(), Some("unfinished"));
+        assert_eq!(t.finish(), None);
+        assert_eq!(t.final_transcript("   "), None);
+    }
+}

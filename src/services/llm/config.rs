@@ -1,0 +1,151 @@
+//! `[[processor]] type = "llm", provider = "openai"`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::processor::Processor;
+use crate::processors::ProcessorFactory;
+use crate::services::url::check_http_url;
+use crate::services::{ApiKey, ConnectionOptions};
+use crate::session::{BuildError, SessionSetup};
+
+use super::driver::Responder;
+use super::openai::OpenAiChat;
+use super::service::LlmService;
+use super::tools::{HttpToolConfig, Tool, ToolRegistry};
+
+/// An OpenAI-compatible chat-completions LLM (OpenAI, vLLM, llama.cpp,
+/// Ollama, ...).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiLlmConfig {
+    /// The API root; `/chat/completions` is added. Default
+    /// `https://api.openai.com/v1`.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// The model name.
+    pub model: String,
+    /// The variable holding the API key, sent as a bearer token; none for
+    /// servers without keys.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Put first when the context has no system message of its own. With a
+    /// context store, a stored segment prompt replaces it and the winning
+    /// and base tactics follow (see [`crate::context::SessionPrompt`]).
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// Sampling temperature, 0 to 2.
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// The longest answer, in tokens.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Registered tools the model may call, by name (`end_call`, and tools
+    /// added in code).
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Tools served over HTTP, declared here.
+    #[serde(default)]
+    pub http_tools: Vec<HttpToolConfig>,
+    /// Rounds of tool calls per response; the round after the last one
+    /// must answer in text. Default 5.
+    #[serde(default = "default_max_tool_rounds")]
+    pub max_tool_rounds: u32,
+    /// The longest a tool call may take, in seconds, unless the tool says
+    /// otherwise. Default 10.
+    #[serde(default = "default_tool_timeout")]
+    pub tool_timeout_secs: f64,
+    /// Timeouts and retries.
+    #[serde(default)]
+    pub connection: ConnectionOptions,
+}
+
+fn default_base_url() -> String {
+    "https://api.openai.com/v1".to_owned()
+}
+
+/// The session's system prompt: with a context store, its segment prompt
+/// (else `configured`) followed by the refinement loop's tactics; without
+/// one, `configured`.
+fn session_system_prompt(setup: &SessionSetup, configured: Option<&str>) -> Option<String> {
+    match &setup.memory {
+        Some(memory) => {
+            Some(memory.system_prompt(configured.unwrap_or_default())).filter(|p| !p.is_empty())
+        }
+        None => configured.map(str::to_owned),
+    }
+}
+
+fn default_max_tool_rounds() -> u32 {
+    5
+}
+
+fn default_tool_timeout() -> f64 {
+    10.0
+}
+
+impl ProcessorFactory for OpenAiLlmConfig {
+    fn build(&self, setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
+        check_http_url("base_url", &self.base_url)?;
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(BuildError::Invalid(format!(
+                "temperature must be between 0 and 2, not {t}"
+            )));
+        }
+        if self.max_tool_rounds > 20 {
+            return Err(BuildError::Invalid(format!(
+                "max_tool_rounds must be at most 20, not {}",
+                self.max_tool_rounds
+            )));
+        }
+        if !(self.tool_timeout_secs > 0.0 && self.tool_timeout_secs <= 300.0) {
+            return Err(BuildError::Invalid(format!(
+                "tool_timeout_secs must be above 0 and at most 300, not {}",
+                self.tool_timeout_secs
+            )));
+        }
+        let registry = setup
+            .resources
+            .get::<ToolRegistry>(ToolRegistry::RESOURCE)
+            .map_or_else(ToolRegistry::builtin, |r| ToolRegistry::clone(&r));
+        let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
+        for name in &self.tools {
+            let tool = registry.get(name).ok_or_else(|| {
+                BuildError::Invalid(format!(
+                    "unknown tool `{name}`; registered tools: {}",
+                    registry.names().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            tools.push(tool);
+        }
+        for http in &self.http_tools {
+            tools.push(Arc::new(http.build(setup)?));
+        }
+        let specs: Vec<_> = tools.iter().map(|t| t.spec().clone()).collect();
+        for (i, spec) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|s| s.name == spec.name) {
+                return Err(BuildError::Invalid(format!(
+                    "two tools are named `{}`",
+                    spec.name
+                )));
+            }
+        }
+        let api_key = ApiKey::from_env(setup, "api_key_env", self.api_key_env.as_deref())?;
+        Ok(Box::new(LlmService::new(Responder {
+            wire: Box::new(OpenAiChat::new(&self.base_url, api_key)),
+            model: self.model.clone(),
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            system_prompt: session_system_prompt(setup, self.system_prompt.as_deref()),
+            tools,
+            specs,
+            max_tool_rounds: self.max_tool_rounds,
+            tool_timeout: Duration::from_secs_f64(self.tool_timeout_secs),
+            connection: self.connection.resolve()?,
+        })))
+    }
+}

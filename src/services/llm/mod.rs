@@ -1,0 +1,24 @@
+//! The LLM service: streaming chat completions with tools.
+//!
+//! `[[processor]] type = "llm", provider = "openai"` answers each
+//! `LlmMessages` frame (a whole context, from the user aggregator) with a
+//! response: `LlmResponseStart`, the text as it streams (`LlmText`), tool
+//! calls and their results (`FunctionCallInProgress`,
+//! `FunctionCallResult`), `LlmResponseEnd`, and the time to the first token
+//! as a `Ttfb` metric. The processor puts its `system_prompt` first when the
+//! context has no system message. See the driver for rounds, interruption
+//! and errors, and [`tools`] for the tools.
+
+mod config;
+mod driver;
+mod openai;
+mod service;
+mod tool_calls;
+mod tool_runs;
+pub mod tools;
+
+pub use config::OpenAiLlmConfig;
+pub use openai::{ChatDelta, ChatRequest, ToolChoice, parse_event_data, request_body};
+pub use service::LlmService;
+pub use tool_calls::{AssembledCall, ToolCallAssembler, check_arguments};
+pub use tool_runs::TOOL_CANCELLED;

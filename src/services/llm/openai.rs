@@ -1,0 +1,325 @@
+//! The OpenAI chat-completions wire format (OpenAI, vLLM, llama.cpp,
+//! Ollama and other compatible servers): the request body, and each
+//! streamed `data:` payload parsed into [`ChatDelta`]s. Pure functions.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::context::Message;
+use crate::services::ServiceError;
+
+use super::tools::ToolSpec;
+
+/// Whether the model may call tools in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// The model must answer in text (the tool-round cap was reached).
+    None,
+}
+
+/// What to ask for, besides the messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest<'a> {
+    /// The model name.
+    pub model: &'a str,
+    /// Sampling temperature, if set.
+    pub temperature: Option<f64>,
+    /// The longest answer, in tokens, if set.
+    pub max_tokens: Option<u32>,
+    /// The tools offered.
+    pub tools: &'a [ToolSpec],
+    /// Whether tools may be called.
+    pub tool_choice: ToolChoice,
+}
+
+/// The JSON body of a streaming chat-completions request.
+pub fn request_body(request: &ChatRequest<'_>, messages: &[Message]) -> Value {
+    let mut body = json!({
+        "model": request.model,
+        "messages": messages,
+        "stream": true,
+    });
+    if !request.tools.is_empty() {
+        let tools: Vec<Value> = request
+            .tools
+            .iter()
+            .map(|spec| {
+                json!({
+                    "type": "function",
+                    "function": {
+                        "name": spec.name,
+                        "description": spec.description,
+                        "parameters": spec.parameters,
+                    }
+                })
+            })
+            .collect();
+        body["tools"] = Value::Array(tools);
+        body["tool_choice"] = json!(match request.tool_choice {
+            ToolChoice::Auto => "auto",
+            ToolChoice::None => "none",
+        });
+    }
+    if let Some(temperature) = request.temperature {
+        body["temperature"] = json!(temperature);
+    }
+    if let Some(max_tokens) = request.max_tokens {
+        body["max_tokens"] = json!(max_tokens);
+    }
+    body
+}
+
+/// One thing a streamed chunk says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatDelta {
+    /// More of the answer's text.
+    Text(String),
+    /// A fragment of tool call `index`: the first usually carries the id and
+    /// the name, the rest pieces of the JSON arguments.
+    ToolCall {
+        /// Which call of the response this fragment belongs to.
+        index: u32,
+        /// The call's id, when given.
+        id: Option<String>,
+        /// (A piece of) the tool's name, when given.
+        name: Option<String>,
+        /// A piece of the JSON arguments, when given.
+        arguments: Option<String>,
+    },
+    /// Why the model stopped (`stop`, `tool_calls`, `length`, ...).
+    Finish(String),
+    /// `[DONE]`: the stream is complete.
+    Done,
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Option<Delta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<ToolCallDelta>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallDelta {
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionDelta>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+/// Parses the `data` of one server-sent event.
+///
+/// An `error` object in the stream (how OpenAI reports a failure after the
+/// response started) is [`ServiceError::Remote`]; data that is not a chunk
+/// is [`ServiceError::Protocol`].
+pub fn parse_event_data(data: &str) -> Result<Vec<ChatDelta>, ServiceError> {
+    let data = data.trim();
+    if data == "[DONE]" {
+        return Ok(vec![ChatDelta::Done]);
+    }
+    let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
+        let shown: String = data.chars().take(120).collect();
+        ServiceError::Protocol(format!("not a chat-completion chunk ({e}): {shown}"))
+    })?;
+    if let Some(error) = chunk.error {
+        let message = error
+            .get("message")
+            .and_then(Value::as_str)
+            .or_else(|| error.as_str())
+            .unwrap_or("the server reported an error")
+            .to_owned();
+        return Err(ServiceError::Remote(message));
+    }
+    let mut deltas = Vec::new();
+    // Only the first choice is asked for (n = 1).
+    let Some(choice) = chunk.choices.into_iter().next() else {
+        return Ok(deltas); // e.g. a usage-only chunk
+    };
+    if let Some(delta) = choice.delta {
+        if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+            deltas.push(ChatDelta::Text(text));
+        }
+        for (position, call) in delta.tool_calls.into_iter().enumerate() {
+            let (name, arguments) = match call.function {
+                Some(f) => (f.name, f.arguments),
+                None => (None, None),
+            };
+            deltas.push(ChatDelta::ToolCall {
+                // Servers that send whole calls sometimes omit the index.
+                index: call.index.unwrap_or(position as u32),
+                id: call.id.filter(|id| !id.is_empty()),
+                name: name.filter(|n| !n.is_empty()),
+                arguments: arguments.filter(|a| !a.is_empty()),
+            });
+        }
+    }
+    if let Some(reason) = choice.finish_reason {
+        deltas.push(ChatDelta::Finish(reason));
+    }
+    Ok(deltas)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Role;
+
+    #[test]
+    fn text_tool_fragments_finish_and_done_are_parsed() {
+        let text = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]}"#;
+        assert_eq!(
+            parse_event_data(text).unwrap(),
+            [ChatDelta::Text("Hel".into())]
+        );
+        let first = r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}]}"#;
+        assert_eq!(
+            parse_event_data(first).unwrap(),
+            [ChatDelta::ToolCall {
+                index: 0,
+                id: Some("call_1".into()),
+                name: Some("get_weather".into()),
+                arguments: None
+            }]
+        );
+        let piece = r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"arguments":"{\"ci"}}]},"finish_reason":null}]}"#;
+        assert_eq!(
+            parse_event_data(piece).unwrap(),
+            [ChatDelta::ToolCall {
+                index: 1,
+                id: None,
+                name: None,
+                arguments: Some("{\"ci".into())
+            }]
+        );
+        let finish = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#;
+        assert_eq!(
+            parse_event_data(finish).unwrap(),
+            [ChatDelta::Finish("tool_calls".into())]
+        );
+        assert_eq!(parse_event_data(" [DONE] ").unwrap(), [ChatDelta::Done]);
+        let usage = r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2}}"#;
+        assert!(parse_event_data(usage).unwrap().is_empty());
+    }
+
+    #[test]
+    fn errors_in_the_stream_and_malformed_data_are_errors() {
+        let error = r#"{"error":{"message":"The server had an error while processing your request.","type":"server_error"}}"#;
+        assert!(matches!(
+            parse_event_data(error),
+            Err(ServiceError::Remote(m)) if m.starts_with("The server had an error")
+        ));
+        assert!(matches!(
+            parse_event_data("{not json"),
+            Err(ServiceError::Protocol(_))
+        ));
+        assert!(matches!(
+            parse_event_data("[1,2]"),
+            Err(ServiceError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn the_request_asks_for_a_stream_with_tools_in_the_function_shape() {
+        let tools = [ToolSpec {
+            name: "end_call".into(),
+            description: "Hang up.".into(),
+            parameters: json!({"type": "object", "properties": {}}),
+        }];
+        let request = ChatRequest {
+            model: "gpt-4o-mini",
+            temperature: Some(0.5),
+            max_tokens: None,
+            tools: &tools,
+            tool_choice: ToolChoice::None,
+        };
+        let body = request_body(&request, &[Message::text(Role::User, "bye")]);
+        assert_eq!(body["stream"], json!(true));
+        assert_eq!(body["model"], json!("gpt-4o-mini"));
+        assert_eq!(
+            body["messages"][0],
+            json!({"role": "user", "content": "bye"})
+        );
+        assert_eq!(body["tools"][0]["type"], json!("function"));
+        assert_eq!(body["tools"][0]["function"]["name"], json!("end_call"));
+        assert_eq!(body["tool_choice"], json!("none"));
+        assert_eq!(body["temperature"], json!(0.5));
+        assert!(body.get("max_tokens").is_none());
+        let bare = ChatRequest {
+            tools: &[],
+            ..request
+        };
+        assert!(request_body(&bare, &[]).get("tool_choice").is_none());
+    }
+}
+
+/// The chat-completions wire of an OpenAI-compatible server.
+#[derive(Debug)]
+pub(crate) struct OpenAiChat {
+    url: String,
+    api_key: Option<crate::services::ApiKey>,
+}
+
+impl OpenAiChat {
+    /// The endpoint under `base_url` (e.g. `https://api.openai.com/v1`).
+    pub(crate) fn new(base_url: &str, api_key: Option<crate::services::ApiKey>) -> Self {
+        OpenAiChat {
+            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            api_key,
+        }
+    }
+}
+
+impl super::driver::ChatWire for OpenAiChat {
+    fn provider(&self) -> &'static str {
+        "openai"
+    }
+
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        request: &ChatRequest<'_>,
+        messages: &[Message],
+    ) -> reqwest::RequestBuilder {
+        let builder = client
+            .post(&self.url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(&request_body(request, messages));
+        match &self.api_key {
+            Some(key) => builder.bearer_auth(key.expose()),
+            None => builder,
+        }
+    }
+
+    fn parse(&self, data: &str) -> Result<Vec<ChatDelta>, ServiceError> {
+        parse_event_data(data)
+    }
+}

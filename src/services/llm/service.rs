@@ -1,0 +1,127 @@
+//! [`LlmService`]: the LLM processor. It answers each `LlmMessages` with a
+//! response task (see the driver) and forwards every other frame. A new
+//! context while an answer is in flight replaces that answer, unless the
+//! session does not allow interruptions: then it waits for it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+
+use crate::frame::{Direction, Frame, FrameBody, StartFrame};
+use crate::processor::{Processor, ProcessorContext, ProcessorError};
+
+use crate::services::task::finish;
+
+use super::driver::Responder;
+use super::tool_runs::{ToolResults, spawn_result_hub};
+
+/// The LLM processor. See the module docs of [`crate::services::llm`].
+pub struct LlmService {
+    responder: Arc<Responder>,
+    responses: u64,
+    response: Option<JoinHandle<()>>,
+    allow_interruptions: bool,
+    results: Option<(ToolResults, JoinHandle<()>)>,
+}
+
+impl LlmService {
+    pub(crate) fn new(responder: Responder) -> Self {
+        LlmService {
+            responder: Arc::new(responder),
+            responses: 0,
+            response: None,
+            allow_interruptions: true,
+            results: None,
+        }
+    }
+
+    /// Aborts the response in flight and waits until it has stopped, so
+    /// that nothing it would push comes after this returns. True if one was
+    /// running.
+    async fn stop_response(&mut self) -> bool {
+        let Some(response) = self.response.take() else {
+            return false;
+        };
+        if response.is_finished() {
+            return false;
+        }
+        response.abort();
+        // Err(cancelled) is the expected outcome of the abort.
+        let _cancelled = response.await;
+        true
+    }
+}
+
+#[async_trait]
+impl Processor for LlmService {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        let FrameBody::LlmMessages(messages) = frame.body else {
+            ctx.push(frame, direction).await;
+            return Ok(());
+        };
+        if self.allow_interruptions {
+            // A new context supersedes the answer to the old one.
+            if self.stop_response().await {
+                ctx.push_downstream(FrameBody::LlmResponseEnd).await;
+            }
+        } else {
+            // The bot may not be cut off: the answer in flight finishes first.
+            finish(self.response.take(), "the LLM response task").await?;
+        }
+        let results = match &self.results {
+            Some((results, _)) => results.clone(),
+            None => {
+                let (results, hub) = spawn_result_hub(ctx.clone());
+                self.results = Some((results.clone(), hub));
+                results
+            }
+        };
+        self.responses += 1;
+        self.response = Some(tokio::spawn(Arc::clone(&self.responder).respond(
+            self.responses,
+            messages,
+            results,
+            ctx.clone(),
+        )));
+        Ok(())
+    }
+
+    async fn on_start(
+        &mut self,
+        start: &StartFrame,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        self.allow_interruptions = start.allow_interruptions;
+        self.results = Some(spawn_result_hub(ctx.clone()));
+        Ok(())
+    }
+
+    async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
+        self.stop_response().await;
+    }
+
+    async fn on_end(&mut self, _ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        // Finish the answer (and its goodbye) before End goes on.
+        finish(self.response.take(), "the LLM response task").await?;
+        if let Some((results, hub)) = self.results.take() {
+            // The hub ends when the last sender is gone: tools still running
+            // (not cancelled by an interruption) deliver first.
+            drop(results);
+            finish(Some(hub), "the tool result hub").await?;
+        }
+        Ok(())
+    }
+
+    async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
+        self.stop_response().await;
+        if let Some((_, hub)) = self.results.take() {
+            hub.abort();
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Running tool calls: a task per call with its timeout, and the session's
+//! result hub, through which every call gets exactly one result.
+//!
+//! Results go through one task for the session (the hub), which outlives
+//! the responses: a running response waits until its results have been
+//! pushed, so they come before the next round's text; a response aborted
+//! by an interruption drops its cancellable tools, whose guards deliver
+//! [`TOOL_CANCELLED`] instead, while tools that are not cancellable run on
+//! and still deliver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::context::ToolCall;
+use crate::frame::FrameBody;
+use crate::processor::ProcessorContext;
+
+use super::tool_calls::{AssembledCall, check_arguments};
+use super::tools::Tool;
+
+/// The result recorded for a call cancelled by an interruption.
+pub const TOOL_CANCELLED: &str = "CANCELLED: the user interrupted before the tool finished";
+
+/// One result on its way to the hub.
+struct Delivery {
+    call: ToolCall,
+    result: String,
+    pushed: Option<oneshot::Sender<()>>,
+}
+
+/// The sending side of the session's result hub.
+#[derive(Clone)]
+pub(crate) struct ToolResults {
+    tx: mpsc::UnboundedSender<Delivery>,
+}
+
+/// Starts the result hub: it pushes each result as a `FunctionCallResult`
+/// and ends once every sender is gone.
+pub(crate) fn spawn_result_hub(ctx: ProcessorContext) -> (ToolResults, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
+    let hub = tokio::spawn(async move {
+        while let Some(delivery) = rx.recv().await {
+            ctx.push_downstream(FrameBody::FunctionCallResult {
+                call: delivery.call,
+                result: delivery.result,
+            })
+            .await;
+            if let Some(pushed) = delivery.pushed {
+                // The response may be gone (interrupted): nothing waits then.
+                let _gone = pushed.send(());
+            }
+        }
+    });
+    (ToolResults { tx }, hub)
+}
+
+/// Delivers a call's result exactly once: the real one, or
+/// [`TOOL_CANCELLED`] if dropped before.
+struct PendingResult {
+    call: Option<ToolCall>,
+    results: ToolResults,
+}
+
+impl PendingResult {
+    async fn deliver(mut self, result: String) {
+        let Some(call) = self.call.take() else {
+            return;
+        };
+        let (pushed, done) = oneshot::channel();
+        if self
+            .results
+            .tx
+            .send(Delivery {
+                call,
+                result,
+                pushed: Some(pushed),
+            })
+            .is_ok()
+        {
+            // An error means the hub stopped (session over): nothing to wait for.
+            let _stopped = done.await;
+        }
+    }
+}
+
+impl Drop for PendingResult {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            tracing::debug!(tool = %call.name, "tool call cancelled");
+            // The hub may have stopped with the session: then nobody needs it.
+            let _stopped = self.results.tx.send(Delivery {
+                call,
+                result: TOOL_CANCELLED.to_owned(),
+                pushed: None,
+            });
+        }
+    }
+}
+
+/// Aborts a cancellable tool's task when the response is dropped.
+struct AbortOnDrop(JoinHandle<Executed>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+enum Running {
+    Cancellable(AbortOnDrop),
+    Detached(JoinHandle<Executed>),
+}
+
+/// A call and what it returned.
+pub(crate) struct Executed {
+    pub(crate) call: ToolCall,
+    pub(crate) result: String,
+    pub(crate) ends_call: bool,
+}
+
+/// Announces `calls`, runs each in a task of its own with its timeout, and
+/// waits for their results (each pushed by the hub before it is returned).
+pub(crate) async fn run_tools(
+    tools: &[Arc<dyn Tool>],
+    tool_timeout: Duration,
+    number: u64,
+    calls: Vec<AssembledCall>,
+    results: &ToolResults,
+    ctx: &ProcessorContext,
+) -> Vec<Executed> {
+    for assembled in &calls {
+        ctx.push_downstream(FrameBody::FunctionCallInProgress(assembled.call.clone()))
+            .await;
+    }
+    let mut running = Vec::with_capacity(calls.len());
+    for assembled in calls {
+        let tool = tools
+            .iter()
+            .find(|t| t.spec().name == assembled.call.name)
+            .cloned();
+        let cancellable = tool.as_ref().is_none_or(|t| t.cancel_on_interruption());
+        let timeout = tool
+            .as_ref()
+            .and_then(|t| t.timeout())
+            .unwrap_or(tool_timeout);
+        let pending = PendingResult {
+            call: Some(assembled.call.clone()),
+            results: results.clone(),
+        };
+        let task = tokio::spawn(run_tool(tool, assembled, timeout, pending));
+        running.push(if cancellable {
+            Running::Cancellable(AbortOnDrop(task))
+        } else {
+            Running::Detached(task)
+        });
+    }
+    let mut executed = Vec::with_capacity(running.len());
+    for run in running {
+        let joined = match run {
+            Running::Cancellable(mut guard) => (&mut guard.0).await,
+            Running::Detached(task) => task.await,
+        };
+        match joined {
+            Ok(done) => executed.push(done),
+            Err(error) => tracing::error!(response = number, %error, "a tool task failed"),
+        }
+    }
+    executed
+}
+
+async fn run_tool(
+    tool: Option<Arc<dyn Tool>>,
+    assembled: AssembledCall,
+    timeout: Duration,
+    pending: PendingResult,
+) -> Executed {
+    let call = assembled.call;
+    let outcome = match (tool, assembled.arguments) {
+        (None, _) => Err(format!("there is no tool named `{}`", call.name)),
+        (Some(_), Err(error)) => Err(error),
+        (Some(tool), Ok(arguments)) => match check_arguments(&tool.spec().parameters, &arguments) {
+            Err(error) => Err(error),
+            Ok(()) => match tokio::time::timeout(timeout, tool.call(arguments)).await {
+                Err(_) => Err(format!("the tool gave no result within {timeout:?}")),
+                Ok(Err(error)) => Err(error.to_string()),
+                Ok(Ok(outcome)) => Ok(outcome),
+            },
+        },
+    };
+    let (result, ends_call) = match outcome {
+        Ok(outcome) => (outcome.result, outcome.ends_call),
+        Err(error) => {
+            tracing::warn!(tool = %call.name, %error, "tool call failed");
+            (json!({ "error": error }).to_string(), false)
+        }
+    };
+    pending.deliver(result.clone()).await;
+    Executed {
+        call,
+        result,
+        ends_call,
+    }
+}

@@ -1,0 +1,77 @@
+//! The [`Tool`] trait and what a call returns.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+/// How the model sees a tool.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolSpec {
+    /// The name the model calls it by.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// Its arguments, as a JSON-schema object.
+    pub parameters: Value,
+}
+
+/// What a tool call produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOutcome {
+    /// The result the model reads (JSON or text).
+    pub result: String,
+    /// The call should end once the bot has answered (said goodbye).
+    pub ends_call: bool,
+}
+
+impl ToolOutcome {
+    /// A plain result.
+    pub fn result(result: impl Into<String>) -> Self {
+        ToolOutcome {
+            result: result.into(),
+            ends_call: false,
+        }
+    }
+}
+
+/// Why a tool call failed; the model is told, so it can recover.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToolError {
+    /// The tool ran and failed.
+    #[error("{0}")]
+    Failed(String),
+    /// The tool's service failed.
+    #[error(transparent)]
+    Service(#[from] crate::services::ServiceError),
+}
+
+impl std::fmt::Debug for dyn Tool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tool({})", self.spec().name)
+    }
+}
+
+/// A tool the LLM can call.
+#[async_trait]
+pub trait Tool: Send + Sync + 'static {
+    /// Its name, description and parameters.
+    fn spec(&self) -> &ToolSpec;
+
+    /// Whether a user interruption cancels a call in flight (default). A
+    /// tool with side effects that must complete (booking, payment) says
+    /// no: its result is still recorded when it comes.
+    fn cancel_on_interruption(&self) -> bool {
+        true
+    }
+
+    /// How long a call may take; `None` uses the LLM's `tool_timeout_secs`.
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Runs the tool with arguments already checked against its schema.
+    async fn call(&self, arguments: Value) -> Result<ToolOutcome, ToolError>;
+}

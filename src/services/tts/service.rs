@@ -1,0 +1,169 @@
+//! [`TtsService`]: the TTS processor, the same for every provider.
+//!
+//! LLM text is cut into sentences as it streams ([`SentenceSplitter`]) and
+//! each sentence goes to the engine at once, so the first is spoken while
+//! the LLM writes the next. `LlmText` and `Text` frames stop here (the
+//! spoken text goes on as `TtsText`); `LlmResponseEnd` goes on after the
+//! response's audio; every other frame is forwarded at once.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::frame::{Direction, Frame, FrameBody, StartFrame};
+use crate::processor::{Processor, ProcessorContext, ProcessorError};
+
+use crate::services::task::finish;
+
+use super::engine::{Command, Engine, Gate};
+use super::sentences::SentenceSplitter;
+use super::wire::TtsWire;
+
+/// The TTS processor. See the module docs.
+pub struct TtsService {
+    wire: Option<Box<dyn TtsWire>>,
+    commands: Option<mpsc::UnboundedSender<Command>>,
+    engine: Option<JoinHandle<()>>,
+    gate: Gate,
+    splitter: SentenceSplitter,
+    /// The response receiving text, if any.
+    open: Option<u64>,
+    /// The last response number given.
+    last: u64,
+}
+
+impl TtsService {
+    pub(crate) fn new(wire: Box<dyn TtsWire>) -> Self {
+        TtsService {
+            wire: Some(wire),
+            commands: None,
+            engine: None,
+            gate: Arc::new(Mutex::new(0)),
+            splitter: SentenceSplitter::new(),
+            open: None,
+            last: 0,
+        }
+    }
+
+    fn send(&self, command: Command) {
+        if let Some(commands) = &self.commands
+            && commands.send(command).is_err()
+        {
+            tracing::warn!("the TTS engine has stopped; text dropped");
+        }
+    }
+
+    fn open_response(&mut self) -> u64 {
+        match self.open {
+            Some(response) => response,
+            None => {
+                self.last += 1;
+                self.open = Some(self.last);
+                self.last
+            }
+        }
+    }
+
+    fn speak(&mut self, text: &str) {
+        let response = self.open_response();
+        for sentence in self.splitter.push(text) {
+            self.send(Command::Speak {
+                response,
+                text: sentence,
+            });
+        }
+    }
+
+    /// Ends the open response: the rest of its text, then `then` after its
+    /// audio.
+    fn close_response(&mut self, then: Option<Frame>) -> Option<Frame> {
+        let Some(response) = self.open.take() else {
+            return then;
+        };
+        if let Some(rest) = self.splitter.finish() {
+            self.send(Command::Speak {
+                response,
+                text: rest,
+            });
+        }
+        self.send(Command::Finish { response, then });
+        None
+    }
+}
+
+#[async_trait]
+impl Processor for TtsService {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        match &frame.body {
+            FrameBody::LlmResponseStart => {
+                self.close_response(None);
+                self.open_response();
+            }
+            FrameBody::LlmText(text) => {
+                let text = text.clone();
+                self.speak(&text);
+                return Ok(());
+            }
+            FrameBody::Text(text) => {
+                let text = text.clone();
+                let standalone = self.open.is_none();
+                self.speak(&text);
+                if standalone {
+                    self.close_response(None);
+                }
+                return Ok(());
+            }
+            FrameBody::LlmResponseEnd if self.open.is_some() => {
+                self.close_response(Some(frame));
+                return Ok(());
+            }
+            _ => {}
+        }
+        ctx.push(frame, direction).await;
+        Ok(())
+    }
+
+    async fn on_start(
+        &mut self,
+        start: &StartFrame,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        let Some(wire) = self.wire.take() else {
+            return Ok(());
+        };
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let engine = Engine::new(wire, ctx.clone(), Arc::clone(&self.gate), start.sample_rate);
+        self.engine = Some(tokio::spawn(engine.run(receiver)));
+        self.commands = Some(commands);
+        Ok(())
+    }
+
+    async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
+        self.splitter.clear();
+        self.open = None;
+        // Raised before the interruption goes on: see the engine's docs.
+        *self.gate.lock().await = self.last;
+        self.send(Command::Cancel { up_to: self.last });
+    }
+
+    async fn on_end(&mut self, _ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        self.close_response(None);
+        // Closing the channel lets the engine finish what it has and stop.
+        self.commands = None;
+        finish(self.engine.take(), "the TTS engine").await
+    }
+
+    async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
+        self.commands = None;
+        if let Some(engine) = self.engine.take() {
+            engine.abort();
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! A fake ElevenLabs multi-context TTS socket
+//! (`/v1/text-to-speech/{voice_id}/multi-stream-input`): contexts opened by
+//! `"text": " "`, audio with a character alignment per flushed text,
+//! `isFinal` after `close_context`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+/// How one connection behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Script {
+    /// Refuse the handshake with this status and message.
+    pub reject: Option<(u16, String)>,
+    /// Drop the connection after sending this many audio messages.
+    pub drop_after_audio: Option<usize>,
+}
+
+/// Audio per character of text, in milliseconds.
+pub const MS_PER_CHAR: u32 = 10;
+
+/// One connection: its handshake and every message received.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub voice: String,
+    pub query: String,
+    pub key: Option<String>,
+    pub messages: Vec<Value>,
+}
+
+type State = Arc<super::Scripted<Script, Connection>>;
+
+/// A running fake ElevenLabs; `url` is the socket root (`ws://127.0.0.1:PORT`).
+pub type FakeElevenLabs = super::Fake<Script, Connection>;
+
+impl FakeElevenLabs {
+    pub async fn start() -> FakeElevenLabs {
+        let state = State::default();
+        let router = Router::new()
+            .route(
+                "/v1/text-to-speech/{voice}/multi-stream-input",
+                get(handshake),
+            )
+            .with_state(Arc::clone(&state));
+        super::Fake::serve(state, router, "").await
+    }
+}
+
+async fn handshake(
+    axum::extract::State(state): axum::extract::State<State>,
+    Path(voice): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let script = state.next_script();
+    if let Some((status, message)) = script.reject.clone() {
+        let body = json!({"detail": {"status": "invalid_api_key", "message": message}}).to_string();
+        return (StatusCode::from_u16(status).unwrap(), body).into_response();
+    }
+    let key = headers
+        .get("xi-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let rate: u32 = query
+        .as_deref()
+        .and_then(|q| {
+            q.split('&')
+                .find_map(|p| p.strip_prefix("output_format=pcm_"))
+        })
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(16_000);
+    let index = state.record(Connection {
+        voice,
+        query: query.unwrap_or_default(),
+        key,
+        messages: Vec::new(),
+    });
+    upgrade.on_upgrade(move |socket| session(socket, state, index, script, rate))
+}
+
+async fn session(mut socket: WebSocket, state: State, index: usize, script: Script, rate: u32) {
+    let mut open: HashSet<String> = HashSet::new();
+    let mut sent_audio = 0usize;
+    while let Some(Ok(message)) = socket.recv().await {
+        let Message::Text(text) = message else {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+            continue;
+        };
+        let value: Value = serde_json::from_str(&text).unwrap();
+        state.update(index, |c| c.messages.push(value.clone()));
+        if value.get("close_socket").and_then(Value::as_bool) == Some(true) {
+            let _ = socket.send(Message::Close(None)).await;
+            break;
+        }
+        let context = value["context_id"].as_str().unwrap_or("default").to_owned();
+        if value.get("close_context").and_then(Value::as_bool) == Some(true) {
+            if open.remove(&context) {
+                let fin = json!({"isFinal": true, "contextId": context});
+                let _ = socket.send(Message::Text(fin.to_string().into())).await;
+            }
+            continue;
+        }
+        let Some(words) = value.get("text").and_then(Value::as_str) else {
+            continue;
+        };
+        open.insert(context.clone());
+        if words.trim().is_empty() {
+            continue;
+        }
+        let chars: Vec<String> = words.chars().map(|c| c.to_string()).collect();
+        let ms = MS_PER_CHAR * chars.len() as u32;
+        let pcm = super::tone_pcm(rate, f64::from(ms) / 1000.0);
+        let reply = json!({
+            "audio": base64::engine::general_purpose::STANDARD.encode(pcm),
+            "alignment": {
+                "chars": chars,
+                "charStartTimesMs": (0..words.chars().count() as u32).map(|i| i * MS_PER_CHAR).collect::<Vec<_>>(),
+                "charDurationsMs": vec![MS_PER_CHAR; words.chars().count()],
+            },
+            "normalizedAlignment": null,
+            "contextId": context,
+        });
+        if socket
+            .send(Message::Text(reply.to_string().into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        sent_audio += 1;
+        if script.drop_after_audio.is_some_and(|n| sent_audio >= n) {
+            return;
+        }
+    }
+}

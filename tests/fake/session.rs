@@ -1,0 +1,373 @@
+//! Running a pipeline file against the fake servers, the way `voxpipe run`
+//! does, and collecting what came out.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+use voxpipe::config::parse_pipeline;
+use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody};
+use voxpipe::pipeline::{NamedProcessor, Observer, PushEvent, SessionClock};
+use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
+use voxpipe::processors::{ProcessorFactory, ProcessorRegistry};
+use voxpipe::session::{
+    BuildError, EnvSource, SessionOptions, SessionReport, SessionResources, SessionSetup,
+    TransportEnds, run_session,
+};
+use voxpipe::testing::RecordingObserver;
+use voxpipe::transport::file::FileInput;
+use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
+
+/// A VAD stand-in for tests: says the user started speaking 0.2 s after
+/// each scripted speech start and stopped 0.5 s after its end, as the VAD
+/// decides (with the speech boundaries it reports).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScriptedVadConfig {
+    /// `[start, end]` of each utterance, in seconds.
+    pub speech: Vec<[f64; 2]>,
+}
+
+impl ProcessorFactory for ScriptedVadConfig {
+    fn build(&self, _setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
+        let mut marks = Vec::new();
+        for [start, end] in &self.speech {
+            let (start, end) = (
+                Duration::from_secs_f64(*start),
+                Duration::from_secs_f64(*end),
+            );
+            marks.push((
+                start + Duration::from_millis(200),
+                FrameBody::UserStartedSpeaking { start },
+            ));
+            marks.push((
+                end + Duration::from_millis(500),
+                FrameBody::UserStoppedSpeaking { end },
+            ));
+        }
+        Ok(Box::new(ScriptedVad { marks }))
+    }
+}
+
+struct ScriptedVad {
+    marks: Vec<(Duration, FrameBody)>,
+}
+
+#[async_trait]
+impl Processor for ScriptedVad {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        let due = match &frame.body {
+            FrameBody::InputAudio(audio) => Some(audio.pts + audio.duration()),
+            _ => None,
+        };
+        ctx.push(frame, direction).await;
+        if let Some(now) = due {
+            while self.marks.first().is_some_and(|(at, _)| *at <= now) {
+                let (_, body) = self.marks.remove(0);
+                ctx.push_both_ways(body).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The built-in processors plus `scripted_vad`.
+pub fn registry() -> ProcessorRegistry {
+    let mut registry = ProcessorRegistry::builtin();
+    registry.register::<ScriptedVadConfig>("scripted_vad");
+    registry
+}
+
+/// Keeps the bot audio that left the output transport.
+#[derive(Clone, Default)]
+pub struct RecordingSink(pub Arc<Mutex<Vec<AudioFrame>>>);
+
+impl AudioSink for RecordingSink {
+    fn write(&mut self, audio: &AudioFrame) -> Result<(), ProcessorError> {
+        self.0.lock().unwrap().push(audio.clone());
+        Ok(())
+    }
+}
+
+/// What a session produced.
+pub struct Run {
+    pub report: SessionReport,
+    /// (pusher, direction, frame) in push order.
+    pub pushes: Vec<(String, Direction, Frame)>,
+    /// The bot audio that left.
+    pub audio: Vec<AudioFrame>,
+    pub resources: SessionResources,
+}
+
+impl Run {
+    /// Events as `voxpipe run --events` prints them: (name, fields), one per
+    /// frame id, in order.
+    pub fn events(&self) -> Vec<(&'static str, Value)> {
+        let mut seen = HashSet::new();
+        self.pushes
+            .iter()
+            .filter(|(_, _, frame)| seen.insert(frame.id))
+            .filter_map(|(_, _, frame)| voxpipe::events::event_of(&frame.body))
+            .collect()
+    }
+
+    /// The event names, in order.
+    pub fn event_names(&self) -> Vec<&'static str> {
+        self.events().into_iter().map(|(name, _)| name).collect()
+    }
+
+    /// Position of the first event named `name`.
+    pub fn first(&self, name: &str) -> usize {
+        self.event_names()
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or_else(|| panic!("no `{name}` in {:?}", self.event_names()))
+    }
+
+    /// Frames pushed by `from`, in order.
+    pub fn from(&self, from: &str) -> Vec<&Frame> {
+        self.pushes
+            .iter()
+            .filter(|(f, _, _)| f == from)
+            .map(|(_, _, frame)| frame)
+            .collect()
+    }
+
+    /// The bot audio that left, in seconds.
+    pub fn audio_secs(&self) -> f64 {
+        self.audio.iter().map(|a| a.duration().as_secs_f64()).sum()
+    }
+
+    /// Error frames, by message.
+    pub fn errors(&self) -> Vec<voxpipe::frame::ErrorFrame> {
+        let mut seen = HashSet::new();
+        self.pushes
+            .iter()
+            .filter(|(_, _, f)| seen.insert(f.id))
+            .filter_map(|(_, _, f)| match &f.body {
+                FrameBody::Error(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Runs the pipeline `toml` over `samples` (16 kHz mono), on the audio
+/// clock as `voxpipe run` does, with `env` as the environment.
+pub async fn run_pipeline(toml: &str, samples: Vec<i16>, env: &[(&str, &str)]) -> Run {
+    run_observed(toml, samples, env, Vec::new()).await
+}
+
+/// [`run_pipeline`] with more observers.
+pub async fn run_observed(
+    toml: &str,
+    samples: Vec<i16>,
+    env: &[(&str, &str)],
+    mut observers: Vec<Arc<dyn Observer>>,
+) -> Run {
+    let config =
+        parse_pipeline(Path::new("test.toml"), toml, &registry()).unwrap_or_else(|e| panic!("{e}"));
+    let rate = config.pipeline.sample_rate.hz();
+    let mut setup = SessionSetup::for_pipeline(&config, "test-session");
+    setup.env = EnvSource::Fixed(Arc::new(
+        env.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+    ));
+    let resources = setup.resources.clone();
+    let sink = RecordingSink::default();
+    let ends = TransportEnds {
+        input: NamedProcessor::new("transport.input", FileInput::new(samples, rate, false)),
+        output: NamedProcessor::new(
+            "transport.output",
+            OutputTransport::new(sink.clone(), Pacing::InboundAudio { realtime: false }),
+        ),
+    };
+    let recorder = RecordingObserver::new();
+    let report = run_session(
+        &config,
+        ends,
+        SessionOptions {
+            setup,
+            clock: SessionClock::audio(),
+            observers: {
+                // The recorder first: a frame is recorded before another
+                // observer can react to it.
+                observers.insert(0, recorder.clone());
+                observers
+            },
+        },
+    )
+    .await
+    .unwrap();
+    let audio = sink.0.lock().unwrap().clone();
+    Run {
+        report,
+        pushes: recorder.pushes(),
+        audio,
+        resources,
+    }
+}
+
+/// The first `secs` of the sample recording (its first utterance runs from
+/// 1.5 s to about 2.8 s).
+pub fn hello(secs: f64) -> Vec<i16> {
+    let wav = voxpipe::audio::read_wav(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/samples/hello.wav"
+    )))
+    .unwrap();
+    assert_eq!(wav.sample_rate, 16_000);
+    let mut samples = wav.to_mono();
+    samples.truncate((secs * 16_000.0) as usize);
+    samples
+}
+
+/// Calls `notify_one` on a signal the first time `from` pushes a frame
+/// `matching`.
+pub struct FirstPush {
+    from: &'static str,
+    matching: fn(&FrameBody) -> bool,
+    signal: Arc<tokio::sync::Notify>,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl FirstPush {
+    pub fn new(
+        from: &'static str,
+        matching: fn(&FrameBody) -> bool,
+        signal: Arc<tokio::sync::Notify>,
+    ) -> Arc<Self> {
+        Arc::new(FirstPush {
+            from,
+            matching,
+            signal,
+            fired: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+}
+
+impl Observer for FirstPush {
+    fn on_push(&self, event: &PushEvent<'_>) {
+        if event.from == self.from
+            && (self.matching)(&event.frame.body)
+            && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.signal.notify_one();
+        }
+    }
+}
+
+/// A processor of type `C` built from TOML `table` for a session whose
+/// environment is `env`.
+pub fn build<C>(name: &str, table: &str, env: &[(&str, &str)]) -> NamedProcessor
+where
+    C: serde::de::DeserializeOwned + ProcessorFactory,
+{
+    let config: C = toml::from_str(table).unwrap_or_else(|e| panic!("{e}"));
+    let mut setup = SessionSetup::new("test-session", 16_000);
+    setup.env = EnvSource::Fixed(Arc::new(
+        env.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+    ));
+    NamedProcessor {
+        name: name.to_owned(),
+        processor: config.build(&setup).unwrap_or_else(|e| panic!("{e}")),
+    }
+}
+
+/// The bodies of `frames` of one kind, e.g. every `LlmText`.
+pub fn texts(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            FrameBody::LlmText(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The error frames among `frames`.
+pub fn error_frames(frames: &[Frame]) -> Vec<voxpipe::frame::ErrorFrame> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            FrameBody::Error(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A pipeline running on the wall clock, fed frame by frame by the test.
+pub struct Live {
+    pub handle: voxpipe::pipeline::PipelineHandle,
+    pub recorder: Arc<RecordingObserver>,
+    task: tokio::task::JoinHandle<voxpipe::pipeline::PipelineOutcome>,
+}
+
+impl Live {
+    pub fn start(processors: Vec<NamedProcessor>) -> Live {
+        let recorder = RecordingObserver::new();
+        let mut params = voxpipe::pipeline::PipelineParams::new("live-test", 16_000);
+        params.observers.push(recorder.clone());
+        let task = voxpipe::pipeline::PipelineTask::new(processors, params);
+        let handle = task.handle();
+        Live {
+            handle,
+            recorder,
+            task: tokio::spawn(task.run()),
+        }
+    }
+
+    /// Waits until some processor has pushed a frame `matching`.
+    pub async fn wait_for(&self, what: &str, matching: impl Fn(&FrameBody) -> bool) {
+        let recorder = Arc::clone(&self.recorder);
+        super::wait_for(Duration::from_secs(10), what, || {
+            recorder.pushes().iter().any(|(_, _, f)| matching(&f.body))
+        })
+        .await;
+    }
+
+    /// Waits until the processor `from` has pushed a frame `matching`.
+    pub async fn wait_for_from(
+        &self,
+        from: &str,
+        what: &str,
+        matching: impl Fn(&FrameBody) -> bool,
+    ) {
+        let recorder = Arc::clone(&self.recorder);
+        super::wait_for(Duration::from_secs(10), what, || {
+            recorder
+                .pushes()
+                .iter()
+                .any(|(f, _, frame)| f == from && matching(&frame.body))
+        })
+        .await;
+    }
+
+    /// Ends the pipeline and returns every push.
+    pub async fn finish(self) -> Vec<(String, Direction, Frame)> {
+        self.handle.end("test over").await;
+        self.task.await.unwrap();
+        self.recorder.pushes()
+    }
+}
+
+/// One of each frame id, in order.
+pub fn unique(pushes: &[(String, Direction, Frame)]) -> Vec<Frame> {
+    let mut seen = HashSet::new();
+    pushes
+        .iter()
+        .filter(|(_, _, f)| seen.insert(f.id))
+        .map(|(_, _, f)| f.clone())
+        .collect()
+}
