@@ -7,7 +7,7 @@ use crate::frame::{Direction, ErrorFrame, Frame, FrameBody};
 use crate::metrics::LatencyHistogram;
 
 use super::clock::SessionClock;
-use super::link::{InFlight, Mailbox};
+use super::link::{InFlight, Mailbox, TrySendError};
 use super::observer::{Observer, PushEvent};
 
 /// State shared by every processor of one running pipeline.
@@ -118,15 +118,25 @@ impl ProcessorContext {
             Direction::Downstream => &self.downstream,
             Direction::Upstream => &self.upstream,
         };
-        if let Some(mailbox) = target
-            && let Err(frame) = mailbox.send(frame, direction).await
-        {
-            tracing::trace!(
-                processor = %self.name,
-                frame = frame.name(),
-                "frame dropped: the next processor has stopped"
-            );
-        }
+        let Some(mailbox) = target else {
+            return;
+        };
+        // The common case queues without an await; only a push that must
+        // wait for room awaits (a boxed future), which keeps the future of
+        // every `process` call small.
+        let refused = match mailbox.try_send(frame, direction) {
+            Ok(()) => return,
+            Err(TrySendError::Closed(frame)) => frame,
+            Err(TrySendError::Full(item)) => match mailbox.send_when_room(item).await {
+                Ok(()) => return,
+                Err(frame) => frame,
+            },
+        };
+        tracing::trace!(
+            processor = %self.name,
+            frame = refused.name(),
+            "frame dropped: the next processor has stopped"
+        );
     }
 
     /// Pushes a frame downstream.

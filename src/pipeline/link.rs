@@ -8,7 +8,11 @@
 //!   bound would let a slow processor stall inbound audio or an interruption.
 //! - **downstream data/control**: bounded. A processor that pushes faster
 //!   than the next one consumes waits on `push`: backpressure instead of
-//!   memory growth.
+//!   memory growth. The bound is a counter beside an unbounded channel
+//!   rather than tokio's bounded channel: a push with room is one atomic add
+//!   and never takes a lock, and only a push that must wait allocates (its
+//!   waiting future is boxed, so every `process` future stays small). The
+//!   bound is soft by at most one frame per concurrent sender.
 //! - **upstream data/control**: unbounded. Upstream data is rare, and a bound
 //!   in both directions could deadlock two neighbours pushing at each other.
 //!
@@ -25,7 +29,7 @@
 //! cost every hop a contended atomic for nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -84,21 +88,69 @@ pub(crate) struct Queued {
     pub(crate) token: Option<InFlightToken>,
 }
 
+/// The room in a bounded lane: how many items it holds, and a wake-up for
+/// senders waiting for room.
+#[derive(Debug)]
+struct Room {
+    held: AtomicUsize,
+    capacity: usize,
+    /// Set when the receiver has gone: waiting senders give up.
+    closed: AtomicBool,
+    freed: Notify,
+}
+
+impl Room {
+    fn is_full(&self) -> bool {
+        self.held.load(Ordering::Acquire) >= self.capacity
+    }
+
+    /// One item left the lane.
+    fn release(&self) {
+        if self.held.fetch_sub(1, Ordering::AcqRel) == self.capacity {
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Waits until the lane has room or its receiver has gone.
+    async fn wait(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if !self.is_full() || self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            freed.await;
+        }
+    }
+}
+
 /// The sending side of a processor's inbox.
 #[derive(Debug, Clone)]
 pub(crate) struct Mailbox {
     system: mpsc::UnboundedSender<Queued>,
-    downstream: mpsc::Sender<Queued>,
+    downstream: mpsc::UnboundedSender<Queued>,
+    room: Arc<Room>,
     upstream: mpsc::UnboundedSender<Queued>,
     seq: Arc<AtomicU64>,
     in_flight: Option<Arc<InFlight>>,
+}
+
+/// Why a frame could not be queued without waiting.
+pub(crate) enum TrySendError {
+    /// The bounded lane is full: the item (with its place in the order
+    /// already taken) waits for room.
+    Full(Queued),
+    /// The receiver has stopped: the frame is given back.
+    Closed(Frame),
 }
 
 /// The receiving side, owned by the processor's task.
 #[derive(Debug)]
 pub(crate) struct Inbox {
     system: mpsc::UnboundedReceiver<Queued>,
-    downstream: mpsc::Receiver<Queued>,
+    downstream: mpsc::UnboundedReceiver<Queued>,
+    room: Arc<Room>,
     upstream: mpsc::UnboundedReceiver<Queued>,
     /// Once fired, `recv` ends as soon as the lanes are empty.
     retire: Option<oneshot::Receiver<()>>,
@@ -107,12 +159,19 @@ pub(crate) struct Inbox {
 /// A new inbox whose bounded lane holds `capacity` frames.
 pub(crate) fn inbox(capacity: usize, in_flight: Option<&Arc<InFlight>>) -> (Mailbox, Inbox) {
     let (system_tx, system_rx) = mpsc::unbounded_channel();
-    let (down_tx, down_rx) = mpsc::channel(capacity.max(1));
+    let (down_tx, down_rx) = mpsc::unbounded_channel();
     let (up_tx, up_rx) = mpsc::unbounded_channel();
+    let room = Arc::new(Room {
+        held: AtomicUsize::new(0),
+        capacity: capacity.max(1),
+        closed: AtomicBool::new(false),
+        freed: Notify::new(),
+    });
     (
         Mailbox {
             system: system_tx,
             downstream: down_tx,
+            room: Arc::clone(&room),
             upstream: up_tx,
             seq: Arc::new(AtomicU64::new(0)),
             in_flight: in_flight.cloned(),
@@ -120,6 +179,7 @@ pub(crate) fn inbox(capacity: usize, in_flight: Option<&Arc<InFlight>>) -> (Mail
         Inbox {
             system: system_rx,
             downstream: down_rx,
+            room,
             upstream: up_rx,
             retire: None,
         },
@@ -136,19 +196,60 @@ impl Mailbox {
         }
     }
 
+    /// Queues a frame if there is room, without waiting.
+    // The error gives the frame back, as tokio's `TrySendError<T>` does;
+    // boxing it would allocate on a path taken by every push to a full lane.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn try_send(&self, frame: Frame, direction: Direction) -> Result<(), TrySendError> {
+        let item = self.queued(frame, direction);
+        let lane = match (item.frame.kind(), direction) {
+            (FrameKind::System, _) => &self.system,
+            (_, Direction::Upstream) => &self.upstream,
+            (_, Direction::Downstream) => {
+                if self.room.is_full() {
+                    return Err(TrySendError::Full(item));
+                }
+                self.room.held.fetch_add(1, Ordering::AcqRel);
+                return self.downstream.send(item).map_err(|e| {
+                    self.room.held.fetch_sub(1, Ordering::AcqRel);
+                    TrySendError::Closed(e.0.frame)
+                });
+            }
+        };
+        lane.send(item).map_err(|e| TrySendError::Closed(e.0.frame))
+    }
+
+    /// Queues an item that found the lane full, once there is room. Gives
+    /// the frame back if the receiver has stopped. Boxed, so that only a
+    /// push that has to wait pays for the waiting future.
+    ///
+    /// # Cancel safety
+    /// If cancelled while waiting for room, the frame is dropped.
+    pub(crate) fn send_when_room(
+        &self,
+        item: Queued,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Frame>> + Send + '_>> {
+        Box::pin(async move {
+            self.room.wait().await;
+            self.room.held.fetch_add(1, Ordering::AcqRel);
+            self.downstream.send(item).map_err(|e| {
+                self.room.held.fetch_sub(1, Ordering::AcqRel);
+                e.0.frame
+            })
+        })
+    }
+
     /// Queues a frame, waiting for room in the bounded lane if needed.
     /// Gives the frame back if the receiver has stopped.
     ///
     /// # Cancel safety
     /// If cancelled while waiting for room, the frame is dropped.
     pub(crate) async fn send(&self, frame: Frame, direction: Direction) -> Result<(), Frame> {
-        let item = self.queued(frame, direction);
-        let sent = match (item.frame.kind(), direction) {
-            (FrameKind::System, _) => self.system.send(item).map_err(|e| e.0),
-            (_, Direction::Downstream) => self.downstream.send(item).await.map_err(|e| e.0),
-            (_, Direction::Upstream) => self.upstream.send(item).map_err(|e| e.0),
-        };
-        sent.map_err(|item| item.frame)
+        match self.try_send(frame, direction) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(frame)) => Err(frame),
+            Err(TrySendError::Full(item)) => self.send_when_room(item).await,
+        }
     }
 
     /// Queues a system frame without waiting. Gives it back if the receiver
@@ -157,6 +258,15 @@ impl Mailbox {
         debug_assert_eq!(frame.kind(), FrameKind::System);
         let item = self.queued(frame, direction);
         self.system.send(item).map_err(|e| e.0.frame)
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // A task that stopped without closing (it panicked) must not leave
+        // a sender waiting for room forever.
+        self.room.closed.store(true, Ordering::Release);
+        self.room.freed.notify_waiters();
     }
 }
 
@@ -191,13 +301,17 @@ impl Inbox {
             return Some(item);
         }
         if let Ok(item) = self.downstream.try_recv() {
+            self.room.release();
             return Some(item);
         }
         tokio::select! {
             biased;
             Some(item) = self.system.recv() => Some(item),
             Some(item) = self.upstream.recv() => Some(item),
-            Some(item) = self.downstream.recv() => Some(item),
+            Some(item) = self.downstream.recv() => {
+                self.room.release();
+                Some(item)
+            }
             () = retired(&mut self.retire) => None,
             else => None,
         }
@@ -209,6 +323,8 @@ impl Inbox {
         self.system.close();
         self.downstream.close();
         self.upstream.close();
+        self.room.closed.store(true, Ordering::Release);
+        self.room.freed.notify_waiters();
         while self.system.try_recv().is_ok() {}
         while self.downstream.try_recv().is_ok() {}
         while self.upstream.try_recv().is_ok() {}
