@@ -153,6 +153,13 @@ async fn run_file_session(
     tracing::info!(pipeline = %config.pipeline.name, input = %args.input.display(), store = context.store().backend(), "session starting");
     let mut setup = SessionSetup::for_pipeline(config, session_id);
     setup.custom_parameters = args.params.iter().cloned().collect();
+    if let Some(skills) = context.skills() {
+        // `serve` refreshes in the background; a file run loads them once.
+        match skills.refresh().await {
+            Ok(loaded) => tracing::info!(skills = loaded.total, "skills loaded"),
+            Err(err) => tracing::warn!(error = %err, "cannot load the skills"),
+        }
+    }
     let memory = context.open_session(&setup, "file").await;
     setup.memory = Some(memory.clone());
     let report = run_session(
