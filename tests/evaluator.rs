@@ -15,6 +15,7 @@ use support::fake_openai::{FakeOpenAi, JudgeReply, verdict};
 use support::redis_server::RedisServer;
 use support::turns::{converse, registry};
 use voxpipe::config::parse_pipeline;
+use voxpipe::context::store::Store;
 use voxpipe::context::{
     CallStatus, ContextRuntime, Evaluation, Outcome, SessionMemory, TacticsList,
 };
@@ -26,6 +27,15 @@ struct Setup {
     redis: RedisServer,
     judge: FakeOpenAi,
     runtime: ContextRuntime,
+}
+
+impl Setup {
+    /// The redis-server (killed when dropped), the judge, the runtime and
+    /// its store.
+    fn parts(self) -> (RedisServer, FakeOpenAi, ContextRuntime, Arc<dyn Store>) {
+        let store = self.runtime.store().clone();
+        (self.redis, self.judge, self.runtime, store)
+    }
 }
 
 async fn setup(evaluator: &str) -> Setup {
@@ -57,12 +67,7 @@ const CALL: &[&str] = &["user: It's too expensive.", "assistant: Consider the RO
 
 #[tokio::test]
 async fn tactics_lists_follow_the_refinement_loop_over_a_success_and_a_failure() {
-    let Setup {
-        redis,
-        judge,
-        runtime,
-    } = setup("").await;
-    let store = runtime.store().clone();
+    let (redis, judge, runtime, store) = setup("").await.parts();
     // Seeded once by the operator.
     store
         .add_tactics(
@@ -158,12 +163,7 @@ async fn tactics_lists_follow_the_refinement_loop_over_a_success_and_a_failure()
 
 #[tokio::test]
 async fn malformed_verdicts_are_asked_again_then_recorded_as_unevaluated() {
-    let Setup {
-        redis: _redis,
-        judge,
-        runtime,
-    } = setup("max_attempts = 3").await;
-    let store = runtime.store().clone();
+    let (_redis, judge, runtime, store) = setup("max_attempts = 3").await.parts();
     let worker = runtime.worker("w1").unwrap();
 
     judge.script([
@@ -232,12 +232,7 @@ async fn pending_jobs(redis: &RedisServer) -> i64 {
 
 #[tokio::test]
 async fn a_worker_killed_mid_evaluation_has_its_job_reclaimed_and_the_outcome_written_once() {
-    let Setup {
-        redis,
-        judge,
-        runtime,
-    } = setup("claim_idle_secs = 0").await;
-    let store = runtime.store().clone();
+    let (redis, judge, runtime, store) = setup("claim_idle_secs = 0").await.parts();
     // The first worker's request never gets an answer.
     judge.script([JudgeReply::Hang]);
     judge.fallback(verdict("success", 0.9, &["Anchor on ROI"]));
@@ -281,12 +276,7 @@ async fn a_worker_killed_mid_evaluation_has_its_job_reclaimed_and_the_outcome_wr
 
 #[tokio::test]
 async fn a_job_rerun_after_its_writes_reuses_the_verdict_and_doubles_nothing() {
-    let Setup {
-        redis,
-        judge,
-        runtime,
-    } = setup("claim_idle_secs = 0").await;
-    let store = runtime.store().clone();
+    let (redis, judge, runtime, store) = setup("claim_idle_secs = 0").await.parts();
     judge.script([verdict("success", 0.8, &["Anchor on ROI"])]);
     judge.fallback(verdict("failure", 0.1, &["Something else"]));
     session(&runtime, "s1", CALL).await;
@@ -346,12 +336,9 @@ async fn a_job_rerun_after_its_writes_reuses_the_verdict_and_doubles_nothing() {
 
 #[tokio::test]
 async fn a_job_that_keeps_killing_its_workers_is_given_up() {
-    let Setup {
-        redis,
-        judge,
-        runtime,
-    } = setup("claim_idle_secs = 0\nmax_deliveries = 2").await;
-    let store = runtime.store().clone();
+    let (redis, judge, runtime, store) = setup("claim_idle_secs = 0\nmax_deliveries = 2")
+        .await
+        .parts();
     session(&runtime, "s1", CALL).await;
     // Delivered twice, to workers that never finish.
     store.read_jobs("first", 1, Duration::ZERO).await.unwrap();
