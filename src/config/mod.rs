@@ -6,6 +6,7 @@ mod keypath;
 mod load;
 mod overrides;
 mod schema;
+mod webrtc;
 
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{load_pipeline, parse_pipeline};
@@ -14,3 +15,4 @@ pub use schema::{
     PipelineConfig, PipelineSection, ProcessorEntry, SUPPORTED_SAMPLE_RATES, SampleRate,
     TransportSection,
 };
+pub use webrtc::{GatherTimeout, IceServerConfig, IceUrl, WebRtcSection};

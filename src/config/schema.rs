@@ -22,6 +22,8 @@ use serde::Deserialize;
 
 use crate::processors::ProcessorFactory;
 
+use super::webrtc::WebRtcSection;
+
 /// The rates a pipeline can run at internally.
 pub const SUPPORTED_SAMPLE_RATES: [u32; 4] = [8_000, 16_000, 24_000, 48_000];
 
@@ -82,7 +84,11 @@ fn default_true() -> bool {
 /// pipeline never names its transport; these only tune them.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TransportSection {}
+pub struct TransportSection {
+    /// `[transport.webrtc]`.
+    #[serde(default)]
+    pub webrtc: WebRtcSection,
+}
 
 /// Everything in a pipeline file except its processors.
 #[derive(Debug, Clone, Deserialize)]

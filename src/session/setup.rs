@@ -1,6 +1,6 @@
 //! What a processor factory gets when a session starts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::error::BuildError;
@@ -28,6 +28,9 @@ pub struct SessionSetup {
     pub allow_interruptions: bool,
     /// Where `*_env` variables come from.
     pub env: EnvSource,
+    /// Parameters the transport received with the session, e.g. the
+    /// `<Parameter>`s of a Twilio stream (caller, segment); empty for a file.
+    pub custom_parameters: BTreeMap<String, String>,
 }
 
 impl SessionSetup {
@@ -39,6 +42,7 @@ impl SessionSetup {
             sample_rate,
             allow_interruptions: true,
             env: EnvSource::Process,
+            custom_parameters: BTreeMap::new(),
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod file;
 mod output;
 mod playout;
+pub mod webrtc;
 
 pub use output::{AudioSink, OutputTransport, Pacing};
 pub use playout::{Cut, Playout, PlayoutEvent};

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
@@ -28,6 +29,11 @@ pub trait AudioSink: Send + 'static {
 
     /// The bot was interrupted: drop whatever the far end still buffers.
     fn clear(&mut self) {}
+
+    /// The bot's utterance has left: all of its audio has been written and,
+    /// by the output's clock, it finishes playing at session time `end`. A
+    /// sink that can have the far end confirm playback asks for it here.
+    fn utterance_sent(&mut self, _end: Duration) {}
 
     /// The session is over at session time `end`: flush and close.
     fn finish(&mut self, _end: Duration) -> Result<(), ProcessorError> {
@@ -45,9 +51,11 @@ pub enum Pacing {
         /// at once (`false`).
         realtime: bool,
     },
-    /// A timer every `period` on the session clock: live transports.
+    /// A timer on the session clock: live transports. Each frame is
+    /// released when its time comes (the first of an utterance at once),
+    /// and the output looks again at least every `period`.
     Timer {
-        /// How often audio is released, usually 20 ms.
+        /// The longest the output goes without looking, usually 20 ms.
         period: Duration,
     },
 }
@@ -64,6 +72,8 @@ pub struct OutputTransport<S: AudioSink> {
     convert: Option<FrameResampler>,
     pacing: Pacing,
     ticker: Option<JoinHandle<()>>,
+    /// Wakes the timer when audio is scheduled.
+    scheduled: Arc<Notify>,
     /// The last (wall, session) time pair seen, to pace the end in real time.
     last_tick: Option<(tokio::time::Instant, Duration)>,
 }
@@ -79,6 +89,7 @@ impl<S: AudioSink> OutputTransport<S> {
             pacing,
             convert: None,
             ticker: None,
+            scheduled: Arc::new(Notify::new()),
             last_tick: None,
         }
     }
@@ -110,7 +121,10 @@ async fn tick<S: AudioSink>(
         while let Some(event) = state.playout.poll(now) {
             match event {
                 PlayoutEvent::Started(_) => signals.push(FrameBody::BotStartedSpeaking),
-                PlayoutEvent::Stopped(_) => signals.push(FrameBody::BotStoppedSpeaking),
+                PlayoutEvent::Stopped(end) => {
+                    state.sink.utterance_sent(end);
+                    signals.push(FrameBody::BotStoppedSpeaking);
+                }
                 PlayoutEvent::Audio(audio) => {
                     if let Err(err) = state.sink.write(&audio) {
                         failed = Some(err);
@@ -141,8 +155,9 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                     None => audio.clone(),
                 };
                 lock(&self.state).playout.schedule(audio, ctx.now());
-                if let Pacing::InboundAudio { .. } = self.pacing {
-                    tick(&self.state, ctx.now(), ctx).await?;
+                match self.pacing {
+                    Pacing::InboundAudio { .. } => tick(&self.state, ctx.now(), ctx).await?,
+                    Pacing::Timer { .. } => self.scheduled.notify_one(),
                 }
                 return Ok(());
             }
@@ -166,12 +181,29 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
         self.convert = Some(FrameResampler::new(start.sample_rate));
         if let Pacing::Timer { period } = self.pacing {
             let state = Arc::clone(&self.state);
+            let scheduled = Arc::clone(&self.scheduled);
             let ctx = ctx.clone();
             self.ticker = Some(tokio::spawn(async move {
-                let mut interval = tokio::time::interval(period);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 loop {
-                    interval.tick().await;
+                    // Sleep until the next frame is due, a period at most;
+                    // new audio wakes us early (the first frame of an
+                    // utterance is due at once).
+                    let (release, due) = {
+                        let state = lock(&state);
+                        (state.playout.next_release(), state.playout.next_due())
+                    };
+                    let now = ctx.now();
+                    let mut wait = period;
+                    if let Some(at) = release {
+                        wait = wait.min(at.saturating_sub(now));
+                    }
+                    if let Some(at) = due.filter(|&at| at > now) {
+                        wait = wait.min(at - now);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = scheduled.notified() => {}
+                    }
                     if let Err(err) = tick(&state, ctx.now(), &ctx).await {
                         ctx.push_upstream(FrameBody::Error(err.to_frame(ctx.name())))
                             .await;

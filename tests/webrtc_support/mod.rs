@@ -1,0 +1,176 @@
+//! Shared by the WebRTC tests: a deterministic energy VAD for tests (the
+//! transport is under test, not voice detection), the sample speech, and
+//! audio comparison.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use voxpipe::audio::pcm::dbfs;
+use voxpipe::audio::{OpusDecoder, read_wav};
+use voxpipe::config::{PipelineConfig, parse_pipeline};
+use voxpipe::frame::{Direction, Frame, FrameBody};
+use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
+use voxpipe::processors::{ProcessorFactory, ProcessorRegistry};
+use voxpipe::session::{BuildError, SessionSetup};
+use voxpipe::transport::webrtc::ReceivedAudio;
+
+/// `type = "energy_vad"`: speech is 20 ms frames above `threshold_dbfs`;
+/// the user starts speaking after `start_frames` loud frames in a row and
+/// stops after `stop_frames` quiet ones.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct EnergyVadConfig {
+    pub(crate) threshold_dbfs: f32,
+    pub(crate) start_frames: u32,
+    pub(crate) stop_frames: u32,
+}
+
+impl ProcessorFactory for EnergyVadConfig {
+    fn build(&self, _setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
+        Ok(Box::new(EnergyVad {
+            config: self.clone(),
+            loud: 0,
+            quiet: 0,
+            first_loud: Duration::ZERO,
+            last_loud_end: Duration::ZERO,
+            speaking: false,
+        }))
+    }
+}
+
+struct EnergyVad {
+    config: EnergyVadConfig,
+    loud: u32,
+    quiet: u32,
+    first_loud: Duration,
+    last_loud_end: Duration,
+    speaking: bool,
+}
+
+#[async_trait]
+impl Processor for EnergyVad {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        let mut event = None;
+        if let FrameBody::InputAudio(audio) = &frame.body {
+            if dbfs(&audio.samples()) > self.config.threshold_dbfs {
+                if self.loud == 0 {
+                    self.first_loud = audio.pts;
+                }
+                self.loud += 1;
+                self.quiet = 0;
+                self.last_loud_end = audio.pts + audio.duration();
+                if !self.speaking && self.loud >= self.config.start_frames {
+                    self.speaking = true;
+                    event = Some(FrameBody::UserStartedSpeaking {
+                        start: self.first_loud,
+                    });
+                }
+            } else {
+                self.quiet += 1;
+                if !self.speaking {
+                    self.loud = 0;
+                }
+                if self.speaking && self.quiet >= self.config.stop_frames {
+                    self.speaking = false;
+                    self.loud = 0;
+                    event = Some(FrameBody::UserStoppedSpeaking {
+                        end: self.last_loud_end,
+                    });
+                }
+            }
+        }
+        ctx.push(frame, direction).await;
+        if let Some(event) = event {
+            ctx.push_downstream(event).await;
+        }
+        Ok(())
+    }
+}
+
+/// The parrot behind the test VAD, at 16 kHz.
+pub(crate) const PARROT_PIPELINE: &str = r#"
+[pipeline]
+name = "parrot-webrtc"
+sample_rate = 16000
+
+[[processor]]
+type = "energy_vad"
+threshold_dbfs = -45.0
+start_frames = 3
+stop_frames = 20
+
+[[processor]]
+type = "parrot"
+"#;
+
+pub(crate) fn parrot_config() -> PipelineConfig {
+    let mut registry = ProcessorRegistry::builtin();
+    registry.register::<EnergyVadConfig>("energy_vad");
+    parse_pipeline(Path::new("parrot-webrtc.toml"), PARROT_PIPELINE, &registry)
+        .expect("the test pipeline is valid")
+}
+
+/// The sample speech at 16 kHz: 1.5 s of silence, "Hello, can you hear
+/// me?", 1.5 s of silence, and two more utterances.
+pub(crate) fn sample_speech() -> Vec<i16> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples/hello.wav");
+    let wav = read_wav(&path).expect("the sample speech is there");
+    assert_eq!(wav.sample_rate, 16_000);
+    wav.to_mono()
+}
+
+/// Decodes received packets, in sequence order, to 48 kHz PCM.
+pub(crate) fn decode(packets: &[ReceivedAudio]) -> Vec<i16> {
+    let mut sorted: Vec<&ReceivedAudio> = packets.iter().collect();
+    sorted.sort_by_key(|p| p.packet.header.sequence_number);
+    let mut decoder = OpusDecoder::new().expect("decoder");
+    let mut pcm = Vec::new();
+    for p in sorted {
+        decoder
+            .decode(&p.packet.payload, &mut pcm)
+            .expect("valid Opus");
+    }
+    pcm
+}
+
+/// RMS per `window` samples.
+pub(crate) fn envelope(samples: &[i16], window: usize) -> Vec<f64> {
+    samples
+        .chunks(window)
+        .map(|w| f64::from(voxpipe::audio::pcm::rms(w)))
+        .collect()
+}
+
+/// The best Pearson correlation of `b` against `a` over lags `0..max_lag`
+/// (in windows), and that lag.
+pub(crate) fn best_correlation(a: &[f64], b: &[f64], max_lag: usize) -> (f64, usize) {
+    (0..max_lag.min(b.len()))
+        .map(|lag| (pearson(a, &b[lag..]), lag))
+        .max_by(|x, y| x.0.total_cmp(&y.0))
+        .unwrap_or((0.0, 0))
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return 0.0;
+    }
+    let (a, b) = (&a[..n], &b[..n]);
+    let mean = |x: &[f64]| x.iter().sum::<f64>() / n as f64;
+    let (ma, mb) = (mean(a), mean(b));
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        ab += (a[i] - ma) * (b[i] - mb);
+        aa += (a[i] - ma).powi(2);
+        bb += (b[i] - mb).powi(2);
+    }
+    ab / (aa * bb).sqrt().max(1e-12)
+}
