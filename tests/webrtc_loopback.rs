@@ -5,92 +5,14 @@
 
 mod webrtc_support;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-use tokio::sync::mpsc;
-use voxpipe::frame::AudioFrame;
-use voxpipe::pipeline::SessionClock;
-use voxpipe::session::{SessionOptions, SessionReport, SessionSetup, new_session_id, run_session};
 use voxpipe::transport::webrtc::{
     ClientPeer, OfferRequest, ReceivedAudio, WebRtcSettings, WebRtcSignalling,
 };
-use webrtc_support::{best_correlation, decode, envelope, parrot_config, sample_speech};
-
-const RATE: u32 = 16_000;
-const FRAME: usize = 320;
-
-/// Starts a call for `offer` and runs its session in the background.
-async fn start_call(
-    signalling: &WebRtcSignalling,
-    offer: OfferRequest,
-) -> (
-    voxpipe::transport::webrtc::Answer,
-    BTreeMap<String, String>,
-    tokio::task::JoinHandle<SessionReport>,
-) {
-    let session_id: Arc<str> = new_session_id().into();
-    let (answer, mut call) = signalling.accept(offer, session_id.clone()).await.unwrap();
-    assert_eq!(answer.pc_id, *session_id, "the pc_id is the session id");
-    assert_eq!(answer.kind, "answer");
-    assert!(
-        answer.sdp.contains("a=candidate") && answer.sdp.contains("127.0.0.1"),
-        "the answer carries a loopback host candidate:\n{}",
-        answer.sdp
-    );
-    let parameters = call.custom_parameters().clone();
-    let config = parrot_config();
-    let session = tokio::spawn(async move {
-        let mut setup = SessionSetup::for_pipeline(&config, session_id);
-        setup.custom_parameters = call.custom_parameters().clone();
-        let ends = call.take_ends().unwrap();
-        let report = run_session(
-            &config,
-            ends,
-            SessionOptions {
-                setup,
-                clock: SessionClock::wall(),
-                observers: vec![call.observer()],
-            },
-        )
-        .await
-        .unwrap();
-        call.close().await;
-        report
-    });
-    (answer, parameters, session)
-}
-
-/// Sends `samples` at 16 kHz in real time, 20 ms per frame.
-async fn speak(client: &mut ClientPeer, samples: &[i16], start: Duration) -> Duration {
-    let mut ticker = tokio::time::interval(Duration::from_millis(20));
-    let mut pts = start;
-    for chunk in samples.chunks(FRAME) {
-        ticker.tick().await;
-        let mut frame = chunk.to_vec();
-        frame.resize(FRAME, 0);
-        client
-            .send_audio(&AudioFrame::from_samples(&frame, RATE, 1, pts))
-            .await
-            .unwrap();
-        pts += Duration::from_millis(20);
-    }
-    pts
-}
-
-fn drain<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
-    std::iter::from_fn(|| rx.try_recv().ok()).collect()
-}
-
-fn event_names(messages: &[String]) -> Vec<String> {
-    messages
-        .iter()
-        .filter_map(|m| serde_json::from_str::<Value>(m).ok())
-        .filter_map(|v| v["event"].as_str().map(str::to_owned))
-        .collect()
-}
+use webrtc_support::{
+    Events, RATE, best_correlation, decode, drain, envelope, sample_speech, speak, start_call,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parrot_answers_a_client_peer_over_loopback() {
@@ -112,7 +34,7 @@ async fn parrot_answers_a_client_peer_over_loopback() {
         .await
         .unwrap();
     let mut audio = client.take_audio().unwrap();
-    let mut messages = client.take_messages().unwrap();
+    let events = Events::collect(client.take_messages().unwrap());
 
     // Silence, "Hello, can you hear me?", then silence while the parrot
     // repeats it.
@@ -162,8 +84,7 @@ async fn parrot_answers_a_client_peer_over_loopback() {
     );
 
     // The data channel carried the session's events.
-    let messages = drain(&mut messages);
-    let names = event_names(&messages);
+    let names = events.names();
     for expected in [
         "session_started",
         "user_started_speaking",

@@ -4,19 +4,32 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use voxpipe::audio::pcm::dbfs;
 use voxpipe::audio::{OpusDecoder, read_wav};
 use voxpipe::config::{PipelineConfig, parse_pipeline};
+use voxpipe::frame::AudioFrame;
 use voxpipe::frame::{Direction, Frame, FrameBody};
+use voxpipe::pipeline::SessionClock;
 use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
 use voxpipe::processors::{ProcessorFactory, ProcessorRegistry};
 use voxpipe::session::{BuildError, SessionSetup};
-use voxpipe::transport::webrtc::ReceivedAudio;
+use voxpipe::session::{SessionOptions, SessionReport, new_session_id, run_session};
+use voxpipe::transport::webrtc::{
+    Answer, ClientPeer, OfferRequest, ReceivedAudio, WebRtcSignalling,
+};
+
+pub(crate) const RATE: u32 = 16_000;
+const FRAME: usize = 320;
 
 /// `type = "energy_vad"`: speech is 20 ms frames above `threshold_dbfs`;
 /// the user starts speaking after `start_frames` loud frames in a row and
@@ -173,4 +186,134 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
         bb += (b[i] - mb).powi(2);
     }
     ab / (aa * bb).sqrt().max(1e-12)
+}
+
+/// Starts a call for `offer` and runs its session in the background.
+pub(crate) async fn start_call(
+    signalling: &WebRtcSignalling,
+    offer: OfferRequest,
+) -> (
+    Answer,
+    BTreeMap<String, String>,
+    tokio::task::JoinHandle<SessionReport>,
+) {
+    let session_id: Arc<str> = new_session_id().into();
+    let (answer, mut call) = signalling.accept(offer, session_id.clone()).await.unwrap();
+    assert_eq!(answer.pc_id, *session_id, "the pc_id is the session id");
+    assert_eq!(answer.kind, "answer");
+    assert!(
+        answer.sdp.contains("a=candidate") && answer.sdp.contains("127.0.0.1"),
+        "the answer carries a loopback host candidate:\n{}",
+        answer.sdp
+    );
+    let parameters = call.custom_parameters().clone();
+    let config = parrot_config();
+    let session = tokio::spawn(async move {
+        let mut setup = SessionSetup::for_pipeline(&config, session_id);
+        setup.custom_parameters = call.custom_parameters().clone();
+        let ends = call.take_ends().unwrap();
+        let report = run_session(
+            &config,
+            ends,
+            SessionOptions {
+                setup,
+                clock: SessionClock::wall(),
+                observers: vec![call.observer()],
+            },
+        )
+        .await
+        .unwrap();
+        call.close().await;
+        report
+    });
+    (answer, parameters, session)
+}
+
+/// Sends `samples` at 16 kHz in real time, 20 ms per frame.
+pub(crate) async fn speak(client: &mut ClientPeer, samples: &[i16], start: Duration) -> Duration {
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    let mut pts = start;
+    for chunk in samples.chunks(FRAME) {
+        ticker.tick().await;
+        let mut frame = chunk.to_vec();
+        frame.resize(FRAME, 0);
+        client
+            .send_audio(&AudioFrame::from_samples(&frame, RATE, 1, pts))
+            .await
+            .unwrap();
+        pts += Duration::from_millis(20);
+    }
+    pts
+}
+
+pub(crate) fn drain<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+/// The data channel's messages as they arrive, with when.
+#[derive(Clone)]
+pub(crate) struct Events {
+    log: Arc<Mutex<Vec<(Instant, Value)>>>,
+    changed: Arc<Notify>,
+}
+
+impl Events {
+    /// Collects `messages` in the background.
+    pub(crate) fn collect(mut messages: mpsc::UnboundedReceiver<String>) -> Self {
+        let events = Events {
+            log: Arc::default(),
+            changed: Arc::default(),
+        };
+        let collector = events.clone();
+        tokio::spawn(async move {
+            while let Some(text) = messages.recv().await {
+                let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                collector.log.lock().unwrap().push((Instant::now(), value));
+                collector.changed.notify_waiters();
+            }
+        });
+        events
+    }
+
+    /// The `event` names so far, in order.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, v)| v["event"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The first message matching `want`, waiting up to `timeout` for it.
+    pub(crate) async fn wait_for(
+        &self,
+        want: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Option<(Instant, Value)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let found = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, v)| want(v))
+                .cloned();
+            if found.is_some() {
+                return found;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The first event named `name`, waiting up to `timeout`.
+    pub(crate) async fn event(&self, name: &str, timeout: Duration) -> Option<(Instant, Value)> {
+        self.wait_for(|v| v["event"] == name, timeout).await
+    }
 }

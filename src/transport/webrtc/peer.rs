@@ -260,12 +260,17 @@ impl Connection {
             .await
             .map_err(internal)?;
         let answer = pc.create_answer(None).await.map_err(negotiation)?;
+        let no_audio =
+            || SignallingError::Negotiation("the offer has no Opus audio to answer".into());
+        if !answers_audio(&answer) {
+            return Err(no_audio());
+        }
         pc.set_local_description(answer)
             .await
             .map_err(negotiation)?;
-        let payload_type = negotiated_payload_type(&*sender).await.ok_or_else(|| {
-            SignallingError::Negotiation("the offer has no Opus audio to answer".into())
-        })?;
+        let payload_type = negotiated_payload_type(&*sender)
+            .await
+            .ok_or_else(no_audio)?;
         let connection = Connection {
             generation,
             pc: Arc::clone(pc),
@@ -342,6 +347,15 @@ impl Connection {
             tracing::debug!(error = %err, "closing the peer connection");
         }
     }
+}
+
+/// Whether `answer` accepts an audio section (a rejected one has port 0).
+fn answers_audio(answer: &RTCSessionDescription) -> bool {
+    answer.unmarshal().is_ok_and(|sdp| {
+        sdp.media_descriptions
+            .iter()
+            .any(|m| m.media_name.media == "audio" && m.media_name.port.value != 0)
+    })
 }
 
 /// The payload type the answer gave Opus on this sender, if any.

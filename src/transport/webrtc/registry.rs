@@ -107,4 +107,9 @@ impl WebRtcSignalling {
     pub fn calls(&self) -> usize {
         lock(&self.calls).len()
     }
+
+    /// The `pc_id`s of the calls live now.
+    pub fn pc_ids(&self) -> Vec<Arc<str>> {
+        lock(&self.calls).keys().cloned().collect()
+    }
 }
