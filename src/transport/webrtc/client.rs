@@ -13,7 +13,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -106,8 +106,9 @@ pub struct ClientPeer {
     state: watch::Receiver<RTCPeerConnectionState>,
     audio: Option<mpsc::UnboundedReceiver<ReceivedAudio>>,
     messages: Option<mpsc::UnboundedReceiver<String>>,
-    outbound: OutboundAudio,
-    stamper: RtpStamper,
+    /// The microphone's encoder; locked only while encoding, so the client
+    /// can be shared between tasks.
+    microphone: Mutex<(OutboundAudio, RtpStamper)>,
 }
 
 impl ClientPeer {
@@ -187,8 +188,10 @@ impl ClientPeer {
             state,
             audio: Some(audio),
             messages: Some(messages),
-            outbound: OutboundAudio::new(super::random_u32())?,
-            stamper: RtpStamper::new(super::random_u32() as u16),
+            microphone: Mutex::new((
+                OutboundAudio::new(super::random_u32())?,
+                RtpStamper::new(super::random_u32() as u16),
+            )),
         };
         let request = OfferRequest {
             sdp,
@@ -260,16 +263,21 @@ impl ClientPeer {
     ///
     /// # Errors
     /// When encoding or sending fails.
-    pub async fn send_audio(&mut self, audio: &AudioFrame) -> Result<usize, ClientError> {
+    pub async fn send_audio(&self, audio: &AudioFrame) -> Result<usize, ClientError> {
         let payload_type = self
             .payload_type
             .ok_or_else(|| ClientError::WebRtc("no Opus negotiated".into()))?;
-        self.outbound.push(audio)?;
-        let mut sent = 0;
-        while let Some(packet) = self.outbound.poll_packet() {
-            let packet = self.stamper.stamp(packet, self.ssrc, payload_type);
+        let packets: Vec<rtc::rtp::Packet> = {
+            let mut microphone = self.microphone.lock().unwrap_or_else(|e| e.into_inner());
+            let (outbound, stamper) = &mut *microphone;
+            outbound.push(audio)?;
+            std::iter::from_fn(|| outbound.poll_packet())
+                .map(|packet| stamper.stamp(packet, self.ssrc, payload_type))
+                .collect()
+        };
+        let sent = packets.len();
+        for packet in packets {
             self.track.write_rtp(packet).await.map_err(webrtc_error)?;
-            sent += 1;
         }
         Ok(sent)
     }
