@@ -15,4 +15,4 @@ pub use schema::{
     PipelineConfig, PipelineSection, ProcessorEntry, SUPPORTED_SAMPLE_RATES, SampleRate,
     TransportSection,
 };
-pub use webrtc::{GatherTimeout, IceServerConfig, IceUrl, WebRtcSection};
+pub use webrtc::{GatherTimeout, IceServerConfig, IceUrl, IdleTimeout, WebRtcSection};

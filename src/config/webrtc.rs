@@ -16,6 +16,10 @@
 //! public_ips = ["203.0.113.7"]
 //! # The most an answer waits for the server's candidates (STUN, TURN).
 //! gather_timeout_ms = 2000
+//! # A call whose browser sends nothing (audio, data channel) this long
+//! # ends. Longer than a Twilio stream's: a browser that lost its network
+//! # takes about ten seconds to restart its connection.
+//! idle_timeout_secs = 30
 //! ```
 //!
 //! Every key is optional. A file run (`voxpipe run`) ignores the section.
@@ -43,6 +47,9 @@ pub struct WebRtcSection {
     /// The most an answer waits for candidate gathering to complete.
     #[serde(default = "default_gather_timeout")]
     pub gather_timeout_ms: GatherTimeout,
+    /// A call that receives nothing for this long ends.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: IdleTimeout,
 }
 
 impl Default for WebRtcSection {
@@ -52,6 +59,7 @@ impl Default for WebRtcSection {
             udp_addrs: default_udp_addrs(),
             public_ips: Vec::new(),
             gather_timeout_ms: default_gather_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
         }
     }
 }
@@ -65,6 +73,36 @@ fn default_udp_addrs() -> Vec<SocketAddr> {
 
 fn default_gather_timeout() -> GatherTimeout {
     GatherTimeout(Duration::from_secs(2))
+}
+
+fn default_idle_timeout() -> IdleTimeout {
+    IdleTimeout(Duration::from_secs(30))
+}
+
+/// How long a call may receive nothing: 1 s to a day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct IdleTimeout(Duration);
+
+impl IdleTimeout {
+    /// The timeout.
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for IdleTimeout {
+    type Error = String;
+
+    fn try_from(secs: u64) -> Result<Self, Self::Error> {
+        if (1..=86_400).contains(&secs) {
+            Ok(IdleTimeout(Duration::from_secs(secs)))
+        } else {
+            Err(format!(
+                "idle_timeout_secs must be between 1 and 86400, not {secs}"
+            ))
+        }
+    }
 }
 
 /// How long an answer may wait for candidates: 1 ms to 30 s.

@@ -102,6 +102,19 @@ impl CallLink {
     }
 }
 
+impl Drop for CallLink {
+    fn drop(&mut self) {
+        // A call dropped without `close` (its session never ran) must not
+        // leave its connection's driver and sockets behind: the `webrtc`
+        // crate keeps a dropped connection's driver running.
+        if let Some(connection) = self.connection.send_replace(None)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { connection.close().await });
+        }
+    }
+}
+
 /// One browser session's connection. Run its [`ends`](Self::take_ends) as a
 /// session with its [`observer`](Self::observer), then [`close`](Self::close)
 /// it.

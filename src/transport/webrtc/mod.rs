@@ -50,7 +50,7 @@ pub use call::WebRtcCall;
 pub use client::{ClientError, ClientPeer, ReceivedAudio};
 pub use input::{PeerEnd, WebRtcInput};
 pub use registry::WebRtcSignalling;
-pub use settings::{DEFAULT_IDLE_TIMEOUT, SettingsError, WebRtcSettings};
+pub use settings::{SettingsError, WebRtcSettings};
 pub use signalling::{Answer, CandidatePatch, OfferRequest, PatchRequest, SignallingError};
 pub use sink::WebRtcSink;
 

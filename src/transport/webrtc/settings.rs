@@ -16,9 +16,6 @@ use crate::session::EnvSource;
 const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(5);
 const ICE_FAILED_AFTER: Duration = Duration::from_secs(10);
 
-/// The default for [`WebRtcSettings::idle_timeout`].
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -83,19 +80,20 @@ impl WebRtcSettings {
             udp_addrs: section.udp_addrs.clone(),
             public_ips: section.public_ips.iter().map(ToString::to_string).collect(),
             gather_timeout: section.gather_timeout_ms.duration(),
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            idle_timeout: section.idle_timeout_secs.duration(),
         })
     }
 
     /// Settings for a browser on this machine: loopback only, no ICE
-    /// servers (tests, benchmarks).
+    /// servers, the section's defaults otherwise (tests, benchmarks).
     pub fn loopback() -> Self {
+        let section = WebRtcSection::default();
         WebRtcSettings {
             ice_servers: Vec::new(),
             udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             public_ips: Vec::new(),
-            gather_timeout: Duration::from_secs(2),
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            gather_timeout: section.gather_timeout_ms.duration(),
+            idle_timeout: section.idle_timeout_secs.duration(),
         }
     }
 
