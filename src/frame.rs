@@ -295,6 +295,11 @@ pub enum FrameBody {
         /// Queued audio that was dropped.
         cut: Duration,
     },
+    /// The VAD's parameters, pushed downstream by the `vad` processor ahead
+    /// of everything else it pushes: later processors learn that a VAD
+    /// decides the user's turns, and how (Pipecat's
+    /// `SpeechControlParamsFrame`).
+    VadParams(crate::vad::VadParams),
     /// Audio from the user.
     InputAudio(AudioFrame),
     /// A measurement.
@@ -355,6 +360,7 @@ impl FrameBody {
             | BotStartedSpeaking
             | BotStoppedSpeaking
             | BotInterrupted { .. }
+            | VadParams(_)
             | InputAudio(_)
             | Metrics(_) => FrameKind::System,
             OutputAudio(_)
@@ -388,6 +394,7 @@ impl FrameBody {
             BotStartedSpeaking => "BotStartedSpeaking",
             BotStoppedSpeaking => "BotStoppedSpeaking",
             BotInterrupted { .. } => "BotInterrupted",
+            VadParams(_) => "VadParams",
             InputAudio(_) => "InputAudio",
             Metrics(_) => "Metrics",
             OutputAudio(_) => "OutputAudio",

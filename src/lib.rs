@@ -16,3 +16,4 @@ pub mod processors;
 pub mod session;
 pub mod testing;
 pub mod transport;
+pub mod vad;

@@ -78,9 +78,16 @@ fn run_writes_a_wav_aligned_with_the_input_and_json_events() {
     let dir = tempfile::tempdir().unwrap();
     let input = tone_wav(dir.path(), "in.wav", 22_050, 1.0);
     let output = dir.path().join("out.wav");
+    // Parrot without a VAD: the whole input is one utterance.
+    let pipeline = dir.path().join("parrot_only.toml");
+    std::fs::write(
+        &pipeline,
+        "[pipeline]\nname = \"p\"\n\n[[processor]]\ntype = \"parrot\"\n",
+    )
+    .unwrap();
     let out = voxpipe(&[
         "run",
-        "pipelines/parrot.toml",
+        pipeline.to_str().unwrap(),
         "--input",
         input.to_str().unwrap(),
         "--output",

@@ -174,3 +174,28 @@ fn every_shipped_pipeline_is_valid() {
     }
     assert!(checked > 0);
 }
+
+#[test]
+fn vad_and_interruption_values_out_of_range_name_their_key() {
+    let errors = errors_of(&format!(
+        "{HEADER}[interruption]\nmin_secs = -1\n\n[[processor]]\ntype = \"vad\"\nengine = \"webrtc\"\n\n[[processor]]\ntype = \"vad\"\nconfidence = 1.5\n"
+    ));
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(
+        errors[0].contains("key `interruption.min_secs`: expected seconds from 0 to 10, not -1"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains(
+            "key `processor.0.engine`: unknown variant `webrtc`, expected `silero` or `earshot`"
+        ),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[2].contains("key `processor.1.confidence`: expected a value from 0 to 1, not 1.5"),
+        "{}",
+        errors[2]
+    );
+}

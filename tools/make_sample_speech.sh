@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Makes assets/samples/hello.wav: three short English utterances separated by
-# silences, 16 kHz mono 16-bit, spoken by espeak-ng. Needs espeak-ng and sox.
+# silences, 16 kHz mono 16-bit, spoken by espeak-ng, and hello_8k.wav, the
+# same at the telephone rate (no dither, so it is reproducible). Needs
+# espeak-ng and sox.
 set -euo pipefail
 out=${1:-assets/samples/hello.wav}
 tmp=$(mktemp -d)
@@ -14,4 +16,5 @@ for text in "Hello, can you hear me?" "I would like to book a table for two." "T
 done
 sox -n -r 16000 -c 1 -b 16 "$tmp/gap.wav" trim 0 1.5
 sox "$tmp/gap.wav" "$tmp/u0.wav" "$tmp/gap.wav" "$tmp/u1.wav" "$tmp/gap.wav" "$tmp/u2.wav" "$tmp/gap.wav" "$out"
+sox "$out" -D -r 8000 "${out%.wav}_8k.wav"
 soxi -D "$out"

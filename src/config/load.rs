@@ -65,6 +65,7 @@ pub fn parse_pipeline(
             path: path.to_owned(),
             pipeline: sections.pipeline,
             transport: sections.transport,
+            interruption: sections.interruption,
             processors,
         }),
         _ => Err(ConfigErrors(found)),

@@ -12,7 +12,7 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{load_pipeline, parse_pipeline};
 pub use overrides::Override;
 pub use schema::{
-    PipelineConfig, PipelineSection, ProcessorEntry, SUPPORTED_SAMPLE_RATES, SampleRate,
-    TransportSection,
+    InterruptionSection, PipelineConfig, PipelineSection, ProcessorEntry, SUPPORTED_SAMPLE_RATES,
+    SampleRate, TransportSection,
 };
 pub use webrtc::{GatherTimeout, IceServerConfig, IceUrl, IdleTimeout, WebRtcSection};

@@ -6,6 +6,9 @@
 //! sample_rate = 16000          # 8000, 16000, 24000 or 48000
 //! allow_interruptions = true
 //!
+//! [interruption]
+//! min_secs = 0.3               # user speech over the bot before it yields
+//!
 //! [[processor]]
 //! type = "parrot"              # see `voxpipe check --list-types`
 //! name = "echo"                # optional label for logs and metrics
@@ -17,8 +20,9 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::processors::ProcessorFactory;
 
@@ -90,6 +94,49 @@ pub struct TransportSection {
     pub webrtc: WebRtcSection,
 }
 
+/// `[interruption]`: how the user barges in on the bot, when
+/// `[pipeline] allow_interruptions` lets them. The `vad` processor applies
+/// it (see `voxpipe::vad::BargeIn`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterruptionSection {
+    /// How long the user must have spoken over the bot before it is
+    /// interrupted, in seconds (0 to 10): shorter sounds (a cough, a
+    /// "mm-hm") never cut it off. Default 0.3.
+    #[serde(default = "default_min_secs", deserialize_with = "guard_secs")]
+    pub min_secs: f64,
+}
+
+impl InterruptionSection {
+    /// `min_secs` as a duration.
+    pub fn min_speech(&self) -> Duration {
+        Duration::from_secs_f64(self.min_secs)
+    }
+}
+
+impl Default for InterruptionSection {
+    fn default() -> Self {
+        InterruptionSection {
+            min_secs: default_min_secs(),
+        }
+    }
+}
+
+fn default_min_secs() -> f64 {
+    0.3
+}
+
+fn guard_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let secs = f64::deserialize(deserializer)?;
+    if (0.0..=10.0).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected seconds from 0 to 10, not {secs}"
+        )))
+    }
+}
+
 /// Everything in a pipeline file except its processors.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +144,8 @@ pub(crate) struct Sections {
     pub(crate) pipeline: PipelineSection,
     #[serde(default)]
     pub(crate) transport: TransportSection,
+    #[serde(default)]
+    pub(crate) interruption: InterruptionSection,
 }
 
 /// One `[[processor]]` entry, validated.
@@ -130,6 +179,8 @@ pub struct PipelineConfig {
     pub pipeline: PipelineSection,
     /// `[transport]`.
     pub transport: TransportSection,
+    /// `[interruption]`.
+    pub interruption: InterruptionSection,
     /// The processors, in chain order.
     pub processors: Vec<ProcessorEntry>,
 }

@@ -6,6 +6,7 @@ mod parrot;
 mod passthrough;
 mod registry;
 mod resample;
+mod vad;
 
 pub use gain::{AudioSelector, Gain, GainConfig};
 pub use parallel::{Parallel, ParallelFactory};
@@ -13,6 +14,7 @@ pub use parrot::{Parrot, ParrotConfig};
 pub use passthrough::{Passthrough, PassthroughConfig};
 pub use registry::{ProcessorFactory, ProcessorRegistry};
 pub use resample::{FrameResampler, Resample, ResampleConfig};
+pub use vad::{Vad, VadConfig, VadEngine};
 
 /// Registers every built-in processor type.
 fn register_builtin(registry: &mut ProcessorRegistry) {
@@ -20,4 +22,5 @@ fn register_builtin(registry: &mut ProcessorRegistry) {
     registry.register::<ParrotConfig>("parrot");
     registry.register::<PassthroughConfig>("passthrough");
     registry.register::<ResampleConfig>("resample");
+    registry.register::<VadConfig>("vad");
 }

@@ -7,8 +7,8 @@
 //! audio is kept to reach back to the start), and played back from a child
 //! task, bracketed by `TtsStarted` and `TtsStopped` so the output knows when
 //! the utterance is complete. An interruption aborts the playback. With no
-//! VAD in the pipeline, the whole input is one utterance, played back when
-//! the input ends.
+//! VAD in the pipeline (no `VadParams` frame announced one), the whole input
+//! is one utterance, played back when the input ends.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -137,6 +137,7 @@ impl Processor for Parrot {
     ) -> Result<(), ProcessorError> {
         match &frame.body {
             FrameBody::InputAudio(audio) => self.keep(audio),
+            FrameBody::VadParams(_) => self.saw_vad = true,
             FrameBody::UserStartedSpeaking { start } => {
                 self.saw_vad = true;
                 self.speech_start = Some(*start);

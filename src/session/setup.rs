@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::error::BuildError;
+use crate::config::InterruptionSection;
 
 /// Where `*_env` keys are looked up: the process environment, or a fixed
 /// map (tests, embedding).
@@ -26,6 +27,8 @@ pub struct SessionSetup {
     pub sample_rate: u32,
     /// Whether the user may interrupt the bot.
     pub allow_interruptions: bool,
+    /// How the user interrupts the bot (`[interruption]`).
+    pub interruption: InterruptionSection,
     /// Where `*_env` variables come from.
     pub env: EnvSource,
     /// Parameters the transport received with the session, e.g. the
@@ -41,6 +44,7 @@ impl SessionSetup {
             session_id: session_id.into(),
             sample_rate,
             allow_interruptions: true,
+            interruption: InterruptionSection::default(),
             env: EnvSource::Process,
             custom_parameters: BTreeMap::new(),
         }
@@ -71,6 +75,7 @@ impl SessionSetup {
     ) -> Self {
         let mut setup = SessionSetup::new(session_id, config.pipeline.sample_rate.hz());
         setup.allow_interruptions = config.pipeline.allow_interruptions;
+        setup.interruption = config.interruption;
         setup
     }
 }

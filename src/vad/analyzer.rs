@@ -1,0 +1,515 @@
+//! [`VadAnalyzer`]: Pipecat's VAD state machine over any [`VoiceModel`],
+//! timed by sample counts.
+//!
+//! # Decisions (Pipecat's `VADAnalyzer`, to the letter)
+//!
+//! Audio is cut into the model's chunks. A chunk is *speaking* when the
+//! model's confidence is at least `confidence` **and** the smoothed volume
+//! (see [`volume`](super::volume)) is at least `min_volume`. Four states:
+//!
+//! | state | speaking chunk | other chunk |
+//! |---|---|---|
+//! | quiet | → starting (count 1) | stay |
+//! | starting | count + 1 | → quiet |
+//! | speaking | stay | → stopping (count 1) |
+//! | stopping | → speaking | count + 1 |
+//!
+//! After each chunk, starting becomes speaking once its count reaches
+//! `round(start_secs / chunk duration)` (Python's rounding, half to even),
+//! and stopping becomes quiet once its count reaches
+//! `round(stop_secs / chunk duration)`. Entering speaking from starting is
+//! [`VadEvent::Started`]; entering quiet from stopping is
+//! [`VadEvent::Stopped`]; the other transitions are not events. (Pipecat
+//! checks after each *buffer* of audio rather than each chunk; with 20 ms
+//! frames and 16 or 32 ms chunks a buffer never completes two chunks, so the
+//! two agree, and per chunk stays exact for any frame size.)
+//!
+//! # Boundaries (voxpipe's addition)
+//!
+//! The decisions come late by design: `start_secs` of speech before a
+//! start, `stop_secs` of quiet before a stop, and the smoothed volume needs
+//! a few chunks to climb past `min_volume`. The events also say where the
+//! speech itself began and ended, as sample positions:
+//!
+//! - the **start** is the earliest chunk before the decision's first
+//!   speaking chunk that was either scored as voice by the model or loud by
+//!   the unsmoothed volume (the onset of a word is often loud before the
+//!   model is sure, and the smoothed volume lags it), reached by walking
+//!   back over such chunks and over gaps of at most
+//!   [`MAX_ONSET_GAP_SECS`] (the closure of a stop consonant: a "p" or a
+//!   "k" can break a run of speaking chunks before `start_secs` is reached,
+//!   and Pipecat then starts counting again), and at most
+//!   [`MAX_ONSET_LOOKBACK_SECS`] back;
+//! - the **end** is the end of the last speaking chunk.
+//!
+//! Nothing here reads a clock: positions count samples at the model's rate
+//! from the start of the stream.
+
+use std::collections::VecDeque;
+
+use super::VoiceModel;
+use super::volume::SmoothedVolume;
+
+/// How far before the first speaking chunk a start may be placed.
+pub const MAX_ONSET_LOOKBACK_SECS: f64 = 0.5;
+/// The longest gap inside the speech before a start.
+pub const MAX_ONSET_GAP_SECS: f64 = 0.1;
+
+/// Pipecat's `VADParams`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VadParams {
+    /// Minimum model confidence for a chunk to count as speech. Default 0.7.
+    pub confidence: f64,
+    /// Speech needed before the user counts as speaking, seconds. Default 0.2.
+    pub start_secs: f64,
+    /// Quiet needed before the user counts as stopped, seconds. Default 0.8.
+    pub stop_secs: f64,
+    /// Minimum smoothed volume (0 to 1) for a chunk to count as speech.
+    /// Default 0.6.
+    pub min_volume: f64,
+}
+
+impl Default for VadParams {
+    fn default() -> Self {
+        VadParams {
+            confidence: 0.7,
+            start_secs: 0.2,
+            stop_secs: 0.8,
+            min_volume: 0.6,
+        }
+    }
+}
+
+/// Pipecat's `VADState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VadState {
+    /// No speech.
+    Quiet,
+    /// Speech that has not lasted `start_secs` yet.
+    Starting,
+    /// The user is speaking.
+    Speaking,
+    /// Quiet that has not lasted `stop_secs` yet.
+    Stopping,
+}
+
+/// A decision of the analyzer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VadEvent {
+    /// The user started speaking; speech began at sample `start`.
+    Started {
+        /// Position of the first sample of speech.
+        start: u64,
+    },
+    /// The user stopped speaking; speech ended at sample `end`.
+    Stopped {
+        /// Position just past the last sample of speech.
+        end: u64,
+    },
+}
+
+/// The user's current speech, between `Started` and `Stopped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Speech {
+    /// Where it began.
+    pub start: u64,
+    /// The end of its latest speaking chunk.
+    pub voiced_until: u64,
+}
+
+/// What the analyzer remembers about a recent chunk, to place onsets.
+#[derive(Debug, Clone, Copy)]
+struct RecentChunk {
+    start: u64,
+    /// Scored as voice, or loud.
+    onset_like: bool,
+}
+
+/// Pipecat's VAD over a [`VoiceModel`]. See the module docs.
+pub struct VadAnalyzer {
+    model: Box<dyn VoiceModel>,
+    params: VadParams,
+    chunk: usize,
+    start_chunks: u32,
+    stop_chunks: u32,
+    volume: SmoothedVolume,
+    pending: Vec<i16>,
+    /// Samples analysed so far (whole chunks).
+    position: u64,
+    state: VadState,
+    starting_count: u32,
+    stopping_count: u32,
+    /// Where the speech being confirmed began (while starting).
+    onset: u64,
+    speech: Option<Speech>,
+    last_speaking_end: u64,
+    recent: VecDeque<RecentChunk>,
+    max_recent: usize,
+    max_gap_chunks: usize,
+    events: VecDeque<VadEvent>,
+}
+
+impl std::fmt::Debug for VadAnalyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VadAnalyzer")
+            .field("params", &self.params)
+            .field("state", &self.state)
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Python's `round(secs / chunk_secs)`, as Pipecat computes chunk counts.
+fn chunks_for(secs: f64, chunk: usize, rate: u32) -> u32 {
+    let chunk_secs = chunk as f64 / f64::from(rate.max(1));
+    (secs / chunk_secs)
+        .round_ties_even()
+        .clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+impl VadAnalyzer {
+    /// An analyzer running `model` with `params`.
+    pub fn new(model: Box<dyn VoiceModel>, params: VadParams) -> Self {
+        let chunk = model.chunk_samples().max(1);
+        let rate = model.sample_rate();
+        let lookback_samples = MAX_ONSET_LOOKBACK_SECS * f64::from(rate);
+        VadAnalyzer {
+            start_chunks: chunks_for(params.start_secs, chunk, rate),
+            stop_chunks: chunks_for(params.stop_secs, chunk, rate),
+            volume: SmoothedVolume::new(rate),
+            pending: Vec::with_capacity(chunk),
+            position: 0,
+            state: VadState::Quiet,
+            starting_count: 0,
+            stopping_count: 0,
+            onset: 0,
+            speech: None,
+            last_speaking_end: 0,
+            recent: VecDeque::new(),
+            max_recent: (lookback_samples / chunk as f64).ceil() as usize + 1,
+            max_gap_chunks: (MAX_ONSET_GAP_SECS * f64::from(rate) / chunk as f64).ceil() as usize,
+            events: VecDeque::new(),
+            model,
+            params,
+            chunk,
+        }
+    }
+
+    /// The model's sample rate: the rate `push_audio` expects.
+    pub fn sample_rate(&self) -> u32 {
+        self.model.sample_rate()
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &VadParams {
+        &self.params
+    }
+
+    /// The current state.
+    pub fn state(&self) -> VadState {
+        self.state
+    }
+
+    /// The user's current speech, from `Started` until `Stopped`.
+    pub fn speech(&self) -> Option<Speech> {
+        self.speech
+    }
+
+    /// Samples analysed so far (a partial chunk waits for the rest).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Analyses the next samples of the stream, at the model's rate, in any
+    /// amounts.
+    pub fn push_audio(&mut self, mut samples: &[i16]) {
+        while !samples.is_empty() {
+            if self.pending.is_empty() && samples.len() >= self.chunk {
+                let (chunk, rest) = samples.split_at(self.chunk);
+                self.analyze(chunk);
+                samples = rest;
+                continue;
+            }
+            let take = (self.chunk - self.pending.len()).min(samples.len());
+            self.pending.extend_from_slice(&samples[..take]);
+            samples = &samples[take..];
+            if self.pending.len() == self.chunk {
+                let chunk = std::mem::take(&mut self.pending);
+                self.analyze(&chunk);
+                self.pending = chunk;
+                self.pending.clear();
+            }
+        }
+    }
+
+    /// The next decision, if any. Call until `None` after each push.
+    pub fn poll_event(&mut self) -> Option<VadEvent> {
+        self.events.pop_front()
+    }
+
+    /// Forgets the stream: a new one starts at position 0, quiet.
+    pub fn reset(&mut self) {
+        self.model.reset();
+        self.volume.reset();
+        self.pending.clear();
+        self.position = 0;
+        self.state = VadState::Quiet;
+        self.starting_count = 0;
+        self.stopping_count = 0;
+        self.onset = 0;
+        self.speech = None;
+        self.last_speaking_end = 0;
+        self.recent.clear();
+        self.events.clear();
+    }
+
+    fn analyze(&mut self, chunk: &[i16]) {
+        let start = self.position;
+        let end = start + self.chunk as u64;
+        let confidence = f64::from(self.model.voice_confidence(chunk));
+        let (raw_volume, volume) = self.volume.next(chunk);
+        let voiced = confidence >= self.params.confidence;
+        let speaking = voiced && volume >= self.params.min_volume;
+        self.remember(RecentChunk {
+            start,
+            onset_like: voiced || raw_volume >= self.params.min_volume,
+        });
+
+        if speaking {
+            match self.state {
+                VadState::Quiet => {
+                    self.state = VadState::Starting;
+                    self.starting_count = 1;
+                    self.onset = self.onset_before(start);
+                }
+                VadState::Starting => self.starting_count += 1,
+                VadState::Stopping => {
+                    self.state = VadState::Speaking;
+                    self.stopping_count = 0;
+                }
+                VadState::Speaking => {}
+            }
+            self.last_speaking_end = end;
+            if let Some(speech) = &mut self.speech {
+                speech.voiced_until = end;
+            }
+        } else {
+            match self.state {
+                VadState::Starting => {
+                    self.state = VadState::Quiet;
+                    self.starting_count = 0;
+                }
+                VadState::Speaking => {
+                    self.state = VadState::Stopping;
+                    self.stopping_count = 1;
+                }
+                VadState::Stopping => self.stopping_count += 1,
+                VadState::Quiet => {}
+            }
+        }
+
+        if self.state == VadState::Starting && self.starting_count >= self.start_chunks {
+            self.state = VadState::Speaking;
+            self.starting_count = 0;
+            self.speech = Some(Speech {
+                start: self.onset,
+                voiced_until: self.last_speaking_end,
+            });
+            self.events
+                .push_back(VadEvent::Started { start: self.onset });
+        }
+        if self.state == VadState::Stopping && self.stopping_count >= self.stop_chunks {
+            self.state = VadState::Quiet;
+            self.stopping_count = 0;
+            self.speech = None;
+            self.events.push_back(VadEvent::Stopped {
+                end: self.last_speaking_end,
+            });
+        }
+        self.position = end;
+    }
+
+    fn remember(&mut self, chunk: RecentChunk) {
+        if self.recent.len() == self.max_recent {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(chunk);
+    }
+
+    /// The earliest onset-like chunk reached from the chunk starting at
+    /// `first_speaking` (the latest one remembered) by walking back over
+    /// onset-like chunks and short gaps.
+    fn onset_before(&self, first_speaking: u64) -> u64 {
+        let mut onset = first_speaking;
+        let mut gap = 0;
+        for chunk in self.recent.iter().rev() {
+            if chunk.onset_like {
+                onset = chunk.start.min(onset);
+                gap = 0;
+            } else {
+                gap += 1;
+                if gap > self.max_gap_chunks {
+                    break;
+                }
+            }
+        }
+        onset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model that reads its confidence from the chunk's first sample:
+    /// `1000` means 1.0, and the chunk's loudness comes from the rest.
+    struct Scripted {
+        resets: usize,
+    }
+
+    impl VoiceModel for Scripted {
+        fn sample_rate(&self) -> u32 {
+            16_000
+        }
+        fn chunk_samples(&self) -> usize {
+            512
+        }
+        fn voice_confidence(&mut self, chunk: &[i16]) -> f32 {
+            f32::from(chunk[0]) / 1000.0
+        }
+        fn reset(&mut self) {
+            self.resets += 1;
+        }
+    }
+
+    /// A chunk the model scores `confidence`, at a loud (or silent) level.
+    fn chunk(confidence: f32, loud: bool) -> Vec<i16> {
+        let mut c: Vec<i16> = (0..512)
+            .map(|i| {
+                if loud && i % 16 < 8 {
+                    8000
+                } else if loud {
+                    -8000
+                } else {
+                    0
+                }
+            })
+            .collect();
+        c[0] = (confidence * 1000.0) as i16;
+        c
+    }
+
+    fn analyzer() -> VadAnalyzer {
+        VadAnalyzer::new(Box::new(Scripted { resets: 0 }), VadParams::default())
+    }
+
+    fn run(vad: &mut VadAnalyzer, chunks: &[Vec<i16>]) -> Vec<(usize, VadEvent)> {
+        let mut events = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            vad.push_audio(c);
+            while let Some(e) = vad.poll_event() {
+                events.push((i, e));
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn chunk_counts_round_like_python() {
+        // 0.2 s / 32 ms = 6.25 → 6; 0.8 s / 32 ms = 25; 0.2 s / 16 ms = 12.5 → 12.
+        assert_eq!(chunks_for(0.2, 512, 16_000), 6);
+        assert_eq!(chunks_for(0.8, 512, 16_000), 25);
+        assert_eq!(chunks_for(0.2, 256, 16_000), 12);
+        assert_eq!(chunks_for(0.8, 256, 8_000), 25);
+    }
+
+    #[test]
+    fn starts_after_start_secs_and_stops_after_stop_secs() {
+        let mut vad = analyzer();
+        let mut chunks = vec![chunk(0.0, false); 5];
+        chunks.extend(vec![chunk(0.95, true); 40]);
+        chunks.extend(vec![chunk(0.0, false); 30]);
+        let events = run(&mut vad, &chunks);
+        // The smoothed volume (a fifth of the way toward ~1.0 per chunk)
+        // passes 0.6 on the 5th loud chunk (index 9); at the 6th speaking
+        // chunk (index 14) the user is speaking. The onset reaches back to
+        // the first loud chunk.
+        assert_eq!(
+            events,
+            [
+                (14, VadEvent::Started { start: 5 * 512 }),
+                (69, VadEvent::Stopped { end: 45 * 512 }),
+            ]
+        );
+        assert_eq!(vad.state(), VadState::Quiet);
+    }
+
+    #[test]
+    fn short_blips_and_short_pauses_are_not_events() {
+        let mut vad = analyzer();
+        let mut chunks = vec![chunk(0.95, true); 20];
+        // A pause shorter than stop_secs inside the speech.
+        chunks.extend(vec![chunk(0.0, false); 10]);
+        chunks.extend(vec![chunk(0.95, true); 10]);
+        chunks.extend(vec![chunk(0.0, false); 30]);
+        let events = run(&mut vad, &chunks);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(matches!(events[1].1, VadEvent::Stopped { end } if end == 40 * 512));
+
+        // Loud but not voice, or voice too quiet: never speech.
+        assert_eq!(run(&mut analyzer(), &vec![chunk(0.1, true); 30]), []);
+        assert_eq!(run(&mut analyzer(), &vec![chunk(0.99, false); 30]), []);
+    }
+
+    #[test]
+    fn the_start_reaches_back_over_a_short_gap_but_not_a_long_one() {
+        let speech_after = |gap: usize| {
+            let mut chunks = vec![chunk(0.0, false); 5];
+            // Too short to become speaking on its own: the smoothed volume
+            // is still climbing when it ends.
+            chunks.extend(vec![chunk(0.95, true); 3]);
+            chunks.extend(vec![chunk(0.0, false); gap]);
+            chunks.extend(vec![chunk(0.95, true); 30]);
+            let events = run(&mut analyzer(), &chunks);
+            match events.first() {
+                Some((_, VadEvent::Started { start })) => *start / 512,
+                other => panic!("{other:?}"),
+            }
+        };
+        // A 64 ms closure is bridged: the speech began with the first burst.
+        assert_eq!(speech_after(2), 5);
+        // 192 ms of silence is not: the speech began after it.
+        assert_eq!(speech_after(6), 14);
+    }
+
+    #[test]
+    fn audio_can_come_in_any_sizes() {
+        let mut whole = analyzer();
+        let mut split = analyzer();
+        let mut stream = vec![0i16; 512 * 3];
+        for _ in 0..30 {
+            stream.extend(chunk(0.9, true));
+        }
+        stream.extend(vec![0i16; 512 * 30]);
+        whole.push_audio(&stream);
+        for piece in stream.chunks(160) {
+            split.push_audio(piece);
+        }
+        let drain = |v: &mut VadAnalyzer| std::iter::from_fn(|| v.poll_event()).collect::<Vec<_>>();
+        assert_eq!(drain(&mut whole), drain(&mut split));
+        assert_eq!(whole.position(), split.position());
+    }
+
+    #[test]
+    fn reset_forgets_the_stream() {
+        let mut vad = analyzer();
+        run(&mut vad, &vec![chunk(0.95, true); 20]);
+        assert_eq!(vad.state(), VadState::Speaking);
+        assert!(vad.speech().is_some());
+        vad.reset();
+        assert_eq!(
+            (vad.state(), vad.position(), vad.speech()),
+            (VadState::Quiet, 0, None)
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! The Silero VAD v6 forward pass, written out by hand.
+//!
+//! Per chunk (numbers for 16 kHz; 8 kHz halves the first three):
+//!
+//! 1. input: 64 samples of context (the end of the previous chunk) and the
+//!    512 new samples, as `sample / 32768`; 64 samples reflected past the
+//!    end (640 in all);
+//! 2. STFT: 4 frames of 256 samples, hop 128, Hann window, magnitude of the
+//!    129 bins;
+//! 3. encoder: four `Conv1d` (kernel 3, padding 1, strides 1, 2, 2, 1;
+//!    129 → 128 → 64 → 64 → 128 channels), each followed by a ReLU, leaving
+//!    one 128-wide time step;
+//! 4. decoder: an LSTM cell (128 → 128) carrying `(h, c)` from chunk to
+//!    chunk, then ReLU, a 1×1 convolution to one value, and a sigmoid.
+//!
+//! The `[2, 1, 128]` state of the ONNX graph is `(h, c)`. Everything is
+//! `f32`, as in the reference runtime; on the sample speech the
+//! probabilities agree with onnxruntime's to 6e-7 at 16 kHz and 3e-6 at
+//! 8 kHz (the test against the committed reference numbers allows 1e-4).
+//!
+//! # Speed
+//!
+//! The arithmetic is vectorised with the baseline instructions of the
+//! target (SSE2, NEON), in safe Rust: dot products over
+//! `[f32; 4]` lanes, each weight row applied to all of a layer's time steps
+//! in one pass, and the activations computed four at a time.
+//!
+//! # Allocation
+//!
+//! Every buffer is allocated in [`SileroVad::new`]; a chunk allocates
+//! nothing.
+
+use std::sync::Arc;
+
+use realfft::num_complex::Complex;
+
+use super::kernels::{Vector, conv_relu, dots, sigmoid, tanh};
+use super::weights::{HIDDEN, RateWeights, STFT_FRAMES, SileroModel};
+use crate::vad::{VadError, VoiceModel};
+
+/// Silero VAD for one audio stream: the model's weights (shared) and the
+/// stream's state.
+pub struct SileroVad {
+    weights: Arc<RateWeights>,
+    /// Context, new samples, then the reflected end.
+    input: Vec<f32>,
+    frame: Vec<f32>,
+    spectrum: Vec<Complex<f32>>,
+    fft_scratch: Vec<Complex<f32>>,
+    /// `[bins][STFT_FRAMES]`, then the encoder's activations in turn.
+    activations: [Vec<f32>; 2],
+    columns: Vec<f32>,
+    /// The encoder output, then `h`: the LSTM cell's input.
+    lstm_input: Vec<f32>,
+    gates: Vec<f32>,
+    /// The LSTM cell state `c`.
+    cell: Vec<f32>,
+}
+
+impl std::fmt::Debug for SileroVad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SileroVad")
+            .field("sample_rate", &self.weights.rate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SileroVad {
+    /// A detector at `sample_rate` (8000 or 16000) on the model shipped with
+    /// voxpipe.
+    pub fn new(sample_rate: u32) -> Result<Self, VadError> {
+        Self::with_model(&*SileroModel::embedded()?, sample_rate)
+    }
+
+    /// A detector at `sample_rate` on `model`.
+    pub fn with_model(model: &SileroModel, sample_rate: u32) -> Result<Self, VadError> {
+        if !SileroModel::SAMPLE_RATES.contains(&sample_rate) {
+            return Err(VadError::UnsupportedRate {
+                engine: "silero",
+                rate: sample_rate,
+                supported: SileroModel::SAMPLE_RATES,
+            });
+        }
+        let weights = model.rate(sample_rate)?;
+        let bins = weights.fft_len / 2 + 1;
+        Ok(SileroVad {
+            input: vec![0.0; weights.context + weights.chunk + weights.reflect],
+            frame: vec![0.0; weights.fft_len],
+            spectrum: weights.fft.make_output_vec(),
+            fft_scratch: weights.fft.make_scratch_vec(),
+            activations: [
+                Vec::with_capacity(bins * STFT_FRAMES),
+                Vec::with_capacity(HIDDEN * STFT_FRAMES),
+            ],
+            columns: Vec::with_capacity(3 * bins * STFT_FRAMES),
+            lstm_input: vec![0.0; 2 * HIDDEN],
+            gates: vec![0.0; 4 * HIDDEN],
+            cell: vec![0.0; HIDDEN],
+            weights,
+        })
+    }
+
+    /// The speech probability of the next [`chunk_samples`](VoiceModel::chunk_samples) samples of the
+    /// stream, given as floats in `[-1, 1]`. A shorter chunk is padded with
+    /// silence; extra samples are ignored.
+    pub fn predict(&mut self, chunk: &[f32]) -> f32 {
+        self.run(|new| {
+            for (x, s) in new.iter_mut().zip(chunk) {
+                *x = *s;
+            }
+        })
+    }
+
+    /// Runs the network on the next chunk, which `fill` writes over zeros.
+    fn run(&mut self, fill: impl FnOnce(&mut [f32])) -> f32 {
+        let (context, len) = (self.weights.context, self.weights.chunk);
+        // The last `context` samples of the previous chunk come first.
+        self.input.copy_within(len..len + context, 0);
+        let new = &mut self.input[context..context + len];
+        new.fill(0.0);
+        fill(new);
+        self.reflect_end();
+        self.spectrum_magnitudes();
+        self.encode();
+        self.decode()
+    }
+
+    /// Reflects the input past its end (`numpy.pad(mode="reflect")`: the
+    /// last sample is the mirror and is not repeated).
+    fn reflect_end(&mut self) {
+        let end = self.weights.context + self.weights.chunk;
+        for j in 0..self.weights.reflect {
+            self.input[end + j] = self.input[end - 2 - j];
+        }
+    }
+
+    fn spectrum_magnitudes(&mut self) {
+        let w = &*self.weights;
+        let bins = w.fft_len / 2 + 1;
+        let magnitudes = &mut self.activations[0];
+        magnitudes.clear();
+        magnitudes.resize(bins * STFT_FRAMES, 0.0);
+        for t in 0..STFT_FRAMES {
+            let start = t * w.hop;
+            for ((f, x), win) in self
+                .frame
+                .iter_mut()
+                .zip(&self.input[start..start + w.fft_len])
+                .zip(&w.window)
+            {
+                *f = x * win;
+            }
+            if w.fft
+                .process_with_scratch(&mut self.frame, &mut self.spectrum, &mut self.fft_scratch)
+                .is_err()
+            {
+                // Only wrong buffer lengths fail, and every buffer was made
+                // by the plan itself: unreachable, but silence is the safe
+                // answer.
+                self.spectrum.fill(Complex::new(0.0, 0.0));
+            }
+            for (k, bin) in self.spectrum.iter().enumerate() {
+                magnitudes[k * STFT_FRAMES + t] = (bin.re * bin.re + bin.im * bin.im).sqrt();
+            }
+        }
+    }
+
+    fn encode(&mut self) {
+        let [a, b] = &mut self.activations;
+        let (mut from, mut to) = (a, b);
+        for conv in &self.weights.encoder {
+            conv_relu(conv, from, &mut self.columns, to);
+            std::mem::swap(&mut from, &mut to);
+        }
+        // One time step of HIDDEN channels is left.
+        self.lstm_input[..HIDDEN].copy_from_slice(&from[..HIDDEN]);
+    }
+
+    fn decode(&mut self) -> f32 {
+        let w = &*self.weights;
+        let width = 2 * HIDDEN;
+        // Four gate rows at a time against the one input: the input is read
+        // once per four rows, and four sums run side by side.
+        for ((gates, rows), biases) in self
+            .gates
+            .chunks_exact_mut(4)
+            .zip(w.lstm_weight.chunks_exact(4 * width))
+            .zip(w.lstm_bias.chunks_exact(4))
+        {
+            let rows: [&[f32]; 4] = std::array::from_fn(|r| &rows[r * width..(r + 1) * width]);
+            for ((gate, sum), bias) in gates
+                .iter_mut()
+                .zip(dots::<4, 1>(&self.lstm_input, rows))
+                .zip(biases)
+            {
+                *gate = bias + sum;
+            }
+        }
+        let (input_gate, rest) = self.gates.split_at(HIDDEN);
+        let (forget_gate, rest) = rest.split_at(HIDDEN);
+        let (cell_gate, output_gate) = rest.split_at(HIDDEN);
+        fn vectors(x: &[f32]) -> &[Vector] {
+            x.as_chunks().0
+        }
+        let h: &mut [Vector] = self.lstm_input[HIDDEN..].as_chunks_mut().0;
+        let c: &mut [Vector] = self.cell.as_chunks_mut().0;
+        let gates = vectors(input_gate)
+            .iter()
+            .zip(vectors(forget_gate))
+            .zip(vectors(cell_gate))
+            .zip(vectors(output_gate));
+        // Four lanes at a time, so that the activations vectorise.
+        for ((h, c), (((i, f), g), o)) in h.iter_mut().zip(c.iter_mut()).zip(gates) {
+            let (i, f, g, o) = (sigmoid(*i), sigmoid(*f), tanh(*g), sigmoid(*o));
+            for lane in 0..c.len() {
+                c[lane] = f[lane] * c[lane] + i[lane] * g[lane];
+            }
+            let tanh_c = tanh(*c);
+            for lane in 0..h.len() {
+                h[lane] = o[lane] * tanh_c[lane];
+            }
+        }
+        let h = &self.lstm_input[HIDDEN..];
+        let relu_h = h.iter().map(|x| x.max(0.0));
+        let logit = w.head_bias + relu_h.zip(&w.head_weight).map(|(x, w)| x * w).sum::<f32>();
+        sigmoid([logit; 4])[0]
+    }
+}
+
+impl VoiceModel for SileroVad {
+    fn sample_rate(&self) -> u32 {
+        self.weights.rate
+    }
+
+    fn chunk_samples(&self) -> usize {
+        self.weights.chunk
+    }
+
+    fn voice_confidence(&mut self, chunk: &[i16]) -> f32 {
+        self.run(|new| {
+            for (x, s) in new.iter_mut().zip(chunk) {
+                *x = f32::from(*s) / 32768.0;
+            }
+        })
+    }
+
+    fn reset(&mut self) {
+        self.input.fill(0.0);
+        self.lstm_input.fill(0.0);
+        self.cell.fill(0.0);
+    }
+}
