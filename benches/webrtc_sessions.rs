@@ -16,7 +16,8 @@
 //! - replies heard, and the process's CPU use (server and clients together:
 //!   the clients' Opus encoding is part of it).
 //!
-//! The VAD is the deterministic energy VAD of the tests (400 ms stop wait).
+//! The pipeline is `pipelines/parrot.toml`: the Silero VAD (0.8 s stop
+//! wait) and the parrot.
 //!
 //! Run with: `cargo bench --bench webrtc_sessions -- 1 10 25`
 
@@ -41,8 +42,8 @@ use voxpipe::pipeline::{Observer, PushEvent, SessionClock};
 use voxpipe::session::{SessionOptions, SessionSetup, new_session_id, run_session};
 use voxpipe::transport::webrtc::{ClientPeer, ReceivedAudio, WebRtcSettings, WebRtcSignalling};
 
-/// The test VAD's stop wait: 20 quiet frames.
-const STOP_WAIT: Duration = Duration::from_millis(400);
+/// The VAD's stop wait in `pipelines/parrot.toml` (the default `stop_secs`).
+const STOP_WAIT: Duration = Duration::from_millis(800);
 
 /// One answered turn, seen from the server.
 #[derive(Debug, Clone, Copy)]

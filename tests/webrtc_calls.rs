@@ -57,7 +57,7 @@ async fn typed_text_interrupts_the_bot_and_the_audio_stops_at_once() {
     let (mut client, events, session) = connected_client(&signalling).await;
     let mut audio = client.take_audio().unwrap();
 
-    let mut pts = speak(&mut client, &utterance(), Duration::ZERO).await;
+    let mut pts = speak(&client, &utterance(), Duration::ZERO).await;
     // Keep the microphone going (silence); 400 ms into the bot's reply,
     // type something.
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
@@ -120,7 +120,7 @@ async fn typed_text_interrupts_the_bot_and_the_audio_stops_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_muted_microphone_is_not_heard() {
     let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), RATE);
-    let (mut client, events, session) = connected_client(&signalling).await;
+    let (client, events, session) = connected_client(&signalling).await;
 
     // Pipecat's way of muting.
     client
@@ -129,7 +129,7 @@ async fn a_muted_microphone_is_not_heard() {
         )
         .await
         .unwrap();
-    let end = speak(&mut client, &utterance(), Duration::ZERO).await;
+    let end = speak(&client, &utterance(), Duration::ZERO).await;
     assert!(
         !events.names().iter().any(|n| n == "user_started_speaking"),
         "muted speech was heard: {:?}",
@@ -139,7 +139,7 @@ async fn a_muted_microphone_is_not_heard() {
         .send_message(r#"{"type":"mute","muted":false}"#)
         .await
         .unwrap();
-    speak(&mut client, &utterance(), end).await;
+    speak(&client, &utterance(), end).await;
     events
         .event("user_started_speaking", Duration::from_secs(1))
         .await
@@ -176,8 +176,8 @@ async fn a_restarted_connection_carries_the_same_session_on() {
     let mut audio = second.take_audio().unwrap();
     first.close().await; // the old connection's goodbye must not end the call
 
-    let end = speak(&mut second, &utterance(), Duration::ZERO).await;
-    speak(&mut second, &silence(2.0), end).await;
+    let end = speak(&second, &utterance(), Duration::ZERO).await;
+    speak(&second, &silence(2.0), end).await;
     assert!(
         drain(&mut audio).len() > 40,
         "the parrot answers on the new connection"

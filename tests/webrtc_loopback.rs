@@ -40,8 +40,8 @@ async fn parrot_answers_a_client_peer_over_loopback() {
     // repeats it.
     let speech = sample_speech();
     let clip = &speech[..RATE as usize * 9 / 2];
-    let end = speak(&mut client, clip, Duration::ZERO).await;
-    speak(&mut client, &vec![0; RATE as usize * 3 / 2], end).await;
+    let end = speak(&client, clip, Duration::ZERO).await;
+    speak(&client, &vec![0; RATE as usize * 3 / 2], end).await;
 
     let received: Vec<ReceivedAudio> = drain(&mut audio);
     client.close().await;

@@ -1,6 +1,6 @@
-//! Shared by the WebRTC tests: a deterministic energy VAD for tests (the
-//! transport is under test, not voice detection), the sample speech, and
-//! audio comparison.
+//! Shared by the WebRTC tests and the sessions benchmark: the parrot
+//! pipeline, the sample speech, a call run in the background, the data
+//! channel's events, and audio comparison.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -9,21 +9,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use voxpipe::audio::pcm::dbfs;
 use voxpipe::audio::{OpusDecoder, read_wav};
-use voxpipe::config::{PipelineConfig, parse_pipeline};
+use voxpipe::config::PipelineConfig;
 use voxpipe::frame::AudioFrame;
-use voxpipe::frame::{Direction, Frame, FrameBody};
 use voxpipe::pipeline::SessionClock;
-use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
-use voxpipe::processors::{ProcessorFactory, ProcessorRegistry};
-use voxpipe::session::{BuildError, SessionSetup};
-use voxpipe::session::{SessionOptions, SessionReport, new_session_id, run_session};
+use voxpipe::processors::ProcessorRegistry;
+use voxpipe::session::{SessionOptions, SessionReport, SessionSetup, new_session_id, run_session};
 use voxpipe::transport::webrtc::{
     Answer, ClientPeer, OfferRequest, ReceivedAudio, WebRtcSignalling,
 };
@@ -31,104 +25,11 @@ use voxpipe::transport::webrtc::{
 pub(crate) const RATE: u32 = 16_000;
 const FRAME: usize = 320;
 
-/// `type = "energy_vad"`: speech is 20 ms frames above `threshold_dbfs`;
-/// the user starts speaking after `start_frames` loud frames in a row and
-/// stops after `stop_frames` quiet ones.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct EnergyVadConfig {
-    pub(crate) threshold_dbfs: f32,
-    pub(crate) start_frames: u32,
-    pub(crate) stop_frames: u32,
-}
-
-impl ProcessorFactory for EnergyVadConfig {
-    fn build(&self, _setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
-        Ok(Box::new(EnergyVad {
-            config: self.clone(),
-            loud: 0,
-            quiet: 0,
-            first_loud: Duration::ZERO,
-            last_loud_end: Duration::ZERO,
-            speaking: false,
-        }))
-    }
-}
-
-struct EnergyVad {
-    config: EnergyVadConfig,
-    loud: u32,
-    quiet: u32,
-    first_loud: Duration,
-    last_loud_end: Duration,
-    speaking: bool,
-}
-
-#[async_trait]
-impl Processor for EnergyVad {
-    async fn process(
-        &mut self,
-        frame: Frame,
-        direction: Direction,
-        ctx: &ProcessorContext,
-    ) -> Result<(), ProcessorError> {
-        let mut event = None;
-        if let FrameBody::InputAudio(audio) = &frame.body {
-            if dbfs(&audio.samples()) > self.config.threshold_dbfs {
-                if self.loud == 0 {
-                    self.first_loud = audio.pts;
-                }
-                self.loud += 1;
-                self.quiet = 0;
-                self.last_loud_end = audio.pts + audio.duration();
-                if !self.speaking && self.loud >= self.config.start_frames {
-                    self.speaking = true;
-                    event = Some(FrameBody::UserStartedSpeaking {
-                        start: self.first_loud,
-                    });
-                }
-            } else {
-                self.quiet += 1;
-                if !self.speaking {
-                    self.loud = 0;
-                }
-                if self.speaking && self.quiet >= self.config.stop_frames {
-                    self.speaking = false;
-                    self.loud = 0;
-                    event = Some(FrameBody::UserStoppedSpeaking {
-                        end: self.last_loud_end,
-                    });
-                }
-            }
-        }
-        ctx.push(frame, direction).await;
-        if let Some(event) = event {
-            ctx.push_downstream(event).await;
-        }
-        Ok(())
-    }
-}
-
-/// The parrot behind the test VAD, at 16 kHz.
-pub(crate) const PARROT_PIPELINE: &str = r#"
-[pipeline]
-name = "parrot-webrtc"
-sample_rate = 16000
-
-[[processor]]
-type = "energy_vad"
-threshold_dbfs = -45.0
-start_frames = 3
-stop_frames = 20
-
-[[processor]]
-type = "parrot"
-"#;
-
+/// `pipelines/parrot.toml`: the Silero VAD and the parrot, at 16 kHz.
 pub(crate) fn parrot_config() -> PipelineConfig {
-    let mut registry = ProcessorRegistry::builtin();
-    registry.register::<EnergyVadConfig>("energy_vad");
-    parse_pipeline(Path::new("parrot-webrtc.toml"), PARROT_PIPELINE, &registry)
-        .expect("the test pipeline is valid")
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/parrot.toml");
+    voxpipe::config::load_pipeline(&path, &[], &ProcessorRegistry::builtin())
+        .expect("the parrot pipeline is valid")
 }
 
 /// The sample speech at 16 kHz: 1.5 s of silence, "Hello, can you hear
@@ -230,7 +131,7 @@ pub(crate) async fn start_call(
 }
 
 /// Sends `samples` at 16 kHz in real time, 20 ms per frame.
-pub(crate) async fn speak(client: &mut ClientPeer, samples: &[i16], start: Duration) -> Duration {
+pub(crate) async fn speak(client: &ClientPeer, samples: &[i16], start: Duration) -> Duration {
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     let mut pts = start;
     for chunk in samples.chunks(FRAME) {
