@@ -13,8 +13,9 @@
 //!   stop wait) to the bot's first audio leaving the output (server clock);
 //! - **wire**: the same, ending when the client receives the first reply
 //!   packet (adds SRTP, both drivers and loopback);
-//! - replies heard, and the process's CPU use (server and clients together:
-//!   the clients' Opus encoding is part of it).
+//! - replies heard, and the process's CPU use (server and clients together;
+//!   the speech is encoded once, so the clients only packetize and
+//!   encrypt).
 //!
 //! The pipeline is `pipelines/parrot.toml`: the Silero VAD (0.8 s stop
 //! wait) and the parrot.
@@ -40,6 +41,7 @@ use voxpipe::frame::{AudioFrame, Direction, FrameBody, FrameId};
 use voxpipe::metrics::LatencyHistogram;
 use voxpipe::pipeline::{Observer, PushEvent, SessionClock};
 use voxpipe::session::{SessionOptions, SessionSetup, new_session_id, run_session};
+use voxpipe::transport::webrtc::outbound::{OutboundAudio, OutboundPacket};
 use voxpipe::transport::webrtc::{ClientPeer, ReceivedAudio, WebRtcSettings, WebRtcSignalling};
 
 /// The VAD's stop wait in `pipelines/parrot.toml` (the default `stop_secs`).
@@ -112,7 +114,12 @@ struct ClientRun {
     packets: Vec<ReceivedAudio>,
 }
 
-async fn client(signalling: WebRtcSignalling, probes: Probes, delay: Duration) -> ClientRun {
+async fn client(
+    signalling: WebRtcSignalling,
+    probes: Probes,
+    speech: Arc<Vec<OutboundPacket>>,
+    delay: Duration,
+) -> ClientRun {
     tokio::time::sleep(delay).await;
     let (mut client, offer) = ClientPeer::offer().await.unwrap();
     let session_id: Arc<str> = new_session_id().into();
@@ -140,18 +147,11 @@ async fn client(signalling: WebRtcSignalling, probes: Probes, delay: Duration) -
         .await
         .unwrap();
     let mut audio = client.take_audio().unwrap();
-    let mut speech = support::sample_speech();
-    speech.extend(std::iter::repeat_n(0, 16_000 * 2));
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut pts = Duration::ZERO;
-    for chunk in speech.chunks_exact(320) {
+    for packet in speech.iter() {
         ticker.tick().await;
-        client
-            .send_audio(&AudioFrame::from_samples(chunk, 16_000, 1, pts))
-            .await
-            .unwrap();
-        pts += Duration::from_millis(20);
+        client.send_packet(packet.clone()).await.unwrap();
     }
     let packets = support::drain(&mut audio);
     client.close().await;
@@ -196,7 +196,25 @@ fn ms(h: &LatencyHistogram, q: f64) -> f64 {
     h.quantile(q).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
 }
 
-async fn run(sessions: usize) {
+/// The sample speech and two seconds of silence, encoded once for every
+/// client: the clients only packetize and encrypt, so the CPU figure is
+/// mostly the server's.
+fn encoded_speech() -> Vec<OutboundPacket> {
+    let mut speech = support::sample_speech();
+    speech.extend(std::iter::repeat_n(0, 16_000 * 2));
+    let mut encoder = OutboundAudio::new(0).unwrap();
+    let mut packets = Vec::new();
+    for (k, chunk) in speech.chunks_exact(320).enumerate() {
+        let pts = Duration::from_millis(20 * k as u64);
+        encoder
+            .push(&AudioFrame::from_samples(chunk, 16_000, 1, pts))
+            .unwrap();
+        packets.extend(std::iter::from_fn(|| encoder.poll_packet()));
+    }
+    packets
+}
+
+async fn run(sessions: usize, speech: Arc<Vec<OutboundPacket>>) {
     let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), 16_000);
     let probes: Probes = Arc::default();
     let cpu_before = cpu_seconds();
@@ -204,7 +222,12 @@ async fn run(sessions: usize) {
     let clients: Vec<_> = (0..sessions)
         .map(|i| {
             let delay = Duration::from_millis((i as u64 * 1_000) / sessions.max(1) as u64);
-            tokio::spawn(client(signalling.clone(), Arc::clone(&probes), delay))
+            tokio::spawn(client(
+                signalling.clone(),
+                Arc::clone(&probes),
+                Arc::clone(&speech),
+                delay,
+            ))
         })
         .collect();
     let mut runs = Vec::new();
@@ -291,7 +314,8 @@ fn main() {
         "wire ms p50/p99",
         "cores"
     );
+    let speech = Arc::new(encoded_speech());
     for n in counts {
-        runtime.block_on(run(n));
+        runtime.block_on(run(n, Arc::clone(&speech)));
     }
 }

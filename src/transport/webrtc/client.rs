@@ -30,7 +30,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use crate::frame::AudioFrame;
 
-use super::outbound::OutboundAudio;
+use super::outbound::{OutboundAudio, OutboundPacket};
 use super::peer::{negotiated_payload_type, opus_media_engine, opus_track};
 use super::signalling::{Answer, OfferRequest};
 use super::writer::RtpStamper;
@@ -264,22 +264,33 @@ impl ClientPeer {
     /// # Errors
     /// When encoding or sending fails.
     pub async fn send_audio(&self, audio: &AudioFrame) -> Result<usize, ClientError> {
-        let payload_type = self
-            .payload_type
-            .ok_or_else(|| ClientError::WebRtc("no Opus negotiated".into()))?;
-        let packets: Vec<rtc::rtp::Packet> = {
+        let packets: Vec<OutboundPacket> = {
             let mut microphone = self.microphone.lock().unwrap_or_else(|e| e.into_inner());
-            let (outbound, stamper) = &mut *microphone;
+            let (outbound, _) = &mut *microphone;
             outbound.push(audio)?;
-            std::iter::from_fn(|| outbound.poll_packet())
-                .map(|packet| stamper.stamp(packet, self.ssrc, payload_type))
-                .collect()
+            std::iter::from_fn(|| outbound.poll_packet()).collect()
         };
         let sent = packets.len();
         for packet in packets {
-            self.track.write_rtp(packet).await.map_err(webrtc_error)?;
+            self.send_packet(packet).await?;
         }
         Ok(sent)
+    }
+
+    /// Sends one already encoded packet now (load generation: encode once,
+    /// send from many clients).
+    ///
+    /// # Errors
+    /// When no Opus was negotiated or sending fails.
+    pub async fn send_packet(&self, packet: OutboundPacket) -> Result<(), ClientError> {
+        let payload_type = self
+            .payload_type
+            .ok_or_else(|| ClientError::WebRtc("no Opus negotiated".into()))?;
+        let packet = {
+            let mut microphone = self.microphone.lock().unwrap_or_else(|e| e.into_inner());
+            microphone.1.stamp(packet, self.ssrc, payload_type)
+        };
+        self.track.write_rtp(packet).await.map_err(webrtc_error)
     }
 
     /// Sends a data channel message.
