@@ -8,7 +8,7 @@ mod webrtc_support;
 use std::time::Duration;
 
 use voxpipe::transport::webrtc::{
-    ClientPeer, OfferRequest, ReceivedAudio, WebRtcSettings, WebRtcSignalling,
+    ClientOptions, ClientPeer, OfferRequest, ReceivedAudio, WebRtcSettings, WebRtcSignalling,
 };
 use webrtc_support::{
     Events, RATE, best_correlation, decode, drain, envelope, sample_speech, speak, start_call,
@@ -17,7 +17,12 @@ use webrtc_support::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parrot_answers_a_client_peer_over_loopback() {
     let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), RATE);
-    let (mut client, offer) = ClientPeer::offer().await.unwrap();
+    // Offered as Pipecat's clients offer: audio, then video, then the
+    // `chat` channel; the server answers the audio and rejects the video.
+    let (mut client, offer) = ClientPeer::offer_with(ClientOptions { video: true })
+        .await
+        .unwrap();
+    assert!(offer.sdp.contains("m=video"));
     let offer = OfferRequest {
         request_data: Some(serde_json::json!({"user": "ada"})),
         ..offer

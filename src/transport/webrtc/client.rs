@@ -16,6 +16,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
@@ -23,8 +24,8 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -94,6 +95,14 @@ impl PeerConnectionEventHandler for ClientHandler {
     }
 }
 
+/// What a [`ClientPeer`] offers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientOptions {
+    /// Also offer a video section after the audio one, as Pipecat's
+    /// SmallWebRTC clients do (a voice server rejects it).
+    pub video: bool,
+}
+
 /// A browser stand-in. See the module docs.
 pub struct ClientPeer {
     pc: Arc<dyn PeerConnection>,
@@ -112,11 +121,22 @@ pub struct ClientPeer {
 }
 
 impl ClientPeer {
-    /// A client on loopback and its offer, with its candidates gathered.
+    /// A client on loopback offering audio and a data channel, and its
+    /// offer, with its candidates gathered.
     ///
     /// # Errors
     /// When the WebRTC stack cannot set up the connection.
     pub async fn offer() -> Result<(ClientPeer, OfferRequest), ClientError> {
+        Self::offer_with(ClientOptions::default()).await
+    }
+
+    /// Like [`offer`](Self::offer), with `options`.
+    ///
+    /// # Errors
+    /// When the WebRTC stack cannot set up the connection.
+    pub async fn offer_with(
+        options: ClientOptions,
+    ) -> Result<(ClientPeer, OfferRequest), ClientError> {
         let (audio_tx, audio) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let (gathering_tx, mut gathering) = watch::channel(RTCIceGatheringState::New);
@@ -125,8 +145,15 @@ impl ClientPeer {
             state: state_tx,
             gathering: gathering_tx,
         };
+        let media_engine = if options.video {
+            let mut engine = MediaEngine::default();
+            engine.register_default_codecs().map_err(webrtc_error)?;
+            engine
+        } else {
+            opus_media_engine().map_err(webrtc_error)?
+        };
         let pc = PeerConnectionBuilder::new()
-            .with_media_engine(opus_media_engine().map_err(webrtc_error)?)
+            .with_media_engine(media_engine)
             .with_handler(Arc::new(handler))
             .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
             .build()
@@ -139,6 +166,11 @@ impl ClientPeer {
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await
             .map_err(webrtc_error)?;
+        if options.video {
+            pc.add_transceiver_from_kind(RtpCodecKind::Video, None)
+                .await
+                .map_err(webrtc_error)?;
+        }
         let channel = pc
             .create_data_channel("chat", None)
             .await

@@ -47,7 +47,7 @@ mod sink;
 mod writer;
 
 pub use call::WebRtcCall;
-pub use client::{ClientError, ClientPeer, ReceivedAudio};
+pub use client::{ClientError, ClientOptions, ClientPeer, ReceivedAudio};
 pub use input::{PeerEnd, WebRtcInput};
 pub use registry::WebRtcSignalling;
 pub use settings::{SettingsError, WebRtcSettings};
