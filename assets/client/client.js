@@ -5,6 +5,7 @@
 // the browser's candidates follow by PATCH /api/offer as they are found.
 // The data channel brings the pipeline's events (the same JSON lines as
 // `voxpipe run --events`) and carries typed text and mute to the server.
+// A connection that fails is replaced (`restart_pc`): the call goes on.
 // Query parameters of the page are sent as `requestData`, e.g.
 // `/?user=ada&segment=retail`.
 "use strict";
@@ -19,6 +20,7 @@
     audio_out_ms: "first audio out",
   };
   const CHART_TURNS = 8;
+  const MAX_RESTARTS = 3;
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -46,6 +48,8 @@
     audioContext: null,
     analysers: { user: null, bot: null },
     candidates: [],
+    awaitingAnswer: false,
+    restarts: 0,
     userLine: null,
     userStart: null,
     botLine: null,
@@ -83,7 +87,7 @@
         sdp_mline_index: candidate.sdpMLineIndex,
       });
     }
-    if (!call.pcId || call.candidates.length === 0) {
+    if (!call.pcId || call.awaitingAnswer || call.candidates.length === 0) {
       return; // sent once the answer names the connection
     }
     const candidates = call.candidates.splice(0);
@@ -106,44 +110,7 @@
       call.audioContext = new AudioContext();
       await call.audioContext.resume();
       call.analysers.user = analyser(call.mic);
-
-      const pc = new RTCPeerConnection();
-      call.pc = pc;
-      const [track] = call.mic.getAudioTracks();
-      pc.addTransceiver(track, { direction: "sendrecv", streams: [call.mic] });
-      pc.ontrack = (event) => attachBotAudio(event.streams[0] || new MediaStream([event.track]));
-      pc.onicecandidate = (event) => trickle(event.candidate);
-      pc.onconnectionstatechange = () => {
-        if (pc.connectionState === "connected") {
-          setState("connected", "connected");
-        } else if (pc.connectionState === "failed") {
-          disconnect("the connection failed");
-        }
-      };
-
-      const channel = pc.createDataChannel("chat", { ordered: true });
-      call.channel = channel;
-      channel.onopen = () => {
-        ui.text.disabled = false;
-        ui.send.disabled = false;
-        ui.mute.disabled = false;
-      };
-      channel.onmessage = (event) => onMessage(event.data);
-      channel.onclose = () => {
-        if (call.state !== "idle") disconnect("the server closed the call");
-      };
-
-      await pc.setLocalDescription(await pc.createOffer());
-      const answer = await request("POST", {
-        sdp: pc.localDescription.sdp,
-        type: pc.localDescription.type,
-        pc_id: null,
-        restart_pc: false,
-        requestData: requestData(),
-      });
-      call.pcId = answer.pc_id;
-      await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
-      await trickle(null);
+      await negotiate(false);
       ui.connect.textContent = "Disconnect";
       ui.connect.disabled = false;
       startMeters();
@@ -153,7 +120,79 @@
     }
   }
 
+  // A new RTCPeerConnection for the call, offered to the server. With
+  // `restart`, it replaces the one that failed and the session goes on
+  // (Pipecat's `restart_pc`).
+  async function negotiate(restart) {
+    const pc = new RTCPeerConnection();
+    const old = call.pc;
+    call.pc = pc;
+    call.candidates = [];
+    const [track] = call.mic.getAudioTracks();
+    pc.addTransceiver(track, { direction: "sendrecv", streams: [call.mic] });
+    pc.ontrack = (event) => attachBotAudio(event.streams[0] || new MediaStream([event.track]));
+    pc.onicecandidate = (event) => {
+      if (call.pc === pc) trickle(event.candidate);
+    };
+    pc.onconnectionstatechange = () => {
+      if (call.pc !== pc) return;
+      if (pc.connectionState === "connected") {
+        call.restarts = 0;
+        setState("connected", "connected");
+      } else if (pc.connectionState === "failed") {
+        reconnect();
+      }
+    };
+
+    const channel = pc.createDataChannel("chat", { ordered: true });
+    call.channel = channel;
+    channel.onopen = () => {
+      ui.text.disabled = false;
+      ui.send.disabled = false;
+      ui.mute.disabled = false;
+      if (call.muted) send({ type: "mute", muted: true });
+    };
+    channel.onmessage = (event) => onMessage(event.data);
+    channel.onclose = () => {
+      if (call.channel === channel && call.state !== "idle") disconnect("the server closed the call");
+    };
+
+    await pc.setLocalDescription(await pc.createOffer());
+    // Until the answer, candidates wait: on a restart the server's current
+    // connection is still the old one.
+    call.awaitingAnswer = true;
+    const answer = await request("POST", {
+      sdp: pc.localDescription.sdp,
+      type: pc.localDescription.type,
+      pc_id: restart ? call.pcId : null,
+      restart_pc: restart,
+      requestData: requestData(),
+    });
+    call.pcId = answer.pc_id;
+    call.awaitingAnswer = false;
+    await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
+    await trickle(null);
+    if (old) old.close();
+  }
+
+  async function reconnect() {
+    if (call.restarts >= MAX_RESTARTS) {
+      disconnect("the connection failed");
+      return;
+    }
+    call.restarts += 1;
+    setState("connecting", `reconnecting (${call.restarts})…`);
+    note("connection lost; reconnecting");
+    try {
+      await negotiate(true);
+    } catch (err) {
+      console.error(err);
+      disconnect(`could not reconnect: ${err.message}`, "error");
+    }
+  }
+
   function disconnect(reason, state = "idle") {
+    call.state = "idle"; // the channel's close below is ours
     if (call.channel) call.channel.close();
     if (call.pc) call.pc.close();
     if (call.mic) call.mic.getTracks().forEach((t) => t.stop());
@@ -161,7 +200,7 @@
     clearInterval(call.meterTimer);
     Object.assign(call, {
       pc: null, channel: null, pcId: null, mic: null, audioContext: null,
-      analysers: { user: null, bot: null }, candidates: [], muted: false,
+      analysers: { user: null, bot: null }, candidates: [], muted: false, restarts: 0,
     });
     ui.connect.textContent = "Connect";
     ui.connect.disabled = false;
