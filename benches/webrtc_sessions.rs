@@ -15,7 +15,10 @@
 //!   packet (adds SRTP, both drivers and loopback);
 //! - replies heard, and the process's CPU use (server and clients together;
 //!   the speech is encoded once, so the clients only packetize and
-//!   encrypt).
+//!   encrypt), in cores;
+//! - `wait`: cores' worth of time the process's threads were runnable but
+//!   waited for a CPU, and the machine's load average when the run started:
+//!   on a shared machine, lateness comes from there.
 //!
 //! The pipeline is `pipelines/parrot.toml`: the Silero VAD (0.8 s stop
 //! wait) and the parrot.
@@ -192,6 +195,27 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Time this process's threads waited for a CPU while runnable (the second
+/// field of each thread's schedstat): when other processes share the
+/// machine, lateness comes from here rather than from the engine.
+fn cpu_wait_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(1).collect())
+        .unwrap_or_default()
+}
+
 fn ms(h: &LatencyHistogram, q: f64) -> f64 {
     h.quantile(q).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
 }
@@ -218,6 +242,8 @@ async fn run(sessions: usize, speech: Arc<Vec<OutboundPacket>>) {
     let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), 16_000);
     let probes: Probes = Arc::default();
     let cpu_before = cpu_seconds();
+    let wait_before = cpu_wait_seconds();
+    let load = load_average();
     let wall = Instant::now();
     let clients: Vec<_> = (0..sessions)
         .map(|i| {
@@ -234,7 +260,9 @@ async fn run(sessions: usize, speech: Arc<Vec<OutboundPacket>>) {
     for c in clients {
         runs.push(c.await.unwrap());
     }
-    let cores = (cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64();
+    let elapsed = wall.elapsed().as_secs_f64();
+    let cores = (cpu_seconds() - cpu_before) / elapsed;
+    let waited = (cpu_wait_seconds() - wait_before) / elapsed;
 
     let mut lateness = LatencyHistogram::new();
     let mut late_40 = 0usize;
@@ -275,7 +303,7 @@ async fn run(sessions: usize, speech: Arc<Vec<OutboundPacket>>) {
         }
     }
     println!(
-        "{sessions:>8} {replies:>4}/{:<4} {:>6.1} {:>6.1} {:>6.1} {:>6.2}% {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>6.2}",
+        "{sessions:>8} {replies:>4}/{:<4} {:>6.1} {:>6.1} {:>6.1} {:>6.2}% {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>6.2} {:>6.2} {load:>5}",
         sessions * 3,
         ms(&lateness, 0.5),
         ms(&lateness, 0.99),
@@ -287,6 +315,7 @@ async fn run(sessions: usize, speech: Arc<Vec<OutboundPacket>>) {
         ms(&wire, 0.5),
         ms(&wire, 0.99),
         cores,
+        waited,
     );
 }
 
