@@ -17,6 +17,7 @@
 //! | `tts_started`, `tts_stopped` | |
 //! | `bot_started_speaking`, `bot_stopped_speaking` | |
 //! | `interruption` | `played_ms`: bot audio heard, `cut_ms`: bot audio dropped |
+//! | `dtmf` | `digit`: the key the caller pressed |
 //! | `error` | `processor`, `message`, `fatal`, `provider`?, `status`? |
 //! | `metrics` | `metric` and its values |
 //! | `turn_latency` | `vad_stop_ms`, `stt_ms`, `llm_ms`, `tts_ms`, `audio_out_ms` (each `null` when the pipeline has no such stage), `total_ms`: see [`TurnLatency`](crate::metrics::TurnLatency) |
@@ -70,6 +71,7 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
             "interruption",
             json!({"played_ms": ms(*played), "cut_ms": ms(*cut)}),
         ),
+        Dtmf { digit } => ("dtmf", json!({"digit": digit.to_string()})),
         Error(e) => {
             let mut fields =
                 json!({"processor": &*e.processor, "message": e.message, "fatal": e.fatal});

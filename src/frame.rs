@@ -302,6 +302,11 @@ pub enum FrameBody {
     VadParams(crate::vad::VadParams),
     /// Audio from the user.
     InputAudio(AudioFrame),
+    /// The user pressed a key on the phone's keypad (DTMF).
+    Dtmf {
+        /// `0`-`9`, `*`, `#` or `A`-`D`.
+        digit: char,
+    },
     /// A measurement.
     Metrics(MetricsData),
 
@@ -362,6 +367,7 @@ impl FrameBody {
             | BotInterrupted { .. }
             | VadParams(_)
             | InputAudio(_)
+            | Dtmf { .. }
             | Metrics(_) => FrameKind::System,
             OutputAudio(_)
             | Text(_)
@@ -396,6 +402,7 @@ impl FrameBody {
             BotInterrupted { .. } => "BotInterrupted",
             VadParams(_) => "VadParams",
             InputAudio(_) => "InputAudio",
+            Dtmf { .. } => "Dtmf",
             Metrics(_) => "Metrics",
             OutputAudio(_) => "OutputAudio",
             Text(_) => "Text",

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod processor;
 pub mod processors;
+pub mod server;
 pub mod session;
 pub mod testing;
 pub mod transport;

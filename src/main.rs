@@ -1,4 +1,4 @@
-//! The `voxpipe` command line: `check`, `run`, and (later) `serve`.
+//! The `voxpipe` command line: `check`, `run` and `serve`.
 
 mod cli;
 

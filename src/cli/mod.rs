@@ -3,6 +3,8 @@
 mod check;
 mod logging;
 mod run;
+mod serve;
+mod setup;
 
 use std::process::ExitCode;
 
@@ -12,7 +14,8 @@ use clap::{Parser, Subcommand};
 ///
 /// A pipeline is a TOML file listing processors (VAD, speech-to-text, LLM,
 /// text-to-speech, ...). `voxpipe run` runs one session of it over a WAV
-/// file; `voxpipe check` validates pipeline files without running them.
+/// file; `voxpipe serve` serves it to phone callers, a session per call;
+/// `voxpipe check` validates pipeline files without running them.
 #[derive(Debug, Parser)]
 #[command(name = "voxpipe", version, propagate_version = true)]
 struct Cli {
@@ -44,6 +47,14 @@ enum Command {
     /// --realtime); the bot's audio is written to --output at the session
     /// time it was played, so input and output line up.
     Run(run::RunArgs),
+    /// Serve a pipeline to callers: each Twilio media stream is a fresh
+    /// session of it.
+    ///
+    /// Point a Twilio number's voice webhook at `https://HOST/twilio/voice`.
+    /// `GET /health` and `GET /metrics` report on the server. SIGTERM or
+    /// ctrl-c shut down gracefully: calls in progress may finish, up to
+    /// `[server] shutdown_deadline_secs`.
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -53,5 +64,6 @@ pub(crate) fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::check(&args),
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::serve(args),
     }
 }

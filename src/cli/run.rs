@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use voxpipe::audio::{resample::resample_all, wav::read_wav};
-use voxpipe::config::{Override, PipelineConfig, load_pipeline};
+use voxpipe::config::{Override, PipelineConfig};
 use voxpipe::events::EventWriter;
 use voxpipe::pipeline::{NamedProcessor, Observer, SessionClock};
-use voxpipe::processors::ProcessorRegistry;
 use voxpipe::session::{
     SessionOptions, SessionReport, SessionSetup, TransportEnds, new_session_id, run_session,
 };
@@ -52,23 +51,12 @@ pub(crate) struct RunArgs {
 }
 
 pub(crate) fn run(args: RunArgs) -> ExitCode {
-    let registry = ProcessorRegistry::builtin();
-    let config = match load_pipeline(&args.file, &args.overrides, &registry) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("voxpipe: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+    let (config, runtime) = match (
+        super::setup::load(&args.file, &args.overrides),
+        super::setup::runtime(),
+    ) {
+        (Ok(config), Ok(runtime)) => (config, runtime),
+        (Err(code), _) | (_, Err(code)) => return code,
     };
     match runtime.block_on(run_file_session(&config, &args)) {
         Ok(report) => match &report.fatal_error {

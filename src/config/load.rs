@@ -66,6 +66,7 @@ pub fn parse_pipeline(
             pipeline: sections.pipeline,
             transport: sections.transport,
             interruption: sections.interruption,
+            server: sections.server,
             processors,
         }),
         _ => Err(ConfigErrors(found)),

@@ -26,6 +26,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::processors::ProcessorFactory;
 
+use super::server::ServerSection;
+use super::twilio::TwilioSection;
 use super::webrtc::WebRtcSection;
 
 /// The rates a pipeline can run at internally.
@@ -89,6 +91,9 @@ fn default_true() -> bool {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransportSection {
+    /// `[transport.twilio]`.
+    #[serde(default)]
+    pub twilio: TwilioSection,
     /// `[transport.webrtc]`.
     #[serde(default)]
     pub webrtc: WebRtcSection,
@@ -146,6 +151,8 @@ pub(crate) struct Sections {
     pub(crate) transport: TransportSection,
     #[serde(default)]
     pub(crate) interruption: InterruptionSection,
+    #[serde(default)]
+    pub(crate) server: ServerSection,
 }
 
 /// One `[[processor]]` entry, validated.
@@ -181,6 +188,8 @@ pub struct PipelineConfig {
     pub transport: TransportSection,
     /// `[interruption]`.
     pub interruption: InterruptionSection,
+    /// `[server]`.
+    pub server: ServerSection,
     /// The processors, in chain order.
     pub processors: Vec<ProcessorEntry>,
 }

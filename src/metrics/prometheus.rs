@@ -151,6 +151,27 @@ impl Registry {
             .clone()
     }
 
+    fn declare(&self, name: &str, help: &str, kind: &'static str) {
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        families.entry(name.to_owned()).or_insert_with(|| Family {
+            help: help.to_owned(),
+            kind,
+            series: BTreeMap::new(),
+        });
+    }
+
+    /// Declares the counter family `name` before any of its series exists,
+    /// so that it is listed (with no samples) from the first scrape.
+    pub fn declare_counter(&self, name: &str, help: &str) {
+        self.declare(name, help, "counter");
+    }
+
+    /// Declares the histogram family `name` before any of its series
+    /// exists; see [`Registry::declare_counter`].
+    pub fn declare_histogram(&self, name: &str, help: &str) {
+        self.declare(name, help, "histogram");
+    }
+
     /// The counter `name{labels}`, created at zero if new.
     pub fn counter(&self, name: &str, help: &str, labels: Labels<'_>) -> Counter {
         match self.series(name, help, "counter", labels, || {
@@ -302,6 +323,16 @@ mod tests {
         assert!(text.contains("voxpipe_ttfb_seconds_bucket{service=\"tts\",le=\"+Inf\"} 3\n"));
         assert!(text.contains("voxpipe_ttfb_seconds_sum{service=\"tts\"} 5.55\n"));
         assert!(text.contains("voxpipe_ttfb_seconds_count{service=\"tts\"} 3\n"));
+    }
+
+    #[test]
+    fn declared_families_are_listed_before_their_first_series() {
+        let registry = Registry::new();
+        registry.declare_counter("c_total", "Things.");
+        let text = registry.render();
+        assert_eq!(text, "# HELP c_total Things.\n# TYPE c_total counter\n");
+        registry.counter("c_total", "Things.", &[("k", "v")]).inc();
+        assert!(registry.render().ends_with("c_total{k=\"v\"} 1\n"));
     }
 
     #[test]

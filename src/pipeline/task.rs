@@ -332,7 +332,11 @@ impl PipelineTask {
             let downstream = mailboxes.get(index + 1).cloned();
             let ctx =
                 ProcessorContext::new(Arc::clone(&name), upstream, downstream, Arc::clone(&shared));
-            let span = tracing::debug_span!("processor", name = %name);
+            // Info level: a disabled span would also hide its parent (the
+            // session's span, with the call id) from the processor's logs.
+            // `processor`, not `name`: JSON logs already give each span a
+            // `name` key (the span's own).
+            let span = tracing::info_span!("processor", processor = %name);
             names.push(name);
             if let Some(retired) = source_retired.take() {
                 inbox.retire_on(retired);

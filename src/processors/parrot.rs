@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
@@ -117,13 +118,14 @@ impl Parrot {
         }
         self.stop_playback();
         let ctx = ctx.clone();
-        self.playback = Some(tokio::spawn(async move {
+        let playback = async move {
             ctx.push_downstream(FrameBody::TtsStarted).await;
             for frame in frames {
                 ctx.push_downstream(FrameBody::OutputAudio(frame)).await;
             }
             ctx.push_downstream(FrameBody::TtsStopped).await;
-        }));
+        };
+        self.playback = Some(tokio::spawn(playback.in_current_span()));
     }
 }
 

@@ -5,5 +5,5 @@ mod run;
 mod setup;
 
 pub use error::BuildError;
-pub use run::{SessionError, SessionOptions, SessionReport, TransportEnds, run_session};
+pub use run::{Session, SessionError, SessionOptions, SessionReport, TransportEnds, run_session};
 pub use setup::{EnvSource, SessionSetup, new_session_id};

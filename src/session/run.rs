@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::config::PipelineConfig;
 use crate::frame::{ErrorFrame, MetricsData};
-use crate::pipeline::{NamedProcessor, Observer, PipelineParams, PipelineTask, SessionClock};
+use crate::pipeline::{
+    NamedProcessor, Observer, PipelineHandle, PipelineParams, PipelineTask, SessionClock,
+};
 
 use super::error::BuildError;
 use super::setup::SessionSetup;
@@ -60,6 +62,75 @@ pub struct SessionOptions {
     pub observers: Vec<Arc<dyn Observer>>,
 }
 
+/// One session, built and ready to run: its processors exist, nothing has
+/// run yet. [`Session::handle`] gives a handle to end or cancel it from
+/// outside (a server shutting down) before or while it runs.
+pub struct Session {
+    task: PipelineTask,
+    session_id: Arc<str>,
+    clock: SessionClock,
+}
+
+impl Session {
+    /// Builds `config`'s processors for one session, between the
+    /// transport's ends.
+    pub fn new(
+        config: &PipelineConfig,
+        ends: TransportEnds,
+        options: SessionOptions,
+    ) -> Result<Self, SessionError> {
+        let SessionOptions {
+            setup,
+            clock,
+            observers,
+        } = options;
+        let mut chain = Vec::with_capacity(config.processors.len() + 2);
+        chain.push(ends.input);
+        for entry in &config.processors {
+            let processor = entry
+                .factory
+                .build(&setup)
+                .map_err(|source| SessionError::Build {
+                    processor: entry.name.clone(),
+                    source,
+                })?;
+            chain.push(NamedProcessor {
+                name: entry.name.clone(),
+                processor,
+            });
+        }
+        chain.push(ends.output);
+
+        let mut params = PipelineParams::new(Arc::clone(&setup.session_id), setup.sample_rate);
+        params.allow_interruptions = setup.allow_interruptions;
+        params.clock = clock.clone();
+        params.observers = observers;
+        Ok(Session {
+            task: PipelineTask::new(chain, params),
+            session_id: setup.session_id,
+            clock,
+        })
+    }
+
+    /// A handle to end or cancel the session.
+    pub fn handle(&self) -> PipelineHandle {
+        self.task.handle()
+    }
+
+    /// Runs the session until it ends.
+    pub async fn run(self) -> SessionReport {
+        let outcome = self.task.run().await;
+        SessionReport {
+            session_id: self.session_id,
+            end_reason: outcome.end_reason,
+            cancelled: outcome.cancelled,
+            fatal_error: outcome.fatal_error,
+            metrics: outcome.metrics,
+            duration: self.clock.now(),
+        }
+    }
+}
+
 /// Builds `config`'s processors for one session and runs them between the
 /// transport's ends until the session ends.
 pub async fn run_session(
@@ -67,39 +138,5 @@ pub async fn run_session(
     ends: TransportEnds,
     options: SessionOptions,
 ) -> Result<SessionReport, SessionError> {
-    let SessionOptions {
-        setup,
-        clock,
-        observers,
-    } = options;
-    let mut chain = Vec::with_capacity(config.processors.len() + 2);
-    chain.push(ends.input);
-    for entry in &config.processors {
-        let processor = entry
-            .factory
-            .build(&setup)
-            .map_err(|source| SessionError::Build {
-                processor: entry.name.clone(),
-                source,
-            })?;
-        chain.push(NamedProcessor {
-            name: entry.name.clone(),
-            processor,
-        });
-    }
-    chain.push(ends.output);
-
-    let mut params = PipelineParams::new(Arc::clone(&setup.session_id), setup.sample_rate);
-    params.allow_interruptions = setup.allow_interruptions;
-    params.clock = clock.clone();
-    params.observers = observers;
-    let outcome = PipelineTask::new(chain, params).run().await;
-    Ok(SessionReport {
-        session_id: setup.session_id,
-        end_reason: outcome.end_reason,
-        cancelled: outcome.cancelled,
-        fatal_error: outcome.fatal_error,
-        metrics: outcome.metrics,
-        duration: clock.now(),
-    })
+    Ok(Session::new(config, ends, options)?.run().await)
 }

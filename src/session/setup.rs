@@ -17,6 +17,16 @@ pub enum EnvSource {
     Fixed(Arc<HashMap<String, String>>),
 }
 
+impl EnvSource {
+    /// The value of the variable `var`, if it is set.
+    pub fn get(&self, var: &str) -> Option<String> {
+        match self {
+            EnvSource::Process => std::env::var(var).ok(),
+            EnvSource::Fixed(vars) => vars.get(var).cloned(),
+        }
+    }
+}
+
 /// The session a processor is built for.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -53,11 +63,7 @@ impl SessionSetup {
     /// The value of the variable `var`, which the config key `key` names.
     /// An unset or empty variable is an error naming both.
     pub fn env_var(&self, key: &str, var: &str) -> Result<String, BuildError> {
-        let value = match &self.env {
-            EnvSource::Process => std::env::var(var).ok(),
-            EnvSource::Fixed(vars) => vars.get(var).cloned(),
-        };
-        match value {
+        match self.env.get(var) {
             Some(v) if !v.is_empty() => Ok(v),
             _ => Err(BuildError::MissingEnv {
                 key: key.to_owned(),

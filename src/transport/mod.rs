@@ -9,7 +9,12 @@
 pub mod file;
 mod output;
 mod playout;
+mod stats;
+pub mod twilio;
 pub mod webrtc;
+mod websocket;
 
 pub use output::{AudioSink, OutputTransport, Pacing};
 pub use playout::{Cut, Playout, PlayoutEvent};
+pub use stats::{NoStats, TransportStats};
+pub use websocket::WsInbound;

@@ -5,9 +5,13 @@
 //!
 //! Speaking state is pushed both ways as one frame each
 //! (`BotStartedSpeaking`, `BotStoppedSpeaking`) when audio actually leaves,
-//! not when it is queued. On an interruption the output pushes
-//! `BotInterrupted` (how much of the utterance was heard, how much was cut)
-//! both ways, after the sink has been told to drop what it buffered.
+//! not when it is queued. A sink whose far end buffers audio and can confirm
+//! playback (Twilio echoes a `mark` once the audio before it has played)
+//! holds `BotStoppedSpeaking` back until the listener has heard the end of
+//! the utterance ([`AudioSink::still_playing`]); if the next utterance starts
+//! first, the bot simply goes on speaking. On an interruption the output
+//! pushes `BotInterrupted` (how much of the utterance was heard, how much was
+//! cut) both ways, after the sink has been told to drop what it buffered.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -15,12 +19,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
 use crate::processors::FrameResampler;
 
 use super::playout::{Playout, PlayoutEvent};
+
+/// How often the end of a session checks whether the far end has confirmed
+/// playback of the last utterance.
+const CONFIRMATION_POLL: Duration = Duration::from_millis(20);
 
 /// Where bot audio goes when it leaves.
 pub trait AudioSink: Send + 'static {
@@ -34,6 +43,14 @@ pub trait AudioSink: Send + 'static {
     /// by the output's clock, it finishes playing at session time `end`. A
     /// sink that can have the far end confirm playback asks for it here.
     fn utterance_sent(&mut self, _end: Duration) {}
+
+    /// Whether the far end is still playing audio that has left, at session
+    /// time `now`. While it is, the output holds `BotStoppedSpeaking` back.
+    /// It must turn false eventually: a sink stops waiting for a
+    /// confirmation that does not come.
+    fn still_playing(&mut self, _now: Duration) -> bool {
+        false
+    }
 
     /// The session is over at session time `end`: flush and close.
     fn finish(&mut self, _end: Duration) -> Result<(), ProcessorError> {
@@ -51,11 +68,13 @@ pub enum Pacing {
         /// at once (`false`).
         realtime: bool,
     },
-    /// A timer on the session clock: live transports. Each frame is
-    /// released when its time comes (the first of an utterance at once),
-    /// and the output looks again at least every `period`.
+    /// Live transports: audio is released when it is due on the session
+    /// clock. The output sleeps while it has nothing to release and wakes
+    /// when audio is scheduled, so a silent bot costs no wake-ups.
     Timer {
-        /// The longest the output goes without looking, usually 20 ms.
+        /// How often the output looks again while the end of an utterance
+        /// is pending (a pause that may be followed by more audio, a
+        /// playback confirmation), usually 20 ms.
         period: Duration,
     },
 }
@@ -63,6 +82,9 @@ pub enum Pacing {
 struct State<S> {
     playout: Playout,
     sink: S,
+    /// The playout has stopped but the far end is still playing: the bot
+    /// still speaks for the listener.
+    heard_until_confirmed: bool,
 }
 
 /// The output processor of a transport, generic over where audio goes.
@@ -72,7 +94,7 @@ pub struct OutputTransport<S: AudioSink> {
     convert: Option<FrameResampler>,
     pacing: Pacing,
     ticker: Option<JoinHandle<()>>,
-    /// Wakes the timer when audio is scheduled.
+    /// Wakes the ticker when audio is scheduled.
     scheduled: Arc<Notify>,
     /// The last (wall, session) time pair seen, to pace the end in real time.
     last_tick: Option<(tokio::time::Instant, Duration)>,
@@ -85,6 +107,7 @@ impl<S: AudioSink> OutputTransport<S> {
             state: Arc::new(Mutex::new(State {
                 playout: Playout::new(),
                 sink,
+                heard_until_confirmed: false,
             })),
             pacing,
             convert: None,
@@ -117,13 +140,23 @@ async fn tick<S: AudioSink>(
     let mut signals = Vec::new();
     let mut failed = None;
     {
-        let mut state = lock(state);
+        let mut guard = lock(state);
+        let state = &mut *guard;
         while let Some(event) = state.playout.poll(now) {
             match event {
-                PlayoutEvent::Started(_) => signals.push(FrameBody::BotStartedSpeaking),
+                PlayoutEvent::Started(_) => {
+                    // Still heard from the last utterance: one turn goes on.
+                    if !std::mem::take(&mut state.heard_until_confirmed) {
+                        signals.push(FrameBody::BotStartedSpeaking);
+                    }
+                }
                 PlayoutEvent::Stopped(end) => {
                     state.sink.utterance_sent(end);
-                    signals.push(FrameBody::BotStoppedSpeaking);
+                    if state.sink.still_playing(now) {
+                        state.heard_until_confirmed = true;
+                    } else {
+                        signals.push(FrameBody::BotStoppedSpeaking);
+                    }
                 }
                 PlayoutEvent::Audio(audio) => {
                     if let Err(err) = state.sink.write(&audio) {
@@ -132,6 +165,10 @@ async fn tick<S: AudioSink>(
                     }
                 }
             }
+        }
+        if state.heard_until_confirmed && !state.sink.still_playing(now) {
+            state.heard_until_confirmed = false;
+            signals.push(FrameBody::BotStoppedSpeaking);
         }
     }
     for signal in signals {
@@ -183,45 +220,50 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
             let state = Arc::clone(&self.state);
             let scheduled = Arc::clone(&self.scheduled);
             let ctx = ctx.clone();
-            self.ticker = Some(tokio::spawn(async move {
+            let ticker = async move {
                 loop {
-                    // Sleep until the next frame is due, a period at most;
-                    // new audio wakes us early (the first frame of an
-                    // utterance is due at once).
-                    let (release, due) = {
-                        let state = lock(&state);
-                        (state.playout.next_release(), state.playout.next_due())
-                    };
                     let now = ctx.now();
-                    let mut wait = period;
-                    if let Some(at) = release {
-                        wait = wait.min(at.saturating_sub(now));
-                    }
-                    if let Some(at) = due.filter(|&at| at > now) {
-                        wait = wait.min(at - now);
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = scheduled.notified() => {}
-                    }
-                    if let Err(err) = tick(&state, ctx.now(), &ctx).await {
+                    if let Err(err) = tick(&state, now, &ctx).await {
                         ctx.push_upstream(FrameBody::Error(err.to_frame(ctx.name())))
                             .await;
                         return;
                     }
+                    let next = {
+                        let state = lock(&state);
+                        if state.heard_until_confirmed {
+                            Some(now + period)
+                        } else {
+                            state.playout.next_due()
+                        }
+                    };
+                    // Audio scheduled meanwhile has left a permit: no
+                    // wake-up is lost between the check and the wait.
+                    let woken = scheduled.notified();
+                    match next {
+                        None => woken.await,
+                        Some(due) => {
+                            // Due already but nothing came out: a stop in
+                            // its hangover. Look again a period later.
+                            let wait = due.checked_sub(now).filter(|w| !w.is_zero());
+                            let _timed_out =
+                                tokio::time::timeout(wait.unwrap_or(period), woken).await;
+                        }
+                    }
                 }
-            }));
+            };
+            self.ticker = Some(tokio::spawn(ticker.in_current_span()));
         }
         Ok(())
     }
 
     async fn on_interruption(&mut self, ctx: &ProcessorContext) {
         let now = ctx.now();
-        let cut = {
+        let (cut, still_heard) = {
             let mut state = lock(&self.state);
             let cut = state.playout.interrupt(now);
+            let still_heard = std::mem::take(&mut state.heard_until_confirmed);
             state.sink.clear();
-            cut
+            (cut, still_heard)
         };
         tracing::debug!(played = ?cut.played, cut = ?cut.cut, "playback interrupted");
         ctx.push_both_ways(FrameBody::BotInterrupted {
@@ -229,7 +271,7 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
             cut: cut.cut,
         })
         .await;
-        if cut.was_speaking {
+        if cut.was_speaking || still_heard {
             ctx.push_both_ways(FrameBody::BotStoppedSpeaking).await;
         }
     }
@@ -257,6 +299,12 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                 ctx.clock().advance_to(due);
             }
             tick(&self.state, ctx.now().max(due), ctx).await?;
+        }
+        // Wait for the far end to confirm the last utterance (bounded by
+        // the sink), so speaking state ends when the listener heard it.
+        while lock(&self.state).heard_until_confirmed {
+            tokio::time::sleep(CONFIRMATION_POLL).await;
+            tick(&self.state, ctx.now(), ctx).await?;
         }
         let end = ctx.now();
         lock(&self.state).sink.finish(end)

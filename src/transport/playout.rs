@@ -134,11 +134,6 @@ impl Playout {
         }
     }
 
-    /// When the next queued audio is due to leave, if any is queued.
-    pub fn next_release(&self) -> Option<Duration> {
-        self.queue.front().map(|next| next.pts)
-    }
-
     /// Whether the bot is speaking.
     pub fn is_speaking(&self) -> bool {
         self.speaking_since.is_some()

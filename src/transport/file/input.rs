@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::frame::{AudioFrame, Direction, Frame, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
@@ -85,12 +86,15 @@ impl Processor for FileInput {
         _start: &StartFrame,
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
-        self.reader = Some(tokio::spawn(read(
-            Arc::clone(&self.samples),
-            self.sample_rate,
-            self.realtime,
-            ctx.clone(),
-        )));
+        self.reader = Some(tokio::spawn(
+            read(
+                Arc::clone(&self.samples),
+                self.sample_rate,
+                self.realtime,
+                ctx.clone(),
+            )
+            .in_current_span(),
+        ));
         Ok(())
     }
 

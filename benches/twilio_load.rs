@@ -1,0 +1,470 @@
+//! Load generator: N concurrent fake Twilio calls against `voxpipe serve`
+//! (this crate's binary, built with the bench profile), over loopback.
+//!
+//! Run with: `cargo bench --bench twilio_load -- --calls 100,250,500 --secs 6`
+//!
+//! Each call connects, sends `connected` and `start`, then 160-byte mu-law
+//! `media` every 20 ms (speech from `assets/samples/hello.wav`, looped) for
+//! `--secs`; then `stop`, keeping the socket open. Calls start spread over
+//! `--secs`, so all N are connected together for about `--secs`.
+//!
+//! With `pipelines/parrot.toml` (no VAD yet), parrot repeats the whole call
+//! once the stream stops: the server then sends `--secs` of audio back,
+//! resampled and mu-law encoded, paced in real time. With a VAD in the
+//! pipeline the replies come during the call instead; the measurement is
+//! the same.
+//!
+//! Measured:
+//! - **lateness** of every outbound `media` message: within one utterance
+//!   (up to the server's `mark`), frame k is due 20 ms × k after the first;
+//!   a frame arriving more than 20 ms after its due time would have left a
+//!   gap in the caller's playback. "On time" means none did.
+//! - the client's own lateness in sending (if the client falls behind, the
+//!   numbers say more about the client than the server);
+//! - the server's RSS (idle, peak) and CPU, from `/proc`: the share of a
+//!   core it used while every call was connected, and its CPU time per
+//!   call-second over the whole step (work done, whatever the machine's
+//!   other load); the client's CPU time per call-second too, since on one
+//!   machine the two share the cores.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use voxpipe::audio::{mulaw, read_wav, resample_all};
+
+/// Frame period.
+const FRAME: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Numbers of concurrent calls to try, each on a fresh server.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    calls: Vec<usize>,
+    /// How long each caller speaks, in seconds.
+    #[arg(long, default_value_t = 6.0)]
+    secs: f64,
+    /// The pipeline to serve.
+    #[arg(long, default_value = "pipelines/parrot.toml")]
+    pipeline: String,
+    /// Worker threads of the client's runtime.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    let payloads = Arc::new(speech_payloads());
+    println!(
+        "{:>6} {:>9} {:>8} {:>9} {:>10} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>10} {:>6}",
+        "calls",
+        "complete",
+        "frames",
+        "late>20ms",
+        "late_calls",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "send_max",
+        "rss_idle",
+        "rss_peak",
+        "kb/call",
+        "cpu_core%",
+        "srv_ms/cs",
+        "cli_ms/cs",
+        "load"
+    );
+    for &calls in &args.calls {
+        let step = run_step(&args, calls, Arc::clone(&payloads));
+        println!("{step}");
+    }
+}
+
+/// hello.wav as 8 kHz mu-law, base64 per 20 ms chunk.
+fn speech_payloads() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/samples/hello.wav");
+    let wav = read_wav(std::path::Path::new(path)).expect("the sample speech");
+    let pcm = resample_all(&wav.to_mono(), wav.sample_rate, 8_000).expect("resampled");
+    let mut codes = Vec::new();
+    mulaw::encode(&pcm, &mut codes);
+    codes
+        .chunks(160)
+        .map(|chunk| {
+            let mut chunk = chunk.to_vec();
+            chunk.resize(160, 0xFF);
+            base64::engine::general_purpose::STANDARD.encode(chunk)
+        })
+        .collect()
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(pipeline: &str, calls: usize) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_voxpipe"))
+            .args(["--log-level", "warn,voxpipe::server::state=info"])
+            .args(["serve", pipeline, "--bind", "127.0.0.1:0"])
+            .args(["--set", &format!("server.max_sessions={}", calls + 16)])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("voxpipe serve starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines.next().expect("the server logs").expect("a line");
+            if let Some(at) = line.find("listening on ") {
+                let rest = &line[at + "listening on ".len()..];
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .expect("an address")
+                    .parse()
+                    .expect("a socket address");
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("server: {line}");
+            }
+        });
+        Server { child, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// What one call saw.
+#[derive(Default)]
+struct CallResult {
+    complete: bool,
+    frames_out: usize,
+    /// Lateness of every outbound frame, microseconds.
+    late_us: Vec<u64>,
+    /// The client's own worst lateness in sending.
+    send_late: Duration,
+}
+
+struct Step {
+    calls: usize,
+    complete: usize,
+    frames: usize,
+    late_over_20: usize,
+    /// Calls with at least one frame over 20 ms late.
+    late_calls: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    send_max: f64,
+    rss_idle: u64,
+    rss_peak: u64,
+    cpu_core_pct: f64,
+    /// Server and client CPU milliseconds per call-second.
+    server_ms_per_call_sec: f64,
+    client_ms_per_call_sec: f64,
+    load: String,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per_call_kib = self.rss_peak.saturating_sub(self.rss_idle) as f64 / self.calls as f64;
+        write!(
+            f,
+            "{:>6} {:>9} {:>8} {:>9} {:>10} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>9} {:>9} {:>8.0} {:>9.1} {:>10.3} {:>10.3} {:>6}",
+            self.calls,
+            self.complete,
+            self.frames,
+            self.late_over_20,
+            self.late_calls,
+            self.p50,
+            self.p99,
+            self.max,
+            self.send_max,
+            self.rss_idle,
+            self.rss_peak,
+            per_call_kib,
+            self.cpu_core_pct,
+            self.server_ms_per_call_sec,
+            self.client_ms_per_call_sec,
+            self.load
+        )
+    }
+}
+
+fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
+    let server = Server::start(&args.pipeline, calls);
+    let pid = server.pid();
+    let addr = server.addr;
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_idle = rss_kib(pid);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let secs = args.secs;
+    let ticks_per_sec = clock_ticks_per_sec();
+    let (server_cpu_before, client_cpu_before) = (cpu_ticks(pid), cpu_ticks(std::process::id()));
+    let (results, rss_peak, cpu_core_pct) = runtime.block_on(async move {
+        let peak = Arc::new(AtomicU64::new(0));
+        let sampling = {
+            let peak = Arc::clone(&peak);
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        // While every call is connected: from secs to 2 x secs.
+        let window = tokio::spawn(async move {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(secs * 1.1)).await;
+            let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+            tokio::time::sleep(Duration::from_secs_f64(secs * 0.8)).await;
+            let (t1, c1) = (Instant::now(), cpu_ticks(pid));
+            100.0 * (c1 - c0) as f64 / ticks_per_sec / (t1 - t0).as_secs_f64()
+        });
+        let tasks: Vec<_> = (0..calls)
+            .map(|n| {
+                let start = started + Duration::from_secs_f64(secs * n as f64 / calls as f64);
+                tokio::spawn(call(addr, n, start, secs, Arc::clone(&payloads)))
+            })
+            .collect();
+        let mut results = Vec::with_capacity(calls);
+        for task in tasks {
+            results.push(task.await.unwrap_or_default());
+        }
+        let cpu_core_pct = window.await.unwrap_or(0.0);
+        sampling.abort();
+        (results, peak.load(Ordering::Relaxed), cpu_core_pct)
+    });
+    let load = load_average();
+    let cpu_ms = |before: u64, pid: u32| {
+        cpu_ticks(pid).saturating_sub(before) as f64 / ticks_per_sec * 1000.0
+    };
+    let server_cpu_ms = cpu_ms(server_cpu_before, pid);
+    let client_cpu_ms = cpu_ms(client_cpu_before, std::process::id());
+    // Each call is connected while it speaks and while the reply comes back.
+    let call_secs = calls as f64 * 2.0 * secs;
+    server.stop();
+
+    let mut late: Vec<u64> = results
+        .iter()
+        .flat_map(|r| r.late_us.iter().copied())
+        .collect();
+    late.sort_unstable();
+    let quantile = |q: f64| {
+        late.get(((late.len() as f64 - 1.0) * q).round() as usize)
+            .map_or(0.0, |us| *us as f64 / 1000.0)
+    };
+    Step {
+        calls,
+        complete: results.iter().filter(|r| r.complete).count(),
+        frames: results.iter().map(|r| r.frames_out).sum(),
+        late_over_20: late.iter().filter(|us| **us > 20_000).count(),
+        late_calls: results
+            .iter()
+            .filter(|r| r.late_us.iter().any(|us| *us > 20_000))
+            .count(),
+        p50: quantile(0.5),
+        p99: quantile(0.99),
+        max: quantile(1.0),
+        send_max: results
+            .iter()
+            .map(|r| r.send_late.as_secs_f64() * 1000.0)
+            .fold(0.0, f64::max),
+        rss_idle,
+        rss_peak,
+        cpu_core_pct,
+        server_ms_per_call_sec: server_cpu_ms / call_secs,
+        client_ms_per_call_sec: client_cpu_ms / call_secs,
+        load,
+    }
+}
+
+fn media(sid: &str, sequence: u64, chunk: u64, payload: &str) -> String {
+    format!(
+        r#"{{"event":"media","sequenceNumber":"{sequence}","media":{{"track":"inbound","chunk":"{chunk}","timestamp":"{}","payload":"{payload}"}},"streamSid":"{sid}"}}"#,
+        (chunk - 1) * 20
+    )
+}
+
+/// One fake call; see the module docs.
+async fn call(
+    addr: SocketAddr,
+    n: usize,
+    start: Instant,
+    secs: f64,
+    payloads: Arc<Vec<String>>,
+) -> CallResult {
+    tokio::time::sleep_until(start).await;
+    // A small read buffer: tungstenite zero-fills the whole buffer on each
+    // read, and the default 128 KiB would make the client the bottleneck.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024);
+    let Ok((ws, _)) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{addr}/twilio/ws"),
+        Some(config),
+        true, // TCP_NODELAY: small messages every 20 ms
+    )
+    .await
+    else {
+        eprintln!("call {n}: cannot connect");
+        return CallResult::default();
+    };
+    let (mut tx, mut rx) = ws.split();
+    let sid = format!("MZ{n:032x}");
+    let call_sid = format!("CA{n:032x}");
+    let account = format!("AC{:032x}", 1);
+    let hello = [
+        r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.to_owned(),
+        format!(
+            r#"{{"event":"start","sequenceNumber":"1","start":{{"accountSid":"{account}","streamSid":"{sid}","callSid":"{call_sid}","tracks":["inbound"],"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},"customParameters":{{}}}},"streamSid":"{sid}"}}"#
+        ),
+    ];
+    for message in hello {
+        if tx.send(Message::text(message)).await.is_err() {
+            return CallResult::default();
+        }
+    }
+    let frames_to_send = (secs * 50.0).round() as u64;
+    let began = Instant::now();
+    let mut ticker = tokio::time::interval_at(began, FRAME);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0u64;
+    let mut stopped = false;
+    let mut result = CallResult::default();
+    // The current utterance: arrival of its first frame, frames so far.
+    let mut utterance: Option<(Instant, u32)> = None;
+    let deadline = began + Duration::from_secs_f64(secs * 2.0 + 30.0);
+    loop {
+        tokio::select! {
+            _ = ticker.tick(), if !stopped => {
+                let due = began + FRAME * sent as u32;
+                result.send_late = result.send_late.max(Instant::now().saturating_duration_since(due));
+                let message = if sent < frames_to_send {
+                    sent += 1;
+                    media(&sid, sent + 1, sent, &payloads[(sent as usize - 1) % payloads.len()])
+                } else {
+                    stopped = true;
+                    format!(
+                        r#"{{"event":"stop","sequenceNumber":"{}","stop":{{"accountSid":"{account}","callSid":"{call_sid}"}},"streamSid":"{sid}"}}"#,
+                        sent + 2
+                    )
+                };
+                if tx.send(Message::text(message)).await.is_err() {
+                    break;
+                }
+            }
+            message = rx.next() => {
+                let arrived = Instant::now();
+                match message {
+                    Some(Ok(Message::Text(text))) => {
+                        let text = text.as_str();
+                        if text.starts_with(r#"{"event":"media""#) {
+                            result.frames_out += 1;
+                            let (first, count) = utterance.get_or_insert((arrived, 0));
+                            let due = *first + FRAME * *count;
+                            result.late_us.push(arrived.saturating_duration_since(due).as_micros() as u64);
+                            *count += 1;
+                        } else if text.starts_with(r#"{"event":"mark""#) {
+                            utterance = None;
+                            if !stopped {
+                                // Playback here is instant: echo at once.
+                                let echo = text.replacen(r#""mark","streamSid""#, r#""mark","sequenceNumber":"0","streamSid""#, 1);
+                                if tx.send(Message::text(echo)).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                eprintln!("call {n}: no end within the deadline");
+                break;
+            }
+        }
+    }
+    // Parrot repeats the call: about as many frames come back as went out.
+    result.complete = stopped && result.frames_out as u64 >= frames_to_send * 9 / 10;
+    result
+}

@@ -1,0 +1,55 @@
+//! `voxpipe serve FILE [--bind ADDR] [--set KEY.PATH=VALUE]...`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use voxpipe::config::Override;
+use voxpipe::server::{Server, ServerError, shutdown};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The pipeline file; each call is a fresh session of it.
+    file: PathBuf,
+
+    /// The address to listen on (use 0.0.0.0:PORT to accept connections
+    /// from other machines, e.g. behind a proxy or in a container).
+    #[arg(long, env = "VOXPIPE_BIND", default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+
+    /// Override a value of the pipeline file by its dotted path, e.g.
+    /// `--set server.max_sessions=50`. Repeatable.
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    overrides: Vec<Override>,
+}
+
+pub(crate) fn serve(args: ServeArgs) -> ExitCode {
+    let (config, runtime) = match (
+        super::setup::load(&args.file, &args.overrides),
+        super::setup::runtime(),
+    ) {
+        (Ok(config), Ok(runtime)) => (config, runtime),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let server = match Server::builder(config).build() {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("voxpipe: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let served: Result<(), ServerError> = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.bind).await?;
+        server.serve(listener, shutdown::signal()).await
+    });
+    match served {
+        Ok(()) => {
+            tracing::info!("server stopped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("voxpipe: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `[transport.twilio]`: options of the Twilio Media Streams transport.
+//!
+//! ```toml
+//! [transport.twilio]
+//! auth_token_env = "TWILIO_AUTH_TOKEN"   # verify webhooks, hang up calls
+//! api_base_url = "https://api.twilio.com"
+//! hang_up = true
+//! ```
+
+use serde::Deserialize;
+
+/// `[transport.twilio]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioSection {
+    /// The environment variable holding the account's auth token. With it,
+    /// `POST /twilio/voice` verifies `X-Twilio-Signature` (403 when bad or
+    /// missing) and calls are hung up through the REST API. Read when the
+    /// server starts.
+    #[serde(default)]
+    pub auth_token_env: Option<String>,
+    /// The base URL of Twilio's REST API; tests point it at a local server.
+    #[serde(default)]
+    pub api_base_url: BaseUrl,
+    /// Whether to hang up the call (REST `Status=completed`) when the
+    /// pipeline ends it. Without this, closing the stream only ends the
+    /// `<Connect>`, and Twilio goes on with the TwiML after it, if any.
+    #[serde(default = "default_true")]
+    pub hang_up: bool,
+}
+
+impl Default for TwilioSection {
+    fn default() -> Self {
+        TwilioSection {
+            auth_token_env: None,
+            api_base_url: BaseUrl::default(),
+            hang_up: true,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// An `http://` or `https://` URL without a trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct BaseUrl(String);
+
+impl BaseUrl {
+    /// The URL, without a trailing slash.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for BaseUrl {
+    fn default() -> Self {
+        BaseUrl("https://api.twilio.com".to_owned())
+    }
+}
+
+impl TryFrom<String> for BaseUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, Self::Error> {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        match rest {
+            Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+                Ok(BaseUrl(url.trim_end_matches('/').to_owned()))
+            }
+            _ => Err(format!("expected an http:// or https:// URL, not `{url}`")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_http_and_lose_their_trailing_slash() {
+        let url = BaseUrl::try_from("http://127.0.0.1:9000/".to_owned()).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:9000");
+        assert!(BaseUrl::try_from("api.twilio.com".to_owned()).is_err());
+        assert!(BaseUrl::try_from("https://".to_owned()).is_err());
+    }
+}

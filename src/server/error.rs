@@ -1,0 +1,33 @@
+//! Errors starting or running a server.
+
+use crate::session::BuildError;
+use crate::transport::twilio::HangUpError;
+
+/// The server could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A `*_env` key names a variable that is not set.
+    #[error("environment variable {var} (named by `{key}`) is not set")]
+    MissingEnv {
+        /// The config key, e.g. `transport.twilio.auth_token_env`.
+        key: String,
+        /// The variable, e.g. `TWILIO_AUTH_TOKEN`.
+        var: String,
+    },
+    /// A processor cannot be built for a session (checked at start, so that
+    /// a missing secret fails the server rather than every call).
+    #[error("processor `{processor}`: {source}")]
+    Processor {
+        /// The processor's name.
+        processor: String,
+        /// Why.
+        source: BuildError,
+    },
+    /// The Twilio REST client could not be built.
+    #[error("Twilio REST client: {0}")]
+    TwilioRest(#[source] HangUpError),
+    /// Listening or serving failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,91 @@
+//! `GET /health`: liveness and readiness in one JSON answer.
+//!
+//! The server is live if it answers at all. It is ready when it admits new
+//! sessions (not draining, not at capacity) and every registered
+//! [`ReadinessCheck`] passes (a context store registers one). Ready answers
+//! 200, not ready 503, so a load balancer can use the status alone:
+//!
+//! ```json
+//! {"status": "ok", "live": true, "ready": true, "pipeline": "parrot",
+//!  "version": "0.1.0", "uptime_secs": 12.5,
+//!  "sessions": {"active": 3, "max": 200, "accepting": true},
+//!  "checks": {"store": {"ok": true}}}
+//! ```
+//!
+//! Checks run concurrently, each bounded by [`CHECK_TIMEOUT`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::{Map, Value, json};
+
+use super::state::ServerState;
+
+/// The longest a readiness check may take before it counts as failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Something the server needs to take sessions, checked on each
+/// `GET /health` (a store's connection, a model loaded).
+#[async_trait]
+pub trait ReadinessCheck: Send + Sync {
+    /// The check's name in the answer, e.g. `store`.
+    fn name(&self) -> &str;
+
+    /// `Ok` when ready; otherwise why not, for people.
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// `GET /health`.
+pub(crate) async fn health(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
+    let results = futures_util::future::join_all(state.readiness.iter().map(|check| async {
+        let result = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+        };
+        (check.name().to_owned(), result)
+    }))
+    .await;
+    let mut checks = Map::new();
+    let mut checks_ok = true;
+    for (name, result) in results {
+        let entry = match result {
+            Ok(()) => json!({"ok": true}),
+            Err(error) => {
+                checks_ok = false;
+                json!({"ok": false, "error": error})
+            }
+        };
+        checks.insert(name, entry);
+    }
+    let admission = state.registry.check();
+    let ready = checks_ok && admission.is_ok();
+    let mut sessions = json!({
+        "active": state.registry.active(),
+        "max": state.registry.max(),
+        "accepting": admission.is_ok(),
+    });
+    if let Err(refusal) = admission {
+        sessions["refusing"] = Value::from(refusal.kind());
+    }
+    let body = json!({
+        "status": if ready { "ok" } else { "unavailable" },
+        "live": true,
+        "ready": ready,
+        "pipeline": state.config.pipeline.name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": state.started.elapsed().as_secs_f64(),
+        "sessions": sessions,
+        "checks": checks,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}

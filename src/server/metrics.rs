@@ -1,0 +1,206 @@
+//! The server's metrics and `GET /metrics` (Prometheus text format).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `voxpipe_sessions_active` | gauge | |
+//! | `voxpipe_sessions_total` | counter | `transport`, `reason` (how it ended) |
+//! | `voxpipe_sessions_refused_total` | counter | `transport`, `reason` (`at_capacity`, `draining`) |
+//! | `voxpipe_session_duration_seconds` | histogram | |
+//! | `voxpipe_audio_frames_total` | counter | `transport`, `direction` (`in`, `out`); 20 ms each |
+//! | `voxpipe_errors_total` | counter | `kind`, `source` (a transport or a processor) |
+//! | `voxpipe_transit_seconds` | histogram | inbound audio from transport in to transport out |
+//! | `voxpipe_ttfb_seconds` | histogram | `processor` |
+//! | `voxpipe_voice_to_voice_seconds` | histogram | end of user speech to first bot audio out |
+//! | `voxpipe_twilio_hangups_total` | counter | `result` (`completed`, `already_ended`, `failed`) |
+//!
+//! Every family is registered at start, so a scrape shows them all before
+//! the first call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::metrics::prometheus::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
+use crate::transport::TransportStats;
+
+use super::state::ServerState;
+
+const SESSIONS_TOTAL: (&str, &str) = (
+    "voxpipe_sessions_total",
+    "Sessions ended, by transport and end reason.",
+);
+const REFUSED_TOTAL: (&str, &str) = (
+    "voxpipe_sessions_refused_total",
+    "Sessions refused, by transport and reason.",
+);
+const AUDIO_FRAMES: (&str, &str) = (
+    "voxpipe_audio_frames_total",
+    "20 ms audio frames in from users and out to them.",
+);
+const ERRORS_TOTAL: (&str, &str) = (
+    "voxpipe_errors_total",
+    "Errors and skipped input, by kind and source.",
+);
+const TTFB: (&str, &str) = (
+    "voxpipe_ttfb_seconds",
+    "Time to first byte of service responses, by processor.",
+);
+const HANGUPS_TOTAL: (&str, &str) = (
+    "voxpipe_twilio_hangups_total",
+    "Twilio calls hung up through the REST API, by result.",
+);
+/// Call lengths, from 1 s to an hour.
+const DURATION_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub(crate) struct ServerMetrics {
+    registry: Registry,
+    pub(crate) sessions_active: Gauge,
+    pub(crate) session_duration: Histogram,
+    pub(crate) transit: Histogram,
+    pub(crate) voice_to_voice: Histogram,
+}
+
+impl ServerMetrics {
+    pub(crate) fn new() -> Self {
+        let registry = Registry::new();
+        let sessions_active =
+            registry.gauge("voxpipe_sessions_active", "Sessions running now.", &[]);
+        let session_duration = registry.histogram(
+            "voxpipe_session_duration_seconds",
+            "How long sessions lasted.",
+            &[],
+            DURATION_BUCKETS,
+        );
+        let transit = registry.histogram(
+            "voxpipe_transit_seconds",
+            "Time inbound audio takes from the transport's input to its output.",
+            &[],
+            LATENCY_BUCKETS,
+        );
+        let voice_to_voice = registry.histogram(
+            "voxpipe_voice_to_voice_seconds",
+            "Time from the end of the user's speech to the bot's first audio out.",
+            &[],
+            LATENCY_BUCKETS,
+        );
+        // Families whose series appear with their first label set: declared
+        // now so that a scrape lists them from the start.
+        for (name, help) in [
+            SESSIONS_TOTAL,
+            REFUSED_TOTAL,
+            AUDIO_FRAMES,
+            ERRORS_TOTAL,
+            HANGUPS_TOTAL,
+        ] {
+            registry.declare_counter(name, help);
+        }
+        registry.declare_histogram(TTFB.0, TTFB.1);
+        ServerMetrics {
+            registry,
+            sessions_active,
+            session_duration,
+            transit,
+            voice_to_voice,
+        }
+    }
+
+    pub(crate) fn session_ended(&self, transport: &str, reason: &str, duration: Duration) {
+        let (name, help) = SESSIONS_TOTAL;
+        self.registry
+            .counter(name, help, &[("transport", transport), ("reason", reason)])
+            .inc();
+        self.session_duration.observe(duration.as_secs_f64());
+    }
+
+    pub(crate) fn session_refused(&self, transport: &str, reason: &str) {
+        let (name, help) = REFUSED_TOTAL;
+        self.registry
+            .counter(name, help, &[("transport", transport), ("reason", reason)])
+            .inc();
+    }
+
+    pub(crate) fn error(&self, kind: &str, source: &str) {
+        let (name, help) = ERRORS_TOTAL;
+        self.registry
+            .counter(name, help, &[("kind", kind), ("source", source)])
+            .inc();
+    }
+
+    pub(crate) fn ttfb(&self, processor: &str, seconds: f64) {
+        let (name, help) = TTFB;
+        self.registry
+            .histogram(name, help, &[("processor", processor)], LATENCY_BUCKETS)
+            .observe(seconds);
+    }
+
+    pub(crate) fn hang_up(&self, result: &str) {
+        let (name, help) = HANGUPS_TOTAL;
+        self.registry
+            .counter(name, help, &[("result", result)])
+            .inc();
+    }
+
+    /// Counters for one transport's calls.
+    pub(crate) fn transport_stats(
+        self: &Arc<Self>,
+        transport: &'static str,
+    ) -> Arc<dyn TransportStats> {
+        let (name, help) = AUDIO_FRAMES;
+        let frames = |direction| {
+            self.registry.counter(
+                name,
+                help,
+                &[("transport", transport), ("direction", direction)],
+            )
+        };
+        Arc::new(ServerTransportStats {
+            frames_in: frames("in"),
+            frames_out: frames("out"),
+            metrics: Arc::clone(self),
+            transport,
+        })
+    }
+
+    pub(crate) fn render(&self) -> String {
+        self.registry.render()
+    }
+}
+
+struct ServerTransportStats {
+    frames_in: Counter,
+    frames_out: Counter,
+    metrics: Arc<ServerMetrics>,
+    transport: &'static str,
+}
+
+impl TransportStats for ServerTransportStats {
+    fn audio_in(&self, frames: u64) {
+        self.frames_in.add(frames);
+    }
+
+    fn audio_out(&self, frames: u64) {
+        self.frames_out.add(frames);
+    }
+
+    fn input_error(&self, kind: &'static str) {
+        self.metrics.error(kind, self.transport);
+    }
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,105 @@
+//! `POST /twilio/voice`: Twilio's voice webhook, answered with TwiML that
+//! connects the call to `wss://PUBLIC_HOST/twilio/ws`.
+//!
+//! With an auth token configured, the request must carry a valid
+//! `X-Twilio-Signature` for the URL Twilio called (`https://PUBLIC_HOST`
+//! and the request's path and query) and its form; otherwise 403. A server
+//! that admits no new session (at capacity, shutting down) rejects the call
+//! with a busy signal rather than letting it ring into a failing stream.
+//!
+//! The stream's `<Parameter>`s carry the call's `CallSid`, `From`, `To`,
+//! `Direction`, `ForwardedFrom` and `CallerName` when Twilio sent them, and
+//! every query parameter of the webhook URL, so that a number configured
+//! as `https://host/twilio/voice?segment=retail` starts sessions with
+//! `segment = retail` in their custom parameters.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::transport::twilio::{signature, twiml};
+
+use super::request::{public_host, public_scheme};
+use super::state::ServerState;
+
+/// The call fields passed on to the session, when present.
+const CALL_FIELDS: [&str; 6] = [
+    "CallSid",
+    "From",
+    "To",
+    "Direction",
+    "ForwardedFrom",
+    "CallerName",
+];
+
+/// The stream path the TwiML points Twilio at.
+pub(crate) const STREAM_PATH: &str = "/twilio/ws";
+
+fn twiml_response(xml: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], xml).into_response()
+}
+
+/// `POST /twilio/voice`.
+pub(crate) async fn voice(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let Some(host) = public_host(&state.config.server, &headers) else {
+        tracing::warn!("voice webhook without a usable Host; set [server] public_host");
+        return (
+            StatusCode::BAD_REQUEST,
+            "cannot tell this server's public host: set [server] public_host",
+        )
+            .into_response();
+    };
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if let Some(token) = &state.twilio.auth_token {
+        let url = format!("{}://{host}{path_and_query}", public_scheme(&headers));
+        let signed = headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok());
+        let problem = match signed {
+            None => Some("missing_signature"),
+            Some(header) if !signature::verify(token, &url, &form, header) => Some("bad_signature"),
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            tracing::warn!(%url, problem, "voice webhook refused: X-Twilio-Signature");
+            state.metrics.error(problem, "twilio");
+            return (StatusCode::FORBIDDEN, "invalid X-Twilio-Signature").into_response();
+        }
+    }
+    let field = |name: &str| {
+        form.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let call_sid = field("CallSid").unwrap_or("-");
+    if let Err(refusal) = state.registry.check() {
+        tracing::warn!(call_sid, reason = %refusal, "call refused with a busy signal");
+        state.metrics.session_refused("twilio", refusal.kind());
+        return twiml_response(twiml::reject_busy());
+    }
+    let mut parameters: Vec<(String, String)> = CALL_FIELDS
+        .iter()
+        .filter_map(|name| Some(((*name).to_owned(), field(name)?.to_owned())))
+        .collect();
+    if let Some(query) = uri.query() {
+        for (name, value) in form_urlencoded::parse(query.as_bytes()).into_owned() {
+            if !parameters.iter().any(|(known, _)| *known == name) {
+                parameters.push((name, value));
+            }
+        }
+    }
+    tracing::info!(call_sid, %host, "answering a call with a media stream");
+    twiml_response(twiml::connect_stream(
+        &format!("wss://{host}{STREAM_PATH}"),
+        &parameters,
+    ))
+}

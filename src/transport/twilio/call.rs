@@ -1,0 +1,191 @@
+//! One Twilio call: the handshake up to `start`, then the session's two
+//! transport ends over the same socket.
+//!
+//! ```text
+//! socket ──▶ TwilioCall::accept (connected, start) ──▶ TwilioCall::into_transport
+//!               │                                          │
+//!               └ StreamStart (call SID, parameters)       ├ transport.input  (reader task: audio, dtmf, marks)
+//!                                                          ├ transport.output (TwilioSink on a 20 ms timer)
+//!                                                          └ CallHandle (how the stream ended; stop reading)
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::audio::AudioError;
+use crate::pipeline::NamedProcessor;
+use crate::session::TransportEnds;
+use crate::transport::{OutputTransport, Pacing, TransportStats, WsInbound};
+
+use super::codec::FRAME;
+use super::input::{CallShared, Reader, SkipLog, StreamEnd, TwilioInput};
+use super::protocol::{ProtocolError, StreamStart};
+use super::sink::TwilioSink;
+use super::stream::{Inbound, StreamReader};
+
+/// How a call is run.
+#[derive(Clone)]
+pub struct CallOptions {
+    /// A stream that sends nothing for this long is over; also the longest
+    /// wait for `start`.
+    pub idle_timeout: Duration,
+    /// Where traffic and skipped messages are counted.
+    pub stats: Arc<dyn TransportStats>,
+}
+
+/// Why a stream never started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// No `start` within the idle timeout.
+    #[error("no `start` within {0:?}")]
+    Timeout(Duration),
+    /// The socket closed before `start`.
+    #[error("the socket closed before `start`")]
+    Closed,
+    /// Twilio sent `stop` before `start`.
+    #[error("`stop` before `start`")]
+    Stopped,
+    /// A message over the size limit.
+    #[error("a message of {size} bytes, over the limit of {max}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The `start` cannot be used.
+    #[error(transparent)]
+    Protocol(ProtocolError),
+    /// The socket failed.
+    #[error("the socket failed: {0}")]
+    Socket(Box<dyn std::error::Error + Send + Sync>),
+    /// The pipeline's rate cannot be converted to (cannot happen for a
+    /// validated pipeline).
+    #[error(transparent)]
+    Audio(AudioError),
+}
+
+/// A Twilio stream that has started.
+pub struct TwilioCall<S> {
+    start: StreamStart,
+    stream: StreamReader,
+    inbound: S,
+    skips: SkipLog,
+    options: CallOptions,
+}
+
+impl<S> TwilioCall<S>
+where
+    S: Stream<Item = WsInbound> + Send + Unpin + 'static,
+{
+    /// Reads `inbound` until Twilio's `start`, skipping (and logging) what
+    /// comes before it that does not belong there. Audio will be decoded to
+    /// `pipeline_rate`.
+    pub async fn accept(
+        mut inbound: S,
+        pipeline_rate: u32,
+        options: CallOptions,
+    ) -> Result<Self, AcceptError> {
+        let mut stream = StreamReader::new(pipeline_rate).map_err(AcceptError::Audio)?;
+        let mut skips = SkipLog::default();
+        let wait = options.idle_timeout;
+        let start = loop {
+            let event = match tokio::time::timeout(wait, inbound.next()).await {
+                Err(_elapsed) => return Err(AcceptError::Timeout(wait)),
+                Ok(None | Some(WsInbound::Closed)) => return Err(AcceptError::Closed),
+                Ok(Some(WsInbound::TooLarge { size, max })) => {
+                    return Err(AcceptError::TooLarge { size, max });
+                }
+                Ok(Some(WsInbound::Failed(err))) => return Err(AcceptError::Socket(err)),
+                Ok(Some(WsInbound::Binary(len))) => stream.handle_binary(len),
+                Ok(Some(WsInbound::Text(text))) => stream.handle_text(&text, Duration::ZERO),
+            };
+            match event {
+                Inbound::Started(start) => break start,
+                Inbound::Stopped => return Err(AcceptError::Stopped),
+                Inbound::Failed(err) => return Err(AcceptError::Protocol(err)),
+                Inbound::Skipped(skip) => skips.skipped(&skip, &*options.stats),
+                Inbound::Ignored | Inbound::Audio | Inbound::Dtmf(_) | Inbound::MarkPlayed(_) => {}
+            }
+        };
+        Ok(TwilioCall {
+            start,
+            stream,
+            inbound,
+            skips,
+            options,
+        })
+    }
+
+    /// What Twilio said about the stream.
+    pub fn start(&self) -> &StreamStart {
+        &self.start
+    }
+
+    /// The session's transport ends: `transport.input` reads the rest of
+    /// the stream, `transport.output` sends bot audio as messages on
+    /// `outbound` for the socket's writer.
+    pub fn into_transport(self, outbound: mpsc::Sender<String>) -> (TransportEnds, CallHandle) {
+        let shared = Arc::new(CallShared::default());
+        let (echoes_tx, echoes_rx) = mpsc::unbounded_channel();
+        let sink = TwilioSink::new(
+            self.start.stream_sid.clone(),
+            outbound,
+            echoes_rx,
+            Arc::clone(&self.options.stats),
+        );
+        let reader = Reader {
+            inbound: self.inbound,
+            stream: self.stream,
+            echoes: echoes_tx,
+            idle_timeout: self.options.idle_timeout,
+            stats: self.options.stats,
+            skips: self.skips,
+            shared: Arc::clone(&shared),
+        };
+        let ends = TransportEnds {
+            input: NamedProcessor::new("transport.input", TwilioInput::new(reader)),
+            output: NamedProcessor::new(
+                "transport.output",
+                OutputTransport::new(sink, Pacing::Timer { period: FRAME }),
+            ),
+        };
+        (ends, CallHandle { shared })
+    }
+}
+
+/// What the server keeps of a call while its session runs.
+#[derive(Debug, Clone)]
+pub struct CallHandle {
+    shared: Arc<CallShared>,
+}
+
+impl CallHandle {
+    /// How the stream ended, if it has: `None` while Twilio is still
+    /// streaming (the pipeline ended the session itself).
+    pub fn ended_by(&self) -> Option<StreamEnd> {
+        self.shared.ended_by.get().copied()
+    }
+
+    /// Whether the call may still be up at Twilio: everything but `stop`.
+    pub fn call_may_be_up(&self) -> bool {
+        self.ended_by() != Some(StreamEnd::Stopped)
+    }
+
+    /// Stops reading the socket (the session is over).
+    pub fn stop_reading(&self) {
+        let reader = self
+            .shared
+            .reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(reader) = reader {
+            reader.abort();
+        }
+    }
+}

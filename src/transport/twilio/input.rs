@@ -1,0 +1,243 @@
+//! The Twilio transport's input processor and the task that reads the
+//! socket for it.
+//!
+//! The reader task starts with the session. It turns caller audio into
+//! `InputAudio` frames (20 ms at the pipeline rate) and key presses into
+//! `Dtmf` frames, hands mark echoes to the sink, and skips what it cannot
+//! use. When the stream ends (`stop`, the socket closing or failing, a
+//! message over the size limit, or nothing for the idle timeout) it asks
+//! the pipeline to end gracefully, never to cancel: turns in flight finish
+//! and are kept.
+//!
+//! Once the session is ending it stops pushing audio but keeps reading, so
+//! that marks for the last utterance still arrive; the server stops it when
+//! the session is over ([`super::CallHandle::stop_reading`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tracing::Instrument as _;
+
+use crate::frame::{Direction, Frame, FrameBody, StartFrame};
+use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::transport::{TransportStats, WsInbound};
+
+use super::stream::{Inbound, Skip, StreamReader};
+
+/// How a stream ended, as its reader saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamEnd {
+    /// Twilio sent `stop`: the call is over.
+    Stopped,
+    /// The socket closed or dropped without `stop`.
+    Disconnected,
+    /// Nothing came for the idle timeout.
+    IdleTimeout,
+    /// A message over the size limit.
+    TooLarge,
+    /// A message the stream cannot go on after.
+    ProtocolError,
+    /// The socket failed.
+    SocketError,
+}
+
+impl StreamEnd {
+    /// The session's end reason: `hangup`, `disconnected`, `idle_timeout`,
+    /// `message_too_large`, `protocol_error` or `socket_error`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            StreamEnd::Stopped => "hangup",
+            StreamEnd::Disconnected => "disconnected",
+            StreamEnd::IdleTimeout => "idle_timeout",
+            StreamEnd::TooLarge => "message_too_large",
+            StreamEnd::ProtocolError => "protocol_error",
+            StreamEnd::SocketError => "socket_error",
+        }
+    }
+}
+
+/// State the input, its reader task and the server share for one call.
+#[derive(Debug, Default)]
+pub(super) struct CallShared {
+    pub(super) ended_by: OnceLock<StreamEnd>,
+    /// The session is ending: no more frames into the pipeline.
+    pub(super) ending: AtomicBool,
+    pub(super) reader: Mutex<Option<AbortHandle>>,
+}
+
+/// Logs skipped messages with their reason: the first few at `warn`, the
+/// rest at `debug`, so a flood of garbage cannot flood the logs.
+#[derive(Debug, Default)]
+pub(super) struct SkipLog {
+    count: u64,
+}
+
+impl SkipLog {
+    const AT_WARN: u64 = 10;
+
+    pub(super) fn skipped(&mut self, skip: &Skip, stats: &dyn TransportStats) {
+        self.count += 1;
+        stats.input_error(skip.kind());
+        if self.count <= Self::AT_WARN {
+            tracing::warn!(kind = skip.kind(), reason = %skip, "message skipped");
+        } else {
+            tracing::debug!(kind = skip.kind(), reason = %skip, "message skipped");
+        }
+        if self.count == Self::AT_WARN {
+            tracing::warn!("further skipped messages are logged at debug level");
+        }
+    }
+
+    pub(super) fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// Everything the reader task needs, handed over when the session starts.
+pub(super) struct Reader<S> {
+    pub(super) inbound: S,
+    pub(super) stream: StreamReader,
+    pub(super) echoes: mpsc::UnboundedSender<String>,
+    pub(super) idle_timeout: Duration,
+    pub(super) stats: Arc<dyn TransportStats>,
+    pub(super) skips: SkipLog,
+    pub(super) shared: Arc<CallShared>,
+}
+
+impl<S> Reader<S>
+where
+    S: Stream<Item = WsInbound> + Send + Unpin + 'static,
+{
+    async fn run(mut self, ctx: ProcessorContext) {
+        let end = loop {
+            let next = tokio::time::timeout(self.idle_timeout, self.inbound.next()).await;
+            let event = match next {
+                Err(_elapsed) => break StreamEnd::IdleTimeout,
+                Ok(None | Some(WsInbound::Closed)) => break StreamEnd::Disconnected,
+                Ok(Some(event)) => event,
+            };
+            let inbound = match event {
+                WsInbound::Text(text) => self.stream.handle_text(&text, ctx.now()),
+                WsInbound::Binary(len) => self.stream.handle_binary(len),
+                WsInbound::Closed => break StreamEnd::Disconnected,
+                WsInbound::TooLarge { size, max } => {
+                    tracing::warn!(size, max, "message over the size limit");
+                    break StreamEnd::TooLarge;
+                }
+                WsInbound::Failed(err) => {
+                    tracing::warn!(error = %err, "the socket failed");
+                    break StreamEnd::SocketError;
+                }
+            };
+            if let Some(end) = self.handle(inbound, &ctx).await {
+                break end;
+            }
+        };
+        if end != StreamEnd::Stopped {
+            self.stats.input_error(end.reason());
+        }
+        if self.skips.count() > 0 {
+            tracing::info!(
+                skipped = self.skips.count(),
+                "messages skipped in this call"
+            );
+        }
+        let _first = self.shared.ended_by.set(end);
+        tracing::info!(reason = end.reason(), "stream ended");
+        ctx.request_end(end.reason()).await;
+    }
+
+    /// Acts on one message; `Some` when the stream is over.
+    async fn handle(&mut self, inbound: Inbound, ctx: &ProcessorContext) -> Option<StreamEnd> {
+        let ending = self.shared.ending.load(Ordering::Acquire);
+        match inbound {
+            Inbound::Audio => {
+                let mut frames = 0;
+                while let Some(audio) = self.stream.poll_audio() {
+                    if !ending {
+                        ctx.push_downstream(FrameBody::InputAudio(audio)).await;
+                        frames += 1;
+                    }
+                }
+                if frames > 0 {
+                    self.stats.audio_in(frames);
+                }
+            }
+            Inbound::Dtmf(digit) if !ending => {
+                tracing::debug!(%digit, "key pressed");
+                ctx.push_downstream(FrameBody::Dtmf { digit }).await;
+            }
+            Inbound::MarkPlayed(name) => {
+                // The sink is gone once the session is over; nothing to tell.
+                let _gone = self.echoes.send(name);
+            }
+            Inbound::Stopped => return Some(StreamEnd::Stopped),
+            Inbound::Skipped(skip) => self.skips.skipped(&skip, &*self.stats),
+            Inbound::Failed(err) => {
+                tracing::warn!(error = %err, "the stream cannot go on");
+                return Some(StreamEnd::ProtocolError);
+            }
+            Inbound::Started(_) | Inbound::Ignored | Inbound::Dtmf(_) => {}
+        }
+        None
+    }
+}
+
+/// The input processor of a Twilio call: the head of the chain.
+pub struct TwilioInput<S> {
+    reader: Option<Reader<S>>,
+    shared: Arc<CallShared>,
+}
+
+impl<S> TwilioInput<S> {
+    pub(super) fn new(reader: Reader<S>) -> Self {
+        TwilioInput {
+            shared: Arc::clone(&reader.shared),
+            reader: Some(reader),
+        }
+    }
+}
+
+#[async_trait]
+impl<S> Processor for TwilioInput<S>
+where
+    S: Stream<Item = WsInbound> + Send + Unpin + 'static,
+{
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        ctx.push(frame, direction).await;
+        Ok(())
+    }
+
+    async fn on_start(
+        &mut self,
+        _start: &StartFrame,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        if let Some(reader) = self.reader.take() {
+            let task = tokio::spawn(reader.run(ctx.clone()).in_current_span());
+            let mut slot = self.shared.reader.lock().unwrap_or_else(|e| e.into_inner());
+            *slot = Some(task.abort_handle());
+        }
+        Ok(())
+    }
+
+    async fn on_end(&mut self, _ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        self.shared.ending.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
+        self.shared.ending.store(true, Ordering::Release);
+    }
+}

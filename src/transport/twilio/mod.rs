@@ -1,0 +1,42 @@
+//! Twilio Media Streams: phone calls over a WebSocket.
+//!
+//! A call reaches the server twice. First Twilio's voice webhook asks what
+//! to do with the call, and the answer ([`twiml::connect_stream`]) connects
+//! it to a bidirectional stream; the webhook is signed
+//! ([`signature::verify`]). Then Twilio opens the stream's WebSocket and
+//! sends JSON messages ([`protocol`]): `connected`, `start`, then caller
+//! audio every 20 ms as mu-law at 8 kHz.
+//!
+//! | file | what |
+//! |---|---|
+//! | [`protocol`] | the serializer: messages to typed values and back (sans-IO) |
+//! | [`codec`] | mu-law 8 kHz ↔ PCM at the pipeline rate, in 20 ms frames |
+//! | [`stream`] | the inbound state machine: what each message means now (sans-IO) |
+//! | [`marks`] | playback confirmations we wait for (sans-IO) |
+//! | `call` | the handshake, then the session's transport ends |
+//! | `input` | `transport.input`: the reader task pushing audio and DTMF |
+//! | `sink` | `transport.output`'s sink: `media`, `mark`, `clear` |
+//! | [`hangup`] | ending the call through the Calls REST resource |
+//! | [`signature`], [`twiml`] | the voice webhook (sans-IO) |
+//!
+//! Bad input never ends the server and never loses turns: a message that
+//! cannot be used is skipped and logged with its reason; a stream that
+//! cannot go on (a message over the size limit, an undecodable format, a
+//! dropped socket, silence past the idle timeout) ends its own session
+//! gracefully, so turns in flight complete.
+
+mod call;
+pub mod codec;
+pub mod hangup;
+mod input;
+pub mod marks;
+pub mod protocol;
+pub mod signature;
+mod sink;
+pub mod stream;
+pub mod twiml;
+
+pub use call::{AcceptError, CallHandle, CallOptions, TwilioCall};
+pub use hangup::{HangUp, HangUpError, TwilioRest};
+pub use input::{StreamEnd, TwilioInput};
+pub use sink::TwilioSink;

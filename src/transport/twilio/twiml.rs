@@ -1,0 +1,88 @@
+//! The TwiML answers to Twilio's voice webhook, without I/O.
+//!
+//! `<Connect><Stream>` opens a bidirectional media stream and holds the call
+//! until the stream ends; Twilio does not allow a query string in the
+//! stream's URL, so values for the session travel as `<Parameter>`s and come
+//! back in the `start` message's `customParameters`.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+const PROLOG: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
+
+/// Connects the call to the stream at `stream_url` (`wss://…`), passing
+/// `parameters` along.
+pub fn connect_stream(stream_url: &str, parameters: &[(String, String)]) -> String {
+    let mut xml = format!(
+        r#"{PROLOG}<Response><Connect><Stream url="{}">"#,
+        escape(stream_url)
+    );
+    for (name, value) in parameters {
+        let _infallible = write!(
+            xml,
+            r#"<Parameter name="{}" value="{}"/>"#,
+            escape(name),
+            escape(value)
+        );
+    }
+    xml.push_str("</Stream></Connect></Response>");
+    xml
+}
+
+/// Refuses the call with a busy signal: the caller may try again later.
+pub fn reject_busy() -> String {
+    format!(r#"{PROLOG}<Response><Reject reason="busy"/></Response>"#)
+}
+
+/// `text` made safe for an XML attribute value.
+fn escape(text: &str) -> Cow<'_, str> {
+    if !text.contains(['&', '<', '>', '"', '\'', '\n', '\r', '\t']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connects_the_stream_with_its_parameters() {
+        let xml = connect_stream(
+            "wss://voice.example.com/twilio/ws",
+            &[
+                ("From".into(), "+15551234567".into()),
+                ("note".into(), r#"a "quoted" <b>&'"#.into()),
+            ],
+        );
+        assert_eq!(
+            xml,
+            concat!(
+                r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+                r#"<Response><Connect><Stream url="wss://voice.example.com/twilio/ws">"#,
+                r#"<Parameter name="From" value="+15551234567"/>"#,
+                r#"<Parameter name="note" value="a &quot;quoted&quot; &lt;b&gt;&amp;&apos;"/>"#,
+                r#"</Stream></Connect></Response>"#
+            )
+        );
+    }
+
+    #[test]
+    fn rejects_with_a_busy_signal() {
+        assert!(reject_busy().ends_with(r#"<Response><Reject reason="busy"/></Response>"#));
+    }
+}

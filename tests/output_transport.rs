@@ -1,0 +1,227 @@
+//! The output transport with a sink whose far end confirms playback (as
+//! Twilio echoes marks): the bot stops speaking when the listener has heard
+//! the end, not when the audio was sent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use voxpipe::frame::{AudioFrame, Direction, FrameBody};
+use voxpipe::pipeline::{
+    NamedProcessor, Observer, PipelineHandle, PipelineParams, PipelineTask, PushEvent,
+};
+use voxpipe::processor::ProcessorError;
+use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// Confirms each utterance after `polls` calls of `still_playing`.
+struct ConfirmingSink {
+    log: Log,
+    polls: usize,
+    waiting: Option<usize>,
+}
+
+impl AudioSink for ConfirmingSink {
+    fn write(&mut self, _audio: &AudioFrame) -> Result<(), ProcessorError> {
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.waiting = None;
+        self.log.lock().unwrap().push("clear".into());
+    }
+
+    fn utterance_sent(&mut self, _end: Duration) {
+        self.waiting = Some(0);
+        self.log.lock().unwrap().push("utterance_sent".into());
+    }
+
+    fn still_playing(&mut self, _now: Duration) -> bool {
+        let Some(polls) = self.waiting.as_mut() else {
+            return false;
+        };
+        *polls += 1;
+        let playing = *polls <= self.polls;
+        if !playing {
+            self.waiting = None;
+        }
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("still_playing {playing}"));
+        playing
+    }
+}
+
+/// Logs the speaking state the output pushes downstream.
+struct Speaking(Log);
+
+impl Observer for Speaking {
+    fn on_push(&self, event: &PushEvent<'_>) {
+        if event.from == "out" && event.direction == Direction::Downstream {
+            let name = event.frame.name();
+            if name.starts_with("Bot") {
+                self.0.lock().unwrap().push(name.into());
+            }
+        }
+    }
+}
+
+fn start(polls: usize) -> (PipelineHandle, tokio::task::JoinHandle<()>, Log) {
+    let log = Log::default();
+    let sink = ConfirmingSink {
+        log: Arc::clone(&log),
+        polls,
+        waiting: None,
+    };
+    let output = OutputTransport::new(
+        sink,
+        Pacing::Timer {
+            period: Duration::from_millis(20),
+        },
+    );
+    let mut params = PipelineParams::new("test", 16_000);
+    params.observers.push(Arc::new(Speaking(Arc::clone(&log))));
+    let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
+    let handle = task.handle();
+    let running = tokio::spawn(async move {
+        task.run().await;
+    });
+    (handle, running, log)
+}
+
+async fn utterance(handle: &PipelineHandle, frames: usize) {
+    for _ in 0..frames {
+        let audio = AudioFrame::from_samples(&[1_000; 320], 16_000, 1, Duration::ZERO);
+        handle.queue_frame(FrameBody::OutputAudio(audio)).await;
+    }
+    handle.queue_frame(FrameBody::TtsStopped).await;
+}
+
+fn entries(log: &Log) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_bot_stops_speaking_when_the_far_end_confirms() {
+    let (handle, running, log) = start(3);
+    utterance(&handle, 5).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        entries(&log),
+        [
+            "BotStartedSpeaking",
+            "utterance_sent",
+            "still_playing true",
+            "still_playing true",
+            "still_playing true",
+            "still_playing false",
+            "BotStoppedSpeaking",
+        ]
+    );
+    handle.end("done").await;
+    running.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interruption_while_the_far_end_plays_stops_the_bot_at_once() {
+    let (handle, running, log) = start(usize::MAX);
+    utterance(&handle, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    handle.queue_frame(FrameBody::Interruption).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = entries(&log);
+    let tail: Vec<&str> = log
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !e.starts_with("still_playing"))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "BotStartedSpeaking",
+            "utterance_sent",
+            "clear",
+            "BotInterrupted",
+            "BotStoppedSpeaking"
+        ]
+    );
+    handle.end("done").await;
+    running.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_utterance_that_starts_while_the_last_one_is_heard_continues_the_turn() {
+    let (handle, running, log) = start(10);
+    utterance(&handle, 2).await;
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    utterance(&handle, 2).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let speaking: Vec<String> = entries(&log)
+        .into_iter()
+        .filter(|e| e.starts_with("Bot"))
+        .collect();
+    assert_eq!(speaking, ["BotStartedSpeaking", "BotStoppedSpeaking"]);
+    assert_eq!(
+        entries(&log)
+            .iter()
+            .filter(|e| *e == "utterance_sent")
+            .count(),
+        2
+    );
+    handle.end("done").await;
+    running.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_end_of_a_session_waits_for_the_last_confirmation() {
+    let (handle, running, log) = start(4);
+    utterance(&handle, 3).await;
+    handle.end("done").await;
+    running.await.unwrap();
+    let log = entries(&log);
+    assert_eq!(log.last().map(String::as_str), Some("BotStoppedSpeaking"));
+    assert!(log.contains(&"still_playing false".to_owned()), "{log:?}");
+}
+
+/// Records the session time of each write.
+struct Stamps {
+    clock: voxpipe::pipeline::SessionClock,
+    at: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl AudioSink for Stamps {
+    fn write(&mut self, _audio: &AudioFrame) -> Result<(), ProcessorError> {
+        self.at.lock().unwrap().push(self.clock.now());
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_audio_leaves_the_moment_it_is_due_not_on_a_grid() {
+    let clock = voxpipe::pipeline::SessionClock::wall();
+    let at = Arc::new(Mutex::new(Vec::new()));
+    let output = OutputTransport::new(
+        Stamps {
+            clock: clock.clone(),
+            at: Arc::clone(&at),
+        },
+        Pacing::Timer {
+            period: Duration::from_millis(20),
+        },
+    );
+    let mut params = PipelineParams::new("test", 16_000);
+    params.clock = clock;
+    let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
+    let handle = task.handle();
+    let running = tokio::spawn(task.run());
+    // Silence for a while (the output sleeps), then a reply at 1007 ms.
+    tokio::time::sleep(Duration::from_millis(1_007)).await;
+    utterance(&handle, 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ms = Duration::from_millis;
+    assert_eq!(*at.lock().unwrap(), [ms(1_007), ms(1_027), ms(1_047)]);
+    handle.end("done").await;
+    running.await.unwrap();
+}
