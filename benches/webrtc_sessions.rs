@@ -1,7 +1,8 @@
 //! Concurrent WebRTC sessions with `parrot`, Opus both ways, over loopback.
 //!
-//! For each count N, N client peers call the server at once (staggered over
-//! a second), each speaks the sample speech once in real time (three
+//! The server (`voxpipe serve pipelines/parrot.toml`, in this process) is
+//! called over HTTP as a page calls it. For each count N, N client peers
+//! call it at once (staggered over a second), each speaks the sample speech once in real time (three
 //! utterances over 11 s) and hears the parrot repeat each one. Reported:
 //!
 //! - **on time**: within each reply spurt, how late each packet arrives
@@ -23,7 +24,7 @@
 //! The pipeline is `pipelines/parrot.toml`: the Silero VAD (0.8 s stop
 //! wait) and the parrot.
 //!
-//! Run with: `cargo bench --bench webrtc_sessions -- 1 10 25`
+//! Run with: `cargo bench --bench webrtc_sessions -- 1 10 25 50`
 
 #![allow(
     clippy::unwrap_used,
@@ -32,20 +33,25 @@
     clippy::print_stderr
 )]
 
-#[path = "../tests/webrtc_support/mod.rs"]
+#[path = "../tests/support/webrtc.rs"]
+#[allow(dead_code, unreachable_pub)] // shared with the tests, which use the rest
 mod support;
 
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
+use voxpipe::config::load_pipeline;
 use voxpipe::frame::{AudioFrame, Direction, FrameBody, FrameId};
 use voxpipe::metrics::LatencyHistogram;
-use voxpipe::pipeline::{Observer, PushEvent, SessionClock};
-use voxpipe::session::{SessionOptions, SessionSetup, new_session_id, run_session};
+use voxpipe::pipeline::{Observer, PushEvent};
+use voxpipe::processors::ProcessorRegistry;
+use voxpipe::server::Server;
 use voxpipe::transport::webrtc::outbound::{OutboundAudio, OutboundPacket};
-use voxpipe::transport::webrtc::{ClientPeer, ReceivedAudio, WebRtcSettings, WebRtcSignalling};
+use voxpipe::transport::webrtc::{ClientPeer, ReceivedAudio};
 
 /// The VAD's stop wait in `pipelines/parrot.toml` (the default `stop_secs`).
 const STOP_WAIT: Duration = Duration::from_millis(800);
@@ -117,33 +123,10 @@ struct ClientRun {
     packets: Vec<ReceivedAudio>,
 }
 
-async fn client(
-    signalling: WebRtcSignalling,
-    probes: Probes,
-    speech: Arc<Vec<OutboundPacket>>,
-    delay: Duration,
-) -> ClientRun {
+async fn client(base: String, speech: Arc<Vec<OutboundPacket>>, delay: Duration) -> ClientRun {
     tokio::time::sleep(delay).await;
     let (mut client, offer) = ClientPeer::offer().await.unwrap();
-    let session_id: Arc<str> = new_session_id().into();
-    let (answer, mut call) = signalling.accept(offer, session_id.clone()).await.unwrap();
-    let probe = Arc::new(Probe::default());
-    probes
-        .lock()
-        .unwrap()
-        .insert(session_id.to_string(), Arc::clone(&probe));
-    tokio::spawn(async move {
-        let config = support::parrot_config();
-        let setup = SessionSetup::for_pipeline(&config, session_id);
-        let ends = call.take_ends().unwrap();
-        let options = SessionOptions {
-            setup,
-            clock: SessionClock::wall(),
-            observers: vec![call.observer(), probe],
-        };
-        run_session(&config, ends, options).await.unwrap();
-        call.close().await;
-    });
+    let answer = support::answer(&base, &offer).await;
     client.accept(&answer).await.unwrap();
     client
         .wait_connected(Duration::from_secs(20))
@@ -238,9 +221,34 @@ fn encoded_speech() -> Vec<OutboundPacket> {
     packets
 }
 
+/// The parrot served on a free loopback port; a probe watches each session.
+async fn serve(probes: Probes) -> (String, oneshot::Sender<()>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/parrot.toml");
+    let overrides = ["server.max_sessions=1000".parse().unwrap()];
+    let config = load_pipeline(&path, &overrides, &ProcessorRegistry::builtin()).unwrap();
+    let server = Server::builder(config)
+        .session_observer(move |setup| {
+            let probe = Arc::new(Probe::default());
+            probes
+                .lock()
+                .unwrap()
+                .insert(setup.session_id.to_string(), Arc::clone(&probe));
+            probe
+        })
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    (base, stop)
+}
+
 async fn run(sessions: usize, speech: Arc<Vec<OutboundPacket>>) {
-    let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), 16_000);
     let probes: Probes = Arc::default();
+    let (base, stop) = serve(Arc::clone(&probes)).await;
     let cpu_before = cpu_seconds();
     let wait_before = cpu_wait_seconds();
     let load = load_average();
@@ -248,12 +256,7 @@ async fn run(sessions: usize, speech: Arc<Vec<OutboundPacket>>) {
     let clients: Vec<_> = (0..sessions)
         .map(|i| {
             let delay = Duration::from_millis((i as u64 * 1_000) / sessions.max(1) as u64);
-            tokio::spawn(client(
-                signalling.clone(),
-                Arc::clone(&probes),
-                Arc::clone(&speech),
-                delay,
-            ))
+            tokio::spawn(client(base.clone(), Arc::clone(&speech), delay))
         })
         .collect();
     let mut runs = Vec::new();
@@ -270,6 +273,7 @@ async fn run(sessions: usize, speech: Arc<Vec<OutboundPacket>>) {
     let mut engine = LatencyHistogram::new();
     let mut wire = LatencyHistogram::new();
     let mut replies = 0usize;
+    let _stopped = stop.send(());
     let probes = probes.lock().unwrap();
     for run in &runs {
         let spurts = spurts(&run.packets);
@@ -329,6 +333,7 @@ fn main() {
     } else {
         counts
     };
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,18 +1,21 @@
-//! WebRTC calls over loopback beyond the happy path: typed text and
+//! WebRTC calls to `voxpipe serve` beyond the happy path: typed text and
 //! interruptions, mute, a connection restarted by the browser, trickled
-//! candidates, the idle timeout, and bad signalling.
+//! candidates, the idle timeout, capacity, and bad signalling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod webrtc_support;
+mod support;
 
 use std::time::Duration;
 
-use voxpipe::frame::AudioFrame;
-use voxpipe::transport::webrtc::{
-    CandidatePatch, ClientPeer, OfferRequest, PatchRequest, SignallingError, WebRtcSettings,
-    WebRtcSignalling,
+use serde_json::json;
+use support::server::TestServer;
+use support::webrtc::{
+    RATE, answer, connected_client, drain, patch_offer, post_offer, sample_speech, speak,
 };
-use webrtc_support::{Events, RATE, drain, sample_speech, speak, start_call};
+use voxpipe::frame::AudioFrame;
+use voxpipe::transport::webrtc::{ClientPeer, OfferRequest};
+
+const WAIT: Duration = Duration::from_secs(20);
 
 /// "Hello, can you hear me?" and a little silence around it.
 fn utterance() -> Vec<i16> {
@@ -24,37 +27,26 @@ fn silence(secs: f64) -> Vec<i16> {
     vec![0; (f64::from(RATE) * secs) as usize]
 }
 
-async fn connected_client(
-    signalling: &WebRtcSignalling,
-) -> (
-    ClientPeer,
-    Events,
-    tokio::task::JoinHandle<voxpipe::session::SessionReport>,
-) {
-    let (mut client, offer) = ClientPeer::offer().await.unwrap();
-    let (answer, _, session) = start_call(signalling, offer).await;
-    client.accept(&answer).await.unwrap();
-    client
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
-    let events = Events::collect(client.take_messages().unwrap());
-    (client, events, session)
+async fn call(server: &TestServer) -> (ClientPeer, String, support::webrtc::Events) {
+    let (client, offer) = ClientPeer::offer().await.unwrap();
+    let (client, answer, events) = connected_client(&server.url(""), offer, client).await;
+    (client, answer.pc_id, events)
 }
 
-async fn ended(
-    session: tokio::task::JoinHandle<voxpipe::session::SessionReport>,
-) -> voxpipe::session::SessionReport {
-    tokio::time::timeout(Duration::from_secs(10), session)
-        .await
-        .expect("the session ends")
-        .unwrap()
+fn offer_json(sdp: &str, kind: &str) -> OfferRequest {
+    OfferRequest {
+        sdp: sdp.to_owned(),
+        kind: kind.to_owned(),
+        pc_id: None,
+        restart_pc: None,
+        request_data: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_text_interrupts_the_bot_and_the_audio_stops_at_once() {
-    let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), RATE);
-    let (mut client, events, session) = connected_client(&signalling).await;
+    let server = TestServer::parrot(&[]).await;
+    let (mut client, _, events) = call(&server).await;
     let mut audio = client.take_audio().unwrap();
 
     let mut pts = speak(&client, &utterance(), Duration::ZERO).await;
@@ -114,13 +106,15 @@ async fn typed_text_interrupts_the_bot_and_the_audio_stops_at_once() {
         late.len()
     );
     client.close().await;
-    assert_eq!(ended(session).await.end_reason, "hangup");
+    let sessions = server.sessions.ended(1, WAIT).await;
+    assert_eq!(sessions[0].end_reason.as_deref(), Some("hangup"));
+    assert!(sessions[0].interruptions >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_muted_microphone_is_not_heard() {
-    let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), RATE);
-    let (client, events, session) = connected_client(&signalling).await;
+    let server = TestServer::parrot(&[]).await;
+    let (client, _, events) = call(&server).await;
 
     // Pipecat's way of muting.
     client
@@ -145,34 +139,23 @@ async fn a_muted_microphone_is_not_heard() {
         .await
         .expect("unmuted speech is heard");
     client.close().await;
-    assert_eq!(ended(session).await.end_reason, "hangup");
+    server.sessions.ended(1, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_connection_carries_the_same_session_on() {
-    let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), RATE);
-    let (first, _events, session) = connected_client(&signalling).await;
+    let server = TestServer::parrot(&[]).await;
+    let (first, pc_id, _) = call(&server).await;
 
     // The browser gave up on its connection and made a new one.
-    let (mut second, offer) = ClientPeer::offer().await.unwrap();
-    let pc_id = signalling.pc_ids()[0].to_string();
+    let (second, offer) = ClientPeer::offer().await.unwrap();
     let offer = OfferRequest {
         pc_id: Some(pc_id.clone()),
         restart_pc: Some(true),
         ..offer
     };
-    let answer = signalling
-        .reoffer(offer)
-        .await
-        .expect("the pc_id is known")
-        .unwrap();
+    let (mut second, answer, events) = connected_client(&server.url(""), offer, second).await;
     assert_eq!(answer.pc_id, pc_id);
-    second.accept(&answer).await.unwrap();
-    second
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
-    let events = Events::collect(second.take_messages().unwrap());
     let mut audio = second.take_audio().unwrap();
     first.close().await; // the old connection's goodbye must not end the call
 
@@ -183,118 +166,120 @@ async fn a_restarted_connection_carries_the_same_session_on() {
         "the parrot answers on the new connection"
     );
     assert!(events.names().iter().any(|n| n == "user_stopped_speaking"));
-    assert!(
-        !session.is_finished(),
-        "the session outlived the first connection"
+    let sessions = server.sessions.all();
+    assert_eq!(sessions.len(), 1, "one session throughout");
+    assert_eq!(
+        sessions[0].end_reason, None,
+        "it outlived the first connection"
     );
+
+    // An offer naming a call that is not live starts a new one.
+    let (stranger, offer) = ClientPeer::offer().await.unwrap();
+    let offer = OfferRequest {
+        pc_id: Some("nobody".into()),
+        ..offer
+    };
+    let (stranger, answer, _) = connected_client(&server.url(""), offer, stranger).await;
+    assert_ne!(answer.pc_id, "nobody");
+    assert_eq!(server.sessions.all().len(), 2);
+
     second.close().await;
-    assert_eq!(ended(session).await.end_reason, "hangup");
+    stranger.close().await;
+    let ended = server.sessions.ended(2, WAIT).await;
+    assert!(
+        ended
+            .iter()
+            .all(|s| s.end_reason.as_deref() == Some("hangup"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickled_candidates_reach_the_call_and_bad_ones_are_refused() {
-    let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), RATE);
+    let server = TestServer::parrot(&[]).await;
+    let base = server.url("");
     let (client, offer) = ClientPeer::offer().await.unwrap();
-    let candidates: Vec<CandidatePatch> = offer
+    let candidates: Vec<serde_json::Value> = offer
         .sdp
         .lines()
         .filter_map(|l| l.strip_prefix("a="))
         .filter(|l| l.starts_with("candidate:"))
-        .map(|c| CandidatePatch {
-            candidate: c.to_owned(),
-            sdp_mid: Some("0".into()),
-            sdp_mline_index: Some(0),
-        })
+        .map(|c| json!({"candidate": c, "sdp_mid": "0", "sdp_mline_index": 0}))
         .collect();
     assert!(!candidates.is_empty());
-    let (_answer, _, session) = start_call(&signalling, offer).await;
-    let pc_id = signalling.pc_ids()[0].to_string();
+    let (client, answer, _) = connected_client(&base, offer, client).await;
+    let pc_id = answer.pc_id;
 
-    let patch = |candidates| PatchRequest {
-        pc_id: pc_id.clone(),
-        candidates,
-    };
-    signalling.patch(patch(candidates)).await.unwrap();
-    let end_of_candidates = CandidatePatch {
-        candidate: String::new(),
-        sdp_mid: Some("0".into()),
-        sdp_mline_index: Some(0),
-    };
-    signalling
-        .patch(patch(vec![end_of_candidates]))
-        .await
-        .unwrap();
-    let garbage = CandidatePatch {
-        candidate: "candidate:not a candidate".into(),
-        sdp_mid: Some("0".into()),
-        sdp_mline_index: Some(0),
-    };
-    assert!(matches!(
-        signalling.patch(patch(vec![garbage])).await,
-        Err(SignallingError::BadRequest(_))
-    ));
-    let unknown = PatchRequest {
-        pc_id: "nobody".into(),
-        candidates: vec![],
-    };
-    assert!(matches!(
-        signalling.patch(unknown).await,
-        Err(SignallingError::UnknownPeer(_))
-    ));
-    drop(client);
-    session.abort();
+    let patch = |candidates: serde_json::Value| json!({"pc_id": pc_id, "candidates": candidates});
+    assert_eq!(patch_offer(&base, &patch(json!(candidates))).await, 200);
+    let end_of_candidates = json!([{"candidate": "", "sdp_mid": "0", "sdp_mline_index": 0}]);
+    assert_eq!(patch_offer(&base, &patch(end_of_candidates)).await, 200);
+    let garbage = json!([{"candidate": "candidate:not a candidate", "sdp_mid": "0"}]);
+    assert_eq!(patch_offer(&base, &patch(garbage)).await, 400);
+    let unknown = json!({"pc_id": "nobody", "candidates": []});
+    assert_eq!(patch_offer(&base, &unknown).await, 404);
+    assert_eq!(patch_offer(&base, &json!({"candidates": []})).await, 400);
+    client.close().await;
+    server.sessions.ended(1, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_peer_ends_its_session_after_the_idle_timeout() {
-    let settings = WebRtcSettings::loopback().with_idle_timeout(Duration::from_secs(2));
-    let signalling = WebRtcSignalling::new(settings, RATE);
-    let (client, _events, session) = connected_client(&signalling).await;
-    let report = ended(session).await;
-    assert_eq!(report.end_reason, "idle_timeout");
-    assert!(report.fatal_error.is_none());
+    let server = TestServer::parrot(&["transport.webrtc.idle_timeout_secs=2"]).await;
+    let (client, _, _) = call(&server).await;
+    let sessions = server.sessions.ended(1, WAIT).await;
+    assert_eq!(sessions[0].end_reason.as_deref(), Some("idle_timeout"));
+    assert!(!sessions[0].cancelled, "ended gracefully: turns are kept");
     client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_offers_are_refused_with_a_reason() {
-    let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), RATE);
-    let offer = |sdp: &str, kind: &str| OfferRequest {
-        sdp: sdp.to_owned(),
-        kind: kind.to_owned(),
-        pc_id: None,
-        restart_pc: None,
-        request_data: None,
+async fn a_full_server_refuses_new_calls_but_renegotiates_live_ones() {
+    let server = TestServer::parrot(&["server.max_sessions=1"]).await;
+    let base = server.url("");
+    let (first, offer) = ClientPeer::offer().await.unwrap();
+    let renegotiation = offer.clone();
+    let (first, answer, _) = connected_client(&base, offer, first).await;
+
+    let (_second, offer) = ClientPeer::offer().await.unwrap();
+    let refused = post_offer(&base, &offer).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "5");
+
+    // The same offer again, on the live call: no new slot needed.
+    let again = OfferRequest {
+        pc_id: Some(answer.pc_id.clone()),
+        ..renegotiation
     };
-    assert!(matches!(
-        signalling.accept(offer("v=0", "answer"), "s1".into()).await,
-        Err(SignallingError::BadRequest(_))
-    ));
-    assert!(matches!(
-        signalling
-            .accept(offer("this is not sdp", "offer"), "s2".into())
-            .await,
-        Err(SignallingError::Negotiation(_))
-    ));
+    assert_eq!(self::answer(&base, &again).await.pc_id, answer.pc_id);
+    first.close().await;
+    server.sessions.ended(1, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_offers_are_refused_with_a_reason() {
+    let server = TestServer::parrot(&[]).await;
+    let base = server.url("");
+    let status = |offer: OfferRequest| {
+        let base = base.clone();
+        async move { post_offer(&base, &offer).await.status().as_u16() }
+    };
+    assert_eq!(status(offer_json("v=0", "answer")).await, 400);
+    assert_eq!(status(offer_json("this is not sdp", "offer")).await, 400);
     // Video only: nothing to answer with audio.
     let video_only = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendrecv\r\n\
         a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
         a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
         a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n";
-    let refused = signalling
-        .accept(offer(video_only, "offer"), "s3".into())
-        .await;
-    assert!(
-        matches!(refused, Err(SignallingError::Negotiation(_))),
-        "{:?}",
-        refused.map(|(answer, _)| answer)
-    );
-    assert_eq!(signalling.calls(), 0);
-    // An offer for an unknown pc_id is a new call, not a renegotiation.
-    let stranger = OfferRequest {
-        pc_id: Some("nobody".into()),
-        ..offer("v=0", "offer")
-    };
-    assert!(signalling.reoffer(stranger).await.is_none());
+    assert_eq!(status(offer_json(video_only, "offer")).await, 400);
+    let not_json = reqwest::Client::new()
+        .post(format!("{base}/api/offer"))
+        .header("content-type", "application/json")
+        .body("{\"sdp\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 400);
+    assert!(server.sessions.all().is_empty(), "no session was started");
+    assert_eq!(server.metric("voxpipe_sessions_active").await, 0.0);
 }

@@ -1,25 +1,26 @@
-//! A WebRTC client peer calls a parrot session over loopback: speech goes
-//! in as Opus over RTP, the same speech comes back, and the data channel
-//! carries the session's events.
+//! A WebRTC client peer calls `voxpipe serve` (the parrot) over loopback:
+//! speech goes in as Opus over RTP, the same speech comes back, and the
+//! data channel carries the session's events.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod webrtc_support;
+mod support;
 
 use std::time::Duration;
 
-use voxpipe::transport::webrtc::{
-    ClientOptions, ClientPeer, OfferRequest, ReceivedAudio, WebRtcSettings, WebRtcSignalling,
+use support::server::TestServer;
+use support::webrtc::{
+    RATE, best_correlation, connected_client, decode, drain, envelope, sample_speech, speak,
 };
-use webrtc_support::{
-    Events, RATE, best_correlation, decode, drain, envelope, sample_speech, speak, start_call,
-};
+use voxpipe::transport::webrtc::{ClientOptions, ClientPeer, OfferRequest, ReceivedAudio};
+
+const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parrot_answers_a_client_peer_over_loopback() {
-    let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), RATE);
+    let server = TestServer::parrot(&[]).await;
     // Offered as Pipecat's clients offer: audio, then video, then the
-    // `chat` channel; the server answers the audio and rejects the video.
-    let (mut client, offer) = ClientPeer::offer_with(ClientOptions { video: true })
+    // `chat` channel, with `requestData`.
+    let (client, offer) = ClientPeer::offer_with(ClientOptions { video: true })
         .await
         .unwrap();
     assert!(offer.sdp.contains("m=video"));
@@ -27,19 +28,19 @@ async fn parrot_answers_a_client_peer_over_loopback() {
         request_data: Some(serde_json::json!({"user": "ada"})),
         ..offer
     };
-    let (answer, parameters, session) = start_call(&signalling, offer).await;
-    assert_eq!(
-        parameters["user"], "ada",
-        "request_data reaches the session"
+    let (mut client, answer, events) = connected_client(&server.url(""), offer, client).await;
+    assert_eq!(answer.kind, "answer");
+    assert!(
+        answer.sdp.contains("a=candidate") && answer.sdp.contains("127.0.0.1"),
+        "the answer carries a loopback host candidate:\n{}",
+        answer.sdp
     );
-    assert_eq!(signalling.calls(), 1);
-    client.accept(&answer).await.unwrap();
-    client
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .unwrap();
+    assert!(
+        answer.sdp.contains("m=video 0 "),
+        "video is rejected:\n{}",
+        answer.sdp
+    );
     let mut audio = client.take_audio().unwrap();
-    let events = Events::collect(client.take_messages().unwrap());
 
     // Silence, "Hello, can you hear me?", then silence while the parrot
     // repeats it.
@@ -50,13 +51,16 @@ async fn parrot_answers_a_client_peer_over_loopback() {
 
     let received: Vec<ReceivedAudio> = drain(&mut audio);
     client.close().await;
-    let report = tokio::time::timeout(Duration::from_secs(10), session)
-        .await
-        .expect("the session ends when the client hangs up")
-        .unwrap();
-    assert_eq!(report.end_reason, "hangup");
-    assert!(report.fatal_error.is_none());
-    assert_eq!(signalling.calls(), 0, "a closed call leaves the registry");
+    let sessions = server.sessions.ended(1, WAIT).await;
+    assert_eq!(sessions[0].end_reason.as_deref(), Some("hangup"));
+    assert_eq!(
+        sessions[0].session_id, answer.pc_id,
+        "the pc_id is the call id"
+    );
+    assert_eq!(
+        sessions[0].custom_parameters["user"], "ada",
+        "requestData reaches the session"
+    );
 
     // The reply is one spurt of contiguous packets.
     assert!(received.len() > 50, "{} packets", received.len());
@@ -103,4 +107,16 @@ async fn parrot_answers_a_client_peer_over_loopback() {
             "no {expected} in {names:?}"
         );
     }
+
+    // The server counted the call.
+    let frames_in = r#"voxpipe_audio_frames_total{direction="in",transport="webrtc"}"#;
+    let frames_out = r#"voxpipe_audio_frames_total{direction="out",transport="webrtc"}"#;
+    assert!(server.metric(frames_in).await > 250.0);
+    assert!(server.metric(frames_out).await > 50.0);
+    assert_eq!(
+        server
+            .metric(r#"voxpipe_sessions_total{reason="hangup",transport="webrtc"}"#)
+            .await,
+        1.0
+    );
 }

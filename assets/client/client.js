@@ -338,7 +338,13 @@
     },
     interruption: (e) => {
       note(`interrupted: ${e.played_ms} ms heard, ${e.cut_ms} ms cut`);
-      if (call.botLine) call.botLine.classList.add("interrupted");
+      if (call.botLine) {
+        if (call.botLine.dataset.audioOnly) {
+          setText(call.botLine, `(audio, ${seconds(e.played_ms)})`);
+          delete call.botLine.dataset.audioOnly;
+        }
+        call.botLine.classList.add("interrupted");
+      }
       call.botLine = null;
     },
     tool_call: (e) => note(`tool call: ${e.name}`),

@@ -4,6 +4,9 @@
 //! |---|---|
 //! | `POST /twilio/voice` | Twilio's voice webhook: TwiML connecting the call to `/twilio/ws` (signed when an auth token is configured) |
 //! | `GET /twilio/ws` | a Twilio media stream: one fresh session of the pipeline |
+//! | `POST /api/offer` | a browser's WebRTC offer (Pipecat's SmallWebRTC protocol): a new call is one fresh session; a known `pc_id` renegotiates or (`restart_pc`) replaces its connection |
+//! | `PATCH /api/offer` | ICE candidates the browser trickles after its offer |
+//! | `GET /` | the browser client: talk to the pipeline, see its transcript and each turn's latency |
 //! | `GET /health` | liveness and readiness (JSON; 503 when not ready) |
 //! | `GET /metrics` | Prometheus text: sessions, audio frames, errors, latencies |
 //!
@@ -22,6 +25,7 @@
 //! observers, metrics); a store adds a [`ReadinessCheck`] and a
 //! [`ServerBuilder::session_observer`].
 
+mod client_page;
 mod error;
 mod health;
 mod metrics;
@@ -34,6 +38,7 @@ pub mod shutdown;
 mod state;
 mod twilio_stream;
 mod twilio_voice;
+mod webrtc_offer;
 
 pub use error::ServerError;
 pub use health::{CHECK_TIMEOUT, ReadinessCheck};

@@ -13,6 +13,7 @@ use crate::pipeline::Observer;
 use crate::session::{EnvSource, SessionSetup};
 use crate::transport::TransportStats;
 use crate::transport::twilio::TwilioRest;
+use crate::transport::webrtc::{WebRtcSettings, WebRtcSignalling};
 
 use super::error::ServerError;
 use super::health::ReadinessCheck;
@@ -31,6 +32,8 @@ pub(crate) struct ServerState {
     pub(crate) readiness: Vec<Arc<dyn ReadinessCheck>>,
     pub(crate) observers: Vec<ObserverFactory>,
     pub(crate) twilio: TwilioState,
+    /// The browser calls, by `pc_id`.
+    pub(crate) webrtc: WebRtcSignalling,
     pub(crate) started: Instant,
 }
 
@@ -127,6 +130,11 @@ impl ServerBuilder {
             rest,
             stats: metrics.transport_stats("twilio"),
         };
+        let webrtc = WebRtcSignalling::new(
+            WebRtcSettings::from_config(&config.transport.webrtc, &env)?,
+            config.pipeline.sample_rate.hz(),
+        )
+        .with_stats(metrics.transport_stats("webrtc"));
         Ok(Server {
             state: Arc::new(ServerState {
                 config,
@@ -136,14 +144,16 @@ impl ServerBuilder {
                 readiness,
                 observers,
                 twilio,
+                webrtc,
                 started: Instant::now(),
             }),
         })
     }
 }
 
-/// A pipeline served over HTTP: each Twilio media stream is a fresh session
-/// of it. See the [module docs](super) for the endpoints.
+/// A pipeline served over HTTP: each Twilio media stream and each browser
+/// call is a fresh session of it. See the [module docs](super) for the
+/// endpoints.
 pub struct Server {
     state: Arc<ServerState>,
 }

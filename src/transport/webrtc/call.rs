@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 
 use crate::pipeline::{NamedProcessor, Observer};
 use crate::session::TransportEnds;
-use crate::transport::{OutputTransport, Pacing};
+use crate::transport::{OutputTransport, Pacing, TransportStats};
 
 use super::inbound::InboundAudio;
 use super::input::{Reader, WebRtcInput};
@@ -129,16 +129,13 @@ pub struct WebRtcCall {
 impl WebRtcCall {
     /// Answers a first offer with a new connection for the session
     /// `session_id` (which becomes its `pc_id`), its pipeline running at
-    /// `sample_rate`.
-    ///
-    /// # Errors
-    /// A malformed offer, one that cannot be negotiated (no Opus audio), or
-    /// a connection that cannot be set up here.
-    pub async fn accept(
+    /// `sample_rate`, its traffic counted in `stats`.
+    pub(crate) async fn accept(
         request: OfferRequest,
         session_id: Arc<str>,
         settings: Arc<WebRtcSettings>,
         sample_rate: u32,
+        stats: Arc<dyn TransportStats>,
     ) -> Result<(Answer, WebRtcCall), SignallingError> {
         request.validate()?;
         let custom_parameters = request.custom_parameters();
@@ -178,9 +175,10 @@ impl WebRtcCall {
             control,
             inbound,
             idle_timeout: settings.idle_timeout,
+            stats: Arc::clone(&stats),
         });
         let output = OutputTransport::new(
-            WebRtcSink::new(outbound, packets_tx, epoch),
+            WebRtcSink::new(outbound, packets_tx, epoch, stats),
             Pacing::Timer {
                 period: Duration::from_millis(20),
             },

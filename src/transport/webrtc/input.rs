@@ -23,6 +23,7 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::transport::TransportStats;
 
 use super::call::CallLink;
 use super::inbound::{InboundAudio, PacketOutcome, RtpAudio};
@@ -68,6 +69,7 @@ pub(crate) struct Reader {
     pub(crate) control: mpsc::UnboundedReceiver<ControlEvent>,
     pub(crate) inbound: InboundAudio,
     pub(crate) idle_timeout: Duration,
+    pub(crate) stats: Arc<dyn TransportStats>,
 }
 
 /// Logs skipped input with its reason: the first few at `warn`, the rest
@@ -80,8 +82,14 @@ struct SkipLog {
 impl SkipLog {
     const AT_WARN: u64 = 10;
 
-    fn skipped(&mut self, kind: &'static str, reason: &dyn std::fmt::Display) {
+    fn skipped(
+        &mut self,
+        kind: &'static str,
+        reason: &dyn std::fmt::Display,
+        stats: &dyn TransportStats,
+    ) {
         self.count += 1;
+        stats.input_error(kind);
         if self.count <= Self::AT_WARN {
             tracing::warn!(kind, %reason, "input skipped");
         } else {
@@ -120,6 +128,9 @@ impl Running {
                 break end;
             }
         };
+        if end != PeerEnd::Closed {
+            self.reader.stats.input_error(end.reason());
+        }
         if self.skips.count > 0 {
             tracing::info!(skipped = self.skips.count, "input skipped in this call");
         }
@@ -144,7 +155,10 @@ impl Running {
             payload: &media.packet.payload,
         };
         match self.reader.inbound.handle_packet(packet, ctx.now()) {
-            PacketOutcome::Corrupt(err) => self.skips.skipped("corrupt_audio", &err),
+            PacketOutcome::Corrupt(err) => {
+                self.skips
+                    .skipped("corrupt_audio", &err, &*self.reader.stats);
+            }
             PacketOutcome::NewStream => tracing::debug!(ssrc = header.ssrc, "audio stream"),
             PacketOutcome::Decoded { concealed } if concealed > 0 => {
                 tracing::trace!(concealed, "lost audio concealed");
@@ -152,6 +166,7 @@ impl Running {
             PacketOutcome::Decoded { .. } | PacketOutcome::Late => {}
         }
         let ending = self.shared.ending.load(Ordering::Acquire);
+        let mut frames = 0;
         while let Some(mut audio) = self.reader.inbound.poll_frame() {
             if ending {
                 continue;
@@ -160,6 +175,10 @@ impl Running {
                 audio = silence_like(&audio);
             }
             ctx.push_downstream(FrameBody::InputAudio(audio)).await;
+            frames += 1;
+        }
+        if frames > 0 {
+            self.reader.stats.audio_in(frames);
         }
     }
 
@@ -178,7 +197,7 @@ impl Running {
                 self.heard = Instant::now();
                 match parse_client_message(&data) {
                     Ok(message) => self.message(message, ctx).await,
-                    Err(err) => self.skips.skipped(err.kind(), &err),
+                    Err(err) => self.skips.skipped(err.kind(), &err, &*self.reader.stats),
                 }
                 None
             }

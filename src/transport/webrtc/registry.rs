@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use crate::transport::{NoStats, TransportStats};
+
 use super::call::{CallLink, WebRtcCall};
 use super::settings::WebRtcSettings;
 use super::signalling::{Answer, OfferRequest, PatchRequest, SignallingError};
@@ -22,6 +24,7 @@ type Calls = Arc<Mutex<HashMap<Arc<str>, Weak<CallLink>>>>;
 pub struct WebRtcSignalling {
     settings: Arc<WebRtcSettings>,
     sample_rate: u32,
+    stats: Arc<dyn TransportStats>,
     calls: Calls,
 }
 
@@ -49,8 +52,15 @@ impl WebRtcSignalling {
         WebRtcSignalling {
             settings: Arc::new(settings),
             sample_rate,
+            stats: Arc::new(NoStats),
             calls: Arc::default(),
         }
+    }
+
+    /// Counts the calls' traffic in `stats` (a server's metrics).
+    pub fn with_stats(mut self, stats: Arc<dyn TransportStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     fn call(&self, pc_id: &str) -> Option<Arc<CallLink>> {
@@ -70,7 +80,8 @@ impl WebRtcSignalling {
     /// it.
     ///
     /// # Errors
-    /// See [`WebRtcCall::accept`].
+    /// A malformed offer, one that cannot be negotiated (no Opus audio), or
+    /// a connection that cannot be set up here.
     pub async fn accept(
         &self,
         request: OfferRequest,
@@ -81,6 +92,7 @@ impl WebRtcSignalling {
             Arc::clone(&session_id),
             Arc::clone(&self.settings),
             self.sample_rate,
+            Arc::clone(&self.stats),
         )
         .await?;
         lock(&self.calls).insert(Arc::clone(&session_id), Arc::downgrade(call.link()));

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::frame::AudioFrame;
 use crate::processor::ProcessorError;
-use crate::transport::AudioSink;
+use crate::transport::{AudioSink, TransportStats};
 
 use super::outbound::OutboundAudio;
 use super::writer::QueuedPacket;
@@ -25,6 +25,7 @@ pub struct WebRtcSink {
     outbound: OutboundAudio,
     packets: mpsc::UnboundedSender<QueuedPacket>,
     epoch: Arc<AtomicU64>,
+    stats: Arc<dyn TransportStats>,
 }
 
 impl WebRtcSink {
@@ -32,22 +33,29 @@ impl WebRtcSink {
         outbound: OutboundAudio,
         packets: mpsc::UnboundedSender<QueuedPacket>,
         epoch: Arc<AtomicU64>,
+        stats: Arc<dyn TransportStats>,
     ) -> Self {
         WebRtcSink {
             outbound,
             packets,
             epoch,
+            stats,
         }
     }
 
     fn hand_over(&mut self) {
         let epoch = self.epoch.load(Ordering::Acquire);
+        let mut sent = 0;
         while let Some(packet) = self.outbound.poll_packet() {
             if self.packets.send(QueuedPacket { epoch, packet }).is_err() {
                 // The call is closing; its audio has nowhere to go.
                 self.outbound.clear();
-                return;
+                break;
             }
+            sent += 1;
+        }
+        if sent > 0 {
+            self.stats.audio_out(sent);
         }
     }
 }
@@ -81,6 +89,7 @@ impl AudioSink for WebRtcSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::NoStats;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -95,7 +104,12 @@ mod tests {
     fn packets_queued_before_an_interruption_are_stale_after_it() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let epoch = Arc::new(AtomicU64::new(0));
-        let mut sink = WebRtcSink::new(OutboundAudio::new(0).unwrap(), tx, Arc::clone(&epoch));
+        let mut sink = WebRtcSink::new(
+            OutboundAudio::new(0).unwrap(),
+            tx,
+            Arc::clone(&epoch),
+            Arc::new(NoStats),
+        );
         sink.write(&voice(ms(0))).unwrap();
         sink.write(&voice(ms(20))).unwrap();
         sink.clear();
@@ -115,6 +129,7 @@ mod tests {
             OutboundAudio::new(0).unwrap(),
             tx,
             Arc::new(AtomicU64::new(0)),
+            Arc::new(NoStats),
         );
         sink.write(&voice(ms(0))).unwrap();
         sink.utterance_sent(ms(20));

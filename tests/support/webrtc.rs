@@ -1,10 +1,7 @@
-//! Shared by the WebRTC tests and the sessions benchmark: the parrot
-//! pipeline, the sample speech, a call run in the background, the data
-//! channel's events, and audio comparison.
+//! WebRTC calls from the tests and the sessions benchmark: signalling over
+//! HTTP as a page does it, speaking in real time, the data channel's events,
+//! and comparing the audio that came back.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,28 +10,15 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use voxpipe::audio::{OpusDecoder, read_wav};
-use voxpipe::config::PipelineConfig;
 use voxpipe::frame::AudioFrame;
-use voxpipe::pipeline::SessionClock;
-use voxpipe::processors::ProcessorRegistry;
-use voxpipe::session::{SessionOptions, SessionReport, SessionSetup, new_session_id, run_session};
-use voxpipe::transport::webrtc::{
-    Answer, ClientPeer, OfferRequest, ReceivedAudio, WebRtcSignalling,
-};
+use voxpipe::transport::webrtc::{Answer, ClientPeer, OfferRequest, ReceivedAudio};
 
-pub(crate) const RATE: u32 = 16_000;
+pub const RATE: u32 = 16_000;
 const FRAME: usize = 320;
-
-/// `pipelines/parrot.toml`: the Silero VAD and the parrot, at 16 kHz.
-pub(crate) fn parrot_config() -> PipelineConfig {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/parrot.toml");
-    voxpipe::config::load_pipeline(&path, &[], &ProcessorRegistry::builtin())
-        .expect("the parrot pipeline is valid")
-}
 
 /// The sample speech at 16 kHz: 1.5 s of silence, "Hello, can you hear
 /// me?", 1.5 s of silence, and two more utterances.
-pub(crate) fn sample_speech() -> Vec<i16> {
+pub fn sample_speech() -> Vec<i16> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples/hello.wav");
     let wav = read_wav(&path).expect("the sample speech is there");
     assert_eq!(wav.sample_rate, 16_000);
@@ -42,7 +26,7 @@ pub(crate) fn sample_speech() -> Vec<i16> {
 }
 
 /// Decodes received packets, in sequence order, to 48 kHz PCM.
-pub(crate) fn decode(packets: &[ReceivedAudio]) -> Vec<i16> {
+pub fn decode(packets: &[ReceivedAudio]) -> Vec<i16> {
     let mut sorted: Vec<&ReceivedAudio> = packets.iter().collect();
     sorted.sort_by_key(|p| p.packet.header.sequence_number);
     let mut decoder = OpusDecoder::new().expect("decoder");
@@ -56,7 +40,7 @@ pub(crate) fn decode(packets: &[ReceivedAudio]) -> Vec<i16> {
 }
 
 /// RMS per `window` samples.
-pub(crate) fn envelope(samples: &[i16], window: usize) -> Vec<f64> {
+pub fn envelope(samples: &[i16], window: usize) -> Vec<f64> {
     samples
         .chunks(window)
         .map(|w| f64::from(voxpipe::audio::pcm::rms(w)))
@@ -65,7 +49,7 @@ pub(crate) fn envelope(samples: &[i16], window: usize) -> Vec<f64> {
 
 /// The best Pearson correlation of `b` against `a` over lags `0..max_lag`
 /// (in windows), and that lag.
-pub(crate) fn best_correlation(a: &[f64], b: &[f64], max_lag: usize) -> (f64, usize) {
+pub fn best_correlation(a: &[f64], b: &[f64], max_lag: usize) -> (f64, usize) {
     (0..max_lag.min(b.len()))
         .map(|lag| (pearson(a, &b[lag..]), lag))
         .max_by(|x, y| x.0.total_cmp(&y.0))
@@ -89,49 +73,8 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
     ab / (aa * bb).sqrt().max(1e-12)
 }
 
-/// Starts a call for `offer` and runs its session in the background.
-pub(crate) async fn start_call(
-    signalling: &WebRtcSignalling,
-    offer: OfferRequest,
-) -> (
-    Answer,
-    BTreeMap<String, String>,
-    tokio::task::JoinHandle<SessionReport>,
-) {
-    let session_id: Arc<str> = new_session_id().into();
-    let (answer, mut call) = signalling.accept(offer, session_id.clone()).await.unwrap();
-    assert_eq!(answer.pc_id, *session_id, "the pc_id is the session id");
-    assert_eq!(answer.kind, "answer");
-    assert!(
-        answer.sdp.contains("a=candidate") && answer.sdp.contains("127.0.0.1"),
-        "the answer carries a loopback host candidate:\n{}",
-        answer.sdp
-    );
-    let parameters = call.custom_parameters().clone();
-    let config = parrot_config();
-    let session = tokio::spawn(async move {
-        let mut setup = SessionSetup::for_pipeline(&config, session_id);
-        setup.custom_parameters = call.custom_parameters().clone();
-        let ends = call.take_ends().unwrap();
-        let report = run_session(
-            &config,
-            ends,
-            SessionOptions {
-                setup,
-                clock: SessionClock::wall(),
-                observers: vec![call.observer()],
-            },
-        )
-        .await
-        .unwrap();
-        call.close().await;
-        report
-    });
-    (answer, parameters, session)
-}
-
 /// Sends `samples` at 16 kHz in real time, 20 ms per frame.
-pub(crate) async fn speak(client: &ClientPeer, samples: &[i16], start: Duration) -> Duration {
+pub async fn speak(client: &ClientPeer, samples: &[i16], start: Duration) -> Duration {
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     let mut pts = start;
     for chunk in samples.chunks(FRAME) {
@@ -147,20 +90,20 @@ pub(crate) async fn speak(client: &ClientPeer, samples: &[i16], start: Duration)
     pts
 }
 
-pub(crate) fn drain<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
+pub fn drain<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
     std::iter::from_fn(|| rx.try_recv().ok()).collect()
 }
 
 /// The data channel's messages as they arrive, with when.
 #[derive(Clone)]
-pub(crate) struct Events {
+pub struct Events {
     log: Arc<Mutex<Vec<(Instant, Value)>>>,
     changed: Arc<Notify>,
 }
 
 impl Events {
     /// Collects `messages` in the background.
-    pub(crate) fn collect(mut messages: mpsc::UnboundedReceiver<String>) -> Self {
+    pub fn collect(mut messages: mpsc::UnboundedReceiver<String>) -> Self {
         let events = Events {
             log: Arc::default(),
             changed: Arc::default(),
@@ -177,7 +120,7 @@ impl Events {
     }
 
     /// The `event` names so far, in order.
-    pub(crate) fn names(&self) -> Vec<String> {
+    pub fn names(&self) -> Vec<String> {
         self.log
             .lock()
             .unwrap()
@@ -187,7 +130,7 @@ impl Events {
     }
 
     /// The first message matching `want`, waiting up to `timeout` for it.
-    pub(crate) async fn wait_for(
+    pub async fn wait_for(
         &self,
         want: impl Fn(&Value) -> bool,
         timeout: Duration,
@@ -214,7 +157,62 @@ impl Events {
     }
 
     /// The first event named `name`, waiting up to `timeout`.
-    pub(crate) async fn event(&self, name: &str, timeout: Duration) -> Option<(Instant, Value)> {
+    pub async fn event(&self, name: &str, timeout: Duration) -> Option<(Instant, Value)> {
         self.wait_for(|v| v["event"] == name, timeout).await
     }
+}
+
+/// `POST /api/offer` at `base` (`http://host:port`) with the JSON a
+/// Pipecat client sends: `requestData` in camel case.
+pub async fn post_offer(base: &str, offer: &OfferRequest) -> reqwest::Response {
+    let body = serde_json::json!({
+        "sdp": offer.sdp,
+        "type": offer.kind,
+        "pc_id": offer.pc_id,
+        "restart_pc": offer.restart_pc.unwrap_or(false),
+        "requestData": offer.request_data,
+    });
+    reqwest::Client::new()
+        .post(format!("{base}/api/offer"))
+        .json(&body)
+        .send()
+        .await
+        .expect("the server answers")
+}
+
+/// Offers `offer` and reads the answer, which must be a 200.
+pub async fn answer(base: &str, offer: &OfferRequest) -> Answer {
+    let response = post_offer(base, offer).await;
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).expect("an answer")
+}
+
+/// `PATCH /api/offer` with `body`, giving the status.
+pub async fn patch_offer(base: &str, body: &Value) -> u16 {
+    reqwest::Client::new()
+        .patch(format!("{base}/api/offer"))
+        .json(body)
+        .send()
+        .await
+        .expect("the server answers")
+        .status()
+        .as_u16()
+}
+
+/// A client peer connected to the server at `base`, its events collected.
+pub async fn connected_client(
+    base: &str,
+    offer: OfferRequest,
+    mut client: ClientPeer,
+) -> (ClientPeer, Answer, Events) {
+    let answer = answer(base, &offer).await;
+    client.accept(&answer).await.unwrap();
+    client
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let events = Events::collect(client.take_messages().unwrap());
+    (client, answer, events)
 }
