@@ -17,7 +17,9 @@
 //! Limits come from the pipeline's `[server]` section
 //! ([`crate::config::ServerSection`]): at most `max_sessions` at once (more
 //! get a busy signal or a 503), messages up to `max_message_bytes`, streams
-//! silent for `idle_timeout_secs` end. Shutdown is graceful (see
+//! silent for `idle_timeout_secs` end (browser calls: `[transport.webrtc]
+//! idle_timeout_secs`, longer, as a browser may take seconds to restart
+//! its connection). Shutdown is graceful (see
 //! [`shutdown`]).
 //!
 //! Other transports and stores plug in here: a transport adds its routes to

@@ -50,7 +50,7 @@ const browser = await chromium.launch({
 
 let failed = false;
 try {
-  const page = await browser.newPage({ viewport: { width: 1180, height: 760 } });
+  const page = await browser.newPage({ viewport: { width: 1180, height: 600 } });
   page.on("console", (m) => {
     if (m.type() === "error" || m.type() === "warning") console.error(`[page ${m.type()}] ${m.text()}`);
   });
