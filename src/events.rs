@@ -20,6 +20,7 @@
 //! | `dtmf` | `digit`: the key the caller pressed |
 //! | `error` | `processor`, `message`, `fatal`, `provider`?, `status`? |
 //! | `metrics` | `metric` and its values |
+//! | `turn_latency` | `vad_stop_ms`, `stt_ms`, `llm_ms`, `tts_ms`, `audio_out_ms` (each `null` when the pipeline has no such stage), `total_ms`: see [`TurnLatency`](crate::metrics::TurnLatency) |
 //! | `session_ended` | `reason`, `cancelled`, `error`? |
 //!
 //! A frame forwarded through many processors is one event: events are keyed
@@ -35,6 +36,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
 
 use crate::frame::{FrameBody, FrameId};
+use crate::metrics::TurnLatencyTracker;
 use crate::pipeline::{Observer, PipelineOutcome, PushEvent};
 
 /// The event a frame is, as `(name, fields)`, or `None` for frames that are
@@ -107,11 +109,67 @@ enum Message {
     Flush(Sender<()>),
 }
 
+/// A session's events as they happen: each frame's event once, however
+/// many processors push the frame, and `turn_latency` as each turn
+/// completes.
+#[derive(Debug, Default)]
+pub struct SessionEvents {
+    seen: Mutex<HashSet<FrameId>>,
+    turns: Mutex<TurnLatencyTracker>,
+}
+
+impl SessionEvents {
+    /// Calls `emit` for each event `push` makes.
+    pub fn on_push(&self, push: &PushEvent<'_>, mut emit: impl FnMut(&'static str, Value)) {
+        if let Some((name, fields)) = event_of(&push.frame.body) {
+            let first_time = self
+                .seen
+                .lock()
+                .map(|mut seen| seen.insert(push.frame.id))
+                .unwrap_or(true);
+            if first_time {
+                emit(name, fields);
+            }
+        }
+        let latency = self
+            .turns
+            .lock()
+            .ok()
+            .and_then(|mut turns| turns.observe(push.frame, push.direction, push.at));
+        if let Some(latency) = latency {
+            emit(
+                "turn_latency",
+                serde_json::to_value(latency).unwrap_or(Value::Null),
+            );
+        }
+    }
+}
+
+/// The events that close a session: its metrics, then `session_ended`.
+pub fn end_events(outcome: &PipelineOutcome) -> Vec<(&'static str, Value)> {
+    let mut events: Vec<(&'static str, Value)> = outcome
+        .metrics
+        .iter()
+        .map(|metric| {
+            (
+                "metrics",
+                serde_json::to_value(metric).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    let mut fields = json!({"reason": outcome.end_reason, "cancelled": outcome.cancelled});
+    if let Some(error) = &outcome.fatal_error {
+        fields["error"] = json!(error.message);
+    }
+    events.push(("session_ended", fields));
+    events
+}
+
 /// Writes events as JSON lines on a thread of its own, so that a slow
 /// reader never holds up a processor.
 pub struct EventWriter {
     tx: Sender<Message>,
-    seen: Mutex<HashSet<FrameId>>,
+    events: SessionEvents,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -126,7 +184,7 @@ impl EventWriter {
             .ok();
         EventWriter {
             tx,
-            seen: Mutex::new(HashSet::new()),
+            events: SessionEvents::default(),
             thread: Mutex::new(thread),
         }
     }
@@ -175,32 +233,15 @@ fn write_lines(mut out: impl Write, rx: Receiver<Message>) {
 
 impl Observer for EventWriter {
     fn on_push(&self, event: &PushEvent<'_>) {
-        let Some((name, fields)) = event_of(&event.frame.body) else {
-            return;
-        };
-        let first_time = self
-            .seen
-            .lock()
-            .map(|mut seen| seen.insert(event.frame.id))
-            .unwrap_or(true);
-        if first_time {
-            self.send(event_line(event.at, name, fields));
-        }
+        self.events.on_push(event, |name, fields| {
+            self.send(event_line(event.at, name, fields))
+        });
     }
 
     fn on_pipeline_end(&self, outcome: &PipelineOutcome, at: Duration) {
-        for metric in &outcome.metrics {
-            self.send(event_line(
-                at,
-                "metrics",
-                serde_json::to_value(metric).unwrap_or(Value::Null),
-            ));
+        for (name, fields) in end_events(outcome) {
+            self.send(event_line(at, name, fields));
         }
-        let mut fields = json!({"reason": outcome.end_reason, "cancelled": outcome.cancelled});
-        if let Some(error) = &outcome.fatal_error {
-            fields["error"] = json!(error.message);
-        }
-        self.send(event_line(at, "session_ended", fields));
     }
 }
 

@@ -11,6 +11,7 @@ mod overrides;
 mod schema;
 mod server;
 mod twilio;
+mod webrtc;
 
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{load_pipeline, parse_pipeline};
@@ -22,3 +23,4 @@ pub use schema::{
 pub(crate) use server::is_url_host;
 pub use server::{MessageBytes, PublicHost, Seconds, ServerSection};
 pub use twilio::{BaseUrl, TwilioSection};
+pub use webrtc::{GatherTimeout, IceServerConfig, IceUrl, IdleTimeout, WebRtcSection};

@@ -31,6 +31,7 @@ use crate::webhook::WebhookSection;
 
 use super::server::ServerSection;
 use super::twilio::TwilioSection;
+use super::webrtc::WebRtcSection;
 
 /// The rates a pipeline can run at internally.
 pub const SUPPORTED_SAMPLE_RATES: [u32; 4] = [8_000, 16_000, 24_000, 48_000];
@@ -96,6 +97,9 @@ pub struct TransportSection {
     /// `[transport.twilio]`.
     #[serde(default)]
     pub twilio: TwilioSection,
+    /// `[transport.webrtc]`.
+    #[serde(default)]
+    pub webrtc: WebRtcSection,
 }
 
 /// `[interruption]`: how the user barges in on the bot, when

@@ -2,6 +2,7 @@
 
 use crate::session::BuildError;
 use crate::transport::twilio::HangUpError;
+use crate::transport::webrtc::SettingsError;
 
 /// The server could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,9 @@ pub enum ServerError {
     /// The Twilio REST client could not be built.
     #[error("Twilio REST client: {0}")]
     TwilioRest(#[source] HangUpError),
+    /// `[transport.webrtc]` cannot be used (a TURN credential not set).
+    #[error(transparent)]
+    WebRtc(#[from] SettingsError),
     /// Listening or serving failed.
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),

@@ -10,19 +10,20 @@ use super::observer::MetricsObserver;
 use super::registry::SessionPermit;
 use super::state::ServerState;
 
-/// Builds and runs the session; `None` if it could not be built (logged).
+/// Builds and runs the session, with the transport's own `observers`
+/// besides the server's; `None` if it could not be built (logged).
 pub(crate) async fn run_session(
     state: &ServerState,
     permit: &SessionPermit,
     transport: &'static str,
     mut setup: SessionSetup,
     ends: TransportEnds,
+    mut observers: Vec<Arc<dyn Observer>>,
 ) -> Option<SessionReport> {
     if let Some(context) = &state.context {
         setup.memory = Some(context.open_session(&setup, transport).await);
     }
-    let mut observers: Vec<Arc<dyn Observer>> =
-        vec![Arc::new(MetricsObserver::new(Arc::clone(&state.metrics)))];
+    observers.push(Arc::new(MetricsObserver::new(Arc::clone(&state.metrics))));
     observers.extend(state.observers.iter().map(|make| make(&setup)));
     let options = SessionOptions {
         setup,

@@ -14,6 +14,7 @@ use crate::pipeline::Observer;
 use crate::session::{EnvSource, SessionSetup};
 use crate::transport::TransportStats;
 use crate::transport::twilio::TwilioRest;
+use crate::transport::webrtc::{WebRtcSettings, WebRtcSignalling};
 
 use super::context::StoreReadiness;
 use super::error::ServerError;
@@ -34,6 +35,8 @@ pub(crate) struct ServerState {
     pub(crate) observers: Vec<ObserverFactory>,
     pub(crate) context: Option<Arc<ContextRuntime>>,
     pub(crate) twilio: TwilioState,
+    /// The browser calls, by `pc_id`.
+    pub(crate) webrtc: WebRtcSignalling,
     pub(crate) started: Instant,
 }
 
@@ -144,6 +147,11 @@ impl ServerBuilder {
             rest,
             stats: metrics.transport_stats("twilio"),
         };
+        let webrtc = WebRtcSignalling::new(
+            WebRtcSettings::from_config(&config.transport.webrtc, &env)?,
+            config.pipeline.sample_rate.hz(),
+        )
+        .with_stats(metrics.transport_stats("webrtc"));
         Ok(Server {
             state: Arc::new(ServerState {
                 config,
@@ -154,14 +162,16 @@ impl ServerBuilder {
                 observers,
                 context,
                 twilio,
+                webrtc,
                 started: Instant::now(),
             }),
         })
     }
 }
 
-/// A pipeline served over HTTP: each Twilio media stream is a fresh session
-/// of it. See the [module docs](super) for the endpoints.
+/// A pipeline served over HTTP: each Twilio media stream and each browser
+/// call is a fresh session of it. See the [module docs](super) for the
+/// endpoints.
 pub struct Server {
     state: Arc<ServerState>,
 }

@@ -147,7 +147,7 @@ async fn serve_call(state: Arc<ServerState>, permit: SessionPermit, socket: WebS
     let mut setup = SessionSetup::for_pipeline(&state.config, Arc::clone(permit.session_id()));
     setup.env = state.env.clone();
     setup.custom_parameters = start.custom_parameters.clone();
-    let report = run_session(&state, &permit, "twilio", setup, ends).await;
+    let report = run_session(&state, &permit, "twilio", setup, ends, Vec::new()).await;
     call.stop_reading();
 
     if call.call_may_be_up() {

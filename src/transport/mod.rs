@@ -11,6 +11,7 @@ mod output;
 mod playout;
 mod stats;
 pub mod twilio;
+pub mod webrtc;
 mod websocket;
 
 pub use output::{AudioSink, OutputTransport, Pacing};

@@ -1,8 +1,8 @@
 //! Shared by the integration tests: a fake Twilio (the media streams client
-//! and the REST API), test-only processors and a server run in-process on a
-//! free loopback port; a real `redis-server` on a free loopback port, fake
-//! OpenAI-compatible and webhook servers, and a stand-in for the context
-//! aggregators for the context tests.
+//! and the REST API), WebRTC client calls, test-only processors and a server
+//! run in-process on a free loopback port; a real `redis-server` on a free
+//! loopback port, fake OpenAI-compatible and webhook servers, and a stand-in
+//! for the context aggregators for the context tests.
 
 #![allow(dead_code)] // each test binary uses a different subset
 #![allow(unreachable_pub)] // shared between test binaries, not an API
@@ -19,6 +19,7 @@ pub mod turns;
 pub mod twilio_client;
 pub mod twilio_rest;
 pub mod webhook_receiver;
+pub mod webrtc;
 
 use std::time::Duration;
 

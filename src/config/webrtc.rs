@@ -1,0 +1,210 @@
+//! `[transport.webrtc]`: how browser sessions connect.
+//!
+//! ```toml
+//! [transport.webrtc]
+//! # STUN finds the server's public address behind a NAT; TURN relays
+//! # media when no direct path exists. Secrets come from the environment.
+//! ice_servers = [
+//!   { urls = ["stun:stun.l.google.com:19302"] },
+//!   { urls = ["turn:turn.example.com:3478"], username = "voxpipe", credential_env = "TURN_CREDENTIAL" },
+//! ]
+//! # Local UDP addresses to gather host candidates on. Default: every
+//! # interface (`0.0.0.0:0`) plus loopback, so a browser on the same
+//! # machine connects too. A port of 0 picks a fresh port per call.
+//! udp_addrs = ["0.0.0.0:0", "127.0.0.1:0"]
+//! # Behind a 1:1 NAT (a cloud VM), advertise these public addresses.
+//! public_ips = ["203.0.113.7"]
+//! # The most an answer waits for the server's candidates (STUN, TURN).
+//! gather_timeout_ms = 2000
+//! # A call whose browser sends nothing (audio, data channel) this long
+//! # ends. Longer than a Twilio stream's: a browser that lost its network
+//! # takes about ten seconds to restart its connection.
+//! idle_timeout_secs = 30
+//! ```
+//!
+//! Every key is optional. A file run (`voxpipe run`) ignores the section.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[transport.webrtc]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebRtcSection {
+    /// STUN and TURN servers offered to ICE.
+    #[serde(default)]
+    pub ice_servers: Vec<IceServerConfig>,
+    /// Local UDP addresses to bind, one socket each; a wildcard address
+    /// stands for every non-loopback interface.
+    #[serde(default = "default_udp_addrs")]
+    pub udp_addrs: Vec<SocketAddr>,
+    /// Public addresses to advertise instead of the host ones (1:1 NAT).
+    #[serde(default)]
+    pub public_ips: Vec<IpAddr>,
+    /// The most an answer waits for candidate gathering to complete.
+    #[serde(default = "default_gather_timeout")]
+    pub gather_timeout_ms: GatherTimeout,
+    /// A call that receives nothing for this long ends.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: IdleTimeout,
+}
+
+impl Default for WebRtcSection {
+    fn default() -> Self {
+        WebRtcSection {
+            ice_servers: Vec::new(),
+            udp_addrs: default_udp_addrs(),
+            public_ips: Vec::new(),
+            gather_timeout_ms: default_gather_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+        }
+    }
+}
+
+fn default_udp_addrs() -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    ]
+}
+
+fn default_gather_timeout() -> GatherTimeout {
+    GatherTimeout(Duration::from_secs(2))
+}
+
+fn default_idle_timeout() -> IdleTimeout {
+    IdleTimeout(Duration::from_secs(30))
+}
+
+/// How long a call may receive nothing: 1 s to a day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct IdleTimeout(Duration);
+
+impl IdleTimeout {
+    /// The timeout.
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for IdleTimeout {
+    type Error = String;
+
+    fn try_from(secs: u64) -> Result<Self, Self::Error> {
+        if (1..=86_400).contains(&secs) {
+            Ok(IdleTimeout(Duration::from_secs(secs)))
+        } else {
+            Err(format!(
+                "idle_timeout_secs must be between 1 and 86400, not {secs}"
+            ))
+        }
+    }
+}
+
+/// How long an answer may wait for candidates: 1 ms to 30 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct GatherTimeout(Duration);
+
+impl GatherTimeout {
+    /// The timeout.
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for GatherTimeout {
+    type Error = String;
+
+    fn try_from(ms: u64) -> Result<Self, Self::Error> {
+        if (1..=30_000).contains(&ms) {
+            Ok(GatherTimeout(Duration::from_millis(ms)))
+        } else {
+            Err(format!(
+                "gather_timeout_ms must be between 1 and 30000, not {ms}"
+            ))
+        }
+    }
+}
+
+/// One `ice_servers` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerConfig {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URLs of one server.
+    pub urls: Vec<IceUrl>,
+    /// The TURN user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The environment variable holding the TURN credential.
+    #[serde(default)]
+    pub credential_env: Option<String>,
+}
+
+/// A STUN or TURN URL (RFC 7064, RFC 7065), checked for its scheme.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct IceUrl(String);
+
+impl IceUrl {
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it names a TURN server (which needs credentials).
+    pub fn is_turn(&self) -> bool {
+        self.0.starts_with("turn:") || self.0.starts_with("turns:")
+    }
+}
+
+impl fmt::Debug for IceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl TryFrom<String> for IceUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, Self::Error> {
+        let host = ["stun:", "stuns:", "turn:", "turns:"]
+            .iter()
+            .find_map(|scheme| url.strip_prefix(scheme));
+        match host {
+            Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+                Ok(IceUrl(url))
+            }
+            Some(_) => Err(format!("`{url}` names no host")),
+            None => Err(format!(
+                "`{url}` is not a STUN or TURN URL (stun:, stuns:, turn: or turns:)"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_need_a_known_scheme_and_a_host() {
+        assert!(IceUrl::try_from("stun:stun.example.com:3478".to_owned()).is_ok());
+        let turn = IceUrl::try_from("turns:t.example.com?transport=tcp".to_owned()).unwrap();
+        assert!(turn.is_turn());
+        assert!(IceUrl::try_from("http://example.com".to_owned()).is_err());
+        assert!(IceUrl::try_from("stun:".to_owned()).is_err());
+    }
+
+    #[test]
+    fn defaults_bind_every_interface_and_loopback() {
+        let section = WebRtcSection::default();
+        assert!(section.udp_addrs.iter().any(|a| a.ip().is_loopback()));
+        assert!(section.udp_addrs.iter().any(|a| a.ip().is_unspecified()));
+        assert_eq!(section.gather_timeout_ms.duration(), Duration::from_secs(2));
+    }
+}

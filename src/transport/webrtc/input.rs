@@ -1,0 +1,323 @@
+//! The WebRTC transport's input processor and the task that reads the call
+//! for it.
+//!
+//! The reader starts with the session. It decodes the browser's audio into
+//! `InputAudio` frames (20 ms at the pipeline rate, silence while the page
+//! has muted the microphone), turns typed text into a final
+//! `Transcription` (interrupting the bot if it is speaking), and skips what
+//! it cannot use. When the call ends (the connection closes or fails, the
+//! page's channel closes, or nothing arrives for the idle timeout) it asks
+//! the pipeline to end gracefully, so turns in flight complete and are
+//! kept.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
+use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::transport::TransportStats;
+
+use super::call::CallLink;
+use super::inbound::{InboundAudio, PacketOutcome, RtpAudio};
+use super::messages::{ClientMessage, parse_client_message};
+use super::peer::{ControlEvent, MediaPacket};
+
+/// How a call ended, as its reader saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerEnd {
+    /// The browser closed the connection or its channel (hung up).
+    Closed,
+    /// ICE or DTLS failed: the browser is unreachable.
+    Failed,
+    /// Nothing came for the idle timeout.
+    IdleTimeout,
+}
+
+impl PeerEnd {
+    /// The session's end reason: `hangup`, `peer_failed` or `idle_timeout`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            PeerEnd::Closed => "hangup",
+            PeerEnd::Failed => "peer_failed",
+            PeerEnd::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// State the input processor and its reader share.
+#[derive(Debug, Default)]
+struct InputShared {
+    bot_speaking: AtomicBool,
+    /// The session is ending: no more frames into the pipeline.
+    ending: AtomicBool,
+    reader: Mutex<Option<AbortHandle>>,
+}
+
+/// Everything the reader task needs, handed over when the session starts.
+pub(crate) struct Reader {
+    pub(crate) link: Arc<CallLink>,
+    pub(crate) media: mpsc::Receiver<MediaPacket>,
+    pub(crate) control: mpsc::UnboundedReceiver<ControlEvent>,
+    pub(crate) inbound: InboundAudio,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) stats: Arc<dyn TransportStats>,
+}
+
+/// Logs skipped input with its reason: the first few at `warn`, the rest
+/// at `debug`, so a misbehaving page cannot flood the logs.
+#[derive(Debug, Default)]
+struct SkipLog {
+    count: u64,
+}
+
+impl SkipLog {
+    const AT_WARN: u64 = 10;
+
+    fn skipped(
+        &mut self,
+        kind: &'static str,
+        reason: &dyn std::fmt::Display,
+        stats: &dyn TransportStats,
+    ) {
+        self.count += 1;
+        stats.input_error(kind);
+        if self.count <= Self::AT_WARN {
+            tracing::warn!(kind, %reason, "input skipped");
+        } else {
+            tracing::debug!(kind, %reason, "input skipped");
+        }
+    }
+}
+
+struct Running {
+    reader: Reader,
+    shared: Arc<InputShared>,
+    muted: bool,
+    skips: SkipLog,
+    heard: Instant,
+}
+
+impl Running {
+    async fn run(mut self, ctx: ProcessorContext) {
+        let end = loop {
+            let idle_at = self.heard + self.reader.idle_timeout;
+            let result = tokio::select! {
+                media = self.reader.media.recv() => match media {
+                    Some(packet) => {
+                        self.media(packet, &ctx).await;
+                        None
+                    }
+                    None => Some(PeerEnd::Closed),
+                },
+                control = self.reader.control.recv() => match control {
+                    Some(event) => self.control(event, &ctx).await,
+                    None => Some(PeerEnd::Closed),
+                },
+                () = tokio::time::sleep_until(idle_at) => Some(PeerEnd::IdleTimeout),
+            };
+            if let Some(end) = result {
+                break end;
+            }
+        };
+        if end != PeerEnd::Closed {
+            self.reader.stats.input_error(end.reason());
+        }
+        if self.skips.count > 0 {
+            tracing::info!(skipped = self.skips.count, "input skipped in this call");
+        }
+        tracing::info!(reason = end.reason(), "call ended");
+        ctx.request_end(end.reason()).await;
+    }
+
+    fn current(&self, generation: u64) -> bool {
+        generation == self.reader.link.generation()
+    }
+
+    async fn media(&mut self, media: MediaPacket, ctx: &ProcessorContext) {
+        if !self.current(media.generation) {
+            return;
+        }
+        self.heard = Instant::now();
+        let header = &media.packet.header;
+        let packet = RtpAudio {
+            ssrc: header.ssrc,
+            sequence: header.sequence_number,
+            timestamp: header.timestamp,
+            payload: &media.packet.payload,
+        };
+        match self.reader.inbound.handle_packet(packet, ctx.now()) {
+            PacketOutcome::Corrupt(err) => {
+                self.skips
+                    .skipped("corrupt_audio", &err, &*self.reader.stats);
+            }
+            PacketOutcome::NewStream => tracing::debug!(ssrc = header.ssrc, "audio stream"),
+            PacketOutcome::Decoded { concealed } if concealed > 0 => {
+                tracing::trace!(concealed, "lost audio concealed");
+            }
+            PacketOutcome::Decoded { .. } | PacketOutcome::Late => {}
+        }
+        let ending = self.shared.ending.load(Ordering::Acquire);
+        let mut frames = 0;
+        while let Some(mut audio) = self.reader.inbound.poll_frame() {
+            if ending {
+                continue;
+            }
+            if self.muted {
+                audio = silence_like(&audio);
+            }
+            ctx.push_downstream(FrameBody::InputAudio(audio)).await;
+            frames += 1;
+        }
+        if frames > 0 {
+            self.reader.stats.audio_in(frames);
+        }
+    }
+
+    /// Acts on a connection event; `Some` when the call is over.
+    async fn control(&mut self, event: ControlEvent, ctx: &ProcessorContext) -> Option<PeerEnd> {
+        match event {
+            ControlEvent::State { generation, state } if self.current(generation) => match state {
+                RTCPeerConnectionState::Failed => Some(PeerEnd::Failed),
+                RTCPeerConnectionState::Closed => Some(PeerEnd::Closed),
+                _ => None,
+            },
+            ControlEvent::ChannelClosed { generation } if self.current(generation) => {
+                Some(PeerEnd::Closed)
+            }
+            ControlEvent::Message { generation, data } if self.current(generation) => {
+                self.heard = Instant::now();
+                match parse_client_message(&data) {
+                    Ok(message) => self.message(message, ctx).await,
+                    Err(err) => self.skips.skipped(err.kind(), &err, &*self.reader.stats),
+                }
+                None
+            }
+            _ => None, // an earlier connection of a restarted call
+        }
+    }
+
+    async fn message(&mut self, message: ClientMessage, ctx: &ProcessorContext) {
+        match message {
+            ClientMessage::Text(text) => {
+                if self.shared.ending.load(Ordering::Acquire) {
+                    return;
+                }
+                if self.shared.bot_speaking.load(Ordering::Acquire) {
+                    ctx.request_interruption().await;
+                }
+                tracing::debug!(chars = text.chars().count(), "text input");
+                ctx.push_downstream(FrameBody::Transcription(TranscriptionFrame {
+                    text,
+                    user_id: None,
+                    language: None,
+                    at: ctx.now(),
+                }))
+                .await;
+            }
+            ClientMessage::Mute(muted) => {
+                if muted != self.muted {
+                    tracing::info!(muted, "microphone");
+                }
+                self.muted = muted;
+            }
+            ClientMessage::Ping | ClientMessage::Ignored => {}
+        }
+    }
+}
+
+fn silence_like(audio: &AudioFrame) -> AudioFrame {
+    AudioFrame::from_samples(
+        &vec![0; audio.data.len() / 2],
+        audio.sample_rate,
+        audio.channels,
+        audio.pts,
+    )
+}
+
+/// The input processor of a WebRTC call: the head of the chain.
+pub struct WebRtcInput {
+    reader: Option<Reader>,
+    shared: Arc<InputShared>,
+}
+
+impl WebRtcInput {
+    pub(crate) fn new(reader: Reader) -> Self {
+        WebRtcInput {
+            reader: Some(reader),
+            shared: Arc::default(),
+        }
+    }
+
+    fn stop_reading(&self) {
+        self.shared.ending.store(true, Ordering::Release);
+        let reader = self
+            .shared
+            .reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(reader) = reader {
+            reader.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl Processor for WebRtcInput {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        match &frame.body {
+            FrameBody::BotStartedSpeaking => {
+                self.shared.bot_speaking.store(true, Ordering::Release)
+            }
+            FrameBody::BotStoppedSpeaking => {
+                self.shared.bot_speaking.store(false, Ordering::Release);
+            }
+            _ => {}
+        }
+        ctx.push(frame, direction).await;
+        Ok(())
+    }
+
+    async fn on_start(
+        &mut self,
+        _start: &StartFrame,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        if let Some(reader) = self.reader.take() {
+            let running = Running {
+                reader,
+                shared: Arc::clone(&self.shared),
+                muted: false,
+                skips: SkipLog::default(),
+                heard: Instant::now(),
+            };
+            let task = tokio::spawn(running.run(ctx.clone()).in_current_span());
+            *self.shared.reader.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(task.abort_handle());
+        }
+        Ok(())
+    }
+
+    async fn on_end(&mut self, _ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        self.stop_reading();
+        Ok(())
+    }
+
+    async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
+        self.stop_reading();
+    }
+}

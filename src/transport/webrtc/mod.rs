@@ -1,0 +1,68 @@
+//! The WebRTC transport: browser calls, compatible with Pipecat's
+//! SmallWebRTC clients.
+//!
+//! A page posts its offer (`POST /api/offer`, [`OfferRequest`]); the answer
+//! ([`Answer`]) carries the server's candidates, gathered on the configured
+//! UDP addresses (loopback included by default) and through the configured
+//! STUN/TURN servers; candidates the page finds later arrive by
+//! `PATCH /api/offer` ([`PatchRequest`]). Each call is one session:
+//!
+//! ```text
+//! browser ──Opus/RTP──▶ transport.input ▶ …pipeline… ▶ transport.output ──Opus/RTP──▶ browser
+//!         ◀─data channel: events (JSON lines)────────── EventRelay (observer)
+//!         ──data channel: text input, mute──▶ transport.input
+//! ```
+//!
+//! | file | what |
+//! |---|---|
+//! | [`signalling`] | the HTTP messages, Pipecat's shapes |
+//! | [`inbound`] | RTP Opus → 20 ms frames at the pipeline rate, loss concealed (sans-IO) |
+//! | [`outbound`] | frames → 20 ms Opus packets, RTP time following session time (sans-IO) |
+//! | [`messages`] | the data channel protocol (sans-IO) |
+//! | `peer` | one `RTCPeerConnection`: negotiation, its event handler |
+//! | `call` | a call across renegotiations and restarts; its tasks |
+//! | `input` | `transport.input`: the reader task |
+//! | `sink`, `writer` | `transport.output`'s sink and the task writing RTP |
+//! | `relay` | pipeline events to the page |
+//! | `registry` | calls by `pc_id` ([`WebRtcSignalling`]) |
+//! | `client` | [`ClientPeer`]: a browser stand-in for tests and benchmarks |
+//!
+//! A call ends its session gracefully (turns in flight complete and are
+//! kept) when the browser closes the connection or its data channel
+//! (`hangup`), when the connection fails (`peer_failed`), or when nothing
+//! arrives for the idle timeout (`idle_timeout`).
+
+mod call;
+mod client;
+pub mod inbound;
+mod input;
+pub mod messages;
+pub mod outbound;
+mod peer;
+mod registry;
+mod relay;
+mod settings;
+pub mod signalling;
+mod sink;
+mod writer;
+
+pub use call::WebRtcCall;
+pub use client::{ClientError, ClientOptions, ClientPeer, ReceivedAudio};
+pub use input::{PeerEnd, WebRtcInput};
+pub use registry::WebRtcSignalling;
+pub use settings::{SettingsError, WebRtcSettings};
+pub use signalling::{Answer, CandidatePatch, OfferRequest, PatchRequest, SignallingError};
+pub use sink::WebRtcSink;
+
+/// 32 unpredictable bits for SSRCs, sequence numbers and timestamps
+/// (RFC 3550 wants their starts random).
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish() as u32
+}
