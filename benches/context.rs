@@ -166,11 +166,27 @@ fn bench_persistence(c: &mut Criterion) {
     let embedded = runtime_on(Arc::new(MemoryStore::new(Default::default())));
     let stalled = runtime_on(rt.block_on(stalled_redis()));
 
-    let memory = rt.block_on(embedded.open_session(&SessionSetup::new("turns", 16_000), "file"));
+    // Each sample records into a fresh store that is dropped after it:
+    // one store kept for every iteration would hold tens of millions of
+    // turns (about 20 GB) by the end.
     c.bench_function("turns/record_turn", |b| {
-        let _entered = rt.enter();
         let completed = Arc::new(turn(0, 0));
-        b.iter(|| memory.record_turn(Arc::clone(&completed)));
+        b.iter_custom(|iters| {
+            let context = runtime_on(Arc::new(MemoryStore::new(Default::default())));
+            let setup = SessionSetup::new("turns", 16_000);
+            let memory = rt.block_on(context.open_session(&setup, "file"));
+            let _entered = rt.enter();
+            let started = Instant::now();
+            for _ in 0..iters {
+                memory.record_turn(Arc::clone(&completed));
+            }
+            let elapsed = started.elapsed();
+            // Untimed: let the writer store them all, so no sample's writer
+            // still runs beside the next bench.
+            memory.ended("end_of_input");
+            rt.block_on(context.drain_writers(Duration::from_secs(600)));
+            elapsed
+        });
     });
 
     let mut group = c.benchmark_group("session_10s");
