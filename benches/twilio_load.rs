@@ -61,6 +61,9 @@ struct Args {
     /// The pipeline to serve.
     #[arg(long, default_value = "pipelines/parrot.toml")]
     pipeline: String,
+    /// Overrides passed to `voxpipe serve` (`--set pipeline.sample_rate=8000`).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    overrides: Vec<String>,
     /// Worker threads of the client's runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -120,11 +123,12 @@ struct Server {
 }
 
 impl Server {
-    fn start(pipeline: &str, calls: usize) -> Self {
+    fn start(pipeline: &str, overrides: &[String], calls: usize) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_voxpipe"))
             .args(["--log-level", "warn,voxpipe::server::state=info"])
             .args(["serve", pipeline, "--bind", "127.0.0.1:0"])
             .args(["--set", &format!("server.max_sessions={}", calls + 16)])
+            .args(overrides.iter().flat_map(|o| ["--set", o.as_str()]))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -266,7 +270,7 @@ impl std::fmt::Display for Step {
 }
 
 fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
-    let server = Server::start(&args.pipeline, calls);
+    let server = Server::start(&args.pipeline, &args.overrides, calls);
     let pid = server.pid();
     let addr = server.addr;
     std::thread::sleep(Duration::from_millis(300));
