@@ -74,6 +74,7 @@ pub struct Record {
 
 enum Command {
     Audio(Vec<u8>),
+    Payloads(Vec<Vec<u8>>),
     Text(String),
     Binary(Vec<u8>),
     Dtmf(char),
@@ -144,6 +145,14 @@ impl FakeCall {
             std::sync::atomic::Ordering::Relaxed,
         );
         self.send(Command::Audio(mulaw));
+    }
+
+    /// Queues mu-law payloads of any sizes, sent as they are, one per
+    /// 20 ms tick and in order (no silence comes between them).
+    pub fn say_payloads(&self, payloads: Vec<Vec<u8>>) {
+        self.said
+            .fetch_add(payloads.len(), std::sync::atomic::Ordering::Relaxed);
+        self.send(Command::Payloads(payloads));
     }
 
     /// Sends a raw text message, as is.
@@ -324,6 +333,7 @@ async fn drive(
                         caller.push_back(piece);
                     }
                 }
+                Some(Command::Payloads(payloads)) => caller.extend(payloads),
                 Some(Command::Text(text)) => outgoing.push(Message::text(text)),
                 Some(Command::Binary(bytes)) => outgoing.push(Message::binary(bytes)),
                 Some(Command::Dtmf(key)) => outgoing.push(Message::text(json!({
