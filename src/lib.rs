@@ -1,7 +1,8 @@
 //! voxpipe: a real-time voice-AI pipeline engine.
 //!
-//! Audio and text travel as [frames](frame) through a flat chain of
-//! [processors](processor) that a TOML file defines. See `README.md` for the
+//! Audio and text travel as [frames](frame) through a chain of
+//! [processors](processor), with parallel branches where a pipeline asks
+//! for them, that a TOML file defines. See `README.md` for the
 //! user's view and each module's docs for the design notes.
 
 pub mod audio;
