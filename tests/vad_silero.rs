@@ -102,7 +102,7 @@ fn state_carries_across_chunks_and_resets_per_stream() {
 fn volume_matches_pipecat() {
     for rate in [16_000, 8_000] {
         let reference = reference(rate);
-        let mut meter = ChunkVolume::new(rate);
+        let meter = ChunkVolume::new(rate);
         for (i, (chunk, expected)) in reference
             .samples
             .chunks_exact(reference.chunk)

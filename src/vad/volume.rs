@@ -8,7 +8,8 @@
 //!
 //! 1. K-weighting: pyloudnorm's high shelf (+4 dB, Q 1/√2, 1500 Hz) then its
 //!    high pass (Q 0.5, 38 Hz), biquads designed for the chunk's rate and run
-//!    like `scipy.signal.lfilter` from a zero state, afresh for every chunk;
+//!    like `scipy.signal.lfilter` from a zero state, afresh for every chunk
+//!    (both in one pass over the chunk, with no buffer);
 //! 2. mean square over the block (its end computed as pyloudnorm does, in
 //!    floating point), loudness `-0.691 + 10 log10(z)`;
 //! 3. gating: with one block, the absolute gate (-70 LUFS) either keeps it or
@@ -71,16 +72,14 @@ impl Biquad {
         }
     }
 
-    /// Filters `x` in place from a zero state.
-    fn filter(&self, x: &mut [f64]) {
-        let (mut z0, mut z1) = (0.0, 0.0);
-        for sample in x {
-            let input = *sample;
-            let output = z0 + self.b[0] * input;
-            z0 = z1 + input * self.b[1] - output * self.a[1];
-            z1 = input * self.b[2] - output * self.a[2];
-            *sample = output;
-        }
+    /// Filters the next input sample; `state` starts at zero for a new
+    /// signal.
+    #[inline(always)]
+    fn step(&self, state: &mut [f64; 2], input: f64) -> f64 {
+        let output = state[0] + self.b[0] * input;
+        state[0] = state[1] + input * self.b[1] - output * self.a[1];
+        state[1] = input * self.b[2] - output * self.a[2];
+        output
     }
 }
 
@@ -90,7 +89,6 @@ pub struct ChunkVolume {
     rate: f64,
     high_shelf: Biquad,
     high_pass: Biquad,
-    scratch: Vec<f64>,
 }
 
 impl ChunkVolume {
@@ -101,25 +99,33 @@ impl ChunkVolume {
             rate,
             high_shelf: Biquad::high_shelf(4.0, 1.0 / 2f64.sqrt(), 1500.0, rate),
             high_pass: Biquad::high_pass(0.5, 38.0, rate),
-            scratch: Vec::new(),
         }
     }
 
     /// The chunk's volume in `[0, 1]`.
-    pub fn volume(&mut self, chunk: &[i16]) -> f64 {
+    pub fn volume(&self, chunk: &[i16]) -> f64 {
         if chunk.is_empty() {
             return 0.0;
         }
-        self.scratch.clear();
-        self.scratch.extend(chunk.iter().map(|s| f64::from(*s)));
-        self.high_shelf.filter(&mut self.scratch);
-        self.high_pass.filter(&mut self.scratch);
         // pyloudnorm: T_g = block_size; one block from 0 to
         // int(T_g * (0 * step + 1) * rate), normalised by T_g * rate.
         let block_secs = chunk.len() as f64 / self.rate;
-        let block_len = ((block_secs * self.rate) as usize).min(self.scratch.len());
-        let mean_square =
-            self.scratch[..block_len].iter().map(|y| y * y).sum::<f64>() / (block_secs * self.rate);
+        let block_len = ((block_secs * self.rate) as usize).min(chunk.len());
+        // Both filters and the sum in one pass, sample by sample: the same
+        // operations in the same order as filtering the whole chunk twice
+        // and then summing (so the same bits), without a buffer, and the
+        // two filters' dependency chains overlap. Samples past the block
+        // would not reach the sum, so they are not filtered.
+        let (mut shelf, mut pass) = ([0.0; 2], [0.0; 2]);
+        let mean_square = chunk[..block_len]
+            .iter()
+            .map(|&s| {
+                let shelved = self.high_shelf.step(&mut shelf, f64::from(s));
+                let y = self.high_pass.step(&mut pass, shelved);
+                y * y
+            })
+            .sum::<f64>()
+            / (block_secs * self.rate);
         // Digital silence is -inf, below the gate like any quiet block.
         let loudness = -0.691 + 10.0 * mean_square.log10();
         if loudness < ABSOLUTE_GATE_LUFS {
@@ -170,14 +176,14 @@ mod tests {
 
     #[test]
     fn silence_reads_zero() {
-        let mut meter = ChunkVolume::new(16_000);
+        let meter = ChunkVolume::new(16_000);
         assert_eq!(meter.volume(&[0; 512]), 0.0);
         assert_eq!(meter.volume(&[]), 0.0);
     }
 
     #[test]
     fn volume_is_loudness_in_hundredths_of_the_range() {
-        let mut meter = ChunkVolume::new(16_000);
+        let meter = ChunkVolume::new(16_000);
         // 20 log10(32000 / √2) - 0.691 + about 0.7 dB of K-weighting at
         // 1 kHz: about 87 LUFS, past the top of the range.
         assert_eq!(meter.volume(&sine(1000.0, 32_000.0, 512, 16_000)), 1.0);
