@@ -14,6 +14,8 @@ use std::alloc::System;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use voxpipe::audio::opus::FRAME_SAMPLES;
 use voxpipe::audio::{OpusDecoder, OpusEncoder, StreamResampler, mulaw};
+use voxpipe::frame::AudioFrame;
+use voxpipe::vad::{ChunkVolume, ModelInput};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -63,6 +65,29 @@ fn steady_paths_do_not_allocate() {
         stats.allocations + stats.reallocations,
         0,
         "mu-law: {stats:?}"
+    );
+
+    // The VAD's input: stereo 8 kHz frames for a 16 kHz model, decoded,
+    // mixed down and resampled into the converter's own buffers, then
+    // measured for volume.
+    let stereo = common::sine(440.0, 8_000, 320, 8_000.0);
+    let frame = AudioFrame::from_samples(&stereo, 8_000, 2, std::time::Duration::ZERO);
+    let mut input = ModelInput::new(16_000);
+    let meter = ChunkVolume::new(16_000);
+    for _ in 0..3 {
+        input.convert(&frame).unwrap();
+    }
+    let region = Region::new(GLOBAL);
+    let mut total = 0.0;
+    for _ in 0..CALLS {
+        total += meter.volume(input.convert(&frame).unwrap());
+    }
+    let stats = region.change();
+    assert!(total > 0.0);
+    assert_eq!(
+        stats.allocations + stats.reallocations,
+        0,
+        "VAD input: {stats:?}"
     );
 
     // Opus: decoding is allocation-free; encoding allocates only the

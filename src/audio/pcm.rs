@@ -109,6 +109,25 @@ pub fn samples_from_le_bytes(bytes: &[u8]) -> Vec<i16> {
         .collect()
 }
 
+/// Appends interleaved 16-bit little-endian PCM bytes, mixed down to mono
+/// as [`mixdown_to_mono`] does, to `out`: an audio frame's samples for a
+/// mono consumer in one pass, with no buffer in between. A trailing partial
+/// frame (or odd byte) is dropped; `channels == 0` appends nothing.
+pub fn le_bytes_to_mono(bytes: &[u8], channels: u16, out: &mut Vec<i16>) {
+    let sample = |b: &[u8]| i16::from_le_bytes([b[0], b[1]]);
+    match channels {
+        0 => {}
+        1 => out.extend(bytes.chunks_exact(2).map(sample)),
+        n => {
+            let n = usize::from(n);
+            out.extend(bytes.chunks_exact(2 * n).map(|frame| {
+                let sum = frame.chunks_exact(2).map(|b| i32::from(sample(b))).sum();
+                round_div(sum, n as i32)
+            }));
+        }
+    }
+}
+
 /// Encodes samples as 16-bit little-endian PCM bytes.
 pub fn samples_to_le_bytes(samples: &[i16]) -> Bytes {
     let mut buf = BytesMut::with_capacity(samples.len() * 2);
@@ -195,6 +214,24 @@ mod tests {
         assert_eq!(&b[10..], &[0x34, 0x12]);
         assert_eq!(samples_from_le_bytes(&b), s);
         assert_eq!(samples_from_le_bytes(&[1, 0, 9]), vec![1]);
+    }
+
+    #[test]
+    fn le_bytes_to_mono_decodes_and_mixes_down_like_the_two_steps() {
+        let interleaved = [100i16, 200, -1, -2, 32767, 32767, -32768, -32768, 5];
+        let bytes = samples_to_le_bytes(&interleaved);
+        for channels in 0..=4 {
+            let mut out = vec![7];
+            le_bytes_to_mono(&bytes, channels, &mut out);
+            let mut expected = vec![7];
+            expected.extend(mixdown_to_mono(&samples_from_le_bytes(&bytes), channels));
+            assert_eq!(out, expected, "{channels} channels");
+        }
+        // An odd byte and a partial frame are dropped.
+        let mut out = Vec::new();
+        le_bytes_to_mono(&[1, 0, 3, 0, 9], 1, &mut out);
+        le_bytes_to_mono(&[1, 0, 3, 0, 9], 2, &mut out);
+        assert_eq!(out, [1, 3, 2]);
     }
 
     #[test]

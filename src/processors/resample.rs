@@ -18,6 +18,8 @@ use crate::session::{BuildError, SessionSetup};
 pub struct FrameResampler {
     to_hz: u32,
     resampler: Option<StreamResampler>,
+    /// The input frame's samples, mono.
+    mono: Vec<i16>,
     out: Vec<i16>,
 }
 
@@ -27,6 +29,7 @@ impl FrameResampler {
         FrameResampler {
             to_hz,
             resampler: None,
+            mono: Vec::new(),
             out: Vec::new(),
         }
     }
@@ -37,7 +40,6 @@ impl FrameResampler {
         if audio.sample_rate == self.to_hz && audio.channels == 1 {
             return Ok(audio.clone());
         }
-        let mono = pcm::mixdown_to_mono(&audio.samples(), audio.channels);
         let resampler = match &mut self.resampler {
             Some(r) if r.from_hz() == audio.sample_rate => r,
             slot => slot.insert(
@@ -45,8 +47,10 @@ impl FrameResampler {
                     .map_err(ProcessorError::recoverable)?,
             ),
         };
+        self.mono.clear();
+        pcm::le_bytes_to_mono(&audio.data, audio.channels, &mut self.mono);
         self.out.clear();
-        resampler.process(&mono, &mut self.out);
+        resampler.process(&self.mono, &mut self.out);
         Ok(AudioFrame::from_samples(
             &self.out, self.to_hz, 1, audio.pts,
         ))

@@ -89,15 +89,7 @@ impl ModelInput {
             return Ok(&[]);
         };
         self.samples.clear();
-        self.samples.extend(
-            audio
-                .data
-                .chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]])),
-        );
-        if audio.channels > 1 {
-            self.samples = pcm::mixdown_to_mono(&self.samples, audio.channels);
-        }
+        pcm::le_bytes_to_mono(&audio.data, audio.channels.max(1), &mut self.samples);
         // Where this frame's first sample lands in the model's stream, in
         // nanosamples: the segment start, the resampler's delay, and the
         // segment's input so far at the model's rate.
