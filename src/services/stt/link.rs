@@ -248,8 +248,7 @@ impl Link {
         } = event;
         if is_final {
             // Everything up to the end of this result is transcribed for good.
-            let end =
-                self.stream_base + (end.as_secs_f64() * f64::from(self.rate)).round() as u64 * 2;
+            let end = session_offset(self.stream_base, end, self.rate);
             while self
                 .unconfirmed
                 .front()
@@ -333,6 +332,14 @@ impl Link {
     }
 }
 
+/// The session byte offset of `end` in a socket's stream that started at
+/// byte `stream_base`, for 16-bit mono audio at `rate`. Saturating: the
+/// time comes from the provider.
+fn session_offset(stream_base: u64, end: Duration, rate: u32) -> u64 {
+    let samples = (end.as_secs_f64() * f64::from(rate)).round() as u64;
+    stream_base.saturating_add(samples.saturating_mul(2))
+}
+
 /// The next message of the socket, if there is one.
 ///
 /// # Cancel safety
@@ -348,5 +355,23 @@ async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_times_map_to_session_bytes_without_overflow() {
+        assert_eq!(
+            session_offset(3200, Duration::from_millis(500), 16_000),
+            3200 + 16_000
+        );
+        assert_eq!(session_offset(3200, Duration::MAX, 16_000), u64::MAX);
+        assert_eq!(
+            session_offset(u64::MAX - 1, Duration::from_secs(1), 8_000),
+            u64::MAX
+        );
     }
 }
