@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,7 +24,7 @@ use crate::frame::{FrameBody, TranscriptionFrame};
 use crate::processor::ProcessorContext;
 use crate::services::retry::jitter;
 use crate::services::task::report;
-use crate::services::websocket::{WsStream, WsTarget, connect};
+use crate::services::websocket::{WsStream, WsTarget, connect, send_within};
 use crate::services::{Connection, ServiceError};
 
 use super::streaming::{StreamingSpeech, SttEvent};
@@ -164,13 +164,14 @@ impl Link {
         if !replay.is_empty() {
             tracing::debug!(chunks = replay.len(), "sending unconfirmed audio again");
         }
+        let timeout = self.connection.read_timeout;
         for audio in replay {
-            socket.send(Message::Binary(audio)).await?;
+            send_within(&mut socket, Message::Binary(audio), timeout).await?;
         }
         if std::mem::take(&mut self.finalize_due)
             && let Some(message) = self.speech.finalize()
         {
-            socket.send(Message::text(message)).await?;
+            send_within(&mut socket, Message::text(message), timeout).await?;
         }
         self.socket = Some(socket);
         self.last_sent = Instant::now();
@@ -190,7 +191,8 @@ impl Link {
             self.unconfirmed.pop_front();
         }
         if let Some(socket) = self.socket.as_mut() {
-            if let Err(error) = socket.send(Message::Binary(audio)).await {
+            let sent = send_within(socket, Message::Binary(audio), self.connection.read_timeout);
+            if let Err(error) = sent.await {
                 tracing::warn!(%error, "sending audio failed; reconnecting");
                 self.socket = None;
             } else {
@@ -201,7 +203,8 @@ impl Link {
 
     async fn send_text(&mut self, text: String) {
         if let Some(socket) = self.socket.as_mut() {
-            if let Err(error) = socket.send(Message::text(text)).await {
+            let sent = send_within(socket, Message::text(text), self.connection.read_timeout);
+            if let Err(error) = sent.await {
                 tracing::warn!(%error, "sending a control message failed; reconnecting");
                 self.socket = None;
             } else {
