@@ -5,7 +5,9 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use futures_util::SinkExt;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::HeaderName;
@@ -98,6 +100,66 @@ async fn connect_once(target: &WsTarget, timeout: Duration) -> Result<WsStream, 
     }
 }
 
+/// Sends `message` on `socket`, giving up after `timeout`.
+///
+/// A provider that stops reading fills the TCP window, and a plain send
+/// would then wait for ever, holding up everything queued behind it and
+/// the end of the session. After `timeout` without progress the send fails
+/// and the caller drops the socket as lost (a send cut short leaves it
+/// unusable).
+pub(crate) async fn send_within(
+    socket: &mut WsStream,
+    message: Message,
+    timeout: Duration,
+) -> Result<(), ServiceError> {
+    match tokio::time::timeout(timeout, socket.send(message)).await {
+        Ok(sent) => sent.map_err(ServiceError::from),
+        Err(_) => Err(ServiceError::Timeout {
+            waiting_for: "progress sending",
+            after: timeout,
+        }),
+    }
+}
+
 fn error_message_str(text: &str) -> String {
     error_message(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::MaybeTlsStream;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_to_a_provider_that_stops_reading_gives_up() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            // Shakes hands, then never reads again.
+            let socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            std::future::pending::<()>().await;
+            drop(socket);
+        });
+        let tcp = TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches('/'))
+            .await
+            .unwrap();
+        let (mut socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+        let chunk = bytes::Bytes::from(vec![0u8; 1 << 20]);
+        let timeout = Duration::from_secs(5);
+        let mut sent = 0;
+        let error = loop {
+            match send_within(&mut socket, Message::Binary(chunk.clone()), timeout).await {
+                Ok(()) => sent += 1,
+                Err(error) => break error,
+            }
+            assert!(sent < 1024, "a GiB went into a socket nobody reads");
+        };
+        assert!(matches!(error, ServiceError::Timeout { after, .. } if after == timeout));
+        server.abort();
+    }
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::processor::Processor;
 use crate::processors::ProcessorFactory;
+use crate::services::timestamp::provider_seconds;
 use crate::services::url::check_ws_url;
 use crate::services::websocket::WsTarget;
 use crate::services::{ApiKey, ConnectionOptions, ServiceError};
@@ -205,7 +206,7 @@ impl StreamingSpeech for DeepgramListen {
                     text: transcript,
                     is_final: message.is_final,
                     speech_final: message.speech_final,
-                    end: Duration::from_secs_f64((message.start + message.duration).max(0.0)),
+                    end: provider_seconds(message.start + message.duration),
                 }))
             }
             "Error" => Err(ServiceError::Remote(
@@ -272,6 +273,11 @@ mod tests {
         let metadata = r#"{"type":"Metadata","transaction_key":"deprecated","request_id":"r","sha256":"s","created":"2024-08-29T22:37:55.202Z","duration":0.0,"channels":0}"#;
         assert_eq!(listen().parse(metadata).unwrap(), None);
         assert!(listen().parse("{").is_err());
+        let absurd = r#"{"type":"Results","duration":1e300,"start":1e300,"is_final":true,"channel":{"alternatives":[{"transcript":"x"}]}}"#;
+        assert!(matches!(
+            listen().parse(absurd).unwrap(),
+            Some(SttEvent::Transcript { end, .. }) if end == Duration::MAX
+        ));
     }
 
     #[test]

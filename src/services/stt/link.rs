@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,7 +24,7 @@ use crate::frame::{FrameBody, TranscriptionFrame};
 use crate::processor::ProcessorContext;
 use crate::services::retry::jitter;
 use crate::services::task::report;
-use crate::services::websocket::{WsStream, WsTarget, connect};
+use crate::services::websocket::{WsStream, WsTarget, connect, send_within};
 use crate::services::{Connection, ServiceError};
 
 use super::streaming::{StreamingSpeech, SttEvent};
@@ -164,13 +164,14 @@ impl Link {
         if !replay.is_empty() {
             tracing::debug!(chunks = replay.len(), "sending unconfirmed audio again");
         }
+        let timeout = self.connection.read_timeout;
         for audio in replay {
-            socket.send(Message::Binary(audio)).await?;
+            send_within(&mut socket, Message::Binary(audio), timeout).await?;
         }
         if std::mem::take(&mut self.finalize_due)
             && let Some(message) = self.speech.finalize()
         {
-            socket.send(Message::text(message)).await?;
+            send_within(&mut socket, Message::text(message), timeout).await?;
         }
         self.socket = Some(socket);
         self.last_sent = Instant::now();
@@ -190,7 +191,8 @@ impl Link {
             self.unconfirmed.pop_front();
         }
         if let Some(socket) = self.socket.as_mut() {
-            if let Err(error) = socket.send(Message::Binary(audio)).await {
+            let sent = send_within(socket, Message::Binary(audio), self.connection.read_timeout);
+            if let Err(error) = sent.await {
                 tracing::warn!(%error, "sending audio failed; reconnecting");
                 self.socket = None;
             } else {
@@ -201,7 +203,8 @@ impl Link {
 
     async fn send_text(&mut self, text: String) {
         if let Some(socket) = self.socket.as_mut() {
-            if let Err(error) = socket.send(Message::text(text)).await {
+            let sent = send_within(socket, Message::text(text), self.connection.read_timeout);
+            if let Err(error) = sent.await {
                 tracing::warn!(%error, "sending a control message failed; reconnecting");
                 self.socket = None;
             } else {
@@ -248,8 +251,7 @@ impl Link {
         } = event;
         if is_final {
             // Everything up to the end of this result is transcribed for good.
-            let end =
-                self.stream_base + (end.as_secs_f64() * f64::from(self.rate)).round() as u64 * 2;
+            let end = session_offset(self.stream_base, end, self.rate);
             while self
                 .unconfirmed
                 .front()
@@ -333,6 +335,14 @@ impl Link {
     }
 }
 
+/// The session byte offset of `end` in a socket's stream that started at
+/// byte `stream_base`, for 16-bit mono audio at `rate`. Saturating: the
+/// time comes from the provider.
+fn session_offset(stream_base: u64, end: Duration, rate: u32) -> u64 {
+    let samples = (end.as_secs_f64() * f64::from(rate)).round() as u64;
+    stream_base.saturating_add(samples.saturating_mul(2))
+}
+
 /// The next message of the socket, if there is one.
 ///
 /// # Cancel safety
@@ -348,5 +358,23 @@ async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_times_map_to_session_bytes_without_overflow() {
+        assert_eq!(
+            session_offset(3200, Duration::from_millis(500), 16_000),
+            3200 + 16_000
+        );
+        assert_eq!(session_offset(3200, Duration::MAX, 16_000), u64::MAX);
+        assert_eq!(
+            session_offset(u64::MAX - 1, Duration::from_secs(1), 8_000),
+            u64::MAX
+        );
     }
 }

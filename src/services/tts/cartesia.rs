@@ -9,8 +9,6 @@
 //! (`add_timestamps`) come in `timestamps` messages, in seconds from the
 //! start of the context's audio.
 
-use std::time::Duration;
-
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,6 +16,7 @@ use serde_json::{Value, json};
 use crate::frame::SpokenTiming;
 use crate::processor::Processor;
 use crate::processors::ProcessorFactory;
+use crate::services::timestamp::provider_seconds;
 use crate::services::url::check_ws_url;
 use crate::services::websocket::WsTarget;
 use crate::services::{ApiKey, ConnectionOptions, ServiceError};
@@ -208,7 +207,7 @@ impl WsSpeech for CartesiaSpeech {
                         events.push(WireEvent::Text {
                             context: context.clone(),
                             text: word,
-                            start: Some(Duration::from_secs_f64(start.max(0.0))),
+                            start: Some(provider_seconds(start)),
                             timing: SpokenTiming::Word,
                         });
                     }
@@ -244,6 +243,8 @@ impl WsSpeech for CartesiaSpeech {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn speech() -> CartesiaSpeech {
@@ -306,6 +307,16 @@ mod tests {
             s.parse(r#"{"type":"flush_done","done":false,"context_id":"c1"}"#)
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn absurd_word_times_do_not_panic() {
+        let stamps = r#"{"type":"timestamps","done":false,"context_id":"c1","word_timestamps":{"words":["far","back"],"start":[1e300,-2],"end":[1e300,0]}}"#;
+        let events = speech().parse(stamps).unwrap();
+        assert!(
+            matches!(&events[..], [WireEvent::Text { start: Some(far), .. }, WireEvent::Text { start: Some(back), .. }]
+            if *far == Duration::MAX && back.is_zero())
         );
     }
 }

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::frame::SpokenTiming;
 use crate::processor::Processor;
 use crate::processors::ProcessorFactory;
+use crate::services::timestamp::provider_seconds;
 use crate::services::url::check_ws_url;
 use crate::services::websocket::WsTarget;
 use crate::services::{ApiKey, ConnectionOptions, ServiceError};
@@ -282,7 +283,7 @@ fn words(
             continue;
         }
         if state.partial.is_empty() {
-            state.partial_start = offset + Duration::from_secs_f64(start_ms.max(0.0) / 1000.0);
+            state.partial_start = offset.saturating_add(provider_seconds(start_ms / 1000.0));
         }
         state.partial.push_str(ch);
     }
@@ -351,6 +352,23 @@ mod tests {
         );
         let last = s.parse(r#"{"isFinal": true, "contextId": "c1"}"#).unwrap();
         assert!(matches!(&last[..], [WireEvent::Done { context }] if context == "c1"));
+    }
+
+    #[test]
+    fn absurd_character_times_do_not_panic() {
+        let mut s = speech();
+        let audio = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 3200]);
+        s.parse(&json!({"audio": audio, "contextId": "c1"}).to_string())
+            .unwrap();
+        let late = json!({
+            "alignment": {"chars": ["a"," ","b"," "], "charStartTimesMs": [1e300, 0, -5, 0], "charDurationsMs": [1,1,1,1]},
+            "contextId": "c1"
+        });
+        let events = s.parse(&late.to_string()).unwrap();
+        assert!(
+            matches!(&events[..], [WireEvent::Text { start: Some(a), .. }, WireEvent::Text { start: Some(b), .. }]
+            if *a == Duration::MAX && *b == Duration::from_millis(100))
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::audio::StreamResampler;
-use crate::audio::pcm::samples_from_le_bytes;
+use crate::audio::pcm::{samples_from_le_bytes, samples_to_le_bytes};
 use crate::frame::{AudioFrame, Frame, FrameBody, MetricsData, SpokenText};
 use crate::processor::{ProcessorContext, ProcessorError};
 use crate::services::task::report;
@@ -196,7 +196,7 @@ impl Engine {
         match event {
             WireEvent::Audio { context, pcm } => {
                 if let Some(response) = self.response_of(&context) {
-                    self.audio(response, &pcm).await;
+                    self.audio(response, pcm).await;
                 }
             }
             WireEvent::Text {
@@ -231,32 +231,32 @@ impl Engine {
         }
     }
 
-    async fn audio(&mut self, response: u64, pcm: &Bytes) {
+    async fn audio(&mut self, response: u64, pcm: Bytes) {
         let rate = self.rate;
         let Some(state) = self.responses.get_mut(&response) else {
             return;
         };
-        let mut bytes = Vec::with_capacity(pcm.len() + 1);
-        bytes.extend(state.carry.take());
-        bytes.extend_from_slice(pcm);
-        if bytes.len() % 2 == 1 {
-            state.carry = bytes.pop();
-        }
-        let samples = samples_from_le_bytes(&bytes);
-        let samples = match &mut state.resampler {
+        let pcm = whole_samples(&mut state.carry, pcm);
+        let data = match &mut state.resampler {
             Some(resampler) => {
+                let samples = samples_from_le_bytes(&pcm);
                 let mut out = Vec::with_capacity(samples.len() * 2);
                 resampler.process(&samples, &mut out);
-                out
+                samples_to_le_bytes(&out)
             }
-            None => samples,
+            None => pcm,
         };
         let ttfb = state.asked_at.take();
-        if samples.is_empty() {
+        if data.is_empty() {
             state.asked_at = ttfb;
             return;
         }
-        let audio = AudioFrame::from_samples(&samples, rate, 1, Duration::ZERO);
+        let audio = AudioFrame {
+            data,
+            sample_rate: rate,
+            channels: 1,
+            pts: Duration::ZERO,
+        };
         state.audio += audio.duration();
         if let Some(asked) = ttfb {
             let metric = MetricsData::Ttfb {
@@ -292,5 +292,50 @@ impl Engine {
         if let Some(then) = state.then.take() {
             self.push(response, then).await;
         }
+    }
+}
+
+/// The whole 16-bit samples of `pcm` after the odd byte `carry` left by the
+/// previous piece, keeping a new odd byte in `carry`. A piece that splits
+/// no sample, the usual case, is passed on without a copy.
+fn whole_samples(carry: &mut Option<u8>, mut pcm: Bytes) -> Bytes {
+    if let Some(first) = carry.take() {
+        let mut joined = Vec::with_capacity(pcm.len() + 1);
+        joined.push(first);
+        joined.extend_from_slice(&pcm);
+        pcm = Bytes::from(joined);
+    }
+    if pcm.len() % 2 == 1 {
+        *carry = pcm.last().copied();
+        pcm.truncate(pcm.len() - 1);
+    }
+    pcm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_split_mid_sample_are_joined_and_whole_ones_are_not_copied() {
+        let mut carry = None;
+        let whole = Bytes::from_static(&[1, 2, 3, 4]);
+        let out = whole_samples(&mut carry, whole.clone());
+        assert_eq!(out, whole);
+        assert_eq!(out.as_ptr(), whole.as_ptr(), "no copy");
+        assert_eq!(carry, None);
+
+        let out = whole_samples(&mut carry, Bytes::from_static(&[5, 6, 7]));
+        assert_eq!(&out[..], [5, 6]);
+        assert_eq!(carry, Some(7));
+        let out = whole_samples(&mut carry, Bytes::from_static(&[8]));
+        assert_eq!(&out[..], [7, 8]);
+        assert_eq!(carry, None);
+        let out = whole_samples(&mut carry, Bytes::from_static(&[9]));
+        assert!(out.is_empty());
+        assert_eq!(carry, Some(9));
+        let out = whole_samples(&mut carry, Bytes::new());
+        assert!(out.is_empty());
+        assert_eq!(carry, Some(9), "an empty piece keeps the odd byte");
     }
 }

@@ -107,14 +107,12 @@ impl Processor for TtsService {
                 self.open_response();
             }
             FrameBody::LlmText(text) => {
-                let text = text.clone();
-                self.speak(&text);
+                self.speak(text);
                 return Ok(());
             }
             FrameBody::Text(text) => {
-                let text = text.clone();
                 let standalone = self.open.is_none();
-                self.speak(&text);
+                self.speak(text);
                 if standalone {
                     self.close_response(None);
                 }

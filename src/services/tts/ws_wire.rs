@@ -9,10 +9,10 @@
 use std::collections::{HashSet, VecDeque};
 
 use async_trait::async_trait;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::services::websocket::{WsStream, WsTarget, connect};
+use crate::services::websocket::{WsStream, WsTarget, connect, send_within};
 use crate::services::{Connection, ServiceError};
 
 use super::wire::{TtsWire, WireEvent};
@@ -93,11 +93,12 @@ impl<A: WsSpeech> WsWire<A> {
     }
 
     async fn send_all(&mut self, messages: Vec<String>) -> Result<(), ServiceError> {
+        let timeout = self.connection.read_timeout;
         let socket = self.socket().await?;
         for message in messages {
-            if let Err(error) = socket.send(Message::text(message)).await {
+            if let Err(error) = send_within(socket, Message::text(message), timeout).await {
                 self.lost(None);
-                return Err(error.into());
+                return Err(error);
             }
         }
         Ok(())
@@ -227,14 +228,15 @@ impl<A: WsSpeech> TtsWire for WsWire<A> {
     }
 
     async fn close(&mut self) {
+        let timeout = self.connection.read_timeout;
         if let Some(message) = self.adapter.close()
             && let Some(socket) = self.socket.as_mut()
         {
-            // A socket already gone needs no goodbye.
-            let _gone = socket.send(Message::text(message)).await;
+            // A socket already gone (or stalled) needs no goodbye.
+            let _gone = send_within(socket, Message::text(message), timeout).await;
         }
         if let Some(mut socket) = self.socket.take() {
-            let _gone = socket.close(None).await;
+            let _gone = tokio::time::timeout(timeout, socket.close(None)).await;
         }
     }
 }
