@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
+use crate::frame::{Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
 use crate::transport::TransportStats;
 
@@ -172,7 +172,9 @@ impl Running {
                 continue;
             }
             if self.muted {
-                audio = silence_like(&audio);
+                // Zeroed bytes are silence in 16-bit PCM: one allocation
+                // per frame, no sample conversion.
+                audio.data = vec![0; audio.data.len()].into();
             }
             ctx.push_downstream(FrameBody::InputAudio(audio)).await;
             frames += 1;
@@ -232,15 +234,6 @@ impl Running {
             ClientMessage::Ping | ClientMessage::Ignored => {}
         }
     }
-}
-
-fn silence_like(audio: &AudioFrame) -> AudioFrame {
-    AudioFrame::from_samples(
-        &vec![0; audio.data.len() / 2],
-        audio.sample_rate,
-        audio.channels,
-        audio.pts,
-    )
 }
 
 /// The input processor of a WebRTC call: the head of the chain.
