@@ -233,6 +233,22 @@ async fn a_silent_peer_ends_its_session_after_the_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_sending_outlives_the_idle_timeout() {
+    let server = TestServer::parrot(&["transport.webrtc.idle_timeout_secs=1"]).await;
+    let (client, _, _) = call(&server).await;
+    speak(&client, &silence(2.5), Duration::ZERO).await;
+    let sessions = server.sessions.all();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(
+        sessions[0].end_reason, None,
+        "audio keeps the call alive past the timeout"
+    );
+    let sessions = server.sessions.ended(1, WAIT).await;
+    assert_eq!(sessions[0].end_reason.as_deref(), Some("idle_timeout"));
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_server_refuses_new_calls_but_renegotiates_live_ones() {
     let server = TestServer::parrot(&["server.max_sessions=1"]).await;
     let base = server.url("");

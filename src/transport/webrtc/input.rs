@@ -108,8 +108,11 @@ struct Running {
 
 impl Running {
     async fn run(mut self, ctx: ProcessorContext) {
+        // One timer per call, moved on only when it fires: re-arming it for
+        // every packet would touch the timer wheel 50 times a second.
+        let idle = tokio::time::sleep_until(self.heard + self.reader.idle_timeout);
+        tokio::pin!(idle);
         let end = loop {
-            let idle_at = self.heard + self.reader.idle_timeout;
             let result = tokio::select! {
                 media = self.reader.media.recv() => match media {
                     Some(packet) => {
@@ -122,7 +125,15 @@ impl Running {
                     Some(event) => self.control(event, &ctx).await,
                     None => Some(PeerEnd::Closed),
                 },
-                () = tokio::time::sleep_until(idle_at) => Some(PeerEnd::IdleTimeout),
+                () = &mut idle => {
+                    let idle_at = self.heard + self.reader.idle_timeout;
+                    if idle_at <= Instant::now() {
+                        Some(PeerEnd::IdleTimeout)
+                    } else {
+                        idle.as_mut().reset(idle_at);
+                        None
+                    }
+                }
             };
             if let Some(end) = result {
                 break end;
