@@ -288,6 +288,21 @@ async fn bad_offers_are_refused_with_a_reason() {
         a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
         a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n";
     assert_eq!(status(offer_json(video_only, "offer")).await, 400);
+    // Audio without Opus: the page's fault, not a server failure.
+    let pcmu_only = video_only
+        .replace(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 0",
+        )
+        .replace("a=rtpmap:96 VP8/90000", "a=rtpmap:0 PCMU/8000");
+    assert_eq!(status(offer_json(&pcmu_only, "offer")).await, 400);
+    let no_rtpmap = video_only
+        .replace(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        )
+        .replace("a=rtpmap:96 VP8/90000\r\n", "");
+    assert_eq!(status(offer_json(&no_rtpmap, "offer")).await, 400);
     let not_json = reqwest::Client::new()
         .post(format!("{base}/api/offer"))
         .header("content-type", "application/json")

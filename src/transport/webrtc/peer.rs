@@ -255,10 +255,12 @@ impl Connection {
             .map_err(negotiation)?;
         let ssrc = super::random_u32();
         let track = opus_track(ssrc, "voxpipe");
+        // Refused when the offer's audio section has no codec we speak:
+        // the offer's fault (400), not the server's.
         let sender = pc
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await
-            .map_err(internal)?;
+            .map_err(negotiation)?;
         let answer = pc.create_answer(None).await.map_err(negotiation)?;
         let no_audio =
             || SignallingError::Negotiation("the offer has no Opus audio to answer".into());
