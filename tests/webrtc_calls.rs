@@ -1,6 +1,7 @@
 //! WebRTC calls to `voxpipe serve` beyond the happy path: typed text and
-//! interruptions, mute, a connection restarted by the browser, trickled
-//! candidates, the idle timeout, capacity, and bad signalling.
+//! interruptions, a burst of page messages, mute, a connection restarted by
+//! the browser, trickled candidates, the idle timeout, capacity, and bad
+//! signalling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -109,6 +110,35 @@ async fn typed_text_interrupts_the_bot_and_the_audio_stops_at_once() {
     let sessions = server.sessions.ended(1, WAIT).await;
     assert_eq!(sessions[0].end_reason.as_deref(), Some("hangup"));
     assert!(sessions[0].interruptions >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_page_messages_is_held_back_not_dropped() {
+    let server = TestServer::parrot(&[]).await;
+    let (client, _, events) = call(&server).await;
+    // Several times what the server queues: the page is held back by
+    // SCTP, and every message still arrives, in order.
+    for k in 0..300 {
+        client
+            .send_message(&format!(r#"{{"type":"text","text":"message {k}"}}"#))
+            .await
+            .unwrap();
+    }
+    events
+        .wait_for(
+            |v| v["event"] == "transcription" && v["text"] == "message 299",
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the last message arrives");
+    let transcriptions = events
+        .names()
+        .iter()
+        .filter(|n| *n == "transcription")
+        .count();
+    assert_eq!(transcriptions, 300);
+    client.close().await;
+    server.sessions.ended(1, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

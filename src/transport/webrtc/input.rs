@@ -66,7 +66,7 @@ struct InputShared {
 pub(crate) struct Reader {
     pub(crate) link: Arc<CallLink>,
     pub(crate) media: mpsc::Receiver<MediaPacket>,
-    pub(crate) control: mpsc::UnboundedReceiver<ControlEvent>,
+    pub(crate) control: mpsc::Receiver<ControlEvent>,
     pub(crate) inbound: InboundAudio,
     pub(crate) idle_timeout: Duration,
     pub(crate) stats: Arc<dyn TransportStats>,
