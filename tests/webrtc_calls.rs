@@ -1,6 +1,7 @@
 //! WebRTC calls to `voxpipe serve` beyond the happy path: typed text and
-//! interruptions, mute, a connection restarted by the browser, trickled
-//! candidates, the idle timeout, capacity, and bad signalling.
+//! interruptions, a burst of page messages, mute, a connection restarted by
+//! the browser, trickled candidates, the idle timeout, capacity, and bad
+//! signalling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -109,6 +110,35 @@ async fn typed_text_interrupts_the_bot_and_the_audio_stops_at_once() {
     let sessions = server.sessions.ended(1, WAIT).await;
     assert_eq!(sessions[0].end_reason.as_deref(), Some("hangup"));
     assert!(sessions[0].interruptions >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_page_messages_is_held_back_not_dropped() {
+    let server = TestServer::parrot(&[]).await;
+    let (client, _, events) = call(&server).await;
+    // Several times what the server queues: the page is held back by
+    // SCTP, and every message still arrives, in order.
+    for k in 0..300 {
+        client
+            .send_message(&format!(r#"{{"type":"text","text":"message {k}"}}"#))
+            .await
+            .unwrap();
+    }
+    events
+        .wait_for(
+            |v| v["event"] == "transcription" && v["text"] == "message 299",
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the last message arrives");
+    let transcriptions = events
+        .names()
+        .iter()
+        .filter(|n| *n == "transcription")
+        .count();
+    assert_eq!(transcriptions, 300);
+    client.close().await;
+    server.sessions.ended(1, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,6 +263,22 @@ async fn a_silent_peer_ends_its_session_after_the_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_sending_outlives_the_idle_timeout() {
+    let server = TestServer::parrot(&["transport.webrtc.idle_timeout_secs=1"]).await;
+    let (client, _, _) = call(&server).await;
+    speak(&client, &silence(2.5), Duration::ZERO).await;
+    let sessions = server.sessions.all();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(
+        sessions[0].end_reason, None,
+        "audio keeps the call alive past the timeout"
+    );
+    let sessions = server.sessions.ended(1, WAIT).await;
+    assert_eq!(sessions[0].end_reason.as_deref(), Some("idle_timeout"));
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_server_refuses_new_calls_but_renegotiates_live_ones() {
     let server = TestServer::parrot(&["server.max_sessions=1"]).await;
     let base = server.url("");
@@ -272,6 +318,21 @@ async fn bad_offers_are_refused_with_a_reason() {
         a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
         a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n";
     assert_eq!(status(offer_json(video_only, "offer")).await, 400);
+    // Audio without Opus: the page's fault, not a server failure.
+    let pcmu_only = video_only
+        .replace(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 0",
+        )
+        .replace("a=rtpmap:96 VP8/90000", "a=rtpmap:0 PCMU/8000");
+    assert_eq!(status(offer_json(&pcmu_only, "offer")).await, 400);
+    let no_rtpmap = video_only
+        .replace(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        )
+        .replace("a=rtpmap:96 VP8/90000\r\n", "");
+    assert_eq!(status(offer_json(&no_rtpmap, "offer")).await, 400);
     let not_json = reqwest::Client::new()
         .post(format!("{base}/api/offer"))
         .header("content-type", "application/json")

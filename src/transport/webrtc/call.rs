@@ -34,6 +34,9 @@ use super::writer::run_writer;
 /// Remote audio packets waiting for the reader: about 2.5 s.
 const MEDIA_QUEUE: usize = 128;
 
+/// Connection events and page messages waiting for the reader.
+const CONTROL_QUEUE: usize = 64;
+
 /// How long closing waits for the last events to reach the page.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
@@ -143,7 +146,7 @@ impl WebRtcCall {
         let outbound = OutboundAudio::new(super::random_u32()).map_err(internal)?;
 
         let (media_tx, media) = mpsc::channel(MEDIA_QUEUE);
-        let (control_tx, control) = mpsc::unbounded_channel();
+        let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
         let (channel_tx, channel) = watch::channel(None);
         let events = PeerEvents {
             media: media_tx,

@@ -10,12 +10,14 @@
 //!   lost packet rebuilt from the forward error correction the next packet
 //!   carries (browsers send Opus with in-band FEC), earlier ones by Opus
 //!   packet-loss concealment.
-//! - A packet older than what has been decoded (reordered past its turn, or
-//!   a duplicate) is dropped: its place was already concealed.
+//! - A packet up to `MAX_MISORDER` older than what has been decoded
+//!   (reordered past its turn, or a duplicate) is dropped: its place was
+//!   already concealed.
 //! - A timestamp jump without loss (discontinuous transmission) is filled
 //!   with silence.
-//! - A new SSRC (the browser restarted its connection), a timestamp going
-//!   backwards or a gap longer than [`MAX_REPAIR`] starts a new stream: the
+//! - A new SSRC (the browser restarted its connection), a sequence number
+//!   jump, a timestamp going backwards or a gap longer than [`MAX_REPAIR`]
+//!   starts a new stream: the
 //!   timeline resumes at the packet's arrival time.
 //!
 //! Timestamps, not arrival times, place audio on the timeline, so network
@@ -35,6 +37,10 @@ pub const MAX_REPAIR: Duration = Duration::from_secs(1);
 
 /// At most this many lost packets in a row are concealed; more is a gap.
 const MAX_CONCEALED_PACKETS: u16 = 5;
+
+/// A packet at most this many behind the next expected one is late (or a
+/// duplicate); further behind, the sequence jumped (RFC 3550, A.1).
+const MAX_MISORDER: u16 = 100;
 
 /// Length of the frames pushed into the pipeline.
 const FRAME: Duration = Duration::from_millis(20);
@@ -118,11 +124,15 @@ impl InboundAudio {
         let Some(stream) = self.stream.as_mut().filter(|s| s.ssrc == packet.ssrc) else {
             return self.start_stream(packet, now);
         };
-        let ahead = packet.sequence.wrapping_sub(stream.next_sequence) as i16;
-        if ahead < 0 {
+        let behind = stream.next_sequence.wrapping_sub(packet.sequence);
+        if (1..=MAX_MISORDER).contains(&behind) {
             return PacketOutcome::Late;
         }
-        let lost = ahead as u16;
+        // Further behind is a jump, not a late packet (RFC 3550, A.1): read
+        // as "late", every packet would be dropped until the sequence wrapped
+        // back into place. A jump is more than `MAX_CONCEALED_PACKETS` lost,
+        // so it starts a new stream below.
+        let lost = packet.sequence.wrapping_sub(stream.next_sequence);
         let gap = packet.timestamp.wrapping_sub(stream.next_timestamp) as i32;
         let max_gap = max_repair_samples();
         if gap < 0 || gap > max_gap || lost > MAX_CONCEALED_PACKETS {
@@ -384,6 +394,31 @@ mod tests {
             inbound.handle_packet(packet(&packets[2], 5_001, 123_456 + 96_000), ms(7_000)),
             PacketOutcome::NewStream
         ));
+    }
+
+    #[test]
+    fn a_sequence_jump_on_the_same_ssrc_starts_a_new_stream() {
+        let packets = tone_packets(4);
+        let mut inbound = InboundAudio::new(16_000).unwrap();
+        inbound.handle_packet(packet(&packets[0], 10, 0), ms(20));
+        // Far "behind" in u16 arithmetic: read as late, the stream would be
+        // dropped until the sequence wrapped back, ten minutes later.
+        let jumped = 10u16.wrapping_add(40_000);
+        assert!(matches!(
+            inbound.handle_packet(packet(&packets[1], jumped, 960), ms(40)),
+            PacketOutcome::NewStream
+        ));
+        assert!(matches!(
+            inbound.handle_packet(packet(&packets[2], jumped.wrapping_add(1), 1_920), ms(60)),
+            PacketOutcome::Decoded { concealed: 0 }
+        ));
+        assert!(matches!(
+            inbound.handle_packet(packet(&packets[1], jumped, 960), ms(61)),
+            PacketOutcome::Late
+        ));
+        // The first stream's packet, its flushed tail, then the new
+        // stream's two packets.
+        assert_eq!(drain(&mut inbound).len(), 4);
     }
 
     #[test]

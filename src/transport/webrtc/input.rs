@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
+use crate::frame::{Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
 use crate::transport::TransportStats;
 
@@ -66,7 +66,7 @@ struct InputShared {
 pub(crate) struct Reader {
     pub(crate) link: Arc<CallLink>,
     pub(crate) media: mpsc::Receiver<MediaPacket>,
-    pub(crate) control: mpsc::UnboundedReceiver<ControlEvent>,
+    pub(crate) control: mpsc::Receiver<ControlEvent>,
     pub(crate) inbound: InboundAudio,
     pub(crate) idle_timeout: Duration,
     pub(crate) stats: Arc<dyn TransportStats>,
@@ -108,8 +108,11 @@ struct Running {
 
 impl Running {
     async fn run(mut self, ctx: ProcessorContext) {
+        // One timer per call, moved on only when it fires: re-arming it for
+        // every packet would touch the timer wheel 50 times a second.
+        let idle = tokio::time::sleep_until(self.heard + self.reader.idle_timeout);
+        tokio::pin!(idle);
         let end = loop {
-            let idle_at = self.heard + self.reader.idle_timeout;
             let result = tokio::select! {
                 media = self.reader.media.recv() => match media {
                     Some(packet) => {
@@ -122,7 +125,15 @@ impl Running {
                     Some(event) => self.control(event, &ctx).await,
                     None => Some(PeerEnd::Closed),
                 },
-                () = tokio::time::sleep_until(idle_at) => Some(PeerEnd::IdleTimeout),
+                () = &mut idle => {
+                    let idle_at = self.heard + self.reader.idle_timeout;
+                    if idle_at <= Instant::now() {
+                        Some(PeerEnd::IdleTimeout)
+                    } else {
+                        idle.as_mut().reset(idle_at);
+                        None
+                    }
+                }
             };
             if let Some(end) = result {
                 break end;
@@ -172,7 +183,9 @@ impl Running {
                 continue;
             }
             if self.muted {
-                audio = silence_like(&audio);
+                // Zeroed bytes are silence in 16-bit PCM: one allocation
+                // per frame, no sample conversion.
+                audio.data = vec![0; audio.data.len()].into();
             }
             ctx.push_downstream(FrameBody::InputAudio(audio)).await;
             frames += 1;
@@ -232,15 +245,6 @@ impl Running {
             ClientMessage::Ping | ClientMessage::Ignored => {}
         }
     }
-}
-
-fn silence_like(audio: &AudioFrame) -> AudioFrame {
-    AudioFrame::from_samples(
-        &vec![0; audio.data.len() / 2],
-        audio.sample_rate,
-        audio.channels,
-        audio.pts,
-    )
 }
 
 /// The input processor of a WebRTC call: the head of the chain.

@@ -4,9 +4,12 @@
 //! The connection's event handler runs on the `webrtc` crate's driver, so it
 //! only forwards: remote audio packets to a bounded channel (a flood waits
 //! here and is then dropped by the driver, never queued without bound),
-//! connection states and data channel messages to an unbounded one (a few
-//! per second at most). Every event carries the connection's generation: a
-//! call whose browser restarted its connection ignores the old one's
+//! connection states and data channel messages, in order, to another
+//! bounded one. A page sending messages faster than the reader takes them
+//! waits in its channel's task (SCTP then holds the page back); a state
+//! change never makes the driver wait: when the queue is full it is sent
+//! from a task of its own. Every event carries the connection's generation:
+//! a call whose browser restarted its connection ignores the old one's
 //! goodbyes.
 
 use std::sync::Arc;
@@ -106,7 +109,7 @@ pub(crate) enum ControlEvent {
 #[derive(Clone)]
 pub(crate) struct PeerEvents {
     pub(crate) media: mpsc::Sender<MediaPacket>,
-    pub(crate) control: mpsc::UnboundedSender<ControlEvent>,
+    pub(crate) control: mpsc::Sender<ControlEvent>,
     /// The page's data channel, once open.
     pub(crate) channel: Arc<watch::Sender<Option<Arc<dyn DataChannel>>>>,
 }
@@ -125,11 +128,17 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!(generation = self.generation, %state, "peer connection state");
-        // The call has ended when nobody listens: nothing to tell.
-        let _ended = self.events.control.send(ControlEvent::State {
+        let event = ControlEvent::State {
             generation: self.generation,
             state,
-        });
+        };
+        // A closed queue means the call has ended: nothing to tell.
+        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.control.try_send(event) {
+            let control = self.events.control.clone();
+            tokio::spawn(async move {
+                let _ended = control.send(event).await;
+            });
+        }
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
@@ -172,6 +181,7 @@ impl PeerConnectionEventHandler for Handler {
                             if events
                                 .control
                                 .send(ControlEvent::Message { generation, data })
+                                .await
                                 .is_err()
                             {
                                 return;
@@ -183,7 +193,8 @@ impl PeerConnectionEventHandler for Handler {
                 }
                 let _ended = events
                     .control
-                    .send(ControlEvent::ChannelClosed { generation });
+                    .send(ControlEvent::ChannelClosed { generation })
+                    .await;
             }
             .in_current_span(),
         );
@@ -255,10 +266,12 @@ impl Connection {
             .map_err(negotiation)?;
         let ssrc = super::random_u32();
         let track = opus_track(ssrc, "voxpipe");
+        // Refused when the offer's audio section has no codec we speak:
+        // the offer's fault (400), not the server's.
         let sender = pc
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await
-            .map_err(internal)?;
+            .map_err(negotiation)?;
         let answer = pc.create_answer(None).await.map_err(negotiation)?;
         let no_audio =
             || SignallingError::Negotiation("the offer has no Opus audio to answer".into());

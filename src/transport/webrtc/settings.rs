@@ -117,12 +117,10 @@ impl WebRtcSettings {
     }
 }
 
+/// A set, non-empty variable (an empty one is as good as unset, as in
+/// [`SessionSetup::env_var`](crate::session::SessionSetup::env_var)).
 fn lookup(env: &EnvSource, var: &str) -> Option<String> {
-    let value = match env {
-        EnvSource::Process => std::env::var(var).ok(),
-        EnvSource::Fixed(vars) => vars.get(var).cloned(),
-    };
-    value.filter(|v| !v.is_empty())
+    env.get(var).filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]
