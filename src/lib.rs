@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod processor;
 pub mod processors;
+mod random;
 pub mod server;
 pub mod services;
 pub mod session;

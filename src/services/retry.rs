@@ -99,16 +99,10 @@ where
     }
 }
 
-/// A number in `0..1` that differs between calls and processes.
+/// The jitter of one backoff: a number in `0..1` that differs between
+/// calls and processes.
 pub(crate) fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    crate::random::unit_interval()
 }
 
 /// The wait a `Retry-After` header asks for: delay-seconds (`"2"`, also

@@ -99,21 +99,6 @@ impl SessionSetup {
 
 /// A fresh random session id: 32 hex digits.
 pub fn new_session_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // RandomState is seeded from the OS once per process and varied per
-    // instance: two hashes of a counter give 128 unpredictable bits.
-    let mut id = String::with_capacity(32);
-    for _ in 0..2 {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        id.push_str(&format!("{:016x}", hasher.finish()));
-    }
-    id
+    use crate::random::random_u64;
+    format!("{:016x}{:016x}", random_u64(), random_u64())
 }

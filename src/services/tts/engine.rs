@@ -79,10 +79,7 @@ impl Engine {
     ) -> Self {
         // Context ids are unique per socket; a per-engine prefix keeps them
         // apart across sessions sharing a provider account.
-        let prefix = format!(
-            "vp{:08x}",
-            (crate::services::retry::jitter() * f64::from(u32::MAX)) as u32
-        );
+        let prefix = format!("vp{:08x}", crate::random::random_u32());
         Engine {
             wire,
             ctx,

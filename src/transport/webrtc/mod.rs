@@ -54,15 +54,6 @@ pub use settings::{SettingsError, WebRtcSettings};
 pub use signalling::{Answer, CandidatePatch, OfferRequest, PatchRequest, SignallingError};
 pub use sink::WebRtcSink;
 
-/// 32 unpredictable bits for SSRCs, sequence numbers and timestamps
-/// (RFC 3550 wants their starts random).
-fn random_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish() as u32
-}
+// SSRCs, sequence numbers and timestamps start at random values, as
+// RFC 3550 asks.
+use crate::random::random_u32;
