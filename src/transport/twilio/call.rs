@@ -18,10 +18,10 @@ use tokio::sync::mpsc;
 use crate::audio::AudioError;
 use crate::pipeline::NamedProcessor;
 use crate::session::TransportEnds;
-use crate::transport::{OutputTransport, Pacing, TransportStats, WsInbound};
+use crate::transport::{OutputTransport, Pacing, SkipLog, TransportStats, WsInbound};
 
 use super::codec::FRAME;
-use super::input::{CallShared, Reader, SkipLog, StreamEnd, TwilioInput};
+use super::input::{CallShared, Reader, StreamEnd, TwilioInput};
 use super::protocol::{ProtocolError, StreamStart};
 use super::sink::TwilioSink;
 use super::stream::{Inbound, StreamReader};
@@ -108,7 +108,7 @@ where
                 Inbound::Started(start) => break start,
                 Inbound::Stopped => return Err(AcceptError::Stopped),
                 Inbound::Failed(err) => return Err(AcceptError::Protocol(err)),
-                Inbound::Skipped(skip) => skips.skipped(&skip, &*options.stats),
+                Inbound::Skipped(skip) => skips.skipped(skip.kind(), &skip, &*options.stats),
                 Inbound::Ignored | Inbound::Audio | Inbound::Dtmf(_) | Inbound::MarkPlayed(_) => {}
             }
         };

@@ -25,9 +25,9 @@ use tracing::Instrument as _;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::transport::{TransportStats, WsInbound};
+use crate::transport::{SkipLog, TransportStats, WsInbound};
 
-use super::stream::{Inbound, Skip, StreamReader};
+use super::stream::{Inbound, StreamReader};
 
 /// How a stream ended, as its reader saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,34 +69,6 @@ pub(super) struct CallShared {
     /// The session is ending: no more frames into the pipeline.
     pub(super) ending: AtomicBool,
     pub(super) reader: Mutex<Option<AbortHandle>>,
-}
-
-/// Logs skipped messages with their reason: the first few at `warn`, the
-/// rest at `debug`, so a flood of garbage cannot flood the logs.
-#[derive(Debug, Default)]
-pub(super) struct SkipLog {
-    count: u64,
-}
-
-impl SkipLog {
-    const AT_WARN: u64 = 10;
-
-    pub(super) fn skipped(&mut self, skip: &Skip, stats: &dyn TransportStats) {
-        self.count += 1;
-        stats.input_error(skip.kind());
-        if self.count <= Self::AT_WARN {
-            tracing::warn!(kind = skip.kind(), reason = %skip, "message skipped");
-        } else {
-            tracing::debug!(kind = skip.kind(), reason = %skip, "message skipped");
-        }
-        if self.count == Self::AT_WARN {
-            tracing::warn!("further skipped messages are logged at debug level");
-        }
-    }
-
-    pub(super) fn count(&self) -> u64 {
-        self.count
-    }
 }
 
 /// Everything the reader task needs, handed over when the session starts.
@@ -178,7 +150,7 @@ where
                 let _gone = self.echoes.send(name);
             }
             Inbound::Stopped => return Some(StreamEnd::Stopped),
-            Inbound::Skipped(skip) => self.skips.skipped(&skip, &*self.stats),
+            Inbound::Skipped(skip) => self.skips.skipped(skip.kind(), &skip, &*self.stats),
             Inbound::Failed(err) => {
                 tracing::warn!(error = %err, "the stream cannot go on");
                 return Some(StreamEnd::ProtocolError);
