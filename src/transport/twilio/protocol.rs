@@ -27,46 +27,48 @@ pub const MULAW_ENCODING: &str = "audio/x-mulaw";
 /// Twilio's sample rate.
 pub const TWILIO_SAMPLE_RATE: u32 = 8_000;
 
-/// A message from Twilio.
+/// A message from Twilio. Its text fields borrow from the message where
+/// they can: `media` comes every 20 ms, and its stream SID is only
+/// compared, never kept.
 #[derive(Debug, Clone, PartialEq)]
-pub enum InboundEvent {
+pub enum InboundEvent<'a> {
     /// The WebSocket is open; the first message.
     Connected {
         /// `Call`.
-        protocol: Option<String>,
+        protocol: Option<Cow<'a, str>>,
         /// The protocol's version, e.g. `1.0.0`.
-        version: Option<String>,
+        version: Option<Cow<'a, str>>,
     },
     /// The stream starts; sent once.
     Start(StreamStart),
     /// 20 ms (usually) of the caller's audio.
-    Media(Media),
+    Media(Media<'a>),
     /// The caller pressed a key.
     Dtmf {
         /// The stream it belongs to.
-        stream_sid: Option<String>,
+        stream_sid: Option<Cow<'a, str>>,
         /// `0`-`9`, `*`, `#` or `A`-`D`.
         digit: char,
     },
     /// The audio we sent before the mark `name` has played, or was cleared.
     Mark {
         /// The stream it belongs to.
-        stream_sid: Option<String>,
+        stream_sid: Option<Cow<'a, str>>,
         /// The name we gave the mark.
-        name: String,
+        name: Cow<'a, str>,
     },
     /// The stream is over (the call ended or the stream was stopped).
     Stop {
         /// The stream it belongs to.
-        stream_sid: Option<String>,
+        stream_sid: Option<Cow<'a, str>>,
         /// The account, if given.
-        account_sid: Option<String>,
+        account_sid: Option<Cow<'a, str>>,
         /// The call, if given.
-        call_sid: Option<String>,
+        call_sid: Option<Cow<'a, str>>,
     },
 }
 
-impl InboundEvent {
+impl InboundEvent<'_> {
     /// The event's name on the wire.
     pub fn name(&self) -> &'static str {
         match self {
@@ -129,9 +131,9 @@ pub enum Track {
 
 /// One `media` message.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Media {
+pub struct Media<'a> {
     /// The stream it belongs to.
-    pub stream_sid: Option<String>,
+    pub stream_sid: Option<Cow<'a, str>>,
     /// Whose audio.
     pub track: Track,
     /// Chunk number, from 1.
@@ -206,22 +208,28 @@ impl ProtocolError {
     }
 }
 
-/// Reads one text message from Twilio.
-pub fn parse_inbound(text: &str) -> Result<InboundEvent, ProtocolError> {
-    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+/// Reads one text message from Twilio, as the socket's bytes: JSON
+/// parsing checks them, so the text is not copied or checked beforehand.
+pub fn parse_inbound<T>(message: &T) -> Result<InboundEvent<'_>, ProtocolError>
+where
+    T: AsRef<[u8]> + ?Sized,
+{
+    let envelope: Envelope<'_> = serde_json::from_slice(message.as_ref()).map_err(|e| {
         if e.is_data() {
             ProtocolError::BadShape(e)
         } else {
             ProtocolError::NotJson(e)
         }
     })?;
-    let stream_sid = envelope.stream_sid.map(Cow::into_owned);
+    let stream_sid = envelope.stream_sid;
     match &*envelope.event {
         "connected" => Ok(InboundEvent::Connected {
-            protocol: envelope.protocol.map(Cow::into_owned),
-            version: envelope.version.map(Cow::into_owned),
+            protocol: envelope.protocol,
+            version: envelope.version,
         }),
-        "start" => start_of(envelope.start, stream_sid).map(InboundEvent::Start),
+        "start" => {
+            start_of(envelope.start, stream_sid.map(Cow::into_owned)).map(InboundEvent::Start)
+        }
         "media" => media_of(envelope.media, stream_sid).map(InboundEvent::Media),
         "dtmf" => {
             let body = envelope.dtmf.ok_or(ProtocolError::MissingField {
@@ -245,17 +253,14 @@ pub fn parse_inbound(text: &str) -> Result<InboundEvent, ProtocolError> {
                     event: "mark",
                     field: "mark.name",
                 })?;
-            Ok(InboundEvent::Mark {
-                stream_sid,
-                name: name.into_owned(),
-            })
+            Ok(InboundEvent::Mark { stream_sid, name })
         }
         "stop" => {
             let stop = envelope.stop.unwrap_or_default();
             Ok(InboundEvent::Stop {
                 stream_sid,
-                account_sid: stop.account_sid.map(Cow::into_owned),
-                call_sid: stop.call_sid.map(Cow::into_owned),
+                account_sid: stop.account_sid,
+                call_sid: stop.call_sid,
             })
         }
         other => Err(ProtocolError::UnknownEvent(truncated(other))),
@@ -347,10 +352,10 @@ fn narrow<T: TryFrom<u64>>(
     }
 }
 
-fn media_of(
+fn media_of<'a>(
     media: Option<MediaBody<'_>>,
-    stream_sid: Option<String>,
-) -> Result<Media, ProtocolError> {
+    stream_sid: Option<Cow<'a, str>>,
+) -> Result<Media<'a>, ProtocolError> {
     let media = media.ok_or(ProtocolError::MissingField {
         event: "media",
         field: "media",
