@@ -514,18 +514,11 @@ struct StopBody<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Outbound<'a, B: Serialize> {
+struct Outbound<'a> {
     event: &'static str,
     stream_sid: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    media: Option<B>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mark: Option<B>,
-}
-
-#[derive(Serialize)]
-struct PayloadBody<'a> {
-    payload: &'a str,
+    mark: Option<NameBody<'a>>,
 }
 
 #[derive(Serialize)]
@@ -533,20 +526,42 @@ struct NameBody<'a> {
     name: &'a str,
 }
 
-fn to_json<B: Serialize>(message: &Outbound<'_, B>) -> String {
+fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     // Serializing strings and structs of strings into a String cannot fail.
-    serde_json::to_string(message).unwrap_or_default()
+    serde_json::to_string(value).unwrap_or_default()
 }
 
-/// A `media` message playing `mulaw` (8 kHz mono) on the call.
-pub fn media_message(stream_sid: &str, mulaw: &[u8]) -> String {
-    let payload = BASE64.encode(mulaw);
-    to_json(&Outbound {
-        event: "media",
-        stream_sid,
-        media: Some(PayloadBody { payload: &payload }),
-        mark: None,
-    })
+/// The `media` messages of one stream, playing mu-law (8 kHz mono) on the
+/// call. One goes out every 20 ms while the bot speaks, and all but the
+/// payload is the same each time: that part is serialized once, and each
+/// message is one allocation with the base64 written straight into it.
+#[derive(Debug, Clone)]
+pub struct MediaMessages {
+    /// `{"event":"media","streamSid":"…","media":{"payload":"`
+    prefix: String,
+}
+
+impl MediaMessages {
+    /// What closes a message after its payload.
+    const SUFFIX: &str = "\"}}";
+
+    /// Messages for the stream `stream_sid`.
+    pub fn new(stream_sid: &str) -> Self {
+        let sid = to_json(stream_sid);
+        MediaMessages {
+            prefix: format!(r#"{{"event":"media","streamSid":{sid},"media":{{"payload":""#),
+        }
+    }
+
+    /// The message playing `mulaw`.
+    pub fn message(&self, mulaw: &[u8]) -> String {
+        let payload = base64::encoded_len(mulaw.len(), true).unwrap_or_default();
+        let mut json = String::with_capacity(self.prefix.len() + payload + Self::SUFFIX.len());
+        json.push_str(&self.prefix);
+        BASE64.encode_string(mulaw, &mut json);
+        json.push_str(Self::SUFFIX);
+        json
+    }
 }
 
 /// A `mark` message: Twilio echoes it once the audio sent before it has
@@ -555,7 +570,6 @@ pub fn mark_message(stream_sid: &str, name: &str) -> String {
     to_json(&Outbound {
         event: "mark",
         stream_sid,
-        media: None,
         mark: Some(NameBody { name }),
     })
 }
@@ -563,10 +577,9 @@ pub fn mark_message(stream_sid: &str, name: &str) -> String {
 /// A `clear` message: Twilio drops the audio it has buffered and echoes the
 /// marks still pending.
 pub fn clear_message(stream_sid: &str) -> String {
-    to_json::<NameBody<'_>>(&Outbound {
+    to_json(&Outbound {
         event: "clear",
         stream_sid,
-        media: None,
         mark: None,
     })
 }
@@ -728,10 +741,17 @@ mod tests {
     #[test]
     fn builds_the_messages_twilio_accepts() {
         let media: serde_json::Value =
-            serde_json::from_str(&media_message(SID, &[0xFF, 0x7F, 0x00, 0x01])).unwrap();
+            serde_json::from_str(&MediaMessages::new(SID).message(&[0xFF, 0x7F, 0x00, 0x01]))
+                .unwrap();
         assert_eq!(
             media,
             serde_json::json!({"event": "media", "streamSid": SID, "media": {"payload": "/38AAQ=="}})
+        );
+        let odd_sid: serde_json::Value =
+            serde_json::from_str(&MediaMessages::new("a\"b\\").message(&[])).unwrap();
+        assert_eq!(
+            odd_sid,
+            serde_json::json!({"event": "media", "streamSid": "a\"b\\", "media": {"payload": ""}})
         );
         let mark: serde_json::Value = serde_json::from_str(&mark_message(SID, "a\"b")).unwrap();
         assert_eq!(
