@@ -178,14 +178,6 @@ impl CallHandle {
 
     /// Stops reading the socket (the session is over).
     pub fn stop_reading(&self) {
-        let reader = self
-            .shared
-            .reader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(reader) = reader {
-            reader.abort();
-        }
+        self.shared.reader.stop();
     }
 }

@@ -13,19 +13,16 @@
 //! that marks for the last utterance still arrive; the server stops it when
 //! the session is over ([`super::CallHandle::stop_reading`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
-use tracing::Instrument as _;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::transport::{SkipLog, TransportStats, WsInbound};
+use crate::transport::{ReaderTask, SkipLog, TransportStats, WsInbound};
 
 use super::stream::{Inbound, StreamReader};
 
@@ -66,9 +63,7 @@ impl StreamEnd {
 #[derive(Debug, Default)]
 pub(super) struct CallShared {
     pub(super) ended_by: OnceLock<StreamEnd>,
-    /// The session is ending: no more frames into the pipeline.
-    pub(super) ending: AtomicBool,
-    pub(super) reader: Mutex<Option<AbortHandle>>,
+    pub(super) reader: ReaderTask,
 }
 
 /// Everything the reader task needs, handed over when the session starts.
@@ -127,7 +122,7 @@ where
 
     /// Acts on one message; `Some` when the stream is over.
     async fn handle(&mut self, inbound: Inbound, ctx: &ProcessorContext) -> Option<StreamEnd> {
-        let ending = self.shared.ending.load(Ordering::Acquire);
+        let ending = self.shared.reader.ending();
         match inbound {
             Inbound::Audio => {
                 let mut frames = 0;
@@ -197,19 +192,17 @@ where
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
         if let Some(reader) = self.reader.take() {
-            let task = tokio::spawn(reader.run(ctx.clone()).in_current_span());
-            let mut slot = self.shared.reader.lock().unwrap_or_else(|e| e.into_inner());
-            *slot = Some(task.abort_handle());
+            self.shared.reader.start(reader.run(ctx.clone()));
         }
         Ok(())
     }
 
     async fn on_end(&mut self, _ctx: &ProcessorContext) -> Result<(), ProcessorError> {
-        self.shared.ending.store(true, Ordering::Release);
+        self.shared.reader.stop_pushing();
         Ok(())
     }
 
     async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
-        self.shared.ending.store(true, Ordering::Release);
+        self.shared.reader.stop_pushing();
     }
 }
