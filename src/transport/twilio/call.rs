@@ -26,6 +26,12 @@ use super::protocol::{ProtocolError, StreamStart};
 use super::sink::TwilioSink;
 use super::stream::{Inbound, StreamReader};
 
+/// Mark echoes the reader may queue for the sink, which reads them when an
+/// utterance ends: far more than the marks (one per utterance) a call has
+/// pending, and a bound on what a far end sending marks of its own can
+/// make the server hold.
+const MARK_ECHOES: usize = 64;
+
 /// How a call is run.
 #[derive(Clone)]
 pub struct CallOptions {
@@ -131,7 +137,7 @@ where
     /// `outbound` for the socket's writer.
     pub fn into_transport(self, outbound: mpsc::Sender<String>) -> (TransportEnds, CallHandle) {
         let shared = Arc::new(CallShared::default());
-        let (echoes_tx, echoes_rx) = mpsc::unbounded_channel();
+        let (echoes_tx, echoes_rx) = mpsc::channel(MARK_ECHOES);
         let sink = TwilioSink::new(
             self.start.stream_sid.clone(),
             outbound,

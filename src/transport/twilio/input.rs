@@ -70,7 +70,7 @@ pub(super) struct CallShared {
 pub(super) struct Reader<S> {
     pub(super) inbound: S,
     pub(super) stream: StreamReader,
-    pub(super) echoes: mpsc::UnboundedSender<String>,
+    pub(super) echoes: mpsc::Sender<String>,
     pub(super) idle_timeout: Duration,
     pub(super) stats: Arc<dyn TransportStats>,
     pub(super) skips: SkipLog,
@@ -141,8 +141,16 @@ where
                 ctx.push_downstream(FrameBody::Dtmf { digit }).await;
             }
             Inbound::MarkPlayed(name) => {
-                // The sink is gone once the session is over; nothing to tell.
-                let _gone = self.echoes.send(name);
+                // The queue is bounded: the sink drains it only when an
+                // utterance ends, and a far end sending marks of its own
+                // must not grow memory. Twilio echoes one mark per
+                // utterance, far below the bound; an echo dropped because
+                // junk filled it is given up on by the sink after its
+                // timeout. Once the session is over the sink is gone:
+                // nothing to tell.
+                if let Err(mpsc::error::TrySendError::Full(_)) = self.echoes.try_send(name) {
+                    tracing::debug!("mark echo dropped: too many queued");
+                }
             }
             Inbound::Stopped => return Some(StreamEnd::Stopped),
             Inbound::Skipped(skip) => self.skips.skipped(skip.kind(), &skip, &*self.stats),

@@ -29,7 +29,7 @@ pub struct TwilioSink {
     codec: OutboundCodec,
     outbound: mpsc::Sender<String>,
     marks: MarkTracker,
-    echoes: mpsc::UnboundedReceiver<String>,
+    echoes: mpsc::Receiver<String>,
     stats: Arc<dyn TransportStats>,
     dropped: u64,
 }
@@ -40,7 +40,7 @@ impl TwilioSink {
     pub fn new(
         stream_sid: String,
         outbound: mpsc::Sender<String>,
-        echoes: mpsc::UnboundedReceiver<String>,
+        echoes: mpsc::Receiver<String>,
         stats: Arc<dyn TransportStats>,
     ) -> Self {
         TwilioSink {
