@@ -89,8 +89,9 @@ where
     S: Stream<Item = WsInbound> + Send + Unpin + 'static,
 {
     /// Reads `inbound` until Twilio's `start`, skipping (and logging) what
-    /// comes before it that does not belong there. Audio will be decoded to
-    /// `pipeline_rate`.
+    /// comes before it that does not belong there, for at most the idle
+    /// timeout in all: a far end sending anything but `start` cannot hold
+    /// its session slot. Audio will be decoded to `pipeline_rate`.
     pub async fn accept(
         mut inbound: S,
         pipeline_rate: u32,
@@ -99,8 +100,9 @@ where
         let mut stream = StreamReader::new(pipeline_rate).map_err(AcceptError::Audio)?;
         let mut skips = SkipLog::default();
         let wait = options.idle_timeout;
+        let deadline = tokio::time::Instant::now() + wait;
         let start = loop {
-            let event = match tokio::time::timeout(wait, inbound.next()).await {
+            let event = match tokio::time::timeout_at(deadline, inbound.next()).await {
                 Err(_elapsed) => return Err(AcceptError::Timeout(wait)),
                 Ok(None | Some(WsInbound::Closed)) => return Err(AcceptError::Closed),
                 Ok(Some(WsInbound::TooLarge { size, max })) => {
@@ -185,5 +187,35 @@ impl CallHandle {
     /// Stops reading the socket (the session is over).
     pub fn stop_reading(&self) {
         self.shared.reader.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::transport::NoStats;
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_other_than_start_cannot_hold_off_the_timeout() {
+        // Junk every second, forever; the idle timeout is two seconds.
+        let junk = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((WsInbound::Text(Bytes::from_static(b"hello")), ()))
+        });
+        let options = CallOptions {
+            idle_timeout: Duration::from_secs(2),
+            stats: Arc::new(NoStats),
+        };
+        let accepted = tokio::time::timeout(
+            Duration::from_secs(60),
+            TwilioCall::accept(Box::pin(junk), 16_000, options),
+        )
+        .await;
+        assert!(
+            matches!(accepted, Ok(Err(AcceptError::Timeout(_)))),
+            "the wait for `start` ends after the idle timeout"
+        );
     }
 }
