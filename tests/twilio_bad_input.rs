@@ -80,6 +80,15 @@ async fn skipped(server: &TestServer, n: u32, name: &str) -> (String, Record) {
                 .to_string(),
         ),
         "binary_message" => call.send_binary(vec![1, 2, 3]),
+        "foreign_marks" => {
+            // Marks we never sent, far more than the echo queue holds.
+            for i in 0..1_000 {
+                call.send_raw(
+                    json!({"event": "mark", "streamSid": sid, "mark": {"name": format!("junk-{i}")}})
+                        .to_string(),
+                );
+            }
+        }
         "other_stream" => {
             for chunk in tone(3_000.0, 400, 8_000.0).chunks(160) {
                 call.send_raw(media("MZ0000000000000000000000000000ffff", chunk));
@@ -176,6 +185,7 @@ async fn bad_input_is_skipped_or_ends_only_its_own_session() {
         "unknown_event",
         "bad_base64",
         "binary_message",
+        "foreign_marks",
         "other_stream",
         "duplicate_start",
         "media_before_start",

@@ -84,7 +84,7 @@ pub(crate) async fn stream(
 /// answered by the WebSocket layer and need nothing here.
 fn inbound(message: Result<Message, axum::Error>) -> Option<WsInbound> {
     match message {
-        Ok(Message::Text(text)) => Some(WsInbound::Text(text.as_str().to_owned())),
+        Ok(Message::Text(text)) => Some(WsInbound::Text(text.into())),
         Ok(Message::Binary(bytes)) => Some(WsInbound::Binary(bytes.len())),
         Ok(Message::Close(_)) => Some(WsInbound::Closed),
         Ok(Message::Ping(_) | Message::Pong(_)) => None,

@@ -9,6 +9,8 @@
 pub mod file;
 mod output;
 mod playout;
+mod reader_task;
+mod skip_log;
 mod stats;
 pub mod twilio;
 pub mod webrtc;
@@ -16,5 +18,7 @@ mod websocket;
 
 pub use output::{AudioSink, OutputTransport, Pacing};
 pub use playout::{Cut, Playout, PlayoutEvent};
+pub(crate) use reader_task::ReaderTask;
+pub(crate) use skip_log::SkipLog;
 pub use stats::{NoStats, TransportStats};
 pub use websocket::WsInbound;

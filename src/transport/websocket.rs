@@ -4,11 +4,14 @@
 
 use std::error::Error as StdError;
 
+use bytes::Bytes;
+
 /// One thing that happened on the inbound side of a WebSocket.
 #[derive(Debug)]
 pub enum WsInbound {
-    /// A text message.
-    Text(String),
+    /// A text message: its bytes as the WebSocket layer read them (and
+    /// checked as UTF-8), not copied. Its parser reads the bytes.
+    Text(Bytes),
     /// A binary message, of this many bytes.
     Binary(usize),
     /// The far end closed the socket, or the connection dropped.

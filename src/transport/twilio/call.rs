@@ -18,13 +18,19 @@ use tokio::sync::mpsc;
 use crate::audio::AudioError;
 use crate::pipeline::NamedProcessor;
 use crate::session::TransportEnds;
-use crate::transport::{OutputTransport, Pacing, TransportStats, WsInbound};
+use crate::transport::{OutputTransport, Pacing, SkipLog, TransportStats, WsInbound};
 
 use super::codec::FRAME;
-use super::input::{CallShared, Reader, SkipLog, StreamEnd, TwilioInput};
+use super::input::{CallShared, Reader, StreamEnd, TwilioInput};
 use super::protocol::{ProtocolError, StreamStart};
 use super::sink::TwilioSink;
 use super::stream::{Inbound, StreamReader};
+
+/// Mark echoes the reader may queue for the sink, which reads them when an
+/// utterance ends: far more than the marks (one per utterance) a call has
+/// pending, and a bound on what a far end sending marks of its own can
+/// make the server hold.
+const MARK_ECHOES: usize = 64;
 
 /// How a call is run.
 #[derive(Clone)]
@@ -83,8 +89,9 @@ where
     S: Stream<Item = WsInbound> + Send + Unpin + 'static,
 {
     /// Reads `inbound` until Twilio's `start`, skipping (and logging) what
-    /// comes before it that does not belong there. Audio will be decoded to
-    /// `pipeline_rate`.
+    /// comes before it that does not belong there, for at most the idle
+    /// timeout in all: a far end sending anything but `start` cannot hold
+    /// its session slot. Audio will be decoded to `pipeline_rate`.
     pub async fn accept(
         mut inbound: S,
         pipeline_rate: u32,
@@ -93,8 +100,9 @@ where
         let mut stream = StreamReader::new(pipeline_rate).map_err(AcceptError::Audio)?;
         let mut skips = SkipLog::default();
         let wait = options.idle_timeout;
+        let deadline = tokio::time::Instant::now() + wait;
         let start = loop {
-            let event = match tokio::time::timeout(wait, inbound.next()).await {
+            let event = match tokio::time::timeout_at(deadline, inbound.next()).await {
                 Err(_elapsed) => return Err(AcceptError::Timeout(wait)),
                 Ok(None | Some(WsInbound::Closed)) => return Err(AcceptError::Closed),
                 Ok(Some(WsInbound::TooLarge { size, max })) => {
@@ -108,7 +116,7 @@ where
                 Inbound::Started(start) => break start,
                 Inbound::Stopped => return Err(AcceptError::Stopped),
                 Inbound::Failed(err) => return Err(AcceptError::Protocol(err)),
-                Inbound::Skipped(skip) => skips.skipped(&skip, &*options.stats),
+                Inbound::Skipped(skip) => skips.skipped(skip.kind(), &skip, &*options.stats),
                 Inbound::Ignored | Inbound::Audio | Inbound::Dtmf(_) | Inbound::MarkPlayed(_) => {}
             }
         };
@@ -131,7 +139,7 @@ where
     /// `outbound` for the socket's writer.
     pub fn into_transport(self, outbound: mpsc::Sender<String>) -> (TransportEnds, CallHandle) {
         let shared = Arc::new(CallShared::default());
-        let (echoes_tx, echoes_rx) = mpsc::unbounded_channel();
+        let (echoes_tx, echoes_rx) = mpsc::channel(MARK_ECHOES);
         let sink = TwilioSink::new(
             self.start.stream_sid.clone(),
             outbound,
@@ -178,14 +186,36 @@ impl CallHandle {
 
     /// Stops reading the socket (the session is over).
     pub fn stop_reading(&self) {
-        let reader = self
-            .shared
-            .reader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(reader) = reader {
-            reader.abort();
-        }
+        self.shared.reader.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::transport::NoStats;
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_other_than_start_cannot_hold_off_the_timeout() {
+        // Junk every second, forever; the idle timeout is two seconds.
+        let junk = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((WsInbound::Text(Bytes::from_static(b"hello")), ()))
+        });
+        let options = CallOptions {
+            idle_timeout: Duration::from_secs(2),
+            stats: Arc::new(NoStats),
+        };
+        let accepted = tokio::time::timeout(
+            Duration::from_secs(60),
+            TwilioCall::accept(Box::pin(junk), 16_000, options),
+        )
+        .await;
+        assert!(
+            matches!(accepted, Ok(Err(AcceptError::Timeout(_)))),
+            "the wait for `start` ends after the idle timeout"
+        );
     }
 }

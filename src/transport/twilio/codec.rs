@@ -34,6 +34,10 @@ pub struct InboundCodec {
     decoded: Vec<i16>,
     /// Resampled audio not yet handed out as a whole frame.
     pending: Vec<i16>,
+    /// Where the next frame starts in `pending`: frames are taken from the
+    /// front without moving the rest, which a payload of many frames would
+    /// otherwise move once per frame.
+    taken: usize,
     /// Presentation time of the next frame; set by the first payload.
     next_pts: Option<Duration>,
 }
@@ -47,6 +51,7 @@ impl InboundCodec {
             frame_samples: (pipeline_rate / 50) as usize,
             decoded: Vec::with_capacity(CHUNK_BYTES),
             pending: Vec::new(),
+            taken: 0,
             next_pts: None,
         })
     }
@@ -64,19 +69,23 @@ impl InboundCodec {
             .get_or_insert_with(|| now.saturating_sub(captured));
         self.decoded.clear();
         mulaw::decode(payload, &mut self.decoded);
+        // What is left moves to the front once per payload, so `pending`
+        // does not grow.
+        self.pending.drain(..self.taken);
+        self.taken = 0;
         self.resampler.process(&self.decoded, &mut self.pending);
     }
 
     /// The next whole 20 ms frame, if one is ready.
     pub fn poll_frame(&mut self) -> Option<AudioFrame> {
-        if self.pending.len() < self.frame_samples {
+        let end = self.taken + self.frame_samples;
+        if self.pending.len() < end {
             return None;
         }
         let pts = self.next_pts.unwrap_or_default();
         self.next_pts = Some(pts + FRAME);
-        let frame =
-            AudioFrame::from_samples(&self.pending[..self.frame_samples], self.rate, 1, pts);
-        self.pending.drain(..self.frame_samples);
+        let frame = AudioFrame::from_samples(&self.pending[self.taken..end], self.rate, 1, pts);
+        self.taken = end;
         Some(frame)
     }
 }
@@ -216,6 +225,21 @@ mod tests {
             at = end;
         }
         assert_eq!(frames, 50, "one second is 50 frames, however it was cut");
+    }
+
+    #[test]
+    fn one_long_payload_gives_all_its_frames_in_order() {
+        let mut codec = InboundCodec::new(8_000).unwrap();
+        let payload = tone_mulaw(160 * 30, 8000.0);
+        codec.push(&payload, FRAME * 30);
+        let frames = drain_frames(&mut codec);
+        assert_eq!(frames.len(), 30);
+        let mut expected = Vec::new();
+        mulaw::decode(&payload, &mut expected);
+        let got: Vec<i16> = frames.iter().flat_map(AudioFrame::samples).collect();
+        assert_eq!(got, expected);
+        codec.push(&payload[..160], FRAME * 31);
+        assert_eq!(drain_frames(&mut codec).len(), 1, "then goes on as before");
     }
 
     #[test]

@@ -13,21 +13,18 @@
 //! that marks for the last utterance still arrive; the server stops it when
 //! the session is over ([`super::CallHandle::stop_reading`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
-use tracing::Instrument as _;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::transport::{TransportStats, WsInbound};
+use crate::transport::{ReaderTask, SkipLog, TransportStats, WsInbound};
 
-use super::stream::{Inbound, Skip, StreamReader};
+use super::stream::{Inbound, StreamReader};
 
 /// How a stream ended, as its reader saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,44 +63,14 @@ impl StreamEnd {
 #[derive(Debug, Default)]
 pub(super) struct CallShared {
     pub(super) ended_by: OnceLock<StreamEnd>,
-    /// The session is ending: no more frames into the pipeline.
-    pub(super) ending: AtomicBool,
-    pub(super) reader: Mutex<Option<AbortHandle>>,
-}
-
-/// Logs skipped messages with their reason: the first few at `warn`, the
-/// rest at `debug`, so a flood of garbage cannot flood the logs.
-#[derive(Debug, Default)]
-pub(super) struct SkipLog {
-    count: u64,
-}
-
-impl SkipLog {
-    const AT_WARN: u64 = 10;
-
-    pub(super) fn skipped(&mut self, skip: &Skip, stats: &dyn TransportStats) {
-        self.count += 1;
-        stats.input_error(skip.kind());
-        if self.count <= Self::AT_WARN {
-            tracing::warn!(kind = skip.kind(), reason = %skip, "message skipped");
-        } else {
-            tracing::debug!(kind = skip.kind(), reason = %skip, "message skipped");
-        }
-        if self.count == Self::AT_WARN {
-            tracing::warn!("further skipped messages are logged at debug level");
-        }
-    }
-
-    pub(super) fn count(&self) -> u64 {
-        self.count
-    }
+    pub(super) reader: ReaderTask,
 }
 
 /// Everything the reader task needs, handed over when the session starts.
 pub(super) struct Reader<S> {
     pub(super) inbound: S,
     pub(super) stream: StreamReader,
-    pub(super) echoes: mpsc::UnboundedSender<String>,
+    pub(super) echoes: mpsc::Sender<String>,
     pub(super) idle_timeout: Duration,
     pub(super) stats: Arc<dyn TransportStats>,
     pub(super) skips: SkipLog,
@@ -155,7 +122,7 @@ where
 
     /// Acts on one message; `Some` when the stream is over.
     async fn handle(&mut self, inbound: Inbound, ctx: &ProcessorContext) -> Option<StreamEnd> {
-        let ending = self.shared.ending.load(Ordering::Acquire);
+        let ending = self.shared.reader.ending();
         match inbound {
             Inbound::Audio => {
                 let mut frames = 0;
@@ -174,11 +141,19 @@ where
                 ctx.push_downstream(FrameBody::Dtmf { digit }).await;
             }
             Inbound::MarkPlayed(name) => {
-                // The sink is gone once the session is over; nothing to tell.
-                let _gone = self.echoes.send(name);
+                // The queue is bounded: the sink drains it only when an
+                // utterance ends, and a far end sending marks of its own
+                // must not grow memory. Twilio echoes one mark per
+                // utterance, far below the bound; an echo dropped because
+                // junk filled it is given up on by the sink after its
+                // timeout. Once the session is over the sink is gone:
+                // nothing to tell.
+                if let Err(mpsc::error::TrySendError::Full(_)) = self.echoes.try_send(name) {
+                    tracing::debug!("mark echo dropped: too many queued");
+                }
             }
             Inbound::Stopped => return Some(StreamEnd::Stopped),
-            Inbound::Skipped(skip) => self.skips.skipped(&skip, &*self.stats),
+            Inbound::Skipped(skip) => self.skips.skipped(skip.kind(), &skip, &*self.stats),
             Inbound::Failed(err) => {
                 tracing::warn!(error = %err, "the stream cannot go on");
                 return Some(StreamEnd::ProtocolError);
@@ -225,19 +200,17 @@ where
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
         if let Some(reader) = self.reader.take() {
-            let task = tokio::spawn(reader.run(ctx.clone()).in_current_span());
-            let mut slot = self.shared.reader.lock().unwrap_or_else(|e| e.into_inner());
-            *slot = Some(task.abort_handle());
+            self.shared.reader.start(reader.run(ctx.clone()));
         }
         Ok(())
     }
 
     async fn on_end(&mut self, _ctx: &ProcessorContext) -> Result<(), ProcessorError> {
-        self.shared.ending.store(true, Ordering::Release);
+        self.shared.reader.stop_pushing();
         Ok(())
     }
 
     async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
-        self.shared.ending.store(true, Ordering::Release);
+        self.shared.reader.stop_pushing();
     }
 }

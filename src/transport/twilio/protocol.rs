@@ -27,46 +27,48 @@ pub const MULAW_ENCODING: &str = "audio/x-mulaw";
 /// Twilio's sample rate.
 pub const TWILIO_SAMPLE_RATE: u32 = 8_000;
 
-/// A message from Twilio.
+/// A message from Twilio. Its text fields borrow from the message where
+/// they can: `media` comes every 20 ms, and its stream SID is only
+/// compared, never kept.
 #[derive(Debug, Clone, PartialEq)]
-pub enum InboundEvent {
+pub enum InboundEvent<'a> {
     /// The WebSocket is open; the first message.
     Connected {
         /// `Call`.
-        protocol: Option<String>,
+        protocol: Option<Cow<'a, str>>,
         /// The protocol's version, e.g. `1.0.0`.
-        version: Option<String>,
+        version: Option<Cow<'a, str>>,
     },
     /// The stream starts; sent once.
     Start(StreamStart),
     /// 20 ms (usually) of the caller's audio.
-    Media(Media),
+    Media(Media<'a>),
     /// The caller pressed a key.
     Dtmf {
         /// The stream it belongs to.
-        stream_sid: Option<String>,
+        stream_sid: Option<Cow<'a, str>>,
         /// `0`-`9`, `*`, `#` or `A`-`D`.
         digit: char,
     },
     /// The audio we sent before the mark `name` has played, or was cleared.
     Mark {
         /// The stream it belongs to.
-        stream_sid: Option<String>,
+        stream_sid: Option<Cow<'a, str>>,
         /// The name we gave the mark.
-        name: String,
+        name: Cow<'a, str>,
     },
     /// The stream is over (the call ended or the stream was stopped).
     Stop {
         /// The stream it belongs to.
-        stream_sid: Option<String>,
+        stream_sid: Option<Cow<'a, str>>,
         /// The account, if given.
-        account_sid: Option<String>,
+        account_sid: Option<Cow<'a, str>>,
         /// The call, if given.
-        call_sid: Option<String>,
+        call_sid: Option<Cow<'a, str>>,
     },
 }
 
-impl InboundEvent {
+impl InboundEvent<'_> {
     /// The event's name on the wire.
     pub fn name(&self) -> &'static str {
         match self {
@@ -129,9 +131,9 @@ pub enum Track {
 
 /// One `media` message.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Media {
+pub struct Media<'a> {
     /// The stream it belongs to.
-    pub stream_sid: Option<String>,
+    pub stream_sid: Option<Cow<'a, str>>,
     /// Whose audio.
     pub track: Track,
     /// Chunk number, from 1.
@@ -206,22 +208,28 @@ impl ProtocolError {
     }
 }
 
-/// Reads one text message from Twilio.
-pub fn parse_inbound(text: &str) -> Result<InboundEvent, ProtocolError> {
-    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+/// Reads one text message from Twilio, as the socket's bytes: JSON
+/// parsing checks them, so the text is not copied or checked beforehand.
+pub fn parse_inbound<T>(message: &T) -> Result<InboundEvent<'_>, ProtocolError>
+where
+    T: AsRef<[u8]> + ?Sized,
+{
+    let envelope: Envelope<'_> = serde_json::from_slice(message.as_ref()).map_err(|e| {
         if e.is_data() {
             ProtocolError::BadShape(e)
         } else {
             ProtocolError::NotJson(e)
         }
     })?;
-    let stream_sid = envelope.stream_sid.map(Cow::into_owned);
+    let stream_sid = envelope.stream_sid;
     match &*envelope.event {
         "connected" => Ok(InboundEvent::Connected {
-            protocol: envelope.protocol.map(Cow::into_owned),
-            version: envelope.version.map(Cow::into_owned),
+            protocol: envelope.protocol,
+            version: envelope.version,
         }),
-        "start" => start_of(envelope.start, stream_sid).map(InboundEvent::Start),
+        "start" => {
+            start_of(envelope.start, stream_sid.map(Cow::into_owned)).map(InboundEvent::Start)
+        }
         "media" => media_of(envelope.media, stream_sid).map(InboundEvent::Media),
         "dtmf" => {
             let body = envelope.dtmf.ok_or(ProtocolError::MissingField {
@@ -245,17 +253,14 @@ pub fn parse_inbound(text: &str) -> Result<InboundEvent, ProtocolError> {
                     event: "mark",
                     field: "mark.name",
                 })?;
-            Ok(InboundEvent::Mark {
-                stream_sid,
-                name: name.into_owned(),
-            })
+            Ok(InboundEvent::Mark { stream_sid, name })
         }
         "stop" => {
             let stop = envelope.stop.unwrap_or_default();
             Ok(InboundEvent::Stop {
                 stream_sid,
-                account_sid: stop.account_sid.map(Cow::into_owned),
-                call_sid: stop.call_sid.map(Cow::into_owned),
+                account_sid: stop.account_sid,
+                call_sid: stop.call_sid,
             })
         }
         other => Err(ProtocolError::UnknownEvent(truncated(other))),
@@ -347,10 +352,10 @@ fn narrow<T: TryFrom<u64>>(
     }
 }
 
-fn media_of(
+fn media_of<'a>(
     media: Option<MediaBody<'_>>,
-    stream_sid: Option<String>,
-) -> Result<Media, ProtocolError> {
+    stream_sid: Option<Cow<'a, str>>,
+) -> Result<Media<'a>, ProtocolError> {
     let media = media.ok_or(ProtocolError::MissingField {
         event: "media",
         field: "media",
@@ -509,18 +514,11 @@ struct StopBody<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Outbound<'a, B: Serialize> {
+struct Outbound<'a> {
     event: &'static str,
     stream_sid: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    media: Option<B>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mark: Option<B>,
-}
-
-#[derive(Serialize)]
-struct PayloadBody<'a> {
-    payload: &'a str,
+    mark: Option<NameBody<'a>>,
 }
 
 #[derive(Serialize)]
@@ -528,20 +526,42 @@ struct NameBody<'a> {
     name: &'a str,
 }
 
-fn to_json<B: Serialize>(message: &Outbound<'_, B>) -> String {
+fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     // Serializing strings and structs of strings into a String cannot fail.
-    serde_json::to_string(message).unwrap_or_default()
+    serde_json::to_string(value).unwrap_or_default()
 }
 
-/// A `media` message playing `mulaw` (8 kHz mono) on the call.
-pub fn media_message(stream_sid: &str, mulaw: &[u8]) -> String {
-    let payload = BASE64.encode(mulaw);
-    to_json(&Outbound {
-        event: "media",
-        stream_sid,
-        media: Some(PayloadBody { payload: &payload }),
-        mark: None,
-    })
+/// The `media` messages of one stream, playing mu-law (8 kHz mono) on the
+/// call. One goes out every 20 ms while the bot speaks, and all but the
+/// payload is the same each time: that part is serialized once, and each
+/// message is one allocation with the base64 written straight into it.
+#[derive(Debug, Clone)]
+pub struct MediaMessages {
+    /// `{"event":"media","streamSid":"…","media":{"payload":"`
+    prefix: String,
+}
+
+impl MediaMessages {
+    /// What closes a message after its payload.
+    const SUFFIX: &str = "\"}}";
+
+    /// Messages for the stream `stream_sid`.
+    pub fn new(stream_sid: &str) -> Self {
+        let sid = to_json(stream_sid);
+        MediaMessages {
+            prefix: format!(r#"{{"event":"media","streamSid":{sid},"media":{{"payload":""#),
+        }
+    }
+
+    /// The message playing `mulaw`.
+    pub fn message(&self, mulaw: &[u8]) -> String {
+        let payload = base64::encoded_len(mulaw.len(), true).unwrap_or_default();
+        let mut json = String::with_capacity(self.prefix.len() + payload + Self::SUFFIX.len());
+        json.push_str(&self.prefix);
+        BASE64.encode_string(mulaw, &mut json);
+        json.push_str(Self::SUFFIX);
+        json
+    }
 }
 
 /// A `mark` message: Twilio echoes it once the audio sent before it has
@@ -550,7 +570,6 @@ pub fn mark_message(stream_sid: &str, name: &str) -> String {
     to_json(&Outbound {
         event: "mark",
         stream_sid,
-        media: None,
         mark: Some(NameBody { name }),
     })
 }
@@ -558,10 +577,9 @@ pub fn mark_message(stream_sid: &str, name: &str) -> String {
 /// A `clear` message: Twilio drops the audio it has buffered and echoes the
 /// marks still pending.
 pub fn clear_message(stream_sid: &str) -> String {
-    to_json::<NameBody<'_>>(&Outbound {
+    to_json(&Outbound {
         event: "clear",
         stream_sid,
-        media: None,
         mark: None,
     })
 }
@@ -723,10 +741,17 @@ mod tests {
     #[test]
     fn builds_the_messages_twilio_accepts() {
         let media: serde_json::Value =
-            serde_json::from_str(&media_message(SID, &[0xFF, 0x7F, 0x00, 0x01])).unwrap();
+            serde_json::from_str(&MediaMessages::new(SID).message(&[0xFF, 0x7F, 0x00, 0x01]))
+                .unwrap();
         assert_eq!(
             media,
             serde_json::json!({"event": "media", "streamSid": SID, "media": {"payload": "/38AAQ=="}})
+        );
+        let odd_sid: serde_json::Value =
+            serde_json::from_str(&MediaMessages::new("a\"b\\").message(&[])).unwrap();
+        assert_eq!(
+            odd_sid,
+            serde_json::json!({"event": "media", "streamSid": "a\"b\\", "media": {"payload": ""}})
         );
         let mark: serde_json::Value = serde_json::from_str(&mark_message(SID, "a\"b")).unwrap();
         assert_eq!(

@@ -20,15 +20,16 @@ use crate::transport::{AudioSink, TransportStats};
 
 use super::codec::OutboundCodec;
 use super::marks::MarkTracker;
-use super::protocol::{clear_message, mark_message, media_message};
+use super::protocol::{MediaMessages, clear_message, mark_message};
 
 /// Writes bot audio to a Twilio stream.
 pub struct TwilioSink {
     stream_sid: String,
+    media: MediaMessages,
     codec: OutboundCodec,
     outbound: mpsc::Sender<String>,
     marks: MarkTracker,
-    echoes: mpsc::UnboundedReceiver<String>,
+    echoes: mpsc::Receiver<String>,
     stats: Arc<dyn TransportStats>,
     dropped: u64,
 }
@@ -39,10 +40,11 @@ impl TwilioSink {
     pub fn new(
         stream_sid: String,
         outbound: mpsc::Sender<String>,
-        echoes: mpsc::UnboundedReceiver<String>,
+        echoes: mpsc::Receiver<String>,
         stats: Arc<dyn TransportStats>,
     ) -> Self {
         TwilioSink {
+            media: MediaMessages::new(&stream_sid),
             stream_sid,
             codec: OutboundCodec::new(),
             outbound,
@@ -74,7 +76,7 @@ impl TwilioSink {
     fn send_chunks(&mut self) {
         let mut sent = 0;
         while let Some(chunk) = self.codec.poll_chunk() {
-            let message = media_message(&self.stream_sid, chunk);
+            let message = self.media.message(chunk);
             self.send(message);
             sent += 1;
         }

@@ -99,9 +99,13 @@ impl StreamReader {
         })
     }
 
-    /// Handles one text message that arrived at session time `now`.
-    pub fn handle_text(&mut self, text: &str, now: Duration) -> Inbound {
-        let event = match parse_inbound(text) {
+    /// Handles one text message (its bytes, as the socket read them) that
+    /// arrived at session time `now`.
+    pub fn handle_text<T>(&mut self, message: &T, now: Duration) -> Inbound
+    where
+        T: AsRef<[u8]> + ?Sized,
+    {
+        let event = match parse_inbound(message) {
             Ok(event) => event,
             Err(e @ ProtocolError::UnsupportedFormat { .. }) if self.stream_sid.is_none() => {
                 return Inbound::Failed(e);
@@ -149,7 +153,7 @@ impl StreamReader {
                 Inbound::Audio
             }
             InboundEvent::Dtmf { digit, .. } => Inbound::Dtmf(digit),
-            InboundEvent::Mark { name, .. } => Inbound::MarkPlayed(name),
+            InboundEvent::Mark { name, .. } => Inbound::MarkPlayed(name.into_owned()),
             InboundEvent::Stop { .. } => {
                 self.stopped = true;
                 Inbound::Stopped
