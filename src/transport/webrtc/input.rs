@@ -10,20 +10,18 @@
 //! the pipeline to end gracefully, so turns in flight complete and are
 //! kept.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tracing::Instrument as _;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::transport::TransportStats;
+use crate::transport::{ReaderTask, SkipLog, TransportStats};
 
 use super::call::CallLink;
 use super::inbound::{InboundAudio, PacketOutcome, RtpAudio};
@@ -57,9 +55,7 @@ impl PeerEnd {
 #[derive(Debug, Default)]
 struct InputShared {
     bot_speaking: AtomicBool,
-    /// The session is ending: no more frames into the pipeline.
-    ending: AtomicBool,
-    reader: Mutex<Option<AbortHandle>>,
+    reader: ReaderTask,
 }
 
 /// Everything the reader task needs, handed over when the session starts.
@@ -70,32 +66,6 @@ pub(crate) struct Reader {
     pub(crate) inbound: InboundAudio,
     pub(crate) idle_timeout: Duration,
     pub(crate) stats: Arc<dyn TransportStats>,
-}
-
-/// Logs skipped input with its reason: the first few at `warn`, the rest
-/// at `debug`, so a misbehaving page cannot flood the logs.
-#[derive(Debug, Default)]
-struct SkipLog {
-    count: u64,
-}
-
-impl SkipLog {
-    const AT_WARN: u64 = 10;
-
-    fn skipped(
-        &mut self,
-        kind: &'static str,
-        reason: &dyn std::fmt::Display,
-        stats: &dyn TransportStats,
-    ) {
-        self.count += 1;
-        stats.input_error(kind);
-        if self.count <= Self::AT_WARN {
-            tracing::warn!(kind, %reason, "input skipped");
-        } else {
-            tracing::debug!(kind, %reason, "input skipped");
-        }
-    }
 }
 
 struct Running {
@@ -142,8 +112,8 @@ impl Running {
         if end != PeerEnd::Closed {
             self.reader.stats.input_error(end.reason());
         }
-        if self.skips.count > 0 {
-            tracing::info!(skipped = self.skips.count, "input skipped in this call");
+        if self.skips.count() > 0 {
+            tracing::info!(skipped = self.skips.count(), "input skipped in this call");
         }
         tracing::info!(reason = end.reason(), "call ended");
         ctx.request_end(end.reason()).await;
@@ -176,7 +146,7 @@ impl Running {
             }
             PacketOutcome::Decoded { .. } | PacketOutcome::Late => {}
         }
-        let ending = self.shared.ending.load(Ordering::Acquire);
+        let ending = self.shared.reader.ending();
         let mut frames = 0;
         while let Some(mut audio) = self.reader.inbound.poll_frame() {
             if ending {
@@ -221,7 +191,7 @@ impl Running {
     async fn message(&mut self, message: ClientMessage, ctx: &ProcessorContext) {
         match message {
             ClientMessage::Text(text) => {
-                if self.shared.ending.load(Ordering::Acquire) {
+                if self.shared.reader.ending() {
                     return;
                 }
                 if self.shared.bot_speaking.load(Ordering::Acquire) {
@@ -262,16 +232,7 @@ impl WebRtcInput {
     }
 
     fn stop_reading(&self) {
-        self.shared.ending.store(true, Ordering::Release);
-        let reader = self
-            .shared
-            .reader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(reader) = reader {
-            reader.abort();
-        }
+        self.shared.reader.stop();
     }
 }
 
@@ -309,9 +270,7 @@ impl Processor for WebRtcInput {
                 skips: SkipLog::default(),
                 heard: Instant::now(),
             };
-            let task = tokio::spawn(running.run(ctx.clone()).in_current_span());
-            *self.shared.reader.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(task.abort_handle());
+            self.shared.reader.start(running.run(ctx.clone()));
         }
         Ok(())
     }
