@@ -473,6 +473,29 @@ async fn outbox_deliveries_are_unique_leased_and_rescheduled() {
 }
 
 #[tokio::test]
+async fn outbox_entries_whose_delivery_is_gone_are_dropped_on_claim() {
+    let backend = Backend::redis();
+    let store = backend.store();
+    let Backend::Redis(_, server) = &backend else {
+        unreachable!()
+    };
+    for id in ["a", "b", "c"] {
+        assert!(store.enqueue_delivery(id, id, 1_000).await.unwrap());
+    }
+    // Two deliveries outlived their TTL (or were delivered elsewhere).
+    let _: i64 = server
+        .client()
+        .await
+        .del(&["t:webhook:event:a", "t:webhook:event:c"])
+        .await
+        .unwrap();
+    let claimed = store.claim_deliveries(1_000, 100, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, "b");
+    assert_eq!(store.outbox_len().await.unwrap(), 1);
+}
+
+#[tokio::test]
 async fn the_embedded_file_is_shared_between_processes_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("context.jsonl");
