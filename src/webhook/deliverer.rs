@@ -17,6 +17,7 @@ use ring::hmac;
 
 use super::config::WebhookSettings;
 use super::event::{CALL_COMPLETED, PendingDelivery};
+use crate::context::store::codec::encode;
 use crate::context::store::{OutboxEntry, Store, StoreError};
 use crate::context::time::unix_ms;
 use crate::services::ServiceError;
@@ -130,10 +131,7 @@ impl WebhookDeliverer {
         };
         delivery.attempts += 1;
         delivery.last_error = Some(error.clone());
-        let payload = serde_json::to_string(&delivery).map_err(|source| StoreError::Encode {
-            key: entry.id.clone(),
-            source,
-        })?;
+        let payload = encode(&entry.id, &delivery)?;
         if delivery.attempts >= self.settings.max_attempts {
             tracing::error!(id = %delivery.id, attempts = delivery.attempts, error, "webhook delivery failed for good; moved to the dead letters");
             self.store.bury_delivery(&entry.id, &payload).await?;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::WebhookSettings;
+use crate::context::store::codec::encode;
 use crate::context::store::{Store, StoreError};
 use crate::context::time::{rfc3339, unix_ms};
 
@@ -58,10 +59,7 @@ pub async fn queue_call_completed(
         last_error: None,
         body,
     };
-    let payload = serde_json::to_string(&delivery).map_err(|source| StoreError::Encode {
-        key: id.clone(),
-        source,
-    })?;
+    let payload = encode(&id, &delivery)?;
     if store.enqueue_delivery(&id, &payload, unix_ms()).await? {
         tracing::info!(call_id, "call-completed webhook queued");
     }
