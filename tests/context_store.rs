@@ -174,6 +174,41 @@ async fn turns_are_appended_only_at_their_index() {
 }
 
 #[tokio::test]
+async fn ttls_too_long_for_a_clock_are_capped_not_rejected() {
+    // `call_ttl_secs = 9223372036854775807` in TOML: far past any clock.
+    let settings = StoreSettings {
+        call_ttl: Duration::from_secs(i64::MAX as u64),
+        session_tactics_ttl: Duration::MAX,
+        outbox_ttl: Duration::MAX,
+        ..Backend::settings()
+    };
+    let server = RedisServer::start();
+    let stores: [Arc<dyn Store>; 2] = [
+        Arc::new(MemoryStore::new(settings.clone())),
+        Arc::new(RedisStore::connect(&server.url(), "REDIS_URL", settings).unwrap()),
+    ];
+    for store in stores {
+        assert!(store.create_call(&call("long")).await.unwrap());
+        assert_eq!(
+            store.append_turn("long", &turn(0, "kept")).await.unwrap(),
+            Appended::Added
+        );
+        assert_eq!(store.turns("long").await.unwrap()[0].text, "kept");
+        assert!(store.call("long").await.unwrap().is_some());
+        store
+            .set_session_tactics("long", &["x".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(store.session_tactics("long").await.unwrap(), ["x"]);
+        assert!(store.enqueue_delivery("long", "p", 0).await.unwrap());
+        assert_eq!(
+            store.claim_deliveries(0, u64::MAX, 1).await.unwrap().len(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
 async fn tactics_lists_never_hold_a_tactic_twice() {
     for backend in backends() {
         let store = backend.store();

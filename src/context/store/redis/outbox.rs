@@ -36,7 +36,10 @@ impl Outbox for RedisStore {
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let keys = &self.settings.keys;
         let mut claim = CLAIM_DELIVERIES.key(keys.outbox());
-        claim.arg(now_ms).arg(now_ms + lease_ms).arg(max);
+        claim
+            .arg(now_ms)
+            .arg(now_ms.saturating_add(lease_ms))
+            .arg(max);
         let ids: Vec<String> = self.invoke(&claim).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
