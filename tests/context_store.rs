@@ -209,6 +209,35 @@ async fn ttls_too_long_for_a_clock_are_capped_not_rejected() {
 }
 
 #[tokio::test]
+async fn writes_refused_at_maxmemory_are_retried_not_given_up() {
+    let backend = Backend::redis();
+    let store = backend.store();
+    let Backend::Redis(_, server) = &backend else {
+        unreachable!()
+    };
+    let set_maxmemory = |bytes: &'static str| async move {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .query_async(&mut server.client().await)
+            .await
+            .unwrap();
+    };
+    set_maxmemory("1").await;
+    let err = store.append_turn("oom", &turn(0, "a")).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let err = store.create_call(&call("oom")).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    // Memory freed (or the limit raised): the same write goes through.
+    set_maxmemory("0").await;
+    assert_eq!(
+        store.append_turn("oom", &turn(0, "a")).await.unwrap(),
+        Appended::Added
+    );
+}
+
+#[tokio::test]
 async fn tactics_lists_never_hold_a_tactic_twice() {
     for backend in backends() {
         let store = backend.store();
