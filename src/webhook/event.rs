@@ -35,11 +35,12 @@ pub async fn queue_call_completed(
     settings: &WebhookSettings,
     call_id: &str,
 ) -> Result<(), StoreError> {
-    let Some(call) = store.call(call_id).await? else {
+    // Both reads at once: one round trip's wait, not two.
+    let (call, transcript) = tokio::try_join!(store.call(call_id), store.turns(call_id))?;
+    let Some(call) = call else {
         tracing::warn!(call_id, "no stored call: webhook not queued");
         return Ok(());
     };
-    let transcript = store.turns(call_id).await?;
     let id = format!("{CALL_COMPLETED}:{call_id}");
     let body = serde_json::json!({
         "event_type": CALL_COMPLETED,
