@@ -292,3 +292,50 @@ async fn an_interim_that_never_finalises_becomes_the_turn_after_the_wait() {
         .unwrap();
     assert_eq!(conversation.lock().context.messages().len(), 1);
 }
+
+#[tokio::test]
+async fn a_cancelled_session_keeps_what_the_user_had_said() {
+    let (processors, _setup) = pair(1.0);
+    let live = Live::start(processors);
+    let started = FrameBody::UserStartedSpeaking {
+        start: Duration::ZERO,
+    };
+    for frame in [
+        started.clone(),
+        transcription("Cancel my order"),
+        // Speech resuming: the same turn, and a frame the aggregator passes
+        // on once it has taken the transcript.
+        started,
+    ] {
+        live.handle.queue_frame(frame).await;
+    }
+    let recorder = Arc::clone(&live.recorder);
+    fake::wait_for(Duration::from_secs(10), "both starts passed on", || {
+        recorder
+            .pushes()
+            .iter()
+            .filter(|(from, _, f)| {
+                from == "user_context" && matches!(f.body, FrameBody::UserStartedSpeaking { .. })
+            })
+            .count()
+            == 2
+    })
+    .await;
+    // A fatal error elsewhere (or a shutdown past its grace) cancels the
+    // session while the user is still speaking.
+    live.handle.cancel("fatal error in stt");
+    let frames = unique(&live.finish().await);
+
+    let turns = turns(&frames);
+    assert_eq!(turns.len(), 1);
+    assert_eq!(
+        (turns[0].role, turns[0].text.as_str()),
+        (Role::User, "Cancel my order")
+    );
+    assert!(
+        !frames
+            .iter()
+            .any(|f| matches!(f.body, FrameBody::LlmMessages(_))),
+        "no reply is asked for once the session is cancelled"
+    );
+}

@@ -174,6 +174,70 @@ async fn turns_are_appended_only_at_their_index() {
 }
 
 #[tokio::test]
+async fn ttls_too_long_for_a_clock_are_capped_not_rejected() {
+    // `call_ttl_secs = 9223372036854775807` in TOML: far past any clock.
+    let settings = StoreSettings {
+        call_ttl: Duration::from_secs(i64::MAX as u64),
+        session_tactics_ttl: Duration::MAX,
+        outbox_ttl: Duration::MAX,
+        ..Backend::settings()
+    };
+    let server = RedisServer::start();
+    let stores: [Arc<dyn Store>; 2] = [
+        Arc::new(MemoryStore::new(settings.clone())),
+        Arc::new(RedisStore::connect(&server.url(), "REDIS_URL", settings).unwrap()),
+    ];
+    for store in stores {
+        assert!(store.create_call(&call("long")).await.unwrap());
+        assert_eq!(
+            store.append_turn("long", &turn(0, "kept")).await.unwrap(),
+            Appended::Added
+        );
+        assert_eq!(store.turns("long").await.unwrap()[0].text, "kept");
+        assert!(store.call("long").await.unwrap().is_some());
+        store
+            .set_session_tactics("long", &["x".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(store.session_tactics("long").await.unwrap(), ["x"]);
+        assert!(store.enqueue_delivery("long", "p", 0).await.unwrap());
+        assert_eq!(
+            store.claim_deliveries(0, u64::MAX, 1).await.unwrap().len(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn writes_refused_at_maxmemory_are_retried_not_given_up() {
+    let backend = Backend::redis();
+    let store = backend.store();
+    let Backend::Redis(_, server) = &backend else {
+        unreachable!()
+    };
+    let set_maxmemory = |bytes: &'static str| async move {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .query_async(&mut server.client().await)
+            .await
+            .unwrap();
+    };
+    set_maxmemory("1").await;
+    let err = store.append_turn("oom", &turn(0, "a")).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let err = store.create_call(&call("oom")).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    // Memory freed (or the limit raised): the same write goes through.
+    set_maxmemory("0").await;
+    assert_eq!(
+        store.append_turn("oom", &turn(0, "a")).await.unwrap(),
+        Appended::Added
+    );
+}
+
+#[tokio::test]
 async fn tactics_lists_never_hold_a_tactic_twice() {
     for backend in backends() {
         let store = backend.store();
@@ -470,6 +534,29 @@ async fn outbox_deliveries_are_unique_leased_and_rescheduled() {
             assert_eq!(dead, ["two, failed"]);
         }
     }
+}
+
+#[tokio::test]
+async fn outbox_entries_whose_delivery_is_gone_are_dropped_on_claim() {
+    let backend = Backend::redis();
+    let store = backend.store();
+    let Backend::Redis(_, server) = &backend else {
+        unreachable!()
+    };
+    for id in ["a", "b", "c"] {
+        assert!(store.enqueue_delivery(id, id, 1_000).await.unwrap());
+    }
+    // Two deliveries outlived their TTL (or were delivered elsewhere).
+    let _: i64 = server
+        .client()
+        .await
+        .del(&["t:webhook:event:a", "t:webhook:event:c"])
+        .await
+        .unwrap();
+    let claimed = store.claim_deliveries(1_000, 100, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, "b");
+    assert_eq!(store.outbox_len().await.unwrap(), 1);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use support::fake_openai::{DIMS, FakeOpenAi, embed};
 use support::redis_server::RedisServer;
 use support::rng::Rng;
 use voxpipe::context::skills::{
-    OpenAiEmbedder, SEARCH_CONTEXT, SkillError, SkillIndex, SkillLibrary, pack_vector,
+    IndexError, OpenAiEmbedder, SEARCH_CONTEXT, SkillError, SkillIndex, SkillLibrary, pack_vector,
     search_context_parameters,
 };
 use voxpipe::context::store::{RedisStore, Store, StoreSettings};
@@ -131,6 +131,40 @@ async fn the_index_follows_skills_other_programs_write_and_delete() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_query_of_other_dimensions_than_the_skills_is_an_error_not_no_match() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let (_, library) = library(&redis, &openai).await;
+    // Stored with another embedding model: three dimensions.
+    let vector = pack_vector(&[1.0, 0.0, 0.0]);
+    let _: () = redis
+        .client()
+        .await
+        .hset_multiple(
+            "skill:older",
+            &[
+                ("trigger", b"too expensive".as_slice()),
+                ("rebuttal", b"Show the ROI"),
+                ("vector", &vector),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(library.refresh().await.unwrap().total, 1);
+    let err = library
+        .search_context(json!({"query": "too expensive"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SkillError::Index(IndexError::QueryDimensions { expected: 3, got }) if got == DIMS
+        ),
+        "{err}"
     );
 }
 

@@ -5,7 +5,9 @@
 //! when a turn is complete); a complete turn is appended to the shared
 //! conversation as a user message, announced with a `TurnCompleted` frame,
 //! and handed downstream as `LlmMessages` carrying the whole context. The
-//! transcription frames themselves stop here: the turn replaces them.
+//! transcription frames themselves stop here: the turn replaces them. At
+//! the session's end, or its cancellation, what was heard still becomes a
+//! turn (and is recorded); a cancelled session asks for no reply.
 //!
 //! When the user starts speaking while the bot is answering (speaking, or a
 //! reply still due) and the session allows interruptions, this processor
@@ -107,10 +109,21 @@ impl UserContextAggregator {
         }
     }
 
+    /// Completes a turn and asks the LLM for the reply.
     async fn hand(&self, text: Option<String>, ctx: &ProcessorContext) {
-        let Some(text) = text else {
-            return;
-        };
+        if let Some(messages) = self.complete(text, ctx).await {
+            ctx.push_downstream(FrameBody::LlmMessages(messages)).await;
+        }
+    }
+
+    /// Appends the turn to the conversation and announces it (which is what
+    /// records it); returns the context for the LLM.
+    async fn complete(
+        &self,
+        text: Option<String>,
+        ctx: &ProcessorContext,
+    ) -> Option<Arc<Vec<Message>>> {
+        let text = text?;
         let (messages, turn) = {
             let mut conversation = self.conversation.lock();
             conversation
@@ -126,7 +139,7 @@ impl UserContextAggregator {
         tracing::debug!(turn = turn.index, text = %turn.text, "user turn");
         ctx.push_downstream(FrameBody::TurnCompleted(Arc::new(turn)))
             .await;
-        ctx.push_downstream(FrameBody::LlmMessages(messages)).await;
+        Some(messages)
     }
 
     /// A reply is coming that the user has not started hearing.
@@ -189,5 +202,12 @@ impl Processor for UserContextAggregator {
         let turn = self.tracker.finish();
         self.hand(turn, ctx).await;
         Ok(())
+    }
+
+    async fn on_cancel(&mut self, ctx: &ProcessorContext) {
+        // What the user said still belongs to the transcript (as the
+        // assistant's cut answer does); no reply is asked for.
+        let turn = self.tracker.finish();
+        self.complete(turn, ctx).await;
     }
 }

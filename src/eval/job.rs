@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::context::store::codec::encode;
 use crate::context::store::{Store, StoreError};
 use crate::context::time::{rfc3339, unix_ms};
 
@@ -22,9 +23,6 @@ pub async fn queue_evaluation(store: &dyn Store, call_id: &str) -> Result<(), St
         call_id: call_id.to_owned(),
         queued_at: rfc3339(unix_ms()),
     };
-    let payload = serde_json::to_string(&job).map_err(|source| StoreError::Encode {
-        key: "eval job".into(),
-        source,
-    })?;
+    let payload = encode("eval job", &job)?;
     store.push_job(&payload).await.map(|_| ())
 }

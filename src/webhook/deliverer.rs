@@ -17,6 +17,8 @@ use ring::hmac;
 
 use super::config::WebhookSettings;
 use super::event::{CALL_COMPLETED, PendingDelivery};
+use crate::context::store::codec::encode;
+use crate::context::store::settings::millis;
 use crate::context::store::{OutboxEntry, Store, StoreError};
 use crate::context::time::unix_ms;
 use crate::services::ServiceError;
@@ -92,10 +94,13 @@ impl WebhookDeliverer {
 
     /// Attempts every delivery due at `now_ms` (up to one batch), at once.
     pub async fn deliver_due(&self, now_ms: u64) -> Result<DeliveryPass, StoreError> {
-        let lease = self.settings.timeout + Duration::from_secs(30);
+        let lease = self
+            .settings
+            .timeout
+            .saturating_add(Duration::from_secs(30));
         let claimed = self
             .store
-            .claim_deliveries(now_ms, lease.as_millis() as u64, self.batch)
+            .claim_deliveries(now_ms, millis(lease), self.batch)
             .await?;
         let results =
             futures_util::future::join_all(claimed.iter().map(|entry| self.attempt(entry, now_ms)))
@@ -130,10 +135,7 @@ impl WebhookDeliverer {
         };
         delivery.attempts += 1;
         delivery.last_error = Some(error.clone());
-        let payload = serde_json::to_string(&delivery).map_err(|source| StoreError::Encode {
-            key: entry.id.clone(),
-            source,
-        })?;
+        let payload = encode(&entry.id, &delivery)?;
         if delivery.attempts >= self.settings.max_attempts {
             tracing::error!(id = %delivery.id, attempts = delivery.attempts, error, "webhook delivery failed for good; moved to the dead letters");
             self.store.bury_delivery(&entry.id, &payload).await?;
@@ -142,7 +144,7 @@ impl WebhookDeliverer {
         let wait = self.settings.backoff(delivery.attempts);
         tracing::warn!(id = %delivery.id, attempts = delivery.attempts, retry_in = ?wait, error, "webhook delivery failed");
         self.store
-            .reschedule_delivery(&entry.id, &payload, now_ms + wait.as_millis() as u64)
+            .reschedule_delivery(&entry.id, &payload, now_ms.saturating_add(millis(wait)))
             .await?;
         Ok(Attempt::Retrying)
     }

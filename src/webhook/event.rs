@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::WebhookSettings;
+use crate::context::store::codec::encode;
 use crate::context::store::{Store, StoreError};
 use crate::context::time::{rfc3339, unix_ms};
 
@@ -34,11 +35,12 @@ pub async fn queue_call_completed(
     settings: &WebhookSettings,
     call_id: &str,
 ) -> Result<(), StoreError> {
-    let Some(call) = store.call(call_id).await? else {
+    // Both reads at once: one round trip's wait, not two.
+    let (call, transcript) = tokio::try_join!(store.call(call_id), store.turns(call_id))?;
+    let Some(call) = call else {
         tracing::warn!(call_id, "no stored call: webhook not queued");
         return Ok(());
     };
-    let transcript = store.turns(call_id).await?;
     let id = format!("{CALL_COMPLETED}:{call_id}");
     let body = serde_json::json!({
         "event_type": CALL_COMPLETED,
@@ -58,10 +60,7 @@ pub async fn queue_call_completed(
         last_error: None,
         body,
     };
-    let payload = serde_json::to_string(&delivery).map_err(|source| StoreError::Encode {
-        key: id.clone(),
-        source,
-    })?;
+    let payload = encode(&id, &delivery)?;
     if store.enqueue_delivery(&id, &payload, unix_ms()).await? {
         tracing::info!(call_id, "call-completed webhook queued");
     }

@@ -53,6 +53,15 @@ pub enum IndexError {
     /// Its vector is zero or not finite: it has no direction.
     #[error("skill {0} has a zero or non-finite vector")]
     Degenerate(String),
+    /// A query's vector length differs from the skills' (the embedding
+    /// model or its `dimensions` changed since they were stored).
+    #[error("the query has {got} dimensions; the skills have {expected}")]
+    QueryDimensions {
+        /// The index's dimensions.
+        expected: usize,
+        /// The query's.
+        got: usize,
+    },
 }
 
 struct Texts {

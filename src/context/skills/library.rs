@@ -179,6 +179,17 @@ impl SkillLibrary {
     /// The `k` skills whose triggers are closest to `text`.
     pub async fn search(&self, text: &str, k: usize) -> Result<Vec<SkillHit>, SkillError> {
         let query = self.embed_one(text).await?;
+        {
+            // Said, not answered with "nothing found": no skill could ever
+            // match until the model matches the stored vectors again.
+            let index = self.read_index();
+            if !index.is_empty() && query.len() != index.dims() {
+                return Err(SkillError::Index(IndexError::QueryDimensions {
+                    expected: index.dims(),
+                    got: query.len(),
+                }));
+            }
+        }
         let index = Arc::clone(&self.index);
         // A search over a large index is a few milliseconds of CPU: off the
         // async workers.

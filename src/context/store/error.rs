@@ -60,7 +60,9 @@ impl StoreError {
     /// restarting); false when the same request will fail again.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Redis(err) => !matches!(err.retry_method(), redis::RetryMethod::NoRetry),
+            StoreError::Redis(err) => {
+                !matches!(err.retry_method(), redis::RetryMethod::NoRetry) || passing_refusal(err)
+            }
             StoreError::Timeout(_) | StoreError::Contended { .. } => true,
             StoreError::File { .. } => true,
             StoreError::Url { .. } | StoreError::Corrupt { .. } | StoreError::Encode { .. } => {
@@ -74,5 +76,38 @@ impl StoreError {
             key: key.to_owned(),
             message: message.to_string(),
         }
+    }
+}
+
+/// Server refusals that end when the server recovers or an operator acts,
+/// though redis-rs, not knowing their codes, calls them final: writes
+/// refused at `maxmemory` (`OOM`), while snapshots fail (`MISCONF`), or
+/// while a script runs too long (`BUSY`). Giving up on them would drop a
+/// call's turns the moment Redis fills up; retried, they are written once
+/// it has room again.
+const PASSING_REFUSALS: [&str; 3] = ["OOM", "MISCONF", "BUSY"];
+
+fn passing_refusal(err: &redis::RedisError) -> bool {
+    // A pipeline's or transaction's errors are only reachable by value.
+    err.clone().into_server_errors().is_some_and(|errors| {
+        errors
+            .iter()
+            .any(|(_, error)| PASSING_REFUSALS.contains(&error.code()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_that_pass_are_transient_and_errors_in_the_request_are_not() {
+        let refusal =
+            |code: &str| StoreError::Redis(redis::make_extension_error(code.to_owned(), None));
+        for code in PASSING_REFUSALS {
+            assert!(refusal(code).is_transient(), "{code}");
+        }
+        assert!(!refusal("WRONGTYPE").is_transient());
+        assert!(!StoreError::corrupt("k", "bad").is_transient());
     }
 }

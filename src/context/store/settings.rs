@@ -33,7 +33,17 @@ impl Default for StoreSettings {
     }
 }
 
-/// A duration in whole milliseconds, at least 1 (Redis rejects a 0 TTL).
+/// A duration in whole milliseconds, at least 1 (Redis rejects a 0 TTL)
+/// and at most [`MAX_MILLIS`].
 pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(d.as_millis())
+        .unwrap_or(MAX_MILLIS)
+        .clamp(1, MAX_MILLIS)
 }
+
+/// The longest TTL or wait a store is given, 2^62 ms (146 million years):
+/// Redis rejects an expiry whose absolute time does not fit in an i64 of
+/// milliseconds, and the embedded store adds TTLs to the clock in a u64; a
+/// TOML `*_ttl_secs` beyond it means "forever", not a rejected write (a
+/// lost turn) or an overflow.
+const MAX_MILLIS: u64 = 1 << 62;

@@ -63,7 +63,7 @@ impl Outbox for MemoryStore {
                         ops.push(Op::ZAdd {
                             key: outbox.clone(),
                             member: id.clone(),
-                            score: now_ms + lease_ms,
+                            score: now_ms.saturating_add(lease_ms),
                         });
                         claimed.push(OutboxEntry {
                             id: id.clone(),
