@@ -117,15 +117,7 @@ impl OutboundCodec {
             slot => slot.insert(StreamResampler::new(audio.sample_rate, TWILIO_SAMPLE_RATE)?),
         };
         self.samples.clear();
-        self.samples.extend(
-            audio
-                .data
-                .chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]])),
-        );
-        if audio.channels > 1 {
-            self.samples = pcm::mixdown_to_mono(&self.samples, audio.channels);
-        }
+        pcm::le_bytes_to_mono(&audio.data, audio.channels, &mut self.samples);
         self.resampled.clear();
         resampler.process(&self.samples, &mut self.resampled);
         self.compact();
