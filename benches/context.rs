@@ -22,14 +22,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use criterion::Criterion;
-use voxpipe::context::skills::{Skill, SkillIndex};
-use voxpipe::context::store::{MemoryStore, RedisStore, Store};
-use voxpipe::context::{ContextRuntime, ContextSection, Role, RuntimeParts, Turn};
+use voxpipe::agent::skills::SkillIndex;
+use voxpipe::agent::{ContextRuntime, ContextSection, RuntimeParts};
+use voxpipe::conversation::{Role, Turn};
 use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody};
+use voxpipe::pipeline::SessionSetup;
 use voxpipe::pipeline::{NamedProcessor, PipelineParams, PipelineTask, SessionClock};
-use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
+use voxpipe::pipeline::{Processor, ProcessorContext, ProcessorError};
 use voxpipe::processors::Parrot;
-use voxpipe::session::SessionSetup;
+use voxpipe::store::Skill;
+use voxpipe::store::{MemoryStore, RedisStore, Store};
 use voxpipe::transport::file::FileInput;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 
@@ -117,7 +119,7 @@ async fn stalled_redis() -> Arc<dyn Store> {
             held.push(socket);
         }
     });
-    let settings = voxpipe::context::store::StoreSettings {
+    let settings = voxpipe::store::StoreSettings {
         op_timeout: Duration::from_secs(60),
         ..Default::default()
     };

@@ -14,12 +14,11 @@ use redis::AsyncCommands;
 use support::fake_openai::{FakeOpenAi, JudgeReply, verdict};
 use support::redis_server::RedisServer;
 use support::turns::{converse, registry};
-use voxpipe::config::parse_pipeline;
-use voxpipe::context::store::Store;
-use voxpipe::context::{
-    CallStatus, ContextRuntime, Evaluation, Outcome, SessionMemory, TacticsList,
-};
-use voxpipe::session::EnvSource;
+use voxpipe::agent::{ContextRuntime, SessionMemory};
+use voxpipe::pipeline::EnvSource;
+use voxpipe::pipeline_file::parse_pipeline;
+use voxpipe::store::Store;
+use voxpipe::store::{CallStatus, Evaluation, Outcome, TacticsList};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -51,7 +50,7 @@ async fn setup(evaluator: &str) -> Setup {
         "TEST_REDIS".to_owned(),
         redis.url(),
     )])));
-    let runtime = ContextRuntime::from_config(&config, &env).unwrap();
+    let runtime = config.context_runtime(&env).unwrap();
     Setup {
         redis,
         judge,

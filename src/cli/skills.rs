@@ -3,8 +3,8 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::{Context as _, bail};
-use voxpipe::context::ContextRuntime;
-use voxpipe::context::skills::SkillLibrary;
+use voxpipe::agent::ContextRuntime;
+use voxpipe::agent::skills::SkillLibrary;
 
 use super::store_args::StoreArgs;
 

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use voxpipe::config::{Override, PipelineConfig, load_pipeline};
-use voxpipe::context::{ContextRuntime, StoreKind};
+use voxpipe::agent::{ContextRuntime, StoreKind};
+use voxpipe::config::Override;
+use voxpipe::pipeline::EnvSource;
+use voxpipe::pipeline_file::{PipelineConfig, load_pipeline};
 use voxpipe::processors::ProcessorRegistry;
-use voxpipe::session::EnvSource;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct StoreArgs {
@@ -60,9 +61,11 @@ impl StoreArgs {
         let context = {
             // Redis connections start their tasks on this runtime.
             let _entered = tokio.enter();
-            ContextRuntime::from_config(&config, &EnvSource::Process).with_context(|| {
-                format!("{}: cannot open the context store", self.pipeline.display())
-            })?
+            config
+                .context_runtime(&EnvSource::Process)
+                .with_context(|| {
+                    format!("{}: cannot open the context store", self.pipeline.display())
+                })?
         };
         Ok(Operator {
             config,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::health::ReadinessCheck;
-use crate::context::ContextRuntime;
+use crate::agent::ContextRuntime;
 
 /// `/health`'s `store` check: ready when the context store answers.
 pub(crate) struct StoreReadiness(pub(crate) Arc<ContextRuntime>);

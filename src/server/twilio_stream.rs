@@ -23,7 +23,6 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
-use crate::session::SessionSetup;
 use crate::transport::WsInbound;
 use crate::transport::twilio::{
     AcceptError, CallOptions, HangUp, StreamEnd, TwilioCall, protocol::StreamStart,
@@ -144,7 +143,7 @@ async fn serve_call(state: Arc<ServerState>, permit: SessionPermit, socket: WebS
     let writer = tokio::spawn(write_loop(ws_tx, outbound_rx, done_rx).in_current_span());
     let (ends, call) = call.into_transport(outbound_tx);
 
-    let mut setup = SessionSetup::for_pipeline(&state.config, Arc::clone(permit.session_id()));
+    let mut setup = state.config.session_setup(Arc::clone(permit.session_id()));
     setup.env = state.env.clone();
     setup.custom_parameters = start.custom_parameters.clone();
     let report = run_session(&state, &permit, "twilio", setup, ends, Vec::new()).await;

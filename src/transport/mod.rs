@@ -6,6 +6,7 @@
 //! [`OutputTransport`] over its own [`AudioSink`], so scheduling, pacing,
 //! speaking state and interruptions behave the same everywhere.
 
+mod ends;
 pub mod file;
 mod output;
 mod playout;
@@ -16,6 +17,7 @@ pub mod twilio;
 pub mod webrtc;
 mod websocket;
 
+pub use ends::TransportEnds;
 pub use output::{AudioSink, OutputTransport, Pacing};
 pub use playout::{Cut, Playout, PlayoutEvent};
 pub(crate) use reader_task::ReaderTask;

@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
-use voxpipe::config::{Override, load_pipeline, parse_pipeline};
-use voxpipe::context::ContextRuntime;
+use voxpipe::agent::ContextRuntime;
+use voxpipe::config::Override;
 use voxpipe::frame::{Direction, FrameBody};
+use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline::{Observer, PipelineOutcome, PushEvent};
+use voxpipe::pipeline_file::{load_pipeline, parse_pipeline};
 use voxpipe::server::{ReadinessCheck, Server, ServerError};
-use voxpipe::session::EnvSource;
 
 use super::processors::registry;
 

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::audio::AudioError;
 use crate::pipeline::NamedProcessor;
-use crate::session::TransportEnds;
+use crate::transport::TransportEnds;
 use crate::transport::{OutputTransport, Pacing, SkipLog, TransportStats, WsInbound};
 
 use super::codec::FRAME;

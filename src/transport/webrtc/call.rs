@@ -17,7 +17,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tracing::Instrument as _;
 
 use crate::pipeline::{NamedProcessor, Observer};
-use crate::session::TransportEnds;
+use crate::transport::TransportEnds;
 use crate::transport::{OutputTransport, Pacing, TransportStats};
 
 use super::inbound::InboundAudio;
@@ -205,7 +205,7 @@ impl WebRtcCall {
     }
 
     /// What the page sent as `request_data`, for
-    /// [`SessionSetup::custom_parameters`](crate::session::SessionSetup).
+    /// [`SessionSetup::custom_parameters`](crate::pipeline::SessionSetup).
     pub fn custom_parameters(&self) -> &BTreeMap<String, String> {
         &self.custom_parameters
     }
