@@ -12,9 +12,11 @@ use super::skills::{OpenAiEmbedder, SearchContextTool, SkillLibrary};
 use super::writer::{AfterCall, WriterDone, WriterSettings, spawn_writer};
 use crate::agent::eval::{
     EvaluationWorker, Evaluator, EvaluatorSection, EvaluatorSettings, JudgeModel, OpenAiJudge,
-    WorkerSettings,
+    QueueEvaluation, WorkerSettings,
 };
-use crate::agent::webhook::{WebhookDeliverer, WebhookSection, WebhookSettings};
+use crate::agent::webhook::{
+    QueueCallCompleted, WebhookDeliverer, WebhookSection, WebhookSettings,
+};
 use crate::pipeline::{BuildError, EnvSource, SessionResources, SessionSetup, new_session_id};
 use crate::services::llm::tools::ToolRegistry;
 use crate::services::{ApiKey, ServiceError};
@@ -182,8 +184,8 @@ impl ContextRuntime {
         // With an evaluator the webhook waits for the outcome; without one
         // it goes as soon as the call is completed.
         writer.on_completed = match (&evaluator, &webhook) {
-            (Some(_), _) => vec![AfterCall::Evaluate],
-            (None, Some(webhook)) => vec![AfterCall::Webhook(Arc::clone(webhook))],
+            (Some(_), _) => vec![Arc::new(QueueEvaluation) as Arc<dyn AfterCall>],
+            (None, Some(webhook)) => vec![Arc::new(QueueCallCompleted(Arc::clone(webhook))) as _],
             (None, None) => Vec::new(),
         };
         ContextRuntime {

@@ -8,7 +8,9 @@
 //! ever waits on the store. One task per session drains the channel into an
 //! ordered queue of steps and performs them one at a time, in order:
 //! create the call (pending), mark it active, append each turn, mark it
-//! completed, then queue its evaluation (or its webhook).
+//! completed, then run its after-call hooks ([`AfterCall`]: queue its
+//! evaluation, its webhook), which the runtime chooses; the writer knows
+//! none of them.
 //!
 //! When a step fails because the store is down or slow, the writer keeps the
 //! step (and everything behind it) and tries again with exponential backoff;
@@ -26,6 +28,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -43,7 +46,7 @@ pub struct WriterSettings {
     /// How long after the session ends the writer keeps trying.
     pub flush_timeout: Duration,
     /// What to queue once the call is completed.
-    pub on_completed: Vec<AfterCall>,
+    pub on_completed: Vec<Arc<dyn AfterCall>>,
 }
 
 impl Default for WriterSettings {
@@ -57,22 +60,18 @@ impl Default for WriterSettings {
     }
 }
 
-/// Work queued for other workers once a call is completed and written.
-#[derive(Clone)]
-pub enum AfterCall {
-    /// Queue a session-end evaluation job.
-    Evaluate,
-    /// Queue the call-completed webhook.
-    Webhook(Arc<crate::agent::webhook::WebhookSettings>),
-}
-
-impl std::fmt::Debug for AfterCall {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AfterCall::Evaluate => f.write_str("Evaluate"),
-            AfterCall::Webhook(_) => f.write_str("Webhook"),
-        }
-    }
+/// An after-call hook: work queued for other workers once a call is
+/// completed and written (a session-end evaluation job, the call-completed
+/// webhook).
+///
+/// It runs as the writer's last steps, in order, so it is retried with
+/// backoff while the store is down, and given up (and logged) only when
+/// the flush timeout ends: it must be idempotent, and should only queue
+/// (durably, in the store), never do the work itself.
+#[async_trait]
+pub trait AfterCall: Send + Sync + std::fmt::Debug {
+    /// Queues the work for the completed call `call_id`.
+    async fn queue(&self, store: &dyn Store, call_id: &str) -> Result<(), StoreError>;
 }
 
 /// A command; status changes are stamped with the wall time they were sent
@@ -187,7 +186,7 @@ enum Action {
     Create(Box<CallRecord>),
     Change(CallChange),
     Turn(Arc<Turn>),
-    After(AfterCall),
+    After(Arc<dyn AfterCall>),
 }
 
 struct Step {
@@ -448,12 +447,7 @@ async fn perform(
                 return Ok(());
             }
         }
-        Action::After(AfterCall::Evaluate) => {
-            crate::agent::eval::queue_evaluation(store, call_id).await
-        }
-        Action::After(AfterCall::Webhook(settings)) => {
-            crate::agent::webhook::queue_call_completed(store, settings, call_id).await
-        }
+        Action::After(after) => after.queue(store, call_id).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::writer::AfterCall;
 use crate::store::codec::encode;
 use crate::store::time::{rfc3339, unix_ms};
 use crate::store::{Store, StoreError};
@@ -13,6 +14,17 @@ pub struct EvalJob {
     pub call_id: String,
     /// When it was queued (RFC 3339).
     pub queued_at: String,
+}
+
+/// The after-call hook that queues a session-end evaluation job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueEvaluation;
+
+#[async_trait::async_trait]
+impl AfterCall for QueueEvaluation {
+    async fn queue(&self, store: &dyn Store, call_id: &str) -> Result<(), StoreError> {
+        queue_evaluation(store, call_id).await
+    }
 }
 
 /// Queues the evaluation of `call_id`. Queuing twice (a retry after a lost

@@ -21,7 +21,7 @@ pub(crate) use config::{default_base_url, seconds};
 pub use evaluator::{EvalError, Evaluator, EvaluatorSettings};
 pub use http::ApiEndpoint;
 pub(crate) use http::JsonClient;
-pub use job::{EvalJob, queue_evaluation};
+pub use job::{EvalJob, QueueEvaluation, queue_evaluation};
 pub use judge::{DEFAULT_JUDGE_PROMPT, JudgeModel, OpenAiJudge, render_transcript};
 pub use verdict::{MalformedVerdict, Verdict};
 pub use worker::{EvaluationWorker, WorkerSettings};

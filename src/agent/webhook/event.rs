@@ -1,8 +1,11 @@
 //! The call-completed event: its body, and its state in the outbox.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::config::WebhookSettings;
+use crate::agent::writer::AfterCall;
 use crate::store::codec::encode;
 use crate::store::time::{rfc3339, unix_ms};
 use crate::store::{Store, StoreError};
@@ -25,6 +28,17 @@ pub struct PendingDelivery {
     pub last_error: Option<String>,
     /// The JSON body.
     pub body: serde_json::Value,
+}
+
+/// The after-call hook that queues the call-completed webhook.
+#[derive(Debug, Clone)]
+pub struct QueueCallCompleted(pub Arc<WebhookSettings>);
+
+#[async_trait::async_trait]
+impl AfterCall for QueueCallCompleted {
+    async fn queue(&self, store: &dyn Store, call_id: &str) -> Result<(), StoreError> {
+        queue_call_completed(store, &self.0, call_id).await
+    }
 }
 
 /// Queues the call-completed webhook of `call_id`: the call's state, its

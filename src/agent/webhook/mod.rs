@@ -22,4 +22,4 @@ mod event;
 
 pub use config::{WebhookSection, WebhookSettings};
 pub use deliverer::{DeliveryPass, WebhookDeliverer, signature};
-pub use event::{CALL_COMPLETED, PendingDelivery, queue_call_completed};
+pub use event::{CALL_COMPLETED, PendingDelivery, QueueCallCompleted, queue_call_completed};
