@@ -1,10 +1,10 @@
-//! Key names, exactly as DESIGN.md lists them, behind one configurable
+//! Key names, exactly as `docs/architecture.md` lists them, behind one configurable
 //! prefix so several deployments can share a Redis.
 //!
 //! | key | type |
 //! |---|---|
 //! | `call:{id}` | string (JSON [`CallRecord`](crate::store::CallRecord)) |
-//! | `call:{id}:interactions` | list of JSON [`Interaction`](crate::conversation::Turn)s |
+//! | `call:{id}:interactions` | list of JSON [`Interaction`](crate::store::Interaction)s |
 //! | `agent:tactics`, `agent:winning_tactics`, `agent:failed_tactics` | lists |
 //! | `session:{id}:tactics` | list |
 //! | `prompt:segment:{country}:{industry}`, `prompt:segment:*:{industry}`, `prompt:base` | strings |

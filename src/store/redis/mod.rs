@@ -1,4 +1,4 @@
-//! The Redis store: the key schema of `DESIGN.md` on a real Redis, through
+//! The Redis store: the key schema of `docs/architecture.md` on a real Redis, through
 //! the `redis` crate's reconnecting connection manager.
 //!
 //! Conditional writes are Lua scripts (atomic on the server): a turn is
