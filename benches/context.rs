@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use criterion::Criterion;
 use voxpipe::agent::skills::SkillIndex;
-use voxpipe::agent::{ContextRuntime, ContextSection, RuntimeParts};
+use voxpipe::agent::{AgentRuntime, ContextSection, RuntimeParts};
 use voxpipe::conversation::{Role, Turn};
 use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody};
 use voxpipe::pipeline::SessionSetup;
@@ -90,7 +90,7 @@ impl AudioSink for Discard {
     }
 }
 
-fn runtime_on(store: Arc<dyn Store>) -> ContextRuntime {
+fn runtime_on(store: Arc<dyn Store>) -> AgentRuntime {
     let section = ContextSection {
         // A stalled store gives up reading the prompt at once, so sessions
         // follow each other as closely as on the embedded store.
@@ -98,7 +98,7 @@ fn runtime_on(store: Arc<dyn Store>) -> ContextRuntime {
         flush_timeout_secs: 0.2,
         ..ContextSection::default()
     };
-    ContextRuntime::from_parts(RuntimeParts {
+    AgentRuntime::from_parts(RuntimeParts {
         store,
         section,
         evaluator: None,
@@ -128,7 +128,7 @@ async fn stalled_redis() -> Arc<dyn Store> {
 
 /// One 10 s session (with `context`'s memory, or none); returns how long
 /// it ran.
-async fn session(context: Option<&ContextRuntime>, n: u64) -> Duration {
+async fn session(context: Option<&AgentRuntime>, n: u64) -> Duration {
     let setup = SessionSetup::new(format!("bench-{n}"), 16_000);
     let memory = match context {
         Some(context) => Some(context.open_session(&setup, "file").await),

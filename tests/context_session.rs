@@ -16,7 +16,7 @@ use support::fake_openai::{FakeOpenAi, verdict};
 use support::redis_server::RedisServer;
 use support::turns::{HandSession, registry, turn};
 use voxpipe::agent::writer::{WriterSettings, spawn_writer};
-use voxpipe::agent::{ContextRuntime, SessionMemory};
+use voxpipe::agent::{AgentRuntime, SessionMemory};
 use voxpipe::conversation::Role;
 use voxpipe::frame::{AudioFrame, FrameBody};
 use voxpipe::pipeline::EnvSource;
@@ -181,7 +181,7 @@ impl AudioSink for CountingSink {
 /// Runs `config` (with a `fake_turns` processor) over `secs` of audio from
 /// a file, returning the memory and how long the session took.
 async fn file_session(
-    runtime: &ContextRuntime,
+    runtime: &AgentRuntime,
     config: &PipelineConfig,
     id: &str,
     secs: u64,
@@ -225,7 +225,7 @@ const AGENT: &str = "[pipeline]\nname = \"agent\"\n\n[[processor]]\ntype = \"par
     [[processor]]\ntype = \"fake_turns\"\nevery_frames = 25\n";
 
 /// A whole session, then its evaluation, on `runtime`.
-async fn full_session_and_evaluation(runtime: &ContextRuntime, config: &PipelineConfig) {
+async fn full_session_and_evaluation(runtime: &AgentRuntime, config: &PipelineConfig) {
     let store = runtime.store();
     store
         .add_tactics(TacticsList::Base, &["Ask about their budget".into()])

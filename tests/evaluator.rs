@@ -14,7 +14,7 @@ use redis::AsyncCommands;
 use support::fake_openai::{FakeOpenAi, JudgeReply, verdict};
 use support::redis_server::RedisServer;
 use support::turns::{converse, registry};
-use voxpipe::agent::{ContextRuntime, SessionMemory};
+use voxpipe::agent::{AgentRuntime, SessionMemory};
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline_file::parse_pipeline;
 use voxpipe::store::Store;
@@ -25,13 +25,13 @@ const HOUR_MS: i64 = 3_600_000;
 struct Setup {
     redis: RedisServer,
     judge: FakeOpenAi,
-    runtime: ContextRuntime,
+    runtime: AgentRuntime,
 }
 
 impl Setup {
     /// The redis-server (killed when dropped), the judge, the runtime and
     /// its store.
-    fn parts(self) -> (RedisServer, FakeOpenAi, ContextRuntime, Arc<dyn Store>) {
+    fn parts(self) -> (RedisServer, FakeOpenAi, AgentRuntime, Arc<dyn Store>) {
         let store = self.runtime.store().clone();
         (self.redis, self.judge, self.runtime, store)
     }
@@ -58,7 +58,7 @@ async fn setup(evaluator: &str) -> Setup {
     }
 }
 
-async fn session(runtime: &ContextRuntime, id: &str, lines: &[&str]) -> SessionMemory {
+async fn session(runtime: &AgentRuntime, id: &str, lines: &[&str]) -> SessionMemory {
     converse(runtime, id, "webrtc", lines, "client_disconnected").await
 }
 

@@ -14,13 +14,13 @@ use support::fake_openai::{FakeOpenAi, verdict};
 use support::redis_server::RedisServer;
 use support::turns::{converse, registry};
 use support::webhook_receiver::WebhookReceiver;
-use voxpipe::agent::ContextRuntime;
+use voxpipe::agent::AgentRuntime;
 use voxpipe::agent::webhook::signature;
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline_file::parse_pipeline;
 use voxpipe::store::time::unix_ms;
 
-async fn runtime(redis: &RedisServer, extra: &str) -> ContextRuntime {
+async fn runtime(redis: &RedisServer, extra: &str) -> AgentRuntime {
     let toml = format!(
         "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n{extra}\n"
     );
@@ -32,7 +32,7 @@ async fn runtime(redis: &RedisServer, extra: &str) -> ContextRuntime {
     config.context_runtime(&env).unwrap()
 }
 
-async fn call(runtime: &ContextRuntime, id: &str) {
+async fn call(runtime: &AgentRuntime, id: &str) {
     let lines = ["user: Can you call back later?", "assistant: Of course."];
     converse(runtime, id, "twilio", &lines, "hangup").await;
 }

@@ -20,7 +20,7 @@
 //!   tactics into the next session's prompt.
 //! - The [webhook] posts each completed call, from a durable outbox.
 //!
-//! [`ContextRuntime`] ties them together for a process: one store, the
+//! [`AgentRuntime`] ties them together for a process: one store, the
 //! writers of its live sessions, the evaluator, the webhook deliverer.
 
 mod config;
@@ -35,5 +35,5 @@ pub mod writer;
 pub use config::{ContextSection, SkillsSection, StoreKind};
 pub use memory::SessionMemory;
 pub use prompt::SessionPrompt;
-pub use runtime::{ContextError, ContextRuntime, RuntimeParts, worker_name};
+pub use runtime::{AgentError, AgentRuntime, RuntimeParts, worker_name};
 pub use writer::{AfterCall, TurnRecorder, WriteReport, WriterStatus};

@@ -1,4 +1,4 @@
-//! [`ContextRuntime`]: one process's context store and everything built on
+//! [`AgentRuntime`]: one process's context store and everything built on
 //! it (session memories, the evaluator, the webhook, the skills).
 
 use std::future::Future;
@@ -23,10 +23,10 @@ use crate::services::{ApiKey, ServiceError};
 use crate::store::time::unix_ms;
 use crate::store::{CallRecord, MemoryStore, RedisStore, Segment, Store, StoreError};
 
-/// The context runtime could not be set up.
+/// The agent runtime could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ContextError {
+pub enum AgentError {
     /// A variable a `*_env` key names is not set.
     #[error("environment variable {var} (named by `{key}`) is not set")]
     MissingEnv {
@@ -53,7 +53,7 @@ pub enum ContextError {
 
 /// A process's context store and the services on top of it. Build one per
 /// process and open a [`SessionMemory`] per session.
-pub struct ContextRuntime {
+pub struct AgentRuntime {
     store: Arc<dyn Store>,
     section: ContextSection,
     writer: WriterSettings,
@@ -63,9 +63,9 @@ pub struct ContextRuntime {
     writers: Mutex<Vec<WriterDone>>,
 }
 
-impl std::fmt::Debug for ContextRuntime {
+impl std::fmt::Debug for AgentRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContextRuntime")
+        f.debug_struct("AgentRuntime")
             .field("store", &self.store.backend())
             .field("evaluator", &self.evaluator.is_some())
             .field("webhook", &self.webhook.is_some())
@@ -89,7 +89,7 @@ pub struct RuntimeParts {
     pub skills: Option<Arc<SkillLibrary>>,
 }
 
-impl ContextRuntime {
+impl AgentRuntime {
     /// The runtime a pipeline's `[context]`, `[evaluator]` and `[webhook]`
     /// sections describe, resolving `*_env` variables from `env`. Redis is not
     /// contacted yet: a runtime made while Redis is down works once it is
@@ -100,12 +100,12 @@ impl ContextRuntime {
         evaluator: Option<&EvaluatorSection>,
         webhook: Option<&WebhookSection>,
         env: &EnvSource,
-    ) -> Result<Self, ContextError> {
+    ) -> Result<Self, AgentError> {
         let section = section.clone();
         let var = |key: &str, var: &str| {
             env.get(var)
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| ContextError::MissingEnv {
+                .ok_or_else(|| AgentError::MissingEnv {
                     key: key.to_owned(),
                     var: var.to_owned(),
                 })
@@ -115,7 +115,7 @@ impl ContextRuntime {
         let api_key = |key: &str, name: &Option<String>| {
             optional_var(key, name).map(|value| value.map(ApiKey::new))
         };
-        let invalid = |section| move |source| ContextError::Invalid { section, source };
+        let invalid = |section| move |source| AgentError::Invalid { section, source };
         let settings = section.store_settings();
         let store: Arc<dyn Store> = match (section.store, &section.path) {
             (StoreKind::Redis, _) => {
@@ -152,7 +152,7 @@ impl ContextRuntime {
             }
             None => None,
         };
-        Ok(ContextRuntime::from_parts(RuntimeParts {
+        Ok(AgentRuntime::from_parts(RuntimeParts {
             store,
             section,
             evaluator,
@@ -188,7 +188,7 @@ impl ContextRuntime {
             (None, Some(webhook)) => vec![Arc::new(QueueCallCompleted(Arc::clone(webhook))) as _],
             (None, None) => Vec::new(),
         };
-        ContextRuntime {
+        AgentRuntime {
             store,
             section,
             writer,
@@ -295,12 +295,12 @@ impl ContextRuntime {
     }
 
     /// The webhook deliverer, if a webhook is configured.
-    pub fn deliverer(&self) -> Result<Option<WebhookDeliverer>, ContextError> {
+    pub fn deliverer(&self) -> Result<Option<WebhookDeliverer>, AgentError> {
         self.webhook
             .as_ref()
             .map(|settings| {
                 WebhookDeliverer::new(Arc::clone(&self.store), Arc::clone(settings))
-                    .map_err(ContextError::Http)
+                    .map_err(AgentError::Http)
             })
             .transpose()
     }
@@ -310,7 +310,7 @@ impl ContextRuntime {
     pub async fn run_background(
         &self,
         shutdown: impl Future<Output = ()> + Clone,
-    ) -> Result<(), ContextError> {
+    ) -> Result<(), AgentError> {
         let consumer = worker_name();
         let worker = self.worker(&consumer);
         let deliverer = self.deliverer()?;
@@ -372,8 +372,8 @@ fn fallback_prompt(heading: &str) -> SessionPrompt {
 
 fn webhook_settings(
     section: &WebhookSection,
-    optional_var: &impl Fn(&str, &Option<String>) -> Result<Option<String>, ContextError>,
-) -> Result<WebhookSettings, ContextError> {
+    optional_var: &impl Fn(&str, &Option<String>) -> Result<Option<String>, AgentError>,
+) -> Result<WebhookSettings, AgentError> {
     let secret = optional_var("webhook.secret_env", &section.secret_env)?;
     Ok(section.settings(secret))
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use voxpipe::agent::{ContextRuntime, SessionMemory};
+use voxpipe::agent::{AgentRuntime, SessionMemory};
 use voxpipe::audio::{resample::resample_all, wav::read_wav};
 use voxpipe::config::Override;
 use voxpipe::events::EventWriter;
@@ -188,7 +188,7 @@ async fn run_file_session(
 /// lives only as long as this process) run its evaluation and one webhook
 /// delivery pass here. With Redis, `voxpipe worker` or the server's workers
 /// take them from the queue.
-async fn finish_context(context: &ContextRuntime, memory: &SessionMemory, limit: Duration) {
+async fn finish_context(context: &AgentRuntime, memory: &SessionMemory, limit: Duration) {
     match memory.finished(limit).await {
         Some(report) if report.unwritten.is_empty() => {
             tracing::info!(turns = report.turns_written, "call stored");

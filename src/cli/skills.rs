@@ -3,7 +3,7 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::{Context as _, bail};
-use voxpipe::agent::ContextRuntime;
+use voxpipe::agent::AgentRuntime;
 use voxpipe::agent::skills::SkillLibrary;
 
 use super::store_args::StoreArgs;
@@ -77,7 +77,7 @@ pub(crate) fn skills(args: &SkillsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn library(runtime: &ContextRuntime) -> anyhow::Result<&SkillLibrary> {
+fn library(runtime: &AgentRuntime) -> anyhow::Result<&SkillLibrary> {
     match runtime.skills() {
         Some(library) => Ok(library),
         None => bail!("the pipeline has no [context.skills] section (the embeddings endpoint)"),

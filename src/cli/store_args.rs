@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use voxpipe::agent::{ContextRuntime, StoreKind};
+use voxpipe::agent::{AgentRuntime, StoreKind};
 use voxpipe::config::Override;
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline_file::{PipelineConfig, load_pipeline};
@@ -22,11 +22,11 @@ pub(crate) struct StoreArgs {
     overrides: Vec<Override>,
 }
 
-/// What an operator command works with: the pipeline, its context runtime,
+/// What an operator command works with: the pipeline, its agent runtime,
 /// and the async runtime they live on (Redis connections belong to it).
 pub(crate) struct Operator {
     pub(crate) config: PipelineConfig,
-    pub(crate) context: ContextRuntime,
+    pub(crate) context: AgentRuntime,
     tokio: tokio::runtime::Runtime,
 }
 
@@ -38,7 +38,7 @@ impl Operator {
 }
 
 impl StoreArgs {
-    /// The pipeline's context runtime. The embedded store must be kept in a
+    /// The pipeline's agent runtime. The embedded store must be kept in a
     /// file: an in-memory one would be empty in this process.
     pub(crate) fn open(&self) -> anyhow::Result<Operator> {
         let config = load_pipeline(

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::agent::eval::EvaluatorSection;
 use crate::agent::webhook::WebhookSection;
-use crate::agent::{ContextError, ContextRuntime, ContextSection};
+use crate::agent::{AgentError, AgentRuntime, ContextSection};
 use crate::config::{InterruptionSection, PipelineSection, ServerSection, TransportSection};
 use crate::pipeline::{EnvSource, ProcessorEntry, SessionSetup};
 
@@ -63,10 +63,10 @@ impl PipelineConfig {
         setup
     }
 
-    /// The context runtime of this pipeline's `[context]`, `[evaluator]`
+    /// The agent runtime of this pipeline's `[context]`, `[evaluator]`
     /// and `[webhook]` sections, with secrets read from `env`.
-    pub fn context_runtime(&self, env: &EnvSource) -> Result<ContextRuntime, ContextError> {
-        ContextRuntime::from_sections(
+    pub fn context_runtime(&self, env: &EnvSource) -> Result<AgentRuntime, AgentError> {
+        AgentRuntime::from_sections(
             &self.context,
             self.evaluator.as_ref(),
             self.webhook.as_ref(),

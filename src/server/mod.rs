@@ -27,7 +27,7 @@
 //! observers, metrics, the context store's memory); a store adds a
 //! [`ReadinessCheck`].
 //!
-//! With a context runtime ([`ServerBuilder::context`]) each session opens
+//! With a agent runtime ([`ServerBuilder::context`]) each session opens
 //! its memory before its processors are built (segment prompt, tactics, the
 //! call stored as pending), `/health` checks the store, and a shutdown waits
 //! for the sessions' writers to store what they hold.

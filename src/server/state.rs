@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
-use crate::agent::ContextRuntime;
+use crate::agent::AgentRuntime;
 use crate::pipeline::Observer;
 use crate::pipeline::{EnvSource, SessionSetup};
 use crate::pipeline_file::PipelineConfig;
@@ -33,7 +33,7 @@ pub(crate) struct ServerState {
     pub(crate) metrics: Arc<ServerMetrics>,
     pub(crate) readiness: Vec<Arc<dyn ReadinessCheck>>,
     pub(crate) observers: Vec<ObserverFactory>,
-    pub(crate) context: Option<Arc<ContextRuntime>>,
+    pub(crate) context: Option<Arc<AgentRuntime>>,
     pub(crate) twilio: TwilioState,
     /// The browser calls, by `pc_id`.
     pub(crate) webrtc: WebRtcSignalling,
@@ -56,7 +56,7 @@ pub struct ServerBuilder {
     env: EnvSource,
     readiness: Vec<Arc<dyn ReadinessCheck>>,
     observers: Vec<ObserverFactory>,
-    context: Option<Arc<ContextRuntime>>,
+    context: Option<Arc<AgentRuntime>>,
 }
 
 impl ServerBuilder {
@@ -84,7 +84,7 @@ impl ServerBuilder {
 
     /// Keeps each session's conversation in `context`'s store (see the
     /// [module docs](super)); `/health` then checks the store.
-    pub fn context(mut self, context: Arc<ContextRuntime>) -> Self {
+    pub fn context(mut self, context: Arc<AgentRuntime>) -> Self {
         self.readiness
             .push(Arc::new(StoreReadiness(Arc::clone(&context))));
         self.context = Some(context);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
-use voxpipe::agent::ContextRuntime;
+use voxpipe::agent::AgentRuntime;
 use voxpipe::config::Override;
 use voxpipe::frame::{Direction, FrameBody};
 use voxpipe::pipeline::EnvSource;
@@ -127,7 +127,7 @@ pub struct Setup<'a> {
     pub env: &'a [(&'a str, &'a str)],
     pub readiness: Vec<Arc<dyn ReadinessCheck>>,
     /// Keeps each session's conversation in this context store.
-    pub context: Option<Arc<ContextRuntime>>,
+    pub context: Option<Arc<AgentRuntime>>,
 }
 
 impl Default for Setup<'_> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use voxpipe::agent::{ContextRuntime, SessionMemory};
+use voxpipe::agent::{AgentRuntime, SessionMemory};
 use voxpipe::conversation::{Role, Turn};
 use voxpipe::frame::{Direction, Frame, FrameBody};
 use voxpipe::pipeline::ProcessorFactory;
@@ -171,7 +171,7 @@ impl HandSession {
 /// A whole session of `lines` ending for `reason`; returns once its writer
 /// has stored everything.
 pub async fn converse(
-    runtime: &ContextRuntime,
+    runtime: &AgentRuntime,
     id: &str,
     transport: &str,
     lines: &[&str],
