@@ -97,7 +97,7 @@ async fn an_agent_call_is_stored_turn_by_turn_searches_skills_and_is_judged() {
         ("TEST_REDIS".to_owned(), redis.url()),
         ("OPENAI_API_KEY".to_owned(), "sk-test".to_owned()),
     ])));
-    let context = config.context_runtime(&env).unwrap();
+    let context = config.agent_runtime(&env).unwrap();
     let store = context.store().clone();
     let retail = PromptKey::Industry {
         industry: "retail".into(),

@@ -62,7 +62,7 @@ async fn each_turn_is_in_redis_as_soon_as_it_completes() {
         "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\nprefix = \"acme:\"\ncountry = \"US\"\n",
     );
     let runtime = config
-        .context_runtime(&env(&[("TEST_REDIS", redis.url())]))
+        .agent_runtime(&env(&[("TEST_REDIS", redis.url())]))
         .unwrap();
     let store = runtime.store().clone();
     store
@@ -279,7 +279,7 @@ async fn a_file_session_is_stored_and_evaluated_on_redis() {
         judge.base_url()
     ));
     let runtime = config
-        .context_runtime(&env(&[("TEST_REDIS", redis.url())]))
+        .agent_runtime(&env(&[("TEST_REDIS", redis.url())]))
         .unwrap();
     assert_eq!(runtime.store().backend(), "redis");
     full_session_and_evaluation(&runtime, &config).await;
@@ -301,7 +301,7 @@ async fn with_no_redis_configured_the_same_session_runs_on_the_embedded_store() 
         "{AGENT}\n[evaluator]\nbase_url = \"{}\"\n",
         judge.base_url()
     ));
-    let runtime = config.context_runtime(&env(&[])).unwrap();
+    let runtime = config.agent_runtime(&env(&[])).unwrap();
     assert_eq!(runtime.store().backend(), "memory");
     full_session_and_evaluation(&runtime, &config).await;
 }
@@ -313,7 +313,7 @@ async fn redis_killed_mid_call_and_restarted_loses_and_repeats_no_turn() {
         "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\nop_timeout_ms = 500\n",
     );
     let runtime = config
-        .context_runtime(&env(&[("TEST_REDIS", redis.url())]))
+        .agent_runtime(&env(&[("TEST_REDIS", redis.url())]))
         .unwrap();
     let setup = config.session_setup("call-3");
     let memory = runtime.open_session(&setup, "twilio").await;
@@ -437,7 +437,7 @@ async fn a_stalled_store_never_holds_up_the_audio() {
          op_timeout_ms = 60000\nflush_timeout_secs = 0.3\nprompt_timeout_ms = 100\n"
     ));
     let runtime = config
-        .context_runtime(&env(&[("TEST_REDIS", url)]))
+        .agent_runtime(&env(&[("TEST_REDIS", url)]))
         .unwrap();
     // Two seconds of audio in real time, a turn every half second, every
     // store operation stuck.

@@ -50,7 +50,7 @@ async fn setup(evaluator: &str) -> Setup {
         "TEST_REDIS".to_owned(),
         redis.url(),
     )])));
-    let runtime = config.context_runtime(&env).unwrap();
+    let runtime = config.agent_runtime(&env).unwrap();
     Setup {
         redis,
         judge,

@@ -34,7 +34,7 @@ async fn a_phone_call_is_stored_with_its_segment_and_health_follows_the_store() 
         "TEST_REDIS".to_owned(),
         redis.url(),
     )])));
-    let context = Arc::new(config.context_runtime(&env).unwrap());
+    let context = Arc::new(config.agent_runtime(&env).unwrap());
     let store = context.store().clone();
     let retail = PromptKey::Industry {
         industry: "retail".into(),

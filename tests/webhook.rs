@@ -29,7 +29,7 @@ async fn runtime(redis: &RedisServer, extra: &str) -> AgentRuntime {
         ("TEST_REDIS".to_owned(), redis.url()),
         ("HOOK_SECRET".to_owned(), "s3cret".to_owned()),
     ])));
-    config.context_runtime(&env).unwrap()
+    config.agent_runtime(&env).unwrap()
 }
 
 async fn call(runtime: &AgentRuntime, id: &str) {

@@ -146,7 +146,7 @@ async fn run_file_session(
         observers.push(events.clone());
     }
     let context = config
-        .context_runtime(&EnvSource::Process)
+        .agent_runtime(&EnvSource::Process)
         .context("cannot set up the context store")?;
     let session_id = args.session_id.clone().unwrap_or_else(new_session_id);
     let span = tracing::info_span!("session", call_id = %session_id);

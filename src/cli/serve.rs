@@ -37,7 +37,7 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
     let context = {
         // Redis connections start their tasks on this runtime.
         let _entered = runtime.enter();
-        match config.context_runtime(&EnvSource::Process) {
+        match config.agent_runtime(&EnvSource::Process) {
             Ok(context) => Arc::new(context),
             Err(err) => {
                 eprintln!("voxpipe: context store: {err}");

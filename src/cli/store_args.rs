@@ -62,7 +62,7 @@ impl StoreArgs {
             // Redis connections start their tasks on this runtime.
             let _entered = tokio.enter();
             config
-                .context_runtime(&EnvSource::Process)
+                .agent_runtime(&EnvSource::Process)
                 .with_context(|| {
                     format!("{}: cannot open the context store", self.pipeline.display())
                 })?

@@ -65,7 +65,7 @@ impl PipelineConfig {
 
     /// The agent runtime of this pipeline's `[context]`, `[evaluator]`
     /// and `[webhook]` sections, with secrets read from `env`.
-    pub fn context_runtime(&self, env: &EnvSource) -> Result<AgentRuntime, AgentError> {
+    pub fn agent_runtime(&self, env: &EnvSource) -> Result<AgentRuntime, AgentError> {
         AgentRuntime::from_sections(
             &self.context,
             self.evaluator.as_ref(),
