@@ -95,7 +95,7 @@ fn runtime_on(store: Arc<dyn Store>) -> AgentRuntime {
         // A stalled store gives up reading the prompt at once, so sessions
         // follow each other as closely as on the embedded store.
         prompt_timeout_ms: 1,
-        flush_timeout_secs: 0.2,
+        flush_timeout_secs: voxpipe::config::Seconds::from_millis(200),
         ..ContextSection::default()
     };
     AgentRuntime::from_parts(RuntimeParts {

@@ -436,9 +436,7 @@ async fn a_stalled_store_never_holds_up_the_audio() {
         "{AGENT}\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\
          op_timeout_ms = 60000\nflush_timeout_secs = 0.3\nprompt_timeout_ms = 100\n"
     ));
-    let runtime = config
-        .agent_runtime(&env(&[("TEST_REDIS", url)]))
-        .unwrap();
+    let runtime = config.agent_runtime(&env(&[("TEST_REDIS", url)])).unwrap();
     // Two seconds of audio in real time, a turn every half second, every
     // store operation stuck.
     let (memory, elapsed, frames) = file_session(&runtime, &config, "call-5", 2, true).await;

@@ -61,11 +61,9 @@ impl StoreArgs {
         let context = {
             // Redis connections start their tasks on this runtime.
             let _entered = tokio.enter();
-            config
-                .agent_runtime(&EnvSource::Process)
-                .with_context(|| {
-                    format!("{}: cannot open the context store", self.pipeline.display())
-                })?
+            config.agent_runtime(&EnvSource::Process).with_context(|| {
+                format!("{}: cannot open the context store", self.pipeline.display())
+            })?
         };
         Ok(Operator {
             config,
