@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use support::fake_openai::{FakeOpenAi, verdict};
+use support::fake::openai::{FakeOpenAi, verdict};
+use support::processors::registry;
 use support::redis_server::RedisServer;
-use support::turns::{HandSession, registry, turn};
+use support::turns::{HandSession, turn};
 use voxpipe::config::{PipelineConfig, parse_pipeline};
 use voxpipe::context::store::{RedisStore, Store, StoreSettings};
 use voxpipe::context::writer::{WriterSettings, spawn_writer};
@@ -269,12 +270,12 @@ async fn full_session_and_evaluation(runtime: &ContextRuntime, config: &Pipeline
 #[tokio::test]
 async fn a_file_session_is_stored_and_evaluated_on_redis() {
     let redis = RedisServer::start();
-    let judge = FakeOpenAi::start().await;
-    judge.script([verdict("success", 0.9, &["Anchor on ROI"])]);
+    let judge = FakeOpenAi::judge().await;
+    judge.push_chats([verdict("success", 0.9, &["Anchor on ROI"])]);
     let config = pipeline(&format!(
         "{AGENT}\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n\
          [evaluator]\nbase_url = \"{}\"\nmodel = \"judge-1\"\n",
-        judge.base_url()
+        judge.base_url
     ));
     let runtime =
         ContextRuntime::from_config(&config, &env(&[("TEST_REDIS", redis.url())])).unwrap();
@@ -292,11 +293,11 @@ async fn a_file_session_is_stored_and_evaluated_on_redis() {
 
 #[tokio::test]
 async fn with_no_redis_configured_the_same_session_runs_on_the_embedded_store() {
-    let judge = FakeOpenAi::start().await;
-    judge.script([verdict("success", 0.9, &["Anchor on ROI"])]);
+    let judge = FakeOpenAi::judge().await;
+    judge.push_chats([verdict("success", 0.9, &["Anchor on ROI"])]);
     let config = pipeline(&format!(
         "{AGENT}\n[evaluator]\nbase_url = \"{}\"\n",
-        judge.base_url()
+        judge.base_url
     ));
     let runtime = ContextRuntime::from_config(&config, &env(&[])).unwrap();
     assert_eq!(runtime.store().backend(), "memory");
@@ -412,22 +413,10 @@ async fn a_session_ending_while_redis_is_down_reports_exactly_what_it_could_not_
     assert!(report.unwritten[2].starts_with("call status change Ended { reason: \"hangup\""));
 }
 
-/// A "Redis" that accepts connections and never answers.
-async fn stalled_redis() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("redis://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    url
-}
-
 #[tokio::test]
 async fn a_stalled_store_never_holds_up_the_audio() {
-    let url = stalled_redis().await;
+    // A "Redis" that accepts connections and never answers.
+    let url = format!("redis://{}", support::net::silent_server().await);
     let config = pipeline(&format!(
         "{AGENT}\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\
          op_timeout_ms = 60000\nflush_timeout_secs = 0.3\nprompt_timeout_ms = 100\n"

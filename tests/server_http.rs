@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use support::audio::{silence, speech};
+use support::fake::twilio_media::{CallConfig, FakeCall};
+use support::fake::twilio_rest::FakeTwilioRest;
+use support::mulaw::{silence, speech};
 use support::server::{Setup, TestServer};
-use support::twilio_client::{CallConfig, FakeCall};
-use support::twilio_rest::FakeTwilioRest;
 use voxpipe::server::ReadinessCheck;
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -18,7 +18,7 @@ use voxpipe::pipeline::{
     NamedProcessor, PipelineHandle, PipelineOutcome, PipelineParams, PipelineTask,
 };
 use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
-use voxpipe::processors::{ProcessorFactory, ProcessorRegistry};
+use voxpipe::processors::ProcessorFactory;
 use voxpipe::session::{BuildError, SessionSetup};
 
 /// `type = "fake_turns"`.
@@ -33,13 +33,6 @@ impl ProcessorFactory for FakeTurnsConfig {
     fn build(&self, _setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
         Ok(Box::new(FakeTurns::new(self.every_frames)))
     }
-}
-
-/// The builtin registry plus `fake_turns`.
-pub fn registry() -> ProcessorRegistry {
-    let mut registry = ProcessorRegistry::builtin();
-    registry.register::<FakeTurnsConfig>("fake_turns");
-    registry
 }
 
 /// A turn as an aggregator makes one.

@@ -36,10 +36,10 @@ pub struct Connection {
     pub messages: Vec<Value>,
 }
 
-type State = Arc<super::Scripted<Script, Connection>>;
+type State = Arc<super::socket::Scripted<Script, Connection>>;
 
 /// A running fake ElevenLabs; `url` is the socket root (`ws://127.0.0.1:PORT`).
-pub type FakeElevenLabs = super::Fake<Script, Connection>;
+pub type FakeElevenLabs = super::socket::Fake<Script, Connection>;
 
 impl FakeElevenLabs {
     pub async fn start() -> FakeElevenLabs {
@@ -50,7 +50,7 @@ impl FakeElevenLabs {
                 get(handshake),
             )
             .with_state(Arc::clone(&state));
-        super::Fake::serve(state, router, "").await
+        super::socket::Fake::serve(state, router, "").await
     }
 }
 
@@ -120,7 +120,7 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
         }
         let chars: Vec<String> = words.chars().map(|c| c.to_string()).collect();
         let ms = MS_PER_CHAR * chars.len() as u32;
-        let pcm = super::tone_pcm(rate, f64::from(ms) / 1000.0);
+        let pcm = crate::support::signal::tone_pcm(rate, f64::from(ms) / 1000.0);
         let reply = json!({
             "audio": base64::engine::general_purpose::STANDARD.encode(pcm),
             "alignment": {

@@ -1,9 +1,13 @@
-//! A fake OpenAI-compatible server: `/chat/completions` (SSE), `/audio/speech`
-//! (streamed raw PCM), `/audio/transcriptions` (multipart), and a tool
-//! endpoint, each answering from a script of replies.
+//! A fake OpenAI-compatible server: `/v1/chat/completions` (streamed SSE or
+//! a whole completion), `/v1/embeddings` (bag-of-words vectors),
+//! `/v1/audio/speech` (streamed raw PCM), `/v1/audio/transcriptions`
+//! (multipart in, JSON out), and tool endpoints at `/tools/{name}`; each
+//! answers from a script of replies, and every request is recorded and
+//! announced, so a test can wait for one.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -15,53 +19,12 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-/// One piece of a streamed body.
-#[derive(Debug, Clone)]
-pub enum Part {
-    /// `data: {text}` and a blank line.
-    Data(String),
-    /// Bytes as they are.
-    Raw(Vec<u8>),
-    /// Wait until the server has received `n` speech requests.
-    WaitForSpeech(usize),
-    /// Wait until the test says so (`notify_one`).
-    WaitFor(Arc<Notify>, &'static str),
-    /// Fail the body: the connection drops mid-response.
-    Abort,
-    /// Send nothing more, and never end.
-    Stall,
-}
-
-/// How the server answers one request.
-#[derive(Debug, Clone)]
-pub enum Reply {
-    /// An error status with a body and extra headers.
-    Status {
-        status: u16,
-        body: String,
-        headers: Vec<(&'static str, String)>,
-    },
-    /// A JSON body.
-    Json(Value),
-    /// `text/event-stream` made of these parts.
-    Sse(Vec<Part>),
-    /// `application/octet-stream` (raw PCM) made of these parts.
-    Pcm(Vec<Part>),
-    /// Plain text, status 200.
-    Text(String),
-}
-
-impl Reply {
-    /// OpenAI's error body for `status`.
-    pub fn error(status: u16, message: &str, kind: &str) -> Reply {
-        Reply::Status {
-            status,
-            body: json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
-                .to_string(),
-            headers: Vec::new(),
-        }
-    }
-}
+#[allow(unused_imports)] // the script types, re-exported; each test uses a few
+pub use super::openai_wire::{
+    DIMS, Part, Reply, embed, finish_chunk, text_answer, text_chunk, tool_chunk, verdict,
+};
+use super::openai_wire::{completion_body, embeddings_body, multipart};
+use crate::support::{net, signal, wait};
 
 /// A request the server received.
 #[derive(Debug, Clone)]
@@ -86,60 +49,32 @@ impl Received {
 
     /// The parts of a multipart body: (name, filename, content).
     pub fn multipart(&self) -> Vec<(String, Option<String>, Vec<u8>)> {
-        let content_type = self.content_type.clone().unwrap();
-        let boundary = content_type
-            .split("boundary=")
-            .nth(1)
-            .unwrap()
-            .trim_matches('"');
-        let delimiter = format!("--{boundary}");
-        let mut parts = Vec::new();
-        let body = &self.body;
-        let positions: Vec<usize> = find_all(body, delimiter.as_bytes());
-        for pair in positions.windows(2) {
-            let section = &body[pair[0] + delimiter.len()..pair[1]];
-            let section = section.strip_prefix(b"\r\n").unwrap_or(section);
-            let split = find_all(section, b"\r\n\r\n")[0];
-            let headers = String::from_utf8_lossy(&section[..split]).to_string();
-            let content = section[split + 4..]
-                .strip_suffix(b"\r\n")
-                .unwrap_or(&section[split + 4..]);
-            let field = |key: &str| {
-                headers
-                    .split(';')
-                    .find_map(|h| h.trim().strip_prefix(&format!("{key}=\"")))
-                    .map(|v| {
-                        v.trim_end_matches(|c: char| c == '"' || c.is_whitespace())
-                            .split('"')
-                            .next()
-                            .unwrap()
-                            .to_owned()
-                    })
-            };
-            parts.push((field("name").unwrap(), field("filename"), content.to_vec()));
-        }
-        parts
+        multipart(self.content_type.as_deref().unwrap(), &self.body)
     }
-}
-
-fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
-    (0..haystack.len().saturating_sub(needle.len() - 1))
-        .filter(|&i| &haystack[i..i + needle.len()] == needle)
-        .collect()
 }
 
 /// The server's script and records.
 #[derive(Default)]
-pub struct OpenAiState {
+struct OpenAiState {
     chat: Mutex<VecDeque<Reply>>,
+    /// The chat reply once the script is used up (default: "OK." streamed).
+    chat_fallback: Mutex<Option<Reply>>,
     speech: Mutex<VecDeque<Reply>>,
     transcription: Mutex<VecDeque<Reply>>,
     tool: Mutex<VecDeque<Reply>>,
     received: Mutex<Vec<Received>>,
+    /// Fired on each request received.
+    arrived: Notify,
     log: Mutex<Vec<String>>,
     /// When each streamed reply's first bytes were handed to the server.
     first_bytes: Mutex<Vec<(String, std::time::Instant)>>,
-    speech_arrived: Notify,
+}
+
+impl OpenAiState {
+    fn count(&self, path: &str) -> usize {
+        let received = self.received.lock().unwrap();
+        received.iter().filter(|r| r.path.contains(path)).count()
+    }
 }
 
 /// A running fake server.
@@ -151,19 +86,30 @@ pub struct FakeOpenAi {
 }
 
 impl FakeOpenAi {
+    /// Starts a server on a free loopback port; unscripted chat requests
+    /// get a streamed "OK.".
     pub async fn start() -> FakeOpenAi {
         let state = Arc::new(OpenAiState::default());
         let router = Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/v1/embeddings", post(embeddings))
             .route("/v1/audio/speech", post(speech))
             .route("/v1/audio/transcriptions", post(transcription))
             .route("/tools/{name}", post(tool))
             .with_state(Arc::clone(&state));
-        let addr = super::serve(router).await;
+        let addr = net::serve(router).await;
         FakeOpenAi {
             base_url: format!("http://{addr}/v1"),
             state,
         }
+    }
+
+    /// A server standing for an evaluation judge: chat requests past its
+    /// script fail with HTTP 500, so an unexpected call shows.
+    pub async fn judge() -> FakeOpenAi {
+        let server = FakeOpenAi::start().await;
+        server.chat_fallback(Reply::error(500, "scripted failure", "server_error"));
+        server
     }
 
     /// The URL of the tool endpoint `name`.
@@ -173,6 +119,16 @@ impl FakeOpenAi {
 
     pub fn push_chat(&self, reply: Reply) {
         self.state.chat.lock().unwrap().push_back(reply);
+    }
+
+    /// Queues replies for the next chat requests.
+    pub fn push_chats(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.chat.lock().unwrap().extend(replies);
+    }
+
+    /// The chat reply once the script is used up.
+    pub fn chat_fallback(&self, reply: Reply) {
+        *self.state.chat_fallback.lock().unwrap() = Some(reply);
     }
 
     pub fn push_speech(&self, reply: Reply) {
@@ -199,6 +155,33 @@ impl FakeOpenAi {
             .collect()
     }
 
+    /// Waits until `n` requests have come on paths containing `path`;
+    /// panics after `limit`.
+    pub async fn wait_for_requests(&self, path: &str, n: usize, limit: Duration) -> Vec<Received> {
+        wait::until_notified(&self.state.arrived, limit, || {
+            let received = self.received(path);
+            (received.len() >= n).then_some(received)
+        })
+        .await
+        .unwrap_or_else(|| panic!("expected {n} `{path}` requests within {limit:?}"))
+    }
+
+    /// The bodies of the chat requests so far.
+    pub fn chat_requests(&self) -> Vec<Value> {
+        self.received("chat/completions")
+            .iter()
+            .map(Received::json)
+            .collect()
+    }
+
+    /// The bodies of the embeddings requests so far.
+    pub fn embedding_requests(&self) -> Vec<Value> {
+        self.received("embeddings")
+            .iter()
+            .map(Received::json)
+            .collect()
+    }
+
     /// When the first bytes of each streamed reply of `who` (`speech`,
     /// `chat 1`, ...) went out.
     pub fn first_bytes(&self, who: &str) -> Vec<std::time::Instant> {
@@ -218,6 +201,7 @@ impl FakeOpenAi {
     }
 }
 
+/// Records a request; returns how many have come on its path.
 fn record(state: &OpenAiState, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> usize {
     let header = |name: &str| {
         headers
@@ -225,15 +209,19 @@ fn record(state: &OpenAiState, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> 
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let mut received = state.received.lock().unwrap();
-    received.push(Received {
-        path: uri.path().to_owned(),
-        authorization: header("authorization"),
-        content_type: header("content-type"),
-        body: body.to_vec(),
-        at: Instant::now(),
-    });
-    received.iter().filter(|r| r.path == uri.path()).count()
+    let count = {
+        let mut received = state.received.lock().unwrap();
+        received.push(Received {
+            path: uri.path().to_owned(),
+            authorization: header("authorization"),
+            content_type: header("content-type"),
+            body: body.to_vec(),
+            at: Instant::now(),
+        });
+        received.iter().filter(|r| r.path == uri.path()).count()
+    };
+    state.arrived.notify_waiters();
+    count
 }
 
 fn log(state: &OpenAiState, line: String) {
@@ -249,8 +237,44 @@ async fn chat(
     let n = record(&state, &uri, &headers, &body);
     log(&state, format!("chat {n}: request"));
     let reply = state.chat.lock().unwrap().pop_front();
-    let reply = reply.unwrap_or_else(|| Reply::Sse(text_answer("OK.")));
-    respond(state, format!("chat {n}"), reply)
+    let reply = reply
+        .or_else(|| state.chat_fallback.lock().unwrap().clone())
+        .unwrap_or_else(|| Reply::Sse(text_answer("OK.")));
+    if let Reply::Completion(content) = &reply {
+        let model = serde_json::from_slice::<Value>(&body)
+            .map(|request| request["model"].clone())
+            .unwrap_or(Value::Null);
+        return respond(
+            state,
+            format!("chat {n}"),
+            Reply::Json(completion_body(&model, content)),
+        )
+        .await;
+    }
+    respond(state, format!("chat {n}"), reply).await
+}
+
+async fn embeddings(
+    State(state): State<Arc<OpenAiState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&state, &uri, &headers, &body);
+    let reply = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|request| embeddings_body(&request))
+        .map_or_else(
+            || {
+                Reply::error(
+                    400,
+                    "input must be a string or strings",
+                    "invalid_request_error",
+                )
+            },
+            Reply::Json,
+        );
+    respond(state, "embeddings".into(), reply).await
 }
 
 async fn speech(
@@ -259,16 +283,15 @@ async fn speech(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    record(&state, &uri, &headers, &body);
     let input = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v["input"].as_str().map(str::to_owned))
         .unwrap_or_default();
     log(&state, format!("speech: {input}"));
-    state.speech_arrived.notify_waiters();
+    record(&state, &uri, &headers, &body);
     let reply = state.speech.lock().unwrap().pop_front();
-    let reply = reply.unwrap_or_else(|| Reply::Pcm(vec![Part::Raw(super::tone_pcm(24_000, 0.5))]));
-    respond(state, "speech".into(), reply)
+    let reply = reply.unwrap_or_else(|| Reply::Pcm(vec![Part::Raw(signal::tone_pcm(24_000, 0.5))]));
+    respond(state, "speech".into(), reply).await
 }
 
 async fn transcription(
@@ -280,11 +303,8 @@ async fn transcription(
     record(&state, &uri, &headers, &body);
     log(&state, "transcription: request".into());
     let reply = state.transcription.lock().unwrap().pop_front();
-    respond(
-        state,
-        "transcription".into(),
-        reply.unwrap_or_else(|| Reply::Json(json!({"text": "Hello."}))),
-    )
+    let reply = reply.unwrap_or_else(|| Reply::Json(json!({"text": "Hello."})));
+    respond(state, "transcription".into(), reply).await
 }
 
 async fn tool(
@@ -299,38 +319,39 @@ async fn tool(
         format!("tool {}: {}", uri.path(), String::from_utf8_lossy(&body)),
     );
     let reply = state.tool.lock().unwrap().pop_front();
-    respond(
-        state,
-        "tool".into(),
-        reply.unwrap_or_else(|| Reply::Json(json!({"ok": true}))),
-    )
+    let reply = reply.unwrap_or_else(|| Reply::Json(json!({"ok": true})));
+    respond(state, "tool".into(), reply).await
 }
 
-fn respond(state: Arc<OpenAiState>, who: String, reply: Reply) -> Response {
+async fn respond(state: Arc<OpenAiState>, who: String, reply: Reply) -> Response {
+    let json = |body: String| {
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
     match reply {
         Reply::Status {
             status,
             body,
             headers,
         } => {
-            let mut response = Response::builder()
-                .status(StatusCode::from_u16(status).unwrap())
-                .header("content-type", "application/json");
+            let mut response = json(body);
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
             for (name, value) in headers {
-                response = response.header(name, value);
+                response.headers_mut().append(name, value.parse().unwrap());
             }
-            response.body(Body::from(body)).unwrap()
+            response
         }
-        Reply::Json(value) => Response::builder()
-            .header("content-type", "application/json")
-            .body(Body::from(value.to_string()))
-            .unwrap(),
+        Reply::Json(value) => json(value.to_string()),
+        Reply::Completion(content) => json(completion_body(&Value::Null, &content).to_string()),
         Reply::Text(text) => Response::builder()
             .header("content-type", "text/plain")
             .body(Body::from(text))
             .unwrap(),
         Reply::Sse(parts) => streamed("text/event-stream", parts, state, who),
         Reply::Pcm(parts) => streamed("application/octet-stream", parts, state, who),
+        Reply::Hang => std::future::pending().await,
     }
 }
 
@@ -347,20 +368,10 @@ fn streamed(
                 Part::Data(text) => format!("data: {text}\n\n").into_bytes(),
                 Part::Raw(bytes) => bytes,
                 Part::WaitForSpeech(n) => {
-                    loop {
-                        let arrived = state.speech_arrived.notified();
-                        let count = state
-                            .received
-                            .lock()
-                            .unwrap()
-                            .iter()
-                            .filter(|r| r.path.ends_with("audio/speech"))
-                            .count();
-                        if count >= n {
-                            break;
-                        }
-                        arrived.await;
-                    }
+                    wait::notified_until(&state.arrived, || {
+                        (state.count("audio/speech") >= n).then_some(())
+                    })
+                    .await;
                     log(&state, format!("{who}: saw {n} speech request(s)"));
                     continue;
                 }
@@ -400,44 +411,4 @@ fn streamed(
         .header("cache-control", "no-cache")
         .body(Body::from_stream(stream))
         .unwrap()
-}
-
-/// A chunk carrying `text` in the chat-completions stream shape.
-pub fn text_chunk(text: &str) -> String {
-    json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake",
-           "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
-    .to_string()
-}
-
-/// A chunk carrying a fragment of tool call `index`.
-pub fn tool_chunk(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> String {
-    let mut call = json!({"index": index, "function": {"arguments": arguments}});
-    if let Some(id) = id {
-        call["id"] = json!(id);
-        call["type"] = json!("function");
-    }
-    if let Some(name) = name {
-        call["function"]["name"] = json!(name);
-    }
-    json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake",
-           "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null}]})
-    .to_string()
-}
-
-/// The last chunk of a choice.
-pub fn finish_chunk(reason: &str) -> String {
-    json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake",
-           "choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
-    .to_string()
-}
-
-/// A whole streamed answer of `text`, a word per chunk.
-pub fn text_answer(text: &str) -> Vec<Part> {
-    let mut parts: Vec<Part> = text
-        .split_inclusive(' ')
-        .map(|word| Part::Data(text_chunk(word)))
-        .collect();
-    parts.push(Part::Data(finish_chunk("stop")));
-    parts.push(Part::Data("[DONE]".into()));
-    parts
 }

@@ -33,10 +33,10 @@ pub struct Connection {
     pub messages: Vec<Value>,
 }
 
-type State = Arc<super::Scripted<Script, Connection>>;
+type State = Arc<super::socket::Scripted<Script, Connection>>;
 
 /// A running fake Cartesia; `url` is the socket (`ws://127.0.0.1:PORT/tts/websocket`).
-pub type FakeCartesia = super::Fake<Script, Connection>;
+pub type FakeCartesia = super::socket::Fake<Script, Connection>;
 
 impl FakeCartesia {
     pub async fn start() -> FakeCartesia {
@@ -44,7 +44,7 @@ impl FakeCartesia {
         let router = Router::new()
             .route("/tts/websocket", get(handshake))
             .with_state(Arc::clone(&state));
-        super::Fake::serve(state, router, "/tts/websocket").await
+        super::socket::Fake::serve(state, router, "/tts/websocket").await
     }
 }
 
@@ -115,7 +115,7 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
             }
             let ms = MS_PER_CHAR * transcript.chars().count() as u32;
             audio_ms.insert(context.clone(), start + ms);
-            let pcm = super::tone_pcm(rate, f64::from(ms) / 1000.0);
+            let pcm = crate::support::signal::tone_pcm(rate, f64::from(ms) / 1000.0);
             let chunk = json!({"type": "chunk", "data": base64::engine::general_purpose::STANDARD.encode(pcm),
                                "done": false, "status_code": 206, "step_time": 5, "context_id": context});
             let stamps = json!({"type": "timestamps", "done": false, "status_code": 206, "context_id": context,

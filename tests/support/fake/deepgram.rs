@@ -50,10 +50,10 @@ pub struct Connection {
     pub ended: bool,
 }
 
-type State = Arc<super::Scripted<Script, Connection>>;
+type State = Arc<super::socket::Scripted<Script, Connection>>;
 
 /// A running fake Deepgram; `url` is the socket root (`ws://127.0.0.1:PORT`).
-pub type FakeDeepgram = super::Fake<Script, Connection>;
+pub type FakeDeepgram = super::socket::Fake<Script, Connection>;
 
 impl FakeDeepgram {
     pub async fn start() -> FakeDeepgram {
@@ -61,7 +61,7 @@ impl FakeDeepgram {
         let router = Router::new()
             .route("/v1/listen", get(listen))
             .with_state(Arc::clone(&state));
-        super::Fake::serve(state, router, "").await
+        super::socket::Fake::serve(state, router, "").await
     }
 }
 
