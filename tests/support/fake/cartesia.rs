@@ -5,14 +5,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::RawQuery;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+use super::socket::header;
 
 /// Audio per character of text, in milliseconds.
 pub const MS_PER_CHAR: u32 = 10;
@@ -40,11 +40,7 @@ pub type FakeCartesia = super::socket::Fake<Script, Connection>;
 
 impl FakeCartesia {
     pub async fn start() -> FakeCartesia {
-        let state = State::default();
-        let router = Router::new()
-            .route("/tts/websocket", get(handshake))
-            .with_state(Arc::clone(&state));
-        super::socket::Fake::serve(state, router, "/tts/websocket").await
+        super::socket::Fake::serve("/tts/websocket", handshake, "/tts/websocket").await
     }
 }
 
@@ -62,10 +58,7 @@ async fn handshake(
         )
             .into_response();
     }
-    let key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let key = header(&headers, "x-api-key");
     let index = state.record(Connection {
         query: query.unwrap_or_default(),
         key,

@@ -6,14 +6,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+use super::socket::header;
 
 /// How one connection behaves.
 #[derive(Debug, Clone, Default)]
@@ -43,14 +43,12 @@ pub type FakeElevenLabs = super::socket::Fake<Script, Connection>;
 
 impl FakeElevenLabs {
     pub async fn start() -> FakeElevenLabs {
-        let state = State::default();
-        let router = Router::new()
-            .route(
-                "/v1/text-to-speech/{voice}/multi-stream-input",
-                get(handshake),
-            )
-            .with_state(Arc::clone(&state));
-        super::socket::Fake::serve(state, router, "").await
+        super::socket::Fake::serve(
+            "/v1/text-to-speech/{voice}/multi-stream-input",
+            handshake,
+            "",
+        )
+        .await
     }
 }
 
@@ -66,10 +64,7 @@ async fn handshake(
         let body = json!({"detail": {"status": "invalid_api_key", "message": message}}).to_string();
         return (StatusCode::from_u16(status).unwrap(), body).into_response();
     }
-    let key = headers
-        .get("xi-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let key = header(&headers, "xi-api-key");
     let rate: u32 = query
         .as_deref()
         .and_then(|q| {

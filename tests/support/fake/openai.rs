@@ -287,11 +287,16 @@ async fn speech(
         .ok()
         .and_then(|v| v["input"].as_str().map(str::to_owned))
         .unwrap_or_default();
-    log(&state, format!("speech: {input}"));
-    record(&state, &uri, &headers, &body);
-    let reply = state.speech.lock().unwrap().pop_front();
-    let reply = reply.unwrap_or_else(|| Reply::Pcm(vec![Part::Raw(signal::tone_pcm(24_000, 0.5))]));
-    respond(state, "speech".into(), reply).await
+    let default = Reply::Pcm(vec![Part::Raw(signal::tone_pcm(24_000, 0.5))]);
+    let request = Request { uri, headers, body };
+    scripted(
+        state,
+        request,
+        "speech",
+        format!("speech: {input}"),
+        default,
+    )
+    .await
 }
 
 async fn transcription(
@@ -300,11 +305,10 @@ async fn transcription(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    record(&state, &uri, &headers, &body);
-    log(&state, "transcription: request".into());
-    let reply = state.transcription.lock().unwrap().pop_front();
-    let reply = reply.unwrap_or_else(|| Reply::Json(json!({"text": "Hello."})));
-    respond(state, "transcription".into(), reply).await
+    let default = Reply::Json(json!({"text": "Hello."}));
+    let request = Request { uri, headers, body };
+    let line = "transcription: request".to_owned();
+    scripted(state, request, "transcription", line, default).await
 }
 
 async fn tool(
@@ -313,14 +317,39 @@ async fn tool(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    record(&state, &uri, &headers, &body);
-    log(
-        &state,
-        format!("tool {}: {}", uri.path(), String::from_utf8_lossy(&body)),
-    );
-    let reply = state.tool.lock().unwrap().pop_front();
-    let reply = reply.unwrap_or_else(|| Reply::Json(json!({"ok": true})));
-    respond(state, "tool".into(), reply).await
+    let line = format!("tool {}: {}", uri.path(), String::from_utf8_lossy(&body));
+    let request = Request { uri, headers, body };
+    let default = Reply::Json(json!({"ok": true}));
+    scripted(state, request, "tool", line, default).await
+}
+
+/// What a handler took from the request.
+struct Request {
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Logs `line`, records the request, and answers with the next reply
+/// scripted for `who` (`speech`, `transcription`, `tool`), else `default`.
+async fn scripted(
+    state: Arc<OpenAiState>,
+    request: Request,
+    who: &str,
+    line: String,
+    default: Reply,
+) -> Response {
+    // Logged before the request is announced: a reply waiting for it
+    // logs what it saw after this line.
+    log(&state, line);
+    record(&state, &request.uri, &request.headers, &request.body);
+    let queue = match who {
+        "speech" => &state.speech,
+        "transcription" => &state.transcription,
+        _ => &state.tool,
+    };
+    let reply = queue.lock().unwrap().pop_front().unwrap_or(default);
+    respond(state, who.to_owned(), reply).await
 }
 
 async fn respond(state: Arc<OpenAiState>, who: String, reply: Reply) -> Response {

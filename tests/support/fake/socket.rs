@@ -6,6 +6,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
+use axum::handler::Handler;
+use axum::http::HeaderMap;
+use axum::routing::get;
 use tokio::sync::Notify;
 
 use crate::support::net;
@@ -71,8 +75,19 @@ impl<S, C> Clone for Fake<S, C> {
 }
 
 impl<S: Default, C: Clone> Fake<S, C> {
-    /// Serves `router` (built over the shared state) and answers at `path`.
-    pub async fn serve(state: Arc<Scripted<S, C>>, router: axum::Router, path: &str) -> Self {
+    /// Serves `handshake` at the route `route` (over a fresh script and
+    /// record); `url` is the socket at `path`.
+    pub async fn serve<H, T>(route: &str, handshake: H, path: &str) -> Self
+    where
+        H: Handler<T, Arc<Scripted<S, C>>>,
+        T: 'static,
+        S: Send + 'static,
+        C: Send + 'static,
+    {
+        let state = Arc::new(Scripted::default());
+        let router = Router::new()
+            .route(route, get(handshake))
+            .with_state(Arc::clone(&state));
         let addr = net::serve(router).await;
         Fake {
             url: format!("ws://{addr}{path}"),
@@ -101,4 +116,12 @@ impl<S: Default, C: Clone> Fake<S, C> {
         .await
         .unwrap_or_else(|| panic!("the fake server saw no {what} within {limit:?}"))
     }
+}
+
+/// The value of the header `name`, if it is there and readable.
+pub fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
