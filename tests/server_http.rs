@@ -362,7 +362,8 @@ async fn shutdown_lets_calls_finish_then_ends_and_hangs_up_the_rest() {
     }
 
     server.begin_shutdown();
-    // No new connections.
+    // No new connections. A bounded poll of the real socket: nothing
+    // announces that the listener has closed.
     tokio::time::timeout(WAIT, async {
         while tokio::net::TcpStream::connect(server.addr).await.is_ok() {
             tokio::task::yield_now().await;
