@@ -35,9 +35,9 @@ use voxpipe::store::{MemoryStore, RedisStore, Store};
 use voxpipe::transport::file::FileInput;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 
-#[path = "../tests/support/rng.rs"]
-mod rng;
-use rng::Rng;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::rng::Rng;
 
 /// Completes a turn every 25 input frames (0.5 s), pushing a
 /// `TurnCompleted` frame as an aggregator does; the session memory's
