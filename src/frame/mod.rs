@@ -63,6 +63,8 @@ mod body;
 mod envelope;
 mod kind;
 mod payloads;
+mod recent_audio;
+mod resampler;
 mod vad_params;
 
 pub use audio::AudioFrame;
@@ -72,4 +74,6 @@ pub use kind::{Direction, FrameKind};
 pub use payloads::{
     ErrorFrame, MetricsData, SpokenText, SpokenTiming, StartFrame, TranscriptionFrame,
 };
+pub use recent_audio::RecentAudio;
+pub use resampler::FrameResampler;
 pub use vad_params::VadParams;

@@ -84,6 +84,14 @@ pub struct ProcessorError {
     source: Box<dyn StdError + Send + Sync>,
 }
 
+/// Audio that cannot be converted (an unsupported rate) spoils one frame,
+/// not the session.
+impl From<crate::audio::AudioError> for ProcessorError {
+    fn from(err: crate::audio::AudioError) -> Self {
+        ProcessorError::recoverable(err)
+    }
+}
+
 impl ProcessorError {
     /// An error after which the session goes on.
     pub fn recoverable(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {

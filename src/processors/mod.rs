@@ -5,7 +5,6 @@ mod gain;
 mod parallel;
 mod parrot;
 mod passthrough;
-mod recent_audio;
 mod registry;
 mod resample;
 mod vad;
@@ -18,9 +17,8 @@ pub use gain::{AudioSelector, Gain, GainConfig};
 pub use parallel::{Parallel, ParallelFactory};
 pub use parrot::{Parrot, ParrotConfig};
 pub use passthrough::{Passthrough, PassthroughConfig};
-pub use recent_audio::RecentAudio;
 pub use registry::ProcessorRegistry;
-pub use resample::{FrameResampler, Resample, ResampleConfig};
+pub use resample::{Resample, ResampleConfig};
 pub use vad::{Vad, VadConfig, VadEngine};
 
 /// Registers every built-in processor type.

@@ -18,11 +18,11 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::config::Seconds;
+use crate::frame::RecentAudio;
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody};
 use crate::pipeline::ProcessorFactory;
 use crate::pipeline::{BuildError, SessionSetup};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
-use crate::processors::RecentAudio;
 
 /// How far back audio is kept while the user is not speaking: longer than
 /// any VAD start window.

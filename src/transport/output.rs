@@ -21,9 +21,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
+use crate::frame::FrameResampler;
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
-use crate::processors::FrameResampler;
 
 use super::playout::{Playout, PlayoutEvent};
 

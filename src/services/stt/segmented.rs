@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::audio::wav::encode_wav;
+use crate::frame::RecentAudio;
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, TranscriptionFrame};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
-use crate::processors::RecentAudio;
 use crate::services::http::{next_chunk, send};
 use crate::services::task::{finish, report};
 use crate::services::{Connection, ServiceError};

@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::frame::FrameResampler;
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
-use crate::processors::FrameResampler;
 use crate::services::websocket::WsTarget;
 use crate::services::{Connection, ServiceError};
 

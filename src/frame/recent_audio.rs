@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::frame::AudioFrame;
+use super::audio::AudioFrame;
 
 /// Recent audio frames, in order, trimmed to a window. Frames are
 /// `Bytes`-backed, so keeping them copies no audio.
