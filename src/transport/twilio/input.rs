@@ -10,8 +10,8 @@
 //! and are kept.
 //!
 //! Once the session is ending it stops pushing audio but keeps reading, so
-//! that marks for the last utterance still arrive; the server stops it when
-//! the session is over ([`super::CallHandle::stop_reading`]).
+//! that marks for the last utterance still arrive; the call's handle stops
+//! it when the session is over.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
