@@ -6,8 +6,8 @@ use std::sync::Arc;
 use crate::pipeline::{Observer, SessionClock};
 use crate::session::{Session, SessionOptions, SessionReport, SessionSetup, TransportEnds};
 
+use super::live_sessions::SessionPermit;
 use super::observer::MetricsObserver;
-use super::registry::SessionPermit;
 use super::state::ServerState;
 
 /// Builds and runs the session, with the transport's own `observers`
