@@ -57,8 +57,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Keeps each session's conversation in `context`'s store (see the
-    /// [module docs](super)); `/health` then checks the store.
+    /// Keeps each session's conversation in `context`'s store: its memory
+    /// is opened before its processors are built, and a shutdown waits for
+    /// the writers. `/health` then checks the store.
     pub fn context(mut self, context: Arc<ContextRuntime>) -> Self {
         self.readiness
             .push(Arc::new(StoreReadiness(Arc::clone(&context))));
@@ -145,7 +146,7 @@ impl ServerBuilder {
 }
 
 /// A pipeline served over HTTP: each Twilio media stream and each browser
-/// call is a fresh session of it. See the [module docs](super) for the
+/// call is a fresh session of it. The `server` module's docs list the
 /// endpoints.
 pub struct Server {
     state: Arc<ServerState>,

@@ -18,7 +18,10 @@ use tokio::sync::mpsc;
 use crate::audio::AudioError;
 use crate::pipeline::NamedProcessor;
 use crate::session::TransportEnds;
-use crate::transport::{OutputTransport, Pacing, SkipLog, TransportStats, WsInbound};
+use crate::transport::output::{OutputTransport, Pacing};
+use crate::transport::skip_log::SkipLog;
+use crate::transport::stats::TransportStats;
+use crate::transport::websocket::WsInbound;
 
 use super::codec::FRAME;
 use super::input::{CallShared, Reader, StreamEnd, TwilioInput};
@@ -195,7 +198,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::transport::NoStats;
+    use crate::transport::stats::NoStats;
 
     #[tokio::test(start_paused = true)]
     async fn messages_other_than_start_cannot_hold_off_the_timeout() {

@@ -22,7 +22,10 @@ use tokio::sync::mpsc;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::transport::{ReaderTask, SkipLog, TransportStats, WsInbound};
+use crate::transport::reader_task::ReaderTask;
+use crate::transport::skip_log::SkipLog;
+use crate::transport::stats::TransportStats;
+use crate::transport::websocket::WsInbound;
 
 use super::stream::{Inbound, StreamReader};
 

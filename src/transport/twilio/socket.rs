@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::session::TransportEnds;
-use crate::transport::WsInbound;
+use crate::transport::websocket::WsInbound;
 
 use super::call::{AcceptError, CallHandle, CallOptions, TwilioCall};
 use super::hangup::{HangUp, HangUpError, TwilioRest};

@@ -19,7 +19,8 @@ use tracing::Instrument as _;
 use crate::pipeline::{NamedProcessor, Observer};
 use crate::random::random_u32;
 use crate::session::TransportEnds;
-use crate::transport::{OutputTransport, Pacing, TransportStats};
+use crate::transport::output::{OutputTransport, Pacing};
+use crate::transport::stats::TransportStats;
 
 use super::connection::CallConnection;
 use super::inbound::InboundAudio;

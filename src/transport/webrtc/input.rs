@@ -21,7 +21,9 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
 use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::transport::{ReaderTask, SkipLog, TransportStats};
+use crate::transport::reader_task::ReaderTask;
+use crate::transport::skip_log::SkipLog;
+use crate::transport::stats::TransportStats;
 
 use super::connection::CallConnection;
 use super::inbound::{InboundAudio, PacketOutcome, RtpAudio};

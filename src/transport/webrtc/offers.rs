@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::transport::{NoStats, TransportStats};
+use crate::transport::stats::{NoStats, TransportStats};
 
 use super::call::WebRtcCall;
 use super::live_calls::LiveCalls;
