@@ -22,14 +22,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use criterion::Criterion;
-use voxpipe::context::skills::{Skill, SkillIndex};
-use voxpipe::context::store::{MemoryStore, RedisStore, Store};
-use voxpipe::context::{ContextRuntime, ContextSection, Role, RuntimeParts, Turn};
+use voxpipe::agent::skills::SkillIndex;
+use voxpipe::agent::{AgentRuntime, ContextSection, RuntimeParts};
+use voxpipe::conversation::{Role, Turn};
 use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody};
+use voxpipe::pipeline::SessionSetup;
 use voxpipe::pipeline::{NamedProcessor, PipelineParams, PipelineTask, SessionClock};
-use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
+use voxpipe::pipeline::{Processor, ProcessorContext, ProcessorError};
 use voxpipe::processors::Parrot;
-use voxpipe::session::SessionSetup;
+use voxpipe::store::Skill;
+use voxpipe::store::{MemoryStore, RedisStore, Store};
 use voxpipe::transport::file::FileInput;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 
@@ -88,7 +90,7 @@ impl AudioSink for Discard {
     }
 }
 
-fn runtime_on(store: Arc<dyn Store>) -> ContextRuntime {
+fn runtime_on(store: Arc<dyn Store>) -> AgentRuntime {
     let section = ContextSection {
         // A stalled store gives up reading the prompt at once, so sessions
         // follow each other as closely as on the embedded store.
@@ -96,7 +98,7 @@ fn runtime_on(store: Arc<dyn Store>) -> ContextRuntime {
         flush_timeout_secs: 0.2,
         ..ContextSection::default()
     };
-    ContextRuntime::from_parts(RuntimeParts {
+    AgentRuntime::from_parts(RuntimeParts {
         store,
         section,
         evaluator: None,
@@ -117,7 +119,7 @@ async fn stalled_redis() -> Arc<dyn Store> {
             held.push(socket);
         }
     });
-    let settings = voxpipe::context::store::StoreSettings {
+    let settings = voxpipe::store::StoreSettings {
         op_timeout: Duration::from_secs(60),
         ..Default::default()
     };
@@ -126,7 +128,7 @@ async fn stalled_redis() -> Arc<dyn Store> {
 
 /// One 10 s session (with `context`'s memory, or none); returns how long
 /// it ran.
-async fn session(context: Option<&ContextRuntime>, n: u64) -> Duration {
+async fn session(context: Option<&AgentRuntime>, n: u64) -> Duration {
     let setup = SessionSetup::new(format!("bench-{n}"), 16_000);
     let memory = match context {
         Some(context) => Some(context.open_session(&setup, "file").await),

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody};
 use voxpipe::metrics::LatencyHistogram;
 use voxpipe::pipeline::{NamedProcessor, PipelineHandle, PipelineParams, PipelineTask};
-use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
+use voxpipe::pipeline::{Processor, ProcessorContext, ProcessorError};
 use voxpipe::processors::Passthrough;
 
 const HOPS: usize = 10;

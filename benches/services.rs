@@ -32,14 +32,15 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use fake::openai::{FakeOpenAi, Part, Reply, text_answer};
 use fake::session::build;
-use voxpipe::context::{LlmContext, SharedConversation, UserContextConfig};
+use voxpipe::conversation::{LlmContext, SharedConversation};
 use voxpipe::frame::{AudioFrame, FrameBody, TranscriptionFrame};
+use voxpipe::pipeline::ProcessorError;
+use voxpipe::pipeline::ProcessorFactory;
+use voxpipe::pipeline::SessionSetup;
 use voxpipe::pipeline::{NamedProcessor, PipelineHandle, PipelineParams, PipelineTask};
-use voxpipe::processor::ProcessorError;
-use voxpipe::processors::ProcessorFactory;
+use voxpipe::processors::UserContextConfig;
 use voxpipe::services::llm::OpenAiLlmConfig;
 use voxpipe::services::tts::OpenAiTtsConfig;
-use voxpipe::session::SessionSetup;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 
 /// Notes when audio reaches the sink.
@@ -80,7 +81,7 @@ async fn start() -> Bench {
     let server = FakeOpenAi::start().await;
     let setup = SessionSetup::new("bench", 16_000);
     let user: UserContextConfig = toml::from_str("").unwrap();
-    let assistant: voxpipe::context::AssistantContextConfig = toml::from_str("").unwrap();
+    let assistant: voxpipe::processors::AssistantContextConfig = toml::from_str("").unwrap();
     let sink = TimedSink::default();
     let processors = vec![
         NamedProcessor {

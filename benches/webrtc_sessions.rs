@@ -44,10 +44,10 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use voxpipe::config::load_pipeline;
 use voxpipe::frame::{AudioFrame, Direction, FrameBody, FrameId};
 use voxpipe::metrics::LatencyHistogram;
 use voxpipe::pipeline::{Observer, PushEvent};
+use voxpipe::pipeline_file::load_pipeline;
 use voxpipe::processors::ProcessorRegistry;
 use voxpipe::server::Server;
 use voxpipe::transport::webrtc::outbound::{OutboundAudio, OutboundPacket};

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::context::{Message, ToolCall, Turn};
+use crate::conversation::{Message, ToolCall, Turn};
 
 /// A process-wide unique frame id, increasing in creation order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

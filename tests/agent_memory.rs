@@ -19,10 +19,13 @@ use fake::session::{RecordingSink, hello, registry};
 use serde_json::{Value, json};
 use support::fake_openai::FakeOpenAi as FakeEmbeddings;
 use support::redis_server::RedisServer;
-use voxpipe::config::parse_pipeline;
-use voxpipe::context::{CallStatus, ContextRuntime, Outcome, PromptKey, Role, TacticsList};
+use voxpipe::conversation::Role;
+use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline::{NamedProcessor, SessionClock};
-use voxpipe::session::{EnvSource, SessionOptions, SessionSetup, TransportEnds, run_session};
+use voxpipe::pipeline_file::parse_pipeline;
+use voxpipe::session::{SessionOptions, run_session};
+use voxpipe::store::{CallStatus, Outcome, PromptKey, TacticsList};
+use voxpipe::transport::TransportEnds;
 use voxpipe::transport::file::FileInput;
 use voxpipe::transport::{OutputTransport, Pacing};
 
@@ -94,7 +97,7 @@ async fn an_agent_call_is_stored_turn_by_turn_searches_skills_and_is_judged() {
         ("TEST_REDIS".to_owned(), redis.url()),
         ("OPENAI_API_KEY".to_owned(), "sk-test".to_owned()),
     ])));
-    let context = ContextRuntime::from_config(&config, &env).unwrap();
+    let context = config.agent_runtime(&env).unwrap();
     let store = context.store().clone();
     let retail = PromptKey::Industry {
         industry: "retail".into(),
@@ -128,13 +131,12 @@ async fn an_agent_call_is_stored_turn_by_turn_searches_skills_and_is_judged() {
         "Per shelf and year it costs less than a coffee.",
     )));
 
-    let mut setup = SessionSetup::for_pipeline(&config, "call-7");
+    let mut setup = config.session_setup("call-7");
     setup.env = env.clone();
     setup
         .custom_parameters
         .insert("industry".into(), "retail".into());
-    setup.memory = Some(context.open_session(&setup, "twilio").await);
-    let memory = setup.memory.clone().unwrap();
+    let memory = context.open_session(&setup, "twilio").await;
     let ends = TransportEnds {
         input: NamedProcessor::new("transport.input", FileInput::new(hello(5.0), 16_000, false)),
         output: NamedProcessor::new(
@@ -146,12 +148,13 @@ async fn an_agent_call_is_stored_turn_by_turn_searches_skills_and_is_judged() {
         ),
     };
     let report = run_session(
-        &config,
+        &config.processors,
         ends,
         SessionOptions {
             setup,
             clock: SessionClock::audio(),
             observers: Vec::new(),
+            memory: Some(memory.clone()),
         },
     )
     .await

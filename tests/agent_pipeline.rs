@@ -12,7 +12,7 @@ use std::sync::Arc;
 use fake::session::{FirstPush, hello, run_observed};
 use serde_json::json;
 use tokio::sync::Notify;
-use voxpipe::context::{Role, SharedConversation, TOOL_IN_PROGRESS};
+use voxpipe::conversation::{Role, SharedConversation, TOOL_IN_PROGRESS};
 use voxpipe::frame::FrameBody;
 
 fn agent_toml(server: &FakeOpenAi) -> String {

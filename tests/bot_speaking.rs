@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use voxpipe::frame::{AudioFrame, Direction, FrameBody};
+use voxpipe::pipeline::ProcessorError;
 use voxpipe::pipeline::{
     NamedProcessor, Observer, PipelineParams, PipelineTask, PushEvent, SessionClock,
 };
-use voxpipe::processor::ProcessorError;
 use voxpipe::processors::Passthrough;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 

@@ -10,8 +10,9 @@ use std::process::{Command, Output};
 
 use support::fake_openai::{FakeOpenAi, verdict};
 use support::redis_server::RedisServer;
-use voxpipe::context::store::{CallStore, RedisStore, StoreSettings};
-use voxpipe::context::{CallChange, CallRecord, Interaction, Role, Segment};
+use voxpipe::conversation::Role;
+use voxpipe::store::{CallChange, CallRecord, Interaction, Segment};
+use voxpipe::store::{CallStore, RedisStore, StoreSettings};
 
 fn voxpipe(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_voxpipe"))
@@ -264,7 +265,9 @@ async fn worker_runs_queued_evaluations_until_interrupted() {
     store.create_call(&record).await.unwrap();
     let turn = interaction(0, Role::User, "Hello?");
     store.append_turn("c8", &turn).await.unwrap();
-    voxpipe::eval::queue_evaluation(&store, "c8").await.unwrap();
+    voxpipe::agent::eval::queue_evaluation(&store, "c8")
+        .await
+        .unwrap();
 
     let judge = format!("evaluator.base_url={}", openai.base_url());
     let mut worker = Command::new(env!("CARGO_BIN_EXE_voxpipe"))

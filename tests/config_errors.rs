@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use voxpipe::config::{ConfigError, Override, load_pipeline, parse_pipeline};
+use voxpipe::config::{ConfigError, Override};
+use voxpipe::pipeline_file::{load_pipeline, parse_pipeline};
 use voxpipe::processors::ProcessorRegistry;
 
 fn errors_of(text: &str) -> Vec<String> {

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fake::session::{Live, unique};
-use voxpipe::context::{AssistantContextConfig, Role, SharedConversation, Turn, UserContextConfig};
+use voxpipe::conversation::{Role, SharedConversation, Turn};
 use voxpipe::frame::{
     AudioFrame, Direction, Frame, FrameBody, SpokenText, SpokenTiming, TranscriptionFrame,
 };
 use voxpipe::pipeline::NamedProcessor;
-use voxpipe::processors::ProcessorFactory;
-use voxpipe::session::SessionSetup;
+use voxpipe::pipeline::ProcessorFactory;
+use voxpipe::pipeline::SessionSetup;
+use voxpipe::processors::{AssistantContextConfig, UserContextConfig};
 
 /// The pair, built for one session as a pipeline file would.
 fn pair(timeout_secs: f64) -> (Vec<NamedProcessor>, SessionSetup) {

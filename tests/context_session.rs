@@ -15,17 +15,18 @@ use redis::AsyncCommands;
 use support::fake_openai::{FakeOpenAi, verdict};
 use support::redis_server::RedisServer;
 use support::turns::{HandSession, registry, turn};
-use voxpipe::config::{PipelineConfig, parse_pipeline};
-use voxpipe::context::store::{RedisStore, Store, StoreSettings};
-use voxpipe::context::writer::{WriterSettings, spawn_writer};
-use voxpipe::context::{
-    CallRecord, CallStatus, ContextRuntime, Outcome, PromptKey, Role, Segment, SessionMemory,
-    TacticsList,
-};
+use voxpipe::agent::writer::{WriterSettings, spawn_writer};
+use voxpipe::agent::{AgentRuntime, SessionMemory};
+use voxpipe::conversation::Role;
 use voxpipe::frame::{AudioFrame, FrameBody};
+use voxpipe::pipeline::EnvSource;
+use voxpipe::pipeline::ProcessorError;
 use voxpipe::pipeline::{NamedProcessor, SessionClock};
-use voxpipe::processor::ProcessorError;
-use voxpipe::session::{EnvSource, SessionOptions, SessionSetup, TransportEnds, run_session};
+use voxpipe::pipeline_file::{PipelineConfig, parse_pipeline};
+use voxpipe::session::{SessionOptions, run_session};
+use voxpipe::store::{CallRecord, CallStatus, Outcome, PromptKey, Segment, TacticsList};
+use voxpipe::store::{RedisStore, Store, StoreSettings};
+use voxpipe::transport::TransportEnds;
 use voxpipe::transport::file::FileInput;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 
@@ -60,8 +61,9 @@ async fn each_turn_is_in_redis_as_soon_as_it_completes() {
     let config = pipeline(
         "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\nprefix = \"acme:\"\ncountry = \"US\"\n",
     );
-    let runtime =
-        ContextRuntime::from_config(&config, &env(&[("TEST_REDIS", redis.url())])).unwrap();
+    let runtime = config
+        .agent_runtime(&env(&[("TEST_REDIS", redis.url())]))
+        .unwrap();
     let store = runtime.store().clone();
     store
         .add_tactics(
@@ -85,7 +87,7 @@ async fn each_turn_is_in_redis_as_soon_as_it_completes() {
         .await
         .unwrap();
 
-    let mut setup = SessionSetup::for_pipeline(&config, "call-1");
+    let mut setup = config.session_setup("call-1");
     setup
         .custom_parameters
         .insert("industry".into(), "retail".into());
@@ -179,15 +181,14 @@ impl AudioSink for CountingSink {
 /// Runs `config` (with a `fake_turns` processor) over `secs` of audio from
 /// a file, returning the memory and how long the session took.
 async fn file_session(
-    runtime: &ContextRuntime,
+    runtime: &AgentRuntime,
     config: &PipelineConfig,
     id: &str,
     secs: u64,
     realtime: bool,
 ) -> (SessionMemory, Duration, usize) {
-    let mut setup = SessionSetup::for_pipeline(config, id);
+    let setup = config.session_setup(id);
     let memory = runtime.open_session(&setup, "file").await;
-    setup.memory = Some(memory.clone());
     let sink = CountingSink::default();
     let ends = TransportEnds {
         input: NamedProcessor::new(
@@ -201,12 +202,13 @@ async fn file_session(
     };
     let started = Instant::now();
     let report = run_session(
-        config,
+        &config.processors,
         ends,
         SessionOptions {
             setup,
             clock: SessionClock::audio(),
             observers: vec![],
+            memory: Some(memory.clone()),
         },
     )
     .await
@@ -223,7 +225,7 @@ const AGENT: &str = "[pipeline]\nname = \"agent\"\n\n[[processor]]\ntype = \"par
     [[processor]]\ntype = \"fake_turns\"\nevery_frames = 25\n";
 
 /// A whole session, then its evaluation, on `runtime`.
-async fn full_session_and_evaluation(runtime: &ContextRuntime, config: &PipelineConfig) {
+async fn full_session_and_evaluation(runtime: &AgentRuntime, config: &PipelineConfig) {
     let store = runtime.store();
     store
         .add_tactics(TacticsList::Base, &["Ask about their budget".into()])
@@ -276,8 +278,9 @@ async fn a_file_session_is_stored_and_evaluated_on_redis() {
          [evaluator]\nbase_url = \"{}\"\nmodel = \"judge-1\"\n",
         judge.base_url()
     ));
-    let runtime =
-        ContextRuntime::from_config(&config, &env(&[("TEST_REDIS", redis.url())])).unwrap();
+    let runtime = config
+        .agent_runtime(&env(&[("TEST_REDIS", redis.url())]))
+        .unwrap();
     assert_eq!(runtime.store().backend(), "redis");
     full_session_and_evaluation(&runtime, &config).await;
     let request = &judge.chat_requests()[0];
@@ -298,7 +301,7 @@ async fn with_no_redis_configured_the_same_session_runs_on_the_embedded_store() 
         "{AGENT}\n[evaluator]\nbase_url = \"{}\"\n",
         judge.base_url()
     ));
-    let runtime = ContextRuntime::from_config(&config, &env(&[])).unwrap();
+    let runtime = config.agent_runtime(&env(&[])).unwrap();
     assert_eq!(runtime.store().backend(), "memory");
     full_session_and_evaluation(&runtime, &config).await;
 }
@@ -309,9 +312,10 @@ async fn redis_killed_mid_call_and_restarted_loses_and_repeats_no_turn() {
     let config = pipeline(
         "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\nop_timeout_ms = 500\n",
     );
-    let runtime =
-        ContextRuntime::from_config(&config, &env(&[("TEST_REDIS", redis.url())])).unwrap();
-    let setup = SessionSetup::for_pipeline(&config, "call-3");
+    let runtime = config
+        .agent_runtime(&env(&[("TEST_REDIS", redis.url())]))
+        .unwrap();
+    let setup = config.session_setup("call-3");
     let memory = runtime.open_session(&setup, "twilio").await;
     let session = HandSession::start(&memory);
     for n in 0..3 {
@@ -432,7 +436,7 @@ async fn a_stalled_store_never_holds_up_the_audio() {
         "{AGENT}\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\
          op_timeout_ms = 60000\nflush_timeout_secs = 0.3\nprompt_timeout_ms = 100\n"
     ));
-    let runtime = ContextRuntime::from_config(&config, &env(&[("TEST_REDIS", url)])).unwrap();
+    let runtime = config.agent_runtime(&env(&[("TEST_REDIS", url)])).unwrap();
     // Two seconds of audio in real time, a turn every half second, every
     // store operation stuck.
     let (memory, elapsed, frames) = file_session(&runtime, &config, "call-5", 2, true).await;

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use support::redis_server::RedisServer;
-use voxpipe::context::skills::Skill;
-use voxpipe::context::store::{
+use voxpipe::conversation::Role;
+use voxpipe::store::Skill;
+use voxpipe::store::{
     Appended, CallStore, Keys, MemoryStore, RedisStore, RefinementStore, SkillStore, Store,
     StoreSettings,
 };
-use voxpipe::context::{
-    CallChange, CallRecord, CallStatus, Interaction, PromptKey, Role, Segment, TacticsList,
+use voxpipe::store::{
+    CallChange, CallRecord, CallStatus, Interaction, PromptKey, Segment, TacticsList,
 };
 
 const HOUR_MS: u64 = 3_600_000;

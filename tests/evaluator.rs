@@ -14,25 +14,24 @@ use redis::AsyncCommands;
 use support::fake_openai::{FakeOpenAi, JudgeReply, verdict};
 use support::redis_server::RedisServer;
 use support::turns::{converse, registry};
-use voxpipe::config::parse_pipeline;
-use voxpipe::context::store::Store;
-use voxpipe::context::{
-    CallStatus, ContextRuntime, Evaluation, Outcome, SessionMemory, TacticsList,
-};
-use voxpipe::session::EnvSource;
+use voxpipe::agent::{AgentRuntime, SessionMemory};
+use voxpipe::pipeline::EnvSource;
+use voxpipe::pipeline_file::parse_pipeline;
+use voxpipe::store::Store;
+use voxpipe::store::{CallStatus, Evaluation, Outcome, TacticsList};
 
 const HOUR_MS: i64 = 3_600_000;
 
 struct Setup {
     redis: RedisServer,
     judge: FakeOpenAi,
-    runtime: ContextRuntime,
+    runtime: AgentRuntime,
 }
 
 impl Setup {
     /// The redis-server (killed when dropped), the judge, the runtime and
     /// its store.
-    fn parts(self) -> (RedisServer, FakeOpenAi, ContextRuntime, Arc<dyn Store>) {
+    fn parts(self) -> (RedisServer, FakeOpenAi, AgentRuntime, Arc<dyn Store>) {
         let store = self.runtime.store().clone();
         (self.redis, self.judge, self.runtime, store)
     }
@@ -51,7 +50,7 @@ async fn setup(evaluator: &str) -> Setup {
         "TEST_REDIS".to_owned(),
         redis.url(),
     )])));
-    let runtime = ContextRuntime::from_config(&config, &env).unwrap();
+    let runtime = config.agent_runtime(&env).unwrap();
     Setup {
         redis,
         judge,
@@ -59,7 +58,7 @@ async fn setup(evaluator: &str) -> Setup {
     }
 }
 
-async fn session(runtime: &ContextRuntime, id: &str, lines: &[&str]) -> SessionMemory {
+async fn session(runtime: &AgentRuntime, id: &str, lines: &[&str]) -> SessionMemory {
     converse(runtime, id, "webrtc", lines, "client_disconnected").await
 }
 

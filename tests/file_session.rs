@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use voxpipe::config::parse_pipeline;
+use voxpipe::pipeline::Processor;
+use voxpipe::pipeline::ProcessorFactory;
+use voxpipe::pipeline::{BuildError, EnvSource, SessionSetup};
 use voxpipe::pipeline::{NamedProcessor, SessionClock};
-use voxpipe::processor::Processor;
-use voxpipe::processors::{Passthrough, ProcessorFactory, ProcessorRegistry};
-use voxpipe::session::{
-    BuildError, EnvSource, SessionError, SessionOptions, SessionSetup, TransportEnds, run_session,
-};
+use voxpipe::pipeline_file::parse_pipeline;
+use voxpipe::processors::{Passthrough, ProcessorRegistry};
+use voxpipe::session::{SessionError, SessionOptions, run_session};
 use voxpipe::testing::RecordingObserver;
+use voxpipe::transport::TransportEnds;
 use voxpipe::transport::file::{FileInput, WavSink};
 use voxpipe::transport::{OutputTransport, Pacing};
 
@@ -41,12 +42,13 @@ async fn run_parrot(out: &Path, realtime: bool) -> Vec<i16> {
         ),
     };
     let report = run_session(
-        &config,
+        &config.processors,
         ends,
         SessionOptions {
-            setup: SessionSetup::for_pipeline(&config, "s"),
+            setup: config.session_setup("s"),
             clock: SessionClock::audio(),
             observers: vec![],
+            memory: None,
         },
     )
     .await
@@ -98,11 +100,11 @@ async fn an_unset_env_variable_fails_the_session_start_naming_it() {
     let run = |env: EnvSource| {
         let config = config.clone();
         async move {
-            let mut setup = SessionSetup::for_pipeline(&config, "s");
+            let mut setup = config.session_setup("s");
             setup.env = env;
             let recorder = RecordingObserver::new();
             run_session(
-                &config,
+                &config.processors,
                 TransportEnds {
                     input: NamedProcessor::new(
                         "in",
@@ -114,6 +116,7 @@ async fn an_unset_env_variable_fails_the_session_start_naming_it() {
                     setup,
                     clock: SessionClock::audio(),
                     observers: vec![recorder],
+                    memory: None,
                 },
             )
             .await

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, text_chunk};
 use fake::session::{build, error_frames, texts};
-use voxpipe::context::{Message, Role};
+use voxpipe::conversation::{Message, Role};
 use voxpipe::frame::FrameBody;
 use voxpipe::services::llm::OpenAiLlmConfig;
 use voxpipe::testing::{TestOutput, run_test};

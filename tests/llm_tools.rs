@@ -10,7 +10,7 @@ use fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, tool_chun
 use fake::session::{Live, build, error_frames, unique};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
-use voxpipe::context::{Message, Role, ToolCall};
+use voxpipe::conversation::{Message, Role, ToolCall};
 use voxpipe::frame::{Frame, FrameBody};
 use voxpipe::services::llm::{OpenAiLlmConfig, TOOL_CANCELLED};
 use voxpipe::testing::run_test;

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use voxpipe::frame::{AudioFrame, Direction, FrameBody};
+use voxpipe::pipeline::ProcessorError;
 use voxpipe::pipeline::{
     NamedProcessor, Observer, PipelineHandle, PipelineParams, PipelineTask, PushEvent,
 };
-use voxpipe::processor::ProcessorError;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 
 type Log = Arc<Mutex<Vec<String>>>;

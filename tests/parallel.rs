@@ -6,12 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use voxpipe::config::parse_pipeline;
 use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody};
 use voxpipe::pipeline::NamedProcessor;
-use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
+use voxpipe::pipeline::{Processor, ProcessorContext, ProcessorError};
+use voxpipe::pipeline_file::parse_pipeline;
 use voxpipe::processors::{AudioSelector, Gain, Parallel, Passthrough, ProcessorRegistry};
-use voxpipe::session::SessionSetup;
 use voxpipe::testing::run_test;
 
 fn audio(level: i16) -> FrameBody {
@@ -173,7 +172,7 @@ async fn branches_are_read_from_toml_with_errors_naming_their_keys() {
     assert_eq!(config.processors[0].name, "parallel");
     let processor = config.processors[0]
         .factory
-        .build(&SessionSetup::for_pipeline(&config, "s"))
+        .build(&config.session_setup("s"))
         .unwrap();
     let out = run_test(
         vec![NamedProcessor {

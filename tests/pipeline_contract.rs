@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody};
 use voxpipe::pipeline::{NamedProcessor, PipelineParams, PipelineTask, SessionClock};
-use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
+use voxpipe::pipeline::{Processor, ProcessorContext, ProcessorError};
 use voxpipe::processors::Passthrough;
 use voxpipe::testing::{RecordingObserver, run_test};
 

@@ -14,10 +14,10 @@ use support::audio::{silence, speech};
 use support::redis_server::RedisServer;
 use support::server::{Setup, TestServer};
 use support::twilio_client::{CallConfig, FakeCall};
-use voxpipe::config::parse_pipeline;
-use voxpipe::context::{CallStatus, ContextRuntime, PromptKey};
+use voxpipe::pipeline::EnvSource;
+use voxpipe::pipeline_file::parse_pipeline;
 use voxpipe::processors::ProcessorRegistry;
-use voxpipe::session::EnvSource;
+use voxpipe::store::{CallStatus, PromptKey};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -34,7 +34,7 @@ async fn a_phone_call_is_stored_with_its_segment_and_health_follows_the_store() 
         "TEST_REDIS".to_owned(),
         redis.url(),
     )])));
-    let context = Arc::new(ContextRuntime::from_config(&config, &env).unwrap());
+    let context = Arc::new(config.agent_runtime(&env).unwrap());
     let store = context.store().clone();
     let retail = PromptKey::Industry {
         industry: "retail".into(),

@@ -13,13 +13,14 @@ use serde_json::json;
 use support::fake_openai::{DIMS, FakeOpenAi, embed};
 use support::redis_server::RedisServer;
 use support::rng::Rng;
-use voxpipe::context::skills::{
-    IndexError, OpenAiEmbedder, SEARCH_CONTEXT, SkillError, SkillIndex, SkillLibrary, pack_vector,
+use voxpipe::agent::eval::ApiEndpoint;
+use voxpipe::agent::skills::{
+    IndexError, OpenAiEmbedder, SEARCH_CONTEXT, SkillError, SkillIndex, SkillLibrary,
     search_context_parameters,
 };
-use voxpipe::context::store::{RedisStore, Store, StoreSettings};
-use voxpipe::eval::ApiEndpoint;
 use voxpipe::services::{ApiKey, Connection};
+use voxpipe::store::pack_vector;
+use voxpipe::store::{RedisStore, Store, StoreSettings};
 
 async fn library(redis: &RedisServer, openai: &FakeOpenAi) -> (Arc<dyn Store>, SkillLibrary) {
     let store: Arc<dyn Store> =
@@ -183,7 +184,7 @@ fn two_stage_search_finds_what_an_exact_scan_finds() {
     for i in 0..n {
         let centre = &centres[i % topics];
         let v: Vec<f32> = centre.iter().map(|c| c + 1.0 * rng.next()).collect();
-        let skill = voxpipe::context::skills::Skill::new(
+        let skill = voxpipe::store::Skill::new(
             format!("objection {i}"),
             format!("rebuttal {i}"),
             v.clone(),

@@ -366,16 +366,21 @@ impl voxpipe::transport::AudioSink for NoSink {
     fn write(
         &mut self,
         _audio: &voxpipe::frame::AudioFrame,
-    ) -> Result<(), voxpipe::processor::ProcessorError> {
+    ) -> Result<(), voxpipe::pipeline::ProcessorError> {
         Ok(())
     }
 }
 
 /// One file session of `config` over `samples` (16 kHz); the VAD's
 /// decisions, as debug strings.
-async fn vad_decisions(config: &voxpipe::config::PipelineConfig, samples: Vec<i16>) -> Vec<String> {
+async fn vad_decisions(
+    config: &voxpipe::pipeline_file::PipelineConfig,
+    samples: Vec<i16>,
+) -> Vec<String> {
     use voxpipe::pipeline::{NamedProcessor, SessionClock};
-    use voxpipe::session::{SessionOptions, SessionSetup, TransportEnds, run_session};
+    use voxpipe::session::{SessionOptions, run_session};
+    use voxpipe::transport::TransportEnds;
+
     use voxpipe::transport::file::FileInput;
     use voxpipe::transport::{OutputTransport, Pacing};
 
@@ -388,11 +393,14 @@ async fn vad_decisions(config: &voxpipe::config::PipelineConfig, samples: Vec<i1
         ),
     };
     let options = SessionOptions {
-        setup: SessionSetup::for_pipeline(config, "reset-test"),
+        setup: config.session_setup("reset-test"),
         clock: SessionClock::audio(),
         observers: vec![recorder.clone()],
+        memory: None,
     };
-    let report = run_session(config, ends, options).await.unwrap();
+    let report = run_session(&config.processors, ends, options)
+        .await
+        .unwrap();
     assert!(report.fatal_error.is_none());
     recorder
         .frames_from("vad", voxpipe::frame::Direction::Downstream)
@@ -405,7 +413,7 @@ async fn vad_decisions(config: &voxpipe::config::PipelineConfig, samples: Vec<i1
 #[tokio::test]
 async fn every_session_starts_with_a_fresh_vad() {
     let dir = tempfile::tempdir().unwrap();
-    let config = voxpipe::config::load_pipeline(
+    let config = voxpipe::pipeline_file::load_pipeline(
         Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/pipelines/parrot.toml"

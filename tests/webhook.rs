@@ -14,13 +14,13 @@ use support::fake_openai::{FakeOpenAi, verdict};
 use support::redis_server::RedisServer;
 use support::turns::{converse, registry};
 use support::webhook_receiver::WebhookReceiver;
-use voxpipe::config::parse_pipeline;
-use voxpipe::context::ContextRuntime;
-use voxpipe::context::time::unix_ms;
-use voxpipe::session::EnvSource;
-use voxpipe::webhook::signature;
+use voxpipe::agent::AgentRuntime;
+use voxpipe::agent::webhook::signature;
+use voxpipe::pipeline::EnvSource;
+use voxpipe::pipeline_file::parse_pipeline;
+use voxpipe::store::time::unix_ms;
 
-async fn runtime(redis: &RedisServer, extra: &str) -> ContextRuntime {
+async fn runtime(redis: &RedisServer, extra: &str) -> AgentRuntime {
     let toml = format!(
         "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n{extra}\n"
     );
@@ -29,10 +29,10 @@ async fn runtime(redis: &RedisServer, extra: &str) -> ContextRuntime {
         ("TEST_REDIS".to_owned(), redis.url()),
         ("HOOK_SECRET".to_owned(), "s3cret".to_owned()),
     ])));
-    ContextRuntime::from_config(&config, &env).unwrap()
+    config.agent_runtime(&env).unwrap()
 }
 
-async fn call(runtime: &ContextRuntime, id: &str) {
+async fn call(runtime: &AgentRuntime, id: &str) {
     let lines = ["user: Can you call back later?", "assistant: Of course."];
     converse(runtime, id, "twilio", &lines, "hangup").await;
 }

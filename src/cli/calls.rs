@@ -3,7 +3,7 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::{Context as _, bail};
-use voxpipe::context::{CallRecord, Evaluation, Interaction};
+use voxpipe::store::{CallRecord, Evaluation, Interaction};
 
 use super::store_args::StoreArgs;
 

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use voxpipe::config::{Override, load_pipeline};
+use voxpipe::config::Override;
+use voxpipe::pipeline_file::load_pipeline;
 use voxpipe::processors::ProcessorRegistry;
 
 #[derive(Debug, clap::Args)]

@@ -3,7 +3,7 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::bail;
-use voxpipe::context::Evaluation;
+use voxpipe::store::Evaluation;
 
 use super::store_args::StoreArgs;
 

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use voxpipe::agent::{AgentRuntime, SessionMemory};
 use voxpipe::audio::{resample::resample_all, wav::read_wav};
-use voxpipe::config::{Override, PipelineConfig};
-use voxpipe::context::time::unix_ms;
-use voxpipe::context::{ContextRuntime, SessionMemory};
+use voxpipe::config::Override;
 use voxpipe::events::EventWriter;
+use voxpipe::pipeline::{EnvSource, new_session_id};
 use voxpipe::pipeline::{NamedProcessor, Observer, SessionClock};
-use voxpipe::session::{
-    EnvSource, SessionOptions, SessionReport, SessionSetup, TransportEnds, new_session_id,
-    run_session,
-};
+use voxpipe::pipeline_file::PipelineConfig;
+use voxpipe::session::{SessionOptions, SessionReport, run_session};
+use voxpipe::store::time::unix_ms;
+use voxpipe::transport::TransportEnds;
 use voxpipe::transport::file::{FileInput, WavSink};
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 
@@ -101,7 +101,7 @@ impl AudioSink for DiscardSink {
     fn write(
         &mut self,
         _audio: &voxpipe::frame::AudioFrame,
-    ) -> Result<(), voxpipe::processor::ProcessorError> {
+    ) -> Result<(), voxpipe::pipeline::ProcessorError> {
         Ok(())
     }
 }
@@ -145,13 +145,14 @@ async fn run_file_session(
     if let Some(events) = &events {
         observers.push(events.clone());
     }
-    let context = ContextRuntime::from_config(config, &EnvSource::Process)
+    let context = config
+        .agent_runtime(&EnvSource::Process)
         .context("cannot set up the context store")?;
     let session_id = args.session_id.clone().unwrap_or_else(new_session_id);
     let span = tracing::info_span!("session", call_id = %session_id);
     let _entered = span.enter();
     tracing::info!(pipeline = %config.pipeline.name, input = %args.input.display(), store = context.store().backend(), "session starting");
-    let mut setup = SessionSetup::for_pipeline(config, session_id);
+    let mut setup = config.session_setup(session_id);
     setup.custom_parameters = args.params.iter().cloned().collect();
     if let Some(skills) = context.skills() {
         // `serve` refreshes in the background; a file run loads them once.
@@ -161,14 +162,14 @@ async fn run_file_session(
         }
     }
     let memory = context.open_session(&setup, "file").await;
-    setup.memory = Some(memory.clone());
     let report = run_session(
-        config,
+        &config.processors,
         ends,
         SessionOptions {
             setup,
             clock: SessionClock::audio(),
             observers,
+            memory: Some(memory.clone()),
         },
     )
     .await?;
@@ -187,7 +188,7 @@ async fn run_file_session(
 /// lives only as long as this process) run its evaluation and one webhook
 /// delivery pass here. With Redis, `voxpipe worker` or the server's workers
 /// take them from the queue.
-async fn finish_context(context: &ContextRuntime, memory: &SessionMemory, limit: Duration) {
+async fn finish_context(context: &AgentRuntime, memory: &SessionMemory, limit: Duration) {
     match memory.finished(limit).await {
         Some(report) if report.unwritten.is_empty() => {
             tracing::info!(turns = report.turns_written, "call stored");

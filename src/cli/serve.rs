@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use futures_util::FutureExt as _;
 use voxpipe::config::Override;
-use voxpipe::context::ContextRuntime;
+use voxpipe::pipeline::EnvSource;
 use voxpipe::server::{Server, ServerError, shutdown};
-use voxpipe::session::EnvSource;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -38,7 +37,7 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
     let context = {
         // Redis connections start their tasks on this runtime.
         let _entered = runtime.enter();
-        match ContextRuntime::from_config(&config, &EnvSource::Process) {
+        match config.agent_runtime(&EnvSource::Process) {
             Ok(context) => Arc::new(context),
             Err(err) => {
                 eprintln!("voxpipe: context store: {err}");

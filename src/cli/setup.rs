@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use voxpipe::config::{Override, PipelineConfig, load_pipeline};
+use voxpipe::config::Override;
+use voxpipe::pipeline_file::{PipelineConfig, load_pipeline};
 use voxpipe::processors::ProcessorRegistry;
 
 /// The pipeline at `file` with `overrides`; its errors are printed and give

@@ -3,8 +3,8 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::{Context as _, bail};
-use voxpipe::context::ContextRuntime;
-use voxpipe::context::skills::SkillLibrary;
+use voxpipe::agent::AgentRuntime;
+use voxpipe::agent::skills::SkillLibrary;
 
 use super::store_args::StoreArgs;
 
@@ -77,7 +77,7 @@ pub(crate) fn skills(args: &SkillsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn library(runtime: &ContextRuntime) -> anyhow::Result<&SkillLibrary> {
+fn library(runtime: &AgentRuntime) -> anyhow::Result<&SkillLibrary> {
     match runtime.skills() {
         Some(library) => Ok(library),
         None => bail!("the pipeline has no [context.skills] section (the embeddings endpoint)"),

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use voxpipe::config::{Override, PipelineConfig, load_pipeline};
-use voxpipe::context::{ContextRuntime, StoreKind};
+use voxpipe::agent::{AgentRuntime, StoreKind};
+use voxpipe::config::Override;
+use voxpipe::pipeline::EnvSource;
+use voxpipe::pipeline_file::{PipelineConfig, load_pipeline};
 use voxpipe::processors::ProcessorRegistry;
-use voxpipe::session::EnvSource;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct StoreArgs {
@@ -21,11 +22,11 @@ pub(crate) struct StoreArgs {
     overrides: Vec<Override>,
 }
 
-/// What an operator command works with: the pipeline, its context runtime,
+/// What an operator command works with: the pipeline, its agent runtime,
 /// and the async runtime they live on (Redis connections belong to it).
 pub(crate) struct Operator {
     pub(crate) config: PipelineConfig,
-    pub(crate) context: ContextRuntime,
+    pub(crate) context: AgentRuntime,
     tokio: tokio::runtime::Runtime,
 }
 
@@ -37,7 +38,7 @@ impl Operator {
 }
 
 impl StoreArgs {
-    /// The pipeline's context runtime. The embedded store must be kept in a
+    /// The pipeline's agent runtime. The embedded store must be kept in a
     /// file: an in-memory one would be empty in this process.
     pub(crate) fn open(&self) -> anyhow::Result<Operator> {
         let config = load_pipeline(
@@ -60,7 +61,7 @@ impl StoreArgs {
         let context = {
             // Redis connections start their tasks on this runtime.
             let _entered = tokio.enter();
-            ContextRuntime::from_config(&config, &EnvSource::Process).with_context(|| {
+            config.agent_runtime(&EnvSource::Process).with_context(|| {
                 format!("{}: cannot open the context store", self.pipeline.display())
             })?
         };

@@ -2,7 +2,7 @@
 
 #![allow(clippy::print_stdout)]
 
-use voxpipe::context::TacticsList;
+use voxpipe::store::TacticsList;
 
 use super::store_args::StoreArgs;
 

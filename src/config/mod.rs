@@ -1,24 +1,29 @@
-//! Pipeline definitions in TOML: the schema, `--set` overrides, and errors
-//! that name the file, the line and the key.
+//! The TOML machinery of pipeline files and their leaf sections: `--set`
+//! overrides, errors that name the file, the line and the key, and the
+//! sections that depend on nothing else of voxpipe's: `[pipeline]`,
+//! `[interruption]`, `[transport.twilio]` ([`TwilioSection`]),
+//! `[transport.webrtc]` ([`WebRtcSection`]) and `[server]`
+//! ([`ServerSection`]).
 //!
-//! Sections: `[pipeline]`, `[[processor]]`, `[transport.twilio]`
-//! ([`TwilioSection`]) and `[server]` ([`ServerSection`]).
+//! A whole pipeline file, with its processors and the agent's sections, is
+//! put together above the processors and the agent layer (the
+//! `pipeline_file` module).
 
+mod diagnostics;
 mod error;
 mod keypath;
-mod load;
 mod overrides;
 mod schema;
 mod server;
 mod twilio;
 mod webrtc;
 
+pub(crate) use diagnostics::{Errors, blame_overrides};
 pub use error::{ConfigError, ConfigErrors, Location};
-pub use load::{load_pipeline, parse_pipeline};
 pub use overrides::Override;
+pub(crate) use overrides::apply as apply_overrides;
 pub use schema::{
-    InterruptionSection, PipelineConfig, PipelineSection, ProcessorEntry, SUPPORTED_SAMPLE_RATES,
-    SampleRate, TransportSection,
+    InterruptionSection, PipelineSection, SUPPORTED_SAMPLE_RATES, SampleRate, TransportSection,
 };
 pub(crate) use server::is_url_host;
 pub use server::{MessageBytes, PublicHost, Seconds, ServerSection};

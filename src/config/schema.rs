@@ -14,22 +14,13 @@
 //! name = "echo"                # optional label for logs and metrics
 //! ```
 //!
-//! `[[processor]]` tables are read by the [registry](crate::processors)
-//! according to their `type`; everything else is read here.
+//! `[[processor]]` tables are read by the processor registry according to
+//! their `type`, when the whole file is put together (`pipeline_file`).
 
-use std::fmt;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::context::ContextSection;
-use crate::eval::EvaluatorSection;
-use crate::processors::ProcessorFactory;
-use crate::webhook::WebhookSection;
-
-use super::server::ServerSection;
 use super::twilio::TwilioSection;
 use super::webrtc::WebRtcSection;
 
@@ -143,68 +134,4 @@ fn guard_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Erro
             "expected seconds from 0 to 10, not {secs}"
         )))
     }
-}
-
-/// Everything in a pipeline file except its processors.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Sections {
-    pub(crate) pipeline: PipelineSection,
-    #[serde(default)]
-    pub(crate) transport: TransportSection,
-    #[serde(default)]
-    pub(crate) context: ContextSection,
-    #[serde(default)]
-    pub(crate) evaluator: Option<EvaluatorSection>,
-    #[serde(default)]
-    pub(crate) webhook: Option<WebhookSection>,
-    #[serde(default)]
-    pub(crate) interruption: InterruptionSection,
-    #[serde(default)]
-    pub(crate) server: ServerSection,
-}
-
-/// One `[[processor]]` entry, validated.
-#[derive(Clone)]
-pub struct ProcessorEntry {
-    /// Its `type`.
-    pub type_name: String,
-    /// Its unique name in the pipeline: `name` if given, else the type,
-    /// with `#2`, `#3`… added to repeats.
-    pub name: String,
-    /// Builds it for each session.
-    pub factory: Arc<dyn ProcessorFactory>,
-}
-
-impl fmt::Debug for ProcessorEntry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProcessorEntry")
-            .field("type_name", &self.type_name)
-            .field("name", &self.name)
-            .field("factory", &self.factory)
-            .finish()
-    }
-}
-
-/// A validated pipeline definition.
-#[derive(Debug, Clone)]
-pub struct PipelineConfig {
-    /// The file it came from.
-    pub path: PathBuf,
-    /// `[pipeline]`.
-    pub pipeline: PipelineSection,
-    /// `[transport]`.
-    pub transport: TransportSection,
-    /// `[context]`: the context store (memory by default).
-    pub context: ContextSection,
-    /// `[evaluator]`, if sessions are judged.
-    pub evaluator: Option<EvaluatorSection>,
-    /// `[webhook]`, if completed calls are posted.
-    pub webhook: Option<WebhookSection>,
-    /// `[interruption]`.
-    pub interruption: InterruptionSection,
-    /// `[server]`.
-    pub server: ServerSection,
-    /// The processors, in chain order.
-    pub processors: Vec<ProcessorEntry>,
 }

@@ -15,10 +15,11 @@
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use super::processor::{Processor, ProcessorError};
+use super::processor_context::ProcessorContext;
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
 
-use super::task::Outlet;
+use super::link::InFlightToken;
 
 /// Hands `frame` to a parent through `outlet`, counted as in flight.
 fn hand_over(outlet: &mpsc::UnboundedSender<Outlet>, frame: Frame, ctx: &ProcessorContext) {
@@ -142,4 +143,30 @@ impl Processor for Sink {
         }
         Ok(())
     }
+}
+
+/// What a pipeline's two ends do with the frames that reach them.
+pub(crate) enum Ends {
+    /// A session's pipeline: the source acts on requests and errors, the
+    /// sink swallows what reaches it.
+    Root,
+    /// A branch of a parallel processor: both ends hand frames to the
+    /// parent, which merges the branches.
+    Branch(BranchOutlets),
+}
+
+/// The channels a branch's ends hand frames to the parent through.
+#[derive(Clone)]
+pub(crate) struct BranchOutlets {
+    /// Frames the branch's first processor pushed upstream.
+    pub(crate) upstream: mpsc::UnboundedSender<Outlet>,
+    /// Frames the branch's last processor pushed downstream.
+    pub(crate) downstream: mpsc::UnboundedSender<Outlet>,
+}
+
+/// A frame leaving a branch, counted as in flight until the parent has
+/// pushed it on.
+pub(crate) struct Outlet {
+    pub(crate) frame: Frame,
+    pub(crate) _token: Option<InFlightToken>,
 }

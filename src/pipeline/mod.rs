@@ -1,5 +1,10 @@
 //! Running a pipeline: a flat chain of processors, a task per processor.
 //!
+//! This module also holds what a processor is ([`Processor`], the
+//! [`ProcessorContext`] it pushes frames through) and how one is built for
+//! a session ([`ProcessorFactory`], [`SessionSetup`]), since the runner and
+//! the processors meet there.
+//!
 //! # Design
 //!
 //! A pipeline is a list: `source → processor₁ → … → processorₙ → sink`.
@@ -29,18 +34,29 @@
 //! current `process` call returns; processors that emit long bursts do so
 //! from a child task, which the hook aborts.
 
+mod build_error;
 mod clock;
-mod context;
 mod edges;
+mod factory;
 mod link;
 mod observer;
+mod processor;
+mod processor_context;
+mod resources;
 mod runner;
+mod setup;
 mod task;
 
+pub use build_error::BuildError;
 pub use clock::SessionClock;
-pub use context::ProcessorContext;
+pub(crate) use edges::{BranchOutlets, Outlet};
+pub use factory::{ProcessorEntry, ProcessorFactory};
 pub use observer::{Observer, PushEvent};
-pub(crate) use task::{BranchOutlets, Outlet};
+pub(crate) use processor::error_chain;
+pub use processor::{Processor, ProcessorError, Severity};
+pub use processor_context::ProcessorContext;
+pub use resources::SessionResources;
+pub use setup::{EnvSource, SessionSetup, SystemPromptSource, new_session_id};
 pub use task::{
     DEFAULT_QUEUE_CAPACITY, NamedProcessor, PipelineHandle, PipelineOutcome, PipelineParams,
     PipelineTask,

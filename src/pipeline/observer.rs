@@ -2,8 +2,8 @@
 //!
 //! They are not processors: they cannot change or hold up the flow. An
 //! observer is called synchronously on the pushing task, so it must be cheap;
-//! one that does I/O hands the event to its own task (see
-//! [`crate::events::EventWriter`]).
+//! one that does I/O hands the event to its own task (as the events
+//! writer does).
 
 use std::time::Duration;
 

@@ -4,12 +4,12 @@
 
 use std::time::Instant;
 
+use super::processor::{Processor, ProcessorError, Severity};
 use crate::frame::{Direction, Frame, FrameBody};
 use crate::metrics::LatencyHistogram;
-use crate::processor::{Processor, ProcessorError, Severity};
 
-use super::context::ProcessorContext;
 use super::link::{Inbox, Queued};
+use super::processor_context::ProcessorContext;
 
 /// Whether the task goes on after a frame.
 enum Next {

@@ -3,18 +3,18 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use super::processor::Processor;
 use crate::frame::{Direction, ErrorFrame, Frame, FrameBody, MetricsData, StartFrame};
 use crate::metrics::LatencyHistogram;
-use crate::processor::Processor;
 
 use super::clock::SessionClock;
-use super::context::{Outcome, ProcessorContext, Shared};
-use super::edges::{Sink, Source};
-use super::link::{InFlight, InFlightToken, Mailbox, inbox};
+use super::edges::{BranchOutlets, Ends, Outlet, Sink, Source};
+use super::link::{InFlight, Mailbox, inbox};
 use super::observer::Observer;
+use super::processor_context::{Outcome, ProcessorContext, Shared};
 use super::runner::{RunOptions, run_processor};
 
 /// Default room in each processor's bounded lane: 64 frames, about 1.3 s of
@@ -126,32 +126,6 @@ impl PipelineHandle {
     pub fn cancel(&self, reason: &str) {
         self.shared.cancel_all(reason);
     }
-}
-
-/// What a pipeline's two ends do with the frames that reach them.
-pub(crate) enum Ends {
-    /// A session's pipeline: the source acts on requests and errors, the
-    /// sink swallows what reaches it.
-    Root,
-    /// A branch of a parallel processor: both ends hand frames to the
-    /// parent, which merges the branches.
-    Branch(BranchOutlets),
-}
-
-/// The channels a branch's ends hand frames to the parent through.
-#[derive(Clone)]
-pub(crate) struct BranchOutlets {
-    /// Frames the branch's first processor pushed upstream.
-    pub(crate) upstream: mpsc::UnboundedSender<Outlet>,
-    /// Frames the branch's last processor pushed downstream.
-    pub(crate) downstream: mpsc::UnboundedSender<Outlet>,
-}
-
-/// A frame leaving a branch, counted as in flight until the parent has
-/// pushed it on.
-pub(crate) struct Outlet {
-    pub(crate) frame: Frame,
-    pub(crate) _token: Option<InFlightToken>,
 }
 
 /// A pipeline ready to run.

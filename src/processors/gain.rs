@@ -6,9 +6,9 @@ use serde::Deserialize;
 
 use crate::audio::pcm;
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::processors::ProcessorFactory;
-use crate::session::{BuildError, SessionSetup};
+use crate::pipeline::ProcessorFactory;
+use crate::pipeline::{BuildError, SessionSetup};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 /// Which audio a processor acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -1,5 +1,6 @@
 //! The built-in processors, and the registry that builds them from TOML.
 
+mod aggregators;
 mod gain;
 mod parallel;
 mod parrot;
@@ -9,12 +10,16 @@ mod registry;
 mod resample;
 mod vad;
 
+pub use aggregators::{
+    AssistantContextAggregator, AssistantContextConfig, AssistantTurnTracker, CompletedTurn,
+    UserContextAggregator, UserContextConfig, UserTurnTracker, heard_text,
+};
 pub use gain::{AudioSelector, Gain, GainConfig};
 pub use parallel::{Parallel, ParallelFactory};
 pub use parrot::{Parrot, ParrotConfig};
 pub use passthrough::{Passthrough, PassthroughConfig};
 pub use recent_audio::RecentAudio;
-pub use registry::{ProcessorFactory, ProcessorRegistry};
+pub use registry::ProcessorRegistry;
 pub use resample::{FrameResampler, Resample, ResampleConfig};
 pub use vad::{Vad, VadConfig, VadEngine};
 
@@ -25,8 +30,8 @@ fn register_builtin(registry: &mut ProcessorRegistry) {
     registry.register::<PassthroughConfig>("passthrough");
     registry.register::<ResampleConfig>("resample");
     registry.register::<VadConfig>("vad");
-    registry.register::<crate::context::UserContextConfig>("user_context");
-    registry.register::<crate::context::AssistantContextConfig>("assistant_context");
+    registry.register::<UserContextConfig>("user_context");
+    registry.register::<AssistantContextConfig>("assistant_context");
     registry.register_provider::<crate::services::stt::DeepgramSttConfig>("stt", "deepgram");
     registry.register_provider::<crate::services::stt::OpenAiSttConfig>("stt", "openai");
     registry.register_provider::<crate::services::llm::OpenAiLlmConfig>("llm", "openai");

@@ -27,12 +27,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::frame::{Direction, Frame, FrameBody, FrameId, StartFrame};
+use crate::pipeline::ProcessorFactory;
 use crate::pipeline::{BranchOutlets, NamedProcessor, Outlet, PipelineHandle, PipelineTask};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::processors::ProcessorFactory;
-use crate::session::{BuildError, SessionSetup};
+use crate::pipeline::{BuildError, SessionSetup};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
-use crate::config::ProcessorEntry;
+use crate::pipeline::ProcessorEntry;
 
 /// How many recent frame ids the merge remembers. Copies of one frame leave
 /// the branches within moments of each other; this is many seconds of audio.

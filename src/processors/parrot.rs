@@ -18,9 +18,10 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::processors::{ProcessorFactory, RecentAudio};
-use crate::session::{BuildError, SessionSetup};
+use crate::pipeline::ProcessorFactory;
+use crate::pipeline::{BuildError, SessionSetup};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
+use crate::processors::RecentAudio;
 
 /// How far back audio is kept while the user is not speaking: longer than
 /// any VAD start window.

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use crate::frame::{Direction, Frame};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 /// Forwards every frame unchanged.
 #[derive(Debug, Default, Clone, Copy)]
@@ -29,11 +29,11 @@ impl Processor for Passthrough {
     }
 }
 
-impl crate::processors::ProcessorFactory for PassthroughConfig {
+impl crate::pipeline::ProcessorFactory for PassthroughConfig {
     fn build(
         &self,
-        _setup: &crate::session::SessionSetup,
-    ) -> Result<Box<dyn Processor>, crate::session::BuildError> {
+        _setup: &crate::pipeline::SessionSetup,
+    ) -> Result<Box<dyn Processor>, crate::pipeline::BuildError> {
         Ok(Box::new(Passthrough))
     }
 }

@@ -19,14 +19,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::processor::Processor;
-use crate::session::{BuildError, SessionSetup};
-
-/// Builds one processor per session from a validated config.
-pub trait ProcessorFactory: Send + Sync + fmt::Debug {
-    /// A fresh processor for the session `setup` describes.
-    fn build(&self, setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError>;
-}
+use crate::pipeline::ProcessorFactory;
 
 type ParseFn =
     fn(toml::de::ValueDeserializer<'_>) -> Result<Arc<dyn ProcessorFactory>, toml::de::Error>;

@@ -9,9 +9,10 @@ use serde::Deserialize;
 
 use crate::audio::{StreamResampler, pcm};
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::processors::{AudioSelector, ProcessorFactory};
-use crate::session::{BuildError, SessionSetup};
+use crate::pipeline::ProcessorFactory;
+use crate::pipeline::{BuildError, SessionSetup};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
+use crate::processors::AudioSelector;
 
 /// Converts a stream of audio frames to one rate, mono.
 #[derive(Debug)]

@@ -26,9 +26,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Deserializer};
 
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
-use crate::processors::ProcessorFactory;
-use crate::session::{BuildError, SessionSetup};
+use crate::pipeline::ProcessorFactory;
+use crate::pipeline::{BuildError, SessionSetup};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 use crate::vad::{
     BargeIn, EarshotVad, ModelInput, SileroVad, VadAnalyzer, VadEvent, VadParams, VoiceModel,
 };

@@ -1,6 +1,6 @@
 //! Errors starting or running a server.
 
-use crate::session::BuildError;
+use crate::pipeline::BuildError;
 use crate::transport::twilio::HangUpError;
 use crate::transport::webrtc::SettingsError;
 

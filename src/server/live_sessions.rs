@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::metrics::prometheus::Gauge;
 use crate::pipeline::PipelineHandle;
-use crate::session::new_session_id;
+use crate::pipeline::new_session_id;
 
 /// Why a session was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -10,10 +10,10 @@ use std::time::Instant;
 use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
-use crate::config::PipelineConfig;
-use crate::context::ContextRuntime;
+use crate::agent::AgentRuntime;
 use crate::pipeline::Observer;
-use crate::session::{EnvSource, SessionSetup};
+use crate::pipeline::{EnvSource, SessionSetup};
+use crate::pipeline_file::PipelineConfig;
 use crate::transport::twilio::TwilioRest;
 use crate::transport::webrtc::{WebRtcSettings, WebRtcSignalling};
 
@@ -31,7 +31,7 @@ pub struct ServerBuilder {
     env: EnvSource,
     readiness: Vec<Arc<dyn ReadinessCheck>>,
     observers: Vec<ObserverFactory>,
-    context: Option<Arc<ContextRuntime>>,
+    context: Option<Arc<AgentRuntime>>,
 }
 
 impl ServerBuilder {
@@ -60,7 +60,7 @@ impl ServerBuilder {
     /// Keeps each session's conversation in `context`'s store: its memory
     /// is opened before its processors are built, and a shutdown waits for
     /// the writers. `/health` then checks the store.
-    pub fn context(mut self, context: Arc<ContextRuntime>) -> Self {
+    pub fn context(mut self, context: Arc<AgentRuntime>) -> Self {
         self.readiness
             .push(Arc::new(StoreReadiness(Arc::clone(&context))));
         self.context = Some(context);
@@ -79,7 +79,7 @@ impl ServerBuilder {
         } = self;
         // Every session builds the same processors: one that cannot be
         // built now (a secret not set) would fail every call.
-        let mut probe = SessionSetup::for_pipeline(&config, "startup-check");
+        let mut probe = config.session_setup("startup-check");
         probe.env = env.clone();
         if let Some(context) = &context {
             context.install_tools(&probe.resources);
@@ -216,7 +216,7 @@ impl Server {
         super::shutdown::drain(&self.state).await;
         if let Some(context) = &self.state.context {
             // Writers stop on their own `flush_timeout` after their session.
-            let limit = crate::eval::seconds(self.state.config.context.flush_timeout_secs)
+            let limit = crate::agent::eval::seconds(self.state.config.context.flush_timeout_secs)
                 + std::time::Duration::from_secs(1);
             let writing = context.drain_writers(limit).await;
             if writing > 0 {

@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::pipeline::SessionSetup;
 use crate::pipeline::{Observer, SessionClock};
-use crate::session::{Session, SessionOptions, SessionReport, SessionSetup, TransportEnds};
+use crate::session::{Session, SessionOptions, SessionReport};
+use crate::transport::TransportEnds;
 
 use super::live_sessions::SessionPermit;
 use super::observer::MetricsObserver;
@@ -16,21 +18,23 @@ pub(crate) async fn run_session(
     state: &ServerState,
     permit: &SessionPermit,
     transport: &'static str,
-    mut setup: SessionSetup,
+    setup: SessionSetup,
     ends: TransportEnds,
     mut observers: Vec<Arc<dyn Observer>>,
 ) -> Option<SessionReport> {
-    if let Some(context) = &state.context {
-        setup.memory = Some(context.open_session(&setup, transport).await);
-    }
+    let memory = match &state.context {
+        Some(context) => Some(context.open_session(&setup, transport).await),
+        None => None,
+    };
     observers.push(Arc::new(MetricsObserver::new(Arc::clone(&state.metrics))));
     observers.extend(state.observers.iter().map(|make| make(&setup)));
     let options = SessionOptions {
         setup,
         clock: SessionClock::wall(),
         observers,
+        memory,
     };
-    let session = match Session::new(&state.config, ends, options) {
+    let session = match Session::new(&state.config.processors, ends, options) {
         Ok(session) => session,
         Err(err) => {
             tracing::error!(error = %err, "the session could not start");

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::PipelineConfig;
-use crate::context::ContextRuntime;
+use crate::agent::AgentRuntime;
 use crate::pipeline::Observer;
-use crate::session::{EnvSource, SessionSetup};
+use crate::pipeline::{EnvSource, SessionSetup};
+use crate::pipeline_file::PipelineConfig;
 use crate::transport::TransportStats;
 use crate::transport::twilio::TwilioRest;
 use crate::transport::webrtc::WebRtcSignalling;
@@ -28,7 +28,7 @@ pub(crate) struct ServerState {
     pub(crate) metrics: Arc<ServerMetrics>,
     pub(crate) readiness: Vec<Arc<dyn ReadinessCheck>>,
     pub(crate) observers: Vec<ObserverFactory>,
-    pub(crate) context: Option<Arc<ContextRuntime>>,
+    pub(crate) context: Option<Arc<AgentRuntime>>,
     pub(crate) twilio: TwilioState,
     /// The browser calls, by `pc_id`.
     pub(crate) webrtc: WebRtcSignalling,

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::readiness::ReadinessCheck;
-use crate::context::ContextRuntime;
+use crate::agent::AgentRuntime;
 
 /// `/health`'s `store` check: ready when the context store answers.
-pub(crate) struct StoreReadiness(pub(crate) Arc<ContextRuntime>);
+pub(crate) struct StoreReadiness(pub(crate) Arc<AgentRuntime>);
 
 #[async_trait]
 impl ReadinessCheck for StoreReadiness {

@@ -14,7 +14,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
-use crate::session::SessionSetup;
 use crate::transport::twilio::{CallOptions, StreamSocket, socket};
 
 use super::live_sessions::SessionPermit;
@@ -68,7 +67,7 @@ async fn serve_call(state: Arc<ServerState>, permit: SessionPermit, socket: WebS
         "media stream started"
     );
 
-    let mut setup = SessionSetup::for_pipeline(&state.config, Arc::clone(permit.session_id()));
+    let mut setup = state.config.session_setup(Arc::clone(permit.session_id()));
     setup.env = state.env.clone();
     setup.custom_parameters = start.custom_parameters.clone();
     let report = run_session(&state, &permit, "twilio", setup, ends, Vec::new()).await;

@@ -18,7 +18,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
-use crate::session::SessionSetup;
 use crate::transport::webrtc::{OfferRequest, PatchRequest, SignallingError, WebRtcCall};
 
 use super::live_sessions::SessionPermit;
@@ -92,7 +91,7 @@ async fn serve_call(state: Arc<ServerState>, permit: SessionPermit, mut call: We
         "WebRTC call answered"
     );
     if let Some(ends) = call.take_ends() {
-        let mut setup = SessionSetup::for_pipeline(&state.config, Arc::clone(permit.session_id()));
+        let mut setup = state.config.session_setup(Arc::clone(permit.session_id()));
         setup.env = state.env.clone();
         setup.custom_parameters = call.custom_parameters().clone();
         run_session(

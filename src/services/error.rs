@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::processor::ProcessorError;
+use crate::pipeline::ProcessorError;
 
 /// A failure talking to a remote service.
 #[derive(Debug, thiserror::Error)]

@@ -45,4 +45,4 @@ pub use retry::{RetryPolicy, parse_retry_after};
 pub use secret::ApiKey;
 pub use sse::{SseDecoder, SseError, SseEvent};
 
-pub(crate) use crate::processor::error_chain;
+pub(crate) use crate::pipeline::error_chain;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::session::BuildError;
+use crate::pipeline::BuildError;
 
 use super::retry::RetryPolicy;
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::session::{BuildError, SessionSetup};
+use crate::pipeline::{BuildError, SessionSetup};
 
 /// An API key read from the environment. Its `Debug` output is redacted,
 /// so a config or a client printed in a log never shows it.
@@ -47,7 +47,7 @@ mod tests {
     #[test]
     fn keys_come_from_the_named_variable_and_never_show_in_debug() {
         let mut setup = SessionSetup::new("s", 16_000);
-        setup.env = crate::session::EnvSource::Fixed(Arc::new(HashMap::from([(
+        setup.env = crate::pipeline::EnvSource::Fixed(Arc::new(HashMap::from([(
             "MY_KEY".to_owned(),
             "sk-secret".to_owned(),
         )])));

@@ -4,7 +4,7 @@
 use tokio::task::JoinHandle;
 
 use crate::frame::FrameBody;
-use crate::processor::{ProcessorContext, ProcessorError};
+use crate::pipeline::{ProcessorContext, ProcessorError};
 
 /// Pushes an error frame upstream, as the runner does for an error returned
 /// from `process`: a service's child task reports its own.

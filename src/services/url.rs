@@ -1,6 +1,6 @@
 //! Checking the URLs a pipeline file gives its services.
 
-use crate::session::BuildError;
+use crate::pipeline::BuildError;
 
 /// Checks that `url` is an http(s) URL, naming `key` if not.
 pub(crate) fn check_http_url(key: &str, url: &str) -> Result<(), BuildError> {

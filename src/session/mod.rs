@@ -1,11 +1,10 @@
 //! A session: one call, one browser tab or one file run through a pipeline.
+//!
+//! [`Session`] builds a pipeline's processors for one session, puts the
+//! transport's two ends around them, and runs them; with a
+//! [`SessionMemory`](crate::agent::SessionMemory), the call's stored state
+//! and turns follow it.
 
-mod error;
-mod resources;
 mod run;
-mod setup;
 
-pub use error::BuildError;
-pub use resources::SessionResources;
-pub use run::{Session, SessionError, SessionOptions, SessionReport, TransportEnds, run_session};
-pub use setup::{EnvSource, SessionSetup, new_session_id};
+pub use run::{Session, SessionError, SessionOptions, SessionReport, run_session};

@@ -4,23 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::PipelineConfig;
-use crate::context::SessionMemory;
+use crate::agent::SessionMemory;
 use crate::frame::{ErrorFrame, MetricsData};
 use crate::pipeline::{
-    NamedProcessor, Observer, PipelineHandle, PipelineParams, PipelineTask, SessionClock,
+    BuildError, NamedProcessor, Observer, PipelineHandle, PipelineParams, PipelineTask,
+    ProcessorEntry, SessionClock, SessionSetup,
 };
-
-use super::error::BuildError;
-use super::setup::SessionSetup;
-
-/// A transport's two processors for one session.
-pub struct TransportEnds {
-    /// Goes in front of the pipeline's processors.
-    pub input: NamedProcessor,
-    /// Goes after them.
-    pub output: NamedProcessor,
-}
+use crate::transport::TransportEnds;
 
 /// A session that could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +51,23 @@ pub struct SessionOptions {
     pub clock: SessionClock,
     /// Observers of every frame.
     pub observers: Vec<Arc<dyn Observer>>,
+    /// The session's conversation memory, when the pipeline keeps one: it
+    /// gives the LLM its system prompt, persists every turn, and follows
+    /// the call's state (active, then completed).
+    pub memory: Option<SessionMemory>,
+}
+
+impl SessionOptions {
+    /// Options for the session `setup` describes, on the wall clock, with no
+    /// observers and no memory.
+    pub fn new(setup: SessionSetup) -> Self {
+        SessionOptions {
+            setup,
+            clock: SessionClock::wall(),
+            observers: Vec::new(),
+            memory: None,
+        }
+    }
 }
 
 /// One session, built and ready to run: its processors exist, nothing has
@@ -74,25 +81,27 @@ pub struct Session {
 }
 
 impl Session {
-    /// Builds `config`'s processors for one session, between the
-    /// transport's ends.
+    /// Builds `processors` for one session, between the transport's ends.
     pub fn new(
-        config: &PipelineConfig,
+        processors: &[ProcessorEntry],
         ends: TransportEnds,
         options: SessionOptions,
     ) -> Result<Self, SessionError> {
         let SessionOptions {
-            setup,
+            mut setup,
             clock,
             mut observers,
+            memory,
         } = options;
-        // The memory stores the turns the aggregators announce.
-        if let Some(memory) = &setup.memory {
+        // The memory gives the LLM its prompt and stores the turns the
+        // aggregators announce.
+        if let Some(memory) = &memory {
+            setup.system_prompt = Some(memory.prompt_source());
             observers.push(memory.observer());
         }
-        let mut chain = Vec::with_capacity(config.processors.len() + 2);
+        let mut chain = Vec::with_capacity(processors.len() + 2);
         chain.push(ends.input);
-        for entry in &config.processors {
+        for entry in processors {
             let processor = entry
                 .factory
                 .build(&setup)
@@ -115,7 +124,7 @@ impl Session {
             task: PipelineTask::new(chain, params),
             session_id: setup.session_id,
             clock,
-            memory: setup.memory,
+            memory,
         })
     }
 
@@ -145,13 +154,13 @@ impl Session {
     }
 }
 
-/// Builds `config`'s processors for one session and runs them between the
-/// transport's ends until the session ends. With `setup.memory`, the call's
-/// stored status follows the session (pending, active, completed).
+/// Builds `processors` for one session and runs them between the
+/// transport's ends until the session ends. With `options.memory`, the
+/// call's stored status follows the session (pending, active, completed).
 pub async fn run_session(
-    config: &PipelineConfig,
+    processors: &[ProcessorEntry],
     ends: TransportEnds,
     options: SessionOptions,
 ) -> Result<SessionReport, SessionError> {
-    Ok(Session::new(config, ends, options)?.run().await)
+    Ok(Session::new(processors, ends, options)?.run().await)
 }

@@ -11,6 +11,7 @@
 //! | [`file`](mod@file) | a session over a WAV file (`voxpipe run`) |
 //! | [`twilio`] | phone calls: Twilio Media Streams over a WebSocket |
 //! | [`webrtc`] | browser calls: Pipecat's SmallWebRTC protocol |
+//! | `ends` | [`TransportEnds`]: the two processors a transport gives a session |
 //! | `output` | [`OutputTransport`], every transport's output processor, and the [`AudioSink`] each one writes to |
 //! | `playout` | [`Playout`]: when bot audio leaves, and the bot's speaking state (sans-IO) |
 //! | `reader_task` | the task reading a live transport's far end for its input processor |
@@ -18,10 +19,11 @@
 //! | `stats` | [`TransportStats`]: a transport's traffic counts, for a server's metrics |
 //! | `websocket` | [`WsInbound`]: a WebSocket's inbound side, whatever library serves it |
 //!
-//! A transport imports nothing above the pipeline's layer: the server
-//! hands it a socket (or a signalling request) and runs the session on the
-//! ends it returns.
+//! A transport imports nothing above the processors (see the layering in
+//! `docs/architecture.md`): the server hands it a socket or a signalling
+//! request and runs a session on the ends it returns.
 
+mod ends;
 pub mod file;
 mod output;
 mod playout;
@@ -32,6 +34,7 @@ pub mod twilio;
 pub mod webrtc;
 mod websocket;
 
+pub use ends::TransportEnds;
 pub use output::{AudioSink, OutputTransport, Pacing};
 pub use playout::{Cut, Playout, PlayoutEvent};
 pub use stats::{NoStats, TransportStats};

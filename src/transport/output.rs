@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 use crate::processors::FrameResampler;
 
 use super::playout::{Playout, PlayoutEvent};

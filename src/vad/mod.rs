@@ -13,7 +13,7 @@
 //! - [`BargeIn`]: when the user's speech interrupts the bot.
 //!
 //! All of it is sans-IO: audio in, decisions out, no clock read. The `vad`
-//! processor (`crate::processors::Vad`) wires it into a pipeline.
+//! processor wires it into a pipeline.
 //!
 //! # Where voxpipe differs from Pipecat
 //!

@@ -9,16 +9,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
-use voxpipe::config::parse_pipeline;
 use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody};
+use voxpipe::pipeline::ProcessorFactory;
+use voxpipe::pipeline::{BuildError, EnvSource, SessionResources, SessionSetup};
 use voxpipe::pipeline::{NamedProcessor, Observer, PushEvent, SessionClock};
-use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
-use voxpipe::processors::{ProcessorFactory, ProcessorRegistry};
-use voxpipe::session::{
-    BuildError, EnvSource, SessionOptions, SessionReport, SessionResources, SessionSetup,
-    TransportEnds, run_session,
-};
+use voxpipe::pipeline::{Processor, ProcessorContext, ProcessorError};
+use voxpipe::pipeline_file::parse_pipeline;
+use voxpipe::processors::ProcessorRegistry;
+use voxpipe::session::{SessionOptions, SessionReport, run_session};
 use voxpipe::testing::RecordingObserver;
+use voxpipe::transport::TransportEnds;
 use voxpipe::transport::file::FileInput;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 
@@ -176,7 +176,7 @@ pub async fn run_observed(
     let config =
         parse_pipeline(Path::new("test.toml"), toml, &registry()).unwrap_or_else(|e| panic!("{e}"));
     let rate = config.pipeline.sample_rate.hz();
-    let mut setup = SessionSetup::for_pipeline(&config, "test-session");
+    let mut setup = config.session_setup("test-session");
     setup.env = EnvSource::Fixed(Arc::new(
         env.iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -193,7 +193,7 @@ pub async fn run_observed(
     };
     let recorder = RecordingObserver::new();
     let report = run_session(
-        &config,
+        &config.processors,
         ends,
         SessionOptions {
             setup,
@@ -204,6 +204,7 @@ pub async fn run_observed(
                 observers.insert(0, recorder.clone());
                 observers
             },
+            memory: None,
         },
     )
     .await

@@ -16,9 +16,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use voxpipe::audio::pcm;
 use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
-use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
-use voxpipe::processors::{ProcessorFactory, ProcessorRegistry};
-use voxpipe::session::{BuildError, SessionSetup};
+use voxpipe::pipeline::ProcessorFactory;
+use voxpipe::pipeline::{BuildError, SessionSetup};
+use voxpipe::pipeline::{Processor, ProcessorContext, ProcessorError};
+use voxpipe::processors::ProcessorRegistry;
 
 /// The built-in processors and the test ones.
 pub fn registry() -> ProcessorRegistry {

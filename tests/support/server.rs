@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
-use voxpipe::config::{Override, load_pipeline, parse_pipeline};
-use voxpipe::context::ContextRuntime;
+use voxpipe::agent::AgentRuntime;
+use voxpipe::config::Override;
 use voxpipe::frame::{Direction, FrameBody};
+use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline::{Observer, PipelineOutcome, PushEvent};
+use voxpipe::pipeline_file::{load_pipeline, parse_pipeline};
 use voxpipe::server::{ReadinessCheck, Server, ServerError};
-use voxpipe::session::EnvSource;
 
 use super::processors::registry;
 
@@ -126,7 +127,7 @@ pub struct Setup<'a> {
     pub env: &'a [(&'a str, &'a str)],
     pub readiness: Vec<Arc<dyn ReadinessCheck>>,
     /// Keeps each session's conversation in this context store.
-    pub context: Option<Arc<ContextRuntime>>,
+    pub context: Option<Arc<AgentRuntime>>,
 }
 
 impl Default for Setup<'_> {

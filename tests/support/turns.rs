@@ -11,15 +11,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use voxpipe::context::time::unix_ms;
-use voxpipe::context::{ContextRuntime, Role, SessionMemory, Turn};
+use voxpipe::agent::{AgentRuntime, SessionMemory};
+use voxpipe::conversation::{Role, Turn};
 use voxpipe::frame::{Direction, Frame, FrameBody};
+use voxpipe::pipeline::ProcessorFactory;
+use voxpipe::pipeline::{BuildError, SessionSetup};
 use voxpipe::pipeline::{
     NamedProcessor, PipelineHandle, PipelineOutcome, PipelineParams, PipelineTask,
 };
-use voxpipe::processor::{Processor, ProcessorContext, ProcessorError};
-use voxpipe::processors::{ProcessorFactory, ProcessorRegistry};
-use voxpipe::session::{BuildError, SessionSetup};
+use voxpipe::pipeline::{Processor, ProcessorContext, ProcessorError};
+use voxpipe::processors::ProcessorRegistry;
+use voxpipe::store::time::unix_ms;
 
 /// `type = "fake_turns"`.
 #[derive(Debug, Deserialize)]
@@ -169,7 +171,7 @@ impl HandSession {
 /// A whole session of `lines` ending for `reason`; returns once its writer
 /// has stored everything.
 pub async fn converse(
-    runtime: &ContextRuntime,
+    runtime: &AgentRuntime,
     id: &str,
     transport: &str,
     lines: &[&str],

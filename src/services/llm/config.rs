@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::processor::Processor;
-use crate::processors::ProcessorFactory;
+use crate::pipeline::Processor;
+use crate::pipeline::ProcessorFactory;
+use crate::pipeline::{BuildError, SessionSetup};
 use crate::services::url::check_http_url;
 use crate::services::{ApiKey, ConnectionOptions};
-use crate::session::{BuildError, SessionSetup};
 
 use super::driver::Responder;
 use super::openai::OpenAiChat;
@@ -33,7 +33,7 @@ pub struct OpenAiLlmConfig {
     pub api_key_env: Option<String>,
     /// Put first when the context has no system message of its own. With a
     /// context store, a stored segment prompt replaces it and the winning
-    /// and base tactics follow (see [`crate::context::SessionPrompt`]).
+    /// and base tactics follow (the agent layer's session prompt).
     #[serde(default)]
     pub system_prompt: Option<String>,
     /// Sampling temperature, 0 to 2.
@@ -70,9 +70,9 @@ fn default_base_url() -> String {
 /// (else `configured`) followed by the refinement loop's tactics; without
 /// one, `configured`.
 fn session_system_prompt(setup: &SessionSetup, configured: Option<&str>) -> Option<String> {
-    match &setup.memory {
-        Some(memory) => {
-            Some(memory.system_prompt(configured.unwrap_or_default())).filter(|p| !p.is_empty())
+    match &setup.system_prompt {
+        Some(source) => {
+            Some(source.system_prompt(configured.unwrap_or_default())).filter(|p| !p.is_empty())
         }
         None => configured.map(str::to_owned),
     }

@@ -26,9 +26,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::context::{Message, Role};
+use crate::conversation::{Message, Role};
 use crate::frame::{FrameBody, MetricsData};
-use crate::processor::ProcessorContext;
+use crate::pipeline::ProcessorContext;
 use crate::services::http::{next_chunk, send};
 use crate::services::task::report;
 use crate::services::{Connection, ServiceError, SseDecoder};

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::context::Message;
+use crate::conversation::Message;
 use crate::services::ServiceError;
 
 use super::tools::ToolSpec;
@@ -191,7 +191,7 @@ pub fn parse_event_data(data: &str) -> Result<Vec<ChatDelta>, ServiceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::Role;
+    use crate::conversation::Role;
 
     #[test]
     fn text_tool_fragments_finish_and_done_are_parsed() {

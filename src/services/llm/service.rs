@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 use crate::services::task::finish;
 

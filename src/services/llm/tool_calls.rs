@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::context::ToolCall;
+use crate::conversation::ToolCall;
 
 /// A tool call as it stands once the stream has ended.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,9 +15,9 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::context::ToolCall;
+use crate::conversation::ToolCall;
 use crate::frame::FrameBody;
-use crate::processor::ProcessorContext;
+use crate::pipeline::ProcessorContext;
 
 use super::tool_calls::{AssembledCall, check_arguments};
 use super::tools::Tool;

@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::processor::Processor;
-use crate::processors::ProcessorFactory;
+use crate::pipeline::Processor;
+use crate::pipeline::ProcessorFactory;
+use crate::pipeline::{BuildError, SessionSetup};
 use crate::services::timestamp::provider_seconds;
 use crate::services::url::check_ws_url;
 use crate::services::websocket::WsTarget;
 use crate::services::{ApiKey, ConnectionOptions, ServiceError};
-use crate::session::{BuildError, SessionSetup};
 
 use super::streaming::{StreamingSpeech, StreamingStt, SttEvent};
 

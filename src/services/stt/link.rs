@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::frame::{FrameBody, TranscriptionFrame};
-use crate::processor::ProcessorContext;
+use crate::pipeline::ProcessorContext;
 use crate::services::retry::jitter;
 use crate::services::task::report;
 use crate::services::websocket::{WsStream, WsTarget, connect, send_within};

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::processor::Processor;
-use crate::processors::ProcessorFactory;
+use crate::pipeline::Processor;
+use crate::pipeline::ProcessorFactory;
+use crate::pipeline::{BuildError, SessionSetup};
 use crate::services::url::check_http_url;
 use crate::services::{ApiKey, ConnectionOptions, ServiceError};
-use crate::session::{BuildError, SessionSetup};
 
 use super::segmented::{SegmentedSpeech, SegmentedStt};
 

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::audio::wav::encode_wav;
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, TranscriptionFrame};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 use crate::processors::RecentAudio;
 use crate::services::http::{next_chunk, send};
 use crate::services::task::{finish, report};

@@ -17,13 +17,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::frame::SpokenTiming;
-use crate::processor::Processor;
-use crate::processors::ProcessorFactory;
+use crate::pipeline::Processor;
+use crate::pipeline::ProcessorFactory;
+use crate::pipeline::{BuildError, SessionSetup};
 use crate::services::timestamp::provider_seconds;
 use crate::services::url::check_ws_url;
 use crate::services::websocket::WsTarget;
 use crate::services::{ApiKey, ConnectionOptions, ServiceError};
-use crate::session::{BuildError, SessionSetup};
 
 use super::openai::check_rate;
 use super::service::TtsService;

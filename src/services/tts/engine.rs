@@ -28,7 +28,7 @@ use tokio::sync::{Mutex, mpsc};
 use crate::audio::StreamResampler;
 use crate::audio::pcm::{samples_from_le_bytes, samples_to_le_bytes};
 use crate::frame::{AudioFrame, Frame, FrameBody, MetricsData, SpokenText};
-use crate::processor::{ProcessorContext, ProcessorError};
+use crate::pipeline::{ProcessorContext, ProcessorError};
 use crate::services::task::report;
 
 use super::wire::{TtsWire, WireEvent};

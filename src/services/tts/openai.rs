@@ -4,11 +4,11 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::processor::Processor;
-use crate::processors::ProcessorFactory;
+use crate::pipeline::Processor;
+use crate::pipeline::ProcessorFactory;
+use crate::pipeline::{BuildError, SessionSetup};
 use crate::services::url::check_http_url;
 use crate::services::{ApiKey, ConnectionOptions};
-use crate::session::{BuildError, SessionSetup};
 
 use super::http_wire::{HttpSpeech, HttpWire};
 use super::service::TtsService;

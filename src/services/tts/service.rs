@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 use crate::services::task::finish;
 

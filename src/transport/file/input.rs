@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::frame::{AudioFrame, Direction, Frame, StartFrame};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 /// Length of each pushed frame.
 pub const FRAME_DURATION: Duration = Duration::from_millis(20);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::audio::wav::WavWriter;
 use crate::frame::AudioFrame;
-use crate::processor::ProcessorError;
+use crate::pipeline::ProcessorError;
 use crate::transport::output::AudioSink;
 
 /// Writes bot audio into a WAV file at its session time.

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::audio::AudioError;
 use crate::pipeline::NamedProcessor;
-use crate::session::TransportEnds;
+use crate::transport::ends::TransportEnds;
 use crate::transport::output::{OutputTransport, Pacing};
 use crate::transport::skip_log::SkipLog;
 use crate::transport::stats::TransportStats;

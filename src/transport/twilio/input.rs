@@ -21,7 +21,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 use crate::transport::reader_task::ReaderTask;
 use crate::transport::skip_log::SkipLog;
 use crate::transport::stats::TransportStats;

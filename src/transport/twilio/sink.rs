@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 
 use crate::frame::AudioFrame;
-use crate::processor::ProcessorError;
+use crate::pipeline::ProcessorError;
 use crate::transport::output::AudioSink;
 use crate::transport::stats::TransportStats;
 

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
-use crate::session::TransportEnds;
+use crate::transport::ends::TransportEnds;
 use crate::transport::websocket::WsInbound;
 
 use super::call::{AcceptError, CallHandle, CallOptions, TwilioCall};

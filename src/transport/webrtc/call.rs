@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 
 use crate::pipeline::{NamedProcessor, Observer};
 use crate::random::random_u32;
-use crate::session::TransportEnds;
+use crate::transport::ends::TransportEnds;
 use crate::transport::output::{OutputTransport, Pacing};
 use crate::transport::stats::TransportStats;
 
@@ -125,7 +125,7 @@ impl WebRtcCall {
     }
 
     /// What the page sent as `request_data`, for
-    /// [`SessionSetup::custom_parameters`](crate::session::SessionSetup).
+    /// [`SessionSetup::custom_parameters`](crate::pipeline::SessionSetup).
     pub fn custom_parameters(&self) -> &BTreeMap<String, String> {
         &self.custom_parameters
     }

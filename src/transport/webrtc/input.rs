@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
-use crate::processor::{Processor, ProcessorContext, ProcessorError};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 use crate::transport::reader_task::ReaderTask;
 use crate::transport::skip_log::SkipLog;
 use crate::transport::stats::TransportStats;

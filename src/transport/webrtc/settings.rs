@@ -9,7 +9,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::config::WebRtcSection;
-use crate::session::EnvSource;
+use crate::pipeline::EnvSource;
 
 /// How long ICE may see nothing from the browser before the connection is
 /// `disconnected`, and then before it is `failed` (which ends the call).
@@ -118,7 +118,7 @@ impl WebRtcSettings {
 }
 
 /// A set, non-empty variable (an empty one is as good as unset, as in
-/// [`SessionSetup::env_var`](crate::session::SessionSetup::env_var)).
+/// [`SessionSetup::env_var`](crate::pipeline::SessionSetup::env_var)).
 fn lookup(env: &EnvSource, var: &str) -> Option<String> {
     env.get(var).filter(|v| !v.is_empty())
 }

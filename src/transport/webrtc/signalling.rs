@@ -33,7 +33,7 @@ pub struct OfferRequest {
     #[serde(default)]
     pub restart_pc: Option<bool>,
     /// Anything the page wants the session to know (a user, a segment);
-    /// reaches processors as [`SessionSetup::custom_parameters`](crate::session::SessionSetup).
+    /// reaches processors as [`SessionSetup::custom_parameters`](crate::pipeline::SessionSetup).
     #[serde(default, alias = "requestData")]
     pub request_data: Option<Value>,
 }

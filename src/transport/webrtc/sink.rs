@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::frame::AudioFrame;
-use crate::processor::ProcessorError;
+use crate::pipeline::ProcessorError;
 use crate::transport::output::AudioSink;
 use crate::transport::stats::TransportStats;
 

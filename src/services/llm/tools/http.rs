@@ -17,10 +17,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::pipeline::{BuildError, SessionSetup};
 use crate::services::http::{client, next_chunk};
 use crate::services::url::check_http_url;
 use crate::services::{ApiKey, Connection, ServiceError, error::error_message};
-use crate::session::{BuildError, SessionSetup};
 
 use super::tool::{Tool, ToolError, ToolOutcome, ToolSpec};
 

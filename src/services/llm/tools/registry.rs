@@ -21,7 +21,7 @@ impl fmt::Debug for ToolRegistry {
 
 impl ToolRegistry {
     /// The name under which an application puts its registry in
-    /// [`SessionResources`](crate::session::SessionResources).
+    /// [`SessionResources`](crate::pipeline::SessionResources).
     pub const RESOURCE: &'static str = "tools";
 
     /// A registry with no tools.

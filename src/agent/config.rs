@@ -1,0 +1,187 @@
+//! `[context]`: where conversations are kept, and the `search_context`
+//! skills.
+//!
+//! ```toml
+//! [context]
+//! store = "redis"                # "memory" (the default) or "redis"
+//! url_env = "REDIS_URL"          # the variable holding the Redis URL
+//! path = "voxpipe-context.jsonl" # memory store only: keep it in this file
+//! prefix = ""                    # key prefix, e.g. "acme:"
+//! call_ttl_secs = 172800         # call:{id} and its transcript (48 h)
+//! session_tactics_ttl_secs = 86400
+//! op_timeout_ms = 2000           # one Redis operation; then retried
+//! flush_timeout_secs = 120       # after a session ends, keep retrying this long
+//! prompt_timeout_ms = 1500       # session start: read prompts this long, else the TOML's
+//! country = "US"                 # the segment when the call brings none
+//! industry = "healthcare"
+//! tactics_heading = "Winning tactics to use when appropriate:"
+//!
+//! [context.skills]               # the search_context tool
+//! base_url = "https://api.openai.com/v1"
+//! model = "text-embedding-3-small"
+//! api_key_env = "OPENAI_API_KEY"
+//! dimensions = 768               # optional: ask for shorter vectors
+//! top_k = 3
+//! candidates = 512               # re-ranked exactly per query
+//! refresh_secs = 60
+//! connection = { response_timeout_secs = 10 }    # as for services
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::writer::WriterSettings;
+use crate::agent::eval::{ApiEndpoint, default_base_url, seconds};
+use crate::pipeline::BuildError;
+use crate::services::{ApiKey, ConnectionOptions};
+use crate::store::{Keys, Segment, StoreSettings};
+
+/// Which store backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded store (optionally in a file).
+    #[default]
+    Memory,
+    /// Redis at the URL in `url_env`.
+    Redis,
+}
+
+/// `[context]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextSection {
+    /// The backend.
+    pub store: StoreKind,
+    /// The variable holding the Redis URL.
+    pub url_env: String,
+    /// The embedded store's file, if it is kept in one.
+    pub path: Option<PathBuf>,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// TTL of call keys, seconds.
+    pub call_ttl_secs: u64,
+    /// TTL of `session:{id}:tactics`, seconds.
+    pub session_tactics_ttl_secs: u64,
+    /// One store operation, milliseconds.
+    pub op_timeout_ms: u64,
+    /// Retry time after a session ends, seconds.
+    pub flush_timeout_secs: f64,
+    /// Time allowed to read the prompt at session start, milliseconds.
+    pub prompt_timeout_ms: u64,
+    /// The country when the call brings none.
+    pub country: Option<String>,
+    /// The industry when the call brings none.
+    pub industry: Option<String>,
+    /// The line before the tactics in the system prompt.
+    pub tactics_heading: String,
+    /// The skills behind `search_context`.
+    pub skills: Option<SkillsSection>,
+}
+
+impl Default for ContextSection {
+    fn default() -> Self {
+        ContextSection {
+            store: StoreKind::Memory,
+            url_env: "REDIS_URL".into(),
+            path: None,
+            prefix: String::new(),
+            call_ttl_secs: 48 * 3600,
+            session_tactics_ttl_secs: 24 * 3600,
+            op_timeout_ms: 2000,
+            flush_timeout_secs: 120.0,
+            prompt_timeout_ms: 1500,
+            country: None,
+            industry: None,
+            tactics_heading: "Winning tactics to use when appropriate:".into(),
+            skills: None,
+        }
+    }
+}
+
+impl ContextSection {
+    /// Key names and lifetimes for the store.
+    pub fn store_settings(&self) -> StoreSettings {
+        StoreSettings {
+            keys: Keys::new(self.prefix.clone()),
+            call_ttl: Duration::from_secs(self.call_ttl_secs.max(1)),
+            session_tactics_ttl: Duration::from_secs(self.session_tactics_ttl_secs.max(1)),
+            op_timeout: Duration::from_millis(self.op_timeout_ms.max(1)),
+            ..StoreSettings::default()
+        }
+    }
+
+    /// How session writers retry.
+    pub fn writer_settings(&self) -> WriterSettings {
+        WriterSettings {
+            flush_timeout: seconds(self.flush_timeout_secs),
+            ..WriterSettings::default()
+        }
+    }
+
+    /// The segment of calls that bring none.
+    pub fn default_segment(&self) -> Segment {
+        Segment {
+            country: self.country.clone(),
+            industry: self.industry.clone(),
+        }
+    }
+}
+
+/// `[context.skills]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkillsSection {
+    /// The OpenAI-compatible API.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// The embedding model.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// The variable holding the API key, if the server needs one.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Vector length to ask for, if the model can shorten its vectors.
+    #[serde(default)]
+    pub dimensions: Option<u32>,
+    /// Rebuttals returned per query.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    /// Candidates re-ranked exactly per query.
+    #[serde(default = "default_candidates")]
+    pub candidates: usize,
+    /// Seconds between index refreshes.
+    #[serde(default = "default_refresh")]
+    pub refresh_secs: f64,
+    /// Timeouts and retries of each embeddings request (the services'
+    /// `connection` table).
+    #[serde(default)]
+    pub connection: ConnectionOptions,
+}
+
+fn default_model() -> String {
+    "text-embedding-3-small".into()
+}
+fn default_top_k() -> usize {
+    3
+}
+fn default_candidates() -> usize {
+    512
+}
+fn default_refresh() -> f64 {
+    60.0
+}
+
+impl SkillsSection {
+    /// The embeddings endpoint, with the resolved key.
+    pub fn endpoint(&self, api_key: Option<ApiKey>) -> Result<ApiEndpoint, BuildError> {
+        Ok(ApiEndpoint {
+            base_url: self.base_url.clone(),
+            api_key,
+            connection: self.connection.resolve()?,
+            provider: "embeddings",
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! `[evaluator]`: the session-end judge.
+//!
+//! ```toml
+//! [evaluator]
+//! enabled = true                          # default when the section is present
+//! base_url = "https://api.openai.com/v1"  # any OpenAI-compatible server
+//! model = "gpt-4o-mini"
+//! api_key_env = "OPENAI_API_KEY"          # optional (local servers need none)
+//! prompt = "You evaluate ..."             # optional; a sales-call judge by default
+//! max_attempts = 3                        # malformed answers asked again
+//! json_mode = true                        # send response_format json_object
+//! connection = { response_timeout_secs = 60, max_retries = 2 }  # as for services
+//! claim_idle_secs = 60                    # reclaim a crashed worker's job after
+//! max_deliveries = 2                      # first run + one more after a crash
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::http::ApiEndpoint;
+use super::judge::DEFAULT_JUDGE_PROMPT;
+use super::worker::WorkerSettings;
+use crate::pipeline::BuildError;
+use crate::services::{ApiKey, ConnectionOptions};
+
+/// `[evaluator]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluatorSection {
+    /// Judge each session when it ends.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The OpenAI-compatible API.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// The judge's model.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// The variable holding the API key, if the server needs one.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The judge's instructions.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Answers asked for before giving up.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Ask for a JSON object through `response_format`.
+    #[serde(default = "yes")]
+    pub json_mode: bool,
+    /// Timeouts and retries of each request (the services' `connection`
+    /// table; the answer comes whole, so its response timeout is 60 s by
+    /// default).
+    #[serde(default = "judge_connection")]
+    pub connection: ConnectionOptions,
+    /// Seconds a job may stay with a silent worker before another takes it.
+    #[serde(default = "default_claim_idle")]
+    pub claim_idle_secs: f64,
+    /// Deliveries of one job before it is given up.
+    #[serde(default = "default_deliveries")]
+    pub max_deliveries: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+/// The OpenAI API, the default of every OpenAI-compatible endpoint.
+pub(crate) fn default_base_url() -> String {
+    "https://api.openai.com/v1".into()
+}
+fn default_model() -> String {
+    "gpt-4o-mini".into()
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn judge_connection() -> ConnectionOptions {
+    ConnectionOptions {
+        response_timeout_secs: 60.0,
+        read_timeout_secs: 60.0,
+        ..ConnectionOptions::default()
+    }
+}
+fn default_claim_idle() -> f64 {
+    60.0
+}
+fn default_deliveries() -> u64 {
+    2
+}
+
+impl EvaluatorSection {
+    /// The judge's endpoint, with the resolved key.
+    pub fn endpoint(&self, api_key: Option<ApiKey>) -> Result<ApiEndpoint, BuildError> {
+        Ok(ApiEndpoint {
+            base_url: self.base_url.clone(),
+            api_key,
+            connection: self.connection.resolve()?,
+            provider: "judge",
+        })
+    }
+
+    /// The judge's instructions.
+    pub fn prompt(&self) -> String {
+        self.prompt
+            .clone()
+            .unwrap_or_else(|| DEFAULT_JUDGE_PROMPT.to_owned())
+    }
+
+    /// How workers take jobs.
+    pub fn worker_settings(&self) -> WorkerSettings {
+        WorkerSettings {
+            claim_idle: seconds(self.claim_idle_secs),
+            max_deliveries: self.max_deliveries.max(1),
+            ..WorkerSettings::default()
+        }
+    }
+}
+
+/// Seconds from TOML (negative or not finite: zero).
+pub(crate) fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)
+}

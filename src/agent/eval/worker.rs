@@ -1,0 +1,200 @@
+//! The evaluation worker: takes jobs from the queue's consumer group,
+//! evaluates, and acknowledges a job only after its writes.
+//!
+//! A worker that dies mid-job leaves the job pending under its name. Every
+//! worker periodically reclaims jobs pending for longer than `claim_idle`
+//! (XAUTOCLAIM) and runs them once more; a job delivered more than
+//! `max_deliveries` times is recorded as unevaluated and acknowledged, so a
+//! job that kills its workers cannot circle forever.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::evaluator::{EvalError, Evaluator};
+use super::job::EvalJob;
+use crate::store::{JobDelivery, Store, StoreError};
+
+/// How a worker takes jobs.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// A pending job idle this long is reclaimed from its worker.
+    pub claim_idle: Duration,
+    /// Deliveries after which a job is given up (2: the first run and one
+    /// more after a crash).
+    pub max_deliveries: u64,
+    /// Jobs taken at once.
+    pub batch: usize,
+    /// How long one read waits for a new job.
+    pub poll: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            claim_idle: Duration::from_secs(60),
+            max_deliveries: 2,
+            batch: 8,
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One consumer of the evaluation queue.
+pub struct EvaluationWorker {
+    store: Arc<dyn Store>,
+    evaluator: Arc<Evaluator>,
+    consumer: String,
+    settings: WorkerSettings,
+}
+
+impl EvaluationWorker {
+    /// A worker named `consumer` (unique per worker: it owns the jobs it
+    /// takes until it acknowledges them).
+    pub fn new(
+        store: Arc<dyn Store>,
+        evaluator: Arc<Evaluator>,
+        consumer: impl Into<String>,
+        settings: WorkerSettings,
+    ) -> Self {
+        EvaluationWorker {
+            store,
+            evaluator,
+            consumer: consumer.into(),
+            settings,
+        }
+    }
+
+    /// The worker's consumer name.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Takes and runs jobs until `shutdown` resolves. A job being evaluated
+    /// when it does is finished first; a job just handed out by a read that
+    /// `shutdown` interrupts stays pending and is reclaimed by another
+    /// worker.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut next_reclaim = Instant::now();
+        let mut backoff = Duration::from_secs(1);
+        let mut failing = false;
+        loop {
+            let reclaim = Instant::now() >= next_reclaim;
+            if reclaim {
+                next_reclaim =
+                    Instant::now() + (self.settings.claim_idle / 2).max(Duration::from_secs(1));
+            }
+            let jobs = tokio::select! {
+                () = &mut shutdown => return,
+                jobs = self.fetch(reclaim, self.settings.poll) => jobs,
+            };
+            match jobs {
+                Ok(jobs) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!(consumer = %self.consumer, "evaluation queue reachable again");
+                    }
+                    backoff = Duration::from_secs(1);
+                    for job in jobs {
+                        if let Err(err) = self.process(&job).await {
+                            tracing::warn!(job = %job.id, error = %err, "evaluation not finished; the job stays pending and will be reclaimed");
+                        }
+                    }
+                }
+                Err(err) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(consumer = %self.consumer, error = %err, "cannot read the evaluation queue");
+                    }
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Runs every job waiting now, including pending jobs idle for
+    /// `claim_idle`; returns how many ran. For one-shot runs (`voxpipe run`
+    /// on the embedded store) and tests.
+    pub async fn drain(&self) -> Result<usize, EvalError> {
+        let mut ran = 0;
+        let mut reclaim = true;
+        loop {
+            let jobs = self.fetch(reclaim, Duration::ZERO).await?;
+            reclaim = false;
+            if jobs.is_empty() {
+                return Ok(ran);
+            }
+            for job in &jobs {
+                self.process(job).await?;
+                ran += 1;
+            }
+        }
+    }
+
+    /// Runs one delivered job and acknowledges it once its writes are done.
+    pub async fn process(&self, job: &JobDelivery) -> Result<(), EvalError> {
+        let parsed: EvalJob = match serde_json::from_str(&job.payload) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                tracing::warn!(job = %job.id, payload = %job.payload, error = %err, "not an evaluation job; dropped");
+                self.store.ack_job(&job.id).await?;
+                return Ok(());
+            }
+        };
+        let call_id = parsed.call_id.as_str();
+        if job.deliveries > self.settings.max_deliveries {
+            let reason = format!(
+                "evaluation abandoned after {} deliveries (its workers stopped mid-job)",
+                job.deliveries - 1
+            );
+            tracing::warn!(call_id, job = %job.id, "{reason}");
+            self.evaluator.give_up(call_id, &reason).await?;
+            self.store.ack_job(&job.id).await?;
+            return Ok(());
+        }
+        if job.deliveries > 1 {
+            tracing::info!(call_id, job = %job.id, deliveries = job.deliveries, "running a reclaimed evaluation job");
+        }
+        match self.evaluator.evaluate(call_id, false).await {
+            Ok(_) => {}
+            Err(EvalError::UnknownCall(_)) => {
+                tracing::warn!(
+                    call_id,
+                    "evaluation job for a call that is not stored (expired?); dropped"
+                );
+            }
+            Err(err) => return Err(err),
+        }
+        self.store.ack_job(&job.id).await?;
+        Ok(())
+    }
+
+    /// Reclaimed jobs if asked and any are idle, else new ones, waiting up
+    /// to `wait`.
+    async fn fetch(&self, reclaim: bool, wait: Duration) -> Result<Vec<JobDelivery>, StoreError> {
+        if reclaim {
+            let reclaimed = self.reclaim().await?;
+            if !reclaimed.is_empty() {
+                return Ok(reclaimed);
+            }
+        }
+        self.store
+            .read_jobs(&self.consumer, self.settings.batch, wait)
+            .await
+    }
+
+    async fn reclaim(&self) -> Result<Vec<JobDelivery>, StoreError> {
+        self.store
+            .reclaim_jobs(
+                &self.consumer,
+                self.settings.claim_idle,
+                self.settings.batch,
+            )
+            .await
+    }
+}

@@ -1,0 +1,385 @@
+//! [`AgentRuntime`]: one process's context store and everything built on
+//! it (session memories, the evaluator, the webhook, the skills).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::config::{ContextSection, StoreKind};
+use super::memory::SessionMemory;
+use super::prompt::SessionPrompt;
+use super::skills::{OpenAiEmbedder, SearchContextTool, SkillLibrary};
+use super::writer::{AfterCall, WriterDone, WriterSettings, spawn_writer};
+use crate::agent::eval::{
+    EvaluationWorker, Evaluator, EvaluatorSection, EvaluatorSettings, JudgeModel, OpenAiJudge,
+    QueueEvaluation, WorkerSettings,
+};
+use crate::agent::webhook::{
+    QueueCallCompleted, WebhookDeliverer, WebhookSection, WebhookSettings,
+};
+use crate::pipeline::{BuildError, EnvSource, SessionResources, SessionSetup, new_session_id};
+use crate::services::llm::tools::ToolRegistry;
+use crate::services::{ApiKey, ServiceError};
+use crate::store::time::unix_ms;
+use crate::store::{CallRecord, MemoryStore, RedisStore, Segment, Store, StoreError};
+
+/// The agent runtime could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// A variable a `*_env` key names is not set.
+    #[error("environment variable {var} (named by `{key}`) is not set")]
+    MissingEnv {
+        /// The key, e.g. `context.url_env`.
+        key: String,
+        /// The variable.
+        var: String,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A section's value cannot work (e.g. a `connection` timeout).
+    #[error("[{section}] {source}")]
+    Invalid {
+        /// The section, e.g. `evaluator`.
+        section: &'static str,
+        /// Why.
+        source: BuildError,
+    },
+    /// The HTTP client could not be set up.
+    #[error(transparent)]
+    Http(#[from] ServiceError),
+}
+
+/// A process's context store and the services on top of it. Build one per
+/// process and open a [`SessionMemory`] per session.
+pub struct AgentRuntime {
+    store: Arc<dyn Store>,
+    section: ContextSection,
+    writer: WriterSettings,
+    evaluator: Option<(Arc<Evaluator>, WorkerSettings)>,
+    webhook: Option<Arc<WebhookSettings>>,
+    skills: Option<Arc<SkillLibrary>>,
+    writers: Mutex<Vec<WriterDone>>,
+}
+
+impl std::fmt::Debug for AgentRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentRuntime")
+            .field("store", &self.store.backend())
+            .field("evaluator", &self.evaluator.is_some())
+            .field("webhook", &self.webhook.is_some())
+            .field("skills", &self.skills.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a runtime is made of, for code that builds its own parts (tests,
+/// embedding applications).
+pub struct RuntimeParts {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// `[context]`.
+    pub section: ContextSection,
+    /// The judge and `[evaluator]`, if sessions are evaluated.
+    pub evaluator: Option<(Arc<dyn JudgeModel>, EvaluatorSection)>,
+    /// The webhook, if any.
+    pub webhook: Option<WebhookSettings>,
+    /// The skills library, if `search_context` is served.
+    pub skills: Option<Arc<SkillLibrary>>,
+}
+
+impl AgentRuntime {
+    /// The runtime a pipeline's `[context]`, `[evaluator]` and `[webhook]`
+    /// sections describe, resolving `*_env` variables from `env`. Redis is not
+    /// contacted yet: a runtime made while Redis is down works once it is
+    /// back. Call it within a Tokio runtime (the Redis connection manager
+    /// starts its tasks there).
+    pub fn from_sections(
+        section: &ContextSection,
+        evaluator: Option<&EvaluatorSection>,
+        webhook: Option<&WebhookSection>,
+        env: &EnvSource,
+    ) -> Result<Self, AgentError> {
+        let section = section.clone();
+        let var = |key: &str, var: &str| {
+            env.get(var)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| AgentError::MissingEnv {
+                    key: key.to_owned(),
+                    var: var.to_owned(),
+                })
+        };
+        let optional_var =
+            |key: &str, name: &Option<String>| name.as_deref().map(|v| var(key, v)).transpose();
+        let api_key = |key: &str, name: &Option<String>| {
+            optional_var(key, name).map(|value| value.map(ApiKey::new))
+        };
+        let invalid = |section| move |source| AgentError::Invalid { section, source };
+        let settings = section.store_settings();
+        let store: Arc<dyn Store> = match (section.store, &section.path) {
+            (StoreKind::Redis, _) => {
+                let url = var("context.url_env", &section.url_env)?;
+                Arc::new(RedisStore::connect(&url, &section.url_env, settings)?)
+            }
+            (StoreKind::Memory, Some(path)) => Arc::new(MemoryStore::open(path, settings)?),
+            (StoreKind::Memory, None) => Arc::new(MemoryStore::new(settings)),
+        };
+        let evaluator = match evaluator.filter(|e| e.enabled) {
+            Some(section) => {
+                let key = api_key("evaluator.api_key_env", &section.api_key_env)?;
+                let endpoint = section.endpoint(key).map_err(invalid("evaluator"))?;
+                let judge = OpenAiJudge::new(endpoint, &section.model, section.json_mode);
+                Some((Arc::new(judge) as Arc<dyn JudgeModel>, section.clone()))
+            }
+            None => None,
+        };
+        let webhook = match webhook {
+            Some(section) => Some(webhook_settings(section, &optional_var)?),
+            None => None,
+        };
+        let skills = match &section.skills {
+            Some(skills) => {
+                let key = api_key("context.skills.api_key_env", &skills.api_key_env)?;
+                let endpoint = skills.endpoint(key).map_err(invalid("context.skills"))?;
+                let embedder = OpenAiEmbedder::new(endpoint, &skills.model, skills.dimensions);
+                Some(Arc::new(SkillLibrary::new(
+                    Arc::clone(&store),
+                    Arc::new(embedder),
+                    skills.candidates,
+                    skills.top_k,
+                )))
+            }
+            None => None,
+        };
+        Ok(AgentRuntime::from_parts(RuntimeParts {
+            store,
+            section,
+            evaluator,
+            webhook,
+            skills,
+        }))
+    }
+
+    /// A runtime from parts built by the caller.
+    pub fn from_parts(parts: RuntimeParts) -> Self {
+        let RuntimeParts {
+            store,
+            section,
+            evaluator,
+            webhook,
+            skills,
+        } = parts;
+        let webhook = webhook.map(Arc::new);
+        let evaluator = evaluator.map(|(judge, config)| {
+            let settings = EvaluatorSettings {
+                prompt: config.prompt(),
+                max_attempts: config.max_attempts,
+                webhook: webhook.clone(),
+            };
+            let evaluator = Arc::new(Evaluator::new(Arc::clone(&store), judge, settings));
+            (evaluator, config.worker_settings())
+        });
+        let mut writer = section.writer_settings();
+        // With an evaluator the webhook waits for the outcome; without one
+        // it goes as soon as the call is completed.
+        writer.on_completed = match (&evaluator, &webhook) {
+            (Some(_), _) => vec![Arc::new(QueueEvaluation) as Arc<dyn AfterCall>],
+            (None, Some(webhook)) => vec![Arc::new(QueueCallCompleted(Arc::clone(webhook))) as _],
+            (None, None) => Vec::new(),
+        };
+        AgentRuntime {
+            store,
+            section,
+            writer,
+            evaluator,
+            webhook,
+            skills,
+            writers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The evaluator, if sessions are evaluated.
+    pub fn evaluator(&self) -> Option<&Arc<Evaluator>> {
+        self.evaluator.as_ref().map(|(e, _)| e)
+    }
+
+    /// The skills library, if configured.
+    pub fn skills(&self) -> Option<&Arc<SkillLibrary>> {
+        self.skills.as_ref()
+    }
+
+    /// Succeeds when the store answers (for `/health`).
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    /// Adds the tools this runtime serves (`search_context`, when
+    /// `[context.skills]` is set) to the tool registry in `resources`, where
+    /// the LLM finds the tools its `tools = [...]` names.
+    pub fn install_tools(&self, resources: &SessionResources) {
+        let Some(skills) = &self.skills else {
+            return;
+        };
+        let mut registry = resources
+            .get::<ToolRegistry>(ToolRegistry::RESOURCE)
+            .map_or_else(ToolRegistry::builtin, |r| ToolRegistry::clone(&r));
+        registry.register(Arc::new(SearchContextTool::new(Arc::clone(skills))));
+        resources.insert(ToolRegistry::RESOURCE, registry);
+    }
+
+    /// Opens the memory of the session `setup` describes, bound to
+    /// `transport` (`twilio`, `webrtc`, `file`): resolves its segment from
+    /// `setup.custom_parameters` (else `[context]`), reads its system prompt
+    /// and tactics (for at most `prompt_timeout_ms`; on failure the session
+    /// uses the pipeline's prompt), and starts its writer, which stores the
+    /// call as pending. Its tools go into `setup.resources`.
+    pub async fn open_session(&self, setup: &SessionSetup, transport: &str) -> SessionMemory {
+        self.install_tools(&setup.resources);
+        let call_id = setup.session_id.to_string();
+        let segment = Segment::resolve(&setup.custom_parameters, &self.section.default_segment());
+        let limit = Duration::from_millis(self.section.prompt_timeout_ms);
+        let heading = &self.section.tactics_heading;
+        let prompt = match tokio::time::timeout(
+            limit,
+            SessionPrompt::load(&*self.store, &segment, heading),
+        )
+        .await
+        {
+            Ok(Ok(prompt)) => prompt,
+            Ok(Err(err)) => {
+                tracing::warn!(call_id, error = %err, "cannot read the prompt and tactics; using the pipeline's prompt");
+                fallback_prompt(heading)
+            }
+            Err(_) => {
+                tracing::warn!(
+                    call_id,
+                    ?limit,
+                    "the prompt and tactics took too long; using the pipeline's prompt"
+                );
+                fallback_prompt(heading)
+            }
+        };
+        let mut record = CallRecord::pending(
+            call_id,
+            transport,
+            segment.clone(),
+            setup.custom_parameters.clone(),
+            unix_ms(),
+        );
+        record.prompt_source = Some(prompt.source());
+        let (recorder, done) = spawn_writer(Arc::clone(&self.store), record, self.writer.clone());
+        {
+            let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            writers.retain(|w| w.borrow().done.is_none());
+            writers.push(done.clone());
+        }
+        SessionMemory::new(recorder, prompt, segment, done)
+    }
+
+    /// An evaluation worker named `consumer`, if sessions are evaluated.
+    pub fn worker(&self, consumer: &str) -> Option<EvaluationWorker> {
+        self.evaluator.as_ref().map(|(evaluator, settings)| {
+            EvaluationWorker::new(
+                Arc::clone(&self.store),
+                Arc::clone(evaluator),
+                consumer,
+                settings.clone(),
+            )
+        })
+    }
+
+    /// The webhook deliverer, if a webhook is configured.
+    pub fn deliverer(&self) -> Result<Option<WebhookDeliverer>, AgentError> {
+        self.webhook
+            .as_ref()
+            .map(|settings| {
+                WebhookDeliverer::new(Arc::clone(&self.store), Arc::clone(settings))
+                    .map_err(AgentError::Http)
+            })
+            .transpose()
+    }
+
+    /// Runs the background work (an evaluation worker, the webhook
+    /// deliverer, the skills refresh) until `shutdown` resolves.
+    pub async fn run_background(
+        &self,
+        shutdown: impl Future<Output = ()> + Clone,
+    ) -> Result<(), AgentError> {
+        let consumer = worker_name();
+        let worker = self.worker(&consumer);
+        let deliverer = self.deliverer()?;
+        let refresh = self
+            .section
+            .skills
+            .as_ref()
+            .map(|s| crate::agent::eval::seconds(s.refresh_secs).max(Duration::from_secs(1)));
+        tokio::join!(
+            async {
+                if let Some(worker) = &worker {
+                    tracing::info!(consumer, "evaluation worker started");
+                    worker.run(shutdown.clone()).await;
+                }
+            },
+            async {
+                if let Some(deliverer) = &deliverer {
+                    deliverer.run(shutdown.clone()).await;
+                }
+            },
+            async {
+                if let (Some(skills), Some(period)) = (&self.skills, refresh) {
+                    skills.run_refresh(period, shutdown.clone()).await;
+                }
+            },
+        );
+        Ok(())
+    }
+
+    /// Waits for every session writer to stop (for a graceful shutdown), at
+    /// most `limit`; returns how many were still writing at the end.
+    pub async fn drain_writers(&self, limit: Duration) -> usize {
+        let writers: Vec<WriterDone> = self
+            .writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let all = futures_util::future::join_all(writers.into_iter().map(|mut w| async move {
+            // A writer whose task is gone counts as stopped.
+            let _stopped = w.wait_for(|s| s.done.is_some()).await;
+        }));
+        let _all_stopped = tokio::time::timeout(limit, all).await;
+        self.writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|w| w.borrow().done.is_none())
+            .count()
+    }
+}
+
+fn fallback_prompt(heading: &str) -> SessionPrompt {
+    SessionPrompt {
+        stored: None,
+        tactics: Vec::new(),
+        tactics_heading: heading.to_owned(),
+    }
+}
+
+fn webhook_settings(
+    section: &WebhookSection,
+    optional_var: &impl Fn(&str, &Option<String>) -> Result<Option<String>, AgentError>,
+) -> Result<WebhookSettings, AgentError> {
+    let secret = optional_var("webhook.secret_env", &section.secret_env)?;
+    Ok(section.settings(secret))
+}
+
+/// A consumer name unique to this worker: host, process and a random part.
+pub fn worker_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "voxpipe".into());
+    format!("{host}-{}-{}", std::process::id(), &new_session_id()[..8])
+}

@@ -1,0 +1,82 @@
+//! The call-completed event: its body, and its state in the outbox.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::WebhookSettings;
+use crate::agent::writer::AfterCall;
+use crate::store::codec::encode;
+use crate::store::time::{rfc3339, unix_ms};
+use crate::store::{Store, StoreError};
+
+/// The event type in every body.
+pub const CALL_COMPLETED: &str = "call_completed";
+
+/// A delivery as kept in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingDelivery {
+    /// `call_completed:{call_id}`: the same for every attempt, so receivers
+    /// can drop repeats (delivery is at least once).
+    pub id: String,
+    /// Where to POST.
+    pub url: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The last failure, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The JSON body.
+    pub body: serde_json::Value,
+}
+
+/// The after-call hook that queues the call-completed webhook.
+#[derive(Debug, Clone)]
+pub struct QueueCallCompleted(pub Arc<WebhookSettings>);
+
+#[async_trait::async_trait]
+impl AfterCall for QueueCallCompleted {
+    async fn queue(&self, store: &dyn Store, call_id: &str) -> Result<(), StoreError> {
+        queue_call_completed(store, &self.0, call_id).await
+    }
+}
+
+/// Queues the call-completed webhook of `call_id`: the call's state, its
+/// transcript and its outcome as they are now. Queuing twice is harmless
+/// (the outbox keeps one delivery per id).
+pub async fn queue_call_completed(
+    store: &dyn Store,
+    settings: &WebhookSettings,
+    call_id: &str,
+) -> Result<(), StoreError> {
+    // Both reads at once: one round trip's wait, not two.
+    let (call, transcript) = tokio::try_join!(store.call(call_id), store.turns(call_id))?;
+    let Some(call) = call else {
+        tracing::warn!(call_id, "no stored call: webhook not queued");
+        return Ok(());
+    };
+    let id = format!("{CALL_COMPLETED}:{call_id}");
+    let body = serde_json::json!({
+        "event_type": CALL_COMPLETED,
+        "event_id": id,
+        "timestamp": rfc3339(unix_ms()),
+        "call_id": call_id,
+        "outcome": call.outcome,
+        "score": call.score,
+        "evaluation": call.evaluation,
+        "call": call,
+        "transcript": transcript,
+    });
+    let delivery = PendingDelivery {
+        id: id.clone(),
+        url: settings.url.clone(),
+        attempts: 0,
+        last_error: None,
+        body,
+    };
+    let payload = encode(&id, &delivery)?;
+    if store.enqueue_delivery(&id, &payload, unix_ms()).await? {
+        tracing::info!(call_id, "call-completed webhook queued");
+    }
+    Ok(())
+}

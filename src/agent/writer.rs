@@ -1,0 +1,484 @@
+//! The per-session writer: persists a call as it happens without ever
+//! making the conversation wait.
+//!
+//! # Design
+//!
+//! The session holds a [`TurnRecorder`]; recording a turn or a status change
+//! is a send on an unbounded channel, which never waits, so no audio frame
+//! ever waits on the store. One task per session drains the channel into an
+//! ordered queue of steps and performs them one at a time, in order:
+//! create the call (pending), mark it active, append each turn, mark it
+//! completed, then run its after-call hooks ([`AfterCall`]: queue its
+//! evaluation, its webhook), which the runtime chooses; the writer knows
+//! none of them.
+//!
+//! When a step fails because the store is down or slow, the writer keeps the
+//! step (and everything behind it) and tries again with exponential backoff;
+//! the call goes on, and its turns pile up in memory until the store is
+//! back. Retrying is safe because every step is idempotent: a turn carries
+//! its index and the store appends it only at that index, so a retry after a
+//! lost reply never writes it twice and order always holds.
+//!
+//! After the session ends, the writer keeps trying for at most
+//! `flush_timeout`; then it logs every step it could not perform (each turn
+//! in full, as JSON) and stops. A step the store rejects for good (not a
+//! transient error) is logged the same way and skipped.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::conversation::Turn;
+use crate::store::time::unix_ms;
+use crate::store::{Appended, CallChange, CallRecord, Interaction, Store, StoreError};
+
+/// How a writer retries and what it does when the call ends.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    /// First wait after a failed step.
+    pub retry_initial: Duration,
+    /// Longest wait between attempts.
+    pub retry_max: Duration,
+    /// How long after the session ends the writer keeps trying.
+    pub flush_timeout: Duration,
+    /// What to queue once the call is completed.
+    pub on_completed: Vec<Arc<dyn AfterCall>>,
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        WriterSettings {
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            flush_timeout: Duration::from_secs(120),
+            on_completed: Vec::new(),
+        }
+    }
+}
+
+/// An after-call hook: work queued for other workers once a call is
+/// completed and written (a session-end evaluation job, the call-completed
+/// webhook).
+///
+/// It runs as the writer's last steps, in order, so it is retried with
+/// backoff while the store is down, and given up (and logged) only when
+/// the flush timeout ends: it must be idempotent, and should only queue
+/// (durably, in the store), never do the work itself.
+#[async_trait]
+pub trait AfterCall: Send + Sync + std::fmt::Debug {
+    /// Queues the work for the completed call `call_id`.
+    async fn queue(&self, store: &dyn Store, call_id: &str) -> Result<(), StoreError>;
+}
+
+/// A command; status changes are stamped with the wall time they were sent
+/// at (a turn carries its own).
+enum Command {
+    Turn(Arc<Turn>),
+    Started(u64),
+    Ended(String, u64),
+}
+
+/// Records a session's turns and status for its writer. Cheap to clone;
+/// every method returns at once.
+#[derive(Clone)]
+pub struct TurnRecorder {
+    call_id: Arc<str>,
+    tx: mpsc::UnboundedSender<Command>,
+    end: Arc<EndSignal>,
+}
+
+impl std::fmt::Debug for TurnRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnRecorder")
+            .field("call_id", &self.call_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TurnRecorder {
+    /// The call this records.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// Queues a completed turn; it is written as soon as the store allows.
+    pub fn record(&self, turn: Arc<Turn>) {
+        self.send(Command::Turn(turn));
+    }
+
+    /// The pipeline started: the call becomes active.
+    pub fn started(&self) {
+        self.send(Command::Started(unix_ms()));
+    }
+
+    /// The session ended: the call becomes completed, and the writer stops
+    /// once everything is written (or `flush_timeout` has passed).
+    pub fn ended(&self, reason: &str) {
+        // Marked here, not when the writer reads the command: a writer
+        // stuck on a stalled store still stops `flush_timeout` after the
+        // session ended.
+        self.end.mark();
+        self.send(Command::Ended(reason.to_owned(), unix_ms()));
+    }
+
+    fn send(&self, command: Command) {
+        if self.tx.send(command).is_err() {
+            tracing::warn!(call_id = %self.call_id, "the call's writer has stopped; not recorded");
+        }
+    }
+}
+
+/// What a writer managed to do, once it has stopped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteReport {
+    /// Turns the store holds from this session.
+    pub turns_written: u64,
+    /// Steps that could not be written, described for people (each also
+    /// logged at error level with its full content).
+    pub unwritten: Vec<String>,
+}
+
+/// A writer's progress.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriterStatus {
+    /// Turns written so far.
+    pub turns_written: u64,
+    /// The final report, once the writer has stopped.
+    pub done: Option<WriteReport>,
+}
+
+/// Follows a writer's progress.
+pub type WriterDone = watch::Receiver<WriterStatus>;
+
+/// Starts the writer of one call: `record` is created (pending) first.
+pub fn spawn_writer(
+    store: Arc<dyn Store>,
+    record: CallRecord,
+    settings: WriterSettings,
+) -> (TurnRecorder, WriterDone) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let end = Arc::new(EndSignal::default());
+    let (status_tx, status_rx) = watch::channel(WriterStatus::default());
+    let call_id: Arc<str> = record.call_id.as_str().into();
+    let writer = Writer {
+        store,
+        call_id: Arc::clone(&call_id),
+        settings,
+        steps: VecDeque::from([Step::new(Action::Create(Box::new(record)))]),
+        next_index: 0,
+        ended: false,
+        end: Arc::clone(&end),
+        report: WriteReport::default(),
+        status: status_tx,
+    };
+    tokio::spawn(async move {
+        let (report, status) = writer.run(rx).await;
+        status.send_modify(|s| s.done = Some(report));
+    });
+    (TurnRecorder { call_id, tx, end }, status_rx)
+}
+
+enum Action {
+    Create(Box<CallRecord>),
+    Change(CallChange),
+    Turn(Arc<Turn>),
+    After(Arc<dyn AfterCall>),
+}
+
+struct Step {
+    action: Action,
+    /// For a turn: the index given on its first attempt, kept for retries.
+    index: Option<u64>,
+    attempted: bool,
+}
+
+impl Step {
+    fn new(action: Action) -> Self {
+        Step {
+            action,
+            index: None,
+            attempted: false,
+        }
+    }
+}
+
+struct Writer {
+    store: Arc<dyn Store>,
+    call_id: Arc<str>,
+    settings: WriterSettings,
+    steps: VecDeque<Step>,
+    /// The transcript position of the next new turn.
+    next_index: u64,
+    /// True once the end command has been accepted.
+    ended: bool,
+    /// When the session ended: the start of the bounded flush.
+    end: Arc<EndSignal>,
+    report: WriteReport,
+    status: watch::Sender<WriterStatus>,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+    ) -> (WriteReport, watch::Sender<WriterStatus>) {
+        let mut backoff = self.settings.retry_initial;
+        let mut failing_since: Option<Instant> = None;
+        let flush = self.settings.flush_timeout;
+        loop {
+            while let Ok(command) = rx.try_recv() {
+                self.accept(command);
+            }
+            let Some(step) = self.steps.front_mut() else {
+                if self.ended {
+                    return (self.report, self.status);
+                }
+                let command = rx.recv().await.unwrap_or_else(dropped);
+                self.accept(command);
+                continue;
+            };
+            let first_attempt = !step.attempted;
+            step.attempted = true;
+            // A step stuck on a stalled store is abandoned at the flush
+            // deadline like the rest.
+            let result = tokio::select! {
+                biased;
+                () = flush_deadline(&self.end, flush) => {
+                    self.give_up_all(&mut rx, "the session ended and the flush time ran out while writing");
+                    return (self.report, self.status);
+                }
+                result = perform(&*self.store, &self.call_id, step, &mut self.next_index, first_attempt) => result,
+            };
+            match result {
+                Ok(()) => {
+                    if matches!(step.action, Action::Turn(..)) {
+                        self.report.turns_written += 1;
+                        let written = self.report.turns_written;
+                        self.status.send_modify(|s| s.turns_written = written);
+                    }
+                    self.steps.pop_front();
+                    backoff = self.settings.retry_initial;
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(
+                            call_id = %self.call_id,
+                            after = ?since.elapsed(),
+                            waiting = self.steps.len(),
+                            "context store reachable again; writing what waited"
+                        );
+                    }
+                }
+                Err(err) if !err.is_transient() => {
+                    if let Some(step) = self.steps.pop_front() {
+                        self.give_up(&step, &err.to_string());
+                    }
+                }
+                Err(err) => {
+                    if failing_since.is_none() {
+                        tracing::warn!(
+                            call_id = %self.call_id,
+                            error = %err,
+                            "context store unavailable; the call goes on and its turns wait in memory"
+                        );
+                    }
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    // Wait, still accepting commands (so that nothing is
+                    // left in the channel when the log is written), unless
+                    // the flush deadline passes first.
+                    let wait = tokio::time::sleep(backoff);
+                    tokio::pin!(wait);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            () = flush_deadline(&self.end, flush) => {
+                                let why = format!(
+                                    "the context store stayed unavailable for {:?} (last error: {err})",
+                                    since.elapsed()
+                                );
+                                self.give_up_all(&mut rx, &why);
+                                return (self.report, self.status);
+                            }
+                            () = &mut wait => break,
+                            command = rx.recv(), if !self.ended => match command {
+                                Some(command) => self.accept(command),
+                                None => self.accept(dropped()),
+                            },
+                        }
+                    }
+                    backoff = (backoff * 2).min(self.settings.retry_max);
+                }
+            }
+        }
+    }
+
+    /// Gives up every step, including those still in the channel.
+    fn give_up_all(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>, why: &str) {
+        while let Ok(command) = rx.try_recv() {
+            self.accept(command);
+        }
+        for step in std::mem::take(&mut self.steps) {
+            self.give_up(&step, why);
+        }
+    }
+
+    fn accept(&mut self, command: Command) {
+        if self.ended {
+            if let Command::Turn(turn) = command {
+                tracing::warn!(call_id = %self.call_id, ?turn, "turn recorded after the session ended; not written");
+            }
+            return;
+        }
+        match command {
+            Command::Turn(turn) => self.steps.push_back(Step::new(Action::Turn(turn))),
+            Command::Started(at_ms) => self
+                .steps
+                .push_back(Step::new(Action::Change(CallChange::Started { at_ms }))),
+            Command::Ended(reason, at_ms) => {
+                self.ended = true;
+                // Normally set by the recorder already; a dropped session
+                // ends here.
+                self.end.mark();
+                self.steps
+                    .push_back(Step::new(Action::Change(CallChange::Ended {
+                        reason,
+                        at_ms,
+                    })));
+                for after in self.settings.on_completed.clone() {
+                    self.steps.push_back(Step::new(Action::After(after)));
+                }
+            }
+        }
+    }
+
+    fn give_up(&mut self, step: &Step, why: &str) {
+        let what = match &step.action {
+            Action::Create(record) => {
+                let json = serde_json::to_string(record).unwrap_or_default();
+                tracing::error!(call_id = %self.call_id, call = %json, reason = why, "call state not written");
+                "call state (pending)".to_owned()
+            }
+            Action::Change(change) => {
+                tracing::error!(call_id = %self.call_id, change = ?change, reason = why, "call status not written");
+                format!("call status change {change:?}")
+            }
+            Action::Turn(turn) => {
+                // Turns never attempted get the positions they would have had.
+                let index = step.index.unwrap_or(self.next_index);
+                self.next_index = index + 1;
+                let turn = Interaction::from_turn(turn, index);
+                let json = serde_json::to_string(&turn).unwrap_or_default();
+                tracing::error!(call_id = %self.call_id, index, turn = %json, reason = why, "turn not written");
+                format!("turn {index}")
+            }
+            Action::After(after) => {
+                tracing::error!(call_id = %self.call_id, action = ?after, reason = why, "not queued after the call");
+                format!("{after:?} not queued")
+            }
+        };
+        self.report.unwritten.push(what);
+    }
+}
+
+/// Performs one step; `Ok` means it is done (or was already done).
+async fn perform(
+    store: &dyn Store,
+    call_id: &str,
+    step: &mut Step,
+    next_index: &mut u64,
+    first_attempt: bool,
+) -> Result<(), StoreError> {
+    match &step.action {
+        Action::Create(record) => {
+            if !store.create_call(record).await? && first_attempt {
+                // The call exists (a reconnecting transport reuses the id):
+                // continue its transcript rather than clash with it.
+                *next_index = store.turns(call_id).await?.len() as u64;
+                tracing::info!(call_id, turns = *next_index, "continuing an existing call");
+            }
+            Ok(())
+        }
+        Action::Change(change) => {
+            if store.update_call(call_id, change).await?.is_none() {
+                tracing::warn!(
+                    call_id,
+                    ?change,
+                    "call state missing (expired or deleted); status not updated"
+                );
+            }
+            Ok(())
+        }
+        Action::Turn(turn) => {
+            let mut fresh = first_attempt;
+            loop {
+                let index = *step.index.get_or_insert(*next_index);
+                let stored_turn = Interaction::from_turn(turn, index);
+                match store.append_turn(call_id, &stored_turn).await? {
+                    Appended::Added => *next_index = index + 1,
+                    Appended::AlreadyStored { stored } if !fresh => {
+                        // An earlier attempt landed; its reply was lost.
+                        *next_index = stored.max(index + 1);
+                    }
+                    Appended::AlreadyStored { stored } => {
+                        // Another writer holds this position: go after it.
+                        tracing::warn!(
+                            call_id,
+                            index,
+                            stored,
+                            "transcript position taken by another writer; appending at the end"
+                        );
+                        step.index = Some(stored);
+                        *next_index = stored;
+                        fresh = true;
+                        continue;
+                    }
+                    Appended::AddedAfterGap { stored } => {
+                        tracing::error!(
+                            call_id,
+                            index,
+                            stored,
+                            "transcript lost turns {stored}..{index} (deleted, expired, or Redis restarted empty); appended at {stored}"
+                        );
+                        *next_index = stored + 1;
+                    }
+                }
+                return Ok(());
+            }
+        }
+        Action::After(after) => after.queue(store, call_id).await,
+    }
+}
+
+/// When the session ended, shared by the recorder and the writer.
+#[derive(Default)]
+struct EndSignal {
+    at: std::sync::OnceLock<Instant>,
+    notify: tokio::sync::Notify,
+}
+
+impl EndSignal {
+    fn mark(&self) {
+        if self.at.set(Instant::now()).is_ok() {
+            // One waiter at most (the writer); a stored permit covers a
+            // writer that is not waiting yet.
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// Resolves `flush` after the session ended (never, while it runs).
+async fn flush_deadline(end: &EndSignal, flush: Duration) {
+    loop {
+        if let Some(at) = end.at.get() {
+            tokio::time::sleep_until(*at + flush).await;
+            return;
+        }
+        end.notify.notified().await;
+    }
+}
+
+fn dropped() -> Command {
+    Command::Ended("session dropped".into(), unix_ms())
+}

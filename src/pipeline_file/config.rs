@@ -1,0 +1,76 @@
+//! [`PipelineConfig`]: one pipeline file, validated: its sections and its
+//! processors, ready to build sessions from.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::agent::eval::EvaluatorSection;
+use crate::agent::webhook::WebhookSection;
+use crate::agent::{AgentError, AgentRuntime, ContextSection};
+use crate::config::{InterruptionSection, PipelineSection, ServerSection, TransportSection};
+use crate::pipeline::{EnvSource, ProcessorEntry, SessionSetup};
+
+/// Everything in a pipeline file except its processors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Sections {
+    pub(crate) pipeline: PipelineSection,
+    #[serde(default)]
+    pub(crate) transport: TransportSection,
+    #[serde(default)]
+    pub(crate) context: ContextSection,
+    #[serde(default)]
+    pub(crate) evaluator: Option<EvaluatorSection>,
+    #[serde(default)]
+    pub(crate) webhook: Option<WebhookSection>,
+    #[serde(default)]
+    pub(crate) interruption: InterruptionSection,
+    #[serde(default)]
+    pub(crate) server: ServerSection,
+}
+
+/// A validated pipeline definition.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// `[pipeline]`.
+    pub pipeline: PipelineSection,
+    /// `[transport]`.
+    pub transport: TransportSection,
+    /// `[context]`: the context store (memory by default).
+    pub context: ContextSection,
+    /// `[evaluator]`, if sessions are judged.
+    pub evaluator: Option<EvaluatorSection>,
+    /// `[webhook]`, if completed calls are posted.
+    pub webhook: Option<WebhookSection>,
+    /// `[interruption]`.
+    pub interruption: InterruptionSection,
+    /// `[server]`.
+    pub server: ServerSection,
+    /// The processors, in chain order.
+    pub processors: Vec<ProcessorEntry>,
+}
+
+impl PipelineConfig {
+    /// A setup for one session of this pipeline.
+    pub fn session_setup(&self, session_id: impl Into<Arc<str>>) -> SessionSetup {
+        let mut setup = SessionSetup::new(session_id, self.pipeline.sample_rate.hz());
+        setup.allow_interruptions = self.pipeline.allow_interruptions;
+        setup.interruption = self.interruption;
+        setup
+    }
+
+    /// The agent runtime of this pipeline's `[context]`, `[evaluator]`
+    /// and `[webhook]` sections, with secrets read from `env`.
+    pub fn agent_runtime(&self, env: &EnvSource) -> Result<AgentRuntime, AgentError> {
+        AgentRuntime::from_sections(
+            &self.context,
+            self.evaluator.as_ref(),
+            self.webhook.as_ref(),
+            env,
+        )
+    }
+}

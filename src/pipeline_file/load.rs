@@ -1,0 +1,302 @@
+//! Reading and validating a pipeline file.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::config::{
+    ConfigError, ConfigErrors, Errors, Override, apply_overrides, blame_overrides,
+};
+use crate::pipeline::ProcessorEntry;
+use crate::processors::{ParallelFactory, ProcessorRegistry};
+
+use super::config::{PipelineConfig, Sections};
+
+/// Reads `path`, applies `overrides`, and validates the result against
+/// `registry`. The file is validated as written first, so that its errors
+/// name its own lines; errors the overrides bring are reported against them.
+pub fn load_pipeline(
+    path: &Path,
+    overrides: &[Override],
+    registry: &ProcessorRegistry,
+) -> Result<PipelineConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let config = parse_pipeline(path, &text, registry)?;
+    if overrides.is_empty() {
+        return Ok(config);
+    }
+    let changed = apply_overrides(&text, overrides)?;
+    parse_pipeline(path, &changed, registry).map_err(|errors| blame_overrides(errors, overrides))
+}
+
+/// Validates pipeline TOML `text`, read from `path` (used in messages).
+pub fn parse_pipeline(
+    path: &Path,
+    text: &str,
+    registry: &ProcessorRegistry,
+) -> Result<PipelineConfig, ConfigErrors> {
+    let errors = Errors { path, text };
+    let root = DeTable::parse(text).map_err(|e| errors.toml_error(&DeTable::default(), &e))?;
+    let lookup = root.get_ref().clone();
+    let root_span = root.span();
+    let mut table = root.into_inner();
+    let processor_tables = table.remove("processor");
+
+    let mut found = Vec::new();
+    let sections =
+        Sections::deserialize(toml::de::Deserializer::from(Spanned::new(root_span, table)))
+            .map_err(|e| found.push(errors.toml_error(&lookup, &e)))
+            .ok();
+
+    let processors = match processor_tables {
+        None => Vec::new(),
+        Some(tables) => parse_chain("processor", tables, registry, &errors, &lookup, &mut found),
+    };
+
+    match sections {
+        Some(sections) if found.is_empty() => Ok(PipelineConfig {
+            path: path.to_owned(),
+            pipeline: sections.pipeline,
+            transport: sections.transport,
+            context: sections.context,
+            evaluator: sections.evaluator,
+            webhook: sections.webhook,
+            interruption: sections.interruption,
+            server: sections.server,
+            processors,
+        }),
+        _ => Err(ConfigErrors(found)),
+    }
+}
+
+/// Parses an array of processor tables at `path` into entries with unique
+/// names, pushing what is wrong onto `found`.
+fn parse_chain(
+    path: &str,
+    tables: Spanned<DeValue<'_>>,
+    registry: &ProcessorRegistry,
+    errors: &Errors<'_>,
+    lookup: &DeTable<'_>,
+    found: &mut Vec<ConfigError>,
+) -> Vec<ProcessorEntry> {
+    let span = tables.span();
+    let DeValue::Array(items) = tables.into_inner() else {
+        found.push(errors.key_error(
+            span.start,
+            path.to_owned(),
+            "expected an array of processor tables (write each processor as [[processor]])".into(),
+        ));
+        return Vec::new();
+    };
+    let mut entries = Vec::new();
+    let mut seen_names: HashMap<String, usize> = HashMap::new();
+    for (index, item) in items.iter().cloned().enumerate() {
+        match parse_processor(&format!("{path}.{index}"), item, registry, errors, lookup) {
+            Ok(mut entry) => {
+                let repeats = seen_names.entry(entry.name.clone()).or_default();
+                *repeats += 1;
+                if *repeats > 1 {
+                    entry.name = format!("{}#{repeats}", entry.name);
+                }
+                entries.push(entry);
+            }
+            Err(error) => found.push(error),
+        }
+    }
+    entries
+}
+
+fn parse_processor(
+    path: &str,
+    item: Spanned<DeValue<'_>>,
+    registry: &ProcessorRegistry,
+    errors: &Errors<'_>,
+    lookup: &DeTable<'_>,
+) -> Result<ProcessorEntry, ConfigError> {
+    let span = item.span();
+    let key = |k: &str| format!("{path}.{k}");
+    let DeValue::Table(mut table) = item.into_inner() else {
+        return Err(errors.key_error(span.start, path.to_owned(), "expected a table".into()));
+    };
+    let type_value = table.remove("type").ok_or_else(|| {
+        errors.key_error(
+            span.start,
+            key("type"),
+            "missing required key `type`".into(),
+        )
+    })?;
+    let type_span = type_value.span();
+    let Some(type_name) = type_value.get_ref().as_str().map(str::to_owned) else {
+        return Err(errors.key_error(type_span.start, key("type"), "expected a string".into()));
+    };
+    let name = match table.remove("name") {
+        None => type_name.clone(),
+        Some(value) => match value.get_ref().as_str() {
+            Some(name) if !name.is_empty() => name.to_owned(),
+            _ => {
+                return Err(errors.key_error(
+                    value.span().start,
+                    key("name"),
+                    "expected a non-empty string".into(),
+                ));
+            }
+        },
+    };
+    if type_name == PARALLEL {
+        let factory = parse_parallel(path, &name, span, table, registry, errors, lookup)?;
+        return Ok(ProcessorEntry {
+            type_name,
+            name,
+            factory: Arc::new(factory),
+        });
+    }
+    let provider = if registry.has_providers(&type_name) {
+        Some(take_provider(
+            &mut table, &type_name, registry, errors, span.start, path,
+        )?)
+    } else {
+        None
+    };
+    let deserializer = toml::de::ValueDeserializer::from(Spanned::new(span, DeValue::Table(table)));
+    let parsed = match &provider {
+        Some(provider) => registry.parse_provider(&type_name, provider, deserializer),
+        None => registry.parse(&type_name, deserializer),
+    };
+    match parsed {
+        None => Err(errors.key_error(
+            type_span.start,
+            key("type"),
+            format!(
+                "unknown processor type `{type_name}`; known types: {}",
+                registry
+                    .type_names()
+                    .chain([PARALLEL])
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        Some(Err(e)) => Err(errors.toml_error(lookup, &e)),
+        Some(Ok(factory)) => Ok(ProcessorEntry {
+            type_name,
+            name,
+            factory,
+        }),
+    }
+}
+
+/// The type of the built-in composite processor, which holds processors of
+/// its own and so is read here rather than by the registry.
+const PARALLEL: &str = "parallel";
+
+/// `branches = [[{ type = .. }, ..], ..]`: each branch a chain of its own.
+fn parse_parallel(
+    path: &str,
+    name: &str,
+    span: std::ops::Range<usize>,
+    mut table: DeTable<'_>,
+    registry: &ProcessorRegistry,
+    errors: &Errors<'_>,
+    lookup: &DeTable<'_>,
+) -> Result<ParallelFactory, ConfigError> {
+    let branches = table.remove("branches").ok_or_else(|| {
+        errors.key_error(
+            span.start,
+            format!("{path}.branches"),
+            "missing required key `branches`".into(),
+        )
+    })?;
+    if let Some((key, _)) = table.iter().next() {
+        return Err(errors.key_error(
+            key.span().start,
+            format!("{path}.{}", key.get_ref()),
+            format!("unknown key `{}`, expected `branches`", key.get_ref()),
+        ));
+    }
+    let branches_span = branches.span();
+    let DeValue::Array(branches) = branches.into_inner() else {
+        return Err(errors.key_error(
+            branches_span.start,
+            format!("{path}.branches"),
+            "expected an array of branches, each an array of processor tables".into(),
+        ));
+    };
+    if branches.is_empty() {
+        return Err(errors.key_error(
+            branches_span.start,
+            format!("{path}.branches"),
+            "a parallel processor needs at least one branch".into(),
+        ));
+    }
+    let mut found = Vec::new();
+    let mut chains = Vec::new();
+    for (b, branch) in branches.iter().cloned().enumerate() {
+        let mut chain = parse_chain(
+            &format!("{path}.branches.{b}"),
+            branch,
+            registry,
+            errors,
+            lookup,
+            &mut found,
+        );
+        for entry in &mut chain {
+            entry.name = format!("{name}.{b}.{}", entry.name);
+        }
+        chains.push(chain);
+    }
+    match found.into_iter().next() {
+        Some(error) => Err(error),
+        None => Ok(ParallelFactory::new(chains)),
+    }
+}
+
+/// Removes and checks the `provider` key of a processor table whose type
+/// is chosen by provider.
+fn take_provider(
+    table: &mut DeTable<'_>,
+    type_name: &str,
+    registry: &ProcessorRegistry,
+    errors: &Errors<'_>,
+    table_start: usize,
+    path: &str,
+) -> Result<String, ConfigError> {
+    let key = format!("{path}.provider");
+    let known = || {
+        registry
+            .provider_names(type_name)
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(value) = table.remove("provider") else {
+        return Err(errors.key_error(
+            table_start,
+            key,
+            format!(
+                "missing required key `provider`; `{type_name}` providers: {}",
+                known()
+            ),
+        ));
+    };
+    let at = value.span().start;
+    match value.get_ref().as_str() {
+        Some(provider) if registry.provider_names(type_name).any(|p| p == provider) => {
+            Ok(provider.to_owned())
+        }
+        Some(provider) => Err(errors.key_error(
+            at,
+            key,
+            format!(
+                "unknown provider `{provider}` for `{type_name}`; known providers: {}",
+                known()
+            ),
+        )),
+        None => Err(errors.key_error(at, key, "expected a string".into())),
+    }
+}

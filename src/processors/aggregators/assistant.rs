@@ -1,0 +1,188 @@
+//! `assistant_context`: records what the bot actually said into the shared
+//! conversation.
+//!
+//! It sits after the TTS, just before the output transport, so it sees the
+//! spoken text and audio on their way out and the output's reports coming
+//! back (`BotStoppedSpeaking`, `BotInterrupted`). What it records follows
+//! the OpenAI message format: a tool call is written as an assistant message
+//! with `tool_calls` followed by a tool message per call (saying
+//! `IN_PROGRESS` until the result comes, so the context stays valid if the
+//! user speaks first); the words the user heard are written as an assistant
+//! message when the turn completes (see [`AssistantTurnTracker`]). Each
+//! completed turn, and each tool result, is announced with a
+//! `TurnCompleted` frame. Every frame is forwarded.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::frame::{Direction, Frame, FrameBody};
+use crate::pipeline::ProcessorFactory;
+use crate::pipeline::{BuildError, SessionSetup};
+use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
+
+use super::assistant_turn::{AssistantTurnTracker, CompletedTurn};
+use super::user::default_context_name;
+use crate::conversation::{Message, Role, SharedConversation, Turn};
+
+/// `[[processor]] type = "assistant_context"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssistantContextConfig {
+    /// The conversation shared with the `user_context` of the same name.
+    /// Default `"default"`.
+    #[serde(default = "default_context_name")]
+    pub context: String,
+}
+
+impl ProcessorFactory for AssistantContextConfig {
+    fn build(&self, setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
+        let conversation = setup
+            .resources
+            .get_or_insert_with(&self.context, SharedConversation::default);
+        Ok(Box::new(AssistantContextAggregator::new(
+            SharedConversation::clone(&conversation),
+        )))
+    }
+}
+
+/// Records the bot's turns. See the module docs.
+pub struct AssistantContextAggregator {
+    conversation: SharedConversation,
+    tracker: AssistantTurnTracker,
+}
+
+impl AssistantContextAggregator {
+    /// An aggregator recording into `conversation`.
+    pub fn new(conversation: SharedConversation) -> Self {
+        AssistantContextAggregator {
+            conversation,
+            tracker: AssistantTurnTracker::new(),
+        }
+    }
+
+    async fn complete(&self, completed: Option<CompletedTurn>, ctx: &ProcessorContext) {
+        let Some(completed) = completed else {
+            return;
+        };
+        let turn = {
+            let mut conversation = self.conversation.lock();
+            conversation.set_awaiting_reply(false);
+            if completed.text.is_empty() && completed.tool_calls.is_empty() {
+                return;
+            }
+            if !completed.text.is_empty() {
+                conversation
+                    .context
+                    .push(Message::text(Role::Assistant, completed.text.clone()));
+            }
+            let mut turn = Turn::completed(
+                conversation.take_turn_index(),
+                Role::Assistant,
+                completed.text,
+                ctx.now(),
+            );
+            turn.interrupted = completed.interrupted;
+            turn.tool_calls = completed.tool_calls;
+            turn
+        };
+        tracing::debug!(
+            turn = turn.index,
+            interrupted = turn.interrupted,
+            text = %turn.text,
+            "assistant turn"
+        );
+        ctx.push_downstream(FrameBody::TurnCompleted(Arc::new(turn)))
+            .await;
+    }
+}
+
+#[async_trait]
+impl Processor for AssistantContextAggregator {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        let completed = match &frame.body {
+            FrameBody::LlmResponseStart => self.tracker.response_started(),
+            FrameBody::LlmResponseEnd => self.tracker.response_ended(),
+            FrameBody::TtsStarted => {
+                self.tracker.tts_started();
+                None
+            }
+            FrameBody::TtsStopped => self.tracker.tts_stopped(),
+            FrameBody::LlmText(text) => {
+                self.tracker.llm_text(text);
+                None
+            }
+            FrameBody::TtsText(spoken) => {
+                self.tracker.spoken(spoken.clone());
+                None
+            }
+            FrameBody::OutputAudio(audio) if direction == Direction::Downstream => {
+                self.tracker.audio(audio.duration());
+                None
+            }
+            FrameBody::FunctionCallInProgress(call) => {
+                self.conversation.lock().context.add_tool_call(call.clone());
+                self.tracker.tool_call(call.clone());
+                None
+            }
+            FrameBody::FunctionCallResult { call, result } => {
+                let turn = {
+                    let mut conversation = self.conversation.lock();
+                    if !conversation
+                        .context
+                        .set_tool_result(&call.id, result.clone())
+                    {
+                        // A result for a call recorded nowhere still belongs
+                        // to the context, after its call.
+                        conversation.context.add_tool_call(call.clone());
+                        conversation
+                            .context
+                            .set_tool_result(&call.id, result.clone());
+                    }
+                    let mut turn = Turn::completed(
+                        conversation.take_turn_index(),
+                        Role::Tool,
+                        result.clone(),
+                        ctx.now(),
+                    );
+                    turn.tool_calls = vec![call.clone()];
+                    turn
+                };
+                ctx.push_downstream(FrameBody::TurnCompleted(Arc::new(turn)))
+                    .await;
+                None
+            }
+            FrameBody::BotStartedSpeaking => {
+                self.tracker.bot_started_speaking();
+                None
+            }
+            FrameBody::BotStoppedSpeaking => self.tracker.bot_stopped_speaking(),
+            FrameBody::BotInterrupted { cut, .. } => self.tracker.bot_interrupted(*cut),
+            _ => None,
+        };
+        ctx.push(frame, direction).await;
+        self.complete(completed, ctx).await;
+        Ok(())
+    }
+
+    async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
+        self.tracker.interrupted();
+    }
+
+    async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        let completed = self.tracker.finish();
+        self.complete(completed, ctx).await;
+        Ok(())
+    }
+
+    async fn on_cancel(&mut self, ctx: &ProcessorContext) {
+        let completed = self.tracker.cancel();
+        self.complete(completed, ctx).await;
+    }
+}

@@ -1,0 +1,348 @@
+//! [`AssistantTurnTracker`]: what the bot actually said in a turn, without
+//! I/O.
+//!
+//! A turn opens with the LLM's response (or a TTS utterance of its own) and
+//! completes when its audio has played out, or at once when the response
+//! ended without audio. The tracker counts the audio the TTS produced for
+//! the turn and places each [`SpokenText`] in it. When the user interrupts,
+//! the output transport reports how much queued audio it dropped (`cut`):
+//! the audio heard is what was produced minus what was cut, and the turn
+//! keeps the words that start before that point. A sentence without word
+//! timing is spread evenly over its audio (until the next spoken text), so
+//! its words are kept in proportion to its audio heard: an estimate, but
+//! never more than the words whose sound could have been heard.
+//!
+//! A turn with no spoken text at all (a pipeline without TTS) keeps the
+//! LLM's text.
+
+use std::time::Duration;
+
+use crate::frame::{SpokenText, SpokenTiming};
+
+use crate::conversation::ToolCall;
+
+/// What a completed assistant turn said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedTurn {
+    /// What the user heard.
+    pub text: String,
+    /// The user interrupted the turn.
+    pub interrupted: bool,
+    /// The tools the turn called.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+#[derive(Debug, Default)]
+struct OpenTurn {
+    llm_text: String,
+    spoken: Vec<SpokenText>,
+    audio: Duration,
+    tool_calls: Vec<ToolCall>,
+    /// Opened by a TTS utterance rather than an LLM response.
+    tts_only: bool,
+    ended: bool,
+    interrupted: bool,
+}
+
+/// Follows one assistant turn at a time. See the module docs.
+#[derive(Debug, Default)]
+pub struct AssistantTurnTracker {
+    turn: Option<OpenTurn>,
+    bot_speaking: bool,
+    /// The bot stopped speaking after the last audio was produced.
+    stopped_since_audio: bool,
+}
+
+impl AssistantTurnTracker {
+    /// A tracker with no turn open.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a turn is open.
+    pub fn is_open(&self) -> bool {
+        self.turn.is_some()
+    }
+
+    /// An LLM response starts a turn; a turn still open (its audio not yet
+    /// confirmed played) completes first.
+    pub fn response_started(&mut self) -> Option<CompletedTurn> {
+        let previous = self.turn.take().map(|t| complete(t, None));
+        self.turn = Some(OpenTurn::default());
+        previous
+    }
+
+    /// Synthesis starts: opens a turn of its own if no response is open.
+    pub fn tts_started(&mut self) {
+        if self.turn.is_none() {
+            self.turn = Some(OpenTurn {
+                tts_only: true,
+                ..OpenTurn::default()
+            });
+        }
+    }
+
+    /// LLM text of the open turn.
+    pub fn llm_text(&mut self, text: &str) {
+        if let Some(turn) = &mut self.turn {
+            turn.llm_text.push_str(text);
+        }
+    }
+
+    /// Spoken text of the open turn.
+    pub fn spoken(&mut self, spoken: SpokenText) {
+        if let Some(turn) = &mut self.turn {
+            turn.spoken.push(spoken);
+        }
+    }
+
+    /// Audio of the open turn, on its way to the output.
+    pub fn audio(&mut self, duration: Duration) {
+        if let Some(turn) = &mut self.turn {
+            turn.audio += duration;
+            self.stopped_since_audio = false;
+        }
+    }
+
+    /// A tool the open turn called.
+    pub fn tool_call(&mut self, call: ToolCall) {
+        if let Some(turn) = &mut self.turn {
+            turn.tool_calls.push(call);
+        }
+    }
+
+    /// The LLM response ended.
+    pub fn response_ended(&mut self) -> Option<CompletedTurn> {
+        let turn = self.turn.as_mut()?;
+        turn.ended = true;
+        self.complete_if_played()
+    }
+
+    /// Synthesis ended: ends a TTS-only turn.
+    pub fn tts_stopped(&mut self) -> Option<CompletedTurn> {
+        let turn = self.turn.as_mut()?;
+        if turn.tts_only {
+            turn.ended = true;
+        }
+        self.complete_if_played()
+    }
+
+    /// The bot's audio started leaving the transport.
+    pub fn bot_started_speaking(&mut self) {
+        self.bot_speaking = true;
+    }
+
+    /// The bot's audio finished playing.
+    pub fn bot_stopped_speaking(&mut self) -> Option<CompletedTurn> {
+        self.bot_speaking = false;
+        self.stopped_since_audio = true;
+        self.complete_if_played()
+    }
+
+    /// An interruption went by: the turn is cut, by how much the output
+    /// transport will say.
+    pub fn interrupted(&mut self) {
+        if let Some(turn) = &mut self.turn {
+            turn.interrupted = true;
+        }
+    }
+
+    /// The output transport dropped `cut` of queued audio on an
+    /// interruption: the turn completes with what was heard.
+    pub fn bot_interrupted(&mut self, cut: Duration) -> Option<CompletedTurn> {
+        self.bot_speaking = false;
+        let mut turn = self.turn.take()?;
+        turn.interrupted = true;
+        let heard = turn.audio.saturating_sub(cut);
+        Some(complete(turn, Some(heard)))
+    }
+
+    /// The session ends: the open turn completes as it stands (its audio
+    /// plays out before the session ends).
+    pub fn finish(&mut self) -> Option<CompletedTurn> {
+        self.turn.take().map(|t| complete(t, None))
+    }
+
+    /// The session was cancelled: audio still playing was not heard in
+    /// full, so a turn cut while the bot spoke is marked interrupted.
+    pub fn cancel(&mut self) -> Option<CompletedTurn> {
+        let speaking = self.bot_speaking;
+        let mut turn = self.turn.take()?;
+        turn.interrupted |= speaking;
+        Some(complete(turn, None))
+    }
+
+    fn complete_if_played(&mut self) -> Option<CompletedTurn> {
+        let turn = self.turn.as_ref()?;
+        let played = turn.audio.is_zero() || (!self.bot_speaking && self.stopped_since_audio);
+        if turn.ended && !turn.interrupted && played {
+            return self.turn.take().map(|t| complete(t, None));
+        }
+        None
+    }
+}
+
+fn complete(turn: OpenTurn, heard: Option<Duration>) -> CompletedTurn {
+    // Text that never became audio (no TTS in the pipeline) was still shown.
+    let text = if turn.spoken.is_empty() {
+        turn.llm_text.trim().to_owned()
+    } else {
+        heard_text(&turn.spoken, heard, turn.audio)
+    };
+    CompletedTurn {
+        text,
+        interrupted: turn.interrupted,
+        tool_calls: turn.tool_calls,
+    }
+}
+
+/// The words of `spoken` heard in the first `heard` of `total` audio (all of
+/// them when `heard` is `None`). See the module docs.
+pub fn heard_text(spoken: &[SpokenText], heard: Option<Duration>, total: Duration) -> String {
+    let mut words: Vec<&str> = Vec::new();
+    for (i, piece) in spoken.iter().enumerate() {
+        let Some(heard) = heard else {
+            words.extend(piece.text.split_whitespace());
+            continue;
+        };
+        if heard < total && piece.start >= heard {
+            continue;
+        }
+        match piece.timing {
+            SpokenTiming::Word => words.extend(piece.text.split_whitespace()),
+            SpokenTiming::Sentence => {
+                let end = spoken
+                    .get(i + 1)
+                    .map_or(total, |next| next.start)
+                    .max(piece.start);
+                let all: Vec<&str> = piece.text.split_whitespace().collect();
+                if heard >= end || end == piece.start {
+                    words.extend(all);
+                } else {
+                    let share =
+                        (heard - piece.start).as_secs_f64() / (end - piece.start).as_secs_f64();
+                    let keep = (share * all.len() as f64).floor() as usize;
+                    words.extend(&all[..keep.min(all.len())]);
+                }
+            }
+        }
+    }
+    words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn sentence(text: &str, start: u64) -> SpokenText {
+        SpokenText {
+            text: text.into(),
+            start: ms(start),
+            timing: SpokenTiming::Sentence,
+        }
+    }
+
+    fn word(text: &str, start: u64) -> SpokenText {
+        SpokenText {
+            text: text.into(),
+            start: ms(start),
+            timing: SpokenTiming::Word,
+        }
+    }
+
+    #[test]
+    fn timed_words_are_kept_up_to_the_point_heard() {
+        let spoken = [
+            word("It", 0),
+            word("is", 200),
+            word("sunny", 400),
+            word("today.", 800),
+        ];
+        assert_eq!(heard_text(&spoken, Some(ms(450)), ms(1200)), "It is sunny");
+        assert_eq!(heard_text(&spoken, None, ms(1200)), "It is sunny today.");
+        assert_eq!(heard_text(&spoken, Some(ms(0)), ms(1200)), "");
+    }
+
+    #[test]
+    fn untimed_sentences_are_kept_in_proportion_to_their_audio_heard() {
+        let spoken = [
+            sentence("Dr. Smith is in.", 0),
+            sentence("He will see you at three thirty today.", 1000),
+        ];
+        assert_eq!(
+            heard_text(&spoken, Some(ms(1500)), ms(2000)),
+            "Dr. Smith is in. He will see you"
+        );
+        assert_eq!(heard_text(&spoken, Some(ms(999)), ms(2000)), "Dr. Smith is");
+        assert_eq!(
+            heard_text(&spoken, Some(ms(2000)), ms(2000)),
+            "Dr. Smith is in. He will see you at three thirty today."
+        );
+    }
+
+    #[test]
+    fn a_turn_completes_once_its_audio_has_played() {
+        let mut t = AssistantTurnTracker::new();
+        assert_eq!(t.response_started(), None);
+        t.spoken(sentence("Hello there.", 0));
+        t.audio(ms(800));
+        t.bot_started_speaking();
+        assert_eq!(t.response_ended(), None, "still playing");
+        let turn = t.bot_stopped_speaking().unwrap();
+        assert_eq!(turn.text, "Hello there.");
+        assert!(!turn.interrupted);
+        assert!(!t.is_open());
+    }
+
+    #[test]
+    fn audio_played_out_before_the_response_ended_completes_at_the_end() {
+        let mut t = AssistantTurnTracker::new();
+        t.response_started();
+        t.spoken(sentence("Let me check.", 0));
+        t.audio(ms(600));
+        t.bot_started_speaking();
+        assert_eq!(t.bot_stopped_speaking(), None);
+        t.tool_call(ToolCall {
+            id: "c".into(),
+            name: "lookup".into(),
+            arguments: "{}".into(),
+        });
+        let turn = t.response_ended().unwrap();
+        assert_eq!(turn.text, "Let me check.");
+        assert_eq!(turn.tool_calls.len(), 1);
+    }
+
+    #[test]
+    fn an_interrupted_turn_keeps_what_was_heard() {
+        let mut t = AssistantTurnTracker::new();
+        t.response_started();
+        t.spoken(word("One", 0));
+        t.spoken(word("two", 500));
+        t.spoken(word("three.", 1000));
+        t.audio(ms(1500));
+        t.bot_started_speaking();
+        t.response_ended();
+        t.interrupted();
+        assert_eq!(t.bot_stopped_speaking(), None, "waits for the cut");
+        let turn = t.bot_interrupted(ms(900)).unwrap();
+        assert_eq!(turn.text, "One two");
+        assert!(turn.interrupted);
+    }
+
+    #[test]
+    fn text_without_speech_is_kept_and_a_response_without_audio_completes_at_once() {
+        let mut t = AssistantTurnTracker::new();
+        t.response_started();
+        t.llm_text("Shown ");
+        t.llm_text("only.");
+        assert_eq!(t.response_ended().unwrap().text, "Shown only.");
+        // A TTS utterance of its own is a turn too.
+        t.tts_started();
+        t.spoken(sentence("Welcome!", 0));
+        assert_eq!(t.tts_stopped().unwrap().text, "Welcome!");
+    }
+}

@@ -1,0 +1,216 @@
+//! The store traits: one per concept, all implemented by both backends.
+//!
+//! Every write is idempotent, so any caller may retry after an error whose
+//! outcome it cannot know (a reply lost when Redis went away): a retried
+//! append finds its turn already at its index, a retried tactics merge finds
+//! its tactics already listed, a retried delivery enqueue finds its id.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::store::Skill;
+use crate::store::{CallChange, CallRecord, Interaction, PromptKey, TacticsList};
+
+use super::error::StoreError;
+
+/// What an idempotent append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// The turn was added at its index.
+    Added,
+    /// A turn was already stored at its index (a retry whose first attempt
+    /// landed, or another writer): nothing written. The transcript holds
+    /// `stored` turns.
+    AlreadyStored {
+        /// How many turns the transcript holds.
+        stored: u64,
+    },
+    /// The transcript holds only `stored` turns, fewer than the index: the
+    /// earlier ones are gone (deleted, expired, or a Redis restart without
+    /// persistence). The turn was added at position `stored`.
+    AddedAfterGap {
+        /// How many turns the transcript held.
+        stored: u64,
+    },
+}
+
+/// Calls and their transcripts: `call:{id}`, `call:{id}:interactions`.
+#[async_trait]
+pub trait CallStore: Send + Sync {
+    /// Stores `record` unless a call with its id exists (a retry, or another
+    /// process, never resets a call). True when it was created.
+    async fn create_call(&self, record: &CallRecord) -> Result<bool, StoreError>;
+
+    /// The call, if stored.
+    async fn call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
+
+    /// Applies `change` atomically (concurrent updates of other fields are
+    /// kept) and refreshes the call's TTL. `None` when no such call.
+    async fn update_call(
+        &self,
+        call_id: &str,
+        change: &CallChange,
+    ) -> Result<Option<CallRecord>, StoreError>;
+
+    /// Appends `turn` at position `turn.index` (see [`Appended`]) and
+    /// refreshes the transcript's TTL.
+    async fn append_turn(&self, call_id: &str, turn: &Interaction) -> Result<Appended, StoreError>;
+
+    /// The transcript, in order.
+    async fn turns(&self, call_id: &str) -> Result<Vec<Interaction>, StoreError>;
+}
+
+/// The refinement loop's state: tactics lists and segment prompts.
+#[async_trait]
+pub trait RefinementStore: Send + Sync {
+    /// One agent-wide tactics list, in order.
+    async fn tactics(&self, list: TacticsList) -> Result<Vec<String>, StoreError>;
+
+    /// Appends the tactics `list` does not hold yet (see
+    /// [`tactic_identity`](crate::store::tactic_identity)); returns how
+    /// many were added.
+    async fn add_tactics(&self, list: TacticsList, tactics: &[String])
+    -> Result<usize, StoreError>;
+
+    /// Replaces `session:{id}:tactics` (with its 24 h TTL).
+    async fn set_session_tactics(
+        &self,
+        call_id: &str,
+        tactics: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// `session:{id}:tactics`.
+    async fn session_tactics(&self, call_id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The first of `candidates` that holds a non-empty prompt, with its
+    /// text; one round trip.
+    async fn first_prompt(
+        &self,
+        candidates: &[PromptKey],
+    ) -> Result<Option<(PromptKey, String)>, StoreError>;
+
+    /// Stores a prompt.
+    async fn set_prompt(&self, key: &PromptKey, text: &str) -> Result<(), StoreError>;
+}
+
+/// Learned skills: `skill:{hash}`.
+#[async_trait]
+pub trait SkillStore: Send + Sync {
+    /// Stores (or replaces) a skill.
+    async fn put_skill(&self, skill: &Skill) -> Result<(), StoreError>;
+
+    /// The hash of every stored skill (a key scan: for index refreshes, never
+    /// per query).
+    async fn skill_hashes(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The skills with these hashes, in order; `None` for one that is gone
+    /// or malformed (logged).
+    async fn skills(&self, hashes: &[String]) -> Result<Vec<Option<Skill>>, StoreError>;
+}
+
+/// One delivery of a queued job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDelivery {
+    /// The job's id in the queue (a stream entry id).
+    pub id: String,
+    /// What was queued.
+    pub payload: String,
+    /// How many times the job has been handed to a worker, this time
+    /// included.
+    pub deliveries: u64,
+}
+
+/// The evaluation job queue: a stream with one consumer group. A job handed
+/// to a worker stays pending until acknowledged; a worker that dies leaves
+/// it pending, and another worker reclaims it once it has been idle long
+/// enough.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Queues a job; returns its id.
+    async fn push_job(&self, payload: &str) -> Result<String, StoreError>;
+
+    /// Up to `max` jobs never handed out before, waiting up to `wait` for
+    /// one to arrive.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a job handed out while the future is dropped stays
+    /// pending under `consumer` until reclaimed.
+    async fn read_jobs(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<JobDelivery>, StoreError>;
+
+    /// Up to `max` jobs pending (handed out, not acknowledged) for at least
+    /// `min_idle`, now handed to `consumer`.
+    async fn reclaim_jobs(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Result<Vec<JobDelivery>, StoreError>;
+
+    /// Acknowledges (and removes) a job: call only after its writes.
+    async fn ack_job(&self, id: &str) -> Result<(), StoreError>;
+}
+
+/// A pending webhook delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The delivery's id (unique per event).
+    pub id: String,
+    /// The delivery's state, as JSON.
+    pub payload: String,
+}
+
+/// The webhook outbox: deliveries by due time, claimed under a lease so a
+/// deliverer that dies mid-delivery leaves the entry to be claimed again.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Adds a delivery due at `due_ms` unless one with `id` exists; true when
+    /// added.
+    async fn enqueue_delivery(
+        &self,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Up to `max` deliveries due at `now_ms`, each leased until
+    /// `now_ms + lease_ms` (no one else claims it before).
+    async fn claim_deliveries(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Stores the delivery's new state and makes it due at `due_ms`.
+    async fn reschedule_delivery(
+        &self,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Removes a delivered entry.
+    async fn complete_delivery(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Moves an entry that ran out of attempts to the dead letters.
+    async fn bury_delivery(&self, id: &str, payload: &str) -> Result<(), StoreError>;
+
+    /// How many deliveries wait in the outbox.
+    async fn outbox_len(&self) -> Result<u64, StoreError>;
+}
+
+/// A context store: everything voxpipe keeps between turns and sessions.
+#[async_trait]
+pub trait Store: CallStore + RefinementStore + SkillStore + JobQueue + Outbox {
+    /// `redis` or `memory`, for logs and `/health`.
+    fn backend(&self) -> &'static str;
+
+    /// Succeeds when the store answers: readiness for `/health`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

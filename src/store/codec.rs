@@ -1,0 +1,32 @@
+//! JSON encoding of stored values, shared by both backends.
+
+use super::error::StoreError;
+use crate::store::{CallRecord, Interaction};
+
+pub(crate) fn encode(key: &str, value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|source| StoreError::Encode {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+pub(crate) fn decode_call(key: &str, json: &str) -> Result<CallRecord, StoreError> {
+    serde_json::from_str(json).map_err(|err| StoreError::corrupt(key, err))
+}
+
+/// The turns among `items`; an item that is not a turn (another program's
+/// entry, a hand edit) is skipped with a warning rather than hiding the rest
+/// of the transcript.
+pub(crate) fn decode_turns(key: &str, items: &[String]) -> Vec<Interaction> {
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(position, item)| match serde_json::from_str(item) {
+            Ok(turn) => Some(turn),
+            Err(err) => {
+                tracing::warn!(key, position, error = %err, "skipping a transcript item that is not a turn");
+                None
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,58 @@
+//! One item of `call:{id}:interactions`: a completed [`Turn`] as stored.
+
+use serde::{Deserialize, Serialize};
+
+use super::time::rfc3339;
+use crate::conversation::{Role, ToolCall, Turn};
+
+/// A completed turn, as persisted.
+///
+/// `index` is the turn's position in the transcript (0-based); the store
+/// appends a turn only at its own index, which makes every append
+/// idempotent: a retry after a lost reply never writes a turn twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interaction {
+    /// Position in the transcript, from 0.
+    pub index: u64,
+    /// `user`, `assistant` or `tool`.
+    pub role: Role,
+    /// What was said (for the assistant: only what the user heard; for a
+    /// tool: its result).
+    pub text: String,
+    /// When the turn completed (RFC 3339).
+    pub timestamp: String,
+    /// Session time of completion, in milliseconds.
+    pub session_ms: u64,
+    /// True when the user cut the assistant off.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// For an assistant turn, the tools it called; for a tool turn, the call
+    /// it answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl Interaction {
+    /// `turn` stored at position `index`.
+    pub fn from_turn(turn: &Turn, index: u64) -> Self {
+        Interaction {
+            index,
+            role: turn.role,
+            text: turn.text.clone(),
+            timestamp: rfc3339(turn.unix_ms),
+            session_ms: turn.at_ms,
+            interrupted: turn.interrupted,
+            tool_calls: turn.tool_calls.clone(),
+        }
+    }
+
+    /// Who spoke, as written in the JSON: `user`, `assistant`, `tool`.
+    pub fn speaker(&self) -> &'static str {
+        match self.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::System => "system",
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Key names, exactly as `docs/architecture.md` lists them, behind one configurable
+//! prefix so several deployments can share a Redis.
+//!
+//! | key | type |
+//! |---|---|
+//! | `call:{id}` | string (JSON [`CallRecord`](crate::store::CallRecord)) |
+//! | `call:{id}:interactions` | list of JSON [`Interaction`](crate::store::Interaction)s |
+//! | `agent:tactics`, `agent:winning_tactics`, `agent:failed_tactics` | lists |
+//! | `session:{id}:tactics` | list |
+//! | `prompt:segment:{country}:{industry}`, `prompt:segment:*:{industry}`, `prompt:base` | strings |
+//! | `skill:{hash}` | hash: `trigger`, `rebuttal`, `vector` |
+//!
+//! voxpipe adds three keys of its own for work that must survive a restart:
+//! `eval:jobs` (the evaluation stream, consumer group `evaluators`),
+//! `webhook:outbox` (sorted set of pending deliveries by due time) with one
+//! `webhook:event:{id}` string per delivery, and `webhook:dead` (a list of
+//! deliveries that ran out of attempts).
+
+use crate::store::TacticsList;
+
+/// Builds key names under a prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (may be empty; e.g. `acme:` gives `acme:call:…`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, name: std::fmt::Arguments<'_>) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// `call:{id}`: the call's state.
+    pub fn call(&self, call_id: &str) -> String {
+        self.key(format_args!("call:{call_id}"))
+    }
+
+    /// `call:{id}:interactions`: the transcript.
+    pub fn interactions(&self, call_id: &str) -> String {
+        self.key(format_args!("call:{call_id}:interactions"))
+    }
+
+    /// `agent:tactics`, `agent:winning_tactics` or `agent:failed_tactics`.
+    pub fn tactics(&self, list: TacticsList) -> String {
+        self.key(format_args!("{}", list.key_name()))
+    }
+
+    /// `session:{id}:tactics`: the tactics one session used.
+    pub fn session_tactics(&self, call_id: &str) -> String {
+        self.key(format_args!("session:{call_id}:tactics"))
+    }
+
+    /// `prompt:segment:{country}:{industry}`; `country` `*` is the industry
+    /// fallback.
+    pub fn segment_prompt(&self, country: &str, industry: &str) -> String {
+        self.key(format_args!("prompt:segment:{country}:{industry}"))
+    }
+
+    /// `prompt:base`.
+    pub fn base_prompt(&self) -> String {
+        self.key(format_args!("prompt:base"))
+    }
+
+    /// `skill:{hash}`.
+    pub fn skill(&self, hash: &str) -> String {
+        self.key(format_args!("skill:{hash}"))
+    }
+
+    /// The glob matching every skill key.
+    pub fn skill_pattern(&self) -> String {
+        self.key(format_args!("skill:*"))
+    }
+
+    /// The skill hash in a skill key, if it is one.
+    pub fn skill_hash<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("skill:")
+    }
+
+    /// `eval:jobs`: the evaluation job stream.
+    pub fn eval_jobs(&self) -> String {
+        self.key(format_args!("eval:jobs"))
+    }
+
+    /// `webhook:outbox`: pending deliveries by due time.
+    pub fn outbox(&self) -> String {
+        self.key(format_args!("webhook:outbox"))
+    }
+
+    /// `webhook:event:{id}`: one pending delivery.
+    pub fn outbox_event(&self, event_id: &str) -> String {
+        self.key(format_args!("webhook:event:{event_id}"))
+    }
+
+    /// `webhook:dead`: deliveries that ran out of attempts.
+    pub fn dead_letters(&self) -> String {
+        self.key(format_args!("webhook:dead"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_schema_under_the_prefix() {
+        let bare = Keys::default();
+        assert_eq!(bare.call("abc"), "call:abc");
+        assert_eq!(bare.interactions("abc"), "call:abc:interactions");
+        assert_eq!(bare.tactics(TacticsList::Base), "agent:tactics");
+        assert_eq!(bare.tactics(TacticsList::Winning), "agent:winning_tactics");
+        assert_eq!(bare.tactics(TacticsList::Failed), "agent:failed_tactics");
+        assert_eq!(bare.session_tactics("abc"), "session:abc:tactics");
+        assert_eq!(
+            bare.segment_prompt("US", "healthcare"),
+            "prompt:segment:US:healthcare"
+        );
+        assert_eq!(
+            bare.segment_prompt("*", "healthcare"),
+            "prompt:segment:*:healthcare"
+        );
+        assert_eq!(bare.base_prompt(), "prompt:base");
+        assert_eq!(bare.skill("f00d"), "skill:f00d");
+
+        let acme = Keys::new("acme:");
+        assert_eq!(acme.call("abc"), "acme:call:abc");
+        assert_eq!(acme.skill_pattern(), "acme:skill:*");
+        assert_eq!(acme.skill_hash("acme:skill:f00d"), Some("f00d"));
+        assert_eq!(acme.skill_hash("skill:f00d"), None);
+    }
+}

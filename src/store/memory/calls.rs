@@ -1,0 +1,99 @@
+//! Calls and transcripts in the embedded store.
+
+use async_trait::async_trait;
+
+use super::keyspace::Op;
+use super::store::MemoryStore;
+use crate::store::codec::{decode_call, decode_turns, encode};
+use crate::store::settings::millis;
+use crate::store::{Appended, CallStore, StoreError};
+use crate::store::{CallChange, CallRecord, Interaction};
+
+#[async_trait]
+impl CallStore for MemoryStore {
+    async fn create_call(&self, record: &CallRecord) -> Result<bool, StoreError> {
+        let key = self.settings.keys.call(&record.call_id);
+        let json = encode(&key, record)?;
+        let ttl = millis(self.settings.call_ttl);
+        self.write(|ks, now| {
+            if ks.string(&key, now).is_some() {
+                return (Vec::new(), false);
+            }
+            let set = Op::Set {
+                key: key.clone(),
+                value: json,
+                expires_at_ms: Some(now + ttl),
+            };
+            (vec![set], true)
+        })
+    }
+
+    async fn call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let key = self.settings.keys.call(call_id);
+        let json = self.read(|ks, now| ks.string(&key, now).map(str::to_owned))?;
+        json.map(|json| decode_call(&key, &json)).transpose()
+    }
+
+    async fn update_call(
+        &self,
+        call_id: &str,
+        change: &CallChange,
+    ) -> Result<Option<CallRecord>, StoreError> {
+        let key = self.settings.keys.call(call_id);
+        let ttl = millis(self.settings.call_ttl);
+        self.write(|ks, now| {
+            let Some(json) = ks.string(&key, now) else {
+                return (Vec::new(), Ok(None));
+            };
+            let updated = decode_call(&key, json).and_then(|mut record| {
+                record.apply(change, now);
+                let json = encode(&key, &record)?;
+                Ok((record, json))
+            });
+            match updated {
+                Ok((record, json)) => {
+                    let set = Op::Set {
+                        key: key.clone(),
+                        value: json,
+                        expires_at_ms: Some(now + ttl),
+                    };
+                    (vec![set], Ok(Some(record)))
+                }
+                Err(err) => (Vec::new(), Err(err)),
+            }
+        })?
+    }
+
+    async fn append_turn(&self, call_id: &str, turn: &Interaction) -> Result<Appended, StoreError> {
+        let key = self.settings.keys.interactions(call_id);
+        let json = encode(&key, turn)?;
+        let ttl = millis(self.settings.call_ttl);
+        self.write(|ks, now| {
+            let stored = ks.list(&key, now).len() as u64;
+            let appended = match stored.cmp(&turn.index) {
+                std::cmp::Ordering::Greater => {
+                    return (Vec::new(), Appended::AlreadyStored { stored });
+                }
+                std::cmp::Ordering::Equal => Appended::Added,
+                std::cmp::Ordering::Less => Appended::AddedAfterGap { stored },
+            };
+            let ops = vec![
+                Op::Push {
+                    key: key.clone(),
+                    values: vec![json],
+                },
+                Op::ExpireAt {
+                    key: key.clone(),
+                    at_ms: now + ttl,
+                },
+            ];
+            (ops, appended)
+        })
+    }
+
+    async fn turns(&self, call_id: &str) -> Result<Vec<Interaction>, StoreError> {
+        let key = self.settings.keys.interactions(call_id);
+        let items = self.read(|ks, now| ks.list(&key, now).to_vec())?;
+        Ok(decode_turns(&key, &items))
+    }
+}

@@ -1,0 +1,148 @@
+//! The webhook outbox in the embedded store.
+
+use async_trait::async_trait;
+
+use super::keyspace::Op;
+use super::store::MemoryStore;
+use crate::store::settings::millis;
+use crate::store::{Outbox, OutboxEntry, StoreError};
+
+#[async_trait]
+impl Outbox for MemoryStore {
+    async fn enqueue_delivery(
+        &self,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let keys = &self.settings.keys;
+        let event_key = keys.outbox_event(id);
+        let ttl = millis(self.settings.outbox_ttl);
+        self.write(|ks, now| {
+            if ks.string(&event_key, now).is_some() {
+                return (Vec::new(), false);
+            }
+            let ops = vec![
+                Op::Set {
+                    key: event_key.clone(),
+                    value: payload.to_owned(),
+                    expires_at_ms: Some(now + ttl),
+                },
+                Op::ZAdd {
+                    key: keys.outbox(),
+                    member: id.to_owned(),
+                    score: due_ms,
+                },
+            ];
+            (ops, true)
+        })
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let keys = &self.settings.keys;
+        let outbox = keys.outbox();
+        self.write(|ks, now| {
+            let mut due: Vec<(&String, u64)> = ks
+                .sorted(&outbox, now)
+                .into_iter()
+                .flatten()
+                .filter(|&(_, &score)| score <= now_ms)
+                .map(|(member, &score)| (member, score))
+                .collect();
+            due.sort_by_key(|&(member, score)| (score, member.clone()));
+            let mut ops = Vec::new();
+            let mut claimed = Vec::new();
+            for (id, _) in due.into_iter().take(max) {
+                match ks.string(&keys.outbox_event(id), now) {
+                    Some(payload) => {
+                        ops.push(Op::ZAdd {
+                            key: outbox.clone(),
+                            member: id.clone(),
+                            score: now_ms.saturating_add(lease_ms),
+                        });
+                        claimed.push(OutboxEntry {
+                            id: id.clone(),
+                            payload: payload.to_owned(),
+                        });
+                    }
+                    // The delivery outlived its TTL: nothing left to send.
+                    None => ops.push(Op::ZRem {
+                        key: outbox.clone(),
+                        member: id.clone(),
+                    }),
+                }
+            }
+            (ops, claimed)
+        })
+    }
+
+    async fn reschedule_delivery(
+        &self,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
+        let keys = &self.settings.keys;
+        let event_key = keys.outbox_event(id);
+        let ttl = millis(self.settings.outbox_ttl);
+        self.write(|ks, now| {
+            let expires = ks
+                .ttl_ms(&event_key, now)
+                .map_or(now + ttl, |left| now + left);
+            let ops = vec![
+                Op::Set {
+                    key: event_key.clone(),
+                    value: payload.to_owned(),
+                    expires_at_ms: Some(expires),
+                },
+                Op::ZAdd {
+                    key: keys.outbox(),
+                    member: id.to_owned(),
+                    score: due_ms,
+                },
+            ];
+            (ops, ())
+        })
+    }
+
+    async fn complete_delivery(&self, id: &str) -> Result<(), StoreError> {
+        self.write(|_, _| (self.remove_delivery(id), ()))
+    }
+
+    async fn bury_delivery(&self, id: &str, payload: &str) -> Result<(), StoreError> {
+        self.write(|_, _| {
+            let mut ops = self.remove_delivery(id);
+            ops.push(Op::Push {
+                key: self.settings.keys.dead_letters(),
+                values: vec![payload.to_owned()],
+            });
+            (ops, ())
+        })
+    }
+
+    async fn outbox_len(&self) -> Result<u64, StoreError> {
+        let key = self.settings.keys.outbox();
+        self.read(|ks, now| ks.sorted(&key, now).map_or(0, |m| m.len() as u64))
+    }
+}
+
+impl MemoryStore {
+    /// Takes a delivery out of the outbox.
+    fn remove_delivery(&self, id: &str) -> Vec<Op> {
+        let keys = &self.settings.keys;
+        vec![
+            Op::ZRem {
+                key: keys.outbox(),
+                member: id.to_owned(),
+            },
+            Op::Del {
+                key: keys.outbox_event(id),
+            },
+        ]
+    }
+}

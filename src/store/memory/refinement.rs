@@ -1,0 +1,99 @@
+//! Tactics lists and prompts in the embedded store.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+
+use super::keyspace::Op;
+use super::store::MemoryStore;
+use crate::store::settings::millis;
+use crate::store::{PromptKey, TacticsList, tactic_identity};
+use crate::store::{RefinementStore, StoreError};
+
+#[async_trait]
+impl RefinementStore for MemoryStore {
+    async fn tactics(&self, list: TacticsList) -> Result<Vec<String>, StoreError> {
+        let key = self.settings.keys.tactics(list);
+        self.read(|ks, now| ks.list(&key, now).to_vec())
+    }
+
+    async fn add_tactics(
+        &self,
+        list: TacticsList,
+        tactics: &[String],
+    ) -> Result<usize, StoreError> {
+        let key = self.settings.keys.tactics(list);
+        self.write(|ks, now| {
+            let mut seen: HashSet<String> = ks
+                .list(&key, now)
+                .iter()
+                .map(|t| tactic_identity(t))
+                .collect();
+            let new: Vec<String> = tactics
+                .iter()
+                .map(|t| t.trim())
+                .filter(|t| !t.is_empty() && seen.insert(tactic_identity(t)))
+                .map(str::to_owned)
+                .collect();
+            let added = new.len();
+            if new.is_empty() {
+                return (Vec::new(), 0);
+            }
+            (vec![Op::Push { key, values: new }], added)
+        })
+    }
+
+    async fn set_session_tactics(
+        &self,
+        call_id: &str,
+        tactics: &[String],
+    ) -> Result<(), StoreError> {
+        let key = self.settings.keys.session_tactics(call_id);
+        let ttl = millis(self.settings.session_tactics_ttl);
+        self.write(|_, now| {
+            let mut ops = vec![Op::Del { key: key.clone() }];
+            if !tactics.is_empty() {
+                ops.push(Op::Push {
+                    key: key.clone(),
+                    values: tactics.to_vec(),
+                });
+                ops.push(Op::ExpireAt {
+                    key,
+                    at_ms: now + ttl,
+                });
+            }
+            (ops, ())
+        })
+    }
+
+    async fn session_tactics(&self, call_id: &str) -> Result<Vec<String>, StoreError> {
+        let key = self.settings.keys.session_tactics(call_id);
+        self.read(|ks, now| ks.list(&key, now).to_vec())
+    }
+
+    async fn first_prompt(
+        &self,
+        candidates: &[PromptKey],
+    ) -> Result<Option<(PromptKey, String)>, StoreError> {
+        let keys = &self.settings.keys;
+        self.read(|ks, now| {
+            candidates.iter().find_map(|candidate| {
+                ks.string(&candidate.key(keys), now)
+                    .filter(|text| !text.trim().is_empty())
+                    .map(|text| (candidate.clone(), text.to_owned()))
+            })
+        })
+    }
+
+    async fn set_prompt(&self, key: &PromptKey, text: &str) -> Result<(), StoreError> {
+        let key = key.key(&self.settings.keys);
+        self.write(|_, _| {
+            let set = Op::Set {
+                key,
+                value: text.to_owned(),
+                expires_at_ms: None,
+            };
+            (vec![set], ())
+        })
+    }
+}

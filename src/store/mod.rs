@@ -1,0 +1,42 @@
+//! Context stores: where turns, call state, tactics, prompts, skills,
+//! evaluation jobs and webhook deliveries live between turns and sessions.
+//!
+//! The records kept ([`CallRecord`], [`Interaction`], [`Skill`], the
+//! tactics lists, [`PromptKey`]) are defined here, beside the key schema
+//! ([`Keys`]; `docs/architecture.md` lists it); what the agent does with
+//! them (prompts, skills search, evaluation) lives in the agent layer above.
+//!
+//! Two backends implement the same traits ([`Store`] and its parts) with
+//! the same key schema ([`Keys`]): [`RedisStore`] for deployments, and
+//! [`MemoryStore`], the embedded default when no Redis is configured
+//! (optionally kept in a file). Every write is idempotent, which is what
+//! lets callers retry freely while Redis is down or slow.
+
+mod api;
+mod call;
+pub(crate) mod codec;
+mod error;
+mod interaction;
+mod keys;
+mod memory;
+mod prompt_key;
+mod redis;
+pub(crate) mod settings;
+mod skill;
+mod tactics;
+pub mod time;
+
+pub use self::redis::RedisStore;
+pub use api::{
+    Appended, CallStore, JobDelivery, JobQueue, Outbox, OutboxEntry, RefinementStore, SkillStore,
+    Store,
+};
+pub use call::{CallChange, CallRecord, CallStatus, Evaluation, Outcome, Segment};
+pub use error::StoreError;
+pub use interaction::Interaction;
+pub use keys::Keys;
+pub use memory::MemoryStore;
+pub use prompt_key::PromptKey;
+pub use settings::StoreSettings;
+pub use skill::{Skill, pack_vector, trigger_hash, unpack_vector};
+pub use tactics::{TacticsList, merge_tactics, tactic_identity};

@@ -1,0 +1,102 @@
+//! Calls and transcripts in Redis.
+
+use async_trait::async_trait;
+
+use super::scripts::{APPEND_TURN, COMPARE_AND_SET};
+use super::store::RedisStore;
+use crate::store::codec::{decode_call, decode_turns, encode};
+use crate::store::settings::millis;
+use crate::store::time::unix_ms;
+use crate::store::{Appended, CallStore, StoreError};
+use crate::store::{CallChange, CallRecord, Interaction};
+
+/// Compare-and-set attempts before an update gives up (each lost race means
+/// another writer changed the call in between).
+const UPDATE_ATTEMPTS: u32 = 16;
+
+#[async_trait]
+impl CallStore for RedisStore {
+    async fn create_call(&self, record: &CallRecord) -> Result<bool, StoreError> {
+        let key = self.settings.keys.call(&record.call_id);
+        let json = encode(&key, record)?;
+        let created: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(json)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(self.settings.call_ttl)),
+            )
+            .await?;
+        Ok(created.is_some())
+    }
+
+    async fn call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let key = self.settings.keys.call(call_id);
+        let json: Option<String> = self.query(redis::cmd("GET").arg(&key)).await?;
+        json.map(|json| decode_call(&key, &json)).transpose()
+    }
+
+    async fn update_call(
+        &self,
+        call_id: &str,
+        change: &CallChange,
+    ) -> Result<Option<CallRecord>, StoreError> {
+        // Read, change in Rust (typed, keeping unknown fields), write back
+        // only if nobody wrote in between; else read again.
+        let key = self.settings.keys.call(call_id);
+        let ttl = millis(self.settings.call_ttl);
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(old) = self
+                .query::<Option<String>>(redis::cmd("GET").arg(&key))
+                .await?
+            else {
+                return Ok(None);
+            };
+            let mut record = decode_call(&key, &old)?;
+            record.apply(change, unix_ms());
+            let new = encode(&key, &record)?;
+            let mut cas = COMPARE_AND_SET.key(&key);
+            cas.arg(&old).arg(&new).arg(ttl);
+            let set: i64 = self.invoke(&cas).await?;
+            if set == 1 {
+                return Ok(Some(record));
+            }
+        }
+        Err(StoreError::Contended {
+            key,
+            attempts: UPDATE_ATTEMPTS,
+        })
+    }
+
+    async fn append_turn(&self, call_id: &str, turn: &Interaction) -> Result<Appended, StoreError> {
+        let key = self.settings.keys.interactions(call_id);
+        let json = encode(&key, turn)?;
+        let mut append = APPEND_TURN.key(&key);
+        append
+            .arg(turn.index)
+            .arg(json)
+            .arg(millis(self.settings.call_ttl));
+        let stored: i64 = self.invoke(&append).await?;
+        Ok(if stored < 0 {
+            Appended::AlreadyStored {
+                stored: stored.unsigned_abs() - 1,
+            }
+        } else if stored.unsigned_abs() == turn.index {
+            Appended::Added
+        } else {
+            Appended::AddedAfterGap {
+                stored: stored.unsigned_abs(),
+            }
+        })
+    }
+
+    async fn turns(&self, call_id: &str) -> Result<Vec<Interaction>, StoreError> {
+        let key = self.settings.keys.interactions(call_id);
+        let items: Vec<String> = self
+            .query(redis::cmd("LRANGE").arg(&key).arg(0).arg(-1))
+            .await?;
+        Ok(decode_turns(&key, &items))
+    }
+}

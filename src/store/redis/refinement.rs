@@ -1,0 +1,83 @@
+//! Tactics lists and prompts in Redis.
+
+use async_trait::async_trait;
+
+use super::scripts::ADD_TACTICS;
+use super::store::RedisStore;
+use crate::store::settings::millis;
+use crate::store::{PromptKey, TacticsList};
+use crate::store::{RefinementStore, StoreError};
+
+#[async_trait]
+impl RefinementStore for RedisStore {
+    async fn tactics(&self, list: TacticsList) -> Result<Vec<String>, StoreError> {
+        let key = self.settings.keys.tactics(list);
+        self.query(redis::cmd("LRANGE").arg(key).arg(0).arg(-1))
+            .await
+    }
+
+    async fn add_tactics(
+        &self,
+        list: TacticsList,
+        tactics: &[String],
+    ) -> Result<usize, StoreError> {
+        let tactics: Vec<&str> = tactics
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if tactics.is_empty() {
+            return Ok(0);
+        }
+        let key = self.settings.keys.tactics(list);
+        let mut add = ADD_TACTICS.key(key);
+        add.arg(tactics);
+        self.invoke(&add).await
+    }
+
+    async fn set_session_tactics(
+        &self,
+        call_id: &str,
+        tactics: &[String],
+    ) -> Result<(), StoreError> {
+        let key = self.settings.keys.session_tactics(call_id);
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&key).ignore();
+        if !tactics.is_empty() {
+            pipe.rpush(&key, tactics)
+                .ignore()
+                .pexpire(&key, millis(self.settings.session_tactics_ttl) as i64)
+                .ignore();
+        }
+        self.query_pipe(&pipe).await
+    }
+
+    async fn session_tactics(&self, call_id: &str) -> Result<Vec<String>, StoreError> {
+        let key = self.settings.keys.session_tactics(call_id);
+        self.query(redis::cmd("LRANGE").arg(key).arg(0).arg(-1))
+            .await
+    }
+
+    async fn first_prompt(
+        &self,
+        candidates: &[PromptKey],
+    ) -> Result<Option<(PromptKey, String)>, StoreError> {
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let keys: Vec<String> = candidates
+            .iter()
+            .map(|c| c.key(&self.settings.keys))
+            .collect();
+        let texts: Vec<Option<String>> = self.query(redis::cmd("MGET").arg(&keys)).await?;
+        Ok(candidates.iter().zip(texts).find_map(|(candidate, text)| {
+            text.filter(|t| !t.trim().is_empty())
+                .map(|t| (candidate.clone(), t))
+        }))
+    }
+
+    async fn set_prompt(&self, key: &PromptKey, text: &str) -> Result<(), StoreError> {
+        let key = key.key(&self.settings.keys);
+        self.query(redis::cmd("SET").arg(key).arg(text)).await
+    }
+}

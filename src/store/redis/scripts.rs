@@ -1,0 +1,91 @@
+//! The Lua scripts that make the store's conditional writes atomic.
+//!
+//! `redis::Script` sends `EVALSHA` and falls back to `EVAL` when the server
+//! does not know the script (after a restart), so they survive failovers.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Appends a turn only at its index.
+/// KEYS: transcript. ARGV: index, item, ttl ms.
+/// Returns `-(length + 1)` when a turn is already stored there (nothing
+/// written), else the length before the append (equal to the index unless
+/// turns are missing).
+pub(super) static APPEND_TURN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local stored = redis.call('LLEN', KEYS[1])
+if stored > tonumber(ARGV[1]) then return -stored - 1 end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return stored
+",
+    )
+});
+
+/// Compare-and-set of a string, with a TTL.
+/// KEYS: key. ARGV: expected value, new value, ttl ms. Returns 1 if set.
+pub(super) static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+",
+    )
+});
+
+/// Appends the tactics a list does not hold yet. Identity as
+/// `crate::store::tactic_identity`: words joined by one space, ASCII
+/// lower case. KEYS: list. ARGV: tactics. Returns how many were added.
+pub(super) static ADD_TACTICS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local function identity(s)
+  local words = {}
+  for word in string.gmatch(s, '%S+') do words[#words + 1] = word end
+  return string.lower(table.concat(words, ' '))
+end
+local seen = {}
+for _, tactic in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  seen[identity(tactic)] = true
+end
+local added = 0
+for i = 1, #ARGV do
+  local id = identity(ARGV[i])
+  if id ~= '' and not seen[id] then
+    seen[id] = true
+    redis.call('RPUSH', KEYS[1], ARGV[i])
+    added = added + 1
+  end
+end
+return added
+",
+    )
+});
+
+/// Adds a webhook delivery unless its id exists.
+/// KEYS: event key, outbox. ARGV: payload, ttl ms, due ms, id. Returns 1 if
+/// added.
+pub(super) static ENQUEUE_DELIVERY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 1
+",
+    )
+});
+
+/// Leases the deliveries due now. KEYS: outbox. ARGV: now ms, lease end ms,
+/// max. Returns the leased ids.
+pub(super) static CLAIM_DELIVERIES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
+return ids
+",
+    )
+});
