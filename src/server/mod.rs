@@ -44,7 +44,7 @@
 //! | `request` | the public host and scheme a request was made to |
 //! | `error` | [`ServerError`] |
 //!
-//! With a agent runtime ([`ServerBuilder::context`]) each session opens
+//! With an agent runtime ([`ServerBuilder::context`]) each session opens
 //! its memory before its processors are built (segment prompt, tactics, the
 //! call stored as pending), `/health` checks the store, and a shutdown waits
 //! for the sessions' writers to store what they hold.

@@ -31,7 +31,7 @@ pub struct ServerBuilder {
     env: EnvSource,
     readiness: Vec<Arc<dyn ReadinessCheck>>,
     observers: Vec<ObserverFactory>,
-    context: Option<Arc<AgentRuntime>>,
+    agent: Option<Arc<AgentRuntime>>,
 }
 
 impl ServerBuilder {
@@ -63,7 +63,7 @@ impl ServerBuilder {
     pub fn context(mut self, context: Arc<AgentRuntime>) -> Self {
         self.readiness
             .push(Arc::new(StoreReadiness(Arc::clone(&context))));
-        self.context = Some(context);
+        self.agent = Some(context);
         self
     }
 
@@ -75,14 +75,14 @@ impl ServerBuilder {
             env,
             readiness,
             observers,
-            context,
+            agent,
         } = self;
         // Every session builds the same processors: one that cannot be
         // built now (a secret not set) would fail every call.
         let mut probe = config.session_setup("startup-check");
         probe.env = env.clone();
-        if let Some(context) = &context {
-            context.install_tools(&probe.resources);
+        if let Some(agent) = &agent {
+            agent.install_tools(&probe.resources);
         }
         for entry in &config.processors {
             entry
@@ -136,7 +136,7 @@ impl ServerBuilder {
                 metrics,
                 readiness,
                 observers,
-                context,
+                agent,
                 twilio,
                 webrtc,
                 started: Instant::now(),
@@ -160,7 +160,7 @@ impl Server {
             env: EnvSource::Process,
             readiness: Vec::new(),
             observers: Vec::new(),
-            context: None,
+            agent: None,
         }
     }
 
@@ -214,11 +214,11 @@ impl Server {
             .with_graceful_shutdown(signal)
             .await?;
         super::shutdown::drain(&self.state).await;
-        if let Some(context) = &self.state.context {
+        if let Some(agent) = &self.state.agent {
             // Writers stop on their own `flush_timeout` after their session.
             let limit = crate::agent::eval::seconds(self.state.config.context.flush_timeout_secs)
                 + std::time::Duration::from_secs(1);
-            let writing = context.drain_writers(limit).await;
+            let writing = agent.drain_writers(limit).await;
             if writing > 0 {
                 tracing::error!(writing, "calls still being stored at exit");
             }

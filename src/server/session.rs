@@ -22,8 +22,8 @@ pub(crate) async fn run_session(
     ends: TransportEnds,
     mut observers: Vec<Arc<dyn Observer>>,
 ) -> Option<SessionReport> {
-    let memory = match &state.context {
-        Some(context) => Some(context.open_session(&setup, transport).await),
+    let memory = match &state.agent {
+        Some(agent) => Some(agent.open_session(&setup, transport).await),
         None => None,
     };
     observers.push(Arc::new(MetricsObserver::new(Arc::clone(&state.metrics))));

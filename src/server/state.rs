@@ -28,7 +28,9 @@ pub(crate) struct ServerState {
     pub(crate) metrics: Arc<ServerMetrics>,
     pub(crate) readiness: Vec<Arc<dyn ReadinessCheck>>,
     pub(crate) observers: Vec<ObserverFactory>,
-    pub(crate) context: Option<Arc<AgentRuntime>>,
+    /// Session memory, the context store and its workers, when the
+    /// pipeline keeps its calls.
+    pub(crate) agent: Option<Arc<AgentRuntime>>,
     pub(crate) twilio: TwilioState,
     /// The browser calls, by `pc_id`.
     pub(crate) webrtc: WebRtcSignalling,

@@ -42,7 +42,7 @@ impl HangUp {
 pub enum HangUpError {
     /// The stream's `start` named no account or no call.
     #[error("the stream's `start` named no account or call")]
-    Unnamed,
+    MissingSid,
     /// A SID from the stream is not a SID (it goes into the URL path).
     #[error("`{0}` is not a Twilio SID")]
     BadSid(String),
@@ -67,7 +67,7 @@ impl HangUpError {
         match self {
             HangUpError::Request(_) => true,
             HangUpError::Status { status, .. } => *status == 429 || *status >= 500,
-            HangUpError::Unnamed | HangUpError::BadSid(_) | HangUpError::Client(_) => false,
+            HangUpError::MissingSid | HangUpError::BadSid(_) | HangUpError::Client(_) => false,
         }
     }
 }

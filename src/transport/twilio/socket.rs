@@ -205,7 +205,7 @@ async fn hang_up(
     };
     let result = match (&start.account_sid, &start.call_sid) {
         (Some(account_sid), Some(call_sid)) => rest.hang_up(account_sid, call_sid).await,
-        _ => Err(HangUpError::Unnamed),
+        _ => Err(HangUpError::MissingSid),
     };
     match &result {
         Ok(HangUp::Completed) => tracing::info!("call hung up"),
