@@ -41,16 +41,6 @@ impl LiveCalls {
     pub(crate) fn get(&self, pc_id: &str) -> Option<Arc<CallConnection>> {
         self.lock().get(pc_id).and_then(Weak::upgrade)
     }
-
-    /// How many calls are live.
-    pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// The `pc_id`s of the live calls.
-    pub(crate) fn pc_ids(&self) -> Vec<Arc<str>> {
-        self.lock().keys().cloned().collect()
-    }
 }
 
 /// Keeps a call in [`LiveCalls`]; removes it when dropped.

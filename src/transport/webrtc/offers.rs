@@ -88,14 +88,4 @@ impl WebRtcSignalling {
             .ok_or_else(|| SignallingError::UnknownPeer(request.pc_id.clone()))?;
         call.add_candidates(&request).await
     }
-
-    /// Calls live now.
-    pub fn calls(&self) -> usize {
-        self.calls.len()
-    }
-
-    /// The `pc_id`s of the calls live now.
-    pub fn pc_ids(&self) -> Vec<Arc<str>> {
-        self.calls.pc_ids()
-    }
 }
