@@ -82,12 +82,7 @@ impl StreamSocket {
             Ok(call) => call,
             Err(err) => {
                 tracing::info!(error = %err, "stream ended before it started");
-                let code = match err {
-                    AcceptError::TooLarge { .. } => close_code::SIZE,
-                    AcceptError::Protocol(_) => close_code::UNSUPPORTED,
-                    _ => close_code::NORMAL,
-                };
-                close(ws_tx, code).await;
+                close(ws_tx, unstarted_code(&err)).await;
                 return None;
             }
         };
@@ -129,17 +124,32 @@ impl StreamSocket {
         };
         // The writer sends what is still queued, then gives the socket back.
         let _writer_gone = self.done.send(());
-        let code = match self.call.ended_by() {
-            Some(StreamEnd::TooLarge) => close_code::SIZE,
-            Some(StreamEnd::ProtocolError) => close_code::UNSUPPORTED,
-            _ if server_shutdown => close_code::AWAY,
-            _ => close_code::NORMAL,
-        };
+        let code = end_code(self.call.ended_by(), server_shutdown);
         match self.writer.await {
             Ok(ws_tx) => close(ws_tx, code).await,
             Err(err) => tracing::error!(error = %err, "the socket writer failed"),
         }
         hung_up
+    }
+}
+
+/// The close code for a stream that never started.
+fn unstarted_code(err: &AcceptError) -> u16 {
+    match err {
+        AcceptError::TooLarge { .. } => close_code::SIZE,
+        AcceptError::Protocol(_) => close_code::UNSUPPORTED,
+        _ => close_code::NORMAL,
+    }
+}
+
+/// The close code for a stream whose session is over: what ended the
+/// stream, if it was bad input, else whether the server is going away.
+fn end_code(ended_by: Option<StreamEnd>, server_shutdown: bool) -> u16 {
+    match ended_by {
+        Some(StreamEnd::TooLarge) => close_code::SIZE,
+        Some(StreamEnd::ProtocolError) => close_code::UNSUPPORTED,
+        _ if server_shutdown => close_code::AWAY,
+        _ => close_code::NORMAL,
     }
 }
 
@@ -213,4 +223,32 @@ async fn hang_up(
         Err(err) => tracing::warn!(error = %err, "hang-up failed"),
     }
     Some(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::twilio::protocol::ProtocolError;
+
+    #[test]
+    fn close_codes_say_why_the_stream_ended() {
+        let too_large = AcceptError::TooLarge { size: 2, max: 1 };
+        assert_eq!(unstarted_code(&too_large), close_code::SIZE);
+        let unknown = AcceptError::Protocol(ProtocolError::UnknownEvent("x".into()));
+        assert_eq!(unstarted_code(&unknown), close_code::UNSUPPORTED);
+        assert_eq!(unstarted_code(&AcceptError::Closed), close_code::NORMAL);
+
+        // Bad input says so even while the server shuts down.
+        assert_eq!(end_code(Some(StreamEnd::TooLarge), true), close_code::SIZE);
+        assert_eq!(
+            end_code(Some(StreamEnd::ProtocolError), false),
+            close_code::UNSUPPORTED
+        );
+        assert_eq!(end_code(None, true), close_code::AWAY);
+        assert_eq!(
+            end_code(Some(StreamEnd::Stopped), false),
+            close_code::NORMAL
+        );
+        assert_eq!(end_code(None, false), close_code::NORMAL);
+    }
 }
