@@ -169,7 +169,7 @@ where
     }
 }
 
-/// What the server keeps of a call while its session runs.
+/// What the call's socket keeps of it while its session runs.
 #[derive(Debug, Clone)]
 pub struct CallHandle {
     shared: Arc<CallShared>,

@@ -12,7 +12,6 @@
 //!
 //! We send `media` (base64 mu-law, 8 kHz mono, no header), `mark` and
 //! `clear`, each naming the `streamSid`.
-
 //!
 //! | file | what |
 //! |---|---|
