@@ -35,9 +35,9 @@ use voxpipe::store::{MemoryStore, RedisStore, Store};
 use voxpipe::transport::file::FileInput;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 
-#[path = "../tests/support/rng.rs"]
-mod rng;
-use rng::Rng;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::rng::Rng;
 
 /// Completes a turn every 25 input frames (0.5 s), pushing a
 /// `TurnCompleted` frame as an aggregator does; the session memory's
@@ -95,7 +95,7 @@ fn runtime_on(store: Arc<dyn Store>) -> AgentRuntime {
         // A stalled store gives up reading the prompt at once, so sessions
         // follow each other as closely as on the embedded store.
         prompt_timeout_ms: 1,
-        flush_timeout_secs: 0.2,
+        flush_timeout_secs: voxpipe::config::Seconds::from_millis(200),
         ..ContextSection::default()
     };
     AgentRuntime::from_parts(RuntimeParts {

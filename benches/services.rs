@@ -23,15 +23,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/fake/mod.rs"]
-mod fake;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use fake::openai::{FakeOpenAi, Part, Reply, text_answer};
-use fake::session::build;
+use support::fake::openai::{FakeOpenAi, Part, Reply, text_answer};
+use support::session::build;
 use voxpipe::conversation::{LlmContext, SharedConversation};
 use voxpipe::frame::{AudioFrame, FrameBody, TranscriptionFrame};
 use voxpipe::pipeline::ProcessorError;
@@ -134,7 +134,9 @@ async fn turn(bench: &Bench, n: usize) -> (Duration, Duration) {
         .push_chat(Reply::Sse(text_answer("Hello there, how can I help?")));
     bench
         .server
-        .push_speech(Reply::Pcm(vec![Part::Raw(fake::tone_pcm(24_000, 0.04))]));
+        .push_speech(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+            24_000, 0.04,
+        ))]));
     let asked = Instant::now();
     bench
         .handle

@@ -33,8 +33,7 @@
     clippy::print_stderr
 )]
 
-#[path = "../tests/support/webrtc.rs"]
-#[allow(dead_code, unreachable_pub)] // shared with the tests, which use the rest
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::collections::{HashMap, VecDeque};
@@ -126,7 +125,7 @@ struct ClientRun {
 async fn client(base: String, speech: Arc<Vec<OutboundPacket>>, delay: Duration) -> ClientRun {
     tokio::time::sleep(delay).await;
     let (mut client, offer) = ClientPeer::offer().await.unwrap();
-    let answer = support::answer(&base, &offer).await;
+    let answer = support::webrtc::answer(&base, &offer).await;
     client.accept(&answer).await.unwrap();
     client
         .wait_connected(Duration::from_secs(20))
@@ -139,7 +138,7 @@ async fn client(base: String, speech: Arc<Vec<OutboundPacket>>, delay: Duration)
         ticker.tick().await;
         client.send_packet(packet.clone()).await.unwrap();
     }
-    let packets = support::drain(&mut audio);
+    let packets = support::webrtc::drain(&mut audio);
     client.close().await;
     ClientRun {
         pc_id: answer.pc_id,
@@ -207,7 +206,7 @@ fn ms(h: &LatencyHistogram, q: f64) -> f64 {
 /// client: the clients only packetize and encrypt, so the CPU figure is
 /// mostly the server's.
 fn encoded_speech() -> Vec<OutboundPacket> {
-    let mut speech = support::sample_speech();
+    let mut speech = support::signal::sample_speech();
     speech.extend(std::iter::repeat_n(0, 16_000 * 2));
     let mut encoder = OutboundAudio::new(0).unwrap();
     let mut packets = Vec::new();

@@ -41,6 +41,9 @@ use crate::pipeline::{Observer, PipelineOutcome, PushEvent};
 
 /// The event a frame is, as `(name, fields)`, or `None` for frames that are
 /// not events (audio, internal requests).
+///
+/// The match names every variant, with no wildcard: a new frame variant
+/// does not compile until it is mapped here to an event or to none.
 pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
     use FrameBody::*;
     let event = match body {
@@ -84,7 +87,22 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
             ("error", fields)
         }
         Metrics(data) => ("metrics", serde_json::to_value(data).unwrap_or(Value::Null)),
-        _ => return None,
+        // Not events: audio, requests the pipeline head turns into other
+        // frames, frames whose effect is reported by another event (`End`
+        // by `session_ended`, an interruption by the output's
+        // `BotInterrupted`), and internal traffic between processors.
+        Cancel { .. }
+        | Interruption
+        | InterruptionRequest
+        | EndRequest { .. }
+        | VadParams(_)
+        | InputAudio(_)
+        | TurnCompleted(_)
+        | OutputAudio(_)
+        | Text(_)
+        | LlmMessages(_)
+        | TtsText(_)
+        | End { .. } => return None,
     };
     Some(event)
 }
@@ -257,6 +275,146 @@ mod tests {
             json!({"text": "hi"}),
         );
         assert_eq!(line, r#"{"t_ms":1234,"event":"llm_text","text":"hi"}"#);
+    }
+
+    /// The event names of the module docs' table, in order.
+    fn documented_events() -> Vec<String> {
+        include_str!("events.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("//! | `"))
+            .flat_map(|row| {
+                let names = row.split(" |").next().unwrap_or_default();
+                names
+                    .split(", ")
+                    .map(|name| name.trim_matches('`').to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// One frame of every variant that is an event, with the field names
+    /// its event must carry.
+    fn event_frames() -> Vec<(FrameBody, &'static str, &'static [&'static str])> {
+        use crate::frame::{ErrorFrame, MetricsData, StartFrame, TranscriptionFrame};
+        let call = crate::conversation::ToolCall {
+            id: "call_1".into(),
+            name: "lookup".into(),
+            arguments: "{}".into(),
+        };
+        let transcript = TranscriptionFrame {
+            text: "hello".into(),
+            user_id: None,
+            language: None,
+            at: Duration::ZERO,
+        };
+        let error = ErrorFrame {
+            processor: "llm".into(),
+            message: "boom".into(),
+            fatal: false,
+            provider: Some("openai".into()),
+            status: Some(500),
+        };
+        let start = StartFrame {
+            sample_rate: 16_000,
+            allow_interruptions: true,
+            session_id: "s1".into(),
+        };
+        let ms = Duration::from_millis;
+        vec![
+            (
+                FrameBody::Start(start),
+                "session_started",
+                &["session_id", "sample_rate"],
+            ),
+            (
+                FrameBody::UserStartedSpeaking { start: ms(5) },
+                "user_started_speaking",
+                &["start_ms"],
+            ),
+            (
+                FrameBody::UserStoppedSpeaking { end: ms(5) },
+                "user_stopped_speaking",
+                &["end_ms"],
+            ),
+            (
+                FrameBody::Transcription(transcript.clone()),
+                "transcription",
+                &["text"],
+            ),
+            (
+                FrameBody::InterimTranscription(transcript),
+                "interim_transcription",
+                &["text"],
+            ),
+            (FrameBody::LlmResponseStart, "llm_response_started", &[]),
+            (FrameBody::LlmResponseEnd, "llm_response_ended", &[]),
+            (FrameBody::LlmText("hi".into()), "llm_text", &["text"]),
+            (
+                FrameBody::FunctionCallInProgress(call.clone()),
+                "tool_call",
+                &["id", "name", "arguments"],
+            ),
+            (
+                FrameBody::FunctionCallResult {
+                    call,
+                    result: "ok".into(),
+                },
+                "tool_result",
+                &["id", "name", "result"],
+            ),
+            (FrameBody::TtsStarted, "tts_started", &[]),
+            (FrameBody::TtsStopped, "tts_stopped", &[]),
+            (FrameBody::BotStartedSpeaking, "bot_started_speaking", &[]),
+            (FrameBody::BotStoppedSpeaking, "bot_stopped_speaking", &[]),
+            (
+                FrameBody::BotInterrupted {
+                    played: ms(1),
+                    cut: ms(2),
+                },
+                "interruption",
+                &["played_ms", "cut_ms"],
+            ),
+            (FrameBody::Dtmf { digit: '5' }, "dtmf", &["digit"]),
+            (
+                FrameBody::Error(error),
+                "error",
+                &["processor", "message", "fatal", "provider", "status"],
+            ),
+            (
+                FrameBody::Metrics(MetricsData::Ttfb {
+                    processor: "tts".into(),
+                    value_ms: 1.0,
+                }),
+                "metrics",
+                &["metric", "processor", "value_ms"],
+            ),
+        ]
+    }
+
+    #[test]
+    fn frame_events_keep_their_names_and_fields() {
+        for (body, name, fields) in event_frames() {
+            let (got, value) = event_of(&body).unwrap_or_else(|| panic!("{body:?}: no event"));
+            assert_eq!(got, name, "{body:?}");
+            let keys: Vec<&str> = value
+                .as_object()
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            assert_eq!(keys, fields, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_docs_table_lists_exactly_the_events_emitted() {
+        let mut emitted: Vec<String> = event_frames()
+            .iter()
+            .map(|(_, name, _)| (*name).to_owned())
+            .chain(["turn_latency", "session_ended"].map(String::from))
+            .collect();
+        let mut documented = documented_events();
+        emitted.sort();
+        documented.sort();
+        assert_eq!(emitted, documented);
     }
 
     #[test]

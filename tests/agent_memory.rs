@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fake;
 mod support;
 
 use std::collections::HashMap;
@@ -14,11 +13,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, tool_chunk};
-use fake::session::{RecordingSink, hello, registry};
 use serde_json::{Value, json};
-use support::fake_openai::FakeOpenAi as FakeEmbeddings;
+use support::fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, tool_chunk};
+use support::processors::registry;
 use support::redis_server::RedisServer;
+use support::session::RecordingSink;
+use support::signal::hello;
 use voxpipe::conversation::Role;
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline::{NamedProcessor, SessionClock};
@@ -29,7 +29,7 @@ use voxpipe::transport::TransportEnds;
 use voxpipe::transport::file::FileInput;
 use voxpipe::transport::{OutputTransport, Pacing};
 
-fn agent_toml(openai: &FakeOpenAi, embeddings: &FakeEmbeddings) -> String {
+fn agent_toml(openai: &FakeOpenAi) -> String {
     format!(
         r#"
 [pipeline]
@@ -71,14 +71,13 @@ store = "redis"
 url_env = "TEST_REDIS"
 
 [context.skills]
-base_url = "{embeddings}"
+base_url = "{base}"
 
 [evaluator]
 base_url = "{base}"
 model = "judge-test"
 "#,
         base = openai.base_url,
-        embeddings = embeddings.base_url(),
     )
 }
 
@@ -86,13 +85,8 @@ model = "judge-test"
 async fn an_agent_call_is_stored_turn_by_turn_searches_skills_and_is_judged() {
     let redis = RedisServer::start();
     let openai = FakeOpenAi::start().await;
-    let embeddings = FakeEmbeddings::start().await;
-    let config = parse_pipeline(
-        Path::new("agent.toml"),
-        &agent_toml(&openai, &embeddings),
-        &registry(),
-    )
-    .unwrap();
+    let config =
+        parse_pipeline(Path::new("agent.toml"), &agent_toml(&openai), &registry()).unwrap();
     let env = EnvSource::Fixed(Arc::new(HashMap::from([
         ("TEST_REDIS".to_owned(), redis.url()),
         ("OPENAI_API_KEY".to_owned(), "sk-test".to_owned()),

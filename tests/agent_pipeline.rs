@@ -4,13 +4,14 @@
 //! the TTS speaks the first before the LLM finishes, and audio comes out.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fake;
+mod support;
 
-use fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_chunk, tool_chunk};
 use std::sync::Arc;
+use support::fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_chunk, tool_chunk};
 
-use fake::session::{FirstPush, hello, run_observed};
 use serde_json::json;
+use support::session::{FirstPush, run_observed};
+use support::signal::hello;
 use tokio::sync::Notify;
 use voxpipe::conversation::{Role, SharedConversation, TOOL_IN_PROGRESS};
 use voxpipe::frame::FrameBody;
@@ -95,8 +96,8 @@ async fn an_utterance_becomes_a_tool_call_then_a_spoken_answer() {
     ]));
     let speech = |secs| {
         Reply::Pcm(vec![
-            Part::Raw(fake::tone_pcm(24_000, secs / 2.0)),
-            Part::Raw(fake::tone_pcm(24_000, secs / 2.0)),
+            Part::Raw(support::signal::tone_pcm(24_000, secs / 2.0)),
+            Part::Raw(support::signal::tone_pcm(24_000, secs / 2.0)),
         ])
     };
     server.push_speech(speech(0.6));

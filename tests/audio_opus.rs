@@ -2,9 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
-mod common;
+mod support;
 
-use common::{sine, tone_amplitude, zero_crossing_freq};
+use support::signal::{sine, tone_amplitude, zero_crossing_freq};
 use voxpipe::audio::AudioError;
 use voxpipe::audio::opus::{FRAME_SAMPLES, MAX_FRAME_SAMPLES, OpusDecoder, OpusEncoder};
 

@@ -3,9 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
-mod common;
+mod support;
 
-use common::{max_step, rms, sine, snr_db, tone_amplitude, zero_crossing_freq};
+use support::signal::{max_step, rms, sine, snr_db, tone_amplitude, zero_crossing_freq};
 use voxpipe::audio::{StreamResampler, resample_all};
 
 const PAIRS: [(u32, u32); 5] = [

@@ -1,6 +1,8 @@
 //! The `voxpipe` command line, as a user runs it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -17,22 +19,9 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// A mono 16-bit WAV of a 440 Hz tone at `rate`, `secs` long.
-fn tone_wav(dir: &Path, name: &str, rate: u32, secs: f32) -> PathBuf {
+fn tone_wav(dir: &Path, name: &str, rate: u32, secs: f64) -> PathBuf {
     let path = dir.join(name);
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::create(&path, spec).unwrap();
-    for i in 0..(rate as f32 * secs) as u32 {
-        let t = i as f32 / rate as f32;
-        writer
-            .write_sample((8000.0 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()) as i16)
-            .unwrap();
-    }
-    writer.finalize().unwrap();
+    support::signal::tone_wav(&path, rate, secs);
     path
 }
 

@@ -2,12 +2,12 @@
 //! server, through the binary, as a user runs it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fake;
+mod support;
 
 use std::process::Command;
 
-use fake::openai::{FakeOpenAi, Part, Reply, text_answer};
 use serde_json::{Value, json};
+use support::fake::openai::{FakeOpenAi, Part, Reply, text_answer};
 
 const AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/agent.toml");
 const HELLO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/samples/hello.wav");
@@ -35,8 +35,12 @@ fn run_agent_against_any_openai_compatible_server() {
     server.push_chat(Reply::Sse(text_answer(
         "Yes, I can hear you. How can I help?",
     )));
-    server.push_speech(Reply::Pcm(vec![Part::Raw(fake::tone_pcm(24_000, 0.8))]));
-    server.push_speech(Reply::Pcm(vec![Part::Raw(fake::tone_pcm(24_000, 0.6))]));
+    server.push_speech(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+        24_000, 0.8,
+    ))]));
+    server.push_speech(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+        24_000, 0.6,
+    ))]));
 
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.wav");

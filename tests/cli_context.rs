@@ -5,10 +5,9 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Output};
 
-use support::fake_openai::{FakeOpenAi, verdict};
+use support::fake::openai::{FakeOpenAi, verdict};
 use support::redis_server::RedisServer;
 use voxpipe::conversation::Role;
 use voxpipe::store::{CallChange, CallRecord, Interaction, Segment};
@@ -45,27 +44,11 @@ fn interaction(index: u64, role: Role, text: &str) -> Interaction {
     }
 }
 
-fn tone_wav(path: &Path, secs: f32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..(16_000.0 * secs) as u32 {
-        writer
-            .write_sample(((i as f32 * 0.06).sin() * 6000.0) as i16)
-            .unwrap();
-    }
-    writer.finalize().unwrap();
-}
-
 #[test]
 fn a_file_run_is_stored_in_the_embedded_file_and_shown_by_calls_show() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.wav");
-    tone_wav(&input, 0.5);
+    support::signal::tone_wav(&input, 16_000, 0.5);
     let file = dir.path().join("ctx.jsonl");
     let path = format!("context.path={}", file.display());
     let store = ["-p", "pipelines/parrot.toml", "--set", &path];
@@ -152,8 +135,8 @@ fn an_in_memory_store_is_refused_with_a_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn evaluate_and_skills_run_against_redis() {
     let redis = RedisServer::start();
-    let openai = FakeOpenAi::start().await;
-    openai.script([verdict("success", 0.75, &["Offer a pilot"])]);
+    let openai = FakeOpenAi::judge().await;
+    openai.push_chats([verdict("success", 0.75, &["Offer a pilot"])]);
     // A call stored by a session.
     let store = RedisStore::connect(&redis.url(), "REDIS_URL", StoreSettings::default()).unwrap();
     let record = CallRecord::pending("c7", "twilio", Segment::default(), Default::default(), 0);
@@ -180,7 +163,7 @@ async fn evaluate_and_skills_run_against_redis() {
         .unwrap();
 
     let url = redis.url();
-    let base = openai.base_url();
+    let base = openai.base_url.clone();
     let judge = format!("evaluator.base_url={base}");
     let enable = "evaluator.enabled=true".to_owned();
     let skills = format!("context.skills.base_url={base}");
@@ -258,8 +241,8 @@ async fn evaluate_and_skills_run_against_redis() {
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_runs_queued_evaluations_until_interrupted() {
     let redis = RedisServer::start();
-    let openai = FakeOpenAi::start().await;
-    openai.fallback(verdict("success", 0.6, &["Listen first"]));
+    let openai = FakeOpenAi::judge().await;
+    openai.chat_fallback(verdict("success", 0.6, &["Listen first"]));
     let store = RedisStore::connect(&redis.url(), "REDIS_URL", StoreSettings::default()).unwrap();
     let record = CallRecord::pending("c8", "twilio", Segment::default(), Default::default(), 0);
     store.create_call(&record).await.unwrap();
@@ -269,7 +252,7 @@ async fn worker_runs_queued_evaluations_until_interrupted() {
         .await
         .unwrap();
 
-    let judge = format!("evaluator.base_url={}", openai.base_url());
+    let judge = format!("evaluator.base_url={}", openai.base_url);
     let mut worker = Command::new(env!("CARGO_BIN_EXE_voxpipe"))
         .args([
             "worker",
@@ -287,7 +270,9 @@ async fn worker_runs_queued_evaluations_until_interrupted() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .spawn()
         .unwrap();
-    let evaluated = support::eventually(std::time::Duration::from_secs(20), async || {
+    // A bounded poll: the worker is a child process, whose writes to the
+    // store announce themselves to nothing here.
+    let evaluated = support::wait::eventually(std::time::Duration::from_secs(20), async || {
         store
             .call("c8")
             .await

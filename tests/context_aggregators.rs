@@ -3,12 +3,12 @@
 //! interruptions asked for when the user talks over the bot.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fake;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake::session::{Live, unique};
+use support::session::{Live, unique};
 use voxpipe::conversation::{Role, SharedConversation, Turn};
 use voxpipe::frame::{
     AudioFrame, Direction, Frame, FrameBody, SpokenText, SpokenTiming, TranscriptionFrame,
@@ -310,10 +310,8 @@ async fn a_cancelled_session_keeps_what_the_user_had_said() {
     ] {
         live.handle.queue_frame(frame).await;
     }
-    let recorder = Arc::clone(&live.recorder);
-    fake::wait_for(Duration::from_secs(10), "both starts passed on", || {
-        recorder
-            .pushes()
+    live.wait_until("both starts passed on", |pushes| {
+        pushes
             .iter()
             .filter(|(from, _, f)| {
                 from == "user_context" && matches!(f.body, FrameBody::UserStartedSpeaking { .. })

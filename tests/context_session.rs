@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use support::fake_openai::{FakeOpenAi, verdict};
+use support::fake::openai::{FakeOpenAi, verdict};
+use support::processors::registry;
 use support::redis_server::RedisServer;
-use support::turns::{HandSession, registry, turn};
+use support::turns::{HandSession, turn};
 use voxpipe::agent::writer::{WriterSettings, spawn_writer};
 use voxpipe::agent::{AgentRuntime, SessionMemory};
 use voxpipe::conversation::Role;
@@ -165,21 +166,20 @@ async fn each_turn_is_in_redis_as_soon_as_it_completes() {
     assert_eq!(roles, [Role::User, Role::Assistant]);
 }
 
-/// Discards audio, counting it and remembering when the last left.
+/// Discards audio, counting it.
 #[derive(Clone, Default)]
-struct CountingSink(Arc<Mutex<(usize, Option<Instant>)>>);
+struct CountingSink(Arc<Mutex<usize>>);
 
 impl AudioSink for CountingSink {
     fn write(&mut self, _audio: &AudioFrame) -> Result<(), ProcessorError> {
-        let mut state = self.0.lock().unwrap();
-        state.0 += 1;
-        state.1 = Some(Instant::now());
+        *self.0.lock().unwrap() += 1;
         Ok(())
     }
 }
 
 /// Runs `config` (with a `fake_turns` processor) over `secs` of audio from
-/// a file, returning the memory and how long the session took.
+/// a file, returning the memory and how long the session took on the wall
+/// clock (the store behind it is a real socket, so time cannot be paused).
 async fn file_session(
     runtime: &AgentRuntime,
     config: &PipelineConfig,
@@ -217,7 +217,7 @@ async fn file_session(
     assert_eq!(report.end_reason, "end_of_input");
     // The parrot repeats the whole input once it has ended.
     assert_eq!(report.duration, Duration::from_secs(2 * secs));
-    let frames = sink.0.lock().unwrap().0;
+    let frames = *sink.0.lock().unwrap();
     (memory, elapsed, frames)
 }
 
@@ -271,12 +271,12 @@ async fn full_session_and_evaluation(runtime: &AgentRuntime, config: &PipelineCo
 #[tokio::test]
 async fn a_file_session_is_stored_and_evaluated_on_redis() {
     let redis = RedisServer::start();
-    let judge = FakeOpenAi::start().await;
-    judge.script([verdict("success", 0.9, &["Anchor on ROI"])]);
+    let judge = FakeOpenAi::judge().await;
+    judge.push_chats([verdict("success", 0.9, &["Anchor on ROI"])]);
     let config = pipeline(&format!(
         "{AGENT}\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n\
          [evaluator]\nbase_url = \"{}\"\nmodel = \"judge-1\"\n",
-        judge.base_url()
+        judge.base_url
     ));
     let runtime = config
         .agent_runtime(&env(&[("TEST_REDIS", redis.url())]))
@@ -295,11 +295,11 @@ async fn a_file_session_is_stored_and_evaluated_on_redis() {
 
 #[tokio::test]
 async fn with_no_redis_configured_the_same_session_runs_on_the_embedded_store() {
-    let judge = FakeOpenAi::start().await;
-    judge.script([verdict("success", 0.9, &["Anchor on ROI"])]);
+    let judge = FakeOpenAi::judge().await;
+    judge.push_chats([verdict("success", 0.9, &["Anchor on ROI"])]);
     let config = pipeline(&format!(
         "{AGENT}\n[evaluator]\nbase_url = \"{}\"\n",
-        judge.base_url()
+        judge.base_url
     ));
     let runtime = config.agent_runtime(&env(&[])).unwrap();
     assert_eq!(runtime.store().backend(), "memory");
@@ -416,22 +416,10 @@ async fn a_session_ending_while_redis_is_down_reports_exactly_what_it_could_not_
     assert!(report.unwritten[2].starts_with("call status change Ended { reason: \"hangup\""));
 }
 
-/// A "Redis" that accepts connections and never answers.
-async fn stalled_redis() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("redis://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    url
-}
-
 #[tokio::test]
 async fn a_stalled_store_never_holds_up_the_audio() {
-    let url = stalled_redis().await;
+    // A "Redis" that accepts connections and never answers.
+    let url = format!("redis://{}", support::net::silent_server().await);
     let config = pipeline(&format!(
         "{AGENT}\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\
          op_timeout_ms = 60000\nflush_timeout_secs = 0.3\nprompt_timeout_ms = 100\n"

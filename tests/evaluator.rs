@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use support::fake_openai::{FakeOpenAi, JudgeReply, verdict};
+use support::fake::openai::{FakeOpenAi, Reply, verdict};
+use support::processors::registry;
 use support::redis_server::RedisServer;
-use support::turns::{converse, registry};
+use support::turns::converse;
 use voxpipe::agent::{AgentRuntime, SessionMemory};
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline_file::parse_pipeline;
@@ -39,11 +40,11 @@ impl Setup {
 
 async fn setup(evaluator: &str) -> Setup {
     let redis = RedisServer::start();
-    let judge = FakeOpenAi::start().await;
+    let judge = FakeOpenAi::judge().await;
     let toml = format!(
         "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n\
          [evaluator]\nbase_url = \"{}\"\nmodel = \"judge-1\"\nconnection = {{ response_timeout_secs = 5 }}\n{evaluator}\n",
-        judge.base_url()
+        judge.base_url
     );
     let config = parse_pipeline(Path::new("agent.toml"), &toml, &registry()).unwrap();
     let env = EnvSource::Fixed(Arc::new(HashMap::from([(
@@ -78,7 +79,7 @@ async fn tactics_lists_follow_the_refinement_loop_over_a_success_and_a_failure()
     let worker = runtime.worker("w1").unwrap();
 
     // Session 1, judged a success: its tactics are promoted.
-    judge.script([verdict(
+    judge.push_chats([verdict(
         "success",
         0.85,
         &["Anchor on ROI", "Offer a pilot"],
@@ -106,7 +107,7 @@ async fn tactics_lists_follow_the_refinement_loop_over_a_success_and_a_failure()
     );
 
     // Session 2 starts from winning first, then base, without repeats.
-    judge.script([verdict(
+    judge.push_chats([verdict(
         "failure",
         0.2,
         &["Discount early", "offer a PILOT"],
@@ -165,8 +166,8 @@ async fn malformed_verdicts_are_asked_again_then_recorded_as_unevaluated() {
     let (_redis, judge, runtime, store) = setup("max_attempts = 3").await.parts();
     let worker = runtime.worker("w1").unwrap();
 
-    judge.script([
-        JudgeReply::Answer("The call went well!".into()),
+    judge.push_chats([
+        Reply::Completion("The call went well!".into()),
         verdict("success", 0.7, &["Mirror the buyer"]),
     ]);
     session(&runtime, "ok-on-retry", CALL).await;
@@ -184,12 +185,12 @@ async fn malformed_verdicts_are_asked_again_then_recorded_as_unevaluated() {
             .starts_with("That answer cannot be used")
     );
 
-    judge.script([
-        JudgeReply::Answer(
+    judge.push_chats([
+        Reply::Completion(
             "{\"outcome\": \"maybe\", \"score\": 1, \"tactics\": [], \"reason\": \"\"}".into(),
         ),
-        JudgeReply::Answer("{\"outcome\": \"success\"}".into()),
-        JudgeReply::Answer("```\nnot json\n```".into()),
+        Reply::Completion("{\"outcome\": \"success\"}".into()),
+        Reply::Completion("```\nnot json\n```".into()),
     ]);
     session(&runtime, "never-ok", CALL).await;
     worker.drain().await.unwrap();
@@ -233,19 +234,15 @@ async fn pending_jobs(redis: &RedisServer) -> i64 {
 async fn a_worker_killed_mid_evaluation_has_its_job_reclaimed_and_the_outcome_written_once() {
     let (redis, judge, runtime, store) = setup("claim_idle_secs = 0").await.parts();
     // The first worker's request never gets an answer.
-    judge.script([JudgeReply::Hang]);
-    judge.fallback(verdict("success", 0.9, &["Anchor on ROI"]));
+    judge.push_chats([Reply::Hang]);
+    judge.chat_fallback(verdict("success", 0.9, &["Anchor on ROI"]));
     session(&runtime, "s1", CALL).await;
 
     let doomed = runtime.worker("doomed").unwrap();
     let running = tokio::spawn(async move { doomed.run(std::future::pending()).await });
-    assert!(
-        support::eventually(Duration::from_secs(10), async || judge
-            .chat_requests()
-            .len()
-            == 1)
-        .await
-    );
+    judge
+        .wait_for_requests("chat/completions", 1, Duration::from_secs(10))
+        .await;
     running.abort();
     assert!(running.await.unwrap_err().is_cancelled());
     assert_eq!(
@@ -276,8 +273,8 @@ async fn a_worker_killed_mid_evaluation_has_its_job_reclaimed_and_the_outcome_wr
 #[tokio::test]
 async fn a_job_rerun_after_its_writes_reuses_the_verdict_and_doubles_nothing() {
     let (redis, judge, runtime, store) = setup("claim_idle_secs = 0").await.parts();
-    judge.script([verdict("success", 0.8, &["Anchor on ROI"])]);
-    judge.fallback(verdict("failure", 0.1, &["Something else"]));
+    judge.push_chats([verdict("success", 0.8, &["Anchor on ROI"])]);
+    judge.chat_fallback(verdict("failure", 0.1, &["Something else"]));
     session(&runtime, "s1", CALL).await;
 
     // A worker takes the job, does every write, and dies before the ack.

@@ -2,6 +2,8 @@
 //! errors at session start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +24,7 @@ use voxpipe::transport::{OutputTransport, Pacing};
 const PARROT: &str = "[pipeline]\nname = \"p\"\n\n[[processor]]\ntype = \"parrot\"\n";
 
 fn tone(samples: usize) -> Vec<i16> {
-    (0..samples)
-        .map(|i| ((i as f32 * 0.05).sin() * 6000.0) as i16)
-        .collect()
+    support::signal::sine(440.0, 16_000, samples, 6_000.0)
 }
 
 async fn run_parrot(out: &Path, realtime: bool) -> Vec<i16> {

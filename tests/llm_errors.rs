@@ -3,13 +3,13 @@
 //! malformed events, dropped connections and timeouts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fake;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, text_chunk};
-use fake::session::{build, error_frames, texts};
+use support::fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, text_chunk};
+use support::session::{build, error_frames, texts};
 use voxpipe::conversation::{Message, Role};
 use voxpipe::frame::FrameBody;
 use voxpipe::services::llm::OpenAiLlmConfig;
@@ -257,14 +257,7 @@ async fn a_stalled_stream_times_out() {
 #[tokio::test(start_paused = true)]
 async fn a_server_that_never_answers_times_out() {
     // Accepts connections and never says a word.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let addr = support::net::silent_server().await;
     let processor = build::<OpenAiLlmConfig>(
         "llm",
         &format!(

@@ -2,13 +2,13 @@
 //! server and its tool endpoints.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fake;
+mod support;
 
 use std::sync::Arc;
 
-use fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, tool_chunk};
-use fake::session::{Live, build, error_frames, unique};
 use serde_json::{Value, json};
+use support::fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, tool_chunk};
+use support::session::{Live, build, error_frames, unique};
 use tokio::sync::Notify;
 use voxpipe::conversation::{Message, Role, ToolCall};
 use voxpipe::frame::{Frame, FrameBody};
@@ -231,7 +231,7 @@ async fn end_call_ends_the_session_after_the_goodbye() {
 
     // Said together with the call: no second request.
     server.push_chat(tool_calls_done(vec![
-        Part::Data(fake::openai::text_chunk("Bye now.")),
+        Part::Data(support::fake::openai::text_chunk("Bye now.")),
         Part::Data(tool_chunk(0, Some("c"), Some("end_call"), "{}")),
     ]));
     let out = run_test(vec![llm(&server, "")], vec![user("Bye.")]).await;
@@ -327,54 +327,32 @@ async fn two_contexts(allow_interruptions: bool) -> (FakeOpenAi, Vec<&'static st
     let server = FakeOpenAi::start().await;
     let hold = Arc::new(Notify::new());
     server.push_chat(Reply::Sse(vec![
-        Part::Data(fake::openai::text_chunk("First answer,")),
+        Part::Data(support::fake::openai::text_chunk("First answer,")),
         Part::WaitFor(Arc::clone(&hold), "release"),
-        Part::Data(fake::openai::text_chunk(" finished.")),
+        Part::Data(support::fake::openai::text_chunk(" finished.")),
         Part::Data(finish_chunk("stop")),
         Part::Data("[DONE]".into()),
     ]));
     server.push_chat(Reply::Sse(text_answer("Second answer.")));
-    let recorder = voxpipe::testing::RecordingObserver::new();
-    let mut params = voxpipe::pipeline::PipelineParams::new("s", 16_000);
-    params.allow_interruptions = allow_interruptions;
-    params.observers.push(recorder.clone());
-    let task = voxpipe::pipeline::PipelineTask::new(vec![llm(&server, "")], params);
-    let handle = task.handle();
-    let running = tokio::spawn(task.run());
-    handle.queue_frame(user("One?")).await;
-    let watched = Arc::clone(&recorder);
-    fake::wait_for(
-        std::time::Duration::from_secs(5),
-        "the first text",
-        move || {
-            watched
-                .pushes()
-                .iter()
-                .any(|(_, _, f)| matches!(f.body, FrameBody::LlmText(_)))
-        },
-    )
-    .await;
-    handle.queue_frame(user("Two?")).await;
+    let live = Live::start_with(vec![llm(&server, "")], |params| {
+        params.allow_interruptions = allow_interruptions;
+    });
+    live.handle.queue_frame(user("One?")).await;
+    live.wait_for("the first text", |b| matches!(b, FrameBody::LlmText(_)))
+        .await;
+    live.handle.queue_frame(user("Two?")).await;
     if allow_interruptions {
-        let watched = Arc::clone(&recorder);
-        fake::wait_for(
-            std::time::Duration::from_secs(5),
-            "the second answer",
-            move || {
-                watched
-                    .pushes()
-                    .iter()
-                    .filter(|(_, _, f)| matches!(f.body, FrameBody::LlmResponseStart))
-                    .count()
-                    == 2
-            },
-        )
+        live.wait_until("the second answer", |pushes| {
+            pushes
+                .iter()
+                .filter(|(_, _, f)| matches!(f.body, FrameBody::LlmResponseStart))
+                .count()
+                == 2
+        })
         .await;
     }
     hold.notify_one();
-    handle.end("done").await;
-    running.await.unwrap();
-    let names = unique(&recorder.pushes())
+    let names = unique(&live.finish().await)
         .iter()
         .map(Frame::name)
         .filter(|n| matches!(*n, "LlmResponseStart" | "LlmText" | "LlmResponseEnd"))

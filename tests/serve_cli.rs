@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use support::audio::tone;
-use support::twilio_client::{CallConfig, FakeCall};
+use support::fake::twilio_media::{CallConfig, FakeCall};
+use support::mulaw::tone;
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -10,10 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::audio::{silence, speech};
+use support::fake::twilio_media::{CallConfig, FakeCall};
+use support::mulaw::{silence, speech};
 use support::redis_server::RedisServer;
 use support::server::{Setup, TestServer};
-use support::twilio_client::{CallConfig, FakeCall};
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline_file::parse_pipeline;
 use voxpipe::processors::ProcessorRegistry;
@@ -63,17 +63,10 @@ async fn a_phone_call_is_stored_with_its_segment_and_health_follows_the_store() 
     call.stop();
     let ended = server.sessions.ended(1, WAIT).await;
     let id = ended[0].session_id.clone();
-    assert!(
-        support::eventually(WAIT, async || {
-            store
-                .call(&id)
-                .await
-                .unwrap()
-                .is_some_and(|c| c.status == CallStatus::Completed)
-        })
-        .await
-    );
+    // The session's writer stores the call's end after the session ends.
+    assert_eq!(context.drain_writers(WAIT).await, 0, "every writer stopped");
     let stored = store.call(&id).await.unwrap().unwrap();
+    assert_eq!(stored.status, CallStatus::Completed);
     assert_eq!(stored.transport, "twilio");
     assert_eq!(stored.end_reason.as_deref(), Some("hangup"));
     assert_eq!(stored.segment.industry.as_deref(), Some("retail"));

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use support::audio::{silence, speech};
+use support::fake::twilio_media::{CallConfig, FakeCall};
+use support::fake::twilio_rest::FakeTwilioRest;
+use support::mulaw::{silence, speech};
 use support::server::{Setup, TestServer};
-use support::twilio_client::{CallConfig, FakeCall};
-use support::twilio_rest::FakeTwilioRest;
 use voxpipe::server::ReadinessCheck;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -362,7 +362,8 @@ async fn shutdown_lets_calls_finish_then_ends_and_hangs_up_the_rest() {
     }
 
     server.begin_shutdown();
-    // No new connections.
+    // No new connections. A bounded poll of the real socket: nothing
+    // announces that the listener has closed.
     tokio::time::timeout(WAIT, async {
         while tokio::net::TcpStream::connect(server.addr).await.is_ok() {
             tokio::task::yield_now().await;

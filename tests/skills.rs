@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use redis::AsyncCommands;
 use serde_json::json;
-use support::fake_openai::{DIMS, FakeOpenAi, embed};
+use support::fake::openai::{DIMS, FakeOpenAi, embed};
 use support::redis_server::RedisServer;
 use support::rng::Rng;
 use voxpipe::agent::eval::ApiEndpoint;
@@ -26,7 +26,7 @@ async fn library(redis: &RedisServer, openai: &FakeOpenAi) -> (Arc<dyn Store>, S
     let store: Arc<dyn Store> =
         Arc::new(RedisStore::connect(&redis.url(), "REDIS_URL", StoreSettings::default()).unwrap());
     let endpoint = ApiEndpoint {
-        base_url: openai.base_url(),
+        base_url: openai.base_url.clone(),
         api_key: Some(ApiKey::new("sk-test")),
         connection: Connection::default(),
         provider: "embeddings",
@@ -39,7 +39,7 @@ async fn library(redis: &RedisServer, openai: &FakeOpenAi) -> (Arc<dyn Store>, S
 #[tokio::test]
 async fn search_context_returns_the_closest_rebuttals() {
     let redis = RedisServer::start();
-    let openai = FakeOpenAi::start().await;
+    let openai = FakeOpenAi::judge().await;
     let (store, library) = library(&redis, &openai).await;
     library
         .add("It is too expensive for us", "Walk them through the ROI")
@@ -94,7 +94,7 @@ async fn search_context_returns_the_closest_rebuttals() {
 #[tokio::test]
 async fn the_index_follows_skills_other_programs_write_and_delete() {
     let redis = RedisServer::start();
-    let openai = FakeOpenAi::start().await;
+    let openai = FakeOpenAi::judge().await;
     let (_, library) = library(&redis, &openai).await;
     let mut client = redis.client().await;
     // The learning loop's own write: a hash with a packed f32 vector.
@@ -138,7 +138,7 @@ async fn the_index_follows_skills_other_programs_write_and_delete() {
 #[tokio::test]
 async fn a_query_of_other_dimensions_than_the_skills_is_an_error_not_no_match() {
     let redis = RedisServer::start();
-    let openai = FakeOpenAi::start().await;
+    let openai = FakeOpenAi::judge().await;
     let (_, library) = library(&redis, &openai).await;
     // Stored with another embedding model: three dimensions.
     let vector = pack_vector(&[1.0, 0.0, 0.0]);

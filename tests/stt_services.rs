@@ -2,21 +2,21 @@
 //! per utterance, Deepgram live transcription; their error paths.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fake;
+mod support;
 
 use std::time::Duration;
 
-use fake::deepgram::{FakeDeepgram, Script};
-use fake::openai::{FakeOpenAi, Part, Reply};
-use fake::session::{Live, build, error_frames};
 use serde_json::json;
+use support::fake::deepgram::{FakeDeepgram, Script};
+use support::fake::openai::{FakeOpenAi, Part, Reply};
+use support::session::{Live, build, error_frames};
 use voxpipe::frame::{AudioFrame, Frame, FrameBody};
 use voxpipe::services::stt::{DeepgramSttConfig, OpenAiSttConfig};
 use voxpipe::testing::run_test;
 
 /// `secs` of 20 ms input frames from `from`, a tone.
 fn audio(from: f64, secs: f64) -> Vec<FrameBody> {
-    let pcm = fake::tone_pcm(16_000, secs);
+    let pcm = support::signal::tone_pcm(16_000, secs);
     pcm.chunks(640)
         .enumerate()
         .map(|(i, chunk)| {
@@ -218,14 +218,11 @@ async fn deepgram_streams_audio_and_pushes_interim_then_final_results() {
 async fn deepgram_keeps_the_socket_alive_while_no_audio_flows() {
     let server = FakeDeepgram::start().await;
     let live = Live::start(vec![deepgram(&server, "keepalive_secs = 0.05")]);
-    let watched = server.clone();
-    fake::wait_for(Duration::from_secs(5), "two keep-alives", move || {
-        watched
-            .connections()
-            .first()
-            .is_some_and(|c| c.texts.len() >= 2)
-    })
-    .await;
+    server
+        .wait_until("two keep-alives", |connections| {
+            connections.first().is_some_and(|c| c.texts.len() >= 2)
+        })
+        .await;
     live.finish().await;
     let texts = &server.connections()[0].texts;
     assert!(

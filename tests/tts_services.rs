@@ -3,13 +3,13 @@
 //! contexts, interruptions and error paths.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fake;
+mod support;
 
 use std::time::Duration;
 
-use fake::openai::{FakeOpenAi, Part, Reply};
-use fake::session::{Live, build, error_frames, unique};
 use serde_json::{Value, json};
+use support::fake::openai::{FakeOpenAi, Part, Reply};
+use support::session::{Live, build, error_frames, unique};
 use voxpipe::frame::{Frame, FrameBody, SpokenText, SpokenTiming};
 use voxpipe::services::tts::{CartesiaTtsConfig, ElevenLabsTtsConfig, OpenAiTtsConfig};
 use voxpipe::testing::{TestOutput, run_test};
@@ -73,11 +73,13 @@ const FAST: &str =
 async fn openai_speech_is_asked_per_sentence_and_resampled_to_the_pipeline() {
     let server = FakeOpenAi::start().await;
     // Pieces of odd sizes: samples split across reads must survive.
-    let pcm = fake::tone_pcm(24_000, 0.3);
+    let pcm = support::signal::tone_pcm(24_000, 0.3);
     server.push_speech(Reply::Pcm(
         pcm.chunks(333).map(|c| Part::Raw(c.to_vec())).collect(),
     ));
-    server.push_speech(Reply::Pcm(vec![Part::Raw(fake::tone_pcm(24_000, 0.2))]));
+    server.push_speech(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+        24_000, 0.2,
+    ))]));
     let out = run_test(
         vec![openai_tts(&server, "")],
         answer(&["Hello there. ", "How are ", "you?"]),
@@ -148,7 +150,9 @@ async fn openai_speech_refused_key_rate_limit_and_failure_mid_audio() {
 
     // 429 then success: retried before any audio, spoken once.
     server.push_speech(Reply::error(429, "Rate limit reached", "requests"));
-    server.push_speech(Reply::Pcm(vec![Part::Raw(fake::tone_pcm(24_000, 0.25))]));
+    server.push_speech(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+        24_000, 0.25,
+    ))]));
     let out = run_test(vec![openai_tts(&server, FAST)], answer(&["Again."])).await;
     assert!(error_frames(&out.upstream).is_empty());
     assert!(
@@ -161,10 +165,12 @@ async fn openai_speech_refused_key_rate_limit_and_failure_mid_audio() {
     // said twice, and the next sentence is still spoken.
     let before = server.received("audio/speech").len();
     server.push_speech(Reply::Pcm(vec![
-        Part::Raw(fake::tone_pcm(24_000, 0.2)),
+        Part::Raw(support::signal::tone_pcm(24_000, 0.2)),
         Part::Abort,
     ]));
-    server.push_speech(Reply::Pcm(vec![Part::Raw(fake::tone_pcm(24_000, 0.1))]));
+    server.push_speech(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+        24_000, 0.1,
+    ))]));
     let out = run_test(
         vec![openai_tts(&server, FAST)],
         answer(&["First one. ", "Second one."]),
@@ -187,10 +193,12 @@ async fn openai_speech_refused_key_rate_limit_and_failure_mid_audio() {
 
     // A stall times out; the rest goes on.
     server.push_speech(Reply::Pcm(vec![
-        Part::Raw(fake::tone_pcm(24_000, 0.1)),
+        Part::Raw(support::signal::tone_pcm(24_000, 0.1)),
         Part::Stall,
     ]));
-    server.push_speech(Reply::Pcm(vec![Part::Raw(fake::tone_pcm(24_000, 0.1))]));
+    server.push_speech(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+        24_000, 0.1,
+    ))]));
     let out = run_test(
         vec![openai_tts(&server, FAST)],
         answer(&["Slow one. ", "Quick one."]),
@@ -207,7 +215,9 @@ async fn openai_speech_refused_key_rate_limit_and_failure_mid_audio() {
     );
 }
 
-fn elevenlabs(server: &fake::elevenlabs::FakeElevenLabs) -> voxpipe::pipeline::NamedProcessor {
+fn elevenlabs(
+    server: &support::fake::elevenlabs::FakeElevenLabs,
+) -> voxpipe::pipeline::NamedProcessor {
     build::<ElevenLabsTtsConfig>(
         "tts",
         &format!(
@@ -221,7 +231,7 @@ fn elevenlabs(server: &fake::elevenlabs::FakeElevenLabs) -> voxpipe::pipeline::N
 
 #[tokio::test]
 async fn elevenlabs_speaks_a_context_per_response_with_timed_words() {
-    let server = fake::elevenlabs::FakeElevenLabs::start().await;
+    let server = support::fake::elevenlabs::FakeElevenLabs::start().await;
     let mut inputs = answer(&["Hello there. ", "Bye."]);
     inputs.extend(answer(&["Again."]));
     let out = run_test(vec![elevenlabs(&server)], inputs).await;
@@ -233,7 +243,7 @@ async fn elevenlabs_speaks_a_context_per_response_with_timed_words() {
 
     let connections = server.connections();
     assert_eq!(connections.len(), 1, "one socket for the session");
-    let fake::elevenlabs::Connection {
+    let support::fake::elevenlabs::Connection {
         voice,
         query,
         key,
@@ -284,8 +294,8 @@ async fn elevenlabs_speaks_a_context_per_response_with_timed_words() {
 
 #[tokio::test]
 async fn elevenlabs_refused_key_and_a_socket_lost_mid_response() {
-    let server = fake::elevenlabs::FakeElevenLabs::start().await;
-    server.push_script(fake::elevenlabs::Script {
+    let server = support::fake::elevenlabs::FakeElevenLabs::start().await;
+    server.push_script(support::fake::elevenlabs::Script {
         reject: Some((401, "Invalid API key".into())),
         ..Default::default()
     });
@@ -295,7 +305,7 @@ async fn elevenlabs_refused_key_and_a_socket_lost_mid_response() {
     assert_eq!(errors[0].message, "HTTP 401: Invalid API key");
     assert_eq!(errors[0].provider.as_deref(), Some("elevenlabs"));
 
-    server.push_script(fake::elevenlabs::Script {
+    server.push_script(support::fake::elevenlabs::Script {
         drop_after_audio: Some(1),
         ..Default::default()
     });
@@ -310,9 +320,8 @@ async fn elevenlabs_refused_key_and_a_socket_lost_mid_response() {
     for frame in answer(&["After the drop."]) {
         live.handle.queue_frame(frame).await;
     }
-    let recorder = std::sync::Arc::clone(&live.recorder);
-    fake::wait_for(Duration::from_secs(5), "the second response", move || {
-        unique(&recorder.pushes())
+    live.wait_until("the second response", |pushes| {
+        unique(pushes)
             .iter()
             .filter(|f| matches!(f.body, FrameBody::TtsStopped))
             .count()
@@ -350,7 +359,7 @@ async fn elevenlabs_refused_key_and_a_socket_lost_mid_response() {
 
 #[tokio::test]
 async fn elevenlabs_closes_the_context_on_an_interruption() {
-    let server = fake::elevenlabs::FakeElevenLabs::start().await;
+    let server = support::fake::elevenlabs::FakeElevenLabs::start().await;
     let live = Live::start(vec![elevenlabs(&server)]);
     live.handle.queue_frame(FrameBody::LlmResponseStart).await;
     live.handle
@@ -359,14 +368,14 @@ async fn elevenlabs_closes_the_context_on_an_interruption() {
     live.wait_for("audio", |b| matches!(b, FrameBody::OutputAudio(_)))
         .await;
     live.handle.queue_frame(FrameBody::Interruption).await;
-    let server_side = server.clone();
-    fake::wait_for(Duration::from_secs(5), "close_context", move || {
-        server_side.connections()[0]
-            .messages
-            .iter()
-            .any(|m| m.get("close_context").is_some())
-    })
-    .await;
+    server
+        .wait_until("close_context", |connections| {
+            connections[0]
+                .messages
+                .iter()
+                .any(|m| m.get("close_context").is_some())
+        })
+        .await;
     let frames = unique(&live.finish().await);
     let messages = &server.connections()[0].messages;
     let context = messages[0]["context_id"].clone();
@@ -389,7 +398,7 @@ async fn elevenlabs_closes_the_context_on_an_interruption() {
     );
 }
 
-fn cartesia(server: &fake::cartesia::FakeCartesia) -> voxpipe::pipeline::NamedProcessor {
+fn cartesia(server: &support::fake::cartesia::FakeCartesia) -> voxpipe::pipeline::NamedProcessor {
     build::<CartesiaTtsConfig>(
         "tts",
         &format!(
@@ -402,7 +411,7 @@ fn cartesia(server: &fake::cartesia::FakeCartesia) -> voxpipe::pipeline::NamedPr
 
 #[tokio::test]
 async fn cartesia_continues_one_context_per_response_and_times_words() {
-    let server = fake::cartesia::FakeCartesia::start().await;
+    let server = support::fake::cartesia::FakeCartesia::start().await;
     let out = run_test(
         vec![cartesia(&server)],
         answer(&["It is sunny. ", "Take a hat."]),
@@ -413,7 +422,7 @@ async fn cartesia_continues_one_context_per_response_and_times_words() {
         "{:?}",
         error_frames(&out.upstream)
     );
-    let fake::cartesia::Connection {
+    let support::fake::cartesia::Connection {
         query,
         key,
         messages,
@@ -458,7 +467,7 @@ async fn cartesia_continues_one_context_per_response_and_times_words() {
 
 #[tokio::test]
 async fn cartesia_cancels_the_context_on_an_interruption_and_reports_errors() {
-    let server = fake::cartesia::FakeCartesia::start().await;
+    let server = support::fake::cartesia::FakeCartesia::start().await;
     let live = Live::start(vec![cartesia(&server)]);
     live.handle.queue_frame(FrameBody::LlmResponseStart).await;
     live.handle
@@ -467,14 +476,14 @@ async fn cartesia_cancels_the_context_on_an_interruption_and_reports_errors() {
     live.wait_for("audio", |b| matches!(b, FrameBody::OutputAudio(_)))
         .await;
     live.handle.queue_frame(FrameBody::Interruption).await;
-    let server_side = server.clone();
-    fake::wait_for(Duration::from_secs(5), "cancel", move || {
-        server_side.connections()[0]
-            .messages
-            .iter()
-            .any(|m| m.get("cancel").is_some())
-    })
-    .await;
+    server
+        .wait_until("cancel", |connections| {
+            connections[0]
+                .messages
+                .iter()
+                .any(|m| m.get("cancel").is_some())
+        })
+        .await;
     live.finish().await;
     let messages = &server.connections()[0].messages;
     assert_eq!(
@@ -482,7 +491,7 @@ async fn cartesia_cancels_the_context_on_an_interruption_and_reports_errors() {
         &json!({"context_id": messages[0]["context_id"], "cancel": true})
     );
 
-    server.push_script(fake::cartesia::Script {
+    server.push_script(support::fake::cartesia::Script {
         error: Some("Voice not found.".into()),
         ..Default::default()
     });

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::json;
-use support::audio::{decode, loud_frames, silence, tone, tone_amplitude};
+use support::fake::twilio_media::{CallConfig, FakeCall, Record};
+use support::fake::twilio_rest::FakeTwilioRest;
+use support::mulaw::{decode, loud_frames, silence, tone, tone_amplitude};
 use support::server::{SessionRecord, TestServer, twilio_rest_section};
-use support::twilio_client::{CallConfig, FakeCall, Record};
-use support::twilio_rest::FakeTwilioRest;
 
 const WAIT: Duration = Duration::from_secs(40);
 const LOUD: f64 = 1_000.0;

@@ -11,10 +11,10 @@ mod support;
 
 use std::time::Duration;
 
-use support::audio::{decode, loud_frames, silence, speech, tone, tone_amplitude};
+use support::fake::twilio_media::{CallConfig, FakeCall};
+use support::fake::twilio_rest::FakeTwilioRest;
+use support::mulaw::{decode, loud_frames, silence, speech, tone, tone_amplitude};
 use support::server::{TestServer, twilio_rest_section};
-use support::twilio_client::{CallConfig, FakeCall};
-use support::twilio_rest::FakeTwilioRest;
 
 /// `pipelines/parrot.toml` with a stand-in for the VAD in front.
 const PARROT_WITH_TURNS: &str = r#"
@@ -33,7 +33,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Loudness (sample units) above which a heard frame is the bot speaking.
 const LOUD: f64 = 1_000.0;
 
-fn heard_ms(record: &support::twilio_client::Record) -> usize {
+fn heard_ms(record: &support::fake::twilio_media::Record) -> usize {
     loud_frames(&decode(&record.heard), LOUD) * 20
 }
 
@@ -111,7 +111,7 @@ async fn pipelines_parrot_toml_answers_a_call_and_the_caller_hears_its_words_bac
     let threshold = 0.1
         * said
             .chunks(160)
-            .map(support::audio::rms)
+            .map(support::signal::rms)
             .fold(0.0, f64::max);
     let (said_ms, heard_ms) = (
         loud_frames(&said, threshold) * 20,

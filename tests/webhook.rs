@@ -10,10 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redis::AsyncCommands;
-use support::fake_openai::{FakeOpenAi, verdict};
+use support::fake::openai::{FakeOpenAi, verdict};
+use support::fake::webhook_receiver::WebhookReceiver;
+use support::processors::registry;
 use support::redis_server::RedisServer;
-use support::turns::{converse, registry};
-use support::webhook_receiver::WebhookReceiver;
+use support::turns::converse;
 use voxpipe::agent::AgentRuntime;
 use voxpipe::agent::webhook::signature;
 use voxpipe::pipeline::EnvSource;
@@ -100,13 +101,13 @@ async fn a_completed_call_is_posted_with_retries_and_exponential_backoff() {
 async fn with_an_evaluator_the_webhook_carries_the_outcome() {
     let redis = RedisServer::start();
     let receiver = WebhookReceiver::start().await;
-    let judge = FakeOpenAi::start().await;
-    judge.script([verdict("failure", 0.3, &["Pushed too hard"])]);
+    let judge = FakeOpenAi::judge().await;
+    judge.push_chats([verdict("failure", 0.3, &["Pushed too hard"])]);
     let runtime = runtime(
         &redis,
         &format!(
             "[evaluator]\nbase_url = \"{}\"\n\n[webhook]\nurl = \"{}\"\n",
-            judge.base_url(),
+            judge.base_url,
             receiver.url()
         ),
     )

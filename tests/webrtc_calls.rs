@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::server::TestServer;
-use support::webrtc::{
-    RATE, answer, connected_client, drain, patch_offer, post_offer, sample_speech, speak,
-};
+use support::signal::sample_speech;
+use support::webrtc::{RATE, answer, connected_client, drain, patch_offer, post_offer, speak};
 use voxpipe::frame::AudioFrame;
 use voxpipe::transport::webrtc::{ClientPeer, OfferRequest};
 

@@ -8,9 +8,8 @@ mod support;
 use std::time::Duration;
 
 use support::server::TestServer;
-use support::webrtc::{
-    RATE, best_correlation, connected_client, decode, drain, envelope, sample_speech, speak,
-};
+use support::signal::sample_speech;
+use support::webrtc::{RATE, best_correlation, connected_client, decode, drain, envelope, speak};
 use voxpipe::transport::webrtc::{ClientOptions, ClientPeer, OfferRequest, ReceivedAudio};
 
 const WAIT: Duration = Duration::from_secs(20);

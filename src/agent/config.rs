@@ -33,7 +33,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::writer::WriterSettings;
-use crate::agent::eval::{ApiEndpoint, default_base_url, seconds};
+use crate::agent::eval::{ApiEndpoint, default_base_url};
+use crate::config::Seconds;
 use crate::pipeline::BuildError;
 use crate::services::{ApiKey, ConnectionOptions};
 use crate::store::{Keys, Segment, StoreSettings};
@@ -68,7 +69,7 @@ pub struct ContextSection {
     /// One store operation, milliseconds.
     pub op_timeout_ms: u64,
     /// Retry time after a session ends, seconds.
-    pub flush_timeout_secs: f64,
+    pub flush_timeout_secs: Seconds,
     /// Time allowed to read the prompt at session start, milliseconds.
     pub prompt_timeout_ms: u64,
     /// The country when the call brings none.
@@ -91,7 +92,7 @@ impl Default for ContextSection {
             call_ttl_secs: 48 * 3600,
             session_tactics_ttl_secs: 24 * 3600,
             op_timeout_ms: 2000,
-            flush_timeout_secs: 120.0,
+            flush_timeout_secs: Seconds::from_millis(120_000),
             prompt_timeout_ms: 1500,
             country: None,
             industry: None,
@@ -116,7 +117,7 @@ impl ContextSection {
     /// How session writers retry.
     pub fn writer_settings(&self) -> WriterSettings {
         WriterSettings {
-            flush_timeout: seconds(self.flush_timeout_secs),
+            flush_timeout: self.flush_timeout_secs.duration(),
             ..WriterSettings::default()
         }
     }
@@ -152,9 +153,9 @@ pub struct SkillsSection {
     /// Candidates re-ranked exactly per query.
     #[serde(default = "default_candidates")]
     pub candidates: usize,
-    /// Seconds between index refreshes.
+    /// Seconds between index refreshes (1 s to a day).
     #[serde(default = "default_refresh")]
-    pub refresh_secs: f64,
+    pub refresh_secs: Seconds<1000>,
     /// Timeouts and retries of each embeddings request (the services'
     /// `connection` table).
     #[serde(default)]
@@ -170,8 +171,8 @@ fn default_top_k() -> usize {
 fn default_candidates() -> usize {
     512
 }
-fn default_refresh() -> f64 {
-    60.0
+fn default_refresh() -> Seconds<1000> {
+    Seconds::from_millis(60_000)
 }
 
 impl SkillsSection {

@@ -318,7 +318,7 @@ impl AgentRuntime {
             .section
             .skills
             .as_ref()
-            .map(|s| crate::agent::eval::seconds(s.refresh_secs).max(Duration::from_secs(1)));
+            .map(|s| s.refresh_secs.duration());
         tokio::join!(
             async {
                 if let Some(worker) = &worker {

@@ -178,8 +178,7 @@ async fn run_file_session(
         events.flush();
     }
     // The writer gives up by itself `flush_timeout` after the end.
-    let flush =
-        Duration::try_from_secs_f64(config.context.flush_timeout_secs).unwrap_or(Duration::ZERO);
+    let flush = config.context.flush_timeout_secs.duration();
     finish_context(&context, &memory, flush + Duration::from_secs(5)).await;
     Ok(report)
 }

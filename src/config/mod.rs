@@ -14,6 +14,7 @@ mod error;
 mod keypath;
 mod overrides;
 mod schema;
+mod seconds;
 mod server;
 mod twilio;
 mod webrtc;
@@ -25,7 +26,8 @@ pub(crate) use overrides::apply as apply_overrides;
 pub use schema::{
     InterruptionSection, PipelineSection, SUPPORTED_SAMPLE_RATES, SampleRate, TransportSection,
 };
+pub use seconds::{OutOfRange, Seconds};
 pub(crate) use server::is_url_host;
-pub use server::{MessageBytes, PublicHost, Seconds, ServerSection};
+pub use server::{MessageBytes, PublicHost, ServerSection};
 pub use twilio::{BaseUrl, TwilioSection};
 pub use webrtc::{GatherTimeout, IceServerConfig, IceUrl, IdleTimeout, WebRtcSection};

@@ -19,7 +19,9 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+use super::seconds::Seconds;
 
 use super::twilio::TwilioSection;
 use super::webrtc::WebRtcSection;
@@ -97,41 +99,25 @@ pub struct TransportSection {
 /// `[pipeline] allow_interruptions` lets them. The `vad` processor applies
 /// it (see `voxpipe::vad::BargeIn`).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct InterruptionSection {
     /// How long the user must have spoken over the bot before it is
     /// interrupted, in seconds (0 to 10): shorter sounds (a cough, a
     /// "mm-hm") never cut it off. Default 0.3.
-    #[serde(default = "default_min_secs", deserialize_with = "guard_secs")]
-    pub min_secs: f64,
+    pub min_secs: Seconds<0, 10>,
 }
 
 impl InterruptionSection {
     /// `min_secs` as a duration.
     pub fn min_speech(&self) -> Duration {
-        Duration::from_secs_f64(self.min_secs)
+        self.min_secs.duration()
     }
 }
 
 impl Default for InterruptionSection {
     fn default() -> Self {
         InterruptionSection {
-            min_secs: default_min_secs(),
+            min_secs: Seconds::from_millis(300),
         }
-    }
-}
-
-fn default_min_secs() -> f64 {
-    0.3
-}
-
-fn guard_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    let secs = f64::deserialize(deserializer)?;
-    if (0.0..=10.0).contains(&secs) {
-        Ok(secs)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "expected seconds from 0 to 10, not {secs}"
-        )))
     }
 }

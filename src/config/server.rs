@@ -13,92 +13,45 @@
 //! Every key is optional. A file run (`voxpipe run`) ignores the section.
 
 use std::num::NonZeroUsize;
-use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::seconds::Seconds;
+
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerSection {
     /// The most sessions (calls) at once; a call over the limit gets a busy
     /// signal (TwiML `<Reject reason="busy">`) or a 503 on the WebSocket
     /// upgrade.
-    #[serde(default = "default_max_sessions")]
     pub max_sessions: NonZeroUsize,
     /// The largest WebSocket message accepted; a larger one ends its session
     /// (cleanly: its turns are kept).
-    #[serde(default)]
     pub max_message_bytes: MessageBytes,
     /// A stream that sends nothing for this long is over (Twilio sends audio
     /// every 20 ms for as long as a call lasts, silence included).
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout_secs: Seconds,
+    pub idle_timeout_secs: Seconds<1>,
     /// On SIGTERM or ctrl-c, how long calls may go on before they are ended.
-    #[serde(default = "default_shutdown_deadline")]
-    pub shutdown_deadline_secs: Seconds,
+    pub shutdown_deadline_secs: Seconds<1>,
     /// After calls are ended at the deadline, how long they may take to
     /// drain (finish their turns) before they are cancelled.
-    #[serde(default = "default_shutdown_grace")]
-    pub shutdown_grace_secs: Seconds,
+    pub shutdown_grace_secs: Seconds<1>,
     /// The host (and port, if not 443) that callers' providers reach this
     /// server at, e.g. `voice.example.com`. Without it, the host comes from
     /// each request's `X-Forwarded-Host` or `Host` header.
-    #[serde(default)]
     pub public_host: Option<PublicHost>,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
-            max_sessions: default_max_sessions(),
+            max_sessions: NonZeroUsize::new(200).unwrap_or(NonZeroUsize::MIN),
             max_message_bytes: MessageBytes::default(),
-            idle_timeout_secs: default_idle_timeout(),
-            shutdown_deadline_secs: default_shutdown_deadline(),
-            shutdown_grace_secs: default_shutdown_grace(),
+            idle_timeout_secs: Seconds::from_millis(10_000),
+            shutdown_deadline_secs: Seconds::from_millis(30_000),
+            shutdown_grace_secs: Seconds::from_millis(5_000),
             public_host: None,
-        }
-    }
-}
-
-fn default_max_sessions() -> NonZeroUsize {
-    NonZeroUsize::new(200).unwrap_or(NonZeroUsize::MIN)
-}
-
-fn default_idle_timeout() -> Seconds {
-    Seconds(Duration::from_secs(10))
-}
-
-fn default_shutdown_deadline() -> Seconds {
-    Seconds(Duration::from_secs(30))
-}
-
-fn default_shutdown_grace() -> Seconds {
-    Seconds(Duration::from_secs(5))
-}
-
-/// A positive number of seconds, at most a day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "f64")]
-pub struct Seconds(Duration);
-
-impl Seconds {
-    /// As a duration.
-    pub fn duration(self) -> Duration {
-        self.0
-    }
-}
-
-impl TryFrom<f64> for Seconds {
-    type Error = String;
-
-    fn try_from(secs: f64) -> Result<Self, Self::Error> {
-        if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
-            Ok(Seconds(Duration::from_secs_f64(secs)))
-        } else {
-            Err(format!(
-                "expected a number of seconds above 0 and at most 86400, not {secs}"
-            ))
         }
     }
 }
@@ -226,16 +179,5 @@ mod tests {
     fn a_scheme_is_refused_with_a_hint() {
         let err = PublicHost::try_from("https://voice.example.com".to_owned()).unwrap_err();
         assert!(err.contains("`voice.example.com`"), "{err}");
-    }
-
-    #[test]
-    fn seconds_must_be_positive_and_finite() {
-        assert_eq!(
-            Seconds::try_from(0.5).unwrap().duration(),
-            Duration::from_millis(500)
-        );
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e9] {
-            assert!(Seconds::try_from(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -1,128 +1,102 @@
-//! Metrics in the Prometheus text exposition format (version 0.0.4).
+//! Metrics in the Prometheus text exposition format (version 0.0.4),
+//! through `prometheus-client`, the official Rust client.
 //!
-//! A [`Registry`] holds metric families by name; each family holds one
-//! series per label set. Handles ([`Counter`], [`Gauge`], [`Histogram`]) are
-//! cheap clones over atomics, so hot paths update them without locks; only
-//! looking a series up and rendering take the registry's lock.
+//! The crate does the counting and the exposition: the metric types, label
+//! escaping, bucket and float formatting, `_total` suffixes. This module is
+//! the thin layer voxpipe's server needs on top: families looked up by
+//! name, with label values known only at run time (a transport, an end
+//! reason, a processor), created on first use. The crate's registry wants
+//! every family registered up front through `&mut`; [`Registry`] keeps it
+//! behind a lock with a map from name to family, so callers can ask for
+//! `counter(name, help, labels)` from anywhere. The crate also leaves a
+//! family out of the text until it has a series; voxpipe lists every
+//! family from the first scrape, so families are registered wrapped in
+//! `Listed`, which always encodes its `# HELP` and `# TYPE` lines.
+//!
+//! Names and help texts are written as they are exposed: a counter's name
+//! ends in `_total` and a help text in a full stop. The crate adds both
+//! itself, so they are taken off before registering; the exposed text is
+//! what the caller wrote.
+//!
+//! The exposition is the Prometheus text format, not OpenMetrics, so the
+//! `/metrics` content type ([`CONTENT_TYPE`]) and every series name stay as
+//! they were (no `# EOF`, no `_created` samples).
+//!
+//! Handles are cheap clones: a [`Counter`] or [`Gauge`] is an atomic, a
+//! [`Histogram`] a short lock per observation; looking a series up and
+//! rendering take the registry's lock.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, prometheus_text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+
+pub use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::histogram::Histogram;
+
+/// The `Content-Type` of [`Registry::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Latency buckets in seconds, from 1 ms to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A value that only goes up.
-#[derive(Debug, Clone, Default)]
-pub struct Counter(Arc<AtomicU64>);
+/// Label pairs, e.g. `&[("reason", "hangup")]`.
+pub type Labels<'a> = &'a [(&'a str, &'a str)];
 
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.add(1);
-    }
+/// A series' labels as the crate encodes them, sorted by name.
+type LabelSet = Vec<(String, String)>;
 
-    /// Adds `n`.
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down.
-#[derive(Debug, Clone, Default)]
-pub struct Gauge(Arc<AtomicI64>);
-
-impl Gauge {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Subtracts one.
-    pub fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Sets the value.
-    pub fn set(&self, value: i64) {
-        self.0.store(value, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Debug)]
-struct HistogramCore {
-    bounds: Vec<f64>,
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
-
-/// Observations counted in fixed buckets (cumulative on export).
+/// Makes a family's histograms, all with the same bucket bounds.
 #[derive(Debug, Clone)]
-pub struct Histogram(Arc<HistogramCore>);
+struct Buckets(Arc<[f64]>);
 
-impl Histogram {
-    fn new(bounds: &[f64]) -> Self {
-        Histogram(Arc::new(HistogramCore {
-            bounds: bounds.to_vec(),
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }))
-    }
-
-    /// Records one observation, in the family's unit (seconds for latency).
-    pub fn observe(&self, value: f64) {
-        let core = &self.0;
-        if let Some(i) = core.bounds.iter().position(|b| value <= *b) {
-            core.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        let micros = (value.max(0.0) * 1e6).round() as u64;
-        core.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        core.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// How many observations were recorded.
-    pub fn count(&self) -> u64 {
-        self.0.count.load(Ordering::Relaxed)
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
     }
 }
 
-#[derive(Debug, Clone)]
-enum Series {
-    Counter(Counter),
-    Gauge(Gauge),
-    Histogram(Histogram),
-}
-
+/// A family exposed from its registration on, with `# HELP` and `# TYPE`
+/// and no samples until its first series: the crate leaves out empty
+/// families, and a scraper (and `voxpipe_*` dashboards) should see every
+/// family from the first scrape.
 #[derive(Debug)]
-struct Family {
-    help: String,
-    kind: &'static str,
-    series: BTreeMap<String, Series>,
+struct Listed<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Listed<M> {
+    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
+/// A registered family; a clone shares its series.
+#[derive(Debug, Clone)]
+enum Handle {
+    Counter(Family<LabelSet, Counter>),
+    Gauge(Family<LabelSet, Gauge>),
+    Histogram(Family<LabelSet, Histogram, Buckets>),
+}
+
+#[derive(Debug, Default)]
+struct Families {
+    exposition: prometheus_client::registry::Registry,
+    by_name: HashMap<String, Handle>,
 }
 
 /// A set of metric families, rendered together.
 #[derive(Debug, Default)]
 pub struct Registry {
-    families: Mutex<BTreeMap<String, Family>>,
+    families: Mutex<Families>,
 }
-
-/// Label pairs, e.g. `&[("reason", "hangup")]`.
-pub type Labels<'a> = &'a [(&'a str, &'a str)];
 
 impl Registry {
     /// An empty registry.
@@ -130,70 +104,77 @@ impl Registry {
         Self::default()
     }
 
-    fn series(
-        &self,
-        name: &str,
-        help: &str,
-        kind: &'static str,
-        labels: Labels<'_>,
-        make: impl FnOnce() -> Series,
-    ) -> Series {
+    /// The family `name`, registered with `make` if new.
+    fn family(&self, name: &str, help: &str, make: impl FnOnce() -> Handle) -> Handle {
         let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let family = families.entry(name.to_owned()).or_insert_with(|| Family {
-            help: help.to_owned(),
-            kind,
-            series: BTreeMap::new(),
-        });
-        family
-            .series
-            .entry(label_text(labels))
-            .or_insert_with(make)
+        let Families {
+            exposition,
+            by_name,
+        } = &mut *families;
+        by_name
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                let handle = make();
+                let help = help.strip_suffix('.').unwrap_or(help);
+                match &handle {
+                    Handle::Counter(family) => {
+                        let bare = name.strip_suffix("_total").unwrap_or(name);
+                        exposition.register(bare, help, Listed(family.clone()));
+                    }
+                    Handle::Gauge(family) => {
+                        exposition.register(name, help, Listed(family.clone()));
+                    }
+                    Handle::Histogram(family) => {
+                        exposition.register(name, help, Listed(family.clone()));
+                    }
+                }
+                handle
+            })
             .clone()
     }
 
-    fn declare(&self, name: &str, help: &str, kind: &'static str) {
-        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        families.entry(name.to_owned()).or_insert_with(|| Family {
-            help: help.to_owned(),
-            kind,
-            series: BTreeMap::new(),
-        });
+    fn counter_family(&self, name: &str, help: &str) -> Handle {
+        self.family(name, help, || Handle::Counter(Family::default()))
+    }
+
+    fn histogram_family(&self, name: &str, help: &str, bounds: &[f64]) -> Handle {
+        self.family(name, help, || {
+            Handle::Histogram(Family::new_with_constructor(Buckets(bounds.into())))
+        })
     }
 
     /// Declares the counter family `name` before any of its series exists,
     /// so that it is listed (with no samples) from the first scrape.
     pub fn declare_counter(&self, name: &str, help: &str) {
-        self.declare(name, help, "counter");
+        self.counter_family(name, help);
     }
 
-    /// Declares the histogram family `name` before any of its series
-    /// exists; see [`Registry::declare_counter`].
-    pub fn declare_histogram(&self, name: &str, help: &str) {
-        self.declare(name, help, "histogram");
+    /// Declares the histogram family `name`, with bucket upper bounds
+    /// `bounds`, before any of its series exists; see
+    /// [`Registry::declare_counter`].
+    pub fn declare_histogram(&self, name: &str, help: &str, bounds: &[f64]) {
+        self.histogram_family(name, help, bounds);
     }
 
-    /// The counter `name{labels}`, created at zero if new.
+    /// The counter `name{labels}`, created at zero if new. A name already
+    /// used by another type gives a counter that is not exported.
     pub fn counter(&self, name: &str, help: &str, labels: Labels<'_>) -> Counter {
-        match self.series(name, help, "counter", labels, || {
-            Series::Counter(Counter::default())
-        }) {
-            Series::Counter(c) => c,
+        match self.counter_family(name, help) {
+            Handle::Counter(family) => family.get_or_create_owned(&label_set(labels)),
             _ => Counter::default(),
         }
     }
 
     /// The gauge `name{labels}`, created at zero if new.
     pub fn gauge(&self, name: &str, help: &str, labels: Labels<'_>) -> Gauge {
-        match self.series(name, help, "gauge", labels, || {
-            Series::Gauge(Gauge::default())
-        }) {
-            Series::Gauge(g) => g,
+        match self.family(name, help, || Handle::Gauge(Family::default())) {
+            Handle::Gauge(family) => family.get_or_create_owned(&label_set(labels)),
             _ => Gauge::default(),
         }
     }
 
-    /// The histogram `name{labels}` with bucket upper bounds `bounds`
-    /// (ascending), created empty if new.
+    /// The histogram `name{labels}`, created empty if new. `bounds` (bucket
+    /// upper bounds, ascending) count when the family is first made.
     pub fn histogram(
         &self,
         name: &str,
@@ -201,83 +182,33 @@ impl Registry {
         labels: Labels<'_>,
         bounds: &[f64],
     ) -> Histogram {
-        match self.series(name, help, "histogram", labels, || {
-            Series::Histogram(Histogram::new(bounds))
-        }) {
-            Series::Histogram(h) => h,
-            _ => Histogram::new(bounds),
+        match self.histogram_family(name, help, bounds) {
+            Handle::Histogram(family) => family.get_or_create_owned(&label_set(labels)),
+            _ => Histogram::new(bounds.iter().copied()),
         }
     }
 
-    /// Every family in the text exposition format.
+    /// Every family in the text exposition format, in registration order.
     pub fn render(&self) -> String {
         let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        for (name, family) in families.iter() {
-            let _ = writeln!(out, "# HELP {name} {}", escape_help(&family.help));
-            let _ = writeln!(out, "# TYPE {name} {}", family.kind);
-            for (labels, series) in &family.series {
-                render_series(&mut out, name, labels, series);
-            }
+        if prometheus_text::encode(&mut out, &families.exposition).is_err() {
+            // Writing to a String cannot fail; an encoder error would leave
+            // a partial text, which a scraper must not take for the truth.
+            tracing::warn!("metrics exposition failed");
+            out.clear();
         }
         out
     }
 }
 
-fn render_series(out: &mut String, name: &str, labels: &str, series: &Series) {
-    let braces = |labels: &str| {
-        if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        }
-    };
-    match series {
-        Series::Counter(c) => {
-            let _ = writeln!(out, "{name}{} {}", braces(labels), c.get());
-        }
-        Series::Gauge(g) => {
-            let _ = writeln!(out, "{name}{} {}", braces(labels), g.get());
-        }
-        Series::Histogram(h) => {
-            let core = &h.0;
-            let mut cumulative = 0;
-            let sep = if labels.is_empty() { "" } else { "," };
-            for (bound, count) in core.bounds.iter().zip(&core.counts) {
-                cumulative += count.load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let total = core.count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {total}");
-            let sum = core.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
-            let _ = writeln!(out, "{name}_count{} {total}", braces(labels));
-        }
-    }
-}
-
-fn label_text(labels: Labels<'_>) -> String {
-    let mut sorted: Vec<_> = labels.to_vec();
-    sorted.sort_unstable();
-    sorted
+fn label_set(labels: Labels<'_>) -> LabelSet {
+    let mut set: LabelSet = labels
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn escape_help(help: &str) -> String {
-    help.replace('\\', "\\\\").replace('\n', "\\n")
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    set.sort_unstable();
+    set
 }
 
 #[cfg(test)]
@@ -293,7 +224,7 @@ mod tests {
                 "Sessions ended.",
                 &[("reason", "hangup")],
             )
-            .add(3);
+            .inc_by(3);
         registry
             .counter(
                 "voxpipe_sessions_total",
@@ -314,15 +245,22 @@ mod tests {
         h.observe(0.5);
         h.observe(5.0);
         let text = registry.render();
+        assert!(text.contains("# HELP voxpipe_sessions_total Sessions ended.\n"));
         assert!(text.contains("# TYPE voxpipe_sessions_total counter\n"));
         assert!(text.contains("voxpipe_sessions_total{reason=\"end_call\"} 1\n"));
         assert!(text.contains("voxpipe_sessions_total{reason=\"hangup\"} 3\n"));
+        assert!(text.contains("# TYPE voxpipe_active_sessions gauge\n"));
         assert!(text.contains("voxpipe_active_sessions 2\n"));
+        assert!(text.contains("# TYPE voxpipe_ttfb_seconds histogram\n"));
         assert!(text.contains("voxpipe_ttfb_seconds_bucket{service=\"tts\",le=\"0.1\"} 1\n"));
         assert!(text.contains("voxpipe_ttfb_seconds_bucket{service=\"tts\",le=\"1\"} 2\n"));
         assert!(text.contains("voxpipe_ttfb_seconds_bucket{service=\"tts\",le=\"+Inf\"} 3\n"));
         assert!(text.contains("voxpipe_ttfb_seconds_sum{service=\"tts\"} 5.55\n"));
         assert!(text.contains("voxpipe_ttfb_seconds_count{service=\"tts\"} 3\n"));
+        assert!(
+            !text.contains("_created") && !text.contains("# EOF"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -336,9 +274,25 @@ mod tests {
     }
 
     #[test]
-    fn label_values_are_escaped() {
+    fn labels_are_sorted_and_values_escaped() {
         let registry = Registry::new();
-        registry.counter("c", "h", &[("k", "a\"b\\c\nd")]).inc();
-        assert!(registry.render().contains("c{k=\"a\\\"b\\\\c\\nd\"} 1"));
+        registry
+            .counter("c_total", "h", &[("z", "1"), ("k", "a\"b\\c\nd")])
+            .inc();
+        let text = registry.render();
+        assert!(
+            text.contains("c_total{k=\"a\\\"b\\\\c\\nd\",z=\"1\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_name_taken_by_another_type_is_not_exported_twice() {
+        let registry = Registry::new();
+        registry.gauge("g", "h", &[]).set(1);
+        registry.counter("g", "h", &[]).inc();
+        let text = registry.render();
+        assert_eq!(text.matches("# TYPE").count(), 1, "{text}");
+        assert!(text.contains("g 1\n"), "{text}");
     }
 }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
+use crate::config::Seconds;
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody};
 use crate::pipeline::ProcessorFactory;
 use crate::pipeline::{BuildError, SessionSetup};
@@ -29,29 +30,24 @@ const PRE_ROLL: Duration = Duration::from_secs(2);
 
 /// `[[processor]] type = "parrot"`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ParrotConfig {
-    /// The longest utterance repeated, in seconds; longer ones are cut to
-    /// their last `max_secs`. Default 30.
-    #[serde(default = "default_max_secs")]
-    pub max_secs: f64,
+    /// The longest utterance repeated, in seconds (above 0, at most 600);
+    /// longer ones are cut to their last `max_secs`. Default 30.
+    pub max_secs: Seconds<1, 600>,
 }
 
-fn default_max_secs() -> f64 {
-    30.0
+impl Default for ParrotConfig {
+    fn default() -> Self {
+        ParrotConfig {
+            max_secs: Seconds::from_millis(30_000),
+        }
+    }
 }
 
 impl ProcessorFactory for ParrotConfig {
     fn build(&self, _setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
-        if !(self.max_secs > 0.0 && self.max_secs <= 600.0) {
-            return Err(BuildError::Invalid(format!(
-                "max_secs must be between 0 and 600, not {}",
-                self.max_secs
-            )));
-        }
-        Ok(Box::new(Parrot::new(Duration::from_secs_f64(
-            self.max_secs,
-        ))))
+        Ok(Box::new(Parrot::new(self.max_secs.duration())))
     }
 }
 

@@ -25,6 +25,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Deserializer};
 
+use crate::config::Seconds;
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
 use crate::pipeline::ProcessorFactory;
 use crate::pipeline::{BuildError, SessionSetup};
@@ -47,75 +48,57 @@ pub enum VadEngine {
 
 /// `[[processor]] type = "vad"`: Pipecat's `VADParams`, and the engine.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VadConfig {
     /// `silero` (default) or `earshot`.
-    #[serde(default)]
     pub engine: VadEngine,
     /// Minimum model confidence for speech, 0 to 1. Default 0.7.
-    #[serde(default = "default_confidence", deserialize_with = "unit_interval")]
+    #[serde(deserialize_with = "unit_interval")]
     pub confidence: f64,
     /// Speech needed before the user counts as speaking, seconds (0 to 10).
     /// Default 0.2.
-    #[serde(default = "default_start_secs", deserialize_with = "window_secs")]
-    pub start_secs: f64,
+    pub start_secs: Seconds<0, 10>,
     /// Quiet needed before the user counts as stopped, seconds (0 to 10).
     /// Default 0.8.
-    #[serde(default = "default_stop_secs", deserialize_with = "window_secs")]
-    pub stop_secs: f64,
+    pub stop_secs: Seconds<0, 10>,
     /// Minimum smoothed volume for speech, 0 to 1, on Pipecat's scale
     /// (loudness from -20 to 80 LUFS). Default 0.6.
-    #[serde(default = "default_min_volume", deserialize_with = "unit_interval")]
+    #[serde(deserialize_with = "unit_interval")]
     pub min_volume: f64,
 }
 
-fn default_confidence() -> f64 {
-    VadParams::default().confidence
-}
-
-fn default_start_secs() -> f64 {
-    VadParams::default().start_secs
-}
-
-fn default_stop_secs() -> f64 {
-    VadParams::default().stop_secs
-}
-
-fn default_min_volume() -> f64 {
-    VadParams::default().min_volume
-}
-
-fn in_range<'de, D: Deserializer<'de>>(
-    deserializer: D,
-    range: std::ops::RangeInclusive<f64>,
-    what: &str,
-) -> Result<f64, D::Error> {
-    let value = f64::deserialize(deserializer)?;
-    if range.contains(&value) {
-        Ok(value)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "expected {what} from {} to {}, not {value}",
-            range.start(),
-            range.end()
-        )))
+impl Default for VadConfig {
+    /// Pipecat's defaults ([`VadParams::default`]).
+    fn default() -> Self {
+        let params = VadParams::default();
+        let millis = |secs: f64| (secs * 1000.0).round() as u64;
+        VadConfig {
+            engine: VadEngine::default(),
+            confidence: params.confidence,
+            start_secs: Seconds::from_millis(millis(params.start_secs)),
+            stop_secs: Seconds::from_millis(millis(params.stop_secs)),
+            min_volume: params.min_volume,
+        }
     }
 }
 
 fn unit_interval<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    in_range(deserializer, 0.0..=1.0, "a value")
-}
-
-fn window_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    in_range(deserializer, 0.0..=10.0, "seconds")
+    let value = f64::deserialize(deserializer)?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected a value from 0 to 1, not {value}"
+        )))
+    }
 }
 
 impl VadConfig {
     fn params(&self) -> VadParams {
         VadParams {
             confidence: self.confidence,
-            start_secs: self.start_secs,
-            stop_secs: self.stop_secs,
+            start_secs: self.start_secs.as_secs_f64(),
+            stop_secs: self.stop_secs.as_secs_f64(),
             min_volume: self.min_volume,
         }
     }

@@ -99,7 +99,7 @@ impl ServerMetrics {
         ] {
             registry.declare_counter(name, help);
         }
-        registry.declare_histogram(TTFB.0, TTFB.1);
+        registry.declare_histogram(TTFB.0, TTFB.1, LATENCY_BUCKETS);
         ServerMetrics {
             registry,
             sessions_active,
@@ -192,11 +192,11 @@ struct ServerTransportStats {
 
 impl TransportStats for ServerTransportStats {
     fn audio_in(&self, frames: u64) {
-        self.frames_in.add(frames);
+        self.frames_in.inc_by(frames);
     }
 
     fn audio_out(&self, frames: u64) {
-        self.frames_out.add(frames);
+        self.frames_out.inc_by(frames);
     }
 
     fn input_error(&self, kind: &'static str) {

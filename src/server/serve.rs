@@ -216,7 +216,7 @@ impl Server {
         super::shutdown::drain(&self.state).await;
         if let Some(agent) = &self.state.agent {
             // Writers stop on their own `flush_timeout` after their session.
-            let limit = crate::agent::eval::seconds(self.state.config.context.flush_timeout_secs)
+            let limit = self.state.config.context.flush_timeout_secs.duration()
                 + std::time::Duration::from_secs(1);
             let writing = agent.drain_writers(limit).await;
             if writing > 0 {

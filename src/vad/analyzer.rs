@@ -49,36 +49,12 @@ use std::collections::VecDeque;
 
 use super::VoiceModel;
 use super::volume::SmoothedVolume;
+use crate::frame::VadParams;
 
 /// How far before the first speaking chunk a start may be placed.
 pub const MAX_ONSET_LOOKBACK_SECS: f64 = 0.5;
 /// The longest gap inside the speech before a start.
 pub const MAX_ONSET_GAP_SECS: f64 = 0.1;
-
-/// Pipecat's `VADParams`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VadParams {
-    /// Minimum model confidence for a chunk to count as speech. Default 0.7.
-    pub confidence: f64,
-    /// Speech needed before the user counts as speaking, seconds. Default 0.2.
-    pub start_secs: f64,
-    /// Quiet needed before the user counts as stopped, seconds. Default 0.8.
-    pub stop_secs: f64,
-    /// Minimum smoothed volume (0 to 1) for a chunk to count as speech.
-    /// Default 0.6.
-    pub min_volume: f64,
-}
-
-impl Default for VadParams {
-    fn default() -> Self {
-        VadParams {
-            confidence: 0.7,
-            start_secs: 0.2,
-            stop_secs: 0.8,
-            min_volume: 0.6,
-        }
-    }
-}
 
 /// Pipecat's `VADState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

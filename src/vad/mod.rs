@@ -43,8 +43,11 @@ mod silero;
 mod timeline;
 mod volume;
 
+/// The analyzer's parameters: plain data that frames carry, so it is
+/// declared in the frame layer.
+pub use crate::frame::VadParams;
 pub use analyzer::{
-    MAX_ONSET_GAP_SECS, MAX_ONSET_LOOKBACK_SECS, Speech, VadAnalyzer, VadEvent, VadParams, VadState,
+    MAX_ONSET_GAP_SECS, MAX_ONSET_LOOKBACK_SECS, Speech, VadAnalyzer, VadEvent, VadState,
 };
 pub use barge_in::BargeIn;
 pub use earshot::EarshotVad;

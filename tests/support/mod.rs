@@ -1,40 +1,33 @@
-//! Shared by the integration tests: a fake Twilio (the media streams client
-//! and the REST API), WebRTC client calls, test-only processors and a server
-//! run in-process on a free loopback port; a real `redis-server` on a free
-//! loopback port, fake OpenAI-compatible and webhook servers, and a stand-in
-//! for the context aggregators for the context tests.
+//! What the integration tests share, one tree included the same way by
+//! every test binary (`mod support;`) and by the benchmarks that need it:
+//!
+//! - [`fake`]: fake provider servers speaking each provider's documented
+//!   wire protocol (OpenAI-compatible HTTP, Deepgram, ElevenLabs, Cartesia,
+//!   Twilio's media streams and REST API, a webhook receiver);
+//! - [`net`]: the one way to listen (a free loopback port);
+//! - [`wait`]: waiting on notifications instead of the clock;
+//! - [`signal`]: the one tone generator, the sample speech, and measures
+//!   of audio; [`mulaw`]: the same for fake phone callers at 8 kHz;
+//! - [`session`]: running pipelines and reading what came out;
+//!   [`processors`]: test-only processor types and the registry with them;
+//!   [`turns`]: sessions driven turn by turn for the context store;
+//! - [`server`]: the server in-process; [`webrtc`]: WebRTC client calls;
+//!   [`redis_server`]: a real `redis-server` of the test's own;
+//! - [`rng`]: deterministic test vectors.
 
 #![allow(dead_code)] // each test binary uses a different subset
 #![allow(unreachable_pub)] // shared between test binaries, not an API
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod audio;
-#[path = "../common/mod.rs"]
-mod common;
-pub mod fake_openai;
+pub mod fake;
+pub mod mulaw;
+pub mod net;
 pub mod processors;
 pub mod redis_server;
 pub mod rng;
 pub mod server;
+pub mod session;
+pub mod signal;
 pub mod turns;
-pub mod twilio_client;
-pub mod twilio_rest;
-pub mod webhook_receiver;
+pub mod wait;
 pub mod webrtc;
-
-use std::time::Duration;
-
-/// Waits until `check` holds, polling every 10 ms, for at most `limit`
-/// (for state that another process or a real socket changes, where no
-/// notification exists).
-pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}

@@ -9,6 +9,10 @@
 //!   when the caller presses `key`, as the LLM's `end_call` tool will.
 //! - `test_say_on_key`: when the caller presses `key`, replies with a tone
 //!   of `secs` at `rate` Hz in one frame, as a TTS might.
+//! - `scripted_vad`: says the user started and stopped speaking at times
+//!   given in the TOML, as the VAD would for that audio.
+//! - `fake_turns` (in `turns.rs`): completes conversation turns, standing
+//!   in for the context aggregators.
 
 use std::time::Duration;
 
@@ -21,12 +25,17 @@ use voxpipe::pipeline::{BuildError, SessionSetup};
 use voxpipe::pipeline::{Processor, ProcessorContext, ProcessorError};
 use voxpipe::processors::ProcessorRegistry;
 
-/// The built-in processors and the test ones.
+use super::signal::sine;
+use super::turns::FakeTurnsConfig;
+
+/// The built-in processors and every test one.
 pub fn registry() -> ProcessorRegistry {
     let mut registry = ProcessorRegistry::builtin();
     registry.register::<TestTurnsConfig>("test_turns");
     registry.register::<EndOnKeyConfig>("test_end_on_key");
     registry.register::<SayOnKeyConfig>("test_say_on_key");
+    registry.register::<ScriptedVadConfig>("scripted_vad");
+    registry.register::<FakeTurnsConfig>("fake_turns");
     registry
 }
 
@@ -181,12 +190,7 @@ pub struct SayOnKeyConfig {
 impl ProcessorFactory for SayOnKeyConfig {
     fn build(&self, _setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
         let len = (self.secs * f64::from(self.rate)) as usize;
-        let samples: Vec<i16> = (0..len)
-            .map(|i| {
-                let t = i as f64 / f64::from(self.rate);
-                (8_000.0 * (2.0 * std::f64::consts::PI * self.freq * t).sin()) as i16
-            })
-            .collect();
+        let samples = sine(self.freq, self.rate, len, 8_000.0);
         Ok(Box::new(SayOnKey {
             key: self.key,
             reply: AudioFrame::from_samples(&samples, self.rate, 1, Duration::ZERO),
@@ -214,6 +218,63 @@ impl Processor for SayOnKey {
             ctx.push_downstream(FrameBody::OutputAudio(self.reply.clone()))
                 .await;
             ctx.push_downstream(FrameBody::TtsStopped).await;
+        }
+        Ok(())
+    }
+}
+
+/// A VAD stand-in for tests: says the user started speaking 0.2 s after
+/// each scripted speech start and stopped 0.5 s after its end, as the VAD
+/// decides (with the speech boundaries it reports).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScriptedVadConfig {
+    /// `[start, end]` of each utterance, in seconds.
+    pub speech: Vec<[f64; 2]>,
+}
+
+impl ProcessorFactory for ScriptedVadConfig {
+    fn build(&self, _setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
+        let mut marks = Vec::new();
+        for [start, end] in &self.speech {
+            let (start, end) = (
+                Duration::from_secs_f64(*start),
+                Duration::from_secs_f64(*end),
+            );
+            marks.push((
+                start + Duration::from_millis(200),
+                FrameBody::UserStartedSpeaking { start },
+            ));
+            marks.push((
+                end + Duration::from_millis(500),
+                FrameBody::UserStoppedSpeaking { end },
+            ));
+        }
+        Ok(Box::new(ScriptedVad { marks }))
+    }
+}
+
+struct ScriptedVad {
+    marks: Vec<(Duration, FrameBody)>,
+}
+
+#[async_trait]
+impl Processor for ScriptedVad {
+    async fn process(
+        &mut self,
+        frame: Frame,
+        direction: Direction,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        let due = match &frame.body {
+            FrameBody::InputAudio(audio) => Some(audio.pts + audio.duration()),
+            _ => None,
+        };
+        ctx.push(frame, direction).await;
+        if let Some(now) = due {
+            while self.marks.first().is_some_and(|(at, _)| *at <= now) {
+                let (_, body) = self.marks.remove(0);
+                ctx.push_both_ways(body).await;
+            }
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! A `redis-server` of our own, on a free loopback port, killed on drop.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,10 +26,7 @@ impl RedisServer {
     }
 
     fn launch(persistent: bool) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = super::net::free_port();
         let mut server = RedisServer {
             port,
             dir: tempfile::tempdir().expect("a temporary directory"),
@@ -92,7 +89,9 @@ impl RedisServer {
     }
 
     /// Polls PING until the server answers PONG (it may be loading its
-    /// append-only file).
+    /// append-only file). A bounded poll on purpose: a child process gives
+    /// no notification that it listens, and redis-server's own readiness
+    /// signal (`--supervised systemd`) needs a systemd notify socket.
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {

@@ -16,7 +16,9 @@ use voxpipe::pipeline::{Observer, PipelineOutcome, PushEvent};
 use voxpipe::pipeline_file::{load_pipeline, parse_pipeline};
 use voxpipe::server::{ReadinessCheck, Server, ServerError};
 
+use super::net;
 use super::processors::registry;
+use super::wait::until_notified;
 
 /// `[transport.twilio]` for a fake REST API at `base_url`, the auth token
 /// in `TWILIO_AUTH_TOKEN`.
@@ -53,23 +55,16 @@ impl SessionLog {
 
     /// Waits until `n` sessions have ended, or panics after `timeout`.
     pub async fn ended(&self, n: usize, timeout: Duration) -> Vec<SessionRecord> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+        until_notified(&self.changed, timeout, || {
             let ended: Vec<SessionRecord> = self
                 .all()
                 .into_iter()
                 .filter(|s| s.end_reason.is_some())
                 .collect();
-            if ended.len() >= n {
-                return ended;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                panic!("expected {n} sessions to end; sessions: {:?}", self.all());
-            }
-        }
+            (ended.len() >= n).then_some(ended)
+        })
+        .await
+        .unwrap_or_else(|| panic!("expected {n} sessions to end; sessions: {:?}", self.all()))
     }
 
     fn update(&self, index: usize, change: impl FnOnce(&mut SessionRecord)) {
@@ -220,7 +215,7 @@ impl TestServer {
             })
             .build()
             .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = net::loopback_listener().await;
         let addr = listener.local_addr().unwrap();
         let (shutdown, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(listener, async move {

@@ -20,7 +20,6 @@ use voxpipe::pipeline::{
     NamedProcessor, PipelineHandle, PipelineOutcome, PipelineParams, PipelineTask,
 };
 use voxpipe::pipeline::{Processor, ProcessorContext, ProcessorError};
-use voxpipe::processors::ProcessorRegistry;
 use voxpipe::store::time::unix_ms;
 
 /// `type = "fake_turns"`.
@@ -35,13 +34,6 @@ impl ProcessorFactory for FakeTurnsConfig {
     fn build(&self, _setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
         Ok(Box::new(FakeTurns::new(self.every_frames)))
     }
-}
-
-/// The builtin registry plus `fake_turns`.
-pub fn registry() -> ProcessorRegistry {
-    let mut registry = ProcessorRegistry::builtin();
-    registry.register::<FakeTurnsConfig>("fake_turns");
-    registry
 }
 
 /// A turn as an aggregator makes one.

@@ -2,28 +2,20 @@
 //! HTTP as a page does it, speaking in real time, the data channel's events,
 //! and comparing the audio that came back.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use voxpipe::audio::{OpusDecoder, read_wav};
+use voxpipe::audio::OpusDecoder;
 use voxpipe::frame::AudioFrame;
 use voxpipe::transport::webrtc::{Answer, ClientPeer, OfferRequest, ReceivedAudio};
 
+use super::wait::until_notified;
+
 pub const RATE: u32 = 16_000;
 const FRAME: usize = 320;
-
-/// The sample speech at 16 kHz: 1.5 s of silence, "Hello, can you hear
-/// me?", 1.5 s of silence, and two more utterances.
-pub fn sample_speech() -> Vec<i16> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples/hello.wav");
-    let wav = read_wav(&path).expect("the sample speech is there");
-    assert_eq!(wav.sample_rate, 16_000);
-    wav.to_mono()
-}
 
 /// Decodes received packets, in sequence order, to 48 kHz PCM.
 pub fn decode(packets: &[ReceivedAudio]) -> Vec<i16> {
@@ -135,25 +127,15 @@ impl Events {
         want: impl Fn(&Value) -> bool,
         timeout: Duration,
     ) -> Option<(Instant, Value)> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let found = self
-                .log
+        until_notified(&self.changed, timeout, || {
+            self.log
                 .lock()
                 .unwrap()
                 .iter()
                 .find(|(_, v)| want(v))
-                .cloned();
-            if found.is_some() {
-                return found;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return None;
-            }
-        }
+                .cloned()
+        })
+        .await
     }
 
     /// The first event named `name`, waiting up to `timeout`.

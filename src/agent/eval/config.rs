@@ -14,13 +14,12 @@
 //! max_deliveries = 2                      # first run + one more after a crash
 //! ```
 
-use std::time::Duration;
-
 use serde::Deserialize;
 
 use super::http::ApiEndpoint;
 use super::judge::DEFAULT_JUDGE_PROMPT;
 use super::worker::WorkerSettings;
+use crate::config::Seconds;
 use crate::pipeline::BuildError;
 use crate::services::{ApiKey, ConnectionOptions};
 
@@ -56,7 +55,7 @@ pub struct EvaluatorSection {
     pub connection: ConnectionOptions,
     /// Seconds a job may stay with a silent worker before another takes it.
     #[serde(default = "default_claim_idle")]
-    pub claim_idle_secs: f64,
+    pub claim_idle_secs: Seconds,
     /// Deliveries of one job before it is given up.
     #[serde(default = "default_deliveries")]
     pub max_deliveries: u64,
@@ -82,8 +81,8 @@ fn judge_connection() -> ConnectionOptions {
         ..ConnectionOptions::default()
     }
 }
-fn default_claim_idle() -> f64 {
-    60.0
+fn default_claim_idle() -> Seconds {
+    Seconds::from_millis(60_000)
 }
 fn default_deliveries() -> u64 {
     2
@@ -110,14 +109,9 @@ impl EvaluatorSection {
     /// How workers take jobs.
     pub fn worker_settings(&self) -> WorkerSettings {
         WorkerSettings {
-            claim_idle: seconds(self.claim_idle_secs),
+            claim_idle: self.claim_idle_secs.duration(),
             max_deliveries: self.max_deliveries.max(1),
             ..WorkerSettings::default()
         }
     }
-}
-
-/// Seconds from TOML (negative or not finite: zero).
-pub(crate) fn seconds(secs: f64) -> Duration {
-    Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)
 }

@@ -17,7 +17,7 @@ mod verdict;
 mod worker;
 
 pub use config::EvaluatorSection;
-pub(crate) use config::{default_base_url, seconds};
+pub(crate) use config::default_base_url;
 pub use evaluator::{EvalError, Evaluator, EvaluatorSettings};
 pub use http::ApiEndpoint;
 pub(crate) use http::JsonClient;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::agent::eval::seconds;
+use crate::config::Seconds;
 
 /// `[webhook]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -30,26 +30,26 @@ pub struct WebhookSection {
     pub max_attempts: u32,
     /// Wait after the first failure, seconds; doubled after each.
     #[serde(default = "default_initial_backoff")]
-    pub initial_backoff_secs: f64,
+    pub initial_backoff_secs: Seconds,
     /// Longest wait between attempts, seconds.
     #[serde(default = "default_max_backoff")]
-    pub max_backoff_secs: f64,
-    /// Per attempt, seconds.
+    pub max_backoff_secs: Seconds,
+    /// Per attempt, seconds (0.1 to 3600).
     #[serde(default = "default_timeout")]
-    pub timeout_secs: f64,
+    pub timeout_secs: Seconds<100, 3600>,
 }
 
 fn default_attempts() -> u32 {
     8
 }
-fn default_initial_backoff() -> f64 {
-    2.0
+fn default_initial_backoff() -> Seconds {
+    Seconds::from_millis(2_000)
 }
-fn default_max_backoff() -> f64 {
-    600.0
+fn default_max_backoff() -> Seconds {
+    Seconds::from_millis(600_000)
 }
-fn default_timeout() -> f64 {
-    10.0
+fn default_timeout() -> Seconds<100, 3600> {
+    Seconds::from_millis(10_000)
 }
 
 /// The webhook, ready to use (secret resolved).
@@ -76,9 +76,9 @@ impl WebhookSection {
             url: self.url.clone(),
             secret,
             max_attempts: self.max_attempts.max(1),
-            initial_backoff: seconds(self.initial_backoff_secs),
-            max_backoff: seconds(self.max_backoff_secs),
-            timeout: seconds(self.timeout_secs).max(Duration::from_millis(100)),
+            initial_backoff: self.initial_backoff_secs.duration(),
+            max_backoff: self.max_backoff_secs.duration(),
+            timeout: self.timeout_secs.duration(),
         }
     }
 }

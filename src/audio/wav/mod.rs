@@ -10,8 +10,27 @@
 //! saturated). The result keeps the file's channels interleaved;
 //! [`WavAudio::to_mono`] mixes them down.
 //!
-//! The reader is voxpipe's own (hound's reader panics or allocates the
-//! announced size on some damaged headers), and it reads strictly:
+//! # Why the reader is not hound's
+//!
+//! hound (a dependency already, for writing) reads the same encodings
+//! (8-bit, 16/24/32-bit integer, 32-bit float, `WAVE_FORMAT_EXTENSIBLE`;
+//! neither reads A-law or mu-law), but refuses files voxpipe must read and
+//! loses what its errors must say.
+//! Measured against hound 3.5.1 with the fixtures of `tests/audio_wav.rs`:
+//!
+//! - a chunk of odd length before the data (a `LIST`/`INFO` chunk, padded
+//!   to an even size as RIFF requires): hound does not skip the pad byte
+//!   and fails with "Failed to read enough bytes";
+//! - a data size of `0xFFFFFFFF` (streaming encoders, e.g. ffmpeg writing
+//!   to a pipe) and a data chunk ending in part of a sample: hound refuses
+//!   both ("data chunk length is not a multiple of sample size");
+//! - A-law, mu-law and ADPCM are one `Error::Unsupported` that names no
+//!   encoding, and a truncated data chunk an I/O error without counts;
+//! - a zero sample rate is accepted.
+//!
+//! (5000 mutated headers, the `damaged_headers_never_panic` test's, made
+//! hound panic 0 times: robustness is not the reason.) So the reader
+//! (`header.rs`, `read.rs`) is voxpipe's own, and it reads strictly:
 //!
 //! - A data chunk shorter than its header says is an error,
 //!   [`AudioError::TruncatedWavData`](super::AudioError::TruncatedWavData),

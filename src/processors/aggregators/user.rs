@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
+use crate::config::Seconds;
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::pipeline::ProcessorFactory;
 use crate::pipeline::{BuildError, SessionSetup};
@@ -30,52 +31,46 @@ use crate::conversation::{Message, Role, SharedConversation, Turn};
 
 /// `[[processor]] type = "user_context"`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct UserContextConfig {
     /// The conversation shared with the `assistant_context` of the same
     /// name. Default `"default"`.
-    #[serde(default = "default_context_name")]
     pub context: String,
     /// How long to wait, after the user stops, for an interim transcript to
-    /// become final before using it as it is, in seconds. Default 1.
-    #[serde(default = "default_transcript_timeout")]
-    pub transcript_timeout_secs: f64,
+    /// become final before using it as it is, in seconds (0 to 30).
+    /// Default 1.
+    pub transcript_timeout_secs: Seconds<0, 30>,
     /// Ask for an interruption when the user starts speaking again while
     /// a reply is on its way but not yet heard (if the pipeline allows
     /// interruptions), so a stale reply is dropped. Speech over a bot that
     /// is already speaking is the `vad` processor's call, with its
     /// `[interruption] min_secs` guard, so one barge-in is one interruption.
     /// Default true.
-    #[serde(default = "default_true")]
     pub interrupt_bot: bool,
+}
+
+impl Default for UserContextConfig {
+    fn default() -> Self {
+        UserContextConfig {
+            context: default_context_name(),
+            transcript_timeout_secs: Seconds::from_millis(1_000),
+            interrupt_bot: true,
+        }
+    }
 }
 
 pub(crate) fn default_context_name() -> String {
     "default".to_owned()
 }
 
-fn default_transcript_timeout() -> f64 {
-    1.0
-}
-
-fn default_true() -> bool {
-    true
-}
-
 impl ProcessorFactory for UserContextConfig {
     fn build(&self, setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
-        if !(0.0..=30.0).contains(&self.transcript_timeout_secs) {
-            return Err(BuildError::Invalid(format!(
-                "transcript_timeout_secs must be between 0 and 30, not {}",
-                self.transcript_timeout_secs
-            )));
-        }
         let conversation = setup
             .resources
             .get_or_insert_with(&self.context, SharedConversation::default);
         Ok(Box::new(UserContextAggregator::new(
             SharedConversation::clone(&conversation),
-            Duration::from_secs_f64(self.transcript_timeout_secs),
+            self.transcript_timeout_secs.duration(),
             self.interrupt_bot,
         )))
     }

@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::RawQuery;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::json;
+
+use super::socket::header;
 
 /// How one connection behaves.
 #[derive(Debug, Clone)]
@@ -50,18 +50,14 @@ pub struct Connection {
     pub ended: bool,
 }
 
-type State = Arc<super::Scripted<Script, Connection>>;
+type State = Arc<super::socket::Scripted<Script, Connection>>;
 
 /// A running fake Deepgram; `url` is the socket root (`ws://127.0.0.1:PORT`).
-pub type FakeDeepgram = super::Fake<Script, Connection>;
+pub type FakeDeepgram = super::socket::Fake<Script, Connection>;
 
 impl FakeDeepgram {
     pub async fn start() -> FakeDeepgram {
-        let state = State::default();
-        let router = Router::new()
-            .route("/v1/listen", get(listen))
-            .with_state(Arc::clone(&state));
-        super::Fake::serve(state, router, "").await
+        super::socket::Fake::serve("/v1/listen", listen, "").await
     }
 }
 
@@ -72,10 +68,7 @@ async fn listen(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let script = state.next_script();
-    let authorization = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let authorization = header(&headers, "authorization");
     if let Some((status, message)) = script.reject.clone() {
         let body = json!({"err_code": "INVALID_AUTH", "err_msg": message, "request_id": "fake"})
             .to_string();

@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::audio::FRAME;
+use crate::support::mulaw::FRAME;
+use crate::support::wait::until_notified;
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -192,31 +193,26 @@ impl FakeCall {
 
     /// Waits until `done` holds for the record, or panics after `timeout`.
     pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&Record) -> bool) -> Record {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+        let found = until_notified(&self.changed, timeout, || {
             let record = self.record();
-            if done(&record) {
-                return record;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                let record = self.record();
-                panic!(
-                    "call {}: condition not met within {timeout:?}; heard {} ms, {} media, marks {:?}/{:?}, clears {}, close {:?}, ended {}, unexpected {:?}",
-                    self.config.call_sid,
-                    record.heard.len() / 8,
-                    record.media_received,
-                    record.marks_received,
-                    record.marks_echoed,
-                    record.clears,
-                    record.close,
-                    record.ended,
-                    record.unexpected
-                );
-            }
-        }
+            done(&record).then_some(record)
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            let record = self.record();
+            panic!(
+                "call {}: condition not met within {timeout:?}; heard {} ms, {} media, marks {:?}/{:?}, clears {}, close {:?}, ended {}, unexpected {:?}",
+                self.config.call_sid,
+                record.heard.len() / 8,
+                record.media_received,
+                record.marks_received,
+                record.marks_echoed,
+                record.clears,
+                record.close,
+                record.ended,
+                record.unexpected
+            )
+        })
     }
 
     /// Waits until everything the caller said so far has been sent.

@@ -1,90 +1,29 @@
-//! Running a pipeline file against the fake servers, the way `voxpipe run`
-//! does, and collecting what came out.
+//! Running pipelines in tests: a pipeline file over audio, the way
+//! `voxpipe run` does ([`run_pipeline`]); one processor built from its TOML
+//! ([`build`]); a live pipeline fed frame by frame whose pushes a test can
+//! wait for ([`Live`]); and reading what came out.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use serde::Deserialize;
 use serde_json::Value;
+use tokio::sync::Notify;
 use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody};
+use voxpipe::pipeline::ProcessorError;
 use voxpipe::pipeline::ProcessorFactory;
-use voxpipe::pipeline::{BuildError, EnvSource, SessionResources, SessionSetup};
+use voxpipe::pipeline::{EnvSource, SessionResources, SessionSetup};
 use voxpipe::pipeline::{NamedProcessor, Observer, PushEvent, SessionClock};
-use voxpipe::pipeline::{Processor, ProcessorContext, ProcessorError};
 use voxpipe::pipeline_file::parse_pipeline;
-use voxpipe::processors::ProcessorRegistry;
 use voxpipe::session::{SessionOptions, SessionReport, run_session};
 use voxpipe::testing::RecordingObserver;
 use voxpipe::transport::TransportEnds;
 use voxpipe::transport::file::FileInput;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
 
-/// A VAD stand-in for tests: says the user started speaking 0.2 s after
-/// each scripted speech start and stopped 0.5 s after its end, as the VAD
-/// decides (with the speech boundaries it reports).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ScriptedVadConfig {
-    /// `[start, end]` of each utterance, in seconds.
-    pub speech: Vec<[f64; 2]>,
-}
-
-impl ProcessorFactory for ScriptedVadConfig {
-    fn build(&self, _setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
-        let mut marks = Vec::new();
-        for [start, end] in &self.speech {
-            let (start, end) = (
-                Duration::from_secs_f64(*start),
-                Duration::from_secs_f64(*end),
-            );
-            marks.push((
-                start + Duration::from_millis(200),
-                FrameBody::UserStartedSpeaking { start },
-            ));
-            marks.push((
-                end + Duration::from_millis(500),
-                FrameBody::UserStoppedSpeaking { end },
-            ));
-        }
-        Ok(Box::new(ScriptedVad { marks }))
-    }
-}
-
-struct ScriptedVad {
-    marks: Vec<(Duration, FrameBody)>,
-}
-
-#[async_trait]
-impl Processor for ScriptedVad {
-    async fn process(
-        &mut self,
-        frame: Frame,
-        direction: Direction,
-        ctx: &ProcessorContext,
-    ) -> Result<(), ProcessorError> {
-        let due = match &frame.body {
-            FrameBody::InputAudio(audio) => Some(audio.pts + audio.duration()),
-            _ => None,
-        };
-        ctx.push(frame, direction).await;
-        if let Some(now) = due {
-            while self.marks.first().is_some_and(|(at, _)| *at <= now) {
-                let (_, body) = self.marks.remove(0);
-                ctx.push_both_ways(body).await;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The built-in processors plus `scripted_vad`.
-pub fn registry() -> ProcessorRegistry {
-    let mut registry = ProcessorRegistry::builtin();
-    registry.register::<ScriptedVadConfig>("scripted_vad");
-    registry
-}
+use super::processors::registry;
+use super::wait::until_notified;
 
 /// Keeps the bot audio that left the output transport.
 #[derive(Clone, Default)]
@@ -218,20 +157,6 @@ pub async fn run_observed(
     }
 }
 
-/// The first `secs` of the sample recording (its first utterance runs from
-/// 1.5 s to about 2.8 s).
-pub fn hello(secs: f64) -> Vec<i16> {
-    let wav = voxpipe::audio::read_wav(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/assets/samples/hello.wav"
-    )))
-    .unwrap();
-    assert_eq!(wav.sample_rate, 16_000);
-    let mut samples = wav.to_mono();
-    samples.truncate((secs * 16_000.0) as usize);
-    samples
-}
-
 /// Calls `notify_one` on a signal the first time `from` pushes a frame
 /// `matching`.
 pub struct FirstPush {
@@ -312,28 +237,70 @@ pub fn error_frames(frames: &[Frame]) -> Vec<voxpipe::frame::ErrorFrame> {
 pub struct Live {
     pub handle: voxpipe::pipeline::PipelineHandle,
     pub recorder: Arc<RecordingObserver>,
+    /// Fired after each push is recorded.
+    pushed: Arc<Notify>,
     task: tokio::task::JoinHandle<voxpipe::pipeline::PipelineOutcome>,
 }
 
+/// Records each push with the recorder, then tells the waiting test.
+struct Announcing {
+    recorder: Arc<RecordingObserver>,
+    pushed: Arc<Notify>,
+}
+
+impl Observer for Announcing {
+    fn on_push(&self, event: &PushEvent<'_>) {
+        self.recorder.on_push(event);
+        self.pushed.notify_waiters();
+    }
+}
+
+/// What a recorder saw: (pusher, direction, frame) in push order.
+pub type Pushes = [(String, Direction, Frame)];
+
 impl Live {
     pub fn start(processors: Vec<NamedProcessor>) -> Live {
+        Self::start_with(processors, |_| {})
+    }
+
+    /// [`Live::start`] with the pipeline's parameters changed by `adjust`.
+    pub fn start_with(
+        processors: Vec<NamedProcessor>,
+        adjust: impl FnOnce(&mut voxpipe::pipeline::PipelineParams),
+    ) -> Live {
         let recorder = RecordingObserver::new();
+        let pushed = Arc::new(Notify::new());
         let mut params = voxpipe::pipeline::PipelineParams::new("live-test", 16_000);
-        params.observers.push(recorder.clone());
+        adjust(&mut params);
+        params.observers.push(Arc::new(Announcing {
+            recorder: Arc::clone(&recorder),
+            pushed: Arc::clone(&pushed),
+        }));
         let task = voxpipe::pipeline::PipelineTask::new(processors, params);
         let handle = task.handle();
         Live {
             handle,
             recorder,
+            pushed,
             task: tokio::spawn(task.run()),
         }
     }
 
+    /// Waits, woken by each push, until the pushes so far satisfy `done`;
+    /// panics, naming `what`, after 10 s.
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&Pushes) -> bool) {
+        let limit = Duration::from_secs(10);
+        until_notified(&self.pushed, limit, || {
+            done(&self.recorder.pushes()).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"));
+    }
+
     /// Waits until some processor has pushed a frame `matching`.
     pub async fn wait_for(&self, what: &str, matching: impl Fn(&FrameBody) -> bool) {
-        let recorder = Arc::clone(&self.recorder);
-        super::wait_for(Duration::from_secs(10), what, || {
-            recorder.pushes().iter().any(|(_, _, f)| matching(&f.body))
+        self.wait_until(what, |pushes| {
+            pushes.iter().any(|(_, _, f)| matching(&f.body))
         })
         .await;
     }
@@ -345,10 +312,8 @@ impl Live {
         what: &str,
         matching: impl Fn(&FrameBody) -> bool,
     ) {
-        let recorder = Arc::clone(&self.recorder);
-        super::wait_for(Duration::from_secs(10), what, || {
-            recorder
-                .pushes()
+        self.wait_until(what, |pushes| {
+            pushes
                 .iter()
                 .any(|(f, _, frame)| f == from && matching(&frame.body))
         })

@@ -16,6 +16,9 @@ use axum::routing::post;
 use base64::Engine as _;
 use tokio::sync::Notify;
 
+use crate::support::net;
+use crate::support::wait::until_notified;
+
 /// One request the fake received.
 #[derive(Debug, Clone)]
 pub struct HangUpRequest {
@@ -38,7 +41,6 @@ struct Shared {
 pub struct FakeTwilioRest {
     pub base_url: String,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 struct AppState {
@@ -112,15 +114,10 @@ impl FakeTwilioRest {
                 post(update_call),
             )
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let addr = net::serve(app).await;
         FakeTwilioRest {
             base_url: format!("http://{addr}"),
             shared,
-            task,
         }
     }
 
@@ -130,24 +127,11 @@ impl FakeTwilioRest {
 
     /// Waits until `n` requests have come, or panics after `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<HangUpRequest> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let changed = self.shared.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+        until_notified(&self.shared.changed, timeout, || {
             let requests = self.requests();
-            if requests.len() >= n {
-                return requests;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                panic!("expected {n} hang-up requests, got {requests:?}");
-            }
-        }
-    }
-}
-
-impl Drop for FakeTwilioRest {
-    fn drop(&mut self) {
-        self.task.abort();
+            (requests.len() >= n).then_some(requests)
+        })
+        .await
+        .unwrap_or_else(|| panic!("expected {n} hang-up requests, got {:?}", self.requests()))
     }
 }

@@ -38,9 +38,7 @@ impl WebhookReceiver {
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(Arc::clone(&inner));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::support::net::serve(app).await;
         WebhookReceiver { addr, inner }
     }
 

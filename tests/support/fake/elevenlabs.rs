@@ -6,14 +6,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+use super::socket::header;
 
 /// How one connection behaves.
 #[derive(Debug, Clone, Default)]
@@ -36,21 +36,19 @@ pub struct Connection {
     pub messages: Vec<Value>,
 }
 
-type State = Arc<super::Scripted<Script, Connection>>;
+type State = Arc<super::socket::Scripted<Script, Connection>>;
 
 /// A running fake ElevenLabs; `url` is the socket root (`ws://127.0.0.1:PORT`).
-pub type FakeElevenLabs = super::Fake<Script, Connection>;
+pub type FakeElevenLabs = super::socket::Fake<Script, Connection>;
 
 impl FakeElevenLabs {
     pub async fn start() -> FakeElevenLabs {
-        let state = State::default();
-        let router = Router::new()
-            .route(
-                "/v1/text-to-speech/{voice}/multi-stream-input",
-                get(handshake),
-            )
-            .with_state(Arc::clone(&state));
-        super::Fake::serve(state, router, "").await
+        super::socket::Fake::serve(
+            "/v1/text-to-speech/{voice}/multi-stream-input",
+            handshake,
+            "",
+        )
+        .await
     }
 }
 
@@ -66,10 +64,7 @@ async fn handshake(
         let body = json!({"detail": {"status": "invalid_api_key", "message": message}}).to_string();
         return (StatusCode::from_u16(status).unwrap(), body).into_response();
     }
-    let key = headers
-        .get("xi-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let key = header(&headers, "xi-api-key");
     let rate: u32 = query
         .as_deref()
         .and_then(|q| {
@@ -120,7 +115,7 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
         }
         let chars: Vec<String> = words.chars().map(|c| c.to_string()).collect();
         let ms = MS_PER_CHAR * chars.len() as u32;
-        let pcm = super::tone_pcm(rate, f64::from(ms) / 1000.0);
+        let pcm = crate::support::signal::tone_pcm(rate, f64::from(ms) / 1000.0);
         let reply = json!({
             "audio": base64::engine::general_purpose::STANDARD.encode(pcm),
             "alignment": {

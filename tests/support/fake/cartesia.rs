@@ -5,14 +5,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::RawQuery;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+use super::socket::header;
 
 /// Audio per character of text, in milliseconds.
 pub const MS_PER_CHAR: u32 = 10;
@@ -33,18 +33,14 @@ pub struct Connection {
     pub messages: Vec<Value>,
 }
 
-type State = Arc<super::Scripted<Script, Connection>>;
+type State = Arc<super::socket::Scripted<Script, Connection>>;
 
 /// A running fake Cartesia; `url` is the socket (`ws://127.0.0.1:PORT/tts/websocket`).
-pub type FakeCartesia = super::Fake<Script, Connection>;
+pub type FakeCartesia = super::socket::Fake<Script, Connection>;
 
 impl FakeCartesia {
     pub async fn start() -> FakeCartesia {
-        let state = State::default();
-        let router = Router::new()
-            .route("/tts/websocket", get(handshake))
-            .with_state(Arc::clone(&state));
-        super::Fake::serve(state, router, "/tts/websocket").await
+        super::socket::Fake::serve("/tts/websocket", handshake, "/tts/websocket").await
     }
 }
 
@@ -62,10 +58,7 @@ async fn handshake(
         )
             .into_response();
     }
-    let key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let key = header(&headers, "x-api-key");
     let index = state.record(Connection {
         query: query.unwrap_or_default(),
         key,
@@ -115,7 +108,7 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
             }
             let ms = MS_PER_CHAR * transcript.chars().count() as u32;
             audio_ms.insert(context.clone(), start + ms);
-            let pcm = super::tone_pcm(rate, f64::from(ms) / 1000.0);
+            let pcm = crate::support::signal::tone_pcm(rate, f64::from(ms) / 1000.0);
             let chunk = json!({"type": "chunk", "data": base64::engine::general_purpose::STANDARD.encode(pcm),
                                "done": false, "status_code": 206, "step_time": 5, "context_id": context});
             let stamps = json!({"type": "timestamps", "done": false, "status_code": 206, "context_id": context,
