@@ -125,7 +125,7 @@ struct Server {
 impl Server {
     fn start(pipeline: &str, overrides: &[String], calls: usize) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_voxpipe"))
-            .args(["--log-level", "warn,voxpipe::server::state=info"])
+            .args(["--log-level", "warn,voxpipe::server::serve=info"])
             .args(["serve", pipeline, "--bind", "127.0.0.1:0"])
             .args(["--set", &format!("server.max_sessions={}", calls + 16)])
             .args(overrides.iter().flat_map(|o| ["--set", o.as_str()]))

@@ -2,7 +2,7 @@
 //!
 //! The server is live if it answers at all. It is ready when it admits new
 //! sessions (not draining, not at capacity) and every registered
-//! [`ReadinessCheck`] passes (a context store registers one). Ready answers
+//! [`ReadinessCheck`](super::readiness::ReadinessCheck) passes (a context store registers one). Ready answers
 //! 200, not ready 503, so a load balancer can use the status alone:
 //!
 //! ```json
@@ -12,44 +12,23 @@
 //!  "checks": {"store": {"ok": true}}}
 //! ```
 //!
-//! Checks run concurrently, each bounded by [`CHECK_TIMEOUT`].
+//! The checks run as [`run_checks`] says: concurrently, each bounded by
+//! [`CHECK_TIMEOUT`](super::readiness::CHECK_TIMEOUT).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{Map, Value, json};
 
+use super::readiness::run_checks;
 use super::state::ServerState;
-
-/// The longest a readiness check may take before it counts as failed.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Something the server needs to take sessions, checked on each
-/// `GET /health` (a store's connection, a model loaded).
-#[async_trait]
-pub trait ReadinessCheck: Send + Sync {
-    /// The check's name in the answer, e.g. `store`.
-    fn name(&self) -> &str;
-
-    /// `Ok` when ready; otherwise why not, for people.
-    async fn check(&self) -> Result<(), String>;
-}
 
 /// `GET /health`.
 pub(crate) async fn health(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
-    let results = futures_util::future::join_all(state.readiness.iter().map(|check| async {
-        let result = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
-        };
-        (check.name().to_owned(), result)
-    }))
-    .await;
+    let results = run_checks(&state.readiness).await;
     let mut checks = Map::new();
     let mut checks_ok = true;
     for (name, result) in results {
@@ -62,11 +41,11 @@ pub(crate) async fn health(State(state): State<Arc<ServerState>>) -> impl IntoRe
         };
         checks.insert(name, entry);
     }
-    let admission = state.registry.check();
+    let admission = state.sessions.check();
     let ready = checks_ok && admission.is_ok();
     let mut sessions = json!({
-        "active": state.registry.active(),
-        "max": state.registry.max(),
+        "active": state.sessions.active(),
+        "max": state.sessions.max(),
         "accepting": admission.is_ok(),
     });
     if let Err(refusal) = admission {

@@ -1,4 +1,5 @@
-//! The server's metrics and `GET /metrics` (Prometheus text format).
+//! The server's metrics, and their exposition for `GET /metrics`
+//! (Prometheus text format).
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -19,14 +20,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::metrics::prometheus::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
 use crate::transport::TransportStats;
-
-use super::state::ServerState;
 
 const SESSIONS_TOTAL: (&str, &str) = (
     "voxpipe_sessions_total",
@@ -171,6 +169,18 @@ impl ServerMetrics {
     pub(crate) fn render(&self) -> String {
         self.registry.render()
     }
+
+    /// The answer to `GET /metrics`: every family in Prometheus text
+    /// format.
+    pub(crate) fn exposition(&self) -> impl IntoResponse + use<> {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            self.render(),
+        )
+    }
 }
 
 struct ServerTransportStats {
@@ -192,15 +202,4 @@ impl TransportStats for ServerTransportStats {
     fn input_error(&self, kind: &'static str) {
         self.metrics.error(kind, self.transport);
     }
-}
-
-/// `GET /metrics`.
-pub(crate) async fn metrics(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
 }

@@ -23,31 +23,51 @@
 //! [`shutdown`]).
 //!
 //! Other transports and stores plug in here: a transport adds its routes to
-//! `router.rs` and runs its sessions through `session.rs` (registry,
-//! observers, metrics, the context store's memory); a store adds a
-//! [`ReadinessCheck`].
+//! `router.rs` and runs its sessions through `session.rs` (the live
+//! sessions, observers, metrics, the context store's memory); a store adds
+//! a [`ReadinessCheck`].
 //!
-//! With a agent runtime ([`ServerBuilder::context`]) each session opens
+//! | file | what |
+//! |---|---|
+//! | `serve` | [`Server`], [`ServerBuilder`]: building (secrets, a probe of every processor) and serving until shutdown |
+//! | `state` | what the request handlers share |
+//! | `router` | the routes |
+//! | `live_sessions` | admission against `max_sessions`; ending every session at shutdown |
+//! | `session` | running one session for a connection, whatever its transport |
+//! | [`shutdown`] | the signals, and draining the sessions |
+//! | `readiness`, `store_readiness` | [`ReadinessCheck`]s and the context store's |
+//! | `metrics`, `observer` | the server's metrics, and the observer feeding them from each session |
+//! | `health` | `GET /health` |
+//! | `twilio_voice`, `twilio_stream` | `POST /twilio/voice`, `GET /twilio/ws` (the socket itself is the Twilio transport's) |
+//! | `webrtc_offer` | `POST`/`PATCH /api/offer` |
+//! | `client_page` | `GET /`: the browser client |
+//! | `request` | the public host and scheme a request was made to |
+//! | `error` | [`ServerError`] |
+//!
+//! With an agent runtime ([`ServerBuilder::context`]) each session opens
 //! its memory before its processors are built (segment prompt, tactics, the
 //! call stored as pending), `/health` checks the store, and a shutdown waits
 //! for the sessions' writers to store what they hold.
 
 mod client_page;
-mod context;
 mod error;
 mod health;
+mod live_sessions;
 mod metrics;
 mod observer;
-mod registry;
+mod readiness;
 mod request;
 mod router;
+mod serve;
 mod session;
 pub mod shutdown;
 mod state;
+mod store_readiness;
 mod twilio_stream;
 mod twilio_voice;
 mod webrtc_offer;
 
 pub use error::ServerError;
-pub use health::{CHECK_TIMEOUT, ReadinessCheck};
-pub use state::{ObserverFactory, Server, ServerBuilder};
+pub use readiness::{CHECK_TIMEOUT, ReadinessCheck};
+pub use serve::{Server, ServerBuilder};
+pub use state::ObserverFactory;

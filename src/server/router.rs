@@ -3,14 +3,12 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
-
-use super::webrtc_offer;
 
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
-use super::{client_page, health, metrics, twilio_stream, twilio_voice};
+use super::{client_page, health, twilio_stream, twilio_voice, webrtc_offer};
 
 /// The largest request body: webhooks are small forms, SDP offers a few
 /// kilobytes.
@@ -19,7 +17,10 @@ const MAX_BODY: usize = 64 * 1024;
 pub(crate) fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/health", get(health::health))
-        .route("/metrics", get(metrics::metrics))
+        .route(
+            "/metrics",
+            get(|State(state): State<Arc<ServerState>>| async move { state.metrics.exposition() }),
+        )
         .route("/twilio/voice", post(twilio_voice::voice))
         .route(STREAM_PATH, get(twilio_stream::stream))
         .route(

@@ -8,8 +8,8 @@ use crate::pipeline::{Observer, SessionClock};
 use crate::session::{Session, SessionOptions, SessionReport};
 use crate::transport::TransportEnds;
 
+use super::live_sessions::SessionPermit;
 use super::observer::MetricsObserver;
-use super::registry::SessionPermit;
 use super::state::ServerState;
 
 /// Builds and runs the session, with the transport's own `observers`
@@ -22,8 +22,8 @@ pub(crate) async fn run_session(
     ends: TransportEnds,
     mut observers: Vec<Arc<dyn Observer>>,
 ) -> Option<SessionReport> {
-    let memory = match &state.context {
-        Some(context) => Some(context.open_session(&setup, transport).await),
+    let memory = match &state.agent {
+        Some(agent) => Some(agent.open_session(&setup, transport).await),
         None => None,
     };
     observers.push(Arc::new(MetricsObserver::new(Arc::clone(&state.metrics))));

@@ -48,8 +48,8 @@ pub async fn signal() {
 /// that take too long.
 pub(crate) async fn drain(state: &ServerState) {
     let server = &state.config.server;
-    let registry = &state.registry;
-    if registry
+    let sessions = &state.sessions;
+    if sessions
         .wait_empty(server.shutdown_deadline_secs.duration())
         .await
     {
@@ -57,11 +57,11 @@ pub(crate) async fn drain(state: &ServerState) {
         return;
     }
     tracing::info!(
-        active = registry.active(),
+        active = sessions.active(),
         "shutdown deadline reached: ending the calls still running"
     );
-    registry.end_all(SHUTDOWN_REASON).await;
-    if registry
+    sessions.end_all(SHUTDOWN_REASON).await;
+    if sessions
         .wait_empty(server.shutdown_grace_secs.duration())
         .await
     {
@@ -69,13 +69,13 @@ pub(crate) async fn drain(state: &ServerState) {
         return;
     }
     tracing::warn!(
-        active = registry.active(),
+        active = sessions.active(),
         "calls still running after the grace period: cancelling them"
     );
-    registry.cancel_all(SHUTDOWN_REASON);
-    if !registry.wait_empty(CANCEL_WAIT).await {
+    sessions.cancel_all(SHUTDOWN_REASON);
+    if !sessions.wait_empty(CANCEL_WAIT).await {
         tracing::error!(
-            active = registry.active(),
+            active = sessions.active(),
             "calls did not stop; exiting anyway"
         );
     }

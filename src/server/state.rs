@@ -1,12 +1,9 @@
-//! [`Server`]: one pipeline served to many callers, and what its request
-//! handlers share.
+//! What the server's request handlers share: the pipeline, the live
+//! sessions, the metrics, each transport's side. Built once by
+//! `ServerBuilder::build`, then only read (its parts change inside).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
-
-use axum::serve::ListenerExt as _;
-use tokio::net::TcpListener;
 
 use crate::agent::AgentRuntime;
 use crate::pipeline::Observer;
@@ -14,13 +11,11 @@ use crate::pipeline::{EnvSource, SessionSetup};
 use crate::pipeline_file::PipelineConfig;
 use crate::transport::TransportStats;
 use crate::transport::twilio::TwilioRest;
-use crate::transport::webrtc::{WebRtcSettings, WebRtcSignalling};
+use crate::transport::webrtc::WebRtcSignalling;
 
-use super::context::StoreReadiness;
-use super::error::ServerError;
-use super::health::ReadinessCheck;
+use super::live_sessions::LiveSessions;
 use super::metrics::ServerMetrics;
-use super::registry::SessionRegistry;
+use super::readiness::ReadinessCheck;
 
 /// Makes an observer for each new session (turn persistence, tests).
 pub type ObserverFactory = Arc<dyn Fn(&SessionSetup) -> Arc<dyn Observer> + Send + Sync>;
@@ -29,11 +24,13 @@ pub type ObserverFactory = Arc<dyn Fn(&SessionSetup) -> Arc<dyn Observer> + Send
 pub(crate) struct ServerState {
     pub(crate) config: PipelineConfig,
     pub(crate) env: EnvSource,
-    pub(crate) registry: Arc<SessionRegistry>,
+    pub(crate) sessions: Arc<LiveSessions>,
     pub(crate) metrics: Arc<ServerMetrics>,
     pub(crate) readiness: Vec<Arc<dyn ReadinessCheck>>,
     pub(crate) observers: Vec<ObserverFactory>,
-    pub(crate) context: Option<Arc<AgentRuntime>>,
+    /// Session memory, the context store and its workers, when the
+    /// pipeline keeps its calls.
+    pub(crate) agent: Option<Arc<AgentRuntime>>,
     pub(crate) twilio: TwilioState,
     /// The browser calls, by `pc_id`.
     pub(crate) webrtc: WebRtcSignalling,
@@ -47,206 +44,4 @@ pub(crate) struct TwilioState {
     /// Hangs up calls; `None` without an auth token or with `hang_up = false`.
     pub(crate) rest: Option<TwilioRest>,
     pub(crate) stats: Arc<dyn TransportStats>,
-}
-
-/// Sets a server up: the pipeline, where secrets come from, extra
-/// readiness checks and session observers.
-pub struct ServerBuilder {
-    config: PipelineConfig,
-    env: EnvSource,
-    readiness: Vec<Arc<dyn ReadinessCheck>>,
-    observers: Vec<ObserverFactory>,
-    context: Option<Arc<AgentRuntime>>,
-}
-
-impl ServerBuilder {
-    /// Reads `*_env` variables from `env` instead of the process
-    /// environment.
-    pub fn env(mut self, env: EnvSource) -> Self {
-        self.env = env;
-        self
-    }
-
-    /// Adds a check that `GET /health` runs for readiness.
-    pub fn readiness_check(mut self, check: Arc<dyn ReadinessCheck>) -> Self {
-        self.readiness.push(check);
-        self
-    }
-
-    /// Adds an observer, made fresh for each session.
-    pub fn session_observer(
-        mut self,
-        make: impl Fn(&SessionSetup) -> Arc<dyn Observer> + Send + Sync + 'static,
-    ) -> Self {
-        self.observers.push(Arc::new(make));
-        self
-    }
-
-    /// Keeps each session's conversation in `context`'s store (see the
-    /// [module docs](super)); `/health` then checks the store.
-    pub fn context(mut self, context: Arc<AgentRuntime>) -> Self {
-        self.readiness
-            .push(Arc::new(StoreReadiness(Arc::clone(&context))));
-        self.context = Some(context);
-        self
-    }
-
-    /// Resolves secrets (an unset one is an error naming it) and builds the
-    /// server.
-    pub fn build(self) -> Result<Server, ServerError> {
-        let ServerBuilder {
-            config,
-            env,
-            readiness,
-            observers,
-            context,
-        } = self;
-        // Every session builds the same processors: one that cannot be
-        // built now (a secret not set) would fail every call.
-        let mut probe = config.session_setup("startup-check");
-        probe.env = env.clone();
-        if let Some(context) = &context {
-            context.install_tools(&probe.resources);
-        }
-        for entry in &config.processors {
-            entry
-                .factory
-                .build(&probe)
-                .map_err(|source| ServerError::Processor {
-                    processor: entry.name.clone(),
-                    source,
-                })?;
-        }
-        let twilio_config = &config.transport.twilio;
-        let auth_token = match &twilio_config.auth_token_env {
-            None => None,
-            Some(var) => match env.get(var) {
-                Some(token) if !token.is_empty() => Some(token),
-                _ => {
-                    return Err(ServerError::MissingEnv {
-                        key: "transport.twilio.auth_token_env".into(),
-                        var: var.clone(),
-                    });
-                }
-            },
-        };
-        let rest = match &auth_token {
-            Some(token) if twilio_config.hang_up => Some(
-                TwilioRest::new(twilio_config.api_base_url.as_str(), token.clone())
-                    .map_err(ServerError::TwilioRest)?,
-            ),
-            _ => None,
-        };
-        let metrics = Arc::new(ServerMetrics::new());
-        let registry = SessionRegistry::new(
-            config.server.max_sessions.get(),
-            metrics.sessions_active.clone(),
-        );
-        let twilio = TwilioState {
-            auth_token,
-            rest,
-            stats: metrics.transport_stats("twilio"),
-        };
-        let webrtc = WebRtcSignalling::new(
-            WebRtcSettings::from_config(&config.transport.webrtc, &env)?,
-            config.pipeline.sample_rate.hz(),
-        )
-        .with_stats(metrics.transport_stats("webrtc"));
-        Ok(Server {
-            state: Arc::new(ServerState {
-                config,
-                env,
-                registry,
-                metrics,
-                readiness,
-                observers,
-                context,
-                twilio,
-                webrtc,
-                started: Instant::now(),
-            }),
-        })
-    }
-}
-
-/// A pipeline served over HTTP: each Twilio media stream and each browser
-/// call is a fresh session of it. See the [module docs](super) for the
-/// endpoints.
-pub struct Server {
-    state: Arc<ServerState>,
-}
-
-impl Server {
-    /// A server for `config`.
-    pub fn builder(config: PipelineConfig) -> ServerBuilder {
-        ServerBuilder {
-            config,
-            env: EnvSource::Process,
-            readiness: Vec::new(),
-            observers: Vec::new(),
-            context: None,
-        }
-    }
-
-    /// The HTTP routes, for embedding in another server.
-    pub fn router(&self) -> axum::Router {
-        super::router::router(Arc::clone(&self.state))
-    }
-
-    /// Sessions running now (including connections still in their
-    /// handshake).
-    pub fn active_sessions(&self) -> usize {
-        self.state.registry.active()
-    }
-
-    /// Serves on `listener` until `shutdown` resolves, then shuts down
-    /// gracefully: no new connections or sessions, calls go on until
-    /// `[server] shutdown_deadline_secs`, are then ended (their turns
-    /// complete), and are cancelled if still running after
-    /// `shutdown_grace_secs`. Returns when every session is over.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServerError> {
-        let addr = listener.local_addr()?;
-        tracing::info!(
-            %addr,
-            pipeline = %self.state.config.pipeline.name,
-            max_sessions = self.state.registry.max(),
-            "listening on {addr}"
-        );
-        let state = Arc::clone(&self.state);
-        let signal = async move {
-            shutdown.await;
-            state.registry.start_draining();
-            tracing::info!(
-                active = state.registry.active(),
-                "shutting down: no new calls; letting calls finish"
-            );
-        };
-        // Audio goes out as a small message every 20 ms: without
-        // TCP_NODELAY, Nagle's algorithm would hold each one back until the
-        // previous one is acknowledged, up to the peer's delayed-ACK timer
-        // (40 ms on Linux).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %err, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(signal)
-            .await?;
-        super::shutdown::drain(&self.state).await;
-        if let Some(context) = &self.state.context {
-            // Writers stop on their own `flush_timeout` after their session.
-            let limit = self.state.config.context.flush_timeout_secs.duration()
-                + std::time::Duration::from_secs(1);
-            let writing = context.drain_writers(limit).await;
-            if writing > 0 {
-                tracing::error!(writing, "calls still being stored at exit");
-            }
-        }
-        Ok(())
-    }
 }

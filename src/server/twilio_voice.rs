@@ -81,7 +81,7 @@ pub(crate) async fn voice(
             .map(|(_, value)| value.as_str())
     };
     let call_sid = field("CallSid").unwrap_or("-");
-    if let Err(refusal) = state.registry.check() {
+    if let Err(refusal) = state.sessions.check() {
         tracing::warn!(call_sid, reason = %refusal, "call refused with a busy signal");
         state.metrics.session_refused("twilio", refusal.kind());
         return twiml_response(twiml::reject_busy());

@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 
 use crate::transport::webrtc::{OfferRequest, PatchRequest, SignallingError, WebRtcCall};
 
-use super::registry::SessionPermit;
+use super::live_sessions::SessionPermit;
 use super::session::run_session;
 use super::state::ServerState;
 
@@ -39,7 +39,7 @@ pub(crate) async fn offer(
             Err(err) => refused(&state, err),
         };
     }
-    let permit = match state.registry.admit() {
+    let permit = match state.sessions.admit() {
         Ok(permit) => permit,
         Err(refusal) => {
             tracing::warn!(reason = %refusal, "WebRTC call refused");

@@ -5,6 +5,23 @@
 //! processor after them. Every transport's output is an
 //! [`OutputTransport`] over its own [`AudioSink`], so scheduling, pacing,
 //! speaking state and interruptions behave the same everywhere.
+//!
+//! | file | what |
+//! |---|---|
+//! | [`file`](mod@file) | a session over a WAV file (`voxpipe run`) |
+//! | [`twilio`] | phone calls: Twilio Media Streams over a WebSocket |
+//! | [`webrtc`] | browser calls: Pipecat's SmallWebRTC protocol |
+//! | `ends` | [`TransportEnds`]: the two processors a transport gives a session |
+//! | `output` | [`OutputTransport`], every transport's output processor, and the [`AudioSink`] each one writes to |
+//! | `playout` | [`Playout`]: when bot audio leaves, and the bot's speaking state (sans-IO) |
+//! | `reader_task` | the task reading a live transport's far end for its input processor |
+//! | `skip_log` | skipped input, logged without letting a far end flood the logs |
+//! | `stats` | [`TransportStats`]: a transport's traffic counts, for a server's metrics |
+//! | `websocket` | [`WsInbound`]: a WebSocket's inbound side, whatever library serves it |
+//!
+//! A transport imports nothing above the processors (see the layering in
+//! `docs/architecture.md`): the server hands it a socket or a signalling
+//! request and runs a session on the ends it returns.
 
 mod ends;
 pub mod file;
@@ -20,7 +37,5 @@ mod websocket;
 pub use ends::TransportEnds;
 pub use output::{AudioSink, OutputTransport, Pacing};
 pub use playout::{Cut, Playout, PlayoutEvent};
-pub(crate) use reader_task::ReaderTask;
-pub(crate) use skip_log::SkipLog;
 pub use stats::{NoStats, TransportStats};
 pub use websocket::WsInbound;

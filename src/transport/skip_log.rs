@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::TransportStats;
+use super::stats::TransportStats;
 
 /// Logs skipped input with its reason and counts it in the transport's
 /// stats: the first few at `warn`, the rest at `debug`.

@@ -17,8 +17,11 @@ use tokio::sync::mpsc;
 
 use crate::audio::AudioError;
 use crate::pipeline::NamedProcessor;
-use crate::transport::TransportEnds;
-use crate::transport::{OutputTransport, Pacing, SkipLog, TransportStats, WsInbound};
+use crate::transport::ends::TransportEnds;
+use crate::transport::output::{OutputTransport, Pacing};
+use crate::transport::skip_log::SkipLog;
+use crate::transport::stats::TransportStats;
+use crate::transport::websocket::WsInbound;
 
 use super::codec::FRAME;
 use super::input::{CallShared, Reader, StreamEnd, TwilioInput};
@@ -166,7 +169,7 @@ where
     }
 }
 
-/// What the server keeps of a call while its session runs.
+/// What the call's socket keeps of it while its session runs.
 #[derive(Debug, Clone)]
 pub struct CallHandle {
     shared: Arc<CallShared>,
@@ -195,7 +198,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::transport::NoStats;
+    use crate::transport::stats::NoStats;
 
     #[tokio::test(start_paused = true)]
     async fn messages_other_than_start_cannot_hold_off_the_timeout() {

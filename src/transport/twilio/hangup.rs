@@ -26,10 +26,23 @@ pub enum HangUp {
     AlreadyEnded,
 }
 
+impl HangUp {
+    /// A short stable label for metrics: `completed`, `already_ended`.
+    pub fn label(self) -> &'static str {
+        match self {
+            HangUp::Completed => "completed",
+            HangUp::AlreadyEnded => "already_ended",
+        }
+    }
+}
+
 /// Why a hang-up failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HangUpError {
+    /// The stream's `start` named no account or no call.
+    #[error("the stream's `start` named no account or call")]
+    MissingSid,
     /// A SID from the stream is not a SID (it goes into the URL path).
     #[error("`{0}` is not a Twilio SID")]
     BadSid(String),
@@ -54,7 +67,7 @@ impl HangUpError {
         match self {
             HangUpError::Request(_) => true,
             HangUpError::Status { status, .. } => *status == 429 || *status >= 500,
-            HangUpError::BadSid(_) | HangUpError::Client(_) => false,
+            HangUpError::MissingSid | HangUpError::BadSid(_) | HangUpError::Client(_) => false,
         }
     }
 }

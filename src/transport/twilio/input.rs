@@ -10,8 +10,8 @@
 //! and are kept.
 //!
 //! Once the session is ending it stops pushing audio but keeps reading, so
-//! that marks for the last utterance still arrive; the server stops it when
-//! the session is over ([`super::CallHandle::stop_reading`]).
+//! that marks for the last utterance still arrive; the call's handle stops
+//! it when the session is over.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -22,7 +22,10 @@ use tokio::sync::mpsc;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
-use crate::transport::{ReaderTask, SkipLog, TransportStats, WsInbound};
+use crate::transport::reader_task::ReaderTask;
+use crate::transport::skip_log::SkipLog;
+use crate::transport::stats::TransportStats;
+use crate::transport::websocket::WsInbound;
 
 use super::stream::{Inbound, StreamReader};
 

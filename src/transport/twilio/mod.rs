@@ -16,6 +16,7 @@
 //! | `call` | the handshake, then the session's transport ends |
 //! | `input` | `transport.input`: the reader task pushing audio and DTMF |
 //! | `sink` | `transport.output`'s sink: `media`, `mark`, `clear` |
+//! | [`socket`] | the stream over the server's WebSocket: limits, the writer task, hang-up, close codes |
 //! | [`hangup`] | ending the call through the Calls REST resource |
 //! | [`signature`], [`twiml`] | the voice webhook (sans-IO) |
 //!
@@ -33,6 +34,7 @@ pub mod marks;
 pub mod protocol;
 pub mod signature;
 mod sink;
+pub mod socket;
 pub mod stream;
 pub mod twiml;
 
@@ -40,3 +42,4 @@ pub use call::{AcceptError, CallHandle, CallOptions, TwilioCall};
 pub use hangup::{HangUp, HangUpError, TwilioRest};
 pub use input::{StreamEnd, TwilioInput};
 pub use sink::TwilioSink;
+pub use socket::StreamSocket;

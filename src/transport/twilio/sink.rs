@@ -16,7 +16,8 @@ use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 
 use crate::frame::AudioFrame;
 use crate::pipeline::ProcessorError;
-use crate::transport::{AudioSink, TransportStats};
+use crate::transport::output::AudioSink;
+use crate::transport::stats::TransportStats;
 
 use super::codec::OutboundCodec;
 use super::marks::MarkTracker;

@@ -10,24 +10,27 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
 use crate::pipeline::{NamedProcessor, Observer};
-use crate::transport::TransportEnds;
-use crate::transport::{OutputTransport, Pacing, TransportStats};
+use crate::random::random_u32;
+use crate::transport::ends::TransportEnds;
+use crate::transport::output::{OutputTransport, Pacing};
+use crate::transport::stats::TransportStats;
 
+use super::connection::CallConnection;
 use super::inbound::InboundAudio;
 use super::input::{Reader, WebRtcInput};
+use super::live_calls::Registration;
 use super::outbound::OutboundAudio;
 use super::peer::{Connection, PeerEvents};
-use super::registry::Registration;
-use super::relay::{EventRelay, Outgoing, close_channel, run_channel_writer};
+use super::relay::{EventRelay, run_channel_writer};
 use super::settings::WebRtcSettings;
-use super::signalling::{Answer, OfferRequest, PatchRequest, SignallingError};
+use super::signalling::{Answer, OfferRequest, SignallingError};
 use super::sink::WebRtcSink;
 use super::writer::run_writer;
 
@@ -37,92 +40,11 @@ const MEDIA_QUEUE: usize = 128;
 /// Connection events and page messages waiting for the reader.
 const CONTROL_QUEUE: usize = 64;
 
-/// How long closing waits for the last events to reach the page.
-const CLOSE_FLUSH: Duration = Duration::from_secs(1);
-
-/// What a call's parts share: the current connection and how to reach it.
-pub(crate) struct CallLink {
-    pc_id: Arc<str>,
-    settings: Arc<WebRtcSettings>,
-    events: PeerEvents,
-    connection: watch::Sender<Option<Arc<Connection>>>,
-    generation: AtomicU64,
-    /// One negotiation at a time.
-    negotiating: Mutex<()>,
-    outgoing: mpsc::UnboundedSender<Outgoing>,
-}
-
-impl CallLink {
-    /// The generation of the current connection.
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    fn current(&self) -> Result<Arc<Connection>, SignallingError> {
-        self.connection
-            .borrow()
-            .clone()
-            .ok_or_else(|| SignallingError::UnknownPeer(self.pc_id.to_string()))
-    }
-
-    /// Answers a later offer: on the same connection, or with
-    /// `restart_pc` on a new one that replaces it.
-    pub(crate) async fn reoffer(&self, request: OfferRequest) -> Result<Answer, SignallingError> {
-        request.validate()?;
-        let _one_at_a_time = self.negotiating.lock().await;
-        let current = self.current()?;
-        if !request.restart_pc.unwrap_or(false) {
-            let sdp = current.renegotiate(&self.settings, request.sdp).await?;
-            return Ok(Answer::new(sdp, &self.pc_id));
-        }
-        let generation = current.generation + 1;
-        let (connection, sdp) =
-            Connection::answer(&self.settings, generation, self.events.clone(), request.sdp)
-                .await?;
-        tracing::info!(generation, "peer connection replaced");
-        self.generation.store(generation, Ordering::Release);
-        self.connection.send_replace(Some(Arc::new(connection)));
-        current.close().await;
-        Ok(Answer::new(sdp, &self.pc_id))
-    }
-
-    /// Adds the candidates the browser trickled.
-    pub(crate) async fn add_candidates(&self, patch: &PatchRequest) -> Result<(), SignallingError> {
-        patch.validate()?;
-        let current = self.current()?;
-        for candidate in &patch.candidates {
-            current.add_candidate(candidate).await?;
-        }
-        Ok(())
-    }
-
-    async fn close(&self) {
-        close_channel(&self.outgoing, CLOSE_FLUSH).await;
-        let connection = self.connection.send_replace(None);
-        if let Some(connection) = connection {
-            connection.close().await;
-        }
-    }
-}
-
-impl Drop for CallLink {
-    fn drop(&mut self) {
-        // A call dropped without `close` (its session never ran) must not
-        // leave its connection's driver and sockets behind: the `webrtc`
-        // crate keeps a dropped connection's driver running.
-        if let Some(connection) = self.connection.send_replace(None)
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(async move { connection.close().await });
-        }
-    }
-}
-
 /// One browser session's connection. Run its [`ends`](Self::take_ends) as a
 /// session with its [`observer`](Self::observer), then [`close`](Self::close)
 /// it.
 pub struct WebRtcCall {
-    link: Arc<CallLink>,
+    connection: Arc<CallConnection>,
     ends: Option<TransportEnds>,
     relay: Arc<EventRelay>,
     custom_parameters: BTreeMap<String, String>,
@@ -143,7 +65,7 @@ impl WebRtcCall {
         request.validate()?;
         let custom_parameters = request.custom_parameters();
         let inbound = InboundAudio::new(sample_rate).map_err(internal)?;
-        let outbound = OutboundAudio::new(super::random_u32()).map_err(internal)?;
+        let outbound = OutboundAudio::new(random_u32()).map_err(internal)?;
 
         let (media_tx, media) = mpsc::channel(MEDIA_QUEUE);
         let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
@@ -157,15 +79,13 @@ impl WebRtcCall {
             Connection::answer(&settings, 0, events.clone(), request.sdp).await?;
         let (connection_tx, connection_rx) = watch::channel(Some(Arc::new(connection)));
         let (outgoing_tx, outgoing) = mpsc::unbounded_channel();
-        let link = Arc::new(CallLink {
-            pc_id: Arc::clone(&session_id),
-            settings: Arc::clone(&settings),
+        let connection = Arc::new(CallConnection::new(
+            Arc::clone(&session_id),
+            Arc::clone(&settings),
             events,
-            connection: connection_tx,
-            generation: AtomicU64::new(0),
-            negotiating: Mutex::new(()),
-            outgoing: outgoing_tx.clone(),
-        });
+            connection_tx,
+            outgoing_tx.clone(),
+        ));
 
         let (packets_tx, packets) = mpsc::unbounded_channel();
         let epoch = Arc::new(AtomicU64::new(0));
@@ -173,7 +93,7 @@ impl WebRtcCall {
         tokio::spawn(run_channel_writer(outgoing, channel).in_current_span());
 
         let input = WebRtcInput::new(Reader {
-            link: Arc::clone(&link),
+            connection: Arc::clone(&connection),
             media,
             control,
             inbound,
@@ -187,7 +107,7 @@ impl WebRtcCall {
             },
         );
         let call = WebRtcCall {
-            link,
+            connection,
             ends: Some(TransportEnds {
                 input: NamedProcessor::new("transport.input", input),
                 output: NamedProcessor::new("transport.output", output),
@@ -201,7 +121,7 @@ impl WebRtcCall {
 
     /// The session's id, which is also the connection's `pc_id`.
     pub fn session_id(&self) -> &Arc<str> {
-        &self.link.pc_id
+        self.connection.pc_id()
     }
 
     /// What the page sent as `request_data`, for
@@ -221,8 +141,8 @@ impl WebRtcCall {
         Arc::clone(&self.relay) as Arc<dyn Observer>
     }
 
-    pub(crate) fn link(&self) -> &Arc<CallLink> {
-        &self.link
+    pub(crate) fn connection(&self) -> &Arc<CallConnection> {
+        &self.connection
     }
 
     pub(crate) fn set_registration(&mut self, registration: Registration) {
@@ -233,7 +153,7 @@ impl WebRtcCall {
     /// `peerLeft` go to the page, then the connection closes and the call
     /// leaves the registry.
     pub async fn close(self) {
-        self.link.close().await;
+        self.connection.close().await;
     }
 }
 

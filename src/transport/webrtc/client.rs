@@ -30,6 +30,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::frame::AudioFrame;
+use crate::random::random_u32;
 
 use super::outbound::{OutboundAudio, OutboundPacket};
 use super::peer::{negotiated_payload_type, opus_media_engine, opus_track};
@@ -160,7 +161,7 @@ impl ClientPeer {
             .await
             .map_err(webrtc_error)?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        let ssrc = super::random_u32();
+        let ssrc = random_u32();
         let track = opus_track(ssrc, "client");
         let sender = pc
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
@@ -221,8 +222,8 @@ impl ClientPeer {
             audio: Some(audio),
             messages: Some(messages),
             microphone: Mutex::new((
-                OutboundAudio::new(super::random_u32())?,
-                RtpStamper::new(super::random_u32() as u16),
+                OutboundAudio::new(random_u32())?,
+                RtpStamper::new(random_u32() as u16),
             )),
         };
         let request = OfferRequest {

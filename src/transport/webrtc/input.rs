@@ -21,9 +21,11 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
-use crate::transport::{ReaderTask, SkipLog, TransportStats};
+use crate::transport::reader_task::ReaderTask;
+use crate::transport::skip_log::SkipLog;
+use crate::transport::stats::TransportStats;
 
-use super::call::CallLink;
+use super::connection::CallConnection;
 use super::inbound::{InboundAudio, PacketOutcome, RtpAudio};
 use super::messages::{ClientMessage, parse_client_message};
 use super::peer::{ControlEvent, MediaPacket};
@@ -60,7 +62,7 @@ struct InputShared {
 
 /// Everything the reader task needs, handed over when the session starts.
 pub(crate) struct Reader {
-    pub(crate) link: Arc<CallLink>,
+    pub(crate) connection: Arc<CallConnection>,
     pub(crate) media: mpsc::Receiver<MediaPacket>,
     pub(crate) control: mpsc::Receiver<ControlEvent>,
     pub(crate) inbound: InboundAudio,
@@ -120,7 +122,7 @@ impl Running {
     }
 
     fn current(&self, generation: u64) -> bool {
-        generation == self.reader.link.generation()
+        generation == self.reader.connection.generation()
     }
 
     async fn media(&mut self, media: MediaPacket, ctx: &ProcessorContext) {

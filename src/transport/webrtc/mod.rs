@@ -20,11 +20,14 @@
 //! | [`outbound`] | frames → 20 ms Opus packets, RTP time following session time (sans-IO) |
 //! | [`messages`] | the data channel protocol (sans-IO) |
 //! | `peer` | one `RTCPeerConnection`: negotiation, its event handler |
-//! | `call` | a call across renegotiations and restarts; its tasks |
+//! | `connection` | a call's current connection, renegotiated or replaced; events of a replaced one are told apart by generation |
+//! | `call` | [`WebRtcCall`]: a call's transport ends, its tasks, its closing |
 //! | `input` | `transport.input`: the reader task |
 //! | `sink`, `writer` | `transport.output`'s sink and the task writing RTP |
 //! | `relay` | pipeline events to the page |
-//! | `registry` | calls by `pc_id` ([`WebRtcSignalling`]) |
+//! | `live_calls` | the live calls by `pc_id` |
+//! | `offers` | [`WebRtcSignalling`]: each offer and candidate to its call, a first offer to a new one |
+//! | `settings` | [`WebRtcSettings`]: `[transport.webrtc]` with its secrets resolved |
 //! | `client` | [`ClientPeer`]: a browser stand-in for tests and benchmarks |
 //!
 //! A call ends its session gracefully (turns in flight complete and are
@@ -34,12 +37,14 @@
 
 mod call;
 mod client;
+mod connection;
 pub mod inbound;
 mod input;
+mod live_calls;
 pub mod messages;
+mod offers;
 pub mod outbound;
 mod peer;
-mod registry;
 mod relay;
 mod settings;
 pub mod signalling;
@@ -49,11 +54,7 @@ mod writer;
 pub use call::WebRtcCall;
 pub use client::{ClientError, ClientOptions, ClientPeer, ReceivedAudio};
 pub use input::{PeerEnd, WebRtcInput};
-pub use registry::WebRtcSignalling;
+pub use offers::WebRtcSignalling;
 pub use settings::{SettingsError, WebRtcSettings};
 pub use signalling::{Answer, CandidatePatch, OfferRequest, PatchRequest, SignallingError};
 pub use sink::WebRtcSink;
-
-// SSRCs, sequence numbers and timestamps start at random values, as
-// RFC 3550 asks.
-use crate::random::random_u32;

@@ -35,6 +35,8 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use crate::random::random_u32;
+
 use super::settings::WebRtcSettings;
 use super::signalling::{CandidatePatch, SignallingError};
 
@@ -264,7 +266,7 @@ impl Connection {
         pc.set_remote_description(offer)
             .await
             .map_err(negotiation)?;
-        let ssrc = super::random_u32();
+        let ssrc = random_u32();
         let track = opus_track(ssrc, "voxpipe");
         // Refused when the offer's audio section has no codec we speak:
         // the offer's fault (400), not the server's.

@@ -1,6 +1,6 @@
 //! The WebRTC transport's output sink: bot audio encoded as it leaves.
 //!
-//! [`OutputTransport`](crate::transport::OutputTransport) releases each
+//! [`OutputTransport`](crate::transport::output::OutputTransport) releases each
 //! frame at its time (paced by a 20 ms timer); the sink encodes it to Opus
 //! at once and hands the packet to the writer task. An interruption clears
 //! the encoder's queue and bumps the clear epoch, so nothing scheduled
@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 
 use crate::frame::AudioFrame;
 use crate::pipeline::ProcessorError;
-use crate::transport::{AudioSink, TransportStats};
+use crate::transport::output::AudioSink;
+use crate::transport::stats::TransportStats;
 
 use super::outbound::OutboundAudio;
 use super::writer::QueuedPacket;
@@ -89,7 +90,7 @@ impl AudioSink for WebRtcSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::NoStats;
+    use crate::transport::stats::NoStats;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

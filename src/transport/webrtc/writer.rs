@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::TrackLocal;
 
+use crate::random::random_u32;
+
 use super::outbound::OutboundPacket;
 use super::peer::Connection;
 
@@ -64,7 +66,7 @@ pub(crate) async fn run_writer(
     epoch: Arc<AtomicU64>,
     connection: watch::Receiver<Option<Arc<Connection>>>,
 ) {
-    let mut stamper = RtpStamper::new(super::random_u32() as u16);
+    let mut stamper = RtpStamper::new(random_u32() as u16);
     let mut failures = 0u64;
     while let Some(queued) = packets.recv().await {
         if queued.epoch != epoch.load(Ordering::Acquire) {

@@ -5,7 +5,7 @@
 //! accepted (before the handshake: a connection costs resources before it
 //! is a session) until its connection is closed, hang-up included; dropping
 //! the permit frees the slot. Once draining starts, nothing new is
-//! admitted. The registry keeps each running session's
+//! admitted. It keeps each running session's
 //! [`PipelineHandle`], so a shutdown can end (drain) and, later, cancel
 //! every one of them.
 
@@ -51,8 +51,8 @@ struct Inner {
     sessions: HashMap<u64, Option<PipelineHandle>>,
 }
 
-/// The server's sessions.
-pub(crate) struct SessionRegistry {
+/// The server's live sessions.
+pub(crate) struct LiveSessions {
     max: usize,
     inner: Mutex<Inner>,
     changed: Notify,
@@ -60,9 +60,9 @@ pub(crate) struct SessionRegistry {
     active: Gauge,
 }
 
-impl SessionRegistry {
+impl LiveSessions {
     pub(crate) fn new(max: usize, active: Gauge) -> Arc<Self> {
-        Arc::new(SessionRegistry {
+        Arc::new(LiveSessions {
             max,
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
@@ -92,7 +92,7 @@ impl SessionRegistry {
         }
         self.active.inc();
         Ok(SessionPermit {
-            registry: Arc::clone(self),
+            sessions: Arc::clone(self),
             key,
             session_id: new_session_id().into(),
         })
@@ -162,7 +162,7 @@ impl SessionRegistry {
 
 /// A session's slot; freed when dropped.
 pub(crate) struct SessionPermit {
-    registry: Arc<SessionRegistry>,
+    sessions: Arc<LiveSessions>,
     key: u64,
     session_id: Arc<str>,
 }
@@ -176,7 +176,7 @@ impl SessionPermit {
     /// Returns the reason to end it with at once if the shutdown has
     /// already ended the others.
     pub(crate) fn attach(&self, handle: PipelineHandle) -> Option<Arc<str>> {
-        let mut inner = self.registry.lock();
+        let mut inner = self.sessions.lock();
         if let Some(slot) = inner.sessions.get_mut(&self.key) {
             *slot = Some(handle);
         }
@@ -186,9 +186,9 @@ impl SessionPermit {
 
 impl Drop for SessionPermit {
     fn drop(&mut self) {
-        self.registry.lock().sessions.remove(&self.key);
-        self.registry.active.dec();
-        self.registry.changed.notify_waiters();
+        self.sessions.lock().sessions.remove(&self.key);
+        self.sessions.active.dec();
+        self.sessions.changed.notify_waiters();
     }
 }
 
@@ -198,27 +198,27 @@ mod tests {
 
     #[tokio::test]
     async fn admits_up_to_the_limit_and_frees_slots_on_drop() {
-        let registry = SessionRegistry::new(2, Gauge::default());
-        let a = registry.admit().unwrap();
-        let b = registry.admit().unwrap();
+        let sessions = LiveSessions::new(2, Gauge::default());
+        let a = sessions.admit().unwrap();
+        let b = sessions.admit().unwrap();
         assert_ne!(a.session_id(), b.session_id());
-        assert_eq!(registry.admit().err(), Some(Refusal::AtCapacity(2)));
+        assert_eq!(sessions.admit().err(), Some(Refusal::AtCapacity(2)));
         drop(a);
-        assert!(registry.check().is_ok());
-        let _c = registry.admit().unwrap();
-        assert_eq!(registry.active(), 2);
+        assert!(sessions.check().is_ok());
+        let _c = sessions.admit().unwrap();
+        assert_eq!(sessions.active(), 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn draining_refuses_new_sessions_and_waits_for_the_others() {
-        let registry = SessionRegistry::new(10, Gauge::default());
-        let permit = registry.admit().unwrap();
-        registry.start_draining();
-        assert_eq!(registry.admit().err(), Some(Refusal::Draining));
-        assert!(!registry.wait_empty(Duration::from_millis(10)).await);
+        let sessions = LiveSessions::new(10, Gauge::default());
+        let permit = sessions.admit().unwrap();
+        sessions.start_draining();
+        assert_eq!(sessions.admit().err(), Some(Refusal::Draining));
+        assert!(!sessions.wait_empty(Duration::from_millis(10)).await);
         let waiting = tokio::spawn({
-            let registry = Arc::clone(&registry);
-            async move { registry.wait_empty(Duration::from_secs(60)).await }
+            let sessions = Arc::clone(&sessions);
+            async move { sessions.wait_empty(Duration::from_secs(60)).await }
         });
         drop(permit);
         assert!(waiting.await.unwrap());

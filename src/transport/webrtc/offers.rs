@@ -1,23 +1,21 @@
-//! [`WebRtcSignalling`]: the calls of a server by `pc_id`, and the
-//! signalling requests that reach them.
+//! [`WebRtcSignalling`]: the signalling requests of a server's browser
+//! calls, each routed to the call it is for.
 //!
 //! A `POST /api/offer` naming a live call's `pc_id` renegotiates it (or,
 //! with `restart_pc`, replaces its connection); any other offer is a new
 //! call, which the server admits and runs as a session (see
 //! [`WebRtcSignalling::accept`]). A `PATCH /api/offer` adds trickled
-//! candidates to a live call. A call leaves the registry when it is closed
-//! or dropped.
+//! candidates to a live call. Live calls are found by `pc_id` in
+//! [`LiveCalls`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::Arc;
 
-use crate::transport::{NoStats, TransportStats};
+use crate::transport::stats::{NoStats, TransportStats};
 
-use super::call::{CallLink, WebRtcCall};
+use super::call::WebRtcCall;
+use super::live_calls::LiveCalls;
 use super::settings::WebRtcSettings;
 use super::signalling::{Answer, OfferRequest, PatchRequest, SignallingError};
-
-type Calls = Arc<Mutex<HashMap<Arc<str>, Weak<CallLink>>>>;
 
 /// A server's WebRTC calls and their signalling.
 #[derive(Clone)]
@@ -25,25 +23,7 @@ pub struct WebRtcSignalling {
     settings: Arc<WebRtcSettings>,
     sample_rate: u32,
     stats: Arc<dyn TransportStats>,
-    calls: Calls,
-}
-
-/// Keeps a call in the registry; removes it when dropped.
-pub(crate) struct Registration {
-    calls: Calls,
-    pc_id: Arc<str>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        lock(&self.calls).remove(&self.pc_id);
-    }
-}
-
-fn lock(calls: &Calls) -> MutexGuard<'_, HashMap<Arc<str>, Weak<CallLink>>> {
-    // Each change is one insert or remove: a panic cannot leave the map
-    // half-changed.
-    calls.lock().unwrap_or_else(|e| e.into_inner())
+    calls: LiveCalls,
 }
 
 impl WebRtcSignalling {
@@ -53,7 +33,7 @@ impl WebRtcSignalling {
             settings: Arc::new(settings),
             sample_rate,
             stats: Arc::new(NoStats),
-            calls: Arc::default(),
+            calls: LiveCalls::default(),
         }
     }
 
@@ -63,15 +43,11 @@ impl WebRtcSignalling {
         self
     }
 
-    fn call(&self, pc_id: &str) -> Option<Arc<CallLink>> {
-        lock(&self.calls).get(pc_id).and_then(Weak::upgrade)
-    }
-
     /// Answers an offer for a live call (`pc_id` names one): renegotiates
     /// it, or replaces its connection when `restart_pc` is set. `None` when
     /// the offer is for a new call.
     pub async fn reoffer(&self, request: OfferRequest) -> Option<Result<Answer, SignallingError>> {
-        let call = self.call(request.pc_id.as_deref()?)?;
+        let call = self.calls.get(request.pc_id.as_deref()?)?;
         Some(call.reoffer(request).await)
     }
 
@@ -89,17 +65,14 @@ impl WebRtcSignalling {
     ) -> Result<(Answer, WebRtcCall), SignallingError> {
         let (answer, mut call) = WebRtcCall::accept(
             request,
-            Arc::clone(&session_id),
+            session_id,
             Arc::clone(&self.settings),
             self.sample_rate,
             Arc::clone(&self.stats),
         )
         .await?;
-        lock(&self.calls).insert(Arc::clone(&session_id), Arc::downgrade(call.link()));
-        call.set_registration(Registration {
-            calls: Arc::clone(&self.calls),
-            pc_id: session_id,
-        });
+        let registration = self.calls.register(call.connection());
+        call.set_registration(registration);
         Ok((answer, call))
     }
 
@@ -110,18 +83,9 @@ impl WebRtcSignalling {
     /// [`SignallingError::BadRequest`] for a candidate that cannot be used.
     pub async fn patch(&self, request: PatchRequest) -> Result<(), SignallingError> {
         let call = self
-            .call(&request.pc_id)
+            .calls
+            .get(&request.pc_id)
             .ok_or_else(|| SignallingError::UnknownPeer(request.pc_id.clone()))?;
         call.add_candidates(&request).await
-    }
-
-    /// Calls live now.
-    pub fn calls(&self) -> usize {
-        lock(&self.calls).len()
-    }
-
-    /// The `pc_id`s of the calls live now.
-    pub fn pc_ids(&self) -> Vec<Arc<str>> {
-        lock(&self.calls).keys().cloned().collect()
     }
 }

@@ -1,11 +1,11 @@
-//! The context store in the server: each session's memory, the store's
-//! readiness in `/health`, and the writers drained at shutdown.
+//! The context store's readiness check: `/health` asks whether the store
+//! answers (registered by `ServerBuilder::context`).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::health::ReadinessCheck;
+use super::readiness::ReadinessCheck;
 use crate::agent::AgentRuntime;
 
 /// `/health`'s `store` check: ready when the context store answers.

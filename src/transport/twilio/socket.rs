@@ -1,0 +1,254 @@
+//! A Twilio media stream over the server's WebSocket (axum): the upgrade's
+//! limits, the handshake, the task writing what the sink queues, the
+//! hang-up after the session and the close code that says why the stream
+//! ended.
+//!
+//! ```text
+//! upgrade(limits) ──▶ StreamSocket::accept ──▶ (the session runs on its ends) ──▶ StreamSocket::finish
+//!                      │ reads up to `start`                                        │ stops reading
+//!                      │ (never started: closed, code says why)                    │ hangs up if the call may be up
+//!                      └ spawns the writer task                                     └ writer sends what is queued; close code
+//! ```
+//!
+//! The server admits the connection, runs the session and counts the
+//! hang-up; everything that touches the socket is here.
+
+use axum::extract::ws::{
+    CloseFrame, Message, OnFailedUpgrade, WebSocket, WebSocketUpgrade, close_code,
+};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument as _;
+
+use crate::transport::ends::TransportEnds;
+use crate::transport::websocket::WsInbound;
+
+use super::call::{AcceptError, CallHandle, CallOptions, TwilioCall};
+use super::hangup::{HangUp, HangUpError, TwilioRest};
+use super::input::StreamEnd;
+use super::protocol::StreamStart;
+
+/// Outbound messages a call may have queued for its socket: about 10 s of
+/// audio. The output releases each frame it is given whole, so a producer
+/// that delivers seconds of audio in one frame sends it as a burst (Twilio
+/// buffers it and plays it in order); a socket that falls this far behind
+/// loses audio rather than growing memory or holding up the session.
+const OUTBOUND_QUEUE: usize = 512;
+
+/// The socket's read buffer. Twilio's messages are a few hundred bytes; the
+/// WebSocket library's default (128 KiB, zero-filled on first read) would
+/// be most of a call's memory. Larger messages, up to the message limit,
+/// still arrive whole: the buffer grows for them.
+const READ_BUFFER: usize = 8 * 1024;
+
+type SocketWriter = SplitSink<WebSocket, Message>;
+
+/// The upgrade of a media stream's connection, with its limits: messages
+/// (and frames) up to `max_message_bytes`, a small read buffer.
+pub fn upgrade(
+    upgrade: WebSocketUpgrade,
+    max_message_bytes: usize,
+) -> WebSocketUpgrade<impl OnFailedUpgrade> {
+    upgrade
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(max_message_bytes)
+        .max_frame_size(max_message_bytes)
+        .on_failed_upgrade(|err| tracing::warn!(error = %err, "WebSocket upgrade failed"))
+}
+
+/// A started media stream's socket, while its session runs.
+pub struct StreamSocket {
+    start: StreamStart,
+    call: CallHandle,
+    writer: JoinHandle<SocketWriter>,
+    done: oneshot::Sender<()>,
+}
+
+impl StreamSocket {
+    /// Reads `socket` up to Twilio's `start` (see [`TwilioCall::accept`]),
+    /// then starts the task writing the sink's messages. Returns the
+    /// session's transport ends; a stream that never started is closed here,
+    /// with a code that says why, and `None` returned.
+    pub async fn accept(
+        socket: WebSocket,
+        pipeline_rate: u32,
+        options: CallOptions,
+    ) -> Option<(TransportEnds, StreamSocket)> {
+        let (ws_tx, ws_rx) = socket.split();
+        let inbound = ws_rx.filter_map(|message| std::future::ready(WsInbound::from_axum(message)));
+        let call = match TwilioCall::accept(inbound, pipeline_rate, options).await {
+            Ok(call) => call,
+            Err(err) => {
+                tracing::info!(error = %err, "stream ended before it started");
+                close(ws_tx, unstarted_code(&err)).await;
+                return None;
+            }
+        };
+        let start = call.start().clone();
+        let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (done, done_rx) = oneshot::channel();
+        let writer = tokio::spawn(write_loop(ws_tx, outbound_rx, done_rx).in_current_span());
+        let (ends, call) = call.into_transport(outbound_tx);
+        let socket = StreamSocket {
+            start,
+            call,
+            writer,
+            done,
+        };
+        Some((ends, socket))
+    }
+
+    /// What Twilio said about the stream.
+    pub fn start(&self) -> &StreamStart {
+        &self.start
+    }
+
+    /// Ends the stream after its session: stops reading; hangs the call up
+    /// through `rest` when it may still be up (the pipeline ended the
+    /// session, or the socket failed without `stop`); lets the writer send
+    /// what is still queued; closes the socket with a code that says why
+    /// (`server_shutdown`: the server ended the session as it shuts down).
+    /// Returns the hang-up's result, `None` when none was tried.
+    pub async fn finish(
+        self,
+        rest: Option<&TwilioRest>,
+        server_shutdown: bool,
+    ) -> Option<Result<HangUp, HangUpError>> {
+        self.call.stop_reading();
+        let hung_up = if self.call.call_may_be_up() {
+            hang_up(rest, &self.start).await
+        } else {
+            None
+        };
+        // The writer sends what is still queued, then gives the socket back.
+        let _writer_gone = self.done.send(());
+        let code = end_code(self.call.ended_by(), server_shutdown);
+        match self.writer.await {
+            Ok(ws_tx) => close(ws_tx, code).await,
+            Err(err) => tracing::error!(error = %err, "the socket writer failed"),
+        }
+        hung_up
+    }
+}
+
+/// The close code for a stream that never started.
+fn unstarted_code(err: &AcceptError) -> u16 {
+    match err {
+        AcceptError::TooLarge { .. } => close_code::SIZE,
+        AcceptError::Protocol(_) => close_code::UNSUPPORTED,
+        _ => close_code::NORMAL,
+    }
+}
+
+/// The close code for a stream whose session is over: what ended the
+/// stream, if it was bad input, else whether the server is going away.
+fn end_code(ended_by: Option<StreamEnd>, server_shutdown: bool) -> u16 {
+    match ended_by {
+        Some(StreamEnd::TooLarge) => close_code::SIZE,
+        Some(StreamEnd::ProtocolError) => close_code::UNSUPPORTED,
+        _ if server_shutdown => close_code::AWAY,
+        _ => close_code::NORMAL,
+    }
+}
+
+/// Sends queued messages in order, flushing once per burst; stops when told
+/// to (sending what is already queued first), when every sender is gone, or
+/// when the socket fails (closing the queue, so the sink stops queueing).
+async fn write_loop(
+    mut ws_tx: SocketWriter,
+    mut outbound: mpsc::Receiver<String>,
+    mut done: oneshot::Receiver<()>,
+) -> SocketWriter {
+    let mut finishing = false;
+    loop {
+        let first = tokio::select! {
+            biased;
+            message = outbound.recv() => message,
+            _ = &mut done, if !finishing => {
+                // Take what is queued, then stop.
+                finishing = true;
+                outbound.close();
+                outbound.recv().await
+            }
+        };
+        let Some(first) = first else {
+            break;
+        };
+        let mut batch = Some(first);
+        let mut failed = false;
+        while let Some(message) = batch.take() {
+            if let Err(err) = ws_tx.feed(Message::Text(message.into())).await {
+                tracing::debug!(error = %err, "the socket is closed; outbound audio dropped");
+                failed = true;
+                break;
+            }
+            batch = outbound.try_recv().ok();
+        }
+        if failed || ws_tx.flush().await.is_err() {
+            break;
+        }
+    }
+    ws_tx
+}
+
+async fn close(mut ws_tx: SocketWriter, code: u16) {
+    let frame = CloseFrame {
+        code,
+        reason: "".into(),
+    };
+    // The far end may already be gone; there is nothing left to tell it.
+    let _gone = ws_tx.send(Message::Close(Some(frame))).await;
+    let _gone = ws_tx.close().await;
+}
+
+/// Hangs up the call `start` names, logging how it went; `None` without a
+/// REST client (closing the stream then ends the `<Connect>`).
+async fn hang_up(
+    rest: Option<&TwilioRest>,
+    start: &StreamStart,
+) -> Option<Result<HangUp, HangUpError>> {
+    let Some(rest) = rest else {
+        tracing::debug!("no REST hang-up configured: closing the stream ends the <Connect>");
+        return None;
+    };
+    let result = match (&start.account_sid, &start.call_sid) {
+        (Some(account_sid), Some(call_sid)) => rest.hang_up(account_sid, call_sid).await,
+        _ => Err(HangUpError::MissingSid),
+    };
+    match &result {
+        Ok(HangUp::Completed) => tracing::info!("call hung up"),
+        Ok(HangUp::AlreadyEnded) => tracing::info!("call had already ended"),
+        Err(err) => tracing::warn!(error = %err, "hang-up failed"),
+    }
+    Some(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::twilio::protocol::ProtocolError;
+
+    #[test]
+    fn close_codes_say_why_the_stream_ended() {
+        let too_large = AcceptError::TooLarge { size: 2, max: 1 };
+        assert_eq!(unstarted_code(&too_large), close_code::SIZE);
+        let unknown = AcceptError::Protocol(ProtocolError::UnknownEvent("x".into()));
+        assert_eq!(unstarted_code(&unknown), close_code::UNSUPPORTED);
+        assert_eq!(unstarted_code(&AcceptError::Closed), close_code::NORMAL);
+
+        // Bad input says so even while the server shuts down.
+        assert_eq!(end_code(Some(StreamEnd::TooLarge), true), close_code::SIZE);
+        assert_eq!(
+            end_code(Some(StreamEnd::ProtocolError), false),
+            close_code::UNSUPPORTED
+        );
+        assert_eq!(end_code(None, true), close_code::AWAY);
+        assert_eq!(
+            end_code(Some(StreamEnd::Stopped), false),
+            close_code::NORMAL
+        );
+        assert_eq!(end_code(None, false), close_code::NORMAL);
+    }
+}
