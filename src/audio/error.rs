@@ -128,27 +128,27 @@ pub enum AudioError {
     /// Creating or configuring an Opus encoder or decoder failed.
     #[error("cannot set up Opus: {source}")]
     OpusInit {
-        /// The error reported by libopus.
+        /// The error reported by the codec.
         #[source]
-        source: opus::Error,
+        source: super::opus::OpusError,
     },
 
-    /// libopus failed to encode a frame.
+    /// The codec failed to encode a frame.
     #[error("Opus encoding failed: {source}")]
     OpusEncode {
-        /// The error reported by libopus.
+        /// The error reported by the codec.
         #[source]
-        source: opus::Error,
+        source: super::opus::OpusError,
     },
 
-    /// libopus rejected a packet (corrupt, or not Opus).
+    /// The codec rejected a packet (corrupt, or not Opus).
     #[error("Opus packet of {packet_len} bytes could not be decoded: {source}")]
     OpusDecode {
         /// Length of the rejected packet in bytes.
         packet_len: usize,
-        /// The error reported by libopus.
+        /// The error reported by the codec.
         #[source]
-        source: opus::Error,
+        source: super::opus::OpusError,
     },
 }
 

@@ -1,7 +1,8 @@
 //! 48 kHz mono Opus decoder with loss concealment.
 
-use opus::{Channels, Decoder};
+use ropus::OpusDecoder as Decoder;
 
+use super::error::OpusError;
 use super::format::{FRAME_SAMPLES, MAX_FRAME_SAMPLES, SAMPLE_RATE_HZ};
 use crate::audio::AudioError;
 
@@ -9,7 +10,7 @@ use crate::audio::AudioError;
 ///
 /// See the [module docs](super) for how stereo packets are handled.
 pub struct OpusDecoder {
-    inner: Decoder,
+    inner: Box<Decoder>,
     scratch: Box<[i16; MAX_FRAME_SAMPLES]>,
 }
 
@@ -24,12 +25,14 @@ impl OpusDecoder {
     ///
     /// # Errors
     ///
-    /// [`AudioError::OpusInit`] if libopus refuses (out of memory).
+    /// [`AudioError::OpusInit`] if the codec refuses the parameters.
     pub fn new() -> Result<Self, AudioError> {
-        let inner = Decoder::new(SAMPLE_RATE_HZ, Channels::Mono)
-            .map_err(|source| AudioError::OpusInit { source })?;
+        let inner =
+            Decoder::new(SAMPLE_RATE_HZ as i32, 1).map_err(|code| AudioError::OpusInit {
+                source: OpusError::from_code(code),
+            })?;
         Ok(Self {
-            inner,
+            inner: Box::new(inner),
             scratch: Box::new([0; MAX_FRAME_SAMPLES]),
         })
     }
@@ -56,7 +59,7 @@ impl OpusDecoder {
     ///
     /// # Errors
     ///
-    /// [`AudioError::OpusDecode`] if libopus fails.
+    /// [`AudioError::OpusDecode`] if the codec fails.
     pub fn decode_lost(&mut self, out: &mut Vec<i16>) -> Result<usize, AudioError> {
         let len = self.last_packet_samples();
         self.run(&[], len, false, out)
@@ -66,7 +69,7 @@ impl OpusDecoder {
     /// `next_packet`, the packet that arrived after the gap, and appends it
     /// (as long as the last packet). Call [`decode`](Self::decode) on
     /// `next_packet` afterwards as usual. If `next_packet` carries no FEC
-    /// data, libopus falls back to concealment.
+    /// data, the codec falls back to concealment.
     ///
     /// # Errors
     ///
@@ -84,18 +87,18 @@ impl OpusDecoder {
     ///
     /// # Errors
     ///
-    /// [`AudioError::OpusInit`] if libopus fails.
+    /// None today: the `Result` is kept so that callers need not change if
+    /// a codec's reset can fail (libopus's could).
     pub fn reset(&mut self) -> Result<(), AudioError> {
-        self.inner
-            .reset_state()
-            .map_err(|source| AudioError::OpusInit { source })
+        self.inner.reset();
+        Ok(())
     }
 
     /// Duration of the last decoded packet, the length concealment and FEC
     /// must produce; a 20 ms frame before any packet.
-    fn last_packet_samples(&mut self) -> usize {
-        match self.inner.get_last_packet_duration() {
-            Ok(n) if n > 0 => (n as usize).min(MAX_FRAME_SAMPLES),
+    fn last_packet_samples(&self) -> usize {
+        match usize::try_from(self.inner.get_last_packet_duration()) {
+            Ok(n) if n > 0 => n.min(MAX_FRAME_SAMPLES),
             _ => FRAME_SAMPLES,
         }
     }
@@ -107,14 +110,20 @@ impl OpusDecoder {
         fec: bool,
         out: &mut Vec<i16>,
     ) -> Result<usize, AudioError> {
+        let data = (!packet.is_empty()).then_some(packet);
         let n = self
             .inner
-            .decode(packet, &mut self.scratch[..max_samples], fec)
-            .map_err(|source| AudioError::OpusDecode {
+            .decode(
+                data,
+                &mut self.scratch[..max_samples],
+                max_samples as i32,
+                fec,
+            )
+            .map_err(|code| AudioError::OpusDecode {
                 packet_len: packet.len(),
-                source,
+                source: OpusError::from_code(code),
             })?;
-        let n = n.min(max_samples);
+        let n = usize::try_from(n).unwrap_or(0).min(max_samples);
         out.extend_from_slice(&self.scratch[..n]);
         Ok(n)
     }

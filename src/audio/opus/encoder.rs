@@ -1,8 +1,9 @@
 //! 20 ms mono Opus encoder.
 
 use bytes::Bytes;
-use opus::{Application, Bitrate, Channels, Encoder};
+use ropus::{OPUS_APPLICATION_VOIP, OpusEncoder as Encoder};
 
+use super::error::{OpusError, check};
 use super::format::{
     DEFAULT_BITRATE_BPS, EXPECTED_LOSS_PERCENT, FRAME_SAMPLES, MAX_PACKET_BYTES, SAMPLE_RATE_HZ,
 };
@@ -12,7 +13,7 @@ use crate::audio::AudioError;
 ///
 /// See the [module docs](super) for the settings.
 pub struct OpusEncoder {
-    inner: Encoder,
+    inner: Box<Encoder>,
     packet: Box<[u8; MAX_PACKET_BYTES]>,
 }
 
@@ -28,20 +29,16 @@ impl OpusEncoder {
     ///
     /// # Errors
     ///
-    /// [`AudioError::OpusInit`] if libopus refuses (out of memory).
+    /// [`AudioError::OpusInit`] if the codec refuses a setting.
     pub fn new() -> Result<Self, AudioError> {
         let init = |source| AudioError::OpusInit { source };
-        let mut inner =
-            Encoder::new(SAMPLE_RATE_HZ, Channels::Mono, Application::Voip).map_err(init)?;
-        inner
-            .set_bitrate(Bitrate::Bits(DEFAULT_BITRATE_BPS))
-            .map_err(init)?;
-        inner.set_inband_fec(true).map_err(init)?;
-        inner
-            .set_packet_loss_perc(EXPECTED_LOSS_PERCENT)
-            .map_err(init)?;
+        let mut inner = Encoder::new(SAMPLE_RATE_HZ as i32, 1, OPUS_APPLICATION_VOIP)
+            .map_err(|code| init(OpusError::from_code(code)))?;
+        check(inner.set_bitrate(DEFAULT_BITRATE_BPS)).map_err(init)?;
+        check(inner.set_inband_fec(1)).map_err(init)?;
+        check(inner.set_packet_loss_perc(EXPECTED_LOSS_PERCENT)).map_err(init)?;
         Ok(Self {
-            inner,
+            inner: Box::new(inner),
             packet: Box::new([0; MAX_PACKET_BYTES]),
         })
     }
@@ -51,7 +48,7 @@ impl OpusEncoder {
     /// # Errors
     ///
     /// [`AudioError::FrameSize`] if `pcm_20ms` is not exactly
-    /// [`FRAME_SAMPLES`] long; [`AudioError::OpusEncode`] if libopus fails.
+    /// [`FRAME_SAMPLES`] long; [`AudioError::OpusEncode`] if the codec fails.
     pub fn encode(&mut self, pcm_20ms: &[i16]) -> Result<Bytes, AudioError> {
         if pcm_20ms.len() != FRAME_SAMPLES {
             return Err(AudioError::FrameSize {
@@ -61,20 +58,27 @@ impl OpusEncoder {
         }
         let len = self
             .inner
-            .encode(pcm_20ms, &mut self.packet[..])
-            .map_err(|source| AudioError::OpusEncode { source })?;
+            .encode(
+                pcm_20ms,
+                FRAME_SAMPLES as i32,
+                &mut self.packet[..],
+                MAX_PACKET_BYTES as i32,
+            )
+            .map_err(|code| AudioError::OpusEncode {
+                source: OpusError::from_code(code),
+            })?;
+        let len = usize::try_from(len).unwrap_or(0).min(MAX_PACKET_BYTES);
         Ok(Bytes::copy_from_slice(&self.packet[..len]))
     }
 
-    /// Sets the target bitrate in bits per second; libopus clamps positive
-    /// values to 500..=300 000 for mono.
+    /// Sets the target bitrate in bits per second; the codec clamps positive
+    /// values to 500..=750 000 for mono.
     ///
     /// # Errors
     ///
     /// [`AudioError::OpusInit`] for zero or negative values.
     pub fn set_bitrate(&mut self, bits_per_second: i32) -> Result<(), AudioError> {
-        self.inner
-            .set_bitrate(Bitrate::Bits(bits_per_second))
+        check(self.inner.set_bitrate(bits_per_second))
             .map_err(|source| AudioError::OpusInit { source })
     }
 
@@ -83,10 +87,9 @@ impl OpusEncoder {
     ///
     /// # Errors
     ///
-    /// [`AudioError::OpusInit`] if libopus rejects the value.
+    /// [`AudioError::OpusInit`] if the codec rejects the value.
     pub fn set_complexity(&mut self, complexity: i32) -> Result<(), AudioError> {
-        self.inner
-            .set_complexity(complexity)
+        check(self.inner.set_complexity(complexity))
             .map_err(|source| AudioError::OpusInit { source })
     }
 
@@ -95,12 +98,10 @@ impl OpusEncoder {
     ///
     /// # Errors
     ///
-    /// [`AudioError::OpusInit`] if libopus cannot report it.
+    /// [`AudioError::OpusInit`] if the codec reports an error code.
     pub fn lookahead_samples(&mut self) -> Result<usize, AudioError> {
-        let samples = self
-            .inner
-            .get_lookahead()
-            .map_err(|source| AudioError::OpusInit { source })?;
+        let samples = self.inner.get_lookahead();
+        check(samples).map_err(|source| AudioError::OpusInit { source })?;
         Ok(usize::try_from(samples).unwrap_or(0))
     }
 }
