@@ -29,6 +29,7 @@
 //! current `process` call returns; processors that emit long bursts do so
 //! from a child task, which the hook aborts.
 
+mod child_task;
 mod clock;
 mod context;
 mod edges;
@@ -37,6 +38,7 @@ mod observer;
 mod runner;
 mod task;
 
+pub use child_task::ChildTask;
 pub use clock::SessionClock;
 pub use context::ProcessorContext;
 pub use observer::{Observer, PushEvent};

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -118,6 +118,20 @@ pub(crate) async fn send_within(
             waiting_for: "progress sending",
             after: timeout,
         }),
+    }
+}
+
+/// The next message of `socket`; pending for ever while there is none, so
+/// that a `select!` can wait on it beside other work.
+///
+/// # Cancel safety
+/// Cancel safe.
+pub(crate) async fn next_message(
+    socket: &mut Option<WsStream>,
+) -> Option<Result<Message, ServiceError>> {
+    match socket {
+        Some(socket) => socket.next().await.map(|m| m.map_err(ServiceError::from)),
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,129 @@
+//! The task driving an [`SttConnection`] over a real socket: it only moves
+//! bytes and sleeps until the next deadline; every decision (what to send,
+//! when to reconnect, what a result means) is the connection's.
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::frame::{FrameBody, TranscriptionFrame};
+use crate::processor::ProcessorContext;
+use crate::services::retry::jitter;
+use crate::services::task::report;
+use crate::services::websocket::{WsStream, connect, next_message, send_within};
+use crate::services::{Connection, ServiceError};
+
+use super::connection::{Outgoing, SttAction, SttConnection};
+
+/// What the processor asks of the connection task.
+pub(crate) enum SttCommand {
+    /// Audio to stream.
+    Audio(bytes::Bytes),
+    /// The user stopped speaking: ask for final results now.
+    Finalize,
+}
+
+/// Runs `state` until it is done: after the processor closed `commands`
+/// (the end of the session), once the stream is finished.
+pub(crate) async fn drive(
+    mut state: SttConnection,
+    options: Connection,
+    mut commands: mpsc::UnboundedReceiver<SttCommand>,
+    ctx: ProcessorContext,
+) {
+    let provider = state.provider();
+    let target = state.target();
+    let mut socket: Option<WsStream> = None;
+    let mut commands_open = true;
+    loop {
+        while let Some(action) = state.poll_action() {
+            match action {
+                SttAction::Connect => match connect(&target, &options, provider).await {
+                    Ok(opened) => {
+                        socket = Some(opened);
+                        state.handle_connected(now());
+                    }
+                    Err(error) => state.handle_connect_failed(error, jitter(), now()),
+                },
+                SttAction::Send(outgoing) => {
+                    let Some(open) = socket.as_mut() else {
+                        continue;
+                    };
+                    let message = match outgoing {
+                        Outgoing::Audio(audio) => Message::Binary(audio),
+                        Outgoing::Control(text) => Message::text(text),
+                    };
+                    if let Err(error) = send_within(open, message, options.read_timeout).await {
+                        socket = None;
+                        state.handle_socket_lost(&error, now());
+                    }
+                }
+                SttAction::Transcript { text, is_final } => {
+                    let frame = TranscriptionFrame {
+                        text,
+                        user_id: None,
+                        language: None,
+                        at: ctx.now(),
+                    };
+                    let body = if is_final {
+                        FrameBody::Transcription(frame)
+                    } else {
+                        FrameBody::InterimTranscription(frame)
+                    };
+                    ctx.push_downstream(body).await;
+                }
+                SttAction::Report(error) => {
+                    report(error.into_processor_error(provider), &ctx).await;
+                }
+                SttAction::Disconnect => socket = None,
+            }
+        }
+        if state.is_stopped() {
+            return;
+        }
+        let deadline = state.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            biased;
+            command = commands.recv(), if commands_open => match command {
+                Some(SttCommand::Audio(audio)) => state.handle_audio(audio, now()),
+                Some(SttCommand::Finalize) => state.handle_finalize(now()),
+                None => {
+                    commands_open = false;
+                    state.handle_end(now());
+                }
+            },
+            message = next_message(&mut socket) => match message {
+                Some(Ok(Message::Text(text))) => state.handle_message(&text, now()),
+                Some(Ok(Message::Close(frame))) => {
+                    socket = None;
+                    let (code, reason) = frame.map_or((None, String::new()), |f| {
+                        (Some(u16::from(f.code)), f.reason.to_string())
+                    });
+                    state.handle_closed(code, &reason, now());
+                }
+                Some(Ok(_)) => {} // binary, ping, pong: nothing to act on
+                Some(Err(error)) => {
+                    socket = None;
+                    state.handle_socket_lost(&error, now());
+                }
+                None => {
+                    socket = None;
+                    let ended = ServiceError::Closed { code: None, reason: String::new() };
+                    state.handle_socket_lost(&ended, now());
+                }
+            },
+            () = sleep_until_some(deadline) => state.handle_timeout(now()),
+        }
+    }
+}
+
+/// Now, on tokio's clock (paused in tests), for the state machine.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
