@@ -34,6 +34,7 @@ mod secret;
 mod sse;
 pub mod stt;
 mod task;
+mod timer;
 mod timestamp;
 pub mod tts;
 mod url;

@@ -9,6 +9,7 @@ use crate::frame::{FrameBody, TranscriptionFrame};
 use crate::processor::ProcessorContext;
 use crate::services::retry::jitter;
 use crate::services::task::report;
+use crate::services::timer::{now, sleep_until};
 use crate::services::websocket::{WsStream, connect, next_message, send_within};
 use crate::services::{Connection, ServiceError};
 
@@ -80,7 +81,7 @@ pub(crate) async fn drive(
         if state.is_stopped() {
             return;
         }
-        let deadline = state.poll_timeout().map(tokio::time::Instant::from_std);
+        let deadline = state.poll_timeout();
         tokio::select! {
             biased;
             command = commands.recv(), if commands_open => match command {
@@ -111,19 +112,7 @@ pub(crate) async fn drive(
                     state.handle_socket_lost(&ended, now());
                 }
             },
-            () = sleep_until_some(deadline) => state.handle_timeout(now()),
+            () = sleep_until(deadline) => state.handle_timeout(now()),
         }
-    }
-}
-
-/// Now, on tokio's clock (paused in tests), for the state machine.
-fn now() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

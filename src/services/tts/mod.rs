@@ -16,6 +16,7 @@
 //! that failed after its audio began is reported, not retried.
 
 mod cartesia;
+mod context_socket;
 mod elevenlabs;
 mod engine;
 mod http_wire;
@@ -23,6 +24,7 @@ mod openai;
 mod sentences;
 mod service;
 mod wire;
+mod ws_speech;
 mod ws_wire;
 
 pub use cartesia::CartesiaTtsConfig;
