@@ -83,10 +83,15 @@ impl<A: WsSpeech> TtsWire for WsWire<A> {
     }
 
     async fn warm_up(&mut self) -> Result<(), ServiceError> {
-        // A failure is reported as an event.
         self.state.handle_warm_up(now());
         self.carry_out().await;
-        Ok(())
+        // Nothing waited for this socket, so a refusal is the only event
+        // there can be; returned now, for a session that ends before it
+        // asks the wire for events would never see it.
+        match self.state.poll_event() {
+            Some(WireEvent::Failed { error, .. }) => Err(error),
+            _ => Ok(()),
+        }
     }
 
     async fn send_text(&mut self, context: &str, text: &str) -> Result<(), ServiceError> {
