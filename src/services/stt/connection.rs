@@ -444,10 +444,15 @@ mod tests {
     const CLOSE_STREAM: &str = r#"{"type":"CloseStream"}"#;
 
     fn connection() -> SttConnection {
-        let mut options = Connection::default();
-        options.read_timeout = Duration::from_secs(5);
-        options.retry.initial = Duration::from_millis(250);
-        options.retry.max = Duration::from_secs(4);
+        let options = Connection {
+            read_timeout: Duration::from_secs(5),
+            retry: RetryPolicy {
+                initial: Duration::from_millis(250),
+                max: Duration::from_secs(4),
+                ..RetryPolicy::default()
+            },
+            ..Connection::default()
+        };
         SttConnection::new(
             Box::new(DeepgramListen::fixture()),
             options,
