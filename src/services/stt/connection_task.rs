@@ -7,11 +7,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::frame::{FrameBody, TranscriptionFrame};
 use crate::processor::ProcessorContext;
+use crate::services::Connection;
 use crate::services::retry::jitter;
 use crate::services::task::report;
 use crate::services::timer::{now, sleep_until};
-use crate::services::websocket::{WsStream, connect, next_message, send_within};
-use crate::services::{Connection, ServiceError};
+use crate::services::websocket::{SocketRead, WsStream, connect, next_read, send_within};
 
 use super::connection::{Outgoing, SttAction, SttConnection};
 
@@ -83,7 +83,10 @@ pub(crate) async fn drive(
         }
         let deadline = state.poll_timeout();
         tokio::select! {
+            // A due reconnect or keep-alive first, then the pipeline's
+            // audio, then the provider's results.
             biased;
+            () = sleep_until(deadline) => state.handle_timeout(now()),
             command = commands.recv(), if commands_open => match command {
                 Some(SttCommand::Audio(audio)) => state.handle_audio(audio, now()),
                 Some(SttCommand::Finalize) => state.handle_finalize(now()),
@@ -92,27 +95,12 @@ pub(crate) async fn drive(
                     state.handle_end(now());
                 }
             },
-            message = next_message(&mut socket) => match message {
-                Some(Ok(Message::Text(text))) => state.handle_message(&text, now()),
-                Some(Ok(Message::Close(frame))) => {
-                    socket = None;
-                    let (code, reason) = frame.map_or((None, String::new()), |f| {
-                        (Some(u16::from(f.code)), f.reason.to_string())
-                    });
-                    state.handle_closed(code, &reason, now());
-                }
-                Some(Ok(_)) => {} // binary, ping, pong: nothing to act on
-                Some(Err(error)) => {
-                    socket = None;
-                    state.handle_socket_lost(&error, now());
-                }
-                None => {
-                    socket = None;
-                    let ended = ServiceError::Closed { code: None, reason: String::new() };
-                    state.handle_socket_lost(&ended, now());
-                }
+            read = next_read(&mut socket) => match read {
+                SocketRead::Text(text) => state.handle_message(&text, now()),
+                SocketRead::Closed { code, reason } => state.handle_closed(code, &reason, now()),
+                SocketRead::Lost(error) => state.handle_socket_lost(&error, now()),
+                SocketRead::Other => {}
             },
-            () = sleep_until(deadline) => state.handle_timeout(now()),
         }
     }
 }

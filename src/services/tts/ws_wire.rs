@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::services::timer::{now, sleep_until};
-use crate::services::websocket::{WsStream, connect, next_message, send_within};
+use crate::services::websocket::{SocketRead, WsStream, connect, next_read, send_within};
 use crate::services::{Connection, ServiceError};
 
 use super::context_socket::{ContextSocket, SocketAction};
@@ -120,25 +120,13 @@ impl<A: WsSpeech> TtsWire for WsWire<A> {
             }
             let deadline = self.state.poll_timeout();
             tokio::select! {
-                message = next_message(&mut self.socket) => match message {
-                    Some(Ok(Message::Text(text))) => self.state.handle_message(&text, now()),
-                    Some(Ok(Message::Close(frame))) => {
-                        self.socket = None;
-                        let (code, reason) = frame.map_or((None, String::new()), |f| {
-                            (Some(u16::from(f.code)), f.reason.to_string())
-                        });
+                read = next_read(&mut self.socket) => match read {
+                    SocketRead::Text(text) => self.state.handle_message(&text, now()),
+                    SocketRead::Closed { code, reason } => {
                         self.state.handle_closed(code, &reason, now());
                     }
-                    Some(Ok(_)) => {} // binary, ping, pong: nothing to act on
-                    Some(Err(error)) => {
-                        self.socket = None;
-                        self.state.handle_socket_lost(error, now());
-                    }
-                    None => {
-                        self.socket = None;
-                        let ended = ServiceError::Closed { code: None, reason: String::new() };
-                        self.state.handle_socket_lost(ended, now());
-                    }
+                    SocketRead::Lost(error) => self.state.handle_socket_lost(error, now()),
+                    SocketRead::Other => {}
                 },
                 () = sleep_until(deadline) => self.state.handle_timeout(now()),
             }
