@@ -21,6 +21,7 @@ mod elevenlabs;
 mod engine;
 mod http_wire;
 mod openai;
+mod responses;
 mod sentences;
 mod service;
 mod wire;
