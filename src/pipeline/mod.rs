@@ -35,6 +35,7 @@
 //! from a child task, which the hook aborts.
 
 mod build_error;
+mod child_task;
 mod clock;
 mod edges;
 mod factory;
@@ -48,6 +49,7 @@ mod setup;
 mod task;
 
 pub use build_error::BuildError;
+pub use child_task::ChildTask;
 pub use clock::SessionClock;
 pub(crate) use edges::{BranchOutlets, Outlet};
 pub use factory::{ProcessorEntry, ProcessorFactory};

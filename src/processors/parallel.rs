@@ -24,11 +24,12 @@ use std::fmt;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::frame::{Direction, Frame, FrameBody, FrameId, StartFrame};
 use crate::pipeline::ProcessorFactory;
-use crate::pipeline::{BranchOutlets, NamedProcessor, Outlet, PipelineHandle, PipelineTask};
+use crate::pipeline::{
+    BranchOutlets, ChildTask, NamedProcessor, Outlet, PipelineHandle, PipelineTask,
+};
 use crate::pipeline::{BuildError, SessionSetup};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
@@ -89,8 +90,8 @@ impl ProcessorFactory for ParallelFactory {
 pub struct Parallel {
     pending: Vec<Vec<NamedProcessor>>,
     handles: Vec<PipelineHandle>,
-    runs: Vec<JoinHandle<()>>,
-    mergers: Vec<JoinHandle<()>>,
+    runs: Vec<ChildTask>,
+    mergers: Vec<ChildTask>,
 }
 
 impl Parallel {
@@ -155,14 +156,21 @@ impl Processor for Parallel {
         for branch in std::mem::take(&mut self.pending) {
             let task = PipelineTask::branch(branch, ctx, start, outlets.clone());
             self.handles.push(task.handle());
-            self.runs.push(tokio::spawn(task.run_branch()));
+            self.runs
+                .push(ChildTask::spawn("a parallel branch", task.run_branch()));
         }
         // Only the branches' ends hold the senders now: the mergers finish
         // once every branch has stopped.
         drop(outlets);
         self.mergers = vec![
-            tokio::spawn(merge(down_rx, Direction::Downstream, ctx.clone())),
-            tokio::spawn(merge(up_rx, Direction::Upstream, ctx.clone())),
+            ChildTask::spawn(
+                "a parallel merger",
+                merge(down_rx, Direction::Downstream, ctx.clone()),
+            ),
+            ChildTask::spawn(
+                "a parallel merger",
+                merge(up_rx, Direction::Upstream, ctx.clone()),
+            ),
         ];
         Ok(())
     }
@@ -181,8 +189,8 @@ impl Processor for Parallel {
             handle.end("end").await;
         }
         let mut failed = false;
-        for run in self.runs.drain(..).chain(self.mergers.drain(..)) {
-            failed |= run.await.is_err();
+        for mut run in self.runs.drain(..).chain(self.mergers.drain(..)) {
+            failed |= run.finish().await.is_err();
         }
         if failed {
             return Err(ProcessorError::fatal("a parallel branch failed"));
@@ -194,8 +202,8 @@ impl Processor for Parallel {
         for handle in &self.handles {
             handle.cancel("cancelled");
         }
-        for task in self.runs.drain(..).chain(self.mergers.drain(..)) {
-            task.abort();
-        }
+        // Dropping a child task aborts it.
+        self.runs.clear();
+        self.mergers.clear();
     }
 }

@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tokio::task::JoinHandle;
-use tracing::Instrument as _;
 
 use crate::config::Seconds;
 use crate::frame::RecentAudio;
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody};
+use crate::pipeline::ChildTask;
 use crate::pipeline::ProcessorFactory;
 use crate::pipeline::{BuildError, SessionSetup};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
@@ -58,7 +57,7 @@ pub struct Parrot {
     /// Speech start of the utterance being heard.
     speech_start: Option<Duration>,
     saw_vad: bool,
-    playback: Option<JoinHandle<()>>,
+    playback: ChildTask,
 }
 
 impl Parrot {
@@ -69,7 +68,7 @@ impl Parrot {
             recent: RecentAudio::new(),
             speech_start: None,
             saw_vad: false,
-            playback: None,
+            playback: ChildTask::new("parrot playback"),
         }
     }
 
@@ -82,17 +81,10 @@ impl Parrot {
         self.recent.keep(audio, window);
     }
 
-    fn stop_playback(&mut self) {
-        if let Some(playback) = self.playback.take() {
-            playback.abort();
-        }
-    }
-
     fn play(&mut self, frames: Vec<AudioFrame>, ctx: &ProcessorContext) {
         if frames.is_empty() {
             return;
         }
-        self.stop_playback();
         let ctx = ctx.clone();
         let playback = async move {
             ctx.push_downstream(FrameBody::TtsStarted).await;
@@ -101,7 +93,8 @@ impl Parrot {
             }
             ctx.push_downstream(FrameBody::TtsStopped).await;
         };
-        self.playback = Some(tokio::spawn(playback.in_current_span()));
+        // Replaces (aborts) the utterance still playing.
+        self.playback.start(playback);
     }
 }
 
@@ -134,7 +127,7 @@ impl Processor for Parrot {
     }
 
     async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
-        self.stop_playback();
+        self.playback.abort();
     }
 
     async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
@@ -142,18 +135,12 @@ impl Processor for Parrot {
             let frames = self.recent.take_all();
             self.play(frames, ctx);
         }
-        if let Some(playback) = self.playback.take() {
-            // Finish the utterance in flight before End goes on.
-            if let Err(err) = playback.await
-                && err.is_panic()
-            {
-                return Err(ProcessorError::recoverable("parrot playback failed"));
-            }
-        }
+        // Finish the utterance in flight before End goes on.
+        self.playback.finish().await?;
         Ok(())
     }
 
     async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
-        self.stop_playback();
+        self.playback.abort();
     }
 }

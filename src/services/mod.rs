@@ -10,6 +10,18 @@
 //! how to parse what comes back, as pure functions tested from fixtures
 //! (no socket): see `stt/deepgram.rs`, `tts/cartesia.rs`, `llm/openai.rs`.
 //!
+//! # State machines apart from their sockets
+//!
+//! The state that lives beside a socket is kept in sans-IO state machines:
+//! fed with `handle_*(input, now)`, drained with `poll_*()`, no socket and
+//! no clock inside, tested from the providers' own messages with explicit
+//! instants. Their drivers only move bytes and sleep until the next
+//! deadline (`timer.rs`). They are the STT connection (`stt/connection.rs`:
+//! replay after a reconnect, keep-alive, backoff, the polite close), the
+//! TTS context socket (`tts/context_socket.rs`) and the TTS responses'
+//! bookkeeping (`tts/responses.rs`). Child tasks are the pipeline's
+//! `ChildTask`s, aborted when their processor drops them.
+//!
 //! # Shared plumbing
 //!
 //! - One HTTP client for the process (`http.rs`), with a timeout until the
@@ -34,6 +46,7 @@ mod secret;
 mod sse;
 pub mod stt;
 mod task;
+mod timer;
 mod timestamp;
 pub mod tts;
 mod url;

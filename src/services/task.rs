@@ -1,7 +1,5 @@
-//! The child tasks of service processors: reporting their errors and
-//! waiting for them.
-
-use tokio::task::JoinHandle;
+//! Reporting the errors of service processors' child tasks (the tasks
+//! themselves are `pipeline::ChildTask`s).
 
 use crate::frame::FrameBody;
 use crate::pipeline::{ProcessorContext, ProcessorError};
@@ -11,19 +9,4 @@ use crate::pipeline::{ProcessorContext, ProcessorError};
 pub(crate) async fn report(error: ProcessorError, ctx: &ProcessorContext) {
     ctx.push_upstream(FrameBody::Error(error.to_frame(ctx.name())))
         .await;
-}
-
-/// Waits for `task` (if any) to finish what it has; a task that panicked
-/// is an error naming `what`. A cancelled task is not: it was stopped on
-/// purpose.
-pub(crate) async fn finish(task: Option<JoinHandle<()>>, what: &str) -> Result<(), ProcessorError> {
-    match task {
-        Some(task) => match task.await {
-            Err(error) if error.is_panic() => {
-                Err(ProcessorError::recoverable(format!("{what} failed")))
-            }
-            _ => Ok(()),
-        },
-        None => Ok(()),
-    }
 }

@@ -5,12 +5,12 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::HeaderName;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::error::{ServiceError, error_message};
@@ -119,6 +119,48 @@ pub(crate) async fn send_within(
             after: timeout,
         }),
     }
+}
+
+/// What reading a provider socket gave.
+#[derive(Debug)]
+pub(crate) enum SocketRead {
+    /// A text message.
+    Text(Utf8Bytes),
+    /// The provider closed the socket with a close frame.
+    Closed { code: Option<u16>, reason: String },
+    /// The socket failed, or ended without a close frame.
+    Lost(ServiceError),
+    /// Binary, ping or pong: nothing a provider protocol here acts on.
+    Other,
+}
+
+/// Reads the next message of `socket`, dropping the socket when that was
+/// its last; pending for ever while there is none, so that a `select!` can
+/// wait on it beside other work.
+///
+/// # Cancel safety
+/// Cancel safe.
+pub(crate) async fn next_read(socket: &mut Option<WsStream>) -> SocketRead {
+    let Some(open) = socket.as_mut() else {
+        return std::future::pending().await;
+    };
+    let read = match open.next().await {
+        Some(Ok(Message::Text(text))) => return SocketRead::Text(text),
+        Some(Ok(Message::Close(frame))) => {
+            let (code, reason) = frame.map_or((None, String::new()), |f| {
+                (Some(u16::from(f.code)), f.reason.to_string())
+            });
+            SocketRead::Closed { code, reason }
+        }
+        Some(Ok(_)) => return SocketRead::Other,
+        Some(Err(error)) => SocketRead::Lost(error.into()),
+        None => SocketRead::Lost(ServiceError::Closed {
+            code: None,
+            reason: String::new(),
+        }),
+    };
+    *socket = None;
+    read
 }
 
 fn error_message_str(text: &str) -> String {

@@ -33,28 +33,10 @@ use crate::services::http::{next_chunk, send};
 use crate::services::task::report;
 use crate::services::{Connection, ServiceError, SseDecoder};
 
-use super::openai::{ChatDelta, ChatRequest, ToolChoice};
 use super::tool_calls::{AssembledCall, ToolCallAssembler};
 use super::tool_runs::{ToolResults, run_tools};
 use super::tools::{Tool, ToolSpec};
-
-/// How a provider's chat API is spoken: building a streaming request and
-/// parsing the `data` of each event.
-pub(crate) trait ChatWire: Send + Sync + std::fmt::Debug {
-    /// The provider's name for errors and logs.
-    fn provider(&self) -> &'static str;
-
-    /// A streaming request for `messages`.
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        request: &ChatRequest<'_>,
-        messages: &[Message],
-    ) -> reqwest::RequestBuilder;
-
-    /// What one event's data says.
-    fn parse(&self, data: &str) -> Result<Vec<ChatDelta>, ServiceError>;
-}
+use super::wire::{ChatDelta, ChatRequest, ChatWire, ToolChoice};
 
 /// Everything a response needs, shared by the responses of a session.
 #[derive(Debug)]

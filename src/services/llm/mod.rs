@@ -16,9 +16,11 @@ mod service;
 mod tool_calls;
 mod tool_runs;
 pub mod tools;
+mod wire;
 
 pub use config::OpenAiLlmConfig;
-pub use openai::{ChatDelta, ChatRequest, ToolChoice, parse_event_data, request_body};
+pub use openai::{parse_event_data, request_body};
 pub use service::LlmService;
 pub use tool_calls::{AssembledCall, ToolCallAssembler, check_arguments};
 pub use tool_runs::TOOL_CANCELLED;
+pub use wire::{ChatDelta, ChatRequest, ToolChoice};

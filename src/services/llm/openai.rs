@@ -6,33 +6,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::conversation::Message;
-use crate::services::ServiceError;
+use crate::services::{ApiKey, ServiceError};
 
-use super::tools::ToolSpec;
-
-/// Whether the model may call tools in a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ToolChoice {
-    /// The model decides.
-    Auto,
-    /// The model must answer in text (the tool-round cap was reached).
-    None,
-}
-
-/// What to ask for, besides the messages.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChatRequest<'a> {
-    /// The model name.
-    pub model: &'a str,
-    /// Sampling temperature, if set.
-    pub temperature: Option<f64>,
-    /// The longest answer, in tokens, if set.
-    pub max_tokens: Option<u32>,
-    /// The tools offered.
-    pub tools: &'a [ToolSpec],
-    /// Whether tools may be called.
-    pub tool_choice: ToolChoice,
-}
+use super::wire::{ChatDelta, ChatRequest, ChatWire, ToolChoice};
 
 /// The JSON body of a streaming chat-completions request.
 pub fn request_body(request: &ChatRequest<'_>, messages: &[Message]) -> Value {
@@ -69,29 +45,6 @@ pub fn request_body(request: &ChatRequest<'_>, messages: &[Message]) -> Value {
         body["max_tokens"] = json!(max_tokens);
     }
     body
-}
-
-/// One thing a streamed chunk says.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ChatDelta {
-    /// More of the answer's text.
-    Text(String),
-    /// A fragment of tool call `index`: the first usually carries the id and
-    /// the name, the rest pieces of the JSON arguments.
-    ToolCall {
-        /// Which call of the response this fragment belongs to.
-        index: u32,
-        /// The call's id, when given.
-        id: Option<String>,
-        /// (A piece of) the tool's name, when given.
-        name: Option<String>,
-        /// A piece of the JSON arguments, when given.
-        arguments: Option<String>,
-    },
-    /// Why the model stopped (`stop`, `tool_calls`, `length`, ...).
-    Finish(String),
-    /// `[DONE]`: the stream is complete.
-    Done,
 }
 
 #[derive(Deserialize)]
@@ -188,8 +141,52 @@ pub fn parse_event_data(data: &str) -> Result<Vec<ChatDelta>, ServiceError> {
     Ok(deltas)
 }
 
+/// The chat-completions wire of an OpenAI-compatible server.
+#[derive(Debug)]
+pub(crate) struct OpenAiChat {
+    url: String,
+    api_key: Option<ApiKey>,
+}
+
+impl OpenAiChat {
+    /// The endpoint under `base_url` (e.g. `https://api.openai.com/v1`).
+    pub(crate) fn new(base_url: &str, api_key: Option<ApiKey>) -> Self {
+        OpenAiChat {
+            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            api_key,
+        }
+    }
+}
+
+impl ChatWire for OpenAiChat {
+    fn provider(&self) -> &'static str {
+        "openai"
+    }
+
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        request: &ChatRequest<'_>,
+        messages: &[Message],
+    ) -> reqwest::RequestBuilder {
+        let builder = client
+            .post(&self.url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(&request_body(request, messages));
+        match &self.api_key {
+            Some(key) => builder.bearer_auth(key.expose()),
+            None => builder,
+        }
+    }
+
+    fn parse(&self, data: &str) -> Result<Vec<ChatDelta>, ServiceError> {
+        parse_event_data(data)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::tools::ToolSpec;
     use super::*;
     use crate::conversation::Role;
 
@@ -278,48 +275,5 @@ mod tests {
             ..request
         };
         assert!(request_body(&bare, &[]).get("tool_choice").is_none());
-    }
-}
-
-/// The chat-completions wire of an OpenAI-compatible server.
-#[derive(Debug)]
-pub(crate) struct OpenAiChat {
-    url: String,
-    api_key: Option<crate::services::ApiKey>,
-}
-
-impl OpenAiChat {
-    /// The endpoint under `base_url` (e.g. `https://api.openai.com/v1`).
-    pub(crate) fn new(base_url: &str, api_key: Option<crate::services::ApiKey>) -> Self {
-        OpenAiChat {
-            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
-            api_key,
-        }
-    }
-}
-
-impl super::driver::ChatWire for OpenAiChat {
-    fn provider(&self) -> &'static str {
-        "openai"
-    }
-
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        request: &ChatRequest<'_>,
-        messages: &[Message],
-    ) -> reqwest::RequestBuilder {
-        let builder = client
-            .post(&self.url)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(&request_body(request, messages));
-        match &self.api_key {
-            Some(key) => builder.bearer_auth(key.expose()),
-            None => builder,
-        }
-    }
-
-    fn parse(&self, data: &str) -> Result<Vec<ChatDelta>, ServiceError> {
-        parse_event_data(data)
     }
 }

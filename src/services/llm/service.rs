@@ -6,12 +6,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::task::JoinHandle;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
+use crate::pipeline::ChildTask;
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
-
-use crate::services::task::finish;
 
 use super::driver::Responder;
 use super::tool_runs::{ToolResults, spawn_result_hub};
@@ -20,9 +18,9 @@ use super::tool_runs::{ToolResults, spawn_result_hub};
 pub struct LlmService {
     responder: Arc<Responder>,
     responses: u64,
-    response: Option<JoinHandle<()>>,
+    response: ChildTask,
     allow_interruptions: bool,
-    results: Option<(ToolResults, JoinHandle<()>)>,
+    results: Option<(ToolResults, ChildTask)>,
 }
 
 impl LlmService {
@@ -30,26 +28,10 @@ impl LlmService {
         LlmService {
             responder: Arc::new(responder),
             responses: 0,
-            response: None,
+            response: ChildTask::new("the LLM response task"),
             allow_interruptions: true,
             results: None,
         }
-    }
-
-    /// Aborts the response in flight and waits until it has stopped, so
-    /// that nothing it would push comes after this returns. True if one was
-    /// running.
-    async fn stop_response(&mut self) -> bool {
-        let Some(response) = self.response.take() else {
-            return false;
-        };
-        if response.is_finished() {
-            return false;
-        }
-        response.abort();
-        // Err(cancelled) is the expected outcome of the abort.
-        let _cancelled = response.await;
-        true
     }
 }
 
@@ -67,12 +49,12 @@ impl Processor for LlmService {
         };
         if self.allow_interruptions {
             // A new context supersedes the answer to the old one.
-            if self.stop_response().await {
+            if self.response.stop().await {
                 ctx.push_downstream(FrameBody::LlmResponseEnd).await;
             }
         } else {
             // The bot may not be cut off: the answer in flight finishes first.
-            finish(self.response.take(), "the LLM response task").await?;
+            self.response.finish().await?;
         }
         let results = match &self.results {
             Some((results, _)) => results.clone(),
@@ -83,12 +65,12 @@ impl Processor for LlmService {
             }
         };
         self.responses += 1;
-        self.response = Some(tokio::spawn(Arc::clone(&self.responder).respond(
+        self.response.start(Arc::clone(&self.responder).respond(
             self.responses,
             messages,
             results,
             ctx.clone(),
-        )));
+        ));
         Ok(())
     }
 
@@ -103,25 +85,24 @@ impl Processor for LlmService {
     }
 
     async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
-        self.stop_response().await;
+        self.response.stop().await;
     }
 
     async fn on_end(&mut self, _ctx: &ProcessorContext) -> Result<(), ProcessorError> {
         // Finish the answer (and its goodbye) before End goes on.
-        finish(self.response.take(), "the LLM response task").await?;
-        if let Some((results, hub)) = self.results.take() {
+        self.response.finish().await?;
+        if let Some((results, mut hub)) = self.results.take() {
             // The hub ends when the last sender is gone: tools still running
             // (not cancelled by an interruption) deliver first.
             drop(results);
-            finish(Some(hub), "the tool result hub").await?;
+            hub.finish().await?;
         }
         Ok(())
     }
 
     async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
-        self.stop_response().await;
-        if let Some((_, hub)) = self.results.take() {
-            hub.abort();
-        }
+        self.response.stop().await;
+        // Dropping the hub's slot aborts it.
+        self.results = None;
     }
 }

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::conversation::ToolCall;
 use crate::frame::FrameBody;
+use crate::pipeline::ChildTask;
 use crate::pipeline::ProcessorContext;
 
 use super::tool_calls::{AssembledCall, check_arguments};
@@ -40,9 +41,9 @@ pub(crate) struct ToolResults {
 
 /// Starts the result hub: it pushes each result as a `FunctionCallResult`
 /// and ends once every sender is gone.
-pub(crate) fn spawn_result_hub(ctx: ProcessorContext) -> (ToolResults, JoinHandle<()>) {
+pub(crate) fn spawn_result_hub(ctx: ProcessorContext) -> (ToolResults, ChildTask) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
-    let hub = tokio::spawn(async move {
+    let hub = ChildTask::spawn("the tool result hub", async move {
         while let Some(delivery) = rx.recv().await {
             ctx.push_downstream(FrameBody::FunctionCallResult {
                 call: delivery.call,
@@ -101,17 +102,10 @@ impl Drop for PendingResult {
     }
 }
 
-/// Aborts a cancellable tool's task when the response is dropped.
-struct AbortOnDrop(JoinHandle<Executed>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
+/// A tool's task: aborted with the response (its slot aborts on drop), or
+/// left to run on and deliver.
 enum Running {
-    Cancellable(AbortOnDrop),
+    Cancellable(ChildTask<Executed>),
     Detached(JoinHandle<Executed>),
 }
 
@@ -151,21 +145,22 @@ pub(crate) async fn run_tools(
             call: Some(assembled.call.clone()),
             results: results.clone(),
         };
-        let task = tokio::spawn(run_tool(tool, assembled, timeout, pending));
+        let work = run_tool(tool, assembled, timeout, pending);
         running.push(if cancellable {
-            Running::Cancellable(AbortOnDrop(task))
+            Running::Cancellable(ChildTask::spawn("a tool call", work))
         } else {
-            Running::Detached(task)
+            Running::Detached(tokio::spawn(work))
         });
     }
     let mut executed = Vec::with_capacity(running.len());
     for run in running {
         let joined = match run {
-            Running::Cancellable(mut guard) => (&mut guard.0).await,
-            Running::Detached(task) => task.await,
+            Running::Cancellable(mut task) => task.finish().await.map_err(|e| e.to_string()),
+            Running::Detached(task) => task.await.map(Some).map_err(|e| e.to_string()),
         };
         match joined {
-            Ok(done) => executed.push(done),
+            Ok(Some(done)) => executed.push(done),
+            Ok(None) => {}
             Err(error) => tracing::error!(response = number, %error, "a tool task failed"),
         }
     }

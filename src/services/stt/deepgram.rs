@@ -21,7 +21,8 @@ use crate::services::url::check_ws_url;
 use crate::services::websocket::WsTarget;
 use crate::services::{ApiKey, ConnectionOptions, ServiceError};
 
-use super::streaming::{StreamingSpeech, StreamingStt, SttEvent};
+use super::speech::{StreamingSpeech, SttEvent};
+use super::streaming::StreamingStt;
 
 /// `[[processor]] type = "stt", provider = "deepgram"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +135,21 @@ pub(crate) struct DeepgramListen {
     smart_format: bool,
 }
 
+impl DeepgramListen {
+    /// The protocol with a made-up key, for tests from fixtures.
+    #[cfg(test)]
+    pub(super) fn fixture() -> Self {
+        DeepgramListen {
+            base_url: "wss://api.deepgram.com".into(),
+            api_key: ApiKey::new("dg-key"),
+            model: "nova-3".into(),
+            language: "en".into(),
+            endpointing_ms: 300,
+            smart_format: true,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Message {
     #[serde(rename = "type")]
@@ -226,14 +242,7 @@ mod tests {
     use super::*;
 
     fn listen() -> DeepgramListen {
-        DeepgramListen {
-            base_url: "wss://api.deepgram.com".into(),
-            api_key: ApiKey::new("dg-key"),
-            model: "nova-3".into(),
-            language: "en".into(),
-            endpointing_ms: 300,
-            smart_format: true,
-        }
+        DeepgramListen::fixture()
     }
 
     #[test]

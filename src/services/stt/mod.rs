@@ -10,10 +10,12 @@
 //! (the `interim_transcription` and `transcription` events) and forward
 //! every frame they receive, inbound audio included.
 
+mod connection;
+mod connection_task;
 mod deepgram;
-mod link;
 mod openai;
 mod segmented;
+mod speech;
 mod streaming;
 
 pub use deepgram::DeepgramSttConfig;

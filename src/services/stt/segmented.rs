@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::audio::wav::encode_wav;
 use crate::frame::RecentAudio;
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, TranscriptionFrame};
+use crate::pipeline::ChildTask;
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 use crate::services::http::{next_chunk, send};
-use crate::services::task::{finish, report};
+use crate::services::task::report;
 use crate::services::{Connection, ServiceError};
 
 /// How far back audio is kept while the user is silent: longer than any
@@ -60,7 +60,7 @@ pub struct SegmentedStt {
     speech_start: Option<Duration>,
     saw_vad: bool,
     jobs: Option<mpsc::UnboundedSender<Utterance>>,
-    worker: Option<JoinHandle<()>>,
+    worker: ChildTask,
 }
 
 impl SegmentedStt {
@@ -79,7 +79,7 @@ impl SegmentedStt {
             speech_start: None,
             saw_vad: false,
             jobs: None,
-            worker: None,
+            worker: ChildTask::new("the transcription worker"),
         }
     }
 
@@ -201,12 +201,12 @@ impl Processor for SegmentedStt {
     ) -> Result<(), ProcessorError> {
         let (jobs, receiver) = mpsc::unbounded_channel();
         self.jobs = Some(jobs);
-        self.worker = Some(tokio::spawn(work(
+        self.worker.start(work(
             Arc::clone(&self.speech),
             self.connection,
             receiver,
             ctx.clone(),
-        )));
+        ));
         Ok(())
     }
 
@@ -219,13 +219,12 @@ impl Processor for SegmentedStt {
         };
         self.submit(last);
         self.jobs = None;
-        finish(self.worker.take(), "the transcription worker").await
+        self.worker.finish().await?;
+        Ok(())
     }
 
     async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
         self.jobs = None;
-        if let Some(worker) = self.worker.take() {
-            worker.abort();
-        }
+        self.worker.abort();
     }
 }

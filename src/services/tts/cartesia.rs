@@ -25,7 +25,8 @@ use crate::services::{ApiKey, ConnectionOptions, ServiceError};
 use super::openai::check_rate;
 use super::service::TtsService;
 use super::wire::WireEvent;
-use super::ws_wire::{WsSpeech, WsWire};
+use super::ws_speech::WsSpeech;
+use super::ws_wire::WsWire;
 
 /// `[[processor]] type = "tts", provider = "cartesia"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +108,21 @@ pub(crate) struct CartesiaSpeech {
     voice_id: String,
     language: String,
     sample_rate: u32,
+}
+
+impl CartesiaSpeech {
+    /// The protocol with a made-up key, for tests from fixtures.
+    #[cfg(test)]
+    pub(super) fn fixture() -> Self {
+        CartesiaSpeech {
+            url: "wss://x".into(),
+            api_key: ApiKey::new("k"),
+            model: "sonic-2".into(),
+            voice_id: "v".into(),
+            language: "en".into(),
+            sample_rate: 16_000,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -248,14 +264,7 @@ mod tests {
     use super::*;
 
     fn speech() -> CartesiaSpeech {
-        CartesiaSpeech {
-            url: "wss://x".into(),
-            api_key: ApiKey::new("k"),
-            model: "sonic-2".into(),
-            voice_id: "v".into(),
-            language: "en".into(),
-            sample_rate: 16_000,
-        }
+        CartesiaSpeech::fixture()
     }
 
     #[test]

@@ -28,7 +28,8 @@ use crate::services::{ApiKey, ConnectionOptions, ServiceError};
 use super::openai::check_rate;
 use super::service::TtsService;
 use super::wire::WireEvent;
-use super::ws_wire::{WsSpeech, WsWire};
+use super::ws_speech::WsSpeech;
+use super::ws_wire::WsWire;
 
 /// `[[processor]] type = "tts", provider = "elevenlabs"`.
 #[derive(Debug, Clone, Deserialize)]

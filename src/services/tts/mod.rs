@@ -16,13 +16,16 @@
 //! that failed after its audio began is reported, not retried.
 
 mod cartesia;
+mod context_socket;
 mod elevenlabs;
 mod engine;
 mod http_wire;
 mod openai;
+mod responses;
 mod sentences;
 mod service;
 mod wire;
+mod ws_speech;
 mod ws_wire;
 
 pub use cartesia::CartesiaTtsConfig;

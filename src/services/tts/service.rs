@@ -10,12 +10,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::{Mutex, mpsc};
-use tokio::task::JoinHandle;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
+use crate::pipeline::ChildTask;
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
-
-use crate::services::task::finish;
 
 use super::engine::{Command, Engine, Gate};
 use super::sentences::SentenceSplitter;
@@ -25,7 +23,7 @@ use super::wire::TtsWire;
 pub struct TtsService {
     wire: Option<Box<dyn TtsWire>>,
     commands: Option<mpsc::UnboundedSender<Command>>,
-    engine: Option<JoinHandle<()>>,
+    engine: ChildTask,
     gate: Gate,
     splitter: SentenceSplitter,
     /// The response receiving text, if any.
@@ -39,7 +37,7 @@ impl TtsService {
         TtsService {
             wire: Some(wire),
             commands: None,
-            engine: None,
+            engine: ChildTask::new("the TTS engine"),
             gate: Arc::new(Mutex::new(0)),
             splitter: SentenceSplitter::new(),
             open: None,
@@ -138,7 +136,7 @@ impl Processor for TtsService {
         };
         let (commands, receiver) = mpsc::unbounded_channel();
         let engine = Engine::new(wire, ctx.clone(), Arc::clone(&self.gate), start.sample_rate);
-        self.engine = Some(tokio::spawn(engine.run(receiver)));
+        self.engine.start(engine.run(receiver));
         self.commands = Some(commands);
         Ok(())
     }
@@ -155,13 +153,12 @@ impl Processor for TtsService {
         self.close_response(None);
         // Closing the channel lets the engine finish what it has and stop.
         self.commands = None;
-        finish(self.engine.take(), "the TTS engine").await
+        self.engine.finish().await?;
+        Ok(())
     }
 
     async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
         self.commands = None;
-        if let Some(engine) = self.engine.take() {
-            engine.abort();
-        }
+        self.engine.abort();
     }
 }

@@ -1,123 +1,73 @@
-//! [`WsWire`]: TTS over one WebSocket per session, a context per response
-//! (ElevenLabs multi-context, Cartesia contexts). The provider adapter
-//! ([`WsSpeech`]) encodes the messages and parses the replies.
-//!
-//! The socket opens when the session starts and is reused by every
-//! response. If it closes, every open context fails (and is reported done,
-//! so the response ends cleanly) and the next text opens a new socket.
-
-use std::collections::{HashSet, VecDeque};
+//! [`WsWire`]: TTS over one WebSocket per session, a context per response.
+//! It drives a [`ContextSocket`] (which decides everything: see there) over
+//! a real socket, and only moves bytes and sleeps until the next deadline.
+//! The provider adapter ([`WsSpeech`]) encodes the messages and parses the
+//! replies.
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::services::websocket::{WsStream, WsTarget, connect, send_within};
+use crate::services::timer::{now, sleep_until};
+use crate::services::websocket::{SocketRead, WsStream, connect, next_read, send_within};
 use crate::services::{Connection, ServiceError};
 
+use super::context_socket::{ContextSocket, SocketAction};
 use super::wire::{TtsWire, WireEvent};
-
-/// How a provider's streaming TTS socket is spoken. Pure: messages in and
-/// out as text.
-pub(crate) trait WsSpeech: Send + 'static {
-    /// The provider's name.
-    fn provider(&self) -> &'static str;
-
-    /// The rate of the PCM it sends back.
-    fn sample_rate(&self) -> u32;
-
-    /// Where the socket goes.
-    fn target(&self) -> WsTarget;
-
-    /// The messages sending `text` to `context`; `first` when the context
-    /// is new on this socket.
-    fn text(&self, context: &str, text: &str, first: bool) -> Vec<String>;
-
-    /// The messages saying no more text is coming for `context`.
-    fn finish(&self, context: &str) -> Vec<String>;
-
-    /// The messages dropping `context` at once.
-    fn cancel(&self, context: &str) -> Vec<String>;
-
-    /// The message closing the socket politely, if the provider has one.
-    fn close(&self) -> Option<String>;
-
-    /// What one text message from the provider says.
-    fn parse(&mut self, message: &str) -> Result<Vec<WireEvent>, ServiceError>;
-
-    /// A new socket: forget per-socket parsing state.
-    fn reset(&mut self);
-}
+use super::ws_speech::WsSpeech;
 
 /// Speaks contexts over one socket. See the module docs.
 pub(crate) struct WsWire<A> {
-    adapter: A,
+    state: ContextSocket<A>,
     connection: Connection,
     socket: Option<WsStream>,
-    /// Contexts opened on the current socket and not yet done.
-    open: HashSet<String>,
-    /// Open contexts with all their text sent, waiting for their last audio:
-    /// while any waits, silence from the socket is a failure.
-    finishing: HashSet<String>,
-    events: VecDeque<WireEvent>,
 }
 
 impl<A: WsSpeech> WsWire<A> {
     pub(crate) fn new(adapter: A, connection: Connection) -> Self {
         WsWire {
-            adapter,
+            state: ContextSocket::new(adapter, connection.read_timeout),
             connection,
             socket: None,
-            open: HashSet::new(),
-            finishing: HashSet::new(),
-            events: VecDeque::new(),
         }
     }
 
-    async fn socket(&mut self) -> Result<&mut WsStream, ServiceError> {
-        if self.socket.is_none() {
-            let socket = connect(
-                &self.adapter.target(),
-                &self.connection,
-                self.adapter.provider(),
-            )
-            .await?;
-            self.adapter.reset();
-            self.open.clear();
-            self.finishing.clear();
-            self.socket = Some(socket);
-        }
-        self.socket
-            .as_mut()
-            .ok_or_else(|| ServiceError::Connect("no socket".into()))
-    }
-
-    async fn send_all(&mut self, messages: Vec<String>) -> Result<(), ServiceError> {
+    /// Carries out what the state machine asks, in order.
+    ///
+    /// # Cancel safety
+    /// Cancel safe when only `Disconnect` is queued, as after a message or
+    /// a timer (it never awaits then); not otherwise.
+    async fn carry_out(&mut self) {
         let timeout = self.connection.read_timeout;
-        let socket = self.socket().await?;
-        for message in messages {
-            if let Err(error) = send_within(socket, Message::text(message), timeout).await {
-                self.lost(None);
-                return Err(error);
+        while let Some(action) = self.state.poll_action() {
+            match action {
+                SocketAction::Connect => {
+                    let adapter = self.state.adapter();
+                    let target = adapter.target();
+                    match connect(&target, &self.connection, adapter.provider()).await {
+                        Ok(socket) => {
+                            self.socket = Some(socket);
+                            self.state.handle_connected(now());
+                        }
+                        Err(error) => self.state.handle_connect_failed(error, now()),
+                    }
+                }
+                SocketAction::Send(text) => {
+                    let Some(socket) = self.socket.as_mut() else {
+                        continue;
+                    };
+                    if let Err(error) = send_within(socket, Message::text(text), timeout).await {
+                        self.socket = None;
+                        self.state.handle_socket_lost(error, now());
+                    }
+                }
+                SocketAction::Disconnect => self.socket = None,
+                SocketAction::Close => {
+                    if let Some(mut socket) = self.socket.take() {
+                        // A socket already gone (or stalled) needs no goodbye.
+                        let _gone = tokio::time::timeout(timeout, socket.close(None)).await;
+                    }
+                }
             }
-        }
-        Ok(())
-    }
-
-    /// The socket is gone: every open context is done.
-    fn lost(&mut self, error: Option<ServiceError>) {
-        self.socket = None;
-        self.finishing.clear();
-        if let Some(error) = error
-            && !self.open.is_empty()
-        {
-            self.events.push_back(WireEvent::Failed {
-                context: None,
-                error,
-            });
-        }
-        for context in self.open.drain() {
-            self.events.push_back(WireEvent::Done { context });
         }
     }
 }
@@ -125,118 +75,66 @@ impl<A: WsSpeech> WsWire<A> {
 #[async_trait]
 impl<A: WsSpeech> TtsWire for WsWire<A> {
     fn provider(&self) -> &'static str {
-        self.adapter.provider()
+        self.state.adapter().provider()
     }
 
     fn sample_rate(&self) -> u32 {
-        self.adapter.sample_rate()
+        self.state.adapter().sample_rate()
     }
 
     async fn warm_up(&mut self) -> Result<(), ServiceError> {
-        self.socket().await.map(|_| ())
+        self.state.handle_warm_up(now());
+        self.carry_out().await;
+        // Nothing waited for this socket, so a refusal is the only event
+        // there can be; returned now, for a session that ends before it
+        // asks the wire for events would never see it.
+        match self.state.poll_event() {
+            Some(WireEvent::Failed { error, .. }) => Err(error),
+            _ => Ok(()),
+        }
     }
 
     async fn send_text(&mut self, context: &str, text: &str) -> Result<(), ServiceError> {
-        self.socket().await?;
-        let first = self.open.insert(context.to_owned());
-        let messages = self.adapter.text(context, text, first);
-        self.send_all(messages).await
+        self.state.handle_text(context, text, now());
+        self.carry_out().await;
+        Ok(())
     }
 
     async fn finish(&mut self, context: &str) -> Result<(), ServiceError> {
-        if !self.open.contains(context) {
-            // Nothing was sent on this socket (or it was lost): done now.
-            self.events.push_back(WireEvent::Done {
-                context: context.to_owned(),
-            });
-            return Ok(());
-        }
-        let messages = self.adapter.finish(context);
-        self.finishing.insert(context.to_owned());
-        self.send_all(messages).await
+        self.state.handle_finish(context, now());
+        self.carry_out().await;
+        Ok(())
     }
 
     async fn cancel(&mut self, context: &str) {
-        self.finishing.remove(context);
-        if self.open.remove(context) {
-            let messages = self.adapter.cancel(context);
-            if let Err(error) = self.send_all(messages).await {
-                tracing::debug!(%error, "could not cancel a context: the socket is gone");
-            }
-        }
-        self.events
-            .retain(|e| !matches!(e, WireEvent::Done { context: c } if c == context));
+        self.state.handle_cancel(context, now());
+        self.carry_out().await;
     }
 
     async fn next_event(&mut self) -> WireEvent {
         loop {
-            if let Some(event) = self.events.pop_front() {
+            // Only `Disconnect` can be queued here: see `carry_out`.
+            self.carry_out().await;
+            if let Some(event) = self.state.poll_event() {
                 return event;
             }
-            let read_timeout = self.connection.read_timeout;
-            // A context still taking text may be quiet for long (a tool
-            // runs); one waiting for its last audio may not.
-            let waiting = !self.finishing.is_empty();
-            let Some(socket) = self.socket.as_mut() else {
-                return std::future::pending().await;
-            };
-            let message = if waiting {
-                match tokio::time::timeout(read_timeout, socket.next()).await {
-                    Ok(message) => message,
-                    Err(_) => {
-                        self.lost(Some(ServiceError::Timeout {
-                            waiting_for: "audio",
-                            after: read_timeout,
-                        }));
-                        continue;
+            let deadline = self.state.poll_timeout();
+            tokio::select! {
+                read = next_read(&mut self.socket) => match read {
+                    SocketRead::Text(text) => self.state.handle_message(&text, now()),
+                    SocketRead::Closed { code, reason } => {
+                        self.state.handle_closed(code, &reason, now());
                     }
-                }
-            } else {
-                socket.next().await
-            };
-            match message {
-                Some(Ok(Message::Text(text))) => match self.adapter.parse(&text) {
-                    Ok(events) => {
-                        for event in events {
-                            if let WireEvent::Done { context } = &event {
-                                self.open.remove(context);
-                                self.finishing.remove(context);
-                            }
-                            self.events.push_back(event);
-                        }
-                    }
-                    Err(error) => self.events.push_back(WireEvent::Failed {
-                        context: None,
-                        error,
-                    }),
+                    SocketRead::Lost(error) => self.state.handle_socket_lost(error, now()),
+                    SocketRead::Other => {}
                 },
-                Some(Ok(Message::Close(frame))) => {
-                    let (code, reason) = frame.map_or((None, String::new()), |f| {
-                        (Some(u16::from(f.code)), f.reason.to_string())
-                    });
-                    tracing::debug!(provider = self.adapter.provider(), ?code, %reason, "socket closed");
-                    self.lost(Some(ServiceError::Closed { code, reason }));
-                }
-                Some(Ok(_)) => {} // binary, ping, pong: nothing to act on
-                Some(Err(error)) => self.lost(Some(error.into())),
-                None => self.lost(Some(ServiceError::Closed {
-                    code: None,
-                    reason: String::new(),
-                })),
+                () = sleep_until(deadline) => self.state.handle_timeout(now()),
             }
         }
     }
 
     async fn close(&mut self) {
-        let timeout = self.connection.read_timeout;
-        if let Some(message) = self.adapter.close()
-            && let Some(socket) = self.socket.as_mut()
-        {
-            // A socket already gone (or stalled) needs no goodbye.
-            let _gone = send_within(socket, Message::text(message), timeout).await;
-        }
-        if let Some(mut socket) = self.socket.take() {
-            let _gone = tokio::time::timeout(timeout, socket.close(None)).await;
-        }
+        self.state.handle_close(now());
+        self.carry_out().await;
     }
 }

@@ -1,0 +1,40 @@
+//! [`WsSpeech`]: what a streaming TTS provider adapter says over its
+//! socket (ElevenLabs multi-context, Cartesia contexts). Pure: messages in
+//! and out as text, no socket, no clock.
+
+use crate::services::ServiceError;
+use crate::services::websocket::WsTarget;
+
+use super::wire::WireEvent;
+
+/// How a provider's streaming TTS socket is spoken. Pure: messages in and
+/// out as text.
+pub(crate) trait WsSpeech: Send + 'static {
+    /// The provider's name.
+    fn provider(&self) -> &'static str;
+
+    /// The rate of the PCM it sends back.
+    fn sample_rate(&self) -> u32;
+
+    /// Where the socket goes.
+    fn target(&self) -> WsTarget;
+
+    /// The messages sending `text` to `context`; `first` when the context
+    /// is new on this socket.
+    fn text(&self, context: &str, text: &str, first: bool) -> Vec<String>;
+
+    /// The messages saying no more text is coming for `context`.
+    fn finish(&self, context: &str) -> Vec<String>;
+
+    /// The messages dropping `context` at once.
+    fn cancel(&self, context: &str) -> Vec<String>;
+
+    /// The message closing the socket politely, if the provider has one.
+    fn close(&self) -> Option<String>;
+
+    /// What one text message from the provider says.
+    fn parse(&mut self, message: &str) -> Result<Vec<WireEvent>, ServiceError>;
+
+    /// A new socket: forget per-socket parsing state.
+    fn reset(&mut self);
+}
