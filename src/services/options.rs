@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::Seconds;
 use crate::pipeline::BuildError;
 
 use super::retry::RetryPolicy;
@@ -19,31 +20,33 @@ use super::retry::RetryPolicy;
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionOptions {
     /// Connecting and getting the response headers (or opening the
-    /// WebSocket), in seconds. Default 10.
-    pub response_timeout_secs: f64,
-    /// The longest silence while a response streams, in seconds. Default 15.
-    pub read_timeout_secs: f64,
+    /// WebSocket), in seconds (above 0, at most 300). Default 10.
+    pub response_timeout_secs: Seconds<1, 300>,
+    /// The longest silence while a response streams, in seconds (above 0,
+    /// at most 300). Default 15.
+    pub read_timeout_secs: Seconds<1, 300>,
     /// Retries of a request refused with 429 or 5xx before any output.
     /// Default 2.
     pub max_retries: u32,
-    /// The first backoff, in seconds; it doubles per retry. Default 0.25.
-    pub retry_initial_secs: f64,
-    /// The longest backoff, in seconds. Default 4.
-    pub retry_max_secs: f64,
+    /// The first backoff, in seconds (above 0, at most 60); it doubles per
+    /// retry. Default 0.25.
+    pub retry_initial_secs: Seconds<1, 60>,
+    /// The longest backoff, in seconds (above 0, at most 300). Default 4.
+    pub retry_max_secs: Seconds<1, 300>,
     /// A `Retry-After` longer than this fails the request instead of
-    /// waiting, in seconds. Default 10.
-    pub max_retry_after_secs: f64,
+    /// waiting, in seconds (above 0, at most 3600). Default 10.
+    pub max_retry_after_secs: Seconds<1, 3600>,
 }
 
 impl Default for ConnectionOptions {
     fn default() -> Self {
         ConnectionOptions {
-            response_timeout_secs: 10.0,
-            read_timeout_secs: 15.0,
+            response_timeout_secs: Seconds::from_millis(10_000),
+            read_timeout_secs: Seconds::from_millis(15_000),
             max_retries: 2,
-            retry_initial_secs: 0.25,
-            retry_max_secs: 4.0,
-            max_retry_after_secs: 10.0,
+            retry_initial_secs: Seconds::from_millis(250),
+            retry_max_secs: Seconds::from_millis(4_000),
+            max_retry_after_secs: Seconds::from_millis(10_000),
         }
     }
 }
@@ -75,15 +78,6 @@ impl Default for Connection {
 impl ConnectionOptions {
     /// Checks the values and converts them.
     pub fn resolve(&self) -> Result<Connection, BuildError> {
-        let secs = |name: &str, value: f64, max: f64| {
-            if value.is_finite() && value > 0.0 && value <= max {
-                Ok(Duration::from_secs_f64(value))
-            } else {
-                Err(BuildError::Invalid(format!(
-                    "connection.{name} must be above 0 and at most {max}, not {value}"
-                )))
-            }
-        };
         if self.max_retries > 10 {
             return Err(BuildError::Invalid(format!(
                 "connection.max_retries must be at most 10, not {}",
@@ -91,13 +85,13 @@ impl ConnectionOptions {
             )));
         }
         Ok(Connection {
-            response_timeout: secs("response_timeout_secs", self.response_timeout_secs, 300.0)?,
-            read_timeout: secs("read_timeout_secs", self.read_timeout_secs, 300.0)?,
+            response_timeout: self.response_timeout_secs.duration(),
+            read_timeout: self.read_timeout_secs.duration(),
             retry: RetryPolicy {
                 max_retries: self.max_retries,
-                initial: secs("retry_initial_secs", self.retry_initial_secs, 60.0)?,
-                max: secs("retry_max_secs", self.retry_max_secs, 300.0)?,
-                max_retry_after: secs("max_retry_after_secs", self.max_retry_after_secs, 3600.0)?,
+                initial: self.retry_initial_secs.duration(),
+                max: self.retry_max_secs.duration(),
+                max_retry_after: self.max_retry_after_secs.duration(),
             },
         })
     }

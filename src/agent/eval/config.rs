@@ -76,8 +76,8 @@ fn default_attempts() -> u32 {
 }
 fn judge_connection() -> ConnectionOptions {
     ConnectionOptions {
-        response_timeout_secs: 60.0,
-        read_timeout_secs: 60.0,
+        response_timeout_secs: Seconds::from_millis(60_000),
+        read_timeout_secs: Seconds::from_millis(60_000),
         ..ConnectionOptions::default()
     }
 }

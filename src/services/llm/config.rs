@@ -1,10 +1,10 @@
 //! `[[processor]] type = "llm", provider = "openai"`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::Seconds;
 use crate::pipeline::Processor;
 use crate::pipeline::ProcessorFactory;
 use crate::pipeline::{BuildError, SessionSetup};
@@ -56,7 +56,7 @@ pub struct OpenAiLlmConfig {
     /// The longest a tool call may take, in seconds, unless the tool says
     /// otherwise. Default 10.
     #[serde(default = "default_tool_timeout")]
-    pub tool_timeout_secs: f64,
+    pub tool_timeout_secs: Seconds<1, 300>,
     /// Timeouts and retries.
     #[serde(default)]
     pub connection: ConnectionOptions,
@@ -82,8 +82,8 @@ fn default_max_tool_rounds() -> u32 {
     5
 }
 
-fn default_tool_timeout() -> f64 {
-    10.0
+fn default_tool_timeout() -> Seconds<1, 300> {
+    Seconds::from_millis(10_000)
 }
 
 impl ProcessorFactory for OpenAiLlmConfig {
@@ -100,12 +100,6 @@ impl ProcessorFactory for OpenAiLlmConfig {
             return Err(BuildError::Invalid(format!(
                 "max_tool_rounds must be at most 20, not {}",
                 self.max_tool_rounds
-            )));
-        }
-        if !(self.tool_timeout_secs > 0.0 && self.tool_timeout_secs <= 300.0) {
-            return Err(BuildError::Invalid(format!(
-                "tool_timeout_secs must be above 0 and at most 300, not {}",
-                self.tool_timeout_secs
             )));
         }
         let registry = setup
@@ -144,7 +138,7 @@ impl ProcessorFactory for OpenAiLlmConfig {
             tools,
             specs,
             max_tool_rounds: self.max_tool_rounds,
-            tool_timeout: Duration::from_secs_f64(self.tool_timeout_secs),
+            tool_timeout: self.tool_timeout_secs.duration(),
             connection: self.connection.resolve()?,
         })))
     }

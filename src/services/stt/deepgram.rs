@@ -9,10 +9,9 @@
 //! `CloseStream` (finish and close). Authentication is the
 //! `Authorization: Token` header.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 
+use crate::config::Seconds;
 use crate::pipeline::Processor;
 use crate::pipeline::ProcessorFactory;
 use crate::pipeline::{BuildError, SessionSetup};
@@ -47,14 +46,15 @@ pub struct DeepgramSttConfig {
     /// Formatting of numbers, dates and punctuation. Default true.
     #[serde(default = "default_true")]
     pub smart_format: bool,
-    /// Send `KeepAlive` after this long without audio, in seconds.
+    /// Send `KeepAlive` after this long without audio, in seconds (above
+    /// 0, at most 9: Deepgram closes a stream after 10 s of nothing).
     /// Default 4.
     #[serde(default = "default_keepalive")]
-    pub keepalive_secs: f64,
+    pub keepalive_secs: Seconds<1, 9>,
     /// The most unconfirmed audio kept for a reconnect, in seconds.
     /// Default 30.
     #[serde(default = "default_max_replay")]
-    pub max_replay_secs: f64,
+    pub max_replay_secs: Seconds<1, 300>,
     /// Timeouts and retries (of the connection).
     #[serde(default)]
     pub connection: ConnectionOptions,
@@ -84,29 +84,17 @@ fn default_true() -> bool {
     true
 }
 
-fn default_keepalive() -> f64 {
-    4.0
+fn default_keepalive() -> Seconds<1, 9> {
+    Seconds::from_millis(4_000)
 }
 
-fn default_max_replay() -> f64 {
-    30.0
+fn default_max_replay() -> Seconds<1, 300> {
+    Seconds::from_millis(30_000)
 }
 
 impl ProcessorFactory for DeepgramSttConfig {
     fn build(&self, setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
         check_ws_url("base_url", &self.base_url)?;
-        if !(self.keepalive_secs > 0.0 && self.keepalive_secs < 10.0) {
-            return Err(BuildError::Invalid(format!(
-                "keepalive_secs must be above 0 and below 10 (Deepgram closes after 10 s), not {}",
-                self.keepalive_secs
-            )));
-        }
-        if !(self.max_replay_secs > 0.0 && self.max_replay_secs <= 300.0) {
-            return Err(BuildError::Invalid(format!(
-                "max_replay_secs must be above 0 and at most 300, not {}",
-                self.max_replay_secs
-            )));
-        }
         let speech = DeepgramListen {
             base_url: self.base_url.trim_end_matches('/').to_owned(),
             api_key: ApiKey::new(setup.env_var("api_key_env", &self.api_key_env)?),
@@ -118,8 +106,8 @@ impl ProcessorFactory for DeepgramSttConfig {
         Ok(Box::new(StreamingStt::new(
             Box::new(speech),
             self.connection.resolve()?,
-            Duration::from_secs_f64(self.keepalive_secs),
-            Duration::from_secs_f64(self.max_replay_secs),
+            self.keepalive_secs.duration(),
+            self.max_replay_secs.duration(),
         )))
     }
 }
@@ -240,6 +228,7 @@ impl StreamingSpeech for DeepgramListen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn listen() -> DeepgramListen {
         DeepgramListen::fixture()

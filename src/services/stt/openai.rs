@@ -3,10 +3,10 @@
 //! provider = "openai"`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::Seconds;
 use crate::pipeline::Processor;
 use crate::pipeline::ProcessorFactory;
 use crate::pipeline::{BuildError, SessionSetup};
@@ -38,10 +38,10 @@ pub struct OpenAiSttConfig {
     /// Audio kept before the speech start the VAD reports, in seconds.
     /// Default 0.3.
     #[serde(default = "default_pre_roll")]
-    pub pre_roll_secs: f64,
+    pub pre_roll_secs: Seconds<0, 2>,
     /// The longest utterance sent, in seconds. Default 60.
     #[serde(default = "default_max_utterance")]
-    pub max_utterance_secs: f64,
+    pub max_utterance_secs: Seconds<1, 600>,
     /// Timeouts and retries.
     #[serde(default)]
     pub connection: ConnectionOptions,
@@ -55,29 +55,17 @@ fn default_model() -> String {
     "gpt-4o-mini-transcribe".to_owned()
 }
 
-fn default_pre_roll() -> f64 {
-    0.3
+fn default_pre_roll() -> Seconds<0, 2> {
+    Seconds::from_millis(300)
 }
 
-fn default_max_utterance() -> f64 {
-    60.0
+fn default_max_utterance() -> Seconds<1, 600> {
+    Seconds::from_millis(60_000)
 }
 
 impl ProcessorFactory for OpenAiSttConfig {
     fn build(&self, setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
         check_http_url("base_url", &self.base_url)?;
-        if !(0.0..=2.0).contains(&self.pre_roll_secs) {
-            return Err(BuildError::Invalid(format!(
-                "pre_roll_secs must be between 0 and 2, not {}",
-                self.pre_roll_secs
-            )));
-        }
-        if !(self.max_utterance_secs > 0.0 && self.max_utterance_secs <= 600.0) {
-            return Err(BuildError::Invalid(format!(
-                "max_utterance_secs must be above 0 and at most 600, not {}",
-                self.max_utterance_secs
-            )));
-        }
         let speech = OpenAiTranscription {
             url: format!(
                 "{}/audio/transcriptions",
@@ -91,8 +79,8 @@ impl ProcessorFactory for OpenAiSttConfig {
         Ok(Box::new(SegmentedStt::new(
             Arc::new(speech),
             self.connection.resolve()?,
-            Duration::from_secs_f64(self.pre_roll_secs),
-            Duration::from_secs_f64(self.max_utterance_secs),
+            self.pre_roll_secs.duration(),
+            self.max_utterance_secs.duration(),
         )))
     }
 }

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::config::Seconds;
 use crate::pipeline::{BuildError, SessionSetup};
 use crate::services::http::{client, next_chunk};
 use crate::services::url::check_http_url;
@@ -40,10 +41,11 @@ pub struct HttpToolConfig {
     /// Its arguments, as a JSON-schema object. Default: no arguments.
     #[serde(default = "no_parameters")]
     pub parameters: Value,
-    /// The longest a call may take, in seconds. Default: the LLM's
+    /// The longest a call may take, in seconds (above 0, at most 300).
+    /// Default: the LLM's
     /// `tool_timeout_secs`.
     #[serde(default)]
-    pub timeout_secs: Option<f64>,
+    pub timeout_secs: Option<Seconds<1, 300>>,
     /// Whether an interruption cancels a call in flight. Default true.
     #[serde(default = "default_true")]
     pub cancel_on_interruption: bool,
@@ -81,18 +83,7 @@ impl HttpToolConfig {
                 "parameters must be a JSON-schema object with type = \"object\"".into(),
             ));
         }
-        let timeout = self
-            .timeout_secs
-            .map(|secs| {
-                if secs > 0.0 && secs <= 300.0 {
-                    Ok(Duration::from_secs_f64(secs))
-                } else {
-                    Err(invalid(format!(
-                        "timeout_secs must be above 0 and at most 300, not {secs}"
-                    )))
-                }
-            })
-            .transpose()?;
+        let timeout = self.timeout_secs.map(Seconds::duration);
         Ok(HttpTool {
             spec: ToolSpec {
                 name: self.name.clone(),
