@@ -153,9 +153,10 @@ pub struct SkillsSection {
     /// Candidates re-ranked exactly per query.
     #[serde(default = "default_candidates")]
     pub candidates: usize,
-    /// Seconds between index refreshes (1 s to a day).
+    /// Seconds between index refreshes (at most a day; under 1 s counts as
+    /// 1 s).
     #[serde(default = "default_refresh")]
-    pub refresh_secs: Seconds<1000>,
+    pub refresh_secs: Seconds,
     /// Timeouts and retries of each embeddings request (the services'
     /// `connection` table).
     #[serde(default)]
@@ -171,7 +172,7 @@ fn default_top_k() -> usize {
 fn default_candidates() -> usize {
     512
 }
-fn default_refresh() -> Seconds<1000> {
+fn default_refresh() -> Seconds {
     Seconds::from_millis(60_000)
 }
 

@@ -93,18 +93,13 @@ impl SessionMemory {
         })
     }
 
-    /// The recorder, for the aggregators.
-    pub fn recorder(&self) -> &TurnRecorder {
-        &self.recorder
-    }
-
     /// The pipeline started: the call becomes active.
     pub fn started(&self) {
         self.recorder.started();
     }
 
-    /// The session ended for `reason`: the call becomes completed and is
-    /// queued for evaluation.
+    /// The session ended for `reason`: the call becomes completed, then the
+    /// runtime's after-call hooks run (its evaluation, its webhook).
     pub fn ended(&self, reason: &str) {
         self.recorder.ended(reason);
     }

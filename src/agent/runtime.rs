@@ -318,7 +318,7 @@ impl AgentRuntime {
             .section
             .skills
             .as_ref()
-            .map(|s| s.refresh_secs.duration());
+            .map(|s| s.refresh_secs.duration().max(Duration::from_secs(1)));
         tokio::join!(
             async {
                 if let Some(worker) = &worker {

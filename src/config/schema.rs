@@ -97,7 +97,7 @@ pub struct TransportSection {
 
 /// `[interruption]`: how the user barges in on the bot, when
 /// `[pipeline] allow_interruptions` lets them. The `vad` processor applies
-/// it (see `voxpipe::vad::BargeIn`).
+/// it.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InterruptionSection {

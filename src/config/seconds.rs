@@ -1,12 +1,14 @@
 //! [`Seconds`]: the one duration type of pipeline files.
 //!
-//! Every `*_secs` key is written as a number of seconds (`stop_secs = 0.8`,
+//! A duration key is written as a number of seconds (`stop_secs = 0.8`,
 //! `timeout_secs = 10`) and read into a `Seconds`, which checks its range as
 //! the file is read, so a bad value is reported with its file, line and key
 //! like any other mistake, and code downstream only ever sees a valid
 //! [`Duration`]. The range is part of the type: `Seconds<0, 10>` for 0 to
 //! 10 s, `Seconds<1>` for a positive duration of at most a day (the
-//! default bound).
+//! default bound). Not durations in this sense, and read as whole numbers:
+//! the store's TTLs (`call_ttl_secs`, `session_tactics_ttl_secs`) and
+//! `[transport.webrtc] idle_timeout_secs`.
 
 use std::fmt;
 use std::time::Duration;
@@ -19,8 +21,8 @@ use serde::{Deserialize, Deserializer};
 pub struct Seconds<const MIN_MS: u64 = 0, const MAX_S: u64 = 86_400>(Duration);
 
 impl<const MIN_MS: u64, const MAX_S: u64> Seconds<MIN_MS, MAX_S> {
-    /// `ms` milliseconds, for defaults. Out of range, it is clamped (a
-    /// default outside its own range is a bug that a unit test catches).
+    /// `ms` milliseconds, for defaults; out of range, it is clamped into
+    /// the range.
     pub const fn from_millis(ms: u64) -> Self {
         let ms = if ms < MIN_MS {
             MIN_MS
@@ -78,10 +80,10 @@ pub struct OutOfRange {
 impl fmt::Display for OutOfRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let OutOfRange { secs, min, max } = self;
-        if *min > 0.0 {
+        if *min > 0.0 && *min <= 0.001 {
             write!(f, "expected seconds above 0 and at most {max}, not {secs}")
         } else {
-            write!(f, "expected seconds from 0 to {max}, not {secs}")
+            write!(f, "expected seconds from {min} to {max}, not {secs}")
         }
     }
 }
@@ -130,6 +132,12 @@ mod tests {
         );
         assert!(read("window = nan\ntimeout = 1").is_err());
         assert!(read("window = inf\ntimeout = 1").is_err());
+    }
+
+    #[test]
+    fn a_larger_minimum_is_named() {
+        let err = Seconds::<1000>::new(0.5).unwrap_err();
+        assert_eq!(err.to_string(), "expected seconds from 1 to 86400, not 0.5");
     }
 
     #[test]

@@ -64,27 +64,15 @@ pub struct Connection {
 
 impl Default for Connection {
     fn default() -> Self {
-        // The defaults are in range by construction.
-        ConnectionOptions::default()
-            .resolve()
-            .unwrap_or(Connection {
-                response_timeout: Duration::from_secs(10),
-                read_timeout: Duration::from_secs(15),
-                retry: RetryPolicy::default(),
-            })
+        ConnectionOptions::default().connection()
     }
 }
 
 impl ConnectionOptions {
-    /// Checks the values and converts them.
-    pub fn resolve(&self) -> Result<Connection, BuildError> {
-        if self.max_retries > 10 {
-            return Err(BuildError::Invalid(format!(
-                "connection.max_retries must be at most 10, not {}",
-                self.max_retries
-            )));
-        }
-        Ok(Connection {
+    /// The values in the units the code uses (the durations were checked
+    /// when the file was read).
+    fn connection(&self) -> Connection {
+        Connection {
             response_timeout: self.response_timeout_secs.duration(),
             read_timeout: self.read_timeout_secs.duration(),
             retry: RetryPolicy {
@@ -93,6 +81,17 @@ impl ConnectionOptions {
                 max: self.retry_max_secs.duration(),
                 max_retry_after: self.max_retry_after_secs.duration(),
             },
-        })
+        }
+    }
+
+    /// Checks the values and converts them.
+    pub fn resolve(&self) -> Result<Connection, BuildError> {
+        if self.max_retries > 10 {
+            return Err(BuildError::Invalid(format!(
+                "connection.max_retries must be at most 10, not {}",
+                self.max_retries
+            )));
+        }
+        Ok(self.connection())
     }
 }

@@ -34,9 +34,9 @@ pub struct WebhookSection {
     /// Longest wait between attempts, seconds.
     #[serde(default = "default_max_backoff")]
     pub max_backoff_secs: Seconds,
-    /// Per attempt, seconds (0.1 to 3600).
+    /// Per attempt, seconds (at most a day; under 0.1 counts as 0.1).
     #[serde(default = "default_timeout")]
-    pub timeout_secs: Seconds<100, 3600>,
+    pub timeout_secs: Seconds,
 }
 
 fn default_attempts() -> u32 {
@@ -48,12 +48,13 @@ fn default_initial_backoff() -> Seconds {
 fn default_max_backoff() -> Seconds {
     Seconds::from_millis(600_000)
 }
-fn default_timeout() -> Seconds<100, 3600> {
+fn default_timeout() -> Seconds {
     Seconds::from_millis(10_000)
 }
 
-/// The webhook, ready to use (secret resolved).
-#[derive(Debug, Clone)]
+/// The webhook, ready to use (secret resolved). Its `Debug` never shows
+/// the secret.
+#[derive(Clone)]
 pub struct WebhookSettings {
     /// Where completed calls are POSTed.
     pub url: String,
@@ -78,8 +79,21 @@ impl WebhookSection {
             max_attempts: self.max_attempts.max(1),
             initial_backoff: self.initial_backoff_secs.duration(),
             max_backoff: self.max_backoff_secs.duration(),
-            timeout: self.timeout_secs.duration(),
+            timeout: self.timeout_secs.duration().max(Duration::from_millis(100)),
         }
+    }
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("max_attempts", &self.max_attempts)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -110,5 +124,21 @@ mod tests {
         };
         let waits: Vec<u64> = (1..=6).map(|n| settings.backoff(n).as_secs()).collect();
         assert_eq!(waits, [2, 4, 8, 16, 20, 20]);
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let settings = WebhookSection {
+            url: "https://example.com/hook".into(),
+            secret_env: None,
+            max_attempts: 3,
+            initial_backoff_secs: default_initial_backoff(),
+            max_backoff_secs: default_max_backoff(),
+            timeout_secs: default_timeout(),
+        }
+        .settings(Some("s3cr3t-value".into()));
+        let shown = format!("{settings:?} {:?}", super::super::QueueCallCompleted(std::sync::Arc::new(settings.clone())));
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 }

@@ -9,6 +9,8 @@
 //! `CloseStream` (finish and close). Authentication is the
 //! `Authorization: Token` header.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use crate::config::Seconds;
@@ -47,10 +49,10 @@ pub struct DeepgramSttConfig {
     #[serde(default = "default_true")]
     pub smart_format: bool,
     /// Send `KeepAlive` after this long without audio, in seconds (above
-    /// 0, at most 9: Deepgram closes a stream after 10 s of nothing).
+    /// 0 and below 10: Deepgram closes a stream after 10 s of nothing).
     /// Default 4.
     #[serde(default = "default_keepalive")]
-    pub keepalive_secs: Seconds<1, 9>,
+    pub keepalive_secs: Seconds<1, 10>,
     /// The most unconfirmed audio kept for a reconnect, in seconds.
     /// Default 30.
     #[serde(default = "default_max_replay")]
@@ -84,7 +86,7 @@ fn default_true() -> bool {
     true
 }
 
-fn default_keepalive() -> Seconds<1, 9> {
+fn default_keepalive() -> Seconds<1, 10> {
     Seconds::from_millis(4_000)
 }
 
@@ -95,6 +97,11 @@ fn default_max_replay() -> Seconds<1, 300> {
 impl ProcessorFactory for DeepgramSttConfig {
     fn build(&self, setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
         check_ws_url("base_url", &self.base_url)?;
+        if self.keepalive_secs.duration() >= Duration::from_secs(10) {
+            return Err(BuildError::Invalid(
+                "keepalive_secs must be below 10 (Deepgram closes after 10 s)".into(),
+            ));
+        }
         let speech = DeepgramListen {
             base_url: self.base_url.trim_end_matches('/').to_owned(),
             api_key: ApiKey::new(setup.env_var("api_key_env", &self.api_key_env)?),
@@ -228,7 +235,7 @@ impl StreamingSpeech for DeepgramListen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
 
     fn listen() -> DeepgramListen {
         DeepgramListen::fixture()
