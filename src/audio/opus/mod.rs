@@ -24,7 +24,7 @@
 //! |---|---|---|---|---|
 //! | encode, instructions per frame (callgrind) | 2.21 M | 4.41 M | 4.28 M | |
 //! | decode, instructions per frame (callgrind) | 0.30 M | 0.50 M | 0.51 M | |
-//! | encode / decode, µs per frame (wall, median of 3, load 9.5 on 2 cores) | 607 / 86 | 979 / 96 | 914 / 87 | 1 124 / 97 |
+//! | encode / decode, µs per frame (wall, median of 3, load 0.7 on 2 cores) | 221 / 30 | 374 / 38 | 374 / 35 | |
 //! | round trip SNR / segmental SNR (dB) | 10.90 / 8.12 | 10.88 / 8.10 | 9.65 / 7.01 | -2.2 / -2.3 |
 //! | its packets decoded by libopus, SNR (dB) | | 10.88 | 9.65 | -8.3 |
 //! | bitrate for a 32 kbit/s target | 31.3 | 31.2 | 38.4 | 32.7 |
