@@ -24,7 +24,7 @@
 //! |---|---|---|---|---|
 //! | encode, instructions per frame (callgrind) | 2.21 M | 4.41 M | 4.28 M | |
 //! | decode, instructions per frame (callgrind) | 0.30 M | 0.50 M | 0.51 M | |
-//! | encode / decode, µs per frame (wall, median of 3, load 9.5 on 2 cores) | 607 / 86 | 979 / 96 | 914 / 87 | 1 124 / 97 |
+//! | encode / decode, µs per frame (wall, median of 3, load 0.7 on 2 cores) | 221 / 30 | 374 / 38 | 374 / 35 | |
 //! | round trip SNR / segmental SNR (dB) | 10.90 / 8.12 | 10.88 / 8.10 | 9.65 / 7.01 | -2.2 / -2.3 |
 //! | its packets decoded by libopus, SNR (dB) | | 10.88 | 9.65 | -8.3 |
 //! | bitrate for a 32 kbit/s target | 31.3 | 31.2 | 38.4 | 32.7 |
@@ -47,6 +47,13 @@
 //! settings. No crate builds the C libopus without cmake (`opusic-sys`,
 //! `audiopus_sys`, `libopus_sys` and `opus-static-sys` all use it).
 //!
+//! What ropus costs beyond that: it allocates its scratch on the heap per
+//! call, 28 buffers (16 KB) per decode and 262 (117 KB) per encode, where
+//! libopus used the stack (tests/audio_alloc.rs holds it to those counts;
+//! the instruction counts above include them). opus-rs is heap-free by
+//! design; a switch to it, or a ropus patch upstream, would restore
+//! allocation-free frames.
+//!
 //! # Stereo peers
 //!
 //! Browsers normally send mono (`stereo=0` in the SDP), but a peer may send
@@ -57,13 +64,9 @@
 //!
 //! # Allocation
 //!
-//! Both sides preallocate their scratch buffer. `decode` only appends to the
-//! caller's `Vec`, but ropus allocates scratch of its own inside each
-//! decode (28 small blocks, about 16 KB, per 20 ms packet; libopus
-//! allocated none), and each encode allocates 262 blocks (about 117 KB)
-//! besides the returned [`bytes::Bytes`]. `tests/audio_alloc.rs` bounds
-//! both. That is ropus's cost, not voxpipe's; it is counted in the
-//! instructions per frame above.
+//! Both sides preallocate their own output buffer. `decode` only appends to
+//! the caller's `Vec`; `encode` allocates the returned [`bytes::Bytes`]. The
+//! codec inside allocates its scratch per call (above).
 
 mod decoder;
 mod encoder;
