@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
-mod common;
+mod support;
 
 use std::alloc::System;
 
@@ -35,7 +35,7 @@ fn steady_paths_do_not_allocate() {
         (16_000, 48_000),
         (24_000, 16_000),
     ] {
-        let input = common::sine(440.0, from, from as usize, 8_000.0);
+        let input = support::signal::sine(440.0, from, from as usize, 8_000.0);
         for piece in [(from / 50) as usize, 77] {
             let mut r = StreamResampler::new(from, to).unwrap();
             let mut out = Vec::with_capacity(2 * to as usize / 50 + 2 * piece);
@@ -55,7 +55,7 @@ fn steady_paths_do_not_allocate() {
     }
 
     // mu-law, one 20 ms 8 kHz frame per call.
-    let pcm = common::sine(440.0, 8_000, 160, 8_000.0);
+    let pcm = support::signal::sine(440.0, 8_000, 160, 8_000.0);
     let (mut codes, mut decoded) = (Vec::with_capacity(160), Vec::with_capacity(160));
     let region = Region::new(GLOBAL);
     for _ in 0..CALLS {
@@ -74,7 +74,7 @@ fn steady_paths_do_not_allocate() {
     // The VAD's input: stereo 8 kHz frames for a 16 kHz model, decoded,
     // mixed down and resampled into the converter's own buffers, then
     // measured for volume.
-    let stereo = common::sine(440.0, 8_000, 320, 8_000.0);
+    let stereo = support::signal::sine(440.0, 8_000, 320, 8_000.0);
     let frame = AudioFrame::from_samples(&stereo, 8_000, 2, std::time::Duration::ZERO);
     let mut input = ModelInput::new(16_000);
     let meter = ChunkVolume::new(16_000);
@@ -98,7 +98,7 @@ fn steady_paths_do_not_allocate() {
     // used the stack: 28 buffers (16 KB) per decode, 262 (117 KB) per
     // encode besides the packet. Both are held near those counts so that
     // growth shows (src/audio/opus/mod.rs says what is left to do).
-    let pcm = common::sine(440.0, 48_000, FRAME_SAMPLES, 8_000.0);
+    let pcm = support::signal::sine(440.0, 48_000, FRAME_SAMPLES, 8_000.0);
     let mut enc = OpusEncoder::new().unwrap();
     let mut dec = OpusDecoder::new().unwrap();
     let packet = enc.encode(&pcm).unwrap();

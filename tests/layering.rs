@@ -272,7 +272,10 @@ fn read_tree(src: &Path) -> Tree {
                 .map(|n| path[..n].to_vec())
                 .find(|m| modules.contains_key(m))?;
             let rest = &path[module.len()..];
-            match rest.first().and_then(|name| reexports.get(&module)?.get(name)) {
+            match rest
+                .first()
+                .and_then(|name| reexports.get(&module)?.get(name))
+            {
                 Some(target) if target.as_slice() != path.as_slice() => {
                     let mut next = target.clone();
                     next.extend(rest[1..].iter().cloned());
@@ -293,6 +296,9 @@ fn read_tree(src: &Path) -> Tree {
         paths.extend(inline_paths(text));
         let targets: BTreeSet<Vec<String>> = paths
             .iter()
+            // A link to an enclosing module's page (`crate::store` from
+            // `store/api.rs`) names no item of it.
+            .filter(|p| !module.starts_with(p))
             .filter_map(|p| resolve(p))
             .filter(|t| t != module && !t.is_empty())
             .collect();
@@ -309,7 +315,9 @@ fn src_tree() -> Tree {
 fn upward_imports(tree: &Tree) -> Vec<String> {
     let mut upward = Vec::new();
     for (from, targets) in &tree.edges {
-        let Some(from_top) = from.first() else { continue };
+        let Some(from_top) = from.first() else {
+            continue;
+        };
         for to in targets {
             if let (Some(a), Some(b)) = (layer_of(from_top), layer_of(&to[0])) {
                 if b > a {
@@ -339,7 +347,9 @@ fn cycles(edges: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Vec<Vec<Strin
         s.stack.push(v);
         s.on_stack.insert(v);
         for w in s.edges.get(v).into_iter().flatten() {
-            let Some((w, _)) = s.edges.get_key_value(w) else { continue };
+            let Some((w, _)) = s.edges.get_key_value(w) else {
+                continue;
+            };
             if !s.index.contains_key(w) {
                 visit(s, w);
                 let low = s.low[v].min(s.low[w]);
@@ -419,7 +429,10 @@ fn no_module_imports_from_a_layer_above_it() {
     let upward = upward_imports(&tree);
     assert!(upward.is_empty(), "imports from a layer above: {upward:#?}");
     let knots = same_layer_knots(&tree);
-    assert!(knots.is_empty(), "modules of one layer importing each other: {knots:?}");
+    assert!(
+        knots.is_empty(),
+        "modules of one layer importing each other: {knots:?}"
+    );
 }
 
 #[test]
@@ -458,6 +471,10 @@ fn the_checks_see_an_upward_import_and_a_cycle_through_a_reexport() {
     assert_eq!(upward_imports(&tree), ["frame -> agent"]);
     assert_eq!(
         cycles(&tree.edges),
-        [vec!["frame::x".to_owned(), "frame::y".into(), "frame::z".into()]]
+        [vec![
+            "frame::x".to_owned(),
+            "frame::y".into(),
+            "frame::z".into()
+        ]]
     );
 }

@@ -3,10 +3,8 @@
 //! Every variant is one cause, with the values a caller needs to act on it
 //! (the file, the sizes, the rate) kept as fields rather than folded into a
 //! string. WAV variants carry the path so that the message alone tells the
-//! user which file is wrong; readers with no path ([`read_wav_from`]) use the
-//! placeholder path `<stream>`.
-//!
-//! [`read_wav_from`]: crate::audio::wav::read_wav_from
+//! user which file is wrong; readers with no path (the WAV reader of a
+//! stream) use the placeholder path `<stream>`.
 
 use std::fmt;
 use std::io;

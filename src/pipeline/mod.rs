@@ -41,6 +41,7 @@ mod edges;
 mod factory;
 mod link;
 mod observer;
+mod outcome;
 mod processor;
 mod processor_context;
 mod resources;
@@ -54,12 +55,12 @@ pub use clock::SessionClock;
 pub(crate) use edges::{BranchOutlets, Outlet};
 pub use factory::{ProcessorEntry, ProcessorFactory};
 pub use observer::{Observer, PushEvent};
+pub use outcome::PipelineOutcome;
 pub(crate) use processor::error_chain;
 pub use processor::{Processor, ProcessorError, Severity};
 pub use processor_context::ProcessorContext;
 pub use resources::SessionResources;
 pub use setup::{EnvSource, SessionSetup, SystemPromptSource, new_session_id};
 pub use task::{
-    DEFAULT_QUEUE_CAPACITY, NamedProcessor, PipelineHandle, PipelineOutcome, PipelineParams,
-    PipelineTask,
+    DEFAULT_QUEUE_CAPACITY, NamedProcessor, PipelineHandle, PipelineParams, PipelineTask,
 };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::frame::{Direction, Frame};
 
-use super::PipelineOutcome;
+use super::outcome::PipelineOutcome;
 
 /// One frame pushed from one processor toward another.
 #[derive(Debug)]

@@ -14,6 +14,7 @@ use super::clock::SessionClock;
 use super::edges::{BranchOutlets, Ends, Outlet, Sink, Source};
 use super::link::{InFlight, Mailbox, inbox};
 use super::observer::Observer;
+use super::outcome::PipelineOutcome;
 use super::processor_context::{Outcome, ProcessorContext, Shared};
 use super::runner::{RunOptions, run_processor};
 
@@ -71,19 +72,6 @@ impl NamedProcessor {
             processor: Box::new(processor),
         }
     }
-}
-
-/// How a pipeline ended.
-#[derive(Debug, Clone)]
-pub struct PipelineOutcome {
-    /// Why it ended: the reason of the first `End` or `Cancel`.
-    pub end_reason: String,
-    /// True when it was cancelled rather than drained.
-    pub cancelled: bool,
-    /// The fatal error that ended it, if one did.
-    pub fatal_error: Option<ErrorFrame>,
-    /// Per-processor processing time, then transit time.
-    pub metrics: Vec<MetricsData>,
 }
 
 /// A handle to a running pipeline: inject frames, end or cancel it.

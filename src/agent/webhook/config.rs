@@ -137,7 +137,10 @@ mod tests {
             timeout_secs: default_timeout(),
         }
         .settings(Some("s3cr3t-value".into()));
-        let shown = format!("{settings:?} {:?}", super::super::QueueCallCompleted(std::sync::Arc::new(settings.clone())));
+        let shown = format!(
+            "{settings:?} {:?}",
+            super::super::QueueCallCompleted(std::sync::Arc::new(settings.clone()))
+        );
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
     }

@@ -107,8 +107,12 @@ pub(crate) struct SttConnection {
     stream_base: u64,
     socket: Socket,
     closing: Option<Closing>,
-    /// Connection attempts failed in a row.
+    /// Connection attempts failed in a row. A socket that opens but is
+    /// lost before the provider said anything counts as a failed attempt
+    /// too: only a message proves a connection works.
     failures: u32,
+    /// The open socket has brought a provider message.
+    proven: bool,
     /// A finalize was asked for while the socket was down.
     finalize_due: bool,
     actions: VecDeque<SttAction>,
@@ -137,6 +141,7 @@ impl SttConnection {
             socket: Socket::Connecting,
             closing: None,
             failures: 0,
+            proven: false,
             finalize_due: false,
             actions: VecDeque::from([SttAction::Connect]),
         }
@@ -213,7 +218,7 @@ impl SttConnection {
             self.actions.push_back(SttAction::Disconnect);
             return;
         }
-        self.failures = 0;
+        self.proven = false;
         self.socket = Socket::Open { last_sent: now };
         self.stream_base = self
             .unconfirmed
@@ -270,6 +275,8 @@ impl SttConnection {
         if !matches!(self.socket, Socket::Open { .. }) {
             return;
         }
+        self.proven = true;
+        self.failures = 0;
         match self.speech.parse(text) {
             Ok(Some(event)) => self.event(event),
             Ok(None) => {}
@@ -370,12 +377,25 @@ impl SttConnection {
     }
 
     /// The open socket is gone: what was queued for it is dropped (the
-    /// audio is still kept for the replay), and a new one is opened.
+    /// audio is still kept for the replay), and a new one is opened: at
+    /// once if the socket had worked, else after a backoff, so a provider
+    /// that accepts and then drops every socket is not sent the whole
+    /// replay in a tight loop.
     fn lost(&mut self, now: Instant) {
         self.actions
             .retain(|a| !matches!(a, SttAction::Send(_) | SttAction::Disconnect));
         match &mut self.closing {
-            None => self.socket = Socket::Waiting(now),
+            None if self.proven => self.socket = Socket::Waiting(now),
+            None => {
+                self.failures += 1;
+                let delay = self.retry.backoff(self.failures, 0.5);
+                tracing::warn!(
+                    provider = self.provider(),
+                    ?delay,
+                    "transcription socket lost before any result; reconnecting"
+                );
+                self.socket = Socket::Waiting(now + delay);
+            }
             Some(_) if self.unconfirmed.is_empty() => self.socket = Socket::Stopped,
             Some(closing) if closing.attempts < 2 => {
                 closing.attempts += 1;

@@ -236,7 +236,6 @@ impl StreamingSpeech for DeepgramListen {
 mod tests {
     use super::*;
 
-
     fn listen() -> DeepgramListen {
         DeepgramListen::fixture()
     }

@@ -210,6 +210,14 @@ impl<A: WsSpeech> ContextSocket<A> {
         }
     }
 
+    /// A frame with no message in it (a ping, a pong, binary data): the
+    /// provider is there, so a running read timeout starts again.
+    pub(crate) fn handle_heard(&mut self, now: Instant) {
+        if self.socket == Socket::Open && self.heard_at.is_some() {
+            self.heard_at = Some(now);
+        }
+    }
+
     /// A text message from the provider.
     pub(crate) fn handle_message(&mut self, message: &str, now: Instant) {
         if self.socket != Socket::Open {
@@ -454,6 +462,20 @@ mod tests {
                 WireEvent::Done { .. }
             ]
         ));
+    }
+
+    #[test]
+    fn a_ping_while_waiting_for_the_last_audio_restarts_the_wait() {
+        let t0 = Instant::now();
+        let mut s = open(t0);
+        s.handle_text("c1", "Hi.", t0);
+        s.handle_finish("c1", t0);
+        actions(&mut s);
+        let t1 = t0 + Duration::from_secs(3);
+        s.handle_heard(t1);
+        s.handle_timeout(t0 + TIMEOUT);
+        assert!(events(&mut s).is_empty(), "heard from 3 s ago");
+        assert_eq!(s.poll_timeout(), Some(t1 + TIMEOUT));
     }
 
     #[test]

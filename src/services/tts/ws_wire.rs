@@ -126,7 +126,7 @@ impl<A: WsSpeech> TtsWire for WsWire<A> {
                         self.state.handle_closed(code, &reason, now());
                     }
                     SocketRead::Lost(error) => self.state.handle_socket_lost(error, now()),
-                    SocketRead::Other => {}
+                    SocketRead::Other => self.state.handle_heard(now()),
                 },
                 () = sleep_until(deadline) => self.state.handle_timeout(now()),
             }

@@ -7,8 +7,9 @@
 //! strings). It plays what the server sends in real time, one 20 ms frame
 //! per tick, and echoes a `mark` once the audio queued before it has
 //! played; a `clear` drops the queued audio and echoes the pending marks at
-//! once; when the server closes the stream, the audio it delivered plays
-//! out. Everything is recorded for the test to check.
+//! once; when the server closes the stream, the audio it delivered but had
+//! not played is recorded apart. Everything is recorded for the test to
+//! check.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -55,6 +56,9 @@ impl CallConfig {
 pub struct Record {
     /// mu-law the caller heard, in the order it played.
     pub heard: Vec<u8>,
+    /// mu-law the server delivered that had not played when it closed the
+    /// stream (a real Twilio drops it).
+    pub unplayed_at_close: Vec<u8>,
     /// `media` messages received.
     pub media_received: usize,
     /// Marks received, and echoed back.
@@ -396,12 +400,12 @@ async fn drive(
                     Some(Ok(_)) => {}
                     None | Some(Err(_)) => {
                         // The server closed the stream: what it delivered
-                        // still plays out, as from a phone's buffer, so the
-                        // record does not depend on how far this fake's own
-                        // 20 ms clock fell behind on a loaded machine.
+                        // but had not played yet is kept apart, for tests
+                        // that count what was sent whatever this fake's
+                        // own 20 ms clock did on a loaded machine.
                         for item in playback.drain(..) {
                             if let Playback::Frame(frame) = item {
-                                record.heard.extend_from_slice(&frame);
+                                record.unplayed_at_close.extend_from_slice(&frame);
                             }
                         }
                         record.ended = true;

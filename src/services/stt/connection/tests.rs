@@ -150,13 +150,42 @@ fn queued_sends_for_a_lost_socket_are_dropped_not_replayed_twice() {
     assert!(matches!(c.poll_action(), Some(SttAction::Send(_))));
     c.handle_socket_lost(&ServiceError::Connect("broken pipe".into()), t0);
     assert!(actions(&mut c).is_empty());
-    c.handle_timeout(t0);
+    let again = c.poll_timeout().unwrap();
+    c.handle_timeout(again);
     actions(&mut c);
-    c.handle_connected(t0);
+    c.handle_connected(again);
     assert_eq!(
         sent(&actions(&mut c)),
         [Sent::Audio(3200, 1), Sent::Audio(3200, 2)]
     );
+}
+
+#[test]
+fn sockets_lost_before_any_result_back_off_instead_of_replaying_in_a_loop() {
+    let t0 = Instant::now();
+    let mut c = open(t0);
+    c.handle_audio(audio(100, 1), t0);
+    actions(&mut c);
+    let mut now = t0;
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        // The provider accepts the socket, then drops it on the replay.
+        c.handle_socket_lost(&ServiceError::Connect("reset".into()), now);
+        let at = c.poll_timeout().unwrap();
+        waits.push(at - now);
+        c.handle_timeout(at);
+        assert!(matches!(actions(&mut c)[..], [SttAction::Connect]));
+        c.handle_connected(at);
+        actions(&mut c);
+        now = at;
+    }
+    assert!(waits.iter().all(|w| !w.is_zero()), "{waits:?}");
+    assert!(waits[0] < waits[1] && waits[1] < waits[2], "{waits:?}");
+    // A socket that brought a result had worked: losing it reconnects at
+    // once, and the next run of failures starts again from the first wait.
+    c.handle_message(METADATA, now);
+    c.handle_socket_lost(&ServiceError::Connect("reset".into()), now);
+    assert_eq!(c.poll_timeout(), Some(now));
 }
 
 #[test]
@@ -221,6 +250,7 @@ fn failed_connections_back_off_and_only_the_first_is_reported() {
         "doubling, with full jitter"
     );
     c.handle_connected(now);
+    c.handle_message(METADATA, now);
     c.handle_socket_lost(&ServiceError::Connect("reset".into()), now);
     c.handle_timeout(now);
     actions(&mut c);
