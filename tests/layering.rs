@@ -252,13 +252,13 @@ fn read_tree(src: &Path) -> Tree {
     for (module, text) in &texts {
         for u in uses(text).into_iter().filter(|u| u.public) {
             for path in u.paths {
-                if let Some(full) = absolute(module, path, &modules) {
-                    if let Some(name) = full.last().filter(|n| *n != "self") {
-                        reexports
-                            .entry(module.clone())
-                            .or_default()
-                            .insert(name.clone(), full.clone());
-                    }
+                if let Some(full) = absolute(module, path, &modules)
+                    && let Some(name) = full.last().filter(|n| *n != "self")
+                {
+                    reexports
+                        .entry(module.clone())
+                        .or_default()
+                        .insert(name.clone(), full.clone());
                 }
             }
         }
@@ -319,10 +319,10 @@ fn upward_imports(tree: &Tree) -> Vec<String> {
             continue;
         };
         for to in targets {
-            if let (Some(a), Some(b)) = (layer_of(from_top), layer_of(&to[0])) {
-                if b > a {
-                    upward.push(format!("{} -> {}", from.join("::"), to.join("::")));
-                }
+            if let (Some(a), Some(b)) = (layer_of(from_top), layer_of(&to[0]))
+                && b > a
+            {
+                upward.push(format!("{} -> {}", from.join("::"), to.join("::")));
             }
         }
     }
