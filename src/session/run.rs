@@ -57,19 +57,6 @@ pub struct SessionOptions {
     pub memory: Option<SessionMemory>,
 }
 
-impl SessionOptions {
-    /// Options for the session `setup` describes, on the wall clock, with no
-    /// observers and no memory.
-    pub fn new(setup: SessionSetup) -> Self {
-        SessionOptions {
-            setup,
-            clock: SessionClock::wall(),
-            observers: Vec::new(),
-            memory: None,
-        }
-    }
-}
-
 /// One session, built and ready to run: its processors exist, nothing has
 /// run yet. [`Session::handle`] gives a handle to end or cancel it from
 /// outside (a server shutting down) before or while it runs.
