@@ -30,4 +30,4 @@ pub use seconds::{OutOfRange, Seconds};
 pub(crate) use server::is_url_host;
 pub use server::{MessageBytes, PublicHost, ServerSection};
 pub use twilio::{BaseUrl, TwilioSection};
-pub use webrtc::{GatherTimeout, IceServerConfig, IceUrl, IdleTimeout, WebRtcSection};
+pub use webrtc::{GatherTimeout, IceServerConfig, IceUrl, WebRtcSection};

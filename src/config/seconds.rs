@@ -7,8 +7,7 @@
 //! [`Duration`]. The range is part of the type: `Seconds<0, 10>` for 0 to
 //! 10 s, `Seconds<1>` for a positive duration of at most a day (the
 //! default bound). Not durations in this sense, and read as whole numbers:
-//! the store's TTLs (`call_ttl_secs`, `session_tactics_ttl_secs`) and
-//! `[transport.webrtc] idle_timeout_secs`.
+//! the store's TTLs (`call_ttl_secs`, `session_tactics_ttl_secs`).
 
 use std::fmt;
 use std::time::Duration;

@@ -30,6 +30,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::seconds::Seconds;
+
 /// `[transport.webrtc]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,9 +49,10 @@ pub struct WebRtcSection {
     /// The most an answer waits for candidate gathering to complete.
     #[serde(default = "default_gather_timeout")]
     pub gather_timeout_ms: GatherTimeout,
-    /// A call that receives nothing for this long ends.
+    /// A call that receives nothing for this long ends, in seconds (1 to
+    /// 86400).
     #[serde(default = "default_idle_timeout")]
-    pub idle_timeout_secs: IdleTimeout,
+    pub idle_timeout_secs: Seconds<1000>,
 }
 
 impl Default for WebRtcSection {
@@ -75,34 +78,8 @@ fn default_gather_timeout() -> GatherTimeout {
     GatherTimeout(Duration::from_secs(2))
 }
 
-fn default_idle_timeout() -> IdleTimeout {
-    IdleTimeout(Duration::from_secs(30))
-}
-
-/// How long a call may receive nothing: 1 s to a day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "u64")]
-pub struct IdleTimeout(Duration);
-
-impl IdleTimeout {
-    /// The timeout.
-    pub fn duration(self) -> Duration {
-        self.0
-    }
-}
-
-impl TryFrom<u64> for IdleTimeout {
-    type Error = String;
-
-    fn try_from(secs: u64) -> Result<Self, Self::Error> {
-        if (1..=86_400).contains(&secs) {
-            Ok(IdleTimeout(Duration::from_secs(secs)))
-        } else {
-            Err(format!(
-                "idle_timeout_secs must be between 1 and 86400, not {secs}"
-            ))
-        }
-    }
+fn default_idle_timeout() -> Seconds<1000> {
+    Seconds::from_millis(30_000)
 }
 
 /// How long an answer may wait for candidates: 1 ms to 30 s.
