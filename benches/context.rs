@@ -7,7 +7,12 @@
 //!   through a parrot with a turn every 0.5 s: `no_store` records nothing
 //!   (the baseline), `embedded_store` records on the embedded store,
 //!   `stalled_redis` on a "Redis" that accepts connections and never
-//!   answers. Equal medians mean no frame waits on the store.
+//!   answers, `embedded_store_extracting` on the embedded store with a
+//!   worker extracting seed 002's profile from each finished session while
+//!   the next one runs (a model stub answering at once, so the bench holds
+//!   the extraction's own work: rendering, JSON Schema validation, store
+//!   writes). Equal medians mean no frame waits on the store or the
+//!   extraction.
 //! - `skills/search_100k_768`: the top 5 of 100,000 skills of 768
 //!   dimensions (two-stage search, 512 candidates re-ranked exactly), and
 //!   `skills/exact_scan_100k_768` for reference. Recall@5 against the exact
@@ -22,6 +27,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use criterion::Criterion;
+use voxpipe::agent::PostCallStep;
+use voxpipe::agent::eval::JudgeModel;
+use voxpipe::agent::extraction::{ExtractionModels, ExtractionStep};
 use voxpipe::agent::skills::SkillIndex;
 use voxpipe::agent::{AgentRuntime, ContextSection, RuntimeParts};
 use voxpipe::conversation::{Role, Turn};
@@ -29,7 +37,9 @@ use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody};
 use voxpipe::pipeline::SessionSetup;
 use voxpipe::pipeline::{NamedProcessor, PipelineParams, PipelineTask, SessionClock};
 use voxpipe::pipeline::{Processor, ProcessorContext, ProcessorError};
-use voxpipe::processors::Parrot;
+use voxpipe::pipeline_file::load_pipeline;
+use voxpipe::processors::{Parrot, ProcessorRegistry};
+use voxpipe::services::ServiceError;
 use voxpipe::store::Skill;
 use voxpipe::store::{MemoryStore, RedisStore, Store};
 use voxpipe::transport::file::FileInput;
@@ -91,6 +101,10 @@ impl AudioSink for Discard {
 }
 
 fn runtime_on(store: Arc<dyn Store>) -> AgentRuntime {
+    runtime_with(store, Vec::new())
+}
+
+fn runtime_with(store: Arc<dyn Store>, post_call: Vec<Arc<dyn PostCallStep>>) -> AgentRuntime {
     let section = ContextSection {
         // A stalled store gives up reading the prompt at once, so sessions
         // follow each other as closely as on the embedded store.
@@ -104,7 +118,48 @@ fn runtime_on(store: Arc<dyn Store>) -> AgentRuntime {
         evaluator: None,
         webhook: None,
         skills: None,
+        post_call,
+        objects: None,
     })
+}
+
+/// A model that answers at once with a profile the schema accepts.
+struct InstantModel;
+
+#[async_trait]
+impl JudgeModel for InstantModel {
+    fn model(&self) -> &str {
+        "instant"
+    }
+
+    async fn complete(&self, _messages: &[(&str, String)]) -> Result<String, ServiceError> {
+        Ok(
+            r#"{"name": "Ann Lee", "current_job": {"title": "Welder", "company": "Acme",
+            "start_year": 2004}, "employment_history": [{"title": "Welder", "company": "Acme",
+            "start_year": 2004, "end_year": null}], "employment_gaps": [], "skills": ["welding"],
+            "adversarial_score": 1, "confidence_score": 0.9, "consent_given": true}"#
+                .to_owned(),
+        )
+    }
+}
+
+/// The embedded store with the shipped outbound pipeline's extraction on,
+/// asking [`InstantModel`].
+fn extracting_runtime() -> AgentRuntime {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/pipelines/outbound_profile.toml"
+    );
+    let config = load_pipeline(path.as_ref(), &[], &ProcessorRegistry::builtin())
+        .expect("the shipped pipeline loads");
+    let extraction = config.extraction.expect("extraction is on");
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Default::default()));
+    let models = ExtractionModels {
+        model: Arc::new(InstantModel),
+        fallback: None,
+    };
+    let step = ExtractionStep::new(Arc::clone(&store), models, &extraction);
+    runtime_with(store, vec![Arc::new(step)])
 }
 
 /// A "Redis" that accepts connections and never answers.
@@ -167,6 +222,9 @@ fn bench_persistence(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let embedded = runtime_on(Arc::new(MemoryStore::new(Default::default())));
     let stalled = runtime_on(rt.block_on(stalled_redis()));
+    let extracting = rt.block_on(async { extracting_runtime() });
+    let worker = extracting.worker("bench").expect("a post-call worker");
+    rt.spawn(async move { worker.run(std::future::pending()).await });
 
     // Each sample records into a fresh store that is dropped after it:
     // one store kept for every iteration would hold tens of millions of
@@ -197,6 +255,7 @@ fn bench_persistence(c: &mut Criterion) {
         ("no_store", None),
         ("embedded_store", Some(&embedded)),
         ("stalled_redis", Some(&stalled)),
+        ("embedded_store_extracting", Some(&extracting)),
     ] {
         let mut n = 0;
         group.bench_function(name, |b| {
@@ -211,6 +270,21 @@ fn bench_persistence(c: &mut Criterion) {
         });
     }
     group.finish();
+    // The extraction did run beside the sessions.
+    let stored = rt.block_on(async {
+        let rest = extracting.worker("bench-rest").expect("a worker");
+        rest.drain().await.expect("the rest extracted");
+        extracting
+            .store()
+            .call("bench-1")
+            .await
+            .expect("the store answers")
+    });
+    let status = stored.and_then(|call| call.extraction).map(|e| match e {
+        voxpipe::store::Extraction::Extracted { .. } => "extracted",
+        voxpipe::store::Extraction::Unextracted { .. } => "unextracted",
+    });
+    eprintln!("embedded_store_extracting: bench-1 {status:?}");
 }
 
 fn bench_search(c: &mut Criterion) {

@@ -223,7 +223,11 @@ fn encoded_speech() -> Vec<OutboundPacket> {
 /// The parrot served on a free loopback port; a probe watches each session.
 async fn serve(probes: Probes) -> (String, oneshot::Sender<()>) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/parrot.toml");
-    let overrides = ["server.max_sessions=1000".parse().unwrap()];
+    // Every call comes from 127.0.0.1: no rate limit per address.
+    let overrides = [
+        "server.max_sessions=1000".parse().unwrap(),
+        "server.rate_limit_per_minute=0".parse().unwrap(),
+    ];
     let config = load_pipeline(&path, &overrides, &ProcessorRegistry::builtin()).unwrap();
     let server = Server::builder(config)
         .session_observer(move |setup| {

@@ -9,17 +9,21 @@
 //! | `session_started` | `session_id`, `sample_rate` |
 //! | `user_started_speaking` | `start_ms`: when speech began |
 //! | `user_stopped_speaking` | `end_ms`: when speech ended |
-//! | `transcription`, `interim_transcription` | `text` |
+//! | `transcription`, `interim_transcription` | `text`, `user_id`? |
 //! | `llm_response_started`, `llm_response_ended` | |
 //! | `llm_text` | `text` |
 //! | `tool_call` | `id`, `name`, `arguments` |
 //! | `tool_result` | `id`, `name`, `result` |
 //! | `tts_started`, `tts_stopped` | |
+//! | `tts_text` | `text`, `timing`: `word` or `sentence` |
 //! | `bot_started_speaking`, `bot_stopped_speaking` | |
 //! | `interruption` | `played_ms`: bot audio heard, `cut_ms`: bot audio dropped |
 //! | `dtmf` | `digit`: the key the caller pressed |
 //! | `error` | `processor`, `message`, `fatal`, `provider`?, `status`? |
 //! | `metrics` | `metric` and its values |
+//! | `server_message` | `data`: what a processor or tool sent the client app |
+//! | `client_request` | `id`, `type`, `data`: what the client app asked |
+//! | `client_response` | `id`, `type`, `data` or `error`: the answer |
 //! | `turn_latency` | `vad_stop_ms`, `stt_ms`, `llm_ms`, `tts_ms`, `audio_out_ms` (each `null` when the pipeline has no such stage), `total_ms`: see [`TurnLatency`](crate::metrics::TurnLatency) |
 //! | `session_ended` | `reason`, `cancelled`, `error`? |
 //!
@@ -35,7 +39,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
 
-use crate::frame::{FrameBody, FrameId};
+use crate::frame::{FrameBody, FrameId, SpokenTiming, TranscriptionFrame};
 use crate::metrics::TurnLatencyTracker;
 use crate::pipeline::{Observer, PipelineOutcome, PushEvent};
 
@@ -53,8 +57,8 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
         ),
         UserStartedSpeaking { start } => ("user_started_speaking", json!({"start_ms": ms(*start)})),
         UserStoppedSpeaking { end } => ("user_stopped_speaking", json!({"end_ms": ms(*end)})),
-        Transcription(t) => ("transcription", json!({"text": t.text})),
-        InterimTranscription(t) => ("interim_transcription", json!({"text": t.text})),
+        Transcription(t) => ("transcription", transcription_fields(t)),
+        InterimTranscription(t) => ("interim_transcription", transcription_fields(t)),
         LlmResponseStart => ("llm_response_started", json!({})),
         LlmText(text) => ("llm_text", json!({"text": text})),
         LlmResponseEnd => ("llm_response_ended", json!({})),
@@ -68,6 +72,13 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
         ),
         TtsStarted => ("tts_started", json!({})),
         TtsStopped => ("tts_stopped", json!({})),
+        TtsText(spoken) => {
+            let timing = match spoken.timing {
+                SpokenTiming::Word => "word",
+                SpokenTiming::Sentence => "sentence",
+            };
+            ("tts_text", json!({"text": spoken.text, "timing": timing}))
+        }
         BotStartedSpeaking => ("bot_started_speaking", json!({})),
         BotStoppedSpeaking => ("bot_stopped_speaking", json!({})),
         BotInterrupted { played, cut } => (
@@ -87,10 +98,24 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
             ("error", fields)
         }
         Metrics(data) => ("metrics", serde_json::to_value(data).unwrap_or(Value::Null)),
+        ServerMessage(data) => ("server_message", json!({"data": &**data})),
+        ClientRequest(request) => (
+            "client_request",
+            json!({"id": &*request.id, "type": request.kind, "data": &*request.data}),
+        ),
+        ClientResponse(response) => {
+            let mut fields = json!({"id": &*response.id, "type": response.kind});
+            match &response.result {
+                Ok(data) => fields["data"] = json!(&**data),
+                Err(error) => fields["error"] = json!(error),
+            }
+            ("client_response", fields)
+        }
         // Not events: audio, requests the pipeline head turns into other
         // frames, frames whose effect is reported by another event (`End`
         // by `session_ended`, an interruption by the output's
-        // `BotInterrupted`), and internal traffic between processors.
+        // `BotInterrupted`; a client tool's result by `tool_result`), and
+        // internal traffic between processors.
         Cancel { .. }
         | Interruption
         | InterruptionRequest
@@ -101,10 +126,18 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
         | OutputAudio(_)
         | Text(_)
         | LlmMessages(_)
-        | TtsText(_)
+        | ClientToolResult { .. }
         | End { .. } => return None,
     };
     Some(event)
+}
+
+fn transcription_fields(t: &TranscriptionFrame) -> Value {
+    let mut fields = json!({"text": t.text});
+    if let Some(user_id) = &t.user_id {
+        fields["user_id"] = json!(user_id);
+    }
+    fields
 }
 
 fn ms(d: Duration) -> u64 {
@@ -295,7 +328,9 @@ mod tests {
     /// One frame of every variant that is an event, with the field names
     /// its event must carry.
     fn event_frames() -> Vec<(FrameBody, &'static str, &'static [&'static str])> {
-        use crate::frame::{ErrorFrame, MetricsData, StartFrame, TranscriptionFrame};
+        use crate::frame::{
+            ClientRequest, ClientResponse, ErrorFrame, MetricsData, SpokenText, StartFrame,
+        };
         let call = crate::conversation::ToolCall {
             id: "call_1".into(),
             name: "lookup".into(),
@@ -318,6 +353,11 @@ mod tests {
             sample_rate: 16_000,
             allow_interruptions: true,
             session_id: "s1".into(),
+        };
+        let request = ClientRequest {
+            id: "m1".into(),
+            kind: "get-weather".into(),
+            data: std::sync::Arc::new(json!({"city": "Oslo"})),
         };
         let ms = Duration::from_millis;
         vec![
@@ -364,6 +404,30 @@ mod tests {
             ),
             (FrameBody::TtsStarted, "tts_started", &[]),
             (FrameBody::TtsStopped, "tts_stopped", &[]),
+            (
+                FrameBody::TtsText(SpokenText {
+                    text: "Hello".into(),
+                    start: ms(0),
+                    timing: crate::frame::SpokenTiming::Word,
+                }),
+                "tts_text",
+                &["text", "timing"],
+            ),
+            (
+                FrameBody::ServerMessage(std::sync::Arc::new(json!({"a": 1}))),
+                "server_message",
+                &["data"],
+            ),
+            (
+                FrameBody::ClientRequest(request.clone()),
+                "client_request",
+                &["id", "type", "data"],
+            ),
+            (
+                FrameBody::ClientResponse(ClientResponse::answer(&request, json!(2))),
+                "client_response",
+                &["id", "type", "data"],
+            ),
             (FrameBody::BotStartedSpeaking, "bot_started_speaking", &[]),
             (FrameBody::BotStoppedSpeaking, "bot_stopped_speaking", &[]),
             (

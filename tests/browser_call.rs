@@ -10,69 +10,31 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::ffi::OsString;
 use std::time::Duration;
 
+use support::browser::{run_script, sample_wav};
 use support::server::TestServer;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    assert!(
-        path.exists(),
-        "no Chromium at {}: install Debian's `chromium` (apt-get install chromium; .ci/run does) or set CHROMIUM",
-        path.display()
-    );
-    path
-}
-
-fn browser_tests() -> PathBuf {
-    let dir = repo().join("tests/browser");
-    assert!(
-        dir.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed: run `npm ci` in {} (.ci/run does)",
-        dir.display()
-    );
-    dir
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_client_talks_to_the_parrot() {
-    let chromium = chromium();
-    let dir = browser_tests();
     let server = TestServer::parrot(&[]).await;
-    let wav = repo().join("assets/samples/hello.wav");
-    let screenshot = std::env::var_os("VOXPIPE_SCREENSHOT").map(PathBuf::from);
-
-    let mut node = tokio::process::Command::new("node");
-    node.current_dir(&dir)
-        .arg("call.mjs")
-        .args(["--url", &server.url("/")])
-        .arg("--wav")
-        .arg(&wav)
-        .env("CHROMIUM", &chromium)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(path) = &screenshot {
-        node.arg("--screenshot").arg(path);
+    let mut args: Vec<OsString> = vec![
+        "--url".into(),
+        server.url("/").into(),
+        "--wav".into(),
+        sample_wav().into(),
+    ];
+    if let Some(path) = std::env::var_os("VOXPIPE_SCREENSHOT") {
+        args.extend(["--screenshot".into(), path]);
     }
-    let output = tokio::time::timeout(Duration::from_secs(90), node.output())
-        .await
-        .expect("the browser test finishes")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the browser call failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
+    let stdout = run_script(
+        "call.mjs",
+        &["playwright-core"],
+        &args,
+        Duration::from_secs(90),
+    )
+    .await;
     let seen: serde_json::Value = serde_json::from_str(&stdout).expect("the script prints JSON");
     assert!(seen["maxBotLevel"].as_f64().unwrap() > 0.01, "{seen}");
     // The page hung up: the session ended as a hang-up.

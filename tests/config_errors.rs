@@ -250,3 +250,22 @@ fn provider_settings_can_be_overridden_by_path() {
         "{errors}"
     );
 }
+
+#[test]
+fn a_storage_url_that_cannot_work_names_file_line_and_key() {
+    let errors = errors_of(&format!(
+        "{HEADER}[storage]\nregion = \"eu-west-1\"\nurl = \"gs://calls/x\"\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("p.toml:6:7: key `storage.url`: `gs://calls/x`: expected"),
+        "{}",
+        errors[0]
+    );
+    let errors = errors_of(&format!("{HEADER}[storage]\nurl = \"s3://Calls\"\n"));
+    assert!(
+        errors[0].contains("key `storage.url`") && errors[0].contains("bucket"),
+        "{}",
+        errors[0]
+    );
+}

@@ -213,23 +213,6 @@ async fn malformed_verdicts_are_asked_again_then_recorded_as_unevaluated() {
     );
 }
 
-async fn pending_jobs(redis: &RedisServer) -> i64 {
-    let mut client = redis.client().await;
-    let summary: redis::Value = redis::cmd("XPENDING")
-        .arg("eval:jobs")
-        .arg("evaluators")
-        .query_async(&mut client)
-        .await
-        .unwrap();
-    match summary {
-        redis::Value::Array(items) => match &items[0] {
-            redis::Value::Int(n) => *n,
-            other => panic!("{other:?}"),
-        },
-        other => panic!("{other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn a_worker_killed_mid_evaluation_has_its_job_reclaimed_and_the_outcome_written_once() {
     let (redis, judge, runtime, store) = setup("claim_idle_secs = 0").await.parts();
@@ -246,7 +229,7 @@ async fn a_worker_killed_mid_evaluation_has_its_job_reclaimed_and_the_outcome_wr
     running.abort();
     assert!(running.await.unwrap_err().is_cancelled());
     assert_eq!(
-        pending_jobs(&redis).await,
+        redis.pending_jobs().await,
         1,
         "the job is still pending under the dead worker"
     );
@@ -254,7 +237,7 @@ async fn a_worker_killed_mid_evaluation_has_its_job_reclaimed_and_the_outcome_wr
 
     let rescuer = runtime.worker("rescuer").unwrap();
     assert_eq!(rescuer.drain().await.unwrap(), 1);
-    assert_eq!(pending_jobs(&redis).await, 0);
+    assert_eq!(redis.pending_jobs().await, 0);
     assert_eq!(judge.chat_requests().len(), 2);
     let call = store.call("s1").await.unwrap().unwrap();
     assert_eq!(call.outcome, Some(Outcome::Success));
@@ -289,7 +272,7 @@ async fn a_job_rerun_after_its_writes_reuses_the_verdict_and_doubles_nothing() {
         .evaluate("s1", false)
         .await
         .unwrap();
-    assert_eq!(pending_jobs(&redis).await, 1);
+    assert_eq!(redis.pending_jobs().await, 1);
 
     let rescuer = runtime.worker("rescuer").unwrap();
     assert_eq!(rescuer.drain().await.unwrap(), 1);
@@ -298,7 +281,7 @@ async fn a_job_rerun_after_its_writes_reuses_the_verdict_and_doubles_nothing() {
         1,
         "the stored verdict was reused"
     );
-    assert_eq!(pending_jobs(&redis).await, 0);
+    assert_eq!(redis.pending_jobs().await, 0);
     let call = store.call("s1").await.unwrap().unwrap();
     assert_eq!(
         (call.outcome, call.score),
@@ -347,7 +330,7 @@ async fn a_job_that_keeps_killing_its_workers_is_given_up() {
     let third = runtime.worker("third").unwrap();
     assert_eq!(third.drain().await.unwrap(), 1);
     assert!(judge.chat_requests().is_empty());
-    assert_eq!(pending_jobs(&redis).await, 0);
+    assert_eq!(redis.pending_jobs().await, 0);
     match store.call("s1").await.unwrap().unwrap().evaluation {
         Some(Evaluation::Unevaluated { reason, .. }) => {
             assert!(reason.contains("after 2 deliveries"), "{reason}");

@@ -8,8 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::server::TestServer;
-use support::signal::sample_speech;
-use support::webrtc::{RATE, best_correlation, connected_client, decode, drain, envelope, speak};
+use support::webrtc::{connected_client, decode, parrot_correlation, speak_to_the_parrot};
 use voxpipe::transport::webrtc::{ClientOptions, ClientPeer, OfferRequest, ReceivedAudio};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -43,12 +42,7 @@ async fn parrot_answers_a_client_peer_over_loopback() {
 
     // Silence, "Hello, can you hear me?", then silence while the parrot
     // repeats it.
-    let speech = sample_speech();
-    let clip = &speech[..RATE as usize * 9 / 2];
-    let end = speak(&client, clip, Duration::ZERO).await;
-    speak(&client, &vec![0; RATE as usize * 3 / 2], end).await;
-
-    let received: Vec<ReceivedAudio> = drain(&mut audio);
+    let received = speak_to_the_parrot(&client, &mut audio).await;
     client.close().await;
     let sessions = server.sessions.ended(1, WAIT).await;
     assert_eq!(sessions[0].end_reason.as_deref(), Some("hangup"));
@@ -77,10 +71,7 @@ async fn parrot_answers_a_client_peer_over_loopback() {
 
     // ... and it is the utterance: same energy envelope.
     let reply = decode(&received);
-    let reply_env = envelope(&reply, 480); // 10 ms at 48 kHz
-    let utterance = &speech[RATE as usize * 13 / 10..RATE as usize * 7 / 2];
-    let input_env = envelope(utterance, 160); // 10 ms at 16 kHz
-    let (correlation, lag) = best_correlation(&reply_env, &input_env, 50);
+    let (correlation, lag) = parrot_correlation(&received);
     assert!(
         correlation > 0.9,
         "the reply follows the utterance: correlation {correlation:.3} at {lag}0 ms"

@@ -74,6 +74,17 @@
     return text ? JSON.parse(text) : null;
   }
 
+  // The server's STUN and TURN servers (TURN credentials included), so
+  // a browser behind a NAT can be reached too; none if it cannot say.
+  async function iceServers() {
+    try {
+      const response = await fetch("/api/ice-config");
+      return response.ok ? (await response.json()).iceServers : [];
+    } catch {
+      return [];
+    }
+  }
+
   function requestData() {
     const data = Object.fromEntries(new URLSearchParams(location.search));
     return Object.keys(data).length ? data : undefined;
@@ -124,7 +135,7 @@
   // `restart`, it replaces the one that failed and the session goes on
   // (Pipecat's `restart_pc`).
   async function negotiate(restart) {
-    const pc = new RTCPeerConnection();
+    const pc = new RTCPeerConnection({ iceServers: await iceServers() });
     const old = call.pc;
     call.pc = pc;
     call.candidates = [];

@@ -179,11 +179,6 @@ fn default_refresh() -> Seconds {
 impl SkillsSection {
     /// The embeddings endpoint, with the resolved key.
     pub fn endpoint(&self, api_key: Option<ApiKey>) -> Result<ApiEndpoint, BuildError> {
-        Ok(ApiEndpoint {
-            base_url: self.base_url.clone(),
-            api_key,
-            connection: self.connection.resolve()?,
-            provider: "embeddings",
-        })
+        ApiEndpoint::new(&self.base_url, api_key, &self.connection, "embeddings")
     }
 }

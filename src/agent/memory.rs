@@ -4,12 +4,14 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use super::prompt::SessionPrompt;
 use super::writer::{TurnRecorder, WriteReport, WriterDone};
 use crate::conversation::Turn;
 use crate::frame::FrameBody;
 use crate::pipeline::{Observer, PushEvent, SystemPromptSource};
-use crate::store::Segment;
+use crate::store::{CallRecording, Segment};
 
 /// A session's conversation memory: its system prompt as read at session
 /// start, and the recorder that persists its turns. Cheap to clone.
@@ -26,6 +28,8 @@ pub struct SessionMemory {
     prompt: Arc<SessionPrompt>,
     segment: Arc<Segment>,
     done: WriterDone,
+    /// Wakes the recording uploader when this call's recording is finished.
+    uploads: Option<Arc<Notify>>,
 }
 
 impl std::fmt::Debug for SessionMemory {
@@ -44,12 +48,14 @@ impl SessionMemory {
         prompt: SessionPrompt,
         segment: Segment,
         done: WriterDone,
+        uploads: Option<Arc<Notify>>,
     ) -> Self {
         SessionMemory {
             recorder,
             prompt: Arc::new(prompt),
             segment: Arc::new(segment),
             done,
+            uploads,
         }
     }
 
@@ -96,6 +102,18 @@ impl SessionMemory {
     /// The pipeline started: the call becomes active.
     pub fn started(&self) {
         self.recorder.started();
+    }
+
+    /// The call's recording is finished (or failed); call before
+    /// [`Self::ended`], so the completed call and its after-call hooks see
+    /// it.
+    pub fn recorded(&self, recording: CallRecording) {
+        self.recorder.recorded(recording);
+        // A finished file goes up now rather than at the uploader's next
+        // periodic scan.
+        if let Some(uploads) = &self.uploads {
+            uploads.notify_one();
+        }
     }
 
     /// The session ended for `reason`: the call becomes completed, then the

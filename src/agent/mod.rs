@@ -18,22 +18,32 @@
 //! - The [evaluator](eval) judges a completed call (outcome, score,
 //!   tactics) from a durable job queue; the refinement loop feeds the
 //!   tactics into the next session's prompt.
+//! - [Post-call steps](post_call) run after the evaluation, in the same
+//!   job: what else a call leaves behind (extraction, stored objects).
+//! - [Extraction](extraction) fills the pipeline's JSON Schema from the
+//!   transcript, a post-call step.
 //! - The [webhook] posts each completed call, from a durable outbox.
+//! - [Storage](storage): the call's recording, transcript, profile and
+//!   audit record, kept in object storage.
 //!
 //! [`AgentRuntime`] ties them together for a process: one store, the
 //! writers of its live sessions, the evaluator, the webhook deliverer.
 
 mod config;
 pub mod eval;
+pub mod extraction;
 mod memory;
+pub mod post_call;
 mod prompt;
 mod runtime;
 pub mod skills;
+pub mod storage;
 pub mod webhook;
 pub mod writer;
 
 pub use config::{ContextSection, SkillsSection, StoreKind};
 pub use memory::SessionMemory;
+pub use post_call::{PostCallError, PostCallStep};
 pub use prompt::SessionPrompt;
 pub use runtime::{AgentError, AgentRuntime, RuntimeParts, worker_name};
 pub use writer::{AfterCall, TurnRecorder, WriteReport, WriterStatus};

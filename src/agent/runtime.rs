@@ -2,21 +2,26 @@
 //! it (session memories, the evaluator, the webhook, the skills).
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::config::{ContextSection, StoreKind};
 use super::memory::SessionMemory;
+use super::post_call::PostCallStep;
 use super::prompt::SessionPrompt;
 use super::skills::{OpenAiEmbedder, SearchContextTool, SkillLibrary};
+use super::storage::{RecordingUploader, StoreCallObjects};
 use super::writer::{AfterCall, WriterDone, WriterSettings, spawn_writer};
 use crate::agent::eval::{
     EvaluationWorker, Evaluator, EvaluatorSection, EvaluatorSettings, JudgeModel, OpenAiJudge,
     QueueEvaluation, WorkerSettings,
 };
+use crate::agent::extraction::{ExtractionConfig, ExtractionModels, ExtractionStep};
 use crate::agent::webhook::{
     QueueCallCompleted, WebhookDeliverer, WebhookSection, WebhookSettings,
 };
+use crate::objects::{ObjectStorage, ObjectsError, StorageSection};
 use crate::pipeline::{BuildError, EnvSource, SessionResources, SessionSetup, new_session_id};
 use crate::services::llm::tools::ToolRegistry;
 use crate::services::{ApiKey, ServiceError};
@@ -49,6 +54,9 @@ pub enum AgentError {
     /// The HTTP client could not be set up.
     #[error(transparent)]
     Http(#[from] ServiceError),
+    /// `[storage]` could not be set up.
+    #[error("[storage] {0}")]
+    Storage(#[from] ObjectsError),
 }
 
 /// A process's context store and the services on top of it. Build one per
@@ -60,6 +68,9 @@ pub struct AgentRuntime {
     evaluator: Option<(Arc<Evaluator>, WorkerSettings)>,
     webhook: Option<Arc<WebhookSettings>>,
     skills: Option<Arc<SkillLibrary>>,
+    objects: Option<ObjectStorage>,
+    scan_period: Duration,
+    uploader: Option<Arc<RecordingUploader>>,
     writers: Mutex<Vec<WriterDone>>,
 }
 
@@ -70,6 +81,10 @@ impl std::fmt::Debug for AgentRuntime {
             .field("evaluator", &self.evaluator.is_some())
             .field("webhook", &self.webhook.is_some())
             .field("skills", &self.skills.is_some())
+            .field(
+                "objects",
+                &self.objects.as_ref().map(|o| o.url().to_string()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -87,18 +102,26 @@ pub struct RuntimeParts {
     pub webhook: Option<WebhookSettings>,
     /// The skills library, if `search_context` is served.
     pub skills: Option<Arc<SkillLibrary>>,
+    /// The post-call steps, run after each evaluation (or, with no
+    /// evaluator, in the same job without a verdict).
+    pub post_call: Vec<Arc<dyn PostCallStep>>,
+    /// Object storage, if calls leave objects: its post-call step runs
+    /// after those of `post_call`.
+    pub objects: Option<ObjectStorage>,
 }
 
 impl AgentRuntime {
-    /// The runtime a pipeline's `[context]`, `[evaluator]` and `[webhook]`
-    /// sections describe, resolving `*_env` variables from `env`. Redis is not
-    /// contacted yet: a runtime made while Redis is down works once it is
-    /// back. Call it within a Tokio runtime (the Redis connection manager
-    /// starts its tasks there).
+    /// The runtime a pipeline's `[context]`, `[evaluator]`, `[webhook]`,
+    /// `[extraction]` and `[storage]` sections describe, resolving `*_env`
+    /// variables from `env`. Redis is not contacted yet: a runtime made while
+    /// Redis is down works once it is back. Call it within a Tokio runtime
+    /// (the Redis connection manager starts its tasks there).
     pub fn from_sections(
         section: &ContextSection,
         evaluator: Option<&EvaluatorSection>,
         webhook: Option<&WebhookSection>,
+        extraction: Option<&ExtractionConfig>,
+        storage: Option<&StorageSection>,
         env: &EnvSource,
     ) -> Result<Self, AgentError> {
         let section = section.clone();
@@ -134,10 +157,28 @@ impl AgentRuntime {
             }
             None => None,
         };
+        let extraction = extraction.filter(|e| e.section.enabled);
         let webhook = match webhook {
-            Some(section) => Some(webhook_settings(section, &optional_var)?),
+            Some(section) => {
+                let mut settings = webhook_settings(section, &optional_var)?;
+                if let Some(event) = extraction.and_then(|e| e.section.webhook_event.as_ref()) {
+                    settings.event.clone_from(event);
+                }
+                Some(settings)
+            }
             None => None,
         };
+        let mut post_call: Vec<Arc<dyn PostCallStep>> = Vec::new();
+        if let Some(config) = extraction {
+            let key = api_key("extraction.api_key_env", &config.section.api_key_env)?;
+            let endpoint = config
+                .section
+                .endpoint(key)
+                .map_err(invalid("extraction"))?;
+            let models = ExtractionModels::openai(endpoint, config);
+            let step = ExtractionStep::new(Arc::clone(&store), models, config);
+            post_call.push(Arc::new(step));
+        }
         let skills = match &section.skills {
             Some(skills) => {
                 let key = api_key("context.skills.api_key_env", &skills.api_key_env)?;
@@ -152,13 +193,22 @@ impl AgentRuntime {
             }
             None => None,
         };
-        Ok(AgentRuntime::from_parts(RuntimeParts {
+        let objects = storage
+            .map(|section| ObjectStorage::open(section, &|var: &str| env.get(var)))
+            .transpose()?;
+        let mut runtime = AgentRuntime::from_parts(RuntimeParts {
             store,
             section,
             evaluator,
             webhook,
             skills,
-        }))
+            post_call,
+            objects,
+        });
+        if let Some(storage) = storage {
+            runtime.scan_period = storage.scan_secs.duration();
+        }
+        Ok(runtime)
     }
 
     /// A runtime from parts built by the caller.
@@ -169,20 +219,44 @@ impl AgentRuntime {
             evaluator,
             webhook,
             skills,
+            mut post_call,
+            objects,
         } = parts;
+        if let Some(objects) = &objects {
+            post_call.push(Arc::new(StoreCallObjects::new(
+                Arc::clone(&store),
+                objects.clone(),
+            )));
+        }
         let webhook = webhook.map(Arc::new);
-        let evaluator = evaluator.map(|(judge, config)| {
-            let settings = EvaluatorSettings {
-                prompt: config.prompt(),
-                max_attempts: config.max_attempts,
-                webhook: webhook.clone(),
-            };
-            let evaluator = Arc::new(Evaluator::new(Arc::clone(&store), judge, settings));
-            (evaluator, config.worker_settings())
-        });
+        // The evaluation job runs when there is a judge or a post-call
+        // step; without a judge it runs the steps and the webhook only.
+        let evaluator = match evaluator {
+            Some((judge, config)) => {
+                let settings = EvaluatorSettings {
+                    prompt: config.prompt(),
+                    max_attempts: config.max_attempts,
+                    steps: post_call,
+                    webhook: webhook.clone(),
+                };
+                let evaluator = Evaluator::new(Arc::clone(&store), judge, settings);
+                Some((Arc::new(evaluator), config.worker_settings()))
+            }
+            None if !post_call.is_empty() => {
+                let settings = EvaluatorSettings {
+                    prompt: String::new(),
+                    max_attempts: 0,
+                    steps: post_call,
+                    webhook: webhook.clone(),
+                };
+                let runner = Evaluator::without_judge(Arc::clone(&store), settings);
+                Some((Arc::new(runner), WorkerSettings::default()))
+            }
+            None => None,
+        };
         let mut writer = section.writer_settings();
-        // With an evaluator the webhook waits for the outcome; without one
-        // it goes as soon as the call is completed.
+        // With an evaluation job the webhook waits for its outcome and
+        // steps; without one it goes as soon as the call is completed.
         writer.on_completed = match (&evaluator, &webhook) {
             (Some(_), _) => vec![Arc::new(QueueEvaluation) as Arc<dyn AfterCall>],
             (None, Some(webhook)) => vec![Arc::new(QueueCallCompleted(Arc::clone(webhook))) as _],
@@ -195,8 +269,37 @@ impl AgentRuntime {
             evaluator,
             webhook,
             skills,
+            objects,
+            scan_period: Duration::from_secs(10),
+            uploader: None,
             writers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Uploads the finished recordings of `spool` (`{call_id}.wav`) to
+    /// object storage from [`run_background`](Self::run_background), if
+    /// storage is configured; without it the recordings stay in the spool.
+    pub fn with_recording_spool(mut self, spool: impl Into<PathBuf>) -> Self {
+        self.uploader = self.objects.as_ref().map(|objects| {
+            Arc::new(RecordingUploader::new(
+                Arc::clone(&self.store),
+                objects.clone(),
+                spool,
+                self.scan_period,
+            ))
+        });
+        self
+    }
+
+    /// Object storage, if configured.
+    pub fn objects(&self) -> Option<&ObjectStorage> {
+        self.objects.as_ref()
+    }
+
+    /// The recording uploader, if a spool and storage are configured (its
+    /// notifier wakes it when a recording is finished).
+    pub fn recording_uploader(&self) -> Option<&Arc<RecordingUploader>> {
+        self.uploader.as_ref()
     }
 
     /// The store.
@@ -204,9 +307,12 @@ impl AgentRuntime {
         &self.store
     }
 
-    /// The evaluator, if sessions are evaluated.
+    /// The evaluator, if sessions are evaluated (judged).
     pub fn evaluator(&self) -> Option<&Arc<Evaluator>> {
-        self.evaluator.as_ref().map(|(e, _)| e)
+        self.evaluator
+            .as_ref()
+            .map(|(e, _)| e)
+            .filter(|e| e.judges())
     }
 
     /// The skills library, if configured.
@@ -279,10 +385,12 @@ impl AgentRuntime {
             writers.retain(|w| w.borrow().done.is_none());
             writers.push(done.clone());
         }
-        SessionMemory::new(recorder, prompt, segment, done)
+        let uploads = self.uploader.as_ref().map(|uploader| uploader.notifier());
+        SessionMemory::new(recorder, prompt, segment, done, uploads)
     }
 
-    /// An evaluation worker named `consumer`, if sessions are evaluated.
+    /// An evaluation worker named `consumer`, if sessions are evaluated or
+    /// have post-call steps.
     pub fn worker(&self, consumer: &str) -> Option<EvaluationWorker> {
         self.evaluator.as_ref().map(|(evaluator, settings)| {
             EvaluationWorker::new(
@@ -306,7 +414,8 @@ impl AgentRuntime {
     }
 
     /// Runs the background work (an evaluation worker, the webhook
-    /// deliverer, the skills refresh) until `shutdown` resolves.
+    /// deliverer, the skills refresh, the recording uploader) until
+    /// `shutdown` resolves.
     pub async fn run_background(
         &self,
         shutdown: impl Future<Output = ()> + Clone,
@@ -334,6 +443,11 @@ impl AgentRuntime {
             async {
                 if let (Some(skills), Some(period)) = (&self.skills, refresh) {
                     skills.run_refresh(period, shutdown.clone()).await;
+                }
+            },
+            async {
+                if let Some(uploader) = &self.uploader {
+                    uploader.run(shutdown.clone()).await;
                 }
             },
         );

@@ -34,7 +34,9 @@ use tokio::time::Instant;
 
 use crate::conversation::Turn;
 use crate::store::time::unix_ms;
-use crate::store::{Appended, CallChange, CallRecord, Interaction, Store, StoreError};
+use crate::store::{
+    Appended, CallChange, CallRecord, CallRecording, Interaction, Store, StoreError,
+};
 
 /// How a writer retries and what it does when the call ends.
 #[derive(Debug, Clone)]
@@ -79,6 +81,7 @@ pub trait AfterCall: Send + Sync + std::fmt::Debug {
 enum Command {
     Turn(Arc<Turn>),
     Started(u64),
+    Recorded(CallRecording),
     Ended(String, u64),
 }
 
@@ -113,6 +116,12 @@ impl TurnRecorder {
     /// The pipeline started: the call becomes active.
     pub fn started(&self) {
         self.send(Command::Started(unix_ms()));
+    }
+
+    /// The call's recording is finished (or failed): written to the call
+    /// before it is marked completed, when sent before [`Self::ended`].
+    pub fn recorded(&self, recording: CallRecording) {
+        self.send(Command::Recorded(recording));
     }
 
     /// The session ended: the call becomes completed, and the writer stops
@@ -336,6 +345,9 @@ impl Writer {
             Command::Started(at_ms) => self
                 .steps
                 .push_back(Step::new(Action::Change(CallChange::Started { at_ms }))),
+            Command::Recorded(recording) => self
+                .steps
+                .push_back(Step::new(Action::Change(CallChange::Recorded(recording)))),
             Command::Ended(reason, at_ms) => {
                 self.ended = true;
                 // Normally set by the recorder already; a dropped session

@@ -1,10 +1,16 @@
-//! `voxpipe calls show ID`: a call's state and transcript.
+//! `voxpipe calls show ID`: a call's state, its extraction and its
+//! transcript; `voxpipe calls objects ID`, `voxpipe calls fetch ID KIND`:
+//! its objects.
 
 #![allow(clippy::print_stdout)]
 
-use anyhow::{Context as _, bail};
-use voxpipe::store::{CallRecord, Evaluation, Interaction};
+use std::path::PathBuf;
 
+use anyhow::{Context as _, bail};
+use voxpipe::objects::ObjectKind;
+use voxpipe::store::{CallRecord, Evaluation, Extraction, Interaction};
+
+use super::call_objects::{fetch, key_of, list};
 use super::store_args::StoreArgs;
 
 #[derive(Debug, clap::Args)]
@@ -25,10 +31,42 @@ enum CallsCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// List a call's objects in object storage (recording, transcript,
+    /// profile, audit record): their keys and sizes.
+    Objects {
+        /// The call (session) id.
+        id: String,
+        /// Print them as JSON instead.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Fetch one of a call's objects from object storage.
+    Fetch {
+        /// The call (session) id.
+        id: String,
+        /// `recording`, `transcript`, `profile` or `audit`.
+        kind: String,
+        /// Where to write it (`-` for standard output).
+        #[arg(long, short)]
+        output: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 pub(crate) fn calls(args: &CallsArgs) -> anyhow::Result<()> {
-    let CallsCommand::Show { id, json, store } = &args.command;
+    let (id, json, store) = match &args.command {
+        CallsCommand::Show { id, json, store } => (id, json, store),
+        CallsCommand::Objects { id, json, store } => return list(&store.open()?, id, *json),
+        CallsCommand::Fetch {
+            id,
+            kind,
+            output,
+            store,
+        } => return fetch(&store.open()?, id, kind, output),
+    };
     let operator = store.open()?;
     let store = operator.context.store();
     let (call, turns) =
@@ -96,6 +134,14 @@ fn describe(call: &CallRecord, turns: &[Interaction]) -> String {
         }
         None => out.push_str("  outcome  not evaluated yet\n"),
     }
+    describe_extraction(call.extraction.as_ref(), &mut out);
+    if !call.objects.is_empty() {
+        out.push_str("\nstored objects\n");
+        for kind in ObjectKind::ALL {
+            let key = key_of(&call.objects, kind).unwrap_or("not stored");
+            out.push_str(&format!("  {:<11} {key}\n", kind.as_str()));
+        }
+    }
     out.push_str(&format!("\ntranscript ({} turns)\n", turns.len()));
     for turn in turns {
         let role = turn.speaker();
@@ -113,4 +159,30 @@ fn describe(call: &CallRecord, turns: &[Interaction]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The extraction, its data as indented JSON (nothing when the pipeline
+/// has no `[extraction]` or the job has not run yet).
+fn describe_extraction(extraction: Option<&Extraction>, out: &mut String) {
+    match extraction {
+        Some(Extraction::Extracted {
+            data,
+            model,
+            attempts,
+            ..
+        }) => {
+            out.push_str(&format!(
+                "  extraction by {model} ({attempts} attempt{}):\n",
+                if *attempts == 1 { "" } else { "s" }
+            ));
+            let pretty = serde_json::to_string_pretty(data).unwrap_or_else(|_| data.to_string());
+            for line in pretty.lines() {
+                out.push_str(&format!("    {line}\n"));
+            }
+        }
+        Some(Extraction::Unextracted { reason, .. }) => {
+            out.push_str(&format!("  extraction  unextracted: {reason}\n"));
+        }
+        None => {}
+    }
 }

@@ -1,5 +1,6 @@
 //! Argument parsing, logging and dispatch to the subcommands.
 
+mod call_objects;
 mod calls;
 mod check;
 mod evaluate;
@@ -61,7 +62,8 @@ enum Command {
     /// ctrl-c shut down gracefully: calls in progress may finish, up to
     /// `[server] shutdown_deadline_secs`.
     Serve(serve::ServeArgs),
-    /// Show stored calls: `voxpipe calls show ID`.
+    /// Show stored calls: `voxpipe calls show ID`, their objects:
+    /// `voxpipe calls objects ID`, `voxpipe calls fetch ID KIND -o FILE`.
     Calls(calls::CallsArgs),
     /// List or add refinement-loop tactics.
     Tactics(tactics::TacticsArgs),

@@ -197,6 +197,17 @@ async fn finish_context(context: &AgentRuntime, memory: &SessionMemory, limit: D
         }
         None => tracing::error!("the call's writer did not finish"),
     }
+    // The recording is in this process's spool whatever the store: upload
+    // it before the evaluation, so the webhook names it.
+    if let Some(uploader) = context.recording_uploader() {
+        let scan = uploader.scan().await;
+        if scan.waiting > 0 {
+            tracing::warn!(
+                waiting = scan.waiting,
+                "recordings wait in the spool for the next start"
+            );
+        }
+    }
     if context.store().backend() != "memory" {
         return;
     }

@@ -1,5 +1,6 @@
 //! `voxpipe worker`: background work on a shared store, without serving
-//! calls: evaluation jobs, webhook deliveries, skill index refreshes.
+//! calls: evaluation jobs (verdicts, extraction), webhook deliveries, skill
+//! index refreshes.
 
 use anyhow::bail;
 
@@ -14,8 +15,15 @@ pub(crate) struct WorkerArgs {
 pub(crate) fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
     let operator = args.store.open()?;
     let config = &operator.config;
-    if config.evaluator.as_ref().is_none_or(|e| !e.enabled) && config.webhook.is_none() {
-        bail!("nothing to do: the pipeline has neither an enabled [evaluator] nor a [webhook]");
+    let evaluates = config.evaluator.as_ref().is_some_and(|e| e.enabled);
+    let extracts = config
+        .extraction
+        .as_ref()
+        .is_some_and(|e| e.section.enabled);
+    if !evaluates && !extracts && config.webhook.is_none() && config.storage.is_none() {
+        bail!(
+            "nothing to do: the pipeline has no enabled [evaluator] or [extraction], no [webhook] and no [storage]"
+        );
     }
     operator.block_on(async {
         let shutdown = async {

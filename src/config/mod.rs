@@ -2,8 +2,8 @@
 //! overrides, errors that name the file, the line and the key, and the
 //! sections that depend on nothing else of voxpipe's: `[pipeline]`,
 //! `[interruption]`, `[transport.twilio]` ([`TwilioSection`]),
-//! `[transport.webrtc]` ([`WebRtcSection`]) and `[server]`
-//! ([`ServerSection`]).
+//! `[transport.webrtc]` ([`WebRtcSection`]), `[server]`
+//! ([`ServerSection`]) and `[recording]` ([`RecordingSection`]).
 //!
 //! A whole pipeline file, with its processors and the agent's sections, is
 //! put together above the processors and the agent layer (the
@@ -13,6 +13,7 @@ mod diagnostics;
 mod error;
 mod keypath;
 mod overrides;
+mod recording;
 mod schema;
 mod seconds;
 mod server;
@@ -23,11 +24,12 @@ pub(crate) use diagnostics::{Errors, blame_overrides};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use overrides::Override;
 pub(crate) use overrides::apply as apply_overrides;
+pub use recording::{RecordingDir, RecordingSection};
 pub use schema::{
     InterruptionSection, PipelineSection, SUPPORTED_SAMPLE_RATES, SampleRate, TransportSection,
 };
 pub use seconds::{OutOfRange, Seconds};
 pub(crate) use server::is_url_host;
-pub use server::{MessageBytes, PublicHost, ServerSection};
+pub use server::{CorsOrigin, MessageBytes, PublicHost, ServerSection};
 pub use twilio::{BaseUrl, TwilioSection};
-pub use webrtc::{GatherTimeout, IceServerConfig, IceUrl, WebRtcSection};
+pub use webrtc::{GatherTimeout, IceServerConfig, IceUrl, MdnsMode, WebRtcSection};

@@ -8,11 +8,27 @@
 //! shutdown_deadline_secs = 30   # on SIGTERM, calls may go on this long...
 //! shutdown_grace_secs = 5       # ...then are ended, and cancelled after this
 //! public_host = "voice.example.com"  # the host Twilio reaches us at
+//!
+//! # Browser pages on other origins that may call (CORS). Default: none,
+//! # same-origin only: an open offer endpoint lets any site spend your
+//! # provider keys. "*" allows every origin.
+//! cors_origins = ["https://app.example.com"]
+//! # Offers, /start and /api/ice-config per client address: a token bucket
+//! # refilled at this rate (0: no limit) holding up to `rate_limit_burst`.
+//! rate_limit_per_minute = 30
+//! rate_limit_burst = 10
+//! rate_limit_addresses = 10000  # addresses remembered at most
+//! # When set, /start, /api/ice-config and /api/offer need
+//! # `Authorization: Bearer <the variable's value>` (server to server).
+//! start_token_env = "VOXPIPE_START_TOKEN"
+//! # Signs the session ids /start hands out (default: random per process).
+//! session_key_env = "VOXPIPE_SESSION_KEY"
+//! session_ttl_secs = 60   # a session from /start must send its offer by then
 //! ```
 //!
 //! Every key is optional. A file run (`voxpipe run`) ignores the section.
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 
 use serde::Deserialize;
 
@@ -41,6 +57,25 @@ pub struct ServerSection {
     /// server at, e.g. `voice.example.com`. Without it, the host comes from
     /// each request's `X-Forwarded-Host` or `Host` header.
     pub public_host: Option<PublicHost>,
+    /// Origins of pages on other sites allowed to call the server (CORS),
+    /// or `"*"` for every origin. None by default: same-origin only.
+    pub cors_origins: Vec<CorsOrigin>,
+    /// Offers, `/start` and `/api/ice-config` allowed per client address
+    /// and minute, on average; 0 for no limit.
+    pub rate_limit_per_minute: u32,
+    /// How many of those may come at once.
+    pub rate_limit_burst: NonZeroU32,
+    /// The most client addresses the limiter remembers (its memory bound).
+    pub rate_limit_addresses: NonZeroUsize,
+    /// The environment variable holding the bearer key `/start`,
+    /// `/api/ice-config` and `/api/offer` then require.
+    pub start_token_env: Option<String>,
+    /// The environment variable holding the key that signs session ids
+    /// (shared by the processes behind one load balancer); random per
+    /// process when unset.
+    pub session_key_env: Option<String>,
+    /// How long a session made by `/start` waits for its first offer.
+    pub session_ttl_secs: Seconds<1>,
 }
 
 impl Default for ServerSection {
@@ -52,6 +87,13 @@ impl Default for ServerSection {
             shutdown_deadline_secs: Seconds::from_millis(30_000),
             shutdown_grace_secs: Seconds::from_millis(5_000),
             public_host: None,
+            cors_origins: Vec::new(),
+            rate_limit_per_minute: 30,
+            rate_limit_burst: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+            rate_limit_addresses: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+            start_token_env: None,
+            session_key_env: None,
+            session_ttl_secs: Seconds::from_millis(60_000),
         }
     }
 }
@@ -83,6 +125,44 @@ impl TryFrom<u64> for MessageBytes {
             Ok(n) if RANGE.contains(&bytes) => Ok(MessageBytes(n)),
             _ => Err(format!(
                 "expected a size from 1024 to 16777216 bytes, not {bytes}"
+            )),
+        }
+    }
+}
+
+/// An origin allowed to call from a page on another site: `*`, or
+/// `scheme://host[:port]` exactly as a browser sends it in `Origin` (no
+/// path, no trailing slash).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CorsOrigin(String);
+
+impl CorsOrigin {
+    /// The origin as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is `*`.
+    pub fn is_any(&self) -> bool {
+        self.0 == "*"
+    }
+}
+
+impl TryFrom<String> for CorsOrigin {
+    type Error = String;
+
+    fn try_from(origin: String) -> Result<Self, Self::Error> {
+        if origin == "*" {
+            return Ok(CorsOrigin(origin));
+        }
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        match host {
+            Some(host) if is_url_host(host) => Ok(CorsOrigin(origin)),
+            _ => Err(format!(
+                "`{origin}` is not an origin: write `https://host[:port]` (no path, no trailing slash) or `*`"
             )),
         }
     }
@@ -172,6 +252,21 @@ mod tests {
             "x\"><Evil/>",
         ] {
             assert!(!is_url_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins_are_a_scheme_and_a_host_or_a_star() {
+        for good in ["*", "https://app.example.com", "http://127.0.0.1:5173"] {
+            assert!(CorsOrigin::try_from(good.to_owned()).is_ok(), "{good}");
+        }
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/",
+            "ftp://x",
+            "https://a b",
+        ] {
+            assert!(CorsOrigin::try_from(bad.to_owned()).is_err(), "{bad}");
         }
     }
 

@@ -7,6 +7,11 @@
 //! ice_servers = [
 //!   { urls = ["stun:stun.l.google.com:19302"] },
 //!   { urls = ["turn:turn.example.com:3478"], username = "voxpipe", credential_env = "TURN_CREDENTIAL" },
+//!   # A TURN server sharing a secret with us (coturn's `use-auth-secret`):
+//!   # each client is given its own credentials, valid for `credential_ttl_secs`
+//!   # (TURN REST API: the user name is `expiry:username`, the credential
+//!   # its HMAC-SHA1 under the secret).
+//!   { urls = ["turns:turn.example.com:5349"], username = "voxpipe", secret_env = "TURN_SECRET", credential_ttl_secs = 3600 },
 //! ]
 //! # Local UDP addresses to gather host candidates on. Default: every
 //! # interface (`0.0.0.0:0`) plus loopback, so a browser on the same
@@ -20,6 +25,10 @@
 //! # ends. Longer than a Twilio stream's: a browser that lost its network
 //! # takes about ten seconds to restart its connection.
 //! idle_timeout_secs = 30
+//! # mDNS (RFC 6762 `.local` candidates) needs a multicast route. "auto"
+//! # resolves browsers' `.local` candidates where the host can multicast
+//! # and goes without where it cannot; "query" insists; "off" never tries.
+//! mdns = "auto"
 //! ```
 //!
 //! Every key is optional. A file run (`voxpipe run`) ignores the section.
@@ -53,6 +62,29 @@ pub struct WebRtcSection {
     /// 86400).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: Seconds<1000>,
+    /// Whether connections use multicast DNS.
+    #[serde(default)]
+    pub mdns: MdnsMode,
+}
+
+/// `mdns`: whether connections resolve the browser's mDNS (`.local`)
+/// candidates, which takes a multicast socket on port 5353. The server's
+/// own candidates are always plain addresses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MdnsMode {
+    /// Resolve `.local` candidates while the host can multicast; once a
+    /// connection cannot open its multicast socket (a container or a
+    /// network namespace with no multicast route), go on without, for
+    /// that connection and every later one.
+    #[default]
+    Auto,
+    /// Always resolve `.local` candidates; a host that cannot multicast
+    /// cannot answer offers (500).
+    Query,
+    /// Never use multicast: `.local` candidates are ignored, and the
+    /// browser's other candidates (host, srflx, relay) are used.
+    Off,
 }
 
 impl Default for WebRtcSection {
@@ -63,6 +95,7 @@ impl Default for WebRtcSection {
             public_ips: Vec::new(),
             gather_timeout_ms: default_gather_timeout(),
             idle_timeout_secs: default_idle_timeout(),
+            mdns: MdnsMode::default(),
         }
     }
 }
@@ -120,6 +153,19 @@ pub struct IceServerConfig {
     /// The environment variable holding the TURN credential.
     #[serde(default)]
     pub credential_env: Option<String>,
+    /// The environment variable holding a secret shared with the TURN
+    /// server, from which time-limited credentials are made (instead of
+    /// `credential_env`).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// How long credentials made from `secret_env` are valid: 1 minute to
+    /// a day, one hour by default.
+    #[serde(default = "default_credential_ttl")]
+    pub credential_ttl_secs: Seconds<60_000>,
+}
+
+fn default_credential_ttl() -> Seconds<60_000> {
+    Seconds::from_millis(3_600_000)
 }
 
 /// A STUN or TURN URL (RFC 7064, RFC 7065), checked for its scheme.

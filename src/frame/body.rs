@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    AudioFrame, ErrorFrame, FrameKind, MetricsData, SpokenText, StartFrame, TranscriptionFrame,
-    VadParams,
+    AudioFrame, ClientRequest, ClientResponse, ErrorFrame, FrameKind, MetricsData, SpokenText,
+    StartFrame, TranscriptionFrame, VadParams,
 };
 use crate::conversation::{Message, ToolCall, Turn};
 
@@ -130,6 +130,25 @@ frame_bodies! {
         /// LLM, an assistant turn played or interrupted, a tool result): the
         /// hook for persisting the transcript as it happens.
         TurnCompleted(Arc<Turn>),
+        /// Data for the client app (RTVI `server-message`), pushed by a
+        /// processor or a tool, in either direction.
+        ServerMessage(Arc<serde_json::Value>),
+        /// A request from the client app (RTVI `client-message`), pushed
+        /// downstream by the transport; a processor answers it with
+        /// [`FrameBody::ClientResponse`].
+        ClientRequest(ClientRequest),
+        /// The answer to a [`FrameBody::ClientRequest`], pushed by the
+        /// processor that handled it, in either direction.
+        ClientResponse(ClientResponse),
+        /// The result of a tool the client app ran (RTVI
+        /// `llm-function-call-result`), pushed downstream by the transport
+        /// for the LLM that called it.
+        ClientToolResult {
+            /// The tool call it answers.
+            tool_call_id: String,
+            /// The result (JSON or text).
+            result: String,
+        },
     }
     Data {
         /// Audio for the user.

@@ -15,7 +15,7 @@
 //!
 //! | kind | variants |
 //! |---|---|
-//! | System | `Start`, `Cancel`, `Error`, `Interruption`, `InterruptionRequest`, `EndRequest`, `UserStartedSpeaking`, `UserStoppedSpeaking`, `BotStartedSpeaking`, `BotStoppedSpeaking`, `BotInterrupted`, `VadParams`, `InputAudio`, `Dtmf`, `Metrics`, `TurnCompleted` |
+//! | System | `Start`, `Cancel`, `Error`, `Interruption`, `InterruptionRequest`, `EndRequest`, `UserStartedSpeaking`, `UserStoppedSpeaking`, `BotStartedSpeaking`, `BotStoppedSpeaking`, `BotInterrupted`, `VadParams`, `InputAudio`, `Dtmf`, `Metrics`, `TurnCompleted`, `ServerMessage`, `ClientRequest`, `ClientResponse`, `ClientToolResult` |
 //! | Data | `OutputAudio`, `Text`, `LlmText`, `Transcription`, `InterimTranscription`, `LlmMessages`, `TtsText`, `FunctionCallResult` |
 //! | Control | `End`, `LlmResponseStart`, `LlmResponseEnd`, `TtsStarted`, `TtsStopped`, `FunctionCallInProgress` |
 //!
@@ -53,7 +53,7 @@
 //! - `body.rs`: [`FrameBody`], the list of variants.
 //! - `audio.rs`: [`AudioFrame`], 16-bit PCM.
 //! - `payloads.rs`: the other structured payloads (start, error,
-//!   transcription, spoken text, metrics).
+//!   transcription, spoken text, metrics, client requests).
 //! - `vad_params.rs`: [`VadParams`], plain data carried by a frame and used
 //!   by the VAD above; it lives here so that `frame` imports nothing above
 //!   it.
@@ -72,7 +72,8 @@ pub use body::FrameBody;
 pub use envelope::{Frame, FrameId};
 pub use kind::{Direction, FrameKind};
 pub use payloads::{
-    ErrorFrame, MetricsData, SpokenText, SpokenTiming, StartFrame, TranscriptionFrame,
+    ClientRequest, ClientResponse, ErrorFrame, MetricsData, SpokenText, SpokenTiming, StartFrame,
+    TranscriptionFrame,
 };
 pub use recent_audio::RecentAudio;
 pub use resampler::FrameResampler;

@@ -99,3 +99,39 @@ pub enum MetricsData {
         value_ms: f64,
     },
 }
+
+/// A request from the client app (an RTVI `client-message`): a type the
+/// app chose and its data. The transport answers it with an error when no
+/// processor has within its deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientRequest {
+    /// The client's message id, which the answer carries back.
+    pub id: Arc<str>,
+    /// What is asked (RTVI's `t`).
+    pub kind: String,
+    /// Its data (RTVI's `d`), `null` when none.
+    pub data: Arc<serde_json::Value>,
+}
+
+/// The answer to a [`ClientRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientResponse {
+    /// The request's id.
+    pub id: Arc<str>,
+    /// The request's type (RTVI's `t`).
+    pub kind: String,
+    /// The data to return (RTVI `server-response`), or why the request
+    /// failed (RTVI `error-response`).
+    pub result: Result<Arc<serde_json::Value>, String>,
+}
+
+impl ClientResponse {
+    /// Answers `request` with `data`.
+    pub fn answer(request: &ClientRequest, data: serde_json::Value) -> Self {
+        ClientResponse {
+            id: Arc::clone(&request.id),
+            kind: request.kind.clone(),
+            result: Ok(Arc::new(data)),
+        }
+    }
+}

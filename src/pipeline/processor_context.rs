@@ -9,6 +9,7 @@ use crate::metrics::LatencyHistogram;
 use super::clock::SessionClock;
 use super::link::{InFlight, Mailbox, TrySendError};
 use super::observer::{Observer, PushEvent};
+use super::resources::SessionResources;
 
 /// State shared by every processor of one running pipeline.
 pub(crate) struct Shared {
@@ -21,6 +22,7 @@ pub(crate) struct Shared {
     pub(crate) mailboxes: OnceLock<Vec<Mailbox>>,
     /// Shared with the branches of parallel processors.
     pub(crate) outcome: Arc<Mutex<Outcome>>,
+    pub(crate) resources: SessionResources,
 }
 
 /// What the pipeline learns about how it ended, filled in as it runs.
@@ -187,6 +189,13 @@ impl ProcessorContext {
     /// The session clock.
     pub fn clock(&self) -> &SessionClock {
         &self.shared.clock
+    }
+
+    /// Objects the session's processors share: those the session put in
+    /// before it started (what a transport's ends find here, since no
+    /// factory builds them), and those its processors made.
+    pub fn resources(&self) -> &SessionResources {
+        &self.shared.resources
     }
 
     /// Waits until no frame is queued or being processed anywhere in the

@@ -7,7 +7,7 @@ use std::fmt;
 
 use super::build_error::BuildError;
 use super::resources::SessionResources;
-use crate::config::InterruptionSection;
+use crate::config::{InterruptionSection, RecordingSection};
 
 /// Decides a session's system prompt when something outside the pipeline
 /// keeps it: the agent layer's stored segment prompts and learned tactics.
@@ -63,6 +63,9 @@ pub struct SessionSetup {
     pub system_prompt: Option<Arc<dyn SystemPromptSource>>,
     /// Objects the session's processors share (see [`SessionResources`]).
     pub resources: SessionResources,
+    /// Whether and where the session is recorded (`[recording]`; off by
+    /// default). The session, not a processor, records.
+    pub recording: RecordingSection,
 }
 
 impl SessionSetup {
@@ -78,6 +81,7 @@ impl SessionSetup {
             custom_parameters: BTreeMap::new(),
             system_prompt: None,
             resources: SessionResources::new(),
+            recording: RecordingSection::default(),
         }
     }
 

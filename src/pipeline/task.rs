@@ -16,6 +16,7 @@ use super::link::{InFlight, Mailbox, inbox};
 use super::observer::Observer;
 use super::outcome::PipelineOutcome;
 use super::processor_context::{Outcome, ProcessorContext, Shared};
+use super::resources::SessionResources;
 use super::runner::{RunOptions, run_processor};
 
 /// Default room in each processor's bounded lane: 64 frames, about 1.3 s of
@@ -39,6 +40,9 @@ pub struct PipelineParams {
     pub queue_capacity: usize,
     /// Whether to time every `process` call for processing-time metrics.
     pub measure: bool,
+    /// Objects the session's processors share, reachable from their
+    /// context ([`ProcessorContext::resources`](super::ProcessorContext::resources)).
+    pub resources: SessionResources,
 }
 
 impl PipelineParams {
@@ -52,6 +56,7 @@ impl PipelineParams {
             observers: Vec::new(),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             measure: true,
+            resources: SessionResources::new(),
         }
     }
 }
@@ -139,6 +144,7 @@ impl PipelineTask {
                 .then(|| Arc::new(InFlight::default())),
             mailboxes: OnceLock::new(),
             outcome: Arc::new(Mutex::new(Outcome::default())),
+            resources: params.resources.clone(),
         });
         let start = StartFrame {
             sample_rate: params.sample_rate,
@@ -149,7 +155,7 @@ impl PipelineTask {
     }
 
     /// A branch of the pipeline `parent` belongs to: same session, clock,
-    /// observers, in-flight count and outcome; its ends lead to `outlets`.
+    /// observers, in-flight count, outcome and resources; its ends lead to `outlets`.
     pub(crate) fn branch(
         processors: Vec<NamedProcessor>,
         parent: &ProcessorContext,
@@ -164,6 +170,7 @@ impl PipelineTask {
             in_flight: parent.in_flight.clone(),
             mailboxes: OnceLock::new(),
             outcome: Arc::clone(&parent.outcome),
+            resources: parent.resources.clone(),
         });
         let params = PipelineParams::new(Arc::clone(&start.session_id), start.sample_rate);
         Self::link(

@@ -7,9 +7,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::agent::eval::EvaluatorSection;
+use crate::agent::extraction::{ExtractionConfig, ExtractionSection};
 use crate::agent::webhook::WebhookSection;
 use crate::agent::{AgentError, AgentRuntime, ContextSection};
-use crate::config::{InterruptionSection, PipelineSection, ServerSection, TransportSection};
+use crate::config::{
+    InterruptionSection, PipelineSection, RecordingSection, ServerSection, TransportSection,
+};
+use crate::objects::StorageSection;
 use crate::pipeline::{EnvSource, ProcessorEntry, SessionSetup};
 
 /// Everything in a pipeline file except its processors.
@@ -26,9 +30,14 @@ pub(crate) struct Sections {
     #[serde(default)]
     pub(crate) webhook: Option<WebhookSection>,
     #[serde(default)]
+    pub(crate) extraction: Option<ExtractionSection>,
+    pub(crate) storage: Option<StorageSection>,
+    #[serde(default)]
     pub(crate) interruption: InterruptionSection,
     #[serde(default)]
     pub(crate) server: ServerSection,
+    #[serde(default)]
+    pub(crate) recording: RecordingSection,
 }
 
 /// A validated pipeline definition.
@@ -46,10 +55,17 @@ pub struct PipelineConfig {
     pub evaluator: Option<EvaluatorSection>,
     /// `[webhook]`, if completed calls are posted.
     pub webhook: Option<WebhookSection>,
+    /// `[extraction]`, its schema compiled, if calls are extracted from.
+    pub extraction: Option<ExtractionConfig>,
+    /// `[storage]`, if calls leave objects (recording, transcript,
+    /// profile, audit record).
+    pub storage: Option<StorageSection>,
     /// `[interruption]`.
     pub interruption: InterruptionSection,
     /// `[server]`.
     pub server: ServerSection,
+    /// `[recording]`: a stereo WAV per call (off by default).
+    pub recording: RecordingSection,
     /// The processors, in chain order.
     pub processors: Vec<ProcessorEntry>,
 }
@@ -60,17 +76,23 @@ impl PipelineConfig {
         let mut setup = SessionSetup::new(session_id, self.pipeline.sample_rate.hz());
         setup.allow_interruptions = self.pipeline.allow_interruptions;
         setup.interruption = self.interruption;
+        setup.recording = self.recording.clone();
         setup
     }
 
-    /// The agent runtime of this pipeline's `[context]`, `[evaluator]`
-    /// and `[webhook]` sections, with secrets read from `env`.
+    /// The agent runtime of this pipeline's `[context]`, `[evaluator]`,
+    /// `[webhook]`, `[extraction]` and `[storage]` sections, with secrets
+    /// read from `env`; with `[storage]`, finished recordings in
+    /// `[recording] dir` are uploaded.
     pub fn agent_runtime(&self, env: &EnvSource) -> Result<AgentRuntime, AgentError> {
         AgentRuntime::from_sections(
             &self.context,
             self.evaluator.as_ref(),
             self.webhook.as_ref(),
+            self.extraction.as_ref(),
+            self.storage.as_ref(),
             env,
         )
+        .map(|runtime| runtime.with_recording_spool(self.recording.dir.path()))
     }
 }

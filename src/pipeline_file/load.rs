@@ -60,6 +60,22 @@ pub fn parse_pipeline(
         Some(tables) => parse_chain("processor", tables, registry, &errors, &lookup, &mut found),
     };
 
+    // The extraction schema is read (from a file next to this one) and
+    // compiled now, so a bad one fails `voxpipe check`.
+    let base_dir = path.parent().unwrap_or(Path::new(""));
+    let extraction = sections
+        .as_ref()
+        .and_then(|s| s.extraction.as_ref())
+        .and_then(|section| {
+            section
+                .load(base_dir)
+                .map_err(|problem| {
+                    let at = key_offset(&lookup, problem.key);
+                    found.push(errors.key_error(at, problem.key.to_owned(), problem.message));
+                })
+                .ok()
+        });
+
     match sections {
         Some(sections) if found.is_empty() => Ok(PipelineConfig {
             path: path.to_owned(),
@@ -68,12 +84,33 @@ pub fn parse_pipeline(
             context: sections.context,
             evaluator: sections.evaluator,
             webhook: sections.webhook,
+            extraction,
+            storage: sections.storage,
             interruption: sections.interruption,
             server: sections.server,
+            recording: sections.recording,
             processors,
         }),
         _ => Err(ConfigErrors(found)),
     }
+}
+
+/// Where the dotted `key` is written (its deepest part that is), for
+/// errors found after deserialization.
+fn key_offset(lookup: &DeTable<'_>, key: &str) -> usize {
+    let mut table = lookup;
+    let mut offset = 0;
+    for part in key.split('.') {
+        let Some((name, value)) = table.get_key_value(part) else {
+            break;
+        };
+        offset = name.span().start;
+        match value.get_ref() {
+            DeValue::Table(inner) => table = inner,
+            _ => break,
+        }
+    }
+    offset
 }
 
 /// Parses an array of processor tables at `path` into entries with unique

@@ -3,7 +3,9 @@
 //! The server is live if it answers at all. It is ready when it admits new
 //! sessions (not draining, not at capacity) and every registered
 //! [`ReadinessCheck`](super::readiness::ReadinessCheck) passes (a context store registers one). Ready answers
-//! 200, not ready 503, so a load balancer can use the status alone:
+//! 200, not ready 503, so a load balancer can use the status alone. A
+//! check that is not required (object storage: uploads wait for it) is
+//! reported, with `"required": false`, and leaves the server ready:
 //!
 //! ```json
 //! {"status": "ok", "live": true, "ready": true, "pipeline": "parrot",
@@ -31,9 +33,10 @@ pub(crate) async fn health(State(state): State<Arc<ServerState>>) -> impl IntoRe
     let results = run_checks(&state.readiness).await;
     let mut checks = Map::new();
     let mut checks_ok = true;
-    for (name, result) in results {
+    for (name, required, result) in results {
         let entry = match result {
             Ok(()) => json!({"ok": true}),
+            Err(error) if !required => json!({"ok": false, "required": false, "error": error}),
             Err(error) => {
                 checks_ok = false;
                 json!({"ok": false, "error": error})

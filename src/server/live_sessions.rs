@@ -79,6 +79,15 @@ impl LiveSessions {
 
     /// A slot for a new session, with a fresh session id.
     pub(crate) fn admit(self: &Arc<Self>) -> Result<SessionPermit, Refusal> {
+        self.admit_as(new_session_id().into())
+    }
+
+    /// A slot for a new session whose id was given out before (by
+    /// `POST /start`).
+    pub(crate) fn admit_as(
+        self: &Arc<Self>,
+        session_id: Arc<str>,
+    ) -> Result<SessionPermit, Refusal> {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         {
             let mut inner = self.lock();
@@ -94,7 +103,7 @@ impl LiveSessions {
         Ok(SessionPermit {
             sessions: Arc::clone(self),
             key,
-            session_id: new_session_id().into(),
+            session_id,
         })
     }
 

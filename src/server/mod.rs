@@ -6,6 +6,9 @@
 //! | `GET /twilio/ws` | a Twilio media stream: one fresh session of the pipeline |
 //! | `POST /api/offer` | a browser's WebRTC offer (Pipecat's SmallWebRTC protocol): a new call is one fresh session; a known `pc_id` renegotiates or (`restart_pc`) replaces its connection |
 //! | `PATCH /api/offer` | ICE candidates the browser trickles after its offer |
+//! | `POST /start` | Pipecat's runner session flow: `{sessionId, iceConfig}`; the session waits for its offer |
+//! | `POST`/`PATCH /sessions/{sessionId}/api/offer` | a started session's own offer and candidates |
+//! | `GET /api/ice-config` | the STUN and TURN servers for a page (`{iceServers}`, TURN credentials included) |
 //! | `GET /` | the browser client: talk to the pipeline, see its transcript and each turn's latency |
 //! | `GET /health` | liveness and readiness (JSON; 503 when not ready) |
 //! | `GET /metrics` | Prometheus text: sessions, audio frames, errors, latencies |
@@ -22,6 +25,13 @@
 //! its connection). Shutdown is graceful (see
 //! [`shutdown`]).
 //!
+//! Who may start a call is decided before a slot is spent (`admission`):
+//! offers, `/start` and `/api/ice-config` are rate limited per client
+//! address (`429` with `Retry-After`), may need a bearer key, and a
+//! session's own path is its capability (`session_token`). Pages on other
+//! origins may call only when `[server] cors_origins` lists them (`cors`).
+//! A body over the limit is `413`, a malformed one `400` with the reason.
+//!
 //! Other transports and stores plug in here: a transport adds its routes to
 //! `router.rs` and runs its sessions through `session.rs` (the live
 //! sessions, observers, metrics, the context store's memory); a store adds
@@ -35,11 +45,17 @@
 //! | `live_sessions` | admission against `max_sessions`; ending every session at shutdown |
 //! | `session` | running one session for a connection, whatever its transport |
 //! | [`shutdown`] | the signals, and draining the sessions |
-//! | `readiness`, `store_readiness` | [`ReadinessCheck`]s and the context store's |
+//! | `readiness`, `store_readiness`, `storage_readiness` | [`ReadinessCheck`]s, the context store's and object storage's |
 //! | `metrics`, `observer` | the server's metrics, and the observer feeding them from each session |
 //! | `health` | `GET /health` |
 //! | `twilio_voice`, `twilio_stream` | `POST /twilio/voice`, `GET /twilio/ws` (the socket itself is the Twilio transport's) |
-//! | `webrtc_offer` | `POST`/`PATCH /api/offer` |
+//! | `webrtc_offer` | `POST`/`PATCH /api/offer`, and starting a browser call |
+//! | `start` | `POST /start`, `GET /api/ice-config` |
+//! | `session_offer` | `POST`/`PATCH /sessions/{sessionId}/api/offer` |
+//! | `admission`, `rate_limit` | the rate limit per address (sans-IO), the bearer key |
+//! | `session_token`, `pending_sessions` | signed, expiring session ids; sessions waiting for their offer (sans-IO) |
+//! | `cors` | which other origins may call |
+//! | `body` | bodies that cannot be read: 413 or 400 |
 //! | `client_page` | `GET /`: the browser client |
 //! | `request` | the public host and scheme a request was made to |
 //! | `error` | [`ServerError`] |
@@ -49,19 +65,28 @@
 //! call stored as pending), `/health` checks the store, and a shutdown waits
 //! for the sessions' writers to store what they hold.
 
+mod admission;
+mod body;
 mod client_page;
+mod cors;
 mod error;
 mod health;
 mod live_sessions;
 mod metrics;
 mod observer;
+mod pending_sessions;
+mod rate_limit;
 mod readiness;
 mod request;
 mod router;
 mod serve;
 mod session;
+mod session_offer;
+mod session_token;
 pub mod shutdown;
+mod start;
 mod state;
+mod storage_readiness;
 mod store_readiness;
 mod twilio_stream;
 mod twilio_voice;

@@ -21,18 +21,26 @@ pub trait ReadinessCheck: Send + Sync {
 
     /// `Ok` when ready; otherwise why not, for people.
     async fn check(&self) -> Result<(), String>;
+
+    /// False for a check whose failure `/health` reports without making
+    /// the server unready: calls still work without it (object storage:
+    /// uploads wait until it is back).
+    fn required(&self) -> bool {
+        true
+    }
 }
 
-/// Runs every check at once; each one's name and result, in order.
+/// Runs every check at once; each one's name, whether it is required, and
+/// its result, in order.
 pub(crate) async fn run_checks(
     checks: &[Arc<dyn ReadinessCheck>],
-) -> Vec<(String, Result<(), String>)> {
+) -> Vec<(String, bool, Result<(), String>)> {
     futures_util::future::join_all(checks.iter().map(|check| async {
         let result = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
             Ok(result) => result,
             Err(_elapsed) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
         };
-        (check.name().to_owned(), result)
+        (check.name().to_owned(), check.required(), result)
     }))
     .await
 }

@@ -8,7 +8,9 @@ use axum::routing::{get, post};
 
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
-use super::{client_page, health, twilio_stream, twilio_voice, webrtc_offer};
+use super::{
+    client_page, cors, health, session_offer, start, twilio_stream, twilio_voice, webrtc_offer,
+};
 
 /// The largest request body: webhooks are small forms, SDP offers a few
 /// kilobytes.
@@ -27,9 +29,16 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
             "/api/offer",
             post(webrtc_offer::offer).patch(webrtc_offer::patch),
         )
+        .route("/start", post(start::start))
+        .route("/api/ice-config", get(start::ice_config_route))
+        .route(
+            "/sessions/{session}/api/offer",
+            post(session_offer::offer).patch(session_offer::patch),
+        )
         .route("/", get(client_page::index))
         .route("/client.js", get(client_page::script))
         .route("/client.css", get(client_page::style))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(cors::layer(&state.config.server.cors_origins))
         .with_state(state)
 }

@@ -4,6 +4,7 @@
 //! sessions.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,17 +12,21 @@ use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 use crate::agent::AgentRuntime;
+use crate::config::ServerSection;
 use crate::pipeline::Observer;
 use crate::pipeline::{EnvSource, SessionSetup};
 use crate::pipeline_file::PipelineConfig;
 use crate::transport::twilio::TwilioRest;
 use crate::transport::webrtc::{WebRtcSettings, WebRtcSignalling};
 
+use super::admission::Admission;
 use super::error::ServerError;
 use super::live_sessions::LiveSessions;
 use super::metrics::ServerMetrics;
 use super::readiness::ReadinessCheck;
+use super::session_token::SessionKey;
 use super::state::{ObserverFactory, ServerState, TwilioState};
+use super::storage_readiness::StorageReadiness;
 use super::store_readiness::StoreReadiness;
 
 /// Sets a server up: the pipeline, where secrets come from, extra
@@ -59,10 +64,15 @@ impl ServerBuilder {
 
     /// Keeps each session's conversation in `context`'s store: its memory
     /// is opened before its processors are built, and a shutdown waits for
-    /// the writers. `/health` then checks the store.
+    /// the writers. `/health` then checks the store, and object storage if
+    /// configured.
     pub fn context(mut self, context: Arc<AgentRuntime>) -> Self {
         self.readiness
             .push(Arc::new(StoreReadiness(Arc::clone(&context))));
+        if let Some(objects) = context.objects() {
+            self.readiness
+                .push(Arc::new(StorageReadiness(objects.clone())));
+        }
         self.agent = Some(context);
         self
     }
@@ -113,6 +123,7 @@ impl ServerBuilder {
             ),
             _ => None,
         };
+        let admission = admission(&config.server, &env)?;
         let metrics = Arc::new(ServerMetrics::new());
         let sessions = LiveSessions::new(
             config.server.max_sessions.get(),
@@ -139,10 +150,34 @@ impl ServerBuilder {
                 agent,
                 twilio,
                 webrtc,
+                admission,
                 started: Instant::now(),
             }),
         })
     }
+}
+
+/// `[server]`'s admission settings with their secrets read.
+fn admission(config: &ServerSection, env: &EnvSource) -> Result<Admission, ServerError> {
+    let read = |key: &str, var: &Option<String>| -> Result<Option<String>, ServerError> {
+        match var {
+            None => Ok(None),
+            Some(var) => match env.get(var) {
+                Some(value) if !value.is_empty() => Ok(Some(value)),
+                _ => Err(ServerError::MissingEnv {
+                    key: key.into(),
+                    var: var.clone(),
+                }),
+            },
+        }
+    };
+    let start_token = read("server.start_token_env", &config.start_token_env)?;
+    let session_key = match read("server.session_key_env", &config.session_key_env)? {
+        Some(key) => SessionKey::new(key.as_bytes()),
+        None => SessionKey::random()
+            .ok_or_else(|| std::io::Error::other("no system randomness for the session key"))?,
+    };
+    Ok(Admission::new(config, start_token, session_key))
 }
 
 /// A pipeline served over HTTP: each Twilio media stream and each browser
@@ -210,7 +245,11 @@ impl Server {
                 tracing::warn!(error = %err, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, self.router())
+        // The client's address, for the rate limits.
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(signal)
             .await?;
         super::shutdown::drain(&self.state).await;

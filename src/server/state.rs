@@ -13,6 +13,7 @@ use crate::transport::TransportStats;
 use crate::transport::twilio::TwilioRest;
 use crate::transport::webrtc::WebRtcSignalling;
 
+use super::admission::Admission;
 use super::live_sessions::LiveSessions;
 use super::metrics::ServerMetrics;
 use super::readiness::ReadinessCheck;
@@ -34,6 +35,8 @@ pub(crate) struct ServerState {
     pub(crate) twilio: TwilioState,
     /// The browser calls, by `pc_id`.
     pub(crate) webrtc: WebRtcSignalling,
+    /// Rate limits, keys, and the sessions `/start` made.
+    pub(crate) admission: Admission,
     pub(crate) started: Instant,
 }
 

@@ -10,7 +10,9 @@ use crate::pipeline::{
     BuildError, NamedProcessor, Observer, PipelineHandle, PipelineParams, PipelineTask,
     ProcessorEntry, SessionClock, SessionSetup,
 };
-use crate::transport::TransportEnds;
+use crate::recording::Recorder;
+use crate::store::CallRecording;
+use crate::transport::{PlaybackTap, TransportEnds};
 
 /// A session that could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,8 @@ pub struct SessionReport {
     pub metrics: Vec<MetricsData>,
     /// Session time at the end.
     pub duration: Duration,
+    /// The recording's outcome, when `[recording]` is on.
+    pub recording: Option<CallRecording>,
 }
 
 /// Everything a session needs besides the pipeline definition.
@@ -65,6 +69,7 @@ pub struct Session {
     session_id: Arc<str>,
     clock: SessionClock,
     memory: Option<SessionMemory>,
+    recorder: Option<Recorder>,
 }
 
 impl Session {
@@ -86,6 +91,14 @@ impl Session {
             setup.system_prompt = Some(memory.prompt_source());
             observers.push(memory.observer());
         }
+        // The recorder hears the caller as the input pushes its audio, and
+        // the bot as the output releases it.
+        let recorder = setup.recording.enabled.then(|| {
+            let recorder = Recorder::start(&setup.recording, &setup.session_id, setup.sample_rate);
+            observers.push(recorder.observer());
+            PlaybackTap::install(&setup.resources, recorder.listener());
+            recorder
+        });
         let mut chain = Vec::with_capacity(processors.len() + 2);
         chain.push(ends.input);
         for entry in processors {
@@ -107,11 +120,13 @@ impl Session {
         params.allow_interruptions = setup.allow_interruptions;
         params.clock = clock.clone();
         params.observers = observers;
+        params.resources = setup.resources.clone();
         Ok(Session {
             task: PipelineTask::new(chain, params),
             session_id: setup.session_id,
             clock,
             memory,
+            recorder,
         })
     }
 
@@ -122,12 +137,24 @@ impl Session {
 
     /// Runs the session until it ends. With a memory, the stored call
     /// follows it: active now, completed at the end (whatever the reason).
+    /// A recording is finished before the call is marked completed, so its
+    /// outcome is in the record the after-call hooks read.
     pub async fn run(self) -> SessionReport {
         if let Some(memory) = &self.memory {
             memory.started();
         }
         let outcome = self.task.run().await;
+        let recording = match self.recorder {
+            Some(recorder) => Some(recorder.finish(self.clock.now()).await),
+            None => None,
+        };
+        if let Some(recording) = &recording {
+            tracing::info!(status = ?recording.status, file = ?recording.file, duration_ms = recording.duration_ms, reason = ?recording.reason, "recording finished");
+        }
         if let Some(memory) = &self.memory {
+            if let Some(recording) = &recording {
+                memory.recorded(recording.clone());
+            }
             memory.ended(&outcome.end_reason);
         }
         SessionReport {
@@ -137,6 +164,7 @@ impl Session {
             fatal_error: outcome.fatal_error,
             metrics: outcome.metrics,
             duration: self.clock.now(),
+            recording,
         }
     }
 }

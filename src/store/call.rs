@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::recording::CallRecording;
 use super::time::rfc3339;
 
 /// Where a call is in its life.
@@ -89,6 +90,34 @@ pub enum Evaluation {
     },
 }
 
+/// What the extraction step recorded for a call: the structured data the
+/// pipeline's `[extraction]` schema asks for, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Extraction {
+    /// The model answered with JSON that the schema accepts.
+    Extracted {
+        /// The answer, valid against the schema.
+        data: serde_json::Value,
+        /// The model that answered.
+        model: String,
+        /// Answers asked for, this one included.
+        attempts: u32,
+        /// When (RFC 3339).
+        at: String,
+    },
+    /// No usable answer: every answer broke the schema or was not JSON, the
+    /// call had no transcript, or the job was given up.
+    Unextracted {
+        /// Why, for people.
+        reason: String,
+        /// Answers asked for.
+        attempts: u32,
+        /// When (RFC 3339).
+        at: String,
+    },
+}
+
 /// The state of one call, as stored at `call:{id}`.
 ///
 /// Fields other programs add to the JSON are kept through voxpipe's updates.
@@ -131,6 +160,20 @@ pub struct CallRecord {
     /// The evaluator's full record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<Evaluation>,
+    /// The structured extraction, once the extraction step has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extraction: Option<Extraction>,
+    /// The keys of the call's objects in object storage, as each is stored.
+    #[serde(default, skip_serializing_if = "StoredObjects::is_empty")]
+    pub objects: StoredObjects,
+    /// Deliveries of the call's post-call job that ended because a service
+    /// a step needs was down (not because a worker died): they do not count
+    /// toward giving the job up.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub post_call_deferrals: u64,
+    /// The call's recording, when `[recording]` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<CallRecording>,
     /// Last change (RFC 3339).
     pub updated_at: String,
     /// Fields voxpipe does not know, kept as they were.
@@ -162,6 +205,10 @@ impl CallRecord {
             outcome: None,
             score: None,
             evaluation: None,
+            extraction: None,
+            objects: StoredObjects::default(),
+            post_call_deferrals: 0,
+            recording: None,
             updated_at: now,
             extra: serde_json::Map::new(),
         }
@@ -197,6 +244,18 @@ impl CallRecord {
                 }
                 self.evaluation = Some(evaluation.clone());
             }
+            // The first extraction stays: two workers racing on one job
+            // store one result, and the webhook and storage read that one.
+            CallChange::Extracted(extraction) => {
+                if self.extraction.is_none() {
+                    self.extraction = Some(extraction.clone());
+                }
+            }
+            CallChange::ObjectsStored(stored) => self.objects.merge(stored),
+            CallChange::PostCallDeferred => {
+                self.post_call_deferrals = self.post_call_deferrals.saturating_add(1);
+            }
+            CallChange::Recorded(recording) => self.recording = Some(recording.clone()),
         }
         self.updated_at = rfc3339(now_ms);
     }
@@ -219,6 +278,59 @@ pub enum CallChange {
     },
     /// The evaluator judged it.
     Evaluated(Evaluation),
+    /// The extraction step recorded its result (kept only if none is
+    /// stored yet).
+    Extracted(Extraction),
+    /// Objects were stored: their keys are recorded (keys already recorded
+    /// and not named here are kept).
+    ObjectsStored(StoredObjects),
+    /// A delivery of the post-call job ended because a service a step needs
+    /// was down; the job stays pending and runs again.
+    PostCallDeferred,
+    /// Its recording was finished (or failed).
+    Recorded(CallRecording),
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Where a call's objects are, relative to the storage URL: `None` until
+/// stored (or never, e.g. no profile for an unextracted call).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredObjects {
+    /// `calls/audio/{date}/{call_id}/recording.wav`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+    /// `calls/transcripts/{date}/{call_id}/transcript.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
+    /// `calls/profiles/{date}/{call_id}/profile.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// `audit/{date}/audit_{timestamp}_{call_id}.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<String>,
+}
+
+impl StoredObjects {
+    /// True when nothing is stored yet.
+    pub fn is_empty(&self) -> bool {
+        self == &StoredObjects::default()
+    }
+
+    /// Takes the keys `other` has.
+    pub fn merge(&mut self, other: &StoredObjects) {
+        let take = |mine: &mut Option<String>, theirs: &Option<String>| {
+            if theirs.is_some() {
+                mine.clone_from(theirs);
+            }
+        };
+        take(&mut self.recording, &other.recording);
+        take(&mut self.transcript, &other.transcript);
+        take(&mut self.profile, &other.profile);
+        take(&mut self.audit, &other.audit);
+    }
 }
 
 impl Segment {

@@ -20,6 +20,7 @@ mod interaction;
 mod keys;
 mod memory;
 mod prompt_key;
+mod recording;
 mod redis;
 pub(crate) mod settings;
 mod skill;
@@ -31,12 +32,15 @@ pub use api::{
     Appended, CallStore, JobDelivery, JobQueue, Outbox, OutboxEntry, RefinementStore, SkillStore,
     Store,
 };
-pub use call::{CallChange, CallRecord, CallStatus, Evaluation, Outcome, Segment};
+pub use call::{
+    CallChange, CallRecord, CallStatus, Evaluation, Extraction, Outcome, Segment, StoredObjects,
+};
 pub use error::StoreError;
 pub use interaction::Interaction;
 pub use keys::Keys;
 pub use memory::MemoryStore;
 pub use prompt_key::PromptKey;
+pub use recording::{CallRecording, RecordingStatus};
 pub use settings::StoreSettings;
 pub use skill::{Skill, pack_vector, trigger_hash, unpack_vector};
 pub use tactics::{TacticsList, merge_tactics, tactic_identity};

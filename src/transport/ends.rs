@@ -2,6 +2,10 @@
 
 use crate::pipeline::NamedProcessor;
 
+/// The name every transport gives its input processor: observers find the
+/// caller's audio as it enters by it.
+pub const INPUT_NAME: &str = "transport.input";
+
 /// A transport's two processors for one session.
 pub struct TransportEnds {
     /// Goes in front of the pipeline's processors.

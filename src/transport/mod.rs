@@ -11,9 +11,11 @@
 //! | [`file`](mod@file) | a session over a WAV file (`voxpipe run`) |
 //! | [`twilio`] | phone calls: Twilio Media Streams over a WebSocket |
 //! | [`webrtc`] | browser calls: Pipecat's SmallWebRTC protocol |
+//! | [`rtvi`] | RTVI, the messages of Pipecat's client SDKs (sans-IO) |
 //! | `ends` | [`TransportEnds`]: the two processors a transport gives a session |
 //! | `output` | [`OutputTransport`], every transport's output processor, and the [`AudioSink`] each one writes to |
 //! | `playout` | [`Playout`]: when bot audio leaves, and the bot's speaking state (sans-IO) |
+//! | `playback_tap` | [`PlaybackTap`]: a listener told what the caller heard of the bot (a recorder) |
 //! | `reader_task` | the task reading a live transport's far end for its input processor |
 //! | `skip_log` | skipped input, logged without letting a far end flood the logs |
 //! | `stats` | [`TransportStats`]: a transport's traffic counts, for a server's metrics |
@@ -26,16 +28,19 @@
 mod ends;
 pub mod file;
 mod output;
+mod playback_tap;
 mod playout;
 mod reader_task;
+pub mod rtvi;
 mod skip_log;
 mod stats;
 pub mod twilio;
 pub mod webrtc;
 mod websocket;
 
-pub use ends::TransportEnds;
+pub use ends::{INPUT_NAME, TransportEnds};
 pub use output::{AudioSink, OutputTransport, Pacing};
+pub use playback_tap::{PlaybackListener, PlaybackTap};
 pub use playout::{Cut, Playout, PlayoutEvent};
 pub use stats::{NoStats, TransportStats};
 pub use websocket::WsInbound;

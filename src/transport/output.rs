@@ -12,6 +12,9 @@
 //! first, the bot simply goes on speaking. On an interruption the output
 //! pushes `BotInterrupted` (how much of the utterance was heard, how much was
 //! cut) both ways, after the sink has been told to drop what it buffered.
+//!
+//! A [`PlaybackTap`] the session installed (a recorder) is told of each
+//! frame as it leaves and of the time of each cut: what the caller heard.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,6 +28,7 @@ use crate::frame::FrameResampler;
 use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
+use super::playback_tap::PlaybackTap;
 use super::playout::{Playout, PlayoutEvent};
 
 /// How often the end of a session checks whether the far end has confirmed
@@ -85,6 +89,8 @@ struct State<S> {
     /// The playout has stopped but the far end is still playing: the bot
     /// still speaks for the listener.
     heard_until_confirmed: bool,
+    /// Told what left and what was cut.
+    tap: Option<PlaybackTap>,
 }
 
 /// The output processor of a transport, generic over where audio goes.
@@ -108,6 +114,7 @@ impl<S: AudioSink> OutputTransport<S> {
                 playout: Playout::new(),
                 sink,
                 heard_until_confirmed: false,
+                tap: None,
             })),
             pacing,
             convert: None,
@@ -163,6 +170,9 @@ async fn tick<S: AudioSink>(
                         failed = Some(err);
                         break;
                     }
+                    if let Some(tap) = &state.tap {
+                        tap.played(&audio, now);
+                    }
                 }
             }
         }
@@ -216,6 +226,7 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
         self.convert = Some(FrameResampler::new(start.sample_rate));
+        lock(&self.state).tap = PlaybackTap::find(ctx.resources());
         if let Pacing::Timer { period } = self.pacing {
             let state = Arc::clone(&self.state);
             let scheduled = Arc::clone(&self.scheduled);
@@ -263,6 +274,9 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
             let cut = state.playout.interrupt(now);
             let still_heard = std::mem::take(&mut state.heard_until_confirmed);
             state.sink.clear();
+            if let Some(tap) = &state.tap {
+                tap.cut(now);
+            }
             (cut, still_heard)
         };
         tracing::debug!(played = ?cut.played, cut = ?cut.cut, "playback interrupted");

@@ -9,7 +9,7 @@
 // prints what it saw as JSON. It exits non-zero when a check fails.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 function parseArgs(argv) {
   const args = { seconds: 20 };
@@ -22,31 +22,7 @@ function parseArgs(argv) {
 }
 
 const args = parseArgs(process.argv);
-const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
-if (!existsSync(executablePath)) {
-  console.error(`no Chromium at ${executablePath}: install it (apt-get install chromium) or set CHROMIUM`);
-  process.exit(2);
-}
-
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: [
-    "--allow-loopback-in-peer-connection",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    `--use-file-for-fake-audio-capture=${args.wav}`,
-    "--autoplay-policy=no-user-gesture-required",
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launchChromium(args.wav);
 
 let failed = false;
 try {

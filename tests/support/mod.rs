@@ -12,19 +12,23 @@
 //!   [`processors`]: test-only processor types and the registry with them;
 //!   [`turns`]: sessions driven turn by turn for the context store;
 //! - [`server`]: the server in-process; [`webrtc`]: WebRTC client calls;
+//!   [`browser`]: the scripts of `tests/browser/` in headless Chromium;
 //!   [`redis_server`]: a real `redis-server` of the test's own;
+//!   [`s3_server`]: a real S3-compatible server (SigV4 checked) in process;
 //! - [`rng`]: deterministic test vectors.
 
 #![allow(dead_code)] // each test binary uses a different subset
 #![allow(unreachable_pub)] // shared between test binaries, not an API
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
 pub mod fake;
 pub mod mulaw;
 pub mod net;
 pub mod processors;
 pub mod redis_server;
 pub mod rng;
+pub mod s3_server;
 pub mod server;
 pub mod session;
 pub mod signal;

@@ -118,6 +118,24 @@ impl RedisServer {
             .await
             .expect("a connection")
     }
+
+    /// Jobs of `eval:jobs` delivered to a worker and not acknowledged.
+    pub async fn pending_jobs(&self) -> i64 {
+        let mut client = self.client().await;
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg("eval:jobs")
+            .arg("evaluators")
+            .query_async(&mut client)
+            .await
+            .expect("XPENDING answers");
+        match summary {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => *n,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 impl Drop for RedisServer {

@@ -37,6 +37,8 @@ pub struct SessionRecord {
     pub keys: Vec<char>,
     /// Interruptions that went down the chain.
     pub interruptions: usize,
+    /// Session times at which the output cut the bot (`BotInterrupted`).
+    pub bot_cut_at: Vec<Duration>,
     /// Set when the session is over.
     pub end_reason: Option<String>,
     pub cancelled: bool,
@@ -90,6 +92,10 @@ impl Observer for Recorder {
             }
             FrameBody::Interruption if downstream && event.from == "source" => {
                 self.log.update(self.index, |r| r.interruptions += 1);
+            }
+            FrameBody::BotInterrupted { .. } if downstream && event.from == "transport.output" => {
+                let at = event.at;
+                self.log.update(self.index, |r| r.bot_cut_at.push(at));
             }
             _ => {}
         }

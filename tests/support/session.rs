@@ -110,12 +110,29 @@ pub async fn run_observed(
     toml: &str,
     samples: Vec<i16>,
     env: &[(&str, &str)],
+    observers: Vec<Arc<dyn Observer>>,
+) -> Run {
+    run_kept(toml, samples, env, observers, "test-session", None, false).await
+}
+
+/// [`run_observed`] as session `session_id`, the call kept in `context`'s
+/// store (through the session's call writer, waited for) when given. With
+/// `realtime_input` the file is read in real time: a reply played from a
+/// child task (the parrot's) then reaches the output before the input that
+/// follows it, however loaded the machine, where a fast read can outrun it.
+pub async fn run_kept(
+    toml: &str,
+    samples: Vec<i16>,
+    env: &[(&str, &str)],
     mut observers: Vec<Arc<dyn Observer>>,
+    session_id: &str,
+    context: Option<&voxpipe::agent::AgentRuntime>,
+    realtime_input: bool,
 ) -> Run {
     let config =
         parse_pipeline(Path::new("test.toml"), toml, &registry()).unwrap_or_else(|e| panic!("{e}"));
     let rate = config.pipeline.sample_rate.hz();
-    let mut setup = config.session_setup("test-session");
+    let mut setup = config.session_setup(session_id);
     setup.env = EnvSource::Fixed(Arc::new(
         env.iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -124,13 +141,17 @@ pub async fn run_observed(
     let resources = setup.resources.clone();
     let sink = RecordingSink::default();
     let ends = TransportEnds {
-        input: NamedProcessor::new("transport.input", FileInput::new(samples, rate, false)),
+        input: NamedProcessor::new("transport.input", FileInput::new(samples, rate, realtime_input)),
         output: NamedProcessor::new(
             "transport.output",
             OutputTransport::new(sink.clone(), Pacing::InboundAudio { realtime: false }),
         ),
     };
     let recorder = RecordingObserver::new();
+    let memory = match context {
+        Some(context) => Some(context.open_session(&setup, "file").await),
+        None => None,
+    };
     let report = run_session(
         &config.processors,
         ends,
@@ -143,11 +164,15 @@ pub async fn run_observed(
                 observers.insert(0, recorder.clone());
                 observers
             },
-            memory: None,
+            memory: memory.clone(),
         },
     )
     .await
     .unwrap();
+    if let Some(memory) = memory {
+        let written = memory.finished(Duration::from_secs(30)).await.unwrap();
+        assert!(written.unwritten.is_empty(), "{:?}", written.unwritten);
+    }
     let audio = sink.0.lock().unwrap().clone();
     Run {
         report,

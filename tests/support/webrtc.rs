@@ -138,6 +138,17 @@ impl Events {
         .await
     }
 
+    /// Every message so far matching `want`.
+    pub fn matching(&self, want: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| want(v))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     /// The first event named `name`, waiting up to `timeout`.
     pub async fn event(&self, name: &str, timeout: Duration) -> Option<(Instant, Value)> {
         self.wait_for(|v| v["event"] == name, timeout).await
@@ -147,6 +158,12 @@ impl Events {
 /// `POST /api/offer` at `base` (`http://host:port`) with the JSON a
 /// Pipecat client sends: `requestData` in camel case.
 pub async fn post_offer(base: &str, offer: &OfferRequest) -> reqwest::Response {
+    post_offer_to(&format!("{base}/api/offer"), offer).await
+}
+
+/// `POST` of `offer` to the offer endpoint at `url` (`/api/offer`, or a
+/// session's own `/sessions/{id}/api/offer`).
+pub async fn post_offer_to(url: &str, offer: &OfferRequest) -> reqwest::Response {
     let body = serde_json::json!({
         "sdp": offer.sdp,
         "type": offer.kind,
@@ -155,7 +172,7 @@ pub async fn post_offer(base: &str, offer: &OfferRequest) -> reqwest::Response {
         "requestData": offer.request_data,
     });
     reqwest::Client::new()
-        .post(format!("{base}/api/offer"))
+        .post(url)
         .json(&body)
         .send()
         .await
@@ -197,4 +214,27 @@ pub async fn connected_client(
         .unwrap();
     let events = Events::collect(client.take_messages().unwrap());
     (client, answer, events)
+}
+
+/// Says the sample speech ("Hello, can you hear me?" between silences) in
+/// real time, then listens while the parrot repeats it; the audio that
+/// came back meanwhile.
+pub async fn speak_to_the_parrot(
+    client: &ClientPeer,
+    audio: &mut mpsc::UnboundedReceiver<ReceivedAudio>,
+) -> Vec<ReceivedAudio> {
+    let speech = super::signal::sample_speech();
+    let clip = &speech[..RATE as usize * 9 / 2];
+    let end = speak(client, clip, Duration::ZERO).await;
+    speak(client, &vec![0; RATE as usize * 3 / 2], end).await;
+    drain(audio)
+}
+
+/// How well the reply's energy envelope follows the utterance in the
+/// sample speech: the best correlation and its lag in 10 ms windows.
+pub fn parrot_correlation(received: &[ReceivedAudio]) -> (f64, usize) {
+    let speech = super::signal::sample_speech();
+    let reply = envelope(&decode(received), 480); // 10 ms at 48 kHz
+    let utterance = &speech[RATE as usize * 13 / 10..RATE as usize * 7 / 2];
+    best_correlation(&reply, &envelope(utterance, 160), 50) // 10 ms at 16 kHz
 }

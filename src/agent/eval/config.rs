@@ -34,7 +34,7 @@ pub struct EvaluatorSection {
     #[serde(default = "default_base_url")]
     pub base_url: String,
     /// The judge's model.
-    #[serde(default = "default_model")]
+    #[serde(default = "default_chat_model")]
     pub model: String,
     /// The variable holding the API key, if the server needs one.
     #[serde(default)]
@@ -51,7 +51,7 @@ pub struct EvaluatorSection {
     /// Timeouts and retries of each request (the services' `connection`
     /// table; the answer comes whole, so its response timeout is 60 s by
     /// default).
-    #[serde(default = "judge_connection")]
+    #[serde(default = "whole_answer_connection")]
     pub connection: ConnectionOptions,
     /// Seconds a job may stay with a silent worker before another takes it.
     #[serde(default = "default_claim_idle")]
@@ -61,20 +61,24 @@ pub struct EvaluatorSection {
     pub max_deliveries: u64,
 }
 
-fn yes() -> bool {
+/// `true`, for serde defaults.
+pub(crate) fn yes() -> bool {
     true
 }
 /// The OpenAI API, the default of every OpenAI-compatible endpoint.
 pub(crate) fn default_base_url() -> String {
     "https://api.openai.com/v1".into()
 }
-fn default_model() -> String {
+/// The chat model asked for whole JSON answers (the judge, extraction).
+pub(crate) fn default_chat_model() -> String {
     "gpt-4o-mini".into()
 }
-fn default_attempts() -> u32 {
+/// Answers asked for before a malformed answer is given up on.
+pub(crate) fn default_attempts() -> u32 {
     3
 }
-fn judge_connection() -> ConnectionOptions {
+/// Timeouts of a request whose answer comes whole (60 s to respond).
+pub(crate) fn whole_answer_connection() -> ConnectionOptions {
     ConnectionOptions {
         response_timeout_secs: Seconds::from_millis(60_000),
         read_timeout_secs: Seconds::from_millis(60_000),
@@ -91,12 +95,7 @@ fn default_deliveries() -> u64 {
 impl EvaluatorSection {
     /// The judge's endpoint, with the resolved key.
     pub fn endpoint(&self, api_key: Option<ApiKey>) -> Result<ApiEndpoint, BuildError> {
-        Ok(ApiEndpoint {
-            base_url: self.base_url.clone(),
-            api_key,
-            connection: self.connection.resolve()?,
-            provider: "judge",
-        })
+        ApiEndpoint::new(&self.base_url, api_key, &self.connection, "judge")
     }
 
     /// The judge's instructions.

@@ -10,15 +10,23 @@
 //!    judge saw (24 h TTL), and they are merged without repeats into
 //!    `agent:winning_tactics` on success or `agent:failed_tactics` on
 //!    failure. `agent:tactics` is never written.
-//! 3. The call-completed webhook, if configured, is queued.
+//! 3. The post-call steps ([`PostCallStep`]) run, in order, on the call as
+//!    stored after the verdict.
+//! 4. The call-completed webhook, if configured, is queued.
 //!
 //! Every write is idempotent, so running the same job twice changes
 //! nothing the first run did not.
+//!
+//! Without a judge (no `[evaluator]`, but post-call steps such as
+//! `[extraction]`) the same job runs steps 3 and 4 only: the job queue, its
+//! reclaiming and its give-up are what make the steps durable, so they are
+//! not tied to judging.
 
 use std::sync::Arc;
 
 use super::judge::{JudgeModel, render_transcript};
 use super::verdict::Verdict;
+use crate::agent::post_call::{PostCallError, PostCallStep};
 use crate::agent::webhook::{WebhookSettings, queue_call_completed};
 use crate::store::time::{rfc3339, unix_ms};
 use crate::store::{CallChange, CallRecord, Evaluation, Interaction, Outcome, TacticsList};
@@ -31,6 +39,9 @@ pub struct EvaluatorSettings {
     pub prompt: String,
     /// Answers asked for before a call is recorded as unevaluated.
     pub max_attempts: u32,
+    /// What else runs for a completed call, after the verdict and before
+    /// the webhook.
+    pub steps: Vec<Arc<dyn PostCallStep>>,
     /// The webhook to queue once a call is evaluated.
     pub webhook: Option<Arc<WebhookSettings>>,
 }
@@ -45,12 +56,28 @@ pub enum EvalError {
     /// The store failed; the evaluation can be run again later.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A post-call step could not finish; the job can be run again later.
+    #[error(transparent)]
+    PostCall(PostCallError),
+    /// Asked to judge, with no judge configured.
+    #[error("no judge is configured ([evaluator] is off)")]
+    NoJudge,
 }
 
-/// Judges calls and records the results.
+impl From<PostCallError> for EvalError {
+    fn from(err: PostCallError) -> Self {
+        match err {
+            PostCallError::Store(err) => EvalError::Store(err),
+            other => EvalError::PostCall(other),
+        }
+    }
+}
+
+/// Judges calls and records the results, then runs the post-call steps:
+/// the work of one evaluation job.
 pub struct Evaluator {
     store: Arc<dyn Store>,
-    judge: Arc<dyn JudgeModel>,
+    judge: Option<Arc<dyn JudgeModel>>,
     settings: EvaluatorSettings,
 }
 
@@ -63,15 +90,46 @@ impl Evaluator {
     ) -> Self {
         Evaluator {
             store,
-            judge,
+            judge: Some(judge),
             settings,
         }
+    }
+
+    /// A job runner with no judge: completed calls go through the post-call
+    /// steps and the webhook only (`prompt` and `max_attempts` are unused).
+    pub fn without_judge(store: Arc<dyn Store>, settings: EvaluatorSettings) -> Self {
+        Evaluator {
+            store,
+            judge: None,
+            settings,
+        }
+    }
+
+    /// Whether calls are judged (else the job only runs the post-call steps
+    /// and queues the webhook).
+    pub fn judges(&self) -> bool {
+        self.judge.is_some()
+    }
+
+    /// Runs the evaluation job of `call_id`: the verdict (reused if stored)
+    /// when there is a judge, the post-call steps, the webhook.
+    pub async fn run_job(&self, call_id: &str) -> Result<(), EvalError> {
+        if self.judge.is_some() {
+            return self.evaluate(call_id, false).await.map(|_| ());
+        }
+        if self.store.call(call_id).await?.is_none() {
+            return Err(EvalError::UnknownCall(call_id.to_owned()));
+        }
+        self.finish(call_id).await
     }
 
     /// Evaluates `call_id` and records the result. With `fresh` the judge is
     /// asked even if the call already has an evaluation (`voxpipe
     /// evaluate`); otherwise a stored evaluation is reused.
     pub async fn evaluate(&self, call_id: &str, fresh: bool) -> Result<Evaluation, EvalError> {
+        let Some(judge) = &self.judge else {
+            return Err(EvalError::NoJudge);
+        };
         let record = self
             .store
             .call(call_id)
@@ -84,7 +142,7 @@ impl Evaluator {
             }
             _ => {
                 let turns = self.store.turns(call_id).await?;
-                let evaluation = self.judge(&record, &turns).await;
+                let evaluation = self.judge(&**judge, &record, &turns).await;
                 self.store
                     .update_call(call_id, &CallChange::Evaluated(evaluation.clone()))
                     .await?;
@@ -92,17 +150,26 @@ impl Evaluator {
             }
         };
         self.record_tactics(call_id, &evaluation).await?;
+        self.finish(call_id).await?;
+        Ok(evaluation)
+    }
+
+    /// The job's last part: the post-call steps, then the webhook.
+    async fn finish(&self, call_id: &str) -> Result<(), EvalError> {
+        self.run_steps(call_id).await?;
         if let Some(webhook) = &self.settings.webhook {
             queue_call_completed(&*self.store, webhook, call_id).await?;
         }
-        Ok(evaluation)
+        Ok(())
     }
 
     /// Records `call_id` as unevaluated for `reason` (unless it already has
     /// an evaluation) and queues its webhook.
     pub async fn give_up(&self, call_id: &str, reason: &str) -> Result<(), EvalError> {
-        let record = self.store.call(call_id).await?;
-        if record.as_ref().is_some_and(|r| r.evaluation.is_none()) {
+        let Some(record) = self.store.call(call_id).await? else {
+            return Ok(());
+        };
+        if self.judge.is_some() && record.evaluation.is_none() {
             let evaluation = Evaluation::Unevaluated {
                 reason: reason.to_owned(),
                 at: rfc3339(unix_ms()),
@@ -111,13 +178,37 @@ impl Evaluator {
                 .update_call(call_id, &CallChange::Evaluated(evaluation))
                 .await?;
         }
-        if let (Some(webhook), Some(_)) = (&self.settings.webhook, record) {
+        for step in &self.settings.steps {
+            step.give_up(&record, reason).await?;
+        }
+        if let Some(webhook) = &self.settings.webhook {
             queue_call_completed(&*self.store, webhook, call_id).await?;
         }
         Ok(())
     }
 
-    async fn judge(&self, record: &CallRecord, turns: &[Interaction]) -> Evaluation {
+    /// Runs the post-call steps on the call as stored now.
+    async fn run_steps(&self, call_id: &str) -> Result<(), EvalError> {
+        for step in &self.settings.steps {
+            let record = self
+                .store
+                .call(call_id)
+                .await?
+                .ok_or_else(|| EvalError::UnknownCall(call_id.to_owned()))?;
+            if let Err(err) = step.run(&record).await {
+                tracing::warn!(call_id, step = step.name(), error = %err, "post-call step failed; the job will run again");
+                return Err(err.into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn judge(
+        &self,
+        judge: &dyn JudgeModel,
+        record: &CallRecord,
+        turns: &[Interaction],
+    ) -> Evaluation {
         let call_id = &record.call_id;
         let unevaluated = |reason: String| {
             tracing::warn!(call_id, reason, "call recorded as unevaluated");
@@ -136,7 +227,7 @@ impl Evaluator {
         let attempts = self.settings.max_attempts.max(1);
         let mut problem = String::new();
         for attempt in 1..=attempts {
-            match self.judge.complete(&messages).await {
+            match judge.complete(&messages).await {
                 Ok(answer) => match Verdict::parse(&answer) {
                     Ok(verdict) => {
                         tracing::info!(
@@ -151,7 +242,7 @@ impl Evaluator {
                             score: verdict.score,
                             tactics: verdict.tactics,
                             reason: verdict.reason,
-                            model: self.judge.model().to_owned(),
+                            model: judge.model().to_owned(),
                             at: rfc3339(unix_ms()),
                         };
                     }

@@ -5,8 +5,9 @@
 
 use serde::de::DeserializeOwned;
 
+use crate::pipeline::BuildError;
 use crate::services::http::{next_chunk, send};
-use crate::services::{ApiKey, Connection, ServiceError};
+use crate::services::{ApiKey, Connection, ConnectionOptions, ServiceError};
 
 /// The largest answer read, in bytes (a batch of embeddings is the largest).
 const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -22,6 +23,23 @@ pub struct ApiEndpoint {
     pub connection: Connection,
     /// The provider's name in errors and logs.
     pub provider: &'static str,
+}
+
+impl ApiEndpoint {
+    /// The endpoint at `base_url` with `connection` checked and resolved.
+    pub fn new(
+        base_url: &str,
+        api_key: Option<ApiKey>,
+        connection: &ConnectionOptions,
+        provider: &'static str,
+    ) -> Result<Self, BuildError> {
+        Ok(ApiEndpoint {
+            base_url: base_url.to_owned(),
+            api_key,
+            connection: connection.resolve()?,
+            provider,
+        })
+    }
 }
 
 /// JSON over one endpoint.

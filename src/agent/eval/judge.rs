@@ -36,7 +36,7 @@ pub trait JudgeModel: Send + Sync {
 pub struct OpenAiJudge {
     client: JsonClient,
     model: String,
-    json_mode: bool,
+    response_format: Option<serde_json::Value>,
 }
 
 impl OpenAiJudge {
@@ -44,10 +44,21 @@ impl OpenAiJudge {
     /// `response_format: {"type": "json_object"}` (OpenAI, vLLM, llama.cpp
     /// support it; turn it off for servers that reject it).
     pub fn new(endpoint: ApiEndpoint, model: &str, json_mode: bool) -> Self {
+        let format = json_mode.then(|| json!({"type": "json_object"}));
+        OpenAiJudge::with_response_format(endpoint, model, format)
+    }
+
+    /// A model whose requests carry `response_format` as given (e.g. a
+    /// `json_schema` format), or none.
+    pub fn with_response_format(
+        endpoint: ApiEndpoint,
+        model: &str,
+        response_format: Option<serde_json::Value>,
+    ) -> Self {
         OpenAiJudge {
             client: JsonClient::new(endpoint),
             model: model.to_owned(),
-            json_mode,
+            response_format,
         }
     }
 }
@@ -85,8 +96,8 @@ impl JudgeModel for OpenAiJudge {
             "temperature": 0,
             "stream": false,
         });
-        if self.json_mode {
-            body["response_format"] = json!({"type": "json_object"});
+        if let Some(format) = &self.response_format {
+            body["response_format"] = format.clone();
         }
         let completion: Completion = self.client.post("chat/completions", &body).await?;
         completion

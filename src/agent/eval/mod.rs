@@ -17,11 +17,14 @@ mod verdict;
 mod worker;
 
 pub use config::EvaluatorSection;
-pub(crate) use config::default_base_url;
+pub(crate) use config::{
+    default_attempts, default_base_url, default_chat_model, whole_answer_connection, yes,
+};
 pub use evaluator::{EvalError, Evaluator, EvaluatorSettings};
 pub use http::ApiEndpoint;
 pub(crate) use http::JsonClient;
 pub use job::{EvalJob, QueueEvaluation, queue_evaluation};
 pub use judge::{DEFAULT_JUDGE_PROMPT, JudgeModel, OpenAiJudge, render_transcript};
+pub(crate) use verdict::strip_fence;
 pub use verdict::{MalformedVerdict, Verdict};
-pub use worker::{EvaluationWorker, WorkerSettings};
+pub use worker::{EvaluationWorker, MAX_DEFERRALS, WorkerSettings};

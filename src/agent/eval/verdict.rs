@@ -70,7 +70,8 @@ impl Verdict {
     }
 }
 
-fn strip_fence(text: &str) -> &str {
+/// `text` without one Markdown code fence around it, if it has one.
+pub(crate) fn strip_fence(text: &str) -> &str {
     let Some(body) = text.strip_prefix("```") else {
         return text;
     };

@@ -6,6 +6,13 @@
 //! (XAUTOCLAIM) and runs them once more; a job delivered more than
 //! `max_deliveries` times is recorded as unevaluated and acknowledged, so a
 //! job that kills its workers cannot circle forever.
+//!
+//! A delivery that ends because a service a post-call step needs is down
+//! (object storage, the extraction model) is different: the worker saw it
+//! fail and is alive. It is counted on the call (`post_call_deferrals`)
+//! and does not count toward `max_deliveries`; the job stays pending and
+//! runs again at each reclaim (every `claim_idle`), for up to
+//! [`MAX_DEFERRALS`] deliveries, so an outage of hours loses no upload.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +22,11 @@ use tokio::time::Instant;
 
 use super::evaluator::{EvalError, Evaluator};
 use super::job::EvalJob;
-use crate::store::{JobDelivery, Store, StoreError};
+use crate::store::{CallChange, JobDelivery, Store, StoreError};
+
+/// Deliveries of one job that may end with a service down before the job
+/// is given up: a day at the default `claim_idle` of 60 s.
+pub const MAX_DEFERRALS: u64 = 1_440;
 
 /// How a worker takes jobs.
 #[derive(Debug, Clone)]
@@ -147,11 +158,28 @@ impl EvaluationWorker {
             }
         };
         let call_id = parsed.call_id.as_str();
-        if job.deliveries > self.settings.max_deliveries {
-            let reason = format!(
-                "evaluation abandoned after {} deliveries (its workers stopped mid-job)",
-                job.deliveries - 1
-            );
+        let deferrals = match job.deliveries {
+            1 => 0,
+            _ => self
+                .store
+                .call(call_id)
+                .await?
+                .map_or(0, |call| call.post_call_deferrals),
+        };
+        let crashed = job.deliveries.saturating_sub(1).saturating_sub(deferrals);
+        if crashed >= self.settings.max_deliveries || deferrals >= MAX_DEFERRALS {
+            let what = if self.evaluator.judges() {
+                "evaluation"
+            } else {
+                "post-call job"
+            };
+            let reason = if deferrals >= MAX_DEFERRALS {
+                format!(
+                    "{what} abandoned after {deferrals} deliveries with a service it needs down"
+                )
+            } else {
+                format!("{what} abandoned after {crashed} deliveries (its workers stopped mid-job)")
+            };
             tracing::warn!(call_id, job = %job.id, "{reason}");
             self.evaluator.give_up(call_id, &reason).await?;
             self.store.ack_job(&job.id).await?;
@@ -160,13 +188,23 @@ impl EvaluationWorker {
         if job.deliveries > 1 {
             tracing::info!(call_id, job = %job.id, deliveries = job.deliveries, "running a reclaimed evaluation job");
         }
-        match self.evaluator.evaluate(call_id, false).await {
-            Ok(_) => {}
+        match self.evaluator.run_job(call_id).await {
+            Ok(()) => {}
             Err(EvalError::UnknownCall(_)) => {
                 tracing::warn!(
                     call_id,
                     "evaluation job for a call that is not stored (expired?); dropped"
                 );
+            }
+            Err(EvalError::PostCall(err)) => {
+                let deferred = self
+                    .store
+                    .update_call(call_id, &CallChange::PostCallDeferred)
+                    .await;
+                if let Err(store) = deferred {
+                    tracing::warn!(call_id, error = %store, "could not count the deferral; this delivery counts toward giving up");
+                }
+                return Err(EvalError::PostCall(err));
             }
             Err(err) => return Err(err),
         }

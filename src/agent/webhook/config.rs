@@ -16,6 +16,10 @@ use serde::Deserialize;
 
 use crate::config::Seconds;
 
+/// The event type of every body, unless `[extraction] webhook_event`
+/// renames it.
+pub const CALL_COMPLETED: &str = "call_completed";
+
 /// `[webhook]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +62,9 @@ fn default_timeout() -> Seconds {
 pub struct WebhookSettings {
     /// Where completed calls are POSTed.
     pub url: String,
+    /// The body's `event_type` (`call_completed` unless `[extraction]`
+    /// renames it).
+    pub event: String,
     /// Signs bodies with HMAC-SHA256 when set.
     pub secret: Option<String>,
     /// Attempts before a delivery goes to the dead letters.
@@ -75,6 +82,7 @@ impl WebhookSection {
     pub fn settings(&self, secret: Option<String>) -> WebhookSettings {
         WebhookSettings {
             url: self.url.clone(),
+            event: CALL_COMPLETED.to_owned(),
             secret,
             max_attempts: self.max_attempts.max(1),
             initial_backoff: self.initial_backoff_secs.duration(),
@@ -88,6 +96,7 @@ impl std::fmt::Debug for WebhookSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookSettings")
             .field("url", &self.url)
+            .field("event", &self.event)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("max_attempts", &self.max_attempts)
             .field("initial_backoff", &self.initial_backoff)
@@ -116,6 +125,7 @@ mod tests {
     fn backoff_doubles_up_to_the_cap() {
         let settings = WebhookSettings {
             url: String::new(),
+            event: CALL_COMPLETED.into(),
             secret: None,
             max_attempts: 8,
             initial_backoff: Duration::from_secs(2),

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use ring::hmac;
 
+use super::config::CALL_COMPLETED;
 use super::config::WebhookSettings;
-use super::event::{CALL_COMPLETED, PendingDelivery};
+use super::event::PendingDelivery;
 use crate::services::ServiceError;
 use crate::services::http::client;
 use crate::store::codec::encode;
@@ -155,7 +156,7 @@ impl WebhookDeliverer {
             .http
             .post(&delivery.url)
             .header("content-type", "application/json")
-            .header("x-voxpipe-event", CALL_COMPLETED)
+            .header("x-voxpipe-event", event_type(&delivery.body))
             .header("x-voxpipe-event-id", &delivery.id)
             .header("x-voxpipe-attempt", (delivery.attempts + 1).to_string());
         if let Some(secret) = &self.settings.secret {
@@ -188,6 +189,12 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     let tag = hmac::sign(&key, body);
     let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256={hex}")
+}
+
+/// The event a queued body carries (deliveries queued under another
+/// `webhook_event` keep theirs).
+fn event_type(body: &serde_json::Value) -> &str {
+    body["event_type"].as_str().unwrap_or(CALL_COMPLETED)
 }
 
 #[cfg(test)]

@@ -10,13 +10,10 @@ use crate::store::codec::encode;
 use crate::store::time::{rfc3339, unix_ms};
 use crate::store::{Store, StoreError};
 
-/// The event type in every body.
-pub const CALL_COMPLETED: &str = "call_completed";
-
 /// A delivery as kept in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingDelivery {
-    /// `call_completed:{call_id}`: the same for every attempt, so receivers
+    /// `{event}:{call_id}` (`call_completed:CA123`): the same for every attempt, so receivers
     /// can drop repeats (delivery is at least once).
     pub id: String,
     /// Where to POST.
@@ -42,7 +39,7 @@ impl AfterCall for QueueCallCompleted {
 }
 
 /// Queues the call-completed webhook of `call_id`: the call's state, its
-/// transcript and its outcome as they are now. Queuing twice is harmless
+/// transcript, its outcome and its extraction as they are now. Queuing twice is harmless
 /// (the outbox keeps one delivery per id).
 pub async fn queue_call_completed(
     store: &dyn Store,
@@ -55,15 +52,23 @@ pub async fn queue_call_completed(
         tracing::warn!(call_id, "no stored call: webhook not queued");
         return Ok(());
     };
-    let id = format!("{CALL_COMPLETED}:{call_id}");
+    let event = settings.event.as_str();
+    let id = format!("{event}:{call_id}");
     let body = serde_json::json!({
-        "event_type": CALL_COMPLETED,
+        "event_type": event,
         "event_id": id,
         "timestamp": rfc3339(unix_ms()),
         "call_id": call_id,
         "outcome": call.outcome,
         "score": call.score,
         "evaluation": call.evaluation,
+        "extraction": call.extraction,
+        "objects": {
+            "recording": call.objects.recording,
+            "transcript": call.objects.transcript,
+            "profile": call.objects.profile,
+            "audit": call.objects.audit,
+        },
         "call": call,
         "transcript": transcript,
     });

@@ -2,15 +2,20 @@
 //! transcript and its outcome, delivered from an outbox in the store with
 //! retries and exponential backoff, so a restart loses no delivery.
 //!
-//! Queued when a call has been evaluated (or, with no evaluator, when it is
-//! completed). The body:
+//! Queued at the end of the evaluation job, once the call has been
+//! evaluated and its post-call steps (extraction) have run; with neither an
+//! evaluator nor steps, as soon as it is completed. The body:
 //!
 //! ```json
 //! {"event_type": "call_completed", "event_id": "call_completed:CA123",
 //!  "timestamp": "2026-01-15T10:30:00.000Z", "call_id": "CA123",
 //!  "outcome": "success", "score": 0.9, "evaluation": {...},
+//!  "extraction": {"status": "extracted", "data": {...}, ...},
 //!  "call": {...call:{id}...}, "transcript": [...turns...]}
 //! ```
+//!
+//! `[extraction] webhook_event` renames the event (`event_type`, the id's
+//! prefix and `X-Voxpipe-Event`), e.g. `worker_profile_completed`.
 //!
 //! Headers: `X-Voxpipe-Event`, `X-Voxpipe-Event-Id` (the same on every
 //! attempt), `X-Voxpipe-Attempt`, and with a secret `X-Voxpipe-Signature:
@@ -20,6 +25,6 @@ mod config;
 mod deliverer;
 mod event;
 
-pub use config::{WebhookSection, WebhookSettings};
+pub use config::{CALL_COMPLETED, WebhookSection, WebhookSettings};
 pub use deliverer::{DeliveryPass, WebhookDeliverer, signature};
-pub use event::{CALL_COMPLETED, PendingDelivery, QueueCallCompleted, queue_call_completed};
+pub use event::{PendingDelivery, QueueCallCompleted, queue_call_completed};

@@ -14,7 +14,8 @@ use crate::services::{ApiKey, ConnectionOptions};
 use super::driver::Responder;
 use super::openai::OpenAiChat;
 use super::service::LlmService;
-use super::tools::{HttpToolConfig, Tool, ToolRegistry};
+use super::tools::mcp::McpServerConfig;
+use super::tools::{ClientToolCalls, ClientToolConfig, HttpToolConfig, Tool, ToolRegistry};
 
 /// An OpenAI-compatible chat-completions LLM (OpenAI, vLLM, llama.cpp,
 /// Ollama, ...).
@@ -49,6 +50,13 @@ pub struct OpenAiLlmConfig {
     /// Tools served over HTTP, declared here.
     #[serde(default)]
     pub http_tools: Vec<HttpToolConfig>,
+    /// Tools the client app runs (over RTVI), declared here.
+    #[serde(default)]
+    pub client_tools: Vec<ClientToolConfig>,
+    /// MCP servers whose tools the model may call; their tools are listed
+    /// when a session starts.
+    #[serde(default)]
+    pub mcp_servers: Vec<McpServerConfig>,
     /// Rounds of tool calls per response; the round after the last one
     /// must answer in text. Default 5.
     #[serde(default = "default_max_tool_rounds")]
@@ -119,6 +127,10 @@ impl ProcessorFactory for OpenAiLlmConfig {
         for http in &self.http_tools {
             tools.push(Arc::new(http.build(setup)?));
         }
+        let client_calls = Arc::new(ClientToolCalls::default());
+        for client in &self.client_tools {
+            tools.push(Arc::new(client.build(Arc::clone(&client_calls))?));
+        }
         let specs: Vec<_> = tools.iter().map(|t| t.spec().clone()).collect();
         for (i, spec) in specs.iter().enumerate() {
             if specs[..i].iter().any(|s| s.name == spec.name) {
@@ -128,8 +140,21 @@ impl ProcessorFactory for OpenAiLlmConfig {
                 )));
             }
         }
+        for (i, server) in self.mcp_servers.iter().enumerate() {
+            if self.mcp_servers[..i].iter().any(|s| s.name == server.name) {
+                return Err(BuildError::Invalid(format!(
+                    "two MCP servers are named `{}`",
+                    server.name
+                )));
+            }
+        }
+        let mcp_servers = self
+            .mcp_servers
+            .iter()
+            .map(|server| server.build(setup))
+            .collect::<Result<Vec<_>, _>>()?;
         let api_key = ApiKey::from_env(setup, "api_key_env", self.api_key_env.as_deref())?;
-        Ok(Box::new(LlmService::new(Responder {
+        let responder = Responder {
             wire: Box::new(OpenAiChat::new(&self.base_url, api_key)),
             model: self.model.clone(),
             temperature: self.temperature,
@@ -140,6 +165,9 @@ impl ProcessorFactory for OpenAiLlmConfig {
             max_tool_rounds: self.max_tool_rounds,
             tool_timeout: self.tool_timeout_secs.duration(),
             connection: self.connection.resolve()?,
-        })))
+        };
+        Ok(Box::new(
+            LlmService::new(responder, mcp_servers).with_client_tool_calls(client_calls),
+        ))
     }
 }

@@ -60,6 +60,17 @@ struct Round {
 }
 
 impl Responder {
+    /// Adds `tool` to those the model may call, unless one has its name.
+    pub(crate) fn add_tool(&mut self, tool: Arc<dyn Tool>) {
+        let spec = tool.spec();
+        if self.specs.iter().any(|s| s.name == spec.name) {
+            tracing::warn!(tool = %spec.name, "two tools have this name; the later one is left out");
+            return;
+        }
+        self.specs.push(spec.clone());
+        self.tools.push(tool);
+    }
+
     /// Answers `messages`: the whole response, from `LlmResponseStart` to
     /// `LlmResponseEnd`, then the end of the call if `end_call` ran.
     pub(crate) async fn respond(

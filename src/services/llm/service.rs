@@ -1,7 +1,8 @@
 //! [`LlmService`]: the LLM processor. It answers each `LlmMessages` with a
 //! response task (see the driver) and forwards every other frame. A new
 //! context while an answer is in flight replaces that answer, unless the
-//! session does not allow interruptions: then it waits for it.
+//! session does not allow interruptions: then it waits for it. When it
+//! starts, it adds the tools of its MCP servers to those of its config.
 
 use std::sync::Arc;
 
@@ -13,6 +14,8 @@ use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 use super::driver::Responder;
 use super::tool_runs::{ToolResults, spawn_result_hub};
+use super::tools::ClientToolCalls;
+use super::tools::mcp::{McpServer, session_tools};
 
 /// The LLM processor. See the module docs of [`crate::services::llm`].
 pub struct LlmService {
@@ -21,17 +24,52 @@ pub struct LlmService {
     response: ChildTask,
     allow_interruptions: bool,
     results: Option<(ToolResults, ChildTask)>,
+    client_calls: Option<Arc<ClientToolCalls>>,
+    mcp_servers: Vec<Arc<McpServer>>,
 }
 
 impl LlmService {
-    pub(crate) fn new(responder: Responder) -> Self {
+    pub(crate) fn new(responder: Responder, mcp_servers: Vec<Arc<McpServer>>) -> Self {
         LlmService {
             responder: Arc::new(responder),
             responses: 0,
             response: ChildTask::new("the LLM response task"),
             allow_interruptions: true,
             results: None,
+            client_calls: None,
+            mcp_servers,
         }
+    }
+
+    /// Adds the tools of the MCP servers, listed together. A server that
+    /// cannot list them costs the session its tools only.
+    async fn add_mcp_tools(&mut self) {
+        if self.mcp_servers.is_empty() {
+            return;
+        }
+        let listed =
+            futures_util::future::join_all(self.mcp_servers.iter().map(session_tools)).await;
+        let Some(responder) = Arc::get_mut(&mut self.responder) else {
+            // Unreachable: no response runs before the session starts.
+            tracing::error!("the LLM answered before it started; its MCP tools are left out");
+            return;
+        };
+        for tools in listed {
+            match tools {
+                Ok(tools) => tools.into_iter().for_each(|tool| responder.add_tool(tool)),
+                Err(error) => tracing::warn!(
+                    %error,
+                    "the session goes without this MCP server's tools"
+                ),
+            }
+        }
+    }
+
+    /// Hands the client's tool results (`ClientToolResult` frames) to
+    /// `calls`, where the session's client tools wait for them.
+    pub(crate) fn with_client_tool_calls(mut self, calls: Arc<ClientToolCalls>) -> Self {
+        self.client_calls = Some(calls);
+        self
     }
 }
 
@@ -43,6 +81,16 @@ impl Processor for LlmService {
         direction: Direction,
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
+        if let (
+            FrameBody::ClientToolResult {
+                tool_call_id,
+                result,
+            },
+            Some(calls),
+        ) = (&frame.body, &self.client_calls)
+        {
+            calls.deliver(tool_call_id, result.clone());
+        }
         let FrameBody::LlmMessages(messages) = frame.body else {
             ctx.push(frame, direction).await;
             return Ok(());
@@ -80,6 +128,7 @@ impl Processor for LlmService {
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
         self.allow_interruptions = start.allow_interruptions;
+        self.add_mcp_tools().await;
         self.results = Some(spawn_result_hub(ctx.clone()));
         Ok(())
     }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -30,6 +30,8 @@ pub const TOOL_CANCELLED: &str = "CANCELLED: the user interrupted before the too
 struct Delivery {
     call: ToolCall,
     result: String,
+    /// What the tool sends the client app, pushed before the result.
+    server_message: Option<Value>,
     pushed: Option<oneshot::Sender<()>>,
 }
 
@@ -45,6 +47,10 @@ pub(crate) fn spawn_result_hub(ctx: ProcessorContext) -> (ToolResults, ChildTask
     let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
     let hub = ChildTask::spawn("the tool result hub", async move {
         while let Some(delivery) = rx.recv().await {
+            if let Some(data) = delivery.server_message {
+                ctx.push_downstream(FrameBody::ServerMessage(Arc::new(data)))
+                    .await;
+            }
             ctx.push_downstream(FrameBody::FunctionCallResult {
                 call: delivery.call,
                 result: delivery.result,
@@ -67,7 +73,7 @@ struct PendingResult {
 }
 
 impl PendingResult {
-    async fn deliver(mut self, result: String) {
+    async fn deliver(mut self, result: String, server_message: Option<Value>) {
         let Some(call) = self.call.take() else {
             return;
         };
@@ -78,6 +84,7 @@ impl PendingResult {
             .send(Delivery {
                 call,
                 result,
+                server_message,
                 pushed: Some(pushed),
             })
             .is_ok()
@@ -96,6 +103,7 @@ impl Drop for PendingResult {
             let _stopped = self.results.tx.send(Delivery {
                 call,
                 result: TOOL_CANCELLED.to_owned(),
+                server_message: None,
                 pushed: None,
             });
         }
@@ -179,21 +187,23 @@ async fn run_tool(
         (Some(_), Err(error)) => Err(error),
         (Some(tool), Ok(arguments)) => match check_arguments(&tool.spec().parameters, &arguments) {
             Err(error) => Err(error),
-            Ok(()) => match tokio::time::timeout(timeout, tool.call(arguments)).await {
-                Err(_) => Err(format!("the tool gave no result within {timeout:?}")),
-                Ok(Err(error)) => Err(error.to_string()),
-                Ok(Ok(outcome)) => Ok(outcome),
-            },
+            Ok(()) => {
+                match tokio::time::timeout(timeout, tool.call_with_id(&call.id, arguments)).await {
+                    Err(_) => Err(format!("the tool gave no result within {timeout:?}")),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Ok(Ok(outcome)) => Ok(outcome),
+                }
+            }
         },
     };
-    let (result, ends_call) = match outcome {
-        Ok(outcome) => (outcome.result, outcome.ends_call),
+    let (result, ends_call, server_message) = match outcome {
+        Ok(outcome) => (outcome.result, outcome.ends_call, outcome.server_message),
         Err(error) => {
             tracing::warn!(tool = %call.name, %error, "tool call failed");
-            (json!({ "error": error }).to_string(), false)
+            (json!({ "error": error }).to_string(), false, None)
         }
     };
-    pending.deliver(result.clone()).await;
+    pending.deliver(result.clone(), server_message).await;
     Executed {
         call,
         result,

@@ -28,7 +28,7 @@ use super::input::{Reader, WebRtcInput};
 use super::live_calls::Registration;
 use super::outbound::OutboundAudio;
 use super::peer::{Connection, PeerEvents};
-use super::relay::{EventRelay, run_channel_writer};
+use super::relay::{EventRelay, PageChannel, run_channel_writer};
 use super::settings::WebRtcSettings;
 use super::signalling::{Answer, OfferRequest, SignallingError};
 use super::sink::WebRtcSink;
@@ -92,8 +92,10 @@ impl WebRtcCall {
         tokio::spawn(run_writer(packets, Arc::clone(&epoch), connection_rx).in_current_span());
         tokio::spawn(run_channel_writer(outgoing, channel).in_current_span());
 
+        let page = PageChannel::new(outgoing_tx, Arc::clone(&session_id));
         let input = WebRtcInput::new(Reader {
             connection: Arc::clone(&connection),
+            page: page.clone(),
             media,
             control,
             inbound,
@@ -112,7 +114,7 @@ impl WebRtcCall {
                 input: NamedProcessor::new("transport.input", input),
                 output: NamedProcessor::new("transport.output", output),
             }),
-            relay: Arc::new(EventRelay::new(outgoing_tx)),
+            relay: Arc::new(EventRelay::new(page)),
             custom_parameters,
             registration: None,
         };

@@ -16,6 +16,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -25,7 +26,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -153,8 +154,14 @@ impl ClientPeer {
         } else {
             opus_media_engine().map_err(webrtc_error)?
         };
+        // Loopback only, plain addresses: no multicast socket, which a
+        // host without a multicast route could not open.
+        let no_mdns = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .build();
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(media_engine)
+            .with_setting_engine(no_mdns)
             .with_handler(Arc::new(handler))
             .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
             .build()

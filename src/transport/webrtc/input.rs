@@ -4,11 +4,16 @@
 //! The reader starts with the session. It decodes the browser's audio into
 //! `InputAudio` frames (20 ms at the pipeline rate, silence while the page
 //! has muted the microphone), turns typed text into a final
-//! `Transcription` (interrupting the bot if it is speaking), and skips what
-//! it cannot use. When the call ends (the connection closes or fails, the
-//! page's channel closes, or nothing arrives for the idle timeout) it asks
-//! the pipeline to end gracefully, so turns in flight complete and are
-//! kept.
+//! `Transcription` (interrupting the bot if it is speaking), hands RTVI
+//! messages to the call's RTVI state and does what they ask (`ClientRequest`
+//! and `Dtmf` frames, the end of the session), answers a `client-message`
+//! no processor answered when its time is up, and skips what it cannot use
+//! (answering refused RTVI messages and taking `client-message` requests
+//! within the page's budget: a flood of them is dropped, logged). When
+//! the call ends (the connection closes or fails, the page's channel
+//! closes, an RTVI client sends `disconnect-bot`, or nothing arrives for
+//! the idle timeout) it asks the pipeline to end gracefully, so turns in
+//! flight complete and are kept.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,13 +27,16 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 use crate::frame::{Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 use crate::transport::reader_task::ReaderTask;
+use crate::transport::rtvi::{Rejected, RtviAction, RtviInbound, RtviRequest};
 use crate::transport::skip_log::SkipLog;
 use crate::transport::stats::TransportStats;
 
+use super::budget::MessageBudget;
 use super::connection::CallConnection;
 use super::inbound::{InboundAudio, PacketOutcome, RtpAudio};
-use super::messages::{ClientMessage, parse_client_message};
+use super::messages::{ClientMessage, parse_client_message, text_input};
 use super::peer::{ControlEvent, MediaPacket};
+use super::relay::PageChannel;
 
 /// How a call ended, as its reader saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,15 +48,19 @@ pub enum PeerEnd {
     Failed,
     /// Nothing came for the idle timeout.
     IdleTimeout,
+    /// The page asked the bot to leave (RTVI `disconnect-bot`).
+    DisconnectBot,
 }
 
 impl PeerEnd {
-    /// The session's end reason: `hangup`, `peer_failed` or `idle_timeout`.
+    /// The session's end reason: `hangup`, `peer_failed`, `idle_timeout`
+    /// or `disconnect_bot`.
     pub fn reason(self) -> &'static str {
         match self {
             PeerEnd::Closed => "hangup",
             PeerEnd::Failed => "peer_failed",
             PeerEnd::IdleTimeout => "idle_timeout",
+            PeerEnd::DisconnectBot => "disconnect_bot",
         }
     }
 }
@@ -63,6 +75,7 @@ struct InputShared {
 /// Everything the reader task needs, handed over when the session starts.
 pub(crate) struct Reader {
     pub(crate) connection: Arc<CallConnection>,
+    pub(crate) page: PageChannel,
     pub(crate) media: mpsc::Receiver<MediaPacket>,
     pub(crate) control: mpsc::Receiver<ControlEvent>,
     pub(crate) inbound: InboundAudio,
@@ -76,6 +89,9 @@ struct Running {
     muted: bool,
     skips: SkipLog,
     heard: Instant,
+    budget: MessageBudget,
+    /// An RTVI `client-message` is waiting for an answer.
+    requests_pending: bool,
 }
 
 impl Running {
@@ -84,6 +100,9 @@ impl Running {
         // every packet would touch the timer wheel 50 times a second.
         let idle = tokio::time::sleep_until(self.heard + self.reader.idle_timeout);
         tokio::pin!(idle);
+        // The next deadline of the page's pending RTVI requests, when any.
+        let requests = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(requests);
         let end = loop {
             let result = tokio::select! {
                 media = self.reader.media.recv() => match media {
@@ -94,9 +113,19 @@ impl Running {
                     None => Some(PeerEnd::Closed),
                 },
                 control = self.reader.control.recv() => match control {
-                    Some(event) => self.control(event, &ctx).await,
+                    Some(event) => {
+                        let end = self.control(event, &ctx).await;
+                        self.arm_requests(requests.as_mut(), &ctx);
+                        end
+                    }
                     None => Some(PeerEnd::Closed),
                 },
+                () = &mut requests, if self.requests_pending => {
+                    let now = ctx.now();
+                    self.reader.page.rtvi(|rtvi| rtvi.handle_timeout(now));
+                    self.arm_requests(requests.as_mut(), &ctx);
+                    None
+                }
                 () = &mut idle => {
                     let idle_at = self.heard + self.reader.idle_timeout;
                     if idle_at <= Instant::now() {
@@ -111,7 +140,7 @@ impl Running {
                 break end;
             }
         };
-        if end != PeerEnd::Closed {
+        if !matches!(end, PeerEnd::Closed | PeerEnd::DisconnectBot) {
             self.reader.stats.input_error(end.reason());
         }
         if self.skips.count() > 0 {
@@ -119,6 +148,19 @@ impl Running {
         }
         tracing::info!(reason = end.reason(), "call ended");
         ctx.request_end(end.reason()).await;
+    }
+
+    /// Sets the request timer to the earliest pending deadline, if any.
+    fn arm_requests(
+        &mut self,
+        timer: std::pin::Pin<&mut tokio::time::Sleep>,
+        ctx: &ProcessorContext,
+    ) {
+        let deadline = self.reader.page.rtvi(|rtvi| rtvi.poll_timeout());
+        self.requests_pending = deadline.is_some();
+        if let Some(deadline) = deadline {
+            timer.reset(Instant::now() + deadline.saturating_sub(ctx.now()));
+        }
     }
 
     fn current(&self, generation: u64) -> bool {
@@ -182,40 +224,119 @@ impl Running {
                 self.heard = Instant::now();
                 match parse_client_message(&data) {
                     Ok(message) => self.message(message, ctx).await,
-                    Err(err) => self.skips.skipped(err.kind(), &err, &*self.reader.stats),
+                    Err(err) => {
+                        self.skips.skipped(err.kind(), &err, &*self.reader.stats);
+                        None
+                    }
                 }
-                None
             }
             _ => None, // an earlier connection of a restarted call
         }
     }
 
-    async fn message(&mut self, message: ClientMessage, ctx: &ProcessorContext) {
+    /// Acts on a message from the page; `Some` when the call is over.
+    async fn message(&mut self, message: ClientMessage, ctx: &ProcessorContext) -> Option<PeerEnd> {
         match message {
-            ClientMessage::Text(text) => {
-                if self.shared.reader.ending() {
-                    return;
-                }
-                if self.shared.bot_speaking.load(Ordering::Acquire) {
-                    ctx.request_interruption().await;
-                }
-                tracing::debug!(chars = text.chars().count(), "text input");
-                ctx.push_downstream(FrameBody::Transcription(TranscriptionFrame {
-                    text,
-                    user_id: None,
-                    language: None,
-                    at: ctx.now(),
-                }))
-                .await;
-            }
+            ClientMessage::Text(text) => self.text(text, ctx).await,
             ClientMessage::Mute(muted) => {
                 if muted != self.muted {
                     tracing::info!(muted, "microphone");
                 }
                 self.muted = muted;
             }
+            ClientMessage::Rtvi(Ok(inbound)) => {
+                let asks = matches!(inbound.request, RtviRequest::ClientMessage { .. });
+                if !asks || self.within_budget(ctx) {
+                    return self.rtvi(inbound, ctx).await;
+                }
+            }
+            ClientMessage::Rtvi(Err(rejected)) => {
+                self.skips
+                    .skipped("rtvi_rejected", &rejected, &*self.reader.stats);
+                if self.within_budget(ctx) {
+                    self.reader.page.rtvi(|rtvi| rtvi.reject(&rejected));
+                }
+            }
             ClientMessage::Ping | ClientMessage::Ignored => {}
         }
+        None
+    }
+
+    /// Whether the page may have one more answer (see `budget`); when not,
+    /// the message is dropped, and logged.
+    fn within_budget(&mut self, ctx: &ProcessorContext) -> bool {
+        let admitted = self.budget.admit(ctx.now());
+        if !admitted {
+            let reason = "over the page's budget of answered messages";
+            self.skips
+                .skipped("message_flood", &reason, &*self.reader.stats);
+        }
+        admitted
+    }
+
+    async fn rtvi(&mut self, inbound: RtviInbound, ctx: &ProcessorContext) -> Option<PeerEnd> {
+        let id = inbound.id.clone();
+        let now = ctx.now();
+        let action = self
+            .reader
+            .page
+            .rtvi(|rtvi| rtvi.handle_inbound(inbound, now));
+        let ending = self.shared.reader.ending();
+        match action {
+            RtviAction::None => {}
+            RtviAction::Text(content) => match text_input(content) {
+                Ok(ClientMessage::Text(text)) => self.text(text, ctx).await,
+                Ok(_) => {}
+                Err(err) => {
+                    let rejected = Rejected {
+                        id,
+                        error: err.to_string(),
+                    };
+                    self.skips.skipped(err.kind(), &err, &*self.reader.stats);
+                    self.reader.page.rtvi(|rtvi| rtvi.reject(&rejected));
+                }
+            },
+            RtviAction::Request(request) if !ending => {
+                ctx.push_downstream(FrameBody::ClientRequest(request)).await;
+            }
+            RtviAction::Dtmf(keys) if !ending => {
+                for digit in keys {
+                    ctx.push_downstream(FrameBody::Dtmf { digit }).await;
+                }
+            }
+            RtviAction::Disconnect => return Some(PeerEnd::DisconnectBot),
+            RtviAction::FunctionCallResult {
+                tool_call_id,
+                result,
+            } if !ending => {
+                ctx.push_downstream(FrameBody::ClientToolResult {
+                    tool_call_id,
+                    result,
+                })
+                .await;
+            }
+            RtviAction::Request(_)
+            | RtviAction::Dtmf(_)
+            | RtviAction::FunctionCallResult { .. } => {}
+        }
+        None
+    }
+
+    async fn text(&mut self, text: String, ctx: &ProcessorContext) {
+        if self.shared.reader.ending() {
+            return;
+        }
+        if self.shared.bot_speaking.load(Ordering::Acquire) {
+            ctx.request_interruption().await;
+        }
+        tracing::debug!(chars = text.chars().count(), "text input");
+        ctx.push_downstream(FrameBody::Transcription(TranscriptionFrame {
+            text,
+            user_id: None,
+            language: None,
+            at: ctx.now(),
+        }))
+        .await;
     }
 }
 
@@ -271,6 +392,8 @@ impl Processor for WebRtcInput {
                 muted: false,
                 skips: SkipLog::default(),
                 heard: Instant::now(),
+                budget: MessageBudget::default(),
+                requests_pending: false,
             };
             self.shared.reader.start(running.run(ctx.clone()));
         }

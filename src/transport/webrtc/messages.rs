@@ -8,29 +8,36 @@
 //! | `{"type": "mute", "muted": true}` | stop (or resume) listening to the microphone |
 //! | `ping…` (plain text) | keep-alive (Pipecat clients send one a second) |
 //!
-//! Pipecat's clients are understood too: RTVI `send-text`
-//! (`{"label": "rtvi-ai", "type": "send-text", "data": {"content": "…"}}`)
-//! is text input, and `{"type": "signalling", "message": {"type":
-//! "trackStatus", "receiver_index": 0, "enabled": false}}` mutes the
-//! microphone. Other RTVI messages (`client-ready`, …) are accepted and
-//! ignored.
+//! Pipecat's clients are understood too: a message labelled `rtvi-ai` is
+//! RTVI (read by [`crate::transport::rtvi`]), and `{"type": "signalling",
+//! "message": {"type": "trackStatus", "receiver_index": 0, "enabled":
+//! false}}` mutes the microphone. A message over [`MAX_MESSAGE_BYTES`] is
+//! refused unread.
 //!
 //! # To the page
 //!
-//! Every pipeline event, exactly as `voxpipe run --events` prints it (see
-//! [`crate::events`]): `{"t_ms": …, "event": "…", …fields}`, plus
-//! `turn_latency` (see [`crate::metrics::TurnLatency`]). When the session
-//! ends, Pipecat's `{"type": "signalling", "message": {"type": "peerLeft"}}`
-//! tells a Pipecat client to hang up.
+//! Until the page says RTVI's `client-ready`: every pipeline event, exactly
+//! as `voxpipe run --events` prints it (see [`crate::events`]): `{"t_ms":
+//! …, "event": "…", …fields}`, plus `turn_latency` (see
+//! [`crate::metrics::TurnLatency`]). After it: the same events as RTVI
+//! messages (see [`crate::transport::rtvi`]), and nothing else. When the
+//! session ends, Pipecat's `{"type": "signalling", "message": {"type":
+//! "peerLeft"}}` tells a Pipecat client to hang up.
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::transport::rtvi::{Rejected, RtviInbound, is_rtvi, parse_rtvi};
+
 /// The longest text input accepted, in bytes.
 pub const MAX_TEXT_BYTES: usize = 4_096;
 
+/// The longest message read, in bytes (client-js refuses to send more
+/// than 64 KiB too).
+pub const MAX_MESSAGE_BYTES: usize = 65_536;
+
 /// What a message from the page asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
     /// The user typed this.
     Text(String),
@@ -38,6 +45,8 @@ pub enum ClientMessage {
     Mute(bool),
     /// A keep-alive.
     Ping,
+    /// An RTVI message, or why it cannot be used (answered to the client).
+    Rtvi(Result<RtviInbound, Rejected>),
     /// A well-formed message with nothing to do here.
     Ignored,
 }
@@ -49,6 +58,9 @@ pub enum MessageError {
     /// Neither a keep-alive nor JSON.
     #[error("not JSON: {0}")]
     NotJson(String),
+    /// A message over [`MAX_MESSAGE_BYTES`].
+    #[error("message of {0} bytes is over the limit of {MAX_MESSAGE_BYTES}")]
+    TooLarge(usize),
     /// JSON of an unknown `type`, or a known one with missing fields.
     #[error("unknown message: {0}")]
     Unknown(String),
@@ -65,6 +77,7 @@ impl MessageError {
     pub fn kind(&self) -> &'static str {
         match self {
             MessageError::NotJson(_) => "not_json",
+            MessageError::TooLarge(_) => "message_too_large",
             MessageError::Unknown(_) => "unknown_message",
             MessageError::TooLong(_) => "text_too_long",
             MessageError::EmptyText => "empty_text",
@@ -81,8 +94,6 @@ enum Inbound {
     Mute { muted: bool },
     #[serde(rename = "signalling")]
     Signalling { message: Signalling },
-    #[serde(rename = "send-text")]
-    RtviSendText { data: RtviText },
 }
 
 #[derive(Deserialize)]
@@ -94,31 +105,25 @@ enum Signalling {
     Other,
 }
 
-#[derive(Deserialize)]
-struct RtviText {
-    content: String,
-}
-
 /// The receiver index Pipecat clients give the microphone.
 const MICROPHONE_RECEIVER: u32 = 0;
 
 /// Reads one message from the page.
 pub fn parse_client_message(data: &[u8]) -> Result<ClientMessage, MessageError> {
+    if data.len() > MAX_MESSAGE_BYTES {
+        return Err(MessageError::TooLarge(data.len()));
+    }
     let text = String::from_utf8_lossy(data);
     if text.starts_with("ping") {
         return Ok(ClientMessage::Ping);
     }
     let value: Value =
         serde_json::from_str(&text).map_err(|e| MessageError::NotJson(e.to_string()))?;
-    let is_rtvi = value.get("label").and_then(Value::as_str) == Some("rtvi-ai");
-    let parsed = Inbound::deserialize(&value);
-    let message = match parsed {
-        Ok(Inbound::Text { text })
-        | Ok(Inbound::RtviSendText {
-            data: RtviText { content: text },
-        }) => {
-            return text_input(text);
-        }
+    if is_rtvi(&value) {
+        return Ok(ClientMessage::Rtvi(parse_rtvi(&value)));
+    }
+    let message = match Inbound::deserialize(&value) {
+        Ok(Inbound::Text { text }) => return text_input(text),
         Ok(Inbound::Mute { muted }) => ClientMessage::Mute(muted),
         Ok(Inbound::Signalling {
             message:
@@ -128,13 +133,13 @@ pub fn parse_client_message(data: &[u8]) -> Result<ClientMessage, MessageError> 
                 },
         }) => ClientMessage::Mute(!enabled),
         Ok(Inbound::Signalling { .. }) => ClientMessage::Ignored,
-        Err(_) if is_rtvi => ClientMessage::Ignored,
         Err(e) => return Err(MessageError::Unknown(e.to_string())),
     };
     Ok(message)
 }
 
-fn text_input(text: String) -> Result<ClientMessage, MessageError> {
+/// Checks typed text: within [`MAX_TEXT_BYTES`], not blank; trimmed.
+pub fn text_input(text: String) -> Result<ClientMessage, MessageError> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(MessageError::TooLong(text.len()));
     }
@@ -186,15 +191,18 @@ mod tests {
             Ok(ClientMessage::Ignored),
             "the camera is not the microphone"
         );
-        assert_eq!(
+        assert!(matches!(
             parse(
                 r#"{"label":"rtvi-ai","type":"send-text","id":"1","data":{"content":"hi","options":{"run_immediately":true}}}"#
             ),
-            Ok(ClientMessage::Text("hi".into()))
-        );
-        assert_eq!(
-            parse(r#"{"label":"rtvi-ai","type":"client-ready","id":"2","data":{}}"#),
-            Ok(ClientMessage::Ignored)
+            Ok(ClientMessage::Rtvi(Ok(_)))
+        ));
+        assert!(
+            matches!(
+                parse(r#"{"label":"rtvi-ai","type":"client-ready","id":"2","data":{}}"#),
+                Ok(ClientMessage::Rtvi(Err(Rejected { id: Some(id), .. }))) if id == "2"
+            ),
+            "client-ready without a version"
         );
     }
 
@@ -216,6 +224,11 @@ mod tests {
         let long = format!(r#"{{"type":"text","text":"{}"}}"#, "a".repeat(5_000));
         assert_eq!(parse(&long), Err(MessageError::TooLong(5_000)));
         assert!(parse_client_message(&[0xff, 0xfe]).is_err());
+        let huge = vec![b' '; MAX_MESSAGE_BYTES + 1];
+        assert_eq!(
+            parse_client_message(&huge).unwrap_err().kind(),
+            "message_too_large"
+        );
     }
 
     #[test]

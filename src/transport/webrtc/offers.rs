@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::transport::stats::{NoStats, TransportStats};
 
 use super::call::WebRtcCall;
+use super::ice_servers::IceServers;
 use super::live_calls::LiveCalls;
 use super::settings::WebRtcSettings;
 use super::signalling::{Answer, OfferRequest, PatchRequest, SignallingError};
@@ -41,6 +42,11 @@ impl WebRtcSignalling {
     pub fn with_stats(mut self, stats: Arc<dyn TransportStats>) -> Self {
         self.stats = stats;
         self
+    }
+
+    /// The STUN and TURN servers, which clients are given too.
+    pub fn ice_servers(&self) -> &IceServers {
+        self.settings.ice_servers()
     }
 
     /// Answers an offer for a live call (`pc_id` names one): renegotiates

@@ -228,20 +228,20 @@ impl Connection {
             events,
             gathering: gathering_tx,
         };
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(
-                RTCConfigurationBuilder::default()
-                    .with_ice_servers(settings.ice_servers.clone())
-                    .build(),
-            )
-            .with_media_engine(opus_media_engine()?)
-            .with_interceptor_registry(configure_rtcp_reports(Registry::new()))
-            .with_setting_engine(settings.setting_engine())
-            .with_handler(Arc::new(handler))
-            .with_udp_addrs(settings.udp_addrs.clone())
-            .build()
-            .await
-            .map_err(internal)?;
+        let handler = Arc::new(handler);
+        let mdns = settings.mdns_wanted();
+        let pc = match build(settings, mdns, Arc::clone(&handler)).await {
+            Ok(pc) => pc,
+            // Most likely the multicast socket (no multicast route: a
+            // container, a network namespace): go on without mDNS.
+            Err(err) if mdns && settings.mdns_optional() => {
+                tracing::debug!(error = %err, "connection with mDNS failed; trying without");
+                let pc = build(settings, false, handler).await?;
+                settings.multicast_unavailable();
+                pc
+            }
+            Err(err) => return Err(err),
+        };
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         match Self::negotiate_new(settings, generation, &pc, gathering, offer).await {
             Ok(answered) => Ok(answered),
@@ -362,6 +362,28 @@ impl Connection {
             tracing::debug!(error = %err, "closing the peer connection");
         }
     }
+}
+
+/// A new connection, with or without mDNS.
+async fn build(
+    settings: &WebRtcSettings,
+    mdns: bool,
+    handler: Arc<Handler>,
+) -> Result<impl PeerConnection + use<>, SignallingError> {
+    PeerConnectionBuilder::new()
+        .with_configuration(
+            RTCConfigurationBuilder::default()
+                .with_ice_servers(settings.rtc_ice_servers())
+                .build(),
+        )
+        .with_media_engine(opus_media_engine()?)
+        .with_interceptor_registry(configure_rtcp_reports(Registry::new()))
+        .with_setting_engine(settings.setting_engine(mdns))
+        .with_handler(handler)
+        .with_udp_addrs(settings.udp_addrs.clone())
+        .build()
+        .await
+        .map_err(internal)
 }
 
 /// Whether `answer` accepts an audio section (a rejected one has port 0).

@@ -3,12 +3,16 @@
 //! [`EventRelay`] is an observer of the session: every event the pipeline
 //! produces ([`crate::events`], the same lines `--events` prints) is queued
 //! for the channel writer, so a new kind of event reaches the page without
-//! a change here. The writer sends while the page's channel is open and
+//! a change here. Once the page has spoken RTVI (`client-ready`), each
+//! event goes to the call's [`RtviSession`] instead, which re-encodes it
+//! as RTVI messages: the page gets one protocol or the other, never both.
+//! [`PageChannel`] is what the relay and the reader share: the writer's
+//! queue and the RTVI state. The writer sends while the page's channel is open and
 //! keeps a bounded backlog while it is not (before it opens, during a
 //! connection restart), dropping the oldest first.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -16,6 +20,8 @@ use webrtc::data_channel::DataChannel;
 
 use crate::events::{SessionEvents, end_events, event_line};
 use crate::pipeline::{Observer, PipelineOutcome, PushEvent};
+use crate::store::time::unix_ms;
+use crate::transport::rtvi::RtviSession;
 
 use super::messages::peer_left;
 
@@ -29,37 +35,76 @@ pub(crate) enum Outgoing {
     Close(oneshot::Sender<()>),
 }
 
-/// Queues the session's events for the page.
-pub(crate) struct EventRelay {
-    events: SessionEvents,
+/// The page's end of a call's messages, shared by the relay (events out)
+/// and the reader (messages in).
+#[derive(Clone)]
+pub(crate) struct PageChannel {
     outgoing: mpsc::UnboundedSender<Outgoing>,
+    rtvi: Arc<Mutex<RtviSession>>,
 }
 
-impl EventRelay {
-    pub(crate) fn new(outgoing: mpsc::UnboundedSender<Outgoing>) -> Self {
-        EventRelay {
-            events: SessionEvents::default(),
+impl PageChannel {
+    /// The page of session `session_id`, written through `outgoing`.
+    pub(crate) fn new(outgoing: mpsc::UnboundedSender<Outgoing>, session_id: Arc<str>) -> Self {
+        PageChannel {
             outgoing,
+            rtvi: Arc::new(Mutex::new(RtviSession::new(session_id))),
         }
     }
 
-    fn send(&self, at: Duration, name: &str, fields: serde_json::Value) {
+    /// Runs `f` on the call's RTVI state, then queues what it has for the
+    /// page.
+    pub(crate) fn rtvi<T>(&self, f: impl FnOnce(&mut RtviSession) -> T) -> T {
+        // A panic elsewhere while holding the lock leaves the state usable.
+        let mut rtvi = self.rtvi.lock().unwrap_or_else(|p| p.into_inner());
+        let value = f(&mut rtvi);
+        while let Some(message) = rtvi.poll_transmit() {
+            self.send(message);
+        }
+        value
+    }
+
+    fn send(&self, text: String) {
         // Gone only once the call is closed: nobody to tell.
-        let _closed = self
-            .outgoing
-            .send(Outgoing::Event(event_line(at, name, fields)));
+        let _closed = self.outgoing.send(Outgoing::Event(text));
+    }
+
+    /// One event, as RTVI once the page speaks it, else as a JSON line.
+    fn event(&self, at: Duration, name: &str, fields: serde_json::Value) {
+        let as_rtvi = self.rtvi(|rtvi| {
+            rtvi.handle_event(name, &fields, unix_ms());
+            rtvi.is_active()
+        });
+        if !as_rtvi {
+            self.send(event_line(at, name, fields));
+        }
+    }
+}
+
+/// Queues the session's events for the page.
+pub(crate) struct EventRelay {
+    events: SessionEvents,
+    page: PageChannel,
+}
+
+impl EventRelay {
+    pub(crate) fn new(page: PageChannel) -> Self {
+        EventRelay {
+            events: SessionEvents::default(),
+            page,
+        }
     }
 }
 
 impl Observer for EventRelay {
     fn on_push(&self, push: &PushEvent<'_>) {
         self.events
-            .on_push(push, |name, fields| self.send(push.at, name, fields));
+            .on_push(push, |name, fields| self.page.event(push.at, name, fields));
     }
 
     fn on_pipeline_end(&self, outcome: &PipelineOutcome, at: Duration) {
         for (name, fields) in end_events(outcome) {
-            self.send(at, name, fields);
+            self.page.event(at, name, fields);
         }
     }
 }

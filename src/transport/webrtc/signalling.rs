@@ -2,7 +2,8 @@
 //!
 //! `POST /api/offer` carries an [`OfferRequest`] and is answered with an
 //! [`Answer`]; `PATCH /api/offer` carries a [`PatchRequest`] of trickled
-//! candidates. Field names are Pipecat's (`pc_id`, `restart_pc`,
+//! candidates. A session started by the server's `POST /start` offers the
+//! same messages on its own path (`/sessions/{sessionId}/api/offer`). Field names are Pipecat's (`pc_id`, `restart_pc`,
 //! `request_data`, also accepted as `requestData`; candidates with `sdp_mid`
 //! and `sdp_mline_index`).
 
@@ -125,21 +126,24 @@ impl OfferRequest {
         Ok(())
     }
 
-    /// `request_data` as session parameters: an object's members by name
-    /// (strings as they are, other values as JSON), anything else under
-    /// `request_data`.
+    /// `request_data` as session parameters (see [`session_parameters`]).
     pub fn custom_parameters(&self) -> BTreeMap<String, String> {
-        let text = |v: &Value| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        match &self.request_data {
-            None | Some(Value::Null) => BTreeMap::new(),
-            Some(Value::Object(members)) => {
-                members.iter().map(|(k, v)| (k.clone(), text(v))).collect()
-            }
-            Some(other) => BTreeMap::from([("request_data".to_owned(), text(other))]),
-        }
+        session_parameters(self.request_data.as_ref())
+    }
+}
+
+/// What a page sent (`request_data`, or the `body` of `POST /start`) as
+/// session parameters: an object's members by name (strings as they are,
+/// other values as JSON), anything else under `request_data`.
+pub fn session_parameters(data: Option<&Value>) -> BTreeMap<String, String> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match data {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(members)) => members.iter().map(|(k, v)| (k.clone(), text(v))).collect(),
+        Some(other) => BTreeMap::from([("request_data".to_owned(), text(other))]),
     }
 }
 

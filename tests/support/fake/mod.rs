@@ -9,11 +9,14 @@
 //!   sockets, over the shared [`socket`] script and record;
 //! - [`twilio_media`]: Twilio's side of a Media Streams call (a client of
 //!   our server); [`twilio_rest`]: Twilio's Calls REST resource;
-//! - [`webhook_receiver`]: a customer's webhook endpoint.
+//! - [`webhook_receiver`]: a customer's webhook endpoint;
+//! - [`mcp_server`]: an MCP server (written with the official SDK), over
+//!   stdio or streamable HTTP.
 
 pub mod cartesia;
 pub mod deepgram;
 pub mod elevenlabs;
+pub mod mcp_server;
 pub mod openai;
 pub mod openai_wire;
 pub mod socket;

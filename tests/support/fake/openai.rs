@@ -3,9 +3,12 @@
 //! `/v1/audio/speech` (streamed raw PCM), `/v1/audio/transcriptions`
 //! (multipart in, JSON out), and tool endpoints at `/tools/{name}`; each
 //! answers from a script of replies, and every request is recorded and
-//! announced, so a test can wait for one.
+//! announced, so a test can wait for one. Told to, chat completions refuse
+//! a `json_schema` response format with 400, as OpenAI-compatible servers
+//! without structured outputs do.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +66,8 @@ struct OpenAiState {
     transcription: Mutex<VecDeque<Reply>>,
     tool: Mutex<VecDeque<Reply>>,
     received: Mutex<Vec<Received>>,
+    /// Answer 400 to chat requests asking for a `json_schema` format.
+    refuse_json_schema: AtomicBool,
     /// Fired on each request received.
     arrived: Notify,
     log: Mutex<Vec<String>>,
@@ -124,6 +129,20 @@ impl FakeOpenAi {
     /// Queues replies for the next chat requests.
     pub fn push_chats(&self, replies: impl IntoIterator<Item = Reply>) {
         self.state.chat.lock().unwrap().extend(replies);
+    }
+
+    /// From now on, chat requests whose `response_format` is `json_schema`
+    /// get a 400 (without using up a scripted reply).
+    pub fn refuse_json_schema(&self) {
+        self.state.refuse_json_schema.store(true, Ordering::SeqCst);
+    }
+
+    /// The `response_format` of each chat request so far (`null` if none).
+    pub fn response_formats(&self) -> Vec<Value> {
+        self.chat_requests()
+            .into_iter()
+            .map(|body| body["response_format"].clone())
+            .collect()
     }
 
     /// The chat reply once the script is used up.
@@ -236,6 +255,16 @@ async fn chat(
 ) -> Response {
     let n = record(&state, &uri, &headers, &body);
     log(&state, format!("chat {n}: request"));
+    let asks_schema = serde_json::from_slice::<Value>(&body)
+        .is_ok_and(|request| request["response_format"]["type"] == "json_schema");
+    if asks_schema && state.refuse_json_schema.load(Ordering::SeqCst) {
+        let refusal = Reply::error(
+            400,
+            "response_format type json_schema is not supported",
+            "invalid_request_error",
+        );
+        return respond(state, format!("chat {n}"), refusal).await;
+    }
     let reply = state.chat.lock().unwrap().pop_front();
     let reply = reply
         .or_else(|| state.chat_fallback.lock().unwrap().clone())

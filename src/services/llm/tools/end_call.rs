@@ -47,8 +47,8 @@ impl Tool for EndCall {
 
     async fn call(&self, _arguments: Value) -> Result<ToolOutcome, ToolError> {
         Ok(ToolOutcome {
-            result: "The call will end after your goodbye.".to_owned(),
             ends_call: true,
+            ..ToolOutcome::result("The call will end after your goodbye.")
         })
     }
 }

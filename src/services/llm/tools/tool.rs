@@ -24,6 +24,9 @@ pub struct ToolOutcome {
     pub result: String,
     /// The call should end once the bot has answered (said goodbye).
     pub ends_call: bool,
+    /// Data for the client app (a `ServerMessage` frame: RTVI
+    /// `server-message`), pushed just before the result.
+    pub server_message: Option<Value>,
 }
 
 impl ToolOutcome {
@@ -32,7 +35,14 @@ impl ToolOutcome {
         ToolOutcome {
             result: result.into(),
             ends_call: false,
+            server_message: None,
         }
+    }
+
+    /// The same, sending `data` to the client app too.
+    pub fn with_server_message(mut self, data: Value) -> Self {
+        self.server_message = Some(data);
+        self
     }
 }
 
@@ -74,4 +84,16 @@ pub trait Tool: Send + Sync + 'static {
 
     /// Runs the tool with arguments already checked against its schema.
     async fn call(&self, arguments: Value) -> Result<ToolOutcome, ToolError>;
+
+    /// Runs the tool for the call the model named `call_id`. Most tools do
+    /// not need the id and implement [`Tool::call`] only; a tool whose
+    /// result comes back by the call's id (a client tool) overrides this.
+    async fn call_with_id(
+        &self,
+        call_id: &str,
+        arguments: Value,
+    ) -> Result<ToolOutcome, ToolError> {
+        let _anonymous = call_id;
+        self.call(arguments).await
+    }
 }

@@ -1,0 +1,205 @@
+//! The JSON documents a call leaves in object storage: the transcript, the
+//! profile and the audit record, built from the stored call alone (no
+//! clock, no randomness), so that writing one twice writes the same bytes.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::store::{CallRecord, Extraction, Interaction};
+
+/// Custom parameter names that hold phone numbers.
+const PHONE_PARAMETERS: &[&str] = &[
+    "from",
+    "to",
+    "caller",
+    "called",
+    "phone",
+    "phone_number",
+    "number",
+];
+
+/// The extracted data, when the extraction succeeded.
+fn extracted_data(call: &CallRecord) -> Option<&Value> {
+    match &call.extraction {
+        Some(Extraction::Extracted { data, .. }) => Some(data),
+        _ => None,
+    }
+}
+
+/// `transcript.json`: the turns and the call's metadata.
+pub(crate) fn transcript(call: &CallRecord, turns: &[Interaction]) -> Value {
+    json!({
+        "call_id": call.call_id,
+        "transport": call.transport,
+        "created_at": call.created_at,
+        "started_at": call.started_at,
+        "ended_at": call.ended_at,
+        "end_reason": call.end_reason,
+        "segment": call.segment,
+        "parameters": redacted_parameters(&call.custom_parameters),
+        "outcome": call.outcome,
+        "score": call.score,
+        "turns": turns,
+    })
+}
+
+/// `profile.json`: the extraction's data, when the call was extracted.
+pub(crate) fn profile(call: &CallRecord) -> Option<Value> {
+    let Some(Extraction::Extracted {
+        data,
+        model,
+        attempts,
+        at,
+    }) = &call.extraction
+    else {
+        return None;
+    };
+    Some(json!({
+        "call_id": call.call_id,
+        "profile": data,
+        "model": model,
+        "attempts": attempts,
+        "at": at,
+    }))
+}
+
+/// The audit record: who called whom (phone numbers hashed), when, the
+/// consent the extraction found, and what was stored where.
+pub(crate) fn audit(call: &CallRecord, storage_url: &str) -> Value {
+    let status = match &call.extraction {
+        Some(Extraction::Extracted { .. }) => "extracted",
+        Some(Extraction::Unextracted { .. }) => "unextracted",
+        None => "none",
+    };
+    json!({
+        "call_id": call.call_id,
+        "transport": call.transport,
+        "parameters": redacted_parameters(&call.custom_parameters),
+        "created_at": call.created_at,
+        "started_at": call.started_at,
+        "ended_at": call.ended_at,
+        "end_reason": call.end_reason,
+        "consent": consent(extracted_data(call)),
+        "extraction": status,
+        "storage": storage_url,
+        "objects": {
+            "recording": call.objects.recording,
+            "transcript": call.objects.transcript,
+            "profile": call.objects.profile,
+        },
+    })
+}
+
+/// `given`, `refused` or `unknown`, from the extraction's `consent` (or
+/// seed 002's `consent_given`) when it is a yes or no.
+fn consent(data: Option<&Value>) -> &'static str {
+    let answer = data.and_then(|d| d.get("consent").or_else(|| d.get("consent_given")));
+    match answer {
+        Some(Value::Bool(true)) => "given",
+        Some(Value::Bool(false)) => "refused",
+        Some(Value::String(s)) if matches!(s.as_str(), "yes" | "given" | "true") => "given",
+        Some(Value::String(s)) if matches!(s.as_str(), "no" | "refused" | "false") => "refused",
+        _ => "unknown",
+    }
+}
+
+/// The custom parameters with every phone number replaced by its hash
+/// (`sha256:` and 16 hex digits): enough to match calls of one number,
+/// never the number itself.
+pub(crate) fn redacted_parameters(
+    parameters: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    parameters
+        .iter()
+        .map(|(key, value)| {
+            let phone = PHONE_PARAMETERS.contains(&key.to_ascii_lowercase().as_str())
+                || looks_like_phone(value);
+            let value = if phone {
+                phone_hash(value)
+            } else {
+                value.clone()
+            };
+            (key.clone(), value)
+        })
+        .collect()
+}
+
+fn looks_like_phone(value: &str) -> bool {
+    let digits = value.bytes().filter(u8::is_ascii_digit).count();
+    digits >= 7
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'-' | b'(' | b')' | b'.'))
+}
+
+fn phone_hash(number: &str) -> String {
+    let normalised: String = number
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '+')
+        .collect();
+    let digest = ring::digest::digest(&ring::digest::SHA256, normalised.as_bytes());
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extracted(data: Value) -> Extraction {
+        Extraction::Extracted {
+            data,
+            model: "m".into(),
+            attempts: 1,
+            at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn call(extraction: Option<Extraction>) -> CallRecord {
+        let mut call = CallRecord::pending(
+            "c1",
+            "twilio",
+            Default::default(),
+            BTreeMap::from([
+                ("to".to_owned(), "+1 615 484 6056".to_owned()),
+                ("lead".to_owned(), "+16154846056".to_owned()),
+                ("campaign".to_owned(), "spring".to_owned()),
+            ]),
+            0,
+        );
+        call.extraction = extraction;
+        call
+    }
+
+    #[test]
+    fn phone_numbers_are_hashed_the_same_however_written() {
+        let params = redacted_parameters(&call(None).custom_parameters);
+        assert_eq!(params["campaign"], "spring");
+        assert!(params["to"].starts_with("sha256:"), "{params:?}");
+        assert_eq!(params["to"], params["lead"]);
+        assert!(!format!("{params:?}").contains("484"));
+    }
+
+    #[test]
+    fn consent_and_profile_come_from_an_extracted_call_only() {
+        let extracted = call(Some(extracted(json!({"name": "Ann", "consent": true}))));
+        assert_eq!(audit(&extracted, "x")["consent"], "given");
+        assert_eq!(audit(&extracted, "x")["extraction"], "extracted");
+        let profile = profile(&extracted).unwrap();
+        assert_eq!(profile["profile"]["name"], "Ann");
+        assert_eq!(profile["model"], "m");
+
+        let unextracted = call(Some(Extraction::Unextracted {
+            reason: "no".into(),
+            attempts: 3,
+            at: "2026-01-01T00:00:00Z".into(),
+        }));
+        assert_eq!(audit(&unextracted, "x")["consent"], "unknown");
+        assert!(super::profile(&unextracted).is_none());
+        assert_eq!(audit(&call(None), "x")["extraction"], "none");
+    }
+}

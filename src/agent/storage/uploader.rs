@@ -1,0 +1,186 @@
+//! [`RecordingUploader`]: moves finished recordings from the local spool to
+//! object storage.
+//!
+//! The recorder writes `{spool}/{call_id}.wav.part` while a call runs and
+//! renames it to `{call_id}.wav` when the call ends; only the finished name
+//! is ever uploaded. The spool is the durable queue: a file stays until it
+//! is stored *and* its key is recorded in the call, so storage that is down
+//! or refuses the credentials means the recording waits, and a process
+//! restarted later finds it at its first scan. The order per file:
+//!
+//! 1. upload the whole file to `calls/audio/{date}/{call_id}/recording.wav`
+//!    (one PUT, or a multipart upload that shows no object until complete;
+//!    an interrupted upload is retried whole at a later scan);
+//! 2. record the key in the call (`CallChange::ObjectsStored`);
+//! 3. rewrite the audit record if the call's other objects are stored;
+//! 4. delete the local file.
+//!
+//! A crash between any two steps repeats at most the upload, at the same
+//! key (the object is replaced, never duplicated); a file whose call
+//! already records its recording is just deleted.
+//!
+//! Scans happen at start, when [`notifier`](RecordingUploader::notifier)
+//! is notified (the recorder finishing a file), and every `scan_secs`;
+//! after a failure the next scan comes sooner, doubling up to that period.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::audit::{call_keys, sync_audit};
+use super::error::CallObjectsError;
+use crate::objects::{ObjectKind, ObjectStorage};
+use crate::store::{CallChange, Store, StoredObjects};
+
+/// The suffix of a finished recording in the spool.
+const FINISHED: &str = ".wav";
+
+/// What one scan did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Recordings uploaded (or found already stored) and removed.
+    pub stored: usize,
+    /// Recordings left in the spool for a later scan.
+    pub waiting: usize,
+}
+
+/// Uploads the finished recordings of one spool folder.
+pub struct RecordingUploader {
+    store: Arc<dyn Store>,
+    storage: ObjectStorage,
+    spool: PathBuf,
+    period: Duration,
+    wake: Arc<Notify>,
+}
+
+impl RecordingUploader {
+    /// An uploader of the recordings in `spool`, scanning at least every
+    /// `period`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        storage: ObjectStorage,
+        spool: impl Into<PathBuf>,
+        period: Duration,
+    ) -> Self {
+        RecordingUploader {
+            store,
+            storage,
+            spool: spool.into(),
+            period: period.max(Duration::from_millis(100)),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notify this when a recording is finished: the uploader scans at
+    /// once.
+    pub fn notifier(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Scans until `shutdown` resolves (an upload in progress then is
+    /// dropped; its file stays for the next start).
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut retry = Duration::from_secs(1);
+        let mut failing = false;
+        tracing::info!(spool = %self.spool.display(), storage = %self.storage.url(), "recording uploader started");
+        loop {
+            let report = tokio::select! {
+                () = &mut shutdown => return,
+                report = self.scan() => report,
+            };
+            let wait = if report.waiting == 0 {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("every waiting recording is stored");
+                }
+                retry = Duration::from_secs(1);
+                self.period
+            } else {
+                failing = true;
+                let wait = retry.min(self.period);
+                retry = (retry * 2).min(self.period);
+                wait
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Uploads every finished recording in the spool once.
+    pub async fn scan(&self) -> ScanReport {
+        let mut report = ScanReport::default();
+        for (call_id, file) in self.finished() {
+            match self.upload(&call_id, &file).await {
+                Ok(true) => report.stored += 1,
+                Ok(false) => report.waiting += 1,
+                Err(err) => {
+                    report.waiting += 1;
+                    if matches!(&err, CallObjectsError::Objects(e) if e.is_refused()) {
+                        tracing::error!(call_id, error = %err, "object storage refuses the credentials; the recording waits in the spool");
+                    } else {
+                        tracing::warn!(call_id, error = %err, "recording not uploaded; it waits in the spool");
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    /// Uploads one recording; false when it must wait (its call is not in
+    /// the store).
+    async fn upload(&self, call_id: &str, file: &Path) -> Result<bool, CallObjectsError> {
+        let Some(call) = self.store.call(call_id).await? else {
+            tracing::warn!(
+                call_id,
+                "recording of a call the store does not hold; it waits in the spool"
+            );
+            return Ok(false);
+        };
+        if call.objects.recording.is_none() {
+            let key = call_keys(&call)?.key(ObjectKind::Recording);
+            let bytes = self.storage.upload_file(&key, file).await?;
+            let recorded = StoredObjects {
+                recording: Some(key.clone()),
+                ..StoredObjects::default()
+            };
+            self.store
+                .update_call(call_id, &CallChange::ObjectsStored(recorded))
+                .await?;
+            tracing::info!(call_id, key, bytes, "recording stored");
+            sync_audit(&*self.store, &self.storage, call_id).await?;
+        }
+        if let Err(err) = std::fs::remove_file(file) {
+            tracing::warn!(call_id, file = %file.display(), error = %err, "cannot remove an uploaded recording");
+        }
+        Ok(true)
+    }
+
+    /// The finished recordings in the spool: `(call_id, path)`.
+    fn finished(&self) -> Vec<(String, PathBuf)> {
+        let entries = match std::fs::read_dir(&self.spool) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(err) => {
+                tracing::warn!(spool = %self.spool.display(), error = %err, "cannot read the recording spool");
+                return Vec::new();
+            }
+        };
+        let mut found: Vec<(String, PathBuf)> = entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let call_id = name.strip_suffix(FINISHED)?;
+                let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+                (is_file && !call_id.is_empty()).then(|| (call_id.to_owned(), entry.path()))
+            })
+            .collect();
+        found.sort();
+        found
+    }
+}

@@ -1,0 +1,289 @@
+//! [`ObjectStorage`]: the configured store, with the operations voxpipe
+//! needs (idempotent puts, whole-file uploads, reads, a credentials probe).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig,
+    WriteMultipart,
+};
+use tokio::io::AsyncReadExt as _;
+
+use super::config::{StorageSection, StorageUrl};
+use super::error::ObjectsError;
+
+/// Files up to this size go up in one PUT; larger ones in parts of this
+/// size (S3 wants at least 5 MiB per part but the last).
+pub const PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// Parts of one upload in flight at once: memory per upload stays under
+/// `(PARTS_IN_FLIGHT + 1) * PART_BYTES`.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// The key `/health` asks about: its absence proves the credentials work.
+const PROBE_KEY: &str = ".voxpipe-probe";
+
+/// A configured object store. Cheap to clone. Its `Debug` shows the URL
+/// only, never the credentials.
+#[derive(Clone)]
+pub struct ObjectStorage {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    url: StorageUrl,
+}
+
+impl std::fmt::Debug for ObjectStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStorage")
+            .field("url", &self.url.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectStorage {
+    /// The store `section` describes, with credentials read through `env`.
+    /// A local folder is created if missing. Nothing is contacted yet.
+    pub fn open(
+        section: &StorageSection,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ObjectStorage, ObjectsError> {
+        let url = section.url.clone();
+        let store: Arc<dyn ObjectStore> = match &url {
+            StorageUrl::Folder(folder) => {
+                std::fs::create_dir_all(folder).map_err(|source| ObjectsError::Folder {
+                    path: folder.clone(),
+                    source,
+                })?;
+                let local = LocalFileSystem::new_with_prefix(folder).map_err(|source| {
+                    ObjectsError::Open {
+                        url: url.to_string(),
+                        source,
+                    }
+                })?;
+                Arc::new(local)
+            }
+            StorageUrl::S3 { bucket, .. } => {
+                // reqwest is built without a default TLS crypto provider;
+                // ring is the one voxpipe uses (already installed is fine).
+                let _already = rustls::crypto::ring::default_provider().install_default();
+                let var = |key: &'static str, name: &str| {
+                    env(name)
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| ObjectsError::MissingEnv {
+                            key,
+                            var: name.to_owned(),
+                        })
+                };
+                let mut builder = AmazonS3Builder::new()
+                    .with_bucket_name(bucket)
+                    .with_region(&section.region)
+                    .with_access_key_id(var("access_key_id_env", &section.access_key_id_env)?)
+                    .with_secret_access_key(var(
+                        "secret_access_key_env",
+                        &section.secret_access_key_env,
+                    )?)
+                    .with_virtual_hosted_style_request(!section.path_style)
+                    .with_retry(retry())
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_connect_timeout(Duration::from_secs(5))
+                            .with_timeout(Duration::from_secs(120))
+                            .with_allow_http(
+                                section
+                                    .endpoint
+                                    .as_deref()
+                                    .is_some_and(|e| e.starts_with("http://")),
+                            ),
+                    );
+                if let Some(name) = &section.session_token_env {
+                    builder = builder.with_token(var("session_token_env", name)?);
+                }
+                if let Some(endpoint) = &section.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                let s3 = builder.build().map_err(|source| ObjectsError::Open {
+                    url: url.to_string(),
+                    source,
+                })?;
+                Arc::new(s3)
+            }
+        };
+        let prefix = match &url {
+            StorageUrl::S3 { prefix, .. } => prefix.clone(),
+            StorageUrl::Folder(_) => String::new(),
+        };
+        Ok(ObjectStorage { store, prefix, url })
+    }
+
+    /// Where the objects go, for people and audit records (no secrets).
+    pub fn url(&self) -> &StorageUrl {
+        &self.url
+    }
+
+    /// Stores `bytes` at `key`, replacing what is there. One PUT: the
+    /// object appears whole or not at all.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ObjectsError> {
+        let path = self.path(key)?;
+        self.store
+            .put(&path, PutPayload::from_bytes(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|err| ObjectsError::from_store(key, err))
+    }
+
+    /// Uploads the file at `file` to `key`, replacing what is there; returns
+    /// its size. Up to [`PART_BYTES`] in one PUT, larger in a multipart
+    /// upload (see the module doc of [`objects`](super)): either way the
+    /// object appears whole or not at all.
+    pub async fn upload_file(
+        &self,
+        key: &str,
+        file: &std::path::Path,
+    ) -> Result<u64, ObjectsError> {
+        let path = self.path(key)?;
+        let file_err = |source| ObjectsError::File {
+            path: file.to_owned(),
+            source,
+        };
+        let store_err = |err| ObjectsError::from_store(key, err);
+        let mut source = tokio::fs::File::open(file).await.map_err(file_err)?;
+        let size = source.metadata().await.map_err(file_err)?.len();
+        if size <= PART_BYTES as u64 {
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            source.read_to_end(&mut bytes).await.map_err(file_err)?;
+            self.store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map_err(store_err)?;
+            return Ok(size);
+        }
+        let upload = self.store.put_multipart(&path).await.map_err(store_err)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut buffer = vec![0; 256 * 1024];
+        loop {
+            let read = match source.read(&mut buffer).await {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(err) => {
+                    abort(writer, key).await;
+                    return Err(file_err(err));
+                }
+            };
+            if let Err(err) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                abort(writer, key).await;
+                return Err(store_err(err));
+            }
+            writer.write(buffer.get(..read).unwrap_or_default());
+        }
+        // `finish` aborts the upload itself when a part or the completion
+        // fails.
+        writer.finish().await.map_err(store_err)?;
+        Ok(size)
+    }
+
+    /// The object at `key`.
+    pub async fn get(&self, key: &str) -> Result<Bytes, ObjectsError> {
+        let path = self.path(key)?;
+        let got = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|err| ObjectsError::from_store(key, err))?;
+        got.bytes()
+            .await
+            .map_err(|err| ObjectsError::from_store(key, err))
+    }
+
+    /// The size of the object at `key`, `None` when there is none.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, ObjectsError> {
+        let path = self.path(key)?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(err) => match ObjectsError::from_store(key, err) {
+                ObjectsError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Succeeds when the storage answers and takes the credentials: asks
+    /// for an object that does not exist and expects "not found".
+    pub async fn probe(&self) -> Result<(), ObjectsError> {
+        let path = self.path(PROBE_KEY)?;
+        match self.store.head(&path).await {
+            Ok(_) => Ok(()),
+            Err(err) => match ObjectsError::from_store(PROBE_KEY, err) {
+                ObjectsError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// `key` under the URL's prefix, checked.
+    fn path(&self, key: &str) -> Result<Path, ObjectsError> {
+        let full = if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.prefix)
+        };
+        Path::parse(&full).map_err(|err| ObjectsError::InvalidKey {
+            key: key.to_owned(),
+            reason: err.to_string(),
+        })
+    }
+}
+
+/// Retries inside one request stay short: a store that is down fails the
+/// upload quickly, and the caller's own schedule (the job, the uploader's
+/// scan) tries again later.
+fn retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(15),
+    }
+}
+
+async fn abort(writer: WriteMultipart, key: &str) {
+    if let Err(err) = writer.abort().await {
+        // The parts stay on the server, invisible, until a lifecycle rule
+        // removes incomplete uploads; no object appears at the key.
+        tracing::warn!(key, error = %err, "cannot abort an interrupted multipart upload");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_the_environment_and_never_show() {
+        let section = StorageSection {
+            url: StorageUrl::S3 {
+                bucket: "calls".into(),
+                prefix: "p".into(),
+            },
+            endpoint: Some("http://127.0.0.1:9".into()),
+            ..StorageSection::default()
+        };
+        let missing = ObjectStorage::open(&section, &|_| None).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "environment variable AWS_ACCESS_KEY_ID (named by `storage.access_key_id_env`) is not set"
+        );
+        let env = |var: &str| Some(format!("{var}-s3cr3t"));
+        let storage = ObjectStorage::open(&section, &env).unwrap();
+        let shown = format!("{storage:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("s3://calls/p"), "{shown}");
+    }
+}

@@ -1,0 +1,148 @@
+//! `POST` and `PATCH /sessions/{sessionId}/api/offer`: a session's own
+//! signalling path, for the sessions `POST /start` made (as Pipecat's
+//! runner mimics Pipecat Cloud's session proxy).
+//!
+//! The path's `sessionId` is the capability (`session_token`): one whose
+//! tag does not check out is an unknown session (404). The first offer
+//! must come before the session expires (else 401) and takes the waiting
+//! session (already taken or forgotten: 404); it runs with the parameters
+//! `/start` was given (the offer's own `requestData` only when `/start`
+//! had none: a backend that called `/start` with the bearer key vouched
+//! for those, the browser cannot override them). Later offers and
+//! trickled candidates name the call's `pc_id`, which must be this
+//! session's; they go on working after the session's first-offer time is
+//! over, for as long as the call lasts.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::transport::webrtc::{OfferRequest, PatchRequest};
+
+use super::admission::ClientAddr;
+use super::session_token::{SignedSession, TokenError};
+use super::state::ServerState;
+use super::webrtc_offer::{add_candidates, bad_json, new_call, reoffer};
+
+/// `POST /sessions/{sessionId}/api/offer`.
+pub(crate) async fn offer(
+    State(state): State<Arc<ServerState>>,
+    Path(session): Path<String>,
+    client: ClientAddr,
+    request: Result<Json<OfferRequest>, JsonRejection>,
+) -> Response {
+    if let Err(refused) = state.admission.limit(&client) {
+        state.metrics.session_refused("webrtc", refused.kind());
+        return refused.into_response();
+    }
+    let (signed, request) = match read(&state, &session, request) {
+        Ok(read) => read,
+        Err(unread) => return unread.respond(&state),
+    };
+    if let Some(pc_id) = &request.pc_id {
+        if *pc_id != signed.id {
+            return not_this_session();
+        }
+        if let Some(answered) = reoffer(&state, &request).await {
+            return answered;
+        }
+    }
+    if signed.expired {
+        return token_refused(TokenError::Expired);
+    }
+    let now = Instant::now();
+    let Some((start_parameters, expires)) = state.admission.pending().take(&signed.id, now) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "unknown session: already connected, or expired; start a new one",
+        )
+            .into_response();
+    };
+    let parameters = if start_parameters.is_empty() {
+        request.custom_parameters()
+    } else {
+        start_parameters.clone()
+    };
+    match new_call(&state, request, Some(signed.id.as_str().into()), parameters).await {
+        Ok(answer) => answer,
+        Err(refused) => {
+            // The page may try again with a better offer.
+            state
+                .admission
+                .pending()
+                .put_back(signed.id, start_parameters, expires);
+            refused
+        }
+    }
+}
+
+/// `PATCH /sessions/{sessionId}/api/offer`.
+pub(crate) async fn patch(
+    State(state): State<Arc<ServerState>>,
+    Path(session): Path<String>,
+    request: Result<Json<PatchRequest>, JsonRejection>,
+) -> Response {
+    let (signed, request) = match read(&state, &session, request) {
+        Ok(read) => read,
+        Err(unread) => return unread.respond(&state),
+    };
+    if request.pc_id != signed.id {
+        return not_this_session();
+    }
+    add_candidates(&state, request).await
+}
+
+/// Why a request on a session's path could not be read.
+enum Unread {
+    Session(TokenError),
+    Body(JsonRejection),
+}
+
+impl Unread {
+    fn respond(self, state: &ServerState) -> Response {
+        match self {
+            Unread::Session(err) => token_refused(err),
+            Unread::Body(rejection) => bad_json(state, rejection),
+        }
+    }
+}
+
+/// The session the path names, then the body.
+fn read<T>(
+    state: &ServerState,
+    session: &str,
+    request: Result<Json<T>, JsonRejection>,
+) -> Result<(SignedSession, T), Unread> {
+    let signed = state
+        .admission
+        .session_key
+        .verify(session, SystemTime::now())
+        .map_err(Unread::Session)?;
+    let Json(request) = request.map_err(Unread::Body)?;
+    Ok((signed, request))
+}
+
+fn token_refused(err: TokenError) -> Response {
+    match err {
+        TokenError::Unknown => (StatusCode::NOT_FOUND, err.to_string()).into_response(),
+        TokenError::Expired => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")],
+            err.to_string(),
+        )
+            .into_response(),
+    }
+}
+
+fn not_this_session() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        "pc_id does not name this session's connection",
+    )
+        .into_response()
+}

@@ -1,0 +1,248 @@
+//! Messages to an RTVI client, derived from voxpipe's events.
+//!
+//! There is one mapping from frames to what a client sees:
+//! [`crate::events::event_of`]. This file only re-encodes its output, event
+//! by event, so voxpipe's JSON lines and RTVI messages cannot disagree:
+//!
+//! | event | RTVI message(s) |
+//! |---|---|
+//! | `user_started_speaking`, `user_stopped_speaking` | `user-started-speaking`, `user-stopped-speaking` |
+//! | `bot_started_speaking`, `bot_stopped_speaking` | `bot-started-speaking`, `bot-stopped-speaking` |
+//! | `interruption` | `bot-interrupted` |
+//! | `transcription`, `interim_transcription` | `user-transcription` (`final` true, false) |
+//! | `llm_response_started`, `llm_text`, `llm_response_ended` | `bot-llm-started`, `bot-llm-text`, `bot-llm-stopped` |
+//! | `tts_started`, `tts_stopped` | `bot-tts-started`, `bot-tts-stopped` |
+//! | `tts_text` | `bot-tts-text`, then `bot-output` (`will_be_spoken`, `aggregated_by` `word` or `sentence`) |
+//! | `tool_call` | `llm-function-call-started`, `llm-function-call-in-progress` |
+//! | `tool_result` | `llm-function-call-stopped` |
+//! | `metrics` (`ttfb`, `processing_time`) | `metrics` (`ttfb`, `processing`: seconds) |
+//! | `error` | `error` |
+//! | `server_message` (from a processor, or a tool's outcome) | `server-message` |
+//! | `client_response` | `server-response` or `error-response` (by [`super::RtviSession`], which knows what is pending) |
+//!
+//! Other events (`session_started`, `dtmf`, `turn_latency`,
+//! `session_ended`, `client_request`, `metrics` of transit time) have no
+//! RTVI counterpart.
+
+use serde_json::{Value, json};
+
+use super::inbound::LABEL;
+use crate::store::time::rfc3339;
+
+/// A server-to-client message of `kind`, with `data` unless it is `null`.
+pub(super) fn message(kind: &str, data: Value) -> Value {
+    let mut message = json!({"label": LABEL, "type": kind});
+    if !data.is_null() {
+        message["data"] = data;
+    }
+    message
+}
+
+/// A reply to the client's message `id`.
+pub(super) fn reply(kind: &str, id: &str, data: Value) -> Value {
+    json!({"label": LABEL, "type": kind, "id": id, "data": data})
+}
+
+/// The RTVI messages for one voxpipe event; `wall_ms` (Unix milliseconds)
+/// stamps transcriptions.
+pub fn messages_for_event(name: &str, fields: &Value, wall_ms: u64) -> Vec<Value> {
+    let text = || json!({"text": fields["text"]});
+    let simple = |kind: &str| vec![message(kind, Value::Null)];
+    match name {
+        "user_started_speaking" => simple("user-started-speaking"),
+        "user_stopped_speaking" => simple("user-stopped-speaking"),
+        "bot_started_speaking" => simple("bot-started-speaking"),
+        "bot_stopped_speaking" => simple("bot-stopped-speaking"),
+        "interruption" => simple("bot-interrupted"),
+        "transcription" | "interim_transcription" => vec![message(
+            "user-transcription",
+            json!({
+                "text": fields["text"],
+                "user_id": fields.get("user_id").cloned().unwrap_or_else(|| json!("")),
+                "timestamp": rfc3339(wall_ms),
+                "final": name == "transcription",
+            }),
+        )],
+        "llm_response_started" => simple("bot-llm-started"),
+        "llm_text" => vec![message("bot-llm-text", text())],
+        "llm_response_ended" => simple("bot-llm-stopped"),
+        "tts_started" => simple("bot-tts-started"),
+        "tts_stopped" => simple("bot-tts-stopped"),
+        "tts_text" => vec![
+            message("bot-tts-text", text()),
+            message(
+                "bot-output",
+                json!({
+                    "text": fields["text"],
+                    "aggregated_by": fields["timing"],
+                    "will_be_spoken": true,
+                }),
+            ),
+        ],
+        "tool_call" => {
+            // voxpipe keeps the model's arguments as it wrote them; RTVI
+            // wants an object.
+            let arguments = fields["arguments"]
+                .as_str()
+                .and_then(|a| serde_json::from_str::<Value>(a).ok())
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            vec![
+                message(
+                    "llm-function-call-started",
+                    json!({"function_name": fields["name"]}),
+                ),
+                message(
+                    "llm-function-call-in-progress",
+                    json!({
+                        "tool_call_id": fields["id"],
+                        "function_name": fields["name"],
+                        "arguments": arguments,
+                    }),
+                ),
+            ]
+        }
+        "tool_result" => {
+            let result = fields["result"]
+                .as_str()
+                .and_then(|r| serde_json::from_str::<Value>(r).ok())
+                .unwrap_or_else(|| fields["result"].clone());
+            vec![message(
+                "llm-function-call-stopped",
+                json!({
+                    "tool_call_id": fields["id"],
+                    "function_name": fields["name"],
+                    "cancelled": false,
+                    "result": result,
+                }),
+            )]
+        }
+        "metrics" => metrics(fields).into_iter().collect(),
+        "error" => vec![message(
+            "error",
+            json!({"error": fields["message"], "fatal": fields["fatal"]}),
+        )],
+        "server_message" => vec![message("server-message", fields["data"].clone())],
+        _ => Vec::new(),
+    }
+}
+
+/// Pipecat's metrics shape: `{"ttfb": [{"processor", "value"}]}`, seconds.
+fn metrics(fields: &Value) -> Option<Value> {
+    let processor = fields["processor"].clone();
+    let (key, seconds) = match fields["metric"].as_str()? {
+        "ttfb" => ("ttfb", fields["value_ms"].as_f64()? / 1e3),
+        "processing_time" => ("processing", fields["p50_us"].as_f64()? / 1e6),
+        _ => return None,
+    };
+    Some(message(
+        "metrics",
+        json!({ key: [{"processor": processor, "value": seconds}] }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::events::event_of;
+    use crate::frame::{FrameBody, MetricsData, TranscriptionFrame};
+
+    fn rtvi(body: FrameBody) -> Vec<Value> {
+        let (name, fields) = event_of(&body).unwrap();
+        messages_for_event(name, &fields, 1_700_000_000_000)
+    }
+
+    #[test]
+    fn transcriptions_carry_pipecats_fields() {
+        let frame = TranscriptionFrame {
+            text: "hello".into(),
+            user_id: None,
+            language: None,
+            at: Duration::ZERO,
+        };
+        let messages = rtvi(FrameBody::InterimTranscription(frame.clone()));
+        assert_eq!(
+            messages,
+            [
+                json!({"label": "rtvi-ai", "type": "user-transcription", "data": {
+                "text": "hello", "user_id": "", "timestamp": "2023-11-14T22:13:20.000Z", "final": false}})
+            ]
+        );
+        let messages = rtvi(FrameBody::Transcription(frame));
+        assert_eq!(messages[0]["data"]["final"], json!(true));
+    }
+
+    #[test]
+    fn speaking_and_llm_events_map_one_to_one() {
+        for (body, kind) in [
+            (FrameBody::BotStartedSpeaking, "bot-started-speaking"),
+            (FrameBody::LlmResponseStart, "bot-llm-started"),
+            (FrameBody::TtsStopped, "bot-tts-stopped"),
+            (
+                FrameBody::UserStartedSpeaking {
+                    start: Duration::ZERO,
+                },
+                "user-started-speaking",
+            ),
+        ] {
+            let messages = rtvi(body);
+            assert_eq!(messages.len(), 1);
+            assert_eq!(messages[0]["type"], kind);
+            assert!(messages[0].get("data").is_none());
+        }
+        assert_eq!(
+            rtvi(FrameBody::LlmText("Hi".into())),
+            [json!({"label": "rtvi-ai", "type": "bot-llm-text", "data": {"text": "Hi"}})]
+        );
+    }
+
+    #[test]
+    fn tool_calls_become_function_call_messages() {
+        let call = crate::conversation::ToolCall {
+            id: "call_1".into(),
+            name: "get_location".into(),
+            arguments: r#"{"precise": true}"#.into(),
+        };
+        let messages = rtvi(FrameBody::FunctionCallInProgress(call.clone()));
+        assert_eq!(messages[1]["type"], "llm-function-call-in-progress");
+        assert_eq!(messages[1]["data"]["arguments"], json!({"precise": true}));
+        let stopped = rtvi(FrameBody::FunctionCallResult {
+            call,
+            result: r#"{"city": "Oslo"}"#.into(),
+        });
+        assert_eq!(stopped[0]["data"]["result"], json!({"city": "Oslo"}));
+    }
+
+    #[test]
+    fn metrics_are_in_seconds() {
+        let ttfb = rtvi(FrameBody::Metrics(MetricsData::Ttfb {
+            processor: "llm".into(),
+            value_ms: 250.0,
+        }));
+        assert_eq!(
+            ttfb,
+            [
+                json!({"label": "rtvi-ai", "type": "metrics", "data": {"ttfb": [{"processor": "llm", "value": 0.25}]}})
+            ]
+        );
+        let transit = rtvi(FrameBody::Metrics(MetricsData::Transit {
+            frames: 1,
+            p50_us: 1.0,
+            p99_us: 1.0,
+        }));
+        assert!(transit.is_empty());
+    }
+
+    #[test]
+    fn server_messages_carry_their_data() {
+        let messages = rtvi(FrameBody::ServerMessage(std::sync::Arc::new(
+            json!({"score": 3}),
+        )));
+        assert_eq!(
+            messages,
+            [json!({"label": "rtvi-ai", "type": "server-message", "data": {"score": 3}})]
+        );
+    }
+}

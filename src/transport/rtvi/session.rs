@@ -1,0 +1,397 @@
+//! [`RtviSession`]: one call's RTVI state, without I/O.
+//!
+//! Fed with the client's messages ([`RtviSession::handle_inbound`],
+//! [`RtviSession::reject`]), the pipeline's events
+//! ([`RtviSession::handle_event`]) and the passing of time
+//! ([`RtviSession::handle_timeout`]); drained with
+//! [`RtviSession::poll_transmit`] (messages for the client, JSON text) and
+//! [`RtviSession::poll_timeout`] (when to call back).
+//!
+//! A call speaks RTVI once its client says `client-ready` (answered with
+//! `bot-ready`); before that the session sends nothing, so a page that
+//! never speaks RTVI (voxpipe's own) sees no RTVI message.
+//!
+//! Each `client-message` becomes a pending request until a processor
+//! answers it (a `client_response` event) or [`REQUEST_TIMEOUT`] passes,
+//! which answers `error-response`. At most [`MAX_PENDING`] are pending; more
+//! are refused at once, so a flood of requests costs bounded memory.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::inbound::{Rejected, RtviInbound, RtviRequest};
+use super::outbound::{message, messages_for_event, reply};
+use crate::frame::ClientRequest;
+
+/// The RTVI protocol version voxpipe speaks (that of
+/// `@pipecat-ai/client-js` 1.13).
+pub const PROTOCOL_VERSION: &str = "2.1.0";
+
+/// How long a `client-message` waits for a processor's answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most `client-message` requests pending at once.
+pub const MAX_PENDING: usize = 32;
+
+/// The most messages waiting for the client; older ones are dropped first.
+const MAX_OUTBOX: usize = 1_024;
+
+/// The `client-message` type voxpipe answers itself: the session's id and
+/// the protocol version.
+pub const SESSION_INFO: &str = "session-info";
+
+/// What the transport should do for a client message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RtviAction {
+    /// Nothing more (answered here, or only state changed).
+    None,
+    /// The user typed this: text input, to be checked and pushed.
+    Text(String),
+    /// Push this request down the pipeline for a processor to answer.
+    Request(ClientRequest),
+    /// End the session gracefully.
+    Disconnect,
+    /// The user pressed these keys.
+    Dtmf(Vec<char>),
+    /// A tool the client ran has its result.
+    FunctionCallResult {
+        /// The tool call it answers.
+        tool_call_id: String,
+        /// The result, as JSON text.
+        result: String,
+    },
+}
+
+struct Pending {
+    id: Arc<str>,
+    kind: String,
+    deadline: Duration,
+}
+
+/// One call's RTVI state. See the module docs.
+pub struct RtviSession {
+    session_id: Arc<str>,
+    active: bool,
+    pending: VecDeque<Pending>,
+    outbox: VecDeque<String>,
+}
+
+impl RtviSession {
+    /// The RTVI side of session `session_id`, not yet active.
+    pub fn new(session_id: Arc<str>) -> Self {
+        RtviSession {
+            session_id,
+            active: false,
+            pending: VecDeque::new(),
+            outbox: VecDeque::new(),
+        }
+    }
+
+    /// Whether the client has said `client-ready`: from then on the call's
+    /// events go out as RTVI messages.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Takes one client message received at session time `now`.
+    pub fn handle_inbound(&mut self, inbound: RtviInbound, now: Duration) -> RtviAction {
+        let id = inbound.id;
+        match inbound.request {
+            RtviRequest::ClientReady { version, library } => {
+                tracing::info!(%version, library = library.as_deref().unwrap_or("?"), "RTVI client ready");
+                if !version.starts_with("2.") {
+                    tracing::warn!(%version, "RTVI client of another major version than {PROTOCOL_VERSION}");
+                }
+                self.active = true;
+                let ready = json!({
+                    "version": PROTOCOL_VERSION,
+                    "about": {"library": "voxpipe", "library_version": env!("CARGO_PKG_VERSION")},
+                });
+                self.send(reply("bot-ready", id.as_deref().unwrap_or_default(), ready));
+                RtviAction::None
+            }
+            RtviRequest::SendText { content } => RtviAction::Text(content),
+            RtviRequest::ClientMessage { kind, data } => {
+                let Some(id) = id else {
+                    self.reject(&Rejected {
+                        id: None,
+                        error: "a client-message needs an id".into(),
+                    });
+                    return RtviAction::None;
+                };
+                if kind == SESSION_INFO {
+                    let info =
+                        json!({"session_id": &*self.session_id, "version": PROTOCOL_VERSION});
+                    self.send(reply("server-response", &id, json!({"t": kind, "d": info})));
+                    return RtviAction::None;
+                }
+                if self.pending.len() >= MAX_PENDING {
+                    self.send(error_response(
+                        &id,
+                        &format!("over {MAX_PENDING} requests pending"),
+                    ));
+                    return RtviAction::None;
+                }
+                let id: Arc<str> = id.into();
+                self.pending.push_back(Pending {
+                    id: Arc::clone(&id),
+                    kind: kind.clone(),
+                    deadline: now + REQUEST_TIMEOUT,
+                });
+                RtviAction::Request(ClientRequest {
+                    id,
+                    kind,
+                    data: Arc::new(data),
+                })
+            }
+            RtviRequest::DisconnectBot => RtviAction::Disconnect,
+            RtviRequest::Dtmf(keys) => RtviAction::Dtmf(keys),
+            RtviRequest::FunctionCallResult {
+                tool_call_id,
+                result,
+                ..
+            } => {
+                let result = match result {
+                    Value::String(text) => text,
+                    other => other.to_string(),
+                };
+                RtviAction::FunctionCallResult {
+                    tool_call_id,
+                    result,
+                }
+            }
+        }
+    }
+
+    /// Answers a message that could not be used: `error-response` when it
+    /// had an id, else an `error` event.
+    pub fn reject(&mut self, rejected: &Rejected) {
+        tracing::debug!(error = %rejected.error, "RTVI message refused");
+        match &rejected.id {
+            Some(id) => self.send(error_response(id, &rejected.error)),
+            None => self.send(message(
+                "error",
+                json!({"error": rejected.error, "fatal": false}),
+            )),
+        }
+    }
+
+    /// Takes one voxpipe event (see [`crate::events`]); `wall_ms` is the
+    /// wall clock, Unix milliseconds.
+    pub fn handle_event(&mut self, name: &str, fields: &Value, wall_ms: u64) {
+        if name == "client_response" {
+            self.answer(fields);
+            return;
+        }
+        if !self.active {
+            return;
+        }
+        for message in messages_for_event(name, fields, wall_ms) {
+            self.send(message);
+        }
+    }
+
+    /// A processor's answer to a pending request.
+    fn answer(&mut self, fields: &Value) {
+        let id = fields["id"].as_str().unwrap_or_default();
+        let Some(at) = self.pending.iter().position(|p| &*p.id == id) else {
+            tracing::debug!(id, "answer to no pending client request (timed out?)");
+            return;
+        };
+        self.pending.remove(at);
+        let answer = match fields.get("error").and_then(Value::as_str) {
+            Some(error) => error_response(id, error),
+            None => reply(
+                "server-response",
+                id,
+                json!({"t": fields["type"], "d": fields["data"]}),
+            ),
+        };
+        self.send(answer);
+    }
+
+    /// Answers, with `error-response`, every request pending past its
+    /// deadline at `now`.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        while let Some(expired) = self.pending.front().filter(|p| p.deadline <= now) {
+            let error = format!("no processor answered `{}`", expired.kind);
+            let id = Arc::clone(&expired.id);
+            self.pending.pop_front();
+            tracing::debug!(%error, "client request timed out");
+            self.send(error_response(&id, &error));
+        }
+    }
+
+    /// When [`Self::handle_timeout`] has something to do, if ever.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.pending.front().map(|p| p.deadline)
+    }
+
+    /// The next message for the client, as JSON text.
+    pub fn poll_transmit(&mut self) -> Option<String> {
+        self.outbox.pop_front()
+    }
+
+    fn send(&mut self, message: Value) {
+        if self.outbox.len() == MAX_OUTBOX {
+            self.outbox.pop_front();
+        }
+        self.outbox.push_back(message.to_string());
+    }
+}
+
+fn error_response(id: &str, error: &str) -> Value {
+    reply("error-response", id, json!({"error": error}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::rtvi::parse_rtvi;
+
+    fn inbound(s: &str) -> RtviInbound {
+        parse_rtvi(&serde_json::from_str(s).unwrap()).unwrap()
+    }
+
+    fn drain(session: &mut RtviSession) -> Vec<Value> {
+        std::iter::from_fn(|| session.poll_transmit())
+            .map(|m| serde_json::from_str(&m).unwrap())
+            .collect()
+    }
+
+    const READY: &str = r#"{"label":"rtvi-ai","type":"client-ready","id":"r1","data":{"version":"2.1.0","about":{"library":"@pipecat-ai/client-js","library_version":"1.13.1"}}}"#;
+
+    #[test]
+    fn client_ready_is_answered_with_bot_ready_and_turns_events_on() {
+        let mut session = RtviSession::new("s1".into());
+        session.handle_event("bot_started_speaking", &json!({}), 0);
+        assert!(drain(&mut session).is_empty(), "silent before client-ready");
+        assert_eq!(
+            session.handle_inbound(inbound(READY), Duration::ZERO),
+            RtviAction::None
+        );
+        let sent = drain(&mut session);
+        assert_eq!(sent[0]["type"], "bot-ready");
+        assert_eq!(sent[0]["id"], "r1");
+        assert_eq!(sent[0]["data"]["version"], PROTOCOL_VERSION);
+        session.handle_event("bot_started_speaking", &json!({}), 0);
+        assert_eq!(drain(&mut session)[0]["type"], "bot-started-speaking");
+    }
+
+    fn request(session: &mut RtviSession, id: &str, t: &str, now: Duration) -> RtviAction {
+        let json = format!(
+            r#"{{"label":"rtvi-ai","type":"client-message","id":"{id}","data":{{"t":"{t}","d":{{"x":1}}}}}}"#
+        );
+        session.handle_inbound(inbound(&json), now)
+    }
+
+    #[test]
+    fn a_client_message_is_answered_by_a_processor_or_times_out() {
+        let mut session = RtviSession::new("s1".into());
+        session.handle_inbound(inbound(READY), Duration::ZERO);
+        drain(&mut session);
+        let action = request(&mut session, "m1", "weather", Duration::ZERO);
+        let RtviAction::Request(asked) = action else {
+            panic!("{action:?}")
+        };
+        assert_eq!((&*asked.id, asked.kind.as_str()), ("m1", "weather"));
+        request(&mut session, "m2", "weather", Duration::from_secs(1));
+        assert_eq!(session.poll_timeout(), Some(REQUEST_TIMEOUT));
+        session.handle_event(
+            "client_response",
+            &json!({"id": "m1", "type": "weather", "data": {"sunny": true}}),
+            0,
+        );
+        assert_eq!(
+            drain(&mut session),
+            [
+                json!({"label": "rtvi-ai", "type": "server-response", "id": "m1",
+                "data": {"t": "weather", "d": {"sunny": true}}})
+            ]
+        );
+        session.handle_timeout(Duration::from_secs(5));
+        assert!(drain(&mut session).is_empty(), "m2 has a second left");
+        session.handle_timeout(Duration::from_secs(6));
+        let sent = drain(&mut session);
+        assert_eq!(sent[0]["type"], "error-response");
+        assert_eq!(sent[0]["id"], "m2");
+        assert_eq!(session.poll_timeout(), None);
+        // A late answer is dropped.
+        session.handle_event(
+            "client_response",
+            &json!({"id": "m2", "type": "weather", "data": 1}),
+            0,
+        );
+        assert!(drain(&mut session).is_empty());
+    }
+
+    #[test]
+    fn session_info_is_answered_here() {
+        let mut session = RtviSession::new("s9".into());
+        assert_eq!(
+            request(&mut session, "m1", SESSION_INFO, Duration::ZERO),
+            RtviAction::None
+        );
+        let sent = drain(&mut session);
+        assert_eq!(sent[0]["data"]["d"]["session_id"], "s9");
+    }
+
+    #[test]
+    fn pending_requests_are_bounded() {
+        let mut session = RtviSession::new("s1".into());
+        for n in 0..MAX_PENDING {
+            let action = request(&mut session, &format!("m{n}"), "x", Duration::ZERO);
+            assert!(matches!(action, RtviAction::Request(_)));
+        }
+        assert_eq!(
+            request(&mut session, "over", "x", Duration::ZERO),
+            RtviAction::None
+        );
+        let sent = drain(&mut session);
+        assert_eq!(
+            (sent[0]["type"].as_str(), sent[0]["id"].as_str()),
+            (Some("error-response"), Some("over"))
+        );
+    }
+
+    #[test]
+    fn rejections_answer_by_id_or_as_an_error() {
+        let mut session = RtviSession::new("s1".into());
+        session.reject(&Rejected {
+            id: Some("7".into()),
+            error: "no".into(),
+        });
+        session.reject(&Rejected {
+            id: None,
+            error: "no".into(),
+        });
+        let sent = drain(&mut session);
+        assert_eq!(
+            sent[0],
+            json!({"label": "rtvi-ai", "type": "error-response", "id": "7", "data": {"error": "no"}})
+        );
+        assert_eq!(
+            sent[1],
+            json!({"label": "rtvi-ai", "type": "error", "data": {"error": "no", "fatal": false}})
+        );
+    }
+
+    #[test]
+    fn function_call_results_become_text() {
+        let mut session = RtviSession::new("s1".into());
+        let action = session.handle_inbound(
+            inbound(r#"{"label":"rtvi-ai","type":"llm-function-call-result","id":"f","data":{"function_name":"where","tool_call_id":"call_1","arguments":{},"result":{"city":"Oslo"}}}"#),
+            Duration::ZERO,
+        );
+        assert_eq!(
+            action,
+            RtviAction::FunctionCallResult {
+                tool_call_id: "call_1".into(),
+                result: r#"{"city":"Oslo"}"#.into()
+            }
+        );
+    }
+}

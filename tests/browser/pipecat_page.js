@@ -1,0 +1,97 @@
+// The page of the Pipecat client test (bundled by pipecat.mjs with
+// esbuild): Pipecat's official client and SmallWebRTC transport, as an app
+// would use them, with every callback recorded in `window.rtvi`.
+import { PipecatClient, RTVIEvent } from "@pipecat-ai/client-js";
+import { SmallWebRTCTransport } from "@pipecat-ai/small-webrtc-transport";
+
+// The transport's default media manager loads Daily's call machine from the
+// internet; this one takes the microphone with getUserMedia, as the
+// transport's `mediaManager` option allows.
+class GetUserMediaManager {
+  constructor() {
+    this._options = null;
+    this._callbacks = {};
+    this._micEnabled = true;
+    this._stream = null;
+  }
+  setUserAudioCallback() {}
+  setClientOptions(options, override = false) {
+    if (this._options && !override) return;
+    this._options = options;
+    this._callbacks = options.callbacks ?? {};
+    this._micEnabled = options.enableMic ?? true;
+  }
+  get supportsScreenShare() { return false; }
+  async initialize() {
+    if (!this._stream) this._stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  }
+  async connect() { await this.initialize(); }
+  async disconnect() {
+    this._stream?.getTracks().forEach((t) => t.stop());
+    this._stream = null;
+  }
+  tracks() {
+    const audio = this._stream?.getAudioTracks()[0];
+    return { local: audio ? { audio } : {} };
+  }
+  get isMicEnabled() { return this._micEnabled; }
+  get isCamEnabled() { return false; }
+  get isSharingScreen() { return false; }
+  enableMic(enable) {
+    this._micEnabled = enable;
+    this._stream?.getAudioTracks().forEach((t) => { t.enabled = enable; });
+  }
+  enableCam() {}
+  async enableScreenShare() {}
+  async getAllMics() {
+    return (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput");
+  }
+  async getAllCams() { return []; }
+  async getAllSpeakers() { return []; }
+  async updateMic() {}
+  updateCam() {}
+  updateSpeaker() {}
+  get selectedMic() { return {}; }
+  get selectedCam() { return {}; }
+  get selectedSpeaker() { return {}; }
+}
+
+const rtvi = { events: [], transcripts: [], botReady: null, errors: [] };
+window.rtvi = rtvi;
+const seen = (name, data) => rtvi.events.push(data === undefined ? { name } : { name, data });
+
+window.startPipecat = async (offerUrl) => {
+  const client = new PipecatClient({
+    transport: new SmallWebRTCTransport({ mediaManager: new GetUserMediaManager() }),
+    enableMic: true,
+    enableCam: false,
+    callbacks: {
+      onBotReady: (data) => { rtvi.botReady = data; seen("botReady", data); },
+      onUserStartedSpeaking: () => seen("userStartedSpeaking"),
+      onUserStoppedSpeaking: () => seen("userStoppedSpeaking"),
+      onBotStartedSpeaking: () => seen("botStartedSpeaking"),
+      onBotStoppedSpeaking: () => seen("botStoppedSpeaking"),
+      onUserTranscript: (data) => { rtvi.transcripts.push(data); seen("userTranscript", data); },
+      onMetrics: (data) => seen("metrics", data),
+      onBotLlmStarted: () => seen("botLlmStarted"),
+      onBotLlmText: (data) => seen("botLlmText", data),
+      onBotLlmStopped: () => seen("botLlmStopped"),
+      onBotTtsStarted: () => seen("botTtsStarted"),
+      onBotTtsText: (data) => seen("botTtsText", data),
+      onBotTtsStopped: () => seen("botTtsStopped"),
+      onBotOutput: (data) => seen("botOutput", data),
+      onLLMFunctionCallInProgress: (data) => seen("llmFunctionCallInProgress", data),
+      onLLMFunctionCallStopped: (data) => seen("llmFunctionCallStopped", data),
+      onServerMessage: (data) => seen("serverMessage", data),
+      onError: (message) => { rtvi.errors.push(message); seen("error", message); },
+      onMessageError: (message) => seen("messageError", message),
+      onDisconnected: () => seen("disconnected"),
+      onBotDisconnected: () => seen("botDisconnected"),
+    },
+  });
+  window.pipecat = client;
+  await client.connect({ webrtcRequestParams: { endpoint: offerUrl } });
+  seen("connectResolved");
+  return client.state;
+};
+export { RTVIEvent };

@@ -1,0 +1,160 @@
+//! Pipecat's official JavaScript client against voxpipe, in real headless
+//! Chromium: `@pipecat-ai/client-js` and `@pipecat-ai/small-webrtc-transport`
+//! from npm, bundled at test time with esbuild (see
+//! `tests/browser/pipecat.mjs`, which states each check). The first
+//! pipeline has a VAD, a (fake) Deepgram STT and the parrot, so the
+//! speaking callbacks and the user's transcripts both fire; the second an
+//! LLM with a client tool and a TTS (a fake OpenAI for both), so the tool
+//! runs in the browser and the bot's LLM, TTS and metrics messages flow.
+//!
+//! With `VOXPIPE_RTVI_CAPTURE=dir` the RTVI messages the client sent are
+//! written to `dir/call.jsonl` and `dir/agent.jsonl` (how the fixtures in
+//! `tests/fixtures/rtvi/` were made). Needs Debian's `chromium` and `npm ci` in `tests/browser/`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use support::browser::{run_script, sample_wav};
+use support::fake::deepgram::FakeDeepgram;
+use support::fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, tool_chunk};
+use support::server::TestServer;
+
+fn pipeline(deepgram: &str) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "pipecat-client"
+sample_rate = 16000
+
+[[processor]]
+type = "vad"
+engine = "silero"
+
+[[processor]]
+type = "stt"
+provider = "deepgram"
+base_url = "{deepgram}"
+
+[[processor]]
+type = "parrot"
+"#
+    )
+}
+
+/// Runs `tests/browser/pipecat.mjs` against `server` with `args`, and
+/// returns what it saw.
+async fn pipecat_client(server: &TestServer, scenario: &str, args: &[&str]) -> serde_json::Value {
+    let mut all: Vec<OsString> = vec![
+        "--server".into(),
+        server.url("").into(),
+        "--wav".into(),
+        sample_wav().into(),
+        "--scenario".into(),
+        scenario.into(),
+    ];
+    all.extend(args.iter().map(OsString::from));
+    if let Some(dir) = std::env::var_os("VOXPIPE_RTVI_CAPTURE") {
+        all.push("--capture".into());
+        all.push(PathBuf::from(dir).join(format!("{scenario}.jsonl")).into());
+    }
+    let packages = ["playwright-core", "esbuild", "@pipecat-ai/client-js"];
+    let stdout = run_script("pipecat.mjs", &packages, &all, Duration::from_secs(120)).await;
+    let seen: serde_json::Value = serde_json::from_str(&stdout).expect("the script prints JSON");
+    assert_eq!(seen["botReady"]["version"], "2.1.0", "{seen}");
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipecats_client_connects_talks_and_disconnects_the_bot() {
+    let deepgram = FakeDeepgram::start().await;
+    let server = TestServer::with_toml(
+        &pipeline(&deepgram.url),
+        &[],
+        &[("DEEPGRAM_API_KEY", "dg-test")],
+    )
+    .await;
+    let seen = pipecat_client(&server, "call", &["--transcript"]).await;
+
+    let sessions = server.sessions.ended(1, Duration::from_secs(20)).await;
+    assert_eq!(sessions[0].end_reason.as_deref(), Some("disconnect_bot"));
+    assert!(!sessions[0].cancelled, "disconnectBot() ends gracefully");
+    assert_eq!(
+        seen["sessionInfo"]["session_id"],
+        sessions[0].session_id.as_str()
+    );
+    assert_eq!(
+        sessions[0].keys,
+        ['1', '2', '#'],
+        "sendDTMF reached the pipeline"
+    );
+}
+
+fn agent_pipeline(openai: &FakeOpenAi) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "pipecat-agent"
+sample_rate = 16000
+
+[[processor]]
+type = "user_context"
+
+[[processor]]
+type = "llm"
+provider = "openai"
+base_url = "{base}"
+model = "gpt-test"
+
+[[processor.client_tools]]
+name = "get_location"
+description = "Where the user is, from the browser."
+
+[[processor]]
+type = "tts"
+provider = "openai"
+base_url = "{base}"
+
+[[processor]]
+type = "assistant_context"
+"#,
+        base = openai.base_url
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipecats_client_runs_a_client_tool_and_hears_the_answer() {
+    let openai = FakeOpenAi::start().await;
+    openai.push_chat(Reply::Sse(vec![
+        Part::Data(tool_chunk(0, Some("call_loc"), Some("get_location"), "{}")),
+        Part::Data(finish_chunk("tool_calls")),
+        Part::Data("[DONE]".into()),
+    ]));
+    openai.push_chat(Reply::Sse(text_answer("You are in Oslo.")));
+    let server = TestServer::with_toml(&agent_pipeline(&openai), &[], &[]).await;
+    let seen = pipecat_client(&server, "agent", &[]).await;
+
+    assert_eq!(
+        seen["toolCalls"][0]["functionName"], "get_location",
+        "{seen}"
+    );
+    assert_eq!(seen["botText"], "You are in Oslo.");
+    let second = openai.received("chat/completions")[1].json();
+    let tool = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .cloned()
+        .unwrap();
+    assert_eq!(tool["tool_call_id"], "call_loc");
+    assert_eq!(
+        tool["content"], r#"{"city":"Oslo"}"#,
+        "the browser's answer"
+    );
+    let sessions = server.sessions.ended(1, Duration::from_secs(20)).await;
+    assert_eq!(sessions[0].end_reason.as_deref(), Some("hangup"));
+}
