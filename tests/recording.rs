@@ -97,7 +97,16 @@ async fn run_file(
     });
     // Read in real time: the barge-in must find the bot speaking, and the
     // parrot's reply comes from a child task a fast read can outrun.
-    let run = run_kept(toml, input, &[], Vec::new(), session_id, runtime.as_ref(), true).await;
+    let run = run_kept(
+        toml,
+        input,
+        &[],
+        Vec::new(),
+        session_id,
+        runtime.as_ref(),
+        true,
+    )
+    .await;
     let played = run
         .pushes
         .iter()

@@ -141,7 +141,10 @@ pub async fn run_kept(
     let resources = setup.resources.clone();
     let sink = RecordingSink::default();
     let ends = TransportEnds {
-        input: NamedProcessor::new("transport.input", FileInput::new(samples, rate, realtime_input)),
+        input: NamedProcessor::new(
+            "transport.input",
+            FileInput::new(samples, rate, realtime_input),
+        ),
         output: NamedProcessor::new(
             "transport.output",
             OutputTransport::new(sink.clone(), Pacing::InboundAudio { realtime: false }),
