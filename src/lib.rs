@@ -15,6 +15,7 @@ pub mod events;
 pub mod frame;
 pub mod metrics;
 pub mod objects;
+pub mod outbound;
 pub mod pipeline;
 pub mod pipeline_file;
 pub mod processors;

@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["processors"],
     &["transport"],
     &["agent", "recording"],
+    &["outbound"],
     &["session"],
     &["pipeline_file"],
     &["server", "testing"],

@@ -8,26 +8,174 @@ use super::recording::CallRecording;
 use super::time::rfc3339;
 
 /// Where a call is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+///
+/// An inbound call (or a browser session, a file run) goes pending, active,
+/// completed. An outbound call starts earlier, when it is asked for:
+/// queued (not yet handed to Twilio), initiated (Twilio took it), ringing,
+/// then active once answered (Twilio's `in-progress`), and ends in one of
+/// the final statuses; a call that never connected ends busy, no-answer,
+/// failed or canceled without ever being active.
+///
+/// Statuses are ordered by [`CallStatus::rank`]: a change never moves a call
+/// to a lower rank, and the first final status stays (callbacks arrive out
+/// of order and twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CallStatus {
+    /// Outbound: asked for, not yet handed to Twilio (waiting for its turn
+    /// in a campaign, or for the dialler).
+    Queued,
+    /// Outbound: Twilio accepted the call.
+    Initiated,
+    /// Outbound: the callee's phone is ringing.
+    Ringing,
     /// The session is set up; the pipeline has not started.
     Pending,
-    /// The pipeline is running.
+    /// The call is connected and (once its stream starts) the pipeline runs.
     Active,
-    /// The session has ended (for any reason).
+    /// The call ended after it connected (for any reason).
     Completed,
+    /// Outbound, final: the line was busy.
+    Busy,
+    /// Outbound, final: nobody answered within the ring timeout.
+    NoAnswer,
+    /// Outbound, final: the call could not be placed (a bad number, a
+    /// refusal by Twilio, an error).
+    Failed,
+    /// Outbound, final: cancelled before it connected.
+    Canceled,
 }
 
 impl CallStatus {
-    /// `pending`, `active` or `completed`.
+    /// Every status, in rank order.
+    pub const ALL: [CallStatus; 10] = [
+        CallStatus::Queued,
+        CallStatus::Initiated,
+        CallStatus::Ringing,
+        CallStatus::Pending,
+        CallStatus::Active,
+        CallStatus::Completed,
+        CallStatus::Busy,
+        CallStatus::NoAnswer,
+        CallStatus::Failed,
+        CallStatus::Canceled,
+    ];
+
+    /// `queued`, `initiated`, `ringing`, `pending`, `active`, `completed`,
+    /// `busy`, `no-answer`, `failed` or `canceled`.
     pub fn as_str(self) -> &'static str {
         match self {
+            CallStatus::Queued => "queued",
+            CallStatus::Initiated => "initiated",
+            CallStatus::Ringing => "ringing",
             CallStatus::Pending => "pending",
             CallStatus::Active => "active",
             CallStatus::Completed => "completed",
+            CallStatus::Busy => "busy",
+            CallStatus::NoAnswer => "no-answer",
+            CallStatus::Failed => "failed",
+            CallStatus::Canceled => "canceled",
         }
     }
+
+    /// How far along the call is: every final status ranks highest.
+    pub fn rank(self) -> u8 {
+        match self {
+            CallStatus::Queued => 0,
+            CallStatus::Initiated => 1,
+            CallStatus::Ringing => 2,
+            CallStatus::Pending => 3,
+            CallStatus::Active => 4,
+            CallStatus::Completed
+            | CallStatus::Busy
+            | CallStatus::NoAnswer
+            | CallStatus::Failed
+            | CallStatus::Canceled => 5,
+        }
+    }
+
+    /// True for the statuses a call ends in.
+    pub fn is_final(self) -> bool {
+        self.rank() == 5
+    }
+
+    /// The status `next` moves a call at `self` to: `next` when it ranks
+    /// higher, else `self` (a final status is never replaced).
+    pub fn advanced_to(self, next: CallStatus) -> CallStatus {
+        if next.rank() > self.rank() {
+            next
+        } else {
+            self
+        }
+    }
+}
+
+/// Who placed the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallDirection {
+    /// The caller called us (a phone call to our number, a browser tab).
+    Inbound,
+    /// We called them (`POST /api/calls`, a campaign).
+    Outbound,
+}
+
+/// An outbound call's own state: what was asked for and what Twilio said.
+///
+/// The number is kept (a retry dials it again); logs carry only
+/// `phone_hash`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutboundCall {
+    /// The number called, E.164.
+    pub to: String,
+    /// The caller id used, E.164.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The salted hash of `to`: what logs and rate limits name.
+    pub phone_hash: String,
+    /// Twilio's call SID (`CA…`), once Twilio accepted the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twilio_sid: Option<String>,
+    /// What answering-machine detection said (`human`, `machine_start`,
+    /// `machine_end_beep`, ...), when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
+    /// Twilio's `CallDuration` (seconds connected), once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_duration_secs: Option<u64>,
+    /// When the request to Twilio was sent (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialled_at: Option<String>,
+    /// When the callee answered (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<String>,
+    /// The highest `SequenceNumber` of Twilio's status callbacks applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_sequence: Option<u64>,
+    /// Why the call failed, for people (Twilio's error, a refusal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Where the call-completed webhook goes, when not the pipeline's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// The caller's own data, returned as given.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The campaign and attempt this call is, when a campaign placed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<CampaignAttempt>,
+}
+
+/// Which campaign entry a call dials, and which try it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignAttempt {
+    /// The campaign's id.
+    pub campaign_id: String,
+    /// The entry's index in the campaign (its numbers, deduplicated, in
+    /// the order given).
+    pub entry: u64,
+    /// 1 for the first try.
+    pub attempt: u32,
 }
 
 /// The customer segment a call belongs to; it picks the system prompt.
@@ -127,8 +275,15 @@ pub struct CallRecord {
     pub call_id: String,
     /// `twilio`, `webrtc` or `file`.
     pub transport: String,
-    /// Pending, active or completed.
+    /// See [`CallStatus`].
     pub status: CallStatus,
+    /// Inbound or outbound; absent in records written before outbound
+    /// calls existed (all inbound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<CallDirection>,
+    /// What an outbound call asked for and what Twilio said of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<OutboundCall>,
     /// When the session was set up (RFC 3339).
     pub created_at: String,
     /// When the pipeline started.
@@ -195,6 +350,8 @@ impl CallRecord {
             call_id: call_id.into(),
             transport: transport.into(),
             status: CallStatus::Pending,
+            direction: None,
+            outbound: None,
             created_at: now.clone(),
             started_at: None,
             ended_at: None,
@@ -219,14 +376,14 @@ impl CallRecord {
     pub fn apply(&mut self, change: &CallChange, now_ms: u64) {
         match change {
             CallChange::Started { at_ms } => {
-                if self.status < CallStatus::Active {
-                    self.status = CallStatus::Active;
+                if self.started_at.is_none() && !self.status.is_final() {
+                    self.status = self.status.advanced_to(CallStatus::Active);
                     self.started_at = Some(rfc3339(*at_ms));
                 }
             }
             CallChange::Ended { reason, at_ms } => {
-                if self.status < CallStatus::Completed {
-                    self.status = CallStatus::Completed;
+                if self.ended_at.is_none() {
+                    self.status = self.status.advanced_to(CallStatus::Completed);
                     self.ended_at = Some(rfc3339(*at_ms));
                     self.end_reason = Some(reason.clone());
                 }

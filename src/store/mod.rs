@@ -33,7 +33,8 @@ pub use api::{
     Store,
 };
 pub use call::{
-    CallChange, CallRecord, CallStatus, Evaluation, Extraction, Outcome, Segment, StoredObjects,
+    CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,
+    OutboundCall, Outcome, Segment, StoredObjects,
 };
 pub use error::StoreError;
 pub use interaction::Interaction;

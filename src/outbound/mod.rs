@@ -1,0 +1,20 @@
+//! Outbound calls: placing calls through Twilio's REST API, following their
+//! status, and campaigns that dial many numbers across servers.
+//!
+//! The parts, top-down: a [`Dialer`] places one [`CallRequest`] (creates
+//! the call record, asks Twilio); Twilio's status callbacks move the record
+//! through [`CallStatus`](crate::store::CallStatus); when a call reaches a
+//! final status, every [`CallSettled`] listener hears of it (a campaign
+//! frees the slot and retries or finishes the number). Phone numbers are
+//! [`PhoneNumber`]s (E.164, checked once at the edge) and appear in logs
+//! only as their salted [`PhoneHasher`] hash.
+
+mod dialer;
+mod phone;
+mod request;
+mod settled;
+
+pub use dialer::{DialError, Dialer, PlacedCall};
+pub use phone::{PhoneError, PhoneHasher, PhoneNumber};
+pub use request::CallRequest;
+pub use settled::CallSettled;
