@@ -12,7 +12,6 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use support::redis_server::RedisServer;
 use voxpipe::conversation::Role;
-use voxpipe::store::Skill;
 use voxpipe::store::{
     Appended, CallStore, Keys, MemoryStore, RedisStore, RefinementStore, SkillStore, Store,
     StoreSettings,
@@ -20,6 +19,7 @@ use voxpipe::store::{
 use voxpipe::store::{
     CallChange, CallRecord, CallStatus, Interaction, PromptKey, Segment, TacticsList,
 };
+use voxpipe::store::{Skill, TestCase};
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -280,6 +280,38 @@ async fn tactics_lists_never_hold_a_tactic_twice() {
         );
         let ttl = backend.ttl_ms("t:session:c3:tactics").await.unwrap();
         assert!(ttl > 23 * HOUR_MS && ttl <= 24 * HOUR_MS, "{ttl}");
+    }
+}
+
+#[tokio::test]
+async fn test_cases_are_listed_once_per_objection() {
+    for backend in backends() {
+        let store = backend.store();
+        let case = |input: &str, target: &str| TestCase {
+            input: input.to_owned(),
+            target: target.to_owned(),
+        };
+        let first = [
+            case("It's too expensive", "Reframes the price as value"),
+            case("We already have a vendor", "Asks what the vendor misses"),
+            case("it's   TOO expensive", "A second spelling, dropped"),
+        ];
+        assert_eq!(store.add_test_cases(&first).await.unwrap(), 2);
+        let again = [
+            case("IT'S TOO EXPENSIVE", "Dropped: listed"),
+            case("Send me an email", "Books a call instead"),
+            case("   ", "No objection, dropped"),
+        ];
+        assert_eq!(store.add_test_cases(&again).await.unwrap(), 1);
+        let listed = store.test_cases().await.unwrap();
+        assert_eq!(
+            listed,
+            [
+                case("It's too expensive", "Reframes the price as value"),
+                case("We already have a vendor", "Asks what the vendor misses"),
+                case("Send me an email", "Books a call instead"),
+            ]
+        );
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::store::Skill;
 use crate::store::{CallChange, CallRecord, Interaction, PromptKey, TacticsList};
+use crate::store::{Skill, TestCase};
 
 use super::error::StoreError;
 
@@ -107,6 +107,19 @@ pub trait SkillStore: Send + Sync {
     /// The skills with these hashes, in order; `None` for one that is gone
     /// or malformed (logged).
     async fn skills(&self, hashes: &[String]) -> Result<Vec<Option<Skill>>, StoreError>;
+}
+
+/// The learning loop's test cases: `test_cases:list`.
+#[async_trait]
+pub trait TestCaseStore: Send + Sync {
+    /// Appends the cases whose objection (see [`TestCase::identity`]) is not
+    /// listed yet, in order; returns how many were added. Atomic: two
+    /// writers adding the same objection add it once.
+    async fn add_test_cases(&self, cases: &[TestCase]) -> Result<usize, StoreError>;
+
+    /// Every test case, in the order added (malformed entries skipped,
+    /// logged).
+    async fn test_cases(&self) -> Result<Vec<TestCase>, StoreError>;
 }
 
 /// One delivery of a queued job.
@@ -207,7 +220,9 @@ pub trait Outbox: Send + Sync {
 
 /// A context store: everything voxpipe keeps between turns and sessions.
 #[async_trait]
-pub trait Store: CallStore + RefinementStore + SkillStore + JobQueue + Outbox {
+pub trait Store:
+    CallStore + RefinementStore + SkillStore + TestCaseStore + JobQueue + Outbox
+{
     /// `redis` or `memory`, for logs and `/health`.
     fn backend(&self) -> &'static str;
 

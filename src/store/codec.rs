@@ -1,7 +1,7 @@
 //! JSON encoding of stored values, shared by both backends.
 
 use super::error::StoreError;
-use crate::store::{CallRecord, Interaction};
+use crate::store::{CallRecord, Interaction, TestCase};
 
 pub(crate) fn encode(key: &str, value: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|source| StoreError::Encode {
@@ -25,6 +25,22 @@ pub(crate) fn decode_turns(key: &str, items: &[String]) -> Vec<Interaction> {
             Ok(turn) => Some(turn),
             Err(err) => {
                 tracing::warn!(key, position, error = %err, "skipping a transcript item that is not a turn");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The test cases among `items`; one that is not a test case is skipped
+/// with a warning.
+pub(crate) fn decode_test_cases(key: &str, items: &[String]) -> Vec<TestCase> {
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(position, item)| match serde_json::from_str(item) {
+            Ok(case) => Some(case),
+            Err(err) => {
+                tracing::warn!(key, position, error = %err, "skipping a list item that is not a test case");
                 None
             }
         })

@@ -9,6 +9,7 @@
 //! | `session:{id}:tactics` | list |
 //! | `prompt:segment:{country}:{industry}`, `prompt:segment:*:{industry}`, `prompt:base` | strings |
 //! | `skill:{hash}` | hash: `trigger`, `rebuttal`, `vector` |
+//! | `test_cases:list` | list of JSON `{"input", "target"}` |
 //!
 //! voxpipe adds three keys of its own for work that must survive a restart:
 //! `eval:jobs` (the evaluation stream, consumer group `evaluators`),
@@ -54,6 +55,11 @@ impl Keys {
     /// `agent:tactics`, `agent:winning_tactics` or `agent:failed_tactics`.
     pub fn tactics(&self, list: TacticsList) -> String {
         self.key(format_args!("{}", list.key_name()))
+    }
+
+    /// `test_cases:list`: the learning loop's test cases.
+    pub fn test_cases(&self) -> String {
+        self.key(format_args!("test_cases:list"))
     }
 
     /// `session:{id}:tactics`: the tactics one session used.

@@ -25,12 +25,13 @@ mod redis;
 pub(crate) mod settings;
 mod skill;
 mod tactics;
+mod test_case;
 pub mod time;
 
 pub use self::redis::RedisStore;
 pub use api::{
     Appended, CallStore, JobDelivery, JobQueue, Outbox, OutboxEntry, RefinementStore, SkillStore,
-    Store,
+    Store, TestCaseStore,
 };
 pub use call::{
     CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,
@@ -45,3 +46,4 @@ pub use recording::{CallRecording, RecordingStatus};
 pub use settings::StoreSettings;
 pub use skill::{Skill, pack_vector, trigger_hash, unpack_vector};
 pub use tactics::{TacticsList, merge_tactics, tactic_identity};
+pub use test_case::TestCase;

@@ -15,5 +15,6 @@ mod outbox;
 mod refinement;
 mod skills;
 mod store;
+mod test_cases;
 
 pub use store::MemoryStore;

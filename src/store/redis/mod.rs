@@ -14,5 +14,6 @@ mod refinement;
 mod scripts;
 mod skills;
 mod store;
+mod test_cases;
 
 pub use store::RedisStore;

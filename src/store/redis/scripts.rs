@@ -89,3 +89,35 @@ return ids
 ",
     )
 });
+
+/// `test_cases:list`: ARGV holds (identity, JSON) pairs; a pair whose
+/// identity a listed case (or an earlier pair) has is skipped. Returns how
+/// many were added.
+pub(super) static ADD_TEST_CASES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local function identity(s)
+  local words = {}
+  for word in string.gmatch(s, '%S+') do words[#words + 1] = word end
+  return string.lower(table.concat(words, ' '))
+end
+local seen = {}
+for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local ok, case = pcall(cjson.decode, item)
+  if ok and type(case) == 'table' and type(case.input) == 'string' then
+    seen[identity(case.input)] = true
+  end
+end
+local added = 0
+for i = 1, #ARGV, 2 do
+  local id = ARGV[i]
+  if id ~= '' and not seen[id] then
+    seen[id] = true
+    redis.call('RPUSH', KEYS[1], ARGV[i + 1])
+    added = added + 1
+  end
+end
+return added
+",
+    )
+});

@@ -1,0 +1,26 @@
+//! The learning loop's test cases: `test_cases:list`, a list of JSON
+//! `{"input": an objection, "target": what a good answer does}`, one per
+//! objection (the same objection, however spaced or cased, is kept once:
+//! the first target stays).
+
+use serde::{Deserialize, Serialize};
+
+use super::tactics::tactic_identity;
+
+/// One test case for prompt candidates: the agent's answer to `input` is
+/// judged against `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCase {
+    /// What the customer says (an objection).
+    pub input: String,
+    /// What a good answer does.
+    pub target: String,
+}
+
+impl TestCase {
+    /// The identity two test cases share when their inputs are the same
+    /// objection: whitespace collapsed, lowercase.
+    pub fn identity(&self) -> String {
+        tactic_identity(&self.input)
+    }
+}
