@@ -24,6 +24,11 @@
 //! # Signs the session ids /start hands out (default: random per process).
 //! session_key_env = "VOXPIPE_SESSION_KEY"
 //! session_ttl_secs = 60   # a session from /start must send its offer by then
+//! # The management API (/api/calls, /api/campaigns, /api/analytics) needs
+//! # `Authorization: Bearer <the variable's value>`; without a key it is off,
+//! # unless `api_open = true` (local development only).
+//! api_token_env = "VOXPIPE_API_TOKEN"
+//! api_open = false
 //! ```
 //!
 //! Every key is optional. A file run (`voxpipe run`) ignores the section.
@@ -76,6 +81,11 @@ pub struct ServerSection {
     pub session_key_env: Option<String>,
     /// How long a session made by `/start` waits for its first offer.
     pub session_ttl_secs: Seconds<1>,
+    /// The environment variable holding the bearer key of the management
+    /// API (`/api/calls`, `/api/campaigns`, `/api/analytics`).
+    pub api_token_env: Option<String>,
+    /// Opens the management API without a key: for local development only.
+    pub api_open: bool,
 }
 
 impl Default for ServerSection {
@@ -94,6 +104,8 @@ impl Default for ServerSection {
             start_token_env: None,
             session_key_env: None,
             session_ttl_secs: Seconds::from_millis(60_000),
+            api_token_env: None,
+            api_open: false,
         }
     }
 }

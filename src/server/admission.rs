@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::config::ServerSection;
 
+use super::api_access::bearer;
 use super::pending_sessions::PendingSessions;
 use super::rate_limit::{Decision, RateLimiter};
 use super::session_token::{SessionKey, same};
@@ -92,14 +93,7 @@ impl Admission {
         let Some(expected) = &self.start_token else {
             return Ok(());
         };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.get(..7)
-                    .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
-                    .map(|_| v[7..].trim())
-            });
+        let given = bearer(headers);
         match given {
             Some(given) if same(given.as_bytes(), expected.as_bytes()) => Ok(()),
             _ => Err(Refused::Unauthorized),

@@ -53,6 +53,7 @@
 //! | `start` | `POST /start`, `GET /api/ice-config` |
 //! | `session_offer` | `POST`/`PATCH /sessions/{sessionId}/api/offer` |
 //! | `admission`, `rate_limit` | the rate limit per address (sans-IO), the bearer key |
+//! | `api_access` | who may use the management API (`/api/calls`, `/api/campaigns`, `/api/analytics`) |
 //! | `session_token`, `pending_sessions` | signed, expiring session ids; sessions waiting for their offer (sans-IO) |
 //! | `cors` | which other origins may call |
 //! | `body` | bodies that cannot be read: 413 or 400 |
@@ -66,6 +67,7 @@
 //! for the sessions' writers to store what they hold.
 
 mod admission;
+mod api_access;
 mod body;
 mod client_page;
 mod cors;

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::agent::AgentRuntime;
 use crate::config::ServerSection;
+use crate::outbound::CallSettled;
 use crate::pipeline::Observer;
 use crate::pipeline::{EnvSource, SessionSetup};
 use crate::pipeline_file::PipelineConfig;
@@ -20,6 +21,7 @@ use crate::transport::twilio::TwilioRest;
 use crate::transport::webrtc::{WebRtcSettings, WebRtcSignalling};
 
 use super::admission::Admission;
+use super::api_access::ApiAccess;
 use super::error::ServerError;
 use super::live_sessions::LiveSessions;
 use super::metrics::ServerMetrics;
@@ -37,9 +39,17 @@ pub struct ServerBuilder {
     readiness: Vec<Arc<dyn ReadinessCheck>>,
     observers: Vec<ObserverFactory>,
     agent: Option<Arc<AgentRuntime>>,
+    call_settled: Vec<Arc<dyn CallSettled>>,
 }
 
 impl ServerBuilder {
+    /// Tells `listener` of every outbound call this server sees reach its
+    /// final status.
+    pub fn on_call_settled(mut self, listener: Arc<dyn CallSettled>) -> Self {
+        self.call_settled.push(listener);
+        self
+    }
+
     /// Reads `*_env` variables from `env` instead of the process
     /// environment.
     pub fn env(mut self, env: EnvSource) -> Self {
@@ -86,6 +96,7 @@ impl ServerBuilder {
             readiness,
             observers,
             agent,
+            call_settled,
         } = self;
         // Every session builds the same processors: one that cannot be
         // built now (a secret not set) would fail every call.
@@ -124,6 +135,10 @@ impl ServerBuilder {
             _ => None,
         };
         let admission = admission(&config.server, &env)?;
+        let api = ApiAccess::new(
+            read_secret(&env, "server.api_token_env", &config.server.api_token_env)?,
+            config.server.api_open,
+        );
         let metrics = Arc::new(ServerMetrics::new());
         let sessions = LiveSessions::new(
             config.server.max_sessions.get(),
@@ -151,28 +166,38 @@ impl ServerBuilder {
                 twilio,
                 webrtc,
                 admission,
+                api,
+                dialer: None,
+                call_settled,
                 started: Instant::now(),
             }),
         })
     }
 }
 
+/// The value of the variable `var` that the key `key` names, when it names
+/// one: unset or empty is an error naming both.
+fn read_secret(
+    env: &EnvSource,
+    key: &str,
+    var: &Option<String>,
+) -> Result<Option<String>, ServerError> {
+    match var {
+        None => Ok(None),
+        Some(var) => match env.get(var) {
+            Some(value) if !value.is_empty() => Ok(Some(value)),
+            _ => Err(ServerError::MissingEnv {
+                key: key.into(),
+                var: var.clone(),
+            }),
+        },
+    }
+}
+
 /// `[server]`'s admission settings with their secrets read.
 fn admission(config: &ServerSection, env: &EnvSource) -> Result<Admission, ServerError> {
-    let read = |key: &str, var: &Option<String>| -> Result<Option<String>, ServerError> {
-        match var {
-            None => Ok(None),
-            Some(var) => match env.get(var) {
-                Some(value) if !value.is_empty() => Ok(Some(value)),
-                _ => Err(ServerError::MissingEnv {
-                    key: key.into(),
-                    var: var.clone(),
-                }),
-            },
-        }
-    };
-    let start_token = read("server.start_token_env", &config.start_token_env)?;
-    let session_key = match read("server.session_key_env", &config.session_key_env)? {
+    let start_token = read_secret(env, "server.start_token_env", &config.start_token_env)?;
+    let session_key = match read_secret(env, "server.session_key_env", &config.session_key_env)? {
         Some(key) => SessionKey::new(key.as_bytes()),
         None => SessionKey::random()
             .ok_or_else(|| std::io::Error::other("no system randomness for the session key"))?,
@@ -196,6 +221,7 @@ impl Server {
             readiness: Vec::new(),
             observers: Vec::new(),
             agent: None,
+            call_settled: Vec::new(),
         }
     }
 

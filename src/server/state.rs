@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::agent::AgentRuntime;
+use crate::outbound::{CallSettled, Dialer};
 use crate::pipeline::Observer;
 use crate::pipeline::{EnvSource, SessionSetup};
 use crate::pipeline_file::PipelineConfig;
@@ -14,6 +15,7 @@ use crate::transport::twilio::TwilioRest;
 use crate::transport::webrtc::WebRtcSignalling;
 
 use super::admission::Admission;
+use super::api_access::ApiAccess;
 use super::live_sessions::LiveSessions;
 use super::metrics::ServerMetrics;
 use super::readiness::ReadinessCheck;
@@ -22,6 +24,9 @@ use super::readiness::ReadinessCheck;
 pub type ObserverFactory = Arc<dyn Fn(&SessionSetup) -> Arc<dyn Observer> + Send + Sync>;
 
 /// What every handler shares.
+// TEMPORARY (removed at the merge of the outbound work): `api`, `dialer`
+// and `call_settled` are read by the handlers being built on branches.
+#[allow(dead_code)]
 pub(crate) struct ServerState {
     pub(crate) config: PipelineConfig,
     pub(crate) env: EnvSource,
@@ -37,6 +42,12 @@ pub(crate) struct ServerState {
     pub(crate) webrtc: WebRtcSignalling,
     /// Rate limits, keys, and the sessions `/start` made.
     pub(crate) admission: Admission,
+    /// Who may use the management API.
+    pub(crate) api: ApiAccess,
+    /// Places outbound calls, when the pipeline can (`[outbound]`).
+    pub(crate) dialer: Option<Arc<dyn Dialer>>,
+    /// Told when an outbound call reaches its final status.
+    pub(crate) call_settled: Vec<Arc<dyn CallSettled>>,
     pub(crate) started: Instant,
 }
 
