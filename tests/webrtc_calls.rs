@@ -190,11 +190,21 @@ async fn a_restarted_connection_carries_the_same_session_on() {
 
     let end = speak(&second, &utterance(), Duration::ZERO).await;
     speak(&second, &silence(2.0), end).await;
+    // On a loaded machine the reply may still be on its way: wait for it.
+    let mut received = drain(&mut audio).len();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while received <= 40 {
+        match tokio::time::timeout_at(deadline, audio.recv()).await {
+            Ok(Some(_)) => received += 1,
+            _ => break,
+        }
+    }
+    assert!(received > 40, "the parrot answers on the new connection");
     assert!(
-        drain(&mut audio).len() > 40,
-        "the parrot answers on the new connection"
+        events.event("user_stopped_speaking", WAIT).await.is_some(),
+        "{:?}",
+        events.names()
     );
-    assert!(events.names().iter().any(|n| n == "user_stopped_speaking"));
     let sessions = server.sessions.all();
     assert_eq!(sessions.len(), 1, "one session throughout");
     assert_eq!(
