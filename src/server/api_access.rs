@@ -9,15 +9,12 @@
 // use this are being built on branches.
 #![allow(dead_code)]
 
-use std::sync::Arc;
-
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::session_token::same;
-use super::state::ServerState;
 
 /// The API's access rule.
 #[derive(Clone)]
@@ -101,17 +98,20 @@ impl IntoResponse for ApiRefused {
 }
 
 /// A handler argument: the request may use the API (else it is answered
-/// with [`ApiRefused`] before the handler runs).
+/// with [`ApiRefused`] before the handler runs). Generic over the router's
+/// state (which yields its [`ApiAccess`]), so this module needs no other.
 pub(crate) struct ApiAuthorized;
 
-impl FromRequestParts<Arc<ServerState>> for ApiAuthorized {
+impl<S: Send + Sync> FromRequestParts<S> for ApiAuthorized
+where
+    ApiAccess: FromRef<S>,
+{
     type Rejection = ApiRefused;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<ServerState>,
-    ) -> Result<Self, Self::Rejection> {
-        state.api.check(&parts.headers).map(|()| ApiAuthorized)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        ApiAccess::from_ref(state)
+            .check(&parts.headers)
+            .map(|()| ApiAuthorized)
     }
 }
 

@@ -51,6 +51,12 @@ pub(crate) struct ServerState {
     pub(crate) started: Instant,
 }
 
+impl axum::extract::FromRef<Arc<ServerState>> for ApiAccess {
+    fn from_ref(state: &Arc<ServerState>) -> ApiAccess {
+        state.api.clone()
+    }
+}
+
 /// The Twilio side of the server.
 pub(crate) struct TwilioState {
     /// Verifies webhooks when set.
