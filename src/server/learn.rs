@@ -140,6 +140,10 @@ mod tests {
             field(json!({"transcript": "Agent: hi", "outcome": "lost_deal", "agent": "ai"}));
         assert_eq!(at, Some("transcript"));
         assert!(message.contains("no customer turn"), "{message}");
-        assert!(field(json!({"transcript": turns, "outcome": "lost_deal", "agent": "ai", "x": 1})).1.contains("unknown field `x`"));
+        assert!(
+            field(json!({"transcript": turns, "outcome": "lost_deal", "agent": "ai", "x": 1}))
+                .1
+                .contains("unknown field `x`")
+        );
     }
 }

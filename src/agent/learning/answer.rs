@@ -134,7 +134,9 @@ mod tests {
         let answer = PairsAnswer::new(5);
         let err = answer.check("Here are the pairs").unwrap_err();
         assert!(err.told.starts_with("the answer is not JSON"), "{err:?}");
-        let err = answer.check(r#"{"pairs": [{"objection": "x"}]}"#).unwrap_err();
+        let err = answer
+            .check(r#"{"pairs": [{"objection": "x"}]}"#)
+            .unwrap_err();
         assert!(err.told.contains("breaks the schema"), "{err:?}");
         let err = answer
             .check(&json!({"pairs": [pair("ok"), pair("  ")]}).to_string())

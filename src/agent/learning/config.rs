@@ -82,7 +82,10 @@ impl LearningSection {
             message: message.to_owned(),
         };
         if !(0.0..=1.0).contains(&self.min_score) {
-            return Err(problem("learning.min_score", "expected a number from 0 to 1"));
+            return Err(problem(
+                "learning.min_score",
+                "expected a number from 0 to 1",
+            ));
         }
         if !(1..=MAX_PAIRS_LIMIT).contains(&self.max_pairs) {
             return Err(problem("learning.max_pairs", "expected 1 to 20"));

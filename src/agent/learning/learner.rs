@@ -226,10 +226,20 @@ impl Learner {
                         attempts: attempt,
                     });
                 }
-                Ok(pairs) => return Ok(Lesson::Pairs { pairs, attempts: attempt }),
+                Ok(pairs) => {
+                    return Ok(Lesson::Pairs {
+                        pairs,
+                        attempts: attempt,
+                    });
+                }
                 Err(wrong) => {
                     // The places, not the told text: answers quote the call.
-                    tracing::warn!(about, attempt, at = wrong.places, "learning answer unusable");
+                    tracing::warn!(
+                        about,
+                        attempt,
+                        at = wrong.places,
+                        "learning answer unusable"
+                    );
                     messages.push(("assistant", answer));
                     messages.push((
                         "user",

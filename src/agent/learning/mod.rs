@@ -51,6 +51,6 @@ pub use learner::{
 pub use step::LearnFromCall;
 pub use submission::{DealOutcome, HandledBy, Submission, SubmissionReport};
 pub use transcript::{
-    SpokenTurn, Speaker, TranscriptError, has_customer_turn, parse_json_turns, parse_transcript,
+    Speaker, SpokenTurn, TranscriptError, has_customer_turn, parse_json_turns, parse_transcript,
     render, spoken_turns,
 };

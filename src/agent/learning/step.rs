@@ -161,7 +161,11 @@ impl PostCallStep for LearnFromCall {
         else {
             return Ok(());
         };
-        let skills = self.learner.store_skills(&pairs).await.map_err(step_error)?;
+        let skills = self
+            .learner
+            .store_skills(&pairs)
+            .await
+            .map_err(step_error)?;
         tracing::info!(
             call_id,
             pairs = pairs.len(),
@@ -201,4 +205,3 @@ impl PostCallStep for LearnFromCall {
         Ok(())
     }
 }
-

@@ -178,7 +178,8 @@ mod tests {
 
     #[test]
     fn reads_lines_and_json() {
-        let text = "Agent: Hello, this is Ann.\n\ncustomer: It is too expensive\nfor us.\nUSER: Fine.\n";
+        let text =
+            "Agent: Hello, this is Ann.\n\ncustomer: It is too expensive\nfor us.\nUSER: Fine.\n";
         let turns = parse_transcript(text).unwrap();
         assert_eq!(
             turns,
@@ -192,7 +193,8 @@ mod tests {
             render(&turns[..2]),
             "Agent: Hello, this is Ann.\nCustomer: It is too expensive for us.\n"
         );
-        let json = r#"[{"role": "Assistant", "text": " Hi "}, {"role": "customer", "text": "No time."}]"#;
+        let json =
+            r#"[{"role": "Assistant", "text": " Hi "}, {"role": "customer", "text": "No time."}]"#;
         assert_eq!(
             parse_transcript(json).unwrap(),
             [
@@ -209,13 +211,17 @@ mod tests {
             err.0,
             "line 1: expected a line starting `Agent:` or `Customer:`"
         );
-        let err = parse_json_turns(&json!([{"role": "agent", "text": "a"}, {"role": "boss", "text": "b"}]))
-            .unwrap_err();
+        let err = parse_json_turns(
+            &json!([{"role": "agent", "text": "a"}, {"role": "boss", "text": "b"}]),
+        )
+        .unwrap_err();
         assert!(err.0.starts_with("turn 1: role `boss`"), "{err}");
         let err = parse_json_turns(&json!([{"role": "agent"}])).unwrap_err();
         assert!(err.0.starts_with("turn 0: expected"), "{err}");
         assert!(parse_transcript("[1,").is_err());
         assert!(parse_json_turns(&json!({"role": "agent"})).is_err());
-        assert!(!has_customer_turn(&parse_transcript("Agent: hello?").unwrap()));
+        assert!(!has_customer_turn(
+            &parse_transcript("Agent: hello?").unwrap()
+        ));
     }
 }
