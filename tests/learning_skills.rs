@@ -402,6 +402,14 @@ async fn a_job_run_twice_learns_once() {
     assert_eq!(s.learned("c1").await, first);
     assert_eq!(s.store().skill_hashes().await.unwrap().len(), 2);
     assert_eq!(s.store().test_cases().await.unwrap().len(), 2);
+
+    // The operator sees what the call taught.
+    let out = s.voxpipe(&["calls", "show", "c1"]).await;
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("  learned  2 skill(s) stored, 2 new test case(s):\n    \"It is too expensive for us\" → Show the payback in months\n"),
+        "{shown}"
+    );
 }
 
 #[tokio::test]
