@@ -552,10 +552,16 @@ async fn voxpipe_learn_ingests_a_human_handled_transcript() {
 #[tokio::test]
 async fn post_api_learn_ingests_a_transcript_and_names_a_bad_field() {
     let s = setup("").await;
-    let env = [("TEST_REDIS", s.redis.url())];
+    let toml = s
+        .toml
+        .replace("api_open = true", "api_token_env = \"LEARN_TOKEN\"");
+    let env = [
+        ("TEST_REDIS", s.redis.url()),
+        ("LEARN_TOKEN", "s3cret".into()),
+    ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = TestServer::start(ServerSetup {
-        toml: Some(&s.toml),
+        toml: Some(&toml),
         path: "agent.toml",
         env: &env,
         context: Some(Arc::clone(&s.runtime)),
@@ -563,7 +569,22 @@ async fn post_api_learn_ingests_a_transcript_and_names_a_bad_field() {
     })
     .await;
     let client = reqwest::Client::new();
-    let post = |body: Value| client.post(server.url("/api/learn")).json(&body).send();
+    let post = |body: Value| {
+        client
+            .post(server.url("/api/learn"))
+            .bearer_auth("s3cret")
+            .json(&body)
+            .send()
+    };
+
+    // The management API's key is required.
+    let anonymous = client
+        .post(server.url("/api/learn"))
+        .json(&json!({"transcript": "Customer: hi", "outcome": "closed_deal", "agent": "ai"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
 
     s.model.push_chats([won_pairs()]);
     let response = post(json!({
@@ -608,6 +629,7 @@ async fn post_api_learn_ingests_a_transcript_and_names_a_bad_field() {
     }
     let response = client
         .post(server.url("/api/learn"))
+        .bearer_auth("s3cret")
         .header("content-type", "application/json")
         .body("{not json")
         .send()

@@ -227,6 +227,12 @@ impl AgentRuntime {
             }
             (None, _) => None,
         };
+        if learning.is_some() && evaluator.is_none() {
+            tracing::warn!(
+                "[learning] without an enabled [evaluator]: calls are never judged a success, \
+                 so only submitted transcripts teach"
+            );
+        }
         let objects = storage
             .map(|section| ObjectStorage::open(section, &|var: &str| env.get(var)))
             .transpose()?;

@@ -634,4 +634,30 @@ mod tests {
         assert_eq!(back["room_url"], "https://example.test/r");
         assert_eq!(back["status"], "completed");
     }
+
+    #[test]
+    fn a_waiting_lesson_moves_on_once_and_the_first_final_one_stays() {
+        let mut call = CallRecord::pending("c1", "twilio", Segment::default(), BTreeMap::new(), 0);
+        let waiting = |model: &str| Learned::Waiting {
+            pairs: Vec::new(),
+            test_cases_added: 1,
+            model: model.into(),
+            attempts: 1,
+            at: String::new(),
+        };
+        let nothing = |reason: &str| Learned::Nothing {
+            reason: reason.into(),
+            attempts: 0,
+            at: String::new(),
+        };
+        call.apply(&CallChange::Learned(waiting("first")), 0);
+        call.apply(&CallChange::Learned(waiting("second")), 0);
+        assert_eq!(call.learned, Some(waiting("first")));
+        call.apply(&CallChange::Learned(nothing("given up")), 0);
+        call.apply(&CallChange::Learned(nothing("later")), 0);
+        call.apply(&CallChange::Learned(waiting("third")), 0);
+        assert_eq!(call.learned, Some(nothing("given up")));
+        let json = serde_json::to_value(&call).unwrap();
+        assert_eq!(json["learned"]["status"], "nothing");
+    }
 }
