@@ -693,3 +693,36 @@ fn voxpipe_check_names_a_learning_section_without_an_embedder() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_job_given_up_records_that_the_call_taught_nothing() {
+    let s = setup("").await;
+    converse(&s.runtime, "c1", "twilio", WON_CALL, "hangup").await;
+    let store = s.store();
+    // Delivered twice to workers that never finish; the third gives up.
+    store.read_jobs("first", 1, Duration::ZERO).await.unwrap();
+    store
+        .reclaim_jobs("second", Duration::ZERO, 1)
+        .await
+        .unwrap();
+    let third = store
+        .reclaim_jobs("third", Duration::ZERO, 1)
+        .await
+        .unwrap();
+    s.runtime
+        .worker("third")
+        .unwrap()
+        .process(&third[0])
+        .await
+        .unwrap();
+    assert!(s.model.chat_requests().is_empty());
+    match s.learned("c1").await {
+        Some(Learned::Nothing {
+            reason,
+            attempts: 0,
+            ..
+        }) => assert!(reason.contains("after 2 deliveries"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.redis.pending_jobs().await, 0);
+}
