@@ -75,7 +75,13 @@ impl LearnFromCall {
     async fn find(&self, call: &CallRecord) -> Result<Option<Learned>, PostCallError> {
         let call_id = call.call_id.as_str();
         let nothing = |reason: String, attempts| {
-            tracing::info!(call_id, attempts, reason, "learned nothing from the call");
+            // After the model answered, the reason may quote the call
+            // (personal data): it goes to the record, not the logs.
+            if attempts == 0 {
+                tracing::info!(call_id, reason, "learned nothing from the call");
+            } else {
+                tracing::info!(call_id, attempts, "learned nothing from the call");
+            }
             Learned::Nothing {
                 reason,
                 attempts,
