@@ -726,3 +726,19 @@ async fn a_job_given_up_records_that_the_call_taught_nothing() {
     }
     assert_eq!(s.redis.pending_jobs().await, 0);
 }
+
+#[tokio::test]
+async fn a_success_scored_below_min_score_teaches_nothing() {
+    let s = setup("min_score = 0.95").await;
+    s.model.push_chats([verdict("success", 0.9, &[])]);
+    converse(&s.runtime, "c1", "twilio", WON_CALL, "hangup").await;
+    s.runtime.worker("w1").unwrap().drain().await.unwrap();
+    match s.learned("c1").await {
+        Some(Learned::Nothing { reason, .. }) => {
+            assert_eq!(reason, "a success scored 0.9, below min_score 0.95");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.model.chat_requests().len(), 1, "only the judge");
+    assert!(s.store().test_cases().await.unwrap().is_empty());
+}
