@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::answer::PairsAnswer;
+use super::answer::{PairsAnswer, pairs_schema};
 use super::config::LearningSection;
 use super::transcript::{SpokenTurn, has_customer_turn, render};
 use crate::agent::eval::{ApiEndpoint, JudgeModel, OpenAiJudge};
@@ -151,7 +151,7 @@ impl Learner {
         let format = match section.response_format {
             FormatKind::JsonSchema => Some(json!({
                 "type": "json_schema",
-                "json_schema": {"name": "objection_pairs", "schema": PairsAnswer::new(1).schema(), "strict": true},
+                "json_schema": {"name": "objection_pairs", "schema": pairs_schema(), "strict": true},
             })),
             FormatKind::JsonObject => Some(json!({"type": "json_object"})),
             FormatKind::None => None,
