@@ -120,6 +120,7 @@ fn runtime_with(store: Arc<dyn Store>, post_call: Vec<Arc<dyn PostCallStep>>) ->
         skills: None,
         post_call,
         objects: None,
+        learning: None,
     })
 }
 

@@ -93,6 +93,7 @@ async fn run_file(
             skills: None,
             post_call: Vec::new(),
             objects: None,
+            learning: None,
         })
     });
     // Read in real time: the barge-in must find the bot speaking, and the
@@ -456,6 +457,7 @@ async fn a_twilio_call_with_a_barge_in_is_recorded_as_the_caller_heard_it() {
         skills: None,
         post_call: Vec::new(),
         objects: None,
+        learning: None,
     }));
     let toml = parrot_toml(&recording_on(dir.path()));
     let server = TestServer::start(Setup {

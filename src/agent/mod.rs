@@ -22,6 +22,8 @@
 //!   job: what else a call leaves behind (extraction, stored objects).
 //! - [Extraction](extraction) fills the pipeline's JSON Schema from the
 //!   transcript, a post-call step.
+//! - [Learning](learning): calls that went well (and submitted
+//!   transcripts) become skills and test cases, a post-call step.
 //! - The [webhook] posts each completed call, from a durable outbox.
 //! - [Storage](storage): the call's recording, transcript, profile and
 //!   audit record, kept in object storage.
@@ -32,6 +34,7 @@
 mod config;
 pub mod eval;
 pub mod extraction;
+pub mod learning;
 mod memory;
 pub mod post_call;
 mod prompt;

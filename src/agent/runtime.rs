@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::config::{ContextSection, StoreKind};
+use super::learning::{LearnFromCall, Learner, LearnerSettings, LearningSection};
 use super::memory::SessionMemory;
 use super::post_call::PostCallStep;
 use super::prompt::SessionPrompt;
-use super::skills::{OpenAiEmbedder, SearchContextTool, SkillLibrary};
+use super::skills::{Embedder, OpenAiEmbedder, SearchContextTool, SkillLibrary};
 use super::storage::{RecordingUploader, StoreCallObjects};
 use super::writer::{AfterCall, WriterDone, WriterSettings, spawn_writer};
 use crate::agent::eval::{
@@ -68,6 +69,7 @@ pub struct AgentRuntime {
     evaluator: Option<(Arc<Evaluator>, WorkerSettings)>,
     webhook: Option<Arc<WebhookSettings>>,
     skills: Option<Arc<SkillLibrary>>,
+    learner: Option<Arc<Learner>>,
     objects: Option<ObjectStorage>,
     scan_period: Duration,
     uploader: Option<Arc<RecordingUploader>>,
@@ -108,11 +110,14 @@ pub struct RuntimeParts {
     /// Object storage, if calls leave objects: its post-call step runs
     /// after those of `post_call`.
     pub objects: Option<ObjectStorage>,
+    /// The learner, if calls teach skills and test cases: its post-call
+    /// step runs last (see [`learning`](crate::agent::learning)).
+    pub learning: Option<Arc<Learner>>,
 }
 
 impl AgentRuntime {
     /// The runtime a pipeline's `[context]`, `[evaluator]`, `[webhook]`,
-    /// `[extraction]` and `[storage]` sections describe, resolving `*_env`
+    /// `[extraction]`, `[storage]` and `[learning]` sections describe, resolving `*_env`
     /// variables from `env`. Redis is not contacted yet: a runtime made while
     /// Redis is down works once it is back. Call it within a Tokio runtime
     /// (the Redis connection manager starts its tasks there).
@@ -122,6 +127,7 @@ impl AgentRuntime {
         webhook: Option<&WebhookSection>,
         extraction: Option<&ExtractionConfig>,
         storage: Option<&StorageSection>,
+        learning: Option<&LearningSection>,
         env: &EnvSource,
     ) -> Result<Self, AgentError> {
         let section = section.clone();
@@ -179,20 +185,54 @@ impl AgentRuntime {
             let step = ExtractionStep::new(Arc::clone(&store), models, config);
             post_call.push(Arc::new(step));
         }
+        let mut embedder: Option<Arc<dyn Embedder>> = None;
         let skills = match &section.skills {
             Some(skills) => {
                 let key = api_key("context.skills.api_key_env", &skills.api_key_env)?;
                 let endpoint = skills.endpoint(key).map_err(invalid("context.skills"))?;
-                let embedder = OpenAiEmbedder::new(endpoint, &skills.model, skills.dimensions);
+                let shared: Arc<dyn Embedder> = Arc::new(OpenAiEmbedder::new(
+                    endpoint,
+                    &skills.model,
+                    skills.dimensions,
+                ));
+                embedder = Some(Arc::clone(&shared));
                 Some(Arc::new(SkillLibrary::new(
                     Arc::clone(&store),
-                    Arc::new(embedder),
+                    shared,
                     skills.candidates,
                     skills.top_k,
                 )))
             }
             None => None,
         };
+        let learning = match (learning.filter(|l| l.enabled), embedder) {
+            (Some(learning), Some(embedder)) => {
+                let key = api_key("learning.api_key_env", &learning.api_key_env)?;
+                let endpoint = learning.endpoint(key).map_err(invalid("learning"))?;
+                let model = Learner::openai_model(endpoint, learning);
+                Some(Arc::new(Learner::new(
+                    Arc::clone(&store),
+                    Arc::new(model),
+                    embedder,
+                    LearnerSettings::from_section(learning),
+                )))
+            }
+            (Some(_), None) => {
+                return Err(AgentError::Invalid {
+                    section: "learning",
+                    source: BuildError::Invalid(
+                        "needs [context.skills] (the embeddings endpoint)".into(),
+                    ),
+                });
+            }
+            (None, _) => None,
+        };
+        if learning.is_some() && evaluator.is_none() {
+            tracing::warn!(
+                "[learning] without an enabled [evaluator]: calls are never judged a success, \
+                 so only submitted transcripts teach"
+            );
+        }
         let objects = storage
             .map(|section| ObjectStorage::open(section, &|var: &str| env.get(var)))
             .transpose()?;
@@ -204,6 +244,7 @@ impl AgentRuntime {
             skills,
             post_call,
             objects,
+            learning,
         });
         if let Some(storage) = storage {
             runtime.scan_period = storage.scan_secs.duration();
@@ -221,12 +262,17 @@ impl AgentRuntime {
             skills,
             mut post_call,
             objects,
+            learning,
         } = parts;
         if let Some(objects) = &objects {
             post_call.push(Arc::new(StoreCallObjects::new(
                 Arc::clone(&store),
                 objects.clone(),
             )));
+        }
+        // Last: an embedder that is down holds back no other step.
+        if let Some(learner) = &learning {
+            post_call.push(Arc::new(LearnFromCall::new(Arc::clone(learner))));
         }
         let webhook = webhook.map(Arc::new);
         // The evaluation job runs when there is a judge or a post-call
@@ -269,6 +315,7 @@ impl AgentRuntime {
             evaluator,
             webhook,
             skills,
+            learner: learning,
             objects,
             scan_period: Duration::from_secs(10),
             uploader: None,
@@ -318,6 +365,11 @@ impl AgentRuntime {
     /// The skills library, if configured.
     pub fn skills(&self) -> Option<&Arc<SkillLibrary>> {
         self.skills.as_ref()
+    }
+
+    /// The learner, if `[learning]` is on (for submitted transcripts).
+    pub fn learner(&self) -> Option<&Arc<Learner>> {
+        self.learner.as_ref()
     }
 
     /// Succeeds when the store answers (for `/health`).

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use voxpipe::objects::ObjectKind;
-use voxpipe::store::{CallRecord, Evaluation, Extraction, Interaction};
+use voxpipe::store::{CallRecord, Evaluation, Extraction, Interaction, Learned};
 
 use super::call_objects::{fetch, key_of, list};
 use super::store_args::StoreArgs;
@@ -135,6 +135,7 @@ fn describe(call: &CallRecord, turns: &[Interaction]) -> String {
         None => out.push_str("  outcome  not evaluated yet\n"),
     }
     describe_extraction(call.extraction.as_ref(), &mut out);
+    describe_learned(call.learned.as_ref(), &mut out);
     if !call.objects.is_empty() {
         out.push_str("\nstored objects\n");
         for kind in ObjectKind::ALL {
@@ -184,5 +185,40 @@ fn describe_extraction(extraction: Option<&Extraction>, out: &mut String) {
             out.push_str(&format!("  extraction  unextracted: {reason}\n"));
         }
         None => {}
+    }
+}
+
+/// What `[learning]` took from the call (nothing when it has not run).
+fn describe_learned(learned: Option<&Learned>, out: &mut String) {
+    let (pairs, what) = match learned {
+        Some(Learned::Learned {
+            pairs,
+            skills,
+            test_cases_added,
+            ..
+        }) => (
+            pairs,
+            format!(
+                "{} skill(s) stored, {test_cases_added} new test case(s)",
+                skills.len()
+            ),
+        ),
+        Some(Learned::Waiting {
+            pairs,
+            test_cases_added,
+            ..
+        }) => (
+            pairs,
+            format!("skills waiting for the embedder, {test_cases_added} new test case(s)"),
+        ),
+        Some(Learned::Nothing { reason, .. }) => {
+            out.push_str(&format!("  learned  nothing: {reason}\n"));
+            return;
+        }
+        None => return,
+    };
+    out.push_str(&format!("  learned  {what}:\n"));
+    for pair in pairs {
+        out.push_str(&format!("    \"{}\" → {}\n", pair.objection, pair.rebuttal));
     }
 }

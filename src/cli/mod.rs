@@ -4,6 +4,7 @@ mod call_objects;
 mod calls;
 mod check;
 mod evaluate;
+mod learn;
 mod logging;
 mod run;
 mod serve;
@@ -71,6 +72,9 @@ enum Command {
     Skills(skills::SkillsArgs),
     /// Judge a stored call again and record the result.
     Evaluate(evaluate::EvaluateArgs),
+    /// Learn skills and test cases from a transcript of a call handled
+    /// elsewhere (by a person, or another AI agent).
+    Learn(learn::LearnArgs),
     /// Run evaluation jobs, webhook deliveries and skill refreshes on a
     /// shared store until interrupted.
     Worker(worker::WorkerArgs),
@@ -88,6 +92,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Tactics(args) => report(tactics::tactics(&args)),
         Command::Skills(args) => report(skills::skills(&args)),
         Command::Evaluate(args) => report(evaluate::evaluate(&args)),
+        Command::Learn(args) => report(learn::learn(&args)),
         Command::Worker(args) => report(worker::worker(&args)),
     }
 }

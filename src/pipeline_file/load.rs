@@ -76,6 +76,15 @@ pub fn parse_pipeline(
                 .ok()
         });
 
+    // `[learning]` embeds with `[context.skills]`.
+    if let Some(sections) = &sections
+        && let Some(learning) = &sections.learning
+        && let Err(problem) = learning.check(sections.context.skills.is_some())
+    {
+        let at = key_offset(&lookup, problem.key);
+        found.push(errors.key_error(at, problem.key.to_owned(), problem.message));
+    }
+
     match sections {
         Some(sections) if found.is_empty() => Ok(PipelineConfig {
             path: path.to_owned(),
@@ -86,6 +95,7 @@ pub fn parse_pipeline(
             webhook: sections.webhook,
             extraction,
             storage: sections.storage,
+            learning: sections.learning,
             interruption: sections.interruption,
             server: sections.server,
             recording: sections.recording,

@@ -12,6 +12,7 @@
 //! | `GET /` | the browser client: talk to the pipeline, see its transcript and each turn's latency |
 //! | `GET /health` | liveness and readiness (JSON; 503 when not ready) |
 //! | `GET /metrics` | Prometheus text: sessions, audio frames, errors, latencies |
+//! | `POST /api/learn` | a transcript to learn skills and test cases from (`learn`; the management API's key) |
 //!
 //! Each session runs inside a `call` tracing span carrying its `call_id`
 //! (and `call_sid` once Twilio names it), so every log line of a call says
@@ -73,6 +74,7 @@ mod client_page;
 mod cors;
 mod error;
 mod health;
+mod learn;
 mod live_sessions;
 mod metrics;
 mod observer;

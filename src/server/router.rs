@@ -9,7 +9,8 @@ use axum::routing::{get, post};
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
 use super::{
-    client_page, cors, health, session_offer, start, twilio_stream, twilio_voice, webrtc_offer,
+    client_page, cors, health, learn, session_offer, start, twilio_stream, twilio_voice,
+    webrtc_offer,
 };
 
 /// The largest request body: webhooks are small forms, SDP offers a few
@@ -38,6 +39,10 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
         .route("/", get(client_page::index))
         .route("/client.js", get(client_page::script))
         .route("/client.css", get(client_page::style))
+        .route(
+            "/api/learn",
+            post(learn::learn).layer(DefaultBodyLimit::max(learn::MAX_LEARN_BODY)),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(cors::layer(&state.config.server.cors_origins))
         .with_state(state)

@@ -329,6 +329,10 @@ pub struct CallRecord {
     /// The call's recording, when `[recording]` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<CallRecording>,
+    /// What `[learning]` took from the call (skills, test cases), once its
+    /// step has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned: Option<Learned>,
     /// Last change (RFC 3339).
     pub updated_at: String,
     /// Fields voxpipe does not know, kept as they were.
@@ -366,6 +370,7 @@ impl CallRecord {
             objects: StoredObjects::default(),
             post_call_deferrals: 0,
             recording: None,
+            learned: None,
             updated_at: now,
             extra: serde_json::Map::new(),
         }
@@ -413,6 +418,18 @@ impl CallRecord {
                 self.post_call_deferrals = self.post_call_deferrals.saturating_add(1);
             }
             CallChange::Recorded(recording) => self.recording = Some(recording.clone()),
+            // Waiting moves on to a final state; the first final state
+            // stays (two workers racing on one job record one lesson).
+            CallChange::Learned(learned) => {
+                let replaces = match &self.learned {
+                    None => true,
+                    Some(Learned::Waiting { .. }) => learned.is_final(),
+                    Some(_) => false,
+                };
+                if replaces {
+                    self.learned = Some(learned.clone());
+                }
+            }
         }
         self.updated_at = rfc3339(now_ms);
     }
@@ -446,6 +463,79 @@ pub enum CallChange {
     PostCallDeferred,
     /// Its recording was finished (or failed).
     Recorded(CallRecording),
+    /// The learning step recorded what it took from the call (see
+    /// [`Learned`] for which change wins).
+    Learned(Learned),
+}
+
+/// One objection the customer raised, how the agent answered it, and what
+/// a good answer does: a skill and a test case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedPair {
+    /// The customer's objection (the skill's trigger, the test case's input).
+    pub objection: String,
+    /// What the agent answered that worked (the skill's rebuttal).
+    pub rebuttal: String,
+    /// What a good answer does (the test case's target).
+    pub target: String,
+}
+
+/// What the learning step took from a call, at `call:{id}` (`learned`).
+///
+/// `waiting` is recorded as soon as the pairs are known and the test cases
+/// written, before the skills are embedded: a re-run (the embedder was
+/// down, or a worker died) takes the pairs from here instead of asking the
+/// model again. `learned` and `nothing` are final: the first stays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Learned {
+    /// The pairs are known and the test cases written; the skills wait for
+    /// the embedder.
+    Waiting {
+        /// What the model found.
+        pairs: Vec<LearnedPair>,
+        /// Test cases `test_cases:list` did not hold yet.
+        test_cases_added: usize,
+        /// The model that found them.
+        model: String,
+        /// Answers asked for.
+        attempts: u32,
+        /// When (RFC 3339).
+        at: String,
+    },
+    /// The skills are stored too.
+    Learned {
+        /// What the model found.
+        pairs: Vec<LearnedPair>,
+        /// The `skill:{hash}` suffix of each pair, in order.
+        skills: Vec<String>,
+        /// Test cases `test_cases:list` did not hold yet.
+        test_cases_added: usize,
+        /// The model that found them.
+        model: String,
+        /// Answers asked for.
+        attempts: u32,
+        /// When (RFC 3339).
+        at: String,
+    },
+    /// Nothing was learned, and why: the call was not a success, had no
+    /// customer turn, the model found no objection, or its answers never
+    /// fit.
+    Nothing {
+        /// Why, for people.
+        reason: String,
+        /// Answers asked for (0 when the model was not asked).
+        attempts: u32,
+        /// When (RFC 3339).
+        at: String,
+    },
+}
+
+impl Learned {
+    /// True for `learned` and `nothing`.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Learned::Waiting { .. })
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -543,5 +633,31 @@ mod tests {
         let back = serde_json::to_value(&call).unwrap();
         assert_eq!(back["room_url"], "https://example.test/r");
         assert_eq!(back["status"], "completed");
+    }
+
+    #[test]
+    fn a_waiting_lesson_moves_on_once_and_the_first_final_one_stays() {
+        let mut call = CallRecord::pending("c1", "twilio", Segment::default(), BTreeMap::new(), 0);
+        let waiting = |model: &str| Learned::Waiting {
+            pairs: Vec::new(),
+            test_cases_added: 1,
+            model: model.into(),
+            attempts: 1,
+            at: String::new(),
+        };
+        let nothing = |reason: &str| Learned::Nothing {
+            reason: reason.into(),
+            attempts: 0,
+            at: String::new(),
+        };
+        call.apply(&CallChange::Learned(waiting("first")), 0);
+        call.apply(&CallChange::Learned(waiting("second")), 0);
+        assert_eq!(call.learned, Some(waiting("first")));
+        call.apply(&CallChange::Learned(nothing("given up")), 0);
+        call.apply(&CallChange::Learned(nothing("later")), 0);
+        call.apply(&CallChange::Learned(waiting("third")), 0);
+        assert_eq!(call.learned, Some(nothing("given up")));
+        let json = serde_json::to_value(&call).unwrap();
+        assert_eq!(json["learned"]["status"], "nothing");
     }
 }

@@ -35,7 +35,7 @@ pub use api::{
 };
 pub use call::{
     CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,
-    OutboundCall, Outcome, Segment, StoredObjects,
+    Learned, LearnedPair, OutboundCall, Outcome, Segment, StoredObjects,
 };
 pub use error::StoreError;
 pub use interaction::Interaction;

@@ -212,7 +212,7 @@ impl ExtractionStep {
 
 /// Whether `err` means "try the whole job later" rather than "this attempt
 /// failed".
-fn unavailable(err: &ServiceError) -> bool {
+pub(crate) fn unavailable(err: &ServiceError) -> bool {
     match err {
         ServiceError::Status { .. } => err.is_retryable() || err.is_auth(),
         ServiceError::Protocol(_) => false,

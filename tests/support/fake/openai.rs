@@ -68,6 +68,8 @@ struct OpenAiState {
     received: Mutex<Vec<Received>>,
     /// Answer 400 to chat requests asking for a `json_schema` format.
     refuse_json_schema: AtomicBool,
+    /// Answer 503 to embeddings requests (an embedder that is down).
+    embeddings_down: AtomicBool,
     /// Fired on each request received.
     arrived: Notify,
     log: Mutex<Vec<String>>,
@@ -135,6 +137,11 @@ impl FakeOpenAi {
     /// get a 400 (without using up a scripted reply).
     pub fn refuse_json_schema(&self) {
         self.state.refuse_json_schema.store(true, Ordering::SeqCst);
+    }
+
+    /// While `down`, embeddings requests get a 503 with OpenAI's error body.
+    pub fn embeddings_down(&self, down: bool) {
+        self.state.embeddings_down.store(down, Ordering::SeqCst);
     }
 
     /// The `response_format` of each chat request so far (`null` if none).
@@ -290,6 +297,10 @@ async fn embeddings(
     body: Bytes,
 ) -> Response {
     record(&state, &uri, &headers, &body);
+    if state.embeddings_down.load(Ordering::SeqCst) {
+        let down = Reply::error(503, "the engine is currently overloaded", "server_error");
+        return respond(state, "embeddings".into(), down).await;
+    }
     let reply = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|request| embeddings_body(&request))
