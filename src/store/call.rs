@@ -329,6 +329,10 @@ pub struct CallRecord {
     /// The call's recording, when `[recording]` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<CallRecording>,
+    /// The prompt optimisation this (failed) call started, if any: its
+    /// trace is `optimisation:{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimisation: Option<String>,
     /// Last change (RFC 3339).
     pub updated_at: String,
     /// Fields voxpipe does not know, kept as they were.
@@ -366,6 +370,7 @@ impl CallRecord {
             objects: StoredObjects::default(),
             post_call_deferrals: 0,
             recording: None,
+            optimisation: None,
             updated_at: now,
             extra: serde_json::Map::new(),
         }
@@ -413,6 +418,7 @@ impl CallRecord {
                 self.post_call_deferrals = self.post_call_deferrals.saturating_add(1);
             }
             CallChange::Recorded(recording) => self.recording = Some(recording.clone()),
+            CallChange::Optimised(id) => self.optimisation = Some(id.clone()),
         }
         self.updated_at = rfc3339(now_ms);
     }
@@ -446,6 +452,8 @@ pub enum CallChange {
     PostCallDeferred,
     /// Its recording was finished (or failed).
     Recorded(CallRecording),
+    /// A prompt optimisation ran for it (the id of its trace).
+    Optimised(String),
 }
 
 fn is_zero(n: &u64) -> bool {
