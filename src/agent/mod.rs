@@ -33,6 +33,7 @@ mod config;
 pub mod eval;
 pub mod extraction;
 mod memory;
+pub mod optimiser;
 pub mod post_call;
 mod prompt;
 mod runtime;

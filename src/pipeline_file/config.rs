@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::agent::eval::EvaluatorSection;
 use crate::agent::extraction::{ExtractionConfig, ExtractionSection};
+use crate::agent::optimiser::OptimiserSection;
 use crate::agent::webhook::WebhookSection;
 use crate::agent::{AgentError, AgentRuntime, ContextSection};
 use crate::config::{
@@ -32,6 +33,8 @@ pub(crate) struct Sections {
     #[serde(default)]
     pub(crate) extraction: Option<ExtractionSection>,
     pub(crate) storage: Option<StorageSection>,
+    #[serde(default)]
+    pub(crate) optimiser: Option<OptimiserSection>,
     #[serde(default)]
     pub(crate) interruption: InterruptionSection,
     #[serde(default)]
@@ -60,6 +63,8 @@ pub struct PipelineConfig {
     /// `[storage]`, if calls leave objects (recording, transcript,
     /// profile, audit record).
     pub storage: Option<StorageSection>,
+    /// `[optimiser]`, if failed calls improve their segment's prompt.
+    pub optimiser: Option<OptimiserSection>,
     /// `[interruption]`.
     pub interruption: InterruptionSection,
     /// `[server]`.
@@ -91,6 +96,7 @@ impl PipelineConfig {
             self.webhook.as_ref(),
             self.extraction.as_ref(),
             self.storage.as_ref(),
+            self.optimiser.as_ref(),
             env,
         )
         .map(|runtime| runtime.with_recording_spool(self.recording.dir.path()))

@@ -86,6 +86,7 @@ pub fn parse_pipeline(
             webhook: sections.webhook,
             extraction,
             storage: sections.storage,
+            optimiser: sections.optimiser,
             interruption: sections.interruption,
             server: sections.server,
             recording: sections.recording,
