@@ -5,6 +5,7 @@ mod calls;
 mod check;
 mod evaluate;
 mod logging;
+mod prompts;
 mod run;
 mod serve;
 mod setup;
@@ -69,6 +70,9 @@ enum Command {
     Tactics(tactics::TacticsArgs),
     /// Add or search learned skills (objection → rebuttal).
     Skills(skills::SkillsArgs),
+    /// Segment prompts: list, show, history, rollback (and set, trace,
+    /// add-case) for the prompt optimiser.
+    Prompts(prompts::PromptsArgs),
     /// Judge a stored call again and record the result.
     Evaluate(evaluate::EvaluateArgs),
     /// Run evaluation jobs, webhook deliveries and skill refreshes on a
@@ -87,6 +91,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Calls(args) => report(calls::calls(&args)),
         Command::Tactics(args) => report(tactics::tactics(&args)),
         Command::Skills(args) => report(skills::skills(&args)),
+        Command::Prompts(args) => report(prompts::prompts(&args)),
         Command::Evaluate(args) => report(evaluate::evaluate(&args)),
         Command::Worker(args) => report(worker::worker(&args)),
     }
