@@ -1,11 +1,13 @@
-//! The optimiser's counters, exposed on the server's `/metrics`:
+//! The optimiser's counters, exposed on the server's `/metrics` of the
+//! process running the worker (rollbacks are made by `voxpipe prompts`, a
+//! process of its own: they are counted in each key's history, where each
+//! is a version with the reason "rollback to version N"):
 //!
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `voxpipe_prompt_candidates_total` | counter | |
 //! | `voxpipe_prompt_deployments_total` | counter | |
 //! | `voxpipe_prompt_rejections_total` | counter | `decision` (`rejected`, `superseded`, `unevaluated`, `rate_limited`, `skipped`) |
-//! | `voxpipe_prompt_rollbacks_total` | counter | |
 //! | `voxpipe_prompt_llm_calls_total` | counter | |
 
 use crate::metrics::prometheus::{Counter, Registry};
@@ -22,7 +24,6 @@ pub struct OptimiserMetrics {
     registry: Registry,
     candidates: Counter,
     deployments: Counter,
-    rollbacks: Counter,
     llm_calls: Counter,
 }
 
@@ -40,11 +41,6 @@ impl Default for OptimiserMetrics {
             &[],
         );
         registry.declare_counter(REJECTIONS.0, REJECTIONS.1);
-        let rollbacks = registry.counter(
-            "voxpipe_prompt_rollbacks_total",
-            "Prompt rollbacks made by this process.",
-            &[],
-        );
         let llm_calls = registry.counter(
             "voxpipe_prompt_llm_calls_total",
             "Model requests made by the optimiser.",
@@ -54,7 +50,6 @@ impl Default for OptimiserMetrics {
             registry,
             candidates,
             deployments,
-            rollbacks,
             llm_calls,
         }
     }
@@ -78,11 +73,6 @@ impl OptimiserMetrics {
                     .inc();
             }
         }
-    }
-
-    /// Counts a rollback.
-    pub fn rolled_back(&self) {
-        self.rollbacks.inc();
     }
 
     /// The counters in the Prometheus text format.
