@@ -33,10 +33,7 @@ use voxpipe::services::{ConnectionOptions, ServiceError};
 use voxpipe::store::{Decision, PromptKey, Segment, Store, TestCase};
 
 const SEGMENT_KEY: &str = "prompt:segment:US:healthcare";
-const CALL: &[&str] = &[
-    "user: It's too expensive.",
-    "assistant: Then goodbye.",
-];
+const CALL: &[&str] = &["user: It's too expensive.", "assistant: Then goodbye."];
 
 fn segment_key() -> PromptKey {
     PromptKey::parse(SEGMENT_KEY).unwrap()
@@ -82,7 +79,10 @@ async fn setup(evaluator: &str, optimiser: &str, cases: usize) -> Setup {
         .agent_runtime(&env(&redis))
         .unwrap();
     let store = runtime.store().clone();
-    store.set_prompt(&PromptKey::Base, "You sell.").await.unwrap();
+    store
+        .set_prompt(&PromptKey::Base, "You sell.")
+        .await
+        .unwrap();
     let cases: Vec<TestCase> = [
         ("It's too expensive.", "Reframes the price as value"),
         ("I need to ask my boss.", "Offers to include the boss"),
@@ -164,7 +164,13 @@ async fn a_better_candidate_is_deployed_with_its_version_and_trace_and_can_be_ro
     assert!((trace.current_scores.unwrap().mean - 0.45).abs() < 1e-9);
     assert_eq!(trace.llm_calls, 9, "1 candidate + 2 × 2 cases × 2 prompts");
     assert_eq!(
-        store.call("s1").await.unwrap().unwrap().optimisation.as_deref(),
+        store
+            .call("s1")
+            .await
+            .unwrap()
+            .unwrap()
+            .optimisation
+            .as_deref(),
         Some("s1"),
         "the call record points at the trace"
     );
@@ -174,30 +180,46 @@ async fn a_better_candidate_is_deployed_with_its_version_and_trace_and_can_be_ro
     let requests = openai.chat_requests();
     let agent = models_of(&requests, "agent");
     assert_eq!(agent.len(), 4);
-    assert_eq!(agent[0]["messages"][0]["content"], "You sell value, not price.");
+    assert_eq!(
+        agent[0]["messages"][0]["content"],
+        "You sell value, not price."
+    );
     assert_eq!(agent[0]["messages"][1]["content"], "It's too expensive.");
     assert_eq!(agent[2]["messages"][0]["content"], "You sell.");
     let writer = models_of(&requests, "writer");
     let asked = writer[0]["messages"][1]["content"].as_str().unwrap();
     assert!(asked.contains("You sell.") && asked.contains("It's too expensive."));
-    assert!(asked.contains("as scripted"), "the evaluator's reason: {asked}");
+    assert!(
+        asked.contains("as scripted"),
+        "the evaluator's reason: {asked}"
+    );
 
     // The next call of the segment starts from the new prompt.
     let segment = Segment {
         country: Some("US".into()),
         industry: Some("healthcare".into()),
     };
-    let next = SessionPrompt::load(&**store, &segment, "Tactics:").await.unwrap();
+    let next = SessionPrompt::load(&**store, &segment, "Tactics:")
+        .await
+        .unwrap();
     assert_eq!(next.source(), SEGMENT_KEY);
 
     let metrics = setup.runtime.optimiser_metrics().unwrap().render();
-    assert!(metrics.contains("voxpipe_prompt_deployments_total 1"), "{metrics}");
-    assert!(metrics.contains("voxpipe_prompt_candidates_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("voxpipe_prompt_deployments_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("voxpipe_prompt_candidates_total 1"),
+        "{metrics}"
+    );
 
     // Rollback restores the previous version, as a version of its own.
     let back = rollback(&**store, &key, None).await.unwrap();
     assert_eq!((back.version, back.prompt.as_str()), (2, ""));
-    let next = SessionPrompt::load(&**store, &segment, "Tactics:").await.unwrap();
+    let next = SessionPrompt::load(&**store, &segment, "Tactics:")
+        .await
+        .unwrap();
     assert_eq!(next.source(), "prompt:base", "back to the inherited prompt");
     let forward = rollback(&**store, &key, Some(1)).await.unwrap();
     assert_eq!(forward.version, 3);
@@ -267,7 +289,11 @@ async fn bad_input_deploys_nothing_and_records_why() {
     assert_eq!(worker.drain().await.unwrap(), 1);
     let trace = store.optimisation("s2").await.unwrap().unwrap();
     assert_eq!(trace.decision, Decision::Rejected);
-    assert!(trace.reason.contains("max_prompt_bytes = 40"), "{}", trace.reason);
+    assert!(
+        trace.reason.contains("max_prompt_bytes = 40"),
+        "{}",
+        trace.reason
+    );
 
     // A judge that never answers the JSON asked for: asked again, then
     // the reason is recorded and the job acknowledged.
@@ -278,10 +304,19 @@ async fn bad_input_deploys_nothing_and_records_why() {
         }])
         .await
         .unwrap();
-    openai.push_chats_for("writer", [Reply::Completion("a prompt, not JSON".into()), candidate("Fine.")]);
+    openai.push_chats_for(
+        "writer",
+        [
+            Reply::Completion("a prompt, not JSON".into()),
+            candidate("Fine."),
+        ],
+    );
     openai.push_chats_for(
         "scorer",
-        [Reply::Completion("great".into()), Reply::Completion(r#"{"score": 7, "reason": ""}"#.into())],
+        [
+            Reply::Completion("great".into()),
+            Reply::Completion(r#"{"score": 7, "reason": ""}"#.into()),
+        ],
     );
     failed_call(&setup, "s3").await;
     assert_eq!(worker.drain().await.unwrap(), 1);
@@ -289,7 +324,11 @@ async fn bad_input_deploys_nothing_and_records_why() {
     let trace = store.optimisation("s3").await.unwrap().unwrap();
     assert_eq!(trace.decision, Decision::Rejected);
     assert_eq!(trace.candidate, "Fine.", "the writer was asked again");
-    assert!(trace.reason.contains("could not be scored"), "{}", trace.reason);
+    assert!(
+        trace.reason.contains("could not be scored"),
+        "{}",
+        trace.reason
+    );
     assert!(trace.reason.contains("between 0 and 1"), "{}", trace.reason);
     assert_eq!(trace.llm_calls, 2 + 1 + 2);
 
@@ -297,7 +336,14 @@ async fn bad_input_deploys_nothing_and_records_why() {
     setup
         .openai
         .push_chats_for("judge-1", [verdict("failure", 0.0, &[])]);
-    converse(&setup.runtime, "s4", "webrtc", &["assistant: Hello?"], "client_disconnected").await;
+    converse(
+        &setup.runtime,
+        "s4",
+        "webrtc",
+        &["assistant: Hello?"],
+        "client_disconnected",
+    )
+    .await;
     assert_eq!(worker.drain().await.unwrap(), 1);
     let trace = store.optimisation("s4").await.unwrap().unwrap();
     assert_eq!(trace.decision, Decision::Skipped);
@@ -322,7 +368,10 @@ async fn failures_before_and_the_rate_limit_bound_the_optimisations() {
 
     failed_call(&setup, "s1").await;
     assert_eq!(worker.drain().await.unwrap(), 1);
-    assert!(store.optimisation("s1").await.unwrap().is_none(), "one failure noted");
+    assert!(
+        store.optimisation("s1").await.unwrap().is_none(),
+        "one failure noted"
+    );
     failed_call(&setup, "s2").await;
     assert_eq!(worker.drain().await.unwrap(), 1);
     assert_eq!(
@@ -369,12 +418,20 @@ async fn two_workers_optimising_one_segment_leave_one_deployment_and_a_rejection
     openai.chat_fallback_for("agent", Reply::Completion("We can start small.".into()));
     openai.chat_fallback_for("scorer", score(0.8));
     openai.push_chats_for("writer", [candidate("First."), candidate("Second.")]);
-    let endpoint = ApiEndpoint::new(&openai.base_url, None, &ConnectionOptions::default(), "fake")
-        .unwrap();
+    let endpoint = ApiEndpoint::new(
+        &openai.base_url,
+        None,
+        &ConnectionOptions::default(),
+        "fake",
+    )
+    .unwrap();
     let model = |name: &str| OpenAiJudge::new(endpoint.clone(), name, true);
     let base = config(&pipeline_toml(&openai, "", ""));
     let store = base.agent_runtime(&env(&redis)).unwrap().store().clone();
-    store.set_prompt(&PromptKey::Base, "You sell.").await.unwrap();
+    store
+        .set_prompt(&PromptKey::Base, "You sell.")
+        .await
+        .unwrap();
     store
         .add_test_cases(&[TestCase {
             input: "Too expensive.".into(),
@@ -420,7 +477,11 @@ async fn two_workers_optimising_one_segment_leave_one_deployment_and_a_rejection
 
     let key = segment_key();
     let history = store.prompt_history(&key).await.unwrap();
-    assert_eq!(history.len(), 2, "version 0 and one deployment: {history:#?}");
+    assert_eq!(
+        history.len(),
+        2,
+        "version 0 and one deployment: {history:#?}"
+    );
     assert_eq!(store.prompt_state(&key).await.unwrap().version, 1);
     let traces = [
         store.optimisation("s1").await.unwrap().unwrap(),
@@ -429,17 +490,26 @@ async fn two_workers_optimising_one_segment_leave_one_deployment_and_a_rejection
     let mut decisions: Vec<Decision> = traces.iter().map(|t| t.decision).collect();
     decisions.sort_by_key(|d| d.as_str());
     assert_eq!(decisions, [Decision::Deployed, Decision::Superseded]);
-    let winner = traces.iter().find(|t| t.decision == Decision::Deployed).unwrap();
-    let loser = traces.iter().find(|t| t.decision == Decision::Superseded).unwrap();
+    let winner = traces
+        .iter()
+        .find(|t| t.decision == Decision::Deployed)
+        .unwrap();
+    let loser = traces
+        .iter()
+        .find(|t| t.decision == Decision::Superseded)
+        .unwrap();
     assert_eq!(history[1].prompt, winner.candidate);
     assert_eq!(loser.base_version, 0);
-    assert!(loser.reason.contains("deployed version 1"), "{}", loser.reason);
+    assert!(
+        loser.reason.contains("deployed version 1"),
+        "{}",
+        loser.reason
+    );
     assert_eq!(redis.pending_jobs().await, 0);
 }
 
 #[tokio::test]
-async fn a_worker_killed_mid_optimisation_leaves_nothing_half_written_and_the_job_completes_once()
-{
+async fn a_worker_killed_mid_optimisation_leaves_nothing_half_written_and_the_job_completes_once() {
     let setup = setup("claim_idle_secs = 0", "", 1).await;
     let (openai, store, redis) = (&setup.openai, &setup.store, &setup.redis);
     // The first worker's scoring request never gets an answer.
@@ -475,16 +545,29 @@ async fn a_worker_killed_mid_optimisation_leaves_nothing_half_written_and_the_jo
     // acknowledgement runs again without asking or deploying anything.
     openai.chat_fallback_for("writer", candidate("Never asked."));
     failed_call(&setup, "s2").await;
-    store.read_jobs("crashing", 1, Duration::ZERO).await.unwrap();
+    store
+        .read_jobs("crashing", 1, Duration::ZERO)
+        .await
+        .unwrap();
     let evaluator = setup.runtime.evaluator().unwrap();
     evaluator.evaluate("s2", false).await.unwrap();
     let deployed = store.prompt_state(&key).await.unwrap().version;
     let asked = openai.chat_requests().len();
     assert_eq!(rescuer.drain().await.unwrap(), 1);
-    assert_eq!(openai.chat_requests().len(), asked, "the stored trace was reused");
+    assert_eq!(
+        openai.chat_requests().len(),
+        asked,
+        "the stored trace was reused"
+    );
     assert_eq!(store.prompt_state(&key).await.unwrap().version, deployed);
     assert_eq!(
-        store.call("s2").await.unwrap().unwrap().optimisation.as_deref(),
+        store
+            .call("s2")
+            .await
+            .unwrap()
+            .unwrap()
+            .optimisation
+            .as_deref(),
         Some("s2")
     );
 }
@@ -502,9 +585,15 @@ fn optimiser_settings_are_checked_with_file_line_and_key() {
     assert!(error.starts_with("p.toml:5:"), "{error}");
     assert!(error.contains("treshold"), "{error}");
     let error = check("threshold = 1.5");
-    assert!(error.starts_with("p.toml:5:") && error.contains("between 0 and 1"), "{error}");
+    assert!(
+        error.starts_with("p.toml:5:") && error.contains("between 0 and 1"),
+        "{error}"
+    );
     let error = check("failures_before = 0");
-    assert!(error.contains("failures_before") && error.contains("at least 1"), "{error}");
+    assert!(
+        error.contains("failures_before") && error.contains("at least 1"),
+        "{error}"
+    );
 
     let ok = parse_pipeline(
         Path::new("p.toml"),
@@ -555,7 +644,12 @@ async fn the_prompts_command_lists_shows_histories_and_rolls_back() {
     stdout(&run(&["prompts", "set", SEGMENT_KEY, "Second."]));
     stdout(&run(&["prompts", "set", "prompt:base", "Base."]));
     let added = stdout(&run(&[
-        "prompts", "add-case", "--input", "Too dear.", "--target", "Reframes price",
+        "prompts",
+        "add-case",
+        "--input",
+        "Too dear.",
+        "--target",
+        "Reframes price",
     ]));
     assert!(added.contains("added"), "{added}");
 
@@ -563,12 +657,18 @@ async fn the_prompts_command_lists_shows_histories_and_rolls_back() {
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 2, "{list}");
     assert!(lines[0].starts_with("prompt:base\tv1"), "{list}");
-    assert!(lines[1].starts_with("prompt:segment:US:healthcare\tv2"), "{list}");
+    assert!(
+        lines[1].starts_with("prompt:segment:US:healthcare\tv2"),
+        "{list}"
+    );
 
     let shown = stdout(&run(&["prompts", "show", SEGMENT_KEY]));
     assert_eq!(shown, "prompt:segment:US:healthcare (version 2)\nSecond.\n");
     let history = stdout(&run(&["prompts", "history", SEGMENT_KEY]));
-    assert!(history.contains("v1\t") && history.contains("v2\t"), "{history}");
+    assert!(
+        history.contains("v1\t") && history.contains("v2\t"),
+        "{history}"
+    );
     assert!(history.contains("set by an operator"), "{history}");
 
     let back = stdout(&run(&["prompts", "rollback", SEGMENT_KEY]));
@@ -580,10 +680,19 @@ async fn the_prompts_command_lists_shows_histories_and_rolls_back() {
 
     // Bad input: a clear error, nothing written.
     for (args, expected) in [
-        (&["prompts", "show", "prompt:nope"][..], "is not a prompt key"),
-        (&["prompts", "rollback", SEGMENT_KEY, "--to", "99"], "has no version 99"),
+        (
+            &["prompts", "show", "prompt:nope"][..],
+            "is not a prompt key",
+        ),
+        (
+            &["prompts", "rollback", SEGMENT_KEY, "--to", "99"],
+            "has no version 99",
+        ),
         (&["prompts", "trace", "missing"], "no optimisation missing"),
-        (&["prompts", "show", "prompt:segment:FR:retail"], "holds no prompt"),
+        (
+            &["prompts", "show", "prompt:segment:FR:retail"],
+            "holds no prompt",
+        ),
     ] {
         let out = run(args);
         assert!(!out.status.success());
@@ -591,7 +700,11 @@ async fn the_prompts_command_lists_shows_histories_and_rolls_back() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
     let history = stdout(&run(&["prompts", "history", SEGMENT_KEY]));
-    assert_eq!(history.lines().filter(|l| l.starts_with('v')).count(), 5, "{history}");
+    assert_eq!(
+        history.lines().filter(|l| l.starts_with('v')).count(),
+        5,
+        "{history}"
+    );
 }
 
 #[tokio::test]
@@ -616,16 +729,24 @@ async fn call_setup_reads_the_prompt_within_its_budget_beside_a_long_history() {
     let mut took = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
-        let prompt = SessionPrompt::load(&*store, &segment, "Tactics:").await.unwrap();
+        let prompt = SessionPrompt::load(&*store, &segment, "Tactics:")
+            .await
+            .unwrap();
         took.push(started.elapsed());
         assert_eq!(prompt.stored.unwrap().1, "Prompt 999.");
     }
     took.sort();
-    eprintln!("prompt lookup beside a 1,000-entry history: median {:?}", took[1]);
+    eprintln!(
+        "prompt lookup beside a 1,000-entry history: median {:?}",
+        took[1]
+    );
     // What a session does: a lookup over its budget would fall back to the
     // pipeline's prompt (source `toml`).
     let memory = runtime
-        .open_session(&voxpipe::pipeline::SessionSetup::new("s1", 16_000), "webrtc")
+        .open_session(
+            &voxpipe::pipeline::SessionSetup::new("s1", 16_000),
+            "webrtc",
+        )
         .await;
     assert_eq!(memory.prompt().source(), SEGMENT_KEY);
 }
@@ -676,41 +797,82 @@ async fn prompt_history_contract(store: &dyn Store) {
     assert_eq!((state.version, state.text.as_deref()), (1, Some("One.")));
     let history = store.prompt_history(&key).await.unwrap();
     assert_eq!(history.len(), 2);
-    assert_eq!((history[0].version, history[0].prompt.as_str()), (0, "Hand written."));
+    assert_eq!(
+        (history[0].version, history[0].prompt.as_str()),
+        (0, "Hand written.")
+    );
     assert_eq!(history[1], version(1, "One."));
     assert_eq!(store.optimisation("c1").await.unwrap(), Some(trace));
     assert_eq!(store.optimisation("c2").await.unwrap(), None);
     assert_eq!(
         store.prompt_keys().await.unwrap(),
-        [key.clone()],
+        std::slice::from_ref(&key),
         "the optimiser's keys beside a prompt key are not prompt keys"
     );
 
     // Two slots an hour: a third optimisation waits, a repeat is counted once.
     let hour = 3_600_000;
-    assert!(store.take_optimisation_slot(&key, "a", 10, hour, 2).await.unwrap());
-    assert!(store.take_optimisation_slot(&key, "a", 11, hour, 2).await.unwrap());
-    assert!(store.take_optimisation_slot(&key, "b", 12, hour, 2).await.unwrap());
-    assert!(!store.take_optimisation_slot(&key, "c", 13, hour, 2).await.unwrap());
-    assert!(store.take_optimisation_slot(&key, "c", 11 + hour, hour, 2).await.unwrap());
+    assert!(
+        store
+            .take_optimisation_slot(&key, "a", 10, hour, 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .take_optimisation_slot(&key, "a", 11, hour, 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .take_optimisation_slot(&key, "b", 12, hour, 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_optimisation_slot(&key, "c", 13, hour, 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .take_optimisation_slot(&key, "c", 11 + hour, hour, 2)
+            .await
+            .unwrap()
+    );
 
     assert_eq!(store.note_failure(&key, "f1", 1).await.unwrap(), ["f1"]);
-    assert_eq!(store.note_failure(&key, "f2", 2).await.unwrap(), ["f1", "f2"]);
-    assert_eq!(store.note_failure(&key, "f1", 3).await.unwrap(), ["f1", "f2"]);
+    assert_eq!(
+        store.note_failure(&key, "f2", 2).await.unwrap(),
+        ["f1", "f2"]
+    );
+    assert_eq!(
+        store.note_failure(&key, "f1", 3).await.unwrap(),
+        ["f1", "f2"]
+    );
     store.clear_failures(&key, &["f1".into()]).await.unwrap();
-    assert_eq!(store.note_failure(&key, "f3", 4).await.unwrap(), ["f2", "f3"]);
+    assert_eq!(
+        store.note_failure(&key, "f3", 4).await.unwrap(),
+        ["f2", "f3"]
+    );
 }
 
 #[tokio::test]
 async fn both_stores_keep_versions_by_compare_and_set() {
     use voxpipe::store::{MemoryStore, PromptHistoryStore, RedisStore, StoreSettings};
     let redis = RedisServer::start();
-    let on_redis = RedisStore::connect(&redis.url(), "TEST_REDIS", StoreSettings::default()).unwrap();
+    let on_redis =
+        RedisStore::connect(&redis.url(), "TEST_REDIS", StoreSettings::default()).unwrap();
     prompt_history_contract(&on_redis).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.log");
     prompt_history_contract(&MemoryStore::open(&path, StoreSettings::default()).unwrap()).await;
     // The embedded store's file holds it all for the next process.
     let reopened = MemoryStore::open(&path, StoreSettings::default()).unwrap();
-    assert_eq!(reopened.prompt_history(&segment_key()).await.unwrap().len(), 2);
+    assert_eq!(
+        reopened.prompt_history(&segment_key()).await.unwrap().len(),
+        2
+    );
 }

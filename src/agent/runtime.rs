@@ -18,9 +18,7 @@ use crate::agent::eval::{
     QueueEvaluation, WorkerSettings,
 };
 use crate::agent::extraction::{ExtractionConfig, ExtractionModels, ExtractionStep};
-use crate::agent::optimiser::{
-    OptimiserMetrics, OptimiserModels, OptimiserSection, OptimiserStep,
-};
+use crate::agent::optimiser::{OptimiserMetrics, OptimiserModels, OptimiserSection, OptimiserStep};
 use crate::agent::webhook::{
     QueueCallCompleted, WebhookDeliverer, WebhookSection, WebhookSettings,
 };

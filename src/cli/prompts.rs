@@ -137,7 +137,10 @@ pub(crate) fn prompts(args: &PromptsArgs) -> anyhow::Result<()> {
             let key = prompt_key(key)?;
             let operator = store.open()?;
             let version = operator.block_on(rollback(&**operator.context.store(), &key, *to))?;
-            println!("{key} is at version {} ({})", version.version, version.reason);
+            println!(
+                "{key} is at version {} ({})",
+                version.version, version.reason
+            );
         }
         PromptsCommand::Set { key, text, store } => {
             let key = prompt_key(key)?;

@@ -181,8 +181,7 @@ pub trait PromptHistoryStore: Send + Sync {
     ) -> Result<Vec<String>, StoreError>;
 
     /// Forgets these failures of `key` (they were acted on).
-    async fn clear_failures(&self, key: &PromptKey, call_ids: &[String])
-    -> Result<(), StoreError>;
+    async fn clear_failures(&self, key: &PromptKey, call_ids: &[String]) -> Result<(), StoreError>;
 }
 
 /// One delivery of a queued job.

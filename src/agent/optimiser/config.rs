@@ -61,7 +61,10 @@ pub struct OptimiserSection {
     #[serde(default)]
     pub sample: usize,
     /// Candidates longer than this (bytes) are rejected.
-    #[serde(default = "default_max_prompt_bytes", deserialize_with = "at_least_one")]
+    #[serde(
+        default = "default_max_prompt_bytes",
+        deserialize_with = "at_least_one"
+    )]
     pub max_prompt_bytes: u64,
     /// Answers asked for before a malformed one is given up on.
     #[serde(default = "default_attempts")]

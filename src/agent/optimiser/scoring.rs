@@ -30,7 +30,10 @@ pub(super) fn parse_score(answer: &str) -> Result<(f64, String), String> {
         )
     })?;
     if !(0.0..=1.0).contains(&raw.score) {
-        return Err(format!("`score` is {}; it must be between 0 and 1", raw.score));
+        return Err(format!(
+            "`score` is {}; it must be between 0 and 1",
+            raw.score
+        ));
     }
     Ok((raw.score, raw.reason.trim().to_owned()))
 }
@@ -72,10 +75,7 @@ impl Scorer<'_> {
             let (score, reason) = asked
                 .json(
                     self.judge,
-                    vec![
-                        ("system", CASE_JUDGE_PROMPT.to_owned()),
-                        ("user", question),
-                    ],
+                    vec![("system", CASE_JUDGE_PROMPT.to_owned()), ("user", question)],
                     self.attempts,
                     parse_score,
                 )

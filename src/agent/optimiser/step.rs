@@ -235,7 +235,10 @@ impl OptimiserStep {
             ));
         }
         let turns = store.turns(&base.call.call_id).await?;
-        if !turns.iter().any(|t| t.speaker() == "user" && !t.text.trim().is_empty()) {
+        if !turns
+            .iter()
+            .any(|t| t.speaker() == "user" && !t.text.trim().is_empty())
+        {
             return Ok(self.ended(
                 base,
                 String::new(),
@@ -392,7 +395,11 @@ impl PostCallStep for OptimiserStep {
             return Ok(());
         };
         if let Some(done) = self.store.optimisation(call_id).await? {
-            tracing::info!(call_id, decision = done.decision.as_str(), "optimisation already recorded; a re-run settles it");
+            tracing::info!(
+                call_id,
+                decision = done.decision.as_str(),
+                "optimisation already recorded; a re-run settles it"
+            );
             self.settle(call_id, &key, &[call_id.to_owned()]).await?;
             return Ok(());
         }
@@ -413,11 +420,8 @@ impl PostCallStep for OptimiserStep {
             current_mean = trace.current_scores.as_ref().map(|s| s.mean),
             "prompt optimisation done"
         );
-        self.metrics.optimised(
-            trace.decision,
-            !trace.candidate.is_empty(),
-            trace.llm_calls,
-        );
+        self.metrics
+            .optimised(trace.decision, !trace.candidate.is_empty(), trace.llm_calls);
         self.settle(call_id, &key, &failures).await?;
         Ok(())
     }

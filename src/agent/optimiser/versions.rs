@@ -103,7 +103,10 @@ pub async fn rollback(
             key: key.to_string(),
             version: target,
         })?;
-    let mut entry = operator_version(earlier.prompt.clone(), format!("rollback to version {target}"));
+    let mut entry = operator_version(
+        earlier.prompt.clone(),
+        format!("rollback to version {target}"),
+    );
     entry.scores.clone_from(&earlier.scores);
     deploy(store, key, state.version, entry).await
 }

@@ -200,11 +200,7 @@ impl PromptHistoryStore for MemoryStore {
         })
     }
 
-    async fn clear_failures(
-        &self,
-        key: &PromptKey,
-        call_ids: &[String],
-    ) -> Result<(), StoreError> {
+    async fn clear_failures(&self, key: &PromptKey, call_ids: &[String]) -> Result<(), StoreError> {
         let failures = key.failures_key(&self.settings.keys);
         self.write(|_, _| {
             let ops = call_ids

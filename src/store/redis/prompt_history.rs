@@ -151,11 +151,7 @@ impl PromptHistoryStore for RedisStore {
         Ok(listed)
     }
 
-    async fn clear_failures(
-        &self,
-        key: &PromptKey,
-        call_ids: &[String],
-    ) -> Result<(), StoreError> {
+    async fn clear_failures(&self, key: &PromptKey, call_ids: &[String]) -> Result<(), StoreError> {
         if call_ids.is_empty() {
             return Ok(());
         }
