@@ -468,6 +468,15 @@ async fn two_workers_optimising_one_segment_leave_one_deployment_and_a_rejection
     converse(&runtime, "s1", "webrtc", CALL, "client_disconnected").await;
     converse(&runtime, "s2", "webrtc", CALL, "client_disconnected").await;
 
+    // The loser's rejection is logged: capture this thread's logs (both
+    // jobs run on it).
+    let logs = Logs::default();
+    let _capture = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish(),
+    );
     let (first, second) = (runtime.worker("w1").unwrap(), runtime.worker("w2").unwrap());
     let job1 = store.read_jobs("w1", 1, Duration::ZERO).await.unwrap();
     let job2 = store.read_jobs("w2", 1, Duration::ZERO).await.unwrap();
@@ -506,6 +515,45 @@ async fn two_workers_optimising_one_segment_leave_one_deployment_and_a_rejection
         loser.reason
     );
     assert_eq!(redis.pending_jobs().await, 0);
+    let logged = logs.text();
+    let rejection = logged
+        .lines()
+        .find(|l| l.contains("lost the compare-and-set"))
+        .unwrap_or_else(|| panic!("no logged rejection in:\n{logged}"));
+    assert!(rejection.contains("WARN"), "{rejection}");
+    assert!(
+        rejection.contains(&format!("call_id={}", loser.call_id)),
+        "{rejection}"
+    );
+}
+
+/// Log lines written through it, shared.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
 }
 
 #[tokio::test]
