@@ -36,6 +36,7 @@ pub mod eval;
 pub mod extraction;
 pub mod learning;
 mod memory;
+pub mod optimiser;
 pub mod post_call;
 mod prompt;
 mod runtime;

@@ -19,6 +19,7 @@ use crate::agent::eval::{
     QueueEvaluation, WorkerSettings,
 };
 use crate::agent::extraction::{ExtractionConfig, ExtractionModels, ExtractionStep};
+use crate::agent::optimiser::{OptimiserMetrics, OptimiserModels, OptimiserSection, OptimiserStep};
 use crate::agent::webhook::{
     QueueCallCompleted, WebhookDeliverer, WebhookSection, WebhookSettings,
 };
@@ -44,6 +45,9 @@ pub enum AgentError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `[optimiser]` without `[evaluator]`: nothing would judge calls.
+    #[error("[optimiser] needs an enabled [evaluator]: it acts on failed verdicts")]
+    OptimiserWithoutJudge,
     /// A section's value cannot work (e.g. a `connection` timeout).
     #[error("[{section}] {source}")]
     Invalid {
@@ -74,6 +78,7 @@ pub struct AgentRuntime {
     scan_period: Duration,
     uploader: Option<Arc<RecordingUploader>>,
     writers: Mutex<Vec<WriterDone>>,
+    optimiser_metrics: Option<Arc<OptimiserMetrics>>,
 }
 
 impl std::fmt::Debug for AgentRuntime {
@@ -117,7 +122,8 @@ pub struct RuntimeParts {
 
 impl AgentRuntime {
     /// The runtime a pipeline's `[context]`, `[evaluator]`, `[webhook]`,
-    /// `[extraction]`, `[storage]` and `[learning]` sections describe, resolving `*_env`
+    /// `[extraction]`, `[storage]`, `[learning]` and `[optimiser]` sections describe,
+    /// resolving `*_env`
     /// variables from `env`. Redis is not contacted yet: a runtime made while
     /// Redis is down works once it is back. Call it within a Tokio runtime
     /// (the Redis connection manager starts its tasks there).
@@ -128,6 +134,7 @@ impl AgentRuntime {
         extraction: Option<&ExtractionConfig>,
         storage: Option<&StorageSection>,
         learning: Option<&LearningSection>,
+        optimiser: Option<&OptimiserSection>,
         env: &EnvSource,
     ) -> Result<Self, AgentError> {
         let section = section.clone();
@@ -233,6 +240,32 @@ impl AgentRuntime {
                  so only submitted transcripts teach"
             );
         }
+        let optimiser = optimiser.filter(|o| o.enabled);
+        let mut optimiser_metrics = None;
+        if let Some(config) = optimiser {
+            if evaluator.is_none() {
+                return Err(AgentError::OptimiserWithoutJudge);
+            }
+            let key = api_key("optimiser.api_key_env", &config.api_key_env)?;
+            let endpoint = config.endpoint(key).map_err(invalid("optimiser"))?;
+            let model = |name: &str, json: bool| -> Arc<dyn JudgeModel> {
+                Arc::new(OpenAiJudge::new(endpoint.clone(), name, json))
+            };
+            let models = OptimiserModels {
+                writer: model(&config.model, config.json_mode),
+                agent: model(config.agent_model(), false),
+                judge: model(config.judge_model(), config.json_mode),
+            };
+            let metrics = Arc::new(OptimiserMetrics::default());
+            let step = OptimiserStep::new(
+                Arc::clone(&store),
+                models,
+                config.clone(),
+                Arc::clone(&metrics),
+            );
+            post_call.push(Arc::new(step));
+            optimiser_metrics = Some(metrics);
+        }
         let objects = storage
             .map(|section| ObjectStorage::open(section, &|var: &str| env.get(var)))
             .transpose()?;
@@ -249,6 +282,7 @@ impl AgentRuntime {
         if let Some(storage) = storage {
             runtime.scan_period = storage.scan_secs.duration();
         }
+        runtime.optimiser_metrics = optimiser_metrics;
         Ok(runtime)
     }
 
@@ -320,6 +354,7 @@ impl AgentRuntime {
             scan_period: Duration::from_secs(10),
             uploader: None,
             writers: Mutex::new(Vec::new()),
+            optimiser_metrics: None,
         }
     }
 
@@ -336,6 +371,11 @@ impl AgentRuntime {
             ))
         });
         self
+    }
+
+    /// The prompt optimiser's counters, if `[optimiser]` is on.
+    pub fn optimiser_metrics(&self) -> Option<&Arc<OptimiserMetrics>> {
+        self.optimiser_metrics.as_ref()
     }
 
     /// Object storage, if configured.

@@ -6,6 +6,7 @@ mod check;
 mod evaluate;
 mod learn;
 mod logging;
+mod prompts;
 mod run;
 mod serve;
 mod setup;
@@ -70,6 +71,9 @@ enum Command {
     Tactics(tactics::TacticsArgs),
     /// Add or search learned skills (objection → rebuttal).
     Skills(skills::SkillsArgs),
+    /// Segment prompts: list, show, history, rollback (and set, trace,
+    /// add-case) for the prompt optimiser.
+    Prompts(prompts::PromptsArgs),
     /// Judge a stored call again and record the result.
     Evaluate(evaluate::EvaluateArgs),
     /// Learn skills and test cases from a transcript of a call handled
@@ -91,6 +95,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Calls(args) => report(calls::calls(&args)),
         Command::Tactics(args) => report(tactics::tactics(&args)),
         Command::Skills(args) => report(skills::skills(&args)),
+        Command::Prompts(args) => report(prompts::prompts(&args)),
         Command::Evaluate(args) => report(evaluate::evaluate(&args)),
         Command::Learn(args) => report(learn::learn(&args)),
         Command::Worker(args) => report(worker::worker(&args)),

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::agent::eval::EvaluatorSection;
 use crate::agent::extraction::{ExtractionConfig, ExtractionSection};
 use crate::agent::learning::LearningSection;
+use crate::agent::optimiser::OptimiserSection;
 use crate::agent::webhook::WebhookSection;
 use crate::agent::{AgentError, AgentRuntime, ContextSection};
 use crate::config::{
@@ -35,6 +36,7 @@ pub(crate) struct Sections {
     pub(crate) storage: Option<StorageSection>,
     #[serde(default)]
     pub(crate) learning: Option<LearningSection>,
+    pub(crate) optimiser: Option<OptimiserSection>,
     #[serde(default)]
     pub(crate) interruption: InterruptionSection,
     #[serde(default)]
@@ -65,6 +67,8 @@ pub struct PipelineConfig {
     pub storage: Option<StorageSection>,
     /// `[learning]`, if calls teach skills and test cases.
     pub learning: Option<LearningSection>,
+    /// `[optimiser]`, if failed calls improve their segment's prompt.
+    pub optimiser: Option<OptimiserSection>,
     /// `[interruption]`.
     pub interruption: InterruptionSection,
     /// `[server]`.
@@ -97,6 +101,7 @@ impl PipelineConfig {
             self.extraction.as_ref(),
             self.storage.as_ref(),
             self.learning.as_ref(),
+            self.optimiser.as_ref(),
             env,
         )
         .map(|runtime| runtime.with_recording_spool(self.recording.dir.path()))

@@ -96,6 +96,7 @@ pub fn parse_pipeline(
             extraction,
             storage: sections.storage,
             learning: sections.learning,
+            optimiser: sections.optimiser,
             interruption: sections.interruption,
             server: sections.server,
             recording: sections.recording,

@@ -172,13 +172,17 @@ impl ServerMetrics {
 
     /// The answer to `GET /metrics`: every family in Prometheus text
     /// format.
-    pub(crate) fn exposition(&self) -> impl IntoResponse + use<> {
+    /// The response to `GET /metrics`: these metrics, then `more` (the
+    /// prompt optimiser's, when it runs in this process).
+    pub(crate) fn exposition(&self, more: Option<String>) -> impl IntoResponse + use<> {
+        let mut text = self.render();
+        text.push_str(&more.unwrap_or_default());
         (
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            self.render(),
+            text,
         )
     }
 }

@@ -22,7 +22,10 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
         .route("/health", get(health::health))
         .route(
             "/metrics",
-            get(|State(state): State<Arc<ServerState>>| async move { state.metrics.exposition() }),
+            get(|State(state): State<Arc<ServerState>>| async move {
+                let optimiser = state.agent.as_ref().and_then(|a| a.optimiser_metrics());
+                state.metrics.exposition(optimiser.map(|m| m.render()))
+            }),
         )
         .route("/twilio/voice", post(twilio_voice::voice))
         .route(STREAM_PATH, get(twilio_stream::stream))

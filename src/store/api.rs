@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::store::{CallChange, CallRecord, Interaction, PromptKey, TacticsList};
+use crate::store::{Deployed, OptimisationTrace, PromptState, PromptVersion};
 use crate::store::{Skill, TestCase};
 
 use super::error::StoreError;
@@ -122,6 +123,67 @@ pub trait TestCaseStore: Send + Sync {
     async fn test_cases(&self) -> Result<Vec<TestCase>, StoreError>;
 }
 
+/// The prompt optimiser's state: versions of prompt keys (the live key,
+/// `{key}:version`, `{key}:history`), optimisation traces
+/// (`optimisation:{id}`), and per segment the optimisations of the last
+/// window (`{key}:optimisations`) and the failures not yet acted on
+/// (`{key}:failures`).
+#[async_trait]
+pub trait PromptHistoryStore: Send + Sync {
+    /// The live text of `key` and its version; one round trip.
+    async fn prompt_state(&self, key: &PromptKey) -> Result<PromptState, StoreError>;
+
+    /// Makes `entry` live at `key` if the key is still at version
+    /// `expected` (compare-and-set), atomically with its history entry,
+    /// the version counter and, if given, the trace. `entry.version` must
+    /// be `expected + 1`. The first deployment also records what the key
+    /// held before as version 0.
+    async fn deploy_prompt(
+        &self,
+        key: &PromptKey,
+        expected: u64,
+        entry: &PromptVersion,
+        trace: Option<&OptimisationTrace>,
+    ) -> Result<Deployed, StoreError>;
+
+    /// Every version of `key`, oldest first (malformed entries skipped,
+    /// logged).
+    async fn prompt_history(&self, key: &PromptKey) -> Result<Vec<PromptVersion>, StoreError>;
+
+    /// Every prompt key holding a text (a key scan: for the operator).
+    async fn prompt_keys(&self) -> Result<Vec<PromptKey>, StoreError>;
+
+    /// Stores (or replaces) an optimisation's trace.
+    async fn put_optimisation(&self, trace: &OptimisationTrace) -> Result<(), StoreError>;
+
+    /// An optimisation's trace, if stored.
+    async fn optimisation(&self, id: &str) -> Result<Option<OptimisationTrace>, StoreError>;
+
+    /// Counts optimisation `id` against `key`'s limit of `max` in the
+    /// `window_ms` before `now_ms`: true if it is counted (now or
+    /// already), false if the limit is reached. Atomic and idempotent.
+    async fn take_optimisation_slot(
+        &self,
+        key: &PromptKey,
+        id: &str,
+        now_ms: u64,
+        window_ms: u64,
+        max: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Notes that `call_id` failed under `key` (idempotent); returns every
+    /// failure noted and not cleared, oldest first.
+    async fn note_failure(
+        &self,
+        key: &PromptKey,
+        call_id: &str,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Forgets these failures of `key` (they were acted on).
+    async fn clear_failures(&self, key: &PromptKey, call_ids: &[String]) -> Result<(), StoreError>;
+}
+
 /// One delivery of a queued job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobDelivery {
@@ -221,7 +283,7 @@ pub trait Outbox: Send + Sync {
 /// A context store: everything voxpipe keeps between turns and sessions.
 #[async_trait]
 pub trait Store:
-    CallStore + RefinementStore + SkillStore + TestCaseStore + JobQueue + Outbox
+    CallStore + RefinementStore + SkillStore + TestCaseStore + PromptHistoryStore + JobQueue + Outbox
 {
     /// `redis` or `memory`, for logs and `/health`.
     fn backend(&self) -> &'static str;

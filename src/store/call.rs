@@ -333,6 +333,10 @@ pub struct CallRecord {
     /// step has run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned: Option<Learned>,
+    /// The prompt optimisation this (failed) call started, if any: its
+    /// trace is `optimisation:{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimisation: Option<String>,
     /// Last change (RFC 3339).
     pub updated_at: String,
     /// Fields voxpipe does not know, kept as they were.
@@ -371,6 +375,7 @@ impl CallRecord {
             post_call_deferrals: 0,
             recording: None,
             learned: None,
+            optimisation: None,
             updated_at: now,
             extra: serde_json::Map::new(),
         }
@@ -430,6 +435,7 @@ impl CallRecord {
                     self.learned = Some(learned.clone());
                 }
             }
+            CallChange::Optimised(id) => self.optimisation = Some(id.clone()),
         }
         self.updated_at = rfc3339(now_ms);
     }
@@ -466,6 +472,8 @@ pub enum CallChange {
     /// The learning step recorded what it took from the call (see
     /// [`Learned`] for which change wins).
     Learned(Learned),
+    /// A prompt optimisation ran for it (the id of its trace).
+    Optimised(String),
 }
 
 /// One objection the customer raised, how the agent answered it, and what

@@ -34,13 +34,24 @@ pub(crate) fn decode_turns(key: &str, items: &[String]) -> Vec<Interaction> {
 /// The test cases among `items`; one that is not a test case is skipped
 /// with a warning.
 pub(crate) fn decode_test_cases(key: &str, items: &[String]) -> Vec<TestCase> {
+    decode_list(key, items, "test case")
+}
+
+/// The `T`s among the JSON `items` of the list at `key`; an item that is
+/// not one (another program's entry, a hand edit) is skipped with a
+/// warning naming `what` it should be.
+pub(crate) fn decode_list<T: serde::de::DeserializeOwned>(
+    key: &str,
+    items: &[String],
+    what: &str,
+) -> Vec<T> {
     items
         .iter()
         .enumerate()
         .filter_map(|(position, item)| match serde_json::from_str(item) {
-            Ok(case) => Some(case),
+            Ok(value) => Some(value),
             Err(err) => {
-                tracing::warn!(key, position, error = %err, "skipping a list item that is not a test case");
+                tracing::warn!(key, position, error = %err, "skipping a list item that is not a {what}");
                 None
             }
         })

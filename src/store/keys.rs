@@ -10,6 +10,9 @@
 //! | `prompt:segment:{country}:{industry}`, `prompt:segment:*:{industry}`, `prompt:base` | strings |
 //! | `skill:{hash}` | hash: `trigger`, `rebuttal`, `vector` |
 //! | `test_cases:list` | list of JSON `{"input", "target"}` |
+//! | `{prompt key}:version`, `{prompt key}:history` | string (counter), list of JSON [`PromptVersion`](crate::store::PromptVersion)s |
+//! | `{prompt key}:optimisations`, `{prompt key}:failures` | sorted sets (optimisation ids, failed call ids, by Unix ms) |
+//! | `optimisation:{id}` | string (JSON [`OptimisationTrace`](crate::store::OptimisationTrace)) |
 //!
 //! voxpipe adds three keys of its own for work that must survive a restart:
 //! `eval:jobs` (the evaluation stream, consumer group `evaluators`),
@@ -76,6 +79,17 @@ impl Keys {
     /// `prompt:base`.
     pub fn base_prompt(&self) -> String {
         self.key(format_args!("prompt:base"))
+    }
+
+    /// `optimisation:{id}`: one prompt optimisation's trace.
+    pub fn optimisation(&self, id: &str) -> String {
+        self.key(format_args!("optimisation:{id}"))
+    }
+
+    /// The glob matching every prompt key (and the optimiser's keys beside
+    /// them).
+    pub fn prompt_pattern(&self) -> String {
+        self.key(format_args!("prompt:*"))
     }
 
     /// `skill:{hash}`.

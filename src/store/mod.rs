@@ -20,6 +20,7 @@ mod interaction;
 mod keys;
 mod memory;
 mod prompt_key;
+mod prompt_version;
 mod recording;
 mod redis;
 pub(crate) mod settings;
@@ -30,8 +31,8 @@ pub mod time;
 
 pub use self::redis::RedisStore;
 pub use api::{
-    Appended, CallStore, JobDelivery, JobQueue, Outbox, OutboxEntry, RefinementStore, SkillStore,
-    Store, TestCaseStore,
+    Appended, CallStore, JobDelivery, JobQueue, Outbox, OutboxEntry, PromptHistoryStore,
+    RefinementStore, SkillStore, Store, TestCaseStore,
 };
 pub use call::{
     CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,
@@ -42,6 +43,9 @@ pub use interaction::Interaction;
 pub use keys::Keys;
 pub use memory::MemoryStore;
 pub use prompt_key::PromptKey;
+pub use prompt_version::{
+    CaseScore, Decision, Deployed, OptimisationTrace, PromptScores, PromptState, PromptVersion,
+};
 pub use recording::{CallRecording, RecordingStatus};
 pub use settings::StoreSettings;
 pub use skill::{Skill, pack_vector, trigger_hash, unpack_vector};

@@ -36,6 +36,49 @@ impl PromptKey {
         }
     }
 
+    /// `{key}:history`: its deployed versions.
+    pub fn history_key(&self, keys: &Keys) -> String {
+        format!("{}:history", self.key(keys))
+    }
+
+    /// `{key}:version`: the version counter.
+    pub fn version_key(&self, keys: &Keys) -> String {
+        format!("{}:version", self.key(keys))
+    }
+
+    /// `{key}:optimisations`: recent optimisations, for the rate limit.
+    pub fn optimisations_key(&self, keys: &Keys) -> String {
+        format!("{}:optimisations", self.key(keys))
+    }
+
+    /// `{key}:failures`: failed calls not yet acted on.
+    pub fn failures_key(&self, keys: &Keys) -> String {
+        format!("{}:failures", self.key(keys))
+    }
+
+    /// The key written `name` (without prefix), e.g.
+    /// `prompt:segment:US:healthcare`; `None` if it is not a prompt key
+    /// (the optimiser's keys beside one included).
+    pub fn parse(name: &str) -> Option<PromptKey> {
+        if name == "prompt:base" {
+            return Some(PromptKey::Base);
+        }
+        let rest = name.strip_prefix("prompt:segment:")?;
+        let (country, industry) = rest.split_once(':')?;
+        if country.is_empty() || industry.is_empty() || industry.contains(':') {
+            return None;
+        }
+        Some(match country {
+            "*" => PromptKey::Industry {
+                industry: industry.to_owned(),
+            },
+            _ => PromptKey::Segment {
+                country: country.to_owned(),
+                industry: industry.to_owned(),
+            },
+        })
+    }
+
     /// The keys to try for `segment`, most specific first.
     pub fn candidates(segment: &Segment) -> Vec<PromptKey> {
         let mut keys = Vec::with_capacity(3);
@@ -89,5 +132,32 @@ mod tests {
             industry: None,
         };
         assert_eq!(PromptKey::candidates(&country_only), [PromptKey::Base]);
+    }
+
+    #[test]
+    fn parses_what_it_prints_and_nothing_beside() {
+        for name in [
+            "prompt:segment:US:retail",
+            "prompt:segment:*:retail",
+            "prompt:base",
+        ] {
+            let key = PromptKey::parse(name).unwrap();
+            assert_eq!(key.to_string(), name);
+        }
+        for name in [
+            "prompt:segment:US:retail:history",
+            "prompt:segment:US",
+            "prompt:segment::retail",
+            "prompt:base:version",
+            "call:x",
+        ] {
+            assert_eq!(PromptKey::parse(name), None, "{name}");
+        }
+        let keys = Keys::new("acme:");
+        let key = PromptKey::parse("prompt:segment:US:retail").unwrap();
+        assert_eq!(
+            key.history_key(&keys),
+            "acme:prompt:segment:US:retail:history"
+        );
     }
 }

@@ -12,6 +12,7 @@ mod jobs;
 mod keyspace;
 mod oplog;
 mod outbox;
+mod prompt_history;
 mod refinement;
 mod skills;
 mod store;

@@ -10,6 +10,7 @@
 mod calls;
 mod jobs;
 mod outbox;
+mod prompt_history;
 mod refinement;
 mod scripts;
 mod skills;

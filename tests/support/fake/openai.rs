@@ -7,7 +7,7 @@
 //! a `json_schema` response format with 400, as OpenAI-compatible servers
 //! without structured outputs do.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,6 +62,11 @@ struct OpenAiState {
     chat: Mutex<VecDeque<Reply>>,
     /// The chat reply once the script is used up (default: "OK." streamed).
     chat_fallback: Mutex<Option<Reply>>,
+    /// Scripts per model, ahead of the shared one (for several roles on
+    /// one server, asked in an order the test does not fix).
+    model_chat: Mutex<HashMap<String, VecDeque<Reply>>>,
+    /// The reply to a model once its script is used up.
+    model_fallback: Mutex<HashMap<String, Reply>>,
     speech: Mutex<VecDeque<Reply>>,
     transcription: Mutex<VecDeque<Reply>>,
     tool: Mutex<VecDeque<Reply>>,
@@ -150,6 +155,19 @@ impl FakeOpenAi {
             .into_iter()
             .map(|body| body["response_format"].clone())
             .collect()
+    }
+
+    /// Queues replies for the next chat requests naming `model` (these go
+    /// before the shared script).
+    pub fn push_chats_for(&self, model: &str, replies: impl IntoIterator<Item = Reply>) {
+        let mut scripts = self.state.model_chat.lock().unwrap();
+        scripts.entry(model.to_owned()).or_default().extend(replies);
+    }
+
+    /// The reply to chat requests naming `model` once its script is used up.
+    pub fn chat_fallback_for(&self, model: &str, reply: Reply) {
+        let mut fallbacks = self.state.model_fallback.lock().unwrap();
+        fallbacks.insert(model.to_owned(), reply);
     }
 
     /// The chat reply once the script is used up.
@@ -272,7 +290,17 @@ async fn chat(
         );
         return respond(state, format!("chat {n}"), refusal).await;
     }
-    let reply = state.chat.lock().unwrap().pop_front();
+    let model = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|request| request["model"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let for_model = {
+        let mut scripts = state.model_chat.lock().unwrap();
+        scripts.get_mut(&model).and_then(VecDeque::pop_front)
+    };
+    let reply = for_model
+        .or_else(|| state.model_fallback.lock().unwrap().get(&model).cloned())
+        .or_else(|| state.chat.lock().unwrap().pop_front());
     let reply = reply
         .or_else(|| state.chat_fallback.lock().unwrap().clone())
         .unwrap_or_else(|| Reply::Sse(text_answer("OK.")));

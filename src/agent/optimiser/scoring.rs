@@ -1,0 +1,114 @@
+//! Scoring a prompt on the test cases: the agent's model answers each
+//! objection under the prompt, and the judge scores the answer against the
+//! case's target (strict JSON, a score from 0 to 1).
+
+use serde::Deserialize;
+
+use super::ask::Asked;
+use crate::agent::eval::JudgeModel;
+use crate::store::{CaseScore, PromptScores, TestCase};
+
+/// The judge's instructions.
+pub const CASE_JUDGE_PROMPT: &str = "\
+You score a voice sales agent's answer to a customer's objection against \
+what a good answer does. Answer with one JSON object and nothing else: \
+{\"score\": a number from 0 (misses the target) to 1 (does all of it), \
+\"reason\": one short sentence}";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    score: f64,
+    reason: String,
+}
+
+/// Reads the judge's answer.
+pub(super) fn parse_score(answer: &str) -> Result<(f64, String), String> {
+    let raw: Raw = serde_json::from_str(answer).map_err(|err| {
+        format!(
+            "not the JSON object asked for ({err}); answer with exactly {{\"score\": 0..1, \"reason\": \"..\"}}"
+        )
+    })?;
+    if !(0.0..=1.0).contains(&raw.score) {
+        return Err(format!(
+            "`score` is {}; it must be between 0 and 1",
+            raw.score
+        ));
+    }
+    Ok((raw.score, raw.reason.trim().to_owned()))
+}
+
+/// The models a prompt is scored with.
+pub(super) struct Scorer<'a> {
+    pub(super) agent: &'a dyn JudgeModel,
+    pub(super) judge: &'a dyn JudgeModel,
+    pub(super) attempts: u32,
+}
+
+impl Scorer<'_> {
+    /// `prompt`'s scores on `cases`, reusing `known` ones (by objection);
+    /// an error names the case no usable score came for.
+    pub(super) async fn score(
+        &self,
+        asked: &mut Asked,
+        prompt: &str,
+        cases: &[TestCase],
+        known: &[CaseScore],
+    ) -> Result<PromptScores, String> {
+        let mut scores = Vec::with_capacity(cases.len());
+        for case in cases {
+            if let Some(kept) = known.iter().find(|k| k.input == case.input) {
+                scores.push(kept.clone());
+                continue;
+            }
+            let answer = asked
+                .text(
+                    self.agent,
+                    &[("system", prompt.to_owned()), ("user", case.input.clone())],
+                )
+                .await
+                .map_err(|problem| format!("case {:?}: {problem}", case.input))?;
+            let question = format!(
+                "Objection: {}\nWhat a good answer does: {}\nThe agent's answer: {answer}",
+                case.input, case.target
+            );
+            let (score, reason) = asked
+                .json(
+                    self.judge,
+                    vec![("system", CASE_JUDGE_PROMPT.to_owned()), ("user", question)],
+                    self.attempts,
+                    parse_score,
+                )
+                .await
+                .map_err(|problem| format!("case {:?}: {problem}", case.input))?;
+            scores.push(CaseScore {
+                input: case.input.clone(),
+                score,
+                reason,
+                answer,
+            });
+        }
+        Ok(PromptScores::new(scores))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_a_score_between_zero_and_one_with_a_reason() {
+        assert_eq!(
+            parse_score(r#"{"score": 0.75, "reason": " ok "}"#).unwrap(),
+            (0.75, "ok".to_owned())
+        );
+        for bad in [
+            r#"{"score": 1.5, "reason": ""}"#,
+            r#"{"score": "high", "reason": ""}"#,
+            r#"{"score": 0.5}"#,
+            "0.5",
+        ] {
+            assert!(parse_score(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Prompt versions, optimisation traces and the optimiser's per-segment
+//! sets in Redis.
+
+use async_trait::async_trait;
+
+use super::scripts::{DEPLOY_PROMPT, TAKE_SLOT};
+use super::store::RedisStore;
+use crate::store::codec::{decode_list, encode};
+use crate::store::time::rfc3339;
+use crate::store::{Deployed, OptimisationTrace, PromptKey, PromptState, PromptVersion};
+use crate::store::{PromptHistoryStore, StoreError};
+
+/// Keys asked per SCAN step.
+const BATCH: usize = 512;
+
+#[async_trait]
+impl PromptHistoryStore for RedisStore {
+    async fn prompt_state(&self, key: &PromptKey) -> Result<PromptState, StoreError> {
+        let keys = &self.settings.keys;
+        let version_key = key.version_key(keys);
+        let (text, version): (Option<String>, Option<String>) = self
+            .query(redis::cmd("MGET").arg(key.key(keys)).arg(&version_key))
+            .await?;
+        let version = match version {
+            None => 0,
+            Some(v) => v
+                .parse()
+                .map_err(|err| StoreError::corrupt(&version_key, err))?,
+        };
+        Ok(PromptState { version, text })
+    }
+
+    async fn deploy_prompt(
+        &self,
+        key: &PromptKey,
+        expected: u64,
+        entry: &PromptVersion,
+        trace: Option<&OptimisationTrace>,
+    ) -> Result<Deployed, StoreError> {
+        let keys = &self.settings.keys;
+        let history = key.history_key(keys);
+        let trace_key = trace.map_or_else(String::new, |t| keys.optimisation(&t.id));
+        let trace_json = trace
+            .map(|t| encode(&trace_key, t))
+            .transpose()?
+            .unwrap_or_default();
+        let mut deploy = DEPLOY_PROMPT.key(key.key(keys));
+        deploy
+            .key(key.version_key(keys))
+            .key(&history)
+            .key(&trace_key)
+            .arg(expected)
+            .arg(encode(&history, entry)?)
+            .arg(&entry.prompt)
+            .arg(trace_json)
+            .arg(rfc3339(entry.deployed_at_ms))
+            .arg(entry.deployed_at_ms);
+        let answer: i64 = self.invoke(&deploy).await?;
+        Ok(match u64::try_from(answer) {
+            Ok(version) => Deployed::Deployed(version),
+            Err(_) => Deployed::Conflict(answer.unsigned_abs() - 1),
+        })
+    }
+
+    async fn prompt_history(&self, key: &PromptKey) -> Result<Vec<PromptVersion>, StoreError> {
+        let history = key.history_key(&self.settings.keys);
+        let items: Vec<String> = self
+            .query(redis::cmd("LRANGE").arg(&history).arg(0).arg(-1))
+            .await?;
+        Ok(decode_list(&history, &items, "prompt version"))
+    }
+
+    async fn prompt_keys(&self) -> Result<Vec<PromptKey>, StoreError> {
+        let keys = &self.settings.keys;
+        let pattern = keys.prompt_pattern();
+        let mut found = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(BATCH)
+                        .arg("TYPE")
+                        .arg("string"),
+                )
+                .await?;
+            found.extend(batch.iter().filter_map(|name| {
+                PromptKey::parse(name.strip_prefix(keys.prefix()).unwrap_or(name))
+            }));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        found.sort_by_key(ToString::to_string);
+        found.dedup();
+        Ok(found)
+    }
+
+    async fn put_optimisation(&self, trace: &OptimisationTrace) -> Result<(), StoreError> {
+        let key = self.settings.keys.optimisation(&trace.id);
+        let json = encode(&key, trace)?;
+        self.query(redis::cmd("SET").arg(&key).arg(json)).await
+    }
+
+    async fn optimisation(&self, id: &str) -> Result<Option<OptimisationTrace>, StoreError> {
+        let key = self.settings.keys.optimisation(id);
+        let json: Option<String> = self.query(redis::cmd("GET").arg(&key)).await?;
+        json.map(|json| serde_json::from_str(&json).map_err(|err| StoreError::corrupt(&key, err)))
+            .transpose()
+    }
+
+    async fn take_optimisation_slot(
+        &self,
+        key: &PromptKey,
+        id: &str,
+        now_ms: u64,
+        window_ms: u64,
+        max: u64,
+    ) -> Result<bool, StoreError> {
+        let mut take = TAKE_SLOT.key(key.optimisations_key(&self.settings.keys));
+        take.arg(id).arg(now_ms).arg(window_ms).arg(max);
+        let taken: i64 = self.invoke(&take).await?;
+        Ok(taken == 1)
+    }
+
+    async fn note_failure(
+        &self,
+        key: &PromptKey,
+        call_id: &str,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let failures = key.failures_key(&self.settings.keys);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZADD")
+            .arg(&failures)
+            .arg("NX")
+            .arg(now_ms)
+            .arg(call_id)
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(&failures)
+            .arg(0)
+            .arg(-1);
+        let (listed,): (Vec<String>,) = self.query_pipe(&pipe).await?;
+        Ok(listed)
+    }
+
+    async fn clear_failures(&self, key: &PromptKey, call_ids: &[String]) -> Result<(), StoreError> {
+        if call_ids.is_empty() {
+            return Ok(());
+        }
+        let failures = key.failures_key(&self.settings.keys);
+        self.query(redis::cmd("ZREM").arg(failures).arg(call_ids))
+            .await
+            .map(|_: i64| ())
+    }
+}
