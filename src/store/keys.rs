@@ -10,6 +10,7 @@
 //! | `prompt:segment:{country}:{industry}`, `prompt:segment:*:{industry}`, `prompt:base` | strings |
 //! | `skill:{hash}` | hash: `trigger`, `rebuttal`, `vector` |
 //! | `test_cases:list` | list of JSON `{"input", "target"}` |
+//! | `calls:by_created` | sorted set: call ids by creation time (Unix ms) |
 //!
 //! voxpipe adds three keys of its own for work that must survive a restart:
 //! `eval:jobs` (the evaluation stream, consumer group `evaluators`),
@@ -45,6 +46,13 @@ impl Keys {
     /// `call:{id}`: the call's state.
     pub fn call(&self, call_id: &str) -> String {
         self.key(format_args!("call:{call_id}"))
+    }
+
+    /// `calls:by_created`: every call id, scored by its creation time (Unix
+    /// ms), for finding calls by time; members older than the call TTL are
+    /// trimmed as calls are created.
+    pub fn calls_by_created(&self) -> String {
+        self.key(format_args!("calls:by_created"))
     }
 
     /// `call:{id}:interactions`: the transcript.
