@@ -67,6 +67,7 @@
 //! for the sessions' writers to store what they hold.
 
 mod admission;
+mod analytics;
 mod api_access;
 mod body;
 mod client_page;

@@ -11,6 +11,7 @@ use super::twilio_voice::STREAM_PATH;
 use super::{
     client_page, cors, health, session_offer, start, twilio_stream, twilio_voice, webrtc_offer,
 };
+use super::analytics;
 
 /// The largest request body: webhooks are small forms, SDP offers a few
 /// kilobytes.
@@ -35,6 +36,7 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
             "/sessions/{session}/api/offer",
             post(session_offer::offer).patch(session_offer::patch),
         )
+        .route("/api/analytics", get(analytics::analytics))
         .route("/", get(client_page::index))
         .route("/client.js", get(client_page::script))
         .route("/client.css", get(client_page::style))
