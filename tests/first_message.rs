@@ -163,6 +163,11 @@ async fn the_greeting_is_heard_first_and_is_turn_zero_in_redis() {
     assert!(!turns[0].interrupted);
     assert_eq!(turns[1].role, Role::User);
     assert_eq!(turns[1].text, "Who is this?");
+    // The answer keeps its voice-to-voice latency; the greeting answered
+    // nobody and has none.
+    assert_eq!(turns[0].latency_ms, None);
+    assert_eq!(turns[2].role, Role::Assistant);
+    assert!(turns[2].latency_ms.is_some_and(|ms| ms > 0), "{:?}", turns[2]);
 
     // The LLM's first request has the greeting in its history.
     let chats = openai.chat_requests();

@@ -29,14 +29,16 @@ impl CallStore for MemoryStore {
             // The time index, as in Redis: this call in it (kept if already
             // there), the calls whose records have expired out of it.
             let indexed = ks.sorted(&index, now);
-            if indexed.is_none_or(|members| !members.contains_key(&record.call_id)) {
+            let cutoff = now.saturating_sub(ttl);
+            let created = created_ms(record, now);
+            let unlisted = indexed.is_none_or(|members| !members.contains_key(&record.call_id));
+            if unlisted && created >= cutoff {
                 ops.push(Op::ZAdd {
                     key: index.clone(),
                     member: record.call_id.clone(),
-                    score: created_ms(record, now),
+                    score: created,
                 });
             }
-            let cutoff = now.saturating_sub(ttl);
             ops.extend(indexed.into_iter().flatten().filter(|(_, at)| **at < cutoff).map(
                 |(member, _)| Op::ZRem {
                     key: index.clone(),
