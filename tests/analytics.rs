@@ -297,3 +297,51 @@ async fn analytics_over_redis() {
 async fn analytics_over_the_embedded_store() {
     analytics_add_up_the_calls_of_a_range("memory", "").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voxpipe_calls_stats_prints_the_same_report() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "REDIS_URL", StoreSettings::default()).unwrap();
+    let now = seed(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("stats.toml");
+    std::fs::write(
+        &pipeline,
+        "[pipeline]\nname = \"stats\"\n\n[[processor]]\ntype = \"parrot\"\n\n\
+         [context]\nstore = \"redis\"\nurl_env = \"REDIS_URL\"\n",
+    )
+    .unwrap();
+    let url = redis.url();
+    let run = move |args: Vec<String>| {
+        let (url, pipeline) = (url.clone(), pipeline.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_voxpipe"))
+                .args(["calls", "stats", "-p"])
+                .arg(&pipeline)
+                .args(args)
+                .env("REDIS_URL", url)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(vec![
+        "--from".into(),
+        rfc3339(now - 5 * HOUR_MS),
+        "--to".into(),
+        rfc3339(now),
+        "--segment".into(),
+        "US:healthcare".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["calls"], 2);
+    assert_eq!(report["by_outcome"]["success"], 1);
+    assert_eq!(report["turn_latency_ms"]["count"], 3);
+
+    let out = run(vec!["--to".into(), "soon".into()]).await.unwrap();
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("--to") && error.contains("RFC 3339"), "{error}");
+}

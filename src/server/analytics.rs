@@ -33,31 +33,37 @@ use serde_json::{Value, json};
 use super::api_access::ApiAuthorized;
 use super::state::ServerState;
 use crate::store::time::{parse_rfc3339, rfc3339, unix_ms};
-use crate::store::{SegmentFilter, StatsQuery, gather_call_stats};
+use crate::store::{CallStore, SegmentFilter, StatsQuery, StoreError, gather_call_stats};
 
 /// The widest range answered: 31 days.
-pub(crate) const MAX_RANGE_MS: u64 = 31 * DAY_MS;
+pub const MAX_RANGE_MS: u64 = 31 * DAY_MS;
 
 /// The most calls one answer reads.
-pub(crate) const MAX_CALLS: usize = 10_000;
+pub const MAX_CALLS: usize = 10_000;
 
 const DAY_MS: u64 = 86_400_000;
 
-/// A query as understood: the calls to read, and whether its range was
-/// narrowed.
+/// An analytics query as understood (from the HTTP query string, or
+/// `voxpipe calls stats`' flags): the calls to read, and whether its range
+/// was narrowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AnalyticsQuery {
-    pub(crate) stats: StatsQuery,
-    pub(crate) segment: Option<String>,
-    pub(crate) capped: bool,
+pub struct AnalyticsQuery {
+    /// The calls to read.
+    pub stats: StatsQuery,
+    /// The segment as written, if any.
+    pub segment: Option<String>,
+    /// The range was wider than [`MAX_RANGE_MS`] and was narrowed.
+    pub capped: bool,
 }
 
 /// A parameter that cannot be used: 400, naming it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub(crate) struct BadParameter {
-    pub(crate) parameter: String,
-    pub(crate) message: String,
+pub struct BadParameter {
+    /// `from`, `to`, `segment`, or the unknown parameter's name.
+    pub parameter: String,
+    /// What is wrong with it.
+    pub message: String,
 }
 
 impl BadParameter {
@@ -70,8 +76,9 @@ impl BadParameter {
 }
 
 impl AnalyticsQuery {
-    /// Reads the query string's `params` at `now_ms`.
-    pub(crate) fn parse(
+    /// Reads the query string's `params` (`from`, `to`, `segment`) at
+    /// `now_ms`.
+    pub fn parse(
         params: impl IntoIterator<Item = (String, String)>,
         now_ms: u64,
     ) -> Result<Self, BadParameter> {
@@ -155,26 +162,36 @@ pub(crate) async fn analytics(
     let Some(agent) = &state.agent else {
         return unavailable("this server keeps no calls: it has no context store".into());
     };
-    let (stats, truncated) = match gather_call_stats(agent.store().as_ref(), &query.stats).await {
-        Ok(found) => found,
+    match analytics_report(agent.store().as_ref(), &query).await {
+        Ok(report) => Json(report).into_response(),
         Err(error) => {
             tracing::warn!(%error, "analytics: the store did not answer");
-            return unavailable(format!("the context store did not answer: {error}"));
+            unavailable(format!("the context store did not answer: {error}"))
         }
-    };
-    let mut body = json!({
+    }
+}
+
+/// The answer to `query` (the JSON of the module docs), read from `store`.
+pub async fn analytics_report(
+    store: &dyn CallStore,
+    query: &AnalyticsQuery,
+) -> Result<Value, StoreError> {
+    let (stats, truncated) = gather_call_stats(store, &query.stats).await?;
+    let mut report = json!({
         "from": rfc3339(query.stats.from_ms),
         "to": rfc3339(query.stats.to_ms),
         "capped": query.capped,
         "truncated": truncated,
         "segment": query.segment,
     });
-    if let (Value::Object(body), Ok(Value::Object(stats))) =
-        (&mut body, serde_json::to_value(&stats))
-    {
-        body.extend(stats);
+    let stats = serde_json::to_value(&stats).map_err(|source| StoreError::Encode {
+        key: "analytics".into(),
+        source,
+    })?;
+    if let (Value::Object(report), Value::Object(stats)) = (&mut report, stats) {
+        report.extend(stats);
     }
-    Json(body).into_response()
+    Ok(report)
 }
 
 fn unavailable(error: String) -> Response {
