@@ -389,12 +389,8 @@ impl Processor for WebRtcInput {
             FrameBody::BotStoppedSpeaking => {
                 self.shared.bot_speaking.store(false, Ordering::Release);
             }
-            FrameBody::ClientConnected => {
-                // Held until the peer connection is up (`ClientGate`).
-                if !self.shared.client().announced() {
-                    return Ok(());
-                }
-            }
+            // Held until the peer connection is up (`ClientGate`).
+            FrameBody::ClientConnected if !self.shared.client().announced() => return Ok(()),
             _ => {}
         }
         ctx.push(frame, direction).await;
