@@ -348,6 +348,78 @@ url_env = "TEST_REDIS"
     assert!(openai.chat_requests().is_empty(), "no LLM run was asked for");
 }
 
+/// A pipeline that only greets: no VAD or STT, the LLM never asked.
+fn greeter_toml(openai: &FakeOpenAi) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "greeter"
+first_message = "{GREETING}"
+
+[[processor]]
+type = "user_context"
+
+[[processor]]
+type = "llm"
+provider = "openai"
+base_url = "{base}"
+model = "gpt-test"
+api_key_env = "OPENAI_API_KEY"
+
+[[processor]]
+type = "tts"
+provider = "openai"
+base_url = "{base}"
+api_key_env = "OPENAI_API_KEY"
+
+[[processor]]
+type = "assistant_context"
+"#,
+        base = openai.base_url,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_hears_the_whole_greeting_once_connected() {
+    use support::webrtc::{connected_client, decode, envelope};
+    let openai = FakeOpenAi::start().await;
+    openai.push_speech(speech(1.0));
+    let server =
+        TestServer::with_toml(&greeter_toml(&openai), &[], &[("OPENAI_API_KEY", "sk-test")]).await;
+    let (client, offer) = voxpipe::transport::webrtc::ClientPeer::offer()
+        .await
+        .unwrap();
+    let (mut client, _answer, events) = connected_client(&server.url(""), offer, client).await;
+    let mut audio = client.take_audio().unwrap();
+
+    // The greeting's text reaches the page, and a second of audio (50
+    // packets of 20 ms) follows the connection: held until the connection
+    // was up, none of it was sent into the void.
+    let (_, spoken) = events
+        .wait_for(|v| v["event"] == "tts_text", WAIT)
+        .await
+        .expect("the greeting was spoken");
+    assert_eq!(spoken["text"], GREETING);
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while let Some(packet) = audio.recv().await {
+            received.push(packet);
+            if received.len() >= 48 {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} packets of the greeting", received.len()));
+    // The fake's tone (peak 8000 of 32768: RMS 0.17 of full scale), steady
+    // through the packets.
+    let level = envelope(&decode(&received), 960);
+    let loud = level.iter().filter(|rms| **rms > 0.12).count();
+    assert!(loud >= 40, "{level:?}");
+    assert_eq!(openai.received("audio/speech").len(), 1);
+    assert!(openai.chat_requests().is_empty());
+}
+
 #[test]
 fn an_opening_the_pipeline_cannot_carry_out_is_refused_at_load() {
     let parrot = "[pipeline]\nname = \"p\"\nfirst_message = \"Hi\"\n\n[[processor]]\ntype = \"parrot\"\n";
