@@ -67,7 +67,12 @@ async fn calls_are_found_by_creation_time(store: &dyn Store) {
         );
     }
     // A second create (a retry, another process) changes nothing.
-    assert!(!store.create_call(&call("c-3h", now, "US", "retail")).await.unwrap());
+    assert!(
+        !store
+            .create_call(&call("c-3h", now, "US", "retail"))
+            .await
+            .unwrap()
+    );
     // Created before the TTL (48 h): out of the index at once.
     store
         .create_call(&call("c-50h", now - 50 * HOUR_MS, "US", "retail"))
@@ -169,7 +174,9 @@ async fn seed(store: &dyn Store) -> u64 {
     let a = call("a", now - 3 * HOUR_MS, "US", "healthcare");
     store.create_call(&a).await.unwrap();
     for change in [
-        CallChange::Started { at_ms: now - 3 * HOUR_MS },
+        CallChange::Started {
+            at_ms: now - 3 * HOUR_MS,
+        },
         CallChange::Ended {
             reason: "hangup".into(),
             at_ms: now - 3 * HOUR_MS + 60_000,
@@ -186,7 +193,9 @@ async fn seed(store: &dyn Store) -> u64 {
     b.direction = Some(CallDirection::Outbound);
     store.create_call(&b).await.unwrap();
     for change in [
-        CallChange::Started { at_ms: now - 2 * HOUR_MS },
+        CallChange::Started {
+            at_ms: now - 2 * HOUR_MS,
+        },
         CallChange::Ended {
             reason: "end_call".into(),
             at_ms: now - 2 * HOUR_MS + 20_000,
@@ -195,7 +204,10 @@ async fn seed(store: &dyn Store) -> u64 {
     ] {
         store.update_call("b", &change).await.unwrap();
     }
-    store.append_turn("b", &answer(0, Some(1500))).await.unwrap();
+    store
+        .append_turn("b", &answer(0, Some(1500)))
+        .await
+        .unwrap();
     // An outbound call that found the line busy, of another segment.
     let mut c = call("c", now - HOUR_MS, "FR", "retail");
     c.direction = Some(CallDirection::Outbound);
@@ -212,7 +224,10 @@ async fn get(server: &TestServer, query: &str, key: Option<&str>) -> (u16, Value
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn query(from_ms: u64, to_ms: u64) -> String {
@@ -239,7 +254,10 @@ async fn analytics_add_up_the_calls_of_a_range(backend: &str, redis_url: &str) {
     assert_eq!(all["by_direction"]["inbound"], 1);
     assert_eq!(all["by_direction"]["outbound"], 2);
     assert_eq!(all["success_rate"], 0.5);
-    assert!((all["mean_score"].as_f64().unwrap() - 0.7).abs() < 1e-9, "{all}");
+    assert!(
+        (all["mean_score"].as_f64().unwrap() - 0.7).abs() < 1e-9,
+        "{all}"
+    );
     assert_eq!(all["duration_secs"]["count"], 2);
     assert_eq!(all["duration_secs"]["p50"], 20.0);
     assert_eq!(all["duration_secs"]["p99"], 60.0);
@@ -266,7 +284,12 @@ async fn analytics_add_up_the_calls_of_a_range(backend: &str, redis_url: &str) {
     assert_eq!(last_hours["duration_secs"]["p50"], Value::Null);
 
     // A year is narrowed to the 31 days ending at `to`.
-    let (status, year) = get(&server, &query(now - 365 * 24 * HOUR_MS, now), Some("s3cret")).await;
+    let (status, year) = get(
+        &server,
+        &query(now - 365 * 24 * HOUR_MS, now),
+        Some("s3cret"),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(year["capped"], true);
     assert_eq!(year["from"], rfc3339(now - 31 * 24 * HOUR_MS));
@@ -334,7 +357,11 @@ async fn voxpipe_calls_stats_prints_the_same_report() {
     ])
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["calls"], 2);
     assert_eq!(report["by_outcome"]["success"], 1);
@@ -343,5 +370,8 @@ async fn voxpipe_calls_stats_prints_the_same_report() {
     let out = run(vec!["--to".into(), "soon".into()]).await.unwrap();
     assert!(!out.status.success());
     let error = String::from_utf8_lossy(&out.stderr);
-    assert!(error.contains("--to") && error.contains("RFC 3339"), "{error}");
+    assert!(
+        error.contains("--to") && error.contains("RFC 3339"),
+        "{error}"
+    );
 }

@@ -167,7 +167,11 @@ async fn the_greeting_is_heard_first_and_is_turn_zero_in_redis() {
     // nobody and has none.
     assert_eq!(turns[0].latency_ms, None);
     assert_eq!(turns[2].role, Role::Assistant);
-    assert!(turns[2].latency_ms.is_some_and(|ms| ms > 0), "{:?}", turns[2]);
+    assert!(
+        turns[2].latency_ms.is_some_and(|ms| ms > 0),
+        "{:?}",
+        turns[2]
+    );
 
     // The LLM's first request has the greeting in its history.
     let chats = openai.chat_requests();
@@ -345,7 +349,10 @@ url_env = "TEST_REDIS"
     assert_eq!(turns[0].index, 0);
     assert_eq!(turns[0].role, Role::Assistant);
     assert_eq!(turns[0].text, GREETING);
-    assert!(openai.chat_requests().is_empty(), "no LLM run was asked for");
+    assert!(
+        openai.chat_requests().is_empty(),
+        "no LLM run was asked for"
+    );
 }
 
 /// A pipeline that only greets: no VAD or STT, the LLM never asked.
@@ -384,8 +391,12 @@ async fn a_browser_hears_the_whole_greeting_once_connected() {
     use support::webrtc::{connected_client, decode, envelope};
     let openai = FakeOpenAi::start().await;
     openai.push_speech(speech(1.0));
-    let server =
-        TestServer::with_toml(&greeter_toml(&openai), &[], &[("OPENAI_API_KEY", "sk-test")]).await;
+    let server = TestServer::with_toml(
+        &greeter_toml(&openai),
+        &[],
+        &[("OPENAI_API_KEY", "sk-test")],
+    )
+    .await;
     let (client, offer) = voxpipe::transport::webrtc::ClientPeer::offer()
         .await
         .unwrap();
@@ -422,7 +433,8 @@ async fn a_browser_hears_the_whole_greeting_once_connected() {
 
 #[test]
 fn an_opening_the_pipeline_cannot_carry_out_is_refused_at_load() {
-    let parrot = "[pipeline]\nname = \"p\"\nfirst_message = \"Hi\"\n\n[[processor]]\ntype = \"parrot\"\n";
+    let parrot =
+        "[pipeline]\nname = \"p\"\nfirst_message = \"Hi\"\n\n[[processor]]\ntype = \"parrot\"\n";
     let error = parse_pipeline(Path::new("parrot.toml"), parrot, &registry())
         .unwrap_err()
         .to_string();

@@ -9,8 +9,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::config::{
-    ConfigError, ConfigErrors, Errors, Override, PipelineSection, apply_overrides,
-    blame_overrides,
+    ConfigError, ConfigErrors, Errors, Override, PipelineSection, apply_overrides, blame_overrides,
 };
 use crate::pipeline::ProcessorEntry;
 use crate::processors::{ParallelFactory, ProcessorRegistry};

@@ -99,7 +99,8 @@ impl AnalyticsQuery {
                 return Err(BadParameter::new(&name, format!("`{name}` is given twice")));
             }
         }
-        let instant = |name: &str, value: Option<String>| match value {
+        let instant = |name: &str, value: Option<String>| {
+            match value {
             None => Ok(None),
             Some(text) => parse_rfc3339(&text).map(Some).ok_or_else(|| {
                 BadParameter::new(
@@ -109,6 +110,7 @@ impl AnalyticsQuery {
                     ),
                 )
             }),
+        }
         };
         let to_ms = instant("to", to)?.unwrap_or(now_ms);
         let from_ms = instant("from", from)?.unwrap_or(to_ms.saturating_sub(DAY_MS));
@@ -210,7 +212,9 @@ mod tests {
 
     fn parse(query: &[(&str, &str)]) -> Result<AnalyticsQuery, BadParameter> {
         AnalyticsQuery::parse(
-            query.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            query
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
             NOW,
         )
     }
@@ -255,10 +259,13 @@ mod tests {
         );
         assert_eq!(parse(&[("form", "x")]).unwrap_err().parameter, "form");
         assert!(
-            parse(&[("to", "2024-01-15T00:00:00Z"), ("to", "2024-01-15T00:00:00Z")])
-                .unwrap_err()
-                .message
-                .contains("twice")
+            parse(&[
+                ("to", "2024-01-15T00:00:00Z"),
+                ("to", "2024-01-15T00:00:00Z")
+            ])
+            .unwrap_err()
+            .message
+            .contains("twice")
         );
     }
 }

@@ -252,8 +252,14 @@ mod tests {
     fn outbound_calls_are_counted_by_final_status_and_dials_timed() {
         let metrics = ServerMetrics::new();
         let before = metrics.render();
-        assert!(before.contains("# TYPE voxpipe_outbound_calls_total counter"), "{before}");
-        assert!(before.contains("voxpipe_dial_latency_seconds_count 0"), "{before}");
+        assert!(
+            before.contains("# TYPE voxpipe_outbound_calls_total counter"),
+            "{before}"
+        );
+        assert!(
+            before.contains("voxpipe_dial_latency_seconds_count 0"),
+            "{before}"
+        );
 
         metrics.outbound_call_settled(CallStatus::Busy);
         metrics.outbound_call_settled(CallStatus::Busy);
@@ -261,9 +267,18 @@ mod tests {
         metrics.outbound_call_settled(CallStatus::Ringing);
         metrics.dial_latency(Duration::from_millis(120));
         let after = metrics.render();
-        assert!(after.contains("voxpipe_outbound_calls_total{status=\"busy\"} 2"), "{after}");
-        assert!(after.contains("voxpipe_outbound_calls_total{status=\"no-answer\"} 1"), "{after}");
+        assert!(
+            after.contains("voxpipe_outbound_calls_total{status=\"busy\"} 2"),
+            "{after}"
+        );
+        assert!(
+            after.contains("voxpipe_outbound_calls_total{status=\"no-answer\"} 1"),
+            "{after}"
+        );
         assert!(!after.contains("status=\"ringing\""), "{after}");
-        assert!(after.contains("voxpipe_dial_latency_seconds_count 1"), "{after}");
+        assert!(
+            after.contains("voxpipe_dial_latency_seconds_count 1"),
+            "{after}"
+        );
     }
 }

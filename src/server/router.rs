@@ -6,12 +6,12 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 
+use super::analytics;
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
 use super::{
     client_page, cors, health, session_offer, start, twilio_stream, twilio_voice, webrtc_offer,
 };
-use super::analytics;
 
 /// The largest request body: webhooks are small forms, SDP offers a few
 /// kilobytes.

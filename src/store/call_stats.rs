@@ -50,7 +50,9 @@ pub struct SegmentFilter {
 
 /// Why a segment filter cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a segment; write COUNTRY:INDUSTRY (e.g. US:healthcare), COUNTRY, or * for either part")]
+#[error(
+    "`{0}` is not a segment; write COUNTRY:INDUSTRY (e.g. US:healthcare), COUNTRY, or * for either part"
+)]
 pub struct BadSegment(pub String);
 
 impl FromStr for SegmentFilter {
@@ -226,8 +228,12 @@ impl CallStatsBuilder {
         if let Some(secs) = duration_secs(record) {
             self.durations.push(secs);
         }
-        self.latencies
-            .extend(turns.iter().filter_map(|t| t.latency_ms).map(|ms| ms as f64));
+        self.latencies.extend(
+            turns
+                .iter()
+                .filter_map(|t| t.latency_ms)
+                .map(|ms| ms as f64),
+        );
     }
 
     /// The totals.
@@ -350,11 +356,19 @@ mod tests {
     fn calls_add_up_by_status_outcome_and_direction() {
         let mut builder = CallStatsBuilder::new();
         builder.add(
-            &judged(call("a", CallStatus::Completed, Some(30)), Outcome::Success, 0.9),
+            &judged(
+                call("a", CallStatus::Completed, Some(30)),
+                Outcome::Success,
+                0.9,
+            ),
             &[answer(Some(700)), answer(None), answer(Some(900))],
         );
         builder.add(
-            &judged(call("b", CallStatus::Completed, Some(10)), Outcome::Failure, 0.3),
+            &judged(
+                call("b", CallStatus::Completed, Some(10)),
+                Outcome::Failure,
+                0.3,
+            ),
             &[answer(Some(800))],
         );
         let mut busy = call("c", CallStatus::Busy, None);

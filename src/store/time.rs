@@ -45,7 +45,20 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
     let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     let valid = (1..=12).contains(&month)
         && day >= 1
         && day <= month_days[(month - 1) as usize]
@@ -66,7 +79,10 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
         // Milliseconds: the first three digits, padded.
         let mut ms = 0;
         for i in 0..3 {
-            ms = ms * 10 + b.get(start + i).filter(|_| start + i < end).map_or(0, |c| i64::from(c - b'0'));
+            ms = ms * 10
+                + b.get(start + i)
+                    .filter(|_| start + i < end)
+                    .map_or(0, |c| i64::from(c - b'0'));
         }
         millis = ms;
         at = end;

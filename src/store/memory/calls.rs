@@ -39,12 +39,16 @@ impl CallStore for MemoryStore {
                     score: created,
                 });
             }
-            ops.extend(indexed.into_iter().flatten().filter(|(_, at)| **at < cutoff).map(
-                |(member, _)| Op::ZRem {
-                    key: index.clone(),
-                    member: member.clone(),
-                },
-            ));
+            ops.extend(
+                indexed
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, at)| **at < cutoff)
+                    .map(|(member, _)| Op::ZRem {
+                        key: index.clone(),
+                        member: member.clone(),
+                    }),
+            );
             (ops, true)
         })
     }
@@ -77,7 +81,9 @@ impl CallStore for MemoryStore {
                 .collect::<Vec<_>>()
         })?;
         Ok(decode_calls(
-            found.iter().map(|(key, json)| (key.as_str(), json.as_deref())),
+            found
+                .iter()
+                .map(|(key, json)| (key.as_str(), json.as_deref())),
         ))
     }
 

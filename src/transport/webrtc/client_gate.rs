@@ -48,7 +48,10 @@ mod tests {
         let mut gate = ClientGate::default();
         assert!(!gate.announced(), "not connected yet");
         assert!(gate.connected());
-        assert!(!gate.connected(), "a restarted connection announces nothing");
+        assert!(
+            !gate.connected(),
+            "a restarted connection announces nothing"
+        );
 
         let mut gate = ClientGate::default();
         assert!(!gate.connected(), "the session has not announced");
