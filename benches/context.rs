@@ -65,6 +65,7 @@ fn turn(index: u64, at_ms: u64) -> Turn {
         tool_calls: Vec::new(),
         at_ms,
         unix_ms: 0,
+        latency_ms: None,
     }
 }
 

@@ -115,7 +115,8 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
         // frames, frames whose effect is reported by another event (`End`
         // by `session_ended`, an interruption by the output's
         // `BotInterrupted`; a client tool's result by `tool_result`), and
-        // internal traffic between processors.
+        // internal traffic between processors (`ClientConnected` only
+        // starts the pipeline's opening, which has events of its own).
         Cancel { .. }
         | Interruption
         | InterruptionRequest
@@ -127,6 +128,7 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
         | Text(_)
         | LlmMessages(_)
         | ClientToolResult { .. }
+        | ClientConnected
         | End { .. } => return None,
     };
     Some(event)

@@ -41,6 +41,7 @@ fn interaction(index: u64, role: Role, text: &str) -> Interaction {
         session_ms: 0,
         interrupted: false,
         tool_calls: Vec::new(),
+        latency_ms: None,
     }
 }
 

@@ -78,6 +78,7 @@ fn turn(index: u64, text: &str) -> Interaction {
         session_ms: index * 1000,
         interrupted: false,
         tool_calls: Vec::new(),
+        latency_ms: None,
     }
 }
 

@@ -8,8 +8,9 @@ use tokio::sync::Notify;
 
 use super::prompt::SessionPrompt;
 use super::writer::{TurnRecorder, WriteReport, WriterDone};
-use crate::conversation::Turn;
+use crate::conversation::{Role, Turn};
 use crate::frame::FrameBody;
+use crate::metrics::TurnLatencyTracker;
 use crate::pipeline::{Observer, PushEvent, SystemPromptSource};
 use crate::store::{CallRecording, Segment};
 
@@ -95,7 +96,7 @@ impl SessionMemory {
     pub fn observer(&self) -> Arc<dyn Observer> {
         Arc::new(TurnObserver {
             recorder: self.recorder.clone(),
-            recorded: Mutex::new(BTreeSet::new()),
+            state: Mutex::default(),
         })
     }
 
@@ -141,24 +142,50 @@ impl SessionMemory {
 }
 
 /// Records each turn once: a `TurnCompleted` frame is pushed again by every
-/// processor that forwards it, and its index tells the repeats apart.
+/// processor that forwards it, and its index tells the repeats apart. It
+/// also follows the turns' latency (as the `turn_latency` event does) and
+/// stores each measured voice-to-voice latency with the assistant turn that
+/// completes next: the one whose audio ended the measure.
 struct TurnObserver {
     recorder: TurnRecorder,
-    recorded: Mutex<BTreeSet<u64>>,
+    state: Mutex<ObservedTurns>,
+}
+
+#[derive(Default)]
+struct ObservedTurns {
+    recorded: BTreeSet<u64>,
+    latency: TurnLatencyTracker,
+    /// A latency measured, not yet stored with a turn.
+    measured_ms: Option<u64>,
 }
 
 impl Observer for TurnObserver {
     fn on_push(&self, event: &PushEvent<'_>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(latency) = state
+            .latency
+            .observe(event.frame, event.direction, event.at)
+        {
+            state.measured_ms = Some(latency.total_ms.max(0.0).round() as u64);
+        }
         let FrameBody::TurnCompleted(turn) = &event.frame.body else {
             return;
         };
-        let first = self
-            .recorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(turn.index);
-        if first {
-            self.recorder.record(Arc::clone(turn));
+        if !state.recorded.insert(turn.index) {
+            return;
+        }
+        let measured = match turn.role {
+            Role::Assistant => state.measured_ms.take(),
+            _ => None,
+        };
+        drop(state);
+        match measured {
+            Some(latency_ms) => {
+                let mut turn = Turn::clone(turn);
+                turn.latency_ms = Some(latency_ms);
+                self.recorder.record(Arc::new(turn));
+            }
+            None => self.recorder.record(Arc::clone(turn)),
         }
     }
 }

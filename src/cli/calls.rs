@@ -1,6 +1,7 @@
 //! `voxpipe calls show ID`: a call's state, its extraction and its
 //! transcript; `voxpipe calls objects ID`, `voxpipe calls fetch ID KIND`:
-//! its objects.
+//! its objects; `voxpipe calls stats`: what the calls of a time range add
+//! up to (the JSON of `GET /api/analytics`).
 
 #![allow(clippy::print_stdout)]
 
@@ -8,6 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use voxpipe::objects::ObjectKind;
+use voxpipe::server::{AnalyticsQuery, analytics_report};
+use voxpipe::store::time::unix_ms;
 use voxpipe::store::{CallRecord, Evaluation, Extraction, Interaction, Learned};
 
 use super::call_objects::{fetch, key_of, list};
@@ -42,6 +45,22 @@ enum CallsCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// What the calls created in a time range add up to, as JSON: counts
+    /// by status, outcome and direction, success rate, mean score,
+    /// duration and turn-latency percentiles (as `GET /api/analytics`).
+    Stats {
+        /// From this RFC 3339 time (default: a day before `--to`).
+        #[arg(long)]
+        from: Option<String>,
+        /// To this RFC 3339 time (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this segment: COUNTRY:INDUSTRY, COUNTRY, * for either part.
+        #[arg(long)]
+        segment: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Fetch one of a call's objects from object storage.
     Fetch {
         /// The call (session) id.
@@ -66,6 +85,12 @@ pub(crate) fn calls(args: &CallsArgs) -> anyhow::Result<()> {
             output,
             store,
         } => return fetch(&store.open()?, id, kind, output),
+        CallsCommand::Stats {
+            from,
+            to,
+            segment,
+            store,
+        } => return stats(from, to, segment, store),
     };
     let operator = store.open()?;
     let store = operator.context.store();
@@ -83,6 +108,26 @@ pub(crate) fn calls(args: &CallsArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", describe(&call, &turns));
     }
+    Ok(())
+}
+
+fn stats(
+    from: &Option<String>,
+    to: &Option<String>,
+    segment: &Option<String>,
+    store: &StoreArgs,
+) -> anyhow::Result<()> {
+    let params = [("from", from), ("to", to), ("segment", segment)]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value.clone()?)));
+    let query = AnalyticsQuery::parse(params, unix_ms())
+        .map_err(|bad| anyhow::anyhow!("--{}: {}", bad.parameter, bad.message))?;
+    let operator = store.open()?;
+    let report = operator.block_on(analytics_report(operator.context.store().as_ref(), &query))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).context("cannot print the stats")?
+    );
     Ok(())
 }
 

@@ -26,7 +26,8 @@ pub use overrides::Override;
 pub(crate) use overrides::apply as apply_overrides;
 pub use recording::{RecordingDir, RecordingSection};
 pub use schema::{
-    InterruptionSection, PipelineSection, SUPPORTED_SAMPLE_RATES, SampleRate, TransportSection,
+    InterruptionSection, Opening, PipelineSection, SUPPORTED_SAMPLE_RATES, SampleRate,
+    TransportSection,
 };
 pub use seconds::{OutOfRange, Seconds};
 pub(crate) use server::is_url_host;

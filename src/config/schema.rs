@@ -5,6 +5,7 @@
 //! name = "parrot"
 //! sample_rate = 16000          # 8000, 16000, 24000 or 48000
 //! allow_interruptions = true
+//! first_message = "Hello!"     # the bot speaks first (or llm_opens = true)
 //!
 //! [interruption]
 //! min_secs = 0.3               # user speech over the bot before it yields
@@ -17,6 +18,7 @@
 //! `[[processor]]` tables are read by the processor registry according to
 //! their `type`, when the whole file is put together (`pipeline_file`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -76,6 +78,38 @@ pub struct PipelineSection {
     /// Whether the user may interrupt the bot.
     #[serde(default = "default_true")]
     pub allow_interruptions: bool,
+    /// Words the bot says as soon as the caller can hear it, recorded as
+    /// the conversation's first assistant turn (spoken by the `tts`
+    /// processor; `user_context` starts it). Unset: the caller speaks first.
+    #[serde(default)]
+    pub first_message: Option<String>,
+    /// The LLM opens the conversation: it is asked for a reply to its
+    /// context (the system prompt) as soon as the caller can hear the bot,
+    /// before they speak. Not with `first_message`. Default false.
+    #[serde(default)]
+    pub llm_opens: bool,
+}
+
+/// Who opens a conversation when the bot should speak first, from
+/// `[pipeline] first_message` or `llm_opens` (Pipecat's pattern of queueing
+/// speech or an LLM run when the client connects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opening {
+    /// The bot says these words.
+    Message(Arc<str>),
+    /// The LLM writes the first words.
+    Llm,
+}
+
+impl PipelineSection {
+    /// The pipeline's opening; `None` when the caller speaks first. A
+    /// validated pipeline never has both keys set.
+    pub fn opening(&self) -> Option<Opening> {
+        match &self.first_message {
+            Some(text) => Some(Opening::Message(Arc::from(text.trim()))),
+            None => self.llm_opens.then_some(Opening::Llm),
+        }
+    }
 }
 
 fn default_true() -> bool {

@@ -32,6 +32,11 @@ pub struct Turn {
     pub at_ms: u64,
     /// Wall-clock time at which the turn completed, in Unix milliseconds.
     pub unix_ms: u64,
+    /// For an assistant turn that answered the user: the voice-to-voice
+    /// latency, from the end of the user's speech to the bot's first audio
+    /// leaving (the `turn_latency` event's `total_ms`), when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
 }
 
 impl Turn {
@@ -47,6 +52,7 @@ impl Turn {
             unix_ms: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            latency_ms: None,
         }
     }
 }

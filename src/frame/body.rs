@@ -140,6 +140,13 @@ frame_bodies! {
         /// The answer to a [`FrameBody::ClientRequest`], pushed by the
         /// processor that handled it, in either direction.
         ClientResponse(ClientResponse),
+        /// The far end can hear the bot now: the call is connected. The
+        /// session queues it when it starts a pipeline that opens the
+        /// conversation (`[pipeline] first_message`, `llm_opens`); a
+        /// transport whose client connects later (WebRTC) holds it until
+        /// then. `user_context` starts the opening on it (Pipecat's
+        /// `on_client_connected`).
+        ClientConnected,
         /// The result of a tool the client app ran (RTVI
         /// `llm-function-call-result`), pushed downstream by the transport
         /// for the LLM that called it.

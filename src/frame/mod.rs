@@ -15,7 +15,7 @@
 //!
 //! | kind | variants |
 //! |---|---|
-//! | System | `Start`, `Cancel`, `Error`, `Interruption`, `InterruptionRequest`, `EndRequest`, `UserStartedSpeaking`, `UserStoppedSpeaking`, `BotStartedSpeaking`, `BotStoppedSpeaking`, `BotInterrupted`, `VadParams`, `InputAudio`, `Dtmf`, `Metrics`, `TurnCompleted`, `ServerMessage`, `ClientRequest`, `ClientResponse`, `ClientToolResult` |
+//! | System | `Start`, `Cancel`, `Error`, `Interruption`, `InterruptionRequest`, `EndRequest`, `UserStartedSpeaking`, `UserStoppedSpeaking`, `BotStartedSpeaking`, `BotStoppedSpeaking`, `BotInterrupted`, `VadParams`, `InputAudio`, `Dtmf`, `Metrics`, `TurnCompleted`, `ServerMessage`, `ClientRequest`, `ClientResponse`, `ClientConnected`, `ClientToolResult` |
 //! | Data | `OutputAudio`, `Text`, `LlmText`, `Transcription`, `InterimTranscription`, `LlmMessages`, `TtsText`, `FunctionCallResult` |
 //! | Control | `End`, `LlmResponseStart`, `LlmResponseEnd`, `TtsStarted`, `TtsStopped`, `FunctionCallInProgress` |
 //!

@@ -7,7 +7,7 @@ use std::fmt;
 
 use super::build_error::BuildError;
 use super::resources::SessionResources;
-use crate::config::{InterruptionSection, RecordingSection};
+use crate::config::{InterruptionSection, Opening, RecordingSection};
 
 /// Decides a session's system prompt when something outside the pipeline
 /// keeps it: the agent layer's stored segment prompts and learned tactics.
@@ -66,6 +66,10 @@ pub struct SessionSetup {
     /// Whether and where the session is recorded (`[recording]`; off by
     /// default). The session, not a processor, records.
     pub recording: RecordingSection,
+    /// How the bot opens the conversation once the caller can hear it
+    /// (`[pipeline] first_message`, `llm_opens`); `None`: the caller
+    /// speaks first.
+    pub opening: Option<Opening>,
 }
 
 impl SessionSetup {
@@ -82,6 +86,7 @@ impl SessionSetup {
             system_prompt: None,
             resources: SessionResources::new(),
             recording: RecordingSection::default(),
+            opening: None,
         }
     }
 

@@ -86,6 +86,7 @@ impl PipelineConfig {
         setup.allow_interruptions = self.pipeline.allow_interruptions;
         setup.interruption = self.interruption;
         setup.recording = self.recording.clone();
+        setup.opening = self.pipeline.opening();
         setup
     }
 

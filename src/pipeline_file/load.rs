@@ -9,7 +9,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::config::{
-    ConfigError, ConfigErrors, Errors, Override, apply_overrides, blame_overrides,
+    ConfigError, ConfigErrors, Errors, Override, PipelineSection, apply_overrides, blame_overrides,
 };
 use crate::pipeline::ProcessorEntry;
 use crate::processors::{ParallelFactory, ProcessorRegistry};
@@ -84,6 +84,11 @@ pub fn parse_pipeline(
         let at = key_offset(&lookup, problem.key);
         found.push(errors.key_error(at, problem.key.to_owned(), problem.message));
     }
+    if let Some(sections) = &sections
+        && let Some((key, message)) = opening_problem(&sections.pipeline, &processors)
+    {
+        found.push(errors.key_error(key_offset(&lookup, key), key.to_owned(), message));
+    }
 
     match sections {
         Some(sections) if found.is_empty() => Ok(PipelineConfig {
@@ -104,6 +109,52 @@ pub fn parse_pipeline(
         }),
         _ => Err(ConfigErrors(found)),
     }
+}
+
+/// What is wrong with the pipeline's opening (`[pipeline] first_message`,
+/// `llm_opens`), as the key to blame and why: the two keys exclude each
+/// other, and each needs the processors that carry it out (`user_context`
+/// starts it; a `tts` speaks the message, an `llm` writes the opening).
+fn opening_problem(
+    pipeline: &PipelineSection,
+    processors: &[ProcessorEntry],
+) -> Option<(&'static str, String)> {
+    let has = |type_name: &str| processors.iter().any(|p| p.type_name == type_name);
+    let (key, needs): (&str, &[&str]) = match (&pipeline.first_message, pipeline.llm_opens) {
+        (None, false) => return None,
+        (Some(_), true) => {
+            return Some((
+                "pipeline.llm_opens",
+                "set either `first_message` (fixed words) or `llm_opens` (the LLM writes them), \
+                 not both"
+                    .into(),
+            ));
+        }
+        (Some(text), false) if text.trim().is_empty() => {
+            return Some((
+                "pipeline.first_message",
+                "the first message is empty; remove the key to let the caller speak first".into(),
+            ));
+        }
+        (Some(_), false) => ("pipeline.first_message", &["user_context", "tts"]),
+        (None, true) => ("pipeline.llm_opens", &["user_context", "llm"]),
+    };
+    let missing: Vec<String> = needs
+        .iter()
+        .filter(|type_name| !has(type_name))
+        .map(|type_name| format!("`{type_name}`"))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        (
+            key,
+            format!(
+                "the bot cannot open this conversation: it needs {} processor(s) in the chain \
+                 (`user_context` starts the opening, a `tts` speaks it, an `llm` writes it), \
+                 and this pipeline has none",
+                missing.join(" and ")
+            ),
+        )
+    })
 }
 
 /// Where the dotted `key` is written (its deepest part that is), for

@@ -13,6 +13,8 @@
 //! | `voxpipe_ttfb_seconds` | histogram | `processor` |
 //! | `voxpipe_voice_to_voice_seconds` | histogram | end of user speech to first bot audio out |
 //! | `voxpipe_twilio_hangups_total` | counter | `result` (`completed`, `already_ended`, `failed`) |
+//! | `voxpipe_outbound_calls_total` | counter | `status`: the final status an outbound call settled in (`completed`, `busy`, `no-answer`, `failed`, `canceled`) |
+//! | `voxpipe_dial_latency_seconds` | histogram | from a call handed to the dialler to Twilio accepting it (`Calls.json` answered 201) |
 //!
 //! Every family is registered at start, so a scrape shows them all before
 //! the first call.
@@ -24,6 +26,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::metrics::prometheus::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
+use crate::store::CallStatus;
 use crate::transport::TransportStats;
 
 const SESSIONS_TOTAL: (&str, &str) = (
@@ -50,6 +53,10 @@ const HANGUPS_TOTAL: (&str, &str) = (
     "voxpipe_twilio_hangups_total",
     "Twilio calls hung up through the REST API, by result.",
 );
+const OUTBOUND_CALLS_TOTAL: (&str, &str) = (
+    "voxpipe_outbound_calls_total",
+    "Outbound calls that reached a final status, by status.",
+);
 /// Call lengths, from 1 s to an hour.
 const DURATION_BUCKETS: &[f64] = &[
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
@@ -63,6 +70,7 @@ pub(crate) struct ServerMetrics {
     pub(crate) session_duration: Histogram,
     pub(crate) transit: Histogram,
     pub(crate) voice_to_voice: Histogram,
+    dial_latency: Histogram,
 }
 
 impl ServerMetrics {
@@ -88,6 +96,12 @@ impl ServerMetrics {
             &[],
             LATENCY_BUCKETS,
         );
+        let dial_latency = registry.histogram(
+            "voxpipe_dial_latency_seconds",
+            "Time from a call handed to the dialler to Twilio accepting it.",
+            &[],
+            LATENCY_BUCKETS,
+        );
         // Families whose series appear with their first label set: declared
         // now so that a scrape lists them from the start.
         for (name, help) in [
@@ -96,6 +110,7 @@ impl ServerMetrics {
             AUDIO_FRAMES,
             ERRORS_TOTAL,
             HANGUPS_TOTAL,
+            OUTBOUND_CALLS_TOTAL,
         ] {
             registry.declare_counter(name, help);
         }
@@ -106,7 +121,32 @@ impl ServerMetrics {
             session_duration,
             transit,
             voice_to_voice,
+            dial_latency,
         }
+    }
+
+    /// An outbound call reached its final status `status`: counted in
+    /// `voxpipe_outbound_calls_total{status}`. Call it once per call, where
+    /// the final status is first recorded (the status callback, a dial that
+    /// failed), not for repeated callbacks. A status that is not final is
+    /// ignored.
+    #[allow(dead_code)] // TEMPORARY: called by the outbound-calls work; removed at the merge.
+    pub(crate) fn outbound_call_settled(&self, status: CallStatus) {
+        if !status.is_final() {
+            return;
+        }
+        let (name, help) = OUTBOUND_CALLS_TOTAL;
+        self.registry
+            .counter(name, help, &[("status", status.as_str())])
+            .inc();
+    }
+
+    /// The dialler placed a call in `latency`: from the call handed to it
+    /// (an API request, a campaign's pick) to Twilio's `201` for
+    /// `Calls.json`. Observed in `voxpipe_dial_latency_seconds`.
+    #[allow(dead_code)] // TEMPORARY: called by the outbound-calls work; removed at the merge.
+    pub(crate) fn dial_latency(&self, latency: Duration) {
+        self.dial_latency.observe(latency.as_secs_f64());
     }
 
     pub(crate) fn session_ended(&self, transport: &str, reason: &str, duration: Duration) {
@@ -205,5 +245,44 @@ impl TransportStats for ServerTransportStats {
 
     fn input_error(&self, kind: &'static str) {
         self.metrics.error(kind, self.transport);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_calls_are_counted_by_final_status_and_dials_timed() {
+        let metrics = ServerMetrics::new();
+        let before = metrics.render();
+        assert!(
+            before.contains("# TYPE voxpipe_outbound_calls_total counter"),
+            "{before}"
+        );
+        assert!(
+            before.contains("voxpipe_dial_latency_seconds_count 0"),
+            "{before}"
+        );
+
+        metrics.outbound_call_settled(CallStatus::Busy);
+        metrics.outbound_call_settled(CallStatus::Busy);
+        metrics.outbound_call_settled(CallStatus::NoAnswer);
+        metrics.outbound_call_settled(CallStatus::Ringing);
+        metrics.dial_latency(Duration::from_millis(120));
+        let after = metrics.render();
+        assert!(
+            after.contains("voxpipe_outbound_calls_total{status=\"busy\"} 2"),
+            "{after}"
+        );
+        assert!(
+            after.contains("voxpipe_outbound_calls_total{status=\"no-answer\"} 1"),
+            "{after}"
+        );
+        assert!(!after.contains("status=\"ringing\""), "{after}");
+        assert!(
+            after.contains("voxpipe_dial_latency_seconds_count 1"),
+            "{after}"
+        );
     }
 }

@@ -68,6 +68,7 @@
 //! for the sessions' writers to store what they hold.
 
 mod admission;
+mod analytics;
 mod api_access;
 mod body;
 mod client_page;
@@ -96,6 +97,7 @@ mod twilio_stream;
 mod twilio_voice;
 mod webrtc_offer;
 
+pub use analytics::{AnalyticsQuery, BadParameter, MAX_CALLS, MAX_RANGE_MS, analytics_report};
 pub use error::ServerError;
 pub use readiness::{CHECK_TIMEOUT, ReadinessCheck};
 pub use serve::{Server, ServerBuilder};

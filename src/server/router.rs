@@ -6,6 +6,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 
+use super::analytics;
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
 use super::{
@@ -39,6 +40,7 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
             "/sessions/{session}/api/offer",
             post(session_offer::offer).patch(session_offer::patch),
         )
+        .route("/api/analytics", get(analytics::analytics))
         .route("/", get(client_page::index))
         .route("/client.js", get(client_page::script))
         .route("/client.css", get(client_page::style))

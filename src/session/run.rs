@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::SessionMemory;
-use crate::frame::{ErrorFrame, MetricsData};
+use crate::frame::{ErrorFrame, FrameBody, MetricsData};
 use crate::pipeline::{
     BuildError, NamedProcessor, Observer, PipelineHandle, PipelineParams, PipelineTask,
     ProcessorEntry, SessionClock, SessionSetup,
@@ -70,6 +70,8 @@ pub struct Session {
     clock: SessionClock,
     memory: Option<SessionMemory>,
     recorder: Option<Recorder>,
+    /// The pipeline opens the conversation: the client is announced.
+    opens: bool,
 }
 
 impl Session {
@@ -122,6 +124,7 @@ impl Session {
         params.observers = observers;
         params.resources = setup.resources.clone();
         Ok(Session {
+            opens: setup.opening.is_some(),
             task: PipelineTask::new(chain, params),
             session_id: setup.session_id,
             clock,
@@ -142,6 +145,15 @@ impl Session {
     pub async fn run(self) -> SessionReport {
         if let Some(memory) = &self.memory {
             memory.started();
+        }
+        if self.opens {
+            // Queued behind `Start`, so every processor has started when the
+            // opening begins; a transport whose client connects later holds
+            // it until then.
+            self.task
+                .handle()
+                .queue_frame(FrameBody::ClientConnected)
+                .await;
         }
         let outcome = self.task.run().await;
         let recording = match self.recorder {

@@ -60,6 +60,18 @@ pub trait CallStore: Send + Sync {
 
     /// The transcript, in order.
     async fn turns(&self, call_id: &str) -> Result<Vec<Interaction>, StoreError>;
+
+    /// The calls created from `from_ms` to `to_ms` (Unix ms, both
+    /// included), oldest first, at most `limit`: read from the
+    /// `calls:by_created` index (which [`Self::create_call`] writes), not by
+    /// scanning calls. Calls whose record has expired, or cannot be read,
+    /// are left out.
+    async fn calls_between(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<CallRecord>, StoreError>;
 }
 
 /// The refinement loop's state: tactics lists and segment prompts.

@@ -14,6 +14,29 @@ pub(crate) fn decode_call(key: &str, json: &str) -> Result<CallRecord, StoreErro
     serde_json::from_str(json).map_err(|err| StoreError::corrupt(key, err))
 }
 
+/// The calls among `(key, json)` pairs, in order; one that cannot be read
+/// is skipped with a warning rather than hiding the others.
+pub(crate) fn decode_calls<'a>(
+    found: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> Vec<CallRecord> {
+    found
+        .into_iter()
+        .filter_map(|(key, json)| match decode_call(key, json?) {
+            Ok(record) => Some(record),
+            Err(error) => {
+                tracing::warn!(%error, "a call that cannot be read is left out");
+                None
+            }
+        })
+        .collect()
+}
+
+/// When `record` was created, in Unix ms: its `created_at`, or `now_ms`
+/// when another program wrote something else there.
+pub(crate) fn created_ms(record: &CallRecord, now_ms: u64) -> u64 {
+    super::time::parse_rfc3339(&record.created_at).unwrap_or(now_ms)
+}
+
 /// The turns among `items`; an item that is not a turn (another program's
 /// entry, a hand edit) is skipped with a warning rather than hiding the rest
 /// of the transcript.

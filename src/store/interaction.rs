@@ -30,6 +30,11 @@ pub struct Interaction {
     /// it answers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
+    /// For an assistant turn that answered the user: the voice-to-voice
+    /// latency in milliseconds (end of the user's speech to the bot's first
+    /// audio leaving), when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
 }
 
 impl Interaction {
@@ -43,6 +48,7 @@ impl Interaction {
             session_ms: turn.at_ms,
             interrupted: turn.interrupted,
             tool_calls: turn.tool_calls.clone(),
+            latency_ms: turn.latency_ms,
         }
     }
 

@@ -13,6 +13,7 @@
 //! | `{prompt key}:version`, `{prompt key}:history` | string (counter), list of JSON [`PromptVersion`](crate::store::PromptVersion)s |
 //! | `{prompt key}:optimisations`, `{prompt key}:failures` | sorted sets (optimisation ids, failed call ids, by Unix ms) |
 //! | `optimisation:{id}` | string (JSON [`OptimisationTrace`](crate::store::OptimisationTrace)) |
+//! | `calls:by_created` | sorted set: call ids by creation time (Unix ms) |
 //!
 //! voxpipe adds three keys of its own for work that must survive a restart:
 //! `eval:jobs` (the evaluation stream, consumer group `evaluators`),
@@ -48,6 +49,13 @@ impl Keys {
     /// `call:{id}`: the call's state.
     pub fn call(&self, call_id: &str) -> String {
         self.key(format_args!("call:{call_id}"))
+    }
+
+    /// `calls:by_created`: every call id, scored by its creation time (Unix
+    /// ms), for finding calls by time; members older than the call TTL are
+    /// trimmed as calls are created.
+    pub fn calls_by_created(&self) -> String {
+        self.key(format_args!("calls:by_created"))
     }
 
     /// `call:{id}:interactions`: the transcript.

@@ -14,6 +14,7 @@
 
 mod api;
 mod call;
+mod call_stats;
 pub(crate) mod codec;
 mod error;
 mod interaction;
@@ -37,6 +38,10 @@ pub use api::{
 pub use call::{
     CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,
     Learned, LearnedPair, OutboundCall, Outcome, Segment, StoredObjects,
+};
+pub use call_stats::{
+    BadSegment, CallStats, CallStatsBuilder, DirectionCounts, OutcomeCounts, Percentiles,
+    SegmentFilter, StatsQuery, StatusCounts, gather_call_stats,
 };
 pub use error::StoreError;
 pub use interaction::Interaction;

@@ -46,6 +46,7 @@ pub fn turn(index: u64, role: Role, text: &str, at_ms: u64) -> Turn {
         tool_calls: Vec::new(),
         at_ms,
         unix_ms: unix_ms(),
+        latency_ms: None,
     }
 }
 

@@ -9,6 +9,13 @@
 //! the session's end, or its cancellation, what was heard still becomes a
 //! turn (and is recorded); a cancelled session asks for no reply.
 //!
+//! It also opens the conversation when the pipeline says the bot speaks
+//! first (`[pipeline] first_message` or `llm_opens`): on `ClientConnected`,
+//! once per session, it sends the first message down as `Text` (the TTS
+//! speaks it, `assistant_context` records what was heard of it as an
+//! assistant turn), or hands the LLM the context as it stands, so the LLM
+//! writes the first words before the user has said anything.
+//!
 //! When the user starts speaking while the bot is answering (speaking, or a
 //! reply still due) and the session allows interruptions, this processor
 //! asks the pipeline for an interruption, so that the reply in flight is
@@ -20,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use crate::config::Seconds;
+use crate::config::{Opening, Seconds};
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::pipeline::ProcessorFactory;
 use crate::pipeline::{BuildError, SessionSetup};
@@ -68,11 +75,14 @@ impl ProcessorFactory for UserContextConfig {
         let conversation = setup
             .resources
             .get_or_insert_with(&self.context, SharedConversation::default);
-        Ok(Box::new(UserContextAggregator::new(
-            SharedConversation::clone(&conversation),
-            self.transcript_timeout_secs.duration(),
-            self.interrupt_bot,
-        )))
+        Ok(Box::new(
+            UserContextAggregator::new(
+                SharedConversation::clone(&conversation),
+                self.transcript_timeout_secs.duration(),
+                self.interrupt_bot,
+            )
+            .with_opening(setup.opening.clone()),
+        ))
     }
 }
 
@@ -83,6 +93,8 @@ pub struct UserContextAggregator {
     interrupt_bot: bool,
     allow_interruptions: bool,
     bot_speaking: bool,
+    /// How the bot opens the conversation; taken when it does.
+    opening: Option<Opening>,
 }
 
 impl UserContextAggregator {
@@ -99,6 +111,35 @@ impl UserContextAggregator {
             interrupt_bot,
             allow_interruptions: true,
             bot_speaking: false,
+            opening: None,
+        }
+    }
+
+    /// The aggregator opens the conversation with `opening` when the
+    /// client connects.
+    pub fn with_opening(mut self, opening: Option<Opening>) -> Self {
+        self.opening = opening;
+        self
+    }
+
+    /// Opens the conversation, once: the first message to the TTS, or the
+    /// context to the LLM.
+    async fn open(&mut self, ctx: &ProcessorContext) {
+        match self.opening.take() {
+            None => {}
+            Some(Opening::Message(text)) => {
+                tracing::debug!("the bot opens the conversation");
+                ctx.push_downstream(FrameBody::Text(text.to_string())).await;
+            }
+            Some(Opening::Llm) => {
+                tracing::debug!("the LLM opens the conversation");
+                let messages = {
+                    let mut conversation = self.conversation.lock();
+                    conversation.set_awaiting_reply(true);
+                    conversation.context.snapshot()
+                };
+                ctx.push_downstream(FrameBody::LlmMessages(messages)).await;
+            }
         }
     }
 
@@ -172,6 +213,11 @@ impl Processor for UserContextAggregator {
             }
             FrameBody::BotStartedSpeaking => self.bot_speaking = true,
             FrameBody::BotStoppedSpeaking => self.bot_speaking = false,
+            FrameBody::ClientConnected => {
+                ctx.push(frame, direction).await;
+                self.open(ctx).await;
+                return Ok(());
+            }
             _ => {}
         }
         ctx.push(frame, direction).await;

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::keyspace::Op;
 use super::store::MemoryStore;
-use crate::store::codec::{decode_call, decode_turns, encode};
+use crate::store::codec::{created_ms, decode_call, decode_calls, decode_turns, encode};
 use crate::store::settings::millis;
 use crate::store::{Appended, CallStore, StoreError};
 use crate::store::{CallChange, CallRecord, Interaction};
@@ -15,6 +15,7 @@ impl CallStore for MemoryStore {
         let key = self.settings.keys.call(&record.call_id);
         let json = encode(&key, record)?;
         let ttl = millis(self.settings.call_ttl);
+        let index = self.settings.keys.calls_by_created();
         self.write(|ks, now| {
             if ks.string(&key, now).is_some() {
                 return (Vec::new(), false);
@@ -24,8 +25,66 @@ impl CallStore for MemoryStore {
                 value: json,
                 expires_at_ms: Some(now + ttl),
             };
-            (vec![set], true)
+            let mut ops = vec![set];
+            // The time index, as in Redis: this call in it (kept if already
+            // there), the calls whose records have expired out of it.
+            let indexed = ks.sorted(&index, now);
+            let cutoff = now.saturating_sub(ttl);
+            let created = created_ms(record, now);
+            let unlisted = indexed.is_none_or(|members| !members.contains_key(&record.call_id));
+            if unlisted && created >= cutoff {
+                ops.push(Op::ZAdd {
+                    key: index.clone(),
+                    member: record.call_id.clone(),
+                    score: created,
+                });
+            }
+            ops.extend(
+                indexed
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, at)| **at < cutoff)
+                    .map(|(member, _)| Op::ZRem {
+                        key: index.clone(),
+                        member: member.clone(),
+                    }),
+            );
+            (ops, true)
         })
+    }
+
+    async fn calls_between(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let index = self.settings.keys.calls_by_created();
+        let found = self.read(|ks, now| {
+            // The embedded store's sorted set is kept by member: its
+            // members are read (the index, never the keyspace).
+            let mut ids: Vec<(u64, &String)> = ks
+                .sorted(&index, now)
+                .into_iter()
+                .flatten()
+                .filter(|(_, at)| (from_ms..=to_ms).contains(*at))
+                .map(|(id, at)| (*at, id))
+                .collect();
+            ids.sort();
+            ids.truncate(limit);
+            ids.into_iter()
+                .map(|(_, id)| {
+                    let key = self.settings.keys.call(id);
+                    let json = ks.string(&key, now).map(str::to_owned);
+                    (key, json)
+                })
+                .collect::<Vec<_>>()
+        })?;
+        Ok(decode_calls(
+            found
+                .iter()
+                .map(|(key, json)| (key.as_str(), json.as_deref())),
+        ))
     }
 
     async fn call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::scripts::{APPEND_TURN, COMPARE_AND_SET};
 use super::store::RedisStore;
-use crate::store::codec::{decode_call, decode_turns, encode};
+use crate::store::codec::{created_ms, decode_call, decode_calls, decode_turns, encode};
 use crate::store::settings::millis;
 use crate::store::time::unix_ms;
 use crate::store::{Appended, CallStore, StoreError};
@@ -14,22 +14,72 @@ use crate::store::{CallChange, CallRecord, Interaction};
 /// another writer changed the call in between).
 const UPDATE_ATTEMPTS: u32 = 16;
 
+/// Calls read per `MGET` by [`CallStore::calls_between`].
+const CALLS_PER_READ: usize = 500;
+
 #[async_trait]
 impl CallStore for RedisStore {
     async fn create_call(&self, record: &CallRecord) -> Result<bool, StoreError> {
         let key = self.settings.keys.call(&record.call_id);
         let json = encode(&key, record)?;
-        let created: Option<String> = self
+        let ttl = millis(self.settings.call_ttl);
+        let now = unix_ms();
+        // One transaction: the call, its place in the time index (kept if
+        // already there, so a retry never moves it), and the index trimmed
+        // of calls whose records have expired.
+        let index = self.settings.keys.calls_by_created();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(&key)
+            .arg(json)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl)
+            .cmd("ZADD")
+            .arg(&index)
+            .arg("NX")
+            .arg(created_ms(record, now))
+            .arg(&record.call_id)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(format!("({}", now.saturating_sub(ttl)))
+            .ignore();
+        let (created,): (Option<String>,) = self.query_pipe(&pipe).await?;
+        Ok(created.is_some())
+    }
+
+    async fn calls_between(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let ids: Vec<String> = self
             .query(
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(json)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(self.settings.call_ttl)),
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.settings.keys.calls_by_created())
+                    .arg(from_ms)
+                    .arg(to_ms)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
             )
             .await?;
-        Ok(created.is_some())
+        let mut records = Vec::with_capacity(ids.len());
+        // MGET in slices: few round trips, none of them huge.
+        for chunk in ids.chunks(CALLS_PER_READ) {
+            let keys: Vec<String> = chunk.iter().map(|id| self.settings.keys.call(id)).collect();
+            let found: Vec<Option<String>> = self.query(redis::cmd("MGET").arg(&keys)).await?;
+            records.extend(decode_calls(
+                keys.iter()
+                    .map(String::as_str)
+                    .zip(found.iter().map(Option::as_deref)),
+            ));
+        }
+        Ok(records)
     }
 
     async fn call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {

@@ -15,8 +15,8 @@
 //! the idle timeout) it asks the pipeline to end gracefully, so turns in
 //! flight complete and are kept.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +32,7 @@ use crate::transport::skip_log::SkipLog;
 use crate::transport::stats::TransportStats;
 
 use super::budget::MessageBudget;
+use super::client_gate::ClientGate;
 use super::connection::CallConnection;
 use super::inbound::{InboundAudio, PacketOutcome, RtpAudio};
 use super::messages::{ClientMessage, parse_client_message, text_input};
@@ -70,6 +71,13 @@ impl PeerEnd {
 struct InputShared {
     bot_speaking: AtomicBool,
     reader: ReaderTask,
+    client: Mutex<ClientGate>,
+}
+
+impl InputShared {
+    fn client(&self) -> std::sync::MutexGuard<'_, ClientGate> {
+        self.client.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Everything the reader task needs, handed over when the session starts.
@@ -213,6 +221,13 @@ impl Running {
     async fn control(&mut self, event: ControlEvent, ctx: &ProcessorContext) -> Option<PeerEnd> {
         match event {
             ControlEvent::State { generation, state } if self.current(generation) => match state {
+                RTCPeerConnectionState::Connected => {
+                    // The session's opening waits for this (`ClientGate`).
+                    if self.shared.client().connected() {
+                        ctx.push_downstream(FrameBody::ClientConnected).await;
+                    }
+                    None
+                }
                 RTCPeerConnectionState::Failed => Some(PeerEnd::Failed),
                 RTCPeerConnectionState::Closed => Some(PeerEnd::Closed),
                 _ => None,
@@ -374,6 +389,8 @@ impl Processor for WebRtcInput {
             FrameBody::BotStoppedSpeaking => {
                 self.shared.bot_speaking.store(false, Ordering::Release);
             }
+            // Held until the peer connection is up (`ClientGate`).
+            FrameBody::ClientConnected if !self.shared.client().announced() => return Ok(()),
             _ => {}
         }
         ctx.push(frame, direction).await;

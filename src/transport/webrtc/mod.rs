@@ -24,6 +24,7 @@
 //! | `connection` | a call's current connection, renegotiated or replaced; events of a replaced one are told apart by generation |
 //! | `call` | [`WebRtcCall`]: a call's transport ends, its tasks, its closing |
 //! | `input` | `transport.input`: the reader task |
+//! | `client_gate` | when the pipeline hears that the client is connected: the session's announcement held until the peer connection is (sans-IO) |
 //! | `sink`, `writer` | `transport.output`'s sink and the task writing RTP |
 //! | `relay` | pipeline events to the page, as JSON lines or RTVI |
 //! | `live_calls` | the live calls by `pc_id` |
@@ -41,6 +42,7 @@
 mod budget;
 mod call;
 mod client;
+mod client_gate;
 mod connection;
 mod ice_servers;
 pub mod inbound;
