@@ -30,12 +30,12 @@ pub mod time;
 
 pub use self::redis::RedisStore;
 pub use api::{
-    Appended, CallStore, JobDelivery, JobQueue, Outbox, OutboxEntry, RefinementStore, SkillStore,
+    Appended, CallStore, JobDelivery, JobQueue, NumberLimitStore, Outbox, OutboxEntry, RefinementStore, SkillStore,
     Store, TestCaseStore,
 };
 pub use call::{
     CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,
-    OutboundCall, Outcome, Segment, StoredObjects,
+    OutboundCall, Outcome, Segment, StoredObjects, TwilioReport,
 };
 pub use error::StoreError;
 pub use interaction::Interaction;

@@ -9,6 +9,7 @@
 
 mod calls;
 mod jobs;
+mod number_limits;
 mod outbox;
 mod refinement;
 mod scripts;
