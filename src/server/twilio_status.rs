@@ -91,18 +91,12 @@ pub(crate) async fn callback(
         let call = call.clone();
         tokio::spawn(async move { dialer.settle(&call).await });
     }
-    act_on_machine(&state, &dialer, &call, state.sessions.handle_of(&call_id));
+    act_on_machine(&state, &dialer, &call);
     StatusCode::OK.into_response()
 }
 
-/// Applies the machine policy to `call`, whose session runs here as
-/// `session` (if it does).
-fn act_on_machine(
-    state: &ServerState,
-    dialer: &Arc<TwilioDialer>,
-    call: &CallRecord,
-    session: Option<PipelineHandle>,
-) {
+/// Applies the machine policy to `call`.
+fn act_on_machine(state: &ServerState, dialer: &Arc<TwilioDialer>, call: &CallRecord) {
     let call_id = call.call_id.clone();
     match dialer.machine_action(call) {
         MachineAction::None => {}
@@ -119,14 +113,19 @@ fn act_on_machine(
                 }
             });
         }
-        MachineAction::LeaveVoicemail(message) => match session {
-            Some(session) => {
-                tokio::spawn(leave_voicemail(session, message, call_id));
-            }
-            // The stream has not joined here (yet): it leaves the message
-            // when it does.
-            None => dialer.voicemail_not_left(&call_id),
-        },
+        MachineAction::LeaveVoicemail(message) => {
+            // The stream may still be joining, here or on another server:
+            // wait for its session here; if it never runs here, whichever
+            // server it joins leaves the message.
+            let sessions = Arc::clone(&state.sessions);
+            let dialer = Arc::clone(dialer);
+            tokio::spawn(async move {
+                match sessions.running(&call_id, SESSION_START_WAIT).await {
+                    Some(session) => leave_voicemail(session, message, call_id).await,
+                    None => dialer.voicemail_not_left(&call_id),
+                }
+            });
+        }
     }
 }
 
@@ -176,16 +175,5 @@ pub(crate) async fn join_outbound_call(
         return;
     }
     tracing::info!(call_id, "the stream joins its outbound call");
-    if let MachineAction::LeaveVoicemail(message) = dialer.machine_action(&call) {
-        let sessions = Arc::clone(&state.sessions);
-        let call_id = call_id.to_owned();
-        tokio::spawn(async move {
-            match sessions.running(&call_id, SESSION_START_WAIT).await {
-                Some(session) => leave_voicemail(session, message, call_id).await,
-                None => tracing::warn!(call_id, "the session never ran: no voicemail left"),
-            }
-        });
-    } else {
-        act_on_machine(state, &dialer, &call, None);
-    }
+    act_on_machine(state, &dialer, &call);
 }
