@@ -547,3 +547,57 @@ async fn the_api_refuses_what_it_cannot_use() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_places_a_call_through_the_same_dialler() {
+    let twilio = FakeTwilioRest::start(TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("outbound.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[pipeline]\nname = \"cli\"\n\n[[processor]]\ntype = \"parrot\"\n\n[server]\npublic_host = \"{HOST}\"\n\n\
+             [transport.twilio]\nauth_token_env = \"TWILIO_AUTH_TOKEN\"\naccount_sid_env = \"TWILIO_ACCOUNT_SID\"\napi_base_url = \"{}\"\n\n\
+             [outbound]\nfrom = \"+15550009999\"\n",
+            twilio.base_url
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_voxpipe"));
+    command
+        .args(["call", "--to", CALLEE, "--param", "country=US"])
+        .arg(&file)
+        .current_dir(dir.path())
+        .env("TWILIO_AUTH_TOKEN", TOKEN)
+        .env("TWILIO_ACCOUNT_SID", ACCOUNT_SID);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (call_id, sid) = stdout.trim().split_once('\t').unwrap();
+    let creates = twilio.creates();
+    assert_eq!(creates.len(), 1);
+    assert_eq!(creates[0].sid.as_deref(), Some(sid));
+    assert_eq!(creates[0].field("To"), Some(CALLEE));
+    assert!(
+        creates[0]
+            .field("Twiml")
+            .unwrap()
+            .contains(&format!(r#"<Parameter name="call_id" value="{call_id}"/>"#))
+    );
+
+    // Not E.164: refused before anything is asked of Twilio.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_voxpipe"))
+        .args(["call", "--to", "5551234"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("E.164"));
+    assert_eq!(twilio.creates().len(), 1);
+}
