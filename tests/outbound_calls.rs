@@ -601,3 +601,24 @@ async fn the_cli_places_a_call_through_the_same_dialler() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("E.164"));
     assert_eq!(twilio.creates().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_rate_limiting_is_waited_out_then_the_call_fails() {
+    let rig = Rig::start(PARROT, "").await;
+    rig.twilio.script(CALLEE, Outcome::RateLimited);
+    let call_id = rig.call(CALLEE).await;
+    let settled = rig.settled.wait(&call_id).await;
+    assert_eq!(settled.status, CallStatus::Failed);
+    let creates = rig.twilio.creates();
+    assert_eq!(creates.len(), 4, "tried four times");
+    assert!(creates.iter().all(|c| c.status == 429));
+    for pair in creates.windows(2) {
+        assert!(
+            pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(950),
+            "Retry-After (1 s) is honoured"
+        );
+    }
+    // Never placed: the number is free again.
+    let hash = settled.outbound.unwrap().phone_hash;
+    assert!(rig.store().claim_number(&hash, "next", 1_000).await.unwrap());
+}

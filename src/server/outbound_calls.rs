@@ -121,7 +121,9 @@ async fn dial(dialer: Arc<TwilioDialer>, call_id: String, request: CallRequest) 
                 Duration::from_secs(1 << attempt).min(MAX_DIAL_WAIT)
             }
         };
-        tokio::time::sleep(wait).await;
+        if attempt < DIAL_ATTEMPTS {
+            tokio::time::sleep(wait).await;
+        }
     }
     tracing::warn!(call_id, "call not placed after {DIAL_ATTEMPTS} attempts");
     if let Err(err) = dialer
