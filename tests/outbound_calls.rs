@@ -146,12 +146,14 @@ impl Rig {
 
     /// Places a call to `to`; its id.
     async fn call(&self, to: &str) -> String {
+        self.call_with(json!({"to": to, "parameters": {"country": "US"}, "metadata": {"crm": 7}}))
+            .await
+    }
+
+    /// Places the call `body` asks for; its id.
+    async fn call_with(&self, body: Value) -> String {
         let (status, body) = self
-            .api(
-                reqwest::Method::POST,
-                "/api/calls",
-                Some(json!({"to": to, "parameters": {"country": "US"}, "metadata": {"crm": 7}})),
-            )
+            .api(reqwest::Method::POST, "/api/calls", Some(body))
             .await;
         assert_eq!(status, 202, "{body}");
         assert_eq!(body["status"], "queued");
@@ -313,6 +315,13 @@ async fn calls_that_never_connect_end_with_their_final_status_and_their_webhook(
         rig.twilio.script(to, outcome.clone());
         ids.push(rig.call(to).await);
     }
+    // A call with its own webhook endpoint.
+    let own = WebhookReceiver::start().await;
+    rig.twilio.script("+15551230007", Outcome::NoAnswer);
+    let own_id = rig
+        .call_with(json!({"to": "+15551230007", "webhook_url": own.url()}))
+        .await;
+    rig.settled.wait(&own_id).await;
     for ((_, _, status), call_id) in cases.iter().zip(&ids) {
         let settled = rig.settled.wait(call_id).await;
         assert_eq!(settled.status.as_str(), *status, "{settled:?}");
@@ -337,6 +346,10 @@ async fn calls_that_never_connect_end_with_their_final_status_and_their_webhook(
             .unwrap_or_else(|| panic!("no webhook for {call_id}: {hooks:?}"));
         assert!(hook.to_string().contains(&format!("\"{status}\"")), "{hook}");
     }
+    assert!(!hooks.iter().any(|h| h.to_string().contains(own_id.as_str())));
+    let own_hooks = own.received();
+    assert_eq!(own_hooks.len(), 1);
+    assert!(String::from_utf8_lossy(&own_hooks[0].body).contains(own_id.as_str()));
 }
 
 async fn rig_hash(rig: &Rig, call_id: &str) -> String {
