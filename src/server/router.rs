@@ -9,8 +9,8 @@ use axum::routing::{get, post};
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
 use super::{
-    client_page, cors, health, outbound_calls, session_offer, start, twilio_status,
-    twilio_stream, twilio_voice, webrtc_offer,
+    client_page, cors, health, outbound_calls, session_offer, start, twilio_status, twilio_stream,
+    twilio_voice, webrtc_offer,
 };
 use crate::outbound::{AMD_PATH, STATUS_PATH};
 

@@ -30,8 +30,8 @@ pub mod time;
 
 pub use self::redis::RedisStore;
 pub use api::{
-    Appended, CallStore, JobDelivery, JobQueue, NumberLimitStore, Outbox, OutboxEntry, RefinementStore, SkillStore,
-    Store, TestCaseStore,
+    Appended, CallStore, JobDelivery, JobQueue, NumberLimitStore, Outbox, OutboxEntry,
+    RefinementStore, SkillStore, Store, TestCaseStore,
 };
 pub use call::{
     CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,
