@@ -1,5 +1,6 @@
 //! Argument parsing, logging and dispatch to the subcommands.
 
+mod call;
 mod call_objects;
 mod calls;
 mod check;
@@ -64,6 +65,10 @@ enum Command {
     /// ctrl-c shut down gracefully: calls in progress may finish, up to
     /// `[server] shutdown_deadline_secs`.
     Serve(serve::ServeArgs),
+    /// Place one outbound call through the pipeline's `[outbound]` dialler
+    /// and print its id and Twilio SID (`--follow`: then its status until
+    /// it ends). The server at `[server] public_host` takes the call.
+    Call(call::CallArgs),
     /// Show stored calls: `voxpipe calls show ID`, their objects:
     /// `voxpipe calls objects ID`, `voxpipe calls fetch ID KIND -o FILE`.
     Calls(calls::CallsArgs),
@@ -92,6 +97,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Check(args) => check::check(&args),
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Call(args) => report(call::call(&args)),
         Command::Calls(args) => report(calls::calls(&args)),
         Command::Tactics(args) => report(tactics::tactics(&args)),
         Command::Skills(args) => report(skills::skills(&args)),

@@ -9,12 +9,23 @@
 //! [`PhoneNumber`]s (E.164, checked once at the edge) and appear in logs
 //! only as their salted [`PhoneHasher`] hash.
 
+mod config;
 mod dialer;
 mod phone;
 mod request;
+mod settle;
 mod settled;
+mod status;
+mod twilio_dialer;
 
+pub use config::{AmdMode, MachinePolicy, OutboundSection};
 pub use dialer::{DialError, Dialer, PlacedCall};
 pub use phone::{PhoneError, PhoneHasher, PhoneNumber};
 pub use request::CallRequest;
+pub use settle::Settlement;
 pub use settled::CallSettled;
+pub use status::{StatusCallback, StatusError};
+pub use twilio_dialer::{
+    AMD_PATH, CALL_ID_PARAMETER, MachineAction, OutboundSetupError, STATUS_PATH, STREAM_PATH,
+    TwilioDialer,
+};

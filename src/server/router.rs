@@ -10,9 +10,10 @@ use super::analytics;
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
 use super::{
-    client_page, cors, health, learn, session_offer, start, twilio_stream, twilio_voice,
-    webrtc_offer,
+    client_page, cors, health, learn, outbound_calls, session_offer, start, twilio_status,
+    twilio_stream, twilio_voice, webrtc_offer,
 };
+use crate::outbound::{AMD_PATH, STATUS_PATH};
 
 /// The largest request body: webhooks are small forms, SDP offers a few
 /// kilobytes.
@@ -29,6 +30,13 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
             }),
         )
         .route("/twilio/voice", post(twilio_voice::voice))
+        .route(STATUS_PATH, post(twilio_status::callback))
+        .route(AMD_PATH, post(twilio_status::callback))
+        .route("/api/calls", post(outbound_calls::create))
+        .route(
+            "/api/calls/{call_id}",
+            get(outbound_calls::get).delete(outbound_calls::delete),
+        )
         .route(STREAM_PATH, get(twilio_stream::stream))
         .route(
             "/api/offer",

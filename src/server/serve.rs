@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::agent::AgentRuntime;
 use crate::config::ServerSection;
-use crate::outbound::CallSettled;
+use crate::outbound::{CallSettled, Dialer, TwilioDialer};
 use crate::pipeline::Observer;
 use crate::pipeline::{EnvSource, SessionSetup};
 use crate::pipeline_file::PipelineConfig;
@@ -149,6 +149,21 @@ impl ServerBuilder {
             rest,
             stats: metrics.transport_stats("twilio"),
         };
+        let outbound = match &config.outbound {
+            None => None,
+            Some(section) => {
+                let runtime = agent.clone().ok_or(ServerError::OutboundWithoutContext)?;
+                Some(Arc::new(TwilioDialer::from_sections(
+                    section,
+                    &config.transport.twilio,
+                    config.server.public_host.as_ref().map(|host| host.as_str()),
+                    config.context.default_segment(),
+                    &env,
+                    runtime,
+                    call_settled.clone(),
+                )?))
+            }
+        };
         let webrtc = WebRtcSignalling::new(
             WebRtcSettings::from_config(&config.transport.webrtc, &env)?,
             config.pipeline.sample_rate.hz(),
@@ -167,7 +182,8 @@ impl ServerBuilder {
                 webrtc,
                 admission,
                 api,
-                dialer: None,
+                dialer: outbound.clone().map(|dialer| dialer as Arc<dyn Dialer>),
+                outbound,
                 call_settled,
                 started: Instant::now(),
             }),

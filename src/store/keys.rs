@@ -14,6 +14,7 @@
 //! | `{prompt key}:optimisations`, `{prompt key}:failures` | sorted sets (optimisation ids, failed call ids, by Unix ms) |
 //! | `optimisation:{id}` | string (JSON [`OptimisationTrace`](crate::store::OptimisationTrace)) |
 //! | `calls:by_created` | sorted set: call ids by creation time (Unix ms) |
+//! | `rate_limit:{phone_hash}` | string: the call id holding the number's limit |
 //!
 //! voxpipe adds three keys of its own for work that must survive a restart:
 //! `eval:jobs` (the evaluation stream, consumer group `evaluators`),
@@ -129,6 +130,11 @@ impl Keys {
     /// `webhook:event:{id}`: one pending delivery.
     pub fn outbox_event(&self, event_id: &str) -> String {
         self.key(format_args!("webhook:event:{event_id}"))
+    }
+
+    /// `rate_limit:{phone_hash}`: the call that holds a number's limit.
+    pub fn rate_limit(&self, phone_hash: &str) -> String {
+        self.key(format_args!("rate_limit:{phone_hash}"))
     }
 
     /// `webhook:dead`: deliveries that ran out of attempts.

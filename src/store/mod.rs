@@ -32,12 +32,12 @@ pub mod time;
 
 pub use self::redis::RedisStore;
 pub use api::{
-    Appended, CallStore, JobDelivery, JobQueue, Outbox, OutboxEntry, PromptHistoryStore,
-    RefinementStore, SkillStore, Store, TestCaseStore,
+    Appended, CallStore, JobDelivery, JobQueue, NumberLimitStore, Outbox, OutboxEntry,
+    PromptHistoryStore, RefinementStore, SkillStore, Store, TestCaseStore,
 };
 pub use call::{
     CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,
-    Learned, LearnedPair, OutboundCall, Outcome, Segment, StoredObjects,
+    Learned, LearnedPair, OutboundCall, Outcome, Segment, StoredObjects, TwilioReport,
 };
 pub use call_stats::{
     BadSegment, CallStats, CallStatsBuilder, DirectionCounts, OutcomeCounts, Percentiles,

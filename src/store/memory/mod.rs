@@ -10,6 +10,7 @@
 mod calls;
 mod jobs;
 mod keyspace;
+mod number_limits;
 mod oplog;
 mod outbox;
 mod prompt_history;

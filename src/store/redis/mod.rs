@@ -9,6 +9,7 @@
 
 mod calls;
 mod jobs;
+mod number_limits;
 mod outbox;
 mod prompt_history;
 mod refinement;
