@@ -14,6 +14,8 @@
 
 mod api;
 mod call;
+mod campaign;
+mod campaign_codec;
 pub(crate) mod codec;
 mod error;
 mod interaction;
@@ -30,12 +32,16 @@ pub mod time;
 
 pub use self::redis::RedisStore;
 pub use api::{
-    Appended, CallStore, JobDelivery, JobQueue, Outbox, OutboxEntry, RefinementStore, SkillStore,
+    Appended, CallStore, CampaignStore, JobDelivery, JobQueue, Outbox, OutboxEntry, RefinementStore, SkillStore,
     Store, TestCaseStore,
 };
 pub use call::{
     CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,
     OutboundCall, Outcome, Segment, StoredObjects,
+};
+pub use campaign::{
+    CampaignCommand, CampaignEntry, CampaignProgress, CampaignState, EntryOutcome, LeaseRequest,
+    LeasedEntry, NewCampaign,
 };
 pub use error::StoreError;
 pub use interaction::Interaction;
