@@ -389,6 +389,16 @@ impl AgentRuntime {
         SessionMemory::new(recorder, prompt, segment, done, uploads)
     }
 
+    /// Runs the after-call hooks (the evaluation job, the call-completed
+    /// webhook) of a call that ended without a session to run them: an
+    /// outbound call that never connected. Idempotent, like the hooks.
+    pub async fn queue_after_call(&self, call_id: &str) -> Result<(), StoreError> {
+        for hook in &self.writer.on_completed {
+            hook.queue(&*self.store, call_id).await?;
+        }
+        Ok(())
+    }
+
     /// An evaluation worker named `consumer`, if sessions are evaluated or
     /// have post-call steps.
     pub fn worker(&self, consumer: &str) -> Option<EvaluationWorker> {

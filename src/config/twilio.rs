@@ -3,6 +3,7 @@
 //! ```toml
 //! [transport.twilio]
 //! auth_token_env = "TWILIO_AUTH_TOKEN"   # verify webhooks, hang up calls
+//! account_sid_env = "TWILIO_ACCOUNT_SID" # place calls ([outbound])
 //! api_base_url = "https://api.twilio.com"
 //! hang_up = true
 //! ```
@@ -19,6 +20,10 @@ pub struct TwilioSection {
     /// server starts.
     #[serde(default)]
     pub auth_token_env: Option<String>,
+    /// The environment variable holding the account SID (`AC…`): placing
+    /// calls (`[outbound]`) needs it with the auth token.
+    #[serde(default)]
+    pub account_sid_env: Option<String>,
     /// The base URL of Twilio's REST API; tests point it at a local server.
     #[serde(default)]
     pub api_base_url: BaseUrl,
@@ -33,6 +38,7 @@ impl Default for TwilioSection {
     fn default() -> Self {
         TwilioSection {
             auth_token_env: None,
+            account_sid_env: None,
             api_base_url: BaseUrl::default(),
             hang_up: true,
         }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::store::StoreError;
+use crate::store::{CallStatus, StoreError};
 
 use super::request::CallRequest;
 
@@ -43,6 +43,19 @@ pub enum DialError {
     /// call may be tried again.
     #[error("Twilio is unavailable: {0}")]
     Unavailable(String),
+    /// The number was reached within `rate_limit_hours`, or is on a call
+    /// now: not dialled. The call is recorded as failed.
+    #[error("the number {phone_hash} was called too recently or is on a call")]
+    NumberLimited {
+        /// The number's hash.
+        phone_hash: String,
+    },
+    /// The call id names a call that has already ended: not dialled again.
+    #[error("the call has already ended ({})", status.as_str())]
+    Settled {
+        /// Its final status.
+        status: CallStatus,
+    },
     /// The call record could not be written.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -10,12 +10,22 @@
 //! only as their salted [`PhoneHasher`] hash.
 
 pub mod campaign;
+mod config;
 mod dialer;
 mod phone;
 mod request;
+mod settle;
 mod settled;
+mod status;
+mod twilio_dialer;
 
 pub use dialer::{DialError, Dialer, PlacedCall};
 pub use phone::{PhoneError, PhoneHasher, PhoneNumber};
 pub use request::CallRequest;
+pub use config::{AmdMode, MachinePolicy, OutboundSection};
+pub use settle::Settlement;
 pub use settled::CallSettled;
+pub use status::{StatusCallback, StatusError};
+pub use twilio_dialer::{
+    AMD_PATH, CALL_ID_PARAMETER, OutboundSetupError, STATUS_PATH, STREAM_PATH, TwilioDialer,
+};

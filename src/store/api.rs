@@ -190,6 +190,27 @@ pub trait CampaignStore: Send + Sync {
     async fn back_off_campaign(&self, campaign_id: &str, until_ms: u64) -> Result<(), StoreError>;
 }
 
+/// The per-number limit of outbound calls: `rate_limit:{phone_hash}` holds
+/// the id of the call that last reached the number, for as long as the
+/// limit lasts. While it is held, no other call dials the number (which
+/// also keeps to one live call per number).
+#[async_trait]
+pub trait NumberLimitStore: Send + Sync {
+    /// Holds `phone_hash`'s limit for `call_id` for `ttl_ms`, unless another
+    /// call holds it. True when `call_id` holds it (now or already: a retry
+    /// of the same call). Atomic: of two calls racing for a number, one wins.
+    async fn claim_number(
+        &self,
+        phone_hash: &str,
+        call_id: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Lets the number go, if `call_id` holds it (a call that never reached
+    /// the person: the number may be dialled again).
+    async fn release_number(&self, phone_hash: &str, call_id: &str) -> Result<(), StoreError>;
+}
+
 /// One delivery of a queued job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobDelivery {
@@ -289,7 +310,14 @@ pub trait Outbox: Send + Sync {
 /// A context store: everything voxpipe keeps between turns and sessions.
 #[async_trait]
 pub trait Store:
-    CallStore + RefinementStore + SkillStore + TestCaseStore + JobQueue + Outbox + CampaignStore
+    CallStore
+    + RefinementStore
+    + SkillStore
+    + TestCaseStore
+    + JobQueue
+    + Outbox
+    + CampaignStore
+    + NumberLimitStore
 {
     /// `redis` or `memory`, for logs and `/health`.
     fn backend(&self) -> &'static str;

@@ -413,9 +413,94 @@ impl CallRecord {
                 self.post_call_deferrals = self.post_call_deferrals.saturating_add(1);
             }
             CallChange::Recorded(recording) => self.recording = Some(recording.clone()),
+            CallChange::Dialled { twilio_sid, at_ms } => {
+                let outbound = self.outbound.get_or_insert_with(OutboundCall::default);
+                outbound.twilio_sid.get_or_insert_with(|| twilio_sid.clone());
+                outbound
+                    .dialled_at
+                    .get_or_insert_with(|| rfc3339(*at_ms));
+                self.status = self.status.advanced_to(CallStatus::Initiated);
+            }
+            CallChange::TwilioReported(report) => self.apply_twilio(report),
+            CallChange::Unconnected {
+                status,
+                error,
+                at_ms,
+            } => {
+                if !self.status.is_final() && self.started_at.is_none() {
+                    self.status = *status;
+                    self.end_unconnected(*at_ms);
+                    if let Some(error) = error {
+                        self.outbound.get_or_insert_with(OutboundCall::default).error =
+                            Some(error.clone());
+                    }
+                }
+            }
         }
         self.updated_at = rfc3339(now_ms);
     }
+}
+
+impl CallRecord {
+    fn apply_twilio(&mut self, report: &TwilioReport) {
+        let outbound = self.outbound.get_or_insert_with(OutboundCall::default);
+        if let Some(sid) = &report.twilio_sid {
+            outbound.twilio_sid.get_or_insert_with(|| sid.clone());
+        }
+        if let Some(answered_by) = &report.answered_by {
+            outbound.answered_by = Some(answered_by.clone());
+        }
+        if let Some(duration) = report.call_duration_secs {
+            outbound.call_duration_secs = Some(duration);
+        }
+        if let Some(error) = &report.error {
+            outbound.error.get_or_insert_with(|| error.clone());
+        }
+        if let Some(sequence) = report.sequence {
+            outbound.callback_sequence = Some(outbound.callback_sequence.map_or(sequence, |s| s.max(sequence)));
+        }
+        let Some(status) = report.status else {
+            return;
+        };
+        if status == CallStatus::Active {
+            outbound
+                .answered_at
+                .get_or_insert_with(|| rfc3339(report.at_ms));
+        }
+        let before = self.status;
+        self.status = before.advanced_to(status);
+        if self.status.is_final() && !before.is_final() && self.started_at.is_none() {
+            self.end_unconnected(report.at_ms);
+        }
+    }
+
+    /// A call that ends without its pipeline ever running ends here.
+    fn end_unconnected(&mut self, at_ms: u64) {
+        if self.ended_at.is_none() {
+            self.ended_at = Some(rfc3339(at_ms));
+            self.end_reason = Some(self.status.as_str().to_owned());
+        }
+    }
+}
+
+/// What one of Twilio's callbacks said of an outbound call (a status
+/// callback, or an answering-machine detection callback with no status).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TwilioReport {
+    /// The status it reports (Twilio's `in-progress` is [`CallStatus::Active`]).
+    pub status: Option<CallStatus>,
+    /// Twilio's `SequenceNumber`.
+    pub sequence: Option<u64>,
+    /// Twilio's `CallSid`.
+    pub twilio_sid: Option<String>,
+    /// `AnsweredBy`.
+    pub answered_by: Option<String>,
+    /// `CallDuration`, in seconds.
+    pub call_duration_secs: Option<u64>,
+    /// Twilio's error, when it gave one (`ErrorCode`, `ErrorMessage`).
+    pub error: Option<String>,
+    /// When it was received (Unix ms).
+    pub at_ms: u64,
 }
 
 /// A change to a stored call.
@@ -446,6 +531,27 @@ pub enum CallChange {
     PostCallDeferred,
     /// Its recording was finished (or failed).
     Recorded(CallRecording),
+    /// Outbound: Twilio took the call (its SID): queued → initiated.
+    Dialled {
+        /// Twilio's call SID.
+        twilio_sid: String,
+        /// When it was dialled (Unix ms).
+        at_ms: u64,
+    },
+    /// Outbound: a callback from Twilio. Its status applies only when it
+    /// moves the call forward (callbacks come out of order and twice).
+    TwilioReported(TwilioReport),
+    /// Outbound: the call ended before it ever connected (a dial refused, a
+    /// cancel before Twilio had it): → `status`, a final one. Ignored once
+    /// the call is final or its pipeline has started.
+    Unconnected {
+        /// The final status.
+        status: CallStatus,
+        /// Why, for people.
+        error: Option<String>,
+        /// When (Unix ms).
+        at_ms: u64,
+    },
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -543,5 +649,79 @@ mod tests {
         let back = serde_json::to_value(&call).unwrap();
         assert_eq!(back["room_url"], "https://example.test/r");
         assert_eq!(back["status"], "completed");
+    }
+
+    fn outbound_call() -> CallRecord {
+        let mut call = CallRecord::pending("c2", "twilio", Segment::default(), BTreeMap::new(), 0);
+        call.status = CallStatus::Queued;
+        call.direction = Some(CallDirection::Outbound);
+        call
+    }
+
+    fn report(status: CallStatus, sequence: u64) -> CallChange {
+        CallChange::TwilioReported(TwilioReport {
+            status: Some(status),
+            sequence: Some(sequence),
+            twilio_sid: Some("CA01".into()),
+            at_ms: 1000 * sequence,
+            ..TwilioReport::default()
+        })
+    }
+
+    #[test]
+    fn an_unanswered_call_ends_with_its_final_status_and_never_moves_back() {
+        let mut call = outbound_call();
+        call.apply(
+            &CallChange::Dialled {
+                twilio_sid: "CA01".into(),
+                at_ms: 0,
+            },
+            0,
+        );
+        assert_eq!(call.status, CallStatus::Initiated);
+        call.apply(&report(CallStatus::Busy, 2), 2000);
+        call.apply(&report(CallStatus::Ringing, 1), 3000);
+        assert_eq!(call.status, CallStatus::Busy);
+        assert_eq!(call.end_reason.as_deref(), Some("busy"));
+        assert_eq!(call.ended_at.as_deref(), Some("1970-01-01T00:00:02.000Z"));
+        let outbound = call.outbound.as_ref().unwrap();
+        assert_eq!(outbound.callback_sequence, Some(2));
+        assert_eq!(outbound.twilio_sid.as_deref(), Some("CA01"));
+        call.apply(
+            &CallChange::Unconnected {
+                status: CallStatus::Failed,
+                error: Some("late".into()),
+                at_ms: 4000,
+            },
+            4000,
+        );
+        assert_eq!(call.status, CallStatus::Busy);
+    }
+
+    #[test]
+    fn an_answered_call_is_active_then_completed_by_its_session() {
+        let mut call = outbound_call();
+        call.apply(&report(CallStatus::Ringing, 1), 1000);
+        let mut answered = report(CallStatus::Active, 2);
+        if let CallChange::TwilioReported(report) = &mut answered {
+            report.answered_by = Some("human".into());
+        }
+        call.apply(&answered, 2000);
+        call.apply(&CallChange::Started { at_ms: 2100 }, 2100);
+        assert_eq!(call.status, CallStatus::Active);
+        assert!(call.started_at.is_some());
+        call.apply(&report(CallStatus::Completed, 3), 9000);
+        call.apply(
+            &CallChange::Ended {
+                reason: "hangup".into(),
+                at_ms: 9100,
+            },
+            9100,
+        );
+        assert_eq!(call.status, CallStatus::Completed);
+        assert_eq!(call.end_reason.as_deref(), Some("hangup"));
+        let outbound = call.outbound.as_ref().unwrap();
+        assert_eq!(outbound.answered_by.as_deref(), Some("human"));
+        assert_eq!(outbound.answered_at.as_deref(), Some("1970-01-01T00:00:02.000Z"));
     }
 }

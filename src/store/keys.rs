@@ -10,6 +10,7 @@
 //! | `prompt:segment:{country}:{industry}`, `prompt:segment:*:{industry}`, `prompt:base` | strings |
 //! | `skill:{hash}` | hash: `trigger`, `rebuttal`, `vector` |
 //! | `test_cases:list` | list of JSON `{"input", "target"}` |
+//! | `rate_limit:{phone_hash}` | string: the call id holding the number's limit |
 //!
 //! voxpipe adds three keys of its own for work that must survive a restart:
 //! `eval:jobs` (the evaluation stream, consumer group `evaluators`),
@@ -129,6 +130,11 @@ impl Keys {
     /// `campaigns:active`: unfinished campaigns by creation time.
     pub fn active_campaigns(&self) -> String {
         self.key(format_args!("campaigns:active"))
+    }
+
+    /// `rate_limit:{phone_hash}`: the call that holds a number's limit.
+    pub fn rate_limit(&self, phone_hash: &str) -> String {
+        self.key(format_args!("rate_limit:{phone_hash}"))
     }
 
     /// `webhook:dead`: deliveries that ran out of attempts.

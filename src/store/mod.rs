@@ -32,12 +32,13 @@ pub mod time;
 
 pub use self::redis::RedisStore;
 pub use api::{
-    Appended, CallStore, CampaignStore, JobDelivery, JobQueue, Outbox, OutboxEntry, RefinementStore, SkillStore,
+    Appended, CallStore, CampaignStore, JobDelivery, JobQueue, NumberLimitStore, Outbox,
+    OutboxEntry, RefinementStore, SkillStore,
     Store, TestCaseStore,
 };
 pub use call::{
     CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,
-    OutboundCall, Outcome, Segment, StoredObjects,
+    OutboundCall, Outcome, Segment, StoredObjects, TwilioReport,
 };
 pub use campaign::{
     CampaignCommand, CampaignEntry, CampaignProgress, CampaignState, EntryOutcome, LeaseRequest,

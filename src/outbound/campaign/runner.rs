@@ -55,7 +55,7 @@ impl Default for RunnerOptions {
 /// Where campaign figures go (the server's `/metrics`).
 pub trait CampaignStats: Send + Sync {
     /// A dial ended with `result` (`placed`, `rate_limited`, `refused`,
-    /// `unavailable`, `error`) after `seconds`.
+    /// `number_limited`, `settled`, `unavailable`, `error`) after `seconds`.
     fn dialled(&self, result: &'static str, seconds: f64);
     /// Entries of every unfinished campaign, by where they are.
     fn entries(&self, pending: u64, active: u64, done: u64);
@@ -240,6 +240,19 @@ impl CampaignRunner {
                 self.finish(campaign_id, &leased, EntryOutcome::Done(CallStatus::Failed))
                     .await;
                 "refused"
+            }
+            Err(DialError::NumberLimited { phone_hash }) => {
+                tracing::info!(campaign_id, entry = leased.entry, phone_hash, "number called too recently or live: the entry ends failed");
+                self.finish(campaign_id, &leased, EntryOutcome::Done(CallStatus::Failed))
+                    .await;
+                "number_limited"
+            }
+            Err(DialError::Settled { status }) => {
+                // A try placed before (by a server that stopped) has ended.
+                if let Err(err) = self.campaigns.settle(&attempt, status).await {
+                    tracing::warn!(campaign_id, entry = leased.entry, error = %err, "entry not settled");
+                }
+                "settled"
             }
             Err(DialError::Unavailable(reason)) => {
                 tracing::warn!(campaign_id, entry = leased.entry, %reason, "Twilio unavailable; the entry waits");

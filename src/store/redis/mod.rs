@@ -10,6 +10,7 @@
 mod calls;
 mod campaigns;
 mod jobs;
+mod number_limits;
 mod outbox;
 mod refinement;
 mod scripts;

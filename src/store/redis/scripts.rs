@@ -121,3 +121,31 @@ return added
 ",
     )
 });
+
+/// Holds a number's limit for a call unless another call holds it.
+/// KEYS: `rate_limit:{phone_hash}`. ARGV: call id, ttl ms. Returns 1 when
+/// the call holds it.
+pub(super) static CLAIM_NUMBER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then return 1 end
+return 0
+",
+    )
+});
+
+/// Deletes a number's limit if the call holds it.
+/// KEYS: `rate_limit:{phone_hash}`. ARGV: call id. Returns 1 if deleted.
+pub(super) static RELEASE_NUMBER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});

@@ -17,7 +17,7 @@
 //! | `input` | `transport.input`: the reader task pushing audio and DTMF |
 //! | `sink` | `transport.output`'s sink: `media`, `mark`, `clear` |
 //! | [`socket`] | the stream over the server's WebSocket: limits, the writer task, hang-up, close codes |
-//! | [`hangup`] | ending the call through the Calls REST resource |
+//! | [`rest`] | the Calls REST resource: placing a call, ending one |
 //! | [`signature`], [`twiml`] | the voice webhook (sans-IO) |
 //!
 //! Bad input never ends the server and never loses turns: a message that
@@ -28,10 +28,10 @@
 
 mod call;
 pub mod codec;
-pub mod hangup;
 mod input;
 pub mod marks;
 pub mod protocol;
+pub mod rest;
 pub mod signature;
 mod sink;
 pub mod socket;
@@ -39,7 +39,7 @@ pub mod stream;
 pub mod twiml;
 
 pub use call::{AcceptError, CallHandle, CallOptions, TwilioCall};
-pub use hangup::{HangUp, HangUpError, TwilioRest};
+pub use rest::{CreateCall, CreateCallError, EndCall, HangUp, HangUpError, TwilioRest};
 pub use input::{StreamEnd, TwilioInput};
 pub use sink::TwilioSink;
 pub use socket::StreamSocket;

@@ -26,7 +26,7 @@ use crate::transport::ends::TransportEnds;
 use crate::transport::websocket::WsInbound;
 
 use super::call::{AcceptError, CallHandle, CallOptions, TwilioCall};
-use super::hangup::{HangUp, HangUpError, TwilioRest};
+use super::rest::{HangUp, HangUpError, TwilioRest};
 use super::input::StreamEnd;
 use super::protocol::StreamStart;
 

@@ -1,0 +1,361 @@
+//! [`TwilioDialer`]: the [`Dialer`] that places calls through Twilio's
+//! Calls resource.
+//!
+//! One dial, in order: write the record (`queued`, `direction: outbound`;
+//! an existing one is never reset, and one Twilio already took is not
+//! placed again), hold the number's limit (`rate_limit:{phone_hash}`:
+//! another call to a number that was reached within `rate_limit_hours`,
+//! or is live, is refused), ask Twilio (the TwiML connects the answered
+//! call to `wss://PUBLIC_HOST/twilio/ws` with the call id as a
+//! `<Parameter>`), then record the SID (`initiated`) or the failure. A
+//! refusal settles the call as failed; a 429 or an outage leaves it
+//! queued, the number let go, for the caller to try again.
+//!
+//! A request that timed out may still have reached Twilio: Twilio has no
+//! idempotency key, so trying it again can place the call twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::agent::AgentRuntime;
+use crate::config::TwilioSection;
+use crate::pipeline::EnvSource;
+use crate::store::time::unix_ms;
+use crate::store::{
+    CallChange, CallDirection, CallRecord, CallStatus, OutboundCall, Segment, Store,
+};
+use crate::transport::twilio::{
+    CreateCall, CreateCallError, EndCall, HangUp, HangUpError, TwilioRest, twiml,
+};
+
+use super::config::{AmdMode, MachinePolicy, OutboundSection};
+use super::dialer::{DialError, Dialer, PlacedCall};
+use super::phone::PhoneHasher;
+use super::request::CallRequest;
+use super::settle::Settlement;
+use super::settled::CallSettled;
+
+/// The media stream's path, which the TwiML points Twilio at.
+pub const STREAM_PATH: &str = "/twilio/ws";
+/// The status callback's path.
+pub const STATUS_PATH: &str = "/twilio/status";
+/// The asynchronous answering-machine detection callback's path.
+pub const AMD_PATH: &str = "/twilio/amd";
+/// The `<Parameter>` that carries the call id to the media stream.
+pub const CALL_ID_PARAMETER: &str = "call_id";
+
+/// How long a number is held for a call when `rate_limit_hours` is 0: at
+/// least as long as a call can last (the hold is let go when it settles).
+const LIVE_CALL_HOLD: Duration = Duration::from_secs(4 * 3600);
+/// Twilio's wait when a 429 gives no `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Why the outbound part could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboundSetupError {
+    /// A `*_env` key names a variable that is not set.
+    #[error("environment variable {var} (named by `{key}`) is not set")]
+    MissingEnv {
+        /// The key.
+        key: String,
+        /// The variable.
+        var: String,
+    },
+    /// A key that dialling needs is missing.
+    #[error("[outbound] needs `{0}`")]
+    Missing(&'static str),
+    /// The account SID is not `AC` and 32 hex digits.
+    #[error("the account SID (from `transport.twilio.account_sid_env`) is not a Twilio SID")]
+    BadAccountSid,
+    /// The REST client could not be built.
+    #[error(transparent)]
+    Client(#[from] HangUpError),
+}
+
+/// Places calls through Twilio and settles the ones it sees end.
+pub struct TwilioDialer {
+    rest: TwilioRest,
+    account_sid: String,
+    section: OutboundSection,
+    public_host: String,
+    default_segment: Segment,
+    hasher: PhoneHasher,
+    runtime: Arc<AgentRuntime>,
+    settlement: Settlement,
+}
+
+impl std::fmt::Debug for TwilioDialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioDialer")
+            .field("public_host", &self.public_host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TwilioDialer {
+    /// The dialler `[outbound]` and `[transport.twilio]` describe, for the
+    /// server reached at `public_host`, keeping calls in `runtime`'s store
+    /// and telling `listeners` of calls that settle.
+    pub fn from_sections(
+        section: &OutboundSection,
+        twilio: &TwilioSection,
+        public_host: Option<&str>,
+        default_segment: Segment,
+        env: &EnvSource,
+        runtime: Arc<AgentRuntime>,
+        listeners: Vec<Arc<dyn CallSettled>>,
+    ) -> Result<Self, OutboundSetupError> {
+        let public_host = public_host.ok_or(OutboundSetupError::Missing(
+            "[server] public_host: the host Twilio reaches this server at",
+        ))?;
+        let read = |key: &str, var: &Option<String>, missing: &'static str| {
+            let var = var.as_ref().ok_or(OutboundSetupError::Missing(missing))?;
+            env.get(var)
+                .filter(|value| !value.is_empty())
+                .ok_or_else(|| OutboundSetupError::MissingEnv {
+                    key: key.to_owned(),
+                    var: var.clone(),
+                })
+        };
+        let account_sid = read(
+            "transport.twilio.account_sid_env",
+            &twilio.account_sid_env,
+            "[transport.twilio] account_sid_env",
+        )?;
+        if !crate::transport::twilio::rest::is_sid(&account_sid) || !account_sid.starts_with("AC")
+        {
+            return Err(OutboundSetupError::BadAccountSid);
+        }
+        let auth_token = read(
+            "transport.twilio.auth_token_env",
+            &twilio.auth_token_env,
+            "[transport.twilio] auth_token_env",
+        )?;
+        let salt = match &section.phone_hash_salt_env {
+            Some(_) => read(
+                "outbound.phone_hash_salt_env",
+                &section.phone_hash_salt_env,
+                "phone_hash_salt_env",
+            )?,
+            None => auth_token.clone(),
+        };
+        let rest = TwilioRest::new(twilio.api_base_url.as_str(), auth_token)?;
+        let settlement = Settlement::new(
+            Arc::clone(&runtime),
+            listeners,
+            section.rate_limit_hours > 0,
+        );
+        Ok(TwilioDialer {
+            rest,
+            account_sid,
+            section: section.clone(),
+            public_host: public_host.to_owned(),
+            default_segment,
+            hasher: PhoneHasher::new(salt.as_bytes()),
+            runtime,
+            settlement,
+        })
+    }
+
+    /// The phone hasher (the same salt on every server of a deployment).
+    pub fn hasher(&self) -> &PhoneHasher {
+        &self.hasher
+    }
+
+    /// `[outbound]`.
+    pub fn section(&self) -> &OutboundSection {
+        &self.section
+    }
+
+    /// The store calls are kept in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.runtime.store()
+    }
+
+    /// Settles `call`, which has reached a final status.
+    pub async fn settle(&self, call: &CallRecord) {
+        self.settlement.settle(call).await;
+    }
+
+    /// Ends a call Twilio has: cancels it while it is queued or ringing,
+    /// hangs it up once answered.
+    pub async fn end(&self, twilio_sid: &str, answered: bool) -> Result<HangUp, HangUpError> {
+        let how = if answered {
+            EndCall::Complete
+        } else {
+            EndCall::Cancel
+        };
+        self.rest.end_call(&self.account_sid, twilio_sid, how).await
+    }
+
+    /// `https://PUBLIC_HOST{path}`.
+    fn public_url(&self, scheme: &str, path: &str) -> String {
+        format!("{scheme}://{}{path}", self.public_host)
+    }
+
+    fn record(&self, call_id: &str, request: &CallRequest, phone_hash: String) -> CallRecord {
+        let mut record = CallRecord::pending(
+            call_id,
+            "twilio",
+            Segment::resolve(&request.parameters, &self.default_segment),
+            request.parameters.clone(),
+            unix_ms(),
+        );
+        record.status = CallStatus::Queued;
+        record.direction = Some(CallDirection::Outbound);
+        record.outbound = Some(OutboundCall {
+            to: request.to.as_str().to_owned(),
+            from: Some(self.from(request).as_str().to_owned()),
+            phone_hash,
+            webhook_url: request.webhook_url.clone(),
+            metadata: request.metadata.clone(),
+            campaign: request.campaign.clone(),
+            ..OutboundCall::default()
+        });
+        record
+    }
+
+    fn from<'r>(&'r self, request: &'r CallRequest) -> &'r super::PhoneNumber {
+        request.from.as_ref().unwrap_or(&self.section.from)
+    }
+
+    /// Marks the call as ended before it connected, and settles it.
+    async fn fail(&self, call_id: &str, error: String) -> Result<(), DialError> {
+        let change = CallChange::Unconnected {
+            status: CallStatus::Failed,
+            error: Some(error),
+            at_ms: unix_ms(),
+        };
+        if let Some(call) = self.store().update_call(call_id, &change).await? {
+            self.settle(&call).await;
+        }
+        Ok(())
+    }
+
+    fn hold(&self) -> Duration {
+        match self.section.rate_limit_hours {
+            0 => LIVE_CALL_HOLD,
+            hours => Duration::from_secs(u64::from(hours) * 3600),
+        }
+    }
+}
+
+#[async_trait]
+impl Dialer for TwilioDialer {
+    async fn dial(&self, call_id: &str, request: &CallRequest) -> Result<PlacedCall, DialError> {
+        let phone_hash = self.hasher.hash(&request.to);
+        let record = self.record(call_id, request, phone_hash.clone());
+        let store = self.store();
+        if !store.create_call(&record).await? {
+            let existing = store.call(call_id).await?;
+            if let Some(existing) = existing {
+                if let Some(sid) = existing.outbound.as_ref().and_then(|o| o.twilio_sid.clone()) {
+                    return Ok(PlacedCall {
+                        call_id: call_id.to_owned(),
+                        twilio_sid: sid,
+                    });
+                }
+                if existing.status.is_final() {
+                    return Err(DialError::Settled {
+                        status: existing.status,
+                    });
+                }
+            }
+        }
+        let hold_ms = u64::try_from(self.hold().as_millis()).unwrap_or(u64::MAX);
+        if !store.claim_number(&phone_hash, call_id, hold_ms).await? {
+            tracing::info!(call_id, phone_hash, "number not dialled: called too recently, or live");
+            self.fail(
+                call_id,
+                format!(
+                    "rate_limited: the number was reached in the last {} hours or is on a call",
+                    self.section.rate_limit_hours
+                ),
+            )
+            .await?;
+            return Err(DialError::NumberLimited { phone_hash });
+        }
+        let mut parameters: Vec<(String, String)> =
+            vec![(CALL_ID_PARAMETER.to_owned(), call_id.to_owned())];
+        parameters.extend(
+            request
+                .parameters
+                .iter()
+                .filter(|(name, _)| name.as_str() != CALL_ID_PARAMETER)
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        let stream_url = self.public_url("wss", STREAM_PATH);
+        let twiml = twiml::connect_stream(&stream_url, &parameters);
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair(CALL_ID_PARAMETER, call_id)
+            .finish();
+        let status_callback = self.public_url("https", &format!("{STATUS_PATH}?{query}"));
+        let amd_callback = self.public_url("https", &format!("{AMD_PATH}?{query}"));
+        let machine_detection = self.section.machine_detection.twilio_mode();
+        let create = CreateCall {
+            to: request.to.as_str(),
+            from: self.from(request).as_str(),
+            twiml: &twiml,
+            status_callback: &status_callback,
+            timeout_secs: self.section.timeout_secs,
+            machine_detection,
+            async_amd_callback: (machine_detection.is_some() && self.section.amd == AmdMode::Async)
+                .then_some(amd_callback.as_str()),
+        };
+        match self.rest.create_call(&self.account_sid, &create).await {
+            Ok(sid) => {
+                tracing::info!(call_id, phone_hash, twilio_sid = sid, "call placed");
+                let dialled = CallChange::Dialled {
+                    twilio_sid: sid.clone(),
+                    at_ms: unix_ms(),
+                };
+                store.update_call(call_id, &dialled).await?;
+                Ok(PlacedCall {
+                    call_id: call_id.to_owned(),
+                    twilio_sid: sid,
+                })
+            }
+            Err(CreateCallError::Refused {
+                status,
+                code,
+                message,
+            }) => {
+                tracing::warn!(call_id, phone_hash, status, ?code, "Twilio refused the call");
+                self.fail(call_id, format!("Twilio refused the call: {message}"))
+                    .await?;
+                Err(DialError::Refused {
+                    status,
+                    code,
+                    message,
+                })
+            }
+            Err(err) => {
+                // Not placed: the number is free for the retry.
+                store.release_number(&phone_hash, call_id).await?;
+                tracing::warn!(call_id, phone_hash, error = %err, "call not placed; it may be tried again");
+                Err(match err {
+                    CreateCallError::RateLimited { retry_after } => DialError::RateLimited {
+                        retry_after: retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+                    },
+                    other => DialError::Unavailable(other.to_string()),
+                })
+            }
+        }
+    }
+}
+
+impl MachinePolicy {
+    /// Whether an `AnsweredBy` value says a machine (or a fax) answered.
+    pub fn is_machine(answered_by: &str) -> bool {
+        answered_by.starts_with("machine") || answered_by == "fax"
+    }
+
+    /// Whether an `AnsweredBy` value says the machine's greeting is over
+    /// (the moment to leave a message).
+    pub fn is_message_end(answered_by: &str) -> bool {
+        answered_by.starts_with("machine_end")
+    }
+}

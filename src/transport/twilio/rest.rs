@@ -1,0 +1,440 @@
+//! Twilio's Calls REST resource, authenticated with the account SID and
+//! the auth token (HTTP basic), over one HTTP client:
+//!
+//! - placing a call: `POST {base}/2010-04-01/Accounts/{AccountSid}/Calls.json`
+//!   (the form [`CreateCall::form`] builds), answered 201 with the call's
+//!   `sid`; not retried here (the dialler's caller decides: a 429 says how
+//!   long to wait in `Retry-After`);
+//! - ending one: `POST {base}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`
+//!   with `Status=completed` (hang up) or `Status=canceled` (a call not yet
+//!   answered). A call that has already ended answers 404 (Twilio error
+//!   20404), which is the outcome we wanted. Rate limiting (429), server
+//!   errors and network failures are retried twice with a short backoff;
+//!   anything else is reported at once.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How many times a hang-up is tried.
+const ATTEMPTS: u32 = 3;
+/// The wait before the first retry; doubled for the next.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait for one request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a hang-up did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangUp {
+    /// Twilio completed the call.
+    Completed,
+    /// The call had already ended.
+    AlreadyEnded,
+}
+
+impl HangUp {
+    /// A short stable label for metrics: `completed`, `already_ended`.
+    pub fn label(self) -> &'static str {
+        match self {
+            HangUp::Completed => "completed",
+            HangUp::AlreadyEnded => "already_ended",
+        }
+    }
+}
+
+/// Why a hang-up failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HangUpError {
+    /// The stream's `start` named no account or no call.
+    #[error("the stream's `start` named no account or call")]
+    MissingSid,
+    /// A SID from the stream is not a SID (it goes into the URL path).
+    #[error("`{0}` is not a Twilio SID")]
+    BadSid(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// The request did not get an answer.
+    #[error("request failed: {0}")]
+    Request(#[source] reqwest::Error),
+    /// Twilio answered with an error.
+    #[error("Twilio answered {status}: {body}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the answer's body.
+        body: String,
+    },
+}
+
+impl HangUpError {
+    fn is_transient(&self) -> bool {
+        match self {
+            HangUpError::Request(_) => true,
+            HangUpError::Status { status, .. } => *status == 429 || *status >= 500,
+            HangUpError::MissingSid | HangUpError::BadSid(_) | HangUpError::Client(_) => false,
+        }
+    }
+}
+
+/// A client of Twilio's REST API for one account's calls.
+#[derive(Debug, Clone)]
+pub struct TwilioRest {
+    http: reqwest::Client,
+    base_url: String,
+    auth_token: String,
+}
+
+impl TwilioRest {
+    /// A client of the API at `base_url` (e.g. `https://api.twilio.com`),
+    /// authenticating with `auth_token`.
+    pub fn new(base_url: &str, auth_token: String) -> Result<Self, HangUpError> {
+        // reqwest is built without a default TLS provider; ring is the one
+        // the rest of the tree uses. Installed once per process.
+        let _already_installed = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("voxpipe/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(HangUpError::Client)?;
+        Ok(TwilioRest {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            auth_token,
+        })
+    }
+
+    /// Ends the call `call_sid` of the account `account_sid`.
+    pub async fn hang_up(&self, account_sid: &str, call_sid: &str) -> Result<HangUp, HangUpError> {
+        self.end_call(account_sid, call_sid, EndCall::Complete).await
+    }
+
+    /// Ends the call `call_sid` as `how` says.
+    pub async fn end_call(
+        &self,
+        account_sid: &str,
+        call_sid: &str,
+        how: EndCall,
+    ) -> Result<HangUp, HangUpError> {
+        for sid in [account_sid, call_sid] {
+            if !is_sid(sid) {
+                return Err(HangUpError::BadSid(sid.chars().take(64).collect()));
+            }
+        }
+        let url = format!(
+            "{}/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json",
+            self.base_url
+        );
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self.post(&url, account_sid, how).await {
+                Err(err) if err.is_transient() && attempt < ATTEMPTS => {
+                    tracing::debug!(error = %err, attempt, "hang-up failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Asks Twilio to place `call` for the account `account_sid`; its SID
+    /// (`CA…`) on success. One request, not retried.
+    pub async fn create_call(
+        &self,
+        account_sid: &str,
+        call: &CreateCall<'_>,
+    ) -> Result<String, CreateCallError> {
+        if !is_sid(account_sid) {
+            return Err(CreateCallError::Refused {
+                status: 0,
+                code: None,
+                message: "the account SID is not a Twilio SID".to_owned(),
+            });
+        }
+        let url = format!(
+            "{}/2010-04-01/Accounts/{account_sid}/Calls.json",
+            self.base_url
+        );
+        let response = self
+            .http
+            .post(&url)
+            .basic_auth(account_sid, Some(&self.auth_token))
+            .form(&call.form())
+            .send()
+            .await
+            .map_err(|err| CreateCallError::Unavailable(err.to_string()))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response
+            .text()
+            .await
+            .map_err(|err| CreateCallError::Unavailable(err.to_string()))?;
+        created_call(status, retry_after, &body)
+    }
+
+    async fn post(&self, url: &str, account_sid: &str, how: EndCall) -> Result<HangUp, HangUpError> {
+        let response = self
+            .http
+            .post(url)
+            .basic_auth(account_sid, Some(&self.auth_token))
+            .form(&[("Status", how.status())])
+            .send()
+            .await
+            .map_err(HangUpError::Request)?;
+        let status = response.status().as_u16();
+        match status {
+            200..=299 => Ok(HangUp::Completed),
+            404 => Ok(HangUp::AlreadyEnded),
+            _ => {
+                let body = response.text().await.unwrap_or_default();
+                Err(HangUpError::Status {
+                    status,
+                    body: body.chars().take(200).collect(),
+                })
+            }
+        }
+    }
+}
+
+/// How to end a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndCall {
+    /// `Status=completed`: hang up a call in progress.
+    Complete,
+    /// `Status=canceled`: stop a call that is queued or ringing.
+    Cancel,
+}
+
+impl EndCall {
+    fn status(self) -> &'static str {
+        match self {
+            EndCall::Complete => "completed",
+            EndCall::Cancel => "canceled",
+        }
+    }
+}
+
+/// The status callback events asked for: every step of the call.
+pub const STATUS_CALLBACK_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
+
+/// A call to place (`POST …/Calls.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateCall<'a> {
+    /// The number called, E.164.
+    pub to: &'a str,
+    /// The caller id, E.164.
+    pub from: &'a str,
+    /// The TwiML to run once answered (`<Connect><Stream>`).
+    pub twiml: &'a str,
+    /// Where Twilio posts the call's status (`https://…/twilio/status`).
+    pub status_callback: &'a str,
+    /// How long to let it ring, in seconds (Twilio's `Timeout`).
+    pub timeout_secs: u32,
+    /// `Enable` or `DetectMessageEnd`, when machines are detected.
+    pub machine_detection: Option<&'a str>,
+    /// With detection: run it alongside the TwiML and post the answer here
+    /// (`AsyncAmd=true`, `AsyncAmdStatusCallback`).
+    pub async_amd_callback: Option<&'a str>,
+}
+
+impl CreateCall<'_> {
+    /// The form, as Twilio's Call resource names its parameters.
+    pub fn form(&self) -> Vec<(&'static str, String)> {
+        let mut form = vec![
+            ("To", self.to.to_owned()),
+            ("From", self.from.to_owned()),
+            ("Twiml", self.twiml.to_owned()),
+            ("StatusCallback", self.status_callback.to_owned()),
+            ("StatusCallbackMethod", "POST".to_owned()),
+        ];
+        form.extend(
+            STATUS_CALLBACK_EVENTS
+                .iter()
+                .map(|event| ("StatusCallbackEvent", (*event).to_owned())),
+        );
+        form.push(("Timeout", self.timeout_secs.to_string()));
+        if let Some(detection) = self.machine_detection {
+            form.push(("MachineDetection", detection.to_owned()));
+            if let Some(callback) = self.async_amd_callback {
+                form.push(("AsyncAmd", "true".to_owned()));
+                form.push(("AsyncAmdStatusCallback", callback.to_owned()));
+                form.push(("AsyncAmdStatusCallbackMethod", "POST".to_owned()));
+            }
+        }
+        form
+    }
+}
+
+/// Why Twilio did not take a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateCallError {
+    /// 429 (Twilio error 20429): too many requests.
+    #[error("rate limited by Twilio")]
+    RateLimited {
+        /// The answer's `Retry-After`, when given.
+        retry_after: Option<Duration>,
+    },
+    /// Any other 4xx: this call will not be placed as asked.
+    #[error("Twilio refused the call ({status}, code {code:?}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// Twilio's error code.
+        code: Option<u64>,
+        /// Twilio's message.
+        message: String,
+    },
+    /// A 5xx, a network failure, an answer that is not a call.
+    #[error("Twilio is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Twilio's error body: `{"code", "message", "more_info", "status"}`.
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: Option<u64>,
+    message: Option<String>,
+}
+
+/// The answer to a create-call request, without I/O.
+fn created_call(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &str,
+) -> Result<String, CreateCallError> {
+    #[derive(Deserialize)]
+    struct Created {
+        sid: String,
+    }
+    let error = || serde_json::from_str::<ErrorBody>(body).ok();
+    match status {
+        200..=299 => match serde_json::from_str::<Created>(body) {
+            Ok(created) if is_sid(&created.sid) => Ok(created.sid),
+            _ => Err(CreateCallError::Unavailable(
+                "Twilio's answer holds no call SID".to_owned(),
+            )),
+        },
+        429 => Err(CreateCallError::RateLimited { retry_after }),
+        400..=499 => {
+            let error = error();
+            if error.as_ref().and_then(|e| e.code) == Some(20429) {
+                return Err(CreateCallError::RateLimited { retry_after });
+            }
+            Err(CreateCallError::Refused {
+                status,
+                code: error.as_ref().and_then(|e| e.code),
+                message: error
+                    .and_then(|e| e.message)
+                    .unwrap_or_else(|| body.chars().take(200).collect()),
+            })
+        }
+        _ => Err(CreateCallError::Unavailable(format!(
+            "Twilio answered {status}"
+        ))),
+    }
+}
+
+/// Two letters and 32 hex digits: `AC…`, `CA…`.
+pub fn is_sid(sid: &str) -> bool {
+    sid.len() == 34
+        && sid.as_bytes()[..2].iter().all(u8::is_ascii_uppercase)
+        && sid.as_bytes()[2..].iter().all(u8::is_ascii_hexdigit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sids_are_two_letters_and_32_hex_digits() {
+        assert!(is_sid("CA7c4b5e3e9a0e4c2b8f5d1a6e3c9b0a7f"));
+        assert!(is_sid("ACd5a6a5c1b9f6a1e6f6bc2c7e4a1b8e3f"));
+        assert!(!is_sid("CA7c4b5e3e9a0e4c2b8f5d1a6e3c9b0a7"));
+        assert!(!is_sid("CA7c4b5e3e9a0e4c2b8f5d1a6e3c9b0a7/"));
+        assert!(!is_sid("../../../etc/passwd/aaaaaaaaaaaaaaaaaa"));
+    }
+
+    #[test]
+    fn the_create_form_names_every_parameter_twilio_documents() {
+        let call = CreateCall {
+            to: "+15551234567",
+            from: "+15557654321",
+            twiml: "<Response/>",
+            status_callback: "https://voice.example.com/twilio/status",
+            timeout_secs: 30,
+            machine_detection: Some("DetectMessageEnd"),
+            async_amd_callback: Some("https://voice.example.com/twilio/amd"),
+        };
+        let form = call.form();
+        let values = |name: &str| {
+            form.iter()
+                .filter(|(key, _)| *key == name)
+                .map(|(_, value)| value.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values("To"), ["+15551234567"]);
+        assert_eq!(values("From"), ["+15557654321"]);
+        assert_eq!(values("Twiml"), ["<Response/>"]);
+        assert_eq!(
+            values("StatusCallbackEvent"),
+            ["initiated", "ringing", "answered", "completed"]
+        );
+        assert_eq!(values("StatusCallbackMethod"), ["POST"]);
+        assert_eq!(values("Timeout"), ["30"]);
+        assert_eq!(values("MachineDetection"), ["DetectMessageEnd"]);
+        assert_eq!(values("AsyncAmd"), ["true"]);
+        assert_eq!(
+            values("AsyncAmdStatusCallback"),
+            ["https://voice.example.com/twilio/amd"]
+        );
+        let plain = CreateCall {
+            machine_detection: None,
+            ..call
+        };
+        assert!(plain.form().iter().all(|(key, _)| !key.contains("Amd") && *key != "MachineDetection"));
+    }
+
+    #[test]
+    fn answers_become_a_sid_or_the_kind_of_failure() {
+        let sid = "CA7c4b5e3e9a0e4c2b8f5d1a6e3c9b0a7f";
+        assert_eq!(
+            created_call(201, None, &format!(r#"{{"sid":"{sid}","status":"queued"}}"#)),
+            Ok(sid.to_owned())
+        );
+        assert_eq!(
+            created_call(429, Some(Duration::from_secs(2)), r#"{"code":20429}"#),
+            Err(CreateCallError::RateLimited {
+                retry_after: Some(Duration::from_secs(2))
+            })
+        );
+        assert_eq!(
+            created_call(
+                400,
+                None,
+                r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#
+            ),
+            Err(CreateCallError::Refused {
+                status: 400,
+                code: Some(21211),
+                message: "Invalid 'To' Phone Number".to_owned()
+            })
+        );
+        assert!(matches!(
+            created_call(503, None, ""),
+            Err(CreateCallError::Unavailable(_))
+        ));
+        assert!(matches!(
+            created_call(201, None, r#"{"sid":"nope"}"#),
+            Err(CreateCallError::Unavailable(_))
+        ));
+    }
+}
