@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
 use super::{
-    client_page, cors, health, session_offer, start, twilio_stream, twilio_voice, webrtc_offer,
+    campaigns, client_page, cors, health, session_offer, start, twilio_stream, twilio_voice, webrtc_offer,
 };
 
 /// The largest request body: webhooks are small forms, SDP offers a few
@@ -35,6 +35,12 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
             "/sessions/{session}/api/offer",
             post(session_offer::offer).patch(session_offer::patch),
         )
+        .route(
+            "/api/campaigns",
+            post(campaigns::create).layer(DefaultBodyLimit::max(campaigns::MAX_CAMPAIGN_BODY)),
+        )
+        .route("/api/campaigns/{id}", get(campaigns::show))
+        .route("/api/campaigns/{id}/{action}", post(campaigns::command))
         .route("/", get(client_page::index))
         .route("/client.js", get(client_page::script))
         .route("/client.css", get(client_page::style))
