@@ -107,6 +107,14 @@ impl Campaigns {
 /// entry's try.
 pub struct CampaignSettlement(pub(crate) Arc<Campaigns>);
 
+impl CampaignSettlement {
+    /// A listener settling entries in `store` (any server's listener
+    /// settles any campaign: the state is in the store).
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        CampaignSettlement(Arc::new(Campaigns::new(store)))
+    }
+}
+
 #[async_trait]
 impl CallSettled for CampaignSettlement {
     async fn call_settled(&self, call: &CallRecord) {
