@@ -175,7 +175,8 @@ struct Seen {
     live: u64,
     max_live: u64,
     settled: u64,
-    rate_limited: u64,
+    /// When each 429 was answered.
+    rate_limited: Vec<Instant>,
 }
 
 struct Calls {
@@ -228,7 +229,7 @@ impl Dialer for ScriptedDialer {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
             {
-                seen.rate_limited += 1;
+                seen.rate_limited.push(Instant::now());
                 return Err(DialError::RateLimited {
                     retry_after: Duration::from_millis(700),
                 });
@@ -273,11 +274,10 @@ impl Dialer for ScriptedDialer {
             };
             let change = CallChange::TwilioReported(report);
             let record = calls.store.update_call(&call_id, &change).await.unwrap().unwrap();
+            // Off the line before its slot is free.
+            calls.seen.lock().unwrap().live -= 1;
             calls.settlement.call_settled(&record).await;
-            let mut seen = calls.seen.lock().unwrap();
-            seen.live -= 1;
-            seen.settled += 1;
-            drop(seen);
+            calls.seen.lock().unwrap().settled += 1;
             calls.changed.notify_waiters();
         });
         Ok(placed)
@@ -450,4 +450,104 @@ async fn two_workers_share_a_thousand_numbers_and_survive_a_crash() {
         "1000 numbers: {achieved:.1} calls/s before the crash, busiest 5 s {most}, {lost} lost with the crashed worker, max live {}",
         seen.max_live
     );
+}
+
+/// Runs `workers` workers until the campaign `id` finishes.
+async fn run_to_the_end(redis: &RedisServer, calls: &Arc<Calls>, id: &str, workers: usize) -> voxpipe::store::CampaignProgress {
+    let names = ["a", "b"];
+    let running: Vec<Worker> = names[..workers]
+        .iter()
+        .map(|name| Worker::start(&redis.url(), calls, name))
+        .collect();
+    let progress = finished(&calls.store, id, Duration::from_secs(120)).await;
+    tokio::task::spawn_blocking(move || running.into_iter().for_each(Worker::kill))
+        .await
+        .unwrap();
+    progress
+}
+
+fn list(n: u64) -> serde_json::Value {
+    (0..n).map(|i| serde_json::json!({"to": format!("+1555{i:07}")})).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_holds_across_workers() {
+    let redis = RedisServer::start();
+    let store = redis_store(&redis);
+    let calls = Calls::new(Arc::clone(&store), |_, _| Callee::Answers(400));
+    let json = serde_json::json!({"numbers": list(30), "calls_per_second": 100, "max_concurrent": 4});
+    create(&store, "capped", json).await;
+    let progress = run_to_the_end(&redis, &calls, "capped", 2).await;
+    assert_eq!(progress.done["completed"], 30);
+    let seen = calls.seen.lock().unwrap();
+    assert_eq!(seen.placed.len(), 30);
+    assert!(seen.max_live <= 4, "{} live at once", seen.max_live);
+    assert_eq!(seen.max_live, 4, "the cap was reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_numbers_are_retried_by_the_policy() {
+    let redis = RedisServer::start();
+    let store = redis_store(&redis);
+    // Number 0 is busy once then answers; 1 is always busy; 2 always fails
+    // (not retried: the policy names busy and no-answer only).
+    let calls = Calls::new(Arc::clone(&store), |to, attempt| match (to.ends_with('0'), to.ends_with('1')) {
+        (true, _) if attempt == 1 => Callee::Busy,
+        (true, _) => Callee::Answers(50),
+        (_, true) => Callee::Busy,
+        _ => Callee::Fails,
+    });
+    let json = serde_json::json!({
+        "numbers": list(3), "calls_per_second": 20,
+        "retry": {"attempts": 3, "backoff_secs": 1, "on": ["busy", "no-answer"]}
+    });
+    create(&store, "retry", json).await;
+    let progress = run_to_the_end(&redis, &calls, "retry", 1).await;
+    assert_eq!(progress.done.get("completed"), Some(&1));
+    assert_eq!(progress.done.get("busy"), Some(&1));
+    assert_eq!(progress.done.get("failed"), Some(&1));
+    let seen = calls.seen.lock().unwrap();
+    let mut ids: Vec<&String> = seen.placed.keys().collect();
+    ids.sort();
+    assert_eq!(ids, ["retry-0-1", "retry-0-2", "retry-1-1", "retry-1-2", "retry-1-3", "retry-2-1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_backs_the_whole_campaign_off() {
+    let redis = RedisServer::start();
+    let store = redis_store(&redis);
+    let calls = Calls::new(Arc::clone(&store), |_, _| Callee::Busy);
+    calls.refuse_first.store(2, Ordering::SeqCst);
+    create(&store, "limited", serde_json::json!({"numbers": list(10), "calls_per_second": 20})).await;
+    let progress = run_to_the_end(&redis, &calls, "limited", 1).await;
+    assert_eq!(progress.done["busy"], 10, "every number dialled in the end");
+    let seen = calls.seen.lock().unwrap();
+    assert_eq!(seen.rate_limited.len(), 2);
+    assert_eq!(seen.placed.len(), 10, "each once");
+    // No call went out during the 700 ms Twilio asked for.
+    let first_429 = seen.rate_limited[0];
+    let first_call = *seen.dial_times.iter().min().unwrap();
+    assert!(
+        first_call - first_429 >= Duration::from_millis(650),
+        "dialled {:?} after the 429",
+        first_call - first_429
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_dialled_outside_the_window() {
+    let redis = RedisServer::start();
+    let store = redis_store(&redis);
+    let calls = Calls::new(Arc::clone(&store), |_, _| Callee::Busy);
+    let hour = (unix_ms() / 3_600_000 % 24) as u8;
+    let closed = serde_json::json!({"time_zone": "UTC", "start_hour": (hour + 2) % 24, "end_hour": (hour + 3) % 24});
+    let open = serde_json::json!({"time_zone": "Europe/Paris", "start_hour": 0, "end_hour": 24});
+    create(&store, "closed", serde_json::json!({"numbers": list(3), "window": closed, "calls_per_second": 20})).await;
+    create(&store, "open", serde_json::json!({"numbers": [{"to": "+15559999999"}], "window": open})).await;
+    // The open campaign's call shows the worker ran its rounds.
+    let progress = run_to_the_end(&redis, &calls, "open", 1).await;
+    assert_eq!(progress.done["busy"], 1);
+    let closed = store.campaign("closed").await.unwrap().unwrap();
+    assert_eq!((closed.pending, closed.active), (3, 0));
+    assert_eq!(calls.seen.lock().unwrap().placed.len(), 1);
 }

@@ -2,8 +2,9 @@
 //! due (within the shared rate and the cap on live calls), dials each at
 //! its slot, and takes back the entries whose lease ran out.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -69,6 +70,9 @@ pub struct CampaignRunner {
     options: RunnerOptions,
     stats: Option<Arc<dyn CampaignStats>>,
     wake: Arc<Notify>,
+    /// Campaigns this server heard a 429 for, until when (Unix ms): slots
+    /// leased before the back-off was stored are handed back, not dialled.
+    backing_off: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl CampaignRunner {
@@ -80,6 +84,7 @@ impl CampaignRunner {
             options,
             stats: None,
             wake: Arc::new(Notify::new()),
+            backing_off: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -187,6 +192,11 @@ impl CampaignRunner {
                 return;
             }
         }
+        if let Some(until) = self.backing_off(campaign_id) {
+            self.finish(campaign_id, &leased, EntryOutcome::Release { due_ms: until })
+                .await;
+            return;
+        }
         let attempt = CampaignAttempt {
             campaign_id: campaign_id.to_owned(),
             entry: leased.entry,
@@ -226,6 +236,7 @@ impl CampaignRunner {
             }
             Err(DialError::RateLimited { retry_after }) => {
                 let until = now + millis(retry_after);
+                self.backing_off_lock().insert(campaign_id.to_owned(), until);
                 tracing::warn!(campaign_id, retry_after_ms = millis(retry_after), "Twilio is rate limiting: the campaign backs off");
                 if let Err(err) = self.campaigns.store.back_off_campaign(campaign_id, until).await {
                     tracing::warn!(campaign_id, error = %err, "back-off not stored");
@@ -325,6 +336,18 @@ impl CampaignRunner {
             _ => EntryOutcome::Release { due_ms: now },
         };
         self.finish(campaign_id, &leased, outcome).await;
+    }
+
+    fn backing_off_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.backing_off.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When this server's back-off of the campaign ends, if it has not.
+    fn backing_off(&self, campaign_id: &str) -> Option<u64> {
+        let now = unix_ms();
+        let mut backing_off = self.backing_off_lock();
+        backing_off.retain(|_, until| *until > now);
+        backing_off.get(campaign_id).copied()
     }
 
     async fn finish(&self, campaign_id: &str, leased: &LeasedEntry, outcome: EntryOutcome) {
