@@ -551,3 +551,136 @@ async fn nothing_is_dialled_outside_the_window() {
     assert_eq!((closed.pending, closed.active), (3, 0));
     assert_eq!(calls.seen.lock().unwrap().placed.len(), 1);
 }
+
+/// A server with the API behind `Bearer s3cret`, keeping campaigns in an
+/// embedded store and dialling through `calls`.
+async fn api_server(store: Arc<dyn Store>, calls: &Arc<Calls>) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    use voxpipe::agent::{AgentRuntime, ContextSection, RuntimeParts};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/parrot.toml");
+    let config = voxpipe::pipeline_file::load_pipeline(
+        &path,
+        &["server.api_token_env=API_TOKEN".parse().unwrap()],
+        &support::processors::registry(),
+    )
+    .unwrap();
+    let runtime = AgentRuntime::from_parts(RuntimeParts {
+        store,
+        section: ContextSection::default(),
+        evaluator: None,
+        webhook: None,
+        skills: None,
+        post_call: Vec::new(),
+        objects: None,
+    });
+    let env = HashMap::from([("API_TOKEN".to_owned(), "s3cret".to_owned())]);
+    let server = voxpipe::server::Server::builder(config)
+        .env(voxpipe::pipeline::EnvSource::Fixed(Arc::new(env)))
+        .context(Arc::new(runtime))
+        .dialer(calls.dialler("api"))
+        .campaign_options(quick())
+        .build()
+        .unwrap();
+    let listener = support::net::loopback_listener().await;
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_creates_reports_pauses_resumes_and_cancels() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    let calls = Calls::new(Arc::clone(&store), |_, _| Callee::NoAnswer);
+    let (addr, _stop) = api_server(Arc::clone(&store), &calls).await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{addr}{path}");
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(url(path)).bearer_auth("s3cret").json(&body).send()
+    };
+
+    let unauthorized = http.post(url("/api/campaigns")).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let unknown = post("/api/campaigns", serde_json::json!({"numbers": [], "rate": 2})).await.unwrap();
+    assert_eq!(unknown.status(), 400);
+    assert!(unknown.text().await.unwrap().contains("rate"));
+    let all_bad = post("/api/campaigns", serde_json::json!({"csv": "to\n12345\n"})).await.unwrap();
+    assert_eq!(all_bad.status(), 400);
+    let body: serde_json::Value = all_bad.json().await.unwrap();
+    assert_eq!(body["rejected"][0]["line"], 2);
+
+    // A window closed now: nothing is dialled while the API is exercised.
+    let hour = (unix_ms() / 3_600_000 % 24) as u8;
+    let window = serde_json::json!({"time_zone": "UTC", "start_hour": (hour + 2) % 24, "end_hour": (hour + 3) % 24});
+    let csv = "to,country,industry\n+15551230001,US,retail\nnot-a-number,US,retail\n\
+               +15551230002,GB,\n+15551230001,US,retail\n+15551230003,US,retail,extra\n";
+    let created = post(
+        "/api/campaigns",
+        serde_json::json!({"csv": csv, "calls_per_second": 5, "window": window}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.unwrap();
+    assert_eq!(created["queued"], 2);
+    assert_eq!(created["duplicates"], 1);
+    let lines: Vec<u64> = created["rejected"].as_array().unwrap().iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [3, 6]);
+    let id = created["campaign_id"].as_str().unwrap().to_owned();
+
+    let paused: serde_json::Value = post(&format!("/api/campaigns/{id}/pause"), serde_json::json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused["state"], "paused");
+    let resumed: serde_json::Value = post(&format!("/api/campaigns/{id}/resume"), serde_json::json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resumed["state"], "running");
+    let canceled: serde_json::Value = post(&format!("/api/campaigns/{id}/cancel"), serde_json::json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(canceled["state"], "canceled");
+    let shown = http.get(url(&format!("/api/campaigns/{id}"))).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(shown.status(), 200);
+    let shown: serde_json::Value = shown.json().await.unwrap();
+    assert_eq!(shown["total"], 2);
+    assert_eq!(shown["pending"], 0);
+    assert_eq!(shown["by_status"]["canceled"], 2);
+    assert_eq!(shown["rejected_rows"], 2);
+    assert_eq!(shown["settings"]["calls_per_second"], 5.0);
+    let missing = http.get(url("/api/campaigns/nope")).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(calls.seen.lock().unwrap().placed.is_empty());
+
+    // A body well over the other routes' 64 KiB: 10,000 numbers, dialled
+    // by the server's own worker.
+    let csv: String = std::iter::once("to\n".to_owned())
+        .chain((0..10_000).map(|i| format!("+1666{i:07}\n")))
+        .collect();
+    let big = post("/api/campaigns", serde_json::json!({"csv": csv, "calls_per_second": 50})).await.unwrap();
+    assert_eq!(big.status(), 201);
+    let big: serde_json::Value = big.json().await.unwrap();
+    assert_eq!(big["queued"], 10_000);
+    let dialled = until_notified(&calls.changed, Duration::from_secs(60), || {
+        (calls.seen.lock().unwrap().settled >= 5).then_some(())
+    })
+    .await;
+    assert!(dialled.is_some(), "the server's worker dials");
+    let metrics = http.get(url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("voxpipe_campaign_dials_total{result=\"placed\"}"), "{metrics}");
+    assert!(metrics.contains("voxpipe_campaign_entries{state=\"pending\"}"));
+    let big_id = big["campaign_id"].as_str().unwrap();
+    let canceled = post(&format!("/api/campaigns/{big_id}/cancel"), serde_json::json!({})).await.unwrap();
+    assert_eq!(canceled.status(), 200);
+}
