@@ -1,6 +1,8 @@
 //! Argument parsing, logging and dispatch to the subcommands.
 
+mod call;
 mod call_objects;
+mod campaign;
 mod calls;
 mod check;
 mod evaluate;
@@ -62,6 +64,10 @@ enum Command {
     /// ctrl-c shut down gracefully: calls in progress may finish, up to
     /// `[server] shutdown_deadline_secs`.
     Serve(serve::ServeArgs),
+    /// Place one outbound call through the pipeline's `[outbound]` dialler
+    /// and print its id and Twilio SID (`--follow`: then its status until
+    /// it ends). The server at `[server] public_host` takes the call.
+    Call(call::CallArgs),
     /// Show stored calls: `voxpipe calls show ID`, their objects:
     /// `voxpipe calls objects ID`, `voxpipe calls fetch ID KIND -o FILE`.
     Calls(calls::CallsArgs),
@@ -74,6 +80,9 @@ enum Command {
     /// Run evaluation jobs, webhook deliveries and skill refreshes on a
     /// shared store until interrupted.
     Worker(worker::WorkerArgs),
+    /// Queue a campaign from a CSV of numbers in the pipeline's store; the
+    /// `voxpipe serve` processes on that store dial it.
+    Campaign(campaign::CampaignArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -84,11 +93,13 @@ pub(crate) fn main() -> ExitCode {
         Command::Check(args) => check::check(&args),
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Call(args) => report(call::call(&args)),
         Command::Calls(args) => report(calls::calls(&args)),
         Command::Tactics(args) => report(tactics::tactics(&args)),
         Command::Skills(args) => report(skills::skills(&args)),
         Command::Evaluate(args) => report(evaluate::evaluate(&args)),
         Command::Worker(args) => report(worker::worker(&args)),
+        Command::Campaign(args) => report(campaign::campaign(&args)),
     }
 }
 

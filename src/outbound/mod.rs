@@ -27,5 +27,5 @@ pub use settle::Settlement;
 pub use settled::CallSettled;
 pub use status::{StatusCallback, StatusError};
 pub use twilio_dialer::{
-    AMD_PATH, CALL_ID_PARAMETER, OutboundSetupError, STATUS_PATH, STREAM_PATH, TwilioDialer,
+    AMD_PATH, CALL_ID_PARAMETER, MachineAction, OutboundSetupError, STATUS_PATH, STREAM_PATH, TwilioDialer,
 };

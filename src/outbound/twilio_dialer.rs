@@ -14,7 +14,8 @@
 //! A request that timed out may still have reached Twilio: Twilio has no
 //! idempotency key, so trying it again can place the call twice.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -85,6 +86,8 @@ pub struct TwilioDialer {
     hasher: PhoneHasher,
     runtime: Arc<AgentRuntime>,
     settlement: Settlement,
+    /// Calls whose voicemail this process has left (or is leaving).
+    voicemails: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for TwilioDialer {
@@ -157,6 +160,7 @@ impl TwilioDialer {
             hasher: PhoneHasher::new(salt.as_bytes()),
             runtime,
             settlement,
+            voicemails: Mutex::new(HashSet::new()),
         })
     }
 
@@ -177,7 +181,74 @@ impl TwilioDialer {
 
     /// Settles `call`, which has reached a final status.
     pub async fn settle(&self, call: &CallRecord) {
+        self.voicemails
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&call.call_id);
         self.settlement.settle(call).await;
+    }
+
+    /// Writes the record of `request` as call `call_id` (`queued`) unless it
+    /// exists, before it is dialled: what `POST /api/calls` answers with.
+    pub async fn queue(&self, call_id: &str, request: &CallRequest) -> Result<(), DialError> {
+        let record = self.record(call_id, request, self.hasher.hash(&request.to));
+        self.store().create_call(&record).await?;
+        Ok(())
+    }
+
+    /// Marks the call `call_id`, not yet dialled, as canceled, and settles
+    /// it; `None` when there is no such call.
+    pub async fn cancel_queued(&self, call_id: &str) -> Result<Option<CallRecord>, DialError> {
+        let change = CallChange::Unconnected {
+            status: CallStatus::Canceled,
+            error: None,
+            at_ms: unix_ms(),
+        };
+        let call = self.store().update_call(call_id, &change).await?;
+        if let Some(call) = &call
+            && call.status == CallStatus::Canceled
+        {
+            self.settle(call).await;
+        }
+        Ok(call)
+    }
+
+    /// What to do now that `call`'s answerer is known, under the pipeline's
+    /// policy; each call's voicemail is left once per process.
+    pub fn machine_action(&self, call: &CallRecord) -> MachineAction {
+        let answered_by = call
+            .outbound
+            .as_ref()
+            .and_then(|outbound| outbound.answered_by.as_deref())
+            .unwrap_or("");
+        if !MachinePolicy::is_machine(answered_by) || call.status.is_final() {
+            return MachineAction::None;
+        }
+        match &self.section.machine_detection {
+            MachinePolicy::Off => MachineAction::None,
+            MachinePolicy::HangUp => MachineAction::HangUp,
+            MachinePolicy::Voicemail { message } if MachinePolicy::is_message_end(answered_by) => {
+                let first = self
+                    .voicemails
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(call.call_id.clone());
+                if first {
+                    MachineAction::LeaveVoicemail(message.clone())
+                } else {
+                    MachineAction::None
+                }
+            }
+            MachinePolicy::Voicemail { .. } => MachineAction::None,
+        }
+    }
+
+    /// Lets `call_id`'s voicemail be tried again (its session was not here).
+    pub fn voicemail_not_left(&self, call_id: &str) {
+        self.voicemails
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(call_id);
     }
 
     /// Ends a call Twilio has: cancels it while it is queued or ringing,
@@ -222,8 +293,10 @@ impl TwilioDialer {
         request.from.as_ref().unwrap_or(&self.section.from)
     }
 
-    /// Marks the call as ended before it connected, and settles it.
-    async fn fail(&self, call_id: &str, error: String) -> Result<(), DialError> {
+    /// Marks the call `call_id`, which Twilio does not have, as failed
+    /// (`error` says why), and settles it.
+    pub async fn fail_undialled(&self, call_id: &str, error: &str) -> Result<(), DialError> {
+        let error = error.to_owned();
         let change = CallChange::Unconnected {
             status: CallStatus::Failed,
             error: Some(error),
@@ -268,14 +341,11 @@ impl Dialer for TwilioDialer {
         let hold_ms = u64::try_from(self.hold().as_millis()).unwrap_or(u64::MAX);
         if !store.claim_number(&phone_hash, call_id, hold_ms).await? {
             tracing::info!(call_id, phone_hash, "number not dialled: called too recently, or live");
-            self.fail(
-                call_id,
-                format!(
-                    "rate_limited: the number was reached in the last {} hours or is on a call",
-                    self.section.rate_limit_hours
-                ),
-            )
-            .await?;
+            let why = format!(
+                "rate_limited: the number was reached in the last {} hours or is on a call",
+                self.section.rate_limit_hours
+            );
+            self.fail_undialled(call_id, &why).await?;
             return Err(DialError::NumberLimited { phone_hash });
         }
         let mut parameters: Vec<(String, String)> =
@@ -312,7 +382,13 @@ impl Dialer for TwilioDialer {
                     twilio_sid: sid.clone(),
                     at_ms: unix_ms(),
                 };
-                store.update_call(call_id, &dialled).await?;
+                let call = store.update_call(call_id, &dialled).await?;
+                if call.is_some_and(|call| call.status == CallStatus::Canceled) {
+                    // Canceled while Twilio was being asked: stop it there too.
+                    if let Err(err) = self.end(&sid, false).await {
+                        tracing::warn!(call_id, error = %err, "cannot cancel the call at Twilio");
+                    }
+                }
                 Ok(PlacedCall {
                     call_id: call_id.to_owned(),
                     twilio_sid: sid,
@@ -324,7 +400,7 @@ impl Dialer for TwilioDialer {
                 message,
             }) => {
                 tracing::warn!(call_id, phone_hash, status, ?code, "Twilio refused the call");
-                self.fail(call_id, format!("Twilio refused the call: {message}"))
+                self.fail_undialled(call_id, &format!("Twilio refused the call: {message}"))
                     .await?;
                 Err(DialError::Refused {
                     status,
@@ -345,6 +421,17 @@ impl Dialer for TwilioDialer {
             }
         }
     }
+}
+
+/// What a machine's answer calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineAction {
+    /// Nothing (a person, no detection, or not yet the beep).
+    None,
+    /// Hang up.
+    HangUp,
+    /// Speak this into the call, then hang up.
+    LeaveVoicemail(String),
 }
 
 impl MachinePolicy {

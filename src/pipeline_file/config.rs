@@ -14,6 +14,7 @@ use crate::config::{
     InterruptionSection, PipelineSection, RecordingSection, ServerSection, TransportSection,
 };
 use crate::objects::StorageSection;
+use crate::outbound::OutboundSection;
 use crate::pipeline::{EnvSource, ProcessorEntry, SessionSetup};
 
 /// Everything in a pipeline file except its processors.
@@ -38,6 +39,8 @@ pub(crate) struct Sections {
     pub(crate) server: ServerSection,
     #[serde(default)]
     pub(crate) recording: RecordingSection,
+    #[serde(default)]
+    pub(crate) outbound: Option<OutboundSection>,
 }
 
 /// A validated pipeline definition.
@@ -66,6 +69,8 @@ pub struct PipelineConfig {
     pub server: ServerSection,
     /// `[recording]`: a stereo WAV per call (off by default).
     pub recording: RecordingSection,
+    /// `[outbound]`, if this pipeline places calls.
+    pub outbound: Option<OutboundSection>,
     /// The processors, in chain order.
     pub processors: Vec<ProcessorEntry>,
 }

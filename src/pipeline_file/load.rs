@@ -89,6 +89,7 @@ pub fn parse_pipeline(
             interruption: sections.interruption,
             server: sections.server,
             recording: sections.recording,
+            outbound: sections.outbound,
             processors,
         }),
         _ => Err(ConfigErrors(found)),

@@ -1,5 +1,6 @@
 //! Errors starting or running a server.
 
+use crate::outbound::OutboundSetupError;
 use crate::pipeline::BuildError;
 use crate::transport::twilio::HangUpError;
 use crate::transport::webrtc::SettingsError;
@@ -31,6 +32,12 @@ pub enum ServerError {
     /// `[transport.webrtc]` cannot be used (a TURN credential not set).
     #[error(transparent)]
     WebRtc(#[from] SettingsError),
+    /// `[outbound]` cannot be used.
+    #[error("[outbound]: {0}")]
+    Outbound(#[from] OutboundSetupError),
+    /// `[outbound]` keeps its calls in the context store.
+    #[error("[outbound] needs the context store (the server was built without one)")]
+    OutboundWithoutContext,
     /// Listening or serving failed.
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),

@@ -48,7 +48,13 @@ struct Inner {
     /// Set once every session has been told to end; a session that starts
     /// running after that is ended at once.
     ending: Option<Arc<str>>,
-    sessions: HashMap<u64, Option<PipelineHandle>>,
+    sessions: HashMap<u64, Slot>,
+}
+
+/// One admitted session: its id, and its handle once it runs.
+struct Slot {
+    id: Arc<str>,
+    handle: Option<PipelineHandle>,
 }
 
 /// The server's live sessions.
@@ -97,7 +103,13 @@ impl LiveSessions {
             if inner.sessions.len() >= self.max {
                 return Err(Refusal::AtCapacity(self.max));
             }
-            inner.sessions.insert(key, None);
+            inner.sessions.insert(
+                key,
+                Slot {
+                    id: Arc::clone(&session_id),
+                    handle: None,
+                },
+            );
         }
         self.active.inc();
         Ok(SessionPermit {
@@ -149,7 +161,40 @@ impl LiveSessions {
     }
 
     fn handles(&self) -> Vec<PipelineHandle> {
-        self.lock().sessions.values().flatten().cloned().collect()
+        self.lock()
+            .sessions
+            .values()
+            .filter_map(|slot| slot.handle.clone())
+            .collect()
+    }
+
+    /// The handle of the running session `session_id`, if it runs here.
+    pub(crate) fn handle_of(&self, session_id: &str) -> Option<PipelineHandle> {
+        self.lock()
+            .sessions
+            .values()
+            .find(|slot| &*slot.id == session_id)
+            .and_then(|slot| slot.handle.clone())
+    }
+
+    /// Waits until the session `session_id` runs here, or `timeout`.
+    pub(crate) async fn running(
+        &self,
+        session_id: &str,
+        timeout: Duration,
+    ) -> Option<PipelineHandle> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(handle) = self.handle_of(session_id) {
+                return Some(handle);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.handle_of(session_id);
+            }
+        }
     }
 
     /// Ends every running session gracefully (its turns complete), and
@@ -181,15 +226,38 @@ impl SessionPermit {
         &self.session_id
     }
 
+    /// Takes `session_id` as this session's id instead of the one it was
+    /// admitted with (an outbound call's stream joining its call), unless
+    /// another session here has that id. True when taken.
+    pub(crate) fn adopt(&mut self, session_id: Arc<str>) -> bool {
+        let mut inner = self.sessions.lock();
+        if inner
+            .sessions
+            .iter()
+            .any(|(key, slot)| *key != self.key && slot.id == session_id)
+        {
+            return false;
+        }
+        if let Some(slot) = inner.sessions.get_mut(&self.key) {
+            slot.id = Arc::clone(&session_id);
+        }
+        self.session_id = session_id;
+        true
+    }
+
     /// The session is running: a shutdown can now end it through `handle`.
     /// Returns the reason to end it with at once if the shutdown has
     /// already ended the others.
     pub(crate) fn attach(&self, handle: PipelineHandle) -> Option<Arc<str>> {
-        let mut inner = self.sessions.lock();
-        if let Some(slot) = inner.sessions.get_mut(&self.key) {
-            *slot = Some(handle);
-        }
-        inner.ending.clone()
+        let ending = {
+            let mut inner = self.sessions.lock();
+            if let Some(slot) = inner.sessions.get_mut(&self.key) {
+                slot.handle = Some(handle);
+            }
+            inner.ending.clone()
+        };
+        self.sessions.changed.notify_waiters();
+        ending
     }
 }
 
@@ -216,6 +284,18 @@ mod tests {
         assert!(sessions.check().is_ok());
         let _c = sessions.admit().unwrap();
         assert_eq!(sessions.active(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_session_adopts_an_id_no_other_session_has() {
+        let sessions = LiveSessions::new(4, Gauge::default());
+        let mut a = sessions.admit().unwrap();
+        let mut b = sessions.admit().unwrap();
+        assert!(a.adopt("call-1".into()));
+        assert_eq!(&**a.session_id(), "call-1");
+        assert!(!b.adopt("call-1".into()));
+        drop(a);
+        assert!(b.adopt("call-1".into()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,7 +3,9 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /twilio/voice` | Twilio's voice webhook: TwiML connecting the call to `/twilio/ws` (signed when an auth token is configured) |
-//! | `GET /twilio/ws` | a Twilio media stream: one fresh session of the pipeline |
+//! | `GET /twilio/ws` | a Twilio media stream: one fresh session of the pipeline (an outbound call's stream joins its call's record) |
+//! | `POST /twilio/status`, `POST /twilio/amd` | status callbacks and answering-machine verdicts of outbound calls (signed) |
+//! | `POST /api/calls`, `GET`/`DELETE /api/calls/{call_id}` | place one outbound call, read it, end it (management API) |
 //! | `POST /api/offer` | a browser's WebRTC offer (Pipecat's SmallWebRTC protocol): a new call is one fresh session; a known `pc_id` renegotiates or (`restart_pc`) replaces its connection |
 //! | `PATCH /api/offer` | ICE candidates the browser trickles after its offer |
 //! | `POST /start` | Pipecat's runner session flow: `{sessionId, iceConfig}`; the session waits for its offer |
@@ -50,6 +52,7 @@
 //! | `metrics`, `observer` | the server's metrics, and the observer feeding them from each session |
 //! | `health` | `GET /health` |
 //! | `twilio_voice`, `twilio_stream` | `POST /twilio/voice`, `GET /twilio/ws` (the socket itself is the Twilio transport's) |
+//! | `outbound_calls`, `twilio_status` | `/api/calls`; `/twilio/status`, `/twilio/amd` and outbound streams joining their calls |
 //! | `webrtc_offer` | `POST`/`PATCH /api/offer`, and starting a browser call |
 //! | `start` | `POST /start`, `GET /api/ice-config` |
 //! | `session_offer` | `POST`/`PATCH /sessions/{sessionId}/api/offer` |
@@ -78,6 +81,7 @@ mod health;
 mod live_sessions;
 mod metrics;
 mod observer;
+mod outbound_calls;
 mod pending_sessions;
 mod rate_limit;
 mod readiness;
@@ -92,6 +96,7 @@ mod start;
 mod state;
 mod storage_readiness;
 mod store_readiness;
+mod twilio_status;
 mod twilio_stream;
 mod twilio_voice;
 mod webrtc_offer;

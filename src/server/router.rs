@@ -9,8 +9,10 @@ use axum::routing::{get, post};
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
 use super::{
-    campaigns, client_page, cors, health, session_offer, start, twilio_stream, twilio_voice, webrtc_offer,
+    campaigns, client_page, cors, health, outbound_calls, session_offer, start, twilio_status,
+    twilio_stream, twilio_voice, webrtc_offer,
 };
+use crate::outbound::{AMD_PATH, STATUS_PATH};
 
 /// The largest request body: webhooks are small forms, SDP offers a few
 /// kilobytes.
@@ -24,6 +26,13 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
             get(|State(state): State<Arc<ServerState>>| async move { state.metrics.exposition() }),
         )
         .route("/twilio/voice", post(twilio_voice::voice))
+        .route(STATUS_PATH, post(twilio_status::callback))
+        .route(AMD_PATH, post(twilio_status::callback))
+        .route("/api/calls", post(outbound_calls::create))
+        .route(
+            "/api/calls/{call_id}",
+            get(outbound_calls::get).delete(outbound_calls::delete),
+        )
         .route(STREAM_PATH, get(twilio_stream::stream))
         .route(
             "/api/offer",

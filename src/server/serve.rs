@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 
 use crate::agent::AgentRuntime;
 use crate::config::ServerSection;
-use crate::outbound::campaign::{CampaignRunner, CampaignStats, RunnerOptions};
-use crate::outbound::{CallSettled, Dialer};
+use crate::outbound::campaign::{CampaignRunner, CampaignSettlement, CampaignStats, RunnerOptions};
+use crate::outbound::{CallSettled, Dialer, TwilioDialer};
 use crate::pipeline::Observer;
 use crate::pipeline::{EnvSource, SessionSetup};
 use crate::pipeline_file::PipelineConfig;
@@ -158,19 +158,6 @@ impl ServerBuilder {
             config.server.api_open,
         );
         let metrics = Arc::new(ServerMetrics::new());
-        let campaigns = match (&dialer, &agent) {
-            (Some(dialer), Some(agent)) => {
-                let runner = CampaignRunner::new(
-                    Arc::clone(agent.store()),
-                    Arc::clone(dialer),
-                    campaign_options,
-                )
-                .with_stats(Arc::clone(&metrics) as Arc<dyn CampaignStats>);
-                call_settled.push(Arc::new(runner.settlement()));
-                Some(runner)
-            }
-            _ => None,
-        };
         let sessions = LiveSessions::new(
             config.server.max_sessions.get(),
             metrics.sessions_active.clone(),
@@ -179,6 +166,42 @@ impl ServerBuilder {
             auth_token,
             rest,
             stats: metrics.transport_stats("twilio"),
+        };
+        // Campaign calls settle through any server's listener (the state
+        // is in the store), so it is in place before the dialler is made.
+        if let Some(agent) = &agent
+            && (config.outbound.is_some() || dialer.is_some())
+        {
+            call_settled.push(Arc::new(CampaignSettlement::new(Arc::clone(agent.store()))));
+        }
+        let outbound = match &config.outbound {
+            None => None,
+            Some(section) => {
+                let runtime = agent.clone().ok_or(ServerError::OutboundWithoutContext)?;
+                Some(Arc::new(TwilioDialer::from_sections(
+                    section,
+                    &config.transport.twilio,
+                    config.server.public_host.as_ref().map(|host| host.as_str()),
+                    config.context.default_segment(),
+                    &env,
+                    runtime,
+                    call_settled.clone(),
+                )?))
+            }
+        };
+        let dialer =
+            dialer.or_else(|| outbound.clone().map(|dialer| dialer as Arc<dyn Dialer>));
+        let campaigns = match (&dialer, &agent) {
+            (Some(dialer), Some(agent)) => {
+                let runner = CampaignRunner::new(
+                    Arc::clone(agent.store()),
+                    Arc::clone(dialer),
+                    campaign_options,
+                )
+                .with_stats(Arc::clone(&metrics) as Arc<dyn CampaignStats>);
+                Some(runner)
+            }
+            _ => None,
         };
         let webrtc = WebRtcSignalling::new(
             WebRtcSettings::from_config(&config.transport.webrtc, &env)?,
@@ -199,6 +222,7 @@ impl ServerBuilder {
                 admission,
                 api,
                 dialer,
+                outbound,
                 call_settled,
                 campaigns,
                 started: Instant::now(),

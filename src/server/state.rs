@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::agent::AgentRuntime;
 use crate::outbound::campaign::CampaignRunner;
-use crate::outbound::{CallSettled, Dialer};
+use crate::outbound::{CallSettled, Dialer, TwilioDialer};
 use crate::pipeline::Observer;
 use crate::pipeline::{EnvSource, SessionSetup};
 use crate::pipeline_file::PipelineConfig;
@@ -47,6 +47,9 @@ pub(crate) struct ServerState {
     pub(crate) api: ApiAccess,
     /// Places outbound calls, when the pipeline can (`[outbound]`).
     pub(crate) dialer: Option<Arc<dyn Dialer>>,
+    /// The Twilio dialler behind `dialer`: status callbacks, cancels and
+    /// the streams of outbound calls go through it.
+    pub(crate) outbound: Option<Arc<TwilioDialer>>,
     /// Told when an outbound call reaches its final status.
     pub(crate) call_settled: Vec<Arc<dyn CallSettled>>,
     /// The campaign worker, when this server can dial (a dialler and a

@@ -16,10 +16,13 @@ use tracing::Instrument as _;
 
 use crate::transport::twilio::{CallOptions, StreamSocket, socket};
 
+use crate::outbound::CALL_ID_PARAMETER;
+
 use super::live_sessions::SessionPermit;
 use super::session::run_session;
 use super::shutdown::SHUTDOWN_REASON;
 use super::state::ServerState;
+use super::twilio_status::join_outbound_call;
 
 /// `GET /twilio/ws`.
 pub(crate) async fn stream(
@@ -50,7 +53,7 @@ pub(crate) async fn stream(
         .on_upgrade(move |socket| serve_call(state, permit, socket).instrument(span))
 }
 
-async fn serve_call(state: Arc<ServerState>, permit: SessionPermit, socket: WebSocket) {
+async fn serve_call(state: Arc<ServerState>, mut permit: SessionPermit, socket: WebSocket) {
     let options = CallOptions {
         idle_timeout: state.config.server.idle_timeout_secs.duration(),
         stats: Arc::clone(&state.twilio.stats),
@@ -67,6 +70,9 @@ async fn serve_call(state: Arc<ServerState>, permit: SessionPermit, socket: WebS
         "media stream started"
     );
 
+    if let Some(call_id) = start.custom_parameters.get(CALL_ID_PARAMETER) {
+        join_outbound_call(&state, &mut permit, call_id, start.call_sid.as_deref()).await;
+    }
     let mut setup = state.config.session_setup(Arc::clone(permit.session_id()));
     setup.env = state.env.clone();
     setup.custom_parameters = start.custom_parameters.clone();

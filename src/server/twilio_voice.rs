@@ -42,6 +42,34 @@ fn twiml_response(xml: String) -> Response {
     ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], xml).into_response()
 }
 
+/// With an auth token configured, checks that the webhook carries a valid
+/// `X-Twilio-Signature` for the URL Twilio called (`{scheme}://{host}` and
+/// the request's path and query) and its `form`; else the 403 to answer.
+pub(crate) fn check_signature(
+    state: &ServerState,
+    host: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+    form: &[(String, String)],
+) -> Result<(), Response> {
+    let Some(token) = &state.twilio.auth_token else {
+        return Ok(());
+    };
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let url = format!("{}://{host}{path_and_query}", public_scheme(headers));
+    let signed = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok());
+    let problem = match signed {
+        None => "missing_signature",
+        Some(header) if !signature::verify(token, &url, form, header) => "bad_signature",
+        Some(_) => return Ok(()),
+    };
+    tracing::warn!(path = uri.path(), problem, "Twilio webhook refused: X-Twilio-Signature");
+    state.metrics.error(problem, "twilio");
+    Err((StatusCode::FORBIDDEN, "invalid X-Twilio-Signature").into_response())
+}
+
 /// `POST /twilio/voice`.
 pub(crate) async fn voice(
     State(state): State<Arc<ServerState>>,
@@ -58,22 +86,8 @@ pub(crate) async fn voice(
             .into_response();
     };
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    if let Some(token) = &state.twilio.auth_token {
-        let url = format!("{}://{host}{path_and_query}", public_scheme(&headers));
-        let signed = headers
-            .get("x-twilio-signature")
-            .and_then(|v| v.to_str().ok());
-        let problem = match signed {
-            None => Some("missing_signature"),
-            Some(header) if !signature::verify(token, &url, &form, header) => Some("bad_signature"),
-            Some(_) => None,
-        };
-        if let Some(problem) = problem {
-            tracing::warn!(%url, problem, "voice webhook refused: X-Twilio-Signature");
-            state.metrics.error(problem, "twilio");
-            return (StatusCode::FORBIDDEN, "invalid X-Twilio-Signature").into_response();
-        }
+    if let Err(refused) = check_signature(&state, &host, &headers, &uri, &form) {
+        return refused;
     }
     let field = |name: &str| {
         form.iter()

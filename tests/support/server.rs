@@ -11,6 +11,7 @@ use tokio::sync::{Notify, oneshot};
 use voxpipe::agent::AgentRuntime;
 use voxpipe::config::Override;
 use voxpipe::frame::{Direction, FrameBody};
+use voxpipe::outbound::CallSettled;
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline::{Observer, PipelineOutcome, PushEvent};
 use voxpipe::pipeline_file::{load_pipeline, parse_pipeline};
@@ -67,6 +68,16 @@ impl SessionLog {
         })
         .await
         .unwrap_or_else(|| panic!("expected {n} sessions to end; sessions: {:?}", self.all()))
+    }
+
+    /// Waits until the session `id` has been set up, or panics after
+    /// `timeout`.
+    pub async fn wait_started(&self, id: &str, timeout: Duration) {
+        until_notified(&self.changed, timeout, || {
+            self.all().iter().any(|s| s.session_id == id).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("session {id} never started; sessions: {:?}", self.all()))
     }
 
     fn update(&self, index: usize, change: impl FnOnce(&mut SessionRecord)) {
@@ -129,6 +140,8 @@ pub struct Setup<'a> {
     pub readiness: Vec<Arc<dyn ReadinessCheck>>,
     /// Keeps each session's conversation in this context store.
     pub context: Option<Arc<AgentRuntime>>,
+    /// Told of outbound calls that settle.
+    pub settled: Vec<Arc<dyn CallSettled>>,
 }
 
 impl Default for Setup<'_> {
@@ -140,6 +153,7 @@ impl Default for Setup<'_> {
             env: &[],
             readiness: Vec::new(),
             context: None,
+            settled: Vec::new(),
         }
     }
 }
@@ -203,6 +217,9 @@ impl TestServer {
         for check in setup.readiness {
             builder = builder.readiness_check(check);
         }
+        for listener in setup.settled {
+            builder = builder.on_call_settled(listener);
+        }
         if let Some(context) = setup.context {
             builder = builder.context(context);
         }
@@ -214,9 +231,12 @@ impl TestServer {
                     custom_parameters: setup.custom_parameters.clone(),
                     ..SessionRecord::default()
                 });
+                let index = all.len() - 1;
+                drop(all);
+                log.changed.notify_waiters();
                 Arc::new(Recorder {
                     log: Arc::clone(&log),
-                    index: all.len() - 1,
+                    index,
                 })
             })
             .build()

@@ -18,7 +18,7 @@ use crate::store::{
 };
 
 use super::settings::CampaignSettings;
-use super::settlement::{CampaignSettlement, Campaigns, attempt_call_id};
+use super::settlement::{Campaigns, attempt_call_id};
 
 /// Entries leased or reclaimed per campaign per round.
 const BATCH: usize = 200;
@@ -92,11 +92,6 @@ impl CampaignRunner {
     pub fn with_stats(mut self, stats: Arc<dyn CampaignStats>) -> Self {
         self.stats = Some(stats);
         self
-    }
-
-    /// The listener that ends an entry's try when its call settles.
-    pub fn settlement(&self) -> CampaignSettlement {
-        CampaignSettlement(Arc::clone(&self.campaigns))
     }
 
     /// Looks for due entries now (a campaign was created or resumed).
