@@ -29,8 +29,8 @@ fn main() {
     let csv: String = std::iter::once("to,country,industry\n".to_owned())
         .chain((0..NUMBERS).map(|i| format!("+1555{i:07},US,healthcare\n")))
         .collect();
-    let body = serde_json::json!({"csv": csv, "calls_per_second": 30, "max_concurrent": 200})
-        .to_string();
+    let body =
+        serde_json::json!({"csv": csv, "calls_per_second": 30, "max_concurrent": 200}).to_string();
     let mut totals = Vec::new();
     let mut stores = Vec::new();
     for run in 0..RUNS {
@@ -41,7 +41,10 @@ fn main() {
         runtime.block_on(store.create_campaign(&campaign)).unwrap();
         let total = started.elapsed();
         assert_eq!(created.queued as usize, NUMBERS);
-        let stored = runtime.block_on(store.campaign(&campaign.id)).unwrap().unwrap();
+        let stored = runtime
+            .block_on(store.campaign(&campaign.id))
+            .unwrap()
+            .unwrap();
         assert_eq!(stored.pending as usize, NUMBERS);
         println!(
             "run {run}: {NUMBERS} numbers queued in {:.1} ms (read and checked {:.1} ms, stored {:.1} ms)",

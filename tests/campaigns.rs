@@ -27,8 +27,8 @@ use voxpipe::outbound::{CallRequest, CallSettled, DialError, Dialer, PlacedCall}
 use voxpipe::store::time::unix_ms;
 use voxpipe::store::{
     CallChange, CallDirection, CallRecord, CallStatus, CampaignCommand, CampaignEntry,
-    CampaignState, EntryOutcome, LeaseRequest, MemoryStore, NewCampaign, OutboundCall,
-    RedisStore, Segment, Store, StoreSettings, TwilioReport,
+    CampaignState, EntryOutcome, LeaseRequest, MemoryStore, NewCampaign, OutboundCall, RedisStore,
+    Segment, Store, StoreSettings, TwilioReport,
 };
 
 fn redis_store(server: &RedisServer) -> Arc<dyn Store> {
@@ -76,50 +76,117 @@ async fn entry_states(store: Arc<dyn Store>) {
     assert_eq!(leased[0].target.to, "+15550000000");
     // One slot per millisecond (interval 1000 µs), from now.
     assert_eq!(leased[1].slot_ms, leased[0].slot_ms + 1);
-    assert!(store.lease_entries("c1", &lease(now, 2)).await.unwrap().is_empty(), "at the cap");
+    assert!(
+        store
+            .lease_entries("c1", &lease(now, 2))
+            .await
+            .unwrap()
+            .is_empty(),
+        "at the cap"
+    );
 
     // Done once: a second settlement of the same try changes nothing.
     let done = EntryOutcome::Done(CallStatus::Completed);
     assert!(store.finish_entry("c1", 0, 1, done).await.unwrap());
     assert!(!store.finish_entry("c1", 0, 1, done).await.unwrap());
     // A retry comes back as the next attempt once due.
-    let retry = EntryOutcome::Retry { due_ms: now + 60_000 };
+    let retry = EntryOutcome::Retry {
+        due_ms: now + 60_000,
+    };
     assert!(store.finish_entry("c1", 1, 1, retry).await.unwrap());
-    assert!(!store.finish_entry("c1", 1, 1, retry).await.unwrap(), "that try is over");
+    assert!(
+        !store.finish_entry("c1", 1, 1, retry).await.unwrap(),
+        "that try is over"
+    );
     let progress = store.campaign("c1").await.unwrap().unwrap();
     assert_eq!(
-        (progress.total, progress.rejected, progress.pending, progress.scheduled_retries, progress.active),
+        (
+            progress.total,
+            progress.rejected,
+            progress.pending,
+            progress.scheduled_retries,
+            progress.active
+        ),
         (5, 2, 4, 1, 0)
     );
     assert_eq!(progress.done["completed"], 1);
-    let later = store.lease_entries("c1", &lease(now + 61_000, 10)).await.unwrap();
+    let later = store
+        .lease_entries("c1", &lease(now + 61_000, 10))
+        .await
+        .unwrap();
     let tries = |leased: &[voxpipe::store::LeasedEntry]| {
-        leased.iter().map(|l| (l.entry, l.attempt)).collect::<Vec<_>>()
+        leased
+            .iter()
+            .map(|l| (l.entry, l.attempt))
+            .collect::<Vec<_>>()
     };
-    assert_eq!(tries(&later), [(2, 1), (3, 1), (4, 1), (1, 2)], "in due order; the retry is try 2");
+    assert_eq!(
+        tries(&later),
+        [(2, 1), (3, 1), (4, 1), (1, 2)],
+        "in due order; the retry is try 2"
+    );
 
     // A lease not renewed comes back to whoever reclaims it.
-    assert!(store.reclaim_entries("c1", now + 61_000, now + 70_000, 10).await.unwrap().is_empty());
-    let reclaimed = store.reclaim_entries("c1", now + 70_000, now + 80_000, 10).await.unwrap();
+    assert!(
+        store
+            .reclaim_entries("c1", now + 61_000, now + 70_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let reclaimed = store
+        .reclaim_entries("c1", now + 70_000, now + 80_000, 10)
+        .await
+        .unwrap();
     assert_eq!(tries(&reclaimed), tries(&later));
     for (entry, attempt) in tries(&reclaimed) {
         let back = EntryOutcome::Release { due_ms: now };
-        assert!(store.finish_entry("c1", entry, attempt, back).await.unwrap());
+        assert!(
+            store
+                .finish_entry("c1", entry, attempt, back)
+                .await
+                .unwrap()
+        );
     }
 
     // Paused: nothing leased; cancel finishes what is pending.
-    let paused = store.command_campaign("c1", CampaignCommand::Pause).await.unwrap();
+    let paused = store
+        .command_campaign("c1", CampaignCommand::Pause)
+        .await
+        .unwrap();
     assert_eq!(paused, Some(CampaignState::Paused));
-    assert!(store.lease_entries("c1", &lease(now + 90_000, 5)).await.unwrap().is_empty());
-    let canceled = store.command_campaign("c1", CampaignCommand::Cancel).await.unwrap();
+    assert!(
+        store
+            .lease_entries("c1", &lease(now + 90_000, 5))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let canceled = store
+        .command_campaign("c1", CampaignCommand::Cancel)
+        .await
+        .unwrap();
     assert_eq!(canceled, Some(CampaignState::Canceled));
-    let resumed = store.command_campaign("c1", CampaignCommand::Resume).await.unwrap();
-    assert_eq!(resumed, Some(CampaignState::Canceled), "a canceled campaign stays so");
+    let resumed = store
+        .command_campaign("c1", CampaignCommand::Resume)
+        .await
+        .unwrap();
+    assert_eq!(
+        resumed,
+        Some(CampaignState::Canceled),
+        "a canceled campaign stays so"
+    );
     let progress = store.campaign("c1").await.unwrap().unwrap();
     assert_eq!((progress.pending, progress.active), (0, 0));
     assert_eq!(progress.done["canceled"], 4);
     assert!(store.active_campaigns().await.unwrap().is_empty());
-    assert_eq!(store.command_campaign("nope", CampaignCommand::Pause).await.unwrap(), None);
+    assert_eq!(
+        store
+            .command_campaign("nope", CampaignCommand::Pause)
+            .await
+            .unwrap(),
+        None
+    );
     assert!(store.campaign("nope").await.unwrap().is_none());
 }
 
@@ -190,7 +257,10 @@ struct Calls {
 }
 
 impl Calls {
-    fn new(store: Arc<dyn Store>, script: impl Fn(&str, u32) -> Callee + Send + Sync + 'static) -> Arc<Self> {
+    fn new(
+        store: Arc<dyn Store>,
+        script: impl Fn(&str, u32) -> Callee + Send + Sync + 'static,
+    ) -> Arc<Self> {
         Arc::new(Calls {
             settlement: CampaignSettlement::new(Arc::clone(&store)),
             store,
@@ -237,15 +307,22 @@ impl Dialer for ScriptedDialer {
             if seen.placed.contains_key(call_id) {
                 return Ok(placed);
             }
-            seen.placed
-                .insert(call_id.to_owned(), (request.to.as_str().to_owned(), self.worker));
+            seen.placed.insert(
+                call_id.to_owned(),
+                (request.to.as_str().to_owned(), self.worker),
+            );
             seen.dial_times.push(Instant::now());
             seen.live += 1;
             seen.max_live = seen.max_live.max(seen.live);
         }
         let attempt = request.campaign.clone().unwrap();
-        let mut record =
-            CallRecord::pending(call_id, "twilio", Segment::default(), BTreeMap::new(), unix_ms());
+        let mut record = CallRecord::pending(
+            call_id,
+            "twilio",
+            Segment::default(),
+            BTreeMap::new(),
+            unix_ms(),
+        );
         record.status = CallStatus::Initiated;
         record.direction = Some(CallDirection::Outbound);
         record.outbound = Some(OutboundCall {
@@ -273,7 +350,12 @@ impl Dialer for ScriptedDialer {
                 at_ms: unix_ms(),
             };
             let change = CallChange::TwilioReported(report);
-            let record = calls.store.update_call(&call_id, &change).await.unwrap().unwrap();
+            let record = calls
+                .store
+                .update_call(&call_id, &change)
+                .await
+                .unwrap()
+                .unwrap();
             // Off the line before its slot is free.
             calls.seen.lock().unwrap().live -= 1;
             calls.settlement.call_settled(&record).await;
@@ -331,14 +413,23 @@ async fn create(store: &Arc<dyn Store>, id: &str, json: serde_json::Value) -> u6
 
 /// Waits for the campaign to finish (its progress is store state, changed
 /// by every worker: polled, with a generous limit).
-async fn finished(store: &Arc<dyn Store>, id: &str, limit: Duration) -> voxpipe::store::CampaignProgress {
+async fn finished(
+    store: &Arc<dyn Store>,
+    id: &str,
+    limit: Duration,
+) -> voxpipe::store::CampaignProgress {
     let deadline = Instant::now() + limit;
     loop {
         let progress = store.campaign(id).await.unwrap().unwrap();
-        if progress.state == CampaignState::Finished || progress.state == CampaignState::Canceled && progress.active == 0 {
+        if progress.state == CampaignState::Finished
+            || progress.state == CampaignState::Canceled && progress.active == 0
+        {
             return progress;
         }
-        assert!(Instant::now() < deadline, "campaign not finished: {progress:?}");
+        assert!(
+            Instant::now() < deadline,
+            "campaign not finished: {progress:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -399,10 +490,16 @@ async fn two_workers_share_a_thousand_numbers_and_survive_a_crash() {
     assert!(settled.is_some(), "400 calls settled");
     let (before_kill, placed_by_a_live) = {
         let seen = calls.seen.lock().unwrap();
-        (seen.dial_times.clone(), seen.placed.values().filter(|(_, w)| *w == "a").count())
+        (
+            seen.dial_times.clone(),
+            seen.placed.values().filter(|(_, w)| *w == "a").count(),
+        )
     };
     tokio::task::spawn_blocking(move || a.kill()).await.unwrap();
-    assert!(placed_by_a_live > 50, "both workers dialled: a placed {placed_by_a_live}");
+    assert!(
+        placed_by_a_live > 50,
+        "both workers dialled: a placed {placed_by_a_live}"
+    );
 
     let progress = finished(&store, "big", Duration::from_secs(180)).await;
     b.kill();
@@ -416,12 +513,17 @@ async fn two_workers_share_a_thousand_numbers_and_survive_a_crash() {
         *per_number.entry(to.as_str()).or_default() += 1;
     }
     assert_eq!(per_number.len() as u64, NUMBERS, "every number dialled");
-    assert!(per_number.values().all(|&n| n == 1), "a number dialled twice");
+    assert!(
+        per_number.values().all(|&n| n == 1),
+        "a number dialled twice"
+    );
     // Each entry's status is its callee's, or failed for a call lost with
     // the crashed worker.
     let mut redis_conn = redis::Client::open(redis.url()).unwrap();
-    let done: HashMap<String, String> =
-        redis::cmd("HGETALL").arg("campaign:big:done").query(&mut redis_conn).unwrap();
+    let done: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("campaign:big:done")
+        .query(&mut redis_conn)
+        .unwrap();
     assert_eq!(done.len() as u64, NUMBERS);
     let mut lost = 0;
     for (entry, status) in &done {
@@ -430,14 +532,20 @@ async fn two_workers_share_a_thousand_numbers_and_survive_a_crash() {
         if status != expected {
             assert_eq!(status, "failed", "entry {entry}");
             let call_id = attempt_call_id("big", entry.parse().unwrap(), 1);
-            assert_eq!(seen.placed[&call_id].1, "a", "only the crashed worker's calls are lost");
+            assert_eq!(
+                seen.placed[&call_id].1, "a",
+                "only the crashed worker's calls are lost"
+            );
             lost += 1;
         }
     }
     // The rate: no 5 s stretch above 10% over the rate, and the rate
     // reached (within 10%) while both workers ran.
     let most = busiest(&seen.dial_times, Duration::from_secs(5));
-    assert!(most as f64 <= RATE * 5.0 * 1.1, "{most} calls in 5 s at {RATE}/s");
+    assert!(
+        most as f64 <= RATE * 5.0 * 1.1,
+        "{most} calls in 5 s at {RATE}/s"
+    );
     let mut early = before_kill;
     early.sort();
     let span = (*early.last().unwrap() - early[0]).as_secs_f64();
@@ -453,7 +561,12 @@ async fn two_workers_share_a_thousand_numbers_and_survive_a_crash() {
 }
 
 /// Runs `workers` workers until the campaign `id` finishes.
-async fn run_to_the_end(redis: &RedisServer, calls: &Arc<Calls>, id: &str, workers: usize) -> voxpipe::store::CampaignProgress {
+async fn run_to_the_end(
+    redis: &RedisServer,
+    calls: &Arc<Calls>,
+    id: &str,
+    workers: usize,
+) -> voxpipe::store::CampaignProgress {
     let names = ["a", "b"];
     let running: Vec<Worker> = names[..workers]
         .iter()
@@ -467,7 +580,9 @@ async fn run_to_the_end(redis: &RedisServer, calls: &Arc<Calls>, id: &str, worke
 }
 
 fn list(n: u64) -> serde_json::Value {
-    (0..n).map(|i| serde_json::json!({"to": format!("+1555{i:07}")})).collect()
+    (0..n)
+        .map(|i| serde_json::json!({"to": format!("+1555{i:07}")}))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -475,7 +590,8 @@ async fn max_concurrent_holds_across_workers() {
     let redis = RedisServer::start();
     let store = redis_store(&redis);
     let calls = Calls::new(Arc::clone(&store), |_, _| Callee::Answers(400));
-    let json = serde_json::json!({"numbers": list(30), "calls_per_second": 100, "max_concurrent": 4});
+    let json =
+        serde_json::json!({"numbers": list(30), "calls_per_second": 100, "max_concurrent": 4});
     create(&store, "capped", json).await;
     let progress = run_to_the_end(&redis, &calls, "capped", 2).await;
     assert_eq!(progress.done["completed"], 30);
@@ -491,11 +607,13 @@ async fn busy_numbers_are_retried_by_the_policy() {
     let store = redis_store(&redis);
     // Number 0 is busy once then answers; 1 is always busy; 2 always fails
     // (not retried: the policy names busy and no-answer only).
-    let calls = Calls::new(Arc::clone(&store), |to, attempt| match (to.ends_with('0'), to.ends_with('1')) {
-        (true, _) if attempt == 1 => Callee::Busy,
-        (true, _) => Callee::Answers(50),
-        (_, true) => Callee::Busy,
-        _ => Callee::Fails,
+    let calls = Calls::new(Arc::clone(&store), |to, attempt| {
+        match (to.ends_with('0'), to.ends_with('1')) {
+            (true, _) if attempt == 1 => Callee::Busy,
+            (true, _) => Callee::Answers(50),
+            (_, true) => Callee::Busy,
+            _ => Callee::Fails,
+        }
     });
     let json = serde_json::json!({
         "numbers": list(3), "calls_per_second": 20,
@@ -509,7 +627,17 @@ async fn busy_numbers_are_retried_by_the_policy() {
     let seen = calls.seen.lock().unwrap();
     let mut ids: Vec<&String> = seen.placed.keys().collect();
     ids.sort();
-    assert_eq!(ids, ["retry-0-1", "retry-0-2", "retry-1-1", "retry-1-2", "retry-1-3", "retry-2-1"]);
+    assert_eq!(
+        ids,
+        [
+            "retry-0-1",
+            "retry-0-2",
+            "retry-1-1",
+            "retry-1-2",
+            "retry-1-3",
+            "retry-2-1"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,7 +646,12 @@ async fn a_429_backs_the_whole_campaign_off() {
     let store = redis_store(&redis);
     let calls = Calls::new(Arc::clone(&store), |_, _| Callee::Busy);
     calls.refuse_first.store(2, Ordering::SeqCst);
-    create(&store, "limited", serde_json::json!({"numbers": list(10), "calls_per_second": 20})).await;
+    create(
+        &store,
+        "limited",
+        serde_json::json!({"numbers": list(10), "calls_per_second": 20}),
+    )
+    .await;
     let progress = run_to_the_end(&redis, &calls, "limited", 1).await;
     assert_eq!(progress.done["busy"], 10, "every number dialled in the end");
     let seen = calls.seen.lock().unwrap();
@@ -542,8 +675,18 @@ async fn nothing_is_dialled_outside_the_window() {
     let hour = (unix_ms() / 3_600_000 % 24) as u8;
     let closed = serde_json::json!({"time_zone": "UTC", "start_hour": (hour + 2) % 24, "end_hour": (hour + 3) % 24});
     let open = serde_json::json!({"time_zone": "Europe/Paris", "start_hour": 0, "end_hour": 24});
-    create(&store, "closed", serde_json::json!({"numbers": list(3), "window": closed, "calls_per_second": 20})).await;
-    create(&store, "open", serde_json::json!({"numbers": [{"to": "+15559999999"}], "window": open})).await;
+    create(
+        &store,
+        "closed",
+        serde_json::json!({"numbers": list(3), "window": closed, "calls_per_second": 20}),
+    )
+    .await;
+    create(
+        &store,
+        "open",
+        serde_json::json!({"numbers": [{"to": "+15559999999"}], "window": open}),
+    )
+    .await;
     // The open campaign's call shows the worker ran its rounds.
     let progress = run_to_the_end(&redis, &calls, "open", 1).await;
     assert_eq!(progress.done["busy"], 1);
@@ -554,7 +697,10 @@ async fn nothing_is_dialled_outside_the_window() {
 
 /// A server with the API behind `Bearer s3cret`, keeping campaigns in an
 /// embedded store and dialling through `calls`.
-async fn api_server(store: Arc<dyn Store>, calls: &Arc<Calls>) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+async fn api_server(
+    store: Arc<dyn Store>,
+    calls: &Arc<Calls>,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     use voxpipe::agent::{AgentRuntime, ContextSection, RuntimeParts};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/parrot.toml");
@@ -598,15 +744,30 @@ async fn the_api_creates_reports_pauses_resumes_and_cancels() {
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://{addr}{path}");
     let post = |path: &str, body: serde_json::Value| {
-        http.post(url(path)).bearer_auth("s3cret").json(&body).send()
+        http.post(url(path))
+            .bearer_auth("s3cret")
+            .json(&body)
+            .send()
     };
 
-    let unauthorized = http.post(url("/api/campaigns")).json(&serde_json::json!({})).send().await.unwrap();
+    let unauthorized = http
+        .post(url("/api/campaigns"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unauthorized.status(), 401);
-    let unknown = post("/api/campaigns", serde_json::json!({"numbers": [], "rate": 2})).await.unwrap();
+    let unknown = post(
+        "/api/campaigns",
+        serde_json::json!({"numbers": [], "rate": 2}),
+    )
+    .await
+    .unwrap();
     assert_eq!(unknown.status(), 400);
     assert!(unknown.text().await.unwrap().contains("rate"));
-    let all_bad = post("/api/campaigns", serde_json::json!({"csv": "to\n12345\n"})).await.unwrap();
+    let all_bad = post("/api/campaigns", serde_json::json!({"csv": "to\n12345\n"}))
+        .await
+        .unwrap();
     assert_eq!(all_bad.status(), 400);
     let body: serde_json::Value = all_bad.json().await.unwrap();
     assert_eq!(body["rejected"][0]["line"], 2);
@@ -626,32 +787,49 @@ async fn the_api_creates_reports_pauses_resumes_and_cancels() {
     let created: serde_json::Value = created.json().await.unwrap();
     assert_eq!(created["queued"], 2);
     assert_eq!(created["duplicates"], 1);
-    let lines: Vec<u64> = created["rejected"].as_array().unwrap().iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    let lines: Vec<u64> = created["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
     assert_eq!(lines, [3, 6]);
     let id = created["campaign_id"].as_str().unwrap().to_owned();
 
-    let paused: serde_json::Value = post(&format!("/api/campaigns/{id}/pause"), serde_json::json!({}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let paused: serde_json::Value =
+        post(&format!("/api/campaigns/{id}/pause"), serde_json::json!({}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(paused["state"], "paused");
-    let resumed: serde_json::Value = post(&format!("/api/campaigns/{id}/resume"), serde_json::json!({}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resumed: serde_json::Value = post(
+        &format!("/api/campaigns/{id}/resume"),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(resumed["state"], "running");
-    let canceled: serde_json::Value = post(&format!("/api/campaigns/{id}/cancel"), serde_json::json!({}))
-        .await
-        .unwrap()
-        .json()
+    let canceled: serde_json::Value = post(
+        &format!("/api/campaigns/{id}/cancel"),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(canceled["state"], "canceled");
+    let shown = http
+        .get(url(&format!("/api/campaigns/{id}")))
+        .bearer_auth("s3cret")
+        .send()
         .await
         .unwrap();
-    assert_eq!(canceled["state"], "canceled");
-    let shown = http.get(url(&format!("/api/campaigns/{id}"))).bearer_auth("s3cret").send().await.unwrap();
     assert_eq!(shown.status(), 200);
     let shown: serde_json::Value = shown.json().await.unwrap();
     assert_eq!(shown["total"], 2);
@@ -659,7 +837,12 @@ async fn the_api_creates_reports_pauses_resumes_and_cancels() {
     assert_eq!(shown["by_status"]["canceled"], 2);
     assert_eq!(shown["rejected_rows"], 2);
     assert_eq!(shown["settings"]["calls_per_second"], 5.0);
-    let missing = http.get(url("/api/campaigns/nope")).bearer_auth("s3cret").send().await.unwrap();
+    let missing = http
+        .get(url("/api/campaigns/nope"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
     assert!(calls.seen.lock().unwrap().placed.is_empty());
 
@@ -668,7 +851,12 @@ async fn the_api_creates_reports_pauses_resumes_and_cancels() {
     let csv: String = std::iter::once("to\n".to_owned())
         .chain((0..10_000).map(|i| format!("+1666{i:07}\n")))
         .collect();
-    let big = post("/api/campaigns", serde_json::json!({"csv": csv, "calls_per_second": 50})).await.unwrap();
+    let big = post(
+        "/api/campaigns",
+        serde_json::json!({"csv": csv, "calls_per_second": 50}),
+    )
+    .await
+    .unwrap();
     assert_eq!(big.status(), 201);
     let big: serde_json::Value = big.json().await.unwrap();
     assert_eq!(big["queued"], 10_000);
@@ -677,10 +865,25 @@ async fn the_api_creates_reports_pauses_resumes_and_cancels() {
     })
     .await;
     assert!(dialled.is_some(), "the server's worker dials");
-    let metrics = http.get(url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("voxpipe_campaign_dials_total{result=\"placed\"}"), "{metrics}");
+    let metrics = http
+        .get(url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("voxpipe_campaign_dials_total{result=\"placed\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("voxpipe_campaign_entries{state=\"pending\"}"));
     let big_id = big["campaign_id"].as_str().unwrap();
-    let canceled = post(&format!("/api/campaigns/{big_id}/cancel"), serde_json::json!({})).await.unwrap();
+    let canceled = post(
+        &format!("/api/campaigns/{big_id}/cancel"),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
     assert_eq!(canceled.status(), 200);
 }

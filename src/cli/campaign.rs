@@ -96,7 +96,11 @@ pub(crate) fn campaign(args: &CampaignArgs) -> anyhow::Result<()> {
                 .campaign(&created.campaign_id)
                 .await?
                 .ok_or_else(|| anyhow!("the campaign is gone from the store"))?;
-            let done: Vec<String> = progress.done.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            let done: Vec<String> = progress
+                .done
+                .iter()
+                .map(|(s, n)| format!("{s} {n}"))
+                .collect();
             println!(
                 "{}\tpending {}\tactive {}\tdone: {}",
                 progress.state.as_str(),

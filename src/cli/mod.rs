@@ -2,8 +2,8 @@
 
 mod call;
 mod call_objects;
-mod campaign;
 mod calls;
+mod campaign;
 mod check;
 mod evaluate;
 mod logging;

@@ -19,13 +19,14 @@ mod settled;
 mod status;
 mod twilio_dialer;
 
+pub use config::{AmdMode, MachinePolicy, OutboundSection};
 pub use dialer::{DialError, Dialer, PlacedCall};
 pub use phone::{PhoneError, PhoneHasher, PhoneNumber};
 pub use request::CallRequest;
-pub use config::{AmdMode, MachinePolicy, OutboundSection};
 pub use settle::Settlement;
 pub use settled::CallSettled;
 pub use status::{StatusCallback, StatusError};
 pub use twilio_dialer::{
-    AMD_PATH, CALL_ID_PARAMETER, MachineAction, OutboundSetupError, STATUS_PATH, STREAM_PATH, TwilioDialer,
+    AMD_PATH, CALL_ID_PARAMETER, MachineAction, OutboundSetupError, STATUS_PATH, STREAM_PATH,
+    TwilioDialer,
 };

@@ -27,16 +27,19 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 
 fn store_error(err: &StoreError) -> Response {
     tracing::warn!(error = %err, "campaign store error");
-    error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; try again")
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store is unavailable; try again",
+    )
 }
 
 /// The store, when this server keeps state.
-fn store(state: &ServerState) -> Result<&Arc<dyn Store>, Response> {
-    state
-        .agent
-        .as_ref()
-        .map(|agent| agent.store())
-        .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "this server has no store"))
+fn store(state: &ServerState) -> Option<&Arc<dyn Store>> {
+    state.agent.as_ref().map(|agent| agent.store())
+}
+
+fn no_store() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "this server has no store")
 }
 
 /// `POST /api/campaigns`: `201 {campaign_id, queued, duplicates, rejected}`.
@@ -49,9 +52,8 @@ pub(crate) async fn create(
         Ok(body) => body,
         Err(rejection) => return json_rejection(rejection),
     };
-    let store = match store(&state) {
-        Ok(store) => store,
-        Err(response) => return response,
+    let Some(store) = store(&state) else {
+        return no_store();
     };
     let (campaign, created) = match request.plan(new_campaign_id(), unix_ms()) {
         Ok(planned) => planned,
@@ -83,9 +85,8 @@ pub(crate) async fn show(
     State(state): State<Arc<ServerState>>,
     Path(id): Path<String>,
 ) -> Response {
-    let store = match store(&state) {
-        Ok(store) => store,
-        Err(response) => return response,
+    let Some(store) = store(&state) else {
+        return no_store();
     };
     match store.campaign(&id).await {
         Ok(Some(progress)) => Json(progress_json(&id, &progress)).into_response(),
@@ -123,13 +124,16 @@ pub(crate) async fn command(
         "cancel" => CampaignCommand::Cancel,
         _ => return error(StatusCode::NOT_FOUND, "use pause, resume or cancel"),
     };
-    let store = match store(&state) {
-        Ok(store) => store,
-        Err(response) => return response,
+    let Some(store) = store(&state) else {
+        return no_store();
     };
     match store.command_campaign(&id, command).await {
         Ok(Some(after)) => {
-            tracing::info!(campaign_id = id, state = after.as_str(), "campaign {action}");
+            tracing::info!(
+                campaign_id = id,
+                state = after.as_str(),
+                "campaign {action}"
+            );
             if let Some(runner) = &state.campaigns {
                 runner.wake();
             }

@@ -26,8 +26,8 @@ use std::time::Duration;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::outbound::campaign::CampaignStats;
 use crate::metrics::prometheus::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
+use crate::outbound::campaign::CampaignStats;
 use crate::transport::TransportStats;
 
 const SESSIONS_TOTAL: (&str, &str) = (
@@ -54,10 +54,7 @@ const HANGUPS_TOTAL: (&str, &str) = (
     "voxpipe_twilio_hangups_total",
     "Twilio calls hung up through the REST API, by result.",
 );
-const CAMPAIGN_DIALS: (&str, &str) = (
-    "voxpipe_campaign_dials_total",
-    "Campaign dials, by result.",
-);
+const CAMPAIGN_DIALS: (&str, &str) = ("voxpipe_campaign_dials_total", "Campaign dials, by result.");
 /// Call lengths, from 1 s to an hour.
 const DURATION_BUCKETS: &[f64] = &[
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,

@@ -189,8 +189,7 @@ impl ServerBuilder {
                 )?))
             }
         };
-        let dialer =
-            dialer.or_else(|| outbound.clone().map(|dialer| dialer as Arc<dyn Dialer>));
+        let dialer = dialer.or_else(|| outbound.clone().map(|dialer| dialer as Arc<dyn Dialer>));
         let campaigns = match (&dialer, &agent) {
             (Some(dialer), Some(agent)) => {
                 let runner = CampaignRunner::new(

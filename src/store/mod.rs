@@ -33,8 +33,7 @@ pub mod time;
 pub use self::redis::RedisStore;
 pub use api::{
     Appended, CallStore, CampaignStore, JobDelivery, JobQueue, NumberLimitStore, Outbox,
-    OutboxEntry, RefinementStore, SkillStore,
-    Store, TestCaseStore,
+    OutboxEntry, RefinementStore, SkillStore, Store, TestCaseStore,
 };
 pub use call::{
     CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,

@@ -42,7 +42,13 @@ pub struct Numbers {
 
 impl Numbers {
     /// Adds row `line`'s number unless bad or already listed.
-    fn add(&mut self, seen: &mut HashMap<String, u64>, line: u64, to: &str, parameters: BTreeMap<String, String>) {
+    fn add(
+        &mut self,
+        seen: &mut HashMap<String, u64>,
+        line: u64,
+        to: &str,
+        parameters: BTreeMap<String, String>,
+    ) {
         match PhoneNumber::parse(to) {
             Err(err) => self.reject(line, err.to_string()),
             Ok(number) => {
@@ -79,7 +85,9 @@ impl Numbers {
     /// them `to`; the others become each call's parameters (empty cells
     /// left out). Fields may be quoted (`"a, b"`, `""` for a quote).
     pub fn from_csv(text: &str) -> Result<Numbers, CsvError> {
-        let mut lines = (1..).zip(text.lines()).filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = (1..)
+            .zip(text.lines())
+            .filter(|(_, l)| !l.trim().is_empty());
         let (_, header) = lines.next().ok_or(CsvError::NoHeader)?;
         let columns = split_row(header).map_err(|_| CsvError::NoHeader)?;
         let columns: Vec<String> = columns.iter().map(|c| c.trim().to_owned()).collect();
@@ -200,7 +208,10 @@ mod tests {
     #[test]
     fn a_csv_needs_a_to_column() {
         assert_eq!(Numbers::from_csv(""), Err(CsvError::NoHeader));
-        assert_eq!(Numbers::from_csv("phone\n+15551230001\n"), Err(CsvError::NoToColumn));
+        assert_eq!(
+            Numbers::from_csv("phone\n+15551230001\n"),
+            Err(CsvError::NoToColumn)
+        );
     }
 
     #[test]

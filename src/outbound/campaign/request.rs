@@ -174,8 +174,10 @@ mod tests {
             Err(CampaignError::Settings(_))
         ));
         assert!(matches!(
-            plan(r#"{"numbers": [{"to": "+15551230001"}],
-                     "window": {"time_zone": "Nowhere/X", "start_hour": 9, "end_hour": 17}}"#),
+            plan(
+                r#"{"numbers": [{"to": "+15551230001"}],
+                     "window": {"time_zone": "Nowhere/X", "start_hour": 9, "end_hour": 17}}"#
+            ),
             Err(CampaignError::Window(_))
         ));
     }

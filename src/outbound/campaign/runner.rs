@@ -188,8 +188,12 @@ impl CampaignRunner {
             }
         }
         if let Some(until) = self.backing_off(campaign_id) {
-            self.finish(campaign_id, &leased, EntryOutcome::Release { due_ms: until })
-                .await;
+            self.finish(
+                campaign_id,
+                &leased,
+                EntryOutcome::Release { due_ms: until },
+            )
+            .await;
             return;
         }
         let attempt = CampaignAttempt {
@@ -231,24 +235,49 @@ impl CampaignRunner {
             }
             Err(DialError::RateLimited { retry_after }) => {
                 let until = now + millis(retry_after);
-                self.backing_off_lock().insert(campaign_id.to_owned(), until);
-                tracing::warn!(campaign_id, retry_after_ms = millis(retry_after), "Twilio is rate limiting: the campaign backs off");
-                if let Err(err) = self.campaigns.store.back_off_campaign(campaign_id, until).await {
+                self.backing_off_lock()
+                    .insert(campaign_id.to_owned(), until);
+                tracing::warn!(
+                    campaign_id,
+                    retry_after_ms = millis(retry_after),
+                    "Twilio is rate limiting: the campaign backs off"
+                );
+                if let Err(err) = self
+                    .campaigns
+                    .store
+                    .back_off_campaign(campaign_id, until)
+                    .await
+                {
                     tracing::warn!(campaign_id, error = %err, "back-off not stored");
                 }
-                self.finish(campaign_id, &leased, EntryOutcome::Release { due_ms: until })
-                    .await;
+                self.finish(
+                    campaign_id,
+                    &leased,
+                    EntryOutcome::Release { due_ms: until },
+                )
+                .await;
                 "rate_limited"
             }
             Err(DialError::Refused { status, code, .. }) => {
-                tracing::warn!(campaign_id, entry = leased.entry, status, ?code, "Twilio refused the call");
+                tracing::warn!(
+                    campaign_id,
+                    entry = leased.entry,
+                    status,
+                    ?code,
+                    "Twilio refused the call"
+                );
                 // Dialling again will not help: done, whatever the policy.
                 self.finish(campaign_id, &leased, EntryOutcome::Done(CallStatus::Failed))
                     .await;
                 "refused"
             }
             Err(DialError::NumberLimited { phone_hash }) => {
-                tracing::info!(campaign_id, entry = leased.entry, phone_hash, "number called too recently or live: the entry ends failed");
+                tracing::info!(
+                    campaign_id,
+                    entry = leased.entry,
+                    phone_hash,
+                    "number called too recently or live: the entry ends failed"
+                );
                 self.finish(campaign_id, &leased, EntryOutcome::Done(CallStatus::Failed))
                     .await;
                 "number_limited"
@@ -320,7 +349,10 @@ impl CampaignRunner {
                 tracing::warn!(
                     campaign_id,
                     entry = leased.entry,
-                    phone_hash = record.outbound.as_ref().map_or("", |o| o.phone_hash.as_str()),
+                    phone_hash = record
+                        .outbound
+                        .as_ref()
+                        .map_or("", |o| o.phone_hash.as_str()),
                     "no final status within the call lease: the entry ends failed"
                 );
                 EntryOutcome::Done(CallStatus::Failed)

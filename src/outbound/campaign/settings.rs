@@ -153,7 +153,10 @@ mod tests {
         assert_eq!(policy.next_try(CallStatus::Busy, 3, 0), None);
         assert_eq!(policy.next_try(CallStatus::Failed, 1, 0), None);
         assert_eq!(policy.next_try(CallStatus::Completed, 1, 0), None);
-        assert_eq!(RetryPolicy::default().next_try(CallStatus::Busy, 1, 0), None);
+        assert_eq!(
+            RetryPolicy::default().next_try(CallStatus::Busy, 1, 0),
+            None
+        );
     }
 
     #[test]

@@ -56,13 +56,18 @@ impl Campaigns {
     }
 
     /// The settings of a campaign; `None` when it is not stored.
-    async fn settings(&self, campaign_id: &str) -> Result<Option<Arc<CampaignSettings>>, StoreError> {
+    async fn settings(
+        &self,
+        campaign_id: &str,
+    ) -> Result<Option<Arc<CampaignSettings>>, StoreError> {
         if let Some(settings) = self.cache().get(campaign_id) {
             return Ok(Some(Arc::clone(settings)));
         }
         match self.store.campaign(campaign_id).await? {
             None => Ok(None),
-            Some(progress) => self.settings_from(campaign_id, &progress.settings).map(Some),
+            Some(progress) => self
+                .settings_from(campaign_id, &progress.settings)
+                .map(Some),
         }
     }
 
@@ -87,7 +92,12 @@ impl Campaigns {
         };
         let applied = self
             .store
-            .finish_entry(&attempt.campaign_id, attempt.entry, attempt.attempt, outcome)
+            .finish_entry(
+                &attempt.campaign_id,
+                attempt.entry,
+                attempt.attempt,
+                outcome,
+            )
             .await?;
         if applied {
             tracing::info!(

@@ -133,7 +133,10 @@ mod tests {
         assert!(weekdays.is_open(monday_utc(24 + 12)));
         let night = window("UTC", 22, 2, vec![Day::Mon]);
         assert!(night.is_open(monday_utc(23)));
-        assert!(night.is_open(monday_utc(24 + 1)), "Monday's window runs into Tuesday");
+        assert!(
+            night.is_open(monday_utc(24 + 1)),
+            "Monday's window runs into Tuesday"
+        );
         assert!(!night.is_open(monday_utc(1)), "Sunday's window is not open");
         assert!(!night.is_open(monday_utc(12)));
     }
@@ -144,7 +147,13 @@ mod tests {
             window("Mars/Olympus", 9, 17, vec![]).validate(),
             Err(WindowError::TimeZone(_))
         ));
-        assert_eq!(window("UTC", 9, 25, vec![]).validate(), Err(WindowError::Hours));
-        assert_eq!(window("UTC", 9, 9, vec![]).validate(), Err(WindowError::Hours));
+        assert_eq!(
+            window("UTC", 9, 25, vec![]).validate(),
+            Err(WindowError::Hours)
+        );
+        assert_eq!(
+            window("UTC", 9, 9, vec![]).validate(),
+            Err(WindowError::Hours)
+        );
     }
 }

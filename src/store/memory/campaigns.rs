@@ -62,7 +62,14 @@ fn zcard(ks: &Keyspace, key: &str, now: u64) -> usize {
 
 /// The members of a sorted set scored at most `max_score` (below it when
 /// `exclusive`), by score then member, up to `limit`.
-fn by_score(ks: &Keyspace, key: &str, max_score: u64, exclusive: bool, limit: usize, now: u64) -> Vec<String> {
+fn by_score(
+    ks: &Keyspace,
+    key: &str,
+    max_score: u64,
+    exclusive: bool,
+    limit: usize,
+    now: u64,
+) -> Vec<String> {
     let mut members: Vec<(u64, &String)> = ks
         .sorted(key, now)
         .into_iter()
@@ -97,7 +104,10 @@ impl CampaignStore for MemoryStore {
             .iter()
             .enumerate()
             .map(|(index, entry)| {
-                Ok((index.to_string(), Blob(encode(&keys.entries, entry)?.into_bytes())))
+                Ok((
+                    index.to_string(),
+                    Blob(encode(&keys.entries, entry)?.into_bytes()),
+                ))
             })
             .collect::<Result<BTreeMap<_, _>, StoreError>>()?;
         let state = if campaign.entries.is_empty() {
@@ -152,7 +162,12 @@ impl CampaignStore for MemoryStore {
                 .flatten()
                 .filter(|&(_, &score)| score > now)
                 .count() as u64;
-            (fields, pending, scheduled, zcard(ks, &keys.leases, now) as u64)
+            (
+                fields,
+                pending,
+                scheduled,
+                zcard(ks, &keys.leases, now) as u64,
+            )
         })?;
         crate::store::campaign_codec::progress(&keys.campaign, fields, pending, scheduled, active)
     }
@@ -193,7 +208,10 @@ impl CampaignStore for MemoryStore {
                             .map(|id| (id.clone(), Blob(b"canceled".to_vec())))
                             .collect(),
                     });
-                    ops.push(set_fields(&keys.campaign, &[("done:canceled", canceled.to_string())]));
+                    ops.push(set_fields(
+                        &keys.campaign,
+                        &[("done:canceled", canceled.to_string())],
+                    ));
                     ops.push(Op::Del {
                         key: keys.due.clone(),
                     });
@@ -206,7 +224,10 @@ impl CampaignStore for MemoryStore {
                     CampaignState::Canceled
                 }
             };
-            ops.push(set_fields(&keys.campaign, &[("state", next.as_str().to_owned())]));
+            ops.push(set_fields(
+                &keys.campaign,
+                &[("state", next.as_str().to_owned())],
+            ));
             (ops, Ok(Some(next)))
         })?
     }
@@ -290,7 +311,9 @@ impl CampaignStore for MemoryStore {
         let key = self.settings.keys.campaign(campaign_id, Some("leases"));
         let member = entry.to_string();
         self.write(|ks, now| {
-            let held = ks.sorted(&key, now).is_some_and(|m| m.contains_key(&member));
+            let held = ks
+                .sorted(&key, now)
+                .is_some_and(|m| m.contains_key(&member));
             let ops = if held {
                 vec![Op::ZAdd {
                     key: key.clone(),
@@ -314,7 +337,9 @@ impl CampaignStore for MemoryStore {
         let keys = CampaignKeys::new(&self.settings.keys, campaign_id);
         let id = entry.to_string();
         self.write(|ks, now| {
-            let leased = ks.sorted(&keys.leases, now).is_some_and(|m| m.contains_key(&id));
+            let leased = ks
+                .sorted(&keys.leases, now)
+                .is_some_and(|m| m.contains_key(&id));
             let stored_attempt = field(ks, &keys.attempts, &id, now).unwrap_or_else(|| "1".into());
             if !leased || stored_attempt != attempt.to_string() {
                 return (Vec::new(), false);
@@ -331,7 +356,10 @@ impl CampaignStore for MemoryStore {
                 _ if canceled => Some("canceled"),
                 EntryOutcome::Retry { due_ms } | EntryOutcome::Release { due_ms } => {
                     if matches!(outcome, EntryOutcome::Retry { .. }) {
-                        ops.push(set_fields(&keys.attempts, &[(&id, (attempt + 1).to_string())]));
+                        ops.push(set_fields(
+                            &keys.attempts,
+                            &[(&id, (attempt + 1).to_string())],
+                        ));
                     }
                     ops.push(Op::ZAdd {
                         key: keys.due.clone(),
@@ -352,7 +380,10 @@ impl CampaignStore for MemoryStore {
             }
             if due_left == 0 && zcard(ks, &keys.leases, now) == 1 {
                 if !canceled {
-                    ops.push(set_fields(&keys.campaign, &[("state", "finished".to_owned())]));
+                    ops.push(set_fields(
+                        &keys.campaign,
+                        &[("state", "finished".to_owned())],
+                    ));
                 }
                 ops.push(Op::ZRem {
                     key: keys.active.clone(),
