@@ -246,10 +246,13 @@ struct Seen {
     rate_limited: Vec<Instant>,
 }
 
+/// What the callee of a number does at a try.
+type Script = Box<dyn Fn(&str, u32) -> Callee + Send + Sync>;
+
 struct Calls {
     store: Arc<dyn Store>,
     settlement: CampaignSettlement,
-    script: Box<dyn Fn(&str, u32) -> Callee + Send + Sync>,
+    script: Script,
     /// 429s to answer before placing anything.
     refuse_first: AtomicU32,
     seen: Mutex<Seen>,

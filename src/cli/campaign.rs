@@ -91,7 +91,10 @@ pub(crate) fn campaign(args: &CampaignArgs) -> anyhow::Result<()> {
             created.duplicates,
             created.rejected.len()
         );
-        while args.follow {
+        if !args.follow {
+            return Ok(());
+        }
+        loop {
             let progress = store
                 .campaign(&created.campaign_id)
                 .await?
@@ -111,10 +114,9 @@ pub(crate) fn campaign(args: &CampaignArgs) -> anyhow::Result<()> {
             if matches!(progress.state, CampaignState::Finished)
                 || (progress.state == CampaignState::Canceled && progress.active == 0)
             {
-                break;
+                return Ok(());
             }
             tokio::time::sleep(FOLLOW_EVERY).await;
         }
-        Ok(())
     })
 }
