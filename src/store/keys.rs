@@ -18,7 +18,7 @@
 //! `webhook:event:{id}` string per delivery, and `webhook:dead` (a list of
 //! deliveries that ran out of attempts).
 //!
-//! Campaigns (see [`CampaignStore`](crate::store::CampaignStore)) keep
+//! Campaigns (see `CampaignStore`) keep
 //! `campaign:{id}` (hash: settings, state, counts, the rate's next slot),
 //! `campaign:{id}:entries` (hash: entry → JSON number and parameters),
 //! `campaign:{id}:due` and `campaign:{id}:leases` (sorted sets of entries by
