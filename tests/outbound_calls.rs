@@ -100,9 +100,15 @@ impl Rig {
             ("OPENAI_API_KEY", "sk-test".to_owned()),
         ];
         let config = parse_pipeline(Path::new("outbound.toml"), &toml, &registry()).unwrap();
-        let vars: HashMap<String, String> =
-            env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
-        let runtime = Arc::new(config.agent_runtime(&EnvSource::Fixed(Arc::new(vars))).unwrap());
+        let vars: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let runtime = Arc::new(
+            config
+                .agent_runtime(&EnvSource::Fixed(Arc::new(vars)))
+                .unwrap(),
+        );
         let settled = Arc::new(Settled::default());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let server = TestServer::start(Setup {
@@ -141,17 +147,22 @@ impl Rig {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Places a call to `to`; its id.
     async fn call(&self, to: &str) -> String {
+        self.call_with(json!({"to": to, "parameters": {"country": "US"}, "metadata": {"crm": 7}}))
+            .await
+    }
+
+    /// Places the call `body` asks for; its id.
+    async fn call_with(&self, body: Value) -> String {
         let (status, body) = self
-            .api(
-                reqwest::Method::POST,
-                "/api/calls",
-                Some(json!({"to": to, "parameters": {"country": "US"}, "metadata": {"crm": 7}})),
-            )
+            .api(reqwest::Method::POST, "/api/calls", Some(body))
             .await;
         assert_eq!(status, 202, "{body}");
         assert_eq!(body["status"], "queued");
@@ -313,6 +324,13 @@ async fn calls_that_never_connect_end_with_their_final_status_and_their_webhook(
         rig.twilio.script(to, outcome.clone());
         ids.push(rig.call(to).await);
     }
+    // A call with its own webhook endpoint.
+    let own = WebhookReceiver::start().await;
+    rig.twilio.script("+15551230007", Outcome::NoAnswer);
+    let own_id = rig
+        .call_with(json!({"to": "+15551230007", "webhook_url": own.url()}))
+        .await;
+    rig.settled.wait(&own_id).await;
     for ((_, _, status), call_id) in cases.iter().zip(&ids) {
         let settled = rig.settled.wait(call_id).await;
         assert_eq!(settled.status.as_str(), *status, "{settled:?}");
@@ -326,7 +344,12 @@ async fn calls_that_never_connect_end_with_their_final_status_and_their_webhook(
     let error = refused.outbound.unwrap().error.unwrap();
     assert!(error.contains("Invalid 'To' Phone Number"), "{error}");
     // No call reached anyone: every number may be dialled again.
-    assert!(rig.store().claim_number(&rig_hash(&rig, &ids[0]).await, "another", 1_000).await.unwrap());
+    assert!(
+        rig.store()
+            .claim_number(&rig_hash(&rig, &ids[0]).await, "another", 1_000)
+            .await
+            .unwrap()
+    );
 
     // Each got its call-completed webhook, with its final status.
     let hooks = rig.webhooks().await;
@@ -335,8 +358,19 @@ async fn calls_that_never_connect_end_with_their_final_status_and_their_webhook(
             .iter()
             .find(|h| h.to_string().contains(call_id.as_str()))
             .unwrap_or_else(|| panic!("no webhook for {call_id}: {hooks:?}"));
-        assert!(hook.to_string().contains(&format!("\"{status}\"")), "{hook}");
+        assert!(
+            hook.to_string().contains(&format!("\"{status}\"")),
+            "{hook}"
+        );
     }
+    assert!(
+        !hooks
+            .iter()
+            .any(|h| h.to_string().contains(own_id.as_str()))
+    );
+    let own_hooks = own.received();
+    assert_eq!(own_hooks.len(), 1);
+    assert!(String::from_utf8_lossy(&own_hooks[0].body).contains(own_id.as_str()));
 }
 
 async fn rig_hash(rig: &Rig, call_id: &str) -> String {
@@ -358,16 +392,28 @@ async fn a_ringing_call_is_canceled_and_a_live_one_hung_up_through_delete() {
         })
         .await;
     let (status, body) = rig
-        .api(reqwest::Method::DELETE, &format!("/api/calls/{call_id}"), None)
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/api/calls/{call_id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     let cancel = rig.twilio.wait_for(1, WAIT).await;
     assert_eq!(cancel[0].call_sid, sid);
-    assert!(cancel[0].form.contains(&("Status".into(), "canceled".into())));
+    assert!(
+        cancel[0]
+            .form
+            .contains(&("Status".into(), "canceled".into()))
+    );
     let settled = rig.settled.wait(&call_id).await;
     assert_eq!(settled.status, CallStatus::Canceled);
     let (status, _) = rig
-        .api(reqwest::Method::DELETE, &format!("/api/calls/{call_id}"), None)
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/api/calls/{call_id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 409, "an ended call cannot be ended again");
 
@@ -378,11 +424,19 @@ async fn a_ringing_call_is_canceled_and_a_live_one_hung_up_through_delete() {
     let sid = rig.sid(2).await;
     rig.server.sessions.wait_started(&call_id, WAIT).await;
     let (status, _) = rig
-        .api(reqwest::Method::DELETE, &format!("/api/calls/{call_id}"), None)
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/api/calls/{call_id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 202);
     let requests = rig.twilio.wait_for(2, WAIT).await;
-    assert!(requests[1].form.contains(&("Status".into(), "completed".into())));
+    assert!(
+        requests[1]
+            .form
+            .contains(&("Status".into(), "completed".into()))
+    );
     assert_eq!(requests[1].call_sid, sid);
     let settled = rig.settled.wait(&call_id).await;
     assert_eq!(settled.status, CallStatus::Completed);
@@ -400,10 +454,17 @@ async fn a_machine_is_hung_up_on_under_the_hang_up_policy() {
     );
     let call_id = rig.call(CALLEE).await;
     let sid = rig.sid(1).await;
-    assert_eq!(rig.twilio.creates()[0].field("MachineDetection"), Some("Enable"));
+    assert_eq!(
+        rig.twilio.creates()[0].field("MachineDetection"),
+        Some("Enable")
+    );
     let hang_up = rig.twilio.wait_for(1, WAIT).await;
     assert_eq!(hang_up[0].call_sid, sid);
-    assert!(hang_up[0].form.contains(&("Status".into(), "completed".into())));
+    assert!(
+        hang_up[0]
+            .form
+            .contains(&("Status".into(), "completed".into()))
+    );
     let settled = rig.settled.wait(&call_id).await;
     assert_eq!(settled.status, CallStatus::Completed);
     assert_eq!(
@@ -475,16 +536,27 @@ async fn callbacks_are_signed_known_and_never_move_a_call_back() {
         ("CallStatus", "ringing"),
         ("SequenceNumber", "1"),
     ];
-    assert_eq!(rig.twilio.post_signed(&url, &ringing, Some("bm9wZQ==")).await, 403);
+    assert_eq!(
+        rig.twilio
+            .post_signed(&url, &ringing, Some("bm9wZQ=="))
+            .await,
+        403
+    );
     assert_eq!(rig.twilio.post_signed(&url, &ringing, Some("")).await, 403);
     // Signed for another URL (another call): refused too.
     let other = format!("https://{HOST}/twilio/status?call_id=someone-else");
     let forged = support::fake::twilio_rest::sign(
         TOKEN,
         &other,
-        &ringing.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Vec<_>>(),
+        &ringing
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<Vec<_>>(),
     );
-    assert_eq!(rig.twilio.post_signed(&url, &ringing, Some(&forged)).await, 403);
+    assert_eq!(
+        rig.twilio.post_signed(&url, &ringing, Some(&forged)).await,
+        403
+    );
     // Late and out of order: accepted, and the call stays busy.
     assert_eq!(rig.twilio.post_signed(&url, &ringing, None).await, 200);
     let stored = rig.store().call(&call_id).await.unwrap().unwrap();
@@ -501,16 +573,26 @@ async fn callbacks_are_signed_known_and_never_move_a_call_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_number_reached_is_not_called_again_within_its_limit() {
     let rig = Rig::start(PARROT, "").await;
-    rig.twilio.script(CALLEE, Outcome::Human(Callee {
-        says: Vec::new(),
-        hang_up_after_heard_ms: Some(0),
-    }));
+    rig.twilio.script(
+        CALLEE,
+        Outcome::Human(Callee {
+            says: Vec::new(),
+            hang_up_after_heard_ms: Some(0),
+        }),
+    );
     let first = rig.call(CALLEE).await;
     assert_eq!(rig.settled.wait(&first).await.status, CallStatus::Completed);
     let second = rig.call(CALLEE).await;
     let settled = rig.settled.wait(&second).await;
     assert_eq!(settled.status, CallStatus::Failed);
-    assert!(settled.outbound.unwrap().error.unwrap().starts_with("rate_limited"));
+    assert!(
+        settled
+            .outbound
+            .unwrap()
+            .error
+            .unwrap()
+            .starts_with("rate_limited")
+    );
     assert_eq!(rig.twilio.creates().len(), 1, "Twilio was asked once");
 }
 
@@ -518,21 +600,37 @@ async fn a_number_reached_is_not_called_again_within_its_limit() {
 async fn the_api_refuses_what_it_cannot_use() {
     let rig = Rig::start(PARROT, "").await;
     let url = rig.server.url("/api/calls");
-    let anonymous = rig.http.post(&url).json(&json!({"to": CALLEE})).send().await.unwrap();
+    let anonymous = rig
+        .http
+        .post(&url)
+        .json(&json!({"to": CALLEE}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
     let (status, body) = rig
-        .api(reqwest::Method::POST, "/api/calls", Some(json!({"to": CALLEE, "colour": "red"})))
+        .api(
+            reqwest::Method::POST,
+            "/api/calls",
+            Some(json!({"to": CALLEE, "colour": "red"})),
+        )
         .await;
     assert_eq!(status, 400);
     assert!(body.to_string().contains("colour"), "{body}");
     let (status, body) = rig
-        .api(reqwest::Method::POST, "/api/calls", Some(json!({"to": "555-1234"})))
+        .api(
+            reqwest::Method::POST,
+            "/api/calls",
+            Some(json!({"to": "555-1234"})),
+        )
         .await;
     assert_eq!(status, 400);
     assert!(body.to_string().contains("E.164"), "{body}");
     let (status, _) = rig.api(reqwest::Method::GET, "/api/calls/nope", None).await;
     assert_eq!(status, 404);
-    let (status, _) = rig.api(reqwest::Method::DELETE, "/api/calls/nope", None).await;
+    let (status, _) = rig
+        .api(reqwest::Method::DELETE, "/api/calls/nope", None)
+        .await;
     assert_eq!(status, 404);
     assert!(rig.twilio.creates().is_empty());
 
@@ -600,4 +698,55 @@ async fn the_cli_places_a_call_through_the_same_dialler() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("E.164"));
     assert_eq!(twilio.creates().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_rate_limiting_is_waited_out_then_the_call_fails() {
+    let rig = Rig::start(PARROT, "").await;
+    rig.twilio.script(CALLEE, Outcome::RateLimited);
+    let call_id = rig.call(CALLEE).await;
+    let settled = rig.settled.wait(&call_id).await;
+    assert_eq!(settled.status, CallStatus::Failed);
+    let creates = rig.twilio.creates();
+    assert_eq!(creates.len(), 4, "tried four times");
+    assert!(creates.iter().all(|c| c.status == 429));
+    for pair in creates.windows(2) {
+        assert!(
+            pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(950),
+            "Retry-After (1 s) is honoured"
+        );
+    }
+    // Never placed: the number is free again.
+    let hash = settled.outbound.unwrap().phone_hash;
+    assert!(
+        rig.store()
+            .claim_number(&hash, "next", 1_000)
+            .await
+            .unwrap()
+    );
+}
+
+#[test]
+fn the_fake_reads_the_stream_and_its_parameters_from_the_twiml() {
+    use support::fake::twilio_rest::{path_and_query, read_stream_twiml};
+    let twiml = voxpipe::transport::twilio::twiml::connect_stream(
+        "wss://h.example/twilio/ws",
+        &[
+            ("call_id".to_owned(), "abc".to_owned()),
+            ("note".to_owned(), "a & \"b\"".to_owned()),
+        ],
+    );
+    let (url, parameters) = read_stream_twiml(&twiml).unwrap();
+    assert_eq!(url, "wss://h.example/twilio/ws");
+    assert_eq!(
+        parameters,
+        vec![
+            ("call_id".to_owned(), "abc".to_owned()),
+            ("note".to_owned(), "a & \"b\"".to_owned())
+        ]
+    );
+    assert_eq!(
+        path_and_query("https://h.example/twilio/status?call_id=x"),
+        "/twilio/status?call_id=x"
+    );
 }

@@ -149,7 +149,12 @@ impl TryFrom<RawOutbound> for OutboundSection {
         }
         Ok(OutboundSection {
             from: raw.from,
-            timeout_secs: raw.timeout_secs.duration().as_secs().try_into().unwrap_or(600),
+            timeout_secs: raw
+                .timeout_secs
+                .duration()
+                .as_secs()
+                .try_into()
+                .unwrap_or(600),
             machine_detection,
             amd: raw.amd,
             phone_hash_salt_env: raw.phone_hash_salt_env,

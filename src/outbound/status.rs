@@ -75,7 +75,10 @@ impl StatusCallback {
                 .filter(|value| !value.is_empty())
         };
         let status = field("CallStatus")
-            .map(|s| call_status(s).ok_or_else(|| StatusError::UnknownStatus(s.chars().take(32).collect())))
+            .map(|s| {
+                call_status(s)
+                    .ok_or_else(|| StatusError::UnknownStatus(s.chars().take(32).collect()))
+            })
             .transpose()?;
         let answered_by = field("AnsweredBy").map(str::to_owned);
         if status.is_none() && answered_by.is_none() {

@@ -128,8 +128,7 @@ impl TwilioDialer {
             &twilio.account_sid_env,
             "[transport.twilio] account_sid_env",
         )?;
-        if !crate::transport::twilio::rest::is_sid(&account_sid) || !account_sid.starts_with("AC")
-        {
+        if !crate::transport::twilio::rest::is_sid(&account_sid) || !account_sid.starts_with("AC") {
             return Err(OutboundSetupError::BadAccountSid);
         }
         let auth_token = read(
@@ -325,7 +324,11 @@ impl Dialer for TwilioDialer {
         if !store.create_call(&record).await? {
             let existing = store.call(call_id).await?;
             if let Some(existing) = existing {
-                if let Some(sid) = existing.outbound.as_ref().and_then(|o| o.twilio_sid.clone()) {
+                if let Some(sid) = existing
+                    .outbound
+                    .as_ref()
+                    .and_then(|o| o.twilio_sid.clone())
+                {
                     return Ok(PlacedCall {
                         call_id: call_id.to_owned(),
                         twilio_sid: sid,
@@ -340,7 +343,11 @@ impl Dialer for TwilioDialer {
         }
         let hold_ms = u64::try_from(self.hold().as_millis()).unwrap_or(u64::MAX);
         if !store.claim_number(&phone_hash, call_id, hold_ms).await? {
-            tracing::info!(call_id, phone_hash, "number not dialled: called too recently, or live");
+            tracing::info!(
+                call_id,
+                phone_hash,
+                "number not dialled: called too recently, or live"
+            );
             let why = format!(
                 "rate_limited: the number was reached in the last {} hours or is on a call",
                 self.section.rate_limit_hours
@@ -399,7 +406,13 @@ impl Dialer for TwilioDialer {
                 code,
                 message,
             }) => {
-                tracing::warn!(call_id, phone_hash, status, ?code, "Twilio refused the call");
+                tracing::warn!(
+                    call_id,
+                    phone_hash,
+                    status,
+                    ?code,
+                    "Twilio refused the call"
+                );
                 self.fail_undialled(call_id, &format!("Twilio refused the call: {message}"))
                     .await?;
                 Err(DialError::Refused {

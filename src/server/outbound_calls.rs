@@ -57,13 +57,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn outbound(state: &ServerState) -> Result<&Arc<TwilioDialer>, Response> {
-    state.outbound.as_ref().ok_or_else(|| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "outbound calls are off: add [outbound] to the pipeline",
-        )
-    })
+fn outbound_off() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "outbound calls are off: add [outbound] to the pipeline",
+    )
 }
 
 /// `POST /api/calls`.
@@ -72,9 +70,8 @@ pub(crate) async fn create(
     State(state): State<Arc<ServerState>>,
     body: Bytes,
 ) -> Response {
-    let dialer = match outbound(&state) {
-        Ok(dialer) => Arc::clone(dialer),
-        Err(refused) => return refused,
+    let Some(dialer) = state.outbound.clone() else {
+        return outbound_off();
     };
     let body: CallBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
@@ -99,7 +96,10 @@ pub(crate) async fn create(
     let call_id = new_session_id();
     if let Err(err) = dialer.queue(&call_id, &request).await {
         tracing::warn!(call_id, error = %err, "cannot store the call");
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the call store is unavailable");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the call store is unavailable",
+        );
     }
     tokio::spawn(dial(dialer, call_id.clone(), request));
     (
@@ -121,11 +121,16 @@ async fn dial(dialer: Arc<TwilioDialer>, call_id: String, request: CallRequest) 
                 Duration::from_secs(1 << attempt).min(MAX_DIAL_WAIT)
             }
         };
-        tokio::time::sleep(wait).await;
+        if attempt < DIAL_ATTEMPTS {
+            tokio::time::sleep(wait).await;
+        }
     }
     tracing::warn!(call_id, "call not placed after {DIAL_ATTEMPTS} attempts");
     if let Err(err) = dialer
-        .fail_undialled(&call_id, "Twilio could not be reached or kept rate limiting")
+        .fail_undialled(
+            &call_id,
+            "Twilio could not be reached or kept rate limiting",
+        )
         .await
     {
         tracing::warn!(call_id, error = %err, "cannot mark the call failed");
@@ -138,9 +143,8 @@ pub(crate) async fn get(
     State(state): State<Arc<ServerState>>,
     Path(call_id): Path<String>,
 ) -> Response {
-    let dialer = match outbound(&state) {
-        Ok(dialer) => dialer,
-        Err(refused) => return refused,
+    let Some(dialer) = &state.outbound else {
+        return outbound_off();
     };
     let store = dialer.store();
     match tokio::try_join!(store.call(&call_id), store.turns(&call_id)) {
@@ -154,7 +158,10 @@ pub(crate) async fn get(
         Ok((None, _)) => error(StatusCode::NOT_FOUND, "no such call"),
         Err(err) => {
             tracing::warn!(call_id, error = %err, "cannot read the call");
-            error(StatusCode::SERVICE_UNAVAILABLE, "the call store is unavailable")
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the call store is unavailable",
+            )
         }
     }
 }
@@ -165,16 +172,18 @@ pub(crate) async fn delete(
     State(state): State<Arc<ServerState>>,
     Path(call_id): Path<String>,
 ) -> Response {
-    let dialer = match outbound(&state) {
-        Ok(dialer) => dialer,
-        Err(refused) => return refused,
+    let Some(dialer) = &state.outbound else {
+        return outbound_off();
     };
     let call = match dialer.store().call(&call_id).await {
         Ok(Some(call)) => call,
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such call"),
         Err(err) => {
             tracing::warn!(call_id, error = %err, "cannot read the call");
-            return error(StatusCode::SERVICE_UNAVAILABLE, "the call store is unavailable");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the call store is unavailable",
+            );
         }
     };
     if call.status.is_final() {

@@ -29,7 +29,7 @@ use crate::store::{CallChange, CallDirection, CallRecord};
 use super::live_sessions::SessionPermit;
 use super::request::public_host;
 use super::state::ServerState;
-use super::twilio_voice::check_signature;
+use super::twilio_voice::signature_refusal;
 
 /// How long a stream that joins a call waits for its session to run before
 /// the voicemail is given up.
@@ -51,7 +51,7 @@ pub(crate) async fn callback(
         return (StatusCode::BAD_REQUEST, "set [server] public_host").into_response();
     };
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    if let Err(refused) = check_signature(&state, &host, &headers, &uri, &form) {
+    if let Some(refused) = signature_refusal(&state, &host, &headers, &uri, &form) {
         return refused;
     }
     let callback = match StatusCallback::parse(uri.query(), &form, unix_ms()) {
@@ -85,7 +85,11 @@ pub(crate) async fn callback(
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
     };
-    tracing::debug!(call_id, status = call.status.as_str(), "status callback applied");
+    tracing::debug!(
+        call_id,
+        status = call.status.as_str(),
+        "status callback applied"
+    );
     if reported.is_some_and(|status| status.is_final() && status == call.status) {
         let dialer = Arc::clone(&dialer);
         let call = call.clone();

@@ -44,16 +44,17 @@ fn twiml_response(xml: String) -> Response {
 
 /// With an auth token configured, checks that the webhook carries a valid
 /// `X-Twilio-Signature` for the URL Twilio called (`{scheme}://{host}` and
-/// the request's path and query) and its `form`; else the 403 to answer.
-pub(crate) fn check_signature(
+/// the request's path and query) and its `form`; the 403 to answer when it
+/// does not.
+pub(crate) fn signature_refusal(
     state: &ServerState,
     host: &str,
     headers: &HeaderMap,
     uri: &Uri,
     form: &[(String, String)],
-) -> Result<(), Response> {
+) -> Option<Response> {
     let Some(token) = &state.twilio.auth_token else {
-        return Ok(());
+        return None;
     };
     let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let url = format!("{}://{host}{path_and_query}", public_scheme(headers));
@@ -63,11 +64,15 @@ pub(crate) fn check_signature(
     let problem = match signed {
         None => "missing_signature",
         Some(header) if !signature::verify(token, &url, form, header) => "bad_signature",
-        Some(_) => return Ok(()),
+        Some(_) => return None,
     };
-    tracing::warn!(path = uri.path(), problem, "Twilio webhook refused: X-Twilio-Signature");
+    tracing::warn!(
+        path = uri.path(),
+        problem,
+        "Twilio webhook refused: X-Twilio-Signature"
+    );
     state.metrics.error(problem, "twilio");
-    Err((StatusCode::FORBIDDEN, "invalid X-Twilio-Signature").into_response())
+    Some((StatusCode::FORBIDDEN, "invalid X-Twilio-Signature").into_response())
 }
 
 /// `POST /twilio/voice`.
@@ -86,7 +91,7 @@ pub(crate) async fn voice(
             .into_response();
     };
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    if let Err(refused) = check_signature(&state, &host, &headers, &uri, &form) {
+    if let Some(refused) = signature_refusal(&state, &host, &headers, &uri, &form) {
         return refused;
     }
     let field = |name: &str| {

@@ -415,10 +415,10 @@ impl CallRecord {
             CallChange::Recorded(recording) => self.recording = Some(recording.clone()),
             CallChange::Dialled { twilio_sid, at_ms } => {
                 let outbound = self.outbound.get_or_insert_with(OutboundCall::default);
-                outbound.twilio_sid.get_or_insert_with(|| twilio_sid.clone());
                 outbound
-                    .dialled_at
-                    .get_or_insert_with(|| rfc3339(*at_ms));
+                    .twilio_sid
+                    .get_or_insert_with(|| twilio_sid.clone());
+                outbound.dialled_at.get_or_insert_with(|| rfc3339(*at_ms));
                 self.status = self.status.advanced_to(CallStatus::Initiated);
             }
             CallChange::TwilioReported(report) => self.apply_twilio(report),
@@ -431,8 +431,9 @@ impl CallRecord {
                     self.status = *status;
                     self.end_unconnected(*at_ms);
                     if let Some(error) = error {
-                        self.outbound.get_or_insert_with(OutboundCall::default).error =
-                            Some(error.clone());
+                        self.outbound
+                            .get_or_insert_with(OutboundCall::default)
+                            .error = Some(error.clone());
                     }
                 }
             }
@@ -457,7 +458,11 @@ impl CallRecord {
             outbound.error.get_or_insert_with(|| error.clone());
         }
         if let Some(sequence) = report.sequence {
-            outbound.callback_sequence = Some(outbound.callback_sequence.map_or(sequence, |s| s.max(sequence)));
+            outbound.callback_sequence = Some(
+                outbound
+                    .callback_sequence
+                    .map_or(sequence, |s| s.max(sequence)),
+            );
         }
         let Some(status) = report.status else {
             return;
@@ -722,6 +727,9 @@ mod tests {
         assert_eq!(call.end_reason.as_deref(), Some("hangup"));
         let outbound = call.outbound.as_ref().unwrap();
         assert_eq!(outbound.answered_by.as_deref(), Some("human"));
-        assert_eq!(outbound.answered_at.as_deref(), Some("1970-01-01T00:00:02.000Z"));
+        assert_eq!(
+            outbound.answered_at.as_deref(),
+            Some("1970-01-01T00:00:02.000Z")
+        );
     }
 }

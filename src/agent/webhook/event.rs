@@ -72,9 +72,15 @@ pub async fn queue_call_completed(
         "call": call,
         "transcript": transcript,
     });
+    // An outbound call may name its own endpoint (`POST /api/calls`).
+    let url = call
+        .outbound
+        .as_ref()
+        .and_then(|outbound| outbound.webhook_url.clone())
+        .unwrap_or_else(|| settings.url.clone());
     let delivery = PendingDelivery {
         id: id.clone(),
-        url: settings.url.clone(),
+        url,
         attempts: 0,
         last_error: None,
         body,

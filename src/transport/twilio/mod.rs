@@ -39,7 +39,7 @@ pub mod stream;
 pub mod twiml;
 
 pub use call::{AcceptError, CallHandle, CallOptions, TwilioCall};
-pub use rest::{CreateCall, CreateCallError, EndCall, HangUp, HangUpError, TwilioRest};
 pub use input::{StreamEnd, TwilioInput};
+pub use rest::{CreateCall, CreateCallError, EndCall, HangUp, HangUpError, TwilioRest};
 pub use sink::TwilioSink;
 pub use socket::StreamSocket;

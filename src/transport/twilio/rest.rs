@@ -107,7 +107,8 @@ impl TwilioRest {
 
     /// Ends the call `call_sid` of the account `account_sid`.
     pub async fn hang_up(&self, account_sid: &str, call_sid: &str) -> Result<HangUp, HangUpError> {
-        self.end_call(account_sid, call_sid, EndCall::Complete).await
+        self.end_call(account_sid, call_sid, EndCall::Complete)
+            .await
     }
 
     /// Ends the call `call_sid` as `how` says.
@@ -181,7 +182,12 @@ impl TwilioRest {
         created_call(status, retry_after, &body)
     }
 
-    async fn post(&self, url: &str, account_sid: &str, how: EndCall) -> Result<HangUp, HangUpError> {
+    async fn post(
+        &self,
+        url: &str,
+        account_sid: &str,
+        how: EndCall,
+    ) -> Result<HangUp, HangUpError> {
         let response = self
             .http
             .post(url)
@@ -400,14 +406,23 @@ mod tests {
             machine_detection: None,
             ..call
         };
-        assert!(plain.form().iter().all(|(key, _)| !key.contains("Amd") && *key != "MachineDetection"));
+        assert!(
+            plain
+                .form()
+                .iter()
+                .all(|(key, _)| !key.contains("Amd") && *key != "MachineDetection")
+        );
     }
 
     #[test]
     fn answers_become_a_sid_or_the_kind_of_failure() {
         let sid = "CA7c4b5e3e9a0e4c2b8f5d1a6e3c9b0a7f";
         assert_eq!(
-            created_call(201, None, &format!(r#"{{"sid":"{sid}","status":"queued"}}"#)),
+            created_call(
+                201,
+                None,
+                &format!(r#"{{"sid":"{sid}","status":"queued"}}"#)
+            ),
             Ok(sid.to_owned())
         );
         assert_eq!(

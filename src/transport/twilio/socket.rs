@@ -26,9 +26,9 @@ use crate::transport::ends::TransportEnds;
 use crate::transport::websocket::WsInbound;
 
 use super::call::{AcceptError, CallHandle, CallOptions, TwilioCall};
-use super::rest::{HangUp, HangUpError, TwilioRest};
 use super::input::StreamEnd;
 use super::protocol::StreamStart;
+use super::rest::{HangUp, HangUpError, TwilioRest};
 
 /// Outbound messages a call may have queued for its socket: about 10 s of
 /// audio. The output releases each frame it is given whole, so a producer

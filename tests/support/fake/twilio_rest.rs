@@ -112,7 +112,10 @@ pub enum Outcome {
     Human(Callee),
     /// A machine answers: `answered_by` is the verdict
     /// (`machine_end_beep`, `machine_start`, …).
-    Machine { answered_by: String, callee: Callee },
+    Machine {
+        answered_by: String,
+        callee: Callee,
+    },
     Busy,
     NoAnswer,
     Failed,
@@ -283,7 +286,11 @@ async fn create_call(
         field(&form, "Twiml"),
     ) else {
         record(400, None);
-        return twilio_error(StatusCode::BAD_REQUEST, 21201, "No 'To', 'From' or 'Twiml' specified");
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21201,
+            "No 'To', 'From' or 'Twiml' specified",
+        );
     };
     let outcome = shared
         .outcomes
@@ -295,7 +302,8 @@ async fn create_call(
     match outcome {
         Outcome::RateLimited => {
             record(429, None);
-            let mut response = twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
+            let mut response =
+                twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, "1".parse().unwrap());
@@ -325,7 +333,14 @@ async fn create_call(
         "uri": format!("/2010-04-01/Accounts/{account_sid}/Calls/{sid}.json"),
     });
     record(201, Some(sid.clone()));
-    tokio::spawn(run_call(Arc::clone(&shared), sid, account_sid, form, outcome, rx));
+    tokio::spawn(run_call(
+        Arc::clone(&shared),
+        sid,
+        account_sid,
+        form,
+        outcome,
+        rx,
+    ));
     (StatusCode::CREATED, axum::Json(body)).into_response()
 }
 
@@ -347,7 +362,7 @@ pub fn sign(auth_token: &str, url: &str, form: &[(String, String)]) -> String {
 }
 
 /// The path and query of `url` (`https://host/path?query` → `/path?query`).
-fn path_and_query(url: &str) -> &str {
+pub fn path_and_query(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     rest.find('/').map_or("/", |at| &rest[at..])
 }
@@ -453,12 +468,18 @@ impl Lifecycle {
         let mut form = self.base_form();
         form.push(("CallStatus".to_owned(), status.to_owned()));
         form.push(("Direction".to_owned(), "outbound-api".to_owned()));
-        form.push(("CallbackSource".to_owned(), "call-progress-events".to_owned()));
+        form.push((
+            "CallbackSource".to_owned(),
+            "call-progress-events".to_owned(),
+        ));
         form.push(("SequenceNumber".to_owned(), self.sequence.to_string()));
         form.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         self.sequence += 1;
         self.post(&url, form).await;
-        if matches!(status, "completed" | "busy" | "no-answer" | "failed" | "canceled") {
+        if matches!(
+            status,
+            "completed" | "busy" | "no-answer" | "failed" | "canceled"
+        ) {
             if let Some(call) = self.shared.calls.lock().unwrap().get_mut(&self.sid) {
                 call.final_status = Some(status.to_owned());
             }
@@ -530,13 +551,14 @@ async fn run_call(
         }
         _ => None,
     };
-    if detection && async_amd {
-        if let Some(url) = field(&call.form, "AsyncAmdStatusCallback").map(str::to_owned) {
-            let mut form = call.base_form();
-            form.push(("AnsweredBy".to_owned(), answered_by.clone()));
-            form.push(("MachineDetectionDuration".to_owned(), "1800".to_owned()));
-            call.post(&url, form).await;
-        }
+    if detection
+        && async_amd
+        && let Some(url) = field(&call.form, "AsyncAmdStatusCallback").map(str::to_owned)
+    {
+        let mut form = call.base_form();
+        form.push(("AnsweredBy".to_owned(), answered_by.clone()));
+        form.push(("MachineDetectionDuration".to_owned(), "1800".to_owned()));
+        call.post(&url, form).await;
     }
     if let Some(media) = &media {
         if !callee.says.is_empty() {
@@ -546,7 +568,9 @@ async fn run_call(
             match callee.hang_up_after_heard_ms {
                 Some(ms) => {
                     media
-                        .wait_until(Duration::from_secs(120), |r| r.heard.len() >= ms * 8 || r.ended)
+                        .wait_until(Duration::from_secs(120), |r| {
+                            r.heard.len() >= ms * 8 || r.ended
+                        })
                         .await;
                 }
                 None => {
@@ -710,8 +734,14 @@ impl FakeTwilioRest {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let target = self.shared.target.lock().unwrap().expect("deliver_to first");
-        let signature = signature.map_or_else(|| sign(&self.shared.auth_token, url, &form), str::to_owned);
+        let target = self
+            .shared
+            .target
+            .lock()
+            .unwrap()
+            .expect("deliver_to first");
+        let signature =
+            signature.map_or_else(|| sign(&self.shared.auth_token, url, &form), str::to_owned);
         let mut request = self
             .shared
             .http
@@ -721,25 +751,5 @@ impl FakeTwilioRest {
             request = request.header("X-Twilio-Signature", signature);
         }
         request.send().await.unwrap().status().as_u16()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_stream_and_its_parameters() {
-        let twiml = r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="wss://h.example/twilio/ws"><Parameter name="call_id" value="abc"/><Parameter name="note" value="a &amp; &quot;b&quot;"/></Stream></Connect></Response>"#;
-        let (url, parameters) = read_stream_twiml(twiml).unwrap();
-        assert_eq!(url, "wss://h.example/twilio/ws");
-        assert_eq!(
-            parameters,
-            vec![
-                ("call_id".to_owned(), "abc".to_owned()),
-                ("note".to_owned(), "a & \"b\"".to_owned())
-            ]
-        );
-        assert_eq!(path_and_query("https://h.example/twilio/status?call_id=x"), "/twilio/status?call_id=x");
     }
 }
