@@ -3,6 +3,7 @@
 mod call;
 mod call_objects;
 mod calls;
+mod campaign;
 mod check;
 mod evaluate;
 mod learn;
@@ -87,6 +88,9 @@ enum Command {
     /// Run evaluation jobs, webhook deliveries and skill refreshes on a
     /// shared store until interrupted.
     Worker(worker::WorkerArgs),
+    /// Queue a campaign from a CSV of numbers in the pipeline's store; the
+    /// `voxpipe serve` processes on that store dial it.
+    Campaign(campaign::CampaignArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -105,6 +109,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Evaluate(args) => report(evaluate::evaluate(&args)),
         Command::Learn(args) => report(learn::learn(&args)),
         Command::Worker(args) => report(worker::worker(&args)),
+        Command::Campaign(args) => report(campaign::campaign(&args)),
     }
 }
 

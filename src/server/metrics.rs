@@ -15,6 +15,9 @@
 //! | `voxpipe_twilio_hangups_total` | counter | `result` (`completed`, `already_ended`, `failed`) |
 //! | `voxpipe_outbound_calls_total` | counter | `status`: the final status an outbound call settled in (`completed`, `busy`, `no-answer`, `failed`, `canceled`) |
 //! | `voxpipe_dial_latency_seconds` | histogram | from a call handed to the dialler to Twilio accepting it (`Calls.json` answered 201) |
+//! | `voxpipe_campaign_entries` | gauge | `state` (`pending`, `active`, `done`): every unfinished campaign's numbers, from the store (the same on every server) |
+//! | `voxpipe_campaign_dials_total` | counter | `result` (`placed`, `rate_limited`, `refused`, `number_limited`, `settled`, `unavailable`, `error`) |
+//! | `voxpipe_campaign_dial_seconds` | histogram | a campaign call's slot to Twilio's answer |
 //!
 //! Every family is registered at start, so a scrape shows them all before
 //! the first call.
@@ -26,6 +29,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::metrics::prometheus::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
+use crate::outbound::campaign::CampaignStats;
 use crate::store::CallStatus;
 use crate::transport::TransportStats;
 
@@ -57,6 +61,7 @@ const OUTBOUND_CALLS_TOTAL: (&str, &str) = (
     "voxpipe_outbound_calls_total",
     "Outbound calls that reached a final status, by status.",
 );
+const CAMPAIGN_DIALS: (&str, &str) = ("voxpipe_campaign_dials_total", "Campaign dials, by result.");
 /// Call lengths, from 1 s to an hour.
 const DURATION_BUCKETS: &[f64] = &[
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
@@ -71,6 +76,8 @@ pub(crate) struct ServerMetrics {
     pub(crate) transit: Histogram,
     pub(crate) voice_to_voice: Histogram,
     dial_latency: Histogram,
+    campaign_entries: [Gauge; 3],
+    campaign_dial: Histogram,
 }
 
 impl ServerMetrics {
@@ -102,6 +109,19 @@ impl ServerMetrics {
             &[],
             LATENCY_BUCKETS,
         );
+        let campaign_entries = ["pending", "active", "done"].map(|state| {
+            registry.gauge(
+                "voxpipe_campaign_entries",
+                "Numbers of unfinished campaigns, by state.",
+                &[("state", state)],
+            )
+        });
+        let campaign_dial = registry.histogram(
+            "voxpipe_campaign_dial_seconds",
+            "Time a campaign dial takes, from its rate slot to Twilio's answer.",
+            &[],
+            LATENCY_BUCKETS,
+        );
         // Families whose series appear with their first label set: declared
         // now so that a scrape lists them from the start.
         for (name, help) in [
@@ -111,6 +131,7 @@ impl ServerMetrics {
             ERRORS_TOTAL,
             HANGUPS_TOTAL,
             OUTBOUND_CALLS_TOTAL,
+            CAMPAIGN_DIALS,
         ] {
             registry.declare_counter(name, help);
         }
@@ -122,6 +143,8 @@ impl ServerMetrics {
             transit,
             voice_to_voice,
             dial_latency,
+            campaign_entries,
+            campaign_dial,
         }
     }
 
@@ -224,6 +247,22 @@ impl ServerMetrics {
             )],
             text,
         )
+    }
+}
+
+impl CampaignStats for ServerMetrics {
+    fn dialled(&self, result: &'static str, seconds: f64) {
+        let (name, help) = CAMPAIGN_DIALS;
+        self.registry
+            .counter(name, help, &[("result", result)])
+            .inc();
+        self.campaign_dial.observe(seconds);
+    }
+
+    fn entries(&self, pending: u64, active: u64, done: u64) {
+        for (gauge, value) in self.campaign_entries.iter().zip([pending, active, done]) {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! | `POST`/`PATCH /sessions/{sessionId}/api/offer` | a started session's own offer and candidates |
 //! | `GET /api/ice-config` | the STUN and TURN servers for a page (`{iceServers}`, TURN credentials included) |
 //! | `GET /` | the browser client: talk to the pipeline, see its transcript and each turn's latency |
+//! | `POST /api/campaigns`, `GET /api/campaigns/{id}`, `POST /api/campaigns/{id}/pause\|resume\|cancel` | campaigns: create (JSON list or CSV), progress by status, pause, resume, cancel (`campaigns`) |
 //! | `GET /health` | liveness and readiness (JSON; 503 when not ready) |
 //! | `GET /metrics` | Prometheus text: sessions, audio frames, errors, latencies |
 //! | `POST /api/learn` | a transcript to learn skills and test cases from (`learn`; the management API's key) |
@@ -74,6 +75,7 @@ mod admission;
 mod analytics;
 mod api_access;
 mod body;
+mod campaigns;
 mod client_page;
 mod cors;
 mod error;

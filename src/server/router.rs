@@ -10,8 +10,8 @@ use super::analytics;
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
 use super::{
-    client_page, cors, health, learn, outbound_calls, session_offer, start, twilio_status,
-    twilio_stream, twilio_voice, webrtc_offer,
+    campaigns, client_page, cors, health, learn, outbound_calls, session_offer, start,
+    twilio_status, twilio_stream, twilio_voice, webrtc_offer,
 };
 use crate::outbound::{AMD_PATH, STATUS_PATH};
 
@@ -49,6 +49,12 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
             post(session_offer::offer).patch(session_offer::patch),
         )
         .route("/api/analytics", get(analytics::analytics))
+        .route(
+            "/api/campaigns",
+            post(campaigns::create).layer(DefaultBodyLimit::max(campaigns::MAX_CAMPAIGN_BODY)),
+        )
+        .route("/api/campaigns/{id}", get(campaigns::show))
+        .route("/api/campaigns/{id}/{action}", post(campaigns::command))
         .route("/", get(client_page::index))
         .route("/client.js", get(client_page::script))
         .route("/client.css", get(client_page::style))

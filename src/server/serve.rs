@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::agent::AgentRuntime;
 use crate::config::ServerSection;
+use crate::outbound::campaign::{CampaignRunner, CampaignSettlement, CampaignStats, RunnerOptions};
 use crate::outbound::{CallSettled, Dialer, TwilioDialer};
 use crate::pipeline::Observer;
 use crate::pipeline::{EnvSource, SessionSetup};
@@ -40,9 +41,24 @@ pub struct ServerBuilder {
     observers: Vec<ObserverFactory>,
     agent: Option<Arc<AgentRuntime>>,
     call_settled: Vec<Arc<dyn CallSettled>>,
+    dialer: Option<Arc<dyn Dialer>>,
+    campaign_options: RunnerOptions,
 }
 
 impl ServerBuilder {
+    /// Places outbound calls through `dialer` (with a context store, the
+    /// server then also runs campaigns).
+    pub fn dialer(mut self, dialer: Arc<dyn Dialer>) -> Self {
+        self.dialer = Some(dialer);
+        self
+    }
+
+    /// Paces the campaign worker with `options` instead of the defaults.
+    pub fn campaign_options(mut self, options: RunnerOptions) -> Self {
+        self.campaign_options = options;
+        self
+    }
+
     /// Tells `listener` of every outbound call this server sees reach its
     /// final status.
     pub fn on_call_settled(mut self, listener: Arc<dyn CallSettled>) -> Self {
@@ -96,7 +112,9 @@ impl ServerBuilder {
             readiness,
             observers,
             agent,
-            call_settled,
+            mut call_settled,
+            dialer,
+            campaign_options,
         } = self;
         // Every session builds the same processors: one that cannot be
         // built now (a secret not set) would fail every call.
@@ -149,6 +167,13 @@ impl ServerBuilder {
             rest,
             stats: metrics.transport_stats("twilio"),
         };
+        // Campaign calls settle through any server's listener (the state
+        // is in the store), so it is in place before the dialler is made.
+        if let Some(agent) = &agent
+            && (config.outbound.is_some() || dialer.is_some())
+        {
+            call_settled.push(Arc::new(CampaignSettlement::new(Arc::clone(agent.store()))));
+        }
         let outbound = match &config.outbound {
             None => None,
             Some(section) => {
@@ -163,6 +188,19 @@ impl ServerBuilder {
                     call_settled.clone(),
                 )?))
             }
+        };
+        let dialer = dialer.or_else(|| outbound.clone().map(|dialer| dialer as Arc<dyn Dialer>));
+        let campaigns = match (&dialer, &agent) {
+            (Some(dialer), Some(agent)) => {
+                let runner = CampaignRunner::new(
+                    Arc::clone(agent.store()),
+                    Arc::clone(dialer),
+                    campaign_options,
+                )
+                .with_stats(Arc::clone(&metrics) as Arc<dyn CampaignStats>);
+                Some(runner)
+            }
+            _ => None,
         };
         let webrtc = WebRtcSignalling::new(
             WebRtcSettings::from_config(&config.transport.webrtc, &env)?,
@@ -182,9 +220,10 @@ impl ServerBuilder {
                 webrtc,
                 admission,
                 api,
-                dialer: outbound.clone().map(|dialer| dialer as Arc<dyn Dialer>),
+                dialer,
                 outbound,
                 call_settled,
+                campaigns,
                 started: Instant::now(),
             }),
         })
@@ -238,6 +277,8 @@ impl Server {
             observers: Vec::new(),
             agent: None,
             call_settled: Vec::new(),
+            dialer: None,
+            campaign_options: RunnerOptions::default(),
         }
     }
 
@@ -291,9 +332,28 @@ impl Server {
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
+        // The campaign worker stops leasing at the signal and hands back
+        // what it has not dialled.
+        let (stop_campaigns, campaigns_stopped) = tokio::sync::oneshot::channel::<()>();
+        let campaigns = self.state.campaigns.clone().map(|runner| {
+            tokio::spawn(async move {
+                runner
+                    .run(async {
+                        let _ = campaigns_stopped.await;
+                    })
+                    .await;
+            })
+        });
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(signal)
-            .await?;
+            .await;
+        let _ = stop_campaigns.send(());
+        if let Some(campaigns) = campaigns
+            && let Err(err) = campaigns.await
+        {
+            tracing::error!(error = %err, "the campaign worker failed");
+        }
+        served?;
         super::shutdown::drain(&self.state).await;
         if let Some(agent) = &self.state.agent {
             // Writers stop on their own `flush_timeout` after their session.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::agent::AgentRuntime;
+use crate::outbound::campaign::CampaignRunner;
 use crate::outbound::{CallSettled, Dialer, TwilioDialer};
 use crate::pipeline::Observer;
 use crate::pipeline::{EnvSource, SessionSetup};
@@ -51,6 +52,9 @@ pub(crate) struct ServerState {
     pub(crate) outbound: Option<Arc<TwilioDialer>>,
     /// Told when an outbound call reaches its final status.
     pub(crate) call_settled: Vec<Arc<dyn CallSettled>>,
+    /// The campaign worker, when this server can dial (a dialler and a
+    /// store).
+    pub(crate) campaigns: Option<CampaignRunner>,
     pub(crate) started: Instant,
 }
 

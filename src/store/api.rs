@@ -10,8 +10,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::store::{CallChange, CallRecord, Interaction, PromptKey, TacticsList};
-use crate::store::{Deployed, OptimisationTrace, PromptState, PromptVersion};
-use crate::store::{Skill, TestCase};
+use crate::store::{
+    CampaignCommand, CampaignProgress, CampaignState, Deployed, EntryOutcome, LeaseRequest,
+    LeasedEntry, NewCampaign, OptimisationTrace, PromptState, PromptVersion, Skill, TestCase,
+};
 
 use super::error::StoreError;
 
@@ -196,6 +198,71 @@ pub trait PromptHistoryStore: Send + Sync {
     async fn clear_failures(&self, key: &PromptKey, call_ids: &[String]) -> Result<(), StoreError>;
 }
 
+/// Campaigns shared by every server (see [`crate::store`]'s campaign
+/// module for the entry states). Each change is one atomic step (a Lua
+/// script in Redis), so two servers never lease the same entry and a
+/// settlement heard twice counts once.
+#[async_trait]
+pub trait CampaignStore: Send + Sync {
+    /// Stores a campaign, running, every entry due at its creation.
+    async fn create_campaign(&self, campaign: &NewCampaign) -> Result<(), StoreError>;
+
+    /// The campaign's state and progress, if stored.
+    async fn campaign(&self, campaign_id: &str) -> Result<Option<CampaignProgress>, StoreError>;
+
+    /// The campaigns not finished yet (running, paused, or canceled with
+    /// calls still live).
+    async fn active_campaigns(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Pauses, resumes or cancels; answers the state after (`None` when no
+    /// such campaign). A canceled or finished campaign stays so.
+    async fn command_campaign(
+        &self,
+        campaign_id: &str,
+        command: CampaignCommand,
+    ) -> Result<Option<CampaignState>, StoreError>;
+
+    /// Leases entries due at `request.now_ms`, if the campaign is running,
+    /// as [`LeaseRequest`] says.
+    async fn lease_entries(
+        &self,
+        campaign_id: &str,
+        request: &LeaseRequest,
+    ) -> Result<Vec<LeasedEntry>, StoreError>;
+
+    /// Up to `max` entries whose lease ended before `now_ms` (their server
+    /// died, or their call never settled), leased again until `lease_until_ms`.
+    async fn reclaim_entries(
+        &self,
+        campaign_id: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+        max: usize,
+    ) -> Result<Vec<LeasedEntry>, StoreError>;
+
+    /// Extends a held lease (a dialled entry waits for its call to settle).
+    async fn extend_lease(
+        &self,
+        campaign_id: &str,
+        entry: u64,
+        until_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Ends try `attempt` of a leased entry; false (nothing changed) when
+    /// the entry is not leased at that try (settled already).
+    async fn finish_entry(
+        &self,
+        campaign_id: &str,
+        entry: u64,
+        attempt: u32,
+        outcome: EntryOutcome,
+    ) -> Result<bool, StoreError>;
+
+    /// Holds every server's next dial of the campaign until `until_ms`
+    /// (Twilio answered 429).
+    async fn back_off_campaign(&self, campaign_id: &str, until_ms: u64) -> Result<(), StoreError>;
+}
+
 /// The per-number limit of outbound calls: `rate_limit:{phone_hash}` holds
 /// the id of the call that last reached the number, for as long as the
 /// limit lasts. While it is held, no other call dials the number (which
@@ -324,6 +391,7 @@ pub trait Store:
     + NumberLimitStore
     + JobQueue
     + Outbox
+    + CampaignStore
 {
     /// `redis` or `memory`, for logs and `/health`.
     fn backend(&self) -> &'static str;

@@ -21,6 +21,14 @@
 //! `webhook:outbox` (sorted set of pending deliveries by due time) with one
 //! `webhook:event:{id}` string per delivery, and `webhook:dead` (a list of
 //! deliveries that ran out of attempts).
+//!
+//! Campaigns (see `CampaignStore`) keep
+//! `campaign:{id}` (hash: settings, state, counts, the rate's next slot),
+//! `campaign:{id}:entries` (hash: entry → JSON number and parameters),
+//! `campaign:{id}:due` and `campaign:{id}:leases` (sorted sets of entries by
+//! due time and by lease end), `campaign:{id}:attempts` (hash: entry → its
+//! try), `campaign:{id}:done` (hash: entry → final status) and
+//! `campaigns:active` (sorted set of unfinished campaigns by creation).
 
 use crate::store::TacticsList;
 
@@ -132,6 +140,20 @@ impl Keys {
         self.key(format_args!("webhook:event:{event_id}"))
     }
 
+    /// `campaign:{id}`, or one of its parts `campaign:{id}:{part}`
+    /// (`entries`, `due`, `leases`, `attempts`, `done`).
+    pub fn campaign(&self, campaign_id: &str, part: Option<&str>) -> String {
+        match part {
+            None => self.key(format_args!("campaign:{campaign_id}")),
+            Some(part) => self.key(format_args!("campaign:{campaign_id}:{part}")),
+        }
+    }
+
+    /// `campaigns:active`: unfinished campaigns by creation time.
+    pub fn active_campaigns(&self) -> String {
+        self.key(format_args!("campaigns:active"))
+    }
+
     /// `rate_limit:{phone_hash}`: the call that holds a number's limit.
     pub fn rate_limit(&self, phone_hash: &str) -> String {
         self.key(format_args!("rate_limit:{phone_hash}"))
@@ -166,6 +188,9 @@ mod tests {
         );
         assert_eq!(bare.base_prompt(), "prompt:base");
         assert_eq!(bare.skill("f00d"), "skill:f00d");
+        assert_eq!(bare.campaign("c1", None), "campaign:c1");
+        assert_eq!(bare.campaign("c1", Some("due")), "campaign:c1:due");
+        assert_eq!(bare.active_campaigns(), "campaigns:active");
 
         let acme = Keys::new("acme:");
         assert_eq!(acme.call("abc"), "acme:call:abc");

@@ -15,6 +15,8 @@
 mod api;
 mod call;
 mod call_stats;
+mod campaign;
+mod campaign_codec;
 pub(crate) mod codec;
 mod error;
 mod interaction;
@@ -32,8 +34,8 @@ pub mod time;
 
 pub use self::redis::RedisStore;
 pub use api::{
-    Appended, CallStore, JobDelivery, JobQueue, NumberLimitStore, Outbox, OutboxEntry,
-    PromptHistoryStore, RefinementStore, SkillStore, Store, TestCaseStore,
+    Appended, CallStore, CampaignStore, JobDelivery, JobQueue, NumberLimitStore, Outbox,
+    OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, TestCaseStore,
 };
 pub use call::{
     CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,
@@ -42,6 +44,10 @@ pub use call::{
 pub use call_stats::{
     BadSegment, CallStats, CallStatsBuilder, DirectionCounts, OutcomeCounts, Percentiles,
     SegmentFilter, StatsQuery, StatusCounts, gather_call_stats,
+};
+pub use campaign::{
+    CampaignCommand, CampaignEntry, CampaignProgress, CampaignState, EntryOutcome, LeaseRequest,
+    LeasedEntry, NewCampaign,
 };
 pub use error::StoreError;
 pub use interaction::Interaction;

@@ -8,6 +8,7 @@
 //! keyspace in memory and hands out jobs independently. Use Redis to scale.
 
 mod calls;
+mod campaigns;
 mod jobs;
 mod keyspace;
 mod number_limits;

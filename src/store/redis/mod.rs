@@ -8,6 +8,7 @@
 //! XACK), so any worker of any process can run them.
 
 mod calls;
+mod campaigns;
 mod jobs;
 mod number_limits;
 mod outbox;

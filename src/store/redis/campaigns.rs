@@ -1,0 +1,352 @@
+//! Campaigns in Redis: each change one Lua script, so servers sharing a
+//! campaign never lease one entry twice.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use redis::Script;
+
+use super::store::RedisStore;
+use crate::store::codec::encode;
+use crate::store::{
+    CampaignCommand, CampaignEntry, CampaignProgress, CampaignState, CampaignStore, EntryOutcome,
+    LeaseRequest, LeasedEntry, NewCampaign, StoreError,
+};
+
+/// Entries written per command when a campaign is created.
+const CHUNK: usize = 2000;
+
+/// Leases due entries. KEYS: campaign, due, leases, entries, attempts.
+/// ARGV: now ms, max, lease ms, max concurrent, slot interval µs, horizon
+/// ms. The rate is a shared "next slot" (`tat_us`, in µs): each entry
+/// leased takes the next slot, none beyond the horizon. Returns flat
+/// (entry, attempt, slot ms, entry JSON) quadruples.
+static LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return {} end
+local now = tonumber(ARGV[1])
+local want = math.min(tonumber(ARGV[4]) - redis.call('ZCARD', KEYS[3]), tonumber(ARGV[2]))
+if want <= 0 then return {} end
+local interval = tonumber(ARGV[5])
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat_us') or '0')
+if tat < now * 1000 then tat = now * 1000 end
+local horizon = (now + tonumber(ARGV[6])) * 1000
+if tat > horizon then return {} end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, want)
+local out = {}
+for _, id in ipairs(ids) do
+  if tat > horizon then break end
+  local slot = math.floor(tat / 1000)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[3], slot + tonumber(ARGV[3]), id)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[5], id) or '1'
+  out[#out + 1] = string.format('%d', slot)
+  out[#out + 1] = redis.call('HGET', KEYS[4], id) or ''
+  tat = tat + interval
+end
+redis.call('HSET', KEYS[1], 'tat_us', string.format('%d', tat))
+return out
+",
+    )
+});
+
+/// Leases again the entries whose lease ended. KEYS: leases, entries,
+/// attempts. ARGV: now ms, new lease end ms, max. Returns quadruples as
+/// [`LEASE`] does (slot: now).
+static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[3])
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], ARGV[2], id)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[3], id) or '1'
+  out[#out + 1] = ARGV[1]
+  out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
+end
+return out
+",
+    )
+});
+
+/// Ends a leased entry's try. KEYS: campaign, leases, attempts, done, due,
+/// active campaigns. ARGV: entry, attempt, mode (`done`, `retry`,
+/// `release`), final status or due ms, campaign id. Returns 1 if applied.
+/// A campaign whose last entry is done becomes `finished`.
+static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+if (redis.call('HGET', KEYS[3], ARGV[1]) or '1') ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+local state = redis.call('HGET', KEYS[1], 'state')
+local mode = ARGV[3]
+if state == 'canceled' and mode ~= 'done' then
+  redis.call('HSET', KEYS[4], ARGV[1], 'canceled')
+  redis.call('HINCRBY', KEYS[1], 'done:canceled', 1)
+elseif mode == 'done' then
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
+  redis.call('HINCRBY', KEYS[1], 'done:' .. ARGV[4], 1)
+else
+  if mode == 'retry' then
+    redis.call('HSET', KEYS[3], ARGV[1], tonumber(ARGV[2]) + 1)
+  end
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+end
+if redis.call('ZCARD', KEYS[5]) == 0 and redis.call('ZCARD', KEYS[2]) == 0 then
+  if state ~= 'canceled' then redis.call('HSET', KEYS[1], 'state', 'finished') end
+  redis.call('ZREM', KEYS[6], ARGV[5])
+end
+return 1
+",
+    )
+});
+
+/// Pauses, resumes or cancels. KEYS: campaign, due, done, leases, active
+/// campaigns. ARGV: command (`pause`, `resume`, `cancel`), campaign id.
+/// Returns the state after, or false when there is no campaign.
+static COMMAND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if state == 'canceled' or state == 'finished' then return state end
+if ARGV[1] == 'pause' then state = 'paused'
+elseif ARGV[1] == 'resume' then state = 'running'
+else
+  state = 'canceled'
+  local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
+  for _, id in ipairs(ids) do redis.call('HSET', KEYS[3], id, 'canceled') end
+  redis.call('HINCRBY', KEYS[1], 'done:canceled', #ids)
+  redis.call('DEL', KEYS[2])
+  if redis.call('ZCARD', KEYS[4]) == 0 then redis.call('ZREM', KEYS[5], ARGV[2]) end
+end
+redis.call('HSET', KEYS[1], 'state', state)
+return state
+",
+    )
+});
+
+/// Moves the rate's next slot to at least ARGV[1] µs. KEYS: campaign.
+static BACK_OFF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if not redis.call('EXISTS', KEYS[1]) then return 0 end
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat_us') or '0')
+if tat < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'tat_us', ARGV[1]) end
+return 1
+",
+    )
+});
+
+#[async_trait]
+impl CampaignStore for RedisStore {
+    async fn create_campaign(&self, campaign: &NewCampaign) -> Result<(), StoreError> {
+        let keys = &self.settings.keys;
+        let id = campaign.id.as_str();
+        let entries_key = keys.campaign(id, Some("entries"));
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("HSET")
+            .arg(keys.campaign(id, None))
+            .arg("settings")
+            .arg(&campaign.settings)
+            .arg("state")
+            .arg(CampaignState::Running.as_str())
+            .arg("total")
+            .arg(campaign.entries.len())
+            .arg("rejected")
+            .arg(campaign.rejected)
+            .arg("created_ms")
+            .arg(campaign.created_ms)
+            .ignore();
+        let indexed: Vec<(usize, &CampaignEntry)> = campaign.entries.iter().enumerate().collect();
+        for chunk in indexed.chunks(CHUNK) {
+            let hset = pipe.cmd("HSET").arg(&entries_key);
+            for (index, entry) in chunk {
+                hset.arg(index).arg(encode(&entries_key, entry)?);
+            }
+            hset.ignore();
+            let zadd = pipe.cmd("ZADD").arg(keys.campaign(id, Some("due")));
+            for (index, _) in chunk {
+                zadd.arg(campaign.created_ms).arg(index);
+            }
+            zadd.ignore();
+        }
+        if !campaign.entries.is_empty() {
+            pipe.cmd("ZADD")
+                .arg(keys.active_campaigns())
+                .arg(campaign.created_ms)
+                .arg(id)
+                .ignore();
+        } else {
+            pipe.cmd("HSET")
+                .arg(keys.campaign(id, None))
+                .arg("state")
+                .arg(CampaignState::Finished.as_str())
+                .ignore();
+        }
+        self.query_pipe(&pipe).await
+    }
+
+    async fn campaign(&self, campaign_id: &str) -> Result<Option<CampaignProgress>, StoreError> {
+        let keys = &self.settings.keys;
+        let key = keys.campaign(campaign_id, None);
+        let due = keys.campaign(campaign_id, Some("due"));
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL")
+            .arg(&key)
+            .cmd("ZCARD")
+            .arg(&due)
+            .cmd("ZCOUNT")
+            .arg(&due)
+            .arg(format!("({}", crate::store::time::unix_ms()))
+            .arg("+inf")
+            .cmd("ZCARD")
+            .arg(keys.campaign(campaign_id, Some("leases")));
+        let (fields, pending, scheduled, active): (
+            std::collections::HashMap<String, String>,
+            u64,
+            u64,
+            u64,
+        ) = self.query_pipe(&pipe).await?;
+        super::super::campaign_codec::progress(&key, fields, pending, scheduled, active)
+    }
+
+    async fn active_campaigns(&self) -> Result<Vec<String>, StoreError> {
+        self.query(
+            redis::cmd("ZRANGE")
+                .arg(self.settings.keys.active_campaigns())
+                .arg(0)
+                .arg(-1),
+        )
+        .await
+    }
+
+    async fn command_campaign(
+        &self,
+        campaign_id: &str,
+        command: CampaignCommand,
+    ) -> Result<Option<CampaignState>, StoreError> {
+        let keys = &self.settings.keys;
+        let key = keys.campaign(campaign_id, None);
+        let mut invocation = COMMAND.key(&key);
+        invocation
+            .key(keys.campaign(campaign_id, Some("due")))
+            .key(keys.campaign(campaign_id, Some("done")))
+            .key(keys.campaign(campaign_id, Some("leases")))
+            .key(keys.active_campaigns())
+            .arg(match command {
+                CampaignCommand::Pause => "pause",
+                CampaignCommand::Resume => "resume",
+                CampaignCommand::Cancel => "cancel",
+            })
+            .arg(campaign_id);
+        let state: Option<String> = self.invoke(&invocation).await?;
+        state
+            .map(|name| {
+                CampaignState::parse(&name)
+                    .ok_or_else(|| StoreError::corrupt(&key, format!("unknown state {name:?}")))
+            })
+            .transpose()
+    }
+
+    async fn lease_entries(
+        &self,
+        campaign_id: &str,
+        request: &LeaseRequest,
+    ) -> Result<Vec<LeasedEntry>, StoreError> {
+        let keys = &self.settings.keys;
+        let entries_key = keys.campaign(campaign_id, Some("entries"));
+        let mut invocation = LEASE.key(keys.campaign(campaign_id, None));
+        invocation
+            .key(keys.campaign(campaign_id, Some("due")))
+            .key(keys.campaign(campaign_id, Some("leases")))
+            .key(&entries_key)
+            .key(keys.campaign(campaign_id, Some("attempts")))
+            .arg(request.now_ms)
+            .arg(request.max)
+            .arg(request.lease_ms)
+            .arg(request.max_concurrent)
+            .arg(request.interval_us.max(1))
+            .arg(request.horizon_ms);
+        let flat: Vec<String> = self.invoke(&invocation).await?;
+        super::super::campaign_codec::leased(&entries_key, &flat)
+    }
+
+    async fn reclaim_entries(
+        &self,
+        campaign_id: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+        max: usize,
+    ) -> Result<Vec<LeasedEntry>, StoreError> {
+        let keys = &self.settings.keys;
+        let entries_key = keys.campaign(campaign_id, Some("entries"));
+        let mut invocation = RECLAIM.key(keys.campaign(campaign_id, Some("leases")));
+        invocation
+            .key(&entries_key)
+            .key(keys.campaign(campaign_id, Some("attempts")))
+            .arg(now_ms)
+            .arg(lease_until_ms)
+            .arg(max);
+        let flat: Vec<String> = self.invoke(&invocation).await?;
+        super::super::campaign_codec::leased(&entries_key, &flat)
+    }
+
+    async fn extend_lease(
+        &self,
+        campaign_id: &str,
+        entry: u64,
+        until_ms: u64,
+    ) -> Result<(), StoreError> {
+        let key = self.settings.keys.campaign(campaign_id, Some("leases"));
+        self.query::<i64>(
+            redis::cmd("ZADD")
+                .arg(key)
+                .arg("XX")
+                .arg(until_ms)
+                .arg(entry),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn finish_entry(
+        &self,
+        campaign_id: &str,
+        entry: u64,
+        attempt: u32,
+        outcome: EntryOutcome,
+    ) -> Result<bool, StoreError> {
+        let keys = &self.settings.keys;
+        let (mode, value) = match outcome {
+            EntryOutcome::Done(status) => ("done", status.as_str().to_owned()),
+            EntryOutcome::Retry { due_ms } => ("retry", due_ms.to_string()),
+            EntryOutcome::Release { due_ms } => ("release", due_ms.to_string()),
+        };
+        let mut invocation = FINISH.key(keys.campaign(campaign_id, None));
+        invocation
+            .key(keys.campaign(campaign_id, Some("leases")))
+            .key(keys.campaign(campaign_id, Some("attempts")))
+            .key(keys.campaign(campaign_id, Some("done")))
+            .key(keys.campaign(campaign_id, Some("due")))
+            .key(keys.active_campaigns())
+            .arg(entry)
+            .arg(attempt)
+            .arg(mode)
+            .arg(value)
+            .arg(campaign_id);
+        let applied: i64 = self.invoke(&invocation).await?;
+        Ok(applied == 1)
+    }
+
+    async fn back_off_campaign(&self, campaign_id: &str, until_ms: u64) -> Result<(), StoreError> {
+        let mut invocation = BACK_OFF.key(self.settings.keys.campaign(campaign_id, None));
+        invocation.arg(until_ms.saturating_mul(1000));
+        self.invoke::<i64>(&invocation).await.map(drop)
+    }
+}
