@@ -49,5 +49,5 @@ pub use config::{ContextSection, SkillsSection, StoreKind};
 pub use memory::SessionMemory;
 pub use post_call::{PostCallError, PostCallStep};
 pub use prompt::SessionPrompt;
-pub use runtime::{AgentError, AgentRuntime, RuntimeParts, worker_name};
+pub use runtime::{AgentError, AgentRuntime, RuntimeParts, RuntimeSections, worker_name};
 pub use writer::{AfterCall, TurnRecorder, WriteReport, WriterStatus};

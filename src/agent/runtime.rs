@@ -120,23 +120,43 @@ pub struct RuntimeParts {
     pub learning: Option<Arc<Learner>>,
 }
 
+/// The sections of a pipeline file an agent runtime is made from.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeSections<'a> {
+    /// `[context]`.
+    pub context: &'a ContextSection,
+    /// `[evaluator]`.
+    pub evaluator: Option<&'a EvaluatorSection>,
+    /// `[webhook]`.
+    pub webhook: Option<&'a WebhookSection>,
+    /// `[extraction]`.
+    pub extraction: Option<&'a ExtractionConfig>,
+    /// `[storage]`.
+    pub storage: Option<&'a StorageSection>,
+    /// `[learning]`.
+    pub learning: Option<&'a LearningSection>,
+    /// `[optimiser]`.
+    pub optimiser: Option<&'a OptimiserSection>,
+}
+
 impl AgentRuntime {
-    /// The runtime a pipeline's `[context]`, `[evaluator]`, `[webhook]`,
-    /// `[extraction]`, `[storage]`, `[learning]` and `[optimiser]` sections describe,
-    /// resolving `*_env`
+    /// The runtime a pipeline's sections describe, resolving `*_env`
     /// variables from `env`. Redis is not contacted yet: a runtime made while
     /// Redis is down works once it is back. Call it within a Tokio runtime
     /// (the Redis connection manager starts its tasks there).
     pub fn from_sections(
-        section: &ContextSection,
-        evaluator: Option<&EvaluatorSection>,
-        webhook: Option<&WebhookSection>,
-        extraction: Option<&ExtractionConfig>,
-        storage: Option<&StorageSection>,
-        learning: Option<&LearningSection>,
-        optimiser: Option<&OptimiserSection>,
+        sections: RuntimeSections<'_>,
         env: &EnvSource,
     ) -> Result<Self, AgentError> {
+        let RuntimeSections {
+            context: section,
+            evaluator,
+            webhook,
+            extraction,
+            storage,
+            learning,
+            optimiser,
+        } = sections;
         let section = section.clone();
         let var = |key: &str, var: &str| {
             env.get(var)

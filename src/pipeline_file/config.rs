@@ -11,7 +11,7 @@ use crate::agent::extraction::{ExtractionConfig, ExtractionSection};
 use crate::agent::learning::LearningSection;
 use crate::agent::optimiser::OptimiserSection;
 use crate::agent::webhook::WebhookSection;
-use crate::agent::{AgentError, AgentRuntime, ContextSection};
+use crate::agent::{AgentError, AgentRuntime, ContextSection, RuntimeSections};
 use crate::config::{
     InterruptionSection, PipelineSection, RecordingSection, ServerSection, TransportSection,
 };
@@ -96,20 +96,20 @@ impl PipelineConfig {
     }
 
     /// The agent runtime of this pipeline's `[context]`, `[evaluator]`,
-    /// `[webhook]`, `[extraction]` and `[storage]` sections, with secrets
-    /// read from `env`; with `[storage]`, finished recordings in
-    /// `[recording] dir` are uploaded.
+    /// `[webhook]`, `[extraction]`, `[storage]`, `[learning]` and
+    /// `[optimiser]` sections, with secrets read from `env`; with
+    /// `[storage]`, finished recordings in `[recording] dir` are uploaded.
     pub fn agent_runtime(&self, env: &EnvSource) -> Result<AgentRuntime, AgentError> {
-        AgentRuntime::from_sections(
-            &self.context,
-            self.evaluator.as_ref(),
-            self.webhook.as_ref(),
-            self.extraction.as_ref(),
-            self.storage.as_ref(),
-            self.learning.as_ref(),
-            self.optimiser.as_ref(),
-            env,
-        )
-        .map(|runtime| runtime.with_recording_spool(self.recording.dir.path()))
+        let sections = RuntimeSections {
+            context: &self.context,
+            evaluator: self.evaluator.as_ref(),
+            webhook: self.webhook.as_ref(),
+            extraction: self.extraction.as_ref(),
+            storage: self.storage.as_ref(),
+            learning: self.learning.as_ref(),
+            optimiser: self.optimiser.as_ref(),
+        };
+        AgentRuntime::from_sections(sections, env)
+            .map(|runtime| runtime.with_recording_spool(self.recording.dir.path()))
     }
 }

@@ -5,10 +5,6 @@
 //! `[server] api_open = true` opens it without one, for local development
 //! only.
 
-// TEMPORARY (removed at the merge of the outbound work): the handlers that
-// use this are being built on branches.
-#![allow(dead_code)]
-
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};

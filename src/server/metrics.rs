@@ -29,8 +29,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::metrics::prometheus::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
+use crate::outbound::CallSettled;
 use crate::outbound::campaign::CampaignStats;
-use crate::store::CallStatus;
+use crate::store::{CallRecord, CallStatus};
 use crate::transport::TransportStats;
 
 const SESSIONS_TOTAL: (&str, &str) = (
@@ -153,7 +154,6 @@ impl ServerMetrics {
     /// the final status is first recorded (the status callback, a dial that
     /// failed), not for repeated callbacks. A status that is not final is
     /// ignored.
-    #[allow(dead_code)] // TEMPORARY: called by the outbound-calls work; removed at the merge.
     pub(crate) fn outbound_call_settled(&self, status: CallStatus) {
         if !status.is_final() {
             return;
@@ -167,7 +167,6 @@ impl ServerMetrics {
     /// The dialler placed a call in `latency`: from the call handed to it
     /// (an API request, a campaign's pick) to Twilio's `201` for
     /// `Calls.json`. Observed in `voxpipe_dial_latency_seconds`.
-    #[allow(dead_code)] // TEMPORARY: called by the outbound-calls work; removed at the merge.
     pub(crate) fn dial_latency(&self, latency: Duration) {
         self.dial_latency.observe(latency.as_secs_f64());
     }
@@ -284,6 +283,14 @@ impl TransportStats for ServerTransportStats {
 
     fn input_error(&self, kind: &'static str) {
         self.metrics.error(kind, self.transport);
+    }
+}
+
+/// Counts each outbound call's final status as it settles.
+#[async_trait::async_trait]
+impl CallSettled for ServerMetrics {
+    async fn call_settled(&self, call: &CallRecord) {
+        self.outbound_call_settled(call.status);
     }
 }
 

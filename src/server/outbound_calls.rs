@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -31,6 +31,7 @@ use crate::pipeline::new_session_id;
 use crate::store::CallStatus;
 
 use super::api_access::ApiAuthorized;
+use super::metrics::ServerMetrics;
 use super::state::ServerState;
 
 /// Tries of one API call's dial while Twilio is rate limiting or down.
@@ -101,7 +102,8 @@ pub(crate) async fn create(
             "the call store is unavailable",
         );
     }
-    tokio::spawn(dial(dialer, call_id.clone(), request));
+    let metrics = Arc::clone(&state.metrics);
+    tokio::spawn(dial(dialer, metrics, call_id.clone(), request));
     (
         StatusCode::ACCEPTED,
         Json(json!({ "call_id": call_id, "status": CallStatus::Queued.as_str() })),
@@ -110,10 +112,20 @@ pub(crate) async fn create(
 }
 
 /// Dials, waiting out Twilio's rate limits and outages a few times.
-async fn dial(dialer: Arc<TwilioDialer>, call_id: String, request: CallRequest) {
+async fn dial(
+    dialer: Arc<TwilioDialer>,
+    metrics: Arc<ServerMetrics>,
+    call_id: String,
+    request: CallRequest,
+) {
+    let asked = Instant::now();
     for attempt in 1..=DIAL_ATTEMPTS {
         let wait = match dialer.dial(&call_id, &request).await {
-            Ok(_) | Err(DialError::Refused { .. } | DialError::NumberLimited { .. }) => return,
+            Ok(_) => {
+                metrics.dial_latency(asked.elapsed());
+                return;
+            }
+            Err(DialError::Refused { .. } | DialError::NumberLimited { .. }) => return,
             Err(DialError::Settled { .. }) => return,
             Err(DialError::RateLimited { retry_after }) => retry_after.min(MAX_DIAL_WAIT),
             Err(err) => {

@@ -174,6 +174,7 @@ impl ServerBuilder {
         {
             call_settled.push(Arc::new(CampaignSettlement::new(Arc::clone(agent.store()))));
         }
+        call_settled.push(Arc::clone(&metrics) as Arc<dyn CallSettled>);
         let outbound = match &config.outbound {
             None => None,
             Some(section) => {
@@ -220,9 +221,7 @@ impl ServerBuilder {
                 webrtc,
                 admission,
                 api,
-                dialer,
                 outbound,
-                call_settled,
                 campaigns,
                 started: Instant::now(),
             }),

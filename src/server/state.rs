@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::agent::AgentRuntime;
+use crate::outbound::TwilioDialer;
 use crate::outbound::campaign::CampaignRunner;
-use crate::outbound::{CallSettled, Dialer, TwilioDialer};
 use crate::pipeline::Observer;
 use crate::pipeline::{EnvSource, SessionSetup};
 use crate::pipeline_file::PipelineConfig;
@@ -25,9 +25,6 @@ use super::readiness::ReadinessCheck;
 pub type ObserverFactory = Arc<dyn Fn(&SessionSetup) -> Arc<dyn Observer> + Send + Sync>;
 
 /// What every handler shares.
-// TEMPORARY (removed at the merge of the outbound work): `api`, `dialer`
-// and `call_settled` are read by the handlers being built on branches.
-#[allow(dead_code)]
 pub(crate) struct ServerState {
     pub(crate) config: PipelineConfig,
     pub(crate) env: EnvSource,
@@ -45,13 +42,9 @@ pub(crate) struct ServerState {
     pub(crate) admission: Admission,
     /// Who may use the management API.
     pub(crate) api: ApiAccess,
-    /// Places outbound calls, when the pipeline can (`[outbound]`).
-    pub(crate) dialer: Option<Arc<dyn Dialer>>,
     /// The Twilio dialler behind `dialer`: status callbacks, cancels and
     /// the streams of outbound calls go through it.
     pub(crate) outbound: Option<Arc<TwilioDialer>>,
-    /// Told when an outbound call reaches its final status.
-    pub(crate) call_settled: Vec<Arc<dyn CallSettled>>,
     /// The campaign worker, when this server can dial (a dialler and a
     /// store).
     pub(crate) campaigns: Option<CampaignRunner>,
