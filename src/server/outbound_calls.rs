@@ -212,7 +212,10 @@ pub(crate) async fn delete(
             Err(err) => return error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
         },
         Some(sid) => {
-            let answered = call.status.rank() >= CallStatus::Pending.rank();
+            // The record may lag the call (the session's writer, a late
+            // callback): a session running here means it was answered.
+            let answered = call.status.rank() >= CallStatus::Pending.rank()
+                || state.sessions.handle_of(&call_id).is_some();
             if let Err(err) = dialer.end(&sid, answered).await {
                 tracing::warn!(call_id, error = %err, "Twilio did not end the call");
                 return error(StatusCode::BAD_GATEWAY, "Twilio did not end the call");
