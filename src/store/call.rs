@@ -4,111 +4,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::call_status::CallStatus;
+use super::learned::Learned;
+use super::outbound_call::{OutboundCall, TwilioReport};
 use super::recording::CallRecording;
+use super::stored_objects::StoredObjects;
 use super::time::rfc3339;
-
-/// Where a call is in its life.
-///
-/// An inbound call (or a browser session, a file run) goes pending, active,
-/// completed. An outbound call starts earlier, when it is asked for:
-/// queued (not yet handed to Twilio), initiated (Twilio took it), ringing,
-/// then active once answered (Twilio's `in-progress`), and ends in one of
-/// the final statuses; a call that never connected ends busy, no-answer,
-/// failed or canceled without ever being active.
-///
-/// Statuses are ordered by [`CallStatus::rank`]: a change never moves a call
-/// to a lower rank, and the first final status stays (callbacks arrive out
-/// of order and twice).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CallStatus {
-    /// Outbound: asked for, not yet handed to Twilio (waiting for its turn
-    /// in a campaign, or for the dialler).
-    Queued,
-    /// Outbound: Twilio accepted the call.
-    Initiated,
-    /// Outbound: the callee's phone is ringing.
-    Ringing,
-    /// The session is set up; the pipeline has not started.
-    Pending,
-    /// The call is connected and (once its stream starts) the pipeline runs.
-    Active,
-    /// The call ended after it connected (for any reason).
-    Completed,
-    /// Outbound, final: the line was busy.
-    Busy,
-    /// Outbound, final: nobody answered within the ring timeout.
-    NoAnswer,
-    /// Outbound, final: the call could not be placed (a bad number, a
-    /// refusal by Twilio, an error).
-    Failed,
-    /// Outbound, final: cancelled before it connected.
-    Canceled,
-}
-
-impl CallStatus {
-    /// Every status, in rank order.
-    pub const ALL: [CallStatus; 10] = [
-        CallStatus::Queued,
-        CallStatus::Initiated,
-        CallStatus::Ringing,
-        CallStatus::Pending,
-        CallStatus::Active,
-        CallStatus::Completed,
-        CallStatus::Busy,
-        CallStatus::NoAnswer,
-        CallStatus::Failed,
-        CallStatus::Canceled,
-    ];
-
-    /// `queued`, `initiated`, `ringing`, `pending`, `active`, `completed`,
-    /// `busy`, `no-answer`, `failed` or `canceled`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallStatus::Queued => "queued",
-            CallStatus::Initiated => "initiated",
-            CallStatus::Ringing => "ringing",
-            CallStatus::Pending => "pending",
-            CallStatus::Active => "active",
-            CallStatus::Completed => "completed",
-            CallStatus::Busy => "busy",
-            CallStatus::NoAnswer => "no-answer",
-            CallStatus::Failed => "failed",
-            CallStatus::Canceled => "canceled",
-        }
-    }
-
-    /// How far along the call is: every final status ranks highest.
-    pub fn rank(self) -> u8 {
-        match self {
-            CallStatus::Queued => 0,
-            CallStatus::Initiated => 1,
-            CallStatus::Ringing => 2,
-            CallStatus::Pending => 3,
-            CallStatus::Active => 4,
-            CallStatus::Completed
-            | CallStatus::Busy
-            | CallStatus::NoAnswer
-            | CallStatus::Failed
-            | CallStatus::Canceled => 5,
-        }
-    }
-
-    /// True for the statuses a call ends in.
-    pub fn is_final(self) -> bool {
-        self.rank() == 5
-    }
-
-    /// The status `next` moves a call at `self` to: `next` when it ranks
-    /// higher, else `self` (a final status is never replaced).
-    pub fn advanced_to(self, next: CallStatus) -> CallStatus {
-        if next.rank() > self.rank() {
-            next
-        } else {
-            self
-        }
-    }
-}
 
 /// Who placed the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,64 +19,6 @@ pub enum CallDirection {
     Inbound,
     /// We called them (`POST /api/calls`, a campaign).
     Outbound,
-}
-
-/// An outbound call's own state: what was asked for and what Twilio said.
-///
-/// The number is kept (a retry dials it again); logs carry only
-/// `phone_hash`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct OutboundCall {
-    /// The number called, E.164.
-    pub to: String,
-    /// The caller id used, E.164.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// The salted hash of `to`: what logs and rate limits name.
-    pub phone_hash: String,
-    /// Twilio's call SID (`CA…`), once Twilio accepted the call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub twilio_sid: Option<String>,
-    /// What answering-machine detection said (`human`, `machine_start`,
-    /// `machine_end_beep`, ...), when it ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub answered_by: Option<String>,
-    /// Twilio's `CallDuration` (seconds connected), once completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub call_duration_secs: Option<u64>,
-    /// When the request to Twilio was sent (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dialled_at: Option<String>,
-    /// When the callee answered (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub answered_at: Option<String>,
-    /// The highest `SequenceNumber` of Twilio's status callbacks applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub callback_sequence: Option<u64>,
-    /// Why the call failed, for people (Twilio's error, a refusal).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Where the call-completed webhook goes, when not the pipeline's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook_url: Option<String>,
-    /// The caller's own data, returned as given.
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub metadata: serde_json::Map<String, serde_json::Value>,
-    /// The campaign and attempt this call is, when a campaign placed it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub campaign: Option<CampaignAttempt>,
-}
-
-/// Which campaign entry a call dials, and which try it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CampaignAttempt {
-    /// The campaign's id.
-    pub campaign_id: String,
-    /// The entry's index in the campaign (its numbers, deduplicated, in
-    /// the order given).
-    pub entry: u64,
-    /// 1 for the first try.
-    pub attempt: u32,
 }
 
 /// The customer segment a call belongs to; it picks the system prompt.
@@ -511,26 +354,6 @@ impl CallRecord {
     }
 }
 
-/// What one of Twilio's callbacks said of an outbound call (a status
-/// callback, or an answering-machine detection callback with no status).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TwilioReport {
-    /// The status it reports (Twilio's `in-progress` is [`CallStatus::Active`]).
-    pub status: Option<CallStatus>,
-    /// Twilio's `SequenceNumber`.
-    pub sequence: Option<u64>,
-    /// Twilio's `CallSid`.
-    pub twilio_sid: Option<String>,
-    /// `AnsweredBy`.
-    pub answered_by: Option<String>,
-    /// `CallDuration`, in seconds.
-    pub call_duration_secs: Option<u64>,
-    /// Twilio's error, when it gave one (`ErrorCode`, `ErrorMessage`).
-    pub error: Option<String>,
-    /// When it was received (Unix ms).
-    pub at_ms: u64,
-}
-
 /// A change to a stored call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallChange {
@@ -587,116 +410,8 @@ pub enum CallChange {
     },
 }
 
-/// One objection the customer raised, how the agent answered it, and what
-/// a good answer does: a skill and a test case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LearnedPair {
-    /// The customer's objection (the skill's trigger, the test case's input).
-    pub objection: String,
-    /// What the agent answered that worked (the skill's rebuttal).
-    pub rebuttal: String,
-    /// What a good answer does (the test case's target).
-    pub target: String,
-}
-
-/// What the learning step took from a call, at `call:{id}` (`learned`).
-///
-/// `waiting` is recorded as soon as the pairs are known and the test cases
-/// written, before the skills are embedded: a re-run (the embedder was
-/// down, or a worker died) takes the pairs from here instead of asking the
-/// model again. `learned` and `nothing` are final: the first stays.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
-pub enum Learned {
-    /// The pairs are known and the test cases written; the skills wait for
-    /// the embedder.
-    Waiting {
-        /// What the model found.
-        pairs: Vec<LearnedPair>,
-        /// Test cases `test_cases:list` did not hold yet.
-        test_cases_added: usize,
-        /// The model that found them.
-        model: String,
-        /// Answers asked for.
-        attempts: u32,
-        /// When (RFC 3339).
-        at: String,
-    },
-    /// The skills are stored too.
-    Learned {
-        /// What the model found.
-        pairs: Vec<LearnedPair>,
-        /// The `skill:{hash}` suffix of each pair, in order.
-        skills: Vec<String>,
-        /// Test cases `test_cases:list` did not hold yet.
-        test_cases_added: usize,
-        /// The model that found them.
-        model: String,
-        /// Answers asked for.
-        attempts: u32,
-        /// When (RFC 3339).
-        at: String,
-    },
-    /// Nothing was learned, and why: the call was not a success, had no
-    /// customer turn, the model found no objection, or its answers never
-    /// fit.
-    Nothing {
-        /// Why, for people.
-        reason: String,
-        /// Answers asked for (0 when the model was not asked).
-        attempts: u32,
-        /// When (RFC 3339).
-        at: String,
-    },
-}
-
-impl Learned {
-    /// True for `learned` and `nothing`.
-    pub fn is_final(&self) -> bool {
-        !matches!(self, Learned::Waiting { .. })
-    }
-}
-
 fn is_zero(n: &u64) -> bool {
     *n == 0
-}
-
-/// Where a call's objects are, relative to the storage URL: `None` until
-/// stored (or never, e.g. no profile for an unextracted call).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredObjects {
-    /// `calls/audio/{date}/{call_id}/recording.wav`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recording: Option<String>,
-    /// `calls/transcripts/{date}/{call_id}/transcript.json`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transcript: Option<String>,
-    /// `calls/profiles/{date}/{call_id}/profile.json`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
-    /// `audit/{date}/audit_{timestamp}_{call_id}.json`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audit: Option<String>,
-}
-
-impl StoredObjects {
-    /// True when nothing is stored yet.
-    pub fn is_empty(&self) -> bool {
-        self == &StoredObjects::default()
-    }
-
-    /// Takes the keys `other` has.
-    pub fn merge(&mut self, other: &StoredObjects) {
-        let take = |mine: &mut Option<String>, theirs: &Option<String>| {
-            if theirs.is_some() {
-                mine.clone_from(theirs);
-            }
-        };
-        take(&mut self.recording, &other.recording);
-        take(&mut self.transcript, &other.transcript);
-        take(&mut self.profile, &other.profile);
-        take(&mut self.audit, &other.audit);
-    }
 }
 
 impl Segment {

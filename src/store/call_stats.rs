@@ -16,7 +16,8 @@ use futures_util::{StreamExt, stream};
 use serde::Serialize;
 
 use super::api::CallStore;
-use super::call::{CallDirection, CallRecord, CallStatus, Outcome, Segment};
+use super::call::{CallDirection, CallRecord, Outcome, Segment};
+use super::call_status::CallStatus;
 use super::error::StoreError;
 use super::interaction::Interaction;
 use super::time::parse_rfc3339;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::call::CallStatus;
+use super::call_status::CallStatus;
 
 /// Where a campaign is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

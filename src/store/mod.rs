@@ -15,19 +15,23 @@
 mod api;
 mod call;
 mod call_stats;
+mod call_status;
 mod campaign;
 mod campaign_codec;
 pub(crate) mod codec;
 mod error;
 mod interaction;
 mod keys;
+mod learned;
 mod memory;
+mod outbound_call;
 mod prompt_key;
 mod prompt_version;
 mod recording;
 mod redis;
 pub(crate) mod settings;
 mod skill;
+mod stored_objects;
 mod tactics;
 mod test_case;
 pub mod time;
@@ -37,14 +41,12 @@ pub use api::{
     Appended, CallStore, CampaignStore, JobDelivery, JobQueue, NumberLimitStore, Outbox,
     OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, TestCaseStore,
 };
-pub use call::{
-    CallChange, CallDirection, CallRecord, CallStatus, CampaignAttempt, Evaluation, Extraction,
-    Learned, LearnedPair, OutboundCall, Outcome, Segment, StoredObjects, TwilioReport,
-};
+pub use call::{CallChange, CallDirection, CallRecord, Evaluation, Extraction, Outcome, Segment};
 pub use call_stats::{
     BadSegment, CallStats, CallStatsBuilder, DirectionCounts, OutcomeCounts, Percentiles,
     SegmentFilter, StatsQuery, StatusCounts, gather_call_stats,
 };
+pub use call_status::CallStatus;
 pub use campaign::{
     CampaignCommand, CampaignEntry, CampaignProgress, CampaignState, EntryOutcome, LeaseRequest,
     LeasedEntry, NewCampaign,
@@ -52,7 +54,9 @@ pub use campaign::{
 pub use error::StoreError;
 pub use interaction::Interaction;
 pub use keys::Keys;
+pub use learned::{Learned, LearnedPair};
 pub use memory::MemoryStore;
+pub use outbound_call::{CampaignAttempt, OutboundCall, TwilioReport};
 pub use prompt_key::PromptKey;
 pub use prompt_version::{
     CaseScore, Decision, Deployed, OptimisationTrace, PromptScores, PromptState, PromptVersion,
@@ -60,5 +64,6 @@ pub use prompt_version::{
 pub use recording::{CallRecording, RecordingStatus};
 pub use settings::StoreSettings;
 pub use skill::{Skill, pack_vector, trigger_hash, unpack_vector};
+pub use stored_objects::StoredObjects;
 pub use tactics::{TacticsList, merge_tactics, tactic_identity};
 pub use test_case::TestCase;
