@@ -37,6 +37,7 @@
 mod analyzer;
 mod barge_in;
 mod earshot;
+mod end_of_turn;
 mod error;
 mod model;
 mod silero;
@@ -51,6 +52,7 @@ pub use analyzer::{
 };
 pub use barge_in::BargeIn;
 pub use earshot::EarshotVad;
+pub use end_of_turn::EndOfTurnModel;
 pub use error::VadError;
 pub use model::VoiceModel;
 pub use silero::{SileroModel, SileroVad};
