@@ -28,11 +28,22 @@ pub fn load_pipeline(
         path: path.to_owned(),
         source,
     })?;
-    let config = parse_pipeline(path, &text, registry)?;
+    parse_pipeline_with_overrides(path, &text, overrides, registry)
+}
+
+/// Validates pipeline TOML `text`, read from `path`, then again with
+/// `overrides` applied: [`load_pipeline`] without the file system.
+pub fn parse_pipeline_with_overrides(
+    path: &Path,
+    text: &str,
+    overrides: &[Override],
+    registry: &ProcessorRegistry,
+) -> Result<PipelineConfig, ConfigErrors> {
+    let config = parse_pipeline(path, text, registry)?;
     if overrides.is_empty() {
         return Ok(config);
     }
-    let changed = apply_overrides(&text, overrides)?;
+    let changed = apply_overrides(text, overrides)?;
     parse_pipeline(path, &changed, registry).map_err(|errors| blame_overrides(errors, overrides))
 }
 

@@ -131,9 +131,9 @@ pub(crate) struct DeepgramListen {
 }
 
 impl DeepgramListen {
-    /// The protocol with a made-up key, for tests from fixtures.
-    #[cfg(test)]
-    pub(super) fn fixture() -> Self {
+    /// The protocol with a made-up key, for tests from fixtures and the
+    /// fuzz targets (`fuzz/`).
+    pub(crate) fn fixture() -> Self {
         DeepgramListen {
             base_url: "wss://api.deepgram.com".into(),
             api_key: ApiKey::new("dg-key"),

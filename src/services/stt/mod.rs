@@ -22,3 +22,7 @@ pub use deepgram::DeepgramSttConfig;
 pub use openai::OpenAiSttConfig;
 pub use segmented::SegmentedStt;
 pub use streaming::StreamingStt;
+
+// A provider's wire protocol, for the fuzz targets (`fuzz/`).
+pub(crate) use deepgram::DeepgramListen;
+pub(crate) use speech::StreamingSpeech;

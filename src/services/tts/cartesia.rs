@@ -111,9 +111,9 @@ pub(crate) struct CartesiaSpeech {
 }
 
 impl CartesiaSpeech {
-    /// The protocol with a made-up key, for tests from fixtures.
-    #[cfg(test)]
-    pub(super) fn fixture() -> Self {
+    /// The protocol with a made-up key, for tests from fixtures and the
+    /// fuzz targets (`fuzz/`).
+    pub(crate) fn fixture() -> Self {
         CartesiaSpeech {
             url: "wss://x".into(),
             api_key: ApiKey::new("k"),

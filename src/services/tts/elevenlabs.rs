@@ -153,6 +153,18 @@ struct Alignment {
 }
 
 impl ElevenLabsSpeech {
+    /// The protocol with a made-up key, for tests from fixtures and the
+    /// fuzz targets (`fuzz/`).
+    pub(crate) fn fixture() -> Self {
+        ElevenLabsSpeech {
+            url: "wss://x".into(),
+            api_key: ApiKey::new("k"),
+            sample_rate: 16_000,
+            voice_settings: Some(json!({"stability": 0.5})),
+            contexts: HashMap::new(),
+        }
+    }
+
     fn duration_of(&self, bytes: usize) -> Duration {
         Duration::from_secs_f64(bytes as f64 / 2.0 / f64::from(self.sample_rate))
     }
@@ -296,13 +308,7 @@ mod tests {
     use super::*;
 
     fn speech() -> ElevenLabsSpeech {
-        ElevenLabsSpeech {
-            url: "wss://x".into(),
-            api_key: ApiKey::new("k"),
-            sample_rate: 16_000,
-            voice_settings: Some(json!({"stability": 0.5})),
-            contexts: HashMap::new(),
-        }
+        ElevenLabsSpeech::fixture()
     }
 
     #[test]

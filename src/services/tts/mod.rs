@@ -33,3 +33,8 @@ pub use elevenlabs::ElevenLabsTtsConfig;
 pub use openai::OpenAiTtsConfig;
 pub use sentences::SentenceSplitter;
 pub use service::TtsService;
+
+// The providers' wire protocols, for the fuzz targets (`fuzz/`).
+pub(crate) use cartesia::CartesiaSpeech;
+pub(crate) use elevenlabs::ElevenLabsSpeech;
+pub(crate) use ws_speech::WsSpeech;

@@ -18,6 +18,8 @@
 //! # }
 //! ```
 
+pub mod fuzz;
+
 use std::sync::{Arc, Mutex};
 
 use crate::frame::{Direction, Frame, FrameBody};
