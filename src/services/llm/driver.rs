@@ -140,7 +140,11 @@ impl Responder {
         }
     }
 
-    async fn run(&self, context: &[Message], progress: &mut Progress<'_>) -> Result<(), ServiceError> {
+    async fn run(
+        &self,
+        context: &[Message],
+        progress: &mut Progress<'_>,
+    ) -> Result<(), ServiceError> {
         let agent = match &self.router {
             Some(router) => Some(self.route(router, context, progress.ctx).await),
             None => None,
@@ -193,7 +197,10 @@ impl Responder {
                 .answer(&persona, &mut messages, true, progress)
                 .await
                 .map(drop),
-            Some(reviewer) => self.reflect(reviewer, &persona, &mut messages, progress).await,
+            Some(reviewer) => {
+                self.reflect(reviewer, &persona, &mut messages, progress)
+                    .await
+            }
         }
     }
 
@@ -261,11 +268,18 @@ impl Responder {
             rounds += 1;
             let request = reviewer.review(messages, &draft);
             let verdict = match self
-                .ask_side(&reviewer.model, &request, &reviewer.response_format, progress.ctx)
+                .ask_side(
+                    &reviewer.model,
+                    &request,
+                    &reviewer.response_format,
+                    progress.ctx,
+                )
                 .await
             {
                 Ok(answer) => Reviewer::verdict(&answer).unwrap_or_else(|| {
-                    tracing::warn!("the reviewer's answer is not a verdict; the draft goes out unapproved");
+                    tracing::warn!(
+                        "the reviewer's answer is not a verdict; the draft goes out unapproved"
+                    );
                     Verdict::Rejected(String::new())
                 }),
                 Err(error) => {
@@ -275,7 +289,9 @@ impl Responder {
             };
             match verdict {
                 Verdict::Approved => break (draft, true),
-                Verdict::Rejected(critique) if !critique.is_empty() && rounds < reviewer.max_rounds => {
+                Verdict::Rejected(critique)
+                    if !critique.is_empty() && rounds < reviewer.max_rounds =>
+                {
                     tracing::debug!(round = rounds, %critique, "draft rejected");
                     messages.extend(rewrite_request(&draft, &critique));
                 }
@@ -310,11 +326,15 @@ impl Responder {
             },
             speak: false,
         };
-        let round = match self.stream_round(&ask, "side", messages, ctx, &mut None).await {
+        let round = match self
+            .stream_round(&ask, "side", messages, ctx, &mut None)
+            .await
+        {
             Err(ServiceError::Status { status: 400, .. }) => {
                 tracing::info!("the server refused the response format; asking without it");
                 ask.request.response_format = None;
-                self.stream_round(&ask, "side", messages, ctx, &mut None).await?
+                self.stream_round(&ask, "side", messages, ctx, &mut None)
+                    .await?
             }
             other => other?,
         };

@@ -81,7 +81,10 @@ pub(crate) struct Reviewer {
 }
 
 impl Reviewer {
-    pub(crate) fn build(setup: &SessionSetup, config: &ReflectionConfig) -> Result<Self, BuildError> {
+    pub(crate) fn build(
+        setup: &SessionSetup,
+        config: &ReflectionConfig,
+    ) -> Result<Self, BuildError> {
         if !(1..=5).contains(&config.max_rounds) {
             return Err(BuildError::Invalid(format!(
                 "reflection.max_rounds must be between 1 and 5, not {}",
@@ -258,6 +261,9 @@ mod tests {
             ..config
         };
         let error = Reviewer::build(&setup, &keyed).unwrap_err().to_string();
-        assert!(error.contains("reflection.api_key_env needs reflection.base_url"), "{error}");
+        assert!(
+            error.contains("reflection.api_key_env needs reflection.base_url"),
+            "{error}"
+        );
     }
 }

@@ -218,7 +218,11 @@ impl Router {
                 .ok_or_else(|| {
                     invalid(format!(
                         "router.default_agent `{wanted}` is not one of the agents ({})",
-                        built.iter().map(|a| &*a.name).collect::<Vec<_>>().join(", ")
+                        built
+                            .iter()
+                            .map(|a| &*a.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))
                 })?,
         };

@@ -124,7 +124,8 @@ impl DocumentIndex {
     fn read(path: &Path) -> Result<Self, String> {
         let shown = path.display();
         let files = if path.is_dir() {
-            let entries = std::fs::read_dir(path).map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+            let entries =
+                std::fs::read_dir(path).map_err(|e| format!("cannot read `{shown}`: {e}"))?;
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|e| e == "md"))
@@ -336,7 +337,10 @@ mod tests {
         )
         .unwrap();
         let error = config.build().unwrap_err().to_string();
-        assert!(error.contains("document tool `docs`") && error.contains("cannot read"), "{error}");
+        assert!(
+            error.contains("document tool `docs`") && error.contains("cannot read"),
+            "{error}"
+        );
         let tool = DocumentTool {
             spec: ToolSpec {
                 name: "docs".into(),
@@ -349,7 +353,12 @@ mod tests {
         let outcome = tool.call(json!({"query": "free delivery"})).await.unwrap();
         let result: Value = serde_json::from_str(&outcome.result).unwrap();
         assert_eq!(result["results"][0]["heading"], "Delivery");
-        assert!(result["results"][0]["text"].as_str().unwrap().contains("free over 50"));
+        assert!(
+            result["results"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("free over 50")
+        );
         let outcome = tool.call(json!({"query": "zebra"})).await.unwrap();
         assert!(outcome.result.contains("\"note\""));
     }

@@ -130,7 +130,10 @@ mod tests {
         assert_eq!(cents(p.monthly), 1199.10);
         assert_eq!(cents(p.interest), 231_676.38);
         // 10,000 at 5% over 5 years: 188.71.
-        assert_eq!(cents(loan_payment(10_000.0, 5.0, 60).unwrap().monthly), 188.71);
+        assert_eq!(
+            cents(loan_payment(10_000.0, 5.0, 60).unwrap().monthly),
+            188.71
+        );
         // No interest: equal parts.
         let free = loan_payment(1_200.0, 0.0, 12).unwrap();
         assert_eq!(free.monthly, 100.0);

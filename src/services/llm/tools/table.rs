@@ -113,7 +113,8 @@ impl Table {
         if size > MAX_SOURCE_BYTES {
             return Err(format!("`{shown}` exceeds {MAX_SOURCE_BYTES} bytes"));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{shown}`: {e}"))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read `{shown}`: {e}"))?;
         Table::parse(&text).map_err(|e| format!("`{shown}`: {e}"))
     }
 
@@ -162,7 +163,10 @@ impl Table {
         // Stable: equal scores keep the file's order.
         scored.sort_by(|a, b| b.0.cmp(&a.0));
         let total = scored.len();
-        (total, scored.into_iter().take(limit).map(|(_, row)| row).collect())
+        (
+            total,
+            scored.into_iter().take(limit).map(|(_, row)| row).collect(),
+        )
     }
 }
 
@@ -174,7 +178,11 @@ fn parse_csv(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
     let mut line = 1;
     let mut start = 1;
     let mut quoted = false;
-    let mut chars = text.strip_prefix('\u{feff}').unwrap_or(text).chars().peekable();
+    let mut chars = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or(text)
+        .chars()
+        .peekable();
     while let Some(c) = chars.next() {
         match (quoted, c) {
             (true, '"') if chars.peek() == Some(&'"') => {
@@ -271,7 +279,10 @@ mod tests {
         let error = Table::parse("a,b\n1,2\n3\n").unwrap_err();
         assert!(error.starts_with("line 3:"), "{error}");
         let error = Table::parse("a,b\n\"open,2\n").unwrap_err();
-        assert!(error.contains("line 2") && error.contains("never closed"), "{error}");
+        assert!(
+            error.contains("line 2") && error.contains("never closed"),
+            "{error}"
+        );
         assert!(Table::parse("").is_err());
     }
 
@@ -301,6 +312,9 @@ mod tests {
         let outcome = tool.call(json!({"query": "kitchen"})).await.unwrap();
         let result: Value = serde_json::from_str(&outcome.result).unwrap();
         assert_eq!(result["matches"], 2);
-        assert_eq!(result["rows"], json!([{"sku": "K-100", "name": "Kettle, steel", "category": "kitchen", "price": "39.90"}]));
+        assert_eq!(
+            result["rows"],
+            json!([{"sku": "K-100", "name": "Kettle, steel", "category": "kitchen", "price": "39.90"}])
+        );
     }
 }
