@@ -13,7 +13,12 @@
 //! Run with: `cargo bench --bench reflection` (prints the median of
 //! `RUNS` answers per case, in milliseconds).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -53,8 +58,9 @@ fn answer() -> Reply {
 }
 
 fn verdict(approved: bool) -> Reply {
-    let text = json!({"approved": approved, "critique": if approved { "" } else { "Wrong price." }})
-        .to_string();
+    let text =
+        json!({"approved": approved, "critique": if approved { "" } else { "Wrong price." }})
+            .to_string();
     let size = text.len().div_ceil(5);
     let pieces: Vec<String> = text
         .as_bytes()
@@ -86,7 +92,10 @@ async fn first_text_ms(reflection: &str, reviews: &[bool]) -> f64 {
     openai.push_chats_for("reviewer", reviews.iter().map(|a| verdict(*a)));
     let llm = build::<OpenAiLlmConfig>(
         "llm",
-        &format!("base_url = \"{}\"\nmodel = \"agent\"\n{reflection}", openai.base_url),
+        &format!(
+            "base_url = \"{}\"\nmodel = \"agent\"\n{reflection}",
+            openai.base_url
+        ),
         &[],
     );
     let observer = Arc::new(FirstText::default());

@@ -161,7 +161,7 @@ impl Table {
             })
             .collect();
         // Stable: equal scores keep the file's order.
-        scored.sort_by(|a, b| b.0.cmp(&a.0));
+        scored.sort_by_key(|s| std::cmp::Reverse(s.0));
         let total = scored.len();
         (
             total,
