@@ -66,6 +66,8 @@ fn turn(index: u64, at_ms: u64) -> Turn {
         at_ms,
         unix_ms: 0,
         latency_ms: None,
+        agent: None,
+        reflection: None,
     }
 }
 

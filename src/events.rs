@@ -14,6 +14,8 @@
 //! | `llm_text` | `text` |
 //! | `tool_call` | `id`, `name`, `arguments` |
 //! | `tool_result` | `id`, `name`, `result` |
+//! | `agent_selected` | `agent`: the specialist agent answering, `by`: `keywords`, `llm` or `default` |
+//! | `answer_reviewed` | `rounds`: reviews made, `approved`: false when the last draft went out unapproved |
 //! | `tts_started`, `tts_stopped` | |
 //! | `tts_text` | `text`, `timing`: `word` or `sentence` |
 //! | `bot_started_speaking`, `bot_stopped_speaking` | |
@@ -69,6 +71,11 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
         FunctionCallResult { call, result } => (
             "tool_result",
             json!({"id": call.id, "name": call.name, "result": result}),
+        ),
+        AgentSelected { agent, by } => ("agent_selected", json!({"agent": &**agent, "by": by})),
+        AnswerReviewed(review) => (
+            "answer_reviewed",
+            json!({"rounds": review.rounds, "approved": review.approved}),
         ),
         TtsStarted => ("tts_started", json!({})),
         TtsStopped => ("tts_stopped", json!({})),
@@ -403,6 +410,22 @@ mod tests {
                 },
                 "tool_result",
                 &["id", "name", "result"],
+            ),
+            (
+                FrameBody::AgentSelected {
+                    agent: "finance".into(),
+                    by: "llm",
+                },
+                "agent_selected",
+                &["agent", "by"],
+            ),
+            (
+                FrameBody::AnswerReviewed(crate::conversation::Reflection {
+                    rounds: 1,
+                    approved: true,
+                }),
+                "answer_reviewed",
+                &["rounds", "approved"],
             ),
             (FrameBody::TtsStarted, "tts_started", &[]),
             (FrameBody::TtsStopped, "tts_stopped", &[]),

@@ -47,6 +47,8 @@ fn answer(index: u64, latency_ms: Option<u64>) -> Interaction {
         interrupted: false,
         tool_calls: Vec::new(),
         latency_ms,
+        agent: None,
+        reflection: None,
     }
 }
 

@@ -42,6 +42,8 @@ fn interaction(index: u64, role: Role, text: &str) -> Interaction {
         interrupted: false,
         tool_calls: Vec::new(),
         latency_ms: None,
+        agent: None,
+        reflection: None,
     }
 }
 

@@ -79,6 +79,8 @@ fn turn(index: u64, text: &str) -> Interaction {
         interrupted: false,
         tool_calls: Vec::new(),
         latency_ms: None,
+        agent: None,
+        reflection: None,
     }
 }
 

@@ -20,4 +20,4 @@ mod turn;
 pub use llm_context::{LlmContext, TOOL_IN_PROGRESS};
 pub use message::{Message, Role, ToolCall};
 pub use shared::{Conversation, SharedConversation};
-pub use turn::Turn;
+pub use turn::{Reflection, Turn};

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::message::{Role, ToolCall};
 
@@ -37,6 +37,26 @@ pub struct Turn {
     /// leaving (the `turn_latency` event's `total_ms`), when measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// For an assistant turn of a pipeline with specialist agents: the
+    /// agent that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// For an assistant turn of an LLM with reflection: how its answer was
+    /// reviewed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reflection: Option<Reflection>,
+}
+
+/// How a reviewer judged an answer before it went out (the LLM's
+/// `[processor.reflection]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reflection {
+    /// Reviews made: 1 when the first draft was approved.
+    pub rounds: u32,
+    /// The reviewer approved the answer that went out; false when it never
+    /// did within `max_rounds` (or could not be asked): the last draft went
+    /// out unapproved.
+    pub approved: bool,
 }
 
 impl Turn {
@@ -53,6 +73,8 @@ impl Turn {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             latency_ms: None,
+            agent: None,
+            reflection: None,
         }
     }
 }

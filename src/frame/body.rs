@@ -12,7 +12,7 @@ use super::{
     AudioFrame, ClientRequest, ClientResponse, ErrorFrame, FrameKind, MetricsData, SpokenText,
     StartFrame, TranscriptionFrame, VadParams,
 };
-use crate::conversation::{Message, ToolCall, Turn};
+use crate::conversation::{Message, Reflection, ToolCall, Turn};
 
 /// Declares [`FrameBody`] from one list of variants grouped by kind.
 ///
@@ -196,6 +196,18 @@ frame_bodies! {
         TtsStopped,
         /// A tool call is running.
         FunctionCallInProgress(ToolCall),
+        /// The specialist agent answering the current LLM response, pushed
+        /// by the LLM just after `LlmResponseStart`.
+        AgentSelected {
+            /// The agent's name.
+            agent: Arc<str>,
+            /// How it was chosen: `keywords`, `llm`, or `default` (the
+            /// router named no agent, or could not be asked).
+            by: &'static str,
+        },
+        /// The reviewer's verdict on the current LLM response (reflection),
+        /// pushed by the LLM before the answer's text.
+        AnswerReviewed(Reflection),
     }
 }
 

@@ -350,6 +350,8 @@ mod tests {
             interrupted: false,
             tool_calls: Vec::new(),
             latency_ms,
+            agent: None,
+            reflection: None,
         }
     }
 

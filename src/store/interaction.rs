@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::time::rfc3339;
-use crate::conversation::{Role, ToolCall, Turn};
+use crate::conversation::{Reflection, Role, ToolCall, Turn};
 
 /// A completed turn, as persisted.
 ///
@@ -35,6 +35,14 @@ pub struct Interaction {
     /// audio leaving), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// For an assistant turn of a pipeline with specialist agents: the
+    /// agent that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// For an assistant turn whose answer a reviewer checked: the rounds
+    /// and whether it approved (`false`: the last draft went out unapproved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reflection: Option<Reflection>,
 }
 
 impl Interaction {
@@ -49,6 +57,8 @@ impl Interaction {
             interrupted: turn.interrupted,
             tool_calls: turn.tool_calls.clone(),
             latency_ms: turn.latency_ms,
+            agent: turn.agent.clone(),
+            reflection: turn.reflection,
         }
     }
 

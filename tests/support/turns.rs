@@ -47,6 +47,8 @@ pub fn turn(index: u64, role: Role, text: &str, at_ms: u64) -> Turn {
         at_ms,
         unix_ms: unix_ms(),
         latency_ms: None,
+        agent: None,
+        reflection: None,
     }
 }
 

@@ -85,6 +85,8 @@ impl AssistantContextAggregator {
             );
             turn.interrupted = completed.interrupted;
             turn.tool_calls = completed.tool_calls;
+            turn.agent = completed.agent;
+            turn.reflection = completed.reflection;
             turn
         };
         tracing::debug!(
@@ -116,6 +118,14 @@ impl Processor for AssistantContextAggregator {
             FrameBody::TtsStopped => self.tracker.tts_stopped(),
             FrameBody::LlmText(text) => {
                 self.tracker.llm_text(text);
+                None
+            }
+            FrameBody::AgentSelected { agent, .. } => {
+                self.tracker.agent_selected(agent);
+                None
+            }
+            FrameBody::AnswerReviewed(reflection) => {
+                self.tracker.reviewed(*reflection);
                 None
             }
             FrameBody::TtsText(spoken) => {

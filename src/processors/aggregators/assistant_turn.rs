@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::frame::{SpokenText, SpokenTiming};
 
-use crate::conversation::ToolCall;
+use crate::conversation::{Reflection, ToolCall};
 
 /// What a completed assistant turn said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,10 @@ pub struct CompletedTurn {
     pub interrupted: bool,
     /// The tools the turn called.
     pub tool_calls: Vec<ToolCall>,
+    /// The specialist agent that answered, if the LLM has agents.
+    pub agent: Option<String>,
+    /// The reviewer's verdict, if the LLM reflects.
+    pub reflection: Option<Reflection>,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +42,8 @@ struct OpenTurn {
     spoken: Vec<SpokenText>,
     audio: Duration,
     tool_calls: Vec<ToolCall>,
+    agent: Option<String>,
+    reflection: Option<Reflection>,
     /// Opened by a TTS utterance rather than an LLM response.
     tts_only: bool,
     ended: bool,
@@ -108,6 +114,20 @@ impl AssistantTurnTracker {
     pub fn tool_call(&mut self, call: ToolCall) {
         if let Some(turn) = &mut self.turn {
             turn.tool_calls.push(call);
+        }
+    }
+
+    /// The specialist agent answering the open turn.
+    pub fn agent_selected(&mut self, agent: &str) {
+        if let Some(turn) = &mut self.turn {
+            turn.agent = Some(agent.to_owned());
+        }
+    }
+
+    /// The reviewer's verdict on the open turn's answer.
+    pub fn reviewed(&mut self, reflection: Reflection) {
+        if let Some(turn) = &mut self.turn {
+            turn.reflection = Some(reflection);
         }
     }
 
@@ -193,6 +213,8 @@ fn complete(turn: OpenTurn, heard: Option<Duration>) -> CompletedTurn {
         text,
         interrupted: turn.interrupted,
         tool_calls: turn.tool_calls,
+        agent: turn.agent,
+        reflection: turn.reflection,
     }
 }
 

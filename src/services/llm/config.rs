@@ -13,9 +13,14 @@ use crate::services::{ApiKey, ConnectionOptions};
 
 use super::driver::Responder;
 use super::openai::OpenAiChat;
+use super::reflection::{ReflectionConfig, Reviewer};
+use super::router::{AgentConfig, Router, RouterConfig};
 use super::service::LlmService;
 use super::tools::mcp::McpServerConfig;
-use super::tools::{ClientToolCalls, ClientToolConfig, HttpToolConfig, Tool, ToolRegistry};
+use super::tools::{
+    ClientToolCalls, ClientToolConfig, CsvToolConfig, DocumentToolConfig, HttpToolConfig, Tool,
+    ToolRegistry,
+};
 
 /// An OpenAI-compatible chat-completions LLM (OpenAI, vLLM, llama.cpp,
 /// Ollama, ...).
@@ -53,10 +58,26 @@ pub struct OpenAiLlmConfig {
     /// Tools the client app runs (over RTVI), declared here.
     #[serde(default)]
     pub client_tools: Vec<ClientToolConfig>,
+    /// Search over markdown documents (BM25), declared here.
+    #[serde(default)]
+    pub document_tools: Vec<DocumentToolConfig>,
+    /// Lookup in a CSV table, declared here.
+    #[serde(default)]
+    pub csv_tools: Vec<CsvToolConfig>,
     /// MCP servers whose tools the model may call; their tools are listed
     /// when a session starts.
     #[serde(default)]
     pub mcp_servers: Vec<McpServerConfig>,
+    /// Specialist agents: each user turn is answered by one, chosen by the
+    /// router. Without agents the LLM answers with all its tools.
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+    /// How the agent of each turn is chosen (needs `agents`).
+    #[serde(default)]
+    pub router: Option<RouterConfig>,
+    /// A reviewer that checks each answer before it goes out.
+    #[serde(default)]
+    pub reflection: Option<ReflectionConfig>,
     /// Rounds of tool calls per response; the round after the last one
     /// must answer in text. Default 5.
     #[serde(default = "default_max_tool_rounds")]
@@ -131,6 +152,12 @@ impl ProcessorFactory for OpenAiLlmConfig {
         for client in &self.client_tools {
             tools.push(Arc::new(client.build(Arc::clone(&client_calls))?));
         }
+        for documents in &self.document_tools {
+            tools.push(Arc::new(documents.build()?));
+        }
+        for table in &self.csv_tools {
+            tools.push(Arc::new(table.build()?));
+        }
         let specs: Vec<_> = tools.iter().map(|t| t.spec().clone()).collect();
         for (i, spec) in specs.iter().enumerate() {
             if specs[..i].iter().any(|s| s.name == spec.name) {
@@ -153,6 +180,31 @@ impl ProcessorFactory for OpenAiLlmConfig {
             .iter()
             .map(|server| server.build(setup))
             .collect::<Result<Vec<_>, _>>()?;
+        let router = match (&self.router, self.agents.is_empty()) {
+            (Some(_), true) => {
+                return Err(BuildError::Invalid(
+                    "[processor.router] needs [[processor.agents]] to route to".into(),
+                ));
+            }
+            (_, true) => None,
+            (config, false) => {
+                let default = RouterConfig::default();
+                let known = |name: &str| {
+                    specs.iter().any(|s| s.name == name) || !self.mcp_servers.is_empty()
+                };
+                Some(Router::build(
+                    setup,
+                    config.as_ref().unwrap_or(&default),
+                    &self.agents,
+                    known,
+                )?)
+            }
+        };
+        let reviewer = self
+            .reflection
+            .as_ref()
+            .map(|config| Reviewer::build(setup, config))
+            .transpose()?;
         let api_key = ApiKey::from_env(setup, "api_key_env", self.api_key_env.as_deref())?;
         let responder = Responder {
             wire: Box::new(OpenAiChat::new(&self.base_url, api_key)),
@@ -165,6 +217,8 @@ impl ProcessorFactory for OpenAiLlmConfig {
             max_tool_rounds: self.max_tool_rounds,
             tool_timeout: self.tool_timeout_secs.duration(),
             connection: self.connection.resolve()?,
+            router,
+            reviewer,
         };
         Ok(Box::new(
             LlmService::new(responder, mcp_servers).with_client_tool_calls(client_calls),

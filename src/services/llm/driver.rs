@@ -10,6 +10,13 @@
 //! forbids tools). The whole response is bracketed by `LlmResponseStart`
 //! and `LlmResponseEnd`.
 //!
+//! With specialist agents (see `router`), the response is first routed:
+//! `AgentSelected` follows `LlmResponseStart`, and the chosen agent's
+//! prompt, tools and model answer. With reflection (see `reflection`), no
+//! text is pushed while the answer is a draft: each draft is reviewed,
+//! `AnswerReviewed` says the verdict, and then the answer's text goes out
+//! in one piece.
+//!
 //! # Interruption
 //!
 //! The processor aborts the response task; the tools it started are
@@ -23,16 +30,22 @@
 //! naming the provider and status) and the response ends there, so nothing
 //! is said twice. A malformed event is reported and skipped.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::conversation::{Message, Role};
+use serde_json::Value;
+
+use crate::conversation::{Message, Reflection, Role};
 use crate::frame::{FrameBody, MetricsData};
 use crate::pipeline::ProcessorContext;
 use crate::services::http::{next_chunk, send};
 use crate::services::task::report;
 use crate::services::{Connection, ServiceError, SseDecoder};
 
+use super::reflection::{Reviewer, Verdict, rewrite_request};
+use super::router::{Agent, RoutedBy, Router};
+use super::side_model::SideModel;
 use super::tool_calls::{AssembledCall, ToolCallAssembler};
 use super::tool_runs::{ToolResults, run_tools};
 use super::tools::{Tool, ToolSpec};
@@ -51,12 +64,41 @@ pub(crate) struct Responder {
     pub(crate) max_tool_rounds: u32,
     pub(crate) tool_timeout: Duration,
     pub(crate) connection: Connection,
+    /// The specialist agents, when configured.
+    pub(crate) router: Option<Router>,
+    /// The reviewer of drafts, when reflection is configured.
+    pub(crate) reviewer: Option<Reviewer>,
 }
 
 /// What one round of streaming produced.
 struct Round {
     text: String,
     calls: Vec<AssembledCall>,
+}
+
+/// One request: where it goes, what it asks, and whether its text is
+/// pushed as it streams.
+struct Ask<'a> {
+    wire: &'a dyn ChatWire,
+    request: ChatRequest<'a>,
+    speak: bool,
+}
+
+/// Who answers a response: the LLM itself, or a specialist agent.
+struct Persona<'a> {
+    model: &'a str,
+    tools: Cow<'a, [Arc<dyn Tool>]>,
+    specs: Cow<'a, [ToolSpec]>,
+}
+
+/// The response in progress: its number, the session's result hub, the
+/// processor, and what it has done so far.
+struct Progress<'a> {
+    number: u64,
+    results: &'a ToolResults,
+    ctx: &'a ProcessorContext,
+    ends_call: bool,
+    first_token: Option<Instant>,
 }
 
 impl Responder {
@@ -81,47 +123,265 @@ impl Responder {
         ctx: ProcessorContext,
     ) {
         ctx.push_downstream(FrameBody::LlmResponseStart).await;
-        let mut ends_call = false;
-        if let Err(error) = self
-            .run(number, &messages, &results, &ctx, &mut ends_call)
-            .await
-        {
+        let mut progress = Progress {
+            number,
+            results: &results,
+            ctx: &ctx,
+            ends_call: false,
+            first_token: Some(Instant::now()),
+        };
+        if let Err(error) = self.run(&messages, &mut progress).await {
             tracing::warn!(provider = self.wire.provider(), error = %error, "LLM response failed");
             report(error.into_processor_error(self.wire.provider()), &ctx).await;
         }
         ctx.push_downstream(FrameBody::LlmResponseEnd).await;
-        if ends_call {
+        if progress.ends_call {
             ctx.request_end("end_call").await;
         }
     }
 
     async fn run(
         &self,
-        number: u64,
         context: &[Message],
-        results: &ToolResults,
-        ctx: &ProcessorContext,
-        ends_call: &mut bool,
+        progress: &mut Progress<'_>,
     ) -> Result<(), ServiceError> {
-        let mut messages = Vec::with_capacity(context.len() + 1);
-        if let Some(prompt) = &self.system_prompt
-            && context.first().is_none_or(|m| m.role != Role::System)
-        {
-            messages.push(Message::text(Role::System, prompt.clone()));
+        let agent = match &self.router {
+            Some(router) => Some(self.route(router, context, progress.ctx).await),
+            None => None,
+        };
+        let mut messages = Vec::with_capacity(context.len() + 2);
+        let has_system = context.first().is_some_and(|m| m.role == Role::System);
+        let prompt = match (&self.system_prompt, agent) {
+            (Some(shared), Some(agent)) if !has_system => {
+                Some(format!("{shared}\n\n{}", agent.system_prompt))
+            }
+            (_, Some(agent)) => Some(agent.system_prompt.clone()),
+            (Some(shared), None) if !has_system => Some(shared.clone()),
+            (_, None) => None,
+        };
+        match prompt {
+            // The context's own system message stays first; the agent's follows.
+            Some(prompt) if has_system => {
+                messages.push(context[0].clone());
+                messages.push(Message::text(Role::System, prompt));
+                messages.extend_from_slice(&context[1..]);
+            }
+            Some(prompt) => {
+                messages.push(Message::text(Role::System, prompt));
+                messages.extend_from_slice(context);
+            }
+            None => messages.extend_from_slice(context),
         }
-        messages.extend_from_slice(context);
-        let mut first_token = Some(Instant::now());
+        let persona = match agent {
+            None => Persona {
+                model: &self.model,
+                tools: Cow::Borrowed(&self.tools),
+                specs: Cow::Borrowed(&self.specs),
+            },
+            Some(agent) => {
+                let tools: Vec<Arc<dyn Tool>> = self
+                    .tools
+                    .iter()
+                    .filter(|t| agent.tools.contains(&t.spec().name))
+                    .cloned()
+                    .collect();
+                Persona {
+                    model: agent.model.as_deref().unwrap_or(&self.model),
+                    specs: Cow::Owned(tools.iter().map(|t| t.spec().clone()).collect()),
+                    tools: Cow::Owned(tools),
+                }
+            }
+        };
+        match &self.reviewer {
+            None => self
+                .answer(&persona, &mut messages, true, progress)
+                .await
+                .map(drop),
+            Some(reviewer) => {
+                self.reflect(reviewer, &persona, &mut messages, progress)
+                    .await
+            }
+        }
+    }
+
+    /// The agent for this response, announced with `AgentSelected`.
+    async fn route<'r>(
+        &self,
+        router: &'r Router,
+        context: &[Message],
+        ctx: &ProcessorContext,
+    ) -> &'r Agent {
+        let (index, by) = match router.by_keywords(context) {
+            Some(index) => (index, RoutedBy::Keywords),
+            None => match &router.classifier {
+                None => (router.default_agent(), RoutedBy::Default),
+                Some(classifier) => {
+                    let request = router.classification(context);
+                    match self
+                        .ask_side(classifier, &request, &router.response_format, ctx)
+                        .await
+                    {
+                        Ok(answer) => match router.named_in(&answer) {
+                            Some(index) => (index, RoutedBy::Llm),
+                            None => {
+                                tracing::info!(
+                                    answer = %answer.chars().take(200).collect::<String>(),
+                                    "the router named no agent; the default agent answers"
+                                );
+                                (router.default_agent(), RoutedBy::Default)
+                            }
+                        },
+                        Err(error) => {
+                            tracing::warn!(%error, "the router could not be asked; the default agent answers");
+                            (router.default_agent(), RoutedBy::Default)
+                        }
+                    }
+                }
+            },
+        };
+        let agent = &router.agents[index];
+        tracing::debug!(agent = %agent.name, by = by.as_str(), "agent selected");
+        ctx.push_downstream(FrameBody::AgentSelected {
+            agent: Arc::clone(&agent.name),
+            by: by.as_str(),
+        })
+        .await;
+        agent
+    }
+
+    /// Drafts, reviews and drafts again (see `reflection`); then pushes the
+    /// verdict and the answer.
+    async fn reflect(
+        &self,
+        reviewer: &Reviewer,
+        persona: &Persona<'_>,
+        messages: &mut Vec<Message>,
+        progress: &mut Progress<'_>,
+    ) -> Result<(), ServiceError> {
+        let mut rounds = 0;
+        let (draft, approved) = loop {
+            let draft = self.answer(persona, messages, false, progress).await?;
+            if draft.trim().is_empty() {
+                // Nothing to say, nothing to review (e.g. only tools called).
+                return Ok(());
+            }
+            rounds += 1;
+            let request = reviewer.review(messages, &draft);
+            let verdict = match self
+                .ask_side(
+                    &reviewer.model,
+                    &request,
+                    &reviewer.response_format,
+                    progress.ctx,
+                )
+                .await
+            {
+                Ok(answer) => Reviewer::verdict(&answer).unwrap_or_else(|| {
+                    tracing::warn!(
+                        "the reviewer's answer is not a verdict; the draft goes out unapproved"
+                    );
+                    Verdict::Rejected(String::new())
+                }),
+                Err(error) => {
+                    tracing::warn!(%error, "the reviewer could not be asked; the draft goes out unapproved");
+                    Verdict::Rejected(String::new())
+                }
+            };
+            match verdict {
+                Verdict::Approved => break (draft, true),
+                Verdict::Rejected(critique)
+                    if !critique.is_empty() && rounds < reviewer.max_rounds =>
+                {
+                    tracing::debug!(round = rounds, %critique, "draft rejected");
+                    messages.extend(rewrite_request(&draft, &critique));
+                }
+                Verdict::Rejected(_) => break (draft, false),
+            }
+        };
+        let ctx = progress.ctx;
+        ctx.push_downstream(FrameBody::AnswerReviewed(Reflection { rounds, approved }))
+            .await;
+        ctx.push_downstream(FrameBody::LlmText(draft)).await;
+        Ok(())
+    }
+
+    /// A side request (the router's, the reviewer's): its whole text. A
+    /// server refusing the response format (400) is asked again without it.
+    async fn ask_side(
+        &self,
+        side: &SideModel,
+        messages: &[Message],
+        format: &Value,
+        ctx: &ProcessorContext,
+    ) -> Result<String, ServiceError> {
+        let mut ask = Ask {
+            wire: side.wire.as_deref().unwrap_or(&*self.wire),
+            request: ChatRequest {
+                model: side.model.as_deref().unwrap_or(&self.model),
+                temperature: Some(0.0),
+                max_tokens: None,
+                tools: &[],
+                tool_choice: ToolChoice::None,
+                response_format: Some(format),
+            },
+            speak: false,
+        };
+        let round = match self
+            .stream_round(&ask, "side", messages, ctx, &mut None)
+            .await
+        {
+            Err(ServiceError::Status { status: 400, .. }) => {
+                tracing::info!("the server refused the response format; asking without it");
+                ask.request.response_format = None;
+                self.stream_round(&ask, "side", messages, ctx, &mut None)
+                    .await?
+            }
+            other => other?,
+        };
+        Ok(round.text)
+    }
+
+    /// One answer of `persona`, tool rounds included; its text is pushed as
+    /// it streams when `speak`, and returned.
+    async fn answer(
+        &self,
+        persona: &Persona<'_>,
+        messages: &mut Vec<Message>,
+        speak: bool,
+        progress: &mut Progress<'_>,
+    ) -> Result<String, ServiceError> {
+        let ctx = progress.ctx;
+        let mut said = String::new();
         for round in 0..=self.max_tool_rounds {
-            let last = round == self.max_tool_rounds || *ends_call;
+            let last = round == self.max_tool_rounds || progress.ends_call;
             let choice = if last {
                 ToolChoice::None
             } else {
                 ToolChoice::Auto
             };
-            let id = format!("{number}_{round}");
+            let id = format!("{}_{round}", progress.number);
+            let ask = Ask {
+                wire: &*self.wire,
+                request: ChatRequest {
+                    model: persona.model,
+                    temperature: self.temperature,
+                    max_tokens: self.max_tokens,
+                    tools: &persona.specs,
+                    tool_choice: choice,
+                    response_format: None,
+                },
+                speak,
+            };
             let streamed = self
-                .stream_round(&id, &messages, choice, ctx, &mut first_token)
+                .stream_round(&ask, &id, messages, ctx, &mut progress.first_token)
                 .await?;
+            let text = streamed.text.trim();
+            if !text.is_empty() {
+                if !said.is_empty() {
+                    said.push(' ');
+                }
+                said.push_str(text);
+            }
             if streamed.calls.is_empty() {
                 break;
             }
@@ -133,15 +393,14 @@ impl Responder {
                 break;
             }
             let executed = run_tools(
-                &self.tools,
+                &persona.tools,
                 self.tool_timeout,
-                number,
+                progress.number,
                 streamed.calls,
-                results,
+                progress.results,
                 ctx,
             )
             .await;
-            let text = streamed.text.trim();
             messages.push(Message::tool_calls(
                 (!text.is_empty()).then(|| text.to_owned()),
                 executed.iter().map(|e| e.call.clone()).collect(),
@@ -150,34 +409,28 @@ impl Responder {
                 messages.push(Message::tool_result(e.call.id.clone(), e.result.clone()));
             }
             if executed.iter().any(|e| e.ends_call) {
-                *ends_call = true;
+                progress.ends_call = true;
                 if !text.is_empty() {
                     // The goodbye was said with the call.
                     break;
                 }
             }
         }
-        Ok(())
+        Ok(said)
     }
 
     async fn stream_round(
         &self,
+        ask: &Ask<'_>,
         id: &str,
         messages: &[Message],
-        tool_choice: ToolChoice,
         ctx: &ProcessorContext,
         first_token: &mut Option<Instant>,
     ) -> Result<Round, ServiceError> {
-        let request = ChatRequest {
-            model: &self.model,
-            temperature: self.temperature,
-            max_tokens: self.max_tokens,
-            tools: &self.specs,
-            tool_choice,
-        };
-        let provider = self.wire.provider();
+        let wire = ask.wire;
+        let provider = wire.provider();
         let response = send(
-            |client| self.wire.request(client, &request, messages),
+            |client| wire.request(client, &ask.request, messages),
             &self.connection,
             provider,
         )
@@ -206,7 +459,7 @@ impl Responder {
             }
             while let Some(event) = events.poll_event() {
                 let deltas = match event.map_err(|e| ServiceError::Protocol(e.to_string())) {
-                    Ok(event) => self.wire.parse(&event.data),
+                    Ok(event) => wire.parse(&event.data),
                     Err(error) => Err(error),
                 };
                 let deltas = match deltas {
@@ -231,7 +484,9 @@ impl Responder {
                     match delta {
                         ChatDelta::Text(piece) => {
                             text.push_str(&piece);
-                            ctx.push_downstream(FrameBody::LlmText(piece)).await;
+                            if ask.speak {
+                                ctx.push_downstream(FrameBody::LlmText(piece)).await;
+                            }
                         }
                         ChatDelta::ToolCall {
                             index,

@@ -7,12 +7,18 @@
 //! `FunctionCallResult`), `LlmResponseEnd`, and the time to the first token
 //! as a `Ttfb` metric. The processor puts its `system_prompt` first when the
 //! context has no system message. See the driver for rounds, interruption
-//! and errors, and [`tools`] for the tools.
+//! and errors, and [`tools`] for the tools. `[[processor.agents]]` with
+//! `[processor.router]` make it a router of specialist agents
+//! ([`AgentConfig`], [`RouterConfig`]); `[processor.reflection]` has a
+//! reviewer check each answer before it goes out ([`ReflectionConfig`]).
 
 mod config;
 mod driver;
 mod openai;
+mod reflection;
+mod router;
 mod service;
+mod side_model;
 mod tool_calls;
 mod tool_runs;
 pub mod tools;
@@ -20,6 +26,8 @@ mod wire;
 
 pub use config::OpenAiLlmConfig;
 pub use openai::{parse_event_data, request_body};
+pub use reflection::{DEFAULT_REVIEW_PROMPT, ReflectionConfig};
+pub use router::{AgentConfig, DEFAULT_ROUTER_PROMPT, RouterConfig};
 pub use service::LlmService;
 pub use tool_calls::{AssembledCall, ToolCallAssembler, check_arguments};
 pub use tool_runs::TOOL_CANCELLED;

@@ -44,6 +44,9 @@ pub fn request_body(request: &ChatRequest<'_>, messages: &[Message]) -> Value {
     if let Some(max_tokens) = request.max_tokens {
         body["max_tokens"] = json!(max_tokens);
     }
+    if let Some(format) = request.response_format {
+        body["response_format"] = format.clone();
+    }
     body
 }
 
@@ -257,6 +260,7 @@ mod tests {
             max_tokens: None,
             tools: &tools,
             tool_choice: ToolChoice::None,
+            response_format: None,
         };
         let body = request_body(&request, &[Message::text(Role::User, "bye")]);
         assert_eq!(body["stream"], json!(true));
@@ -275,5 +279,11 @@ mod tests {
             ..request
         };
         assert!(request_body(&bare, &[]).get("tool_choice").is_none());
+        let format = json!({"type": "json_object"});
+        let formatted = ChatRequest {
+            response_format: Some(&format),
+            ..bare
+        };
+        assert_eq!(request_body(&formatted, &[])["response_format"], format);
     }
 }

@@ -30,6 +30,9 @@ pub struct ChatRequest<'a> {
     pub tools: &'a [ToolSpec],
     /// Whether tools may be called.
     pub tool_choice: ToolChoice,
+    /// A `response_format` (e.g. a strict `json_schema`), for the router's
+    /// and the reviewer's requests.
+    pub response_format: Option<&'a serde_json::Value>,
 }
 
 /// One thing a streamed chunk says.

@@ -18,6 +18,7 @@
 //! | `metrics` (`ttfb`, `processing_time`) | `metrics` (`ttfb`, `processing`: seconds) |
 //! | `error` | `error` |
 //! | `server_message` (from a processor, or a tool's outcome) | `server-message` |
+//! | `agent_selected`, `answer_reviewed` | `server-message` (`{"type": event, ...fields}`) |
 //! | `client_response` | `server-response` or `error-response` (by [`super::RtviSession`], which knows what is pending) |
 //!
 //! Other events (`session_started`, `dtmf`, `turn_latency`,
@@ -123,6 +124,11 @@ pub fn messages_for_event(name: &str, fields: &Value, wall_ms: u64) -> Vec<Value
             json!({"error": fields["message"], "fatal": fields["fatal"]}),
         )],
         "server_message" => vec![message("server-message", fields["data"].clone())],
+        "agent_selected" | "answer_reviewed" => {
+            let mut data = fields.clone();
+            data["type"] = json!(name);
+            vec![message("server-message", data)]
+        }
         _ => Vec::new(),
     }
 }
@@ -243,6 +249,27 @@ mod tests {
         assert_eq!(
             messages,
             [json!({"label": "rtvi-ai", "type": "server-message", "data": {"score": 3}})]
+        );
+    }
+
+    #[test]
+    fn agent_selections_and_reviews_are_server_messages() {
+        let messages = rtvi(FrameBody::AgentSelected {
+            agent: "finance".into(),
+            by: "llm",
+        });
+        assert_eq!(
+            messages,
+            [json!({"label": "rtvi-ai", "type": "server-message",
+                "data": {"type": "agent_selected", "agent": "finance", "by": "llm"}})]
+        );
+        let messages = rtvi(FrameBody::AnswerReviewed(crate::conversation::Reflection {
+            rounds: 2,
+            approved: false,
+        }));
+        assert_eq!(
+            messages[0]["data"],
+            json!({"type": "answer_reviewed", "rounds": 2, "approved": false})
         );
     }
 }

@@ -477,6 +477,10 @@ fn streamed(
                     log(&state, format!("{who}: saw {what}"));
                     continue;
                 }
+                Part::Pause(duration) => {
+                    tokio::time::sleep(duration).await;
+                    continue;
+                }
                 Part::Abort => {
                     log(&state, format!("{who}: abort"));
                     let _ = tx.send(Err(std::io::Error::other("dropped"))).await;

@@ -20,6 +20,8 @@ pub enum Part {
     WaitForSpeech(usize),
     /// Wait until the test says so (`notify_one`).
     WaitFor(Arc<Notify>, &'static str),
+    /// Wait this long, as a model thinking or generating would.
+    Pause(std::time::Duration),
     /// Fail the body: the connection drops mid-response.
     Abort,
     /// Send nothing more, and never end.

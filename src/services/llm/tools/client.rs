@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use crate::config::Seconds;
 use crate::pipeline::BuildError;
 
-use super::tool::{Tool, ToolError, ToolOutcome, ToolSpec};
+use super::tool::{Tool, ToolError, ToolOutcome, ToolSpec, is_tool_name};
 
 /// Results kept for calls not yet waiting, at most.
 const MAX_EARLY: usize = 64;
@@ -66,11 +66,7 @@ impl ClientToolConfig {
     /// A name the model cannot call, or parameters that are not an object
     /// schema.
     pub fn build(&self, calls: Arc<ClientToolCalls>) -> Result<ClientTool, BuildError> {
-        let name_ok = !self.name.is_empty()
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let name_ok = is_tool_name(&self.name);
         let object = self.parameters.get("type").and_then(Value::as_str) == Some("object");
         if !name_ok || !object {
             return Err(BuildError::Invalid(format!(

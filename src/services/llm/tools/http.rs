@@ -23,7 +23,7 @@ use crate::services::http::{client, next_chunk};
 use crate::services::url::check_http_url;
 use crate::services::{ApiKey, Connection, ServiceError, error::error_message};
 
-use super::tool::{Tool, ToolError, ToolOutcome, ToolSpec};
+use super::tool::{Tool, ToolError, ToolOutcome, ToolSpec, is_tool_name};
 
 /// The longest result kept, in bytes; the model does not need more.
 const MAX_RESULT: usize = 16 * 1024;
@@ -67,12 +67,7 @@ impl HttpToolConfig {
     pub fn build(&self, setup: &SessionSetup) -> Result<HttpTool, BuildError> {
         let invalid =
             |message: String| BuildError::Invalid(format!("http tool `{}`: {message}", self.name));
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !is_tool_name(&self.name) {
             return Err(invalid(
                 "the name must be letters, digits, `_` or `-`".into(),
             ));

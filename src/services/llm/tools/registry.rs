@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::end_call::EndCall;
+use super::loan_payment::LoanPaymentTool;
 use super::tool::Tool;
 
 /// Tools by name: the built-ins, plus any added in code.
@@ -29,10 +30,11 @@ impl ToolRegistry {
         Self::default()
     }
 
-    /// The built-in tools: `end_call`.
+    /// The built-in tools: `end_call`, `loan_payment`.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
         registry.register(Arc::new(EndCall::new()));
+        registry.register(Arc::new(LoanPaymentTool::new()));
         registry
     }
 

@@ -17,6 +17,14 @@ pub struct ToolSpec {
     pub parameters: Value,
 }
 
+/// Whether the model can call a tool by `name`: letters, digits, `_` or `-`.
+pub(crate) fn is_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// What a tool call produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolOutcome {

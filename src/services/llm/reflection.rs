@@ -1,0 +1,269 @@
+//! Reflection: a reviewer checks each draft answer before it goes out.
+//!
+//! ```toml
+//! [processor.reflection]
+//! prompt = "Check prices and figures against the tool results."  # optional
+//! max_rounds = 2        # reviews of one answer, 1 to 5; default 2
+//! # model, base_url, api_key_env: the reviewer's own; default the LLM's
+//! ```
+//!
+//! With reflection, the LLM writes its answer (tool rounds included)
+//! without pushing any of its text: nothing reaches the TTS or the client
+//! while the answer is a draft. The reviewer reads the conversation, the
+//! tool calls and results and the draft, and answers a JSON object
+//! `{"approved": bool, "critique": string}` (a strict `json_schema`
+//! response format, validated anyway). A rejected draft, while reviews are
+//! left, is written again with the critique; the answer that goes out is
+//! the approved draft, or the last one, unapproved, after `max_rounds`
+//! reviews (or when the reviewer cannot be asked or answers nonsense). The
+//! LLM pushes `AnswerReviewed` with the rounds and the verdict, which the
+//! assistant turn records, then the text.
+//!
+//! The cost is latency: the answer's first word waits for the whole draft
+//! and its review (see the README for a measurement). This file is
+//! sans-IO: the driver sends the requests it builds.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::conversation::{Message, Role};
+use crate::pipeline::{BuildError, SessionSetup};
+
+use super::side_model::{SideModel, json_object, json_schema_format};
+
+/// The reviewer's instructions when the TOML gives none.
+pub const DEFAULT_REVIEW_PROMPT: &str = "\
+You review a customer-service agent's draft answer before it is sent. Check \
+it against the conversation and, above all, against the results of the tools \
+the agent called: every figure, price, name and fact in the draft must agree \
+with them. Approve a draft that is correct and answers the customer; \
+otherwise say precisely what is wrong.";
+
+/// `[processor.reflection]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReflectionConfig {
+    /// The reviewer's instructions (the answer's shape is added).
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Reviews of one answer, 1 to 5. Default 2.
+    #[serde(default = "default_max_rounds")]
+    pub max_rounds: u32,
+    /// The reviewer's model; default the LLM's.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The reviewer's endpoint; default the LLM's.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The variable holding the reviewer endpoint's key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+}
+
+fn default_max_rounds() -> u32 {
+    2
+}
+
+/// What the reviewer said of a draft.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Approved,
+    Rejected(String),
+}
+
+/// The reviewer, ready for a session. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Reviewer {
+    pub(crate) model: SideModel,
+    prompt: String,
+    pub(crate) max_rounds: u32,
+    pub(crate) response_format: Value,
+}
+
+impl Reviewer {
+    pub(crate) fn build(
+        setup: &SessionSetup,
+        config: &ReflectionConfig,
+    ) -> Result<Self, BuildError> {
+        if !(1..=5).contains(&config.max_rounds) {
+            return Err(BuildError::Invalid(format!(
+                "reflection.max_rounds must be between 1 and 5, not {}",
+                config.max_rounds
+            )));
+        }
+        Ok(Reviewer {
+            model: SideModel::build(
+                setup,
+                "reflection",
+                config.model.as_deref(),
+                config.base_url.as_deref(),
+                config.api_key_env.as_deref(),
+            )?,
+            prompt: config
+                .prompt
+                .clone()
+                .unwrap_or_else(|| DEFAULT_REVIEW_PROMPT.to_owned()),
+            max_rounds: config.max_rounds,
+            response_format: json_schema_format(
+                "review",
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "approved": {"type": "boolean"},
+                        "critique": {"type": "string"}
+                    },
+                    "required": ["approved", "critique"],
+                    "additionalProperties": false
+                }),
+            ),
+        })
+    }
+
+    /// The review request of `draft`, the answer to `conversation` (the
+    /// messages the model read, its tool calls and their results).
+    pub(crate) fn review(&self, conversation: &[Message], draft: &str) -> Vec<Message> {
+        let instructions = format!(
+            "{}\n\nAnswer with one JSON object and nothing else: \
+             {{\"approved\": true or false, \"critique\": \"what is wrong and how to fix it, \
+             or an empty string\"}}.",
+            self.prompt
+        );
+        let mut text = String::from("The conversation so far:\n");
+        for message in conversation.iter().filter(|m| m.role != Role::System) {
+            let content = message.content.as_deref().unwrap_or_default();
+            match message.role {
+                Role::Tool => text.push_str(&format!("tool result: {content}\n")),
+                role => {
+                    let who = if role == Role::User { "user" } else { "agent" };
+                    if !content.trim().is_empty() {
+                        text.push_str(&format!("{who}: {content}\n"));
+                    }
+                    for call in &message.tool_calls {
+                        text.push_str(&format!("{who} calls {}({})\n", call.name, call.arguments));
+                    }
+                }
+            }
+        }
+        text.push_str(&format!("\nThe agent's draft answer:\n{draft}"));
+        vec![
+            Message::text(Role::System, instructions),
+            Message::text(Role::User, text),
+        ]
+    }
+
+    /// What the reviewer's `answer` says, or `None` when it is not a
+    /// verdict.
+    pub(crate) fn verdict(answer: &str) -> Option<Verdict> {
+        let object = json_object(answer)?;
+        let approved = object.get("approved")?.as_bool()?;
+        let critique = object
+            .get("critique")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim();
+        Some(if approved {
+            Verdict::Approved
+        } else if critique.is_empty() {
+            Verdict::Rejected("The reviewer rejected the draft without saying why.".into())
+        } else {
+            Verdict::Rejected(critique.to_owned())
+        })
+    }
+}
+
+/// The messages that ask for a draft again: the rejected draft, then the
+/// critique.
+pub(crate) fn rewrite_request(draft: &str, critique: &str) -> [Message; 2] {
+    [
+        Message::text(Role::Assistant, draft),
+        Message::text(
+            Role::System,
+            format!(
+                "A reviewer stopped that draft before the user saw it: {critique}\n\
+                 Write your answer to the user again, corrected. The user has not seen the draft."
+            ),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conversation::ToolCall;
+
+    #[test]
+    fn verdicts_are_validated() {
+        assert_eq!(
+            Reviewer::verdict(r#"{"approved": true, "critique": ""}"#),
+            Some(Verdict::Approved)
+        );
+        assert_eq!(
+            Reviewer::verdict(r#"{"approved": false, "critique": " The price is 24.50. "}"#),
+            Some(Verdict::Rejected("The price is 24.50.".into()))
+        );
+        assert!(matches!(
+            Reviewer::verdict(r#"{"approved": false}"#),
+            Some(Verdict::Rejected(_))
+        ));
+        assert_eq!(Reviewer::verdict(r#"{"approved": "yes"}"#), None);
+        assert_eq!(Reviewer::verdict("looks good"), None);
+    }
+
+    #[test]
+    fn the_review_shows_tool_calls_results_and_the_draft() {
+        let reviewer = Reviewer::build(
+            &SessionSetup::new("test", 16_000),
+            &ReflectionConfig {
+                prompt: None,
+                max_rounds: 2,
+                model: None,
+                base_url: None,
+                api_key_env: None,
+            },
+        )
+        .unwrap();
+        let call = ToolCall {
+            id: "c1".into(),
+            name: "search_catalogue".into(),
+            arguments: r#"{"query":"toaster"}"#.into(),
+        };
+        let conversation = vec![
+            Message::text(Role::System, "be nice"),
+            Message::text(Role::User, "price of the toaster?"),
+            Message::tool_calls(None, vec![call]),
+            Message::tool_result("c1", r#"{"price":"24.50"}"#),
+        ];
+        let request = reviewer.review(&conversation, "It costs 19 euros.");
+        let text = request[1].content.as_deref().unwrap();
+        assert!(!text.contains("be nice"));
+        assert!(text.contains("user: price of the toaster?"));
+        assert!(text.contains(r#"agent calls search_catalogue({"query":"toaster"})"#));
+        assert!(text.contains(r#"tool result: {"price":"24.50"}"#));
+        assert!(text.ends_with("It costs 19 euros."));
+        assert_eq!(reviewer.response_format["json_schema"]["strict"], true);
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let config = ReflectionConfig {
+            prompt: None,
+            max_rounds: 0,
+            model: None,
+            base_url: None,
+            api_key_env: None,
+        };
+        let setup = SessionSetup::new("test", 16_000);
+        let error = Reviewer::build(&setup, &config).unwrap_err().to_string();
+        assert!(error.contains("reflection.max_rounds"), "{error}");
+        let keyed = ReflectionConfig {
+            max_rounds: 1,
+            api_key_env: Some("X".into()),
+            ..config
+        };
+        let error = Reviewer::build(&setup, &keyed).unwrap_err().to_string();
+        assert!(
+            error.contains("reflection.api_key_env needs reflection.base_url"),
+            "{error}"
+        );
+    }
+}
