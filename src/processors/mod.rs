@@ -11,7 +11,7 @@ mod vad;
 
 pub use aggregators::{
     AssistantContextAggregator, AssistantContextConfig, AssistantTurnTracker, CompletedTurn,
-    UserContextAggregator, UserContextConfig, UserTurnTracker, heard_text,
+    UserContextAggregator, UserContextConfig, UserTurnTracker, heard_text, TurnAnalyzerKind, TurnEndConfig, end_of_turn_model,
 };
 pub use gain::{AudioSelector, Gain, GainConfig};
 pub use parallel::{Parallel, ParallelFactory};

@@ -11,6 +11,10 @@
 //! message when the turn completes (see [`AssistantTurnTracker`]). Each
 //! completed turn, and each tool result, is announced with a
 //! `TurnCompleted` frame. Every frame is forwarded.
+//!
+//! A preemptive reply (prepared before the user's turn was confirmed over)
+//! is held here, unrecorded and unplayed, until `PreemptiveReplyConfirmed`
+//! releases it or an interruption discards it (see [`PreemptiveHold`]).
 
 use std::sync::Arc;
 
@@ -23,6 +27,7 @@ use crate::pipeline::{BuildError, SessionSetup};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 use super::assistant_turn::{AssistantTurnTracker, CompletedTurn};
+use super::preemptive_hold::PreemptiveHold;
 use super::user::default_context_name;
 use crate::conversation::{Message, Role, SharedConversation, Turn};
 
@@ -51,6 +56,7 @@ impl ProcessorFactory for AssistantContextConfig {
 pub struct AssistantContextAggregator {
     conversation: SharedConversation,
     tracker: AssistantTurnTracker,
+    hold: PreemptiveHold,
 }
 
 impl AssistantContextAggregator {
@@ -59,6 +65,7 @@ impl AssistantContextAggregator {
         AssistantContextAggregator {
             conversation,
             tracker: AssistantTurnTracker::new(),
+            hold: PreemptiveHold::default(),
         }
     }
 
@@ -106,6 +113,41 @@ impl Processor for AssistantContextAggregator {
         direction: Direction,
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
+        match &frame.body {
+            FrameBody::PreemptiveLlmMessages(_) => self.hold.start(),
+            FrameBody::PreemptiveReplyConfirmed => {
+                for held in self.hold.release() {
+                    self.record(held, Direction::Downstream, ctx).await;
+                }
+            }
+            _ => {}
+        }
+        if let Some(frame) = self.hold.pass(frame, direction) {
+            self.record(frame, direction, ctx).await;
+        }
+        Ok(())
+    }
+
+    async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
+        self.hold.discard();
+        self.tracker.interrupted();
+    }
+
+    async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        let completed = self.tracker.finish();
+        self.complete(completed, ctx).await;
+        Ok(())
+    }
+
+    async fn on_cancel(&mut self, ctx: &ProcessorContext) {
+        let completed = self.tracker.cancel();
+        self.complete(completed, ctx).await;
+    }
+}
+
+impl AssistantContextAggregator {
+    /// Records what `frame` says of the bot's turn and forwards it.
+    async fn record(&mut self, frame: Frame, direction: Direction, ctx: &ProcessorContext) {
         let completed = match &frame.body {
             FrameBody::LlmResponseStart => self.tracker.response_started(),
             FrameBody::LlmResponseEnd => self.tracker.response_ended(),
@@ -167,22 +209,6 @@ impl Processor for AssistantContextAggregator {
             _ => None,
         };
         ctx.push(frame, direction).await;
-        self.complete(completed, ctx).await;
-        Ok(())
-    }
-
-    async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
-        self.tracker.interrupted();
-    }
-
-    async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
-        let completed = self.tracker.finish();
-        self.complete(completed, ctx).await;
-        Ok(())
-    }
-
-    async fn on_cancel(&mut self, ctx: &ProcessorContext) {
-        let completed = self.tracker.cancel();
         self.complete(completed, ctx).await;
     }
 }

@@ -10,6 +10,14 @@
 //! forbids tools). The whole response is bracketed by `LlmResponseStart`
 //! and `LlmResponseEnd`.
 //!
+//! # Preemptive replies
+//!
+//! A response to a context sent before the user's turn was confirmed over
+//! carries a confirmation to wait on: its tool calls run at once only when
+//! every tool called is [`safe_to_run_early`](super::tools::Tool::safe_to_run_early);
+//! otherwise they wait for the confirmation, and a discarded reply (its
+//! task aborted) never runs them.
+//!
 //! # Interruption
 //!
 //! The processor aborts the response task; the tools it started are
@@ -25,6 +33,8 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use crate::conversation::{Message, Role};
 use crate::frame::{FrameBody, MetricsData};
@@ -77,13 +87,21 @@ impl Responder {
         self: Arc<Self>,
         number: u64,
         messages: Arc<Vec<Message>>,
+        mut confirmed: Option<watch::Receiver<bool>>,
         results: ToolResults,
         ctx: ProcessorContext,
     ) {
         ctx.push_downstream(FrameBody::LlmResponseStart).await;
         let mut ends_call = false;
         if let Err(error) = self
-            .run(number, &messages, &results, &ctx, &mut ends_call)
+            .run(
+                number,
+                &messages,
+                &mut confirmed,
+                &results,
+                &ctx,
+                &mut ends_call,
+            )
             .await
         {
             tracing::warn!(provider = self.wire.provider(), error = %error, "LLM response failed");
@@ -99,6 +117,7 @@ impl Responder {
         &self,
         number: u64,
         context: &[Message],
+        confirmed: &mut Option<watch::Receiver<bool>>,
         results: &ToolResults,
         ctx: &ProcessorContext,
         ends_call: &mut bool,
@@ -132,6 +151,15 @@ impl Responder {
                 );
                 break;
             }
+            if let Some(confirmation) = confirmed.as_mut()
+                && !self.all_safe_to_run_early(&streamed.calls)
+            {
+                tracing::debug!("a preemptive reply's tools wait for the end of the turn");
+                if confirmation.wait_for(|confirmed| *confirmed).await.is_err() {
+                    // Superseded without a confirmation: never run.
+                    return Ok(());
+                }
+            }
             let executed = run_tools(
                 &self.tools,
                 self.tool_timeout,
@@ -158,6 +186,16 @@ impl Responder {
             }
         }
         Ok(())
+    }
+
+    /// Whether every tool `calls` name may run before the turn is over.
+    fn all_safe_to_run_early(&self, calls: &[AssembledCall]) -> bool {
+        calls.iter().all(|assembled| {
+            self.tools
+                .iter()
+                .find(|t| t.spec().name == assembled.call.name)
+                .is_some_and(|t| t.safe_to_run_early())
+        })
     }
 
     async fn stream_round(
