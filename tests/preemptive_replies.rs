@@ -174,7 +174,9 @@ async fn a_prepared_reply_is_held_unheard_and_plays_the_frame_the_turn_ends() {
     session
         .at(100, FrameBody::UserStartedSpeaking { start: ms(100) })
         .await;
-    session.at(900, transcription("I would like a pizza.")).await;
+    session
+        .at(900, transcription("I would like a pizza."))
+        .await;
     // The VAD's short stop, 200 ms after the speech ended at 1 s.
     session
         .at(1_200, FrameBody::UserStoppedSpeaking { end: ms(1_000) })
@@ -226,11 +228,23 @@ async fn a_prepared_reply_is_held_unheard_and_plays_the_frame_the_turn_ends() {
         })
         .unwrap();
     assert!(last_input < confirmed, "decided on the 1.3 s frame itself");
-    assert!(position("assistant_context", |b| matches!(b, FrameBody::OutputAudio(_))) > confirmed);
-    assert_eq!(server.chat_requests().len(), 1, "one LLM request: the prepared one");
+    assert!(
+        position("assistant_context", |b| matches!(
+            b,
+            FrameBody::OutputAudio(_)
+        )) > confirmed
+    );
+    assert_eq!(
+        server.chat_requests().len(),
+        1,
+        "one LLM request: the prepared one"
+    );
     let messages = conversation.lock().context.messages().to_vec();
     assert_eq!(messages[0].role, Role::User);
-    assert_eq!(messages[0].content.as_deref(), Some("I would like a pizza."));
+    assert_eq!(
+        messages[0].content.as_deref(),
+        Some("I would like a pizza.")
+    );
     assert_eq!(messages[1].role, Role::Assistant);
 }
 
@@ -293,16 +307,16 @@ async fn a_prepared_reply_is_never_heard_when_the_user_goes_on() {
         .count();
     assert_eq!(discarded, 1);
     let heard = spoken(&session.pushed_by("assistant_context"));
-    assert_eq!(heard, ["A pizza and a salad."], "the first reply never went out");
+    assert_eq!(
+        heard,
+        ["A pizza and a salad."],
+        "the first reply never went out"
+    );
     let _pushes = session.live.finish().await;
     let requests = server.chat_requests();
     assert_eq!(requests.len(), 2);
     let last_user = |request: &serde_json::Value| {
-        request["messages"]
-            .as_array()
-            .unwrap()
-            .last()
-            .unwrap()["content"]
+        request["messages"].as_array().unwrap().last().unwrap()["content"]
             .as_str()
             .unwrap()
             .to_owned()
@@ -364,7 +378,10 @@ async fn a_tool_with_side_effects_waits_for_the_turn_to_end_and_never_runs_if_di
         .at(1_200, FrameBody::UserStoppedSpeaking { end: ms(1_000) })
         .await;
     after_the_first_answer(&server).await;
-    assert!(server.received("/tools/book").is_empty(), "not before the turn ends");
+    assert!(
+        server.received("/tools/book").is_empty(),
+        "not before the turn ends"
+    );
     // The user goes on: the reply is discarded and the tool never runs.
     session
         .at(1_250, FrameBody::UserStartedSpeaking { start: ms(1_250) })
@@ -390,12 +407,18 @@ async fn a_tool_with_side_effects_waits_for_the_turn_to_end_and_never_runs_if_di
         .await;
     session
         .live
-        .wait_for_from("assistant_context", "the answer after the tool", |b| {
-            matches!(b, FrameBody::TtsText(t) if t.text.contains("Booked"))
-        })
+        .wait_for_from(
+            "assistant_context",
+            "the answer after the tool",
+            |b| matches!(b, FrameBody::TtsText(t) if t.text.contains("Booked")),
+        )
         .await;
     let _pushes = session.live.finish().await;
-    assert_eq!(server.received("/tools/book").len(), 1, "run once, when confirmed");
+    assert_eq!(
+        server.received("/tools/book").len(),
+        1,
+        "run once, when confirmed"
+    );
 }
 
 #[tokio::test]
@@ -439,7 +462,11 @@ impl EndOfTurnModel for ScriptedModel {
     fn end_of_turn_probability(&mut self, turn: &[i16]) -> f32 {
         self.calls.lock().unwrap().push(turn.len());
         let mut answers = self.answers.lock().unwrap();
-        if answers.is_empty() { 1.0 } else { answers.remove(0) }
+        if answers.is_empty() {
+            1.0
+        } else {
+            answers.remove(0)
+        }
     }
 }
 
@@ -463,11 +490,18 @@ async fn the_model_saying_not_done_waits_for_the_fallback_and_done_ends_the_turn
         answers: Arc::new(Mutex::new(vec![0.1, 0.9])),
         calls: Arc::clone(&calls),
     };
-    let session = Session::start(pipeline(&server, &conversation, Some(Box::new(model)), false));
+    let session = Session::start(pipeline(
+        &server,
+        &conversation,
+        Some(Box::new(model)),
+        false,
+    ));
     session
         .at(100, FrameBody::UserStartedSpeaking { start: ms(100) })
         .await;
-    session.at(900, transcription("I would like a pizza.")).await;
+    session
+        .at(900, transcription("I would like a pizza."))
+        .await;
     session
         .at(1_200, FrameBody::UserStoppedSpeaking { end: ms(1_000) })
         .await;

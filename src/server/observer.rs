@@ -154,7 +154,12 @@ mod tests {
             push(&observer, hop, &confirmed, 0);
             push(&observer, hop, &discarded, 0);
         }
-        push(&observer, "user_context", &Frame::new(FrameBody::PreemptiveReplyDiscarded), 5);
+        push(
+            &observer,
+            "user_context",
+            &Frame::new(FrameBody::PreemptiveReplyDiscarded),
+            5,
+        );
         let text = metrics.render();
         assert!(
             text.contains(r#"voxpipe_preemptive_replies_total{outcome="confirmed"} 1"#),

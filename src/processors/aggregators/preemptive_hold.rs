@@ -65,15 +65,24 @@ mod tests {
         assert!(hold.pass(text(), Direction::Downstream).is_some(), "idle");
         hold.start();
         assert!(hold.pass(text(), Direction::Downstream).is_none());
-        assert!(hold.pass(Frame::new(FrameBody::TtsStopped), Direction::Downstream).is_none());
         assert!(
-            hold.pass(Frame::new(FrameBody::BotStoppedSpeaking), Direction::Upstream)
-                .is_some()
+            hold.pass(Frame::new(FrameBody::TtsStopped), Direction::Downstream)
+                .is_none()
+        );
+        assert!(
+            hold.pass(
+                Frame::new(FrameBody::BotStoppedSpeaking),
+                Direction::Upstream
+            )
+            .is_some()
         );
         let released = hold.release();
         assert_eq!(released.len(), 2);
         assert!(matches!(released[0].body, FrameBody::LlmText(_)));
-        assert!(hold.pass(text(), Direction::Downstream).is_some(), "released");
+        assert!(
+            hold.pass(text(), Direction::Downstream).is_some(),
+            "released"
+        );
 
         hold.start();
         assert!(hold.pass(text(), Direction::Downstream).is_none());
