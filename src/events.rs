@@ -446,6 +446,21 @@ mod tests {
             ),
             (FrameBody::Dtmf { digit: '5' }, "dtmf", &["digit"]),
             (
+                FrameBody::PreemptiveLlmMessages(Default::default()),
+                "preemptive_reply_started",
+                &[],
+            ),
+            (
+                FrameBody::PreemptiveReplyConfirmed,
+                "preemptive_reply_confirmed",
+                &[],
+            ),
+            (
+                FrameBody::PreemptiveReplyDiscarded,
+                "preemptive_reply_discarded",
+                &[],
+            ),
+            (
                 FrameBody::Error(error),
                 "error",
                 &["processor", "message", "fatal", "provider", "status"],

@@ -12,11 +12,12 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::clocked::Session;
 use support::fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, tool_chunk};
-use support::session::{Live, build};
+use support::session::build;
 use voxpipe::conversation::{Role, SharedConversation};
-use voxpipe::frame::{AudioFrame, Direction, Frame, FrameBody, TranscriptionFrame};
-use voxpipe::pipeline::{NamedProcessor, SessionClock};
+use voxpipe::frame::{Direction, FrameBody, TranscriptionFrame};
+use voxpipe::pipeline::NamedProcessor;
 use voxpipe::processors::{AssistantContextAggregator, UserContextAggregator};
 use voxpipe::services::llm::OpenAiLlmConfig;
 use voxpipe::services::tts::OpenAiTtsConfig;
@@ -85,59 +86,6 @@ fn transcription(text: &str) -> FrameBody {
         language: None,
         at: Duration::ZERO,
     })
-}
-
-/// A session on an audio clock the test moves.
-struct Session {
-    live: Live,
-    clock: SessionClock,
-}
-
-impl Session {
-    fn start(processors: Vec<NamedProcessor>) -> Session {
-        let clock = SessionClock::audio();
-        let session_clock = clock.clone();
-        let live = Live::start_with(processors, move |p| p.clock = session_clock);
-        Session { live, clock }
-    }
-
-    /// Queues `body` at session time `at_ms`.
-    async fn at(&self, at_ms: u64, body: FrameBody) {
-        self.clock.advance_to(ms(at_ms));
-        self.live.handle.queue_frame(body).await;
-    }
-
-    /// A 20 ms frame of the user's (quiet) audio at `at_ms`, waited for
-    /// until `user_context` has handled it.
-    async fn audio(&self, at_ms: u64) {
-        let frame = Frame::new(FrameBody::InputAudio(AudioFrame::from_samples(
-            &[0; 320],
-            16_000,
-            1,
-            ms(at_ms),
-        )));
-        let id = frame.id;
-        self.clock.advance_to(ms(at_ms));
-        self.live.handle.queue_frame(frame).await;
-        self.live
-            .wait_until("user_context to handle the audio", |pushes| {
-                pushes
-                    .iter()
-                    .any(|(from, _, f)| from == "user_context" && f.id == id)
-            })
-            .await;
-    }
-
-    /// What `from` pushed downstream so far.
-    fn pushed_by(&self, from: &str) -> Vec<FrameBody> {
-        self.live
-            .recorder
-            .pushes()
-            .into_iter()
-            .filter(|(f, d, _)| f == from && *d == Direction::Downstream)
-            .map(|(_, _, frame)| frame.body)
-            .collect()
-    }
 }
 
 /// Whether anything of a reply (words, audio, tool calls) is among `bodies`.

@@ -99,6 +99,12 @@ impl TurnEnd {
         }
     }
 
+    /// Whether a pause is being weighed (the user went quiet and the turn
+    /// has not ended since).
+    pub fn in_pause(&self) -> bool {
+        self.quiet_since.is_some()
+    }
+
     /// The parameters.
     pub fn params(&self) -> &TurnEndParams {
         &self.params

@@ -19,6 +19,7 @@
 
 mod assistant;
 mod assistant_turn;
+mod false_interruption;
 mod preemptive_hold;
 mod turn_analyzer;
 mod user;

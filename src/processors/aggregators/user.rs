@@ -246,6 +246,7 @@ impl UserContextAggregator {
             return;
         };
         let saw_vad = self.tracker.saw_vad();
+        let speaking = self.tracker.is_speaking();
         let Some(ending) = self.ending.as_mut().filter(|_| saw_vad) else {
             self.hand(Some(text), ctx).await;
             return;
@@ -254,6 +255,13 @@ impl UserContextAggregator {
             Some(before) => format!("{before} {text}"),
             None => text,
         };
+        if !speaking && !ending.decision.in_pause() {
+            // Words come after the turn ended (a late final): nothing is
+            // left to decide, they are answered at once.
+            ending.decision.reset();
+            self.hand(Some(text), ctx).await;
+            return;
+        }
         ending.decision.transcript(&text);
         ending.pending = Some(text);
         if ending.prepared {
