@@ -21,7 +21,12 @@
 //!
 //! Run with: `cargo bench --bench turn_latency` (needs espeak-ng and sox).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::clocked::Session;
-use voxpipe::conversation::{Role, SharedConversation, Turn};
+use voxpipe::conversation::{Role, SharedConversation};
 use voxpipe::frame::{AudioFrame, Direction, FrameBody, SpokenText, SpokenTiming};
 use voxpipe::pipeline::NamedProcessor;
 use voxpipe::processors::AssistantContextAggregator;
@@ -168,7 +168,7 @@ async fn words_after_the_barge_in_make_it_a_real_interruption() {
     session
         .at(2_400, FrameBody::UserStoppedSpeaking { end: ms(2_200) })
         .await;
-    let user_turn = Turn::completed(9, Role::User, "Wait, what time?".into(), ms(2_600));
+    let user_turn = support::turns::turn(9, Role::User, "Wait, what time?", 2_600);
     session
         .at(2_600, FrameBody::TurnCompleted(Arc::new(user_turn)))
         .await;

@@ -16,14 +16,17 @@ fn ms(n: u64) -> Duration {
 pub struct Session {
     pub live: Live,
     clock: SessionClock,
+    /// The last processor's name: a frame it pushed went through them all.
+    last: String,
 }
 
 impl Session {
     pub fn start(processors: Vec<NamedProcessor>) -> Session {
+        let last = processors.last().map(|p| p.name.clone()).unwrap_or_default();
         let clock = SessionClock::audio();
         let session_clock = clock.clone();
         let live = Live::start_with(processors, move |p| p.clock = session_clock);
-        Session { live, clock }
+        Session { live, clock, last }
     }
 
     /// Queues `body` at session time `at_ms`.
@@ -33,7 +36,7 @@ impl Session {
     }
 
     /// A 20 ms frame of the user's (quiet) audio at `at_ms`, waited for
-    /// until every processor has handled it (the sink passed it on).
+    /// until every processor has handled it (the last one pushed it).
     pub async fn audio(&self, at_ms: u64) {
         let frame = Frame::new(FrameBody::InputAudio(AudioFrame::from_samples(
             &[0; 320],
@@ -48,7 +51,7 @@ impl Session {
             .wait_until("the pipeline to handle the audio", |pushes| {
                 pushes
                     .iter()
-                    .any(|(from, _, f)| from == "sink" && f.id == id)
+                    .any(|(from, _, f)| *from == self.last && f.id == id)
             })
             .await;
     }
