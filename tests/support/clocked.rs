@@ -22,7 +22,10 @@ pub struct Session {
 
 impl Session {
     pub fn start(processors: Vec<NamedProcessor>) -> Session {
-        let last = processors.last().map(|p| p.name.clone()).unwrap_or_default();
+        let last = processors
+            .last()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
         let clock = SessionClock::audio();
         let session_clock = clock.clone();
         let live = Live::start_with(processors, move |p| p.clock = session_clock);
