@@ -120,12 +120,13 @@ async fn a_barge_in_without_words_resumes_the_interrupted_sentence() {
         .at(2_400, FrameBody::UserStoppedSpeaking { end: ms(2_200) })
         .await;
     let mut t = 2_420;
-    while t < 3_400 {
+    while t < 3_200 {
         session.audio(t).await;
         t += 20;
     }
     assert!(resumed(&session).is_empty(), "not before the timeout");
-    session.audio(3_400).await;
+    // 1 s after the sound stopped.
+    session.audio(3_200).await;
     assert_eq!(resumed(&session), ["The shop opens at nine."]);
     // What the user heard of the interrupted turn is recorded as heard.
     assert_eq!(assistant_messages(&conversation), ["It is ten. The shop"]);
@@ -136,12 +137,24 @@ async fn a_barge_in_without_words_resumes_the_interrupted_sentence() {
         sentence("The shop opens at nine.", 0),
     ];
     again.extend(bot_audio(1));
-    again.extend([
-        FrameBody::TtsStopped,
-        FrameBody::BotStartedSpeaking,
-        FrameBody::BotStoppedSpeaking,
-    ]);
+    again.push(FrameBody::TtsStopped);
     for body in again {
+        session.at(3_400, body).await;
+    }
+    // The output's reports (system frames) after the audio they report on.
+    let stops = |pushes: &support::session::Pushes| {
+        pushes
+            .iter()
+            .filter(|(from, _, f)| {
+                from == "assistant_context" && matches!(f.body, FrameBody::TtsStopped)
+            })
+            .count()
+    };
+    session
+        .live
+        .wait_until("the resumed audio", |pushes| stops(pushes) == 2)
+        .await;
+    for body in [FrameBody::BotStartedSpeaking, FrameBody::BotStoppedSpeaking] {
         session.at(3_400, body).await;
     }
     session

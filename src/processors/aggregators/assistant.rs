@@ -103,7 +103,7 @@ impl AssistantContextAggregator {
         };
         match body {
             FrameBody::UserStartedSpeaking { .. } => watch.user_started(),
-            FrameBody::UserStoppedSpeaking { .. } => watch.user_stopped(ctx.now()),
+            FrameBody::UserStoppedSpeaking { end } => watch.user_stopped(*end),
             FrameBody::TurnCompleted(turn) if turn.role == Role::User => watch.words(),
             FrameBody::LlmResponseStart | FrameBody::PreemptiveLlmMessages(_) => watch.words(),
             FrameBody::BotInterrupted { cut, .. } => {

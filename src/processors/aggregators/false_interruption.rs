@@ -41,10 +41,10 @@ impl FalseInterruption {
         self.quiet_since = None;
     }
 
-    /// The user stopped speaking at `now`.
-    pub(super) fn user_stopped(&mut self, now: Duration) {
+    /// The user's speech ended at `end` (session time).
+    pub(super) fn user_stopped(&mut self, end: Duration) {
         if self.unheard.is_some() {
-            self.quiet_since = Some(now);
+            self.quiet_since = Some(end);
         }
     }
 
