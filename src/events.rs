@@ -26,6 +26,7 @@
 //! | `server_message` | `data`: what a processor or tool sent the client app |
 //! | `client_request` | `id`, `type`, `data`: what the client app asked |
 //! | `client_response` | `id`, `type`, `data` or `error`: the answer |
+//! | `preemptive_reply_started`, `preemptive_reply_confirmed`, `preemptive_reply_discarded` | (a reply prepared before the user's turn was confirmed over, then played or thrown away) |
 //! | `turn_latency` | `vad_stop_ms`, `stt_ms`, `llm_ms`, `tts_ms`, `audio_out_ms` (each `null` when the pipeline has no such stage), `total_ms`: see [`TurnLatency`](crate::metrics::TurnLatency) |
 //! | `session_ended` | `reason`, `cancelled`, `error`? |
 //!
@@ -110,6 +111,9 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
             "client_request",
             json!({"id": &*request.id, "type": request.kind, "data": &*request.data}),
         ),
+        PreemptiveLlmMessages(_) => ("preemptive_reply_started", json!({})),
+        PreemptiveReplyConfirmed => ("preemptive_reply_confirmed", json!({})),
+        PreemptiveReplyDiscarded => ("preemptive_reply_discarded", json!({})),
         ClientResponse(response) => {
             let mut fields = json!({"id": &*response.id, "type": response.kind});
             match &response.result {
@@ -464,6 +468,21 @@ mod tests {
                 &["played_ms", "cut_ms"],
             ),
             (FrameBody::Dtmf { digit: '5' }, "dtmf", &["digit"]),
+            (
+                FrameBody::PreemptiveLlmMessages(Default::default()),
+                "preemptive_reply_started",
+                &[],
+            ),
+            (
+                FrameBody::PreemptiveReplyConfirmed,
+                "preemptive_reply_confirmed",
+                &[],
+            ),
+            (
+                FrameBody::PreemptiveReplyDiscarded,
+                "preemptive_reply_discarded",
+                &[],
+            ),
             (
                 FrameBody::Error(error),
                 "error",

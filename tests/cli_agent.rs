@@ -67,6 +67,11 @@ fn run_agent_against_any_openai_compatible_server() {
             "agent-1",
             "--set",
             &store,
+            // The fake transcribes one utterance per request, as scripted:
+            // the shipped 0.2 s VAD stop would cut the sample's "Hello, can
+            // you hear me?" in two at its comma.
+            "--set",
+            "processor.0.stop_secs=0.8",
         ])
         .args(base_url_overrides(AGENT, &server.base_url))
         .env("OPENAI_API_KEY", "sk-cli-test")

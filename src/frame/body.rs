@@ -156,6 +156,10 @@ frame_bodies! {
             /// The result (JSON or text).
             result: String,
         },
+        /// The user resumed speaking while a preemptive reply was prepared:
+        /// it is discarded (an interruption cancels its work), never heard.
+        /// Pushed downstream by `user_context`, for events and metrics.
+        PreemptiveReplyDiscarded,
     }
     Data {
         /// Audio for the user.
@@ -170,6 +174,12 @@ frame_bodies! {
         InterimTranscription(TranscriptionFrame),
         /// A full LLM context to run a completion on.
         LlmMessages(Arc<Vec<Message>>),
+        /// A context to answer before the user's turn is confirmed over (a
+        /// preemptive reply): the LLM answers it at once but runs no tool
+        /// with side effects until [`FrameBody::PreemptiveReplyConfirmed`];
+        /// `assistant_context` holds everything the reply produces, unplayed
+        /// and unrecorded, until then, and an interruption discards it.
+        PreemptiveLlmMessages(Arc<Vec<Message>>),
         /// Text the TTS is speaking, in order with its audio.
         TtsText(SpokenText),
         /// A tool's result.
@@ -208,6 +218,10 @@ frame_bodies! {
         /// The reviewer's verdict on the current LLM response (reflection),
         /// pushed by the LLM before the answer's text.
         AnswerReviewed(Reflection),
+        /// The user's turn is over and the preemptive reply prepared for it
+        /// stands: it plays at once. Pushed by `user_context` after the
+        /// turn's `TurnCompleted`, in order with the reply's frames.
+        PreemptiveReplyConfirmed,
     }
 }
 

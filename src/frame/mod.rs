@@ -15,9 +15,9 @@
 //!
 //! | kind | variants |
 //! |---|---|
-//! | System | `Start`, `Cancel`, `Error`, `Interruption`, `InterruptionRequest`, `EndRequest`, `UserStartedSpeaking`, `UserStoppedSpeaking`, `BotStartedSpeaking`, `BotStoppedSpeaking`, `BotInterrupted`, `VadParams`, `InputAudio`, `Dtmf`, `Metrics`, `TurnCompleted`, `ServerMessage`, `ClientRequest`, `ClientResponse`, `ClientConnected`, `ClientToolResult` |
-//! | Data | `OutputAudio`, `Text`, `LlmText`, `Transcription`, `InterimTranscription`, `LlmMessages`, `TtsText`, `FunctionCallResult` |
-//! | Control | `End`, `LlmResponseStart`, `LlmResponseEnd`, `TtsStarted`, `TtsStopped`, `FunctionCallInProgress`, `AgentSelected`, `AnswerReviewed` |
+//! | System | `Start`, `Cancel`, `Error`, `Interruption`, `InterruptionRequest`, `EndRequest`, `UserStartedSpeaking`, `UserStoppedSpeaking`, `BotStartedSpeaking`, `BotStoppedSpeaking`, `BotInterrupted`, `VadParams`, `InputAudio`, `Dtmf`, `Metrics`, `TurnCompleted`, `ServerMessage`, `ClientRequest`, `ClientResponse`, `ClientConnected`, `ClientToolResult`, `PreemptiveReplyDiscarded` |
+//! | Data | `OutputAudio`, `Text`, `LlmText`, `Transcription`, `InterimTranscription`, `LlmMessages`, `PreemptiveLlmMessages`, `TtsText`, `FunctionCallResult` |
+//! | Control | `End`, `LlmResponseStart`, `LlmResponseEnd`, `TtsStarted`, `TtsStopped`, `FunctionCallInProgress`, `AgentSelected`, `AnswerReviewed`, `PreemptiveReplyConfirmed` |
 //!
 //! Ordering guarantees, per pair of neighbouring processors and per direction:
 //! data and control frames arrive in the order they were pushed; system frames

@@ -16,6 +16,11 @@
 //! | `tts_ms` | the previous stage's end | the first bot audio produced |
 //! | `audio_out_ms` | the previous stage's end | the first bot audio leaving |
 //!
+//! A preemptive reply (one prepared before the user's turn was confirmed
+//! over) overlaps the stages with the wait for the turn's end:
+//! `preemptive_hidden_ms` is that overlap, from the reply's start to the
+//! confirmation, the time the user would otherwise have waited on top.
+//!
 //! `total_ms` runs from the end of speech (or the turn's start) to the first
 //! audio leaving: the voice-to-voice latency the user feels, less the
 //! network and the browser's playout.
@@ -39,6 +44,9 @@ pub struct TurnLatency {
     pub tts_ms: Option<f64>,
     /// Time for that audio to leave the transport.
     pub audio_out_ms: Option<f64>,
+    /// How long a preemptive reply was prepared before the turn was
+    /// confirmed over; `None` when the reply was not preemptive.
+    pub preemptive_hidden_ms: Option<f64>,
     /// End of speech (or the turn's start) to the first audio leaving.
     pub total_ms: f64,
 }
@@ -50,6 +58,8 @@ struct Turn {
     transcript: Option<Duration>,
     first_token: Option<Duration>,
     first_audio: Option<Duration>,
+    preemptive_start: Option<Duration>,
+    confirmed: Option<Duration>,
 }
 
 /// Follows a session's frames and reports each turn's latency once.
@@ -112,6 +122,21 @@ impl TurnLatencyTracker {
                     }
                 }
             }
+            FrameBody::PreemptiveLlmMessages(_) => {
+                if let Some(turn) = &mut self.turn {
+                    turn.preemptive_start.get_or_insert(at);
+                }
+            }
+            FrameBody::PreemptiveReplyDiscarded => {
+                if let Some(turn) = &mut self.turn {
+                    turn.preemptive_start = None;
+                }
+            }
+            FrameBody::PreemptiveReplyConfirmed => {
+                if let Some(turn) = &mut self.turn {
+                    turn.confirmed.get_or_insert(at);
+                }
+            }
             FrameBody::LlmText(_) => {
                 if let Some(turn) = &mut self.turn {
                     turn.first_token.get_or_insert(at);
@@ -162,6 +187,10 @@ impl Turn {
             llm_ms,
             tts_ms,
             audio_out_ms,
+            preemptive_hidden_ms: self
+                .preemptive_start
+                .zip(self.confirmed)
+                .map(|(start, confirmed)| ms(confirmed.saturating_sub(start))),
             total_ms: ms(out.saturating_sub(self.speech_end.unwrap_or(self.decided))),
         }
     }
@@ -225,6 +254,7 @@ mod tests {
                 llm_ms: Some(350.0),
                 tts_ms: Some(200.0),
                 audio_out_ms: Some(20.0),
+                preemptive_hidden_ms: None,
                 total_ms: 1_520.0,
             }]
         );
@@ -279,5 +309,31 @@ mod tests {
         assert_eq!(turns.len(), 1);
         assert_eq!(turns[0].vad_stop_ms, Some(800.0));
         assert_eq!(turns[0].total_ms, 900.0);
+    }
+
+    #[test]
+    fn a_preemptive_reply_shows_how_long_it_was_prepared_before_the_turn_ended() {
+        let turns = run(vec![
+            (FrameBody::UserStartedSpeaking { start: ms_(0) }, 200),
+            (FrameBody::UserStoppedSpeaking { end: ms_(1_000) }, 1_200),
+            (transcript("hello."), 1_500),
+            (FrameBody::PreemptiveLlmMessages(Default::default()), 1_500),
+            (FrameBody::LlmText("Hi".into()), 1_900),
+            (audio(), 2_100),
+            (FrameBody::PreemptiveReplyConfirmed, 2_200),
+            (FrameBody::BotStartedSpeaking, 2_220),
+        ]);
+        assert_eq!(turns.len(), 1);
+        assert_eq!(turns[0].preemptive_hidden_ms, Some(700.0));
+        assert_eq!(turns[0].total_ms, 1_220.0);
+
+        let discarded = run(vec![
+            (FrameBody::UserStoppedSpeaking { end: ms_(1_000) }, 1_200),
+            (FrameBody::PreemptiveLlmMessages(Default::default()), 1_500),
+            (FrameBody::PreemptiveReplyDiscarded, 1_600),
+            (FrameBody::PreemptiveReplyConfirmed, 2_200),
+            (FrameBody::BotStartedSpeaking, 2_220),
+        ]);
+        assert_eq!(discarded[0].preemptive_hidden_ms, None);
     }
 }

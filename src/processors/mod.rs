@@ -11,7 +11,8 @@ mod vad;
 
 pub use aggregators::{
     AssistantContextAggregator, AssistantContextConfig, AssistantTurnTracker, CompletedTurn,
-    UserContextAggregator, UserContextConfig, UserTurnTracker, heard_text,
+    TurnAnalyzerKind, TurnEndConfig, UserContextAggregator, UserContextConfig, UserTurnTracker,
+    end_of_turn_model, heard_text,
 };
 pub use gain::{AudioSelector, Gain, GainConfig};
 pub use parallel::{Parallel, ParallelFactory};

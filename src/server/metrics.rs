@@ -12,6 +12,7 @@
 //! | `voxpipe_transit_seconds` | histogram | inbound audio from transport in to transport out |
 //! | `voxpipe_ttfb_seconds` | histogram | `processor` |
 //! | `voxpipe_voice_to_voice_seconds` | histogram | end of user speech to first bot audio out |
+//! | `voxpipe_preemptive_replies_total` | counter | `outcome` (`confirmed`: played the moment the turn ended, `discarded`: the user resumed, never heard) |
 //! | `voxpipe_twilio_hangups_total` | counter | `result` (`completed`, `already_ended`, `failed`) |
 //! | `voxpipe_outbound_calls_total` | counter | `status`: the final status an outbound call settled in (`completed`, `busy`, `no-answer`, `failed`, `canceled`) |
 //! | `voxpipe_dial_latency_seconds` | histogram | from a call handed to the dialler to Twilio accepting it (`Calls.json` answered 201) |
@@ -61,6 +62,10 @@ const HANGUPS_TOTAL: (&str, &str) = (
 const OUTBOUND_CALLS_TOTAL: (&str, &str) = (
     "voxpipe_outbound_calls_total",
     "Outbound calls that reached a final status, by status.",
+);
+const PREEMPTIVE_REPLIES: (&str, &str) = (
+    "voxpipe_preemptive_replies_total",
+    "Replies prepared before the user's turn was confirmed over, by outcome.",
 );
 const CAMPAIGN_DIALS: (&str, &str) = ("voxpipe_campaign_dials_total", "Campaign dials, by result.");
 /// Call lengths, from 1 s to an hour.
@@ -133,6 +138,7 @@ impl ServerMetrics {
             HANGUPS_TOTAL,
             OUTBOUND_CALLS_TOTAL,
             CAMPAIGN_DIALS,
+            PREEMPTIVE_REPLIES,
         ] {
             registry.declare_counter(name, help);
         }
@@ -183,6 +189,14 @@ impl ServerMetrics {
         let (name, help) = REFUSED_TOTAL;
         self.registry
             .counter(name, help, &[("transport", transport), ("reason", reason)])
+            .inc();
+    }
+
+    /// A preemptive reply was `confirmed` (played) or `discarded`.
+    pub(crate) fn preemptive_reply(&self, outcome: &str) {
+        let (name, help) = PREEMPTIVE_REPLIES;
+        self.registry
+            .counter(name, help, &[("outcome", outcome)])
             .inc();
     }
 

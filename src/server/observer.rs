@@ -74,6 +74,12 @@ impl Observer for MetricsObserver {
             }) if self.first(frame.id) => {
                 self.metrics.ttfb(processor, value_ms / 1000.0);
             }
+            FrameBody::PreemptiveReplyConfirmed if self.first(frame.id) => {
+                self.metrics.preemptive_reply("confirmed");
+            }
+            FrameBody::PreemptiveReplyDiscarded if self.first(frame.id) => {
+                self.metrics.preemptive_reply("discarded");
+            }
             FrameBody::UserStoppedSpeaking { end } => self.turns().user_stopped = Some(*end),
             FrameBody::BotStartedSpeaking => {
                 let user_stopped = self.turns().user_stopped.take();
@@ -134,6 +140,33 @@ mod tests {
         );
         assert!(
             text.contains("voxpipe_voice_to_voice_seconds_sum 1.3\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn counts_preemptive_replies_once_each_by_outcome() {
+        let metrics = Arc::new(ServerMetrics::new());
+        let observer = MetricsObserver::new(Arc::clone(&metrics));
+        let confirmed = Frame::new(FrameBody::PreemptiveReplyConfirmed);
+        let discarded = Frame::new(FrameBody::PreemptiveReplyDiscarded);
+        for hop in ["user_context", "llm", "tts"] {
+            push(&observer, hop, &confirmed, 0);
+            push(&observer, hop, &discarded, 0);
+        }
+        push(
+            &observer,
+            "user_context",
+            &Frame::new(FrameBody::PreemptiveReplyDiscarded),
+            5,
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"voxpipe_preemptive_replies_total{outcome="confirmed"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"voxpipe_preemptive_replies_total{outcome="discarded"} 2"#),
             "{text}"
         );
     }

@@ -11,6 +11,8 @@
 //! - [`ModelInput`]: inbound frames converted to the model's rate, and
 //!   positions mapped back to session time.
 //! - [`BargeIn`]: when the user's speech interrupts the bot.
+//! - [`TurnEnd`]: when the user's turn is over, from the VAD's stop, the
+//!   silence, the transcript and an [`EndOfTurnModel`]'s probability.
 //!
 //! All of it is sans-IO: audio in, decisions out, no clock read. The `vad`
 //! processor wires it into a pipeline.
@@ -42,6 +44,7 @@ mod error;
 mod model;
 mod silero;
 mod timeline;
+mod turn_end;
 mod volume;
 
 /// The analyzer's parameters: plain data that frames carry, so it is
@@ -57,4 +60,5 @@ pub use error::VadError;
 pub use model::VoiceModel;
 pub use silero::{SileroModel, SileroVad};
 pub use timeline::ModelInput;
+pub use turn_end::{TurnDecision, TurnEnd, TurnEndParams, ends_mid_phrase};
 pub use volume::{ChunkVolume, SmoothedVolume};

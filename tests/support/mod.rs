@@ -9,6 +9,7 @@
 //! - [`signal`]: the one tone generator, the sample speech, and measures
 //!   of audio; [`mulaw`]: the same for fake phone callers at 8 kHz;
 //! - [`session`]: running pipelines and reading what came out;
+//!   [`clocked`]: a live pipeline on an audio clock the test moves;
 //!   [`processors`]: test-only processor types and the registry with them;
 //!   [`turns`]: sessions driven turn by turn for the context store;
 //! - [`server`]: the server in-process; [`webrtc`]: WebRTC client calls;
@@ -22,6 +23,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod browser;
+pub mod clocked;
 pub mod fake;
 pub mod mulaw;
 pub mod net;

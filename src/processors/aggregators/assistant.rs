@@ -11,8 +11,19 @@
 //! message when the turn completes (see [`AssistantTurnTracker`]). Each
 //! completed turn, and each tool result, is announced with a
 //! `TurnCompleted` frame. Every frame is forwarded.
+//!
+//! A preemptive reply (prepared before the user's turn was confirmed over)
+//! is held here, unrecorded and unplayed, until `PreemptiveReplyConfirmed`
+//! releases it or an interruption discards it (see [`PreemptiveHold`]).
+//!
+//! With `false_interruption_timeout_secs`, a barge-in that carried no words
+//! resumes the bot (see [`FalseInterruption`]): what the user did not hear,
+//! from the interrupted sentence on, goes back up to the TTS as `Text` and
+//! is recorded as a turn of its own when heard; the interrupted turn keeps
+//! only the words heard.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -23,7 +34,10 @@ use crate::pipeline::{BuildError, SessionSetup};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 use super::assistant_turn::{AssistantTurnTracker, CompletedTurn};
+use super::false_interruption::FalseInterruption;
+use super::preemptive_hold::PreemptiveHold;
 use super::user::default_context_name;
+use crate::config::Seconds;
 use crate::conversation::{Message, Role, SharedConversation, Turn};
 
 /// `[[processor]] type = "assistant_context"`.
@@ -34,6 +48,11 @@ pub struct AssistantContextConfig {
     /// Default `"default"`.
     #[serde(default = "default_context_name")]
     pub context: String,
+    /// After a barge-in, how long to wait, once the user's sound stops, for
+    /// words before resuming the bot's interrupted sentence, in seconds
+    /// (0 to 30). Default: never resume.
+    #[serde(default)]
+    pub false_interruption_timeout_secs: Option<Seconds<0, 30>>,
 }
 
 impl ProcessorFactory for AssistantContextConfig {
@@ -41,9 +60,12 @@ impl ProcessorFactory for AssistantContextConfig {
         let conversation = setup
             .resources
             .get_or_insert_with(&self.context, SharedConversation::default);
-        Ok(Box::new(AssistantContextAggregator::new(
-            SharedConversation::clone(&conversation),
-        )))
+        let mut aggregator =
+            AssistantContextAggregator::new(SharedConversation::clone(&conversation));
+        if let Some(timeout) = self.false_interruption_timeout_secs {
+            aggregator = aggregator.with_false_interruption(timeout.duration());
+        }
+        Ok(Box::new(aggregator))
     }
 }
 
@@ -51,6 +73,8 @@ impl ProcessorFactory for AssistantContextConfig {
 pub struct AssistantContextAggregator {
     conversation: SharedConversation,
     tracker: AssistantTurnTracker,
+    hold: PreemptiveHold,
+    false_interruption: Option<FalseInterruption>,
 }
 
 impl AssistantContextAggregator {
@@ -59,6 +83,37 @@ impl AssistantContextAggregator {
         AssistantContextAggregator {
             conversation,
             tracker: AssistantTurnTracker::new(),
+            hold: PreemptiveHold::default(),
+            false_interruption: None,
+        }
+    }
+
+    /// A barge-in with no words `timeout` after the user's sound stopped
+    /// resumes the bot.
+    pub fn with_false_interruption(mut self, timeout: Duration) -> Self {
+        self.false_interruption = Some(FalseInterruption::new(timeout));
+        self
+    }
+
+    /// Follows the user's speech for the false-interruption watch; resumes
+    /// the bot when it says so.
+    async fn watch_false_interruption(&mut self, body: &FrameBody, ctx: &ProcessorContext) {
+        let Some(watch) = &mut self.false_interruption else {
+            return;
+        };
+        match body {
+            FrameBody::UserStartedSpeaking { .. } => watch.user_started(),
+            FrameBody::UserStoppedSpeaking { end } => watch.user_stopped(*end),
+            FrameBody::TurnCompleted(turn) if turn.role == Role::User => watch.words(),
+            FrameBody::LlmResponseStart | FrameBody::PreemptiveLlmMessages(_) => watch.words(),
+            FrameBody::BotInterrupted { cut, .. } => {
+                watch.interrupted(self.tracker.unheard(*cut));
+            }
+            _ => {}
+        }
+        if let Some(unheard) = watch.poll(ctx.now()) {
+            tracing::debug!("a barge-in without words: the bot resumes");
+            ctx.push_upstream(FrameBody::Text(unheard)).await;
         }
     }
 
@@ -108,6 +163,42 @@ impl Processor for AssistantContextAggregator {
         direction: Direction,
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
+        self.watch_false_interruption(&frame.body, ctx).await;
+        match &frame.body {
+            FrameBody::PreemptiveLlmMessages(_) => self.hold.start(),
+            FrameBody::PreemptiveReplyConfirmed => {
+                for held in self.hold.release() {
+                    self.record(held, Direction::Downstream, ctx).await;
+                }
+            }
+            _ => {}
+        }
+        if let Some(frame) = self.hold.pass(frame, direction) {
+            self.record(frame, direction, ctx).await;
+        }
+        Ok(())
+    }
+
+    async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
+        self.hold.discard();
+        self.tracker.interrupted();
+    }
+
+    async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        let completed = self.tracker.finish();
+        self.complete(completed, ctx).await;
+        Ok(())
+    }
+
+    async fn on_cancel(&mut self, ctx: &ProcessorContext) {
+        let completed = self.tracker.cancel();
+        self.complete(completed, ctx).await;
+    }
+}
+
+impl AssistantContextAggregator {
+    /// Records what `frame` says of the bot's turn and forwards it.
+    async fn record(&mut self, frame: Frame, direction: Direction, ctx: &ProcessorContext) {
         let completed = match &frame.body {
             FrameBody::LlmResponseStart => self.tracker.response_started(),
             FrameBody::LlmResponseEnd => self.tracker.response_ended(),
@@ -177,22 +268,6 @@ impl Processor for AssistantContextAggregator {
             _ => None,
         };
         ctx.push(frame, direction).await;
-        self.complete(completed, ctx).await;
-        Ok(())
-    }
-
-    async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
-        self.tracker.interrupted();
-    }
-
-    async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
-        let completed = self.tracker.finish();
-        self.complete(completed, ctx).await;
-        Ok(())
-    }
-
-    async fn on_cancel(&mut self, ctx: &ProcessorContext) {
-        let completed = self.tracker.cancel();
         self.complete(completed, ctx).await;
     }
 }

@@ -167,6 +167,24 @@ impl AssistantTurnTracker {
         }
     }
 
+    /// What the user did not hear of the open turn if `cut` of its audio
+    /// is dropped: every spoken piece that had not finished playing, the
+    /// interrupted sentence from its start (what a resumed bot says again).
+    pub fn unheard(&self, cut: Duration) -> String {
+        let Some(turn) = &self.turn else {
+            return String::new();
+        };
+        let heard = turn.audio.saturating_sub(cut);
+        let mut words: Vec<&str> = Vec::new();
+        for (i, piece) in turn.spoken.iter().enumerate() {
+            let end = turn.spoken.get(i + 1).map_or(turn.audio, |next| next.start);
+            if end > heard {
+                words.extend(piece.text.split_whitespace());
+            }
+        }
+        words.join(" ")
+    }
+
     /// The output transport dropped `cut` of queued audio on an
     /// interruption: the turn completes with what was heard.
     pub fn bot_interrupted(&mut self, cut: Duration) -> Option<CompletedTurn> {
@@ -255,6 +273,29 @@ pub fn heard_text(spoken: &[SpokenText], heard: Option<Duration>, total: Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unheard_part_starts_with_the_interrupted_sentence() {
+        let mut t = AssistantTurnTracker::new();
+        t.response_started();
+        for (text, at) in [("It is ten.", 0), ("The shop opens at nine.", 1_000)] {
+            t.spoken(SpokenText {
+                text: text.into(),
+                start: Duration::from_millis(at),
+                timing: SpokenTiming::Sentence,
+            });
+        }
+        t.audio(Duration::from_millis(2_000));
+        assert_eq!(
+            t.unheard(Duration::from_millis(500)),
+            "The shop opens at nine."
+        );
+        assert_eq!(
+            t.unheard(Duration::from_millis(1_500)),
+            "It is ten. The shop opens at nine."
+        );
+        assert_eq!(t.unheard(Duration::ZERO), "");
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -19,10 +19,14 @@
 
 mod assistant;
 mod assistant_turn;
+mod false_interruption;
+mod preemptive_hold;
+mod turn_analyzer;
 mod user;
 mod user_turn;
 
 pub use assistant::{AssistantContextAggregator, AssistantContextConfig};
 pub use assistant_turn::{AssistantTurnTracker, CompletedTurn, heard_text};
-pub use user::{UserContextAggregator, UserContextConfig};
+pub use turn_analyzer::{TurnAnalyzerKind, end_of_turn_model};
+pub use user::{TurnEndConfig, UserContextAggregator, UserContextConfig};
 pub use user_turn::UserTurnTracker;

@@ -16,6 +16,28 @@
 //! assistant turn), or hands the LLM the context as it stands, so the LLM
 //! writes the first words before the user has said anything.
 //!
+//! # When the turn ends
+//!
+//! Without `[processor.turn_end]` (or `preemptive_replies`, or a
+//! `turn_analyzer`), the VAD's stop ends the turn, as above. With it, the
+//! VAD's stop (set short, e.g. `stop_secs = 0.2`) only says the user went
+//! quiet: the decision ([`TurnEnd`]) weighs the silence so far, the
+//! transcript (does it end mid-phrase?) and the learned model's
+//! probability ([`TurnAnalyzer`], run on the turn's audio at each stop) and
+//! the turn ends when it says so, checked at every frame (inbound audio
+//! comes every 20 ms). If the user speaks again first, the words heard so
+//! far open the turn that continues.
+//!
+//! With `preemptive_replies`, once the decision allows it the context with
+//! the turn so far goes to the LLM as `PreemptiveLlmMessages`, recorded
+//! nowhere: the LLM and the TTS work on it while `assistant_context` holds
+//! all they produce. When the turn ends with the same words, the turn is
+//! recorded and `PreemptiveReplyConfirmed` releases the prepared reply at
+//! once; when the user resumes (or the words change), the reply is
+//! discarded: an interruption cancels its work and drops what was held, and
+//! `PreemptiveReplyDiscarded` says so. Since the discard is an
+//! interruption, replies are prepared only in sessions that allow them.
+//!
 //! When the user starts speaking while the bot is answering (speaking, or a
 //! reply still due) and the session allows interruptions, this processor
 //! asks the pipeline for an interruption, so that the reply in flight is
@@ -33,8 +55,10 @@ use crate::pipeline::ProcessorFactory;
 use crate::pipeline::{BuildError, SessionSetup};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
+use super::turn_analyzer::{TurnAnalyzer, TurnAnalyzerKind, end_of_turn_model};
 use super::user_turn::UserTurnTracker;
 use crate::conversation::{Message, Role, SharedConversation, Turn};
+use crate::vad::{TurnDecision, TurnEnd, TurnEndParams};
 
 /// `[[processor]] type = "user_context"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,6 +78,16 @@ pub struct UserContextConfig {
     /// `[interruption] min_secs` guard, so one barge-in is one interruption.
     /// Default true.
     pub interrupt_bot: bool,
+    /// The learned end-of-turn model weighed in the turn-end decision:
+    /// `"none"` (the default).
+    pub turn_analyzer: TurnAnalyzerKind,
+    /// Prepare the reply while the turn's end is being decided, so it plays
+    /// the moment the turn ends (see the module docs). Default false.
+    pub preemptive_replies: bool,
+    /// `[processor.turn_end]`: the turn-end decision's parameters. Without
+    /// it (and without `preemptive_replies` or a `turn_analyzer`) the VAD's
+    /// stop ends the turn.
+    pub turn_end: Option<TurnEndConfig>,
 }
 
 impl Default for UserContextConfig {
@@ -62,7 +96,57 @@ impl Default for UserContextConfig {
             context: default_context_name(),
             transcript_timeout_secs: Seconds::from_millis(1_000),
             interrupt_bot: true,
+            turn_analyzer: TurnAnalyzerKind::default(),
+            preemptive_replies: false,
+            turn_end: None,
         }
+    }
+}
+
+/// `[processor.turn_end]` of a `user_context`: [`TurnEndParams`] in TOML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnEndConfig {
+    /// Silence after which a reply may be prepared, seconds (0 to 10).
+    /// Default 0.
+    pub preemptive_secs: Seconds<0, 10>,
+    /// Silence after which a turn that looks done ends, seconds (0 to 10).
+    /// Default 0.3.
+    pub complete_secs: Seconds<0, 10>,
+    /// Silence after which any turn ends, seconds (0 to 30). Default 1.2.
+    pub fallback_secs: Seconds<0, 30>,
+    /// The model's probability from which a turn looks done, 0 to 1.
+    /// Default 0.5.
+    pub end_probability: f32,
+}
+
+impl Default for TurnEndConfig {
+    fn default() -> Self {
+        let params = TurnEndParams::default();
+        let millis = |d: Duration| d.as_millis() as u64;
+        TurnEndConfig {
+            preemptive_secs: Seconds::from_millis(millis(params.preemptive_secs)),
+            complete_secs: Seconds::from_millis(millis(params.complete_secs)),
+            fallback_secs: Seconds::from_millis(millis(params.fallback_secs)),
+            end_probability: params.end_probability,
+        }
+    }
+}
+
+impl TurnEndConfig {
+    fn params(&self) -> Result<TurnEndParams, BuildError> {
+        if !(0.0..=1.0).contains(&self.end_probability) {
+            return Err(BuildError::Invalid(format!(
+                "turn_end.end_probability: expected a value from 0 to 1, not {}",
+                self.end_probability
+            )));
+        }
+        Ok(TurnEndParams {
+            preemptive_secs: self.preemptive_secs.duration(),
+            complete_secs: self.complete_secs.duration(),
+            fallback_secs: self.fallback_secs.duration(),
+            end_probability: self.end_probability,
+        })
     }
 }
 
@@ -75,14 +159,18 @@ impl ProcessorFactory for UserContextConfig {
         let conversation = setup
             .resources
             .get_or_insert_with(&self.context, SharedConversation::default);
-        Ok(Box::new(
-            UserContextAggregator::new(
-                SharedConversation::clone(&conversation),
-                self.transcript_timeout_secs.duration(),
-                self.interrupt_bot,
-            )
-            .with_opening(setup.opening.clone()),
-        ))
+        let mut aggregator = UserContextAggregator::new(
+            SharedConversation::clone(&conversation),
+            self.transcript_timeout_secs.duration(),
+            self.interrupt_bot,
+        )
+        .with_opening(setup.opening.clone());
+        let model = end_of_turn_model(self.turn_analyzer)?;
+        if self.turn_end.is_some() || self.preemptive_replies || model.is_some() {
+            let params = self.turn_end.clone().unwrap_or_default().params()?;
+            aggregator = aggregator.with_turn_end(params, model, self.preemptive_replies);
+        }
+        Ok(Box::new(aggregator))
     }
 }
 
@@ -95,6 +183,22 @@ pub struct UserContextAggregator {
     bot_speaking: bool,
     /// How the bot opens the conversation; taken when it does.
     opening: Option<Opening>,
+    /// The turn-end decision, when the pipeline has one.
+    ending: Option<TurnEnding>,
+}
+
+/// The state of the turn-end decision (see the module docs).
+struct TurnEnding {
+    decision: TurnEnd,
+    analyzer: Option<TurnAnalyzer>,
+    preemptive: bool,
+    /// The turn's words, handed by the tracker, until the turn ends.
+    pending: Option<String>,
+    /// A preemptive reply was sent for `pending`.
+    prepared: bool,
+    /// An interruption was asked for (a discard) and has not passed yet:
+    /// nothing goes to the LLM before it, or it would be dropped with it.
+    interrupting: bool,
 }
 
 impl UserContextAggregator {
@@ -112,6 +216,132 @@ impl UserContextAggregator {
             allow_interruptions: true,
             bot_speaking: false,
             opening: None,
+            ending: None,
+        }
+    }
+
+    /// The turn ends when `params` decide, weighing `model` if given; with
+    /// `preemptive`, replies are prepared while it is decided.
+    pub fn with_turn_end(
+        mut self,
+        params: TurnEndParams,
+        model: Option<Box<dyn crate::vad::EndOfTurnModel>>,
+        preemptive: bool,
+    ) -> Self {
+        self.ending = Some(TurnEnding {
+            decision: TurnEnd::new(params, model.is_some()),
+            analyzer: model.map(TurnAnalyzer::new),
+            preemptive,
+            pending: None,
+            prepared: false,
+            interrupting: false,
+        });
+        self
+    }
+
+    /// The tracker handed `text` as the turn so far: handed on, or kept
+    /// for the decision.
+    async fn take(&mut self, text: Option<String>, ctx: &ProcessorContext) {
+        let Some(text) = text else {
+            return;
+        };
+        let saw_vad = self.tracker.saw_vad();
+        let speaking = self.tracker.is_speaking();
+        let Some(ending) = self.ending.as_mut().filter(|_| saw_vad) else {
+            self.hand(Some(text), ctx).await;
+            return;
+        };
+        let text = match ending.pending.take() {
+            Some(before) => format!("{before} {text}"),
+            None => text,
+        };
+        if !speaking && !ending.decision.in_pause() {
+            // Words come after the turn ended (a late final): nothing is
+            // left to decide, they are answered at once.
+            ending.decision.reset();
+            self.hand(Some(text), ctx).await;
+            return;
+        }
+        ending.decision.transcript(&text);
+        ending.pending = Some(text);
+        if ending.prepared {
+            // The words changed: the reply prepared for the old ones goes.
+            self.discard(ctx).await;
+        }
+    }
+
+    /// Throws the prepared reply away: an interruption cancels its work.
+    async fn discard(&mut self, ctx: &ProcessorContext) {
+        let Some(ending) = self.ending.as_mut().filter(|e| e.prepared) else {
+            return;
+        };
+        ending.prepared = false;
+        ending.interrupting = true;
+        tracing::debug!("preemptive reply discarded");
+        ctx.push_downstream(FrameBody::PreemptiveReplyDiscarded)
+            .await;
+        ctx.request_interruption().await;
+    }
+
+    /// The user speaks again before the turn ended: it goes on.
+    async fn resume(&mut self, ctx: &ProcessorContext) {
+        let Some(ending) = self.ending.as_mut() else {
+            return;
+        };
+        ending.decision.user_spoke();
+        if let Some(text) = ending.pending.take() {
+            self.tracker.resume_with(text);
+        }
+        self.discard(ctx).await;
+    }
+
+    /// Acts on the decision at `now`: ends the turn, or prepares its reply.
+    async fn decide(&mut self, now: Duration, ctx: &ProcessorContext) {
+        let allow_interruptions = self.allow_interruptions;
+        let Some(ending) = self.ending.as_mut() else {
+            return;
+        };
+        if let Some(probability) = ending.analyzer.as_mut().and_then(TurnAnalyzer::poll) {
+            ending.decision.model_says(probability);
+        }
+        if ending.interrupting || ending.pending.is_none() {
+            return;
+        }
+        match ending.decision.decide(now) {
+            TurnDecision::Wait => {}
+            TurnDecision::Prepare => {
+                if ending.preemptive && allow_interruptions && !ending.prepared {
+                    ending.prepared = true;
+                    let text = ending.pending.clone().unwrap_or_default();
+                    let mut messages = self.conversation.lock().context.snapshot().to_vec();
+                    messages.push(Message::text(Role::User, text));
+                    tracing::debug!("preparing a preemptive reply");
+                    ctx.push_downstream(FrameBody::PreemptiveLlmMessages(Arc::new(messages)))
+                        .await;
+                }
+            }
+            TurnDecision::End => self.end_turn(ctx).await,
+        }
+    }
+
+    /// The turn is over: recorded, and answered (its prepared reply
+    /// released, or the LLM asked).
+    async fn end_turn(&mut self, ctx: &ProcessorContext) {
+        let Some(ending) = self.ending.as_mut() else {
+            return;
+        };
+        let text = ending.pending.take();
+        let prepared = std::mem::take(&mut ending.prepared);
+        ending.decision.reset();
+        if let Some(analyzer) = &mut ending.analyzer {
+            analyzer.clear();
+        }
+        if prepared {
+            self.complete(text, ctx).await;
+            ctx.push_downstream(FrameBody::PreemptiveReplyConfirmed)
+                .await;
+        } else {
+            self.hand(text, ctx).await;
         }
     }
 
@@ -194,7 +424,8 @@ impl Processor for UserContextAggregator {
         match &frame.body {
             FrameBody::Transcription(t) => {
                 let turn = self.tracker.final_transcript(&t.text);
-                self.hand(turn, ctx).await;
+                self.take(turn, ctx).await;
+                self.decide(now, ctx).await;
                 return Ok(());
             }
             FrameBody::InterimTranscription(t) => {
@@ -206,10 +437,22 @@ impl Processor for UserContextAggregator {
                     ctx.request_interruption().await;
                 }
                 self.tracker.user_started();
+                self.resume(ctx).await;
             }
-            FrameBody::UserStoppedSpeaking { .. } => {
+            FrameBody::UserStoppedSpeaking { end } => {
+                if let Some(ending) = &mut self.ending {
+                    ending.decision.user_quiet(*end);
+                    if let Some(analyzer) = &mut ending.analyzer {
+                        analyzer.analyse();
+                    }
+                }
                 let turn = self.tracker.user_stopped(now);
-                self.hand(turn, ctx).await;
+                self.take(turn, ctx).await;
+            }
+            FrameBody::InputAudio(audio) => {
+                if let Some(analyzer) = self.ending.as_mut().and_then(|e| e.analyzer.as_mut()) {
+                    analyzer.hear(audio);
+                }
             }
             FrameBody::BotStartedSpeaking => self.bot_speaking = true,
             FrameBody::BotStoppedSpeaking => self.bot_speaking = false,
@@ -224,8 +467,15 @@ impl Processor for UserContextAggregator {
         // The wait for a late transcript runs on the session clock and is
         // checked as frames pass: inbound audio comes every 20 ms.
         let turn = self.tracker.poll(now);
-        self.hand(turn, ctx).await;
+        self.take(turn, ctx).await;
+        self.decide(now, ctx).await;
         Ok(())
+    }
+
+    async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
+        if let Some(ending) = &mut self.ending {
+            ending.interrupting = false;
+        }
     }
 
     async fn on_start(
@@ -239,14 +489,24 @@ impl Processor for UserContextAggregator {
 
     async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
         let turn = self.tracker.finish();
-        self.hand(turn, ctx).await;
+        if self.ending.as_ref().is_some_and(|e| e.pending.is_some()) {
+            // The input ended during the decision: the turn is over.
+            self.take(turn, ctx).await;
+            self.end_turn(ctx).await;
+        } else {
+            self.hand(turn, ctx).await;
+        }
         Ok(())
     }
 
     async fn on_cancel(&mut self, ctx: &ProcessorContext) {
         // What the user said still belongs to the transcript (as the
         // assistant's cut answer does); no reply is asked for.
-        let turn = self.tracker.finish();
+        let pending = self.ending.as_mut().and_then(|e| e.pending.take());
+        let turn = match (pending, self.tracker.finish()) {
+            (Some(before), Some(after)) => Some(format!("{before} {after}")),
+            (before, after) => before.or(after),
+        };
         self.complete(turn, ctx).await;
     }
 }

@@ -32,6 +32,9 @@ pub struct UserTurnTracker {
     waiting_since: Option<Duration>,
     /// The last turn was an interim that never finalised.
     handed_interim: bool,
+    /// The finals are words taken back (see [`UserTurnTracker::resume_with`])
+    /// and no final of the speech since has come.
+    only_taken_back: bool,
 }
 
 impl UserTurnTracker {
@@ -45,12 +48,27 @@ impl UserTurnTracker {
             interim: None,
             waiting_since: None,
             handed_interim: false,
+            only_taken_back: false,
         }
     }
 
     /// Whether the user is speaking, as the VAD last said.
     pub fn is_speaking(&self) -> bool {
         self.speaking
+    }
+
+    /// Whether a VAD decides the user's turns (speaking frames were seen).
+    pub fn saw_vad(&self) -> bool {
+        self.saw_vad
+    }
+
+    /// Takes back `text`, handed too early: the user went on speaking, so
+    /// it opens the turn that continues.
+    /// At the next stop the turn waits for the continuation's final (as for
+    /// an interim), so it is not handed without it.
+    pub fn resume_with(&mut self, text: String) {
+        self.finals.insert(0, text);
+        self.only_taken_back = true;
     }
 
     /// The VAD says the user started speaking.
@@ -66,7 +84,7 @@ impl UserTurnTracker {
     pub fn user_stopped(&mut self, now: Duration) -> Option<String> {
         self.speaking = false;
         self.saw_vad = true;
-        if !self.finals.is_empty() && self.interim.is_none() {
+        if !self.finals.is_empty() && self.interim.is_none() && !self.only_taken_back {
             return self.hand();
         }
         self.waiting_since = Some(now);
@@ -80,6 +98,7 @@ impl UserTurnTracker {
             return None;
         }
         self.interim = None;
+        self.only_taken_back = false;
         if self.handed_interim && !self.speaking {
             self.handed_interim = false;
             return None;
@@ -133,6 +152,7 @@ impl UserTurnTracker {
 
     fn hand(&mut self) -> Option<String> {
         self.waiting_since = None;
+        self.only_taken_back = false;
         self.handed_interim = false;
         if self.finals.is_empty() {
             return None;
@@ -222,6 +242,34 @@ mod tests {
         t.final_transcript("I want");
         t.final_transcript("a pizza");
         assert_eq!(t.user_stopped(ms(2500)).as_deref(), Some("I want a pizza"));
+    }
+
+    #[test]
+    fn a_turn_taken_back_opens_the_turn_that_continues() {
+        let mut t = tracker();
+        t.user_started();
+        t.final_transcript("I would like");
+        let early = t.user_stopped(ms(1000)).unwrap();
+        t.user_started();
+        t.resume_with(early.clone());
+        t.final_transcript("a pizza.");
+        assert_eq!(
+            t.user_stopped(ms(2000)).as_deref(),
+            Some("I would like a pizza.")
+        );
+        // The continuation's final comes after the stop: waited for, and
+        // the words taken back are handed alone only when the wait runs out.
+        t.user_started();
+        t.resume_with(early);
+        assert_eq!(t.user_stopped(ms(3000)), None);
+        assert_eq!(
+            t.final_transcript("a salad.").as_deref(),
+            Some("I would like a salad.")
+        );
+        t.user_started();
+        t.resume_with("Hm".into());
+        assert_eq!(t.user_stopped(ms(4000)), None);
+        assert_eq!(t.poll(ms(4500)).as_deref(), Some("Hm"));
     }
 
     #[test]

@@ -17,6 +17,14 @@
 //! `AnswerReviewed` says the verdict, and then the answer's text goes out
 //! in one piece.
 //!
+//! # Preemptive replies
+//!
+//! A response to a context sent before the user's turn was confirmed over
+//! carries a confirmation to wait on: its tool calls run at once only when
+//! every tool called is [`safe_to_run_early`](super::tools::Tool::safe_to_run_early);
+//! otherwise they wait for the confirmation, and a discarded reply (its
+//! task aborted) never runs them.
+//!
 //! # Interruption
 //!
 //! The processor aborts the response task; the tools it started are
@@ -35,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::sync::watch;
 
 use crate::conversation::{Message, Reflection, Role};
 use crate::frame::{FrameBody, MetricsData};
@@ -99,6 +108,9 @@ struct Progress<'a> {
     ctx: &'a ProcessorContext,
     ends_call: bool,
     first_token: Option<Instant>,
+    /// For a preemptive reply: becomes true when the user's turn is
+    /// confirmed over (see "Preemptive replies").
+    confirmed: Option<watch::Receiver<bool>>,
 }
 
 impl Responder {
@@ -119,6 +131,7 @@ impl Responder {
         self: Arc<Self>,
         number: u64,
         messages: Arc<Vec<Message>>,
+        confirmed: Option<watch::Receiver<bool>>,
         results: ToolResults,
         ctx: ProcessorContext,
     ) {
@@ -129,6 +142,7 @@ impl Responder {
             ctx: &ctx,
             ends_call: false,
             first_token: Some(Instant::now()),
+            confirmed,
         };
         if let Err(error) = self.run(&messages, &mut progress).await {
             tracing::warn!(provider = self.wire.provider(), error = %error, "LLM response failed");
@@ -392,6 +406,16 @@ impl Responder {
                 );
                 break;
             }
+            if let Some(confirmation) = progress.confirmed.as_mut()
+                && !self.all_safe_to_run_early(&streamed.calls)
+            {
+                tracing::debug!("a preemptive reply's tools wait for the end of the turn");
+                if confirmation.wait_for(|confirmed| *confirmed).await.is_err() {
+                    // Superseded without a confirmation: never run, and
+                    // nothing more to say.
+                    return Ok(String::new());
+                }
+            }
             let executed = run_tools(
                 &persona.tools,
                 self.tool_timeout,
@@ -417,6 +441,16 @@ impl Responder {
             }
         }
         Ok(said)
+    }
+
+    /// Whether every tool `calls` name may run before the turn is over.
+    fn all_safe_to_run_early(&self, calls: &[AssembledCall]) -> bool {
+        calls.iter().all(|assembled| {
+            self.tools
+                .iter()
+                .find(|t| t.spec().name == assembled.call.name)
+                .is_some_and(|t| t.safe_to_run_early())
+        })
     }
 
     async fn stream_round(

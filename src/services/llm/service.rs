@@ -3,10 +3,16 @@
 //! context while an answer is in flight replaces that answer, unless the
 //! session does not allow interruptions: then it waits for it. When it
 //! starts, it adds the tools of its MCP servers to those of its config.
+//!
+//! A `PreemptiveLlmMessages` context is answered the same way, at once,
+//! but its tools with side effects wait for `PreemptiveReplyConfirmed`
+//! (a discarded reply never runs them); the frame goes on ahead of the
+//! reply, so `assistant_context` holds what follows.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
 use crate::pipeline::ChildTask;
@@ -26,6 +32,8 @@ pub struct LlmService {
     results: Option<(ToolResults, ChildTask)>,
     client_calls: Option<Arc<ClientToolCalls>>,
     mcp_servers: Vec<Arc<McpServer>>,
+    /// Set when the preemptive reply in flight is confirmed.
+    confirmation: Option<watch::Sender<bool>>,
 }
 
 impl LlmService {
@@ -38,6 +46,7 @@ impl LlmService {
             results: None,
             client_calls: None,
             mcp_servers,
+            confirmation: None,
         }
     }
 
@@ -91,9 +100,18 @@ impl Processor for LlmService {
         {
             calls.deliver(tool_call_id, result.clone());
         }
-        let FrameBody::LlmMessages(messages) = frame.body else {
-            ctx.push(frame, direction).await;
-            return Ok(());
+        if matches!(frame.body, FrameBody::PreemptiveReplyConfirmed)
+            && let Some(confirmation) = self.confirmation.take()
+        {
+            confirmation.send_replace(true);
+        }
+        let (messages, preemptive) = match frame.body {
+            FrameBody::LlmMessages(messages) => (messages, false),
+            FrameBody::PreemptiveLlmMessages(messages) => (messages, true),
+            _ => {
+                ctx.push(frame, direction).await;
+                return Ok(());
+            }
         };
         if self.allow_interruptions {
             // A new context supersedes the answer to the old one.
@@ -112,10 +130,21 @@ impl Processor for LlmService {
                 results
             }
         };
+        let confirmed = if preemptive {
+            ctx.push_downstream(FrameBody::PreemptiveLlmMessages(Arc::clone(&messages)))
+                .await;
+            let (confirmation, confirmed) = watch::channel(false);
+            self.confirmation = Some(confirmation);
+            Some(confirmed)
+        } else {
+            self.confirmation = None;
+            None
+        };
         self.responses += 1;
         self.response.start(Arc::clone(&self.responder).respond(
             self.responses,
             messages,
+            confirmed,
             results,
             ctx.clone(),
         ));

@@ -449,6 +449,10 @@ async fn respond(state: Arc<OpenAiState>, who: String, reply: Reply) -> Response
         Reply::Sse(parts) => streamed("text/event-stream", parts, state, who),
         Reply::Pcm(parts) => streamed("application/octet-stream", parts, state, who),
         Reply::Hang => std::future::pending().await,
+        Reply::Delayed(wait, reply) => {
+            tokio::time::sleep(wait).await;
+            Box::pin(respond(state, who, *reply)).await
+        }
     }
 }
 

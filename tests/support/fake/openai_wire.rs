@@ -50,6 +50,8 @@ pub enum Reply {
     Text(String),
     /// Never answer: the request hangs until the client gives up.
     Hang,
+    /// This reply, after a wait: a provider's latency.
+    Delayed(std::time::Duration, Box<Reply>),
 }
 
 impl Reply {

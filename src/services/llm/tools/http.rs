@@ -49,6 +49,11 @@ pub struct HttpToolConfig {
     /// Whether an interruption cancels a call in flight. Default true.
     #[serde(default = "default_true")]
     pub cancel_on_interruption: bool,
+    /// Whether a preemptive reply may call it before the user's turn is
+    /// confirmed over: true only for a tool without side effects (a
+    /// lookup). Default false.
+    #[serde(default)]
+    pub safe_to_run_early: bool,
     /// A variable holding a token sent as `Authorization: Bearer`.
     #[serde(default)]
     pub api_key_env: Option<String>,
@@ -88,6 +93,7 @@ impl HttpToolConfig {
             url: self.url.clone(),
             timeout,
             cancel_on_interruption: self.cancel_on_interruption,
+            safe_to_run_early: self.safe_to_run_early,
             api_key: ApiKey::from_env(setup, "api_key_env", self.api_key_env.as_deref())?,
         })
     }
@@ -100,6 +106,7 @@ pub struct HttpTool {
     url: String,
     timeout: Option<Duration>,
     cancel_on_interruption: bool,
+    safe_to_run_early: bool,
     api_key: Option<ApiKey>,
 }
 
@@ -111,6 +118,10 @@ impl Tool for HttpTool {
 
     fn cancel_on_interruption(&self) -> bool {
         self.cancel_on_interruption
+    }
+
+    fn safe_to_run_early(&self) -> bool {
+        self.safe_to_run_early
     }
 
     fn timeout(&self) -> Option<Duration> {

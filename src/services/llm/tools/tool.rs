@@ -85,6 +85,14 @@ pub trait Tool: Send + Sync + 'static {
         true
     }
 
+    /// Whether a preemptive reply (prepared before the user's turn is
+    /// confirmed over, and maybe discarded) may call it. Only a tool without
+    /// side effects (a lookup) says yes; the others (the default) wait for
+    /// the turn's end before they run.
+    fn safe_to_run_early(&self) -> bool {
+        false
+    }
+
     /// How long a call may take; `None` uses the LLM's `tool_timeout_secs`.
     fn timeout(&self) -> Option<Duration> {
         None

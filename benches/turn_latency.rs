@@ -1,0 +1,327 @@
+//! Turn latency end to end: from the true end of the user's speech to the
+//! bot's first audio, and the turns cut off, over speech with known
+//! boundaries (espeak-ng and sox) at 16 and 8 kHz, through `vad ▶ stt ▶
+//! user_context ▶ llm ▶ tts ▶ assistant_context` against the fake OpenAI
+//! server answering with a provider's latency:
+//!
+//! - `realistic`: transcription 300 ms after its request, LLM first token
+//!   400 ms, TTS first byte 200 ms;
+//! - `fast`: 100, 150 and 100 ms.
+//!
+//! Configurations: `baseline` (the VAD's 0.8 s stop ends the turn, as
+//! before issue 16) and `shipped` (the agents' defaults: a 0.2 s VAD stop,
+//! the turn-end decision and preemptive replies). Speech: a complete
+//! sentence, and the same sentence with a 400 or 600 ms hesitation
+//! mid-phrase (a turn that ends before the second part is a cut-off).
+//!
+//! The session runs live (wall clock), the audio fed in real time, each
+//! 20 ms frame when its audio would have been captured; the latency is taken
+//! from the session times the observers see. Each case runs once per
+//! invocation and prints one line; run it three times for medians.
+//!
+//! Run with: `cargo bench --bench turn_latency` (needs espeak-ng and sox).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::fake::openai::{FakeOpenAi, Part, Reply, text_answer};
+use support::session::build;
+use voxpipe::audio::wav::read_wav;
+use voxpipe::conversation::Role;
+use voxpipe::frame::{AudioFrame, Direction, FrameBody};
+use voxpipe::pipeline::{NamedProcessor, Observer, PipelineParams, PipelineTask, PushEvent};
+use voxpipe::processors::{AssistantContextConfig, UserContextConfig, VadConfig};
+use voxpipe::services::llm::OpenAiLlmConfig;
+use voxpipe::services::stt::OpenAiSttConfig;
+use voxpipe::services::tts::OpenAiTtsConfig;
+
+const FIRST: &str = "I would like to order";
+const SECOND: &str = "a large pizza with mushrooms.";
+const WHOLE: &str = "I would like to order a large pizza with mushrooms.";
+
+/// Provider latencies: transcription, LLM first token, TTS first byte.
+struct Latencies {
+    name: &'static str,
+    stt: Duration,
+    llm: Duration,
+    tts: Duration,
+}
+
+fn run_tool(program: &str, args: &[&str]) {
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
+    assert!(status.success(), "{program} {args:?} failed");
+}
+
+/// `text` spoken by espeak-ng at `rate`, its own silences trimmed.
+fn say(dir: &Path, name: &str, text: &str, rate: u32) -> Vec<i16> {
+    let raw = dir.join(format!("{name}_raw.wav"));
+    let trimmed = dir.join(format!("{name}_{rate}.wav"));
+    run_tool(
+        "espeak-ng",
+        &[
+            "-v",
+            "en-us",
+            "-s",
+            "160",
+            "-w",
+            raw.to_str().unwrap(),
+            text,
+        ],
+    );
+    let rate = rate.to_string();
+    run_tool(
+        "sox",
+        &[
+            raw.to_str().unwrap(),
+            "-r",
+            &rate,
+            "-c",
+            "1",
+            "-b",
+            "16",
+            trimmed.to_str().unwrap(),
+            "silence",
+            "1",
+            "0.01",
+            "0.5%",
+            "reverse",
+            "silence",
+            "1",
+            "0.01",
+            "0.5%",
+            "reverse",
+        ],
+    );
+    read_wav(&trimmed).unwrap().to_mono()
+}
+
+/// Speech with its true end: 300 ms of silence, the parts with `pause`
+/// between them, then 2.5 s of silence for the answer.
+struct Speech {
+    samples: Vec<i16>,
+    rate: u32,
+    end: Duration,
+    /// Where the last part begins: a turn ending before it cut the user off.
+    last_part: Duration,
+}
+
+fn speech(parts: &[&[i16]], pause: Duration, rate: u32) -> Speech {
+    let silence = |d: Duration| vec![0_i16; (d.as_secs_f64() * f64::from(rate)) as usize];
+    let at = |n: usize| Duration::from_secs_f64(n as f64 / f64::from(rate));
+    let mut samples = silence(Duration::from_millis(300));
+    let mut last_part = Duration::ZERO;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            samples.extend(silence(pause));
+        }
+        last_part = at(samples.len());
+        samples.extend_from_slice(part);
+    }
+    let end = at(samples.len());
+    samples.extend(silence(Duration::from_millis(2_500)));
+    Speech {
+        samples,
+        rate,
+        end,
+        last_part,
+    }
+}
+
+/// What the observers saw, in session time.
+#[derive(Default)]
+struct Seen {
+    first_audio: Option<Duration>,
+    user_turns: Vec<Duration>,
+    preemptive: usize,
+}
+
+struct Watch(Arc<Mutex<Seen>>);
+
+impl Observer for Watch {
+    fn on_push(&self, event: &PushEvent<'_>) {
+        let mut seen = self.0.lock().unwrap();
+        match &event.frame.body {
+            FrameBody::OutputAudio(_)
+                if event.from == "assistant_context"
+                    && event.direction == Direction::Downstream =>
+            {
+                seen.first_audio.get_or_insert(event.at);
+            }
+            FrameBody::TurnCompleted(turn)
+                if event.from == "user_context" && turn.role == Role::User =>
+            {
+                seen.user_turns.push(event.at);
+            }
+            FrameBody::PreemptiveLlmMessages(_) if event.from == "user_context" => {
+                seen.preemptive += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn processors(server: &FakeOpenAi, shipped: bool, rate: u32) -> Vec<NamedProcessor> {
+    let (vad, user) = if shipped {
+        (
+            "stop_secs = 0.2",
+            "preemptive_replies = true\n[turn_end]\ncomplete_secs = 0.3\nfallback_secs = 1.2",
+        )
+    } else {
+        ("", "")
+    };
+    let url = &server.base_url;
+    let mut list = vec![
+        build::<VadConfig>("vad", vad, &[]),
+        build::<OpenAiSttConfig>("stt", &format!("base_url = \"{url}\""), &[]),
+        build::<UserContextConfig>("user_context", user, &[]),
+        build::<OpenAiLlmConfig>("llm", &format!("base_url = \"{url}\"\nmodel = \"m\""), &[]),
+        build::<OpenAiTtsConfig>(
+            "tts",
+            &format!("base_url = \"{url}\"\nvoice = \"nova\""),
+            &[],
+        ),
+        build::<AssistantContextConfig>("assistant_context", "", &[]),
+    ];
+    // `build` makes 16 kHz processors; the VAD picks its model by rate.
+    if rate != 16_000 {
+        let config: VadConfig = toml::from_str(vad).unwrap();
+        let setup = voxpipe::pipeline::SessionSetup::new("bench", rate);
+        list[0] = NamedProcessor {
+            name: "vad".into(),
+            processor: voxpipe::pipeline::ProcessorFactory::build(&config, &setup).unwrap(),
+        };
+    }
+    list
+}
+
+/// One turn; `(latency, cut off, preemptive replies)`.
+async fn run(
+    speech: &Speech,
+    transcripts: &[&str],
+    latencies: &Latencies,
+    shipped: bool,
+) -> (Option<Duration>, bool, usize) {
+    let server = FakeOpenAi::start().await;
+    for text in transcripts {
+        server.push_transcription(Reply::Delayed(
+            latencies.stt,
+            Box::new(Reply::Json(serde_json::json!({ "text": text }))),
+        ));
+    }
+    server.chat_fallback(Reply::Delayed(
+        latencies.llm,
+        Box::new(Reply::Sse(text_answer("Sure. Anything else?"))),
+    ));
+    for _ in 0..8 {
+        server.push_speech(Reply::Delayed(
+            latencies.tts,
+            Box::new(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+                24_000, 0.5,
+            ))])),
+        ));
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut params = PipelineParams::new("bench", speech.rate);
+    params.observers.push(Arc::new(Watch(Arc::clone(&seen))));
+    let task = PipelineTask::new(processors(&server, shipped, speech.rate), params);
+    let handle = task.handle();
+    let running = tokio::spawn(task.run());
+    let frame = speech.rate as usize / 50;
+    let started = tokio::time::Instant::now();
+    for (i, chunk) in speech.samples.chunks(frame).enumerate() {
+        let pts = Duration::from_millis(20 * i as u64);
+        // Captured at its end.
+        tokio::time::sleep_until(started + pts + Duration::from_millis(20)).await;
+        handle
+            .queue_frame(FrameBody::InputAudio(AudioFrame::from_samples(
+                chunk,
+                speech.rate,
+                1,
+                pts,
+            )))
+            .await;
+    }
+    handle.end("bench over").await;
+    let _ = running.await;
+    let seen = seen.lock().unwrap();
+    // Session time runs from the task's start, a hair before `started`.
+    let latency = seen.first_audio.map(|at| at.saturating_sub(speech.end));
+    let cut = seen.user_turns.iter().any(|at| *at < speech.last_part);
+    (latency, cut, seen.preemptive)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = [
+        Latencies {
+            name: "realistic",
+            stt: Duration::from_millis(300),
+            llm: Duration::from_millis(400),
+            tts: Duration::from_millis(200),
+        },
+        Latencies {
+            name: "fast",
+            stt: Duration::from_millis(100),
+            llm: Duration::from_millis(150),
+            tts: Duration::from_millis(100),
+        },
+    ];
+    println!("config    profile    rate   speech      first audio  cut off  preemptive");
+    for rate in [16_000, 8_000] {
+        let whole = say(dir.path(), "whole", WHOLE, rate);
+        let first = say(dir.path(), "first", FIRST, rate);
+        let second = say(dir.path(), "second", SECOND, rate);
+        let cases = [
+            (
+                "complete",
+                speech(&[&whole], Duration::ZERO, rate),
+                vec![WHOLE],
+            ),
+            (
+                "pause 400",
+                speech(&[&first, &second], Duration::from_millis(400), rate),
+                vec![FIRST, SECOND],
+            ),
+            (
+                "pause 600",
+                speech(&[&first, &second], Duration::from_millis(600), rate),
+                vec![FIRST, SECOND],
+            ),
+        ];
+        for (config, shipped) in [("baseline", false), ("shipped", true)] {
+            for profile in &profiles {
+                for (name, speech, transcripts) in &cases {
+                    if !shipped && *name != "complete" {
+                        continue;
+                    }
+                    let (latency, cut, preemptive) =
+                        runtime.block_on(run(speech, transcripts, profile, shipped));
+                    let latency = latency
+                        .map(|l| format!("{} ms", l.as_millis()))
+                        .unwrap_or_else(|| "none".into());
+                    println!(
+                        "{config:<9} {:<10} {rate:<6} {name:<11} {latency:>11}  {:<7}  {preemptive}",
+                        profile.name,
+                        if cut { "yes" } else { "no" },
+                    );
+                }
+            }
+        }
+    }
+}
