@@ -53,6 +53,7 @@
 //! | `metrics`, `observer` | the server's metrics, and the observer feeding them from each session |
 //! | `health` | `GET /health` |
 //! | `twilio_voice`, `twilio_stream` | `POST /twilio/voice`, `GET /twilio/ws` (the socket itself is the Twilio transport's) |
+//! | `stream_auth` | who may open a media stream (upgrade signature, per-call token) and which call it may hang up |
 //! | `outbound_calls`, `twilio_status` | `/api/calls`; `/twilio/status`, `/twilio/amd` and outbound streams joining their calls |
 //! | `webrtc_offer` | `POST`/`PATCH /api/offer`, and starting a browser call |
 //! | `start` | `POST /start`, `GET /api/ice-config` |
@@ -97,6 +98,7 @@ mod session_token;
 pub mod shutdown;
 mod start;
 mod state;
+mod stream_auth;
 mod storage_readiness;
 mod store_readiness;
 mod twilio_status;

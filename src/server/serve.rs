@@ -29,6 +29,7 @@ use super::metrics::ServerMetrics;
 use super::readiness::ReadinessCheck;
 use super::session_token::SessionKey;
 use super::state::{ObserverFactory, ServerState, TwilioState};
+use super::stream_auth::StreamAuth;
 use super::storage_readiness::StorageReadiness;
 use super::store_readiness::StoreReadiness;
 
@@ -163,6 +164,7 @@ impl ServerBuilder {
             metrics.sessions_active.clone(),
         );
         let twilio = TwilioState {
+            stream_auth: StreamAuth::new(twilio_config, auth_token.as_deref()),
             auth_token,
             rest,
             stats: metrics.transport_stats("twilio"),
