@@ -45,6 +45,7 @@
 //! |---|---|
 //! | `serve` | [`Server`], [`ServerBuilder`]: building (secrets, a probe of every processor) and serving until shutdown |
 //! | `state` | what the request handlers share |
+//! | `connections` | the connection cap and idle timeout every socket is held to |
 //! | `router` | the routes |
 //! | `live_sessions` | admission against `max_sessions`; ending every session at shutdown |
 //! | `session` | running one session for a connection, whatever its transport |
@@ -78,6 +79,7 @@ mod api_access;
 mod body;
 mod campaigns;
 mod client_page;
+mod connections;
 mod cors;
 mod error;
 mod health;

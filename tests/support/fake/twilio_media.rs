@@ -79,6 +79,8 @@ pub async fn voice_webhook_token(addr: SocketAddr, config: &CallConfig, token: &
         ("AccountSid".into(), config.account_sid.clone()),
         ("CallSid".into(), config.call_sid.clone()),
     ];
+    // reqwest is built without a TLS provider of its own.
+    let _already = rustls::crypto::ring::default_provider().install_default();
     // The server sees `Host: ADDR` and no proxy: it checks the https URL.
     let signature = sign(token, &format!("https://{addr}/twilio/voice"), &form);
     let response = reqwest::Client::new()
