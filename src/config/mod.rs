@@ -21,6 +21,7 @@ mod twilio;
 mod webrtc;
 
 pub(crate) use diagnostics::{Errors, blame_overrides};
+pub(crate) use keypath::key_path_at;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use overrides::Override;
 pub(crate) use overrides::apply as apply_overrides;
