@@ -20,5 +20,5 @@ mod streaming;
 
 pub use deepgram::DeepgramSttConfig;
 pub use openai::OpenAiSttConfig;
-pub use segmented::SegmentedStt;
+pub use segmented::{SegmentedStt, UNTRANSCRIBED};
 pub use streaming::StreamingStt;
