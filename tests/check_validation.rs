@@ -26,7 +26,14 @@ fn all_refuse(file: &str, expected: &str) {
     let out = std::env::temp_dir().join("voxpipe-check-validation.wav");
     let runs: [Vec<&str>; 3] = [
         vec!["check", file],
-        vec!["run", file, "--input", wav, "--output", out.to_str().unwrap()],
+        vec![
+            "run",
+            file,
+            "--input",
+            wav,
+            "--output",
+            out.to_str().unwrap(),
+        ],
         vec!["serve", file, "--bind", "127.0.0.1:0"],
     ];
     for args in runs {
@@ -62,8 +69,10 @@ fn out_of_range_durations_are_refused_with_their_key() {
         let file = write(
             dir.path(),
             &format!("parrot{n}.toml"),
-            format!("[pipeline]\nname = \"x\"\n\n[[processor]]\ntype = \"parrot\"\nmax_secs = {value}\n")
-                .as_bytes(),
+            format!(
+                "[pipeline]\nname = \"x\"\n\n[[processor]]\ntype = \"parrot\"\nmax_secs = {value}\n"
+            )
+            .as_bytes(),
         );
         all_refuse(&file, &format!("{file}:6:12: key `processor.0.max_secs`"));
     }
@@ -77,17 +86,21 @@ fn a_file_that_is_not_utf8_is_refused_at_its_line_and_key() {
         "latin1.toml",
         b"[pipeline]\nname = \"caf\xe9\"\n\n[[processor]]\ntype = \"parrot\"\n",
     );
-    all_refuse(&file, &format!("{file}:2:12: key `pipeline.name`: the file is not valid UTF-8"));
+    all_refuse(
+        &file,
+        &format!("{file}:2:12: key `pipeline.name`: the file is not valid UTF-8"),
+    );
 }
 
 #[test]
 fn every_shipped_pipeline_still_checks() {
-    let mut files: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
-        .map(|path| path.to_str().unwrap().to_owned())
-        .collect();
+    let mut files: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+            .map(|path| path.to_str().unwrap().to_owned())
+            .collect();
     files.sort();
     let mut args = vec!["check"];
     args.extend(files.iter().map(String::as_str));

@@ -92,7 +92,10 @@ async fn a_flood_of_media_on_one_socket_leaves_memory_flat() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(count >= 1_600.0, "flooded media dropped and counted: {count}");
+    assert!(
+        count >= 1_600.0,
+        "flooded media dropped and counted: {count}"
+    );
     let after = server.rss_bytes();
     let grown = after.saturating_sub(before);
     assert!(
@@ -128,7 +131,10 @@ async fn health_answers_with_300_idle_sockets_under_a_256_descriptor_limit() {
 async fn sigterm_with_half_sent_requests_exits_within_the_deadline() {
     let mut server = ServedBinary::start(
         "pipelines/parrot.toml",
-        &["server.shutdown_deadline_secs=2", "server.shutdown_grace_secs=1"],
+        &[
+            "server.shutdown_deadline_secs=2",
+            "server.shutdown_grace_secs=1",
+        ],
         "json",
         None,
     );
@@ -161,7 +167,10 @@ async fn sigterm_with_half_sent_requests_exits_within_the_deadline() {
     let status = exit.0.expect("exited");
     assert!(status.success(), "{status}");
     // The deadline (2 s), and a margin for a loaded machine.
-    assert!(took < Duration::from_secs(5), "exited {took:?} after SIGTERM");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
     drop((headers, body));
 }
 
@@ -185,4 +194,36 @@ async fn over_limit_bodies_get_413() {
             .unwrap();
         assert_eq!(response.status().as_u16(), 413, "{path}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_offers_are_refused_before_taking_a_slot() {
+    let server = TestServer::parrot(&["server.rate_limit_per_minute=0"]).await;
+    let client = reqwest::Client::new();
+    let hostile = [
+        json!({"sdp": "v=0", "type": "offer"}),
+        json!({"sdp": "", "type": "offer"}),
+        json!({"sdp": "v=0\r\nm=audio 9 RTP/AVP 0\r\n", "type": "offer"}),
+        json!({"sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:a\r\na=ice-pwd:b\r\na=fingerprint:sha-256 AB\r\n", "type": "offer"}),
+        json!({"sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:a\u{0}\r\na=ice-pwd:b\r\na=fingerprint:sha-256 AB\r\n", "type": "offer"}),
+        json!({"sdp": "x".repeat(10_000), "type": "offer"}),
+        json!({"sdp": "v=0", "type": "answer"}),
+    ];
+    for offer in &hostile {
+        let response = client
+            .post(server.url("/api/offer"))
+            .json(offer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{offer}");
+    }
+    assert_eq!(
+        server
+            .metric(r#"voxpipe_errors_total{kind="bad_offer",source="webrtc"}"#)
+            .await,
+        hostile.len() as f64,
+        "every one refused before admission"
+    );
+    assert!(server.sessions.all().is_empty());
 }

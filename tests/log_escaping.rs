@@ -38,9 +38,11 @@ async fn a_newline_in_a_logged_field_cannot_start_a_new_log_line() {
     for message in &junk {
         ws.send(Message::text(message.to_string())).await.unwrap();
     }
-    ws.send(Message::text(json!({"event": "stop", "streamSid": sid}).to_string()))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        json!({"event": "stop", "streamSid": sid}).to_string(),
+    ))
+    .await
+    .unwrap();
     // The server closes the stream once the session is over.
     while let Some(Ok(message)) = ws.next().await {
         if message.is_close() {
@@ -58,17 +60,24 @@ async fn a_newline_in_a_logged_field_cannot_start_a_new_log_line() {
     let lines = exit.1.drain_lines();
 
     assert!(
-        lines.iter().any(|l| l.contains("media stream started") && l.contains(r"MZ1\n2026")),
+        lines
+            .iter()
+            .any(|l| l.contains("media stream started") && l.contains(r"MZ1\n2026")),
         "the stream's start is logged, its newline escaped: {lines:#?}"
     );
     for line in &lines {
-        assert!(!line.contains("FORGED") || line.contains(r"\nFORGED"), "forged: {line}");
+        assert!(
+            !line.contains("FORGED") || line.contains(r"\nFORGED"),
+            "forged: {line}"
+        );
         assert!(!line.contains('\u{1b}'), "raw ESC: {line:?}");
         assert!(!line.contains('\u{7}'), "raw BEL: {line:?}");
         assert!(line.len() < 4_096, "a line of {} bytes", line.len());
     }
     assert!(
-        lines.iter().any(|l| l.contains(r"dance\nFORGED event line\u{1b}")),
+        lines
+            .iter()
+            .any(|l| l.contains(r"dance\nFORGED event line\u{1b}")),
         "the skipped event is logged, escaped: {lines:#?}"
     );
 }

@@ -56,7 +56,12 @@ async fn only_a_stream_with_its_calls_fresh_token_starts_a_session() {
     let server = server(&rest, &[]).await;
 
     // Wrong, for another call (missing: below, without signatures).
-    refused(&server, with_token(2, "v1.99999999999.QUM.Q0E.AAAA"), "wrong").await;
+    refused(
+        &server,
+        with_token(2, "v1.99999999999.QUM.Q0E.AAAA"),
+        "wrong",
+    )
+    .await;
     let other_call = voice_webhook_token(server.addr, &CallConfig::new(3), TOKEN)
         .await
         .expect("the TwiML carries a token");
@@ -64,7 +69,9 @@ async fn only_a_stream_with_its_calls_fresh_token_starts_a_session() {
 
     // A valid one starts a session; used again, it is refused.
     let config = CallConfig::new(5);
-    let token = voice_webhook_token(server.addr, &config, TOKEN).await.unwrap();
+    let token = voice_webhook_token(server.addr, &config, TOKEN)
+        .await
+        .unwrap();
     let call = FakeCall::connect(server.addr, with_token(5, &token)).await;
     call.stop();
     let record = call.closed(WAIT).await;
@@ -72,7 +79,11 @@ async fn only_a_stream_with_its_calls_fresh_token_starts_a_session() {
     let sessions = server.sessions.ended(1, WAIT).await;
     refused(&server, with_token(5, &token), "replayed").await;
 
-    assert_eq!(server.sessions.all().len(), 1, "only the valid stream had a session");
+    assert_eq!(
+        server.sessions.all().len(),
+        1,
+        "only the valid stream had a session"
+    );
     assert!(
         !sessions[0].custom_parameters.contains_key(STREAM_TOKEN),
         "the token is not handed to the session"
@@ -106,7 +117,9 @@ async fn the_token_check_stands_without_signatures_and_tokens_expire() {
 
     // A token past its life.
     let config = CallConfig::new(2);
-    let token = voice_webhook_token(server.addr, &config, TOKEN).await.unwrap();
+    let token = voice_webhook_token(server.addr, &config, TOKEN)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     refused(&server, with_token(2, &token), "expired").await;
     let metric = r#"voxpipe_errors_total{kind="expired_stream_token",source="twilio"}"#;
@@ -159,7 +172,9 @@ async fn a_dropped_stream_hangs_up_the_call_its_token_names_not_the_one_it_claim
     // The webhook was for account AC…acc0; the stream claims another
     // account in its `start`.
     let config = CallConfig::new(6);
-    let token = voice_webhook_token(server.addr, &config, TOKEN).await.unwrap();
+    let token = voice_webhook_token(server.addr, &config, TOKEN)
+        .await
+        .unwrap();
     let mut claiming = with_token(6, &token);
     claiming.account_sid = format!("AC{:032x}", 0xbad_u32);
     let call = FakeCall::connect(server.addr, claiming).await;

@@ -21,9 +21,15 @@ pub(crate) fn load(file: &Path, overrides: &[Override]) -> Result<PipelineConfig
 /// The checks `check`, `run` and `serve` all make: the file, then each
 /// processor built once, inside a runtime of its own (a processor may
 /// start tasks as it is built).
-pub(crate) fn validate(file: &Path, overrides: &[Override]) -> Result<PipelineConfig, ConfigErrors> {
+pub(crate) fn validate(
+    file: &Path,
+    overrides: &[Override],
+) -> Result<PipelineConfig, ConfigErrors> {
     let registry = ProcessorRegistry::builtin();
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => {
             let _entered = runtime.enter();
             load_and_probe(file, overrides, &registry)

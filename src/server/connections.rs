@@ -74,7 +74,10 @@ impl Registry {
     }
 
     fn len(&self) -> usize {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Closes the connection idle longest, if it has been idle a while;
@@ -164,7 +167,10 @@ impl axum::serve::Listener for BoundedListener {
             match self.inner.accept().await {
                 Ok((tcp, addr)) => {
                     if self.registry.len() >= self.max && !self.registry.evict_idlest() {
-                        tracing::warn!(max = self.max, "connection refused: every connection is in use");
+                        tracing::warn!(
+                            max = self.max,
+                            "connection refused: every connection is in use"
+                        );
                         drop(tcp);
                         continue;
                     }
@@ -223,9 +229,7 @@ impl TrackedIo {
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         while self.timer.as_mut().poll(cx).is_ready() {
             let last = self.entry.last_read_ms.load(Ordering::Relaxed);
-            let deadline = self.registry.epoch
-                + Duration::from_millis(last)
-                + self.idle;
+            let deadline = self.registry.epoch + Duration::from_millis(last) + self.idle;
             if deadline <= Instant::now() {
                 return true;
             }

@@ -57,6 +57,7 @@
 //! | `stream_auth` | who may open a media stream (upgrade signature, per-call token) and which call it may hang up |
 //! | `outbound_calls`, `twilio_status` | `/api/calls`; `/twilio/status`, `/twilio/amd` and outbound streams joining their calls |
 //! | `webrtc_offer` | `POST`/`PATCH /api/offer`, and starting a browser call |
+//! | `offer_precheck` | what every browser offer has, checked before a slot is taken (sans-IO) |
 //! | `start` | `POST /start`, `GET /api/ice-config` |
 //! | `session_offer` | `POST`/`PATCH /sessions/{sessionId}/api/offer` |
 //! | `admission`, `rate_limit` | the rate limit per address (sans-IO), the bearer key |
@@ -87,6 +88,7 @@ mod learn;
 mod live_sessions;
 mod metrics;
 mod observer;
+mod offer_precheck;
 mod outbound_calls;
 mod pending_sessions;
 mod rate_limit;
@@ -100,9 +102,9 @@ mod session_token;
 pub mod shutdown;
 mod start;
 mod state;
-mod stream_auth;
 mod storage_readiness;
 mod store_readiness;
+mod stream_auth;
 mod twilio_status;
 mod twilio_stream;
 mod twilio_voice;

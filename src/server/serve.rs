@@ -22,17 +22,17 @@ use crate::transport::twilio::TwilioRest;
 use crate::transport::webrtc::{WebRtcSettings, WebRtcSignalling};
 
 use super::admission::Admission;
-use super::connections::BoundedListener;
 use super::api_access::ApiAccess;
+use super::connections::BoundedListener;
 use super::error::ServerError;
 use super::live_sessions::LiveSessions;
 use super::metrics::ServerMetrics;
 use super::readiness::ReadinessCheck;
 use super::session_token::SessionKey;
 use super::state::{ObserverFactory, ServerState, TwilioState};
-use super::stream_auth::StreamAuth;
 use super::storage_readiness::StorageReadiness;
 use super::store_readiness::StoreReadiness;
+use super::stream_auth::StreamAuth;
 
 /// Sets a server up: the pipeline, where secrets come from, extra
 /// readiness checks and session observers.

@@ -152,9 +152,7 @@ pub(crate) async fn join_outbound_call(
     call_id: &str,
     stream_call_sid: Option<&str>,
 ) -> Option<String> {
-    let Some(dialer) = state.outbound.clone() else {
-        return None;
-    };
+    let dialer = state.outbound.clone()?;
     let call = match dialer.store().call(call_id).await {
         Ok(Some(call)) => call,
         Ok(None) => {

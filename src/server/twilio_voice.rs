@@ -128,7 +128,8 @@ pub(crate) async fn voice(
         .collect();
     if let Some(query) = uri.query() {
         for (name, value) in form_urlencoded::parse(query.as_bytes()).into_owned() {
-            if name != STREAM_TOKEN_PARAMETER && !parameters.iter().any(|(known, _)| *known == name) {
+            if name != STREAM_TOKEN_PARAMETER && !parameters.iter().any(|(known, _)| *known == name)
+            {
                 parameters.push((name, value));
             }
         }
@@ -139,8 +140,15 @@ pub(crate) async fn voice(
             .zip(field("CallSid"))
             .and_then(|(account_sid, call_sid)| auth.token_parameter(account_sid, call_sid));
         let Some(token) = token else {
-            tracing::warn!(call_sid, "voice webhook without AccountSid and CallSid: no stream token");
-            return (StatusCode::BAD_REQUEST, "AccountSid and CallSid are required").into_response();
+            tracing::warn!(
+                call_sid,
+                "voice webhook without AccountSid and CallSid: no stream token"
+            );
+            return (
+                StatusCode::BAD_REQUEST,
+                "AccountSid and CallSid are required",
+            )
+                .into_response();
         };
         parameters.push(token);
     }

@@ -74,7 +74,9 @@ impl ServedBinary {
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines.recv_timeout(left).expect("voxpipe says where it listens");
+            let line = lines
+                .recv_timeout(left)
+                .expect("voxpipe says where it listens");
             if let Some(at) = line.find("listening on ") {
                 let rest = &line[at + "listening on ".len()..];
                 let addr: String = rest

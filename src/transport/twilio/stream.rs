@@ -308,7 +308,10 @@ mod tests {
         let mut steady = started();
         for n in 0..1_000u64 {
             let at = Duration::from_millis(20 * n);
-            assert!(matches!(steady.handle_text(&media("MZ1"), at), Inbound::Audio));
+            assert!(matches!(
+                steady.handle_text(&media("MZ1"), at),
+                Inbound::Audio
+            ));
         }
     }
 

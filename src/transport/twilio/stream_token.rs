@@ -162,7 +162,12 @@ impl StreamTokens {
 
     /// The `<Parameter>` carrying a token for the call `call_id` of
     /// `account_sid`, issued at `now` (Unix seconds).
-    pub fn parameter(&self, account_sid: &str, call_id: &str, now: u64) -> Option<(String, String)> {
+    pub fn parameter(
+        &self,
+        account_sid: &str,
+        call_id: &str,
+        now: u64,
+    ) -> Option<(String, String)> {
         let token = self
             .key
             .issue(account_sid, call_id, now.saturating_add(self.ttl_secs))?;
@@ -186,7 +191,10 @@ impl SeenTokens {
     /// Records the use of the token `claims` came from at `now`; `false`
     /// when it was used before.
     pub fn first_use(&self, claims: &StreamClaims, now: u64) -> bool {
-        let key = format!("{}.{}.{}", claims.expires_at, claims.account_sid, claims.call_id);
+        let key = format!(
+            "{}.{}.{}",
+            claims.expires_at, claims.account_sid, claims.call_id
+        );
         let mut used = self
             .used
             .lock()
@@ -253,6 +261,10 @@ mod tests {
             .verify(&key.issue(ACCOUNT, "CA2", 300).unwrap(), 200)
             .unwrap();
         assert!(seen.first_use(&later, 200));
-        assert_eq!(seen.used.lock().unwrap().len(), 1, "the expired one is gone");
+        assert_eq!(
+            seen.used.lock().unwrap().len(),
+            1,
+            "the expired one is gone"
+        );
     }
 }

@@ -94,7 +94,10 @@ mod tests {
     fn control_characters_cannot_break_the_xml() {
         let xml = connect_stream(
             "wss://h/twilio/ws",
-            &[("CallerName".into(), "A\u{1}\u{8}\u{1b}[31m\tB\n\u{7f}\u{85}\u{FFFF}C".into())],
+            &[(
+                "CallerName".into(),
+                "A\u{1}\u{8}\u{1b}[31m\tB\n\u{7f}\u{85}\u{FFFF}C".into(),
+            )],
         );
         assert!(
             xml.contains(r#"<Parameter name="CallerName" value="A[31m&#9;B&#10;C"/>"#),

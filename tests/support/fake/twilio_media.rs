@@ -74,7 +74,11 @@ pub const STREAM_TOKEN: &str = "voxpipe_stream_token";
 
 /// The stream token the server's voice webhook gives call `config`, as
 /// Twilio would see it in the TwiML (`None` when the TwiML has none).
-pub async fn voice_webhook_token(addr: SocketAddr, config: &CallConfig, token: &str) -> Option<String> {
+pub async fn voice_webhook_token(
+    addr: SocketAddr,
+    config: &CallConfig,
+    token: &str,
+) -> Option<String> {
     let form: Vec<(String, String)> = vec![
         ("AccountSid".into(), config.account_sid.clone()),
         ("CallSid".into(), config.call_sid.clone()),
@@ -177,18 +181,26 @@ impl FakeCall {
             .into_client_request()
             .expect("a WebSocket URL");
         if let Some(token) = config.auth_token.clone() {
-            let has_token = config.custom_parameters.iter().any(|(name, _)| name == STREAM_TOKEN);
-            if !has_token && let Some(stream_token) = voice_webhook_token(addr, &config, &token).await {
-                config.custom_parameters.push((STREAM_TOKEN.into(), stream_token));
+            let has_token = config
+                .custom_parameters
+                .iter()
+                .any(|(name, _)| name == STREAM_TOKEN);
+            if !has_token
+                && let Some(stream_token) = voice_webhook_token(addr, &config, &token).await
+            {
+                config
+                    .custom_parameters
+                    .push((STREAM_TOKEN.into(), stream_token));
             }
             let url = config
                 .stream_url
                 .clone()
                 .unwrap_or_else(|| format!("wss://{addr}/twilio/ws"));
             let signature = sign(&token, &url, &[]);
-            request
-                .headers_mut()
-                .insert("x-twilio-signature", signature.parse().expect("a header value"));
+            request.headers_mut().insert(
+                "x-twilio-signature",
+                signature.parse().expect("a header value"),
+            );
         }
         let (ws, _response) = tokio_tungstenite::connect_async_with_config(
             request,
