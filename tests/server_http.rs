@@ -352,8 +352,8 @@ async fn shutdown_lets_calls_finish_then_ends_and_hangs_up_the_rest() {
         ..Setup::default()
     })
     .await;
-    let finishing = FakeCall::connect(server.addr, CallConfig::new(1)).await;
-    let lingering = FakeCall::connect(server.addr, CallConfig::new(2)).await;
+    let finishing = FakeCall::connect(server.addr, CallConfig::new(1).signed("secret-token")).await;
+    let lingering = FakeCall::connect(server.addr, CallConfig::new(2).signed("secret-token")).await;
     for call in [&finishing, &lingering] {
         call.say([speech(1_400, 3_400), silence(1_000)].concat());
     }

@@ -63,7 +63,7 @@ fn media(sid: &str, payload: &[u8]) -> String {
 
 /// A call sends its bad input, then speaks, and must hear itself back.
 async fn skipped(server: &TestServer, n: u32, name: &str) -> (String, Record) {
-    let mut config = CallConfig::new(n);
+    let mut config = CallConfig::new(n).signed("secret-token");
     config.start = name != "media_before_start";
     let call = FakeCall::connect(server.addr, config.clone()).await;
     let sid = config.stream_sid.clone();
@@ -113,7 +113,7 @@ async fn skipped(server: &TestServer, n: u32, name: &str) -> (String, Record) {
                         "streamSid": sid, "callSid": config.call_sid,
                         "accountSid": config.account_sid, "tracks": ["inbound"],
                         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                        "customParameters": {"From": config.custom_parameters[0].1},
+                        "customParameters": call.config.custom_parameters.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
                     },
                     "streamSid": sid,
                 })
@@ -149,7 +149,7 @@ async fn skipped(server: &TestServer, n: u32, name: &str) -> (String, Record) {
 
 /// A call whose stream cannot go on; returns its SIDs and what it saw.
 async fn ended(server: &TestServer, n: u32, name: &str) -> (String, CallConfig, Record) {
-    let config = CallConfig::new(n);
+    let config = CallConfig::new(n).signed("secret-token");
     let call = FakeCall::connect(server.addr, config.clone()).await;
     call.say(tone(freq_of(n), 400, 8_000.0));
     call.said(WAIT).await;
@@ -174,7 +174,7 @@ async fn bad_input_is_skipped_or_ends_only_its_own_session() {
     .await;
 
     let good = async {
-        let call = FakeCall::connect(server.addr, CallConfig::new(0)).await;
+        let call = FakeCall::connect(server.addr, CallConfig::new(0).signed("secret-token")).await;
         call.say([tone(freq_of(0), 800, 8_000.0), silence(600)].concat());
         let record = call.wait_until(WAIT, |r| !r.marks_echoed.is_empty()).await;
         // Still there once every bad call is over: answer once more.

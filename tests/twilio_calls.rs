@@ -100,7 +100,7 @@ async fn pipelines_parrot_toml_answers_a_call_and_the_caller_hears_its_words_bac
         ..support::server::Setup::default()
     })
     .await;
-    let call = FakeCall::connect(server.addr, CallConfig::new(2)).await;
+    let call = FakeCall::connect(server.addr, CallConfig::new(2).signed("secret-token")).await;
     let words = speech(1_400, 3_400);
     call.say([words.clone(), silence(1_500)].concat());
     call.said(WAIT).await;
@@ -185,7 +185,7 @@ key = "#"
         twilio_rest_section(&rest.base_url)
     );
     let server = TestServer::with_toml(&toml, &[], &[("TWILIO_AUTH_TOKEN", "secret-token")]).await;
-    let config = CallConfig::new(4);
+    let config = CallConfig::new(4).signed("secret-token");
     let call = FakeCall::connect(server.addr, config.clone()).await;
     call.say(tone(600.0, 600, 8_000.0));
     call.said(WAIT).await;

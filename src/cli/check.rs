@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use voxpipe::config::Override;
-use voxpipe::pipeline_file::load_pipeline;
 use voxpipe::processors::ProcessorRegistry;
 
 #[derive(Debug, clap::Args)]
@@ -34,7 +33,7 @@ pub(crate) fn check(args: &CheckArgs) -> ExitCode {
     }
     let mut failed = 0;
     for file in &args.files {
-        match load_pipeline(file, &args.overrides, &registry) {
+        match super::setup::validate(file, &args.overrides) {
             Ok(config) => println!(
                 "ok: {} ({}: {} processor{})",
                 file.display(),

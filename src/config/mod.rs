@@ -22,6 +22,7 @@ mod webrtc;
 
 pub(crate) use diagnostics::{Errors, blame_overrides};
 pub use error::{ConfigError, ConfigErrors, Location};
+pub(crate) use keypath::key_path_at;
 pub use overrides::Override;
 pub(crate) use overrides::apply as apply_overrides;
 pub use recording::{RecordingDir, RecordingSection};

@@ -7,6 +7,8 @@
 //! idle_timeout_secs = 10        # a stream silent this long is over
 //! shutdown_deadline_secs = 30   # on SIGTERM, calls may go on this long...
 //! shutdown_grace_secs = 5       # ...then are ended, and cancelled after this
+//! max_connections = 10000       # open connections (capped by the open-file limit)
+//! http_idle_timeout_secs = 30   # a connection that sends no byte this long is closed
 //! public_host = "voice.example.com"  # the host Twilio reaches us at
 //!
 //! # Browser pages on other origins that may call (CORS). Default: none,
@@ -58,6 +60,13 @@ pub struct ServerSection {
     /// After calls are ended at the deadline, how long they may take to
     /// drain (finish their turns) before they are cancelled.
     pub shutdown_grace_secs: Seconds<1>,
+    /// The most client connections at once (never more than the open-file
+    /// limit allows, less a reserve); at the cap a new connection closes
+    /// the one idle longest.
+    pub max_connections: NonZeroUsize,
+    /// A connection that sends no byte for this long is closed: half-sent
+    /// headers or bodies, idle keep-alives, quiet WebSockets.
+    pub http_idle_timeout_secs: Seconds<1>,
     /// The host (and port, if not 443) that callers' providers reach this
     /// server at, e.g. `voice.example.com`. Without it, the host comes from
     /// each request's `X-Forwarded-Host` or `Host` header.
@@ -96,6 +105,8 @@ impl Default for ServerSection {
             idle_timeout_secs: Seconds::from_millis(10_000),
             shutdown_deadline_secs: Seconds::from_millis(30_000),
             shutdown_grace_secs: Seconds::from_millis(5_000),
+            max_connections: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+            http_idle_timeout_secs: Seconds::from_millis(30_000),
             public_host: None,
             cors_origins: Vec::new(),
             rate_limit_per_minute: 30,

@@ -6,9 +6,16 @@
 //! account_sid_env = "TWILIO_ACCOUNT_SID" # place calls ([outbound])
 //! api_base_url = "https://api.twilio.com"
 //! hang_up = true
+//! # With an auth token, a media stream must prove it comes from Twilio
+//! # (both on by default; turn off only to test locally without Twilio):
+//! stream_signature = true     # X-Twilio-Signature on the /twilio/ws upgrade
+//! stream_token = true         # the per-call token the TwiML hands the stream
+//! stream_token_ttl_secs = 300 # how long that token opens a stream
 //! ```
 
 use serde::Deserialize;
+
+use super::seconds::Seconds;
 
 /// `[transport.twilio]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +39,23 @@ pub struct TwilioSection {
     /// `<Connect>`, and Twilio goes on with the TwiML after it, if any.
     #[serde(default = "default_true")]
     pub hang_up: bool,
+    /// With an auth token, refuse (403) a `/twilio/ws` upgrade without a
+    /// valid `X-Twilio-Signature` for the stream's `wss://` URL.
+    #[serde(default = "default_true")]
+    pub stream_signature: bool,
+    /// With an auth token, the TwiML the server issues carries a per-call
+    /// token as a `<Parameter>`, and a stream whose `start` lacks a valid,
+    /// unused one is closed before its session starts.
+    #[serde(default = "default_true")]
+    pub stream_token: bool,
+    /// How long a stream token is accepted after the TwiML is issued (an
+    /// outbound call's rings and answering-machine detection come first).
+    #[serde(default = "default_token_ttl")]
+    pub stream_token_ttl_secs: Seconds<1, 3600>,
+}
+
+fn default_token_ttl() -> Seconds<1, 3600> {
+    Seconds::from_millis(300_000)
 }
 
 impl Default for TwilioSection {
@@ -41,6 +65,9 @@ impl Default for TwilioSection {
             account_sid_env: None,
             api_base_url: BaseUrl::default(),
             hang_up: true,
+            stream_signature: true,
+            stream_token: true,
+            stream_token_ttl_secs: default_token_ttl(),
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::store::time::unix_ms;
 use crate::store::{
     CallChange, CallDirection, CallRecord, CallStatus, OutboundCall, Segment, Store,
 };
+use crate::transport::twilio::stream_token::{STREAM_TOKEN_PARAMETER, StreamTokens};
 use crate::transport::twilio::{
     CreateCall, CreateCallError, EndCall, HangUp, HangUpError, TwilioRest, twiml,
 };
@@ -84,6 +85,8 @@ pub struct TwilioDialer {
     public_host: String,
     default_segment: Segment,
     hasher: PhoneHasher,
+    /// Tokens the TwiML hands each call's stream (`stream_token`).
+    stream_tokens: Option<StreamTokens>,
     runtime: Arc<AgentRuntime>,
     settlement: Settlement,
     /// Calls whose voicemail this process has left (or is leaving).
@@ -144,6 +147,7 @@ impl TwilioDialer {
             )?,
             None => auth_token.clone(),
         };
+        let stream_tokens = StreamTokens::from_config(twilio, &auth_token);
         let rest = TwilioRest::new(twilio.api_base_url.as_str(), auth_token)?;
         let settlement = Settlement::new(
             Arc::clone(&runtime),
@@ -157,6 +161,7 @@ impl TwilioDialer {
             public_host: public_host.to_owned(),
             default_segment,
             hasher: PhoneHasher::new(salt.as_bytes()),
+            stream_tokens,
             runtime,
             settlement,
             voicemails: Mutex::new(HashSet::new()),
@@ -361,9 +366,15 @@ impl Dialer for TwilioDialer {
             request
                 .parameters
                 .iter()
-                .filter(|(name, _)| name.as_str() != CALL_ID_PARAMETER)
+                .filter(|(name, _)| {
+                    name.as_str() != CALL_ID_PARAMETER && name.as_str() != STREAM_TOKEN_PARAMETER
+                })
                 .map(|(name, value)| (name.clone(), value.clone())),
         );
+        if let Some(tokens) = &self.stream_tokens {
+            let now = unix_ms() / 1000;
+            parameters.extend(tokens.parameter(&self.account_sid, call_id, now));
+        }
         let stream_url = self.public_url("wss", STREAM_PATH);
         let twiml = twiml::connect_stream(&stream_url, &parameters);
         let query: String = form_urlencoded::Serializer::new(String::new())

@@ -11,7 +11,7 @@ use toml::de::{DeTable, DeValue};
 use crate::config::{
     ConfigError, ConfigErrors, Errors, Override, PipelineSection, apply_overrides, blame_overrides,
 };
-use crate::pipeline::ProcessorEntry;
+use crate::pipeline::{BuildError, ProcessorEntry};
 use crate::processors::{ParallelFactory, ProcessorRegistry};
 
 use super::config::{PipelineConfig, Sections};
@@ -24,11 +24,16 @@ pub fn load_pipeline(
     overrides: &[Override],
     registry: &ProcessorRegistry,
 ) -> Result<PipelineConfig, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse_pipeline_with_overrides(path, &text, overrides, registry)
+    load_text(path, overrides, registry).map(|(config, _text)| config)
+}
+
+/// [`load_pipeline`], and the text it read (with the overrides applied).
+fn load_text(
+    path: &Path,
+    overrides: &[Override],
+    registry: &ProcessorRegistry,
+) -> Result<(PipelineConfig, String), ConfigErrors> {
+    with_overrides(path, read_text(path)?, overrides, registry)
 }
 
 /// Validates pipeline TOML `text`, read from `path`, then again with
@@ -39,12 +44,110 @@ pub fn parse_pipeline_with_overrides(
     overrides: &[Override],
     registry: &ProcessorRegistry,
 ) -> Result<PipelineConfig, ConfigErrors> {
-    let config = parse_pipeline(path, text, registry)?;
+    with_overrides(path, text.to_owned(), overrides, registry).map(|(config, _text)| config)
+}
+
+/// The file as written is validated first, so that its errors name its own
+/// lines; errors the overrides bring are reported against them.
+fn with_overrides(
+    path: &Path,
+    text: String,
+    overrides: &[Override],
+    registry: &ProcessorRegistry,
+) -> Result<(PipelineConfig, String), ConfigErrors> {
+    let config = parse_pipeline(path, &text, registry)?;
     if overrides.is_empty() {
-        return Ok(config);
+        return Ok((config, text));
     }
-    let changed = apply_overrides(text, overrides)?;
-    parse_pipeline(path, &changed, registry).map_err(|errors| blame_overrides(errors, overrides))
+    let changed = apply_overrides(&text, overrides)?;
+    let config = parse_pipeline(path, &changed, registry)
+        .map_err(|errors| blame_overrides(errors, overrides))?;
+    Ok((config, changed))
+}
+
+/// The file's text. A file that is not UTF-8 is an error at the first bad
+/// byte, naming its line and the key it is in.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|err| {
+        let offset = err.utf8_error().valid_up_to();
+        let text = String::from_utf8_lossy(err.as_bytes());
+        let key = DeTable::parse(&text)
+            .ok()
+            .map(|root| crate::config::key_path_at(root.get_ref(), offset).join("."))
+            .filter(|key| !key.is_empty())
+            .unwrap_or_else(|| "-".to_owned());
+        Errors { path, text: &text }.key_error(
+            offset,
+            key,
+            "the file is not valid UTF-8 here: write the value as UTF-8".to_owned(),
+        )
+    })
+}
+
+/// [`load_pipeline`], then each processor built once as every session
+/// will build it, so that what loads but cannot run (`gain_db = 100`, a
+/// rate the resampler does not take) is refused here too, naming the file,
+/// the line and the key: `voxpipe check` refuses what `run` and `serve`
+/// refuse. Secrets are not needed: a `*_env` variable that is not set is
+/// left to the server's start or the session to report. Call it inside a
+/// Tokio runtime (a processor may start tasks as it is built).
+pub fn load_and_probe(
+    path: &Path,
+    overrides: &[Override],
+    registry: &ProcessorRegistry,
+) -> Result<PipelineConfig, ConfigErrors> {
+    let (config, text) = load_text(path, overrides, registry)?;
+    let Ok(root) = DeTable::parse(&text) else {
+        return Ok(config);
+    };
+    let lookup = root.get_ref();
+    let errors = Errors { path, text: &text };
+    let setup = config.session_setup("check");
+    let mut found = Vec::new();
+    for (index, entry) in config.processors.iter().enumerate() {
+        let problem = match entry.factory.build(&setup) {
+            Ok(_) | Err(BuildError::MissingEnv { .. }) => continue,
+            Err(err) => err.to_string(),
+        };
+        let (offset, key) = processor_key(lookup, index, &problem);
+        found.push(errors.key_error(offset, key, problem));
+    }
+    if found.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(found))
+    }
+}
+
+/// Where to blame a build problem of processor `index`: the key its
+/// message starts with (`gain_db must be …`) when the table has it, else
+/// the table.
+fn processor_key(lookup: &DeTable<'_>, index: usize, problem: &str) -> (usize, String) {
+    let table_key = format!("processor.{index}");
+    let Some(DeValue::Array(tables)) = lookup.get("processor").map(Spanned::get_ref) else {
+        return (0, table_key);
+    };
+    let Some(item) = tables.get(index) else {
+        return (0, table_key);
+    };
+    let DeValue::Table(table) = item.get_ref() else {
+        return (item.span().start, table_key);
+    };
+    let first_word: String = problem
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    match table.get_key_value(first_word.as_str()) {
+        Some((name, value)) if !first_word.is_empty() => (
+            value.span().start.max(name.span().start),
+            format!("{table_key}.{first_word}"),
+        ),
+        _ => (item.span().start, table_key),
+    }
 }
 
 /// Validates pipeline TOML `text`, read from `path` (used in messages).

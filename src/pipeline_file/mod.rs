@@ -13,4 +13,4 @@ mod config;
 mod load;
 
 pub use config::PipelineConfig;
-pub use load::{load_pipeline, parse_pipeline, parse_pipeline_with_overrides};
+pub use load::{load_and_probe, load_pipeline, parse_pipeline, parse_pipeline_with_overrides};

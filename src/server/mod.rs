@@ -45,6 +45,7 @@
 //! |---|---|
 //! | `serve` | [`Server`], [`ServerBuilder`]: building (secrets, a probe of every processor) and serving until shutdown |
 //! | `state` | what the request handlers share |
+//! | `connections` | the connection cap and idle timeout every socket is held to |
 //! | `router` | the routes |
 //! | `live_sessions` | admission against `max_sessions`; ending every session at shutdown |
 //! | `session` | running one session for a connection, whatever its transport |
@@ -53,8 +54,10 @@
 //! | `metrics`, `observer` | the server's metrics, and the observer feeding them from each session |
 //! | `health` | `GET /health` |
 //! | `twilio_voice`, `twilio_stream` | `POST /twilio/voice`, `GET /twilio/ws` (the socket itself is the Twilio transport's) |
+//! | `stream_auth` | who may open a media stream (upgrade signature, per-call token) and which call it may hang up |
 //! | `outbound_calls`, `twilio_status` | `/api/calls`; `/twilio/status`, `/twilio/amd` and outbound streams joining their calls |
 //! | `webrtc_offer` | `POST`/`PATCH /api/offer`, and starting a browser call |
+//! | `offer_precheck` | what every browser offer has, checked before a slot is taken (sans-IO) |
 //! | `start` | `POST /start`, `GET /api/ice-config` |
 //! | `session_offer` | `POST`/`PATCH /sessions/{sessionId}/api/offer` |
 //! | `admission`, `rate_limit` | the rate limit per address (sans-IO), the bearer key |
@@ -77,6 +80,7 @@ mod api_access;
 mod body;
 mod campaigns;
 mod client_page;
+mod connections;
 mod cors;
 mod error;
 mod health;
@@ -84,6 +88,7 @@ mod learn;
 mod live_sessions;
 mod metrics;
 mod observer;
+mod offer_precheck;
 mod outbound_calls;
 mod pending_sessions;
 mod rate_limit;
@@ -99,6 +104,7 @@ mod start;
 mod state;
 mod storage_readiness;
 mod store_readiness;
+mod stream_auth;
 mod twilio_status;
 mod twilio_stream;
 mod twilio_voice;

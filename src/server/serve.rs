@@ -3,7 +3,7 @@
 //! serving it runs the HTTP routes until shutdown, then drains the
 //! sessions.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +23,7 @@ use crate::transport::webrtc::{WebRtcSettings, WebRtcSignalling};
 
 use super::admission::Admission;
 use super::api_access::ApiAccess;
+use super::connections::BoundedListener;
 use super::error::ServerError;
 use super::live_sessions::LiveSessions;
 use super::metrics::ServerMetrics;
@@ -31,6 +32,7 @@ use super::session_token::SessionKey;
 use super::state::{ObserverFactory, ServerState, TwilioState};
 use super::storage_readiness::StorageReadiness;
 use super::store_readiness::StoreReadiness;
+use super::stream_auth::StreamAuth;
 
 /// Sets a server up: the pipeline, where secrets come from, extra
 /// readiness checks and session observers.
@@ -163,6 +165,7 @@ impl ServerBuilder {
             metrics.sessions_active.clone(),
         );
         let twilio = TwilioState {
+            stream_auth: StreamAuth::new(twilio_config, auth_token.as_deref()),
             auth_token,
             rest,
             stats: metrics.transport_stats("twilio"),
@@ -318,12 +321,19 @@ impl Server {
                 "shutting down: no new calls; letting calls finish"
             );
         };
+        let server = &self.state.config.server;
+        let listener = BoundedListener::new(
+            listener,
+            server.max_connections.get(),
+            server.http_idle_timeout_secs.duration(),
+        );
+        tracing::debug!(max_connections = listener.max(), "connection cap");
         // Audio goes out as a small message every 20 ms: without
         // TCP_NODELAY, Nagle's algorithm would hold each one back until the
         // previous one is acknowledged, up to the peer's delayed-ACK timer
         // (40 ms on Linux).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
+        let listener = listener.tap_io(|io| {
+            if let Err(err) = io.tcp().set_nodelay(true) {
                 tracing::warn!(error = %err, "cannot set TCP_NODELAY");
             }
         });
@@ -343,9 +353,35 @@ impl Server {
                     .await;
             })
         });
+        let (signalled_tx, signalled) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            signal.await;
+            let _ = signalled_tx.send(());
+        };
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(signal)
-            .await;
+            .into_future();
+        let mut served = std::pin::pin!(served);
+        let deadline = server.shutdown_deadline_secs.duration();
+        // From the signal, the sessions drain on their deadline while open
+        // requests finish; a request still open at the deadline (a client
+        // that never finishes its headers or body) is dropped.
+        let (served, drained) = tokio::select! {
+            served = served.as_mut() => (served, false),
+            Ok(()) = signalled => {
+                let requests = async {
+                    match tokio::time::timeout(deadline, served.as_mut()).await {
+                        Ok(served) => served,
+                        Err(_elapsed) => {
+                            tracing::warn!("requests still open at the shutdown deadline: dropped");
+                            Ok(())
+                        }
+                    }
+                };
+                let (served, ()) = tokio::join!(requests, super::shutdown::drain(&self.state));
+                (served, true)
+            }
+        };
         let _ = stop_campaigns.send(());
         if let Some(campaigns) = campaigns
             && let Err(err) = campaigns.await
@@ -353,7 +389,9 @@ impl Server {
             tracing::error!(error = %err, "the campaign worker failed");
         }
         served?;
-        super::shutdown::drain(&self.state).await;
+        if !drained {
+            super::shutdown::drain(&self.state).await;
+        }
         if let Some(agent) = &self.state.agent {
             // Writers stop on their own `flush_timeout` after their session.
             let limit = self.state.config.context.flush_timeout_secs.duration()

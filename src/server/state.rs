@@ -20,6 +20,7 @@ use super::api_access::ApiAccess;
 use super::live_sessions::LiveSessions;
 use super::metrics::ServerMetrics;
 use super::readiness::ReadinessCheck;
+use super::stream_auth::StreamAuth;
 
 /// Makes an observer for each new session (turn persistence, tests).
 pub type ObserverFactory = Arc<dyn Fn(&SessionSetup) -> Arc<dyn Observer> + Send + Sync>;
@@ -64,4 +65,6 @@ pub(crate) struct TwilioState {
     /// Hangs up calls; `None` without an auth token or with `hang_up = false`.
     pub(crate) rest: Option<TwilioRest>,
     pub(crate) stats: Arc<dyn TransportStats>,
+    /// Who may open a media stream.
+    pub(crate) stream_auth: StreamAuth,
 }

@@ -144,25 +144,24 @@ async fn leave_voicemail(session: PipelineHandle, message: String, call_id: Stri
 /// Lets the stream of an outbound call join its record: the stream's
 /// `call_id` parameter names a call placed here that is not over, has not
 /// started, and whose Twilio SID is the stream's (so no client can take
-/// another call's id). Logged and left alone otherwise.
+/// another call's id). Returns that SID when joined; logged and left
+/// alone otherwise.
 pub(crate) async fn join_outbound_call(
     state: &Arc<ServerState>,
     permit: &mut SessionPermit,
     call_id: &str,
     stream_call_sid: Option<&str>,
-) {
-    let Some(dialer) = state.outbound.clone() else {
-        return;
-    };
+) -> Option<String> {
+    let dialer = state.outbound.clone()?;
     let call = match dialer.store().call(call_id).await {
         Ok(Some(call)) => call,
         Ok(None) => {
             tracing::warn!(call_id, "stream names an unknown call; not joined");
-            return;
+            return None;
         }
         Err(err) => {
             tracing::warn!(call_id, error = %err, "cannot read the call; stream not joined");
-            return;
+            return None;
         }
     };
     let sid = call.outbound.as_ref().and_then(|o| o.twilio_sid.as_deref());
@@ -176,8 +175,9 @@ pub(crate) async fn join_outbound_call(
             call_id,
             "stream does not match an outbound call awaiting it; not joined"
         );
-        return;
+        return None;
     }
     tracing::info!(call_id, "the stream joins its outbound call");
     act_on_machine(state, &dialer, &call);
+    sid.map(str::to_owned)
 }

@@ -1,5 +1,10 @@
 //! `GET /twilio/ws`: a Twilio media stream, run as one session.
 //!
+//! With an auth token, the upgrade must be signed and the `start` must
+//! bring the call's token (see `stream_auth`); an unsigned upgrade gets 403
+//! before a slot is taken, a stream without a valid token is closed (1008)
+//! before its session starts.
+//!
 //! The connection takes a session slot before the WebSocket upgrade (over
 //! the limit: 503, and Twilio ends the `<Connect>`); the Twilio transport
 //! then reads the stream up to `start`, the session runs on its ends, and
@@ -10,25 +15,36 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
-use crate::transport::twilio::{CallOptions, StreamSocket, socket};
+use crate::transport::twilio::protocol::StreamStart;
+use crate::transport::twilio::stream_token::STREAM_TOKEN_PARAMETER;
+use crate::transport::twilio::{CallOptions, HangUpTarget, StreamSocket, socket};
 
 use crate::outbound::CALL_ID_PARAMETER;
 
 use super::live_sessions::SessionPermit;
+use super::request::public_host;
 use super::session::run_session;
 use super::shutdown::SHUTDOWN_REASON;
 use super::state::ServerState;
+use super::stream_auth::StreamProof;
 use super::twilio_status::join_outbound_call;
 
 /// `GET /twilio/ws`.
 pub(crate) async fn stream(
     State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    uri: Uri,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let host = public_host(&state.config.server, &headers);
+    let auth = &state.twilio.stream_auth;
+    if let Some(refused) = auth.upgrade_refusal(&state, host.as_deref(), &headers, &uri) {
+        return refused;
+    }
     let permit = match state.sessions.admit() {
         Ok(permit) => permit,
         Err(refusal) => {
@@ -63,6 +79,15 @@ async fn serve_call(state: Arc<ServerState>, mut permit: SessionPermit, socket: 
         return;
     };
     let start = socket.start();
+    let proof = match state.twilio.stream_auth.verify_start(start) {
+        Ok(proof) => proof,
+        Err(refusal) => {
+            tracing::warn!(reason = %refusal, "media stream refused before its session");
+            state.metrics.error(refusal.kind(), "twilio");
+            socket.refuse(ends).await;
+            return;
+        }
+    };
     tracing::Span::current().record("call_sid", start.call_sid.as_deref().unwrap_or("-"));
     tracing::info!(
         stream_sid = %start.stream_sid,
@@ -70,16 +95,19 @@ async fn serve_call(state: Arc<ServerState>, mut permit: SessionPermit, socket: 
         "media stream started"
     );
 
+    let mut joined = None;
     if let Some(call_id) = start.custom_parameters.get(CALL_ID_PARAMETER) {
-        join_outbound_call(&state, &mut permit, call_id, start.call_sid.as_deref()).await;
+        joined = join_outbound_call(&state, &mut permit, call_id, start.call_sid.as_deref()).await;
     }
+    let target = hang_up_target(proof, start, joined);
     let mut setup = state.config.session_setup(Arc::clone(permit.session_id()));
     setup.env = state.env.clone();
     setup.custom_parameters = start.custom_parameters.clone();
+    setup.custom_parameters.remove(STREAM_TOKEN_PARAMETER);
     let report = run_session(&state, &permit, "twilio", setup, ends, Vec::new()).await;
     let server_shutdown = report.is_some_and(|report| report.end_reason == SHUTDOWN_REASON);
     let hung_up = socket
-        .finish(state.twilio.rest.as_ref(), server_shutdown)
+        .finish(state.twilio.rest.as_ref(), target.as_ref(), server_shutdown)
         .await;
     if let Some(result) = hung_up {
         state
@@ -87,4 +115,27 @@ async fn serve_call(state: Arc<ServerState>, mut permit: SessionPermit, socket: 
             .hang_up(result.map_or("failed", |hang_up| hang_up.label()));
     }
     drop(permit);
+}
+
+/// The call to hang up if the stream drops, from what vouched for it: the
+/// token's call, an outbound call's SID from the server's record (`joined`),
+/// or with the signature alone, Twilio's `start`; none when unchecked.
+fn hang_up_target(
+    proof: StreamProof,
+    start: &StreamStart,
+    joined: Option<String>,
+) -> Option<HangUpTarget> {
+    let (account_sid, call_sid) = match proof {
+        StreamProof::Call {
+            account_sid,
+            call_sid,
+        } => (account_sid, call_sid),
+        StreamProof::Placed { account_sid } => (account_sid, joined?),
+        StreamProof::Signed => (start.account_sid.clone()?, start.call_sid.clone()?),
+        StreamProof::Unchecked => return None,
+    };
+    Some(HangUpTarget {
+        account_sid,
+        call_sid,
+    })
 }

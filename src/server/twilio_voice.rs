@@ -7,6 +7,9 @@
 //! that admits no new session (at capacity, shutting down) rejects the call
 //! with a busy signal rather than letting it ring into a failing stream.
 //!
+//! With stream tokens on (the default with an auth token), the TwiML also
+//! hands the stream its call's token (see `stream_auth`).
+//!
 //! The stream's `<Parameter>`s carry the call's `CallSid`, `From`, `To`,
 //! `Direction`, `ForwardedFrom` and `CallerName` when Twilio sent them, and
 //! every query parameter of the webhook URL, so that a number configured
@@ -20,6 +23,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::transport::twilio::stream_token::STREAM_TOKEN_PARAMETER;
 use crate::transport::twilio::{signature, twiml};
 
 use super::request::{public_host, public_scheme};
@@ -53,23 +57,36 @@ pub(crate) fn signature_refusal(
     uri: &Uri,
     form: &[(String, String)],
 ) -> Option<Response> {
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let url = format!("{}://{host}{path_and_query}", public_scheme(headers));
+    signature_refusal_for(state, &url, headers, uri, form)
+}
+
+/// With an auth token configured, checks that the request to `uri`
+/// carries a valid `X-Twilio-Signature` of `url` and `form`; the 403 to
+/// answer when it does not.
+pub(crate) fn signature_refusal_for(
+    state: &ServerState,
+    url: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+    form: &[(String, String)],
+) -> Option<Response> {
     let Some(token) = &state.twilio.auth_token else {
         return None;
     };
-    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let url = format!("{}://{host}{path_and_query}", public_scheme(headers));
     let signed = headers
         .get("x-twilio-signature")
         .and_then(|v| v.to_str().ok());
     let problem = match signed {
         None => "missing_signature",
-        Some(header) if !signature::verify(token, &url, form, header) => "bad_signature",
+        Some(header) if !signature::verify(token, url, form, header) => "bad_signature",
         Some(_) => return None,
     };
     tracing::warn!(
         path = uri.path(),
         problem,
-        "Twilio webhook refused: X-Twilio-Signature"
+        "Twilio request refused: X-Twilio-Signature"
     );
     state.metrics.error(problem, "twilio");
     Some((StatusCode::FORBIDDEN, "invalid X-Twilio-Signature").into_response())
@@ -111,10 +128,29 @@ pub(crate) async fn voice(
         .collect();
     if let Some(query) = uri.query() {
         for (name, value) in form_urlencoded::parse(query.as_bytes()).into_owned() {
-            if !parameters.iter().any(|(known, _)| *known == name) {
+            if name != STREAM_TOKEN_PARAMETER && !parameters.iter().any(|(known, _)| *known == name)
+            {
                 parameters.push((name, value));
             }
         }
+    }
+    let auth = &state.twilio.stream_auth;
+    if auth.tokens_on() {
+        let token = field("AccountSid")
+            .zip(field("CallSid"))
+            .and_then(|(account_sid, call_sid)| auth.token_parameter(account_sid, call_sid));
+        let Some(token) = token else {
+            tracing::warn!(
+                call_sid,
+                "voice webhook without AccountSid and CallSid: no stream token"
+            );
+            return (
+                StatusCode::BAD_REQUEST,
+                "AccountSid and CallSid are required",
+            )
+                .into_response();
+        };
+        parameters.push(token);
     }
     tracing::info!(call_sid, %host, "answering a call with a media stream");
     twiml_response(twiml::connect_stream(

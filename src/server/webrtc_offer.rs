@@ -27,6 +27,7 @@ use crate::transport::webrtc::{OfferRequest, PatchRequest, SignallingError, WebR
 use super::admission::{ClientAddr, Refused};
 use super::body::json_rejection;
 use super::live_sessions::SessionPermit;
+use super::offer_precheck::offer_problem;
 use super::session::run_session;
 use super::state::ServerState;
 
@@ -86,6 +87,12 @@ pub(crate) async fn new_call(
     session_id: Option<Arc<str>>,
     parameters: BTreeMap<String, String>,
 ) -> Result<Response, Response> {
+    // A hostile offer is refused before it can hold a slot.
+    if let Some(problem) = offer_problem(&request.kind, &request.sdp) {
+        tracing::info!(problem, "WebRTC offer refused before admission");
+        state.metrics.error("bad_offer", "webrtc");
+        return Err((StatusCode::BAD_REQUEST, problem).into_response());
+    }
     let admitted = match session_id {
         Some(id) => state.sessions.admit_as(id),
         None => state.sessions.admit(),

@@ -16,7 +16,9 @@
 //!   [`browser`]: the scripts of `tests/browser/` in headless Chromium;
 //!   [`redis_server`]: a real `redis-server` of the test's own;
 //!   [`s3_server`]: a real S3-compatible server (SigV4 checked) in process;
-//! - [`rng`]: deterministic test vectors.
+//! - [`rng`]: deterministic test vectors;
+//! - [`served_binary`]: `voxpipe serve` as a child process (RSS, limits,
+//!   signals).
 
 #![allow(dead_code)] // each test binary uses a different subset
 #![allow(unreachable_pub)] // shared between test binaries, not an API
@@ -31,6 +33,7 @@ pub mod processors;
 pub mod redis_server;
 pub mod rng;
 pub mod s3_server;
+pub mod served_binary;
 pub mod server;
 pub mod session;
 pub mod signal;

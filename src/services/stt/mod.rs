@@ -20,7 +20,7 @@ mod streaming;
 
 pub use deepgram::DeepgramSttConfig;
 pub use openai::OpenAiSttConfig;
-pub use segmented::SegmentedStt;
+pub use segmented::{SegmentedStt, UNTRANSCRIBED};
 pub use streaming::StreamingStt;
 
 // A provider's wire protocol, for the fuzz targets (`fuzz/`).

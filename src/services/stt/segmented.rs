@@ -9,6 +9,14 @@
 //! does not touch them (they are the user's words). Without a VAD in the
 //! pipeline the whole input, up to `max_utterance`, is one utterance,
 //! transcribed when the input ends.
+//!
+//! An utterance is the user's turn, so a provider outage must not lose it:
+//! a request that fails before any answer (refused connection, no response
+//! in time, 429 or 5xx) is tried again with backoff for as long as the
+//! utterance's budget (`response_timeout_secs`) lasts. One that still
+//! cannot be transcribed is reported (an error frame) and kept as a turn
+//! whose text is [`UNTRANSCRIBED`], so the conversation records it and the
+//! bot can ask the user to say it again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +30,7 @@ use crate::frame::{AudioFrame, Direction, Frame, FrameBody, TranscriptionFrame};
 use crate::pipeline::ChildTask;
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 use crate::services::http::{next_chunk, send};
+use crate::services::retry::jitter;
 use crate::services::task::report;
 use crate::services::{Connection, ServiceError};
 
@@ -31,6 +40,9 @@ const RECENT: Duration = Duration::from_secs(3);
 
 /// The largest response body read, in bytes.
 const MAX_BODY: usize = 1 << 20;
+
+/// The text of an utterance that could not be transcribed.
+pub const UNTRANSCRIBED: &str = "[untranscribed speech]";
 
 /// How a provider's file-transcription endpoint is called.
 pub(crate) trait SegmentedSpeech: Send + Sync + 'static {
@@ -141,6 +153,41 @@ async fn transcribe(
     speech.parse(&body)
 }
 
+/// Whether `error` came before the provider answered anything, so that
+/// trying again cannot repeat or lose an answer.
+fn before_any_answer(error: &ServiceError) -> bool {
+    match error {
+        ServiceError::Connect(_) | ServiceError::Request(_) => true,
+        ServiceError::Timeout { waiting_for, .. } => *waiting_for == "response",
+        other => other.is_retryable(),
+    }
+}
+
+/// Transcribes `utterance`, trying again after failures before any answer
+/// while the utterance's budget (the connection's response timeout, from
+/// the first attempt) lasts.
+async fn transcribe_within_budget(
+    speech: &dyn SegmentedSpeech,
+    connection: &Connection,
+    utterance: &Utterance,
+) -> Result<String, ServiceError> {
+    let deadline = tokio::time::Instant::now() + connection.response_timeout;
+    let mut retry = 0;
+    loop {
+        let error = match transcribe(speech, connection, utterance).await {
+            Ok(text) => return Ok(text),
+            Err(error) => error,
+        };
+        retry += 1;
+        let wait = connection.retry.backoff(retry, jitter());
+        if !before_any_answer(&error) || tokio::time::Instant::now() + wait >= deadline {
+            return Err(error);
+        }
+        tracing::warn!(provider = speech.provider(), retry, ?wait, %error, "transcription failed; trying again");
+        tokio::time::sleep(wait).await;
+    }
+}
+
 async fn work(
     speech: Arc<dyn SegmentedSpeech>,
     connection: Connection,
@@ -148,22 +195,25 @@ async fn work(
     ctx: ProcessorContext,
 ) {
     while let Some(utterance) = jobs.recv().await {
-        match transcribe(&*speech, &connection, &utterance).await {
-            Ok(text) if text.trim().is_empty() => tracing::debug!("empty transcription"),
-            Ok(text) => {
-                let frame = TranscriptionFrame {
-                    text: text.trim().to_owned(),
-                    user_id: None,
-                    language: None,
-                    at: ctx.now(),
-                };
-                ctx.push_downstream(FrameBody::Transcription(frame)).await;
+        let text = match transcribe_within_budget(&*speech, &connection, &utterance).await {
+            Ok(text) if text.trim().is_empty() => {
+                tracing::debug!("empty transcription");
+                continue;
             }
+            Ok(text) => text.trim().to_owned(),
             Err(error) => {
-                tracing::warn!(provider = speech.provider(), %error, "transcription failed");
+                tracing::warn!(provider = speech.provider(), %error, "transcription failed; the turn is kept untranscribed");
                 report(error.into_processor_error(speech.provider()), &ctx).await;
+                UNTRANSCRIBED.to_owned()
             }
-        }
+        };
+        let frame = TranscriptionFrame {
+            text,
+            user_id: None,
+            language: None,
+            at: ctx.now(),
+        };
+        ctx.push_downstream(FrameBody::Transcription(frame)).await;
     }
 }
 

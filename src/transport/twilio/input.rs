@@ -5,7 +5,8 @@
 //! `InputAudio` frames (20 ms at the pipeline rate) and key presses into
 //! `Dtmf` frames, hands mark echoes to the sink, and skips what it cannot
 //! use. When the stream ends (`stop`, the socket closing or failing, a
-//! message over the size limit, or nothing for the idle timeout) it asks
+//! message over the size limit, or no usable caller audio for the idle
+//! timeout) it asks
 //! the pipeline to end gracefully, never to cancel: turns in flight finish
 //! and are kept.
 //!
@@ -37,7 +38,7 @@ pub enum StreamEnd {
     Stopped,
     /// The socket closed or dropped without `stop`.
     Disconnected,
-    /// Nothing came for the idle timeout.
+    /// No usable caller audio came for the idle timeout.
     IdleTimeout,
     /// A message over the size limit.
     TooLarge,
@@ -85,8 +86,11 @@ where
     S: Stream<Item = WsInbound> + Send + Unpin + 'static,
 {
     async fn run(mut self, ctx: ProcessorContext) {
+        // Only caller audio that is used keeps the stream alive: junk,
+        // marks or a flood dropped over the real-time budget do not.
+        let mut idle_at = tokio::time::Instant::now() + self.idle_timeout;
         let end = loop {
-            let next = tokio::time::timeout(self.idle_timeout, self.inbound.next()).await;
+            let next = tokio::time::timeout_at(idle_at, self.inbound.next()).await;
             let event = match next {
                 Err(_elapsed) => break StreamEnd::IdleTimeout,
                 Ok(None | Some(WsInbound::Closed)) => break StreamEnd::Disconnected,
@@ -105,6 +109,9 @@ where
                     break StreamEnd::SocketError;
                 }
             };
+            if matches!(inbound, Inbound::Audio) {
+                idle_at = tokio::time::Instant::now() + self.idle_timeout;
+            }
             if let Some(end) = self.handle(inbound, &ctx).await {
                 break end;
             }

@@ -19,6 +19,7 @@
 //! | [`socket`] | the stream over the server's WebSocket: limits, the writer task, hang-up, close codes |
 //! | [`rest`] | the Calls REST resource: placing a call, ending one |
 //! | [`signature`], [`twiml`] | the voice webhook (sans-IO) |
+//! | [`stream_token`] | the per-call token TwiML hands the stream (sans-IO) |
 //!
 //! Bad input never ends the server and never loses turns: a message that
 //! cannot be used is skipped and logged with its reason; a stream that
@@ -36,10 +37,11 @@ pub mod signature;
 mod sink;
 pub mod socket;
 pub mod stream;
+pub mod stream_token;
 pub mod twiml;
 
 pub use call::{AcceptError, CallHandle, CallOptions, TwilioCall};
 pub use input::{StreamEnd, TwilioInput};
 pub use rest::{CreateCall, CreateCallError, EndCall, HangUp, HangUpError, TwilioRest};
 pub use sink::TwilioSink;
-pub use socket::StreamSocket;
+pub use socket::{HangUpTarget, StreamSocket};

@@ -46,8 +46,8 @@ impl HangUp {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HangUpError {
-    /// The stream's `start` named no account or no call.
-    #[error("the stream's `start` named no account or call")]
+    /// No account and call the server issued or verified for the stream.
+    #[error("no verified account and call SID for the stream")]
     MissingSid,
     /// A SID from the stream is not a SID (it goes into the URL path).
     #[error("`{0}` is not a Twilio SID")]

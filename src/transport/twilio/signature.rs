@@ -4,7 +4,9 @@
 //! Twilio takes the full URL it requested (scheme, host, path and query),
 //! appends each POST parameter's name and value with no separators, sorted
 //! by name (then value), computes an HMAC-SHA1 of the result keyed by the
-//! account's auth token, and sends it base64-encoded. Like Twilio's own
+//! account's auth token, and sends it base64-encoded. A media stream's
+//! WebSocket upgrade is signed the same way: the URL is the `wss://` one
+//! of the TwiML's `<Stream>`, and a GET has no parameters. Like Twilio's own
 //! helper libraries, verification also accepts the URL with the default
 //! port written out or left out, since proxies differ on that.
 
@@ -51,8 +53,8 @@ fn url_variants(url: &str) -> Vec<String> {
         return variants;
     };
     let default_port = match scheme {
-        "https" => "443",
-        "http" => "80",
+        "https" | "wss" => "443",
+        "http" | "ws" => "80",
         _ => return variants,
     };
     let (authority, path) = rest
@@ -134,5 +136,9 @@ mod tests {
             ["https://[::1]/x", "https://[::1]:443/x"]
         );
         assert_eq!(url_variants("https://h:8443/x"), ["https://h:8443/x"]);
+        assert_eq!(
+            url_variants("wss://h/twilio/ws"),
+            ["wss://h/twilio/ws", "wss://h:443/twilio/ws"]
+        );
     }
 }

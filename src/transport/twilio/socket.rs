@@ -58,6 +58,16 @@ pub fn upgrade(
         .on_failed_upgrade(|err| tracing::warn!(error = %err, "WebSocket upgrade failed"))
 }
 
+/// The call a dropped stream hangs up: SIDs the server issued or verified,
+/// never ones the stream's client sent unchecked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HangUpTarget {
+    /// The account (`AC…`).
+    pub account_sid: String,
+    /// The call (`CA…`).
+    pub call_sid: String,
+}
+
 /// A started media stream's socket, while its session runs.
 pub struct StreamSocket {
     start: StreamStart,
@@ -105,20 +115,33 @@ impl StreamSocket {
         &self.start
     }
 
-    /// Ends the stream after its session: stops reading; hangs the call up
-    /// through `rest` when it may still be up (the pipeline ended the
-    /// session, or the socket failed without `stop`); lets the writer send
+    /// Closes a started stream that may not have a session (it failed
+    /// authentication), with close code 1008 (policy), dropping its ends.
+    pub async fn refuse(self, ends: TransportEnds) {
+        drop(ends);
+        self.call.stop_reading();
+        let _writer_gone = self.done.send(());
+        match self.writer.await {
+            Ok(ws_tx) => close(ws_tx, close_code::POLICY).await,
+            Err(err) => tracing::error!(error = %err, "the socket writer failed"),
+        }
+    }
+
+    /// Ends the stream after its session: stops reading; hangs the call
+    /// `target` up through `rest` when it may still be up (the pipeline
+    /// ended the session, or the socket failed without `stop`); lets the writer send
     /// what is still queued; closes the socket with a code that says why
     /// (`server_shutdown`: the server ended the session as it shuts down).
     /// Returns the hang-up's result, `None` when none was tried.
     pub async fn finish(
         self,
         rest: Option<&TwilioRest>,
+        target: Option<&HangUpTarget>,
         server_shutdown: bool,
     ) -> Option<Result<HangUp, HangUpError>> {
         self.call.stop_reading();
         let hung_up = if self.call.call_may_be_up() {
-            hang_up(rest, &self.start).await
+            hang_up(rest, target).await
         } else {
             None
         };
@@ -203,19 +226,19 @@ async fn close(mut ws_tx: SocketWriter, code: u16) {
     let _gone = ws_tx.close().await;
 }
 
-/// Hangs up the call `start` names, logging how it went; `None` without a
+/// Hangs up the call `target` names, logging how it went; `None` without a
 /// REST client (closing the stream then ends the `<Connect>`).
 async fn hang_up(
     rest: Option<&TwilioRest>,
-    start: &StreamStart,
+    target: Option<&HangUpTarget>,
 ) -> Option<Result<HangUp, HangUpError>> {
     let Some(rest) = rest else {
         tracing::debug!("no REST hang-up configured: closing the stream ends the <Connect>");
         return None;
     };
-    let result = match (&start.account_sid, &start.call_sid) {
-        (Some(account_sid), Some(call_sid)) => rest.hang_up(account_sid, call_sid).await,
-        _ => Err(HangUpError::MissingSid),
+    let result = match target {
+        Some(target) => rest.hang_up(&target.account_sid, &target.call_sid).await,
+        None => Err(HangUpError::MissingSid),
     };
     match &result {
         Ok(HangUp::Completed) => tracing::info!("call hung up"),

@@ -65,6 +65,10 @@ pub enum Skip {
     /// A binary message: Twilio sends only text.
     #[error("a binary message of {0} bytes; Twilio sends JSON text")]
     Binary(usize),
+    /// Caller audio further ahead of real time than the allowance: Twilio
+    /// streams in real time, so this is a flood, dropped rather than held.
+    #[error("caller audio more than {AHEAD_ALLOWANCE:?} ahead of real time")]
+    AheadOfRealTime,
 }
 
 impl Skip {
@@ -77,7 +81,40 @@ impl Skip {
             Skip::OtherStream { .. } => "other_stream",
             Skip::AfterStop(_) => "after_stop",
             Skip::Binary(_) => "binary_message",
+            Skip::AheadOfRealTime => "media_ahead_of_real_time",
         }
+    }
+}
+
+/// How far ahead of real time a stream's caller audio may run (network
+/// jitter delivers a little in bursts); beyond it, media is dropped.
+pub const AHEAD_ALLOWANCE: Duration = Duration::from_secs(2);
+
+/// Twilio's caller audio: mu-law at 8 kHz, one byte a sample.
+const SAMPLES_PER_SEC: u128 = 8_000;
+
+/// The caller audio a stream has sent against the time it has had: the
+/// bound on what one socket can make the server hold.
+#[derive(Debug, Default)]
+struct RealTimeBudget {
+    first_at: Option<Duration>,
+    samples: u128,
+}
+
+impl RealTimeBudget {
+    /// Whether `samples` more, arriving at `now`, stay within real time
+    /// (since the first media) plus the allowance; counts them if so.
+    fn admit(&mut self, now: Duration, samples: usize) -> bool {
+        let first_at = *self.first_at.get_or_insert(now);
+        let allowed = (now.saturating_sub(first_at) + AHEAD_ALLOWANCE).as_micros()
+            * SAMPLES_PER_SEC
+            / 1_000_000;
+        let total = self.samples + samples as u128;
+        if total > allowed {
+            return false;
+        }
+        self.samples = total;
+        true
     }
 }
 
@@ -87,6 +124,7 @@ pub struct StreamReader {
     codec: InboundCodec,
     stream_sid: Option<String>,
     stopped: bool,
+    budget: RealTimeBudget,
 }
 
 impl StreamReader {
@@ -96,6 +134,7 @@ impl StreamReader {
             codec: InboundCodec::new(pipeline_rate)?,
             stream_sid: None,
             stopped: false,
+            budget: RealTimeBudget::default(),
         })
     }
 
@@ -149,6 +188,9 @@ impl StreamReader {
             InboundEvent::Start(_) => Inbound::Skipped(Skip::DuplicateStart),
             InboundEvent::Media(media) if media.track == Track::Outbound => Inbound::Ignored,
             InboundEvent::Media(media) => {
+                if !self.budget.admit(now, media.payload.len()) {
+                    return Inbound::Skipped(Skip::AheadOfRealTime);
+                }
                 self.codec.push(&media.payload, now);
                 Inbound::Audio
             }
@@ -241,6 +283,36 @@ mod tests {
         ));
         let late = reader.handle_text(&media("MZ1"), Duration::ZERO);
         assert!(matches!(&late, Inbound::Skipped(s) if s.kind() == "after_stop"));
+    }
+
+    #[test]
+    fn media_beyond_real_time_and_the_allowance_is_dropped() {
+        let mut reader = started();
+        // Two seconds (the allowance) at once is taken...
+        for _ in 0..100 {
+            assert!(matches!(
+                reader.handle_text(&media("MZ1"), Duration::ZERO),
+                Inbound::Audio
+            ));
+        }
+        while reader.poll_audio().is_some() {}
+        // ...the next 20 ms only once 20 ms have passed.
+        let over = reader.handle_text(&media("MZ1"), Duration::from_millis(10));
+        assert!(matches!(&over, Inbound::Skipped(s) if s.kind() == "media_ahead_of_real_time"));
+        assert!(reader.poll_audio().is_none(), "dropped, not decoded");
+        assert!(matches!(
+            reader.handle_text(&media("MZ1"), Duration::from_millis(20)),
+            Inbound::Audio
+        ));
+        // A stream in real time is never over.
+        let mut steady = started();
+        for n in 0..1_000u64 {
+            let at = Duration::from_millis(20 * n);
+            assert!(matches!(
+                steady.handle_text(&media("MZ1"), at),
+                Inbound::Audio
+            ));
+        }
     }
 
     #[test]

@@ -34,9 +34,11 @@ pub fn reject_busy() -> String {
     format!(r#"{PROLOG}<Response><Reject reason="busy"/></Response>"#)
 }
 
-/// `text` made safe for an XML attribute value.
+/// `text` made safe for an XML attribute value. XML 1.0 cannot carry the
+/// other control characters at all, even as references (a signed
+/// `CallerName` may hold them): they are dropped, as is U+FFFE/U+FFFF.
 fn escape(text: &str) -> Cow<'_, str> {
-    if !text.contains(['&', '<', '>', '"', '\'', '\n', '\r', '\t']) {
+    if !text.contains(['&', '<', '>', '"', '\'']) && !text.contains(needs_care) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
@@ -50,10 +52,17 @@ fn escape(text: &str) -> Cow<'_, str> {
             '\n' => out.push_str("&#10;"),
             '\r' => out.push_str("&#13;"),
             '\t' => out.push_str("&#9;"),
+            c if needs_care(c) => {}
             c => out.push(c),
         }
     }
     Cow::Owned(out)
+}
+
+/// A character that is not allowed in XML 1.0 (or, for tab and line
+/// ends, is only kept as a character reference in an attribute).
+fn needs_care(c: char) -> bool {
+    c.is_control() || c == '\u{FFFE}' || c == '\u{FFFF}'
 }
 
 #[cfg(test)]
@@ -79,6 +88,22 @@ mod tests {
                 r#"</Stream></Connect></Response>"#
             )
         );
+    }
+
+    #[test]
+    fn control_characters_cannot_break_the_xml() {
+        let xml = connect_stream(
+            "wss://h/twilio/ws",
+            &[(
+                "CallerName".into(),
+                "A\u{1}\u{8}\u{1b}[31m\tB\n\u{7f}\u{85}\u{FFFF}C".into(),
+            )],
+        );
+        assert!(
+            xml.contains(r#"<Parameter name="CallerName" value="A[31m&#9;B&#10;C"/>"#),
+            "{xml}"
+        );
+        assert!(!xml.chars().any(|c| c.is_control()));
     }
 
     #[test]

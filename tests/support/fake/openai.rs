@@ -101,6 +101,35 @@ impl FakeOpenAi {
     /// Starts a server on a free loopback port; unscripted chat requests
     /// get a streamed "OK.".
     pub async fn start() -> FakeOpenAi {
+        let (router, state) = Self::router();
+        let addr = net::serve(router).await;
+        FakeOpenAi {
+            base_url: format!("http://{addr}/v1"),
+            state,
+        }
+    }
+
+    /// A server whose port refuses connections (nothing listens on it) for
+    /// `outage`, then serves as [`FakeOpenAi::start`] does: a provider
+    /// outage.
+    pub async fn start_after_outage(outage: Duration) -> FakeOpenAi {
+        let (router, state) = Self::router();
+        let port = net::free_port();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        tokio::spawn(async move {
+            tokio::time::sleep(outage).await;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .expect("the port is still free");
+            let _ = axum::serve(listener, router).await;
+        });
+        FakeOpenAi {
+            base_url: format!("http://{addr}/v1"),
+            state,
+        }
+    }
+
+    fn router() -> (Router, Arc<OpenAiState>) {
         let state = Arc::new(OpenAiState::default());
         let router = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -109,11 +138,7 @@ impl FakeOpenAi {
             .route("/v1/audio/transcriptions", post(transcription))
             .route("/tools/{name}", post(tool))
             .with_state(Arc::clone(&state));
-        let addr = net::serve(router).await;
-        FakeOpenAi {
-            base_url: format!("http://{addr}/v1"),
-            state,
-        }
+        (router, state)
     }
 
     /// A server standing for an evaluation judge: chat requests past its

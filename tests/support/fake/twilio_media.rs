@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::fake::twilio_rest::{read_stream_twiml, sign};
 use crate::support::mulaw::FRAME;
 use crate::support::wait::until_notified;
 
@@ -36,6 +37,15 @@ pub struct CallConfig {
     /// Send `connected` and `start` on connecting (false: the test sends
     /// its own messages first).
     pub start: bool,
+    /// The account's auth token, for a server that checks streams: the
+    /// fake then asks `POST /twilio/voice` (signed) for the call's TwiML,
+    /// as Twilio does, sends its stream token back in `start`, and signs
+    /// the WebSocket upgrade.
+    pub auth_token: Option<String>,
+    /// The `<Stream url>` Twilio signs the upgrade for (default:
+    /// `wss://ADDR/twilio/ws`, the URL the server's TwiML names when no
+    /// `public_host` is set).
+    pub stream_url: Option<String>,
 }
 
 impl CallConfig {
@@ -47,8 +57,49 @@ impl CallConfig {
             stream_sid: format!("MZ{n:032x}"),
             custom_parameters: vec![("From".into(), format!("+1555{n:07}"))],
             start: true,
+            auth_token: None,
+            stream_url: None,
         }
     }
+
+    /// This call, for a server whose account has the auth token `token`.
+    pub fn signed(mut self, token: &str) -> Self {
+        self.auth_token = Some(token.to_owned());
+        self
+    }
+}
+
+/// The `<Parameter>` the server's TwiML hands the stream as its token.
+pub const STREAM_TOKEN: &str = "voxpipe_stream_token";
+
+/// The stream token the server's voice webhook gives call `config`, as
+/// Twilio would see it in the TwiML (`None` when the TwiML has none).
+pub async fn voice_webhook_token(
+    addr: SocketAddr,
+    config: &CallConfig,
+    token: &str,
+) -> Option<String> {
+    let form: Vec<(String, String)> = vec![
+        ("AccountSid".into(), config.account_sid.clone()),
+        ("CallSid".into(), config.call_sid.clone()),
+    ];
+    // reqwest is built without a TLS provider of its own.
+    let _already = rustls::crypto::ring::default_provider().install_default();
+    // The server sees `Host: ADDR` and no proxy: it checks the https URL.
+    let signature = sign(token, &format!("https://{addr}/twilio/voice"), &form);
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/twilio/voice"))
+        .header("X-Twilio-Signature", signature)
+        .form(&form)
+        .send()
+        .await
+        .expect("the voice webhook answers");
+    let twiml = response.text().await.expect("TwiML");
+    let (_url, parameters) = read_stream_twiml(&twiml)?;
+    parameters
+        .into_iter()
+        .find(|(name, _)| name == STREAM_TOKEN)
+        .map(|(_, value)| value)
 }
 
 /// Everything the fake saw and did.
@@ -110,15 +161,53 @@ impl FakeCall {
     pub async fn connect(addr: SocketAddr, config: CallConfig) -> Self {
         // tungstenite zero-fills its whole read buffer on each read: keep it
         // small, as the server does, so 50 fake calls stay cheap.
+        Self::try_connect(addr, config)
+            .await
+            .expect("the server accepts the stream")
+    }
+
+    /// Opens the stream at `ws://addr/twilio/ws`; the upgrade's error when
+    /// the server refuses it.
+    pub async fn try_connect(
+        addr: SocketAddr,
+        mut config: CallConfig,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        // tungstenite zero-fills its whole read buffer on each read: keep it
+        // small, as the server does, so 50 fake calls stay cheap.
         let socket = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(8 * 1024);
+        let mut request = format!("ws://{addr}/twilio/ws")
+            .into_client_request()
+            .expect("a WebSocket URL");
+        if let Some(token) = config.auth_token.clone() {
+            let has_token = config
+                .custom_parameters
+                .iter()
+                .any(|(name, _)| name == STREAM_TOKEN);
+            if !has_token
+                && let Some(stream_token) = voice_webhook_token(addr, &config, &token).await
+            {
+                config
+                    .custom_parameters
+                    .push((STREAM_TOKEN.into(), stream_token));
+            }
+            let url = config
+                .stream_url
+                .clone()
+                .unwrap_or_else(|| format!("wss://{addr}/twilio/ws"));
+            let signature = sign(&token, &url, &[]);
+            request.headers_mut().insert(
+                "x-twilio-signature",
+                signature.parse().expect("a header value"),
+            );
+        }
         let (ws, _response) = tokio_tungstenite::connect_async_with_config(
-            format!("ws://{addr}/twilio/ws"),
+            request,
             Some(socket),
             true, // TCP_NODELAY: small messages every 20 ms
         )
-        .await
-        .expect("the server accepts the stream");
+        .await?;
         let (commands, rx) = mpsc::unbounded_channel();
         let record = Arc::new(Mutex::new(Record::default()));
         let changed = Arc::new(Notify::new());
@@ -129,14 +218,14 @@ impl FakeCall {
             Arc::clone(&record),
             Arc::clone(&changed),
         ));
-        FakeCall {
+        Ok(FakeCall {
             config,
             commands,
             record,
             changed,
             task,
             said: std::sync::atomic::AtomicUsize::new(0),
-        }
+        })
     }
 
     fn send(&self, command: Command) {

@@ -547,6 +547,8 @@ async fn run_call(
             config.call_sid = call.sid.clone();
             config.stream_sid = format!("MZ{}", &call.sid[2..]);
             config.custom_parameters = parameters;
+            config.auth_token = Some(call.shared.auth_token.clone());
+            config.stream_url = Some(url);
             Some(FakeCall::connect(target, config).await)
         }
         _ => None,

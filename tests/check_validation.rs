@@ -1,0 +1,113 @@
+//! `voxpipe check` refuses what `run` and `serve` refuse, and every refusal
+//! names the file, the line and the key, non-UTF-8 files included.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn voxpipe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_voxpipe"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("voxpipe runs")
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// `check`, `run` and `serve` on `file` each fail, printing `expected`
+/// (the file, line, column and key).
+fn all_refuse(file: &str, expected: &str) {
+    let wav = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/samples/hello.wav");
+    let out = std::env::temp_dir().join("voxpipe-check-validation.wav");
+    let runs: [Vec<&str>; 3] = [
+        vec!["check", file],
+        vec![
+            "run",
+            file,
+            "--input",
+            wav,
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        vec!["serve", file, "--bind", "127.0.0.1:0"],
+    ];
+    for args in runs {
+        let output = voxpipe(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{} accepted {file}", args[0]);
+        assert!(
+            stderr.contains(expected),
+            "{}: expected `{expected}` in:\n{stderr}",
+            args[0]
+        );
+    }
+}
+
+#[test]
+fn a_processor_that_cannot_be_built_is_refused_by_check_run_and_serve_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let gain = write(
+        dir.path(),
+        "gain.toml",
+        b"[pipeline]\nname = \"x\"\n\n[[processor]]\ntype = \"gain\"\ngain_db = 100\n",
+    );
+    all_refuse(
+        &gain,
+        &format!("{gain}:6:11: key `processor.0.gain_db`: gain_db must be between -60 and 40"),
+    );
+}
+
+#[test]
+fn out_of_range_durations_are_refused_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, value) in ["-1", "0", "nan", "1e308", "inf"].iter().enumerate() {
+        let file = write(
+            dir.path(),
+            &format!("parrot{n}.toml"),
+            format!(
+                "[pipeline]\nname = \"x\"\n\n[[processor]]\ntype = \"parrot\"\nmax_secs = {value}\n"
+            )
+            .as_bytes(),
+        );
+        all_refuse(&file, &format!("{file}:6:12: key `processor.0.max_secs`"));
+    }
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_refused_at_its_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "latin1.toml",
+        b"[pipeline]\nname = \"caf\xe9\"\n\n[[processor]]\ntype = \"parrot\"\n",
+    );
+    all_refuse(
+        &file,
+        &format!("{file}:2:12: key `pipeline.name`: the file is not valid UTF-8"),
+    );
+}
+
+#[test]
+fn every_shipped_pipeline_still_checks() {
+    let mut files: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+            .map(|path| path.to_str().unwrap().to_owned())
+            .collect();
+    files.sort();
+    let mut args = vec!["check"];
+    args.extend(files.iter().map(String::as_str));
+    let output = voxpipe(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
