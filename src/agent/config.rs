@@ -5,6 +5,8 @@
 //! [context]
 //! store = "redis"                # "memory" (the default) or "redis"
 //! url_env = "REDIS_URL"          # the variable holding the Redis URL
+//! cluster = false                # true: a Redis Cluster; url_env then names
+//!                                # seed nodes, comma-separated
 //! path = "voxpipe-context.jsonl" # memory store only: keep it in this file
 //! prefix = ""                    # key prefix, e.g. "acme:"
 //! call_ttl_secs = 172800         # call:{id} and its transcript (48 h)
@@ -58,6 +60,9 @@ pub struct ContextSection {
     pub store: StoreKind,
     /// The variable holding the Redis URL.
     pub url_env: String,
+    /// A Redis Cluster: `url_env` names one or more seed nodes,
+    /// comma-separated.
+    pub cluster: bool,
     /// The embedded store's file, if it is kept in one.
     pub path: Option<PathBuf>,
     /// Prefix of every key.
@@ -87,6 +92,7 @@ impl Default for ContextSection {
         ContextSection {
             store: StoreKind::Memory,
             url_env: "REDIS_URL".into(),
+            cluster: false,
             path: None,
             prefix: String::new(),
             call_ttl_secs: 48 * 3600,

@@ -24,18 +24,15 @@ impl CallStore for RedisStore {
         let json = encode(&key, record)?;
         let ttl = millis(self.settings.call_ttl);
         let now = unix_ms();
-        // One transaction: the call, its place in the time index (kept if
-        // already there, so a retry never moves it), and the index trimmed
-        // of calls whose records have expired.
+        // The call's place in the time index first (kept if already there,
+        // so a retry never moves it; the index trimmed of calls whose
+        // records have expired), then the call. Two keys in two slots of a
+        // cluster, so two requests: an id indexed whose record is not
+        // written yet is skipped by `calls_between`, and a retry completes
+        // it.
         let index = self.settings.keys.calls_by_created();
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .cmd("SET")
-            .arg(&key)
-            .arg(json)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl)
             .cmd("ZADD")
             .arg(&index)
             .arg("NX")
@@ -47,7 +44,17 @@ impl CallStore for RedisStore {
             .arg("-inf")
             .arg(format!("({}", now.saturating_sub(ttl)))
             .ignore();
-        let (created,): (Option<String>,) = self.query_pipe(&pipe).await?;
+        self.query_pipe::<()>(&pipe).await?;
+        let created: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(json)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl),
+            )
+            .await?;
         Ok(created.is_some())
     }
 
