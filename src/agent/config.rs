@@ -12,6 +12,7 @@
 //! call_ttl_secs = 172800         # call:{id} and its transcript (48 h)
 //! session_tactics_ttl_secs = 86400
 //! op_timeout_ms = 2000           # one Redis operation; then retried
+//! wait_replicas = 0              # replicas that must hold a turn (WAIT) first
 //! flush_timeout_secs = 120       # after a session ends, keep retrying this long
 //! prompt_timeout_ms = 1500       # session start: read prompts this long, else the TOML's
 //! country = "US"                 # the segment when the call brings none
@@ -73,6 +74,8 @@ pub struct ContextSection {
     pub session_tactics_ttl_secs: u64,
     /// One store operation, milliseconds.
     pub op_timeout_ms: u64,
+    /// Replicas that must acknowledge a turn's write.
+    pub wait_replicas: u32,
     /// Retry time after a session ends, seconds.
     pub flush_timeout_secs: Seconds,
     /// Time allowed to read the prompt at session start, milliseconds.
@@ -98,6 +101,7 @@ impl Default for ContextSection {
             call_ttl_secs: 48 * 3600,
             session_tactics_ttl_secs: 24 * 3600,
             op_timeout_ms: 2000,
+            wait_replicas: 0,
             flush_timeout_secs: Seconds::from_millis(120_000),
             prompt_timeout_ms: 1500,
             country: None,
@@ -116,6 +120,7 @@ impl ContextSection {
             call_ttl: Duration::from_secs(self.call_ttl_secs.max(1)),
             session_tactics_ttl: Duration::from_secs(self.session_tactics_ttl_secs.max(1)),
             op_timeout: Duration::from_millis(self.op_timeout_ms.max(1)),
+            wait_replicas: self.wait_replicas,
             ..StoreSettings::default()
         }
     }

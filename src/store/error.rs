@@ -56,6 +56,17 @@ pub enum StoreError {
         /// What to change.
         advice: String,
     },
+    /// Fewer replicas than `wait_replicas` acknowledged a write in time
+    /// (one is down or catching up); the write is retried.
+    #[error("{key}: {acked} of {wanted} replicas acknowledged the write in time")]
+    NotReplicated {
+        /// The key written.
+        key: String,
+        /// Replicas that acknowledged it.
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
     /// Another writer kept changing a key between read and write.
     #[error("{key} kept changing under the update; gave up after {attempts} attempts")]
     Contended {
@@ -74,7 +85,9 @@ impl StoreError {
             StoreError::Redis(err) => {
                 !matches!(err.retry_method(), redis::RetryMethod::NoRetry) || passing_refusal(err)
             }
-            StoreError::Timeout(_) | StoreError::Contended { .. } => true,
+            StoreError::Timeout(_)
+            | StoreError::Contended { .. }
+            | StoreError::NotReplicated { .. } => true,
             StoreError::File { .. } => true,
             StoreError::Url { .. }
             | StoreError::Corrupt { .. }
