@@ -27,7 +27,7 @@ use support::mulaw::{silence, speech};
 use support::redis_cluster::RedisCluster;
 use support::wait::eventually;
 use voxpipe::conversation::Role;
-use voxpipe::store::{CallRecord, CallStatus, CallStore, Keys, RedisStore, Store, StoreSettings};
+use voxpipe::store::{CallRecord, CallStatus, Keys, RedisStore, Store, StoreSettings};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -42,17 +42,25 @@ fn pipeline(dir: &Path, openai: &str, webhook: &str) -> PathBuf {
     let mut table: toml::Table = std::fs::read_to_string(AGENT).unwrap().parse().unwrap();
     for processor in table["processor"].as_array_mut().unwrap() {
         let processor = processor.as_table_mut().unwrap();
+        // Earshot: Silero unoptimised (a test build) cannot keep up with
+        // several calls on a loaded two-core machine.
+        if processor["type"].as_str() == Some("vad") {
+            processor.insert("engine".into(), "earshot".into());
+        }
         if processor.contains_key("base_url") {
             processor.insert("base_url".into(), openai.into());
+            // Generous on a loaded CI machine: a slow answer is no failure.
+            let connection: toml::Table = "response_timeout_secs = 60".parse().unwrap();
+            processor.insert("connection".into(), connection.into());
         }
     }
     let extra: toml::Table = format!(
         "[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\ncluster = true\n\
-         op_timeout_ms = 2000\ncountry = \"US\"\nindustry = \"retail\"\n\
+         op_timeout_ms = 10000\ncountry = \"US\"\nindustry = \"retail\"\n\
          [evaluator]\nenabled = true\nbase_url = \"{openai}\"\nmodel = \"{JUDGE}\"\n\
          api_key_env = \"OPENAI_API_KEY\"\n\
          [webhook]\nurl = \"{webhook}\"\nsecret_env = \"HOOK_SECRET\"\n\
-         [server]\nsession_key_env = \"SESSION_KEY\"\n"
+         [server]\nsession_key_env = \"SESSION_KEY\"\nidle_timeout_secs = 600\n"
     )
     .parse()
     .unwrap();
@@ -92,6 +100,10 @@ impl Process {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { return };
                 let json: Value = serde_json::from_str(&line).unwrap_or_default();
+                // Shown with the test's output when it fails.
+                if std::env::var_os("SHOW_ALL").is_some() || matches!(json["level"].as_str(), Some("WARN" | "ERROR")) {
+                    eprintln!("{line}");
+                }
                 if json["message"]
                     .as_str()
                     .is_some_and(|m| m.starts_with("listening on "))
@@ -175,15 +187,29 @@ async fn two_servers_and_two_workers_share_one_cluster() {
         .unwrap(),
     );
 
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
     let s1 = server(&file, "s1", &cluster);
     let mut s2 = server(&file, "s2", &cluster);
     let _w1 = worker(&file, &cluster);
     let _w2 = worker(&file, &cluster);
 
+    // Each server reaches the store: its readiness says so.
+    for server in [&s1, &s2] {
+        let health: Value = http
+            .get(format!("http://{}/health", server.addr()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["checks"]["store"]["ok"], true, "{health}");
+    }
+
     // WebRTC: a session started on a server is named by it, so a proxy
     // sends its offer there (deploy/nginx.conf); the other server does
     // not know it.
-    let http = reqwest::Client::new();
     for (server, id) in [(&s1, "s1"), (&s2, "s2")] {
         let started: Value = http
             .post(format!("http://{}/start", server.addr()))
@@ -197,9 +223,10 @@ async fn two_servers_and_two_workers_share_one_cluster() {
         let session = started["sessionId"].as_str().unwrap();
         assert!(session.starts_with(&format!("{id}-")), "{session}");
         let other = if id == "s1" { &s2 } else { &s1 };
+        let pc_id = session.split('.').next().unwrap();
         let status = http
             .patch(format!("http://{}/sessions/{session}/api/offer", other.addr()))
-            .json(&serde_json::json!({"pc_id": "x", "candidates": []}))
+            .json(&serde_json::json!({"pc_id": pc_id, "candidates": []}))
             .send()
             .await
             .unwrap()
@@ -207,7 +234,8 @@ async fn two_servers_and_two_workers_share_one_cluster() {
         assert_eq!(status, 404, "another server does not hold the session");
     }
 
-    // Four calls, two on each server, two exchanges each.
+    // Four calls, two on each server (callers 1 and 3 on s1, 2 and 4 on
+    // s2), one exchange each.
     let mut calls = Vec::new();
     for n in 1..=4 {
         let server = if n % 2 == 1 { &s1 } else { &s2 };
@@ -216,16 +244,21 @@ async fn two_servers_and_two_workers_share_one_cluster() {
     for call in &calls {
         exchange(call).await;
     }
-    // Call 4 (on s2) says one more thing and hears the answer; then s2
-    // dies in the middle of the call.
+    // Caller 4 says one more thing and hears the answer; then s2 dies in
+    // the middle of its two calls.
     exchange(&calls[3]).await;
-    let killed = call_of_caller(&*store, 4).await.unwrap().call_id;
-    assert!(
-        eventually(WAIT, async || store.turns(&killed).await.unwrap().len() >= 4).await,
-        "the killed server's spoken turns are written as they happen"
-    );
+    let mut cut_off = Vec::new();
+    for (n, spoken) in [(2, 2), (4, 4)] {
+        let id = call_of_caller(&*store, n).await.unwrap().call_id;
+        assert!(
+            eventually(WAIT, async || store.turns(&id).await.unwrap().len() >= spoken).await,
+            "the turns of caller {n} are written as they happen"
+        );
+        cut_off.push((id, spoken));
+    }
     s2.kill();
-    for call in &calls[..3] {
+    // The calls on s1 go on and end.
+    for call in [&calls[0], &calls[2]] {
         exchange(call).await;
         call.stop();
     }
@@ -233,7 +266,7 @@ async fn two_servers_and_two_workers_share_one_cluster() {
     // Every completed call: turns once, in order; evaluated once; one
     // webhook each.
     let mut completed = BTreeMap::new();
-    for n in 1..=3 {
+    for n in [1, 3] {
         assert!(
             eventually(WAIT, async || {
                 call_of_caller(&*store, n)
@@ -247,14 +280,14 @@ async fn two_servers_and_two_workers_share_one_cluster() {
         let turns = store.turns(&call.call_id).await.unwrap();
         let indices: Vec<u64> = turns.iter().map(|t| t.index).collect();
         assert_eq!(indices, (0..indices.len() as u64).collect::<Vec<_>>());
-        assert!(turns.len() >= 4, "{turns:?}");
+        assert_eq!(turns.len(), 4, "two exchanges: {turns:?}");
         for pair in turns.chunks(2) {
             assert_eq!(pair[0].role, Role::User, "{turns:?}");
         }
         completed.insert(call.call_id.clone(), call);
     }
     assert!(
-        eventually(WAIT, async || hooks.received().len() >= 3).await,
+        eventually(WAIT, async || hooks.received().len() >= 2).await,
         "a webhook for each completed call"
     );
     // Late duplicates would come from a second worker running the same
@@ -278,10 +311,15 @@ async fn two_servers_and_two_workers_share_one_cluster() {
         .iter()
         .filter(|r| r.json()["model"] == JUDGE)
         .count();
-    assert_eq!(judged, 3, "each completed call judged once");
+    assert_eq!(judged, 2, "each completed call judged once");
 
-    // The killed server's call: cut off, its spoken turns kept.
-    let turns = store.turns(&killed).await.unwrap();
-    assert!(turns.len() >= 4, "{turns:?}");
+    // The killed server's calls: cut off, their spoken turns kept, in
+    // order, once.
+    for (id, spoken) in cut_off {
+        let turns = store.turns(&id).await.unwrap();
+        let indices: Vec<u64> = turns.iter().map(|t| t.index).collect();
+        assert_eq!(indices, (0..spoken as u64).collect::<Vec<_>>(), "{turns:?}");
+    }
+    assert!(calls[1].closed(WAIT).await.ended);
     assert!(calls[3].closed(WAIT).await.ended);
 }

@@ -318,3 +318,33 @@ async fn a_master_killed_mid_call_and_its_replica_promoted_loses_no_turn() {
         "the killed master no longer serves"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sessions_share_one_cluster_connection() {
+    let cluster = RedisCluster::start(3, 0);
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::connect_cluster(&cluster.urls(), "REDIS_URL", settings()).unwrap(),
+    );
+    let candidates = PromptKey::candidates(&Segment {
+        country: Some("US".into()),
+        industry: Some("retail".into()),
+    });
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = Arc::clone(&store);
+        let candidates = candidates.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("c{i}");
+            store.first_prompt(&candidates).await.unwrap();
+            store.tactics(TacticsList::Winning).await.unwrap();
+            store.create_call(&call(&id, 1)).await.unwrap();
+            store.append_turn(&id, &interaction(0, "hi")).await.unwrap();
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("no request hangs")
+            .unwrap();
+    }
+}

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 /// One node of the cluster.
 struct Node {
     port: u16,
+    /// Its cluster bus port, chosen free too (the default, port + 10000,
+    /// may be taken or beyond 65535).
+    bus_port: u16,
     child: Option<Child>,
 }
 
@@ -45,8 +48,11 @@ impl RedisCluster {
             nodes: Vec::new(),
         };
         for _ in 0..masters * (1 + replicas) {
-            let port = super::net::free_port();
-            let mut node = Node { port, child: None };
+            let mut node = Node {
+                port: super::net::free_port(),
+                bus_port: super::net::free_port(),
+                child: None,
+            };
             cluster.spawn(&mut node);
             cluster.nodes.push(node);
         }
@@ -94,6 +100,7 @@ impl RedisCluster {
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+            .args(["--cluster-port", &node.bus_port.to_string()])
             // The other masters' slots stay served while one fails over.
             .args(["--cluster-require-full-coverage", "no"])
             .stdout(Stdio::from(log))
