@@ -234,6 +234,10 @@ async fn two_servers_and_two_workers_share_one_cluster() {
         assert_eq!(status, 404, "another server does not hold the session");
     }
 
+    // Redis commands from here to the end, for README "Scaling out".
+    cluster.reset_stats();
+    let began = std::time::Instant::now();
+
     // Four calls, two on each server (callers 1 and 3 on s1, 2 and 4 on
     // s2), one exchange each.
     let mut calls = Vec::new();
@@ -312,6 +316,13 @@ async fn two_servers_and_two_workers_share_one_cluster() {
         .filter(|r| r.json()["model"] == JUDGE)
         .count();
     assert_eq!(judged, 2, "each completed call judged once");
+
+    let stats = cluster.command_stats();
+    let total: u64 = stats.values().sum();
+    eprintln!(
+        "redis commands for 4 calls (2 completed, evaluated, hooked) in {:.1} s with 2 servers and 2 workers idle-polling: {total} {stats:?}",
+        began.elapsed().as_secs_f64()
+    );
 
     // The killed server's calls: cut off, their spoken turns kept, in
     // order, once.

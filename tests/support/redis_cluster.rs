@@ -202,6 +202,35 @@ impl RedisCluster {
             .expect("DBSIZE answers")
     }
 
+    /// Clears every live master's command counts (`CONFIG RESETSTAT`).
+    pub fn reset_stats(&self) {
+        for role in self.roles().iter().filter(|r| r.is_master) {
+            cli(role.port, &["CONFIG", "RESETSTAT"]).expect("CONFIG RESETSTAT answers");
+        }
+    }
+
+    /// Commands run by every live master since [`Self::reset_stats`], by
+    /// name (`INFO commandstats`), summed.
+    pub fn command_stats(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut stats = std::collections::BTreeMap::new();
+        for role in self.roles().iter().filter(|r| r.is_master) {
+            let info = cli(role.port, &["INFO", "commandstats"]).expect("INFO answers");
+            for line in info.lines() {
+                // cmdstat_get:calls=12,usec=...
+                let Some((name, rest)) = line.trim().strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else {
+                    continue;
+                };
+                let calls = rest
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+                *stats.entry(name.to_owned()).or_insert(0) += calls;
+            }
+        }
+        stats
+    }
+
     /// A cluster client connection for assertions.
     pub async fn client(&self) -> redis::cluster_async::ClusterConnection {
         let seeds: Vec<String> = self.urls().split(',').map(str::to_owned).collect();
