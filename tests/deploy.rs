@@ -53,7 +53,9 @@ fn the_nginx_configuration_is_valid_where_nginx_is_installed() {
     let certs = dir.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
     let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
         .args(["-subj", "/CN=localhost", "-keyout"])
         .arg(certs.join("key.pem"))
         .arg("-out")
@@ -66,7 +68,10 @@ fn the_nginx_configuration_is_valid_where_nginx_is_installed() {
         .replace("/etc/nginx/certs", certs.to_str().unwrap())
         .replace("server1:8080", "127.0.0.1:18081")
         .replace("server2:8080", "127.0.0.1:18082")
-        .replace("pid /tmp/nginx.pid;", &format!("pid {};", dir.path().join("pid").display()));
+        .replace(
+            "pid /tmp/nginx.pid;",
+            &format!("pid {};", dir.path().join("pid").display()),
+        );
     let conf = dir.path().join("nginx.conf");
     std::fs::write(&conf, local).unwrap();
     let out = Command::new("nginx")
@@ -74,7 +79,10 @@ fn the_nginx_configuration_is_valid_where_nginx_is_installed() {
         .arg(dir.path())
         .arg("-c")
         .arg(&conf)
-        .args(["-g", &format!("error_log {}/error.log;", dir.path().display())])
+        .args([
+            "-g",
+            &format!("error_log {}/error.log;", dir.path().display()),
+        ])
         .output()
         .unwrap();
     assert!(
@@ -89,13 +97,24 @@ async fn the_migration_moves_the_renamed_keys_once() {
     let redis = RedisServer::start();
     let mut client = redis.client().await;
     let old = [
-        ("acme:webhook:event:call_completed:c1", "{acme:webhook:outbox}:event:call_completed:c1"),
+        (
+            "acme:webhook:event:call_completed:c1",
+            "{acme:webhook:outbox}:event:call_completed:c1",
+        ),
         ("acme:campaign:c9:due", "{acme:campaign:c9}:due"),
-        ("acme:prompt:segment:US:retail:version", "{acme:prompt:segment:US:retail}:version"),
+        (
+            "acme:prompt:segment:US:retail:version",
+            "{acme:prompt:segment:US:retail}:version",
+        ),
         ("acme:prompt:base:history", "{acme:prompt:base}:history"),
     ];
     for (key, _) in old {
-        let _: () = redis::cmd("SET").arg(key).arg("x").query_async(&mut client).await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("x")
+            .query_async(&mut client)
+            .await
+            .unwrap();
     }
     let _: () = redis::cmd("SET")
         .arg("acme:prompt:base")
@@ -111,9 +130,17 @@ async fn the_migration_moves_the_renamed_keys_once() {
             .env("REDIS", format!("-p {port}"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut client).await.unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut client)
+        .await
+        .unwrap();
     keys.sort();
     let mut expected: Vec<String> = old.iter().map(|(_, new)| (*new).to_owned()).collect();
     expected.push("acme:prompt:base".into());

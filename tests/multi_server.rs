@@ -101,7 +101,9 @@ impl Process {
                 let Ok(line) = line else { return };
                 let json: Value = serde_json::from_str(&line).unwrap_or_default();
                 // Shown with the test's output when it fails.
-                if std::env::var_os("SHOW_ALL").is_some() || matches!(json["level"].as_str(), Some("WARN" | "ERROR")) {
+                if std::env::var_os("SHOW_ALL").is_some()
+                    || matches!(json["level"].as_str(), Some("WARN" | "ERROR"))
+                {
                     eprintln!("{line}");
                 }
                 if json["message"]
@@ -163,7 +165,8 @@ async fn exchange(call: &FakeCall) {
     let heard = call.record().heard.len();
     call.say([speech(1_400, 2_600), silence(1_200)].concat());
     // The answer: half a second of the fake's tone at least.
-    call.wait_until(WAIT, |r| r.heard.len() >= heard + 4_000).await;
+    call.wait_until(WAIT, |r| r.heard.len() >= heard + 4_000)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +228,10 @@ async fn two_servers_and_two_workers_share_one_cluster() {
         let other = if id == "s1" { &s2 } else { &s1 };
         let pc_id = session.split('.').next().unwrap();
         let status = http
-            .patch(format!("http://{}/sessions/{session}/api/offer", other.addr()))
+            .patch(format!(
+                "http://{}/sessions/{session}/api/offer",
+                other.addr()
+            ))
             .json(&serde_json::json!({"pc_id": pc_id, "candidates": []}))
             .send()
             .await
@@ -255,7 +261,9 @@ async fn two_servers_and_two_workers_share_one_cluster() {
     for (n, spoken) in [(2, 2), (4, 4)] {
         let id = call_of_caller(&*store, n).await.unwrap().call_id;
         assert!(
-            eventually(WAIT, async || store.turns(&id).await.unwrap().len() >= spoken).await,
+            eventually(WAIT, async || store.turns(&id).await.unwrap().len()
+                >= spoken)
+            .await,
             "the turns of caller {n} are written as they happen"
         );
         cut_off.push((id, spoken));
@@ -309,7 +317,11 @@ async fn two_servers_and_two_workers_share_one_cluster() {
         })
         .collect();
     hooked.sort();
-    assert_eq!(hooked, completed.keys().cloned().collect::<Vec<_>>(), "once each");
+    assert_eq!(
+        hooked,
+        completed.keys().cloned().collect::<Vec<_>>(),
+        "once each"
+    );
     let judged = openai
         .received("chat/completions")
         .iter()

@@ -18,12 +18,12 @@ use support::turns::turn;
 use voxpipe::agent::writer::{WriterSettings, spawn_writer};
 use voxpipe::conversation::Role;
 use voxpipe::store::{
-    CallStore, CampaignStore, JobQueue, Outbox, PromptHistoryStore, RefinementStore, SkillStore,
-};
-use voxpipe::store::{
     Appended, CallChange, CallRecord, CampaignCommand, CampaignEntry, CampaignState, Deployed,
     EntryOutcome, Interaction, Keys, LeaseRequest, NewCampaign, PromptKey, PromptVersion,
     RedisStore, Segment, Skill, Store, StoreError, StoreSettings, TacticsList,
+};
+use voxpipe::store::{
+    CallStore, CampaignStore, JobQueue, Outbox, PromptHistoryStore, RefinementStore, SkillStore,
 };
 
 fn settings() -> StoreSettings {
@@ -92,7 +92,11 @@ async fn every_store_operation_works_across_the_masters_of_a_cluster() {
     // back by one request per skill.
     for i in 0..20 {
         store
-            .put_skill(&Skill::new(format!("too expensive {i}"), "value", vec![0.5; 4]))
+            .put_skill(&Skill::new(
+                format!("too expensive {i}"),
+                "value",
+                vec![0.5; 4],
+            ))
             .await
             .unwrap();
     }
@@ -220,7 +224,11 @@ async fn every_store_operation_works_across_the_masters_of_a_cluster() {
 
     // The keys are spread: every master holds some.
     for role in cluster.roles().iter().filter(|r| r.is_master) {
-        assert!(cluster.dbsize(role.port) > 0, "master {} is empty", role.port);
+        assert!(
+            cluster.dbsize(role.port) > 0,
+            "master {} is empty",
+            role.port
+        );
     }
 }
 
@@ -244,7 +252,12 @@ async fn a_store_not_deployed_as_configured_is_refused_at_start() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxpipe"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["tactics", "list", "-p", "pipelines/agent.toml"])
-        .args(["--set", "context.store=redis", "--set", "context.url_env=TEST_REDIS"])
+        .args([
+            "--set",
+            "context.store=redis",
+            "--set",
+            "context.url_env=TEST_REDIS",
+        ])
         .args(["--set", "context.cluster=true"])
         .env("TEST_REDIS", standalone.url())
         .output()
@@ -283,7 +296,12 @@ async fn a_master_killed_mid_call_and_its_replica_promoted_loses_no_turn() {
         spawn_writer(Arc::clone(&store), call("failover", 0), writer_settings);
     recorder.started();
     for i in 0..5 {
-        recorder.record(Arc::new(turn(i, Role::User, &format!("before {i}"), i * 100)));
+        recorder.record(Arc::new(turn(
+            i,
+            Role::User,
+            &format!("before {i}"),
+            i * 100,
+        )));
     }
     progress.wait_for(|s| s.turns_written == 5).await.unwrap();
 
@@ -291,7 +309,12 @@ async fn a_master_killed_mid_call_and_its_replica_promoted_loses_no_turn() {
     let master = cluster.master_of_key("t:call:failover:interactions");
     cluster.kill(master);
     for i in 5..10 {
-        recorder.record(Arc::new(turn(i, Role::User, &format!("after {i}"), i * 100)));
+        recorder.record(Arc::new(turn(
+            i,
+            Role::User,
+            &format!("after {i}"),
+            i * 100,
+        )));
     }
     recorder.ended("hangup");
     let status = progress
@@ -322,9 +345,8 @@ async fn a_master_killed_mid_call_and_its_replica_promoted_loses_no_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sessions_share_one_cluster_connection() {
     let cluster = RedisCluster::start(3, 0);
-    let store: Arc<dyn Store> = Arc::new(
-        RedisStore::connect_cluster(&cluster.urls(), "REDIS_URL", settings()).unwrap(),
-    );
+    let store: Arc<dyn Store> =
+        Arc::new(RedisStore::connect_cluster(&cluster.urls(), "REDIS_URL", settings()).unwrap());
     let candidates = PromptKey::candidates(&Segment {
         country: Some("US".into()),
         industry: Some("retail".into()),

@@ -177,7 +177,11 @@ impl AgentRuntime {
             (StoreKind::Redis, _) => {
                 let url = var("context.url_env", &section.url_env)?;
                 if section.cluster {
-                    Arc::new(RedisStore::connect_cluster(&url, &section.url_env, settings)?)
+                    Arc::new(RedisStore::connect_cluster(
+                        &url,
+                        &section.url_env,
+                        settings,
+                    )?)
                 } else {
                     Arc::new(RedisStore::connect(&url, &section.url_env, settings)?)
                 }

@@ -112,7 +112,14 @@ impl StoreError {
 /// it has room again. A cluster refuses for a while during a failover or
 /// a resharding (`CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN`): the same
 /// request succeeds once a replica is promoted or the slot has moved.
-const PASSING_REFUSALS: [&str; 6] = ["OOM", "MISCONF", "BUSY", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN"];
+const PASSING_REFUSALS: [&str; 6] = [
+    "OOM",
+    "MISCONF",
+    "BUSY",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MASTERDOWN",
+];
 
 fn passing_refusal(err: &redis::RedisError) -> bool {
     // A pipeline's or transaction's errors are only reachable by value.

@@ -160,6 +160,9 @@ mod tests {
             key.history_key(&keys),
             "{acme:prompt:segment:US:retail}:history"
         );
-        assert_eq!(key.version_key(&keys), "{acme:prompt:segment:US:retail}:version");
+        assert_eq!(
+            key.version_key(&keys),
+            "{acme:prompt:segment:US:retail}:version"
+        );
     }
 }

@@ -98,7 +98,12 @@ impl RedisCluster {
             .args(["--port", &node.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", dir.to_str().expect("a UTF-8 path")])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
             .args(["--cluster-port", &node.bus_port.to_string()])
             // The other masters' slots stay served while one fails over.
@@ -188,10 +193,13 @@ impl RedisCluster {
     /// notification when it has converged.
     pub fn wait_ok(&self) {
         for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-            wait_until(&format!("node {} reports cluster_state:ok", node.port), || {
-                cli(node.port, &["CLUSTER", "INFO"])
-                    .is_some_and(|info| info.contains("cluster_state:ok"))
-            });
+            wait_until(
+                &format!("node {} reports cluster_state:ok", node.port),
+                || {
+                    cli(node.port, &["CLUSTER", "INFO"])
+                        .is_some_and(|info| info.contains("cluster_state:ok"))
+                },
+            );
         }
     }
 
@@ -217,7 +225,11 @@ impl RedisCluster {
             let info = cli(role.port, &["INFO", "commandstats"]).expect("INFO answers");
             for line in info.lines() {
                 // cmdstat_get:calls=12,usec=...
-                let Some((name, rest)) = line.trim().strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else {
+                let Some((name, rest)) = line
+                    .trim()
+                    .strip_prefix("cmdstat_")
+                    .and_then(|l| l.split_once(':'))
+                else {
                     continue;
                 };
                 let calls = rest

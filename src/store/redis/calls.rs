@@ -198,7 +198,9 @@ impl RedisStore {
 fn replicas_of(role: &redis::Value) -> u32 {
     match role {
         redis::Value::Array(fields) => match fields.get(2) {
-            Some(redis::Value::Array(replicas)) => u32::try_from(replicas.len()).unwrap_or(u32::MAX),
+            Some(redis::Value::Array(replicas)) => {
+                u32::try_from(replicas.len()).unwrap_or(u32::MAX)
+            }
             _ => 0,
         },
         _ => 0,

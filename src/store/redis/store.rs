@@ -198,7 +198,11 @@ impl RedisStore {
     /// Every key matching `pattern` whose type is `kind`, from every master
     /// of a cluster (SCAN is per node), sorted and without duplicates (SCAN
     /// may return a key twice).
-    pub(super) async fn scan_keys(&self, pattern: &str, kind: &str) -> Result<Vec<String>, StoreError> {
+    pub(super) async fn scan_keys(
+        &self,
+        pattern: &str,
+        kind: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
         let mut found = Vec::new();
         for master in self.timed(conn.masters()).await? {
