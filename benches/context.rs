@@ -226,6 +226,21 @@ fn bench_persistence(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let embedded = runtime_on(Arc::new(MemoryStore::new(Default::default())));
     let stalled = runtime_on(rt.block_on(stalled_redis()));
+    // A real Redis, standalone and a three-master cluster: persistence
+    // must add nothing measurable to the audio path either way.
+    let redis_server = support::redis_server::RedisServer::start();
+    let redis_cluster = support::redis_cluster::RedisCluster::start(3, 0);
+    let (standalone, cluster) = {
+        let _entered = rt.enter();
+        let url = redis_server.url();
+        let standalone = RedisStore::connect(&url, "REDIS_URL", Default::default());
+        let urls = redis_cluster.urls();
+        let cluster = RedisStore::connect_cluster(&urls, "REDIS_URL", Default::default());
+        (
+            runtime_on(Arc::new(standalone.expect("a url"))),
+            runtime_on(Arc::new(cluster.expect("urls"))),
+        )
+    };
     let extracting = rt.block_on(async { extracting_runtime() });
     let worker = extracting.worker("bench").expect("a post-call worker");
     rt.spawn(async move { worker.run(std::future::pending()).await });
@@ -259,6 +274,8 @@ fn bench_persistence(c: &mut Criterion) {
         ("no_store", None),
         ("embedded_store", Some(&embedded)),
         ("stalled_redis", Some(&stalled)),
+        ("standalone_redis", Some(&standalone)),
+        ("cluster_redis", Some(&cluster)),
         ("embedded_store_extracting", Some(&extracting)),
     ] {
         let mut n = 0;

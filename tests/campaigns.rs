@@ -524,7 +524,7 @@ async fn two_workers_share_a_thousand_numbers_and_survive_a_crash() {
     // the crashed worker.
     let mut redis_conn = redis::Client::open(redis.url()).unwrap();
     let done: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg("campaign:big:done")
+        .arg("{campaign:big}:done")
         .query(&mut redis_conn)
         .unwrap();
     assert_eq!(done.len() as u64, NUMBERS);

@@ -552,7 +552,7 @@ async fn outbox_deliveries_are_unique_leased_and_rescheduled() {
             "{\"n\":3}"
         );
         assert_eq!(store.outbox_len().await.unwrap(), 1);
-        let ttl = backend.ttl_ms("t:webhook:event:e1").await.unwrap();
+        let ttl = backend.ttl_ms("{t:webhook:outbox}:event:e1").await.unwrap();
         assert!(ttl > 6 * 24 * HOUR_MS, "{ttl}");
 
         store.complete_delivery("e1").await.unwrap();
@@ -564,7 +564,7 @@ async fn outbox_deliveries_are_unique_leased_and_rescheduled() {
             let dead: Vec<String> = server
                 .client()
                 .await
-                .lrange("t:webhook:dead", 0, -1)
+                .lrange("{t:webhook:outbox}:dead", 0, -1)
                 .await
                 .unwrap();
             assert_eq!(dead, ["two, failed"]);
@@ -586,7 +586,7 @@ async fn outbox_entries_whose_delivery_is_gone_are_dropped_on_claim() {
     let _: i64 = server
         .client()
         .await
-        .del(&["t:webhook:event:a", "t:webhook:event:c"])
+        .del(&["{t:webhook:outbox}:event:a", "{t:webhook:outbox}:event:c"])
         .await
         .unwrap();
     let claimed = store.claim_deliveries(1_000, 100, 10).await.unwrap();

@@ -288,7 +288,7 @@ async fn a_calls_recording_transcript_profile_and_audit_land_at_seed_002s_keys()
     // The webhook carries the keys.
     let mut redis = w.redis.client().await;
     let queued: String = redis::cmd("GET")
-        .arg("webhook:event:call_completed:c1")
+        .arg("{webhook:outbox}:event:call_completed:c1")
         .query_async(&mut redis)
         .await
         .unwrap();

@@ -190,7 +190,7 @@ async fn a_delivery_out_of_attempts_goes_to_the_dead_letters() {
     let dead: Vec<String> = redis
         .client()
         .await
-        .lrange("webhook:dead", 0, -1)
+        .lrange("{webhook:outbox}:dead", 0, -1)
         .await
         .unwrap();
     let delivery: serde_json::Value = serde_json::from_str(&dead[0]).unwrap();

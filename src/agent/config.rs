@@ -5,11 +5,14 @@
 //! [context]
 //! store = "redis"                # "memory" (the default) or "redis"
 //! url_env = "REDIS_URL"          # the variable holding the Redis URL
+//! cluster = false                # true: a Redis Cluster; url_env then names
+//!                                # seed nodes, comma-separated
 //! path = "voxpipe-context.jsonl" # memory store only: keep it in this file
 //! prefix = ""                    # key prefix, e.g. "acme:"
 //! call_ttl_secs = 172800         # call:{id} and its transcript (48 h)
 //! session_tactics_ttl_secs = 86400
 //! op_timeout_ms = 2000           # one Redis operation; then retried
+//! wait_replicas = 0              # replicas that must hold a turn (WAIT) first
 //! flush_timeout_secs = 120       # after a session ends, keep retrying this long
 //! prompt_timeout_ms = 1500       # session start: read prompts this long, else the TOML's
 //! country = "US"                 # the segment when the call brings none
@@ -58,6 +61,9 @@ pub struct ContextSection {
     pub store: StoreKind,
     /// The variable holding the Redis URL.
     pub url_env: String,
+    /// A Redis Cluster: `url_env` names one or more seed nodes,
+    /// comma-separated.
+    pub cluster: bool,
     /// The embedded store's file, if it is kept in one.
     pub path: Option<PathBuf>,
     /// Prefix of every key.
@@ -68,6 +74,8 @@ pub struct ContextSection {
     pub session_tactics_ttl_secs: u64,
     /// One store operation, milliseconds.
     pub op_timeout_ms: u64,
+    /// Replicas that must acknowledge a turn's write.
+    pub wait_replicas: u32,
     /// Retry time after a session ends, seconds.
     pub flush_timeout_secs: Seconds,
     /// Time allowed to read the prompt at session start, milliseconds.
@@ -87,11 +95,13 @@ impl Default for ContextSection {
         ContextSection {
             store: StoreKind::Memory,
             url_env: "REDIS_URL".into(),
+            cluster: false,
             path: None,
             prefix: String::new(),
             call_ttl_secs: 48 * 3600,
             session_tactics_ttl_secs: 24 * 3600,
             op_timeout_ms: 2000,
+            wait_replicas: 0,
             flush_timeout_secs: Seconds::from_millis(120_000),
             prompt_timeout_ms: 1500,
             country: None,
@@ -110,6 +120,7 @@ impl ContextSection {
             call_ttl: Duration::from_secs(self.call_ttl_secs.max(1)),
             session_tactics_ttl: Duration::from_secs(self.session_tactics_ttl_secs.max(1)),
             op_timeout: Duration::from_millis(self.op_timeout_ms.max(1)),
+            wait_replicas: self.wait_replicas,
             ..StoreSettings::default()
         }
     }

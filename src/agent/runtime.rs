@@ -176,7 +176,15 @@ impl AgentRuntime {
         let store: Arc<dyn Store> = match (section.store, &section.path) {
             (StoreKind::Redis, _) => {
                 let url = var("context.url_env", &section.url_env)?;
-                Arc::new(RedisStore::connect(&url, &section.url_env, settings)?)
+                if section.cluster {
+                    Arc::new(RedisStore::connect_cluster(
+                        &url,
+                        &section.url_env,
+                        settings,
+                    )?)
+                } else {
+                    Arc::new(RedisStore::connect(&url, &section.url_env, settings)?)
+                }
             }
             (StoreKind::Memory, Some(path)) => Arc::new(MemoryStore::open(path, settings)?),
             (StoreKind::Memory, None) => Arc::new(MemoryStore::new(settings)),

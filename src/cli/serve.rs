@@ -45,6 +45,10 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     };
+    if let Err(err) = runtime.block_on(context.store().check_topology()) {
+        eprintln!("voxpipe: context store: {err}");
+        return ExitCode::from(2);
+    }
     let server = match Server::builder(config)
         .context(Arc::clone(&context))
         .build()

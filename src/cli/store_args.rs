@@ -65,6 +65,9 @@ impl StoreArgs {
                 format!("{}: cannot open the context store", self.pipeline.display())
             })?
         };
+        tokio
+            .block_on(context.store().check_topology())
+            .with_context(|| format!("{}: context store", self.pipeline.display()))?;
         Ok(Operator {
             config,
             context,

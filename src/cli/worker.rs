@@ -26,11 +26,10 @@ pub(crate) fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
         );
     }
     operator.block_on(async {
+        // SIGTERM (a container stopped, a rolling restart) or ctrl-c: no
+        // new work is taken; what is left waits in the store.
         let shutdown = async {
-            // Without a signal handler there is no way to stop but a kill.
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+            voxpipe::server::shutdown::signal().await;
             tracing::info!("stopping");
         };
         let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));

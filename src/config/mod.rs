@@ -32,6 +32,6 @@ pub use schema::{
 };
 pub use seconds::{OutOfRange, Seconds};
 pub(crate) use server::is_url_host;
-pub use server::{CorsOrigin, MessageBytes, PublicHost, ServerSection};
+pub use server::{CorsOrigin, MessageBytes, PublicHost, ServerId, ServerSection};
 pub use twilio::{BaseUrl, TwilioSection};
 pub use webrtc::{GatherTimeout, IceServerConfig, IceUrl, MdnsMode, WebRtcSection};

@@ -31,6 +31,10 @@
 //! # unless `api_open = true` (local development only).
 //! api_token_env = "VOXPIPE_API_TOKEN"
 //! api_open = false
+//! # Behind a load balancer: this process's id, put in front of the session
+//! # ids /start hands out (`s1-<32 hex>.<expires>.<tag>`), so a proxy routes
+//! # a session's follow-up requests to the process that holds it.
+//! server_id = "s1"
 //! ```
 //!
 //! Every key is optional. A file run (`voxpipe run`) ignores the section.
@@ -95,6 +99,9 @@ pub struct ServerSection {
     pub api_token_env: Option<String>,
     /// Opens the management API without a key: for local development only.
     pub api_open: bool,
+    /// This process's id among those behind one load balancer, in front of
+    /// every WebRTC session id it hands out.
+    pub server_id: Option<ServerId>,
 }
 
 impl Default for ServerSection {
@@ -117,6 +124,35 @@ impl Default for ServerSection {
             session_ttl_secs: Seconds::from_millis(60_000),
             api_token_env: None,
             api_open: false,
+            server_id: None,
+        }
+    }
+}
+
+/// A server's id in session ids: 1 to 32 ASCII letters and digits (no `-`:
+/// it ends the id in `{server_id}-{session}`, where a proxy's pattern
+/// stops).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ServerId(String);
+
+impl ServerId {
+    /// The id as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ServerId {
+    type Error = String;
+
+    fn try_from(id: String) -> Result<Self, Self::Error> {
+        if (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            Ok(ServerId(id))
+        } else {
+            Err(format!(
+                "`{id}` is not a server id: write 1 to 32 ASCII letters and digits, e.g. `s1`"
+            ))
         }
     }
 }
@@ -250,6 +286,15 @@ pub(crate) fn is_url_host(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_ids_are_short_letters_and_digits() {
+        assert_eq!(ServerId::try_from("s1".to_owned()).unwrap().as_str(), "s1");
+        for bad in ["", "s-1", "s.1", "ü", &"x".repeat(33)] {
+            let err = ServerId::try_from(bad.to_owned()).unwrap_err();
+            assert!(err.contains("not a server id"), "{err}");
+        }
+    }
 
     #[test]
     fn hosts_are_names_or_addresses_with_an_optional_port() {

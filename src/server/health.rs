@@ -14,6 +14,11 @@
 //!  "checks": {"store": {"ok": true}}}
 //! ```
 //!
+//! `GET /health/live` is liveness alone: 200 whenever the process answers,
+//! whatever its store, for a Kubernetes `livenessProbe` (a store outage
+//! must take a server out of rotation, not restart it); `/health` is the
+//! `readinessProbe`.
+//!
 //! The checks run as [`run_checks`] says: concurrently, each bounded by
 //! [`CHECK_TIMEOUT`](super::readiness::CHECK_TIMEOUT).
 
@@ -27,6 +32,11 @@ use serde_json::{Map, Value, json};
 
 use super::readiness::run_checks;
 use super::state::ServerState;
+
+/// `GET /health/live`.
+pub(crate) async fn live() -> impl IntoResponse {
+    Json(json!({"live": true}))
+}
 
 /// `GET /health`.
 pub(crate) async fn health(State(state): State<Arc<ServerState>>) -> impl IntoResponse {

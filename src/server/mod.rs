@@ -14,6 +14,7 @@
 //! | `GET /` | the browser client: talk to the pipeline, see its transcript and each turn's latency |
 //! | `POST /api/campaigns`, `GET /api/campaigns/{id}`, `POST /api/campaigns/{id}/pause\|resume\|cancel` | campaigns: create (JSON list or CSV), progress by status, pause, resume, cancel (`campaigns`) |
 //! | `GET /health` | liveness and readiness (JSON; 503 when not ready) |
+//! | `GET /health/live` | liveness alone (200 while the process answers) |
 //! | `GET /metrics` | Prometheus text: sessions, audio frames, errors, latencies |
 //! | `POST /api/learn` | a transcript to learn skills and test cases from (`learn`; the management API's key) |
 //!

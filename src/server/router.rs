@@ -22,6 +22,7 @@ const MAX_BODY: usize = 64 * 1024;
 pub(crate) fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/health", get(health::health))
+        .route("/health/live", get(health::live))
         .route(
             "/metrics",
             get(|State(state): State<Arc<ServerState>>| async move {

@@ -92,7 +92,12 @@ pub(crate) async fn start(
         state.metrics.session_refused("webrtc", refusal.kind());
         return busy(refusal.to_string());
     }
-    let id = new_session_id();
+    // Behind a load balancer the id names this process, so the session's
+    // follow-up requests (offer, trickle, renegotiation) reach it.
+    let id = match &state.config.server.server_id {
+        Some(server) => format!("{}-{}", server.as_str(), new_session_id()),
+        None => new_session_id(),
+    };
     let admission = &state.admission;
     let now = Instant::now();
     let parameters = session_parameters(request.body.as_ref());

@@ -398,4 +398,11 @@ pub trait Store:
 
     /// Succeeds when the store answers: readiness for `/health`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Fails when the store's server is not deployed as configured (a
+    /// cluster node used as a standalone Redis, or the reverse): checked
+    /// once at start, so the mistake is a clear error, not refused writes.
+    async fn check_topology(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -45,6 +45,28 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+    /// The Redis named by `url_env` is not deployed as `[context] cluster`
+    /// says (a cluster node used as a standalone Redis, or the reverse).
+    #[error("the redis in ${var} {found}: {advice}")]
+    Topology {
+        /// The variable that named it.
+        var: String,
+        /// What the server is.
+        found: String,
+        /// What to change.
+        advice: String,
+    },
+    /// Fewer replicas than `wait_replicas` acknowledged a write in time
+    /// (one is down or catching up); the write is retried.
+    #[error("{key}: {acked} of {wanted} replicas acknowledged the write in time")]
+    NotReplicated {
+        /// The key written.
+        key: String,
+        /// Replicas that acknowledged it.
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
     /// Another writer kept changing a key between read and write.
     #[error("{key} kept changing under the update; gave up after {attempts} attempts")]
     Contended {
@@ -63,11 +85,14 @@ impl StoreError {
             StoreError::Redis(err) => {
                 !matches!(err.retry_method(), redis::RetryMethod::NoRetry) || passing_refusal(err)
             }
-            StoreError::Timeout(_) | StoreError::Contended { .. } => true,
+            StoreError::Timeout(_)
+            | StoreError::Contended { .. }
+            | StoreError::NotReplicated { .. } => true,
             StoreError::File { .. } => true,
-            StoreError::Url { .. } | StoreError::Corrupt { .. } | StoreError::Encode { .. } => {
-                false
-            }
+            StoreError::Url { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Encode { .. }
+            | StoreError::Topology { .. } => false,
         }
     }
 
@@ -84,8 +109,17 @@ impl StoreError {
 /// refused at `maxmemory` (`OOM`), while snapshots fail (`MISCONF`), or
 /// while a script runs too long (`BUSY`). Giving up on them would drop a
 /// call's turns the moment Redis fills up; retried, they are written once
-/// it has room again.
-const PASSING_REFUSALS: [&str; 3] = ["OOM", "MISCONF", "BUSY"];
+/// it has room again. A cluster refuses for a while during a failover or
+/// a resharding (`CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN`): the same
+/// request succeeds once a replica is promoted or the slot has moved.
+const PASSING_REFUSALS: [&str; 6] = [
+    "OOM",
+    "MISCONF",
+    "BUSY",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MASTERDOWN",
+];
 
 fn passing_refusal(err: &redis::RedisError) -> bool {
     // A pipeline's or transaction's errors are only reachable by value.

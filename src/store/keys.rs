@@ -135,17 +135,19 @@ impl Keys {
         self.key(format_args!("webhook:outbox"))
     }
 
-    /// `webhook:event:{id}`: one pending delivery.
+    /// `{webhook:outbox}:event:<id>`: one pending delivery, in the
+    /// outbox's slot.
     pub fn outbox_event(&self, event_id: &str) -> String {
-        self.key(format_args!("webhook:event:{event_id}"))
+        part_of(&self.outbox(), format_args!("event:{event_id}"))
     }
 
-    /// `campaign:{id}`, or one of its parts `campaign:{id}:{part}`
-    /// (`entries`, `due`, `leases`, `attempts`, `done`).
+    /// `campaign:<id>`, or one of its parts `{campaign:<id>}:<part>`
+    /// (`entries`, `due`, `leases`, `attempts`, `done`), in its slot.
     pub fn campaign(&self, campaign_id: &str, part: Option<&str>) -> String {
+        let campaign = self.key(format_args!("campaign:{campaign_id}"));
         match part {
-            None => self.key(format_args!("campaign:{campaign_id}")),
-            Some(part) => self.key(format_args!("campaign:{campaign_id}:{part}")),
+            None => campaign,
+            Some(part) => part_of(&campaign, format_args!("{part}")),
         }
     }
 
@@ -159,10 +161,19 @@ impl Keys {
         self.key(format_args!("rate_limit:{phone_hash}"))
     }
 
-    /// `webhook:dead`: deliveries that ran out of attempts.
+    /// `{webhook:outbox}:dead`: deliveries that ran out of attempts, in the
+    /// outbox's slot.
     pub fn dead_letters(&self) -> String {
-        self.key(format_args!("webhook:dead"))
+        part_of(&self.outbox(), format_args!("dead"))
     }
+}
+
+/// `{owner}:part`: a key that Redis Cluster keeps in `owner`'s slot (a
+/// key's slot is its hash tag's, the text between its first `{` and `}`;
+/// `owner`, untagged, hashes whole). What a Lua script or transaction
+/// writes together is named this way.
+pub(crate) fn part_of(owner: &str, part: std::fmt::Arguments<'_>) -> String {
+    format!("{{{owner}}}:{part}")
 }
 
 #[cfg(test)]
@@ -189,7 +200,9 @@ mod tests {
         assert_eq!(bare.base_prompt(), "prompt:base");
         assert_eq!(bare.skill("f00d"), "skill:f00d");
         assert_eq!(bare.campaign("c1", None), "campaign:c1");
-        assert_eq!(bare.campaign("c1", Some("due")), "campaign:c1:due");
+        assert_eq!(bare.campaign("c1", Some("due")), "{campaign:c1}:due");
+        assert_eq!(bare.outbox_event("e1"), "{webhook:outbox}:event:e1");
+        assert_eq!(bare.dead_letters(), "{webhook:outbox}:dead");
         assert_eq!(bare.active_campaigns(), "campaigns:active");
 
         let acme = Keys::new("acme:");
@@ -197,5 +210,6 @@ mod tests {
         assert_eq!(acme.skill_pattern(), "acme:skill:*");
         assert_eq!(acme.skill_hash("acme:skill:f00d"), Some("f00d"));
         assert_eq!(acme.skill_hash("skill:f00d"), None);
+        assert_eq!(acme.campaign("c1", Some("due")), "{acme:campaign:c1}:due");
     }
 }

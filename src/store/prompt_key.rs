@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::call::Segment;
-use super::keys::Keys;
+use super::keys::{Keys, part_of};
 
 /// Where a prompt may be stored.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -36,14 +36,15 @@ impl PromptKey {
         }
     }
 
-    /// `{key}:history`: its deployed versions.
+    /// `{<key>}:history`: its deployed versions, in the prompt's slot
+    /// (deployed together with it).
     pub fn history_key(&self, keys: &Keys) -> String {
-        format!("{}:history", self.key(keys))
+        part_of(&self.key(keys), format_args!("history"))
     }
 
-    /// `{key}:version`: the version counter.
+    /// `{<key>}:version`: the version counter, in the prompt's slot.
     pub fn version_key(&self, keys: &Keys) -> String {
-        format!("{}:version", self.key(keys))
+        part_of(&self.key(keys), format_args!("version"))
     }
 
     /// `{key}:optimisations`: recent optimisations, for the rate limit.
@@ -157,7 +158,11 @@ mod tests {
         let key = PromptKey::parse("prompt:segment:US:retail").unwrap();
         assert_eq!(
             key.history_key(&keys),
-            "acme:prompt:segment:US:retail:history"
+            "{acme:prompt:segment:US:retail}:history"
+        );
+        assert_eq!(
+            key.version_key(&keys),
+            "{acme:prompt:segment:US:retail}:version"
         );
     }
 }

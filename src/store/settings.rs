@@ -19,6 +19,10 @@ pub struct StoreSettings {
     /// How long one Redis operation may take before it counts as failed
     /// (and is retried by the caller, safely: every write is idempotent).
     pub op_timeout: Duration,
+    /// Replicas that must hold a turn before its write counts as done
+    /// (Redis `WAIT`): with 1, a master that dies right after a turn's
+    /// write loses nothing when its replica takes over. 0: not waited for.
+    pub wait_replicas: u32,
 }
 
 impl Default for StoreSettings {
@@ -29,6 +33,7 @@ impl Default for StoreSettings {
             session_tactics_ttl: Duration::from_secs(24 * 3600),
             outbox_ttl: Duration::from_secs(7 * 24 * 3600),
             op_timeout: Duration::from_secs(2),
+            wait_replicas: 0,
         }
     }
 }

@@ -15,6 +15,7 @@
 //! - [`server`]: the server in-process; [`webrtc`]: WebRTC client calls;
 //!   [`browser`]: the scripts of `tests/browser/` in headless Chromium;
 //!   [`redis_server`]: a real `redis-server` of the test's own;
+//!   [`redis_cluster`]: a real Redis Cluster of the test's own;
 //!   [`s3_server`]: a real S3-compatible server (SigV4 checked) in process;
 //! - [`rng`]: deterministic test vectors;
 //! - [`served_binary`]: `voxpipe serve` as a child process (RSS, limits,
@@ -30,6 +31,7 @@ pub mod fake;
 pub mod mulaw;
 pub mod net;
 pub mod processors;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod rng;
 pub mod s3_server;

@@ -24,18 +24,15 @@ impl CallStore for RedisStore {
         let json = encode(&key, record)?;
         let ttl = millis(self.settings.call_ttl);
         let now = unix_ms();
-        // One transaction: the call, its place in the time index (kept if
-        // already there, so a retry never moves it), and the index trimmed
-        // of calls whose records have expired.
+        // The call's place in the time index first (kept if already there,
+        // so a retry never moves it; the index trimmed of calls whose
+        // records have expired), then the call. Two keys in two slots of a
+        // cluster, so two requests: an id indexed whose record is not
+        // written yet is skipped by `calls_between`, and a retry completes
+        // it.
         let index = self.settings.keys.calls_by_created();
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .cmd("SET")
-            .arg(&key)
-            .arg(json)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl)
             .cmd("ZADD")
             .arg(&index)
             .arg("NX")
@@ -47,7 +44,17 @@ impl CallStore for RedisStore {
             .arg("-inf")
             .arg(format!("({}", now.saturating_sub(ttl)))
             .ignore();
-        let (created,): (Option<String>,) = self.query_pipe(&pipe).await?;
+        self.query_pipe::<()>(&pipe).await?;
+        let created: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(json)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl),
+            )
+            .await?;
         Ok(created.is_some())
     }
 
@@ -129,6 +136,7 @@ impl CallStore for RedisStore {
             .arg(json)
             .arg(millis(self.settings.call_ttl));
         let stored: i64 = self.invoke(&append).await?;
+        self.wait_for_replicas(&key).await?;
         Ok(if stored < 0 {
             Appended::AlreadyStored {
                 stored: stored.unsigned_abs() - 1,
@@ -148,5 +156,53 @@ impl CallStore for RedisStore {
             .query(redis::cmd("LRANGE").arg(&key).arg(0).arg(-1))
             .await?;
         Ok(decode_turns(&key, &items))
+    }
+}
+
+impl RedisStore {
+    /// Waits until `wait_replicas` replicas of `key`'s master (or as many
+    /// as it has now: a replica promoted after a failover has none until
+    /// one is added) hold every write this connection made to it. `WAIT`
+    /// and `ROLE` are pipelined after a single-key read that routes them to
+    /// `key`'s master in a cluster (`EXISTS` would not: a cluster splits it
+    /// by slot).
+    async fn wait_for_replicas(&self, key: &str) -> Result<(), StoreError> {
+        let wanted = self.settings.wait_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("PTTL")
+            .arg(key)
+            .ignore()
+            .cmd("WAIT")
+            .arg(wanted)
+            // Half the operation's time: the answer must come within it.
+            .arg((millis(self.settings.op_timeout) / 2).max(1))
+            .cmd("ROLE");
+        let (acked, role): (u32, redis::Value) = self.query_pipe(&pipe).await?;
+        let wanted = wanted.min(replicas_of(&role));
+        if acked < wanted {
+            return Err(StoreError::NotReplicated {
+                key: key.to_owned(),
+                acked,
+                wanted,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How many replicas a `ROLE` answer lists: a master answers
+/// `["master", offset, [[host, port, offset], ...]]`.
+fn replicas_of(role: &redis::Value) -> u32 {
+    match role {
+        redis::Value::Array(fields) => match fields.get(2) {
+            Some(redis::Value::Array(replicas)) => {
+                u32::try_from(replicas.len()).unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        },
+        _ => 0,
     }
 }

@@ -72,10 +72,12 @@ return out
     )
 });
 
-/// Ends a leased entry's try. KEYS: campaign, leases, attempts, done, due,
-/// active campaigns. ARGV: entry, attempt, mode (`done`, `retry`,
-/// `release`), final status or due ms, campaign id. Returns 1 if applied.
-/// A campaign whose last entry is done becomes `finished`.
+/// Ends a leased entry's try. KEYS: campaign, leases, attempts, done, due
+/// (one slot). ARGV: entry, attempt, mode (`done`, `retry`, `release`),
+/// final status or due ms. Returns 0 if not applied, 1 if applied, 2 if
+/// applied and the campaign has nothing left to dial (then the caller
+/// takes it out of `campaigns:active`, in another slot). A campaign whose
+/// last entry is done becomes `finished`.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -98,22 +100,25 @@ else
 end
 if redis.call('ZCARD', KEYS[5]) == 0 and redis.call('ZCARD', KEYS[2]) == 0 then
   if state ~= 'canceled' then redis.call('HSET', KEYS[1], 'state', 'finished') end
-  redis.call('ZREM', KEYS[6], ARGV[5])
+  return 2
 end
 return 1
 ",
     )
 });
 
-/// Pauses, resumes or cancels. KEYS: campaign, due, done, leases, active
-/// campaigns. ARGV: command (`pause`, `resume`, `cancel`), campaign id.
-/// Returns the state after, or false when there is no campaign.
+/// Pauses, resumes or cancels. KEYS: campaign, due, done, leases (one
+/// slot). ARGV: command (`pause`, `resume`, `cancel`). Returns the state
+/// after and 1 when a cancel left nothing leased (the caller then takes
+/// the campaign out of `campaigns:active`), or false when there is no
+/// campaign.
 static COMMAND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
-if state == 'canceled' or state == 'finished' then return state end
+if state == 'canceled' or state == 'finished' then return {state, 0} end
+local over = 0
 if ARGV[1] == 'pause' then state = 'paused'
 elseif ARGV[1] == 'resume' then state = 'running'
 else
@@ -122,10 +127,10 @@ else
   for _, id in ipairs(ids) do redis.call('HSET', KEYS[3], id, 'canceled') end
   redis.call('HINCRBY', KEYS[1], 'done:canceled', #ids)
   redis.call('DEL', KEYS[2])
-  if redis.call('ZCARD', KEYS[4]) == 0 then redis.call('ZREM', KEYS[5], ARGV[2]) end
+  if redis.call('ZCARD', KEYS[4]) == 0 then over = 1 end
 end
 redis.call('HSET', KEYS[1], 'state', state)
-return state
+return {state, over}
 ",
     )
 });
@@ -176,20 +181,25 @@ impl CampaignStore for RedisStore {
             }
             zadd.ignore();
         }
-        if !campaign.entries.is_empty() {
-            pipe.cmd("ZADD")
-                .arg(keys.active_campaigns())
-                .arg(campaign.created_ms)
-                .arg(id)
-                .ignore();
-        } else {
+        if campaign.entries.is_empty() {
             pipe.cmd("HSET")
                 .arg(keys.campaign(id, None))
                 .arg("state")
                 .arg(CampaignState::Finished.as_str())
                 .ignore();
         }
-        self.query_pipe(&pipe).await
+        self.query_pipe::<()>(&pipe).await?;
+        // `campaigns:active` is in another slot: listed once written.
+        if !campaign.entries.is_empty() {
+            self.query::<i64>(
+                redis::cmd("ZADD")
+                    .arg(keys.active_campaigns())
+                    .arg(campaign.created_ms)
+                    .arg(id),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn campaign(&self, campaign_id: &str) -> Result<Option<CampaignProgress>, StoreError> {
@@ -238,16 +248,17 @@ impl CampaignStore for RedisStore {
             .key(keys.campaign(campaign_id, Some("due")))
             .key(keys.campaign(campaign_id, Some("done")))
             .key(keys.campaign(campaign_id, Some("leases")))
-            .key(keys.active_campaigns())
             .arg(match command {
                 CampaignCommand::Pause => "pause",
                 CampaignCommand::Resume => "resume",
                 CampaignCommand::Cancel => "cancel",
-            })
-            .arg(campaign_id);
-        let state: Option<String> = self.invoke(&invocation).await?;
-        state
-            .map(|name| {
+            });
+        let answer: Option<(String, i64)> = self.invoke(&invocation).await?;
+        if let Some((_, 1)) = answer {
+            self.retire_campaign(campaign_id).await?;
+        }
+        answer
+            .map(|(name, _)| {
                 CampaignState::parse(&name)
                     .ok_or_else(|| StoreError::corrupt(&key, format!("unknown state {name:?}")))
             })
@@ -334,19 +345,34 @@ impl CampaignStore for RedisStore {
             .key(keys.campaign(campaign_id, Some("attempts")))
             .key(keys.campaign(campaign_id, Some("done")))
             .key(keys.campaign(campaign_id, Some("due")))
-            .key(keys.active_campaigns())
             .arg(entry)
             .arg(attempt)
             .arg(mode)
-            .arg(value)
-            .arg(campaign_id);
+            .arg(value);
         let applied: i64 = self.invoke(&invocation).await?;
-        Ok(applied == 1)
+        if applied == 2 {
+            self.retire_campaign(campaign_id).await?;
+        }
+        Ok(applied > 0)
     }
 
     async fn back_off_campaign(&self, campaign_id: &str, until_ms: u64) -> Result<(), StoreError> {
         let mut invocation = BACK_OFF.key(self.settings.keys.campaign(campaign_id, None));
         invocation.arg(until_ms.saturating_mul(1000));
         self.invoke::<i64>(&invocation).await.map(drop)
+    }
+}
+
+impl RedisStore {
+    /// Takes a campaign with nothing left to dial out of
+    /// `campaigns:active`.
+    async fn retire_campaign(&self, campaign_id: &str) -> Result<(), StoreError> {
+        self.query::<i64>(
+            redis::cmd("ZREM")
+                .arg(self.settings.keys.active_campaigns())
+                .arg(campaign_id),
+        )
+        .await
+        .map(drop)
     }
 }

@@ -9,6 +9,7 @@
 
 mod calls;
 mod campaigns;
+mod connection;
 mod jobs;
 mod number_limits;
 mod outbox;

@@ -10,9 +10,6 @@ use crate::store::time::rfc3339;
 use crate::store::{Deployed, OptimisationTrace, PromptKey, PromptState, PromptVersion};
 use crate::store::{PromptHistoryStore, StoreError};
 
-/// Keys asked per SCAN step.
-const BATCH: usize = 512;
-
 #[async_trait]
 impl PromptHistoryStore for RedisStore {
     async fn prompt_state(&self, key: &PromptKey) -> Result<PromptState, StoreError> {
@@ -39,27 +36,28 @@ impl PromptHistoryStore for RedisStore {
     ) -> Result<Deployed, StoreError> {
         let keys = &self.settings.keys;
         let history = key.history_key(keys);
-        let trace_key = trace.map_or_else(String::new, |t| keys.optimisation(&t.id));
-        let trace_json = trace
-            .map(|t| encode(&trace_key, t))
-            .transpose()?
-            .unwrap_or_default();
         let mut deploy = DEPLOY_PROMPT.key(key.key(keys));
         deploy
             .key(key.version_key(keys))
             .key(&history)
-            .key(&trace_key)
             .arg(expected)
             .arg(encode(&history, entry)?)
             .arg(&entry.prompt)
-            .arg(trace_json)
             .arg(rfc3339(entry.deployed_at_ms))
             .arg(entry.deployed_at_ms);
         let answer: i64 = self.invoke(&deploy).await?;
-        Ok(match u64::try_from(answer) {
-            Ok(version) => Deployed::Deployed(version),
-            Err(_) => Deployed::Conflict(answer.unsigned_abs() - 1),
-        })
+        let Ok(version) = u64::try_from(answer) else {
+            return Ok(Deployed::Conflict(answer.unsigned_abs() - 1));
+        };
+        // The trace is keyed by its own id, in another slot: written once
+        // the version it explains is deployed. The deployment stands if it
+        // cannot be (an error would have the caller deploy again).
+        if let Some(trace) = trace
+            && let Err(error) = self.put_optimisation(trace).await
+        {
+            tracing::warn!(%error, optimisation = %trace.id, "deployed, but the optimisation trace is not stored");
+        }
+        Ok(Deployed::Deployed(version))
     }
 
     async fn prompt_history(&self, key: &PromptKey) -> Result<Vec<PromptVersion>, StoreError> {
@@ -72,30 +70,11 @@ impl PromptHistoryStore for RedisStore {
 
     async fn prompt_keys(&self) -> Result<Vec<PromptKey>, StoreError> {
         let keys = &self.settings.keys;
-        let pattern = keys.prompt_pattern();
-        let mut found = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(BATCH)
-                        .arg("TYPE")
-                        .arg("string"),
-                )
-                .await?;
-            found.extend(batch.iter().filter_map(|name| {
-                PromptKey::parse(name.strip_prefix(keys.prefix()).unwrap_or(name))
-            }));
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let found = self.scan_keys(&keys.prompt_pattern(), "string").await?;
+        let mut found: Vec<PromptKey> = found
+            .iter()
+            .filter_map(|name| PromptKey::parse(name.strip_prefix(keys.prefix()).unwrap_or(name)))
+            .collect();
         found.sort_by_key(ToString::to_string);
         found.dedup();
         Ok(found)

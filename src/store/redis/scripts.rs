@@ -123,9 +123,8 @@ return added
 });
 
 /// Deploys a prompt version by compare-and-set on its version counter.
-/// KEYS: live key, version counter, history, trace. ARGV: expected
-/// version, history entry JSON, prompt, trace JSON (or ""), now RFC 3339,
-/// now ms. Returns the new version, or `-(current + 1)` when the counter
+/// KEYS: live key, version counter, history (one slot). ARGV: expected
+/// version, history entry JSON, prompt, now RFC 3339, now ms. Returns the new version, or `-(current + 1)` when the counter
 /// is not at the expected version (nothing written). The first deployment
 /// records what the live key held as version 0.
 pub(super) static DEPLOY_PROMPT: LazyLock<Script> = LazyLock::new(|| {
@@ -136,13 +135,12 @@ if current ~= tonumber(ARGV[1]) then return -current - 1 end
 if current == 0 and redis.call('LLEN', KEYS[3]) == 0 then
   local before = redis.call('GET', KEYS[1]) or ''
   redis.call('RPUSH', KEYS[3], cjson.encode({version = 0, prompt = before,
-    deployed_at = ARGV[5], deployed_at_ms = tonumber(ARGV[6]),
+    deployed_at = ARGV[4], deployed_at_ms = tonumber(ARGV[5]),
     reason = 'the text before the first versioned deployment'}))
 end
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], current + 1)
 redis.call('RPUSH', KEYS[3], ARGV[2])
-if ARGV[4] ~= '' then redis.call('SET', KEYS[4], ARGV[4]) end
 return current + 1
 ",
     )

@@ -6,7 +6,7 @@ use super::store::RedisStore;
 use crate::store::{Skill, pack_vector};
 use crate::store::{SkillStore, StoreError};
 
-/// Keys asked per SCAN step and skills per pipelined batch.
+/// Skills read per batch.
 const BATCH: usize = 512;
 
 type SkillFields = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
@@ -31,51 +31,30 @@ impl SkillStore for RedisStore {
 
     async fn skill_hashes(&self) -> Result<Vec<String>, StoreError> {
         let keys = &self.settings.keys;
-        let pattern = keys.skill_pattern();
-        let mut hashes = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(BATCH)
-                        .arg("TYPE")
-                        .arg("hash"),
-                )
-                .await?;
-            hashes.extend(
-                batch
-                    .iter()
-                    .filter_map(|key| keys.skill_hash(key))
-                    .map(str::to_owned),
-            );
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        // SCAN may return a key more than once.
-        hashes.sort_unstable();
-        hashes.dedup();
-        Ok(hashes)
+        let found = self.scan_keys(&keys.skill_pattern(), "hash").await?;
+        Ok(found
+            .iter()
+            .filter_map(|key| keys.skill_hash(key))
+            .map(str::to_owned)
+            .collect())
     }
 
     async fn skills(&self, hashes: &[String]) -> Result<Vec<Option<Skill>>, StoreError> {
         let mut skills = Vec::with_capacity(hashes.len());
         for chunk in hashes.chunks(BATCH) {
-            let mut pipe = redis::pipe();
-            for hash in chunk {
-                pipe.cmd("HMGET")
-                    .arg(self.settings.keys.skill(hash))
+            // One HMGET each, all in flight at once: the multiplexed
+            // connection sends them together, as a pipeline would, and a
+            // cluster sends each to its key's master (a pipeline must keep
+            // to one slot).
+            let reads = chunk.iter().map(|hash| async move {
+                let mut read = redis::cmd("HMGET");
+                read.arg(self.settings.keys.skill(hash))
                     .arg("trigger")
                     .arg("rebuttal")
                     .arg("vector");
-            }
-            let rows: Vec<SkillFields> = self.query_pipe(&pipe).await?;
+                self.query::<SkillFields>(&read).await
+            });
+            let rows = futures_util::future::try_join_all(reads).await?;
             for (hash, row) in chunk.iter().zip(rows) {
                 skills.push(decode_skill(hash, row));
             }
