@@ -424,3 +424,55 @@ fn metrics_of(
     }
     metrics
 }
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::pipeline::ProcessorError;
+    use crate::processors::Passthrough;
+    use crate::testing::run_test;
+
+    /// Panics on the first text frame it is given.
+    struct Panicker;
+
+    #[async_trait]
+    impl Processor for Panicker {
+        async fn process(
+            &mut self,
+            frame: Frame,
+            direction: Direction,
+            ctx: &ProcessorContext,
+        ) -> Result<(), ProcessorError> {
+            if let FrameBody::Text(text) = &frame.body {
+                panic!("a processor that panics on {text}");
+            }
+            ctx.push(frame, direction).await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_processor_cancels_its_session_and_nothing_else() {
+        let out = run_test(
+            vec![
+                NamedProcessor::new("before", Passthrough),
+                NamedProcessor::new("panicker", Panicker),
+                NamedProcessor::new("after", Passthrough),
+            ],
+            vec![FrameBody::Text("this".into())],
+        )
+        .await;
+        assert!(out.outcome.cancelled);
+        let error = out.outcome.fatal_error.expect("a fatal error");
+        assert_eq!(&*error.processor, "pipeline");
+        assert!(
+            error.message.contains("a processor that panics on this"),
+            "{}",
+            error.message
+        );
+        // The processors after it were cancelled, not left waiting.
+        assert_eq!(out.downstream.last().map(Frame::name), Some("Cancel"));
+    }
+}
