@@ -81,7 +81,10 @@ async fn one_call(server: std::net::SocketAddr, n: u32, words: Vec<u8>) -> Durat
     call.stop();
     let record = call.closed(WAIT).await;
     let replied = record.heard.len() + record.unplayed_at_close.len();
-    assert!(replied >= 8_000, "call {n} heard its words back: {replied} bytes");
+    assert!(
+        replied >= 8_000,
+        "call {n} heard its words back: {replied} bytes"
+    );
     record.media_late_max
 }
 
@@ -94,11 +97,7 @@ async fn calls_come_and_go_for_minutes_and_leave_nothing_behind() {
     // share the cores; the bench measures the 20 ms goal.
     let slack = Duration::from_millis(env_or("VOXPIPE_SOAK_MAX_LATE_MS", 500));
 
-    let server = TestServer::parrot(&[&format!(
-        "server.max_sessions={}",
-        concurrency + 4
-    )])
-    .await;
+    let server = TestServer::parrot(&[&format!("server.max_sessions={}", concurrency + 4)]).await;
     let (fds_before, tasks_before) = (open_fds(), alive_tasks());
     let words = speech(1_400, 3_400);
     let started = Instant::now();
@@ -143,8 +142,14 @@ async fn calls_come_and_go_for_minutes_and_leave_nothing_behind() {
         "soak: {calls} calls in {secs} s at {concurrency} at a time; worst frame {worst:?} late (call {worst_call})"
     );
     let late: Vec<_> = lateness.iter().filter(|(_, l)| *l > slack).collect();
-    assert!(late.is_empty(), "calls with a frame over {slack:?} late: {late:?}");
-    assert!(calls >= concurrency as usize, "every caller finished a call");
+    assert!(
+        late.is_empty(),
+        "calls with a frame over {slack:?} late: {late:?}"
+    );
+    assert!(
+        calls >= concurrency as usize,
+        "every caller finished a call"
+    );
 
     // RSS flat after the warm-up (the first quarter): the last quarter's
     // median within 10% (at least 8 MiB) of the second quarter's.
@@ -168,7 +173,9 @@ async fn calls_come_and_go_for_minutes_and_leave_nothing_behind() {
     // Every session ended; nothing is left running or open.
     let ended = server.sessions.ended(calls, WAIT).await;
     assert!(
-        ended.iter().all(|s| s.end_reason.as_deref() == Some("hangup")),
+        ended
+            .iter()
+            .all(|s| s.end_reason.as_deref() == Some("hangup")),
         "every call ended by its hang-up"
     );
     assert!(

@@ -384,14 +384,17 @@ impl std::fmt::Display for Panicked {
 /// Runs `run` to its end, turning a panic into an error so that it stops
 /// this processor and not the session's task.
 async fn contained(run: impl Future<Output = ()>) -> Result<(), Panicked> {
-    AssertUnwindSafe(run).catch_unwind().await.map_err(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_owned());
-        Panicked(message)
-    })
+    AssertUnwindSafe(run)
+        .catch_unwind()
+        .await
+        .map_err(|payload| {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            Panicked(message)
+        })
 }
 
 fn metrics_of(
