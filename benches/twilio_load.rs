@@ -2,6 +2,9 @@
 //! (this crate's binary, built with the bench profile), over loopback.
 //!
 //! Run with: `cargo bench --bench twilio_load -- --calls 100,250,500 --secs 6`
+//! (`--runs 3` repeats each step; `--busy 1` keeps one core busy with
+//! another process throughout, a spinning `sh`; `--server PATH` measures
+//! another build of `voxpipe`, for a before and after).
 //!
 //! Each call connects, sends `connected` and `start`, then 160-byte mu-law
 //! `media` every 20 ms (speech from `assets/samples/hello.wav`, looped) for
@@ -23,8 +26,10 @@
 //! - the server's RSS (idle, peak) and CPU, from `/proc`: the share of a
 //!   core it used while every call was connected, and its CPU time per
 //!   call-second over the whole step (work done, whatever the machine's
-//!   other load); the client's CPU time per call-second too, since on one
-//!   machine the two share the cores.
+//!   other load); the client's CPU the same two ways, since on one
+//!   machine the two share the cores;
+//! - the machine's load average (1 min) when the step starts and ends,
+//!   and the share of calls that had any frame over 20 ms late.
 
 #![allow(
     clippy::expect_used,
@@ -70,6 +75,15 @@ struct Args {
     /// Worker threads of the client's runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
+    /// Runs of each step.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Processes kept spinning (a busy core each) while the steps run.
+    #[arg(long, default_value_t = 0)]
+    busy: usize,
+    /// The `voxpipe` binary to serve with (default: this crate's).
+    #[arg(long)]
+    server: Option<String>,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -78,13 +92,15 @@ struct Args {
 fn main() {
     let args = Args::parse();
     let payloads = Arc::new(speech_payloads());
+    let busy: Vec<Busy> = (0..args.busy).map(|_| Busy::start()).collect();
     println!(
-        "{:>6} {:>9} {:>8} {:>9} {:>10} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>10} {:>10} {:>6}",
+        "{:>6} {:>9} {:>8} {:>9} {:>10} {:>6} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>10} {:>10} {:>11}",
         "calls",
         "complete",
         "frames",
         "late>20ms",
         "late_calls",
+        "late%",
         "p50_ms",
         "p99_ms",
         "max_ms",
@@ -92,14 +108,38 @@ fn main() {
         "rss_idle",
         "rss_peak",
         "kb/call",
-        "cpu_core%",
+        "srv_core%",
+        "cli_core%",
         "srv_ms/cs",
         "cli_ms/cs",
-        "load"
+        "load1"
     );
     for &calls in &args.calls {
-        let step = run_step(&args, calls, Arc::clone(&payloads));
-        println!("{step}");
+        for _ in 0..args.runs {
+            let step = run_step(&args, calls, Arc::clone(&payloads));
+            println!("{step}");
+        }
+    }
+    drop(busy);
+}
+
+/// Another process spinning on one core while it lives.
+struct Busy(Child);
+
+impl Busy {
+    fn start() -> Self {
+        let child = Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("sh starts");
+        Busy(child)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -126,8 +166,8 @@ struct Server {
 }
 
 impl Server {
-    fn start(pipeline: &str, overrides: &[String], calls: usize) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_voxpipe"))
+    fn start(binary: &str, pipeline: &str, overrides: &[String], calls: usize) -> Self {
+        let mut child = Command::new(binary)
             .args(["--log-level", "warn,voxpipe::server::serve=info"])
             .args(["serve", pipeline, "--bind", "127.0.0.1:0"])
             .args(["--set", &format!("server.max_sessions={}", calls + 16)])
@@ -204,9 +244,11 @@ struct Step {
     rss_idle: u64,
     rss_peak: u64,
     cpu_core_pct: f64,
+    client_core_pct: f64,
     /// Server and client CPU milliseconds per call-second.
     server_ms_per_call_sec: f64,
     client_ms_per_call_sec: f64,
+    load_before: String,
     load: String,
 }
 
@@ -215,12 +257,13 @@ impl std::fmt::Display for Step {
         let per_call_kib = self.rss_peak.saturating_sub(self.rss_idle) as f64 / self.calls as f64;
         write!(
             f,
-            "{:>6} {:>9} {:>8} {:>9} {:>10} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>9} {:>9} {:>8.0} {:>9.1} {:>10.3} {:>10.3} {:>6}",
+            "{:>6} {:>9} {:>8} {:>9} {:>10} {:>6.1} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>9} {:>9} {:>8.0} {:>9.1} {:>9.1} {:>10.3} {:>10.3} {:>11}",
             self.calls,
             self.complete,
             self.frames,
             self.late_over_20,
             self.late_calls,
+            100.0 * self.late_calls as f64 / self.calls as f64,
             self.p50,
             self.p99,
             self.max,
@@ -229,15 +272,21 @@ impl std::fmt::Display for Step {
             self.rss_peak,
             per_call_kib,
             self.cpu_core_pct,
+            self.client_core_pct,
             self.server_ms_per_call_sec,
             self.client_ms_per_call_sec,
-            self.load
+            format!("{}→{}", self.load_before, self.load)
         )
     }
 }
 
 fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
-    let server = Server::start(&args.pipeline, &args.overrides, calls);
+    let load_before = load_average();
+    let binary = args
+        .server
+        .as_deref()
+        .unwrap_or(env!("CARGO_BIN_EXE_voxpipe"));
+    let server = Server::start(binary, &args.pipeline, &args.overrides, calls);
     let pid = server.pid();
     let addr = server.addr;
     std::thread::sleep(Duration::from_millis(300));
@@ -250,7 +299,7 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
     let secs = args.secs;
     let ticks_per_sec = clock_ticks_per_sec();
     let (server_cpu_before, client_cpu_before) = (cpu_ticks(pid), cpu_ticks(std::process::id()));
-    let (results, rss_peak, cpu_core_pct) = runtime.block_on(async move {
+    let (results, rss_peak, (cpu_core_pct, client_core_pct)) = runtime.block_on(async move {
         let peak = Arc::new(AtomicU64::new(0));
         let sampling = {
             let peak = Arc::clone(&peak);
@@ -265,10 +314,12 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         // While every call is connected: from secs to 2 x secs.
         let window = tokio::spawn(async move {
             tokio::time::sleep_until(started + Duration::from_secs_f64(secs * 1.1)).await;
-            let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+            let me = std::process::id();
+            let (t0, c0, m0) = (Instant::now(), cpu_ticks(pid), cpu_ticks(me));
             tokio::time::sleep(Duration::from_secs_f64(secs * 0.8)).await;
-            let (t1, c1) = (Instant::now(), cpu_ticks(pid));
-            100.0 * (c1 - c0) as f64 / ticks_per_sec / (t1 - t0).as_secs_f64()
+            let (t1, c1, m1) = (Instant::now(), cpu_ticks(pid), cpu_ticks(me));
+            let pct = |ticks: u64| 100.0 * ticks as f64 / ticks_per_sec / (t1 - t0).as_secs_f64();
+            (pct(c1 - c0), pct(m1 - m0))
         });
         let tasks: Vec<_> = (0..calls)
             .map(|n| {
@@ -280,7 +331,7 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         for task in tasks {
             results.push(task.await.unwrap_or_default());
         }
-        let cpu_core_pct = window.await.unwrap_or(0.0);
+        let cpu_core_pct = window.await.unwrap_or((0.0, 0.0));
         sampling.abort();
         (results, peak.load(Ordering::Relaxed), cpu_core_pct)
     });
@@ -322,8 +373,10 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         rss_idle,
         rss_peak,
         cpu_core_pct,
+        client_core_pct,
         server_ms_per_call_sec: server_cpu_ms / call_secs,
         client_ms_per_call_sec: client_cpu_ms / call_secs,
+        load_before,
         load,
     }
 }

@@ -1,10 +1,15 @@
-//! [`PipelineTask`]: builds the chain, runs a task per processor, and reports
-//! how the session ended.
+//! [`PipelineTask`]: builds the chain, runs its processors (all in the one
+//! task that runs the pipeline), and reports how the session ended.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt as _;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 
 use super::processor::Processor;
 use crate::frame::{Direction, ErrorFrame, Frame, FrameBody, MetricsData, StartFrame};
@@ -247,8 +252,8 @@ impl PipelineTask {
         self.run_processors().await;
     }
 
-    /// Spawns a task per processor and waits for all of them; gives back the
-    /// processors' names in chain order.
+    /// Runs every processor, all in the calling task, and waits for all of
+    /// them; gives back the processors' names in chain order.
     async fn run_processors(self) -> Vec<Arc<str>> {
         let PipelineTask {
             processors,
@@ -291,8 +296,8 @@ impl PipelineTask {
         // has stopped, then drains what is queued and stops.
         let (retire_source, source_retired) = oneshot::channel();
         let mut source_retired = Some(source_retired);
-        let mut source_task = None;
-        let mut tasks = JoinSet::new();
+        let mut source = None;
+        let mut chain_rest = FuturesUnordered::new();
         let mut names = Vec::with_capacity(chain.len());
         for (index, ((name, processor, options), mut inbox)) in
             chain.into_iter().zip(inboxes).enumerate()
@@ -309,54 +314,87 @@ impl PipelineTask {
             names.push(name);
             if let Some(retired) = source_retired.take() {
                 inbox.retire_on(retired);
-                source_task = Some(tokio::spawn(tracing::Instrument::instrument(
-                    run_processor(processor, inbox, ctx, options),
-                    span,
-                )));
-                continue;
             }
-            tasks.spawn(tracing::Instrument::instrument(
+            let running = contained(tracing::Instrument::instrument(
                 run_processor(processor, inbox, ctx, options),
                 span,
             ));
+            match source {
+                None => source = Some(running),
+                Some(_) => chain_rest.push(running),
+            }
         }
         drop(mailboxes);
 
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(err) = joined {
-                // A panicking processor must not leave the others running.
-                tracing::error!(error = %err, "a processor task failed");
-                let frame = ErrorFrame {
-                    processor: "pipeline".into(),
-                    message: format!("a processor task failed: {err}"),
-                    fatal: true,
-                    provider: None,
-                    status: None,
-                };
-                shared.outcome().fatal_error.get_or_insert(frame.clone());
-                shared.cancel_all("processor task failed");
-                if let Some(parent) = &failure_outlet {
-                    // The parent session must end too.
-                    let error = Outlet {
-                        frame: Frame::new(FrameBody::Error(frame)),
-                        _token: None,
+        // Every processor runs in this one task (see the module docs): a
+        // frame crosses the chain in one wake-up of the session's task
+        // instead of one per processor.
+        let rest = async {
+            while let Some(finished) = chain_rest.next().await {
+                if let Err(panicked) = finished {
+                    // A panicking processor must not leave the others running.
+                    tracing::error!(error = %panicked, "a processor task failed");
+                    let frame = ErrorFrame {
+                        processor: "pipeline".into(),
+                        message: format!("a processor task failed: {panicked}"),
+                        fatal: true,
+                        provider: None,
+                        status: None,
                     };
-                    if parent.send(error).is_err() {
-                        tracing::debug!("parent of a failed branch has stopped");
+                    shared.outcome().fatal_error.get_or_insert(frame.clone());
+                    shared.cancel_all("processor task failed");
+                    if let Some(parent) = &failure_outlet {
+                        // The parent session must end too.
+                        let error = Outlet {
+                            frame: Frame::new(FrameBody::Error(frame)),
+                            _token: None,
+                        };
+                        if parent.send(error).is_err() {
+                            tracing::debug!("parent of a failed branch has stopped");
+                        }
                     }
                 }
             }
-        }
-        // The rest has stopped: nothing more can reach the source but what
-        // is already queued.
-        let _source_gone = retire_source.send(());
-        if let Some(source) = source_task
-            && let Err(err) = source.await
-        {
-            tracing::error!(error = %err, "the pipeline source failed");
-        }
+            // The rest has stopped: nothing more can reach the source but
+            // what is already queued.
+            let _source_gone = retire_source.send(());
+        };
+        let source = async {
+            if let Some(source) = source
+                && let Err(panicked) = source.await
+            {
+                tracing::error!(error = %panicked, "the pipeline source failed");
+            }
+        };
+        tokio::join!(rest, source);
         names
     }
+}
+
+/// A processor's run that panicked, with the panic's message.
+#[derive(Debug)]
+struct Panicked(String);
+
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "panicked: {}", self.0)
+    }
+}
+
+/// Runs `run` to its end, turning a panic into an error so that it stops
+/// this processor and not the session's task.
+async fn contained(run: impl Future<Output = ()>) -> Result<(), Panicked> {
+    AssertUnwindSafe(run)
+        .catch_unwind()
+        .await
+        .map_err(|payload| {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            Panicked(message)
+        })
 }
 
 fn metrics_of(
@@ -388,4 +426,56 @@ fn metrics_of(
         });
     }
     metrics
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::pipeline::ProcessorError;
+    use crate::processors::Passthrough;
+    use crate::testing::run_test;
+
+    /// Panics on the first text frame it is given.
+    struct Panicker;
+
+    #[async_trait]
+    impl Processor for Panicker {
+        async fn process(
+            &mut self,
+            frame: Frame,
+            direction: Direction,
+            ctx: &ProcessorContext,
+        ) -> Result<(), ProcessorError> {
+            if let FrameBody::Text(text) = &frame.body {
+                panic!("a processor that panics on {text}");
+            }
+            ctx.push(frame, direction).await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_processor_cancels_its_session_and_nothing_else() {
+        let out = run_test(
+            vec![
+                NamedProcessor::new("before", Passthrough),
+                NamedProcessor::new("panicker", Panicker),
+                NamedProcessor::new("after", Passthrough),
+            ],
+            vec![FrameBody::Text("this".into())],
+        )
+        .await;
+        assert!(out.outcome.cancelled);
+        let error = out.outcome.fatal_error.expect("a fatal error");
+        assert_eq!(&*error.processor, "pipeline");
+        assert!(
+            error.message.contains("a processor that panics on this"),
+            "{}",
+            error.message
+        );
+        // The processors after it were cancelled, not left waiting.
+        assert_eq!(out.downstream.last().map(Frame::name), Some("Cancel"));
+    }
 }

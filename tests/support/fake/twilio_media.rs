@@ -127,6 +127,10 @@ pub struct Record {
     pub ended_at: Option<std::time::Instant>,
     /// Caller audio sent, in 20 ms frames.
     pub caller_sent: usize,
+    /// The worst lateness of a `media` message from the server: within one
+    /// utterance (up to a `mark` or `clear`), frame k is due 20 ms x k
+    /// after the first arrived.
+    pub media_late_max: Duration,
 }
 
 enum Command {
@@ -377,6 +381,8 @@ async fn drive(
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut outgoing: Vec<Message> = Vec::new();
+    // The reply being received: when its first frame arrived, frames since.
+    let mut utterance: Option<(tokio::time::Instant, u32)> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -461,15 +467,22 @@ async fn drive(
                                 let payload = value["media"]["payload"].as_str().unwrap_or_default();
                                 let audio = BASE64.decode(payload).expect("the server sends base64");
                                 record.media_received += 1;
+                                let arrived = tokio::time::Instant::now();
+                                let (first, count) = utterance.get_or_insert((arrived, 0));
+                                let late = arrived.saturating_duration_since(*first + Duration::from_millis(20) * *count);
+                                record.media_late_max = record.media_late_max.max(late);
+                                *count += 1;
                                 playback.push_back(Playback::Frame(audio));
                             }
                             Some("mark") => {
                                 let name = value["mark"]["name"].as_str().unwrap_or_default().to_owned();
                                 record.marks_received.push(name.clone());
+                                utterance = None;
                                 playback.push_back(Playback::Mark(name));
                             }
                             Some("clear") => {
                                 record.clears += 1;
+                                utterance = None;
                                 for item in playback.drain(..) {
                                     match item {
                                         Playback::Frame(_) => record.frames_cleared += 1,
