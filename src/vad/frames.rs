@@ -48,7 +48,7 @@ impl FrameVad {
         FrameVad {
             analyzer: VadAnalyzer::new(model, params),
             input: ModelInput::new(rate),
-            narrowband: (rate > NARROWBAND_RATE).then(|| NarrowbandDetector::new(rate)),
+            narrowband: None,
             samples: Vec::new(),
             first_frame: true,
         }
@@ -61,8 +61,13 @@ impl FrameVad {
 
     /// Analyses the next inbound frame.
     pub fn push(&mut self, audio: &AudioFrame) -> Result<(), AudioError> {
-        if std::mem::take(&mut self.first_frame) && audio.sample_rate != self.input_rate() {
-            self.switch_to(audio.sample_rate);
+        if std::mem::take(&mut self.first_frame) {
+            if audio.sample_rate != self.analyzer.sample_rate() {
+                self.switch_to(audio.sample_rate);
+            }
+            if audio.sample_rate > NARROWBAND_RATE && self.analyzer.sample_rate() > NARROWBAND_RATE {
+                self.narrowband = Some(NarrowbandDetector::new(audio.sample_rate));
+            }
         }
         if let Some(detector) = &mut self.narrowband {
             self.samples.clear();
@@ -71,6 +76,7 @@ impl FrameVad {
                 Some(Band::Wide) => self.narrowband = None,
                 Some(Band::Narrow) if self.analyzer.state() == VadState::Quiet => {
                     self.switch_to(NARROWBAND_RATE);
+                    self.narrowband = None;
                 }
                 _ => {}
             }
@@ -90,17 +96,11 @@ impl FrameVad {
         self.input.time_of(position)
     }
 
-    fn input_rate(&self) -> u32 {
-        self.analyzer.sample_rate()
-    }
-
-    /// Moves the analysis to `rate` if the model runs at it; stops looking
-    /// for a narrowband source either way.
+    /// Moves the analysis to `rate` if the model runs at it.
     fn switch_to(&mut self, rate: u32) {
         if self.analyzer.set_sample_rate(rate) {
             self.input = ModelInput::new(rate);
             tracing::debug!(rate, "the VAD analyses at the audio's own rate");
         }
-        self.narrowband = None;
     }
 }
