@@ -31,9 +31,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use voxpipe::audio::StreamResampler;
 use voxpipe::audio::wav::read_wav;
 use voxpipe::frame::AudioFrame;
-use voxpipe::audio::StreamResampler;
 use voxpipe::vad::{EarshotVad, FrameVad, SileroVad, VadParams, VoiceModel};
 
 fn speech(file: &str) -> Vec<i16> {

@@ -30,7 +30,10 @@ fn utterance(dir: &Path, text: &str, rate: u32) -> Vec<i16> {
     let raw = dir.join("raw.wav");
     let trimmed = dir.join("trimmed.wav");
     let (raw_s, trimmed_s) = (raw.to_str().unwrap(), trimmed.to_str().unwrap());
-    run_tool("espeak-ng", &["-v", "en-us", "-s", "160", "-w", raw_s, text]);
+    run_tool(
+        "espeak-ng",
+        &["-v", "en-us", "-s", "160", "-w", raw_s, text],
+    );
     let rate = rate.to_string();
     run_tool(
         "sox",
@@ -100,7 +103,8 @@ fn first_start(
     mut push: impl FnMut(&AudioFrame) -> Option<VadEvent>,
 ) -> Option<Duration> {
     frames.iter().find_map(|frame| {
-        matches!(push(frame), Some(VadEvent::Started { .. })).then(|| frame.pts + Duration::from_millis(20))
+        matches!(push(frame), Some(VadEvent::Started { .. }))
+            .then(|| frame.pts + Duration::from_millis(20))
     })
 }
 
@@ -146,9 +150,17 @@ fn the_rolling_window_carries_the_volume_across_stop_consonants() {
 
 #[test]
 fn frames_at_8k_are_analysed_at_8k_in_a_16k_vad() {
-    let mut vad = FrameVad::new(Box::new(SileroVad::new(16_000).unwrap()), VadParams::default());
-    vad.push(&AudioFrame::from_samples(&[0; 160], 8_000, 1, Duration::ZERO))
-        .unwrap();
+    let mut vad = FrameVad::new(
+        Box::new(SileroVad::new(16_000).unwrap()),
+        VadParams::default(),
+    );
+    vad.push(&AudioFrame::from_samples(
+        &[0; 160],
+        8_000,
+        1,
+        Duration::ZERO,
+    ))
+    .unwrap();
     assert_eq!(vad.analyzer().sample_rate(), 8_000);
 }
 
@@ -173,7 +185,10 @@ fn upsampled_8k_speech_in_pink_noise_is_analysed_at_8k_and_starts_sooner() {
     let frames = frames(&upsampled, 16_000);
 
     // Scored at 16 kHz, as before.
-    let mut analyzer = VadAnalyzer::new(Box::new(SileroVad::new(16_000).unwrap()), VadParams::default());
+    let mut analyzer = VadAnalyzer::new(
+        Box::new(SileroVad::new(16_000).unwrap()),
+        VadParams::default(),
+    );
     let mut input = ModelInput::new(16_000);
     let at_16k = first_start(&frames, |frame| {
         analyzer.push_audio(input.convert(frame).unwrap());
@@ -181,20 +196,29 @@ fn upsampled_8k_speech_in_pink_noise_is_analysed_at_8k_and_starts_sooner() {
     });
 
     // Recognised as narrowband and scored at 8 kHz.
-    let mut vad = FrameVad::new(Box::new(SileroVad::new(16_000).unwrap()), VadParams::default());
+    let mut vad = FrameVad::new(
+        Box::new(SileroVad::new(16_000).unwrap()),
+        VadParams::default(),
+    );
     let at_8k = first_start(&frames, |frame| {
         vad.push(frame).unwrap();
         std::iter::from_fn(|| vad.poll_event()).find(|e| matches!(e, VadEvent::Started { .. }))
     });
     assert_eq!(vad.analyzer().sample_rate(), 8_000);
 
-    let delay = |t: Option<Duration>| t.map(|t| t.as_millis() as i64 - true_start.as_millis() as i64);
+    let delay =
+        |t: Option<Duration>| t.map(|t| t.as_millis() as i64 - true_start.as_millis() as i64);
     let (delay_16k, delay_8k) = (delay(at_16k), delay(at_8k));
-    eprintln!("start reported after the true start: at 16 kHz {delay_16k:?} ms, at 8 kHz {delay_8k:?} ms");
+    eprintln!(
+        "start reported after the true start: at 16 kHz {delay_16k:?} ms, at 8 kHz {delay_8k:?} ms"
+    );
     let delay_8k = delay_8k.expect("the 8 kHz analysis starts");
     // Never before the speech; within start_secs and the volume's climb.
     assert!((0..=800).contains(&delay_8k), "{delay_8k}");
     if let Some(delay_16k) = delay_16k {
-        assert!(delay_8k <= delay_16k, "8 kHz {delay_8k} ms, 16 kHz {delay_16k} ms");
+        assert!(
+            delay_8k <= delay_16k,
+            "8 kHz {delay_8k} ms, 16 kHz {delay_16k} ms"
+        );
     }
 }

@@ -180,12 +180,11 @@ impl Vad {
             };
             ctx.push_downstream(body).await;
         }
-        let speech = self.vad.analyzer().speech().map(|s| {
-            (
-                self.vad.time_of(s.start),
-                self.vad.time_of(s.voiced_until),
-            )
-        });
+        let speech = self
+            .vad
+            .analyzer()
+            .speech()
+            .map(|s| (self.vad.time_of(s.start), self.vad.time_of(s.voiced_until)));
         if self.barge_in.should_interrupt(speech) {
             tracing::debug!("user barged in");
             ctx.request_interruption().await;

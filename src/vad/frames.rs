@@ -65,7 +65,8 @@ impl FrameVad {
             if audio.sample_rate != self.analyzer.sample_rate() {
                 self.switch_to(audio.sample_rate);
             }
-            if audio.sample_rate > NARROWBAND_RATE && self.analyzer.sample_rate() > NARROWBAND_RATE {
+            if audio.sample_rate > NARROWBAND_RATE && self.analyzer.sample_rate() > NARROWBAND_RATE
+            {
                 self.narrowband = Some(NarrowbandDetector::new(audio.sample_rate));
             }
         }

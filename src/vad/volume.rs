@@ -105,13 +105,21 @@ impl KWeighting {
                 2.0 * (k * k - vh) / a0,
                 (vh - vb * k / SHELF_Q + k * k) / a0,
             ],
-            a: [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / SHELF_Q + k * k) / a0],
+            a: [
+                1.0,
+                2.0 * (k * k - 1.0) / a0,
+                (1.0 - k / SHELF_Q + k * k) / a0,
+            ],
         };
         let k = (PI * PASS_HZ / rate).tan();
         let a0 = 1.0 + k / PASS_Q + k * k;
         let high_pass = Biquad {
             b: [1.0, -2.0, 1.0],
-            a: [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / PASS_Q + k * k) / a0],
+            a: [
+                1.0,
+                2.0 * (k * k - 1.0) / a0,
+                (1.0 - k / PASS_Q + k * k) / a0,
+            ],
         };
         KWeighting {
             high_shelf,
@@ -141,7 +149,9 @@ fn block_volume(mean_square: f64) -> f64 {
     if loudness.is_nan() || loudness < ABSOLUTE_GATE_LUFS {
         return 0.0;
     }
-    let bin = ((loudness - ABSOLUTE_GATE_LUFS) / BIN_LU).floor().min(BINS - 1.0);
+    let bin = ((loudness - ABSOLUTE_GATE_LUFS) / BIN_LU)
+        .floor()
+        .min(BINS - 1.0);
     let centre = ABSOLUTE_GATE_LUFS + bin * BIN_LU + BIN_LU / 2.0;
     volume_of(centre)
 }
@@ -199,9 +209,7 @@ impl RollingVolume {
     /// chunk alone (unquantised; for placing onsets) and Pipecat's volume of
     /// the window (0 until it is full).
     pub fn next(&mut self, chunk: &[i16]) -> (f64, f64) {
-        let energy = self
-            .filter
-            .energy(&mut self.stream, chunk.iter().copied());
+        let energy = self.filter.energy(&mut self.stream, chunk.iter().copied());
         let chunk_volume = if chunk.is_empty() {
             0.0
         } else {
@@ -299,7 +307,10 @@ mod tests {
     fn loudness_comes_in_tenth_lu_steps_on_pipecats_scale() {
         // A full-scale 1 kHz sine: about -3 LUFS (+0.7 dB of K-weighting
         // at 1 kHz on -3.7), past the top of the range.
-        assert_eq!(volume_from_rest(&sine(1000.0, 32_767.0, 6400, 16_000), 16_000), 1.0);
+        assert_eq!(
+            volume_from_rest(&sine(1000.0, 32_767.0, 6400, 16_000), 16_000),
+            1.0
+        );
         // 1% of full scale: the `loudness` package says -42.95 LUFS.
         let soft = volume_from_rest(&sine(1000.0, 327.68, 6400, 16_000), 16_000);
         assert!((soft - 0.6705).abs() < 1e-9, "{soft}");

@@ -93,7 +93,11 @@ fn dots_lanes<const C: usize, const V: usize, const W: usize, const FUSED: bool>
     let done = row_groups.len() * V * W;
     for (sum, column) in out.iter_mut().zip(&columns) {
         for (w, x) in row[done..n].iter().zip(&column[done..n]) {
-            *sum = if FUSED { w.mul_add(*x, *sum) } else { *sum + w * x };
+            *sum = if FUSED {
+                w.mul_add(*x, *sum)
+            } else {
+                *sum + w * x
+            };
         }
     }
     out
@@ -281,13 +285,20 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2_fma() {
             for n in [0, 5, 8, 63, 256, 387] {
-                let a: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
-                let b: Vec<f32> = (0..n).map(|i| ((i * 53) % 89) as f32 / 40.0 - 1.1).collect();
+                let a: Vec<f32> = (0..n)
+                    .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+                    .collect();
+                let b: Vec<f32> = (0..n)
+                    .map(|i| ((i * 53) % 89) as f32 / 40.0 - 1.1)
+                    .collect();
                 let c: Vec<f32> = (0..n).map(|i| ((i * 11) % 7) as f32 - 3.0).collect();
                 let portable = dots_lanes::<2, 2, WIDTH, false>(&a, [&b, &c]);
                 let fused = x86::dots_avx2_fma::<2, 2>(&a, [&b, &c]);
                 for (p, f) in portable.iter().zip(fused) {
-                    assert!((p - f).abs() <= 1e-5 * p.abs().max(1.0), "n={n}: {p} vs {f}");
+                    assert!(
+                        (p - f).abs() <= 1e-5 * p.abs().max(1.0),
+                        "n={n}: {p} vs {f}"
+                    );
                 }
             }
         } else {
