@@ -165,7 +165,7 @@ fn frames_at_8k_are_analysed_at_8k_in_a_16k_vad() {
 }
 
 #[test]
-fn upsampled_8k_speech_in_pink_noise_is_analysed_at_8k_and_starts_sooner() {
+fn upsampled_8k_speech_in_pink_noise_is_analysed_at_8k_and_starts_no_later() {
     let dir = tempfile::tempdir().unwrap();
     let speech = utterance(
         dir.path(),
