@@ -69,6 +69,9 @@ fn model_benches(c: &mut Criterion) {
     });
 }
 
+/// A `vad_20ms` case: its name, the frames' rate, their audio, the model.
+type Case = (&'static str, u32, Vec<i16>, Box<dyn VoiceModel>);
+
 fn processor_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("vad_20ms");
     let upsampled = {
@@ -77,7 +80,7 @@ fn processor_benches(c: &mut Criterion) {
         resampler.process(&speech("hello_8k.wav"), &mut out);
         out
     };
-    let cases: [(&str, u32, Vec<i16>, Box<dyn VoiceModel>); 4] = [
+    let cases: [Case; 4] = [
         (
             "silero_16k",
             16_000,
