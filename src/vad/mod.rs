@@ -40,7 +40,9 @@ mod earshot;
 mod end_of_turn;
 mod error;
 mod model;
+mod onnx;
 mod silero;
+mod smart_turn;
 mod timeline;
 mod volume;
 
@@ -56,5 +58,6 @@ pub use end_of_turn::EndOfTurnModel;
 pub use error::VadError;
 pub use model::VoiceModel;
 pub use silero::{SileroModel, SileroVad};
+pub use smart_turn::SmartTurnModel;
 pub use timeline::ModelInput;
 pub use volume::{ChunkVolume, SmoothedVolume};

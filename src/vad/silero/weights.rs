@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use realfft::{RealFftPlanner, RealToComplex};
 
-use super::onnx::{Tensor, float_tensors};
+use crate::vad::onnx::{Tensor, float_tensors};
 use crate::vad::VadError;
 
 /// The Silero VAD v6 model shipped with voxpipe (`assets/silero/`, MIT).
