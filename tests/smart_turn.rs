@@ -55,7 +55,10 @@ fn decisions_agree_with_onnxruntime_on_every_reference_clip() {
     // The set exercises both decisions.
     assert!(both_sides[0] >= 15 && both_sides[1] >= 15, "{both_sides:?}");
     assert_eq!(disagreements, 0, "decisions differ:\n{report}");
-    assert_eq!(off_by_more_than_a_step, 0, "probabilities differ:\n{report}");
+    assert_eq!(
+        off_by_more_than_a_step, 0,
+        "probabilities differ:\n{report}"
+    );
 }
 
 #[test]
@@ -94,5 +97,8 @@ fn a_garbled_model_is_an_error_not_a_panic() {
     let err = SmartTurnModel::from_onnx(&std::fs::read("assets/silero/silero_vad.onnx").unwrap())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("Smart Turn") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("Smart Turn") && err.contains("missing"),
+        "{err}"
+    );
 }

@@ -131,7 +131,9 @@ impl QSoftmax {
         let total = lanes.iter().fold(0.0f32, |sum, lane| sum + lane);
         let scale = (1.0 / total) * self.inverse_output_scale;
         for (e, out) in exps.iter().zip(out.iter_mut()) {
-            *out = (e * scale + self.zero_point).round_ties_even().clamp(0.0, 255.0) as u8;
+            *out = (e * scale + self.zero_point)
+                .round_ties_even()
+                .clamp(0.0, 255.0) as u8;
         }
     }
 }
@@ -143,8 +145,12 @@ mod tests {
     #[test]
     fn the_fma_kernel_matches_the_plain_loop() {
         let (m, k, n) = (8, 64, 32);
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37) % 255) as f32 - 127.0).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i * 91) % 255) as f32 - 128.0).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37) % 255) as f32 - 127.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 91) % 255) as f32 - 128.0)
+            .collect();
         let mut fast = vec![0.0; m * n];
         let mut plain = vec![0.0; m * n];
         matmul(&a, &b, k, n, &mut fast);

@@ -76,7 +76,12 @@ impl Encoder {
             self.attention(layer);
             self.feed_forward(layer);
         }
-        layer_norm(&self.hidden, &w.final_norm, w.final_norm_out, &mut self.normed);
+        layer_norm(
+            &self.hidden,
+            &w.final_norm,
+            w.final_norm_out,
+            &mut self.normed,
+        );
         let pooled = self.pool(w);
         classify(w, &pooled)
     }
@@ -103,7 +108,12 @@ impl Encoder {
     }
 
     fn attention(&mut self, layer: &super::weights::Layer) {
-        layer_norm(&self.hidden, &layer.norm_1, layer.norm_1_out, &mut self.normed);
+        layer_norm(
+            &self.hidden,
+            &layer.norm_1,
+            layer.norm_1_out,
+            &mut self.normed,
+        );
         layer.key.run(&self.normed, &mut self.keys);
         layer.key_lut.apply(&mut self.keys);
         layer.query.run(&self.normed, &mut self.queries);
@@ -141,7 +151,13 @@ impl Encoder {
                     self.head_values[t * HEAD_WIDTH + d] = f32::from(*v) - v_zero;
                 }
             }
-            matmul(&self.head_queries, &self.head_keys, HEAD_WIDTH, STEPS, &mut self.sums);
+            matmul(
+                &self.head_queries,
+                &self.head_keys,
+                HEAD_WIDTH,
+                STEPS,
+                &mut self.sums,
+            );
             for (s, q) in self.sums.iter().zip(self.scores.iter_mut()) {
                 *q = super::qgemm::requantize(*s as i32, score_scale, layer.scores.zero_point);
             }
@@ -157,24 +173,49 @@ impl Encoder {
                 }
             }
             let sums = &mut self.sums[..STEPS * HEAD_WIDTH];
-            matmul(&self.probabilities, &self.head_values, STEPS, HEAD_WIDTH, sums);
+            matmul(
+                &self.probabilities,
+                &self.head_values,
+                STEPS,
+                HEAD_WIDTH,
+                sums,
+            );
             for (t, row) in sums.chunks_exact(HEAD_WIDTH).enumerate() {
                 let out = &mut self.context[t * WIDTH..][columns.clone()];
                 for (o, s) in out.iter_mut().zip(row) {
-                    *o = super::qgemm::requantize(*s as i32, context_scale, layer.context.zero_point);
+                    *o = super::qgemm::requantize(
+                        *s as i32,
+                        context_scale,
+                        layer.context.zero_point,
+                    );
                 }
             }
         }
         layer.out.run(&self.context, &mut self.projected);
-        residual(&mut self.hidden, &self.projected, layer.out_out, &layer.out_bias);
+        residual(
+            &mut self.hidden,
+            &self.projected,
+            layer.out_out,
+            &layer.out_bias,
+        );
     }
 
     fn feed_forward(&mut self, layer: &super::weights::Layer) {
-        layer_norm(&self.hidden, &layer.norm_2, layer.norm_2_out, &mut self.normed);
+        layer_norm(
+            &self.hidden,
+            &layer.norm_2,
+            layer.norm_2_out,
+            &mut self.normed,
+        );
         layer.fc1.run(&self.normed, &mut self.wide);
         layer.fc1_lut.apply(&mut self.wide);
         layer.fc2.run(&self.wide, &mut self.projected);
-        residual(&mut self.hidden, &self.projected, layer.fc2_out, &layer.fc2_bias);
+        residual(
+            &mut self.hidden,
+            &self.projected,
+            layer.fc2_out,
+            &layer.fc2_bias,
+        );
     }
 
     /// The attention pool: a score per time step (a two-layer network), a
@@ -205,16 +246,27 @@ impl Encoder {
 fn classify(w: &Weights, pooled: &[f32]) -> f32 {
     let input: Vec<u8> = pooled.iter().map(|x| w.pooled.quantize(*x)).collect();
     let hidden = dense(&w.classifier_1, &input);
-    let hidden: Vec<f32> = hidden.iter().map(|q| w.classifier_1_out.dequantize(*q)).collect();
+    let hidden: Vec<f32> = hidden
+        .iter()
+        .map(|q| w.classifier_1_out.dequantize(*q))
+        .collect();
     let mut normed = vec![0.0; hidden.len()];
     normalise(&hidden, &w.classifier_norm, &mut normed);
-    let input: Vec<u8> = normed.iter().map(|x| w.classifier_gelu_1.quantize(gelu(*x))).collect();
+    let input: Vec<u8> = normed
+        .iter()
+        .map(|x| w.classifier_gelu_1.quantize(gelu(*x)))
+        .collect();
     let hidden = dense(&w.classifier_2, &input);
     let input: Vec<u8> = hidden
         .iter()
-        .map(|q| w.classifier_gelu_2.quantize(gelu(w.classifier_2_out.dequantize(*q))))
+        .map(|q| {
+            w.classifier_gelu_2
+                .quantize(gelu(w.classifier_2_out.dequantize(*q)))
+        })
         .collect();
-    let logit = w.classifier_3_out.dequantize(dense(&w.classifier_3, &input)[0]);
+    let logit = w
+        .classifier_3_out
+        .dequantize(dense(&w.classifier_3, &input)[0]);
     1.0 / (1.0 + (-logit).exp())
 }
 
@@ -241,7 +293,10 @@ fn windows_of_three(input: &[u8], channels: usize, stride: usize, pad: u8, out: 
 
 /// `hidden += dequantize(delta) + bias`, as the graph adds them.
 fn residual(hidden: &mut [f32], delta: &[u8], quant: Quant, bias: &[f32]) {
-    for (hidden, delta) in hidden.chunks_exact_mut(WIDTH).zip(delta.chunks_exact(WIDTH)) {
+    for (hidden, delta) in hidden
+        .chunks_exact_mut(WIDTH)
+        .zip(delta.chunks_exact(WIDTH))
+    {
         for ((h, d), b) in hidden.iter_mut().zip(delta).zip(bias) {
             *h += quant.dequantize(*d) + b;
         }
@@ -263,7 +318,11 @@ fn layer_norm(input: &[f32], norm: &Norm, quant: Quant, out: &mut [u8]) {
 fn normalise(row: &[f32], norm: &Norm, out: &mut [f32]) {
     let n = row.len() as f64;
     let mean = row.iter().map(|x| f64::from(*x)).sum::<f64>() / n;
-    let var = row.iter().map(|x| (f64::from(*x) - mean).powi(2)).sum::<f64>() / n;
+    let var = row
+        .iter()
+        .map(|x| (f64::from(*x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let (mean, deviation) = (mean as f32, (var + 1e-5).sqrt() as f32);
     for (((o, x), g), b) in out.iter_mut().zip(row).zip(&norm.gain).zip(&norm.bias) {
         *o = (x - mean) / deviation * g + b;

@@ -218,6 +218,10 @@ mod tests {
         let mut out = vec![0.0; BANDS * FRAMES];
         mel.compute(&[], &mut out);
         // All-zero audio: every band at log10(1e-10) = -10, so (−10 + 4) / 4.
-        assert!(out.iter().all(|v| (*v - -1.5).abs() < 1e-6), "{:?}", &out[..4]);
+        assert!(
+            out.iter().all(|v| (*v - -1.5).abs() < 1e-6),
+            "{:?}",
+            &out[..4]
+        );
     }
 }

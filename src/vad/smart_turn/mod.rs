@@ -49,7 +49,9 @@ impl SmartTurnModel {
 
     /// Reads a Smart Turn v3.2 int8 ONNX model (`smart-turn-v3.2-cpu.onnx`).
     pub fn from_onnx(bytes: &[u8]) -> Result<SmartTurnModel, VadError> {
-        Ok(SmartTurnModel::with_weights(Arc::new(Weights::from_onnx(bytes)?)))
+        Ok(SmartTurnModel::with_weights(Arc::new(Weights::from_onnx(
+            bytes,
+        )?)))
     }
 
     fn with_weights(weights: Arc<Weights>) -> SmartTurnModel {

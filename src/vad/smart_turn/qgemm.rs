@@ -54,7 +54,10 @@ impl QLinear {
         debug_assert_eq!(weights.len(), k * n);
         let offset = (0..n)
             .map(|c| {
-                let sum: i32 = weights[c * k..(c + 1) * k].iter().map(|w| i32::from(*w)).sum();
+                let sum: i32 = weights[c * k..(c + 1) * k]
+                    .iter()
+                    .map(|w| i32::from(*w))
+                    .sum();
                 bias.map_or(0, |b| b[c]) - i32::from(input.1) * sum
             })
             .collect();
@@ -90,7 +93,11 @@ impl QLinear {
     pub(crate) fn run(&self, input: &[u8], out: &mut [u8]) {
         let m = input.len() / self.k;
         debug_assert_eq!(out.len(), m * self.n);
-        let whole = if self.panels.is_empty() { 0 } else { m / ROWS * ROWS };
+        let whole = if self.panels.is_empty() {
+            0
+        } else {
+            m / ROWS * ROWS
+        };
         #[cfg(target_arch = "x86_64")]
         if whole > 0 && avx2::available() {
             avx2::run(self, &input[..whole * self.k], &mut out[..whole * self.n]);
@@ -117,7 +124,11 @@ pub(crate) fn saturating_dot(a: &[u8], w: &[i8]) -> i32 {
     a.chunks(2)
         .zip(w.chunks(2))
         .map(|(a, w)| {
-            let pair: i32 = a.iter().zip(w).map(|(a, w)| i32::from(*a) * i32::from(*w)).sum();
+            let pair: i32 = a
+                .iter()
+                .zip(w)
+                .map(|(a, w)| i32::from(*a) * i32::from(*w))
+                .sum();
             pair.clamp(i32::from(i16::MIN), i32::from(i16::MAX))
         })
         .sum()
@@ -206,11 +217,10 @@ mod avx2 {
                         _mm256_min_epi32(_mm256_max_epi32(q, bottom), top)
                     });
                     // 16 int32 in [0, 255] to 16 bytes, in order.
-                    let words = _mm256_permute4x64_epi64(_mm256_packus_epi32(v0, v1), 0b11_01_10_00);
-                    let bytes = _mm256_permute4x64_epi64(
-                        _mm256_packus_epi16(words, words),
-                        0b11_01_10_00,
-                    );
+                    let words =
+                        _mm256_permute4x64_epi64(_mm256_packus_epi32(v0, v1), 0b11_01_10_00);
+                    let bytes =
+                        _mm256_permute4x64_epi64(_mm256_packus_epi16(words, words), 0b11_01_10_00);
                     let at = (row + r) * n + column;
                     // SAFETY: `out` holds `m` rows of `n` bytes.
                     unsafe {
@@ -246,7 +256,10 @@ mod tests {
     #[test]
     fn pairs_saturate_to_int16_as_vpmaddubsw_does() {
         // 255 * 127 * 2 = 64,770: clipped to 32,767 per pair.
-        assert_eq!(saturating_dot(&[255, 255, 255, 255], &[127, 127, 127, 127]), 65_534);
+        assert_eq!(
+            saturating_dot(&[255, 255, 255, 255], &[127, 127, 127, 127]),
+            65_534
+        );
         assert_eq!(saturating_dot(&[255, 255], &[-128, -128]), -32_768);
         // Pairs are (0, 1) and (2, 3): opposite signs within a pair cancel
         // before the clip.

@@ -295,7 +295,14 @@ impl Named {
 
     /// A `MatMul` weight `name` (`[k][n]`) from input `input` to output
     /// `output`.
-    fn matmul(&self, name: &str, k: usize, n: usize, input: Quant, output: Quant) -> Result<QLinear, VadError> {
+    fn matmul(
+        &self,
+        name: &str,
+        k: usize,
+        n: usize,
+        input: Quant,
+        output: Quant,
+    ) -> Result<QLinear, VadError> {
         let (weights, scale) = self.weight(name, &[k, n], true)?;
         Ok(QLinear::new(
             k,
@@ -317,7 +324,14 @@ impl Named {
     }
 
     /// A `Gemm` (`transB`) layer `inner.classifier.{index}`.
-    fn gemm(&self, index: usize, k: usize, n: usize, input: Quant, output: Quant) -> Result<QLinear, VadError> {
+    fn gemm(
+        &self,
+        index: usize,
+        k: usize,
+        n: usize,
+        input: Quant,
+        output: Quant,
+    ) -> Result<QLinear, VadError> {
         let prefix = format!("inner.classifier.{index}");
         let (weights, scale) = self.weight(&format!("{prefix}.weight"), &[n, k], false)?;
         let bias = self.bias(&format!("{prefix}.bias"), n)?;
@@ -333,8 +347,15 @@ impl Named {
     }
 
     /// A `Conv` with kernel 3 as a linear map over `[tap][channel]`.
-    fn conv(&self, name: &str, channels: usize, input: Quant, output: Quant) -> Result<QLinear, VadError> {
-        let (weights, scale) = self.weight(&format!("{name}.weight"), &[WIDTH, channels, 3], false)?;
+    fn conv(
+        &self,
+        name: &str,
+        channels: usize,
+        input: Quant,
+        output: Quant,
+    ) -> Result<QLinear, VadError> {
+        let (weights, scale) =
+            self.weight(&format!("{name}.weight"), &[WIDTH, channels, 3], false)?;
         // [out][channel][tap] -> [out][tap][channel]
         let k = 3 * channels;
         let weights = (0..WIDTH * k)
@@ -363,7 +384,12 @@ impl Named {
         })
     }
 
-    fn layer(&self, index: usize, names: &LayerNames, attention_scale: f32) -> Result<Layer, VadError> {
+    fn layer(
+        &self,
+        index: usize,
+        names: &LayerNames,
+        attention_scale: f32,
+    ) -> Result<Layer, VadError> {
         let prefix = format!("inner.encoder.layers.{index}");
         let norm_1_out = self.quant(names.norm_1)?;
         let key_out = self.quant(names.key.1)?;
@@ -424,7 +450,12 @@ impl Named {
 impl Weights {
     /// Reads Smart Turn v3.2's int8 CPU model (`smart-turn-v3.2-cpu.onnx`).
     pub(crate) fn from_onnx(bytes: &[u8]) -> Result<Weights, VadError> {
-        let named = Named(tensors(bytes)?.into_iter().map(|t| (t.name.clone(), t)).collect());
+        let named = Named(
+            tensors(bytes)?
+                .into_iter()
+                .map(|t| (t.name.clone(), t))
+                .collect(),
+        );
         let n = &named;
         let input = n.quant("input_features")?;
         let conv1_out = n.quant("conv1d")?;
@@ -448,7 +479,12 @@ impl Weights {
         let classifier_gelu_2 = n.quant("gelu_7")?;
         let classifier_3_out = n.quant("linear_28")?;
         Ok(Weights {
-            conv1: n.conv("inner.encoder.conv1", super::features::BANDS, input, conv1_out)?,
+            conv1: n.conv(
+                "inner.encoder.conv1",
+                super::features::BANDS,
+                input,
+                conv1_out,
+            )?,
             conv2: n.conv("inner.encoder.conv2", WIDTH, conv1_gelu, conv2_out)?,
             positions: n.floats("inner.encoder.embed_positions.weight", STEPS * WIDTH)?,
             layers,
@@ -464,9 +500,13 @@ impl Weights {
             classifier_2: n.gemm(4, HIDDEN, HIDDEN_2, classifier_gelu_1, classifier_2_out)?,
             classifier_3: n.gemm(6, HIDDEN_2, 1, classifier_gelu_2, classifier_3_out)?,
             input,
-            conv1_lut: ColumnLut::new(1, |_, q| conv1_gelu.quantize(lut::gelu(conv1_out.dequantize(q)))),
+            conv1_lut: ColumnLut::new(1, |_, q| {
+                conv1_gelu.quantize(lut::gelu(conv1_out.dequantize(q)))
+            }),
             conv1_gelu,
-            conv2_gelu: (0..=255u8).map(|q| lut::gelu(conv2_out.dequantize(q))).collect(),
+            conv2_gelu: (0..=255u8)
+                .map(|q| lut::gelu(conv2_out.dequantize(q)))
+                .collect(),
             final_norm_out,
             pool_2_out,
             pooled,
