@@ -46,7 +46,7 @@ mod fma {
     /// [`available`]) and `m` is a multiple of 4 and `n` of 16.
     pub(super) fn matmul(a: &[f32], b: &[f32], k: usize, n: usize, c: &mut [f32]) {
         let m = a.len() / k;
-        assert!(available() && m % 4 == 0 && n % 16 == 0);
+        assert!(available() && m.is_multiple_of(4) && n.is_multiple_of(16));
         assert!(a.len() == m * k && b.len() >= k * n && c.len() >= m * n);
         // SAFETY: the CPU has the features and the shapes are as `kernel`
         // needs.

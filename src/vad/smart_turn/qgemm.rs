@@ -155,7 +155,7 @@ mod avx2 {
     /// The product for whole blocks of 4 rows, if the CPU has AVX2 (the
     /// caller checked [`available`]).
     pub(super) fn run(q: &QLinear, input: &[u8], out: &mut [u8]) {
-        assert!(available() && input.len() / q.k * q.k == input.len());
+        assert!(available() && input.len().is_multiple_of(q.k));
         assert!(out.len() == input.len() / q.k * q.n && q.panels.len() == q.k * q.n);
         // SAFETY: the CPU has AVX2 and the shapes are as `kernel` needs.
         unsafe { kernel(q, input, out) }
