@@ -6,8 +6,8 @@
 //! The model's output passes through a last `QuantizeLinear` (scale 0.039
 //! on the logit) before the sigmoid, so both runtimes can only give one of
 //! 256 probabilities; the tolerance is one such step at the steepest point
-//! of the sigmoid (0.25 × 0.0394 ≈ 0.0099), and every decision
-//! (probability > 0.5) must agree.
+//! of the sigmoid (0.25 × 0.0394 ≈ 0.0099). Every decision (probability
+//! > 0.5) must agree; probabilities may differ by a few steps.
 
 use std::path::Path;
 
@@ -38,6 +38,7 @@ fn decisions_agree_with_onnxruntime_on_every_reference_clip() {
     let mut disagreements = 0;
     let mut off_by_more_than_a_step = 0;
     let mut both_sides = [0, 0];
+    let mut worst = 0.0f64;
     for entry in clips {
         let name = entry["name"].as_str().unwrap();
         let want = entry["probability"].as_f64().unwrap();
@@ -45,6 +46,7 @@ fn decisions_agree_with_onnxruntime_on_every_reference_clip() {
         if (got > 0.5) != (want > 0.5) {
             disagreements += 1;
         }
+        worst = worst.max((got - want).abs());
         if (got - want).abs() > ONE_STEP {
             off_by_more_than_a_step += 1;
         }
