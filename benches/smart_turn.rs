@@ -21,8 +21,8 @@ use voxpipe::audio::wav::read_wav;
 use voxpipe::vad::{EndOfTurnModel, SmartTurnModel};
 
 fn turn() -> Vec<i16> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/smart_turn/complete0_m_16k.wav");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smart_turn/complete0_m_16k.wav");
     read_wav(&path).expect("reference clip").to_mono()
 }
 
