@@ -51,6 +51,15 @@ pub enum VadError {
         /// The rate whose basis was checked.
         rate: u32,
     },
+    /// A tensor the Smart Turn forward pass needs is missing, or has
+    /// another type or shape than the shipped model's.
+    #[error("the Smart Turn model's tensor `{name}` is {problem}")]
+    SmartTurnTensor {
+        /// The tensor's name in the ONNX file.
+        name: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// The engine cannot run at this sample rate.
     #[error("{engine} runs at {supported:?} Hz, not {rate} Hz")]
     UnsupportedRate {

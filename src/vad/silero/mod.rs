@@ -8,7 +8,6 @@
 
 mod kernels;
 mod model;
-mod onnx;
 mod weights;
 
 pub use model::SileroVad;

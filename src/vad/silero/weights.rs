@@ -18,8 +18,8 @@ use std::sync::{Arc, OnceLock};
 
 use realfft::{RealFftPlanner, RealToComplex};
 
-use super::onnx::{Tensor, float_tensors};
 use crate::vad::VadError;
+use crate::vad::onnx::{Tensor, float_tensors};
 
 /// The Silero VAD v6 model shipped with voxpipe (`assets/silero/`, MIT).
 const EMBEDDED_ONNX: &[u8] = include_bytes!("../../../assets/silero/silero_vad.onnx");

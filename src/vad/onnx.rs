@@ -1,7 +1,9 @@
 //! Just enough of the ONNX file format to take the weights out of a model:
-//! every `float` tensor, whether a graph initializer or the value of a
-//! `Constant` node, in the main graph and in the subgraphs of control-flow
-//! nodes (Silero keeps each rate's weights in one branch of an `If`).
+//! every `float`, `uint8`, `int8` and `int32` tensor, whether a graph
+//! initializer or the value of a `Constant` node, in the main graph and in
+//! the subgraphs of control-flow nodes (Silero keeps each rate's weights in
+//! one branch of an `If`; Smart Turn's int8 weights, scales and zero points
+//! are initializers).
 //!
 //! An ONNX file is a protobuf `ModelProto`. Only these fields are read
 //! (numbers from `onnx.proto3`); everything else is skipped by wire type:
@@ -12,21 +14,47 @@
 //! | `GraphProto` | 1 `node`, 5 `initializer` |
 //! | `NodeProto` | 2 `output`, 4 `op_type`, 5 `attribute` |
 //! | `AttributeProto` | 1 `name`, 5 `t`, 6 `g` |
-//! | `TensorProto` | 1 `dims`, 2 `data_type`, 4 `float_data`, 8 `name`, 9 `raw_data`, 14 `data_location` |
+//! | `TensorProto` | 1 `dims`, 2 `data_type`, 4 `float_data`, 5 `int32_data`, 8 `name`, 9 `raw_data`, 14 `data_location` |
 
-use super::super::VadError;
+use super::VadError;
 
 /// `TensorProto.DataType.FLOAT`.
 const FLOAT: u64 = 1;
+/// `TensorProto.DataType.UINT8`.
+const UINT8: u64 = 2;
+/// `TensorProto.DataType.INT8`.
+const INT8: u64 = 3;
+/// `TensorProto.DataType.INT32`.
+const INT32: u64 = 6;
 /// `TensorProto.DataLocation.EXTERNAL`.
 const EXTERNAL: u64 = 1;
 /// Subgraphs nest a few levels deep in real models; this bounds the
 /// recursion on a hostile file.
 const MAX_DEPTH: usize = 16;
 
-/// A float tensor found in the model.
+/// A tensor's values, by element type.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Tensor {
+pub(crate) enum TensorData {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    I32(Vec<i32>),
+}
+
+impl TensorData {
+    fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::U8(v) => v.len(),
+            TensorData::I8(v) => v.len(),
+            TensorData::I32(v) => v.len(),
+        }
+    }
+}
+
+/// A tensor found in the model.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Tensor<D = Vec<f32>> {
     /// The tensor's name: an initializer's own name, or the output name of
     /// the `Constant` node that holds it.
     pub(crate) name: String,
@@ -36,11 +64,28 @@ pub(crate) struct Tensor {
     /// Its shape.
     pub(crate) dims: Vec<usize>,
     /// Its values, row-major.
-    pub(crate) data: Vec<f32>,
+    pub(crate) data: D,
 }
 
 /// Every float tensor in the ONNX model `bytes`, in file order.
 pub(crate) fn float_tensors(bytes: &[u8]) -> Result<Vec<Tensor>, VadError> {
+    Ok(tensors(bytes)?
+        .into_iter()
+        .filter_map(|t| match t.data {
+            TensorData::F32(data) => Some(Tensor {
+                name: t.name,
+                scope: t.scope,
+                dims: t.dims,
+                data,
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Every tensor of a type in [`TensorData`] in the ONNX model `bytes`, in
+/// file order.
+pub(crate) fn tensors(bytes: &[u8]) -> Result<Vec<Tensor<TensorData>>, VadError> {
     let mut tensors = Vec::new();
     let mut model = Fields::new(bytes);
     while let Some((field, value)) = model.next_field()? {
@@ -54,7 +99,7 @@ pub(crate) fn float_tensors(bytes: &[u8]) -> Result<Vec<Tensor>, VadError> {
 fn read_graph(
     bytes: &[u8],
     scope: &mut Vec<String>,
-    tensors: &mut Vec<Tensor>,
+    tensors: &mut Vec<Tensor<TensorData>>,
 ) -> Result<(), VadError> {
     if scope.len() > MAX_DEPTH {
         return Err(malformed("subgraphs nested too deeply"));
@@ -77,7 +122,7 @@ fn read_graph(
 fn read_node(
     bytes: &[u8],
     scope: &mut Vec<String>,
-    tensors: &mut Vec<Tensor>,
+    tensors: &mut Vec<Tensor<TensorData>>,
 ) -> Result<(), VadError> {
     let mut op_type = "";
     let mut first_output = None;
@@ -119,16 +164,19 @@ fn read_node(
     Ok(())
 }
 
-/// The tensor in `bytes` if it holds floats; `name` overrides its own name.
+/// The tensor in `bytes` if its type is one of [`TensorData`]'s; `name`
+/// overrides its own name.
 fn read_tensor(
     bytes: &[u8],
     name: Option<&str>,
     scope: &[String],
-) -> Result<Option<Tensor>, VadError> {
+) -> Result<Option<Tensor<TensorData>>, VadError> {
     let mut dims = Vec::new();
     let mut data_type = 0;
     let mut own_name = "";
     let mut floats = Vec::new();
+    // `int32_data` holds int8, uint8 and int32 values, one varint each.
+    let mut ints: Vec<i32> = Vec::new();
     let mut raw: Option<&[u8]> = None;
     let mut fields = Fields::new(bytes);
     while let Some((field, value)) = fields.next_field()? {
@@ -143,6 +191,15 @@ fn read_tensor(
             (2, value) => data_type = value.varint()?,
             (4, Value::Fixed32(bits)) => floats.push(f32::from_bits(bits)),
             (4, Value::Bytes(packed)) => floats.extend(le_floats(packed)?),
+            // Negative values are sign-extended to 64 bits; the low 32 are
+            // the int32.
+            (5, Value::Varint(v)) => ints.push(v as i32),
+            (5, Value::Bytes(packed)) => {
+                let mut packed = Fields::new(packed);
+                while !packed.at_end() {
+                    ints.push(packed.varint()? as i32);
+                }
+            }
             (8, value) => own_name = value.string()?,
             (9, value) => raw = Some(value.bytes()?),
             (14, value) if value.varint()? == EXTERNAL => {
@@ -151,14 +208,23 @@ fn read_tensor(
             _ => {}
         }
     }
-    if data_type != FLOAT {
-        return Ok(None);
+    fn narrow<T: TryFrom<i32>>(ints: Vec<i32>) -> Result<Vec<T>, VadError> {
+        ints.into_iter()
+            .map(|v| T::try_from(v).map_err(|_| malformed("an 8-bit value out of range")))
+            .collect()
     }
-    let name = name.unwrap_or(own_name).to_owned();
-    let data = match raw {
-        Some(raw) => le_floats(raw)?,
-        None => floats,
+    let data = match (data_type, raw) {
+        (FLOAT, Some(raw)) => TensorData::F32(le_floats(raw)?),
+        (FLOAT, None) => TensorData::F32(floats),
+        (UINT8, Some(raw)) => TensorData::U8(raw.to_vec()),
+        (UINT8, None) => TensorData::U8(narrow(ints)?),
+        (INT8, Some(raw)) => TensorData::I8(raw.iter().map(|b| *b as i8).collect()),
+        (INT8, None) => TensorData::I8(narrow(ints)?),
+        (INT32, Some(raw)) => TensorData::I32(le_ints(raw)?),
+        (INT32, None) => TensorData::I32(ints),
+        _ => return Ok(None),
     };
+    let name = name.unwrap_or(own_name).to_owned();
     let dims = dims
         .into_iter()
         .map(usize::try_from)
@@ -187,6 +253,16 @@ fn le_floats(bytes: &[u8]) -> Result<Vec<f32>, VadError> {
     Ok(bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+fn le_ints(bytes: &[u8]) -> Result<Vec<i32>, VadError> {
+    if !bytes.len().is_multiple_of(4) {
+        return Err(malformed("int32 data is not a whole number of int32s"));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect())
 }
 

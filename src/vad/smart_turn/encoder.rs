@@ -1,0 +1,337 @@
+//! The forward pass: features, the two convolutions, four transformer
+//! layers, the attention pool and the classifier, step for step as
+//! onnxruntime runs the shipped graph after its optimisations (int8
+//! products fused as `QLinearConv`, `QLinearMatMul`, `QLinearSoftmax` and
+//! `QGemm`; the float steps between them through [`ColumnLut`] tables).
+//!
+//! [`ColumnLut`]: super::lut::ColumnLut
+
+use super::attention::{QSoftmax, matmul};
+use super::features::{BANDS, FRAMES, LogMel};
+use super::lut::gelu;
+use super::qgemm::QLinear;
+use super::weights::{FF_WIDTH, HEAD_WIDTH, HEADS, Norm, Quant, STEPS, WIDTH, Weights};
+
+/// Scratch for one decision; allocated once per model.
+#[derive(Debug, Clone)]
+pub(crate) struct Encoder {
+    mel: LogMel,
+    features: Vec<f32>,
+    /// Windows of three time steps, the convolutions' inputs.
+    windows: Vec<u8>,
+    conv: Vec<u8>,
+    /// The residual stream, `[STEPS][WIDTH]`.
+    hidden: Vec<f32>,
+    normed: Vec<u8>,
+    keys: Vec<u8>,
+    queries: Vec<u8>,
+    values: Vec<u8>,
+    head_queries: Vec<f32>,
+    /// One head's keys, transposed: `[HEAD_WIDTH][STEPS]`.
+    head_keys: Vec<f32>,
+    head_values: Vec<f32>,
+    sums: Vec<f32>,
+    scores: Vec<u8>,
+    exps: Vec<f32>,
+    probabilities: Vec<f32>,
+    context: Vec<u8>,
+    projected: Vec<u8>,
+    wide: Vec<u8>,
+}
+
+impl Encoder {
+    pub(crate) fn new() -> Encoder {
+        Encoder {
+            mel: LogMel::new(),
+            features: vec![0.0; BANDS * FRAMES],
+            windows: vec![0; FRAMES * 3 * BANDS.max(WIDTH)],
+            conv: vec![0; FRAMES * WIDTH],
+            hidden: vec![0.0; STEPS * WIDTH],
+            normed: vec![0; STEPS * WIDTH],
+            keys: vec![0; STEPS * WIDTH],
+            queries: vec![0; STEPS * WIDTH],
+            values: vec![0; STEPS * WIDTH],
+            head_queries: vec![0.0; STEPS * HEAD_WIDTH],
+            head_keys: vec![0.0; HEAD_WIDTH * STEPS],
+            head_values: vec![0.0; STEPS * HEAD_WIDTH],
+            sums: vec![0.0; STEPS * STEPS],
+            scores: vec![0; STEPS * STEPS],
+            exps: vec![0.0; STEPS],
+            probabilities: vec![0.0; STEPS * STEPS],
+            context: vec![0; STEPS * WIDTH],
+            projected: vec![0; STEPS * WIDTH],
+            wide: vec![0; STEPS * FF_WIDTH],
+        }
+    }
+
+    pub(crate) fn features(&mut self, turn: &[i16], out: &mut [f32]) {
+        self.mel.compute(turn, out);
+    }
+
+    /// The probability that `turn` (16 kHz) is complete.
+    pub(crate) fn probability(&mut self, w: &Weights, turn: &[i16]) -> f32 {
+        self.mel.compute(turn, &mut self.features);
+        self.convolutions(w);
+        for layer in &w.layers {
+            self.attention(layer);
+            self.feed_forward(layer);
+        }
+        layer_norm(
+            &self.hidden,
+            &w.final_norm,
+            w.final_norm_out,
+            &mut self.normed,
+        );
+        let pooled = self.pool(w);
+        classify(w, &pooled)
+    }
+
+    fn convolutions(&mut self, w: &Weights) {
+        // The features, quantised, as `[FRAMES][BANDS]`.
+        let mut frames = vec![0u8; FRAMES * BANDS];
+        for (b, band) in self.features.chunks_exact(FRAMES).enumerate() {
+            for (t, x) in band.iter().enumerate() {
+                frames[t * BANDS + b] = w.input.quantize(*x);
+            }
+        }
+        let windows = &mut self.windows[..FRAMES * 3 * BANDS];
+        windows_of_three(&frames, BANDS, 1, w.input.zero_point, windows);
+        w.conv1.run(windows, &mut self.conv);
+        w.conv1_lut.apply(&mut self.conv);
+        let windows = &mut self.windows[..STEPS * 3 * WIDTH];
+        windows_of_three(&self.conv, WIDTH, 2, w.conv1_gelu.zero_point, windows);
+        let conv2 = &mut self.conv[..STEPS * WIDTH];
+        w.conv2.run(windows, conv2);
+        for ((h, q), p) in self.hidden.iter_mut().zip(conv2.iter()).zip(&w.positions) {
+            *h = w.conv2_gelu[usize::from(*q)] + p;
+        }
+    }
+
+    fn attention(&mut self, layer: &super::weights::Layer) {
+        layer_norm(
+            &self.hidden,
+            &layer.norm_1,
+            layer.norm_1_out,
+            &mut self.normed,
+        );
+        layer.key.run(&self.normed, &mut self.keys);
+        layer.key_lut.apply(&mut self.keys);
+        layer.query.run(&self.normed, &mut self.queries);
+        layer.query_lut.apply(&mut self.queries);
+        layer.value.run(&self.normed, &mut self.values);
+        layer.value_lut.apply(&mut self.values);
+        let (q_zero, k_zero, v_zero) = (
+            f32::from(layer.query_scaled.zero_point),
+            f32::from(layer.key_scaled.zero_point),
+            f32::from(layer.value_biased.zero_point),
+        );
+        let score_scale = layer.query_scaled.scale * layer.key_scaled.scale / layer.scores.scale;
+        let context_scale =
+            layer.probabilities.scale * layer.value_biased.scale / layer.context.scale;
+        let softmax = QSoftmax::new(
+            STEPS,
+            layer.scores.scale,
+            layer.probabilities.scale,
+            layer.probabilities.zero_point,
+        );
+        let p_zero = f32::from(layer.probabilities.zero_point);
+        for head in 0..HEADS {
+            let columns = head * HEAD_WIDTH..(head + 1) * HEAD_WIDTH;
+            for t in 0..STEPS {
+                let row = &self.queries[t * WIDTH..][columns.clone()];
+                for (d, q) in row.iter().enumerate() {
+                    self.head_queries[t * HEAD_WIDTH + d] = f32::from(*q) - q_zero;
+                }
+                let row = &self.keys[t * WIDTH..][columns.clone()];
+                for (d, k) in row.iter().enumerate() {
+                    self.head_keys[d * STEPS + t] = f32::from(*k) - k_zero;
+                }
+                let row = &self.values[t * WIDTH..][columns.clone()];
+                for (d, v) in row.iter().enumerate() {
+                    self.head_values[t * HEAD_WIDTH + d] = f32::from(*v) - v_zero;
+                }
+            }
+            matmul(
+                &self.head_queries,
+                &self.head_keys,
+                HEAD_WIDTH,
+                STEPS,
+                &mut self.sums,
+            );
+            for (s, q) in self.sums.iter().zip(self.scores.iter_mut()) {
+                *q = super::qgemm::requantize(*s as i32, score_scale, layer.scores.zero_point);
+            }
+            for (scores, probabilities) in self
+                .scores
+                .chunks_exact(STEPS)
+                .zip(self.probabilities.chunks_exact_mut(STEPS))
+            {
+                let mut out = [0u8; STEPS];
+                softmax.row(scores, &mut self.exps, &mut out);
+                for (p, q) in probabilities.iter_mut().zip(out) {
+                    *p = f32::from(q) - p_zero;
+                }
+            }
+            let sums = &mut self.sums[..STEPS * HEAD_WIDTH];
+            matmul(
+                &self.probabilities,
+                &self.head_values,
+                STEPS,
+                HEAD_WIDTH,
+                sums,
+            );
+            for (t, row) in sums.chunks_exact(HEAD_WIDTH).enumerate() {
+                let out = &mut self.context[t * WIDTH..][columns.clone()];
+                for (o, s) in out.iter_mut().zip(row) {
+                    *o = super::qgemm::requantize(
+                        *s as i32,
+                        context_scale,
+                        layer.context.zero_point,
+                    );
+                }
+            }
+        }
+        layer.out.run(&self.context, &mut self.projected);
+        residual(
+            &mut self.hidden,
+            &self.projected,
+            layer.out_out,
+            &layer.out_bias,
+        );
+    }
+
+    fn feed_forward(&mut self, layer: &super::weights::Layer) {
+        layer_norm(
+            &self.hidden,
+            &layer.norm_2,
+            layer.norm_2_out,
+            &mut self.normed,
+        );
+        layer.fc1.run(&self.normed, &mut self.wide);
+        layer.fc1_lut.apply(&mut self.wide);
+        layer.fc2.run(&self.wide, &mut self.projected);
+        residual(
+            &mut self.hidden,
+            &self.projected,
+            layer.fc2_out,
+            &layer.fc2_bias,
+        );
+    }
+
+    /// The attention pool: a score per time step (a two-layer network), a
+    /// softmax over time, the steps' normalised features averaged by it.
+    fn pool(&mut self, w: &Weights) -> Vec<f32> {
+        let hidden = &mut self.wide[..STEPS * w.pool_1.n];
+        w.pool_1.run(&self.normed, hidden);
+        w.pool_lut.apply(hidden);
+        let mut scores = [0u8; STEPS];
+        w.pool_2.run(hidden, &mut scores);
+        let logits: Vec<f32> = scores
+            .iter()
+            .map(|q| w.pool_2_out.dequantize(*q) + w.pool_2_bias)
+            .collect();
+        let weights = softmax(&logits);
+        let mut pooled = vec![0.0f32; WIDTH];
+        for (row, weight) in self.normed.chunks_exact(WIDTH).zip(&weights) {
+            for (p, q) in pooled.iter_mut().zip(row) {
+                *p += w.final_norm_out.dequantize(*q) * weight;
+            }
+        }
+        pooled
+    }
+}
+
+/// The classifier head on the pooled features: linear, layer norm, GELU,
+/// linear, GELU, linear, sigmoid.
+fn classify(w: &Weights, pooled: &[f32]) -> f32 {
+    let input: Vec<u8> = pooled.iter().map(|x| w.pooled.quantize(*x)).collect();
+    let hidden = dense(&w.classifier_1, &input);
+    let hidden: Vec<f32> = hidden
+        .iter()
+        .map(|q| w.classifier_1_out.dequantize(*q))
+        .collect();
+    let mut normed = vec![0.0; hidden.len()];
+    normalise(&hidden, &w.classifier_norm, &mut normed);
+    let input: Vec<u8> = normed
+        .iter()
+        .map(|x| w.classifier_gelu_1.quantize(gelu(*x)))
+        .collect();
+    let hidden = dense(&w.classifier_2, &input);
+    let input: Vec<u8> = hidden
+        .iter()
+        .map(|q| {
+            w.classifier_gelu_2
+                .quantize(gelu(w.classifier_2_out.dequantize(*q)))
+        })
+        .collect();
+    let logit = w
+        .classifier_3_out
+        .dequantize(dense(&w.classifier_3, &input)[0]);
+    1.0 / (1.0 + (-logit).exp())
+}
+
+fn dense(layer: &QLinear, input: &[u8]) -> Vec<u8> {
+    let mut out = vec![0; layer.n];
+    layer.run(input, &mut out);
+    out
+}
+
+/// Each output step's `[tap][channel]` window of three input steps
+/// (`stride` apart in output steps, centred, padded with the zero point).
+fn windows_of_three(input: &[u8], channels: usize, stride: usize, pad: u8, out: &mut [u8]) {
+    let steps_in = input.len() / channels;
+    for (t, window) in out.chunks_exact_mut(3 * channels).enumerate() {
+        for (tap, slot) in window.chunks_exact_mut(channels).enumerate() {
+            let source = (t * stride + tap).checked_sub(1).filter(|s| *s < steps_in);
+            match source {
+                Some(s) => slot.copy_from_slice(&input[s * channels..(s + 1) * channels]),
+                None => slot.fill(pad),
+            }
+        }
+    }
+}
+
+/// `hidden += dequantize(delta) + bias`, as the graph adds them.
+fn residual(hidden: &mut [f32], delta: &[u8], quant: Quant, bias: &[f32]) {
+    for (hidden, delta) in hidden
+        .chunks_exact_mut(WIDTH)
+        .zip(delta.chunks_exact(WIDTH))
+    {
+        for ((h, d), b) in hidden.iter_mut().zip(delta).zip(bias) {
+            *h += quant.dequantize(*d) + b;
+        }
+    }
+}
+
+/// Layer norm of each row of `input`, quantised.
+fn layer_norm(input: &[f32], norm: &Norm, quant: Quant, out: &mut [u8]) {
+    let mut row_out = vec![0.0; WIDTH];
+    for (row, out) in input.chunks_exact(WIDTH).zip(out.chunks_exact_mut(WIDTH)) {
+        normalise(row, norm, &mut row_out);
+        for (o, x) in out.iter_mut().zip(&row_out) {
+            *o = quant.quantize(*x);
+        }
+    }
+}
+
+/// ONNX `LayerNormalization` (epsilon 1e-5) of one row.
+fn normalise(row: &[f32], norm: &Norm, out: &mut [f32]) {
+    let n = row.len() as f64;
+    let mean = row.iter().map(|x| f64::from(*x)).sum::<f64>() / n;
+    let var = row
+        .iter()
+        .map(|x| (f64::from(*x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let (mean, deviation) = (mean as f32, (var + 1e-5).sqrt() as f32);
+    for (((o, x), g), b) in out.iter_mut().zip(row).zip(&norm.gain).zip(&norm.bias) {
+        *o = (x - mean) / deviation * g + b;
+    }
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|x| (x - max).exp()).collect();
+    let total: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / total).collect()
+}

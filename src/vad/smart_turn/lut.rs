@@ -1,0 +1,101 @@
+//! Per-column lookup tables for the float steps between two int8 layers.
+//!
+//! Between two quantised matrix products the model dequantises, adds a
+//! per-channel bias, applies a function (GELU, tanh, a scale) and
+//! quantises again: for a given channel, a map from 256 bytes to 256
+//! bytes. Tabulated once when the model loads, the step costs one lookup
+//! per value and gives exactly the bytes the float arithmetic gives.
+
+/// `[column][256]` output bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct ColumnLut {
+    columns: usize,
+    table: Vec<u8>,
+}
+
+impl ColumnLut {
+    /// The table of `f(column, byte)`.
+    pub(crate) fn new(columns: usize, f: impl Fn(usize, u8) -> u8) -> ColumnLut {
+        let table = (0..columns)
+            .flat_map(|c| (0..=255u8).map(move |q| (c, q)))
+            .map(|(c, q)| f(c, q))
+            .collect();
+        ColumnLut { columns, table }
+    }
+
+    /// Maps `values` (rows of `columns` bytes) in place.
+    pub(crate) fn apply(&self, values: &mut [u8]) {
+        for row in values.chunks_exact_mut(self.columns) {
+            for (v, table) in row.iter_mut().zip(self.table.chunks_exact(256)) {
+                *v = table[usize::from(*v)];
+            }
+        }
+    }
+}
+
+/// The error function, as MLAS computes it (`MlasErfKernel`: an odd
+/// polynomial below 0.921875, `1 - exp(-p(|x|))` above, clamped at 3.925),
+/// so that GELU's quantised outputs match onnxruntime's.
+pub(crate) fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    if a > 0.921_875 {
+        let a = a.min(3.925);
+        let p = [
+            1.729_489_3e-5,
+            -3.832_086_8e-4,
+            3.883_934_4e-3,
+            -2.425_456e-2,
+            1.067_778_5e-1,
+            6.348_467e-1,
+            1.287_175_1e-1,
+        ]
+        .iter()
+        .fold(0.0f32, |acc, c| acc * a + c);
+        let r = 1.0 - (-(p * a + a)).exp();
+        if x < 0.0 { -r } else { r }
+    } else {
+        let s = a * a;
+        let p = [
+            -5.991_049_7e-4,
+            4.993_395_9e-3,
+            -2.676_673_4e-2,
+            1.128_180_3e-1,
+            -3.761_248_6e-1,
+            1.283_791_5e-1,
+        ]
+        .iter()
+        .fold(0.0f32, |acc, c| acc * s + c);
+        p * x + x
+    }
+}
+
+/// GELU as the exported graph spells it: `x * (0.5 * (erf(x / √2) + 1))`.
+pub(crate) fn gelu(x: f32) -> f32 {
+    x * (0.5 * (erf(x / std::f32::consts::SQRT_2) + 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_matches_known_values() {
+        for (x, want) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (-2.0, -0.995_322_3),
+            (10.0, 1.0),
+        ] {
+            assert!((erf(x) - want).abs() < 2e-7, "erf({x}) = {}", erf(x));
+        }
+    }
+
+    #[test]
+    fn tables_apply_per_column() {
+        let lut = ColumnLut::new(2, |c, q| q.wrapping_add(c as u8 * 10));
+        let mut values = vec![1, 1, 250, 250];
+        lut.apply(&mut values);
+        assert_eq!(values, [1, 11, 250, 4]);
+    }
+}
