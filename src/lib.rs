@@ -24,6 +24,7 @@ pub mod recording;
 pub mod server;
 pub mod services;
 pub mod session;
+pub mod text;
 pub mod store;
 pub mod testing;
 pub mod transport;

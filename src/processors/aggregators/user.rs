@@ -84,6 +84,10 @@ impl ProcessorFactory for UserContextConfig {
             .with_opening(setup.opening.clone()),
         ))
     }
+
+    fn conversation_name(&self) -> Option<&str> {
+        Some(&self.context)
+    }
 }
 
 /// Turns transcriptions into user turns. See the module docs.

@@ -18,5 +18,6 @@ mod scripts;
 mod skills;
 mod store;
 mod test_cases;
+mod text;
 
 pub use store::RedisStore;
