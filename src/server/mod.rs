@@ -16,6 +16,8 @@
 //! | `GET /health` | liveness and readiness (JSON; 503 when not ready) |
 //! | `GET /metrics` | Prometheus text: sessions, audio frames, errors, latencies |
 //! | `POST /api/learn` | a transcript to learn skills and test cases from (`learn`; the management API's key) |
+//! | `POST /twilio/messaging` | Twilio's incoming SMS and WhatsApp messages, answered by the text path (signed; `twilio_messaging`) |
+//! | `POST /api/chat` | one chat message, answered as server-sent events (`chat`; the management API's key) |
 //!
 //! Each session runs inside a `call` tracing span carrying its `call_id`
 //! (and `call_sid` once Twilio names it), so every log line of a call says
@@ -76,6 +78,7 @@ mod analytics;
 mod api_access;
 mod body;
 mod campaigns;
+mod chat;
 mod client_page;
 mod cors;
 mod error;
@@ -101,6 +104,7 @@ mod storage_readiness;
 mod store_readiness;
 mod twilio_status;
 mod twilio_stream;
+mod twilio_messaging;
 mod twilio_voice;
 mod webrtc_offer;
 
