@@ -322,19 +322,42 @@ impl TextConversations {
         let store = self.runtime.store();
         let mut ended = 0;
         for key in store.idle_text_conversations(before, SWEEP_BATCH).await? {
-            let Some(call_id) = store.close_text_conversation(&key, before).await? else {
-                continue;
-            };
-            let change = CallChange::Ended {
-                reason: "idle_timeout".to_owned(),
-                at_ms: now_ms,
-            };
-            store.update_call(&call_id, &change).await?;
-            self.runtime.queue_after_call(&call_id).await?;
-            tracing::info!(call_id, "text conversation ended after its idle timeout");
-            ended += 1;
+            if self.end(&key, before, now_ms, "idle_timeout").await? {
+                ended += 1;
+            }
         }
         Ok(ended)
+    }
+
+    /// Ends `key`'s conversation now, whatever its last message (a
+    /// terminal chat that is over): completed with `reason`, its after-call
+    /// hooks queued. False when no conversation was open.
+    pub async fn finish(&self, key: &ConversationKey, reason: &str) -> Result<bool, StoreError> {
+        let now = unix_ms();
+        self.end(key.as_str(), u64::MAX, now, reason).await
+    }
+
+    /// Closes `key`'s conversation if it is idle since `before_ms`, then
+    /// completes its call and queues its after-call hooks.
+    async fn end(
+        &self,
+        key: &str,
+        before_ms: u64,
+        now_ms: u64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let store = self.runtime.store();
+        let Some(call_id) = store.close_text_conversation(key, before_ms).await? else {
+            return Ok(false);
+        };
+        let change = CallChange::Ended {
+            reason: reason.to_owned(),
+            at_ms: now_ms,
+        };
+        store.update_call(&call_id, &change).await?;
+        self.runtime.queue_after_call(&call_id).await?;
+        tracing::info!(call_id, reason, "text conversation ended");
+        Ok(true)
     }
 
     /// Sweeps for idle conversations until `shutdown` resolves: every
