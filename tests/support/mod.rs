@@ -32,6 +32,7 @@ pub mod s3_server;
 pub mod server;
 pub mod session;
 pub mod signal;
+pub mod text;
 pub mod turns;
 pub mod wait;
 pub mod webrtc;
