@@ -112,7 +112,13 @@ async fn overhead(args: &Args) -> [Duration; 4] {
         let sid = format!("SM{i:032x}");
         let sent = tokio::time::Instant::now();
         let (status, twiml) = twilio
-            .message(MESSAGING_URL, &sid, (&from, "whatsapp:+15550000000"), "How are you?", 0)
+            .message(
+                MESSAGING_URL,
+                &sid,
+                (&from, "whatsapp:+15550000000"),
+                "How are you?",
+                0,
+            )
             .await;
         let answered = tokio::time::Instant::now();
         assert_eq!(status, 200);
@@ -166,7 +172,10 @@ async fn idle_memory(args: &Args) -> (f64, usize, f64) {
         conversations.message(message(key), None).await.unwrap();
     }
     // At rest: the idle sweep (nothing idle yet) drops finished entries.
-    conversations.sweep(voxpipe::store::time::unix_ms()).await.unwrap();
+    conversations
+        .sweep(voxpipe::store::time::unix_ms())
+        .await
+        .unwrap();
     let rss_after = rss_bytes();
     let redis_after = redis_used_memory(&redis).await;
     let n = args.conversations as f64;

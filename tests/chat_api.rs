@@ -102,15 +102,27 @@ async fn the_chat_api_streams_answers_and_tool_calls_and_keeps_the_conversation(
 
     // The same conversation: the model sees the call, its result, the answer.
     openai.push_chat(Reply::Sse(text_answer("Then 4 EUR for two kilos.")));
-    let (_, body) = chat(json!({ "conversation_id": conversation_id, "text": "And two kilos?" })).await;
+    let (_, body) =
+        chat(json!({ "conversation_id": conversation_id, "text": "And two kilos?" })).await;
     let second = events(&body);
     assert_eq!(second.last().unwrap().1["call_id"], turn["call_id"]);
     let request = openai.chat_requests().pop().unwrap();
     let messages = request["messages"].as_array().unwrap();
-    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
-    assert_eq!(roles, ["system", "user", "assistant", "tool", "assistant", "user"]);
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "tool", "assistant", "user"]
+    );
     assert_eq!(messages[2]["tool_calls"][0]["function"]["name"], "price");
-    assert!(messages[3]["content"].as_str().unwrap().contains("2 EUR/kg"));
+    assert!(
+        messages[3]["content"]
+            .as_str()
+            .unwrap()
+            .contains("2 EUR/kg")
+    );
 
     // Bad input.
     let (status, _) = chat(json!({ "text": "   " })).await;
@@ -200,8 +212,15 @@ async fn voxpipe_chat_holds_a_conversation_with_tool_calls_from_piped_stdin() {
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains(r#"[tool] price {"item":"pears"}"#), "{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(r#"[tool] price {"item":"pears"}"#),
+        "{stdout}"
+    );
     assert!(stdout.contains("[tool result] price:"), "{stdout}");
     assert!(stdout.contains("Pears cost 3 EUR a kilo."), "{stdout}");
     assert!(stdout.contains("You asked about pears."), "{stdout}");

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use support::fake::openai::{FakeOpenAi, Reply, text_answer, verdict};
 use support::redis_server::RedisServer;
 use support::text::{config, env, pipeline_toml, runtime};
-use futures_util::FutureExt as _;
 use support::wait::eventually;
 use voxpipe::pipeline_file::load_pipeline;
 use voxpipe::processors::ProcessorRegistry;
@@ -71,8 +71,14 @@ async fn an_idle_conversation_ends_and_is_evaluated_and_the_next_message_starts_
     let key = ConversationKey::new(Channel::Chat, &["idle-test"]);
     openai.push_chat(Reply::Sse(text_answer("Hello there.")));
     openai.push_chat(Reply::Sse(text_answer("Bye.")));
-    let first = conversations.message(inbound(&key, "Hi"), None).await.unwrap();
-    let again = conversations.message(inbound(&key, "Bye"), None).await.unwrap();
+    let first = conversations
+        .message(inbound(&key, "Hi"), None)
+        .await
+        .unwrap();
+    let again = conversations
+        .message(inbound(&key, "Bye"), None)
+        .await
+        .unwrap();
     assert_eq!(first.call_id, again.call_id, "one conversation");
     assert_eq!(again.text, "Bye.");
 

@@ -97,8 +97,10 @@ fn messages_of(twiml: &str) -> Vec<String> {
 async fn a_whatsapp_conversation_keeps_its_history_across_a_restart_and_retries_answer_once() {
     let rig = Rig::new("").await;
     let server = rig.server().await;
-    rig.openai.push_chat(Reply::Sse(text_answer("Hello! How can I help?")));
-    rig.openai.push_chat(Reply::Sse(text_answer("Apples are in stock.")));
+    rig.openai
+        .push_chat(Reply::Sse(text_answer("Hello! How can I help?")));
+    rig.openai
+        .push_chat(Reply::Sse(text_answer("Apples are in stock.")));
     let (status, twiml) = rig.say("SM00000000000000000000000000000001", "Hi").await;
     assert_eq!(status, 200);
     assert_eq!(messages_of(&twiml), ["Hello! How can I help?"]);
@@ -116,7 +118,8 @@ async fn a_whatsapp_conversation_keeps_its_history_across_a_restart_and_retries_
         .await;
     assert_eq!(status, 200);
     assert!(messages_of(&twiml).is_empty(), "{twiml}");
-    rig.openai.push_chat(Reply::Sse(text_answer("Two euros a kilo.")));
+    rig.openai
+        .push_chat(Reply::Sse(text_answer("Two euros a kilo.")));
     let (_, twiml) = rig
         .say("SM00000000000000000000000000000003", "How much?")
         .await;
@@ -144,8 +147,14 @@ async fn a_whatsapp_conversation_keeps_its_history_across_a_restart_and_retries_
     let store = Arc::clone(runtime(&config, &env(&rig.redis.url())).store());
     let transcript = rig.transcript(&store).await;
     assert_eq!(transcript.len(), 6, "{transcript:?}");
-    assert_eq!(transcript[5], ("assistant".into(), "Two euros a kilo.".into()));
-    assert!(rig.twilio.messages().is_empty(), "every answer went by TwiML");
+    assert_eq!(
+        transcript[5],
+        ("assistant".into(), "Two euros a kilo.".into())
+    );
+    assert!(
+        rig.twilio.messages().is_empty(),
+        "every answer went by TwiML"
+    );
     server.shutdown(WAIT).await.unwrap();
 }
 
@@ -198,7 +207,10 @@ async fn bad_webhooks_are_refused_and_odd_messages_answered() {
         ("To", AGENT),
         ("Body", "hi"),
     ];
-    assert_eq!(rig.twilio.post_signed(MESSAGING_URL, &form, Some("")).await, 403);
+    assert_eq!(
+        rig.twilio.post_signed(MESSAGING_URL, &form, Some("")).await,
+        403
+    );
     assert_eq!(
         rig.twilio
             .post_signed(MESSAGING_URL, &form, Some("bm90IGEgc2lnbmF0dXJl"))
@@ -212,7 +224,13 @@ async fn bad_webhooks_are_refused_and_odd_messages_answered() {
     // Media only: a clear answer, no model.
     let (_, twiml) = rig
         .twilio
-        .message(MESSAGING_URL, "SM00000000000000000000000000000033", (USER, AGENT), "", 1)
+        .message(
+            MESSAGING_URL,
+            "SM00000000000000000000000000000033",
+            (USER, AGENT),
+            "",
+            1,
+        )
         .await;
     assert_eq!(
         messages_of(&twiml),
@@ -226,14 +244,22 @@ async fn bad_webhooks_are_refused_and_odd_messages_answered() {
         .await;
     assert_eq!(messages_of(&twiml), ["Noted."]);
     let chats = rig.openai.chat_requests();
-    let last = chats[0]["messages"].as_array().unwrap().last().unwrap().clone();
+    let last = chats[0]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     let content = last["content"].as_str().unwrap();
     assert!(content.starts_with(&"x".repeat(50)));
     assert!(!content.contains(&"x".repeat(51)));
     assert!(content.contains("longer than 50 characters"));
     // The model down: a short apology, and the turn recorded.
-    rig.openai
-        .push_chat(Reply::error(400, "model unavailable", "invalid_request_error"));
+    rig.openai.push_chat(Reply::error(
+        400,
+        "model unavailable",
+        "invalid_request_error",
+    ));
     let (_, twiml) = rig
         .say("SM00000000000000000000000000000035", "Still there?")
         .await;
@@ -247,7 +273,14 @@ async fn bad_webhooks_are_refused_and_odd_messages_answered() {
     let roles: Vec<&str> = transcript.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(
         roles,
-        ["user", "assistant", "user", "assistant", "user", "assistant"],
+        [
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+            "user",
+            "assistant"
+        ],
         "{transcript:?}"
     );
     assert_eq!(transcript[4].1, "Still there?");

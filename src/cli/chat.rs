@@ -101,7 +101,8 @@ pub(crate) fn chat(args: &ChatArgs) -> anyhow::Result<()> {
                 }
                 let _ = std::io::stdout().flush();
             };
-            let (answered, ()) = tokio::join!(conversations.message(inbound, Some(events)), printing);
+            let (answered, ()) =
+                tokio::join!(conversations.message(inbound, Some(events)), printing);
             if let Err(err) = answered {
                 eprintln!("voxpipe: {err}");
             }

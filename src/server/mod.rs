@@ -102,9 +102,9 @@ mod start;
 mod state;
 mod storage_readiness;
 mod store_readiness;
+mod twilio_messaging;
 mod twilio_status;
 mod twilio_stream;
-mod twilio_messaging;
 mod twilio_voice;
 mod webrtc_offer;
 

@@ -30,9 +30,9 @@ use super::metrics::ServerMetrics;
 use super::readiness::ReadinessCheck;
 use super::session_token::SessionKey;
 use super::state::{ObserverFactory, ServerState, TwilioState};
-use super::twilio_messaging::MessageSender;
 use super::storage_readiness::StorageReadiness;
 use super::store_readiness::StoreReadiness;
+use super::twilio_messaging::MessageSender;
 
 /// Sets a server up: the pipeline, where secrets come from, extra
 /// readiness checks and session observers.

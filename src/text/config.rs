@@ -40,8 +40,7 @@ impl Default for TextSection {
             max_message_chars: 4_000,
             reply_budget_secs: Seconds::from_millis(10_000),
             apology: "Sorry, I can't answer right now. Please try again in a few minutes.".into(),
-            media_reply: "Sorry, I can only read text messages. Please write your question."
-                .into(),
+            media_reply: "Sorry, I can only read text messages. Please write your question.".into(),
         }
     }
 }

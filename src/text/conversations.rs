@@ -85,7 +85,10 @@ pub struct TextConversations {
 impl std::fmt::Debug for TextConversations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TextConversations")
-            .field("path", &self.path.iter().map(|p| &p.name).collect::<Vec<_>>())
+            .field(
+                "path",
+                &self.path.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -149,7 +152,11 @@ impl TextConversations {
         setup.custom_parameters = inbound.parameters.clone();
         let turns = store.turns(&call_id).await?;
         let history = SharedConversation::new(context_of(&turns));
-        for name in self.path.iter().filter_map(|p| p.factory.conversation_name()) {
+        for name in self
+            .path
+            .iter()
+            .filter_map(|p| p.factory.conversation_name())
+        {
             setup.resources.insert(name, history.clone());
         }
         let memory = self
@@ -163,7 +170,9 @@ impl TextConversations {
             self.answer_without_model(&memory, &call_id, user, &self.section.media_reply)
         } else {
             let text = self.cut(text);
-            let run = self.run(&setup, &memory, &call_id, &text, events.clone()).await;
+            let run = self
+                .run(&setup, &memory, &call_id, &text, events.clone())
+                .await;
             match run {
                 Ok(reply) => reply,
                 Err(err) => {
@@ -302,10 +311,7 @@ impl TextConversations {
     /// How many conversations have an entry in memory (a message in flight,
     /// or one answered since the last sweep).
     pub fn in_memory(&self) -> usize {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Ends the conversations idle at `now_ms` (no message for the idle

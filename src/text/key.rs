@@ -77,8 +77,14 @@ mod tests {
 
     #[test]
     fn keys_name_the_channel_and_hide_the_participants() {
-        let a = ConversationKey::new(Channel::WhatsApp, &["whatsapp:+15551234567", "whatsapp:+1555"]);
-        let b = ConversationKey::new(Channel::WhatsApp, &["whatsapp:+15551234567", "whatsapp:+1555"]);
+        let a = ConversationKey::new(
+            Channel::WhatsApp,
+            &["whatsapp:+15551234567", "whatsapp:+1555"],
+        );
+        let b = ConversationKey::new(
+            Channel::WhatsApp,
+            &["whatsapp:+15551234567", "whatsapp:+1555"],
+        );
         let c = ConversationKey::new(Channel::Sms, &["whatsapp:+15551234567", "whatsapp:+1555"]);
         assert_eq!(a, b);
         assert_ne!(a.as_str(), c.as_str());

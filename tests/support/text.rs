@@ -89,5 +89,9 @@ pub fn runtime(config: &PipelineConfig, env: &[(&'static str, String)]) -> Arc<A
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect();
-    Arc::new(config.agent_runtime(&EnvSource::Fixed(Arc::new(vars))).unwrap())
+    Arc::new(
+        config
+            .agent_runtime(&EnvSource::Fixed(Arc::new(vars)))
+            .unwrap(),
+    )
 }

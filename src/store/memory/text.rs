@@ -67,7 +67,9 @@ impl TextStore for MemoryStore {
         let mapping = self.settings.keys.text_conversation(key);
         let active = self.settings.keys.text_active();
         self.write(|ks, now| {
-            let last = ks.sorted(&active, now).and_then(|set| set.get(key).copied());
+            let last = ks
+                .sorted(&active, now)
+                .and_then(|set| set.get(key).copied());
             if last.is_none_or(|last| last > before_ms) {
                 return (Vec::new(), None);
             }
@@ -113,20 +115,44 @@ mod tests {
     #[tokio::test]
     async fn a_conversation_stays_open_until_idle_and_closes_once() {
         let store = MemoryStore::new(StoreSettings::default());
-        let id = store.open_text_conversation("sms:k", "c1", 1_000).await.unwrap();
+        let id = store
+            .open_text_conversation("sms:k", "c1", 1_000)
+            .await
+            .unwrap();
         assert_eq!(id, "c1");
-        let again = store.open_text_conversation("sms:k", "c2", 2_000).await.unwrap();
+        let again = store
+            .open_text_conversation("sms:k", "c2", 2_000)
+            .await
+            .unwrap();
         assert_eq!(again, "c1");
-        assert!(store.idle_text_conversations(1_999, 10).await.unwrap().is_empty());
-        assert_eq!(store.idle_text_conversations(2_000, 10).await.unwrap(), ["sms:k"]);
+        assert!(
+            store
+                .idle_text_conversations(1_999, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.idle_text_conversations(2_000, 10).await.unwrap(),
+            ["sms:k"]
+        );
         // A message came since the sweep looked: not closed.
-        assert_eq!(store.close_text_conversation("sms:k", 1_500).await.unwrap(), None);
+        assert_eq!(
+            store.close_text_conversation("sms:k", 1_500).await.unwrap(),
+            None
+        );
         assert_eq!(
             store.close_text_conversation("sms:k", 2_000).await.unwrap(),
             Some("c1".to_owned())
         );
-        assert_eq!(store.close_text_conversation("sms:k", 2_000).await.unwrap(), None);
-        let next = store.open_text_conversation("sms:k", "c3", 3_000).await.unwrap();
+        assert_eq!(
+            store.close_text_conversation("sms:k", 2_000).await.unwrap(),
+            None
+        );
+        let next = store
+            .open_text_conversation("sms:k", "c3", 3_000)
+            .await
+            .unwrap();
         assert_eq!(next, "c3");
     }
 

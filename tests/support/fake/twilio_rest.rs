@@ -291,7 +291,11 @@ fn create_message(
         return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
     }
     let (Some(to), Some(from)) = (field(form, "To"), field(form, "From")) else {
-        return twilio_error(StatusCode::BAD_REQUEST, 21604, "A 'To' phone number is required");
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21604,
+            "A 'To' phone number is required",
+        );
     };
     let body = field(form, "Body").unwrap_or_default();
     if body.is_empty() {
@@ -849,7 +853,10 @@ impl FakeTwilioRest {
             .shared
             .http
             .post(format!("http://{target}{}", path_and_query(url)))
-            .header("X-Twilio-Signature", sign(&self.shared.auth_token, url, &form))
+            .header(
+                "X-Twilio-Signature",
+                sign(&self.shared.auth_token, url, &form),
+            )
             .form(&form)
             .send()
             .await
