@@ -240,7 +240,7 @@ async fn bad_webhooks_are_refused_and_odd_messages_answered() {
     // Absurdly long: cut, and the model is told.
     rig.openai.push_chat(Reply::Sse(text_answer("Noted.")));
     let (_, twiml) = rig
-        .say("SM00000000000000000000000000000034", &"x".repeat(100_00))
+        .say("SM00000000000000000000000000000034", &"x".repeat(10_000))
         .await;
     assert_eq!(messages_of(&twiml), ["Noted."]);
     let chats = rig.openai.chat_requests();

@@ -123,7 +123,7 @@ fn print_event(event: &TextEvent) {
         TextEvent::Delta(text) => print!("{text}"),
         TextEvent::ToolCall(call) => print!("\n  [tool] {} {}\n", call.name, call.arguments),
         TextEvent::ToolResult { call, result } => {
-            print!("  [tool result] {}: {result}\n", call.name);
+            println!("  [tool result] {}: {result}", call.name);
         }
         TextEvent::Done(reply) => {
             if reply.failed {
