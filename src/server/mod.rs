@@ -85,6 +85,7 @@ mod error;
 mod health;
 mod learn;
 mod live_sessions;
+mod message_sender;
 mod metrics;
 mod observer;
 mod outbound_calls;

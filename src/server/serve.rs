@@ -26,13 +26,13 @@ use super::admission::Admission;
 use super::api_access::ApiAccess;
 use super::error::ServerError;
 use super::live_sessions::LiveSessions;
+use super::message_sender::MessageSender;
 use super::metrics::ServerMetrics;
 use super::readiness::ReadinessCheck;
 use super::session_token::SessionKey;
 use super::state::{ObserverFactory, ServerState, TwilioState};
 use super::storage_readiness::StorageReadiness;
 use super::store_readiness::StoreReadiness;
-use super::twilio_messaging::MessageSender;
 
 /// Sets a server up: the pipeline, where secrets come from, extra
 /// readiness checks and session observers.

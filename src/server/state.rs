@@ -18,9 +18,9 @@ use crate::transport::webrtc::WebRtcSignalling;
 use super::admission::Admission;
 use super::api_access::ApiAccess;
 use super::live_sessions::LiveSessions;
+use super::message_sender::MessageSender;
 use super::metrics::ServerMetrics;
 use super::readiness::ReadinessCheck;
-use super::twilio_messaging::MessageSender;
 use crate::text::TextConversations;
 
 /// Makes an observer for each new session (turn persistence, tests).

@@ -16,7 +16,6 @@
 //! a WhatsApp conversation (that needs an approved template).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -30,6 +29,7 @@ use crate::transport::twilio::messaging::{
 };
 use crate::transport::twilio::{CreateCallError, twiml};
 
+use super::message_sender::MessageSender;
 use super::request::public_host;
 use super::state::ServerState;
 use super::twilio_voice::signature_refusal;
@@ -181,37 +181,6 @@ async fn send_by_rest(sender: Option<&MessageSender>, message: &IncomingMessage,
             Err(err) => {
                 tracing::error!(call_id = %reply.call_id, error = %err, "answer not sent");
                 return;
-            }
-        }
-    }
-}
-
-/// Sends messages through Twilio's Messages resource for the account.
-#[derive(Debug, Clone)]
-pub(crate) struct MessageSender {
-    pub(crate) rest: crate::transport::twilio::TwilioRest,
-    pub(crate) account_sid: String,
-}
-
-/// How many times a rate-limited message is tried.
-const ATTEMPTS: u32 = 3;
-
-impl MessageSender {
-    /// Sends one message; a 429 (not taken) is tried again after its
-    /// `Retry-After` (at most 5 s); anything else is not, so a message
-    /// whose answer was lost is never sent twice.
-    async fn send(&self, message: &CreateMessage<'_>) -> Result<String, CreateCallError> {
-        let mut attempt = 1;
-        loop {
-            match self.rest.create_message(&self.account_sid, message).await {
-                Err(CreateCallError::RateLimited { retry_after }) if attempt < ATTEMPTS => {
-                    let wait = retry_after
-                        .unwrap_or(Duration::from_secs(1))
-                        .min(Duration::from_secs(5));
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                result => return result,
             }
         }
     }
