@@ -26,5 +26,6 @@ pub mod services;
 pub mod session;
 pub mod store;
 pub mod testing;
+pub mod text;
 pub mod transport;
 pub mod vad;

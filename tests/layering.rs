@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["transport"],
     &["agent", "recording"],
     &["outbound"],
-    &["session"],
+    &["session", "text"],
     &["pipeline_file"],
     &["server", "testing"],
 ];

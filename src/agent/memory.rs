@@ -123,6 +123,13 @@ impl SessionMemory {
         self.recorder.ended(reason);
     }
 
+    /// The session stopped, the call goes on: a text conversation between
+    /// two messages. Its turns are written and the writer stops; the call
+    /// stays active, and the next message's session continues it.
+    pub fn detached(&self) {
+        self.recorder.detached();
+    }
+
     /// Waits until the writer has stopped (everything written, or given up
     /// after `flush_timeout`), at most `limit`.
     pub async fn finished(&self, limit: Duration) -> Option<WriteReport> {

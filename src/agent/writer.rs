@@ -83,6 +83,9 @@ enum Command {
     Started(u64),
     Recorded(CallRecording),
     Ended(String, u64),
+    /// The session stops without ending the call (a text conversation
+    /// between two messages): write what is queued, then stop.
+    Detached,
 }
 
 /// Records a session's turns and status for its writer. Cheap to clone;
@@ -132,6 +135,16 @@ impl TurnRecorder {
         // session ended.
         self.end.mark();
         self.send(Command::Ended(reason.to_owned(), unix_ms()));
+    }
+
+    /// The session stops but the call goes on (a text conversation waits
+    /// for its next message, whose session continues the transcript): the
+    /// writer writes what is queued (for at most `flush_timeout`) and
+    /// stops, without marking the call completed or running the after-call
+    /// hooks.
+    pub fn detached(&self) {
+        self.end.mark();
+        self.send(Command::Detached);
     }
 
     fn send(&self, command: Command) {
@@ -348,6 +361,10 @@ impl Writer {
             Command::Recorded(recording) => self
                 .steps
                 .push_back(Step::new(Action::Change(CallChange::Recorded(recording)))),
+            Command::Detached => {
+                self.ended = true;
+                self.end.mark();
+            }
             Command::Ended(reason, at_ms) => {
                 self.ended = true;
                 // Normally set by the recorder already; a dropped session

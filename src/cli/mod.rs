@@ -4,6 +4,7 @@ mod call;
 mod call_objects;
 mod calls;
 mod campaign;
+mod chat;
 mod check;
 mod evaluate;
 mod learn;
@@ -51,6 +52,11 @@ enum Command {
     /// when every file is valid. Secrets (`*_env` variables) are not needed:
     /// they are looked up when a session starts.
     Check(check::CheckArgs),
+    /// Chat with a pipeline in the terminal, through its text path.
+    ///
+    /// Each line of stdin is a message; the answer streams back with the
+    /// tools it calls. No audio, no STT or TTS key: only the LLM's.
+    Chat(chat::ChatArgs),
     /// Run one session of a pipeline over a WAV file.
     ///
     /// The input is converted to the pipeline's sample rate and pushed in
@@ -99,6 +105,7 @@ pub(crate) fn main() -> ExitCode {
     logging::init(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Check(args) => check::check(&args),
+        Command::Chat(args) => report(chat::chat(&args)),
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::serve(args),
         Command::Call(args) => report(call::call(&args)),

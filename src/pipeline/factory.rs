@@ -14,6 +14,13 @@ use super::setup::SessionSetup;
 pub trait ProcessorFactory: Send + Sync + fmt::Debug {
     /// A fresh processor for the session `setup` describes.
     fn build(&self, setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError>;
+
+    /// The shared conversation (a [`SessionResources`](super::SessionResources)
+    /// name) the processor keeps, if it keeps one: code that resumes a
+    /// conversation (a text channel) puts its history there first.
+    fn conversation_name(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// One `[[processor]]` entry, validated.

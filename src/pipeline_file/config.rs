@@ -18,6 +18,7 @@ use crate::config::{
 use crate::objects::StorageSection;
 use crate::outbound::OutboundSection;
 use crate::pipeline::{EnvSource, ProcessorEntry, SessionSetup};
+use crate::text::TextSection;
 
 /// Everything in a pipeline file except its processors.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +47,8 @@ pub(crate) struct Sections {
     pub(crate) recording: RecordingSection,
     #[serde(default)]
     pub(crate) outbound: Option<OutboundSection>,
+    #[serde(default)]
+    pub(crate) text: TextSection,
 }
 
 /// A validated pipeline definition.
@@ -80,6 +83,8 @@ pub struct PipelineConfig {
     pub recording: RecordingSection,
     /// `[outbound]`, if this pipeline places calls.
     pub outbound: Option<OutboundSection>,
+    /// `[text]`: text conversations (SMS, WhatsApp, the chat API).
+    pub text: TextSection,
     /// The processors, in chain order.
     pub processors: Vec<ProcessorEntry>,
 }

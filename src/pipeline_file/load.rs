@@ -220,6 +220,7 @@ pub fn parse_pipeline(
             server: sections.server,
             recording: sections.recording,
             outbound: sections.outbound,
+            text: sections.text,
             processors,
         }),
         _ => Err(ConfigErrors(found)),

@@ -29,6 +29,9 @@ pub enum ServerError {
     /// The Twilio REST client could not be built.
     #[error("Twilio REST client: {0}")]
     TwilioRest(#[source] HangUpError),
+    /// The text conversations could not be set up.
+    #[error("text conversations: {0}")]
+    Text(#[source] crate::text::TextError),
     /// `[transport.webrtc]` cannot be used (a TURN credential not set).
     #[error(transparent)]
     WebRtc(#[from] SettingsError),

@@ -17,6 +17,8 @@
 //! | `GET /health/live` | liveness alone (200 while the process answers) |
 //! | `GET /metrics` | Prometheus text: sessions, audio frames, errors, latencies |
 //! | `POST /api/learn` | a transcript to learn skills and test cases from (`learn`; the management API's key) |
+//! | `POST /twilio/messaging` | Twilio's incoming SMS and WhatsApp messages, answered by the text path (signed; `twilio_messaging`) |
+//! | `POST /api/chat` | one chat message, answered as server-sent events (`chat`; the management API's key) |
 //!
 //! Each session runs inside a `call` tracing span carrying its `call_id`
 //! (and `call_sid` once Twilio names it), so every log line of a call says
@@ -80,6 +82,7 @@ mod analytics;
 mod api_access;
 mod body;
 mod campaigns;
+mod chat;
 mod client_page;
 mod connections;
 mod cors;
@@ -87,6 +90,7 @@ mod error;
 mod health;
 mod learn;
 mod live_sessions;
+mod message_sender;
 mod metrics;
 mod observer;
 mod offer_precheck;
@@ -106,6 +110,7 @@ mod state;
 mod storage_readiness;
 mod store_readiness;
 mod stream_auth;
+mod twilio_messaging;
 mod twilio_status;
 mod twilio_stream;
 mod twilio_voice;

@@ -10,8 +10,8 @@ use super::analytics;
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
 use super::{
-    campaigns, client_page, cors, health, learn, outbound_calls, session_offer, start,
-    twilio_status, twilio_stream, twilio_voice, webrtc_offer,
+    campaigns, chat, client_page, cors, health, learn, outbound_calls, session_offer, start,
+    twilio_messaging, twilio_status, twilio_stream, twilio_voice, webrtc_offer,
 };
 use crate::outbound::{AMD_PATH, STATUS_PATH};
 
@@ -31,6 +31,8 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
             }),
         )
         .route("/twilio/voice", post(twilio_voice::voice))
+        .route("/twilio/messaging", post(twilio_messaging::messaging))
+        .route("/api/chat", post(chat::chat))
         .route(STATUS_PATH, post(twilio_status::callback))
         .route(AMD_PATH, post(twilio_status::callback))
         .route("/api/calls", post(outbound_calls::create))

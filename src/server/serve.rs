@@ -18,6 +18,7 @@ use crate::outbound::{CallSettled, Dialer, TwilioDialer};
 use crate::pipeline::Observer;
 use crate::pipeline::{EnvSource, SessionSetup};
 use crate::pipeline_file::PipelineConfig;
+use crate::text::{TextConversations, TextError, text_path};
 use crate::transport::twilio::TwilioRest;
 use crate::transport::webrtc::{WebRtcSettings, WebRtcSignalling};
 
@@ -26,6 +27,7 @@ use super::api_access::ApiAccess;
 use super::connections::BoundedListener;
 use super::error::ServerError;
 use super::live_sessions::LiveSessions;
+use super::message_sender::MessageSender;
 use super::metrics::ServerMetrics;
 use super::readiness::ReadinessCheck;
 use super::session_token::SessionKey;
@@ -206,6 +208,22 @@ impl ServerBuilder {
             }
             _ => None,
         };
+        let text = text_conversations(&config, &env, agent.as_ref())?;
+        let messaging = match (
+            &twilio.auth_token,
+            read_secret(
+                &env,
+                "transport.twilio.account_sid_env",
+                &twilio_config_sid(&config),
+            )?,
+        ) {
+            (Some(token), Some(account_sid)) if text.is_some() => Some(MessageSender {
+                rest: TwilioRest::new(config.transport.twilio.api_base_url.as_str(), token.clone())
+                    .map_err(ServerError::TwilioRest)?,
+                account_sid,
+            }),
+            _ => None,
+        };
         let webrtc = WebRtcSignalling::new(
             WebRtcSettings::from_config(&config.transport.webrtc, &env)?,
             config.pipeline.sample_rate.hz(),
@@ -227,6 +245,8 @@ impl ServerBuilder {
                 outbound,
                 campaigns,
                 started: Instant::now(),
+                text,
+                messaging,
             }),
         })
     }
@@ -248,6 +268,37 @@ fn read_secret(
                 var: var.clone(),
             }),
         },
+    }
+}
+
+fn twilio_config_sid(config: &PipelineConfig) -> Option<String> {
+    config.transport.twilio.account_sid_env.clone()
+}
+
+/// The text conversations of the pipeline's text path, when it has one
+/// and calls are kept (they live in the store).
+fn text_conversations(
+    config: &PipelineConfig,
+    env: &EnvSource,
+    agent: Option<&Arc<AgentRuntime>>,
+) -> Result<Option<Arc<TextConversations>>, ServerError> {
+    let Some(agent) = agent else {
+        return Ok(None);
+    };
+    if text_path(&config.processors).is_empty() {
+        return Ok(None);
+    }
+    let mut base = config.session_setup("text");
+    base.env = env.clone();
+    match TextConversations::new(
+        &config.processors,
+        base,
+        Arc::clone(agent),
+        config.text.clone(),
+    ) {
+        Ok(conversations) => Ok(Some(Arc::new(conversations))),
+        Err(TextError::NoTextPath) => Ok(None),
+        Err(err) => Err(ServerError::Text(err)),
     }
 }
 
@@ -353,6 +404,16 @@ impl Server {
                     .await;
             })
         });
+        // Idle text conversations end (and are evaluated) on their own.
+        let (stop_sweeper, sweeper_stopped) = tokio::sync::oneshot::channel::<()>();
+        let sweeper = self.state.text.clone().map(|text| {
+            tokio::spawn(async move {
+                text.run_sweeper(async {
+                    let _ = sweeper_stopped.await;
+                })
+                .await;
+            })
+        });
         let (signalled_tx, signalled) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             signal.await;
@@ -382,6 +443,12 @@ impl Server {
                 (served, true)
             }
         };
+        let _ = stop_sweeper.send(());
+        if let Some(sweeper) = sweeper
+            && let Err(err) = sweeper.await
+        {
+            tracing::error!(error = %err, "the idle conversation sweep failed");
+        }
         let _ = stop_campaigns.send(());
         if let Some(campaigns) = campaigns
             && let Err(err) = campaigns.await

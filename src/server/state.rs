@@ -18,9 +18,11 @@ use crate::transport::webrtc::WebRtcSignalling;
 use super::admission::Admission;
 use super::api_access::ApiAccess;
 use super::live_sessions::LiveSessions;
+use super::message_sender::MessageSender;
 use super::metrics::ServerMetrics;
 use super::readiness::ReadinessCheck;
 use super::stream_auth::StreamAuth;
+use crate::text::TextConversations;
 
 /// Makes an observer for each new session (turn persistence, tests).
 pub type ObserverFactory = Arc<dyn Fn(&SessionSetup) -> Arc<dyn Observer> + Send + Sync>;
@@ -50,6 +52,12 @@ pub(crate) struct ServerState {
     /// store).
     pub(crate) campaigns: Option<CampaignRunner>,
     pub(crate) started: Instant,
+    /// Text conversations (SMS, WhatsApp, `/api/chat`), when the pipeline
+    /// has a text path.
+    pub(crate) text: Option<Arc<TextConversations>>,
+    /// Sends answers through Twilio's Messages resource, when the auth
+    /// token and the account SID are configured.
+    pub(crate) messaging: Option<MessageSender>,
 }
 
 impl axum::extract::FromRef<Arc<ServerState>> for ApiAccess {

@@ -284,6 +284,48 @@ pub trait NumberLimitStore: Send + Sync {
     async fn release_number(&self, phone_hash: &str, call_id: &str) -> Result<(), StoreError>;
 }
 
+/// Text conversations (SMS, WhatsApp, the chat API): which conversation
+/// is open for a channel and its participants, when each last heard a
+/// message, and which provider message ids were already answered. Each
+/// change is one atomic step (a Lua script in Redis), so two servers, or a
+/// message racing the idle sweep, never split or lose a conversation.
+#[async_trait]
+pub trait TextStore: Send + Sync {
+    /// The id of the conversation open for `key` (`candidate` when none
+    /// was, which opens it); its last message is now `now_ms`.
+    async fn open_text_conversation(
+        &self,
+        key: &str,
+        candidate: &str,
+        now_ms: u64,
+    ) -> Result<String, StoreError>;
+
+    /// Keys of open conversations whose last message was at or before
+    /// `before_ms`, oldest first, at most `max`.
+    async fn idle_text_conversations(
+        &self,
+        before_ms: u64,
+        max: usize,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Closes `key`'s conversation if its last message is still at or
+    /// before `before_ms`; its id when this call closed it (`None`: closed
+    /// by someone else, or a message came since).
+    async fn close_text_conversation(
+        &self,
+        key: &str,
+        before_ms: u64,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Notes the provider's message `message_id` for `ttl_ms`; true the
+    /// first time it is seen (a retried webhook answers false).
+    async fn first_sight_of_message(
+        &self,
+        message_id: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError>;
+}
+
 /// One delivery of a queued job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobDelivery {
@@ -392,6 +434,7 @@ pub trait Store:
     + JobQueue
     + Outbox
     + CampaignStore
+    + TextStore
 {
     /// `redis` or `memory`, for logs and `/health`.
     fn backend(&self) -> &'static str;

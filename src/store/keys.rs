@@ -22,6 +22,11 @@
 //! `webhook:event:{id}` string per delivery, and `webhook:dead` (a list of
 //! deliveries that ran out of attempts).
 //!
+//! Text conversations (see `TextStore`) keep `text:conversation:{key}`
+//! (string: the open conversation's id), `text:active` (sorted set: keys
+//! by last message) and `text:message:{id}` (string, with a TTL: a message
+//! id seen).
+//!
 //! Campaigns (see `CampaignStore`) keep
 //! `campaign:{id}` (hash: settings, state, counts, the rate's next slot),
 //! `campaign:{id}:entries` (hash: entry → JSON number and parameters),
@@ -159,6 +164,23 @@ impl Keys {
     /// `rate_limit:{phone_hash}`: the call that holds a number's limit.
     pub fn rate_limit(&self, phone_hash: &str) -> String {
         self.key(format_args!("rate_limit:{phone_hash}"))
+    }
+
+    /// `text:conversation:{key}`: the id of the text conversation open for
+    /// a channel and its participants (`{channel}:{hash}`).
+    pub fn text_conversation(&self, key: &str) -> String {
+        self.key(format_args!("text:conversation:{key}"))
+    }
+
+    /// `text:active`: open text conversation keys by their last message
+    /// (Unix ms), for the idle sweep.
+    pub fn text_active(&self) -> String {
+        self.key(format_args!("text:active"))
+    }
+
+    /// `text:message:{id}`: a provider's message id already taken.
+    pub fn text_message(&self, message_id: &str) -> String {
+        self.key(format_args!("text:message:{message_id}"))
     }
 
     /// `{webhook:outbox}:dead`: deliveries that ran out of attempts, in the

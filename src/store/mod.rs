@@ -39,7 +39,7 @@ pub mod time;
 pub use self::redis::RedisStore;
 pub use api::{
     Appended, CallStore, CampaignStore, JobDelivery, JobQueue, NumberLimitStore, Outbox,
-    OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, TestCaseStore,
+    OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, TestCaseStore, TextStore,
 };
 pub use call::{CallChange, CallDirection, CallRecord, Evaluation, Extraction, Outcome, Segment};
 pub use call_stats::{

@@ -39,6 +39,7 @@ pub mod served_binary;
 pub mod server;
 pub mod session;
 pub mod signal;
+pub mod text;
 pub mod turns;
 pub mod wait;
 pub mod webrtc;

@@ -172,6 +172,10 @@ impl ProcessorFactory for UserContextConfig {
         }
         Ok(Box::new(aggregator))
     }
+
+    fn conversation_name(&self) -> Option<&str> {
+        Some(&self.context)
+    }
 }
 
 /// Turns transcriptions into user turns. See the module docs.

@@ -19,5 +19,6 @@ mod scripts;
 mod skills;
 mod store;
 mod test_cases;
+mod text;
 
 pub use store::RedisStore;

@@ -188,3 +188,37 @@ return 0
 ",
     )
 });
+
+/// The text conversation open for a key, opening `candidate` when none is;
+/// its last message is now.
+/// KEYS: `text:conversation:{key}`, `text:active`. ARGV: key, candidate id,
+/// now ms. Returns the open conversation's id.
+pub(super) static OPEN_TEXT_CONVERSATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local id = redis.call('GET', KEYS[1])
+if id == false then
+  id = ARGV[2]
+  redis.call('SET', KEYS[1], id)
+end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return id
+",
+    )
+});
+
+/// Closes a text conversation whose last message is at or before a time.
+/// KEYS: `text:conversation:{key}`, `text:active`. ARGV: key, before ms.
+/// Returns the closed conversation's id, or nil when not closed here.
+pub(super) static CLOSE_TEXT_CONVERSATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local last = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if last == false or tonumber(last) > tonumber(ARGV[2]) then return false end
+local id = redis.call('GET', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return id
+",
+    )
+});

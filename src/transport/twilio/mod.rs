@@ -31,6 +31,7 @@ mod call;
 pub mod codec;
 mod input;
 pub mod marks;
+pub mod messaging;
 pub mod protocol;
 pub mod rest;
 pub mod signature;

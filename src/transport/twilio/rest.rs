@@ -5,6 +5,8 @@
 //!   (the form [`CreateCall::form`] builds), answered 201 with the call's
 //!   `sid`; not retried here (the dialler's caller decides: a 429 says how
 //!   long to wait in `Retry-After`);
+//! - sending a message: `POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json`
+//!   (`To`, `From`, `Body`), answered as a call creation is;
 //! - ending one: `POST {base}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`
 //!   with `Status=completed` (hang up) or `Status=canceled` (a call not yet
 //!   answered). A call that has already ended answers 404 (Twilio error
@@ -15,6 +17,8 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use super::messaging::CreateMessage;
 
 /// How many times a hang-up is tried.
 const ATTEMPTS: u32 = 3;
@@ -160,11 +164,45 @@ impl TwilioRest {
             "{}/2010-04-01/Accounts/{account_sid}/Calls.json",
             self.base_url
         );
+        self.create(&url, account_sid, &call.form()).await
+    }
+
+    /// Sends `message` from the account `account_sid` through the Messages
+    /// resource (`POST …/Messages.json`); its SID (`SM…`) on success.
+    /// Twilio answers as it answers a call creation (201 with the `sid`,
+    /// or an error body with its code, e.g. 63016 for a WhatsApp message
+    /// outside the 24-hour window). One request, not retried.
+    pub async fn create_message(
+        &self,
+        account_sid: &str,
+        message: &CreateMessage<'_>,
+    ) -> Result<String, CreateCallError> {
+        if !is_sid(account_sid) {
+            return Err(CreateCallError::Refused {
+                status: 0,
+                code: None,
+                message: "the account SID is not a Twilio SID".to_owned(),
+            });
+        }
+        let url = format!(
+            "{}/2010-04-01/Accounts/{account_sid}/Messages.json",
+            self.base_url
+        );
+        self.create(&url, account_sid, &message.form()).await
+    }
+
+    /// Posts `form` to create a resource at `url`; the answer's `sid`.
+    async fn create(
+        &self,
+        url: &str,
+        account_sid: &str,
+        form: &(impl serde::Serialize + ?Sized),
+    ) -> Result<String, CreateCallError> {
         let response = self
             .http
-            .post(&url)
+            .post(url)
             .basic_auth(account_sid, Some(&self.auth_token))
-            .form(&call.form())
+            .form(form)
             .send()
             .await
             .map_err(|err| CreateCallError::Unavailable(err.to_string()))?;

@@ -1,4 +1,4 @@
-//! The TwiML answers to Twilio's voice webhook, without I/O.
+//! The TwiML answers to Twilio's voice and messaging webhooks, without I/O.
 //!
 //! `<Connect><Stream>` opens a bidirectional media stream and holds the call
 //! until the stream ends; Twilio does not allow a query string in the
@@ -32,6 +32,18 @@ pub fn connect_stream(stream_url: &str, parameters: &[(String, String)]) -> Stri
 /// Refuses the call with a busy signal: the caller may try again later.
 pub fn reject_busy() -> String {
     format!(r#"{PROLOG}<Response><Reject reason="busy"/></Response>"#)
+}
+
+/// Answers an incoming message with `bodies`, one `<Message>` each (Twilio
+/// sends at most 10 per incoming message); none: an empty `<Response/>`,
+/// which sends nothing.
+pub fn messages(bodies: &[String]) -> String {
+    let mut xml = format!("{PROLOG}<Response>");
+    for body in bodies {
+        let _infallible = write!(xml, "<Message>{}</Message>", escape(body));
+    }
+    xml.push_str("</Response>");
+    xml
 }
 
 /// `text` made safe for an XML attribute value. XML 1.0 cannot carry the
@@ -104,6 +116,15 @@ mod tests {
             "{xml}"
         );
         assert!(!xml.chars().any(|c| c.is_control()));
+    }
+
+    #[test]
+    fn answers_a_message_with_escaped_bodies() {
+        let xml = messages(&["5 < 6 & \"ok\"\nbye".to_owned()]);
+        assert!(xml.ends_with(
+            "<Response><Message>5 &lt; 6 &amp; &quot;ok&quot;&#10;bye</Message></Response>"
+        ));
+        assert!(messages(&[]).ends_with("<Response></Response>"));
     }
 
     #[test]

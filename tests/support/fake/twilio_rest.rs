@@ -17,6 +17,13 @@
 //!   callee saying its audio; answering-machine verdicts (`AnsweredBy`) in
 //!   the answered callback, or to `AsyncAmdStatusCallback` with `AsyncAmd`.
 //!
+//! - Messages (`POST …/Messages.json`, `To`, `From`, `Body` of at most
+//!   1,600 characters): 201 with an `SM` + 32 hex SID and `status: queued`;
+//!   400 code 21602 without a body, 21617 past 1,600 characters. Incoming
+//!   messages are posted as Twilio posts them ([`FakeTwilioRest::message`]):
+//!   a signed form with `MessageSid`, `AccountSid`, `From`, `To`, `Body`,
+//!   `NumMedia` (and `ProfileName`, `WaId` for WhatsApp).
+//!
 //! Callbacks are signed for the URL Twilio was given (`https://PUBLIC_HOST/…`)
 //! but delivered to the server under test ([`FakeTwilioRest::deliver_to`]),
 //! which tests run on loopback HTTP. Each call is one task: hundreds at once
@@ -148,8 +155,19 @@ pub struct PlacedCall {
     pub final_status: Option<String>,
 }
 
+/// A message sent through the Messages resource.
+#[derive(Debug, Clone)]
+pub struct SentMessage {
+    pub sid: String,
+    pub to: String,
+    pub from: String,
+    pub body: String,
+    pub at: Instant,
+}
+
 struct Shared {
     auth_token: String,
+    messages: Mutex<Vec<SentMessage>>,
     requests: Mutex<Vec<HangUpRequest>>,
     creates: Mutex<Vec<CreateRequest>>,
     calls: Mutex<HashMap<String, PlacedCall>>,
@@ -217,6 +235,9 @@ async fn calls(
     if call == "Calls.json" {
         return create_call(shared, account_sid, headers, form).await;
     }
+    if call == "Messages.json" {
+        return create_message(&shared, &account_sid, &headers, &form);
+    }
     update_call(shared, account_sid, call, headers, form)
 }
 
@@ -258,6 +279,52 @@ fn update_call(
         "uri": format!("/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json"),
     }))
     .into_response()
+}
+
+fn create_message(
+    shared: &Shared,
+    account_sid: &str,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+) -> Response {
+    if !authenticated(shared, account_sid, headers) {
+        return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+    }
+    let (Some(to), Some(from)) = (field(form, "To"), field(form, "From")) else {
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21604,
+            "A 'To' phone number is required",
+        );
+    };
+    let body = field(form, "Body").unwrap_or_default();
+    if body.is_empty() {
+        return twilio_error(StatusCode::BAD_REQUEST, 21602, "Message body is required");
+    }
+    if body.chars().count() > 1_600 {
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21617,
+            "The concatenated message body exceeds the 1600 character limit",
+        );
+    }
+    let n = shared.next_sid.fetch_add(1, Ordering::Relaxed) + 1;
+    let sid = format!("SM{n:032x}");
+    shared.messages.lock().unwrap().push(SentMessage {
+        sid: sid.clone(),
+        to: to.to_owned(),
+        from: from.to_owned(),
+        body: body.to_owned(),
+        at: Instant::now(),
+    });
+    shared.changed.notify_waiters();
+    let answer = serde_json::json!({
+        "sid": sid, "account_sid": account_sid, "to": to, "from": from, "body": body,
+        "status": "queued", "direction": "outbound-api", "num_segments": "1",
+        "api_version": "2010-04-01",
+        "uri": format!("/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json"),
+    });
+    (StatusCode::CREATED, axum::Json(answer)).into_response()
 }
 
 async fn create_call(
@@ -611,6 +678,7 @@ impl FakeTwilioRest {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let shared = Arc::new(Shared {
             auth_token: auth_token.to_owned(),
+            messages: Mutex::default(),
             requests: Mutex::default(),
             creates: Mutex::default(),
             calls: Mutex::default(),
@@ -720,6 +788,83 @@ impl FakeTwilioRest {
         })
         .await
         .unwrap_or_else(|| panic!("call {sid}: condition not met: {:?}", self.call(sid)))
+    }
+
+    /// Messages sent through the Messages resource, in order.
+    pub fn messages(&self) -> Vec<SentMessage> {
+        self.shared.messages.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` messages have been sent, or panics after `timeout`.
+    pub async fn wait_messages(&self, n: usize, timeout: Duration) -> Vec<SentMessage> {
+        until_notified(&self.shared.changed, timeout, || {
+            let messages = self.messages();
+            (messages.len() >= n).then_some(messages)
+        })
+        .await
+        .unwrap_or_else(|| panic!("expected {n} messages, got {:?}", self.messages()))
+    }
+
+    /// Posts an incoming message from `from` to `to` (WhatsApp when they
+    /// are `whatsapp:` addresses) to `url`'s path on the server, signed as
+    /// Twilio signs it, with the id `message_sid` (the same on a retry) and
+    /// `num_media` media items. Returns the answer's status and body (the
+    /// TwiML).
+    pub async fn message(
+        &self,
+        url: &str,
+        message_sid: &str,
+        (from, to): (&str, &str),
+        body: &str,
+        num_media: usize,
+    ) -> (u16, String) {
+        let mut form: Vec<(String, String)> = [
+            ("MessageSid", message_sid),
+            ("SmsMessageSid", message_sid),
+            ("AccountSid", ACCOUNT_SID),
+            ("MessagingServiceSid", ""),
+            ("From", from),
+            ("To", to),
+            ("Body", body),
+            ("NumSegments", "1"),
+            ("SmsStatus", "received"),
+            ("ApiVersion", "2010-04-01"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        form.push(("NumMedia".to_owned(), num_media.to_string()));
+        for i in 0..num_media {
+            form.push((
+                format!("MediaUrl{i}"),
+                format!("https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{message_sid}/Media/ME{i}"),
+            ));
+            form.push((format!("MediaContentType{i}"), "image/jpeg".to_owned()));
+        }
+        if let Some(number) = from.strip_prefix("whatsapp:+") {
+            form.push(("ProfileName".to_owned(), "Test User".to_owned()));
+            form.push(("WaId".to_owned(), number.to_owned()));
+        }
+        let target = self
+            .shared
+            .target
+            .lock()
+            .unwrap()
+            .expect("deliver_to first");
+        let response = self
+            .shared
+            .http
+            .post(format!("http://{target}{}", path_and_query(url)))
+            .header(
+                "X-Twilio-Signature",
+                sign(&self.shared.auth_token, url, &form),
+            )
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
     }
 
     /// Posts `form` to `url`'s path on the server, signed for `url` with

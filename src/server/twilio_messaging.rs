@@ -1,0 +1,187 @@
+//! `POST /twilio/messaging`: Twilio's incoming-message webhook, for SMS and
+//! WhatsApp, answered by the pipeline's text path.
+//!
+//! With an auth token configured the request must carry a valid
+//! `X-Twilio-Signature` (403 otherwise, as for `/twilio/voice`). A
+//! `MessageSid` is taken once in the store (`text:message:{sid}`, 48 h), so
+//! a retried webhook, even after a restart or on another server, gets an
+//! empty `<Response/>` and never a second answer. The answer goes back as
+//! TwiML `<Message>` when it is ready within `[text] reply_budget_secs` and
+//! fits one message (1,600 characters); otherwise the webhook answers an
+//! empty `<Response/>` and the answer goes out through the Messages REST
+//! resource, cut into as many messages as it needs, from the address the
+//! message came to. WhatsApp accepts free-form answers only within 24 hours
+//! of the user's last message: voxpipe only ever answers a message it has
+//! just received, so it is always inside that window, and it never starts
+//! a WhatsApp conversation (that needs an approved template).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::text::{Channel, ConversationKey, Inbound, Reply, TextEvent};
+use crate::transport::twilio::messaging::{
+    CreateMessage, IncomingMessage, MAX_MESSAGE_CHARS, split_message,
+};
+use crate::transport::twilio::{CreateCallError, twiml};
+
+use super::message_sender::MessageSender;
+use super::request::public_host;
+use super::state::ServerState;
+use super::twilio_voice::signature_refusal;
+
+/// How long a `MessageSid` is remembered: longer than Twilio retries.
+const SEEN_FOR_MS: u64 = 48 * 3_600 * 1_000;
+
+fn twiml_response(xml: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], xml).into_response()
+}
+
+/// `POST /twilio/messaging`.
+pub(crate) async fn messaging(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let Some(host) = public_host(&state.config.server, &headers) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "cannot tell this server's public host: set [server] public_host",
+        )
+            .into_response();
+    };
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    if let Some(refused) = signature_refusal(&state, &host, &headers, &uri, &form) {
+        return refused;
+    }
+    let Some(conversations) = state.text.clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this pipeline serves no text conversations: it needs a `user_context` and an `llm`",
+        )
+            .into_response();
+    };
+    let message = match IncomingMessage::from_form(&form) {
+        Ok(message) => message,
+        Err(missing) => return (StatusCode::BAD_REQUEST, missing.to_string()).into_response(),
+    };
+    if message.body.trim().is_empty() && message.num_media == 0 {
+        tracing::info!(message_sid = %message.message_sid, "empty message; nothing to answer");
+        return twiml_response(twiml::messages(&[]));
+    }
+    let store = conversations.runtime().store();
+    match store
+        .first_sight_of_message(&message.message_sid, SEEN_FOR_MS)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(message_sid = %message.message_sid, "message seen before (a retried webhook); answered once already");
+            return twiml_response(twiml::messages(&[]));
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "context store unavailable; Twilio may retry the message");
+            return (StatusCode::SERVICE_UNAVAILABLE, "context store unavailable").into_response();
+        }
+    }
+    let channel = if message.is_whatsapp() {
+        Channel::WhatsApp
+    } else {
+        Channel::Sms
+    };
+    let key = ConversationKey::new(channel, &[&message.from, &message.to]);
+    let mut parameters: std::collections::BTreeMap<String, String> = uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    parameters.insert("channel".into(), channel.name().into());
+    let inbound = Inbound {
+        key,
+        text: message.body.clone(),
+        media: message.num_media,
+        parameters,
+    };
+    let answered_to = message.clone();
+    let (answer_tx, mut answer_rx) = oneshot::channel::<Reply>();
+    let sender = state.messaging.clone();
+    let budget = conversations.section().reply_budget_secs.duration();
+    tokio::spawn(async move {
+        let (events, mut heard) = mpsc::unbounded_channel();
+        let answering = conversations.message(inbound, Some(events));
+        let delivering = async {
+            while let Some(event) = heard.recv().await {
+                if let TextEvent::Done(reply) = event {
+                    // The webhook gave up waiting: the answer goes by REST.
+                    if let Err(reply) = answer_tx.send(reply) {
+                        send_by_rest(sender.as_ref(), &message, &reply).await;
+                    }
+                    return;
+                }
+            }
+        };
+        let (answered, ()) = tokio::join!(answering, delivering);
+        if let Err(err) = answered {
+            tracing::warn!(message_sid = %message.message_sid, error = %err, "message not answered");
+        }
+    });
+    let reply = match tokio::time::timeout(budget, &mut answer_rx).await {
+        Ok(Ok(reply)) => Some(reply),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            // Too late for TwiML; an answer that lands now is still taken.
+            answer_rx.close();
+            answer_rx.try_recv().ok()
+        }
+    };
+    let Some(reply) = reply else {
+        return twiml_response(twiml::messages(&[]));
+    };
+    let parts = split_message(&reply.text, MAX_MESSAGE_CHARS);
+    if parts.len() == 1 {
+        return twiml_response(twiml::messages(&parts));
+    }
+    // A multi-part answer goes by REST, in order.
+    let sender = state.messaging.clone();
+    tokio::spawn(async move {
+        send_by_rest(sender.as_ref(), &answered_to, &reply).await;
+    });
+    twiml_response(twiml::messages(&[]))
+}
+
+/// Sends `reply` to the sender of `message` through the Messages resource,
+/// one message per part.
+async fn send_by_rest(sender: Option<&MessageSender>, message: &IncomingMessage, reply: &Reply) {
+    let Some(sender) = sender else {
+        tracing::error!(
+            call_id = %reply.call_id,
+            "an answer missed the webhook's time budget and cannot be sent: \
+             set [transport.twilio] auth_token_env and account_sid_env"
+        );
+        return;
+    };
+    for part in split_message(&reply.text, MAX_MESSAGE_CHARS) {
+        let create = CreateMessage {
+            to: &message.from,
+            from: &message.to,
+            body: &part,
+        };
+        match sender.send(&create).await {
+            Ok(sid) => tracing::info!(call_id = %reply.call_id, message_sid = %sid, "answer sent"),
+            Err(CreateCallError::Refused {
+                code: Some(63016), ..
+            }) => {
+                tracing::warn!(call_id = %reply.call_id, "answer refused: outside the WhatsApp 24-hour window");
+                return;
+            }
+            Err(err) => {
+                tracing::error!(call_id = %reply.call_id, error = %err, "answer not sent");
+                return;
+            }
+        }
+    }
+}

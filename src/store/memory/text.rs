@@ -1,0 +1,166 @@
+//! Text conversations (`text:*`) in the embedded store.
+
+use async_trait::async_trait;
+
+use super::keyspace::Op;
+use super::store::MemoryStore;
+use crate::store::{StoreError, TextStore};
+
+#[async_trait]
+impl TextStore for MemoryStore {
+    async fn open_text_conversation(
+        &self,
+        key: &str,
+        candidate: &str,
+        now_ms: u64,
+    ) -> Result<String, StoreError> {
+        let mapping = self.settings.keys.text_conversation(key);
+        let active = self.settings.keys.text_active();
+        self.write(|ks, now| {
+            let mut ops = vec![Op::ZAdd {
+                key: active.clone(),
+                member: key.to_owned(),
+                score: now_ms,
+            }];
+            let id = match ks.string(&mapping, now) {
+                Some(id) => id.to_owned(),
+                None => {
+                    ops.push(Op::Set {
+                        key: mapping.clone(),
+                        value: candidate.to_owned(),
+                        expires_at_ms: None,
+                    });
+                    candidate.to_owned()
+                }
+            };
+            (ops, id)
+        })
+    }
+
+    async fn idle_text_conversations(
+        &self,
+        before_ms: u64,
+        max: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let active = self.settings.keys.text_active();
+        self.read(|ks, now| {
+            let mut idle: Vec<(u64, &String)> = ks
+                .sorted(&active, now)
+                .into_iter()
+                .flatten()
+                .filter(|(_, score)| **score <= before_ms)
+                .map(|(member, score)| (*score, member))
+                .collect();
+            idle.sort();
+            idle.into_iter()
+                .take(max)
+                .map(|(_, member)| member.clone())
+                .collect()
+        })
+    }
+
+    async fn close_text_conversation(
+        &self,
+        key: &str,
+        before_ms: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let mapping = self.settings.keys.text_conversation(key);
+        let active = self.settings.keys.text_active();
+        self.write(|ks, now| {
+            let last = ks
+                .sorted(&active, now)
+                .and_then(|set| set.get(key).copied());
+            if last.is_none_or(|last| last > before_ms) {
+                return (Vec::new(), None);
+            }
+            let id = ks.string(&mapping, now).map(str::to_owned);
+            let ops = vec![
+                Op::ZRem {
+                    key: active.clone(),
+                    member: key.to_owned(),
+                },
+                Op::Del {
+                    key: mapping.clone(),
+                },
+            ];
+            (ops, id)
+        })
+    }
+
+    async fn first_sight_of_message(
+        &self,
+        message_id: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let key = self.settings.keys.text_message(message_id);
+        self.write(|ks, now| {
+            if ks.string(&key, now).is_some() {
+                return (Vec::new(), false);
+            }
+            let set = Op::Set {
+                key: key.clone(),
+                value: "1".to_owned(),
+                expires_at_ms: Some(now.saturating_add(ttl_ms.max(1))),
+            };
+            (vec![set], true)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreSettings;
+
+    #[tokio::test]
+    async fn a_conversation_stays_open_until_idle_and_closes_once() {
+        let store = MemoryStore::new(StoreSettings::default());
+        let id = store
+            .open_text_conversation("sms:k", "c1", 1_000)
+            .await
+            .unwrap();
+        assert_eq!(id, "c1");
+        let again = store
+            .open_text_conversation("sms:k", "c2", 2_000)
+            .await
+            .unwrap();
+        assert_eq!(again, "c1");
+        assert!(
+            store
+                .idle_text_conversations(1_999, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.idle_text_conversations(2_000, 10).await.unwrap(),
+            ["sms:k"]
+        );
+        // A message came since the sweep looked: not closed.
+        assert_eq!(
+            store.close_text_conversation("sms:k", 1_500).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.close_text_conversation("sms:k", 2_000).await.unwrap(),
+            Some("c1".to_owned())
+        );
+        assert_eq!(
+            store.close_text_conversation("sms:k", 2_000).await.unwrap(),
+            None
+        );
+        let next = store
+            .open_text_conversation("sms:k", "c3", 3_000)
+            .await
+            .unwrap();
+        assert_eq!(next, "c3");
+    }
+
+    #[tokio::test]
+    async fn a_message_id_is_seen_first_once() {
+        let store = MemoryStore::new(StoreSettings::default());
+        assert!(store.first_sight_of_message("SM1", 60_000).await.unwrap());
+        assert!(!store.first_sight_of_message("SM1", 60_000).await.unwrap());
+        assert!(store.first_sight_of_message("SM2", 60_000).await.unwrap());
+    }
+}

@@ -1,0 +1,386 @@
+//! [`TextConversations`]: one process's text conversations.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::config::TextSection;
+use super::history::context_of;
+use super::key::ConversationKey;
+use super::path::text_path;
+use super::reply::{Reply, TextEvent};
+use super::tap::TextTap;
+use crate::agent::{AgentRuntime, SessionMemory};
+use crate::conversation::{Role, SharedConversation, Turn};
+use crate::frame::{FrameBody, TranscriptionFrame};
+use crate::pipeline::{
+    BuildError, NamedProcessor, PipelineParams, PipelineTask, ProcessorEntry, SessionResources,
+    SessionSetup, new_session_id,
+};
+use crate::store::time::unix_ms;
+use crate::store::{CallChange, StoreError};
+
+/// How many idle conversations one sweep closes at most.
+const SWEEP_BATCH: usize = 100;
+/// The longest wait between two sweeps.
+const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(5);
+/// How long a message waits for its turns to be written before the next
+/// message of the conversation may read them.
+const WRITE_WAIT: Duration = Duration::from_secs(10);
+
+/// A message could not be answered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TextError {
+    /// The pipeline has no text path (no `user_context`).
+    #[error("this pipeline has no text path: it needs a `user_context` (and an `llm`)")]
+    NoTextPath,
+    /// The message has no text and no media.
+    #[error("the message is empty")]
+    Empty,
+    /// The store did not answer (the conversation could not be found).
+    #[error("context store: {0}")]
+    Store(#[from] StoreError),
+    /// A processor could not be built.
+    #[error("processor `{processor}`: {source}")]
+    Build {
+        /// The processor's name.
+        processor: String,
+        /// Why.
+        source: BuildError,
+    },
+}
+
+/// One inbound message.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// The conversation it belongs to.
+    pub key: ConversationKey,
+    /// Its text (may be empty when it carries media).
+    pub text: String,
+    /// How many media items it carries.
+    pub media: usize,
+    /// Stored with a new conversation's call (its custom parameters; the
+    /// segment is read from them).
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// The text conversations of one process: answers messages through the
+/// pipeline's text path, and ends idle conversations. See the module docs
+/// of [`crate::text`].
+pub struct TextConversations {
+    path: Vec<ProcessorEntry>,
+    base: SessionSetup,
+    runtime: Arc<AgentRuntime>,
+    section: TextSection,
+    /// One lock per conversation with a message in flight, so the messages
+    /// of one conversation are answered in order, each seeing the last.
+    /// Entries of conversations at rest are dropped by the sweep.
+    running: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for TextConversations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextConversations")
+            .field(
+                "path",
+                &self.path.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl TextConversations {
+    /// Conversations over the text path of `processors`, each message's
+    /// session set up as `base` says (its id, resources and parameters are
+    /// its own), kept in `runtime`'s store.
+    pub fn new(
+        processors: &[ProcessorEntry],
+        base: SessionSetup,
+        runtime: Arc<AgentRuntime>,
+        section: TextSection,
+    ) -> Result<Self, TextError> {
+        let path = text_path(processors);
+        if path.is_empty() {
+            return Err(TextError::NoTextPath);
+        }
+        Ok(TextConversations {
+            path,
+            base,
+            runtime,
+            section,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `[text]`.
+    pub fn section(&self) -> &TextSection {
+        &self.section
+    }
+
+    /// The agent runtime (its store).
+    pub fn runtime(&self) -> &Arc<AgentRuntime> {
+        &self.runtime
+    }
+
+    /// Answers `inbound`, streaming what happens to `events` (the last
+    /// event is [`TextEvent::Done`], sent as soon as the answer is
+    /// complete). Returns once the turns are written (or the write wait is
+    /// over), so that the conversation's next message reads them.
+    pub async fn message(
+        &self,
+        inbound: Inbound,
+        events: Option<mpsc::UnboundedSender<TextEvent>>,
+    ) -> Result<Reply, TextError> {
+        let text = inbound.text.trim();
+        if text.is_empty() && inbound.media == 0 {
+            return Err(TextError::Empty);
+        }
+        let lock = self.lock_of(inbound.key.as_str());
+        let _in_order = lock.lock().await;
+        let store = self.runtime.store();
+        let key = inbound.key.as_str();
+        let call_id = store
+            .open_text_conversation(key, &new_session_id(), unix_ms())
+            .await?;
+        let mut setup = self.base.clone();
+        setup.session_id = call_id.as_str().into();
+        setup.resources = SessionResources::new();
+        setup.custom_parameters = inbound.parameters.clone();
+        let turns = store.turns(&call_id).await?;
+        let history = SharedConversation::new(context_of(&turns));
+        for name in self
+            .path
+            .iter()
+            .filter_map(|p| p.factory.conversation_name())
+        {
+            setup.resources.insert(name, history.clone());
+        }
+        let memory = self
+            .runtime
+            .open_session(&setup, inbound.key.channel().name())
+            .await;
+        memory.started();
+        let reply = if text.is_empty() {
+            // Media only: no model reads it; the turn says what came.
+            let user = format!("[{} media item(s), no text]", inbound.media);
+            self.answer_without_model(&memory, &call_id, user, &self.section.media_reply)
+        } else {
+            let text = self.cut(text);
+            let run = self
+                .run(&setup, &memory, &call_id, &text, events.clone())
+                .await;
+            match run {
+                Ok(reply) => reply,
+                Err(err) => {
+                    memory.detached();
+                    return Err(err);
+                }
+            }
+        };
+        if let Some(events) = &events {
+            let _gone = events.send(TextEvent::Done(reply.clone()));
+        }
+        memory.detached();
+        if let Err(err) = store.open_text_conversation(key, &call_id, unix_ms()).await {
+            tracing::warn!(call_id, error = %err, "cannot note the conversation's last message");
+        }
+        if memory.finished(WRITE_WAIT).await.is_none() {
+            tracing::warn!(call_id, "the conversation's turns are still being written");
+        }
+        Ok(reply)
+    }
+
+    /// The message as the model reads it: at most `max_message_chars`,
+    /// with a notice when cut.
+    fn cut(&self, text: &str) -> String {
+        let max = self.section.max_message_chars;
+        match text.char_indices().nth(max) {
+            None => text.to_owned(),
+            Some((at, _)) => {
+                tracing::info!(max, "message cut to its first characters");
+                format!(
+                    "{}\n\n[The message was cut here: it was longer than {max} characters.]",
+                    &text[..at]
+                )
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        setup: &SessionSetup,
+        memory: &SessionMemory,
+        call_id: &str,
+        text: &str,
+        events: Option<mpsc::UnboundedSender<TextEvent>>,
+    ) -> Result<Reply, TextError> {
+        let mut setup = setup.clone();
+        setup.system_prompt = Some(memory.prompt_source());
+        let mut chain = Vec::with_capacity(self.path.len());
+        for entry in &self.path {
+            let processor = entry
+                .factory
+                .build(&setup)
+                .map_err(|source| TextError::Build {
+                    processor: entry.name.clone(),
+                    source,
+                })?;
+            chain.push(NamedProcessor {
+                name: entry.name.clone(),
+                processor,
+            });
+        }
+        let last = chain.last().map(|p| p.name.clone()).unwrap_or_default();
+        let tap = Arc::new(TextTap::new(last, events));
+        let mut params = PipelineParams::new(Arc::clone(&setup.session_id), setup.sample_rate);
+        params.allow_interruptions = false;
+        params.measure = false;
+        params.observers = vec![memory.observer(), Arc::clone(&tap) as _];
+        params.resources = setup.resources.clone();
+        let task = PipelineTask::new(chain, params);
+        let handle = task.handle();
+        handle
+            .queue_frame(FrameBody::Transcription(TranscriptionFrame {
+                text: text.to_owned(),
+                user_id: None,
+                language: None,
+                at: Duration::ZERO,
+            }))
+            .await;
+        handle.end("message answered").await;
+        let outcome = task.run().await;
+        let heard = tap.take();
+        let answer = heard.text.trim();
+        if !answer.is_empty() {
+            return Ok(Reply {
+                call_id: call_id.to_owned(),
+                text: answer.to_owned(),
+                failed: false,
+            });
+        }
+        let why = heard
+            .error
+            .or(outcome.fatal_error.map(|e| e.message))
+            .unwrap_or_else(|| "the model answered nothing".to_owned());
+        tracing::warn!(call_id, reason = %why, "no answer from the model; apologising");
+        let apology = &self.section.apology;
+        memory.record_turn(Arc::new(Turn::completed(
+            u64::MAX,
+            Role::Assistant,
+            apology.clone(),
+            Duration::ZERO,
+        )));
+        Ok(Reply {
+            call_id: call_id.to_owned(),
+            text: apology.clone(),
+            failed: true,
+        })
+    }
+
+    fn answer_without_model(
+        &self,
+        memory: &SessionMemory,
+        call_id: &str,
+        user: String,
+        answer: &str,
+    ) -> Reply {
+        for (role, text) in [(Role::User, user), (Role::Assistant, answer.to_owned())] {
+            memory.record_turn(Arc::new(Turn::completed(0, role, text, Duration::ZERO)));
+        }
+        Reply {
+            call_id: call_id.to_owned(),
+            text: answer.to_owned(),
+            failed: false,
+        }
+    }
+
+    fn lock_of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lock) = running.get(key).and_then(Weak::upgrade) {
+            return lock;
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        running.insert(key.to_owned(), Arc::downgrade(&lock));
+        lock
+    }
+
+    /// How many conversations have an entry in memory (a message in flight,
+    /// or one answered since the last sweep).
+    pub fn in_memory(&self) -> usize {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Ends the conversations idle at `now_ms` (no message for the idle
+    /// timeout): each call is completed (`end_reason` `idle_timeout`) and
+    /// its after-call hooks are queued. Returns how many this call ended;
+    /// another server's sweep, or a message arriving, makes it fewer.
+    pub async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, lock| lock.strong_count() > 0);
+        let idle_ms = self.section.idle_timeout_secs.duration().as_millis() as u64;
+        let before = now_ms.saturating_sub(idle_ms);
+        let store = self.runtime.store();
+        let mut ended = 0;
+        for key in store.idle_text_conversations(before, SWEEP_BATCH).await? {
+            if self.end(&key, before, now_ms, "idle_timeout").await? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Ends `key`'s conversation now, whatever its last message (a
+    /// terminal chat that is over): completed with `reason`, its after-call
+    /// hooks queued. False when no conversation was open.
+    pub async fn finish(&self, key: &ConversationKey, reason: &str) -> Result<bool, StoreError> {
+        let now = unix_ms();
+        self.end(key.as_str(), u64::MAX, now, reason).await
+    }
+
+    /// Closes `key`'s conversation if it is idle since `before_ms`, then
+    /// completes its call and queues its after-call hooks.
+    async fn end(
+        &self,
+        key: &str,
+        before_ms: u64,
+        now_ms: u64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let store = self.runtime.store();
+        let Some(call_id) = store.close_text_conversation(key, before_ms).await? else {
+            return Ok(false);
+        };
+        let change = CallChange::Ended {
+            reason: reason.to_owned(),
+            at_ms: now_ms,
+        };
+        store.update_call(&call_id, &change).await?;
+        self.runtime.queue_after_call(&call_id).await?;
+        tracing::info!(call_id, reason, "text conversation ended");
+        Ok(true)
+    }
+
+    /// Sweeps for idle conversations until `shutdown` resolves: every
+    /// quarter of the idle timeout, at most every 5 s.
+    pub async fn run_sweeper(&self, shutdown: impl Future<Output = ()>) {
+        let period = (self.section.idle_timeout_secs.duration() / 4).min(MAX_SWEEP_PERIOD);
+        let sweeping = async {
+            loop {
+                tokio::time::sleep(period).await;
+                if let Err(err) = self.sweep(unix_ms()).await {
+                    tracing::warn!(error = %err, "idle text conversations not swept");
+                }
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = sweeping => {}
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Twilio Messaging (SMS and WhatsApp) without I/O: an incoming message's
+//! webhook form, and answers cut to what a message may hold.
+//!
+//! Twilio posts an incoming message as a form (`MessageSid`, `AccountSid`,
+//! `From`, `To`, `Body`, `NumMedia`, `MediaUrl{N}`, and for WhatsApp
+//! `ProfileName` and `WaId`); WhatsApp addresses are `whatsapp:+E.164`. A
+//! message body holds at most 1,600 characters, so a longer answer goes
+//! out as several messages, cut between words where it can be.
+
+/// The most characters one message body may hold.
+pub const MAX_MESSAGE_CHARS: usize = 1_600;
+
+/// An incoming message, as the webhook's form gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMessage {
+    /// `MessageSid`: the message's id, the same on every retry.
+    pub message_sid: String,
+    /// `AccountSid`.
+    pub account_sid: Option<String>,
+    /// `From`: the user's address (`+1…` or `whatsapp:+1…`).
+    pub from: String,
+    /// `To`: the agent's address.
+    pub to: String,
+    /// `Body`: the text (may be empty).
+    pub body: String,
+    /// `NumMedia`: how many media items came with it.
+    pub num_media: usize,
+}
+
+/// Why a webhook form is not an incoming message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the form has no `{0}`")]
+pub struct MissingField(pub &'static str);
+
+impl IncomingMessage {
+    /// The message a webhook `form` describes.
+    pub fn from_form(form: &[(String, String)]) -> Result<Self, MissingField> {
+        let field = |name: &str| {
+            form.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        let required = |name: &'static str| {
+            field(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(str::to_owned)
+                .ok_or(MissingField(name))
+        };
+        Ok(IncomingMessage {
+            message_sid: required("MessageSid")?,
+            account_sid: field("AccountSid").map(str::to_owned),
+            from: required("From")?,
+            to: required("To")?,
+            body: field("Body").unwrap_or_default().to_owned(),
+            num_media: field("NumMedia")
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0),
+        })
+    }
+
+    /// Whether it came through WhatsApp.
+    pub fn is_whatsapp(&self) -> bool {
+        self.from.starts_with("whatsapp:")
+    }
+}
+
+/// `text` as message bodies of at most `max` characters each, cut at the
+/// last whitespace before the limit when there is one in its second half
+/// (else mid-word), every part trimmed and none empty.
+pub fn split_message(text: &str, max: usize) -> Vec<String> {
+    let max = max.max(1);
+    let mut parts = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let Some((limit, _)) = rest.char_indices().nth(max) else {
+            parts.push(rest.to_owned());
+            break;
+        };
+        let head = &rest[..limit];
+        let cut = head
+            .rfind(char::is_whitespace)
+            .filter(|&at| head[..at].chars().count() >= max / 2)
+            .unwrap_or(limit);
+        parts.push(rest[..cut].trim_end().to_owned());
+        rest = rest[cut..].trim_start();
+    }
+    parts
+}
+
+/// A message to send (`POST …/Messages.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateMessage<'a> {
+    /// The recipient (`+1…` or `whatsapp:+1…`).
+    pub to: &'a str,
+    /// The sender: the number (or WhatsApp sender) the message came to.
+    pub from: &'a str,
+    /// The text, at most [`MAX_MESSAGE_CHARS`].
+    pub body: &'a str,
+}
+
+impl CreateMessage<'_> {
+    /// The form, as Twilio's Message resource names its parameters.
+    pub fn form(&self) -> [(&'static str, &str); 3] {
+        [("To", self.to), ("From", self.from), ("Body", self.body)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_whatsapp_form_becomes_a_message() {
+        let message = IncomingMessage::from_form(&form(&[
+            ("MessageSid", "SM123"),
+            ("AccountSid", "AC1"),
+            ("From", "whatsapp:+15551234567"),
+            ("To", "whatsapp:+15557654321"),
+            ("Body", "hello"),
+            ("NumMedia", "0"),
+            ("ProfileName", "Ann"),
+            ("WaId", "15551234567"),
+        ]))
+        .unwrap();
+        assert!(message.is_whatsapp());
+        assert_eq!(message.body, "hello");
+        assert_eq!(message.num_media, 0);
+        assert_eq!(
+            IncomingMessage::from_form(&form(&[("From", "+1"), ("To", "+2")])),
+            Err(MissingField("MessageSid"))
+        );
+    }
+
+    #[test]
+    fn long_answers_are_cut_between_words() {
+        assert_eq!(split_message("  short  ", 10), ["short"]);
+        assert_eq!(split_message("aaaa bbbb cccc", 10), ["aaaa bbbb", "cccc"]);
+        assert_eq!(split_message("abcdefghijkl", 5), ["abcde", "fghij", "kl"]);
+        let long = "word ".repeat(1_000);
+        let parts = split_message(&long, MAX_MESSAGE_CHARS);
+        assert_eq!(parts.len(), 4);
+        assert!(parts.iter().all(|p| p.chars().count() <= MAX_MESSAGE_CHARS));
+        assert_eq!(parts.join(" "), long.trim());
+        assert!(split_message("", 10).is_empty());
+        let accents = "é".repeat(7);
+        assert_eq!(split_message(&accents, 3), ["ééé", "ééé", "é"]);
+    }
+}
