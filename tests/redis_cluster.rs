@@ -44,6 +44,8 @@ fn interaction(index: u64, text: &str) -> Interaction {
         interrupted: false,
         tool_calls: Vec::new(),
         latency_ms: None,
+        agent: None,
+        reflection: None,
     }
 }
 

@@ -16,15 +16,20 @@ use voxpipe::vad::{EndOfTurnModel, SmartTurnModel};
 const ONE_STEP: f64 = 0.0099;
 
 fn reference() -> serde_json::Value {
-    let text = std::fs::read_to_string("tests/fixtures/smart_turn_reference.json").unwrap();
-    serde_json::from_str(&text).unwrap()
+    let path = "tests/fixtures/smart_turn_reference.json";
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn clip(name: &str) -> Vec<i16> {
     let path = Path::new("tests/fixtures/smart_turn").join(format!("{name}.wav"));
-    let mut reader = hound::WavReader::open(&path).unwrap();
+    let mut reader =
+        hound::WavReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(reader.spec().sample_rate, 16_000);
-    reader.samples::<i16>().map(Result::unwrap).collect()
+    reader
+        .samples::<i16>()
+        .map(|s| s.unwrap_or_else(|e| panic!("{name}: {e}")))
+        .collect()
 }
 
 #[test]

@@ -72,7 +72,7 @@ impl Rig {
         let key = ConversationKey::new(Channel::WhatsApp, &[USER, AGENT]);
         let mut redis = self.redis.client().await;
         let id: String = redis
-            .get(format!("text:conversation:{}", key.as_str()))
+            .get(format!("{{text:active}}:conversation:{}", key.as_str()))
             .await
             .unwrap();
         store
@@ -288,7 +288,7 @@ async fn bad_webhooks_are_refused_and_odd_messages_answered() {
     let key = ConversationKey::new(Channel::WhatsApp, &[USER, AGENT]);
     let mut redis = rig.redis.client().await;
     let id: String = redis
-        .get(format!("text:conversation:{}", key.as_str()))
+        .get(format!("{{text:active}}:conversation:{}", key.as_str()))
         .await
         .unwrap();
     let call = store.call(&id).await.unwrap().unwrap();

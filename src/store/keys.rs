@@ -166,10 +166,12 @@ impl Keys {
         self.key(format_args!("rate_limit:{phone_hash}"))
     }
 
-    /// `text:conversation:{key}`: the id of the text conversation open for
-    /// a channel and its participants (`{channel}:{hash}`).
+    /// `{text:active}:conversation:{key}`: the id of the text conversation
+    /// open for a channel and its participants (`{channel}:{hash}`), in
+    /// `text:active`'s slot (the scripts that open and close a conversation
+    /// write both).
     pub fn text_conversation(&self, key: &str) -> String {
-        self.key(format_args!("text:conversation:{key}"))
+        part_of(&self.text_active(), format_args!("conversation:{key}"))
     }
 
     /// `text:active`: open text conversation keys by their last message

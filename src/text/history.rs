@@ -46,6 +46,8 @@ mod tests {
             interrupted: false,
             tool_calls,
             latency_ms: None,
+            agent: None,
+            reflection: None,
         }
     }
 

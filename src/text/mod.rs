@@ -7,7 +7,7 @@
 //! there) and the assistant aggregator. A text conversation is long-lived
 //! and identified by its channel and participants ([`ConversationKey`]);
 //! between two messages it is only a store record (`call:{id}` and its
-//! transcript, `text:conversation:{key}`, its place in `text:active`), never
+//! transcript, `{text:active}:conversation:{key}`, its place in `text:active`), never
 //! a running pipeline. Each message runs the text path once
 //! ([`TextConversations::message`]): the history is read back from the
 //! stored turns into the shared conversation, the message goes in as a

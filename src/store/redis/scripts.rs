@@ -191,7 +191,7 @@ return 0
 
 /// The text conversation open for a key, opening `candidate` when none is;
 /// its last message is now.
-/// KEYS: `text:conversation:{key}`, `text:active`. ARGV: key, candidate id,
+/// KEYS: `{text:active}:conversation:{key}`, `text:active`. ARGV: key, candidate id,
 /// now ms. Returns the open conversation's id.
 pub(super) static OPEN_TEXT_CONVERSATION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -208,7 +208,7 @@ return id
 });
 
 /// Closes a text conversation whose last message is at or before a time.
-/// KEYS: `text:conversation:{key}`, `text:active`. ARGV: key, before ms.
+/// KEYS: `{text:active}:conversation:{key}`, `text:active`. ARGV: key, before ms.
 /// Returns the closed conversation's id, or nil when not closed here.
 pub(super) static CLOSE_TEXT_CONVERSATION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

@@ -36,6 +36,9 @@ impl ColumnLut {
 /// The error function, as MLAS computes it (`MlasErfKernel`: an odd
 /// polynomial below 0.921875, `1 - exp(-p(|x|))` above, clamped at 3.925),
 /// so that GELU's quantised outputs match onnxruntime's.
+// The coefficients are written as MLAS writes them, digits past f32's
+// precision included, so they can be compared with its source.
+#[allow(clippy::excessive_precision)]
 pub(crate) fn erf(x: f32) -> f32 {
     let a = x.abs();
     if a > 0.921_875 {
