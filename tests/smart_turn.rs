@@ -39,12 +39,16 @@ fn decisions_agree_with_onnxruntime_on_every_reference_clip() {
     assert_eq!(model.sample_rate(), 16_000);
     let clips = reference["clips"].as_array().unwrap();
     assert_eq!(clips.len(), 80);
+    // A decision takes seconds unoptimised: the suite's debug build checks
+    // every tenth clip, `cargo test --release --test smart_turn` all 80.
+    let step = if cfg!(debug_assertions) { 10 } else { 1 };
+    let checked = clips.len() / step;
     let mut report = Vec::new();
     let mut disagreements = 0;
     let mut off_by_more_than_a_step = 0;
     let mut both_sides = [0, 0];
     let mut worst = 0.0f64;
-    for entry in clips {
+    for entry in clips.iter().step_by(step) {
         let name = entry["name"].as_str().unwrap();
         let want = entry["probability"].as_f64().unwrap();
         let got = f64::from(model.end_of_turn_probability(&clip(name)));
@@ -60,12 +64,16 @@ fn decisions_agree_with_onnxruntime_on_every_reference_clip() {
     }
     let report = report.join("\n");
     // The set exercises both decisions.
-    assert!(both_sides[0] >= 15 && both_sides[1] >= 15, "{both_sides:?}");
+    let each_side = checked * 15 / 80;
+    assert!(
+        both_sides[0] >= each_side.max(1) && both_sides[1] >= each_side.max(1),
+        "{both_sides:?}"
+    );
     assert_eq!(disagreements, 0, "decisions differ:\n{report}");
     // Measured: 62 of 80 clips give onnxruntime's probability to one step,
     // the others differ by a few steps (at most 0.10): float rounding in the
     // steps between int8 layers, amplified by requantisation.
-    assert!(off_by_more_than_a_step <= 30, "{report}");
+    assert!(off_by_more_than_a_step <= checked * 30 / 80, "{report}");
     assert!(worst < 0.15, "probabilities differ by {worst}:\n{report}");
 }
 

@@ -3,8 +3,7 @@
 //! audio and runs the model on it off the async runtime.
 //!
 //! [`end_of_turn_model`] is the one place a model is built from its name:
-//! a new model (Smart Turn) is a variant of [`TurnAnalyzerKind`] and an arm
-//! there.
+//! a new model is a variant of [`TurnAnalyzerKind`] and an arm there.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -14,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::frame::AudioFrame;
 use crate::pipeline::BuildError;
-use crate::vad::{EndOfTurnModel, ModelInput};
+use crate::vad::{EndOfTurnModel, ModelInput, SmartTurnModel};
 
 /// How much of the turn's end a model is given: Smart Turn's window.
 const WINDOW_SECS: u32 = 8;
@@ -26,6 +25,9 @@ pub enum TurnAnalyzerKind {
     /// No model: the silence and the transcript decide (the default).
     #[default]
     None,
+    /// Smart Turn v3.2 (`vad::SmartTurnModel`), the model Pipecat 1.14
+    /// uses, run in process: its weights are read once per process.
+    SmartTurn,
 }
 
 /// Builds the model `kind` names, for one session.
@@ -34,6 +36,10 @@ pub fn end_of_turn_model(
 ) -> Result<Option<Box<dyn EndOfTurnModel>>, BuildError> {
     match kind {
         TurnAnalyzerKind::None => Ok(None),
+        TurnAnalyzerKind::SmartTurn => match SmartTurnModel::bundled() {
+            Ok(model) => Ok(Some(Box::new(model))),
+            Err(error) => Err(BuildError::Other(Box::new(error))),
+        },
     }
 }
 
@@ -120,5 +126,24 @@ impl TurnAnalyzer {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Key {
+        turn_analyzer: TurnAnalyzerKind,
+    }
+
+    #[test]
+    fn smart_turn_is_named_in_toml_and_built_at_16_khz() {
+        let key: Key = toml::from_str(r#"turn_analyzer = "smart_turn""#).unwrap();
+        assert_eq!(key.turn_analyzer, TurnAnalyzerKind::SmartTurn);
+        let model = end_of_turn_model(key.turn_analyzer).unwrap().unwrap();
+        assert_eq!(model.sample_rate(), 16_000);
+        assert!(end_of_turn_model(TurnAnalyzerKind::None).unwrap().is_none());
     }
 }
