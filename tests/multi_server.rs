@@ -46,6 +46,10 @@ fn pipeline(dir: &Path, openai: &str, webhook: &str) -> PathBuf {
         // several calls on a loaded two-core machine.
         if processor["type"].as_str() == Some("vad") {
             processor.insert("engine".into(), "earshot".into());
+            // The fake transcribes each utterance as one "Hello.": the
+            // agent's short stop (0.2 s) would split the caller's sample
+            // at its pause into two.
+            processor.insert("stop_secs".into(), 0.8.into());
         }
         if processor.contains_key("base_url") {
             processor.insert("base_url".into(), openai.into());

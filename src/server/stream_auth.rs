@@ -20,7 +20,6 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, Uri};
-use axum::response::Response;
 
 use crate::config::TwilioSection;
 use crate::outbound::CALL_ID_PARAMETER;
@@ -30,8 +29,6 @@ use crate::transport::twilio::stream_token::{
 };
 
 use super::request::public_scheme;
-use super::state::ServerState;
-use super::twilio_voice::signature_refusal_for;
 
 /// The checks a stream must pass.
 #[derive(Debug)]
@@ -86,15 +83,14 @@ impl StreamAuth {
         self.tokens.is_some()
     }
 
-    /// The 403 for an upgrade without a valid signature of the stream's
-    /// `wss://` URL, when signatures are checked.
-    pub(crate) fn upgrade_refusal(
+    /// The URL an upgrade's `X-Twilio-Signature` must sign (the stream's
+    /// `wss://` URL, no parameters), when signatures are checked.
+    pub(crate) fn signed_upgrade_url(
         &self,
-        state: &ServerState,
         host: Option<&str>,
         headers: &HeaderMap,
         uri: &Uri,
-    ) -> Option<Response> {
+    ) -> Option<String> {
         if !self.signature {
             return None;
         }
@@ -103,8 +99,10 @@ impl StreamAuth {
             _ => "wss",
         };
         let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let url = format!("{scheme}://{}{path_and_query}", host.unwrap_or("-"));
-        signature_refusal_for(state, &url, headers, uri, &[])
+        Some(format!(
+            "{scheme}://{}{path_and_query}",
+            host.unwrap_or("-")
+        ))
     }
 
     /// Checks a started stream: its token, when tokens are on, must be

@@ -32,6 +32,7 @@ use super::shutdown::SHUTDOWN_REASON;
 use super::state::ServerState;
 use super::stream_auth::StreamProof;
 use super::twilio_status::join_outbound_call;
+use super::twilio_voice::signature_refusal_for;
 
 /// `GET /twilio/ws`.
 pub(crate) async fn stream(
@@ -42,7 +43,9 @@ pub(crate) async fn stream(
 ) -> Response {
     let host = public_host(&state.config.server, &headers);
     let auth = &state.twilio.stream_auth;
-    if let Some(refused) = auth.upgrade_refusal(&state, host.as_deref(), &headers, &uri) {
+    if let Some(url) = auth.signed_upgrade_url(host.as_deref(), &headers, &uri)
+        && let Some(refused) = signature_refusal_for(&state, &url, &headers, &uri, &[])
+    {
         return refused;
     }
     let permit = match state.sessions.admit() {

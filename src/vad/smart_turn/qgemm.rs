@@ -146,7 +146,7 @@ pub(crate) fn requantize(sum: i32, scale: f32, zero_point: u8) -> u8 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{COLUMNS, QLinear, ROWS};
+    use crate::vad::smart_turn::qgemm::{COLUMNS, QLinear, ROWS};
 
     pub(super) fn available() -> bool {
         is_x86_feature_detected!("avx2")
