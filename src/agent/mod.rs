@@ -32,6 +32,7 @@
 //! writers of its live sessions, the evaluator, the webhook deliverer.
 
 mod config;
+mod error;
 pub mod eval;
 pub mod extraction;
 pub mod learning;
@@ -46,8 +47,9 @@ pub mod webhook;
 pub mod writer;
 
 pub use config::{ContextSection, SkillsSection, StoreKind};
+pub use error::AgentError;
 pub use memory::SessionMemory;
 pub use post_call::{PostCallError, PostCallStep};
 pub use prompt::SessionPrompt;
-pub use runtime::{AgentError, AgentRuntime, RuntimeParts, RuntimeSections, worker_name};
+pub use runtime::{AgentRuntime, RuntimeParts, RuntimeSections, worker_name};
 pub use writer::{AfterCall, TurnRecorder, WriteReport, WriterStatus};

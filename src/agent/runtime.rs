@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::config::{ContextSection, StoreKind};
+use super::error::AgentError;
 use super::learning::{LearnFromCall, Learner, LearnerSettings, LearningSection};
 use super::memory::SessionMemory;
 use super::post_call::PostCallStep;
@@ -23,46 +24,12 @@ use crate::agent::optimiser::{OptimiserMetrics, OptimiserModels, OptimiserSectio
 use crate::agent::webhook::{
     QueueCallCompleted, WebhookDeliverer, WebhookSection, WebhookSettings,
 };
-use crate::objects::{ObjectStorage, ObjectsError, StorageSection};
+use crate::objects::{ObjectStorage, StorageSection};
 use crate::pipeline::{BuildError, EnvSource, SessionResources, SessionSetup, new_session_id};
+use crate::services::ApiKey;
 use crate::services::llm::tools::ToolRegistry;
-use crate::services::{ApiKey, ServiceError};
 use crate::store::time::unix_ms;
 use crate::store::{CallRecord, MemoryStore, RedisStore, Segment, Store, StoreError};
-
-/// The agent runtime could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AgentError {
-    /// A variable a `*_env` key names is not set.
-    #[error("environment variable {var} (named by `{key}`) is not set")]
-    MissingEnv {
-        /// The key, e.g. `context.url_env`.
-        key: String,
-        /// The variable.
-        var: String,
-    },
-    /// The store could not be opened.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// `[optimiser]` without `[evaluator]`: nothing would judge calls.
-    #[error("[optimiser] needs an enabled [evaluator]: it acts on failed verdicts")]
-    OptimiserWithoutJudge,
-    /// A section's value cannot work (e.g. a `connection` timeout).
-    #[error("[{section}] {source}")]
-    Invalid {
-        /// The section, e.g. `evaluator`.
-        section: &'static str,
-        /// Why.
-        source: BuildError,
-    },
-    /// The HTTP client could not be set up.
-    #[error(transparent)]
-    Http(#[from] ServiceError),
-    /// `[storage]` could not be set up.
-    #[error("[storage] {0}")]
-    Storage(#[from] ObjectsError),
-}
 
 /// A process's context store and the services on top of it. Build one per
 /// process and open a [`SessionMemory`] per session.
