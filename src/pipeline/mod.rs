@@ -50,6 +50,7 @@ mod clock;
 mod edges;
 mod factory;
 mod link;
+mod local_tasks;
 mod observer;
 mod outcome;
 mod processor;

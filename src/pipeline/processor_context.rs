@@ -8,6 +8,7 @@ use crate::metrics::LatencyHistogram;
 
 use super::clock::SessionClock;
 use super::link::{InFlight, Mailbox, TrySendError};
+use super::local_tasks::LocalTasks;
 use super::observer::{Observer, PushEvent};
 use super::resources::SessionResources;
 
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     /// Shared with the branches of parallel processors.
     pub(crate) outcome: Arc<Mutex<Outcome>>,
     pub(crate) resources: SessionResources,
+    /// Futures the processors start beside themselves.
+    pub(crate) local_tasks: LocalTasks,
 }
 
 /// What the pipeline learns about how it ended, filled in as it runs.
@@ -189,6 +192,17 @@ impl ProcessorContext {
     /// The session clock.
     pub fn clock(&self) -> &SessionClock {
         &self.shared.clock
+    }
+
+    /// Starts `task` beside the processors, in the session's own task (see
+    /// `local_tasks`): a transport's reader, the output's pacing timer.
+    /// It must not block. It stops when the handle is aborted or when every
+    /// processor has stopped. (Pipecat's `create_task`.)
+    pub(crate) fn create_task(
+        &self,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> futures_util::future::AbortHandle {
+        self.shared.local_tasks.start(task)
     }
 
     /// Objects the session's processors share: those the session put in

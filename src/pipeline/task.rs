@@ -18,6 +18,7 @@ use crate::metrics::LatencyHistogram;
 use super::clock::SessionClock;
 use super::edges::{BranchOutlets, Ends, Outlet, Sink, Source};
 use super::link::{InFlight, Mailbox, inbox};
+use super::local_tasks::{LocalTaskRunner, local_tasks, panic_message};
 use super::observer::Observer;
 use super::outcome::PipelineOutcome;
 use super::processor_context::{Outcome, ProcessorContext, Shared};
@@ -134,11 +135,13 @@ pub struct PipelineTask {
     inboxes: Vec<super::link::Inbox>,
     mailboxes: Vec<Mailbox>,
     ends: Ends,
+    local_tasks: LocalTaskRunner,
 }
 
 impl PipelineTask {
     /// Links `processors` in order between the pipeline's source and sink.
     pub fn new(processors: Vec<NamedProcessor>, params: PipelineParams) -> Self {
+        let (local_tasks, runner) = local_tasks();
         let shared = Arc::new(Shared {
             session_id: Arc::clone(&params.session_id),
             clock: params.clock.clone(),
@@ -150,13 +153,14 @@ impl PipelineTask {
             mailboxes: OnceLock::new(),
             outcome: Arc::new(Mutex::new(Outcome::default())),
             resources: params.resources.clone(),
+            local_tasks: local_tasks.clone(),
         });
         let start = StartFrame {
             sample_rate: params.sample_rate,
             allow_interruptions: params.allow_interruptions,
             session_id: Arc::clone(&params.session_id),
         };
-        Self::link(processors, &params, shared, Ends::Root, start)
+        Self::link(processors, &params, shared, Ends::Root, start, runner)
     }
 
     /// A branch of the pipeline `parent` belongs to: same session, clock,
@@ -168,6 +172,7 @@ impl PipelineTask {
         outlets: BranchOutlets,
     ) -> Self {
         let parent = parent.shared();
+        let (local_tasks, runner) = local_tasks();
         let shared = Arc::new(Shared {
             session_id: Arc::clone(&parent.session_id),
             clock: parent.clock.clone(),
@@ -176,6 +181,7 @@ impl PipelineTask {
             mailboxes: OnceLock::new(),
             outcome: Arc::clone(&parent.outcome),
             resources: parent.resources.clone(),
+            local_tasks: local_tasks.clone(),
         });
         let params = PipelineParams::new(Arc::clone(&start.session_id), start.sample_rate);
         Self::link(
@@ -184,6 +190,7 @@ impl PipelineTask {
             shared,
             Ends::Branch(outlets),
             start.clone(),
+            runner,
         )
     }
 
@@ -193,6 +200,7 @@ impl PipelineTask {
         shared: Arc<Shared>,
         ends: Ends,
         start: StartFrame,
+        local_tasks: LocalTaskRunner,
     ) -> Self {
         // Source, processors, sink.
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..processors.len() + 2)
@@ -216,6 +224,7 @@ impl PipelineTask {
             inboxes,
             mailboxes,
             ends,
+            local_tasks,
         }
     }
 
@@ -262,6 +271,7 @@ impl PipelineTask {
             inboxes,
             mailboxes,
             ends,
+            local_tasks,
         } = self;
         let (up_outlet, down_outlet) = match ends {
             Ends::Root => (None, None),
@@ -366,7 +376,13 @@ impl PipelineTask {
                 tracing::error!(error = %panicked, "the pipeline source failed");
             }
         };
-        tokio::join!(rest, source);
+        // What the processors started beside themselves runs here too, and
+        // is dropped once they have all stopped.
+        tokio::select! {
+            biased;
+            ((), ()) = async { tokio::join!(rest, source) } => {}
+            () = local_tasks.run() => {}
+        }
         names
     }
 }
@@ -387,14 +403,7 @@ async fn contained(run: impl Future<Output = ()>) -> Result<(), Panicked> {
     AssertUnwindSafe(run)
         .catch_unwind()
         .await
-        .map_err(|payload| {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned());
-            Panicked(message)
-        })
+        .map_err(|payload| Panicked(panic_message(payload.as_ref())))
 }
 
 fn metrics_of(

@@ -16,7 +16,7 @@
 //! | `output` | [`OutputTransport`], every transport's output processor, and the [`AudioSink`] each one writes to |
 //! | `playout` | [`Playout`]: when bot audio leaves, and the bot's speaking state (sans-IO) |
 //! | `playback_tap` | [`PlaybackTap`]: a listener told what the caller heard of the bot (a recorder) |
-//! | `reader_task` | the task reading a live transport's far end for its input processor |
+//! | `reader_task` | the future reading a live transport's far end for its input processor, in the session's task |
 //! | `skip_log` | skipped input, logged without letting a far end flood the logs |
 //! | `stats` | [`TransportStats`]: a transport's traffic counts, for a server's metrics |
 //! | `websocket` | [`WsInbound`]: a WebSocket's inbound side, whatever library serves it |

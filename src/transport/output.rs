@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::AbortHandle;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::frame::FrameResampler;
@@ -99,7 +99,7 @@ pub struct OutputTransport<S: AudioSink> {
     /// Brings audio at another rate (a TTS at 24 kHz) to the pipeline's.
     convert: Option<FrameResampler>,
     pacing: Pacing,
-    ticker: Option<JoinHandle<()>>,
+    ticker: Option<AbortHandle>,
     /// Wakes the ticker when audio is scheduled.
     scheduled: Arc<Notify>,
     /// The last (wall, session) time pair seen, to pace the end in real time.
@@ -230,8 +230,9 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
         if let Pacing::Timer { period } = self.pacing {
             let state = Arc::clone(&self.state);
             let scheduled = Arc::clone(&self.scheduled);
-            let ctx = ctx.clone();
+            let ticker_ctx = ctx.clone();
             let ticker = async move {
+                let ctx = ticker_ctx;
                 loop {
                     let now = ctx.now();
                     if let Err(err) = tick(&state, now, &ctx).await {
@@ -262,7 +263,7 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                     }
                 }
             };
-            self.ticker = Some(tokio::spawn(ticker.in_current_span()));
+            self.ticker = Some(ctx.create_task(ticker.in_current_span()));
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! The task that reads a live transport's far end for its input processor.
+//! The future that reads a live transport's far end for its input
+//! processor, run in the session's task beside the processors.
 //!
 //! It starts with the session and pushes what it reads into the pipeline.
 //! Once the session is ending it must push nothing more, but a transport
@@ -10,8 +11,10 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::task::AbortHandle;
+use futures_util::future::AbortHandle;
 use tracing::Instrument as _;
+
+use crate::pipeline::ProcessorContext;
 
 /// A reader task, shared by the input processor that starts it and
 /// whoever stops it.
@@ -23,10 +26,15 @@ pub(crate) struct ReaderTask {
 }
 
 impl ReaderTask {
-    /// Spawns `reader` in the current span.
-    pub(crate) fn start(&self, reader: impl Future<Output = ()> + Send + 'static) {
-        let task = tokio::spawn(reader.in_current_span());
-        *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
+    /// Starts `reader` in the current span, in the session's task (see
+    /// [`ProcessorContext::create_task`]).
+    pub(crate) fn start(
+        &self,
+        ctx: &ProcessorContext,
+        reader: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let task = ctx.create_task(reader.in_current_span());
+        *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
     }
 
     /// Whether the session is ending: the reader pushes nothing more.

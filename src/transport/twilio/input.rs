@@ -210,7 +210,7 @@ where
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
         if let Some(reader) = self.reader.take() {
-            self.shared.reader.start(reader.run(ctx.clone()));
+            self.shared.reader.start(ctx, reader.run(ctx.clone()));
         }
         Ok(())
     }

@@ -412,7 +412,7 @@ impl Processor for WebRtcInput {
                 budget: MessageBudget::default(),
                 requests_pending: false,
             };
-            self.shared.reader.start(running.run(ctx.clone()));
+            self.shared.reader.start(ctx, running.run(ctx.clone()));
         }
         Ok(())
     }
