@@ -307,7 +307,10 @@ async fn deepgram_an_oversized_message_drops_the_socket_and_the_utterance_surviv
     let server = FakeDeepgram::start().await;
     // 3 MiB in one message: over the 2 MiB a provider message may take.
     server.push_script(Script {
-        send_first: Some(format!(r#"{{"type":"Metadata","junk":"{}"}}"#, "x".repeat(3 << 20))),
+        send_first: Some(format!(
+            r#"{{"type":"Metadata","junk":"{}"}}"#,
+            "x".repeat(3 << 20)
+        )),
         ..Script::default()
     });
     server.push_script(Script::default());

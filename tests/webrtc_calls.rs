@@ -163,7 +163,10 @@ async fn audio_flooded_faster_than_real_time_is_dropped_and_the_call_goes_on() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         count = server.metric(dropped).await;
     }
-    assert!(count >= 100.0, "flooded packets dropped and counted: {count}");
+    assert!(
+        count >= 100.0,
+        "flooded packets dropped and counted: {count}"
+    );
     // The call goes on.
     client
         .send_message(r#"{"type":"text","text":"still here"}"#)

@@ -14,10 +14,10 @@ use std::io::IsTerminal;
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::MakeExt as _;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::field::MakeExt as _;
 
 /// The most characters a logged value keeps.
 const MAX_FIELD_CHARS: usize = 512;
@@ -157,7 +157,11 @@ mod tests {
             "message": long, "span": {"call": long}, "spans": [{"name": long}], "n": 1, "short": "ok",
         });
         cap_strings(&mut value);
-        for cut in [&value["message"], &value["span"]["call"], &value["spans"][0]["name"]] {
+        for cut in [
+            &value["message"],
+            &value["span"]["call"],
+            &value["spans"][0]["name"],
+        ] {
             let cut = cut.as_str().unwrap();
             assert!(cut.ends_with("…[10 more chars]"), "{cut}");
             assert_eq!(cut.chars().filter(|c| *c == 'é').count(), MAX_FIELD_CHARS);

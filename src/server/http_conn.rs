@@ -171,4 +171,3 @@ impl hyper::body::Body for DeadlineBody {
         self.inner.size_hint()
     }
 }
-

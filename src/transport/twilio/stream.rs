@@ -13,8 +13,8 @@ use std::time::Duration;
 use crate::audio::AudioError;
 use crate::frame::AudioFrame;
 
-use crate::transport::real_time::RealTimeBudget;
 pub use crate::transport::real_time::AHEAD_ALLOWANCE;
+use crate::transport::real_time::RealTimeBudget;
 
 use super::codec::InboundCodec;
 use super::protocol::{InboundEvent, ProtocolError, StreamStart, Track, parse_inbound};

@@ -108,7 +108,11 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
     let mut next_interim = script.interim_every;
     if let Some(first) = &script.send_first {
         for _ in 0..script.send_first_times {
-            if socket.send(Message::Text(first.clone().into())).await.is_err() {
+            if socket
+                .send(Message::Text(first.clone().into()))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
