@@ -9,7 +9,7 @@
 //! shutdown_grace_secs = 5       # ...then are ended, and cancelled after this
 //! max_connections = 10000       # open connections (capped by the open-file limit)
 //! http_idle_timeout_secs = 30   # a connection that sends no byte this long is closed
-//! http_header_timeout_secs = 10 # a request's headers must arrive within this
+//! http_header_timeout_secs = 10 # a request's headers must arrive within this (keep-alives too)
 //! http_body_timeout_secs = 30   # a request's body must arrive within this
 //! public_host = "voice.example.com"  # the host Twilio reaches us at
 //!
@@ -73,9 +73,11 @@ pub struct ServerSection {
     /// A connection that sends no byte for this long is closed: half-sent
     /// headers or bodies, idle keep-alives, quiet WebSockets.
     pub http_idle_timeout_secs: Seconds<1>,
-    /// A request's headers must be complete this long after its first
-    /// byte, or the connection is closed (a client dripping its headers a
-    /// byte at a time never counts as idle).
+    /// A request's headers must be complete this long after the server
+    /// starts waiting for them (the connection opened, or the previous
+    /// response went out), or the connection is closed: a client dripping
+    /// its headers a byte at a time never counts as idle. Idle keep-alive
+    /// connections are closed after this long too.
     pub http_header_timeout_secs: Seconds<1>,
     /// A request's body must be received in full this long after the
     /// request started, or the request fails (400) and the connection is

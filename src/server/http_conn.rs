@@ -7,8 +7,10 @@
 //! Here each connection is served by hyper with a timer:
 //!
 //! - a request's headers must be complete within
-//!   `[server] http_header_timeout_secs` of its first byte, or the
-//!   connection is closed;
+//!   `[server] http_header_timeout_secs` of the server starting to wait
+//!   for them (the connection opened, or the previous response went out),
+//!   or the connection is closed (so an idle keep-alive connection is
+//!   closed after that long too);
 //! - a request's body must be read in full within
 //!   `[server] http_body_timeout_secs` of the request's start: past it the
 //!   body fails, the handler answers 400 and the connection is closed.
@@ -40,7 +42,8 @@ use tower::ServiceExt as _;
 /// How long a client may take to send a request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestDeadlines {
-    /// From a request's first byte to the end of its headers.
+    /// From waiting for a request (a new connection, or the previous
+    /// response sent) to the end of its headers.
     pub(crate) headers: Duration,
     /// From a request's start to the end of its body.
     pub(crate) body: Duration,
