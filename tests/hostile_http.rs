@@ -1,8 +1,9 @@
 //! Hostile clients against a whole `voxpipe serve` process: a flood of
 //! media on one socket leaves its memory flat, idle sockets past the
 //! descriptor limit do not lock out `/health`, a half-sent request does
-//! not hold SIGTERM past the shutdown deadline, and over-limit bodies get
-//! 413.
+//! not hold SIGTERM past the shutdown deadline, headers or bodies dripped
+//! a byte at a time are cut off at their deadlines, and over-limit bodies
+//! get 413.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use futures_util::SinkExt as _;
 use serde_json::json;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -226,4 +227,73 @@ async fn hostile_offers_are_refused_before_taking_a_slot() {
         "every one refused before admission"
     );
     assert!(server.sessions.all().is_empty());
+}
+
+/// Sends `head`, then `drip` a byte every 200 ms, until the server closes
+/// the connection; returns how long that took after `head` and what the
+/// server sent. Fails if the connection is still open after `limit`.
+async fn drip_until_closed(
+    addr: std::net::SocketAddr,
+    head: &[u8],
+    drip: u8,
+    limit: Duration,
+) -> (Duration, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head).await.unwrap();
+    let started = Instant::now();
+    let (mut read, mut write) = tcp.into_split();
+    let mut reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let _ = read.read_to_end(&mut got).await;
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let mut writing = true;
+    loop {
+        tokio::select! {
+            got = &mut reader => return (started.elapsed(), got.unwrap()),
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                assert!(started.elapsed() < limit, "still open after {limit:?}");
+                if writing && write.write_all(&[drip]).await.is_err() {
+                    writing = false;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dripped_headers_are_cut_off_at_the_header_deadline() {
+    let server = TestServer::parrot(&["server.http_header_timeout_secs=1"]).await;
+    let addr = server.addr;
+    let dripping = tokio::spawn(drip_until_closed(
+        addr,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+        b'a',
+        Duration::from_secs(30),
+    ));
+    // Served meanwhile.
+    let (status, _) = server.get("/health").await;
+    assert_eq!(status, 200);
+    let (took, answer) = dripping.await.unwrap();
+    // The idle timeout (30 s) never runs out on a drip: only the header
+    // deadline (1 s) can have closed it; the rest is a loaded machine.
+    assert!(took < Duration::from_secs(15), "closed after {took:?}");
+    assert!(!answer.contains("200 OK"), "{answer}");
+    let (status, _) = server.get("/health").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dripped_body_is_cut_off_at_the_body_deadline() {
+    let server = TestServer::parrot(&["server.http_body_timeout_secs=1"]).await;
+    let addr = server.addr;
+    let (took, answer) = drip_until_closed(
+        addr,
+        b"POST /twilio/voice HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\nCallSid=CA1",
+        b'1',
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(took < Duration::from_secs(15), "closed after {took:?}");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }

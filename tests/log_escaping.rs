@@ -13,9 +13,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use support::served_binary::ServedBinary;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newline_in_a_logged_field_cannot_start_a_new_log_line() {
-    let mut server = ServedBinary::start("pipelines/parrot.toml", &[], "text", None);
+/// The log lines of a server in `log_format` that was sent a stream with
+/// hostile ids and event names (control characters, 60,000 characters).
+async fn lines_logged_for_a_hostile_stream(log_format: &str) -> Vec<String> {
+    let mut server = ServedBinary::start("pipelines/parrot.toml", &[], log_format, None);
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/twilio/ws", server.addr))
         .await
         .unwrap();
@@ -24,7 +25,9 @@ async fn a_newline_in_a_logged_field_cannot_start_a_new_log_line() {
         "event": "start", "sequenceNumber": "1", "streamSid": sid,
         "start": {
             "streamSid": sid, "accountSid": "AC1",
-            "callSid": "CA1\nFORGED call line", "tracks": ["inbound"],
+            // Long enough that only the log's own cut keeps lines short.
+            "callSid": format!("CA1\nFORGED call line{}", "c".repeat(20_000)),
+            "tracks": ["inbound"],
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
             "customParameters": {},
         },
@@ -57,7 +60,12 @@ async fn a_newline_in_a_logged_field_cannot_start_a_new_log_line() {
     .await
     .unwrap();
     assert!(exit.0.expect("exited").success());
-    let lines = exit.1.drain_lines();
+    exit.1.drain_lines()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_in_a_logged_field_cannot_start_a_new_log_line() {
+    let lines = lines_logged_for_a_hostile_stream("text").await;
 
     assert!(
         lines
@@ -79,5 +87,28 @@ async fn a_newline_in_a_logged_field_cannot_start_a_new_log_line() {
             .iter()
             .any(|l| l.contains(r"dance\nFORGED event line\u{1b}")),
         "the skipped event is logged, escaped: {lines:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_stay_single_objects_of_bounded_size() {
+    let lines = lines_logged_for_a_hostile_stream("json").await;
+    let mut logged = Vec::new();
+    for line in &lines {
+        assert!(line.len() < 4_096, "a line of {} bytes", line.len());
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|err| panic!("not one JSON object ({err}): {line:?}"));
+        logged.push(value);
+    }
+    let messages: Vec<String> = logged.iter().map(|v| v.to_string()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains(r"dance\nFORGED event line\u001b")),
+        "the skipped event is logged, escaped: {lines:#?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("more chars]")),
+        "the 20,000-character call id is logged, cut: {lines:#?}"
     );
 }

@@ -301,3 +301,41 @@ async fn deepgram_refused_key_and_malformed_messages_are_reported() {
         "the stream went on"
     );
 }
+
+#[tokio::test]
+async fn deepgram_an_oversized_message_drops_the_socket_and_the_utterance_survives() {
+    let server = FakeDeepgram::start().await;
+    // 3 MiB in one message: over the 2 MiB a provider message may take.
+    server.push_script(Script {
+        send_first: Some(format!(
+            r#"{{"type":"Metadata","junk":"{}"}}"#,
+            "x".repeat(3 << 20)
+        )),
+        ..Script::default()
+    });
+    server.push_script(Script::default());
+    let out = run_test(vec![deepgram(&server, "")], audio(0.0, 1.0)).await;
+    assert_eq!(server.connections().len(), 2, "refused, then reconnected");
+    assert_eq!(
+        transcripts(&out.downstream).last(),
+        Some(&(true, "Hello there.".into()))
+    );
+}
+
+#[tokio::test]
+async fn deepgram_a_flood_of_malformed_messages_is_reported_three_times() {
+    let server = FakeDeepgram::start().await;
+    server.push_script(Script {
+        send_first: Some("this is not json".into()),
+        send_first_times: 5_000,
+        ..Script::default()
+    });
+    let out = run_test(vec![deepgram(&server, "")], audio(0.0, 0.2)).await;
+    let errors = error_frames(&out.upstream);
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert_eq!(
+        transcripts(&out.downstream).last(),
+        Some(&(true, "Hello there.".into())),
+        "the stream went on"
+    );
+}

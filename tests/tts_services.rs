@@ -505,3 +505,24 @@ async fn cartesia_cancels_the_context_on_an_interruption_and_reports_errors() {
         names(&out)
     );
 }
+
+#[tokio::test]
+async fn cartesia_an_oversized_message_fails_the_utterance_not_the_memory() {
+    let server = support::fake::cartesia::FakeCartesia::start().await;
+    // 3 MiB of audio in one message: over the 2 MiB a provider message may
+    // take, so the read fails instead of buffering it.
+    server.push_script(support::fake::cartesia::Script {
+        oversized_chunk: Some(3 << 20),
+        ..Default::default()
+    });
+    let out = run_test(vec![cartesia(&server)], answer(&["Hello."])).await;
+    let errors = error_frames(&out.upstream);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("Message too long")),
+        "{errors:?}"
+    );
+    assert!(!names(&out).contains(&"OutputAudio"), "{:?}", names(&out));
+    assert!(names(&out).ends_with(&["End"]), "{:?}", names(&out));
+}

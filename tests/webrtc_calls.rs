@@ -1,5 +1,6 @@
 //! WebRTC calls to `voxpipe serve` beyond the happy path: typed text and
-//! interruptions, a burst of page messages, mute, a connection restarted by
+//! interruptions, a burst of page messages, audio flooded faster than real
+//! time, mute, a connection restarted by
 //! the browser, trickled candidates, the idle timeout, capacity, and bad
 //! signalling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -136,6 +137,48 @@ async fn a_burst_of_page_messages_is_held_back_not_dropped() {
         .filter(|n| *n == "transcription")
         .count();
     assert_eq!(transcriptions, 300);
+    client.close().await;
+    server.sessions.ended(1, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_flooded_faster_than_real_time_is_dropped_and_the_call_goes_on() {
+    let server = TestServer::parrot(&[]).await;
+    let (client, _, events) = call(&server).await;
+    // 20 s of audio as fast as the client sends it: beyond real time plus
+    // the 2 s allowance, it is dropped and counted, not decoded and queued.
+    let frame = vec![0_i16; RATE as usize / 50];
+    for n in 0..1_000u32 {
+        let pts = Duration::from_millis(20) * n;
+        client
+            .send_audio(&AudioFrame::from_samples(&frame, RATE, 1, pts))
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+    }
+    let dropped = r#"voxpipe_errors_total{kind="media_ahead_of_real_time",source="webrtc"}"#;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut count = 0.0;
+    while count < 100.0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        count = server.metric(dropped).await;
+    }
+    assert!(
+        count >= 100.0,
+        "flooded packets dropped and counted: {count}"
+    );
+    // The call goes on.
+    client
+        .send_message(r#"{"type":"text","text":"still here"}"#)
+        .await
+        .unwrap();
+    events
+        .wait_for(
+            |v| v["event"] == "transcription" && v["text"] == "still here",
+            WAIT,
+        )
+        .await
+        .expect("the call still answers");
     client.close().await;
     server.sessions.ended(1, WAIT).await;
 }

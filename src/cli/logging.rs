@@ -5,15 +5,21 @@
 //! escaped, so a newline or an ESC byte in one cannot forge a log line or
 //! drive a terminal, and cut at [`MAX_FIELD_CHARS`], so junk cannot make
 //! lines of tens of kilobytes. The JSON format escapes control characters
-//! by itself (JSON strings cannot hold them raw).
+//! by itself (JSON strings cannot hold them raw); each string value in it
+//! (event and span fields alike) is cut at [`MAX_FIELD_CHARS`] the same
+//! way ([`CappedJson`]).
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 
+use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt as _;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
-/// The most characters a logged value keeps in the text format.
+/// The most characters a logged value keeps.
 const MAX_FIELD_CHARS: usize = 512;
 
 /// How log lines look.
@@ -46,10 +52,62 @@ pub(crate) fn init(format: LogFormat, level: &str) {
                 .delimited(" "),
             )
             .try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .map_event_format(|json| CappedJson { json })
+            .try_init(),
     };
     if let Err(err) = installed {
         eprintln!("voxpipe: logging not set up: {err}");
+    }
+}
+
+/// The JSON format with every string value cut at [`MAX_FIELD_CHARS`]:
+/// the line is formatted, read back and written again with its long
+/// strings cut (the JSON formatter has no hook for its values).
+struct CappedJson<F> {
+    json: F,
+}
+
+impl<S, N, F> FormatEvent<S, N> for CappedJson<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.json.format_event(ctx, Writer::new(&mut line), event)?;
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(mut value) => {
+                cap_strings(&mut value);
+                writeln!(writer, "{value}")
+            }
+            // Not JSON (cannot happen with the JSON formatter): as is.
+            Err(_) => writer.write_str(&line),
+        }
+    }
+}
+
+/// Cuts every string in `value` after [`MAX_FIELD_CHARS`] characters.
+fn cap_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let Some((cut, _)) = text.char_indices().nth(MAX_FIELD_CHARS) {
+                let rest = text[cut..].chars().count();
+                text.truncate(cut);
+                let _infallible = write!(text, "…[{rest} more chars]");
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(cap_strings),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(cap_strings),
+        _ => {}
     }
 }
 
@@ -90,5 +148,25 @@ mod tests {
         let long = escape_field(&"é".repeat(MAX_FIELD_CHARS + 10));
         assert!(long.ends_with("…[10 more chars]"), "{long}");
         assert_eq!(long.chars().filter(|c| *c == 'é').count(), MAX_FIELD_CHARS);
+    }
+
+    #[test]
+    fn long_json_strings_are_cut_at_any_depth() {
+        let long = "é".repeat(MAX_FIELD_CHARS + 10);
+        let mut value = serde_json::json!({
+            "message": long, "span": {"call": long}, "spans": [{"name": long}], "n": 1, "short": "ok",
+        });
+        cap_strings(&mut value);
+        for cut in [
+            &value["message"],
+            &value["span"]["call"],
+            &value["spans"][0]["name"],
+        ] {
+            let cut = cut.as_str().unwrap();
+            assert!(cut.ends_with("…[10 more chars]"), "{cut}");
+            assert_eq!(cut.chars().filter(|c| *c == 'é').count(), MAX_FIELD_CHARS);
+        }
+        assert_eq!(value["short"], "ok");
+        assert_eq!(value["n"], 1);
     }
 }

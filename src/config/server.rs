@@ -9,6 +9,8 @@
 //! shutdown_grace_secs = 5       # ...then are ended, and cancelled after this
 //! max_connections = 10000       # open connections (capped by the open-file limit)
 //! http_idle_timeout_secs = 30   # a connection that sends no byte this long is closed
+//! http_header_timeout_secs = 10 # a request's headers must arrive within this (keep-alives too)
+//! http_body_timeout_secs = 30   # a request's body must arrive within this
 //! public_host = "voice.example.com"  # the host Twilio reaches us at
 //!
 //! # Browser pages on other origins that may call (CORS). Default: none,
@@ -71,6 +73,16 @@ pub struct ServerSection {
     /// A connection that sends no byte for this long is closed: half-sent
     /// headers or bodies, idle keep-alives, quiet WebSockets.
     pub http_idle_timeout_secs: Seconds<1>,
+    /// A request's headers must be complete this long after the server
+    /// starts waiting for them (the connection opened, or the previous
+    /// response went out), or the connection is closed: a client dripping
+    /// its headers a byte at a time never counts as idle. Idle keep-alive
+    /// connections are closed after this long too.
+    pub http_header_timeout_secs: Seconds<1>,
+    /// A request's body must be received in full this long after the
+    /// request started, or the request fails (400) and the connection is
+    /// closed.
+    pub http_body_timeout_secs: Seconds<1>,
     /// The host (and port, if not 443) that callers' providers reach this
     /// server at, e.g. `voice.example.com`. Without it, the host comes from
     /// each request's `X-Forwarded-Host` or `Host` header.
@@ -114,6 +126,8 @@ impl Default for ServerSection {
             shutdown_grace_secs: Seconds::from_millis(5_000),
             max_connections: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
             http_idle_timeout_secs: Seconds::from_millis(30_000),
+            http_header_timeout_secs: Seconds::from_millis(10_000),
+            http_body_timeout_secs: Seconds::from_millis(30_000),
             public_host: None,
             cors_origins: Vec::new(),
             rate_limit_per_minute: 30,

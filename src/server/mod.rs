@@ -88,6 +88,7 @@ mod connections;
 mod cors;
 mod error;
 mod health;
+mod http_conn;
 mod learn;
 mod live_sessions;
 mod message_sender;

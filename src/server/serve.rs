@@ -3,8 +3,7 @@
 //! serving it runs the HTTP routes until shutdown, then drains the
 //! sessions.
 
-use std::future::{Future, IntoFuture as _};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -388,10 +387,6 @@ impl Server {
                 tracing::warn!(error = %err, "cannot set TCP_NODELAY");
             }
         });
-        // The client's address, for the rate limits.
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
         // The campaign worker stops leasing at the signal and hands back
         // what it has not dialled.
         let (stop_campaigns, campaigns_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -419,9 +414,11 @@ impl Server {
             signal.await;
             let _ = signalled_tx.send(());
         };
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .into_future();
+        let deadlines = super::http_conn::RequestDeadlines {
+            headers: server.http_header_timeout_secs.duration(),
+            body: server.http_body_timeout_secs.duration(),
+        };
+        let served = super::http_conn::serve(listener, self.router(), deadlines, signal);
         let mut served = std::pin::pin!(served);
         let deadline = server.shutdown_deadline_secs.duration();
         // From the signal, the sessions drain on their deadline while open

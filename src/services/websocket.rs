@@ -1,6 +1,16 @@
 //! Opening a provider's WebSocket: one place for the handshake, its
 //! timeout, its retries and its errors (a refused handshake is an HTTP
 //! status with the provider's message, like any HTTP error).
+//!
+//! What a provider sends is bounded: a message (or frame) over
+//! [`MAX_PROVIDER_MESSAGE_BYTES`] fails the read, and the socket is dropped
+//! as lost (speech-to-text reconnects and replays its unconfirmed audio;
+//! text-to-speech fails the utterance), so one message cannot take more
+//! than that much memory. Nothing queues between the socket and its
+//! consumer: a message is read only once the one before it has been
+//! handled and its frames pushed on (the pipeline's bounded downstream
+//! lane), so a provider flooding messages is held back by TCP, not
+//! buffered.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -10,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::HeaderName;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -17,6 +28,11 @@ use super::error::{ServiceError, error_message};
 use super::http::install_crypto_provider;
 use super::options::Connection;
 use super::retry::{parse_retry_after, retrying};
+
+/// The largest message (and frame) read from a provider: far above any
+/// real one (a text-to-speech chunk of base64 audio is tens of KB; tungstenite
+/// would take up to 64 MiB).
+pub(crate) const MAX_PROVIDER_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// An open provider socket.
 pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -65,7 +81,10 @@ async fn connect_once(target: &WsTarget, timeout: Duration) -> Result<WsStream, 
             .headers_mut()
             .insert(HeaderName::from_static(name), value);
     }
-    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_PROVIDER_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_PROVIDER_MESSAGE_BYTES));
+    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     match tokio::time::timeout(timeout, connecting).await {
         Err(_) => Err(ServiceError::Timeout {
             waiting_for: "connection",

@@ -31,6 +31,7 @@ mod output;
 mod playback_tap;
 mod playout;
 mod reader_task;
+mod real_time;
 pub mod rtvi;
 mod skip_log;
 mod stats;

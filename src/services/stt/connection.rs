@@ -115,8 +115,16 @@ pub(crate) struct SttConnection {
     proven: bool,
     /// A finalize was asked for while the socket was down.
     finalize_due: bool,
+    /// Malformed provider messages so far: only the first
+    /// [`MAX_REPORTED_MALFORMED`] become error frames, so a provider
+    /// sending junk cannot flood the pipeline's (unbounded) upstream lane.
+    malformed: u32,
     actions: VecDeque<SttAction>,
 }
+
+/// How many malformed provider messages a session reports as error frames;
+/// the rest are counted, and logged once.
+const MAX_REPORTED_MALFORMED: u32 = 3;
 
 impl SttConnection {
     /// A connection for 16-bit mono audio at `rate`; its first action is
@@ -143,6 +151,7 @@ impl SttConnection {
             failures: 0,
             proven: false,
             finalize_due: false,
+            malformed: 0,
             actions: VecDeque::from([SttAction::Connect]),
         }
     }
@@ -280,7 +289,17 @@ impl SttConnection {
         match self.speech.parse(text) {
             Ok(Some(event)) => self.event(event),
             Ok(None) => {}
-            Err(error) => self.actions.push_back(SttAction::Report(error)),
+            Err(error) => {
+                self.malformed = self.malformed.saturating_add(1);
+                if self.malformed <= MAX_REPORTED_MALFORMED {
+                    self.actions.push_back(SttAction::Report(error));
+                } else if self.malformed == MAX_REPORTED_MALFORMED + 1 {
+                    tracing::warn!(
+                        provider = self.provider(),
+                        "the provider keeps sending malformed messages: no longer reported"
+                    );
+                }
+            }
         }
     }
 

@@ -13,6 +13,9 @@ use std::time::Duration;
 use crate::audio::AudioError;
 use crate::frame::AudioFrame;
 
+pub use crate::transport::real_time::AHEAD_ALLOWANCE;
+use crate::transport::real_time::RealTimeBudget;
+
 use super::codec::InboundCodec;
 use super::protocol::{InboundEvent, ProtocolError, StreamStart, Track, parse_inbound};
 
@@ -86,36 +89,12 @@ impl Skip {
     }
 }
 
-/// How far ahead of real time a stream's caller audio may run (network
-/// jitter delivers a little in bursts); beyond it, media is dropped.
-pub const AHEAD_ALLOWANCE: Duration = Duration::from_secs(2);
-
 /// Twilio's caller audio: mu-law at 8 kHz, one byte a sample.
-const SAMPLES_PER_SEC: u128 = 8_000;
+const SAMPLES_PER_SEC: u64 = 8_000;
 
-/// The caller audio a stream has sent against the time it has had: the
-/// bound on what one socket can make the server hold.
-#[derive(Debug, Default)]
-struct RealTimeBudget {
-    first_at: Option<Duration>,
-    samples: u128,
-}
-
-impl RealTimeBudget {
-    /// Whether `samples` more, arriving at `now`, stay within real time
-    /// (since the first media) plus the allowance; counts them if so.
-    fn admit(&mut self, now: Duration, samples: usize) -> bool {
-        let first_at = *self.first_at.get_or_insert(now);
-        let allowed = (now.saturating_sub(first_at) + AHEAD_ALLOWANCE).as_micros()
-            * SAMPLES_PER_SEC
-            / 1_000_000;
-        let total = self.samples + samples as u128;
-        if total > allowed {
-            return false;
-        }
-        self.samples = total;
-        true
-    }
+/// How long `bytes` of Twilio's caller audio play.
+fn mulaw_duration(bytes: usize) -> Duration {
+    Duration::from_micros(bytes as u64 * 1_000_000 / SAMPLES_PER_SEC)
 }
 
 /// The inbound state of one stream.
@@ -188,7 +167,7 @@ impl StreamReader {
             InboundEvent::Start(_) => Inbound::Skipped(Skip::DuplicateStart),
             InboundEvent::Media(media) if media.track == Track::Outbound => Inbound::Ignored,
             InboundEvent::Media(media) => {
-                if !self.budget.admit(now, media.payload.len()) {
+                if !self.budget.admit(now, mulaw_duration(media.payload.len())) {
                     return Inbound::Skipped(Skip::AheadOfRealTime);
                 }
                 self.codec.push(&media.payload, now);

@@ -9,7 +9,9 @@
 //! and `Dtmf` frames, the end of the session), answers a `client-message`
 //! no processor answered when its time is up, and skips what it cannot use
 //! (answering refused RTVI messages and taking `client-message` requests
-//! within the page's budget: a flood of them is dropped, logged). When
+//! within the page's budget: a flood of them is dropped, logged; audio
+//! more than `AHEAD_ALLOWANCE` ahead of real time is dropped, counted as
+//! `media_ahead_of_real_time`). When
 //! the call ends (the connection closes or fails, the page's channel
 //! closes, an RTVI client sends `disconnect-bot`, or nothing arrives for
 //! the idle timeout) it asks the pipeline to end gracefully, so turns in
@@ -27,6 +29,7 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 use crate::frame::{Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 use crate::transport::reader_task::ReaderTask;
+use crate::transport::real_time::{AHEAD_ALLOWANCE, RealTimeBudget};
 use crate::transport::rtvi::{Rejected, RtviAction, RtviInbound, RtviRequest};
 use crate::transport::skip_log::SkipLog;
 use crate::transport::stats::TransportStats;
@@ -98,6 +101,9 @@ struct Running {
     skips: SkipLog,
     heard: Instant,
     budget: MessageBudget,
+    /// The caller audio admitted against real time: a page sending RTP
+    /// faster than it plays has the excess dropped, not decoded and queued.
+    real_time: RealTimeBudget,
     /// An RTVI `client-message` is waiting for an answer.
     requests_pending: bool,
 }
@@ -179,6 +185,11 @@ impl Running {
         if !self.current(media.generation) {
             return;
         }
+        let now = ctx.now();
+        if self.real_time.exhausted(now) {
+            self.skip_ahead_of_real_time();
+            return;
+        }
         self.heard = Instant::now();
         let header = &media.packet.header;
         let packet = RtpAudio {
@@ -200,8 +211,13 @@ impl Running {
         }
         let ending = self.shared.reader.ending();
         let mut frames = 0;
+        let mut ahead = false;
         while let Some(mut audio) = self.reader.inbound.poll_frame() {
             if ending {
+                continue;
+            }
+            if !self.real_time.admit(now, audio.duration()) {
+                ahead = true;
                 continue;
             }
             if self.muted {
@@ -215,6 +231,15 @@ impl Running {
         if frames > 0 {
             self.reader.stats.audio_in(frames);
         }
+        if ahead {
+            self.skip_ahead_of_real_time();
+        }
+    }
+
+    fn skip_ahead_of_real_time(&mut self) {
+        let reason = format!("caller audio more than {AHEAD_ALLOWANCE:?} ahead of real time");
+        self.skips
+            .skipped("media_ahead_of_real_time", &reason, &*self.reader.stats);
     }
 
     /// Acts on a connection event; `Some` when the call is over.
@@ -410,6 +435,7 @@ impl Processor for WebRtcInput {
                 skips: SkipLog::default(),
                 heard: Instant::now(),
                 budget: MessageBudget::default(),
+                real_time: RealTimeBudget::default(),
                 requests_pending: false,
             };
             self.shared.reader.start(ctx, running.run(ctx.clone()));

@@ -23,6 +23,9 @@ pub struct Script {
     pub reject: Option<(u16, String)>,
     /// Answer each transcript with an error message instead of audio.
     pub error: Option<String>,
+    /// Answer each transcript with a chunk of this many bytes of junk
+    /// audio in one message instead (a hostile provider).
+    pub oversized_chunk: Option<usize>,
 }
 
 /// One connection: its handshake and every message received.
@@ -91,6 +94,13 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
             let reply = json!({"type": "error", "done": true, "title": "Invalid request", "message": error,
                                "error_code": "invalid_request", "status_code": 400, "context_id": context});
             let _ = socket.send(Message::Text(reply.to_string().into())).await;
+            continue;
+        }
+        if let Some(bytes) = script.oversized_chunk {
+            let junk = base64::engine::general_purpose::STANDARD.encode(vec![0u8; bytes]);
+            let chunk = json!({"type": "chunk", "data": junk, "done": false, "status_code": 206,
+                               "step_time": 5, "context_id": context});
+            let _ = socket.send(Message::Text(chunk.to_string().into())).await;
             continue;
         }
         let transcript = value["transcript"].as_str().unwrap_or_default();

@@ -23,8 +23,10 @@ pub struct Script {
     pub transcript: String,
     /// Audio bytes between interim results.
     pub interim_every: usize,
-    /// A text message sent as soon as the socket opens.
+    /// A text message sent as soon as the socket opens...
     pub send_first: Option<String>,
+    /// ...this many times (a flood).
+    pub send_first_times: usize,
 }
 
 impl Default for Script {
@@ -35,6 +37,7 @@ impl Default for Script {
             transcript: "Hello there.".into(),
             interim_every: 16_000,
             send_first: None,
+            send_first_times: 1,
         }
     }
 }
@@ -104,7 +107,15 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
     let mut confirmed = 0usize;
     let mut next_interim = script.interim_every;
     if let Some(first) = &script.send_first {
-        let _ = socket.send(Message::Text(first.clone().into())).await;
+        for _ in 0..script.send_first_times {
+            if socket
+                .send(Message::Text(first.clone().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
     }
     while let Some(Ok(message)) = socket.recv().await {
         match message {
