@@ -457,15 +457,15 @@ mod tests {
         chunks.extend(vec![chunk(0.95, true); 40]);
         chunks.extend(vec![chunk(0.0, false); 30]);
         let events = run(&mut vad, &chunks);
-        // The window's volume reads 0 until 400 ms are in (index 12); the
-        // smoothed volume (a fifth of the way toward ~1.0 per chunk) passes
-        // 0.6 on the 5th chunk after that (index 16); at the 6th speaking
-        // chunk (index 21) the user is speaking. The onset reaches back to
-        // the first loud chunk.
+        // The window (silence before the stream, then the loud chunks) is
+        // loud from the first loud chunk (index 5); the smoothed volume (a
+        // fifth of the way toward it per chunk) passes 0.6 on the 5th loud
+        // chunk (index 9); at the 6th speaking chunk (index 14) the user is
+        // speaking. The onset reaches back to the first loud chunk.
         assert_eq!(
             events,
             [
-                (21, VadEvent::Started { start: 5 * 512 }),
+                (14, VadEvent::Started { start: 5 * 512 }),
                 (69, VadEvent::Stopped { end: 45 * 512 }),
             ]
         );

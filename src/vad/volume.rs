@@ -3,8 +3,7 @@
 //!
 //! Pipecat 1.14 (`pipecat.audio.volume.AudioVolumeTracker`) keeps the last
 //! 400 ms of the stream (a BS.1770 gating block, `ceil(0.4 * rate)`
-//! samples) and measures that window after every VAD chunk; the volume reads
-//! 0 until the window is full. A per-chunk measure, as Pipecat had before,
+//! samples) and measures that window after every VAD chunk. A per-chunk measure, as Pipecat had before,
 //! dips in the closure of every stop consonant ("p", "t", "k"), which
 //! restarts the start count; the window bridges it. The measure
 //! (`calculate_audio_volume`) is the `loudness` package's integrated
@@ -22,6 +21,18 @@
 //!
 //! [`SmoothedVolume`] adds the VAD analyzer's exponential smoothing (factor
 //! 0.2, from 0).
+//!
+//! # The stream's first 400 ms (where voxpipe differs)
+//!
+//! Pipecat's window starts empty and its volume reads 0 until the window is
+//! full, so speech in a stream's first 400 ms cannot start a turn, and a
+//! caller who speaks as the call connects loses the first word (the start
+//! is decided on a later word, and the word before is too far back to be
+//! reached). voxpipe's window starts full of silence: the stream's first
+//! chunks are measured as if silence came before them, as speech after
+//! silence is anywhere else in the stream. Once 400 ms are in the two are
+//! the same, and they are the same throughout for a stream that opens with
+//! a quiet (below the -70 LUFS gate) 400 ms, as the reference recordings do.
 //!
 //! # Cost
 //!
@@ -207,7 +218,7 @@ impl RollingVolume {
 
     /// Adds the next chunk; returns `(chunk, window)`: the loudness of the
     /// chunk alone (unquantised; for placing onsets) and Pipecat's volume of
-    /// the window (0 until it is full).
+    /// the window (the stream as if silence came before it).
     pub fn next(&mut self, chunk: &[i16]) -> (f64, f64) {
         let energy = self.filter.energy(&mut self.stream, chunk.iter().copied());
         let chunk_volume = if chunk.is_empty() {
@@ -227,7 +238,13 @@ impl RollingVolume {
             self.recent.drain(..self.recent.len() - self.window);
         }
         if self.recent.len() < self.window {
-            return (chunk_volume, 0.0);
+            // The window starts full of silence (see the module docs):
+            // silence before the stream adds nothing to the energy, nor to
+            // the filter's state.
+            let energy = self
+                .filter
+                .energy(&mut [[0.0; 2]; 2], self.recent.iter().copied());
+            return (chunk_volume, block_volume(energy / self.window as f64));
         }
         // The tail lines up with the window's end unless a chunk of another
         // size came lately; then the whole window is filtered from rest.
@@ -318,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn the_window_reads_zero_until_full_then_matches_filtering_from_rest() {
+    fn the_window_starts_full_of_silence_and_matches_filtering_from_rest() {
         for (rate, chunk) in [(16_000, 512), (8_000, 256), (16_000, 320)] {
             let mut tracker = RollingVolume::new(rate, chunk);
             // A loud tone, then silence, then a soft tone: the head's
@@ -330,12 +347,11 @@ mod tests {
             for (i, c) in signal.chunks_exact(chunk).enumerate() {
                 let (_, volume) = tracker.next(c);
                 let end = (i + 1) * chunk;
-                if end < window {
-                    assert_eq!(volume, 0.0);
-                } else {
-                    let expected = volume_from_rest(&signal[end - window..end], rate);
-                    assert_eq!(volume, expected, "{rate} Hz, chunk {i}");
-                }
+                // Before the window is full: as if silence came first.
+                let mut window_audio = vec![0; window.saturating_sub(end)];
+                window_audio.extend(&signal[end.saturating_sub(window)..end]);
+                let expected = volume_from_rest(&window_audio, rate);
+                assert_eq!(volume, expected, "{rate} Hz, chunk {i}");
             }
         }
     }
@@ -343,15 +359,31 @@ mod tests {
     #[test]
     fn smoothing_follows_pipecat() {
         let mut volume = SmoothedVolume::new(16_000, 512);
+        let mut tracker = RollingVolume::new(16_000, 512);
         let tone = sine(1000.0, 32_000.0, 512, 16_000);
-        for _ in 0..12 {
-            assert_eq!(volume.next(&tone).1, 0.0);
+        let silence = [0; 512];
+        let mut expected = 0.0;
+        for i in 0..30 {
+            let chunk = if i < 13 { &silence[..] } else { &tone[..] };
+            let (_, window) = tracker.next(chunk);
+            expected += 0.2 * (window - expected);
+            assert_eq!(volume.next(chunk).1, expected, "chunk {i}");
         }
-        let (chunk, smoothed) = volume.next(&tone);
-        assert_eq!((chunk, smoothed), (1.0, 0.2));
-        let (_, smoothed) = volume.next(&tone);
-        assert!((smoothed - 0.36).abs() < 1e-12);
+        // Silence reads 0; 13 chunks of the tone fill the window.
+        assert_eq!(tracker.next(&tone), (1.0, 1.0));
         volume.reset();
         assert_eq!(volume.next(&[0; 512]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn speech_at_the_streams_start_is_measured_as_after_silence() {
+        // Pipecat reads 0 here; voxpipe measures the tone in a window of
+        // silence, loud enough for the VAD's `min_volume`.
+        let tone = sine(1000.0, 8_000.0, 512, 16_000);
+        let (_, window) = RollingVolume::new(16_000, 512).next(&tone);
+        let mut after_silence = vec![0; 6400 - 512];
+        after_silence.extend(&tone);
+        assert_eq!(window, volume_from_rest(&after_silence, 16_000));
+        assert!(window > 0.6, "{window}");
     }
 }
