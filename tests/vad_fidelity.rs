@@ -222,3 +222,46 @@ fn upsampled_8k_speech_in_pink_noise_is_analysed_at_8k_and_starts_no_later() {
         );
     }
 }
+
+#[test]
+fn a_caller_who_speaks_as_the_call_connects_is_heard_from_the_first_word() {
+    // The parrot's failure: Pipecat's window reads 0 for the stream's first
+    // 400 ms, the first word ("Hello") could not start the turn, the start
+    // was decided on a later word and the first word was lost.
+    let dir = tempfile::tempdir().unwrap();
+    let speech = utterance(
+        dir.path(),
+        "Hello, I would like to book a table for two tonight.",
+        8_000,
+    );
+    let mut call = speech.clone();
+    call.extend(vec![0i16; 8_000 * 2]);
+    let mut upsampler = StreamResampler::new(8_000, 16_000).unwrap();
+    let mut upsampled = Vec::new();
+    upsampler.process(&call, &mut upsampled);
+    upsampled.drain(..upsampler.delay_samples());
+    let mut vad = FrameVad::new(
+        Box::new(SileroVad::new(16_000).unwrap()),
+        VadParams::default(),
+    );
+    let mut events = Vec::new();
+    for frame in frames(&upsampled, 16_000) {
+        vad.push(&frame).unwrap();
+        while let Some(event) = vad.poll_event() {
+            events.push(match event {
+                VadEvent::Started { start } => ("start", vad.time_of(start)),
+                VadEvent::Stopped { end } => ("stop", vad.time_of(end)),
+            });
+        }
+    }
+    eprintln!("{events:?}");
+    let speech_ms = speech.len() as u64 / 8;
+    let (first, last) = (events.first().unwrap(), events.last().unwrap());
+    assert_eq!(first.0, "start");
+    assert!(first.1 <= Duration::from_millis(100), "{events:?}");
+    assert_eq!(last.0, "stop");
+    assert!(
+        last.1 + Duration::from_millis(100) >= Duration::from_millis(speech_ms),
+        "{events:?}, speech lasts {speech_ms} ms"
+    );
+}
