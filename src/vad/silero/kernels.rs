@@ -62,10 +62,29 @@ fn sums<const C: usize, const V: usize, const W: usize>(acc: &[[[f32; W]; V]; C]
 #[inline(always)]
 pub(crate) fn dots<const C: usize, const V: usize>(row: &[f32], columns: [&[f32]; C]) -> [f32; C] {
     #[cfg(target_arch = "x86_64")]
-    if x86::has_avx2_fma() {
+    if x86::has_avx2_fma() && !portable_only() {
         return x86::dots_avx2_fma::<C, V>(row, columns);
     }
     dots_lanes::<C, V, WIDTH, false>(row, columns)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by tests to run the portable build on a CPU with AVX2 and FMA.
+    pub(crate) static PORTABLE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a test asked for the portable build.
+#[cfg(test)]
+fn portable_only() -> bool {
+    PORTABLE_ONLY.with(std::cell::Cell::get)
+}
+
+/// Never outside tests.
+#[cfg(not(test))]
+#[inline(always)]
+fn portable_only() -> bool {
+    false
 }
 
 /// [`dots`] with `W` lanes, fused or not.
@@ -303,6 +322,39 @@ mod tests {
             }
         } else {
             eprintln!("this CPU has no AVX2 and FMA: only the portable build ran");
+        }
+    }
+
+    #[test]
+    fn the_avx2_fma_build_and_the_portable_one_make_the_same_decisions() {
+        use crate::vad::{SileroVad, VoiceModel};
+        #[cfg(target_arch = "x86_64")]
+        if !x86::has_avx2_fma() {
+            eprintln!("this CPU has no AVX2 and FMA: both runs are the portable build");
+        }
+        for (rate, file) in [(16_000, "hello.wav"), (8_000, "hello_8k.wav")] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("assets/samples")
+                .join(file);
+            let samples = crate::audio::read_wav(&path).unwrap().to_mono();
+            let run = |portable: bool| -> Vec<f32> {
+                PORTABLE_ONLY.with(|p| p.set(portable));
+                let mut vad = SileroVad::new(rate).unwrap();
+                let out = samples
+                    .chunks_exact(vad.chunk_samples())
+                    .map(|chunk| vad.voice_confidence(chunk))
+                    .collect();
+                PORTABLE_ONLY.with(|p| p.set(false));
+                out
+            };
+            let (detected, portable) = (run(false), run(true));
+            for (i, (d, p)) in detected.iter().zip(&portable).enumerate() {
+                assert!((d - p).abs() < 1e-4, "{rate} Hz chunk {i}: {d} vs {p}");
+                // The decision at Pipecat's default confidence, and at any
+                // threshold 1e-4 away from both.
+                assert_eq!(*d >= 0.7, *p >= 0.7, "{rate} Hz chunk {i}: {d} vs {p}");
+            }
+            assert!(portable.iter().filter(|p| **p >= 0.7).count() > portable.len() / 4);
         }
     }
 
