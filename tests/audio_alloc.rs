@@ -16,7 +16,7 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use voxpipe::audio::opus::FRAME_SAMPLES;
 use voxpipe::audio::{OpusDecoder, OpusEncoder, StreamResampler, mulaw};
 use voxpipe::frame::AudioFrame;
-use voxpipe::vad::{ChunkVolume, ModelInput};
+use voxpipe::vad::{ModelInput, RollingVolume};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -77,14 +77,15 @@ fn steady_paths_do_not_allocate() {
     let stereo = support::signal::sine(440.0, 8_000, 320, 8_000.0);
     let frame = AudioFrame::from_samples(&stereo, 8_000, 2, std::time::Duration::ZERO);
     let mut input = ModelInput::new(16_000);
-    let meter = ChunkVolume::new(16_000);
-    for _ in 0..3 {
-        input.convert(&frame).unwrap();
+    let mut meter = RollingVolume::new(16_000, 320);
+    // Long enough to fill the volume's 400 ms window.
+    for _ in 0..30 {
+        meter.next(input.convert(&frame).unwrap());
     }
     let region = Region::new(GLOBAL);
     let mut total = 0.0;
     for _ in 0..CALLS {
-        total += meter.volume(input.convert(&frame).unwrap());
+        total += meter.next(input.convert(&frame).unwrap()).0;
     }
     let stats = region.change();
     assert!(total > 0.0);

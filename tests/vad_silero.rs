@@ -1,12 +1,13 @@
 //! Silero VAD and Pipecat's volume against the reference runtimes, on the
 //! numbers committed in `tests/fixtures/vad_reference.json` (generated once
-//! by `tools/gen_vad_reference.py` with onnxruntime and pyloudnorm).
+//! by `tools/gen_vad_reference.py` with onnxruntime and the `loudness`
+//! package Pipecat 1.14 measures volume with).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
 use voxpipe::audio::wav::read_wav;
-use voxpipe::vad::{ChunkVolume, SileroModel, SileroVad, VadError, VoiceModel};
+use voxpipe::vad::{RollingVolume, SileroModel, SileroVad, VadError, VoiceModel};
 
 struct Reference {
     samples: Vec<i16>,
@@ -102,14 +103,14 @@ fn state_carries_across_chunks_and_resets_per_stream() {
 fn volume_matches_pipecat() {
     for rate in [16_000, 8_000] {
         let reference = reference(rate);
-        let meter = ChunkVolume::new(rate);
+        let mut tracker = RollingVolume::new(rate, reference.chunk);
         for (i, (chunk, expected)) in reference
             .samples
             .chunks_exact(reference.chunk)
             .zip(&reference.volumes)
             .enumerate()
         {
-            let ours = meter.volume(chunk);
+            let (_, ours) = tracker.next(chunk);
             assert!(
                 (ours - expected).abs() < 1e-9,
                 "{rate} Hz chunk {i}: {ours} vs {expected}"

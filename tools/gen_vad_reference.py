@@ -5,7 +5,7 @@ about the sample speech, chunk by chunk, for voxpipe's VAD tests.
 Run once, in a throw-away virtual environment (nothing here is needed by the
 build or by CI, which only reads the committed JSON):
 
-    python3 -m venv /tmp/vadref && /tmp/vadref/bin/pip install onnxruntime numpy pyloudnorm
+    python3 -m venv /tmp/vadref && /tmp/vadref/bin/pip install onnxruntime numpy loudness==0.2.0
     /tmp/vadref/bin/python tools/gen_vad_reference.py > tests/fixtures/vad_reference.json
 
 For each rate (assets/samples/hello.wav at 16 kHz, hello_8k.wav at 8 kHz) it
@@ -17,9 +17,10 @@ records, for every whole chunk of the file (512 samples at 16 kHz, 256 at
   SileroOnnxModel run it: samples / 32768 as f32, the last 64 (32) samples of
   the previous input prepended as context, the [2, 1, 128] state carried from
   chunk to chunk, both starting at zero;
-- `volumes`: Pipecat's `calculate_audio_volume` of the chunk (pyloudnorm
-  integrated loudness with the block as long as the chunk, mapped from
-  [-20, 80] LUFS to [0, 1]), before Pipecat's exponential smoothing.
+- `volumes`: Pipecat 1.14's volume after the chunk (`AudioVolumeTracker`:
+  the `loudness` package's integrated loudness of the last 400 ms as
+  `sample / 32768` floats, mapped from [-110, -10] LUFS to [0, 1], 0 until
+  400 ms are in), before Pipecat's exponential smoothing.
 """
 import hashlib
 import json
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
-import pyloudnorm
+import loudness
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "assets/silero/silero_vad.onnx"
@@ -42,12 +43,10 @@ def read_wav(path: Path, rate: int) -> np.ndarray:
         return np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16)
 
 
-def pipecat_volume(chunk: np.ndarray, rate: int) -> float:
+def pipecat_volume(window: np.ndarray, rate: int) -> float:
     """pipecat.audio.utils.calculate_audio_volume, unchanged."""
-    audio = chunk.astype(np.float64)
-    meter = pyloudnorm.Meter(rate, block_size=chunk.size / rate)
-    loudness = meter.integrated_loudness(audio)
-    return float(max(0.0, min(1.0, (loudness - -20) / (80 - -20))))
+    level = loudness.integrated_loudness(window.astype(np.float32) / 32768.0, rate)
+    return float(max(0.0, min(1.0, (level - -110) / (-10 - -110))))
 
 
 def main() -> None:
@@ -78,7 +77,13 @@ def main() -> None:
             )
             context = x[:, -context_len:]
             probabilities.append(float(prob[0, 0]))
-            volumes.append(pipecat_volume(chunk, rate))
+            # pipecat.audio.volume.AudioVolumeTracker: the last
+            # ceil(0.4 * rate) samples, measured once that many are in.
+            window_len = int(np.ceil(0.4 * rate))
+            end = start + chunk_len
+            volumes.append(
+                pipecat_volume(pcm[end - window_len : end], rate) if end >= window_len else 0.0
+            )
         out["rates"][str(rate)] = {
             "input": name,
             "chunk_samples": chunk_len,

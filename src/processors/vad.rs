@@ -4,7 +4,9 @@
 //! Inbound audio is analysed as it passes and forwarded unchanged; nothing
 //! is held back but the partial chunk the model still waits for (at most
 //! 32 ms). Audio at another rate than the model's (Silero runs at 8 or
-//! 16 kHz, Earshot at 16 kHz) is resampled for the model only.
+//! 16 kHz, Earshot at 16 kHz) is resampled for the model only, and audio
+//! from an 8 kHz source is analysed at 8 kHz where the model can (see
+//! [`FrameVad`]).
 //!
 //! Pushed downstream: `VadParams` first (so later processors know a VAD
 //! decides turns), then, just before the audio frame that decided them,
@@ -30,9 +32,7 @@ use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
 use crate::pipeline::ProcessorFactory;
 use crate::pipeline::{BuildError, SessionSetup};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
-use crate::vad::{
-    BargeIn, EarshotVad, ModelInput, SileroVad, VadAnalyzer, VadEvent, VadParams, VoiceModel,
-};
+use crate::vad::{BargeIn, EarshotVad, FrameVad, SileroVad, VadEvent, VadParams, VoiceModel};
 
 /// Which model scores the audio.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -61,8 +61,8 @@ pub struct VadConfig {
     /// Quiet needed before the user counts as stopped, seconds (0 to 10).
     /// Default 0.8.
     pub stop_secs: Seconds<0, 10>,
-    /// Minimum smoothed volume for speech, 0 to 1, on Pipecat's scale
-    /// (loudness from -20 to 80 LUFS). Default 0.6.
+    /// Minimum smoothed volume for speech, 0 to 1, on Pipecat 1.14's scale
+    /// (loudness of the last 400 ms from -110 to -10 LUFS). Default 0.6.
     #[serde(deserialize_with = "unit_interval")]
     pub min_volume: f64,
 }
@@ -127,8 +127,7 @@ impl ProcessorFactory for VadConfig {
 
 /// The `vad` processor. See the module docs.
 pub struct Vad {
-    analyzer: VadAnalyzer,
-    input: ModelInput,
+    vad: FrameVad,
     barge_in: BargeIn,
     /// The input rate that could not be converted, reported once.
     unconvertible_rate: Option<u32>,
@@ -138,7 +137,7 @@ pub struct Vad {
 impl std::fmt::Debug for Vad {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vad")
-            .field("analyzer", &self.analyzer)
+            .field("analyzer", self.vad.analyzer())
             .finish_non_exhaustive()
     }
 }
@@ -146,10 +145,8 @@ impl std::fmt::Debug for Vad {
 impl Vad {
     /// A VAD running `model` with `params`, interrupting by `barge_in`.
     pub fn new(model: Box<dyn VoiceModel>, params: VadParams, barge_in: BargeIn) -> Self {
-        let input = ModelInput::new(model.sample_rate());
         Vad {
-            analyzer: VadAnalyzer::new(model, params),
-            input,
+            vad: FrameVad::new(model, params),
             barge_in,
             unconvertible_rate: None,
             announced: false,
@@ -165,30 +162,29 @@ impl Vad {
         if self.unconvertible_rate == Some(audio.sample_rate) {
             return Ok(());
         }
-        match self.input.convert(audio) {
-            Ok(samples) => self.analyzer.push_audio(samples),
+        match self.vad.push(audio) {
+            Ok(()) => {}
             Err(err) => {
                 self.unconvertible_rate = Some(audio.sample_rate);
                 return Err(ProcessorError::recoverable(err));
             }
         }
-        while let Some(event) = self.analyzer.poll_event() {
+        while let Some(event) = self.vad.poll_event() {
             let body = match event {
                 VadEvent::Started { start } => FrameBody::UserStartedSpeaking {
-                    start: self.input.time_of(start),
+                    start: self.vad.time_of(start),
                 },
                 VadEvent::Stopped { end } => FrameBody::UserStoppedSpeaking {
-                    end: self.input.time_of(end),
+                    end: self.vad.time_of(end),
                 },
             };
             ctx.push_downstream(body).await;
         }
-        let speech = self.analyzer.speech().map(|s| {
-            (
-                self.input.time_of(s.start),
-                self.input.time_of(s.voiced_until),
-            )
-        });
+        let speech = self
+            .vad
+            .analyzer()
+            .speech()
+            .map(|s| (self.vad.time_of(s.start), self.vad.time_of(s.voiced_until)));
         if self.barge_in.should_interrupt(speech) {
             tracing::debug!("user barged in");
             ctx.request_interruption().await;
@@ -209,7 +205,7 @@ impl Processor for Vad {
             // Here rather than in `on_start`: a frame pushed there would
             // reach the next processor before `Start` does.
             self.announced = true;
-            let params = *self.analyzer.params();
+            let params = *self.vad.analyzer().params();
             ctx.push_downstream(FrameBody::VadParams(params)).await;
         }
         let mut result = Ok(());

@@ -1,11 +1,14 @@
-//! [`VadAnalyzer`]: Pipecat's VAD state machine over any [`VoiceModel`],
-//! timed by sample counts.
+//! [`VadAnalyzer`]: Pipecat 1.14's VAD state machine over any
+//! [`VoiceModel`], timed by sample counts.
 //!
-//! # Decisions (Pipecat's `VADAnalyzer`, to the letter)
+//! # Decisions (Pipecat 1.14's `VADAnalyzer`, to the letter)
 //!
 //! Audio is cut into the model's chunks. A chunk is *speaking* when the
 //! model's confidence is at least `confidence` **and** the smoothed volume
-//! (see [`volume`](super::volume)) is at least `min_volume`. Four states:
+//! of the last 400 ms (see [`volume`](super::volume)) is at least
+//! `min_volume`. For a model that asks for it (Silero), the model's state is
+//! reset in stretches of clear non-speech as Pipecat 1.14 does (see
+//! `model_reset`). Four states:
 //!
 //! | state | speaking chunk | other chunk |
 //! |---|---|---|
@@ -33,8 +36,8 @@
 //!
 //! - the **start** is the earliest chunk before the decision's first
 //!   speaking chunk that was either scored as voice by the model or loud by
-//!   the unsmoothed volume (the onset of a word is often loud before the
-//!   model is sure, and the smoothed volume lags it), reached by walking
+//!   the loudness of that chunk alone (the onset of a word is often loud before the
+//!   model is sure, and the window's volume lags it), reached by walking
 //!   back over such chunks and over gaps of at most
 //!   [`MAX_ONSET_GAP_SECS`] (the closure of a stop consonant: a "p" or a
 //!   "k" can break a run of speaking chunks before `start_secs` is reached,
@@ -48,6 +51,7 @@
 use std::collections::VecDeque;
 
 use super::VoiceModel;
+use super::model_reset::ModelResets;
 use super::volume::SmoothedVolume;
 use crate::frame::VadParams;
 
@@ -109,6 +113,9 @@ pub struct VadAnalyzer {
     start_chunks: u32,
     stop_chunks: u32,
     volume: SmoothedVolume,
+    /// Pipecat 1.14's resets of the model's state, for models that want
+    /// them.
+    resets: Option<ModelResets>,
     pending: Vec<i16>,
     /// Samples analysed so far (whole chunks).
     position: u64,
@@ -135,6 +142,23 @@ impl std::fmt::Debug for VadAnalyzer {
     }
 }
 
+/// Holds the analyzer's place while [`VadAnalyzer::set_sample_rate`]
+/// rebuilds it around its model.
+struct NoModel;
+
+impl VoiceModel for NoModel {
+    fn sample_rate(&self) -> u32 {
+        16_000
+    }
+    fn chunk_samples(&self) -> usize {
+        1
+    }
+    fn voice_confidence(&mut self, _chunk: &[i16]) -> f32 {
+        0.0
+    }
+    fn reset(&mut self) {}
+}
+
 /// Python's `round(secs / chunk_secs)`, as Pipecat computes chunk counts.
 fn chunks_for(secs: f64, chunk: usize, rate: u32) -> u32 {
     let chunk_secs = chunk as f64 / f64::from(rate.max(1));
@@ -152,7 +176,10 @@ impl VadAnalyzer {
         VadAnalyzer {
             start_chunks: chunks_for(params.start_secs, chunk, rate),
             stop_chunks: chunks_for(params.stop_secs, chunk, rate),
-            volume: SmoothedVolume::new(rate),
+            volume: SmoothedVolume::new(rate, chunk),
+            resets: model
+                .resets_in_clear_silence()
+                .then(|| ModelResets::new(rate, chunk)),
             pending: Vec::with_capacity(chunk),
             position: 0,
             state: VadState::Quiet,
@@ -169,6 +196,21 @@ impl VadAnalyzer {
             params,
             chunk,
         }
+    }
+
+    /// Switches the model to audio at `rate` (Silero runs at 8 and 16 kHz)
+    /// and starts a new stream at position 0, quiet, as [`reset`] does.
+    /// False, and nothing changed, when the model cannot run at `rate`.
+    ///
+    /// [`reset`]: VadAnalyzer::reset
+    pub fn set_sample_rate(&mut self, rate: u32) -> bool {
+        if rate == self.model.sample_rate() || !self.model.set_sample_rate(rate) {
+            return rate == self.model.sample_rate();
+        }
+        let model = std::mem::replace(&mut self.model, Box::new(NoModel));
+        *self = VadAnalyzer::new(model, self.params);
+        self.model.reset();
+        true
     }
 
     /// The model's sample rate: the rate `push_audio` expects.
@@ -227,6 +269,9 @@ impl VadAnalyzer {
     pub fn reset(&mut self) {
         self.model.reset();
         self.volume.reset();
+        if let Some(resets) = &mut self.resets {
+            *resets = ModelResets::new(self.model.sample_rate(), self.chunk);
+        }
         self.pending.clear();
         self.position = 0;
         self.state = VadState::Quiet;
@@ -242,13 +287,19 @@ impl VadAnalyzer {
     fn analyze(&mut self, chunk: &[i16]) {
         let start = self.position;
         let end = start + self.chunk as u64;
-        let confidence = f64::from(self.model.voice_confidence(chunk));
-        let (raw_volume, volume) = self.volume.next(chunk);
+        let score = self.model.voice_confidence(chunk);
+        if let Some(resets) = &mut self.resets
+            && resets.after_chunk(score, self.state == VadState::Quiet)
+        {
+            self.model.reset();
+        }
+        let confidence = f64::from(score);
+        let (chunk_volume, volume) = self.volume.next(chunk);
         let voiced = confidence >= self.params.confidence;
         let speaking = voiced && volume >= self.params.min_volume;
         self.remember(RecentChunk {
             start,
-            onset_like: voiced || raw_volume >= self.params.min_volume,
+            onset_like: voiced || chunk_volume >= self.params.min_volume,
         });
 
         if speaking {
@@ -406,14 +457,15 @@ mod tests {
         chunks.extend(vec![chunk(0.95, true); 40]);
         chunks.extend(vec![chunk(0.0, false); 30]);
         let events = run(&mut vad, &chunks);
-        // The smoothed volume (a fifth of the way toward ~1.0 per chunk)
-        // passes 0.6 on the 5th loud chunk (index 9); at the 6th speaking
-        // chunk (index 14) the user is speaking. The onset reaches back to
+        // The window's volume reads 0 until 400 ms are in (index 12); the
+        // smoothed volume (a fifth of the way toward ~1.0 per chunk) passes
+        // 0.6 on the 5th chunk after that (index 16); at the 6th speaking
+        // chunk (index 21) the user is speaking. The onset reaches back to
         // the first loud chunk.
         assert_eq!(
             events,
             [
-                (14, VadEvent::Started { start: 5 * 512 }),
+                (21, VadEvent::Started { start: 5 * 512 }),
                 (69, VadEvent::Stopped { end: 45 * 512 }),
             ]
         );
@@ -479,7 +531,7 @@ mod tests {
     #[test]
     fn reset_forgets_the_stream() {
         let mut vad = analyzer();
-        run(&mut vad, &vec![chunk(0.95, true); 20]);
+        run(&mut vad, &vec![chunk(0.95, true); 30]);
         assert_eq!(vad.state(), VadState::Speaking);
         assert!(vad.speech().is_some());
         vad.reset();

@@ -5,11 +5,16 @@
 //!   implementations: [`SileroVad`] (Silero VAD v6, a hand-written forward
 //!   pass over the shipped ONNX weights) and [`EarshotVad`] (the pure-Rust
 //!   `earshot` crate, about a tenth of the cost).
-//! - [`VadAnalyzer`]: Pipecat's VAD state machine over a model (confidence,
-//!   start and stop windows, a minimum volume measured as Pipecat measures
-//!   it), timed by sample counts, reporting where speech began and ended.
+//! - [`VadAnalyzer`]: Pipecat 1.14's VAD state machine over a model
+//!   (confidence, start and stop windows, a minimum volume measured as
+//!   Pipecat measures it: the loudness of the last 400 ms, see
+//!   [`RollingVolume`]), with Pipecat 1.14's resets of Silero's state in
+//!   clear non-speech, timed by sample counts, reporting where speech began
+//!   and ended.
 //! - [`ModelInput`]: inbound frames converted to the model's rate, and
-//!   positions mapped back to session time.
+//!   positions mapped back to session time; [`FrameVad`] puts the two
+//!   together and analyses audio from an 8 kHz source at 8 kHz
+//!   ([`NarrowbandDetector`]).
 //! - [`BargeIn`]: when the user's speech interrupts the bot.
 //! - [`TurnEnd`]: when the user's turn is over, from the VAD's stop, the
 //!   silence, the transcript and an [`EndOfTurnModel`]'s probability.
@@ -17,19 +22,19 @@
 //! All of it is sans-IO: audio in, decisions out, no clock read. The `vad`
 //! processor wires it into a pipeline.
 //!
-//! # Where voxpipe differs from Pipecat
+//! # Where voxpipe differs from Pipecat 1.14
 //!
-//! - Pipecat's Silero analyzer resets the model's state every 5 s of wall
-//!   time, on the belief that memory would grow otherwise. The state is a
-//!   fixed `[2, 1, 128]`, so nothing grows; voxpipe resets it once per
-//!   session (a fresh model per session), as Silero's own streaming code
-//!   does, and never in the middle of an utterance.
+//! - The default `stop_secs` is 0.8 s (Pipecat's is 0.2 s, which Pipecat
+//!   pairs with its Smart Turn analyser); the other defaults are Pipecat's:
+//!   `confidence` 0.7, `start_secs` 0.2, `min_volume` 0.6.
 //! - Pipecat checks its start and stop counts once per buffer of audio,
 //!   voxpipe once per chunk (the same with 20 ms frames, see
 //!   [`VadAnalyzer`]).
 //! - Pipecat's speaking frames carry no times; voxpipe's carry where the
 //!   speech began and ended.
-//!
+//! - Pipecat analyses at the transport's input rate; voxpipe also
+//!   recognises 8 kHz audio a transport has upsampled ([`FrameVad`]).
+
 //! # Cost
 //!
 //! A Silero chunk (32 ms of audio) takes tens of microseconds, so the
@@ -41,7 +46,10 @@ mod barge_in;
 mod earshot;
 mod end_of_turn;
 mod error;
+mod frames;
 mod model;
+mod model_reset;
+mod narrowband;
 mod onnx;
 mod silero;
 mod smart_turn;
@@ -59,9 +67,11 @@ pub use barge_in::BargeIn;
 pub use earshot::EarshotVad;
 pub use end_of_turn::EndOfTurnModel;
 pub use error::VadError;
+pub use frames::FrameVad;
 pub use model::VoiceModel;
+pub use narrowband::{Band, NarrowbandDetector};
 pub use silero::{SileroModel, SileroVad};
 pub use smart_turn::SmartTurnModel;
 pub use timeline::ModelInput;
 pub use turn_end::{TurnDecision, TurnEnd, TurnEndParams, ends_mid_phrase};
-pub use volume::{ChunkVolume, SmoothedVolume};
+pub use volume::{RollingVolume, SmoothedVolume, VOLUME_WINDOW_SECS};

@@ -23,4 +23,20 @@ pub trait VoiceModel: Send {
 
     /// Forgets the stream, as if no audio had been seen.
     fn reset(&mut self);
+
+    /// Switches to audio at `rate`, forgetting the stream; false, and
+    /// nothing changed, when the model cannot run at `rate`. By default a
+    /// model runs at its one rate.
+    fn set_sample_rate(&mut self, rate: u32) -> bool {
+        rate == self.sample_rate()
+    }
+
+    /// Whether the analyzer should [`reset`] the model in stretches of
+    /// clear non-speech, as Pipecat 1.14 does for Silero's recurrent state
+    /// (see `model_reset`). Off by default.
+    ///
+    /// [`reset`]: VoiceModel::reset
+    fn resets_in_clear_silence(&self) -> bool {
+        false
+    }
 }

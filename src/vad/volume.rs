@@ -1,37 +1,64 @@
-//! Pipecat's volume of a chunk, so that `min_volume` means what it means in
+//! Pipecat 1.14's volume, so that `min_volume` means what it means in
 //! Pipecat.
 //!
-//! Pipecat (`pipecat.audio.utils.calculate_audio_volume`) measures each VAD
-//! chunk with pyloudnorm's ITU-R BS.1770 integrated loudness, the gating
-//! block as long as the chunk, on the raw 16-bit sample values (not scaled
-//! to ±1), and maps -20..80 LUFS onto 0..1. Reproduced here step by step:
+//! Pipecat 1.14 (`pipecat.audio.volume.AudioVolumeTracker`) keeps the last
+//! 400 ms of the stream (a BS.1770 gating block, `ceil(0.4 * rate)`
+//! samples) and measures that window after every VAD chunk; the volume reads
+//! 0 until the window is full. A per-chunk measure, as Pipecat had before,
+//! dips in the closure of every stop consonant ("p", "t", "k"), which
+//! restarts the start count; the window bridges it. The measure
+//! (`calculate_audio_volume`) is the `loudness` package's integrated
+//! loudness (libloudness) of the window, samples as `sample / 32768`:
 //!
-//! 1. K-weighting: pyloudnorm's high shelf (+4 dB, Q 1/√2, 1500 Hz) then its
-//!    high pass (Q 0.5, 38 Hz), biquads designed for the chunk's rate and run
-//!    like `scipy.signal.lfilter` from a zero state, afresh for every chunk
-//!    (both in one pass over the chunk, with no buffer);
-//! 2. mean square over the block (its end computed as pyloudnorm does, in
-//!    floating point), loudness `-0.691 + 10 log10(z)`;
-//! 3. gating: with one block, the absolute gate (-70 LUFS) either keeps it or
-//!    leaves nothing (-∞); the relative gate (-10 LU) always keeps it;
-//! 4. `(loudness + 20) / 100`, clamped to `[0, 1]`.
+//! 1. K-weighting: libloudness's two stages (libebur128's high shelf,
+//!    1681.97 Hz, +4 dB, and high pass, 38.14 Hz), designed by the bilinear
+//!    transform for the rate, run from a zero state over the window;
+//! 2. mean square over the window, loudness `-0.691 + 10 log10(z)`;
+//! 3. gating with one block: below the absolute gate (-70 LUFS) nothing is
+//!    left (-∞); otherwise libloudness's histogram mode places the block in
+//!    a 0.1 LU bin above -70 LUFS and reports **the bin's centre**, so the
+//!    loudness moves in steps of 0.1 LU;
+//! 4. `(loudness + 110) / 100`, clamped to `[0, 1]`.
 //!
 //! [`SmoothedVolume`] adds the VAD analyzer's exponential smoothing (factor
-//! 0.2, from 0). Everything is `f64`, as in numpy.
+//! 0.2, from 0).
+//!
+//! # Cost
+//!
+//! Filtering the whole window from rest after every 32 ms chunk would run
+//! the filter over 12.5 times the audio. The filter is linear, and what it
+//! remembers of the audio before the window decays (its slowest pole,
+//! the 38 Hz high pass's double pole, by about 26 nepers in
+//! [`SETTLE_SECS`]), so only the window's head is filtered from rest; the
+//! rest of the window takes the energies of the stream's filter, run once
+//! over each chunk and kept per chunk. The difference is far below
+//! libloudness's own 0.1 LU steps (the tests compare with the `loudness`
+//! package on real speech).
 
+use std::collections::VecDeque;
 use std::f64::consts::PI;
 
+/// The rolling window, seconds: a BS.1770 gating block.
+pub const VOLUME_WINDOW_SECS: f64 = 0.4;
+/// How much of the window's start is filtered from rest: after this long
+/// the filter's memory of earlier audio is below `1e-8` of it.
+const SETTLE_SECS: f64 = 0.1;
 /// Loudness mapped to volume 0.
-const QUIETEST_LUFS: f64 = -20.0;
+const QUIETEST_LUFS: f64 = -110.0;
 /// Loudness mapped to volume 1.
-const LOUDEST_LUFS: f64 = 80.0;
+const LOUDEST_LUFS: f64 = -10.0;
 /// BS.1770 absolute gate.
 const ABSOLUTE_GATE_LUFS: f64 = -70.0;
+/// libloudness's histogram bins.
+const BIN_LU: f64 = 0.1;
+const BINS: f64 = 1000.0;
 /// Pipecat's smoothing factor for the volume.
 const SMOOTHING: f64 = 0.2;
+/// `i16` samples as Pipecat's floats: `sample / 32768`, so energies scale
+/// by `2^-30` (exactly: a power of two).
+const SAMPLE_ENERGY_SCALE: f64 = 1.0 / (1u64 << 30) as f64;
 
-/// A biquad with `a0` normalised to 1, run in direct form II transposed
-/// (scipy's `lfilter`).
+/// A biquad with `a0` normalised to 1, run in direct form II transposed.
 #[derive(Debug, Clone, Copy)]
 struct Biquad {
     b: [f64; 3],
@@ -39,39 +66,6 @@ struct Biquad {
 }
 
 impl Biquad {
-    /// pyloudnorm's `IIRfilter.generate_coefficients` for a high shelf.
-    fn high_shelf(gain_db: f64, q: f64, fc: f64, rate: f64) -> Self {
-        let a = 10f64.powf(gain_db / 40.0);
-        let w0 = 2.0 * PI * (fc / rate);
-        let alpha = w0.sin() / (2.0 * q);
-        let cos = w0.cos();
-        let b0 = a * ((a + 1.0) + (a - 1.0) * cos + 2.0 * a.sqrt() * alpha);
-        let b1 = -2.0 * a * ((a - 1.0) + (a + 1.0) * cos);
-        let b2 = a * ((a + 1.0) + (a - 1.0) * cos - 2.0 * a.sqrt() * alpha);
-        let a0 = (a + 1.0) - (a - 1.0) * cos + 2.0 * a.sqrt() * alpha;
-        let a1 = 2.0 * ((a - 1.0) - (a + 1.0) * cos);
-        let a2 = (a + 1.0) - (a - 1.0) * cos - 2.0 * a.sqrt() * alpha;
-        Self::normalised([b0, b1, b2], [a0, a1, a2])
-    }
-
-    /// pyloudnorm's `IIRfilter.generate_coefficients` for a high pass.
-    fn high_pass(q: f64, fc: f64, rate: f64) -> Self {
-        let w0 = 2.0 * PI * (fc / rate);
-        let alpha = w0.sin() / (2.0 * q);
-        let cos = w0.cos();
-        let b0 = (1.0 + cos) / 2.0;
-        let b1 = -(1.0 + cos);
-        let b2 = (1.0 + cos) / 2.0;
-        Self::normalised([b0, b1, b2], [1.0 + alpha, -2.0 * cos, 1.0 - alpha])
-    }
-
-    fn normalised(b: [f64; 3], a: [f64; 3]) -> Self {
-        Biquad {
-            b: b.map(|x| x / a[0]),
-            a: a.map(|x| x / a[0]),
-        }
-    }
-
     /// Filters the next input sample; `state` starts at zero for a new
     /// signal.
     #[inline(always)]
@@ -83,83 +77,211 @@ impl Biquad {
     }
 }
 
-/// Pipecat's volume of a chunk at one sample rate.
-#[derive(Debug, Clone)]
-pub struct ChunkVolume {
-    rate: f64,
+/// BS.1770's K-weighting with libloudness's (libebur128's) design.
+#[derive(Debug, Clone, Copy)]
+struct KWeighting {
     high_shelf: Biquad,
     high_pass: Biquad,
 }
 
-impl ChunkVolume {
-    /// A meter for chunks at `sample_rate`.
-    pub fn new(sample_rate: u32) -> Self {
-        let rate = f64::from(sample_rate.max(1));
-        ChunkVolume {
-            rate,
-            high_shelf: Biquad::high_shelf(4.0, 1.0 / 2f64.sqrt(), 1500.0, rate),
-            high_pass: Biquad::high_pass(0.5, 38.0, rate),
+/// The filter's memory: one state per stage.
+type KState = [[f64; 2]; 2];
+
+impl KWeighting {
+    fn new(rate: f64) -> Self {
+        const SHELF_HZ: f64 = 1681.974450955533;
+        const SHELF_GAIN_DB: f64 = 3.999843853973347;
+        const SHELF_Q: f64 = 0.7071752369554196;
+        const SHELF_VB_EXPONENT: f64 = 0.4996667741545416;
+        const PASS_HZ: f64 = 38.13547087602444;
+        const PASS_Q: f64 = 0.5003270373238773;
+        let vh = 10f64.powf(SHELF_GAIN_DB / 20.0);
+        let vb = vh.powf(SHELF_VB_EXPONENT);
+        let k = (PI * SHELF_HZ / rate).tan();
+        let a0 = 1.0 + k / SHELF_Q + k * k;
+        let high_shelf = Biquad {
+            b: [
+                (vh + vb * k / SHELF_Q + k * k) / a0,
+                2.0 * (k * k - vh) / a0,
+                (vh - vb * k / SHELF_Q + k * k) / a0,
+            ],
+            a: [
+                1.0,
+                2.0 * (k * k - 1.0) / a0,
+                (1.0 - k / SHELF_Q + k * k) / a0,
+            ],
+        };
+        let k = (PI * PASS_HZ / rate).tan();
+        let a0 = 1.0 + k / PASS_Q + k * k;
+        let high_pass = Biquad {
+            b: [1.0, -2.0, 1.0],
+            a: [
+                1.0,
+                2.0 * (k * k - 1.0) / a0,
+                (1.0 - k / PASS_Q + k * k) / a0,
+            ],
+        };
+        KWeighting {
+            high_shelf,
+            high_pass,
         }
     }
 
-    /// The chunk's volume in `[0, 1]`.
-    pub fn volume(&self, chunk: &[i16]) -> f64 {
-        if chunk.is_empty() {
-            return 0.0;
-        }
-        // pyloudnorm: T_g = block_size; one block from 0 to
-        // int(T_g * (0 * step + 1) * rate), normalised by T_g * rate.
-        let block_secs = chunk.len() as f64 / self.rate;
-        let block_len = ((block_secs * self.rate) as usize).min(chunk.len());
-        // Both filters and the sum in one pass, sample by sample: the same
-        // operations in the same order as filtering the whole chunk twice
-        // and then summing (so the same bits), without a buffer, and the
-        // two filters' dependency chains overlap. Samples past the block
-        // would not reach the sum, so they are not filtered.
-        let (mut shelf, mut pass) = ([0.0; 2], [0.0; 2]);
-        let mean_square = chunk[..block_len]
-            .iter()
-            .map(|&s| {
-                let shelved = self.high_shelf.step(&mut shelf, f64::from(s));
-                let y = self.high_pass.step(&mut pass, shelved);
+    /// `Σ y²` of the filtered `samples`, the filter carried in `state`.
+    fn energy(&self, state: &mut KState, samples: impl Iterator<Item = i16>) -> f64 {
+        let [shelf, pass] = state;
+        samples
+            .map(|s| {
+                let shelved = self.high_shelf.step(shelf, f64::from(s));
+                let y = self.high_pass.step(pass, shelved);
                 y * y
             })
-            .sum::<f64>()
-            / (block_secs * self.rate);
-        // Digital silence is -inf, below the gate like any quiet block.
-        let loudness = -0.691 + 10.0 * mean_square.log10();
-        if loudness < ABSOLUTE_GATE_LUFS {
-            return 0.0;
+            .sum()
+    }
+}
+
+/// libloudness's loudness of one gating block of mean square `mean_square`
+/// (of `i16` samples), mapped to Pipecat's volume.
+fn block_volume(mean_square: f64) -> f64 {
+    let loudness = -0.691 + 10.0 * (mean_square * SAMPLE_ENERGY_SCALE).log10();
+    // Digital silence is -inf (or NaN for a rounding below zero), below the
+    // gate like any quiet block.
+    if loudness.is_nan() || loudness < ABSOLUTE_GATE_LUFS {
+        return 0.0;
+    }
+    let bin = ((loudness - ABSOLUTE_GATE_LUFS) / BIN_LU)
+        .floor()
+        .min(BINS - 1.0);
+    let centre = ABSOLUTE_GATE_LUFS + bin * BIN_LU + BIN_LU / 2.0;
+    volume_of(centre)
+}
+
+/// Pipecat's `normalize_value(loudness, -110, -10)`.
+fn volume_of(loudness: f64) -> f64 {
+    ((loudness - QUIETEST_LUFS) / (LOUDEST_LUFS - QUIETEST_LUFS)).clamp(0.0, 1.0)
+}
+
+/// Pipecat 1.14's `AudioVolumeTracker` over a stream of chunks, all of
+/// the size it was made for (another size is measured correctly, but the
+/// whole window is filtered again). See the module docs.
+#[derive(Debug, Clone)]
+pub struct RollingVolume {
+    filter: KWeighting,
+    /// `ceil(0.4 * rate)` samples.
+    window: usize,
+    /// The window's first samples, filtered from rest for each measure.
+    head: usize,
+    /// The latest `window` samples (fewer at first).
+    recent: VecDeque<i16>,
+    /// The stream's filter, run once over every chunk.
+    stream: KState,
+    /// `Σ y²` of the stream's filter over each of the latest chunks that lie
+    /// wholly after the head, and their lengths.
+    tail: VecDeque<(f64, usize)>,
+    tail_chunks: usize,
+}
+
+impl RollingVolume {
+    /// A tracker for chunks of `chunk` samples at `sample_rate`.
+    pub fn new(sample_rate: u32, chunk: usize) -> Self {
+        let rate = f64::from(sample_rate.max(1));
+        let chunk = chunk.max(1);
+        let window = (VOLUME_WINDOW_SECS * rate).ceil() as usize;
+        let settle = ((SETTLE_SECS * rate).ceil() as usize).min(window);
+        // The head ends where a chunk does, so the rest is whole chunks.
+        let mut head = window % chunk;
+        while head < settle {
+            head += chunk;
         }
-        ((loudness - QUIETEST_LUFS) / (LOUDEST_LUFS - QUIETEST_LUFS)).clamp(0.0, 1.0)
+        let head = head.min(window);
+        RollingVolume {
+            filter: KWeighting::new(rate),
+            window,
+            head,
+            recent: VecDeque::with_capacity(window + chunk),
+            stream: [[0.0; 2]; 2],
+            tail: VecDeque::with_capacity((window - head) / chunk + 1),
+            tail_chunks: (window - head) / chunk,
+        }
+    }
+
+    /// Adds the next chunk; returns `(chunk, window)`: the loudness of the
+    /// chunk alone (unquantised; for placing onsets) and Pipecat's volume of
+    /// the window (0 until it is full).
+    pub fn next(&mut self, chunk: &[i16]) -> (f64, f64) {
+        let energy = self.filter.energy(&mut self.stream, chunk.iter().copied());
+        let chunk_volume = if chunk.is_empty() {
+            0.0
+        } else {
+            let mean = energy * SAMPLE_ENERGY_SCALE / chunk.len() as f64;
+            volume_of(-0.691 + 10.0 * mean.log10())
+        };
+        if self.tail_chunks > 0 {
+            if self.tail.len() == self.tail_chunks {
+                self.tail.pop_front();
+            }
+            self.tail.push_back((energy, chunk.len()));
+        }
+        self.recent.extend(chunk);
+        if self.recent.len() > self.window {
+            self.recent.drain(..self.recent.len() - self.window);
+        }
+        if self.recent.len() < self.window {
+            return (chunk_volume, 0.0);
+        }
+        // The tail lines up with the window's end unless a chunk of another
+        // size came lately; then the whole window is filtered from rest.
+        let tail_len: usize = self.tail.iter().map(|(_, len)| len).sum();
+        let (head, tail_energy) = if tail_len == self.window - self.head {
+            (self.head, self.tail.iter().map(|(energy, _)| energy).sum())
+        } else {
+            (self.window, 0.0)
+        };
+        let head_energy = self
+            .filter
+            .energy(&mut [[0.0; 2]; 2], self.recent.range(..head).copied());
+        (
+            chunk_volume,
+            block_volume((head_energy + tail_energy) / self.window as f64),
+        )
+    }
+
+    /// Forgets the stream.
+    pub fn reset(&mut self) {
+        self.recent.clear();
+        self.tail.clear();
+        self.stream = [[0.0; 2]; 2];
     }
 }
 
 /// Pipecat's smoothed volume: `prev + 0.2 (volume - prev)`, from 0.
 #[derive(Debug, Clone)]
 pub struct SmoothedVolume {
-    meter: ChunkVolume,
+    tracker: RollingVolume,
     smoothed: f64,
 }
 
 impl SmoothedVolume {
-    /// Smoothed volume of chunks at `sample_rate`, starting from 0.
-    pub fn new(sample_rate: u32) -> Self {
+    /// Smoothed volume of chunks of `chunk` samples at `sample_rate`,
+    /// starting from 0.
+    pub fn new(sample_rate: u32, chunk: usize) -> Self {
         SmoothedVolume {
-            meter: ChunkVolume::new(sample_rate),
+            tracker: RollingVolume::new(sample_rate, chunk),
             smoothed: 0.0,
         }
     }
 
-    /// Measures the next chunk; returns `(raw, smoothed)` volume.
+    /// Measures the next chunk; returns `(chunk, smoothed)`: the chunk's own
+    /// loudness and the smoothed volume of the window.
     pub fn next(&mut self, chunk: &[i16]) -> (f64, f64) {
-        let raw = self.meter.volume(chunk);
-        self.smoothed += SMOOTHING * (raw - self.smoothed);
-        (raw, self.smoothed)
+        let (chunk_volume, window) = self.tracker.next(chunk);
+        self.smoothed += SMOOTHING * (window - self.smoothed);
+        (chunk_volume, self.smoothed)
     }
 
     /// Back to 0, as for a new stream.
     pub fn reset(&mut self) {
+        self.tracker.reset();
         self.smoothed = 0.0;
     }
 }
@@ -174,32 +296,59 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn silence_reads_zero() {
-        let meter = ChunkVolume::new(16_000);
-        assert_eq!(meter.volume(&[0; 512]), 0.0);
-        assert_eq!(meter.volume(&[]), 0.0);
+    /// Pipecat's `calculate_audio_volume` of a whole window, from rest.
+    fn volume_from_rest(samples: &[i16], rate: u32) -> f64 {
+        let filter = KWeighting::new(f64::from(rate));
+        let energy = filter.energy(&mut [[0.0; 2]; 2], samples.iter().copied());
+        block_volume(energy / samples.len() as f64)
     }
 
     #[test]
-    fn volume_is_loudness_in_hundredths_of_the_range() {
-        let meter = ChunkVolume::new(16_000);
-        // 20 log10(32000 / √2) - 0.691 + about 0.7 dB of K-weighting at
-        // 1 kHz: about 87 LUFS, past the top of the range.
-        assert_eq!(meter.volume(&sine(1000.0, 32_000.0, 512, 16_000)), 1.0);
-        // 20 dB less is 0.2 less.
-        let soft = meter.volume(&sine(1000.0, 1000.0, 512, 16_000));
-        let softer = meter.volume(&sine(1000.0, 100.0, 512, 16_000));
-        assert!((soft - softer - 0.2).abs() < 0.01, "{soft} {softer}");
-        assert!((0.7..0.8).contains(&soft), "{soft}");
+    fn loudness_comes_in_tenth_lu_steps_on_pipecats_scale() {
+        // A full-scale 1 kHz sine: about -3 LUFS (+0.7 dB of K-weighting
+        // at 1 kHz on -3.7), past the top of the range.
+        assert_eq!(
+            volume_from_rest(&sine(1000.0, 32_767.0, 6400, 16_000), 16_000),
+            1.0
+        );
+        // 1% of full scale: the `loudness` package says -42.95 LUFS.
+        let soft = volume_from_rest(&sine(1000.0, 327.68, 6400, 16_000), 16_000);
+        assert!((soft - 0.6705).abs() < 1e-9, "{soft}");
+        assert_eq!(volume_from_rest(&[0; 6400], 16_000), 0.0);
+    }
+
+    #[test]
+    fn the_window_reads_zero_until_full_then_matches_filtering_from_rest() {
+        for (rate, chunk) in [(16_000, 512), (8_000, 256), (16_000, 320)] {
+            let mut tracker = RollingVolume::new(rate, chunk);
+            // A loud tone, then silence, then a soft tone: the head's
+            // filtering from rest matters right after the loud part.
+            let mut signal = sine(440.0, 20_000.0, rate as usize / 2, rate);
+            signal.extend(vec![0; rate as usize / 5]);
+            signal.extend(sine(700.0, 300.0, rate as usize, rate));
+            let window = (0.4 * f64::from(rate)).ceil() as usize;
+            for (i, c) in signal.chunks_exact(chunk).enumerate() {
+                let (_, volume) = tracker.next(c);
+                let end = (i + 1) * chunk;
+                if end < window {
+                    assert_eq!(volume, 0.0);
+                } else {
+                    let expected = volume_from_rest(&signal[end - window..end], rate);
+                    assert_eq!(volume, expected, "{rate} Hz, chunk {i}");
+                }
+            }
+        }
     }
 
     #[test]
     fn smoothing_follows_pipecat() {
-        let mut volume = SmoothedVolume::new(16_000);
+        let mut volume = SmoothedVolume::new(16_000, 512);
         let tone = sine(1000.0, 32_000.0, 512, 16_000);
-        let (raw, smoothed) = volume.next(&tone);
-        assert_eq!((raw, smoothed), (1.0, 0.2));
+        for _ in 0..12 {
+            assert_eq!(volume.next(&tone).1, 0.0);
+        }
+        let (chunk, smoothed) = volume.next(&tone);
+        assert_eq!((chunk, smoothed), (1.0, 0.2));
         let (_, smoothed) = volume.next(&tone);
         assert!((smoothed - 0.36).abs() < 1e-12);
         volume.reset();

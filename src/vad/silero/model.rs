@@ -42,6 +42,8 @@ use crate::vad::{VadError, VoiceModel};
 /// stream's state.
 pub struct SileroVad {
     weights: Arc<RateWeights>,
+    /// The network for each rate the model has, to switch to.
+    rates: Vec<Arc<RateWeights>>,
     /// Context, new samples, then the reflected end.
     input: Vec<f32>,
     frame: Vec<f32>,
@@ -82,8 +84,13 @@ impl SileroVad {
             });
         }
         let weights = model.rate(sample_rate)?;
+        Ok(Self::for_rate(weights, model.rates()))
+    }
+
+    /// A detector running `weights`, able to switch to any of `rates`.
+    fn for_rate(weights: Arc<RateWeights>, rates: Vec<Arc<RateWeights>>) -> Self {
         let bins = weights.fft_len / 2 + 1;
-        Ok(SileroVad {
+        SileroVad {
             input: vec![0.0; weights.context + weights.chunk + weights.reflect],
             frame: vec![0.0; weights.fft_len],
             spectrum: weights.fft.make_output_vec(),
@@ -97,7 +104,8 @@ impl SileroVad {
             gates: vec![0.0; 4 * HIDDEN],
             cell: vec![0.0; HIDDEN],
             weights,
-        })
+            rates,
+        }
     }
 
     /// The speech probability of the next [`chunk_samples`](VoiceModel::chunk_samples) samples of the
@@ -248,5 +256,20 @@ impl VoiceModel for SileroVad {
         self.input.fill(0.0);
         self.lstm_input.fill(0.0);
         self.cell.fill(0.0);
+    }
+
+    fn set_sample_rate(&mut self, rate: u32) -> bool {
+        if rate == self.weights.rate {
+            return true;
+        }
+        let Some(weights) = self.rates.iter().find(|w| w.rate == rate).cloned() else {
+            return false;
+        };
+        *self = Self::for_rate(weights, std::mem::take(&mut self.rates));
+        true
+    }
+
+    fn resets_in_clear_silence(&self) -> bool {
+        true
     }
 }

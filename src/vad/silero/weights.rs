@@ -162,6 +162,11 @@ impl SileroModel {
         Ok(SileroModel { rates })
     }
 
+    /// The network for every rate.
+    pub(crate) fn rates(&self) -> Vec<Arc<RateWeights>> {
+        self.rates.clone()
+    }
+
     /// The network for `rate`.
     pub(crate) fn rate(&self, rate: u32) -> Result<Arc<RateWeights>, VadError> {
         self.rates
