@@ -264,4 +264,61 @@ fn a_caller_who_speaks_as_the_call_connects_is_heard_from_the_first_word() {
         last.1 + Duration::from_millis(100) >= Duration::from_millis(speech_ms),
         "{events:?}, speech lasts {speech_ms} ms"
     );
+
+/// Every event of `analyzer` over `samples`, pushed in 20 ms frames, with
+/// the model's runs.
+fn events_and_runs(mut analyzer: VadAnalyzer, samples: &[i16]) -> (Vec<VadEvent>, u64) {
+    let frame = analyzer.sample_rate() as usize / 50;
+    let mut events = Vec::new();
+    for chunk in samples.chunks(frame) {
+        analyzer.push_audio(chunk);
+        events.extend(std::iter::from_fn(|| analyzer.poll_event()));
+    }
+    (events, analyzer.model_runs())
+}
+
+/// Quiet chunks are scored only when a chunk comes that the model must
+/// decide (`quiet_chunks`): on sentences with pauses of every length, clean
+/// and in noise, at 8 and 16 kHz, every event is the one scoring every
+/// chunk gives, and in the clean calls' pauses the model mostly does not run.
+#[test]
+fn deferring_quiet_chunks_changes_no_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    for rate in [16_000u32, 8_000] {
+        let ms = |ms: usize| rate as usize * ms / 1000;
+        let sentence = utterance(dir.path(), "I would like to book a table.", rate);
+        let fragment = utterance(dir.path(), "and then", rate);
+        // Pauses shorter and longer than the half second kept unscored.
+        let mut clean = vec![0i16; ms(1000)];
+        for pause in [200, 400, 600, 1000, 3000] {
+            clean.extend(&sentence);
+            clean.extend(vec![0; ms(pause)]);
+            clean.extend(&fragment);
+            clean.extend(vec![0; ms(pause)]);
+        }
+        for (name, call) in [
+            ("clean", clean.clone()),
+            ("noise at 30 dB SNR", in_noise(&clean, ms(500), 30.0)),
+            ("noise at 10 dB SNR", in_noise(&clean, ms(500), 10.0)),
+        ] {
+            let analyzer = || {
+                VadAnalyzer::new(
+                    Box::new(SileroVad::new(rate).unwrap()),
+                    VadParams::default(),
+                )
+            };
+            let (deferred, runs) = events_and_runs(analyzer(), &call);
+            let (every, all_runs) = events_and_runs(analyzer().scoring_every_chunk(), &call);
+            eprintln!(
+                "{rate} Hz, {name}: {} events, the model ran {runs} of {all_runs} times",
+                every.len()
+            );
+            assert!(every.len() >= 6, "{rate} Hz {name}: {every:?}");
+            assert_eq!(deferred, every, "{rate} Hz, {name}");
+            assert!(runs <= all_runs);
+            if name == "clean" {
+                assert!(runs * 10 < all_runs * 9, "{runs} of {all_runs}");
+            }
+        }
+    }
 }

@@ -52,6 +52,7 @@ use std::collections::VecDeque;
 
 use super::VoiceModel;
 use super::model_reset::ModelResets;
+use super::quiet_chunks::QuietChunks;
 use super::volume::SmoothedVolume;
 use crate::frame::VadParams;
 
@@ -116,6 +117,15 @@ pub struct VadAnalyzer {
     /// Pipecat 1.14's resets of the model's state, for models that want
     /// them.
     resets: Option<ModelResets>,
+    /// Quiet chunks the model has not scored yet (see `quiet_chunks`).
+    quiet: QuietChunks,
+    /// Where kept quiet chunks are scored from (reused).
+    scoring: Vec<i16>,
+    scoring_quiet_before: Vec<bool>,
+    /// Runs of the model.
+    model_runs: u64,
+    /// Whether quiet chunks wait to be scored (see `quiet_chunks`).
+    defer_quiet: bool,
     pending: Vec<i16>,
     /// Samples analysed so far (whole chunks).
     position: u64,
@@ -180,6 +190,11 @@ impl VadAnalyzer {
             resets: model
                 .resets_in_clear_silence()
                 .then(|| ModelResets::new(rate, chunk)),
+            quiet: QuietChunks::new(rate, chunk),
+            scoring: Vec::new(),
+            scoring_quiet_before: Vec::new(),
+            model_runs: 0,
+            defer_quiet: true,
             pending: Vec::with_capacity(chunk),
             position: 0,
             state: VadState::Quiet,
@@ -208,9 +223,19 @@ impl VadAnalyzer {
             return rate == self.model.sample_rate();
         }
         let model = std::mem::replace(&mut self.model, Box::new(NoModel));
+        let defer_quiet = self.defer_quiet;
         *self = VadAnalyzer::new(model, self.params);
+        self.defer_quiet = defer_quiet;
         self.model.reset();
         true
+    }
+
+    /// The same analyzer, scoring every chunk as it comes instead of
+    /// deferring quiet ones (see `quiet_chunks`): the reference the
+    /// deferral is measured against, in tests and benchmarks.
+    pub fn scoring_every_chunk(mut self) -> Self {
+        self.defer_quiet = false;
+        self
     }
 
     /// The model's sample rate: the rate `push_audio` expects.
@@ -236,6 +261,12 @@ impl VadAnalyzer {
     /// Samples analysed so far (a partial chunk waits for the rest).
     pub fn position(&self) -> u64 {
         self.position
+    }
+
+    /// How many times the model has run: fewer than the chunks analysed
+    /// when quiet stretches were decided by their volume alone.
+    pub fn model_runs(&self) -> u64 {
+        self.model_runs
     }
 
     /// Analyses the next samples of the stream, at the model's rate, in any
@@ -272,6 +303,7 @@ impl VadAnalyzer {
         if let Some(resets) = &mut self.resets {
             *resets = ModelResets::new(self.model.sample_rate(), self.chunk);
         }
+        self.quiet.clear();
         self.pending.clear();
         self.position = 0;
         self.state = VadState::Quiet;
@@ -287,14 +319,23 @@ impl VadAnalyzer {
     fn analyze(&mut self, chunk: &[i16]) {
         let start = self.position;
         let end = start + self.chunk as u64;
-        let score = self.model.voice_confidence(chunk);
-        if let Some(resets) = &mut self.resets
-            && resets.after_chunk(score, self.state == VadState::Quiet)
-        {
-            self.model.reset();
-        }
-        let confidence = f64::from(score);
         let (chunk_volume, volume) = self.volume.next(chunk);
+        let quiet_before = self.state == VadState::Quiet;
+        let confidence = if self.defer_quiet && volume < self.params.min_volume {
+            // Not speaking whatever the model says: the model scores it
+            // later, if a chunk comes that it must decide.
+            if let Some(quiet_before) = self.quiet.push(start, chunk, quiet_before) {
+                // The oldest kept chunk will never be scored: for the
+                // resets, it was clear non-speech.
+                self.after_score(0.0, quiet_before);
+            }
+            0.0
+        } else {
+            self.score_quiet_chunks();
+            let score = self.score(chunk);
+            self.after_score(score, quiet_before);
+            f64::from(score)
+        };
         let voiced = confidence >= self.params.confidence;
         let speaking = voiced && volume >= self.params.min_volume;
         self.remember(RecentChunk {
@@ -354,6 +395,49 @@ impl VadAnalyzer {
             });
         }
         self.position = end;
+    }
+
+    fn score(&mut self, chunk: &[i16]) -> f32 {
+        self.model_runs += 1;
+        self.model.voice_confidence(chunk)
+    }
+
+    /// Pipecat 1.14's reset of the model's state, after a chunk scored
+    /// `score` with the analyzer `quiet` before it.
+    fn after_score(&mut self, score: f32, quiet: bool) {
+        if let Some(resets) = &mut self.resets
+            && resets.after_chunk(score, quiet)
+        {
+            self.model.reset();
+        }
+    }
+
+    /// Scores the kept quiet chunks, in order, as if they had been scored
+    /// as they came (see `quiet_chunks`), and marks those the model heard
+    /// as voice for placing onsets.
+    fn score_quiet_chunks(&mut self) {
+        if self.quiet.is_empty() {
+            return;
+        }
+        let mut samples = std::mem::take(&mut self.scoring);
+        let mut quiet_before = std::mem::take(&mut self.scoring_quiet_before);
+        let stretch = self.quiet.take(&mut samples, &mut quiet_before);
+        if stretch.overflowed {
+            self.model.reset();
+        }
+        let mut start = stretch.first;
+        for (chunk, &quiet) in samples.chunks(self.chunk).zip(&quiet_before) {
+            let score = self.score(chunk);
+            self.after_score(score, quiet);
+            if f64::from(score) >= self.params.confidence
+                && let Some(recent) = self.recent.iter_mut().find(|r| r.start == start)
+            {
+                recent.onset_like = true;
+            }
+            start += self.chunk as u64;
+        }
+        self.scoring = samples;
+        self.scoring_quiet_before = quiet_before;
     }
 
     fn remember(&mut self, chunk: RecentChunk) {

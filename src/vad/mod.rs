@@ -39,7 +39,11 @@
 //!
 //! A Silero chunk (32 ms of audio) takes tens of microseconds, so the
 //! processor runs the model inline on the runtime: far below the
-//! millisecond at which it would have to move to a thread of its own.
+//! millisecond at which it would have to move to a thread of its own. And
+//! it runs only on chunks it must decide: while the volume alone says "not
+//! speaking", chunks wait unscored and are scored in order only when a
+//! louder chunk comes, so every decision is unchanged (see
+//! `quiet_chunks`); a caller who listens while the bot speaks costs little.
 
 mod analyzer;
 mod barge_in;
@@ -51,6 +55,7 @@ mod model;
 mod model_reset;
 mod narrowband;
 mod onnx;
+mod quiet_chunks;
 mod silero;
 mod smart_turn;
 mod timeline;
