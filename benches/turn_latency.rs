@@ -339,7 +339,13 @@ fn main() {
                     }
                     let shown: Vec<String> = latencies
                         .iter()
-                        .map(|l| if *l == u128::MAX { "none".into() } else { l.to_string() })
+                        .map(|l| {
+                            if *l == u128::MAX {
+                                "none".into()
+                            } else {
+                                l.to_string()
+                            }
+                        })
                         .collect();
                     latencies.sort_unstable();
                     let median = latencies[latencies.len() / 2];

@@ -22,7 +22,15 @@ pub fn say(dir: &Path, name: &str, text: &str, rate: u32) -> Vec<i16> {
     let trimmed = dir.join(format!("{name}_{rate}.wav"));
     run_tool(
         "espeak-ng",
-        &["-v", "en-us", "-s", "160", "-w", raw.to_str().unwrap(), text],
+        &[
+            "-v",
+            "en-us",
+            "-s",
+            "160",
+            "-w",
+            raw.to_str().unwrap(),
+            text,
+        ],
     );
     let rate = rate.to_string();
     run_tool(

@@ -126,7 +126,12 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
                 }
                 while let Some((_, transcript)) = finals_at.next_if(|(at, _)| received >= *at) {
                     let start = confirmed as f64 / rate;
-                    let text = results(transcript, start, (received - confirmed) as f64 / rate, true);
+                    let text = results(
+                        transcript,
+                        start,
+                        (received - confirmed) as f64 / rate,
+                        true,
+                    );
                     confirmed = received;
                     if socket.send(Message::Text(text.into())).await.is_err() {
                         return;
