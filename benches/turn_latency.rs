@@ -18,7 +18,8 @@
 //! before issue 16) and `shipped`: the `vad` and `user_context` sections
 //! read from `pipelines/agent.toml` (segment) and
 //! `pipelines/agent_deepgram.toml` (stream) at run time, so the bench
-//! measures what ships (and a configuration can be tried by editing them).
+//! measures what ships (`TURN_LATENCY_PIPELINES=DIR` reads them from DIR
+//! instead, to try another configuration).
 //! Speech: a complete sentence, and the same sentence with a 400 or 600 ms
 //! hesitation mid-phrase; a cut-off is a user turn ended, or bot audio
 //! started, before the second part.
@@ -41,13 +42,14 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::fake::deepgram::{FakeDeepgram, Script as DeepgramScript};
 use support::fake::openai::{FakeOpenAi, Part, Reply, text_answer};
 use support::session::build;
-use support::speech::{say, shipped_section};
+use support::speech::{say, section};
 use voxpipe::conversation::Role;
 use voxpipe::frame::{AudioFrame, Direction, FrameBody};
 use voxpipe::pipeline::{NamedProcessor, Observer, PipelineParams, PipelineTask, PushEvent};
@@ -145,6 +147,15 @@ enum SttKind {
     Stream,
 }
 
+/// Where the agents' pipeline files are read: `TURN_LATENCY_PIPELINES`,
+/// to try another configuration, or the shipped `pipelines/`.
+fn pipelines() -> PathBuf {
+    std::env::var_os("TURN_LATENCY_PIPELINES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines"),
+        PathBuf::from,
+    )
+}
+
 /// The fake providers of one run.
 struct Fakes {
     openai: FakeOpenAi,
@@ -158,8 +169,8 @@ fn processors(fakes: &Fakes, shipped: bool, stt: SttKind, rate: u32) -> Vec<Name
     };
     let (vad, user) = if shipped {
         (
-            shipped_section(file, "vad"),
-            shipped_section(file, "user_context"),
+            section(&pipelines().join(file), "vad"),
+            section(&pipelines().join(file), "user_context"),
         )
     } else {
         (String::new(), String::new())

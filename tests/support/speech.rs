@@ -91,10 +91,14 @@ pub fn pink_noise(dir: &Path, rate: u32, len: usize, volume: f64) -> Vec<i16> {
 /// pipeline `pipelines/{file}`, as TOML without its `type`: what the tests
 /// and the bench build, so they measure what ships.
 pub fn shipped_section(file: &str, kind: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("pipelines")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
+    let pipelines = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    section(&pipelines.join(file), kind)
+}
+
+/// The table of the first `[[processor]]` of `kind` in the pipeline file
+/// at `path`, as TOML without its `type`.
+pub fn section(path: &Path, kind: &str) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
     let pipeline: toml::Table = toml::from_str(&text).unwrap();
     let mut section = pipeline["processor"]
         .as_array()
@@ -102,7 +106,7 @@ pub fn shipped_section(file: &str, kind: &str) -> String {
         .iter()
         .filter_map(toml::Value::as_table)
         .find(|p| p["type"].as_str() == Some(kind))
-        .unwrap_or_else(|| panic!("{file} has no {kind}"))
+        .unwrap_or_else(|| panic!("{} has no {kind}", path.display()))
         .clone();
     section.remove("type");
     toml::to_string(&section).unwrap()
