@@ -189,8 +189,7 @@ async fn turns(speech: &Speech) -> Vec<(Duration, String)> {
     .await
     .expect("the session ends with its input");
     drop(outcome);
-    let turns = turns.0.lock().unwrap().clone();
-    turns
+    turns.0.lock().unwrap().clone()
 }
 
 /// The shipped decision's fallback, from `pipelines/agent.toml`.
