@@ -1,23 +1,34 @@
 //! Turn latency end to end: from the true end of the user's speech to the
 //! bot's first audio, and the turns cut off, over speech with known
 //! boundaries (espeak-ng and sox) at 16 and 8 kHz, through `vad ▶ stt ▶
-//! user_context ▶ llm ▶ tts ▶ assistant_context` against the fake OpenAI
-//! server answering with a provider's latency:
+//! user_context ▶ llm ▶ tts ▶ assistant_context` against fake providers
+//! answering with a provider's latency:
 //!
-//! - `realistic`: transcription 300 ms after its request, LLM first token
-//!   400 ms, TTS first byte 200 ms;
+//! - `realistic`: transcription 300 ms (after its request for segment STT,
+//!   after the speech ends for streaming STT), LLM first token 400 ms, TTS
+//!   first byte 200 ms;
 //! - `fast`: 100, 150 and 100 ms.
 //!
+//! STT kinds: `segment` (OpenAI-compatible `/audio/transcriptions`, one
+//! request per VAD utterance) and `stream` (the fake Deepgram, its final
+//! sent once the audio streamed reaches the transcription latency past
+//! each part's end, as its endpointing does).
+//!
 //! Configurations: `baseline` (the VAD's 0.8 s stop ends the turn, as
-//! before issue 16) and `shipped` (the agents' defaults: a 0.2 s VAD stop,
-//! the turn-end decision and preemptive replies). Speech: a complete
-//! sentence, and the same sentence with a 400 or 600 ms hesitation
-//! mid-phrase (a turn that ends before the second part is a cut-off).
+//! before issue 16) and `shipped`: the `vad` and `user_context` sections
+//! read from `pipelines/agent.toml` (segment) and
+//! `pipelines/agent_deepgram.toml` (stream) at run time, so the bench
+//! measures what ships (`TURN_LATENCY_PIPELINES=DIR` reads them from DIR
+//! instead, to try another configuration).
+//! Speech: a complete sentence, and the same sentence with a 400 or 600 ms
+//! hesitation mid-phrase; a cut-off is a user turn ended, or bot audio
+//! started, before the second part.
 //!
 //! The session runs live (wall clock), the audio fed in real time, each
 //! 20 ms frame when its audio would have been captured; the latency is taken
-//! from the session times the observers see. Each case runs once per
-//! invocation and prints one line; run it three times for medians.
+//! from the session times the observers see. Each case runs
+//! `TURN_LATENCY_RUNS` times (default 3); a line gives the median and
+//! every run.
 //!
 //! Run with: `cargo bench --bench turn_latency` (needs espeak-ng and sox).
 
@@ -31,20 +42,20 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::fake::deepgram::{FakeDeepgram, Script as DeepgramScript};
 use support::fake::openai::{FakeOpenAi, Part, Reply, text_answer};
 use support::session::build;
-use voxpipe::audio::wav::read_wav;
+use support::speech::{say, section};
 use voxpipe::conversation::Role;
 use voxpipe::frame::{AudioFrame, Direction, FrameBody};
 use voxpipe::pipeline::{NamedProcessor, Observer, PipelineParams, PipelineTask, PushEvent};
 use voxpipe::processors::{AssistantContextConfig, UserContextConfig, VadConfig};
 use voxpipe::services::llm::OpenAiLlmConfig;
-use voxpipe::services::stt::OpenAiSttConfig;
+use voxpipe::services::stt::{DeepgramSttConfig, OpenAiSttConfig};
 use voxpipe::services::tts::OpenAiTtsConfig;
 
 const FIRST: &str = "I would like to order";
@@ -59,57 +70,6 @@ struct Latencies {
     tts: Duration,
 }
 
-fn run_tool(program: &str, args: &[&str]) {
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
-    assert!(status.success(), "{program} {args:?} failed");
-}
-
-/// `text` spoken by espeak-ng at `rate`, its own silences trimmed.
-fn say(dir: &Path, name: &str, text: &str, rate: u32) -> Vec<i16> {
-    let raw = dir.join(format!("{name}_raw.wav"));
-    let trimmed = dir.join(format!("{name}_{rate}.wav"));
-    run_tool(
-        "espeak-ng",
-        &[
-            "-v",
-            "en-us",
-            "-s",
-            "160",
-            "-w",
-            raw.to_str().unwrap(),
-            text,
-        ],
-    );
-    let rate = rate.to_string();
-    run_tool(
-        "sox",
-        &[
-            raw.to_str().unwrap(),
-            "-r",
-            &rate,
-            "-c",
-            "1",
-            "-b",
-            "16",
-            trimmed.to_str().unwrap(),
-            "silence",
-            "1",
-            "0.01",
-            "0.5%",
-            "reverse",
-            "silence",
-            "1",
-            "0.01",
-            "0.5%",
-            "reverse",
-        ],
-    );
-    read_wav(&trimmed).unwrap().to_mono()
-}
-
 /// Speech with its true end: 300 ms of silence, the parts with `pause`
 /// between them, then 2.5 s of silence for the answer.
 struct Speech {
@@ -118,6 +78,8 @@ struct Speech {
     end: Duration,
     /// Where the last part begins: a turn ending before it cut the user off.
     last_part: Duration,
+    /// Where each part ends.
+    part_ends: Vec<Duration>,
 }
 
 fn speech(parts: &[&[i16]], pause: Duration, rate: u32) -> Speech {
@@ -125,12 +87,14 @@ fn speech(parts: &[&[i16]], pause: Duration, rate: u32) -> Speech {
     let at = |n: usize| Duration::from_secs_f64(n as f64 / f64::from(rate));
     let mut samples = silence(Duration::from_millis(300));
     let mut last_part = Duration::ZERO;
+    let mut part_ends = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
             samples.extend(silence(pause));
         }
         last_part = at(samples.len());
         samples.extend_from_slice(part);
+        part_ends.push(at(samples.len()));
     }
     let end = at(samples.len());
     samples.extend(silence(Duration::from_millis(2_500)));
@@ -139,6 +103,7 @@ fn speech(parts: &[&[i16]], pause: Duration, rate: u32) -> Speech {
         rate,
         end,
         last_part,
+        part_ends,
     }
 }
 
@@ -175,20 +140,54 @@ impl Observer for Watch {
     }
 }
 
-fn processors(server: &FakeOpenAi, shipped: bool, rate: u32) -> Vec<NamedProcessor> {
+/// The STT kinds.
+#[derive(Clone, Copy, PartialEq)]
+enum SttKind {
+    Segment,
+    Stream,
+}
+
+/// Where the agents' pipeline files are read: `TURN_LATENCY_PIPELINES`,
+/// to try another configuration, or the shipped `pipelines/`.
+fn pipelines() -> PathBuf {
+    std::env::var_os("TURN_LATENCY_PIPELINES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines"),
+        PathBuf::from,
+    )
+}
+
+/// The fake providers of one run.
+struct Fakes {
+    openai: FakeOpenAi,
+    deepgram: FakeDeepgram,
+}
+
+fn processors(fakes: &Fakes, shipped: bool, stt: SttKind, rate: u32) -> Vec<NamedProcessor> {
+    let file = match stt {
+        SttKind::Segment => "agent.toml",
+        SttKind::Stream => "agent_deepgram.toml",
+    };
     let (vad, user) = if shipped {
         (
-            "stop_secs = 0.2",
-            "preemptive_replies = true\n[turn_end]\ncomplete_secs = 0.3\nfallback_secs = 1.2",
+            section(&pipelines().join(file), "vad"),
+            section(&pipelines().join(file), "user_context"),
         )
     } else {
-        ("", "")
+        (String::new(), String::new())
     };
-    let url = &server.base_url;
+    let url = &fakes.openai.base_url;
+    let stt = match stt {
+        SttKind::Segment => build::<OpenAiSttConfig>("stt", &format!("base_url = \"{url}\""), &[]),
+        SttKind::Stream => build::<DeepgramSttConfig>(
+            "stt",
+            &format!("base_url = \"{}\"", fakes.deepgram.url),
+            &[("DEEPGRAM_API_KEY", "bench")],
+        ),
+    };
     let mut list = vec![
-        build::<VadConfig>("vad", vad, &[]),
-        build::<OpenAiSttConfig>("stt", &format!("base_url = \"{url}\""), &[]),
-        build::<UserContextConfig>("user_context", user, &[]),
+        build::<VadConfig>("vad", &vad, &[]),
+        stt,
+        build::<UserContextConfig>("user_context", &user, &[]),
         build::<OpenAiLlmConfig>("llm", &format!("base_url = \"{url}\"\nmodel = \"m\""), &[]),
         build::<OpenAiTtsConfig>(
             "tts",
@@ -199,7 +198,7 @@ fn processors(server: &FakeOpenAi, shipped: bool, rate: u32) -> Vec<NamedProcess
     ];
     // `build` makes 16 kHz processors; the VAD picks its model by rate.
     if rate != 16_000 {
-        let config: VadConfig = toml::from_str(vad).unwrap();
+        let config: VadConfig = toml::from_str(&vad).unwrap();
         let setup = voxpipe::pipeline::SessionSetup::new("bench", rate);
         list[0] = NamedProcessor {
             name: "vad".into(),
@@ -215,14 +214,31 @@ async fn run(
     transcripts: &[&str],
     latencies: &Latencies,
     shipped: bool,
+    stt: SttKind,
 ) -> (Option<Duration>, bool, usize) {
-    let server = FakeOpenAi::start().await;
+    let fakes = Fakes {
+        openai: FakeOpenAi::start().await,
+        deepgram: FakeDeepgram::start().await,
+    };
+    let server = &fakes.openai;
     for text in transcripts {
         server.push_transcription(Reply::Delayed(
             latencies.stt,
             Box::new(Reply::Json(serde_json::json!({ "text": text }))),
         ));
     }
+    // Linear16 at the pipeline's rate: two bytes a sample.
+    let bytes_at = |at: Duration| (at + latencies.stt).as_secs_f64() * f64::from(speech.rate) * 2.0;
+    fakes.deepgram.push_script(DeepgramScript {
+        interim_every: usize::MAX,
+        finals_at: speech
+            .part_ends
+            .iter()
+            .zip(transcripts)
+            .map(|(end, text)| (bytes_at(*end) as usize, (*text).to_owned()))
+            .collect(),
+        ..DeepgramScript::default()
+    });
     server.chat_fallback(Reply::Delayed(
         latencies.llm,
         Box::new(Reply::Sse(text_answer("Sure. Anything else?"))),
@@ -238,7 +254,7 @@ async fn run(
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut params = PipelineParams::new("bench", speech.rate);
     params.observers.push(Arc::new(Watch(Arc::clone(&seen))));
-    let task = PipelineTask::new(processors(&server, shipped, speech.rate), params);
+    let task = PipelineTask::new(processors(&fakes, shipped, stt, speech.rate), params);
     let handle = task.handle();
     let running = tokio::spawn(task.run());
     let frame = speech.rate as usize / 50;
@@ -261,7 +277,8 @@ async fn run(
     let seen = seen.lock().unwrap();
     // Session time runs from the task's start, a hair before `started`.
     let latency = seen.first_audio.map(|at| at.saturating_sub(speech.end));
-    let cut = seen.user_turns.iter().any(|at| *at < speech.last_part);
+    let cut = seen.user_turns.iter().any(|at| *at < speech.last_part)
+        || seen.first_audio.is_some_and(|at| at < speech.last_part);
     (latency, cut, seen.preemptive)
 }
 
@@ -282,7 +299,13 @@ fn main() {
             tts: Duration::from_millis(100),
         },
     ];
-    println!("config    profile    rate   speech      first audio  cut off  preemptive");
+    let runs: usize = std::env::var("TURN_LATENCY_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    println!(
+        "config    stt      profile    rate   speech      median  runs (ms)          cut off  preemptive"
+    );
     for rate in [16_000, 8_000] {
         let whole = say(dir.path(), "whole", WHOLE, rate);
         let first = say(dir.path(), "first", FIRST, rate);
@@ -304,21 +327,52 @@ fn main() {
                 vec![FIRST, SECOND],
             ),
         ];
-        for (config, shipped) in [("baseline", false), ("shipped", true)] {
+        let configs = [
+            ("baseline", false, SttKind::Segment),
+            ("shipped", true, SttKind::Segment),
+            ("shipped", true, SttKind::Stream),
+        ];
+        for (config, shipped, stt) in configs {
             for profile in &profiles {
                 for (name, speech, transcripts) in &cases {
                     if !shipped && *name != "complete" {
                         continue;
                     }
-                    let (latency, cut, preemptive) =
-                        runtime.block_on(run(speech, transcripts, profile, shipped));
-                    let latency = latency
-                        .map(|l| format!("{} ms", l.as_millis()))
-                        .unwrap_or_else(|| "none".into());
+                    let mut latencies = Vec::new();
+                    let mut cut_offs = 0;
+                    let mut preemptive = Vec::new();
+                    for _ in 0..runs {
+                        let (latency, cut, prepared) =
+                            runtime.block_on(run(speech, transcripts, profile, shipped, stt));
+                        latencies.push(latency.map_or(u128::MAX, |l| l.as_millis()));
+                        cut_offs += usize::from(cut);
+                        preemptive.push(prepared);
+                    }
+                    let shown: Vec<String> = latencies
+                        .iter()
+                        .map(|l| {
+                            if *l == u128::MAX {
+                                "none".into()
+                            } else {
+                                l.to_string()
+                            }
+                        })
+                        .collect();
+                    latencies.sort_unstable();
+                    let median = latencies[latencies.len() / 2];
+                    let median = if median == u128::MAX {
+                        "none".into()
+                    } else {
+                        format!("{median} ms")
+                    };
+                    let stt = match stt {
+                        SttKind::Segment => "segment",
+                        SttKind::Stream => "stream",
+                    };
                     println!(
-                        "{config:<9} {:<10} {rate:<6} {name:<11} {latency:>11}  {:<7}  {preemptive}",
+                        "{config:<9} {stt:<8} {:<10} {rate:<6} {name:<11} {median:>7}  {:<17}  {cut_offs}/{runs}      {preemptive:?}",
                         profile.name,
-                        if cut { "yes" } else { "no" },
+                        shown.join(" "),
                     );
                 }
             }

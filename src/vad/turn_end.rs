@@ -17,8 +17,10 @@
 //! A turn that looks done (the transcript complete, and the model, if any,
 //! at least `end_probability` sure) ends after `complete_secs` of silence;
 //! any other turn after `fallback_secs`: the timeout that keeps an unsure
-//! decision from waiting blindly, and long enough that a 600 ms hesitation
-//! is never taken for the end. Between `preemptive_secs` of silence and the
+//! decision from waiting blindly, and long enough that a 1 s hesitation is
+//! never taken for the end (the VAD reports the user speaking again only
+//! after its `start_secs`, so the fallback must cover the hesitation plus
+//! that: at 1.2 s, 1 s hesitations were cut off on espeak speech). Between `preemptive_secs` of silence and the
 //! end, the decision says [`TurnDecision::Prepare`]: a reply may be
 //! prepared (not played) so it is ready the moment the turn ends.
 //!
@@ -35,7 +37,7 @@ pub struct TurnEndParams {
     pub preemptive_secs: Duration,
     /// Silence after which a turn that looks done ends. Default 0.3 s.
     pub complete_secs: Duration,
-    /// Silence after which any turn ends: the fallback. Default 1.2 s.
+    /// Silence after which any turn ends: the fallback. Default 1.5 s.
     pub fallback_secs: Duration,
     /// The model's probability from which a turn looks done. Default 0.5.
     pub end_probability: f32,
@@ -46,7 +48,7 @@ impl Default for TurnEndParams {
         TurnEndParams {
             preemptive_secs: Duration::ZERO,
             complete_secs: Duration::from_millis(300),
-            fallback_secs: Duration::from_millis(1_200),
+            fallback_secs: Duration::from_millis(1_500),
             end_probability: 0.5,
         }
     }

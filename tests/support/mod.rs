@@ -8,6 +8,7 @@
 //! - [`wait`]: waiting on notifications instead of the clock;
 //! - [`signal`]: the one tone generator, the sample speech, and measures
 //!   of audio; [`mulaw`]: the same for fake phone callers at 8 kHz;
+//!   [`speech`]: espeak-ng speech and pink noise, the shipped sections;
 //! - [`session`]: running pipelines and reading what came out;
 //!   [`clocked`]: a live pipeline on an audio clock the test moves;
 //!   [`processors`]: test-only processor types and the registry with them;
@@ -39,6 +40,7 @@ pub mod served_binary;
 pub mod server;
 pub mod session;
 pub mod signal;
+pub mod speech;
 pub mod text;
 pub mod turns;
 pub mod wait;

@@ -27,6 +27,10 @@ pub struct Script {
     pub send_first: Option<String>,
     /// ...this many times (a flood).
     pub send_first_times: usize,
+    /// Finals sent, in order, once this much audio (bytes) has come, as
+    /// Deepgram's endpointing does after speech ends; when set, `Finalize`
+    /// adds no final of its own.
+    pub finals_at: Vec<(usize, String)>,
 }
 
 impl Default for Script {
@@ -38,6 +42,7 @@ impl Default for Script {
             interim_every: 16_000,
             send_first: None,
             send_first_times: 1,
+            finals_at: Vec::new(),
         }
     }
 }
@@ -106,6 +111,7 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
     let mut received = 0usize;
     let mut confirmed = 0usize;
     let mut next_interim = script.interim_every;
+    let mut finals_at = script.finals_at.iter().peekable();
     if let Some(first) = &script.send_first {
         for _ in 0..script.send_first_times {
             if socket
@@ -129,6 +135,19 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
                     state.update(index, |c| c.ended = true);
                     return; // dropped without a close frame
                 }
+                while let Some((_, transcript)) = finals_at.next_if(|(at, _)| received >= *at) {
+                    let start = confirmed as f64 / rate;
+                    let text = results(
+                        transcript,
+                        start,
+                        (received - confirmed) as f64 / rate,
+                        true,
+                    );
+                    confirmed = received;
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
                 if received >= next_interim {
                     next_interim += script.interim_every;
                     let words: Vec<&str> = script.transcript.split(' ').collect();
@@ -147,7 +166,10 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
                     .as_str()
                     .unwrap()
                     .to_owned();
-                if (kind == "Finalize" || kind == "CloseStream") && received > confirmed {
+                if (kind == "Finalize" || kind == "CloseStream")
+                    && received > confirmed
+                    && script.finals_at.is_empty()
+                {
                     let start = confirmed as f64 / rate;
                     let final_result = results(
                         &script.transcript,
