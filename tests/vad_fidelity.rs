@@ -264,6 +264,7 @@ fn a_caller_who_speaks_as_the_call_connects_is_heard_from_the_first_word() {
         last.1 + Duration::from_millis(100) >= Duration::from_millis(speech_ms),
         "{events:?}, speech lasts {speech_ms} ms"
     );
+}
 
 /// Every event of `analyzer` over `samples`, pushed in 20 ms frames, with
 /// the model's runs.
