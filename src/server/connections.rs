@@ -154,6 +154,7 @@ impl BoundedListener {
             registry: Arc::clone(&self.registry),
             idle: self.idle,
             timer: Box::pin(tokio::time::sleep(self.idle)),
+            linger: None,
         }
     }
 }
@@ -216,7 +217,14 @@ pub(crate) struct TrackedIo {
     registry: Arc<Registry>,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    /// While closing: until when, and how much more, to read and discard.
+    linger: Option<(Pin<Box<Sleep>>, usize)>,
 }
+
+/// How long a closing connection reads what its client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// How much a closing connection reads and discards at most.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
 impl TrackedIo {
     /// The socket.
@@ -312,8 +320,38 @@ impl AsyncWrite for TrackedIo {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
+    /// A lingering close: the write side is shut (the response is out,
+    /// then FIN), then what the client still sends is read and discarded
+    /// until it closes, for at most [`LINGER`] and [`LINGER_BYTES`].
+    /// Closing a socket with unread data resets the connection, and a
+    /// reset can destroy the response before the client reads it: a
+    /// client still sending a body the server refused (`413`) would see a
+    /// broken pipe instead of the status.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            this.linger = Some((Box::pin(tokio::time::sleep(LINGER)), LINGER_BYTES));
+        }
+        let Some((deadline, left)) = &mut this.linger else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut discard = [0u8; 8 * 1024];
+        while *left > 0 {
+            let mut buf = ReadBuf::new(&mut discard);
+            match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
+                Poll::Ready(Ok(())) => *left = left.saturating_sub(buf.filled().len()),
+                Poll::Ready(Err(_)) => break,
+                Poll::Pending => {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        break;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

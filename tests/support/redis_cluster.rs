@@ -108,6 +108,13 @@ impl RedisCluster {
             .args(["--cluster-port", &node.bus_port.to_string()])
             // The other masters' slots stay served while one fails over.
             .args(["--cluster-require-full-coverage", "no"])
+            // A replica may be promoted however long its link was down: on a
+            // loaded machine a first sync can fail and be retried, and the
+            // default validity factor then refuses the failover the tests
+            // are about. Syncs start at once rather than after diskless
+            // sync's 5 s wait for more replicas.
+            .args(["--cluster-replica-validity-factor", "0"])
+            .args(["--repl-diskless-sync-delay", "0"])
             .stdout(Stdio::from(log))
             .stderr(Stdio::null())
             .spawn()
