@@ -4,45 +4,21 @@
 //! than upsampled to 16 kHz.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use support::speech::say;
 use voxpipe::audio::StreamResampler;
-use voxpipe::audio::wav::read_wav;
 use voxpipe::frame::AudioFrame;
 use voxpipe::vad::{
     FrameVad, ModelInput, SileroVad, SmoothedVolume, VadAnalyzer, VadEvent, VadParams,
 };
 
-fn run_tool(program: &str, args: &[&str]) {
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program} must be installed (.ci/run installs it): {e}"));
-    assert!(status.success(), "{program} {args:?} failed");
-}
-
-/// `text` spoken by espeak-ng at `rate`, espeak's own leading and trailing
-/// silence cut (as `tools/make_sample_speech.sh` does), so the speech
-/// starts and ends with the samples.
+/// `text` spoken by espeak-ng at `rate`, trimmed to the speech itself.
 fn utterance(dir: &Path, text: &str, rate: u32) -> Vec<i16> {
-    let raw = dir.join("raw.wav");
-    let trimmed = dir.join("trimmed.wav");
-    let (raw_s, trimmed_s) = (raw.to_str().unwrap(), trimmed.to_str().unwrap());
-    run_tool(
-        "espeak-ng",
-        &["-v", "en-us", "-s", "160", "-w", raw_s, text],
-    );
-    let rate = rate.to_string();
-    run_tool(
-        "sox",
-        &[
-            raw_s, "-r", &rate, "-c", "1", "-b", "16", trimmed_s, "silence", "1", "0.01", "0.5%",
-            "reverse", "silence", "1", "0.01", "0.5%", "reverse",
-        ],
-    );
-    read_wav(&trimmed).unwrap().to_mono()
+    say(dir, "utterance", text, rate)
 }
 
 /// Deterministic pink noise (white noise through Paul Kellet's filter).

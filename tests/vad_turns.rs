@@ -4,10 +4,13 @@
 //! was built.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use support::speech::{run_tool, say};
 use voxpipe::audio::wav::{read_wav, write_wav};
 
 /// How far a reported boundary may be from the true one.
@@ -28,58 +31,6 @@ struct Speech {
     utterances: Vec<(i64, i64)>,
 }
 
-fn run_tool(program: &str, args: &[&str]) {
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program} must be installed (.ci/run installs it): {e}"));
-    assert!(status.success(), "{program} {args:?} failed");
-}
-
-/// `text` spoken by espeak-ng at `rate`, trimmed to the sound itself.
-fn utterance(dir: &Path, index: usize, text: &str, rate: u32) -> Vec<i16> {
-    let raw = dir.join(format!("raw{index}.wav"));
-    let trimmed = dir.join(format!("u{index}.wav"));
-    run_tool(
-        "espeak-ng",
-        &[
-            "-v",
-            "en-us",
-            "-s",
-            "160",
-            "-w",
-            raw.to_str().unwrap(),
-            text,
-        ],
-    );
-    // As tools/make_sample_speech.sh: cut espeak's own leading and trailing
-    // silence, so the utterance starts and ends with the file.
-    run_tool(
-        "sox",
-        &[
-            raw.to_str().unwrap(),
-            "-r",
-            &rate.to_string(),
-            "-c",
-            "1",
-            "-b",
-            "16",
-            trimmed.to_str().unwrap(),
-            "silence",
-            "1",
-            "0.01",
-            "0.5%",
-            "reverse",
-            "silence",
-            "1",
-            "0.01",
-            "0.5%",
-            "reverse",
-        ],
-    );
-    read_wav(&trimmed).unwrap().to_mono()
-}
-
 fn speech(dir: &Path, rate: u32, parts: &[Part]) -> Speech {
     let ms = |samples: usize| (samples as u64 * 1000 / u64::from(rate)) as i64;
     let mut samples = Vec::new();
@@ -91,7 +42,7 @@ fn speech(dir: &Path, rate: u32, parts: &[Part]) -> Speech {
             }
             Part::Say(text) => {
                 let start = samples.len();
-                samples.extend(utterance(dir, index, text, rate));
+                samples.extend(say(dir, &format!("u{index}"), text, rate));
                 utterances.push((ms(start), ms(samples.len())));
             }
         }
@@ -424,7 +375,7 @@ async fn every_session_starts_with_a_fresh_vad() {
     .unwrap();
     // The first session ends while the user is still speaking.
     let mut speaking = vec![0; 8_000];
-    speaking.extend(utterance(dir.path(), 0, "Are you still there?", 16_000));
+    speaking.extend(say(dir.path(), "u0", "Are you still there?", 16_000));
     let first = vad_decisions(&config, speaking.clone()).await;
     assert_eq!(first.len(), 1, "{first:?}");
     assert!(first[0].starts_with("UserStartedSpeaking"), "{first:?}");

@@ -7,7 +7,8 @@ use std::process::Command;
 
 use voxpipe::audio::wav::read_wav;
 
-fn run_tool(program: &str, args: &[&str]) {
+/// Runs a test tool (espeak-ng, sox), which `tests/run` installs.
+pub fn run_tool(program: &str, args: &[&str]) {
     let status = Command::new(program)
         .args(args)
         .status()
