@@ -153,7 +153,7 @@ impl PipelineTask {
             mailboxes: OnceLock::new(),
             outcome: Arc::new(Mutex::new(Outcome::default())),
             resources: params.resources.clone(),
-            local_tasks: local_tasks.clone(),
+            local_tasks,
         });
         let start = StartFrame {
             sample_rate: params.sample_rate,
@@ -181,7 +181,7 @@ impl PipelineTask {
             mailboxes: OnceLock::new(),
             outcome: Arc::clone(&parent.outcome),
             resources: parent.resources.clone(),
-            local_tasks: local_tasks.clone(),
+            local_tasks,
         });
         let params = PipelineParams::new(Arc::clone(&start.session_id), start.sample_rate);
         Self::link(
