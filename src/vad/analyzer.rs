@@ -52,14 +52,12 @@ use std::collections::VecDeque;
 
 use super::VoiceModel;
 use super::model_reset::ModelResets;
+use super::onsets::RecentChunks;
+#[cfg(doc)]
+use super::onsets::{MAX_ONSET_GAP_SECS, MAX_ONSET_LOOKBACK_SECS};
 use super::quiet_chunks::QuietChunks;
 use super::volume::SmoothedVolume;
 use crate::frame::VadParams;
-
-/// How far before the first speaking chunk a start may be placed.
-pub const MAX_ONSET_LOOKBACK_SECS: f64 = 0.5;
-/// The longest gap inside the speech before a start.
-pub const MAX_ONSET_GAP_SECS: f64 = 0.1;
 
 /// Pipecat's `VADState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,14 +96,6 @@ pub struct Speech {
     pub voiced_until: u64,
 }
 
-/// What the analyzer remembers about a recent chunk, to place onsets.
-#[derive(Debug, Clone, Copy)]
-struct RecentChunk {
-    start: u64,
-    /// Scored as voice, or loud.
-    onset_like: bool,
-}
-
 /// Pipecat's VAD over a [`VoiceModel`]. See the module docs.
 pub struct VadAnalyzer {
     model: Box<dyn VoiceModel>,
@@ -136,9 +126,7 @@ pub struct VadAnalyzer {
     onset: u64,
     speech: Option<Speech>,
     last_speaking_end: u64,
-    recent: VecDeque<RecentChunk>,
-    max_recent: usize,
-    max_gap_chunks: usize,
+    recent: RecentChunks,
     events: VecDeque<VadEvent>,
 }
 
@@ -182,7 +170,6 @@ impl VadAnalyzer {
     pub fn new(model: Box<dyn VoiceModel>, params: VadParams) -> Self {
         let chunk = model.chunk_samples().max(1);
         let rate = model.sample_rate();
-        let lookback_samples = MAX_ONSET_LOOKBACK_SECS * f64::from(rate);
         VadAnalyzer {
             start_chunks: chunks_for(params.start_secs, chunk, rate),
             stop_chunks: chunks_for(params.stop_secs, chunk, rate),
@@ -203,9 +190,7 @@ impl VadAnalyzer {
             onset: 0,
             speech: None,
             last_speaking_end: 0,
-            recent: VecDeque::new(),
-            max_recent: (lookback_samples / chunk as f64).ceil() as usize + 1,
-            max_gap_chunks: (MAX_ONSET_GAP_SECS * f64::from(rate) / chunk as f64).ceil() as usize,
+            recent: RecentChunks::new(rate, chunk),
             events: VecDeque::new(),
             model,
             params,
@@ -338,17 +323,15 @@ impl VadAnalyzer {
         };
         let voiced = confidence >= self.params.confidence;
         let speaking = voiced && volume >= self.params.min_volume;
-        self.remember(RecentChunk {
-            start,
-            onset_like: voiced || chunk_volume >= self.params.min_volume,
-        });
+        self.recent
+            .remember(start, voiced || chunk_volume >= self.params.min_volume);
 
         if speaking {
             match self.state {
                 VadState::Quiet => {
                     self.state = VadState::Starting;
                     self.starting_count = 1;
-                    self.onset = self.onset_before(start);
+                    self.onset = self.recent.onset_before(start);
                 }
                 VadState::Starting => self.starting_count += 1,
                 VadState::Stopping => {
@@ -429,42 +412,13 @@ impl VadAnalyzer {
         for (chunk, &quiet) in samples.chunks(self.chunk).zip(&quiet_before) {
             let score = self.score(chunk);
             self.after_score(score, quiet);
-            if f64::from(score) >= self.params.confidence
-                && let Some(recent) = self.recent.iter_mut().find(|r| r.start == start)
-            {
-                recent.onset_like = true;
+            if f64::from(score) >= self.params.confidence {
+                self.recent.voiced(start);
             }
             start += self.chunk as u64;
         }
         self.scoring = samples;
         self.scoring_quiet_before = quiet_before;
-    }
-
-    fn remember(&mut self, chunk: RecentChunk) {
-        if self.recent.len() == self.max_recent {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(chunk);
-    }
-
-    /// The earliest onset-like chunk reached from the chunk starting at
-    /// `first_speaking` (the latest one remembered) by walking back over
-    /// onset-like chunks and short gaps.
-    fn onset_before(&self, first_speaking: u64) -> u64 {
-        let mut onset = first_speaking;
-        let mut gap = 0;
-        for chunk in self.recent.iter().rev() {
-            if chunk.onset_like {
-                onset = chunk.start.min(onset);
-                gap = 0;
-            } else {
-                gap += 1;
-                if gap > self.max_gap_chunks {
-                    break;
-                }
-            }
-        }
-        onset
     }
 }
 

@@ -55,6 +55,7 @@ mod model;
 mod model_reset;
 mod narrowband;
 mod onnx;
+mod onsets;
 mod quiet_chunks;
 mod silero;
 mod smart_turn;
@@ -65,9 +66,7 @@ mod volume;
 /// The analyzer's parameters: plain data that frames carry, so it is
 /// declared in the frame layer.
 pub use crate::frame::VadParams;
-pub use analyzer::{
-    MAX_ONSET_GAP_SECS, MAX_ONSET_LOOKBACK_SECS, Speech, VadAnalyzer, VadEvent, VadState,
-};
+pub use analyzer::{Speech, VadAnalyzer, VadEvent, VadState};
 pub use barge_in::BargeIn;
 pub use earshot::EarshotVad;
 pub use end_of_turn::EndOfTurnModel;
@@ -75,6 +74,7 @@ pub use error::VadError;
 pub use frames::FrameVad;
 pub use model::VoiceModel;
 pub use narrowband::{Band, NarrowbandDetector};
+pub use onsets::{MAX_ONSET_GAP_SECS, MAX_ONSET_LOOKBACK_SECS};
 pub use silero::{SileroModel, SileroVad};
 pub use smart_turn::SmartTurnModel;
 pub use timeline::ModelInput;

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 /// How much quiet audio is kept to score later: as far back as an onset is
 /// ever placed (`MAX_ONSET_LOOKBACK_SECS`), so the chunks that can move a
 /// start are always scored.
-pub(crate) const KEPT_SECS: f64 = super::analyzer::MAX_ONSET_LOOKBACK_SECS;
+pub(crate) const KEPT_SECS: f64 = super::onsets::MAX_ONSET_LOOKBACK_SECS;
 
 /// Quiet chunks not scored yet, oldest first. See the module docs.
 #[derive(Debug)]
