@@ -84,6 +84,10 @@ where
     ) -> std::fmt::Result {
         let mut line = String::new();
         self.json.format_event(ctx, Writer::new(&mut line), event)?;
+        // A line this short holds no string to cut: no need to read it back.
+        if line.chars().count() <= MAX_FIELD_CHARS {
+            return writer.write_str(&line);
+        }
         match serde_json::from_str::<serde_json::Value>(&line) {
             Ok(mut value) => {
                 cap_strings(&mut value);
