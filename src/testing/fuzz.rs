@@ -6,7 +6,7 @@
 //! must not care how its input is split), the function asserts it. They
 //! live in the library, not in `fuzz/`, because they reach parsers that
 //! are not public; `fuzz/fuzz_targets/` holds one `cargo fuzz` target per
-//! function, and `tests/fuzz_corpus.rs` runs each over its committed seed
+//! function, and `tests/integration/fuzz_corpus.rs` runs each over its committed seed
 //! corpus (README, "Fuzzing").
 
 use std::io::Cursor;

@@ -18,7 +18,7 @@
 //!   already reported).
 //!
 //! Upsampled telephone audio scored at 16 kHz was measured starting speech
-//! late in noise (issue 16); `tests/vad_fidelity.rs` compares both paths.
+//! late in noise (issue 16); `tests/speech/vad_fidelity.rs` compares both paths.
 
 use std::time::Duration;
 

@@ -16,7 +16,7 @@
 //! (8-bit, 16/24/32-bit integer, 32-bit float, `WAVE_FORMAT_EXTENSIBLE`;
 //! neither reads A-law or mu-law), but refuses files voxpipe must read and
 //! loses what its errors must say.
-//! Measured against hound 3.5.1 with the fixtures of `tests/audio_wav.rs`:
+//! Measured against hound 3.5.1 with the fixtures of `tests/integration/audio_wav.rs`:
 //!
 //! - a chunk of odd length before the data (a `LIST`/`INFO` chunk, padded
 //!   to an even size as RIFF requires): hound does not skip the pad byte

@@ -2,7 +2,7 @@
 //! written by hand (no inference runtime).
 //!
 //! Speed and exactness are measured, not assumed: `benches/vad.rs` times a
-//! chunk against `benches/silero_onnxruntime.py`, and `tests/vad_silero.rs`
+//! chunk against `benches/silero_onnxruntime.py`, and `tests/speech/vad_silero.rs`
 //! checks the probabilities against onnxruntime's on committed reference
 //! numbers (`tools/gen_vad_reference.py`).
 

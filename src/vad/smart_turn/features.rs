@@ -207,7 +207,7 @@ mod tests {
         // Slaney normalisation: each triangle's area in Hz is 1, up to the
         // error of sampling a triangle a few bins wide at the bins (the
         // exact values are checked against Pipecat's features in
-        // tests/smart_turn.rs).
+        // tests/speech/smart_turn.rs).
         let bin_hz = 8000.0 / (BINS - 1) as f64;
         for band in &bands[20..] {
             let area: f64 = band.weights.iter().sum::<f64>() * bin_hz;

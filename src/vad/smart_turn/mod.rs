@@ -8,7 +8,7 @@
 //! - [`encoder`]: the forward pass.
 //!
 //! Exactness and speed are measured against onnxruntime:
-//! `tests/smart_turn.rs` checks the decisions on the committed reference
+//! `tests/speech/smart_turn.rs` checks the decisions on the committed reference
 //! set (`tools/gen_smart_turn_reference.py`), `benches/smart_turn.rs` and
 //! `benches/smart_turn_onnxruntime.py` time a decision.
 

@@ -1,0 +1,274 @@
+//! The LLM client's error paths against a fake OpenAI-compatible server:
+//! refused keys, rate limits, server errors before and after output,
+//! malformed events, dropped connections and timeouts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, text_chunk};
+use support::session::{build, error_frames, texts};
+use voxpipe::conversation::{Message, Role};
+use voxpipe::frame::FrameBody;
+use voxpipe::services::llm::OpenAiLlmConfig;
+use voxpipe::testing::{TestOutput, run_test};
+
+const KEY: [(&str, &str); 1] = [("OPENAI_API_KEY", "sk-test")];
+
+fn llm(server: &FakeOpenAi, extra: &str) -> voxpipe::pipeline::NamedProcessor {
+    build::<OpenAiLlmConfig>(
+        "llm",
+        &format!(
+            "base_url = \"{}\"\nmodel = \"m\"\napi_key_env = \"OPENAI_API_KEY\"\n{extra}",
+            server.base_url
+        ),
+        &KEY,
+    )
+}
+
+async fn ask(server: &FakeOpenAi, extra: &str) -> TestOutput {
+    let messages = Arc::new(vec![Message::text(Role::User, "Hi")]);
+    run_test(
+        vec![llm(server, extra)],
+        vec![FrameBody::LlmMessages(messages)],
+    )
+    .await
+}
+
+/// Fast retries, so tests in real time do not wait.
+const FAST_RETRY: &str = "connection = { retry_initial_secs = 0.001, retry_max_secs = 0.002 }";
+
+#[tokio::test]
+async fn a_refused_key_is_a_clear_fatal_error_and_is_not_retried() {
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::error(
+        401,
+        "Incorrect API key provided: sk-test. You can find your API key at https://platform.openai.com/account/api-keys.",
+        "invalid_request_error",
+    ));
+    let out = ask(&server, FAST_RETRY).await;
+    assert_eq!(server.received("chat/completions").len(), 1, "no retry");
+    let errors = error_frames(&out.upstream);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].provider.as_deref(), Some("openai"));
+    assert_eq!(errors[0].status, Some(401));
+    assert!(errors[0].fatal);
+    assert!(
+        errors[0]
+            .message
+            .starts_with("HTTP 401: Incorrect API key provided"),
+        "{}",
+        errors[0].message
+    );
+}
+
+// Real time: the code waits the second the server asks for. (Paused time
+// cannot be used while a loopback server streams: the clock would jump to
+// the next timeout whenever the runtime waits on the socket.)
+#[tokio::test]
+async fn a_rate_limit_is_retried_after_the_time_the_server_asks() {
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Status {
+        status: 429,
+        body: r#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
+        headers: vec![("retry-after", "1".into())],
+    });
+    server.push_chat(Reply::Sse(text_answer("Hello there.")));
+    let out = ask(&server, "").await;
+    let requests = server.received("chat/completions");
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests[1].at - requests[0].at >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert!(
+        error_frames(&out.upstream).is_empty(),
+        "{:?}",
+        error_frames(&out.upstream)
+    );
+    assert_eq!(texts(&out.downstream).concat(), "Hello there.");
+}
+
+#[tokio::test]
+async fn server_errors_before_any_output_are_retried_then_reported() {
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::error(500, "The server had an error", "server_error"));
+    server.push_chat(Reply::error(503, "Overloaded", "server_error"));
+    server.push_chat(Reply::Sse(text_answer("Fine.")));
+    let out = ask(&server, FAST_RETRY).await;
+    assert_eq!(server.received("chat/completions").len(), 3);
+    assert_eq!(texts(&out.downstream).concat(), "Fine.");
+    assert!(error_frames(&out.upstream).is_empty());
+
+    // Out of retries: the last error is reported, the session goes on.
+    for _ in 0..3 {
+        server.push_chat(Reply::error(502, "Bad gateway", "server_error"));
+    }
+    let out = ask(&server, FAST_RETRY).await;
+    let errors = error_frames(&out.upstream);
+    assert_eq!(
+        (errors.len(), errors[0].status, errors[0].fatal),
+        (1, Some(502), false)
+    );
+    assert!(out.outcome.fatal_error.is_none());
+}
+
+fn names(out: &TestOutput) -> Vec<&'static str> {
+    out.downstream
+        .iter()
+        .map(|f| f.name())
+        .filter(|n| *n != "Metrics")
+        .collect()
+}
+
+#[tokio::test]
+async fn an_error_mid_stream_is_reported_without_retrying_what_was_said() {
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Sse(vec![
+        Part::Data(text_chunk("Hello")),
+        Part::Data(text_chunk(" there.")),
+        Part::Data(r#"{"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":null}}"#.into()),
+    ]));
+    let out = ask(&server, FAST_RETRY).await;
+    assert_eq!(
+        server.received("chat/completions").len(),
+        1,
+        "never retried once text went out"
+    );
+    assert_eq!(texts(&out.downstream), ["Hello", " there."], "said once");
+    assert_eq!(
+        names(&out),
+        [
+            "Start",
+            "LlmResponseStart",
+            "LlmText",
+            "LlmText",
+            "LlmResponseEnd",
+            "End"
+        ]
+    );
+    let errors = error_frames(&out.upstream);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].message.starts_with("The server had an error"),
+        "{}",
+        errors[0].message
+    );
+    assert_eq!(errors[0].provider.as_deref(), Some("openai"));
+    assert!(!errors[0].fatal);
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_response_is_reported_without_a_retry() {
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Sse(vec![
+        Part::Data(text_chunk("Half an")),
+        Part::Abort,
+    ]));
+    let out = ask(&server, FAST_RETRY).await;
+    assert_eq!(server.received("chat/completions").len(), 1);
+    assert_eq!(texts(&out.downstream), ["Half an"]);
+    let errors = error_frames(&out.upstream);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.starts_with("request failed"),
+        "{}",
+        errors[0].message
+    );
+    assert!(names(&out).contains(&"LlmResponseEnd"));
+
+    // A stream that just stops, without [DONE] or a finish reason.
+    server.push_chat(Reply::Sse(vec![Part::Data(text_chunk("Cut"))]));
+    let out = ask(&server, FAST_RETRY).await;
+    assert!(
+        error_frames(&out.upstream)[0]
+            .message
+            .contains("without a finish reason or [DONE]")
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_reported_and_skipped() {
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Sse(vec![
+        Part::Raw(b": keep-alive comment\n\n".to_vec()),
+        Part::Data(text_chunk("Hello")),
+        Part::Data("{\"choices\": [ this is not json".into()),
+        Part::Data(text_chunk(" world.")),
+        Part::Data(finish_chunk("stop")),
+        Part::Data("[DONE]".into()),
+    ]));
+    let out = ask(&server, "").await;
+    assert_eq!(
+        texts(&out.downstream).concat(),
+        "Hello world.",
+        "nothing else lost"
+    );
+    let errors = error_frames(&out.upstream);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0]
+            .message
+            .starts_with("malformed response: not a chat-completion chunk"),
+        "{}",
+        errors[0].message
+    );
+    assert!(!errors[0].fatal);
+}
+
+#[tokio::test]
+async fn a_reply_that_is_not_an_event_stream_is_an_error() {
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Text("<html>proxy login</html>".into()));
+    let out = ask(&server, "").await;
+    assert!(
+        error_frames(&out.upstream)[0]
+            .message
+            .contains("expected an event stream")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_stream_times_out() {
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Sse(vec![
+        Part::Data(text_chunk("Well")),
+        Part::Stall,
+    ]));
+    let out = ask(
+        &server,
+        "connection = { read_timeout_secs = 5, response_timeout_secs = 5 }",
+    )
+    .await;
+    let errors = error_frames(&out.upstream);
+    // Paused time jumps to the next timer whenever the runtime waits on the
+    // socket: which of the two timeouts fires first does not matter.
+    assert!(
+        errors[0].message.starts_with("no ") && errors[0].message.ends_with("within 5s"),
+        "{}",
+        errors[0].message
+    );
+    assert!(texts(&out.downstream).len() <= 1);
+    assert!(names(&out).contains(&"LlmResponseEnd"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_never_answers_times_out() {
+    // Accepts connections and never says a word.
+    let addr = support::net::silent_server().await;
+    let processor = build::<OpenAiLlmConfig>(
+        "llm",
+        &format!(
+            "base_url = \"http://{addr}/v1\"\nmodel = \"m\"\nconnection = {{ response_timeout_secs = 3 }}"
+        ),
+        &[],
+    );
+    let messages = Arc::new(vec![Message::text(Role::User, "Hi")]);
+    let out = run_test(vec![processor], vec![FrameBody::LlmMessages(messages)]).await;
+    assert_eq!(
+        error_frames(&out.upstream)[0].message,
+        "no response within 3s"
+    );
+}

@@ -1,0 +1,243 @@
+//! Reflection: a reviewer reads each draft answer with the conversation
+//! and the tool results before any of it is pushed. A draft contradicting
+//! a tool result is rejected and the second draft goes out; a reviewer
+//! that never approves lets the last draft out after `max_rounds`, marked
+//! on the turn and in the `answer_reviewed` event; a reviewer that cannot
+//! be asked lets the draft out unapproved. Against the fake
+//! OpenAI-compatible server, over the committed catalogue CSV.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::support;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use support::fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, tool_chunk};
+use support::session::{build, texts};
+use voxpipe::conversation::{Message, Reflection, Role, Turn};
+use voxpipe::frame::{Frame, FrameBody};
+use voxpipe::processors::AssistantContextConfig;
+use voxpipe::services::llm::OpenAiLlmConfig;
+use voxpipe::testing::{TestOutput, run_test};
+
+fn pipeline(openai: &FakeOpenAi, max_rounds: u32) -> Vec<voxpipe::pipeline::NamedProcessor> {
+    let llm = build::<OpenAiLlmConfig>(
+        "llm",
+        &format!(
+            r#"
+base_url = "{}"
+model = "agent-model"
+system_prompt = "You sell home goods."
+
+[[csv_tools]]
+name = "search_catalogue"
+description = "Products."
+path = "assets/specialists/catalogue.csv"
+
+[reflection]
+model = "reviewer-model"
+max_rounds = {max_rounds}
+"#,
+            openai.base_url
+        ),
+        &[],
+    );
+    let assistant = build::<AssistantContextConfig>("assistant_context", "", &[]);
+    vec![llm, assistant]
+}
+
+fn look_up_toaster() -> Reply {
+    Reply::Sse(vec![
+        Part::Data(tool_chunk(0, Some("call_1"), Some("search_catalogue"), "")),
+        Part::Data(tool_chunk(0, None, None, r#"{"query": "toaster 2-slot"}"#)),
+        Part::Data(finish_chunk("tool_calls")),
+        Part::Data("[DONE]".into()),
+    ])
+}
+
+fn verdict(approved: bool, critique: &str) -> Reply {
+    Reply::Sse(text_answer(
+        &json!({"approved": approved, "critique": critique}).to_string(),
+    ))
+}
+
+async fn ask(openai: &FakeOpenAi, max_rounds: u32) -> TestOutput {
+    run_test(
+        pipeline(openai, max_rounds),
+        vec![FrameBody::LlmMessages(Arc::new(vec![Message::text(
+            Role::User,
+            "How much is the two-slot toaster?",
+        )]))],
+    )
+    .await
+}
+
+fn answer_turn(frames: &[Frame]) -> Arc<Turn> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            FrameBody::TurnCompleted(turn) if turn.role == Role::Assistant => {
+                Some(Arc::clone(turn))
+            }
+            _ => None,
+        })
+        .next_back()
+        .unwrap()
+}
+
+fn reviews(frames: &[Frame]) -> Vec<Reflection> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            FrameBody::AnswerReviewed(review) => Some(*review),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_draft_contradicting_the_tool_result_is_rejected_and_the_second_goes_out() {
+    let openai = FakeOpenAi::start().await;
+    openai.push_chats_for(
+        "agent-model",
+        [
+            look_up_toaster(),
+            Reply::Sse(text_answer("The two-slot toaster costs 19 euros.")),
+            Reply::Sse(text_answer(
+                "The two-slot toaster costs 24.50 euros, and 31 are in stock.",
+            )),
+        ],
+    );
+    openai.push_chats_for(
+        "reviewer-model",
+        [
+            verdict(false, "The catalogue says 24.50 euros, not 19."),
+            verdict(true, ""),
+        ],
+    );
+    let out = ask(&openai, 2).await;
+
+    // Only the approved draft was ever pushed: nothing of the first reached
+    // the TTS or the client.
+    assert_eq!(
+        texts(&out.downstream),
+        ["The two-slot toaster costs 24.50 euros, and 31 are in stock."]
+    );
+    assert_eq!(
+        reviews(&out.downstream),
+        [Reflection {
+            rounds: 2,
+            approved: true
+        }]
+    );
+    let names = out.downstream_names();
+    let reviewed = names.iter().position(|n| *n == "AnswerReviewed").unwrap();
+    let text = names.iter().position(|n| *n == "LlmText").unwrap();
+    assert!(reviewed < text, "{names:?}");
+    let turn = answer_turn(&out.downstream);
+    assert_eq!(
+        turn.text,
+        "The two-slot toaster costs 24.50 euros, and 31 are in stock."
+    );
+    assert_eq!(
+        turn.reflection,
+        Some(Reflection {
+            rounds: 2,
+            approved: true
+        })
+    );
+    assert_eq!(turn.tool_calls.len(), 1);
+
+    let chats = openai.chat_requests();
+    let models: Vec<&str> = chats.iter().map(|c| c["model"].as_str().unwrap()).collect();
+    assert_eq!(
+        models,
+        [
+            "agent-model",
+            "agent-model",
+            "reviewer-model",
+            "agent-model",
+            "reviewer-model"
+        ]
+    );
+    // The first review read the tool's result and the draft, in strict JSON.
+    let review = &chats[2];
+    assert_eq!(review["response_format"]["json_schema"]["name"], "review");
+    assert!(review["tools"].is_null());
+    let shown = review["messages"][1]["content"].as_str().unwrap();
+    assert!(shown.contains("\"price_eur\":\"24.50\""), "{shown}");
+    assert!(
+        shown.ends_with("The two-slot toaster costs 19 euros."),
+        "{shown}"
+    );
+    // The second draft was asked with the rejected draft and the critique.
+    let again = chats[3]["messages"].as_array().unwrap();
+    let n = again.len();
+    assert_eq!(
+        again[n - 2],
+        json!({"role": "assistant", "content": "The two-slot toaster costs 19 euros."})
+    );
+    assert_eq!(again[n - 1]["role"], "system");
+    assert!(
+        again[n - 1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("The catalogue says 24.50 euros, not 19.")
+    );
+    assert_eq!(again[0]["content"], "You sell home goods.");
+}
+
+#[tokio::test]
+async fn a_reviewer_that_never_approves_lets_the_last_draft_out_marked() {
+    let openai = FakeOpenAi::start().await;
+    openai.push_chats_for(
+        "agent-model",
+        [
+            Reply::Sse(text_answer("First draft.")),
+            Reply::Sse(text_answer("Second draft.")),
+        ],
+    );
+    openai.chat_fallback_for("reviewer-model", verdict(false, "Still wrong."));
+    let out = ask(&openai, 2).await;
+    assert_eq!(texts(&out.downstream), ["Second draft."]);
+    let marked = Reflection {
+        rounds: 2,
+        approved: false,
+    };
+    assert_eq!(reviews(&out.downstream), [marked]);
+    assert_eq!(answer_turn(&out.downstream).reflection, Some(marked));
+    let event = out
+        .downstream
+        .iter()
+        .find_map(|f| voxpipe::events::event_of(&f.body).filter(|(n, _)| *n == "answer_reviewed"))
+        .unwrap();
+    assert_eq!(event.1, json!({"rounds": 2, "approved": false}));
+    // Two drafts, two reviews: no third draft nobody would review.
+    assert_eq!(openai.chat_requests().len(), 4);
+}
+
+#[tokio::test]
+async fn a_reviewer_that_cannot_be_asked_or_talks_nonsense_lets_the_draft_out_unapproved() {
+    for reviewer in [
+        Reply::error(404, "no such model", "invalid_request_error"),
+        Reply::Sse(text_answer("Looks fine to me!")),
+    ] {
+        let openai = FakeOpenAi::start().await;
+        openai.push_chats_for("agent-model", [Reply::Sse(text_answer("The only draft."))]);
+        openai.push_chats_for("reviewer-model", [reviewer]);
+        let out = ask(&openai, 3).await;
+        assert_eq!(texts(&out.downstream), ["The only draft."]);
+        let marked = Reflection {
+            rounds: 1,
+            approved: false,
+        };
+        assert_eq!(answer_turn(&out.downstream).reflection, Some(marked));
+        let models: Vec<Value> = openai
+            .chat_requests()
+            .iter()
+            .map(|c| c["model"].clone())
+            .collect();
+        assert_eq!(models, ["agent-model", "reviewer-model"]);
+    }
+}

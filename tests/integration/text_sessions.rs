@@ -1,0 +1,144 @@
+//! Text sessions: a pipeline's text path serving long-lived conversations,
+//! kept in a real Redis, ended and evaluated when idle.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use support::fake::openai::{FakeOpenAi, Reply, text_answer, verdict};
+use support::redis_server::RedisServer;
+use support::text::{config, env, pipeline_toml, runtime};
+use support::wait::eventually;
+use voxpipe::pipeline_file::load_pipeline;
+use voxpipe::processors::ProcessorRegistry;
+use voxpipe::store::{CallStatus, Outcome};
+use voxpipe::text::{Channel, ConversationKey, Inbound, TextConversations, text_path};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn inbound(key: &ConversationKey, text: &str) -> Inbound {
+    Inbound {
+        key: key.clone(),
+        text: text.to_owned(),
+        media: 0,
+        parameters: [("channel".to_owned(), "chat".to_owned())].into(),
+    }
+}
+
+#[test]
+fn a_text_only_pipeline_checks_and_a_voice_pipeline_serves_text_without_its_audio() {
+    let registry = ProcessorRegistry::builtin();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = load_pipeline(&root.join("pipelines/text_agent.toml"), &[], &registry).unwrap();
+    let names = |config: &voxpipe::pipeline_file::PipelineConfig| -> Vec<String> {
+        text_path(&config.processors)
+            .into_iter()
+            .map(|p| p.type_name)
+            .collect()
+    };
+    assert_eq!(names(&text), ["user_context", "llm", "assistant_context"]);
+    let voice = load_pipeline(&root.join("pipelines/agent.toml"), &[], &registry).unwrap();
+    assert_eq!(names(&voice), ["user_context", "llm", "assistant_context"]);
+    let parrot = load_pipeline(&root.join("pipelines/parrot.toml"), &[], &registry).unwrap();
+    assert!(text_path(&parrot.processors).is_empty());
+}
+
+#[tokio::test]
+async fn an_idle_conversation_ends_and_is_evaluated_and_the_next_message_starts_afresh() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let judge = FakeOpenAi::judge().await;
+    let extra = format!(
+        "[text]\nidle_timeout_secs = 0.3\n\n[evaluator]\nbase_url = \"{}\"\nmodel = \"judge-1\"\n",
+        judge.base_url
+    );
+    let toml = pipeline_toml(&openai, "http://127.0.0.1:9", &extra);
+    let config = config(&toml);
+    let agent = runtime(&config, &env(&redis.url()));
+    let conversations = Arc::new(
+        TextConversations::new(
+            &config.processors,
+            config.session_setup("text"),
+            Arc::clone(&agent),
+            config.text.clone(),
+        )
+        .unwrap(),
+    );
+    let key = ConversationKey::new(Channel::Chat, &["idle-test"]);
+    openai.push_chat(Reply::Sse(text_answer("Hello there.")));
+    openai.push_chat(Reply::Sse(text_answer("Bye.")));
+    let first = conversations
+        .message(inbound(&key, "Hi"), None)
+        .await
+        .unwrap();
+    let again = conversations
+        .message(inbound(&key, "Bye"), None)
+        .await
+        .unwrap();
+    assert_eq!(first.call_id, again.call_id, "one conversation");
+    assert_eq!(again.text, "Bye.");
+
+    judge.push_chat(verdict("success", 0.9, &["Greet warmly"]));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = {
+        let stopped = stopped.clone();
+        move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        }
+    };
+    let sweeper = tokio::spawn({
+        let conversations = Arc::clone(&conversations);
+        let shutdown = shutdown.clone();
+        async move { conversations.run_sweeper(shutdown()).await }
+    });
+    let background = tokio::spawn({
+        let agent = Arc::clone(&agent);
+        async move { agent.run_background(shutdown().shared()).await.unwrap() }
+    });
+    judge
+        .wait_for_requests("/v1/chat/completions", 1, WAIT)
+        .await;
+    let store = Arc::clone(agent.store());
+    let id = first.call_id.clone();
+    assert!(
+        eventually(WAIT, async || {
+            store
+                .call(&id)
+                .await
+                .unwrap()
+                .is_some_and(|c| c.outcome.is_some())
+        })
+        .await
+    );
+    let call = store.call(&first.call_id).await.unwrap().unwrap();
+    assert_eq!(call.status, CallStatus::Completed);
+    assert_eq!(call.end_reason.as_deref(), Some("idle_timeout"));
+    assert_eq!(call.outcome, Some(Outcome::Success));
+    let judged = judge.chat_requests();
+    let transcript = judged[0].to_string();
+    assert!(transcript.contains("Hello there.") && transcript.contains("Bye"));
+    assert_eq!(store.turns(&first.call_id).await.unwrap().len(), 4);
+    // Nothing stays in memory for a conversation at rest.
+    conversations.sweep(u64::MAX).await.unwrap();
+    assert_eq!(conversations.in_memory(), 0);
+
+    // The next message opens a new conversation, with no history.
+    openai.push_chat(Reply::Sse(text_answer("Welcome back.")));
+    let next = conversations
+        .message(inbound(&key, "Hello again"), None)
+        .await
+        .unwrap();
+    assert_ne!(next.call_id, first.call_id);
+    let last = openai.chat_requests().pop().unwrap();
+    assert_eq!(last["messages"].as_array().unwrap().len(), 2, "{last}");
+    let _ = stop.send(true);
+    sweeper.await.unwrap();
+    background.await.unwrap();
+}

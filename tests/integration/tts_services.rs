@@ -1,0 +1,528 @@
+//! The TTS providers against fake servers: OpenAI-compatible speech over
+//! HTTP, ElevenLabs and Cartesia over WebSockets; sentences, spoken text,
+//! contexts, interruptions and error paths.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::fake::openai::{FakeOpenAi, Part, Reply};
+use support::session::{Live, build, error_frames, unique};
+use voxpipe::frame::{Frame, FrameBody, SpokenText, SpokenTiming};
+use voxpipe::services::tts::{CartesiaTtsConfig, ElevenLabsTtsConfig, OpenAiTtsConfig};
+use voxpipe::testing::{TestOutput, run_test};
+
+fn answer(pieces: &[&str]) -> Vec<FrameBody> {
+    let mut frames = vec![FrameBody::LlmResponseStart];
+    frames.extend(pieces.iter().map(|p| FrameBody::LlmText((*p).to_owned())));
+    frames.push(FrameBody::LlmResponseEnd);
+    frames
+}
+
+fn names(out: &TestOutput) -> Vec<&'static str> {
+    let mut names: Vec<&str> = out
+        .downstream
+        .iter()
+        .map(Frame::name)
+        .filter(|n| *n != "Metrics")
+        .collect();
+    names.dedup();
+    names
+}
+
+fn spoken(frames: &[Frame]) -> Vec<SpokenText> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            FrameBody::TtsText(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn audio_secs(frames: &[Frame]) -> f64 {
+    frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            FrameBody::OutputAudio(a) => {
+                assert_eq!((a.sample_rate, a.channels), (16_000, 1));
+                Some(a.duration().as_secs_f64())
+            }
+            _ => None,
+        })
+        .sum()
+}
+
+fn openai_tts(server: &FakeOpenAi, extra: &str) -> voxpipe::pipeline::NamedProcessor {
+    build::<OpenAiTtsConfig>(
+        "tts",
+        &format!(
+            "base_url = \"{}\"\nvoice = \"nova\"\napi_key_env = \"OPENAI_API_KEY\"\n{extra}",
+            server.base_url
+        ),
+        &[("OPENAI_API_KEY", "sk-test")],
+    )
+}
+
+const FAST: &str =
+    "connection = { retry_initial_secs = 0.001, retry_max_secs = 0.002, read_timeout_secs = 0.3 }";
+
+#[tokio::test]
+async fn openai_speech_is_asked_per_sentence_and_resampled_to_the_pipeline() {
+    let server = FakeOpenAi::start().await;
+    // Pieces of odd sizes: samples split across reads must survive.
+    let pcm = support::signal::tone_pcm(24_000, 0.3);
+    server.push_speech(Reply::Pcm(
+        pcm.chunks(333).map(|c| Part::Raw(c.to_vec())).collect(),
+    ));
+    server.push_speech(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+        24_000, 0.2,
+    ))]));
+    let out = run_test(
+        vec![openai_tts(&server, "")],
+        answer(&["Hello there. ", "How are ", "you?"]),
+    )
+    .await;
+
+    let requests = server.received("audio/speech");
+    assert_eq!(
+        requests[0].json(),
+        json!({"model": "gpt-4o-mini-tts", "input": "Hello there.", "voice": "nova", "response_format": "pcm"})
+    );
+    assert_eq!(requests[0].authorization.as_deref(), Some("Bearer sk-test"));
+    assert_eq!(requests[1].json()["input"], json!("How are you?"));
+    assert_eq!(
+        names(&out),
+        [
+            "Start",
+            "LlmResponseStart",
+            "TtsStarted",
+            "TtsText",
+            "OutputAudio",
+            "TtsText",
+            "OutputAudio",
+            "TtsStopped",
+            "LlmResponseEnd",
+            "End"
+        ]
+    );
+    // The resampler's 10 ms delay line comes out at the end.
+    let secs = audio_secs(&out.downstream);
+    assert!((secs - 0.51).abs() < 0.005, "{secs} s");
+    let said = spoken(&out.downstream);
+    assert_eq!(said[0].text, "Hello there.");
+    assert_eq!(said[0].start, Duration::ZERO);
+    assert_eq!(said[1].timing, SpokenTiming::Sentence);
+    assert!(
+        (said[1].start.as_secs_f64() - 0.3).abs() < 0.02,
+        "{:?}",
+        said[1].start
+    );
+    assert!(error_frames(&out.upstream).is_empty());
+}
+
+#[tokio::test]
+async fn openai_speech_refused_key_rate_limit_and_failure_mid_audio() {
+    let server = FakeOpenAi::start().await;
+    server.push_speech(Reply::error(
+        401,
+        "Incorrect API key provided.",
+        "invalid_request_error",
+    ));
+    let out = run_test(vec![openai_tts(&server, FAST)], answer(&["Hi."])).await;
+    let errors = error_frames(&out.upstream);
+    assert_eq!((errors[0].status, errors[0].fatal), (Some(401), true));
+    assert_eq!(errors[0].provider.as_deref(), Some("openai"));
+    assert_eq!(server.received("audio/speech").len(), 1, "not retried");
+    assert_eq!(
+        names(&out),
+        [
+            "Start",
+            "LlmResponseStart",
+            "TtsStarted",
+            "TtsStopped",
+            "LlmResponseEnd",
+            "End"
+        ]
+    );
+
+    // 429 then success: retried before any audio, spoken once.
+    server.push_speech(Reply::error(429, "Rate limit reached", "requests"));
+    server.push_speech(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+        24_000, 0.25,
+    ))]));
+    let out = run_test(vec![openai_tts(&server, FAST)], answer(&["Again."])).await;
+    assert!(error_frames(&out.upstream).is_empty());
+    assert!(
+        (audio_secs(&out.downstream) - 0.26).abs() < 0.005,
+        "{}",
+        audio_secs(&out.downstream)
+    );
+
+    // A failure once audio flowed is reported, not retried: nothing is
+    // said twice, and the next sentence is still spoken.
+    let before = server.received("audio/speech").len();
+    server.push_speech(Reply::Pcm(vec![
+        Part::Raw(support::signal::tone_pcm(24_000, 0.2)),
+        Part::Abort,
+    ]));
+    server.push_speech(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+        24_000, 0.1,
+    ))]));
+    let out = run_test(
+        vec![openai_tts(&server, FAST)],
+        answer(&["First one. ", "Second one."]),
+    )
+    .await;
+    assert_eq!(server.received("audio/speech").len() - before, 2);
+    let errors = error_frames(&out.upstream);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].message.starts_with("request failed"),
+        "{}",
+        errors[0].message
+    );
+    assert!(
+        (audio_secs(&out.downstream) - 0.31).abs() < 0.005,
+        "{}",
+        audio_secs(&out.downstream)
+    );
+    assert_eq!(spoken(&out.downstream).len(), 2);
+
+    // A stall times out; the rest goes on.
+    server.push_speech(Reply::Pcm(vec![
+        Part::Raw(support::signal::tone_pcm(24_000, 0.1)),
+        Part::Stall,
+    ]));
+    server.push_speech(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+        24_000, 0.1,
+    ))]));
+    let out = run_test(
+        vec![openai_tts(&server, FAST)],
+        answer(&["Slow one. ", "Quick one."]),
+    )
+    .await;
+    assert_eq!(
+        error_frames(&out.upstream)[0].message,
+        "no data within 300ms"
+    );
+    assert!(
+        (audio_secs(&out.downstream) - 0.21).abs() < 0.005,
+        "{}",
+        audio_secs(&out.downstream)
+    );
+}
+
+fn elevenlabs(
+    server: &support::fake::elevenlabs::FakeElevenLabs,
+) -> voxpipe::pipeline::NamedProcessor {
+    build::<ElevenLabsTtsConfig>(
+        "tts",
+        &format!(
+            "base_url = \"{}\"\nvoice_id = \"voice-1\"\nvoice_settings = {{ stability = 0.5 }}\n\
+             connection = {{ retry_initial_secs = 0.001, retry_max_secs = 0.002 }}",
+            server.url
+        ),
+        &[("ELEVENLABS_API_KEY", "xi-test")],
+    )
+}
+
+#[tokio::test]
+async fn elevenlabs_speaks_a_context_per_response_with_timed_words() {
+    let server = support::fake::elevenlabs::FakeElevenLabs::start().await;
+    let mut inputs = answer(&["Hello there. ", "Bye."]);
+    inputs.extend(answer(&["Again."]));
+    let out = run_test(vec![elevenlabs(&server)], inputs).await;
+    assert!(
+        error_frames(&out.upstream).is_empty(),
+        "{:?}",
+        error_frames(&out.upstream)
+    );
+
+    let connections = server.connections();
+    assert_eq!(connections.len(), 1, "one socket for the session");
+    let support::fake::elevenlabs::Connection {
+        voice,
+        query,
+        key,
+        messages,
+    } = &connections[0];
+    assert_eq!(voice, "voice-1");
+    assert!(
+        query.contains("output_format=pcm_16000") && query.contains("model_id=eleven_flash_v2_5"),
+        "{query}"
+    );
+    assert_eq!(key.as_deref(), Some("xi-test"));
+    let first_context = messages[0]["context_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        messages[0],
+        json!({"text": " ", "context_id": first_context, "voice_settings": {"stability": 0.5}})
+    );
+    assert_eq!(
+        messages[1],
+        json!({"text": "Hello there. ", "context_id": first_context, "flush": true})
+    );
+    assert_eq!(
+        messages[2],
+        json!({"text": "Bye. ", "context_id": first_context, "flush": true})
+    );
+    assert_eq!(
+        messages[3],
+        json!({"context_id": first_context, "close_context": true})
+    );
+    let second_context = messages[4]["context_id"].as_str().unwrap();
+    assert_ne!(second_context, first_context, "a context per response");
+
+    let said = spoken(&out.downstream);
+    let words: Vec<&str> = said.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(words, ["Hello", "there.", "Bye.", "Again."]);
+    assert!(said.iter().all(|s| s.timing == SpokenTiming::Word));
+    // 10 ms per character: "Bye." starts after "Hello there. " (13 chars).
+    assert_eq!(said[1].start, Duration::from_millis(60));
+    assert_eq!(said[2].start, Duration::from_millis(130));
+    assert_eq!(said[3].start, Duration::ZERO, "times restart per response");
+    let stops = out
+        .downstream
+        .iter()
+        .filter(|f| matches!(f.body, FrameBody::TtsStopped))
+        .count();
+    assert_eq!(stops, 2);
+    assert!((audio_secs(&out.downstream) - 0.25).abs() < 0.005);
+}
+
+#[tokio::test]
+async fn elevenlabs_refused_key_and_a_socket_lost_mid_response() {
+    let server = support::fake::elevenlabs::FakeElevenLabs::start().await;
+    server.push_script(support::fake::elevenlabs::Script {
+        reject: Some((401, "Invalid API key".into())),
+        ..Default::default()
+    });
+    let out = run_test(vec![elevenlabs(&server)], Vec::new()).await;
+    let errors = error_frames(&out.upstream);
+    assert_eq!((errors[0].status, errors[0].fatal), (Some(401), true));
+    assert_eq!(errors[0].message, "HTTP 401: Invalid API key");
+    assert_eq!(errors[0].provider.as_deref(), Some("elevenlabs"));
+
+    server.push_script(support::fake::elevenlabs::Script {
+        drop_after_audio: Some(1),
+        ..Default::default()
+    });
+    let live = Live::start(vec![elevenlabs(&server)]);
+    for frame in answer(&["First sentence. ", "Second sentence."]) {
+        live.handle.queue_frame(frame).await;
+    }
+    live.wait_for("the end of the lost response", |b| {
+        matches!(b, FrameBody::TtsStopped)
+    })
+    .await;
+    for frame in answer(&["After the drop."]) {
+        live.handle.queue_frame(frame).await;
+    }
+    live.wait_until("the second response", |pushes| {
+        unique(pushes)
+            .iter()
+            .filter(|f| matches!(f.body, FrameBody::TtsStopped))
+            .count()
+            == 2
+    })
+    .await;
+    let frames: Vec<Frame> = unique(&live.finish().await)
+        .into_iter()
+        .filter(|f| {
+            !matches!(
+                f.body,
+                FrameBody::LlmResponseEnd | FrameBody::LlmResponseStart | FrameBody::LlmText(_)
+            )
+        })
+        .collect();
+    let errors = error_frames(&frames);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .message
+            .starts_with("connection closed before the response was complete"),
+        "{}",
+        errors[0].message
+    );
+    // The lost response still ended; the next one reconnected and spoke.
+    let stops = frames
+        .iter()
+        .filter(|f| matches!(f.body, FrameBody::TtsStopped))
+        .count();
+    assert_eq!(stops, 2);
+    assert_eq!(server.connections().len(), 2);
+    let words: Vec<String> = spoken(&frames).into_iter().map(|s| s.text).collect();
+    assert_eq!(words, ["First", "sentence.", "After", "the", "drop."]);
+}
+
+#[tokio::test]
+async fn elevenlabs_closes_the_context_on_an_interruption() {
+    let server = support::fake::elevenlabs::FakeElevenLabs::start().await;
+    let live = Live::start(vec![elevenlabs(&server)]);
+    live.handle.queue_frame(FrameBody::LlmResponseStart).await;
+    live.handle
+        .queue_frame(FrameBody::LlmText("One two three. And more".into()))
+        .await;
+    live.wait_for("audio", |b| matches!(b, FrameBody::OutputAudio(_)))
+        .await;
+    live.handle.queue_frame(FrameBody::Interruption).await;
+    server
+        .wait_until("close_context", |connections| {
+            connections[0]
+                .messages
+                .iter()
+                .any(|m| m.get("close_context").is_some())
+        })
+        .await;
+    let frames = unique(&live.finish().await);
+    let messages = &server.connections()[0].messages;
+    let context = messages[0]["context_id"].clone();
+    assert_eq!(
+        messages.last().unwrap(),
+        &json!({"context_id": context, "close_context": true})
+    );
+    assert!(
+        !messages.iter().any(|m| m["text"] == json!("And more ")),
+        "unsent text is dropped"
+    );
+    let after: Vec<&str> = frames
+        .iter()
+        .skip_while(|f| !matches!(f.body, FrameBody::Interruption))
+        .map(Frame::name)
+        .collect();
+    assert!(
+        !after.contains(&"OutputAudio") && !after.contains(&"TtsStopped"),
+        "{after:?}"
+    );
+}
+
+fn cartesia(server: &support::fake::cartesia::FakeCartesia) -> voxpipe::pipeline::NamedProcessor {
+    build::<CartesiaTtsConfig>(
+        "tts",
+        &format!(
+            "url = \"{}\"\nvoice_id = \"v-1\"\nsample_rate = 24000",
+            server.url
+        ),
+        &[("CARTESIA_API_KEY", "ck-test")],
+    )
+}
+
+#[tokio::test]
+async fn cartesia_continues_one_context_per_response_and_times_words() {
+    let server = support::fake::cartesia::FakeCartesia::start().await;
+    let out = run_test(
+        vec![cartesia(&server)],
+        answer(&["It is sunny. ", "Take a hat."]),
+    )
+    .await;
+    assert!(
+        error_frames(&out.upstream).is_empty(),
+        "{:?}",
+        error_frames(&out.upstream)
+    );
+    let support::fake::cartesia::Connection {
+        query,
+        key,
+        messages,
+    } = &server.connections()[0];
+    assert_eq!(query, "cartesia_version=2025-04-16");
+    assert_eq!(key.as_deref(), Some("ck-test"));
+    let transcripts: Vec<(Value, Value)> = messages
+        .iter()
+        .map(|m| (m["transcript"].clone(), m["continue"].clone()))
+        .collect();
+    assert_eq!(
+        transcripts,
+        [
+            (json!("It is sunny. "), json!(true)),
+            (json!("Take a hat. "), json!(true)),
+            (json!(""), json!(false))
+        ]
+    );
+    assert_eq!(
+        messages[0]["output_format"],
+        json!({"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000})
+    );
+    assert_eq!(messages[0]["voice"], json!({"mode": "id", "id": "v-1"}));
+    assert!(
+        messages
+            .iter()
+            .all(|m| m["context_id"] == messages[0]["context_id"])
+    );
+    let said = spoken(&out.downstream);
+    let words: Vec<&str> = said.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(words, ["It", "is", "sunny.", "Take", "a", "hat."]);
+    assert_eq!(
+        said[3].start,
+        Duration::from_millis(130),
+        "placed in the context's audio"
+    );
+    // 24 kHz from the provider, 16 kHz in the pipeline.
+    let secs = audio_secs(&out.downstream);
+    assert!((secs - 0.26).abs() < 0.005, "{secs}");
+    assert_eq!(names(&out).last(), Some(&"End"));
+}
+
+#[tokio::test]
+async fn cartesia_cancels_the_context_on_an_interruption_and_reports_errors() {
+    let server = support::fake::cartesia::FakeCartesia::start().await;
+    let live = Live::start(vec![cartesia(&server)]);
+    live.handle.queue_frame(FrameBody::LlmResponseStart).await;
+    live.handle
+        .queue_frame(FrameBody::LlmText("First words. More".into()))
+        .await;
+    live.wait_for("audio", |b| matches!(b, FrameBody::OutputAudio(_)))
+        .await;
+    live.handle.queue_frame(FrameBody::Interruption).await;
+    server
+        .wait_until("cancel", |connections| {
+            connections[0]
+                .messages
+                .iter()
+                .any(|m| m.get("cancel").is_some())
+        })
+        .await;
+    live.finish().await;
+    let messages = &server.connections()[0].messages;
+    assert_eq!(
+        messages.last().unwrap(),
+        &json!({"context_id": messages[0]["context_id"], "cancel": true})
+    );
+
+    server.push_script(support::fake::cartesia::Script {
+        error: Some("Voice not found.".into()),
+        ..Default::default()
+    });
+    let out = run_test(vec![cartesia(&server)], answer(&["Hello."])).await;
+    let errors = error_frames(&out.upstream);
+    assert_eq!(errors[0].message, "Voice not found.");
+    assert_eq!(errors[0].provider.as_deref(), Some("cartesia"));
+    assert!(
+        names(&out).ends_with(&["TtsStopped", "LlmResponseEnd", "End"]),
+        "{:?}",
+        names(&out)
+    );
+}
+
+#[tokio::test]
+async fn cartesia_an_oversized_message_fails_the_utterance_not_the_memory() {
+    let server = support::fake::cartesia::FakeCartesia::start().await;
+    // 3 MiB of audio in one message: over the 2 MiB a provider message may
+    // take, so the read fails instead of buffering it.
+    server.push_script(support::fake::cartesia::Script {
+        oversized_chunk: Some(3 << 20),
+        ..Default::default()
+    });
+    let out = run_test(vec![cartesia(&server)], answer(&["Hello."])).await;
+    let errors = error_frames(&out.upstream);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("Message too long")),
+        "{errors:?}"
+    );
+    assert!(!names(&out).contains(&"OutputAudio"), "{:?}", names(&out));
+    assert!(names(&out).ends_with(&["End"]), "{:?}", names(&out));
+}

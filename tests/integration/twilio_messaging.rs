@@ -1,0 +1,298 @@
+//! `POST /twilio/messaging`: SMS and WhatsApp conversations through the
+//! text path, against a fake Twilio (signed webhooks, `Messages.json`), the
+//! fake OpenAI server and a real Redis.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands as _;
+use support::fake::openai::{FakeOpenAi, Part, Reply, text_answer};
+use support::fake::twilio_rest::FakeTwilioRest;
+use support::redis_server::RedisServer;
+use support::server::{Setup, TestServer};
+use support::text::{AUTH_TOKEN, MESSAGING_URL, config, env, pipeline_toml, runtime};
+use tokio::sync::Notify;
+use voxpipe::store::CallStatus;
+use voxpipe::text::{Channel, ConversationKey};
+
+const USER: &str = "whatsapp:+15551230001";
+const AGENT: &str = "whatsapp:+15557650002";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Rig {
+    redis: RedisServer,
+    openai: FakeOpenAi,
+    twilio: FakeTwilioRest,
+    toml: String,
+}
+
+impl Rig {
+    async fn new(extra: &str) -> Rig {
+        let redis = RedisServer::start();
+        let openai = FakeOpenAi::start().await;
+        let twilio = FakeTwilioRest::start(AUTH_TOKEN).await;
+        let toml = pipeline_toml(&openai, &twilio.base_url, extra);
+        Rig {
+            redis,
+            openai,
+            twilio,
+            toml,
+        }
+    }
+
+    async fn server(&self) -> TestServer {
+        let config = config(&self.toml);
+        let env = env(&self.redis.url());
+        let context = runtime(&config, &env);
+        let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let server = TestServer::start(Setup {
+            toml: Some(&self.toml),
+            path: "text.toml",
+            env: &env_refs,
+            context: Some(context),
+            ..Setup::default()
+        })
+        .await;
+        self.twilio.deliver_to(server.addr);
+        server
+    }
+
+    async fn say(&self, sid: &str, body: &str) -> (u16, String) {
+        self.twilio
+            .message(MESSAGING_URL, sid, (USER, AGENT), body, 0)
+            .await
+    }
+
+    /// The stored transcript of the conversation open between USER and
+    /// AGENT: (role, text) pairs.
+    async fn transcript(&self, store: &Arc<dyn voxpipe::store::Store>) -> Vec<(String, String)> {
+        let key = ConversationKey::new(Channel::WhatsApp, &[USER, AGENT]);
+        let mut redis = self.redis.client().await;
+        let id: String = redis
+            .get(format!("{{text:active}}:conversation:{}", key.as_str()))
+            .await
+            .unwrap();
+        store
+            .turns(&id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.speaker().to_owned(), t.text))
+            .collect()
+    }
+}
+
+fn messages_of(twiml: &str) -> Vec<String> {
+    twiml
+        .split("<Message>")
+        .skip(1)
+        .filter_map(|part| part.split_once("</Message>").map(|(m, _)| m.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_whatsapp_conversation_keeps_its_history_across_a_restart_and_retries_answer_once() {
+    let rig = Rig::new("").await;
+    let server = rig.server().await;
+    rig.openai
+        .push_chat(Reply::Sse(text_answer("Hello! How can I help?")));
+    rig.openai
+        .push_chat(Reply::Sse(text_answer("Apples are in stock.")));
+    let (status, twiml) = rig.say("SM00000000000000000000000000000001", "Hi").await;
+    assert_eq!(status, 200);
+    assert_eq!(messages_of(&twiml), ["Hello! How can I help?"]);
+    let (_, twiml) = rig
+        .say("SM00000000000000000000000000000002", "Do you have apples?")
+        .await;
+    assert_eq!(messages_of(&twiml), ["Apples are in stock."]);
+    server.shutdown(WAIT).await.unwrap();
+
+    // A new server on the same Redis: the conversation goes on.
+    let server = rig.server().await;
+    // Twilio retries the second message: it was answered already.
+    let (status, twiml) = rig
+        .say("SM00000000000000000000000000000002", "Do you have apples?")
+        .await;
+    assert_eq!(status, 200);
+    assert!(messages_of(&twiml).is_empty(), "{twiml}");
+    rig.openai
+        .push_chat(Reply::Sse(text_answer("Two euros a kilo.")));
+    let (_, twiml) = rig
+        .say("SM00000000000000000000000000000003", "How much?")
+        .await;
+    assert_eq!(messages_of(&twiml), ["Two euros a kilo."]);
+    let chats = rig.openai.chat_requests();
+    assert_eq!(chats.len(), 3, "one model request per new message");
+    let contents: Vec<String> = chats[2]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        contents,
+        [
+            "You are a shop assistant.",
+            "Hi",
+            "Hello! How can I help?",
+            "Do you have apples?",
+            "Apples are in stock.",
+            "How much?"
+        ]
+    );
+    let config = config(&rig.toml);
+    let store = Arc::clone(runtime(&config, &env(&rig.redis.url())).store());
+    let transcript = rig.transcript(&store).await;
+    assert_eq!(transcript.len(), 6, "{transcript:?}");
+    assert_eq!(
+        transcript[5],
+        ("assistant".into(), "Two euros a kilo.".into())
+    );
+    assert!(
+        rig.twilio.messages().is_empty(),
+        "every answer went by TwiML"
+    );
+    server.shutdown(WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_answer_goes_out_through_the_messages_resource() {
+    let rig = Rig::new("[text]\nreply_budget_secs = 0.2\n").await;
+    let server = rig.server().await;
+    let release = Arc::new(Notify::new());
+    let mut parts = vec![Part::WaitFor(Arc::clone(&release), "the webhook answered")];
+    parts.extend(text_answer("Sorry for the wait: yes."));
+    rig.openai.push_chat(Reply::Sse(parts));
+    let (status, twiml) = rig
+        .say("SM00000000000000000000000000000011", "Are you open?")
+        .await;
+    assert_eq!(status, 200);
+    assert!(messages_of(&twiml).is_empty(), "{twiml}");
+    release.notify_one();
+    let sent = rig.twilio.wait_messages(1, WAIT).await;
+    assert_eq!(sent[0].body, "Sorry for the wait: yes.");
+    assert_eq!(sent[0].to, USER);
+    assert_eq!(sent[0].from, AGENT);
+    server.shutdown(WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_long_answer_goes_out_in_parts_of_at_most_1600_characters() {
+    let rig = Rig::new("").await;
+    let server = rig.server().await;
+    let long = "lorem ipsum ".repeat(300);
+    rig.openai.push_chat(Reply::Sse(text_answer(&long)));
+    let (_, twiml) = rig
+        .say("SM00000000000000000000000000000021", "Tell me everything")
+        .await;
+    assert!(messages_of(&twiml).is_empty(), "{twiml}");
+    let sent = rig.twilio.wait_messages(3, WAIT).await;
+    assert!(sent.iter().all(|m| m.body.chars().count() <= 1_600));
+    let joined: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(joined.join(" "), long.trim());
+    server.shutdown(WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_webhooks_are_refused_and_odd_messages_answered() {
+    let rig = Rig::new("[text]\nmax_message_chars = 50\n").await;
+    let server = rig.server().await;
+    // Unsigned, and signed with the wrong token.
+    let form = [
+        ("MessageSid", "SM00000000000000000000000000000031"),
+        ("From", USER),
+        ("To", AGENT),
+        ("Body", "hi"),
+    ];
+    assert_eq!(
+        rig.twilio.post_signed(MESSAGING_URL, &form, Some("")).await,
+        403
+    );
+    assert_eq!(
+        rig.twilio
+            .post_signed(MESSAGING_URL, &form, Some("bm90IGEgc2lnbmF0dXJl"))
+            .await,
+        403
+    );
+    // Empty: nothing to answer.
+    let (status, twiml) = rig.say("SM00000000000000000000000000000032", "  ").await;
+    assert_eq!(status, 200);
+    assert!(messages_of(&twiml).is_empty());
+    // Media only: a clear answer, no model.
+    let (_, twiml) = rig
+        .twilio
+        .message(
+            MESSAGING_URL,
+            "SM00000000000000000000000000000033",
+            (USER, AGENT),
+            "",
+            1,
+        )
+        .await;
+    assert_eq!(
+        messages_of(&twiml),
+        ["Sorry, I can only read text messages. Please write your question."]
+    );
+    assert!(rig.openai.chat_requests().is_empty());
+    // Absurdly long: cut, and the model is told.
+    rig.openai.push_chat(Reply::Sse(text_answer("Noted.")));
+    let (_, twiml) = rig
+        .say("SM00000000000000000000000000000034", &"x".repeat(10_000))
+        .await;
+    assert_eq!(messages_of(&twiml), ["Noted."]);
+    let chats = rig.openai.chat_requests();
+    let last = chats[0]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    let content = last["content"].as_str().unwrap();
+    assert!(content.starts_with(&"x".repeat(50)));
+    assert!(!content.contains(&"x".repeat(51)));
+    assert!(content.contains("longer than 50 characters"));
+    // The model down: a short apology, and the turn recorded.
+    rig.openai.push_chat(Reply::error(
+        400,
+        "model unavailable",
+        "invalid_request_error",
+    ));
+    let (_, twiml) = rig
+        .say("SM00000000000000000000000000000035", "Still there?")
+        .await;
+    assert_eq!(
+        messages_of(&twiml),
+        ["Sorry, I can&apos;t answer right now. Please try again in a few minutes."]
+    );
+    let config = config(&rig.toml);
+    let store = Arc::clone(runtime(&config, &env(&rig.redis.url())).store());
+    let transcript = rig.transcript(&store).await;
+    let roles: Vec<&str> = transcript.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        roles,
+        [
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+            "user",
+            "assistant"
+        ],
+        "{transcript:?}"
+    );
+    assert_eq!(transcript[4].1, "Still there?");
+    assert!(transcript[5].1.starts_with("Sorry, I can't answer"));
+    let key = ConversationKey::new(Channel::WhatsApp, &[USER, AGENT]);
+    let mut redis = rig.redis.client().await;
+    let id: String = redis
+        .get(format!("{{text:active}}:conversation:{}", key.as_str()))
+        .await
+        .unwrap();
+    let call = store.call(&id).await.unwrap().unwrap();
+    assert_eq!(call.transport, "whatsapp");
+    assert_eq!(call.status, CallStatus::Active);
+    server.shutdown(WAIT).await.unwrap();
+}

@@ -1,0 +1,200 @@
+//! The call-completed webhook: queued in a Redis-backed outbox, delivered
+//! with retries and exponential backoff, surviving a deliverer's death.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use redis::AsyncCommands;
+use support::fake::openai::{FakeOpenAi, verdict};
+use support::fake::webhook_receiver::WebhookReceiver;
+use support::processors::registry;
+use support::redis_server::RedisServer;
+use support::turns::converse;
+use voxpipe::agent::AgentRuntime;
+use voxpipe::agent::webhook::signature;
+use voxpipe::pipeline::EnvSource;
+use voxpipe::pipeline_file::parse_pipeline;
+use voxpipe::store::time::unix_ms;
+
+async fn runtime(redis: &RedisServer, extra: &str) -> AgentRuntime {
+    let toml = format!(
+        "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n{extra}\n"
+    );
+    let config = parse_pipeline(Path::new("agent.toml"), &toml, &registry()).unwrap();
+    let env = EnvSource::Fixed(Arc::new(HashMap::from([
+        ("TEST_REDIS".to_owned(), redis.url()),
+        ("HOOK_SECRET".to_owned(), "s3cret".to_owned()),
+    ])));
+    config.agent_runtime(&env).unwrap()
+}
+
+async fn call(runtime: &AgentRuntime, id: &str) {
+    let lines = ["user: Can you call back later?", "assistant: Of course."];
+    converse(runtime, id, "twilio", &lines, "hangup").await;
+}
+
+#[tokio::test]
+async fn a_completed_call_is_posted_with_retries_and_exponential_backoff() {
+    let redis = RedisServer::start();
+    let receiver = WebhookReceiver::start().await;
+    receiver.fail_with([500, 503]);
+    let runtime = runtime(
+        &redis,
+        &format!(
+            "[webhook]\nurl = \"{}\"\nsecret_env = \"HOOK_SECRET\"\ninitial_backoff_secs = 2\nmax_backoff_secs = 60\n",
+            receiver.url()
+        ),
+    )
+    .await;
+    // No evaluator: the webhook goes as soon as the call is completed.
+    call(&runtime, "c1").await;
+    let store = runtime.store();
+    assert_eq!(store.outbox_len().await.unwrap(), 1);
+    let deliverer = runtime.deliverer().unwrap().unwrap();
+
+    let now = unix_ms();
+    assert_eq!(deliverer.deliver_due(now).await.unwrap().retrying, 1);
+    assert_eq!(
+        deliverer.deliver_due(now + 1_999).await.unwrap().retrying,
+        0,
+        "backs off 2 s"
+    );
+    assert_eq!(
+        deliverer.deliver_due(now + 2_000).await.unwrap().retrying,
+        1
+    );
+    assert_eq!(
+        deliverer.deliver_due(now + 5_999).await.unwrap().retrying,
+        0,
+        "then 4 s"
+    );
+    assert_eq!(
+        deliverer.deliver_due(now + 6_000).await.unwrap().delivered,
+        1
+    );
+    assert_eq!(store.outbox_len().await.unwrap(), 0);
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 3);
+    for (n, post) in received.iter().enumerate() {
+        assert_eq!(post.headers["x-voxpipe-event-id"], "call_completed:c1");
+        assert_eq!(post.headers["x-voxpipe-attempt"], (n + 1).to_string());
+        assert_eq!(
+            post.headers["x-voxpipe-signature"],
+            signature("s3cret", &post.body).as_str()
+        );
+    }
+    let body: serde_json::Value = serde_json::from_slice(&received[2].body).unwrap();
+    assert_eq!(body["event_type"], "call_completed");
+    assert_eq!(body["call"]["status"], "completed");
+    assert_eq!(body["call"]["end_reason"], "hangup");
+    assert_eq!(body["transcript"][1]["text"], "Of course.");
+    assert_eq!(body["outcome"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn with_an_evaluator_the_webhook_carries_the_outcome() {
+    let redis = RedisServer::start();
+    let receiver = WebhookReceiver::start().await;
+    let judge = FakeOpenAi::judge().await;
+    judge.push_chats([verdict("failure", 0.3, &["Pushed too hard"])]);
+    let runtime = runtime(
+        &redis,
+        &format!(
+            "[evaluator]\nbase_url = \"{}\"\n\n[webhook]\nurl = \"{}\"\n",
+            judge.base_url,
+            receiver.url()
+        ),
+    )
+    .await;
+    call(&runtime, "c2").await;
+    assert_eq!(
+        runtime.store().outbox_len().await.unwrap(),
+        0,
+        "waits for the evaluation"
+    );
+    runtime.worker("w").unwrap().drain().await.unwrap();
+    let deliverer = runtime.deliverer().unwrap().unwrap();
+    assert_eq!(deliverer.deliver_due(unix_ms()).await.unwrap().delivered, 1);
+    let body: serde_json::Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
+    assert_eq!(body["outcome"], "failure");
+    assert_eq!(body["score"], 0.3);
+    assert_eq!(body["evaluation"]["tactics"][0], "Pushed too hard");
+    assert!(
+        receiver.received()[0]
+            .headers
+            .get("x-voxpipe-signature")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_deliverer_that_dies_mid_delivery_loses_nothing() {
+    let redis = RedisServer::start();
+    let receiver = WebhookReceiver::start().await;
+    let runtime = runtime(
+        &redis,
+        &format!(
+            "[webhook]\nurl = \"{}\"\ntimeout_secs = 5\n",
+            receiver.url()
+        ),
+    )
+    .await;
+    call(&runtime, "c3").await;
+    // A deliverer claims it (the lease moves it out of reach) and dies.
+    let now = unix_ms();
+    let leased = runtime
+        .store()
+        .claim_deliveries(now, 35_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+
+    // A new process: nothing until the lease runs out, then delivered.
+    let restarted = runtime.deliverer().unwrap().unwrap();
+    assert_eq!(
+        restarted.deliver_due(now + 34_999).await.unwrap().delivered,
+        0
+    );
+    assert_eq!(
+        restarted.deliver_due(now + 35_000).await.unwrap().delivered,
+        1
+    );
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_delivery_out_of_attempts_goes_to_the_dead_letters() {
+    let redis = RedisServer::start();
+    let receiver = WebhookReceiver::start().await;
+    receiver.fail_with([500, 404]);
+    let runtime = runtime(
+        &redis,
+        &format!(
+            "[webhook]\nurl = \"{}\"\nmax_attempts = 2\ninitial_backoff_secs = 1\n",
+            receiver.url()
+        ),
+    )
+    .await;
+    call(&runtime, "c4").await;
+    let deliverer = runtime.deliverer().unwrap().unwrap();
+    let now = unix_ms();
+    assert_eq!(deliverer.deliver_due(now).await.unwrap().retrying, 1);
+    assert_eq!(deliverer.deliver_due(now + 1_000).await.unwrap().dead, 1);
+    assert_eq!(runtime.store().outbox_len().await.unwrap(), 0);
+    let dead: Vec<String> = redis
+        .client()
+        .await
+        .lrange("{webhook:outbox}:dead", 0, -1)
+        .await
+        .unwrap();
+    let delivery: serde_json::Value = serde_json::from_str(&dead[0]).unwrap();
+    assert_eq!(delivery["attempts"], 2);
+    assert_eq!(delivery["last_error"], "HTTP 404");
+    assert_eq!(delivery["body"]["call_id"], "c4");
+}
