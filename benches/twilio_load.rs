@@ -4,7 +4,8 @@
 //! Run with: `cargo bench --bench twilio_load -- --calls 100,250,500 --secs 6`
 //! (`--runs 3` repeats each step; `--busy 1` keeps one core busy with
 //! another process throughout, a spinning `sh`; `--server PATH` measures
-//! another build of `voxpipe`, for a before and after).
+//! another build of `voxpipe`, for a before and after; `--external CMD`
+//! another server altogether, e.g. Pipecat's, see below).
 //!
 //! Each call connects, sends `connected` and `start`, then 160-byte mu-law
 //! `media` every 20 ms (speech from `assets/samples/hello.wav`, looped) for
@@ -18,9 +19,14 @@
 //!
 //! Measured:
 //! - **lateness** of every outbound `media` message: within one utterance
-//!   (up to the server's `mark`), frame k is due 20 ms × k after the first;
-//!   a frame arriving more than 20 ms after its due time would have left a
-//!   gap in the caller's playback. "On time" means none did.
+//!   (up to the server's `mark`), a message is due when the audio before it
+//!   has played, counted from the utterance's first message (its payload
+//!   length says how much audio it holds: 20 ms in voxpipe's, 40 ms in
+//!   Pipecat's); a message arriving more than 20 ms after its due time
+//!   would have left a gap in the caller's playback. "On time" means none
+//!   did. A server that sends no `mark` (Pipecat) needs
+//!   `--utterance-gap-ms`: a pause that long between messages starts a new
+//!   utterance (so lateness beyond it cannot be seen).
 //! - the client's own lateness in sending (if the client falls behind, the
 //!   numbers say more about the client than the server);
 //! - the server's RSS (idle, peak) and CPU, from `/proc`: the share of a
@@ -30,6 +36,13 @@
 //!   machine the two share the cores;
 //! - the machine's load average (1 min) when the step starts and ends,
 //!   and the share of calls that had any frame over 20 ms late.
+//!
+//! Side by side with Pipecat 1.14 on the same driver:
+//! `--external "/tmp/pcvenv/bin/python benches/pipecat_twilio_parrot.py"
+//! --utterance-gap-ms 100` (that script says how to install Pipecat). An
+//! external server is started with `sh -c CMD` from the crate's directory
+//! and must print `listening on HOST:PORT` on stderr and serve
+//! `/twilio/ws`.
 
 #![allow(
     clippy::expect_used,
@@ -84,6 +97,13 @@ struct Args {
     /// The `voxpipe` binary to serve with (default: this crate's).
     #[arg(long)]
     server: Option<String>,
+    /// Another server to measure, started with `sh -c`; see the module docs.
+    #[arg(long, conflicts_with = "server")]
+    external: Option<String>,
+    /// For servers that send no `mark`: a pause between messages this long
+    /// starts a new utterance.
+    #[arg(long)]
+    utterance_gap_ms: Option<u64>,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -166,12 +186,30 @@ struct Server {
 }
 
 impl Server {
-    fn start(binary: &str, pipeline: &str, overrides: &[String], calls: usize) -> Self {
-        let mut child = Command::new(binary)
-            .args(["--log-level", "warn,voxpipe::server::serve=info"])
-            .args(["serve", pipeline, "--bind", "127.0.0.1:0"])
-            .args(["--set", &format!("server.max_sessions={}", calls + 16)])
-            .args(overrides.iter().flat_map(|o| ["--set", o.as_str()]))
+    /// `voxpipe serve` from `args`, or the external server.
+    fn start(args: &Args, calls: usize) -> Self {
+        let mut command = match &args.external {
+            Some(external) => {
+                let mut command = Command::new("sh");
+                // `exec`: the pid measured is the server's, not the shell's.
+                command.args(["-c", &format!("exec {external}")]);
+                command
+            }
+            None => {
+                let binary = args
+                    .server
+                    .as_deref()
+                    .unwrap_or(env!("CARGO_BIN_EXE_voxpipe"));
+                let mut command = Command::new(binary);
+                command
+                    .args(["--log-level", "warn,voxpipe::server::serve=info"])
+                    .args(["serve", &args.pipeline, "--bind", "127.0.0.1:0"])
+                    .args(["--set", &format!("server.max_sessions={}", calls + 16)])
+                    .args(args.overrides.iter().flat_map(|o| ["--set", o.as_str()]));
+                command
+            }
+        };
+        let mut child = command
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -282,11 +320,7 @@ impl std::fmt::Display for Step {
 
 fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
     let load_before = load_average();
-    let binary = args
-        .server
-        .as_deref()
-        .unwrap_or(env!("CARGO_BIN_EXE_voxpipe"));
-    let server = Server::start(binary, &args.pipeline, &args.overrides, calls);
+    let server = Server::start(args, calls);
     let pid = server.pid();
     let addr = server.addr;
     std::thread::sleep(Duration::from_millis(300));
@@ -297,6 +331,7 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         .build()
         .expect("a runtime");
     let secs = args.secs;
+    let gap = args.utterance_gap_ms.map(Duration::from_millis);
     let ticks_per_sec = clock_ticks_per_sec();
     let (server_cpu_before, client_cpu_before) = (cpu_ticks(pid), cpu_ticks(std::process::id()));
     let (results, rss_peak, (cpu_core_pct, client_core_pct)) = runtime.block_on(async move {
@@ -324,7 +359,7 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         let tasks: Vec<_> = (0..calls)
             .map(|n| {
                 let start = started + Duration::from_secs_f64(secs * n as f64 / calls as f64);
-                tokio::spawn(call(addr, n, start, secs, Arc::clone(&payloads)))
+                tokio::spawn(call(addr, n, start, secs, gap, Arc::clone(&payloads)))
             })
             .collect();
         let mut results = Vec::with_capacity(calls);
@@ -388,12 +423,29 @@ fn media(sid: &str, sequence: u64, chunk: u64, payload: &str) -> String {
     )
 }
 
+/// The string value of the first `"name"` field in a JSON text, read
+/// without parsing the whole (servers differ in spacing: `"a": "b"`).
+fn string_field<'t>(text: &'t str, name: &str) -> Option<&'t str> {
+    let at = text.find(&format!("\"{name}\""))? + name.len() + 2;
+    let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
+    let value = rest.strip_prefix('"')?;
+    value.find('"').map(|end| &value[..end])
+}
+
+/// How long 8 kHz mu-law audio in base64 plays.
+fn mulaw_duration(base64: &str) -> Duration {
+    let padding = base64.bytes().rev().take_while(|b| *b == b'=').count();
+    let bytes = (base64.len() / 4 * 3).saturating_sub(padding);
+    Duration::from_micros(bytes as u64 * 125)
+}
+
 /// One fake call; see the module docs.
 async fn call(
     addr: SocketAddr,
     n: usize,
     start: Instant,
     secs: f64,
+    gap: Option<Duration>,
     payloads: Arc<Vec<String>>,
 ) -> CallResult {
     tokio::time::sleep_until(start).await;
@@ -433,8 +485,10 @@ async fn call(
     let mut sent = 0u64;
     let mut stopped = false;
     let mut result = CallResult::default();
-    // The current utterance: arrival of its first frame, frames so far.
-    let mut utterance: Option<(Instant, u32)> = None;
+    // The current utterance: arrival of its first message, audio so far;
+    // when the last message arrived.
+    let mut utterance: Option<(Instant, Duration)> = None;
+    let mut last_arrival = began;
     let deadline = began + Duration::from_secs_f64(secs * 2.0 + 30.0);
     loop {
         tokio::select! {
@@ -460,13 +514,18 @@ async fn call(
                 match message {
                     Some(Ok(Message::Text(text))) => {
                         let text = text.as_str();
-                        if text.starts_with(r#"{"event":"media""#) {
+                        let event = string_field(text, "event");
+                        if event == Some("media") {
                             result.frames_out += 1;
-                            let (first, count) = utterance.get_or_insert((arrived, 0));
-                            let due = *first + FRAME * *count;
+                            if gap.is_some_and(|gap| arrived - last_arrival > gap) {
+                                utterance = None;
+                            }
+                            last_arrival = arrived;
+                            let (first, played) = utterance.get_or_insert((arrived, Duration::ZERO));
+                            let due = *first + *played;
                             result.late_us.push(arrived.saturating_duration_since(due).as_micros() as u64);
-                            *count += 1;
-                        } else if text.starts_with(r#"{"event":"mark""#) {
+                            *played += mulaw_duration(string_field(text, "payload").unwrap_or_default());
+                        } else if event == Some("mark") {
                             utterance = None;
                             if !stopped {
                                 // Playback here is instant: echo at once.
