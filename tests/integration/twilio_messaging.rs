@@ -145,6 +145,8 @@ async fn a_whatsapp_conversation_keeps_its_history_across_a_restart_and_retries_
     );
     let config = config(&rig.toml);
     let store = Arc::clone(runtime(&config, &env(&rig.redis.url())).store());
+    // The last answer's turns are written behind the reply.
+    support::wait::eventually(WAIT, async || rig.transcript(&store).await.len() >= 6).await;
     let transcript = rig.transcript(&store).await;
     assert_eq!(transcript.len(), 6, "{transcript:?}");
     assert_eq!(
@@ -269,6 +271,8 @@ async fn bad_webhooks_are_refused_and_odd_messages_answered() {
     );
     let config = config(&rig.toml);
     let store = Arc::clone(runtime(&config, &env(&rig.redis.url())).store());
+    // The apology is written behind the reply (the session's writer).
+    support::wait::eventually(WAIT, async || rig.transcript(&store).await.len() >= 6).await;
     let transcript = rig.transcript(&store).await;
     let roles: Vec<&str> = transcript.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(
