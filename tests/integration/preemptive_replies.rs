@@ -88,6 +88,15 @@ fn transcription(text: &str) -> FrameBody {
     })
 }
 
+fn interim(text: &str) -> FrameBody {
+    FrameBody::InterimTranscription(TranscriptionFrame {
+        text: text.into(),
+        user_id: None,
+        language: None,
+        at: Duration::ZERO,
+    })
+}
+
 /// Whether anything of a reply (words, audio, tool calls) is among `bodies`.
 fn any_reply(bodies: &[FrameBody]) -> bool {
     bodies.iter().any(|b| {
@@ -263,12 +272,6 @@ async fn a_prepared_reply_is_never_heard_when_the_user_goes_on() {
     let _pushes = session.live.finish().await;
     let requests = server.chat_requests();
     assert_eq!(requests.len(), 2);
-    let last_user = |request: &serde_json::Value| {
-        request["messages"].as_array().unwrap().last().unwrap()["content"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
     assert_eq!(last_user(&requests[0]), "I would like a pizza");
     assert_eq!(last_user(&requests[1]), "I would like a pizza and a salad.");
     let messages = conversation.lock().context.messages().to_vec();
@@ -284,6 +287,123 @@ async fn a_prepared_reply_is_never_heard_when_the_user_goes_on() {
         .map(|m| m.content.clone().unwrap_or_default())
         .collect();
     assert_eq!(assistant, ["A pizza and a salad."]);
+}
+
+/// The last user message of an LLM request.
+fn last_user(request: &serde_json::Value) -> String {
+    request["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_streaming_interim_prepares_the_reply_before_the_final_comes() {
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Sse(text_answer("A pizza it is.")));
+    let conversation = SharedConversation::default();
+    let session = Session::start(pipeline(&server, &conversation, None, true));
+    session
+        .at(100, FrameBody::UserStartedSpeaking { start: ms(100) })
+        .await;
+    session.at(900, interim("i would like a pizza")).await;
+    session
+        .at(1_200, FrameBody::UserStoppedSpeaking { end: ms(1_000) })
+        .await;
+    // No final yet: the interim's words go to the LLM at the stop.
+    session
+        .live
+        .wait_for_from("tts", "the prepared reply, synthesized", |b| {
+            matches!(b, FrameBody::TtsStopped)
+        })
+        .await;
+    assert_eq!(server.chat_requests().len(), 1);
+    assert!(!any_reply(&session.pushed_by("assistant_context")));
+    // The final, 400 ms after the speech ended, punctuated: the same words.
+    session
+        .at(1_400, transcription("I would like a pizza."))
+        .await;
+    session
+        .live
+        .wait_for_from("assistant_context", "the reply played", |b| {
+            matches!(b, FrameBody::OutputAudio(_))
+        })
+        .await;
+    let user = session.pushed_by("user_context");
+    let _pushes = session.live.finish().await;
+    let requests = server.chat_requests();
+    assert_eq!(requests.len(), 1, "the prepared reply stood");
+    assert_eq!(last_user(&requests[0]), "i would like a pizza");
+    assert!(
+        user.iter()
+            .any(|b| matches!(b, FrameBody::PreemptiveReplyConfirmed))
+    );
+    assert!(
+        !user
+            .iter()
+            .any(|b| matches!(b, FrameBody::PreemptiveReplyDiscarded))
+    );
+    let messages = conversation.lock().context.messages().to_vec();
+    assert_eq!(
+        messages[0].content.as_deref(),
+        Some("I would like a pizza."),
+        "the turn is recorded as the final says it"
+    );
+    assert_eq!(messages[1].content.as_deref(), Some("A pizza it is."));
+}
+
+#[tokio::test]
+async fn a_final_with_other_words_than_the_interim_replaces_its_reply() {
+    let server = FakeOpenAi::start().await;
+    server.push_chats([
+        Reply::Sse(text_answer("A pizza it is.")),
+        Reply::Sse(text_answer("A pasta it is.")),
+    ]);
+    let conversation = SharedConversation::default();
+    let session = Session::start(pipeline(&server, &conversation, None, true));
+    session
+        .at(100, FrameBody::UserStartedSpeaking { start: ms(100) })
+        .await;
+    session.at(900, interim("i would like a pizza")).await;
+    session
+        .at(1_200, FrameBody::UserStoppedSpeaking { end: ms(1_000) })
+        .await;
+    session
+        .live
+        .wait_for_from("tts", "the first prepared reply, synthesized", |b| {
+            matches!(b, FrameBody::TtsStopped)
+        })
+        .await;
+    session
+        .at(1_400, transcription("I would like a pasta."))
+        .await;
+    session
+        .live
+        .wait_for_from("assistant_context", "the discard", |b| {
+            matches!(b, FrameBody::Interruption)
+        })
+        .await;
+    for t in (1_420..=1_500).step_by(20) {
+        session.audio(t).await;
+    }
+    session
+        .live
+        .wait_for_from("assistant_context", "the second reply's end", |b| {
+            matches!(b, FrameBody::LlmResponseEnd)
+        })
+        .await;
+    let heard = spoken(&session.pushed_by("assistant_context"));
+    assert_eq!(heard, ["A pasta it is."], "the pizza reply never went out");
+    let _pushes = session.live.finish().await;
+    let requests = server.chat_requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(last_user(&requests[1]), "I would like a pasta.");
+    let messages = conversation.lock().context.messages().to_vec();
+    assert_eq!(
+        messages[0].content.as_deref(),
+        Some("I would like a pasta.")
+    );
+    assert_eq!(messages[1].content.as_deref(), Some("A pasta it is."));
 }
 
 fn calls_tool(name: &str) -> Reply {

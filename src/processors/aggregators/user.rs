@@ -31,10 +31,14 @@
 //! With `preemptive_replies`, once the decision allows it the context with
 //! the turn so far goes to the LLM as `PreemptiveLlmMessages`, recorded
 //! nowhere: the LLM and the TTS work on it while `assistant_context` holds
-//! all they produce. When the turn ends with the same words, the turn is
-//! recorded and `PreemptiveReplyConfirmed` releases the prepared reply at
-//! once; when the user resumes (or the words change), the reply is
-//! discarded: an interruption cancels its work and drops what was held, and
+//! all they produce. The turn so far is its finals, or, while a streaming
+//! STT has not finalised the last words yet, the finals and its latest
+//! interim: the reply starts before the final comes, and stands if the
+//! final has the same words (case and punctuation aside). When the turn
+//! ends with the same words, the turn is recorded (as the finals say it)
+//! and `PreemptiveReplyConfirmed` releases the prepared reply at once; when
+//! the user resumes (or the words change), the reply is discarded: an
+//! interruption cancels its work and drops what was held, and
 //! `PreemptiveReplyDiscarded` says so. Since the discard is an
 //! interruption, replies are prepared only in sessions that allow them.
 //!
@@ -198,8 +202,8 @@ struct TurnEnding {
     preemptive: bool,
     /// The turn's words, handed by the tracker, until the turn ends.
     pending: Option<String>,
-    /// A preemptive reply was sent for `pending`.
-    prepared: bool,
+    /// The words a preemptive reply was sent for.
+    prepared: Option<String>,
     /// An interruption was asked for (a discard) and has not passed yet:
     /// nothing goes to the LLM before it, or it would be dropped with it.
     interrupting: bool,
@@ -237,7 +241,7 @@ impl UserContextAggregator {
             analyzer: model.map(TurnAnalyzer::new),
             preemptive,
             pending: None,
-            prepared: false,
+            prepared: None,
             interrupting: false,
         });
         self
@@ -267,19 +271,23 @@ impl UserContextAggregator {
             return;
         }
         ending.decision.transcript(&text);
+        let changed = ending
+            .prepared
+            .as_deref()
+            .is_some_and(|prepared| !same_words(prepared, &text));
         ending.pending = Some(text);
-        if ending.prepared {
-            // The words changed: the reply prepared for the old ones goes.
+        if changed {
+            // The reply prepared for other words goes.
             self.discard(ctx).await;
         }
     }
 
     /// Throws the prepared reply away: an interruption cancels its work.
     async fn discard(&mut self, ctx: &ProcessorContext) {
-        let Some(ending) = self.ending.as_mut().filter(|e| e.prepared) else {
+        let Some(ending) = self.ending.as_mut().filter(|e| e.prepared.is_some()) else {
             return;
         };
-        ending.prepared = false;
+        ending.prepared = None;
         ending.interrupting = true;
         tracing::debug!("preemptive reply discarded");
         ctx.push_downstream(FrameBody::PreemptiveReplyDiscarded)
@@ -308,24 +316,50 @@ impl UserContextAggregator {
         if let Some(probability) = ending.analyzer.as_mut().and_then(TurnAnalyzer::poll) {
             ending.decision.model_says(probability);
         }
-        if ending.interrupting || ending.pending.is_none() {
+        if ending.interrupting {
             return;
         }
-        match ending.decision.decide(now) {
-            TurnDecision::Wait => {}
-            TurnDecision::Prepare => {
-                if ending.preemptive && allow_interruptions && !ending.prepared {
-                    ending.prepared = true;
-                    let text = ending.pending.clone().unwrap_or_default();
-                    let mut messages = self.conversation.lock().context.snapshot().to_vec();
-                    messages.push(Message::text(Role::User, text));
-                    tracing::debug!("preparing a preemptive reply");
-                    ctx.push_downstream(FrameBody::PreemptiveLlmMessages(Arc::new(messages)))
-                        .await;
-                }
+        // Without the finals, the words so far (an interim among them) may
+        // prepare a reply, never end the turn: what is recorded is final.
+        let provisional = match &ending.pending {
+            Some(_) => None,
+            None if ending.preemptive && ending.prepared.is_none() => {
+                let Some(words) = self.tracker.words_so_far() else {
+                    return;
+                };
+                ending.decision.transcript(&words);
+                Some(words)
             }
-            TurnDecision::End => self.end_turn(ctx).await,
+            None => return,
+        };
+        match (ending.decision.decide(now), provisional) {
+            (TurnDecision::Wait, _) => {}
+            (TurnDecision::End, None) => self.end_turn(ctx).await,
+            (TurnDecision::Prepare, None) => {
+                let words = ending.pending.clone().unwrap_or_default();
+                self.prepare(words, allow_interruptions, ctx).await;
+            }
+            (TurnDecision::Prepare | TurnDecision::End, Some(words)) => {
+                self.prepare(words, allow_interruptions, ctx).await;
+            }
         }
+    }
+
+    /// Sends the context with `words` as the user's turn to the LLM as a
+    /// preemptive reply, once per pause.
+    async fn prepare(&mut self, words: String, allow_interruptions: bool, ctx: &ProcessorContext) {
+        let Some(ending) = self.ending.as_mut() else {
+            return;
+        };
+        if !ending.preemptive || !allow_interruptions || ending.prepared.is_some() {
+            return;
+        }
+        let mut messages = self.conversation.lock().context.snapshot().to_vec();
+        messages.push(Message::text(Role::User, words.clone()));
+        ending.prepared = Some(words);
+        tracing::debug!("preparing a preemptive reply");
+        ctx.push_downstream(FrameBody::PreemptiveLlmMessages(Arc::new(messages)))
+            .await;
     }
 
     /// The turn is over: recorded, and answered (its prepared reply
@@ -335,7 +369,7 @@ impl UserContextAggregator {
             return;
         };
         let text = ending.pending.take();
-        let prepared = std::mem::take(&mut ending.prepared);
+        let prepared = ending.prepared.take().is_some();
         ending.decision.reset();
         if let Some(analyzer) = &mut ending.analyzer {
             analyzer.clear();
@@ -433,7 +467,9 @@ impl Processor for UserContextAggregator {
                 return Ok(());
             }
             FrameBody::InterimTranscription(t) => {
+                // It may come after the stop, and be the words to prepare.
                 self.tracker.interim_transcript(&t.text);
+                self.decide(now, ctx).await;
                 return Ok(());
             }
             FrameBody::UserStartedSpeaking { .. } => {
@@ -512,5 +548,30 @@ impl Processor for UserContextAggregator {
             (before, after) => before.or(after),
         };
         self.complete(turn, ctx).await;
+    }
+}
+
+/// Whether two transcripts say the same words, case and punctuation aside
+/// (a streaming STT's final may punctuate what its interim did not).
+fn same_words(a: &str, b: &str) -> bool {
+    let words = |text: &str| {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect::<Vec<_>>()
+    };
+    words(a) == words(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_words;
+
+    #[test]
+    fn same_words_ignores_case_and_punctuation_not_words() {
+        assert!(same_words("i would like a pizza", "I would like a pizza."));
+        assert!(same_words("it's fine", "It's, fine!"));
+        assert!(!same_words("i would like a pizza", "I would like a pasta."));
+        assert!(!same_words("i would like", "I would like a pizza."));
     }
 }

@@ -118,6 +118,21 @@ impl UserTurnTracker {
         }
     }
 
+    /// While the turn waits for an interim to finalise after the user
+    /// stopped: its words so far, the finals and then the interim. (A turn
+    /// waiting with no interim has no words of its last speech yet.)
+    pub fn words_so_far(&self) -> Option<String> {
+        self.waiting_since?;
+        let interim = self.interim.as_deref()?;
+        let words: Vec<&str> = self
+            .finals
+            .iter()
+            .map(String::as_str)
+            .chain([interim])
+            .collect();
+        Some(words.join(" "))
+    }
+
     /// Returns the turn if the wait for transcripts has run out at `now`.
     pub fn poll(&mut self, now: Duration) -> Option<String> {
         let since = self.waiting_since?;
@@ -183,6 +198,32 @@ mod tests {
         assert_eq!(t.final_transcript(" there. "), None);
         assert_eq!(t.user_stopped(ms(1000)).as_deref(), Some("Hello there."));
         assert_eq!(t.poll(ms(5000)), None);
+    }
+
+    #[test]
+    fn the_words_so_far_are_the_finals_and_the_interim_while_waiting() {
+        let mut t = tracker();
+        t.user_started();
+        t.final_transcript("I would like");
+        t.interim_transcript("a pizza");
+        assert_eq!(t.words_so_far(), None, "not while speaking");
+        assert_eq!(t.user_stopped(ms(1000)), None);
+        assert_eq!(t.words_so_far().as_deref(), Some("I would like a pizza"));
+        assert_eq!(
+            t.final_transcript("a pizza.").as_deref(),
+            Some("I would like a pizza.")
+        );
+        assert_eq!(t.words_so_far(), None, "nothing waits once handed");
+        // Words taken back wait for their continuation's transcript.
+        t.resume_with("I would like a pizza.".into());
+        t.user_started();
+        assert_eq!(t.user_stopped(ms(3000)), None);
+        assert_eq!(t.words_so_far(), None, "no words of the continuation yet");
+        t.interim_transcript("and a salad");
+        assert_eq!(
+            t.words_so_far().as_deref(),
+            Some("I would like a pizza. and a salad")
+        );
     }
 
     #[test]
