@@ -6,7 +6,7 @@
 //!
 //! [`ColumnLut`]: super::lut::ColumnLut
 
-use super::attention::{QSoftmax, matmul};
+use super::attention::{QSoftmax, Requant, pack, product};
 use super::features::{BANDS, FRAMES, LogMel};
 use super::lut::gelu;
 use super::qgemm::QLinear;
@@ -26,14 +26,16 @@ pub(crate) struct Encoder {
     keys: Vec<u8>,
     queries: Vec<u8>,
     values: Vec<u8>,
-    head_queries: Vec<f32>,
-    /// One head's keys, transposed: `[HEAD_WIDTH][STEPS]`.
-    head_keys: Vec<f32>,
-    head_values: Vec<f32>,
-    sums: Vec<f32>,
+    /// One head's queries minus their zero point, `[STEPS][HEAD_WIDTH]`.
+    head_queries: Vec<i16>,
+    /// One head's keys and values minus their zero points, packed as the
+    /// products read them.
+    head_keys: Vec<i16>,
+    head_values: Vec<i16>,
     scores: Vec<u8>,
     exps: Vec<f32>,
-    probabilities: Vec<f32>,
+    /// The softmax of the scores minus its zero point, `[STEPS][STEPS]`.
+    probabilities: Vec<i16>,
     context: Vec<u8>,
     projected: Vec<u8>,
     wide: Vec<u8>,
@@ -51,13 +53,12 @@ impl Encoder {
             keys: vec![0; STEPS * WIDTH],
             queries: vec![0; STEPS * WIDTH],
             values: vec![0; STEPS * WIDTH],
-            head_queries: vec![0.0; STEPS * HEAD_WIDTH],
-            head_keys: vec![0.0; HEAD_WIDTH * STEPS],
-            head_values: vec![0.0; STEPS * HEAD_WIDTH],
-            sums: vec![0.0; STEPS * STEPS],
+            head_queries: vec![0; STEPS * HEAD_WIDTH],
+            head_keys: vec![0; HEAD_WIDTH * STEPS],
+            head_values: vec![0; STEPS * HEAD_WIDTH],
             scores: vec![0; STEPS * STEPS],
             exps: vec![0.0; STEPS],
-            probabilities: vec![0.0; STEPS * STEPS],
+            probabilities: vec![0; STEPS * STEPS],
             context: vec![0; STEPS * WIDTH],
             projected: vec![0; STEPS * WIDTH],
             wide: vec![0; STEPS * FF_WIDTH],
@@ -121,75 +122,66 @@ impl Encoder {
         layer.value.run(&self.normed, &mut self.values);
         layer.value_lut.apply(&mut self.values);
         let (q_zero, k_zero, v_zero) = (
-            f32::from(layer.query_scaled.zero_point),
-            f32::from(layer.key_scaled.zero_point),
-            f32::from(layer.value_biased.zero_point),
+            i16::from(layer.query_scaled.zero_point),
+            i16::from(layer.key_scaled.zero_point),
+            i16::from(layer.value_biased.zero_point),
         );
-        let score_scale = layer.query_scaled.scale * layer.key_scaled.scale / layer.scores.scale;
-        let context_scale =
-            layer.probabilities.scale * layer.value_biased.scale / layer.context.scale;
+        let scores = Requant {
+            scale: layer.query_scaled.scale * layer.key_scaled.scale / layer.scores.scale,
+            zero_point: layer.scores.zero_point,
+        };
+        let context = Requant {
+            scale: layer.probabilities.scale * layer.value_biased.scale / layer.context.scale,
+            zero_point: layer.context.zero_point,
+        };
         let softmax = QSoftmax::new(
             STEPS,
             layer.scores.scale,
             layer.probabilities.scale,
             layer.probabilities.zero_point,
         );
-        let p_zero = f32::from(layer.probabilities.zero_point);
         for head in 0..HEADS {
-            let columns = head * HEAD_WIDTH..(head + 1) * HEAD_WIDTH;
-            for t in 0..STEPS {
-                let row = &self.queries[t * WIDTH..][columns.clone()];
-                for (d, q) in row.iter().enumerate() {
-                    self.head_queries[t * HEAD_WIDTH + d] = f32::from(*q) - q_zero;
-                }
-                let row = &self.keys[t * WIDTH..][columns.clone()];
-                for (d, k) in row.iter().enumerate() {
-                    self.head_keys[d * STEPS + t] = f32::from(*k) - k_zero;
-                }
-                let row = &self.values[t * WIDTH..][columns.clone()];
-                for (d, v) in row.iter().enumerate() {
-                    self.head_values[t * HEAD_WIDTH + d] = f32::from(*v) - v_zero;
+            let first = head * HEAD_WIDTH;
+            for (row, queries) in self
+                .head_queries
+                .chunks_exact_mut(HEAD_WIDTH)
+                .zip(self.queries.chunks_exact(WIDTH))
+            {
+                for (q, byte) in row.iter_mut().zip(&queries[first..first + HEAD_WIDTH]) {
+                    *q = i16::from(*byte) - q_zero;
                 }
             }
-            matmul(
+            let keys = &self.keys;
+            let key = |t: usize, d: usize| i16::from(keys[t * WIDTH + first + d]) - k_zero;
+            pack(STEPS, HEAD_WIDTH, key, &mut self.head_keys);
+            let values = &self.values;
+            let value = |d: usize, t: usize| i16::from(values[t * WIDTH + first + d]) - v_zero;
+            pack(HEAD_WIDTH, STEPS, value, &mut self.head_values);
+            product(
                 &self.head_queries,
-                &self.head_keys,
                 HEAD_WIDTH,
+                &self.head_keys,
                 STEPS,
-                &mut self.sums,
+                scores,
+                &mut self.scores,
+                STEPS,
             );
-            for (s, q) in self.sums.iter().zip(self.scores.iter_mut()) {
-                *q = super::qgemm::requantize(*s as i32, score_scale, layer.scores.zero_point);
-            }
             for (scores, probabilities) in self
                 .scores
                 .chunks_exact(STEPS)
                 .zip(self.probabilities.chunks_exact_mut(STEPS))
             {
-                let mut out = [0u8; STEPS];
-                softmax.row(scores, &mut self.exps, &mut out);
-                for (p, q) in probabilities.iter_mut().zip(out) {
-                    *p = f32::from(q) - p_zero;
-                }
+                softmax.row(scores, &mut self.exps, probabilities);
             }
-            let sums = &mut self.sums[..STEPS * HEAD_WIDTH];
-            matmul(
+            product(
                 &self.probabilities,
-                &self.head_values,
                 STEPS,
+                &self.head_values,
                 HEAD_WIDTH,
-                sums,
+                context,
+                &mut self.context[first..],
+                WIDTH,
             );
-            for (t, row) in sums.chunks_exact(HEAD_WIDTH).enumerate() {
-                let out = &mut self.context[t * WIDTH..][columns.clone()];
-                for (o, s) in out.iter_mut().zip(row) {
-                    *o = super::qgemm::requantize(
-                        *s as i32,
-                        context_scale,
-                        layer.context.zero_point,
-                    );
-                }
-            }
         }
         layer.out.run(&self.context, &mut self.projected);
         residual(

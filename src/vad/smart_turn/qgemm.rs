@@ -143,7 +143,7 @@ pub(crate) fn requantize(sum: i32, scale: f32, zero_point: u8) -> u8 {
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod avx2 {
+pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use crate::vad::smart_turn::qgemm::{COLUMNS, QLinear, ROWS};
@@ -172,8 +172,6 @@ mod avx2 {
         let m = input.len() / k;
         let ones = _mm256_set1_epi16(1);
         let zero_point = _mm256_set1_epi32(i32::from(q.zero_point));
-        let top = _mm256_set1_epi32(255);
-        let bottom = _mm256_setzero_si256();
         for block in 0..n / COLUMNS {
             let panel = &q.panels[block * COLUMNS * k..(block + 1) * COLUMNS * k];
             let column = block * COLUMNS;
@@ -207,31 +205,47 @@ mod avx2 {
                         }
                     }
                 }
-                for (r, acc) in acc.iter().enumerate() {
-                    let [v0, v1] = [0, 1].map(|v| {
-                        let (offset, scale) = offsets[v];
-                        let sum = _mm256_add_epi32(acc[v], offset);
-                        let scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(sum), scale);
-                        // Round half to even (the default MXCSR mode).
-                        let q = _mm256_add_epi32(_mm256_cvtps_epi32(scaled), zero_point);
-                        _mm256_min_epi32(_mm256_max_epi32(q, bottom), top)
-                    });
-                    // 16 int32 in [0, 255] to 16 bytes, in order.
-                    let words =
-                        _mm256_permute4x64_epi64(_mm256_packus_epi32(v0, v1), 0b11_01_10_00);
-                    let bytes =
-                        _mm256_permute4x64_epi64(_mm256_packus_epi16(words, words), 0b11_01_10_00);
+                for (r, acc) in acc.into_iter().enumerate() {
+                    let bytes = requantize_16(
+                        acc,
+                        offsets.map(|(offset, _)| offset),
+                        offsets.map(|(_, scale)| scale),
+                        zero_point,
+                    );
                     let at = (row + r) * n + column;
                     // SAFETY: `out` holds `m` rows of `n` bytes.
-                    unsafe {
-                        _mm_storeu_si128(
-                            out[at..at + COLUMNS].as_mut_ptr().cast(),
-                            _mm256_castsi256_si128(bytes),
-                        )
-                    };
+                    unsafe { _mm_storeu_si128(out[at..at + COLUMNS].as_mut_ptr().cast(), bytes) };
                 }
             }
         }
+    }
+
+    /// Two vectors of 8 int32 sums plus `offset`, requantised as
+    /// [`requantize`](super::requantize) does (times `scale` in float,
+    /// rounded half to even, plus `zero_point`, clamped) to 16 bytes in
+    /// order.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(crate) fn requantize_16(
+        sums: [__m256i; 2],
+        offset: [__m256i; 2],
+        scale: [__m256; 2],
+        zero_point: __m256i,
+    ) -> __m128i {
+        let [v0, v1] = [0, 1].map(|v| {
+            let sum = _mm256_add_epi32(sums[v], offset[v]);
+            let scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(sum), scale[v]);
+            // Round half to even (the default MXCSR mode).
+            let q = _mm256_add_epi32(_mm256_cvtps_epi32(scaled), zero_point);
+            _mm256_min_epi32(
+                _mm256_max_epi32(q, _mm256_setzero_si256()),
+                _mm256_set1_epi32(255),
+            )
+        });
+        // 16 int32 in [0, 255] to 16 bytes, in order.
+        let words = _mm256_permute4x64_epi64(_mm256_packus_epi32(v0, v1), 0b11_01_10_00);
+        let bytes = _mm256_permute4x64_epi64(_mm256_packus_epi16(words, words), 0b11_01_10_00);
+        _mm256_castsi256_si128(bytes)
     }
 }
 
