@@ -177,21 +177,38 @@ mod avx2 {
         exps: &mut [f32],
         out: &mut [i16],
     ) {
-        softmax.row_lanes(scores, exps, out);
+        let scale = _mm256_set1_ps(softmax.exponentials(scores, exps));
+        let zero_point = _mm256_set1_ps(softmax.zero_point);
+        let zero_point_int = _mm256_set1_epi32(softmax.zero_point as i32);
+        let top = _mm256_set1_epi32(255);
+        for (exps, out) in exps.chunks_exact(16).zip(out.chunks_exact_mut(16)) {
+            let [v0, v1] = [0, 8].map(|at| {
+                // SAFETY: `exps` holds 16 values.
+                let e = unsafe { _mm256_loadu_ps(exps[at..at + 8].as_ptr()) };
+                // Times, then plus (two roundings, as the plain loop), then
+                // rounded half to even (the default MXCSR mode).
+                let q = _mm256_cvtps_epi32(_mm256_add_ps(_mm256_mul_ps(e, scale), zero_point));
+                let q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), top);
+                _mm256_sub_epi32(q, zero_point_int)
+            });
+            // 16 int32 in [-255, 255] to 16 int16, in order.
+            let words = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0b11_01_10_00);
+            // SAFETY: `out` holds 16 values.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), words) };
+        }
     }
 
-    /// [`QSoftmax::row`] compiled for AVX2 (the same float operations, on
-    /// eight lanes, `roundps` for the rounding). Only call when
-    /// [`available`].
+    /// [`QSoftmax::row`] with AVX2, for rows of a multiple of 16 scores.
+    /// Only call when [`available`].
     pub(super) fn softmax_row(
         softmax: &QSoftmax,
         scores: &[u8],
         exps: &mut [f32],
         out: &mut [i16],
     ) {
-        debug_assert!(available());
-        // SAFETY: the function is safe Rust compiled for AVX2; it is called
-        // only after `available` found it on this CPU.
+        assert!(available() && scores.len().is_multiple_of(16));
+        assert!(exps.len() == scores.len() && out.len() == scores.len());
+        // SAFETY: the CPU has AVX2 (the caller checked `available`).
         unsafe { softmax_row_compiled_for_avx2(softmax, scores, exps, out) }
     }
 }
@@ -228,15 +245,27 @@ impl QSoftmax {
     /// same length).
     pub(crate) fn row(&self, scores: &[u8], exps: &mut [f32], out: &mut [i16]) {
         #[cfg(target_arch = "x86_64")]
-        if avx2::available() {
+        if scores.len().is_multiple_of(16) && avx2::available() {
             avx2::softmax_row(self, scores, exps, out);
             return;
         }
-        self.row_lanes(scores, exps, out);
+        self.row_scalar(scores, exps, out);
     }
 
+    fn row_scalar(&self, scores: &[u8], exps: &mut [f32], out: &mut [i16]) {
+        let scale = self.exponentials(scores, exps);
+        for (e, out) in exps.iter().zip(out.iter_mut()) {
+            let q = (e * scale + self.zero_point)
+                .round_ties_even()
+                .clamp(0.0, 255.0);
+            *out = (q - self.zero_point) as i16;
+        }
+    }
+
+    /// Each score's exponential into `exps`; returns the factor that turns
+    /// them into output quanta (`floor(1 / output_scale)` over their sum).
     #[inline(always)]
-    fn row_lanes(&self, scores: &[u8], exps: &mut [f32], out: &mut [i16]) {
+    fn exponentials(&self, scores: &[u8], exps: &mut [f32]) -> f32 {
         debug_assert!(scores.len().is_multiple_of(8));
         let max = scores.iter().copied().max().unwrap_or(255);
         let shifted = &self.table[usize::from(255 - max)..];
@@ -252,13 +281,7 @@ impl QSoftmax {
             }
         }
         let total = lanes.iter().fold(0.0f32, |sum, lane| sum + lane);
-        let scale = (1.0 / total) * self.inverse_output_scale;
-        for (e, out) in exps.iter().zip(out.iter_mut()) {
-            let q = (e * scale + self.zero_point)
-                .round_ties_even()
-                .clamp(0.0, 255.0);
-            *out = (q - self.zero_point) as i16;
-        }
+        (1.0 / total) * self.inverse_output_scale
     }
 }
 
@@ -302,7 +325,7 @@ mod tests {
         let mut exps = vec![0.0; 400];
         let (mut fast, mut plain) = (vec![0; 400], vec![0; 400]);
         softmax.row(&scores, &mut exps, &mut fast);
-        softmax.row_lanes(&scores, &mut exps, &mut plain);
+        softmax.row_scalar(&scores, &mut exps, &mut plain);
         assert_eq!(fast, plain);
         assert!(plain.iter().any(|v| *v > 0), "a degenerate test");
     }

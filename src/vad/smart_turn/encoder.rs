@@ -297,12 +297,10 @@ fn residual(hidden: &mut [f32], delta: &[u8], quant: Quant, bias: &[f32]) {
 
 /// Layer norm of each row of `input`, quantised.
 fn layer_norm(input: &[f32], norm: &Norm, quant: Quant, out: &mut [u8]) {
-    let mut row_out = vec![0.0; WIDTH];
+    let mut row_out = [0.0; WIDTH];
     for (row, out) in input.chunks_exact(WIDTH).zip(out.chunks_exact_mut(WIDTH)) {
         normalise(row, norm, &mut row_out);
-        for (o, x) in out.iter_mut().zip(&row_out) {
-            *o = quant.quantize(*x);
-        }
+        quant.quantize_all(&row_out, out);
     }
 }
 

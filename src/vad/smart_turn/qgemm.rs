@@ -148,7 +148,7 @@ pub(crate) mod avx2 {
 
     use crate::vad::smart_turn::qgemm::{COLUMNS, QLinear, ROWS};
 
-    pub(super) fn available() -> bool {
+    pub(crate) fn available() -> bool {
         is_x86_feature_detected!("avx2")
     }
 
@@ -220,6 +220,43 @@ pub(crate) mod avx2 {
         }
     }
 
+    /// [`Quant::quantize`] of each of `values` (a multiple of 8 of them)
+    /// into `out`. Only call when [`available`].
+    ///
+    /// [`Quant::quantize`]: crate::vad::smart_turn::weights::Quant::quantize
+    pub(crate) fn quantize(scale: f32, zero_point: u8, values: &[f32], out: &mut [u8]) {
+        assert!(available() && values.len().is_multiple_of(8) && out.len() == values.len());
+        // SAFETY: the CPU has AVX2 and the lengths are as `quantize_kernel`
+        // needs.
+        unsafe { quantize_kernel(scale, zero_point, values, out) }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2; `values` and `out` have the same length, a
+    /// multiple of 8.
+    #[target_feature(enable = "avx2")]
+    unsafe fn quantize_kernel(scale: f32, zero_point: u8, values: &[f32], out: &mut [u8]) {
+        let scale = _mm256_set1_ps(scale);
+        let zero_point = _mm256_set1_ps(f32::from(zero_point));
+        let top = _mm256_set1_ps(255.0);
+        for (values, out) in values.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
+            // SAFETY: 8 values to read and 8 bytes to write.
+            unsafe {
+                let x = _mm256_div_ps(_mm256_loadu_ps(values.as_ptr()), scale);
+                let rounded =
+                    _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+                // `max` first: it gives its second operand, 0, for a NaN,
+                // as the plain clamp and cast do.
+                let q = _mm256_add_ps(rounded, zero_point);
+                let q =
+                    _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(q, _mm256_setzero_ps()), top));
+                let words =
+                    _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+                _mm_storel_epi64(out.as_mut_ptr().cast(), _mm_packus_epi16(words, words));
+            }
+        }
+    }
+
     /// Two vectors of 8 int32 sums plus `offset`, requantised as
     /// [`requantize`](super::requantize) does (times `scale` in float,
     /// rounded half to even, plus `zero_point`, clamped) to 16 bytes in
@@ -287,6 +324,24 @@ mod tests {
         assert_eq!(requantize(7, 0.5, 10), 14); // 3.5 -> 4
         assert_eq!(requantize(-1000, 1.0, 10), 0);
         assert_eq!(requantize(1000, 1.0, 10), 255);
+    }
+
+    #[test]
+    fn quantizing_many_values_matches_one_at_a_time() {
+        let quant = crate::vad::smart_turn::weights::Quant {
+            scale: 0.5,
+            zero_point: 100,
+        };
+        // Ties (x / scale = n + 0.5) both ways, both clamps, a NaN, and a
+        // tail past the last whole vector.
+        let mut values: Vec<f32> = (-600..600).map(|i| i as f32 * 0.125).collect();
+        values.extend([f32::NAN, 1e9, -1e9, 0.25, 0.75, -0.25, -0.75]);
+        let mut all = vec![0; values.len()];
+        quant.quantize_all(&values, &mut all);
+        let one_by_one: Vec<u8> = values.iter().map(|x| quant.quantize(*x)).collect();
+        assert_eq!(all, one_by_one);
+        assert_eq!(quant.quantize(0.25), 100); // 0.5 -> 0
+        assert_eq!(quant.quantize(0.75), 102); // 1.5 -> 2
     }
 
     #[test]
