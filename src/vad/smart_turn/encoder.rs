@@ -97,8 +97,7 @@ impl Encoder {
         }
         let windows = &mut self.windows[..FRAMES * 3 * BANDS];
         windows_of_three(&frames, BANDS, 1, w.input.zero_point, windows);
-        w.conv1.run(windows, &mut self.conv);
-        w.conv1_lut.apply(&mut self.conv);
+        w.conv1.run_mapped(windows, &mut self.conv, &w.conv1_lut);
         let windows = &mut self.windows[..STEPS * 3 * WIDTH];
         windows_of_three(&self.conv, WIDTH, 2, w.conv1_gelu.zero_point, windows);
         let conv2 = &mut self.conv[..STEPS * WIDTH];
@@ -115,12 +114,15 @@ impl Encoder {
             layer.norm_1_out,
             &mut self.normed,
         );
-        layer.key.run(&self.normed, &mut self.keys);
-        layer.key_lut.apply(&mut self.keys);
-        layer.query.run(&self.normed, &mut self.queries);
-        layer.query_lut.apply(&mut self.queries);
-        layer.value.run(&self.normed, &mut self.values);
-        layer.value_lut.apply(&mut self.values);
+        layer
+            .key
+            .run_mapped(&self.normed, &mut self.keys, &layer.key_lut);
+        layer
+            .query
+            .run_mapped(&self.normed, &mut self.queries, &layer.query_lut);
+        layer
+            .value
+            .run_mapped(&self.normed, &mut self.values, &layer.value_lut);
         let (q_zero, k_zero, v_zero) = (
             i16::from(layer.query_scaled.zero_point),
             i16::from(layer.key_scaled.zero_point),
@@ -199,8 +201,9 @@ impl Encoder {
             layer.norm_2_out,
             &mut self.normed,
         );
-        layer.fc1.run(&self.normed, &mut self.wide);
-        layer.fc1_lut.apply(&mut self.wide);
+        layer
+            .fc1
+            .run_mapped(&self.normed, &mut self.wide, &layer.fc1_lut);
         layer.fc2.run(&self.wide, &mut self.projected);
         residual(
             &mut self.hidden,
@@ -214,8 +217,7 @@ impl Encoder {
     /// softmax over time, the steps' normalised features averaged by it.
     fn pool(&mut self, w: &Weights) -> Vec<f32> {
         let hidden = &mut self.wide[..STEPS * w.pool_1.n];
-        w.pool_1.run(&self.normed, hidden);
-        w.pool_lut.apply(hidden);
+        w.pool_1.run_mapped(&self.normed, hidden, &w.pool_lut);
         let mut scores = [0u8; STEPS];
         w.pool_2.run(hidden, &mut scores);
         let logits: Vec<f32> = scores
@@ -307,16 +309,29 @@ fn layer_norm(input: &[f32], norm: &Norm, quant: Quant, out: &mut [u8]) {
 /// ONNX `LayerNormalization` (epsilon 1e-5) of one row.
 fn normalise(row: &[f32], norm: &Norm, out: &mut [f32]) {
     let n = row.len() as f64;
-    let mean = row.iter().map(|x| f64::from(*x)).sum::<f64>() / n;
-    let var = row
-        .iter()
-        .map(|x| (f64::from(*x) - mean).powi(2))
-        .sum::<f64>()
-        / n;
+    let mean = sum_in_lanes(row, |x| x) / n;
+    let var = sum_in_lanes(row, |x| (x - mean).powi(2)) / n;
     let (mean, deviation) = (mean as f32, (var + 1e-5).sqrt() as f32);
     for (((o, x), g), b) in out.iter_mut().zip(row).zip(&norm.gain).zip(&norm.bias) {
         *o = (x - mean) / deviation * g + b;
     }
+}
+
+/// `Σ f(x)` in f64 over eight lanes (each summing every eighth value,
+/// then the lanes), so that the sums vectorise: the f64 sum of f32 values
+/// is exact whatever the order unless they span more than 29 bits of
+/// magnitude, and the squares' sum rounds at f64's precision, far below the
+/// f32 the norm is taken in.
+fn sum_in_lanes(row: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let chunks = row.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|x| f(f64::from(*x))).sum();
+    for chunk in chunks {
+        for (lane, x) in lanes.iter_mut().zip(chunk) {
+            *lane += f(f64::from(*x));
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
 }
 
 fn softmax(logits: &[f32]) -> Vec<f32> {

@@ -14,6 +14,8 @@
 //! offset[n])` with the AVX2 kernel when the CPU has it (detected at run
 //! time) and with the same arithmetic in plain Rust otherwise.
 
+use super::lut::ColumnLut;
+
 /// Output rows the AVX2 kernel computes at once.
 const ROWS: usize = 4;
 /// Output columns the AVX2 kernel computes at once (two vectors of 8).
@@ -91,6 +93,16 @@ impl QLinear {
 
     /// `out` (`[m][n]`) from `input` (`[m][k]`).
     pub(crate) fn run(&self, input: &[u8], out: &mut [u8]) {
+        self.run_then(input, out, None);
+    }
+
+    /// [`run`](QLinear::run), then each output through its column's table
+    /// in `lut` (while the kernel's outputs are in cache).
+    pub(crate) fn run_mapped(&self, input: &[u8], out: &mut [u8], lut: &ColumnLut) {
+        self.run_then(input, out, Some(lut));
+    }
+
+    fn run_then(&self, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
         let m = input.len() / self.k;
         debug_assert_eq!(out.len(), m * self.n);
         let whole = if self.panels.is_empty() {
@@ -100,11 +112,18 @@ impl QLinear {
         };
         #[cfg(target_arch = "x86_64")]
         if whole > 0 && avx2::available() {
-            avx2::run(self, &input[..whole * self.k], &mut out[..whole * self.n]);
-            self.run_scalar(&input[whole * self.k..], &mut out[whole * self.n..]);
+            let (vector, rest) = out.split_at_mut(whole * self.n);
+            avx2::run(self, &input[..whole * self.k], vector, lut);
+            self.run_scalar(&input[whole * self.k..], rest);
+            if let Some(lut) = lut {
+                lut.apply(rest);
+            }
             return;
         }
         self.run_scalar(input, out);
+        if let Some(lut) = lut {
+            lut.apply(out);
+        }
     }
 
     /// The same arithmetic, one output at a time.
@@ -146,6 +165,7 @@ pub(crate) fn requantize(sum: i32, scale: f32, zero_point: u8) -> u8 {
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
+    use crate::vad::smart_turn::lut::ColumnLut;
     use crate::vad::smart_turn::qgemm::{COLUMNS, QLinear, ROWS};
 
     pub(crate) fn available() -> bool {
@@ -154,11 +174,11 @@ pub(crate) mod avx2 {
 
     /// The product for whole blocks of 4 rows, if the CPU has AVX2 (the
     /// caller checked [`available`]).
-    pub(super) fn run(q: &QLinear, input: &[u8], out: &mut [u8]) {
+    pub(super) fn run(q: &QLinear, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
         assert!(available() && input.len().is_multiple_of(q.k));
         assert!(out.len() == input.len() / q.k * q.n && q.panels.len() == q.k * q.n);
         // SAFETY: the CPU has AVX2 and the shapes are as `kernel` needs.
-        unsafe { kernel(q, input, out) }
+        unsafe { kernel(q, input, out, lut) }
     }
 
     /// The product for whole blocks of 4 rows.
@@ -167,7 +187,7 @@ pub(crate) mod avx2 {
     /// The CPU must have AVX2; `input` is `[m][k]` and `out` `[m][n]` with
     /// `m` a multiple of 4; `q.panels` is filled.
     #[target_feature(enable = "avx2")]
-    unsafe fn kernel(q: &QLinear, input: &[u8], out: &mut [u8]) {
+    unsafe fn kernel(q: &QLinear, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
         let (k, n) = (q.k, q.n);
         let m = input.len() / k;
         let ones = _mm256_set1_epi16(1);
@@ -213,8 +233,14 @@ pub(crate) mod avx2 {
                         zero_point,
                     );
                     let at = (row + r) * n + column;
-                    // SAFETY: `out` holds `m` rows of `n` bytes.
-                    unsafe { _mm_storeu_si128(out[at..at + COLUMNS].as_mut_ptr().cast(), bytes) };
+                    let out = &mut out[at..at + COLUMNS];
+                    // SAFETY: `out` holds 16 bytes.
+                    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) };
+                    // The 16 columns' tables (4 KB) stay in cache over the
+                    // rows.
+                    if let Some(lut) = lut {
+                        lut.apply_from(column, out);
+                    }
                 }
             }
         }
@@ -354,6 +380,11 @@ mod tests {
             q.run_scalar(&input, &mut plain);
             assert_eq!(fast, plain, "k {k}, n {n}");
             assert!(plain.iter().any(|v| *v != plain[0]), "a degenerate test");
+            // With a table per column, applied in the kernel.
+            let lut = ColumnLut::new(n, |c, v| v.wrapping_mul(3).wrapping_add(c as u8));
+            q.run_mapped(&input, &mut fast, &lut);
+            lut.apply(&mut plain);
+            assert_eq!(fast, plain, "k {k}, n {n}, mapped");
         }
     }
 }
