@@ -216,8 +216,10 @@ mod avx2 {
 /// `QLinearSoftmax` over rows of uint8 scores, as MLAS's AVX2 kernel.
 #[derive(Debug, Clone)]
 pub(crate) struct QSoftmax {
-    /// `exp((i - 255 + shift) * scale)` for each byte `i`.
-    table: [f32; 256],
+    /// `exp((i - 255 + shift) * scale)` for each byte `i`, then zeros: a
+    /// byte plus a shift below 256 is an index the compiler can see is in
+    /// bounds.
+    table: [f32; 512],
     /// onnxruntime passes `floor(1 / output_scale)`, not `1 / output_scale`.
     inverse_output_scale: f32,
     zero_point: f32,
@@ -231,7 +233,11 @@ impl QSoftmax {
         // to spare, as onnxruntime does.
         let shift = (f64::from(f32::MAX / len as f32).ln() - 5.0).max(0.0) / f64::from(input_scale);
         let table = std::array::from_fn(|i| {
-            ((i as f64 - 255.0 + shift) * f64::from(input_scale)).exp() as f32
+            if i < 256 {
+                ((i as f64 - 255.0 + shift) * f64::from(input_scale)).exp() as f32
+            } else {
+                0.0
+            }
         });
         QSoftmax {
             table,
@@ -268,9 +274,10 @@ impl QSoftmax {
     fn exponentials(&self, scores: &[u8], exps: &mut [f32]) -> f32 {
         debug_assert!(scores.len().is_multiple_of(8));
         let max = scores.iter().copied().max().unwrap_or(255);
-        let shifted = &self.table[usize::from(255 - max)..];
+        // The row's maximum to the table's last value (no score passes it).
+        let shift = usize::from(255 - max);
         for (s, e) in scores.iter().zip(exps.iter_mut()) {
-            *e = shifted[usize::from(*s)];
+            *e = self.table[usize::from(*s) + shift];
         }
         // Eight lanes, each summing every eighth value in order, then the
         // lanes in order: the kernel's float rounding.
