@@ -17,6 +17,8 @@ use super::weights::{FF_WIDTH, HEAD_WIDTH, HEADS, Norm, Quant, STEPS, WIDTH, Wei
 pub(crate) struct Encoder {
     mel: LogMel,
     features: Vec<f32>,
+    /// The features quantised, by band then by frame.
+    quantized: Vec<u8>,
     /// Windows of three time steps, the convolutions' inputs.
     windows: Vec<u8>,
     conv: Vec<u8>,
@@ -46,6 +48,7 @@ impl Encoder {
         Encoder {
             mel: LogMel::new(),
             features: vec![0.0; BANDS * FRAMES],
+            quantized: vec![0; 2 * BANDS * FRAMES],
             windows: vec![0; FRAMES * 3 * BANDS.max(WIDTH)],
             conv: vec![0; FRAMES * WIDTH],
             hidden: vec![0.0; STEPS * WIDTH],
@@ -88,15 +91,17 @@ impl Encoder {
     }
 
     fn convolutions(&mut self, w: &Weights) {
-        // The features, quantised, as `[FRAMES][BANDS]`.
-        let mut frames = vec![0u8; FRAMES * BANDS];
-        for (b, band) in self.features.chunks_exact(FRAMES).enumerate() {
-            for (t, x) in band.iter().enumerate() {
-                frames[t * BANDS + b] = w.input.quantize(*x);
+        // The features, quantised (`[BANDS][FRAMES]`), then as
+        // `[FRAMES][BANDS]`.
+        let (bands, frames) = self.quantized.split_at_mut(BANDS * FRAMES);
+        w.input.quantize_all(&self.features, bands);
+        for (b, band) in bands.chunks_exact(FRAMES).enumerate() {
+            for (t, q) in band.iter().enumerate() {
+                frames[t * BANDS + b] = *q;
             }
         }
         let windows = &mut self.windows[..FRAMES * 3 * BANDS];
-        windows_of_three(&frames, BANDS, 1, w.input.zero_point, windows);
+        windows_of_three(frames, BANDS, 1, w.input.zero_point, windows);
         w.conv1.run_mapped(windows, &mut self.conv, &w.conv1_lut);
         let windows = &mut self.windows[..STEPS * 3 * WIDTH];
         windows_of_three(&self.conv, WIDTH, 2, w.conv1_gelu.zero_point, windows);
