@@ -323,10 +323,10 @@ fn normalise(row: &[f32], norm: &Norm, out: &mut [f32]) {
 }
 
 /// `Σ f(x)` in f64 over eight lanes (each summing every eighth value,
-/// then the lanes), so that the sums vectorise: the f64 sum of f32 values
-/// is exact whatever the order unless they span more than 29 bits of
-/// magnitude, and the squares' sum rounds at f64's precision, far below the
-/// f32 the norm is taken in.
+/// then the lanes), so that the sums vectorise: the f64 sum of a row of
+/// f32 values is exact whatever the order unless their magnitudes span
+/// about 2^20, and the squares' sum rounds at f64's precision, far below
+/// the f32 the norm is taken in.
 fn sum_in_lanes(row: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     let mut lanes = [0.0f64; 8];
     let chunks = row.chunks_exact(8);
