@@ -6,7 +6,7 @@
 //!
 //! [`ColumnLut`]: super::lut::ColumnLut
 
-use super::attention::{QSoftmax, matmul};
+use super::attention::{QSoftmax, Requant, pack, product};
 use super::features::{BANDS, FRAMES, LogMel};
 use super::lut::gelu;
 use super::qgemm::QLinear;
@@ -17,6 +17,8 @@ use super::weights::{FF_WIDTH, HEAD_WIDTH, HEADS, Norm, Quant, STEPS, WIDTH, Wei
 pub(crate) struct Encoder {
     mel: LogMel,
     features: Vec<f32>,
+    /// The features quantised, by band then by frame.
+    quantized: Vec<u8>,
     /// Windows of three time steps, the convolutions' inputs.
     windows: Vec<u8>,
     conv: Vec<u8>,
@@ -26,14 +28,16 @@ pub(crate) struct Encoder {
     keys: Vec<u8>,
     queries: Vec<u8>,
     values: Vec<u8>,
-    head_queries: Vec<f32>,
-    /// One head's keys, transposed: `[HEAD_WIDTH][STEPS]`.
-    head_keys: Vec<f32>,
-    head_values: Vec<f32>,
-    sums: Vec<f32>,
+    /// One head's queries minus their zero point, `[STEPS][HEAD_WIDTH]`.
+    head_queries: Vec<i16>,
+    /// One head's keys and values minus their zero points, packed as the
+    /// products read them.
+    head_keys: Vec<i16>,
+    head_values: Vec<i16>,
     scores: Vec<u8>,
     exps: Vec<f32>,
-    probabilities: Vec<f32>,
+    /// The softmax of the scores minus its zero point, `[STEPS][STEPS]`.
+    probabilities: Vec<i16>,
     context: Vec<u8>,
     projected: Vec<u8>,
     wide: Vec<u8>,
@@ -44,6 +48,7 @@ impl Encoder {
         Encoder {
             mel: LogMel::new(),
             features: vec![0.0; BANDS * FRAMES],
+            quantized: vec![0; 2 * BANDS * FRAMES],
             windows: vec![0; FRAMES * 3 * BANDS.max(WIDTH)],
             conv: vec![0; FRAMES * WIDTH],
             hidden: vec![0.0; STEPS * WIDTH],
@@ -51,13 +56,12 @@ impl Encoder {
             keys: vec![0; STEPS * WIDTH],
             queries: vec![0; STEPS * WIDTH],
             values: vec![0; STEPS * WIDTH],
-            head_queries: vec![0.0; STEPS * HEAD_WIDTH],
-            head_keys: vec![0.0; HEAD_WIDTH * STEPS],
-            head_values: vec![0.0; STEPS * HEAD_WIDTH],
-            sums: vec![0.0; STEPS * STEPS],
+            head_queries: vec![0; STEPS * HEAD_WIDTH],
+            head_keys: vec![0; HEAD_WIDTH * STEPS],
+            head_values: vec![0; STEPS * HEAD_WIDTH],
             scores: vec![0; STEPS * STEPS],
             exps: vec![0.0; STEPS],
-            probabilities: vec![0.0; STEPS * STEPS],
+            probabilities: vec![0; STEPS * STEPS],
             context: vec![0; STEPS * WIDTH],
             projected: vec![0; STEPS * WIDTH],
             wide: vec![0; STEPS * FF_WIDTH],
@@ -87,17 +91,18 @@ impl Encoder {
     }
 
     fn convolutions(&mut self, w: &Weights) {
-        // The features, quantised, as `[FRAMES][BANDS]`.
-        let mut frames = vec![0u8; FRAMES * BANDS];
-        for (b, band) in self.features.chunks_exact(FRAMES).enumerate() {
-            for (t, x) in band.iter().enumerate() {
-                frames[t * BANDS + b] = w.input.quantize(*x);
+        // The features, quantised (`[BANDS][FRAMES]`), then as
+        // `[FRAMES][BANDS]`.
+        let (bands, frames) = self.quantized.split_at_mut(BANDS * FRAMES);
+        w.input.quantize_all(&self.features, bands);
+        for (b, band) in bands.chunks_exact(FRAMES).enumerate() {
+            for (t, q) in band.iter().enumerate() {
+                frames[t * BANDS + b] = *q;
             }
         }
         let windows = &mut self.windows[..FRAMES * 3 * BANDS];
-        windows_of_three(&frames, BANDS, 1, w.input.zero_point, windows);
-        w.conv1.run(windows, &mut self.conv);
-        w.conv1_lut.apply(&mut self.conv);
+        windows_of_three(frames, BANDS, 1, w.input.zero_point, windows);
+        w.conv1.run_mapped(windows, &mut self.conv, &w.conv1_lut);
         let windows = &mut self.windows[..STEPS * 3 * WIDTH];
         windows_of_three(&self.conv, WIDTH, 2, w.conv1_gelu.zero_point, windows);
         let conv2 = &mut self.conv[..STEPS * WIDTH];
@@ -114,82 +119,76 @@ impl Encoder {
             layer.norm_1_out,
             &mut self.normed,
         );
-        layer.key.run(&self.normed, &mut self.keys);
-        layer.key_lut.apply(&mut self.keys);
-        layer.query.run(&self.normed, &mut self.queries);
-        layer.query_lut.apply(&mut self.queries);
-        layer.value.run(&self.normed, &mut self.values);
-        layer.value_lut.apply(&mut self.values);
+        layer
+            .key
+            .run_mapped(&self.normed, &mut self.keys, &layer.key_lut);
+        layer
+            .query
+            .run_mapped(&self.normed, &mut self.queries, &layer.query_lut);
+        layer
+            .value
+            .run_mapped(&self.normed, &mut self.values, &layer.value_lut);
         let (q_zero, k_zero, v_zero) = (
-            f32::from(layer.query_scaled.zero_point),
-            f32::from(layer.key_scaled.zero_point),
-            f32::from(layer.value_biased.zero_point),
+            i16::from(layer.query_scaled.zero_point),
+            i16::from(layer.key_scaled.zero_point),
+            i16::from(layer.value_biased.zero_point),
         );
-        let score_scale = layer.query_scaled.scale * layer.key_scaled.scale / layer.scores.scale;
-        let context_scale =
-            layer.probabilities.scale * layer.value_biased.scale / layer.context.scale;
+        let scores = Requant {
+            scale: layer.query_scaled.scale * layer.key_scaled.scale / layer.scores.scale,
+            zero_point: layer.scores.zero_point,
+        };
+        let context = Requant {
+            scale: layer.probabilities.scale * layer.value_biased.scale / layer.context.scale,
+            zero_point: layer.context.zero_point,
+        };
         let softmax = QSoftmax::new(
             STEPS,
             layer.scores.scale,
             layer.probabilities.scale,
             layer.probabilities.zero_point,
         );
-        let p_zero = f32::from(layer.probabilities.zero_point);
         for head in 0..HEADS {
-            let columns = head * HEAD_WIDTH..(head + 1) * HEAD_WIDTH;
-            for t in 0..STEPS {
-                let row = &self.queries[t * WIDTH..][columns.clone()];
-                for (d, q) in row.iter().enumerate() {
-                    self.head_queries[t * HEAD_WIDTH + d] = f32::from(*q) - q_zero;
-                }
-                let row = &self.keys[t * WIDTH..][columns.clone()];
-                for (d, k) in row.iter().enumerate() {
-                    self.head_keys[d * STEPS + t] = f32::from(*k) - k_zero;
-                }
-                let row = &self.values[t * WIDTH..][columns.clone()];
-                for (d, v) in row.iter().enumerate() {
-                    self.head_values[t * HEAD_WIDTH + d] = f32::from(*v) - v_zero;
+            let first = head * HEAD_WIDTH;
+            for (row, queries) in self
+                .head_queries
+                .chunks_exact_mut(HEAD_WIDTH)
+                .zip(self.queries.chunks_exact(WIDTH))
+            {
+                for (q, byte) in row.iter_mut().zip(&queries[first..first + HEAD_WIDTH]) {
+                    *q = i16::from(*byte) - q_zero;
                 }
             }
-            matmul(
+            let keys = &self.keys;
+            let key = |t: usize, d: usize| i16::from(keys[t * WIDTH + first + d]) - k_zero;
+            pack(STEPS, HEAD_WIDTH, key, &mut self.head_keys);
+            let values = &self.values;
+            let value = |d: usize, t: usize| i16::from(values[t * WIDTH + first + d]) - v_zero;
+            pack(HEAD_WIDTH, STEPS, value, &mut self.head_values);
+            product(
                 &self.head_queries,
-                &self.head_keys,
                 HEAD_WIDTH,
+                &self.head_keys,
                 STEPS,
-                &mut self.sums,
+                scores,
+                &mut self.scores,
+                STEPS,
             );
-            for (s, q) in self.sums.iter().zip(self.scores.iter_mut()) {
-                *q = super::qgemm::requantize(*s as i32, score_scale, layer.scores.zero_point);
-            }
             for (scores, probabilities) in self
                 .scores
                 .chunks_exact(STEPS)
                 .zip(self.probabilities.chunks_exact_mut(STEPS))
             {
-                let mut out = [0u8; STEPS];
-                softmax.row(scores, &mut self.exps, &mut out);
-                for (p, q) in probabilities.iter_mut().zip(out) {
-                    *p = f32::from(q) - p_zero;
-                }
+                softmax.row(scores, &mut self.exps, probabilities);
             }
-            let sums = &mut self.sums[..STEPS * HEAD_WIDTH];
-            matmul(
+            product(
                 &self.probabilities,
-                &self.head_values,
                 STEPS,
+                &self.head_values,
                 HEAD_WIDTH,
-                sums,
+                context,
+                &mut self.context[first..],
+                WIDTH,
             );
-            for (t, row) in sums.chunks_exact(HEAD_WIDTH).enumerate() {
-                let out = &mut self.context[t * WIDTH..][columns.clone()];
-                for (o, s) in out.iter_mut().zip(row) {
-                    *o = super::qgemm::requantize(
-                        *s as i32,
-                        context_scale,
-                        layer.context.zero_point,
-                    );
-                }
-            }
         }
         layer.out.run(&self.context, &mut self.projected);
         residual(
@@ -207,8 +206,9 @@ impl Encoder {
             layer.norm_2_out,
             &mut self.normed,
         );
-        layer.fc1.run(&self.normed, &mut self.wide);
-        layer.fc1_lut.apply(&mut self.wide);
+        layer
+            .fc1
+            .run_mapped(&self.normed, &mut self.wide, &layer.fc1_lut);
         layer.fc2.run(&self.wide, &mut self.projected);
         residual(
             &mut self.hidden,
@@ -222,8 +222,7 @@ impl Encoder {
     /// softmax over time, the steps' normalised features averaged by it.
     fn pool(&mut self, w: &Weights) -> Vec<f32> {
         let hidden = &mut self.wide[..STEPS * w.pool_1.n];
-        w.pool_1.run(&self.normed, hidden);
-        w.pool_lut.apply(hidden);
+        w.pool_1.run_mapped(&self.normed, hidden, &w.pool_lut);
         let mut scores = [0u8; STEPS];
         w.pool_2.run(hidden, &mut scores);
         let logits: Vec<f32> = scores
@@ -305,28 +304,39 @@ fn residual(hidden: &mut [f32], delta: &[u8], quant: Quant, bias: &[f32]) {
 
 /// Layer norm of each row of `input`, quantised.
 fn layer_norm(input: &[f32], norm: &Norm, quant: Quant, out: &mut [u8]) {
-    let mut row_out = vec![0.0; WIDTH];
+    let mut row_out = [0.0; WIDTH];
     for (row, out) in input.chunks_exact(WIDTH).zip(out.chunks_exact_mut(WIDTH)) {
         normalise(row, norm, &mut row_out);
-        for (o, x) in out.iter_mut().zip(&row_out) {
-            *o = quant.quantize(*x);
-        }
+        quant.quantize_all(&row_out, out);
     }
 }
 
 /// ONNX `LayerNormalization` (epsilon 1e-5) of one row.
 fn normalise(row: &[f32], norm: &Norm, out: &mut [f32]) {
     let n = row.len() as f64;
-    let mean = row.iter().map(|x| f64::from(*x)).sum::<f64>() / n;
-    let var = row
-        .iter()
-        .map(|x| (f64::from(*x) - mean).powi(2))
-        .sum::<f64>()
-        / n;
+    let mean = sum_in_lanes(row, |x| x) / n;
+    let var = sum_in_lanes(row, |x| (x - mean).powi(2)) / n;
     let (mean, deviation) = (mean as f32, (var + 1e-5).sqrt() as f32);
     for (((o, x), g), b) in out.iter_mut().zip(row).zip(&norm.gain).zip(&norm.bias) {
         *o = (x - mean) / deviation * g + b;
     }
+}
+
+/// `Σ f(x)` in f64 over eight lanes (each summing every eighth value,
+/// then the lanes), so that the sums vectorise: the f64 sum of a row of
+/// f32 values is exact whatever the order unless their magnitudes span
+/// about 2^20, and the squares' sum rounds at f64's precision, far below
+/// the f32 the norm is taken in.
+fn sum_in_lanes(row: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let chunks = row.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|x| f(f64::from(*x))).sum();
+    for chunk in chunks {
+        for (lane, x) in lanes.iter_mut().zip(chunk) {
+            *lane += f(f64::from(*x));
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
 }
 
 fn softmax(logits: &[f32]) -> Vec<f32> {

@@ -26,7 +26,20 @@ impl ColumnLut {
     /// Maps `values` (rows of `columns` bytes) in place.
     pub(crate) fn apply(&self, values: &mut [u8]) {
         for row in values.chunks_exact_mut(self.columns) {
-            for (v, table) in row.iter_mut().zip(self.table.chunks_exact(256)) {
+            self.apply_from(0, row);
+        }
+    }
+
+    /// Maps `values`, the columns from `first` on of one row, in place
+    /// (a table of one column maps every column).
+    pub(crate) fn apply_from(&self, first: usize, values: &mut [u8]) {
+        if self.columns == 1 {
+            for v in values {
+                *v = self.table[usize::from(*v)];
+            }
+        } else {
+            let tables = self.table[first * 256..].chunks_exact(256);
+            for (v, table) in values.iter_mut().zip(tables) {
                 *v = table[usize::from(*v)];
             }
         }
@@ -100,5 +113,12 @@ mod tests {
         let mut values = vec![1, 1, 250, 250];
         lut.apply(&mut values);
         assert_eq!(values, [1, 11, 250, 4]);
+        let mut second_column = [1, 250];
+        lut.apply_from(1, &mut second_column[..1]);
+        assert_eq!(second_column, [11, 250]);
+        let one = ColumnLut::new(1, |_, q| q / 2);
+        let mut values = vec![10, 20, 30];
+        one.apply_from(5, &mut values);
+        assert_eq!(values, [5, 10, 15]);
     }
 }

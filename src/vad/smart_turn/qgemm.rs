@@ -14,6 +14,8 @@
 //! offset[n])` with the AVX2 kernel when the CPU has it (detected at run
 //! time) and with the same arithmetic in plain Rust otherwise.
 
+use super::lut::ColumnLut;
+
 /// Output rows the AVX2 kernel computes at once.
 const ROWS: usize = 4;
 /// Output columns the AVX2 kernel computes at once (two vectors of 8).
@@ -91,6 +93,16 @@ impl QLinear {
 
     /// `out` (`[m][n]`) from `input` (`[m][k]`).
     pub(crate) fn run(&self, input: &[u8], out: &mut [u8]) {
+        self.run_then(input, out, None);
+    }
+
+    /// [`run`](QLinear::run), then each output through its column's table
+    /// in `lut` (while the kernel's outputs are in cache).
+    pub(crate) fn run_mapped(&self, input: &[u8], out: &mut [u8], lut: &ColumnLut) {
+        self.run_then(input, out, Some(lut));
+    }
+
+    fn run_then(&self, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
         let m = input.len() / self.k;
         debug_assert_eq!(out.len(), m * self.n);
         let whole = if self.panels.is_empty() {
@@ -100,11 +112,18 @@ impl QLinear {
         };
         #[cfg(target_arch = "x86_64")]
         if whole > 0 && avx2::available() {
-            avx2::run(self, &input[..whole * self.k], &mut out[..whole * self.n]);
-            self.run_scalar(&input[whole * self.k..], &mut out[whole * self.n..]);
+            let (vector, rest) = out.split_at_mut(whole * self.n);
+            avx2::run(self, &input[..whole * self.k], vector, lut);
+            self.run_scalar(&input[whole * self.k..], rest);
+            if let Some(lut) = lut {
+                lut.apply(rest);
+            }
             return;
         }
         self.run_scalar(input, out);
+        if let Some(lut) = lut {
+            lut.apply(out);
+        }
     }
 
     /// The same arithmetic, one output at a time.
@@ -143,22 +162,23 @@ pub(crate) fn requantize(sum: i32, scale: f32, zero_point: u8) -> u8 {
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod avx2 {
+pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
+    use crate::vad::smart_turn::lut::ColumnLut;
     use crate::vad::smart_turn::qgemm::{COLUMNS, QLinear, ROWS};
 
-    pub(super) fn available() -> bool {
+    pub(crate) fn available() -> bool {
         is_x86_feature_detected!("avx2")
     }
 
     /// The product for whole blocks of 4 rows, if the CPU has AVX2 (the
     /// caller checked [`available`]).
-    pub(super) fn run(q: &QLinear, input: &[u8], out: &mut [u8]) {
+    pub(super) fn run(q: &QLinear, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
         assert!(available() && input.len().is_multiple_of(q.k));
         assert!(out.len() == input.len() / q.k * q.n && q.panels.len() == q.k * q.n);
         // SAFETY: the CPU has AVX2 and the shapes are as `kernel` needs.
-        unsafe { kernel(q, input, out) }
+        unsafe { kernel(q, input, out, lut) }
     }
 
     /// The product for whole blocks of 4 rows.
@@ -167,13 +187,11 @@ mod avx2 {
     /// The CPU must have AVX2; `input` is `[m][k]` and `out` `[m][n]` with
     /// `m` a multiple of 4; `q.panels` is filled.
     #[target_feature(enable = "avx2")]
-    unsafe fn kernel(q: &QLinear, input: &[u8], out: &mut [u8]) {
+    unsafe fn kernel(q: &QLinear, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
         let (k, n) = (q.k, q.n);
         let m = input.len() / k;
         let ones = _mm256_set1_epi16(1);
         let zero_point = _mm256_set1_epi32(i32::from(q.zero_point));
-        let top = _mm256_set1_epi32(255);
-        let bottom = _mm256_setzero_si256();
         for block in 0..n / COLUMNS {
             let panel = &q.panels[block * COLUMNS * k..(block + 1) * COLUMNS * k];
             let column = block * COLUMNS;
@@ -207,31 +225,90 @@ mod avx2 {
                         }
                     }
                 }
-                for (r, acc) in acc.iter().enumerate() {
-                    let [v0, v1] = [0, 1].map(|v| {
-                        let (offset, scale) = offsets[v];
-                        let sum = _mm256_add_epi32(acc[v], offset);
-                        let scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(sum), scale);
-                        // Round half to even (the default MXCSR mode).
-                        let q = _mm256_add_epi32(_mm256_cvtps_epi32(scaled), zero_point);
-                        _mm256_min_epi32(_mm256_max_epi32(q, bottom), top)
-                    });
-                    // 16 int32 in [0, 255] to 16 bytes, in order.
-                    let words =
-                        _mm256_permute4x64_epi64(_mm256_packus_epi32(v0, v1), 0b11_01_10_00);
-                    let bytes =
-                        _mm256_permute4x64_epi64(_mm256_packus_epi16(words, words), 0b11_01_10_00);
+                for (r, acc) in acc.into_iter().enumerate() {
+                    let bytes = requantize_16(
+                        acc,
+                        offsets.map(|(offset, _)| offset),
+                        offsets.map(|(_, scale)| scale),
+                        zero_point,
+                    );
                     let at = (row + r) * n + column;
-                    // SAFETY: `out` holds `m` rows of `n` bytes.
-                    unsafe {
-                        _mm_storeu_si128(
-                            out[at..at + COLUMNS].as_mut_ptr().cast(),
-                            _mm256_castsi256_si128(bytes),
-                        )
-                    };
+                    let out = &mut out[at..at + COLUMNS];
+                    // SAFETY: `out` holds 16 bytes.
+                    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) };
+                    // The 16 columns' tables (4 KB) stay in cache over the
+                    // rows.
+                    if let Some(lut) = lut {
+                        lut.apply_from(column, out);
+                    }
                 }
             }
         }
+    }
+
+    /// [`Quant::quantize`] of each of `values` (a multiple of 8 of them)
+    /// into `out`. Only call when [`available`].
+    ///
+    /// [`Quant::quantize`]: crate::vad::smart_turn::weights::Quant::quantize
+    pub(crate) fn quantize(scale: f32, zero_point: u8, values: &[f32], out: &mut [u8]) {
+        assert!(available() && values.len().is_multiple_of(8) && out.len() == values.len());
+        // SAFETY: the CPU has AVX2 and the lengths are as `quantize_kernel`
+        // needs.
+        unsafe { quantize_kernel(scale, zero_point, values, out) }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2; `values` and `out` have the same length, a
+    /// multiple of 8.
+    #[target_feature(enable = "avx2")]
+    unsafe fn quantize_kernel(scale: f32, zero_point: u8, values: &[f32], out: &mut [u8]) {
+        let scale = _mm256_set1_ps(scale);
+        let zero_point = _mm256_set1_ps(f32::from(zero_point));
+        let top = _mm256_set1_ps(255.0);
+        for (values, out) in values.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
+            // SAFETY: 8 values to read and 8 bytes to write.
+            unsafe {
+                let x = _mm256_div_ps(_mm256_loadu_ps(values.as_ptr()), scale);
+                let rounded =
+                    _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+                // `max` first: it gives its second operand, 0, for a NaN,
+                // as the plain clamp and cast do.
+                let q = _mm256_add_ps(rounded, zero_point);
+                let q =
+                    _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(q, _mm256_setzero_ps()), top));
+                let words =
+                    _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+                _mm_storel_epi64(out.as_mut_ptr().cast(), _mm_packus_epi16(words, words));
+            }
+        }
+    }
+
+    /// Two vectors of 8 int32 sums plus `offset`, requantised as
+    /// [`requantize`](super::requantize) does (times `scale` in float,
+    /// rounded half to even, plus `zero_point`, clamped) to 16 bytes in
+    /// order.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(crate) fn requantize_16(
+        sums: [__m256i; 2],
+        offset: [__m256i; 2],
+        scale: [__m256; 2],
+        zero_point: __m256i,
+    ) -> __m128i {
+        let [v0, v1] = [0, 1].map(|v| {
+            let sum = _mm256_add_epi32(sums[v], offset[v]);
+            let scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(sum), scale[v]);
+            // Round half to even (the default MXCSR mode).
+            let q = _mm256_add_epi32(_mm256_cvtps_epi32(scaled), zero_point);
+            _mm256_min_epi32(
+                _mm256_max_epi32(q, _mm256_setzero_si256()),
+                _mm256_set1_epi32(255),
+            )
+        });
+        // 16 int32 in [0, 255] to 16 bytes, in order.
+        let words = _mm256_permute4x64_epi64(_mm256_packus_epi32(v0, v1), 0b11_01_10_00);
+        let bytes = _mm256_permute4x64_epi64(_mm256_packus_epi16(words, words), 0b11_01_10_00);
+        _mm256_castsi256_si128(bytes)
     }
 }
 
@@ -276,6 +353,24 @@ mod tests {
     }
 
     #[test]
+    fn quantizing_many_values_matches_one_at_a_time() {
+        let quant = crate::vad::smart_turn::weights::Quant {
+            scale: 0.5,
+            zero_point: 100,
+        };
+        // Ties (x / scale = n + 0.5) both ways, both clamps, a NaN, and a
+        // tail past the last whole vector.
+        let mut values: Vec<f32> = (-600..600).map(|i| i as f32 * 0.125).collect();
+        values.extend([f32::NAN, 1e9, -1e9, 0.25, 0.75, -0.25, -0.75]);
+        let mut all = vec![0; values.len()];
+        quant.quantize_all(&values, &mut all);
+        let one_by_one: Vec<u8> = values.iter().map(|x| quant.quantize(*x)).collect();
+        assert_eq!(all, one_by_one);
+        assert_eq!(quant.quantize(0.25), 100); // 0.5 -> 0
+        assert_eq!(quant.quantize(0.75), 102); // 1.5 -> 2
+    }
+
+    #[test]
     fn the_vector_kernel_matches_the_scalar_arithmetic() {
         for (k, n) in [(384, 32), (240, 16), (8, 48)] {
             let (q, input) = layer(k, n, k as u32);
@@ -285,6 +380,11 @@ mod tests {
             q.run_scalar(&input, &mut plain);
             assert_eq!(fast, plain, "k {k}, n {n}");
             assert!(plain.iter().any(|v| *v != plain[0]), "a degenerate test");
+            // With a table per column, applied in the kernel.
+            let lut = ColumnLut::new(n, |c, v| v.wrapping_mul(3).wrapping_add(c as u8));
+            q.run_mapped(&input, &mut fast, &lut);
+            lut.apply(&mut plain);
+            assert_eq!(fast, plain, "k {k}, n {n}, mapped");
         }
     }
 }

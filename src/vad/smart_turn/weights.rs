@@ -46,6 +46,20 @@ impl Quant {
         ((x / self.scale).round_ties_even() + f32::from(self.zero_point)).clamp(0.0, 255.0) as u8
     }
 
+    /// [`quantize`](Quant::quantize) of each of `values` into `out`.
+    pub(crate) fn quantize_all(self, values: &[f32], out: &mut [u8]) {
+        let mut whole = 0;
+        #[cfg(target_arch = "x86_64")]
+        if super::qgemm::avx2::available() {
+            whole = values.len() / 8 * 8;
+            let (values, out) = (&values[..whole], &mut out[..whole]);
+            super::qgemm::avx2::quantize(self.scale, self.zero_point, values, out);
+        }
+        for (out, x) in out[whole..].iter_mut().zip(&values[whole..]) {
+            *out = self.quantize(*x);
+        }
+    }
+
     /// ONNX `DequantizeLinear`.
     #[inline(always)]
     pub(crate) fn dequantize(self, q: u8) -> f32 {
