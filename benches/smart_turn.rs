@@ -4,13 +4,16 @@
 //!
 //! - `smart_turn/decision`: `end_of_turn_probability`, all of it.
 //! - `smart_turn/features`: the features alone.
+//! - then CPU time a decision (the process's user and system time over 3
+//!   batches of 20 decisions, their median): on a loaded machine the wall
+//!   clock also counts the waits for a core.
 //!
 //! Compare with `python3 benches/smart_turn_onnxruntime.py` (onnxruntime as
-//! Pipecat runs it, one thread, timed the same way).
+//! Pipecat runs it, one thread, timed both ways).
 //!
 //! Run with: `cargo bench --bench smart_turn`
 
-#![allow(clippy::expect_used)] // benchmark set-up may panic
+#![allow(clippy::expect_used, clippy::print_stdout)] // a benchmark's set-up and report
 
 use std::hint::black_box;
 use std::path::Path;
@@ -19,6 +22,9 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use voxpipe::audio::wav::read_wav;
 use voxpipe::vad::{EndOfTurnModel, SmartTurnModel};
+
+mod proc_stats;
+use proc_stats::{clock_ticks_per_sec, cpu_ticks};
 
 fn turn() -> Vec<i16> {
     let path =
@@ -39,6 +45,21 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(model.features(black_box(&turn))))
     });
     group.finish();
+    let ticks_per_ms = clock_ticks_per_sec() / 1000.0;
+    let mut batches: Vec<f64> = (0..3)
+        .map(|_| {
+            let before = cpu_ticks(std::process::id());
+            for _ in 0..20 {
+                black_box(model.end_of_turn_probability(black_box(&turn)));
+            }
+            (cpu_ticks(std::process::id()) - before) as f64 / ticks_per_ms / 20.0
+        })
+        .collect();
+    batches.sort_by(f64::total_cmp);
+    println!(
+        "smart_turn/decision CPU time: {:.1} ms (batches of 20: {:.1}, {:.1}, {:.1} ms)",
+        batches[1], batches[0], batches[1], batches[2]
+    );
 }
 
 criterion_group!(smart_turn, benches);
