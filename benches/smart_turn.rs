@@ -23,6 +23,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use voxpipe::audio::wav::read_wav;
 use voxpipe::vad::{EndOfTurnModel, SmartTurnModel};
 
+#[allow(dead_code)] // shared by the benchmarks; this one reads CPU time only
 mod proc_stats;
 use proc_stats::{clock_ticks_per_sec, cpu_ticks};
 
