@@ -18,6 +18,7 @@
 //! the per-frame path.
 
 pub mod error;
+mod half_band;
 pub mod mulaw;
 pub mod opus;
 pub mod pcm;
