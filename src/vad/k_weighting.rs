@@ -171,53 +171,60 @@ impl KWeighting {
     fn block_energy(&self, state: &mut KState, block: &[i16; BLOCK]) -> f64 {
         #[cfg(target_arch = "x86_64")]
         if crate::vad::silero::has_avx2_fma() {
-            return x86::block_energy_avx2(self, state, block);
+            let lanes = x86::run_lanes_avx(self, state, block);
+            return self.combine(&lanes, state);
         }
-        self.block_energy_lanes(state, block)
+        let lanes = self.run_lanes(state, block);
+        self.combine(&lanes, state)
     }
 
-    #[inline(always)]
-    fn block_energy_lanes(&self, state: &mut KState, block: &[i16; BLOCK]) -> f64 {
-        // shelf[v][l], pass[v][l]: state variable v of lane l. Lane 0
-        // starts from the true state, the others from rest.
-        let mut shelf = [[0.0; LANES]; 2];
-        let mut pass = [[0.0; LANES]; 2];
-        shelf[0][0] = state[0];
-        shelf[1][0] = state[1];
-        pass[0][0] = state[2];
-        pass[1][0] = state[3];
-        let mut energy = [0.0; LANES];
-        // cross[k][l]: Σ y r_k in lane l.
-        let mut cross = [[0.0; LANES]; STATES];
+    /// Runs the block's lanes: the first from `state`, the others from
+    /// rest.
+    fn run_lanes(&self, state: &KState, block: &[i16; BLOCK]) -> Lanes {
+        let mut lanes = Lanes::starting_from(state);
         for n in 0..LANE_LEN {
             let input: [f64; LANES] = std::array::from_fn(|l| f64::from(block[l * LANE_LEN + n]));
-            let shelved = self.high_shelf.step_lanes(&mut shelf, input);
-            let y = self.high_pass.step_lanes(&mut pass, shelved);
+            let shelved = self.high_shelf.step_lanes(&mut lanes.shelf, input);
+            let y = self.high_pass.step_lanes(&mut lanes.pass, shelved);
             let r = &self.response[n];
             for l in 0..LANES {
-                energy[l] += y[l] * y[l];
+                lanes.energy[l] += y[l] * y[l];
                 for k in 0..STATES {
-                    cross[k][l] += y[l] * r[k];
+                    lanes.cross[k][l] += y[l] * r[k];
                 }
             }
         }
+        lanes
+    }
+
+    /// The block's energy from its lanes; leaves the filter's state at the
+    /// block's end in `state`.
+    fn combine(&self, lanes: &Lanes, state: &mut KState) -> f64 {
         // Lane 0 was exact; each later lane is corrected by the response
         // to the true state it starts in, which is where the lane before
         // ended.
-        let mut total = energy[0];
-        let mut start = [shelf[0][0], shelf[1][0], pass[0][0], pass[1][0]];
+        let end_of = |l: usize| {
+            [
+                lanes.shelf[0][l],
+                lanes.shelf[1][l],
+                lanes.pass[0][l],
+                lanes.pass[1][l],
+            ]
+        };
+        let mut total = lanes.energy[0];
+        let mut start = end_of(0);
         for l in 1..LANES {
             let mut correction = 0.0;
-            let mut end = [shelf[0][l], shelf[1][l], pass[0][l], pass[1][l]];
+            let mut end = end_of(l);
             for k in 0..STATES {
                 let mut gram_start = 0.0;
                 for j in 0..STATES {
                     gram_start += self.gram[k][j] * start[j];
                     end[j] += self.transition[k][j] * start[k];
                 }
-                correction += start[k] * (2.0 * cross[k][l] + gram_start);
+                correction += start[k] * (2.0 * lanes.cross[k][l] + gram_start);
             }
-            total += energy[l] + correction;
+            total += lanes.energy[l] + correction;
             start = end;
         }
         *state = start;
@@ -225,31 +232,114 @@ impl KWeighting {
     }
 }
 
-/// The AVX2 build of the block energy (four f64 lanes in one register).
+/// What a block's lanes leave: `[v][l]` is variable `v` of lane `l`.
+#[derive(Debug, Default)]
+struct Lanes {
+    shelf: [[f64; LANES]; 2],
+    pass: [[f64; LANES]; 2],
+    /// `Σ y²` per lane.
+    energy: [f64; LANES],
+    /// `cross[k][l]`: `Σ y r_k` in lane `l`.
+    cross: [[f64; LANES]; STATES],
+}
+
+impl Lanes {
+    /// Lane 0 in `state`, the others at rest.
+    fn starting_from(state: &KState) -> Self {
+        let mut lanes = Lanes::default();
+        lanes.shelf[0][0] = state[0];
+        lanes.shelf[1][0] = state[1];
+        lanes.pass[0][0] = state[2];
+        lanes.pass[1][0] = state[3];
+        lanes
+    }
+}
+
+/// The AVX build of the lanes: the four lanes in one register, the same
+/// operations in the same order as the portable build (unfused), so the
+/// same sums.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86 {
-    use super::{BLOCK, KState, KWeighting};
+    use std::arch::x86_64::{
+        __m256d, _mm256_add_pd, _mm256_mul_pd, _mm256_set_pd, _mm256_set1_pd, _mm256_setzero_pd,
+        _mm256_storeu_pd, _mm256_sub_pd,
+    };
 
+    use super::{BLOCK, KState, KWeighting, LANE_LEN, Lanes, STATES};
+
+    /// `[a, b, c, d]` as lanes 0 to 3.
     #[target_feature(enable = "avx2,fma")]
-    fn block_energy_compiled_for_avx2(
-        filter: &KWeighting,
-        state: &mut KState,
-        block: &[i16; BLOCK],
-    ) -> f64 {
-        filter.block_energy_lanes(state, block)
+    fn lanes_of(values: [f64; 4]) -> __m256d {
+        _mm256_set_pd(values[3], values[2], values[1], values[0])
     }
 
-    /// Only call when `has_avx2_fma`.
-    pub(super) fn block_energy_avx2(
+    #[target_feature(enable = "avx2,fma")]
+    fn to_array(vector: __m256d) -> [f64; 4] {
+        let mut out = [0.0; 4];
+        // SAFETY: `out` has room for the four lanes.
+        unsafe { _mm256_storeu_pd(out.as_mut_ptr(), vector) };
+        out
+    }
+
+    /// One biquad step in each lane (`Biquad::step`'s operations).
+    #[target_feature(enable = "avx2,fma")]
+    fn step(b: [__m256d; 3], a: [__m256d; 2], state: &mut [__m256d; 2], x: __m256d) -> __m256d {
+        let output = _mm256_add_pd(state[0], _mm256_mul_pd(b[0], x));
+        state[0] = _mm256_sub_pd(
+            _mm256_add_pd(state[1], _mm256_mul_pd(x, b[1])),
+            _mm256_mul_pd(output, a[0]),
+        );
+        state[1] = _mm256_sub_pd(_mm256_mul_pd(x, b[2]), _mm256_mul_pd(output, a[1]));
+        output
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn run_lanes_compiled_for_avx(
         filter: &KWeighting,
-        state: &mut KState,
+        state: &KState,
         block: &[i16; BLOCK],
-    ) -> f64 {
-        // SAFETY: safe Rust compiled for AVX2 and FMA (unfused: the
-        // arithmetic is the portable build's), called only after
+    ) -> Lanes {
+        let coefficients = |biquad: &super::Biquad| {
+            (
+                biquad.b.map(|b| _mm256_set1_pd(b)),
+                [_mm256_set1_pd(biquad.a[1]), _mm256_set1_pd(biquad.a[2])],
+            )
+        };
+        let (shelf_b, shelf_a) = coefficients(&filter.high_shelf);
+        let (pass_b, pass_a) = coefficients(&filter.high_pass);
+        let start = Lanes::starting_from(state);
+        let mut shelf = start.shelf.map(|v| lanes_of(v));
+        let mut pass = start.pass.map(|v| lanes_of(v));
+        let mut energy = _mm256_setzero_pd();
+        let mut cross = [_mm256_setzero_pd(); STATES];
+        for n in 0..LANE_LEN {
+            let x = lanes_of(std::array::from_fn(|l| f64::from(block[l * LANE_LEN + n])));
+            let shelved = step(shelf_b, shelf_a, &mut shelf, x);
+            let y = step(pass_b, pass_a, &mut pass, shelved);
+            energy = _mm256_add_pd(energy, _mm256_mul_pd(y, y));
+            let r = &filter.response[n];
+            for k in 0..STATES {
+                cross[k] = _mm256_add_pd(cross[k], _mm256_mul_pd(y, _mm256_set1_pd(r[k])));
+            }
+        }
+        Lanes {
+            shelf: shelf.map(|v| to_array(v)),
+            pass: pass.map(|v| to_array(v)),
+            energy: to_array(energy),
+            cross: cross.map(|v| to_array(v)),
+        }
+    }
+
+    /// Only call when the CPU has AVX2 and FMA.
+    pub(super) fn run_lanes_avx(
+        filter: &KWeighting,
+        state: &KState,
+        block: &[i16; BLOCK],
+    ) -> Lanes {
+        // SAFETY: compiled for AVX2 and FMA, called only after
         // `has_avx2_fma` found both on this CPU.
-        unsafe { block_energy_compiled_for_avx2(filter, state, block) }
+        unsafe { run_lanes_compiled_for_avx(filter, state, block) }
     }
 }
 
@@ -279,7 +369,11 @@ mod tests {
                 let tone = 12_000.0 * (2.0 * PI * 440.0 * i as f64 / 16_000.0).sin();
                 // A loud stretch, then a quiet one: the state the quiet
                 // lanes start in matters.
-                (if i < len / 2 { tone + noise } else { noise / 50.0 }) as i16
+                (if i < len / 2 {
+                    tone + noise
+                } else {
+                    noise / 50.0
+                }) as i16
             })
             .collect()
     }
@@ -308,9 +402,20 @@ mod tests {
             // The portable build, which the test machine may not pick.
             let block = samples.first_chunk::<BLOCK>().expect("a block");
             let mut state = [0.0; STATES];
-            let energy = filter.block_energy_lanes(&mut state, block);
+            let lanes = filter.run_lanes(&state, block);
+            let energy = filter.combine(&lanes, &mut state);
+            #[cfg(target_arch = "x86_64")]
+            if crate::vad::silero::has_avx2_fma() {
+                // The same operations in the same order: the same sums.
+                let avx = x86::run_lanes_avx(&filter, &[0.0; STATES], block);
+                assert_eq!(avx.energy, lanes.energy);
+                assert_eq!(avx.cross, lanes.cross);
+            }
             let expected = serial_energy(&filter, &mut [0.0; STATES], block);
-            assert!((energy - expected).abs() <= 1e-12 * expected, "{energy} vs {expected}");
+            assert!(
+                (energy - expected).abs() <= 1e-12 * expected,
+                "{energy} vs {expected}"
+            );
         }
     }
 }

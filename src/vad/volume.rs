@@ -161,9 +161,7 @@ impl RollingVolume {
             // The window starts full of silence (see the module docs):
             // silence before the stream adds nothing to the energy, nor to
             // the filter's state.
-            let energy = self
-                .filter
-                .energy(&mut KState::default(), recent);
+            let energy = self.filter.energy(&mut KState::default(), recent);
             return (chunk_volume, block_volume(energy / self.window as f64));
         }
         // The tail lines up with the window's end unless a chunk of another
@@ -174,9 +172,7 @@ impl RollingVolume {
         } else {
             (self.window, 0.0)
         };
-        let head_energy = self
-            .filter
-            .energy(&mut KState::default(), &recent[..head]);
+        let head_energy = self.filter.energy(&mut KState::default(), &recent[..head]);
         (
             chunk_volume,
             block_volume((head_energy + tail_energy) / self.window as f64),
