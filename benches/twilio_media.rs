@@ -21,6 +21,7 @@
 //! Run with: `cargo bench --bench twilio_media [-- --secs N]`
 
 #![allow(clippy::expect_used)] // benchmark set-up may panic
+#![allow(clippy::print_stdout)] // the result is printed
 
 use std::hint::black_box;
 use std::path::Path;

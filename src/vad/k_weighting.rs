@@ -187,10 +187,10 @@ impl KWeighting {
             let shelved = self.high_shelf.step_lanes(&mut lanes.shelf, input);
             let y = self.high_pass.step_lanes(&mut lanes.pass, shelved);
             let r = &self.response[n];
-            for l in 0..LANES {
-                lanes.energy[l] += y[l] * y[l];
-                for k in 0..STATES {
-                    lanes.cross[k][l] += y[l] * r[k];
+            for (l, &y) in y.iter().enumerate() {
+                lanes.energy[l] += y * y;
+                for (cross, &r) in lanes.cross.iter_mut().zip(r) {
+                    cross[l] += y * r;
                 }
             }
         }
