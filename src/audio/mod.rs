@@ -8,6 +8,7 @@
 //! | [`pcm`] | float conversion, mixdown, RMS/dBFS, little-endian bytes, gain |
 //! | [`mulaw`] | G.711 mu-law, bit-exact with the classic tables (Twilio audio) |
 //! | [`resample`] | [`StreamResampler`]: stateful 20 ms block resampling, any direction |
+//! | `half_band` | [`StreamResampler`]'s stage for twice or half the rate (8 ↔ 16 kHz): a half-band filter, no blocks |
 //! | [`opus`] | [`OpusEncoder`] / [`OpusDecoder`]: 48 kHz mono, 20 ms frames (WebRTC audio) |
 //! | [`wav`] | [`read_wav`], [`WavWriter`], [`write_wav`] |
 //!
@@ -18,6 +19,7 @@
 //! the per-frame path.
 
 pub mod error;
+mod half_band;
 pub mod mulaw;
 pub mod opus;
 pub mod pcm;

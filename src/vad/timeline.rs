@@ -153,11 +153,12 @@ mod tests {
         for i in 0..10 {
             produced += input.convert(&frame(8_000, 1, ms(20 * i))).unwrap().len();
         }
-        // 200 ms in; 10 ms still in the resampler's delay line.
+        // 200 ms in, 200 ms out: the resampler's delay line holds the
+        // start of the stream's output.
         assert_eq!(produced, 3200);
-        // Model sample 160 is the first input sample (10 ms delay).
-        assert_eq!(input.time_of(160), ms(0));
-        assert_eq!(input.time_of(160 + 1600), ms(100));
+        // Model sample 96 is the first input sample (6 ms delay).
+        assert_eq!(input.time_of(96), ms(0));
+        assert_eq!(input.time_of(96 + 1600), ms(100));
     }
 
     #[test]

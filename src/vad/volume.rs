@@ -45,9 +45,13 @@
 //! over each chunk and kept per chunk. The difference is far below
 //! libloudness's own 0.1 LU steps (the tests compare with the `loudness`
 //! package on real speech).
+//!
+//! The filter itself ([`k_weighting`](super::k_weighting)) runs four
+//! stretches of the samples side by side, as vectors.
 
 use std::collections::VecDeque;
-use std::f64::consts::PI;
+
+use super::k_weighting::{KState, KWeighting};
 
 /// The rolling window, seconds: a BS.1770 gating block.
 pub const VOLUME_WINDOW_SECS: f64 = 0.4;
@@ -68,88 +72,6 @@ const SMOOTHING: f64 = 0.2;
 /// `i16` samples as Pipecat's floats: `sample / 32768`, so energies scale
 /// by `2^-30` (exactly: a power of two).
 const SAMPLE_ENERGY_SCALE: f64 = 1.0 / (1u64 << 30) as f64;
-
-/// A biquad with `a0` normalised to 1, run in direct form II transposed.
-#[derive(Debug, Clone, Copy)]
-struct Biquad {
-    b: [f64; 3],
-    a: [f64; 3],
-}
-
-impl Biquad {
-    /// Filters the next input sample; `state` starts at zero for a new
-    /// signal.
-    #[inline(always)]
-    fn step(&self, state: &mut [f64; 2], input: f64) -> f64 {
-        let output = state[0] + self.b[0] * input;
-        state[0] = state[1] + input * self.b[1] - output * self.a[1];
-        state[1] = input * self.b[2] - output * self.a[2];
-        output
-    }
-}
-
-/// BS.1770's K-weighting with libloudness's (libebur128's) design.
-#[derive(Debug, Clone, Copy)]
-struct KWeighting {
-    high_shelf: Biquad,
-    high_pass: Biquad,
-}
-
-/// The filter's memory: one state per stage.
-type KState = [[f64; 2]; 2];
-
-impl KWeighting {
-    fn new(rate: f64) -> Self {
-        const SHELF_HZ: f64 = 1681.974450955533;
-        const SHELF_GAIN_DB: f64 = 3.999843853973347;
-        const SHELF_Q: f64 = 0.7071752369554196;
-        const SHELF_VB_EXPONENT: f64 = 0.4996667741545416;
-        const PASS_HZ: f64 = 38.13547087602444;
-        const PASS_Q: f64 = 0.5003270373238773;
-        let vh = 10f64.powf(SHELF_GAIN_DB / 20.0);
-        let vb = vh.powf(SHELF_VB_EXPONENT);
-        let k = (PI * SHELF_HZ / rate).tan();
-        let a0 = 1.0 + k / SHELF_Q + k * k;
-        let high_shelf = Biquad {
-            b: [
-                (vh + vb * k / SHELF_Q + k * k) / a0,
-                2.0 * (k * k - vh) / a0,
-                (vh - vb * k / SHELF_Q + k * k) / a0,
-            ],
-            a: [
-                1.0,
-                2.0 * (k * k - 1.0) / a0,
-                (1.0 - k / SHELF_Q + k * k) / a0,
-            ],
-        };
-        let k = (PI * PASS_HZ / rate).tan();
-        let a0 = 1.0 + k / PASS_Q + k * k;
-        let high_pass = Biquad {
-            b: [1.0, -2.0, 1.0],
-            a: [
-                1.0,
-                2.0 * (k * k - 1.0) / a0,
-                (1.0 - k / PASS_Q + k * k) / a0,
-            ],
-        };
-        KWeighting {
-            high_shelf,
-            high_pass,
-        }
-    }
-
-    /// `Σ y²` of the filtered `samples`, the filter carried in `state`.
-    fn energy(&self, state: &mut KState, samples: impl Iterator<Item = i16>) -> f64 {
-        let [shelf, pass] = state;
-        samples
-            .map(|s| {
-                let shelved = self.high_shelf.step(shelf, f64::from(s));
-                let y = self.high_pass.step(pass, shelved);
-                y * y
-            })
-            .sum()
-    }
-}
 
 /// libloudness's loudness of one gating block of mean square `mean_square`
 /// (of `i16` samples), mapped to Pipecat's volume.
@@ -183,7 +105,7 @@ pub struct RollingVolume {
     /// The window's first samples, filtered from rest for each measure.
     head: usize,
     /// The latest `window` samples (fewer at first).
-    recent: VecDeque<i16>,
+    recent: Recent,
     /// The stream's filter, run once over every chunk.
     stream: KState,
     /// `Σ y²` of the stream's filter over each of the latest chunks that lie
@@ -209,8 +131,8 @@ impl RollingVolume {
             filter: KWeighting::new(rate),
             window,
             head,
-            recent: VecDeque::with_capacity(window + chunk),
-            stream: [[0.0; 2]; 2],
+            recent: Recent::new(window),
+            stream: KState::default(),
             tail: VecDeque::with_capacity((window - head) / chunk + 1),
             tail_chunks: (window - head) / chunk,
         }
@@ -220,7 +142,7 @@ impl RollingVolume {
     /// chunk alone (unquantised; for placing onsets) and Pipecat's volume of
     /// the window (the stream as if silence came before it).
     pub fn next(&mut self, chunk: &[i16]) -> (f64, f64) {
-        let energy = self.filter.energy(&mut self.stream, chunk.iter().copied());
+        let energy = self.filter.energy(&mut self.stream, chunk);
         let chunk_volume = if chunk.is_empty() {
             0.0
         } else {
@@ -233,17 +155,13 @@ impl RollingVolume {
             }
             self.tail.push_back((energy, chunk.len()));
         }
-        self.recent.extend(chunk);
-        if self.recent.len() > self.window {
-            self.recent.drain(..self.recent.len() - self.window);
-        }
-        if self.recent.len() < self.window {
+        self.recent.push(chunk);
+        let recent = self.recent.samples();
+        if recent.len() < self.window {
             // The window starts full of silence (see the module docs):
             // silence before the stream adds nothing to the energy, nor to
             // the filter's state.
-            let energy = self
-                .filter
-                .energy(&mut [[0.0; 2]; 2], self.recent.iter().copied());
+            let energy = self.filter.energy(&mut KState::default(), recent);
             return (chunk_volume, block_volume(energy / self.window as f64));
         }
         // The tail lines up with the window's end unless a chunk of another
@@ -254,9 +172,7 @@ impl RollingVolume {
         } else {
             (self.window, 0.0)
         };
-        let head_energy = self
-            .filter
-            .energy(&mut [[0.0; 2]; 2], self.recent.range(..head).copied());
+        let head_energy = self.filter.energy(&mut KState::default(), &recent[..head]);
         (
             chunk_volume,
             block_volume((head_energy + tail_energy) / self.window as f64),
@@ -267,7 +183,48 @@ impl RollingVolume {
     pub fn reset(&mut self) {
         self.recent.clear();
         self.tail.clear();
-        self.stream = [[0.0; 2]; 2];
+        self.stream = KState::default();
+    }
+}
+
+/// The latest samples, at most `len` of them, in one slice: chunks are
+/// appended and the start moves on; the kept samples move back to the
+/// front only when the spare room runs out (once every few windows).
+#[derive(Debug, Clone)]
+struct Recent {
+    buffer: Vec<i16>,
+    start: usize,
+    len: usize,
+}
+
+impl Recent {
+    /// Room for this many windows before the samples move back.
+    const SPARE_WINDOWS: usize = 4;
+
+    fn new(len: usize) -> Self {
+        Recent {
+            buffer: Vec::with_capacity(Self::SPARE_WINDOWS * len),
+            start: 0,
+            len,
+        }
+    }
+
+    fn push(&mut self, chunk: &[i16]) {
+        if self.buffer.len() + chunk.len() > self.buffer.capacity() {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
+        self.buffer.extend_from_slice(chunk);
+        self.start = self.start.max(self.buffer.len().saturating_sub(self.len));
+    }
+
+    fn samples(&self) -> &[i16] {
+        &self.buffer[self.start..]
+    }
+
+    fn clear(&mut self) {
+        self.buffer.clear();
+        self.start = 0;
     }
 }
 
@@ -305,6 +262,8 @@ impl SmoothedVolume {
 
 #[cfg(test)]
 mod tests {
+    use std::f64::consts::PI;
+
     use super::*;
 
     fn sine(freq: f64, amp: f64, len: usize, rate: u32) -> Vec<i16> {
@@ -316,7 +275,7 @@ mod tests {
     /// Pipecat's `calculate_audio_volume` of a whole window, from rest.
     fn volume_from_rest(samples: &[i16], rate: u32) -> f64 {
         let filter = KWeighting::new(f64::from(rate));
-        let energy = filter.energy(&mut [[0.0; 2]; 2], samples.iter().copied());
+        let energy = filter.energy(&mut KState::default(), samples);
         block_volume(energy / samples.len() as f64)
     }
 

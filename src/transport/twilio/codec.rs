@@ -6,7 +6,7 @@
 //! regrouped into exact 20 ms frames at the pipeline rate, and outbound
 //! audio into exact 160-byte chunks. Each direction keeps one streaming
 //! resampler, so chunk edges join without clicks; the resampler delays the
-//! audio by 10 ms.
+//! audio (6 ms between 8 and 16 kHz, 10 ms for other rates).
 //!
 //! Scratch buffers are kept between calls: the steady path only allocates
 //! the frames and chunks it hands out.
@@ -265,7 +265,8 @@ mod tests {
             assert_eq!(chunk.len(), CHUNK_BYTES);
             tail += 1;
         }
-        // 10 ms left over plus the 10 ms delay line: one more chunk.
+        // 10 ms left over plus the 6 ms delay line (96 samples at 16 kHz:
+        // 48 at 8 kHz): one more chunk, padded.
         assert_eq!(tail, 1);
         assert!(codec.poll_chunk().is_none());
     }

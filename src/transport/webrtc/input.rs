@@ -237,9 +237,12 @@ impl Running {
     }
 
     fn skip_ahead_of_real_time(&mut self) {
-        let reason = format!("caller audio more than {AHEAD_ALLOWANCE:?} ahead of real time");
-        self.skips
-            .skipped("media_ahead_of_real_time", &reason, &*self.reader.stats);
+        // Formatted only if logged: a flood of packets is mostly counted.
+        self.skips.skipped(
+            "media_ahead_of_real_time",
+            &format_args!("caller audio more than {AHEAD_ALLOWANCE:?} ahead of real time"),
+            &*self.reader.stats,
+        );
     }
 
     /// Acts on a connection event; `Some` when the call is over.

@@ -122,13 +122,16 @@ fn dots_lanes<const C: usize, const V: usize, const W: usize, const FUSED: bool>
     out
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::has_avx2_fma;
+
 /// The AVX2 and FMA build of the dot products.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86 {
     /// Whether this CPU has AVX2 and FMA (std caches the answer).
     #[inline(always)]
-    pub(super) fn has_avx2_fma() -> bool {
+    pub(crate) fn has_avx2_fma() -> bool {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
     }
 

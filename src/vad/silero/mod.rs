@@ -10,5 +10,7 @@ mod kernels;
 mod model;
 mod weights;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use kernels::has_avx2_fma;
 pub use model::SileroVad;
 pub use weights::SileroModel;
