@@ -67,15 +67,17 @@ pub(super) struct HalfBand {
 }
 
 impl HalfBand {
-    pub(super) fn new(direction: Direction) -> Self {
+    /// A filter whose buffers hold `frame` input samples a call without
+    /// growing (a call's frames never allocate in the steady state).
+    pub(super) fn new(direction: Direction, frame: usize) -> Self {
         let taps = design(if direction == Direction::Up { 2.0 } else { 1.0 });
         let mut filter = HalfBand {
             direction,
             taps,
-            odd: Vec::new(),
-            even: Vec::new(),
+            odd: Vec::with_capacity(TAPS + frame),
+            even: Vec::with_capacity(TAPS + frame),
             pending: None,
-            filtered: Vec::new(),
+            filtered: Vec::with_capacity(frame),
         };
         filter.reset();
         filter
@@ -331,8 +333,8 @@ mod tests {
     #[test]
     fn up_then_down_gives_the_input_back_delayed() {
         let input = tone(1_000.0, 8_000.0, 1_600, 10_000.0);
-        let mut up = HalfBand::new(Direction::Up);
-        let mut down = HalfBand::new(Direction::Down);
+        let mut up = HalfBand::new(Direction::Up, 160);
+        let mut down = HalfBand::new(Direction::Down, 320);
         let mut high = Vec::new();
         // In uneven pieces: the output does not depend on how input comes.
         for piece in input.chunks(37) {
@@ -357,7 +359,7 @@ mod tests {
 
     #[test]
     fn downsampling_removes_what_the_low_rate_cannot_hold() {
-        let mut down = HalfBand::new(Direction::Down);
+        let mut down = HalfBand::new(Direction::Down, 320);
         let mut out = Vec::new();
         down.process(&tone(5_000.0, 16_000.0, 3_200, 30_000.0), &mut out);
         // 30,000 (90 dB above 1) down by at least 88 dB: rounding noise.
@@ -366,7 +368,7 @@ mod tests {
 
     #[test]
     fn flush_emits_what_is_owed_and_resets() {
-        let mut up = HalfBand::new(Direction::Up);
+        let mut up = HalfBand::new(Direction::Up, 160);
         let mut first = Vec::new();
         up.process(&[1_000; 10], &mut first);
         up.flush(up.delay_samples(), &mut first);

@@ -134,10 +134,11 @@ impl StreamResampler {
             None
         };
         if let Some(direction) = direction {
+            let frame = (from_hz / BLOCKS_PER_SECOND).max(1) as usize;
             return Ok(Self {
                 from_hz,
                 to_hz,
-                stage: Some(Stage::HalfBand(Box::new(HalfBand::new(direction)))),
+                stage: Some(Stage::HalfBand(Box::new(HalfBand::new(direction, frame)))),
             });
         }
         let init_err = |source| AudioError::ResamplerInit {
