@@ -97,6 +97,18 @@ fn interim(text: &str) -> FrameBody {
     })
 }
 
+/// The user speaks from 100 ms to 1 s, `words` transcribed at 900 ms; the
+/// VAD's short stop comes at 1.2 s.
+async fn says(session: &Session, words: FrameBody) {
+    session
+        .at(100, FrameBody::UserStartedSpeaking { start: ms(100) })
+        .await;
+    session.at(900, words).await;
+    session
+        .at(1_200, FrameBody::UserStoppedSpeaking { end: ms(1_000) })
+        .await;
+}
+
 /// Whether anything of a reply (words, audio, tool calls) is among `bodies`.
 fn any_reply(bodies: &[FrameBody]) -> bool {
     bodies.iter().any(|b| {
@@ -214,13 +226,7 @@ async fn a_prepared_reply_is_never_heard_when_the_user_goes_on() {
     ]);
     let conversation = SharedConversation::default();
     let session = Session::start(pipeline(&server, &conversation, None, true));
-    session
-        .at(100, FrameBody::UserStartedSpeaking { start: ms(100) })
-        .await;
-    session.at(900, transcription("I would like a pizza")).await;
-    session
-        .at(1_200, FrameBody::UserStoppedSpeaking { end: ms(1_000) })
-        .await;
+    says(&session, transcription("I would like a pizza")).await;
     session
         .live
         .wait_for_from("tts", "the first prepared reply's audio", |b| {
@@ -303,13 +309,7 @@ async fn a_streaming_interim_prepares_the_reply_before_the_final_comes() {
     server.push_chat(Reply::Sse(text_answer("A pizza it is.")));
     let conversation = SharedConversation::default();
     let session = Session::start(pipeline(&server, &conversation, None, true));
-    session
-        .at(100, FrameBody::UserStartedSpeaking { start: ms(100) })
-        .await;
-    session.at(900, interim("i would like a pizza")).await;
-    session
-        .at(1_200, FrameBody::UserStoppedSpeaking { end: ms(1_000) })
-        .await;
+    says(&session, interim("i would like a pizza")).await;
     // No final yet: the interim's words go to the LLM at the stop.
     session
         .live
@@ -361,13 +361,7 @@ async fn a_final_with_other_words_than_the_interim_replaces_its_reply() {
     ]);
     let conversation = SharedConversation::default();
     let session = Session::start(pipeline(&server, &conversation, None, true));
-    session
-        .at(100, FrameBody::UserStartedSpeaking { start: ms(100) })
-        .await;
-    session.at(900, interim("i would like a pizza")).await;
-    session
-        .at(1_200, FrameBody::UserStoppedSpeaking { end: ms(1_000) })
-        .await;
+    says(&session, interim("i would like a pizza")).await;
     session
         .live
         .wait_for_from("tts", "the first prepared reply, synthesized", |b| {
@@ -438,13 +432,7 @@ async fn a_tool_with_side_effects_waits_for_the_turn_to_end_and_never_runs_if_di
     ]);
     let conversation = SharedConversation::default();
     let session = Session::start(pipeline(&server, &conversation, None, true));
-    session
-        .at(100, FrameBody::UserStartedSpeaking { start: ms(100) })
-        .await;
-    session.at(900, transcription("Book it.")).await;
-    session
-        .at(1_200, FrameBody::UserStoppedSpeaking { end: ms(1_000) })
-        .await;
+    says(&session, transcription("Book it.")).await;
     after_the_first_answer(&server).await;
     assert!(
         server.received("/tools/book").is_empty(),
@@ -495,13 +483,7 @@ async fn a_tool_safe_to_run_early_runs_during_the_wait() {
     server.push_chats([calls_tool("lookup"), Reply::Sse(text_answer("Found it."))]);
     let conversation = SharedConversation::default();
     let session = Session::start(pipeline(&server, &conversation, None, true));
-    session
-        .at(100, FrameBody::UserStartedSpeaking { start: ms(100) })
-        .await;
-    session.at(900, transcription("Look it up.")).await;
-    session
-        .at(1_200, FrameBody::UserStoppedSpeaking { end: ms(1_000) })
-        .await;
+    says(&session, transcription("Look it up.")).await;
     server
         .wait_for_requests("/tools/lookup", 1, Duration::from_secs(10))
         .await;
