@@ -1,6 +1,6 @@
 //! Streaming 1:2 and 2:1 sample-rate conversion (8 ↔ 16 kHz, 16 ↔ 32 kHz,
-//! 24 ↔ 48 kHz) with one half-band low-pass filter, for
-//! [`StreamResampler`](super::StreamResampler).
+//! 24 ↔ 48 kHz) with one half-band low-pass filter, for `StreamResampler`
+//! (`resample.rs`, which uses it: a link back would be an import cycle).
 //!
 //! A half-band filter's response is symmetric about a quarter of the high
 //! rate, so every other tap is zero but the centre one (½). Doubling the
@@ -227,7 +227,7 @@ fn multiply_add<const FUSED: bool>(a: f32, b: f32, acc: f32) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86 {
-    use super::TAPS;
+    use crate::audio::half_band::TAPS;
 
     /// Whether this CPU has AVX2 and FMA (std caches the answer).
     #[inline(always)]
@@ -237,7 +237,7 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma")]
     fn convolve_compiled_for_avx2_fma(taps: &[f32; TAPS], samples: &[f32], out: &mut [f32]) {
-        super::convolve_lanes::<true>(taps, samples, out);
+        crate::audio::half_band::convolve_lanes::<true>(taps, samples, out);
     }
 
     /// Only call when [`has_avx2_fma`].

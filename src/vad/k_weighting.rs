@@ -1,5 +1,5 @@
 //! BS.1770's K-weighting filter with libloudness's (libebur128's) design,
-//! and the energy `Σ y²` of its output, for [`volume`](super::volume).
+//! and the energy `Σ y²` of its output, for `volume.rs` (which uses it).
 //!
 //! # Cost
 //!
@@ -266,7 +266,7 @@ mod x86 {
         _mm256_storeu_pd, _mm256_sub_pd,
     };
 
-    use super::{BLOCK, KState, KWeighting, LANE_LEN, Lanes, STATES};
+    use crate::vad::k_weighting::{BLOCK, KState, KWeighting, LANE_LEN, Lanes, STATES};
 
     /// `[a, b, c, d]` as lanes 0 to 3.
     #[target_feature(enable = "avx2,fma")]
@@ -300,7 +300,7 @@ mod x86 {
         state: &KState,
         block: &[i16; BLOCK],
     ) -> Lanes {
-        let coefficients = |biquad: &super::Biquad| {
+        let coefficients = |biquad: &crate::vad::k_weighting::Biquad| {
             (
                 biquad.b.map(|b| _mm256_set1_pd(b)),
                 [_mm256_set1_pd(biquad.a[1]), _mm256_set1_pd(biquad.a[2])],

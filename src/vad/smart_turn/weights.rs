@@ -532,3 +532,26 @@ impl Weights {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Quant;
+
+    #[test]
+    fn quantizing_many_values_matches_one_at_a_time() {
+        let quant = Quant {
+            scale: 0.5,
+            zero_point: 100,
+        };
+        // Ties (x / scale = n + 0.5) both ways, both clamps, a NaN, and a
+        // tail past the last whole vector.
+        let mut values: Vec<f32> = (-600..600).map(|i| i as f32 * 0.125).collect();
+        values.extend([f32::NAN, 1e9, -1e9, 0.25, 0.75, -0.25, -0.75]);
+        let mut all = vec![0; values.len()];
+        quant.quantize_all(&values, &mut all);
+        let one_by_one: Vec<u8> = values.iter().map(|x| quant.quantize(*x)).collect();
+        assert_eq!(all, one_by_one);
+        assert_eq!(quant.quantize(0.25), 100); // 0.5 -> 0
+        assert_eq!(quant.quantize(0.75), 102); // 1.5 -> 2
+    }
+}
