@@ -323,7 +323,7 @@ impl UserContextAggregator {
         // prepare a reply, never end the turn: what is recorded is final.
         let provisional = match &ending.pending {
             Some(_) => None,
-            None if ending.preemptive && ending.prepared.is_none() => {
+            None if ending.preemptive && allow_interruptions && ending.prepared.is_none() => {
                 let Some(words) = self.tracker.words_so_far() else {
                     return;
                 };
