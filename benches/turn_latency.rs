@@ -10,12 +10,14 @@
 //! - `fast`: 100, 150 and 100 ms.
 //!
 //! STT kinds: `segment` (OpenAI-compatible `/audio/transcriptions`, one
-//! request per VAD utterance) and `stream` (the fake Deepgram, its final
+//! request per VAD utterance, and with the shipped agent's
+//! `transcribe_on_pause` one more per pause spoken through) and `stream` (the fake Deepgram, its final
 //! sent once the audio streamed reaches the transcription latency past
 //! each part's end, as its endpointing does).
 //!
 //! Configurations: `baseline` (the VAD's 0.8 s stop ends the turn, as
-//! before issue 16) and `shipped`: the `vad` and `user_context` sections
+//! before issue 16) and `shipped`: the `vad`, `user_context` and (for
+//! segment STT) `stt` sections
 //! read from `pipelines/agent.toml` (segment) and
 //! `pipelines/agent_deepgram.toml` (stream) at run time, so the bench
 //! measures what ships (`TURN_LATENCY_PIPELINES=DIR` reads them from DIR
@@ -28,7 +30,7 @@
 //! 20 ms frame when its audio would have been captured; the latency is taken
 //! from the session times the observers see. Each case runs
 //! `TURN_LATENCY_RUNS` times (default 3); a line gives the median and
-//! every run.
+//! every run, the preemptive replies and the transcription requests of each.
 //!
 //! Run with: `cargo bench --bench turn_latency` (needs espeak-ng and sox).
 
@@ -177,7 +179,19 @@ fn processors(fakes: &Fakes, shipped: bool, stt: SttKind, rate: u32) -> Vec<Name
     };
     let url = &fakes.openai.base_url;
     let stt = match stt {
-        SttKind::Segment => build::<OpenAiSttConfig>("stt", &format!("base_url = \"{url}\""), &[]),
+        SttKind::Segment => {
+            // The shipped agent's keys (`transcribe_on_pause`), at the fake.
+            let mut table: toml::Table = if shipped {
+                toml::from_str(&section(&pipelines().join(file), "stt")).unwrap()
+            } else {
+                toml::Table::new()
+            };
+            for key in ["provider", "model", "api_key_env"] {
+                table.remove(key);
+            }
+            table.insert("base_url".into(), url.clone().into());
+            build::<OpenAiSttConfig>("stt", &toml::to_string(&table).unwrap(), &[])
+        }
         SttKind::Stream => build::<DeepgramSttConfig>(
             "stt",
             &format!("base_url = \"{}\"", fakes.deepgram.url),
@@ -208,25 +222,45 @@ fn processors(fakes: &Fakes, shipped: bool, stt: SttKind, rate: u32) -> Vec<Name
     list
 }
 
-/// One turn; `(latency, cut off, preemptive replies)`.
+/// One turn; `(latency, cut off, preemptive replies, transcription
+/// requests)`.
 async fn run(
     speech: &Speech,
     transcripts: &[&str],
     latencies: &Latencies,
     shipped: bool,
     stt: SttKind,
-) -> (Option<Duration>, bool, usize) {
+) -> (Option<Duration>, bool, usize, usize) {
     let fakes = Fakes {
         openai: FakeOpenAi::start().await,
         deepgram: FakeDeepgram::start().await,
     };
     let server = &fakes.openai;
-    for text in transcripts {
-        server.push_transcription(Reply::Delayed(
-            latencies.stt,
+    // A request's words are those of the last part ended when it arrives
+    // (a segmented STT may send at pauses the user speaks through; those
+    // transcripts are dropped), and the first part's before any ended.
+    let feeding_from = Arc::new(std::sync::OnceLock::<tokio::time::Instant>::new());
+    let parts: Vec<(Duration, String)> = speech
+        .part_ends
+        .iter()
+        .zip(transcripts)
+        .map(|(end, text)| (*end, (*text).to_owned()))
+        .collect();
+    let stt_latency = latencies.stt;
+    let fed = Arc::clone(&feeding_from);
+    server.transcribe_with(move || {
+        let heard = fed.get().map_or(Duration::ZERO, |from| from.elapsed());
+        let text = parts
+            .iter()
+            .rev()
+            .find(|(end, _)| *end <= heard)
+            .or(parts.first())
+            .map_or("", |(_, text)| text.as_str());
+        Reply::Delayed(
+            stt_latency,
             Box::new(Reply::Json(serde_json::json!({ "text": text }))),
-        ));
-    }
+        )
+    });
     // Linear16 at the pipeline's rate: two bytes a sample.
     let bytes_at = |at: Duration| (at + latencies.stt).as_secs_f64() * f64::from(speech.rate) * 2.0;
     fakes.deepgram.push_script(DeepgramScript {
@@ -258,7 +292,7 @@ async fn run(
     let handle = task.handle();
     let running = tokio::spawn(task.run());
     let frame = speech.rate as usize / 50;
-    let started = tokio::time::Instant::now();
+    let started = *feeding_from.get_or_init(tokio::time::Instant::now);
     for (i, chunk) in speech.samples.chunks(frame).enumerate() {
         let pts = Duration::from_millis(20 * i as u64);
         // Captured at its end.
@@ -279,7 +313,8 @@ async fn run(
     let latency = seen.first_audio.map(|at| at.saturating_sub(speech.end));
     let cut = seen.user_turns.iter().any(|at| *at < speech.last_part)
         || seen.first_audio.is_some_and(|at| at < speech.last_part);
-    (latency, cut, seen.preemptive)
+    let requests = fakes.openai.received("audio/transcriptions").len();
+    (latency, cut, seen.preemptive, requests)
 }
 
 fn main() {
@@ -304,7 +339,7 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
     println!(
-        "config    stt      profile    rate   speech      median  runs (ms)          cut off  preemptive"
+        "config    stt      profile    rate   speech      median  runs (ms)          cut off  preemptive  stt requests"
     );
     for rate in [16_000, 8_000] {
         let whole = say(dir.path(), "whole", WHOLE, rate);
@@ -341,12 +376,14 @@ fn main() {
                     let mut latencies = Vec::new();
                     let mut cut_offs = 0;
                     let mut preemptive = Vec::new();
+                    let mut requests = Vec::new();
                     for _ in 0..runs {
-                        let (latency, cut, prepared) =
+                        let (latency, cut, prepared, sent) =
                             runtime.block_on(run(speech, transcripts, profile, shipped, stt));
                         latencies.push(latency.map_or(u128::MAX, |l| l.as_millis()));
                         cut_offs += usize::from(cut);
                         preemptive.push(prepared);
+                        requests.push(sent);
                     }
                     let shown: Vec<String> = latencies
                         .iter()
@@ -370,7 +407,7 @@ fn main() {
                         SttKind::Stream => "stream",
                     };
                     println!(
-                        "{config:<9} {stt:<8} {:<10} {rate:<6} {name:<11} {median:>7}  {:<17}  {cut_offs}/{runs}      {preemptive:?}",
+                        "{config:<9} {stt:<8} {:<10} {rate:<6} {name:<11} {median:>7}  {:<17}  {cut_offs}/{runs}      {preemptive:?}  {requests:?}",
                         profile.name,
                         shown.join(" "),
                     );

@@ -59,6 +59,7 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
             json!({"session_id": &*start.session_id, "sample_rate": start.sample_rate}),
         ),
         UserStartedSpeaking { start } => ("user_started_speaking", json!({"start_ms": ms(*start)})),
+        UserPausedSpeaking { end } => ("user_paused_speaking", json!({"end_ms": ms(*end)})),
         UserStoppedSpeaking { end } => ("user_stopped_speaking", json!({"end_ms": ms(*end)})),
         Transcription(t) => ("transcription", transcription_fields(t)),
         InterimTranscription(t) => ("interim_transcription", transcription_fields(t)),

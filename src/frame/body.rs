@@ -93,6 +93,14 @@ frame_bodies! {
             /// the VAD's start window).
             start: Duration,
         },
+        /// The user has paused for the VAD's `pause_secs`, shorter than its
+        /// stop: the speech so far may be transcribed early (a segmented
+        /// STT's `transcribe_on_pause`). Speech may resume; the stop, if it
+        /// comes with the same `end`, confirms the pause.
+        UserPausedSpeaking {
+            /// Session time at which speech paused.
+            end: Duration,
+        },
         /// The VAD decided the user stopped speaking.
         UserStoppedSpeaking {
             /// Session time at which speech ended (earlier than the decision by

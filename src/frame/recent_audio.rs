@@ -43,6 +43,15 @@ impl RecentAudio {
             .collect()
     }
 
+    /// The kept frames overlapping `start..end`, in order, still kept.
+    pub fn between(&self, start: Duration, end: Duration) -> Vec<AudioFrame> {
+        self.frames
+            .iter()
+            .filter(|f| f.pts + f.duration() > start && f.pts < end)
+            .cloned()
+            .collect()
+    }
+
     /// Every kept frame, in order; everything kept is forgotten.
     pub fn take_all(&mut self) -> Vec<AudioFrame> {
         self.frames.drain(..).collect()

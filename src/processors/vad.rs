@@ -12,7 +12,9 @@
 //! decides turns), then, just before the audio frame that decided them,
 //! `UserStartedSpeaking { start }` and `UserStoppedSpeaking { end }`, with
 //! the session times where the speech itself began and ended, computed from
-//! the audio's `pts` and sample counts (see [`crate::vad`]).
+//! the audio's `pts` and sample counts (see [`crate::vad`]); with
+//! `pause_secs`, also `UserPausedSpeaking { end }` once per pause that long,
+//! before the stop (for a segmented STT's `transcribe_on_pause`).
 //!
 //! # Interruptions
 //!
@@ -65,6 +67,11 @@ pub struct VadConfig {
     /// (loudness of the last 400 ms from -110 to -10 LUFS). Default 0.6.
     #[serde(deserialize_with = "unit_interval")]
     pub min_volume: f64,
+    /// Quiet after which a pause is reported (`UserPausedSpeaking`), before
+    /// the stop, so that a segmented STT with `transcribe_on_pause` can
+    /// transcribe early; seconds (0 to 10). Not Pipecat's. Default: no
+    /// pauses reported.
+    pub pause_secs: Option<Seconds<0, 10>>,
 }
 
 impl Default for VadConfig {
@@ -78,6 +85,7 @@ impl Default for VadConfig {
             start_secs: Seconds::from_millis(millis(params.start_secs)),
             stop_secs: Seconds::from_millis(millis(params.stop_secs)),
             min_volume: params.min_volume,
+            pause_secs: None,
         }
     }
 }
@@ -117,11 +125,15 @@ impl ProcessorFactory for VadConfig {
             }
             VadEngine::Earshot => Box::new(EarshotVad::new()),
         };
-        Ok(Box::new(Vad::new(
+        let mut vad = Vad::new(
             model,
             self.params(),
             BargeIn::new(setup.allow_interruptions, setup.interruption.min_speech()),
-        )))
+        );
+        if let Some(pause) = self.pause_secs {
+            vad.vad = vad.vad.with_pauses(pause.as_secs_f64());
+        }
+        Ok(Box::new(vad))
     }
 }
 
@@ -173,6 +185,9 @@ impl Vad {
             let body = match event {
                 VadEvent::Started { start } => FrameBody::UserStartedSpeaking {
                     start: self.vad.time_of(start),
+                },
+                VadEvent::Paused { end } => FrameBody::UserPausedSpeaking {
+                    end: self.vad.time_of(end),
                 },
                 VadEvent::Stopped { end } => FrameBody::UserStoppedSpeaking {
                     end: self.vad.time_of(end),

@@ -80,6 +80,14 @@ pub enum VadEvent {
         /// Position of the first sample of speech.
         start: u64,
     },
+    /// The user has paused for the analyzer's pause time (see
+    /// [`VadAnalyzer::with_pauses`]) but not yet for `stop_secs`; speech
+    /// paused at sample `end`. At most once per pause: speech that resumes
+    /// and pauses again gives another, with a later `end`.
+    Paused {
+        /// Position just past the last sample of speech.
+        end: u64,
+    },
     /// The user stopped speaking; speech ended at sample `end`.
     Stopped {
         /// Position just past the last sample of speech.
@@ -103,6 +111,9 @@ pub struct VadAnalyzer {
     chunk: usize,
     start_chunks: u32,
     stop_chunks: u32,
+    /// Quiet before [`VadEvent::Paused`], when pauses are reported.
+    pause_secs: Option<f64>,
+    pause_chunks: Option<u32>,
     volume: SmoothedVolume,
     /// Pipecat 1.14's resets of the model's state, for models that want
     /// them.
@@ -173,6 +184,8 @@ impl VadAnalyzer {
         VadAnalyzer {
             start_chunks: chunks_for(params.start_secs, chunk, rate),
             stop_chunks: chunks_for(params.stop_secs, chunk, rate),
+            pause_secs: None,
+            pause_chunks: None,
             volume: SmoothedVolume::new(rate, chunk),
             resets: model
                 .resets_in_clear_silence()
@@ -208,11 +221,30 @@ impl VadAnalyzer {
             return rate == self.model.sample_rate();
         }
         let model = std::mem::replace(&mut self.model, Box::new(NoModel));
-        let defer_quiet = self.defer_quiet;
+        let (defer_quiet, pause_secs) = (self.defer_quiet, self.pause_secs);
         *self = VadAnalyzer::new(model, self.params);
         self.defer_quiet = defer_quiet;
+        if let Some(secs) = pause_secs {
+            self.set_pauses(secs);
+        }
         self.model.reset();
         true
+    }
+
+    /// The same analyzer, also reporting [`VadEvent::Paused`] once the user
+    /// has been quiet for `secs` (at least one chunk) in a pause shorter
+    /// than `stop_secs`: the moment a segmented STT may transcribe the
+    /// speech so far, before the stop confirms it. A pause time not shorter
+    /// than `stop_secs` reports nothing the stop does not.
+    pub fn with_pauses(mut self, secs: f64) -> Self {
+        self.set_pauses(secs);
+        self
+    }
+
+    fn set_pauses(&mut self, secs: f64) {
+        let chunks = chunks_for(secs, self.chunk, self.model.sample_rate()).max(1);
+        self.pause_secs = Some(secs);
+        self.pause_chunks = (chunks < self.stop_chunks).then_some(chunks);
     }
 
     /// The same analyzer, scoring every chunk as it comes instead of
@@ -369,6 +401,11 @@ impl VadAnalyzer {
             self.events
                 .push_back(VadEvent::Started { start: self.onset });
         }
+        if self.state == VadState::Stopping && Some(self.stopping_count) == self.pause_chunks {
+            self.events.push_back(VadEvent::Paused {
+                end: self.last_speaking_end,
+            });
+        }
         if self.state == VadState::Stopping && self.stopping_count >= self.stop_chunks {
             self.state = VadState::Quiet;
             self.stopping_count = 0;
@@ -508,6 +545,37 @@ mod tests {
             ]
         );
         assert_eq!(vad.state(), VadState::Quiet);
+    }
+
+    #[test]
+    fn pauses_are_reported_once_each_before_the_stop() {
+        // 0.064 s is two 32 ms chunks.
+        let mut vad = analyzer().with_pauses(0.064);
+        let mut chunks = vec![chunk(0.95, true); 20];
+        chunks.extend(vec![chunk(0.0, false); 10]);
+        chunks.extend(vec![chunk(0.95, true); 10]);
+        chunks.extend(vec![chunk(0.0, false); 30]);
+        let events = run(&mut vad, &chunks);
+        assert!(
+            matches!(events[0].1, VadEvent::Started { .. }),
+            "{events:?}"
+        );
+        assert_eq!(
+            events[1..],
+            [
+                (21, VadEvent::Paused { end: 20 * 512 }),
+                (41, VadEvent::Paused { end: 40 * 512 }),
+                (64, VadEvent::Stopped { end: 40 * 512 }),
+            ]
+        );
+        // A pause time reaching stop_secs adds nothing to the stop.
+        let mut vad = analyzer().with_pauses(0.8);
+        let events = run(&mut vad, &chunks);
+        assert!(
+            !events
+                .iter()
+                .any(|(_, e)| matches!(e, VadEvent::Paused { .. }))
+        );
     }
 
     #[test]

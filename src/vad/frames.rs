@@ -54,6 +54,12 @@ impl FrameVad {
         }
     }
 
+    /// The same, reporting pauses of `secs` ([`VadAnalyzer::with_pauses`]).
+    pub fn with_pauses(mut self, secs: f64) -> Self {
+        self.analyzer = self.analyzer.with_pauses(secs);
+        self
+    }
+
     /// The analyzer.
     pub fn analyzer(&self) -> &VadAnalyzer {
         &self.analyzer

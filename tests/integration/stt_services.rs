@@ -46,11 +46,20 @@ fn transcripts(frames: &[Frame]) -> Vec<(bool, String)> {
 }
 
 fn openai_stt(server: &FakeOpenAi, extra: &str) -> voxpipe::pipeline::NamedProcessor {
+    openai_stt_reading_for(server, 0.3, extra)
+}
+
+/// [`openai_stt`] waiting up to `read_timeout_secs` for an answer.
+fn openai_stt_reading_for(
+    server: &FakeOpenAi,
+    read_timeout_secs: f64,
+    extra: &str,
+) -> voxpipe::pipeline::NamedProcessor {
     build::<OpenAiSttConfig>(
         "stt",
         &format!(
             "base_url = \"{}\"\nmodel = \"whisper-1\"\nlanguage = \"en\"\napi_key_env = \"OPENAI_API_KEY\"\n\
-             connection = {{ retry_initial_secs = 0.001, retry_max_secs = 0.002, read_timeout_secs = 0.3 }}\n{extra}",
+             connection = {{ retry_initial_secs = 0.001, retry_max_secs = 0.002, read_timeout_secs = {read_timeout_secs} }}\n{extra}",
             server.base_url
         ),
         &[("OPENAI_API_KEY", "sk-test")],
@@ -104,6 +113,106 @@ async fn openai_transcribes_each_utterance_as_a_wav_in_order() {
         voxpipe::audio::read_wav_from(&wav[..]).unwrap().frames(),
         800 * 16
     );
+}
+
+/// The length of the WAV a transcription request uploaded, in ms.
+fn uploaded_ms(upload: &support::fake::openai::Received) -> usize {
+    let parts = upload.multipart();
+    let (_, _, wav) = parts.iter().find(|(n, _, _)| n == "file").unwrap();
+    voxpipe::audio::read_wav_from(&wav[..]).unwrap().frames() / 16
+}
+
+/// Speech from 0.5 s that pauses at 1.0 s: the frames up to the pause.
+fn speech_then_pause() -> Vec<FrameBody> {
+    let mut frames = audio(0.0, 1.1);
+    frames.insert(35, FrameBody::UserStartedSpeaking { start: ms(500) });
+    frames.push(FrameBody::UserPausedSpeaking { end: ms(1000) });
+    frames
+}
+
+#[tokio::test]
+async fn openai_transcribes_at_a_pause_and_the_stop_confirms_it() {
+    let server = FakeOpenAi::start().await;
+    server.push_transcription(Reply::Json(json!({"text": "I'd like a table."})));
+    let live = Live::start(vec![openai_stt(&server, "transcribe_on_pause = true")]);
+    for frame in speech_then_pause() {
+        live.handle.queue_frame(frame).await;
+    }
+    // Sent at the pause, before any stop.
+    let uploads = server
+        .wait_for_requests("transcriptions", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        uploaded_ms(&uploads[0]),
+        800,
+        "0.5 s to 1.0 s, and 0.3 s pre-roll"
+    );
+    for frame in audio(1.1, 0.2) {
+        live.handle.queue_frame(frame).await;
+    }
+    live.handle
+        .queue_frame(FrameBody::UserStoppedSpeaking { end: ms(1000) })
+        .await;
+    live.wait_for("the transcript", |f| {
+        matches!(f, FrameBody::Transcription(_))
+    })
+    .await;
+    let pushes = support::session::unique(&live.finish().await);
+    assert_eq!(
+        transcripts(&pushes),
+        [(true, "I'd like a table.".into())],
+        "one transcript"
+    );
+    assert_eq!(
+        server.received("transcriptions").len(),
+        1,
+        "no second request"
+    );
+    let position = |wanted: fn(&FrameBody) -> bool| pushes.iter().position(|f| wanted(&f.body));
+    assert!(
+        position(|f| matches!(f, FrameBody::UserStoppedSpeaking { .. }))
+            < position(|f| matches!(f, FrameBody::Transcription(_))),
+        "the transcript waits for the stop"
+    );
+}
+
+#[tokio::test]
+async fn openai_drops_the_transcript_of_a_pause_the_user_spoke_through() {
+    let server = FakeOpenAi::start().await;
+    // The request sent at the pause never answers: going on cancels it.
+    server.push_transcription(Reply::Hang);
+    server.push_transcription(Reply::Json(json!({"text": "I'd like a table for two."})));
+    // No retry of the hanging request within the test.
+    let live = Live::start(vec![openai_stt_reading_for(
+        &server,
+        30.0,
+        "transcribe_on_pause = true",
+    )]);
+    for frame in speech_then_pause() {
+        live.handle.queue_frame(frame).await;
+    }
+    server
+        .wait_for_requests("transcriptions", 1, Duration::from_secs(10))
+        .await;
+    // The user goes on until 1.5 s.
+    for frame in audio(1.1, 0.6) {
+        live.handle.queue_frame(frame).await;
+    }
+    live.handle
+        .queue_frame(FrameBody::UserStoppedSpeaking { end: ms(1500) })
+        .await;
+    live.wait_for("the transcript", |f| {
+        matches!(f, FrameBody::Transcription(_))
+    })
+    .await;
+    let pushes = support::session::unique(&live.finish().await);
+    assert_eq!(
+        transcripts(&pushes),
+        [(true, "I'd like a table for two.".into())]
+    );
+    let uploads = server.received("transcriptions");
+    assert_eq!(uploads.len(), 2);
+    assert_eq!(uploaded_ms(&uploads[1]), 1300, "the whole utterance");
 }
 
 #[tokio::test]

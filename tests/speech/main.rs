@@ -8,5 +8,6 @@ mod support;
 mod smart_turn;
 mod turn_end_speech;
 mod vad_fidelity;
+mod vad_pauses;
 mod vad_silero;
 mod vad_turns;

@@ -42,6 +42,11 @@ pub struct OpenAiSttConfig {
     /// The longest utterance sent, in seconds. Default 60.
     #[serde(default = "default_max_utterance")]
     pub max_utterance_secs: Seconds<1, 600>,
+    /// Send the speech so far when the VAD reports a pause (its
+    /// `pause_secs`), before its stop, and keep that transcript if the
+    /// user does not go on. Default false.
+    #[serde(default)]
+    pub transcribe_on_pause: bool,
     /// Timeouts and retries.
     #[serde(default)]
     pub connection: ConnectionOptions,
@@ -81,6 +86,7 @@ impl ProcessorFactory for OpenAiSttConfig {
             self.connection.resolve()?,
             self.pre_roll_secs.duration(),
             self.max_utterance_secs.duration(),
+            self.transcribe_on_pause,
         )))
     }
 }

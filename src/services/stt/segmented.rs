@@ -10,6 +10,19 @@
 //! pipeline the whole input, up to `max_utterance`, is one utterance,
 //! transcribed when the input ends.
 //!
+//! # Transcribing at a pause
+//!
+//! With `transcribe_on_pause`, the utterance so far is sent when the VAD
+//! reports a pause (`UserPausedSpeaking`, after its `pause_secs`), before
+//! the stop confirms it (`stop_secs` later): the transcription's time runs
+//! during the stop's wait instead of after it. When the stop comes with the
+//! same end (the user did not go on), that transcript is the utterance's
+//! and no second request is made; when the user went on, it is discarded
+//! (an answer still on its way is dropped, the request cancelled) and the
+//! whole utterance is sent at the stop as usual. Nothing is pushed before
+//! its verdict, so a discarded transcript is never seen downstream. The
+//! cost: a request thrown away for every pause the user speaks through.
+//!
 //! An utterance is the user's turn, so a provider outage must not lose it:
 //! a request that fails before any answer (refused connection, no response
 //! in time, 429 or 5xx) is tried again with backoff for as long as the
@@ -22,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::audio::wav::encode_wav;
 use crate::frame::RecentAudio;
@@ -60,6 +73,33 @@ pub(crate) trait SegmentedSpeech: Send + Sync + 'static {
 struct Utterance {
     samples: Vec<i16>,
     rate: u32,
+    /// For one sent at a pause: whether its transcript counts.
+    verdict: Option<watch::Receiver<Verdict>>,
+}
+
+/// What became of an utterance sent at a pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The stop has not come yet.
+    Pending,
+    /// The stop came with the same end: the transcript is the utterance's.
+    Confirmed,
+    /// The user went on (or the session ended): the transcript is dropped.
+    Discarded,
+}
+
+/// An utterance sent at a pause, waiting for the stop.
+struct EarlyUtterance {
+    /// Where the speech it holds paused.
+    end: Duration,
+    verdict: watch::Sender<Verdict>,
+}
+
+impl EarlyUtterance {
+    fn decide(self, verdict: Verdict) {
+        // The worker may have finished with it (an aborted session).
+        let _ = self.verdict.send(verdict);
+    }
 }
 
 /// The segmented STT processor. See the module docs.
@@ -68,6 +108,8 @@ pub struct SegmentedStt {
     connection: Connection,
     pre_roll: Duration,
     max_utterance: Duration,
+    transcribe_on_pause: bool,
+    early: Option<EarlyUtterance>,
     recent: RecentAudio,
     speech_start: Option<Duration>,
     saw_vad: bool,
@@ -81,12 +123,15 @@ impl SegmentedStt {
         connection: Connection,
         pre_roll: Duration,
         max_utterance: Duration,
+        transcribe_on_pause: bool,
     ) -> Self {
         SegmentedStt {
             speech,
             connection,
             pre_roll,
             max_utterance,
+            transcribe_on_pause,
+            early: None,
             recent: RecentAudio::new(),
             speech_start: None,
             saw_vad: false,
@@ -104,18 +149,52 @@ impl SegmentedStt {
         self.recent.keep(audio, window);
     }
 
-    /// The kept audio from `start` to `end`, as one utterance.
+    /// The kept audio from `start` to `end`, as one utterance; the kept
+    /// audio is forgotten.
     fn cut(&mut self, start: Duration, end: Duration) -> Option<Utterance> {
-        let frames = self.recent.take_between(start, end);
-        let rate = frames.first()?.sample_rate;
-        let mut samples = Vec::new();
-        for frame in frames.iter().filter(|f| f.sample_rate == rate) {
-            samples.extend(crate::audio::pcm::mixdown_to_mono(
-                &frame.samples(),
-                frame.channels,
-            ));
+        utterance(&self.recent.take_between(start, end))
+    }
+
+    /// The user paused at `end`: with `transcribe_on_pause`, sends the
+    /// speech so far, keeping the audio for the stop.
+    fn paused(&mut self, end: Duration) {
+        let Some(start) = self.speech_start.filter(|_| self.transcribe_on_pause) else {
+            return;
+        };
+        if let Some(previous) = self.early.take() {
+            previous.decide(Verdict::Discarded);
         }
-        (!samples.is_empty()).then_some(Utterance { samples, rate })
+        let frames = self
+            .recent
+            .between(start.saturating_sub(self.pre_roll), end);
+        let Some(mut utterance) = utterance(&frames) else {
+            return;
+        };
+        let (verdict, receiver) = watch::channel(Verdict::Pending);
+        utterance.verdict = Some(receiver);
+        self.submit(Some(utterance));
+        self.early = Some(EarlyUtterance { end, verdict });
+    }
+
+    /// The user stopped at `end`: confirms the utterance sent at the pause,
+    /// or sends the whole one.
+    fn stopped(&mut self, end: Duration) {
+        let Some(start) = self.speech_start.take() else {
+            return;
+        };
+        match self.early.take() {
+            Some(early) if early.end == end => {
+                early.decide(Verdict::Confirmed);
+                self.recent.take_all();
+            }
+            early => {
+                if let Some(early) = early {
+                    early.decide(Verdict::Discarded);
+                }
+                let utterance = self.cut(start.saturating_sub(self.pre_roll), end);
+                self.submit(utterance);
+            }
+        }
     }
 
     fn submit(&self, utterance: Option<Utterance>) {
@@ -124,6 +203,49 @@ impl SegmentedStt {
         {
             tracing::warn!("the transcription worker has stopped; utterance dropped");
         }
+    }
+}
+
+/// `frames` (those at the first one's rate), as one utterance.
+fn utterance(frames: &[AudioFrame]) -> Option<Utterance> {
+    let rate = frames.first()?.sample_rate;
+    let mut samples = Vec::new();
+    for frame in frames.iter().filter(|f| f.sample_rate == rate) {
+        samples.extend(crate::audio::pcm::mixdown_to_mono(
+            &frame.samples(),
+            frame.channels,
+        ));
+    }
+    (!samples.is_empty()).then_some(Utterance {
+        samples,
+        rate,
+        verdict: None,
+    })
+}
+
+/// The outcome of `work` once `verdict` confirms it, or `None` as soon as
+/// it is discarded (the work is then dropped: a request in flight is
+/// cancelled). A verdict never given (the processor gone) discards it.
+async fn when_confirmed<T>(
+    work: impl Future<Output = T>,
+    verdict: watch::Receiver<Verdict>,
+) -> Option<T> {
+    async fn decided(mut verdict: watch::Receiver<Verdict>) -> Verdict {
+        // The current value is read first, so a verdict given just before
+        // the sender was dropped still counts.
+        match verdict.wait_for(|v| *v != Verdict::Pending).await {
+            Ok(v) => *v,
+            Err(_) => Verdict::Discarded,
+        }
+    }
+    let work = std::pin::pin!(work);
+    let decision = std::pin::pin!(decided(verdict));
+    match futures_util::future::select(work, decision).await {
+        futures_util::future::Either::Left((outcome, decision)) => {
+            (decision.await == Verdict::Confirmed).then_some(outcome)
+        }
+        futures_util::future::Either::Right((Verdict::Confirmed, work)) => Some(work.await),
+        futures_util::future::Either::Right(_) => None,
     }
 }
 
@@ -195,7 +317,20 @@ async fn work(
     ctx: ProcessorContext,
 ) {
     while let Some(utterance) = jobs.recv().await {
-        let text = match transcribe_within_budget(&*speech, &connection, &utterance).await {
+        let transcription = transcribe_within_budget(&*speech, &connection, &utterance);
+        let outcome = match utterance.verdict.clone() {
+            None => transcription.await,
+            Some(verdict) => match when_confirmed(transcription, verdict).await {
+                Some(outcome) => outcome,
+                None => {
+                    tracing::debug!(
+                        "the user went on: the transcript sent at the pause is dropped"
+                    );
+                    continue;
+                }
+            },
+        };
+        let text = match outcome {
             Ok(text) if text.trim().is_empty() => {
                 tracing::debug!("empty transcription");
                 continue;
@@ -231,12 +366,14 @@ impl Processor for SegmentedStt {
                 self.saw_vad = true;
                 self.speech_start = Some(*start);
             }
+            FrameBody::UserPausedSpeaking { end } => self.paused(*end),
             FrameBody::UserStoppedSpeaking { end } => {
                 self.saw_vad = true;
-                if let Some(start) = self.speech_start.take() {
-                    let utterance = self.cut(start.saturating_sub(self.pre_roll), *end);
-                    self.submit(utterance);
-                }
+                let end = *end;
+                // The stop goes first, so its transcript always follows it.
+                ctx.push(frame, direction).await;
+                self.stopped(end);
+                return Ok(());
             }
             _ => {}
         }
@@ -261,6 +398,10 @@ impl Processor for SegmentedStt {
     }
 
     async fn on_end(&mut self, _ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        if let Some(early) = self.early.take() {
+            // The input ended while the user spoke: the whole is sent below.
+            early.decide(Verdict::Discarded);
+        }
         let last = match (self.saw_vad, self.speech_start.take()) {
             (false, _) => self.cut(Duration::ZERO, Duration::MAX),
             // The input ended while the user spoke: what was said counts.

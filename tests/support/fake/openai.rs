@@ -56,6 +56,9 @@ impl Received {
     }
 }
 
+/// Decides a transcription reply when its request arrives.
+pub type Transcriber = Arc<dyn Fn() -> Reply + Send + Sync>;
+
 /// The server's script and records.
 #[derive(Default)]
 struct OpenAiState {
@@ -69,6 +72,9 @@ struct OpenAiState {
     model_fallback: Mutex<HashMap<String, Reply>>,
     speech: Mutex<VecDeque<Reply>>,
     transcription: Mutex<VecDeque<Reply>>,
+    /// The transcription reply once the script is used up, decided when
+    /// the request arrives (default: "Hello.").
+    transcriber: Mutex<Option<Transcriber>>,
     tool: Mutex<VecDeque<Reply>>,
     received: Mutex<Vec<Received>>,
     /// Answer 400 to chat requests asking for a `json_schema` format.
@@ -206,6 +212,13 @@ impl FakeOpenAi {
 
     pub fn push_transcription(&self, reply: Reply) {
         self.state.transcription.lock().unwrap().push_back(reply);
+    }
+
+    /// The transcription reply once the script is used up: `transcriber`
+    /// decides it as each request arrives (a bench answering by the time
+    /// the request comes, whatever requests came before).
+    pub fn transcribe_with(&self, transcriber: impl Fn() -> Reply + Send + Sync + 'static) {
+        *self.state.transcriber.lock().unwrap() = Some(Arc::new(transcriber));
     }
 
     pub fn push_tool(&self, reply: Reply) {
@@ -398,7 +411,8 @@ async fn transcription(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let default = Reply::Json(json!({"text": "Hello."}));
+    let transcriber = state.transcriber.lock().unwrap().clone();
+    let default = transcriber.map_or_else(|| Reply::Json(json!({"text": "Hello."})), |f| f());
     let request = Request { uri, headers, body };
     let line = "transcription: request".to_owned();
     scripted(state, request, "transcription", line, default).await
