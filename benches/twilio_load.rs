@@ -19,7 +19,8 @@
 //!
 //! Measured:
 //! - **lateness** of every outbound `media` message: within one utterance
-//!   (up to the server's `mark`), a message is due when the audio before it
+//!   (up to the server's `mark`, or its `clear` when the caller barged in),
+//!   a message is due when the audio before it
 //!   has played, counted from the utterance's first message (its payload
 //!   length says how much audio it holds: 20 ms in voxpipe's, 40 ms in
 //!   Pipecat's); a message arriving more than 20 ms after its due time
@@ -525,6 +526,10 @@ async fn call(
                             let due = *first + *played;
                             result.late_us.push(arrived.saturating_duration_since(due).as_micros() as u64);
                             *played += mulaw_duration(string_field(text, "payload").unwrap_or_default());
+                        } else if event == Some("clear") {
+                            // A barge-in: Twilio drops what it buffered, and
+                            // the next reply plays from its own first message.
+                            utterance = None;
                         } else if event == Some("mark") {
                             utterance = None;
                             if !stopped {
