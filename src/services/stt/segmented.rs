@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::{Either, select};
 use tokio::sync::{mpsc, watch};
 
 use crate::audio::wav::encode_wav;
@@ -240,12 +241,12 @@ async fn when_confirmed<T>(
     }
     let work = std::pin::pin!(work);
     let decision = std::pin::pin!(decided(verdict));
-    match futures_util::future::select(work, decision).await {
-        futures_util::future::Either::Left((outcome, decision)) => {
+    match select(work, decision).await {
+        Either::Left((outcome, decision)) => {
             (decision.await == Verdict::Confirmed).then_some(outcome)
         }
-        futures_util::future::Either::Right((Verdict::Confirmed, work)) => Some(work.await),
-        futures_util::future::Either::Right(_) => None,
+        Either::Right((Verdict::Confirmed, work)) => Some(work.await),
+        Either::Right(_) => None,
     }
 }
 
