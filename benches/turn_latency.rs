@@ -31,6 +31,9 @@
 //! every run.
 //!
 //! Run with: `cargo bench --bench turn_latency` (needs espeak-ng and sox).
+//! `cargo bench --bench turn_latency -- --serve-fakes` serves the same
+//! speech and scripted fakes to another pipeline instead: Pipecat's, in
+//! `benches/pipecat_turn_latency.py`.
 
 #![allow(
     clippy::unwrap_used,
@@ -208,20 +211,25 @@ fn processors(fakes: &Fakes, shipped: bool, stt: SttKind, rate: u32) -> Vec<Name
     list
 }
 
-/// One turn; `(latency, cut off, preemptive replies)`.
-async fn run(
+/// Fake providers scripted for one turn over `speech`: a transcript per
+/// part, each `latencies.stt` late (the fake Deepgram's finals that long
+/// past each part's end), every chat answer and speech `latencies.llm` and
+/// `latencies.tts` late; `spares` more transcriptions and speeches for a
+/// client that asks more often.
+async fn scripted_fakes(
     speech: &Speech,
     transcripts: &[&str],
     latencies: &Latencies,
-    shipped: bool,
-    stt: SttKind,
-) -> (Option<Duration>, bool, usize) {
+    spares: usize,
+) -> Fakes {
     let fakes = Fakes {
         openai: FakeOpenAi::start().await,
         deepgram: FakeDeepgram::start().await,
     };
     let server = &fakes.openai;
-    for text in transcripts {
+    // Requests past the script (more VAD segments than parts) are as slow.
+    let last = transcripts.last().copied().unwrap_or_default();
+    for text in transcripts.iter().chain(std::iter::repeat_n(&last, spares)) {
         server.push_transcription(Reply::Delayed(
             latencies.stt,
             Box::new(Reply::Json(serde_json::json!({ "text": text }))),
@@ -243,7 +251,7 @@ async fn run(
         latencies.llm,
         Box::new(Reply::Sse(text_answer("Sure. Anything else?"))),
     ));
-    for _ in 0..8 {
+    for _ in 0..8 + spares {
         server.push_speech(Reply::Delayed(
             latencies.tts,
             Box::new(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
@@ -251,6 +259,18 @@ async fn run(
             ))])),
         ));
     }
+    fakes
+}
+
+/// One turn; `(latency, cut off, preemptive replies)`.
+async fn run(
+    speech: &Speech,
+    transcripts: &[&str],
+    latencies: &Latencies,
+    shipped: bool,
+    stt: SttKind,
+) -> (Option<Duration>, bool, usize) {
+    let fakes = scripted_fakes(speech, transcripts, latencies, 0).await;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut params = PipelineParams::new("bench", speech.rate);
     params.observers.push(Arc::new(Watch(Arc::clone(&seen))));
@@ -282,10 +302,9 @@ async fn run(
     (latency, cut, seen.preemptive)
 }
 
-fn main() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let profiles = [
+/// The provider latencies measured: `realistic` and `fast`.
+fn profiles() -> [Latencies; 2] {
+    [
         Latencies {
             name: "realistic",
             stt: Duration::from_millis(300),
@@ -298,7 +317,80 @@ fn main() {
             llm: Duration::from_millis(150),
             tts: Duration::from_millis(100),
         },
-    ];
+    ]
+}
+
+/// The speech cases at `rate`: name, speech, a transcript per part.
+fn cases(dir: &Path, rate: u32) -> [(&'static str, Speech, Vec<&'static str>); 3] {
+    let whole = say(dir, "whole", WHOLE, rate);
+    let first = say(dir, "first", FIRST, rate);
+    let second = say(dir, "second", SECOND, rate);
+    [
+        (
+            "complete",
+            speech(&[&whole], Duration::ZERO, rate),
+            vec![WHOLE],
+        ),
+        (
+            "pause 400",
+            speech(&[&first, &second], Duration::from_millis(400), rate),
+            vec![FIRST, SECOND],
+        ),
+        (
+            "pause 600",
+            speech(&[&first, &second], Duration::from_millis(600), rate),
+            vec![FIRST, SECOND],
+        ),
+    ]
+}
+
+/// `--serve-fakes`: the same speech and fake providers for another
+/// pipeline (`benches/pipecat_turn_latency.py`). Each line on stdin,
+/// `PROFILE RATE CASE` (e.g. `realistic 16000 pause 400`), starts fresh
+/// fakes scripted for that turn, as a run of this bench does (with spare
+/// replies, as slow, for a client that cuts more segments), writes the
+/// case's audio to a WAV file, and answers with one JSON line: the fakes'
+/// URLs, the file, and the speech's true end and last part (ms from the
+/// file's start). It serves until stdin closes.
+fn serve_fakes(runtime: &tokio::runtime::Runtime, dir: &Path) {
+    let mut served = Vec::new();
+    for line in std::io::stdin().lines() {
+        let line = line.unwrap();
+        let mut words = line.splitn(3, ' ');
+        let (Some(profile), Some(rate), Some(case)) = (words.next(), words.next(), words.next())
+        else {
+            panic!("expected `PROFILE RATE CASE`, got {line:?}");
+        };
+        let latencies = profiles().into_iter().find(|p| p.name == profile).unwrap();
+        let rate: u32 = rate.parse().unwrap();
+        let (_, speech, transcripts) = cases(dir, rate)
+            .into_iter()
+            .find(|(name, _, _)| *name == case)
+            .unwrap_or_else(|| panic!("no case {case:?}"));
+        let wav = dir.join(format!("{}_{rate}.wav", case.replace(' ', "_")));
+        voxpipe::audio::wav::write_wav(&wav, rate, &speech.samples).unwrap();
+        let fakes = runtime.block_on(scripted_fakes(&speech, &transcripts, &latencies, 8));
+        let answer = serde_json::json!({
+            "openai": fakes.openai.base_url,
+            "deepgram": fakes.deepgram.url,
+            "wav": wav,
+            "end_ms": speech.end.as_secs_f64() * 1e3,
+            "last_part_ms": speech.last_part.as_secs_f64() * 1e3,
+        });
+        println!("{answer}");
+        // Kept serving: the client may still be talking to the last ones.
+        served.push(fakes);
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    if std::env::args().any(|arg| arg == "--serve-fakes") {
+        serve_fakes(&runtime, dir.path());
+        return;
+    }
+    let profiles = profiles();
     let runs: usize = std::env::var("TURN_LATENCY_RUNS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -307,26 +399,7 @@ fn main() {
         "config    stt      profile    rate   speech      median  runs (ms)          cut off  preemptive"
     );
     for rate in [16_000, 8_000] {
-        let whole = say(dir.path(), "whole", WHOLE, rate);
-        let first = say(dir.path(), "first", FIRST, rate);
-        let second = say(dir.path(), "second", SECOND, rate);
-        let cases = [
-            (
-                "complete",
-                speech(&[&whole], Duration::ZERO, rate),
-                vec![WHOLE],
-            ),
-            (
-                "pause 400",
-                speech(&[&first, &second], Duration::from_millis(400), rate),
-                vec![FIRST, SECOND],
-            ),
-            (
-                "pause 600",
-                speech(&[&first, &second], Duration::from_millis(600), rate),
-                vec![FIRST, SECOND],
-            ),
-        ];
+        let cases = cases(dir.path(), rate);
         let configs = [
             ("baseline", false, SttKind::Segment),
             ("shipped", true, SttKind::Segment),
