@@ -56,10 +56,12 @@ from pipecat.frames.frames import (
     EndFrame,
     Frame,
     InputAudioRawFrame,
+    MetricsFrame,
     StartFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
 )
+from pipecat.metrics.metrics import TurnMetricsData
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.task import PipelineParams
 from pipecat.pipeline.worker import PipelineWorker
@@ -135,7 +137,7 @@ class Feeder(FrameProcessor):
 
 
 class Watch(FrameProcessor):
-    """Notes when bot audio first leaves the TTS, and the transcripts."""
+    """Notes when bot audio leaves the TTS, and Smart Turn's verdicts."""
 
     def __init__(self, seen: dict):
         super().__init__()
@@ -145,6 +147,10 @@ class Watch(FrameProcessor):
         await super().process_frame(frame, direction)
         if isinstance(frame, TTSAudioRawFrame):
             self._seen["audio"].append(time.monotonic())
+        elif isinstance(frame, MetricsFrame):
+            self._seen["smart_turn"] += [
+                d.probability for d in frame.data if isinstance(d, TurnMetricsData)
+            ]
         await self.push_frame(frame, direction)
 
 
@@ -167,7 +173,7 @@ async def run(fakes: dict, stt_kind: str) -> dict:
     with wave.open(fakes["wav"], "rb") as wav:
         rate = wav.getframerate()
         audio = wav.readframes(wav.getnframes())
-    seen = {"audio": [], "user_turns": [], "transcripts": 0}
+    seen = {"audio": [], "user_turns": [], "transcripts": 0, "smart_turn": []}
     if stt_kind == "segment":
         stt = OpenAISTTService(api_key="bench", base_url=fakes["openai"])
     else:
@@ -220,6 +226,7 @@ async def run(fakes: dict, stt_kind: str) -> dict:
         "cut": any(at < last_part for at in seen["user_turns"])
         or (first is not None and first < last_part),
         "transcripts": seen["transcripts"],
+        "smart_turn": seen["smart_turn"],
     }
 
 
@@ -234,7 +241,7 @@ def shown(values: list) -> str:
     return " ".join("none" if v is None else f"{v * 1e3:.0f}" for v in values)
 
 
-def main():
+async def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--stt", default="segment,stream")
@@ -255,7 +262,7 @@ def main():
     )
     print(
         "config    stt      profile    rate   speech      median  runs (ms)"
-        "          cut off  after end  runs (ms)          transcripts"
+        "          cut off  after end  runs (ms)          transcripts  Smart Turn p(complete)"
     )
     try:
         for rate in args.rates.split(","):
@@ -267,16 +274,19 @@ def main():
                             server.stdin.write(f"{profile} {rate} {case}\n")
                             server.stdin.flush()
                             fakes = json.loads(server.stdout.readline())
-                            results.append(asyncio.run(run(fakes, stt_kind)))
+                            results.append(await run(fakes, stt_kind))
                         latencies = [r["latency"] for r in results]
                         after = [r["after_end"] for r in results]
                         cut = sum(r["cut"] for r in results)
                         transcripts = [r["transcripts"] for r in results]
+                        verdicts = "; ".join(
+                            " ".join(f"{p:.2f}" for p in r["smart_turn"]) for r in results
+                        )
                         print(
                             f"pipecat   {stt_kind:<8} {profile:<10} {rate:<6} {case:<11} "
                             f"{median_ms(latencies):>7}  {shown(latencies):<17}  "
                             f"{cut}/{args.runs}      {median_ms(after):>7}    "
-                            f"{shown(after):<17}  {transcripts}",
+                            f"{shown(after):<17}  {transcripts}  {verdicts}",
                             flush=True,
                         )
     finally:
@@ -285,4 +295,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main())
