@@ -34,9 +34,19 @@ after the TTS notes the first `TTSAudioRawFrame`.
 
 Latency is first bot audio minus the speech's true end (as the Rust bench);
 a run is cut off when the user turn ended, or bot audio started, before the
-last part began. `after end` is the first bot audio after the true end (the
-answer to the whole sentence when the first half was cut off). Each case runs
-`--runs` times; a line gives the median and every run.
+last part began (a negative latency: bot audio before the user was done).
+`after end` is the first bot audio after the true end (the answer to the
+whole sentence when the first half was cut off). Per run, the line also
+gives the transcripts the STT gave, the user turns the aggregator ended
+(more than one: a reply was started and interrupted) and Smart Turn's
+probability of "complete" at each VAD stop (> 0.5 ends the turn once its
+transcript is in; otherwise the turn waits for 3 s of silence). Each case
+runs `--runs` times; a line gives the median and every run. The WAV holds
+2.5 s of silence after the speech; the feeder goes on with silent frames
+until the answer comes (at most 6 s after the speech), so Smart Turn's 3 s
+fallback is measured, not cut short.
+
+`PIPECAT_LOG=DEBUG` shows Pipecat's log (on stderr).
 """
 
 import argparse
@@ -226,6 +236,7 @@ async def run(fakes: dict, stt_kind: str) -> dict:
         "cut": any(at < last_part for at in seen["user_turns"])
         or (first is not None and first < last_part),
         "transcripts": seen["transcripts"],
+        "user_turns": len(seen["user_turns"]),
         "smart_turn": seen["smart_turn"],
     }
 
@@ -262,7 +273,7 @@ async def main():
     )
     print(
         "config    stt      profile    rate   speech      median  runs (ms)"
-        "          cut off  after end  runs (ms)          transcripts  Smart Turn p(complete)"
+        "          cut off  after end  runs (ms)          transcripts  user turns  Smart Turn p(complete)"
     )
     try:
         for rate in args.rates.split(","):
@@ -279,6 +290,7 @@ async def main():
                         after = [r["after_end"] for r in results]
                         cut = sum(r["cut"] for r in results)
                         transcripts = [r["transcripts"] for r in results]
+                        turns = [r["user_turns"] for r in results]
                         verdicts = "; ".join(
                             " ".join(f"{p:.2f}" for p in r["smart_turn"]) for r in results
                         )
@@ -286,7 +298,7 @@ async def main():
                             f"pipecat   {stt_kind:<8} {profile:<10} {rate:<6} {case:<11} "
                             f"{median_ms(latencies):>7}  {shown(latencies):<17}  "
                             f"{cut}/{args.runs}      {median_ms(after):>7}    "
-                            f"{shown(after):<17}  {transcripts}  {verdicts}",
+                            f"{shown(after):<17}  {transcripts}  {turns}  {verdicts}",
                             flush=True,
                         )
     finally:
