@@ -33,6 +33,9 @@
 //! every run, the preemptive replies and the transcription requests of each.
 //!
 //! Run with: `cargo bench --bench turn_latency` (needs espeak-ng and sox).
+//! `cargo bench --bench turn_latency -- --serve-fakes` serves the same
+//! speech and scripted fakes to another pipeline instead: Pipecat's, in
+//! `benches/pipecat_turn_latency.py`.
 
 #![allow(
     clippy::unwrap_used,
@@ -45,7 +48,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use support::fake::deepgram::{FakeDeepgram, Script as DeepgramScript};
@@ -222,45 +225,57 @@ fn processors(fakes: &Fakes, shipped: bool, stt: SttKind, rate: u32) -> Vec<Name
     list
 }
 
-/// One turn; `(latency, cut off, preemptive replies, transcription
-/// requests)`.
-async fn run(
+/// Fake providers scripted for one turn over `speech`: a transcript per
+/// part, each `latencies.stt` late (the fake Deepgram's finals that long
+/// past each part's end), every chat answer and speech `latencies.llm` and
+/// `latencies.tts` late; `spares` more transcriptions and speeches for a
+/// client that asks more often. With `fed_from` (set when the audio starts
+/// to flow), a transcription request gets the words of the last part ended
+/// when it arrives, and the first part's before any ended: a segmented STT
+/// may send at pauses the user speaks through, and drops those transcripts.
+async fn scripted_fakes(
     speech: &Speech,
     transcripts: &[&str],
     latencies: &Latencies,
-    shipped: bool,
-    stt: SttKind,
-) -> (Option<Duration>, bool, usize, usize) {
+    spares: usize,
+    fed_from: Option<Arc<OnceLock<tokio::time::Instant>>>,
+) -> Fakes {
     let fakes = Fakes {
         openai: FakeOpenAi::start().await,
         deepgram: FakeDeepgram::start().await,
     };
     let server = &fakes.openai;
-    // A request's words are those of the last part ended when it arrives
-    // (a segmented STT may send at pauses the user speaks through; those
-    // transcripts are dropped), and the first part's before any ended.
-    let feeding_from = Arc::new(std::sync::OnceLock::<tokio::time::Instant>::new());
-    let parts: Vec<(Duration, String)> = speech
-        .part_ends
-        .iter()
-        .zip(transcripts)
-        .map(|(end, text)| (*end, (*text).to_owned()))
-        .collect();
-    let stt_latency = latencies.stt;
-    let fed = Arc::clone(&feeding_from);
-    server.transcribe_with(move || {
-        let heard = fed.get().map_or(Duration::ZERO, |from| from.elapsed());
-        let text = parts
+    if let Some(fed_from) = fed_from {
+        let parts: Vec<(Duration, String)> = speech
+            .part_ends
             .iter()
-            .rev()
-            .find(|(end, _)| *end <= heard)
-            .or(parts.first())
-            .map_or("", |(_, text)| text.as_str());
-        Reply::Delayed(
-            stt_latency,
-            Box::new(Reply::Json(serde_json::json!({ "text": text }))),
-        )
-    });
+            .zip(transcripts)
+            .map(|(end, text)| (*end, (*text).to_owned()))
+            .collect();
+        let stt_latency = latencies.stt;
+        server.transcribe_with(move || {
+            let heard = fed_from.get().map_or(Duration::ZERO, |from| from.elapsed());
+            let text = parts
+                .iter()
+                .rev()
+                .find(|(end, _)| *end <= heard)
+                .or(parts.first())
+                .map_or("", |(_, text)| text.as_str());
+            Reply::Delayed(
+                stt_latency,
+                Box::new(Reply::Json(serde_json::json!({ "text": text }))),
+            )
+        });
+    } else {
+        // Requests past the script (more VAD segments than parts) are as slow.
+        let last = transcripts.last().copied().unwrap_or_default();
+        for text in transcripts.iter().chain(std::iter::repeat_n(&last, spares)) {
+            server.push_transcription(Reply::Delayed(
+                latencies.stt,
+                Box::new(Reply::Json(serde_json::json!({ "text": text }))),
+            ));
+        }
+    }
     // Linear16 at the pipeline's rate: two bytes a sample.
     let bytes_at = |at: Duration| (at + latencies.stt).as_secs_f64() * f64::from(speech.rate) * 2.0;
     fakes.deepgram.push_script(DeepgramScript {
@@ -277,7 +292,7 @@ async fn run(
         latencies.llm,
         Box::new(Reply::Sse(text_answer("Sure. Anything else?"))),
     ));
-    for _ in 0..8 {
+    for _ in 0..8 + spares {
         server.push_speech(Reply::Delayed(
             latencies.tts,
             Box::new(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
@@ -285,6 +300,27 @@ async fn run(
             ))])),
         ));
     }
+    fakes
+}
+
+/// One turn; `(latency, cut off, preemptive replies, transcription
+/// requests)`.
+async fn run(
+    speech: &Speech,
+    transcripts: &[&str],
+    latencies: &Latencies,
+    shipped: bool,
+    stt: SttKind,
+) -> (Option<Duration>, bool, usize, usize) {
+    let feeding_from = Arc::new(OnceLock::new());
+    let fakes = scripted_fakes(
+        speech,
+        transcripts,
+        latencies,
+        0,
+        Some(Arc::clone(&feeding_from)),
+    )
+    .await;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut params = PipelineParams::new("bench", speech.rate);
     params.observers.push(Arc::new(Watch(Arc::clone(&seen))));
@@ -317,10 +353,9 @@ async fn run(
     (latency, cut, seen.preemptive, requests)
 }
 
-fn main() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let profiles = [
+/// The provider latencies measured: `realistic` and `fast`.
+fn profiles() -> [Latencies; 2] {
+    [
         Latencies {
             name: "realistic",
             stt: Duration::from_millis(300),
@@ -333,7 +368,80 @@ fn main() {
             llm: Duration::from_millis(150),
             tts: Duration::from_millis(100),
         },
-    ];
+    ]
+}
+
+/// The speech cases at `rate`: name, speech, a transcript per part.
+fn cases(dir: &Path, rate: u32) -> [(&'static str, Speech, Vec<&'static str>); 3] {
+    let whole = say(dir, "whole", WHOLE, rate);
+    let first = say(dir, "first", FIRST, rate);
+    let second = say(dir, "second", SECOND, rate);
+    [
+        (
+            "complete",
+            speech(&[&whole], Duration::ZERO, rate),
+            vec![WHOLE],
+        ),
+        (
+            "pause 400",
+            speech(&[&first, &second], Duration::from_millis(400), rate),
+            vec![FIRST, SECOND],
+        ),
+        (
+            "pause 600",
+            speech(&[&first, &second], Duration::from_millis(600), rate),
+            vec![FIRST, SECOND],
+        ),
+    ]
+}
+
+/// `--serve-fakes`: the same speech and fake providers for another
+/// pipeline (`benches/pipecat_turn_latency.py`). Each line on stdin,
+/// `PROFILE RATE CASE` (e.g. `realistic 16000 pause 400`), starts fresh
+/// fakes scripted for that turn, as a run of this bench does (with spare
+/// replies, as slow, for a client that cuts more segments), writes the
+/// case's audio to a WAV file, and answers with one JSON line: the fakes'
+/// URLs, the file, and the speech's true end and last part (ms from the
+/// file's start). It serves until stdin closes.
+fn serve_fakes(runtime: &tokio::runtime::Runtime, dir: &Path) {
+    let mut served = Vec::new();
+    for line in std::io::stdin().lines() {
+        let line = line.unwrap();
+        let mut words = line.splitn(3, ' ');
+        let (Some(profile), Some(rate), Some(case)) = (words.next(), words.next(), words.next())
+        else {
+            panic!("expected `PROFILE RATE CASE`, got {line:?}");
+        };
+        let latencies = profiles().into_iter().find(|p| p.name == profile).unwrap();
+        let rate: u32 = rate.parse().unwrap();
+        let (_, speech, transcripts) = cases(dir, rate)
+            .into_iter()
+            .find(|(name, _, _)| *name == case)
+            .unwrap_or_else(|| panic!("no case {case:?}"));
+        let wav = dir.join(format!("{}_{rate}.wav", case.replace(' ', "_")));
+        voxpipe::audio::wav::write_wav(&wav, rate, &speech.samples).unwrap();
+        let fakes = runtime.block_on(scripted_fakes(&speech, &transcripts, &latencies, 8, None));
+        let answer = serde_json::json!({
+            "openai": fakes.openai.base_url,
+            "deepgram": fakes.deepgram.url,
+            "wav": wav,
+            "end_ms": speech.end.as_secs_f64() * 1e3,
+            "last_part_ms": speech.last_part.as_secs_f64() * 1e3,
+        });
+        println!("{answer}");
+        // Kept serving: the client may still be talking to the last ones.
+        served.push(fakes);
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    if std::env::args().any(|arg| arg == "--serve-fakes") {
+        serve_fakes(&runtime, dir.path());
+        return;
+    }
+    let profiles = profiles();
     let runs: usize = std::env::var("TURN_LATENCY_RUNS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -342,26 +450,7 @@ fn main() {
         "config    stt      profile    rate   speech      median  runs (ms)          cut off  preemptive  stt requests"
     );
     for rate in [16_000, 8_000] {
-        let whole = say(dir.path(), "whole", WHOLE, rate);
-        let first = say(dir.path(), "first", FIRST, rate);
-        let second = say(dir.path(), "second", SECOND, rate);
-        let cases = [
-            (
-                "complete",
-                speech(&[&whole], Duration::ZERO, rate),
-                vec![WHOLE],
-            ),
-            (
-                "pause 400",
-                speech(&[&first, &second], Duration::from_millis(400), rate),
-                vec![FIRST, SECOND],
-            ),
-            (
-                "pause 600",
-                speech(&[&first, &second], Duration::from_millis(600), rate),
-                vec![FIRST, SECOND],
-            ),
-        ];
+        let cases = cases(dir.path(), rate);
         let configs = [
             ("baseline", false, SttKind::Segment),
             ("shipped", true, SttKind::Segment),
