@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use realfft::num_complex::Complex;
 
-use super::kernels::{Vector, conv_relu, dots, sigmoid, tanh};
+use super::kernels::{conv_relu, lstm_step, sigmoid};
 use super::weights::{HIDDEN, RateWeights, STFT_FRAMES, SileroModel};
 use crate::vad::{VadError, VoiceModel};
 
@@ -49,12 +49,15 @@ pub struct SileroVad {
     frame: Vec<f32>,
     spectrum: Vec<Complex<f32>>,
     fft_scratch: Vec<Complex<f32>>,
-    /// `[bins][STFT_FRAMES]`, then the encoder's activations in turn.
+    /// `[STFT_FRAMES][bins]`, then the encoder's activations in turn,
+    /// time step by time step.
     activations: [Vec<f32>; 2],
-    columns: Vec<f32>,
+    /// The inputs a layer does not skip for being zero.
+    nonzero: Vec<u32>,
     /// The encoder output, then `h`: the LSTM cell's input.
     lstm_input: Vec<f32>,
-    gates: Vec<f32>,
+    /// The LSTM's next `h`.
+    h: Vec<f32>,
     /// The LSTM cell state `c`.
     cell: Vec<f32>,
 }
@@ -99,9 +102,9 @@ impl SileroVad {
                 Vec::with_capacity(bins * STFT_FRAMES),
                 Vec::with_capacity(HIDDEN * STFT_FRAMES),
             ],
-            columns: Vec::with_capacity(3 * bins * STFT_FRAMES),
+            nonzero: Vec::with_capacity(bins.max(2 * HIDDEN)),
             lstm_input: vec![0.0; 2 * HIDDEN],
-            gates: vec![0.0; 4 * HIDDEN],
+            h: vec![0.0; HIDDEN],
             cell: vec![0.0; HIDDEN],
             weights,
             rates,
@@ -168,70 +171,35 @@ impl SileroVad {
                 self.spectrum.fill(Complex::new(0.0, 0.0));
             }
             for (k, bin) in self.spectrum.iter().enumerate() {
-                magnitudes[k * STFT_FRAMES + t] = (bin.re * bin.re + bin.im * bin.im).sqrt();
+                magnitudes[t * bins + k] = (bin.re * bin.re + bin.im * bin.im).sqrt();
             }
         }
     }
 
     fn encode(&mut self) {
         let [a, b] = &mut self.activations;
-        let (mut from, mut to) = (a, b);
-        for conv in &self.weights.encoder {
-            conv_relu(conv, from, &mut self.columns, to);
-            std::mem::swap(&mut from, &mut to);
-        }
+        let (layers, nonzero) = (&self.weights.encoder, &mut self.nonzero);
+        conv_relu(&layers.0, a, nonzero, b);
+        conv_relu(&layers.1, b, nonzero, a);
+        conv_relu(&layers.2, a, nonzero, b);
+        conv_relu(&layers.3, b, nonzero, a);
         // One time step of HIDDEN channels is left.
-        self.lstm_input[..HIDDEN].copy_from_slice(&from[..HIDDEN]);
+        self.lstm_input[..HIDDEN].copy_from_slice(&a[..HIDDEN]);
     }
 
     fn decode(&mut self) -> f32 {
         let w = &*self.weights;
-        let width = 2 * HIDDEN;
-        // Four gate rows at a time against the one input: the input is read
-        // once per four rows, and four sums run side by side.
-        for ((gates, rows), biases) in self
-            .gates
-            .chunks_exact_mut(4)
-            .zip(w.lstm_weight.chunks_exact(4 * width))
-            .zip(w.lstm_bias.chunks_exact(4))
-        {
-            let rows: [&[f32]; 4] = std::array::from_fn(|r| &rows[r * width..(r + 1) * width]);
-            for ((gate, sum), bias) in gates
-                .iter_mut()
-                .zip(dots::<4, 1>(&self.lstm_input, rows))
-                .zip(biases)
-            {
-                *gate = bias + sum;
-            }
-        }
-        let (input_gate, rest) = self.gates.split_at(HIDDEN);
-        let (forget_gate, rest) = rest.split_at(HIDDEN);
-        let (cell_gate, output_gate) = rest.split_at(HIDDEN);
-        fn vectors(x: &[f32]) -> &[Vector] {
-            x.as_chunks().0
-        }
-        let h: &mut [Vector] = self.lstm_input[HIDDEN..].as_chunks_mut().0;
-        let c: &mut [Vector] = self.cell.as_chunks_mut().0;
-        let gates = vectors(input_gate)
-            .iter()
-            .zip(vectors(forget_gate))
-            .zip(vectors(cell_gate))
-            .zip(vectors(output_gate));
-        // Four lanes at a time, so that the activations vectorise.
-        for ((h, c), (((i, f), g), o)) in h.iter_mut().zip(c.iter_mut()).zip(gates) {
-            let (i, f, g, o) = (sigmoid(*i), sigmoid(*f), tanh(*g), sigmoid(*o));
-            for lane in 0..c.len() {
-                c[lane] = f[lane] * c[lane] + i[lane] * g[lane];
-            }
-            let tanh_c = tanh(*c);
-            for lane in 0..h.len() {
-                h[lane] = o[lane] * tanh_c[lane];
-            }
-        }
-        let h = &self.lstm_input[HIDDEN..];
-        let relu_h = h.iter().map(|x| x.max(0.0));
+        lstm_step(
+            &w.lstm,
+            &self.lstm_input,
+            &mut self.nonzero,
+            &mut self.cell,
+            &mut self.h,
+        );
+        self.lstm_input[HIDDEN..].copy_from_slice(&self.h);
+        let relu_h = self.h.iter().map(|x| x.max(0.0));
         let logit = w.head_bias + relu_h.zip(&w.head_weight).map(|(x, w)| x * w).sum::<f32>();
-        sigmoid([logit; 4])[0]
+        sigmoid([logit])[0]
     }
 }
 
@@ -255,6 +223,7 @@ impl VoiceModel for SileroVad {
     fn reset(&mut self) {
         self.input.fill(0.0);
         self.lstm_input.fill(0.0);
+        self.h.fill(0.0);
         self.cell.fill(0.0);
     }
 
