@@ -7,8 +7,10 @@
 //! channels, which stay in registers from the first input to the last. No
 //! input is copied (no im2col), no sum is added across lanes, every weight
 //! is read once, and taps that would read padding are never computed.
-//! Inputs that are zero (the ReLUs make many) add nothing and are skipped:
-//! the sums are exactly those of computing them.
+//! Zero inputs are not skipped: on the sample speech under 2% of a
+//! convolution's input channels are zero at every step and about 10% of
+//! the LSTM's inputs are zero, too few to pay for finding them (measured
+//! with callgrind on `benches/twilio_media.rs`).
 //!
 //! On x86-64 CPUs with AVX2 and FMA (detected at run time; the build stays
 //! portable), the same code is compiled a second time for those
@@ -17,7 +19,7 @@
 //! twice, so the sums differ from the portable ones in the last bits (the
 //! tests hold both to each other, to plain sums, and to onnxruntime).
 
-use super::layers::{ACCUMULATORS, Conv, LANES, LSTM_UNITS_PER_BLOCK, Lstm};
+use super::layers::{ACCUMULATORS, Conv, HIDDEN, LANES, LSTM_UNITS_PER_BLOCK, Lstm};
 
 /// Eight lanes of floats: one AVX register, or two SSE2 or NEON ones.
 type Vector = [f32; LANES];
@@ -62,36 +64,24 @@ fn use_avx2_fma() -> bool {
 }
 
 /// `relu(conv(input))` for one of the encoder's convolutions: `input` is
-/// `[STEPS_IN][in_channels]`, `output` becomes `[STEPS_OUT][out_channels]`.
-/// `nonzero` is scratch.
+/// `[STEPS_IN][in_channels]`, `output` `[STEPS_OUT][out_channels]`.
 pub(crate) fn conv_relu<const STEPS_IN: usize, const STRIDE: usize>(
     conv: &Conv<STEPS_IN, STRIDE>,
     input: &[f32],
-    nonzero: &mut Vec<u32>,
-    output: &mut Vec<f32>,
+    output: &mut [f32],
 ) {
-    let steps_out = Conv::<STEPS_IN, STRIDE>::STEPS_OUT;
-    output.clear();
-    output.resize(steps_out * conv.out_channels, 0.0);
-    let input = &input[..STEPS_IN * conv.in_channels];
-    // The channels that are zero at every step add nothing.
-    nonzero.clear();
-    nonzero.extend((0..conv.in_channels as u32).filter(|c| {
-        (0..STEPS_IN).any(|step| input[step * conv.in_channels + *c as usize] != 0.0)
-    }));
     #[cfg(target_arch = "x86_64")]
     if use_avx2_fma() {
-        return x86::conv_relu_avx2_fma(conv, input, nonzero, output);
+        return x86::conv_relu_avx2_fma(conv, input, output);
     }
-    conv_relu_lanes::<STEPS_IN, STRIDE, false>(conv, input, nonzero, output);
+    conv_relu_lanes::<STEPS_IN, STRIDE, false>(conv, input, output);
 }
 
-/// [`conv_relu`]'s arithmetic, fused or not, on the channels `nonzero`.
+/// [`conv_relu`]'s arithmetic, fused or not.
 #[inline(always)]
 fn conv_relu_lanes<const STEPS_IN: usize, const STRIDE: usize, const FUSED: bool>(
     conv: &Conv<STEPS_IN, STRIDE>,
     input: &[f32],
-    nonzero: &[u32],
     output: &mut [f32],
 ) {
     type Layer<const N: usize, const S: usize> = Conv<N, S>;
@@ -105,18 +95,16 @@ fn conv_relu_lanes<const STEPS_IN: usize, const STRIDE: usize, const FUSED: bool
         .chunks_exact(inputs * per_channel)
         .zip(conv.bias.chunks_exact(block));
     for (b, (weights, bias)) in blocks.enumerate() {
-        // One sum per output step for each vector of the block's channels.
+        // One sum per output step for each vector of the block's channels;
+        // every index below is a constant once the loops are unrolled, so
+        // the sums live in registers.
         let mut acc = [[0.0f32; LANES]; ACCUMULATORS];
-        for sums in acc.chunks_exact_mut(block).take(steps_out) {
-            for (sum, bias) in sums.iter_mut().zip(bias) {
-                *sum = bias.0;
+        for t in 0..steps_out {
+            for v in 0..block {
+                acc[t * block + v] = bias[v].0;
             }
         }
-        for c in nonzero {
-            let c = *c as usize;
-            let Some(w) = weights.get(c * per_channel..(c + 1) * per_channel) else {
-                continue;
-            };
+        for (c, w) in weights.chunks_exact(per_channel).enumerate() {
             for (step, values) in steps.iter().enumerate() {
                 let x = values[c];
                 for k in 0..3 {
@@ -132,11 +120,18 @@ fn conv_relu_lanes<const STEPS_IN: usize, const STRIDE: usize, const FUSED: bool
                 }
             }
         }
-        let first = b * block * LANES;
-        for (t, sums) in acc.chunks_exact(block).enumerate().take(steps_out) {
+        for t in 0..steps_out {
             let row = &mut output[t * outputs..(t + 1) * outputs];
-            for (y, sum) in row.iter_mut().skip(first).zip(sums.as_flattened()) {
-                *y = sum.max(0.0);
+            for v in 0..block {
+                let first = (b * block + v) * LANES;
+                let relu = acc[t * block + v].map(|sum| sum.max(0.0));
+                if let Some(y) = row.get_mut(first..first + LANES) {
+                    y.copy_from_slice(&relu);
+                } else if let Some(y) = row.get_mut(first..) {
+                    // The last, partial vector of a layer whose channels
+                    // are not a multiple of eight (Silero's all are).
+                    y.copy_from_slice(&relu[..y.len()]);
+                }
             }
         }
     }
@@ -144,69 +139,65 @@ fn conv_relu_lanes<const STEPS_IN: usize, const STRIDE: usize, const FUSED: bool
 
 /// One step of the LSTM cell: `input` is the cell's input then its
 /// previous `h`; `cell` (`c`) is updated in place and the new `h` written
-/// to `h`. `nonzero` is scratch.
-pub(crate) fn lstm_step(
-    lstm: &Lstm,
-    input: &[f32],
-    nonzero: &mut Vec<u32>,
-    cell: &mut [f32],
-    h: &mut [f32],
-) {
-    nonzero.clear();
-    nonzero.extend((0..input.len() as u32).filter(|i| input[*i as usize] != 0.0));
+/// to `h`.
+pub(crate) fn lstm_step(lstm: &Lstm, input: &[f32], cell: &mut [f32], h: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if use_avx2_fma() {
-        return x86::lstm_step_avx2_fma(lstm, input, nonzero, cell, h);
+        return x86::lstm_step_avx2_fma(lstm, input, cell, h);
     }
-    lstm_step_lanes::<false>(lstm, input, nonzero, cell, h);
+    lstm_step_lanes::<false>(lstm, input, cell, h);
 }
 
-/// [`lstm_step`]'s arithmetic, fused or not, on the inputs `nonzero`.
+/// Vectors of the LSTM's gates: four gates of HIDDEN units.
+const GATE_VECTORS: usize = 4 * HIDDEN / LANES;
+
+/// [`lstm_step`]'s arithmetic, fused or not.
 #[inline(always)]
-fn lstm_step_lanes<const FUSED: bool>(
-    lstm: &Lstm,
-    input: &[f32],
-    nonzero: &[u32],
-    cell: &mut [f32],
-    h: &mut [f32],
-) {
+fn lstm_step_lanes<const FUSED: bool>(lstm: &Lstm, input: &[f32], cell: &mut [f32], h: &mut [f32]) {
     /// Vectors per gate in a block.
     const PER_GATE: usize = LSTM_UNITS_PER_BLOCK / LANES;
     let width = input.len();
+    // All the sums first, then the activations: computed in one loop, the
+    // activations' constants took registers from the sums.
+    let mut gates = [[0.0f32; LANES]; GATE_VECTORS];
     let blocks = lstm
         .weight
         .chunks_exact(width * ACCUMULATORS)
         .zip(lstm.bias.chunks_exact(ACCUMULATORS))
-        .zip(cell.as_chunks_mut::<LSTM_UNITS_PER_BLOCK>().0)
-        .zip(h.as_chunks_mut::<LSTM_UNITS_PER_BLOCK>().0);
-    for (((weights, bias), c), h) in blocks {
+        .zip(gates.as_chunks_mut::<ACCUMULATORS>().0);
+    for ((weights, bias), sums) in blocks {
         let mut acc: [Vector; ACCUMULATORS] = std::array::from_fn(|v| bias[v].0);
-        for i in nonzero {
-            let i = *i as usize;
-            let (Some(x), Some(w)) = (
-                input.get(i),
-                weights.get(i * ACCUMULATORS..(i + 1) * ACCUMULATORS),
-            ) else {
-                continue;
-            };
+        for (x, w) in input.iter().zip(weights.as_chunks::<ACCUMULATORS>().0) {
             for v in 0..ACCUMULATORS {
                 multiply_add::<FUSED>(&mut acc[v], &w[v].0, *x);
             }
         }
-        let c: &mut [Vector] = c.as_chunks_mut().0;
-        let h: &mut [Vector] = h.as_chunks_mut().0;
-        for (v, (c, h)) in c.iter_mut().zip(h).enumerate().take(PER_GATE) {
-            let input_gate = sigmoid(acc[v]);
-            let forget_gate = sigmoid(acc[PER_GATE + v]);
-            let cell_gate = tanh(acc[2 * PER_GATE + v]);
-            let output_gate = sigmoid(acc[3 * PER_GATE + v]);
-            for lane in 0..LANES {
-                c[lane] = forget_gate[lane] * c[lane] + input_gate[lane] * cell_gate[lane];
-            }
-            let tanh_c = tanh(*c);
-            for lane in 0..LANES {
-                h[lane] = output_gate[lane] * tanh_c[lane];
-            }
+        *sums = acc;
+    }
+    let units = gates
+        .as_chunks::<ACCUMULATORS>()
+        .0
+        .iter()
+        .flat_map(|block| (0..PER_GATE).map(move |v| std::array::from_fn(|g| block[g * PER_GATE + v])));
+    for ((c, h), [input_gate, forget_gate, cell_gate, output_gate]) in cell
+        .as_chunks_mut::<LANES>()
+        .0
+        .iter_mut()
+        .zip(h.as_chunks_mut::<LANES>().0)
+        .zip(units)
+    {
+        let (i, f, g, o) = (
+            sigmoid(input_gate),
+            sigmoid(forget_gate),
+            tanh(cell_gate),
+            sigmoid(output_gate),
+        );
+        for lane in 0..LANES {
+            c[lane] = f[lane] * c[lane] + i[lane] * g[lane];
+        }
+        let tanh_c = tanh(*c);
+        for lane in 0..LANES {
+            h[lane] = o[lane] * tanh_c[lane];
         }
     }
 }
@@ -230,12 +221,9 @@ mod x86 {
     fn conv_relu_compiled_for_avx2_fma<const STEPS_IN: usize, const STRIDE: usize>(
         conv: &Conv<STEPS_IN, STRIDE>,
         input: &[f32],
-        nonzero: &[u32],
         output: &mut [f32],
     ) {
-        crate::vad::silero::kernels::conv_relu_lanes::<STEPS_IN, STRIDE, true>(
-            conv, input, nonzero, output,
-        );
+        crate::vad::silero::kernels::conv_relu_lanes::<STEPS_IN, STRIDE, true>(conv, input, output);
     }
 
     /// The convolution on eight lanes with fused multiply-adds. Only call
@@ -244,24 +232,22 @@ mod x86 {
     pub(super) fn conv_relu_avx2_fma<const STEPS_IN: usize, const STRIDE: usize>(
         conv: &Conv<STEPS_IN, STRIDE>,
         input: &[f32],
-        nonzero: &[u32],
         output: &mut [f32],
     ) {
         debug_assert!(has_avx2_fma());
         // SAFETY: the function is safe Rust compiled for AVX2 and FMA; it
         // is called only after `has_avx2_fma` found both on this CPU.
-        unsafe { conv_relu_compiled_for_avx2_fma(conv, input, nonzero, output) }
+        unsafe { conv_relu_compiled_for_avx2_fma(conv, input, output) }
     }
 
     #[target_feature(enable = "avx2,fma")]
     fn lstm_step_compiled_for_avx2_fma(
         lstm: &Lstm,
         input: &[f32],
-        nonzero: &[u32],
         cell: &mut [f32],
         h: &mut [f32],
     ) {
-        crate::vad::silero::kernels::lstm_step_lanes::<true>(lstm, input, nonzero, cell, h);
+        crate::vad::silero::kernels::lstm_step_lanes::<true>(lstm, input, cell, h);
     }
 
     /// The LSTM step on eight lanes with fused multiply-adds and
@@ -270,14 +256,13 @@ mod x86 {
     pub(super) fn lstm_step_avx2_fma(
         lstm: &Lstm,
         input: &[f32],
-        nonzero: &[u32],
         cell: &mut [f32],
         h: &mut [f32],
     ) {
         debug_assert!(has_avx2_fma());
         // SAFETY: the function is safe Rust compiled for AVX2 and FMA; it
         // is called only after `has_avx2_fma` found both on this CPU.
-        unsafe { lstm_step_compiled_for_avx2_fma(lstm, input, nonzero, cell, h) }
+        unsafe { lstm_step_compiled_for_avx2_fma(lstm, input, cell, h) }
     }
 }
 
@@ -400,8 +385,8 @@ mod tests {
         let plain = plain_conv_relu((inputs, outputs, STRIDE, STEPS_IN), &weight, &bias, &input);
         let run = |portable: bool| {
             PORTABLE_ONLY.with(|p| p.set(portable));
-            let (mut nonzero, mut out) = (Vec::new(), Vec::new());
-            conv_relu(&conv, &input, &mut nonzero, &mut out);
+            let mut out = vec![f32::NAN; plain.len()];
+            conv_relu(&conv, &input, &mut out);
             PORTABLE_ONLY.with(|p| p.set(false));
             out
         };
@@ -441,8 +426,8 @@ mod tests {
         // One input channel [1, 2, 3, 4]; two output channels; stride 2.
         let conv = Conv::<4, 2>::new(1, 2, &[1.0, 10.0, 100.0, -1.0, -1.0, -1.0], &[0.5, 0.0]);
         assert_eq!(Conv::<4, 2>::LIVE_TAPS, [Some(0), Some(1), Some(2)]);
-        let (mut nonzero, mut out) = (Vec::new(), Vec::new());
-        conv_relu(&conv, &[1.0, 2.0, 3.0, 4.0], &mut nonzero, &mut out);
+        let mut out = [f32::NAN; 4];
+        conv_relu(&conv, &[1.0, 2.0, 3.0, 4.0], &mut out);
         // Step 0 sees [0, 1, 2]; step 1 sees [2, 3, 4]. Time-major.
         assert_eq!(
             out,
@@ -454,7 +439,8 @@ mod tests {
         assert_eq!(Conv::<1, 1>::LIVE_TAPS, [None, Some(0), None]);
         assert_eq!(conv.weight.len(), 2 * Conv::<1, 1>::BLOCK);
         assert_eq!((conv.weight[0].0[0], conv.weight[8].0[0]), (1.0, 2.0));
-        conv_relu(&conv, &[3.0, 4.0], &mut nonzero, &mut out);
+        let mut out = [f32::NAN; 1];
+        conv_relu(&conv, &[3.0, 4.0], &mut out);
         assert_eq!(out, [3.0 + 8.0]);
         // Two steps, stride 2: the first tap only sees padding.
         assert_eq!(Conv::<2, 2>::LIVE_TAPS, [None, Some(0), Some(1)]);
@@ -462,12 +448,11 @@ mod tests {
 
     #[test]
     fn the_lstm_step_matches_the_plain_cell_in_both_builds() {
-        let hidden = 2 * LSTM_UNITS_PER_BLOCK;
-        let inputs = 24;
+        let (hidden, inputs) = (HIDDEN, HIDDEN);
         let weight_ih = values(4 * hidden * inputs, 4);
         let weight_hh = values(4 * hidden * hidden, 5);
         let bias = values(4 * hidden, 6);
-        let lstm = Lstm::new(hidden, &weight_ih, &weight_hh, &bias);
+        let lstm = Lstm::new(&weight_ih, &weight_hh, &bias);
         let input = values(inputs + hidden, 7);
         let cell = values(hidden, 8);
         // PyTorch's LSTM cell, in f64.
@@ -488,8 +473,8 @@ mod tests {
             .collect();
         for portable in [true, false] {
             PORTABLE_ONLY.with(|p| p.set(portable));
-            let (mut c, mut h, mut nonzero) = (cell.clone(), vec![0.0; hidden], Vec::new());
-            lstm_step(&lstm, &input, &mut nonzero, &mut c, &mut h);
+            let (mut c, mut h) = (cell.clone(), vec![0.0; hidden]);
+            lstm_step(&lstm, &input, &mut c, &mut h);
             PORTABLE_ONLY.with(|p| p.set(false));
             for (u, (plain, (c, h))) in plain.iter().zip(c.iter().zip(&h)).enumerate() {
                 let close = |x: f32, y: f64| (f64::from(x) - y).abs() <= 1e-5 * y.abs().max(1.0);

@@ -9,6 +9,9 @@
 //! registers from the first input to the last, and no sum ever needs
 //! adding across lanes.
 
+/// Width of the encoder output and of the LSTM state.
+pub(crate) const HIDDEN: usize = 128;
+
 /// Floats in one AVX register; the portable build computes the same
 /// eight lanes in two SSE2 or NEON registers.
 pub(crate) const LANES: usize = 8;
@@ -144,15 +147,14 @@ pub(crate) struct Lstm {
 }
 
 impl Lstm {
-    /// The cell from PyTorch's `weight_ih` and `weight_hh` (each
-    /// `[4 * hidden][inputs]`, gates in PyTorch's order) and the summed
-    /// biases (`[4 * hidden]`).
-    pub(crate) fn new(hidden: usize, weight_ih: &[f32], weight_hh: &[f32], bias: &[f32]) -> Self {
+    /// The cell of [`HIDDEN`] units from PyTorch's `weight_ih` (`[4 *
+    /// HIDDEN][inputs]`), `weight_hh` (`[4 * HIDDEN][HIDDEN]`), gates in
+    /// PyTorch's order, and the summed biases (`[4 * HIDDEN]`).
+    pub(crate) fn new(weight_ih: &[f32], weight_hh: &[f32], bias: &[f32]) -> Self {
+        const { assert!(HIDDEN.is_multiple_of(LSTM_UNITS_PER_BLOCK)) };
+        let hidden = HIDDEN;
         let inputs = weight_ih.len() / (4 * hidden);
         let width = inputs + hidden;
-        // Silero's 128 units are whole blocks; the kernel updates units a
-        // block at a time.
-        assert!(hidden.is_multiple_of(LSTM_UNITS_PER_BLOCK), "{hidden} LSTM units");
         let blocks = hidden / LSTM_UNITS_PER_BLOCK;
         // The gate row lane `lane` of vector `v` of block `b` computes.
         let row = |b: usize, v: usize, lane: usize| {

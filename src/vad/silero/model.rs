@@ -35,7 +35,8 @@ use std::sync::Arc;
 use realfft::num_complex::Complex;
 
 use super::kernels::{conv_relu, lstm_step, sigmoid};
-use super::weights::{HIDDEN, RateWeights, STFT_FRAMES, SileroModel};
+use super::layers::HIDDEN;
+use super::weights::{RateWeights, STFT_FRAMES, SileroModel};
 use crate::vad::{VadError, VoiceModel};
 
 /// Silero VAD for one audio stream: the model's weights (shared) and the
@@ -49,12 +50,10 @@ pub struct SileroVad {
     frame: Vec<f32>,
     spectrum: Vec<Complex<f32>>,
     fft_scratch: Vec<Complex<f32>>,
-    /// `[STFT_FRAMES][bins]`, then the encoder's activations in turn,
-    /// time step by time step.
-    activations: [Vec<f32>; 2],
-    /// The inputs a layer does not skip for being zero.
-    nonzero: Vec<u32>,
-    /// The encoder output, then `h`: the LSTM cell's input.
+    /// The spectrum's magnitudes, `[STFT_FRAMES][bins]`, then the first
+    /// three layers' outputs, `[step][channel]`.
+    activations: [Vec<f32>; 4],
+    /// The encoder's output, then `h`: the LSTM cell's input.
     lstm_input: Vec<f32>,
     /// The LSTM's next `h`.
     h: Vec<f32>,
@@ -99,10 +98,11 @@ impl SileroVad {
             spectrum: weights.fft.make_output_vec(),
             fft_scratch: weights.fft.make_scratch_vec(),
             activations: [
-                Vec::with_capacity(bins * STFT_FRAMES),
-                Vec::with_capacity(HIDDEN * STFT_FRAMES),
+                vec![0.0; bins * STFT_FRAMES],
+                vec![0.0; HIDDEN * STFT_FRAMES],
+                vec![0.0; 64 * 2],
+                vec![0.0; 64],
             ],
-            nonzero: Vec::with_capacity(bins.max(2 * HIDDEN)),
             lstm_input: vec![0.0; 2 * HIDDEN],
             h: vec![0.0; HIDDEN],
             cell: vec![0.0; HIDDEN],
@@ -149,8 +149,6 @@ impl SileroVad {
         let w = &*self.weights;
         let bins = w.fft_len / 2 + 1;
         let magnitudes = &mut self.activations[0];
-        magnitudes.clear();
-        magnitudes.resize(bins * STFT_FRAMES, 0.0);
         for t in 0..STFT_FRAMES {
             let start = t * w.hop;
             for ((f, x), win) in self
@@ -177,25 +175,18 @@ impl SileroVad {
     }
 
     fn encode(&mut self) {
-        let [a, b] = &mut self.activations;
-        let (layers, nonzero) = (&self.weights.encoder, &mut self.nonzero);
-        conv_relu(&layers.0, a, nonzero, b);
-        conv_relu(&layers.1, b, nonzero, a);
-        conv_relu(&layers.2, a, nonzero, b);
-        conv_relu(&layers.3, b, nonzero, a);
+        let [spectrum, first, second, third] = &mut self.activations;
+        let layers = &self.weights.encoder;
+        conv_relu(&layers.0, spectrum, first);
+        conv_relu(&layers.1, first, second);
+        conv_relu(&layers.2, second, third);
         // One time step of HIDDEN channels is left.
-        self.lstm_input[..HIDDEN].copy_from_slice(&a[..HIDDEN]);
+        conv_relu(&layers.3, third, &mut self.lstm_input[..HIDDEN]);
     }
 
     fn decode(&mut self) -> f32 {
         let w = &*self.weights;
-        lstm_step(
-            &w.lstm,
-            &self.lstm_input,
-            &mut self.nonzero,
-            &mut self.cell,
-            &mut self.h,
-        );
+        lstm_step(&w.lstm, &self.lstm_input, &mut self.cell, &mut self.h);
         self.lstm_input[HIDDEN..].copy_from_slice(&self.h);
         let relu_h = self.h.iter().map(|x| x.max(0.0));
         let logit = w.head_bias + relu_h.zip(&w.head_weight).map(|(x, w)| x * w).sum::<f32>();

@@ -18,15 +18,13 @@ use std::sync::{Arc, OnceLock};
 
 use realfft::{RealFftPlanner, RealToComplex};
 
-use super::layers::{Conv, Lstm};
+use super::layers::{Conv, HIDDEN, Lstm};
 use crate::vad::VadError;
 use crate::vad::onnx::{Tensor, float_tensors};
 
 /// The Silero VAD v6 model shipped with voxpipe (`assets/silero/`, MIT).
 const EMBEDDED_ONNX: &[u8] = include_bytes!("../../../assets/silero/silero_vad.onnx");
 
-/// Width of the encoder output and of the LSTM state.
-pub(crate) const HIDDEN: usize = 128;
 /// Frames of the STFT per chunk.
 pub(crate) const STFT_FRAMES: usize = 4;
 /// How far a basis row may stray from a windowed DFT row.
@@ -218,7 +216,7 @@ impl RateWeights {
         let bias_ih = branch.get("decoder.rnn.bias_ih", &[gates])?;
         let bias_hh = branch.get("decoder.rnn.bias_hh", &[gates])?;
         let bias: Vec<f32> = bias_ih.iter().zip(bias_hh).map(|(a, b)| a + b).collect();
-        let lstm = Lstm::new(HIDDEN, weight_ih, weight_hh, &bias);
+        let lstm = Lstm::new(weight_ih, weight_hh, &bias);
         let head_weight = branch
             .get("decoder.decoder.2.weight", &[1, HIDDEN, 1])?
             .to_vec();
