@@ -20,10 +20,16 @@
 //!
 //! # Speed
 //!
-//! The arithmetic is vectorised with the baseline instructions of the
-//! target (SSE2, NEON), in safe Rust: dot products over
-//! `[f32; 4]` lanes, each weight row applied to all of a layer's time steps
-//! in one pass, and the activations computed four at a time.
+//! The convolutions and the LSTM are register-blocked outer products over
+//! blocks of output channels (`kernels.rs`; weights laid out at load time
+//! in the order they are read, `layers.rs`), in safe Rust that vectorises
+//! with the baseline instructions of the target (SSE2, NEON); where the CPU
+//! has AVX2 and FMA (detected at run time) the same code runs eight lanes
+//! wide with fused multiply-adds, the activations too. Under callgrind
+//! (`benches/vad.rs`, `silero_chunk`) a chunk takes 71k instructions at
+//! 8 kHz and 98k at 16 kHz, of which 34k and 44k are the vector
+//! multiply-adds the arithmetic needs (dot products over im2col columns
+//! took 309k and 384k); 14.9 and 19.3 µs on the project's machine.
 //!
 //! # Allocation
 //!
