@@ -189,7 +189,9 @@ fn lstm_step_lanes<const FUSED: bool>(lstm: &Lstm, input: &[f32], cell: &mut [f3
         .as_chunks::<ACCUMULATORS>()
         .0
         .iter()
-        .flat_map(|block| (0..PER_GATE).map(move |v| std::array::from_fn(|g| block[g * PER_GATE + v])));
+        .flat_map(|block| {
+            (0..PER_GATE).map(move |v| std::array::from_fn(|g| block[g * PER_GATE + v]))
+        });
     for ((c, h), [input_gate, forget_gate, cell_gate, output_gate]) in cell
         .as_chunks_mut::<LANES>()
         .0
@@ -264,12 +266,7 @@ mod x86 {
     /// The LSTM step on eight lanes with fused multiply-adds and
     /// activations. Only call when [`has_avx2_fma`].
     #[inline(always)]
-    pub(super) fn lstm_step_avx2_fma(
-        lstm: &Lstm,
-        input: &[f32],
-        cell: &mut [f32],
-        h: &mut [f32],
-    ) {
+    pub(super) fn lstm_step_avx2_fma(lstm: &Lstm, input: &[f32], cell: &mut [f32], h: &mut [f32]) {
         debug_assert!(has_avx2_fma());
         // SAFETY: the function is safe Rust compiled for AVX2 and FMA; it
         // is called only after `has_avx2_fma` found both on this CPU.
@@ -359,7 +356,11 @@ mod tests {
         (0..n)
             .map(|i| {
                 let r = (i * 7919 + seed * 104_729) % 1009;
-                if r % 3 == 0 { 0.0 } else { r as f32 / 504.5 - 1.0 }
+                if r % 3 == 0 {
+                    0.0
+                } else {
+                    r as f32 / 504.5 - 1.0
+                }
             })
             .collect()
     }
@@ -478,7 +479,8 @@ mod tests {
         let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
         let gate = |g: usize, u: usize| {
             let r = g * hidden + u;
-            let ih = (0..inputs).map(|i| f64::from(weight_ih[r * inputs + i]) * f64::from(input[i]));
+            let ih =
+                (0..inputs).map(|i| f64::from(weight_ih[r * inputs + i]) * f64::from(input[i]));
             let hh = (0..hidden)
                 .map(|i| f64::from(weight_hh[r * hidden + i]) * f64::from(input[inputs + i]));
             f64::from(bias[r]) + ih.sum::<f64>() + hh.sum::<f64>()
@@ -497,7 +499,10 @@ mod tests {
             PORTABLE_ONLY.with(|p| p.set(false));
             for (u, (plain, (c, h))) in plain.iter().zip(c.iter().zip(&h)).enumerate() {
                 let close = |x: f32, y: f64| (f64::from(x) - y).abs() <= 1e-5 * y.abs().max(1.0);
-                assert!(close(*c, plain.0) && close(*h, plain.1), "unit {u}: {c}, {h} vs {plain:?}");
+                assert!(
+                    close(*c, plain.0) && close(*h, plain.1),
+                    "unit {u}: {c}, {h} vs {plain:?}"
+                );
             }
         }
     }

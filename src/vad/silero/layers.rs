@@ -24,7 +24,7 @@ pub(crate) const ACCUMULATORS: usize = 8;
 
 /// Eight output channels' weights, aligned so that a vector load never
 /// straddles two cache lines.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Default)]
 #[repr(align(32))]
 pub(crate) struct Lanes(pub(crate) [f32; LANES]);
 
@@ -96,8 +96,18 @@ impl<const STEPS_IN: usize, const STRIDE: usize> Conv<STEPS_IN, STRIDE> {
         }
     }
 
+    /// Floats of the output.
+    pub(crate) fn output_len(&self) -> usize {
+        Self::STEPS_OUT * self.out_channels
+    }
+
     /// The layer from PyTorch's `weight` (`[out][in][3]`) and `bias`.
-    pub(crate) fn new(in_channels: usize, out_channels: usize, weight: &[f32], bias: &[f32]) -> Self {
+    pub(crate) fn new(
+        in_channels: usize,
+        out_channels: usize,
+        weight: &[f32],
+        bias: &[f32],
+    ) -> Self {
         const { assert!(ACCUMULATORS.is_multiple_of(Self::STEPS_OUT)) };
         let block = Self::BLOCK * LANES;
         let blocks = out_channels.div_ceil(block);
@@ -165,7 +175,10 @@ impl Lstm {
         let mut weight = vec![Lanes::default(); blocks * width * ACCUMULATORS];
         let mut laid_out_bias = vec![Lanes::default(); blocks * ACCUMULATORS];
         for b in 0..blocks {
-            for (v, lanes) in laid_out_bias[b * ACCUMULATORS..][..ACCUMULATORS].iter_mut().enumerate() {
+            for (v, lanes) in laid_out_bias[b * ACCUMULATORS..][..ACCUMULATORS]
+                .iter_mut()
+                .enumerate()
+            {
                 for (lane, w) in lanes.0.iter_mut().enumerate() {
                     *w = bias[row(b, v, lane)];
                 }

@@ -39,6 +39,13 @@ pub(crate) type Encoder = (
     Conv<1, 1>,
 );
 
+// Each layer's input is the previous one's output.
+const _: () = assert!(
+    Conv::<STFT_FRAMES, 1>::STEPS_OUT == STFT_FRAMES
+        && Conv::<STFT_FRAMES, 2>::STEPS_OUT == 2
+        && Conv::<2, 2>::STEPS_OUT == 1
+);
+
 /// The network for one sample rate.
 pub(crate) struct RateWeights {
     pub(crate) rate: u32,
