@@ -356,7 +356,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let r = (i * 7919 + seed * 104_729) % 1009;
-                if r % 3 == 0 {
+                if r.is_multiple_of(3) {
                     0.0
                 } else {
                     r as f32 / 504.5 - 1.0

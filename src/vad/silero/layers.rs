@@ -89,7 +89,7 @@ impl<const STEPS_IN: usize, const STRIDE: usize> Conv<STEPS_IN, STRIDE> {
             return None;
         }
         let offset = step + 1 - k;
-        if offset % STRIDE == 0 && offset / STRIDE < Self::STEPS_OUT {
+        if offset.is_multiple_of(STRIDE) && offset / STRIDE < Self::STEPS_OUT {
             Some(offset / STRIDE)
         } else {
             None
