@@ -16,7 +16,7 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use voxpipe::audio::opus::FRAME_SAMPLES;
 use voxpipe::audio::{OpusDecoder, OpusEncoder, StreamResampler, mulaw};
 use voxpipe::frame::AudioFrame;
-use voxpipe::vad::{ModelInput, RollingVolume};
+use voxpipe::vad::{ModelInput, RollingVolume, SileroVad, VoiceModel};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -94,6 +94,25 @@ fn steady_paths_do_not_allocate() {
         0,
         "VAD input: {stats:?}"
     );
+
+    // Silero VAD, one chunk per call, at both of its rates.
+    for rate in [8_000, 16_000] {
+        let mut vad = SileroVad::new(rate).unwrap();
+        let chunk = support::signal::sine(440.0, rate, vad.chunk_samples(), 8_000.0);
+        vad.voice_confidence(&chunk);
+        let region = Region::new(GLOBAL);
+        let mut total = 0.0;
+        for _ in 0..CALLS {
+            total += vad.voice_confidence(&chunk);
+        }
+        let stats = region.change();
+        assert!(total > 0.0);
+        assert_eq!(
+            stats.allocations + stats.reallocations,
+            0,
+            "Silero at {rate} Hz: {stats:?}"
+        );
+    }
 
     // Opus: ropus allocates its scratch per call where libopus, before it,
     // used the stack: 28 buffers (16 KB) per decode, 262 (117 KB) per

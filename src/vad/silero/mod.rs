@@ -7,6 +7,7 @@
 //! numbers (`tools/gen_vad_reference.py`).
 
 mod kernels;
+mod layers;
 mod model;
 mod weights;
 

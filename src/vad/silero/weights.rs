@@ -18,74 +18,33 @@ use std::sync::{Arc, OnceLock};
 
 use realfft::{RealFftPlanner, RealToComplex};
 
+use super::layers::{Conv, HIDDEN, Lstm};
 use crate::vad::VadError;
 use crate::vad::onnx::{Tensor, float_tensors};
 
 /// The Silero VAD v6 model shipped with voxpipe (`assets/silero/`, MIT).
 const EMBEDDED_ONNX: &[u8] = include_bytes!("../../../assets/silero/silero_vad.onnx");
 
-/// Width of the encoder output and of the LSTM state.
-pub(crate) const HIDDEN: usize = 128;
 /// Frames of the STFT per chunk.
 pub(crate) const STFT_FRAMES: usize = 4;
 /// How far a basis row may stray from a windowed DFT row.
 const DFT_TOLERANCE: f64 = 1e-5;
 
-/// One `Conv1d` of the encoder: kernel 3, padding 1, on an input of a
-/// fixed number of time steps.
-pub(crate) struct Conv {
-    pub(crate) in_channels: usize,
-    pub(crate) out_channels: usize,
-    pub(crate) stride: usize,
-    pub(crate) steps_in: usize,
-    /// The kernel taps that ever see input rather than padding: all three
-    /// for the first two layers, two and one for the last two (whose input
-    /// is two steps and one step long). Dead taps are dropped from the
-    /// weights, a third of the encoder's memory traffic.
-    pub(crate) taps: Vec<usize>,
-    /// `[out][in * taps]`: each output channel's live taps as one row,
-    /// matching the im2col layout of the input.
-    pub(crate) weight: Vec<f32>,
-    pub(crate) bias: Vec<f32>,
-}
+/// The encoder: four `Conv1d` (kernel 3, padding 1) of strides 1, 2, 2
+/// and 1 on the STFT's frames, leaving one time step.
+pub(crate) type Encoder = (
+    Conv<STFT_FRAMES, 1>,
+    Conv<STFT_FRAMES, 2>,
+    Conv<2, 2>,
+    Conv<1, 1>,
+);
 
-impl Conv {
-    /// Time steps of the output.
-    pub(crate) fn steps_out(&self) -> usize {
-        (self.steps_in + 2 - 3) / self.stride + 1
-    }
-
-    pub(crate) fn new(
-        (in_channels, out_channels, stride, steps_in): (usize, usize, usize, usize),
-        weight: &[f32],
-        bias: &[f32],
-    ) -> Self {
-        let mut conv = Conv {
-            in_channels,
-            out_channels,
-            stride,
-            steps_in,
-            taps: Vec::new(),
-            weight: Vec::new(),
-            bias: bias.to_vec(),
-        };
-        // Tap k of output step t reads input step t * stride + k - 1.
-        conv.taps = (0..3)
-            .filter(|k| {
-                (0..conv.steps_out()).any(|t| {
-                    (t * stride + k)
-                        .checked_sub(1)
-                        .is_some_and(|i| i < steps_in)
-                })
-            })
-            .collect();
-        conv.weight = weight
-            .chunks_exact(3)
-            .flat_map(|kernel| conv.taps.iter().map(|k| kernel[*k]))
-            .collect();
-        conv
-    }
-}
+// Each layer's input is the previous one's output.
+const _: () = assert!(
+    Conv::<STFT_FRAMES, 1>::STEPS_OUT == STFT_FRAMES
+        && Conv::<STFT_FRAMES, 2>::STEPS_OUT == 2
+        && Conv::<2, 2>::STEPS_OUT == 1
+);
 
 /// The network for one sample rate.
 pub(crate) struct RateWeights {
@@ -102,13 +61,8 @@ pub(crate) struct RateWeights {
     /// The STFT window (the basis's first row).
     pub(crate) window: Vec<f32>,
     pub(crate) fft: Arc<dyn RealToComplex<f32>>,
-    pub(crate) encoder: [Conv; 4],
-    /// `[4 * HIDDEN][2 * HIDDEN]`: each gate row is its input weights then
-    /// its recurrent weights, in PyTorch's gate order (input, forget, cell,
-    /// output).
-    pub(crate) lstm_weight: Vec<f32>,
-    /// `bias_ih + bias_hh`.
-    pub(crate) lstm_bias: Vec<f32>,
+    pub(crate) encoder: Encoder,
+    pub(crate) lstm: Lstm,
     pub(crate) head_weight: Vec<f32>,
     pub(crate) head_bias: f32,
 }
@@ -209,13 +163,12 @@ impl Branch<'_> {
         Ok(&tensor.data)
     }
 
-    /// The convolution `layer` of the encoder, fed `steps_in` time steps.
-    fn conv(
+    /// The convolution `layer` of the encoder.
+    fn conv<const STEPS_IN: usize, const STRIDE: usize>(
         &self,
         layer: usize,
-        (in_channels, out_channels, stride): (usize, usize, usize),
-        steps_in: usize,
-    ) -> Result<Conv, VadError> {
+        (in_channels, out_channels): (usize, usize),
+    ) -> Result<Conv<STEPS_IN, STRIDE>, VadError> {
         const WEIGHTS: [&str; 4] = [
             "encoder.0.reparam_conv.weight",
             "encoder.1.reparam_conv.weight",
@@ -230,11 +183,7 @@ impl Branch<'_> {
         ];
         let weight = self.get(WEIGHTS[layer], &[out_channels, in_channels, 3])?;
         let bias = self.get(BIASES[layer], &[out_channels])?;
-        Ok(Conv::new(
-            (in_channels, out_channels, stride, steps_in),
-            weight,
-            bias,
-        ))
+        Ok(Conv::new(in_channels, out_channels, weight, bias))
     }
 }
 
@@ -261,34 +210,20 @@ impl RateWeights {
         let basis = branch.get("stft.forward_basis_buffer", &[2 * bins, 1, fft_len])?;
         let window =
             windowed_dft_window(basis, fft_len).ok_or(VadError::NotWindowedDft { rate })?;
-        // Channels in, out and stride of each layer; each layer's input is
-        // the previous one's output, starting from the STFT frames.
-        let mut steps = STFT_FRAMES;
-        let mut layer = |index, shape| -> Result<Conv, VadError> {
-            let conv = branch.conv(index, shape, steps)?;
-            steps = conv.steps_out();
-            Ok(conv)
-        };
-        let encoder = [
-            layer(0, (bins, HIDDEN, 1))?,
-            layer(1, (HIDDEN, 64, 2))?,
-            layer(2, (64, 64, 2))?,
-            layer(3, (64, HIDDEN, 1))?,
-        ];
+        // Channels in and out of each layer (the strides are in the type).
+        let encoder = (
+            branch.conv(0, (bins, HIDDEN))?,
+            branch.conv(1, (HIDDEN, 64))?,
+            branch.conv(2, (64, 64))?,
+            branch.conv(3, (64, HIDDEN))?,
+        );
         let gates = 4 * HIDDEN;
         let weight_ih = branch.get("decoder.rnn.weight_ih", &[gates, HIDDEN])?;
         let weight_hh = branch.get("decoder.rnn.weight_hh", &[gates, HIDDEN])?;
         let bias_ih = branch.get("decoder.rnn.bias_ih", &[gates])?;
         let bias_hh = branch.get("decoder.rnn.bias_hh", &[gates])?;
-        let mut lstm_weight = Vec::with_capacity(gates * 2 * HIDDEN);
-        for (ih, hh) in weight_ih
-            .chunks_exact(HIDDEN)
-            .zip(weight_hh.chunks_exact(HIDDEN))
-        {
-            lstm_weight.extend_from_slice(ih);
-            lstm_weight.extend_from_slice(hh);
-        }
-        let lstm_bias = bias_ih.iter().zip(bias_hh).map(|(a, b)| a + b).collect();
+        let bias: Vec<f32> = bias_ih.iter().zip(bias_hh).map(|(a, b)| a + b).collect();
+        let lstm = Lstm::new(weight_ih, weight_hh, &bias);
         let head_weight = branch
             .get("decoder.decoder.2.weight", &[1, HIDDEN, 1])?
             .to_vec();
@@ -304,8 +239,7 @@ impl RateWeights {
             window,
             fft: RealFftPlanner::<f32>::new().plan_fft_forward(fft_len),
             encoder,
-            lstm_weight,
-            lstm_bias,
+            lstm,
             head_weight,
             head_bias,
         }))
@@ -344,7 +278,7 @@ mod tests {
         assert_eq!((r16.chunk, r16.context, r16.fft_len), (512, 64, 256));
         let r8 = model.rate(8_000).unwrap();
         assert_eq!((r8.chunk, r8.context, r8.fft_len), (256, 32, 128));
-        assert_eq!(r8.encoder[0].in_channels, 65);
+        assert_eq!(r8.encoder.0.in_channels, 65);
         assert!(matches!(
             model.rate(22_050),
             Err(VadError::MissingRate { rate: 22_050 })
