@@ -130,6 +130,22 @@ fn speech_then_pause() -> Vec<FrameBody> {
     frames
 }
 
+/// After [`speech_then_pause`]: audio on to `until` s, the VAD's stop with
+/// speech ending at `end_ms`; every frame pushed once the transcript came.
+async fn stop_at(live: Live, until: f64, end_ms: u64) -> Vec<Frame> {
+    for frame in audio(1.1, until - 1.1) {
+        live.handle.queue_frame(frame).await;
+    }
+    live.handle
+        .queue_frame(FrameBody::UserStoppedSpeaking { end: ms(end_ms) })
+        .await;
+    live.wait_for("the transcript", |f| {
+        matches!(f, FrameBody::Transcription(_))
+    })
+    .await;
+    support::session::unique(&live.finish().await)
+}
+
 #[tokio::test]
 async fn openai_transcribes_at_a_pause_and_the_stop_confirms_it() {
     let server = FakeOpenAi::start().await;
@@ -147,17 +163,7 @@ async fn openai_transcribes_at_a_pause_and_the_stop_confirms_it() {
         800,
         "0.5 s to 1.0 s, and 0.3 s pre-roll"
     );
-    for frame in audio(1.1, 0.2) {
-        live.handle.queue_frame(frame).await;
-    }
-    live.handle
-        .queue_frame(FrameBody::UserStoppedSpeaking { end: ms(1000) })
-        .await;
-    live.wait_for("the transcript", |f| {
-        matches!(f, FrameBody::Transcription(_))
-    })
-    .await;
-    let pushes = support::session::unique(&live.finish().await);
+    let pushes = stop_at(live, 1.3, 1000).await;
     assert_eq!(
         transcripts(&pushes),
         [(true, "I'd like a table.".into())],
@@ -195,17 +201,7 @@ async fn openai_drops_the_transcript_of_a_pause_the_user_spoke_through() {
         .wait_for_requests("transcriptions", 1, Duration::from_secs(10))
         .await;
     // The user goes on until 1.5 s.
-    for frame in audio(1.1, 0.6) {
-        live.handle.queue_frame(frame).await;
-    }
-    live.handle
-        .queue_frame(FrameBody::UserStoppedSpeaking { end: ms(1500) })
-        .await;
-    live.wait_for("the transcript", |f| {
-        matches!(f, FrameBody::Transcription(_))
-    })
-    .await;
-    let pushes = support::session::unique(&live.finish().await);
+    let pushes = stop_at(live, 1.7, 1500).await;
     assert_eq!(
         transcripts(&pushes),
         [(true, "I'd like a table for two.".into())]
