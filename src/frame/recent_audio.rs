@@ -43,6 +43,11 @@ impl RecentAudio {
             .collect()
     }
 
+    /// The end of the newest kept frame.
+    pub fn kept_until(&self) -> Option<Duration> {
+        self.frames.back().map(|f| f.pts + f.duration())
+    }
+
     /// The kept frames overlapping `start..end`, in order, still kept.
     pub fn between(&self, start: Duration, end: Duration) -> Vec<AudioFrame> {
         self.frames

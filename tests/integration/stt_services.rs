@@ -133,7 +133,12 @@ fn speech_then_pause() -> Vec<FrameBody> {
 /// After [`speech_then_pause`]: audio on to `until` s, the VAD's stop with
 /// speech ending at `end_ms`; every frame pushed once the transcript came.
 async fn stop_at(live: Live, until: f64, end_ms: u64) -> Vec<Frame> {
-    for frame in audio(1.1, until - 1.1) {
+    stop_at_after(live, 1.1, until, end_ms).await
+}
+
+/// [`stop_at`] for input that ended at `from` s.
+async fn stop_at_after(live: Live, from: f64, until: f64, end_ms: u64) -> Vec<Frame> {
+    for frame in audio(from, until - from) {
         live.handle.queue_frame(frame).await;
     }
     live.handle
@@ -179,6 +184,30 @@ async fn openai_transcribes_at_a_pause_and_the_stop_confirms_it() {
         position(|f| matches!(f, FrameBody::UserStoppedSpeaking { .. }))
             < position(|f| matches!(f, FrameBody::Transcription(_))),
         "the transcript waits for the stop"
+    );
+}
+
+#[tokio::test]
+async fn openai_sends_at_a_pause_once_the_audio_reaches_it() {
+    let server = FakeOpenAi::start().await;
+    server.push_transcription(Reply::Json(json!({"text": "I'd like a table."})));
+    let live = Live::start(vec![openai_stt(&server, "transcribe_on_pause = true")]);
+    // The pause at 1.0 s is reported while the audio kept ends at 0.9 s
+    // (as with input frames longer than the pause).
+    let mut frames = audio(0.0, 0.9);
+    frames.insert(35, FrameBody::UserStartedSpeaking { start: ms(500) });
+    frames.push(FrameBody::UserPausedSpeaking { end: ms(1000) });
+    for frame in frames {
+        live.handle.queue_frame(frame).await;
+    }
+    let pushes = stop_at_after(live, 0.9, 1.3, 1000).await;
+    assert_eq!(transcripts(&pushes), [(true, "I'd like a table.".into())]);
+    let uploads = server.received("transcriptions");
+    assert_eq!(uploads.len(), 1, "sent at the pause, confirmed by the stop");
+    assert_eq!(
+        uploaded_ms(&uploads[0]),
+        800,
+        "all the speech up to the pause"
     );
 }
 

@@ -111,6 +111,9 @@ pub struct SegmentedStt {
     max_utterance: Duration,
     transcribe_on_pause: bool,
     early: Option<EarlyUtterance>,
+    /// A pause whose audio has not all come yet (an input frame longer
+    /// than the pause): sent once it has.
+    pause_due: Option<Duration>,
     recent: RecentAudio,
     speech_start: Option<Duration>,
     saw_vad: bool,
@@ -133,6 +136,7 @@ impl SegmentedStt {
             max_utterance,
             transcribe_on_pause,
             early: None,
+            pause_due: None,
             recent: RecentAudio::new(),
             speech_start: None,
             saw_vad: false,
@@ -157,14 +161,28 @@ impl SegmentedStt {
     }
 
     /// The user paused at `end`: with `transcribe_on_pause`, sends the
-    /// speech so far, keeping the audio for the stop.
+    /// speech so far (once its audio up to `end` is here), keeping the audio
+    /// for the stop.
     fn paused(&mut self, end: Duration) {
-        let Some(start) = self.speech_start.filter(|_| self.transcribe_on_pause) else {
+        if !self.transcribe_on_pause || self.speech_start.is_none() {
             return;
-        };
+        }
         if let Some(previous) = self.early.take() {
             previous.decide(Verdict::Discarded);
         }
+        self.pause_due = Some(end);
+        self.send_due_pause();
+    }
+
+    /// Sends the utterance of the pause due, if the audio reaches its end.
+    fn send_due_pause(&mut self) {
+        let (Some(end), Some(start)) = (self.pause_due, self.speech_start) else {
+            return;
+        };
+        if self.recent.kept_until().is_none_or(|until| until < end) {
+            return;
+        }
+        self.pause_due = None;
         let frames = self
             .recent
             .between(start.saturating_sub(self.pre_roll), end);
@@ -180,6 +198,7 @@ impl SegmentedStt {
     /// The user stopped at `end`: confirms the utterance sent at the pause,
     /// or sends the whole one.
     fn stopped(&mut self, end: Duration) {
+        self.pause_due = None;
         let Some(start) = self.speech_start.take() else {
             return;
         };
@@ -241,12 +260,14 @@ async fn when_confirmed<T>(
     }
     let work = std::pin::pin!(work);
     let decision = std::pin::pin!(decided(verdict));
-    match select(work, decision).await {
-        Either::Left((outcome, decision)) => {
+    // The verdict is polled first: an utterance discarded while it waited
+    // its turn is never sent.
+    match select(decision, work).await {
+        Either::Left((Verdict::Confirmed, work)) => Some(work.await),
+        Either::Left(_) => None,
+        Either::Right((outcome, decision)) => {
             (decision.await == Verdict::Confirmed).then_some(outcome)
         }
-        Either::Right((Verdict::Confirmed, work)) => Some(work.await),
-        Either::Right(_) => None,
     }
 }
 
@@ -362,7 +383,10 @@ impl Processor for SegmentedStt {
         ctx: &ProcessorContext,
     ) -> Result<(), ProcessorError> {
         match &frame.body {
-            FrameBody::InputAudio(audio) => self.keep(audio),
+            FrameBody::InputAudio(audio) => {
+                self.keep(audio);
+                self.send_due_pause();
+            }
             FrameBody::UserStartedSpeaking { start } => {
                 self.saw_vad = true;
                 self.speech_start = Some(*start);
@@ -399,6 +423,7 @@ impl Processor for SegmentedStt {
     }
 
     async fn on_end(&mut self, _ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        self.pause_due = None;
         if let Some(early) = self.early.take() {
             // The input ended while the user spoke: the whole is sent below.
             early.decide(Verdict::Discarded);
