@@ -31,7 +31,10 @@ fn base_url_overrides(pipeline: &str, url: &str) -> Vec<String> {
 fn run_agent_against_any_openai_compatible_server() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(FakeOpenAi::start());
-    server.push_transcription(Reply::Json(json!({"text": "Hello, can you hear me?"})));
+    // Every request hears the sentence: the shipped agent may also send
+    // the speech so far at a pause inside it (`transcribe_on_pause`), a
+    // request whose transcript is then dropped.
+    server.transcribe_with(|| Reply::Json(json!({"text": "Hello, can you hear me?"})));
     server.push_chat(Reply::Sse(text_answer(
         "Yes, I can hear you. How can I help?",
     )));
