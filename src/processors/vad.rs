@@ -114,6 +114,17 @@ impl VadConfig {
 
 impl ProcessorFactory for VadConfig {
     fn build(&self, setup: &SessionSetup) -> Result<Box<dyn Processor>, BuildError> {
+        if let Some(pause) = self.pause_secs
+            && pause.duration() >= self.stop_secs.duration()
+        {
+            // A pause as long as the stop is never reported: say so rather
+            // than leave `transcribe_on_pause` silently without pauses.
+            return Err(BuildError::Invalid(format!(
+                "pause_secs must be shorter than stop_secs ({} s), not {} s",
+                self.stop_secs.as_secs_f64(),
+                pause.as_secs_f64()
+            )));
+        }
         let model: Box<dyn VoiceModel> = match self.engine {
             VadEngine::Silero => {
                 let rate = if setup.sample_rate == 8_000 {

@@ -63,6 +63,22 @@ fn a_processor_that_cannot_be_built_is_refused_by_check_run_and_serve_alike() {
 }
 
 #[test]
+fn a_vad_pause_as_long_as_its_stop_is_refused_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let vad = write(
+        dir.path(),
+        "vad.toml",
+        b"[pipeline]\nname = \"x\"\n\n[[processor]]\ntype = \"vad\"\nstop_secs = 0.2\npause_secs = 0.2\n",
+    );
+    all_refuse(
+        &vad,
+        &format!(
+            "{vad}:7:14: key `processor.0.pause_secs`: pause_secs must be shorter than stop_secs (0.2 s), not 0.2 s"
+        ),
+    );
+}
+
+#[test]
 fn out_of_range_durations_are_refused_with_their_key() {
     let dir = tempfile::tempdir().unwrap();
     for (n, value) in ["-1", "0", "nan", "1e308", "inf"].iter().enumerate() {
