@@ -11,6 +11,7 @@
 //! stream_signature = true     # X-Twilio-Signature on the /twilio/ws upgrade
 //! stream_token = true         # the per-call token the TwiML hands the stream
 //! stream_token_ttl_secs = 300 # how long that token opens a stream
+//! send_ahead_secs = 0.1       # bot audio sent ahead of the caller's playback
 //! ```
 
 use serde::Deserialize;
@@ -52,6 +53,15 @@ pub struct TwilioSection {
     /// outbound call's rings and answering-machine detection come first).
     #[serde(default = "default_token_ttl")]
     pub stream_token_ttl_secs: Seconds<1, 3600>,
+    /// How far ahead of the caller's playback bot audio may be sent (0: at
+    /// its time). Twilio buffers it, so a server that wakes late by up to
+    /// this much is not heard; a barge-in's `clear` drops it.
+    #[serde(default = "default_send_ahead")]
+    pub send_ahead_secs: Seconds<0, 2>,
+}
+
+fn default_send_ahead() -> Seconds<0, 2> {
+    Seconds::from_millis(100)
 }
 
 fn default_token_ttl() -> Seconds<1, 3600> {
@@ -68,6 +78,7 @@ impl Default for TwilioSection {
             stream_signature: true,
             stream_token: true,
             stream_token_ttl_secs: default_token_ttl(),
+            send_ahead_secs: default_send_ahead(),
         }
     }
 }

@@ -71,7 +71,8 @@ pub enum SpokenTiming {
 #[serde(tag = "metric", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum MetricsData {
-    /// Time a processor spent in `process`, per frame, over the session.
+    /// Time a processor spent in `process`, per frame, over the session
+    /// (the percentiles of a sample: one call in eight is timed).
     ProcessingTime {
         /// Processor name.
         processor: String,

@@ -34,7 +34,9 @@ pub(crate) struct Outcome {
     pub(crate) end_reason: Option<String>,
     pub(crate) cancelled: bool,
     pub(crate) fatal_error: Option<ErrorFrame>,
-    pub(crate) processing: Vec<(Arc<str>, LatencyHistogram)>,
+    /// Per processor: its name, the frames it processed, and the time of
+    /// a sample of its `process` calls.
+    pub(crate) processing: Vec<(Arc<str>, u64, LatencyHistogram)>,
     pub(crate) transit: LatencyHistogram,
 }
 

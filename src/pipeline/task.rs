@@ -44,7 +44,8 @@ pub struct PipelineParams {
     pub observers: Vec<Arc<dyn Observer>>,
     /// Room in each processor's bounded lane.
     pub queue_capacity: usize,
-    /// Whether to time every `process` call for processing-time metrics.
+    /// Whether to time `process` calls (one in eight) for processing-time
+    /// metrics.
     pub measure: bool,
     /// Objects the session's processors share, reachable from their
     /// context ([`ProcessorContext::resources`](super::ProcessorContext::resources)).
@@ -408,7 +409,7 @@ async fn contained(run: impl Future<Output = ()>) -> Result<(), Panicked> {
 
 fn metrics_of(
     order: &[Arc<str>],
-    mut processing: Vec<(Arc<str>, LatencyHistogram)>,
+    mut processing: Vec<(Arc<str>, u64, LatencyHistogram)>,
     transit: &LatencyHistogram,
 ) -> Vec<MetricsData> {
     let micros = |h: &LatencyHistogram, q| {
@@ -417,12 +418,12 @@ fn metrics_of(
             .unwrap_or(0.0)
     };
     // Processors of parallel branches are not in `order`: they go last.
-    processing.sort_by_key(|(name, _)| order.iter().position(|n| n == name).unwrap_or(usize::MAX));
+    processing.sort_by_key(|(name, ..)| order.iter().position(|n| n == name).unwrap_or(usize::MAX));
     let mut metrics: Vec<MetricsData> = processing
         .iter()
-        .map(|(name, h)| MetricsData::ProcessingTime {
+        .map(|(name, frames, h)| MetricsData::ProcessingTime {
             processor: name.to_string(),
-            frames: h.count(),
+            frames: *frames,
             p50_us: micros(h, 0.5),
             p99_us: micros(h, 0.99),
         })

@@ -76,6 +76,9 @@ async fn serve_call(state: Arc<ServerState>, mut permit: SessionPermit, socket: 
     let options = CallOptions {
         idle_timeout: state.config.server.idle_timeout_secs.duration(),
         stats: Arc::clone(&state.twilio.stats),
+        send_ahead: CallOptions::send_ahead(
+            state.config.transport.twilio.send_ahead_secs.duration(),
+        ),
     };
     let rate = state.config.pipeline.sample_rate.hz();
     let Some((ends, socket)) = StreamSocket::accept(socket, rate, options).await else {

@@ -42,6 +42,6 @@ mod websocket;
 pub use ends::{INPUT_NAME, TransportEnds};
 pub use output::{AudioSink, OutputTransport, Pacing};
 pub use playback_tap::{PlaybackListener, PlaybackTap};
-pub use playout::{Cut, Playout, PlayoutEvent};
+pub use playout::{Cut, Playout, PlayoutEvent, SendAhead};
 pub use stats::{NoStats, TransportStats};
 pub use websocket::WsInbound;

@@ -29,7 +29,7 @@ use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 use super::playback_tap::PlaybackTap;
-use super::playout::{Playout, PlayoutEvent};
+use super::playout::{Playout, PlayoutEvent, SendAhead};
 
 /// How often the end of a session checks whether the far end has confirmed
 /// playback of the last utterance.
@@ -80,6 +80,9 @@ pub enum Pacing {
         /// is pending (a pause that may be followed by more audio, a
         /// playback confirmation), usually 20 ms.
         period: Duration,
+        /// How far ahead of its time audio may leave while the far end is
+        /// playing.
+        send_ahead: SendAhead,
     },
 }
 
@@ -111,7 +114,10 @@ impl<S: AudioSink> OutputTransport<S> {
     pub fn new(sink: S, pacing: Pacing) -> Self {
         OutputTransport {
             state: Arc::new(Mutex::new(State {
-                playout: Playout::new(),
+                playout: match pacing {
+                    Pacing::Timer { send_ahead, .. } => Playout::with_send_ahead(send_ahead),
+                    Pacing::InboundAudio { .. } => Playout::new(),
+                },
                 sink,
                 heard_until_confirmed: false,
                 tap: None,
@@ -227,7 +233,7 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
     ) -> Result<(), ProcessorError> {
         self.convert = Some(FrameResampler::new(start.sample_rate));
         lock(&self.state).tap = PlaybackTap::find(ctx.resources());
-        if let Pacing::Timer { period } = self.pacing {
+        if let Pacing::Timer { period, .. } = self.pacing {
             let state = Arc::clone(&self.state);
             let scheduled = Arc::clone(&self.scheduled);
             let ticker_ctx = ctx.clone();

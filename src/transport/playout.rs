@@ -8,6 +8,15 @@
 //! [`Playout::STOP_HANGOVER`], so the short gaps between synthesized
 //! sentences do not flap the speaking state. Every method takes the session
 //! time; nothing here reads a clock.
+//!
+//! A far end that buffers and plays what it receives in order (Twilio) may
+//! be sent audio ahead of its time while it is already playing ([`SendAhead`]):
+//! audio that continues what is playing can leave up to a bound early, so a
+//! late wake-up of the server is heard as nothing instead of as a gap. The
+//! first audio after silence, or after a gap in the schedule, still leaves
+//! at its time: sent early, it would be played early. Speaking state and
+//! what an interruption cut still follow the time audio plays, not the time
+//! it left.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -37,6 +46,27 @@ pub struct Cut {
     pub was_speaking: bool,
 }
 
+/// How far ahead of its playing time audio may leave, for a far end that
+/// buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SendAhead {
+    /// The most audio sent but not yet played.
+    pub most: Duration,
+    /// The pacer wakes once less than this is left to play and tops up to
+    /// `most`, so the gap between the two is what one wake-up sends. At
+    /// most `most`.
+    pub refill_below: Duration,
+}
+
+impl SendAhead {
+    /// Audio leaves at its time: for a far end that paces by arrival
+    /// (WebRTC's jitter buffer reads early packets as network jitter).
+    pub const NONE: SendAhead = SendAhead {
+        most: Duration::ZERO,
+        refill_below: Duration::ZERO,
+    };
+}
+
 /// The output schedule of one session.
 #[derive(Debug, Default)]
 pub struct Playout {
@@ -49,6 +79,7 @@ pub struct Playout {
     speaking_since: Option<Duration>,
     /// No more audio is coming for the current utterance.
     utterance_complete: bool,
+    send_ahead: SendAhead,
 }
 
 impl Playout {
@@ -56,9 +87,20 @@ impl Playout {
     /// speaking.
     pub const STOP_HANGOVER: Duration = Duration::from_millis(200);
 
-    /// An empty schedule.
+    /// An empty schedule; audio leaves at its time.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty schedule whose audio may leave early by `send_ahead`.
+    pub fn with_send_ahead(send_ahead: SendAhead) -> Self {
+        Playout {
+            send_ahead: SendAhead {
+                refill_below: send_ahead.refill_below.min(send_ahead.most),
+                ..send_ahead
+            },
+            ..Self::default()
+        }
     }
 
     /// Schedules `audio` at `now` or right after the audio already
@@ -74,7 +116,7 @@ impl Playout {
     /// The next thing to do at `now`, if any. Call until `None`.
     pub fn poll(&mut self, now: Duration) -> Option<PlayoutEvent> {
         if let Some(next) = self.queue.front()
-            && next.pts <= now
+            && (next.pts <= now || self.continues_playing(next.pts, now))
         {
             if self.speaking_since.is_none() {
                 self.speaking_since = Some(next.pts);
@@ -99,6 +141,15 @@ impl Playout {
         }
         self.speaking_since = None;
         Some(PlayoutEvent::Stopped(quiet_from))
+    }
+
+    /// Whether audio starting at `pts` follows audio that is still playing
+    /// at `now` without a gap, and is within the send-ahead bound: the far
+    /// end will play it at its time though it leaves now.
+    fn continues_playing(&self, pts: Duration, now: Duration) -> bool {
+        self.speaking_since.is_some()
+            && pts == self.released_until
+            && pts <= now + self.send_ahead.most
     }
 
     /// The producer says the utterance is complete (all its audio has been
@@ -128,6 +179,9 @@ impl Playout {
     /// When the next event is due, if any: for pacing without polling.
     pub fn next_due(&self) -> Option<Duration> {
         match (self.queue.front(), self.speaking_since) {
+            (Some(next), Some(_)) if next.pts == self.released_until => {
+                Some(next.pts.saturating_sub(self.send_ahead.refill_below))
+            }
             (Some(next), _) => Some(next.pts),
             (None, Some(_)) => Some(self.released_until),
             (None, None) => None,
@@ -225,5 +279,81 @@ mod tests {
         // New audio after the interruption plays at once.
         p.schedule(chunk(), ms(400));
         assert_eq!(drain(&mut p, ms(400))[0], PlayoutEvent::Started(ms(400)));
+    }
+
+    fn ahead() -> Playout {
+        Playout::with_send_ahead(SendAhead {
+            most: ms(100),
+            refill_below: ms(60),
+        })
+    }
+
+    fn released(events: &[PlayoutEvent]) -> Vec<Duration> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                PlayoutEvent::Audio(a) => Some(a.pts),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn audio_continuing_playback_leaves_ahead_and_speaking_follows_playing_time() {
+        let mut p = ahead();
+        for _ in 0..10 {
+            p.schedule(chunk(), ms(0));
+        }
+        p.mark_utterance_complete();
+        let events = drain(&mut p, ms(0));
+        assert_eq!(events[0], PlayoutEvent::Started(ms(0)));
+        // The first frame at its time, then up to 100 ms ahead of now.
+        assert_eq!(released(&events), [0, 20, 40, 60, 80, 100].map(ms));
+        // The pacer comes back once less than 60 ms is left to play (a poll
+        // in between sends what is within 100 ms).
+        assert_eq!(p.next_due(), Some(ms(60)));
+        assert_eq!(released(&drain(&mut p, ms(60))), [120, 140, 160].map(ms));
+        assert_eq!(released(&drain(&mut p, ms(120))), [180].map(ms));
+        // All sent by 120 ms; the bot speaks until it has played, at 200.
+        assert!(p.is_speaking());
+        assert!(drain(&mut p, ms(199)).is_empty());
+        assert_eq!(drain(&mut p, ms(200)), [PlayoutEvent::Stopped(ms(200))]);
+    }
+
+    #[test]
+    fn audio_after_silence_or_a_gap_leaves_at_its_time() {
+        let mut p = ahead();
+        p.schedule(chunk(), ms(50));
+        assert!(drain(&mut p, ms(0)).is_empty(), "nothing is playing yet");
+        assert_eq!(p.next_due(), Some(ms(50)));
+        drain(&mut p, ms(50));
+        // The next piece comes after a 100 ms gap in the schedule: sent
+        // early, the far end would play it straight after the first.
+        p.schedule(chunk(), ms(170));
+        assert!(released(&drain(&mut p, ms(100))).is_empty());
+        assert_eq!(p.next_due(), Some(ms(170)));
+        assert_eq!(released(&drain(&mut p, ms(170))), [ms(170)]);
+    }
+
+    #[test]
+    fn an_interruption_counts_audio_sent_ahead_but_not_played_as_cut() {
+        let mut p = ahead();
+        for _ in 0..10 {
+            p.schedule(chunk(), ms(0));
+        }
+        drain(&mut p, ms(0));
+        let cut = p.interrupt(ms(30));
+        assert_eq!(cut.played, ms(30));
+        assert_eq!(cut.cut, ms(170), "70 ms sent ahead and 100 ms queued");
+    }
+
+    #[test]
+    fn without_send_ahead_next_due_is_the_audio_time() {
+        let mut p = Playout::new();
+        p.schedule(chunk(), ms(0));
+        p.schedule(chunk(), ms(0));
+        drain(&mut p, ms(0));
+        assert_eq!(p.next_due(), Some(ms(20)));
+        assert!(released(&drain(&mut p, ms(19))).is_empty());
     }
 }

@@ -11,7 +11,7 @@ use voxpipe::pipeline::{
     NamedProcessor, Observer, PipelineParams, PipelineTask, PushEvent, SessionClock,
 };
 use voxpipe::processors::Passthrough;
-use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
+use voxpipe::transport::{AudioSink, OutputTransport, Pacing, SendAhead};
 
 /// Records the session time of every push of speaking state.
 #[derive(Default)]
@@ -66,6 +66,7 @@ async fn speaking_state_follows_the_audio_leaving_both_ways() {
         },
         Pacing::Timer {
             period: Duration::from_millis(20),
+            send_ahead: SendAhead::NONE,
         },
     );
     let task = PipelineTask::new(

@@ -11,7 +11,7 @@ use voxpipe::pipeline::ProcessorError;
 use voxpipe::pipeline::{
     NamedProcessor, Observer, PipelineHandle, PipelineParams, PipelineTask, PushEvent,
 };
-use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
+use voxpipe::transport::{AudioSink, OutputTransport, Pacing, SendAhead};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -79,6 +79,7 @@ fn start(polls: usize) -> (PipelineHandle, tokio::task::JoinHandle<()>, Log) {
         sink,
         Pacing::Timer {
             period: Duration::from_millis(20),
+            send_ahead: SendAhead::NONE,
         },
     );
     let mut params = PipelineParams::new("test", 16_000);
@@ -209,6 +210,7 @@ async fn live_audio_leaves_the_moment_it_is_due_not_on_a_grid() {
         },
         Pacing::Timer {
             period: Duration::from_millis(20),
+            send_ahead: SendAhead::NONE,
         },
     );
     let mut params = PipelineParams::new("test", 16_000);

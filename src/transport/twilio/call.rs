@@ -19,6 +19,7 @@ use crate::audio::AudioError;
 use crate::pipeline::NamedProcessor;
 use crate::transport::ends::TransportEnds;
 use crate::transport::output::{OutputTransport, Pacing};
+use crate::transport::playout::SendAhead;
 use crate::transport::skip_log::SkipLog;
 use crate::transport::stats::TransportStats;
 use crate::transport::websocket::WsInbound;
@@ -43,6 +44,25 @@ pub struct CallOptions {
     pub idle_timeout: Duration,
     /// Where traffic and skipped messages are counted.
     pub stats: Arc<dyn TransportStats>,
+    /// How far ahead of the caller's playback bot audio may be sent
+    /// (`[transport.twilio] send_ahead_secs`).
+    pub send_ahead: SendAhead,
+}
+
+impl CallOptions {
+    /// Bot audio sent up to `most` ahead of the caller's playback. Twilio
+    /// plays `media` in order as it arrives and buffers what is ahead, so
+    /// audio that continues what is playing can leave early: a wake-up of
+    /// the server up to `most` late (a busy core, a burst of other calls)
+    /// is then not heard as a gap. Topped up one frame per wake-up, so
+    /// messages still arrive evenly; on a barge-in the `clear` drops what
+    /// Twilio holds, and what was cut is counted by playing time.
+    pub fn send_ahead(most: Duration) -> SendAhead {
+        SendAhead {
+            most,
+            refill_below: most.saturating_sub(FRAME),
+        }
+    }
 }
 
 /// Why a stream never started.
@@ -162,7 +182,13 @@ where
             input: NamedProcessor::new("transport.input", TwilioInput::new(reader)),
             output: NamedProcessor::new(
                 "transport.output",
-                OutputTransport::new(sink, Pacing::Timer { period: FRAME }),
+                OutputTransport::new(
+                    sink,
+                    Pacing::Timer {
+                        period: FRAME,
+                        send_ahead: self.options.send_ahead,
+                    },
+                ),
             ),
         };
         (ends, CallHandle { shared })
@@ -210,6 +236,7 @@ mod tests {
         let options = CallOptions {
             idle_timeout: Duration::from_secs(2),
             stats: Arc::new(NoStats),
+            send_ahead: SendAhead::NONE,
         };
         let accepted = tokio::time::timeout(
             Duration::from_secs(60),

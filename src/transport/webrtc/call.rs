@@ -20,6 +20,7 @@ use crate::pipeline::{NamedProcessor, Observer};
 use crate::random::random_u32;
 use crate::transport::ends::TransportEnds;
 use crate::transport::output::{OutputTransport, Pacing};
+use crate::transport::playout::SendAhead;
 use crate::transport::stats::TransportStats;
 
 use super::connection::CallConnection;
@@ -106,6 +107,7 @@ impl WebRtcCall {
             WebRtcSink::new(outbound, packets_tx, epoch, stats),
             Pacing::Timer {
                 period: Duration::from_millis(20),
+                send_ahead: SendAhead::NONE,
             },
         );
         let call = WebRtcCall {

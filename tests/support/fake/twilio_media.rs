@@ -131,6 +131,9 @@ pub struct Record {
     /// utterance (up to a `mark` or `clear`), frame k is due 20 ms x k
     /// after the first arrived.
     pub media_late_max: Duration,
+    /// The most a `media` message arrived before it was due (the server
+    /// sends ahead while the caller is hearing audio).
+    pub media_early_max: Duration,
 }
 
 enum Command {
@@ -469,8 +472,9 @@ async fn drive(
                                 record.media_received += 1;
                                 let arrived = tokio::time::Instant::now();
                                 let (first, count) = utterance.get_or_insert((arrived, 0));
-                                let late = arrived.saturating_duration_since(*first + Duration::from_millis(20) * *count);
-                                record.media_late_max = record.media_late_max.max(late);
+                                let due = *first + Duration::from_millis(20) * *count;
+                                record.media_late_max = record.media_late_max.max(arrived.saturating_duration_since(due));
+                                record.media_early_max = record.media_early_max.max(due.saturating_duration_since(arrived));
                                 *count += 1;
                                 playback.push_back(Playback::Frame(audio));
                             }
