@@ -168,6 +168,11 @@ struct ObservedTurns {
 
 impl Observer for TurnObserver {
     fn on_push(&self, event: &PushEvent<'_>) {
+        // The caller's audio, most of every hop, matters to neither the
+        // latency nor the turns: no lock for it.
+        if let FrameBody::InputAudio(_) = event.frame.body {
+            return;
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(latency) = state
             .latency
