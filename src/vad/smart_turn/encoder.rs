@@ -6,7 +6,7 @@
 //!
 //! [`ColumnLut`]: super::lut::ColumnLut
 
-use super::attention::{QSoftmax, Requant, pack, product};
+use super::attention::{QSoftmax, Requant, pack, product, sparse_product};
 use super::features::{BANDS, FRAMES, LogMel};
 use super::lut::gelu;
 use super::qgemm::QLinear;
@@ -180,7 +180,7 @@ impl Encoder {
             {
                 softmax.row(scores, &mut self.exps, probabilities);
             }
-            product(
+            sparse_product(
                 &self.probabilities,
                 STEPS,
                 &self.head_values,

@@ -234,12 +234,21 @@ pub(crate) mod avx2 {
                     );
                     let at = (row + r) * n + column;
                     let out = &mut out[at..at + COLUMNS];
-                    // SAFETY: `out` holds 16 bytes.
-                    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) };
-                    // The 16 columns' tables (4 KB) stay in cache over the
-                    // rows.
-                    if let Some(lut) = lut {
-                        lut.apply_from(column, out);
+                    match lut {
+                        // The 16 columns' tables (4 KB) stay in cache over
+                        // the rows; the lookups run in general-purpose
+                        // registers, beside the next block's products.
+                        Some(lut) => {
+                            let words = [_mm_cvtsi128_si64(bytes), _mm_extract_epi64::<1>(bytes)];
+                            for (half, (word, out)) in
+                                words.into_iter().zip(out.chunks_exact_mut(8)).enumerate()
+                            {
+                                let mapped = lut.map_word(column + 8 * half, word as u64);
+                                out.copy_from_slice(&mapped.to_le_bytes());
+                            }
+                        }
+                        // SAFETY: `out` holds 16 bytes.
+                        None => unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) },
                     }
                 }
             }
