@@ -138,7 +138,7 @@ mod tests {
         assert_eq!(values, [5, 10, 15]);
         // A word of 8 columns at once, as the int8 kernel maps them.
         let lut = ColumnLut::new(16, |c, q| q.wrapping_mul(3).wrapping_add(c as u8));
-        let row: Vec<u8> = (0..16u8).map(|i| i * 17 + 5).collect();
+        let row: Vec<u8> = (0..16u8).map(|i| i * 13 + 5).collect();
         let mut one_by_one = row.clone();
         lut.apply(&mut one_by_one);
         let word = u64::from_le_bytes(row[8..].try_into().unwrap());
