@@ -308,6 +308,40 @@ mod avx2 {
         }
     }
 
+    /// [`QSoftmax::exponentials`] for a multiple of 16 scores: the row's
+    /// maximum 16 bytes at a time, the table read by gathers of 8, summed
+    /// in the same 8 lanes in the same order.
+    #[target_feature(enable = "avx2")]
+    fn exponentials(softmax: &QSoftmax, scores: &[u8], exps: &mut [f32]) -> f32 {
+        let mut max = _mm_setzero_si128();
+        for chunk in scores.chunks_exact(16) {
+            // SAFETY: `chunk` holds 16 bytes.
+            max = _mm_max_epu8(max, unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) });
+        }
+        max = _mm_max_epu8(max, _mm_srli_si128::<8>(max));
+        max = _mm_max_epu8(max, _mm_srli_si128::<4>(max));
+        max = _mm_max_epu8(max, _mm_srli_si128::<2>(max));
+        max = _mm_max_epu8(max, _mm_srli_si128::<1>(max));
+        let shift = _mm256_set1_epi32(255 - (_mm_cvtsi128_si32(max) & 0xff));
+        let mut lanes = _mm256_setzero_ps();
+        for (scores, exps) in scores.chunks_exact(8).zip(exps.chunks_exact_mut(8)) {
+            // SAFETY: 8 scores to read and 8 exponentials to write; a score
+            // plus the shift is at most 510, inside the table's 512.
+            unsafe {
+                let bytes = _mm_loadl_epi64(scores.as_ptr().cast());
+                let index = _mm256_add_epi32(_mm256_cvtepu8_epi32(bytes), shift);
+                let e = _mm256_i32gather_ps::<4>(softmax.table.as_ptr(), index);
+                lanes = _mm256_add_ps(lanes, e);
+                _mm256_storeu_ps(exps.as_mut_ptr(), e);
+            }
+        }
+        let mut sums = [0.0f32; 8];
+        // SAFETY: `sums` holds 8 values.
+        unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), lanes) };
+        let total = sums.iter().fold(0.0f32, |sum, lane| sum + lane);
+        (1.0 / total) * softmax.inverse_output_scale
+    }
+
     #[target_feature(enable = "avx2")]
     fn softmax_row_compiled_for_avx2(
         softmax: &QSoftmax,
@@ -315,7 +349,7 @@ mod avx2 {
         exps: &mut [f32],
         out: &mut [i16],
     ) {
-        let scale = _mm256_set1_ps(softmax.exponentials(scores, exps));
+        let scale = _mm256_set1_ps(exponentials(softmax, scores, exps));
         let zero_point = _mm256_set1_ps(softmax.zero_point);
         let zero_point_int = _mm256_set1_epi32(softmax.zero_point as i32);
         let top = _mm256_set1_epi32(255);
