@@ -64,6 +64,27 @@ pub(crate) fn product(
     product_scalar(a, k, packed, n, requant, out, stride);
 }
 
+/// [`product`] for a left operand that is mostly zeros: the softmax's
+/// probabilities, of which about three in four quantise to zero. Each row
+/// multiplies only its pairs of inputs that are not both zero; the sums
+/// are exact, so leaving out zero products changes nothing.
+pub(crate) fn sparse_product(
+    a: &[i16],
+    k: usize,
+    packed: &[i16],
+    n: usize,
+    requant: Requant,
+    out: &mut [u8],
+    stride: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if n == avx2::SPARSE_COLUMNS && avx2::sparse_fits(k) && avx2::available() {
+        avx2::sparse_product(a, k, packed, requant, out, stride);
+        return;
+    }
+    product(a, k, packed, n, requant, out, stride);
+}
+
 fn product_scalar(
     a: &[i16],
     k: usize,
@@ -170,6 +191,157 @@ mod avx2 {
         }
     }
 
+    /// Columns of the sparse kernel: one row by all of them (8 vectors
+    /// of 8 int32 sums).
+    pub(super) const SPARSE_COLUMNS: usize = 8 * PANEL;
+    /// Pairs of inputs the sparse kernel lists at once (a byte each).
+    const MAX_PAIRS: usize = 256;
+
+    /// For each byte `mask` (bit `i`: pair `i` of 8 is nonzero), the
+    /// positions of its set bits, in order, as the bytes of a word.
+    const POSITIONS: [u64; 256] = {
+        let mut table = [0u64; 256];
+        let mut mask = 0;
+        while mask < 256 {
+            let (mut bit, mut count, mut word) = (0, 0, 0u64);
+            while bit < 8 {
+                if mask & (1 << bit) != 0 {
+                    word |= (bit as u64) << (8 * count);
+                    count += 1;
+                }
+                bit += 1;
+            }
+            table[mask] = word;
+            mask += 1;
+        }
+        table
+    };
+
+    /// Whether rows of `k` values suit the sparse kernel (whole vectors of
+    /// 8 pairs, each pair's index a byte).
+    pub(super) fn sparse_fits(k: usize) -> bool {
+        k.is_multiple_of(16) && k / 2 <= MAX_PAIRS
+    }
+
+    /// [`super::sparse_product`] with `n` = [`SPARSE_COLUMNS`], if the CPU
+    /// has AVX2 (the caller checked [`available`] and [`sparse_fits`]).
+    pub(super) fn sparse_product(
+        a: &[i16],
+        k: usize,
+        packed: &[i16],
+        requant: Requant,
+        out: &mut [u8],
+        stride: usize,
+    ) {
+        let m = a.len() / k;
+        assert!(available() && sparse_fits(k) && a.len() == m * k);
+        assert!(packed.len() == SPARSE_COLUMNS * k);
+        assert!(m == 0 || out.len() >= (m - 1) * stride + SPARSE_COLUMNS);
+        // SAFETY: the CPU has AVX2 and the shapes are as `sparse_kernel`
+        // needs.
+        unsafe { sparse_kernel(a, k, packed, requant, out, stride) }
+    }
+
+    /// Row by row: the indices of the row's nonzero pairs (8 pairs
+    /// compared at once, their positions from [`POSITIONS`]), then the
+    /// 64 columns' sums over those pairs alone.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; the shapes are as [`sparse_product`]
+    /// asserts.
+    #[target_feature(enable = "avx2")]
+    unsafe fn sparse_kernel(
+        a: &[i16],
+        k: usize,
+        packed: &[i16],
+        requant: Requant,
+        out: &mut [u8],
+        stride: usize,
+    ) {
+        let scale = _mm256_set1_ps(requant.scale);
+        let zero_point = _mm256_set1_epi32(i32::from(requant.zero_point));
+        let offset = _mm256_setzero_si256();
+        // A word of 8 indices may be written past the last one listed.
+        let mut pairs = [0u8; MAX_PAIRS + 8];
+        for (row, a) in a.chunks_exact(k).enumerate() {
+            let mut listed = 0;
+            for (group, values) in a.chunks_exact(16).enumerate() {
+                // SAFETY: `values` holds 16 values (8 pairs).
+                let pair_is_zero = unsafe {
+                    _mm256_cmpeq_epi32(
+                        _mm256_loadu_si256(values.as_ptr().cast()),
+                        _mm256_setzero_si256(),
+                    )
+                };
+                let nonzero = !_mm256_movemask_ps(_mm256_castsi256_ps(pair_is_zero)) & 0xff;
+                // `group * 8 + 7 < 256`: adding it to each byte carries
+                // into none.
+                let first = (group as u64 * 8) * 0x0101_0101_0101_0101;
+                let indices = POSITIONS[nonzero as usize] + first;
+                pairs[listed..listed + 8].copy_from_slice(&indices.to_le_bytes());
+                listed += nonzero.count_ones() as usize;
+            }
+            let mut acc = [_mm256_setzero_si256(); 8];
+            for pair in &pairs[..listed] {
+                let pair = usize::from(*pair);
+                // SAFETY: `pair < k / 2`: the row holds its two values,
+                // and each of the 8 panels (`PANEL * k` values) its 16.
+                unsafe {
+                    let a =
+                        _mm256_set1_epi32(a.as_ptr().add(2 * pair).cast::<i32>().read_unaligned());
+                    for (block, acc) in acc.iter_mut().enumerate() {
+                        let b = packed.as_ptr().add(block * PANEL * k + pair * 2 * PANEL);
+                        *acc = _mm256_add_epi32(
+                            *acc,
+                            _mm256_madd_epi16(a, _mm256_loadu_si256(b.cast())),
+                        );
+                    }
+                }
+            }
+            for (half, acc) in acc.chunks_exact(2).enumerate() {
+                let bytes = requantize_16([acc[0], acc[1]], [offset; 2], [scale; 2], zero_point);
+                let at = row * stride + half * COLUMNS;
+                // SAFETY: `out` holds the row's 64 columns (asserted in
+                // `sparse_product`).
+                unsafe { _mm_storeu_si128(out[at..at + COLUMNS].as_mut_ptr().cast(), bytes) };
+            }
+        }
+    }
+
+    /// [`QSoftmax::exponentials`] for a multiple of 16 scores: the row's
+    /// maximum 16 bytes at a time, the table read by gathers of 8, summed
+    /// in the same 8 lanes in the same order.
+    #[target_feature(enable = "avx2")]
+    fn exponentials(softmax: &QSoftmax, scores: &[u8], exps: &mut [f32]) -> f32 {
+        let mut max = _mm_setzero_si128();
+        for chunk in scores.chunks_exact(16) {
+            // SAFETY: `chunk` holds 16 bytes.
+            max = _mm_max_epu8(max, unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) });
+        }
+        max = _mm_max_epu8(max, _mm_srli_si128::<8>(max));
+        max = _mm_max_epu8(max, _mm_srli_si128::<4>(max));
+        max = _mm_max_epu8(max, _mm_srli_si128::<2>(max));
+        max = _mm_max_epu8(max, _mm_srli_si128::<1>(max));
+        let shift = _mm256_set1_epi32(255 - (_mm_cvtsi128_si32(max) & 0xff));
+        let mut lanes = _mm256_setzero_ps();
+        for (scores, exps) in scores.chunks_exact(8).zip(exps.chunks_exact_mut(8)) {
+            // SAFETY: 8 scores to read and 8 exponentials to write; a score
+            // plus the shift is at most 510, inside the table's 512.
+            unsafe {
+                let bytes = _mm_loadl_epi64(scores.as_ptr().cast());
+                let index = _mm256_add_epi32(_mm256_cvtepu8_epi32(bytes), shift);
+                let e = _mm256_i32gather_ps::<4>(softmax.table.as_ptr(), index);
+                lanes = _mm256_add_ps(lanes, e);
+                _mm256_storeu_ps(exps.as_mut_ptr(), e);
+            }
+        }
+        let mut sums = [0.0f32; 8];
+        // SAFETY: `sums` holds 8 values.
+        unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), lanes) };
+        let total = sums.iter().fold(0.0f32, |sum, lane| sum + lane);
+        (1.0 / total) * softmax.inverse_output_scale
+    }
+
     #[target_feature(enable = "avx2")]
     fn softmax_row_compiled_for_avx2(
         softmax: &QSoftmax,
@@ -177,7 +349,7 @@ mod avx2 {
         exps: &mut [f32],
         out: &mut [i16],
     ) {
-        let scale = _mm256_set1_ps(softmax.exponentials(scores, exps));
+        let scale = _mm256_set1_ps(exponentials(softmax, scores, exps));
         let zero_point = _mm256_set1_ps(softmax.zero_point);
         let zero_point_int = _mm256_set1_epi32(softmax.zero_point as i32);
         let top = _mm256_set1_epi32(255);
@@ -322,6 +494,37 @@ mod tests {
                 .map(|i| i32::from(a[k + i]) * i32::from(centred(5 * 7919 + i * 31 + 5)))
                 .sum();
             assert_eq!(plain[stride + 5], requantize(sum, 0.004, 128));
+        }
+    }
+
+    #[test]
+    fn the_sparse_product_matches_the_plain_loop() {
+        // Mostly zeros, as the softmax's probabilities are: whole zero
+        // pairs, pairs with one zero, and rows of zeros only.
+        for (m, k) in [(5, 400), (3, 16), (4, 64)] {
+            let a: Vec<i16> = (0..m * k)
+                .map(|i| {
+                    if centred(i * 3 + 1) % 4 == 0 && i / k != 1 {
+                        centred(i)
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let mut b = vec![0; 64 * k];
+            pack(64, k, |c, i| centred(c * 7919 + i * 31 + 5), &mut b);
+            let requant = Requant {
+                scale: 0.02,
+                zero_point: 120,
+            };
+            let stride = 70;
+            let mut sparse = vec![0; m * stride];
+            let mut plain = vec![0; m * stride];
+            sparse_product(&a, k, &b, 64, requant, &mut sparse, stride);
+            product_scalar(&a, k, &b, 64, requant, &mut plain, stride);
+            assert_eq!(sparse, plain, "m {m} k {k}");
+            assert!(plain.iter().any(|v| *v != plain[0]), "a degenerate test");
+            assert!(plain[stride..stride + 64].iter().all(|v| *v == 120));
         }
     }
 

@@ -6,7 +6,7 @@
 //!
 //! [`ColumnLut`]: super::lut::ColumnLut
 
-use super::attention::{QSoftmax, Requant, pack, product};
+use super::attention::{QSoftmax, Requant, pack, product, sparse_product};
 use super::features::{BANDS, FRAMES, LogMel};
 use super::lut::gelu;
 use super::qgemm::QLinear;
@@ -74,8 +74,8 @@ impl Encoder {
 
     /// The probability that `turn` (16 kHz) is complete.
     pub(crate) fn probability(&mut self, w: &Weights, turn: &[i16]) -> f32 {
-        self.mel.compute(turn, &mut self.features);
-        self.convolutions(w);
+        let padding = self.mel.compute(turn, &mut self.features);
+        self.convolutions(w, padding);
         for layer in &w.layers {
             self.attention(layer);
             self.feed_forward(layer);
@@ -90,7 +90,10 @@ impl Encoder {
         classify(w, &pooled)
     }
 
-    fn convolutions(&mut self, w: &Weights) {
+    /// The convolutions of the features, whose first `padding` frames are
+    /// equal (the zeros before a short turn): the steps that see only
+    /// those have equal outputs, computed once.
+    fn convolutions(&mut self, w: &Weights, padding: usize) {
         // The features, quantised (`[BANDS][FRAMES]`), then as
         // `[FRAMES][BANDS]`.
         let (bands, frames) = self.quantized.split_at_mut(BANDS * FRAMES);
@@ -102,11 +105,22 @@ impl Encoder {
         }
         let windows = &mut self.windows[..FRAMES * 3 * BANDS];
         windows_of_three(frames, BANDS, 1, w.input.zero_point, windows);
-        w.conv1.run_mapped(windows, &mut self.conv, &w.conv1_lut);
+        // Step t sees frames t - 1 to t + 1: steps 1 to `padding - 2` see
+        // equal frames only.
+        let last_equal = padding.saturating_sub(2);
+        w.conv1.run_repeating(
+            windows,
+            &mut self.conv,
+            Some(&w.conv1_lut),
+            repeats(last_equal),
+        );
         let windows = &mut self.windows[..STEPS * 3 * WIDTH];
         windows_of_three(&self.conv, WIDTH, 2, w.conv1_gelu.zero_point, windows);
         let conv2 = &mut self.conv[..STEPS * WIDTH];
-        w.conv2.run(windows, conv2);
+        // Step s sees the first convolution's steps 2s - 1 to 2s + 1.
+        let last_equal = last_equal.saturating_sub(1) / 2;
+        w.conv2
+            .run_repeating(windows, conv2, None, repeats(last_equal));
         for ((h, q), p) in self.hidden.iter_mut().zip(conv2.iter()).zip(&w.positions) {
             *h = w.conv2_gelu[usize::from(*q)] + p;
         }
@@ -180,7 +194,7 @@ impl Encoder {
             {
                 softmax.row(scores, &mut self.exps, probabilities);
             }
-            product(
+            sparse_product(
                 &self.probabilities,
                 STEPS,
                 &self.head_values,
@@ -273,6 +287,13 @@ fn dense(layer: &QLinear, input: &[u8]) -> Vec<u8> {
     let mut out = vec![0; layer.n];
     layer.run(input, &mut out);
     out
+}
+
+/// The steps a convolution may copy when its steps 1 to `last_equal` have
+/// equal inputs: from 4 (step 0 sees the padding, 1 to 3 are the
+/// original) to a multiple of 4 (the kernel's blocks stay whole).
+fn repeats(last_equal: usize) -> std::ops::Range<usize> {
+    4..((last_equal + 1) / 4 * 4).max(4)
 }
 
 /// Each output step's `[tap][channel]` window of three input steps

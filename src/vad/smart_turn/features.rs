@@ -79,11 +79,26 @@ impl LogMel {
     }
 
     /// The features of `turn` (16 kHz, oldest first) into `out`
-    /// (`[BANDS][FRAMES]`, row-major, as the model's input).
-    pub(crate) fn compute(&mut self, turn: &[i16], out: &mut [f32]) {
+    /// (`[BANDS][FRAMES]`, row-major, as the model's input); returns how
+    /// many frames from the first are equal to it (see [`padding_frames`]).
+    pub(crate) fn compute(&mut self, turn: &[i16], out: &mut [f32]) -> usize {
+        let repeated = padding_frames(turn.len());
+        self.compute_repeating(turn, out, repeated);
+        repeated
+    }
+
+    /// [`compute`](LogMel::compute), copying frame 0's bands to the
+    /// frames after it up to `repeated` (which must be equal to it).
+    fn compute_repeating(&mut self, turn: &[i16], out: &mut [f32], repeated: usize) {
         debug_assert_eq!(out.len(), BANDS * FRAMES);
         self.normalised_window(turn);
         for t in 0..FRAMES {
+            if (1..repeated).contains(&t) {
+                for band in self.log.chunks_exact_mut(FRAMES) {
+                    band[t] = band[0];
+                }
+                continue;
+            }
             self.power_spectrum(t);
             for (b, band) in self.bands.iter().enumerate() {
                 let energy: f64 = band
@@ -142,6 +157,22 @@ impl LogMel {
                 *p = c.norm_sqr();
             }
         }
+    }
+}
+
+/// How many frames from the first see only the zero padding before a
+/// turn of `samples` (at least 1 if any): every sample of theirs, the
+/// reflected ones included, is the same normalised zero, so their bands
+/// are frame 0's. A turn shorter than the window (most are) thus costs the
+/// spectra of its own frames only.
+pub(crate) fn padding_frames(samples: usize) -> usize {
+    // Where the turn starts in the reflect-padded window: before it, the
+    // reflection of the first half frame, then zeros.
+    let start = FFT_SIZE / 2 + WINDOW_SAMPLES.saturating_sub(samples);
+    if start > FFT_SIZE {
+        ((start - FFT_SIZE) / HOP + 1).min(FRAMES)
+    } else {
+        0
     }
 }
 
@@ -213,6 +244,30 @@ mod tests {
             let area: f64 = band.weights.iter().sum::<f64>() * bin_hz;
             assert!((area - 1.0).abs() < 0.1, "{area}");
         }
+    }
+
+    #[test]
+    fn frames_of_padding_alone_are_copied_exactly() {
+        // A turn of 1.3 s: 6.7 s of padding before it, then speech-like
+        // noise; the copied frames must equal the computed ones bit for bit.
+        let turn: Vec<i16> = (0..20_800u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) >> 16) as i16) / 4)
+            .collect();
+        let repeated = padding_frames(turn.len());
+        assert!((400..FRAMES).contains(&repeated), "{repeated}");
+        let mut mel = LogMel::new();
+        let mut copied = vec![0.0; BANDS * FRAMES];
+        let mut computed = vec![0.0; BANDS * FRAMES];
+        assert_eq!(mel.compute(&turn, &mut copied), repeated);
+        mel.compute_repeating(&turn, &mut computed, 0);
+        assert_eq!(copied, computed);
+        // The first frame that sees the turn differs from frame 0.
+        assert_ne!(computed[repeated], computed[0]);
+        assert_eq!(padding_frames(WINDOW_SAMPLES), 0);
+        assert_eq!(padding_frames(WINDOW_SAMPLES - 200), 0);
+        // No turn: all but the last frame, which reaches the reflection
+        // at the end (counted as the turn's).
+        assert_eq!(padding_frames(0), FRAMES - 1);
     }
 
     #[test]

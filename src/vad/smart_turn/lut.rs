@@ -6,21 +6,20 @@
 //! bytes. Tabulated once when the model loads, the step costs one lookup
 //! per value and gives exactly the bytes the float arithmetic gives.
 
-/// `[column][256]` output bytes.
+/// A table of 256 output bytes per column.
 #[derive(Debug, Clone)]
 pub(crate) struct ColumnLut {
     columns: usize,
-    table: Vec<u8>,
+    tables: Vec<[u8; 256]>,
 }
 
 impl ColumnLut {
     /// The table of `f(column, byte)`.
     pub(crate) fn new(columns: usize, f: impl Fn(usize, u8) -> u8) -> ColumnLut {
-        let table = (0..columns)
-            .flat_map(|c| (0..=255u8).map(move |q| (c, q)))
-            .map(|(c, q)| f(c, q))
+        let tables = (0..columns)
+            .map(|c| std::array::from_fn(|q| f(c, q as u8)))
             .collect();
-        ColumnLut { columns, table }
+        ColumnLut { columns, tables }
     }
 
     /// Maps `values` (rows of `columns` bytes) in place.
@@ -34,14 +33,31 @@ impl ColumnLut {
     /// (a table of one column maps every column).
     pub(crate) fn apply_from(&self, first: usize, values: &mut [u8]) {
         if self.columns == 1 {
+            let table = &self.tables[0];
             for v in values {
-                *v = self.table[usize::from(*v)];
-            }
-        } else {
-            let tables = self.table[first * 256..].chunks_exact(256);
-            for (v, table) in values.iter_mut().zip(tables) {
                 *v = table[usize::from(*v)];
             }
+        } else {
+            for (v, table) in values.iter_mut().zip(&self.tables[first..]) {
+                *v = table[usize::from(*v)];
+            }
+        }
+    }
+
+    /// The 8 bytes of `word` (columns `first` to `first + 7` of a row,
+    /// little-endian) mapped, in general-purpose registers: the int8
+    /// kernel calls it between its vector products, whose pipes it leaves
+    /// free (a byte inserted into a vector would take a shuffle pipe,
+    /// which this CPU shares with a multiplier).
+    #[inline(always)]
+    pub(crate) fn map_word(&self, first: usize, word: u64) -> u64 {
+        let byte = |i: usize| usize::from((word >> (8 * i)) as u8);
+        if self.columns == 1 {
+            let table = &self.tables[0];
+            (0..8).fold(0, |out, i| out | u64::from(table[byte(i)]) << (8 * i))
+        } else {
+            let tables = &self.tables[first..first + 8];
+            (0..8).fold(0, |out, i| out | u64::from(tables[i][byte(i)]) << (8 * i))
         }
     }
 }
@@ -120,5 +136,21 @@ mod tests {
         let mut values = vec![10, 20, 30];
         one.apply_from(5, &mut values);
         assert_eq!(values, [5, 10, 15]);
+        // A word of 8 columns at once, as the int8 kernel maps them.
+        let lut = ColumnLut::new(16, |c, q| q.wrapping_mul(3).wrapping_add(c as u8));
+        let row: Vec<u8> = (0..16u8).map(|i| i * 13 + 5).collect();
+        let mut one_by_one = row.clone();
+        lut.apply(&mut one_by_one);
+        let word = u64::from_le_bytes(row[8..].try_into().unwrap());
+        assert_eq!(
+            lut.map_word(8, word).to_le_bytes(),
+            one_by_one[8..],
+            "per column"
+        );
+        let word = u64::from_le_bytes(values.repeat(3)[..8].try_into().unwrap());
+        assert_eq!(
+            one.map_word(3, word).to_le_bytes(),
+            [2, 5, 7, 2, 5, 7, 2, 5]
+        );
     }
 }

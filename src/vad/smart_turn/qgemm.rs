@@ -14,6 +14,8 @@
 //! offset[n])` with the AVX2 kernel when the CPU has it (detected at run
 //! time) and with the same arithmetic in plain Rust otherwise.
 
+use std::ops::Range;
+
 use super::lut::ColumnLut;
 
 /// Output rows the AVX2 kernel computes at once.
@@ -100,6 +102,33 @@ impl QLinear {
     /// in `lut` (while the kernel's outputs are in cache).
     pub(crate) fn run_mapped(&self, input: &[u8], out: &mut [u8], lut: &ColumnLut) {
         self.run_then(input, out, Some(lut));
+    }
+
+    /// [`run`](QLinear::run) (or [`run_mapped`](QLinear::run_mapped) with
+    /// `lut`) where the input rows `repeats` equal the row before them:
+    /// their outputs are that row's, copied. The caller keeps the rows
+    /// before and after `repeats` multiples of 4, the vector kernel's
+    /// block, so that none goes to the plain loop.
+    pub(crate) fn run_repeating(
+        &self,
+        input: &[u8],
+        out: &mut [u8],
+        lut: Option<&ColumnLut>,
+        repeats: Range<usize>,
+    ) {
+        let (k, n) = (self.k, self.n);
+        if repeats.is_empty() || repeats.start == 0 {
+            self.run_then(input, out, lut);
+            return;
+        }
+        let (before, out) = out.split_at_mut(repeats.start * n);
+        let (copies, after) = out.split_at_mut(repeats.len() * n);
+        self.run_then(&input[..repeats.start * k], before, lut);
+        self.run_then(&input[repeats.end * k..], after, lut);
+        let last = &before[(repeats.start - 1) * n..];
+        for copy in copies.chunks_exact_mut(n) {
+            copy.copy_from_slice(last);
+        }
     }
 
     fn run_then(&self, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
@@ -234,12 +263,21 @@ pub(crate) mod avx2 {
                     );
                     let at = (row + r) * n + column;
                     let out = &mut out[at..at + COLUMNS];
-                    // SAFETY: `out` holds 16 bytes.
-                    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) };
-                    // The 16 columns' tables (4 KB) stay in cache over the
-                    // rows.
-                    if let Some(lut) = lut {
-                        lut.apply_from(column, out);
+                    match lut {
+                        // The 16 columns' tables (4 KB) stay in cache over
+                        // the rows; the lookups run in general-purpose
+                        // registers, beside the next block's products.
+                        Some(lut) => {
+                            let words = [_mm_cvtsi128_si64(bytes), _mm_extract_epi64::<1>(bytes)];
+                            for (half, (word, out)) in
+                                words.into_iter().zip(out.chunks_exact_mut(8)).enumerate()
+                            {
+                                let mapped = lut.map_word(column + 8 * half, word as u64);
+                                out.copy_from_slice(&mapped.to_le_bytes());
+                            }
+                        }
+                        // SAFETY: `out` holds 16 bytes.
+                        None => unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) },
                     }
                 }
             }
@@ -366,5 +404,24 @@ mod tests {
             lut.apply(&mut plain);
             assert_eq!(fast, plain, "k {k}, n {n}, mapped");
         }
+    }
+
+    #[test]
+    fn repeated_rows_are_copied_as_computed() {
+        let (q, mut input) = layer(240, 32, 7);
+        // Rows 1 to 8 the same: 4 to 8 may be copied from row 3.
+        let row: Vec<u8> = input[240..480].to_vec();
+        for r in 2..9 {
+            input[r * 240..(r + 1) * 240].copy_from_slice(&row);
+        }
+        let lut = ColumnLut::new(32, |c, v| v.wrapping_add(c as u8));
+        let mut copied = vec![0; 9 * 32];
+        let mut computed = vec![0; 9 * 32];
+        q.run_repeating(&input, &mut copied, Some(&lut), 4..8);
+        q.run_mapped(&input, &mut computed, &lut);
+        assert_eq!(copied, computed);
+        q.run_repeating(&input, &mut copied, None, 4..8);
+        q.run(&input, &mut computed);
+        assert_eq!(copied, computed);
     }
 }
