@@ -73,7 +73,7 @@ async fn a_caller_hears_each_utterance_back_and_marks_follow_playback() {
     // `send_ahead_secs` (0.2 s; Twilio buffers it), so a late wake-up
     // leaves no gap.
     assert!(
-        (Duration::from_millis(60)..=Duration::from_millis(220)).contains(&record.media_early_max),
+        (Duration::from_millis(60)..=Duration::from_millis(200)).contains(&record.media_early_max),
         "sent ahead by {:?}",
         record.media_early_max
     );

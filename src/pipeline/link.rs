@@ -391,7 +391,7 @@ impl Inbox {
             shared.room.release();
             return Poll::Ready(Some(item));
         }
-        if lanes.senders == 0 {
+        if lanes.senders == 0 || lanes.closed {
             return Poll::Ready(None);
         }
         if let Some(cx) = cx {

@@ -11,10 +11,31 @@ use crate::metrics::LatencyHistogram;
 use super::link::{Inbox, Queued};
 use super::processor_context::ProcessorContext;
 
-/// One `process` call in this many is timed: percentiles need a sample,
-/// not every call, and two clock reads per frame per processor were about
-/// 2% of a loaded Twilio server (`perf`, 500 parrot calls).
+/// About one `process` call in this many is timed: percentiles need a
+/// sample, not every call, and two clock reads per frame per processor were
+/// about 2% of a loaded Twilio server (`perf`, 500 parrot calls).
 const TIMED_ONE_IN: u64 = 8;
+
+/// Which calls are timed: drawn at random (xorshift), because every n-th
+/// call would keep landing on the same step of work that repeats with the
+/// frames (a VAD chunk of 256 samples in frames of 320 repeats every 4).
+struct TimingSample(u64);
+
+impl TimingSample {
+    fn new() -> Self {
+        // Xorshift's state must not be zero.
+        TimingSample(crate::random::random_u64() | 1)
+    }
+
+    fn next(&mut self) -> bool {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x.is_multiple_of(TIMED_ONE_IN)
+    }
+}
 
 /// Whether the task goes on after a frame.
 enum Next {
@@ -46,6 +67,7 @@ pub(crate) async fn run_processor(
     } = options;
     let mut processing = LatencyHistogram::new();
     let mut frames: u64 = 0;
+    let mut sample = TimingSample::new();
     // Data and control frames pushed before the last interruption are stale.
     let mut stale_below: u64 = 0;
     while let Some(Queued {
@@ -66,7 +88,7 @@ pub(crate) async fn run_processor(
         if matches!(frame.body, FrameBody::Interruption) {
             stale_below = seq;
         }
-        let started = (measure && frames.is_multiple_of(TIMED_ONE_IN)).then(Instant::now);
+        let started = (measure && sample.next()).then(Instant::now);
         frames += 1;
         let next = handle(&mut *processor, frame, direction, &ctx, outlive_end).await;
         if let Some(started) = started {

@@ -14,7 +14,8 @@ use crate::pipeline::SessionResources;
 /// Told what the bot's listener hears.
 pub trait PlaybackListener: Send + Sync {
     /// `audio` left the output at session time `now`; it plays from
-    /// `audio.pts` (at or before `now`), at the pipeline's rate.
+    /// `audio.pts`, at the pipeline's rate: at or before `now`, or after it
+    /// for audio sent ahead to a far end that buffers (Twilio).
     fn played(&self, audio: &AudioFrame, now: Duration);
 
     /// The bot was interrupted at session time `at`: audio that had left

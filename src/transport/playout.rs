@@ -116,7 +116,7 @@ impl Playout {
     /// The next thing to do at `now`, if any. Call until `None`.
     pub fn poll(&mut self, now: Duration) -> Option<PlayoutEvent> {
         if let Some(next) = self.queue.front()
-            && (next.pts <= now || self.continues_playing(next.pts, now))
+            && (next.pts <= now || self.continues_playing(next, now))
         {
             if self.speaking_since.is_none() {
                 self.speaking_since = Some(next.pts);
@@ -146,10 +146,10 @@ impl Playout {
     /// Whether audio starting at `pts` follows audio that is still playing
     /// at `now` without a gap, and is within the send-ahead bound: the far
     /// end will play it at its time though it leaves now.
-    fn continues_playing(&self, pts: Duration, now: Duration) -> bool {
+    fn continues_playing(&self, audio: &AudioFrame, now: Duration) -> bool {
         self.speaking_since.is_some()
-            && pts == self.released_until
-            && pts <= now + self.send_ahead.most
+            && audio.pts == self.released_until
+            && audio.pts + audio.duration() <= now + self.send_ahead.most
     }
 
     /// The producer says the utterance is complete (all its audio has been
@@ -179,8 +179,17 @@ impl Playout {
     /// When the next event is due, if any: for pacing without polling.
     pub fn next_due(&self) -> Option<Duration> {
         match (self.queue.front(), self.speaking_since) {
+            // Once less than `refill_below` is left to play, and not before
+            // it may leave (at its time, or once it ends within `most`).
             (Some(next), Some(_)) if next.pts == self.released_until => {
-                Some(next.pts.saturating_sub(self.send_ahead.refill_below))
+                let may_leave = next
+                    .pts
+                    .min((next.pts + next.duration()).saturating_sub(self.send_ahead.most));
+                Some(
+                    next.pts
+                        .saturating_sub(self.send_ahead.refill_below)
+                        .max(may_leave),
+                )
             }
             (Some(next), _) => Some(next.pts),
             (None, Some(_)) => Some(self.released_until),
@@ -307,12 +316,14 @@ mod tests {
         p.mark_utterance_complete();
         let events = drain(&mut p, ms(0));
         assert_eq!(events[0], PlayoutEvent::Started(ms(0)));
-        // The first frame at its time, then up to 100 ms ahead of now.
-        assert_eq!(released(&events), [0, 20, 40, 60, 80, 100].map(ms));
+        // The first frame at its time, then what ends within 100 ms of now.
+        assert_eq!(released(&events), [0, 20, 40, 60, 80].map(ms));
         // The pacer comes back once less than 60 ms is left to play (a poll
-        // in between sends what is within 100 ms).
-        assert_eq!(p.next_due(), Some(ms(60)));
-        assert_eq!(released(&drain(&mut p, ms(60))), [120, 140, 160].map(ms));
+        // in between sends what ends within 100 ms).
+        assert_eq!(p.next_due(), Some(ms(40)));
+        assert_eq!(released(&drain(&mut p, ms(40))), [100, 120].map(ms));
+        assert_eq!(p.next_due(), Some(ms(80)));
+        assert_eq!(released(&drain(&mut p, ms(80))), [140, 160].map(ms));
         assert_eq!(released(&drain(&mut p, ms(120))), [180].map(ms));
         // All sent by 120 ms; the bot speaks until it has played, at 200.
         assert!(p.is_speaking());
@@ -355,5 +366,22 @@ mod tests {
         drain(&mut p, ms(0));
         assert_eq!(p.next_due(), Some(ms(20)));
         assert!(released(&drain(&mut p, ms(19))).is_empty());
+    }
+
+    #[test]
+    fn a_refill_one_frame_below_the_bound_sends_one_frame_per_wake_up() {
+        let mut p = Playout::with_send_ahead(SendAhead {
+            most: ms(100),
+            refill_below: ms(80),
+        });
+        for _ in 0..10 {
+            p.schedule(chunk(), ms(0));
+        }
+        assert_eq!(released(&drain(&mut p, ms(0))), [0, 20, 40, 60, 80].map(ms));
+        for step in 1..=5u64 {
+            let due = p.next_due().unwrap();
+            assert_eq!(due, ms(20 * step));
+            assert_eq!(released(&drain(&mut p, due)), [ms(80 + 20 * step)]);
+        }
     }
 }
