@@ -48,18 +48,8 @@ impl RedisCluster {
             nodes: Vec::new(),
         };
         for _ in 0..masters * (1 + replicas) {
-            let mut node = Node {
-                port: super::net::free_port(),
-                bus_port: super::net::free_port(),
-                child: None,
-            };
-            cluster.spawn(&mut node);
+            let node = cluster.spawn_answering();
             cluster.nodes.push(node);
-        }
-        for node in &cluster.nodes {
-            wait_until(&format!("node {} answers", node.port), || {
-                cli(node.port, &["PING"]).is_some_and(|out| out.trim() == "PONG")
-            });
         }
         let addresses: Vec<String> = cluster
             .nodes
@@ -88,6 +78,39 @@ impl RedisCluster {
             }
         }
         cluster
+    }
+
+    /// A node started on free ports, answering as itself. A port found
+    /// free can be taken before the node binds it (the tests of a binary
+    /// run in parallel, each starting nodes): a node that exits is started
+    /// again on other ports, and the answer must come from its own
+    /// process, not from another test's node on the same port.
+    fn spawn_answering(&self) -> Node {
+        for _ in 0..5 {
+            let mut node = Node {
+                port: super::net::free_port(),
+                bus_port: super::net::free_port(),
+                child: None,
+            };
+            self.spawn(&mut node);
+            let pid = node.child.as_ref().map_or(0, Child::id);
+            let own_answer = format!("process_id:{pid}");
+            let mut exited = false;
+            wait_until(&format!("node {} answers or exits", node.port), || {
+                if let Some(child) = node.child.as_mut()
+                    && matches!(child.try_wait(), Ok(Some(_)))
+                {
+                    exited = true;
+                    return true;
+                }
+                cli(node.port, &["INFO", "server"])
+                    .is_some_and(|info| info.lines().any(|line| line.trim() == own_answer))
+            });
+            if !exited {
+                return node;
+            }
+        }
+        panic!("no redis-server node could start on free ports in five tries");
     }
 
     fn spawn(&self, node: &mut Node) {
