@@ -377,7 +377,8 @@ impl Inbox {
     }
 
     /// The next item in lane order, or whether the inbox is over (`Ready(None)`:
-    /// empty and every mailbox gone). Parks `cx`'s waker when empty.
+    /// empty, and every mailbox gone or the inbox closed). Parks `cx`'s
+    /// waker when empty.
     fn poll_next(shared: &Shared, cx: Option<&mut Context<'_>>) -> Poll<Option<Queued>> {
         let mut lanes = shared.lanes();
         if let Some(item) = lanes.system.pop_front() {
