@@ -88,7 +88,9 @@ pub(crate) async fn run_processor(
         if matches!(frame.body, FrameBody::Interruption) {
             stale_below = seq;
         }
-        let started = (measure && sample.next()).then(Instant::now);
+        // The first call is always timed, so a processor that saw a few
+        // frames still reports a time rather than none.
+        let started = (measure && (frames == 0 || sample.next())).then(Instant::now);
         frames += 1;
         let next = handle(&mut *processor, frame, direction, &ctx, outlive_end).await;
         if let Some(started) = started {
