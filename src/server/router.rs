@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
 use axum::routing::{get, post};
 
 use super::analytics;
@@ -66,6 +68,20 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
             post(learn::learn).layer(DefaultBodyLimit::max(learn::MAX_LEARN_BODY)),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(close_after_refused_body))
         .layer(cors::layer(&state.config.server.cors_origins))
         .with_state(state)
+}
+
+/// A `413` leaves the refused body unread, so the connection cannot carry
+/// another request and is closed after the response. Saying so keeps a
+/// client from pooling it: without the header its next request would be
+/// written into a connection the server is closing, and fail.
+async fn close_after_refused_body(mut response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }

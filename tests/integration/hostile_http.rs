@@ -194,6 +194,17 @@ async fn over_limit_bodies_get_413() {
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), 413, "{path}");
+        // The body was not read, so the connection cannot carry another
+        // request; without saying so, a client pools it and its next
+        // request meets the close.
+        assert_eq!(
+            response
+                .headers()
+                .get("connection")
+                .and_then(|v| v.to_str().ok()),
+            Some("close"),
+            "{path}"
+        );
     }
 }
 
