@@ -36,7 +36,13 @@
 //!   other load); the client's CPU the same two ways, since on one
 //!   machine the two share the cores;
 //! - the machine's load average (1 min) when the step starts and ends,
-//!   and the share of calls that had any frame over 20 ms late.
+//!   and the share of calls that had any frame over 20 ms late;
+//! - the machine's own stalls, to tell a late server from a stalled
+//!   machine: a probe thread in the client that sleeps 1 ms at a time
+//!   reports its worst oversleep (`probe_max`; with cores to spare it is
+//!   well under a millisecond, so hundreds of milliseconds mean every
+//!   process stood still), and the share of CPU time the hypervisor took
+//!   from the machine's cores (`steal%`, from `/proc/stat`).
 //!
 //! Side by side with Pipecat 1.14 on the same driver:
 //! `--external "/tmp/pcvenv/bin/python benches/pipecat_twilio_parrot.py"
@@ -115,7 +121,7 @@ fn main() {
     let payloads = Arc::new(speech_payloads());
     let busy: Vec<Busy> = (0..args.busy).map(|_| Busy::start()).collect();
     println!(
-        "{:>6} {:>9} {:>8} {:>9} {:>10} {:>6} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>10} {:>10} {:>11}",
+        "{:>6} {:>9} {:>8} {:>9} {:>10} {:>6} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>10} {:>10} {:>9} {:>6} {:>11}",
         "calls",
         "complete",
         "frames",
@@ -133,6 +139,8 @@ fn main() {
         "cli_core%",
         "srv_ms/cs",
         "cli_ms/cs",
+        "probe_max",
+        "steal%",
         "load1"
     );
     for &calls in &args.calls {
@@ -251,6 +259,51 @@ impl Server {
     }
 }
 
+/// A thread sleeping 1 ms at a time, keeping its worst oversleep.
+struct StallProbe {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Duration>,
+}
+
+impl StallProbe {
+    fn start() -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut worst = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    let asked = Duration::from_millis(1);
+                    let before = std::time::Instant::now();
+                    std::thread::sleep(asked);
+                    worst = worst.max(before.elapsed().saturating_sub(asked));
+                }
+                worst
+            })
+        };
+        StallProbe { stop, thread }
+    }
+
+    fn stop(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// All CPU time and stolen CPU time, in ticks, from `/proc/stat`.
+fn machine_cpu() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already inside user).
+    let total = ticks.iter().take(8).sum();
+    Some((total, *ticks.get(7)?))
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -287,6 +340,10 @@ struct Step {
     /// Server and client CPU milliseconds per call-second.
     server_ms_per_call_sec: f64,
     client_ms_per_call_sec: f64,
+    /// The probe thread's worst oversleep, milliseconds.
+    probe_max_ms: f64,
+    /// CPU time stolen by the hypervisor, percent of all CPU time.
+    steal_pct: f64,
     load_before: String,
     load: String,
 }
@@ -296,7 +353,7 @@ impl std::fmt::Display for Step {
         let per_call_kib = self.rss_peak.saturating_sub(self.rss_idle) as f64 / self.calls as f64;
         write!(
             f,
-            "{:>6} {:>9} {:>8} {:>9} {:>10} {:>6.1} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>9} {:>9} {:>8.0} {:>9.1} {:>9.1} {:>10.3} {:>10.3} {:>11}",
+            "{:>6} {:>9} {:>8} {:>9} {:>10} {:>6.1} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>9} {:>9} {:>8.0} {:>9.1} {:>9.1} {:>10.3} {:>10.3} {:>9.1} {:>6.1} {:>11}",
             self.calls,
             self.complete,
             self.frames,
@@ -314,6 +371,8 @@ impl std::fmt::Display for Step {
             self.client_core_pct,
             self.server_ms_per_call_sec,
             self.client_ms_per_call_sec,
+            self.probe_max_ms,
+            self.steal_pct,
             format!("{}→{}", self.load_before, self.load)
         )
     }
@@ -321,6 +380,8 @@ impl std::fmt::Display for Step {
 
 fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
     let load_before = load_average();
+    let cpu_before = machine_cpu();
+    let probe = StallProbe::start();
     let server = Server::start(args, calls);
     let pid = server.pid();
     let addr = server.addr;
@@ -379,7 +440,15 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
     let client_cpu_ms = cpu_ms(client_cpu_before, std::process::id());
     // Each call is connected while it speaks and while the reply comes back.
     let call_secs = calls as f64 * 2.0 * secs;
+    let probe_max_ms = probe.stop().as_secs_f64() * 1000.0;
+    let cpu_after = machine_cpu();
     server.stop();
+    let steal_pct = match (cpu_before, cpu_after) {
+        (Some((total0, steal0)), Some((total1, steal1))) if total1 > total0 => {
+            100.0 * steal1.saturating_sub(steal0) as f64 / (total1 - total0) as f64
+        }
+        _ => f64::NAN,
+    };
 
     let mut late: Vec<u64> = results
         .iter()
@@ -412,6 +481,8 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         client_core_pct,
         server_ms_per_call_sec: server_cpu_ms / call_secs,
         client_ms_per_call_sec: client_cpu_ms / call_secs,
+        probe_max_ms,
+        steal_pct,
         load_before,
         load,
     }

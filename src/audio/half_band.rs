@@ -127,19 +127,30 @@ impl HalfBand {
         self.filtered.clear();
         self.filtered.resize(new, 0.0);
         convolve(&self.taps, &self.odd, &mut self.filtered);
+        // Written into place rather than pushed, so the loops vectorise.
+        let start = out.len();
         match self.direction {
             Direction::Up => {
                 // Each input as it is, then the filter's sample after it.
-                out.reserve(2 * new);
-                for (i, &between) in self.filtered.iter().enumerate() {
-                    out.push(to_i16(self.odd[i + TAPS / 2 - 1]));
-                    out.push(to_i16(between));
+                out.resize(start + 2 * new, 0);
+                let inputs = &self.odd[TAPS / 2 - 1..][..new];
+                for ((pair, &input), &between) in out[start..]
+                    .as_chunks_mut::<2>()
+                    .0
+                    .iter_mut()
+                    .zip(inputs)
+                    .zip(&self.filtered)
+                {
+                    *pair = [to_i16(input), to_i16(between)];
                 }
             }
             Direction::Down => {
-                out.reserve(new);
-                for (i, &odd_part) in self.filtered.iter().enumerate() {
-                    out.push(to_i16(0.5 * self.even[i + TAPS / 2] + odd_part));
+                out.resize(start + new, 0);
+                let even = &self.even[TAPS / 2..][..new];
+                for ((sample, &even), &odd_part) in
+                    out[start..].iter_mut().zip(even).zip(&self.filtered)
+                {
+                    *sample = to_i16(0.5 * even + odd_part);
                 }
                 self.even.drain(..new);
             }
