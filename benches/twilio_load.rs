@@ -498,7 +498,13 @@ fn media(sid: &str, sequence: u64, chunk: u64, payload: &str) -> String {
 /// The string value of the first `"name"` field in a JSON text, read
 /// without parsing the whole (servers differ in spacing: `"a": "b"`).
 fn string_field<'t>(text: &'t str, name: &str) -> Option<&'t str> {
-    let at = text.find(&format!("\"{name}\""))? + name.len() + 2;
+    // `"name"` found without building the quoted needle.
+    let at = text.match_indices(name).map(|(at, _)| at).find(|&at| {
+        at > 0
+            && text.as_bytes()[at - 1] == b'"'
+            && text.as_bytes().get(at + name.len()) == Some(&b'"')
+    })? + name.len()
+        + 1;
     let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
     let value = rest.strip_prefix('"')?;
     value.find('"').map(|end| &value[..end])
@@ -524,7 +530,7 @@ async fn call(
     // A small read buffer: tungstenite zero-fills the whole buffer on each
     // read, and the default 128 KiB would make the client the bottleneck.
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(8 * 1024);
+        .read_buffer_size(2 * 1024);
     let Ok((ws, _)) = tokio_tungstenite::connect_async_with_config(
         format!("ws://{addr}/twilio/ws"),
         Some(config),
@@ -561,7 +567,10 @@ async fn call(
     // when the last message arrived.
     let mut utterance: Option<(Instant, Duration)> = None;
     let mut last_arrival = began;
-    let deadline = began + Duration::from_secs_f64(secs * 2.0 + 30.0);
+    // One timer for the whole call (a new one per message would cost the
+    // client a timer registration each).
+    let deadline = tokio::time::sleep_until(began + Duration::from_secs_f64(secs * 2.0 + 30.0));
+    tokio::pin!(deadline);
     loop {
         tokio::select! {
             _ = ticker.tick(), if !stopped => {
@@ -616,7 +625,7 @@ async fn call(
                     Some(Ok(_)) => {}
                 }
             }
-            () = tokio::time::sleep_until(deadline) => {
+            () = &mut deadline => {
                 eprintln!("call {n}: no end within the deadline");
                 break;
             }
