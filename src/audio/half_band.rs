@@ -124,14 +124,20 @@ impl HalfBand {
         if new == 0 {
             return;
         }
-        self.filtered.clear();
-        self.filtered.resize(new, 0.0);
-        convolve(&self.taps, &self.odd, &mut self.filtered);
-        // Written into place rather than pushed, so the loops vectorise.
-        let start = out.len();
+        // Grown, never cleared: the convolution writes every output, and
+        // zeroing the buffer first was a `memset` call per frame.
+        if self.filtered.len() < new {
+            self.filtered.resize(new, 0.0);
+        }
+        let filtered = &mut self.filtered[..new];
+        convolve(&self.taps, &self.odd, filtered);
+        let filtered = &*filtered;
         match self.direction {
             Direction::Up => {
-                // Each input as it is, then the filter's sample after it.
+                // Each input as it is, then the filter's sample after it,
+                // written into place rather than pushed, so the loop
+                // vectorises.
+                let start = out.len();
                 out.resize(start + 2 * new, 0);
                 let inputs = &self.odd[TAPS / 2 - 1..][..new];
                 for ((pair, &input), &between) in out[start..]
@@ -139,19 +145,20 @@ impl HalfBand {
                     .0
                     .iter_mut()
                     .zip(inputs)
-                    .zip(&self.filtered)
+                    .zip(filtered)
                 {
                     *pair = [to_i16(input), to_i16(between)];
                 }
             }
             Direction::Down => {
-                out.resize(start + new, 0);
+                // Slices zipped have an exact length: `extend` writes in
+                // place without a capacity check per sample.
                 let even = &self.even[TAPS / 2..][..new];
-                for ((sample, &even), &odd_part) in
-                    out[start..].iter_mut().zip(even).zip(&self.filtered)
-                {
-                    *sample = to_i16(0.5 * even + odd_part);
-                }
+                out.extend(
+                    even.iter()
+                        .zip(filtered)
+                        .map(|(&even, &odd_part)| to_i16(0.5 * even + odd_part)),
+                );
                 self.even.drain(..new);
             }
         }

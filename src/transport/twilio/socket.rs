@@ -41,8 +41,8 @@ const OUTBOUND_QUEUE: usize = 512;
 /// 20 ms `media` message is about 400); the WebSocket library zero-fills
 /// the buffer's free space before every read, the one that finds nothing
 /// included, so its default (128 KiB) would be most of a call's memory and
-/// even 8 KiB cost 16 KiB of writes per message (2% of a 500-call server,
-/// `perf`). 2 KiB holds a few messages. Larger messages, up to the
+/// even 8 KiB cost 16 KiB of writes per message (0.8% of a 500-call
+/// server's CPU, `perf`). 2 KiB holds a few messages. Larger messages, up to the
 /// message limit, still arrive whole: the buffer grows for them.
 const READ_BUFFER: usize = 2 * 1024;
 
