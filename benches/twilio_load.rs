@@ -38,11 +38,16 @@
 //! - the machine's load average (1 min) when the step starts and ends,
 //!   and the share of calls that had any frame over 20 ms late;
 //! - the machine's own stalls, to tell a late server from a stalled
-//!   machine: a probe thread in the client that sleeps 1 ms at a time
-//!   reports its worst oversleep (`probe_max`; with cores to spare it is
-//!   well under a millisecond, so hundreds of milliseconds mean every
-//!   process stood still), and the share of CPU time the hypervisor took
-//!   from the machine's cores (`steal%`, from `/proc/stat`).
+//!   machine, both over the whole step (from the server's start to the
+//!   last call's end, so idle seconds dilute `steal%`): a probe thread in
+//!   the client that sleeps 1 ms at a time reports its worst oversleep
+//!   (`probe_max`; with cores to spare it is well under a millisecond, so
+//!   hundreds of milliseconds mean every process stood still), and the
+//!   share of CPU time the hypervisor took from the machine's cores
+//!   (`steal%`, from `/proc/stat`). The scheduler favours a thread waking
+//!   from a short sleep, so the probe is a lower bound on how long a busy
+//!   thread waits for a core: it shows a stalled machine, not a full one.
+//!   Its own cost (1,000 wake-ups a second) is in the client's CPU.
 //!
 //! Side by side with Pipecat 1.14 on the same driver:
 //! `--external "/tmp/pcvenv/bin/python benches/pipecat_twilio_parrot.py"

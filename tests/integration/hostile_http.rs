@@ -178,22 +178,48 @@ async fn sigterm_with_half_sent_requests_exits_within_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_limit_bodies_get_413() {
     let server = TestServer::parrot(&["server.api_open=true"]).await;
-    let big = "x".repeat(1024 * 1024);
     let client = reqwest::Client::new();
-    for (path, content_type) in [
-        ("/twilio/voice", "application/x-www-form-urlencoded"),
-        ("/api/offer", "application/json"),
-        ("/start", "application/json"),
-        ("/api/calls", "application/json"),
+    const MIB: usize = 1024 * 1024;
+    // (path, content type, a body over the route's limit, sent chunked
+    // without a length)
+    for (path, content_type, size, chunked) in [
+        (
+            "/twilio/voice",
+            "application/x-www-form-urlencoded",
+            MIB,
+            false,
+        ),
+        (
+            "/twilio/voice",
+            "application/x-www-form-urlencoded",
+            MIB,
+            true,
+        ),
+        ("/api/offer", "application/json", MIB, false),
+        ("/start", "application/json", MIB, false),
+        ("/api/calls", "application/json", MIB, false),
+        // A route with a limit of its own.
+        ("/api/campaigns", "application/json", 16 * MIB + 1, false),
     ] {
+        let big = "x".repeat(size);
+        let body = if chunked {
+            let chunks = big
+                .into_bytes()
+                .chunks(64 * 1024)
+                .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+                .collect::<Vec<_>>();
+            reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+        } else {
+            reqwest::Body::from(big)
+        };
         let response = client
             .post(server.url(path))
             .header("content-type", content_type)
-            .body(big.clone())
+            .body(body)
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status().as_u16(), 413, "{path}");
+        assert_eq!(response.status().as_u16(), 413, "{path} chunked={chunked}");
         // The body was not read, so the connection cannot carry another
         // request; without saying so, a client pools it and its next
         // request meets the close.
@@ -203,7 +229,7 @@ async fn over_limit_bodies_get_413() {
                 .get("connection")
                 .and_then(|v| v.to_str().ok()),
             Some("close"),
-            "{path}"
+            "{path} chunked={chunked}"
         );
     }
 }
