@@ -55,9 +55,10 @@ impl CallOptions {
     /// audio that continues what is playing can leave early: a wake-up of
     /// the server up to `most` less two frames late (a busy core, a burst
     /// of other calls) is then not heard as a gap. Each wake-up sends two
-    /// frames: at 1,000 calls (`twilio_load`, three runs each) one frame per
-    /// wake-up left 80 to 98% of calls with a late frame, two 1 to 31%, at
-    /// the same CPU within 2%. On a barge-in the `clear` drops what Twilio
+    /// frames: at 1,000 calls (`twilio_load`, three runs each, one sitting)
+    /// one frame per wake-up left 80 to 98% of calls with a late frame, two
+    /// 1 to 31%, at the same CPU within 2%. (At 1,000 calls both cores are
+    /// full, and the share late moves more between sittings than that.) On a barge-in the `clear` drops what Twilio
     /// holds, and what was cut is counted by playing time.
     pub fn send_ahead(most: Duration) -> SendAhead {
         SendAhead {

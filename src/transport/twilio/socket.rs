@@ -42,8 +42,8 @@ const OUTBOUND_QUEUE: usize = 512;
 /// the buffer's free space before every read, the one that finds nothing
 /// included, so its default (128 KiB) would be most of a call's memory and
 /// even 8 KiB cost 16 KiB of writes per message (0.8% of a 500-call
-/// server's CPU, `perf`). 2 KiB holds a few messages. Larger messages, up to the
-/// message limit, still arrive whole: the buffer grows for them.
+/// server's CPU, `perf`). 2 KiB holds a few messages. Larger messages, up
+/// to the message limit, still arrive whole: the buffer grows for them.
 const READ_BUFFER: usize = 2 * 1024;
 
 type SocketWriter = SplitSink<WebSocket, Message>;
