@@ -15,7 +15,8 @@
 //!   transport upsampled) are recognised by [`NarrowbandDetector`], and the
 //!   analysis moves to 8 kHz at the first moment the user is quiet after
 //!   the decision (the stream restarts there; positions before it were
-//!   already reported).
+//!   already reported), taking every other sample
+//!   ([`ModelInput::band_limited`]).
 //!
 //! Upsampled telephone audio scored at 16 kHz was measured starting speech
 //! late in noise (issue 16); `tests/speech/vad_fidelity.rs` compares both paths.
@@ -69,7 +70,7 @@ impl FrameVad {
     pub fn push(&mut self, audio: &AudioFrame) -> Result<(), AudioError> {
         if std::mem::take(&mut self.first_frame) {
             if audio.sample_rate != self.analyzer.sample_rate() {
-                self.switch_to(audio.sample_rate);
+                self.switch_to(audio.sample_rate, ModelInput::new);
             }
             if audio.sample_rate > NARROWBAND_RATE && self.analyzer.sample_rate() > NARROWBAND_RATE
             {
@@ -82,7 +83,8 @@ impl FrameVad {
             match detector.push(&self.samples) {
                 Some(Band::Wide) => self.narrowband = None,
                 Some(Band::Narrow) if self.analyzer.state() == VadState::Quiet => {
-                    self.switch_to(NARROWBAND_RATE);
+                    // Nothing above 4 kHz: every other sample, no filter.
+                    self.switch_to(NARROWBAND_RATE, ModelInput::band_limited);
                     self.narrowband = None;
                 }
                 _ => {}
@@ -103,10 +105,11 @@ impl FrameVad {
         self.input.time_of(position)
     }
 
-    /// Moves the analysis to `rate` if the model runs at it.
-    fn switch_to(&mut self, rate: u32) {
+    /// Moves the analysis to `rate` if the model runs at it, with the
+    /// input `new_input` makes for that rate.
+    fn switch_to(&mut self, rate: u32, new_input: fn(u32) -> ModelInput) {
         if self.analyzer.set_sample_rate(rate) {
-            self.input = ModelInput::new(rate);
+            self.input = new_input(rate);
             tracing::debug!(rate, "the VAD analyses at the audio's own rate");
         }
     }

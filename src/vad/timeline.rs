@@ -4,8 +4,19 @@
 //!
 //! Frames may come at any rate and channel count; they are mixed down to
 //! mono and, at another rate than the model's, resampled (the resampler
-//! delays its output by 10 ms, which the mapping accounts for). A change
-//! of input rate starts a fresh resampler.
+//! delays its output, which the mapping accounts for). A change of input
+//! rate starts a fresh resampler.
+//!
+//! Input known to carry nothing above the model's band
+//! ([`ModelInput::band_limited`]: a phone call the transport upsampled, as
+//! the VAD's narrowband detector found) at a whole multiple of the model's
+//! rate is decimated instead: every n-th sample, no filter and no delay.
+//! Nothing above the model's Nyquist frequency means nothing to alias, and
+//! for audio the transport's half-band filter doubled, the samples taken are
+//! the call's own (that filter copies each input sample to every other
+//! output; a frame holds an even number of samples, so a stream's even
+//! positions are the copies). A low-pass filter there would only add work
+//! and its own ripple.
 //!
 //! Session time is taken from the frames' own `pts`, never from a clock:
 //! the position of each frame's first sample is anchored to its `pts`, and
@@ -18,9 +29,20 @@ use std::time::Duration;
 use crate::audio::{AudioError, StreamResampler, pcm};
 use crate::frame::AudioFrame;
 
+/// How a segment's input reaches the model's rate.
+enum Conversion {
+    /// Already at the model's rate.
+    None,
+    /// Filtered and resampled.
+    Resample(StreamResampler),
+    /// Band-limited input at `step` times the model's rate: every
+    /// `step`-th sample, counting from the segment's first.
+    Decimate { step: usize, skip: usize },
+}
+
 struct Segment {
     input_rate: u32,
-    resampler: Option<StreamResampler>,
+    conversion: Conversion,
     /// Model-rate position where the segment began.
     model_start: u64,
     /// Input samples (per channel) of the segment so far.
@@ -30,6 +52,8 @@ struct Segment {
 /// Converts inbound frames for a model at one rate. See the module docs.
 pub struct ModelInput {
     model_rate: u32,
+    /// The input carries nothing above half the model's rate.
+    band_limited: bool,
     segment: Option<Segment>,
     /// Model-rate samples produced so far.
     produced: u64,
@@ -56,11 +80,21 @@ impl ModelInput {
     pub fn new(model_rate: u32) -> Self {
         ModelInput {
             model_rate,
+            band_limited: false,
             segment: None,
             produced: 0,
             anchor: (Duration::ZERO, 0),
             samples: Vec::new(),
             converted: Vec::new(),
+        }
+    }
+
+    /// Input for a model at `model_rate` that carries nothing above half
+    /// that rate, whatever its own: see the module docs.
+    pub fn band_limited(model_rate: u32) -> Self {
+        ModelInput {
+            band_limited: true,
+            ..ModelInput::new(model_rate)
         }
     }
 
@@ -73,14 +107,20 @@ impl ModelInput {
             .as_ref()
             .is_none_or(|s| s.input_rate != audio.sample_rate)
         {
-            let resampler = if audio.sample_rate == self.model_rate {
-                None
+            let rate = audio.sample_rate;
+            let conversion = if rate == self.model_rate {
+                Conversion::None
+            } else if self.band_limited && rate > self.model_rate && rate % self.model_rate == 0 {
+                Conversion::Decimate {
+                    step: (rate / self.model_rate) as usize,
+                    skip: 0,
+                }
             } else {
-                Some(StreamResampler::new(audio.sample_rate, self.model_rate)?)
+                Conversion::Resample(StreamResampler::new(rate, self.model_rate)?)
             };
             self.segment = Some(Segment {
-                input_rate: audio.sample_rate,
-                resampler,
+                input_rate: rate,
+                conversion,
                 model_start: self.produced,
                 input_samples: 0,
             });
@@ -93,22 +133,31 @@ impl ModelInput {
         // Where this frame's first sample lands in the model's stream, in
         // nanosamples: the segment start, the resampler's delay, and the
         // segment's input so far at the model's rate.
-        let delay = segment
-            .resampler
-            .as_ref()
-            .map_or(0, StreamResampler::delay_samples);
+        let delay = match &segment.conversion {
+            Conversion::Resample(resampler) => resampler.delay_samples(),
+            Conversion::None | Conversion::Decimate { .. } => 0,
+        };
         let first = (i128::from(segment.model_start) + delay as i128) * NANOS
             + i128::from(segment.input_samples) * i128::from(self.model_rate) * NANOS
                 / i128::from(segment.input_rate.max(1));
         self.anchor = (audio.pts, first);
         segment.input_samples += self.samples.len() as u64;
-        let out = match segment.resampler.as_mut() {
-            Some(resampler) => {
+        let out = match &mut segment.conversion {
+            Conversion::None => &self.samples,
+            Conversion::Resample(resampler) => {
                 self.converted.clear();
                 resampler.process(&self.samples, &mut self.converted);
                 &self.converted
             }
-            None => &self.samples,
+            Conversion::Decimate { step, skip } => {
+                self.converted.clear();
+                let taken = self.samples.get(*skip..).unwrap_or_default();
+                self.converted.extend(taken.iter().step_by(*step));
+                // Samples to skip at the start of the next frame, so the
+                // stride continues across frames of any length.
+                *skip = (*skip + self.converted.len() * *step).saturating_sub(self.samples.len());
+                &self.converted
+            }
         };
         self.produced += out.len() as u64;
         Ok(out)
@@ -159,6 +208,62 @@ mod tests {
         // Model sample 96 is the first input sample (6 ms delay).
         assert_eq!(input.time_of(96), ms(0));
         assert_eq!(input.time_of(96 + 1600), ms(100));
+    }
+
+    #[test]
+    fn band_limited_input_is_decimated_without_delay_across_odd_frames() {
+        let mut input = ModelInput::band_limited(8_000);
+        let ramp: Vec<i16> = (0..1000).collect();
+        let mut out = Vec::new();
+        let mut at = 0;
+        // Frames of odd and even lengths: the stride continues across them.
+        for len in [3, 320, 1, 2, 319, 355] {
+            let frame = AudioFrame::from_samples(&ramp[at..at + len], 16_000, 1, ms(0));
+            out.extend_from_slice(input.convert(&frame).unwrap());
+            at += len;
+        }
+        assert_eq!(at, 1000);
+        assert_eq!(out, (0..1000).step_by(2).collect::<Vec<i16>>());
+        // No delay: model position n is input sample 2n.
+        let mut input = ModelInput::band_limited(8_000);
+        input.convert(&frame(16_000, 1, ms(40))).unwrap();
+        assert_eq!(input.time_of(0), ms(40));
+        assert_eq!(input.time_of(80), ms(50));
+    }
+
+    #[test]
+    fn a_call_the_transport_upsampled_comes_back_sample_for_sample() {
+        // What the Twilio input does for a 16 kHz pipeline.
+        let call: Vec<i16> = (0..1600)
+            .map(|i| (8000.0 * (f64::from(i) * 0.37).sin()) as i16)
+            .collect();
+        let mut upsampler = StreamResampler::new(8_000, 16_000).unwrap();
+        let mut input = ModelInput::band_limited(8_000);
+        let mut back = Vec::new();
+        for (i, chunk) in call.chunks(160).enumerate() {
+            let mut wide = Vec::new();
+            upsampler.process(chunk, &mut wide);
+            let frame = AudioFrame::from_samples(&wide, 16_000, 1, ms(20 * i as u64));
+            back.extend_from_slice(input.convert(&frame).unwrap());
+        }
+        // The upsampler's delay (96 samples at 16 kHz) is 48 at 8 kHz.
+        let delay = upsampler.delay_samples() / 2;
+        assert_eq!(back[..delay], vec![0; delay]);
+        assert_eq!(back[delay..], call[..call.len() - delay]);
+    }
+
+    #[test]
+    fn band_limited_input_at_no_whole_multiple_is_resampled() {
+        let mut input = ModelInput::band_limited(16_000);
+        let mut produced = 0;
+        for i in 0..10 {
+            produced += input.convert(&frame(24_000, 1, ms(20 * i))).unwrap().len();
+        }
+        assert!(produced > 0 && produced <= 3200, "{produced}");
+        // And a rate below the model's is filtered up, as without the hint.
+        let mut input = ModelInput::band_limited(16_000);
+        input.convert(&frame(8_000, 1, ms(0))).unwrap();
+        assert_eq!(input.time_of(96), ms(0));
     }
 
     #[test]
