@@ -11,7 +11,7 @@
 //! stream_signature = true     # X-Twilio-Signature on the /twilio/ws upgrade
 //! stream_token = true         # the per-call token the TwiML hands the stream
 //! stream_token_ttl_secs = 300 # how long that token opens a stream
-//! send_ahead_secs = 0.2       # bot audio sent ahead of the caller's playback
+//! send_ahead_secs = 0.5       # bot audio sent ahead of the caller's playback
 //! ```
 
 use serde::Deserialize;
@@ -61,7 +61,7 @@ pub struct TwilioSection {
 }
 
 fn default_send_ahead() -> Seconds<0, 2> {
-    Seconds::from_millis(200)
+    Seconds::from_millis(500)
 }
 
 fn default_token_ttl() -> Seconds<1, 3600> {
