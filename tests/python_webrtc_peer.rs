@@ -18,10 +18,12 @@ use support::browser::sample_wav;
 use support::server::TestServer;
 
 fn python() -> PathBuf {
-    let path = std::env::var_os("VOXPIPE_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/.venv/bin/python"),
-        PathBuf::from,
-    );
+    let path = std::env::var_os("VOXPIPE_PYTHON")
+        .filter(|path| !path.is_empty())
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/.venv/bin/python"),
+            PathBuf::from,
+        );
     assert!(
         path.exists(),
         "no Python with aiortc at {}: run tests/run, or `python3 -m venv tests/python/.venv && \

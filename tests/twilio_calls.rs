@@ -71,9 +71,10 @@ async fn a_caller_hears_each_utterance_back_and_marks_follow_playback() {
     assert!(record.unexpected.is_empty(), "{:?}", record.unexpected);
     // Audio continuing what the caller hears is sent ahead, by at most
     // `send_ahead_secs` (0.5 s; Twilio buffers it), so a late wake-up
-    // leaves no gap.
+    // leaves no gap. (The reply's first frame leaves at its time, so a late
+    // one adds to the lead measured: hence the slack above 0.5 s.)
     assert!(
-        (Duration::from_millis(300)..=Duration::from_millis(500)).contains(&record.media_early_max),
+        (Duration::from_millis(300)..=Duration::from_millis(550)).contains(&record.media_early_max),
         "sent ahead by {:?}",
         record.media_early_max
     );

@@ -55,7 +55,8 @@ pub struct TwilioSection {
     pub stream_token_ttl_secs: Seconds<1, 3600>,
     /// How far ahead of the caller's playback bot audio may be sent (0: at
     /// its time). Twilio buffers it, so a server that wakes late by up to
-    /// this much is not heard; a barge-in's `clear` drops it.
+    /// this much less two frames is not heard; a barge-in's `clear` drops
+    /// it.
     #[serde(default = "default_send_ahead")]
     pub send_ahead_secs: Seconds<0, 2>,
 }

@@ -15,7 +15,8 @@
 //!   transport upsampled) are recognised by [`NarrowbandDetector`], and the
 //!   analysis moves to 8 kHz at the first moment the user is quiet after
 //!   the decision (the stream restarts there; positions before it were
-//!   already reported), taking every other sample
+//!   already reported), decimating the frames at that rate (every other
+//!   sample at 16 kHz) rather than filtering them
 //!   ([`ModelInput::band_limited`]).
 //!
 //! Upsampled telephone audio scored at 16 kHz was measured starting speech
@@ -70,7 +71,7 @@ impl FrameVad {
     pub fn push(&mut self, audio: &AudioFrame) -> Result<(), AudioError> {
         if std::mem::take(&mut self.first_frame) {
             if audio.sample_rate != self.analyzer.sample_rate() {
-                self.switch_to(audio.sample_rate, ModelInput::new);
+                self.switch_to(ModelInput::new(audio.sample_rate));
             }
             if audio.sample_rate > NARROWBAND_RATE && self.analyzer.sample_rate() > NARROWBAND_RATE
             {
@@ -83,8 +84,8 @@ impl FrameVad {
             match detector.push(&self.samples) {
                 Some(Band::Wide) => self.narrowband = None,
                 Some(Band::Narrow) if self.analyzer.state() == VadState::Quiet => {
-                    // Nothing above 4 kHz: every other sample, no filter.
-                    self.switch_to(NARROWBAND_RATE, ModelInput::band_limited);
+                    // Nothing above 4 kHz at this rate: decimated, no filter.
+                    self.switch_to(ModelInput::band_limited(NARROWBAND_RATE, audio.sample_rate));
                     self.narrowband = None;
                 }
                 _ => {}
@@ -105,11 +106,11 @@ impl FrameVad {
         self.input.time_of(position)
     }
 
-    /// Moves the analysis to `rate` if the model runs at it, with the
-    /// input `new_input` makes for that rate.
-    fn switch_to(&mut self, rate: u32, new_input: fn(u32) -> ModelInput) {
+    /// Moves the analysis to `input`'s model rate if the model runs at it.
+    fn switch_to(&mut self, input: ModelInput) {
+        let rate = input.model_rate();
         if self.analyzer.set_sample_rate(rate) {
-            self.input = new_input(rate);
+            self.input = input;
             tracing::debug!(rate, "the VAD analyses at the audio's own rate");
         }
     }

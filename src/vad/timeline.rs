@@ -11,6 +11,8 @@
 //! ([`ModelInput::band_limited`]: a phone call the transport upsampled, as
 //! the VAD's narrowband detector found) at a whole multiple of the model's
 //! rate is decimated instead: every n-th sample, no filter and no delay.
+//! The knowledge holds for the rate it was found at only: input at any
+//! other rate is filtered as usual.
 //! Nothing above the model's Nyquist frequency means nothing to alias, and
 //! for audio the transport's half-band filter doubled, the samples taken are
 //! the call's own (that filter copies each input sample to every other
@@ -52,8 +54,8 @@ struct Segment {
 /// Converts inbound frames for a model at one rate. See the module docs.
 pub struct ModelInput {
     model_rate: u32,
-    /// The input carries nothing above half the model's rate.
-    band_limited: bool,
+    /// Input at this rate carries nothing above half the model's rate.
+    band_limited_rate: Option<u32>,
     segment: Option<Segment>,
     /// Model-rate samples produced so far.
     produced: u64,
@@ -68,6 +70,7 @@ impl std::fmt::Debug for ModelInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ModelInput")
             .field("model_rate", &self.model_rate)
+            .field("band_limited_rate", &self.band_limited_rate)
             .field("produced", &self.produced)
             .finish_non_exhaustive()
     }
@@ -80,7 +83,7 @@ impl ModelInput {
     pub fn new(model_rate: u32) -> Self {
         ModelInput {
             model_rate,
-            band_limited: false,
+            band_limited_rate: None,
             segment: None,
             produced: 0,
             anchor: (Duration::ZERO, 0),
@@ -89,11 +92,11 @@ impl ModelInput {
         }
     }
 
-    /// Input for a model at `model_rate` that carries nothing above half
-    /// that rate, whatever its own: see the module docs.
-    pub fn band_limited(model_rate: u32) -> Self {
+    /// Input for a model at `model_rate` whose audio at `input_rate`
+    /// carries nothing above half the model's rate: see the module docs.
+    pub fn band_limited(model_rate: u32, input_rate: u32) -> Self {
         ModelInput {
-            band_limited: true,
+            band_limited_rate: Some(input_rate),
             ..ModelInput::new(model_rate)
         }
     }
@@ -110,7 +113,10 @@ impl ModelInput {
             let rate = audio.sample_rate;
             let conversion = if rate == self.model_rate {
                 Conversion::None
-            } else if self.band_limited && rate > self.model_rate && rate % self.model_rate == 0 {
+            } else if self.band_limited_rate == Some(rate)
+                && rate > self.model_rate
+                && rate % self.model_rate == 0
+            {
                 Conversion::Decimate {
                     step: (rate / self.model_rate) as usize,
                     skip: 0,
@@ -163,6 +169,11 @@ impl ModelInput {
         Ok(out)
     }
 
+    /// The model's rate.
+    pub fn model_rate(&self) -> u32 {
+        self.model_rate
+    }
+
     /// The session time of model-rate `position`, by the latest frame.
     pub fn time_of(&self, position: u64) -> Duration {
         let (pts, first) = self.anchor;
@@ -212,7 +223,7 @@ mod tests {
 
     #[test]
     fn band_limited_input_is_decimated_without_delay_across_odd_frames() {
-        let mut input = ModelInput::band_limited(8_000);
+        let mut input = ModelInput::band_limited(8_000, 16_000);
         let ramp: Vec<i16> = (0..1000).collect();
         let mut out = Vec::new();
         let mut at = 0;
@@ -225,7 +236,7 @@ mod tests {
         assert_eq!(at, 1000);
         assert_eq!(out, (0..1000).step_by(2).collect::<Vec<i16>>());
         // No delay: model position n is input sample 2n.
-        let mut input = ModelInput::band_limited(8_000);
+        let mut input = ModelInput::band_limited(8_000, 16_000);
         input.convert(&frame(16_000, 1, ms(40))).unwrap();
         assert_eq!(input.time_of(0), ms(40));
         assert_eq!(input.time_of(80), ms(50));
@@ -238,7 +249,7 @@ mod tests {
             .map(|i| (8000.0 * (f64::from(i) * 0.37).sin()) as i16)
             .collect();
         let mut upsampler = StreamResampler::new(8_000, 16_000).unwrap();
-        let mut input = ModelInput::band_limited(8_000);
+        let mut input = ModelInput::band_limited(8_000, 16_000);
         let mut back = Vec::new();
         for (i, chunk) in call.chunks(160).enumerate() {
             let mut wide = Vec::new();
@@ -253,15 +264,45 @@ mod tests {
     }
 
     #[test]
+    fn a_sixfold_stride_continues_across_frames_shorter_than_it() {
+        let mut input = ModelInput::band_limited(8_000, 48_000);
+        let ramp: Vec<i16> = (0..700).collect();
+        let mut out = Vec::new();
+        let mut at = 0;
+        for len in [1, 5, 7, 2, 3, 11, 480, 191] {
+            let frame = AudioFrame::from_samples(&ramp[at..at + len], 48_000, 1, ms(0));
+            out.extend_from_slice(input.convert(&frame).unwrap());
+            at += len;
+        }
+        assert_eq!(at, 700);
+        assert_eq!(out, (0..700).step_by(6).collect::<Vec<i16>>());
+    }
+
+    #[test]
+    fn band_limited_knowledge_holds_for_its_rate_only() {
+        // Found at 16 kHz; the stream then moves to 48 kHz: filtered, with
+        // the resampler's delay, not decimated.
+        let mut input = ModelInput::band_limited(8_000, 16_000);
+        input.convert(&frame(16_000, 1, ms(0))).unwrap();
+        let ramp: Vec<i16> = (0..960).collect();
+        let wide = AudioFrame::from_samples(&ramp, 48_000, 1, ms(20));
+        let out = input.convert(&wide).unwrap().to_vec();
+        assert_ne!(out, (0..960).step_by(6).collect::<Vec<i16>>());
+        // The segment's first model sample is the resampler's delay line,
+        // before the frame's first sample: a decimated one would be at it.
+        assert!(input.time_of(160) < ms(20), "the resampler's delay counts");
+    }
+
+    #[test]
     fn band_limited_input_at_no_whole_multiple_is_resampled() {
-        let mut input = ModelInput::band_limited(16_000);
+        let mut input = ModelInput::band_limited(16_000, 24_000);
         let mut produced = 0;
         for i in 0..10 {
             produced += input.convert(&frame(24_000, 1, ms(20 * i))).unwrap().len();
         }
         assert!(produced > 0 && produced <= 3200, "{produced}");
         // And a rate below the model's is filtered up, as without the hint.
-        let mut input = ModelInput::band_limited(16_000);
+        let mut input = ModelInput::band_limited(16_000, 8_000);
         input.convert(&frame(8_000, 1, ms(0))).unwrap();
         assert_eq!(input.time_of(96), ms(0));
     }

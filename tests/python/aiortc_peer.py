@@ -16,7 +16,7 @@ import math
 import time
 import urllib.request
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 
 # A received 20 ms frame louder than this (RMS of 16-bit samples) is the
@@ -56,7 +56,8 @@ async def call(server, wav, timeout):
         "firstLoudSecs": None,
         "botStartedSecs": None,
     }
-    pc = RTCPeerConnection()
+    # No STUN server (aiortc's default is Google's): loopback only.
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     finished = asyncio.Event()
 
     @pc.on("connectionstatechange")
@@ -111,7 +112,8 @@ async def call(server, wav, timeout):
 
         asyncio.ensure_future(pull())
 
-    pc.addTrack(MediaPlayer(wav).audio)
+    player = MediaPlayer(wav)
+    pc.addTrack(player.audio)
     await pc.setLocalDescription(await pc.createOffer())
     status, answer = await asyncio.get_running_loop().run_in_executor(
         None,
@@ -128,6 +130,8 @@ async def call(server, wav, timeout):
     except asyncio.TimeoutError:
         seen["finished"] = False
     await pc.close()
+    # Stops the player's thread, which would otherwise read the WAV to its end.
+    player.audio.stop()
     return seen
 
 
