@@ -115,7 +115,7 @@ impl ModelInput {
                 Conversion::None
             } else if self.band_limited_rate == Some(rate)
                 && rate > self.model_rate
-                && rate % self.model_rate == 0
+                && rate.is_multiple_of(self.model_rate)
             {
                 Conversion::Decimate {
                     step: (rate / self.model_rate) as usize,
@@ -221,19 +221,25 @@ mod tests {
         assert_eq!(input.time_of(96 + 1600), ms(100));
     }
 
-    #[test]
-    fn band_limited_input_is_decimated_without_delay_across_odd_frames() {
-        let mut input = ModelInput::band_limited(8_000, 16_000);
-        let ramp: Vec<i16> = (0..1000).collect();
+    /// A ramp `0, 1, 2, …` at `rate`, cut into frames of `lengths`, through
+    /// a model input at 8 kHz told the audio is band-limited.
+    fn decimated_ramp(rate: u32, lengths: &[usize]) -> Vec<i16> {
+        let mut input = ModelInput::band_limited(8_000, rate);
         let mut out = Vec::new();
         let mut at = 0;
-        // Frames of odd and even lengths: the stride continues across them.
-        for len in [3, 320, 1, 2, 319, 355] {
-            let frame = AudioFrame::from_samples(&ramp[at..at + len], 16_000, 1, ms(0));
+        for &len in lengths {
+            let ramp: Vec<i16> = (at..at + len).map(|i| i as i16).collect();
+            let frame = AudioFrame::from_samples(&ramp, rate, 1, ms(0));
             out.extend_from_slice(input.convert(&frame).unwrap());
             at += len;
         }
-        assert_eq!(at, 1000);
+        out
+    }
+
+    #[test]
+    fn band_limited_input_is_decimated_without_delay_across_odd_frames() {
+        // Frames of odd and even lengths: the stride continues across them.
+        let out = decimated_ramp(16_000, &[3, 320, 1, 2, 319, 355]);
         assert_eq!(out, (0..1000).step_by(2).collect::<Vec<i16>>());
         // No delay: model position n is input sample 2n.
         let mut input = ModelInput::band_limited(8_000, 16_000);
@@ -265,16 +271,7 @@ mod tests {
 
     #[test]
     fn a_sixfold_stride_continues_across_frames_shorter_than_it() {
-        let mut input = ModelInput::band_limited(8_000, 48_000);
-        let ramp: Vec<i16> = (0..700).collect();
-        let mut out = Vec::new();
-        let mut at = 0;
-        for len in [1, 5, 7, 2, 3, 11, 480, 191] {
-            let frame = AudioFrame::from_samples(&ramp[at..at + len], 48_000, 1, ms(0));
-            out.extend_from_slice(input.convert(&frame).unwrap());
-            at += len;
-        }
-        assert_eq!(at, 700);
+        let out = decimated_ramp(48_000, &[1, 5, 7, 2, 3, 11, 480, 191]);
         assert_eq!(out, (0..700).step_by(6).collect::<Vec<i16>>());
     }
 
