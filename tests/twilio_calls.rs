@@ -317,3 +317,28 @@ async fn fifty_concurrent_calls_each_hear_their_own_words() {
         f64::from(CALLS)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_read_as_each_message_arrives_loses_nothing_and_hangs_up_on_stop() {
+    // The other tests read every 40 ms (the default), two messages a
+    // wake-up; this one reads each message as it arrives.
+    let server = TestServer::with_toml(
+        PARROT_WITH_TURNS,
+        &["transport.twilio.read_interval_secs=0"],
+        &[],
+    )
+    .await;
+    let call = FakeCall::connect(server.addr, CallConfig::new(1)).await;
+    call.say([tone(440.0, 800, 8_000.0), silence(600)].concat());
+    let record = call
+        .wait_until(WAIT, |r| heard_ms(r) >= 700 && !r.marks_echoed.is_empty())
+        .await;
+    assert_eq!(record.marks_echoed, ["voxpipe-1"]);
+    assert!(record.unexpected.is_empty(), "{:?}", record.unexpected);
+    call.say([tone(660.0, 500, 8_000.0), silence(600)].concat());
+    let record = call.wait_until(WAIT, |r| r.marks_echoed.len() == 2).await;
+    assert!(heard_ms(&record) >= 1_100, "heard {} ms", heard_ms(&record));
+    call.stop();
+    let ended = server.sessions.ended(1, WAIT).await;
+    assert_eq!(ended[0].end_reason.as_deref(), Some("hangup"));
+}

@@ -79,6 +79,7 @@ async fn serve_call(state: Arc<ServerState>, mut permit: SessionPermit, socket: 
         send_ahead: CallOptions::send_ahead(
             state.config.transport.twilio.send_ahead_secs.duration(),
         ),
+        read_interval: state.config.transport.twilio.read_interval_secs.duration(),
     };
     let rate = state.config.pipeline.sample_rate.hz();
     let Some((ends, socket)) = StreamSocket::accept(socket, rate, options).await else {

@@ -47,6 +47,9 @@ pub struct CallOptions {
     /// How far ahead of the caller's playback bot audio may be sent
     /// (`[transport.twilio] send_ahead_secs`).
     pub send_ahead: SendAhead,
+    /// How often the socket is read; zero: as each message arrives
+    /// (`[transport.twilio] read_interval_secs`).
+    pub read_interval: Duration,
 }
 
 impl CallOptions {
@@ -183,6 +186,7 @@ where
             stream: self.stream,
             echoes: echoes_tx,
             idle_timeout: self.options.idle_timeout,
+            read_interval: self.options.read_interval,
             stats: self.options.stats,
             skips: self.skips,
             shared: Arc::clone(&shared),
@@ -246,6 +250,7 @@ mod tests {
             idle_timeout: Duration::from_secs(2),
             stats: Arc::new(NoStats),
             send_ahead: SendAhead::NONE,
+            read_interval: Duration::ZERO,
         };
         let accepted = tokio::time::timeout(
             Duration::from_secs(60),

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt as _, Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::frame::{Direction, Frame, FrameBody, StartFrame};
@@ -76,6 +76,9 @@ pub(super) struct Reader<S> {
     pub(super) stream: StreamReader,
     pub(super) echoes: mpsc::Sender<String>,
     pub(super) idle_timeout: Duration,
+    /// Zero: read each message as it arrives; else read what has arrived
+    /// once per interval.
+    pub(super) read_interval: Duration,
     pub(super) stats: Arc<dyn TransportStats>,
     pub(super) skips: SkipLog,
     pub(super) shared: Arc<CallShared>,
@@ -89,32 +92,27 @@ where
         // Only caller audio that is used keeps the stream alive: junk,
         // marks or a flood dropped over the real-time budget do not.
         let mut idle_at = tokio::time::Instant::now() + self.idle_timeout;
-        let end = loop {
+        let end = 'reading: loop {
             let next = tokio::time::timeout_at(idle_at, self.inbound.next()).await;
-            let event = match next {
-                Err(_elapsed) => break StreamEnd::IdleTimeout,
-                Ok(None | Some(WsInbound::Closed)) => break StreamEnd::Disconnected,
-                Ok(Some(event)) => event,
+            let Ok(next) = next else {
+                break StreamEnd::IdleTimeout;
             };
-            let inbound = match event {
-                WsInbound::Text(text) => self.stream.handle_text(&text, ctx.now()),
-                WsInbound::Binary(len) => self.stream.handle_binary(len),
-                WsInbound::Closed => break StreamEnd::Disconnected,
-                WsInbound::TooLarge { size, max } => {
-                    tracing::warn!(size, max, "message over the size limit");
-                    break StreamEnd::TooLarge;
-                }
-                WsInbound::Failed(err) => {
-                    tracing::warn!(error = %err, "the socket failed");
-                    break StreamEnd::SocketError;
-                }
-            };
-            if matches!(inbound, Inbound::Audio) {
-                idle_at = tokio::time::Instant::now() + self.idle_timeout;
-            }
-            if let Some(end) = self.handle(inbound, &ctx).await {
+            if let Some(end) = self.on_message(next, &ctx, &mut idle_at).await {
                 break end;
             }
+            if self.read_interval.is_zero() {
+                continue;
+            }
+            // Whatever else has arrived, without waiting; then nothing until
+            // the interval is over, so that its messages are read in one
+            // wake-up. (Polled without a waker, the socket does not wake
+            // the call for the messages that arrive meanwhile.)
+            while let Some(next) = self.inbound.next().now_or_never() {
+                if let Some(end) = self.on_message(next, &ctx, &mut idle_at).await {
+                    break 'reading end;
+                }
+            }
+            tokio::time::sleep(self.read_interval).await;
         };
         if end != StreamEnd::Stopped {
             self.stats.input_error(end.reason());
@@ -128,6 +126,33 @@ where
         let _first = self.shared.ended_by.set(end);
         tracing::info!(reason = end.reason(), "stream ended");
         ctx.request_end(end.reason()).await;
+    }
+
+    /// Acts on what the socket gave; `Some` when the stream is over. Only
+    /// caller audio that is used moves `idle_at` on.
+    async fn on_message(
+        &mut self,
+        next: Option<WsInbound>,
+        ctx: &ProcessorContext,
+        idle_at: &mut tokio::time::Instant,
+    ) -> Option<StreamEnd> {
+        let inbound = match next {
+            None | Some(WsInbound::Closed) => return Some(StreamEnd::Disconnected),
+            Some(WsInbound::Text(text)) => self.stream.handle_text(&text, ctx.now()),
+            Some(WsInbound::Binary(len)) => self.stream.handle_binary(len),
+            Some(WsInbound::TooLarge { size, max }) => {
+                tracing::warn!(size, max, "message over the size limit");
+                return Some(StreamEnd::TooLarge);
+            }
+            Some(WsInbound::Failed(err)) => {
+                tracing::warn!(error = %err, "the socket failed");
+                return Some(StreamEnd::SocketError);
+            }
+        };
+        if matches!(inbound, Inbound::Audio) {
+            *idle_at = tokio::time::Instant::now() + self.idle_timeout;
+        }
+        self.handle(inbound, ctx).await
     }
 
     /// Acts on one message; `Some` when the stream is over.
