@@ -79,14 +79,7 @@ async fn a_caller_hears_each_utterance_back_and_marks_follow_playback() {
         record.media_early_max
     );
 
-    // A second utterance: a second reply, a second mark.
-    call.say([tone(660.0, 500, 8_000.0), silence(600)].concat());
-    let record = call.wait_until(WAIT, |r| r.marks_echoed.len() == 2).await;
-    assert!(heard_ms(&record) >= 1_100, "heard {} ms", heard_ms(&record));
-
-    call.stop();
-    let ended = server.sessions.ended(1, WAIT).await;
-    assert_eq!(ended[0].end_reason.as_deref(), Some("hangup"));
+    let ended = second_reply_then_stop(&call, &server).await;
     assert!(!ended[0].cancelled);
     assert_eq!(ended[0].custom_parameters["segment"], "retail");
     assert_eq!(ended[0].custom_parameters["From"], "+15550000001");
@@ -335,10 +328,20 @@ async fn a_socket_read_as_each_message_arrives_loses_nothing_and_hangs_up_on_sto
         .await;
     assert_eq!(record.marks_echoed, ["voxpipe-1"]);
     assert!(record.unexpected.is_empty(), "{:?}", record.unexpected);
+    second_reply_then_stop(&call, &server).await;
+}
+
+/// A second utterance: a second reply, a second mark; then the caller's
+/// `stop` ends the session as a hang-up.
+async fn second_reply_then_stop(
+    call: &FakeCall,
+    server: &TestServer,
+) -> Vec<support::server::SessionRecord> {
     call.say([tone(660.0, 500, 8_000.0), silence(600)].concat());
     let record = call.wait_until(WAIT, |r| r.marks_echoed.len() == 2).await;
     assert!(heard_ms(&record) >= 1_100, "heard {} ms", heard_ms(&record));
     call.stop();
     let ended = server.sessions.ended(1, WAIT).await;
     assert_eq!(ended[0].end_reason.as_deref(), Some("hangup"));
+    ended
 }
