@@ -30,6 +30,10 @@ use crate::transport::websocket::WsInbound;
 
 use super::stream::{Inbound, StreamReader};
 
+/// The most messages read in one go after the first, when the socket is
+/// read once per interval: a real stream brings one or two (20 ms each).
+const MOST_PER_READ: usize = 16;
+
 /// How a stream ended, as its reader saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -103,11 +107,15 @@ where
             if self.read_interval.is_zero() {
                 continue;
             }
-            // Whatever else has arrived, without waiting; then nothing until
+            // Whatever else has arrived, without waiting (a bounded number,
+            // so a flood cannot hold the call's task); then nothing until
             // the interval is over, so that its messages are read in one
             // wake-up. (Polled without a waker, the socket does not wake
             // the call for the messages that arrive meanwhile.)
-            while let Some(next) = self.inbound.next().now_or_never() {
+            for _ in 0..MOST_PER_READ {
+                let Some(next) = self.inbound.next().now_or_never() else {
+                    break;
+                };
                 if let Some(end) = self.on_message(next, &ctx, &mut idle_at).await {
                     break 'reading end;
                 }
