@@ -11,14 +11,13 @@
 //! ([`ModelInput::band_limited`]: a phone call the transport upsampled, as
 //! the VAD's narrowband detector found) at a whole multiple of the model's
 //! rate is decimated instead: every n-th sample, no filter and no delay.
-//! The knowledge holds for the rate it was found at only: input at any
-//! other rate is filtered as usual.
 //! Nothing above the model's Nyquist frequency means nothing to alias, and
 //! for audio the transport's half-band filter doubled, the samples taken are
 //! the call's own (that filter copies each input sample to every other
 //! output; a frame holds an even number of samples, so a stream's even
 //! positions are the copies). A low-pass filter there would only add work
-//! and its own ripple.
+//! and its own ripple. The knowledge holds for the rate it was found at
+//! only: input at any other rate is filtered as usual.
 //!
 //! Session time is taken from the frames' own `pts`, never from a clock:
 //! the position of each frame's first sample is anchored to its `pts`, and

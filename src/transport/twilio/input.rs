@@ -31,8 +31,17 @@ use crate::transport::websocket::WsInbound;
 use super::stream::{Inbound, StreamReader};
 
 /// The most messages read in one go after the first, when the socket is
-/// read once per interval: a real stream brings one or two (20 ms each).
-const MOST_PER_READ: usize = 16;
+/// read once per `interval`: eight times real time (Twilio's messages are
+/// 20 ms each), at least 16, so a reader that fell behind catches up while
+/// a flood is held back at the socket. A fixed bound would let a long
+/// interval (a `read_interval_secs` of 0.5 takes 25 messages a read) fall
+/// behind real time for good.
+fn most_per_read(interval: Duration) -> usize {
+    let real_time = interval.as_millis() / 20;
+    usize::try_from(real_time.saturating_mul(8))
+        .unwrap_or(usize::MAX)
+        .max(16)
+}
 
 /// How a stream ended, as its reader saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +121,7 @@ where
             // the interval is over, so that its messages are read in one
             // wake-up. (Polled without a waker, the socket does not wake
             // the call for the messages that arrive meanwhile.)
-            for _ in 0..MOST_PER_READ {
+            for _ in 0..most_per_read(self.read_interval) {
                 let Some(next) = self.inbound.next().now_or_never() else {
                     break;
                 };
@@ -255,5 +264,19 @@ where
 
     async fn on_cancel(&mut self, _ctx: &ProcessorContext) {
         self.shared.reader.stop_pushing();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_takes_several_times_real_time_whatever_the_interval() {
+        assert_eq!(most_per_read(Duration::from_millis(40)), 16);
+        assert_eq!(most_per_read(Duration::from_millis(20)), 16);
+        // Half a second brings 25 messages; a read may take 200.
+        assert_eq!(most_per_read(Duration::from_millis(500)), 200);
+        assert!(most_per_read(Duration::from_secs(1)) >= 50 * 8);
     }
 }
