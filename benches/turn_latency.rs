@@ -22,9 +22,11 @@
 //! `pipelines/agent_deepgram.toml` (stream) at run time, so the bench
 //! measures what ships (`TURN_LATENCY_PIPELINES=DIR` reads them from DIR
 //! instead, to try another configuration).
-//! Speech: a complete sentence, and the same sentence with a 400 or 600 ms
-//! hesitation mid-phrase; a cut-off is a user turn ended, or bot audio
-//! started, before the second part.
+//! Speech: a complete sentence, the same sentence with a 400 or 600 ms
+//! hesitation mid-phrase, and a sentence followed 600 ms later by more of
+//! it (`sentence 600`: its first part's transcript ends a sentence, so only
+//! a learned model can hear that the user is not done); a cut-off is a
+//! user turn ended, or bot audio started, before the last part.
 //!
 //! The session runs live (wall clock), the audio fed in real time, each
 //! 20 ms frame when its audio would have been captured; the latency is taken
@@ -66,6 +68,10 @@ use voxpipe::services::tts::OpenAiTtsConfig;
 const FIRST: &str = "I would like to order";
 const SECOND: &str = "a large pizza with mushrooms.";
 const WHOLE: &str = "I would like to order a large pizza with mushrooms.";
+/// A first part that is a sentence of its own: only the voice can tell
+/// that more is coming.
+const SENTENCE: &str = "I would like a large pizza.";
+const MORE: &str = "With mushrooms and olives.";
 
 /// Provider latencies: transcription, LLM first token, TTS first byte.
 struct Latencies {
@@ -372,10 +378,12 @@ fn profiles() -> [Latencies; 2] {
 }
 
 /// The speech cases at `rate`: name, speech, a transcript per part.
-fn cases(dir: &Path, rate: u32) -> [(&'static str, Speech, Vec<&'static str>); 3] {
+fn cases(dir: &Path, rate: u32) -> [(&'static str, Speech, Vec<&'static str>); 4] {
     let whole = say(dir, "whole", WHOLE, rate);
     let first = say(dir, "first", FIRST, rate);
     let second = say(dir, "second", SECOND, rate);
+    let sentence = say(dir, "sentence", SENTENCE, rate);
+    let more = say(dir, "more", MORE, rate);
     [
         (
             "complete",
@@ -391,6 +399,11 @@ fn cases(dir: &Path, rate: u32) -> [(&'static str, Speech, Vec<&'static str>); 3
             "pause 600",
             speech(&[&first, &second], Duration::from_millis(600), rate),
             vec![FIRST, SECOND],
+        ),
+        (
+            "sentence 600",
+            speech(&[&sentence, &more], Duration::from_millis(600), rate),
+            vec![SENTENCE, MORE],
         ),
     ]
 }
