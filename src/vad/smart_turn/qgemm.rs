@@ -1,27 +1,69 @@
 //! The int8 matrix product of the encoder's linear layers and
-//! convolutions, with onnxruntime's arithmetic on x86-64 without VNNI
-//! (MLAS's AVX2 U8S8 kernels): uint8 activations times int8 weights, the
-//! products of each pair of neighbouring inputs (`k`, `k + 1`, `k` even)
-//! summed and **saturated to int16** (what `vpmaddubsw` does), then
-//! accumulated in int32, and requantised in float with round-half-even.
+//! convolutions: uint8 activations times int8 weights, summed **exactly**
+//! in int32, and requantised in float with round-half-even, as the model's
+//! `QLinearConv`, `QLinearMatMul` and `QGemm` define it.
 //!
-//! The saturation is part of the answer: with full-range weights (this
-//! model's reach ±127) and activations around their zero point (about 130),
-//! a pair's sum passes 32,767 now and then, and onnxruntime's results carry
-//! the clipped value. An exact product would disagree with them.
+//! Exactly, because onnxruntime's answer depends on the CPU. Its AVX2 kernel
+//! (MLAS U8S8, `vpmaddubsw`) sums each pair of neighbouring products into
+//! an int16 **with saturation**, so with this model's full-range weights
+//! (±127) and activations around their zero point (about 130) a pair's sum
+//! is clipped now and then; with AVX-512 VNNI (`vpdpbusd`, Intel servers
+//! since 2019 and AMD Zen 4) the sums are exact. The two disagree on the
+//! decision for 13 of the 80 reference clips, and the exact sums are right
+//! more often (53 of 80 against 40: `docs/architecture.md`), so voxpipe
+//! computes them on every CPU.
 //!
-//! [`QLinear::run`] computes `out[m][n] = requant(sat_dot(a[m], w[n]) +
-//! offset[n])` with the AVX2 kernel when the CPU has it (detected at run
-//! time) and with the same arithmetic in plain Rust otherwise.
+//! [`QLinear::run`] computes `out[m][n] = requant(dot(a[m], w[n]) +
+//! offset[n])` with the fastest kernel the CPU has (detected at load):
+//!
+//! - **VNNI** (AVX-512 VNNI with VL): `vpdpbusd`, four products a lane
+//!   summed into int32 in one instruction;
+//! - **AVX2**: `vpmaddubsw` then `vpmaddwd`, where a group of 4 inputs'
+//!   weights for the 16 columns cannot saturate a pair (in every lane, the
+//!   positive weights of a pair sum to at most 128, and the negative ones:
+//!   255 × 128 fits an int16), and otherwise twice, over the weights split
+//!   into two halves of at most 64 each, which cannot (about 7 groups in
+//!   10 need one pass on this model);
+//! - plain Rust otherwise.
 
 use std::ops::Range;
 
 use super::lut::ColumnLut;
 
-/// Output rows the AVX2 kernel computes at once.
+/// Output rows the vector kernels compute at once.
 const ROWS: usize = 4;
-/// Output columns the AVX2 kernel computes at once (two vectors of 8).
+/// Output columns the vector kernels compute at once (two vectors of 8).
 const COLUMNS: usize = 16;
+/// The most a pair's same-signed weights may sum to for `vpmaddubsw` never
+/// to saturate: 255 times it fits an int16.
+const PAIR_MASS: i32 = i16::MAX as i32 / 255;
+
+/// The product's kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// Plain Rust.
+    Scalar,
+    /// AVX2, each group in one or two passes of `vpmaddubsw`.
+    Avx2,
+    /// AVX-512 VNNI: `vpdpbusd` on 256-bit vectors.
+    Vnni,
+}
+
+impl Kernel {
+    /// The fastest this CPU runs.
+    pub(crate) fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if vnni::available() {
+                return Kernel::Vnni;
+            }
+            if avx2::available() {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Scalar
+    }
+}
 
 /// A linear map from `k` uint8 inputs to `n` uint8 outputs.
 #[derive(Debug, Clone)]
@@ -30,10 +72,18 @@ pub(crate) struct QLinear {
     pub(crate) n: usize,
     /// The weights, `[n][k]`.
     weights: Vec<i8>,
+    kernel: Kernel,
     /// The weights in the kernel's panels: for each block of 16 columns,
-    /// for each group of 4 inputs, the 4 bytes of column 0, then column 1,
-    /// and so on (empty when `n` or `k` do not fit the kernel).
+    /// for each group of 4 inputs in `schedule`'s order, the 4 bytes of
+    /// column 0, then column 1, and so on; for the AVX2 kernel a group
+    /// that needs two passes has two such sets, each weight's two halves
+    /// (empty for the plain kernel, or when `n` or `k` do not fit).
     panels: Vec<i8>,
+    /// The AVX2 kernel's order of each block's groups (`k / 4`): those it
+    /// takes in one pass, then those in two.
+    schedule: Vec<u16>,
+    /// How many groups of each block the AVX2 kernel takes in one pass.
+    one_pass: Vec<usize>,
     /// Added to each column's int32 sum: the bias (if any) minus the input
     /// zero point times the column's weight sum.
     offset: Vec<i32>,
@@ -45,8 +95,26 @@ pub(crate) struct QLinear {
 
 impl QLinear {
     /// `weights` is `[n][k]`, `bias` (if any) in units of
-    /// `input_scale * weight_scale[n]`.
+    /// `input_scale * weight_scale[n]`; run with the fastest kernel this
+    /// CPU has.
     pub(crate) fn new(
+        k: usize,
+        n: usize,
+        weights: Vec<i8>,
+        weight_scale: &[f32],
+        bias: Option<&[i32]>,
+        input: (f32, u8),
+        output: (f32, u8),
+    ) -> QLinear {
+        let kernel = Kernel::detect();
+        QLinear::with_kernel(kernel, k, n, weights, weight_scale, bias, input, output)
+    }
+
+    /// [`new`](QLinear::new) with `kernel` (which the CPU must have), or
+    /// the plain one where the shape does not fit the vector kernels.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn with_kernel(
+        kernel: Kernel,
         k: usize,
         n: usize,
         weights: Vec<i8>,
@@ -69,24 +137,60 @@ impl QLinear {
             .iter()
             .map(|ws| input.0 * ws / output.0)
             .collect();
-        let panels = if n.is_multiple_of(COLUMNS) && k.is_multiple_of(4) {
-            let mut panels = Vec::with_capacity(k * n);
-            for block in (0..n).step_by(COLUMNS) {
-                for group in (0..k).step_by(4) {
-                    for c in block..block + COLUMNS {
-                        panels.extend_from_slice(&weights[c * k + group..c * k + group + 4]);
+        let kernel =
+            if n.is_multiple_of(COLUMNS) && k.is_multiple_of(4) && k / 4 <= usize::from(u16::MAX) {
+                kernel
+            } else {
+                Kernel::Scalar
+            };
+        let (mut panels, mut schedule, mut one_pass) = (Vec::new(), Vec::new(), Vec::new());
+        let mut pack = |group: usize, columns: Range<usize>, split: Option<bool>| {
+            for c in columns {
+                for &w in &weights[c * k + 4 * group..][..4] {
+                    // Two halves of at most 64 each: `w / 2` rounds toward
+                    // zero, so -128 is -64 and -64, 127 is 63 and 64.
+                    panels.push(match split {
+                        None => w,
+                        Some(false) => w / 2,
+                        Some(true) => w - w / 2,
+                    });
+                }
+            }
+        };
+        match kernel {
+            Kernel::Scalar => {}
+            Kernel::Vnni => {
+                for block in (0..n).step_by(COLUMNS) {
+                    for group in 0..k / 4 {
+                        pack(group, block..block + COLUMNS, None);
                     }
                 }
             }
-            panels
-        } else {
-            Vec::new()
-        };
+            Kernel::Avx2 => {
+                for block in (0..n).step_by(COLUMNS) {
+                    let (order, single) = two_pass_order(&weights, k, block..block + COLUMNS);
+                    for (at, &group) in order.iter().enumerate() {
+                        let group = usize::from(group);
+                        if at < single {
+                            pack(group, block..block + COLUMNS, None);
+                        } else {
+                            pack(group, block..block + COLUMNS, Some(false));
+                            pack(group, block..block + COLUMNS, Some(true));
+                        }
+                    }
+                    schedule.extend(order);
+                    one_pass.push(single);
+                }
+            }
+        }
         QLinear {
             k,
             n,
-            weights,
+            kernel,
             panels,
+            schedule,
+            one_pass,
+            weights,
             offset,
             scale,
             zero_point: output.1,
@@ -134,15 +238,15 @@ impl QLinear {
     fn run_then(&self, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
         let m = input.len() / self.k;
         debug_assert_eq!(out.len(), m * self.n);
-        let whole = if self.panels.is_empty() {
-            0
-        } else {
-            m / ROWS * ROWS
-        };
+        let whole = m / ROWS * ROWS;
         #[cfg(target_arch = "x86_64")]
-        if whole > 0 && avx2::available() {
+        if whole > 0 && self.kernel != Kernel::Scalar {
             let (vector, rest) = out.split_at_mut(whole * self.n);
-            avx2::run(self, &input[..whole * self.k], vector, lut);
+            let vector_input = &input[..whole * self.k];
+            match self.kernel {
+                Kernel::Vnni => vnni::run(self, vector_input, vector, lut),
+                _ => avx2::run(self, vector_input, vector, lut),
+            }
             self.run_scalar(&input[whole * self.k..], rest);
             if let Some(lut) = lut {
                 lut.apply(rest);
@@ -159,26 +263,48 @@ impl QLinear {
     pub(crate) fn run_scalar(&self, input: &[u8], out: &mut [u8]) {
         for (row, out) in input.chunks_exact(self.k).zip(out.chunks_exact_mut(self.n)) {
             for (c, out) in out.iter_mut().enumerate() {
-                let sum = saturating_dot(row, &self.weights[c * self.k..(c + 1) * self.k]);
+                let sum = dot(row, &self.weights[c * self.k..(c + 1) * self.k]);
                 *out = requantize(sum + self.offset[c], self.scale[c], self.zero_point);
             }
         }
     }
 }
 
-/// `Σ a·w` with each pair of neighbouring products saturated to int16, as
-/// `vpmaddubsw` computes it.
-pub(crate) fn saturating_dot(a: &[u8], w: &[i8]) -> i32 {
-    a.chunks(2)
-        .zip(w.chunks(2))
-        .map(|(a, w)| {
-            let pair: i32 = a
-                .iter()
-                .zip(w)
-                .map(|(a, w)| i32::from(*a) * i32::from(*w))
-                .sum();
-            pair.clamp(i32::from(i16::MIN), i32::from(i16::MAX))
+/// The order in which the AVX2 kernel takes the groups of 4 inputs for
+/// the `columns` of `weights` (`[n][k]`), and how many of them lead it that
+/// need one pass: those whose weights cannot saturate a pair in any of
+/// `vpmaddubsw`'s lanes (see the [module docs](self)).
+fn two_pass_order(weights: &[i8], k: usize, columns: Range<usize>) -> (Vec<u16>, usize) {
+    let one_pass = |group: usize| {
+        columns.clone().all(|c| {
+            weights[c * k + 4 * group..][..4]
+                .chunks_exact(2)
+                .all(|pair| {
+                    let (mut positive, mut negative) = (0, 0);
+                    for w in pair {
+                        let w = i32::from(*w);
+                        if w > 0 {
+                            positive += w;
+                        } else {
+                            negative -= w;
+                        }
+                    }
+                    positive <= PAIR_MASS && negative <= PAIR_MASS
+                })
         })
+    };
+    let (single, double): (Vec<usize>, Vec<usize>) = (0..k / 4).partition(|g| one_pass(*g));
+    let count = single.len();
+    // `k / 4` fits a u16: `QLinear::with_kernel` checked.
+    let order = single.into_iter().chain(double).map(|g| g as u16).collect();
+    (order, count)
+}
+
+/// `Σ a·w`, exactly.
+pub(crate) fn dot(a: &[u8], w: &[i8]) -> i32 {
+    a.iter()
+        .zip(w)
+        .map(|(a, w)| i32::from(*a) * i32::from(*w))
         .sum()
 }
 
@@ -204,82 +330,149 @@ pub(crate) mod avx2 {
     /// The product for whole blocks of 4 rows, if the CPU has AVX2 (the
     /// caller checked [`available`]).
     pub(super) fn run(q: &QLinear, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
+        let groups = q.k / 4;
+        let blocks = q.n / COLUMNS;
+        let two_pass: usize = q.one_pass.iter().map(|single| groups - single).sum();
         assert!(available() && input.len().is_multiple_of(q.k));
-        assert!(out.len() == input.len() / q.k * q.n && q.panels.len() == q.k * q.n);
+        assert!(out.len() == input.len() / q.k * q.n);
+        assert!(q.schedule.len() == blocks * groups && q.one_pass.len() == blocks);
+        assert!(q.panels.len() == (blocks * groups + two_pass) * 4 * COLUMNS);
         // SAFETY: the CPU has AVX2 and the shapes are as `kernel` needs.
         unsafe { kernel(q, input, out, lut) }
     }
 
-    /// The product for whole blocks of 4 rows.
+    /// The product for whole blocks of 4 rows, 16 columns at a time (their
+    /// weights, a few KB, stay in cache over the rows): the groups that
+    /// need one pass, then those that need two.
     ///
     /// # Safety
     /// The CPU must have AVX2; `input` is `[m][k]` and `out` `[m][n]` with
-    /// `m` a multiple of 4; `q.panels` is filled.
+    /// `m` a multiple of 4; `q.panels`, `q.schedule` and `q.one_pass` are
+    /// filled for the AVX2 kernel.
     #[target_feature(enable = "avx2")]
     unsafe fn kernel(q: &QLinear, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
         let (k, n) = (q.k, q.n);
-        let m = input.len() / k;
+        let (m, groups) = (input.len() / k, k / 4);
         let ones = _mm256_set1_epi16(1);
-        let zero_point = _mm256_set1_epi32(i32::from(q.zero_point));
+        let mut panel_at = 0;
         for block in 0..n / COLUMNS {
-            let panel = &q.panels[block * COLUMNS * k..(block + 1) * COLUMNS * k];
             let column = block * COLUMNS;
-            let offsets = [0, 8].map(|v| {
-                // SAFETY: `offset` and `scale` hold `n` values, `column + 16 <= n`.
-                unsafe {
-                    (
-                        _mm256_loadu_si256(q.offset.as_ptr().add(column + v).cast()),
-                        _mm256_loadu_ps(q.scale.as_ptr().add(column + v)),
-                    )
-                }
-            });
+            let order = &q.schedule[block * groups..(block + 1) * groups];
+            let (single, double) = order.split_at(q.one_pass[block]);
+            let size = (single.len() + 2 * double.len()) * 4 * COLUMNS;
+            let panel = &q.panels[panel_at..panel_at + size];
+            panel_at += size;
+            let (single_weights, double_weights) = panel.split_at(single.len() * 4 * COLUMNS);
             for row in (0..m).step_by(ROWS) {
-                let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
                 let rows: [*const u8; ROWS] =
-                    std::array::from_fn(|r| input[(row + r) * k..].as_ptr());
-                for group in 0..k / 4 {
-                    // SAFETY: the panel holds `k / 4` groups of 64 bytes and
-                    // each row `k` bytes.
-                    unsafe {
-                        let w0 = _mm256_loadu_si256(panel.as_ptr().add(group * 64).cast());
-                        let w1 = _mm256_loadu_si256(panel.as_ptr().add(group * 64 + 32).cast());
-                        for (r, acc) in acc.iter_mut().enumerate() {
-                            let a = _mm256_set1_epi32(
-                                rows[r].add(group * 4).cast::<i32>().read_unaligned(),
-                            );
-                            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, w0), ones);
-                            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, w1), ones);
-                            acc[0] = _mm256_add_epi32(acc[0], p0);
-                            acc[1] = _mm256_add_epi32(acc[1], p1);
+                    std::array::from_fn(|r| input[(row + r) * k..(row + r + 1) * k].as_ptr());
+                let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
+                for (&group, w) in single.iter().zip(single_weights.chunks_exact(64)) {
+                    // SAFETY: `w` holds 64 bytes.
+                    let w = unsafe { load_pair(w.as_ptr()) };
+                    for (acc, row) in acc.iter_mut().zip(rows) {
+                        // SAFETY: the schedule's groups are below `k / 4`,
+                        // and each row holds `k` bytes.
+                        let a = unsafe { broadcast(row, group) };
+                        for v in 0..2 {
+                            let pairs = _mm256_maddubs_epi16(a, w[v]);
+                            acc[v] = _mm256_add_epi32(acc[v], _mm256_madd_epi16(pairs, ones));
+                        }
+                    }
+                }
+                for (&group, w) in double.iter().zip(double_weights.chunks_exact(128)) {
+                    // SAFETY: `w` holds 128 bytes: both halves' vectors.
+                    let (low, high) =
+                        unsafe { (load_pair(w.as_ptr()), load_pair(w.as_ptr().add(64))) };
+                    for (acc, row) in acc.iter_mut().zip(rows) {
+                        // SAFETY: as above.
+                        let a = unsafe { broadcast(row, group) };
+                        for v in 0..2 {
+                            let low = _mm256_madd_epi16(_mm256_maddubs_epi16(a, low[v]), ones);
+                            let high = _mm256_madd_epi16(_mm256_maddubs_epi16(a, high[v]), ones);
+                            acc[v] = _mm256_add_epi32(acc[v], _mm256_add_epi32(low, high));
                         }
                     }
                 }
                 for (r, acc) in acc.into_iter().enumerate() {
-                    let bytes = requantize_16(
-                        acc,
-                        offsets.map(|(offset, _)| offset),
-                        offsets.map(|(_, scale)| scale),
-                        zero_point,
-                    );
                     let at = (row + r) * n + column;
-                    let out = &mut out[at..at + COLUMNS];
-                    match lut {
-                        // The 16 columns' tables (4 KB) stay in cache over
-                        // the rows; the lookups run in general-purpose
-                        // registers, beside the next block's products.
-                        Some(lut) => {
-                            let words = [_mm_cvtsi128_si64(bytes), _mm_extract_epi64::<1>(bytes)];
-                            for (half, (word, out)) in
-                                words.into_iter().zip(out.chunks_exact_mut(8)).enumerate()
-                            {
-                                let mapped = lut.map_word(column + 8 * half, word as u64);
-                                out.copy_from_slice(&mapped.to_le_bytes());
-                            }
-                        }
-                        // SAFETY: `out` holds 16 bytes.
-                        None => unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) },
-                    }
+                    store_16(q, column, acc, &mut out[at..at + COLUMNS], lut);
                 }
+            }
+        }
+    }
+
+    /// Two vectors of 32 bytes from `at`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `at` points at 64 readable bytes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn load_pair(at: *const i8) -> [__m256i; 2] {
+        // SAFETY: the caller gives 64 bytes.
+        unsafe {
+            [
+                _mm256_loadu_si256(at.cast()),
+                _mm256_loadu_si256(at.add(32).cast()),
+            ]
+        }
+    }
+
+    /// The 4 inputs of group `group` of `row`, in every lane.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `row` holds at least `4 * (group + 1)` bytes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn broadcast(row: *const u8, group: u16) -> __m256i {
+        // SAFETY: the caller keeps the 4 bytes inside the row.
+        let bytes = unsafe {
+            row.add(4 * usize::from(group))
+                .cast::<i32>()
+                .read_unaligned()
+        };
+        _mm256_set1_epi32(bytes)
+    }
+
+    /// One row's 16 sums from `column` on, plus the offsets, requantised,
+    /// through the columns' tables if any, into `out`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn store_16(
+        q: &QLinear,
+        column: usize,
+        sums: [__m256i; 2],
+        out: &mut [u8],
+        lut: Option<&ColumnLut>,
+    ) {
+        let offsets = &q.offset[column..column + COLUMNS];
+        let scales = &q.scale[column..column + COLUMNS];
+        // SAFETY: 16 values each, read 8 at a time.
+        let (offset, scale) = unsafe {
+            (
+                [0, 8].map(|v| _mm256_loadu_si256(offsets.as_ptr().add(v).cast())),
+                [0, 8].map(|v| _mm256_loadu_ps(scales.as_ptr().add(v))),
+            )
+        };
+        let zero_point = _mm256_set1_epi32(i32::from(q.zero_point));
+        let bytes = requantize_16(sums, offset, scale, zero_point);
+        match lut {
+            // The 16 columns' tables (4 KB) stay in cache over the rows;
+            // the lookups run in general-purpose registers, beside the
+            // next rows' products.
+            Some(lut) => {
+                let words = [_mm_cvtsi128_si64(bytes), _mm_extract_epi64::<1>(bytes)];
+                for (half, (word, out)) in
+                    words.into_iter().zip(out.chunks_exact_mut(8)).enumerate()
+                {
+                    let mapped = lut.map_word(column + 8 * half, word as u64);
+                    out.copy_from_slice(&mapped.to_le_bytes());
+                }
+            }
+            None => {
+                let out = &mut out[..COLUMNS];
+                // SAFETY: `out` holds 16 bytes.
+                unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) }
             }
         }
     }
@@ -348,36 +541,152 @@ pub(crate) mod avx2 {
     }
 }
 
+/// The kernel for CPUs with AVX-512 VNNI: `vpdpbusd` sums four uint8 ×
+/// int8 products a lane into int32, exactly, in one instruction.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub(crate) mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::avx2::{broadcast, load_pair, store_16};
+    use crate::vad::smart_turn::lut::ColumnLut;
+    use crate::vad::smart_turn::qgemm::{COLUMNS, QLinear, ROWS};
+
+    pub(crate) fn available() -> bool {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+    }
+
+    /// The product for whole blocks of 4 rows, if the CPU has AVX-512
+    /// VNNI (the caller checked [`available`]).
+    pub(super) fn run(q: &QLinear, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
+        assert!(available() && input.len().is_multiple_of(q.k));
+        assert!(out.len() == input.len() / q.k * q.n && q.panels.len() == q.k * q.n);
+        // SAFETY: the CPU has the features and the shapes are as `kernel`
+        // needs.
+        unsafe { kernel(q, input, out, lut) }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and AVX-512 VNNI with VL; `input` is `[m][k]`
+    /// and `out` `[m][n]` with `m` a multiple of 4; `q.panels` is filled for
+    /// the VNNI kernel (each block's groups in order).
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    unsafe fn kernel(q: &QLinear, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
+        let (k, n) = (q.k, q.n);
+        let m = input.len() / k;
+        for block in 0..n / COLUMNS {
+            let column = block * COLUMNS;
+            let panel = &q.panels[column * k..(column + COLUMNS) * k];
+            for row in (0..m).step_by(ROWS) {
+                let rows: [*const u8; ROWS] =
+                    std::array::from_fn(|r| input[(row + r) * k..(row + r + 1) * k].as_ptr());
+                let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
+                for (group, w) in panel.chunks_exact(64).enumerate() {
+                    // SAFETY: `w` holds 64 bytes.
+                    let w = unsafe { load_pair(w.as_ptr()) };
+                    for (acc, row) in acc.iter_mut().zip(rows) {
+                        // SAFETY: `group < k / 4` and each row holds `k`
+                        // bytes.
+                        let a = unsafe { broadcast(row, group as u16) };
+                        for v in 0..2 {
+                            acc[v] = _mm256_dpbusd_epi32(acc[v], a, w[v]);
+                        }
+                    }
+                }
+                for (r, acc) in acc.into_iter().enumerate() {
+                    let at = (row + r) * n + column;
+                    store_16(q, column, acc, &mut out[at..at + COLUMNS], lut);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn layer(k: usize, n: usize, seed: u32) -> (QLinear, Vec<u8>) {
+    /// A layer run by `kernel`, with weights and inputs from `seed`: every
+    /// fourth column's weights full range, the others a sixth of it, so
+    /// that both of the AVX2 kernel's passes are taken; inputs at 0 and
+    /// 255 as well as between.
+    fn layer_with(kernel: Kernel, k: usize, n: usize, seed: u32) -> (QLinear, Vec<u8>) {
         let mut state = seed;
         let mut next = move || {
             state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (state >> 16) as u8
         };
-        let weights: Vec<i8> = (0..k * n).map(|_| next() as i8).collect();
+        let weights: Vec<i8> = (0..k * n)
+            .map(|i| {
+                let w = next() as i8;
+                if (i / k) % 4 == 3 { w } else { w / 6 }
+            })
+            .collect();
         let scales: Vec<f32> = (0..n).map(|c| 0.001 + c as f32 * 1e-5).collect();
         let bias: Vec<i32> = (0..n).map(|c| c as i32 * 37 - 500).collect();
-        let input: Vec<u8> = (0..9 * k).map(|_| next()).collect();
-        let q = QLinear::new(k, n, weights, &scales, Some(&bias), (0.05, 131), (0.9, 120));
+        let input: Vec<u8> = (0..9 * k)
+            .map(|i| match i % 7 {
+                0 => 255,
+                1 => 0,
+                _ => next(),
+            })
+            .collect();
+        let q = QLinear::with_kernel(
+            kernel,
+            k,
+            n,
+            weights,
+            &scales,
+            Some(&bias),
+            (0.05, 131),
+            (0.9, 120),
+        );
         (q, input)
     }
 
+    fn layer(k: usize, n: usize, seed: u32) -> (QLinear, Vec<u8>) {
+        layer_with(Kernel::detect(), k, n, seed)
+    }
+
+    /// The vector kernels this CPU runs.
+    fn vector_kernels() -> Vec<Kernel> {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx2::available() {
+                kernels.push(Kernel::Avx2);
+            }
+            if vnni::available() {
+                kernels.push(Kernel::Vnni);
+            }
+        }
+        kernels
+    }
+
     #[test]
-    fn pairs_saturate_to_int16_as_vpmaddubsw_does() {
-        // 255 * 127 * 2 = 64,770: clipped to 32,767 per pair.
-        assert_eq!(
-            saturating_dot(&[255, 255, 255, 255], &[127, 127, 127, 127]),
-            65_534
-        );
-        assert_eq!(saturating_dot(&[255, 255], &[-128, -128]), -32_768);
-        // Pairs are (0, 1) and (2, 3): opposite signs within a pair cancel
-        // before the clip.
-        assert_eq!(saturating_dot(&[255, 255], &[127, -127]), 0);
-        assert_eq!(saturating_dot(&[1, 2, 3], &[4, 5, 6]), 32);
+    fn sums_are_exact_where_vpmaddubsw_would_saturate() {
+        // 255 * 127 * 2 = 64,770 a pair, which onnxruntime's AVX2 kernel
+        // clips to 32,767.
+        assert_eq!(dot(&[255, 255, 255, 255], &[127, 127, 127, 127]), 129_540);
+        assert_eq!(dot(&[255, 255], &[-128, -128]), -65_280);
+        assert_eq!(dot(&[1, 2, 3], &[4, 5, 6]), 32);
+    }
+
+    #[test]
+    fn groups_take_two_passes_only_where_a_pair_could_saturate() {
+        // One column (of 16) with 2 groups: group 0's first pair weighs 64
+        // + 64 (one pass), group 1's 64 + 65 (two).
+        let mut w = vec![0_i8; 16 * 8];
+        w[..8].copy_from_slice(&[64, 64, 0, 0, 64, 65, 0, 0]);
+        assert_eq!(two_pass_order(&w, 8, 0..16), (vec![0, 1], 1));
+        // Negative weights count apart from positive ones.
+        w[..8].copy_from_slice(&[-128, 127, 0, 0, -64, -65, 0, 0]);
+        assert_eq!(two_pass_order(&w, 8, 0..16), (vec![0, 1], 1));
+        w[..8].copy_from_slice(&[-65, -64, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(two_pass_order(&w, 8, 0..16), (vec![1, 0], 1));
     }
 
     #[test]
@@ -389,20 +698,27 @@ mod tests {
     }
 
     #[test]
-    fn the_vector_kernel_matches_the_scalar_arithmetic() {
-        for (k, n) in [(384, 32), (240, 16), (8, 48)] {
-            let (q, input) = layer(k, n, k as u32);
-            let mut fast = vec![0; 9 * n];
-            let mut plain = vec![0; 9 * n];
-            q.run(&input, &mut fast);
-            q.run_scalar(&input, &mut plain);
-            assert_eq!(fast, plain, "k {k}, n {n}");
-            assert!(plain.iter().any(|v| *v != plain[0]), "a degenerate test");
-            // With a table per column, applied in the kernel.
-            let lut = ColumnLut::new(n, |c, v| v.wrapping_mul(3).wrapping_add(c as u8));
-            q.run_mapped(&input, &mut fast, &lut);
-            lut.apply(&mut plain);
-            assert_eq!(fast, plain, "k {k}, n {n}, mapped");
+    fn the_vector_kernels_match_the_scalar_arithmetic() {
+        for kernel in vector_kernels() {
+            for (k, n) in [(384, 32), (240, 16), (8, 48)] {
+                let (q, input) = layer_with(kernel, k, n, k as u32);
+                assert_eq!(q.kernel, kernel);
+                if kernel == Kernel::Avx2 && k == 384 {
+                    // Both passes are exercised.
+                    assert!(q.one_pass.iter().all(|one| *one > 0 && *one < k / 4));
+                }
+                let mut fast = vec![0; 9 * n];
+                let mut plain = vec![0; 9 * n];
+                q.run(&input, &mut fast);
+                q.run_scalar(&input, &mut plain);
+                assert_eq!(fast, plain, "{kernel:?}, k {k}, n {n}");
+                assert!(plain.iter().any(|v| *v != plain[0]), "a degenerate test");
+                // With a table per column, applied in the kernel.
+                let lut = ColumnLut::new(n, |c, v| v.wrapping_mul(3).wrapping_add(c as u8));
+                q.run_mapped(&input, &mut fast, &lut);
+                lut.apply(&mut plain);
+                assert_eq!(fast, plain, "{kernel:?}, k {k}, n {n}, mapped");
+            }
         }
     }
 
