@@ -10,10 +10,14 @@
 //! The model's output passes through a last `QuantizeLinear` (scale 0.039
 //! on the logit) before the sigmoid, so both runtimes can only give one of
 //! 256 probabilities; the tolerance is one such step at the steepest point
-//! of the sigmoid (0.25 × 0.0394 ≈ 0.0099). At most one decision in 80
-//! (probability > 0.5) may differ (measured: one, at 0.57 against 0.43,
-//! where onnxruntime's AVX-512 float steps round differently); probabilities
-//! may differ by a few steps.
+//! of the sigmoid (0.25 × 0.0394 ≈ 0.0099). The bounds below are measured
+//! allowances, not derived ones: the int8 sums are exact on both sides, but
+//! the float steps between the int8 layers do not round exactly as
+//! onnxruntime's, and requantisation amplifies a difference now and then.
+//! voxpipe's own answer is the same on every CPU (its kernels all give the
+//! exact sums, and its float steps do not depend on the kernel), so the
+//! bounds do not move with the machine. At most one decision in 80
+//! (probability > 0.5) may differ (measured: one, 0.57 against 0.43).
 
 use std::path::Path;
 
@@ -39,7 +43,7 @@ fn clip(name: &str) -> Vec<i16> {
 }
 
 #[test]
-fn decisions_agree_with_onnxruntime_on_every_reference_clip() {
+fn decisions_agree_with_onnxruntime_on_the_reference_clips() {
     let reference = reference();
     let mut model = SmartTurnModel::bundled().unwrap();
     assert_eq!(model.sample_rate(), 16_000);
@@ -62,8 +66,9 @@ fn decisions_agree_with_onnxruntime_on_every_reference_clip() {
         if (got > 0.5) != (want > 0.5) {
             disagreements += 1;
         }
-        let saturated = entry["probability_avx2"].as_f64().unwrap();
-        if (got > 0.5) != (saturated > 0.5) {
+        // Only reported; absent for a clip the AVX2 run did not cover.
+        let saturated = entry["probability_avx2"].as_f64().unwrap_or(f64::NAN);
+        if !saturated.is_nan() && (got > 0.5) != (saturated > 0.5) {
             disagreements_avx2 += 1;
         }
         worst = worst.max((got - want).abs());
@@ -88,9 +93,8 @@ fn decisions_agree_with_onnxruntime_on_every_reference_clip() {
         "{both_sides:?}"
     );
     assert!(disagreements <= checked / 80, "decisions differ:\n{report}");
-    // Measured: 66 of 80 clips give onnxruntime's probability to one step,
-    // the others differ by a few steps (at most 0.14): float rounding in the
-    // steps between int8 layers, amplified by requantisation.
+    // Measured: 66 of 80 clips give onnxruntime's probability to one step;
+    // of the others, the most apart differs by 0.137.
     assert!(off_by_more_than_a_step <= checked * 30 / 80, "{report}");
     assert!(worst < 0.15, "probabilities differ by {worst}:\n{report}");
 }

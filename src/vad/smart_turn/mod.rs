@@ -4,7 +4,8 @@
 //!
 //! - [`features`]: Whisper's log-mel features as Pipecat computes them.
 //! - [`weights`]: the int8 weights and quantisation parameters.
-//! - [`qgemm`]: the int8 products, with onnxruntime's AVX2 arithmetic.
+//! - [`qgemm`]: the int8 products, exact int32 sums (AVX-512 VNNI, AVX2 or
+//!   plain Rust).
 //! - [`encoder`]: the forward pass.
 //!
 //! Exactness and speed are measured against onnxruntime:

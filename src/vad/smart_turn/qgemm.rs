@@ -40,6 +40,7 @@ const PAIR_MASS: i32 = i16::MAX as i32 / 255;
 
 /// The product's kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum Kernel {
     /// Plain Rust.
     Scalar,
@@ -67,6 +68,7 @@ impl Kernel {
 
 /// A linear map from `k` uint8 inputs to `n` uint8 outputs.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct QLinear {
     pub(crate) k: usize,
     pub(crate) n: usize,
@@ -337,6 +339,8 @@ pub(crate) mod avx2 {
         assert!(out.len() == input.len() / q.k * q.n);
         assert!(q.schedule.len() == blocks * groups && q.one_pass.len() == blocks);
         assert!(q.panels.len() == (blocks * groups + two_pass) * 4 * COLUMNS);
+        // `broadcast` reads a row's bytes at `4 * group` unchecked.
+        assert!(q.schedule.iter().all(|g| usize::from(*g) < groups));
         // SAFETY: the CPU has AVX2 and the shapes are as `kernel` needs.
         unsafe { kernel(q, input, out, lut) }
     }
@@ -548,9 +552,9 @@ pub(crate) mod avx2 {
 pub(crate) mod vnni {
     use std::arch::x86_64::*;
 
-    use super::avx2::{broadcast, load_pair, store_16};
     use crate::vad::smart_turn::lut::ColumnLut;
-    use crate::vad::smart_turn::qgemm::{COLUMNS, QLinear, ROWS};
+    use crate::vad::smart_turn::qgemm::avx2::{broadcast, load_pair, store_16};
+    use crate::vad::smart_turn::qgemm::{COLUMNS, Kernel, QLinear, ROWS};
 
     pub(crate) fn available() -> bool {
         is_x86_feature_detected!("avx2")
@@ -564,6 +568,8 @@ pub(crate) mod vnni {
     pub(super) fn run(q: &QLinear, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
         assert!(available() && input.len().is_multiple_of(q.k));
         assert!(out.len() == input.len() / q.k * q.n && q.panels.len() == q.k * q.n);
+        // The AVX2 layout can have the same length and another order.
+        assert_eq!(q.kernel, Kernel::Vnni);
         // SAFETY: the CPU has the features and the shapes are as `kernel`
         // needs.
         unsafe { kernel(q, input, out, lut) }
@@ -673,6 +679,46 @@ mod tests {
         assert_eq!(dot(&[255, 255, 255, 255], &[127, 127, 127, 127]), 129_540);
         assert_eq!(dot(&[255, 255], &[-128, -128]), -65_280);
         assert_eq!(dot(&[1, 2, 3], &[4, 5, 6]), 32);
+    }
+
+    #[test]
+    fn the_extremes_sum_exactly_in_every_kernel() {
+        // Inputs all 255 against weights all -128, then all 127: every pair
+        // at its largest, twice what `vpmaddubsw` can hold.
+        let (k, n) = (64, 16);
+        for weight in [-128_i8, 127] {
+            let weights = vec![weight; k * n];
+            let want: Vec<i32> = weights
+                .chunks_exact(k)
+                .map(|w| dot(&[255; 64], w))
+                .collect();
+            assert!(
+                want.iter().any(|s| s.abs() > 32_767 * (k as i32 / 2)),
+                "{want:?}"
+            );
+            for kernel in vector_kernels().into_iter().chain([Kernel::Scalar]) {
+                // A scale that keeps each sum's bits: out = sum / 2^16 + 128.
+                let q = QLinear::with_kernel(
+                    kernel,
+                    k,
+                    n,
+                    weights.clone(),
+                    &[1.0 / 65_536.0; 16],
+                    None,
+                    (1.0, 0),
+                    (1.0, 128),
+                );
+                let mut out = vec![0; 4 * n];
+                q.run(&[255; 4 * 64], &mut out);
+                let expected: Vec<u8> = want
+                    .iter()
+                    .map(|s| requantize(*s, 1.0 / 65_536.0, 128))
+                    .collect();
+                for row in out.chunks_exact(n) {
+                    assert_eq!(row, expected, "{kernel:?}");
+                }
+            }
+        }
     }
 
     #[test]
