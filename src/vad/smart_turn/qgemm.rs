@@ -108,23 +108,6 @@ impl QLinear {
         input: (f32, u8),
         output: (f32, u8),
     ) -> QLinear {
-        let kernel = Kernel::detect();
-        QLinear::with_kernel(kernel, k, n, weights, weight_scale, bias, input, output)
-    }
-
-    /// [`new`](QLinear::new) with `kernel` (which the CPU must have), or
-    /// the plain one where the shape does not fit the vector kernels.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn with_kernel(
-        kernel: Kernel,
-        k: usize,
-        n: usize,
-        weights: Vec<i8>,
-        weight_scale: &[f32],
-        bias: Option<&[i32]>,
-        input: (f32, u8),
-        output: (f32, u8),
-    ) -> QLinear {
         debug_assert_eq!(weights.len(), k * n);
         let offset = (0..n)
             .map(|c| {
@@ -139,13 +122,31 @@ impl QLinear {
             .iter()
             .map(|ws| input.0 * ws / output.0)
             .collect();
-        let kernel =
-            if n.is_multiple_of(COLUMNS) && k.is_multiple_of(4) && k / 4 <= usize::from(u16::MAX) {
-                kernel
-            } else {
-                Kernel::Scalar
-            };
+        let plain = QLinear {
+            k,
+            n,
+            kernel: Kernel::Scalar,
+            panels: Vec::new(),
+            schedule: Vec::new(),
+            one_pass: Vec::new(),
+            weights,
+            offset,
+            scale,
+            zero_point: output.1,
+        };
+        plain.with_kernel(Kernel::detect())
+    }
+
+    /// The same map run by `kernel` (which the CPU must have), or by the
+    /// plain one where the shape does not fit the vector kernels: the
+    /// weights packed as that kernel reads them.
+    pub(crate) fn with_kernel(mut self, kernel: Kernel) -> QLinear {
+        let (k, n) = (self.k, self.n);
+        let fits =
+            n.is_multiple_of(COLUMNS) && k.is_multiple_of(4) && k / 4 <= usize::from(u16::MAX);
+        self.kernel = if fits { kernel } else { Kernel::Scalar };
         let (mut panels, mut schedule, mut one_pass) = (Vec::new(), Vec::new(), Vec::new());
+        let weights = &self.weights;
         let mut pack = |group: usize, columns: Range<usize>, split: Option<bool>| {
             for c in columns {
                 for &w in &weights[c * k + 4 * group..][..4] {
@@ -159,7 +160,7 @@ impl QLinear {
                 }
             }
         };
-        match kernel {
+        match self.kernel {
             Kernel::Scalar => {}
             Kernel::Vnni => {
                 for block in (0..n).step_by(COLUMNS) {
@@ -170,7 +171,7 @@ impl QLinear {
             }
             Kernel::Avx2 => {
                 for block in (0..n).step_by(COLUMNS) {
-                    let (order, single) = two_pass_order(&weights, k, block..block + COLUMNS);
+                    let (order, single) = two_pass_order(weights, k, block..block + COLUMNS);
                     for (at, &group) in order.iter().enumerate() {
                         let group = usize::from(group);
                         if at < single {
@@ -185,18 +186,10 @@ impl QLinear {
                 }
             }
         }
-        QLinear {
-            k,
-            n,
-            kernel,
-            panels,
-            schedule,
-            one_pass,
-            weights,
-            offset,
-            scale,
-            zero_point: output.1,
-        }
+        self.panels = panels;
+        self.schedule = schedule;
+        self.one_pass = one_pass;
+        self
     }
 
     /// `out` (`[m][n]`) from `input` (`[m][k]`).
@@ -640,16 +633,8 @@ mod tests {
                 _ => next(),
             })
             .collect();
-        let q = QLinear::with_kernel(
-            kernel,
-            k,
-            n,
-            weights,
-            &scales,
-            Some(&bias),
-            (0.05, 131),
-            (0.9, 120),
-        );
+        let q = QLinear::new(k, n, weights, &scales, Some(&bias), (0.05, 131), (0.9, 120))
+            .with_kernel(kernel);
         (q, input)
     }
 
@@ -698,8 +683,7 @@ mod tests {
             );
             for kernel in vector_kernels().into_iter().chain([Kernel::Scalar]) {
                 // A scale that keeps each sum's bits: out = sum / 2^16 + 128.
-                let q = QLinear::with_kernel(
-                    kernel,
+                let q = QLinear::new(
                     k,
                     n,
                     weights.clone(),
@@ -707,7 +691,8 @@ mod tests {
                     None,
                     (1.0, 0),
                     (1.0, 128),
-                );
+                )
+                .with_kernel(kernel);
                 let mut out = vec![0; 4 * n];
                 q.run(&[255; 4 * 64], &mut out);
                 let expected: Vec<u8> = want
