@@ -17,6 +17,7 @@ voxpipe's `end_of_turn_probability`. Both are given in wall-clock time,
 then in this thread's CPU time (`time.thread_time`), which a loaded
 machine's waits for a core do not inflate.
 """
+import importlib.util
 import statistics
 import sys
 import time
@@ -44,8 +45,13 @@ def median_ms(call, clock=time.perf_counter) -> float:
 
 
 def main() -> None:
-    sys.path.insert(0, sys.argv[1])
-    from pipecat.audio.turn.smart_turn._whisper_features import compute_whisper_log_mel_features
+    # The feature module's file itself: importing the `pipecat` package from
+    # an unzipped wheel fails (it looks up its own installed metadata).
+    path = Path(sys.argv[1]) / "pipecat/audio/turn/smart_turn/_whisper_features.py"
+    spec = importlib.util.spec_from_file_location("_whisper_features", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    compute_whisper_log_mel_features = module.compute_whisper_log_mel_features
 
     options = ort.SessionOptions()
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

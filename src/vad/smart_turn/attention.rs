@@ -322,24 +322,48 @@ mod avx2 {
         max = _mm_max_epu8(max, _mm_srli_si128::<4>(max));
         max = _mm_max_epu8(max, _mm_srli_si128::<2>(max));
         max = _mm_max_epu8(max, _mm_srli_si128::<1>(max));
-        let shift = _mm256_set1_epi32(255 - (_mm_cvtsi128_si32(max) & 0xff));
+        let shift = 255 - (_mm_cvtsi128_si32(max) & 0xff) as usize;
+        // Scalar loads, not `vgatherdps`: on AMD's cores a gather of 8 costs
+        // more than 8 loads.
+        let table = &softmax.table[shift..shift + 256];
+        for (score, e) in scores.iter().zip(exps.iter_mut()) {
+            *e = table[usize::from(*score)];
+        }
         let mut lanes = _mm256_setzero_ps();
-        for (scores, exps) in scores.chunks_exact(8).zip(exps.chunks_exact_mut(8)) {
-            // SAFETY: 8 scores to read and 8 exponentials to write; a score
-            // plus the shift is at most 510, inside the table's 512.
-            unsafe {
-                let bytes = _mm_loadl_epi64(scores.as_ptr().cast());
-                let index = _mm256_add_epi32(_mm256_cvtepu8_epi32(bytes), shift);
-                let e = _mm256_i32gather_ps::<4>(softmax.table.as_ptr(), index);
-                lanes = _mm256_add_ps(lanes, e);
-                _mm256_storeu_ps(exps.as_mut_ptr(), e);
-            }
+        for exps in exps.chunks_exact(8) {
+            // SAFETY: 8 exponentials to read.
+            lanes = _mm256_add_ps(lanes, unsafe { _mm256_loadu_ps(exps.as_ptr()) });
         }
         let mut sums = [0.0f32; 8];
         // SAFETY: `sums` holds 8 values.
         unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), lanes) };
         let total = sums.iter().fold(0.0f32, |sum, lane| sum + lane);
         (1.0 / total) * softmax.inverse_output_scale
+    }
+
+    /// The row's outputs 16 at a time, as int32 quanta in [0, 255].
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn quanta(
+        softmax: &QSoftmax,
+        scores: &[u8],
+        exps: &mut [f32],
+        mut put: impl FnMut(usize, [__m256i; 2]),
+    ) {
+        let scale = _mm256_set1_ps(exponentials(softmax, scores, exps));
+        let zero_point = _mm256_set1_ps(softmax.zero_point);
+        let top = _mm256_set1_epi32(255);
+        for (at, exps) in exps.chunks_exact(16).enumerate() {
+            let quanta = [0, 8].map(|at| {
+                // SAFETY: `exps` holds 16 values.
+                let e = unsafe { _mm256_loadu_ps(exps[at..at + 8].as_ptr()) };
+                // Times, then plus (two roundings, as the plain loop), then
+                // rounded half to even (the default MXCSR mode).
+                let q = _mm256_cvtps_epi32(_mm256_add_ps(_mm256_mul_ps(e, scale), zero_point));
+                _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), top)
+            });
+            put(16 * at, quanta);
+        }
     }
 
     #[target_feature(enable = "avx2")]
@@ -349,25 +373,32 @@ mod avx2 {
         exps: &mut [f32],
         out: &mut [i16],
     ) {
-        let scale = _mm256_set1_ps(exponentials(softmax, scores, exps));
-        let zero_point = _mm256_set1_ps(softmax.zero_point);
-        let zero_point_int = _mm256_set1_epi32(softmax.zero_point as i32);
-        let top = _mm256_set1_epi32(255);
-        for (exps, out) in exps.chunks_exact(16).zip(out.chunks_exact_mut(16)) {
-            let [v0, v1] = [0, 8].map(|at| {
-                // SAFETY: `exps` holds 16 values.
-                let e = unsafe { _mm256_loadu_ps(exps[at..at + 8].as_ptr()) };
-                // Times, then plus (two roundings, as the plain loop), then
-                // rounded half to even (the default MXCSR mode).
-                let q = _mm256_cvtps_epi32(_mm256_add_ps(_mm256_mul_ps(e, scale), zero_point));
-                let q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), top);
-                _mm256_sub_epi32(q, zero_point_int)
-            });
+        let zero_point = _mm256_set1_epi32(softmax.zero_point as i32);
+        quanta(softmax, scores, exps, |at, quanta| {
+            let [v0, v1] = quanta.map(|q| _mm256_sub_epi32(q, zero_point));
             // 16 int32 in [-255, 255] to 16 int16, in order.
             let words = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0b11_01_10_00);
+            let out = &mut out[at..at + 16];
             // SAFETY: `out` holds 16 values.
             unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), words) };
-        }
+        });
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn softmax_bytes_compiled_for_avx2(
+        softmax: &QSoftmax,
+        scores: &[u8],
+        exps: &mut [f32],
+        out: &mut [u8],
+    ) {
+        quanta(softmax, scores, exps, |at, [v0, v1]| {
+            // 16 int32 in [0, 255] to 16 bytes, in order.
+            let words = _mm256_permute4x64_epi64(_mm256_packus_epi32(v0, v1), 0b11_01_10_00);
+            let bytes = _mm256_permute4x64_epi64(_mm256_packus_epi16(words, words), 0b11_01_10_00);
+            let out = &mut out[at..at + 16];
+            // SAFETY: `out` holds 16 bytes.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm256_castsi256_si128(bytes)) };
+        });
     }
 
     /// [`QSoftmax::row`] with AVX2, for rows of a multiple of 16 scores.
@@ -382,6 +413,20 @@ mod avx2 {
         assert!(exps.len() == scores.len() && out.len() == scores.len());
         // SAFETY: the CPU has AVX2 (the caller checked `available`).
         unsafe { softmax_row_compiled_for_avx2(softmax, scores, exps, out) }
+    }
+
+    /// [`QSoftmax::row_bytes`] with AVX2, for rows of a multiple of 16
+    /// scores. Only call when [`available`].
+    pub(super) fn softmax_bytes(
+        softmax: &QSoftmax,
+        scores: &[u8],
+        exps: &mut [f32],
+        out: &mut [u8],
+    ) {
+        assert!(available() && scores.len().is_multiple_of(16));
+        assert!(exps.len() == scores.len() && out.len() == scores.len());
+        // SAFETY: the CPU has AVX2 (the caller checked `available`).
+        unsafe { softmax_bytes_compiled_for_avx2(softmax, scores, exps, out) }
     }
 }
 
@@ -430,14 +475,36 @@ impl QSoftmax {
         self.row_scalar(scores, exps, out);
     }
 
+    /// [`row`](QSoftmax::row) with the output bytes themselves, uint8.
+    pub(crate) fn row_bytes(&self, scores: &[u8], exps: &mut [f32], out: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if scores.len().is_multiple_of(16) && avx2::available() {
+            avx2::softmax_bytes(self, scores, exps, out);
+            return;
+        }
+        self.row_bytes_scalar(scores, exps, out);
+    }
+
     fn row_scalar(&self, scores: &[u8], exps: &mut [f32], out: &mut [i16]) {
         let scale = self.exponentials(scores, exps);
         for (e, out) in exps.iter().zip(out.iter_mut()) {
-            let q = (e * scale + self.zero_point)
-                .round_ties_even()
-                .clamp(0.0, 255.0);
-            *out = (q - self.zero_point) as i16;
+            *out = (self.quantum(*e, scale) - self.zero_point) as i16;
         }
+    }
+
+    fn row_bytes_scalar(&self, scores: &[u8], exps: &mut [f32], out: &mut [u8]) {
+        let scale = self.exponentials(scores, exps);
+        for (e, out) in exps.iter().zip(out.iter_mut()) {
+            *out = self.quantum(*e, scale) as u8;
+        }
+    }
+
+    /// An exponential's output byte, as a float.
+    #[inline(always)]
+    fn quantum(&self, exp: f32, scale: f32) -> f32 {
+        (exp * scale + self.zero_point)
+            .round_ties_even()
+            .clamp(0.0, 255.0)
     }
 
     /// Each score's exponential into `exps`; returns the factor that turns
@@ -538,6 +605,17 @@ mod tests {
         softmax.row_scalar(&scores, &mut exps, &mut plain);
         assert_eq!(fast, plain);
         assert!(plain.iter().any(|v| *v > 0), "a degenerate test");
+        let (mut fast_bytes, mut plain_bytes) = (vec![0; 400], vec![0; 400]);
+        softmax.row_bytes(&scores, &mut exps, &mut fast_bytes);
+        softmax.row_bytes_scalar(&scores, &mut exps, &mut plain_bytes);
+        assert_eq!(fast_bytes, plain_bytes);
+        // The same quanta, without the zero point taken off.
+        assert!(
+            plain
+                .iter()
+                .zip(&plain_bytes)
+                .all(|(q, b)| *q + 3 == i16::from(*b))
+        );
     }
 
     #[test]

@@ -7,10 +7,20 @@
 //! [`ColumnLut`]: super::lut::ColumnLut
 
 use super::attention::{QSoftmax, Requant, pack, product, sparse_product};
+use super::byte_product::{self, PackedColumns};
 use super::features::{BANDS, FRAMES, LogMel};
 use super::lut::gelu;
 use super::qgemm::QLinear;
 use super::weights::{FF_WIDTH, HEAD_WIDTH, HEADS, Norm, Quant, STEPS, WIDTH, Weights};
+
+/// The zero points of one layer's attention operands.
+#[derive(Debug, Clone, Copy)]
+struct HeadZeroPoints {
+    query: u8,
+    key: u8,
+    value: u8,
+    probability: u8,
+}
 
 /// Scratch for one decision; allocated once per model.
 #[derive(Debug, Clone)]
@@ -38,6 +48,13 @@ pub(crate) struct Encoder {
     exps: Vec<f32>,
     /// The softmax of the scores minus its zero point, `[STEPS][STEPS]`.
     probabilities: Vec<i16>,
+    /// Where the CPU has AVX-512 VNNI, the heads' products run on bytes
+    /// ([`byte_product`]): one head's keys and values packed, and the
+    /// softmax's output bytes, `[STEPS][STEPS]`.
+    vnni: bool,
+    packed_keys: PackedColumns,
+    packed_values: PackedColumns,
+    probability_bytes: Vec<u8>,
     context: Vec<u8>,
     projected: Vec<u8>,
     wide: Vec<u8>,
@@ -62,6 +79,10 @@ impl Encoder {
             scores: vec![0; STEPS * STEPS],
             exps: vec![0.0; STEPS],
             probabilities: vec![0; STEPS * STEPS],
+            vnni: byte_product::available(),
+            packed_keys: PackedColumns::default(),
+            packed_values: PackedColumns::default(),
+            probability_bytes: vec![0; STEPS * STEPS],
             context: vec![0; STEPS * WIDTH],
             projected: vec![0; STEPS * WIDTH],
             wide: vec![0; STEPS * FF_WIDTH],
@@ -142,11 +163,6 @@ impl Encoder {
         layer
             .value
             .run_mapped(&self.normed, &mut self.values, &layer.value_lut);
-        let (q_zero, k_zero, v_zero) = (
-            i16::from(layer.query_scaled.zero_point),
-            i16::from(layer.key_scaled.zero_point),
-            i16::from(layer.value_biased.zero_point),
-        );
         let scores = Requant {
             scale: layer.query_scaled.scale * layer.key_scaled.scale / layer.scores.scale,
             zero_point: layer.scores.zero_point,
@@ -161,48 +177,18 @@ impl Encoder {
             layer.probabilities.scale,
             layer.probabilities.zero_point,
         );
+        let zero_points = HeadZeroPoints {
+            query: layer.query_scaled.zero_point,
+            key: layer.key_scaled.zero_point,
+            value: layer.value_biased.zero_point,
+            probability: layer.probabilities.zero_point,
+        };
         for head in 0..HEADS {
-            let first = head * HEAD_WIDTH;
-            for (row, queries) in self
-                .head_queries
-                .chunks_exact_mut(HEAD_WIDTH)
-                .zip(self.queries.chunks_exact(WIDTH))
-            {
-                for (q, byte) in row.iter_mut().zip(&queries[first..first + HEAD_WIDTH]) {
-                    *q = i16::from(*byte) - q_zero;
-                }
+            if self.vnni {
+                self.head_on_bytes(head, zero_points, scores, &softmax, context);
+            } else {
+                self.head_on_words(head, zero_points, scores, &softmax, context);
             }
-            let keys = &self.keys;
-            let key = |t: usize, d: usize| i16::from(keys[t * WIDTH + first + d]) - k_zero;
-            pack(STEPS, HEAD_WIDTH, key, &mut self.head_keys);
-            let values = &self.values;
-            let value = |d: usize, t: usize| i16::from(values[t * WIDTH + first + d]) - v_zero;
-            pack(HEAD_WIDTH, STEPS, value, &mut self.head_values);
-            product(
-                &self.head_queries,
-                HEAD_WIDTH,
-                &self.head_keys,
-                STEPS,
-                scores,
-                &mut self.scores,
-                STEPS,
-            );
-            for (scores, probabilities) in self
-                .scores
-                .chunks_exact(STEPS)
-                .zip(self.probabilities.chunks_exact_mut(STEPS))
-            {
-                softmax.row(scores, &mut self.exps, probabilities);
-            }
-            sparse_product(
-                &self.probabilities,
-                STEPS,
-                &self.head_values,
-                HEAD_WIDTH,
-                context,
-                &mut self.context[first..],
-                WIDTH,
-            );
         }
         layer.out.run(&self.context, &mut self.projected);
         residual(
@@ -210,6 +196,118 @@ impl Encoder {
             &self.projected,
             layer.out_out,
             &layer.out_bias,
+        );
+    }
+
+    /// One head's attention with the int16 kernels, as MLAS's AVX2 path
+    /// computes it.
+    fn head_on_words(
+        &mut self,
+        head: usize,
+        zero_points: HeadZeroPoints,
+        scores: Requant,
+        softmax: &QSoftmax,
+        context: Requant,
+    ) {
+        let (q_zero, k_zero, v_zero) = (
+            i16::from(zero_points.query),
+            i16::from(zero_points.key),
+            i16::from(zero_points.value),
+        );
+        let first = head * HEAD_WIDTH;
+        for (row, queries) in self
+            .head_queries
+            .chunks_exact_mut(HEAD_WIDTH)
+            .zip(self.queries.chunks_exact(WIDTH))
+        {
+            for (q, byte) in row.iter_mut().zip(&queries[first..first + HEAD_WIDTH]) {
+                *q = i16::from(*byte) - q_zero;
+            }
+        }
+        let keys = &self.keys;
+        let key = |t: usize, d: usize| i16::from(keys[t * WIDTH + first + d]) - k_zero;
+        pack(STEPS, HEAD_WIDTH, key, &mut self.head_keys);
+        let values = &self.values;
+        let value = |d: usize, t: usize| i16::from(values[t * WIDTH + first + d]) - v_zero;
+        pack(HEAD_WIDTH, STEPS, value, &mut self.head_values);
+        product(
+            &self.head_queries,
+            HEAD_WIDTH,
+            &self.head_keys,
+            STEPS,
+            scores,
+            &mut self.scores,
+            STEPS,
+        );
+        for (scores, probabilities) in self
+            .scores
+            .chunks_exact(STEPS)
+            .zip(self.probabilities.chunks_exact_mut(STEPS))
+        {
+            softmax.row(scores, &mut self.exps, probabilities);
+        }
+        sparse_product(
+            &self.probabilities,
+            STEPS,
+            &self.head_values,
+            HEAD_WIDTH,
+            context,
+            &mut self.context[first..],
+            WIDTH,
+        );
+    }
+
+    /// One head's attention on bytes with `vpdpbusd`: the same sums, exact,
+    /// half the multiplies.
+    fn head_on_bytes(
+        &mut self,
+        head: usize,
+        zero_points: HeadZeroPoints,
+        scores: Requant,
+        softmax: &QSoftmax,
+        context: Requant,
+    ) {
+        let first = head * HEAD_WIDTH;
+        self.packed_keys.pack_rows(
+            &self.keys[first..],
+            WIDTH,
+            STEPS,
+            HEAD_WIDTH,
+            zero_points.key,
+        );
+        self.packed_values.pack_columns(
+            &self.values[first..],
+            WIDTH,
+            HEAD_WIDTH,
+            STEPS,
+            zero_points.value,
+        );
+        byte_product::product(
+            &self.queries[first..],
+            WIDTH,
+            STEPS,
+            zero_points.query,
+            &self.packed_keys,
+            scores,
+            &mut self.scores,
+            STEPS,
+        );
+        for (scores, probabilities) in self
+            .scores
+            .chunks_exact(STEPS)
+            .zip(self.probability_bytes.chunks_exact_mut(STEPS))
+        {
+            softmax.row_bytes(scores, &mut self.exps, probabilities);
+        }
+        byte_product::product(
+            &self.probability_bytes,
+            STEPS,
+            STEPS,
+            zero_points.probability,
+            &self.packed_values,
+            context,
+            &mut self.context[first..],
+            WIDTH,
         );
     }
 
@@ -365,4 +463,34 @@ fn softmax(logits: &[f32]) -> Vec<f32> {
     let exps: Vec<f32> = logits.iter().map(|x| (x - max).exp()).collect();
     let total: f32 = exps.iter().sum();
     exps.iter().map(|e| e / total).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vad::smart_turn::SmartTurnModel;
+
+    #[test]
+    fn attention_on_bytes_gives_the_bytes_of_attention_on_words() {
+        if !byte_product::available() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let model = SmartTurnModel::bundled().unwrap();
+        let mut words = Encoder::new();
+        // A residual stream of the size the layers see: a hash in [-2, 2].
+        for (i, h) in words.hidden.iter_mut().enumerate() {
+            *h = ((i.wrapping_mul(2_654_435_761) >> 8) % 4001) as f32 / 1000.0 - 2.0;
+        }
+        let mut bytes = words.clone();
+        (words.vnni, bytes.vnni) = (false, true);
+        for layer in &model.weights.layers[..2] {
+            words.attention(layer);
+            bytes.attention(layer);
+            assert_eq!(words.context, bytes.context);
+            assert_eq!(words.hidden, bytes.hidden);
+        }
+        let distinct: std::collections::BTreeSet<u8> = words.context.iter().copied().collect();
+        assert!(distinct.len() > 20, "a degenerate test: {distinct:?}");
+    }
 }

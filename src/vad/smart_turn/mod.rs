@@ -14,6 +14,7 @@
 //! `benches/smart_turn_onnxruntime.py` time a decision.
 
 mod attention;
+mod byte_product;
 mod encoder;
 mod features;
 mod lut;

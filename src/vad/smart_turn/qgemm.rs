@@ -391,10 +391,7 @@ pub(crate) mod avx2 {
                         }
                     }
                 }
-                for (r, acc) in acc.into_iter().enumerate() {
-                    let at = (row + r) * n + column;
-                    store_16(q, column, acc, &mut out[at..at + COLUMNS], lut);
-                }
+                store_rows(q, column, row, &acc, out, lut);
             }
         }
     }
@@ -405,7 +402,7 @@ pub(crate) mod avx2 {
     /// The CPU must have AVX2; `at` points at 64 readable bytes.
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(super) unsafe fn load_pair(at: *const i8) -> [__m256i; 2] {
+    pub(crate) unsafe fn load_pair(at: *const i8) -> [__m256i; 2] {
         // SAFETY: the caller gives 64 bytes.
         unsafe {
             [
@@ -421,7 +418,7 @@ pub(crate) mod avx2 {
     /// The CPU must have AVX2; `row` holds at least `4 * (group + 1)` bytes.
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(super) unsafe fn broadcast(row: *const u8, group: u16) -> __m256i {
+    pub(crate) unsafe fn broadcast(row: *const u8, group: u16) -> __m256i {
         // SAFETY: the caller keeps the 4 bytes inside the row.
         let bytes = unsafe {
             row.add(4 * usize::from(group))
@@ -431,45 +428,78 @@ pub(crate) mod avx2 {
         _mm256_set1_epi32(bytes)
     }
 
-    /// One row's 16 sums from `column` on, plus the offsets, requantised,
-    /// through the columns' tables if any, into `out`.
+    /// The requantisation of 16 columns' sums: their offsets and scales,
+    /// loaded once for all the rows of a block.
+    #[derive(Clone, Copy)]
+    pub(super) struct Requantizer {
+        offset: [__m256i; 2],
+        scale: [__m256; 2],
+        zero_point: __m256i,
+    }
+
+    impl Requantizer {
+        /// For the 16 columns of `q` from `column`.
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        pub(super) fn new(q: &QLinear, column: usize) -> Requantizer {
+            let offsets = &q.offset[column..column + COLUMNS];
+            let scales = &q.scale[column..column + COLUMNS];
+            // SAFETY: 16 values each, read 8 at a time.
+            let (offset, scale) = unsafe {
+                (
+                    [0, 8].map(|v| _mm256_loadu_si256(offsets.as_ptr().add(v).cast())),
+                    [0, 8].map(|v| _mm256_loadu_ps(scales.as_ptr().add(v))),
+                )
+            };
+            let zero_point = _mm256_set1_epi32(i32::from(q.zero_point));
+            Requantizer {
+                offset,
+                scale,
+                zero_point,
+            }
+        }
+
+        /// One row's 16 sums, plus the offsets, requantised.
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        pub(super) fn bytes(&self, sums: [__m256i; 2]) -> __m128i {
+            requantize_16(sums, self.offset, self.scale, self.zero_point)
+        }
+    }
+
+    /// Rows `row..row + R`'s 16 sums from `column` on, plus the offsets,
+    /// requantised, through the columns' tables if any, into `out`
+    /// (`[m][n]`).
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(super) fn store_16(
+    pub(super) fn store_rows<const R: usize>(
         q: &QLinear,
         column: usize,
-        sums: [__m256i; 2],
+        row: usize,
+        sums: &[[__m256i; 2]; R],
         out: &mut [u8],
         lut: Option<&ColumnLut>,
     ) {
-        let offsets = &q.offset[column..column + COLUMNS];
-        let scales = &q.scale[column..column + COLUMNS];
-        // SAFETY: 16 values each, read 8 at a time.
-        let (offset, scale) = unsafe {
-            (
-                [0, 8].map(|v| _mm256_loadu_si256(offsets.as_ptr().add(v).cast())),
-                [0, 8].map(|v| _mm256_loadu_ps(scales.as_ptr().add(v))),
-            )
-        };
-        let zero_point = _mm256_set1_epi32(i32::from(q.zero_point));
-        let bytes = requantize_16(sums, offset, scale, zero_point);
-        match lut {
-            // The 16 columns' tables (4 KB) stay in cache over the rows;
-            // the lookups run in general-purpose registers, beside the
-            // next rows' products.
-            Some(lut) => {
-                let words = [_mm_cvtsi128_si64(bytes), _mm_extract_epi64::<1>(bytes)];
-                for (half, (word, out)) in
-                    words.into_iter().zip(out.chunks_exact_mut(8)).enumerate()
-                {
-                    let mapped = lut.map_word(column + 8 * half, word as u64);
-                    out.copy_from_slice(&mapped.to_le_bytes());
+        let requantizer = Requantizer::new(q, column);
+        for (r, sums) in sums.iter().enumerate() {
+            let at = (row + r) * q.n + column;
+            let out = &mut out[at..at + COLUMNS];
+            let bytes = requantizer.bytes(*sums);
+            match lut {
+                // The 16 columns' tables (4 KB) stay in cache over the
+                // rows; the lookups run in general-purpose registers,
+                // beside the next rows' products.
+                Some(lut) => {
+                    let words = [_mm_cvtsi128_si64(bytes), _mm_extract_epi64::<1>(bytes)];
+                    for (half, (word, out)) in
+                        words.into_iter().zip(out.chunks_exact_mut(8)).enumerate()
+                    {
+                        let mapped = lut.map_word(column + 8 * half, word as u64);
+                        out.copy_from_slice(&mapped.to_le_bytes());
+                    }
                 }
-            }
-            None => {
-                let out = &mut out[..COLUMNS];
                 // SAFETY: `out` holds 16 bytes.
-                unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) }
+                None => unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) },
             }
         }
     }
@@ -546,8 +576,12 @@ pub(crate) mod vnni {
     use std::arch::x86_64::*;
 
     use crate::vad::smart_turn::lut::ColumnLut;
-    use crate::vad::smart_turn::qgemm::avx2::{broadcast, load_pair, store_16};
+    use crate::vad::smart_turn::qgemm::avx2::{Requantizer, broadcast, load_pair, store_rows};
     use crate::vad::smart_turn::qgemm::{COLUMNS, Kernel, QLinear, ROWS};
+
+    /// Rows at once where there are enough: 16 accumulators (AVX-512 gives
+    /// 32 vector registers) hide `vpdpbusd`'s latency, where 8 do not.
+    const WIDE_ROWS: usize = 8;
 
     pub(crate) fn available() -> bool {
         is_x86_feature_detected!("avx2")
@@ -576,31 +610,143 @@ pub(crate) mod vnni {
     unsafe fn kernel(q: &QLinear, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
         let (k, n) = (q.k, q.n);
         let m = input.len() / k;
+        let wide = m / WIDE_ROWS * WIDE_ROWS;
+        let mut deferred = lut.map(|lut| Deferred {
+            lut,
+            bytes: [[0; COLUMNS]; WIDE_ROWS],
+            at: [0; WIDE_ROWS],
+            column: 0,
+            rows: 0,
+            next: 0,
+        });
         for block in 0..n / COLUMNS {
             let column = block * COLUMNS;
             let panel = &q.panels[column * k..(column + COLUMNS) * k];
-            for row in (0..m).step_by(ROWS) {
-                let rows: [*const u8; ROWS] =
-                    std::array::from_fn(|r| input[(row + r) * k..(row + r + 1) * k].as_ptr());
-                let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
-                for (group, w) in panel.chunks_exact(64).enumerate() {
-                    // SAFETY: `w` holds 64 bytes.
-                    let w = unsafe { load_pair(w.as_ptr()) };
-                    for (acc, row) in acc.iter_mut().zip(rows) {
-                        // SAFETY: `group < k / 4` and each row holds `k`
-                        // bytes.
-                        let a = unsafe { broadcast(row, group as u16) };
-                        for v in 0..2 {
-                            acc[v] = _mm256_dpbusd_epi32(acc[v], a, w[v]);
-                        }
-                    }
+            for row in (0..wide).step_by(WIDE_ROWS) {
+                let block = Block { panel, column, row };
+                // SAFETY: as this function's.
+                unsafe { rows::<WIDE_ROWS>(q, input, out, deferred.as_mut(), block) }
+            }
+            for row in (wide..m).step_by(ROWS) {
+                let block = Block { panel, column, row };
+                // SAFETY: as this function's.
+                unsafe { rows::<ROWS>(q, input, out, deferred.as_mut(), block) }
+            }
+        }
+        if let Some(deferred) = deferred.as_mut() {
+            deferred.finish(out);
+        }
+    }
+
+    /// The 16 columns from `column`, whose weights are `panel`, for the
+    /// rows from `row`.
+    struct Block<'a> {
+        panel: &'a [i8],
+        column: usize,
+        row: usize,
+    }
+
+    /// A block's requantised rows still to go through the columns' tables:
+    /// looked up a row at a time between the next block's products, whose
+    /// vector pipes leave the general-purpose ones free (done after the
+    /// products instead, the lookups of 8 rows are more than the core's
+    /// window of reordered instructions holds, and the pipes stand idle in
+    /// turn).
+    struct Deferred<'a> {
+        lut: &'a ColumnLut,
+        bytes: [[u8; COLUMNS]; WIDE_ROWS],
+        /// Where each row goes in `out`.
+        at: [usize; WIDE_ROWS],
+        column: usize,
+        rows: usize,
+        next: usize,
+    }
+
+    impl Deferred<'_> {
+        /// Looks up the next row still to map, if any.
+        #[inline(always)]
+        fn map_next(&mut self, out: &mut [u8]) {
+            if self.next < self.rows {
+                let r = self.next;
+                let out = &mut out[self.at[r]..self.at[r] + COLUMNS];
+                for (half, (bytes, out)) in self.bytes[r]
+                    .chunks_exact(8)
+                    .zip(out.chunks_exact_mut(8))
+                    .enumerate()
+                {
+                    let mut word = [0; 8];
+                    word.copy_from_slice(bytes);
+                    let mapped = self
+                        .lut
+                        .map_word(self.column + 8 * half, u64::from_le_bytes(word));
+                    out.copy_from_slice(&mapped.to_le_bytes());
                 }
-                for (r, acc) in acc.into_iter().enumerate() {
-                    let at = (row + r) * n + column;
-                    store_16(q, column, acc, &mut out[at..at + COLUMNS], lut);
+                self.next += 1;
+            }
+        }
+
+        /// Maps every row still waiting.
+        fn finish(&mut self, out: &mut [u8]) {
+            while self.next < self.rows {
+                self.map_next(out);
+            }
+        }
+    }
+
+    /// Rows `block.row..block.row + R` of the block's 16 columns, into
+    /// `out`, or into `deferred` when they go through tables.
+    ///
+    /// # Safety
+    /// As [`kernel`]'s, and `block.row + R <= m`.
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn rows<const R: usize>(
+        q: &QLinear,
+        input: &[u8],
+        out: &mut [u8],
+        mut deferred: Option<&mut Deferred<'_>>,
+        block: Block<'_>,
+    ) {
+        const { assert!(R <= WIDE_ROWS) };
+        let Block { panel, column, row } = block;
+        let k = q.k;
+        let rows: [*const u8; R] =
+            std::array::from_fn(|r| input[(row + r) * k..(row + r + 1) * k].as_ptr());
+        // The previous block's rows are mapped every `spacing` groups.
+        let spacing = (k / 4 / (WIDE_ROWS + 1)).max(1);
+        let mut countdown = spacing;
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        for (group, w) in panel.chunks_exact(64).enumerate() {
+            // SAFETY: `w` holds 64 bytes.
+            let w = unsafe { load_pair(w.as_ptr()) };
+            for (acc, row) in acc.iter_mut().zip(rows) {
+                // SAFETY: `group < k / 4` and each row holds `k` bytes.
+                let a = unsafe { broadcast(row, group as u16) };
+                for v in 0..2 {
+                    acc[v] = _mm256_dpbusd_epi32(acc[v], a, w[v]);
+                }
+            }
+            countdown -= 1;
+            if countdown == 0 {
+                countdown = spacing;
+                if let Some(deferred) = deferred.as_deref_mut() {
+                    deferred.map_next(out);
                 }
             }
         }
+        let Some(deferred) = deferred else {
+            store_rows(q, column, row, &acc, out, None);
+            return;
+        };
+        deferred.finish(out);
+        let requantizer = Requantizer::new(q, column);
+        for (r, acc) in acc.into_iter().enumerate() {
+            let bytes = requantizer.bytes(acc);
+            // SAFETY: a row holds 16 bytes.
+            unsafe { _mm_storeu_si128(deferred.bytes[r].as_mut_ptr().cast(), bytes) };
+            deferred.at[r] = (row + r) * q.n + column;
+        }
+        (deferred.column, deferred.rows, deferred.next) = (column, R, 0);
     }
 }
 
