@@ -333,7 +333,7 @@ impl Encoder {
     /// The attention pool: a score per time step (a two-layer network), a
     /// softmax over time, the steps' normalised features averaged by it.
     fn pool(&mut self, w: &Weights) -> Vec<f32> {
-        let hidden = &mut self.wide[..STEPS * w.pool_1.n];
+        let hidden = &mut self.wide[..STEPS * w.pool_1.n()];
         w.pool_1.run_mapped(&self.normed, hidden, &w.pool_lut);
         let mut scores = [0u8; STEPS];
         w.pool_2.run(hidden, &mut scores);
@@ -382,7 +382,7 @@ fn classify(w: &Weights, pooled: &[f32]) -> f32 {
 }
 
 fn dense(layer: &QLinear, input: &[u8]) -> Vec<u8> {
-    let mut out = vec![0; layer.n];
+    let mut out = vec![0; layer.n()];
     layer.run(input, &mut out);
     out
 }

@@ -1,0 +1,451 @@
+//! The int8 matrix product of the encoder's linear layers and
+//! convolutions: uint8 activations times int8 weights, summed **exactly**
+//! in int32, and requantised in float with round-half-even, as the model's
+//! `QLinearConv`, `QLinearMatMul` and `QGemm` define it.
+//!
+//! Exactly, because onnxruntime's answer depends on the CPU. Its AVX2 kernel
+//! (MLAS U8S8, `vpmaddubsw`) sums each pair of neighbouring products into
+//! an int16 **with saturation**, so with this model's full-range weights
+//! (±127) and activations around their zero point (about 130) a pair's sum
+//! is clipped now and then; with AVX-512 VNNI (`vpdpbusd`, Intel servers
+//! since 2019 and AMD Zen 4) the sums are exact. The two disagree on the
+//! decision for 13 of the 80 reference clips, and the exact sums are right
+//! more often (53 of 80 against 40: `docs/architecture.md`), so voxpipe
+//! computes them on every CPU.
+//!
+//! [`QLinear::run`] computes `out[m][n] = requant(dot(a[m], w[n]) +
+//! offset[n])` with the fastest kernel the CPU has (detected at load):
+//!
+//! - **VNNI** (AVX-512 VNNI with VL): `vpdpbusd`, four products a lane
+//!   summed into int32 in one instruction;
+//! - **AVX2**: `vpmaddubsw` then `vpmaddwd`, where a group of 4 inputs'
+//!   weights for the 16 columns cannot saturate a pair (in every lane, the
+//!   positive weights of a pair sum to at most 128, and the negative ones:
+//!   255 × 128 fits an int16), and otherwise twice, over the weights split
+//!   into two halves of at most 64 each, which cannot (about 7 groups in
+//!   10 need one pass on this model);
+//! - plain Rust otherwise.
+//!
+//! The files, bottom up: `packed`, the layer as the kernels read it;
+//! `avx2` and `vnni`, the kernels; here, [`QLinear`]: the packing, the
+//! choice of kernel and the plain loop.
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub(crate) mod avx2;
+mod packed;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub(crate) mod vnni;
+
+use std::ops::Range;
+
+use super::lut::ColumnLut;
+pub(crate) use packed::requantize;
+use packed::{COLUMNS, Kernel, PAIR_MASS, PackedLayer, ROWS, dot};
+
+impl Kernel {
+    /// The fastest this CPU runs.
+    pub(crate) fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if vnni::available() {
+                return Kernel::Vnni;
+            }
+            if avx2::available() {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Scalar
+    }
+}
+
+/// A linear map from `k` uint8 inputs to `n` uint8 outputs.
+#[derive(Debug, Clone)]
+pub(crate) struct QLinear {
+    /// The weights, `[n][k]`.
+    weights: Vec<i8>,
+    /// The shape, the kernel, the weights in its panels and the
+    /// requantisation: what the kernels read.
+    packed: PackedLayer,
+}
+
+impl QLinear {
+    /// `weights` is `[n][k]`, `bias` (if any) in units of
+    /// `input_scale * weight_scale[n]`; run with the fastest kernel this
+    /// CPU has.
+    pub(crate) fn new(
+        k: usize,
+        n: usize,
+        weights: Vec<i8>,
+        weight_scale: &[f32],
+        bias: Option<&[i32]>,
+        input: (f32, u8),
+        output: (f32, u8),
+    ) -> QLinear {
+        debug_assert_eq!(weights.len(), k * n);
+        let offset = (0..n)
+            .map(|c| {
+                let sum: i32 = weights[c * k..(c + 1) * k]
+                    .iter()
+                    .map(|w| i32::from(*w))
+                    .sum();
+                bias.map_or(0, |b| b[c]) - i32::from(input.1) * sum
+            })
+            .collect();
+        let scale = weight_scale
+            .iter()
+            .map(|ws| input.0 * ws / output.0)
+            .collect();
+        let plain = QLinear {
+            weights,
+            packed: PackedLayer {
+                k,
+                n,
+                kernel: Kernel::Scalar,
+                panels: Vec::new(),
+                schedule: Vec::new(),
+                one_pass: Vec::new(),
+                offset,
+                scale,
+                zero_point: output.1,
+            },
+        };
+        plain.with_kernel(Kernel::detect())
+    }
+
+    /// The same map run by `kernel` (which the CPU must have), or by the
+    /// plain one where the shape does not fit the vector kernels: the
+    /// weights packed as that kernel reads them.
+    pub(crate) fn with_kernel(mut self, kernel: Kernel) -> QLinear {
+        let (k, n) = (self.packed.k, self.packed.n);
+        let fits =
+            n.is_multiple_of(COLUMNS) && k.is_multiple_of(4) && k / 4 <= usize::from(u16::MAX);
+        self.packed.kernel = if fits { kernel } else { Kernel::Scalar };
+        let (mut panels, mut schedule, mut one_pass) = (Vec::new(), Vec::new(), Vec::new());
+        let weights = &self.weights;
+        let mut pack = |group: usize, columns: Range<usize>, split: Option<bool>| {
+            for c in columns {
+                for &w in &weights[c * k + 4 * group..][..4] {
+                    // Two halves of at most 64 each: `w / 2` rounds toward
+                    // zero, so -128 is -64 and -64, 127 is 63 and 64.
+                    panels.push(match split {
+                        None => w,
+                        Some(false) => w / 2,
+                        Some(true) => w - w / 2,
+                    });
+                }
+            }
+        };
+        match self.packed.kernel {
+            Kernel::Scalar => {}
+            Kernel::Vnni => {
+                for block in (0..n).step_by(COLUMNS) {
+                    for group in 0..k / 4 {
+                        pack(group, block..block + COLUMNS, None);
+                    }
+                }
+            }
+            Kernel::Avx2 => {
+                for block in (0..n).step_by(COLUMNS) {
+                    let (order, single) = two_pass_order(weights, k, block..block + COLUMNS);
+                    for (at, &group) in order.iter().enumerate() {
+                        let group = usize::from(group);
+                        if at < single {
+                            pack(group, block..block + COLUMNS, None);
+                        } else {
+                            pack(group, block..block + COLUMNS, Some(false));
+                            pack(group, block..block + COLUMNS, Some(true));
+                        }
+                    }
+                    schedule.extend(order);
+                    one_pass.push(single);
+                }
+            }
+        }
+        self.packed.panels = panels;
+        self.packed.schedule = schedule;
+        self.packed.one_pass = one_pass;
+        self
+    }
+
+    /// The number of outputs.
+    pub(crate) fn n(&self) -> usize {
+        self.packed.n
+    }
+
+    /// `out` (`[m][n]`) from `input` (`[m][k]`).
+    pub(crate) fn run(&self, input: &[u8], out: &mut [u8]) {
+        self.run_then(input, out, None);
+    }
+
+    /// [`run`](QLinear::run), then each output through its column's table
+    /// in `lut` (while the kernel's outputs are in cache).
+    pub(crate) fn run_mapped(&self, input: &[u8], out: &mut [u8], lut: &ColumnLut) {
+        self.run_then(input, out, Some(lut));
+    }
+
+    /// [`run`](QLinear::run) (or [`run_mapped`](QLinear::run_mapped) with
+    /// `lut`) where the input rows `repeats` equal the row before them:
+    /// their outputs are that row's, copied. The caller keeps the rows
+    /// before and after `repeats` multiples of 4, the vector kernel's
+    /// block, so that none goes to the plain loop.
+    pub(crate) fn run_repeating(
+        &self,
+        input: &[u8],
+        out: &mut [u8],
+        lut: Option<&ColumnLut>,
+        repeats: Range<usize>,
+    ) {
+        let (k, n) = (self.packed.k, self.packed.n);
+        if repeats.is_empty() || repeats.start == 0 {
+            self.run_then(input, out, lut);
+            return;
+        }
+        let (before, out) = out.split_at_mut(repeats.start * n);
+        let (copies, after) = out.split_at_mut(repeats.len() * n);
+        self.run_then(&input[..repeats.start * k], before, lut);
+        self.run_then(&input[repeats.end * k..], after, lut);
+        let last = &before[(repeats.start - 1) * n..];
+        for copy in copies.chunks_exact_mut(n) {
+            copy.copy_from_slice(last);
+        }
+    }
+
+    fn run_then(&self, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
+        let m = input.len() / self.packed.k;
+        debug_assert_eq!(out.len(), m * self.packed.n);
+        let whole = m / ROWS * ROWS;
+        #[cfg(target_arch = "x86_64")]
+        if whole > 0 && self.packed.kernel != Kernel::Scalar {
+            let (vector, rest) = out.split_at_mut(whole * self.packed.n);
+            let vector_input = &input[..whole * self.packed.k];
+            match self.packed.kernel {
+                Kernel::Vnni => vnni::run(&self.packed, vector_input, vector, lut),
+                _ => avx2::run(&self.packed, vector_input, vector, lut),
+            }
+            self.run_scalar(&input[whole * self.packed.k..], rest);
+            if let Some(lut) = lut {
+                lut.apply(rest);
+            }
+            return;
+        }
+        self.run_scalar(input, out);
+        if let Some(lut) = lut {
+            lut.apply(out);
+        }
+    }
+
+    /// The same arithmetic, one output at a time.
+    pub(crate) fn run_scalar(&self, input: &[u8], out: &mut [u8]) {
+        let layer = &self.packed;
+        for (row, out) in input
+            .chunks_exact(layer.k)
+            .zip(out.chunks_exact_mut(layer.n))
+        {
+            for (c, out) in out.iter_mut().enumerate() {
+                let sum = dot(row, &self.weights[c * layer.k..(c + 1) * layer.k]);
+                *out = requantize(sum + layer.offset[c], layer.scale[c], layer.zero_point);
+            }
+        }
+    }
+}
+
+/// The order in which the AVX2 kernel takes the groups of 4 inputs for
+/// the `columns` of `weights` (`[n][k]`), and how many of them lead it that
+/// need one pass: those whose weights cannot saturate a pair in any of
+/// `vpmaddubsw`'s lanes (see the [module docs](self)).
+fn two_pass_order(weights: &[i8], k: usize, columns: Range<usize>) -> (Vec<u16>, usize) {
+    let one_pass = |group: usize| {
+        columns.clone().all(|c| {
+            weights[c * k + 4 * group..][..4]
+                .chunks_exact(2)
+                .all(|pair| {
+                    let (mut positive, mut negative) = (0, 0);
+                    for w in pair {
+                        let w = i32::from(*w);
+                        if w > 0 {
+                            positive += w;
+                        } else {
+                            negative -= w;
+                        }
+                    }
+                    positive <= PAIR_MASS && negative <= PAIR_MASS
+                })
+        })
+    };
+    let (single, double): (Vec<usize>, Vec<usize>) = (0..k / 4).partition(|g| one_pass(*g));
+    let count = single.len();
+    // `k / 4` fits a u16: `QLinear::with_kernel` checked.
+    let order = single.into_iter().chain(double).map(|g| g as u16).collect();
+    (order, count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layer run by `kernel`, with weights and inputs from `seed`: every
+    /// fourth column's weights full range, the others a sixth of it, so
+    /// that both of the AVX2 kernel's passes are taken; inputs at 0 and
+    /// 255 as well as between.
+    fn layer_with(kernel: Kernel, k: usize, n: usize, seed: u32) -> (QLinear, Vec<u8>) {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 16) as u8
+        };
+        let weights: Vec<i8> = (0..k * n)
+            .map(|i| {
+                let w = next() as i8;
+                if (i / k) % 4 == 3 { w } else { w / 6 }
+            })
+            .collect();
+        let scales: Vec<f32> = (0..n).map(|c| 0.001 + c as f32 * 1e-5).collect();
+        let bias: Vec<i32> = (0..n).map(|c| c as i32 * 37 - 500).collect();
+        let input: Vec<u8> = (0..9 * k)
+            .map(|i| match i % 7 {
+                0 => 255,
+                1 => 0,
+                _ => next(),
+            })
+            .collect();
+        let q = QLinear::new(k, n, weights, &scales, Some(&bias), (0.05, 131), (0.9, 120))
+            .with_kernel(kernel);
+        (q, input)
+    }
+
+    fn layer(k: usize, n: usize, seed: u32) -> (QLinear, Vec<u8>) {
+        layer_with(Kernel::detect(), k, n, seed)
+    }
+
+    /// The vector kernels this CPU runs.
+    fn vector_kernels() -> Vec<Kernel> {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx2::available() {
+                kernels.push(Kernel::Avx2);
+            }
+            if vnni::available() {
+                kernels.push(Kernel::Vnni);
+            }
+        }
+        kernels
+    }
+
+    #[test]
+    fn sums_are_exact_where_vpmaddubsw_would_saturate() {
+        // 255 * 127 * 2 = 64,770 a pair, which onnxruntime's AVX2 kernel
+        // clips to 32,767.
+        assert_eq!(dot(&[255, 255, 255, 255], &[127, 127, 127, 127]), 129_540);
+        assert_eq!(dot(&[255, 255], &[-128, -128]), -65_280);
+        assert_eq!(dot(&[1, 2, 3], &[4, 5, 6]), 32);
+    }
+
+    #[test]
+    fn the_extremes_sum_exactly_in_every_kernel() {
+        // Inputs all 255 against weights all -128, then all 127: every pair
+        // at its largest, twice what `vpmaddubsw` can hold.
+        let (k, n) = (64, 16);
+        for weight in [-128_i8, 127] {
+            let weights = vec![weight; k * n];
+            let want: Vec<i32> = weights
+                .chunks_exact(k)
+                .map(|w| dot(&[255; 64], w))
+                .collect();
+            assert!(
+                want.iter().any(|s| s.abs() > 32_767 * (k as i32 / 2)),
+                "{want:?}"
+            );
+            for kernel in vector_kernels().into_iter().chain([Kernel::Scalar]) {
+                // A scale that keeps each sum's bits: out = sum / 2^16 + 128.
+                let q = QLinear::new(
+                    k,
+                    n,
+                    weights.clone(),
+                    &[1.0 / 65_536.0; 16],
+                    None,
+                    (1.0, 0),
+                    (1.0, 128),
+                )
+                .with_kernel(kernel);
+                let mut out = vec![0; 4 * n];
+                q.run(&[255; 4 * 64], &mut out);
+                let expected: Vec<u8> = want
+                    .iter()
+                    .map(|s| requantize(*s, 1.0 / 65_536.0, 128))
+                    .collect();
+                for row in out.chunks_exact(n) {
+                    assert_eq!(row, expected, "{kernel:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn groups_take_two_passes_only_where_a_pair_could_saturate() {
+        // One column (of 16) with 2 groups: group 0's first pair weighs 64
+        // + 64 (one pass), group 1's 64 + 65 (two).
+        let mut w = vec![0_i8; 16 * 8];
+        w[..8].copy_from_slice(&[64, 64, 0, 0, 64, 65, 0, 0]);
+        assert_eq!(two_pass_order(&w, 8, 0..16), (vec![0, 1], 1));
+        // Negative weights count apart from positive ones.
+        w[..8].copy_from_slice(&[-128, 127, 0, 0, -64, -65, 0, 0]);
+        assert_eq!(two_pass_order(&w, 8, 0..16), (vec![0, 1], 1));
+        w[..8].copy_from_slice(&[-65, -64, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(two_pass_order(&w, 8, 0..16), (vec![1, 0], 1));
+    }
+
+    #[test]
+    fn requantization_rounds_half_to_even_and_clamps() {
+        assert_eq!(requantize(5, 0.5, 10), 12); // 2.5 -> 2
+        assert_eq!(requantize(7, 0.5, 10), 14); // 3.5 -> 4
+        assert_eq!(requantize(-1000, 1.0, 10), 0);
+        assert_eq!(requantize(1000, 1.0, 10), 255);
+    }
+
+    #[test]
+    fn the_vector_kernels_match_the_scalar_arithmetic() {
+        for kernel in vector_kernels() {
+            for (k, n) in [(384, 32), (240, 16), (8, 48)] {
+                let (q, input) = layer_with(kernel, k, n, k as u32);
+                assert_eq!(q.packed.kernel, kernel);
+                if kernel == Kernel::Avx2 && k == 384 {
+                    // Both passes are exercised.
+                    assert!(q.packed.one_pass.iter().all(|one| *one > 0 && *one < k / 4));
+                }
+                let mut fast = vec![0; 9 * n];
+                let mut plain = vec![0; 9 * n];
+                q.run(&input, &mut fast);
+                q.run_scalar(&input, &mut plain);
+                assert_eq!(fast, plain, "{kernel:?}, k {k}, n {n}");
+                assert!(plain.iter().any(|v| *v != plain[0]), "a degenerate test");
+                // With a table per column, applied in the kernel.
+                let lut = ColumnLut::new(n, |c, v| v.wrapping_mul(3).wrapping_add(c as u8));
+                q.run_mapped(&input, &mut fast, &lut);
+                lut.apply(&mut plain);
+                assert_eq!(fast, plain, "{kernel:?}, k {k}, n {n}, mapped");
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_rows_are_copied_as_computed() {
+        let (q, mut input) = layer(240, 32, 7);
+        // Rows 1 to 8 the same: 4 to 8 may be copied from row 3.
+        let row: Vec<u8> = input[240..480].to_vec();
+        for r in 2..9 {
+            input[r * 240..(r + 1) * 240].copy_from_slice(&row);
+        }
+        let lut = ColumnLut::new(32, |c, v| v.wrapping_add(c as u8));
+        let mut copied = vec![0; 9 * 32];
+        let mut computed = vec![0; 9 * 32];
+        q.run_repeating(&input, &mut copied, Some(&lut), 4..8);
+        q.run_mapped(&input, &mut computed, &lut);
+        assert_eq!(copied, computed);
+        q.run_repeating(&input, &mut copied, None, 4..8);
+        q.run(&input, &mut computed);
+        assert_eq!(copied, computed);
+    }
+}
