@@ -83,12 +83,16 @@ impl PackedColumns {
             for group in (0..k).step_by(4) {
                 let rows: [&[u8]; 4] =
                     std::array::from_fn(|j| &data[(group + j) * stride + block..][..COLUMNS]);
-                for c in 0..COLUMNS {
-                    for (j, row) in rows.iter().enumerate() {
-                        self.panels[at + j] = (row[c] ^ 0x80) as i8;
+                let panel = &mut self.panels[at..at + 4 * COLUMNS];
+                #[cfg(target_arch = "x86_64")]
+                vnni::interleave(rows, panel);
+                #[cfg(not(target_arch = "x86_64"))]
+                for (c, column) in panel.chunks_exact_mut(4).enumerate() {
+                    for (slot, row) in column.iter_mut().zip(rows) {
+                        *slot = (row[c] ^ 0x80) as i8;
                     }
-                    at += 4;
                 }
+                at += 4 * COLUMNS;
             }
         }
         for i in 0..k {
@@ -169,6 +173,30 @@ mod vnni {
     const ROWS: usize = 8;
     /// The most rows a product has (the attention's time steps).
     pub(super) const MAX_ROWS: usize = crate::vad::smart_turn::weights::STEPS;
+
+    /// Column `c`'s 4 bytes (one from each of `rows`) minus 128 at `out[4c..]`,
+    /// for the 16 columns: a transposition in 8 unpacks.
+    pub(super) fn interleave(rows: [&[u8]; 4], out: &mut [i8]) {
+        assert!(rows.iter().all(|r| r.len() >= COLUMNS) && out.len() >= 4 * COLUMNS);
+        // SAFETY: each row holds 16 bytes, `out` 64 (asserted); SSE2 is in
+        // every x86-64 CPU.
+        unsafe {
+            let [r0, r1, r2, r3] = rows.map(|r| _mm_loadu_si128(r.as_ptr().cast()));
+            let (low_01, high_01) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+            let (low_23, high_23) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+            let top_bit = _mm_set1_epi8(i8::MIN);
+            let quarters = [
+                _mm_unpacklo_epi16(low_01, low_23),
+                _mm_unpackhi_epi16(low_01, low_23),
+                _mm_unpacklo_epi16(high_01, high_23),
+                _mm_unpackhi_epi16(high_01, high_23),
+            ];
+            for (at, quarter) in quarters.into_iter().enumerate() {
+                let bytes = _mm_xor_si128(quarter, top_bit);
+                _mm_storeu_si128(out.as_mut_ptr().add(16 * at).cast(), bytes);
+            }
+        }
+    }
 
     /// [`super::product`], whose checks it relies on.
     #[allow(clippy::too_many_arguments)]

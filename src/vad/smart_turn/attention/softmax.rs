@@ -114,7 +114,7 @@ mod avx2 {
     }
 
     /// [`QSoftmax::exponentials`] for a multiple of 16 scores: the row's
-    /// maximum 16 bytes at a time, the table read by gathers of 8, summed
+    /// maximum 16 bytes at a time, the table read by scalar loads, summed
     /// in the same 8 lanes in the same order.
     #[target_feature(enable = "avx2")]
     fn exponentials(softmax: &QSoftmax, scores: &[u8], exps: &mut [f32]) -> f32 {
