@@ -85,7 +85,7 @@ impl PackedColumns {
                     std::array::from_fn(|j| &data[(group + j) * stride + block..][..COLUMNS]);
                 let panel = &mut self.panels[at..at + 4 * COLUMNS];
                 #[cfg(target_arch = "x86_64")]
-                vnni::interleave(rows, panel);
+                sse2::interleave(rows, panel);
                 #[cfg(not(target_arch = "x86_64"))]
                 for (c, column) in panel.chunks_exact_mut(4).enumerate() {
                     for (slot, row) in column.iter_mut().zip(rows) {
@@ -107,7 +107,8 @@ impl PackedColumns {
 
     /// Sized for `n` columns of `k` bytes, the sums at zero.
     fn start(&mut self, n: usize, k: usize, zero_point: u8) {
-        assert!(n.is_multiple_of(COLUMNS) && k.is_multiple_of(4));
+        // A group's index fits the kernel's u16, and 255 · 128 · k an i32.
+        assert!(n.is_multiple_of(COLUMNS) && k.is_multiple_of(4) && k / 4 <= usize::from(u16::MAX));
         (self.k, self.n, self.zero_point) = (k, n, zero_point);
         self.panels.resize(n * k, 0);
         self.sums.clear();
@@ -149,7 +150,8 @@ pub(crate) fn product(
     out: &mut [u8],
     out_stride: usize,
 ) {
-    assert!(available() && b.k <= a_stride && b.panels.len() == b.n * b.k);
+    assert!(available() && b.k <= a_stride && b.n <= out_stride);
+    assert!(b.panels.len() == b.n * b.k);
     #[cfg(target_arch = "x86_64")]
     assert!(m <= vnni::MAX_ROWS);
     assert!(
@@ -159,20 +161,13 @@ pub(crate) fn product(
     vnni::run(a, a_stride, m, a_zero, b, requant, out, out_stride);
 }
 
+/// The packing's byte transposition, in SSE2 (every x86-64 CPU has it).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod vnni {
+mod sse2 {
     use std::arch::x86_64::*;
 
-    use super::{COLUMNS, PackedColumns};
-    use crate::vad::smart_turn::attention::Requant;
-    use crate::vad::smart_turn::qgemm::avx2::{broadcast, load_pair, requantize_16};
-
-    /// Rows at once: 16 accumulators, which hide `vpdpbusd`'s latency
-    /// (AVX-512 has 32 vector registers).
-    const ROWS: usize = 8;
-    /// The most rows a product has (the attention's time steps).
-    pub(super) const MAX_ROWS: usize = crate::vad::smart_turn::weights::STEPS;
+    use super::COLUMNS;
 
     /// Column `c`'s 4 bytes (one from each of `rows`) minus 128 at `out[4c..]`,
     /// for the 16 columns: a transposition in 8 unpacks.
@@ -197,6 +192,22 @@ mod vnni {
             }
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::{COLUMNS, PackedColumns};
+    use crate::vad::smart_turn::attention::Requant;
+    use crate::vad::smart_turn::qgemm::avx2::{broadcast, load_pair, requantize_16};
+
+    /// Rows at once: 16 accumulators, which hide `vpdpbusd`'s latency
+    /// (AVX-512 has 32 vector registers).
+    const BLOCK_ROWS: usize = 8;
+    /// The most rows a product has (the attention's time steps).
+    pub(super) const MAX_ROWS: usize = crate::vad::smart_turn::weights::STEPS;
 
     /// [`super::product`], whose checks it relies on.
     #[allow(clippy::too_many_arguments)]
@@ -231,7 +242,7 @@ mod vnni {
         out_stride: usize,
     ) {
         let k = b.k;
-        let block_rows = m / ROWS * ROWS;
+        let block_rows = m / BLOCK_ROWS * BLOCK_ROWS;
         let row_factor = 128 - i32::from(b.zero_point);
         let mut row_offsets = [0i32; MAX_ROWS];
         for (t, offset) in row_offsets[..m].iter_mut().enumerate() {
@@ -252,10 +263,10 @@ mod vnni {
                     minus_a_zero,
                 )
             });
-            for row in (0..block_rows).step_by(ROWS) {
-                let rows: [*const u8; ROWS] =
+            for row in (0..block_rows).step_by(BLOCK_ROWS) {
+                let rows: [*const u8; BLOCK_ROWS] =
                     std::array::from_fn(|r| a[(row + r) * a_stride..][..k].as_ptr());
-                let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
+                let mut acc = [[_mm256_setzero_si256(); 2]; BLOCK_ROWS];
                 for (group, w) in panel.chunks_exact(64).enumerate() {
                     // SAFETY: `w` holds 64 bytes.
                     let w = unsafe { load_pair(w.as_ptr()) };
@@ -357,12 +368,16 @@ mod tests {
             b.pack_rows(&as_rows, k + 3, n, k, b_zero);
             by_columns.pack_columns(&as_columns, n + 5, n, k, b_zero);
             assert_eq!((&b.panels, &b.sums), (&by_columns.panels, &by_columns.sums));
+            for c in 0..n {
+                for i in 0..k {
+                    assert_eq!(b.value(c, i), b_value(c, i));
+                }
+            }
             let requant = Requant { scale, zero_point };
             let mut out = vec![0; m * out_stride];
             product(&a, a_stride, m, a_zero, &b, requant, &mut out, out_stride);
             for t in 0..m {
                 for c in 0..n {
-                    assert_eq!(b.value(c, 3 % k), b_value(c, 3 % k));
                     let sum: i32 = (0..k)
                         .map(|i| {
                             (i32::from(a[t * a_stride + i]) - i32::from(a_zero))

@@ -62,6 +62,13 @@ pub(crate) struct Encoder {
 
 impl Encoder {
     pub(crate) fn new() -> Encoder {
+        Encoder::with_attention_on_bytes(byte_product::available())
+    }
+
+    /// Scratch for the attention on bytes (the CPU must have AVX-512
+    /// VNNI) or on int16 words: only that path's buffers.
+    fn with_attention_on_bytes(vnni: bool) -> Encoder {
+        let (words, bytes) = if vnni { (0, 1) } else { (1, 0) };
         Encoder {
             mel: LogMel::new(),
             features: vec![0.0; BANDS * FRAMES],
@@ -73,16 +80,16 @@ impl Encoder {
             keys: vec![0; STEPS * WIDTH],
             queries: vec![0; STEPS * WIDTH],
             values: vec![0; STEPS * WIDTH],
-            head_queries: vec![0; STEPS * HEAD_WIDTH],
-            head_keys: vec![0; HEAD_WIDTH * STEPS],
-            head_values: vec![0; STEPS * HEAD_WIDTH],
+            head_queries: vec![0; words * STEPS * HEAD_WIDTH],
+            head_keys: vec![0; words * HEAD_WIDTH * STEPS],
+            head_values: vec![0; words * STEPS * HEAD_WIDTH],
             scores: vec![0; STEPS * STEPS],
             exps: vec![0.0; STEPS],
-            probabilities: vec![0; STEPS * STEPS],
-            vnni: byte_product::available(),
+            probabilities: vec![0; words * STEPS * STEPS],
+            vnni,
             packed_keys: PackedColumns::default(),
             packed_values: PackedColumns::default(),
-            probability_bytes: vec![0; STEPS * STEPS],
+            probability_bytes: vec![0; bytes * STEPS * STEPS],
             context: vec![0; STEPS * WIDTH],
             projected: vec![0; STEPS * WIDTH],
             wide: vec![0; STEPS * FF_WIDTH],
@@ -199,8 +206,8 @@ impl Encoder {
         );
     }
 
-    /// One head's attention with the int16 kernels, as MLAS's AVX2 path
-    /// computes it.
+    /// One head's attention with the int16 products (AVX2 or plain), as
+    /// MLAS's AVX2 path computes it.
     fn head_on_words(
         &mut self,
         head: usize,
@@ -538,13 +545,13 @@ mod tests {
             return;
         }
         let model = SmartTurnModel::bundled().unwrap();
-        let mut words = Encoder::new();
+        let mut words = Encoder::with_attention_on_bytes(false);
+        let mut bytes = Encoder::with_attention_on_bytes(true);
         // A residual stream of the size the layers see: a hash in [-2, 2].
         for (i, h) in words.hidden.iter_mut().enumerate() {
             *h = ((i.wrapping_mul(2_654_435_761) >> 8) % 4001) as f32 / 1000.0 - 2.0;
         }
-        let mut bytes = words.clone();
-        (words.vnni, bytes.vnni) = (false, true);
+        bytes.hidden.clone_from(&words.hidden);
         for layer in &model.weights.layers[..2] {
             words.attention(layer);
             bytes.attention(layer);

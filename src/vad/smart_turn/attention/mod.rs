@@ -9,7 +9,8 @@
 //! an instruction): every sum is exact (queries by keys: 64 products of at
 //! most 255² each; probabilities by values: 400), so the results are the
 //! same whichever order the kernel adds them in. Each result goes straight
-//! to its requantised byte.
+//! to its requantised byte. On CPUs with AVX-512 VNNI the encoder runs the
+//! same products on the bytes themselves instead (`byte_product`).
 //!
 //! The softmax, [`QSoftmax`], is in `softmax`.
 

@@ -18,6 +18,7 @@ pub(super) fn run(q: &PackedLayer, input: &[u8], out: &mut [u8], lut: Option<&Co
     let blocks = q.n / COLUMNS;
     let two_pass: usize = q.one_pass.iter().map(|single| groups - single).sum();
     assert!(available() && input.len().is_multiple_of(q.k));
+    assert!((input.len() / q.k).is_multiple_of(ROWS));
     assert!(out.len() == input.len() / q.k * q.n);
     assert!(q.schedule.len() == blocks * groups && q.one_pass.len() == blocks);
     assert!(q.panels.len() == (blocks * groups + two_pass) * 4 * COLUMNS);

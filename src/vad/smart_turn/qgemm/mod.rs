@@ -285,6 +285,11 @@ fn two_pass_order(weights: &[i8], k: usize, columns: Range<usize>) -> (Vec<u16>,
 mod tests {
     use super::*;
 
+    /// Rows of the test inputs: for the VNNI kernel two blocks of 8, one
+    /// of 4 (a block's table lookups carried to the next, from 8 rows to
+    /// 4), and one row for the plain loop.
+    const TEST_ROWS: usize = 21;
+
     /// A layer run by `kernel`, with weights and inputs from `seed`: every
     /// fourth column's weights full range, the others a sixth of it, so
     /// that both of the AVX2 kernel's passes are taken; inputs at 0 and
@@ -303,7 +308,7 @@ mod tests {
             .collect();
         let scales: Vec<f32> = (0..n).map(|c| 0.001 + c as f32 * 1e-5).collect();
         let bias: Vec<i32> = (0..n).map(|c| c as i32 * 37 - 500).collect();
-        let input: Vec<u8> = (0..9 * k)
+        let input: Vec<u8> = (0..TEST_ROWS * k)
             .map(|i| match i % 7 {
                 0 => 255,
                 1 => 0,
@@ -415,8 +420,8 @@ mod tests {
                     // Both passes are exercised.
                     assert!(q.packed.one_pass.iter().all(|one| *one > 0 && *one < k / 4));
                 }
-                let mut fast = vec![0; 9 * n];
-                let mut plain = vec![0; 9 * n];
+                let mut fast = vec![0; TEST_ROWS * n];
+                let mut plain = vec![0; TEST_ROWS * n];
                 q.run(&input, &mut fast);
                 q.run_scalar(&input, &mut plain);
                 assert_eq!(fast, plain, "{kernel:?}, k {k}, n {n}");
@@ -439,8 +444,8 @@ mod tests {
             input[r * 240..(r + 1) * 240].copy_from_slice(&row);
         }
         let lut = ColumnLut::new(32, |c, v| v.wrapping_add(c as u8));
-        let mut copied = vec![0; 9 * 32];
-        let mut computed = vec![0; 9 * 32];
+        let mut copied = vec![0; TEST_ROWS * 32];
+        let mut computed = vec![0; TEST_ROWS * 32];
         q.run_repeating(&input, &mut copied, Some(&lut), 4..8);
         q.run_mapped(&input, &mut computed, &lut);
         assert_eq!(copied, computed);

@@ -22,6 +22,7 @@ pub(crate) fn available() -> bool {
 /// VNNI (the caller checked [`available`]).
 pub(super) fn run(q: &PackedLayer, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
     assert!(available() && input.len().is_multiple_of(q.k));
+    assert!((input.len() / q.k).is_multiple_of(ROWS));
     assert!(out.len() == input.len() / q.k * q.n && q.panels.len() == q.k * q.n);
     // The AVX2 layout can have the same length and another order.
     assert_eq!(q.kernel, Kernel::Vnni);
