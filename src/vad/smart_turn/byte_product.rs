@@ -201,7 +201,8 @@ mod vnni {
 
     use super::{COLUMNS, PackedColumns};
     use crate::vad::smart_turn::attention::Requant;
-    use crate::vad::smart_turn::qgemm::avx2::{broadcast, load_pair, requantize_16};
+    use crate::vad::smart_turn::qgemm::avx2::requantize_16;
+    use crate::vad::smart_turn::qgemm::vnni::block_sums;
 
     /// Rows at once: 16 accumulators, which hide `vpdpbusd`'s latency
     /// (AVX-512 has 32 vector registers).
@@ -266,19 +267,9 @@ mod vnni {
             for row in (0..block_rows).step_by(BLOCK_ROWS) {
                 let rows: [*const u8; BLOCK_ROWS] =
                     std::array::from_fn(|r| a[(row + r) * a_stride..][..k].as_ptr());
-                let mut acc = [[_mm256_setzero_si256(); 2]; BLOCK_ROWS];
-                for (group, w) in panel.chunks_exact(64).enumerate() {
-                    // SAFETY: `w` holds 64 bytes.
-                    let w = unsafe { load_pair(w.as_ptr()) };
-                    for (acc, row) in acc.iter_mut().zip(rows) {
-                        // SAFETY: `group < k / 4` and each row holds `k`
-                        // bytes.
-                        let a = unsafe { broadcast(row, group as u16) };
-                        for v in 0..2 {
-                            acc[v] = _mm256_dpbusd_epi32(acc[v], a, w[v]);
-                        }
-                    }
-                }
+                // SAFETY: each row holds `k` bytes, the panel's groups are
+                // `k / 4`.
+                let acc = unsafe { block_sums(rows, panel, || {}) };
                 for (r, acc) in acc.into_iter().enumerate() {
                     let offset = _mm256_set1_epi32(row_offset(row + r));
                     let acc = acc.map(|v| _mm256_add_epi32(v, offset));

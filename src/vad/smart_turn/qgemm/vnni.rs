@@ -144,25 +144,18 @@ unsafe fn rows<const R: usize>(
     // The previous block's rows are mapped every `spacing` groups.
     let spacing = (k / 4 / (WIDE_ROWS + 1)).max(1);
     let mut countdown = spacing;
-    let mut acc = [[_mm256_setzero_si256(); 2]; R];
-    for (group, w) in panel.chunks_exact(64).enumerate() {
-        // SAFETY: `w` holds 64 bytes.
-        let w = unsafe { load_pair(w.as_ptr()) };
-        for (acc, row) in acc.iter_mut().zip(rows) {
-            // SAFETY: `group < k / 4` and each row holds `k` bytes.
-            let a = unsafe { broadcast(row, group as u16) };
-            for v in 0..2 {
-                acc[v] = _mm256_dpbusd_epi32(acc[v], a, w[v]);
+    // SAFETY: each row holds `k` bytes, the panel's groups are `k / 4`.
+    let acc = unsafe {
+        block_sums(rows, panel, || {
+            countdown -= 1;
+            if countdown == 0 {
+                countdown = spacing;
+                if let Some(deferred) = deferred.as_deref_mut() {
+                    deferred.map_next(out);
+                }
             }
-        }
-        countdown -= 1;
-        if countdown == 0 {
-            countdown = spacing;
-            if let Some(deferred) = deferred.as_deref_mut() {
-                deferred.map_next(out);
-            }
-        }
-    }
+        })
+    };
     let Some(deferred) = deferred else {
         store_rows(q, column, row, &acc, out, None);
         return;
@@ -176,4 +169,35 @@ unsafe fn rows<const R: usize>(
         deferred.at[r] = (row + r) * q.n + column;
     }
     (deferred.column, deferred.rows, deferred.next) = (column, R, 0);
+}
+
+/// The int32 sums of 16 columns for `R` rows over `panel` (for each group
+/// of 4 inputs, the 16 columns' 4 weights), calling `between` after each
+/// group: scalar work the caller slips in beside the multiplies.
+///
+/// # Safety
+/// The CPU must have AVX2 and AVX-512 VNNI with VL; each of `rows` points
+/// at `panel.len() / 16` readable bytes.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+#[inline]
+pub(crate) unsafe fn block_sums<const R: usize>(
+    rows: [*const u8; R],
+    panel: &[i8],
+    mut between: impl FnMut(),
+) -> [[__m256i; 2]; R] {
+    let mut acc = [[_mm256_setzero_si256(); 2]; R];
+    for (group, w) in panel.chunks_exact(64).enumerate() {
+        // SAFETY: `w` holds 64 bytes.
+        let w = unsafe { load_pair(w.as_ptr()) };
+        for (acc, row) in acc.iter_mut().zip(rows) {
+            // SAFETY: `group < panel.len() / 64`, and each row holds 4
+            // bytes a group.
+            let a = unsafe { broadcast(row, group as u16) };
+            for v in 0..2 {
+                acc[v] = _mm256_dpbusd_epi32(acc[v], a, w[v]);
+            }
+        }
+        between();
+    }
+    acc
 }
