@@ -19,6 +19,7 @@
 //! | `reader_task` | the future reading a live transport's far end for its input processor, in the session's task |
 //! | `skip_log` | skipped input, logged without letting a far end flood the logs |
 //! | `stats` | [`TransportStats`]: a transport's traffic counts, for a server's metrics |
+//! | `wake_grid` | timed wake-ups moved onto a grid shared by every call, so one thread wake-up serves many |
 //! | `websocket` | [`WsInbound`]: a WebSocket's inbound side, whatever library serves it |
 //!
 //! A transport imports nothing above the processors (see the layering in
@@ -36,6 +37,7 @@ pub mod rtvi;
 mod skip_log;
 mod stats;
 pub mod twilio;
+mod wake_grid;
 pub mod webrtc;
 mod websocket;
 

@@ -30,6 +30,7 @@ use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 use super::playback_tap::PlaybackTap;
 use super::playout::{Playout, PlayoutEvent, SendAhead};
+use super::wake_grid;
 
 /// How often the end of a session checks whether the far end has confirmed
 /// playback of the last utterance.
@@ -130,6 +131,34 @@ impl<S: AudioSink> OutputTransport<S> {
         }
     }
 
+    /// Caller audio passing by: a top-up of the far end's playback due
+    /// within one refill is sent now, in the wake-up the caller's audio
+    /// already cost, rather than in one of the ticker's own (a call's
+    /// socket reads and its top-ups then share one wake-up in two). It
+    /// only sends audio earlier, within the send-ahead bound; the ticker is
+    /// told so that it waits for the next top-up instead.
+    async fn top_up_with_input(
+        &mut self,
+        send_ahead: SendAhead,
+        ctx: &ProcessorContext,
+    ) -> Result<(), ProcessorError> {
+        let now = ctx.now();
+        let refill = send_ahead.refill();
+        let due_soon = {
+            let state = lock(&self.state);
+            !state.heard_until_confirmed
+                && state
+                    .playout
+                    .next_due()
+                    .is_some_and(|due| due <= now + refill)
+        };
+        if due_soon {
+            tick(&self.state, now, ctx).await?;
+            self.scheduled.notify_one();
+        }
+        Ok(())
+    }
+
     fn stop_ticker(&mut self) {
         if let Some(ticker) = self.ticker.take() {
             ticker.abort();
@@ -220,6 +249,11 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                 self.last_tick = Some((tokio::time::Instant::now(), now));
                 tick(&self.state, now, ctx).await?;
             }
+            FrameBody::InputAudio(_) if direction == Direction::Downstream => {
+                if let Pacing::Timer { send_ahead, .. } = self.pacing {
+                    self.top_up_with_input(send_ahead, ctx).await?;
+                }
+            }
             _ => {}
         }
         ctx.push(frame, direction).await;
@@ -233,7 +267,8 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
     ) -> Result<(), ProcessorError> {
         self.convert = Some(FrameResampler::new(start.sample_rate));
         lock(&self.state).tap = PlaybackTap::find(ctx.resources());
-        if let Pacing::Timer { period, .. } = self.pacing {
+        if let Pacing::Timer { period, send_ahead } = self.pacing {
+            let refill = send_ahead.refill();
             let state = Arc::clone(&self.state);
             let scheduled = Arc::clone(&self.scheduled);
             let ticker_ctx = ctx.clone();
@@ -249,9 +284,9 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                     let next = {
                         let state = lock(&state);
                         if state.heard_until_confirmed {
-                            Some(now + period)
+                            Some((now + period, now + period))
                         } else {
-                            state.playout.next_due()
+                            state.playout.next_due().zip(state.playout.next_deadline())
                         }
                     };
                     // Audio scheduled meanwhile has left a permit: no
@@ -259,12 +294,21 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                     let woken = scheduled.notified();
                     match next {
                         None => woken.await,
-                        Some(due) => {
+                        Some((due, latest)) => {
                             // Due already but nothing came out: a stop in
                             // its hangover. Look again a period later.
-                            let wait = due.checked_sub(now).filter(|w| !w.is_zero());
-                            let _timed_out =
-                                tokio::time::timeout(wait.unwrap_or(period), woken).await;
+                            let wait = due
+                                .checked_sub(now)
+                                .filter(|w| !w.is_zero())
+                                .unwrap_or(period);
+                            // A top-up waits one refill more, for caller
+                            // audio to bring it (`top_up_with_input`), and
+                            // then for the grid, never past the audio's time.
+                            let wall = tokio::time::Instant::now();
+                            let latest = wall + latest.saturating_sub(now).max(wait);
+                            let wake =
+                                wake_grid::later_within((wall + wait + refill).min(latest), latest);
+                            let _timed_out = tokio::time::timeout_at(wake, woken).await;
                         }
                     }
                 }

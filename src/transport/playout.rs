@@ -59,6 +59,11 @@ pub struct SendAhead {
 }
 
 impl SendAhead {
+    /// How much audio one top-up sends: the gap between the two bounds.
+    pub fn refill(&self) -> Duration {
+        self.most.saturating_sub(self.refill_below)
+    }
+
     /// Audio leaves at its time: for a far end that paces by arrival
     /// (WebRTC's jitter buffer reads early packets as network jitter).
     pub const NONE: SendAhead = SendAhead {
@@ -191,6 +196,20 @@ impl Playout {
                         .max(may_leave),
                 )
             }
+            (Some(next), _) => Some(next.pts),
+            (None, Some(_)) => Some(self.released_until),
+            (None, None) => None,
+        }
+    }
+
+    /// The latest the next event may happen without being late: the next
+    /// frame's own time (it may leave from [`next_due`] on), or the end of
+    /// what was released for the stop. A pacer may wake anywhere between
+    /// the two.
+    ///
+    /// [`next_due`]: Playout::next_due
+    pub fn next_deadline(&self) -> Option<Duration> {
+        match (self.queue.front(), self.speaking_since) {
             (Some(next), _) => Some(next.pts),
             (None, Some(_)) => Some(self.released_until),
             (None, None) => None,
@@ -366,6 +385,28 @@ mod tests {
         drain(&mut p, ms(0));
         assert_eq!(p.next_due(), Some(ms(20)));
         assert!(released(&drain(&mut p, ms(19))).is_empty());
+    }
+
+    #[test]
+    fn a_top_up_may_wait_from_its_due_time_until_the_audio_own_time() {
+        let mut p = ahead();
+        assert_eq!(p.next_deadline(), None);
+        for _ in 0..10 {
+            p.schedule(chunk(), ms(0));
+        }
+        // Not started: the first frame is due at its time, no later.
+        assert_eq!(
+            (p.next_due(), p.next_deadline()),
+            (Some(ms(0)), Some(ms(0)))
+        );
+        // 100 ms sent ahead: the next top-up is due once 60 ms are left
+        // (at 40 ms), and nothing is late until its own time (100 ms).
+        assert_eq!(released(&drain(&mut p, ms(0))).len(), 5);
+        assert_eq!(
+            (p.next_due(), p.next_deadline()),
+            (Some(ms(40)), Some(ms(100)))
+        );
+        assert_eq!(ahead().send_ahead.refill(), ms(40));
     }
 
     #[test]

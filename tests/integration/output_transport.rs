@@ -227,3 +227,72 @@ async fn live_audio_leaves_the_moment_it_is_due_not_on_a_grid() {
     handle.end("done").await;
     running.await.unwrap();
 }
+
+/// Records the session time of each write and the audio's own time.
+struct Sent {
+    clock: voxpipe::pipeline::SessionClock,
+    log: Arc<Mutex<Vec<(Duration, Duration)>>>,
+}
+
+impl AudioSink for Sent {
+    fn write(&mut self, audio: &AudioFrame) -> Result<(), ProcessorError> {
+        self.log.lock().unwrap().push((self.clock.now(), audio.pts));
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sent_ahead_audio_tops_up_when_caller_audio_passes_and_is_never_late() {
+    let ms = Duration::from_millis;
+    let clock = voxpipe::pipeline::SessionClock::wall();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let output = OutputTransport::new(
+        Sent {
+            clock: clock.clone(),
+            log: Arc::clone(&log),
+        },
+        Pacing::Timer {
+            period: ms(20),
+            send_ahead: SendAhead {
+                most: ms(100),
+                refill_below: ms(60),
+            },
+        },
+    );
+    let mut params = PipelineParams::new("test", 16_000);
+    params.clock = clock.clone();
+    let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
+    let handle = task.handle();
+    let running = tokio::spawn(task.run());
+    // A reply of 25 frames (500 ms) at 0; the caller's audio passes every
+    // 40 ms from 35 ms (as a socket read every 40 ms brings it) until 275.
+    utterance(&handle, 25).await;
+    let mut passed = vec![ms(0)];
+    tokio::time::sleep(ms(35)).await;
+    for _ in 0..7 {
+        passed.push(clock.now());
+        let audio = AudioFrame::from_samples(&[0; 320], 16_000, 1, clock.now());
+        handle.queue_frame(FrameBody::InputAudio(audio)).await;
+        tokio::time::sleep(ms(40)).await;
+    }
+    tokio::time::sleep(ms(400)).await;
+    let sent = log.lock().unwrap().clone();
+    assert_eq!(sent.len(), 25, "{sent:?}");
+    for (at, pts) in &sent {
+        assert!(at <= pts, "a frame of {pts:?} left late, at {at:?}");
+    }
+    // While caller audio passed, top-ups went with it: no wake-up of the
+    // output's own (without riding along, they fall at 40, 80, ... ms).
+    let while_passing: Vec<Duration> = sent
+        .iter()
+        .map(|(at, _)| *at)
+        .filter(|at| *at <= ms(275))
+        .collect();
+    assert!(
+        while_passing.iter().all(|at| passed.contains(at)),
+        "{while_passing:?} not all in {passed:?}"
+    );
+    assert!(while_passing.len() > 5, "{while_passing:?}");
+    handle.end("done").await;
+    running.await.unwrap();
+}

@@ -26,6 +26,7 @@ use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 use crate::transport::reader_task::ReaderTask;
 use crate::transport::skip_log::SkipLog;
 use crate::transport::stats::TransportStats;
+use crate::transport::wake_grid;
 use crate::transport::websocket::WsInbound;
 
 use super::stream::{Inbound, StreamReader};
@@ -129,7 +130,8 @@ where
                     break 'reading end;
                 }
             }
-            tokio::time::sleep(self.read_interval).await;
+            let next_read = tokio::time::Instant::now() + self.read_interval;
+            tokio::time::sleep_until(wake_grid::nearest(next_read)).await;
         };
         if end != StreamEnd::Stopped {
             self.stats.input_error(end.reason());
