@@ -170,12 +170,23 @@ fn error_of(result: &str) -> String {
 /// Plays `turns` (user text, model replies ending in a one-word answer)
 /// in one live session, each answered before the next.
 async fn live_turns(openai: &FakeOpenAi, llm: NamedProcessor, turns: Vec<(&str, Vec<Reply>)>) {
+    live_turns_then(openai, llm, turns, async |_| {}).await;
+}
+
+/// [`live_turns`], running `after(n)` once the `n`th turn is answered.
+async fn live_turns_then(
+    openai: &FakeOpenAi,
+    llm: NamedProcessor,
+    turns: Vec<(&str, Vec<Reply>)>,
+    mut after: impl AsyncFnMut(usize),
+) {
     let live = Live::start(vec![llm]);
     for (n, (text, replies)) in turns.into_iter().enumerate() {
         openai.push_chats(replies);
         live.handle.queue_frame(user(text)).await;
         live.wait_until("the answer", |pushes| answers(pushes) > n)
             .await;
+        after(n).await;
     }
     let frames = unique(&live.finish().await);
     assert!(
@@ -326,7 +337,7 @@ async fn http_tools_are_listed_called_timed_out_and_survive_a_server_crash() {
     );
     let env = [("MCP_TOKEN", HTTP_TOKEN)];
     let answered = |text: &str| Reply::Sse(text_answer(text));
-    live_turns(
+    live_turns_then(
         &openai,
         session_llm(&config, &env),
         vec![
@@ -341,19 +352,19 @@ async fn http_tools_are_listed_called_timed_out_and_survive_a_server_crash() {
                 "Slow?",
                 vec![calling(&[("slow", "slow", "{}")]), answered("Slow.")],
             ),
+            (
+                "Crash.",
+                vec![calling(&[("boom", "crash", "{}")]), answered("Oops.")],
+            ),
         ],
-    )
-    .await;
-    // The cancellation is a notification of its own: it must reach the
-    // server before `crash` takes the server down, or nothing counts it.
-    mcp.wait_slow_cancelled(1).await;
-    live_turns(
-        &openai,
-        session_llm(&config, &env),
-        vec![(
-            "Crash.",
-            vec![calling(&[("boom", "crash", "{}")]), answered("Oops.")],
-        )],
+        // The cancellation is a notification of its own: it must reach
+        // the server before `crash` takes the server down, or nothing
+        // counts it.
+        async |turn| {
+            if turn == 1 {
+                mcp.wait_slow_cancelled(1).await;
+            }
+        },
     )
     .await;
     assert_eq!(

@@ -131,32 +131,26 @@ impl<S: AudioSink> OutputTransport<S> {
         }
     }
 
-    /// Caller audio passing by: a top-up of the far end's playback due
-    /// within one refill is sent now, in the wake-up the caller's audio
-    /// already cost, rather than in one of the ticker's own (a call's
-    /// socket reads and its top-ups then share one wake-up in two). It
-    /// only sends audio earlier, within the send-ahead bound; the ticker is
-    /// told so that it waits for the next top-up instead.
-    async fn top_up_with_input(
-        &mut self,
-        send_ahead: SendAhead,
-        ctx: &ProcessorContext,
-    ) -> Result<(), ProcessorError> {
-        let now = ctx.now();
-        let refill = send_ahead.refill();
+    /// Caller audio passing by: when a top-up of the far end's playback
+    /// is due within one refill and audio may already leave, the ticker is
+    /// woken now, in the wake-up the caller's audio already cost, rather
+    /// than at a timer of its own (a call's socket reads and its top-ups
+    /// then share one wake-up in two). Only the ticker releases audio, so
+    /// speaking state keeps one order; it sends what may leave now, within
+    /// the send-ahead bound, which is only ever earlier.
+    fn top_up_with_input(&self, send_ahead: SendAhead, now: Duration) {
         let due_soon = {
             let state = lock(&self.state);
             !state.heard_until_confirmed
+                && state.playout.releasable(now)
                 && state
                     .playout
                     .next_due()
-                    .is_some_and(|due| due <= now + refill)
+                    .is_some_and(|due| due <= now + send_ahead.refill())
         };
         if due_soon {
-            tick(&self.state, now, ctx).await?;
             self.scheduled.notify_one();
         }
-        Ok(())
     }
 
     fn stop_ticker(&mut self) {
@@ -251,7 +245,7 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
             }
             FrameBody::InputAudio(_) if direction == Direction::Downstream => {
                 if let Pacing::Timer { send_ahead, .. } = self.pacing {
-                    self.top_up_with_input(send_ahead, ctx).await?;
+                    self.top_up_with_input(send_ahead, ctx.now());
                 }
             }
             _ => {}

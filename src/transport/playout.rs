@@ -148,6 +148,13 @@ impl Playout {
         Some(PlayoutEvent::Stopped(quiet_from))
     }
 
+    /// Whether [`poll`](Playout::poll) at `now` would release audio.
+    pub fn releasable(&self, now: Duration) -> bool {
+        self.queue
+            .front()
+            .is_some_and(|next| next.pts <= now || self.continues_playing(next, now))
+    }
+
     /// Whether audio starting at `pts` follows audio that is still playing
     /// at `now` without a gap, and is within the send-ahead bound: the far
     /// end will play it at its time though it leaves now.
@@ -406,6 +413,10 @@ mod tests {
             (p.next_due(), p.next_deadline()),
             (Some(ms(40)), Some(ms(100)))
         );
+        // The next frame (100 to 120 ms) may leave once it ends within
+        // 100 ms of now.
+        assert!(!p.releasable(ms(19)));
+        assert!(p.releasable(ms(20)));
         assert_eq!(ahead().send_ahead.refill(), ms(40));
     }
 
