@@ -269,7 +269,9 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
             let ticker = async move {
                 let ctx = ticker_ctx;
                 loop {
-                    let now = ctx.now();
+                    // Read together: the wall instant of `now`, so time a
+                    // push below waits does not move the next wake-up.
+                    let (now, wall) = (ctx.now(), tokio::time::Instant::now());
                     if let Err(err) = tick(&state, now, &ctx).await {
                         ctx.push_upstream(FrameBody::Error(err.to_frame(ctx.name())))
                             .await;
@@ -298,7 +300,6 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                             // A top-up waits one refill more, for caller
                             // audio to bring it (`top_up_with_input`), and
                             // then for the grid, never past the audio's time.
-                            let wall = tokio::time::Instant::now();
                             let latest = wall + latest.saturating_sub(now).max(wait);
                             let wake =
                                 wake_grid::later_within((wall + wait + refill).min(latest), latest);
