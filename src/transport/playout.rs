@@ -395,7 +395,7 @@ mod tests {
     }
 
     #[test]
-    fn a_top_up_may_wait_from_its_due_time_until_the_audio_own_time() {
+    fn a_top_up_may_wait_past_its_due_time_until_its_audio_plays() {
         let mut p = ahead();
         assert_eq!(p.next_deadline(), None);
         for _ in 0..10 {

@@ -6,9 +6,9 @@
 //! call's own instants are uneven against every other call's, so at a few
 //! dozen calls nearly every timer fires alone: a worker thread parks and is
 //! woken (a context switch, an epoll round trip) for one call's few
-//! microseconds of work. That per-wake-up cost was measured as the bulk of
-//! a call's CPU at 20 calls (2.7 ms per call-second against 0.85 at 1,000,
-//! where threads never park). Moving each deadline onto a grid of
+//! microseconds of work. That per-wake-up cost was measured as most of a
+//! call's CPU at 20 calls (2.25 to 2.7 ms per call-second against 0.8 to
+//! 0.85 at 1,000, where threads never park). Moving each deadline onto a grid of
 //! [`GRAIN`] makes the timers of calls that land in the same slot fire
 //! together, and a thread wakes once for all of them.
 //!
