@@ -8,7 +8,8 @@
 //! another server altogether, e.g. Pipecat's, see below).
 //!
 //! Each call connects, sends `connected` and `start`, then 160-byte mu-law
-//! `media` every 20 ms (speech from `assets/samples/hello.wav`, looped) for
+//! `media` every 20 ms (speech from `assets/samples/hello.wav`, or the WAV
+//! file `--audio` names, looped) for
 //! `--secs`; then `stop`, keeping the socket open. Calls start spread over
 //! `--secs`, so all N are connected together for about `--secs`.
 //!
@@ -91,6 +92,11 @@ struct Args {
     /// How long each caller speaks, in seconds.
     #[arg(long, default_value_t = 6.0)]
     secs: f64,
+    /// The callers' audio: a WAV file (any rate, mixed to mono), looped.
+    /// The default's pauses let the VAD skip its model on quiet chunks;
+    /// continuous speech in noise keeps the model running.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/samples/hello.wav"))]
+    audio: String,
     /// The pipeline to serve.
     #[arg(long, default_value = "pipelines/parrot.toml")]
     pipeline: String,
@@ -123,7 +129,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let payloads = Arc::new(speech_payloads());
+    let payloads = Arc::new(speech_payloads(&args.audio));
     let busy: Vec<Busy> = (0..args.busy).map(|_| Busy::start()).collect();
     println!(
         "{:>6} {:>9} {:>8} {:>9} {:>10} {:>6} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>10} {:>10} {:>9} {:>6} {:>11}",
@@ -177,10 +183,9 @@ impl Drop for Busy {
     }
 }
 
-/// hello.wav as 8 kHz mu-law, base64 per 20 ms chunk.
-fn speech_payloads() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/samples/hello.wav");
-    let wav = read_wav(std::path::Path::new(path)).expect("the sample speech");
+/// The callers' audio as 8 kHz mu-law, base64 per 20 ms chunk.
+fn speech_payloads(path: &str) -> Vec<String> {
+    let wav = read_wav(std::path::Path::new(path)).expect("the callers' audio (--audio)");
     let pcm = resample_all(&wav.to_mono(), wav.sample_rate, 8_000).expect("resampled");
     let mut codes = Vec::new();
     mulaw::encode(&pcm, &mut codes);
