@@ -16,12 +16,14 @@ pub(crate) fn available() -> bool {
 pub(super) fn run(q: &PackedLayer, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
     let groups = q.k / 4;
     let blocks = q.n / COLUMNS;
-    let two_pass: usize = q.one_pass.iter().map(|single| groups - single).sum();
+    let on_words: usize = q.byte_groups.iter().map(|bytes| groups - bytes).sum();
     assert!(available() && input.len().is_multiple_of(q.k));
     assert!((input.len() / q.k).is_multiple_of(ROWS));
     assert!(out.len() == input.len() / q.k * q.n);
-    assert!(q.schedule.len() == blocks * groups && q.one_pass.len() == blocks);
-    assert!(q.panels.len() == (blocks * groups + two_pass) * 4 * COLUMNS);
+    assert!(q.schedule.len() == blocks * groups && q.byte_groups.len() == blocks);
+    assert!(q.byte_groups.iter().all(|bytes| *bytes <= groups));
+    // A group on int16 takes twice a group on bytes' 64.
+    assert!(q.panels.len() == (blocks * groups + on_words) * 4 * COLUMNS);
     // `broadcast` reads a row's bytes at `4 * group` unchecked.
     assert!(q.schedule.iter().all(|g| usize::from(*g) < groups));
     // SAFETY: the CPU has AVX2 and the shapes are as `kernel` needs.
@@ -29,32 +31,34 @@ pub(super) fn run(q: &PackedLayer, input: &[u8], out: &mut [u8], lut: Option<&Co
 }
 
 /// The product for whole blocks of 4 rows, 16 columns at a time (their
-/// weights, a few KB, stay in cache over the rows): the groups that
-/// need one pass, then those that need two.
+/// weights, a few KB, stay in cache over the rows): the groups on bytes,
+/// then those on int16.
 ///
 /// # Safety
 /// The CPU must have AVX2; `input` is `[m][k]` and `out` `[m][n]` with
-/// `m` a multiple of 4; `q.panels`, `q.schedule` and `q.one_pass` are
+/// `m` a multiple of 4; `q.panels`, `q.schedule` and `q.byte_groups` are
 /// filled for the AVX2 kernel.
 #[target_feature(enable = "avx2")]
 unsafe fn kernel(q: &PackedLayer, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
     let (k, n) = (q.k, q.n);
     let (m, groups) = (input.len() / k, k / 4);
     let ones = _mm256_set1_epi16(1);
+    // Bytes 0 and 2 of each 4, as int16.
+    let even_bytes = _mm256_set1_epi32(0x00ff_00ff);
     let mut panel_at = 0;
     for block in 0..n / COLUMNS {
         let column = block * COLUMNS;
         let order = &q.schedule[block * groups..(block + 1) * groups];
-        let (single, double) = order.split_at(q.one_pass[block]);
-        let size = (single.len() + 2 * double.len()) * 4 * COLUMNS;
+        let (bytes, words) = order.split_at(q.byte_groups[block]);
+        let size = (bytes.len() + 2 * words.len()) * 4 * COLUMNS;
         let panel = &q.panels[panel_at..panel_at + size];
         panel_at += size;
-        let (single_weights, double_weights) = panel.split_at(single.len() * 4 * COLUMNS);
+        let (byte_weights, word_weights) = panel.split_at(bytes.len() * 4 * COLUMNS);
         for row in (0..m).step_by(ROWS) {
             let rows: [*const u8; ROWS] =
                 std::array::from_fn(|r| input[(row + r) * k..(row + r + 1) * k].as_ptr());
             let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
-            for (&group, w) in single.iter().zip(single_weights.chunks_exact(64)) {
+            for (&group, w) in bytes.iter().zip(byte_weights.chunks_exact(64)) {
                 // SAFETY: `w` holds 64 bytes.
                 let w = unsafe { load_pair(w.as_ptr()) };
                 for (acc, row) in acc.iter_mut().zip(rows) {
@@ -67,16 +71,23 @@ unsafe fn kernel(q: &PackedLayer, input: &[u8], out: &mut [u8], lut: Option<&Col
                     }
                 }
             }
-            for (&group, w) in double.iter().zip(double_weights.chunks_exact(128)) {
-                // SAFETY: `w` holds 128 bytes: both halves' vectors.
-                let (low, high) = unsafe { (load_pair(w.as_ptr()), load_pair(w.as_ptr().add(64))) };
+            for (&group, w) in words.iter().zip(word_weights.chunks_exact(128)) {
+                // SAFETY: `w` holds 128 bytes: the int16 pairs of inputs 0
+                // and 2, then of 1 and 3, for columns 0 to 7, then 8 to 15.
+                let (even, odd) = unsafe { (load_pair(w.as_ptr()), load_pair(w.as_ptr().add(64))) };
                 for (acc, row) in acc.iter_mut().zip(rows) {
                     // SAFETY: as above.
                     let a = unsafe { broadcast(row, group) };
+                    // Each lane's inputs 0 and 2, and 1 and 3, as int16
+                    // pairs: a mask and a shift, off the multiply pipes.
+                    let (a_even, a_odd) =
+                        (_mm256_and_si256(a, even_bytes), _mm256_srli_epi16::<8>(a));
                     for v in 0..2 {
-                        let low = _mm256_madd_epi16(_mm256_maddubs_epi16(a, low[v]), ones);
-                        let high = _mm256_madd_epi16(_mm256_maddubs_epi16(a, high[v]), ones);
-                        acc[v] = _mm256_add_epi32(acc[v], _mm256_add_epi32(low, high));
+                        let sums = _mm256_add_epi32(
+                            _mm256_madd_epi16(a_even, even[v]),
+                            _mm256_madd_epi16(a_odd, odd[v]),
+                        );
+                        acc[v] = _mm256_add_epi32(acc[v], sums);
                     }
                 }
             }

@@ -21,9 +21,13 @@
 //! - **AVX2**: `vpmaddubsw` then `vpmaddwd`, where a group of 4 inputs'
 //!   weights for the 16 columns cannot saturate a pair (in every lane, the
 //!   positive weights of a pair sum to at most 128, and the negative ones:
-//!   255 × 128 fits an int16), and otherwise twice, over the weights split
-//!   into two halves of at most 64 each, which cannot (about 7 groups in
-//!   10 need one pass on this model);
+//!   255 × 128 fits an int16; about 7 groups in 10 on this model), and
+//!   otherwise `vpmaddwd` alone on the inputs and weights as int16 (exact
+//!   for any bytes): the group's 4 input bytes, broadcast, give two int16
+//!   pairs (inputs 0 and 2 by a mask, 1 and 3 by a shift), so such a group
+//!   costs a row the same 4 multiplies as a group on bytes, where two
+//!   passes on bytes over the weights halved (this kernel until 2026-12)
+//!   cost 8; the multiplies are what limits it;
 //! - plain Rust otherwise.
 //!
 //! The files, bottom up: `packed`, the layer as the kernels read it;
@@ -105,7 +109,7 @@ impl QLinear {
                 kernel: Kernel::Scalar,
                 panels: Vec::new(),
                 schedule: Vec::new(),
-                one_pass: Vec::new(),
+                byte_groups: Vec::new(),
                 offset,
                 scale,
                 zero_point: output.1,
@@ -122,18 +126,28 @@ impl QLinear {
         let fits =
             n.is_multiple_of(COLUMNS) && k.is_multiple_of(4) && k / 4 <= usize::from(u16::MAX);
         self.packed.kernel = if fits { kernel } else { Kernel::Scalar };
-        let (mut panels, mut schedule, mut one_pass) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut panels, mut schedule, mut byte_groups) = (Vec::new(), Vec::new(), Vec::new());
         let weights = &self.weights;
-        let mut pack = |group: usize, columns: Range<usize>, split: Option<bool>| {
+        let group_of = |c: usize, group: usize| &weights[c * k + 4 * group..][..4];
+        // A group's 4 bytes for each of the columns, in turn.
+        let pack = |panels: &mut Vec<i8>, group: usize, columns: Range<usize>| {
             for c in columns {
-                for &w in &weights[c * k + 4 * group..][..4] {
-                    // Two halves of at most 64 each: `w / 2` rounds toward
-                    // zero, so -128 is -64 and -64, 127 is 63 and 64.
-                    panels.push(match split {
-                        None => w,
-                        Some(false) => w / 2,
-                        Some(true) => w - w / 2,
-                    });
+                panels.extend_from_slice(group_of(c, group));
+            }
+        };
+        // A group as int16 pairs, for `vpmaddwd`: for inputs 0 and 2, then
+        // for inputs 1 and 3, the pairs of columns 0 to 7, then 8 to 15
+        // (the order of the kernel's even and odd input vectors).
+        let pack_words = |panels: &mut Vec<i8>, group: usize, block: usize| {
+            for first in [0, 1] {
+                for half in [block, block + COLUMNS / 2] {
+                    for c in half..half + COLUMNS / 2 {
+                        let w = group_of(c, group);
+                        for word in [w[first], w[first + 2]] {
+                            let bytes = i16::from(word).to_le_bytes();
+                            panels.extend(bytes.map(|b| b as i8));
+                        }
+                    }
                 }
             }
         };
@@ -142,30 +156,29 @@ impl QLinear {
             Kernel::Vnni => {
                 for block in (0..n).step_by(COLUMNS) {
                     for group in 0..k / 4 {
-                        pack(group, block..block + COLUMNS, None);
+                        pack(&mut panels, group, block..block + COLUMNS);
                     }
                 }
             }
             Kernel::Avx2 => {
                 for block in (0..n).step_by(COLUMNS) {
-                    let (order, single) = two_pass_order(weights, k, block..block + COLUMNS);
+                    let (order, bytes) = byte_pass_order(weights, k, block..block + COLUMNS);
                     for (at, &group) in order.iter().enumerate() {
                         let group = usize::from(group);
-                        if at < single {
-                            pack(group, block..block + COLUMNS, None);
+                        if at < bytes {
+                            pack(&mut panels, group, block..block + COLUMNS);
                         } else {
-                            pack(group, block..block + COLUMNS, Some(false));
-                            pack(group, block..block + COLUMNS, Some(true));
+                            pack_words(&mut panels, group, block);
                         }
                     }
                     schedule.extend(order);
-                    one_pass.push(single);
+                    byte_groups.push(bytes);
                 }
             }
         }
         self.packed.panels = panels;
         self.packed.schedule = schedule;
-        self.packed.one_pass = one_pass;
+        self.packed.byte_groups = byte_groups;
         self
     }
 
@@ -253,10 +266,11 @@ impl QLinear {
 
 /// The order in which the AVX2 kernel takes the groups of 4 inputs for
 /// the `columns` of `weights` (`[n][k]`), and how many of them lead it that
-/// need one pass: those whose weights cannot saturate a pair in any of
-/// `vpmaddubsw`'s lanes (see the [module docs](self)).
-fn two_pass_order(weights: &[i8], k: usize, columns: Range<usize>) -> (Vec<u16>, usize) {
-    let one_pass = |group: usize| {
+/// it multiplies on bytes: those whose weights cannot saturate a pair in
+/// any of `vpmaddubsw`'s lanes (see the [module docs](self)); the others
+/// it multiplies on int16.
+fn byte_pass_order(weights: &[i8], k: usize, columns: Range<usize>) -> (Vec<u16>, usize) {
+    let on_bytes = |group: usize| {
         columns.clone().all(|c| {
             weights[c * k + 4 * group..][..4]
                 .chunks_exact(2)
@@ -274,10 +288,10 @@ fn two_pass_order(weights: &[i8], k: usize, columns: Range<usize>) -> (Vec<u16>,
                 })
         })
     };
-    let (single, double): (Vec<usize>, Vec<usize>) = (0..k / 4).partition(|g| one_pass(*g));
-    let count = single.len();
+    let (bytes, words): (Vec<usize>, Vec<usize>) = (0..k / 4).partition(|g| on_bytes(*g));
+    let count = bytes.len();
     // `k / 4` fits a u16: `QLinear::with_kernel` checked.
-    let order = single.into_iter().chain(double).map(|g| g as u16).collect();
+    let order = bytes.into_iter().chain(words).map(|g| g as u16).collect();
     (order, count)
 }
 
@@ -394,12 +408,12 @@ mod tests {
         // + 64 (one pass), group 1's 64 + 65 (two).
         let mut w = vec![0_i8; 16 * 8];
         w[..8].copy_from_slice(&[64, 64, 0, 0, 64, 65, 0, 0]);
-        assert_eq!(two_pass_order(&w, 8, 0..16), (vec![0, 1], 1));
+        assert_eq!(byte_pass_order(&w, 8, 0..16), (vec![0, 1], 1));
         // Negative weights count apart from positive ones.
         w[..8].copy_from_slice(&[-128, 127, 0, 0, -64, -65, 0, 0]);
-        assert_eq!(two_pass_order(&w, 8, 0..16), (vec![0, 1], 1));
+        assert_eq!(byte_pass_order(&w, 8, 0..16), (vec![0, 1], 1));
         w[..8].copy_from_slice(&[-65, -64, 0, 0, 0, 0, 1, 1]);
-        assert_eq!(two_pass_order(&w, 8, 0..16), (vec![1, 0], 1));
+        assert_eq!(byte_pass_order(&w, 8, 0..16), (vec![1, 0], 1));
     }
 
     #[test]
@@ -417,8 +431,13 @@ mod tests {
                 let (q, input) = layer_with(kernel, k, n, k as u32);
                 assert_eq!(q.packed.kernel, kernel);
                 if kernel == Kernel::Avx2 && k == 384 {
-                    // Both passes are exercised.
-                    assert!(q.packed.one_pass.iter().all(|one| *one > 0 && *one < k / 4));
+                    // Groups on bytes and on int16 are both exercised.
+                    assert!(
+                        q.packed
+                            .byte_groups
+                            .iter()
+                            .all(|one| *one > 0 && *one < k / 4)
+                    );
                 }
                 let mut fast = vec![0; TEST_ROWS * n];
                 let mut plain = vec![0; TEST_ROWS * n];
@@ -431,6 +450,50 @@ mod tests {
                 q.run_mapped(&input, &mut fast, &lut);
                 lut.apply(&mut plain);
                 assert_eq!(fast, plain, "{kernel:?}, k {k}, n {n}, mapped");
+            }
+        }
+    }
+
+    #[test]
+    fn the_models_layers_give_the_same_bytes_with_every_kernel() {
+        // The shipped weights, whose groups the AVX2 kernel splits between
+        // bytes and int16, against the plain sums; inputs at 0 and 255
+        // often, where `vpmaddubsw` would saturate.
+        let model =
+            crate::vad::smart_turn::weights::Weights::from_onnx(super::super::EMBEDDED_ONNX);
+        let Ok(model) = model else {
+            panic!("the bundled model: {model:?}");
+        };
+        let layer = &model.layers[0];
+        for (name, q) in [
+            ("conv1", &model.conv1),
+            ("conv2", &model.conv2),
+            ("query", &layer.query),
+            ("fc1", &layer.fc1),
+            ("fc2", &layer.fc2),
+        ] {
+            let (k, n) = (q.packed.k, q.packed.n);
+            let input: Vec<u8> = (0..TEST_ROWS * k)
+                .map(|i| match ((i * 2_654_435_761) >> 13) & 7 {
+                    0 | 1 => 255,
+                    2 => 0,
+                    _ => ((i * 40_503) >> 5) as u8,
+                })
+                .collect();
+            let mut plain = vec![0; TEST_ROWS * n];
+            q.run_scalar(&input, &mut plain);
+            for kernel in vector_kernels() {
+                let q = q.clone().with_kernel(kernel);
+                if kernel == Kernel::Avx2 {
+                    let groups = k / 4;
+                    assert!(
+                        q.packed.byte_groups.iter().any(|bytes| *bytes < groups),
+                        "{name}"
+                    );
+                }
+                let mut fast = vec![0; TEST_ROWS * n];
+                q.run(&input, &mut fast);
+                assert_eq!(fast, plain, "{name}, {kernel:?}");
             }
         }
     }

@@ -15,7 +15,7 @@ pub(super) const PAIR_MASS: i32 = i16::MAX as i32 / 255;
 pub(crate) enum Kernel {
     /// Plain Rust.
     Scalar,
-    /// AVX2, each group in one or two passes of `vpmaddubsw`.
+    /// AVX2: each group on bytes (`vpmaddubsw`) or on int16 (`vpmaddwd`).
     Avx2,
     /// AVX-512 VNNI: `vpdpbusd` on 256-bit vectors.
     Vnni,
@@ -32,15 +32,16 @@ pub(super) struct PackedLayer {
     pub(super) kernel: Kernel,
     /// The weights in the kernel's panels: for each block of 16 columns,
     /// for each group of 4 inputs in `schedule`'s order, the 4 bytes of
-    /// column 0, then column 1, and so on; for the AVX2 kernel a group
-    /// that needs two passes has two such sets, each weight's two halves
-    /// (empty for the plain kernel, or when `n` or `k` do not fit).
+    /// column 0, then column 1, and so on; for the AVX2 kernel a group it
+    /// multiplies on int16 has its weights as int16 pairs instead, twice
+    /// the bytes (`QLinear::with_kernel` gives their order; empty for the
+    /// plain kernel, or when `n` or `k` do not fit).
     pub(super) panels: Vec<i8>,
     /// The AVX2 kernel's order of each block's groups (`k / 4`): those it
-    /// takes in one pass, then those in two.
+    /// multiplies on bytes, then those on int16.
     pub(super) schedule: Vec<u16>,
-    /// How many groups of each block the AVX2 kernel takes in one pass.
-    pub(super) one_pass: Vec<usize>,
+    /// How many groups of each block the AVX2 kernel multiplies on bytes.
+    pub(super) byte_groups: Vec<usize>,
     /// Added to each column's int32 sum: the bias (if any) minus the input
     /// zero point times the column's weight sum.
     pub(super) offset: Vec<i32>,
