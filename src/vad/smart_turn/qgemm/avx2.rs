@@ -16,12 +16,14 @@ pub(crate) fn available() -> bool {
 pub(super) fn run(q: &PackedLayer, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
     let groups = q.k / 4;
     let blocks = q.n / COLUMNS;
-    let on_words: usize = q.byte_groups.iter().map(|bytes| groups - bytes).sum();
     assert!(available() && input.len().is_multiple_of(q.k));
     assert!((input.len() / q.k).is_multiple_of(ROWS));
     assert!(out.len() == input.len() / q.k * q.n);
     assert!(q.schedule.len() == blocks * groups && q.byte_groups.len() == blocks);
-    assert!(q.byte_groups.iter().all(|bytes| *bytes <= groups));
+    assert!(q.chained.len() == blocks);
+    let mut plans = q.byte_groups.iter().zip(&q.chained);
+    assert!(plans.all(|(bytes, pairs)| *bytes <= groups && 2 * pairs <= *bytes));
+    let on_words: usize = q.byte_groups.iter().map(|bytes| groups - bytes).sum();
     // A group on int16 takes twice a group on bytes' 64.
     assert!(q.panels.len() == (blocks * groups + on_words) * 4 * COLUMNS);
     // `broadcast` reads a row's bytes at `4 * group` unchecked.
@@ -31,13 +33,14 @@ pub(super) fn run(q: &PackedLayer, input: &[u8], out: &mut [u8], lut: Option<&Co
 }
 
 /// The product for whole blocks of 4 rows, 16 columns at a time (their
-/// weights, a few KB, stay in cache over the rows): the groups on bytes,
-/// then those on int16.
+/// weights, a few KB, stay in cache over the rows): the chained pairs of
+/// groups, the other groups on bytes, then those on int16
+/// (`super::schedule`).
 ///
 /// # Safety
 /// The CPU must have AVX2; `input` is `[m][k]` and `out` `[m][n]` with
-/// `m` a multiple of 4; `q.panels`, `q.schedule` and `q.byte_groups` are
-/// filled for the AVX2 kernel.
+/// `m` a multiple of 4; `q.panels`, `q.schedule`, `q.byte_groups` and
+/// `q.chained` are filled for the AVX2 kernel.
 #[target_feature(enable = "avx2")]
 unsafe fn kernel(q: &PackedLayer, input: &[u8], out: &mut [u8], lut: Option<&ColumnLut>) {
     let (k, n) = (q.k, q.n);
@@ -54,10 +57,33 @@ unsafe fn kernel(q: &PackedLayer, input: &[u8], out: &mut [u8], lut: Option<&Col
         let panel = &q.panels[panel_at..panel_at + size];
         panel_at += size;
         let (byte_weights, word_weights) = panel.split_at(bytes.len() * 4 * COLUMNS);
+        let (chained, bytes) = bytes.split_at(2 * q.chained[block]);
+        let (chained_weights, byte_weights) = byte_weights.split_at(chained.len() * 4 * COLUMNS);
         for row in (0..m).step_by(ROWS) {
             let rows: [*const u8; ROWS] =
                 std::array::from_fn(|r| input[(row + r) * k..(row + r + 1) * k].as_ptr());
             let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
+            for (pair, w) in chained
+                .chunks_exact(2)
+                .zip(chained_weights.chunks_exact(128))
+            {
+                // SAFETY: `w` holds 128 bytes: both groups' 64.
+                let (first, second) =
+                    unsafe { (load_pair(w.as_ptr()), load_pair(w.as_ptr().add(64))) };
+                for (acc, row) in acc.iter_mut().zip(rows) {
+                    // SAFETY: as below.
+                    let (a, b) = unsafe { (broadcast(row, pair[0]), broadcast(row, pair[1])) };
+                    for v in 0..2 {
+                        // The two groups' pairs added as int16: their
+                        // weights together keep each within ±255 × 128.
+                        let pairs = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(a, first[v]),
+                            _mm256_maddubs_epi16(b, second[v]),
+                        );
+                        acc[v] = _mm256_add_epi32(acc[v], _mm256_madd_epi16(pairs, ones));
+                    }
+                }
+            }
             for (&group, w) in bytes.iter().zip(byte_weights.chunks_exact(64)) {
                 // SAFETY: `w` holds 64 bytes.
                 let w = unsafe { load_pair(w.as_ptr()) };

@@ -27,17 +27,22 @@
 //!   pairs (inputs 0 and 2 by a mask, 1 and 3 by a shift), so such a group
 //!   costs a row the same 4 multiplies as a group on bytes, where two
 //!   passes on bytes over the weights halved (this kernel until 2026-12)
-//!   cost 8; the multiplies are what limits it;
+//!   cost 8; the multiplies are what limits it. Two groups on bytes whose
+//!   weights together cannot saturate a pair are chained: their
+//!   `vpmaddubsw` results added as int16, widened once (6 multiplies for
+//!   both, not 8);
 //! - plain Rust otherwise.
 //!
 //! The files, bottom up: `packed`, the layer as the kernels read it;
-//! `avx2` and `vnni`, the kernels; here, [`QLinear`]: the packing, the
-//! choice of kernel and the plain loop.
+//! `schedule`, the AVX2 kernel's plan of each block's groups; `avx2` and
+//! `vnni`, the kernels; here, [`QLinear`]: the packing, the choice of
+//! kernel and the plain loop.
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub(crate) mod avx2;
 mod packed;
+mod schedule;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub(crate) mod vnni;
@@ -46,7 +51,7 @@ use std::ops::Range;
 
 use super::lut::ColumnLut;
 pub(crate) use packed::requantize;
-use packed::{COLUMNS, Kernel, PAIR_MASS, PackedLayer, ROWS, dot};
+use packed::{COLUMNS, Kernel, PackedLayer, ROWS, dot};
 
 impl Kernel {
     /// The fastest this CPU runs.
@@ -110,6 +115,7 @@ impl QLinear {
                 panels: Vec::new(),
                 schedule: Vec::new(),
                 byte_groups: Vec::new(),
+                chained: Vec::new(),
                 offset,
                 scale,
                 zero_point: output.1,
@@ -126,7 +132,8 @@ impl QLinear {
         let fits =
             n.is_multiple_of(COLUMNS) && k.is_multiple_of(4) && k / 4 <= usize::from(u16::MAX);
         self.packed.kernel = if fits { kernel } else { Kernel::Scalar };
-        let (mut panels, mut schedule, mut byte_groups) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut panels, mut order, mut byte_groups, mut chained) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let weights = &self.weights;
         let group_of = |c: usize, group: usize| &weights[c * k + 4 * group..][..4];
         // A group's 4 bytes for each of the columns, in turn.
@@ -162,23 +169,25 @@ impl QLinear {
             }
             Kernel::Avx2 => {
                 for block in (0..n).step_by(COLUMNS) {
-                    let (order, bytes) = byte_pass_order(weights, k, block..block + COLUMNS);
-                    for (at, &group) in order.iter().enumerate() {
+                    let plan = schedule::schedule(weights, k, block..block + COLUMNS);
+                    for (at, &group) in plan.order.iter().enumerate() {
                         let group = usize::from(group);
-                        if at < bytes {
+                        if at < plan.bytes {
                             pack(&mut panels, group, block..block + COLUMNS);
                         } else {
                             pack_words(&mut panels, group, block);
                         }
                     }
-                    schedule.extend(order);
-                    byte_groups.push(bytes);
+                    order.extend(plan.order);
+                    byte_groups.push(plan.bytes);
+                    chained.push(plan.chained);
                 }
             }
         }
         self.packed.panels = panels;
-        self.packed.schedule = schedule;
+        self.packed.schedule = order;
         self.packed.byte_groups = byte_groups;
+        self.packed.chained = chained;
         self
     }
 
@@ -262,37 +271,6 @@ impl QLinear {
             }
         }
     }
-}
-
-/// The order in which the AVX2 kernel takes the groups of 4 inputs for
-/// the `columns` of `weights` (`[n][k]`), and how many of them lead it that
-/// it multiplies on bytes: those whose weights cannot saturate a pair in
-/// any of `vpmaddubsw`'s lanes (see the [module docs](self)); the others
-/// it multiplies on int16.
-fn byte_pass_order(weights: &[i8], k: usize, columns: Range<usize>) -> (Vec<u16>, usize) {
-    let on_bytes = |group: usize| {
-        columns.clone().all(|c| {
-            weights[c * k + 4 * group..][..4]
-                .chunks_exact(2)
-                .all(|pair| {
-                    let (mut positive, mut negative) = (0, 0);
-                    for w in pair {
-                        let w = i32::from(*w);
-                        if w > 0 {
-                            positive += w;
-                        } else {
-                            negative -= w;
-                        }
-                    }
-                    positive <= PAIR_MASS && negative <= PAIR_MASS
-                })
-        })
-    };
-    let (bytes, words): (Vec<usize>, Vec<usize>) = (0..k / 4).partition(|g| on_bytes(*g));
-    let count = bytes.len();
-    // `k / 4` fits a u16: `QLinear::with_kernel` checked.
-    let order = bytes.into_iter().chain(words).map(|g| g as u16).collect();
-    (order, count)
 }
 
 #[cfg(test)]
@@ -403,20 +381,6 @@ mod tests {
     }
 
     #[test]
-    fn groups_take_two_passes_only_where_a_pair_could_saturate() {
-        // One column (of 16) with 2 groups: group 0's first pair weighs 64
-        // + 64 (one pass), group 1's 64 + 65 (two).
-        let mut w = vec![0_i8; 16 * 8];
-        w[..8].copy_from_slice(&[64, 64, 0, 0, 64, 65, 0, 0]);
-        assert_eq!(byte_pass_order(&w, 8, 0..16), (vec![0, 1], 1));
-        // Negative weights count apart from positive ones.
-        w[..8].copy_from_slice(&[-128, 127, 0, 0, -64, -65, 0, 0]);
-        assert_eq!(byte_pass_order(&w, 8, 0..16), (vec![0, 1], 1));
-        w[..8].copy_from_slice(&[-65, -64, 0, 0, 0, 0, 1, 1]);
-        assert_eq!(byte_pass_order(&w, 8, 0..16), (vec![1, 0], 1));
-    }
-
-    #[test]
     fn requantization_rounds_half_to_even_and_clamps() {
         assert_eq!(requantize(5, 0.5, 10), 12); // 2.5 -> 2
         assert_eq!(requantize(7, 0.5, 10), 14); // 3.5 -> 4
@@ -431,13 +395,10 @@ mod tests {
                 let (q, input) = layer_with(kernel, k, n, k as u32);
                 assert_eq!(q.packed.kernel, kernel);
                 if kernel == Kernel::Avx2 && k == 384 {
-                    // Groups on bytes and on int16 are both exercised.
-                    assert!(
-                        q.packed
-                            .byte_groups
-                            .iter()
-                            .all(|one| *one > 0 && *one < k / 4)
-                    );
+                    // Groups on int16 and on bytes are both exercised
+                    // (chained ones by the model's weights, below).
+                    let mut plans = q.packed.byte_groups.iter().zip(&q.packed.chained);
+                    assert!(plans.all(|(bytes, pairs)| *bytes > 2 * pairs && *bytes < k / 4));
                 }
                 let mut fast = vec![0; TEST_ROWS * n];
                 let mut plain = vec![0; TEST_ROWS * n];
@@ -486,10 +447,8 @@ mod tests {
                 let q = q.clone().with_kernel(kernel);
                 if kernel == Kernel::Avx2 {
                     let groups = k / 4;
-                    assert!(
-                        q.packed.byte_groups.iter().any(|bytes| *bytes < groups),
-                        "{name}"
-                    );
+                    assert!(q.packed.byte_groups.iter().any(|b| *b < groups), "{name}");
+                    assert!(q.packed.chained.iter().any(|pairs| *pairs > 0), "{name}");
                 }
                 let mut fast = vec![0; TEST_ROWS * n];
                 q.run(&input, &mut fast);

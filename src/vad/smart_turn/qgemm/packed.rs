@@ -38,10 +38,13 @@ pub(super) struct PackedLayer {
     /// plain kernel, or when `n` or `k` do not fit).
     pub(super) panels: Vec<i8>,
     /// The AVX2 kernel's order of each block's groups (`k / 4`): those it
-    /// multiplies on bytes, then those on int16.
+    /// multiplies on bytes (chained pairs first), then those on int16
+    /// (`schedule`).
     pub(super) schedule: Vec<u16>,
     /// How many groups of each block the AVX2 kernel multiplies on bytes.
     pub(super) byte_groups: Vec<usize>,
+    /// How many pairs of those it chains (`schedule` has the pairs first).
+    pub(super) chained: Vec<usize>,
     /// Added to each column's int32 sum: the bias (if any) minus the input
     /// zero point times the column's weight sum.
     pub(super) offset: Vec<i32>,
