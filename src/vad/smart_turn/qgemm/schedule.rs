@@ -63,29 +63,22 @@ pub(super) fn schedule(weights: &[i8], k: usize, columns: Range<usize>) -> Block
         .collect();
     let (mut bytes, words): (Vec<usize>, Vec<usize>) = (0..k / 4).partition(|g| fits(&masses[*g]));
     let on_bytes = bytes.len();
-    // The heaviest group left with the lightest, if they fit together; if
-    // not, the heaviest fits with none that is left, and goes alone.
+    // The heaviest group left first, with the heaviest of the others that
+    // fits with it (the lightest are kept for the heavy groups to come);
+    // where none does, alone. On this model it chains about 4 in 5 groups
+    // on bytes, where pairing the heaviest with the lightest chained half.
     let heaviest = |g: &usize| masses[*g].iter().map(|(p, n)| *p.max(n)).max();
     bytes.sort_by_key(|g| (heaviest(g), *g));
     let (mut pairs, mut singles) = (Vec::new(), Vec::new());
-    let (mut light, mut heavy) = (0, on_bytes);
-    while heavy > light + 1 {
-        let (a, b) = (bytes[light], bytes[heavy - 1]);
-        let together: Masses = std::array::from_fn(|l| {
-            (
-                masses[a][l].0 + masses[b][l].0,
-                masses[a][l].1 + masses[b][l].1,
-            )
-        });
-        heavy -= 1;
-        if fits(&together) {
-            pairs.extend([a, b]);
-            light += 1;
-        } else {
-            singles.push(b);
+    while let Some(heavy) = bytes.pop() {
+        let partner = bytes
+            .iter()
+            .rposition(|light| fit_together(&masses[heavy], &masses[*light]));
+        match partner {
+            Some(at) => pairs.extend([bytes.remove(at), heavy]),
+            None => singles.push(heavy),
         }
     }
-    singles.extend(&bytes[light..heavy]);
     let chained = pairs.len() / 2;
     // `k / 4` fits a u16: `QLinear::with_kernel` checked.
     let order = pairs
@@ -106,6 +99,14 @@ fn fits(masses: &Masses) -> bool {
     masses
         .iter()
         .all(|(positive, negative)| *positive <= PAIR_MASS && *negative <= PAIR_MASS)
+}
+
+/// Whether two groups' pairs, added lane by lane, cannot saturate an
+/// int16 either.
+fn fit_together(a: &Masses, b: &Masses) -> bool {
+    a.iter()
+        .zip(b)
+        .all(|(a, b)| a.0 + b.0 <= PAIR_MASS && a.1 + b.1 <= PAIR_MASS)
 }
 
 #[cfg(test)]
@@ -136,8 +137,8 @@ mod tests {
     #[test]
     fn groups_are_chained_where_their_pairs_fit_together() {
         // In one lane: group 0 weighs 60, group 1 100, group 2 29. The
-        // heaviest (1) does not fit with the lightest (2: 129) and goes
-        // alone; 2 and 0 fit (89).
+        // heaviest (1) fits with neither (160, 129) and goes alone; 0
+        // and 2 fit (89).
         let s = schedule(
             &weights(&[60, 0, 0, 0, 100, 0, 0, 0, 29, 0, 0, 0]),
             12,
