@@ -34,7 +34,10 @@
  * somewhere else than `cpuid` (e.g. /proc/cpuinfo) is not fooled either.
  * Other libraries' SIGSEGV handlers are kept behind this one: `sigaction`
  * for SIGSEGV is intercepted, and faults that are not a `cpuid` go to the
- * handler the program installed (or the default, which dumps core).
+ * handler the program installed (or the default, which dumps core). A
+ * program that installs one with `signal()` instead (glibc does not route
+ * it through `sigaction`) replaces this library's: Rust and CPython use
+ * `sigaction`.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -130,10 +133,13 @@ int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
         real = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
     if (!active || sig != SIGSEGV)
         return real(sig, act, old);
+    struct sigaction wanted;
+    if (act != NULL)
+        wanted = *act; /* before `old`, which may be the same struct */
     if (old != NULL)
         *old = program_action;
     if (act != NULL)
-        program_action = *act;
+        program_action = wanted;
     return 0;
 }
 
@@ -144,10 +150,13 @@ __attribute__((constructor)) static void install(void)
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_segv;
     sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
+    /* No other signal runs inside: one would see cpuid unmasked while the
+     * handler has faulting off. */
+    sigfillset(&sa.sa_mask);
     memset(&program_action, 0, sizeof program_action);
     program_action.sa_handler = SIG_DFL;
-    if (real(SIGSEGV, &sa, NULL) != 0 || set_cpuid_allowed(0) != 0) {
+    /* A handler installed before this library loaded stays behind it. */
+    if (real(SIGSEGV, &sa, &program_action) != 0 || set_cpuid_allowed(0) != 0) {
         fprintf(stderr, "cpu_features_mask: no CPUID faulting here, "
                         "features NOT masked\n");
         return;

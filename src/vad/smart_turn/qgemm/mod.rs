@@ -26,8 +26,7 @@
 //!   for any bytes): the group's 4 input bytes, broadcast, give two int16
 //!   pairs (inputs 0 and 2 by a mask, 1 and 3 by a shift), so such a group
 //!   costs a row the same 4 multiplies as a group on bytes, where two
-//!   passes on bytes over the weights halved (this kernel until 2026-12)
-//!   cost 8; the multiplies are what limits it. Two groups on bytes whose
+//!   passes on bytes over halved weights would cost 8. Two groups on bytes whose
 //!   weights together cannot saturate a pair are chained: their
 //!   `vpmaddubsw` results added as int16, widened once (6 multiplies for
 //!   both, not 8);
@@ -284,7 +283,7 @@ mod tests {
 
     /// A layer run by `kernel`, with weights and inputs from `seed`: every
     /// fourth column's weights full range, the others a sixth of it, so
-    /// that both of the AVX2 kernel's passes are taken; inputs at 0 and
+    /// that the AVX2 kernel's groups go both on bytes and on int16; inputs at 0 and
     /// 255 as well as between.
     fn layer_with(kernel: Kernel, k: usize, n: usize, seed: u32) -> (QLinear, Vec<u8>) {
         let mut state = seed;
@@ -356,7 +355,9 @@ mod tests {
                 "{want:?}"
             );
             for kernel in vector_kernels().into_iter().chain([Kernel::Scalar]) {
-                // A scale that keeps each sum's bits: out = sum / 2^16 + 128.
+                // out = sum / 2^16 + 128: coarse, but every pair clipped
+                // to 32,767 would take half of each sum, which shows (the
+                // limits, to within 1: the next test).
                 let q = QLinear::new(
                     k,
                     n,
@@ -376,6 +377,51 @@ mod tests {
                 for row in out.chunks_exact(n) {
                     assert_eq!(row, expected, "{kernel:?}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn groups_at_the_limit_of_bytes_and_of_chaining_sum_exactly() {
+        // Each case: the groups of 4 weights every column has, summing to
+        // 0 against inputs of 255 so that the output (scale 1, zero point
+        // 128) shows any error of 1; and, for the AVX2 kernel, how many
+        // groups go on bytes and how many pairs of them are chained.
+        let cases: [(&[[i8; 4]], usize, usize); 3] = [
+            // A pair's positive mass 127 + 1 and negative 128: the limit
+            // of a chain (255 × 128 fits an int16).
+            (&[[127, 0, -128, 0], [1, 0, 0, 0]], 2, 1),
+            // A single group's limit (128) on bytes; 129 on int16.
+            (&[[127, 1, -128, 0], [127, 2, -128, -1]], 1, 0),
+            // Negative masses 128 + 1 must not chain: the first group
+            // alone, the other two chained.
+            (&[[127, 1, -128, 0], [0, 0, -1, 0], [1, 0, 0, 0]], 3, 1),
+        ];
+        let n = 16;
+        for (groups, on_bytes, chained) in cases {
+            let k = 4 * groups.len();
+            let weights: Vec<i8> = (0..n).flat_map(|_| groups.concat()).collect();
+            for kernel in vector_kernels().into_iter().chain([Kernel::Scalar]) {
+                let q = QLinear::new(
+                    k,
+                    n,
+                    weights.clone(),
+                    &[1.0; 16],
+                    None,
+                    (1.0, 0),
+                    (1.0, 128),
+                )
+                .with_kernel(kernel);
+                if kernel == Kernel::Avx2 {
+                    assert_eq!(q.packed.byte_groups, [on_bytes], "{groups:?}");
+                    assert_eq!(q.packed.chained, [chained], "{groups:?}");
+                }
+                let mut out = vec![0; 4 * n];
+                q.run(&vec![255; 4 * k], &mut out);
+                assert!(
+                    out.iter().all(|v| *v == 128),
+                    "{kernel:?} {groups:?}: {out:?}"
+                );
             }
         }
     }

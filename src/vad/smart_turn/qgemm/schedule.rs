@@ -13,8 +13,8 @@
 //! - Two such groups whose masses, added lane by lane, still fit are
 //!   *chained*: their `vpmaddubsw` results are added as int16 (the sum is
 //!   bounded as a single pair's is) and widened once, 6 multiplies a row
-//!   for both where they took 8. The multiply pipes are what limit the
-//!   kernel.
+//!   for both where they took 8 (the time fell less than the multiplies:
+//!   `docs/architecture.md`, Smart Turn, Speed).
 //! - The others go on int16 (`vpmaddwd` alone, exact for any bytes).
 
 use std::ops::Range;
