@@ -7,6 +7,9 @@
  * `grep cpuid_fault /proc/cpuinfo`):
  *
  *     gcc -shared -fPIC -O2 -o /tmp/mask.so benches/cpu_features_mask.c -ldl
+ *     cargo bench --bench smart_turn --no-run   # build unmasked first:
+ *         # under the mask, cargo and any rebuild run masked too
+ *     LD_PRELOAD=/tmp/mask.so cargo bench --bench smart_turn -- smart_turn/decision
  *     LD_PRELOAD=/tmp/mask.so target/release/deps/smart_turn-<hash> --bench
  *     LD_PRELOAD=/tmp/mask.so /tmp/ort/bin/python benches/smart_turn_onnxruntime.py /tmp
  *     LD_PRELOAD=/tmp/mask.so cargo test --release --lib smart_turn

@@ -240,8 +240,8 @@ mod tests {
 
     /// A layer run by `kernel`, with weights and inputs from `seed`: every
     /// fourth column's weights full range, the others a sixth of it, so
-    /// that the AVX2 kernel's groups go both on bytes and on int16; inputs at 0 and
-    /// 255 as well as between.
+    /// that the AVX2 kernel's groups go both on bytes and on int16; inputs
+    /// at 0 and 255 as well as between.
     fn layer_with(kernel: Kernel, k: usize, n: usize, seed: u32) -> (QLinear, Vec<u8>) {
         let mut state = seed;
         let mut next = move || {

@@ -25,9 +25,8 @@
 //!   otherwise `vpmaddwd` alone on the inputs and weights as int16 (exact
 //!   for any bytes): the group's 4 input bytes, broadcast, give two int16
 //!   pairs (inputs 0 and 2 by a mask, 1 and 3 by a shift), so such a group
-//!   costs a row the same 4 multiplies as a group on bytes, where two
-//!   passes on bytes over halved weights would cost 8. Two groups on bytes whose
-//!   weights together cannot saturate a pair are chained: their
+//!   costs a row the same 4 multiplies as a group on bytes. Two groups on
+//!   bytes whose weights together cannot saturate a pair are chained: their
 //!   `vpmaddubsw` results added as int16, widened once (6 multiplies for
 //!   both, not 8);
 //! - plain Rust otherwise.

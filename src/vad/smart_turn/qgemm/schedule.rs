@@ -66,7 +66,7 @@ pub(super) fn schedule(weights: &[i8], k: usize, columns: Range<usize>) -> Block
     // The heaviest group left first, with the heaviest of the others that
     // fits with it (the lightest are kept for the heavy groups to come);
     // where none does, alone. On this model it chains about 4 in 5 groups
-    // on bytes, where pairing the heaviest with the lightest chained half.
+    // on bytes.
     let heaviest = |g: &usize| masses[*g].iter().map(|(p, n)| *p.max(n)).max();
     bytes.sort_by_key(|g| (heaviest(g), *g));
     let (mut pairs, mut singles) = (Vec::new(), Vec::new());
