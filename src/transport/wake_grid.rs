@@ -82,10 +82,14 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// How far apart `a` and `b` are, either way.
+    fn apart(a: Instant, b: Instant) -> Duration {
+        if b >= a { b - a } else { a - b }
+    }
+
     /// Whole grains from `a` to `b`.
     fn on_grid(a: Instant, b: Instant) -> bool {
-        let apart = if b >= a { b - a } else { a - b };
-        apart.as_nanos() % GRAIN.as_nanos() == 0
+        apart(a, b).as_nanos().is_multiple_of(GRAIN.as_nanos())
     }
 
     #[test]
@@ -96,11 +100,7 @@ mod tests {
             let deadline = start + ms(3) * step + Duration::from_micros(u64::from(step) * 137);
             let moved = nearest(deadline);
             assert!(on_grid(first, moved), "{step}");
-            let apart = if moved >= deadline {
-                moved - deadline
-            } else {
-                deadline - moved
-            };
+            let apart = apart(moved, deadline);
             assert!(apart <= GRAIN / 2, "{step}: {apart:?}");
         }
     }

@@ -186,15 +186,15 @@ async fn the_end_of_a_session_waits_for_the_last_confirmation() {
     assert!(log.contains(&"still_playing false".to_owned()), "{log:?}");
 }
 
-/// Records the session time of each write.
+/// Records the session time of each write and the audio's own time.
 struct Stamps {
     clock: voxpipe::pipeline::SessionClock,
-    at: Arc<Mutex<Vec<Duration>>>,
+    at: Arc<Mutex<Vec<(Duration, Duration)>>>,
 }
 
 impl AudioSink for Stamps {
-    fn write(&mut self, _audio: &AudioFrame) -> Result<(), ProcessorError> {
-        self.at.lock().unwrap().push(self.clock.now());
+    fn write(&mut self, audio: &AudioFrame) -> Result<(), ProcessorError> {
+        self.at.lock().unwrap().push((self.clock.now(), audio.pts));
         Ok(())
     }
 }
@@ -223,22 +223,10 @@ async fn live_audio_leaves_the_moment_it_is_due_not_on_a_grid() {
     utterance(&handle, 3).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ms = Duration::from_millis;
-    assert_eq!(*at.lock().unwrap(), [ms(1_007), ms(1_027), ms(1_047)]);
+    let written: Vec<Duration> = at.lock().unwrap().iter().map(|(at, _)| *at).collect();
+    assert_eq!(written, [ms(1_007), ms(1_027), ms(1_047)]);
     handle.end("done").await;
     running.await.unwrap();
-}
-
-/// Records the session time of each write and the audio's own time.
-struct Sent {
-    clock: voxpipe::pipeline::SessionClock,
-    log: Arc<Mutex<Vec<(Duration, Duration)>>>,
-}
-
-impl AudioSink for Sent {
-    fn write(&mut self, audio: &AudioFrame) -> Result<(), ProcessorError> {
-        self.log.lock().unwrap().push((self.clock.now(), audio.pts));
-        Ok(())
-    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -247,9 +235,9 @@ async fn sent_ahead_audio_tops_up_when_caller_audio_passes_and_is_never_late() {
     let clock = voxpipe::pipeline::SessionClock::wall();
     let log = Arc::new(Mutex::new(Vec::new()));
     let output = OutputTransport::new(
-        Sent {
+        Stamps {
             clock: clock.clone(),
-            log: Arc::clone(&log),
+            at: Arc::clone(&log),
         },
         Pacing::Timer {
             period: ms(20),
