@@ -9,9 +9,11 @@
 //!
 //! Each call connects, sends `connected` and `start`, then 160-byte mu-law
 //! `media` every 20 ms (speech from `assets/samples/hello.wav`, or the WAV
-//! file `--audio` names, looped) for
-//! `--secs`; then `stop`, keeping the socket open. Calls start spread over
-//! `--secs`, so all N are connected together for about `--secs`.
+//! file `--audio` names, looped) for twice
+//! `--secs`; then `stop`, keeping the socket open until the server closes
+//! it. Calls start spread over `--secs`, so all N are connected together
+//! from `--secs` to twice `--secs` (and a little longer, while the last
+//! replies play).
 //!
 //! With `pipelines/parrot.toml` (the Silero VAD, then the parrot), the
 //! server repeats each utterance once the caller stops, resampled and
@@ -32,10 +34,13 @@
 //! - the client's own lateness in sending (if the client falls behind, the
 //!   numbers say more about the client than the server);
 //! - the server's RSS (idle, peak) and CPU, from `/proc`: the share of a
-//!   core it used while every call was connected, and its CPU time per
+//!   core it used while every call was connected (and that per call,
+//!   `win_ms/cs`: milliseconds per call-second without the ramps), and its CPU time per
 //!   call-second over the whole step (work done, whatever the machine's
-//!   other load); the client's CPU the same two ways, since on one
-//!   machine the two share the cores;
+//!   other load), a call-second being a second some call's socket was
+//!   open (each call's own time from connecting to the server's close,
+//!   measured); the client's CPU the same two ways, since on one machine
+//!   the two share the cores;
 //! - the machine's load average (1 min) when the step starts and ends,
 //!   and the share of calls that had any frame over 20 ms late;
 //! - the machine's own stalls, to tell a late server from a stalled
@@ -89,7 +94,8 @@ struct Args {
     /// Numbers of concurrent calls to try, each on a fresh server.
     #[arg(long, value_delimiter = ',', default_value = "100")]
     calls: Vec<usize>,
-    /// How long each caller speaks, in seconds.
+    /// Calls start spread over this many seconds, and each speaks for
+    /// twice as long, so that all are connected together for a while.
     #[arg(long, default_value_t = 6.0)]
     secs: f64,
     /// The callers' audio: a WAV file (any rate, mixed to mono), looped.
@@ -132,7 +138,7 @@ fn main() {
     let payloads = Arc::new(speech_payloads(&args.audio));
     let busy: Vec<Busy> = (0..args.busy).map(|_| Busy::start()).collect();
     println!(
-        "{:>6} {:>9} {:>8} {:>9} {:>10} {:>6} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>10} {:>10} {:>9} {:>6} {:>11}",
+        "{:>6} {:>9} {:>8} {:>9} {:>10} {:>6} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9} {:>6} {:>11}",
         "calls",
         "complete",
         "frames",
@@ -149,6 +155,7 @@ fn main() {
         "srv_core%",
         "cli_core%",
         "srv_ms/cs",
+        "win_ms/cs",
         "cli_ms/cs",
         "probe_max",
         "steal%",
@@ -330,6 +337,8 @@ struct CallResult {
     late_us: Vec<u64>,
     /// The client's own worst lateness in sending.
     send_late: Duration,
+    /// From connecting to the socket's close.
+    connected: Duration,
 }
 
 struct Step {
@@ -363,7 +372,7 @@ impl std::fmt::Display for Step {
         let per_call_kib = self.rss_peak.saturating_sub(self.rss_idle) as f64 / self.calls as f64;
         write!(
             f,
-            "{:>6} {:>9} {:>8} {:>9} {:>10} {:>6.1} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>9} {:>9} {:>8.0} {:>9.1} {:>9.1} {:>10.3} {:>10.3} {:>9.1} {:>6.1} {:>11}",
+            "{:>6} {:>9} {:>8} {:>9} {:>10} {:>6.1} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>9} {:>9} {:>8.0} {:>9.1} {:>9.1} {:>10.3} {:>10.3} {:>10.3} {:>9.1} {:>6.1} {:>11}",
             self.calls,
             self.complete,
             self.frames,
@@ -380,6 +389,9 @@ impl std::fmt::Display for Step {
             self.cpu_core_pct,
             self.client_core_pct,
             self.server_ms_per_call_sec,
+            // The window's share of a core, per call: ms per call-second
+            // while every call is connected, without the ramps.
+            self.cpu_core_pct * 10.0 / self.calls as f64,
             self.client_ms_per_call_sec,
             self.probe_max_ms,
             self.steal_pct,
@@ -448,8 +460,9 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
     };
     let server_cpu_ms = cpu_ms(server_cpu_before, pid);
     let client_cpu_ms = cpu_ms(client_cpu_before, std::process::id());
-    // Each call is connected while it speaks and while the reply comes back.
-    let call_secs = calls as f64 * 2.0 * secs;
+    // Each call's own time connected, from its connect to the close.
+    let call_secs: f64 = results.iter().map(|r| r.connected.as_secs_f64()).sum();
+    let call_secs = call_secs.max(f64::MIN_POSITIVE);
     let probe_max_ms = probe.stop().as_secs_f64() * 1000.0;
     let cpu_after = machine_cpu();
     server.stop();
@@ -566,7 +579,7 @@ async fn call(
             return CallResult::default();
         }
     }
-    let frames_to_send = (secs * 50.0).round() as u64;
+    let frames_to_send = (2.0 * secs * 50.0).round() as u64;
     let began = Instant::now();
     let mut ticker = tokio::time::interval_at(began, FRAME);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -579,7 +592,7 @@ async fn call(
     let mut last_arrival = began;
     // One timer for the whole call (a new one per message would cost the
     // client a timer registration each).
-    let deadline = tokio::time::sleep_until(began + Duration::from_secs_f64(secs * 2.0 + 30.0));
+    let deadline = tokio::time::sleep_until(began + Duration::from_secs_f64(secs * 3.0 + 30.0));
     tokio::pin!(deadline);
     loop {
         tokio::select! {
@@ -643,5 +656,6 @@ async fn call(
     }
     // A call is complete when it was heard back and ended with `stop`.
     result.complete = stopped && result.frames_out > 0;
+    result.connected = began.elapsed();
     result
 }
