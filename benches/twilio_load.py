@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """A second Twilio Media Streams load driver, written apart from
 `benches/twilio_load.rs` with Python's asyncio and the `websockets` package,
-as an outside tester's would be: the same calls, measured the same way, from
-a client that paces, frames and reads differently.
+as an outside tester's would be: the same calls, their lateness and the
+server's CPU measured as that bench measures them, from a client that
+paces, frames and reads differently (no percentiles, RSS or stall probe,
+and no `--utterance-gap-ms`: it measures servers that send `mark`).
 
 Each call connects to `/twilio/ws`, sends `connected` and `start`, then a
 160-byte mu-law `media` message every 20 ms (the caller's speech, looped)
@@ -16,8 +18,8 @@ Reported:
   utterance (up to a `mark` or `clear`) a message is due when the audio
   before it has played, counted from the utterance's first message;
 - the server's CPU time (from `/proc/PID/stat`) per call-second, a
-  call-second being a second some call's socket was open (each call's own
-  time from connecting to the server's close), and its share of a core
+  call-second being a second some call's stream was open (each call's own
+  time from the handshake to the server's close), and its share of a core
   while every call was connected (from 1.1 to 1.9 times `--secs`), per call;
 - the driver's own CPU per call-second, and the load average.
 
@@ -26,7 +28,8 @@ Run a server, then the driver with its pid:
     target/release/voxpipe serve pipelines/parrot.toml --bind 127.0.0.1:18556 &
     /tmp/pcvenv/bin/python benches/twilio_load.py --pid $! --calls 20 --secs 8
 
-Needs Python 3.11 or 3.12 (`audioop`) and `websockets` 13 or later (the
+Needs Python 3.9 to 3.12 (`audioop`, gone in 3.13; deprecated, so 3.11 and
+3.12 warn: `-W ignore`) and `websockets` 13 or later (the
 `pipecat-ai[websocket]` venv of `benches/pipecat_twilio_parrot.py` has it).
 """
 
@@ -128,7 +131,7 @@ async def call(n: int, url: str, secs: float, chunks: list[str], start_at: float
             await asyncio.wait_for(receiving, timeout=secs + 30)
             result.connected = time.monotonic() - opened
             result.complete = bool(result.late)
-    except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as error:
+    except Exception as error:  # a call that fails is reported, the run goes on
         print(f"call {n}: {error!r}", file=sys.stderr)
     return result
 
@@ -141,7 +144,11 @@ async def main() -> None:
     parser.add_argument("--url", default="ws://127.0.0.1:18556/twilio/ws")
     parser.add_argument("--audio", default=str(ROOT / "assets/samples/hello.wav"))
     args = parser.parse_args()
+    if args.calls < 1 or args.secs <= 0:
+        parser.error("--calls must be at least 1 and --secs above 0")
     chunks = payloads(args.audio)
+    if not chunks:
+        parser.error(f"{args.audio} holds less than 20 ms of audio")
     first = time.monotonic() + 0.5
     starts = [first + args.secs * n / args.calls for n in range(args.calls)]
 
@@ -156,7 +163,7 @@ async def main() -> None:
     calls = await asyncio.gather(*(call(n, args.url, args.secs, chunks, at) for n, at in enumerate(starts)))
     core = await measuring
     server_cpu, driver_cpu = cpu_seconds(args.pid) - server_cpu, time.process_time() - driver_cpu
-    call_seconds = max(sum(c.connected for c in calls), 1e-9)
+    call_seconds = sum(c.connected for c in calls) or float("nan")
     late = [l for c in calls for l in c.late]
     print(
         f"calls {args.calls} complete {sum(c.complete for c in calls)} frames {len(late)} "

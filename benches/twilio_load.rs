@@ -37,8 +37,8 @@
 //!   core it used while every call was connected (and that per call,
 //!   `win_ms/cs`: milliseconds per call-second without the ramps), and its CPU time per
 //!   call-second over the whole step (work done, whatever the machine's
-//!   other load), a call-second being a second some call's socket was
-//!   open (each call's own time from connecting to the server's close,
+//!   other load), a call-second being a second some call's stream was
+//!   open (each call's own time from its `start` to the socket's close,
 //!   measured); the client's CPU the same two ways, since on one machine
 //!   the two share the cores;
 //! - the machine's load average (1 min) when the step starts and ends,
@@ -337,7 +337,7 @@ struct CallResult {
     late_us: Vec<u64>,
     /// The client's own worst lateness in sending.
     send_late: Duration,
-    /// From connecting to the socket's close.
+    /// From the `start` message to the socket's close.
     connected: Duration,
 }
 
@@ -460,9 +460,10 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
     };
     let server_cpu_ms = cpu_ms(server_cpu_before, pid);
     let client_cpu_ms = cpu_ms(client_cpu_before, std::process::id());
-    // Each call's own time connected, from its connect to the close.
+    // Each call's own time connected, from its `start` to the close (no
+    // call connected: no figure, NaN).
     let call_secs: f64 = results.iter().map(|r| r.connected.as_secs_f64()).sum();
-    let call_secs = call_secs.max(f64::MIN_POSITIVE);
+    let call_secs = if call_secs > 0.0 { call_secs } else { f64::NAN };
     let probe_max_ms = probe.stop().as_secs_f64() * 1000.0;
     let cpu_after = machine_cpu();
     server.stop();
