@@ -74,6 +74,7 @@ class Call:
         self.late: list[float] = []
         self.send_late = 0.0
         self.connected = 0.0
+        self.span = None  # (opened, closed), monotonic seconds
         self.complete = False
 
 
@@ -130,6 +131,7 @@ async def call(n: int, url: str, secs: float, chunks: list[str], start_at: float
             await ws.send(json.dumps({"event": "stop", "sequenceNumber": str(frames + 2), "stop": stop, "streamSid": sid}))
             await asyncio.wait_for(receiving, timeout=secs + 30)
             result.connected = time.monotonic() - opened
+            result.span = (opened, time.monotonic())
             result.complete = bool(result.late)
     except Exception as error:  # a call that fails is reported, the run goes on
         print(f"call {n}: {error!r}", file=sys.stderr)
@@ -152,16 +154,22 @@ async def main() -> None:
     first = time.monotonic() + 0.5
     starts = [first + args.secs * n / args.calls for n in range(args.calls)]
 
-    async def window() -> float:
+    async def window() -> tuple[float, float, float]:
         await asyncio.sleep(first + 1.1 * args.secs - time.monotonic())
         cpu, at = cpu_seconds(args.pid), time.monotonic()
         await asyncio.sleep(0.8 * args.secs)
-        return (cpu_seconds(args.pid) - cpu) / (time.monotonic() - at)
+        end = time.monotonic()
+        return (cpu_seconds(args.pid) - cpu) / (end - at), at, end
 
     server_cpu, driver_cpu = cpu_seconds(args.pid), time.process_time()
     measuring = asyncio.create_task(window())
     calls = await asyncio.gather(*(call(n, args.url, args.secs, chunks, at) for n, at in enumerate(starts)))
-    core = await measuring
+    core, window_start, window_end = await measuring
+    # The window's share is per call only if every call was connected all
+    # through it.
+    outside = sum(not (c.span and c.span[0] <= window_start and c.span[1] >= window_end) for c in calls)
+    if outside:
+        print(f"{outside} of {args.calls} calls were not connected all through the CPU window", file=sys.stderr)
     server_cpu, driver_cpu = cpu_seconds(args.pid) - server_cpu, time.process_time() - driver_cpu
     call_seconds = sum(c.connected for c in calls) or float("nan")
     late = [l for c in calls for l in c.late]

@@ -12,8 +12,8 @@
 //! file `--audio` names, looped) for twice
 //! `--secs`; then `stop`, keeping the socket open until the server closes
 //! it. Calls start spread over `--secs`, so all N are connected together
-//! from `--secs` to twice `--secs` (and a little longer, while the last
-//! replies play).
+//! from `--secs` to twice `--secs` (the bench warns if a call was not
+//! connected all through the window where it measures that).
 //!
 //! With `pipelines/parrot.toml` (the Silero VAD, then the parrot), the
 //! server repeats each utterance once the caller stops, resampled and
@@ -35,8 +35,8 @@
 //!   numbers say more about the client than the server);
 //! - the server's RSS (idle, peak) and CPU, from `/proc`: the share of a
 //!   core it used while every call was connected (and that per call,
-//!   `win_ms/cs`: milliseconds per call-second without the ramps), and its CPU time per
-//!   call-second over the whole step (work done, whatever the machine's
+//!   `win_ms/cs`: milliseconds per call-second without the ramps), and
+//!   its CPU time per call-second over the whole step (work done, whatever the machine's
 //!   other load), a call-second being a second some call's stream was
 //!   open (each call's own time from its `start` to the socket's close,
 //!   measured); the client's CPU the same two ways, since on one machine
@@ -339,6 +339,8 @@ struct CallResult {
     send_late: Duration,
     /// From the `start` message to the socket's close.
     connected: Duration,
+    /// When the `start` message went, and when the socket closed.
+    span: Option<(Instant, Instant)>,
 }
 
 struct Step {
@@ -438,7 +440,7 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
             tokio::time::sleep(Duration::from_secs_f64(secs * 0.8)).await;
             let (t1, c1, m1) = (Instant::now(), cpu_ticks(pid), cpu_ticks(me));
             let pct = |ticks: u64| 100.0 * ticks as f64 / ticks_per_sec / (t1 - t0).as_secs_f64();
-            (pct(c1 - c0), pct(m1 - m0))
+            (pct(c1 - c0), pct(m1 - m0), t0..t1)
         });
         let tasks: Vec<_> = (0..calls)
             .map(|n| {
@@ -450,7 +452,17 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         for task in tasks {
             results.push(task.await.unwrap_or_default());
         }
-        let cpu_core_pct = window.await.unwrap_or((0.0, 0.0));
+        let (server_pct, client_pct, measured) = window.await.expect("the window's task");
+        // The window's shares are per call only if every call was
+        // connected all through it.
+        let outside = results
+            .iter()
+            .filter(|r| !r.span.is_some_and(|(opened, closed)| opened <= measured.start && closed >= measured.end))
+            .count();
+        if outside > 0 {
+            eprintln!("{outside} of {calls} calls were not connected all through the CPU window: srv_core% and win_ms/cs count fewer calls");
+        }
+        let cpu_core_pct = (server_pct, client_pct);
         sampling.abort();
         (results, peak.load(Ordering::Relaxed), cpu_core_pct)
     });
@@ -658,5 +670,6 @@ async fn call(
     // A call is complete when it was heard back and ended with `stop`.
     result.complete = stopped && result.frames_out > 0;
     result.connected = began.elapsed();
+    result.span = Some((began, Instant::now()));
     result
 }
