@@ -6,7 +6,9 @@
 //! request becomes an `Interruption` sent down the chain (unless the session
 //! does not allow interruptions), and a fatal error cancels the session. The **sink** sits after the last processor and
 //! swallows what reaches it, measuring how long inbound audio took to cross
-//! the chain.
+//! the chain; the last processor's pushes are swallowed where they are made
+//! (see `ProcessorContext::push`), so only the frames that start and stop
+//! the sink's task are queued for it.
 //!
 //! In a branch of a parallel processor both ends have an outlet instead:
 //! everything that leaves the branch goes to the parent, which merges the
@@ -132,14 +134,7 @@ impl Processor for Sink {
             // A parent queued it at the branch's tail.
             (_, Direction::Upstream) => ctx.push(frame, direction).await,
             (Some(outlet), Direction::Downstream) => hand_over(outlet, frame, ctx),
-            (None, Direction::Downstream) => {
-                if let FrameBody::InputAudio(_) = frame.body {
-                    ctx.shared()
-                        .outcome()
-                        .transit
-                        .record(frame.created.elapsed());
-                }
-            }
+            (None, Direction::Downstream) => ctx.shared().swallow(&frame),
         }
         Ok(())
     }

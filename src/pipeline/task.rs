@@ -274,6 +274,7 @@ impl PipelineTask {
             ends,
             local_tasks,
         } = self;
+        let root = matches!(ends, Ends::Root);
         let (up_outlet, down_outlet) = match ends {
             Ends::Root => (None, None),
             Ends::Branch(outlets) => (Some(outlets.upstream), Some(outlets.downstream)),
@@ -302,6 +303,7 @@ impl PipelineTask {
             chain.push((p.name.into(), p.processor, options));
         }
         chain.push(("sink".into(), Box::new(Sink::new(down_outlet)), edge));
+        let chain_len = chain.len();
 
         // The source hears errors and requests until everything after it
         // has stopped, then drains what is queued and stops.
@@ -317,6 +319,11 @@ impl PipelineTask {
             let downstream = mailboxes.get(index + 1).cloned();
             let ctx =
                 ProcessorContext::new(Arc::clone(&name), upstream, downstream, Arc::clone(&shared));
+            let ctx = if root && index + 2 == chain_len {
+                ctx.before_sink()
+            } else {
+                ctx
+            };
             // Info level: a disabled span would also hide its parent (the
             // session's span, with the call id) from the processor's logs.
             // `processor`, not `name`: JSON logs already give each span a
@@ -487,5 +494,46 @@ mod tests {
         );
         // The processors after it were cancelled, not left waiting.
         assert_eq!(out.downstream.last().map(Frame::name), Some("Cancel"));
+    }
+
+    #[tokio::test]
+    async fn inbound_audio_is_timed_at_the_tail_and_the_end_still_stops_the_sink() {
+        let audio = |i: u64| {
+            FrameBody::InputAudio(crate::frame::AudioFrame::from_samples(
+                &[0; 320],
+                16_000,
+                1,
+                std::time::Duration::from_millis(20 * i),
+            ))
+        };
+        let out = run_test(
+            vec![
+                NamedProcessor::new("first", Passthrough),
+                NamedProcessor::new("last", Passthrough),
+            ],
+            vec![audio(0), audio(1), FrameBody::Text("hi".into()), audio(2)],
+        )
+        .await;
+        // Observers still see every push (inbound audio is a system frame,
+        // served before the text), up to the End that stopped the sink
+        // (`run_test` returned: the pipeline is over).
+        assert_eq!(
+            out.downstream_names(),
+            [
+                "Start",
+                "InputAudio",
+                "InputAudio",
+                "InputAudio",
+                "Text",
+                "End"
+            ]
+        );
+        assert!(!out.outcome.cancelled);
+        // Every inbound audio frame that crossed the chain is timed.
+        let transit = out.outcome.metrics.iter().find_map(|m| match m {
+            MetricsData::Transit { frames, .. } => Some(*frames),
+            _ => None,
+        });
+        assert_eq!(transit, Some(3));
     }
 }

@@ -33,7 +33,11 @@ use crate::transport::webrtc::signalling::{OfferRequest, PatchRequest, session_p
 /// One message from a Twilio media stream, as the socket reads it: parsed,
 /// and a `media` payload decoded to 8 and 16 kHz audio as a call would.
 pub fn twilio_message(data: &[u8]) {
-    let Ok(event) = parse_inbound(data) else {
+    // The WebSocket layer refuses a text message that is not UTF-8.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(event) = parse_inbound(text) else {
         return;
     };
     if let InboundEvent::Media(media) = event {

@@ -6,15 +6,14 @@
 
 use std::error::Error as StdError;
 
-use axum::extract::ws::Message;
-use bytes::Bytes;
+use axum::extract::ws::{Message, Utf8Bytes};
 
 /// One thing that happened on the inbound side of a WebSocket.
 #[derive(Debug)]
 pub enum WsInbound {
-    /// A text message: its bytes as the WebSocket layer read them (and
-    /// checked as UTF-8), not copied. Its parser reads the bytes.
-    Text(Bytes),
+    /// A text message as the WebSocket layer read it and checked it as
+    /// UTF-8, not copied.
+    Text(Utf8Bytes),
     /// A binary message, of this many bytes.
     Binary(usize),
     /// The far end closed the socket, or the connection dropped.
@@ -36,7 +35,7 @@ impl WsInbound {
     /// answered by the WebSocket layer and need nothing here.
     pub fn from_axum(message: Result<Message, axum::Error>) -> Option<WsInbound> {
         match message {
-            Ok(Message::Text(text)) => Some(WsInbound::Text(text.into())),
+            Ok(Message::Text(text)) => Some(WsInbound::Text(text)),
             Ok(Message::Binary(bytes)) => Some(WsInbound::Binary(bytes.len())),
             Ok(Message::Close(_)) => Some(WsInbound::Closed),
             Ok(Message::Ping(_) | Message::Pong(_)) => None,

@@ -26,6 +26,13 @@ const LANES: usize = 4;
 const LANE_LEN: usize = 64;
 /// Samples per block.
 const BLOCK: usize = LANES * LANE_LEN;
+/// Samples per lane of the short block that takes what is left after the
+/// blocks, when it is long enough: a VAD chunk of 256 samples at 8 kHz
+/// leaves a window head of 896, and its last 128 samples, run one at a
+/// time, took as long as a whole block.
+const SHORT_LANE_LEN: usize = 32;
+/// Samples per short block.
+const SHORT_BLOCK: usize = LANES * SHORT_LANE_LEN;
 /// The filter's state variables: two per stage.
 const STATES: usize = 4;
 
@@ -73,11 +80,45 @@ pub(super) struct KWeighting {
     /// `response[n][k]`: the output at step `n` with no input, from the
     /// state that is 1 in variable `k` and 0 elsewhere.
     response: Box<[[f64; STATES]; LANE_LEN]>,
-    /// `Σ_n response[n][k] response[n][j]`.
+    /// For lanes of `LANE_LEN` samples.
+    long: LaneTables,
+    /// For lanes of `SHORT_LANE_LEN` samples.
+    short: LaneTables,
+}
+
+/// What correcting a lane of a given length takes.
+#[derive(Debug, Clone)]
+struct LaneTables {
+    /// `Σ_n response[n][k] response[n][j]` over the lane.
     gram: [[f64; STATES]; STATES],
-    /// `transition[k]`: the state after `LANE_LEN` steps with no input,
+    /// `transition[k]`: the state after the lane's steps with no input,
     /// from the state that is 1 in variable `k`.
     transition: [KState; STATES],
+}
+
+impl LaneTables {
+    fn new(filter: &KWeighting, len: usize) -> Self {
+        let mut tables = LaneTables {
+            gram: [[0.0; STATES]; STATES],
+            transition: [[0.0; STATES]; STATES],
+        };
+        for k in 0..STATES {
+            let mut state = [0.0; STATES];
+            state[k] = 1.0;
+            for _ in 0..len {
+                filter.step(&mut state, 0.0);
+            }
+            tables.transition[k] = state;
+        }
+        for r in &filter.response[..len] {
+            for k in 0..STATES {
+                for j in 0..STATES {
+                    tables.gram[k][j] += r[k] * r[j];
+                }
+            }
+        }
+        tables
+    }
 }
 
 impl KWeighting {
@@ -114,12 +155,16 @@ impl KWeighting {
                 (1.0 - k / PASS_Q + k * k) / a0,
             ],
         };
+        let empty = LaneTables {
+            gram: [[0.0; STATES]; STATES],
+            transition: [[0.0; STATES]; STATES],
+        };
         let mut filter = KWeighting {
             high_shelf,
             high_pass,
             response: Box::new([[0.0; STATES]; LANE_LEN]),
-            gram: [[0.0; STATES]; STATES],
-            transition: [[0.0; STATES]; STATES],
+            long: empty.clone(),
+            short: empty,
         };
         for k in 0..STATES {
             let mut state = [0.0; STATES];
@@ -127,16 +172,9 @@ impl KWeighting {
             for n in 0..LANE_LEN {
                 filter.response[n][k] = filter.step(&mut state, 0.0);
             }
-            filter.transition[k] = state;
         }
-        for n in 0..LANE_LEN {
-            let r = filter.response[n];
-            for k in 0..STATES {
-                for j in 0..STATES {
-                    filter.gram[k][j] += r[k] * r[j];
-                }
-            }
-        }
+        filter.long = LaneTables::new(&filter, LANE_LEN);
+        filter.short = LaneTables::new(&filter, SHORT_LANE_LEN);
         filter
     }
 
@@ -157,8 +195,15 @@ impl KWeighting {
         let (blocks, rest) = samples.as_chunks::<BLOCK>();
         let mut energy = 0.0;
         for block in blocks {
-            energy += self.block_energy(state, block);
+            energy += self.block_energy::<LANE_LEN>(state, block);
         }
+        let rest = match rest.split_first_chunk::<SHORT_BLOCK>() {
+            Some((short, rest)) => {
+                energy += self.block_energy::<SHORT_LANE_LEN>(state, short);
+                rest
+            }
+            None => rest,
+        };
         for &sample in rest {
             let y = self.step(state, f64::from(sample));
             energy += y * y;
@@ -166,24 +211,36 @@ impl KWeighting {
         energy
     }
 
-    /// [`KWeighting::energy`] of one block, its lanes side by side (see the
-    /// module docs).
-    fn block_energy(&self, state: &mut KState, block: &[i16; BLOCK]) -> f64 {
+    /// [`KWeighting::energy`] of one block of `LANES` lanes of `L` samples
+    /// (`L` at most `LANE_LEN`), its lanes side by side (see the module
+    /// docs).
+    fn block_energy<const L: usize>(&self, state: &mut KState, block: &[i16]) -> f64 {
+        const { assert!(L == LANE_LEN || L == SHORT_LANE_LEN) };
         #[cfg(target_arch = "x86_64")]
         if crate::vad::silero::has_avx2_fma() {
-            let lanes = x86::run_lanes_avx(self, state, block);
-            return self.combine(&lanes, state);
+            let lanes = x86::run_lanes_avx::<L>(self, state, block);
+            return self.combine::<L>(&lanes, state);
         }
-        let lanes = self.run_lanes(state, block);
-        self.combine(&lanes, state)
+        let lanes = self.run_lanes::<L>(state, block);
+        self.combine::<L>(&lanes, state)
     }
 
-    /// Runs the block's lanes: the first from `state`, the others from
-    /// rest.
-    fn run_lanes(&self, state: &KState, block: &[i16; BLOCK]) -> Lanes {
+    /// The tables for lanes of `L` samples.
+    fn tables<const L: usize>(&self) -> &LaneTables {
+        if L == SHORT_LANE_LEN {
+            &self.short
+        } else {
+            &self.long
+        }
+    }
+
+    /// Runs the block's lanes of `L` samples: the first from `state`, the
+    /// others from rest.
+    fn run_lanes<const L: usize>(&self, state: &KState, block: &[i16]) -> Lanes {
+        let block = &block[..LANES * L];
         let mut lanes = Lanes::starting_from(state);
-        for n in 0..LANE_LEN {
-            let input: [f64; LANES] = std::array::from_fn(|l| f64::from(block[l * LANE_LEN + n]));
+        for n in 0..L {
+            let input: [f64; LANES] = std::array::from_fn(|l| f64::from(block[l * L + n]));
             let shelved = self.high_shelf.step_lanes(&mut lanes.shelf, input);
             let y = self.high_pass.step_lanes(&mut lanes.pass, shelved);
             let r = &self.response[n];
@@ -197,9 +254,10 @@ impl KWeighting {
         lanes
     }
 
-    /// The block's energy from its lanes; leaves the filter's state at the
-    /// block's end in `state`.
-    fn combine(&self, lanes: &Lanes, state: &mut KState) -> f64 {
+    /// The block's energy from its lanes of `L` samples; leaves the
+    /// filter's state at the block's end in `state`.
+    fn combine<const L: usize>(&self, lanes: &Lanes, state: &mut KState) -> f64 {
+        let LaneTables { gram, transition } = self.tables::<L>();
         // Lane 0 was exact; each later lane is corrected by the response
         // to the true state it starts in, which is where the lane before
         // ended.
@@ -219,8 +277,8 @@ impl KWeighting {
             for k in 0..STATES {
                 let mut gram_start = 0.0;
                 for j in 0..STATES {
-                    gram_start += self.gram[k][j] * start[j];
-                    end[j] += self.transition[k][j] * start[k];
+                    gram_start += gram[k][j] * start[j];
+                    end[j] += transition[k][j] * start[k];
                 }
                 correction += start[k] * (2.0 * lanes.cross[k][l] + gram_start);
             }
@@ -266,7 +324,7 @@ mod x86 {
         _mm256_storeu_pd, _mm256_sub_pd,
     };
 
-    use crate::vad::k_weighting::{BLOCK, KState, KWeighting, LANE_LEN, Lanes, STATES};
+    use crate::vad::k_weighting::{KState, KWeighting, LANES, Lanes, STATES};
 
     /// `[a, b, c, d]` as lanes 0 to 3.
     #[target_feature(enable = "avx2,fma")]
@@ -295,11 +353,12 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    fn run_lanes_compiled_for_avx(
+    fn run_lanes_compiled_for_avx<const L: usize>(
         filter: &KWeighting,
         state: &KState,
-        block: &[i16; BLOCK],
+        block: &[i16],
     ) -> Lanes {
+        let block = &block[..LANES * L];
         let coefficients = |biquad: &crate::vad::k_weighting::Biquad| {
             (
                 biquad.b.map(|b| _mm256_set1_pd(b)),
@@ -313,8 +372,8 @@ mod x86 {
         let mut pass = start.pass.map(|v| lanes_of(v));
         let mut energy = _mm256_setzero_pd();
         let mut cross = [_mm256_setzero_pd(); STATES];
-        for n in 0..LANE_LEN {
-            let x = lanes_of(std::array::from_fn(|l| f64::from(block[l * LANE_LEN + n])));
+        for n in 0..L {
+            let x = lanes_of(std::array::from_fn(|l| f64::from(block[l * L + n])));
             let shelved = step(shelf_b, shelf_a, &mut shelf, x);
             let y = step(pass_b, pass_a, &mut pass, shelved);
             energy = _mm256_add_pd(energy, _mm256_mul_pd(y, y));
@@ -332,14 +391,14 @@ mod x86 {
     }
 
     /// Only call when the CPU has AVX2 and FMA.
-    pub(super) fn run_lanes_avx(
+    pub(super) fn run_lanes_avx<const L: usize>(
         filter: &KWeighting,
         state: &KState,
-        block: &[i16; BLOCK],
+        block: &[i16],
     ) -> Lanes {
         // SAFETY: compiled for AVX2 and FMA, called only after
         // `has_avx2_fma` found both on this CPU.
-        unsafe { run_lanes_compiled_for_avx(filter, state, block) }
+        unsafe { run_lanes_compiled_for_avx::<L>(filter, state, block) }
     }
 }
 
@@ -382,8 +441,10 @@ mod tests {
     fn lanes_side_by_side_match_the_sample_by_sample_filter() {
         for rate in [8_000.0, 16_000.0] {
             let filter = KWeighting::new(rate);
-            let samples = noise_and_tone(5 * BLOCK + 37);
-            for split in [0, 1, BLOCK / 2, 3 * BLOCK] {
+            let samples = noise_and_tone(5 * BLOCK + SHORT_BLOCK + 37);
+            // Splits that leave a short block, or not, at the end of each
+            // part.
+            for split in [0, 1, BLOCK / 2, 3 * BLOCK, 2 * BLOCK + SHORT_BLOCK + 5] {
                 let (first, second) = samples.split_at(split);
                 let mut expected_state = [0.0; STATES];
                 let mut state = [0.0; STATES];
@@ -400,22 +461,31 @@ mod tests {
                 }
             }
             // The portable build, which the test machine may not pick.
-            let block = samples.first_chunk::<BLOCK>().expect("a block");
-            let mut state = [0.0; STATES];
-            let lanes = filter.run_lanes(&state, block);
-            let energy = filter.combine(&lanes, &mut state);
-            #[cfg(target_arch = "x86_64")]
-            if crate::vad::silero::has_avx2_fma() {
-                // The same operations in the same order: the same sums.
-                let avx = x86::run_lanes_avx(&filter, &[0.0; STATES], block);
-                assert_eq!(avx.energy, lanes.energy);
-                assert_eq!(avx.cross, lanes.cross);
-            }
-            let expected = serial_energy(&filter, &mut [0.0; STATES], block);
-            assert!(
-                (energy - expected).abs() <= 1e-12 * expected,
-                "{energy} vs {expected}"
-            );
+            check_portable_block::<LANE_LEN>(&filter, &samples);
+            check_portable_block::<SHORT_LANE_LEN>(&filter, &samples);
+        }
+    }
+
+    fn check_portable_block<const L: usize>(filter: &KWeighting, samples: &[i16]) {
+        let block = &samples[..LANES * L];
+        let mut state = [0.0; STATES];
+        let lanes = filter.run_lanes::<L>(&state, block);
+        let energy = filter.combine::<L>(&lanes, &mut state);
+        #[cfg(target_arch = "x86_64")]
+        if crate::vad::silero::has_avx2_fma() {
+            // The same operations in the same order: the same sums.
+            let avx = x86::run_lanes_avx::<L>(filter, &[0.0; STATES], block);
+            assert_eq!(avx.energy, lanes.energy);
+            assert_eq!(avx.cross, lanes.cross);
+        }
+        let mut expected_state = [0.0; STATES];
+        let expected = serial_energy(filter, &mut expected_state, block);
+        assert!(
+            (energy - expected).abs() <= 1e-12 * expected,
+            "{L}: {energy} vs {expected}"
+        );
+        for (s, e) in state.iter().zip(&expected_state) {
+            assert!((s - e).abs() <= 1e-9 * e.abs().max(1.0), "{L}: {s} vs {e}");
         }
     }
 }

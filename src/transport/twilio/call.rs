@@ -234,7 +234,7 @@ impl CallHandle {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
+    use axum::extract::ws::Utf8Bytes;
 
     use super::*;
     use crate::transport::stats::NoStats;
@@ -244,7 +244,7 @@ mod tests {
         // Junk every second, forever; the idle timeout is two seconds.
         let junk = futures_util::stream::unfold((), |()| async {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            Some((WsInbound::Text(Bytes::from_static(b"hello")), ()))
+            Some((WsInbound::Text(Utf8Bytes::from_static("hello")), ()))
         });
         let options = CallOptions {
             idle_timeout: Duration::from_secs(2),

@@ -117,12 +117,8 @@ impl StreamReader {
         })
     }
 
-    /// Handles one text message (its bytes, as the socket read them) that
-    /// arrived at session time `now`.
-    pub fn handle_text<T>(&mut self, message: &T, now: Duration) -> Inbound
-    where
-        T: AsRef<[u8]> + ?Sized,
-    {
+    /// Handles one text message that arrived at session time `now`.
+    pub fn handle_text(&mut self, message: &str, now: Duration) -> Inbound {
         let event = match parse_inbound(message) {
             Ok(event) => event,
             Err(e @ ProtocolError::UnsupportedFormat { .. }) if self.stream_sid.is_none() => {

@@ -13,13 +13,12 @@ use super::inbound::{
 };
 use super::wire::{Counter, Envelope, MediaBody, StartBody};
 
-/// Reads one text message from Twilio, as the socket's bytes: JSON
-/// parsing checks them, so the text is not copied or checked beforehand.
-pub fn parse_inbound<T>(message: &T) -> Result<InboundEvent<'_>, ProtocolError>
-where
-    T: AsRef<[u8]> + ?Sized,
-{
-    let envelope: Envelope<'_> = serde_json::from_slice(message.as_ref()).map_err(|e| {
+/// Reads one text message from Twilio. A WebSocket text message is UTF-8,
+/// checked once by the WebSocket layer, so the JSON parser reads it as
+/// text and does not check each string again (reading bytes, it did: 2.5%
+/// of a Twilio parrot session's instructions, callgrind).
+pub fn parse_inbound(message: &str) -> Result<InboundEvent<'_>, ProtocolError> {
+    let envelope: Envelope<'_> = serde_json::from_str(message).map_err(|e| {
         if e.is_data() {
             ProtocolError::BadShape(e)
         } else {
