@@ -7,8 +7,8 @@
 //! does not allow interruptions), and a fatal error cancels the session. The **sink** sits after the last processor and
 //! swallows what reaches it, measuring how long inbound audio took to cross
 //! the chain; the last processor's pushes are swallowed where they are made
-//! (see `ProcessorContext::push`), so only the frames that start and stop
-//! the sink's task are queued for it.
+//! (see `ProcessorContext::push`), so of those it queues for the sink only
+//! the frames that start and stop the sink's task.
 //!
 //! In a branch of a parallel processor both ends have an outlet instead:
 //! everything that leaves the branch goes to the parent, which merges the

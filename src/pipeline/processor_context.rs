@@ -93,7 +93,9 @@ impl Shared {
 ///
 /// Cheap to clone: a child task takes a clone to push results as they come.
 /// A frame pushed toward a processor that has already stopped (the session is
-/// shutting down) is dropped; observers still see it.
+/// shutting down) is dropped; observers still see it. What the last
+/// processor pushes downstream is swallowed as the sink would (see
+/// [`only_swallowed`]), whether or not the sink has stopped.
 #[derive(Clone)]
 pub struct ProcessorContext {
     name: Arc<str>,

@@ -319,6 +319,8 @@ impl PipelineTask {
             let downstream = mailboxes.get(index + 1).cloned();
             let ctx =
                 ProcessorContext::new(Arc::clone(&name), upstream, downstream, Arc::clone(&shared));
+            // The last processor (the source, with none) of a session's
+            // pipeline; a branch's sink hands frames to its parent instead.
             let ctx = if root && index + 2 == chain_len {
                 ctx.before_sink()
             } else {
@@ -535,5 +537,22 @@ mod tests {
             _ => None,
         });
         assert_eq!(transit, Some(3));
+    }
+
+    #[tokio::test]
+    async fn with_no_processors_the_source_swallows_for_the_sink() {
+        let audio = FrameBody::InputAudio(crate::frame::AudioFrame::from_samples(
+            &[0; 320],
+            16_000,
+            1,
+            std::time::Duration::ZERO,
+        ));
+        let out = run_test(Vec::new(), vec![audio, FrameBody::Interruption]).await;
+        assert!(!out.outcome.cancelled);
+        let transit = out.outcome.metrics.iter().find_map(|m| match m {
+            MetricsData::Transit { frames, .. } => Some(*frames),
+            _ => None,
+        });
+        assert_eq!(transit, Some(1));
     }
 }

@@ -1,5 +1,6 @@
-//! A WebSocket as the telephony transports see it: whatever library serves
-//! it, its inbound side is a stream of [`WsInbound`], and its outbound side
+//! A WebSocket as the telephony transports see it: its inbound side is a
+//! stream of [`WsInbound`] (text as axum's `Utf8Bytes`, so that the UTF-8
+//! check the WebSocket layer made is not made again), and its outbound side
 //! a channel of text messages that a writer task sends in order.
 //! [`WsInbound::from_axum`] reads axum's messages (the server's WebSockets)
 //! this way.

@@ -212,10 +212,9 @@ impl KWeighting {
     }
 
     /// [`KWeighting::energy`] of one block of `LANES` lanes of `L` samples
-    /// (`L` at most `LANE_LEN`), its lanes side by side (see the module
+    /// (`L` is `LANE_LEN` or `SHORT_LANE_LEN`), its lanes side by side (see the module
     /// docs).
     fn block_energy<const L: usize>(&self, state: &mut KState, block: &[i16]) -> f64 {
-        const { assert!(L == LANE_LEN || L == SHORT_LANE_LEN) };
         #[cfg(target_arch = "x86_64")]
         if crate::vad::silero::has_avx2_fma() {
             let lanes = x86::run_lanes_avx::<L>(self, state, block);
@@ -227,6 +226,7 @@ impl KWeighting {
 
     /// The tables for lanes of `L` samples.
     fn tables<const L: usize>(&self) -> &LaneTables {
+        const { assert!(L == LANE_LEN || L == SHORT_LANE_LEN) };
         if L == SHORT_LANE_LEN {
             &self.short
         } else {
