@@ -87,7 +87,7 @@ pub(super) struct KWeighting {
 }
 
 /// What correcting a lane of a given length takes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct LaneTables {
     /// `Σ_n response[n][k] response[n][j]` over the lane.
     gram: [[f64; STATES]; STATES],
@@ -97,11 +97,9 @@ struct LaneTables {
 }
 
 impl LaneTables {
+    /// Made from `filter`'s biquads and `response`, the first `len` rows.
     fn new(filter: &KWeighting, len: usize) -> Self {
-        let mut tables = LaneTables {
-            gram: [[0.0; STATES]; STATES],
-            transition: [[0.0; STATES]; STATES],
-        };
+        let mut tables = LaneTables::default();
         for k in 0..STATES {
             let mut state = [0.0; STATES];
             state[k] = 1.0;
@@ -155,16 +153,13 @@ impl KWeighting {
                 (1.0 - k / PASS_Q + k * k) / a0,
             ],
         };
-        let empty = LaneTables {
-            gram: [[0.0; STATES]; STATES],
-            transition: [[0.0; STATES]; STATES],
-        };
+        // The tables are made from the filter's own response, below.
         let mut filter = KWeighting {
             high_shelf,
             high_pass,
             response: Box::new([[0.0; STATES]; LANE_LEN]),
-            long: empty.clone(),
-            short: empty,
+            long: LaneTables::default(),
+            short: LaneTables::default(),
         };
         for k in 0..STATES {
             let mut state = [0.0; STATES];
@@ -212,8 +207,8 @@ impl KWeighting {
     }
 
     /// [`KWeighting::energy`] of one block of `LANES` lanes of `L` samples
-    /// (`L` is `LANE_LEN` or `SHORT_LANE_LEN`), its lanes side by side (see the module
-    /// docs).
+    /// (`L` is `LANE_LEN` or `SHORT_LANE_LEN`), its lanes side by side
+    /// (see the module docs).
     fn block_energy<const L: usize>(&self, state: &mut KState, block: &[i16]) -> f64 {
         #[cfg(target_arch = "x86_64")]
         if crate::vad::silero::has_avx2_fma() {
