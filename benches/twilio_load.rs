@@ -128,6 +128,11 @@ struct Args {
     /// starts a new utterance.
     #[arg(long)]
     utterance_gap_ms: Option<u64>,
+    /// Print each message over 20 ms late: its call, how far into its
+    /// utterance it was and how late (to tell a stall, late everywhere,
+    /// from a message late at one place in every utterance).
+    #[arg(long)]
+    show_late: bool,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -418,6 +423,7 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         .expect("a runtime");
     let secs = args.secs;
     let gap = args.utterance_gap_ms.map(Duration::from_millis);
+    let show_late = args.show_late;
     let ticks_per_sec = clock_ticks_per_sec();
     let (server_cpu_before, client_cpu_before) = (cpu_ticks(pid), cpu_ticks(std::process::id()));
     let (results, rss_peak, (cpu_core_pct, client_core_pct)) = runtime.block_on(async move {
@@ -445,7 +451,7 @@ fn run_step(args: &Args, calls: usize, payloads: Arc<Vec<String>>) -> Step {
         let tasks: Vec<_> = (0..calls)
             .map(|n| {
                 let start = started + Duration::from_secs_f64(secs * n as f64 / calls as f64);
-                tokio::spawn(call(addr, n, start, secs, gap, Arc::clone(&payloads)))
+                tokio::spawn(call(addr, n, start, secs, gap, Arc::clone(&payloads), show_late))
             })
             .collect();
         let mut results = Vec::with_capacity(calls);
@@ -561,6 +567,7 @@ async fn call(
     secs: f64,
     gap: Option<Duration>,
     payloads: Arc<Vec<String>>,
+    show_late: bool,
 ) -> CallResult {
     tokio::time::sleep_until(start).await;
     // A small read buffer: tungstenite zero-fills the whole buffer on each
@@ -640,7 +647,15 @@ async fn call(
                             last_arrival = arrived;
                             let (first, played) = utterance.get_or_insert((arrived, Duration::ZERO));
                             let due = *first + *played;
-                            result.late_us.push(arrived.saturating_duration_since(due).as_micros() as u64);
+                            let late_us = arrived.saturating_duration_since(due).as_micros() as u64;
+                            if show_late && late_us > 20_000 {
+                                eprintln!(
+                                    "late: call {n}, {} ms into its utterance, {:.1} ms late",
+                                    played.as_millis(),
+                                    late_us as f64 / 1000.0
+                                );
+                            }
+                            result.late_us.push(late_us);
                             *played += mulaw_duration(string_field(text, "payload").unwrap_or_default());
                         } else if event == Some("clear") {
                             // A barge-in: Twilio drops what it buffered, and

@@ -46,7 +46,11 @@ pub trait AudioSink: Send + 'static {
 
     /// The bot's utterance has left: all of its audio has been written and,
     /// by the output's clock, it finishes playing at session time `end`. A
-    /// sink that can have the far end confirm playback asks for it here.
+    /// sink sends here what it held back (the part of a message not yet
+    /// full, a resampler's delay), and one that can have the far end
+    /// confirm playback asks for it. Where audio is sent ahead, this comes
+    /// as soon as the utterance's last audio has left (the tail then plays
+    /// on from it); otherwise when the audio has played.
     fn utterance_sent(&mut self, _end: Duration) {}
 
     /// Whether the far end is still playing audio that has left, at session
@@ -186,8 +190,8 @@ async fn tick<S: AudioSink>(
                         signals.push(FrameBody::BotStartedSpeaking);
                     }
                 }
-                PlayoutEvent::Stopped(end) => {
-                    state.sink.utterance_sent(end);
+                PlayoutEvent::Sent(end) => state.sink.utterance_sent(end),
+                PlayoutEvent::Stopped(_) => {
                     if state.sink.still_playing(now) {
                         state.heard_until_confirmed = true;
                     } else {
@@ -237,7 +241,14 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                 }
                 return Ok(());
             }
-            FrameBody::TtsStopped => lock(&self.state).playout.mark_utterance_complete(),
+            FrameBody::TtsStopped => {
+                lock(&self.state).playout.mark_utterance_complete();
+                if let Pacing::Timer { .. } = self.pacing {
+                    // Its audio may all have left already: the ticker
+                    // reports the end now, with the tail the sink holds.
+                    self.scheduled.notify_one();
+                }
+            }
             FrameBody::InputAudio(_) if matches!(self.pacing, Pacing::InboundAudio { .. }) => {
                 let now = ctx.now();
                 self.last_tick = Some((tokio::time::Instant::now(), now));

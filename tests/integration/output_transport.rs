@@ -284,3 +284,69 @@ async fn sent_ahead_audio_tops_up_when_caller_audio_passes_and_is_never_late() {
     handle.end("done").await;
     running.await.unwrap();
 }
+
+/// Records the session time of each write and of each utterance's end.
+struct Ends {
+    clock: voxpipe::pipeline::SessionClock,
+    writes: Arc<Mutex<Vec<Duration>>>,
+    sent: Arc<Mutex<Vec<(Duration, Duration)>>>,
+}
+
+impl AudioSink for Ends {
+    fn write(&mut self, _audio: &AudioFrame) -> Result<(), ProcessorError> {
+        self.writes.lock().unwrap().push(self.clock.now());
+        Ok(())
+    }
+
+    fn utterance_sent(&mut self, end: Duration) {
+        self.sent.lock().unwrap().push((self.clock.now(), end));
+    }
+}
+
+/// A sink's held-back tail (Twilio's part of a message and resampler delay)
+/// must leave with the last audio when audio is sent ahead: sent when the
+/// audio has played, it arrived after the audio before it had played (the
+/// late message of every late call at 1,000 Twilio calls).
+#[tokio::test(start_paused = true)]
+async fn the_end_of_an_utterance_sent_ahead_leaves_with_its_last_audio() {
+    let ms = Duration::from_millis;
+    let clock = voxpipe::pipeline::SessionClock::wall();
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let output = OutputTransport::new(
+        Ends {
+            clock: clock.clone(),
+            writes: Arc::clone(&writes),
+            sent: Arc::clone(&sent),
+        },
+        Pacing::Timer {
+            period: ms(20),
+            send_ahead: SendAhead {
+                most: ms(500),
+                refill_below: ms(460),
+            },
+        },
+    );
+    let mut params = PipelineParams::new("test", 16_000);
+    params.clock = clock.clone();
+    let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
+    let handle = task.handle();
+    let running = tokio::spawn(task.run());
+    // A reply of 5 frames, complete: all of it leaves at once, its end too.
+    utterance(&handle, 5).await;
+    tokio::time::sleep(ms(300)).await;
+    assert_eq!(*writes.lock().unwrap(), [ms(0); 5]);
+    assert_eq!(*sent.lock().unwrap(), [(ms(0), ms(100))]);
+    // A reply whose producer says it is complete only after its audio has
+    // left: its end leaves then, not once the audio has played.
+    for _ in 0..3 {
+        let audio = AudioFrame::from_samples(&[1_000; 320], 16_000, 1, Duration::ZERO);
+        handle.queue_frame(FrameBody::OutputAudio(audio)).await;
+    }
+    tokio::time::sleep(ms(10)).await;
+    handle.queue_frame(FrameBody::TtsStopped).await;
+    tokio::time::sleep(ms(300)).await;
+    assert_eq!(sent.lock().unwrap()[1], (ms(310), ms(360)));
+    handle.end("done").await;
+    running.await.unwrap();
+}
