@@ -49,8 +49,9 @@ pub trait AudioSink: Send + 'static {
     /// sink sends here what it held back (the part of a message not yet
     /// full, a resampler's delay), and one that can have the far end
     /// confirm playback asks for it. Where audio is sent ahead, this comes
-    /// as soon as the utterance's last audio has left (the tail then plays
-    /// on from it); otherwise when the audio has played.
+    /// as soon as the last audio of an utterance its producer marked
+    /// complete (`TtsStopped`) has left, so the tail plays on from it;
+    /// otherwise when the bot stops, once the audio has played.
     fn utterance_sent(&mut self, _end: Duration) {}
 
     /// Whether the far end is still playing audio that has left, at session
@@ -243,7 +244,9 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
             }
             FrameBody::TtsStopped => {
                 lock(&self.state).playout.mark_utterance_complete();
-                if let Pacing::Timer { .. } = self.pacing {
+                if let Pacing::Timer { send_ahead, .. } = self.pacing
+                    && !send_ahead.most.is_zero()
+                {
                     // Its audio may all have left already: the ticker
                     // reports the end now, with the tail the sink holds.
                     self.scheduled.notify_one();
@@ -350,6 +353,9 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
     async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
         self.stop_ticker();
         lock(&self.state).playout.mark_utterance_complete();
+        // What has already left ends now (the ticker that would have said
+        // so is stopped), not once it has played.
+        tick(&self.state, ctx.now(), ctx).await?;
         let realtime = match self.pacing {
             Pacing::InboundAudio { realtime } => realtime,
             Pacing::Timer { .. } => true,

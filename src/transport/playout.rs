@@ -16,12 +16,16 @@
 //! first audio after silence, or after a gap in the schedule, still leaves
 //! at its time: sent early, it would be played early. Speaking state and
 //! what an interruption cut still follow the time audio plays, not the time
-//! it left. The end of an utterance sent ahead is reported ([`PlayoutEvent::Sent`])
-//! as soon as its last audio has left, so the sink sends the tail it holds
-//! back (a part of a message, a resampler's delay) with it, not when the
-//! audio has finished playing: the tail would then arrive after the audio
-//! before it had played, a gap the caller hears (it was the one late
-//! message of every call found late at 1,000 Twilio calls).
+//! it left. The end of an utterance sent ahead, once the producer has
+//! marked it complete, is reported ([`PlayoutEvent::Sent`]) as soon as its
+//! last audio has left, so the sink sends the tail it holds back (a part of
+//! a message, a resampler's delay) with it, not when the audio has finished
+//! playing: the tail would then arrive after the audio before it had
+//! played, a gap the caller hears (it was the one late message of every
+//! call found late at 1,000 Twilio calls). The price: an utterance that
+//! follows straight on while the last still plays starts after that tail,
+//! padded to a whole message (up to 20 ms of silence at Twilio, plus the
+//! resampler's 5.9 ms starting again).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -35,10 +39,12 @@ pub enum PlayoutEvent {
     Started(Duration),
     /// This audio leaves now; its `pts` is its scheduled start.
     Audio(AudioFrame),
-    /// All of the utterance's audio has left; it finishes playing at this
-    /// session time. Once per utterance, before [`Stopped`](Self::Stopped):
-    /// right after its last audio when audio is sent ahead and the producer
-    /// has marked the utterance complete, otherwise when it stops.
+    /// The audio that has left is all there is for now; it finishes playing
+    /// at this session time. Once for the audio released since the last
+    /// `Sent` (none after an interruption), before
+    /// [`Stopped`](Self::Stopped): right after an utterance's last audio
+    /// when audio is sent ahead and the producer has marked the utterance
+    /// complete, otherwise when the bot stops.
     Sent(Duration),
     /// The bot stopped speaking: its audio ended at this session time.
     Stopped(Duration),
@@ -94,8 +100,8 @@ pub struct Playout {
     speaking_since: Option<Duration>,
     /// No more audio is coming for the current utterance.
     utterance_complete: bool,
-    /// [`PlayoutEvent::Sent`] was reported for the current utterance.
-    sent: bool,
+    /// Audio has left whose end [`PlayoutEvent::Sent`] has not reported.
+    unreported: bool,
     send_ahead: SendAhead,
 }
 
@@ -127,7 +133,6 @@ impl Playout {
         audio.pts = start;
         self.scheduled_until = start + audio.duration();
         self.utterance_complete = false;
-        self.sent = false;
         self.queue.push_back(audio);
     }
 
@@ -138,23 +143,21 @@ impl Playout {
         {
             if self.speaking_since.is_none() {
                 self.speaking_since = Some(next.pts);
-                // Audio scheduled before the last stretch stopped (after a
-                // gap) owes a `Sent` of its own.
-                self.sent = false;
                 return Some(PlayoutEvent::Started(next.pts));
             }
             let audio = self.queue.pop_front()?;
             self.released_until = audio.pts + audio.duration();
+            self.unreported = true;
             return Some(PlayoutEvent::Audio(audio));
         }
         self.speaking_since?;
         let quiet_from = self.released_until;
-        if !self.sent
+        if self.unreported
             && self.utterance_complete
             && self.queue.is_empty()
             && !self.send_ahead.most.is_zero()
         {
-            self.sent = true;
+            self.unreported = false;
             return Some(PlayoutEvent::Sent(quiet_from));
         }
         // A long gap ahead (or a finished utterance) ends the speech as soon
@@ -168,7 +171,7 @@ impl Playout {
         if now < stop_at {
             return None;
         }
-        if !std::mem::replace(&mut self.sent, true) {
+        if std::mem::take(&mut self.unreported) {
             return Some(PlayoutEvent::Sent(quiet_from));
         }
         self.speaking_since = None;
@@ -206,6 +209,8 @@ impl Playout {
             now.min(self.released_until).saturating_sub(since)
         });
         let was_speaking = self.speaking_since.take().is_some();
+        // The far end drops what it holds: no end left to report.
+        self.unreported = false;
         self.scheduled_until = now;
         self.released_until = self.released_until.min(now);
         Cut {
@@ -493,32 +498,79 @@ mod tests {
         let mut p = ahead();
         p.schedule(chunk(), ms(0));
         p.mark_utterance_complete();
-        let first = drain(&mut p, ms(0));
-        assert_eq!(first.last(), Some(&PlayoutEvent::Sent(ms(20))));
+        assert_eq!(
+            drain(&mut p, ms(0)),
+            [
+                PlayoutEvent::Started(ms(0)),
+                PlayoutEvent::Audio(at(ms(0))),
+                PlayoutEvent::Sent(ms(20)),
+            ]
+        );
         // The next utterance comes while the first still plays.
         p.schedule(chunk(), ms(10));
         p.mark_utterance_complete();
-        let second = drain(&mut p, ms(10));
-        assert_eq!(released(&second), [ms(20)]);
-        assert_eq!(second.last(), Some(&PlayoutEvent::Sent(ms(40))));
+        assert_eq!(
+            drain(&mut p, ms(10)),
+            [PlayoutEvent::Audio(at(ms(20))), PlayoutEvent::Sent(ms(40))]
+        );
         assert_eq!(drain(&mut p, ms(40)), [PlayoutEvent::Stopped(ms(40))]);
     }
 
     #[test]
-    fn audio_after_a_long_gap_owes_a_sent_of_its_own() {
+    fn audio_after_a_long_gap_owes_a_sent_of_its_own_and_the_first_is_not_repeated() {
         let mut p = ahead();
         p.schedule(chunk(), ms(0));
-        drain(&mut p, ms(0));
-        p.schedule(chunk(), ms(500));
+        p.mark_utterance_complete();
         assert_eq!(
-            drain(&mut p, ms(20)),
-            [PlayoutEvent::Sent(ms(20)), PlayoutEvent::Stopped(ms(20))]
+            drain(&mut p, ms(0)).last(),
+            Some(&PlayoutEvent::Sent(ms(20)))
         );
-        let later = drain(&mut p, ms(500));
-        assert_eq!(later[0], PlayoutEvent::Started(ms(500)));
+        p.schedule(chunk(), ms(500));
+        assert_eq!(drain(&mut p, ms(20)), [PlayoutEvent::Stopped(ms(20))]);
+        assert_eq!(drain(&mut p, ms(500))[0], PlayoutEvent::Started(ms(500)));
+        // Not marked complete: its end is reported when it stops.
+        assert_eq!(drain(&mut p, ms(600)), []);
         assert_eq!(
             drain(&mut p, ms(720)),
             [PlayoutEvent::Sent(ms(520)), PlayoutEvent::Stopped(ms(520))]
         );
+    }
+
+    #[test]
+    fn audio_sent_ahead_but_never_marked_complete_is_reported_at_the_stop() {
+        let mut p = ahead();
+        p.schedule(chunk(), ms(0));
+        p.schedule(chunk(), ms(0));
+        assert_eq!(released(&drain(&mut p, ms(0))), [0, 20].map(ms));
+        assert_eq!(drain(&mut p, ms(200)), [], "more may come: hang over");
+        assert_eq!(
+            drain(&mut p, ms(240)),
+            [PlayoutEvent::Sent(ms(40)), PlayoutEvent::Stopped(ms(40))]
+        );
+    }
+
+    #[test]
+    fn an_interruption_owes_no_sent_and_the_next_reply_gets_its_own() {
+        let mut p = ahead();
+        p.schedule(chunk(), ms(0));
+        p.schedule(chunk(), ms(0));
+        drain(&mut p, ms(0));
+        p.interrupt(ms(10));
+        assert_eq!(drain(&mut p, ms(300)), [], "nothing left to report");
+        p.schedule(chunk(), ms(300));
+        p.mark_utterance_complete();
+        assert_eq!(
+            drain(&mut p, ms(300)),
+            [
+                PlayoutEvent::Started(ms(300)),
+                PlayoutEvent::Audio(at(ms(300))),
+                PlayoutEvent::Sent(ms(320)),
+            ]
+        );
+        assert_eq!(drain(&mut p, ms(320)), [PlayoutEvent::Stopped(ms(320))]);
+    }
+
+    fn at(pts: Duration) -> AudioFrame {
+        AudioFrame { pts, ..chunk() }
     }
 }

@@ -346,7 +346,47 @@ async fn the_end_of_an_utterance_sent_ahead_leaves_with_its_last_audio() {
     tokio::time::sleep(ms(10)).await;
     handle.queue_frame(FrameBody::TtsStopped).await;
     tokio::time::sleep(ms(300)).await;
-    assert_eq!(sent.lock().unwrap()[1], (ms(310), ms(360)));
+    assert_eq!(
+        *sent.lock().unwrap(),
+        [(ms(0), ms(100)), (ms(310), ms(360))]
+    );
     handle.end("done").await;
     running.await.unwrap();
+}
+
+/// The same at the session's end, where the ticker is already stopped.
+#[tokio::test(start_paused = true)]
+async fn the_end_of_a_session_sends_what_has_left_at_once() {
+    let ms = Duration::from_millis;
+    let clock = voxpipe::pipeline::SessionClock::wall();
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let output = OutputTransport::new(
+        Ends {
+            clock: clock.clone(),
+            writes: Arc::default(),
+            sent: Arc::clone(&sent),
+        },
+        Pacing::Timer {
+            period: ms(20),
+            send_ahead: SendAhead {
+                most: ms(500),
+                refill_below: ms(460),
+            },
+        },
+    );
+    let mut params = PipelineParams::new("test", 16_000);
+    params.clock = clock.clone();
+    let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
+    let handle = task.handle();
+    let running = tokio::spawn(task.run());
+    // A reply that never says it is complete, all of it sent ahead; then
+    // the session ends (a goodbye before hanging up).
+    for _ in 0..5 {
+        let audio = AudioFrame::from_samples(&[1_000; 320], 16_000, 1, Duration::ZERO);
+        handle.queue_frame(FrameBody::OutputAudio(audio)).await;
+    }
+    tokio::time::sleep(ms(10)).await;
+    handle.end("done").await;
+    running.await.unwrap();
+    assert_eq!(*sent.lock().unwrap(), [(ms(10), ms(100))]);
 }
