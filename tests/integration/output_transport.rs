@@ -92,11 +92,17 @@ fn start(polls: usize) -> (PipelineHandle, tokio::task::JoinHandle<()>, Log) {
     (handle, running, log)
 }
 
-async fn utterance(handle: &PipelineHandle, frames: usize) {
+/// `frames` of 20 ms of bot audio.
+async fn audio_frames(handle: &PipelineHandle, frames: usize) {
     for _ in 0..frames {
         let audio = AudioFrame::from_samples(&[1_000; 320], 16_000, 1, Duration::ZERO);
         handle.queue_frame(FrameBody::OutputAudio(audio)).await;
     }
+}
+
+/// `frames` of bot audio, then the TTS's end of the utterance.
+async fn utterance(handle: &PipelineHandle, frames: usize) {
+    audio_frames(handle, frames).await;
     handle.queue_frame(FrameBody::TtsStopped).await;
 }
 
@@ -286,21 +292,54 @@ async fn sent_ahead_audio_tops_up_when_caller_audio_passes_and_is_never_late() {
 }
 
 /// Records the session time of each write and of each utterance's end.
+#[derive(Default)]
 struct Ends {
-    clock: voxpipe::pipeline::SessionClock,
-    writes: Arc<Mutex<Vec<Duration>>>,
-    sent: Arc<Mutex<Vec<(Duration, Duration)>>>,
+    writes: Mutex<Vec<Duration>>,
+    sent: Mutex<Vec<(Duration, Duration)>>,
 }
 
-impl AudioSink for Ends {
+/// Writes into an [`Ends`] at the session's time.
+struct EndsSink {
+    clock: voxpipe::pipeline::SessionClock,
+    ends: Arc<Ends>,
+}
+
+impl AudioSink for EndsSink {
     fn write(&mut self, _audio: &AudioFrame) -> Result<(), ProcessorError> {
-        self.writes.lock().unwrap().push(self.clock.now());
+        self.ends.writes.lock().unwrap().push(self.clock.now());
         Ok(())
     }
 
     fn utterance_sent(&mut self, end: Duration) {
-        self.sent.lock().unwrap().push((self.clock.now(), end));
+        self.ends.sent.lock().unwrap().push((self.clock.now(), end));
     }
+}
+
+/// An output sending up to 0.5 s ahead (Twilio's default) into [`Ends`].
+fn start_sending_ahead() -> (PipelineHandle, tokio::task::JoinHandle<()>, Arc<Ends>) {
+    let clock = voxpipe::pipeline::SessionClock::wall();
+    let ends = Arc::new(Ends::default());
+    let output = OutputTransport::new(
+        EndsSink {
+            clock: clock.clone(),
+            ends: Arc::clone(&ends),
+        },
+        Pacing::Timer {
+            period: Duration::from_millis(20),
+            send_ahead: SendAhead {
+                most: Duration::from_millis(500),
+                refill_below: Duration::from_millis(460),
+            },
+        },
+    );
+    let mut params = PipelineParams::new("test", 16_000);
+    params.clock = clock;
+    let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
+    let handle = task.handle();
+    let running = tokio::spawn(async move {
+        task.run().await;
+    });
+    (handle, running, ends)
 }
 
 /// A sink's held-back tail (Twilio's part of a message and resampler delay)
@@ -310,44 +349,20 @@ impl AudioSink for Ends {
 #[tokio::test(start_paused = true)]
 async fn the_end_of_an_utterance_sent_ahead_leaves_with_its_last_audio() {
     let ms = Duration::from_millis;
-    let clock = voxpipe::pipeline::SessionClock::wall();
-    let writes = Arc::new(Mutex::new(Vec::new()));
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let output = OutputTransport::new(
-        Ends {
-            clock: clock.clone(),
-            writes: Arc::clone(&writes),
-            sent: Arc::clone(&sent),
-        },
-        Pacing::Timer {
-            period: ms(20),
-            send_ahead: SendAhead {
-                most: ms(500),
-                refill_below: ms(460),
-            },
-        },
-    );
-    let mut params = PipelineParams::new("test", 16_000);
-    params.clock = clock.clone();
-    let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
-    let handle = task.handle();
-    let running = tokio::spawn(task.run());
+    let (handle, running, ends) = start_sending_ahead();
     // A reply of 5 frames, complete: all of it leaves at once, its end too.
     utterance(&handle, 5).await;
     tokio::time::sleep(ms(300)).await;
-    assert_eq!(*writes.lock().unwrap(), [ms(0); 5]);
-    assert_eq!(*sent.lock().unwrap(), [(ms(0), ms(100))]);
+    assert_eq!(*ends.writes.lock().unwrap(), [ms(0); 5]);
+    assert_eq!(*ends.sent.lock().unwrap(), [(ms(0), ms(100))]);
     // A reply whose producer says it is complete only after its audio has
     // left: its end leaves then, not once the audio has played.
-    for _ in 0..3 {
-        let audio = AudioFrame::from_samples(&[1_000; 320], 16_000, 1, Duration::ZERO);
-        handle.queue_frame(FrameBody::OutputAudio(audio)).await;
-    }
+    audio_frames(&handle, 3).await;
     tokio::time::sleep(ms(10)).await;
     handle.queue_frame(FrameBody::TtsStopped).await;
     tokio::time::sleep(ms(300)).await;
     assert_eq!(
-        *sent.lock().unwrap(),
+        *ends.sent.lock().unwrap(),
         [(ms(0), ms(100)), (ms(310), ms(360))]
     );
     handle.end("done").await;
@@ -358,35 +373,12 @@ async fn the_end_of_an_utterance_sent_ahead_leaves_with_its_last_audio() {
 #[tokio::test(start_paused = true)]
 async fn the_end_of_a_session_sends_what_has_left_at_once() {
     let ms = Duration::from_millis;
-    let clock = voxpipe::pipeline::SessionClock::wall();
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let output = OutputTransport::new(
-        Ends {
-            clock: clock.clone(),
-            writes: Arc::default(),
-            sent: Arc::clone(&sent),
-        },
-        Pacing::Timer {
-            period: ms(20),
-            send_ahead: SendAhead {
-                most: ms(500),
-                refill_below: ms(460),
-            },
-        },
-    );
-    let mut params = PipelineParams::new("test", 16_000);
-    params.clock = clock.clone();
-    let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
-    let handle = task.handle();
-    let running = tokio::spawn(task.run());
+    let (handle, running, ends) = start_sending_ahead();
     // A reply that never says it is complete, all of it sent ahead; then
     // the session ends (a goodbye before hanging up).
-    for _ in 0..5 {
-        let audio = AudioFrame::from_samples(&[1_000; 320], 16_000, 1, Duration::ZERO);
-        handle.queue_frame(FrameBody::OutputAudio(audio)).await;
-    }
+    audio_frames(&handle, 5).await;
     tokio::time::sleep(ms(10)).await;
     handle.end("done").await;
     running.await.unwrap();
-    assert_eq!(*sent.lock().unwrap(), [(ms(10), ms(100))]);
+    assert_eq!(*ends.sent.lock().unwrap(), [(ms(10), ms(100))]);
 }
