@@ -481,6 +481,7 @@ mod tests {
             assert_eq!(released(&drain(&mut p, due)), [ms(80 + 20 * step)]);
         }
     }
+
     #[test]
     fn an_utterance_marked_complete_after_its_audio_left_is_sent_at_once() {
         let mut p = ahead();
