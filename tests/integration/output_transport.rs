@@ -84,12 +84,28 @@ fn start(polls: usize) -> (PipelineHandle, tokio::task::JoinHandle<()>, Log) {
     );
     let mut params = PipelineParams::new("test", 16_000);
     params.observers.push(Arc::new(Speaking(Arc::clone(&log))));
+    let (handle, running) = run_alone(output, params);
+    (handle, running, log)
+}
+
+/// `output` as the only processor of a running pipeline.
+fn run_alone<S: AudioSink>(
+    output: OutputTransport<S>,
+    params: PipelineParams,
+) -> (PipelineHandle, tokio::task::JoinHandle<()>) {
     let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
     let handle = task.handle();
     let running = tokio::spawn(async move {
         task.run().await;
     });
-    (handle, running, log)
+    (handle, running)
+}
+
+/// Pipeline parameters on `clock`.
+fn on_clock(clock: voxpipe::pipeline::SessionClock) -> PipelineParams {
+    let mut params = PipelineParams::new("test", 16_000);
+    params.clock = clock;
+    params
 }
 
 /// `frames` of 20 ms of bot audio.
@@ -219,11 +235,7 @@ async fn live_audio_leaves_the_moment_it_is_due_not_on_a_grid() {
             send_ahead: SendAhead::NONE,
         },
     );
-    let mut params = PipelineParams::new("test", 16_000);
-    params.clock = clock;
-    let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
-    let handle = task.handle();
-    let running = tokio::spawn(task.run());
+    let (handle, running) = run_alone(output, on_clock(clock));
     // Silence for a while (the output sleeps), then a reply at 1007 ms.
     tokio::time::sleep(Duration::from_millis(1_007)).await;
     utterance(&handle, 3).await;
@@ -253,11 +265,7 @@ async fn sent_ahead_audio_tops_up_when_caller_audio_passes_and_is_never_late() {
             },
         },
     );
-    let mut params = PipelineParams::new("test", 16_000);
-    params.clock = clock.clone();
-    let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
-    let handle = task.handle();
-    let running = tokio::spawn(task.run());
+    let (handle, running) = run_alone(output, on_clock(clock.clone()));
     // A reply of 25 frames (500 ms) at 0; the caller's audio passes every
     // 40 ms from 35 ms (as a socket read every 40 ms brings it) until 275.
     utterance(&handle, 25).await;
@@ -332,13 +340,7 @@ fn start_sending_ahead() -> (PipelineHandle, tokio::task::JoinHandle<()>, Arc<En
             },
         },
     );
-    let mut params = PipelineParams::new("test", 16_000);
-    params.clock = clock;
-    let task = PipelineTask::new(vec![NamedProcessor::new("out", output)], params);
-    let handle = task.handle();
-    let running = tokio::spawn(async move {
-        task.run().await;
-    });
+    let (handle, running) = run_alone(output, on_clock(clock));
     (handle, running, ends)
 }
 
