@@ -389,12 +389,15 @@ impl Server {
         });
         // The campaign worker stops leasing at the signal and hands back
         // what it has not dialled.
-        let (stop_campaigns, campaigns_stopped) = tokio::sync::oneshot::channel::<()>();
+        // (Not when the drain is over: until then it would go on dialling
+        // calls that, with the listener closed, could not reach the server.)
+        let stop_campaigns = std::sync::Arc::new(tokio::sync::watch::Sender::new(false));
         let campaigns = self.state.campaigns.clone().map(|runner| {
+            let mut stopped = stop_campaigns.subscribe();
             tokio::spawn(async move {
                 runner
-                    .run(async {
-                        let _ = campaigns_stopped.await;
+                    .run(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
                     })
                     .await;
             })
@@ -410,9 +413,13 @@ impl Server {
             })
         });
         let (signalled_tx, signalled) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
-            signal.await;
-            let _ = signalled_tx.send(());
+        let signal = {
+            let stop_campaigns = std::sync::Arc::clone(&stop_campaigns);
+            async move {
+                signal.await;
+                stop_campaigns.send_replace(true);
+                let _ = signalled_tx.send(());
+            }
         };
         let deadlines = super::http_conn::RequestDeadlines {
             headers: server.http_header_timeout_secs.duration(),
@@ -446,7 +453,7 @@ impl Server {
         {
             tracing::error!(error = %err, "the idle conversation sweep failed");
         }
-        let _ = stop_campaigns.send(());
+        stop_campaigns.send_replace(true);
         if let Some(campaigns) = campaigns
             && let Err(err) = campaigns.await
         {

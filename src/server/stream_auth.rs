@@ -49,7 +49,8 @@ pub(crate) enum StreamProof {
     },
     /// A token for the call `call_id` this server placed for `account_sid`.
     Placed { account_sid: String },
-    /// The signed upgrade alone: the `start` came from Twilio.
+    /// The signed upgrade alone. It signs the stream's URL, not the call:
+    /// the `start`'s SIDs are the client's word.
     Signed,
     /// No check is configured.
     Unchecked,

@@ -19,7 +19,6 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
-use crate::transport::twilio::protocol::StreamStart;
 use crate::transport::twilio::stream_token::STREAM_TOKEN_PARAMETER;
 use crate::transport::twilio::{CallOptions, HangUpTarget, StreamSocket, socket};
 
@@ -106,7 +105,7 @@ async fn serve_call(state: Arc<ServerState>, mut permit: SessionPermit, socket: 
     if let Some(call_id) = start.custom_parameters.get(CALL_ID_PARAMETER) {
         joined = join_outbound_call(&state, &mut permit, call_id, start.call_sid.as_deref()).await;
     }
-    let target = hang_up_target(proof, start, joined);
+    let target = hang_up_target(proof, joined);
     let mut setup = state.config.session_setup(Arc::clone(permit.session_id()));
     setup.env = state.env.clone();
     setup.custom_parameters = start.custom_parameters.clone();
@@ -125,21 +124,19 @@ async fn serve_call(state: Arc<ServerState>, mut permit: SessionPermit, socket: 
 }
 
 /// The call to hang up if the stream drops, from what vouched for it: the
-/// token's call, an outbound call's SID from the server's record (`joined`),
-/// or with the signature alone, Twilio's `start`; none when unchecked.
-fn hang_up_target(
-    proof: StreamProof,
-    start: &StreamStart,
-    joined: Option<String>,
-) -> Option<HangUpTarget> {
+/// token's call, or an outbound call's SID from the server's record
+/// (`joined`). None with the signature alone: it signs the stream's URL,
+/// which says nothing of the call, so a captured signature can be replayed
+/// with any `start` (closing the stream still ends the `<Connect>`); none
+/// when unchecked.
+fn hang_up_target(proof: StreamProof, joined: Option<String>) -> Option<HangUpTarget> {
     let (account_sid, call_sid) = match proof {
         StreamProof::Call {
             account_sid,
             call_sid,
         } => (account_sid, call_sid),
         StreamProof::Placed { account_sid } => (account_sid, joined?),
-        StreamProof::Signed => (start.account_sid.clone()?, start.call_sid.clone()?),
-        StreamProof::Unchecked => return None,
+        StreamProof::Signed | StreamProof::Unchecked => return None,
     };
     Some(HangUpTarget {
         account_sid,

@@ -295,6 +295,49 @@ async fn a_prepared_reply_is_never_heard_when_the_user_goes_on() {
     assert_eq!(assistant, ["A pizza and a salad."]);
 }
 
+#[tokio::test]
+async fn a_prepared_reply_another_interruption_cancelled_is_asked_for_again() {
+    let server = FakeOpenAi::start().await;
+    server.push_chats([
+        Reply::Sse(text_answer("A pizza it is.")),
+        Reply::Sse(text_answer("A pizza it is.")),
+    ]);
+    let conversation = SharedConversation::default();
+    let session = Session::start(pipeline(&server, &conversation, None, true));
+    says(&session, transcription("I would like a pizza.")).await;
+    session
+        .live
+        .wait_for_from("tts", "the prepared reply, synthesized", |b| {
+            matches!(b, FrameBody::TtsStopped)
+        })
+        .await;
+    // An interruption the decision did not ask for (typed text, say)
+    // cancels the prepared reply.
+    session.at(1_250, FrameBody::Interruption).await;
+    session
+        .live
+        .wait_for_from("assistant_context", "the interruption", |b| {
+            matches!(b, FrameBody::Interruption)
+        })
+        .await;
+    // The turn ends at 1.3 s and is answered: not a confirmation of a reply
+    // that is gone.
+    for t in (1_260..=1_300).step_by(20) {
+        session.audio(t).await;
+    }
+    session
+        .live
+        .wait_for_from("assistant_context", "the reply played", |b| {
+            matches!(b, FrameBody::OutputAudio(_))
+        })
+        .await;
+    let _pushes = session.live.finish().await;
+    assert_eq!(server.chat_requests().len(), 2, "asked for again");
+    let messages = conversation.lock().context.messages().to_vec();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[1].content.as_deref(), Some("A pizza it is."));
+}
+
 /// The last user message of an LLM request.
 fn last_user(request: &serde_json::Value) -> String {
     request["messages"].as_array().unwrap().last().unwrap()["content"]
@@ -496,6 +539,51 @@ async fn a_tool_safe_to_run_early_runs_during_the_wait() {
     );
     assert!(!any_reply(&session.pushed_by("assistant_context")));
     let _pushes = session.live.finish().await;
+}
+
+#[tokio::test]
+async fn a_discarded_replys_tool_call_is_not_recorded_when_its_result_comes() {
+    let server = FakeOpenAi::start().await;
+    server.push_chats([calls_tool("lookup"), Reply::Sse(text_answer("Found it."))]);
+    // The lookup answers after the user has gone on.
+    server.push_tool(Reply::Delayed(
+        Duration::from_millis(300),
+        Box::new(Reply::Json(serde_json::json!({"found": true}))),
+    ));
+    let conversation = SharedConversation::default();
+    let session = Session::start(pipeline(&server, &conversation, None, true));
+    says(&session, transcription("Look it up.")).await;
+    server
+        .wait_for_requests("/tools/lookup", 1, Duration::from_secs(10))
+        .await;
+    session
+        .at(1_250, FrameBody::UserStartedSpeaking { start: ms(1_250) })
+        .await;
+    session
+        .live
+        .wait_for_from("llm", "the call's result (or its cancellation)", |b| {
+            matches!(b, FrameBody::FunctionCallResult { .. })
+        })
+        .await;
+    // Every processor has handled what came before this frame.
+    session.audio(1_300).await;
+    let recorded = session.pushed_by("assistant_context");
+    let _pushes = session.live.finish().await;
+    assert!(
+        !recorded.iter().any(|b| matches!(
+            b,
+            FrameBody::FunctionCallResult { .. } | FrameBody::TurnCompleted(_)
+        )),
+        "nothing of the discarded reply was recorded"
+    );
+    // The turn, ended by the session's end, is answered without the tool.
+    let messages = conversation.lock().context.messages().to_vec();
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.role != Role::Tool && m.tool_calls.is_empty()),
+        "{messages:?}"
+    );
 }
 
 /// An end-of-turn model answering from a script, one probability per call.

@@ -8,13 +8,28 @@
 //! The confirmation releases them, in order, to be recorded and played at
 //! once; an interruption (the discard) drops them. System frames (metrics,
 //! the user's audio) pass: they are not the reply.
+//!
+//! A tool the discarded reply called (one safe to run early) may still
+//! answer after the discard: a tool that outlives interruptions, or the
+//! cancellation result of one that does not. Its call was never recorded,
+//! so its result would be recorded on its own; the hold remembers the
+//! discarded calls and drops their results.
+
+use std::collections::VecDeque;
 
 use crate::frame::{Direction, Frame, FrameBody, FrameKind};
+
+/// The most discarded calls remembered: a few replies' worth. A result
+/// that comes after more calls than that were discarded is recorded, as
+/// any result of a call recorded nowhere.
+const DISCARDED_CALLS: usize = 64;
 
 /// Frames of a reply not yet confirmed. See the module docs.
 #[derive(Debug, Default)]
 pub(super) struct PreemptiveHold {
     held: Option<Vec<Frame>>,
+    /// Ids of the calls of discarded replies, oldest first.
+    discarded_calls: VecDeque<String>,
 }
 
 impl PreemptiveHold {
@@ -29,6 +44,13 @@ impl PreemptiveHold {
 
     /// `frame`, unless it is held.
     pub(super) fn pass(&mut self, frame: Frame, direction: Direction) -> Option<Frame> {
+        if let FrameBody::FunctionCallResult { call, .. } = &frame.body
+            && let Some(at) = self.discarded_calls.iter().position(|id| *id == call.id)
+        {
+            self.discarded_calls.remove(at);
+            tracing::debug!("the result of a discarded reply's tool call: dropped");
+            return None;
+        }
         let Some(held) = &mut self.held else {
             return Some(frame);
         };
@@ -50,7 +72,25 @@ impl PreemptiveHold {
 
     /// The reply is discarded: nothing of it goes on.
     pub(super) fn discard(&mut self) {
-        self.held = None;
+        let held = self.held.take().unwrap_or_default();
+        // Calls whose result is held too have answered: nothing to wait for.
+        let answered: Vec<&str> = held
+            .iter()
+            .filter_map(|frame| match &frame.body {
+                FrameBody::FunctionCallResult { call, .. } => Some(call.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        for frame in &held {
+            if let FrameBody::FunctionCallInProgress(call) = &frame.body
+                && !answered.contains(&call.id.as_str())
+            {
+                if self.discarded_calls.len() == DISCARDED_CALLS {
+                    self.discarded_calls.pop_front();
+                }
+                self.discarded_calls.push_back(call.id.clone());
+            }
+        }
     }
 }
 
@@ -89,5 +129,46 @@ mod tests {
         hold.discard();
         assert!(hold.release().is_empty());
         assert!(hold.pass(text(), Direction::Downstream).is_some());
+    }
+
+    #[test]
+    fn results_of_a_discarded_replys_tool_calls_are_dropped_once() {
+        let call = |id: &str| crate::conversation::ToolCall {
+            id: id.into(),
+            name: "lookup".into(),
+            arguments: "{}".into(),
+        };
+        let result = |id: &str| {
+            Frame::new(FrameBody::FunctionCallResult {
+                call: call(id),
+                result: "cancelled".into(),
+            })
+        };
+        let mut hold = PreemptiveHold::default();
+        hold.start();
+        let in_progress = Frame::new(FrameBody::FunctionCallInProgress(call("a")));
+        assert!(hold.pass(in_progress, Direction::Downstream).is_none());
+        hold.discard();
+        assert!(hold.pass(result("a"), Direction::Downstream).is_none());
+        // Only that call's, and only once.
+        assert!(hold.pass(result("b"), Direction::Downstream).is_some());
+        assert!(hold.pass(result("a"), Direction::Downstream).is_some());
+
+        // A call answered before the discard leaves nothing to wait for.
+        hold.start();
+        let in_progress = Frame::new(FrameBody::FunctionCallInProgress(call("d")));
+        assert!(hold.pass(in_progress, Direction::Downstream).is_none());
+        assert!(hold.pass(result("d"), Direction::Downstream).is_none());
+        hold.discard();
+        assert!(hold.pass(result("d"), Direction::Downstream).is_some());
+
+        // Dropped too while the next reply is held, not released with it.
+        hold.start();
+        let in_progress = Frame::new(FrameBody::FunctionCallInProgress(call("c")));
+        assert!(hold.pass(in_progress, Direction::Downstream).is_none());
+        hold.discard();
+        hold.start();
+        assert!(hold.pass(result("c"), Direction::Downstream).is_none());
+        assert!(hold.release().is_empty());
     }
 }

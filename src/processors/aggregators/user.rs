@@ -117,7 +117,7 @@ pub struct TurnEndConfig {
     /// Silence after which a turn that looks done ends, seconds (0 to 10).
     /// Default 0.3.
     pub complete_secs: Seconds<0, 10>,
-    /// Silence after which any turn ends, seconds (0 to 30). Default 1.2.
+    /// Silence after which any turn ends, seconds (0 to 30). Default 1.5.
     pub fallback_secs: Seconds<0, 30>,
     /// The model's probability from which a turn looks done, 0 to 1.
     /// Default 0.5.
@@ -515,6 +515,13 @@ impl Processor for UserContextAggregator {
     async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
         if let Some(ending) = &mut self.ending {
             ending.interrupting = false;
+            // Whatever interrupted (the discard, typed text, a second
+            // request), it cancels a reply prepared before it passed here:
+            // the turn's end must ask again, not confirm a reply that is
+            // gone and leave the turn unanswered.
+            if ending.prepared.take().is_some() {
+                tracing::debug!("an interruption cancelled the prepared reply");
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 //! socket ──▶ TwilioCall::accept (connected, start) ──▶ TwilioCall::into_transport
 //!               │                                          │
 //!               └ StreamStart (call SID, parameters)       ├ transport.input  (reader task: audio, dtmf, marks)
-//!                                                          ├ transport.output (TwilioSink on a 20 ms timer)
+//!                                                          ├ transport.output (TwilioSink, paced, sent ahead)
 //!                                                          └ CallHandle (how the stream ended; stop reading)
 //! ```
 
@@ -39,8 +39,9 @@ const MARK_ECHOES: usize = 64;
 /// How a call is run.
 #[derive(Clone)]
 pub struct CallOptions {
-    /// A stream that sends nothing for this long is over; also the longest
-    /// wait for `start`.
+    /// A stream that sends no caller audio the pipeline can use for this
+    /// long is over (junk, marks and empty or dropped media do not count);
+    /// also the longest wait for `start`.
     pub idle_timeout: Duration,
     /// Where traffic and skipped messages are counted.
     pub stats: Arc<dyn TransportStats>,
@@ -261,5 +262,64 @@ mod tests {
             matches!(accepted, Ok(Err(AcceptError::Timeout(_)))),
             "the wait for `start` ends after the idle timeout"
         );
+    }
+
+    /// Runs a call whose stream sends `start`, then `junk` as its only
+    /// messages, reading every 40 ms with an idle timeout of 2 s; returns
+    /// how it ended and when.
+    async fn ended_by_junk(
+        junk: impl Stream<Item = WsInbound> + Send + Unpin + 'static,
+    ) -> (Option<StreamEnd>, Duration) {
+        let start = r#"{"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{"streamSid":"MZ1","accountSid":"AC1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{}}}"#;
+        let inbound = futures_util::stream::iter([WsInbound::Text(Utf8Bytes::from_static(start))])
+            .chain(junk);
+        let options = CallOptions {
+            idle_timeout: Duration::from_secs(2),
+            stats: Arc::new(NoStats),
+            send_ahead: SendAhead::NONE,
+            read_interval: Duration::from_millis(40),
+        };
+        let call = TwilioCall::accept(Box::pin(inbound), 16_000, options).await;
+        let Ok(call) = call else {
+            panic!("the stream did not start");
+        };
+        let (outbound, _sent) = mpsc::channel(16);
+        let (ends, handle) = call.into_transport(outbound);
+        let task = crate::pipeline::PipelineTask::new(
+            vec![ends.input, ends.output],
+            crate::pipeline::PipelineParams::new("test", 16_000),
+        );
+        let started = tokio::time::Instant::now();
+        let ran = tokio::time::timeout(Duration::from_secs(60), task.run()).await;
+        assert!(ran.is_ok(), "the session outlived the idle timeout");
+        (handle.ended_by(), started.elapsed())
+    }
+
+    fn junk() -> WsInbound {
+        WsInbound::Text(Utf8Bytes::from_static("hello"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn junk_waiting_at_every_read_cannot_hold_off_the_idle_timeout() {
+        // Junk every 10 ms: reading every 40 ms, the reader finds a message
+        // waiting each time it wakes.
+        let every_10_ms = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Some((junk(), ()))
+        });
+        let (end, after) = ended_by_junk(Box::pin(every_10_ms)).await;
+        assert_eq!(end, Some(StreamEnd::IdleTimeout));
+        assert!(after < Duration::from_secs(3), "{after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_the_reader_never_catches_up_with_ends_after_twice_the_timeout() {
+        // Always more waiting than a read takes: the reader is behind for
+        // good, and audio sent after the flood might be on its way, so it
+        // waits once more the timeout, not forever.
+        let (end, after) = ended_by_junk(futures_util::stream::repeat_with(junk)).await;
+        assert_eq!(end, Some(StreamEnd::IdleTimeout));
+        assert!(after >= Duration::from_secs(4), "{after:?}");
+        assert!(after < Duration::from_secs(5), "{after:?}");
     }
 }

@@ -29,6 +29,7 @@ use crate::transport::stats::TransportStats;
 use crate::transport::wake_grid;
 use crate::transport::websocket::WsInbound;
 
+use super::marks::MarkTracker;
 use super::stream::{Inbound, StreamReader};
 
 /// The most messages read in one go after the first, when the socket is
@@ -106,7 +107,18 @@ where
         // Only caller audio that is used keeps the stream alive: junk,
         // marks or a flood dropped over the real-time budget do not.
         let mut idle_at = tokio::time::Instant::now() + self.idle_timeout;
+        // Whether the last read took everything that had arrived.
+        let mut caught_up = true;
         let end = 'reading: loop {
+            // Checked here too: a message waiting at every read would keep
+            // `timeout_at` from ever looking at its deadline. A reader still
+            // working through a backlog (a flood it reads at its own pace)
+            // may not have reached the audio sent after it, so it waits
+            // once more the timeout before giving up.
+            let now = tokio::time::Instant::now();
+            if now >= idle_at && (caught_up || now >= idle_at + self.idle_timeout) {
+                break StreamEnd::IdleTimeout;
+            }
             let next = tokio::time::timeout_at(idle_at, self.inbound.next()).await;
             let Ok(next) = next else {
                 break StreamEnd::IdleTimeout;
@@ -122,8 +134,10 @@ where
             // the interval is over, so that its messages are read in one
             // wake-up. (Polled without a waker, the socket does not wake
             // the call for the messages that arrive meanwhile.)
+            caught_up = false;
             for _ in 0..most_per_read(self.read_interval) {
                 let Some(next) = self.inbound.next().now_or_never() else {
+                    caught_up = true;
                     break;
                 };
                 if let Some(end) = self.on_message(next, &ctx, &mut idle_at).await {
@@ -193,6 +207,9 @@ where
             Inbound::Dtmf(digit) if !ending => {
                 tracing::debug!(%digit, "key pressed");
                 ctx.push_downstream(FrameBody::Dtmf { digit }).await;
+            }
+            Inbound::MarkPlayed(name) if !MarkTracker::could_be_ours(&name) => {
+                tracing::debug!("echo of a mark that is not ours: dropped");
             }
             Inbound::MarkPlayed(name) => {
                 // The queue is bounded: the sink drains it only when an

@@ -12,6 +12,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// What every mark's name starts with.
+const MARK_PREFIX: &str = "voxpipe-";
+
 /// The marks waiting for an echo.
 #[derive(Debug, Default)]
 pub struct MarkTracker {
@@ -31,11 +34,21 @@ impl MarkTracker {
         Self::default()
     }
 
+    /// Whether `name` has the form of the marks this tracker names
+    /// (`voxpipe-` and a number), so that an echo of anything else can be
+    /// dropped unread: a far end may send marks of its own, each as long as
+    /// a message may be.
+    pub fn could_be_ours(name: &str) -> bool {
+        name.strip_prefix(MARK_PREFIX).is_some_and(|number| {
+            (1..=20).contains(&number.len()) && number.bytes().all(|b| b.is_ascii_digit())
+        })
+    }
+
     /// A new mark after audio that should finish playing at `audio_end`;
     /// returns its name, to send.
     pub fn sent(&mut self, audio_end: Duration) -> String {
         self.next += 1;
-        let name = format!("voxpipe-{}", self.next);
+        let name = format!("{MARK_PREFIX}{}", self.next);
         self.pending
             .push_back((name.clone(), audio_end + Self::TIMEOUT));
         name
@@ -116,5 +129,26 @@ mod tests {
         assert!(marks.playing(ms(100) + MarkTracker::TIMEOUT - ms(1)));
         assert!(!marks.playing(ms(100) + MarkTracker::TIMEOUT));
         assert_eq!(marks.given_up(), 1);
+    }
+
+    #[test]
+    fn only_names_of_our_form_could_be_ours() {
+        let mut marks = MarkTracker::new();
+        let name = marks.sent(Duration::ZERO);
+        assert!(MarkTracker::could_be_ours(&name));
+        assert!(MarkTracker::could_be_ours("voxpipe-18446744073709551615"));
+        for foreign in [
+            "",
+            "voxpipe-",
+            "voxpipe-1x",
+            "other-1",
+            "x".repeat(60_000).as_str(),
+        ] {
+            assert!(!MarkTracker::could_be_ours(foreign), "{foreign:.20}");
+        }
+        assert!(!MarkTracker::could_be_ours(&format!(
+            "voxpipe-{}",
+            "9".repeat(30)
+        )));
     }
 }

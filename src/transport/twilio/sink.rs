@@ -1,10 +1,10 @@
 //! The Twilio transport's [`AudioSink`]: bot audio out as `media` messages,
 //! a `mark` after each utterance, `clear` on an interruption.
 //!
-//! The output transport releases audio on a 20 ms timer, so `media`
-//! messages leave at the pace the caller hears them and Twilio's buffer
-//! stays short; the sink only encodes and hands messages to the socket's
-//! writer task. It never blocks: when the socket is gone or not keeping up,
+//! The output transport releases audio on a 20 ms timer, up to
+//! `send_ahead_secs` (0.5 s) ahead of what the caller is hearing, topped up
+//! a few frames at a time, so Twilio's buffer holds at most that; the sink
+//! only encodes and hands messages to the socket's writer task. It never blocks: when the socket is gone or not keeping up,
 //! audio is dropped (and logged once), because holding the output's timer
 //! would delay every later frame instead.
 

@@ -18,6 +18,8 @@ use axum::extract::ws::{
 };
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
@@ -36,6 +38,12 @@ use super::rest::{HangUp, HangUpError, TwilioRest};
 /// buffers it and plays it in order); a socket that falls this far behind
 /// loses audio rather than growing memory or holding up the session.
 const OUTBOUND_QUEUE: usize = 512;
+
+/// How long a stream's end waits for the writer to send what is queued and
+/// for the close to go out. A far end that reads takes milliseconds even
+/// for a full queue (about 200 KB over loopback or a LAN); one that does
+/// not read would otherwise hold the session's slot for good.
+const WRITER_LIMIT: Duration = Duration::from_secs(5);
 
 /// The socket's read buffer. Twilio's messages are a few hundred bytes (a
 /// 20 ms `media` message is about 400); the WebSocket library zero-fills
@@ -124,10 +132,7 @@ impl StreamSocket {
         drop(ends);
         self.call.stop_reading();
         let _writer_gone = self.done.send(());
-        match self.writer.await {
-            Ok(ws_tx) => close(ws_tx, close_code::POLICY).await,
-            Err(err) => tracing::error!(error = %err, "the socket writer failed"),
-        }
+        close_after_writer(self.writer, close_code::POLICY, WRITER_LIMIT).await;
     }
 
     /// Ends the stream after its session: stops reading; hangs the call
@@ -151,10 +156,7 @@ impl StreamSocket {
         // The writer sends what is still queued, then gives the socket back.
         let _writer_gone = self.done.send(());
         let code = end_code(self.call.ended_by(), server_shutdown);
-        match self.writer.await {
-            Ok(ws_tx) => close(ws_tx, code).await,
-            Err(err) => tracing::error!(error = %err, "the socket writer failed"),
-        }
+        close_after_writer(self.writer, code, WRITER_LIMIT).await;
         hung_up
     }
 }
@@ -219,7 +221,36 @@ async fn write_loop(
     ws_tx
 }
 
-async fn close(mut ws_tx: SocketWriter, code: u16) {
+/// Waits for the writer to send what is queued and give the socket back,
+/// then closes it with `code`; all within `limit`. A far end that stops
+/// reading blocks the writer once the socket's buffers are full, and
+/// nothing else would ever end that wait: the session's slot and the
+/// connection would be held for good. Past `limit` the writer is aborted
+/// and the socket dropped, which closes the connection.
+async fn close_after_writer<W>(mut writer: JoinHandle<W>, code: u16, limit: Duration)
+where
+    W: futures_util::Sink<Message> + Unpin,
+{
+    let closed = tokio::time::timeout(limit, async {
+        match (&mut writer).await {
+            Ok(ws_tx) => close(ws_tx, code).await,
+            Err(err) => tracing::error!(error = %err, "the socket writer failed"),
+        }
+    })
+    .await;
+    if closed.is_err() {
+        writer.abort();
+        tracing::warn!(
+            limit_secs = limit.as_secs_f64(),
+            "the far end stopped reading: socket dropped without a close"
+        );
+    }
+}
+
+async fn close<W>(mut ws_tx: W, code: u16)
+where
+    W: futures_util::Sink<Message> + Unpin,
+{
     let frame = CloseFrame {
         code,
         reason: "".into(),
@@ -276,5 +307,44 @@ mod tests {
             close_code::NORMAL
         );
         assert_eq!(end_code(None, false), close_code::NORMAL);
+    }
+
+    /// A writer's socket that records what is sent to it.
+    fn recording_sink(
+        sent: std::sync::mpsc::Sender<Message>,
+    ) -> impl futures_util::Sink<Message, Error = std::convert::Infallible> + Unpin {
+        Box::pin(futures_util::sink::unfold(
+            sent,
+            |sent, message| async move {
+                let _ = sent.send(message);
+                Ok(sent)
+            },
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_socket_is_closed_with_the_code_once_the_writer_is_done() {
+        let (sent, seen) = std::sync::mpsc::channel();
+        let writer = tokio::spawn(async move { recording_sink(sent) });
+        let started = tokio::time::Instant::now();
+        close_after_writer(writer, close_code::AWAY, Duration::from_secs(5)).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        match seen.try_recv() {
+            Ok(Message::Close(Some(frame))) => assert_eq!(frame.code, close_code::AWAY),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_stuck_on_a_far_end_that_does_not_read_is_aborted_at_the_limit() {
+        let writer = tokio::spawn(async {
+            std::future::pending::<futures_util::sink::Drain<Message>>().await
+        });
+        let abort = writer.abort_handle();
+        let started = tokio::time::Instant::now();
+        close_after_writer(writer, close_code::NORMAL, Duration::from_secs(5)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        tokio::task::yield_now().await;
+        assert!(abort.is_finished(), "the stuck writer still runs");
     }
 }

@@ -161,7 +161,13 @@ impl StreamReader {
         match event {
             InboundEvent::Connected { .. } => Inbound::Ignored,
             InboundEvent::Start(_) => Inbound::Skipped(Skip::DuplicateStart),
-            InboundEvent::Media(media) if media.track == Track::Outbound => Inbound::Ignored,
+            // Nothing to hear: not caller audio, so it cannot keep the
+            // stream alive either.
+            InboundEvent::Media(media)
+                if media.track == Track::Outbound || media.payload.is_empty() =>
+            {
+                Inbound::Ignored
+            }
             InboundEvent::Media(media) => {
                 if !self.budget.admit(now, mulaw_duration(media.payload.len())) {
                     return Inbound::Skipped(Skip::AheadOfRealTime);
@@ -235,6 +241,15 @@ mod tests {
             Inbound::Audio
         ));
         assert_eq!(reader.poll_audio().unwrap().num_frames(), 320);
+    }
+
+    #[test]
+    fn media_without_audio_is_not_caller_audio() {
+        let mut reader = started();
+        let empty = r#"{"event":"media","streamSid":"MZ1","media":{"track":"inbound","chunk":"1","timestamp":"0","payload":""}}"#;
+        let inbound = reader.handle_text(empty, Duration::ZERO);
+        assert!(matches!(inbound, Inbound::Ignored), "{inbound:?}");
+        assert!(reader.poll_audio().is_none());
     }
 
     #[test]
