@@ -586,6 +586,46 @@ async fn a_discarded_replys_tool_call_is_not_recorded_when_its_result_comes() {
     );
 }
 
+#[tokio::test]
+async fn an_interim_after_the_final_holds_the_turn_for_its_final() {
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Sse(text_answer("A pizza with cheese.")));
+    let conversation = SharedConversation::default();
+    let session = Session::start(pipeline(&server, &conversation, None, false));
+    says(&session, transcription("I would like a pizza.")).await;
+    // The streaming STT is still finalising the end of the speech.
+    session.at(1_250, interim("with cheese")).await;
+    for t in (1_260..=1_380).step_by(20) {
+        session.audio(t).await;
+    }
+    assert_eq!(
+        turn_ended_at(&session),
+        None,
+        "300 ms of silence, but the interim's final is awaited"
+    );
+    session.at(1_400, transcription("with cheese.")).await;
+    session.audio(1_420).await;
+    server
+        .wait_for_requests("chat/completions", 1, Duration::from_secs(10))
+        .await;
+    let _pushes = session.live.finish().await;
+    let requests = server.chat_requests();
+    assert_eq!(requests.len(), 1, "one turn, one reply");
+    assert_eq!(
+        last_user(&requests[0]),
+        "I would like a pizza. with cheese."
+    );
+    let users: Vec<_> = conversation
+        .lock()
+        .context
+        .messages()
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.content.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(users, ["I would like a pizza. with cheese."]);
+}
+
 /// An end-of-turn model answering from a script, one probability per call.
 struct ScriptedModel {
     answers: Arc<Mutex<Vec<f32>>>,

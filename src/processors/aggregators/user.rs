@@ -207,6 +207,11 @@ struct TurnEnding {
     /// An interruption was asked for (a discard) and has not passed yet:
     /// nothing goes to the LLM before it, or it would be dropped with it.
     interrupting: bool,
+    /// Since when an interim newer than the pending words has been held (a
+    /// streaming STT still finalising the end of the speech): the turn does
+    /// not end before its final, for up to the transcript timeout, or the
+    /// final would come after the turn's end and start a second turn.
+    unfinalised_since: Option<Duration>,
 }
 
 impl UserContextAggregator {
@@ -243,6 +248,7 @@ impl UserContextAggregator {
             pending: None,
             prepared: None,
             interrupting: false,
+            unfinalised_since: None,
         });
         self
     }
@@ -301,6 +307,7 @@ impl UserContextAggregator {
             return;
         };
         ending.decision.user_spoke();
+        ending.unfinalised_since = None;
         if let Some(text) = ending.pending.take() {
             self.tracker.resume_with(text);
         }
@@ -332,7 +339,35 @@ impl UserContextAggregator {
             }
             None => return,
         };
-        match (ending.decision.decide(now), provisional) {
+        let mut decision = ending.decision.decide(now);
+        if !self.tracker.has_interim() {
+            ending.unfinalised_since = None;
+        }
+        if decision == TurnDecision::End
+            && let Some(since) = ending.unfinalised_since
+        {
+            if now < since + self.tracker.timeout() {
+                decision = TurnDecision::Prepare;
+            } else if let Some(words) = self.tracker.take_interim() {
+                // The final never came: the interim stands in for it.
+                ending.unfinalised_since = None;
+                let pending = ending.pending.take().unwrap_or_default();
+                let text = format!("{pending} {words}");
+                ending.decision.transcript(&text);
+                let changed = ending
+                    .prepared
+                    .as_deref()
+                    .is_some_and(|prepared| !same_words(prepared, &text));
+                ending.pending = Some(text);
+                if changed {
+                    // The reply prepared without those words goes; the
+                    // turn ends once the discard has passed.
+                    self.discard(ctx).await;
+                    return;
+                }
+            }
+        }
+        match (decision, provisional) {
             (TurnDecision::Wait, _) => {}
             (TurnDecision::End, None) => self.end_turn(ctx).await,
             (TurnDecision::Prepare, None) => {
@@ -370,6 +405,7 @@ impl UserContextAggregator {
         };
         let text = ending.pending.take();
         let prepared = ending.prepared.take().is_some();
+        ending.unfinalised_since = None;
         ending.decision.reset();
         if let Some(analyzer) = &mut ending.analyzer {
             analyzer.clear();
@@ -469,6 +505,12 @@ impl Processor for UserContextAggregator {
             FrameBody::InterimTranscription(t) => {
                 // It may come after the stop, and be the words to prepare.
                 self.tracker.interim_transcript(&t.text);
+                if let Some(ending) = &mut self.ending
+                    && ending.pending.is_some()
+                    && self.tracker.has_interim()
+                {
+                    ending.unfinalised_since.get_or_insert(now);
+                }
                 self.decide(now, ctx).await;
                 return Ok(());
             }

@@ -151,6 +151,25 @@ impl UserTurnTracker {
         self.hand()
     }
 
+    /// How long an interim may take to finalise.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether an interim newer than the last final is held.
+    pub fn has_interim(&self) -> bool {
+        self.interim.is_some()
+    }
+
+    /// The interim newer than the last final, taken to stand in for a final
+    /// that did not come in time; a final for the same words arriving
+    /// later is dropped, as for a turn handed at the end of the wait.
+    pub fn take_interim(&mut self) -> Option<String> {
+        let interim = self.interim.take()?;
+        self.handed_interim = true;
+        Some(interim)
+    }
+
     /// When the wait for transcripts runs out, if the turn is waiting.
     pub fn deadline(&self) -> Option<Duration> {
         self.waiting_since.map(|since| since + self.timeout)
