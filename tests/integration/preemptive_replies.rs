@@ -109,6 +109,16 @@ async fn says(session: &Session, words: FrameBody) {
         .await;
 }
 
+/// Waits until the TTS has synthesized a (prepared) reply to its end.
+async fn reply_synthesized(session: &Session) {
+    session
+        .live
+        .wait_for_from("tts", "the prepared reply, synthesized", |b| {
+            matches!(b, FrameBody::TtsStopped)
+        })
+        .await;
+}
+
 /// Whether anything of a reply (words, audio, tool calls) is among `bodies`.
 fn any_reply(bodies: &[FrameBody]) -> bool {
     bodies.iter().any(|b| {
@@ -305,12 +315,7 @@ async fn a_prepared_reply_another_interruption_cancelled_is_asked_for_again() {
     let conversation = SharedConversation::default();
     let session = Session::start(pipeline(&server, &conversation, None, true));
     says(&session, transcription("I would like a pizza.")).await;
-    session
-        .live
-        .wait_for_from("tts", "the prepared reply, synthesized", |b| {
-            matches!(b, FrameBody::TtsStopped)
-        })
-        .await;
+    reply_synthesized(&session).await;
     // An interruption the decision did not ask for (typed text, say)
     // cancels the prepared reply.
     session.at(1_250, FrameBody::Interruption).await;
@@ -354,12 +359,7 @@ async fn a_streaming_interim_prepares_the_reply_before_the_final_comes() {
     let session = Session::start(pipeline(&server, &conversation, None, true));
     says(&session, interim("i would like a pizza")).await;
     // No final yet: the interim's words go to the LLM at the stop.
-    session
-        .live
-        .wait_for_from("tts", "the prepared reply, synthesized", |b| {
-            matches!(b, FrameBody::TtsStopped)
-        })
-        .await;
+    reply_synthesized(&session).await;
     assert_eq!(server.chat_requests().len(), 1);
     assert!(!any_reply(&session.pushed_by("assistant_context")));
     // The final, 400 ms after the speech ended, punctuated: the same words.

@@ -214,6 +214,20 @@ struct TurnEnding {
     unfinalised_since: Option<Duration>,
 }
 
+impl TurnEnding {
+    /// `text` is the turn's words now; returns whether a reply was
+    /// prepared for other words.
+    fn set_pending(&mut self, text: String) -> bool {
+        self.decision.transcript(&text);
+        let changed = self
+            .prepared
+            .as_deref()
+            .is_some_and(|prepared| !same_words(prepared, &text));
+        self.pending = Some(text);
+        changed
+    }
+}
+
 impl UserContextAggregator {
     /// An aggregator appending to `conversation`, waiting up to
     /// `transcript_timeout` for interims to finalise.
@@ -276,13 +290,7 @@ impl UserContextAggregator {
             self.hand(Some(text), ctx).await;
             return;
         }
-        ending.decision.transcript(&text);
-        let changed = ending
-            .prepared
-            .as_deref()
-            .is_some_and(|prepared| !same_words(prepared, &text));
-        ending.pending = Some(text);
-        if changed {
+        if ending.set_pending(text) {
             // The reply prepared for other words goes.
             self.discard(ctx).await;
         }
@@ -352,14 +360,7 @@ impl UserContextAggregator {
                 // The final never came: the interim stands in for it.
                 ending.unfinalised_since = None;
                 let pending = ending.pending.take().unwrap_or_default();
-                let text = format!("{pending} {words}");
-                ending.decision.transcript(&text);
-                let changed = ending
-                    .prepared
-                    .as_deref()
-                    .is_some_and(|prepared| !same_words(prepared, &text));
-                ending.pending = Some(text);
-                if changed {
+                if ending.set_pending(format!("{pending} {words}")) {
                     // The reply prepared without those words goes; the
                     // turn ends once the discard has passed.
                     self.discard(ctx).await;
