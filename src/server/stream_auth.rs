@@ -13,9 +13,11 @@
 //!
 //! The hang-up when a stream drops uses the SIDs a check vouched for: the
 //! token's account and call (an outbound call's SID from the server's own
-//! record), or with the signature alone, Twilio's own `start`. Unchecked
-//! SIDs a client sent are never used: anyone knowing a `CallSid` could
-//! otherwise hang that call up.
+//! record). The signature alone vouches for none: it signs the stream's
+//! URL, which says nothing of the call, so no hang-up is tried and the
+//! stream's close ends the `<Connect>`. SIDs only a client's `start` names
+//! are never used: anyone knowing a `CallSid` could otherwise hang that
+//! call up.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

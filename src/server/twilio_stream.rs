@@ -105,6 +105,9 @@ async fn serve_call(state: Arc<ServerState>, mut permit: SessionPermit, socket: 
     if let Some(call_id) = start.custom_parameters.get(CALL_ID_PARAMETER) {
         joined = join_outbound_call(&state, &mut permit, call_id, start.call_sid.as_deref()).await;
     }
+    // With the signature alone (or no check) no call is vouched for: the
+    // stream's close ends the `<Connect>`, and no hang-up is tried.
+    let vouched = !matches!(proof, StreamProof::Signed | StreamProof::Unchecked);
     let target = hang_up_target(proof, joined);
     let mut setup = state.config.session_setup(Arc::clone(permit.session_id()));
     setup.env = state.env.clone();
@@ -113,7 +116,11 @@ async fn serve_call(state: Arc<ServerState>, mut permit: SessionPermit, socket: 
     let report = run_session(&state, &permit, "twilio", setup, ends, Vec::new()).await;
     let server_shutdown = report.is_some_and(|report| report.end_reason == SHUTDOWN_REASON);
     let hung_up = socket
-        .finish(state.twilio.rest.as_ref(), target.as_ref(), server_shutdown)
+        .finish(
+            state.twilio.rest.as_ref().filter(|_| vouched),
+            target.as_ref(),
+            server_shutdown,
+        )
         .await;
     if let Some(result) = hung_up {
         state

@@ -626,6 +626,36 @@ async fn an_interim_after_the_final_holds_the_turn_for_its_final() {
     assert_eq!(users, ["I would like a pizza. with cheese."]);
 }
 
+#[tokio::test]
+async fn an_interim_whose_final_never_comes_stands_in_for_it() {
+    let server = FakeOpenAi::start().await;
+    server.push_chats([
+        Reply::Sse(text_answer("A pizza with cheese.")),
+        Reply::Sse(text_answer("A second answer.")),
+    ]);
+    let conversation = SharedConversation::default();
+    let session = Session::start(pipeline(&server, &conversation, None, false));
+    says(&session, transcription("I would like a pizza.")).await;
+    session.at(1_250, interim("with cheese")).await;
+    // The transcript timeout (1 s) runs out at 2.25 s.
+    for t in (1_260..=2_240).step_by(20) {
+        session.audio(t).await;
+    }
+    assert_eq!(turn_ended_at(&session), None);
+    session.audio(2_260).await;
+    assert_eq!(turn_ended_at(&session), Some(2_260));
+    server
+        .wait_for_requests("chat/completions", 1, Duration::from_secs(10))
+        .await;
+    // Its final, after all: the interim spoke for it.
+    session.at(2_400, transcription("with cheese.")).await;
+    session.audio(2_420).await;
+    let _pushes = session.live.finish().await;
+    let requests = server.chat_requests();
+    assert_eq!(requests.len(), 1, "one turn, one reply");
+    assert_eq!(last_user(&requests[0]), "I would like a pizza. with cheese");
+}
+
 /// An end-of-turn model answering from a script, one probability per call.
 struct ScriptedModel {
     answers: Arc<Mutex<Vec<f32>>>,

@@ -40,7 +40,8 @@ const MARK_ECHOES: usize = 64;
 #[derive(Clone)]
 pub struct CallOptions {
     /// A stream that sends no caller audio the pipeline can use for this
-    /// long is over (junk, marks and empty or dropped media do not count);
+    /// long is over (junk, marks, media too short to make a frame and media
+    /// dropped over the real-time budget do not count);
     /// also the longest wait for `start`.
     pub idle_timeout: Duration,
     /// Where traffic and skipped messages are counted.
@@ -265,10 +266,11 @@ mod tests {
     }
 
     /// Runs a call whose stream sends `start`, then `junk` as its only
-    /// messages, reading every 40 ms with an idle timeout of 2 s; returns
-    /// how it ended and when.
+    /// messages, reading every `read_interval` with an idle timeout of 2 s;
+    /// returns how it ended and when.
     async fn ended_by_junk(
         junk: impl Stream<Item = WsInbound> + Send + Unpin + 'static,
+        read_interval: Duration,
     ) -> (Option<StreamEnd>, Duration) {
         let start = r#"{"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{"streamSid":"MZ1","accountSid":"AC1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{}}}"#;
         let inbound = futures_util::stream::iter([WsInbound::Text(Utf8Bytes::from_static(start))])
@@ -277,7 +279,7 @@ mod tests {
             idle_timeout: Duration::from_secs(2),
             stats: Arc::new(NoStats),
             send_ahead: SendAhead::NONE,
-            read_interval: Duration::from_millis(40),
+            read_interval,
         };
         let call = TwilioCall::accept(Box::pin(inbound), 16_000, options).await;
         let Ok(call) = call else {
@@ -299,15 +301,45 @@ mod tests {
         WsInbound::Text(Utf8Bytes::from_static("hello"))
     }
 
+    /// `message` every `period`, forever.
+    fn every(
+        period: Duration,
+        message: fn() -> WsInbound,
+    ) -> impl Stream<Item = WsInbound> + Send + Unpin + 'static {
+        Box::pin(futures_util::stream::unfold((), move |()| async move {
+            tokio::time::sleep(period).await;
+            Some((message(), ()))
+        }))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn junk_waiting_at_every_read_cannot_hold_off_the_idle_timeout() {
         // Junk every 10 ms: reading every 40 ms, the reader finds a message
-        // waiting each time it wakes.
-        let every_10_ms = futures_util::stream::unfold((), |()| async {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            Some((junk(), ()))
-        });
-        let (end, after) = ended_by_junk(Box::pin(every_10_ms)).await;
+        // waiting each time it wakes; reading each as it comes, always.
+        for read_interval in [Duration::from_millis(40), Duration::ZERO] {
+            let junk_every_10_ms = every(Duration::from_millis(10), junk);
+            let (end, after) = ended_by_junk(junk_every_10_ms, read_interval).await;
+            assert_eq!(end, Some(StreamEnd::IdleTimeout), "{read_interval:?}");
+            assert!(
+                after < Duration::from_secs(3),
+                "{read_interval:?}: {after:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn media_too_short_for_a_frame_does_not_keep_the_stream_alive() {
+        // One byte of audio every 100 ms: a 20 ms frame would take 16 s.
+        fn one_byte() -> WsInbound {
+            WsInbound::Text(Utf8Bytes::from_static(
+                r#"{"event":"media","streamSid":"MZ1","media":{"track":"inbound","chunk":"1","timestamp":"0","payload":"/w=="}}"#,
+            ))
+        }
+        let (end, after) = ended_by_junk(
+            every(Duration::from_millis(100), one_byte),
+            Duration::from_millis(40),
+        )
+        .await;
         assert_eq!(end, Some(StreamEnd::IdleTimeout));
         assert!(after < Duration::from_secs(3), "{after:?}");
     }
@@ -317,7 +349,8 @@ mod tests {
         // Always more waiting than a read takes: the reader is behind for
         // good, and audio sent after the flood might be on its way, so it
         // waits once more the timeout, not forever.
-        let (end, after) = ended_by_junk(futures_util::stream::repeat_with(junk)).await;
+        let flood = futures_util::stream::repeat_with(junk);
+        let (end, after) = ended_by_junk(flood, Duration::from_millis(40)).await;
         assert_eq!(end, Some(StreamEnd::IdleTimeout));
         assert!(after >= Duration::from_secs(4), "{after:?}");
         assert!(after < Duration::from_secs(5), "{after:?}");

@@ -107,17 +107,28 @@ where
         // Only caller audio that is used keeps the stream alive: junk,
         // marks or a flood dropped over the real-time budget do not.
         let mut idle_at = tokio::time::Instant::now() + self.idle_timeout;
-        // Whether the last read took everything that had arrived.
-        let mut caught_up = true;
         let end = 'reading: loop {
             // Checked here too: a message waiting at every read would keep
-            // `timeout_at` from ever looking at its deadline. A reader still
-            // working through a backlog (a flood it reads at its own pace)
-            // may not have reached the audio sent after it, so it waits
-            // once more the timeout before giving up.
-            let now = tokio::time::Instant::now();
-            if now >= idle_at && (caught_up || now >= idle_at + self.idle_timeout) {
-                break StreamEnd::IdleTimeout;
+            // `timeout_at` from ever looking at its deadline. Past it, what
+            // has arrived is read first, so audio already here counts; a
+            // reader still working through a backlog (a flood it reads at
+            // its own pace) may not have reached the audio sent after it,
+            // so it waits once more the timeout before giving up.
+            if tokio::time::Instant::now() >= idle_at {
+                let mut drained = false;
+                for _ in 0..most_per_read(self.read_interval) {
+                    let Some(next) = self.inbound.next().now_or_never() else {
+                        drained = true;
+                        break;
+                    };
+                    if let Some(end) = self.on_message(next, &ctx, &mut idle_at).await {
+                        break 'reading end;
+                    }
+                }
+                let now = tokio::time::Instant::now();
+                if now >= idle_at && (drained || now >= idle_at + self.idle_timeout) {
+                    break StreamEnd::IdleTimeout;
+                }
             }
             let next = tokio::time::timeout_at(idle_at, self.inbound.next()).await;
             let Ok(next) = next else {
@@ -134,10 +145,8 @@ where
             // the interval is over, so that its messages are read in one
             // wake-up. (Polled without a waker, the socket does not wake
             // the call for the messages that arrive meanwhile.)
-            caught_up = false;
             for _ in 0..most_per_read(self.read_interval) {
                 let Some(next) = self.inbound.next().now_or_never() else {
-                    caught_up = true;
                     break;
                 };
                 if let Some(end) = self.on_message(next, &ctx, &mut idle_at).await {
@@ -182,23 +191,30 @@ where
                 return Some(StreamEnd::SocketError);
             }
         };
-        if matches!(inbound, Inbound::Audio) {
-            *idle_at = tokio::time::Instant::now() + self.idle_timeout;
-        }
-        self.handle(inbound, ctx).await
+        self.handle(inbound, ctx, idle_at).await
     }
 
-    /// Acts on one message; `Some` when the stream is over.
-    async fn handle(&mut self, inbound: Inbound, ctx: &ProcessorContext) -> Option<StreamEnd> {
+    /// Acts on one message; `Some` when the stream is over. Only a whole
+    /// frame of caller audio moves `idle_at` on.
+    async fn handle(
+        &mut self,
+        inbound: Inbound,
+        ctx: &ProcessorContext,
+        idle_at: &mut tokio::time::Instant,
+    ) -> Option<StreamEnd> {
         let ending = self.shared.reader.ending();
         match inbound {
             Inbound::Audio => {
-                let mut frames = 0;
+                let (mut decoded, mut frames) = (false, 0);
                 while let Some(audio) = self.stream.poll_audio() {
+                    decoded = true;
                     if !ending {
                         ctx.push_downstream(FrameBody::InputAudio(audio)).await;
                         frames += 1;
                     }
+                }
+                if decoded {
+                    *idle_at = tokio::time::Instant::now() + self.idle_timeout;
                 }
                 if frames > 0 {
                     self.stats.audio_in(frames);

@@ -267,7 +267,7 @@ async fn hang_up(
     target: Option<&HangUpTarget>,
 ) -> Option<Result<HangUp, HangUpError>> {
     let Some(rest) = rest else {
-        tracing::debug!("no REST hang-up configured: closing the stream ends the <Connect>");
+        tracing::debug!("no REST hang-up for this stream: closing it ends the <Connect>");
         return None;
     };
     let result = match target {
