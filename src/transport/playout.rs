@@ -110,6 +110,9 @@ impl Playout {
     /// speaking.
     pub const STOP_HANGOVER: Duration = Duration::from_millis(200);
 
+    /// The longest piece audio sent ahead is queued in.
+    pub const PIECE: Duration = Duration::from_millis(20);
+
     /// An empty schedule; audio leaves at its time.
     pub fn new() -> Self {
         Self::default()
@@ -127,8 +130,34 @@ impl Playout {
     }
 
     /// Schedules `audio` at `now` or right after the audio already
-    /// scheduled, whichever is later.
-    pub fn schedule(&mut self, mut audio: AudioFrame, now: Duration) {
+    /// scheduled, whichever is later. Sent ahead, audio longer than
+    /// [`Self::PIECE`] is queued in pieces of that length: a frame leaves
+    /// early only if all of it fits within the lead, so a TTS chunk longer
+    /// than the lead (a second of speech in one WebSocket message) would
+    /// otherwise leave only when the audio before it had played, and a
+    /// late wake-up then would be heard as a gap.
+    pub fn schedule(&mut self, audio: AudioFrame, now: Duration) {
+        let piece_samples = u128::from(audio.sample_rate) * Self::PIECE.as_micros() / 1_000_000;
+        let piece_bytes = usize::try_from(piece_samples).unwrap_or(usize::MAX)
+            * usize::from(audio.channels.max(1))
+            * 2;
+        if self.send_ahead.most.is_zero() || piece_bytes == 0 || audio.data.len() <= piece_bytes {
+            self.schedule_whole(audio, now);
+            return;
+        }
+        let mut at = 0;
+        while at < audio.data.len() {
+            let end = (at + piece_bytes).min(audio.data.len());
+            let piece = AudioFrame {
+                data: audio.data.slice(at..end),
+                ..audio.clone()
+            };
+            self.schedule_whole(piece, now);
+            at = end;
+        }
+    }
+
+    fn schedule_whole(&mut self, mut audio: AudioFrame, now: Duration) {
         let start = self.scheduled_until.max(now);
         audio.pts = start;
         self.scheduled_until = start + audio.duration();
@@ -463,6 +492,39 @@ mod tests {
         assert!(!p.releasable(ms(19)));
         assert!(p.releasable(ms(20)));
         assert_eq!(ahead().send_ahead.refill(), ms(40));
+    }
+
+    #[test]
+    fn audio_longer_than_the_lead_is_sent_ahead_in_pieces() {
+        let mut p = Playout::with_send_ahead(SendAhead {
+            most: ms(500),
+            refill_below: ms(460),
+        });
+        p.schedule(chunk(), ms(0));
+        // A second of speech in one frame, after the first 20 ms.
+        let second = AudioFrame::from_samples(&[1; 16_000], 16_000, 1, Duration::ZERO);
+        p.schedule(second, ms(0));
+        let out = drain(&mut p, ms(0));
+        let pieces = released(&out);
+        // The first 20 ms and the second's first 480 ms leave at once.
+        assert_eq!(pieces.len(), 25, "{pieces:?}");
+        assert_eq!(pieces[1], ms(20));
+        assert_eq!(pieces[24], ms(480));
+        assert_eq!(p.scheduled_until(), ms(1_020));
+        // The rest follows as the lead allows, every sample of it.
+        let mut total = 25;
+        for now in (20..=1_020).step_by(20) {
+            total += released(&drain(&mut p, ms(now))).len();
+        }
+        assert_eq!(total, 51);
+    }
+
+    #[test]
+    fn without_send_ahead_a_long_frame_stays_whole() {
+        let mut p = Playout::new();
+        let second = AudioFrame::from_samples(&[1; 16_000], 16_000, 1, Duration::ZERO);
+        p.schedule(second, ms(0));
+        assert_eq!(released(&drain(&mut p, ms(0))), [ms(0)]);
     }
 
     #[test]
