@@ -24,8 +24,11 @@
 //! [`VadEvent::Started`]; entering quiet from stopping is
 //! [`VadEvent::Stopped`]; the other transitions are not events. (Pipecat
 //! checks after each *buffer* of audio rather than each chunk; with 20 ms
-//! frames and 16 or 32 ms chunks a buffer never completes two chunks, so the
-//! two agree, and per chunk stays exact for any frame size.)
+//! frames and Silero's 32 ms chunks a buffer never completes two chunks, so
+//! the two agree, and per chunk stays exact for any frame size. Earshot,
+//! which Pipecat does not have, takes 16 ms chunks: every fourth 20 ms
+//! frame completes two, and a count checked after each can decide where a
+//! check per buffer would not.)
 //!
 //! # Boundaries (voxpipe's addition)
 //!

@@ -28,7 +28,7 @@
 //!   pairs with its Smart Turn analyser); the other defaults are Pipecat's:
 //!   `confidence` 0.7, `start_secs` 0.2, `min_volume` 0.6.
 //! - Pipecat checks its start and stop counts once per buffer of audio,
-//!   voxpipe once per chunk (the same with 20 ms frames, see
+//!   voxpipe once per chunk (the same with 20 ms frames and Silero, see
 //!   [`VadAnalyzer`]).
 //! - Pipecat's speaking frames carry no times; voxpipe's carry where the
 //!   speech began and ended.
