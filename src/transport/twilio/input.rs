@@ -107,7 +107,7 @@ where
         // Only caller audio that is used keeps the stream alive: junk,
         // marks or a flood dropped over the real-time budget do not.
         let mut idle_at = tokio::time::Instant::now() + self.idle_timeout;
-        let end = 'reading: loop {
+        let end = loop {
             // Checked here too: a message waiting at every read would keep
             // `timeout_at` from ever looking at its deadline. Past it, what
             // has arrived is read first, so audio already here counts; a
@@ -115,16 +115,10 @@ where
             // its own pace) may not have reached the audio sent after it,
             // so it waits once more the timeout before giving up.
             if tokio::time::Instant::now() >= idle_at {
-                let mut drained = false;
-                for _ in 0..most_per_read(self.read_interval) {
-                    let Some(next) = self.inbound.next().now_or_never() else {
-                        drained = true;
-                        break;
-                    };
-                    if let Some(end) = self.on_message(next, &ctx, &mut idle_at).await {
-                        break 'reading end;
-                    }
-                }
+                let drained = match self.read_arrived(&ctx, &mut idle_at).await {
+                    Ok(drained) => drained,
+                    Err(end) => break end,
+                };
                 let now = tokio::time::Instant::now();
                 if now >= idle_at && (drained || now >= idle_at + self.idle_timeout) {
                     break StreamEnd::IdleTimeout;
@@ -140,18 +134,12 @@ where
             if self.read_interval.is_zero() {
                 continue;
             }
-            // Whatever else has arrived, without waiting (a bounded number,
-            // so a flood cannot hold the call's task); then nothing until
+            // Whatever else has arrived, without waiting; then nothing until
             // the interval is over, so that its messages are read in one
             // wake-up. (Polled without a waker, the socket does not wake
             // the call for the messages that arrive meanwhile.)
-            for _ in 0..most_per_read(self.read_interval) {
-                let Some(next) = self.inbound.next().now_or_never() else {
-                    break;
-                };
-                if let Some(end) = self.on_message(next, &ctx, &mut idle_at).await {
-                    break 'reading end;
-                }
+            if let Err(end) = self.read_arrived(&ctx, &mut idle_at).await {
+                break end;
             }
             let next_read = tokio::time::Instant::now() + self.read_interval;
             tokio::time::sleep_until(wake_grid::nearest(next_read)).await;
@@ -168,6 +156,25 @@ where
         let _first = self.shared.ended_by.set(end);
         tracing::info!(reason = end.reason(), "stream ended");
         ctx.request_end(end.reason()).await;
+    }
+
+    /// Reads what has arrived, without waiting: a bounded number of
+    /// messages, so a flood cannot hold the call's task. `Ok(true)` when
+    /// that was all that had arrived, `Err` when the stream is over.
+    async fn read_arrived(
+        &mut self,
+        ctx: &ProcessorContext,
+        idle_at: &mut tokio::time::Instant,
+    ) -> Result<bool, StreamEnd> {
+        for _ in 0..most_per_read(self.read_interval) {
+            let Some(next) = self.inbound.next().now_or_never() else {
+                return Ok(true);
+            };
+            if let Some(end) = self.on_message(next, ctx, idle_at).await {
+                return Err(end);
+            }
+        }
+        Ok(false)
     }
 
     /// Acts on what the socket gave; `Some` when the stream is over. Only
