@@ -22,6 +22,7 @@ mod assistant_turn;
 mod false_interruption;
 mod preemptive_hold;
 mod turn_analyzer;
+mod turn_ending;
 mod user;
 mod user_turn;
 

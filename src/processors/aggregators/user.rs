@@ -60,6 +60,7 @@ use crate::pipeline::{BuildError, SessionSetup};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 use super::turn_analyzer::{TurnAnalyzer, TurnAnalyzerKind, end_of_turn_model};
+use super::turn_ending::TurnEnding;
 use super::user_turn::UserTurnTracker;
 use crate::conversation::{Message, Role, SharedConversation, Turn};
 use crate::vad::{TurnDecision, TurnEnd, TurnEndParams};
@@ -193,39 +194,6 @@ pub struct UserContextAggregator {
     opening: Option<Opening>,
     /// The turn-end decision, when the pipeline has one.
     ending: Option<TurnEnding>,
-}
-
-/// The state of the turn-end decision (see the module docs).
-struct TurnEnding {
-    decision: TurnEnd,
-    analyzer: Option<TurnAnalyzer>,
-    preemptive: bool,
-    /// The turn's words, handed by the tracker, until the turn ends.
-    pending: Option<String>,
-    /// The words a preemptive reply was sent for.
-    prepared: Option<String>,
-    /// An interruption was asked for (a discard) and has not passed yet:
-    /// nothing goes to the LLM before it, or it would be dropped with it.
-    interrupting: bool,
-    /// Since when an interim newer than the pending words has been held (a
-    /// streaming STT still finalising the end of the speech): the turn does
-    /// not end before its final, for up to the transcript timeout, or the
-    /// final would come after the turn's end and start a second turn.
-    unfinalised_since: Option<Duration>,
-}
-
-impl TurnEnding {
-    /// `text` is the turn's words now; returns whether a reply was
-    /// prepared for other words.
-    fn set_pending(&mut self, text: String) -> bool {
-        self.decision.transcript(&text);
-        let changed = self
-            .prepared
-            .as_deref()
-            .is_some_and(|prepared| !same_words(prepared, &text));
-        self.pending = Some(text);
-        changed
-    }
 }
 
 impl UserContextAggregator {
@@ -598,30 +566,5 @@ impl Processor for UserContextAggregator {
             (before, after) => before.or(after),
         };
         self.complete(turn, ctx).await;
-    }
-}
-
-/// Whether two transcripts say the same words, case and punctuation aside
-/// (a streaming STT's final may punctuate what its interim did not).
-fn same_words(a: &str, b: &str) -> bool {
-    let words = |text: &str| {
-        text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .collect::<Vec<_>>()
-    };
-    words(a) == words(b)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_words;
-
-    #[test]
-    fn same_words_ignores_case_and_punctuation_not_words() {
-        assert!(same_words("i would like a pizza", "I would like a pizza."));
-        assert!(same_words("it's fine", "It's, fine!"));
-        assert!(!same_words("i would like a pizza", "I would like a pasta."));
-        assert!(!same_words("i would like", "I would like a pizza."));
     }
 }
