@@ -1,6 +1,6 @@
 //! WebRTC calls to `voxpipe serve` beyond the happy path: typed text and
 //! interruptions, a burst of page messages, audio flooded faster than real
-//! time, mute, a connection restarted by
+//! time, mute, a peer that stops sending, a connection restarted by
 //! the browser, trickled candidates, the idle timeout, capacity, and bad
 //! signalling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -210,6 +210,28 @@ async fn a_muted_microphone_is_not_heard() {
         .event("user_started_speaking", Duration::from_secs(1))
         .await
         .expect("unmuted speech is heard");
+    client.close().await;
+    server.sessions.ended(1, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_sending_after_speaking_still_gets_its_reply() {
+    // As a peer playing a file does at the file's end: no more packets,
+    // not even silent ones, and the connection stays up.
+    let server = TestServer::parrot(&[]).await;
+    let (client, _, events) = call(&server).await;
+    speak(&client, &utterance(), Duration::ZERO).await;
+    let (stopped, _) = events
+        .event("user_stopped_speaking", Duration::from_secs(5))
+        .await
+        .expect("the turn ends without any more audio");
+    let (replied, _) = events
+        .event("bot_started_speaking", Duration::from_secs(5))
+        .await
+        .expect("the parrot replies");
+    assert!(replied >= stopped);
+    let sessions = server.sessions.all();
+    assert_eq!(sessions[0].end_reason, None, "the call goes on");
     client.close().await;
     server.sessions.ended(1, WAIT).await;
 }

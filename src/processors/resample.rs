@@ -2,7 +2,10 @@
 //! with a [`FrameResampler`] per stream so chunk edges stay seamless.
 //!
 //! The resampler delays each stream by about 10 ms (its filter); `pts` is
-//! kept from the input frame.
+//! kept from the input frame. For output audio, the end of an utterance
+//! (`TtsStopped`) pushes out what the filter still holds, so an
+//! utterance's last milliseconds are heard, and an interruption drops it,
+//! so none of the cut utterance leaks into the next.
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -33,6 +36,7 @@ impl ProcessorFactory for ResampleConfig {
             audio: self.audio,
             input: FrameResampler::new(self.rate),
             output: FrameResampler::new(self.rate),
+            last_output_end: std::time::Duration::ZERO,
         }))
     }
 }
@@ -43,6 +47,8 @@ pub struct Resample {
     audio: AudioSelector,
     input: FrameResampler,
     output: FrameResampler,
+    /// Where the last output frame ended: the flushed tail's `pts`.
+    last_output_end: std::time::Duration,
 }
 
 #[async_trait]
@@ -58,11 +64,81 @@ impl Processor for Resample {
                 frame.derive(FrameBody::InputAudio(self.input.convert(audio)?))
             }
             FrameBody::OutputAudio(audio) if self.audio.picks(&frame.body) => {
+                self.last_output_end = audio.pts + audio.duration();
                 frame.derive(FrameBody::OutputAudio(self.output.convert(audio)?))
+            }
+            FrameBody::TtsStopped => {
+                if let Some(tail) = self.output.flush(self.last_output_end) {
+                    ctx.push_downstream(FrameBody::OutputAudio(tail)).await;
+                }
+                frame
+            }
+            FrameBody::Interruption => {
+                self.output.reset();
+                frame
             }
             _ => frame,
         };
         ctx.push(frame, direction).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::AudioFrame;
+    use crate::pipeline::NamedProcessor;
+    use crate::testing::run_test;
+    use std::time::Duration;
+
+    fn resample_output() -> NamedProcessor {
+        let config = ResampleConfig {
+            rate: 8_000,
+            audio: AudioSelector::Output,
+        };
+        NamedProcessor::new(
+            "resample",
+            Resample {
+                audio: config.audio,
+                input: FrameResampler::new(config.rate),
+                output: FrameResampler::new(config.rate),
+                last_output_end: Duration::ZERO,
+            },
+        )
+    }
+
+    fn samples_out(bodies: &[&FrameBody]) -> usize {
+        bodies
+            .iter()
+            .filter_map(|body| match body {
+                FrameBody::OutputAudio(audio) => Some(audio.num_frames()),
+                _ => None,
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn an_utterance_ends_with_all_of_its_audio() {
+        let speech = AudioFrame::from_samples(&[3_000; 480], 24_000, 1, Duration::ZERO);
+        let delay = StreamResampler::new(24_000, 8_000).unwrap().delay_samples();
+        let out = run_test(
+            vec![resample_output()],
+            vec![FrameBody::OutputAudio(speech), FrameBody::TtsStopped],
+        )
+        .await;
+        let bodies: Vec<&FrameBody> = out.downstream.iter().map(|f| &f.body).collect();
+        let stopped = bodies
+            .iter()
+            .position(|b| matches!(b, FrameBody::TtsStopped))
+            .unwrap();
+        // Its 20 ms at 8 kHz and the filter's delay, before `TtsStopped`;
+        // without the flush, the delay's worth of it would be missing.
+        assert_eq!(samples_out(&bodies[..stopped]), 160 + delay);
+        let FrameBody::OutputAudio(tail) = bodies[stopped - 1] else {
+            panic!("{:?}", out.downstream_names());
+        };
+        assert_eq!(tail.pts, Duration::from_millis(20));
+        assert_eq!(samples_out(&bodies[stopped..]), 0);
     }
 }

@@ -3,10 +3,11 @@
 //! It sees every push, so the audio path costs a match and, for inbound
 //! audio reaching the output end, one histogram update. Frames forwarded
 //! along the chain are seen at every hop: errors and service metrics are
-//! counted once per frame id, and voice-to-voice latency is taken from the
+//! counted once per frame id (the last few ids are remembered: a frame
+//! passes all its hops before many more such frames are made), and voice-to-voice latency is taken from the
 //! first `BotStartedSpeaking` after a `UserStoppedSpeaking`.
 
-use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,9 +19,15 @@ use super::metrics::ServerMetrics;
 /// The name of every transport's output processor.
 const TRANSPORT_OUTPUT: &str = "transport.output";
 
+/// How many counted frame ids are remembered: far more than the errors,
+/// metrics and preemptive-reply frames in flight at once, so a session's
+/// memory stays flat however long it runs.
+const REMEMBERED: usize = 64;
+
 #[derive(Default)]
 struct Turns {
-    counted: HashSet<FrameId>,
+    /// The ids counted most recently, oldest first.
+    counted: VecDeque<FrameId>,
     /// When the user's last utterance ended, until the bot answers.
     user_stopped: Option<Duration>,
 }
@@ -45,7 +52,15 @@ impl MetricsObserver {
 
     /// True the first time `id` is seen.
     fn first(&self, id: FrameId) -> bool {
-        self.turns().counted.insert(id)
+        let counted = &mut self.turns().counted;
+        if counted.contains(&id) {
+            return false;
+        }
+        if counted.len() == REMEMBERED {
+            counted.pop_front();
+        }
+        counted.push_back(id);
+        true
     }
 }
 
@@ -169,5 +184,17 @@ mod tests {
             text.contains(r#"voxpipe_preemptive_replies_total{outcome="discarded"} 2"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_long_session_remembers_only_its_last_counted_frames() {
+        let observer = MetricsObserver::new(Arc::new(ServerMetrics::new()));
+        let first = FrameId(1);
+        assert!(observer.first(first));
+        assert!(!observer.first(first), "seen at its next hop");
+        for id in 2..10_000 {
+            assert!(observer.first(FrameId(id)));
+        }
+        assert_eq!(observer.turns().counted.len(), REMEMBERED);
     }
 }

@@ -15,6 +15,11 @@
 //!   already concealed.
 //! - A timestamp jump without loss (discontinuous transmission) is filled
 //!   with silence.
+//! - Packets that stop coming (the far end stopped sending: a file played
+//!   to its end, a track removed, a network stall) are stood in for by
+//!   silence up to the present when the reader asks
+//!   ([`InboundAudio::fill_silence`]), so the VAD and the STT hear the
+//!   caller stop. Packets that arrive after all are placed after it.
 //! - A new SSRC (the browser restarted its connection), a sequence number
 //!   jump, a timestamp going backwards or a gap longer than [`MAX_REPAIR`]
 //!   starts a new stream: the
@@ -173,6 +178,32 @@ impl InboundAudio {
         }
         self.emit();
         outcome
+    }
+
+    /// Fills the timeline with silence up to session time `now`, in whole
+    /// frames, standing in for packets that have stopped coming; `false`
+    /// when there was nothing to fill (no stream yet, or nothing missing).
+    ///
+    /// The stream's RTP clock moves on with it, so a packet resuming after
+    /// discontinuous transmission only has the rest of its gap filled. A
+    /// packet from before the silence (a network stall that ended) starts a
+    /// new stream after it: its audio comes late, not never.
+    pub fn fill_silence(&mut self, now: Duration) -> bool {
+        let Some(stream) = self.stream.as_mut() else {
+            return false;
+        };
+        let held = self.pending.len() + self.resampler.delay_samples();
+        let end = self.next_pts + samples_duration(held, self.rate);
+        let packets = now.saturating_sub(end).as_micros() / FRAME.as_micros();
+        if packets == 0 {
+            return false;
+        }
+        let samples = packets as usize * (SAMPLE_RATE_HZ as usize / 50);
+        stream.next_timestamp = stream.next_timestamp.wrapping_add(samples as u32);
+        self.decoded.clear();
+        self.decoded.resize(samples, 0);
+        self.emit();
+        true
     }
 
     /// The next frame, oldest first.
@@ -367,6 +398,42 @@ mod tests {
         assert_eq!(frames.len(), 12);
         let silent = &frames[5].samples();
         assert!(silent.iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn silence_stands_in_for_packets_that_stopped_and_resumed_ones_fit_after_it() {
+        let packets = tone_packets(3);
+        let mut inbound = InboundAudio::new(16_000).unwrap();
+        assert!(!inbound.fill_silence(ms(500)), "no stream yet");
+        inbound.handle_packet(packet(&packets[0], 0, 0), ms(100));
+        let first = drain(&mut inbound);
+        assert_eq!(first.len(), 1);
+        assert!(!inbound.fill_silence(ms(105)), "nothing missing yet");
+        // Nothing for 500 ms: the timeline reaches the present in silence.
+        assert!(inbound.fill_silence(ms(600)));
+        let silence = drain(&mut inbound);
+        assert_eq!(silence.len(), 25);
+        assert_eq!(silence[0].pts, first[0].pts + ms(20));
+        assert!(
+            silence[1..]
+                .iter()
+                .all(|f| f.samples().iter().all(|&s| s == 0))
+        );
+        // The far end resumes after discontinuous transmission (the RTP
+        // clock ran on): only the rest of the gap is filled.
+        let resumed = inbound.handle_packet(packet(&packets[1], 1, 960 * 27), ms(640));
+        assert!(matches!(resumed, PacketOutcome::Decoded { concealed: 0 }));
+        let after = drain(&mut inbound);
+        assert_eq!(after.len(), 2, "20 ms of gap, then the packet");
+        assert_eq!(after[0].pts, silence[24].pts + ms(20));
+        // A packet from before the silence (a stall) comes after it.
+        assert!(inbound.fill_silence(ms(1_200)));
+        let stalled = drain(&mut inbound);
+        let late = inbound.handle_packet(packet(&packets[2], 2, 960 * 28), ms(1_210));
+        assert!(matches!(late, PacketOutcome::NewStream), "{late:?}");
+        let kept = drain(&mut inbound);
+        assert!(!kept.is_empty(), "its audio is kept");
+        assert_eq!(kept[0].pts, stalled.last().unwrap().pts + ms(20));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! The reader starts with the session. It decodes the browser's audio into
 //! `InputAudio` frames (20 ms at the pipeline rate, silence while the page
-//! has muted the microphone), turns typed text into a final
+//! has muted the microphone, and silence when packets stop coming for
+//! [`SILENCE_AFTER`], so a turn ends when the far end stops sending), turns typed text into a final
 //! `Transcription` (interrupting the bot if it is speaking), hands RTVI
 //! messages to the call's RTVI state and does what they ask (`ClientRequest`
 //! and `Dtmf` frames, the end of the session), answers a `client-message`
@@ -41,6 +42,17 @@ use super::inbound::{InboundAudio, PacketOutcome, RtpAudio};
 use super::messages::{ClientMessage, parse_client_message, text_input};
 use super::peer::{ControlEvent, MediaPacket};
 use super::relay::PageChannel;
+
+/// Without a caller packet for this long, silence stands in for the
+/// missing audio (as long as none comes), so the VAD hears the caller stop
+/// and the turn ends: a peer playing a file stops sending at its end, a
+/// page may remove its track. Pipecat ends a turn after the same time
+/// without audio. Shorter would put silence into speech over every network
+/// stall; the stalled audio still comes, after it.
+pub(super) const SILENCE_AFTER: Duration = Duration::from_millis(500);
+
+/// How often silence is added while no packet comes: 5 frames per wake-up.
+const SILENCE_STEP: Duration = Duration::from_millis(100);
 
 /// How a call ended, as its reader saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +112,8 @@ struct Running {
     muted: bool,
     skips: SkipLog,
     heard: Instant,
+    /// When the last caller packet came.
+    audio_at: Instant,
     budget: MessageBudget,
     /// The caller audio admitted against real time: a page sending RTP
     /// faster than it plays has the excess dropped, not decoded and queued.
@@ -117,6 +131,9 @@ impl Running {
         // The next deadline of the page's pending RTVI requests, when any.
         let requests = tokio::time::sleep_until(Instant::now());
         tokio::pin!(requests);
+        // Moved on only when it fires, as `idle` is.
+        let silence = tokio::time::sleep_until(self.audio_at + SILENCE_AFTER);
+        tokio::pin!(silence);
         let end = loop {
             let result = tokio::select! {
                 media = self.reader.media.recv() => match media {
@@ -138,6 +155,17 @@ impl Running {
                     let now = ctx.now();
                     self.reader.page.rtvi(|rtvi| rtvi.handle_timeout(now));
                     self.arm_requests(requests.as_mut(), &ctx);
+                    None
+                }
+                () = &mut silence => {
+                    let due = self.audio_at + SILENCE_AFTER;
+                    let now = Instant::now();
+                    if due <= now {
+                        self.fill_silence(&ctx).await;
+                        silence.as_mut().reset(now + SILENCE_STEP);
+                    } else {
+                        silence.as_mut().reset(due);
+                    }
                     None
                 }
                 () = &mut idle => {
@@ -191,6 +219,7 @@ impl Running {
             return;
         }
         self.heard = Instant::now();
+        self.audio_at = self.heard;
         let header = &media.packet.header;
         let packet = RtpAudio {
             ssrc: header.ssrc,
@@ -209,6 +238,26 @@ impl Running {
             }
             PacketOutcome::Decoded { .. } | PacketOutcome::Late => {}
         }
+        self.push_frames(now, true, ctx).await;
+    }
+
+    /// Silence up to now in place of packets that stopped coming. It does
+    /// not count against the real-time budget: it never runs ahead of real
+    /// time, and the stalled audio it stood in for may still come.
+    async fn fill_silence(&mut self, ctx: &ProcessorContext) {
+        if self.shared.reader.ending() {
+            return;
+        }
+        let now = ctx.now();
+        if self.reader.inbound.fill_silence(now) {
+            tracing::trace!("no caller audio: silence stands in");
+            self.push_frames(now, false, ctx).await;
+        }
+    }
+
+    /// Pushes the frames the inbound audio has ready, admitting them
+    /// against real time when `budgeted`.
+    async fn push_frames(&mut self, now: Duration, budgeted: bool, ctx: &ProcessorContext) {
         let ending = self.shared.reader.ending();
         let mut frames = 0;
         let mut ahead = false;
@@ -216,7 +265,7 @@ impl Running {
             if ending {
                 continue;
             }
-            if !self.real_time.admit(now, audio.duration()) {
+            if budgeted && !self.real_time.admit(now, audio.duration()) {
                 ahead = true;
                 continue;
             }
@@ -437,6 +486,7 @@ impl Processor for WebRtcInput {
                 muted: false,
                 skips: SkipLog::default(),
                 heard: Instant::now(),
+                audio_at: Instant::now(),
                 budget: MessageBudget::default(),
                 real_time: RealTimeBudget::default(),
                 requests_pending: false,
