@@ -11,6 +11,12 @@
 //!   `start` must bring it back, for the call it names, unused and in
 //!   time, else the stream is closed before its session starts.
 //!
+//! A token is accepted once: by this server at once (`SeenTokens`), and,
+//! when the pipeline keeps a context store, by every server sharing it
+//! (the store's `first_use_of_stream_token`, checked by the caller with
+//! the [`UsedToken`] the check returns). Should the store fail, the local
+//! check stands alone, logged: a store outage does not refuse calls.
+//!
 //! The hang-up when a stream drops uses the SIDs a check vouched for: the
 //! token's account and call (an outbound call's SID from the server's own
 //! record). The signature alone vouches for none: it signs the stream's
@@ -39,6 +45,27 @@ pub(crate) struct StreamAuth {
     signature: bool,
     tokens: Option<StreamTokens>,
     seen: SeenTokens,
+}
+
+/// A token a started stream used: what the store records so that no other
+/// server accepts it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UsedToken {
+    /// A hash of what the token names (its expiry, account and call): one
+    /// token, one id, and no SIDs in the store's keys.
+    pub(crate) id: String,
+    /// When the token expires, in Unix seconds.
+    pub(crate) expires_at: u64,
+}
+
+impl UsedToken {
+    /// How long the store must remember it: until it expires.
+    pub(crate) fn ttl_ms(&self) -> u64 {
+        self.expires_at
+            .saturating_sub(unix_now())
+            .saturating_add(1)
+            .saturating_mul(1_000)
+    }
 }
 
 /// What vouches for a started stream's call.
@@ -111,13 +138,18 @@ impl StreamAuth {
     /// Checks a started stream: its token, when tokens are on, must be
     /// valid, unused, and for the call the `start` names (its `CallSid`, or
     /// for a call this server placed, its `call_id` parameter).
-    pub(crate) fn verify_start(&self, start: &StreamStart) -> Result<StreamProof, TokenError> {
+    /// With tokens on, the token used comes with the proof, for the store.
+    pub(crate) fn verify_start(
+        &self,
+        start: &StreamStart,
+    ) -> Result<(StreamProof, Option<UsedToken>), TokenError> {
         let Some(tokens) = &self.tokens else {
-            return Ok(if self.signature {
+            let proof = if self.signature {
                 StreamProof::Signed
             } else {
                 StreamProof::Unchecked
-            });
+            };
+            return Ok((proof, None));
         };
         let token = start
             .custom_parameters
@@ -140,7 +172,11 @@ impl StreamAuth {
         if !self.seen.first_use(&claims, now) {
             return Err(TokenError::Replayed);
         }
-        Ok(proof)
+        let used = UsedToken {
+            id: claims.id(),
+            expires_at: claims.expires_at,
+        };
+        Ok((proof, Some(used)))
     }
 }
 

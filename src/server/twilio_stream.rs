@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
-use crate::transport::twilio::stream_token::STREAM_TOKEN_PARAMETER;
+use crate::transport::twilio::stream_token::{STREAM_TOKEN_PARAMETER, TokenError};
 use crate::transport::twilio::{CallOptions, HangUpTarget, StreamSocket, socket};
 
 use crate::outbound::CALL_ID_PARAMETER;
@@ -29,7 +29,7 @@ use super::request::public_host;
 use super::session::run_session;
 use super::shutdown::SHUTDOWN_REASON;
 use super::state::ServerState;
-use super::stream_auth::StreamProof;
+use super::stream_auth::{StreamProof, UsedToken};
 use super::twilio_status::join_outbound_call;
 use super::twilio_voice::signature_refusal_for;
 
@@ -85,7 +85,16 @@ async fn serve_call(state: Arc<ServerState>, mut permit: SessionPermit, socket: 
         return;
     };
     let start = socket.start();
-    let proof = match state.twilio.stream_auth.verify_start(start) {
+    let checked = match state.twilio.stream_auth.verify_start(start) {
+        Ok((proof, used)) => match used {
+            Some(used) if !first_use_in_deployment(&state, &used).await => {
+                Err(TokenError::Replayed)
+            }
+            _ => Ok(proof),
+        },
+        Err(refusal) => Err(refusal),
+    };
+    let proof = match checked {
         Ok(proof) => proof,
         Err(refusal) => {
             tracing::warn!(reason = %refusal, "media stream refused before its session");
@@ -128,6 +137,30 @@ async fn serve_call(state: Arc<ServerState>, mut permit: SessionPermit, socket: 
             .hang_up(result.map_or("failed", |hang_up| hang_up.label()));
     }
     drop(permit);
+}
+
+/// Whether no server sharing this one's context store has accepted the
+/// token `used` before (this server's own check has passed). Without a
+/// store there is nothing to share; when the store fails, this server's
+/// check stands alone, logged, rather than refusing the call.
+async fn first_use_in_deployment(state: &ServerState, used: &UsedToken) -> bool {
+    let Some(agent) = &state.agent else {
+        return true;
+    };
+    match agent
+        .store()
+        .first_use_of_stream_token(&used.id, used.ttl_ms())
+        .await
+    {
+        Ok(first) => first,
+        Err(err) => {
+            tracing::warn!(
+                error = %err,
+                "the context store did not answer: the stream token was checked on this server only"
+            );
+            true
+        }
+    }
 }
 
 /// The call to hang up if the stream drops, from what vouched for it: the

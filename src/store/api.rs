@@ -284,6 +284,21 @@ pub trait NumberLimitStore: Send + Sync {
     async fn release_number(&self, phone_hash: &str, call_id: &str) -> Result<(), StoreError>;
 }
 
+/// Single-use stream tokens across servers: the per-call token of a Twilio
+/// media stream (`transport::twilio::stream_token`) opens one stream in the
+/// whole deployment, not one per server behind the load balancer.
+#[async_trait]
+pub trait StreamTokenStore: Send + Sync {
+    /// Notes the use of the stream token `token_id` for `ttl_ms` (its time
+    /// left); true the first time (atomic: of two servers given the same
+    /// token at once, one is first).
+    async fn first_use_of_stream_token(
+        &self,
+        token_id: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError>;
+}
+
 /// Text conversations (SMS, WhatsApp, the chat API): which conversation
 /// is open for a channel and its participants, when each last heard a
 /// message, and which provider message ids were already answered. Each
@@ -435,6 +450,7 @@ pub trait Store:
     + Outbox
     + CampaignStore
     + TextStore
+    + StreamTokenStore
 {
     /// `redis` or `memory`, for logs and `/health`.
     fn backend(&self) -> &'static str;

@@ -174,6 +174,12 @@ impl Keys {
         part_of(&self.text_active(), format_args!("conversation:{key}"))
     }
 
+    /// `stream:token:{id}`: a Twilio stream token already used (its id is a
+    /// hash of the token), until the token expires.
+    pub fn stream_token(&self, id: &str) -> String {
+        self.key(format_args!("stream:token:{id}"))
+    }
+
     /// `text:active`: open text conversation keys by their last message
     /// (Unix ms), for the idle sweep.
     pub fn text_active(&self) -> String {

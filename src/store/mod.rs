@@ -39,7 +39,8 @@ pub mod time;
 pub use self::redis::RedisStore;
 pub use api::{
     Appended, CallStore, CampaignStore, JobDelivery, JobQueue, NumberLimitStore, Outbox,
-    OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, TestCaseStore, TextStore,
+    OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, StreamTokenStore,
+    TestCaseStore, TextStore,
 };
 pub use call::{CallChange, CallDirection, CallRecord, Evaluation, Extraction, Outcome, Segment};
 pub use call_stats::{

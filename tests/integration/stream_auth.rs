@@ -6,11 +6,18 @@
 
 use crate::support;
 
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::fake::twilio_media::{CallConfig, FakeCall, STREAM_TOKEN, voice_webhook_token};
 use support::fake::twilio_rest::FakeTwilioRest;
+use support::processors::registry;
+use support::redis_server::RedisServer;
 use support::server::{Setup, TestServer};
+use voxpipe::pipeline::EnvSource;
+use voxpipe::pipeline_file::parse_pipeline;
 
 const TOKEN: &str = "secret-token";
 const WAIT: Duration = Duration::from_secs(30);
@@ -186,4 +193,75 @@ async fn a_dropped_stream_hangs_up_the_call_its_token_names_not_the_one_it_claim
         requests[0].account_sid, config.account_sid,
         "the account the signed webhook named, not the stream's claim"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_used_on_one_server_is_refused_by_another_sharing_its_store() {
+    // Two servers behind one load balancer, one Redis: a token read from a
+    // stream one of them took must not open a stream on the other.
+    let redis = RedisServer::start();
+    let rest = FakeTwilioRest::start(TOKEN).await;
+    let toml = format!(
+        "[pipeline]\nname = \"shared\"\nsample_rate = 16000\n\n\
+         [[processor]]\ntype = \"parrot\"\n\n\
+         [context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n\
+         [transport.twilio]\nauth_token_env = \"TWILIO_AUTH_TOKEN\"\napi_base_url = \"{}\"\n",
+        rest.base_url
+    );
+    let env = [
+        ("TEST_REDIS", redis.url()),
+        ("TWILIO_AUTH_TOKEN", TOKEN.to_owned()),
+    ];
+    let vars: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let config = parse_pipeline(Path::new("shared.toml"), &toml, &registry()).unwrap();
+        let runtime = config
+            .agent_runtime(&EnvSource::Fixed(Arc::new(vars.clone())))
+            .unwrap();
+        let server = TestServer::start(Setup {
+            toml: Some(&toml),
+            path: "shared.toml",
+            env: &env,
+            context: Some(Arc::new(runtime)),
+            ..Setup::default()
+        })
+        .await;
+        servers.push(server);
+    }
+
+    let config = CallConfig::new(7);
+    let token = voice_webhook_token(servers[0].addr, &config, TOKEN)
+        .await
+        .unwrap();
+    let call = FakeCall::connect(servers[0].addr, with_token(7, &token)).await;
+    call.stop();
+    let record = call.closed(WAIT).await;
+    assert_eq!(record.close.as_ref().map(|c| c.0), Some(1000));
+    servers[0].sessions.ended(1, WAIT).await;
+
+    refused(
+        &servers[1],
+        with_token(7, &token),
+        "replayed on the other server",
+    )
+    .await;
+    assert!(servers[1].sessions.all().is_empty(), "no session started");
+    let series = r#"voxpipe_errors_total{kind="replayed_stream_token",source="twilio"}"#;
+    assert_eq!(servers[1].metric(series).await, 1.0);
+
+    // A fresh token still works on the second server.
+    let fresh = CallConfig::new(8);
+    let token = voice_webhook_token(servers[1].addr, &fresh, TOKEN)
+        .await
+        .unwrap();
+    let call = FakeCall::connect(servers[1].addr, with_token(8, &token)).await;
+    call.stop();
+    let record = call.closed(WAIT).await;
+    assert_eq!(record.close.as_ref().map(|c| c.0), Some(1000));
+    servers[1].sessions.ended(1, WAIT).await;
 }

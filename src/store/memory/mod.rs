@@ -18,6 +18,7 @@ mod prompt_history;
 mod refinement;
 mod skills;
 mod store;
+mod stream_tokens;
 mod test_cases;
 mod text;
 

@@ -18,6 +18,7 @@ mod refinement;
 mod scripts;
 mod skills;
 mod store;
+mod stream_tokens;
 mod test_cases;
 mod text;
 

@@ -51,6 +51,17 @@ pub struct StreamClaims {
     pub expires_at: u64,
 }
 
+impl StreamClaims {
+    /// One token's id: the SHA-256 (base64url) of what it names. A token is
+    /// determined by its claims (the HMAC is of them), so two tokens with
+    /// the same id are the same token.
+    pub fn id(&self) -> String {
+        let named = format!("{}.{}.{}", self.expires_at, self.account_sid, self.call_id);
+        let digest = ring::digest::digest(&ring::digest::SHA256, named.as_bytes());
+        BASE64URL.encode(digest.as_ref())
+    }
+}
+
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -191,10 +202,7 @@ impl SeenTokens {
     /// Records the use of the token `claims` came from at `now`; `false`
     /// when it was used before.
     pub fn first_use(&self, claims: &StreamClaims, now: u64) -> bool {
-        let key = format!(
-            "{}.{}.{}",
-            claims.expires_at, claims.account_sid, claims.call_id
-        );
+        let key = claims.id();
         let mut used = self
             .used
             .lock()
