@@ -88,6 +88,24 @@ async fn a_caller_hears_each_utterance_back_and_marks_follow_playback() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_stops_sending_after_speaking_still_hears_its_reply() {
+    // Twilio sends silence all the time; a driver at the end of its file
+    // may send nothing at all, the socket open. The turn must still end.
+    let server =
+        TestServer::with_toml(PARROT_WITH_TURNS, &["server.idle_timeout_secs=60"], &[]).await;
+    let call = FakeCall::connect(server.addr, CallConfig::new(9)).await;
+    call.say(tone(440.0, 800, 8_000.0));
+    call.said(WAIT).await;
+    call.freeze();
+    let record = call
+        .wait_until(Duration::from_secs(10), |r| heard_ms(r) >= 700)
+        .await;
+    assert!(!record.ended, "the call goes on");
+    assert!(server.sessions.all()[0].end_reason.is_none());
+    call.drop_socket();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelines_parrot_toml_answers_a_call_and_the_caller_hears_its_words_back() {
     // Without a VAD, parrot repeats the call once it ends: Twilio's `stop`
     // ends the session gracefully, so the reply is still produced and, the

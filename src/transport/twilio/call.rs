@@ -189,6 +189,7 @@ where
             echoes: echoes_tx,
             idle_timeout: self.options.idle_timeout,
             read_interval: self.options.read_interval,
+            audio_at: None,
             stats: self.options.stats,
             skips: self.skips,
             shared: Arc::clone(&shared),

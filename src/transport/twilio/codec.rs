@@ -76,6 +76,28 @@ impl InboundCodec {
         self.resampler.process(&self.decoded, &mut self.pending);
     }
 
+    /// Fills the timeline with silence up to session time `now`, in whole
+    /// frames, standing in for payloads that have stopped coming; `false`
+    /// when there was nothing to fill (no audio yet, or nothing missing).
+    /// Payloads that come after all follow the silence.
+    pub fn fill_silence(&mut self, now: Duration) -> bool {
+        let Some(next_pts) = self.next_pts else {
+            return false;
+        };
+        let held = self.pending.len() - self.taken + self.resampler.delay_samples();
+        let end = next_pts + Duration::from_micros(held as u64 * 1_000_000 / u64::from(self.rate));
+        let frames = now.saturating_sub(end).as_micros() / FRAME.as_micros();
+        if frames == 0 {
+            return false;
+        }
+        self.decoded.clear();
+        self.decoded.resize(frames as usize * CHUNK_BYTES, 0);
+        self.pending.drain(..self.taken);
+        self.taken = 0;
+        self.resampler.process(&self.decoded, &mut self.pending);
+        true
+    }
+
     /// The next whole 20 ms frame, if one is ready.
     pub fn poll_frame(&mut self) -> Option<AudioFrame> {
         let end = self.taken + self.frame_samples;
@@ -185,6 +207,40 @@ mod tests {
 
     fn drain_frames(codec: &mut InboundCodec) -> Vec<AudioFrame> {
         std::iter::from_fn(|| codec.poll_frame()).collect()
+    }
+
+    #[test]
+    fn silence_stands_in_for_payloads_that_stopped_and_later_ones_follow_it() {
+        let mut codec = InboundCodec::new(16_000).unwrap();
+        assert!(
+            !codec.fill_silence(Duration::from_millis(500)),
+            "no audio yet"
+        );
+        let payload = tone_mulaw(160, 8000.0);
+        let ms = Duration::from_millis;
+        for n in 0..5u64 {
+            codec.push(&payload, ms(100 + 20 * n));
+        }
+        let spoken = drain_frames(&mut codec);
+        assert!(!codec.fill_silence(ms(185)), "nothing missing yet");
+        // Nothing for 500 ms after the last payload (at 180 ms).
+        assert!(codec.fill_silence(ms(680)));
+        let silence = drain_frames(&mut codec);
+        let last = spoken.last().unwrap().pts;
+        assert_eq!(silence[0].pts, last + FRAME, "the timeline runs on");
+        let end = silence.last().unwrap().pts + FRAME;
+        // Up to now, less what the resampler still holds (under a frame).
+        assert!(end + 2 * FRAME > ms(680) && end <= ms(680), "{end:?}");
+        assert!(
+            silence[1..]
+                .iter()
+                .all(|f| f.samples().iter().all(|&s| s == 0))
+        );
+        // A payload after it follows it.
+        codec.push(&payload, ms(700));
+        codec.push(&payload, ms(720));
+        let after = drain_frames(&mut codec);
+        assert_eq!(after[0].pts, end);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! socket for it.
 //!
 //! The reader task starts with the session. It turns caller audio into
-//! `InputAudio` frames (20 ms at the pipeline rate) and key presses into
+//! `InputAudio` frames (20 ms at the pipeline rate; silence when caller
+//! audio stops coming for [`SILENCE_AFTER`], so a turn still ends) and key presses into
 //! `Dtmf` frames, hands mark echoes to the sink, and skips what it cannot
 //! use. When the stream ends (`stop`, the socket closing or failing, a
 //! message over the size limit, or no usable caller audio for the idle
@@ -44,6 +45,17 @@ fn most_per_read(interval: Duration) -> usize {
         .unwrap_or(usize::MAX)
         .max(16)
 }
+
+/// Without caller audio for this long, silence stands in for it (as long
+/// as none comes), so the VAD hears the caller stop and the turn ends.
+/// Twilio sends audio all the time, silence included; a client that stops
+/// sending (a test driver at the end of its file) would otherwise leave
+/// the turn open until the idle timeout. Pipecat ends a turn after the
+/// same time without audio.
+pub(super) const SILENCE_AFTER: Duration = Duration::from_millis(500);
+
+/// How often silence is added while no audio comes.
+const SILENCE_STEP: Duration = Duration::from_millis(100);
 
 /// How a stream ended, as its reader saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +106,8 @@ pub(super) struct Reader<S> {
     /// Zero: read each message as it arrives; else read what has arrived
     /// once per interval.
     pub(super) read_interval: Duration,
+    /// When caller audio last came (none yet: `None`).
+    pub(super) audio_at: Option<tokio::time::Instant>,
     pub(super) stats: Arc<dyn TransportStats>,
     pub(super) skips: SkipLog,
     pub(super) shared: Arc<CallShared>,
@@ -107,6 +121,8 @@ where
         // Only caller audio that is used keeps the stream alive: junk,
         // marks or a flood dropped over the real-time budget do not.
         let mut idle_at = tokio::time::Instant::now() + self.idle_timeout;
+        // When silence last stood in for missing audio.
+        let mut filled_at: Option<tokio::time::Instant> = None;
         let end = loop {
             // Checked here too: a message waiting at every read would keep
             // `timeout_at` from ever looking at its deadline. Past it, what
@@ -124,9 +140,21 @@ where
                     break StreamEnd::IdleTimeout;
                 }
             }
-            let next = tokio::time::timeout_at(idle_at, self.inbound.next()).await;
+            // Checked here too, for the same reason: other messages may
+            // keep coming where audio does not.
+            if let Some(at) = self.silence_at(filled_at)
+                && tokio::time::Instant::now() >= at
+            {
+                self.fill_silence(&ctx).await;
+                filled_at = Some(tokio::time::Instant::now());
+            }
+            let wake = self
+                .silence_at(filled_at)
+                .map_or(idle_at, |at| at.min(idle_at));
+            let next = tokio::time::timeout_at(wake, self.inbound.next()).await;
             let Ok(next) = next else {
-                break StreamEnd::IdleTimeout;
+                // Nothing came: the checks above end the stream or fill.
+                continue;
             };
             if let Some(end) = self.on_message(next, &ctx, &mut idle_at).await {
                 break end;
@@ -156,6 +184,30 @@ where
         let _first = self.shared.ended_by.set(end);
         tracing::info!(reason = end.reason(), "stream ended");
         ctx.request_end(end.reason()).await;
+    }
+
+    /// When silence is next due in place of caller audio, once there has
+    /// been some: [`SILENCE_AFTER`] after the last, then every
+    /// [`SILENCE_STEP`] after the last `filled_at`.
+    fn silence_at(&self, filled_at: Option<tokio::time::Instant>) -> Option<tokio::time::Instant> {
+        let heard = self.audio_at?;
+        Some(match filled_at {
+            Some(filled) if filled > heard => filled + SILENCE_STEP,
+            _ => heard + SILENCE_AFTER,
+        })
+    }
+
+    /// Pushes silence up to now in place of caller audio that has not come
+    /// (see [`SILENCE_AFTER`]). It does not move the idle timeout: only
+    /// audio the caller sent does.
+    async fn fill_silence(&mut self, ctx: &ProcessorContext) {
+        if self.shared.reader.ending() || !self.stream.fill_silence(ctx.now()) {
+            return;
+        }
+        tracing::trace!("no caller audio: silence stands in");
+        while let Some(audio) = self.stream.poll_audio() {
+            ctx.push_downstream(FrameBody::InputAudio(audio)).await;
+        }
     }
 
     /// Reads what has arrived, without waiting: a bounded number of
@@ -221,7 +273,9 @@ where
                     }
                 }
                 if decoded {
-                    *idle_at = tokio::time::Instant::now() + self.idle_timeout;
+                    let now = tokio::time::Instant::now();
+                    *idle_at = now + self.idle_timeout;
+                    self.audio_at = Some(now);
                 }
                 if frames > 0 {
                     self.stats.audio_in(frames);

@@ -189,6 +189,13 @@ impl StreamReader {
         Inbound::Skipped(Skip::Binary(len))
     }
 
+    /// Silence up to session time `now` in place of caller audio that has
+    /// stopped coming; `false` when none was missing. See
+    /// [`InboundCodec::fill_silence`].
+    pub fn fill_silence(&mut self, now: Duration) -> bool {
+        !self.stopped && self.codec.fill_silence(now)
+    }
+
     /// The next 20 ms of caller audio at the pipeline rate, if ready.
     pub fn poll_audio(&mut self) -> Option<AudioFrame> {
         self.codec.poll_frame()
