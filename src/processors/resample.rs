@@ -73,14 +73,14 @@ impl Processor for Resample {
                 }
                 frame
             }
-            FrameBody::Interruption => {
-                self.output.reset();
-                frame
-            }
             _ => frame,
         };
         ctx.push(frame, direction).await;
         Ok(())
+    }
+
+    async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
+        self.output.reset();
     }
 }
 
@@ -140,5 +140,57 @@ mod tests {
         };
         assert_eq!(tail.pts, Duration::from_millis(20));
         assert_eq!(samples_out(&bodies[stopped..]), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cut_utterance_leaves_nothing_for_the_next() {
+        use crate::pipeline::{PipelineParams, PipelineTask};
+        use crate::testing::RecordingObserver;
+
+        let tone: Vec<i16> = (0..480).map(|i| ((i % 24) as i16 - 12) * 1_000).collect();
+        let speech = AudioFrame::from_samples(&tone, 24_000, 1, Duration::ZERO);
+        let recorder = RecordingObserver::new();
+        let mut params = PipelineParams::new("test-session", 16_000);
+        params.observers.push(recorder.clone());
+        let task = PipelineTask::new(vec![resample_output()], params);
+        let handle = task.handle();
+        let running = tokio::spawn(task.run());
+        let converted = || {
+            recorder
+                .frames_from("resample", Direction::Downstream)
+                .into_iter()
+                .filter_map(|f| match f.body {
+                    FrameBody::OutputAudio(audio) => Some(audio),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // One frame at a time, each through before the next: an
+        // interruption queued behind audio would drop it.
+        let wait_for = |n: usize| async move {
+            while converted().len() < n {
+                tokio::task::yield_now().await;
+            }
+        };
+        handle
+            .queue_frame(FrameBody::OutputAudio(speech.clone()))
+            .await;
+        wait_for(1).await;
+        handle.queue_frame(FrameBody::Interruption).await;
+        while !recorder
+            .frames_from("resample", Direction::Downstream)
+            .iter()
+            .any(|f| matches!(f.body, FrameBody::Interruption))
+        {
+            tokio::task::yield_now().await;
+        }
+        handle
+            .queue_frame(FrameBody::OutputAudio(speech.clone()))
+            .await;
+        wait_for(2).await;
+        handle.end("end of test").await;
+        running.await.unwrap();
+        let fresh = FrameResampler::new(8_000).convert(&speech).unwrap();
+        assert_eq!(converted()[1], fresh, "starts as a new resampler would");
     }
 }

@@ -135,6 +135,9 @@ where
         options: CallOptions,
     ) -> Result<Self, AcceptError> {
         let mut stream = StreamReader::new(pipeline_rate).map_err(AcceptError::Audio)?;
+        // A read takes what arrived over the interval at once: audio that
+        // far ahead of real time is a read's worth, not a backlog.
+        stream.set_lead_allowance(options.read_interval + Duration::from_millis(100));
         let mut skips = SkipLog::default();
         let wait = options.idle_timeout;
         let deadline = tokio::time::Instant::now() + wait;
@@ -343,6 +346,68 @@ mod tests {
         .await;
         assert_eq!(end, Some(StreamEnd::IdleTimeout));
         assert!(after < Duration::from_secs(3), "{after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn audio_waiting_at_a_slow_read_is_not_a_gap_and_silence_follows_its_end() {
+        use crate::frame::{Direction, FrameBody};
+        use crate::testing::RecordingObserver;
+        // 3 s of a loud tone in real time, then nothing (the socket open),
+        // read every 600 ms: more than the half second after which silence
+        // stands in for missing audio.
+        fn loud() -> WsInbound {
+            use base64::Engine as _;
+            // mu-law 0x80: near full scale.
+            let payload = base64::engine::general_purpose::STANDARD.encode([0x80_u8; 160]);
+            WsInbound::Text(Utf8Bytes::from(format!(
+                r#"{{"event":"media","streamSid":"MZ1","media":{{"track":"inbound","payload":"{payload}"}}}}"#
+            )))
+        }
+        let start = r#"{"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{"streamSid":"MZ1","accountSid":"AC1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{}}}"#;
+        let inbound = futures_util::stream::iter([WsInbound::Text(Utf8Bytes::from_static(start))])
+            .chain(every(Duration::from_millis(20), loud).take(150))
+            .chain(futures_util::stream::pending());
+        let options = CallOptions {
+            idle_timeout: Duration::from_secs(2),
+            stats: Arc::new(NoStats),
+            send_ahead: SendAhead::NONE,
+            read_interval: Duration::from_millis(600),
+        };
+        let Ok(call) = TwilioCall::accept(Box::pin(inbound), 16_000, options).await else {
+            panic!("the stream did not start");
+        };
+        let (outbound, _sent) = mpsc::channel(16);
+        let (ends, _handle) = call.into_transport(outbound);
+        let recorder = RecordingObserver::new();
+        let mut params = crate::pipeline::PipelineParams::new("test", 16_000);
+        params.observers.push(recorder.clone());
+        let task = crate::pipeline::PipelineTask::new(vec![ends.input, ends.output], params);
+        let ran = tokio::time::timeout(Duration::from_secs(60), task.run()).await;
+        assert!(ran.is_ok(), "the idle timeout ends it");
+        let loudness: Vec<bool> = recorder
+            .frames_from("transport.input", Direction::Downstream)
+            .iter()
+            .filter_map(|f| match &f.body {
+                FrameBody::InputAudio(audio) => {
+                    Some(audio.samples().iter().any(|&s| s.abs() > 1_000))
+                }
+                _ => None,
+            })
+            .collect();
+        let tone = loudness.iter().filter(|&&loud| loud).count();
+        let last_loud = loudness.iter().rposition(|&loud| loud).unwrap();
+        let first_loud = loudness.iter().position(|&loud| loud).unwrap();
+        assert_eq!(
+            tone,
+            last_loud - first_loud + 1,
+            "no silence inside the tone"
+        );
+        assert!(tone >= 148, "the tone is kept: {tone} frames");
+        assert!(
+            loudness.len() - last_loud > 50,
+            "silence after it until the idle timeout: {}",
+            loudness.len() - last_loud
+        );
     }
 
     #[tokio::test(start_paused = true)]

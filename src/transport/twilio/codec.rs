@@ -24,6 +24,15 @@ pub const CHUNK_BYTES: usize = 160;
 pub const FRAME: Duration = Duration::from_millis(20);
 /// mu-law for silence.
 const MULAW_SILENCE: u8 = 0xFF;
+/// The most silence put in at once; past it (the reader held up, the
+/// clock jumped) the timeline skips ahead.
+const MAX_FILL: Duration = Duration::from_secs(1);
+
+/// How long `bytes` of Twilio's caller audio play (mu-law at 8 kHz, one
+/// byte a sample).
+pub(super) fn mulaw_duration(bytes: usize) -> Duration {
+    Duration::from_micros(bytes as u64 * 1_000_000 / u64::from(TWILIO_SAMPLE_RATE))
+}
 
 /// Caller audio: mu-law in, 20 ms PCM frames at the pipeline rate out.
 #[derive(Debug)]
@@ -40,6 +49,13 @@ pub struct InboundCodec {
     taken: usize,
     /// Presentation time of the next frame; set by the first payload.
     next_pts: Option<Duration>,
+    /// Silence put in for audio that had not come, that audio arriving
+    /// after all (a stall's backlog) may still take the place of.
+    stood_in: Duration,
+    /// How far ahead of real time the timeline may run while `stood_in`
+    /// lasts before arriving audio is taken for the backlog it stood in
+    /// for: reads batch a few payloads, and those must never be cut.
+    lead_allowance: Duration,
 }
 
 impl InboundCodec {
@@ -53,7 +69,41 @@ impl InboundCodec {
             pending: Vec::new(),
             taken: 0,
             next_pts: None,
+            stood_in: Duration::ZERO,
+            lead_allowance: Duration::from_millis(100),
         })
+    }
+
+    /// Sets how far ahead of real time the timeline may run after silence
+    /// stood in for audio before more audio is dropped as its backlog: at
+    /// least the socket's read interval, plus jitter.
+    pub fn set_lead_allowance(&mut self, allowance: Duration) {
+        self.lead_allowance = allowance;
+    }
+
+    /// Where the timeline ends: the next frame's start plus what is held.
+    fn timeline_end(&self, next_pts: Duration) -> Duration {
+        let held = self.pending.len() - self.taken + self.resampler.delay_samples();
+        next_pts + Duration::from_micros(held as u64 * 1_000_000 / u64::from(self.rate))
+    }
+
+    /// `payload` less the front of it that silence already stood in for:
+    /// the part that would put the timeline further ahead of real time
+    /// than the allowance, up to what was stood in for. Payloads arriving
+    /// at real time after a pause are never cut.
+    fn past_stood_in<'a>(&mut self, payload: &'a [u8], now: Duration) -> &'a [u8] {
+        let Some(next_pts) = self.next_pts.filter(|_| !self.stood_in.is_zero()) else {
+            return payload;
+        };
+        let lead =
+            (self.timeline_end(next_pts) + mulaw_duration(payload.len())).saturating_sub(now);
+        let cut = lead
+            .saturating_sub(self.lead_allowance)
+            .min(self.stood_in)
+            .min(mulaw_duration(payload.len()));
+        let bytes = (cut.as_micros() * u128::from(TWILIO_SAMPLE_RATE) / 1_000_000) as usize;
+        self.stood_in = self.stood_in.saturating_sub(cut);
+        &payload[bytes.min(payload.len())..]
     }
 
     /// Decodes one payload that arrived at session time `now`. Whole frames
@@ -63,10 +113,10 @@ impl InboundCodec {
             return;
         }
         // The first audio was captured over the payload's length up to now.
-        let captured =
-            Duration::from_micros(payload.len() as u64 * 1_000_000 / u64::from(TWILIO_SAMPLE_RATE));
+        let captured = mulaw_duration(payload.len());
         self.next_pts
             .get_or_insert_with(|| now.saturating_sub(captured));
+        let payload = self.past_stood_in(payload, now);
         self.decoded.clear();
         mulaw::decode(payload, &mut self.decoded);
         // What is left moves to the front once per payload, so `pending`
@@ -79,17 +129,24 @@ impl InboundCodec {
     /// Fills the timeline with silence up to session time `now`, in whole
     /// frames, standing in for payloads that have stopped coming; `false`
     /// when there was nothing to fill (no audio yet, or nothing missing).
-    /// Payloads that come after all follow the silence.
+    /// At most a second is filled at once (the timeline skips the rest).
+    /// Payloads that come after all follow the silence, less what would
+    /// put the timeline ahead of real time (a stall's backlog: the silence
+    /// stood in for it), so turn decisions measured against the session
+    /// clock stay right.
     pub fn fill_silence(&mut self, now: Duration) -> bool {
         let Some(next_pts) = self.next_pts else {
             return false;
         };
-        let held = self.pending.len() - self.taken + self.resampler.delay_samples();
-        let end = next_pts + Duration::from_micros(held as u64 * 1_000_000 / u64::from(self.rate));
-        let frames = now.saturating_sub(end).as_micros() / FRAME.as_micros();
+        let missing = now.saturating_sub(self.timeline_end(next_pts));
+        if missing > MAX_FILL {
+            self.next_pts = Some(next_pts + (missing - MAX_FILL));
+        }
+        let frames = missing.min(MAX_FILL).as_micros() / FRAME.as_micros();
         if frames == 0 {
             return false;
         }
+        self.stood_in += FRAME * frames as u32;
         self.decoded.clear();
         self.decoded.resize(frames as usize * CHUNK_BYTES, 0);
         self.pending.drain(..self.taken);
@@ -241,6 +298,57 @@ mod tests {
         codec.push(&payload, ms(720));
         let after = drain_frames(&mut codec);
         assert_eq!(after[0].pts, end);
+    }
+
+    #[test]
+    fn a_stalls_backlog_after_silence_is_cut_to_real_time_and_a_pause_is_not() {
+        let ms = Duration::from_millis;
+        let payload = tone_mulaw(160, 8000.0);
+        let heard = |codec: &mut InboundCodec| {
+            drain_frames(codec)
+                .iter()
+                .filter(|f| f.samples().iter().any(|&s| s.abs() > 1_000))
+                .count()
+        };
+        // A stall: 600 ms without audio, silence put in, then the 600 ms
+        // held up arrive at once and the caller goes on in real time.
+        let mut codec = InboundCodec::new(16_000).unwrap();
+        codec.push(&payload, ms(100));
+        assert!(codec.fill_silence(ms(700)));
+        drain_frames(&mut codec);
+        for _ in 0..30 {
+            codec.push(&payload, ms(710));
+        }
+        let backlog = heard(&mut codec);
+        assert!((4..=7).contains(&backlog), "{backlog} frames of it kept");
+        for n in 1..=10u64 {
+            codec.push(&payload, ms(710 + 20 * n));
+        }
+        assert_eq!(heard(&mut codec), 10, "real time again: nothing cut");
+        let end = codec.timeline_end(codec.next_pts.unwrap());
+        assert!(
+            end <= ms(910) + ms(100),
+            "lead within the allowance: {end:?}"
+        );
+
+        // A pause: silence put in, then the caller speaks again in real
+        // time: every word is kept.
+        let mut codec = InboundCodec::new(16_000).unwrap();
+        codec.push(&payload, ms(100));
+        assert!(codec.fill_silence(ms(700)));
+        drain_frames(&mut codec);
+        for n in 0..30u64 {
+            codec.push(&payload, ms(720 + 20 * n));
+        }
+        assert!(heard(&mut codec) >= 29, "the words after the pause");
+
+        // Held up for an hour: a second of silence, the rest skipped.
+        let mut codec = InboundCodec::new(16_000).unwrap();
+        codec.push(&payload, ms(100));
+        drain_frames(&mut codec);
+        assert!(codec.fill_silence(ms(3_600_000)));
+        let frames = drain_frames(&mut codec);
+        assert!(frames.len() <= 50, "{} frames", frames.len());
     }
 
     #[test]

@@ -141,12 +141,27 @@ where
                 }
             }
             // Checked here too, for the same reason: other messages may
-            // keep coming where audio does not.
-            if let Some(at) = self.silence_at(filled_at)
-                && tokio::time::Instant::now() >= at
+            // keep coming where audio does not. What has arrived is read
+            // first: audio waiting there is no gap (a read interval near
+            // `SILENCE_AFTER`, a wake-up late under load), nor is there one
+            // while the reader is still behind (a backlog of other
+            // messages with the audio behind it).
+            if self
+                .silence_at(filled_at)
+                .is_some_and(|at| tokio::time::Instant::now() >= at)
             {
-                self.fill_silence(&ctx).await;
-                filled_at = Some(tokio::time::Instant::now());
+                let drained = match self.read_arrived(&ctx, &mut idle_at).await {
+                    Ok(drained) => drained,
+                    Err(end) => break end,
+                };
+                if drained
+                    && self
+                        .silence_at(filled_at)
+                        .is_some_and(|at| tokio::time::Instant::now() >= at)
+                {
+                    self.fill_silence(&ctx).await;
+                    filled_at = Some(tokio::time::Instant::now());
+                }
             }
             let wake = self
                 .silence_at(filled_at)

@@ -16,7 +16,7 @@ use crate::frame::AudioFrame;
 pub use crate::transport::real_time::AHEAD_ALLOWANCE;
 use crate::transport::real_time::RealTimeBudget;
 
-use super::codec::InboundCodec;
+use super::codec::{InboundCodec, mulaw_duration};
 use super::protocol::{InboundEvent, ProtocolError, StreamStart, Track, parse_inbound};
 
 /// What one message means.
@@ -87,14 +87,6 @@ impl Skip {
             Skip::AheadOfRealTime => "media_ahead_of_real_time",
         }
     }
-}
-
-/// Twilio's caller audio: mu-law at 8 kHz, one byte a sample.
-const SAMPLES_PER_SEC: u64 = 8_000;
-
-/// How long `bytes` of Twilio's caller audio play.
-fn mulaw_duration(bytes: usize) -> Duration {
-    Duration::from_micros(bytes as u64 * 1_000_000 / SAMPLES_PER_SEC)
 }
 
 /// The inbound state of one stream.
@@ -187,6 +179,11 @@ impl StreamReader {
     /// A binary message arrived.
     pub fn handle_binary(&mut self, len: usize) -> Inbound {
         Inbound::Skipped(Skip::Binary(len))
+    }
+
+    /// See [`InboundCodec::set_lead_allowance`].
+    pub fn set_lead_allowance(&mut self, allowance: Duration) {
+        self.codec.set_lead_allowance(allowance);
     }
 
     /// Silence up to session time `now` in place of caller audio that has

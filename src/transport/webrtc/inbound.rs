@@ -19,7 +19,12 @@
 //!   to its end, a track removed, a network stall) are stood in for by
 //!   silence up to the present when the reader asks
 //!   ([`InboundAudio::fill_silence`]), so the VAD and the STT hear the
-//!   caller stop. Packets that arrive after all are placed after it.
+//!   caller stop. As in a jitter buffer, a packet that arrives after all
+//!   for time the silence stood in for (a network stall that ended) is
+//!   late and dropped: the timeline stays in real time, so the turn
+//!   decisions that measure silence against the session clock stay right.
+//!   A packet resuming after discontinuous transmission (its timestamp
+//!   moved on) carries on after the silence.
 //! - A new SSRC (the browser restarted its connection), a sequence number
 //!   jump, a timestamp going backwards or a gap longer than [`MAX_REPAIR`]
 //!   starts a new stream: the
@@ -83,8 +88,12 @@ pub enum PacketOutcome {
 struct Stream {
     ssrc: u32,
     next_sequence: u16,
-    /// RTP timestamp right after the last decoded audio.
+    /// RTP timestamp right after the last decoded audio (or silence put
+    /// in its place).
     next_timestamp: u32,
+    /// Samples (48 kHz) of silence put in since the last decoded packet: a
+    /// packet whose audio falls within them is late.
+    stood_in: u32,
 }
 
 /// Turns one caller's RTP audio into pipeline frames. See the module docs.
@@ -140,6 +149,11 @@ impl InboundAudio {
         let lost = packet.sequence.wrapping_sub(stream.next_sequence);
         let gap = packet.timestamp.wrapping_sub(stream.next_timestamp) as i32;
         let max_gap = max_repair_samples();
+        if gap < 0 && gap.unsigned_abs() <= stream.stood_in {
+            // Its time was filled with silence already.
+            stream.next_sequence = packet.sequence.wrapping_add(1);
+            return PacketOutcome::Late;
+        }
         if gap < 0 || gap > max_gap || lost > MAX_CONCEALED_PACKETS {
             return self.start_stream(packet, now);
         }
@@ -175,31 +189,38 @@ impl InboundAudio {
             stream.next_timestamp = stream
                 .next_timestamp
                 .wrapping_add(self.decoded.len() as u32);
+            stream.stood_in = 0;
         }
         self.emit();
         outcome
     }
 
-    /// Fills the timeline with silence up to session time `now`, in whole
-    /// frames, standing in for packets that have stopped coming; `false`
-    /// when there was nothing to fill (no stream yet, or nothing missing).
+    /// Fills the timeline with silence up to session time `until`, in
+    /// whole frames, standing in for packets that have stopped coming;
+    /// `false` when there was nothing to fill (no stream yet, or nothing
+    /// missing). At most [`MAX_REPAIR`] is filled at once: past that (the
+    /// reader held up, the clock jumped) the timeline skips ahead.
     ///
     /// The stream's RTP clock moves on with it, so a packet resuming after
-    /// discontinuous transmission only has the rest of its gap filled. A
-    /// packet from before the silence (a network stall that ended) starts a
-    /// new stream after it: its audio comes late, not never.
-    pub fn fill_silence(&mut self, now: Duration) -> bool {
+    /// discontinuous transmission only has the rest of its gap filled, and
+    /// one from before the silence is late.
+    pub fn fill_silence(&mut self, until: Duration) -> bool {
         let Some(stream) = self.stream.as_mut() else {
             return false;
         };
         let held = self.pending.len() + self.resampler.delay_samples();
         let end = self.next_pts + samples_duration(held, self.rate);
-        let packets = now.saturating_sub(end).as_micros() / FRAME.as_micros();
+        let missing = until.saturating_sub(end);
+        if missing > MAX_REPAIR {
+            self.next_pts += missing - MAX_REPAIR;
+        }
+        let packets = missing.min(MAX_REPAIR).as_micros() / FRAME.as_micros();
         if packets == 0 {
             return false;
         }
         let samples = packets as usize * (SAMPLE_RATE_HZ as usize / 50);
         stream.next_timestamp = stream.next_timestamp.wrapping_add(samples as u32);
+        stream.stood_in = stream.stood_in.saturating_add(samples as u32);
         self.decoded.clear();
         self.decoded.resize(samples, 0);
         self.emit();
@@ -252,6 +273,7 @@ impl InboundAudio {
             ssrc: packet.ssrc,
             next_sequence: packet.sequence.wrapping_add(1),
             next_timestamp: packet.timestamp.wrapping_add(self.decoded.len() as u32),
+            stood_in: 0,
         });
         self.emit();
         outcome
@@ -401,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn silence_stands_in_for_packets_that_stopped_and_resumed_ones_fit_after_it() {
+    fn silence_stands_in_for_packets_that_stopped_and_held_up_ones_are_late() {
         let packets = tone_packets(3);
         let mut inbound = InboundAudio::new(16_000).unwrap();
         assert!(!inbound.fill_silence(ms(500)), "no stream yet");
@@ -426,14 +448,42 @@ mod tests {
         let after = drain(&mut inbound);
         assert_eq!(after.len(), 2, "20 ms of gap, then the packet");
         assert_eq!(after[0].pts, silence[24].pts + ms(20));
-        // A packet from before the silence (a stall) comes after it.
+        // A stall: the packets held up come after silence stood in for
+        // them. Those are late; the first one past the silence carries on.
+        let packets = tone_packets(40);
         assert!(inbound.fill_silence(ms(1_200)));
         let stalled = drain(&mut inbound);
-        let late = inbound.handle_packet(packet(&packets[2], 2, 960 * 28), ms(1_210));
-        assert!(matches!(late, PacketOutcome::NewStream), "{late:?}");
+        for k in 2..30u16 {
+            let late = inbound.handle_packet(
+                packet(&packets[k as usize], k, 960 * (26 + u32::from(k))),
+                ms(1_210),
+            );
+            assert!(matches!(late, PacketOutcome::Late), "{k}: {late:?}");
+        }
+        let past = inbound.handle_packet(packet(&packets[30], 30, 960 * 56), ms(1_220));
+        assert!(
+            matches!(past, PacketOutcome::Decoded { concealed: 0 }),
+            "{past:?}"
+        );
         let kept = drain(&mut inbound);
-        assert!(!kept.is_empty(), "its audio is kept");
         assert_eq!(kept[0].pts, stalled.last().unwrap().pts + ms(20));
+        assert!(
+            kept.last().unwrap().pts <= ms(1_220),
+            "the timeline stays in real time"
+        );
+    }
+
+    #[test]
+    fn a_long_hold_up_fills_at_most_a_second_and_the_timeline_skips_the_rest() {
+        let packets = tone_packets(1);
+        let mut inbound = InboundAudio::new(16_000).unwrap();
+        inbound.handle_packet(packet(&packets[0], 0, 0), ms(100));
+        drain(&mut inbound);
+        assert!(inbound.fill_silence(ms(3_600_000)));
+        let silence = drain(&mut inbound);
+        assert!(silence.len() <= 50, "{} frames", silence.len());
+        let end = silence.last().unwrap().pts + ms(20);
+        assert!(end > ms(3_599_900) && end <= ms(3_600_000), "{end:?}");
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub(super) const SILENCE_AFTER: Duration = Duration::from_millis(500);
 /// How often silence is added while no packet comes: 5 frames per wake-up.
 const SILENCE_STEP: Duration = Duration::from_millis(100);
 
+/// One frame of caller audio.
+const FRAME: Duration = Duration::from_millis(20);
+
 /// How a call ended, as its reader saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -112,8 +115,9 @@ struct Running {
     muted: bool,
     skips: SkipLog,
     heard: Instant,
-    /// When the last caller packet came.
-    audio_at: Instant,
+    /// When the last caller packet came (none yet: `None`, and no silence
+    /// is due).
+    audio_at: Option<Instant>,
     budget: MessageBudget,
     /// The caller audio admitted against real time: a page sending RTP
     /// faster than it plays has the excess dropped, not decoded and queued.
@@ -131,8 +135,8 @@ impl Running {
         // The next deadline of the page's pending RTVI requests, when any.
         let requests = tokio::time::sleep_until(Instant::now());
         tokio::pin!(requests);
-        // Moved on only when it fires, as `idle` is.
-        let silence = tokio::time::sleep_until(self.audio_at + SILENCE_AFTER);
+        // Moved on only when it fires, as `idle` is; off until audio comes.
+        let silence = tokio::time::sleep_until(Instant::now() + SILENCE_AFTER);
         tokio::pin!(silence);
         let end = loop {
             let result = tokio::select! {
@@ -157,14 +161,17 @@ impl Running {
                     self.arm_requests(requests.as_mut(), &ctx);
                     None
                 }
-                () = &mut silence => {
-                    let due = self.audio_at + SILENCE_AFTER;
+                () = &mut silence, if self.audio_at.is_some() => {
+                    let due = self.audio_at.map_or(Instant::now(), |at| at + SILENCE_AFTER);
                     let now = Instant::now();
-                    if due <= now {
-                        self.fill_silence(&ctx).await;
+                    if due > now {
+                        silence.as_mut().reset(due);
+                    } else if !self.reader.media.is_empty() {
+                        // Packets came after all: they go first.
                         silence.as_mut().reset(now + SILENCE_STEP);
                     } else {
-                        silence.as_mut().reset(due);
+                        self.fill_silence(&ctx).await;
+                        silence.as_mut().reset(now + SILENCE_STEP);
                     }
                     None
                 }
@@ -219,7 +226,7 @@ impl Running {
             return;
         }
         self.heard = Instant::now();
-        self.audio_at = self.heard;
+        self.audio_at = Some(self.heard);
         let header = &media.packet.header;
         let packet = RtpAudio {
             ssrc: header.ssrc,
@@ -248,8 +255,11 @@ impl Running {
         if self.shared.reader.ending() {
             return;
         }
+        // Up to a frame ago: a packet resuming right now (its audio
+        // captured over the last 20 ms) then carries on after the silence
+        // rather than being late for it.
         let now = ctx.now();
-        if self.reader.inbound.fill_silence(now) {
+        if self.reader.inbound.fill_silence(now.saturating_sub(FRAME)) {
             tracing::trace!("no caller audio: silence stands in");
             self.push_frames(now, false, ctx).await;
         }
@@ -486,7 +496,7 @@ impl Processor for WebRtcInput {
                 muted: false,
                 skips: SkipLog::default(),
                 heard: Instant::now(),
-                audio_at: Instant::now(),
+                audio_at: None,
                 budget: MessageBudget::default(),
                 real_time: RealTimeBudget::default(),
                 requests_pending: false,
