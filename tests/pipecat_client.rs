@@ -93,6 +93,40 @@ async fn pipecats_client_connects_talks_and_disconnects_the_bot() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipecats_client_starts_its_bot_on_start_and_reads_a_refusal() {
+    // The runner flow apps use: startBotAndConnect() on /start, a bearer
+    // key guarding it. Without the key, startBot() must fail with the
+    // status and reason (client-js reads a JSON `detail`).
+    let deepgram = FakeDeepgram::start().await;
+    let server = TestServer::with_toml(
+        &pipeline(&deepgram.url),
+        &["server.start_token_env=START_TOKEN"],
+        &[("DEEPGRAM_API_KEY", "dg-test"), ("START_TOKEN", "s3cret")],
+    )
+    .await;
+    let seen = pipecat_client(
+        &server,
+        "call",
+        &["--connect", "start", "--start-key", "s3cret"],
+    )
+    .await;
+
+    assert_eq!(seen["refusedStart"]["status"], 401, "{seen}");
+    assert!(
+        seen["refusedStart"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bearer key")),
+        "{seen}"
+    );
+    let sessions = server.sessions.ended(1, Duration::from_secs(20)).await;
+    assert_eq!(sessions[0].end_reason.as_deref(), Some("disconnect_bot"));
+    assert_eq!(
+        seen["sessionInfo"]["session_id"],
+        sessions[0].session_id.as_str()
+    );
+}
+
 fn agent_pipeline(openai: &FakeOpenAi) -> String {
     format!(
         r#"

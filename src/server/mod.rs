@@ -106,6 +106,7 @@ mod session;
 mod session_offer;
 mod session_token;
 pub mod shutdown;
+mod signalling_errors;
 mod start;
 mod state;
 mod storage_readiness;

@@ -12,8 +12,9 @@ use super::analytics;
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
 use super::{
-    campaigns, chat, client_page, cors, health, learn, outbound_calls, session_offer, start,
-    twilio_messaging, twilio_status, twilio_stream, twilio_voice, webrtc_offer,
+    campaigns, chat, client_page, cors, health, learn, outbound_calls, session_offer,
+    signalling_errors, start, twilio_messaging, twilio_status, twilio_stream, twilio_voice,
+    webrtc_offer,
 };
 use crate::outbound::{AMD_PATH, STATUS_PATH};
 
@@ -43,16 +44,7 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
             get(outbound_calls::get).delete(outbound_calls::delete),
         )
         .route(STREAM_PATH, get(twilio_stream::stream))
-        .route(
-            "/api/offer",
-            post(webrtc_offer::offer).patch(webrtc_offer::patch),
-        )
-        .route("/start", post(start::start))
-        .route("/api/ice-config", get(start::ice_config_route))
-        .route(
-            "/sessions/{session}/api/offer",
-            post(session_offer::offer).patch(session_offer::patch),
-        )
+        .merge(signalling())
         .route("/api/analytics", get(analytics::analytics))
         .route(
             "/api/campaigns",
@@ -71,6 +63,25 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
         .layer(axum::middleware::map_response(close_after_refused_body))
         .layer(cors::layer(&state.config.server.cors_origins))
         .with_state(state)
+}
+
+/// The routes Pipecat's clients call, their refusals as JSON
+/// ([`signalling_errors`]).
+fn signalling() -> Router<Arc<ServerState>> {
+    Router::new()
+        .route(
+            "/api/offer",
+            post(webrtc_offer::offer).patch(webrtc_offer::patch),
+        )
+        .route("/start", post(start::start))
+        .route("/api/ice-config", get(start::ice_config_route))
+        .route(
+            "/sessions/{session}/api/offer",
+            post(session_offer::offer).patch(session_offer::patch),
+        )
+        .layer(axum::middleware::map_response(
+            signalling_errors::as_json_detail,
+        ))
 }
 
 /// A `413` leaves the refused body unread, so the connection cannot carry

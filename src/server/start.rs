@@ -64,7 +64,11 @@ struct IceConfig {
 #[serde(rename_all = "camelCase")]
 struct StartAnswer {
     session_id: String,
-    ice_config: IceConfig,
+    /// Left out with no servers, as Pipecat's runner does: the
+    /// SmallWebRTC transport takes any `iceConfig.iceServers`, an empty
+    /// list included, in place of the servers the page configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ice_config: Option<IceConfig>,
 }
 
 /// `POST /start`.
@@ -116,7 +120,8 @@ pub(crate) async fn start(
         .sign(&id, SystemTime::now(), admission.session_ttl);
     Json(StartAnswer {
         session_id,
-        ice_config: ice_config(&state, request.enable_default_ice_servers),
+        ice_config: Some(ice_config(&state, request.enable_default_ice_servers))
+            .filter(|config| !config.ice_servers.is_empty()),
     })
     .into_response()
 }

@@ -4,10 +4,14 @@
 //
 //   node pipecat.mjs --server http://127.0.0.1:8080 --wav speech.wav [--page-origin URL]
 //                    [--scenario call|agent] [--transcript] [--capture client_messages.jsonl]
+//                    [--connect offer|start] [--start-key KEY]
 //
 // The page is served by Playwright at `${page-origin}/__test/pipecat.html`
 // (by default the server's own origin, so the offer is same-origin). It
-// connects (POST /api/offer); connect() must resolve and onBotReady fire.
+// connects (POST /api/offer; with `--connect start`, the runner flow:
+// startBotAndConnect() on POST /start, then the session's offer path, and
+// with --start-key, first a startBot() without the key, whose refusal is
+// reported as `refusedStart`); connect() must resolve and onBotReady fire.
 // Then, in the `call` scenario (a parrot pipeline), in order: the speaking
 // callbacks fire (Chromium's fake microphone plays the WAV); with
 // --transcript, onUserTranscript fires with a final transcript from the
@@ -95,7 +99,11 @@ try {
 
   // connect() resolves once the bot is ready.
   const connecting = performance.now();
-  seen.state = await page.evaluate((url) => window.startPipecat(url), `${args.server}/api/offer`);
+  const target = args.connect === "start"
+    ? { start: `${args.server}/start`, key: args["start-key"] }
+    : { offer: `${args.server}/api/offer` };
+  seen.state = await page.evaluate((t) => window.startPipecat(t), target);
+  seen.refusedStart = await page.evaluate(() => window.rtvi.refusedStart ?? null);
   seen.connectMs = Math.round(performance.now() - connecting);
   seen.botReady = await page.evaluate(() => window.rtvi.botReady);
   assert.ok(seen.botReady, "onBotReady did not fire before connect() resolved");

@@ -60,8 +60,8 @@ const rtvi = { events: [], transcripts: [], botReady: null, errors: [] };
 window.rtvi = rtvi;
 const seen = (name, data) => rtvi.events.push(data === undefined ? { name } : { name, data });
 
-window.startPipecat = async (offerUrl) => {
-  const client = new PipecatClient({
+const newClient = () =>
+  new PipecatClient({
     transport: new SmallWebRTCTransport({ mediaManager: new GetUserMediaManager() }),
     enableMic: true,
     enableCam: false,
@@ -89,8 +89,27 @@ window.startPipecat = async (offerUrl) => {
       onBotDisconnected: () => seen("botDisconnected"),
     },
   });
+
+// Connects as an app would: `connect()` with the offer URL, or, given
+// `start`, the runner flow `startBotAndConnect()` on that URL (with `key`,
+// first a `startBot()` without it, whose refusal is recorded).
+window.startPipecat = async ({ offer, start, key }) => {
+  if (start && key) {
+    rtvi.refusedStart = await newClient()
+      .startBot({ endpoint: start })
+      .then(
+        () => null,
+        (e) => ({ name: e?.constructor?.name, status: e?.status, message: e?.message }),
+      );
+  }
+  const client = newClient();
   window.pipecat = client;
-  await client.connect({ webrtcRequestParams: { endpoint: offerUrl } });
+  if (start) {
+    const headers = key ? new Headers({ Authorization: `Bearer ${key}` }) : undefined;
+    await client.startBotAndConnect({ endpoint: start, headers });
+  } else {
+    await client.connect({ webrtcRequestParams: { endpoint: offer } });
+  }
   seen("connectResolved");
   return client.state;
 };
