@@ -171,12 +171,20 @@ async function call(page) {
   // sendClientRequest(): answered by voxpipe, or refused when nothing does.
   seen.sessionInfo = await page.evaluate(() => window.pipecat.sendClientRequest("session-info", {}));
   assert.ok(seen.sessionInfo?.session_id, `no session id in ${JSON.stringify(seen.sessionInfo)}`);
+  // A type nothing answers: as with Pipecat, the client's own timeout
+  // rejects it; the server sends no error of its own, so a fire-and-forget
+  // sendClientMessage() raises no onMessageError.
+  await page.evaluate(() => window.pipecat.sendClientMessage("ui-event", { x: 1 }));
   seen.refused = await page.evaluate(() =>
-    window.pipecat.sendClientRequest("no-such-request", { x: 1 }, 8_000).then(
+    window.pipecat.sendClientRequest("no-such-request", { x: 1 }, 2_000).then(
       (d) => ({ answered: d }),
       (e) => ({ type: e?.type, error: e?.data?.error }),
     ));
   assert.equal(seen.refused.type, "error-response", JSON.stringify(seen.refused));
+  assert.match(seen.refused.error ?? "", /Timed out/, JSON.stringify(seen.refused));
+  const messageErrors = await page.evaluate(() =>
+    window.rtvi.events.filter((e) => e.name === "messageError").map((e) => e.data));
+  assert.deepEqual(messageErrors, [], "the server answered a message no processor took");
 
   await page.evaluate(() => window.pipecat.sendDTMF("12#"));
 

@@ -19,7 +19,7 @@
 //! |---|---|
 //! | `client-ready` | answers `bot-ready` (`version`, `about`); the call's events go out as RTVI from then on |
 //! | `send-text` | text input, as if transcribed (`options` are not read: the text always runs at once, and is spoken) |
-//! | `client-message` | `session-info` is answered here (`session_id`, `version`); any other type becomes a `ClientRequest` frame, answered by the processor that pushes a `ClientResponse`, else `error-response` after [`REQUEST_TIMEOUT`] |
+//! | `client-message` | `session-info` is answered here (`session_id`, `version`); any other type becomes a `ClientRequest` frame, answered by the processor that pushes a `ClientResponse`; unanswered, left to the client's own timeout, as Pipecat does |
 //! | `disconnect-bot` | ends the session gracefully (reason `disconnect_bot`) |
 //! | `dtmf` | one `Dtmf` frame per key (`buttons`; 2.0's `button` too) |
 //! | `llm-function-call-result` | a `ClientToolResult` frame: the result of the LLM's client tool (`[[processor.client_tools]]`) |
@@ -37,5 +37,6 @@ mod session;
 pub use inbound::{LABEL, Rejected, RtviInbound, RtviRequest, is_rtvi, parse_rtvi};
 pub use outbound::messages_for_event;
 pub use session::{
-    MAX_PENDING, PROTOCOL_VERSION, REQUEST_TIMEOUT, RtviAction, RtviSession, SESSION_INFO,
+    MAX_BACKLOG, MAX_PENDING, PROTOCOL_VERSION, REQUEST_TIMEOUT, RtviAction, RtviSession,
+    SESSION_INFO,
 };

@@ -9,12 +9,22 @@
 //!
 //! A call speaks RTVI once its client says `client-ready` (answered with
 //! `bot-ready`); before that the session sends nothing, so a page that
-//! never speaks RTVI (voxpipe's own) sees no RTVI message.
+//! never speaks RTVI (voxpipe's own) sees no RTVI message. The events of
+//! that time (the bot's greeting may start as the connection comes up,
+//! before the data channel is open) are kept, the last [`MAX_BACKLOG`] of
+//! them, and sent right after `bot-ready`, as Pipecat's transport queues
+//! its messages until the channel opens.
 //!
-//! Each `client-message` becomes a pending request until a processor
-//! answers it (a `client_response` event) or [`REQUEST_TIMEOUT`] passes,
-//! which answers `error-response`. At most [`MAX_PENDING`] are pending; more
-//! are refused at once, so a flood of requests costs bounded memory.
+//! Each `client-message` goes down the pipeline and is remembered until a
+//! processor answers it (a `client_response` event, sent as
+//! `server-response` or `error-response`) or [`REQUEST_TIMEOUT`] passes.
+//! Nothing answers for it: client-js sends fire-and-forget
+//! `sendClientMessage()` and awaited `sendClientRequest()` alike, and, as
+//! with Pipecat, an unanswered one is the client's to time out (an answer
+//! of our own would be an error for every fire-and-forget message). At
+//! most [`MAX_PENDING`] are remembered, the oldest forgotten first, so a
+//! flood costs bounded memory and every message still reaches the
+//! pipeline.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,11 +40,15 @@ use crate::frame::ClientRequest;
 /// `@pipecat-ai/client-js` 1.13).
 pub const PROTOCOL_VERSION: &str = "2.1.0";
 
-/// How long a `client-message` waits for a processor's answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a processor's answer to a `client-message` is still taken:
+/// longer than client-js waits for one (10 s by default).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The most `client-message` requests pending at once.
+/// The most `client-message`s awaiting an answer at once.
 pub const MAX_PENDING: usize = 32;
+
+/// The most RTVI messages kept from before `client-ready`.
+pub const MAX_BACKLOG: usize = 128;
 
 /// The most messages waiting for the client; older ones are dropped first.
 const MAX_OUTBOX: usize = 1_024;
@@ -77,6 +91,8 @@ pub struct RtviSession {
     active: bool,
     pending: VecDeque<Pending>,
     outbox: VecDeque<String>,
+    /// Messages from before `client-ready`, oldest first.
+    backlog: VecDeque<Value>,
 }
 
 impl RtviSession {
@@ -87,6 +103,7 @@ impl RtviSession {
             active: false,
             pending: VecDeque::new(),
             outbox: VecDeque::new(),
+            backlog: VecDeque::new(),
         }
     }
 
@@ -111,6 +128,9 @@ impl RtviSession {
                     "about": {"library": "voxpipe", "library_version": env!("CARGO_PKG_VERSION")},
                 });
                 self.send(reply("bot-ready", id.as_deref().unwrap_or_default(), ready));
+                while let Some(earlier) = self.backlog.pop_front() {
+                    self.send(earlier);
+                }
                 RtviAction::None
             }
             RtviRequest::SendText { content } => RtviAction::Text(content),
@@ -129,11 +149,7 @@ impl RtviSession {
                     return RtviAction::None;
                 }
                 if self.pending.len() >= MAX_PENDING {
-                    self.send(error_response(
-                        &id,
-                        &format!("over {MAX_PENDING} requests pending"),
-                    ));
-                    return RtviAction::None;
+                    self.pending.pop_front();
                 }
                 let id: Arc<str> = id.into();
                 self.pending.push_back(Pending {
@@ -186,11 +202,15 @@ impl RtviSession {
             self.answer(fields);
             return;
         }
-        if !self.active {
-            return;
-        }
         for message in messages_for_event(name, fields, wall_ms) {
-            self.send(message);
+            if self.active {
+                self.send(message);
+            } else {
+                if self.backlog.len() == MAX_BACKLOG {
+                    self.backlog.pop_front();
+                }
+                self.backlog.push_back(message);
+            }
         }
     }
 
@@ -213,15 +233,12 @@ impl RtviSession {
         self.send(answer);
     }
 
-    /// Answers, with `error-response`, every request pending past its
-    /// deadline at `now`.
+    /// Forgets every request pending past its deadline at `now`: an
+    /// answer after it is dropped.
     pub fn handle_timeout(&mut self, now: Duration) {
         while let Some(expired) = self.pending.front().filter(|p| p.deadline <= now) {
-            let error = format!("no processor answered `{}`", expired.kind);
-            let id = Arc::clone(&expired.id);
+            tracing::debug!(kind = %expired.kind, "no processor answered a client message");
             self.pending.pop_front();
-            tracing::debug!(%error, "client request timed out");
-            self.send(error_response(&id, &error));
         }
     }
 
@@ -265,7 +282,7 @@ mod tests {
     const READY: &str = r#"{"label":"rtvi-ai","type":"client-ready","id":"r1","data":{"version":"2.1.0","about":{"library":"@pipecat-ai/client-js","library_version":"1.13.1"}}}"#;
 
     #[test]
-    fn client_ready_is_answered_with_bot_ready_and_turns_events_on() {
+    fn client_ready_is_answered_with_bot_ready_then_what_came_before() {
         let mut session = RtviSession::new("s1".into());
         session.handle_event("bot_started_speaking", &json!({}), 0);
         assert!(drain(&mut session).is_empty(), "silent before client-ready");
@@ -277,8 +294,23 @@ mod tests {
         assert_eq!(sent[0]["type"], "bot-ready");
         assert_eq!(sent[0]["id"], "r1");
         assert_eq!(sent[0]["data"]["version"], PROTOCOL_VERSION);
-        session.handle_event("bot_started_speaking", &json!({}), 0);
-        assert_eq!(drain(&mut session)[0]["type"], "bot-started-speaking");
+        assert_eq!(
+            sent[1]["type"], "bot-started-speaking",
+            "the greeting's start"
+        );
+        assert_eq!(sent.len(), 2);
+        session.handle_event("bot_stopped_speaking", &json!({}), 0);
+        assert_eq!(drain(&mut session)[0]["type"], "bot-stopped-speaking");
+    }
+
+    #[test]
+    fn what_comes_before_client_ready_is_kept_within_a_bound() {
+        let mut session = RtviSession::new("s1".into());
+        for _ in 0..MAX_BACKLOG + 10 {
+            session.handle_event("bot_started_speaking", &json!({}), 0);
+        }
+        session.handle_inbound(inbound(READY), Duration::ZERO);
+        assert_eq!(drain(&mut session).len(), 1 + MAX_BACKLOG);
     }
 
     fn request(session: &mut RtviSession, id: &str, t: &str, now: Duration) -> RtviAction {
@@ -289,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn a_client_message_is_answered_by_a_processor_or_times_out() {
+    fn a_client_message_is_answered_by_a_processor_or_left_to_the_client() {
         let mut session = RtviSession::new("s1".into());
         session.handle_inbound(inbound(READY), Duration::ZERO);
         drain(&mut session);
@@ -312,13 +344,12 @@ mod tests {
                 "data": {"t": "weather", "d": {"sunny": true}}})
             ]
         );
-        session.handle_timeout(Duration::from_secs(5));
-        assert!(drain(&mut session).is_empty(), "m2 has a second left");
-        session.handle_timeout(Duration::from_secs(6));
-        let sent = drain(&mut session);
-        assert_eq!(sent[0]["type"], "error-response");
-        assert_eq!(sent[0]["id"], "m2");
-        assert_eq!(session.poll_timeout(), None);
+        session.handle_timeout(Duration::from_secs(16));
+        assert!(
+            drain(&mut session).is_empty(),
+            "no answer of its own: a fire-and-forget message gets none"
+        );
+        assert_eq!(session.poll_timeout(), None, "m2 is forgotten");
         // A late answer is dropped.
         session.handle_event(
             "client_response",
@@ -340,21 +371,29 @@ mod tests {
     }
 
     #[test]
-    fn pending_requests_are_bounded() {
+    fn pending_requests_are_bounded_and_every_message_goes_on() {
         let mut session = RtviSession::new("s1".into());
-        for n in 0..MAX_PENDING {
+        for n in 0..MAX_PENDING + 5 {
             let action = request(&mut session, &format!("m{n}"), "x", Duration::ZERO);
-            assert!(matches!(action, RtviAction::Request(_)));
+            assert!(matches!(action, RtviAction::Request(_)), "{n}");
         }
-        assert_eq!(
-            request(&mut session, "over", "x", Duration::ZERO),
-            RtviAction::None
+        assert_eq!(session.pending.len(), MAX_PENDING);
+        assert!(drain(&mut session).is_empty());
+        // The oldest were forgotten: an answer to one is dropped; the newest
+        // is answered.
+        session.handle_event(
+            "client_response",
+            &json!({"id": "m0", "type": "x", "data": 1}),
+            0,
         );
-        let sent = drain(&mut session);
-        assert_eq!(
-            (sent[0]["type"].as_str(), sent[0]["id"].as_str()),
-            (Some("error-response"), Some("over"))
+        assert!(drain(&mut session).is_empty());
+        let newest = format!("m{}", MAX_PENDING + 4);
+        session.handle_event(
+            "client_response",
+            &json!({"id": newest, "type": "x", "data": 1}),
+            0,
         );
+        assert_eq!(drain(&mut session)[0]["id"], newest.as_str());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! [`SILENCE_AFTER`], so a turn ends when the far end stops sending), turns typed text into a final
 //! `Transcription` (interrupting the bot if it is speaking), hands RTVI
 //! messages to the call's RTVI state and does what they ask (`ClientRequest`
-//! and `Dtmf` frames, the end of the session), answers a `client-message`
+//! and `Dtmf` frames, the end of the session), forgets a `client-message`
 //! no processor answered when its time is up, and skips what it cannot use
 //! (answering refused RTVI messages and taking `client-message` requests
 //! within the page's budget: a flood of them is dropped, logged; audio
