@@ -176,6 +176,13 @@ async fn pipecats_client_runs_a_client_tool_and_hears_the_answer() {
         "{seen}"
     );
     assert_eq!(seen["botText"], "You are in Oslo.");
+    // Protocol 2's bot-output: the spoken text as a segment, new then
+    // completed, as client-react's conversation reads it.
+    let outputs = seen["botOutput"].as_array().unwrap();
+    let status = |s: &str| outputs.iter().find(|o| o["spoken_status"] == s).cloned();
+    let (new, done) = (status("new").unwrap(), status("completed").unwrap());
+    assert_eq!(new["segment_id"], done["segment_id"], "{outputs:?}");
+    assert_eq!(done["spoken_progress"]["accumulated_text"], done["text"]);
     let second = openai.received("chat/completions")[1].json();
     let tool = second["messages"]
         .as_array()

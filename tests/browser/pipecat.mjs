@@ -152,6 +152,7 @@ async function agent(page) {
   seen.botText = await page.evaluate(() =>
     window.rtvi.events.filter((e) => e.name === "botLlmText").map((e) => e.data.text).join(""));
   seen.metrics = await page.evaluate(() => window.rtvi.events.filter((e) => e.name === "metrics").map((e) => e.data));
+  seen.botOutput = await page.evaluate(() => window.rtvi.events.filter((e) => e.name === "botOutput").map((e) => e.data));
 }
 
 async function call(page) {

@@ -12,7 +12,7 @@
 //! | `transcription`, `interim_transcription` | `user-transcription` (`final` true, false) |
 //! | `llm_response_started`, `llm_text`, `llm_response_ended` | `bot-llm-started`, `bot-llm-text`, `bot-llm-stopped` |
 //! | `tts_started`, `tts_stopped` | `bot-tts-started`, `bot-tts-stopped` |
-//! | `tts_text` | `bot-tts-text`, then `bot-output` (`will_be_spoken`, `aggregated_by` `word` or `sentence`) |
+//! | `tts_text` | `bot-tts-text`, then two `bot-output`s ([`bot_output`]: for protocol 2, one segment `new` then `completed`; for 1.x, `spoken` false then true), `aggregated_by` `word` or `sentence` |
 //! | `tool_call` | `llm-function-call-started`, `llm-function-call-in-progress` |
 //! | `tool_result` | `llm-function-call-stopped` |
 //! | `metrics` (`ttfb`, `processing_time`) | `metrics` (`ttfb`, `processing`: seconds) |
@@ -69,17 +69,9 @@ pub fn messages_for_event(name: &str, fields: &Value, wall_ms: u64) -> Vec<Value
         "llm_response_ended" => simple("bot-llm-stopped"),
         "tts_started" => simple("bot-tts-started"),
         "tts_stopped" => simple("bot-tts-stopped"),
-        "tts_text" => vec![
-            message("bot-tts-text", text()),
-            message(
-                "bot-output",
-                json!({
-                    "text": fields["text"],
-                    "aggregated_by": fields["timing"],
-                    "will_be_spoken": true,
-                }),
-            ),
-        ],
+        // `bot-output`, which depends on the client's protocol, is
+        // `bot_output`'s.
+        "tts_text" => vec![message("bot-tts-text", text())],
         "tool_call" => {
             // voxpipe keeps the model's arguments as it wrote them; RTVI
             // wants an object.
@@ -131,6 +123,43 @@ pub fn messages_for_event(name: &str, fields: &Value, wall_ms: u64) -> Vec<Value
         }
         _ => Vec::new(),
     }
+}
+
+/// The `bot-output` messages of spoken text (a `tts_text` event), as
+/// Pipecat sends them to the client's protocol: a segment announced, then
+/// spoken. Protocol 2: `spoken_status` `new` (with `spoken_progress`
+/// nothing spoken, all remaining), then `completed` (all spoken), the same
+/// `segment_id`; client-react's conversation makes a part of the first and
+/// marks it spoken with the second. Protocol 1: `spoken` false, then true.
+/// Both at once: voxpipe reports text as it is spoken.
+pub(super) fn bot_output(fields: &Value, segment_id: u64, legacy: bool) -> [Value; 2] {
+    let text = &fields["text"];
+    let aggregated_by = &fields["timing"];
+    if legacy {
+        let said = |spoken: bool| {
+            message(
+                "bot-output",
+                json!({"text": text, "aggregated_by": aggregated_by, "spoken": spoken}),
+            )
+        };
+        return [said(false), said(true)];
+    }
+    let said = |status: &str, accumulated: &Value, remaining: &Value| {
+        message(
+            "bot-output",
+            json!({
+                "text": text,
+                "spoken": status == "completed",
+                "will_be_spoken": true,
+                "aggregated_by": aggregated_by,
+                "segment_id": segment_id,
+                "spoken_status": status,
+                "spoken_progress": {"accumulated_text": accumulated, "remaining_text": remaining},
+            }),
+        )
+    };
+    let none = json!("");
+    [said("new", &none, text), said("completed", text, &none)]
 }
 
 /// Pipecat's metrics shape: `{"ttfb": [{"processor", "value"}]}`, seconds.

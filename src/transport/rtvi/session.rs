@@ -33,7 +33,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::inbound::{Rejected, RtviInbound, RtviRequest};
-use super::outbound::{message, messages_for_event, reply};
+use super::outbound::{bot_output, message, messages_for_event, reply};
 use crate::frame::ClientRequest;
 
 /// The RTVI protocol version voxpipe speaks (that of
@@ -91,8 +91,14 @@ pub struct RtviSession {
     active: bool,
     pending: VecDeque<Pending>,
     outbox: VecDeque<String>,
-    /// Messages from before `client-ready`, oldest first.
-    backlog: VecDeque<Value>,
+    /// Events from before `client-ready` (name, fields, wall clock),
+    /// oldest first: sent once the client's protocol is known.
+    backlog: VecDeque<(String, Value, u64)>,
+    /// The client speaks protocol 1 (`client-ready` said 1.x): answered
+    /// as Pipecat answers such clients.
+    legacy: bool,
+    /// The next `bot-output` segment's id.
+    next_segment: u64,
 }
 
 impl RtviSession {
@@ -104,6 +110,8 @@ impl RtviSession {
             pending: VecDeque::new(),
             outbox: VecDeque::new(),
             backlog: VecDeque::new(),
+            legacy: false,
+            next_segment: 1,
         }
     }
 
@@ -119,17 +127,25 @@ impl RtviSession {
         match inbound.request {
             RtviRequest::ClientReady { version, library } => {
                 tracing::info!(%version, library = library.as_deref().unwrap_or("?"), "RTVI client ready");
-                if !version.starts_with("2.") {
+                self.legacy = version.starts_with("1.");
+                if !self.legacy && !version.starts_with("2.") {
                     tracing::warn!(%version, "RTVI client of another major version than {PROTOCOL_VERSION}");
                 }
                 self.active = true;
+                // A 1.x client is told its own version back, as Pipecat
+                // does: the server's would have it expect 2.x messages.
+                let version = if self.legacy {
+                    version.as_str()
+                } else {
+                    PROTOCOL_VERSION
+                };
                 let ready = json!({
-                    "version": PROTOCOL_VERSION,
+                    "version": version,
                     "about": {"library": "voxpipe", "library_version": env!("CARGO_PKG_VERSION")},
                 });
                 self.send(reply("bot-ready", id.as_deref().unwrap_or_default(), ready));
-                while let Some(earlier) = self.backlog.pop_front() {
-                    self.send(earlier);
+                while let Some((name, fields, wall_ms)) = self.backlog.pop_front() {
+                    self.send_event(&name, &fields, wall_ms);
                 }
                 RtviAction::None
             }
@@ -202,14 +218,29 @@ impl RtviSession {
             self.answer(fields);
             return;
         }
+        if self.active {
+            self.send_event(name, fields, wall_ms);
+            return;
+        }
+        if messages_for_event(name, fields, wall_ms).is_empty() && name != "tts_text" {
+            return; // nothing an RTVI client would see
+        }
+        if self.backlog.len() == MAX_BACKLOG {
+            self.backlog.pop_front();
+        }
+        self.backlog
+            .push_back((name.to_owned(), fields.clone(), wall_ms));
+    }
+
+    fn send_event(&mut self, name: &str, fields: &Value, wall_ms: u64) {
         for message in messages_for_event(name, fields, wall_ms) {
-            if self.active {
+            self.send(message);
+        }
+        if name == "tts_text" {
+            let segment = self.next_segment;
+            self.next_segment += 1;
+            for message in bot_output(fields, segment, self.legacy) {
                 self.send(message);
-            } else {
-                if self.backlog.len() == MAX_BACKLOG {
-                    self.backlog.pop_front();
-                }
-                self.backlog.push_back(message);
             }
         }
     }
@@ -432,5 +463,53 @@ mod tests {
                 result: r#"{"city":"Oslo"}"#.into()
             }
         );
+    }
+
+    #[test]
+    fn spoken_text_is_a_segment_announced_then_spoken_in_the_clients_protocol() {
+        let spoken = json!({"text": "Hello there.", "timing": "sentence"});
+        let mut session = RtviSession::new("s1".into());
+        session.handle_inbound(inbound(READY), Duration::ZERO);
+        drain(&mut session);
+        session.handle_event("tts_text", &spoken, 0);
+        session.handle_event("tts_text", &spoken, 0);
+        let sent = drain(&mut session);
+        let types: Vec<&str> = sent.iter().map(|m| m["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "bot-tts-text",
+                "bot-output",
+                "bot-output",
+                "bot-tts-text",
+                "bot-output",
+                "bot-output"
+            ]
+        );
+        let (new, done) = (&sent[1]["data"], &sent[2]["data"]);
+        assert_eq!(new["spoken_status"], "new");
+        assert_eq!(new["spoken_progress"]["remaining_text"], "Hello there.");
+        assert_eq!(done["spoken_status"], "completed");
+        assert_eq!(done["spoken_progress"]["accumulated_text"], "Hello there.");
+        assert_eq!(done["spoken_progress"]["remaining_text"], "");
+        assert_eq!(new["segment_id"], done["segment_id"]);
+        assert_ne!(
+            sent[4]["data"]["segment_id"], done["segment_id"],
+            "one id a segment"
+        );
+        assert_eq!(done["will_be_spoken"], true);
+
+        // A 1.x client: its version back, and `spoken` false then true.
+        let mut legacy = RtviSession::new("s2".into());
+        legacy.handle_event("tts_text", &spoken, 0);
+        legacy.handle_inbound(
+            inbound(r#"{"label":"rtvi-ai","type":"client-ready","id":"r1","data":{"version":"1.4.0","about":{}}}"#),
+            Duration::ZERO,
+        );
+        let sent = drain(&mut legacy);
+        assert_eq!(sent[0]["data"]["version"], "1.4.0");
+        assert_eq!(sent[2]["data"]["spoken"], false, "{sent:?}");
+        assert_eq!(sent[3]["data"]["spoken"], true);
+        assert!(sent[3]["data"].get("spoken_status").is_none());
     }
 }
