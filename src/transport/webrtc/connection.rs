@@ -91,9 +91,14 @@ impl CallConnection {
         Ok(Answer::new(sdp, &self.pc_id))
     }
 
-    /// Adds the candidates the browser trickled.
+    /// Adds the candidates the browser trickled. They wait for an offer
+    /// being answered: during a `restart_pc` the page trickles the new
+    /// connection's candidates under the same `pc_id` before its answer
+    /// comes, and they belong to the connection that answer makes, not the
+    /// one it replaces.
     pub(crate) async fn add_candidates(&self, patch: &PatchRequest) -> Result<(), SignallingError> {
         patch.validate()?;
+        let _after_the_answer = self.negotiating.lock().await;
         let current = self.current()?;
         for candidate in &patch.candidates {
             current.add_candidate(candidate).await?;
