@@ -8,7 +8,7 @@
 //! | `POST /api/calls`, `GET`/`DELETE /api/calls/{call_id}` | place one outbound call, read it, end it (management API) |
 //! | `POST /api/offer` | a browser's WebRTC offer (Pipecat's SmallWebRTC protocol): a new call is one fresh session; a known `pc_id` renegotiates or (`restart_pc`) replaces its connection |
 //! | `PATCH /api/offer` | ICE candidates the browser trickles after its offer |
-//! | `POST /start` | Pipecat's runner session flow: `{sessionId, iceConfig}`; the session waits for its offer |
+//! | `POST /start` | Pipecat's runner session flow: `{sessionId, iceConfig}` (`iceConfig` only with ICE servers); the session waits for its offer |
 //! | `POST`/`PATCH /sessions/{sessionId}/api/offer` | a started session's own offer and candidates |
 //! | `GET /api/ice-config` | the STUN and TURN servers for a page (`{iceServers}`, TURN credentials included) |
 //! | `GET /` | the browser client: talk to the pipeline, see its transcript and each turn's latency |

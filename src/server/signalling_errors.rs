@@ -28,13 +28,18 @@ pub(crate) async fn as_json_detail(response: Response) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let reason = match axum::body::to_bytes(body, MAX_REASON).await {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(_) => parts
+    let standard = || {
+        parts
             .status
             .canonical_reason()
             .unwrap_or("refused")
-            .to_owned(),
+            .to_owned()
+    };
+    // An empty body (a 405 from the method router) gets the status's
+    // standard reason, as FastAPI gives it: client-js shows `detail` as is.
+    let reason = match axum::body::to_bytes(body, MAX_REASON).await {
+        Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => standard(),
     };
     let detail = serde_json::json!({ "detail": reason }).to_string();
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -73,6 +78,15 @@ mod tests {
         assert_eq!(
             body(response).await,
             r#"{"detail":"the server is at capacity"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_refusal_gets_its_statuss_reason() {
+        let empty = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        assert_eq!(
+            body(as_json_detail(empty).await).await,
+            r#"{"detail":"Method Not Allowed"}"#
         );
     }
 

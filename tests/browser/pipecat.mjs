@@ -174,10 +174,11 @@ async function call(page) {
   assert.ok(seen.sessionInfo?.session_id, `no session id in ${JSON.stringify(seen.sessionInfo)}`);
   // A type nothing answers: as with Pipecat, the client's own timeout
   // rejects it; the server sends no error of its own, so a fire-and-forget
-  // sendClientMessage() raises no onMessageError.
+  // sendClientMessage() raises no onMessageError. (6 s: past the 5 s after
+  // which voxpipe used to answer with an error of its own.)
   await page.evaluate(() => window.pipecat.sendClientMessage("ui-event", { x: 1 }));
   seen.refused = await page.evaluate(() =>
-    window.pipecat.sendClientRequest("no-such-request", { x: 1 }, 2_000).then(
+    window.pipecat.sendClientRequest("no-such-request", { x: 1 }, 6_000).then(
       (d) => ({ answered: d }),
       (e) => ({ type: e?.type, error: e?.data?.error }),
     ));

@@ -12,7 +12,7 @@
 //! | `transcription`, `interim_transcription` | `user-transcription` (`final` true, false) |
 //! | `llm_response_started`, `llm_text`, `llm_response_ended` | `bot-llm-started`, `bot-llm-text`, `bot-llm-stopped` |
 //! | `tts_started`, `tts_stopped` | `bot-tts-started`, `bot-tts-stopped` |
-//! | `tts_text` | `bot-tts-text`, then two `bot-output`s ([`bot_output`]: for protocol 2, one segment `new` then `completed`; for 1.x, `spoken` false then true), `aggregated_by` `word` or `sentence` |
+//! | `tts_text` | `bot-tts-text`, and a `bot-output` segment announced ([`bot_output`]: protocol 2 `new`, 1.x `spoken` false), marked spoken (`completed`, `spoken` true) when the bot stops speaking, never if it is interrupted; `aggregated_by` `word` or `sentence` |
 //! | `tool_call` | `llm-function-call-started`, `llm-function-call-in-progress` |
 //! | `tool_result` | `llm-function-call-stopped` |
 //! | `metrics` (`ttfb`, `processing_time`) | `metrics` (`ttfb`, `processing`: seconds) |
@@ -125,41 +125,67 @@ pub fn messages_for_event(name: &str, fields: &Value, wall_ms: u64) -> Vec<Value
     }
 }
 
-/// The `bot-output` messages of spoken text (a `tts_text` event), as
-/// Pipecat sends them to the client's protocol: a segment announced, then
-/// spoken. Protocol 2: `spoken_status` `new` (with `spoken_progress`
-/// nothing spoken, all remaining), then `completed` (all spoken), the same
-/// `segment_id`; client-react's conversation makes a part of the first and
-/// marks it spoken with the second. Protocol 1: `spoken` false, then true.
-/// Both at once: voxpipe reports text as it is spoken.
-pub(super) fn bot_output(fields: &Value, segment_id: u64, legacy: bool) -> [Value; 2] {
+/// A `bot-output` message of spoken text (a `tts_text` event's fields) in
+/// the client's protocol: the segment announced (`spoken` false) or, later,
+/// spoken (`spoken` true). Protocol 2 adds `spoken_status` `new` or
+/// `completed`, the `segment_id` both share and `spoken_progress` (nothing
+/// spoken, all remaining; then all spoken): client-react's conversation
+/// makes a part of the first and marks it spoken with the second, as
+/// Pipecat's messages have it do. Protocol 1: `spoken` alone.
+pub(super) fn bot_output(fields: &Value, segment_id: u64, legacy: bool, spoken: bool) -> Value {
     let text = &fields["text"];
     let aggregated_by = &fields["timing"];
     if legacy {
-        let said = |spoken: bool| {
-            message(
-                "bot-output",
-                json!({"text": text, "aggregated_by": aggregated_by, "spoken": spoken}),
-            )
-        };
-        return [said(false), said(true)];
-    }
-    let said = |status: &str, accumulated: &Value, remaining: &Value| {
-        message(
+        return message(
             "bot-output",
-            json!({
-                "text": text,
-                "spoken": status == "completed",
-                "will_be_spoken": true,
-                "aggregated_by": aggregated_by,
-                "segment_id": segment_id,
-                "spoken_status": status,
-                "spoken_progress": {"accumulated_text": accumulated, "remaining_text": remaining},
-            }),
-        )
-    };
+            json!({"text": text, "aggregated_by": aggregated_by, "spoken": spoken}),
+        );
+    }
     let none = json!("");
-    [said("new", &none, text), said("completed", text, &none)]
+    let (status, accumulated, remaining) = if spoken {
+        ("completed", text, &none)
+    } else {
+        ("new", &none, text)
+    };
+    message(
+        "bot-output",
+        json!({
+            "text": text,
+            "spoken": spoken,
+            "will_be_spoken": true,
+            "aggregated_by": aggregated_by,
+            "segment_id": segment_id,
+            "spoken_status": status,
+            "spoken_progress": {"accumulated_text": accumulated, "remaining_text": remaining},
+        }),
+    )
+}
+
+/// Whether an event becomes RTVI messages worth keeping until the client
+/// is ready: the turn's events, not each token (`llm_text`), interim
+/// transcript or metric, which a long greeting would have push out the
+/// turn's start.
+pub(super) fn kept_before_ready(name: &str) -> bool {
+    matches!(
+        name,
+        "user_started_speaking"
+            | "user_stopped_speaking"
+            | "bot_started_speaking"
+            | "bot_stopped_speaking"
+            | "interruption"
+            | "transcription"
+            | "llm_response_started"
+            | "llm_response_ended"
+            | "tts_started"
+            | "tts_stopped"
+            | "tts_text"
+            | "tool_call"
+            | "tool_result"
+            | "error"
+            | "server_message"
+            | "agent_selected"
+            | "answer_reviewed"
+    )
 }
 
 /// Pipecat's metrics shape: `{"ttfb": [{"processor", "value"}]}`, seconds.

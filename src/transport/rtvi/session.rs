@@ -33,7 +33,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::inbound::{Rejected, RtviInbound, RtviRequest};
-use super::outbound::{bot_output, message, messages_for_event, reply};
+use super::outbound::{bot_output, kept_before_ready, message, messages_for_event, reply};
 use crate::frame::ClientRequest;
 
 /// The RTVI protocol version voxpipe speaks (that of
@@ -41,14 +41,19 @@ use crate::frame::ClientRequest;
 pub const PROTOCOL_VERSION: &str = "2.1.0";
 
 /// How long a processor's answer to a `client-message` is still taken:
-/// longer than client-js waits for one (10 s by default).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// well past what client-js waits by default (10 s), for requests sent
+/// with a longer timeout of their own.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The most `client-message`s awaiting an answer at once.
 pub const MAX_PENDING: usize = 32;
 
-/// The most RTVI messages kept from before `client-ready`.
+/// The most events kept from before `client-ready` (turn events only).
 pub const MAX_BACKLOG: usize = 128;
+
+/// The most spoken-text segments announced and not yet spoken; past it the
+/// oldest is marked spoken at once.
+const MAX_OPEN_SEGMENTS: usize = 256;
 
 /// The most messages waiting for the client; older ones are dropped first.
 const MAX_OUTBOX: usize = 1_024;
@@ -99,6 +104,9 @@ pub struct RtviSession {
     legacy: bool,
     /// The next `bot-output` segment's id.
     next_segment: u64,
+    /// Segments announced (`bot-output` `new`) and not yet spoken: marked
+    /// spoken when the bot stops speaking, dropped when it is interrupted.
+    open_segments: VecDeque<(u64, Value)>,
 }
 
 impl RtviSession {
@@ -112,6 +120,7 @@ impl RtviSession {
             backlog: VecDeque::new(),
             legacy: false,
             next_segment: 1,
+            open_segments: VecDeque::new(),
         }
     }
 
@@ -222,8 +231,8 @@ impl RtviSession {
             self.send_event(name, fields, wall_ms);
             return;
         }
-        if messages_for_event(name, fields, wall_ms).is_empty() && name != "tts_text" {
-            return; // nothing an RTVI client would see
+        if !kept_before_ready(name) {
+            return;
         }
         if self.backlog.len() == MAX_BACKLOG {
             self.backlog.pop_front();
@@ -233,15 +242,30 @@ impl RtviSession {
     }
 
     fn send_event(&mut self, name: &str, fields: &Value, wall_ms: u64) {
+        match name {
+            // What the bot said is spoken once it stops speaking; what an
+            // interruption cut stays unspoken.
+            "bot_stopped_speaking" => {
+                while let Some((segment, text)) = self.open_segments.pop_front() {
+                    self.send(bot_output(&text, segment, self.legacy, true));
+                }
+            }
+            "interruption" => self.open_segments.clear(),
+            _ => {}
+        }
         for message in messages_for_event(name, fields, wall_ms) {
             self.send(message);
         }
         if name == "tts_text" {
             let segment = self.next_segment;
             self.next_segment += 1;
-            for message in bot_output(fields, segment, self.legacy) {
-                self.send(message);
+            self.send(bot_output(fields, segment, self.legacy, false));
+            if self.open_segments.len() == MAX_OPEN_SEGMENTS
+                && let Some((oldest, text)) = self.open_segments.pop_front()
+            {
+                self.send(bot_output(&text, oldest, self.legacy, true));
             }
+            self.open_segments.push_back((segment, fields.clone()));
         }
     }
 
@@ -375,7 +399,7 @@ mod tests {
                 "data": {"t": "weather", "d": {"sunny": true}}})
             ]
         );
-        session.handle_timeout(Duration::from_secs(16));
+        session.handle_timeout(REQUEST_TIMEOUT + Duration::from_secs(1));
         assert!(
             drain(&mut session).is_empty(),
             "no answer of its own: a fire-and-forget message gets none"
@@ -466,50 +490,79 @@ mod tests {
     }
 
     #[test]
-    fn spoken_text_is_a_segment_announced_then_spoken_in_the_clients_protocol() {
-        let spoken = json!({"text": "Hello there.", "timing": "sentence"});
+    fn spoken_text_is_announced_then_spoken_when_the_bot_stops_and_a_cut_stays_unspoken() {
+        let spoken = |text: &str| json!({"text": text, "timing": "sentence"});
         let mut session = RtviSession::new("s1".into());
         session.handle_inbound(inbound(READY), Duration::ZERO);
         drain(&mut session);
-        session.handle_event("tts_text", &spoken, 0);
-        session.handle_event("tts_text", &spoken, 0);
-        let sent = drain(&mut session);
-        let types: Vec<&str> = sent.iter().map(|m| m["type"].as_str().unwrap()).collect();
+        session.handle_event("tts_text", &spoken("Hello there."), 0);
+        session.handle_event("tts_text", &spoken("How are you?"), 0);
+        let announced = drain(&mut session);
+        let types: Vec<&str> = announced
+            .iter()
+            .map(|m| m["type"].as_str().unwrap())
+            .collect();
         assert_eq!(
             types,
-            [
-                "bot-tts-text",
-                "bot-output",
-                "bot-output",
-                "bot-tts-text",
-                "bot-output",
-                "bot-output"
-            ]
+            ["bot-tts-text", "bot-output", "bot-tts-text", "bot-output"]
         );
-        let (new, done) = (&sent[1]["data"], &sent[2]["data"]);
+        let new = &announced[1]["data"];
         assert_eq!(new["spoken_status"], "new");
         assert_eq!(new["spoken_progress"]["remaining_text"], "Hello there.");
-        assert_eq!(done["spoken_status"], "completed");
-        assert_eq!(done["spoken_progress"]["accumulated_text"], "Hello there.");
-        assert_eq!(done["spoken_progress"]["remaining_text"], "");
-        assert_eq!(new["segment_id"], done["segment_id"]);
         assert_ne!(
-            sent[4]["data"]["segment_id"], done["segment_id"],
+            announced[3]["data"]["segment_id"], new["segment_id"],
             "one id a segment"
         );
-        assert_eq!(done["will_be_spoken"], true);
+
+        session.handle_event("bot_stopped_speaking", &json!({}), 0);
+        let spoken_out = drain(&mut session);
+        let done = &spoken_out[0]["data"];
+        assert_eq!(done["spoken_status"], "completed");
+        assert_eq!(done["segment_id"], new["segment_id"]);
+        assert_eq!(done["spoken_progress"]["accumulated_text"], "Hello there.");
+        assert_eq!(done["spoken_progress"]["remaining_text"], "");
+        assert_eq!(spoken_out[1]["data"]["text"], "How are you?");
+        assert_eq!(spoken_out[2]["type"], "bot-stopped-speaking");
+
+        // Cut by the user: never marked spoken.
+        session.handle_event("tts_text", &spoken("Let me explain."), 0);
+        session.handle_event("interruption", &json!({}), 0);
+        session.handle_event("bot_stopped_speaking", &json!({}), 0);
+        let after = drain(&mut session);
+        assert!(
+            after
+                .iter()
+                .all(|m| m["data"]["spoken_status"] != "completed"),
+            "{after:?}"
+        );
 
         // A 1.x client: its version back, and `spoken` false then true.
         let mut legacy = RtviSession::new("s2".into());
-        legacy.handle_event("tts_text", &spoken, 0);
+        legacy.handle_event("tts_text", &spoken("Hi."), 0);
         legacy.handle_inbound(
             inbound(r#"{"label":"rtvi-ai","type":"client-ready","id":"r1","data":{"version":"1.4.0","about":{}}}"#),
             Duration::ZERO,
         );
+        legacy.handle_event("bot_stopped_speaking", &json!({}), 0);
         let sent = drain(&mut legacy);
         assert_eq!(sent[0]["data"]["version"], "1.4.0");
         assert_eq!(sent[2]["data"]["spoken"], false, "{sent:?}");
         assert_eq!(sent[3]["data"]["spoken"], true);
         assert!(sent[3]["data"].get("spoken_status").is_none());
+    }
+
+    #[test]
+    fn a_long_greeting_before_client_ready_keeps_its_start() {
+        let mut session = RtviSession::new("s1".into());
+        session.handle_event("llm_response_started", &json!({}), 0);
+        session.handle_event("bot_started_speaking", &json!({}), 0);
+        for _ in 0..500 {
+            session.handle_event("llm_text", &json!({"text": "word "}), 0);
+            session.handle_event("interim_transcription", &json!({"text": "hm"}), 0);
+        }
+        session.handle_inbound(inbound(READY), Duration::ZERO);
+        let sent = drain(&mut session);
+        assert_eq!(sent[1]["type"], "bot-llm-started");
+        assert_eq!(sent[2]["type"], "bot-started-speaking");
     }
 }

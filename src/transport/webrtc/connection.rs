@@ -87,6 +87,8 @@ impl CallConnection {
         tracing::info!(generation, "peer connection replaced");
         self.generation.store(generation, Ordering::Release);
         self.connection.send_replace(Some(Arc::new(connection)));
+        // Trickled candidates wait on the lock: not for the old one's close.
+        drop(_one_at_a_time);
         current.close().await;
         Ok(Answer::new(sdp, &self.pc_id))
     }

@@ -5,7 +5,9 @@
 //! for the channel writer, so a new kind of event reaches the page without
 //! a change here. Once the page has spoken RTVI (`client-ready`), each
 //! event goes to the call's [`RtviSession`] instead, which re-encodes it
-//! as RTVI messages: the page gets one protocol or the other, never both.
+//! as RTVI messages: from then on the page gets RTVI alone. (The turn
+//! events from before `client-ready`, sent as JSON lines at the time, are
+//! sent again as RTVI after `bot-ready`, for a client that missed them.)
 //! [`PageChannel`] is what the relay and the reader share: the writer's
 //! queue and the RTVI state. The writer sends while the page's channel is open and
 //! keeps a bounded backlog while it is not (before it opens, during a
