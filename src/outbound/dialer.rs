@@ -30,7 +30,7 @@ pub enum DialError {
     },
     /// Twilio refused this call (a bad number, a permission): dialling it
     /// again will not help. The call is recorded as failed.
-    #[error("Twilio refused the call ({status}, code {code:?}): {message}")]
+    #[error("Twilio refused the call ({status}, code {code:?})")]
     Refused {
         /// The HTTP status.
         status: u16,

@@ -14,7 +14,7 @@
 //! A request that timed out may still have reached Twilio: Twilio has no
 //! idempotency key, so trying it again can place the call twice.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,6 +91,10 @@ pub struct TwilioDialer {
     settlement: Settlement,
     /// Calls whose voicemail this process has left (or is leaving).
     voicemails: Mutex<HashSet<String>>,
+    /// Calls placed at Twilio whose SID the store has not taken yet (it
+    /// failed as they were placed), by call id: a second try of such a
+    /// call must not dial it again.
+    placed: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for TwilioDialer {
@@ -165,6 +169,7 @@ impl TwilioDialer {
             runtime,
             settlement,
             voicemails: Mutex::new(HashSet::new()),
+            placed: Arc::default(),
         })
     }
 
@@ -230,6 +235,8 @@ impl TwilioDialer {
         }
         match &self.section.machine_detection {
             MachinePolicy::Off => MachineAction::None,
+            // A fax takes no voicemail and hears no agent.
+            _ if answered_by == "fax" => MachineAction::HangUp,
             MachinePolicy::HangUp => MachineAction::HangUp,
             MachinePolicy::Voicemail { message } if MachinePolicy::is_message_end(answered_by) => {
                 let first = self
@@ -245,6 +252,53 @@ impl TwilioDialer {
             }
             MachinePolicy::Voicemail { .. } => MachineAction::None,
         }
+    }
+
+    /// The SID of `call_id` if it was placed but its SID is not stored yet.
+    fn placed_unstored(&self, call_id: &str) -> Option<String> {
+        self.placed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(call_id)
+            .cloned()
+    }
+
+    /// Stores `dialled` (a placed call's SID) for `call_id` in the
+    /// background, retrying while the store fails (up to about a minute);
+    /// meanwhile this process remembers the call as placed.
+    fn keep_dialled(&self, call_id: &str, dialled: CallChange) {
+        if let CallChange::Dialled { twilio_sid, .. } = &dialled {
+            self.placed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(call_id.to_owned(), twilio_sid.clone());
+        }
+        let store = Arc::clone(self.store());
+        let placed = Arc::clone(&self.placed);
+        let call_id = call_id.to_owned();
+        tokio::spawn(async move {
+            let mut wait = std::time::Duration::from_secs(1);
+            for _ in 0..6 {
+                tokio::time::sleep(wait).await;
+                match store.update_call(&call_id, &dialled).await {
+                    Ok(_) => {
+                        tracing::info!(call_id, "the placed call's SID is stored");
+                        placed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&call_id);
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(call_id, error = %err, "the placed call's SID is still not stored")
+                    }
+                }
+                wait *= 2;
+            }
+            // Still remembered here as placed: this process will not dial
+            // it again; its status callbacks carry the SID too.
+            tracing::error!(call_id, "the placed call's SID could not be stored");
+        });
     }
 
     /// Lets `call_id`'s voicemail be tried again (its session was not here).
@@ -329,19 +383,20 @@ impl Dialer for TwilioDialer {
         if !store.create_call(&record).await? {
             let existing = store.call(call_id).await?;
             if let Some(existing) = existing {
+                if existing.status.is_final() {
+                    return Err(DialError::Settled {
+                        status: existing.status,
+                    });
+                }
                 if let Some(sid) = existing
                     .outbound
                     .as_ref()
                     .and_then(|o| o.twilio_sid.clone())
+                    .or_else(|| self.placed_unstored(call_id))
                 {
                     return Ok(PlacedCall {
                         call_id: call_id.to_owned(),
                         twilio_sid: sid,
-                    });
-                }
-                if existing.status.is_final() {
-                    return Err(DialError::Settled {
-                        status: existing.status,
                     });
                 }
             }
@@ -400,7 +455,17 @@ impl Dialer for TwilioDialer {
                     twilio_sid: sid.clone(),
                     at_ms: unix_ms(),
                 };
-                let call = store.update_call(call_id, &dialled).await?;
+                // Placed: whatever the store says now, the call must not be
+                // dialled again, so a failed write is retried on its own
+                // and the call reported placed.
+                let call = match store.update_call(call_id, &dialled).await {
+                    Ok(call) => call,
+                    Err(err) => {
+                        tracing::warn!(call_id, error = %err, "the placed call's SID was not stored; retrying");
+                        self.keep_dialled(call_id, dialled);
+                        None
+                    }
+                };
                 if call.is_some_and(|call| call.status == CallStatus::Canceled) {
                     // Canceled while Twilio was being asked: stop it there too.
                     if let Err(err) = self.end(&sid, false).await {
@@ -424,8 +489,10 @@ impl Dialer for TwilioDialer {
                     ?code,
                     "Twilio refused the call"
                 );
-                self.fail_undialled(call_id, &format!("Twilio refused the call: {message}"))
-                    .await?;
+                // Twilio's message may name the number: the record keeps
+                // the status and code.
+                let why = format!("Twilio refused the call ({status}, code {code:?})");
+                self.fail_undialled(call_id, &why).await?;
                 Err(DialError::Refused {
                     status,
                     code,

@@ -85,6 +85,8 @@ impl Numbers {
     /// them `to`; the others become each call's parameters (empty cells
     /// left out). Fields may be quoted (`"a, b"`, `""` for a quote).
     pub fn from_csv(text: &str) -> Result<Numbers, CsvError> {
+        // Excel's "CSV UTF-8" starts with a byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut lines = (1..)
             .zip(text.lines())
             .filter(|(_, l)| !l.trim().is_empty());
@@ -203,6 +205,13 @@ mod tests {
         let lines: Vec<u64> = numbers.rejected.iter().map(|r| r.line).collect();
         assert_eq!(lines, [3, 4, 8]);
         assert!(numbers.rejected[0].reason.contains("E.164"));
+    }
+
+    #[test]
+    fn a_csv_saved_by_excel_with_a_byte_order_mark_is_read() {
+        let numbers = Numbers::from_csv("\u{feff}to,name\n+15551230001,Ada\n").unwrap();
+        assert_eq!(numbers.entries[0].to, "+15551230001");
+        assert_eq!(numbers.entries[0].parameters["name"], "Ada");
     }
 
     #[test]

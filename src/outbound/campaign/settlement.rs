@@ -134,6 +134,13 @@ impl CallSettled for CampaignSettlement {
         let Some(attempt) = &outbound.campaign else {
             return;
         };
+        if outbound.twilio_sid.is_none() {
+            // Never placed at Twilio (refused, or the number held): the
+            // runner that tried ends the entry itself, done whatever the
+            // policy. The retry policy is for calls that rang; applied
+            // here first, it would have tried a refused number again.
+            return;
+        }
         if let Err(err) = self.0.settle(attempt, call.status).await {
             // The entry's lease runs out and another look at the call
             // record settles it then.

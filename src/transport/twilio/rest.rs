@@ -327,8 +327,11 @@ pub enum CreateCallError {
         /// The answer's `Retry-After`, when given.
         retry_after: Option<Duration>,
     },
-    /// Any other 4xx: this call will not be placed as asked.
-    #[error("Twilio refused the call ({status}, code {code:?}): {message}")]
+    /// Any other 4xx: this call will not be placed as asked. Twilio's
+    /// message is kept, not shown: it may name the phone number (21211:
+    /// "The 'To' number +… is not a valid phone number"), and errors are
+    /// logged.
+    #[error("Twilio refused the request ({status}, code {code:?})")]
     Refused {
         /// The HTTP status.
         status: u16,
