@@ -43,6 +43,11 @@ pub enum DialError {
     /// call may be tried again.
     #[error("Twilio is unavailable: {0}")]
     Unavailable(String),
+    /// Twilio's answer to the create request did not come: the call may
+    /// have been placed. It must not be dialled again; its status
+    /// callbacks settle it, or, when none come, it ends failed.
+    #[error("Twilio's answer did not come; the call may have been placed: {0}")]
+    Uncertain(String),
     /// The number was reached within `rate_limit_hours`, or is on a call
     /// now: not dialled. The call is recorded as failed.
     #[error("the number {phone_hash} was called too recently or is on a call")]

@@ -14,6 +14,7 @@ use crate::store::CallRecord;
 use super::settled::CallSettled;
 
 /// Settles outbound calls.
+#[derive(Clone)]
 pub struct Settlement {
     runtime: Arc<AgentRuntime>,
     listeners: Vec<Arc<dyn CallSettled>>,

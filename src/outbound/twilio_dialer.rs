@@ -301,6 +301,46 @@ impl TwilioDialer {
         });
     }
 
+    /// Ends `call_id` failed if no callback has confirmed it (no SID, not
+    /// final) once it would have rung out: Twilio's answer to its create
+    /// request never came, and neither did Twilio.
+    fn confirm_later(&self, call_id: &str) {
+        let wait = std::time::Duration::from_secs(u64::from(self.section.timeout_secs) + 120);
+        let store = Arc::clone(self.store());
+        let settlement = self.settlement.clone();
+        let call_id = call_id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let unconfirmed = match store.call(&call_id).await {
+                Ok(Some(call)) => {
+                    !call.status.is_final()
+                        && call
+                            .outbound
+                            .as_ref()
+                            .is_none_or(|o| o.twilio_sid.is_none())
+                }
+                Ok(None) => false,
+                Err(err) => {
+                    tracing::warn!(call_id, error = %err, "cannot check an unconfirmed call");
+                    false
+                }
+            };
+            if !unconfirmed {
+                return;
+            }
+            let change = CallChange::Unconnected {
+                status: CallStatus::Failed,
+                error: Some("Twilio never confirmed the call".to_owned()),
+                at_ms: unix_ms(),
+            };
+            match store.update_call(&call_id, &change).await {
+                Ok(Some(call)) => settlement.settle(&call).await,
+                Ok(None) => {}
+                Err(err) => tracing::warn!(call_id, error = %err, "cannot end an unconfirmed call"),
+            }
+        });
+    }
+
     /// Lets `call_id`'s voicemail be tried again (its session was not here).
     pub fn voicemail_not_left(&self, call_id: &str) {
         self.voicemails
@@ -498,6 +538,13 @@ impl Dialer for TwilioDialer {
                     code,
                     message,
                 })
+            }
+            Err(CreateCallError::Uncertain(err)) => {
+                // Perhaps placed: the number stays held, nothing dials it
+                // again; its callbacks settle it, else it ends failed.
+                tracing::warn!(call_id, phone_hash, error = %err, "Twilio did not answer; the call may have been placed");
+                self.confirm_later(call_id);
+                Err(DialError::Uncertain(err))
             }
             Err(err) => {
                 // Not placed: the number is free for the retry.

@@ -512,6 +512,24 @@ async fn a_machine_is_hung_up_on_under_the_hang_up_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_create_answer_never_came_is_not_dialled_again() {
+    // Twilio queues calls over the account's rate: the create request's
+    // answer comes after the dialler's 5 s timeout, and so do the call's
+    // callbacks. Dialling again would ring the person twice.
+    let rig = Rig::start(PARROT, "").await;
+    rig.twilio
+        .script(CALLEE, Outcome::SlowNoAnswer(Duration::from_secs(10)));
+    let call_id = rig.call(CALLEE).await;
+    let settled = rig.settled.wait(&call_id).await;
+    assert_eq!(
+        settled.status,
+        CallStatus::NoAnswer,
+        "its callbacks settle it"
+    );
+    assert_eq!(rig.twilio.creates().len(), 1, "dialled once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fax_is_hung_up_on_even_under_the_voicemail_policy() {
     let rig = Rig::start(
         PARROT,

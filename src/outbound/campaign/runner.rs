@@ -221,7 +221,10 @@ impl CampaignRunner {
         let seconds = started.elapsed().as_secs_f64();
         let now = unix_ms();
         let label = match result {
-            Ok(_) => {
+            // Perhaps placed: held as a live call, so the entry is not
+            // dialled again; its callbacks, or the dialler's check that
+            // fails an unconfirmed call, settle it.
+            Ok(_) | Err(DialError::Uncertain(_)) => {
                 let until = now + millis(self.options.call_lease);
                 if let Err(err) = self
                     .campaigns
@@ -231,7 +234,11 @@ impl CampaignRunner {
                 {
                     tracing::warn!(campaign_id, entry = leased.entry, error = %err, "lease not extended");
                 }
-                "placed"
+                if result.is_ok() {
+                    "placed"
+                } else {
+                    "uncertain"
+                }
             }
             Err(DialError::RateLimited { retry_after }) => {
                 let until = now + millis(retry_after);

@@ -205,7 +205,13 @@ impl TwilioRest {
             .form(form)
             .send()
             .await
-            .map_err(|err| CreateCallError::Unavailable(err.to_string()))?;
+            .map_err(|err| {
+                if err.is_connect() {
+                    CreateCallError::Unavailable(err.to_string())
+                } else {
+                    CreateCallError::Uncertain(err.to_string())
+                }
+            })?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -213,10 +219,13 @@ impl TwilioRest {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = response
-            .text()
-            .await
-            .map_err(|err| CreateCallError::Unavailable(err.to_string()))?;
+        let body = response.text().await.map_err(|err| {
+            if (200..300).contains(&status) {
+                CreateCallError::Uncertain(err.to_string())
+            } else {
+                CreateCallError::Unavailable(err.to_string())
+            }
+        })?;
         created_call(status, retry_after, &body)
     }
 
@@ -340,9 +349,15 @@ pub enum CreateCallError {
         /// Twilio's message.
         message: String,
     },
-    /// A 5xx, a network failure, an answer that is not a call.
+    /// A 5xx, a connection that could not be made, an answer that is not
+    /// a call: nothing was created.
     #[error("Twilio is unavailable: {0}")]
     Unavailable(String),
+    /// The request went out but its answer did not come back (a timeout,
+    /// a connection lost mid-answer): Twilio may have created it. Twilio
+    /// takes no idempotency key, so trying again could make a second.
+    #[error("Twilio's answer did not come: {0}")]
+    Uncertain(String),
 }
 
 /// Twilio's error body: `{"code", "message", "more_info", "status"}`.
