@@ -70,6 +70,12 @@ pub(crate) async fn messaging(
         Ok(message) => message,
         Err(missing) => return (StatusCode::BAD_REQUEST, missing.to_string()).into_response(),
     };
+    if message.is_opt_out() {
+        // Twilio answers the keyword itself and blocks messages to the
+        // sender; an agent's answer would be refused (21610).
+        tracing::info!(message_sid = %message.message_sid, "opt-out keyword: not answered");
+        return twiml_response(twiml::messages(&[]));
+    }
     if message.body.trim().is_empty() && message.num_media == 0 {
         tracing::info!(message_sid = %message.message_sid, "empty message; nothing to answer");
         return twiml_response(twiml::messages(&[]));

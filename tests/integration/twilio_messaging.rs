@@ -239,6 +239,16 @@ async fn bad_webhooks_are_refused_and_odd_messages_answered() {
         ["Sorry, I can only read text messages. Please write your question."]
     );
     assert!(rig.openai.chat_requests().is_empty());
+    // An opt-out keyword: Twilio answers it and blocks answers; no model.
+    let (status, twiml) = rig
+        .say("SM00000000000000000000000000000036", " stop ")
+        .await;
+    assert_eq!(status, 200);
+    assert!(messages_of(&twiml).is_empty(), "{twiml}");
+    assert!(
+        rig.openai.chat_requests().is_empty(),
+        "STOP reached the model"
+    );
     // Absurdly long: cut, and the model is told.
     rig.openai.push_chat(Reply::Sse(text_answer("Noted.")));
     let (_, twiml) = rig

@@ -10,6 +10,20 @@
 /// The most characters one message body may hold.
 pub const MAX_MESSAGE_CHARS: usize = 1_600;
 
+/// Twilio's opt-out keywords: a message that is one of them (any case,
+/// trimmed) unsubscribes its sender, and Twilio refuses further messages
+/// to them (error 21610) until they opt back in.
+const OPT_OUT_KEYWORDS: &[&str] = &[
+    "STOP",
+    "STOPALL",
+    "UNSUBSCRIBE",
+    "CANCEL",
+    "END",
+    "QUIT",
+    "OPTOUT",
+    "REVOKE",
+];
+
 /// An incoming message, as the webhook's form gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingMessage {
@@ -25,6 +39,8 @@ pub struct IncomingMessage {
     pub body: String,
     /// `NumMedia`: how many media items came with it.
     pub num_media: usize,
+    /// `OptOutType` (Twilio's Advanced Opt-Out: `STOP`, `START`, `HELP`).
+    pub opt_out_type: Option<String>,
 }
 
 /// Why a webhook form is not an incoming message.
@@ -55,7 +71,20 @@ impl IncomingMessage {
             num_media: field("NumMedia")
                 .and_then(|n| n.trim().parse().ok())
                 .unwrap_or(0),
+            opt_out_type: field("OptOutType").map(str::to_owned),
         })
+    }
+
+    /// Whether the sender is opting out (`STOP` and Twilio's other
+    /// keywords, or Advanced Opt-Out's `OptOutType=STOP`): no agent should
+    /// answer, and Twilio would refuse the answer anyway.
+    pub fn is_opt_out(&self) -> bool {
+        self.opt_out_type
+            .as_deref()
+            .is_some_and(|kind| kind.eq_ignore_ascii_case("STOP"))
+            || OPT_OUT_KEYWORDS
+                .iter()
+                .any(|keyword| self.body.trim().eq_ignore_ascii_case(keyword))
     }
 
     /// Whether it came through WhatsApp.
