@@ -111,6 +111,22 @@ impl MemoryStore {
 
     /// Runs `f` on the latest state with the log locked, then applies and
     /// logs the ops it returns.
+    /// Sets `key` for `ttl_ms` unless it is set: true when this set it
+    /// (Redis's `SET NX PX`).
+    pub(super) fn set_once(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        self.write(|ks, now| {
+            if ks.string(key, now).is_some() {
+                return (Vec::new(), false);
+            }
+            let set = Op::Set {
+                key: key.to_owned(),
+                value: "1".to_owned(),
+                expires_at_ms: Some(now.saturating_add(ttl_ms.max(1))),
+            };
+            (vec![set], true)
+        })
+    }
+
     pub(super) fn write<R>(
         &self,
         f: impl FnOnce(&Keyspace, u64) -> (Vec<Op>, R),

@@ -2,7 +2,6 @@
 
 use async_trait::async_trait;
 
-use super::keyspace::Op;
 use super::store::MemoryStore;
 use crate::store::{StoreError, StreamTokenStore};
 
@@ -13,18 +12,7 @@ impl StreamTokenStore for MemoryStore {
         token_id: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
-        let key = self.settings.keys.stream_token(token_id);
-        self.write(|ks, now| {
-            if ks.string(&key, now).is_some() {
-                return (Vec::new(), false);
-            }
-            let set = Op::Set {
-                key: key.clone(),
-                value: "1".to_owned(),
-                expires_at_ms: Some(now.saturating_add(ttl_ms.max(1))),
-            };
-            (vec![set], true)
-        })
+        self.set_once(&self.settings.keys.stream_token(token_id), ttl_ms)
     }
 }
 

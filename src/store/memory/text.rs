@@ -92,18 +92,7 @@ impl TextStore for MemoryStore {
         message_id: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
-        let key = self.settings.keys.text_message(message_id);
-        self.write(|ks, now| {
-            if ks.string(&key, now).is_some() {
-                return (Vec::new(), false);
-            }
-            let set = Op::Set {
-                key: key.clone(),
-                value: "1".to_owned(),
-                expires_at_ms: Some(now.saturating_add(ttl_ms.max(1))),
-            };
-            (vec![set], true)
-        })
+        self.set_once(&self.settings.keys.text_message(message_id), ttl_ms)
     }
 }
 

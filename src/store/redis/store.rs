@@ -178,6 +178,21 @@ impl RedisStore {
     }
 
     /// Runs `cmd` on the shared connection under the operation timeout.
+    /// `SET key 1 NX PX ttl_ms`: true when this set it.
+    pub(super) async fn set_once(&self, key: String, ttl_ms: u64) -> Result<bool, StoreError> {
+        let set: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms.max(1)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
     pub(super) async fn query<T: redis::FromRedisValue>(
         &self,
         cmd: &redis::Cmd,

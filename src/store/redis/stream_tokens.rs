@@ -12,16 +12,7 @@ impl StreamTokenStore for RedisStore {
         token_id: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
-        let set: Option<String> = self
-            .query(
-                redis::cmd("SET")
-                    .arg(self.settings.keys.stream_token(token_id))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms.max(1)),
-            )
-            .await?;
-        Ok(set.is_some())
+        self.set_once(self.settings.keys.stream_token(token_id), ttl_ms)
+            .await
     }
 }

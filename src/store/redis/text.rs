@@ -64,16 +64,7 @@ impl TextStore for RedisStore {
         message_id: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
-        let set: Option<String> = self
-            .query(
-                redis::cmd("SET")
-                    .arg(self.settings.keys.text_message(message_id))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms.max(1)),
-            )
-            .await?;
-        Ok(set.is_some())
+        self.set_once(self.settings.keys.text_message(message_id), ttl_ms)
+            .await
     }
 }
