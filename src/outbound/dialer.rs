@@ -58,6 +58,9 @@ pub enum DialError {
     /// The call id names a call that has already ended: not dialled again.
     #[error("the call has already ended ({})", status.as_str())]
     Settled {
+        /// Whether Twilio took it (it has a SID): only such a call's
+        /// status is for a campaign's retry policy.
+        placed: bool,
         /// Its final status.
         status: CallStatus,
     },

@@ -91,10 +91,11 @@ pub struct TwilioDialer {
     settlement: Settlement,
     /// Calls whose voicemail this process has left (or is leaving).
     voicemails: Mutex<HashSet<String>>,
-    /// Calls placed at Twilio whose SID the store has not taken yet (it
-    /// failed as they were placed), by call id: a second try of such a
-    /// call must not dial it again.
-    placed: Arc<Mutex<HashMap<String, String>>>,
+    /// Calls this process asked Twilio for whose SID the store does not
+    /// have, by call id: the SID when Twilio's answer gave it (the store
+    /// failed as it came back), `None` when the answer never came
+    /// (`Uncertain`). A second try of such a call must not dial it again.
+    placed: Arc<Mutex<HashMap<String, Option<String>>>>,
 }
 
 impl std::fmt::Debug for TwilioDialer {
@@ -254,8 +255,9 @@ impl TwilioDialer {
         }
     }
 
-    /// The SID of `call_id` if it was placed but its SID is not stored yet.
-    fn placed_unstored(&self, call_id: &str) -> Option<String> {
+    /// Whether this process asked Twilio for `call_id` and the store has
+    /// no SID for it: `Some(Some(sid))` placed, `Some(None)` unconfirmed.
+    fn placed_unstored(&self, call_id: &str) -> Option<Option<String>> {
         self.placed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -271,7 +273,7 @@ impl TwilioDialer {
             self.placed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(call_id.to_owned(), twilio_sid.clone());
+                .insert(call_id.to_owned(), Some(twilio_sid.clone()));
         }
         let store = Arc::clone(self.store());
         let placed = Arc::clone(&self.placed);
@@ -305,39 +307,31 @@ impl TwilioDialer {
     /// final) once it would have rung out: Twilio's answer to its create
     /// request never came, and neither did Twilio.
     fn confirm_later(&self, call_id: &str) {
+        self.placed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(call_id.to_owned(), None);
         let wait = std::time::Duration::from_secs(u64::from(self.section.timeout_secs) + 120);
         let store = Arc::clone(self.store());
         let settlement = self.settlement.clone();
+        let placed = Arc::clone(&self.placed);
         let call_id = call_id.to_owned();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            let unconfirmed = match store.call(&call_id).await {
-                Ok(Some(call)) => {
-                    !call.status.is_final()
-                        && call
-                            .outbound
-                            .as_ref()
-                            .is_none_or(|o| o.twilio_sid.is_none())
+            // A store that fails is asked again, for a few minutes.
+            for _ in 0..10 {
+                match fail_if_unconfirmed(&*store, &settlement, &call_id).await {
+                    Ok(()) => break,
+                    Err(err) => {
+                        tracing::warn!(call_id, error = %err, "cannot settle an unconfirmed call yet");
+                        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                    }
                 }
-                Ok(None) => false,
-                Err(err) => {
-                    tracing::warn!(call_id, error = %err, "cannot check an unconfirmed call");
-                    false
-                }
-            };
-            if !unconfirmed {
-                return;
             }
-            let change = CallChange::Unconnected {
-                status: CallStatus::Failed,
-                error: Some("Twilio never confirmed the call".to_owned()),
-                at_ms: unix_ms(),
-            };
-            match store.update_call(&call_id, &change).await {
-                Ok(Some(call)) => settlement.settle(&call).await,
-                Ok(None) => {}
-                Err(err) => tracing::warn!(call_id, error = %err, "cannot end an unconfirmed call"),
-            }
+            placed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&call_id);
         });
     }
 
@@ -426,14 +420,26 @@ impl Dialer for TwilioDialer {
                 if existing.status.is_final() {
                     return Err(DialError::Settled {
                         status: existing.status,
+                        placed: existing
+                            .outbound
+                            .as_ref()
+                            .is_some_and(|o| o.twilio_sid.is_some()),
                     });
                 }
-                if let Some(sid) = existing
+                let stored = existing
                     .outbound
                     .as_ref()
-                    .and_then(|o| o.twilio_sid.clone())
-                    .or_else(|| self.placed_unstored(call_id))
-                {
+                    .and_then(|o| o.twilio_sid.clone());
+                let sid = match (stored, self.placed_unstored(call_id)) {
+                    (Some(sid), _) | (None, Some(Some(sid))) => Some(sid),
+                    (None, Some(None)) => {
+                        return Err(DialError::Uncertain(
+                            "asked of Twilio already; its answer never came".to_owned(),
+                        ));
+                    }
+                    (None, None) => None,
+                };
+                if let Some(sid) = sid {
                     return Ok(PlacedCall {
                         call_id: call_id.to_owned(),
                         twilio_sid: sid,
@@ -559,6 +565,35 @@ impl Dialer for TwilioDialer {
             }
         }
     }
+}
+
+/// Ends `call_id` failed unless a callback has given it a SID or a final
+/// status: Twilio's answer to its create request never came.
+async fn fail_if_unconfirmed(
+    store: &dyn Store,
+    settlement: &Settlement,
+    call_id: &str,
+) -> Result<(), crate::store::StoreError> {
+    let Some(call) = store.call(call_id).await? else {
+        return Ok(());
+    };
+    let confirmed = call.status.is_final()
+        || call
+            .outbound
+            .as_ref()
+            .is_some_and(|o| o.twilio_sid.is_some());
+    if confirmed {
+        return Ok(());
+    }
+    let change = CallChange::Unconnected {
+        status: CallStatus::Failed,
+        error: Some("Twilio never confirmed the call".to_owned()),
+        at_ms: unix_ms(),
+    };
+    if let Some(call) = store.update_call(call_id, &change).await? {
+        settlement.settle(&call).await;
+    }
+    Ok(())
 }
 
 /// What a machine's answer calls for.

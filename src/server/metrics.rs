@@ -17,7 +17,7 @@
 //! | `voxpipe_outbound_calls_total` | counter | `status`: the final status an outbound call settled in (`completed`, `busy`, `no-answer`, `failed`, `canceled`) |
 //! | `voxpipe_dial_latency_seconds` | histogram | from a call handed to the dialler to Twilio accepting it (`Calls.json` answered 201) |
 //! | `voxpipe_campaign_entries` | gauge | `state` (`pending`, `active`, `done`): every unfinished campaign's numbers, from the store (the same on every server) |
-//! | `voxpipe_campaign_dials_total` | counter | `result` (`placed`, `rate_limited`, `refused`, `number_limited`, `settled`, `unavailable`, `error`) |
+//! | `voxpipe_campaign_dials_total` | counter | `result` (`placed`, `uncertain`, `rate_limited`, `refused`, `number_limited`, `settled`, `unavailable`, `error`) |
 //! | `voxpipe_campaign_dial_seconds` | histogram | a campaign call's slot to Twilio's answer |
 //!
 //! Every family is registered at start, so a scrape shows them all before

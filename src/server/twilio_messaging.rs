@@ -184,6 +184,11 @@ async fn send_by_rest(sender: Option<&MessageSender>, message: &IncomingMessage,
                 tracing::warn!(call_id = %reply.call_id, "answer refused: outside the WhatsApp 24-hour window");
                 return;
             }
+            Err(CreateCallError::Uncertain(err)) => {
+                // Perhaps sent: the rest is not, so nothing is sent twice.
+                tracing::warn!(call_id = %reply.call_id, error = %err, "Twilio did not answer; the answer may have been sent");
+                return;
+            }
             Err(err) => {
                 tracing::error!(call_id = %reply.call_id, error = %err, "answer not sent");
                 return;

@@ -239,9 +239,18 @@ async fn bad_webhooks_are_refused_and_odd_messages_answered() {
         ["Sorry, I can only read text messages. Please write your question."]
     );
     assert!(rig.openai.chat_requests().is_empty());
-    // An opt-out keyword: Twilio answers it and blocks answers; no model.
+    // An opt-out keyword by SMS: Twilio answers it and blocks answers; no
+    // model. (On WhatsApp, with no keyword filtering by default, "Stop"
+    // may be an answer: only Advanced Opt-Out's `OptOutType` counts.)
     let (status, twiml) = rig
-        .say("SM00000000000000000000000000000036", " stop ")
+        .twilio
+        .message(
+            MESSAGING_URL,
+            "SM00000000000000000000000000000036",
+            ("+15551230001", "+15557650002"),
+            " stop ",
+            0,
+        )
         .await;
     assert_eq!(status, 200);
     assert!(messages_of(&twiml).is_empty(), "{twiml}");

@@ -55,8 +55,9 @@ impl Default for RunnerOptions {
 
 /// Where campaign figures go (the server's `/metrics`).
 pub trait CampaignStats: Send + Sync {
-    /// A dial ended with `result` (`placed`, `rate_limited`, `refused`,
-    /// `number_limited`, `settled`, `unavailable`, `error`) after `seconds`.
+    /// A dial ended with `result` (`placed`, `uncertain`, `rate_limited`,
+    /// `refused`, `number_limited`, `settled`, `unavailable`, `error`) after
+    /// `seconds`.
     fn dialled(&self, result: &'static str, seconds: f64);
     /// Entries of every unfinished campaign, by where they are.
     fn entries(&self, pending: u64, active: u64, done: u64);
@@ -289,9 +290,9 @@ impl CampaignRunner {
                     .await;
                 "number_limited"
             }
-            Err(DialError::Settled { status }) => {
+            Err(DialError::Settled { status, placed }) => {
                 // A try placed before (by a server that stopped) has ended.
-                if let Err(err) = self.campaigns.settle(&attempt, status).await {
+                if let Err(err) = self.campaigns.settle(&attempt, status, placed).await {
                     tracing::warn!(campaign_id, entry = leased.entry, error = %err, "entry not settled");
                 }
                 "settled"
@@ -333,7 +334,11 @@ impl CampaignRunner {
                     entry: leased.entry,
                     attempt: leased.attempt,
                 };
-                if let Err(err) = self.campaigns.settle(&attempt, record.status).await {
+                let placed = record
+                    .outbound
+                    .as_ref()
+                    .is_some_and(|o| o.twilio_sid.is_some());
+                if let Err(err) = self.campaigns.settle(&attempt, record.status, placed).await {
                     tracing::warn!(campaign_id, entry = leased.entry, error = %err, "reclaimed entry not settled");
                 }
                 return;

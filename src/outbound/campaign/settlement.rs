@@ -77,16 +77,24 @@ impl Campaigns {
     }
 
     /// Ends `attempt` with `status`: done, or due again after the retry
-    /// policy's backoff. False when it was ended already.
+    /// policy's backoff. A call never `placed` at Twilio (refused, the
+    /// number held, canceled before dialling, never confirmed) is done
+    /// whatever the policy: the policy is for calls that rang, and dialling
+    /// a refused number again will not help. False when it was ended
+    /// already.
     pub(crate) async fn settle(
         &self,
         attempt: &CampaignAttempt,
         status: CallStatus,
+        placed: bool,
     ) -> Result<bool, StoreError> {
         let Some(settings) = self.settings(&attempt.campaign_id).await? else {
             return Ok(false);
         };
-        let outcome = match settings.retry.next_try(status, attempt.attempt, unix_ms()) {
+        let retry = placed
+            .then(|| settings.retry.next_try(status, attempt.attempt, unix_ms()))
+            .flatten();
+        let outcome = match retry {
             Some(due_ms) => EntryOutcome::Retry { due_ms },
             None => EntryOutcome::Done(status),
         };
@@ -134,14 +142,8 @@ impl CallSettled for CampaignSettlement {
         let Some(attempt) = &outbound.campaign else {
             return;
         };
-        if outbound.twilio_sid.is_none() {
-            // Never placed at Twilio (refused, or the number held): the
-            // runner that tried ends the entry itself, done whatever the
-            // policy. The retry policy is for calls that rang; applied
-            // here first, it would have tried a refused number again.
-            return;
-        }
-        if let Err(err) = self.0.settle(attempt, call.status).await {
+        let placed = outbound.twilio_sid.is_some();
+        if let Err(err) = self.0.settle(attempt, call.status, placed).await {
             // The entry's lease runs out and another look at the call
             // record settles it then.
             tracing::warn!(

@@ -109,8 +109,6 @@ impl MemoryStore {
         self.with_inner(|inner, now| Ok(f(&inner.keyspace, now)))
     }
 
-    /// Runs `f` on the latest state with the log locked, then applies and
-    /// logs the ops it returns.
     /// Sets `key` for `ttl_ms` unless it is set: true when this set it
     /// (Redis's `SET NX PX`).
     pub(super) fn set_once(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
@@ -127,6 +125,8 @@ impl MemoryStore {
         })
     }
 
+    /// Runs `f` on the latest state with the log locked, then applies and
+    /// logs the ops it returns.
     pub(super) fn write<R>(
         &self,
         f: impl FnOnce(&Keyspace, u64) -> (Vec<Op>, R),

@@ -177,7 +177,6 @@ impl RedisStore {
         }
     }
 
-    /// Runs `cmd` on the shared connection under the operation timeout.
     /// `SET key 1 NX PX ttl_ms`: true when this set it.
     pub(super) async fn set_once(&self, key: String, ttl_ms: u64) -> Result<bool, StoreError> {
         let set: Option<String> = self
@@ -193,6 +192,7 @@ impl RedisStore {
         Ok(set.is_some())
     }
 
+    /// Runs `cmd` on the shared connection under the operation timeout.
     pub(super) async fn query<T: redis::FromRedisValue>(
         &self,
         cmd: &redis::Cmd,

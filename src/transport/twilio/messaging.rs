@@ -75,16 +75,23 @@ impl IncomingMessage {
         })
     }
 
-    /// Whether the sender is opting out (`STOP` and Twilio's other
-    /// keywords, or Advanced Opt-Out's `OptOutType=STOP`): no agent should
-    /// answer, and Twilio would refuse the answer anyway.
+    /// Whether the sender is opting out: Advanced Opt-Out's
+    /// `OptOutType=STOP`, or, for SMS (where Twilio filters the keywords by
+    /// default), a message that is one of Twilio's keywords. No agent
+    /// should answer, and Twilio would refuse the answer anyway. WhatsApp
+    /// has no default keyword filtering: there "End" or "Cancel" may be an
+    /// answer, so only `OptOutType` counts.
     pub fn is_opt_out(&self) -> bool {
-        self.opt_out_type
+        let flagged = self
+            .opt_out_type
             .as_deref()
-            .is_some_and(|kind| kind.eq_ignore_ascii_case("STOP"))
-            || OPT_OUT_KEYWORDS
+            .is_some_and(|kind| kind.eq_ignore_ascii_case("STOP"));
+        let keyword = || {
+            OPT_OUT_KEYWORDS
                 .iter()
                 .any(|keyword| self.body.trim().eq_ignore_ascii_case(keyword))
+        };
+        flagged || (!self.is_whatsapp() && keyword())
     }
 
     /// Whether it came through WhatsApp.
@@ -180,5 +187,27 @@ mod tests {
         assert!(split_message("", 10).is_empty());
         let accents = "é".repeat(7);
         assert_eq!(split_message(&accents, 3), ["ééé", "ééé", "é"]);
+    }
+
+    #[test]
+    fn opt_outs_are_the_keyword_alone_by_sms_and_the_flag_by_whatsapp() {
+        let message = |from: &str, body: &str, flag: Option<&str>| {
+            let mut form = vec![
+                ("MessageSid".to_owned(), "SM1".to_owned()),
+                ("From".to_owned(), from.to_owned()),
+                ("To".to_owned(), "+15557650002".to_owned()),
+                ("Body".to_owned(), body.to_owned()),
+            ];
+            if let Some(flag) = flag {
+                form.push(("OptOutType".to_owned(), flag.to_owned()));
+            }
+            IncomingMessage::from_form(&form).unwrap()
+        };
+        assert!(message("+15551230001", " Stop ", None).is_opt_out());
+        assert!(message("+15551230001", "unsubscribe", None).is_opt_out());
+        assert!(!message("+15551230001", "please stop calling", None).is_opt_out());
+        assert!(!message("whatsapp:+15551230001", "Cancel", None).is_opt_out());
+        assert!(message("whatsapp:+15551230001", "Cancel", Some("STOP")).is_opt_out());
+        assert!(!message("+15551230001", "start", Some("START")).is_opt_out());
     }
 }

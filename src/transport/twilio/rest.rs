@@ -27,6 +27,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait for one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long making the connection may take, within `REQUEST_TIMEOUT`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What a hang-up did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HangUp {
@@ -99,6 +102,10 @@ impl TwilioRest {
         let _already_installed = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            // Its own limit, so that a connection never made is a connect
+            // error (nothing sent: safe to try again), not the request's
+            // timeout (perhaps sent: `Uncertain`).
+            .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("voxpipe/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(HangUpError::Client)?;
@@ -381,8 +388,9 @@ fn created_call(
     match status {
         200..=299 => match serde_json::from_str::<Created>(body) {
             Ok(created) if is_sid(&created.sid) => Ok(created.sid),
-            _ => Err(CreateCallError::Unavailable(
-                "Twilio's answer holds no call SID".to_owned(),
+            // A 2xx: something was created, and its SID is unknown.
+            _ => Err(CreateCallError::Uncertain(
+                "Twilio's answer holds no SID".to_owned(),
             )),
         },
         429 => Err(CreateCallError::RateLimited { retry_after }),
@@ -503,9 +511,10 @@ mod tests {
             created_call(503, None, ""),
             Err(CreateCallError::Unavailable(_))
         ));
+        // Created, its SID unknown: not to be tried again.
         assert!(matches!(
             created_call(201, None, r#"{"sid":"nope"}"#),
-            Err(CreateCallError::Unavailable(_))
+            Err(CreateCallError::Uncertain(_))
         ));
     }
 }
