@@ -9,6 +9,7 @@
 //! [`PhoneNumber`]s (E.164, checked once at the edge) and appear in logs
 //! only as their salted [`PhoneHasher`] hash.
 
+mod asked_calls;
 pub mod campaign;
 mod config;
 mod dialer;

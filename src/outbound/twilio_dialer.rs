@@ -14,7 +14,7 @@
 //! A request that timed out may still have reached Twilio: Twilio has no
 //! idempotency key, so trying it again can place the call twice.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use crate::transport::twilio::{
     CreateCall, CreateCallError, EndCall, HangUp, HangUpError, TwilioRest, twiml,
 };
 
+use super::asked_calls::{Asked, AskedCalls};
 use super::config::{AmdMode, MachinePolicy, OutboundSection};
 use super::dialer::{DialError, Dialer, PlacedCall};
 use super::phone::PhoneHasher;
@@ -91,11 +92,9 @@ pub struct TwilioDialer {
     settlement: Settlement,
     /// Calls whose voicemail this process has left (or is leaving).
     voicemails: Mutex<HashSet<String>>,
-    /// Calls this process asked Twilio for whose SID the store does not
-    /// have, by call id: the SID when Twilio's answer gave it (the store
-    /// failed as it came back), `None` when the answer never came
-    /// (`Uncertain`). A second try of such a call must not dial it again.
-    placed: Arc<Mutex<HashMap<String, Option<String>>>>,
+    /// Calls asked of Twilio whose SID the store lacks: never dialled
+    /// again by this process.
+    asked: AskedCalls,
 }
 
 impl std::fmt::Debug for TwilioDialer {
@@ -170,7 +169,7 @@ impl TwilioDialer {
             runtime,
             settlement,
             voicemails: Mutex::new(HashSet::new()),
-            placed: Arc::default(),
+            asked: AskedCalls::default(),
         })
     }
 
@@ -253,86 +252,6 @@ impl TwilioDialer {
             }
             MachinePolicy::Voicemail { .. } => MachineAction::None,
         }
-    }
-
-    /// Whether this process asked Twilio for `call_id` and the store has
-    /// no SID for it: `Some(Some(sid))` placed, `Some(None)` unconfirmed.
-    fn placed_unstored(&self, call_id: &str) -> Option<Option<String>> {
-        self.placed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(call_id)
-            .cloned()
-    }
-
-    /// Stores `dialled` (a placed call's SID) for `call_id` in the
-    /// background, retrying while the store fails (up to about a minute);
-    /// meanwhile this process remembers the call as placed.
-    fn keep_dialled(&self, call_id: &str, dialled: CallChange) {
-        if let CallChange::Dialled { twilio_sid, .. } = &dialled {
-            self.placed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(call_id.to_owned(), Some(twilio_sid.clone()));
-        }
-        let store = Arc::clone(self.store());
-        let placed = Arc::clone(&self.placed);
-        let call_id = call_id.to_owned();
-        tokio::spawn(async move {
-            let mut wait = std::time::Duration::from_secs(1);
-            for _ in 0..6 {
-                tokio::time::sleep(wait).await;
-                match store.update_call(&call_id, &dialled).await {
-                    Ok(_) => {
-                        tracing::info!(call_id, "the placed call's SID is stored");
-                        placed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&call_id);
-                        return;
-                    }
-                    Err(err) => {
-                        tracing::warn!(call_id, error = %err, "the placed call's SID is still not stored")
-                    }
-                }
-                wait *= 2;
-            }
-            // Still remembered here as placed: this process will not dial
-            // it again; its status callbacks carry the SID too.
-            tracing::error!(call_id, "the placed call's SID could not be stored");
-        });
-    }
-
-    /// Ends `call_id` failed if no callback has confirmed it (no SID, not
-    /// final) once it would have rung out: Twilio's answer to its create
-    /// request never came, and neither did Twilio.
-    fn confirm_later(&self, call_id: &str) {
-        self.placed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(call_id.to_owned(), None);
-        let wait = std::time::Duration::from_secs(u64::from(self.section.timeout_secs) + 120);
-        let store = Arc::clone(self.store());
-        let settlement = self.settlement.clone();
-        let placed = Arc::clone(&self.placed);
-        let call_id = call_id.to_owned();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            // A store that fails is asked again, for a few minutes.
-            for _ in 0..10 {
-                match fail_if_unconfirmed(&*store, &settlement, &call_id).await {
-                    Ok(()) => break,
-                    Err(err) => {
-                        tracing::warn!(call_id, error = %err, "cannot settle an unconfirmed call yet");
-                        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-                    }
-                }
-            }
-            placed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&call_id);
-        });
     }
 
     /// Lets `call_id`'s voicemail be tried again (its session was not here).
@@ -430,9 +349,9 @@ impl Dialer for TwilioDialer {
                     .outbound
                     .as_ref()
                     .and_then(|o| o.twilio_sid.clone());
-                let sid = match (stored, self.placed_unstored(call_id)) {
-                    (Some(sid), _) | (None, Some(Some(sid))) => Some(sid),
-                    (None, Some(None)) => {
+                let sid = match (stored, self.asked.get(call_id)) {
+                    (Some(sid), _) | (None, Some(Asked::Placed(sid))) => Some(sid),
+                    (None, Some(Asked::Unconfirmed)) => {
                         return Err(DialError::Uncertain(
                             "asked of Twilio already; its answer never came".to_owned(),
                         ));
@@ -508,7 +427,8 @@ impl Dialer for TwilioDialer {
                     Ok(call) => call,
                     Err(err) => {
                         tracing::warn!(call_id, error = %err, "the placed call's SID was not stored; retrying");
-                        self.keep_dialled(call_id, dialled);
+                        self.asked
+                            .keep_sid(Arc::clone(self.store()), call_id, dialled);
                         None
                     }
                 };
@@ -549,7 +469,14 @@ impl Dialer for TwilioDialer {
                 // Perhaps placed: the number stays held, nothing dials it
                 // again; its callbacks settle it, else it ends failed.
                 tracing::warn!(call_id, phone_hash, error = %err, "Twilio did not answer; the call may have been placed");
-                self.confirm_later(call_id);
+                let rung_out =
+                    std::time::Duration::from_secs(u64::from(self.section.timeout_secs) + 120);
+                self.asked.confirm_later(
+                    Arc::clone(self.store()),
+                    self.settlement.clone(),
+                    call_id,
+                    rung_out,
+                );
                 Err(DialError::Uncertain(err))
             }
             Err(err) => {
@@ -565,35 +492,6 @@ impl Dialer for TwilioDialer {
             }
         }
     }
-}
-
-/// Ends `call_id` failed unless a callback has given it a SID or a final
-/// status: Twilio's answer to its create request never came.
-async fn fail_if_unconfirmed(
-    store: &dyn Store,
-    settlement: &Settlement,
-    call_id: &str,
-) -> Result<(), crate::store::StoreError> {
-    let Some(call) = store.call(call_id).await? else {
-        return Ok(());
-    };
-    let confirmed = call.status.is_final()
-        || call
-            .outbound
-            .as_ref()
-            .is_some_and(|o| o.twilio_sid.is_some());
-    if confirmed {
-        return Ok(());
-    }
-    let change = CallChange::Unconnected {
-        status: CallStatus::Failed,
-        error: Some("Twilio never confirmed the call".to_owned()),
-        at_ms: unix_ms(),
-    };
-    if let Some(call) = store.update_call(call_id, &change).await? {
-        settlement.settle(&call).await;
-    }
-    Ok(())
 }
 
 /// What a machine's answer calls for.

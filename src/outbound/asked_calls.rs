@@ -1,0 +1,142 @@
+//! [`AskedCalls`]: calls this process asked Twilio for whose SID the store
+//! does not have, so that no second try of them dials again.
+//!
+//! Twilio takes no idempotency key: once a create request has gone out, a
+//! second one for the same call rings the person twice. Two things can
+//! leave a call asked of Twilio without its SID in the store:
+//!
+//! - Twilio answered with the SID but the store failed to take it: the
+//!   write is retried in the background ([`AskedCalls::keep_sid`]);
+//! - Twilio's answer never came (a timeout; Twilio queues calls over an
+//!   account's rate): the call may exist. Its status callbacks name it if
+//!   it does; if none has once it would have rung out, it ends `failed`
+//!   ([`AskedCalls::confirm_later`]).
+//!
+//! Meanwhile the dialler answers a second try of such a call from here
+//! instead of dialling. This memory is the process's own: a restart loses
+//! it (README, "Campaigns", says what that leaves).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::store::time::unix_ms;
+use crate::store::{CallChange, CallStatus, Store, StoreError};
+
+use super::settle::Settlement;
+
+/// What this process knows of a call it asked Twilio for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Asked {
+    /// Twilio placed it with this SID; the store has not taken it yet.
+    Placed(String),
+    /// Twilio's answer never came.
+    Unconfirmed,
+}
+
+/// See the module docs.
+#[derive(Debug, Default, Clone)]
+pub(super) struct AskedCalls {
+    calls: Arc<Mutex<HashMap<String, Asked>>>,
+}
+
+impl AskedCalls {
+    /// What this process knows of `call_id`, if it asked for it and the
+    /// store lacks its SID.
+    pub(super) fn get(&self, call_id: &str) -> Option<Asked> {
+        self.lock().get(call_id).cloned()
+    }
+
+    /// Stores `dialled` (the call's SID) in the background, retrying while
+    /// the store fails (about a minute); the call is remembered as placed
+    /// until then.
+    pub(super) fn keep_sid(&self, store: Arc<dyn Store>, call_id: &str, dialled: CallChange) {
+        if let CallChange::Dialled { twilio_sid, .. } = &dialled {
+            self.lock()
+                .insert(call_id.to_owned(), Asked::Placed(twilio_sid.clone()));
+        }
+        let asked = self.clone();
+        let call_id = call_id.to_owned();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            for _ in 0..6 {
+                tokio::time::sleep(wait).await;
+                match store.update_call(&call_id, &dialled).await {
+                    Ok(_) => {
+                        tracing::info!(call_id, "the placed call's SID is stored");
+                        asked.lock().remove(&call_id);
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(call_id, error = %err, "the placed call's SID is still not stored");
+                    }
+                }
+                wait *= 2;
+            }
+            // Still remembered as placed: this process will not dial it
+            // again, and its status callbacks carry the SID too.
+            tracing::error!(call_id, "the placed call's SID could not be stored");
+        });
+    }
+
+    /// Remembers `call_id` as unconfirmed and, after `rung_out`, ends it
+    /// failed unless a callback has given it a SID or a final status
+    /// (asking again for a few minutes while the store fails).
+    pub(super) fn confirm_later(
+        &self,
+        store: Arc<dyn Store>,
+        settlement: Settlement,
+        call_id: &str,
+        rung_out: Duration,
+    ) {
+        self.lock().insert(call_id.to_owned(), Asked::Unconfirmed);
+        let asked = self.clone();
+        let call_id = call_id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(rung_out).await;
+            for _ in 0..10 {
+                match fail_if_unconfirmed(&*store, &settlement, &call_id).await {
+                    Ok(()) => break,
+                    Err(err) => {
+                        tracing::warn!(call_id, error = %err, "cannot settle an unconfirmed call yet");
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                }
+            }
+            asked.lock().remove(&call_id);
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Asked>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Ends `call_id` failed unless a callback has given it a SID or a final
+/// status: Twilio's answer to its create request never came.
+async fn fail_if_unconfirmed(
+    store: &dyn Store,
+    settlement: &Settlement,
+    call_id: &str,
+) -> Result<(), StoreError> {
+    let Some(call) = store.call(call_id).await? else {
+        return Ok(());
+    };
+    let confirmed = call.status.is_final()
+        || call
+            .outbound
+            .as_ref()
+            .is_some_and(|o| o.twilio_sid.is_some());
+    if confirmed {
+        return Ok(());
+    }
+    let change = CallChange::Unconnected {
+        status: CallStatus::Failed,
+        error: Some("Twilio never confirmed the call".to_owned()),
+        at_ms: unix_ms(),
+    };
+    if let Some(call) = store.update_call(call_id, &change).await? {
+        settlement.settle(&call).await;
+    }
+    Ok(())
+}
