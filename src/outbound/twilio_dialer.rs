@@ -469,8 +469,7 @@ impl Dialer for TwilioDialer {
                 // Perhaps placed: the number stays held, nothing dials it
                 // again; its callbacks settle it, else it ends failed.
                 tracing::warn!(call_id, phone_hash, error = %err, "Twilio did not answer; the call may have been placed");
-                let rung_out =
-                    std::time::Duration::from_secs(u64::from(self.section.timeout_secs) + 120);
+                let rung_out = Duration::from_secs(u64::from(self.section.timeout_secs) + 120);
                 self.asked.confirm_later(
                     Arc::clone(self.store()),
                     self.settlement.clone(),

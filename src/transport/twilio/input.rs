@@ -50,8 +50,8 @@ fn most_per_read(interval: Duration) -> usize {
 /// as none comes), so the VAD hears the caller stop and the turn ends.
 /// Twilio sends audio all the time, silence included; a client that stops
 /// sending (a test driver at the end of its file) would otherwise leave
-/// the turn open until the idle timeout. Pipecat ends a turn after the
-/// same time without audio.
+/// the turn open until the idle timeout. (Pipecat's VAD forces the
+/// speech's stop after 1 s without audio; here the VAD hears silence.)
 pub(super) const SILENCE_AFTER: Duration = Duration::from_millis(500);
 
 /// How often silence is added while no audio comes.

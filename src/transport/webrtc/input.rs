@@ -46,9 +46,10 @@ use super::relay::PageChannel;
 /// Without a caller packet for this long, silence stands in for the
 /// missing audio (as long as none comes), so the VAD hears the caller stop
 /// and the turn ends: a peer playing a file stops sending at its end, a
-/// page may remove its track. Pipecat ends a turn after the same time
-/// without audio. Shorter would put silence into speech over every network
-/// stall; the stalled audio still comes, after it.
+/// page may remove its track. (Pipecat's VAD forces the speech's stop
+/// after 1 s without audio.) Shorter would put silence into speech over
+/// every short network stall, and the stalled audio, late for the time
+/// the silence took, is dropped.
 pub(super) const SILENCE_AFTER: Duration = Duration::from_millis(500);
 
 /// How often silence is added while no packet comes: 5 frames per wake-up.
