@@ -88,6 +88,15 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
             };
             ("tts_text", json!({"text": spoken.text, "timing": timing}))
         }
+        TurnCompleted(turn) => (
+            "turn_completed",
+            json!({
+                "index": turn.index,
+                "role": turn.role,
+                "text": turn.text,
+                "interrupted": turn.interrupted,
+            }),
+        ),
         BotStartedSpeaking => ("bot_started_speaking", json!({})),
         BotStoppedSpeaking => ("bot_stopped_speaking", json!({})),
         BotInterrupted { played, cut } => (
@@ -135,7 +144,6 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
         | EndRequest { .. }
         | VadParams(_)
         | InputAudio(_)
-        | TurnCompleted(_)
         | OutputAudio(_)
         | Text(_)
         | LlmMessages(_)

@@ -18,6 +18,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde_json::json;
+
 use support::browser::{run_script, sample_wav};
 use support::fake::deepgram::FakeDeepgram;
 use support::fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, tool_chunk};
@@ -176,6 +178,10 @@ async fn pipecats_client_runs_a_client_tool_and_hears_the_answer() {
         "{seen}"
     );
     assert_eq!(seen["botText"], "You are in Oslo.");
+    // What the LLM was asked, and what it answered a sentence at a time
+    // (client-react's conversation and `onBotTranscript` read these).
+    assert_eq!(seen["userLlmText"], json!(["Where am I?"]), "{seen}");
+    assert_eq!(seen["botTranscript"], json!(["You are in Oslo."]), "{seen}");
     // Protocol 2's bot-output: the spoken text as a segment, new then
     // completed, as client-react's conversation reads it.
     let outputs = seen["botOutput"].as_array().unwrap();

@@ -12,29 +12,39 @@ pub(crate) struct MessageSender {
     pub(crate) account_sid: String,
 }
 
-/// How many times a rate-limited message is tried.
-const ATTEMPTS: u32 = 3;
+/// How many times a message is tried while Twilio is rate limiting or down.
+const ATTEMPTS: u32 = 4;
+
+/// The longest wait between two tries.
+const MAX_WAIT: Duration = Duration::from_secs(5);
 
 impl MessageSender {
-    /// Sends one message; a 429 (not taken) is tried again after its
-    /// `Retry-After` (at most 5 s); anything else is not, so a message
-    /// whose answer was lost is never sent twice.
+    /// Sends one message. A 429 is tried again after its `Retry-After`, and
+    /// a 5xx or a connection never made (nothing created) after 1, 2, then
+    /// 4 s, each wait at most 5 s; a request whose answer was lost is not,
+    /// so a message is never sent twice.
     pub(crate) async fn send(
         &self,
         message: &CreateMessage<'_>,
     ) -> Result<String, CreateCallError> {
         let mut attempt = 1;
         loop {
-            match self.rest.create_message(&self.account_sid, message).await {
-                Err(CreateCallError::RateLimited { retry_after }) if attempt < ATTEMPTS => {
-                    let wait = retry_after
-                        .unwrap_or(Duration::from_secs(1))
-                        .min(Duration::from_secs(5));
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
+            let result = self.rest.create_message(&self.account_sid, message).await;
+            let wait = match &result {
+                Err(CreateCallError::RateLimited { retry_after }) => {
+                    retry_after.unwrap_or(Duration::from_secs(1))
                 }
-                result => return result,
+                Err(CreateCallError::Unavailable(err)) => {
+                    tracing::warn!(attempt, error = %err, "Twilio is unavailable; the message waits");
+                    Duration::from_secs(1 << (attempt - 1))
+                }
+                _ => return result,
+            };
+            if attempt == ATTEMPTS {
+                return result;
             }
+            tokio::time::sleep(wait.min(MAX_WAIT)).await;
+            attempt += 1;
         }
     }
 }

@@ -5,7 +5,12 @@
 //! `X-Twilio-Signature` (403 otherwise, as for `/twilio/voice`). A
 //! `MessageSid` is taken once in the store (`text:message:{sid}`, 48 h), so
 //! a retried webhook, even after a restart or on another server, gets an
-//! empty `<Response/>` and never a second answer. The answer goes back as
+//! empty `<Response/>` and never a second answer. A message that could not
+//! be answered at all (the store failed mid-way, a processor could not be
+//! built) is forgotten again and, while the webhook waits, answered 503, so
+//! that Twilio's retry (a webhook URL with `#rp=5xx` or `#rp=all`) or a
+//! replay from its error log is taken; past the wait, the sender gets
+//! `[text] apology`. The answer goes back as
 //! TwiML `<Message>` when it is ready within `[text] reply_budget_secs` and
 //! fits one message (1,600 characters); otherwise the webhook answers an
 //! empty `<Response/>` and the answer goes out through the Messages REST
@@ -23,6 +28,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::store::Store;
 use crate::text::{Channel, ConversationKey, Inbound, Reply, TextEvent};
 use crate::transport::twilio::messaging::{
     CreateMessage, IncomingMessage, MAX_MESSAGE_CHARS, split_message,
@@ -80,7 +86,7 @@ pub(crate) async fn messaging(
         tracing::info!(message_sid = %message.message_sid, "empty message; nothing to answer");
         return twiml_response(twiml::messages(&[]));
     }
-    let store = conversations.runtime().store();
+    let store = Arc::clone(conversations.runtime().store());
     match store
         .first_sight_of_message(&message.message_sid, SEEN_FOR_MS)
         .await
@@ -113,17 +119,20 @@ pub(crate) async fn messaging(
         parameters,
     };
     let answered_to = message.clone();
-    let (answer_tx, mut answer_rx) = oneshot::channel::<Reply>();
+    // The answer, or `None` when the message could not be answered.
+    let (answer_tx, mut answer_rx) = oneshot::channel::<Option<Reply>>();
     let sender = state.messaging.clone();
     let budget = conversations.section().reply_budget_secs.duration();
     tokio::spawn(async move {
         let (events, mut heard) = mpsc::unbounded_channel();
         let answering = conversations.message(inbound, Some(events));
+        let mut answer_tx = Some(answer_tx);
         let delivering = async {
             while let Some(event) = heard.recv().await {
                 if let TextEvent::Done(reply) = event {
                     // The webhook gave up waiting: the answer goes by REST.
-                    if let Err(reply) = answer_tx.send(reply) {
+                    if let Some(Err(Some(reply))) = answer_tx.take().map(|tx| tx.send(Some(reply)))
+                    {
                         send_by_rest(sender.as_ref(), &message, &reply).await;
                     }
                     return;
@@ -131,21 +140,35 @@ pub(crate) async fn messaging(
             }
         };
         let (answered, ()) = tokio::join!(answering, delivering);
-        if let Err(err) = answered {
-            tracing::warn!(message_sid = %message.message_sid, error = %err, "message not answered");
+        let Err(err) = answered else { return };
+        tracing::warn!(message_sid = %message.message_sid, error = %err, "message not answered");
+        let webhook_waits = answer_tx.is_some_and(|tx| tx.send(None).is_ok());
+        if !webhook_waits {
+            // Twilio has had its answer: the sender is told, not left
+            // without one.
+            let apology = Reply {
+                call_id: String::new(),
+                text: conversations.section().apology.clone(),
+                failed: true,
+            };
+            send_by_rest(sender.as_ref(), &message, &apology).await;
         }
     });
-    let reply = match tokio::time::timeout(budget, &mut answer_rx).await {
-        Ok(Ok(reply)) => Some(reply),
+    let answer = match tokio::time::timeout(budget, &mut answer_rx).await {
+        Ok(Ok(answer)) => answer,
+        // The answering task ended without a word: it failed.
         Ok(Err(_)) => None,
         Err(_) => {
             // Too late for TwiML; an answer that lands now is still taken.
             answer_rx.close();
-            answer_rx.try_recv().ok()
+            match answer_rx.try_recv() {
+                Ok(answer) => answer,
+                Err(_) => return twiml_response(twiml::messages(&[])),
+            }
         }
     };
-    let Some(reply) = reply else {
-        return twiml_response(twiml::messages(&[]));
+    let Some(reply) = answer else {
+        return not_answered(store.as_ref(), &answered_to.message_sid).await;
     };
     let parts = split_message(&reply.text, MAX_MESSAGE_CHARS);
     if parts.len() == 1 {
@@ -157,6 +180,19 @@ pub(crate) async fn messaging(
         send_by_rest(sender.as_ref(), &answered_to, &reply).await;
     });
     twiml_response(twiml::messages(&[]))
+}
+
+/// A message that could not be answered: forgotten, so a retry of it is
+/// taken, and refused with a 503 for Twilio to retry or log.
+async fn not_answered(store: &dyn Store, message_sid: &str) -> Response {
+    if let Err(err) = store.forget_message(message_sid).await {
+        tracing::warn!(message_sid, error = %err, "cannot forget the unanswered message; a retry of it will be dropped");
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the message could not be answered; try again",
+    )
+        .into_response()
 }
 
 /// Sends `reply` to the sender of `message` through the Messages resource,

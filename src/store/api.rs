@@ -339,6 +339,10 @@ pub trait TextStore: Send + Sync {
         message_id: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError>;
+
+    /// Forgets `message_id`, which could not be answered, so that the
+    /// provider's retry of it is taken.
+    async fn forget_message(&self, message_id: &str) -> Result<(), StoreError>;
 }
 
 /// One delivery of a queued job.

@@ -22,7 +22,8 @@
 // with a client tool `get_location`, and a TTS): sendText() asks, the
 // LLM calls the tool, the handler registered with
 // registerFunctionCallHandler() answers, and the bot's LLM, TTS, output,
-// metrics and speaking callbacks fire; then disconnect() hangs up. It prints
+// transcript (onBotTranscript), metrics and speaking callbacks fire, and
+// onUserLlmText with what the LLM was asked; then disconnect() hangs up. It prints
 // what it saw as JSON and exits non-zero when a check fails. With --capture
 // it writes the RTVI messages the client sent, one a line.
 import assert from "node:assert/strict";
@@ -146,13 +147,17 @@ async function agent(page) {
   seen.toolCalls = await page.evaluate(() => window.rtvi.toolCalls);
   for (const name of ["llmFunctionCallInProgress", "llmFunctionCallStopped", "botLlmStarted", "botLlmText",
     "botLlmStopped", "botTtsStarted", "botTtsText", "botTtsStopped", "botOutput", "metrics",
-    "botStartedSpeaking", "botStoppedSpeaking"]) {
+    "botStartedSpeaking", "botStoppedSpeaking", "userLlmText", "botTranscript"]) {
     await until(page, `on ${name}`, (n) => window.rtvi.events.some((e) => e.name === n), name);
   }
   seen.botText = await page.evaluate(() =>
     window.rtvi.events.filter((e) => e.name === "botLlmText").map((e) => e.data.text).join(""));
   seen.metrics = await page.evaluate(() => window.rtvi.events.filter((e) => e.name === "metrics").map((e) => e.data));
   seen.botOutput = await page.evaluate(() => window.rtvi.events.filter((e) => e.name === "botOutput").map((e) => e.data));
+  seen.userLlmText = await page.evaluate(() =>
+    window.rtvi.events.filter((e) => e.name === "userLlmText").map((e) => e.data.text));
+  seen.botTranscript = await page.evaluate(() =>
+    window.rtvi.events.filter((e) => e.name === "botTranscript").map((e) => e.data.text));
 }
 
 async function call(page) {

@@ -80,6 +80,8 @@ const newClient = () =>
       onBotTtsText: (data) => seen("botTtsText", data),
       onBotTtsStopped: () => seen("botTtsStopped"),
       onBotOutput: (data) => seen("botOutput", data),
+      onUserLlmText: (data) => seen("userLlmText", data),
+      onBotTranscript: (data) => seen("botTranscript", data),
       onLLMFunctionCallInProgress: (data) => seen("llmFunctionCallInProgress", data),
       onLLMFunctionCallStopped: (data) => seen("llmFunctionCallStopped", data),
       onServerMessage: (data) => seen("serverMessage", data),

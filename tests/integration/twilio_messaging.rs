@@ -182,6 +182,77 @@ async fn a_slow_answer_goes_out_through_the_messages_resource() {
 }
 
 #[tokio::test]
+async fn an_answer_waits_out_twilio_being_down() {
+    let rig = Rig::new("[text]\nreply_budget_secs = 0.2\n").await;
+    let server = rig.server().await;
+    let release = Arc::new(Notify::new());
+    let mut parts = vec![Part::WaitFor(Arc::clone(&release), "the webhook answered")];
+    parts.extend(text_answer("We open at nine."));
+    rig.openai.push_chat(Reply::Sse(parts));
+    rig.twilio.fail_next_messages(2);
+    let (status, _) = rig
+        .say("SM00000000000000000000000000000013", "When do you open?")
+        .await;
+    assert_eq!(status, 200);
+    release.notify_one();
+    // Two 503s (nothing created), then taken: sent once.
+    let sent = rig.twilio.wait_messages(1, WAIT).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].body, "We open at nine.");
+    server.shutdown(WAIT).await.unwrap();
+    assert_eq!(rig.twilio.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_message_the_store_failed_to_answer_is_taken_again_when_twilio_retries_it() {
+    let rig = Rig::new("").await;
+    let server = rig.server().await;
+    rig.openai.push_chat(Reply::Sse(text_answer("Hello!")));
+    let (_, twiml) = rig.say("SM00000000000000000000000000000041", "Hi").await;
+    assert_eq!(messages_of(&twiml), ["Hello!"]);
+    let config = config(&rig.toml);
+    let store = Arc::clone(runtime(&config, &env(&rig.redis.url())).store());
+    support::wait::eventually(WAIT, async || rig.transcript(&store).await.len() >= 2).await;
+
+    // The conversation's transcript cannot be read (a real Redis error:
+    // its key holds the wrong type).
+    let key = ConversationKey::new(Channel::WhatsApp, &[USER, AGENT]);
+    let mut redis = rig.redis.client().await;
+    let id: String = redis
+        .get(format!("{{text:active}}:conversation:{}", key.as_str()))
+        .await
+        .unwrap();
+    let turns = format!("call:{id}:interactions");
+    let kept = format!("{turns}:kept");
+    let () = redis.rename(&turns, &kept).await.unwrap();
+    let () = redis.set(&turns, "not a list").await.unwrap();
+    let sid = "SM00000000000000000000000000000042";
+    let (status, _) = rig.say(sid, "Are you open today?").await;
+    assert_eq!(status, 503, "not answered: Twilio is asked to retry");
+    assert_eq!(
+        rig.openai.chat_requests().len(),
+        1,
+        "the model was asked again"
+    );
+
+    // Redis is right again; Twilio retries the message: answered, once.
+    let () = redis.del(&turns).await.unwrap();
+    let () = redis.rename(&kept, &turns).await.unwrap();
+    rig.openai
+        .push_chat(Reply::Sse(text_answer("Yes, until six.")));
+    let (status, twiml) = rig.say(sid, "Are you open today?").await;
+    assert_eq!(status, 200);
+    assert_eq!(messages_of(&twiml), ["Yes, until six."]);
+    let (_, twiml) = rig.say(sid, "Are you open today?").await;
+    assert!(messages_of(&twiml).is_empty(), "answered twice: {twiml}");
+    support::wait::eventually(WAIT, async || rig.transcript(&store).await.len() >= 4).await;
+    let transcript = rig.transcript(&store).await;
+    assert_eq!(transcript[2].1, "Are you open today?");
+    assert_eq!(transcript[3].1, "Yes, until six.");
+    server.shutdown(WAIT).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_long_answer_goes_out_in_parts_of_at_most_1600_characters() {
     let rig = Rig::new("").await;
     let server = rig.server().await;

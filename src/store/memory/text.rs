@@ -94,6 +94,11 @@ impl TextStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         self.set_once(&self.settings.keys.text_message(message_id), ttl_ms)
     }
+
+    async fn forget_message(&self, message_id: &str) -> Result<(), StoreError> {
+        let key = self.settings.keys.text_message(message_id);
+        self.write(|_, _| (vec![Op::Del { key }], ()))
+    }
 }
 
 #[cfg(test)]
@@ -151,5 +156,8 @@ mod tests {
         assert!(store.first_sight_of_message("SM1", 60_000).await.unwrap());
         assert!(!store.first_sight_of_message("SM1", 60_000).await.unwrap());
         assert!(store.first_sight_of_message("SM2", 60_000).await.unwrap());
+        store.forget_message("SM1").await.unwrap();
+        assert!(store.first_sight_of_message("SM1", 60_000).await.unwrap());
+        assert!(!store.first_sight_of_message("SM1", 60_000).await.unwrap());
     }
 }

@@ -67,4 +67,9 @@ impl TextStore for RedisStore {
         self.set_once(self.settings.keys.text_message(message_id), ttl_ms)
             .await
     }
+
+    async fn forget_message(&self, message_id: &str) -> Result<(), StoreError> {
+        self.query::<()>(redis::cmd("DEL").arg(self.settings.keys.text_message(message_id)))
+            .await
+    }
 }

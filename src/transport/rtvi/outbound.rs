@@ -13,6 +13,8 @@
 //! | `llm_response_started`, `llm_text`, `llm_response_ended` | `bot-llm-started`, `bot-llm-text`, `bot-llm-stopped` |
 //! | `tts_started`, `tts_stopped` | `bot-tts-started`, `bot-tts-stopped` |
 //! | `tts_text` | `bot-tts-text`, and a `bot-output` segment announced ([`bot_output`]: protocol 2 `new`, 1.x `spoken` false), marked spoken (`completed`, `spoken` true) when the bot stops speaking, never if it is interrupted; `aggregated_by` `word` or `sentence` |
+//! | `turn_completed` of the user (the words handed to the LLM) | `user-llm-text` |
+//! | `llm_text` (again), cut into sentences | `bot-transcription` a sentence (by [`super::RtviSession`], which keeps the unfinished one): deprecated by Pipecat, still what client-js's `onBotTranscript` fires on |
 //! | `tool_call` | `llm-function-call-started`, `llm-function-call-in-progress` |
 //! | `tool_result` | `llm-function-call-stopped` |
 //! | `metrics` (`ttfb`, `processing_time`) | `metrics` (`ttfb`, `processing`: seconds) |
@@ -22,8 +24,8 @@
 //! | `client_response` | `server-response` or `error-response` (by [`super::RtviSession`], which knows what is pending) |
 //!
 //! Other events (`session_started`, `dtmf`, `turn_latency`,
-//! `session_ended`, `client_request`, `metrics` of transit time) have no
-//! RTVI counterpart.
+//! `session_ended`, `client_request`, `metrics` of transit time, the bot's
+//! and tools' `turn_completed`) have no RTVI counterpart.
 
 use serde_json::{Value, json};
 
@@ -67,6 +69,7 @@ pub fn messages_for_event(name: &str, fields: &Value, wall_ms: u64) -> Vec<Value
         "llm_response_started" => simple("bot-llm-started"),
         "llm_text" => vec![message("bot-llm-text", text())],
         "llm_response_ended" => simple("bot-llm-stopped"),
+        "turn_completed" if fields["role"] == "user" => vec![message("user-llm-text", text())],
         "tts_started" => simple("bot-tts-started"),
         "tts_stopped" => simple("bot-tts-stopped"),
         // `bot-output`, which depends on the client's protocol, is
@@ -174,6 +177,7 @@ pub(super) fn kept_before_ready(name: &str) -> bool {
             | "bot_stopped_speaking"
             | "interruption"
             | "transcription"
+            | "turn_completed"
             | "llm_response_started"
             | "llm_response_ended"
             | "tts_started"

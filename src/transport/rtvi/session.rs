@@ -35,6 +35,7 @@ use serde_json::{Value, json};
 use super::inbound::{Rejected, RtviInbound, RtviRequest};
 use super::outbound::{bot_output, kept_before_ready, message, messages_for_event, reply};
 use crate::frame::ClientRequest;
+use crate::services::tts::SentenceSplitter;
 
 /// The RTVI protocol version voxpipe speaks (that of
 /// `@pipecat-ai/client-js` 1.13).
@@ -107,6 +108,9 @@ pub struct RtviSession {
     /// Segments announced (`bot-output` `new`) and not yet spoken: marked
     /// spoken when the bot stops speaking, dropped when it is interrupted.
     open_segments: VecDeque<(u64, Value)>,
+    /// The LLM's text since the last whole sentence, for
+    /// `bot-transcription`.
+    bot_transcription: SentenceSplitter,
 }
 
 impl RtviSession {
@@ -121,6 +125,7 @@ impl RtviSession {
             legacy: false,
             next_segment: 1,
             open_segments: VecDeque::new(),
+            bot_transcription: SentenceSplitter::new(),
         }
     }
 
@@ -250,11 +255,26 @@ impl RtviSession {
                     self.send(bot_output(&text, segment, self.legacy, true));
                 }
             }
-            "interruption" => self.open_segments.clear(),
+            "interruption" => {
+                self.open_segments.clear();
+                self.bot_transcription.clear();
+            }
             _ => {}
         }
         for message in messages_for_event(name, fields, wall_ms) {
             self.send(message);
+        }
+        // `bot-transcription`: the LLM's text a sentence at a time, as
+        // Pipecat sends it; the last one when the response ends.
+        let sentences = match name {
+            "llm_text" => self
+                .bot_transcription
+                .push(fields["text"].as_str().unwrap_or_default()),
+            "llm_response_ended" => self.bot_transcription.finish().into_iter().collect(),
+            _ => Vec::new(),
+        };
+        for sentence in sentences {
+            self.send(message("bot-transcription", json!({ "text": sentence })));
         }
         if name == "tts_text" {
             let segment = self.next_segment;
@@ -487,6 +507,41 @@ mod tests {
                 result: r#"{"city":"Oslo"}"#.into()
             }
         );
+    }
+
+    #[test]
+    fn the_users_turn_and_the_bots_sentences_go_out_as_pipecat_sends_them() {
+        let mut session = RtviSession::new("s1".into());
+        session.handle_inbound(inbound(READY), Duration::ZERO);
+        drain(&mut session);
+        let turn = |role: &str, text: &str| json!({"index": 0, "role": role, "text": text, "interrupted": false});
+        session.handle_event("turn_completed", &turn("user", "Where am I?"), 0);
+        session.handle_event("turn_completed", &turn("assistant", "Oslo."), 0);
+        session.handle_event("turn_completed", &turn("tool", "{}"), 0);
+        assert_eq!(
+            drain(&mut session),
+            [json!({"label": "rtvi-ai", "type": "user-llm-text", "data": {"text": "Where am I?"}})]
+        );
+
+        let transcripts = |session: &mut RtviSession| -> Vec<String> {
+            drain(session)
+                .into_iter()
+                .filter(|m| m["type"] == "bot-transcription")
+                .map(|m| m["data"]["text"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        for token in ["You are", " in Oslo.", " It is", " sunny"] {
+            session.handle_event("llm_text", &json!({ "text": token }), 0);
+        }
+        assert_eq!(transcripts(&mut session), ["You are in Oslo."]);
+        session.handle_event("llm_response_ended", &json!({}), 0);
+        assert_eq!(transcripts(&mut session), ["It is sunny"]);
+
+        // What an interruption cut is never sent.
+        session.handle_event("llm_text", &json!({"text": "Let me"}), 0);
+        session.handle_event("interruption", &json!({}), 0);
+        session.handle_event("llm_response_ended", &json!({}), 0);
+        assert!(transcripts(&mut session).is_empty());
     }
 
     #[test]

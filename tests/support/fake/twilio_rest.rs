@@ -181,6 +181,8 @@ struct Shared {
     target: Mutex<Option<SocketAddr>>,
     changed: Notify,
     next_sid: AtomicU64,
+    /// How many of the next message creates answer 503.
+    messages_down: AtomicU64,
     http: reqwest::Client,
 }
 
@@ -293,6 +295,16 @@ fn create_message(
 ) -> Response {
     if !authenticated(shared, account_sid, headers) {
         return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+    }
+    let down = shared
+        .messages_down
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if down.is_ok() {
+        return twilio_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            20503,
+            "Service Unavailable",
+        );
     }
     let (Some(to), Some(from)) = (field(form, "To"), field(form, "From")) else {
         return twilio_error(
@@ -697,6 +709,7 @@ impl FakeTwilioRest {
             target: Mutex::default(),
             changed: Notify::new(),
             next_sid: AtomicU64::new(0),
+            messages_down: AtomicU64::new(0),
             http: reqwest::Client::new(),
         });
         let app = Router::new()
@@ -800,6 +813,12 @@ impl FakeTwilioRest {
     }
 
     /// Messages sent through the Messages resource, in order.
+    /// The next `n` message creates answer 503 (Twilio down), creating
+    /// nothing.
+    pub fn fail_next_messages(&self, n: u64) {
+        self.shared.messages_down.store(n, Ordering::SeqCst);
+    }
+
     pub fn messages(&self) -> Vec<SentMessage> {
         self.shared.messages.lock().unwrap().clone()
     }
