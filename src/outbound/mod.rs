@@ -18,6 +18,7 @@ mod request;
 mod settle;
 mod settled;
 mod status;
+mod stranded;
 mod twilio_dialer;
 
 pub use config::{AmdMode, MachinePolicy, OutboundSection};

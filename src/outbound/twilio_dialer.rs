@@ -319,6 +319,12 @@ impl TwilioDialer {
         Ok(())
     }
 
+    /// How long after its request a call Twilio took would have rung out:
+    /// past it, a call with no callback was never placed.
+    pub(super) fn rung_out(&self) -> Duration {
+        Duration::from_secs(u64::from(self.section.timeout_secs) + 120)
+    }
+
     fn hold(&self) -> Duration {
         match self.section.rate_limit_hours {
             0 => LIVE_CALL_HOLD,
@@ -354,6 +360,25 @@ impl Dialer for TwilioDialer {
                     (None, Some(Asked::Unconfirmed)) => {
                         return Err(DialError::Uncertain(
                             "asked of Twilio already; its answer never came".to_owned(),
+                        ));
+                    }
+                    (None, None)
+                        if existing
+                            .outbound
+                            .as_ref()
+                            .is_some_and(|o| o.asked_at.is_some()) =>
+                    {
+                        // Asked of Twilio by a try whose answer is not
+                        // known (a server that stopped mid-request, a
+                        // store that failed to take the SID).
+                        self.asked.confirm_later(
+                            Arc::clone(self.store()),
+                            self.settlement.clone(),
+                            call_id,
+                            self.rung_out(),
+                        );
+                        return Err(DialError::Uncertain(
+                            "asked of Twilio by an earlier try; its answer is not known".to_owned(),
                         ));
                     }
                     (None, None) => None,
@@ -394,6 +419,24 @@ impl Dialer for TwilioDialer {
         if let Some(tokens) = &self.stream_tokens {
             let now = unix_ms() / 1000;
             parameters.extend(tokens.parameter(&self.account_sid, call_id, now));
+        }
+        // Noted before the request goes: should this process stop before
+        // Twilio's answer is stored, no later try dials the call again.
+        let asking = CallChange::Asking { at_ms: unix_ms() };
+        match store.update_call(call_id, &asking).await {
+            Ok(Some(call)) if call.status.is_final() => {
+                // Canceled (or ended) since: not asked.
+                store.release_number(&phone_hash, call_id).await?;
+                return Err(DialError::Settled {
+                    status: call.status,
+                    placed: false,
+                });
+            }
+            Ok(_) => {}
+            Err(err) => {
+                store.release_number(&phone_hash, call_id).await?;
+                return Err(err.into());
+            }
         }
         let stream_url = self.public_url("wss", STREAM_PATH);
         let twiml = twiml::connect_stream(&stream_url, &parameters);
@@ -469,18 +512,19 @@ impl Dialer for TwilioDialer {
                 // Perhaps placed: the number stays held, nothing dials it
                 // again; its callbacks settle it, else it ends failed.
                 tracing::warn!(call_id, phone_hash, error = %err, "Twilio did not answer; the call may have been placed");
-                let rung_out = Duration::from_secs(u64::from(self.section.timeout_secs) + 120);
                 self.asked.confirm_later(
                     Arc::clone(self.store()),
                     self.settlement.clone(),
                     call_id,
-                    rung_out,
+                    self.rung_out(),
                 );
                 Err(DialError::Uncertain(err))
             }
             Err(err) => {
-                // Not placed: the number is free for the retry.
+                // Not placed: the number is free for the retry, and the
+                // call is not asked of Twilio any more.
                 store.release_number(&phone_hash, call_id).await?;
+                store.update_call(call_id, &CallChange::NotTaken).await?;
                 tracing::warn!(call_id, phone_hash, error = %err, "call not placed; it may be tried again");
                 Err(match err {
                     CreateCallError::RateLimited { retry_after } => DialError::RateLimited {

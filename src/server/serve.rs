@@ -402,6 +402,18 @@ impl Server {
                     .await;
             })
         });
+        // Outbound calls a stopped server left queued end failed (at start,
+        // then every few minutes), so none stays queued for ever.
+        let stranded = self.state.outbound.clone().map(|dialer| {
+            let mut stopped = stop_campaigns.subscribe();
+            tokio::spawn(async move {
+                dialer
+                    .run_stranded_sweeper(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+            })
+        });
         // Idle text conversations end (and are evaluated) on their own.
         let (stop_sweeper, sweeper_stopped) = tokio::sync::oneshot::channel::<()>();
         let sweeper = self.state.text.clone().map(|text| {
@@ -458,6 +470,11 @@ impl Server {
             && let Err(err) = campaigns.await
         {
             tracing::error!(error = %err, "the campaign worker failed");
+        }
+        if let Some(stranded) = stranded
+            && let Err(err) = stranded.await
+        {
+            tracing::error!(error = %err, "the stranded-call sweep failed");
         }
         served?;
         if !drained {

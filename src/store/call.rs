@@ -287,6 +287,19 @@ impl CallRecord {
                 outbound.dialled_at.get_or_insert_with(|| rfc3339(*at_ms));
                 self.status = self.status.advanced_to(CallStatus::Initiated);
             }
+            CallChange::Asking { at_ms } => {
+                if !self.status.is_final() {
+                    let outbound = self.outbound.get_or_insert_with(OutboundCall::default);
+                    outbound.asked_at.get_or_insert_with(|| rfc3339(*at_ms));
+                }
+            }
+            CallChange::NotTaken => {
+                if let Some(outbound) = &mut self.outbound
+                    && outbound.twilio_sid.is_none()
+                {
+                    outbound.asked_at = None;
+                }
+            }
             CallChange::TwilioReported(report) => self.apply_twilio(report),
             CallChange::Unconnected {
                 status,
@@ -394,6 +407,16 @@ pub enum CallChange {
         /// When it was dialled (Unix ms).
         at_ms: u64,
     },
+    /// Outbound: a create request is about to go to Twilio (kept once set,
+    /// until [`CallChange::NotTaken`]). Ignored once the call is final.
+    Asking {
+        /// When (Unix ms).
+        at_ms: u64,
+    },
+    /// Outbound: Twilio created nothing for the request (it refused it
+    /// with a 429 or a 5xx, or was never reached): the call is not asked
+    /// of Twilio any more. Ignored once Twilio gave a SID.
+    NotTaken,
     /// Outbound: a callback from Twilio. Its status applies only when it
     /// moves the call forward (callbacks come out of order and twice).
     TwilioReported(TwilioReport),

@@ -31,6 +31,12 @@ pub struct OutboundCall {
     /// When the request to Twilio was sent (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dialled_at: Option<String>,
+    /// When a create request for it was about to go to Twilio (RFC 3339),
+    /// written before it goes and taken back when Twilio created nothing:
+    /// set without a SID, the call may exist at Twilio, and is never
+    /// dialled again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_at: Option<String>,
     /// When the callee answered (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered_at: Option<String>,

@@ -44,6 +44,7 @@ mod llm_tools;
 mod log_escaping;
 mod object_storage;
 mod outbound_calls;
+mod outbound_restart;
 mod output_transport;
 mod parallel;
 mod pipeline_contract;

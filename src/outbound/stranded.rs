@@ -1,0 +1,190 @@
+//! Outbound calls a stopped server left `queued`: found and ended failed,
+//! so that no placed call stays queued for ever.
+//!
+//! `POST /api/calls` answers `queued` and dials after its answer. A server
+//! that stops before Twilio took the call (a restart, a crash, a deploy)
+//! leaves the record `queued` with nobody to dial it; one that stops while
+//! its create request is out leaves it asked (`outbound.asked_at`) with no
+//! SID. Every server with `[outbound]` looks, at start and then every
+//! [`SWEEP_PERIOD`], at the outbound calls created from [`LOOK_BACK`] ago
+//! (a day at start) until [`STRANDED_AFTER`] ago:
+//!
+//! - one never asked of Twilio is ended `failed`, "not dialled": its dial
+//!   loop gives up within about two minutes, so one still queued after
+//!   ten was left by a server that stopped. It is not dialled again here:
+//!   two servers sweeping at once would both dial it, and a call placed
+//!   ten minutes late may no longer be wanted; the caller places it again;
+//! - one asked of Twilio with no SID is ended `failed` once it would have
+//!   rung out (`timeout_secs` + 2 minutes after the request): a call
+//!   Twilio placed has a status callback by then, which gives the record
+//!   its SID.
+//!
+//! A campaign's calls are left alone: their entries' leases come back to
+//! the campaign, whose next try of an asked call waits for it instead of
+//! dialling (see [`super::TwilioDialer`]). Ending a call is a compare and
+//! set on its record, so servers sweeping at once end it once.
+
+use std::time::Duration;
+
+use crate::store::time::{parse_rfc3339, unix_ms};
+use crate::store::{CallDirection, CallRecord, CallStatus, StoreError};
+
+use super::TwilioDialer;
+
+/// How often a server sweeps.
+const SWEEP_PERIOD: Duration = Duration::from_secs(300);
+/// How far back a sweep after the first one looks (the first: a day).
+const LOOK_BACK: Duration = Duration::from_secs(2 * 3600);
+/// How old a never-asked `queued` call must be to be stranded: well past
+/// the two minutes `POST /api/calls`'s dial loop can take.
+const STRANDED_AFTER: Duration = Duration::from_secs(600);
+/// How far back the first sweep, at start, looks.
+const FIRST_LOOK_BACK: Duration = Duration::from_secs(24 * 3600);
+/// The most calls one sweep reads.
+const MAX_READ: usize = 5_000;
+
+/// Why `call` is stranded at `now_ms`, or `None` when it is not (not an
+/// API call, no longer queued, Twilio has it, or it may still be dialled
+/// or still ring). `rung_out` is how long after its request a placed call
+/// would have rung out.
+fn stranded(call: &CallRecord, now_ms: u64, rung_out: Duration) -> Option<&'static str> {
+    let outbound = call.outbound.as_ref()?;
+    let queued = call.direction == Some(CallDirection::Outbound)
+        && call.status == CallStatus::Queued
+        && outbound.campaign.is_none()
+        && outbound.twilio_sid.is_none();
+    if !queued {
+        return None;
+    }
+    let since = |at: &str, wait: Duration| {
+        let at = parse_rfc3339(at)?;
+        let wait = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        (now_ms.saturating_sub(at) >= wait).then_some(())
+    };
+    match &outbound.asked_at {
+        None => since(&call.created_at, STRANDED_AFTER)
+            .map(|()| "not dialled: the server that queued it stopped first; place it again"),
+        Some(asked) => since(asked, rung_out).map(|()| "Twilio never confirmed the call"),
+    }
+}
+
+impl TwilioDialer {
+    /// Ends failed the stranded calls created from `from_ms` to `to_ms`;
+    /// how many it ended.
+    pub async fn end_stranded(&self, from_ms: u64, to_ms: u64) -> Result<usize, StoreError> {
+        let calls = self.store().calls_between(from_ms, to_ms, MAX_READ).await?;
+        if calls.len() == MAX_READ {
+            tracing::warn!(
+                read = MAX_READ,
+                "more outbound calls than one sweep reads; the rest wait for the next"
+            );
+        }
+        let now = unix_ms();
+        let mut ended = 0;
+        for call in &calls {
+            let Some(why) = stranded(call, now, self.rung_out()) else {
+                continue;
+            };
+            tracing::warn!(call_id = call.call_id, why, "stranded outbound call ended");
+            match self.fail_undialled(&call.call_id, why).await {
+                Ok(()) => ended += 1,
+                Err(err) => {
+                    tracing::warn!(call_id = call.call_id, error = %err, "cannot end a stranded call");
+                }
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Sweeps at once (a day back), then every [`SWEEP_PERIOD`], until
+    /// `stop` resolves.
+    pub async fn run_stranded_sweeper(&self, stop: impl Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        let mut look_back = FIRST_LOOK_BACK;
+        loop {
+            let now = unix_ms();
+            let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let to = now.saturating_sub(millis(STRANDED_AFTER));
+            match self
+                .end_stranded(now.saturating_sub(millis(look_back)), to)
+                .await
+            {
+                Ok(0) => {}
+                Ok(ended) => tracing::info!(ended, "stranded outbound calls ended"),
+                Err(err) => tracing::warn!(error = %err, "stranded outbound calls not swept"),
+            }
+            look_back = LOOK_BACK;
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(SWEEP_PERIOD) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::time::rfc3339;
+    use crate::store::{CampaignAttempt, OutboundCall, Segment};
+
+    const MIN: u64 = 60_000;
+
+    fn queued(created_ms: u64, asked_ms: Option<u64>) -> CallRecord {
+        let mut call = CallRecord::pending(
+            "c1",
+            "twilio",
+            Segment::default(),
+            Default::default(),
+            created_ms,
+        );
+        call.status = CallStatus::Queued;
+        call.direction = Some(CallDirection::Outbound);
+        call.outbound = Some(OutboundCall {
+            asked_at: asked_ms.map(rfc3339),
+            ..OutboundCall::default()
+        });
+        call
+    }
+
+    #[test]
+    fn a_queued_api_call_is_stranded_only_once_nothing_can_still_dial_or_ring_it() {
+        let rung_out = Duration::from_secs(150);
+        let t0 = 1_700_000_000_000;
+        // Never asked: stranded after ten minutes.
+        assert_eq!(stranded(&queued(t0, None), t0 + 9 * MIN, rung_out), None);
+        assert!(
+            stranded(&queued(t0, None), t0 + 10 * MIN, rung_out)
+                .is_some_and(|why| why.starts_with("not dialled"))
+        );
+        // Asked: once it would have rung out after the request.
+        let asked = queued(t0, Some(t0 + 9 * MIN));
+        assert_eq!(stranded(&asked, t0 + 11 * MIN, rung_out), None);
+        assert_eq!(
+            stranded(&asked, t0 + 9 * MIN + 150_000, rung_out),
+            Some("Twilio never confirmed the call")
+        );
+        // Twilio has it, it moved on, or a campaign owns it: not stranded.
+        let late = t0 + 60 * MIN;
+        let mut placed = queued(t0, Some(t0));
+        if let Some(o) = placed.outbound.as_mut() {
+            o.twilio_sid = Some("CA1".into());
+        }
+        assert_eq!(stranded(&placed, late, rung_out), None);
+        let mut ringing = queued(t0, None);
+        ringing.status = CallStatus::Ringing;
+        assert_eq!(stranded(&ringing, late, rung_out), None);
+        let mut campaign = queued(t0, None);
+        if let Some(o) = campaign.outbound.as_mut() {
+            o.campaign = Some(CampaignAttempt {
+                campaign_id: "k".into(),
+                entry: 0,
+                attempt: 1,
+            });
+        }
+        assert_eq!(stranded(&campaign, late, rung_out), None);
+        let mut inbound = queued(t0, None);
+        inbound.direction = Some(CallDirection::Inbound);
+        assert_eq!(stranded(&inbound, late, rung_out), None);
+    }
+}

@@ -1,0 +1,197 @@
+//! Outbound calls a stopped server left behind, in a real Redis: a call
+//! asked of Twilio whose answer was never stored is not dialled again by a
+//! later try, and calls left `queued` are ended `failed` by the next
+//! server to start, never left queued for ever.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::fake::twilio_rest::{ACCOUNT_SID, FakeTwilioRest};
+use support::processors::registry;
+use support::redis_server::RedisServer;
+use support::server::{Setup, TestServer};
+use voxpipe::agent::AgentRuntime;
+use voxpipe::outbound::{CallRequest, DialError, Dialer, PhoneNumber, TwilioDialer};
+use voxpipe::pipeline::EnvSource;
+use voxpipe::pipeline_file::{PipelineConfig, parse_pipeline};
+use voxpipe::store::time::{rfc3339, unix_ms};
+use voxpipe::store::{CallDirection, CallRecord, CallStatus, OutboundCall, Segment};
+
+const TOKEN: &str = "twilio-secret";
+const MINUTE: u64 = 60_000;
+
+struct Rig {
+    redis: RedisServer,
+    twilio: FakeTwilioRest,
+    toml: String,
+    env: Vec<(&'static str, String)>,
+    config: PipelineConfig,
+    runtime: Arc<AgentRuntime>,
+}
+
+impl Rig {
+    async fn new() -> Rig {
+        let redis = RedisServer::start();
+        let twilio = FakeTwilioRest::start(TOKEN).await;
+        let toml = format!(
+            "[pipeline]\nname = \"outbound\"\nsample_rate = 16000\n\n[[processor]]\ntype = \"parrot\"\n\n\
+             [server]\npublic_host = \"voice.example.test\"\napi_token_env = \"API_KEY\"\n\n\
+             [context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n\
+             [transport.twilio]\nauth_token_env = \"TWILIO_AUTH_TOKEN\"\naccount_sid_env = \"TWILIO_ACCOUNT_SID\"\napi_base_url = \"{}\"\n\n\
+             [outbound]\nfrom = \"+15550009999\"\n",
+            twilio.base_url
+        );
+        let env = vec![
+            ("TEST_REDIS", redis.url()),
+            ("TWILIO_AUTH_TOKEN", TOKEN.to_owned()),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.to_owned()),
+            ("API_KEY", "api-key".to_owned()),
+        ];
+        let config = parse_pipeline(Path::new("outbound.toml"), &toml, &registry()).unwrap();
+        let runtime = Arc::new(config.agent_runtime(&Self::source(&env)).unwrap());
+        Rig {
+            redis,
+            twilio,
+            toml,
+            env,
+            config,
+            runtime,
+        }
+    }
+
+    fn source(env: &[(&'static str, String)]) -> EnvSource {
+        let vars: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        EnvSource::Fixed(Arc::new(vars))
+    }
+
+    /// A dialler of this deployment, as another server has it.
+    fn dialer(&self) -> TwilioDialer {
+        TwilioDialer::from_sections(
+            self.config.outbound.as_ref().unwrap(),
+            &self.config.transport.twilio,
+            Some("voice.example.test"),
+            Segment::default(),
+            &Self::source(&self.env),
+            Arc::clone(&self.runtime),
+            Vec::new(),
+        )
+        .unwrap()
+    }
+
+    /// The record of an API call to `to` created `age` minutes ago,
+    /// `queued`; asked of Twilio `asked` minutes ago, if at all.
+    async fn left_queued(&self, call_id: &str, to: &str, age: u64, asked: Option<u64>) {
+        let now = unix_ms();
+        let mut call = CallRecord::pending(
+            call_id,
+            "twilio",
+            Segment::default(),
+            BTreeMap::new(),
+            now - age * MINUTE,
+        );
+        call.status = CallStatus::Queued;
+        call.direction = Some(CallDirection::Outbound);
+        call.outbound = Some(OutboundCall {
+            to: to.to_owned(),
+            phone_hash: "h".to_owned(),
+            asked_at: asked.map(|m| rfc3339(now - m * MINUTE)),
+            ..OutboundCall::default()
+        });
+        assert!(self.runtime.store().create_call(&call).await.unwrap());
+    }
+
+    async fn status(&self, call_id: &str) -> (CallStatus, Option<String>) {
+        let call = self.runtime.store().call(call_id).await.unwrap().unwrap();
+        (call.status, call.outbound.and_then(|o| o.error))
+    }
+}
+
+fn request(to: &str) -> CallRequest {
+    CallRequest {
+        to: PhoneNumber::parse(to).unwrap(),
+        from: None,
+        parameters: BTreeMap::new(),
+        webhook_url: None,
+        metadata: serde_json::Map::new(),
+        campaign: None,
+    }
+}
+
+#[tokio::test]
+async fn a_call_asked_of_twilio_by_a_stopped_server_is_not_dialled_again() {
+    let rig = Rig::new().await;
+    // The server that asked stopped before Twilio's answer was stored.
+    rig.left_queued("asked", "+15551230001", 0, Some(0)).await;
+    rig.left_queued("never-asked", "+15551230002", 0, None)
+        .await;
+    let dialer = rig.dialer();
+    let again = dialer.dial("asked", &request("+15551230001")).await;
+    assert!(matches!(again, Err(DialError::Uncertain(_))), "{again:?}");
+    assert!(rig.twilio.creates().is_empty(), "dialled again");
+    // One never asked of Twilio is dialled, and its record says so.
+    let placed = dialer
+        .dial("never-asked", &request("+15551230002"))
+        .await
+        .unwrap();
+    assert_eq!(rig.twilio.creates().len(), 1);
+    let call = rig
+        .runtime
+        .store()
+        .call("never-asked")
+        .await
+        .unwrap()
+        .unwrap();
+    let outbound = call.outbound.unwrap();
+    assert_eq!(
+        outbound.twilio_sid.as_deref(),
+        Some(placed.twilio_sid.as_str())
+    );
+    assert!(outbound.asked_at.is_some());
+}
+
+#[tokio::test]
+async fn calls_a_stopped_server_left_queued_end_failed_when_a_server_starts() {
+    let rig = Rig::new().await;
+    rig.left_queued("never-dialled", "+15551230001", 11, None)
+        .await;
+    rig.left_queued("never-confirmed", "+15551230002", 30, Some(29))
+        .await;
+    rig.left_queued("just-queued", "+15551230003", 1, None)
+        .await;
+    rig.left_queued("just-asked", "+15551230004", 2, Some(1))
+        .await;
+    let env: Vec<(&str, &str)> = rig.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = TestServer::start(Setup {
+        toml: Some(&rig.toml),
+        path: "outbound.toml",
+        env: &env,
+        context: Some(Arc::clone(&rig.runtime)),
+        ..Setup::default()
+    })
+    .await;
+    let ended = support::wait::eventually(Duration::from_secs(20), async || {
+        rig.status("never-confirmed").await.0 == CallStatus::Failed
+            && rig.status("never-dialled").await.0 == CallStatus::Failed
+    })
+    .await;
+    assert!(ended, "stranded calls still queued");
+    let (_, why) = rig.status("never-dialled").await;
+    assert!(why.unwrap().starts_with("not dialled"));
+    let (_, why) = rig.status("never-confirmed").await;
+    assert_eq!(why.as_deref(), Some("Twilio never confirmed the call"));
+    // What may still be dialled or ring is left alone, and nothing is
+    // dialled by the sweep.
+    assert_eq!(rig.status("just-queued").await.0, CallStatus::Queued);
+    assert_eq!(rig.status("just-asked").await.0, CallStatus::Queued);
+    assert!(rig.twilio.creates().is_empty());
+    server.shutdown(Duration::from_secs(20)).await.unwrap();
+    drop(rig.redis);
+}
