@@ -162,6 +162,42 @@ type = "assistant_context"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipecats_client_hears_the_greeting_the_bot_speaks_as_it_connects() {
+    let openai = FakeOpenAi::start().await;
+    let toml = agent_pipeline(&openai).replace(
+        "sample_rate = 16000\n",
+        "sample_rate = 16000\nfirst_message = \"Hello! How can I help?\"\n",
+    );
+    assert!(toml.contains("first_message"));
+    let server = TestServer::with_toml(&toml, &[], &[]).await;
+    let seen = pipecat_client(&server, "greeting", &[]).await;
+    // The greeting starts as the peer connection comes up, before or
+    // after the client's `client-ready`: either way the client sees it
+    // announced, then spoken, as one segment.
+    let outputs = seen["botOutput"].as_array().unwrap();
+    let segments = |status: &str| -> Vec<(u64, String)> {
+        outputs
+            .iter()
+            .filter(|o| o["spoken_status"] == status)
+            .map(|o| {
+                (
+                    o["segment_id"].as_u64().unwrap(),
+                    o["text"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let announced = segments("new");
+    let texts: Vec<&str> = announced.iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(texts.join(" "), "Hello! How can I help?", "{outputs:?}");
+    assert_eq!(segments("completed"), announced, "every sentence spoken");
+    assert!(
+        openai.received("chat/completions").is_empty(),
+        "no LLM for a first_message"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipecats_client_runs_a_client_tool_and_hears_the_answer() {
     let openai = FakeOpenAi::start().await;
     openai.push_chat(Reply::Sse(vec![

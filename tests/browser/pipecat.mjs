@@ -3,7 +3,7 @@
 // against a voxpipe server, in headless Chromium.
 //
 //   node pipecat.mjs --server http://127.0.0.1:8080 --wav speech.wav [--page-origin URL]
-//                    [--scenario call|agent] [--transcript] [--capture client_messages.jsonl]
+//                    [--scenario call|agent|greeting] [--transcript] [--capture client_messages.jsonl]
 //                    [--connect offer|start] [--start-key KEY]
 //
 // The page is served by Playwright at `${page-origin}/__test/pipecat.html`
@@ -23,7 +23,11 @@
 // LLM calls the tool, the handler registered with
 // registerFunctionCallHandler() answers, and the bot's LLM, TTS, output,
 // transcript (onBotTranscript), metrics and speaking callbacks fire, and
-// onUserLlmText with what the LLM was asked; then disconnect() hangs up. It prints
+// onUserLlmText with what the LLM was asked; then disconnect() hangs up. In
+// the `greeting` scenario (a pipeline with a `first_message`, which the bot
+// speaks as the connection comes up, perhaps before the client is ready),
+// the greeting's bot-output segment is announced and then spoken, and the
+// bot's speaking callbacks fire, with no word from the page. It prints
 // what it saw as JSON and exits non-zero when a check fails. With --capture
 // it writes the RTVI messages the client sent, one a line.
 import assert from "node:assert/strict";
@@ -112,6 +116,8 @@ try {
 
   if (args.scenario === "agent") {
     await agent(page);
+  } else if (args.scenario === "greeting") {
+    await greeting(page);
   } else {
     await call(page);
   }
@@ -158,6 +164,15 @@ async function agent(page) {
     window.rtvi.events.filter((e) => e.name === "userLlmText").map((e) => e.data.text));
   seen.botTranscript = await page.evaluate(() =>
     window.rtvi.events.filter((e) => e.name === "botTranscript").map((e) => e.data.text));
+}
+
+async function greeting(page) {
+  for (const name of ["botStartedSpeaking", "botTtsText", "botStoppedSpeaking"]) {
+    await until(page, `on ${name}`, (n) => window.rtvi.events.some((e) => e.name === n), name);
+  }
+  await until(page, "the greeting spoken (bot-output completed)", () =>
+    window.rtvi.events.some((e) => e.name === "botOutput" && e.data.spoken_status === "completed"));
+  seen.botOutput = await page.evaluate(() => window.rtvi.events.filter((e) => e.name === "botOutput").map((e) => e.data));
 }
 
 async function call(page) {
