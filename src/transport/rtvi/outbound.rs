@@ -12,7 +12,7 @@
 //! | `transcription`, `interim_transcription` | `user-transcription` (`final` true, false) |
 //! | `llm_response_started`, `llm_text`, `llm_response_ended` | `bot-llm-started`, `bot-llm-text`, `bot-llm-stopped` |
 //! | `tts_started`, `tts_stopped` | `bot-tts-started`, `bot-tts-stopped` |
-//! | `tts_text` | `bot-tts-text`, and a `bot-output` segment announced ([`bot_output`]: protocol 2 `new`, 1.x `spoken` false), marked spoken (`completed`, `spoken` true) when the bot stops speaking, never if it is interrupted; `aggregated_by` `word` or `sentence` |
+//! | `tts_text` | `bot-tts-text`, and a `bot-output` segment announced ([`bot_output`]: protocol 2 `new`, 1.x `spoken` false), marked spoken (`completed`, `spoken` true) when the bot stops speaking, never if it is interrupted; `aggregated_by` `sentence` (a word-timing TTS's words make up sentences for protocol 2, by [`super::RtviSession`]) or, for 1.x, `word` |
 //! | `turn_completed` of the user (the words handed to the LLM) | `user-llm-text` |
 //! | `llm_text` (again), cut into sentences | `bot-transcription` a sentence (by [`super::RtviSession`], which keeps the unfinished one): deprecated by Pipecat, still what client-js's `onBotTranscript` fires on |
 //! | `tool_call` | `llm-function-call-started`, `llm-function-call-in-progress` |

@@ -111,6 +111,11 @@ pub struct RtviSession {
     /// The LLM's text since the last whole sentence, for
     /// `bot-transcription`.
     bot_transcription: SentenceSplitter,
+    /// Words a word-timing TTS spoke since the last whole sentence: a
+    /// protocol 2 client gets `bot-output` segments a sentence long, as
+    /// Pipecat sends them (a word each, client-react would show the words
+    /// run together).
+    spoken_words: SentenceSplitter,
 }
 
 impl RtviSession {
@@ -126,6 +131,7 @@ impl RtviSession {
             next_segment: 1,
             open_segments: VecDeque::new(),
             bot_transcription: SentenceSplitter::new(),
+            spoken_words: SentenceSplitter::new(),
         }
     }
 
@@ -251,13 +257,16 @@ impl RtviSession {
             // What the bot said is spoken once it stops speaking; what an
             // interruption cut stays unspoken.
             "bot_stopped_speaking" => {
+                self.announce_spoken_words();
                 while let Some((segment, text)) = self.open_segments.pop_front() {
                     self.send(bot_output(&text, segment, self.legacy, true));
                 }
             }
+            "tts_stopped" => self.announce_spoken_words(),
             "interruption" => {
                 self.open_segments.clear();
                 self.bot_transcription.clear();
+                self.spoken_words.clear();
             }
             _ => {}
         }
@@ -277,15 +286,36 @@ impl RtviSession {
             self.send(message("bot-transcription", json!({ "text": sentence })));
         }
         if name == "tts_text" {
-            let segment = self.next_segment;
-            self.next_segment += 1;
-            self.send(bot_output(fields, segment, self.legacy, false));
-            if self.open_segments.len() == MAX_OPEN_SEGMENTS
-                && let Some((oldest, text)) = self.open_segments.pop_front()
-            {
-                self.send(bot_output(&text, oldest, self.legacy, true));
+            if !self.legacy && fields["timing"] == "word" {
+                let word = fields["text"].as_str().unwrap_or_default().trim();
+                for sentence in self.spoken_words.push(&format!("{word} ")) {
+                    self.announce(json!({"text": sentence, "timing": "sentence"}));
+                }
+            } else {
+                self.announce(fields.clone());
             }
-            self.open_segments.push_back((segment, fields.clone()));
+        }
+    }
+
+    /// Announces the spoken text `fields` (a `tts_text` event's) as a new
+    /// `bot-output` segment, spoken when the bot stops speaking.
+    fn announce(&mut self, fields: Value) {
+        let segment = self.next_segment;
+        self.next_segment += 1;
+        self.send(bot_output(&fields, segment, self.legacy, false));
+        if self.open_segments.len() == MAX_OPEN_SEGMENTS
+            && let Some((oldest, text)) = self.open_segments.pop_front()
+        {
+            self.send(bot_output(&text, oldest, self.legacy, true));
+        }
+        self.open_segments.push_back((segment, fields));
+    }
+
+    /// Announces the words spoken since the last whole sentence (the
+    /// response's audio ended, or the bot stopped speaking).
+    fn announce_spoken_words(&mut self) {
+        if let Some(rest) = self.spoken_words.finish() {
+            self.announce(json!({"text": rest, "timing": "sentence"}));
         }
     }
 
@@ -507,6 +537,62 @@ mod tests {
                 result: r#"{"city":"Oslo"}"#.into()
             }
         );
+    }
+
+    #[test]
+    fn a_word_timing_tts_gives_a_protocol_2_client_sentence_segments() {
+        let word = |text: &str| json!({"text": text, "timing": "word"});
+        let outputs = |session: &mut RtviSession| -> Vec<(String, String)> {
+            drain(session)
+                .into_iter()
+                .filter(|m| m["type"] == "bot-output")
+                .map(|m| {
+                    let status = m["data"]["spoken_status"].as_str().unwrap_or("1.x");
+                    (
+                        status.to_owned(),
+                        m["data"]["text"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let mut session = RtviSession::new("s1".into());
+        session.handle_inbound(inbound(READY), Duration::ZERO);
+        drain(&mut session);
+        for text in ["Hello!", "How", "can", "I"] {
+            session.handle_event("tts_text", &word(text), 0);
+        }
+        assert_eq!(outputs(&mut session), [("new".into(), "Hello!".into())]);
+        session.handle_event("tts_text", &word("help?"), 0);
+        session.handle_event("tts_stopped", &json!({}), 0);
+        assert_eq!(
+            outputs(&mut session),
+            [("new".into(), "How can I help?".into())]
+        );
+        session.handle_event("bot_stopped_speaking", &json!({}), 0);
+        assert_eq!(
+            outputs(&mut session),
+            [
+                ("completed".into(), "Hello!".into()),
+                ("completed".into(), "How can I help?".into())
+            ]
+        );
+        // Words an interruption cut are never announced.
+        session.handle_event("tts_text", &word("Well,"), 0);
+        session.handle_event("interruption", &json!({}), 0);
+        session.handle_event("bot_stopped_speaking", &json!({}), 0);
+        assert!(outputs(&mut session).is_empty());
+
+        // A 1.x client gets the words, as Pipecat sends them to it.
+        let mut legacy = RtviSession::new("s2".into());
+        legacy.handle_inbound(
+            inbound(
+                r#"{"label":"rtvi-ai","type":"client-ready","id":"r","data":{"version":"1.0.0"}}"#,
+            ),
+            Duration::ZERO,
+        );
+        drain(&mut legacy);
+        legacy.handle_event("tts_text", &word("Hello!"), 0);
+        assert_eq!(outputs(&mut legacy), [("1.x".into(), "Hello!".into())]);
     }
 
     #[test]
