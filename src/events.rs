@@ -21,6 +21,7 @@
 //! | `bot_started_speaking`, `bot_stopped_speaking` | |
 //! | `interruption` | `played_ms`: bot audio heard, `cut_ms`: bot audio dropped |
 //! | `dtmf` | `digit`: the key the caller pressed |
+//! | `turn_completed` | `index`, `role` (`user`, `assistant`, `tool`), `text`, `interrupted`: a turn as the conversation records it |
 //! | `error` | `processor`, `message`, `fatal`, `provider`?, `status`? |
 //! | `metrics` | `metric` and its values |
 //! | `server_message` | `data`: what a processor or tool sent the client app |
@@ -477,6 +478,18 @@ mod tests {
                 &["played_ms", "cut_ms"],
             ),
             (FrameBody::Dtmf { digit: '5' }, "dtmf", &["digit"]),
+            (
+                FrameBody::TurnCompleted(std::sync::Arc::new(
+                    crate::conversation::Turn::completed(
+                        3,
+                        crate::conversation::Role::User,
+                        "Where am I?".into(),
+                        ms(9),
+                    ),
+                )),
+                "turn_completed",
+                &["index", "role", "text", "interrupted"],
+            ),
             (
                 FrameBody::PreemptiveLlmMessages(Default::default()),
                 "preemptive_reply_started",

@@ -215,7 +215,7 @@ async fn pipecats_client_runs_a_client_tool_and_hears_the_answer() {
     );
     assert_eq!(seen["botText"], "You are in Oslo.");
     // What the LLM was asked, and what it answered a sentence at a time
-    // (client-react's conversation and `onBotTranscript` read these).
+    // (`onUserLlmText`, `onBotTranscript`).
     assert_eq!(seen["userLlmText"], json!(["Where am I?"]), "{seen}");
     assert_eq!(seen["botTranscript"], json!(["You are in Oslo."]), "{seen}");
     // Protocol 2's bot-output: the spoken text as a segment, new then

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use voxpipe::config::Override;
-use voxpipe::outbound::{CallRequest, Dialer as _, PhoneNumber, TwilioDialer};
+use voxpipe::outbound::{CallRequest, DialError, Dialer as _, PhoneNumber, TwilioDialer};
 use voxpipe::pipeline::{EnvSource, new_session_id};
 
 /// How often `--follow` reads the call.
@@ -94,7 +94,19 @@ pub(crate) fn call(args: &CallArgs) -> anyhow::Result<()> {
             campaign: None,
         };
         let call_id = new_session_id();
-        let placed = dialer.dial(&call_id, &request).await?;
+        let placed = match dialer.dial(&call_id, &request).await {
+            Ok(placed) => placed,
+            Err(err @ (DialError::RateLimited { .. } | DialError::Unavailable(_))) => {
+                // Not placed, and nobody will try again: the record says so
+                // now rather than staying queued.
+                let why = format!("not placed: {err}");
+                if let Err(store_err) = dialer.fail_undialled(&call_id, &why).await {
+                    tracing::warn!(call_id, error = %store_err, "cannot mark the call failed");
+                }
+                return Err(err.into());
+            }
+            Err(err) => return Err(err.into()),
+        };
         println!("{}\t{}", placed.call_id, placed.twilio_sid);
         if !args.follow {
             return Ok(());

@@ -32,6 +32,10 @@ pub(super) enum Asked {
     Placed(String),
     /// Twilio's answer never came.
     Unconfirmed,
+    /// Twilio created nothing for try `by`'s request, but the store did
+    /// not take that back: the record still says try `by` asked, which
+    /// a next try from here may do again under the same id.
+    NotTaken(String),
 }
 
 /// See the module docs.
@@ -77,6 +81,20 @@ impl AskedCalls {
             // again, and its status callbacks carry the SID too.
             tracing::error!(call_id, "the placed call's SID could not be stored");
         });
+    }
+
+    /// Remembers that Twilio created nothing for try `by` of `call_id`,
+    /// which the store still says asked.
+    pub(super) fn not_taken(&self, call_id: &str, by: String) {
+        self.lock().insert(call_id.to_owned(), Asked::NotTaken(by));
+    }
+
+    /// Forgets `call_id`'s [`Asked::NotTaken`] (asked again).
+    pub(super) fn asking_again(&self, call_id: &str) {
+        let mut calls = self.lock();
+        if matches!(calls.get(call_id), Some(Asked::NotTaken(_))) {
+            calls.remove(call_id);
+        }
     }
 
     /// Remembers `call_id` as unconfirmed and, after `rung_out`, ends it
@@ -130,12 +148,16 @@ async fn fail_if_unconfirmed(
     if confirmed {
         return Ok(());
     }
-    let change = CallChange::Unconnected {
-        status: CallStatus::Failed,
-        error: Some("Twilio never confirmed the call".to_owned()),
+    // Only if the record still has no SID and the same note: a callback
+    // that came since wins.
+    let change = CallChange::Unplaced {
+        error: "Twilio never confirmed the call".to_owned(),
         at_ms: unix_ms(),
+        asked_at: call.outbound.and_then(|o| o.asked_at),
     };
-    if let Some(call) = store.update_call(call_id, &change).await? {
+    if let Some(call) = store.update_call(call_id, &change).await?
+        && call.status == CallStatus::Failed
+    {
         settlement.settle(&call).await;
     }
     Ok(())

@@ -5,9 +5,10 @@
 //! that stops before Twilio took the call (a restart, a crash, a deploy)
 //! leaves the record `queued` with nobody to dial it; one that stops while
 //! its create request is out leaves it asked (`outbound.asked_at`) with no
-//! SID. Every server with `[outbound]` looks, at start and then every
-//! [`SWEEP_PERIOD`], at the outbound calls created from [`LOOK_BACK`] ago
-//! (a day at start) until [`STRANDED_AFTER`] ago:
+//! SID. Every server with `[outbound]` looks at the calls created a day
+//! back at start, then every [`SWEEP_PERIOD`] at those created since, once
+//! their fate is decided (10 minutes old, and past the ring time after a
+//! request), a page at a time:
 //!
 //! - one never asked of Twilio is ended `failed`, "not dialled": its dial
 //!   loop gives up within about two minutes, so one still queued after
@@ -22,26 +23,27 @@
 //! A campaign's calls are left alone: their entries' leases come back to
 //! the campaign, whose next try of an asked call waits for it instead of
 //! dialling (see [`super::TwilioDialer`]). Ending a call is a compare and
-//! set on its record, so servers sweeping at once end it once.
+//! set on its record that applies only while the record is as it was read
+//! (no SID, the same request note, not final), so a call that moved on
+//! since is left alone, and servers sweeping at once end it once (each
+//! settles only what its own write ended).
 
 use std::time::Duration;
 
-use crate::store::time::{parse_rfc3339, unix_ms};
-use crate::store::{CallDirection, CallRecord, CallStatus, StoreError};
+use crate::store::time::{parse_rfc3339, rfc3339, unix_ms};
+use crate::store::{CallChange, CallDirection, CallRecord, CallStatus, StoreError};
 
 use super::TwilioDialer;
 
 /// How often a server sweeps.
 const SWEEP_PERIOD: Duration = Duration::from_secs(300);
-/// How far back a sweep after the first one looks (the first: a day).
-const LOOK_BACK: Duration = Duration::from_secs(2 * 3600);
 /// How old a never-asked `queued` call must be to be stranded: well past
 /// the two minutes `POST /api/calls`'s dial loop can take.
 const STRANDED_AFTER: Duration = Duration::from_secs(600);
 /// How far back the first sweep, at start, looks.
 const FIRST_LOOK_BACK: Duration = Duration::from_secs(24 * 3600);
-/// The most calls one sweep reads.
-const MAX_READ: usize = 5_000;
+/// Calls read at once.
+const PAGE: usize = 500;
 
 /// Why `call` is stranded at `now_ms`, or `None` when it is not (not an
 /// API call, no longer queued, Twilio has it, or it may still be dialled
@@ -69,57 +71,105 @@ fn stranded(call: &CallRecord, now_ms: u64, rung_out: Duration) -> Option<&'stat
 }
 
 impl TwilioDialer {
-    /// Ends failed the stranded calls created from `from_ms` to `to_ms`;
-    /// how many it ended.
+    /// Ends failed the stranded calls created from `from_ms` to `to_ms`,
+    /// read a page at a time; how many it ended.
     pub async fn end_stranded(&self, from_ms: u64, to_ms: u64) -> Result<usize, StoreError> {
-        let calls = self.store().calls_between(from_ms, to_ms, MAX_READ).await?;
-        if calls.len() == MAX_READ {
-            tracing::warn!(
-                read = MAX_READ,
-                "more outbound calls than one sweep reads; the rest wait for the next"
-            );
-        }
-        let now = unix_ms();
         let mut ended = 0;
-        for call in &calls {
-            let Some(why) = stranded(call, now, self.rung_out()) else {
-                continue;
-            };
-            tracing::warn!(call_id = call.call_id, why, "stranded outbound call ended");
-            match self.fail_undialled(&call.call_id, why).await {
-                Ok(()) => ended += 1,
-                Err(err) => {
-                    tracing::warn!(call_id = call.call_id, error = %err, "cannot end a stranded call");
+        let mut from = from_ms;
+        loop {
+            let calls = self.store().calls_between(from, to_ms, PAGE).await?;
+            let now = unix_ms();
+            for call in &calls {
+                let Some(why) = stranded(call, now, self.rung_out()) else {
+                    continue;
+                };
+                match self.end_unplaced(call, why, now).await {
+                    Ok(true) => ended += 1,
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::warn!(call_id = call.call_id, error = %err, "cannot end a stranded call");
+                    }
                 }
             }
+            // The next page starts at the last one's last millisecond (its
+            // calls read again, already settled), or one past it when the
+            // page began there, so every step moves on.
+            let Some(last) = calls.last().and_then(|c| parse_rfc3339(&c.created_at)) else {
+                return Ok(ended);
+            };
+            if last >= to_ms {
+                return Ok(ended);
+            }
+            from = if last > from { last } else { last + 1 };
         }
-        Ok(ended)
     }
 
-    /// Sweeps at once (a day back), then every [`SWEEP_PERIOD`], until
-    /// `stop` resolves.
+    /// Fails `call`, read as stranded, unless it moved on since (a SID, a
+    /// new request, a status); true when this ended it.
+    async fn end_unplaced(
+        &self,
+        call: &CallRecord,
+        why: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let change = CallChange::Unplaced {
+            error: why.to_owned(),
+            at_ms: now_ms,
+            asked_at: call.outbound.as_ref().and_then(|o| o.asked_at.clone()),
+        };
+        let Some(after) = self.store().update_call(&call.call_id, &change).await? else {
+            return Ok(false);
+        };
+        // Ended by this write (another server's would carry its own time).
+        let ended_here = after.status == CallStatus::Failed
+            && after.ended_at.as_deref() == Some(rfc3339(now_ms).as_str());
+        if !ended_here {
+            return Ok(false);
+        }
+        tracing::warn!(call_id = call.call_id, why, "stranded outbound call ended");
+        self.settle(&after).await;
+        Ok(true)
+    }
+
+    /// Sweeps the calls created a day back at start, then every
+    /// [`SWEEP_PERIOD`] those created since the last sweep's window, until
+    /// `stop` resolves. A window is swept once its calls' fate is decided
+    /// ([`decided_after`]); one whose sweep failed is swept again.
     pub async fn run_stranded_sweeper(&self, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
-        let mut look_back = FIRST_LOOK_BACK;
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let mut from = unix_ms().saturating_sub(millis(FIRST_LOOK_BACK));
         loop {
-            let now = unix_ms();
-            let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-            let to = now.saturating_sub(millis(STRANDED_AFTER));
-            match self
-                .end_stranded(now.saturating_sub(millis(look_back)), to)
-                .await
-            {
-                Ok(0) => {}
-                Ok(ended) => tracing::info!(ended, "stranded outbound calls ended"),
-                Err(err) => tracing::warn!(error = %err, "stranded outbound calls not swept"),
+            let to = unix_ms().saturating_sub(millis(decided_after(self.rung_out())));
+            let sweep = self.end_stranded(from, to);
+            let swept = tokio::select! {
+                () = &mut stop => return,
+                swept = sweep => swept,
+            };
+            match swept {
+                Ok(ended) => {
+                    if ended > 0 {
+                        tracing::info!(ended, "stranded outbound calls ended");
+                    }
+                    from = to.max(from);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "stranded outbound calls not swept; tried again")
+                }
             }
-            look_back = LOOK_BACK;
             tokio::select! {
                 () = &mut stop => return,
                 () = tokio::time::sleep(SWEEP_PERIOD) => {}
             }
         }
     }
+}
+
+/// How old a call is once its fate is decided: past [`STRANDED_AFTER`],
+/// and past `rung_out` after a request `POST /api/calls`'s dial loop sends
+/// within its first few minutes.
+fn decided_after(rung_out: Duration) -> Duration {
+    STRANDED_AFTER.max(rung_out + Duration::from_secs(300))
 }
 
 #[cfg(test)]

@@ -319,6 +319,27 @@ impl TwilioDialer {
         Ok(())
     }
 
+    /// A try of `call_id` another try asked Twilio for, its answer not
+    /// known here: never sent; its callbacks settle it, or it fails once
+    /// it would have rung out.
+    fn asked_by_another(&self, call_id: &str) -> DialError {
+        self.asked.confirm_later(
+            Arc::clone(self.store()),
+            self.settlement.clone(),
+            call_id,
+            self.rung_out(),
+        );
+        DialError::Uncertain("asked of Twilio by another try; its answer is not known".to_owned())
+    }
+
+    /// Lets the number go for a call that was not placed; a store that
+    /// fails leaves it held until its hold expires (logged).
+    async fn let_number_go(&self, phone_hash: &str, call_id: &str) {
+        if let Err(err) = self.store().release_number(phone_hash, call_id).await {
+            tracing::warn!(call_id, phone_hash, error = %err, "cannot let the number go; held until its limit expires");
+        }
+    }
+
     /// How long after its request a call Twilio took would have rung out:
     /// past it, a call with no callback was never placed.
     pub(super) fn rung_out(&self) -> Duration {
@@ -339,6 +360,9 @@ impl Dialer for TwilioDialer {
         let phone_hash = self.hasher.hash(&request.to);
         let record = self.record(call_id, request, phone_hash.clone());
         let store = self.store();
+        // This try's id; a try after one whose request Twilio did not take
+        // (the store still saying it asked) goes on under that one's id.
+        let mut by = format!("{:016x}", crate::random::random_u64());
         if !store.create_call(&record).await? {
             let existing = store.call(call_id).await?;
             if let Some(existing) = existing {
@@ -362,6 +386,10 @@ impl Dialer for TwilioDialer {
                             "asked of Twilio already; its answer never came".to_owned(),
                         ));
                     }
+                    (None, Some(Asked::NotTaken(earlier))) => {
+                        by = earlier;
+                        None
+                    }
                     (None, None)
                         if existing
                             .outbound
@@ -371,15 +399,7 @@ impl Dialer for TwilioDialer {
                         // Asked of Twilio by a try whose answer is not
                         // known (a server that stopped mid-request, a
                         // store that failed to take the SID).
-                        self.asked.confirm_later(
-                            Arc::clone(self.store()),
-                            self.settlement.clone(),
-                            call_id,
-                            self.rung_out(),
-                        );
-                        return Err(DialError::Uncertain(
-                            "asked of Twilio by an earlier try; its answer is not known".to_owned(),
-                        ));
+                        return Err(self.asked_by_another(call_id));
                     }
                     (None, None) => None,
                 };
@@ -420,23 +440,48 @@ impl Dialer for TwilioDialer {
             let now = unix_ms() / 1000;
             parameters.extend(tokens.parameter(&self.account_sid, call_id, now));
         }
-        // Noted before the request goes: should this process stop before
-        // Twilio's answer is stored, no later try dials the call again.
-        let asking = CallChange::Asking { at_ms: unix_ms() };
-        match store.update_call(call_id, &asking).await {
-            Ok(Some(call)) if call.status.is_final() => {
-                // Canceled (or ended) since: not asked.
-                store.release_number(&phone_hash, call_id).await?;
-                return Err(DialError::Settled {
-                    status: call.status,
-                    placed: false,
-                });
+        // Noted before the request goes, and sent only if the note is this
+        // try's: should this process stop before Twilio's answer is
+        // stored, no later try dials the call again, and of two tries
+        // racing (a lease that came back while its server was stalled)
+        // only one sends.
+        let asking = CallChange::Asking {
+            at_ms: unix_ms(),
+            by: by.clone(),
+        };
+        let noted = store.update_call(call_id, &asking).await;
+        self.asked.asking_again(call_id);
+        let call = match noted {
+            Ok(Some(call)) => call,
+            Ok(None) => {
+                self.let_number_go(&phone_hash, call_id).await;
+                return Err(DialError::Unavailable(
+                    "the call's record is gone".to_owned(),
+                ));
             }
-            Ok(_) => {}
             Err(err) => {
-                store.release_number(&phone_hash, call_id).await?;
+                self.let_number_go(&phone_hash, call_id).await;
                 return Err(err.into());
             }
+        };
+        let outbound = call.outbound.as_ref();
+        if let Some(sid) = outbound.and_then(|o| o.twilio_sid.clone()) {
+            // Placed by another try meanwhile.
+            return Ok(PlacedCall {
+                call_id: call_id.to_owned(),
+                twilio_sid: sid,
+            });
+        }
+        if call.status.is_final() {
+            // Canceled (or ended) since: not asked.
+            self.let_number_go(&phone_hash, call_id).await;
+            return Err(DialError::Settled {
+                status: call.status,
+                placed: false,
+            });
+        }
+        if outbound.and_then(|o| o.asked_by.as_deref()) != Some(by.as_str()) {
+            return Err(self.asked_by_another(call_id));
         }
         let stream_url = self.public_url("wss", STREAM_PATH);
         let twiml = twiml::connect_stream(&stream_url, &parameters);
@@ -475,8 +520,9 @@ impl Dialer for TwilioDialer {
                         None
                     }
                 };
-                if call.is_some_and(|call| call.status == CallStatus::Canceled) {
-                    // Canceled while Twilio was being asked: stop it there too.
+                if call.is_some_and(|call| call.status.is_final() && call.started_at.is_none()) {
+                    // Canceled (or given up on) while Twilio was being
+                    // asked: stop it there too.
                     if let Err(err) = self.end(&sid, false).await {
                         tracing::warn!(call_id, error = %err, "cannot cancel the call at Twilio");
                     }
@@ -522,9 +568,15 @@ impl Dialer for TwilioDialer {
             }
             Err(err) => {
                 // Not placed: the number is free for the retry, and the
-                // call is not asked of Twilio any more.
-                store.release_number(&phone_hash, call_id).await?;
-                store.update_call(call_id, &CallChange::NotTaken).await?;
+                // call is not asked of Twilio any more (or, if the store
+                // did not take that, asked by a try this process may
+                // make again).
+                self.let_number_go(&phone_hash, call_id).await;
+                let not_taken = CallChange::NotTaken { by: by.clone() };
+                if let Err(store_err) = store.update_call(call_id, &not_taken).await {
+                    tracing::warn!(call_id, error = %store_err, "cannot note that Twilio created nothing");
+                    self.asked.not_taken(call_id, by);
+                }
                 tracing::warn!(call_id, phone_hash, error = %err, "call not placed; it may be tried again");
                 Err(match err {
                     CreateCallError::RateLimited { retry_after } => DialError::RateLimited {

@@ -98,7 +98,9 @@ pub(crate) async fn messaging(
         }
         Err(err) => {
             tracing::warn!(error = %err, "context store unavailable; Twilio may retry the message");
-            return (StatusCode::SERVICE_UNAVAILABLE, "context store unavailable").into_response();
+            // The mark may have been taken with its answer lost: forgotten
+            // (if the store answers), so the retry is not dropped as seen.
+            return not_answered(store.as_ref(), &message.message_sid).await;
         }
     }
     let channel = if message.is_whatsapp() {
@@ -186,7 +188,7 @@ pub(crate) async fn messaging(
 /// taken, and refused with a 503 for Twilio to retry or log.
 async fn not_answered(store: &dyn Store, message_sid: &str) -> Response {
     if let Err(err) = store.forget_message(message_sid).await {
-        tracing::warn!(message_sid, error = %err, "cannot forget the unanswered message; a retry of it will be dropped");
+        tracing::warn!(message_sid, error = %err, "cannot forget the unanswered message; a retry of it may be dropped as seen");
     }
     (
         StatusCode::SERVICE_UNAVAILABLE,

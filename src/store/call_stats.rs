@@ -305,8 +305,8 @@ mod tests {
 
     use super::*;
     use crate::conversation::Role;
+    use crate::store::CallChange;
     use crate::store::Evaluation;
-    use crate::store::call::CallChange;
     use crate::store::time::rfc3339;
 
     fn call(id: &str, status: CallStatus, connected_secs: Option<u64>) -> CallRecord {

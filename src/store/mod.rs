@@ -14,6 +14,7 @@
 
 mod api;
 mod call;
+mod call_change;
 mod call_stats;
 mod call_status;
 mod campaign;
@@ -42,7 +43,8 @@ pub use api::{
     OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, StreamTokenStore,
     TestCaseStore, TextStore,
 };
-pub use call::{CallChange, CallDirection, CallRecord, Evaluation, Extraction, Outcome, Segment};
+pub use call::{CallDirection, CallRecord, Evaluation, Extraction, Outcome, Segment};
+pub use call_change::CallChange;
 pub use call_stats::{
     BadSegment, CallStats, CallStatsBuilder, DirectionCounts, OutcomeCounts, Percentiles,
     SegmentFilter, StatsQuery, StatusCounts, gather_call_stats,

@@ -37,6 +37,10 @@ pub struct OutboundCall {
     /// dialled again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asked_at: Option<String>,
+    /// Which try asked (a random id): of two tries racing, only the one
+    /// whose note was written sends its request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_by: Option<String>,
     /// When the callee answered (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered_at: Option<String>,

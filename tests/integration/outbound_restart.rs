@@ -195,3 +195,33 @@ async fn calls_a_stopped_server_left_queued_end_failed_when_a_server_starts() {
     server.shutdown(Duration::from_secs(20)).await.unwrap();
     drop(rig.redis);
 }
+
+#[tokio::test]
+async fn two_servers_trying_the_same_call_at_once_dial_it_once() {
+    // A campaign entry whose lease came back while its server was stalled:
+    // that server and another both try the call.
+    let rig = Rig::new().await;
+    let (a, b) = (rig.dialer(), rig.dialer());
+    for n in 0..8 {
+        let call_id = format!("race-{n}");
+        let to = format!("+1555123100{n}");
+        rig.left_queued(&call_id, &to, 0, None).await;
+        let asked = request(&to);
+        let (first, second) = tokio::join!(a.dial(&call_id, &asked), b.dial(&call_id, &asked));
+        assert!(first.is_ok() || second.is_ok(), "{first:?} {second:?}");
+    }
+    let creates = rig.twilio.creates();
+    let mut numbers: Vec<String> = creates
+        .iter()
+        .filter_map(|c| {
+            c.form
+                .iter()
+                .find(|(k, _)| k == "To")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(creates.len(), 8, "a number was dialled twice");
+    assert_eq!(numbers.len(), 8);
+}

@@ -168,7 +168,11 @@ pub(super) fn bot_output(fields: &Value, segment_id: u64, legacy: bool, spoken: 
 /// is ready: the turn's events, not each token (`llm_text`), interim
 /// transcript or metric, which a long greeting would have push out the
 /// turn's start.
-pub(super) fn kept_before_ready(name: &str) -> bool {
+pub(super) fn kept_before_ready(name: &str, fields: &Value) -> bool {
+    if name == "turn_completed" {
+        // Only the user's turn becomes a message.
+        return fields["role"] == "user";
+    }
     matches!(
         name,
         "user_started_speaking"
@@ -177,7 +181,6 @@ pub(super) fn kept_before_ready(name: &str) -> bool {
             | "bot_stopped_speaking"
             | "interruption"
             | "transcription"
-            | "turn_completed"
             | "llm_response_started"
             | "llm_response_ended"
             | "tts_started"
@@ -189,6 +192,9 @@ pub(super) fn kept_before_ready(name: &str) -> bool {
             | "server_message"
             | "agent_selected"
             | "answer_reviewed"
+            | "preemptive_reply_started"
+            | "preemptive_reply_confirmed"
+            | "preemptive_reply_discarded"
     )
 }
 

@@ -59,6 +59,29 @@ const MAX_OPEN_SEGMENTS: usize = 256;
 /// The most messages waiting for the client; older ones are dropped first.
 const MAX_OUTBOX: usize = 1_024;
 
+/// The most events of an unconfirmed preemptive reply held; older ones
+/// are dropped first.
+const MAX_HELD: usize = 1_024;
+
+/// Whether an event is part of the bot's reply (what a preemptive reply
+/// produces before it is confirmed).
+fn is_reply_event(name: &str) -> bool {
+    matches!(
+        name,
+        "llm_response_started"
+            | "llm_text"
+            | "llm_response_ended"
+            | "tool_call"
+            | "tool_result"
+            | "agent_selected"
+            | "answer_reviewed"
+            | "tts_started"
+            | "tts_text"
+            | "tts_stopped"
+            | "server_message"
+    )
+}
+
 /// The `client-message` type voxpipe answers itself: the session's id and
 /// the protocol version.
 pub const SESSION_INFO: &str = "session-info";
@@ -116,6 +139,10 @@ pub struct RtviSession {
     /// Pipecat sends them (a word each, client-react would show the words
     /// run together).
     spoken_words: SentenceSplitter,
+    /// The events of a preemptive reply not yet confirmed (name, fields,
+    /// wall clock): sent if it is confirmed, dropped if it is discarded,
+    /// so the client never sees a reply nobody hears.
+    preemptive: Option<VecDeque<(String, Value, u64)>>,
 }
 
 impl RtviSession {
@@ -132,6 +159,7 @@ impl RtviSession {
             open_segments: VecDeque::new(),
             bot_transcription: SentenceSplitter::new(),
             spoken_words: SentenceSplitter::new(),
+            preemptive: None,
         }
     }
 
@@ -242,7 +270,7 @@ impl RtviSession {
             self.send_event(name, fields, wall_ms);
             return;
         }
-        if !kept_before_ready(name) {
+        if !kept_before_ready(name, fields) {
             return;
         }
         if self.backlog.len() == MAX_BACKLOG {
@@ -253,6 +281,34 @@ impl RtviSession {
     }
 
     fn send_event(&mut self, name: &str, fields: &Value, wall_ms: u64) {
+        match name {
+            // Held from its start (announced once per hop) until the user's
+            // turn is confirmed over; the turn itself goes out at once.
+            "preemptive_reply_started" => {
+                self.preemptive.get_or_insert_with(VecDeque::new);
+                return;
+            }
+            "preemptive_reply_confirmed" => {
+                for (name, fields, wall_ms) in self.preemptive.take().unwrap_or_default() {
+                    self.send_event(&name, &fields, wall_ms);
+                }
+                return;
+            }
+            "preemptive_reply_discarded" => {
+                self.preemptive = None;
+                return;
+            }
+            _ => {}
+        }
+        if let Some(held) = &mut self.preemptive
+            && is_reply_event(name)
+        {
+            if held.len() == MAX_HELD {
+                held.pop_front();
+            }
+            held.push_back((name.to_owned(), fields.clone(), wall_ms));
+            return;
+        }
         match name {
             // What the bot said is spoken once it stops speaking; what an
             // interruption cut stays unspoken.
@@ -279,7 +335,11 @@ impl RtviSession {
             "llm_text" => self
                 .bot_transcription
                 .push(fields["text"].as_str().unwrap_or_default()),
-            "llm_response_ended" => self.bot_transcription.finish().into_iter().collect(),
+            // A tool call ends what was said before it, as Pipecat's
+            // response ends there.
+            "llm_response_ended" | "tool_call" => {
+                self.bot_transcription.finish().into_iter().collect()
+            }
             _ => Vec::new(),
         };
         for sentence in sentences {
@@ -628,6 +688,66 @@ mod tests {
         session.handle_event("interruption", &json!({}), 0);
         session.handle_event("llm_response_ended", &json!({}), 0);
         assert!(transcripts(&mut session).is_empty());
+
+        // A tool call ends what was said before it.
+        session.handle_event("llm_text", &json!({"text": "Let me check"}), 0);
+        session.handle_event(
+            "tool_call",
+            &json!({"id": "c", "name": "where", "arguments": "{}"}),
+            0,
+        );
+        session.handle_event("llm_text", &json!({"text": "You are in Oslo"}), 0);
+        session.handle_event("llm_response_ended", &json!({}), 0);
+        assert_eq!(
+            transcripts(&mut session),
+            ["Let me check", "You are in Oslo"]
+        );
+    }
+
+    #[test]
+    fn a_preemptive_reply_is_shown_only_once_confirmed() {
+        let mut session = RtviSession::new("s1".into());
+        session.handle_inbound(inbound(READY), Duration::ZERO);
+        drain(&mut session);
+        let types = |session: &mut RtviSession| -> Vec<String> {
+            drain(session)
+                .iter()
+                .map(|m| m["type"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let reply = |session: &mut RtviSession, text: &str| {
+            session.handle_event("preemptive_reply_started", &json!({}), 0);
+            // Announced again by the LLM as it takes the context.
+            session.handle_event("preemptive_reply_started", &json!({}), 0);
+            session.handle_event("llm_response_started", &json!({}), 0);
+            session.handle_event("llm_text", &json!({ "text": text }), 0);
+            session.handle_event("llm_response_ended", &json!({}), 0);
+            session.handle_event("tts_text", &json!({"text": text, "timing": "sentence"}), 0);
+        };
+        // The user went on speaking: nothing of it is ever seen.
+        reply(&mut session, "Sure.");
+        session.handle_event("user_started_speaking", &json!({}), 0);
+        session.handle_event("preemptive_reply_discarded", &json!({}), 0);
+        assert_eq!(types(&mut session), ["user-started-speaking"]);
+
+        // Confirmed: the user's turn, then the reply.
+        reply(&mut session, "Yes, we are open.");
+        let turn =
+            json!({"index": 2, "role": "user", "text": "Are you open?", "interrupted": false});
+        session.handle_event("turn_completed", &turn, 0);
+        assert_eq!(types(&mut session), ["user-llm-text"]);
+        session.handle_event("preemptive_reply_confirmed", &json!({}), 0);
+        assert_eq!(
+            types(&mut session),
+            [
+                "bot-llm-started",
+                "bot-llm-text",
+                "bot-llm-stopped",
+                "bot-transcription",
+                "bot-tts-text",
+                "bot-output"
+            ]
+        );
     }
 
     #[test]

@@ -356,8 +356,8 @@ pub enum CreateCallError {
         /// Twilio's message.
         message: String,
     },
-    /// A 5xx, a connection that could not be made, an answer that is not
-    /// a call: nothing was created.
+    /// A 503 (or another 5xx but 500, 502 and 504), a connection that
+    /// could not be made: nothing was created.
     #[error("Twilio is unavailable: {0}")]
     Unavailable(String),
     /// The request went out but its answer did not come back (a timeout,
@@ -407,6 +407,11 @@ fn created_call(
                     .unwrap_or_else(|| body.chars().take(200).collect()),
             })
         }
+        // A gateway's timeout or an internal error may come after the
+        // request was taken: the call or message may exist.
+        500 | 502 | 504 => Err(CreateCallError::Uncertain(format!(
+            "Twilio answered {status}"
+        ))),
         _ => Err(CreateCallError::Unavailable(format!(
             "Twilio answered {status}"
         ))),
@@ -511,6 +516,13 @@ mod tests {
             created_call(503, None, ""),
             Err(CreateCallError::Unavailable(_))
         ));
+        // A gateway timeout may come after Twilio took the request.
+        for status in [500, 502, 504] {
+            assert!(matches!(
+                created_call(status, None, ""),
+                Err(CreateCallError::Uncertain(_))
+            ));
+        }
         // Created, its SID unknown: not to be tried again.
         assert!(matches!(
             created_call(201, None, r#"{"sid":"nope"}"#),

@@ -812,13 +812,13 @@ impl FakeTwilioRest {
         .unwrap_or_else(|| panic!("call {sid}: condition not met: {:?}", self.call(sid)))
     }
 
-    /// Messages sent through the Messages resource, in order.
     /// The next `n` message creates answer 503 (Twilio down), creating
     /// nothing.
     pub fn fail_next_messages(&self, n: u64) {
         self.shared.messages_down.store(n, Ordering::SeqCst);
     }
 
+    /// Messages sent through the Messages resource, in order.
     pub fn messages(&self) -> Vec<SentMessage> {
         self.shared.messages.lock().unwrap().clone()
     }
