@@ -246,6 +246,7 @@ impl ServerBuilder {
                 started: Instant::now(),
                 text,
                 messaging,
+                answers: super::in_flight::InFlight::default(),
             }),
         })
     }

@@ -45,8 +45,24 @@ pub async fn signal() {
 }
 
 /// Waits for the sessions to finish, ending and then cancelling the ones
-/// that take too long.
+/// that take too long, and for answers still on their way (text messages)
+/// as long.
 pub(crate) async fn drain(state: &ServerState) {
+    let server = &state.config.server;
+    let answers = async {
+        let limit =
+            server.shutdown_deadline_secs.duration() + server.shutdown_grace_secs.duration();
+        if !state.answers.wait_idle(limit).await {
+            tracing::warn!(
+                running = state.answers.running(),
+                "answers still being sent at exit: dropped"
+            );
+        }
+    };
+    tokio::join!(drain_sessions(state), answers);
+}
+
+async fn drain_sessions(state: &ServerState) {
     let server = &state.config.server;
     let sessions = &state.sessions;
     if sessions

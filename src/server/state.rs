@@ -17,6 +17,7 @@ use crate::transport::webrtc::WebRtcSignalling;
 
 use super::admission::Admission;
 use super::api_access::ApiAccess;
+use super::in_flight::InFlight;
 use super::live_sessions::LiveSessions;
 use super::message_sender::MessageSender;
 use super::metrics::ServerMetrics;
@@ -58,6 +59,9 @@ pub(crate) struct ServerState {
     /// Sends answers through Twilio's Messages resource, when the auth
     /// token and the account SID are configured.
     pub(crate) messaging: Option<MessageSender>,
+    /// Answers still being made or sent after their request was answered
+    /// (text messages): a graceful shutdown waits for them.
+    pub(crate) answers: InFlight,
 }
 
 impl axum::extract::FromRef<Arc<ServerState>> for ApiAccess {

@@ -125,7 +125,7 @@ pub(crate) async fn messaging(
     let (answer_tx, mut answer_rx) = oneshot::channel::<Option<Reply>>();
     let sender = state.messaging.clone();
     let budget = conversations.section().reply_budget_secs.duration();
-    tokio::spawn(async move {
+    state.answers.spawn(async move {
         let (events, mut heard) = mpsc::unbounded_channel();
         let answering = conversations.message(inbound, Some(events));
         let mut answer_tx = Some(answer_tx);
@@ -178,7 +178,7 @@ pub(crate) async fn messaging(
     }
     // A multi-part answer goes by REST, in order.
     let sender = state.messaging.clone();
-    tokio::spawn(async move {
+    state.answers.spawn(async move {
         send_by_rest(sender.as_ref(), &answered_to, &reply).await;
     });
     twiml_response(twiml::messages(&[]))

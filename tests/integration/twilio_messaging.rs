@@ -204,6 +204,33 @@ async fn an_answer_waits_out_twilio_being_down() {
 }
 
 #[tokio::test]
+async fn a_graceful_shutdown_waits_for_an_answer_still_on_its_way() {
+    let rig = Rig::new("[text]\nreply_budget_secs = 0.2\n").await;
+    let server = rig.server().await;
+    let release = Arc::new(Notify::new());
+    let mut parts = vec![Part::WaitFor(
+        Arc::clone(&release),
+        "the server is stopping",
+    )];
+    parts.extend(text_answer("Yes, we deliver."));
+    rig.openai.push_chat(Reply::Sse(parts));
+    let (status, _) = rig
+        .say("SM00000000000000000000000000000051", "Do you deliver?")
+        .await;
+    assert_eq!(status, 200, "answered empty: the answer goes by REST");
+    let mut stopping = Box::pin(server.shutdown(WAIT));
+    // Without the answer sent, the server does not stop (a server with
+    // nothing to wait for stops in milliseconds).
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut stopping).await;
+    assert!(early.is_err(), "stopped with an answer on its way");
+    release.notify_one();
+    stopping.await.unwrap();
+    let sent = rig.twilio.messages();
+    assert_eq!(sent.len(), 1, "sent before the server stopped");
+    assert_eq!(sent[0].body, "Yes, we deliver.");
+}
+
+#[tokio::test]
 async fn a_message_the_store_failed_to_answer_is_taken_again_when_twilio_retries_it() {
     let rig = Rig::new("").await;
     let server = rig.server().await;
