@@ -20,8 +20,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::store::time::unix_ms;
-use crate::store::{CallChange, CallStatus, Store, StoreError};
+use crate::store::time::{rfc3339, unix_ms};
+use crate::store::{CallChange, CallStatus, RequestNote, Store, StoreError};
 
 use super::settle::Settlement;
 
@@ -89,23 +89,31 @@ impl AskedCalls {
         self.lock().insert(call_id.to_owned(), Asked::NotTaken(by));
     }
 
-    /// Forgets `call_id`'s [`Asked::NotTaken`] (asked again).
-    pub(super) fn asking_again(&self, call_id: &str) {
+    /// Takes `call_id`'s [`Asked::NotTaken`] try id, if any: one try
+    /// alone may ask again under it.
+    pub(super) fn take_not_taken(&self, call_id: &str) -> Option<String> {
         let mut calls = self.lock();
-        if matches!(calls.get(call_id), Some(Asked::NotTaken(_))) {
-            calls.remove(call_id);
+        match calls.get(call_id) {
+            Some(Asked::NotTaken(_)) => match calls.remove(call_id) {
+                Some(Asked::NotTaken(by)) => Some(by),
+                _ => None,
+            },
+            _ => None,
         }
     }
 
     /// Remembers `call_id` as unconfirmed and, after `rung_out`, ends it
-    /// failed unless a callback has given it a SID or a final status
-    /// (asking again for a few minutes while the store fails).
+    /// failed unless it has moved on from `note` (the request note the
+    /// unanswered request was sent under): a SID, a final status, or
+    /// another request (asking again for a few minutes while the store
+    /// fails).
     pub(super) fn confirm_later(
         &self,
         store: Arc<dyn Store>,
         settlement: Settlement,
         call_id: &str,
         rung_out: Duration,
+        note: RequestNote,
     ) {
         self.lock().insert(call_id.to_owned(), Asked::Unconfirmed);
         let asked = self.clone();
@@ -113,7 +121,7 @@ impl AskedCalls {
         tokio::spawn(async move {
             tokio::time::sleep(rung_out).await;
             for _ in 0..10 {
-                match fail_if_unconfirmed(&*store, &settlement, &call_id).await {
+                match fail_if_unconfirmed(&*store, &settlement, &call_id, &note).await {
                     Ok(()) => break,
                     Err(err) => {
                         tracing::warn!(call_id, error = %err, "cannot settle an unconfirmed call yet");
@@ -130,34 +138,28 @@ impl AskedCalls {
     }
 }
 
-/// Ends `call_id` failed unless a callback has given it a SID or a final
-/// status: Twilio's answer to its create request never came.
+/// Ends `call_id` failed unless it moved on from `note` (a callback gave
+/// it a SID or a final status, or another request went out): Twilio's
+/// answer to the request sent under `note` never came.
 async fn fail_if_unconfirmed(
     store: &dyn Store,
     settlement: &Settlement,
     call_id: &str,
+    note: &RequestNote,
 ) -> Result<(), StoreError> {
-    let Some(call) = store.call(call_id).await? else {
-        return Ok(());
-    };
-    let confirmed = call.status.is_final()
-        || call
-            .outbound
-            .as_ref()
-            .is_some_and(|o| o.twilio_sid.is_some());
-    if confirmed {
-        return Ok(());
-    }
-    // Only if the record still has no SID and the same note: a callback
-    // that came since wins.
+    let at_ms = unix_ms();
     let change = CallChange::Unplaced {
         error: "Twilio never confirmed the call".to_owned(),
-        at_ms: unix_ms(),
-        asked_at: call.outbound.and_then(|o| o.asked_at),
+        at_ms,
+        note: note.clone(),
     };
-    if let Some(call) = store.update_call(call_id, &change).await?
-        && call.status == CallStatus::Failed
-    {
+    let Some(call) = store.update_call(call_id, &change).await? else {
+        return Ok(());
+    };
+    // Ended by this write: settled once.
+    let ended_here =
+        call.status == CallStatus::Failed && call.ended_at.as_deref() == Some(&*rfc3339(at_ms));
+    if ended_here {
         settlement.settle(&call).await;
     }
     Ok(())

@@ -28,10 +28,11 @@
 //! since is left alone, and servers sweeping at once end it once (each
 //! settles only what its own write ended).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::store::time::{parse_rfc3339, rfc3339, unix_ms};
-use crate::store::{CallChange, CallDirection, CallRecord, CallStatus, StoreError};
+use crate::store::{CallChange, CallDirection, CallRecord, CallStatus, RequestNote, StoreError};
 
 use super::TwilioDialer;
 
@@ -72,14 +73,26 @@ fn stranded(call: &CallRecord, now_ms: u64, rung_out: Duration) -> Option<&'stat
 
 impl TwilioDialer {
     /// Ends failed the stranded calls created from `from_ms` to `to_ms`,
-    /// read a page at a time; how many it ended.
-    pub async fn end_stranded(&self, from_ms: u64, to_ms: u64) -> Result<usize, StoreError> {
+    /// read a page at a time, until `stopping` is set (checked between
+    /// calls, so none is left failed and not settled); how many it ended.
+    /// An error (a page not read, a call not ended) is returned once the
+    /// rest is done, so that the window is swept again.
+    pub async fn end_stranded(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        stopping: &AtomicBool,
+    ) -> Result<usize, StoreError> {
         let mut ended = 0;
+        let mut failed = None;
         let mut from = from_ms;
         loop {
             let calls = self.store().calls_between(from, to_ms, PAGE).await?;
             let now = unix_ms();
             for call in &calls {
+                if stopping.load(Ordering::Acquire) {
+                    return Ok(ended);
+                }
                 let Some(why) = stranded(call, now, self.rung_out()) else {
                     continue;
                 };
@@ -88,19 +101,18 @@ impl TwilioDialer {
                     Ok(false) => {}
                     Err(err) => {
                         tracing::warn!(call_id = call.call_id, error = %err, "cannot end a stranded call");
+                        failed = Some(err);
                     }
                 }
             }
             // The next page starts at the last one's last millisecond (its
             // calls read again, already settled), or one past it when the
             // page began there, so every step moves on.
-            let Some(last) = calls.last().and_then(|c| parse_rfc3339(&c.created_at)) else {
-                return Ok(ended);
-            };
-            if last >= to_ms {
-                return Ok(ended);
+            let last = calls.last().and_then(|c| parse_rfc3339(&c.created_at));
+            match last {
+                Some(last) if last < to_ms => from = if last > from { last } else { last + 1 },
+                _ => return failed.map_or(Ok(ended), Err),
             }
-            from = if last > from { last } else { last + 1 };
         }
     }
 
@@ -115,7 +127,7 @@ impl TwilioDialer {
         let change = CallChange::Unplaced {
             error: why.to_owned(),
             at_ms: now_ms,
-            asked_at: call.outbound.as_ref().and_then(|o| o.asked_at.clone()),
+            note: RequestNote::of_call(call),
         };
         let Some(after) = self.store().update_call(&call.call_id, &change).await? else {
             return Ok(false);
@@ -141,10 +153,17 @@ impl TwilioDialer {
         let mut from = unix_ms().saturating_sub(millis(FIRST_LOOK_BACK));
         loop {
             let to = unix_ms().saturating_sub(millis(decided_after(self.rung_out())));
-            let sweep = self.end_stranded(from, to);
+            let stopping = AtomicBool::new(false);
+            let sweep = self.end_stranded(from, to, &stopping);
+            tokio::pin!(sweep);
             let swept = tokio::select! {
-                () = &mut stop => return,
-                swept = sweep => swept,
+                swept = &mut sweep => swept,
+                () = &mut stop => {
+                    // The call being ended is finished, settled.
+                    stopping.store(true, Ordering::Release);
+                    let _ = sweep.await;
+                    return;
+                }
             };
             match swept {
                 Ok(ended) => {

@@ -25,7 +25,7 @@ use crate::config::TwilioSection;
 use crate::pipeline::EnvSource;
 use crate::store::time::unix_ms;
 use crate::store::{
-    CallChange, CallDirection, CallRecord, CallStatus, OutboundCall, Segment, Store,
+    CallChange, CallDirection, CallRecord, CallStatus, OutboundCall, RequestNote, Segment, Store,
 };
 use crate::transport::twilio::stream_token::{STREAM_TOKEN_PARAMETER, StreamTokens};
 use crate::transport::twilio::{
@@ -322,12 +322,13 @@ impl TwilioDialer {
     /// A try of `call_id` another try asked Twilio for, its answer not
     /// known here: never sent; its callbacks settle it, or it fails once
     /// it would have rung out.
-    fn asked_by_another(&self, call_id: &str) -> DialError {
+    fn asked_by_another(&self, call_id: &str, note: RequestNote) -> DialError {
         self.asked.confirm_later(
             Arc::clone(self.store()),
             self.settlement.clone(),
             call_id,
             self.rung_out(),
+            note,
         );
         DialError::Uncertain("asked of Twilio by another try; its answer is not known".to_owned())
     }
@@ -360,8 +361,10 @@ impl Dialer for TwilioDialer {
         let phone_hash = self.hasher.hash(&request.to);
         let record = self.record(call_id, request, phone_hash.clone());
         let store = self.store();
-        // This try's id; a try after one whose request Twilio did not take
-        // (the store still saying it asked) goes on under that one's id.
+        // This try's id; a try after one of this process whose request
+        // Twilio did not take (the store perhaps still saying it asked)
+        // goes on under that one's id.
+        let earlier = self.asked.take_not_taken(call_id);
         let mut by = format!("{:016x}", crate::random::random_u64());
         if !store.create_call(&record).await? {
             let existing = store.call(call_id).await?;
@@ -386,22 +389,21 @@ impl Dialer for TwilioDialer {
                             "asked of Twilio already; its answer never came".to_owned(),
                         ));
                     }
-                    (None, Some(Asked::NotTaken(earlier))) => {
-                        by = earlier;
-                        None
+                    (None, _) => {
+                        let note = RequestNote::of_call(&existing);
+                        match (&note.asked_by, earlier) {
+                            (None, _) => None,
+                            (Some(asked_by), Some(earlier)) if *asked_by == earlier => {
+                                by = earlier;
+                                None
+                            }
+                            // Asked of Twilio by a try whose answer is
+                            // not known (a server that stopped
+                            // mid-request, a store that failed to take
+                            // the SID).
+                            (Some(_), _) => return Err(self.asked_by_another(call_id, note)),
+                        }
                     }
-                    (None, None)
-                        if existing
-                            .outbound
-                            .as_ref()
-                            .is_some_and(|o| o.asked_at.is_some()) =>
-                    {
-                        // Asked of Twilio by a try whose answer is not
-                        // known (a server that stopped mid-request, a
-                        // store that failed to take the SID).
-                        return Err(self.asked_by_another(call_id));
-                    }
-                    (None, None) => None,
                 };
                 if let Some(sid) = sid {
                     return Ok(PlacedCall {
@@ -449,9 +451,7 @@ impl Dialer for TwilioDialer {
             at_ms: unix_ms(),
             by: by.clone(),
         };
-        let noted = store.update_call(call_id, &asking).await;
-        self.asked.asking_again(call_id);
-        let call = match noted {
+        let call = match store.update_call(call_id, &asking).await {
             Ok(Some(call)) => call,
             Ok(None) => {
                 self.let_number_go(&phone_hash, call_id).await;
@@ -460,7 +460,10 @@ impl Dialer for TwilioDialer {
                 ));
             }
             Err(err) => {
-                self.let_number_go(&phone_hash, call_id).await;
+                // Perhaps written: a next try from here goes on under this
+                // id; the number stays held for it (another try may hold
+                // it for a live call).
+                self.asked.not_taken(call_id, by);
                 return Err(err.into());
             }
         };
@@ -481,8 +484,9 @@ impl Dialer for TwilioDialer {
             });
         }
         if outbound.and_then(|o| o.asked_by.as_deref()) != Some(by.as_str()) {
-            return Err(self.asked_by_another(call_id));
+            return Err(self.asked_by_another(call_id, RequestNote::of_call(&call)));
         }
+        let sent_under = RequestNote::of_call(&call);
         let stream_url = self.public_url("wss", STREAM_PATH);
         let twiml = twiml::connect_stream(&stream_url, &parameters);
         let query: String = form_urlencoded::Serializer::new(String::new())
@@ -520,10 +524,14 @@ impl Dialer for TwilioDialer {
                         None
                     }
                 };
-                if call.is_some_and(|call| call.status.is_final() && call.started_at.is_none()) {
+                if let Some(call) = call
+                    && call.status.is_final()
+                    && call.started_at.is_none()
+                {
                     // Canceled (or given up on) while Twilio was being
-                    // asked: stop it there too.
-                    if let Err(err) = self.end(&sid, false).await {
+                    // asked: stop it there too (hung up if answered).
+                    let answered = call.outbound.is_some_and(|o| o.answered_at.is_some());
+                    if let Err(err) = self.end(&sid, answered).await {
                         tracing::warn!(call_id, error = %err, "cannot cancel the call at Twilio");
                     }
                 }
@@ -563,6 +571,7 @@ impl Dialer for TwilioDialer {
                     self.settlement.clone(),
                     call_id,
                     self.rung_out(),
+                    sent_under,
                 );
                 Err(DialError::Uncertain(err))
             }

@@ -20,9 +20,10 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 
 impl MessageSender {
     /// Sends one message. A 429 is tried again after its `Retry-After`, and
-    /// a 5xx or a connection never made (nothing created) after 1, 2, then
-    /// 4 s, each wait at most 5 s; a request whose answer was lost is not,
-    /// so a message is never sent twice.
+    /// a 503 or a connection never made (nothing created) after 1, 2, then
+    /// 4 s, each wait at most 5 s; a request whose answer was lost, or
+    /// another 5xx (perhaps taken), is not, so a message is never sent
+    /// twice.
     pub(crate) async fn send(
         &self,
         message: &CreateMessage<'_>,
@@ -34,7 +35,10 @@ impl MessageSender {
                 Err(CreateCallError::RateLimited { retry_after }) => {
                     retry_after.unwrap_or(Duration::from_secs(1))
                 }
-                Err(CreateCallError::Unavailable(err)) => {
+                Err(
+                    err @ (CreateCallError::Unavailable(_)
+                    | CreateCallError::ServerError { status: 503 }),
+                ) => {
                     tracing::warn!(attempt, error = %err, "Twilio is unavailable; the message waits");
                     Duration::from_secs(1 << (attempt - 1))
                 }

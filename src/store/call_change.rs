@@ -92,14 +92,11 @@ impl CallRecord {
                     outbound.asked_by = None;
                 }
             }
-            CallChange::Unplaced {
-                error,
-                at_ms,
-                asked_at,
-            } => {
-                let unplaced = self.outbound.as_ref().is_none_or(|o| {
-                    o.twilio_sid.is_none() && o.asked_at.as_ref() == asked_at.as_ref()
-                });
+            CallChange::Unplaced { error, at_ms, note } => {
+                let unplaced = self
+                    .outbound
+                    .as_ref()
+                    .is_none_or(|o| o.twilio_sid.is_none() && &RequestNote::of(o) == note);
                 if unplaced && !self.status.is_final() && self.started_at.is_none() {
                     self.status = CallStatus::Failed;
                     self.end_unconnected(*at_ms);
@@ -234,16 +231,16 @@ pub enum CallChange {
     },
     /// Outbound: the call was never placed (never asked of Twilio, or
     /// asked and never confirmed): → `failed` with `error`, but only if
-    /// the record still has no SID, was asked at `asked_at` (`None`: not
-    /// asked), and is neither final nor started, so a decision read
-    /// earlier never fails a call that has moved on since.
+    /// the record still has no SID, still has the request note `note`
+    /// (none: not asked), and is neither final nor started, so a decision
+    /// read earlier never fails a call that has moved on since.
     Unplaced {
         /// Why, for people.
         error: String,
         /// When (Unix ms).
         at_ms: u64,
-        /// The `outbound.asked_at` the decision was made on.
-        asked_at: Option<String>,
+        /// The request note the decision was made on.
+        note: RequestNote,
     },
     /// Outbound: a callback from Twilio. Its status applies only when it
     /// moves the call forward (callbacks come out of order and twice).
@@ -259,6 +256,33 @@ pub enum CallChange {
         /// When (Unix ms).
         at_ms: u64,
     },
+}
+
+/// A call's request note as read: which try asked Twilio, and when.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestNote {
+    /// `outbound.asked_at`.
+    pub asked_at: Option<String>,
+    /// `outbound.asked_by`.
+    pub asked_by: Option<String>,
+}
+
+impl RequestNote {
+    /// The note `outbound` holds.
+    pub fn of(outbound: &OutboundCall) -> RequestNote {
+        RequestNote {
+            asked_at: outbound.asked_at.clone(),
+            asked_by: outbound.asked_by.clone(),
+        }
+    }
+
+    /// The note `call` holds (none for a call with no outbound part).
+    pub fn of_call(call: &CallRecord) -> RequestNote {
+        call.outbound
+            .as_ref()
+            .map(RequestNote::of)
+            .unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -319,14 +343,14 @@ mod tests {
 
     #[test]
     fn a_call_is_failed_as_unplaced_only_while_it_is_as_read() {
-        let unplaced = |asked_at: Option<String>| CallChange::Unplaced {
+        let unplaced = |note: RequestNote| CallChange::Unplaced {
             error: "never placed".into(),
             at_ms: 50,
-            asked_at,
+            note,
         };
         // Read as never asked, and still so: failed.
         let mut call = queued();
-        call.apply(&unplaced(None), 50);
+        call.apply(&unplaced(RequestNote::default()), 50);
         assert_eq!(call.status, CallStatus::Failed);
         // Asked since it was read: left alone.
         let mut call = queued();
@@ -337,11 +361,18 @@ mod tests {
             },
             40,
         );
-        call.apply(&unplaced(None), 50);
+        call.apply(&unplaced(RequestNote::default()), 50);
         assert_eq!(call.status, CallStatus::Queued);
-        // Read as asked at that time, and still so: failed.
-        let asked_at = call.outbound.as_ref().and_then(|o| o.asked_at.clone());
-        call.apply(&unplaced(asked_at.clone()), 50);
+        // Read as asked by another try: left alone.
+        let note = RequestNote::of_call(&call);
+        let other = RequestNote {
+            asked_by: Some("b".into()),
+            ..note.clone()
+        };
+        call.apply(&unplaced(other), 50);
+        assert_eq!(call.status, CallStatus::Queued);
+        // Read as asked by that try at that time, and still so: failed.
+        call.apply(&unplaced(note.clone()), 50);
         assert_eq!(call.status, CallStatus::Failed);
         // A SID came since: left alone.
         let mut call = queued();
@@ -359,7 +390,7 @@ mod tests {
             },
             45,
         );
-        call.apply(&unplaced(asked_at), 50);
+        call.apply(&unplaced(note), 50);
         assert_eq!(call.status, CallStatus::Initiated);
     }
 }

@@ -44,7 +44,7 @@ pub use api::{
     TestCaseStore, TextStore,
 };
 pub use call::{CallDirection, CallRecord, Evaluation, Extraction, Outcome, Segment};
-pub use call_change::CallChange;
+pub use call_change::{CallChange, RequestNote};
 pub use call_stats::{
     BadSegment, CallStats, CallStatsBuilder, DirectionCounts, OutcomeCounts, Percentiles,
     SegmentFilter, StatsQuery, StatusCounts, gather_call_stats,

@@ -336,6 +336,13 @@ async fn a_prepared_reply_another_interruption_cancelled_is_asked_for_again() {
             matches!(b, FrameBody::OutputAudio(_))
         })
         .await;
+    // Said, as a discard is: clients holding the reply drop it.
+    let discarded = session
+        .pushed_by("user_context")
+        .iter()
+        .filter(|b| matches!(b, FrameBody::PreemptiveReplyDiscarded))
+        .count();
+    assert_eq!(discarded, 1);
     let _pushes = session.live.finish().await;
     assert_eq!(server.chat_requests().len(), 2, "asked for again");
     let messages = conversation.lock().context.messages().to_vec();

@@ -523,16 +523,21 @@ impl Processor for UserContextAggregator {
         Ok(())
     }
 
-    async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
+    async fn on_interruption(&mut self, ctx: &ProcessorContext) {
+        let mut cancelled = false;
         if let Some(ending) = &mut self.ending {
             ending.interrupting = false;
             // Whatever interrupted (the discard, typed text, a second
             // request), it cancels a reply prepared before it passed here:
             // the turn's end must ask again, not confirm a reply that is
             // gone and leave the turn unanswered.
-            if ending.prepared.take().is_some() {
-                tracing::debug!("an interruption cancelled the prepared reply");
-            }
+            cancelled = ending.prepared.take().is_some();
+        }
+        if cancelled {
+            tracing::debug!("an interruption cancelled the prepared reply");
+            // Said, as a discard is, for events, metrics and clients.
+            ctx.push_downstream(FrameBody::PreemptiveReplyDiscarded)
+                .await;
         }
     }
 

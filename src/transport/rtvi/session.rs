@@ -63,6 +63,18 @@ const MAX_OUTBOX: usize = 1_024;
 /// are dropped first.
 const MAX_HELD: usize = 1_024;
 
+/// Where a preemptive reply stands, for the client.
+enum Preemptive {
+    /// None prepared: the bot's events go out.
+    None,
+    /// Prepared, not yet confirmed: its events (name, fields, wall clock)
+    /// are held, sent if it is confirmed.
+    Held(VecDeque<(String, Value, u64)>),
+    /// Discarded: what it still produces before the interruption stops it
+    /// is dropped, until the next reply starts.
+    Dropping,
+}
+
 /// Whether an event is part of the bot's reply (what a preemptive reply
 /// produces before it is confirmed).
 fn is_reply_event(name: &str) -> bool {
@@ -78,7 +90,6 @@ fn is_reply_event(name: &str) -> bool {
             | "tts_started"
             | "tts_text"
             | "tts_stopped"
-            | "server_message"
     )
 }
 
@@ -139,10 +150,9 @@ pub struct RtviSession {
     /// Pipecat sends them (a word each, client-react would show the words
     /// run together).
     spoken_words: SentenceSplitter,
-    /// The events of a preemptive reply not yet confirmed (name, fields,
-    /// wall clock): sent if it is confirmed, dropped if it is discarded,
-    /// so the client never sees a reply nobody hears.
-    preemptive: Option<VecDeque<(String, Value, u64)>>,
+    /// A preemptive reply's events, held or being dropped: see
+    /// [`Preemptive`].
+    preemptive: Preemptive,
 }
 
 impl RtviSession {
@@ -159,7 +169,7 @@ impl RtviSession {
             open_segments: VecDeque::new(),
             bot_transcription: SentenceSplitter::new(),
             spoken_words: SentenceSplitter::new(),
-            preemptive: None,
+            preemptive: Preemptive::None,
         }
     }
 
@@ -285,29 +295,44 @@ impl RtviSession {
             // Held from its start (announced once per hop) until the user's
             // turn is confirmed over; the turn itself goes out at once.
             "preemptive_reply_started" => {
-                self.preemptive.get_or_insert_with(VecDeque::new);
+                if !matches!(self.preemptive, Preemptive::Held(_)) {
+                    self.preemptive = Preemptive::Held(VecDeque::new());
+                }
                 return;
             }
             "preemptive_reply_confirmed" => {
-                for (name, fields, wall_ms) in self.preemptive.take().unwrap_or_default() {
-                    self.send_event(&name, &fields, wall_ms);
+                if let Preemptive::Held(held) =
+                    std::mem::replace(&mut self.preemptive, Preemptive::None)
+                {
+                    for (name, fields, wall_ms) in held {
+                        self.send_event(&name, &fields, wall_ms);
+                    }
                 }
                 return;
             }
             "preemptive_reply_discarded" => {
-                self.preemptive = None;
+                self.preemptive = Preemptive::Dropping;
                 return;
+            }
+            // A reply's start that no preemptive start announced: the
+            // next reply, asked after the discarded one was stopped.
+            "llm_response_started" if matches!(self.preemptive, Preemptive::Dropping) => {
+                self.preemptive = Preemptive::None;
             }
             _ => {}
         }
-        if let Some(held) = &mut self.preemptive
-            && is_reply_event(name)
-        {
-            if held.len() == MAX_HELD {
-                held.pop_front();
+        if is_reply_event(name) {
+            match &mut self.preemptive {
+                Preemptive::None => {}
+                Preemptive::Held(held) => {
+                    if held.len() == MAX_HELD {
+                        held.pop_front();
+                    }
+                    held.push_back((name.to_owned(), fields.clone(), wall_ms));
+                    return;
+                }
+                Preemptive::Dropping => return,
             }
-            held.push_back((name.to_owned(), fields.clone(), wall_ms));
-            return;
         }
         match name {
             // What the bot said is spoken once it stops speaking; what an
@@ -729,6 +754,28 @@ mod tests {
         session.handle_event("user_started_speaking", &json!({}), 0);
         session.handle_event("preemptive_reply_discarded", &json!({}), 0);
         assert_eq!(types(&mut session), ["user-started-speaking"]);
+
+        // What the discarded reply still produces before it is stopped is
+        // dropped, until the next reply starts.
+        session.handle_event("llm_text", &json!({"text": " More."}), 0);
+        session.handle_event(
+            "tts_text",
+            &json!({"text": "More.", "timing": "sentence"}),
+            0,
+        );
+        assert!(types(&mut session).is_empty());
+        session.handle_event("llm_response_started", &json!({}), 0);
+        session.handle_event("llm_text", &json!({"text": "Hello."}), 0);
+        session.handle_event("llm_response_ended", &json!({}), 0);
+        assert_eq!(
+            types(&mut session),
+            [
+                "bot-llm-started",
+                "bot-llm-text",
+                "bot-llm-stopped",
+                "bot-transcription"
+            ]
+        );
 
         // Confirmed: the user's turn, then the reply.
         reply(&mut session, "Yes, we are open.");

@@ -356,10 +356,19 @@ pub enum CreateCallError {
         /// Twilio's message.
         message: String,
     },
-    /// A 503 (or another 5xx but 500, 502 and 504), a connection that
-    /// could not be made: nothing was created.
+    /// A connection that could not be made, an answer that is not one:
+    /// nothing was created.
     #[error("Twilio is unavailable: {0}")]
     Unavailable(String),
+    /// A 5xx. A 503 created nothing; a 500, 502 or 504 (an internal error,
+    /// a gateway's timeout) may come after the request was taken, so what
+    /// it asked for may exist: calls are tried again (a campaign loses no
+    /// number to an outage), messages are not (no answer goes twice).
+    #[error("Twilio answered {status}")]
+    ServerError {
+        /// The HTTP status.
+        status: u16,
+    },
     /// The request went out but its answer did not come back (a timeout,
     /// a connection lost mid-answer): Twilio may have created it. Twilio
     /// takes no idempotency key, so trying again could make a second.
@@ -407,11 +416,7 @@ fn created_call(
                     .unwrap_or_else(|| body.chars().take(200).collect()),
             })
         }
-        // A gateway's timeout or an internal error may come after the
-        // request was taken: the call or message may exist.
-        500 | 502 | 504 => Err(CreateCallError::Uncertain(format!(
-            "Twilio answered {status}"
-        ))),
+        500..=599 => Err(CreateCallError::ServerError { status }),
         _ => Err(CreateCallError::Unavailable(format!(
             "Twilio answered {status}"
         ))),
@@ -512,16 +517,11 @@ mod tests {
                 message: "Invalid 'To' Phone Number".to_owned()
             })
         );
-        assert!(matches!(
-            created_call(503, None, ""),
-            Err(CreateCallError::Unavailable(_))
-        ));
-        // A gateway timeout may come after Twilio took the request.
-        for status in [500, 502, 504] {
-            assert!(matches!(
+        for status in [500, 502, 503, 504] {
+            assert_eq!(
                 created_call(status, None, ""),
-                Err(CreateCallError::Uncertain(_))
-            ));
+                Err(CreateCallError::ServerError { status })
+            );
         }
         // Created, its SID unknown: not to be tried again.
         assert!(matches!(
