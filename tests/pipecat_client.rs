@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use support::browser::{run_script, sample_wav};
+use support::fake::cartesia::FakeCartesia;
 use support::fake::deepgram::FakeDeepgram;
 use support::fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, tool_chunk};
 use support::server::TestServer;
@@ -198,6 +199,52 @@ async fn pipecats_client_hears_the_greeting_the_bot_speaks_as_it_connects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reacts_conversation_shows_a_word_timing_tts_answer_as_its_sentence() {
+    // Cartesia times each word; a 2.x client gets the sentence they make,
+    // as Pipecat sends it, not a segment a word (which client-react showed
+    // run together).
+    let openai = FakeOpenAi::start().await;
+    let cartesia = FakeCartesia::start().await;
+    openai.push_chat(Reply::Sse(vec![
+        Part::Data(tool_chunk(0, Some("call_loc"), Some("get_location"), "{}")),
+        Part::Data(finish_chunk("tool_calls")),
+        Part::Data("[DONE]".into()),
+    ]));
+    openai.push_chat(Reply::Sse(text_answer("You are in Oslo.")));
+    let tts = format!(
+        "type = \"tts\"\nprovider = \"cartesia\"\nurl = \"{}\"\nvoice_id = \"v1\"\napi_key_env = \"CARTESIA_API_KEY\"\n",
+        cartesia.url
+    );
+    let toml = agent_pipeline(&openai).replace(
+        &format!(
+            "type = \"tts\"\nprovider = \"openai\"\nbase_url = \"{}\"\n",
+            openai.base_url
+        ),
+        &tts,
+    );
+    assert!(toml.contains("cartesia"), "{toml}");
+    let server = TestServer::with_toml(&toml, &[], &[("CARTESIA_API_KEY", "ck-test")]).await;
+    let seen = pipecat_client(&server, "agent", &[]).await;
+    let outputs = seen["botOutput"].as_array().unwrap();
+    assert!(
+        outputs.iter().all(|o| o["aggregated_by"] == "sentence"),
+        "{outputs:?}"
+    );
+    let conversation = seen["conversation"].as_array().unwrap();
+    let answer = conversation
+        .iter()
+        .find(|m| m["role"] == "assistant")
+        .unwrap();
+    let parts = answer["parts"].as_array().unwrap();
+    assert_eq!(
+        parts.len(),
+        1,
+        "one part for the sentence: {conversation:?}"
+    );
+    assert_eq!(parts[0]["spoken"], "You are in Oslo.", "{conversation:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipecats_client_runs_a_client_tool_and_hears_the_answer() {
     let openai = FakeOpenAi::start().await;
     openai.push_chat(Reply::Sse(vec![
@@ -218,6 +265,26 @@ async fn pipecats_client_runs_a_client_tool_and_hears_the_answer() {
     // (`onUserLlmText`, `onBotTranscript`).
     assert_eq!(seen["userLlmText"], json!(["Where am I?"]), "{seen}");
     assert_eq!(seen["botTranscript"], json!(["You are in Oslo."]), "{seen}");
+    // client-react's conversation (what a React app renders): the user's
+    // question, the browser tool's call, and the answer, spoken whole.
+    let conversation = seen["conversation"].as_array().unwrap();
+    eprintln!("client-react conversation: {conversation:?}");
+    let user = conversation.iter().find(|m| m["role"] == "user").unwrap();
+    assert_eq!(user["parts"][0]["text"], "Where am I?", "{conversation:?}");
+    let answer = conversation
+        .iter()
+        .find(|m| m["role"] == "assistant")
+        .unwrap();
+    let parts = answer["parts"].as_array().unwrap();
+    let spoken: Vec<&str> = parts
+        .iter()
+        .map(|p| p["spoken"].as_str().unwrap())
+        .collect();
+    assert_eq!(spoken.join(" "), "You are in Oslo.", "{conversation:?}");
+    assert!(
+        parts.iter().all(|p| p["unspoken"] == ""),
+        "{conversation:?}"
+    );
     // Protocol 2's bot-output: the spoken text as a segment, new then
     // completed, as client-react's conversation reads it.
     let outputs = seen["botOutput"].as_array().unwrap();

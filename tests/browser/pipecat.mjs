@@ -160,6 +160,12 @@ async function agent(page) {
     window.rtvi.events.filter((e) => e.name === "botLlmText").map((e) => e.data.text).join(""));
   seen.metrics = await page.evaluate(() => window.rtvi.events.filter((e) => e.name === "metrics").map((e) => e.data));
   seen.botOutput = await page.evaluate(() => window.rtvi.events.filter((e) => e.name === "botOutput").map((e) => e.data));
+  // client-react's conversation: the question, the tool call, and the
+  // answer, spoken whole.
+  await until(page, "client-react's conversation with the answer spoken", () =>
+    window.conversation.some((m) => m.role === "assistant" &&
+      m.parts.map((p) => p.spoken).join(" ").trim() === "You are in Oslo."));
+  seen.conversation = await page.evaluate(() => window.conversation);
   seen.userLlmText = await page.evaluate(() =>
     window.rtvi.events.filter((e) => e.name === "userLlmText").map((e) => e.data.text));
   seen.botTranscript = await page.evaluate(() =>

@@ -1,8 +1,13 @@
 // The page of the Pipecat client test (bundled by pipecat.mjs with
 // esbuild): Pipecat's official client and SmallWebRTC transport, as an app
-// would use them, with every callback recorded in `window.rtvi`.
+// would use them, with every callback recorded in `window.rtvi`, and
+// client-react's conversation (`usePipecatConversation`, what a React app
+// renders as its transcript) in `window.conversation`.
 import { PipecatClient, RTVIEvent } from "@pipecat-ai/client-js";
+import { PipecatClientProvider, usePipecatConversation } from "@pipecat-ai/client-react";
 import { SmallWebRTCTransport } from "@pipecat-ai/small-webrtc-transport";
+import { createElement, useEffect } from "react";
+import { createRoot } from "react-dom/client";
 
 // The transport's default media manager loads Daily's call machine from the
 // internet; this one takes the microphone with getUserMedia, as the
@@ -106,6 +111,7 @@ window.startPipecat = async ({ offer, start, key }) => {
   }
   const client = newClient();
   window.pipecat = client;
+  mountConversation(client);
   if (start) {
     const headers = key ? new Headers({ Authorization: `Bearer ${key}` }) : undefined;
     await client.startBotAndConnect({ endpoint: start, headers });
@@ -115,4 +121,29 @@ window.startPipecat = async ({ offer, start, key }) => {
   seen("connectResolved");
   return client.state;
 };
+// client-react's conversation, as plain data: each message's role, whether
+// it is final, and its text (a bot part's spoken and unspoken text).
+window.conversation = [];
+function ConversationProbe() {
+  const { messages } = usePipecatConversation();
+  useEffect(() => {
+    window.conversation = messages.map((m) => ({
+      role: m.role,
+      final: m.final ?? false,
+      parts: m.parts.map((p) =>
+        typeof p.text === "string"
+          ? { text: p.text }
+          : { spoken: p.text?.spoken ?? "", unspoken: p.text?.unspoken ?? "", separator: !!p.needsSeparator }),
+      functionCall: m.functionCall ? { name: m.functionCall.function_name, status: m.functionCall.status } : undefined,
+    }));
+  }, [messages]);
+  return null;
+}
+
+function mountConversation(client) {
+  const root = document.createElement("div");
+  document.body.appendChild(root);
+  createRoot(root).render(createElement(PipecatClientProvider, { client }, createElement(ConversationProbe)));
+}
+
 export { RTVIEvent };
