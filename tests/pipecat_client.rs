@@ -268,9 +268,14 @@ async fn pipecats_client_runs_a_client_tool_and_hears_the_answer() {
     // client-react's conversation (what a React app renders): the user's
     // question, the browser tool's call, and the answer, spoken whole.
     let conversation = seen["conversation"].as_array().unwrap();
-    eprintln!("client-react conversation: {conversation:?}");
     let user = conversation.iter().find(|m| m["role"] == "user").unwrap();
     assert_eq!(user["parts"][0]["text"], "Where am I?", "{conversation:?}");
+    assert!(
+        conversation.iter().any(|m| m["role"] == "function_call"
+            && m["functionCall"]["name"] == "get_location"
+            && m["functionCall"]["status"] == "completed"),
+        "{conversation:?}"
+    );
     let answer = conversation
         .iter()
         .find(|m| m["role"] == "assistant")

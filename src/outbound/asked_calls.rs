@@ -20,10 +20,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::store::time::{rfc3339, unix_ms};
+use crate::store::time::unix_ms;
 use crate::store::{CallChange, CallStatus, RequestNote, Store, StoreError};
 
 use super::settle::Settlement;
+use super::twilio_dialer::ended_by;
 
 /// What this process knows of a call it asked Twilio for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,10 +157,7 @@ async fn fail_if_unconfirmed(
     let Some(call) = store.update_call(call_id, &change).await? else {
         return Ok(());
     };
-    // Ended by this write: settled once.
-    let ended_here =
-        call.status == CallStatus::Failed && call.ended_at.as_deref() == Some(&*rfc3339(at_ms));
-    if ended_here {
+    if ended_by(&call, CallStatus::Failed, at_ms) {
         settlement.settle(&call).await;
     }
     Ok(())

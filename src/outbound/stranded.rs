@@ -31,10 +31,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::store::time::{parse_rfc3339, rfc3339, unix_ms};
+use crate::store::time::{parse_rfc3339, unix_ms};
 use crate::store::{CallChange, CallDirection, CallRecord, CallStatus, RequestNote, StoreError};
 
 use super::TwilioDialer;
+use super::twilio_dialer::ended_by;
 
 /// How often a server sweeps.
 const SWEEP_PERIOD: Duration = Duration::from_secs(300);
@@ -132,10 +133,7 @@ impl TwilioDialer {
         let Some(after) = self.store().update_call(&call.call_id, &change).await? else {
             return Ok(false);
         };
-        // Ended by this write (another server's would carry its own time).
-        let ended_here = after.status == CallStatus::Failed
-            && after.ended_at.as_deref() == Some(rfc3339(now_ms).as_str());
-        if !ended_here {
+        if !ended_by(&after, CallStatus::Failed, now_ms) {
             return Ok(false);
         }
         tracing::warn!(call_id = call.call_id, why, "stranded outbound call ended");

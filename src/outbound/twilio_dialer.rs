@@ -208,14 +208,15 @@ impl TwilioDialer {
     /// Marks the call `call_id`, not yet dialled, as canceled, and settles
     /// it; `None` when there is no such call.
     pub async fn cancel_queued(&self, call_id: &str) -> Result<Option<CallRecord>, DialError> {
+        let at_ms = unix_ms();
         let change = CallChange::Unconnected {
             status: CallStatus::Canceled,
             error: None,
-            at_ms: unix_ms(),
+            at_ms,
         };
         let call = self.store().update_call(call_id, &change).await?;
         if let Some(call) = &call
-            && call.status == CallStatus::Canceled
+            && ended_by(call, CallStatus::Canceled, at_ms)
         {
             self.settle(call).await;
         }
@@ -307,13 +308,15 @@ impl TwilioDialer {
     /// Marks the call `call_id`, which Twilio does not have, as failed
     /// (`error` says why), and settles it.
     pub async fn fail_undialled(&self, call_id: &str, error: &str) -> Result<(), DialError> {
-        let error = error.to_owned();
+        let at_ms = unix_ms();
         let change = CallChange::Unconnected {
             status: CallStatus::Failed,
-            error: Some(error),
-            at_ms: unix_ms(),
+            error: Some(error.to_owned()),
+            at_ms,
         };
-        if let Some(call) = self.store().update_call(call_id, &change).await? {
+        if let Some(call) = self.store().update_call(call_id, &change).await?
+            && ended_by(&call, CallStatus::Failed, at_ms)
+        {
             self.settle(&call).await;
         }
         Ok(())
@@ -364,8 +367,8 @@ impl Dialer for TwilioDialer {
         // This try's id; a try after one of this process whose request
         // Twilio did not take (the store perhaps still saying it asked)
         // goes on under that one's id.
-        let earlier = self.asked.take_not_taken(call_id);
         let mut by = format!("{:016x}", crate::random::random_u64());
+        let mut reused = false;
         if !store.create_call(&record).await? {
             let existing = store.call(call_id).await?;
             if let Some(existing) = existing {
@@ -391,10 +394,11 @@ impl Dialer for TwilioDialer {
                     }
                     (None, _) => {
                         let note = RequestNote::of_call(&existing);
-                        match (&note.asked_by, earlier) {
+                        match (&note.asked_by, self.asked.take_not_taken(call_id)) {
                             (None, _) => None,
                             (Some(asked_by), Some(earlier)) if *asked_by == earlier => {
                                 by = earlier;
+                                reused = true;
                                 None
                             }
                             // Asked of Twilio by a try whose answer is
@@ -414,7 +418,17 @@ impl Dialer for TwilioDialer {
             }
         }
         let hold_ms = u64::try_from(self.hold().as_millis()).unwrap_or(u64::MAX);
-        if !store.claim_number(&phone_hash, call_id, hold_ms).await? {
+        let claimed = match store.claim_number(&phone_hash, call_id, hold_ms).await {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                if reused {
+                    // Still this try's to reuse.
+                    self.asked.not_taken(call_id, by);
+                }
+                return Err(err.into());
+            }
+        };
+        if !claimed {
             tracing::info!(
                 call_id,
                 phone_hash,
@@ -562,9 +576,17 @@ impl Dialer for TwilioDialer {
                     message,
                 })
             }
-            Err(CreateCallError::Uncertain(err)) => {
-                // Perhaps placed: the number stays held, nothing dials it
-                // again; its callbacks settle it, else it ends failed.
+            Err(
+                err @ (CreateCallError::Uncertain(_)
+                | CreateCallError::ServerError {
+                    status: 500 | 502 | 504,
+                }),
+            ) => {
+                // Perhaps placed (an answer lost, or an error that may come
+                // after Twilio took the request): the number stays held,
+                // nothing dials it again; its callbacks settle it, else it
+                // ends failed.
+                let err = err.to_string();
                 tracing::warn!(call_id, phone_hash, error = %err, "Twilio did not answer; the call may have been placed");
                 self.asked.confirm_later(
                     Arc::clone(self.store()),
@@ -596,6 +618,13 @@ impl Dialer for TwilioDialer {
             }
         }
     }
+}
+
+/// Whether `call`, as a write at `at_ms` left it, was ended `status` by
+/// that write (another's would carry its own time): so a call is settled
+/// once, however many end it at once.
+pub(super) fn ended_by(call: &CallRecord, status: CallStatus, at_ms: u64) -> bool {
+    call.status == status && call.ended_at.as_deref() == Some(&*crate::store::time::rfc3339(at_ms))
 }
 
 /// What a machine's answer calls for.

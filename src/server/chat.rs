@@ -88,7 +88,7 @@ pub(crate) async fn chat(
     };
     let (events, heard) = mpsc::unbounded_channel();
     let (failures, failed) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    state.answers.spawn(async move {
         if let Err(err) = conversations.message(inbound, Some(events)).await {
             tracing::warn!(error = %err, "chat message not answered");
             let _gone = failures.send(err.to_string());

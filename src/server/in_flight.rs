@@ -21,8 +21,9 @@ struct Shared {
     idle: Notify,
 }
 
-/// Counted while alive: dropped when its task ends, however it ends.
-struct Running(Arc<Shared>);
+/// Counted while alive: dropped when its task (or handler) ends, however
+/// it ends.
+pub(crate) struct Running(Arc<Shared>);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -33,10 +34,16 @@ impl Drop for Running {
 }
 
 impl InFlight {
+    /// Counts the caller until the guard is dropped: a handler that will
+    /// spawn, so that a shutdown that starts before it does waits for it.
+    pub(crate) fn enter(&self) -> Running {
+        self.shared.running.fetch_add(1, Ordering::AcqRel);
+        Running(Arc::clone(&self.shared))
+    }
+
     /// Spawns `task`, counted until it ends.
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.shared.running.fetch_add(1, Ordering::AcqRel);
-        let running = Running(Arc::clone(&self.shared));
+        let running = self.enter();
         tokio::spawn(async move {
             let _running = running;
             task.await;

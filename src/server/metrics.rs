@@ -12,7 +12,7 @@
 //! | `voxpipe_transit_seconds` | histogram | inbound audio from transport in to transport out |
 //! | `voxpipe_ttfb_seconds` | histogram | `processor` |
 //! | `voxpipe_voice_to_voice_seconds` | histogram | end of user speech to first bot audio out |
-//! | `voxpipe_preemptive_replies_total` | counter | `outcome` (`confirmed`: played the moment the turn ended, `discarded`: the user resumed, never heard) |
+//! | `voxpipe_preemptive_replies_total` | counter | `outcome` (`confirmed`: played the moment the turn ended, `discarded`: the user resumed, or an interruption cancelled it; never heard) |
 //! | `voxpipe_twilio_hangups_total` | counter | `result` (`completed`, `already_ended`, `failed`) |
 //! | `voxpipe_outbound_calls_total` | counter | `status`: the final status an outbound call settled in (`completed`, `busy`, `no-answer`, `failed`, `canceled`) |
 //! | `voxpipe_dial_latency_seconds` | histogram | from a call handed to the dialler to Twilio accepting it (`Calls.json` answered 201) |

@@ -54,6 +54,9 @@ pub(crate) async fn messaging(
     uri: Uri,
     body: Bytes,
 ) -> Response {
+    // Counted from here, so that a shutdown that starts before this
+    // handler spawns its answer waits for that too.
+    let _answering = state.answers.enter();
     let Some(host) = public_host(&state.config.server, &headers) else {
         return (
             StatusCode::BAD_REQUEST,

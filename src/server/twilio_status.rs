@@ -24,7 +24,7 @@ use crate::frame::FrameBody;
 use crate::outbound::{MachineAction, StatusCallback, TwilioDialer};
 use crate::pipeline::PipelineHandle;
 use crate::store::time::unix_ms;
-use crate::store::{CallChange, CallDirection, CallRecord};
+use crate::store::{CallChange, CallDirection, CallRecord, CallStatus};
 
 use super::live_sessions::SessionPermit;
 use super::request::public_host;
@@ -95,8 +95,31 @@ pub(crate) async fn callback(
         let call = call.clone();
         tokio::spawn(async move { dialer.settle(&call).await });
     }
+    end_if_given_up(&dialer, &call, reported);
     act_on_machine(&state, &dialer, &call);
     StatusCode::OK.into_response()
+}
+
+/// A call Twilio says is live whose record voxpipe already ended unplaced
+/// (canceled before its SID was known, failed as never confirmed): ended
+/// at Twilio too, so the person is not rung for a call nobody follows.
+fn end_if_given_up(dialer: &Arc<TwilioDialer>, call: &CallRecord, reported: Option<CallStatus>) {
+    let given_up = matches!(call.status, CallStatus::Canceled | CallStatus::Failed)
+        && call.started_at.is_none();
+    let live = reported.is_some_and(|status| !status.is_final());
+    let sid = call.outbound.as_ref().and_then(|o| o.twilio_sid.clone());
+    let (true, true, Some(sid)) = (given_up, live, sid) else {
+        return;
+    };
+    let answered = reported == Some(CallStatus::Active);
+    let call_id = call.call_id.clone();
+    let dialer = Arc::clone(dialer);
+    tokio::spawn(async move {
+        tracing::info!(call_id, "Twilio placed a call given up on: ending it");
+        if let Err(err) = dialer.end(&sid, answered).await {
+            tracing::warn!(call_id, error = %err, "cannot end the call at Twilio");
+        }
+    });
 }
 
 /// Applies the machine policy to `call`.

@@ -22,6 +22,8 @@ use super::settlement::{Campaigns, attempt_call_id};
 
 /// Entries leased or reclaimed per campaign per round.
 const BATCH: usize = 200;
+/// How long a campaign pauses after a dial whose answer is not known.
+const UNCERTAIN_BACK_OFF: Duration = Duration::from_secs(5);
 
 /// How the worker paces itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,26 +240,26 @@ impl CampaignRunner {
                 if result.is_ok() {
                     "placed"
                 } else {
+                    // Twilio is slow or failing (a lost answer, a 5xx that
+                    // may have placed it): a pause, so that an outage costs
+                    // the campaign a few entries, not one a slot.
+                    tracing::warn!(
+                        campaign_id,
+                        "Twilio's answer is not known: the campaign backs off"
+                    );
+                    self.back_off(campaign_id, now + millis(UNCERTAIN_BACK_OFF))
+                        .await;
                     "uncertain"
                 }
             }
             Err(DialError::RateLimited { retry_after }) => {
                 let until = now + millis(retry_after);
-                self.backing_off_lock()
-                    .insert(campaign_id.to_owned(), until);
                 tracing::warn!(
                     campaign_id,
                     retry_after_ms = millis(retry_after),
                     "Twilio is rate limiting: the campaign backs off"
                 );
-                if let Err(err) = self
-                    .campaigns
-                    .store
-                    .back_off_campaign(campaign_id, until)
-                    .await
-                {
-                    tracing::warn!(campaign_id, error = %err, "back-off not stored");
-                }
+                self.back_off(campaign_id, until).await;
                 self.finish(
                     campaign_id,
                     &leased,
@@ -375,6 +377,20 @@ impl CampaignRunner {
             _ => EntryOutcome::Release { due_ms: now },
         };
         self.finish(campaign_id, &leased, outcome).await;
+    }
+
+    /// Holds every server's next dial of `campaign_id` until `until_ms`.
+    async fn back_off(&self, campaign_id: &str, until_ms: u64) {
+        self.backing_off_lock()
+            .insert(campaign_id.to_owned(), until_ms);
+        if let Err(err) = self
+            .campaigns
+            .store
+            .back_off_campaign(campaign_id, until_ms)
+            .await
+        {
+            tracing::warn!(campaign_id, error = %err, "back-off not stored");
+        }
     }
 
     fn backing_off_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {

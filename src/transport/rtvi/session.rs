@@ -331,7 +331,10 @@ impl RtviSession {
                     held.push_back((name.to_owned(), fields.clone(), wall_ms));
                     return;
                 }
-                Preemptive::Dropping => return,
+                // A tool's result may be an earlier reply's (a tool not
+                // cancelled by the interruption): it goes out.
+                Preemptive::Dropping if name != "tool_result" => return,
+                Preemptive::Dropping => {}
             }
         }
         match name {
