@@ -326,6 +326,13 @@ impl TwilioDialer {
     /// known here: never sent; its callbacks settle it, or it fails once
     /// it would have rung out.
     fn asked_by_another(&self, call_id: &str, note: RequestNote) -> DialError {
+        self.confirm_later(call_id, note);
+        DialError::Uncertain("asked of Twilio by another try; its answer is not known".to_owned())
+    }
+
+    /// Ends `call_id` failed once it would have rung out, unless it moved
+    /// on from `note` by then (see [`AskedCalls::confirm_later`]).
+    fn confirm_later(&self, call_id: &str, note: RequestNote) {
         self.asked.confirm_later(
             Arc::clone(self.store()),
             self.settlement.clone(),
@@ -333,7 +340,6 @@ impl TwilioDialer {
             self.rung_out(),
             note,
         );
-        DialError::Uncertain("asked of Twilio by another try; its answer is not known".to_owned())
     }
 
     /// Lets the number go for a call that was not placed; a store that
@@ -588,13 +594,7 @@ impl Dialer for TwilioDialer {
                 // ends failed.
                 let err = err.to_string();
                 tracing::warn!(call_id, phone_hash, error = %err, "Twilio did not answer; the call may have been placed");
-                self.asked.confirm_later(
-                    Arc::clone(self.store()),
-                    self.settlement.clone(),
-                    call_id,
-                    self.rung_out(),
-                    sent_under,
-                );
+                self.confirm_later(call_id, sent_under);
                 Err(DialError::Uncertain(err))
             }
             Err(err) => {

@@ -341,6 +341,16 @@ mod tests {
         assert_eq!(asked_by(&placed), None);
     }
 
+    fn asked_by_a() -> CallRecord {
+        let mut call = queued();
+        let ask = CallChange::Asking {
+            at_ms: 40,
+            by: "a".into(),
+        };
+        call.apply(&ask, 40);
+        call
+    }
+
     #[test]
     fn a_call_is_failed_as_unplaced_only_while_it_is_as_read() {
         let unplaced = |note: RequestNote| CallChange::Unplaced {
@@ -353,14 +363,7 @@ mod tests {
         call.apply(&unplaced(RequestNote::default()), 50);
         assert_eq!(call.status, CallStatus::Failed);
         // Asked since it was read: left alone.
-        let mut call = queued();
-        call.apply(
-            &CallChange::Asking {
-                at_ms: 40,
-                by: "a".into(),
-            },
-            40,
-        );
+        let mut call = asked_by_a();
         call.apply(&unplaced(RequestNote::default()), 50);
         assert_eq!(call.status, CallStatus::Queued);
         // Read as asked by another try: left alone.
@@ -375,14 +378,7 @@ mod tests {
         call.apply(&unplaced(note.clone()), 50);
         assert_eq!(call.status, CallStatus::Failed);
         // A SID came since: left alone.
-        let mut call = queued();
-        call.apply(
-            &CallChange::Asking {
-                at_ms: 40,
-                by: "a".into(),
-            },
-            40,
-        );
+        let mut call = asked_by_a();
         call.apply(
             &CallChange::Dialled {
                 twilio_sid: "CA1".into(),
