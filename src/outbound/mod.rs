@@ -13,6 +13,7 @@ mod asked_calls;
 pub mod campaign;
 mod config;
 mod dialer;
+mod machine;
 mod phone;
 mod request;
 mod settle;
@@ -23,12 +24,12 @@ mod twilio_dialer;
 
 pub use config::{AmdMode, MachinePolicy, OutboundSection};
 pub use dialer::{DialError, Dialer, PlacedCall};
+pub use machine::MachineAction;
 pub use phone::{PhoneError, PhoneHasher, PhoneNumber};
 pub use request::CallRequest;
 pub use settle::Settlement;
 pub use settled::CallSettled;
 pub use status::{StatusCallback, StatusError};
 pub use twilio_dialer::{
-    AMD_PATH, CALL_ID_PARAMETER, MachineAction, OutboundSetupError, STATUS_PATH, STREAM_PATH,
-    TwilioDialer,
+    AMD_PATH, CALL_ID_PARAMETER, OutboundSetupError, STATUS_PATH, STREAM_PATH, TwilioDialer,
 };

@@ -33,7 +33,7 @@ use crate::transport::twilio::{
 };
 
 use super::asked_calls::{Asked, AskedCalls};
-use super::config::{AmdMode, MachinePolicy, OutboundSection};
+use super::config::{AmdMode, OutboundSection};
 use super::dialer::{DialError, Dialer, PlacedCall};
 use super::phone::PhoneHasher;
 use super::request::CallRequest;
@@ -82,7 +82,7 @@ pub enum OutboundSetupError {
 pub struct TwilioDialer {
     rest: TwilioRest,
     account_sid: String,
-    section: OutboundSection,
+    pub(super) section: OutboundSection,
     public_host: String,
     default_segment: Segment,
     hasher: PhoneHasher,
@@ -91,7 +91,7 @@ pub struct TwilioDialer {
     runtime: Arc<AgentRuntime>,
     settlement: Settlement,
     /// Calls whose voicemail this process has left (or is leaving).
-    voicemails: Mutex<HashSet<String>>,
+    pub(super) voicemails: Mutex<HashSet<String>>,
     /// Calls asked of Twilio whose SID the store lacks: never dialled
     /// again by this process.
     asked: AskedCalls,
@@ -221,46 +221,6 @@ impl TwilioDialer {
             self.settle(call).await;
         }
         Ok(call)
-    }
-
-    /// What to do now that `call`'s answerer is known, under the pipeline's
-    /// policy; each call's voicemail is left once per process.
-    pub fn machine_action(&self, call: &CallRecord) -> MachineAction {
-        let answered_by = call
-            .outbound
-            .as_ref()
-            .and_then(|outbound| outbound.answered_by.as_deref())
-            .unwrap_or("");
-        if !MachinePolicy::is_machine(answered_by) || call.status.is_final() {
-            return MachineAction::None;
-        }
-        match &self.section.machine_detection {
-            MachinePolicy::Off => MachineAction::None,
-            // A fax takes no voicemail and hears no agent.
-            _ if answered_by == "fax" => MachineAction::HangUp,
-            MachinePolicy::HangUp => MachineAction::HangUp,
-            MachinePolicy::Voicemail { message } if MachinePolicy::is_message_end(answered_by) => {
-                let first = self
-                    .voicemails
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(call.call_id.clone());
-                if first {
-                    MachineAction::LeaveVoicemail(message.clone())
-                } else {
-                    MachineAction::None
-                }
-            }
-            MachinePolicy::Voicemail { .. } => MachineAction::None,
-        }
-    }
-
-    /// Lets `call_id`'s voicemail be tried again (its session was not here).
-    pub fn voicemail_not_left(&self, call_id: &str) {
-        self.voicemails
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(call_id);
     }
 
     /// Ends a call Twilio has: cancels it while it is queued or ringing,
@@ -625,28 +585,4 @@ impl Dialer for TwilioDialer {
 /// once, however many end it at once.
 pub(super) fn ended_by(call: &CallRecord, status: CallStatus, at_ms: u64) -> bool {
     call.status == status && call.ended_at.as_deref() == Some(&*crate::store::time::rfc3339(at_ms))
-}
-
-/// What a machine's answer calls for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MachineAction {
-    /// Nothing (a person, no detection, or not yet the beep).
-    None,
-    /// Hang up.
-    HangUp,
-    /// Speak this into the call, then hang up.
-    LeaveVoicemail(String),
-}
-
-impl MachinePolicy {
-    /// Whether an `AnsweredBy` value says a machine (or a fax) answered.
-    pub fn is_machine(answered_by: &str) -> bool {
-        answered_by.starts_with("machine") || answered_by == "fax"
-    }
-
-    /// Whether an `AnsweredBy` value says the machine's greeting is over
-    /// (the moment to leave a message).
-    pub fn is_message_end(answered_by: &str) -> bool {
-        answered_by.starts_with("machine_end")
-    }
 }

@@ -1,0 +1,417 @@
+//! `RtviSession` from the messages a client sends and the events a
+//! pipeline makes.
+
+use super::*;
+use crate::transport::rtvi::parse_rtvi;
+
+fn inbound(s: &str) -> RtviInbound {
+    parse_rtvi(&serde_json::from_str(s).unwrap()).unwrap()
+}
+
+fn drain(session: &mut RtviSession) -> Vec<Value> {
+    std::iter::from_fn(|| session.poll_transmit())
+        .map(|m| serde_json::from_str(&m).unwrap())
+        .collect()
+}
+
+const READY: &str = r#"{"label":"rtvi-ai","type":"client-ready","id":"r1","data":{"version":"2.1.0","about":{"library":"@pipecat-ai/client-js","library_version":"1.13.1"}}}"#;
+
+#[test]
+fn client_ready_is_answered_with_bot_ready_then_what_came_before() {
+    let mut session = RtviSession::new("s1".into());
+    session.handle_event("bot_started_speaking", &json!({}), 0);
+    assert!(drain(&mut session).is_empty(), "silent before client-ready");
+    assert_eq!(
+        session.handle_inbound(inbound(READY), Duration::ZERO),
+        RtviAction::None
+    );
+    let sent = drain(&mut session);
+    assert_eq!(sent[0]["type"], "bot-ready");
+    assert_eq!(sent[0]["id"], "r1");
+    assert_eq!(sent[0]["data"]["version"], PROTOCOL_VERSION);
+    assert_eq!(
+        sent[1]["type"], "bot-started-speaking",
+        "the greeting's start"
+    );
+    assert_eq!(sent.len(), 2);
+    session.handle_event("bot_stopped_speaking", &json!({}), 0);
+    assert_eq!(drain(&mut session)[0]["type"], "bot-stopped-speaking");
+}
+
+#[test]
+fn what_comes_before_client_ready_is_kept_within_a_bound() {
+    let mut session = RtviSession::new("s1".into());
+    for _ in 0..MAX_BACKLOG + 10 {
+        session.handle_event("bot_started_speaking", &json!({}), 0);
+    }
+    session.handle_inbound(inbound(READY), Duration::ZERO);
+    assert_eq!(drain(&mut session).len(), 1 + MAX_BACKLOG);
+}
+
+fn request(session: &mut RtviSession, id: &str, t: &str, now: Duration) -> RtviAction {
+    let json = format!(
+        r#"{{"label":"rtvi-ai","type":"client-message","id":"{id}","data":{{"t":"{t}","d":{{"x":1}}}}}}"#
+    );
+    session.handle_inbound(inbound(&json), now)
+}
+
+#[test]
+fn a_client_message_is_answered_by_a_processor_or_left_to_the_client() {
+    let mut session = RtviSession::new("s1".into());
+    session.handle_inbound(inbound(READY), Duration::ZERO);
+    drain(&mut session);
+    let action = request(&mut session, "m1", "weather", Duration::ZERO);
+    let RtviAction::Request(asked) = action else {
+        panic!("{action:?}")
+    };
+    assert_eq!((&*asked.id, asked.kind.as_str()), ("m1", "weather"));
+    request(&mut session, "m2", "weather", Duration::from_secs(1));
+    assert_eq!(session.poll_timeout(), Some(REQUEST_TIMEOUT));
+    session.handle_event(
+        "client_response",
+        &json!({"id": "m1", "type": "weather", "data": {"sunny": true}}),
+        0,
+    );
+    assert_eq!(
+        drain(&mut session),
+        [
+            json!({"label": "rtvi-ai", "type": "server-response", "id": "m1",
+            "data": {"t": "weather", "d": {"sunny": true}}})
+        ]
+    );
+    session.handle_timeout(REQUEST_TIMEOUT + Duration::from_secs(1));
+    assert!(
+        drain(&mut session).is_empty(),
+        "no answer of its own: a fire-and-forget message gets none"
+    );
+    assert_eq!(session.poll_timeout(), None, "m2 is forgotten");
+    // A late answer is dropped.
+    session.handle_event(
+        "client_response",
+        &json!({"id": "m2", "type": "weather", "data": 1}),
+        0,
+    );
+    assert!(drain(&mut session).is_empty());
+}
+
+#[test]
+fn session_info_is_answered_here() {
+    let mut session = RtviSession::new("s9".into());
+    assert_eq!(
+        request(&mut session, "m1", SESSION_INFO, Duration::ZERO),
+        RtviAction::None
+    );
+    let sent = drain(&mut session);
+    assert_eq!(sent[0]["data"]["d"]["session_id"], "s9");
+}
+
+#[test]
+fn pending_requests_are_bounded_and_every_message_goes_on() {
+    let mut session = RtviSession::new("s1".into());
+    for n in 0..MAX_PENDING + 5 {
+        let action = request(&mut session, &format!("m{n}"), "x", Duration::ZERO);
+        assert!(matches!(action, RtviAction::Request(_)), "{n}");
+    }
+    assert_eq!(session.pending.len(), MAX_PENDING);
+    assert!(drain(&mut session).is_empty());
+    // The oldest were forgotten: an answer to one is dropped; the newest
+    // is answered.
+    session.handle_event(
+        "client_response",
+        &json!({"id": "m0", "type": "x", "data": 1}),
+        0,
+    );
+    assert!(drain(&mut session).is_empty());
+    let newest = format!("m{}", MAX_PENDING + 4);
+    session.handle_event(
+        "client_response",
+        &json!({"id": newest, "type": "x", "data": 1}),
+        0,
+    );
+    assert_eq!(drain(&mut session)[0]["id"], newest.as_str());
+}
+
+#[test]
+fn rejections_answer_by_id_or_as_an_error() {
+    let mut session = RtviSession::new("s1".into());
+    session.reject(&Rejected {
+        id: Some("7".into()),
+        error: "no".into(),
+    });
+    session.reject(&Rejected {
+        id: None,
+        error: "no".into(),
+    });
+    let sent = drain(&mut session);
+    assert_eq!(
+        sent[0],
+        json!({"label": "rtvi-ai", "type": "error-response", "id": "7", "data": {"error": "no"}})
+    );
+    assert_eq!(
+        sent[1],
+        json!({"label": "rtvi-ai", "type": "error", "data": {"error": "no", "fatal": false}})
+    );
+}
+
+#[test]
+fn function_call_results_become_text() {
+    let mut session = RtviSession::new("s1".into());
+    let action = session.handle_inbound(
+        inbound(r#"{"label":"rtvi-ai","type":"llm-function-call-result","id":"f","data":{"function_name":"where","tool_call_id":"call_1","arguments":{},"result":{"city":"Oslo"}}}"#),
+        Duration::ZERO,
+    );
+    assert_eq!(
+        action,
+        RtviAction::FunctionCallResult {
+            tool_call_id: "call_1".into(),
+            result: r#"{"city":"Oslo"}"#.into()
+        }
+    );
+}
+
+#[test]
+fn a_word_timing_tts_gives_a_protocol_2_client_sentence_segments() {
+    let word = |text: &str| json!({"text": text, "timing": "word"});
+    let outputs = |session: &mut RtviSession| -> Vec<(String, String)> {
+        drain(session)
+            .into_iter()
+            .filter(|m| m["type"] == "bot-output")
+            .map(|m| {
+                let status = m["data"]["spoken_status"].as_str().unwrap_or("1.x");
+                (
+                    status.to_owned(),
+                    m["data"]["text"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let mut session = RtviSession::new("s1".into());
+    session.handle_inbound(inbound(READY), Duration::ZERO);
+    drain(&mut session);
+    for text in ["Hello!", "How", "can", "I"] {
+        session.handle_event("tts_text", &word(text), 0);
+    }
+    assert_eq!(outputs(&mut session), [("new".into(), "Hello!".into())]);
+    session.handle_event("tts_text", &word("help?"), 0);
+    session.handle_event("tts_stopped", &json!({}), 0);
+    assert_eq!(
+        outputs(&mut session),
+        [("new".into(), "How can I help?".into())]
+    );
+    session.handle_event("bot_stopped_speaking", &json!({}), 0);
+    assert_eq!(
+        outputs(&mut session),
+        [
+            ("completed".into(), "Hello!".into()),
+            ("completed".into(), "How can I help?".into())
+        ]
+    );
+    // Words an interruption cut are never announced.
+    session.handle_event("tts_text", &word("Well,"), 0);
+    session.handle_event("interruption", &json!({}), 0);
+    session.handle_event("bot_stopped_speaking", &json!({}), 0);
+    assert!(outputs(&mut session).is_empty());
+
+    // A 1.x client gets the words, as Pipecat sends them to it.
+    let mut legacy = RtviSession::new("s2".into());
+    legacy.handle_inbound(
+        inbound(r#"{"label":"rtvi-ai","type":"client-ready","id":"r","data":{"version":"1.0.0"}}"#),
+        Duration::ZERO,
+    );
+    drain(&mut legacy);
+    legacy.handle_event("tts_text", &word("Hello!"), 0);
+    assert_eq!(outputs(&mut legacy), [("1.x".into(), "Hello!".into())]);
+}
+
+#[test]
+fn the_users_turn_and_the_bots_sentences_go_out_as_pipecat_sends_them() {
+    let mut session = RtviSession::new("s1".into());
+    session.handle_inbound(inbound(READY), Duration::ZERO);
+    drain(&mut session);
+    let turn = |role: &str, text: &str| json!({"index": 0, "role": role, "text": text, "interrupted": false});
+    session.handle_event("turn_completed", &turn("user", "Where am I?"), 0);
+    session.handle_event("turn_completed", &turn("assistant", "Oslo."), 0);
+    session.handle_event("turn_completed", &turn("tool", "{}"), 0);
+    assert_eq!(
+        drain(&mut session),
+        [json!({"label": "rtvi-ai", "type": "user-llm-text", "data": {"text": "Where am I?"}})]
+    );
+
+    let transcripts = |session: &mut RtviSession| -> Vec<String> {
+        drain(session)
+            .into_iter()
+            .filter(|m| m["type"] == "bot-transcription")
+            .map(|m| m["data"]["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for token in ["You are", " in Oslo.", " It is", " sunny"] {
+        session.handle_event("llm_text", &json!({ "text": token }), 0);
+    }
+    assert_eq!(transcripts(&mut session), ["You are in Oslo."]);
+    session.handle_event("llm_response_ended", &json!({}), 0);
+    assert_eq!(transcripts(&mut session), ["It is sunny"]);
+
+    // What an interruption cut is never sent.
+    session.handle_event("llm_text", &json!({"text": "Let me"}), 0);
+    session.handle_event("interruption", &json!({}), 0);
+    session.handle_event("llm_response_ended", &json!({}), 0);
+    assert!(transcripts(&mut session).is_empty());
+
+    // A tool call ends what was said before it.
+    session.handle_event("llm_text", &json!({"text": "Let me check"}), 0);
+    session.handle_event(
+        "tool_call",
+        &json!({"id": "c", "name": "where", "arguments": "{}"}),
+        0,
+    );
+    session.handle_event("llm_text", &json!({"text": "You are in Oslo"}), 0);
+    session.handle_event("llm_response_ended", &json!({}), 0);
+    assert_eq!(
+        transcripts(&mut session),
+        ["Let me check", "You are in Oslo"]
+    );
+}
+
+#[test]
+fn a_preemptive_reply_is_shown_only_once_confirmed() {
+    let mut session = RtviSession::new("s1".into());
+    session.handle_inbound(inbound(READY), Duration::ZERO);
+    drain(&mut session);
+    let types = |session: &mut RtviSession| -> Vec<String> {
+        drain(session)
+            .iter()
+            .map(|m| m["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let reply = |session: &mut RtviSession, text: &str| {
+        session.handle_event("preemptive_reply_started", &json!({}), 0);
+        // Announced again by the LLM as it takes the context.
+        session.handle_event("preemptive_reply_started", &json!({}), 0);
+        session.handle_event("llm_response_started", &json!({}), 0);
+        session.handle_event("llm_text", &json!({ "text": text }), 0);
+        session.handle_event("llm_response_ended", &json!({}), 0);
+        session.handle_event("tts_text", &json!({"text": text, "timing": "sentence"}), 0);
+    };
+    // The user went on speaking: nothing of it is ever seen.
+    reply(&mut session, "Sure.");
+    session.handle_event("user_started_speaking", &json!({}), 0);
+    session.handle_event("preemptive_reply_discarded", &json!({}), 0);
+    assert_eq!(types(&mut session), ["user-started-speaking"]);
+
+    // What the discarded reply still produces before it is stopped is
+    // dropped, until the next reply starts.
+    session.handle_event("llm_text", &json!({"text": " More."}), 0);
+    session.handle_event(
+        "tts_text",
+        &json!({"text": "More.", "timing": "sentence"}),
+        0,
+    );
+    assert!(types(&mut session).is_empty());
+    session.handle_event("llm_response_started", &json!({}), 0);
+    session.handle_event("llm_text", &json!({"text": "Hello."}), 0);
+    session.handle_event("llm_response_ended", &json!({}), 0);
+    assert_eq!(
+        types(&mut session),
+        [
+            "bot-llm-started",
+            "bot-llm-text",
+            "bot-llm-stopped",
+            "bot-transcription"
+        ]
+    );
+
+    // Confirmed: the user's turn, then the reply.
+    reply(&mut session, "Yes, we are open.");
+    let turn = json!({"index": 2, "role": "user", "text": "Are you open?", "interrupted": false});
+    session.handle_event("turn_completed", &turn, 0);
+    assert_eq!(types(&mut session), ["user-llm-text"]);
+    session.handle_event("preemptive_reply_confirmed", &json!({}), 0);
+    assert_eq!(
+        types(&mut session),
+        [
+            "bot-llm-started",
+            "bot-llm-text",
+            "bot-llm-stopped",
+            "bot-transcription",
+            "bot-tts-text",
+            "bot-output"
+        ]
+    );
+}
+
+#[test]
+fn spoken_text_is_announced_then_spoken_when_the_bot_stops_and_a_cut_stays_unspoken() {
+    let spoken = |text: &str| json!({"text": text, "timing": "sentence"});
+    let mut session = RtviSession::new("s1".into());
+    session.handle_inbound(inbound(READY), Duration::ZERO);
+    drain(&mut session);
+    session.handle_event("tts_text", &spoken("Hello there."), 0);
+    session.handle_event("tts_text", &spoken("How are you?"), 0);
+    let announced = drain(&mut session);
+    let types: Vec<&str> = announced
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["bot-tts-text", "bot-output", "bot-tts-text", "bot-output"]
+    );
+    let new = &announced[1]["data"];
+    assert_eq!(new["spoken_status"], "new");
+    assert_eq!(new["spoken_progress"]["remaining_text"], "Hello there.");
+    assert_ne!(
+        announced[3]["data"]["segment_id"], new["segment_id"],
+        "one id a segment"
+    );
+
+    session.handle_event("bot_stopped_speaking", &json!({}), 0);
+    let spoken_out = drain(&mut session);
+    let done = &spoken_out[0]["data"];
+    assert_eq!(done["spoken_status"], "completed");
+    assert_eq!(done["segment_id"], new["segment_id"]);
+    assert_eq!(done["spoken_progress"]["accumulated_text"], "Hello there.");
+    assert_eq!(done["spoken_progress"]["remaining_text"], "");
+    assert_eq!(spoken_out[1]["data"]["text"], "How are you?");
+    assert_eq!(spoken_out[2]["type"], "bot-stopped-speaking");
+
+    // Cut by the user: never marked spoken.
+    session.handle_event("tts_text", &spoken("Let me explain."), 0);
+    session.handle_event("interruption", &json!({}), 0);
+    session.handle_event("bot_stopped_speaking", &json!({}), 0);
+    let after = drain(&mut session);
+    assert!(
+        after
+            .iter()
+            .all(|m| m["data"]["spoken_status"] != "completed"),
+        "{after:?}"
+    );
+
+    // A 1.x client: its version back, and `spoken` false then true.
+    let mut legacy = RtviSession::new("s2".into());
+    legacy.handle_event("tts_text", &spoken("Hi."), 0);
+    legacy.handle_inbound(
+        inbound(r#"{"label":"rtvi-ai","type":"client-ready","id":"r1","data":{"version":"1.4.0","about":{}}}"#),
+        Duration::ZERO,
+    );
+    legacy.handle_event("bot_stopped_speaking", &json!({}), 0);
+    let sent = drain(&mut legacy);
+    assert_eq!(sent[0]["data"]["version"], "1.4.0");
+    assert_eq!(sent[2]["data"]["spoken"], false, "{sent:?}");
+    assert_eq!(sent[3]["data"]["spoken"], true);
+    assert!(sent[3]["data"].get("spoken_status").is_none());
+}
+
+#[test]
+fn a_long_greeting_before_client_ready_keeps_its_start() {
+    let mut session = RtviSession::new("s1".into());
+    session.handle_event("llm_response_started", &json!({}), 0);
+    session.handle_event("bot_started_speaking", &json!({}), 0);
+    for _ in 0..500 {
+        session.handle_event("llm_text", &json!({"text": "word "}), 0);
+        session.handle_event("interim_transcription", &json!({"text": "hm"}), 0);
+    }
+    session.handle_inbound(inbound(READY), Duration::ZERO);
+    let sent = drain(&mut session);
+    assert_eq!(sent[1]["type"], "bot-llm-started");
+    assert_eq!(sent[2]["type"], "bot-started-speaking");
+}
