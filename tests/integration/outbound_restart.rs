@@ -225,3 +225,45 @@ async fn two_servers_trying_the_same_call_at_once_dial_it_once() {
     assert_eq!(creates.len(), 8, "a number was dialled twice");
     assert_eq!(numbers.len(), 8);
 }
+
+#[tokio::test]
+async fn a_call_twilio_placed_after_it_was_canceled_is_ended_at_twilio() {
+    // DELETE came while the create request's answer was lost: the record
+    // says canceled, with no SID. Twilio placed it after all, and its
+    // status callback names it live.
+    let rig = Rig::new().await;
+    rig.left_queued("late", "+15551230009", 0, Some(0)).await;
+    let canceled = rig.dialer().cancel_queued("late").await.unwrap().unwrap();
+    assert_eq!(canceled.status, CallStatus::Canceled);
+    let env: Vec<(&str, &str)> = rig.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = TestServer::start(Setup {
+        toml: Some(&rig.toml),
+        path: "outbound.toml",
+        env: &env,
+        context: Some(Arc::clone(&rig.runtime)),
+        ..Setup::default()
+    })
+    .await;
+    rig.twilio.deliver_to(server.addr);
+    let sid = "CA000000000000000000000000000000ff";
+    let url = "https://voice.example.test/twilio/status?call_id=late";
+    let form = [
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", sid),
+        ("CallStatus", "ringing"),
+        ("Direction", "outbound-api"),
+        ("SequenceNumber", "1"),
+    ];
+    assert_eq!(rig.twilio.post_signed(url, &form, None).await, 200);
+    let ended = rig.twilio.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(ended[0].call_sid, sid);
+    assert!(
+        ended[0]
+            .form
+            .iter()
+            .any(|(k, v)| k == "Status" && v == "canceled"),
+        "{:?}",
+        ended[0].form
+    );
+    server.shutdown(Duration::from_secs(20)).await.unwrap();
+}
