@@ -204,6 +204,26 @@ async fn an_answer_waits_out_twilio_being_down() {
 }
 
 #[tokio::test]
+async fn an_answer_twilio_keeps_refusing_is_tried_four_times_then_given_up() {
+    let rig = Rig::new("[text]\nreply_budget_secs = 0.2\n").await;
+    let server = rig.server().await;
+    let release = Arc::new(Notify::new());
+    let mut parts = vec![Part::WaitFor(Arc::clone(&release), "the webhook answered")];
+    parts.extend(text_answer("We open at nine."));
+    rig.openai.push_chat(Reply::Sse(parts));
+    rig.twilio.fail_next_messages(10);
+    let (status, _) = rig
+        .say("SM00000000000000000000000000000014", "When do you open?")
+        .await;
+    assert_eq!(status, 200);
+    release.notify_one();
+    // A graceful shutdown waits for the answer's tries to end.
+    server.shutdown(WAIT).await.unwrap();
+    assert_eq!(rig.twilio.refused_messages(), 4, "four tries, then none");
+    assert!(rig.twilio.messages().is_empty());
+}
+
+#[tokio::test]
 async fn a_graceful_shutdown_waits_for_an_answer_still_on_its_way() {
     let rig = Rig::new("[text]\nreply_budget_secs = 0.2\n").await;
     let server = rig.server().await;

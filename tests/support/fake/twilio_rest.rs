@@ -183,6 +183,8 @@ struct Shared {
     next_sid: AtomicU64,
     /// How many of the next message creates answer 503.
     messages_down: AtomicU64,
+    /// How many message creates were answered 503.
+    messages_refused: AtomicU64,
     http: reqwest::Client,
 }
 
@@ -300,6 +302,7 @@ fn create_message(
         .messages_down
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     if down.is_ok() {
+        shared.messages_refused.fetch_add(1, Ordering::SeqCst);
         return twilio_error(
             StatusCode::SERVICE_UNAVAILABLE,
             20503,
@@ -710,6 +713,7 @@ impl FakeTwilioRest {
             changed: Notify::new(),
             next_sid: AtomicU64::new(0),
             messages_down: AtomicU64::new(0),
+            messages_refused: AtomicU64::new(0),
             http: reqwest::Client::new(),
         });
         let app = Router::new()
@@ -816,6 +820,11 @@ impl FakeTwilioRest {
     /// nothing.
     pub fn fail_next_messages(&self, n: u64) {
         self.shared.messages_down.store(n, Ordering::SeqCst);
+    }
+
+    /// How many message creates were answered 503.
+    pub fn refused_messages(&self) -> u64 {
+        self.shared.messages_refused.load(Ordering::SeqCst)
     }
 
     /// Messages sent through the Messages resource, in order.
