@@ -23,8 +23,7 @@ use std::time::Duration;
 use crate::store::time::unix_ms;
 use crate::store::{CallChange, CallStatus, RequestNote, Store, StoreError};
 
-use super::settle::Settlement;
-use super::twilio_dialer::ended_by;
+use super::settle::{Settlement, ended_by};
 
 /// What this process knows of a call it asked Twilio for.
 #[derive(Debug, Clone, PartialEq, Eq)]

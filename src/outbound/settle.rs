@@ -9,7 +9,8 @@
 use std::sync::Arc;
 
 use crate::agent::AgentRuntime;
-use crate::store::CallRecord;
+use crate::store::time::rfc3339;
+use crate::store::{CallRecord, CallStatus};
 
 use super::settled::CallSettled;
 
@@ -76,4 +77,11 @@ impl Settlement {
             listener.call_settled(call).await;
         }
     }
+}
+
+/// Whether `call`, as a write at `at_ms` left it, was ended `status` by
+/// that write (another's would carry its own time): so a call is settled
+/// once, however many end it at once.
+pub(super) fn ended_by(call: &CallRecord, status: CallStatus, at_ms: u64) -> bool {
+    call.status == status && call.ended_at.as_deref() == Some(&*rfc3339(at_ms))
 }

@@ -35,7 +35,7 @@ use crate::store::time::{parse_rfc3339, unix_ms};
 use crate::store::{CallChange, CallDirection, CallRecord, CallStatus, RequestNote, StoreError};
 
 use super::TwilioDialer;
-use super::twilio_dialer::ended_by;
+use super::settle::ended_by;
 
 /// How often a server sweeps.
 const SWEEP_PERIOD: Duration = Duration::from_secs(300);

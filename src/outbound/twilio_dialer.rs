@@ -37,7 +37,7 @@ use super::config::{AmdMode, OutboundSection};
 use super::dialer::{DialError, Dialer, PlacedCall};
 use super::phone::PhoneHasher;
 use super::request::CallRequest;
-use super::settle::Settlement;
+use super::settle::{Settlement, ended_by};
 use super::settled::CallSettled;
 
 /// The media stream's path, which the TwiML points Twilio at.
@@ -578,11 +578,4 @@ impl Dialer for TwilioDialer {
             }
         }
     }
-}
-
-/// Whether `call`, as a write at `at_ms` left it, was ended `status` by
-/// that write (another's would carry its own time): so a call is settled
-/// once, however many end it at once.
-pub(super) fn ended_by(call: &CallRecord, status: CallStatus, at_ms: u64) -> bool {
-    call.status == status && call.ended_at.as_deref() == Some(&*crate::store::time::rfc3339(at_ms))
 }
