@@ -120,8 +120,11 @@ impl AskedCalls {
         let call_id = call_id.to_owned();
         tokio::spawn(async move {
             tokio::time::sleep(rung_out).await;
+            // One time for every try, so that a write that landed though
+            // its answer was lost is known as this one's when tried again.
+            let at_ms = unix_ms();
             for _ in 0..10 {
-                match fail_if_unconfirmed(&*store, &settlement, &call_id, &note).await {
+                match fail_if_unconfirmed(&*store, &settlement, &call_id, &note, at_ms).await {
                     Ok(()) => break,
                     Err(err) => {
                         tracing::warn!(call_id, error = %err, "cannot settle an unconfirmed call yet");
@@ -146,8 +149,8 @@ async fn fail_if_unconfirmed(
     settlement: &Settlement,
     call_id: &str,
     note: &RequestNote,
+    at_ms: u64,
 ) -> Result<(), StoreError> {
-    let at_ms = unix_ms();
     let change = CallChange::Unplaced {
         error: "Twilio never confirmed the call".to_owned(),
         at_ms,

@@ -48,6 +48,12 @@ pub enum DialError {
     /// callbacks settle it, or, when none come, it ends failed.
     #[error("Twilio's answer did not come; the call may have been placed: {0}")]
     Uncertain(String),
+    /// Another try of the call (an earlier one of this process, another
+    /// server's, one a stopped server made) asked Twilio, and its answer
+    /// is not known here: not dialled again; its callbacks settle it, or,
+    /// when none come, it ends failed. Nothing was asked of Twilio now.
+    #[error("the call was asked of Twilio by another try: {0}")]
+    AlreadyAsked(String),
     /// The number was reached within `rate_limit_hours`, or is on a call
     /// now: not dialled. The call is recorded as failed.
     #[error("the number {phone_hash} was called too recently or is on a call")]

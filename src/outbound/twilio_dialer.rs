@@ -287,7 +287,7 @@ impl TwilioDialer {
     /// it would have rung out.
     fn asked_by_another(&self, call_id: &str, note: RequestNote) -> DialError {
         self.confirm_later(call_id, note);
-        DialError::Uncertain("asked of Twilio by another try; its answer is not known".to_owned())
+        DialError::AlreadyAsked("its answer is not known here".to_owned())
     }
 
     /// Ends `call_id` failed once it would have rung out, unless it moved
@@ -354,8 +354,8 @@ impl Dialer for TwilioDialer {
                 let sid = match (stored, self.asked.get(call_id)) {
                     (Some(sid), _) | (None, Some(Asked::Placed(sid))) => Some(sid),
                     (None, Some(Asked::Unconfirmed)) => {
-                        return Err(DialError::Uncertain(
-                            "asked of Twilio already; its answer never came".to_owned(),
+                        return Err(DialError::AlreadyAsked(
+                            "by this process; its answer never came".to_owned(),
                         ));
                     }
                     (None, _) => {
@@ -404,7 +404,12 @@ impl Dialer for TwilioDialer {
                 "rate_limited: the number was reached in the last {} hours or is on a call",
                 self.section.rate_limit_hours
             );
-            self.fail_undialled(call_id, &why).await?;
+            if let Err(err) = self.fail_undialled(call_id, &why).await {
+                if reused {
+                    self.asked.not_taken(call_id, by);
+                }
+                return Err(err);
+            }
             return Err(DialError::NumberLimited { phone_hash });
         }
         let mut parameters: Vec<(String, String)> =
@@ -542,12 +547,9 @@ impl Dialer for TwilioDialer {
                     message,
                 })
             }
-            Err(
-                err @ (CreateCallError::Uncertain(_)
-                | CreateCallError::ServerError {
-                    status: 500 | 502 | 504,
-                }),
-            ) => {
+            Err(err @ (CreateCallError::Uncertain(_) | CreateCallError::ServerError { .. }))
+                if !matches!(err, CreateCallError::ServerError { status: 503 }) =>
+            {
                 // Perhaps placed (an answer lost, or an error that may come
                 // after Twilio took the request): the number stays held,
                 // nothing dials it again; its callbacks settle it, else it

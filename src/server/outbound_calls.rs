@@ -128,7 +128,7 @@ async fn dial(
             Err(DialError::Refused { .. } | DialError::NumberLimited { .. }) => return,
             Err(DialError::Settled { .. }) => return,
             // Perhaps placed: never dialled again (its callbacks settle it).
-            Err(DialError::Uncertain(_)) => return,
+            Err(DialError::Uncertain(_) | DialError::AlreadyAsked(_)) => return,
             Err(DialError::RateLimited { retry_after }) => retry_after.min(MAX_DIAL_WAIT),
             Err(err) => {
                 tracing::warn!(call_id, attempt, error = %err, "dial failed");

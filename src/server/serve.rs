@@ -481,6 +481,20 @@ impl Server {
         if !drained {
             super::shutdown::drain(&self.state).await;
         }
+        // A webhook whose body was still coming at the signal is counted
+        // from its handler's start: now that every request is done, what
+        // such a handler left is waited for too.
+        if !self
+            .state
+            .answers
+            .wait_idle(server.shutdown_grace_secs.duration())
+            .await
+        {
+            tracing::warn!(
+                running = self.state.answers.running(),
+                "answers still being sent at exit: dropped"
+            );
+        }
         if let Some(agent) = &self.state.agent {
             // Writers stop on their own `flush_timeout` after their session.
             let limit = self.state.config.context.flush_timeout_secs.duration()

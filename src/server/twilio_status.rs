@@ -63,9 +63,14 @@ pub(crate) async fn callback(
     };
     let call_id = callback.call_id;
     let store = dialer.store();
-    let outbound = match store.call(&call_id).await {
-        Ok(Some(call)) => call.direction == Some(CallDirection::Outbound),
-        Ok(None) => false,
+    // A call that ended before it ran a session (voxpipe canceled it, or
+    // an earlier callback ended it) was settled then.
+    let (outbound, settled) = match store.call(&call_id).await {
+        Ok(Some(call)) => (
+            call.direction == Some(CallDirection::Outbound),
+            call.status.is_final() && call.started_at.is_none(),
+        ),
+        Ok(None) => (false, false),
         Err(err) => {
             tracing::warn!(call_id, error = %err, "cannot read the call; Twilio may retry");
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -90,7 +95,9 @@ pub(crate) async fn callback(
         status = call.status.as_str(),
         "status callback applied"
     );
-    if reported.is_some_and(|status| status.is_final() && status == call.status) {
+    // Settled by the callback that brings its final status (an answered
+    // call's record may be final already: its session wrote it).
+    if !settled && reported.is_some_and(|status| status.is_final() && status == call.status) {
         let dialer = Arc::clone(&dialer);
         let call = call.clone();
         tokio::spawn(async move { dialer.settle(&call).await });

@@ -227,7 +227,7 @@ impl CampaignRunner {
             // Perhaps placed: held as a live call, so the entry is not
             // dialled again; its callbacks, or the dialler's check that
             // fails an unconfirmed call, settle it.
-            Ok(_) | Err(DialError::Uncertain(_)) => {
+            Ok(_) | Err(DialError::Uncertain(_) | DialError::AlreadyAsked(_)) => {
                 let until = now + millis(self.options.call_lease);
                 if let Err(err) = self
                     .campaigns
@@ -239,6 +239,8 @@ impl CampaignRunner {
                 }
                 if result.is_ok() {
                     "placed"
+                } else if matches!(result, Err(DialError::AlreadyAsked(_))) {
+                    "already_asked"
                 } else {
                     // Twilio is slow or failing (a lost answer, a 5xx that
                     // may have placed it): a pause, so that an outage costs
@@ -381,8 +383,13 @@ impl CampaignRunner {
 
     /// Holds every server's next dial of `campaign_id` until `until_ms`.
     async fn back_off(&self, campaign_id: &str, until_ms: u64) {
-        self.backing_off_lock()
-            .insert(campaign_id.to_owned(), until_ms);
+        {
+            let mut backing_off = self.backing_off_lock();
+            let until = backing_off
+                .entry(campaign_id.to_owned())
+                .or_insert(until_ms);
+            *until = (*until).max(until_ms);
+        }
         if let Err(err) = self
             .campaigns
             .store

@@ -26,7 +26,7 @@
 //! flood costs bounded memory and every message still reaches the
 //! pipeline.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -153,6 +153,10 @@ pub struct RtviSession {
     /// A preemptive reply's events, held or being dropped: see
     /// [`Preemptive`].
     preemptive: Preemptive,
+    /// The tool calls a held or dropped preemptive reply made: their
+    /// results are its (held or dropped with it); any other tool's result
+    /// goes out as it comes.
+    preemptive_tools: HashSet<String>,
 }
 
 impl RtviSession {
@@ -170,6 +174,7 @@ impl RtviSession {
             bot_transcription: SentenceSplitter::new(),
             spoken_words: SentenceSplitter::new(),
             preemptive: Preemptive::None,
+            preemptive_tools: HashSet::new(),
         }
     }
 
@@ -301,6 +306,7 @@ impl RtviSession {
                 return;
             }
             "preemptive_reply_confirmed" => {
+                self.preemptive_tools.clear();
                 if let Preemptive::Held(held) =
                     std::mem::replace(&mut self.preemptive, Preemptive::None)
                 {
@@ -318,24 +324,28 @@ impl RtviSession {
             // next reply, asked after the discarded one was stopped.
             "llm_response_started" if matches!(self.preemptive, Preemptive::Dropping) => {
                 self.preemptive = Preemptive::None;
+                self.preemptive_tools.clear();
             }
             _ => {}
         }
-        if is_reply_event(name) {
-            match &mut self.preemptive {
-                Preemptive::None => {}
-                Preemptive::Held(held) => {
-                    if held.len() == MAX_HELD {
-                        held.pop_front();
-                    }
-                    held.push_back((name.to_owned(), fields.clone(), wall_ms));
-                    return;
-                }
-                // A tool's result may be an earlier reply's (a tool not
-                // cancelled by the interruption): it goes out.
-                Preemptive::Dropping if name != "tool_result" => return,
-                Preemptive::Dropping => {}
+        let id = || fields["id"].as_str().unwrap_or_default().to_owned();
+        let its_own = match name {
+            // A tool's result may be an earlier reply's (a tool the
+            // interruption did not cancel): only the reply's own are its.
+            "tool_result" => self.preemptive_tools.contains(&id()),
+            _ => is_reply_event(name),
+        };
+        if its_own && !matches!(self.preemptive, Preemptive::None) {
+            if name == "tool_call" && self.preemptive_tools.len() < MAX_HELD {
+                self.preemptive_tools.insert(id());
             }
+            if let Preemptive::Held(held) = &mut self.preemptive {
+                if held.len() == MAX_HELD {
+                    held.pop_front();
+                }
+                held.push_back((name.to_owned(), fields.clone(), wall_ms));
+            }
+            return;
         }
         match name {
             // What the bot said is spoken once it stops speaking; what an

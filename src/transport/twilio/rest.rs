@@ -360,10 +360,10 @@ pub enum CreateCallError {
     /// nothing was created.
     #[error("Twilio is unavailable: {0}")]
     Unavailable(String),
-    /// A 5xx. A 503 created nothing; a 500, 502 or 504 (an internal error,
-    /// a gateway's timeout) may come after the request was taken, so what
-    /// it asked for may exist: calls are tried again (a campaign loses no
-    /// number to an outage), messages are not (no answer goes twice).
+    /// A 5xx. A 503 created nothing and is tried again; another (an
+    /// internal error, a gateway's timeout) may come after the request was
+    /// taken, so what it asked for may exist: a call is handled as one
+    /// whose answer was lost, a message is not sent again.
     #[error("Twilio answered {status}")]
     ServerError {
         /// The HTTP status.

@@ -415,3 +415,30 @@ fn a_long_greeting_before_client_ready_keeps_its_start() {
     assert_eq!(sent[1]["type"], "bot-llm-started");
     assert_eq!(sent[2]["type"], "bot-started-speaking");
 }
+
+#[test]
+fn only_a_preemptive_replys_own_tool_results_are_held_or_dropped() {
+    let mut session = RtviSession::new("s1".into());
+    session.handle_inbound(inbound(READY), Duration::ZERO);
+    drain(&mut session);
+    let call = |id: &str| json!({"id": id, "name": "lookup", "arguments": "{}"});
+    let result = |id: &str| json!({"id": id, "name": "lookup", "result": "{}"});
+    let stopped = |session: &mut RtviSession| -> Vec<String> {
+        drain(session)
+            .into_iter()
+            .filter(|m| m["type"] == "llm-function-call-stopped")
+            .map(|m| m["data"]["tool_call_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    session.handle_event("preemptive_reply_started", &json!({}), 0);
+    session.handle_event("tool_call", &call("early"), 0);
+    // An earlier reply's tool, not cancelled by the interruption, answers
+    // while the preemptive reply is held: it goes out.
+    session.handle_event("tool_result", &result("earlier"), 0);
+    assert_eq!(stopped(&mut session), ["earlier"]);
+    session.handle_event("preemptive_reply_discarded", &json!({}), 0);
+    // The discarded reply's own tool answers late: never shown.
+    session.handle_event("tool_result", &result("early"), 0);
+    session.handle_event("tool_result", &result("earlier-2"), 0);
+    assert_eq!(stopped(&mut session), ["earlier-2"]);
+}
