@@ -134,7 +134,10 @@ async fn a_call_asked_of_twilio_by_a_stopped_server_is_not_dialled_again() {
         .await;
     let dialer = rig.dialer();
     let again = dialer.dial("asked", &request("+15551230001")).await;
-    assert!(matches!(again, Err(DialError::Uncertain(_))), "{again:?}");
+    assert!(
+        matches!(again, Err(DialError::AlreadyAsked(_))),
+        "{again:?}"
+    );
     assert!(rig.twilio.creates().is_empty(), "dialled again");
     // One never asked of Twilio is dialled, and its record says so.
     let placed = dialer
