@@ -72,6 +72,21 @@ impl Rig {
         EnvSource::Fixed(Arc::new(vars))
     }
 
+    /// A server of this deployment, which Twilio's callbacks reach.
+    async fn server(&self) -> TestServer {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let server = TestServer::start(Setup {
+            toml: Some(&self.toml),
+            path: "outbound.toml",
+            env: &env,
+            context: Some(Arc::clone(&self.runtime)),
+            ..Setup::default()
+        })
+        .await;
+        self.twilio.deliver_to(server.addr);
+        server
+    }
+
     /// A dialler of this deployment, as another server has it.
     fn dialer(&self) -> TwilioDialer {
         TwilioDialer::from_sections(
@@ -171,15 +186,7 @@ async fn calls_a_stopped_server_left_queued_end_failed_when_a_server_starts() {
         .await;
     rig.left_queued("just-asked", "+15551230004", 2, Some(1))
         .await;
-    let env: Vec<(&str, &str)> = rig.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = TestServer::start(Setup {
-        toml: Some(&rig.toml),
-        path: "outbound.toml",
-        env: &env,
-        context: Some(Arc::clone(&rig.runtime)),
-        ..Setup::default()
-    })
-    .await;
+    let server = rig.server().await;
     let ended = support::wait::eventually(Duration::from_secs(20), async || {
         rig.status("never-confirmed").await.0 == CallStatus::Failed
             && rig.status("never-dialled").await.0 == CallStatus::Failed
@@ -238,16 +245,7 @@ async fn a_call_twilio_placed_after_it_was_canceled_is_ended_at_twilio() {
     rig.left_queued("late", "+15551230009", 0, Some(0)).await;
     let canceled = rig.dialer().cancel_queued("late").await.unwrap().unwrap();
     assert_eq!(canceled.status, CallStatus::Canceled);
-    let env: Vec<(&str, &str)> = rig.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = TestServer::start(Setup {
-        toml: Some(&rig.toml),
-        path: "outbound.toml",
-        env: &env,
-        context: Some(Arc::clone(&rig.runtime)),
-        ..Setup::default()
-    })
-    .await;
-    rig.twilio.deliver_to(server.addr);
+    let server = rig.server().await;
     let sid = "CA000000000000000000000000000000ff";
     let url = "https://voice.example.test/twilio/status?call_id=late";
     let form = [

@@ -60,6 +60,16 @@ impl Rig {
         server
     }
 
+    /// The model's next answer, `text`, held back until the returned
+    /// `Notify` is told (so that it misses the webhook's wait).
+    fn answer_when_released(&self, text: &str) -> Arc<Notify> {
+        let release = Arc::new(Notify::new());
+        let mut parts = vec![Part::WaitFor(Arc::clone(&release), "the webhook answered")];
+        parts.extend(text_answer(text));
+        self.openai.push_chat(Reply::Sse(parts));
+        release
+    }
+
     async fn say(&self, sid: &str, body: &str) -> (u16, String) {
         self.twilio
             .message(MESSAGING_URL, sid, (USER, AGENT), body, 0)
@@ -164,10 +174,7 @@ async fn a_whatsapp_conversation_keeps_its_history_across_a_restart_and_retries_
 async fn a_slow_answer_goes_out_through_the_messages_resource() {
     let rig = Rig::new("[text]\nreply_budget_secs = 0.2\n").await;
     let server = rig.server().await;
-    let release = Arc::new(Notify::new());
-    let mut parts = vec![Part::WaitFor(Arc::clone(&release), "the webhook answered")];
-    parts.extend(text_answer("Sorry for the wait: yes."));
-    rig.openai.push_chat(Reply::Sse(parts));
+    let release = rig.answer_when_released("Sorry for the wait: yes.");
     let (status, twiml) = rig
         .say("SM00000000000000000000000000000011", "Are you open?")
         .await;
@@ -185,10 +192,7 @@ async fn a_slow_answer_goes_out_through_the_messages_resource() {
 async fn an_answer_waits_out_twilio_being_down() {
     let rig = Rig::new("[text]\nreply_budget_secs = 0.2\n").await;
     let server = rig.server().await;
-    let release = Arc::new(Notify::new());
-    let mut parts = vec![Part::WaitFor(Arc::clone(&release), "the webhook answered")];
-    parts.extend(text_answer("We open at nine."));
-    rig.openai.push_chat(Reply::Sse(parts));
+    let release = rig.answer_when_released("We open at nine.");
     rig.twilio.fail_next_messages(2);
     let (status, _) = rig
         .say("SM00000000000000000000000000000013", "When do you open?")
@@ -207,10 +211,7 @@ async fn an_answer_waits_out_twilio_being_down() {
 async fn an_answer_twilio_keeps_refusing_is_tried_four_times_then_given_up() {
     let rig = Rig::new("[text]\nreply_budget_secs = 0.2\n").await;
     let server = rig.server().await;
-    let release = Arc::new(Notify::new());
-    let mut parts = vec![Part::WaitFor(Arc::clone(&release), "the webhook answered")];
-    parts.extend(text_answer("We open at nine."));
-    rig.openai.push_chat(Reply::Sse(parts));
+    let release = rig.answer_when_released("We open at nine.");
     rig.twilio.fail_next_messages(10);
     let (status, _) = rig
         .say("SM00000000000000000000000000000014", "When do you open?")
