@@ -98,6 +98,17 @@ impl ServiceError {
         )
     }
 
+    /// The service refused the request as it stands (a 4xx other than 408
+    /// and 429: bad credentials, a model or language it does not have, no
+    /// credit left): asking again the same way will be refused again.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::Status { status, .. }
+                if (400..500).contains(status) && !matches!(status, 408 | 429)
+        )
+    }
+
     /// The processor error this becomes, naming `provider`. Refused
     /// credentials end the session (every later request would fail the
     /// same way); anything else fails the current request only.

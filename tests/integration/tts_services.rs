@@ -124,6 +124,45 @@ async fn openai_speech_is_asked_per_sentence_and_resampled_to_the_pipeline() {
 }
 
 #[tokio::test]
+async fn text_before_a_tool_call_is_spoken_before_the_tool_runs() {
+    let server = FakeOpenAi::start().await;
+    for _ in 0..3 {
+        server.push_speech(Reply::Pcm(vec![Part::Raw(support::signal::tone_pcm(
+            24_000, 0.1,
+        ))]));
+    }
+    let call = voxpipe::conversation::ToolCall {
+        id: "call_1".into(),
+        name: "weather".into(),
+        arguments: "{}".into(),
+    };
+    let out = run_test(
+        vec![openai_tts(&server, "")],
+        vec![
+            FrameBody::LlmResponseStart,
+            FrameBody::LlmText("Sure. Let me".into()),
+            FrameBody::LlmText(" check.".into()),
+            FrameBody::FunctionCallInProgress(call),
+            // The next round's text follows with no space between.
+            FrameBody::LlmText("It's sunny.".into()),
+            FrameBody::LlmResponseEnd,
+        ],
+    )
+    .await;
+    let inputs: Vec<Value> = server
+        .received("audio/speech")
+        .iter()
+        .map(|r| r.json()["input"].clone())
+        .collect();
+    // Before, "Let me check." waited for the next round and ran into it:
+    // "Let me check.It's sunny.".
+    assert_eq!(inputs, [json!("Sure."), json!("Let me check."), json!("It's sunny.")]);
+    let said: Vec<String> = spoken(&out.downstream).into_iter().map(|s| s.text).collect();
+    assert_eq!(said, ["Sure.", "Let me check.", "It's sunny."]);
+    assert!(error_frames(&out.upstream).is_empty());
+}
+
+#[tokio::test]
 async fn openai_speech_refused_key_rate_limit_and_failure_mid_audio() {
     let server = FakeOpenAi::start().await;
     server.push_speech(Reply::error(
@@ -251,7 +290,9 @@ async fn elevenlabs_speaks_a_context_per_response_with_timed_words() {
     } = &connections[0];
     assert_eq!(voice, "voice-1");
     assert!(
-        query.contains("output_format=pcm_16000") && query.contains("model_id=eleven_flash_v2_5"),
+        query.contains("output_format=pcm_16000")
+            && query.contains("model_id=eleven_flash_v2_5")
+            && query.contains("inactivity_timeout=180"),
         "{query}"
     );
     assert_eq!(key.as_deref(), Some("xi-test"));
@@ -463,6 +504,65 @@ async fn cartesia_continues_one_context_per_response_and_times_words() {
     let secs = audio_secs(&out.downstream);
     assert!((secs - 0.26).abs() < 0.005, "{secs}");
     assert_eq!(names(&out).last(), Some(&"End"));
+}
+
+#[tokio::test]
+async fn cartesia_text_after_a_tool_call_goes_to_a_fresh_context() {
+    // The fake's contexts expire once their audio has gone out, as
+    // Cartesia's do a second after it: a tool call takes longer.
+    let server = support::fake::cartesia::FakeCartesia::start().await;
+    server.push_script(support::fake::cartesia::Script {
+        expire_spoken_contexts: true,
+        ..Default::default()
+    });
+    let call = voxpipe::conversation::ToolCall {
+        id: "call_1".into(),
+        name: "weather".into(),
+        arguments: "{}".into(),
+    };
+    let out = run_test(
+        vec![cartesia(&server)],
+        vec![
+            FrameBody::LlmResponseStart,
+            FrameBody::LlmText("Let me check.".into()),
+            FrameBody::FunctionCallInProgress(call),
+            FrameBody::LlmText("It's sunny.".into()),
+            FrameBody::LlmResponseEnd,
+        ],
+    )
+    .await;
+    // Before, "It's sunny." went to the expired context: refused, unsaid.
+    assert!(
+        error_frames(&out.upstream).is_empty(),
+        "{:?}",
+        error_frames(&out.upstream)
+    );
+    let messages = &server.connections()[0].messages;
+    let sent: Vec<(Value, Value)> = messages
+        .iter()
+        .map(|m| (m["transcript"].clone(), m["continue"].clone()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (json!("Let me check. "), json!(true)),
+            (json!(""), json!(false)),
+            (json!("It's sunny. "), json!(true)),
+            (json!(""), json!(false))
+        ]
+    );
+    assert_ne!(messages[2]["context_id"], messages[0]["context_id"]);
+    let said = spoken(&out.downstream);
+    let words: Vec<&str> = said.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(words, ["Let", "me", "check.", "It's", "sunny."]);
+    assert_eq!(
+        said[3].start,
+        Duration::from_millis(140),
+        "timed after the first context's audio"
+    );
+    let kinds = names(&out);
+    let count = |name| kinds.iter().filter(|n| **n == name).count();
+    assert_eq!((count("TtsStarted"), count("TtsStopped")), (1, 1), "{kinds:?}");
 }
 
 #[tokio::test]

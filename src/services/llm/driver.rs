@@ -60,6 +60,10 @@ use super::tool_runs::{ToolResults, run_tools};
 use super::tools::{Tool, ToolSpec};
 use super::wire::{ChatDelta, ChatRequest, ChatWire, ToolChoice};
 
+/// Malformed events of one round reported as error frames; the rest are
+/// skipped with one log line.
+const MAX_REPORTED_MALFORMED: u32 = 3;
+
 /// Everything a response needs, shared by the responses of a session.
 #[derive(Debug)]
 pub(crate) struct Responder {
@@ -485,6 +489,7 @@ impl Responder {
         let mut calls = ToolCallAssembler::new();
         let mut text = String::new();
         let mut finished = false;
+        let mut malformed = 0u32;
         loop {
             let chunk = next_chunk(&mut stream, self.connection.read_timeout).await?;
             match &chunk {
@@ -499,8 +504,19 @@ impl Responder {
                 let deltas = match deltas {
                     Ok(deltas) => deltas,
                     Err(error @ ServiceError::Protocol(_)) => {
-                        tracing::warn!(provider, error = %error, "skipping a malformed event");
-                        report(error.into_processor_error(provider), ctx).await;
+                        // A server that gets one field wrong gets it wrong in
+                        // every chunk: a few reports say so, a flood would
+                        // fill the error lane.
+                        malformed += 1;
+                        if malformed <= MAX_REPORTED_MALFORMED {
+                            tracing::warn!(provider, error = %error, "skipping a malformed event");
+                            report(error.into_processor_error(provider), ctx).await;
+                        } else if malformed == MAX_REPORTED_MALFORMED + 1 {
+                            tracing::warn!(
+                                provider,
+                                "the server keeps sending malformed events: skipped, no longer reported"
+                            );
+                        }
                         continue;
                     }
                     Err(error) => return Err(error),
@@ -527,7 +543,19 @@ impl Responder {
                             id,
                             name,
                             arguments,
-                        } => calls.add(index, id.as_deref(), name.as_deref(), arguments.as_deref()),
+                        } => match index {
+                            Some(index) => calls.add(
+                                index,
+                                id.as_deref(),
+                                name.as_deref(),
+                                arguments.as_deref(),
+                            ),
+                            None => calls.add_unindexed(
+                                id.as_deref(),
+                                name.as_deref(),
+                                arguments.as_deref(),
+                            ),
+                        },
                         ChatDelta::Finish(reason) => {
                             if reason == "length" {
                                 tracing::warn!(provider, "the answer was cut at max_tokens");

@@ -50,9 +50,19 @@ pub fn request_body(request: &ChatRequest<'_>, messages: &[Message]) -> Value {
     body
 }
 
+/// A field that may be missing or `null` (servers built on pydantic send
+/// `"tool_calls": null`), read as its default.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
+
 #[derive(Deserialize)]
 struct Chunk {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     choices: Vec<Choice>,
     #[serde(default)]
     error: Option<Value>,
@@ -70,7 +80,7 @@ struct Choice {
 struct Delta {
     #[serde(default)]
     content: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     tool_calls: Vec<ToolCallDelta>,
 }
 
@@ -124,14 +134,14 @@ pub fn parse_event_data(data: &str) -> Result<Vec<ChatDelta>, ServiceError> {
         if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
             deltas.push(ChatDelta::Text(text));
         }
-        for (position, call) in delta.tool_calls.into_iter().enumerate() {
+        for call in delta.tool_calls {
             let (name, arguments) = match call.function {
                 Some(f) => (f.name, f.arguments),
                 None => (None, None),
             };
             deltas.push(ChatDelta::ToolCall {
                 // Servers that send whole calls sometimes omit the index.
-                index: call.index.unwrap_or(position as u32),
+                index: call.index,
                 id: call.id.filter(|id| !id.is_empty()),
                 name: name.filter(|n| !n.is_empty()),
                 arguments: arguments.filter(|a| !a.is_empty()),
@@ -204,7 +214,7 @@ mod tests {
         assert_eq!(
             parse_event_data(first).unwrap(),
             [ChatDelta::ToolCall {
-                index: 0,
+                index: Some(0),
                 id: Some("call_1".into()),
                 name: Some("get_weather".into()),
                 arguments: None
@@ -214,7 +224,7 @@ mod tests {
         assert_eq!(
             parse_event_data(piece).unwrap(),
             [ChatDelta::ToolCall {
-                index: 1,
+                index: Some(1),
                 id: None,
                 name: None,
                 arguments: Some("{\"ci".into())
@@ -228,6 +238,26 @@ mod tests {
         assert_eq!(parse_event_data(" [DONE] ").unwrap(), [ChatDelta::Done]);
         let usage = r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2}}"#;
         assert!(parse_event_data(usage).unwrap().is_empty());
+    }
+
+    #[test]
+    fn null_fields_as_pydantic_servers_send_them_are_empty() {
+        // sglang and other servers built on pydantic write every field,
+        // `null` when unset; before, each such chunk was malformed.
+        let text = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi","tool_calls":null},"finish_reason":null}]}"#;
+        assert_eq!(parse_event_data(text).unwrap(), [ChatDelta::Text("Hi".into())]);
+        let usage = r#"{"choices":null,"usage":{"prompt_tokens":9}}"#;
+        assert!(parse_event_data(usage).unwrap().is_empty());
+        let whole = r#"{"choices":[{"delta":{"content":null,"tool_calls":[{"id":"a","function":{"name":"f","arguments":"{}"}}]}}]}"#;
+        assert_eq!(
+            parse_event_data(whole).unwrap(),
+            [ChatDelta::ToolCall {
+                index: None,
+                id: Some("a".into()),
+                name: Some("f".into()),
+                arguments: Some("{}".into())
+            }]
+        );
     }
 
     #[test]

@@ -55,6 +55,27 @@ impl ToolCallAssembler {
         }
     }
 
+    /// Adds a fragment that names no index: part of the latest call, unless
+    /// it starts another (an id other than the latest call's, or a name
+    /// when the latest call has one already and no id says otherwise).
+    /// Servers that send each call whole in a chunk of its own, or several
+    /// in one chunk, without indices (Gemini's OpenAI-compatible endpoint)
+    /// would otherwise have every call run into the first.
+    pub fn add_unindexed(&mut self, id: Option<&str>, name: Option<&str>, arguments: Option<&str>) {
+        let latest = self.calls.last_key_value();
+        let starts_another = latest.is_none_or(|(_, partial)| match (id, &partial.id) {
+            (Some(id), Some(latest_id)) => id != latest_id,
+            (Some(_), None) => !partial.name.is_empty() || !partial.arguments.is_empty(),
+            (None, _) => name.is_some() && !partial.name.is_empty(),
+        });
+        let index = match latest {
+            Some((&index, _)) if !starts_another => index,
+            Some((&index, _)) => index.saturating_add(1),
+            None => 0,
+        };
+        self.add(index, id, name, arguments);
+    }
+
     /// Whether any call has begun.
     pub fn is_empty(&self) -> bool {
         self.calls.is_empty()
@@ -155,6 +176,35 @@ mod tests {
         assert_eq!(calls[0].call.arguments, r#"{"city": "Paris"}"#);
         assert_eq!(calls[0].arguments, Ok(json!({"city": "Paris"})));
         assert_eq!(calls[1].arguments, Ok(json!({"tz": "UTC"})));
+    }
+
+    #[test]
+    fn unindexed_fragments_are_told_apart_by_id_and_name() {
+        // Gemini's compatible endpoint: each call whole, in its own chunk,
+        // no index. Before, both ran into one call, `get_weatherget_weather`.
+        let mut calls = ToolCallAssembler::new();
+        calls.add_unindexed(Some("a"), Some("get_weather"), Some(r#"{"city":"A"}"#));
+        calls.add_unindexed(Some("b"), Some("get_weather"), Some(r#"{"city":"B"}"#));
+        // No ids: a name starts a call, arguments without one continue it.
+        calls.add_unindexed(None, Some("get_time"), None);
+        calls.add_unindexed(None, None, Some(r#"{"tz":"#));
+        calls.add_unindexed(None, None, Some(r#""UTC"}"#));
+        calls.add_unindexed(None, Some("end_call"), None);
+        let calls = calls.finish("r");
+        let got: Vec<(&str, &str)> = calls
+            .iter()
+            .map(|c| (c.call.name.as_str(), c.call.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("get_weather", r#"{"city":"A"}"#),
+                ("get_weather", r#"{"city":"B"}"#),
+                ("get_time", r#"{"tz":"UTC"}"#),
+                ("end_call", "{}"),
+            ]
+        );
+        assert_eq!((calls[0].call.id.as_str(), calls[1].call.id.as_str()), ("a", "b"));
     }
 
     #[test]

@@ -43,8 +43,11 @@ pub enum ChatDelta {
     /// A fragment of tool call `index`: the first usually carries the id and
     /// the name, the rest pieces of the JSON arguments.
     ToolCall {
-        /// Which call of the response this fragment belongs to.
-        index: u32,
+        /// Which call of the response this fragment belongs to; `None`
+        /// when the server did not say (some send each call whole, or in
+        /// pieces, without an index): the assembler tells calls apart by
+        /// their ids and names.
+        index: Option<u32>,
         /// The call's id, when given.
         id: Option<String>,
         /// (A piece of) the tool's name, when given.

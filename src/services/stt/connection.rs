@@ -264,9 +264,10 @@ impl SttConnection {
             self.stop_with(error);
             return;
         }
-        if error.is_auth() {
-            // Refused credentials will not heal: report (the session
-            // ends) and stop.
+        if error.is_refusal() {
+            // Refused credentials, a model or language the provider does
+            // not have, no credit: asking again will not heal it. Report
+            // (the session ends, rather than run deaf) and stop.
             self.stop_with(error);
             return;
         }

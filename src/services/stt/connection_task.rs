@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::frame::{FrameBody, TranscriptionFrame};
-use crate::pipeline::ProcessorContext;
+use crate::pipeline::{ProcessorContext, ProcessorError};
 use crate::services::Connection;
 use crate::services::retry::jitter;
 use crate::services::task::report;
@@ -73,7 +73,19 @@ pub(crate) async fn drive(
                     ctx.push_downstream(body).await;
                 }
                 SttAction::Report(error) => {
-                    report(error.into_processor_error(provider), &ctx).await;
+                    // A refused handshake stopped the connection for good:
+                    // the session cannot hear the caller any more.
+                    let error = if error.is_refusal() {
+                        let status = error.status();
+                        let fatal = ProcessorError::fatal(error).with_provider(provider);
+                        match status {
+                            Some(status) => fatal.with_status(status),
+                            None => fatal,
+                        }
+                    } else {
+                        error.into_processor_error(provider)
+                    };
+                    report(error, &ctx).await;
                 }
                 SttAction::Disconnect => socket = None,
             }

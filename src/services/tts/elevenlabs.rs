@@ -92,9 +92,14 @@ impl ProcessorFactory for ElevenLabsTtsConfig {
             ),
             None => None,
         };
+        // ElevenLabs closes a socket idle for 20 s by default: the one
+        // opened at the session's start would be gone by the first reply
+        // to a user who talks longer, and a context waiting on a long tool
+        // call would be closed under it. 180 s is the most it allows.
+        const INACTIVITY_TIMEOUT_SECS: u32 = 180;
         let speech = ElevenLabsSpeech {
             url: format!(
-                "{}/v1/text-to-speech/{}/multi-stream-input?model_id={}&output_format=pcm_{}&sync_alignment=true&auto_mode=true",
+                "{}/v1/text-to-speech/{}/multi-stream-input?model_id={}&output_format=pcm_{}&sync_alignment=true&auto_mode=true&inactivity_timeout={INACTIVITY_TIMEOUT_SECS}",
                 self.base_url.trim_end_matches('/'),
                 self.voice_id,
                 self.model,

@@ -32,6 +32,8 @@ pub(crate) enum Command {
     Speak { response: u64, text: String },
     /// No more text for `response`; push `then` after its audio.
     Finish { response: u64, then: Option<Frame> },
+    /// `response`'s text stops for a tool call (see `responses`, Segments).
+    Break { response: u64 },
     /// Responses up to `up_to` were interrupted.
     Cancel { up_to: u64 },
 }
@@ -100,6 +102,7 @@ impl Engine {
             Command::Finish { response, then } => {
                 self.responses.handle_finish(response, then, now());
             }
+            Command::Break { response } => self.responses.handle_break(response, now()),
             Command::Cancel { up_to } => self.responses.handle_cancel(up_to, now()),
         }
     }

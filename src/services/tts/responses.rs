@@ -10,6 +10,19 @@
 //! in that audio) as they come, the time to first byte as a `Ttfb` metric,
 //! and, once the wire reports it done, `TtsStopped` followed by the frame
 //! that closed the response (`LlmResponseEnd`).
+//!
+//! # Segments: a response's text cut by tool calls
+//!
+//! When the LLM stops to call a tool, the text it wrote so far is finished
+//! on the wire ([`TtsResponses::handle_break`]) and what it writes after
+//! the tool goes to a new context of the same response (`PREFIX-N.1`,
+//! `.2`, ...): a provider's context may not outlive a pause (Cartesia's
+//! expire a second after their last audio, and text sent on one after that
+//! is not spoken), and a tool can take seconds. The response stays one
+//! (one `TtsStarted`, one `TtsStopped`), so the rest of the pipeline sees
+//! what it saw before. A segment's events wait until the segments before
+//! it are done, so audio never interleaves, and its word times count from
+//! where the response's audio stood when it began.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -42,6 +55,16 @@ pub(crate) enum TtsOutput {
 struct Response {
     started: bool,
     finishing: bool,
+    /// The segment text goes to now (see the module docs).
+    segment: u32,
+    /// Whether text went to the current segment (its context exists).
+    segment_spoken: bool,
+    /// Segments finished at a break, not yet done, oldest first; events
+    /// of later segments wait in `held` until these are done.
+    draining: VecDeque<u32>,
+    held: VecDeque<WireEvent>,
+    /// Where the live segment's audio began in the response's.
+    segment_base: Duration,
     then: Option<Frame>,
     /// Audio pushed so far.
     audio: Duration,
@@ -92,6 +115,8 @@ impl TtsResponses {
     /// A sentence of `response` to speak (one not cancelled).
     pub(crate) fn handle_speak(&mut self, response: u64, text: String, now: Instant) {
         let state = self.responses.entry(response).or_default();
+        state.segment_spoken = true;
+        let segment = state.segment;
         if !state.started {
             state.started = true;
             state.asked_at = Some(now);
@@ -105,8 +130,25 @@ impl TtsResponses {
             }
             self.push(response, FrameBody::TtsStarted);
         }
-        let context = self.context(response);
+        let context = self.context(response, segment);
         self.outputs.push_back(TtsOutput::Speak { context, text });
+    }
+
+    /// `response`'s text stops for a tool call: what was sent so far is
+    /// finished on the wire, and later text goes to a new segment.
+    pub(crate) fn handle_break(&mut self, response: u64, _now: Instant) {
+        let Some(state) = self.responses.get_mut(&response) else {
+            return;
+        };
+        if !state.segment_spoken || state.finishing {
+            return;
+        }
+        let segment = state.segment;
+        state.draining.push_back(segment);
+        state.segment += 1;
+        state.segment_spoken = false;
+        let context = self.context(response, segment);
+        self.outputs.push_back(TtsOutput::Finish { context });
     }
 
     /// No more text for `response`; `then` goes out after its audio.
@@ -120,7 +162,16 @@ impl TtsResponses {
         };
         state.finishing = true;
         state.then = then;
-        let context = self.context(response);
+        if !state.segment_spoken {
+            // Nothing was said since the last break: the response ends
+            // when its earlier segments are done.
+            if state.draining.is_empty() {
+                self.done(response);
+            }
+            return;
+        }
+        let segment = state.segment;
+        let context = self.context(response, segment);
         self.outputs.push_back(TtsOutput::Finish { context });
     }
 
@@ -128,14 +179,38 @@ impl TtsResponses {
     pub(crate) fn handle_cancel(&mut self, up_to: u64, _now: Instant) {
         let cancelled: Vec<u64> = self.responses.range(..=up_to).map(|(r, _)| *r).collect();
         for response in cancelled {
-            self.responses.remove(&response);
-            let context = self.context(response);
-            self.outputs.push_back(TtsOutput::Cancel { context });
+            let Some(state) = self.responses.remove(&response) else {
+                continue;
+            };
+            let current = state.segment_spoken.then_some(state.segment);
+            for segment in state.draining.into_iter().chain(current) {
+                let context = self.context(response, segment);
+                self.outputs.push_back(TtsOutput::Cancel { context });
+            }
         }
     }
 
     /// Something the wire reported; `provider` names it in errors.
     pub(crate) fn handle_event(&mut self, event: WireEvent, provider: &str, now: Instant) {
+        let context = match &event {
+            WireEvent::Audio { context, .. }
+            | WireEvent::Text { context, .. }
+            | WireEvent::Done { context } => Some(context.as_str()),
+            WireEvent::Failed { .. } => None,
+        };
+        if let Some((response, segment)) = context.and_then(|c| self.segment_of(c)) {
+            let Some(state) = self.responses.get_mut(&response) else {
+                return;
+            };
+            let live = state.draining.front().copied().unwrap_or(state.segment);
+            if segment > live {
+                state.held.push_back(event);
+                return;
+            }
+            if segment < live {
+                return; // a segment done already
+            }
+        }
         match event {
             WireEvent::Audio { context, pcm } => {
                 if let Some(response) = self.response_of(&context) {
@@ -151,20 +226,22 @@ impl TtsResponses {
                 let Some(response) = self.response_of(&context) else {
                     return;
                 };
-                let at = self
+                let (at, base) = self
                     .responses
                     .get(&response)
-                    .map_or(Duration::ZERO, |r| r.audio);
+                    .map_or((Duration::ZERO, Duration::ZERO), |r| {
+                        (r.audio, r.segment_base)
+                    });
                 let spoken = SpokenText {
                     text,
-                    start: start.unwrap_or(at),
+                    start: start.map_or(at, |start| base + start),
                     timing,
                 };
                 self.push(response, FrameBody::TtsText(spoken));
             }
             WireEvent::Done { context } => {
                 if let Some(response) = self.response_of(&context) {
-                    self.done(response);
+                    self.segment_done(response, provider, now);
                 }
             }
             WireEvent::Failed { context, error } => {
@@ -175,16 +252,54 @@ impl TtsResponses {
         }
     }
 
-    fn context(&self, response: u64) -> String {
-        format!("{}-{response}", self.prefix)
+    /// The context of `response`'s `segment`: `PREFIX-N`, then
+    /// `PREFIX-N.S` after a break.
+    fn context(&self, response: u64, segment: u32) -> String {
+        match segment {
+            0 => format!("{}-{response}", self.prefix),
+            _ => format!("{}-{response}.{segment}", self.prefix),
+        }
+    }
+
+    /// The response and segment `context` names, for a response in flight.
+    fn segment_of(&self, context: &str) -> Option<(u64, u32)> {
+        let rest = context
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))?;
+        let (response, segment) = match rest.split_once('.') {
+            Some((response, segment)) => (response.parse().ok()?, segment.parse().ok()?),
+            None => (rest.parse().ok()?, 0),
+        };
+        self.responses
+            .contains_key(&response)
+            .then_some((response, segment))
     }
 
     fn response_of(&self, context: &str) -> Option<u64> {
-        context
-            .strip_prefix(self.prefix.as_str())
-            .and_then(|rest| rest.strip_prefix('-'))
-            .and_then(|n| n.parse().ok())
-            .filter(|n| self.responses.contains_key(n))
+        self.segment_of(context).map(|(response, _)| response)
+    }
+
+    /// The live segment of `response` is done: the next one's held events
+    /// go on, or, with none left, the response ends if its text has.
+    fn segment_done(&mut self, response: u64, provider: &str, now: Instant) {
+        let Some(state) = self.responses.get_mut(&response) else {
+            return;
+        };
+        if state.draining.pop_front().is_none() {
+            self.done(response);
+            return;
+        }
+        state.segment_base = state.audio;
+        let held = std::mem::take(&mut state.held);
+        let nothing_left = state.draining.is_empty() && !state.segment_spoken;
+        if nothing_left && state.finishing {
+            self.done(response);
+            return;
+        }
+        // Replayed in order; a segment still waiting holds its own again.
+        for event in held {
+            self.handle_event(event, provider, now);
+        }
     }
 
     fn push(&mut self, response: u64, frame: impl Into<Frame>) {
@@ -273,223 +388,4 @@ fn whole_samples(carry: &mut Option<u8>, mut pcm: Bytes) -> Bytes {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::frame::SpokenTiming;
-    use crate::services::ServiceError;
-
-    use super::*;
-
-    #[test]
-    fn pieces_split_mid_sample_are_joined_and_whole_ones_are_not_copied() {
-        let mut carry = None;
-        let whole = Bytes::from_static(&[1, 2, 3, 4]);
-        let out = whole_samples(&mut carry, whole.clone());
-        assert_eq!(out, whole);
-        assert_eq!(out.as_ptr(), whole.as_ptr(), "no copy");
-        assert_eq!(carry, None);
-
-        let out = whole_samples(&mut carry, Bytes::from_static(&[5, 6, 7]));
-        assert_eq!(&out[..], [5, 6]);
-        assert_eq!(carry, Some(7));
-        let out = whole_samples(&mut carry, Bytes::from_static(&[8]));
-        assert_eq!(&out[..], [7, 8]);
-        assert_eq!(carry, None);
-        let out = whole_samples(&mut carry, Bytes::from_static(&[9]));
-        assert!(out.is_empty());
-        assert_eq!(carry, Some(9));
-        let out = whole_samples(&mut carry, Bytes::new());
-        assert!(out.is_empty());
-        assert_eq!(carry, Some(9), "an empty piece keeps the odd byte");
-    }
-
-    const PREFIX: &str = "vp0000abcd";
-
-    fn outputs(r: &mut TtsResponses) -> Vec<TtsOutput> {
-        std::iter::from_fn(|| r.poll_output()).collect()
-    }
-
-    /// The kinds of frame pushed, with the response each belongs to.
-    fn pushed(outputs: &[TtsOutput]) -> Vec<(u64, &'static str)> {
-        outputs
-            .iter()
-            .filter_map(|o| match o {
-                TtsOutput::Push { response, frame } => Some((*response, label(&frame.body))),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Our own names for the frames a response pushes (the frame's own
-    /// names are for logs).
-    fn label(body: &FrameBody) -> &'static str {
-        match body {
-            FrameBody::TtsStarted => "tts_started",
-            FrameBody::Metrics(_) => "metrics",
-            FrameBody::OutputAudio(_) => "output_audio",
-            FrameBody::TtsText(_) => "tts_text",
-            FrameBody::TtsStopped => "tts_stopped",
-            FrameBody::LlmResponseEnd => "llm_response_end",
-            _ => "other",
-        }
-    }
-
-    fn pcm(ms: u64, rate: u32) -> Bytes {
-        Bytes::from(vec![0u8; (ms * u64::from(rate) / 1000 * 2) as usize])
-    }
-
-    #[test]
-    fn a_response_starts_speaks_times_its_first_byte_and_stops_after_its_audio() {
-        let t0 = Instant::now();
-        let mut r = TtsResponses::new("tts", 16_000, 16_000, PREFIX.into());
-        r.handle_speak(1, "Hello.".into(), t0);
-        let first = outputs(&mut r);
-        assert_eq!(pushed(&first), [(1, "tts_started")]);
-        assert!(matches!(&first[1], TtsOutput::Speak { context, text }
-            if context == "vp0000abcd-1" && text == "Hello."));
-        r.handle_speak(1, "Bye.".into(), t0);
-        assert_eq!(pushed(&outputs(&mut r)), [], "started once");
-
-        let context = || "vp0000abcd-1".to_owned();
-        let t1 = t0 + Duration::from_millis(180);
-        r.handle_event(
-            WireEvent::Audio {
-                context: context(),
-                pcm: pcm(100, 16_000),
-            },
-            "p",
-            t1,
-        );
-        r.handle_event(
-            WireEvent::Text {
-                context: context(),
-                text: "Bye.".into(),
-                start: None,
-                timing: SpokenTiming::Sentence,
-            },
-            "p",
-            t1,
-        );
-        let got = outputs(&mut r);
-        assert_eq!(
-            pushed(&got),
-            [(1, "metrics"), (1, "output_audio"), (1, "tts_text")]
-        );
-        assert!(matches!(&got[0], TtsOutput::Push { frame, .. }
-            if matches!(&frame.body, FrameBody::Metrics(MetricsData::Ttfb { value_ms, .. }) if (*value_ms - 180.0).abs() < 1e-6)));
-        assert!(
-            matches!(&got[2], TtsOutput::Push { frame, .. }
-            if matches!(&frame.body, FrameBody::TtsText(s) if s.start == Duration::from_millis(100))),
-            "placed where the audio stands"
-        );
-
-        // Done before the response's text ended: not the end yet.
-        r.handle_event(WireEvent::Done { context: context() }, "p", t1);
-        assert!(outputs(&mut r).is_empty());
-        assert!(r.is_busy());
-        r.handle_finish(1, Some(Frame::new(FrameBody::LlmResponseEnd)), t1);
-        assert!(
-            matches!(&outputs(&mut r)[..], [TtsOutput::Finish { context }] if context == "vp0000abcd-1")
-        );
-        r.handle_event(WireEvent::Done { context: context() }, "p", t1);
-        assert_eq!(
-            pushed(&outputs(&mut r)),
-            [(1, "tts_stopped"), (1, "llm_response_end")]
-        );
-        assert!(!r.is_busy());
-    }
-
-    #[test]
-    fn a_response_with_nothing_spoken_passes_its_closing_frame_at_once() {
-        let t0 = Instant::now();
-        let mut r = TtsResponses::new("tts", 16_000, 16_000, PREFIX.into());
-        r.handle_finish(4, Some(Frame::new(FrameBody::LlmResponseEnd)), t0);
-        assert_eq!(pushed(&outputs(&mut r)), [(4, "llm_response_end")]);
-    }
-
-    #[test]
-    fn cancelled_responses_are_dropped_at_the_provider_and_their_events_ignored() {
-        let t0 = Instant::now();
-        let mut r = TtsResponses::new("tts", 16_000, 16_000, PREFIX.into());
-        r.handle_speak(1, "One.".into(), t0);
-        r.handle_speak(2, "Two.".into(), t0);
-        r.handle_speak(3, "Three.".into(), t0);
-        outputs(&mut r);
-        r.handle_cancel(2, t0);
-        let cancelled: Vec<String> = outputs(&mut r)
-            .into_iter()
-            .filter_map(|o| match o {
-                TtsOutput::Cancel { context } => Some(context),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(cancelled, ["vp0000abcd-1", "vp0000abcd-2"]);
-        for context in ["vp0000abcd-1", "someone-else-3", "vp0000abcd-x"] {
-            let audio = WireEvent::Audio {
-                context: context.into(),
-                pcm: pcm(20, 16_000),
-            };
-            r.handle_event(audio, "p", t0);
-        }
-        assert!(outputs(&mut r).is_empty(), "not ours, or no longer wanted");
-        r.handle_event(
-            WireEvent::Audio {
-                context: "vp0000abcd-3".into(),
-                pcm: pcm(20, 16_000),
-            },
-            "p",
-            t0,
-        );
-        assert_eq!(
-            pushed(&outputs(&mut r)),
-            [(3, "metrics"), (3, "output_audio")]
-        );
-    }
-
-    #[test]
-    fn audio_is_resampled_and_its_tail_flushed_at_the_end() {
-        let t0 = Instant::now();
-        let mut r = TtsResponses::new("tts", 24_000, 16_000, PREFIX.into());
-        r.handle_speak(1, "Hi.".into(), t0);
-        r.handle_finish(1, None, t0);
-        outputs(&mut r);
-        let context = || "vp0000abcd-1".to_owned();
-        r.handle_event(
-            WireEvent::Audio {
-                context: context(),
-                pcm: pcm(100, 24_000),
-            },
-            "p",
-            t0,
-        );
-        r.handle_event(WireEvent::Done { context: context() }, "p", t0);
-        let mut frames = Vec::new();
-        for output in outputs(&mut r) {
-            if let TtsOutput::Push { frame, .. } = output
-                && let FrameBody::OutputAudio(audio) = frame.body
-            {
-                assert_eq!(audio.sample_rate, 16_000);
-                frames.push(audio.data.len() / 2);
-            }
-        }
-        assert_eq!(frames.len(), 2, "the audio, then the resampler's tail");
-        let samples: usize = frames.iter().sum();
-        assert!(
-            (1_600..1_800).contains(&samples),
-            "0.1 s at 16 kHz: {samples}"
-        );
-    }
-
-    #[test]
-    fn failures_are_reported_naming_the_provider() {
-        let t0 = Instant::now();
-        let mut r = TtsResponses::new("tts", 16_000, 16_000, PREFIX.into());
-        let failed = WireEvent::Failed {
-            context: None,
-            error: ServiceError::Remote("bad voice".into()),
-        };
-        r.handle_event(failed, "cartesia", t0);
-        assert!(
-            matches!(&outputs(&mut r)[..], [TtsOutput::Report(e)] if e.to_string().contains("bad voice"))
-        );
-    }
-}
+mod tests;

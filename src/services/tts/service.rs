@@ -74,6 +74,25 @@ impl TtsService {
         }
     }
 
+    /// The LLM stopped writing to call a tool: the open response's text
+    /// not yet handed out is spoken as a sentence of its own, so what it
+    /// said before ("Let me check.") is heard while the tool runs rather
+    /// than wait for (and run into) the next round's text, and the text so
+    /// far is finished at the provider, whose context may not outlive the
+    /// tool (see `responses`, Segments).
+    fn break_for_tool(&mut self) {
+        let Some(response) = self.open else {
+            return;
+        };
+        if let Some(rest) = self.splitter.finish() {
+            self.send(Command::Speak {
+                response,
+                text: rest,
+            });
+        }
+        self.send(Command::Break { response });
+    }
+
     /// Ends the open response: the rest of its text, then `then` after its
     /// audio.
     fn close_response(&mut self, then: Option<Frame>) -> Option<Frame> {
@@ -116,6 +135,7 @@ impl Processor for TtsService {
                 }
                 return Ok(());
             }
+            FrameBody::FunctionCallInProgress(_) => self.break_for_tool(),
             FrameBody::LlmResponseEnd if self.open.is_some() => {
                 self.close_response(Some(frame));
                 return Ok(());

@@ -26,6 +26,11 @@ pub struct Script {
     /// Answer each transcript with a chunk of this many bytes of junk
     /// audio in one message instead (a hostile provider).
     pub oversized_chunk: Option<usize>,
+    /// A context whose audio has gone out refuses more text (an error,
+    /// `done`), as Cartesia's contexts do once they expire a second after
+    /// their last audio: text sent after a tool call that took longer.
+    /// Closing it (`continue: false`, no text) is still answered `done`.
+    pub expire_spoken_contexts: bool,
 }
 
 /// One connection: its handshake and every message received.
@@ -104,6 +109,16 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
             continue;
         }
         let transcript = value["transcript"].as_str().unwrap_or_default();
+        if script.expire_spoken_contexts
+            && !transcript.trim().is_empty()
+            && audio_ms.contains_key(&context)
+        {
+            let reply = json!({"type": "error", "done": true, "title": "Invalid request",
+                               "message": "context has expired", "error_code": "invalid_request",
+                               "status_code": 400, "context_id": context});
+            let _ = socket.send(Message::Text(reply.to_string().into())).await;
+            continue;
+        }
         let rate = value["output_format"]["sample_rate"]
             .as_u64()
             .unwrap_or(16_000) as u32;

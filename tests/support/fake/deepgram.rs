@@ -87,12 +87,18 @@ async fn listen(
         )
             .into_response();
     }
+    // linear16 at the rate the client declared, as Deepgram reads it.
+    let rate: u32 = query
+        .as_deref()
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("sample_rate=")))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(16_000);
     let index = state.record(Connection {
         query: query.unwrap_or_default(),
         authorization,
         ..Connection::default()
     });
-    upgrade.on_upgrade(move |socket| session(socket, state, index, script))
+    upgrade.on_upgrade(move |socket| session(socket, state, index, script, rate))
 }
 
 fn results(transcript: &str, start: f64, duration: f64, is_final: bool) -> String {
@@ -106,8 +112,8 @@ fn results(transcript: &str, start: f64, duration: f64, is_final: bool) -> Strin
     .to_string()
 }
 
-async fn session(mut socket: WebSocket, state: State, index: usize, script: Script) {
-    let rate = 16_000.0 * 2.0; // bytes per second of linear16 at 16 kHz
+async fn session(mut socket: WebSocket, state: State, index: usize, script: Script, rate: u32) {
+    let rate = f64::from(rate) * 2.0; // bytes per second of linear16
     let mut received = 0usize;
     let mut confirmed = 0usize;
     let mut next_interim = script.interim_every;

@@ -286,6 +286,30 @@ fn refused_credentials_are_reported_and_stop_the_connection() {
 }
 
 #[test]
+fn a_handshake_refused_for_good_stops_but_a_rate_limit_is_retried() {
+    let t0 = Instant::now();
+    let status = |status| ServiceError::Status {
+        status,
+        message: "no such model".into(),
+        retry_after: None,
+    };
+    for refused in [400, 402, 404] {
+        let mut c = connection();
+        actions(&mut c);
+        c.handle_connect_failed(status(refused), 0.5, t0);
+        assert!(matches!(actions(&mut c)[..], [SttAction::Report(_)]));
+        assert!(c.is_stopped(), "{refused} stops: asking again cannot help");
+    }
+    for passing in [408, 429, 503] {
+        let mut c = connection();
+        actions(&mut c);
+        c.handle_connect_failed(status(passing), 0.5, t0);
+        assert!(!c.is_stopped(), "{passing} is tried again");
+        assert!(c.poll_timeout().is_some());
+    }
+}
+
+#[test]
 fn a_malformed_message_is_reported_and_the_stream_goes_on() {
     let t0 = Instant::now();
     let mut c = open(t0);
