@@ -156,8 +156,14 @@ async fn text_before_a_tool_call_is_spoken_before_the_tool_runs() {
         .collect();
     // Before, "Let me check." waited for the next round and ran into it:
     // "Let me check.It's sunny.".
-    assert_eq!(inputs, [json!("Sure."), json!("Let me check."), json!("It's sunny.")]);
-    let said: Vec<String> = spoken(&out.downstream).into_iter().map(|s| s.text).collect();
+    assert_eq!(
+        inputs,
+        [json!("Sure."), json!("Let me check."), json!("It's sunny.")]
+    );
+    let said: Vec<String> = spoken(&out.downstream)
+        .into_iter()
+        .map(|s| s.text)
+        .collect();
     assert_eq!(said, ["Sure.", "Let me check.", "It's sunny."]);
     assert!(error_frames(&out.upstream).is_empty());
 }
@@ -562,7 +568,11 @@ async fn cartesia_text_after_a_tool_call_goes_to_a_fresh_context() {
     );
     let kinds = names(&out);
     let count = |name| kinds.iter().filter(|n| **n == name).count();
-    assert_eq!((count("TtsStarted"), count("TtsStopped")), (1, 1), "{kinds:?}");
+    assert_eq!(
+        (count("TtsStarted"), count("TtsStopped")),
+        (1, 1),
+        "{kinds:?}"
+    );
 }
 
 #[tokio::test]

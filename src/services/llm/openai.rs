@@ -245,7 +245,10 @@ mod tests {
         // sglang and other servers built on pydantic write every field,
         // `null` when unset; before, each such chunk was malformed.
         let text = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi","tool_calls":null},"finish_reason":null}]}"#;
-        assert_eq!(parse_event_data(text).unwrap(), [ChatDelta::Text("Hi".into())]);
+        assert_eq!(
+            parse_event_data(text).unwrap(),
+            [ChatDelta::Text("Hi".into())]
+        );
         let usage = r#"{"choices":null,"usage":{"prompt_tokens":9}}"#;
         assert!(parse_event_data(usage).unwrap().is_empty());
         let whole = r#"{"choices":[{"delta":{"content":null,"tool_calls":[{"id":"a","function":{"name":"f","arguments":"{}"}}]}}]}"#;

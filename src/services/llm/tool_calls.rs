@@ -204,7 +204,10 @@ mod tests {
                 ("end_call", "{}"),
             ]
         );
-        assert_eq!((calls[0].call.id.as_str(), calls[1].call.id.as_str()), ("a", "b"));
+        assert_eq!(
+            (calls[0].call.id.as_str(), calls[1].call.id.as_str()),
+            ("a", "b")
+        );
     }
 
     #[test]

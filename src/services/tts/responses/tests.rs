@@ -229,7 +229,10 @@ fn text_after_a_tool_call_goes_to_a_new_context_played_after_the_first() {
         "the text before the tool is finished at the provider"
     );
     r.handle_break(1, t0);
-    assert!(outputs(&mut r).is_empty(), "nothing said since: no new context");
+    assert!(
+        outputs(&mut r).is_empty(),
+        "nothing said since: no new context"
+    );
     r.handle_speak(1, "It's sunny.".into(), t0);
     let next = outputs(&mut r);
     assert_eq!(pushed(&next), [], "one response: started once");
@@ -254,7 +257,10 @@ fn text_after_a_tool_call_goes_to_a_new_context_played_after_the_first() {
     );
     assert!(outputs(&mut r).is_empty());
     r.handle_event(audio("vp0000abcd-1", 300), "p", t0);
-    assert_eq!(pushed(&outputs(&mut r)), [(1, "metrics"), (1, "output_audio")]);
+    assert_eq!(
+        pushed(&outputs(&mut r)),
+        [(1, "metrics"), (1, "output_audio")]
+    );
     r.handle_event(
         WireEvent::Done {
             context: "vp0000abcd-1".into(),
