@@ -268,3 +268,38 @@ async fn a_call_twilio_placed_after_it_was_canceled_is_ended_at_twilio() {
     );
     server.shutdown(Duration::from_secs(20)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_call_canceled_while_twilio_was_asked_is_ended_when_its_answer_comes() {
+    // DELETE comes while the create request is out: the record is
+    // canceled with no SID; Twilio's answer then brings one, and the call
+    // it placed is ended there.
+    let rig = Rig::new().await;
+    rig.twilio.script(
+        "+15551230010",
+        support::fake::twilio_rest::Outcome::SlowNoAnswer(Duration::from_millis(500)),
+    );
+    rig.left_queued("slow", "+15551230010", 0, None).await;
+    let dialer = Arc::new(rig.dialer());
+    let dialling = {
+        let dialer = Arc::clone(&dialer);
+        tokio::spawn(async move { dialer.dial("slow", &request("+15551230010")).await })
+    };
+    let created = rig.twilio.wait_creates(1, Duration::from_secs(20)).await;
+    let sid = created[0].sid.clone().expect("the fake placed the call");
+    let canceled = dialer.cancel_queued("slow").await.unwrap().unwrap();
+    assert_eq!(canceled.status, CallStatus::Canceled);
+    let placed = dialling.await.unwrap().unwrap();
+    assert_eq!(placed.twilio_sid, sid);
+    let ended = rig.twilio.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(ended[0].call_sid, sid);
+    assert!(
+        ended[0]
+            .form
+            .iter()
+            .any(|(k, v)| k == "Status" && v == "canceled"),
+        "{:?}",
+        ended[0].form
+    );
+    assert_eq!(rig.status("slow").await.0, CallStatus::Canceled);
+}
