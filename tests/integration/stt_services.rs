@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::fake::deepgram::{FakeDeepgram, Script};
 use support::fake::openai::{FakeOpenAi, Part, Reply};
-use support::session::{Live, build, error_frames};
+use support::session::{Live, build, error_frames, unique};
 use voxpipe::frame::{AudioFrame, Frame, FrameBody};
 use voxpipe::services::stt::{DeepgramSttConfig, OpenAiSttConfig};
 use voxpipe::testing::run_test;
@@ -400,6 +400,55 @@ async fn deepgram_reconnects_without_losing_the_utterance_in_flight() {
         .map(|(_, t)| t)
         .collect();
     assert_eq!(finals, ["Book a table for two."]);
+}
+
+#[tokio::test]
+async fn deepgram_a_socket_that_answers_nothing_is_replaced_and_the_utterance_kept() {
+    // The first socket takes the audio and never answers (a hung server,
+    // or a path that died without TCP noticing).
+    let server = FakeDeepgram::start().await;
+    server.push_script(Script {
+        hang: true,
+        ..Script::default()
+    });
+    server.push_script(Script {
+        transcript: "Book a table for two.".into(),
+        ..Script::default()
+    });
+    let stt = build::<DeepgramSttConfig>(
+        "stt",
+        &format!(
+            "base_url = \"{}\"\nconnection = {{ read_timeout_secs = 0.3, retry_initial_secs = 0.001, retry_max_secs = 0.002 }}",
+            server.url
+        ),
+        &[("DEEPGRAM_API_KEY", "dg-test")],
+    );
+    let live = Live::start(vec![stt]);
+    for frame in audio(0.0, 2.5) {
+        live.handle.queue_frame(frame).await;
+    }
+    server
+        .wait_until("a second socket", |connections| connections.len() >= 2)
+        .await;
+    live.handle
+        .queue_frame(FrameBody::UserStoppedSpeaking { end: ms(2500) })
+        .await;
+    live.wait_for(
+        "the final",
+        |b| matches!(b, FrameBody::Transcription(t) if t.text == "Book a table for two."),
+    )
+    .await;
+    let frames = unique(&live.finish().await);
+    let connections = server.connections();
+    assert_eq!(
+        connections[1].audio, connections[0].audio,
+        "the audio it never answered goes again"
+    );
+    let errors = error_frames(&frames);
+    assert!(
+        errors.iter().any(|e| e.message.contains("no data within")),
+        "{errors:?}"
+    );
 }
 
 #[tokio::test]

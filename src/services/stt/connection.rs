@@ -113,6 +113,13 @@ pub(crate) struct SttConnection {
     failures: u32,
     /// The open socket has brought a provider message.
     proven: bool,
+    /// When audio first went out on the open socket with no message from
+    /// the provider since, and how many bytes have gone out since: a
+    /// provider that answers nothing for `read_timeout` while it is sent
+    /// at least [`UNANSWERED_AUDIO_SECS`] of audio has gone silent (a hung
+    /// server, or a dead path TCP would take many minutes to notice), and
+    /// the socket is replaced.
+    unanswered: Option<(Instant, u64)>,
     /// A finalize was asked for while the socket was down.
     finalize_due: bool,
     /// Malformed provider messages so far: only the first
@@ -125,6 +132,12 @@ pub(crate) struct SttConnection {
 /// How many malformed provider messages a session reports as error frames;
 /// the rest are counted, and logged once.
 const MAX_REPORTED_MALFORMED: u32 = 3;
+
+/// Audio a provider must have been sent, unanswered, before its silence
+/// counts: a live stream answers every second or so (Deepgram sends
+/// results, empty in silence, as the audio comes), but a blip of audio
+/// alone may bring nothing.
+const UNANSWERED_AUDIO_SECS: f64 = 2.0;
 
 impl SttConnection {
     /// A connection for 16-bit mono audio at `rate`; its first action is
@@ -150,6 +163,7 @@ impl SttConnection {
             closing: None,
             failures: 0,
             proven: false,
+            unanswered: None,
             finalize_due: false,
             malformed: 0,
             actions: VecDeque::from([SttAction::Connect]),
@@ -176,7 +190,11 @@ impl SttConnection {
         match (self.socket, self.closing) {
             (Socket::Waiting(at), _) => Some(at),
             (Socket::Open { .. }, Some(closing)) => closing.deadline,
-            (Socket::Open { last_sent }, None) => Some(last_sent + self.keepalive),
+            (Socket::Open { last_sent }, None) => {
+                let keepalive = last_sent + self.keepalive;
+                let silent = self.silent_deadline();
+                Some(silent.map_or(keepalive, |silent| silent.min(keepalive)))
+            }
             (Socket::Connecting | Socket::Stopped, _) => None,
         }
     }
@@ -228,6 +246,7 @@ impl SttConnection {
             return;
         }
         self.proven = false;
+        self.unanswered = None;
         self.socket = Socket::Open { last_sent: now };
         self.stream_base = self
             .unconfirmed
@@ -287,6 +306,7 @@ impl SttConnection {
         }
         self.proven = true;
         self.failures = 0;
+        self.unanswered = None;
         match self.speech.parse(text) {
             Ok(Some(event)) => self.event(event),
             Ok(None) => {}
@@ -363,12 +383,34 @@ impl SttConnection {
                 self.actions.push_back(SttAction::Disconnect);
                 self.socket = Socket::Stopped;
             }
+            (Socket::Open { .. }, None) if self.silent_deadline().is_some_and(|at| now >= at) => {
+                tracing::warn!(
+                    provider = self.provider(),
+                    after = ?self.read_timeout,
+                    "the transcription socket answers nothing while sent audio; replacing it"
+                );
+                self.actions
+                    .push_back(SttAction::Report(ServiceError::Timeout {
+                        waiting_for: "data",
+                        after: self.read_timeout,
+                    }));
+                self.lost(now);
+                self.actions.push_back(SttAction::Disconnect);
+            }
             (Socket::Open { last_sent }, None) if now >= last_sent + self.keepalive => {
                 let keepalive = self.speech.keepalive();
                 self.send(Outgoing::Control(keepalive), now);
             }
             _ => {}
         }
+    }
+
+    /// When the open socket's silence gives it up, if it has been sent
+    /// enough audio unanswered.
+    fn silent_deadline(&self) -> Option<Instant> {
+        let (since, bytes) = self.unanswered?;
+        let enough = UNANSWERED_AUDIO_SECS * f64::from(self.rate) * 2.0;
+        (bytes as f64 >= enough).then_some(since + self.read_timeout)
     }
 
     fn connect(&mut self) {
@@ -379,6 +421,10 @@ impl SttConnection {
     fn send(&mut self, message: Outgoing, now: Instant) {
         if let Socket::Open { last_sent } = &mut self.socket {
             *last_sent = now;
+            if let Outgoing::Audio(audio) = &message {
+                let (_, bytes) = self.unanswered.get_or_insert((now, 0));
+                *bytes += audio.len() as u64;
+            }
             self.actions.push_back(SttAction::Send(message));
         }
     }

@@ -19,6 +19,8 @@ pub struct Script {
     pub reject: Option<(u16, String)>,
     /// Drop the connection, without a result, once this much audio came.
     pub drop_after_bytes: Option<usize>,
+    /// Take everything and answer nothing, never closing (a hung server).
+    pub hang: bool,
     /// The final transcript of the audio.
     pub transcript: String,
     /// Audio bytes between interim results.
@@ -38,6 +40,7 @@ impl Default for Script {
         Script {
             reject: None,
             drop_after_bytes: None,
+            hang: false,
             transcript: "Hello there.".into(),
             interim_every: 16_000,
             send_first: None,
@@ -130,6 +133,12 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
         }
     }
     while let Some(Ok(message)) = socket.recv().await {
+        if script.hang {
+            if let Message::Binary(audio) = &message {
+                state.update(index, |c| c.audio.extend_from_slice(audio));
+            }
+            continue;
+        }
         match message {
             Message::Binary(audio) => {
                 received += audio.len();

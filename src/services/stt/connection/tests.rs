@@ -412,3 +412,47 @@ fn result_times_map_to_session_bytes_without_overflow() {
         u64::MAX
     );
 }
+
+#[test]
+fn a_socket_that_answers_nothing_while_sent_audio_is_replaced() {
+    let t0 = Instant::now();
+    let mut c = open(t0);
+    c.handle_message(METADATA, t0);
+    let ms = |n| t0 + Duration::from_millis(n);
+    // A provider that answers keeps its socket, however long the stream.
+    for n in 0..100u64 {
+        c.handle_audio(audio(100, 1), ms(n * 100));
+        if n % 20 == 19 {
+            c.handle_message(&result("", 0.0, 0.1, false), ms(n * 100));
+        }
+        assert!(
+            !actions(&mut c)
+                .iter()
+                .any(|a| matches!(a, SttAction::Report(_) | SttAction::Disconnect))
+        );
+    }
+    // Then it goes silent: 5 s (the read timeout) after the first audio it
+    // did not answer, the socket is dropped and another opened.
+    let first = ms(10_000);
+    for n in 0..50u64 {
+        c.handle_audio(audio(100, 2), first + Duration::from_millis(n * 100));
+    }
+    actions(&mut c);
+    assert_eq!(c.poll_timeout(), Some(first + Duration::from_secs(5)));
+    c.handle_timeout(first + Duration::from_secs(5));
+    assert!(matches!(
+        &actions(&mut c)[..],
+        [
+            SttAction::Report(ServiceError::Timeout { .. }),
+            SttAction::Disconnect
+        ]
+    ));
+    c.handle_timeout(first + Duration::from_secs(5));
+    assert!(matches!(actions(&mut c)[..], [SttAction::Connect]));
+    c.handle_connected(first + Duration::from_secs(6));
+    let replayed = sent(&actions(&mut c));
+    assert!(
+        !replayed.is_empty() && replayed.iter().all(|s| matches!(s, Sent::Audio(_, 2))),
+        "the audio it never answered goes again: {replayed:?}"
+    );
+}
