@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::config::TextSection;
-use super::history::context_of;
+use super::history::{context_of, latest};
 use super::key::ConversationKey;
 use super::path::text_path;
 use super::reply::{Reply, TextEvent};
@@ -151,7 +151,11 @@ impl TextConversations {
         setup.resources = SessionResources::new();
         setup.custom_parameters = inbound.parameters.clone();
         let turns = store.turns(&call_id).await?;
-        let history = SharedConversation::new(context_of(&turns));
+        let history = SharedConversation::new(latest(
+            &context_of(&turns),
+            self.section.history_max_messages,
+            self.section.history_max_chars,
+        ));
         for name in self
             .path
             .iter()

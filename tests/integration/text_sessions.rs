@@ -142,3 +142,61 @@ async fn an_idle_conversation_ends_and_is_evaluated_and_the_next_message_starts_
     sweeper.await.unwrap();
     background.await.unwrap();
 }
+
+/// The conversations of `toml` over `redis`, with no sweeper.
+fn conversations_of(toml: &str, redis: &RedisServer) -> TextConversations {
+    let config = config(toml);
+    let agent = runtime(&config, &env(&redis.url()));
+    TextConversations::new(
+        &config.processors,
+        config.session_setup("text"),
+        agent,
+        config.text.clone(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_long_conversation_sends_the_model_only_its_latest_messages() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(
+        &openai,
+        "http://127.0.0.1:9",
+        "[text]\nhistory_max_messages = 4\n",
+    );
+    let conversations = conversations_of(&toml, &redis);
+    let key = ConversationKey::new(Channel::Chat, &["long-talk"]);
+    for n in 1..=4 {
+        openai.push_chat(Reply::Sse(text_answer(&format!("answer {n}"))));
+        conversations
+            .message(inbound(&key, &format!("question {n}")), None)
+            .await
+            .unwrap();
+    }
+    let last = openai.chat_requests().pop().unwrap();
+    let sent: Vec<(String, String)> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("system", "You are a shop assistant."),
+        ("user", "question 2"),
+        ("assistant", "answer 2"),
+        ("user", "question 3"),
+        ("assistant", "answer 3"),
+        ("user", "question 4"),
+    ];
+    assert_eq!(sent.len(), expected.len(), "{sent:#?}");
+    for ((role, content), (want_role, want)) in sent.iter().zip(expected) {
+        assert_eq!(role, want_role, "{sent:#?}");
+        assert!(content.starts_with(want), "{sent:#?}");
+    }
+}
