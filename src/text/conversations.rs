@@ -259,7 +259,8 @@ impl TextConversations {
         let outcome = task.run().await;
         let heard = tap.take();
         let answer = heard.text.trim();
-        if !answer.is_empty() {
+        let cut_off = heard.cut_off || outcome.fatal_error.is_some();
+        if !answer.is_empty() && !cut_off {
             return Ok(Reply {
                 call_id: call_id.to_owned(),
                 text: answer.to_owned(),
@@ -270,8 +271,16 @@ impl TextConversations {
             .error
             .or(outcome.fatal_error.map(|e| e.message))
             .unwrap_or_else(|| "the model answered nothing".to_owned());
-        tracing::warn!(call_id, reason = %why, "no answer from the model; apologising");
         let apology = &self.section.apology;
+        // What was said before a failure stays said (and recorded by the
+        // assistant aggregator); the apology follows it, as its own turn.
+        let text = if answer.is_empty() {
+            tracing::warn!(call_id, reason = %why, "no answer from the model; apologising");
+            apology.clone()
+        } else {
+            tracing::warn!(call_id, reason = %why, "the answer failed partway; apologising after it");
+            format!("{answer}\n\n{apology}")
+        };
         memory.record_turn(Arc::new(Turn::completed(
             u64::MAX,
             Role::Assistant,
@@ -280,7 +289,7 @@ impl TextConversations {
         )));
         Ok(Reply {
             call_id: call_id.to_owned(),
-            text: apology.clone(),
+            text,
             failed: true,
         })
     }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use support::fake::openai::{FakeOpenAi, Reply, text_answer, verdict};
+use support::fake::openai::{
+    FakeOpenAi, Part, Reply, finish_chunk, text_answer, text_chunk, tool_chunk, verdict,
+};
 use support::redis_server::RedisServer;
 use support::text::{config, env, pipeline_toml, runtime};
 use support::wait::eventually;
@@ -199,4 +201,44 @@ async fn a_long_conversation_sends_the_model_only_its_latest_messages() {
         assert_eq!(role, want_role, "{sent:#?}");
         assert!(content.starts_with(want), "{sent:#?}");
     }
+}
+
+#[tokio::test]
+async fn an_answer_failing_after_its_first_words_is_a_failure_with_the_apology() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(&openai, "http://127.0.0.1:9", "");
+    let conversations = conversations_of(&toml, &redis);
+    let key = ConversationKey::new(Channel::Chat, &["cut-off"]);
+    openai.push_chat(Reply::Sse(vec![
+        Part::Data(text_chunk("Let me check that for you.")),
+        Part::Data(tool_chunk(0, Some("call_a"), Some("price"), r#"{"item":"apples"}"#)),
+        Part::Data(finish_chunk("tool_calls")),
+        Part::Data("[DONE]".into()),
+    ]));
+    openai.push_tool(Reply::Json(serde_json::json!({"price": "2 EUR/kg"})));
+    openai.push_chat(Reply::error(400, "context too long", "invalid_request_error"));
+    let reply = conversations
+        .message(inbound(&key, "How much are apples?"), None)
+        .await
+        .unwrap();
+    let apology = conversations.section().apology.clone();
+    assert!(reply.failed, "{reply:?}");
+    assert!(reply.text.starts_with("Let me check that for you."), "{reply:?}");
+    assert!(reply.text.ends_with(&apology), "{reply:?}");
+    assert_eq!(openai.chat_requests().len(), 2);
+    // Stored as sent: the words said, then the apology.
+    let turns = conversations
+        .runtime()
+        .store()
+        .turns(&reply.call_id)
+        .await
+        .unwrap();
+    let said: Vec<&str> = turns
+        .iter()
+        .filter(|t| t.role == voxpipe::conversation::Role::Assistant)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert_eq!(said.last(), Some(&apology.as_str()), "{said:?}");
+    assert!(said.iter().any(|t| t.contains("Let me check")), "{said:?}");
 }
