@@ -273,14 +273,35 @@ impl Responder {
         progress: &mut Progress<'_>,
     ) -> Result<(), ServiceError> {
         let mut rounds = 0;
+        // The last rejected draft: it goes out (unapproved) if its rewrite
+        // fails or comes back empty, rather than nothing.
+        let mut rejected: Option<String> = None;
+        // Where the rejected drafts sit in `messages`: never shown to the
+        // reviewer as things said to the user.
+        let mut hidden = Vec::new();
         let (draft, approved) = loop {
-            let draft = self.answer(persona, messages, false, progress).await?;
+            let draft = match self.answer(persona, messages, false, progress).await {
+                Ok(draft) => draft,
+                Err(error) => match rejected.take() {
+                    Some(kept) => {
+                        tracing::warn!(%error, "the rewrite failed; the rejected draft goes out unapproved");
+                        break (kept, false);
+                    }
+                    None => return Err(error),
+                },
+            };
             if draft.trim().is_empty() {
-                // Nothing to say, nothing to review (e.g. only tools called).
-                return Ok(());
+                match rejected.take() {
+                    Some(kept) => {
+                        tracing::warn!("the rewrite is empty; the rejected draft goes out unapproved");
+                        break (kept, false);
+                    }
+                    // Nothing to say, nothing to review (e.g. only tools called).
+                    None => return Ok(()),
+                }
             }
             rounds += 1;
-            let request = reviewer.review(messages, &draft);
+            let request = reviewer.review(messages, &hidden, &draft);
             let verdict = match self
                 .ask_side(
                     &reviewer.model,
@@ -307,7 +328,9 @@ impl Responder {
                     if !critique.is_empty() && rounds < reviewer.max_rounds =>
                 {
                     tracing::debug!(round = rounds, %critique, "draft rejected");
+                    hidden.push(messages.len());
                     messages.extend(rewrite_request(&draft, &critique));
+                    rejected = Some(draft);
                 }
                 Verdict::Rejected(_) => break (draft, false),
             }
