@@ -55,7 +55,7 @@ use crate::services::{Connection, ServiceError, SseDecoder};
 use super::reflection::{Reviewer, Verdict, rewrite_request};
 use super::router::{Agent, RoutedBy, Router};
 use super::side_model::SideModel;
-use super::tool_calls::{AssembledCall, ToolCallAssembler};
+use super::tool_calls::{AssembledCall, ToolCallAssembler, round_id};
 use super::tool_runs::{ToolResults, run_tools};
 use super::tools::{Tool, ToolSpec};
 use super::wire::{ChatDelta, ChatRequest, ChatWire, ToolChoice};
@@ -396,7 +396,7 @@ impl Responder {
             } else {
                 ToolChoice::Auto
             };
-            let id = format!("{}_{round}", progress.number);
+            let id = round_id(progress.number, round);
             let ask = Ask {
                 wire: &*self.wire,
                 request: ChatRequest {

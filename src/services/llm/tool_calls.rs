@@ -7,6 +7,15 @@ use serde_json::Value;
 
 use crate::conversation::ToolCall;
 
+/// The id of round `round` of response `number`, from which the calls of
+/// a provider that gives no call ids get theirs. A random part makes it
+/// unique beyond the processor: a text conversation builds a new LLM
+/// processor for each message (its responses numbered from 0 again) and
+/// reads back the history whose call ids must not collide.
+pub(crate) fn round_id(number: u64, round: u32) -> String {
+    format!("{:08x}_{number}_{round}", crate::random::random_u32())
+}
+
 /// A tool call as it stands once the stream has ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssembledCall {
@@ -180,6 +189,19 @@ mod tests {
                 .unwrap_err()
                 .contains("not a JSON object")
         );
+    }
+
+    #[test]
+    fn generated_ids_differ_between_processors_numbering_alike() {
+        let ids: Vec<String> = (0..2)
+            .map(|_| {
+                let mut calls = ToolCallAssembler::new();
+                calls.add(0, None, Some("price"), Some("{}"));
+                calls.finish(&round_id(1, 0)).remove(0).call.id
+            })
+            .collect();
+        assert!(ids[0].starts_with("call_") && ids[0].ends_with("_1_0_0"), "{ids:?}");
+        assert_ne!(ids[0], ids[1]);
     }
 
     #[test]
