@@ -173,7 +173,15 @@ impl TextConversations {
             let user = format!("[{} media item(s), no text]", inbound.media);
             self.answer_without_model(&memory, &call_id, user, &self.section.media_reply)
         } else {
-            let text = self.cut(text);
+            let mut text = self.cut(text);
+            if inbound.media > 0 {
+                // The model cannot see media: it is told some came.
+                let items = if inbound.media == 1 { "item" } else { "items" };
+                text.push_str(&format!(
+                    "\n\n[{} media {items} attached, not shown]",
+                    inbound.media
+                ));
+            }
             let run = self
                 .run(&setup, &memory, &call_id, &text, events.clone())
                 .await;

@@ -242,3 +242,24 @@ async fn an_answer_failing_after_its_first_words_is_a_failure_with_the_apology()
     assert_eq!(said.last(), Some(&apology.as_str()), "{said:?}");
     assert!(said.iter().any(|t| t.contains("Let me check")), "{said:?}");
 }
+
+#[tokio::test]
+async fn media_with_a_caption_is_noted_for_the_model() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(&openai, "http://127.0.0.1:9", "");
+    let conversations = conversations_of(&toml, &redis);
+    let key = ConversationKey::new(Channel::Chat, &["captioned"]);
+    openai.push_chat(Reply::Sse(text_answer("A nice lamp.")));
+    let mut message = inbound(&key, "What is this?");
+    message.media = 2;
+    conversations.message(message, None).await.unwrap();
+    let request = openai.chat_requests().pop().unwrap();
+    let messages = request["messages"].as_array().unwrap();
+    let user = messages.last().unwrap();
+    assert_eq!(user["role"], "user");
+    assert_eq!(
+        user["content"],
+        "What is this?\n\n[2 media items attached, not shown]"
+    );
+}
