@@ -21,7 +21,7 @@ use crate::pipeline::{
     SessionSetup, new_session_id,
 };
 use crate::store::time::unix_ms;
-use crate::store::{CallChange, StoreError};
+use crate::store::{CallChange, StoreError, TextEnd};
 
 /// How many idle conversations one sweep closes at most.
 const SWEEP_BATCH: usize = 100;
@@ -337,8 +337,11 @@ impl TextConversations {
 
     /// Ends the conversations idle at `now_ms` (no message for the idle
     /// timeout): each call is completed (`end_reason` `idle_timeout`) and
-    /// its after-call hooks are queued. Returns how many this call ended;
-    /// another server's sweep, or a message arriving, makes it fewer.
+    /// its after-call hooks are queued. First, ends an earlier sweep closed
+    /// but could not record (a store error midway) are recorded. Returns
+    /// how many this call ended; another server's sweep, or a message
+    /// arriving, makes it fewer. A conversation whose end fails is logged
+    /// and left for the next sweep; the others go on.
     pub async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
         self.running
             .lock()
@@ -348,9 +351,21 @@ impl TextConversations {
         let before = now_ms.saturating_sub(idle_ms);
         let store = self.runtime.store();
         let mut ended = 0;
+        for end in store.pending_text_ends(SWEEP_BATCH).await? {
+            match self.record_end(&end).await {
+                Ok(()) => ended += 1,
+                Err(err) => {
+                    tracing::warn!(call_id = %end.call_id, error = %err, "a text conversation's end is still not recorded; the next sweep tries again");
+                }
+            }
+        }
         for key in store.idle_text_conversations(before, SWEEP_BATCH).await? {
-            if self.end(&key, before, now_ms, "idle_timeout").await? {
-                ended += 1;
+            match self.end(&key, before, now_ms, "idle_timeout").await {
+                Ok(true) => ended += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "an idle text conversation's end is not recorded; the next sweep tries again");
+                }
             }
         }
         Ok(ended)
@@ -364,8 +379,10 @@ impl TextConversations {
         self.end(key.as_str(), u64::MAX, now, reason).await
     }
 
-    /// Closes `key`'s conversation if it is idle since `before_ms`, then
-    /// completes its call and queues its after-call hooks.
+    /// Closes `key`'s conversation if it is idle since `before_ms` (the
+    /// store notes its end as pending in the same step, so a message
+    /// arriving now opens a new conversation and none is lost), then
+    /// records the end.
     async fn end(
         &self,
         key: &str,
@@ -374,17 +391,35 @@ impl TextConversations {
         reason: &str,
     ) -> Result<bool, StoreError> {
         let store = self.runtime.store();
-        let Some(call_id) = store.close_text_conversation(key, before_ms).await? else {
+        let Some(call_id) = store
+            .close_text_conversation(key, before_ms, reason, now_ms)
+            .await?
+        else {
             return Ok(false);
         };
-        let change = CallChange::Ended {
+        let end = TextEnd {
+            call_id,
             reason: reason.to_owned(),
             at_ms: now_ms,
         };
-        store.update_call(&call_id, &change).await?;
-        self.runtime.queue_after_call(&call_id).await?;
-        tracing::info!(call_id, reason, "text conversation ended");
+        self.record_end(&end).await?;
         Ok(true)
+    }
+
+    /// Completes the call of a closed conversation and queues its
+    /// after-call hooks, then clears the pending end. Each step is
+    /// idempotent, so an end that failed midway is simply done again.
+    async fn record_end(&self, end: &TextEnd) -> Result<(), StoreError> {
+        let store = self.runtime.store();
+        let change = CallChange::Ended {
+            reason: end.reason.clone(),
+            at_ms: end.at_ms,
+        };
+        store.update_call(&end.call_id, &change).await?;
+        self.runtime.queue_after_call(&end.call_id).await?;
+        store.text_end_recorded(end).await?;
+        tracing::info!(call_id = %end.call_id, reason = %end.reason, "text conversation ended");
+        Ok(())
     }
 
     /// Sweeps for idle conversations until `shutdown` resolves: every

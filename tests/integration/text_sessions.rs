@@ -263,3 +263,39 @@ async fn media_with_a_caption_is_noted_for_the_model() {
         "What is this?\n\n[2 media items attached, not shown]"
     );
 }
+
+#[tokio::test]
+async fn an_end_the_store_fails_midway_is_recorded_by_the_next_sweep_and_others_end_meanwhile() {
+    use redis::AsyncCommands as _;
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(&openai, "http://127.0.0.1:9", "");
+    let conversations = conversations_of(&toml, &redis);
+    let store = Arc::clone(conversations.runtime().store());
+    let mut ids = Vec::new();
+    for who in ["first", "second"] {
+        let key = ConversationKey::new(Channel::Chat, &[who]);
+        let reply = conversations.message(inbound(&key, "Hi"), None).await.unwrap();
+        ids.push(reply.call_id);
+    }
+    // The first call's record cannot be updated (a real Redis error: its
+    // key holds the wrong type).
+    let mut client = redis.client().await;
+    let record = format!("call:{}", ids[0]);
+    let kept = format!("{record}:kept");
+    let () = client.rename(&record, &kept).await.unwrap();
+    let () = client.rpush(&record, "not a record").await.unwrap();
+    // The sweep logs the failure and ends the other conversation.
+    assert_eq!(conversations.sweep(u64::MAX).await.unwrap(), 1);
+    let second = store.call(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(second.status, CallStatus::Completed);
+
+    // Redis is right again: the next sweep records the first end.
+    let () = client.del(&record).await.unwrap();
+    let () = client.rename(&kept, &record).await.unwrap();
+    assert_eq!(conversations.sweep(u64::MAX).await.unwrap(), 1);
+    let first = store.call(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(first.status, CallStatus::Completed);
+    assert_eq!(first.end_reason.as_deref(), Some("idle_timeout"));
+    assert_eq!(conversations.sweep(u64::MAX).await.unwrap(), 0);
+}
