@@ -299,6 +299,34 @@ pub trait StreamTokenStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// A closed text conversation whose end is still to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextEnd {
+    /// The conversation's call id.
+    pub call_id: String,
+    /// Why it ended (`idle_timeout`, ...).
+    pub reason: String,
+    /// When it ended (Unix ms).
+    pub at_ms: u64,
+}
+
+impl TextEnd {
+    /// As a member of the pending set: `{call id}\n{reason}`.
+    pub(crate) fn member(&self) -> String {
+        format!("{}\n{}", self.call_id, self.reason)
+    }
+
+    /// From a member of the pending set and its score.
+    pub(crate) fn from_member(member: &str, at_ms: u64) -> Self {
+        let (call_id, reason) = member.split_once('\n').unwrap_or((member, "ended"));
+        TextEnd {
+            call_id: call_id.to_owned(),
+            reason: reason.to_owned(),
+            at_ms,
+        }
+    }
+}
+
 /// Text conversations (SMS, WhatsApp, the chat API): which conversation
 /// is open for a channel and its participants, when each last heard a
 /// message, and which provider message ids were already answered. Each
@@ -325,12 +353,25 @@ pub trait TextStore: Send + Sync {
 
     /// Closes `key`'s conversation if its last message is still at or
     /// before `before_ms`; its id when this call closed it (`None`: closed
-    /// by someone else, or a message came since).
+    /// by someone else, or a message came since). In the same step the
+    /// end (`reason`, at `at_ms`) is noted as pending, until
+    /// [`text_end_recorded`](Self::text_end_recorded): an end that fails
+    /// midway is found again by [`pending_text_ends`](Self::pending_text_ends).
     async fn close_text_conversation(
         &self,
         key: &str,
         before_ms: u64,
+        reason: &str,
+        at_ms: u64,
     ) -> Result<Option<String>, StoreError>;
+
+    /// Ends noted by [`close_text_conversation`](Self::close_text_conversation)
+    /// and not yet recorded, oldest first, at most `max`.
+    async fn pending_text_ends(&self, max: usize) -> Result<Vec<TextEnd>, StoreError>;
+
+    /// `end` is recorded (the call completed, its after-call hooks
+    /// queued): no longer pending.
+    async fn text_end_recorded(&self, end: &TextEnd) -> Result<(), StoreError>;
 
     /// Notes the provider's message `message_id` for `ttl_ms`; true the
     /// first time it is seen (a retried webhook answers false).

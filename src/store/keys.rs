@@ -24,7 +24,8 @@
 //!
 //! Text conversations (see `TextStore`) keep `text:conversation:{key}`
 //! (string: the open conversation's id), `text:active` (sorted set: keys
-//! by last message) and `text:message:{id}` (string, with a TTL: a message
+//! by last message), `{text:active}:ending` (sorted set: ends closed but
+//! not yet recorded) and `text:message:{id}` (string, with a TTL: a message
 //! id seen).
 //!
 //! Campaigns (see `CampaignStore`) keep
@@ -172,6 +173,13 @@ impl Keys {
     /// write both).
     pub fn text_conversation(&self, key: &str) -> String {
         part_of(&self.text_active(), format_args!("conversation:{key}"))
+    }
+
+    /// `{text:active}:ending`: text conversations closed whose end is not
+    /// yet recorded (sorted set: `{call id}\n{reason}` by the end's Unix
+    /// ms), in `text:active`'s slot (the closing script writes both).
+    pub fn text_ending(&self) -> String {
+        part_of(&self.text_active(), format_args!("ending"))
     }
 
     /// `stream:token:{id}`: a Twilio stream token already used (its id is a

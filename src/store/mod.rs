@@ -41,7 +41,7 @@ pub use self::redis::RedisStore;
 pub use api::{
     Appended, CallStore, CampaignStore, JobDelivery, JobQueue, NumberLimitStore, Outbox,
     OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, StreamTokenStore,
-    TestCaseStore, TextStore,
+    TestCaseStore, TextEnd, TextStore,
 };
 pub use call::{CallDirection, CallRecord, Evaluation, Extraction, Outcome, Segment};
 pub use call_change::{CallChange, RequestNote};

@@ -5,9 +5,11 @@
 //! idle_timeout_secs = 1800   # a conversation ends after this long without a message
 //! max_message_chars = 4000   # longer messages are cut, with a notice
 //! reply_budget_secs = 10     # the messaging webhook waits this long for the answer
+//! history_max_messages = 40  # the model reads at most the latest 40 messages
+//! history_max_chars = 24000  # and at most this many characters of them
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::config::Seconds;
 
@@ -31,6 +33,41 @@ pub struct TextSection {
     pub apology: String,
     /// What is sent for a message with media and no text.
     pub media_reply: String,
+    /// The most stored messages (user, assistant, tool calls and results)
+    /// the model reads back with a message: the latest ones, cut before a
+    /// user message where possible and never between a tool call and its
+    /// result; the system prompt is always sent. From 2 to 1,000; default 40.
+    #[serde(deserialize_with = "history_messages")]
+    pub history_max_messages: usize,
+    /// The most characters of stored history the model reads back with a
+    /// message (as `history_max_messages`). From 1,000 to 1,000,000;
+    /// default 24,000 (about 6,000 tokens).
+    #[serde(deserialize_with = "history_chars")]
+    pub history_max_chars: usize,
+}
+
+fn history_messages<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    within(deserializer, 2, 1_000)
+}
+
+fn history_chars<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    within(deserializer, 1_000, 1_000_000)
+}
+
+/// A whole number from `min` to `max`: out of range, an error the file
+/// reader reports with its file, line and key.
+fn within<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    min: usize,
+    max: usize,
+) -> Result<usize, D::Error> {
+    let n = u64::deserialize(deserializer)?;
+    match usize::try_from(n) {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a whole number from {min} to {max}, not {n}"
+        ))),
+    }
 }
 
 impl Default for TextSection {
@@ -41,6 +78,8 @@ impl Default for TextSection {
             reply_budget_secs: Seconds::from_millis(10_000),
             apology: "Sorry, I can't answer right now. Please try again in a few minutes.".into(),
             media_reply: "Sorry, I can only read text messages. Please write your question.".into(),
+            history_max_messages: 40,
+            history_max_chars: 24_000,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::config::TextSection;
-use super::history::context_of;
+use super::history::{context_of, latest};
 use super::key::ConversationKey;
 use super::path::text_path;
 use super::reply::{Reply, TextEvent};
@@ -21,7 +21,7 @@ use crate::pipeline::{
     SessionSetup, new_session_id,
 };
 use crate::store::time::unix_ms;
-use crate::store::{CallChange, StoreError};
+use crate::store::{CallChange, StoreError, TextEnd};
 
 /// How many idle conversations one sweep closes at most.
 const SWEEP_BATCH: usize = 100;
@@ -151,7 +151,11 @@ impl TextConversations {
         setup.resources = SessionResources::new();
         setup.custom_parameters = inbound.parameters.clone();
         let turns = store.turns(&call_id).await?;
-        let history = SharedConversation::new(context_of(&turns));
+        let history = SharedConversation::new(latest(
+            &context_of(&turns),
+            self.section.history_max_messages,
+            self.section.history_max_chars,
+        ));
         for name in self
             .path
             .iter()
@@ -169,7 +173,15 @@ impl TextConversations {
             let user = format!("[{} media item(s), no text]", inbound.media);
             self.answer_without_model(&memory, &call_id, user, &self.section.media_reply)
         } else {
-            let text = self.cut(text);
+            let mut text = self.cut(text);
+            if inbound.media > 0 {
+                // The model cannot see media: it is told some came.
+                let items = if inbound.media == 1 { "item" } else { "items" };
+                text.push_str(&format!(
+                    "\n\n[{} media {items} attached, not shown]",
+                    inbound.media
+                ));
+            }
             let run = self
                 .run(&setup, &memory, &call_id, &text, events.clone())
                 .await;
@@ -255,7 +267,8 @@ impl TextConversations {
         let outcome = task.run().await;
         let heard = tap.take();
         let answer = heard.text.trim();
-        if !answer.is_empty() {
+        let cut_off = heard.cut_off || outcome.fatal_error.is_some();
+        if !answer.is_empty() && !cut_off {
             return Ok(Reply {
                 call_id: call_id.to_owned(),
                 text: answer.to_owned(),
@@ -266,8 +279,16 @@ impl TextConversations {
             .error
             .or(outcome.fatal_error.map(|e| e.message))
             .unwrap_or_else(|| "the model answered nothing".to_owned());
-        tracing::warn!(call_id, reason = %why, "no answer from the model; apologising");
         let apology = &self.section.apology;
+        // What was said before a failure stays said (and recorded by the
+        // assistant aggregator); the apology follows it, as its own turn.
+        let text = if answer.is_empty() {
+            tracing::warn!(call_id, reason = %why, "no answer from the model; apologising");
+            apology.clone()
+        } else {
+            tracing::warn!(call_id, reason = %why, "the answer failed partway; apologising after it");
+            format!("{answer}\n\n{apology}")
+        };
         memory.record_turn(Arc::new(Turn::completed(
             u64::MAX,
             Role::Assistant,
@@ -276,7 +297,7 @@ impl TextConversations {
         )));
         Ok(Reply {
             call_id: call_id.to_owned(),
-            text: apology.clone(),
+            text,
             failed: true,
         })
     }
@@ -316,8 +337,11 @@ impl TextConversations {
 
     /// Ends the conversations idle at `now_ms` (no message for the idle
     /// timeout): each call is completed (`end_reason` `idle_timeout`) and
-    /// its after-call hooks are queued. Returns how many this call ended;
-    /// another server's sweep, or a message arriving, makes it fewer.
+    /// its after-call hooks are queued. First, ends an earlier sweep closed
+    /// but could not record (a store error midway) are recorded. Returns
+    /// how many this call ended; another server's sweep, or a message
+    /// arriving, makes it fewer. A conversation whose end fails is logged
+    /// and left for the next sweep; the others go on.
     pub async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
         self.running
             .lock()
@@ -327,9 +351,21 @@ impl TextConversations {
         let before = now_ms.saturating_sub(idle_ms);
         let store = self.runtime.store();
         let mut ended = 0;
+        for end in store.pending_text_ends(SWEEP_BATCH).await? {
+            match self.record_end(&end).await {
+                Ok(()) => ended += 1,
+                Err(err) => {
+                    tracing::warn!(call_id = %end.call_id, error = %err, "a text conversation's end is still not recorded; the next sweep tries again");
+                }
+            }
+        }
         for key in store.idle_text_conversations(before, SWEEP_BATCH).await? {
-            if self.end(&key, before, now_ms, "idle_timeout").await? {
-                ended += 1;
+            match self.end(&key, before, now_ms, "idle_timeout").await {
+                Ok(true) => ended += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "an idle text conversation's end is not recorded; the next sweep tries again");
+                }
             }
         }
         Ok(ended)
@@ -343,8 +379,10 @@ impl TextConversations {
         self.end(key.as_str(), u64::MAX, now, reason).await
     }
 
-    /// Closes `key`'s conversation if it is idle since `before_ms`, then
-    /// completes its call and queues its after-call hooks.
+    /// Closes `key`'s conversation if it is idle since `before_ms` (the
+    /// store notes its end as pending in the same step, so a message
+    /// arriving now opens a new conversation and none is lost), then
+    /// records the end.
     async fn end(
         &self,
         key: &str,
@@ -353,17 +391,35 @@ impl TextConversations {
         reason: &str,
     ) -> Result<bool, StoreError> {
         let store = self.runtime.store();
-        let Some(call_id) = store.close_text_conversation(key, before_ms).await? else {
+        let Some(call_id) = store
+            .close_text_conversation(key, before_ms, reason, now_ms)
+            .await?
+        else {
             return Ok(false);
         };
-        let change = CallChange::Ended {
+        let end = TextEnd {
+            call_id,
             reason: reason.to_owned(),
             at_ms: now_ms,
         };
-        store.update_call(&call_id, &change).await?;
-        self.runtime.queue_after_call(&call_id).await?;
-        tracing::info!(call_id, reason, "text conversation ended");
+        self.record_end(&end).await?;
         Ok(true)
+    }
+
+    /// Completes the call of a closed conversation and queues its
+    /// after-call hooks, then clears the pending end. Each step is
+    /// idempotent, so an end that failed midway is simply done again.
+    async fn record_end(&self, end: &TextEnd) -> Result<(), StoreError> {
+        let store = self.runtime.store();
+        let change = CallChange::Ended {
+            reason: end.reason.clone(),
+            at_ms: end.at_ms,
+        };
+        store.update_call(&end.call_id, &change).await?;
+        self.runtime.queue_after_call(&end.call_id).await?;
+        store.text_end_recorded(end).await?;
+        tracing::info!(call_id = %end.call_id, reason = %end.reason, "text conversation ended");
+        Ok(())
     }
 
     /// Sweeps for idle conversations until `shutdown` resolves: every

@@ -28,7 +28,7 @@ mod tap;
 
 pub use config::TextSection;
 pub use conversations::{Inbound, TextConversations, TextError};
-pub use history::context_of;
+pub use history::{context_of, latest};
 pub use key::{Channel, ConversationKey};
 pub use path::{AUDIO_PROCESSOR_TYPES, text_path};
 pub use reply::{Reply, TextEvent};

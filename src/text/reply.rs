@@ -26,8 +26,10 @@ pub enum TextEvent {
 pub struct Reply {
     /// The conversation's call id (`call:{id}`).
     pub call_id: String,
-    /// The answer's text (the apology when the model failed).
+    /// The answer's text (when the model failed: the apology, after
+    /// whatever it had said before failing).
     pub text: String,
-    /// The model could not answer; `text` is the apology.
+    /// The model could not answer, or failed partway; `text` ends with the
+    /// apology.
     pub failed: bool,
 }

@@ -21,7 +21,11 @@ pub(super) struct TextTap {
 #[derive(Default)]
 pub(super) struct Heard {
     pub(super) text: String,
+    /// The first error reported.
     pub(super) error: Option<String>,
+    /// An error came after the last text or tool call: the answer was cut
+    /// off there (a failed round), not merely past a skipped event.
+    pub(super) cut_off: bool,
 }
 
 impl TextTap {
@@ -53,6 +57,7 @@ impl Observer for TextTap {
         if let FrameBody::Error(error) = &event.frame.body {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             state.error.get_or_insert_with(|| error.message.clone());
+            state.cut_off = true;
             return;
         }
         if event.from != self.last || event.direction != Direction::Downstream {
@@ -60,14 +65,16 @@ impl Observer for TextTap {
         }
         match &event.frame.body {
             FrameBody::LlmText(text) => {
-                self.state
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .text
-                    .push_str(text);
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.text.push_str(text);
+                state.cut_off = false;
+                drop(state);
                 self.send(TextEvent::Delta(text.clone()));
             }
-            FrameBody::FunctionCallInProgress(call) => self.send(TextEvent::ToolCall(call.clone())),
+            FrameBody::FunctionCallInProgress(call) => {
+                self.state.lock().unwrap_or_else(|e| e.into_inner()).cut_off = false;
+                self.send(TextEvent::ToolCall(call.clone()));
+            }
             FrameBody::FunctionCallResult { call, result } => self.send(TextEvent::ToolResult {
                 call: call.clone(),
                 result: result.clone(),

@@ -123,7 +123,7 @@ async fn bad_arguments_and_unknown_tools_are_answered_with_an_error_and_never_ru
         .collect();
     assert_eq!(
         answers[0],
-        json!({"error": "argument `city` must be of type string"})
+        json!({"error": "the arguments do not match the tool's schema: /city: 3 is not of type \"string\""})
     );
     assert!(
         answers[1]["error"]

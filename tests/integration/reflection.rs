@@ -241,3 +241,48 @@ async fn a_reviewer_that_cannot_be_asked_or_talks_nonsense_lets_the_draft_out_un
         assert_eq!(models, ["agent-model", "reviewer-model"]);
     }
 }
+
+#[tokio::test]
+async fn a_rewrite_that_fails_or_is_empty_lets_the_rejected_draft_out_unapproved() {
+    for rewrite in [
+        Reply::error(400, "context too long", "invalid_request_error"),
+        Reply::Sse(text_answer("")),
+    ] {
+        let openai = FakeOpenAi::start().await;
+        openai.push_chats_for(
+            "agent-model",
+            [Reply::Sse(text_answer("The usable draft.")), rewrite],
+        );
+        openai.push_chats_for("reviewer-model", [verdict(false, "Say it better.")]);
+        let out = ask(&openai, 3).await;
+        assert_eq!(texts(&out.downstream), ["The usable draft."]);
+        let marked = Reflection {
+            rounds: 1,
+            approved: false,
+        };
+        assert_eq!(reviews(&out.downstream), [marked]);
+        assert_eq!(answer_turn(&out.downstream).reflection, Some(marked));
+    }
+}
+
+#[tokio::test]
+async fn the_reviewer_never_reads_a_rejected_draft_as_said_to_the_user() {
+    let openai = FakeOpenAi::start().await;
+    openai.push_chats_for(
+        "agent-model",
+        [
+            Reply::Sse(text_answer("First draft.")),
+            Reply::Sse(text_answer("Second draft.")),
+        ],
+    );
+    openai.push_chats_for(
+        "reviewer-model",
+        [verdict(false, "Still wrong."), verdict(true, "")],
+    );
+    let out = ask(&openai, 2).await;
+    assert_eq!(texts(&out.downstream), ["Second draft."]);
+    let chats = openai.chat_requests();
+    let second_review = chats[3]["messages"][1]["content"].as_str().unwrap();
+    assert!(!second_review.contains("First draft."), "{second_review}");
+    assert!(second_review.ends_with("Second draft."), "{second_review}");
+}

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use support::fake::openai::{FakeOpenAi, Reply, text_answer, verdict};
+use support::fake::openai::{
+    FakeOpenAi, Part, Reply, finish_chunk, text_answer, text_chunk, tool_chunk, verdict,
+};
 use support::redis_server::RedisServer;
 use support::text::{config, env, pipeline_toml, runtime};
 use support::wait::eventually;
@@ -141,4 +143,159 @@ async fn an_idle_conversation_ends_and_is_evaluated_and_the_next_message_starts_
     let _ = stop.send(true);
     sweeper.await.unwrap();
     background.await.unwrap();
+}
+
+/// The conversations of `toml` over `redis`, with no sweeper.
+fn conversations_of(toml: &str, redis: &RedisServer) -> TextConversations {
+    let config = config(toml);
+    let agent = runtime(&config, &env(&redis.url()));
+    TextConversations::new(
+        &config.processors,
+        config.session_setup("text"),
+        agent,
+        config.text.clone(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_long_conversation_sends_the_model_only_its_latest_messages() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(
+        &openai,
+        "http://127.0.0.1:9",
+        "[text]\nhistory_max_messages = 4\n",
+    );
+    let conversations = conversations_of(&toml, &redis);
+    let key = ConversationKey::new(Channel::Chat, &["long-talk"]);
+    for n in 1..=4 {
+        openai.push_chat(Reply::Sse(text_answer(&format!("answer {n}"))));
+        conversations
+            .message(inbound(&key, &format!("question {n}")), None)
+            .await
+            .unwrap();
+    }
+    let last = openai.chat_requests().pop().unwrap();
+    let sent: Vec<(String, String)> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("system", "You are a shop assistant."),
+        ("user", "question 2"),
+        ("assistant", "answer 2"),
+        ("user", "question 3"),
+        ("assistant", "answer 3"),
+        ("user", "question 4"),
+    ];
+    assert_eq!(sent.len(), expected.len(), "{sent:#?}");
+    for ((role, content), (want_role, want)) in sent.iter().zip(expected) {
+        assert_eq!(role, want_role, "{sent:#?}");
+        assert!(content.starts_with(want), "{sent:#?}");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_failing_after_its_first_words_is_a_failure_with_the_apology() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(&openai, "http://127.0.0.1:9", "");
+    let conversations = conversations_of(&toml, &redis);
+    let key = ConversationKey::new(Channel::Chat, &["cut-off"]);
+    openai.push_chat(Reply::Sse(vec![
+        Part::Data(text_chunk("Let me check that for you.")),
+        Part::Data(tool_chunk(0, Some("call_a"), Some("price"), r#"{"item":"apples"}"#)),
+        Part::Data(finish_chunk("tool_calls")),
+        Part::Data("[DONE]".into()),
+    ]));
+    openai.push_tool(Reply::Json(serde_json::json!({"price": "2 EUR/kg"})));
+    openai.push_chat(Reply::error(400, "context too long", "invalid_request_error"));
+    let reply = conversations
+        .message(inbound(&key, "How much are apples?"), None)
+        .await
+        .unwrap();
+    let apology = conversations.section().apology.clone();
+    assert!(reply.failed, "{reply:?}");
+    assert!(reply.text.starts_with("Let me check that for you."), "{reply:?}");
+    assert!(reply.text.ends_with(&apology), "{reply:?}");
+    assert_eq!(openai.chat_requests().len(), 2);
+    // Stored as sent: the words said, then the apology.
+    let turns = conversations
+        .runtime()
+        .store()
+        .turns(&reply.call_id)
+        .await
+        .unwrap();
+    let said: Vec<&str> = turns
+        .iter()
+        .filter(|t| t.role == voxpipe::conversation::Role::Assistant)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert_eq!(said.last(), Some(&apology.as_str()), "{said:?}");
+    assert!(said.iter().any(|t| t.contains("Let me check")), "{said:?}");
+}
+
+#[tokio::test]
+async fn media_with_a_caption_is_noted_for_the_model() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(&openai, "http://127.0.0.1:9", "");
+    let conversations = conversations_of(&toml, &redis);
+    let key = ConversationKey::new(Channel::Chat, &["captioned"]);
+    openai.push_chat(Reply::Sse(text_answer("A nice lamp.")));
+    let mut message = inbound(&key, "What is this?");
+    message.media = 2;
+    conversations.message(message, None).await.unwrap();
+    let request = openai.chat_requests().pop().unwrap();
+    let messages = request["messages"].as_array().unwrap();
+    let user = messages.last().unwrap();
+    assert_eq!(user["role"], "user");
+    assert_eq!(
+        user["content"],
+        "What is this?\n\n[2 media items attached, not shown]"
+    );
+}
+
+#[tokio::test]
+async fn an_end_the_store_fails_midway_is_recorded_by_the_next_sweep_and_others_end_meanwhile() {
+    use redis::AsyncCommands as _;
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(&openai, "http://127.0.0.1:9", "");
+    let conversations = conversations_of(&toml, &redis);
+    let store = Arc::clone(conversations.runtime().store());
+    let mut ids = Vec::new();
+    for who in ["first", "second"] {
+        let key = ConversationKey::new(Channel::Chat, &[who]);
+        let reply = conversations.message(inbound(&key, "Hi"), None).await.unwrap();
+        ids.push(reply.call_id);
+    }
+    // The first call's record cannot be updated (a real Redis error: its
+    // key holds the wrong type).
+    let mut client = redis.client().await;
+    let record = format!("call:{}", ids[0]);
+    let kept = format!("{record}:kept");
+    let () = client.rename(&record, &kept).await.unwrap();
+    let () = client.rpush(&record, "not a record").await.unwrap();
+    // The sweep logs the failure and ends the other conversation.
+    assert_eq!(conversations.sweep(u64::MAX).await.unwrap(), 1);
+    let second = store.call(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(second.status, CallStatus::Completed);
+
+    // Redis is right again: the next sweep records the first end.
+    let () = client.del(&record).await.unwrap();
+    let () = client.rename(&kept, &record).await.unwrap();
+    assert_eq!(conversations.sweep(u64::MAX).await.unwrap(), 1);
+    let first = store.call(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(first.status, CallStatus::Completed);
+    assert_eq!(first.end_reason.as_deref(), Some("idle_timeout"));
+    assert_eq!(conversations.sweep(u64::MAX).await.unwrap(), 0);
 }

@@ -55,7 +55,7 @@ use crate::services::{Connection, ServiceError, SseDecoder};
 use super::reflection::{Reviewer, Verdict, rewrite_request};
 use super::router::{Agent, RoutedBy, Router};
 use super::side_model::SideModel;
-use super::tool_calls::{AssembledCall, ToolCallAssembler};
+use super::tool_calls::{AssembledCall, ToolCallAssembler, round_id};
 use super::tool_runs::{ToolResults, run_tools};
 use super::tools::{Tool, ToolSpec};
 use super::wire::{ChatDelta, ChatRequest, ChatWire, ToolChoice};
@@ -277,14 +277,35 @@ impl Responder {
         progress: &mut Progress<'_>,
     ) -> Result<(), ServiceError> {
         let mut rounds = 0;
+        // The last rejected draft: it goes out (unapproved) if its rewrite
+        // fails or comes back empty, rather than nothing.
+        let mut rejected: Option<String> = None;
+        // Where the rejected drafts sit in `messages`: never shown to the
+        // reviewer as things said to the user.
+        let mut hidden = Vec::new();
         let (draft, approved) = loop {
-            let draft = self.answer(persona, messages, false, progress).await?;
+            let draft = match self.answer(persona, messages, false, progress).await {
+                Ok(draft) => draft,
+                Err(error) => match rejected.take() {
+                    Some(kept) => {
+                        tracing::warn!(%error, "the rewrite failed; the rejected draft goes out unapproved");
+                        break (kept, false);
+                    }
+                    None => return Err(error),
+                },
+            };
             if draft.trim().is_empty() {
-                // Nothing to say, nothing to review (e.g. only tools called).
-                return Ok(());
+                match rejected.take() {
+                    Some(kept) => {
+                        tracing::warn!("the rewrite is empty; the rejected draft goes out unapproved");
+                        break (kept, false);
+                    }
+                    // Nothing to say, nothing to review (e.g. only tools called).
+                    None => return Ok(()),
+                }
             }
             rounds += 1;
-            let request = reviewer.review(messages, &draft);
+            let request = reviewer.review(messages, &hidden, &draft);
             let verdict = match self
                 .ask_side(
                     &reviewer.model,
@@ -311,7 +332,9 @@ impl Responder {
                     if !critique.is_empty() && rounds < reviewer.max_rounds =>
                 {
                     tracing::debug!(round = rounds, %critique, "draft rejected");
+                    hidden.push(messages.len());
                     messages.extend(rewrite_request(&draft, &critique));
+                    rejected = Some(draft);
                 }
                 Verdict::Rejected(_) => break (draft, false),
             }
@@ -377,7 +400,7 @@ impl Responder {
             } else {
                 ToolChoice::Auto
             };
-            let id = format!("{}_{round}", progress.number);
+            let id = round_id(progress.number, round);
             let ask = Ask {
                 wire: &*self.wire,
                 request: ChatRequest {

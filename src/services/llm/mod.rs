@@ -21,6 +21,7 @@ mod service;
 mod side_model;
 mod tool_calls;
 mod tool_runs;
+mod tool_schema;
 pub mod tools;
 mod wire;
 
@@ -29,6 +30,7 @@ pub use openai::{parse_event_data, request_body};
 pub use reflection::{DEFAULT_REVIEW_PROMPT, ReflectionConfig};
 pub use router::{AgentConfig, DEFAULT_ROUTER_PROMPT, RouterConfig};
 pub use service::LlmService;
-pub use tool_calls::{AssembledCall, ToolCallAssembler, check_arguments};
+pub use tool_calls::{AssembledCall, ToolCallAssembler};
+pub use tool_schema::check_arguments;
 pub use tool_runs::TOOL_CANCELLED;
 pub use wire::{ChatDelta, ChatRequest, ToolChoice};

@@ -15,9 +15,11 @@
 //! response format, validated anyway). A rejected draft, while reviews are
 //! left, is written again with the critique; the answer that goes out is
 //! the approved draft, or the last one, unapproved, after `max_rounds`
-//! reviews (or when the reviewer cannot be asked or answers nonsense). The
-//! LLM pushes `AnswerReviewed` with the rounds and the verdict, which the
-//! assistant turn records, then the text.
+//! reviews (or when the reviewer cannot be asked or answers nonsense). A
+//! rewrite that fails or comes back empty lets the rejected draft out,
+//! unapproved. The reviewer never sees a rejected draft as said to the
+//! user. The LLM pushes `AnswerReviewed` with the rounds and the verdict,
+//! which the assistant turn records, then the text.
 //!
 //! The cost is latency: the answer's first word waits for the whole draft
 //! and its review (see the README for a measurement). This file is
@@ -120,8 +122,15 @@ impl Reviewer {
     }
 
     /// The review request of `draft`, the answer to `conversation` (the
-    /// messages the model read, its tool calls and their results).
-    pub(crate) fn review(&self, conversation: &[Message], draft: &str) -> Vec<Message> {
+    /// messages the model read, its tool calls and their results), leaving
+    /// out the messages at `rejected` (earlier drafts the reviewer stopped:
+    /// the user never saw them).
+    pub(crate) fn review(
+        &self,
+        conversation: &[Message],
+        rejected: &[usize],
+        draft: &str,
+    ) -> Vec<Message> {
         let instructions = format!(
             "{}\n\nAnswer with one JSON object and nothing else: \
              {{\"approved\": true or false, \"critique\": \"what is wrong and how to fix it, \
@@ -129,7 +138,12 @@ impl Reviewer {
             self.prompt
         );
         let mut text = String::from("The conversation so far:\n");
-        for message in conversation.iter().filter(|m| m.role != Role::System) {
+        let shown = conversation
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| m.role != Role::System && !rejected.contains(i))
+            .map(|(_, m)| m);
+        for message in shown {
             let content = message.content.as_deref().unwrap_or_default();
             match message.role {
                 Role::Tool => text.push_str(&format!("tool result: {content}\n")),
@@ -233,7 +247,7 @@ mod tests {
             Message::tool_calls(None, vec![call]),
             Message::tool_result("c1", r#"{"price":"24.50"}"#),
         ];
-        let request = reviewer.review(&conversation, "It costs 19 euros.");
+        let request = reviewer.review(&conversation, &[], "It costs 19 euros.");
         let text = request[1].content.as_deref().unwrap();
         assert!(!text.contains("be nice"));
         assert!(text.contains("user: price of the toaster?"));
@@ -241,6 +255,15 @@ mod tests {
         assert!(text.contains(r#"tool result: {"price":"24.50"}"#));
         assert!(text.ends_with("It costs 19 euros."));
         assert_eq!(reviewer.response_format["json_schema"]["strict"], true);
+
+        // A rejected draft asked again is not shown as said to the user.
+        let mut again = conversation.clone();
+        let at = again.len();
+        again.extend(rewrite_request("It costs 19 euros.", "wrong price"));
+        let request = reviewer.review(&again, &[at], "It costs 24.50 euros.");
+        let text = request[1].content.as_deref().unwrap();
+        assert!(!text.contains("agent: It costs 19 euros."), "{text}");
+        assert!(text.ends_with("It costs 24.50 euros."));
     }
 
     #[test]

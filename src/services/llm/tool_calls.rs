@@ -1,11 +1,20 @@
-//! Assembling streamed tool calls: fragments by index, arguments checked
-//! as JSON against the tool's parameter schema.
+//! Assembling streamed tool calls: fragments by index, arguments parsed as
+//! a JSON object (checked against the tool's schema in `tool_schema`).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use crate::conversation::ToolCall;
+
+/// The id of round `round` of response `number`, from which the calls of
+/// a provider that gives no call ids get theirs. A random part makes it
+/// unique beyond the processor: a text conversation builds a new LLM
+/// processor for each message (its responses numbered from 0 again) and
+/// reads back the history whose call ids must not collide.
+pub(crate) fn round_id(number: u64, round: u32) -> String {
+    format!("{:08x}_{number}_{round}", crate::random::random_u32())
+}
 
 /// A tool call as it stands once the stream has ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,49 +121,6 @@ impl ToolCallAssembler {
     }
 }
 
-/// Checks `arguments` against a JSON-schema `parameters` object: required
-/// properties present, declared primitive types respected. A light check,
-/// enough to give the model a precise error instead of running a tool with
-/// nonsense.
-pub fn check_arguments(parameters: &Value, arguments: &Value) -> Result<(), String> {
-    let Some(object) = arguments.as_object() else {
-        return Err("the arguments are not a JSON object".to_owned());
-    };
-    if let Some(required) = parameters.get("required").and_then(Value::as_array) {
-        for name in required.iter().filter_map(Value::as_str) {
-            if !object.contains_key(name) {
-                return Err(format!("missing required argument `{name}`"));
-            }
-        }
-    }
-    let Some(properties) = parameters.get("properties").and_then(Value::as_object) else {
-        return Ok(());
-    };
-    for (name, value) in object {
-        let Some(expected) = properties
-            .get(name)
-            .and_then(|p| p.get("type"))
-            .and_then(Value::as_str)
-        else {
-            continue;
-        };
-        let fits = match expected {
-            "string" => value.is_string(),
-            "number" => value.is_number(),
-            "integer" => value.is_i64() || value.is_u64(),
-            "boolean" => value.is_boolean(),
-            "array" => value.is_array(),
-            "object" => value.is_object(),
-            "null" => value.is_null(),
-            _ => true,
-        };
-        if !fits {
-            return Err(format!("argument `{name}` must be of type {expected}"));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,30 +202,15 @@ mod tests {
     }
 
     #[test]
-    fn arguments_are_checked_against_the_schema() {
-        let schema = json!({
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-            "required": ["city"]
-        });
-        assert_eq!(
-            check_arguments(&schema, &json!({"city": "Oslo", "days": 3})),
-            Ok(())
-        );
-        assert!(
-            check_arguments(&schema, &json!({"days": 3}))
-                .unwrap_err()
-                .contains("`city`")
-        );
-        assert!(
-            check_arguments(&schema, &json!({"city": 3}))
-                .unwrap_err()
-                .contains("string")
-        );
-        assert!(check_arguments(&schema, &json!({"city": "a", "days": 1.5})).is_err());
-        assert_eq!(
-            check_arguments(&schema, &json!({"city": "a", "extra": 1})),
-            Ok(())
-        );
+    fn generated_ids_differ_between_processors_numbering_alike() {
+        let ids: Vec<String> = (0..2)
+            .map(|_| {
+                let mut calls = ToolCallAssembler::new();
+                calls.add(0, None, Some("price"), Some("{}"));
+                calls.finish(&round_id(1, 0)).remove(0).call.id
+            })
+            .collect();
+        assert!(ids[0].starts_with("call_") && ids[0].ends_with("_1_0_0"), "{ids:?}");
+        assert_ne!(ids[0], ids[1]);
     }
 }

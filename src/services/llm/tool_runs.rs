@@ -20,7 +20,8 @@ use crate::frame::FrameBody;
 use crate::pipeline::ChildTask;
 use crate::pipeline::ProcessorContext;
 
-use super::tool_calls::{AssembledCall, check_arguments};
+use super::tool_calls::AssembledCall;
+use super::tool_schema::validate_arguments;
 use super::tools::Tool;
 
 /// The result recorded for a call cancelled by an interruption.
@@ -182,24 +183,35 @@ async fn run_tool(
     pending: PendingResult,
 ) -> Executed {
     let call = assembled.call;
+    // An error and whether it may be logged as it is.
     let outcome = match (tool, assembled.arguments) {
-        (None, _) => Err(format!("there is no tool named `{}`", call.name)),
-        (Some(_), Err(error)) => Err(error),
-        (Some(tool), Ok(arguments)) => match check_arguments(&tool.spec().parameters, &arguments) {
-            Err(error) => Err(error),
-            Ok(()) => {
-                match tokio::time::timeout(timeout, tool.call_with_id(&call.id, arguments)).await {
-                    Err(_) => Err(format!("the tool gave no result within {timeout:?}")),
-                    Ok(Err(error)) => Err(error.to_string()),
-                    Ok(Ok(outcome)) => Ok(outcome),
+        (None, _) => Err((format!("there is no tool named `{}`", call.name), true)),
+        (Some(_), Err(error)) => Err((error, true)),
+        (Some(tool), Ok(arguments)) => {
+            match validate_arguments(&tool.spec().parameters, &arguments) {
+                Err(bad) => {
+                    // The model is told the values; the logs are not.
+                    tracing::warn!(tool = %call.name, places = %bad.places, "tool arguments refused by the tool's schema");
+                    Err((bad.told, false))
+                }
+                Ok(()) => {
+                    match tokio::time::timeout(timeout, tool.call_with_id(&call.id, arguments))
+                        .await
+                    {
+                        Err(_) => Err((format!("the tool gave no result within {timeout:?}"), true)),
+                        Ok(Err(error)) => Err((error.to_string(), true)),
+                        Ok(Ok(outcome)) => Ok(outcome),
+                    }
                 }
             }
-        },
+        }
     };
     let (result, ends_call, server_message) = match outcome {
         Ok(outcome) => (outcome.result, outcome.ends_call, outcome.server_message),
-        Err(error) => {
-            tracing::warn!(tool = %call.name, %error, "tool call failed");
+        Err((error, loggable)) => {
+            if loggable {
+                tracing::warn!(tool = %call.name, %error, "tool call failed");
+            }
             (json!({ "error": error }).to_string(), false, None)
         }
     };

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::keyspace::Op;
 use super::store::MemoryStore;
-use crate::store::{StoreError, TextStore};
+use crate::store::{StoreError, TextEnd, TextStore};
 
 #[async_trait]
 impl TextStore for MemoryStore {
@@ -63,9 +63,12 @@ impl TextStore for MemoryStore {
         &self,
         key: &str,
         before_ms: u64,
+        reason: &str,
+        at_ms: u64,
     ) -> Result<Option<String>, StoreError> {
         let mapping = self.settings.keys.text_conversation(key);
         let active = self.settings.keys.text_active();
+        let ending = self.settings.keys.text_ending();
         self.write(|ks, now| {
             let last = ks
                 .sorted(&active, now)
@@ -74,7 +77,7 @@ impl TextStore for MemoryStore {
                 return (Vec::new(), None);
             }
             let id = ks.string(&mapping, now).map(str::to_owned);
-            let ops = vec![
+            let mut ops = vec![
                 Op::ZRem {
                     key: active.clone(),
                     member: key.to_owned(),
@@ -83,7 +86,50 @@ impl TextStore for MemoryStore {
                     key: mapping.clone(),
                 },
             ];
+            if let Some(id) = &id {
+                let end = TextEnd {
+                    call_id: id.clone(),
+                    reason: reason.to_owned(),
+                    at_ms,
+                };
+                ops.push(Op::ZAdd {
+                    key: ending.clone(),
+                    member: end.member(),
+                    score: at_ms,
+                });
+            }
             (ops, id)
+        })
+    }
+
+    async fn pending_text_ends(&self, max: usize) -> Result<Vec<TextEnd>, StoreError> {
+        let ending = self.settings.keys.text_ending();
+        self.read(|ks, now| {
+            let mut ends: Vec<(u64, &String)> = ks
+                .sorted(&ending, now)
+                .into_iter()
+                .flatten()
+                .map(|(member, at_ms)| (*at_ms, member))
+                .collect();
+            ends.sort();
+            ends.into_iter()
+                .take(max)
+                .map(|(at_ms, member)| TextEnd::from_member(member, at_ms))
+                .collect()
+        })
+    }
+
+    async fn text_end_recorded(&self, end: &TextEnd) -> Result<(), StoreError> {
+        let ending = self.settings.keys.text_ending();
+        let member = end.member();
+        self.write(|_, _| {
+            (
+                vec![Op::ZRem {
+                    key: ending,
+                    member,
+                }],
+                (),
+            )
         })
     }
 
@@ -132,15 +178,28 @@ mod tests {
         );
         // A message came since the sweep looked: not closed.
         assert_eq!(
-            store.close_text_conversation("sms:k", 1_500).await.unwrap(),
+            store.close_text_conversation("sms:k", 1_500, "idle_timeout", 9).await.unwrap(),
             None
         );
         assert_eq!(
-            store.close_text_conversation("sms:k", 2_000).await.unwrap(),
+            store
+                .close_text_conversation("sms:k", 2_000, "idle_timeout", 9)
+                .await
+                .unwrap(),
             Some("c1".to_owned())
         );
+        // Its end is pending until recorded.
+        let pending = store.pending_text_ends(10).await.unwrap();
+        let end = TextEnd {
+            call_id: "c1".into(),
+            reason: "idle_timeout".into(),
+            at_ms: 9,
+        };
+        assert_eq!(pending, [end.clone()]);
+        store.text_end_recorded(&end).await.unwrap();
+        assert!(store.pending_text_ends(10).await.unwrap().is_empty());
         assert_eq!(
-            store.close_text_conversation("sms:k", 2_000).await.unwrap(),
+            store.close_text_conversation("sms:k", 2_000, "idle_timeout", 9).await.unwrap(),
             None
         );
         let next = store

@@ -207,8 +207,10 @@ return id
     )
 });
 
-/// Closes a text conversation whose last message is at or before a time.
-/// KEYS: `{text:active}:conversation:{key}`, `text:active`. ARGV: key, before ms.
+/// Closes a text conversation whose last message is at or before a time,
+/// noting its end as pending.
+/// KEYS: `{text:active}:conversation:{key}`, `text:active`,
+/// `{text:active}:ending`. ARGV: key, before ms, reason, end ms.
 /// Returns the closed conversation's id, or nil when not closed here.
 pub(super) static CLOSE_TEXT_CONVERSATION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -218,6 +220,7 @@ if last == false or tonumber(last) > tonumber(ARGV[2]) then return false end
 local id = redis.call('GET', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[1])
+if id then redis.call('ZADD', KEYS[3], ARGV[4], id .. '\n' .. ARGV[3]) end
 return id
 ",
     )

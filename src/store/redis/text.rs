@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::scripts::{CLOSE_TEXT_CONVERSATION, OPEN_TEXT_CONVERSATION};
 use super::store::RedisStore;
-use crate::store::{StoreError, TextStore};
+use crate::store::{StoreError, TextEnd, TextStore};
 
 #[async_trait]
 impl TextStore for RedisStore {
@@ -47,14 +47,48 @@ impl TextStore for RedisStore {
         &self,
         key: &str,
         before_ms: u64,
+        reason: &str,
+        at_ms: u64,
     ) -> Result<Option<String>, StoreError> {
         let keys = &self.settings.keys;
         self.invoke(
             CLOSE_TEXT_CONVERSATION
                 .key(keys.text_conversation(key))
                 .key(keys.text_active())
+                .key(keys.text_ending())
                 .arg(key)
-                .arg(before_ms),
+                .arg(before_ms)
+                .arg(reason)
+                .arg(at_ms),
+        )
+        .await
+    }
+
+    async fn pending_text_ends(&self, max: usize) -> Result<Vec<TextEnd>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        // Scores come back as text a float may need (`1.8e+19`).
+        let members: Vec<(String, f64)> = self
+            .query(
+                redis::cmd("ZRANGE")
+                    .arg(self.settings.keys.text_ending())
+                    .arg(0)
+                    .arg(max - 1)
+                    .arg("WITHSCORES"),
+            )
+            .await?;
+        Ok(members
+            .iter()
+            .map(|(member, at_ms)| TextEnd::from_member(member, *at_ms as u64))
+            .collect())
+    }
+
+    async fn text_end_recorded(&self, end: &TextEnd) -> Result<(), StoreError> {
+        self.query::<()>(
+            redis::cmd("ZREM")
+                .arg(self.settings.keys.text_ending())
+                .arg(end.member()),
         )
         .await
     }

@@ -2,8 +2,13 @@
 //!
 //! The standard annuity formula: for a principal `P`, a monthly rate
 //! `r` (the annual rate / 12) and `n` monthly payments,
-//! `payment = P * r / (1 - (1 + r)^-n)`, or `P / n` at a zero rate. The
-//! model is bad at this arithmetic; the tool is exact.
+//! `payment = P * r / (1 - (1 + r)^-n)`, or `P / n` at a zero rate;
+//! computed as `P * r / -expm1(-n * ln_1p(r))`, which stays exact for a
+//! tiny rate where `1 + r` rounds to 1. The payment is then rounded to the
+//! cent and the loan amortised in whole cents (each month's interest
+//! rounded to the cent), so the figures add up: the last payment settles
+//! what is left and is stated when it differs, and the total is what is
+//! really paid. The model is bad at this arithmetic; the tool is exact.
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -12,16 +17,26 @@ use super::tool::{Tool, ToolError, ToolOutcome, ToolSpec};
 
 /// The longest term accepted, in months (50 years).
 const MAX_MONTHS: u64 = 600;
+/// The largest principal accepted (a billion in the loan's currency):
+/// beyond it the figures are not a customer's loan, and cents would lose
+/// exactness.
+const MAX_PRINCIPAL: f64 = 1_000_000_000.0;
 
-/// What a loan costs, month by month and in all.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What a loan costs, in cents: month by month and in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoanPayment {
     /// The monthly payment.
-    pub monthly: f64,
+    pub monthly_cents: u64,
+    /// How many payments are made (the term; fewer only when the rounded
+    /// payment settles the loan early).
+    pub payments: u64,
+    /// The last payment, which settles what is left (it may differ from
+    /// the monthly payment by the rounding to cents).
+    pub last_cents: u64,
     /// All payments together.
-    pub total: f64,
+    pub total_cents: u64,
     /// What the loan costs beyond the principal.
-    pub interest: f64,
+    pub interest_cents: u64,
 }
 
 /// The payment of `principal` borrowed at `annual_rate_percent` over
@@ -34,29 +49,67 @@ pub fn loan_payment(
     if !(principal.is_finite() && principal > 0.0) {
         return Err("principal must be a positive amount".into());
     }
+    if principal > MAX_PRINCIPAL {
+        return Err(format!(
+            "principal must be at most {MAX_PRINCIPAL:.0}; check the amount"
+        ));
+    }
     if !(annual_rate_percent.is_finite() && (0.0..=100.0).contains(&annual_rate_percent)) {
         return Err("annual_rate_percent must be between 0 and 100".into());
     }
     if !(1..=MAX_MONTHS).contains(&months) {
         return Err(format!("term_months must be between 1 and {MAX_MONTHS}"));
     }
+    let principal_cents = (principal * 100.0).round();
+    if principal_cents < 1.0 {
+        return Err("principal must be at least one cent".into());
+    }
     let n = months as f64;
     let r = annual_rate_percent / 100.0 / 12.0;
-    let monthly = if r == 0.0 {
-        principal / n
+    let payment = if r == 0.0 {
+        principal_cents / n
     } else {
-        principal * r / (1.0 - (1.0 + r).powf(-n))
+        // r / (1 - (1 + r)^-n), without losing r where 1 + r == 1.
+        principal_cents * (r / -(-n * r.ln_1p()).exp_m1())
     };
-    let total = monthly * n;
+    if !payment.is_finite() {
+        return Err("these figures give no payment; check them".into());
+    }
+    let monthly_cents = payment.round() as u64;
+    if monthly_cents == 0 {
+        return Err("the principal is too small to be repaid over this many months".into());
+    }
+    // Whole cents below 2^53: exact as f64 and as u64.
+    let principal_cents = principal_cents as u64;
+    let mut balance = principal_cents;
+    let mut total_cents = 0;
+    let mut payments = 0;
+    let mut last_cents = 0;
+    for month in 1..=months {
+        let interest = (balance as f64 * r).round() as u64;
+        let due = balance + interest;
+        payments = month;
+        if month == months || due <= monthly_cents {
+            last_cents = due;
+            total_cents += due;
+            break;
+        }
+        balance = due - monthly_cents;
+        total_cents += monthly_cents;
+    }
     Ok(LoanPayment {
-        monthly,
-        total,
-        interest: total - principal,
+        monthly_cents,
+        payments,
+        last_cents,
+        total_cents,
+        interest_cents: total_cents.saturating_sub(principal_cents),
     })
 }
 
-fn cents(amount: f64) -> f64 {
-    (amount * 100.0).round() / 100.0
+/// Cents as an amount with two decimals (the nearest `f64`, which JSON
+/// shows as written: 11322.74).
+fn amount(cents: u64) -> f64 {
+    cents as f64 / 100.0
 }
 
 /// The `loan_payment` tool. See the module docs.
@@ -72,7 +125,9 @@ impl LoanPaymentTool {
             spec: ToolSpec {
                 name: "loan_payment".to_owned(),
                 description: "The monthly payment, total paid and total interest of a loan \
-                              repaid in equal monthly payments (standard amortisation)."
+                              repaid in equal monthly payments (standard amortisation), \
+                              in cents exactly; `last_payment` is given when the last \
+                              payment differs from the others by the rounding."
                     .to_owned(),
                 parameters: json!({
                     "type": "object",
@@ -107,15 +162,17 @@ impl Tool for LoanPaymentTool {
             .unwrap_or(f64::NAN);
         let months = arguments["term_months"].as_u64().unwrap_or(0);
         let payment = loan_payment(principal, rate, months).map_err(ToolError::Failed)?;
-        Ok(ToolOutcome::result(
-            json!({
-                "monthly_payment": cents(payment.monthly),
-                "total_paid": cents(payment.total),
-                "total_interest": cents(payment.interest),
-                "term_months": months,
-            })
-            .to_string(),
-        ))
+        let mut result = json!({
+            "monthly_payment": amount(payment.monthly_cents),
+            "payments": payment.payments,
+            "total_paid": amount(payment.total_cents),
+            "total_interest": amount(payment.interest_cents),
+            "term_months": months,
+        });
+        if payment.last_cents != payment.monthly_cents {
+            result["last_payment"] = json!(amount(payment.last_cents));
+        }
+        Ok(ToolOutcome::result(result.to_string()))
     }
 }
 
@@ -125,19 +182,43 @@ mod tests {
 
     #[test]
     fn the_annuity_formula_matches_known_figures() {
-        // 200,000 at 6% over 30 years: 1,199.10 a month (a textbook figure).
+        // 200,000 at 6% over 30 years: 1,199.10 a month (a textbook figure);
+        // the last payment settles the rounding.
         let p = loan_payment(200_000.0, 6.0, 360).unwrap();
-        assert_eq!(cents(p.monthly), 1199.10);
-        assert_eq!(cents(p.interest), 231_676.38);
-        // 10,000 at 5% over 5 years: 188.71.
-        assert_eq!(
-            cents(loan_payment(10_000.0, 5.0, 60).unwrap().monthly),
-            188.71
-        );
-        // No interest: equal parts.
+        assert_eq!(p.monthly_cents, 119_910);
+        assert_eq!(p.payments, 360);
+        assert_eq!(p.last_cents, 120_014);
+        assert_eq!(p.total_cents, 359 * 119_910 + 120_014);
+        assert_eq!(p.interest_cents, p.total_cents - 20_000_000);
+        // No interest: equal parts, the last one settling the remainder.
         let free = loan_payment(1_200.0, 0.0, 12).unwrap();
-        assert_eq!(free.monthly, 100.0);
-        assert_eq!(free.interest, 0.0);
+        assert_eq!((free.monthly_cents, free.last_cents), (10_000, 10_000));
+        assert_eq!(free.interest_cents, 0);
+        let sevenths = loan_payment(1_000.0, 0.0, 7).unwrap();
+        assert_eq!(sevenths.monthly_cents, 14_286);
+        assert_eq!(sevenths.total_cents, 100_000);
+        assert_eq!(sevenths.last_cents, 100_000 - 6 * 14_286);
+    }
+
+    #[test]
+    fn the_total_is_the_payments_made() {
+        // 10,000 at 5% over 5 years: 59 payments of 188.71 and a last one
+        // of 188.85, 11,322.74 in all.
+        let p = loan_payment(10_000.0, 5.0, 60).unwrap();
+        assert_eq!(p.monthly_cents, 18_871);
+        assert_eq!(p.last_cents, 18_885);
+        assert_eq!(p.total_cents, 59 * 18_871 + 18_885);
+        assert_eq!(p.total_cents, 1_132_274);
+    }
+
+    #[test]
+    fn a_tiny_rate_is_almost_no_interest_not_an_infinite_payment() {
+        for rate in [1e-12, 1e-300, f64::MIN_POSITIVE] {
+            let p = loan_payment(1_000.0, rate, 12).unwrap();
+            assert_eq!(p.monthly_cents, 8_333, "rate {rate}");
+            assert_eq!(p.total_cents, 100_000, "rate {rate}");
+            assert_eq!(p.interest_cents, 0);
+        }
     }
 
     #[test]
@@ -145,10 +226,20 @@ mod tests {
         assert!(loan_payment(0.0, 5.0, 12).is_err());
         assert!(loan_payment(-5.0, 5.0, 12).is_err());
         assert!(loan_payment(f64::NAN, 5.0, 12).is_err());
+        assert!(loan_payment(f64::INFINITY, 5.0, 12).is_err());
+        assert!(loan_payment(1e15, 5.0, 12).unwrap_err().contains("at most"));
+        assert!(loan_payment(0.001, 5.0, 12).is_err());
+        assert!(loan_payment(0.05, 0.0, 600).unwrap_err().contains("too small"));
         assert!(loan_payment(1_000.0, -1.0, 12).is_err());
         assert!(loan_payment(1_000.0, 101.0, 12).is_err());
         assert!(loan_payment(1_000.0, 5.0, 0).is_err());
         assert!(loan_payment(1_000.0, 5.0, 601).is_err());
+        // The largest loan still adds up to the cent.
+        let big = loan_payment(MAX_PRINCIPAL, 100.0, 600).unwrap();
+        assert_eq!(
+            big.total_cents,
+            (big.payments - 1) * big.monthly_cents + big.last_cents
+        );
     }
 
     #[tokio::test]
@@ -160,10 +251,23 @@ mod tests {
             .unwrap();
         let result: Value = serde_json::from_str(&outcome.result).unwrap();
         assert_eq!(result["monthly_payment"], json!(188.71));
+        assert_eq!(result["last_payment"], json!(188.85));
         assert_eq!(result["total_paid"], json!(11322.74));
+        assert_eq!(result["total_interest"], json!(1322.74));
+        assert_eq!(result["payments"], json!(60));
+        let even = tool
+            .call(json!({"principal": 1200, "annual_rate_percent": 0, "term_months": 12}))
+            .await
+            .unwrap();
+        let even: Value = serde_json::from_str(&even.result).unwrap();
+        assert!(even.get("last_payment").is_none(), "{even}");
         let refused = tool
             .call(json!({"principal": 10000, "annual_rate_percent": 5, "term_months": 0}))
             .await;
         assert!(matches!(refused, Err(ToolError::Failed(m)) if m.contains("term_months")));
+        let refused = tool
+            .call(json!({"principal": 1e12, "annual_rate_percent": 5, "term_months": 12}))
+            .await;
+        assert!(matches!(refused, Err(ToolError::Failed(m)) if m.contains("principal")));
     }
 }
