@@ -1,0 +1,161 @@
+//! One round of a response: the request sent, its event stream read
+//! (text pushed as it comes when the round speaks, tool-call fragments
+//! assembled), until the stream's finish.
+
+use std::time::Instant;
+
+use crate::conversation::Message;
+use crate::frame::{FrameBody, MetricsData};
+use crate::pipeline::ProcessorContext;
+use crate::services::http::{next_chunk, send};
+use crate::services::task::report;
+use crate::services::{ServiceError, SseDecoder};
+
+use super::driver::Responder;
+use super::tool_calls::{AssembledCall, ToolCallAssembler};
+use super::wire::{ChatDelta, ChatRequest, ChatWire};
+
+/// Malformed events of one round reported as error frames; the rest are
+/// skipped with one log line.
+const MAX_REPORTED_MALFORMED: u32 = 3;
+
+/// What one round of streaming produced.
+pub(super) struct Round {
+    pub(super) text: String,
+    pub(super) calls: Vec<AssembledCall>,
+}
+
+/// One request: where it goes, what it asks, and whether its text is
+/// pushed as it streams.
+pub(super) struct Ask<'a> {
+    pub(super) wire: &'a dyn ChatWire,
+    pub(super) request: ChatRequest<'a>,
+    pub(super) speak: bool,
+}
+
+impl Responder {
+    pub(super) async fn stream_round(
+        &self,
+        ask: &Ask<'_>,
+        id: &str,
+        messages: &[Message],
+        ctx: &ProcessorContext,
+        first_token: &mut Option<Instant>,
+    ) -> Result<Round, ServiceError> {
+        let wire = ask.wire;
+        let provider = wire.provider();
+        let response = send(
+            |client| wire.request(client, &ask.request, messages),
+            &self.connection,
+            provider,
+        )
+        .await?;
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if !content_type.starts_with("text/event-stream") {
+            return Err(ServiceError::Protocol(format!(
+                "expected an event stream (text/event-stream), got `{content_type}`"
+            )));
+        }
+        let mut stream = response.bytes_stream();
+        let mut events = SseDecoder::new();
+        let mut calls = ToolCallAssembler::new();
+        let mut text = String::new();
+        let mut finished = false;
+        let mut malformed = 0u32;
+        loop {
+            let chunk = next_chunk(&mut stream, self.connection.read_timeout).await?;
+            match &chunk {
+                Some(bytes) => events.handle_bytes(bytes),
+                None => events.finish(),
+            }
+            while let Some(event) = events.poll_event() {
+                let deltas = match event.map_err(|e| ServiceError::Protocol(e.to_string())) {
+                    Ok(event) => wire.parse(&event.data),
+                    Err(error) => Err(error),
+                };
+                let deltas = match deltas {
+                    Ok(deltas) => deltas,
+                    Err(error @ ServiceError::Protocol(_)) => {
+                        // A server that gets one field wrong gets it wrong in
+                        // every chunk: a few reports say so, a flood would
+                        // fill the error lane.
+                        malformed += 1;
+                        if malformed <= MAX_REPORTED_MALFORMED {
+                            tracing::warn!(provider, error = %error, "skipping a malformed event");
+                            report(error.into_processor_error(provider), ctx).await;
+                        } else if malformed == MAX_REPORTED_MALFORMED + 1 {
+                            tracing::warn!(
+                                provider,
+                                "the server keeps sending malformed events: skipped, no longer reported"
+                            );
+                        }
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
+                for delta in deltas {
+                    if matches!(delta, ChatDelta::Text(_) | ChatDelta::ToolCall { .. })
+                        && let Some(start) = first_token.take()
+                    {
+                        ctx.push_downstream(FrameBody::Metrics(MetricsData::Ttfb {
+                            processor: ctx.name().to_owned(),
+                            value_ms: start.elapsed().as_secs_f64() * 1000.0,
+                        }))
+                        .await;
+                    }
+                    match delta {
+                        ChatDelta::Text(piece) => {
+                            text.push_str(&piece);
+                            if ask.speak {
+                                ctx.push_downstream(FrameBody::LlmText(piece)).await;
+                            }
+                        }
+                        ChatDelta::ToolCall {
+                            index,
+                            id,
+                            name,
+                            arguments,
+                        } => match index {
+                            Some(index) => calls.add(
+                                index,
+                                id.as_deref(),
+                                name.as_deref(),
+                                arguments.as_deref(),
+                            ),
+                            None => calls.add_unindexed(
+                                id.as_deref(),
+                                name.as_deref(),
+                                arguments.as_deref(),
+                            ),
+                        },
+                        ChatDelta::Finish(reason) => {
+                            if reason == "length" {
+                                tracing::warn!(provider, "the answer was cut at max_tokens");
+                            }
+                            finished = true;
+                        }
+                        ChatDelta::Done => finished = true,
+                    }
+                }
+            }
+            if chunk.is_none() {
+                break;
+            }
+        }
+        if !finished {
+            return Err(ServiceError::Closed {
+                code: None,
+                reason: "the stream ended without a finish reason or [DONE]".to_owned(),
+            });
+        }
+        Ok(Round {
+            text,
+            calls: calls.finish(id),
+        })
+    }
+}
