@@ -196,12 +196,7 @@ async fn chat_in_terminal(openai: &FakeOpenAi, input: &'static [u8]) -> String {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input)
-            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
         child.wait_with_output().unwrap()
     })
     .await
@@ -240,7 +235,12 @@ async fn voxpipe_chat_prints_the_apology_once_after_an_answer_that_failed_partwa
     let openai = FakeOpenAi::start().await;
     openai.push_chat(Reply::Sse(vec![
         Part::Data(support::fake::openai::text_chunk("Let me check.")),
-        Part::Data(tool_chunk(0, Some("call_1"), Some("price"), r#"{"item":"figs"}"#)),
+        Part::Data(tool_chunk(
+            0,
+            Some("call_1"),
+            Some("price"),
+            r#"{"item":"figs"}"#,
+        )),
         Part::Data(finish_chunk("tool_calls")),
         Part::Data("[DONE]".into()),
     ]));
@@ -248,5 +248,8 @@ async fn voxpipe_chat_prints_the_apology_once_after_an_answer_that_failed_partwa
     openai.push_chat(Reply::error(400, "bad request", "invalid_request_error"));
     let stdout = chat_in_terminal(&openai, b"How much are figs?\n").await;
     assert_eq!(stdout.matches("Let me check.").count(), 1, "{stdout}");
-    assert!(stdout.contains("Sorry, I can't answer right now."), "{stdout}");
+    assert!(
+        stdout.contains("Sorry, I can't answer right now."),
+        "{stdout}"
+    );
 }

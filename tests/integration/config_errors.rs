@@ -275,11 +275,15 @@ fn text_history_bounds_out_of_range_name_their_key() {
     let errors = errors_of(&format!("{HEADER}[text]\nhistory_max_messages = 1\n"));
     assert_eq!(
         errors,
-        ["p.toml:5:24: key `text.history_max_messages`: expected a whole number from 2 to 1000, not 1"]
+        [
+            "p.toml:5:24: key `text.history_max_messages`: expected a whole number from 2 to 1000, not 1"
+        ]
     );
     let errors = errors_of(&format!("{HEADER}[text]\nhistory_max_chars = 5000000\n"));
     assert_eq!(
         errors,
-        ["p.toml:5:21: key `text.history_max_chars`: expected a whole number from 1000 to 1000000, not 5000000"]
+        [
+            "p.toml:5:21: key `text.history_max_chars`: expected a whole number from 1000 to 1000000, not 5000000"
+        ]
     );
 }

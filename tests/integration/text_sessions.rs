@@ -212,19 +212,31 @@ async fn an_answer_failing_after_its_first_words_is_a_failure_with_the_apology()
     let key = ConversationKey::new(Channel::Chat, &["cut-off"]);
     openai.push_chat(Reply::Sse(vec![
         Part::Data(text_chunk("Let me check that for you.")),
-        Part::Data(tool_chunk(0, Some("call_a"), Some("price"), r#"{"item":"apples"}"#)),
+        Part::Data(tool_chunk(
+            0,
+            Some("call_a"),
+            Some("price"),
+            r#"{"item":"apples"}"#,
+        )),
         Part::Data(finish_chunk("tool_calls")),
         Part::Data("[DONE]".into()),
     ]));
     openai.push_tool(Reply::Json(serde_json::json!({"price": "2 EUR/kg"})));
-    openai.push_chat(Reply::error(400, "context too long", "invalid_request_error"));
+    openai.push_chat(Reply::error(
+        400,
+        "context too long",
+        "invalid_request_error",
+    ));
     let reply = conversations
         .message(inbound(&key, "How much are apples?"), None)
         .await
         .unwrap();
     let apology = conversations.section().apology.clone();
     assert!(reply.failed, "{reply:?}");
-    assert!(reply.text.starts_with("Let me check that for you."), "{reply:?}");
+    assert!(
+        reply.text.starts_with("Let me check that for you."),
+        "{reply:?}"
+    );
     assert!(reply.text.ends_with(&apology), "{reply:?}");
     assert_eq!(openai.chat_requests().len(), 2);
     // Stored as sent: the words said, then the apology.
@@ -275,7 +287,10 @@ async fn an_end_the_store_fails_midway_is_recorded_by_the_next_sweep_and_others_
     let mut ids = Vec::new();
     for who in ["first", "second"] {
         let key = ConversationKey::new(Channel::Chat, &[who]);
-        let reply = conversations.message(inbound(&key, "Hi"), None).await.unwrap();
+        let reply = conversations
+            .message(inbound(&key, "Hi"), None)
+            .await
+            .unwrap();
         ids.push(reply.call_id);
     }
     // The first call's record cannot be updated (a real Redis error: its

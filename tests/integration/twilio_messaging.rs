@@ -460,7 +460,10 @@ async fn an_answer_sent_by_rest_arrives_before_the_conversations_next_answer() {
         .say("SM00000000000000000000000000000052", "Second?")
         .await;
     assert_eq!(status, 200);
-    assert!(messages_of(&twiml).is_empty(), "overtook the first: {twiml}");
+    assert!(
+        messages_of(&twiml).is_empty(),
+        "overtook the first: {twiml}"
+    );
     let sent = rig.twilio.wait_messages(2, WAIT).await;
     let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, ["First answer.", "Second answer."]);

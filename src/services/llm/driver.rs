@@ -293,7 +293,9 @@ impl Responder {
             if draft.trim().is_empty() {
                 match rejected.take() {
                     Some(kept) => {
-                        tracing::warn!("the rewrite is empty; the rejected draft goes out unapproved");
+                        tracing::warn!(
+                            "the rewrite is empty; the rejected draft goes out unapproved"
+                        );
                         break (kept, false);
                     }
                     // Nothing to say, nothing to review (e.g. only tools called).

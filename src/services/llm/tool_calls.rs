@@ -157,7 +157,10 @@ mod tests {
                 calls.finish(&round_id(1, 0)).remove(0).call.id
             })
             .collect();
-        assert!(ids[0].starts_with("call_") && ids[0].ends_with("_1_0_0"), "{ids:?}");
+        assert!(
+            ids[0].starts_with("call_") && ids[0].ends_with("_1_0_0"),
+            "{ids:?}"
+        );
         assert_ne!(ids[0], ids[1]);
     }
 }

@@ -198,7 +198,9 @@ async fn run_tool(
                     match tokio::time::timeout(timeout, tool.call_with_id(&call.id, arguments))
                         .await
                     {
-                        Err(_) => Err((format!("the tool gave no result within {timeout:?}"), true)),
+                        Err(_) => {
+                            Err((format!("the tool gave no result within {timeout:?}"), true))
+                        }
                         Ok(Err(error)) => Err((error.to_string(), true)),
                         Ok(Ok(outcome)) => Ok(outcome),
                     }

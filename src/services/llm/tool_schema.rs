@@ -38,11 +38,7 @@ fn compiled(parameters: &Value) -> Compiled {
     static SCHEMAS: OnceLock<Mutex<HashMap<String, Compiled>>> = OnceLock::new();
     let key = parameters.to_string();
     let schemas = SCHEMAS.get_or_init(Mutex::default);
-    if let Some(found) = schemas
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-    {
+    if let Some(found) = schemas.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return found.clone();
     }
     let made = jsonschema::validator_for(parameters)
@@ -60,7 +56,10 @@ fn compiled(parameters: &Value) -> Compiled {
 }
 
 /// Checks `arguments` against the tool's `parameters` schema.
-pub(crate) fn validate_arguments(parameters: &Value, arguments: &Value) -> Result<(), BadArguments> {
+pub(crate) fn validate_arguments(
+    parameters: &Value,
+    arguments: &Value,
+) -> Result<(), BadArguments> {
     if !arguments.is_object() {
         return Err(BadArguments {
             told: "the arguments are not a JSON object".to_owned(),
@@ -140,7 +139,10 @@ mod tests {
         assert!(refused(json!({"city": 3})).contains("/city"));
         assert!(refused(json!({"city": "a", "days": 1.5})).contains("/days"));
         let error = refused(json!({"city": "a", "unit": "kelvin"}));
-        assert!(error.contains("/unit") && error.contains("kelvin"), "{error}");
+        assert!(
+            error.contains("/unit") && error.contains("kelvin"),
+            "{error}"
+        );
         let error = refused(json!({"city": "a", "place": {"lat": 200}}));
         assert!(error.contains("/place/lat"), "{error}");
         let error = refused(json!({"city": "a", "place": {}}));
@@ -154,8 +156,11 @@ mod tests {
 
     #[test]
     fn the_logs_get_places_without_values() {
-        let bad = validate_arguments(&schema(), &json!({"city": "+15551234567", "unit": "kelvin"}))
-            .unwrap_err();
+        let bad = validate_arguments(
+            &schema(),
+            &json!({"city": "+15551234567", "unit": "kelvin"}),
+        )
+        .unwrap_err();
         assert_eq!(bad.places, "/unit (enum)");
         assert!(!bad.places.contains("kelvin"));
     }

@@ -178,7 +178,10 @@ mod tests {
         );
         // A message came since the sweep looked: not closed.
         assert_eq!(
-            store.close_text_conversation("sms:k", 1_500, "idle_timeout", 9).await.unwrap(),
+            store
+                .close_text_conversation("sms:k", 1_500, "idle_timeout", 9)
+                .await
+                .unwrap(),
             None
         );
         assert_eq!(
@@ -199,7 +202,10 @@ mod tests {
         store.text_end_recorded(&end).await.unwrap();
         assert!(store.pending_text_ends(10).await.unwrap().is_empty());
         assert_eq!(
-            store.close_text_conversation("sms:k", 2_000, "idle_timeout", 9).await.unwrap(),
+            store
+                .close_text_conversation("sms:k", 2_000, "idle_timeout", 9)
+                .await
+                .unwrap(),
             None
         );
         let next = store

@@ -229,7 +229,11 @@ mod tests {
         assert!(loan_payment(f64::INFINITY, 5.0, 12).is_err());
         assert!(loan_payment(1e15, 5.0, 12).unwrap_err().contains("at most"));
         assert!(loan_payment(0.001, 5.0, 12).is_err());
-        assert!(loan_payment(0.05, 0.0, 600).unwrap_err().contains("too small"));
+        assert!(
+            loan_payment(0.05, 0.0, 600)
+                .unwrap_err()
+                .contains("too small")
+        );
         assert!(loan_payment(1_000.0, -1.0, 12).is_err());
         assert!(loan_payment(1_000.0, 101.0, 12).is_err());
         assert!(loan_payment(1_000.0, 5.0, 0).is_err());
