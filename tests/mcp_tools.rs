@@ -278,7 +278,7 @@ async fn stdio_a_timeout_an_error_result_bad_arguments_and_garbage_cost_one_call
     );
     assert_eq!(
         error_of(&told(&openai, "bad")),
-        "argument `a` must be of type integer"
+        "the arguments do not match the tool's schema: /a: \"two\" is not of type \"integer\""
     );
     assert_eq!(
         error_of(&told(&openai, "junk")),

@@ -93,8 +93,9 @@ pub(crate) fn chat(args: &ChatArgs) -> anyhow::Result<()> {
             let (events, mut heard) = mpsc::unbounded_channel();
             let printing = async {
                 print!("bot> ");
+                let mut said = String::new();
                 while let Some(event) = heard.recv().await {
-                    print_event(&event);
+                    print_event(&event, &mut said);
                     if matches!(event, TextEvent::Done(_)) {
                         break;
                     }
@@ -118,16 +119,22 @@ pub(crate) fn chat(args: &ChatArgs) -> anyhow::Result<()> {
     })
 }
 
-fn print_event(event: &TextEvent) {
+/// Prints `event`; `said` keeps the answer's text printed so far.
+fn print_event(event: &TextEvent, said: &mut String) {
     match event {
-        TextEvent::Delta(text) => print!("{text}"),
+        TextEvent::Delta(text) => {
+            said.push_str(text);
+            print!("{text}");
+        }
         TextEvent::ToolCall(call) => print!("\n  [tool] {} {}\n", call.name, call.arguments),
         TextEvent::ToolResult { call, result } => {
             println!("  [tool result] {}: {result}", call.name);
         }
         TextEvent::Done(reply) => {
             if reply.failed {
-                print!("{}", reply.text);
+                // The apology, after what was printed before the failure.
+                let rest = reply.text.strip_prefix(said.trim()).unwrap_or(&reply.text);
+                print!("{rest}");
             }
             println!();
         }

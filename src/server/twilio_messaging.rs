@@ -15,7 +15,8 @@
 //! fits one message (1,600 characters); otherwise the webhook answers an
 //! empty `<Response/>` and the answer goes out through the Messages REST
 //! resource, cut into as many messages as it needs, from the address the
-//! message came to. WhatsApp accepts free-form answers only within 24 hours
+//! message came to. The conversation's turn is held until a REST delivery
+//! is over, so its next answer never overtakes it. WhatsApp accepts free-form answers only within 24 hours
 //! of the user's last message: voxpipe only ever answers a message it has
 //! just received, so it is always inside that window, and it never starts
 //! a WhatsApp conversation (that needs an approved template).
@@ -130,15 +131,21 @@ pub(crate) async fn messaging(
     let budget = conversations.section().reply_budget_secs.duration();
     state.answers.spawn(async move {
         let (events, mut heard) = mpsc::unbounded_channel();
-        let answering = conversations.message(inbound, Some(events));
+        // The conversation's turn is held until the answer is delivered
+        // (`join!` below), so a REST delivery still arrives before the
+        // conversation's next answer.
+        let answering = conversations.message_in_turn(inbound, Some(events));
         let mut answer_tx = Some(answer_tx);
         let delivering = async {
             while let Some(event) = heard.recv().await {
                 if let TextEvent::Done(reply) = event {
-                    // The webhook gave up waiting: the answer goes by REST.
-                    if let Some(Err(Some(reply))) = answer_tx.take().map(|tx| tx.send(Some(reply)))
-                    {
-                        send_by_rest(sender.as_ref(), &message, &reply).await;
+                    let Some(tx) = answer_tx.take() else { return };
+                    let parts = split_message(&reply.text, MAX_MESSAGE_CHARS).len();
+                    let kept = reply.clone();
+                    // The webhook gave up waiting, or the answer needs
+                    // several messages: it goes by REST, in order.
+                    if tx.send(Some(reply)).is_err() || parts > 1 {
+                        send_by_rest(sender.as_ref(), &message, &kept).await;
                     }
                     return;
                 }
@@ -179,11 +186,8 @@ pub(crate) async fn messaging(
     if parts.len() == 1 {
         return twiml_response(twiml::messages(&parts));
     }
-    // A multi-part answer goes by REST, in order.
-    let sender = state.messaging.clone();
-    state.answers.spawn(async move {
-        send_by_rest(sender.as_ref(), &answered_to, &reply).await;
-    });
+    // A multi-part answer goes by REST, in order, from the answering task
+    // (which holds the conversation's turn until it is sent).
     twiml_response(twiml::messages(&[]))
 }
 

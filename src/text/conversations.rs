@@ -68,6 +68,13 @@ pub struct Inbound {
     pub parameters: BTreeMap<String, String>,
 }
 
+/// A conversation's turn: while it is held, the conversation's next
+/// message waits. See [`TextConversations::message_in_turn`].
+#[derive(Debug)]
+pub struct ConversationTurn {
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// The text conversations of one process: answers messages through the
 /// pipeline's text path, and ends idle conversations. See the module docs
 /// of [`crate::text`].
@@ -135,12 +142,27 @@ impl TextConversations {
         inbound: Inbound,
         events: Option<mpsc::UnboundedSender<TextEvent>>,
     ) -> Result<Reply, TextError> {
+        let (reply, _turn) = self.message_in_turn(inbound, events).await?;
+        Ok(reply)
+    }
+
+    /// As [`message`](Self::message), but the conversation's turn is kept
+    /// until the returned [`ConversationTurn`] is dropped: its next message
+    /// waits, so that an answer delivered after this returns (by the
+    /// Messages REST resource) still arrives before the next one.
+    pub async fn message_in_turn(
+        &self,
+        inbound: Inbound,
+        events: Option<mpsc::UnboundedSender<TextEvent>>,
+    ) -> Result<(Reply, ConversationTurn), TextError> {
         let text = inbound.text.trim();
         if text.is_empty() && inbound.media == 0 {
             return Err(TextError::Empty);
         }
         let lock = self.lock_of(inbound.key.as_str());
-        let _in_order = lock.lock().await;
+        let in_order = ConversationTurn {
+            _held: lock.lock_owned().await,
+        };
         let store = self.runtime.store();
         let key = inbound.key.as_str();
         let call_id = store
@@ -203,7 +225,7 @@ impl TextConversations {
         if memory.finished(WRITE_WAIT).await.is_none() {
             tracing::warn!(call_id, "the conversation's turns are still being written");
         }
-        Ok(reply)
+        Ok((reply, in_order))
     }
 
     /// The message as the model reads it: at most `max_message_chars`,

@@ -27,7 +27,7 @@ mod reply;
 mod tap;
 
 pub use config::TextSection;
-pub use conversations::{Inbound, TextConversations, TextError};
+pub use conversations::{ConversationTurn, Inbound, TextConversations, TextError};
 pub use history::{context_of, latest};
 pub use key::{Channel, ConversationKey};
 pub use path::{AUDIO_PROCESSOR_TYPES, text_path};

@@ -173,10 +173,9 @@ async fn the_chat_api_follows_the_api_access_rule() {
     server.shutdown(WAIT).await.unwrap();
 }
 
-#[tokio::test]
-async fn voxpipe_chat_holds_a_conversation_with_tool_calls_from_piped_stdin() {
-    let openai = FakeOpenAi::start().await;
-    let toml = pipeline_toml(&openai, "http://127.0.0.1:9", "")
+/// `voxpipe chat` over `openai`, with `input` piped: its stdout.
+async fn chat_in_terminal(openai: &FakeOpenAi, input: &'static [u8]) -> String {
+    let toml = pipeline_toml(openai, "http://127.0.0.1:9", "")
         .replace("store = \"redis\"", "store = \"memory\"")
         .replace("[transport.twilio]", "[transport.twilio.unused]");
     // A text pipeline with no Twilio section and a memory store.
@@ -188,10 +187,6 @@ async fn voxpipe_chat_holds_a_conversation_with_tool_calls_from_piped_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("text.toml");
     std::fs::write(&file, toml).unwrap();
-    openai.push_chat(price_call("call_9", "pears"));
-    openai.push_tool(Reply::Json(json!({ "price": "3 EUR/kg" })));
-    openai.push_chat(Reply::Sse(text_answer("Pears cost 3 EUR a kilo.")));
-    openai.push_chat(Reply::Sse(text_answer("You asked about pears.")));
     let output = tokio::task::spawn_blocking(move || {
         let mut child = Command::new(env!("CARGO_BIN_EXE_voxpipe"))
             .arg("chat")
@@ -201,22 +196,28 @@ async fn voxpipe_chat_holds_a_conversation_with_tool_calls_from_piped_stdin() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"How much are pears?\nWhat did I ask?\n")
-            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
         child.wait_with_output().unwrap()
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+#[tokio::test]
+async fn voxpipe_chat_holds_a_conversation_with_tool_calls_from_piped_stdin() {
+    let openai = FakeOpenAi::start().await;
+    openai.push_chat(price_call("call_9", "pears"));
+    openai.push_tool(Reply::Json(json!({ "price": "3 EUR/kg" })));
+    openai.push_chat(Reply::Sse(text_answer("Pears cost 3 EUR a kilo.")));
+    openai.push_chat(Reply::Sse(text_answer("You asked about pears.")));
+    let stdout = chat_in_terminal(&openai, b"How much are pears?\nWhat did I ask?\n").await;
     assert!(
         stdout.contains(r#"[tool] price {"item":"pears"}"#),
         "{stdout}"
@@ -227,4 +228,28 @@ async fn voxpipe_chat_holds_a_conversation_with_tool_calls_from_piped_stdin() {
     let last = openai.chat_requests().pop().unwrap();
     let contents = last["messages"].to_string();
     assert!(contents.contains("How much are pears?") && contents.contains("3 EUR/kg"));
+}
+
+#[tokio::test]
+async fn voxpipe_chat_prints_the_apology_once_after_an_answer_that_failed_partway() {
+    let openai = FakeOpenAi::start().await;
+    openai.push_chat(Reply::Sse(vec![
+        Part::Data(support::fake::openai::text_chunk("Let me check.")),
+        Part::Data(tool_chunk(
+            0,
+            Some("call_1"),
+            Some("price"),
+            r#"{"item":"figs"}"#,
+        )),
+        Part::Data(finish_chunk("tool_calls")),
+        Part::Data("[DONE]".into()),
+    ]));
+    openai.push_tool(Reply::Json(json!({ "price": "9 EUR/kg" })));
+    openai.push_chat(Reply::error(400, "bad request", "invalid_request_error"));
+    let stdout = chat_in_terminal(&openai, b"How much are figs?\n").await;
+    assert_eq!(stdout.matches("Let me check.").count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("Sorry, I can't answer right now."),
+        "{stdout}"
+    );
 }

@@ -438,3 +438,34 @@ async fn bad_webhooks_are_refused_and_odd_messages_answered() {
     assert_eq!(call.status, CallStatus::Active);
     server.shutdown(WAIT).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_answer_sent_by_rest_arrives_before_the_conversations_next_answer() {
+    let rig = Rig::new("[text]\nreply_budget_secs = 0.2\n").await;
+    let server = rig.server().await;
+    let release = rig.answer_when_released("First answer.");
+    // The first answer's sending waits out two 503s (1 s, then 2 s).
+    rig.twilio.fail_next_messages(2);
+    let (status, _) = rig
+        .say("SM00000000000000000000000000000051", "First?")
+        .await;
+    assert_eq!(status, 200);
+    release.notify_one();
+    assert!(support::wait::eventually(WAIT, async || rig.twilio.refused_messages() >= 1).await);
+    // The second message comes while the first answer is on its way: its
+    // answer, ready at once, waits for the first to be sent.
+    rig.openai
+        .push_chat(Reply::Sse(text_answer("Second answer.")));
+    let (status, twiml) = rig
+        .say("SM00000000000000000000000000000052", "Second?")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        messages_of(&twiml).is_empty(),
+        "overtook the first: {twiml}"
+    );
+    let sent = rig.twilio.wait_messages(2, WAIT).await;
+    let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["First answer.", "Second answer."]);
+    server.shutdown(WAIT).await.unwrap();
+}

@@ -198,7 +198,7 @@ mod tests {
             reason: "idle_timeout".into(),
             at_ms: 9,
         };
-        assert_eq!(pending, [end.clone()]);
+        assert_eq!(pending, std::slice::from_ref(&end));
         store.text_end_recorded(&end).await.unwrap();
         assert!(store.pending_text_ends(10).await.unwrap().is_empty());
         assert_eq!(
