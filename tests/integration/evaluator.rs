@@ -43,7 +43,7 @@ async fn setup(evaluator: &str) -> Setup {
     let judge = FakeOpenAi::judge().await;
     let toml = format!(
         "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n\
-         [evaluator]\nbase_url = \"{}\"\nmodel = \"judge-1\"\nconnection = {{ response_timeout_secs = 5 }}\n{evaluator}\n",
+         [evaluator]\nbase_url = \"{}\"\nmodel = \"judge-1\"\nconnection = {{ response_timeout_secs = 5, max_retries = 0 }}\n{evaluator}\n",
         judge.base_url
     );
     let config = parse_pipeline(Path::new("agent.toml"), &toml, &registry()).unwrap();
@@ -337,4 +337,32 @@ async fn a_job_that_keeps_killing_its_workers_is_given_up() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_judge_that_is_down_defers_the_job_and_the_call_is_judged_once_it_is_back() {
+    let (redis, judge, runtime, store) = setup("claim_idle_secs = 0").await.parts();
+    judge.push_chats([Reply::error(503, "overloaded", "server_error")]);
+    judge.chat_fallback(verdict("success", 0.9, &["Anchor on ROI"]));
+    session(&runtime, "s1", CALL).await;
+    let worker = runtime.worker("w1").unwrap();
+
+    let err = worker.drain().await.unwrap_err();
+    assert!(err.to_string().contains("judge unavailable"), "{err}");
+    assert_eq!(redis.pending_jobs().await, 1, "the job is deferred");
+    let call = store.call("s1").await.unwrap().unwrap();
+    assert!(call.evaluation.is_none(), "down is not a bad answer");
+    assert_eq!(call.post_call_deferrals, 1);
+
+    // The judge is back: the next delivery judges the call and merges.
+    assert_eq!(worker.drain().await.unwrap(), 1);
+    assert_eq!(redis.pending_jobs().await, 0);
+    assert_eq!(
+        store.call("s1").await.unwrap().unwrap().outcome,
+        Some(Outcome::Success)
+    );
+    assert_eq!(
+        store.tactics(TacticsList::Winning).await.unwrap(),
+        ["Anchor on ROI"]
+    );
 }

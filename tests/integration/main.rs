@@ -49,6 +49,7 @@ mod output_transport;
 mod parallel;
 mod pipeline_contract;
 mod preemptive_replies;
+mod optimiser_outage;
 mod prompt_optimiser;
 mod recording;
 mod reflection;

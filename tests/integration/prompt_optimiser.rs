@@ -35,7 +35,7 @@ use voxpipe::store::{Decision, PromptKey, Segment, Store, TestCase};
 const SEGMENT_KEY: &str = "prompt:segment:US:healthcare";
 const CALL: &[&str] = &["user: It's too expensive.", "assistant: Then goodbye."];
 
-fn segment_key() -> PromptKey {
+pub(crate) fn segment_key() -> PromptKey {
     PromptKey::parse(SEGMENT_KEY).unwrap()
 }
 
@@ -61,17 +61,17 @@ fn env(redis: &RedisServer) -> EnvSource {
     )])))
 }
 
-struct Setup {
-    redis: RedisServer,
-    openai: FakeOpenAi,
-    runtime: AgentRuntime,
-    store: Arc<dyn Store>,
+pub(crate) struct Setup {
+    pub(crate) redis: RedisServer,
+    pub(crate) openai: FakeOpenAi,
+    pub(crate) runtime: AgentRuntime,
+    pub(crate) store: Arc<dyn Store>,
 }
 
 /// Redis, the fake models (the agent answers every case the same), the
 /// runtime of a pipeline with `[evaluator]` and `[optimiser]`, and a
 /// seeded `prompt:base` and two test cases.
-async fn setup(evaluator: &str, optimiser: &str, cases: usize) -> Setup {
+pub(crate) async fn setup(evaluator: &str, optimiser: &str, cases: usize) -> Setup {
     let redis = RedisServer::start();
     let openai = FakeOpenAi::judge().await;
     openai.chat_fallback_for("agent", Reply::Completion("We can start small.".into()));
@@ -103,17 +103,17 @@ async fn setup(evaluator: &str, optimiser: &str, cases: usize) -> Setup {
     }
 }
 
-fn candidate(text: &str) -> Reply {
+pub(crate) fn candidate(text: &str) -> Reply {
     Reply::Completion(json!({ "prompt": text }).to_string())
 }
 
-fn score(value: f64) -> Reply {
+pub(crate) fn score(value: f64) -> Reply {
     Reply::Completion(json!({ "score": value, "reason": format!("scored {value}") }).to_string())
 }
 
 /// A failed call `id`, judged by the worker (its optimisation runs in the
 /// same job).
-async fn failed_call(setup: &Setup, id: &str) {
+pub(crate) async fn failed_call(setup: &Setup, id: &str) {
     setup
         .openai
         .push_chats_for("judge-1", [verdict("failure", 0.1, &["Gave up"])]);

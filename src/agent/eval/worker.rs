@@ -7,8 +7,8 @@
 //! `max_deliveries` times is recorded as unevaluated and acknowledged, so a
 //! job that kills its workers cannot circle forever.
 //!
-//! A delivery that ends because a service a post-call step needs is down
-//! (object storage, the extraction model) is different: the worker saw it
+//! A delivery that ends because the judge or a service a post-call step
+//! needs is down (object storage, the extraction model) is different: the worker saw it
 //! fail and is alive. It is counted on the call (`post_call_deferrals`)
 //! and does not count toward `max_deliveries`; the job stays pending and
 //! runs again at each reclaim (every `claim_idle`), for up to
@@ -196,7 +196,7 @@ impl EvaluationWorker {
                     "evaluation job for a call that is not stored (expired?); dropped"
                 );
             }
-            Err(EvalError::PostCall(err)) => {
+            Err(err @ (EvalError::PostCall(_) | EvalError::JudgeUnavailable(_))) => {
                 let deferred = self
                     .store
                     .update_call(call_id, &CallChange::PostCallDeferred)
@@ -204,7 +204,7 @@ impl EvaluationWorker {
                 if let Err(store) = deferred {
                     tracing::warn!(call_id, error = %store, "could not count the deferral; this delivery counts toward giving up");
                 }
-                return Err(EvalError::PostCall(err));
+                return Err(err);
             }
             Err(err) => return Err(err),
         }

@@ -44,5 +44,5 @@ pub use config::{
     DEFAULT_EXTRACTION_PROMPT, ExtractionConfig, ExtractionSection, FormatKind, SectionProblem,
 };
 pub use schema::{ExtractionSchema, UnusableAnswer};
-pub(crate) use step::unavailable;
+pub(crate) use crate::agent::eval::unavailable;
 pub use step::{ExtractionModels, ExtractionStep};
