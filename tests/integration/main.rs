@@ -64,6 +64,7 @@ mod stream_auth;
 mod stt_outage;
 mod stt_services;
 mod text_sessions;
+mod tactics_bounds;
 mod tts_services;
 mod twilio_messaging;
 mod webhook;

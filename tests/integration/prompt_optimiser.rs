@@ -406,6 +406,23 @@ impl JudgeModel for Gated {
     }
 }
 
+/// A model answering by a rule on what it is asked (no server).
+struct Rule {
+    name: &'static str,
+    answer: fn(&[(&str, String)]) -> String,
+}
+
+#[async_trait]
+impl JudgeModel for Rule {
+    fn model(&self) -> &str {
+        self.name
+    }
+
+    async fn complete(&self, messages: &[(&str, String)]) -> Result<String, ServiceError> {
+        Ok((self.answer)(messages))
+    }
+}
+
 fn section<T: serde::de::DeserializeOwned>(toml: &str) -> T {
     toml::from_str(toml).unwrap()
 }
@@ -444,8 +461,22 @@ async fn two_workers_optimising_one_segment_leave_one_deployment_and_a_rejection
             inner: model("writer"),
             barrier: Arc::new(Barrier::new(2)),
         }),
-        agent: Arc::new(model("agent")),
-        judge: Arc::new(model("scorer")),
+        // Under a candidate the agent answers well; under the current
+        // prompt, badly: a candidate must beat the current prompt.
+        agent: Arc::new(Rule {
+            name: "agent",
+            answer: |messages| match messages[0].1.as_str() {
+                "You sell." => "Bad answer.".into(),
+                _ => "Good answer.".into(),
+            },
+        }),
+        judge: Arc::new(Rule {
+            name: "scorer",
+            answer: |messages| {
+                let good = messages[1].1.ends_with("Good answer.");
+                json!({"score": if good { 0.8 } else { 0.3 }, "reason": "by rule"}).to_string()
+            },
+        }),
     };
     let step = OptimiserStep::new(
         store.clone(),
@@ -563,8 +594,9 @@ async fn a_worker_killed_mid_optimisation_leaves_nothing_half_written_and_the_jo
     let (openai, store, redis) = (&setup.openai, &setup.store, &setup.redis);
     // The first worker's scoring request never gets an answer.
     openai.chat_fallback_for("writer", candidate("Kept."));
-    openai.push_chats_for("scorer", [Reply::Hang]);
-    openai.chat_fallback_for("scorer", score(0.9));
+    // Then the candidate scores 0.9, the current prompt 0.5.
+    openai.push_chats_for("scorer", [Reply::Hang, score(0.9)]);
+    openai.chat_fallback_for("scorer", score(0.5));
     failed_call(&setup, "s1").await;
 
     let doomed = setup.runtime.worker("doomed").unwrap();
