@@ -366,3 +366,44 @@ async fn a_judge_that_is_down_defers_the_job_and_the_call_is_judged_once_it_is_b
         ["Anchor on ROI"]
     );
 }
+
+#[tokio::test]
+async fn a_job_given_up_after_its_verdict_was_stored_still_merges_the_tactics() {
+    let (redis, judge, runtime, store) = setup("claim_idle_secs = 0\nmax_deliveries = 2")
+        .await
+        .parts();
+    session(&runtime, "s1", CALL).await;
+    // A run stored the verdict and died before merging its tactics; then
+    // one more run died.
+    store.read_jobs("first", 1, Duration::ZERO).await.unwrap();
+    let evaluation = Evaluation::Evaluated {
+        outcome: Outcome::Success,
+        score: 0.9,
+        tactics: vec!["Anchor on ROI".into()],
+        reason: "Booked.".into(),
+        model: "judge-1".into(),
+        at: "2026-01-01T00:00:00Z".into(),
+    };
+    store
+        .update_call("s1", &voxpipe::store::CallChange::Evaluated(evaluation))
+        .await
+        .unwrap();
+    store
+        .reclaim_jobs("second", Duration::ZERO, 1)
+        .await
+        .unwrap();
+    assert!(store.tactics(TacticsList::Winning).await.unwrap().is_empty());
+
+    let third = runtime.worker("third").unwrap();
+    assert_eq!(third.drain().await.unwrap(), 1);
+    assert!(judge.chat_requests().is_empty(), "given up, not judged");
+    assert_eq!(redis.pending_jobs().await, 0, "given up and acknowledged");
+    assert_eq!(
+        store.tactics(TacticsList::Winning).await.unwrap(),
+        ["Anchor on ROI"]
+    );
+    assert_eq!(
+        store.session_tactics("s1").await.unwrap(),
+        ["Anchor on ROI"]
+    );
+}

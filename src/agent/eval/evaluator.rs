@@ -172,19 +172,27 @@ impl Evaluator {
     }
 
     /// Records `call_id` as unevaluated for `reason` (unless it already has
-    /// an evaluation) and queues its webhook.
+    /// an evaluation) and queues its webhook. A verdict already stored has
+    /// its tactics merged (a run that stored it may have died before
+    /// merging; merging is idempotent, the lists never hold a tactic
+    /// twice), so giving up never loses what a judged call taught.
     pub async fn give_up(&self, call_id: &str, reason: &str) -> Result<(), EvalError> {
         let Some(record) = self.store.call(call_id).await? else {
             return Ok(());
         };
-        if self.judge.is_some() && record.evaluation.is_none() {
-            let evaluation = Evaluation::Unevaluated {
-                reason: reason.to_owned(),
-                at: rfc3339(unix_ms()),
-            };
-            self.store
-                .update_call(call_id, &CallChange::Evaluated(evaluation))
-                .await?;
+        if self.judge.is_some() {
+            match &record.evaluation {
+                None => {
+                    let evaluation = Evaluation::Unevaluated {
+                        reason: reason.to_owned(),
+                        at: rfc3339(unix_ms()),
+                    };
+                    self.store
+                        .update_call(call_id, &CallChange::Evaluated(evaluation))
+                        .await?;
+                }
+                Some(evaluation) => self.record_tactics(call_id, evaluation).await?,
+            }
         }
         for step in &self.settings.steps {
             step.give_up(&record, reason).await?;
