@@ -59,6 +59,7 @@ mod serve_cli;
 mod serve_context;
 mod server_http;
 mod server_sessions;
+mod sales_agent;
 mod skills;
 mod stream_auth;
 mod stt_outage;
