@@ -407,3 +407,25 @@ async fn a_job_given_up_after_its_verdict_was_stored_still_merges_the_tactics() 
         ["Anchor on ROI"]
     );
 }
+
+#[tokio::test]
+async fn the_worker_holding_a_job_keeps_its_claim_and_no_one_else_can() {
+    let (redis, _judge, runtime, store) = setup("").await.parts();
+    session(&runtime, "s1", CALL).await;
+    let job = store.read_jobs("owner", 1, Duration::ZERO).await.unwrap();
+    let id = &job[0].id;
+    assert!(store.keep_job("owner", id).await.unwrap());
+    assert!(!store.keep_job("stranger", id).await.unwrap());
+    // Kept: not idle, so not reclaimed; and no delivery counted.
+    let taken = store
+        .reclaim_jobs("thief", Duration::from_secs(30), 8)
+        .await
+        .unwrap();
+    assert!(taken.is_empty());
+    let taken = store.reclaim_jobs("thief", Duration::ZERO, 8).await.unwrap();
+    assert_eq!(taken[0].deliveries, 2, "keeping counted no delivery");
+    assert!(!store.keep_job("owner", id).await.unwrap(), "held by the thief now");
+    store.ack_job(id).await.unwrap();
+    assert!(!store.keep_job("thief", id).await.unwrap(), "acknowledged");
+    assert_eq!(redis.pending_jobs().await, 0);
+}

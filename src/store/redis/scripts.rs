@@ -67,6 +67,20 @@ return added
     )
 });
 
+/// Resets a pending job's idle time if its consumer still holds it
+/// (`XCLAIM … JUSTID`: no delivery counted). KEYS: stream. ARGV: group,
+/// consumer, id. Returns 1 if kept, 0 if acknowledged or held by another.
+pub(super) static KEEP_JOB: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #pending == 0 or pending[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+",
+    )
+});
+
 /// Adds a webhook delivery unless its id exists.
 /// KEYS: event key, outbox. ARGV: payload, ttl ms, due ms, id. Returns 1 if
 /// added.
