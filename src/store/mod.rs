@@ -43,7 +43,10 @@ pub use api::{
     OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, StreamTokenStore,
     TestCaseStore, TextStore,
 };
-pub use call::{CallDirection, CallRecord, Evaluation, Extraction, Outcome, Segment};
+pub use call::{
+    CallDirection, CallRecord, Evaluation, Extraction, Outcome, SEGMENT_PART_RULE, Segment,
+    is_segment_part,
+};
 pub use call_change::{CallChange, RequestNote};
 pub use call_stats::{
     BadSegment, CallStats, CallStatsBuilder, DirectionCounts, OutcomeCounts, Percentiles,
