@@ -67,7 +67,11 @@ pub(crate) fn turn_for_log(index: u64, turn: &Turn) -> String {
         "turn {index} ({:?}, {} chars{}{})",
         turn.role,
         turn.text.chars().count(),
-        if turn.interrupted { ", interrupted" } else { "" },
+        if turn.interrupted {
+            ", interrupted"
+        } else {
+            ""
+        },
         if tools.is_empty() {
             String::new()
         } else {

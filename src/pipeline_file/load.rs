@@ -8,13 +8,13 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::agent::skills::search_context_stand_in;
 use crate::config::{
     ConfigError, ConfigErrors, Errors, Override, PipelineSection, apply_overrides, blame_overrides,
 };
-use crate::agent::skills::search_context_stand_in;
 use crate::pipeline::{BuildError, ProcessorEntry};
-use crate::services::llm::tools::ToolRegistry;
 use crate::processors::{ParallelFactory, ProcessorRegistry};
+use crate::services::llm::tools::ToolRegistry;
 
 use super::config::{PipelineConfig, Sections};
 

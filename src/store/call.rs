@@ -296,7 +296,16 @@ mod tests {
         let kept = resolve(" DE ", "home-care_2");
         assert_eq!(kept.country.as_deref(), Some("DE"));
         assert_eq!(kept.industry.as_deref(), Some("home-care_2"));
-        for bad in ["{US}", "U}S", "a:b", "*", "real estate", "x\u{7}y", "", &"x".repeat(65)] {
+        for bad in [
+            "{US}",
+            "U}S",
+            "a:b",
+            "*",
+            "real estate",
+            "x\u{7}y",
+            "",
+            &"x".repeat(65),
+        ] {
             assert_eq!(resolve(bad, bad), defaults, "{bad:?}");
         }
     }

@@ -123,7 +123,10 @@ mod tests {
         );
         assert_eq!(clean_tactic(" \n\u{7} "), None);
         let long = "x".repeat(1000);
-        assert_eq!(clean_tactic(&long).unwrap().chars().count(), MAX_TACTIC_CHARS);
+        assert_eq!(
+            clean_tactic(&long).unwrap().chars().count(),
+            MAX_TACTIC_CHARS
+        );
         let many: Vec<String> = (0..20).map(|i| format!("tactic {i}")).collect();
         let kept = bounded_tactics(&many, MAX_TACTICS_PER_CALL);
         assert_eq!(kept.len(), MAX_TACTICS_PER_CALL);

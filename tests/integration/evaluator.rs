@@ -392,7 +392,13 @@ async fn a_job_given_up_after_its_verdict_was_stored_still_merges_the_tactics() 
         .reclaim_jobs("second", Duration::ZERO, 1)
         .await
         .unwrap();
-    assert!(store.tactics(TacticsList::Winning).await.unwrap().is_empty());
+    assert!(
+        store
+            .tactics(TacticsList::Winning)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let third = runtime.worker("third").unwrap();
     assert_eq!(third.drain().await.unwrap(), 1);
@@ -422,9 +428,15 @@ async fn the_worker_holding_a_job_keeps_its_claim_and_no_one_else_can() {
         .await
         .unwrap();
     assert!(taken.is_empty());
-    let taken = store.reclaim_jobs("thief", Duration::ZERO, 8).await.unwrap();
+    let taken = store
+        .reclaim_jobs("thief", Duration::ZERO, 8)
+        .await
+        .unwrap();
     assert_eq!(taken[0].deliveries, 2, "keeping counted no delivery");
-    assert!(!store.keep_job("owner", id).await.unwrap(), "held by the thief now");
+    assert!(
+        !store.keep_job("owner", id).await.unwrap(),
+        "held by the thief now"
+    );
     store.ack_job(id).await.unwrap();
     assert!(!store.keep_job("thief", id).await.unwrap(), "acknowledged");
     assert_eq!(redis.pending_jobs().await, 0);

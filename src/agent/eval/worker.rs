@@ -316,12 +316,8 @@ mod tests {
             webhook: None,
         };
         let evaluator = Arc::new(Evaluator::without_judge(store.clone(), settings));
-        let worker = EvaluationWorker::new(
-            store.clone(),
-            evaluator,
-            "busy",
-            WorkerSettings::default(),
-        );
+        let worker =
+            EvaluationWorker::new(store.clone(), evaluator, "busy", WorkerSettings::default());
         let running = tokio::spawn(async move { worker.run(std::future::pending()).await });
         slow.started.notified().await;
 
@@ -333,10 +329,7 @@ mod tests {
             .unwrap();
         assert!(taken.is_empty(), "taken over while running: {taken:?}");
         // One job at a time: the second is still waiting, never handed out.
-        let waiting = store
-            .read_jobs("other", 8, Duration::ZERO)
-            .await
-            .unwrap();
+        let waiting = store.read_jobs("other", 8, Duration::ZERO).await.unwrap();
         assert_eq!(waiting.len(), 1, "the second job was not claimed");
         assert_eq!(slow.runs.load(Ordering::SeqCst), 1);
 

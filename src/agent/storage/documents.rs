@@ -2,7 +2,6 @@
 //! profile and the audit record, built from the stored call alone (no
 //! clock, no randomness), so that writing one twice writes the same bytes.
 
-
 use serde_json::{Value, json};
 
 use crate::agent::redact::redacted_parameters;

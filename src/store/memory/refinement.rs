@@ -47,10 +47,7 @@ impl RefinementStore for MemoryStore {
             all.extend(new);
             let kept = all.split_off(all.len() - MAX_TACTICS_KEPT);
             (
-                vec![
-                    Op::Del { key: key.clone() },
-                    Op::Push { key, values: kept },
-                ],
+                vec![Op::Del { key: key.clone() }, Op::Push { key, values: kept }],
                 added,
             )
         })
