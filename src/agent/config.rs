@@ -40,7 +40,7 @@ use crate::agent::eval::{ApiEndpoint, default_base_url};
 use crate::config::Seconds;
 use crate::pipeline::BuildError;
 use crate::services::{ApiKey, ConnectionOptions};
-use crate::store::{Keys, Segment, StoreSettings};
+use crate::store::{Keys, SEGMENT_PART_RULE, Segment, StoreSettings, is_segment_part};
 
 /// Which store backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -81,8 +81,10 @@ pub struct ContextSection {
     /// Time allowed to read the prompt at session start, milliseconds.
     pub prompt_timeout_ms: u64,
     /// The country when the call brings none.
+    #[serde(deserialize_with = "segment_part")]
     pub country: Option<String>,
     /// The industry when the call brings none.
+    #[serde(deserialize_with = "segment_part")]
     pub industry: Option<String>,
     /// The line before the tactics in the system prompt.
     pub tactics_heading: String,
@@ -139,6 +141,21 @@ impl ContextSection {
             country: self.country.clone(),
             industry: self.industry.clone(),
         }
+    }
+}
+
+/// A `country` or `industry`: refused with the rule unless
+/// [`is_segment_part`].
+fn segment_part<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let value = String::deserialize(deserializer)?;
+    if is_segment_part(&value) {
+        Ok(Some(value))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{value:?} cannot be part of a prompt key: use {SEGMENT_PART_RULE}"
+        )))
     }
 }
 

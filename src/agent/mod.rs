@@ -40,6 +40,7 @@ mod memory;
 pub mod optimiser;
 pub mod post_call;
 mod prompt;
+mod redact;
 mod runtime;
 pub mod skills;
 pub mod storage;

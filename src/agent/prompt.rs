@@ -3,12 +3,17 @@
 //! The prompt text comes from the most specific key that holds one:
 //! `prompt:segment:{country}:{industry}`, then `prompt:segment:*:{industry}`,
 //! then `prompt:base`, then the pipeline's own (TOML) prompt. The refinement
-//! loop's tactics follow it: the winning tactics first, then the base
-//! tactics, merged without repeats, under a heading such as "Winning tactics
-//! to use when appropriate:".
+//! loop's tactics follow it: the newest [`MAX_TACTICS_IN_PROMPT`] winning
+//! tactics first (each cleaned to one short line, [`clean_tactic`]: they
+//! come from what callers said), then the operator's base tactics, merged
+//! without repeats, under a heading such as "Winning tactics to use when
+//! appropriate:".
 
 use crate::pipeline::SystemPromptSource;
-use crate::store::{PromptKey, Segment, Store, StoreError, TacticsList, merge_tactics};
+use crate::store::{
+    MAX_TACTICS_IN_PROMPT, PromptKey, Segment, Store, StoreError, TacticsList, clean_tactic,
+    merge_tactics,
+};
 
 /// What a session's system prompt is made of, read from the store at
 /// session start.
@@ -16,7 +21,7 @@ use crate::store::{PromptKey, Segment, Store, StoreError, TacticsList, merge_tac
 pub struct SessionPrompt {
     /// The stored prompt and its key; `None`: use the pipeline's.
     pub stored: Option<(PromptKey, String)>,
-    /// Winning tactics, then base tactics, without repeats.
+    /// The newest winning tactics, then base tactics, without repeats.
     pub tactics: Vec<String>,
     /// The line put before the tactics.
     pub tactics_heading: String,
@@ -35,6 +40,11 @@ impl SessionPrompt {
             store.tactics(TacticsList::Winning),
             store.tactics(TacticsList::Base),
         )?;
+        let newest = winning.len().saturating_sub(MAX_TACTICS_IN_PROMPT);
+        let winning: Vec<String> = winning[newest..]
+            .iter()
+            .filter_map(|t| clean_tactic(t))
+            .collect();
         Ok(SessionPrompt {
             stored,
             tactics: merge_tactics([winning.as_slice(), base.as_slice()]),

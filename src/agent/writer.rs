@@ -20,8 +20,10 @@
 //! lost reply never writes it twice and order always holds.
 //!
 //! After the session ends, the writer keeps trying for at most
-//! `flush_timeout`; then it logs every step it could not perform (each turn
-//! in full, as JSON) and stops. A step the store rejects for good (not a
+//! `flush_timeout`; then it logs every step it could not perform and
+//! stops. Logs never carry the call's words or numbers: a turn is logged
+//! by its index, role and length, the call record with its phone numbers
+//! and caller name hashed (`agent::redact`). A step the store rejects for good (not a
 //! transient error) is logged the same way and skipped.
 
 use std::collections::VecDeque;
@@ -32,6 +34,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::redact::{record_for_log, turn_for_log};
 use crate::conversation::Turn;
 use crate::store::time::unix_ms;
 use crate::store::{
@@ -349,7 +352,8 @@ impl Writer {
     fn accept(&mut self, command: Command) {
         if self.ended {
             if let Command::Turn(turn) = command {
-                tracing::warn!(call_id = %self.call_id, ?turn, "turn recorded after the session ended; not written");
+                let turn = turn_for_log(turn.index, &turn);
+                tracing::warn!(call_id = %self.call_id, %turn, "turn recorded after the session ended; not written");
             }
             return;
         }
@@ -385,8 +389,8 @@ impl Writer {
     fn give_up(&mut self, step: &Step, why: &str) {
         let what = match &step.action {
             Action::Create(record) => {
-                let json = serde_json::to_string(record).unwrap_or_default();
-                tracing::error!(call_id = %self.call_id, call = %json, reason = why, "call state not written");
+                let call = record_for_log(record);
+                tracing::error!(call_id = %self.call_id, %call, reason = why, "call state not written");
                 "call state (pending)".to_owned()
             }
             Action::Change(change) => {
@@ -397,9 +401,8 @@ impl Writer {
                 // Turns never attempted get the positions they would have had.
                 let index = step.index.unwrap_or(self.next_index);
                 self.next_index = index + 1;
-                let turn = Interaction::from_turn(turn, index);
-                let json = serde_json::to_string(&turn).unwrap_or_default();
-                tracing::error!(call_id = %self.call_id, index, turn = %json, reason = why, "turn not written");
+                let turn = turn_for_log(index, turn);
+                tracing::error!(call_id = %self.call_id, index, %turn, reason = why, "turn not written");
                 format!("turn {index}")
             }
             Action::After(after) => {

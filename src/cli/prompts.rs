@@ -81,7 +81,8 @@ fn prompt_key(name: &str) -> anyhow::Result<PromptKey> {
     PromptKey::parse(name).ok_or_else(|| {
         anyhow!(
             "{name:?} is not a prompt key: expected prompt:base, prompt:segment:*:INDUSTRY \
-             or prompt:segment:COUNTRY:INDUSTRY"
+             or prompt:segment:COUNTRY:INDUSTRY (COUNTRY and INDUSTRY: {})",
+            voxpipe::store::SEGMENT_PART_RULE
         )
     })
 }

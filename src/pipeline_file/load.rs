@@ -8,11 +8,13 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::agent::skills::search_context_stand_in;
 use crate::config::{
     ConfigError, ConfigErrors, Errors, Override, PipelineSection, apply_overrides, blame_overrides,
 };
 use crate::pipeline::{BuildError, ProcessorEntry};
 use crate::processors::{ParallelFactory, ProcessorRegistry};
+use crate::services::llm::tools::ToolRegistry;
 
 use super::config::{PipelineConfig, Sections};
 
@@ -107,6 +109,15 @@ pub fn load_and_probe(
     let lookup = root.get_ref();
     let errors = Errors { path, text: &text };
     let setup = config.session_setup("check");
+    if config.context.skills.is_some() {
+        // An LLM may name search_context, which the agent runtime serves.
+        let mut tools = setup
+            .resources
+            .get::<ToolRegistry>(ToolRegistry::RESOURCE)
+            .map_or_else(ToolRegistry::builtin, |r| ToolRegistry::clone(&r));
+        tools.register(search_context_stand_in());
+        setup.resources.insert(ToolRegistry::RESOURCE, tools);
+    }
     let mut found = Vec::new();
     for (index, entry) in config.processors.iter().enumerate() {
         let problem = match entry.factory.build(&setup) {

@@ -431,6 +431,12 @@ pub trait JobQueue: Send + Sync {
 
     /// Acknowledges (and removes) a job: call only after its writes.
     async fn ack_job(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Resets the idle time of job `id` if `consumer` still holds it (the
+    /// owner's `XCLAIM … JUSTID`, which does not count a delivery), so a
+    /// job still running is not reclaimed by another worker. False when
+    /// the job is acknowledged or another consumer holds it now.
+    async fn keep_job(&self, consumer: &str, id: &str) -> Result<bool, StoreError>;
 }
 
 /// A pending webhook delivery.

@@ -229,23 +229,41 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// What a segment part (a country, an industry) may be: 1 to 64 bytes of
+/// letters, digits, `_` and `-`. It goes into prompt keys, so nothing that
+/// means something in a key: no `:` (the separator), `*` (the wildcard
+/// country), `{` or `}` (Redis Cluster hash tags), spaces or control
+/// characters.
+pub fn is_segment_part(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Why a segment part is refused, for error messages.
+pub const SEGMENT_PART_RULE: &str = "1 to 64 bytes of letters, digits, `_` and `-`";
+
 impl Segment {
     /// The segment of a call started with `parameters`: their `country` and
     /// `industry`, each falling back to `defaults` (the TOML's). A value that
-    /// cannot be part of a key (empty, over 64 bytes, holding `:`, `*` or a
-    /// control character) is ignored with a warning.
+    /// cannot be part of a key ([`is_segment_part`]) is ignored with a
+    /// warning.
     pub fn resolve(parameters: &BTreeMap<String, String>, defaults: &Segment) -> Segment {
         let pick = |name: &str, default: &Option<String>| {
             parameters
                 .get(name)
                 .and_then(|value| {
                     let value = value.trim();
-                    let usable = !value.is_empty()
-                        && value.len() <= 64
-                        && !value.contains([':', '*'])
-                        && !value.chars().any(char::is_control);
+                    let usable = is_segment_part(value);
                     if !usable {
-                        tracing::warn!(parameter = name, value, "segment parameter ignored");
+                        tracing::warn!(
+                            parameter = name,
+                            value = %value.escape_debug(),
+                            rule = SEGMENT_PART_RULE,
+                            "segment parameter ignored"
+                        );
                     }
                     usable.then(|| value.to_owned())
                 })
@@ -261,6 +279,36 @@ impl Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_part_is_letters_digits_underscores_and_hyphens() {
+        let defaults = Segment {
+            country: Some("US".into()),
+            industry: Some("retail".into()),
+        };
+        let resolve = |country: &str, industry: &str| {
+            let parameters = BTreeMap::from([
+                ("country".to_owned(), country.to_owned()),
+                ("industry".to_owned(), industry.to_owned()),
+            ]);
+            Segment::resolve(&parameters, &defaults)
+        };
+        let kept = resolve(" DE ", "home-care_2");
+        assert_eq!(kept.country.as_deref(), Some("DE"));
+        assert_eq!(kept.industry.as_deref(), Some("home-care_2"));
+        for bad in [
+            "{US}",
+            "U}S",
+            "a:b",
+            "*",
+            "real estate",
+            "x\u{7}y",
+            "",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(resolve(bad, bad), defaults, "{bad:?}");
+        }
+    }
     use crate::store::{CallChange, TwilioReport};
 
     #[test]

@@ -43,7 +43,10 @@ pub use api::{
     OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, StreamTokenStore,
     TestCaseStore, TextEnd, TextStore,
 };
-pub use call::{CallDirection, CallRecord, Evaluation, Extraction, Outcome, Segment};
+pub use call::{
+    CallDirection, CallRecord, Evaluation, Extraction, Outcome, SEGMENT_PART_RULE, Segment,
+    is_segment_part,
+};
 pub use call_change::{CallChange, RequestNote};
 pub use call_stats::{
     BadSegment, CallStats, CallStatsBuilder, DirectionCounts, OutcomeCounts, Percentiles,
@@ -68,5 +71,8 @@ pub use recording::{CallRecording, RecordingStatus};
 pub use settings::StoreSettings;
 pub use skill::{Skill, pack_vector, trigger_hash, unpack_vector};
 pub use stored_objects::StoredObjects;
-pub use tactics::{TacticsList, merge_tactics, tactic_identity};
+pub use tactics::{
+    MAX_TACTIC_CHARS, MAX_TACTICS_IN_PROMPT, MAX_TACTICS_KEPT, MAX_TACTICS_PER_CALL, TacticsList,
+    bounded_tactics, clean_tactic, merge_tactics, tactic_identity,
+};
 pub use test_case::TestCase;

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::call::Segment;
+use super::call::{Segment, is_segment_part};
 use super::keys::{Keys, part_of};
 
 /// Where a prompt may be stored.
@@ -66,7 +66,7 @@ impl PromptKey {
         }
         let rest = name.strip_prefix("prompt:segment:")?;
         let (country, industry) = rest.split_once(':')?;
-        if country.is_empty() || industry.is_empty() || industry.contains(':') {
+        if !(country == "*" || is_segment_part(country)) || !is_segment_part(industry) {
             return None;
         }
         Some(match country {
@@ -151,6 +151,9 @@ mod tests {
             "prompt:segment::retail",
             "prompt:base:version",
             "call:x",
+            "prompt:segment:{US}:retail",
+            "prompt:segment:US:re{tail}",
+            "prompt:segment:US:real estate",
         ] {
             assert_eq!(PromptKey::parse(name), None, "{name}");
         }

@@ -43,7 +43,7 @@ async fn setup(evaluator: &str) -> Setup {
     let judge = FakeOpenAi::judge().await;
     let toml = format!(
         "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n\
-         [evaluator]\nbase_url = \"{}\"\nmodel = \"judge-1\"\nconnection = {{ response_timeout_secs = 5 }}\n{evaluator}\n",
+         [evaluator]\nbase_url = \"{}\"\nmodel = \"judge-1\"\nconnection = {{ response_timeout_secs = 5, max_retries = 0 }}\n{evaluator}\n",
         judge.base_url
     );
     let config = parse_pipeline(Path::new("agent.toml"), &toml, &registry()).unwrap();
@@ -337,4 +337,107 @@ async fn a_job_that_keeps_killing_its_workers_is_given_up() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_judge_that_is_down_defers_the_job_and_the_call_is_judged_once_it_is_back() {
+    let (redis, judge, runtime, store) = setup("claim_idle_secs = 0").await.parts();
+    judge.push_chats([Reply::error(503, "overloaded", "server_error")]);
+    judge.chat_fallback(verdict("success", 0.9, &["Anchor on ROI"]));
+    session(&runtime, "s1", CALL).await;
+    let worker = runtime.worker("w1").unwrap();
+
+    let err = worker.drain().await.unwrap_err();
+    assert!(err.to_string().contains("judge unavailable"), "{err}");
+    assert_eq!(redis.pending_jobs().await, 1, "the job is deferred");
+    let call = store.call("s1").await.unwrap().unwrap();
+    assert!(call.evaluation.is_none(), "down is not a bad answer");
+    assert_eq!(call.post_call_deferrals, 1);
+
+    // The judge is back: the next delivery judges the call and merges.
+    assert_eq!(worker.drain().await.unwrap(), 1);
+    assert_eq!(redis.pending_jobs().await, 0);
+    assert_eq!(
+        store.call("s1").await.unwrap().unwrap().outcome,
+        Some(Outcome::Success)
+    );
+    assert_eq!(
+        store.tactics(TacticsList::Winning).await.unwrap(),
+        ["Anchor on ROI"]
+    );
+}
+
+#[tokio::test]
+async fn a_job_given_up_after_its_verdict_was_stored_still_merges_the_tactics() {
+    let (redis, judge, runtime, store) = setup("claim_idle_secs = 0\nmax_deliveries = 2")
+        .await
+        .parts();
+    session(&runtime, "s1", CALL).await;
+    // A run stored the verdict and died before merging its tactics; then
+    // one more run died.
+    store.read_jobs("first", 1, Duration::ZERO).await.unwrap();
+    let evaluation = Evaluation::Evaluated {
+        outcome: Outcome::Success,
+        score: 0.9,
+        tactics: vec!["Anchor on ROI".into()],
+        reason: "Booked.".into(),
+        model: "judge-1".into(),
+        at: "2026-01-01T00:00:00Z".into(),
+    };
+    store
+        .update_call("s1", &voxpipe::store::CallChange::Evaluated(evaluation))
+        .await
+        .unwrap();
+    store
+        .reclaim_jobs("second", Duration::ZERO, 1)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .tactics(TacticsList::Winning)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let third = runtime.worker("third").unwrap();
+    assert_eq!(third.drain().await.unwrap(), 1);
+    assert!(judge.chat_requests().is_empty(), "given up, not judged");
+    assert_eq!(redis.pending_jobs().await, 0, "given up and acknowledged");
+    assert_eq!(
+        store.tactics(TacticsList::Winning).await.unwrap(),
+        ["Anchor on ROI"]
+    );
+    assert_eq!(
+        store.session_tactics("s1").await.unwrap(),
+        ["Anchor on ROI"]
+    );
+}
+
+#[tokio::test]
+async fn the_worker_holding_a_job_keeps_its_claim_and_no_one_else_can() {
+    let (redis, _judge, runtime, store) = setup("").await.parts();
+    session(&runtime, "s1", CALL).await;
+    let job = store.read_jobs("owner", 1, Duration::ZERO).await.unwrap();
+    let id = &job[0].id;
+    assert!(store.keep_job("owner", id).await.unwrap());
+    assert!(!store.keep_job("stranger", id).await.unwrap());
+    // Kept: not idle, so not reclaimed; and no delivery counted.
+    let taken = store
+        .reclaim_jobs("thief", Duration::from_secs(30), 8)
+        .await
+        .unwrap();
+    assert!(taken.is_empty());
+    let taken = store
+        .reclaim_jobs("thief", Duration::ZERO, 8)
+        .await
+        .unwrap();
+    assert_eq!(taken[0].deliveries, 2, "keeping counted no delivery");
+    assert!(
+        !store.keep_job("owner", id).await.unwrap(),
+        "held by the thief now"
+    );
+    store.ack_job(id).await.unwrap();
+    assert!(!store.keep_job("thief", id).await.unwrap(), "acknowledged");
+    assert_eq!(redis.pending_jobs().await, 0);
 }

@@ -8,38 +8,29 @@
 
 use crate::support;
 
+use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use async_trait::async_trait;
-use serde_json::json;
 use support::fake::openai::{FakeOpenAi, Reply, verdict};
 use support::processors::registry;
 use support::redis_server::RedisServer;
 use support::turns::converse;
-use tokio::sync::Barrier;
-use voxpipe::agent::eval::{ApiEndpoint, EvaluatorSection, JudgeModel, OpenAiJudge};
-use voxpipe::agent::optimiser::{
-    OptimiserMetrics, OptimiserModels, OptimiserSection, OptimiserStep, rollback,
-    set_prompt_version,
-};
-use voxpipe::agent::{AgentRuntime, RuntimeParts, SessionPrompt};
+use voxpipe::agent::optimiser::rollback;
+use voxpipe::agent::{AgentRuntime, SessionPrompt};
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline_file::{PipelineConfig, parse_pipeline};
-use voxpipe::services::{ConnectionOptions, ServiceError};
 use voxpipe::store::{Decision, PromptKey, Segment, Store, TestCase};
 
-const SEGMENT_KEY: &str = "prompt:segment:US:healthcare";
-const CALL: &[&str] = &["user: It's too expensive.", "assistant: Then goodbye."];
+pub(crate) const SEGMENT_KEY: &str = "prompt:segment:US:healthcare";
+pub(crate) const CALL: &[&str] = &["user: It's too expensive.", "assistant: Then goodbye."];
 
-fn segment_key() -> PromptKey {
+pub(crate) fn segment_key() -> PromptKey {
     PromptKey::parse(SEGMENT_KEY).unwrap()
 }
 
-fn pipeline_toml(openai: &FakeOpenAi, evaluator: &str, optimiser: &str) -> String {
+pub(crate) fn pipeline_toml(openai: &FakeOpenAi, evaluator: &str, optimiser: &str) -> String {
     format!(
         "[pipeline]\nname = \"agent\"\n\n\
          [context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\ncountry = \"US\"\nindustry = \"healthcare\"\n\n\
@@ -50,28 +41,28 @@ fn pipeline_toml(openai: &FakeOpenAi, evaluator: &str, optimiser: &str) -> Strin
     )
 }
 
-fn config(text: &str) -> PipelineConfig {
+pub(crate) fn config(text: &str) -> PipelineConfig {
     parse_pipeline(Path::new("agent.toml"), text, &registry()).unwrap()
 }
 
-fn env(redis: &RedisServer) -> EnvSource {
+pub(crate) fn env(redis: &RedisServer) -> EnvSource {
     EnvSource::Fixed(Arc::new(HashMap::from([(
         "TEST_REDIS".to_owned(),
         redis.url(),
     )])))
 }
 
-struct Setup {
-    redis: RedisServer,
-    openai: FakeOpenAi,
-    runtime: AgentRuntime,
-    store: Arc<dyn Store>,
+pub(crate) struct Setup {
+    pub(crate) redis: RedisServer,
+    pub(crate) openai: FakeOpenAi,
+    pub(crate) runtime: AgentRuntime,
+    pub(crate) store: Arc<dyn Store>,
 }
 
 /// Redis, the fake models (the agent answers every case the same), the
 /// runtime of a pipeline with `[evaluator]` and `[optimiser]`, and a
 /// seeded `prompt:base` and two test cases.
-async fn setup(evaluator: &str, optimiser: &str, cases: usize) -> Setup {
+pub(crate) async fn setup(evaluator: &str, optimiser: &str, cases: usize) -> Setup {
     let redis = RedisServer::start();
     let openai = FakeOpenAi::judge().await;
     openai.chat_fallback_for("agent", Reply::Completion("We can start small.".into()));
@@ -103,17 +94,17 @@ async fn setup(evaluator: &str, optimiser: &str, cases: usize) -> Setup {
     }
 }
 
-fn candidate(text: &str) -> Reply {
+pub(crate) fn candidate(text: &str) -> Reply {
     Reply::Completion(json!({ "prompt": text }).to_string())
 }
 
-fn score(value: f64) -> Reply {
+pub(crate) fn score(value: f64) -> Reply {
     Reply::Completion(json!({ "score": value, "reason": format!("scored {value}") }).to_string())
 }
 
 /// A failed call `id`, judged by the worker (its optimisation runs in the
 /// same job).
-async fn failed_call(setup: &Setup, id: &str) {
+pub(crate) async fn failed_call(setup: &Setup, id: &str) {
     setup
         .openai
         .push_chats_for("judge-1", [verdict("failure", 0.1, &["Gave up"])]);
@@ -387,240 +378,6 @@ async fn failures_before_and_the_rate_limit_bound_the_optimisations() {
     assert_eq!(models_of(&openai.chat_requests(), "writer").len(), 1);
 }
 
-/// A model that waits for every holder of the barrier to ask before
-/// answering: both optimisations have read the prompt's version first.
-struct Gated {
-    inner: OpenAiJudge,
-    barrier: Arc<Barrier>,
-}
-
-#[async_trait]
-impl JudgeModel for Gated {
-    fn model(&self) -> &str {
-        self.inner.model()
-    }
-
-    async fn complete(&self, messages: &[(&str, String)]) -> Result<String, ServiceError> {
-        self.barrier.wait().await;
-        self.inner.complete(messages).await
-    }
-}
-
-fn section<T: serde::de::DeserializeOwned>(toml: &str) -> T {
-    toml::from_str(toml).unwrap()
-}
-
-#[tokio::test]
-async fn two_workers_optimising_one_segment_leave_one_deployment_and_a_rejection() {
-    let redis = RedisServer::start();
-    let openai = FakeOpenAi::judge().await;
-    openai.chat_fallback_for("judge-1", verdict("failure", 0.1, &[]));
-    openai.chat_fallback_for("agent", Reply::Completion("We can start small.".into()));
-    openai.chat_fallback_for("scorer", score(0.8));
-    openai.push_chats_for("writer", [candidate("First."), candidate("Second.")]);
-    let endpoint = ApiEndpoint::new(
-        &openai.base_url,
-        None,
-        &ConnectionOptions::default(),
-        "fake",
-    )
-    .unwrap();
-    let model = |name: &str| OpenAiJudge::new(endpoint.clone(), name, true);
-    let base = config(&pipeline_toml(&openai, "", ""));
-    let store = base.agent_runtime(&env(&redis)).unwrap().store().clone();
-    store
-        .set_prompt(&PromptKey::Base, "You sell.")
-        .await
-        .unwrap();
-    store
-        .add_test_cases(&[TestCase {
-            input: "Too expensive.".into(),
-            target: "Reframes the price".into(),
-        }])
-        .await
-        .unwrap();
-    let models = OptimiserModels {
-        writer: Arc::new(Gated {
-            inner: model("writer"),
-            barrier: Arc::new(Barrier::new(2)),
-        }),
-        agent: Arc::new(model("agent")),
-        judge: Arc::new(model("scorer")),
-    };
-    let step = OptimiserStep::new(
-        store.clone(),
-        models,
-        section::<OptimiserSection>("model = \"writer\""),
-        Arc::new(OptimiserMetrics::default()),
-    );
-    let runtime = AgentRuntime::from_parts(RuntimeParts {
-        store: store.clone(),
-        section: base.context.clone(),
-        evaluator: Some((
-            Arc::new(model("judge-1")) as Arc<dyn JudgeModel>,
-            section::<EvaluatorSection>("model = \"judge-1\""),
-        )),
-        webhook: None,
-        skills: None,
-        post_call: vec![Arc::new(step)],
-        objects: None,
-        learning: None,
-    });
-    converse(&runtime, "s1", "webrtc", CALL, "client_disconnected").await;
-    converse(&runtime, "s2", "webrtc", CALL, "client_disconnected").await;
-
-    // The loser's rejection is logged: capture this thread's logs (both
-    // jobs run on it).
-    let logs = Logs::default();
-    let _capture = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish(),
-    );
-    let (first, second) = (runtime.worker("w1").unwrap(), runtime.worker("w2").unwrap());
-    let job1 = store.read_jobs("w1", 1, Duration::ZERO).await.unwrap();
-    let job2 = store.read_jobs("w2", 1, Duration::ZERO).await.unwrap();
-    let (a, b) = tokio::join!(first.process(&job1[0]), second.process(&job2[0]));
-    a.unwrap();
-    b.unwrap();
-
-    let key = segment_key();
-    let history = store.prompt_history(&key).await.unwrap();
-    assert_eq!(
-        history.len(),
-        2,
-        "version 0 and one deployment: {history:#?}"
-    );
-    assert_eq!(store.prompt_state(&key).await.unwrap().version, 1);
-    let traces = [
-        store.optimisation("s1").await.unwrap().unwrap(),
-        store.optimisation("s2").await.unwrap().unwrap(),
-    ];
-    let mut decisions: Vec<Decision> = traces.iter().map(|t| t.decision).collect();
-    decisions.sort_by_key(|d| d.as_str());
-    assert_eq!(decisions, [Decision::Deployed, Decision::Superseded]);
-    let winner = traces
-        .iter()
-        .find(|t| t.decision == Decision::Deployed)
-        .unwrap();
-    let loser = traces
-        .iter()
-        .find(|t| t.decision == Decision::Superseded)
-        .unwrap();
-    assert_eq!(history[1].prompt, winner.candidate);
-    assert_eq!(loser.base_version, 0);
-    assert!(
-        loser.reason.contains("deployed version 1"),
-        "{}",
-        loser.reason
-    );
-    assert_eq!(redis.pending_jobs().await, 0);
-    let logged = logs.text();
-    let rejection = logged
-        .lines()
-        .find(|l| l.contains("lost the compare-and-set"))
-        .unwrap_or_else(|| panic!("no logged rejection in:\n{logged}"));
-    assert!(rejection.contains("WARN"), "{rejection}");
-    assert!(
-        rejection.contains(&format!("call_id={}", loser.call_id)),
-        "{rejection}"
-    );
-}
-
-/// Log lines written through it, shared.
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-#[tokio::test]
-async fn a_worker_killed_mid_optimisation_leaves_nothing_half_written_and_the_job_completes_once() {
-    let setup = setup("claim_idle_secs = 0", "", 1).await;
-    let (openai, store, redis) = (&setup.openai, &setup.store, &setup.redis);
-    // The first worker's scoring request never gets an answer.
-    openai.chat_fallback_for("writer", candidate("Kept."));
-    openai.push_chats_for("scorer", [Reply::Hang]);
-    openai.chat_fallback_for("scorer", score(0.9));
-    failed_call(&setup, "s1").await;
-
-    let doomed = setup.runtime.worker("doomed").unwrap();
-    let running = tokio::spawn(async move { doomed.run(std::future::pending()).await });
-    // The verdict, the candidate, the agent's answer, the hanging score.
-    openai
-        .wait_for_requests("chat/completions", 4, Duration::from_secs(20))
-        .await;
-    running.abort();
-    assert!(running.await.unwrap_err().is_cancelled());
-    let key = segment_key();
-    assert_eq!(redis.pending_jobs().await, 1);
-    assert!(store.optimisation("s1").await.unwrap().is_none());
-    assert_eq!(store.prompt_state(&key).await.unwrap().version, 0);
-    assert!(store.prompt_history(&key).await.unwrap().is_empty());
-
-    let rescuer = setup.runtime.worker("rescuer").unwrap();
-    assert_eq!(rescuer.drain().await.unwrap(), 1);
-    assert_eq!(redis.pending_jobs().await, 0);
-    assert_eq!(store.prompt_state(&key).await.unwrap().version, 1);
-    assert_eq!(store.prompt_history(&key).await.unwrap().len(), 2);
-    let trace = store.optimisation("s1").await.unwrap().unwrap();
-    assert_eq!(trace.decision, Decision::Deployed);
-    assert_eq!(rescuer.drain().await.unwrap(), 0, "nothing left to run");
-
-    // A job whose optimisation finished but whose worker died before the
-    // acknowledgement runs again without asking or deploying anything.
-    openai.chat_fallback_for("writer", candidate("Never asked."));
-    failed_call(&setup, "s2").await;
-    store
-        .read_jobs("crashing", 1, Duration::ZERO)
-        .await
-        .unwrap();
-    let evaluator = setup.runtime.evaluator().unwrap();
-    evaluator.evaluate("s2", false).await.unwrap();
-    let deployed = store.prompt_state(&key).await.unwrap().version;
-    let asked = openai.chat_requests().len();
-    assert_eq!(rescuer.drain().await.unwrap(), 1);
-    assert_eq!(
-        openai.chat_requests().len(),
-        asked,
-        "the stored trace was reused"
-    );
-    assert_eq!(store.prompt_state(&key).await.unwrap().version, deployed);
-    assert_eq!(
-        store
-            .call("s2")
-            .await
-            .unwrap()
-            .unwrap()
-            .optimisation
-            .as_deref(),
-        Some("s2")
-    );
-}
-
 #[test]
 fn optimiser_settings_are_checked_with_file_line_and_key() {
     let check = |body: &str| {
@@ -753,175 +510,5 @@ async fn the_prompts_command_lists_shows_histories_and_rolls_back() {
         history.lines().filter(|l| l.starts_with('v')).count(),
         5,
         "{history}"
-    );
-}
-
-#[tokio::test]
-async fn call_setup_reads_the_prompt_within_its_budget_beside_a_long_history() {
-    let redis = RedisServer::start();
-    let openai = FakeOpenAi::judge().await;
-    let runtime = config(&pipeline_toml(&openai, "", ""))
-        .agent_runtime(&env(&redis))
-        .unwrap();
-    let store = runtime.store().clone();
-    let key = segment_key();
-    for n in 0..1_000 {
-        set_prompt_version(&*store, &key, &format!("Prompt {n}."))
-            .await
-            .unwrap();
-    }
-    assert_eq!(store.prompt_history(&key).await.unwrap().len(), 1_001);
-    let segment = Segment {
-        country: Some("US".into()),
-        industry: Some("healthcare".into()),
-    };
-    let mut took = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let prompt = SessionPrompt::load(&*store, &segment, "Tactics:")
-            .await
-            .unwrap();
-        took.push(started.elapsed());
-        assert_eq!(prompt.stored.unwrap().1, "Prompt 999.");
-    }
-    took.sort();
-    eprintln!(
-        "prompt lookup beside a 1,000-entry history: median {:?}",
-        took[1]
-    );
-    // What a session does: a lookup over its budget would fall back to the
-    // pipeline's prompt (source `toml`).
-    let memory = runtime
-        .open_session(
-            &voxpipe::pipeline::SessionSetup::new("s1", 16_000),
-            "webrtc",
-        )
-        .await;
-    assert_eq!(memory.prompt().source(), SEGMENT_KEY);
-}
-
-/// The store's part, on both backends: compare-and-set deployments with
-/// their history and trace, the rate limit's slots, the failure sets.
-async fn prompt_history_contract(store: &dyn Store) {
-    use voxpipe::store::{Deployed, OptimisationTrace, PromptVersion};
-    let key = segment_key();
-    store.set_prompt(&key, "Hand written.").await.unwrap();
-    let version = |n: u64, prompt: &str| PromptVersion {
-        version: n,
-        prompt: prompt.into(),
-        scores: None,
-        deployed_at: "2026-01-01T00:00:00.000Z".into(),
-        deployed_at_ms: 1_000,
-        call_id: Some(format!("c{n}")),
-        optimisation: Some(format!("c{n}")),
-        reason: "test".into(),
-    };
-    let trace = OptimisationTrace {
-        id: "c1".into(),
-        key: SEGMENT_KEY.into(),
-        call_id: "c1".into(),
-        base_version: 0,
-        candidate: "One.".into(),
-        candidate_scores: None,
-        current_scores: None,
-        threshold: 0.5,
-        decision: Decision::Deployed,
-        reason: "test".into(),
-        deployed_version: Some(1),
-        llm_calls: 1,
-        at: "2026-01-01T00:00:00.000Z".into(),
-    };
-    let deployed = store
-        .deploy_prompt(&key, 0, &version(1, "One."), Some(&trace))
-        .await
-        .unwrap();
-    assert_eq!(deployed, Deployed::Deployed(1));
-    // Evaluated against version 0 too: loses, writes nothing.
-    let lost = store
-        .deploy_prompt(&key, 0, &version(1, "Other."), None)
-        .await
-        .unwrap();
-    assert_eq!(lost, Deployed::Conflict(1));
-    let state = store.prompt_state(&key).await.unwrap();
-    assert_eq!((state.version, state.text.as_deref()), (1, Some("One.")));
-    let history = store.prompt_history(&key).await.unwrap();
-    assert_eq!(history.len(), 2);
-    assert_eq!(
-        (history[0].version, history[0].prompt.as_str()),
-        (0, "Hand written.")
-    );
-    assert_eq!(history[1], version(1, "One."));
-    assert_eq!(store.optimisation("c1").await.unwrap(), Some(trace));
-    assert_eq!(store.optimisation("c2").await.unwrap(), None);
-    assert_eq!(
-        store.prompt_keys().await.unwrap(),
-        std::slice::from_ref(&key),
-        "the optimiser's keys beside a prompt key are not prompt keys"
-    );
-
-    // Two slots an hour: a third optimisation waits, a repeat is counted once.
-    let hour = 3_600_000;
-    assert!(
-        store
-            .take_optimisation_slot(&key, "a", 10, hour, 2)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .take_optimisation_slot(&key, "a", 11, hour, 2)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .take_optimisation_slot(&key, "b", 12, hour, 2)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .take_optimisation_slot(&key, "c", 13, hour, 2)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .take_optimisation_slot(&key, "c", 11 + hour, hour, 2)
-            .await
-            .unwrap()
-    );
-
-    assert_eq!(store.note_failure(&key, "f1", 1).await.unwrap(), ["f1"]);
-    assert_eq!(
-        store.note_failure(&key, "f2", 2).await.unwrap(),
-        ["f1", "f2"]
-    );
-    assert_eq!(
-        store.note_failure(&key, "f1", 3).await.unwrap(),
-        ["f1", "f2"]
-    );
-    store.clear_failures(&key, &["f1".into()]).await.unwrap();
-    assert_eq!(
-        store.note_failure(&key, "f3", 4).await.unwrap(),
-        ["f2", "f3"]
-    );
-}
-
-#[tokio::test]
-async fn both_stores_keep_versions_by_compare_and_set() {
-    use voxpipe::store::{MemoryStore, PromptHistoryStore, RedisStore, StoreSettings};
-    let redis = RedisServer::start();
-    let on_redis =
-        RedisStore::connect(&redis.url(), "TEST_REDIS", StoreSettings::default()).unwrap();
-    prompt_history_contract(&on_redis).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.log");
-    prompt_history_contract(&MemoryStore::open(&path, StoreSettings::default()).unwrap()).await;
-    // The embedded store's file holds it all for the next process.
-    let reopened = MemoryStore::open(&path, StoreSettings::default()).unwrap();
-    assert_eq!(
-        reopened.prompt_history(&segment_key()).await.unwrap().len(),
-        2
     );
 }

@@ -3,7 +3,10 @@
 //! 1. The verdict: the judge reads the transcript and answers strict JSON;
 //!    a malformed answer is sent back with what was wrong, up to
 //!    `max_attempts` times, after which the call is recorded as
-//!    unevaluated. The verdict goes into `call:{id}` (outcome, score and the
+//!    unevaluated. A judge that cannot be reached (transport errors, 429
+//!    and 5xx after the client's retries, refused credentials) records
+//!    nothing: the job fails with [`EvalError::JudgeUnavailable`] and runs
+//!    again later, like a post-call step whose service is down. The verdict goes into `call:{id}` (outcome, score and the
 //!    full evaluation) *first*, so a re-run of the same job (a crashed
 //!    worker's, reclaimed) reuses it instead of asking the judge again.
 //! 2. The tactics: `session:{id}:tactics` is replaced with the tactics the
@@ -24,6 +27,7 @@
 
 use std::sync::Arc;
 
+use super::http::unavailable;
 use super::judge::{JudgeModel, render_transcript};
 use super::verdict::Verdict;
 use crate::agent::post_call::{PostCallError, PostCallStep};
@@ -59,6 +63,10 @@ pub enum EvalError {
     /// A post-call step could not finish; the job can be run again later.
     #[error(transparent)]
     PostCall(PostCallError),
+    /// The judge could not be reached; nothing was recorded and the job can
+    /// be run again later (a deferral, as for a post-call step).
+    #[error("judge unavailable: {0}")]
+    JudgeUnavailable(String),
     /// Asked to judge, with no judge configured.
     #[error("no judge is configured ([evaluator] is off)")]
     NoJudge,
@@ -142,7 +150,7 @@ impl Evaluator {
             }
             _ => {
                 let turns = self.store.turns(call_id).await?;
-                let evaluation = self.judge(&**judge, &record, &turns).await;
+                let evaluation = self.judge(&**judge, &record, &turns).await?;
                 self.store
                     .update_call(call_id, &CallChange::Evaluated(evaluation.clone()))
                     .await?;
@@ -164,19 +172,27 @@ impl Evaluator {
     }
 
     /// Records `call_id` as unevaluated for `reason` (unless it already has
-    /// an evaluation) and queues its webhook.
+    /// an evaluation) and queues its webhook. A verdict already stored has
+    /// its tactics merged (a run that stored it may have died before
+    /// merging; merging is idempotent, the lists never hold a tactic
+    /// twice), so giving up never loses what a judged call taught.
     pub async fn give_up(&self, call_id: &str, reason: &str) -> Result<(), EvalError> {
         let Some(record) = self.store.call(call_id).await? else {
             return Ok(());
         };
-        if self.judge.is_some() && record.evaluation.is_none() {
-            let evaluation = Evaluation::Unevaluated {
-                reason: reason.to_owned(),
-                at: rfc3339(unix_ms()),
-            };
-            self.store
-                .update_call(call_id, &CallChange::Evaluated(evaluation))
-                .await?;
+        if self.judge.is_some() {
+            match &record.evaluation {
+                None => {
+                    let evaluation = Evaluation::Unevaluated {
+                        reason: reason.to_owned(),
+                        at: rfc3339(unix_ms()),
+                    };
+                    self.store
+                        .update_call(call_id, &CallChange::Evaluated(evaluation))
+                        .await?;
+                }
+                Some(evaluation) => self.record_tactics(call_id, evaluation).await?,
+            }
         }
         for step in &self.settings.steps {
             step.give_up(&record, reason).await?;
@@ -208,7 +224,7 @@ impl Evaluator {
         judge: &dyn JudgeModel,
         record: &CallRecord,
         turns: &[Interaction],
-    ) -> Evaluation {
+    ) -> Result<Evaluation, EvalError> {
         let call_id = &record.call_id;
         let unevaluated = |reason: String| {
             tracing::warn!(call_id, reason, "call recorded as unevaluated");
@@ -218,7 +234,7 @@ impl Evaluator {
             }
         };
         if turns.is_empty() {
-            return unevaluated("the call has no transcript".into());
+            return Ok(unevaluated("the call has no transcript".into()));
         }
         let mut messages = vec![
             ("system", self.settings.prompt.clone()),
@@ -237,14 +253,14 @@ impl Evaluator {
                             attempt,
                             "call evaluated"
                         );
-                        return Evaluation::Evaluated {
+                        return Ok(Evaluation::Evaluated {
                             outcome: verdict.outcome,
                             score: verdict.score,
                             tactics: verdict.tactics,
                             reason: verdict.reason,
                             model: judge.model().to_owned(),
                             at: rfc3339(unix_ms()),
-                        };
+                        });
                     }
                     Err(malformed) => {
                         tracing::warn!(call_id, attempt, error = %malformed, "malformed verdict");
@@ -258,20 +274,22 @@ impl Evaluator {
                         ));
                     }
                 },
+                // Down (after the client's own retries) or refusing the
+                // key: not the call's fault, so nothing is recorded and
+                // the job runs again later.
+                Err(err) if unavailable(&err) => {
+                    tracing::warn!(call_id, attempt, error = %err, "judge unavailable; the job will run again");
+                    return Err(EvalError::JudgeUnavailable(err.to_string()));
+                }
                 Err(err) => {
-                    tracing::warn!(call_id, attempt, error = %err, "judge request failed");
-                    problem = format!("judge unavailable: {err}");
-                    // Refused credentials stay refused; anything else
-                    // (after the client's own retries) is asked again.
-                    if err.is_auth() {
-                        break;
-                    }
+                    tracing::warn!(call_id, attempt, error = %err, "judge request refused");
+                    problem = format!("the judge refused the request: {err}");
                 }
             }
         }
-        unevaluated(format!(
+        Ok(unevaluated(format!(
             "no usable verdict after {attempts} attempts ({problem})"
-        ))
+        )))
     }
 
     async fn record_tactics(

@@ -87,3 +87,15 @@ impl JsonClient {
             .map_err(|err| ServiceError::Protocol(format!("{url}: {err}")))
     }
 }
+
+/// Whether `err` means "the model is down, try the whole job later" (after
+/// the client's own retries: transport errors, timeouts, 429 and 5xx,
+/// refused credentials) rather than "this attempt failed" (another 4xx, an
+/// answer without content).
+pub(crate) fn unavailable(err: &ServiceError) -> bool {
+    match err {
+        ServiceError::Status { .. } => err.is_retryable() || err.is_auth(),
+        ServiceError::Protocol(_) => false,
+        _ => true,
+    }
+}

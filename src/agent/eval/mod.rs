@@ -22,7 +22,7 @@ pub(crate) use config::{
 };
 pub use evaluator::{EvalError, Evaluator, EvaluatorSettings};
 pub use http::ApiEndpoint;
-pub(crate) use http::JsonClient;
+pub(crate) use http::{JsonClient, unavailable};
 pub use job::{EvalJob, QueueEvaluation, queue_evaluation};
 pub use judge::{DEFAULT_JUDGE_PROMPT, JudgeModel, OpenAiJudge, render_transcript};
 pub(crate) use verdict::strip_fence;

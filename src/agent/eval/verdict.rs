@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::store::{Outcome, merge_tactics};
+use crate::store::{MAX_TACTICS_PER_CALL, Outcome, bounded_tactics};
 
 /// A well-formed judgement.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,7 +14,9 @@ pub struct Verdict {
     pub outcome: Outcome,
     /// 0 to 1.
     pub score: f64,
-    /// Trimmed, non-empty, without repeats.
+    /// One line each (control characters removed, at most
+    /// [`crate::store::MAX_TACTIC_CHARS`] characters), without repeats, at
+    /// most [`MAX_TACTICS_PER_CALL`].
     pub tactics: Vec<String>,
     /// At most 500 characters.
     pub reason: String,
@@ -64,7 +66,7 @@ impl Verdict {
         Ok(Verdict {
             outcome,
             score: raw.score,
-            tactics: merge_tactics([raw.tactics.as_slice()]),
+            tactics: bounded_tactics(&raw.tactics, MAX_TACTICS_PER_CALL),
             reason: raw.reason.trim().chars().take(MAX_REASON_CHARS).collect(),
         })
     }

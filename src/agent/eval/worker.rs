@@ -1,14 +1,18 @@
 //! The evaluation worker: takes jobs from the queue's consumer group,
 //! evaluates, and acknowledges a job only after its writes.
 //!
-//! A worker that dies mid-job leaves the job pending under its name. Every
-//! worker periodically reclaims jobs pending for longer than `claim_idle`
-//! (XAUTOCLAIM) and runs them once more; a job delivered more than
+//! A worker takes one job at a time and, while it runs it, resets the
+//! job's idle time every `claim_idle / 3` ([`crate::store::JobQueue::keep_job`], the
+//! owner's `XCLAIM … JUSTID`), so a job that runs long (an optimisation
+//! asks many models) is never taken over while its worker lives. A worker
+//! that dies mid-job leaves the job pending under its name and no longer
+//! refreshes it. Every worker periodically reclaims jobs pending for
+//! longer than `claim_idle` (XAUTOCLAIM) and runs them once more; a job delivered more than
 //! `max_deliveries` times is recorded as unevaluated and acknowledged, so a
 //! job that kills its workers cannot circle forever.
 //!
-//! A delivery that ends because a service a post-call step needs is down
-//! (object storage, the extraction model) is different: the worker saw it
+//! A delivery that ends because the judge or a service a post-call step
+//! needs is down (object storage, the extraction model) is different: the worker saw it
 //! fail and is alive. It is counted on the call (`post_call_deferrals`)
 //! and does not count toward `max_deliveries`; the job stays pending and
 //! runs again at each reclaim (every `claim_idle`), for up to
@@ -36,7 +40,8 @@ pub struct WorkerSettings {
     /// Deliveries after which a job is given up (2: the first run and one
     /// more after a crash).
     pub max_deliveries: u64,
-    /// Jobs taken at once.
+    /// Jobs taken at once (1: a job waiting in a worker's batch would not
+    /// be kept alive and could be taken over).
     pub batch: usize,
     /// How long one read waits for a new job.
     pub poll: Duration,
@@ -47,7 +52,7 @@ impl Default for WorkerSettings {
         WorkerSettings {
             claim_idle: Duration::from_secs(60),
             max_deliveries: 2,
-            batch: 8,
+            batch: 1,
             poll: Duration::from_secs(2),
         }
     }
@@ -147,8 +152,31 @@ impl EvaluationWorker {
         }
     }
 
-    /// Runs one delivered job and acknowledges it once its writes are done.
+    /// Runs one delivered job and acknowledges it once its writes are done,
+    /// keeping its claim alive meanwhile.
     pub async fn process(&self, job: &JobDelivery) -> Result<(), EvalError> {
+        let every = (self.settings.claim_idle / 3).max(Duration::from_millis(100));
+        let keep = async {
+            loop {
+                tokio::time::sleep(every).await;
+                match self.store.keep_job(&self.consumer, &job.id).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(job = %job.id, consumer = %self.consumer, "the job running here is held by another worker now");
+                    }
+                    Err(err) => {
+                        tracing::warn!(job = %job.id, error = %err, "cannot refresh the claim of the job running here");
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            result = self.run_delivered(job) => result,
+            never = keep => never,
+        }
+    }
+
+    async fn run_delivered(&self, job: &JobDelivery) -> Result<(), EvalError> {
         let parsed: EvalJob = match serde_json::from_str(&job.payload) {
             Ok(parsed) => parsed,
             Err(err) => {
@@ -196,7 +224,7 @@ impl EvaluationWorker {
                     "evaluation job for a call that is not stored (expired?); dropped"
                 );
             }
-            Err(EvalError::PostCall(err)) => {
+            Err(err @ (EvalError::PostCall(_) | EvalError::JudgeUnavailable(_))) => {
                 let deferred = self
                     .store
                     .update_call(call_id, &CallChange::PostCallDeferred)
@@ -204,7 +232,7 @@ impl EvaluationWorker {
                 if let Err(store) = deferred {
                     tracing::warn!(call_id, error = %store, "could not count the deferral; this delivery counts toward giving up");
                 }
-                return Err(EvalError::PostCall(err));
+                return Err(err);
             }
             Err(err) => return Err(err),
         }
@@ -234,5 +262,78 @@ impl EvaluationWorker {
                 self.settings.batch,
             )
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::agent::eval::{EvaluatorSettings, queue_evaluation};
+    use crate::agent::post_call::{PostCallError, PostCallStep};
+    use crate::store::{CallRecord, MemoryStore, StoreSettings};
+
+    /// A post-call step that runs until released.
+    #[derive(Debug, Default)]
+    struct Slow {
+        started: Notify,
+        release: Notify,
+        runs: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl PostCallStep for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+
+        async fn run(&self, _call: &CallRecord) -> Result<(), PostCallError> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            self.started.notify_one();
+            self.release.notified().await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_running_longer_than_claim_idle_is_not_taken_over() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+        let call = CallRecord::pending("c1", "file", Default::default(), Default::default(), 0);
+        store.create_call(&call).await.unwrap();
+        queue_evaluation(&*store, "c1").await.unwrap();
+        queue_evaluation(&*store, "c1").await.unwrap();
+        let slow = Arc::new(Slow::default());
+        let settings = EvaluatorSettings {
+            prompt: String::new(),
+            max_attempts: 1,
+            steps: vec![slow.clone() as Arc<dyn PostCallStep>],
+            webhook: None,
+        };
+        let evaluator = Arc::new(Evaluator::without_judge(store.clone(), settings));
+        let worker =
+            EvaluationWorker::new(store.clone(), evaluator, "busy", WorkerSettings::default());
+        let running = tokio::spawn(async move { worker.run(std::future::pending()).await });
+        slow.started.notified().await;
+
+        // Far past claim_idle (60 s) with the job still running.
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        let taken = store
+            .reclaim_jobs("thief", Duration::from_secs(60), 8)
+            .await
+            .unwrap();
+        assert!(taken.is_empty(), "taken over while running: {taken:?}");
+        // One job at a time: the second is still waiting, never handed out.
+        let waiting = store.read_jobs("other", 8, Duration::ZERO).await.unwrap();
+        assert_eq!(waiting.len(), 1, "the second job was not claimed");
+        assert_eq!(slow.runs.load(Ordering::SeqCst), 1);
+
+        slow.release.notify_one();
+        running.abort();
     }
 }

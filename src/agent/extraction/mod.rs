@@ -40,9 +40,9 @@ mod config;
 mod schema;
 mod step;
 
+pub(crate) use crate::agent::eval::unavailable;
 pub use config::{
     DEFAULT_EXTRACTION_PROMPT, ExtractionConfig, ExtractionSection, FormatKind, SectionProblem,
 };
 pub use schema::{ExtractionSchema, UnusableAnswer};
-pub(crate) use step::unavailable;
 pub use step::{ExtractionModels, ExtractionStep};

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::config::{ExtractionConfig, FormatKind};
-use crate::agent::eval::{ApiEndpoint, JudgeModel, OpenAiJudge, render_transcript};
+use crate::agent::eval::{ApiEndpoint, JudgeModel, OpenAiJudge, render_transcript, unavailable};
 use crate::agent::post_call::{PostCallError, PostCallStep};
 use crate::services::ServiceError;
 use crate::store::time::{rfc3339, unix_ms};
@@ -207,16 +207,6 @@ impl ExtractionStep {
             .update_call(call_id, &CallChange::Extracted(extraction))
             .await?;
         Ok(())
-    }
-}
-
-/// Whether `err` means "try the whole job later" rather than "this attempt
-/// failed".
-pub(crate) fn unavailable(err: &ServiceError) -> bool {
-    match err {
-        ServiceError::Status { .. } => err.is_retryable() || err.is_auth(),
-        ServiceError::Protocol(_) => false,
-        _ => true,
     }
 }
 

@@ -8,7 +8,8 @@
 //! (`test_cases:list`): the agent's model answers each objection under it,
 //! a judge scores the answer against the target; the current prompt is
 //! scored on the same cases. It is deployed only when its mean reaches
-//! the threshold and is not below the current prompt's, by compare-and-set
+//! the threshold and is above the current prompt's (a tie keeps the
+//! current), by compare-and-set
 //! on the version it was evaluated against; every deployment is a version
 //! in the key's history, and every optimisation leaves a trace.
 

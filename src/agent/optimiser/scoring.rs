@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::ask::Asked;
+use super::ask::{AskError, Asked};
 use crate::agent::eval::JudgeModel;
 use crate::store::{CaseScore, PromptScores, TestCase};
 
@@ -54,7 +54,7 @@ impl Scorer<'_> {
         prompt: &str,
         cases: &[TestCase],
         known: &[CaseScore],
-    ) -> Result<PromptScores, String> {
+    ) -> Result<PromptScores, AskError> {
         let mut scores = Vec::with_capacity(cases.len());
         for case in cases {
             if let Some(kept) = known.iter().find(|k| k.input == case.input) {
@@ -67,7 +67,7 @@ impl Scorer<'_> {
                     &[("system", prompt.to_owned()), ("user", case.input.clone())],
                 )
                 .await
-                .map_err(|problem| format!("case {:?}: {problem}", case.input))?;
+                .map_err(|problem| problem.context(&format!("case {:?}", case.input)))?;
             let question = format!(
                 "Objection: {}\nWhat a good answer does: {}\nThe agent's answer: {answer}",
                 case.input, case.target
@@ -80,7 +80,7 @@ impl Scorer<'_> {
                     parse_score,
                 )
                 .await
-                .map_err(|problem| format!("case {:?}: {problem}", case.input))?;
+                .map_err(|problem| problem.context(&format!("case {:?}", case.input)))?;
             scores.push(CaseScore {
                 input: case.input.clone(),
                 score,

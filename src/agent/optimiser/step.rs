@@ -8,14 +8,16 @@
 //! history entry and the trace in one atomic compare-and-set, so a worker
 //! killed at any point leaves either all of it or none. A permanent
 //! failure (no usable candidate, a judge that never answers in JSON) is
-//! recorded in the trace and the step succeeds; only a store error makes
-//! the job run again.
+//! recorded in the trace and the step succeeds; a store error, or a model
+//! that cannot be reached (the writer, the agent's model, the case judge),
+//! makes the job run again ([`PostCallError::Unavailable`]): nothing is
+//! recorded and the failures it would act on are kept.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::ask::Asked;
+use super::ask::{AskError, Asked};
 use super::candidate;
 use super::config::OptimiserSection;
 use super::decision::{Verdict, decide};
@@ -108,7 +110,7 @@ impl OptimiserStep {
         call: &CallRecord,
         key: &PromptKey,
         reason: &str,
-    ) -> Result<OptimisationTrace, StoreError> {
+    ) -> Result<OptimisationTrace, PostCallError> {
         let store = &*self.store;
         let state = store.prompt_state(key).await?;
         let base = Base {
@@ -193,7 +195,7 @@ impl OptimiserStep {
         current: &str,
         reason: &str,
         asked: &mut Asked,
-    ) -> Result<OptimisationTrace, StoreError> {
+    ) -> Result<OptimisationTrace, PostCallError> {
         let store = &*self.store;
         let section = &self.section;
         let now = unix_ms();
@@ -260,7 +262,8 @@ impl OptimiserStep {
             .await
         {
             Ok(candidate) => candidate,
-            Err(problem) => {
+            Err(AskError::Unavailable(problem)) => return Err(deferred(problem)),
+            Err(AskError::Unusable(problem)) => {
                 return Ok(self.ended(
                     base,
                     String::new(),
@@ -297,7 +300,8 @@ impl OptimiserStep {
         };
         let candidate_scores = match scorer.score(asked, &candidate, &cases, &[]).await {
             Ok(scores) => scores,
-            Err(problem) => {
+            Err(AskError::Unavailable(problem)) => return Err(deferred(problem)),
+            Err(AskError::Unusable(problem)) => {
                 return Ok(self.ended(
                     base,
                     candidate,
@@ -316,7 +320,8 @@ impl OptimiserStep {
             .map_or(&[][..], |s| s.cases.as_slice());
         let current_scores = match scorer.score(asked, current, &cases, kept).await {
             Ok(scores) => scores,
-            Err(problem) => {
+            Err(AskError::Unavailable(problem)) => return Err(deferred(problem)),
+            Err(AskError::Unusable(problem)) => {
                 let mut trace = self.ended(
                     base,
                     candidate,
@@ -362,6 +367,16 @@ impl OptimiserStep {
             .update_call(call_id, &CallChange::Optimised(call_id.to_owned()))
             .await?;
         self.store.clear_failures(key, failures).await
+    }
+}
+
+/// A model was unreachable: the job runs again later, with nothing
+/// recorded and the noted failures kept.
+fn deferred(reason: String) -> PostCallError {
+    tracing::warn!(reason = %reason, "a model the optimiser needs is unavailable; the job will run again");
+    PostCallError::Unavailable {
+        step: "optimiser",
+        reason,
     }
 }
 

@@ -15,4 +15,4 @@ pub use library::{
     search_context_parameters,
 };
 
-pub use tool::SearchContextTool;
+pub use tool::{SearchContextTool, search_context_stand_in};

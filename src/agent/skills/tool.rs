@@ -45,3 +45,30 @@ impl Tool for SearchContextTool {
         }
     }
 }
+
+/// A tool with `search_context`'s name and parameters that no session ever
+/// calls: what `voxpipe check` builds an LLM naming `search_context`
+/// with, when `[context.skills]` is set (a session gets the real tool from
+/// the runtime, which needs the store and the embedder).
+pub fn search_context_stand_in() -> Arc<dyn Tool> {
+    Arc::new(StandIn(ToolSpec {
+        name: SEARCH_CONTEXT.to_owned(),
+        description: SEARCH_CONTEXT_DESCRIPTION.to_owned(),
+        parameters: search_context_parameters(),
+    }))
+}
+
+struct StandIn(ToolSpec);
+
+#[async_trait]
+impl Tool for StandIn {
+    fn spec(&self) -> &ToolSpec {
+        &self.0
+    }
+
+    async fn call(&self, _arguments: Value) -> Result<ToolOutcome, ToolError> {
+        Err(ToolError::Failed(
+            "search_context is served by the agent runtime, not this check".into(),
+        ))
+    }
+}

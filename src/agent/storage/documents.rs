@@ -2,22 +2,10 @@
 //! profile and the audit record, built from the stored call alone (no
 //! clock, no randomness), so that writing one twice writes the same bytes.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
+use crate::agent::redact::redacted_parameters;
 use crate::store::{CallRecord, Extraction, Interaction};
-
-/// Custom parameter names that hold phone numbers.
-const PHONE_PARAMETERS: &[&str] = &[
-    "from",
-    "to",
-    "caller",
-    "called",
-    "phone",
-    "phone_number",
-    "number",
-];
 
 /// The extracted data, when the extraction succeeded.
 fn extracted_data(call: &CallRecord) -> Option<&Value> {
@@ -104,50 +92,10 @@ fn consent(data: Option<&Value>) -> &'static str {
     }
 }
 
-/// The custom parameters with every phone number replaced by its hash
-/// (`sha256:` and 16 hex digits): enough to match calls of one number,
-/// never the number itself.
-pub(crate) fn redacted_parameters(
-    parameters: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    parameters
-        .iter()
-        .map(|(key, value)| {
-            let phone = PHONE_PARAMETERS.contains(&key.to_ascii_lowercase().as_str())
-                || looks_like_phone(value);
-            let value = if phone {
-                phone_hash(value)
-            } else {
-                value.clone()
-            };
-            (key.clone(), value)
-        })
-        .collect()
-}
-
-fn looks_like_phone(value: &str) -> bool {
-    let digits = value.bytes().filter(u8::is_ascii_digit).count();
-    digits >= 7
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'-' | b'(' | b')' | b'.'))
-}
-
-fn phone_hash(number: &str) -> String {
-    let normalised: String = number
-        .chars()
-        .filter(|c| c.is_ascii_digit() || *c == '+')
-        .collect();
-    let digest = ring::digest::digest(&ring::digest::SHA256, normalised.as_bytes());
-    let hex: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn extracted(data: Value) -> Extraction {

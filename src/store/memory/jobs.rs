@@ -108,9 +108,27 @@ impl JobQueue for MemoryStore {
             Ok(())
         })
     }
+
+    async fn keep_job(&self, consumer: &str, id: &str) -> Result<bool, StoreError> {
+        self.keep_pending(consumer, id)
+    }
 }
 
 impl MemoryStore {
+    /// [`JobQueue::keep_job`].
+    fn keep_pending(&self, consumer: &str, id: &str) -> Result<bool, StoreError> {
+        let Some(seq) = parse_job_id(id) else {
+            return Ok(false);
+        };
+        self.with_inner(|inner, _| match inner.jobs.pending.get_mut(&seq) {
+            Some(job) if job.consumer == consumer => {
+                job.since = Instant::now();
+                Ok(true)
+            }
+            _ => Ok(false),
+        })
+    }
+
     fn take_new_jobs(&self, consumer: &str, max: usize) -> Result<Vec<JobDelivery>, StoreError> {
         let key = self.settings.keys.eval_jobs();
         self.with_inner(|inner, now| {

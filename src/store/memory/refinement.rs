@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::keyspace::Op;
 use super::store::MemoryStore;
 use crate::store::settings::millis;
-use crate::store::{PromptKey, TacticsList, tactic_identity};
+use crate::store::{MAX_TACTICS_KEPT, PromptKey, TacticsList, clean_tactic, tactic_identity};
 use crate::store::{RefinementStore, StoreError};
 
 #[async_trait]
@@ -29,17 +29,27 @@ impl RefinementStore for MemoryStore {
                 .iter()
                 .map(|t| tactic_identity(t))
                 .collect();
+            let current = ks.list(&key, now).to_vec();
             let new: Vec<String> = tactics
                 .iter()
-                .map(|t| t.trim())
-                .filter(|t| !t.is_empty() && seen.insert(tactic_identity(t)))
-                .map(str::to_owned)
+                .filter_map(|t| clean_tactic(t))
+                .filter(|t| seen.insert(tactic_identity(t)))
                 .collect();
             let added = new.len();
-            if new.is_empty() {
+            if new.is_empty() && current.len() <= MAX_TACTICS_KEPT {
                 return (Vec::new(), 0);
             }
-            (vec![Op::Push { key, values: new }], added)
+            if current.len() + added <= MAX_TACTICS_KEPT {
+                return (vec![Op::Push { key, values: new }], added);
+            }
+            // Keep the newest MAX_TACTICS_KEPT (LTRIM key -N -1).
+            let mut all = current;
+            all.extend(new);
+            let kept = all.split_off(all.len() - MAX_TACTICS_KEPT);
+            (
+                vec![Op::Del { key: key.clone() }, Op::Push { key, values: kept }],
+                added,
+            )
         })
     }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 
+use super::scripts::KEEP_JOB;
 use super::store::{EVALUATORS, RedisStore};
 use crate::store::settings::millis;
 use crate::store::{JobDelivery, JobQueue, StoreError};
@@ -127,6 +128,13 @@ impl JobQueue for RedisStore {
             .arg(id)
             .ignore();
         self.query_pipe(&pipe).await
+    }
+
+    async fn keep_job(&self, consumer: &str, id: &str) -> Result<bool, StoreError> {
+        let mut keep = KEEP_JOB.key(self.settings.keys.eval_jobs());
+        keep.arg(EVALUATORS).arg(consumer).arg(id);
+        let kept: i64 = self.invoke(&keep).await?;
+        Ok(kept == 1)
     }
 }
 

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::scripts::ADD_TACTICS;
 use super::store::RedisStore;
 use crate::store::settings::millis;
-use crate::store::{PromptKey, TacticsList};
+use crate::store::{MAX_TACTICS_KEPT, PromptKey, TacticsList, clean_tactic};
 use crate::store::{RefinementStore, StoreError};
 
 #[async_trait]
@@ -21,17 +21,13 @@ impl RefinementStore for RedisStore {
         list: TacticsList,
         tactics: &[String],
     ) -> Result<usize, StoreError> {
-        let tactics: Vec<&str> = tactics
-            .iter()
-            .map(|t| t.trim())
-            .filter(|t| !t.is_empty())
-            .collect();
+        let tactics: Vec<String> = tactics.iter().filter_map(|t| clean_tactic(t)).collect();
         if tactics.is_empty() {
             return Ok(0);
         }
         let key = self.settings.keys.tactics(list);
         let mut add = ADD_TACTICS.key(key);
-        add.arg(tactics);
+        add.arg(MAX_TACTICS_KEPT).arg(tactics);
         self.invoke(&add).await
     }
 

@@ -36,9 +36,10 @@ return 1
     )
 });
 
-/// Appends the tactics a list does not hold yet. Identity as
-/// `crate::store::tactic_identity`: words joined by one space, ASCII
-/// lower case. KEYS: list. ARGV: tactics. Returns how many were added.
+/// Appends the tactics a list does not hold yet, then keeps its newest
+/// ARGV[1] (LTRIM). Identity as `crate::store::tactic_identity`: words
+/// joined by one space, ASCII lower case. KEYS: list. ARGV: how many to
+/// keep, then the tactics. Returns how many were added.
 pub(super) static ADD_TACTICS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -52,7 +53,7 @@ for _, tactic in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   seen[identity(tactic)] = true
 end
 local added = 0
-for i = 1, #ARGV do
+for i = 2, #ARGV do
   local id = identity(ARGV[i])
   if id ~= '' and not seen[id] then
     seen[id] = true
@@ -60,7 +61,22 @@ for i = 1, #ARGV do
     added = added + 1
   end
 end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 return added
+",
+    )
+});
+
+/// Resets a pending job's idle time if its consumer still holds it
+/// (`XCLAIM … JUSTID`: no delivery counted). KEYS: stream. ARGV: group,
+/// consumer, id. Returns 1 if kept, 0 if acknowledged or held by another.
+pub(super) static KEEP_JOB: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #pending == 0 or pending[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
 ",
     )
 });

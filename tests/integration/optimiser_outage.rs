@@ -1,0 +1,40 @@
+//! The prompt optimiser when a model it needs is down: the optimisation
+//! is deferred (the job stays pending, nothing is recorded, the failures
+//! it acts on are kept) and runs once the model is back. Uses the
+//! optimiser tests' set-up (`prompt_optimiser.rs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::prompt_optimiser::{candidate, failed_call, score, segment_key, setup};
+use crate::support::fake::openai::Reply;
+use voxpipe::store::Decision;
+
+#[tokio::test]
+async fn a_writer_that_is_down_defers_the_optimisation_until_it_is_back() {
+    let setup = setup("claim_idle_secs = 0", "", 2).await;
+    let (openai, store) = (&setup.openai, &setup.store);
+    let worker = setup.runtime.worker("w1").unwrap();
+
+    openai.push_chats_for("writer", [Reply::error(503, "overloaded", "server_error")]);
+    failed_call(&setup, "s1").await;
+    let err = worker.drain().await.unwrap_err();
+    assert!(err.to_string().contains("optimiser"), "{err}");
+    assert_eq!(setup.redis.pending_jobs().await, 1, "the job is deferred");
+    assert!(
+        store.optimisation("s1").await.unwrap().is_none(),
+        "no trace: a model down decides nothing"
+    );
+    let call = store.call("s1").await.unwrap().unwrap();
+    assert!(call.optimisation.is_none());
+    assert_eq!(call.post_call_deferrals, 1);
+
+    // The writer is back: the same job optimises, with the failure kept.
+    openai.push_chats_for("writer", [candidate("Offer a pilot.")]);
+    openai.push_chats_for("scorer", [score(0.9), score(0.9), score(0.5), score(0.5)]);
+    assert_eq!(worker.drain().await.unwrap(), 1);
+    assert_eq!(setup.redis.pending_jobs().await, 0);
+    let trace = store.optimisation("s1").await.unwrap().unwrap();
+    assert_eq!(trace.decision, Decision::Deployed, "{}", trace.reason);
+    let state = store.prompt_state(&segment_key()).await.unwrap();
+    assert_eq!(state.text.as_deref(), Some("Offer a pilot."));
+}
