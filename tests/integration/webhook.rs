@@ -198,3 +198,35 @@ async fn a_delivery_out_of_attempts_goes_to_the_dead_letters() {
     assert_eq!(delivery["last_error"], "HTTP 404");
     assert_eq!(delivery["body"]["call_id"], "c4");
 }
+
+#[tokio::test]
+async fn a_redirect_is_a_failed_attempt_not_a_delivery() {
+    let redis = RedisServer::start();
+    let receiver = WebhookReceiver::start().await;
+    receiver.fail_with([302, 301, 303]);
+    let runtime = runtime(
+        &redis,
+        &format!(
+            "[webhook]\nurl = \"{}\"\ninitial_backoff_secs = 1\nmax_backoff_secs = 1\n",
+            receiver.url()
+        ),
+    )
+    .await;
+    call(&runtime, "c5").await;
+    let deliverer = runtime.deliverer().unwrap().unwrap();
+    let now = unix_ms();
+    for n in 0..3 {
+        let pass = deliverer.deliver_due(now + n * 1_000).await.unwrap();
+        assert_eq!((pass.delivered, pass.retrying), (0, 1), "attempt {n}");
+        assert_eq!(runtime.store().outbox_len().await.unwrap(), 1);
+    }
+    assert_eq!(receiver.landings(), 0, "the redirect was not followed");
+    assert_eq!(
+        deliverer.deliver_due(now + 3_000).await.unwrap().delivered,
+        1
+    );
+    assert_eq!(runtime.store().outbox_len().await.unwrap(), 0);
+    let received = receiver.received();
+    assert_eq!(received.len(), 4);
+    assert_eq!(received[3].headers["x-voxpipe-attempt"], "4");
+}

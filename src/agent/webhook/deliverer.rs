@@ -8,6 +8,10 @@
 //! `X-Voxpipe-Event-Id` header). A failed attempt is rescheduled with
 //! exponential backoff; after `max_attempts` the delivery moves to
 //! `webhook:dead` and an error is logged.
+//!
+//! Redirects are not followed: a 3xx is a failed attempt, retried like a
+//! 5xx, and logged with its status only (never the URL, which may carry a
+//! token).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use super::config::CALL_COMPLETED;
 use super::config::WebhookSettings;
 use super::event::PendingDelivery;
 use crate::services::ServiceError;
-use crate::services::http::client;
+use crate::services::http::client_without_redirects;
 use crate::store::codec::encode;
 use crate::store::settings::millis;
 use crate::store::time::unix_ms;
@@ -54,7 +58,7 @@ impl WebhookDeliverer {
         settings: Arc<WebhookSettings>,
     ) -> Result<Self, ServiceError> {
         Ok(WebhookDeliverer {
-            http: client()?,
+            http: client_without_redirects()?,
             store,
             settings,
             batch: 16,
@@ -165,9 +169,12 @@ impl WebhookDeliverer {
         let timeout = self.settings.timeout;
         let response = match tokio::time::timeout(timeout, request.body(body).send()).await {
             Err(_) => return Err(format!("no answer within {timeout:?}")),
-            Ok(Err(err)) => return Err(crate::pipeline::error_chain(&err)),
+            // Without the URL: it may carry a token.
+            Ok(Err(err)) => return Err(crate::pipeline::error_chain(&err.without_url())),
             Ok(Ok(response)) => response,
         };
+        // A 3xx is a failure like any other: redirects are not followed
+        // (a followed 302 would GET the landing page and count its 200).
         let status = response.status();
         if status.is_success() {
             Ok(())
