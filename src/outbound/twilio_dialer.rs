@@ -188,6 +188,15 @@ impl TwilioDialer {
         self.runtime.store()
     }
 
+    /// Ends `call_id`, started and final at Twilio but never ended, once
+    /// `lost_session_grace_secs` has passed (see
+    /// [`Settlement::end_lost_session`]).
+    pub async fn end_lost_session(&self, call_id: &str) {
+        self.settlement
+            .end_lost_session(call_id, self.section().lost_session_grace)
+            .await;
+    }
+
     /// Settles `call`, which has reached a final status.
     pub async fn settle(&self, call: &CallRecord) {
         self.voicemails

@@ -111,7 +111,24 @@ impl Outbox for MemoryStore {
     }
 
     async fn complete_delivery(&self, id: &str) -> Result<(), StoreError> {
-        self.write(|_, _| (self.remove_delivery(id), ()))
+        // As in Redis: the event's key stays, emptied, until its TTL, so
+        // the same event queued again adds nothing.
+        let keys = &self.settings.keys;
+        let event_key = keys.outbox_event(id);
+        self.write(|ks, now| {
+            let mut ops = vec![Op::ZRem {
+                key: keys.outbox(),
+                member: id.to_owned(),
+            }];
+            if let Some(left) = ks.ttl_ms(&event_key, now) {
+                ops.push(Op::Set {
+                    key: event_key.clone(),
+                    value: String::new(),
+                    expires_at_ms: Some(now + left),
+                });
+            }
+            (ops, ())
+        })
     }
 
     async fn bury_delivery(&self, id: &str, payload: &str) -> Result<(), StoreError> {

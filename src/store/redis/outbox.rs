@@ -86,7 +86,23 @@ impl Outbox for RedisStore {
     }
 
     async fn complete_delivery(&self, id: &str) -> Result<(), StoreError> {
-        self.query_pipe(&self.remove_delivery(id)).await
+        // The event's key stays, emptied, until its TTL: a second queuing
+        // of the same event (two servers ending one call) finds it and
+        // adds nothing, so a delivered event is not delivered again.
+        let keys = &self.settings.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZREM")
+            .arg(keys.outbox())
+            .arg(id)
+            .ignore()
+            .cmd("SET")
+            .arg(keys.outbox_event(id))
+            .arg("")
+            .arg("XX")
+            .arg("KEEPTTL")
+            .ignore();
+        self.query_pipe(&pipe).await
     }
 
     async fn bury_delivery(&self, id: &str, payload: &str) -> Result<(), StoreError> {

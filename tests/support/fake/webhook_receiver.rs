@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -25,6 +26,7 @@ struct Inner {
     statuses: VecDeque<u16>,
     received: Vec<Received>,
     landings: usize,
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// The running receiver.
@@ -61,6 +63,17 @@ impl WebhookReceiver {
         self.inner.lock().unwrap().landings
     }
 
+    /// Waits until `n` deliveries have been received (at most `limit`).
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let changed = Arc::clone(&self.inner.lock().unwrap().changed);
+        crate::support::wait::until_notified(&changed, limit, || {
+            let received = self.received();
+            (received.len() >= n).then_some(received)
+        })
+        .await
+        .unwrap_or_else(|| panic!("{n} deliveries not received within {limit:?}"))
+    }
+
     /// Everything received.
     pub fn received(&self) -> Vec<Received> {
         self.inner.lock().unwrap().received.clone()
@@ -74,6 +87,7 @@ async fn receive(
 ) -> Response {
     let mut inner = inner.lock().unwrap();
     inner.received.push(Received { headers, body });
+    inner.changed.notify_waiters();
     let status = StatusCode::from_u16(inner.statuses.pop_front().unwrap_or(200)).unwrap();
     if status.is_redirection() {
         (status, [(header::LOCATION, "/landing")]).into_response()
