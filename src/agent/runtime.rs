@@ -22,7 +22,7 @@ use crate::agent::eval::{
 use crate::agent::extraction::{ExtractionConfig, ExtractionModels, ExtractionStep};
 use crate::agent::optimiser::{OptimiserMetrics, OptimiserModels, OptimiserSection, OptimiserStep};
 use crate::agent::webhook::{
-    QueueCallCompleted, WebhookDeliverer, WebhookSection, WebhookSettings,
+    QueueCallCompleted, WebhookDeliverer, WebhookMetrics, WebhookSection, WebhookSettings,
 };
 use crate::objects::{ObjectStorage, StorageSection};
 use crate::pipeline::{BuildError, EnvSource, SessionResources, SessionSetup, new_session_id};
@@ -168,7 +168,8 @@ impl AgentRuntime {
         let extraction = extraction.filter(|e| e.section.enabled);
         let webhook = match webhook {
             Some(section) => {
-                let mut settings = webhook_settings(section, &optional_var)?;
+                let mut settings =
+                    section.settings(optional_var("webhook.secret_env", &section.secret_env)?);
                 if let Some(event) = extraction.and_then(|e| e.section.webhook_event.as_ref()) {
                     settings.event.clone_from(event);
                 }
@@ -371,6 +372,11 @@ impl AgentRuntime {
     /// The prompt optimiser's counters, if `[optimiser]` is on.
     pub fn optimiser_metrics(&self) -> Option<&Arc<OptimiserMetrics>> {
         self.optimiser_metrics.as_ref()
+    }
+
+    /// The webhook's metrics, if a webhook is configured.
+    pub fn webhook_metrics(&self) -> Option<&Arc<WebhookMetrics>> {
+        self.webhook.as_ref().map(|settings| &settings.metrics)
     }
 
     /// Object storage, if configured.
@@ -579,14 +585,6 @@ fn fallback_prompt(heading: &str) -> SessionPrompt {
         tactics: Vec::new(),
         tactics_heading: heading.to_owned(),
     }
-}
-
-fn webhook_settings(
-    section: &WebhookSection,
-    optional_var: &impl Fn(&str, &Option<String>) -> Result<Option<String>, AgentError>,
-) -> Result<WebhookSettings, AgentError> {
-    let secret = optional_var("webhook.secret_env", &section.secret_env)?;
-    Ok(section.settings(secret))
 }
 
 /// A consumer name unique to this worker: host, process and a random part.

@@ -119,7 +119,10 @@ impl Settlement {
         if !ended_here {
             return;
         }
-        tracing::warn!(call_id, "a started call was never ended (its server stopped mid-call): ended, and its after-call work queued");
+        tracing::warn!(
+            call_id,
+            "a started call was never ended (its server stopped mid-call): ended, and its after-call work queued"
+        );
         if let Err(err) = self.runtime.queue_after_call(call_id).await {
             tracing::warn!(call_id, error = %err, "cannot queue the after-call work of a call whose session was lost");
         }

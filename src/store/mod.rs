@@ -39,8 +39,8 @@ pub mod time;
 
 pub use self::redis::RedisStore;
 pub use api::{
-    Appended, CallStore, CampaignStore, JobDelivery, JobQueue, NumberLimitStore, Outbox,
-    OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, StreamTokenStore,
+    Appended, CallStore, CampaignStore, DEAD_LETTERS_MAX, JobDelivery, JobQueue, NumberLimitStore,
+    Outbox, OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, StreamTokenStore,
     TestCaseStore, TextStore,
 };
 pub use call::{CallDirection, CallRecord, Evaluation, Extraction, Outcome, Segment};

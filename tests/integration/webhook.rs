@@ -197,6 +197,25 @@ async fn a_delivery_out_of_attempts_goes_to_the_dead_letters() {
     assert_eq!(delivery["attempts"], 2);
     assert_eq!(delivery["last_error"], "HTTP 404");
     assert_eq!(delivery["body"]["call_id"], "c4");
+    // Kept for a while, not for ever, and counted.
+    let ttl_ms: i64 = redis
+        .client()
+        .await
+        .pttl("{webhook:outbox}:dead")
+        .await
+        .unwrap();
+    assert!(ttl_ms > 0, "the dead letters expire ({ttl_ms})");
+    deliverer.refresh_sizes().await.unwrap();
+    let metrics = runtime.webhook_metrics().unwrap().render();
+    for line in [
+        "voxpipe_webhook_deliveries_total{result=\"retrying\"} 1",
+        "voxpipe_webhook_deliveries_total{result=\"dead\"} 1",
+        "voxpipe_webhook_deliveries_total{result=\"delivered\"} 0",
+        "voxpipe_webhook_outbox_size 0",
+        "voxpipe_webhook_dead_letters 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test]

@@ -24,7 +24,9 @@
 mod config;
 mod deliverer;
 mod event;
+mod metrics;
 
 pub use config::{CALL_COMPLETED, WebhookSection, WebhookSettings};
 pub use deliverer::{DeliveryPass, WebhookDeliverer, signature};
 pub use event::{PendingDelivery, QueueCallCompleted, queue_call_completed};
+pub use metrics::{SIZES_PERIOD, WebhookMetrics};

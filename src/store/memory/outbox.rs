@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::keyspace::Op;
 use super::store::MemoryStore;
 use crate::store::settings::millis;
-use crate::store::{Outbox, OutboxEntry, StoreError};
+use crate::store::{DEAD_LETTERS_MAX, Outbox, OutboxEntry, StoreError};
 
 #[async_trait]
 impl Outbox for MemoryStore {
@@ -132,11 +132,30 @@ impl Outbox for MemoryStore {
     }
 
     async fn bury_delivery(&self, id: &str, payload: &str) -> Result<(), StoreError> {
-        self.write(|_, _| {
+        let dead = self.settings.keys.dead_letters();
+        let ttl = millis(self.settings.outbox_ttl);
+        self.write(|ks, now| {
             let mut ops = self.remove_delivery(id);
-            ops.push(Op::Push {
-                key: self.settings.keys.dead_letters(),
-                values: vec![payload.to_owned()],
+            let kept = ks.list(&dead, now);
+            if kept.len() >= DEAD_LETTERS_MAX {
+                // LTRIM, as a rewrite of the newest.
+                let start = kept.len() + 1 - DEAD_LETTERS_MAX;
+                let mut values = kept[start..].to_vec();
+                values.push(payload.to_owned());
+                ops.push(Op::Del { key: dead.clone() });
+                ops.push(Op::Push {
+                    key: dead.clone(),
+                    values,
+                });
+            } else {
+                ops.push(Op::Push {
+                    key: dead.clone(),
+                    values: vec![payload.to_owned()],
+                });
+            }
+            ops.push(Op::ExpireAt {
+                key: dead.clone(),
+                at_ms: now + ttl,
             });
             (ops, ())
         })
@@ -145,6 +164,11 @@ impl Outbox for MemoryStore {
     async fn outbox_len(&self) -> Result<u64, StoreError> {
         let key = self.settings.keys.outbox();
         self.read(|ks, now| ks.sorted(&key, now).map_or(0, |m| m.len() as u64))
+    }
+
+    async fn dead_letters_len(&self) -> Result<u64, StoreError> {
+        let key = self.settings.keys.dead_letters();
+        self.read(|ks, now| ks.list(&key, now).len() as u64)
     }
 }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::scripts::{CLAIM_DELIVERIES, ENQUEUE_DELIVERY};
 use super::store::RedisStore;
 use crate::store::settings::millis;
-use crate::store::{Outbox, OutboxEntry, StoreError};
+use crate::store::{DEAD_LETTERS_MAX, Outbox, OutboxEntry, StoreError};
 
 #[async_trait]
 impl Outbox for RedisStore {
@@ -106,16 +106,32 @@ impl Outbox for RedisStore {
     }
 
     async fn bury_delivery(&self, id: &str, payload: &str) -> Result<(), StoreError> {
+        let dead = self.settings.keys.dead_letters();
+        let keep = i64::try_from(DEAD_LETTERS_MAX).unwrap_or(i64::MAX);
         let mut pipe = self.remove_delivery(id);
         pipe.cmd("RPUSH")
-            .arg(self.settings.keys.dead_letters())
+            .arg(&dead)
             .arg(payload)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(&dead)
+            .arg(-keep)
+            .arg(-1)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&dead)
+            .arg(millis(self.settings.outbox_ttl))
             .ignore();
         self.query_pipe(&pipe).await
     }
 
     async fn outbox_len(&self) -> Result<u64, StoreError> {
         self.query(redis::cmd("ZCARD").arg(self.settings.keys.outbox()))
+            .await
+    }
+
+    async fn dead_letters_len(&self) -> Result<u64, StoreError> {
+        self.query(redis::cmd("LLEN").arg(self.settings.keys.dead_letters()))
             .await
     }
 }
