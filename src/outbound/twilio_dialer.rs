@@ -209,7 +209,7 @@ impl TwilioDialer {
     /// Writes the record of `request` as call `call_id` (`queued`) unless it
     /// exists, before it is dialled: what `POST /api/calls` answers with.
     pub async fn queue(&self, call_id: &str, request: &CallRequest) -> Result<(), DialError> {
-        let record = self.record(call_id, request, self.hasher.hash(&request.to));
+        let record = self.record(call_id, request, self.hasher.hash(request.to.as_str()));
         self.store().create_call(&record).await?;
         Ok(())
     }
@@ -336,7 +336,7 @@ impl TwilioDialer {
 #[async_trait]
 impl Dialer for TwilioDialer {
     async fn dial(&self, call_id: &str, request: &CallRequest) -> Result<PlacedCall, DialError> {
-        let phone_hash = self.hasher.hash(&request.to);
+        let phone_hash = self.hasher.hash(request.to.as_str());
         let record = self.record(call_id, request, phone_hash.clone());
         let store = self.store();
         // This try's id; a try after one of this process whose request

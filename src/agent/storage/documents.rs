@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::store::{CallRecord, Extraction, Interaction};
+use crate::store::{CallRecord, Extraction, Interaction, PhoneHasher};
 
 /// Custom parameter names that hold phone numbers.
 const PHONE_PARAMETERS: &[&str] = &[
@@ -28,7 +28,11 @@ fn extracted_data(call: &CallRecord) -> Option<&Value> {
 }
 
 /// `transcript.json`: the turns and the call's metadata.
-pub(crate) fn transcript(call: &CallRecord, turns: &[Interaction]) -> Value {
+pub(crate) fn transcript(
+    call: &CallRecord,
+    turns: &[Interaction],
+    hasher: Option<&PhoneHasher>,
+) -> Value {
     json!({
         "call_id": call.call_id,
         "transport": call.transport,
@@ -37,7 +41,7 @@ pub(crate) fn transcript(call: &CallRecord, turns: &[Interaction]) -> Value {
         "ended_at": call.ended_at,
         "end_reason": call.end_reason,
         "segment": call.segment,
-        "parameters": redacted_parameters(&call.custom_parameters),
+        "parameters": redacted_parameters(&call.custom_parameters, hasher),
         "outcome": call.outcome,
         "score": call.score,
         "turns": turns,
@@ -64,9 +68,10 @@ pub(crate) fn profile(call: &CallRecord) -> Option<Value> {
     }))
 }
 
-/// The audit record: who called whom (phone numbers hashed), when, the
-/// consent the extraction found, and what was stored where.
-pub(crate) fn audit(call: &CallRecord, storage_url: &str) -> Value {
+/// The audit record: who called whom (phone numbers hashed; an outbound
+/// call's `direction` and the `phone_hash` it dialled), when, the consent
+/// the extraction found, and what was stored where.
+pub(crate) fn audit(call: &CallRecord, storage_url: &str, hasher: Option<&PhoneHasher>) -> Value {
     let status = match &call.extraction {
         Some(Extraction::Extracted { .. }) => "extracted",
         Some(Extraction::Unextracted { .. }) => "unextracted",
@@ -75,7 +80,9 @@ pub(crate) fn audit(call: &CallRecord, storage_url: &str) -> Value {
     json!({
         "call_id": call.call_id,
         "transport": call.transport,
-        "parameters": redacted_parameters(&call.custom_parameters),
+        "direction": call.direction,
+        "phone_hash": call.outbound.as_ref().map(|o| &o.phone_hash),
+        "parameters": redacted_parameters(&call.custom_parameters, hasher),
         "created_at": call.created_at,
         "started_at": call.started_at,
         "ended_at": call.ended_at,
@@ -104,26 +111,32 @@ fn consent(data: Option<&Value>) -> &'static str {
     }
 }
 
-/// The custom parameters with every phone number replaced by its hash
-/// (`sha256:` and 16 hex digits): enough to match calls of one number,
-/// never the number itself.
+/// The custom parameters with every phone number replaced by its salted
+/// hash (the deployment's [`PhoneHasher`], the same 16 hex digits as an
+/// outbound call's `phone_hash` and the logs): enough to match calls of one
+/// number, never the number itself. Without a salt, such a value is
+/// replaced by `redacted`.
 pub(crate) fn redacted_parameters(
     parameters: &BTreeMap<String, String>,
+    hasher: Option<&PhoneHasher>,
 ) -> BTreeMap<String, String> {
     parameters
         .iter()
         .map(|(key, value)| {
             let phone = PHONE_PARAMETERS.contains(&key.to_ascii_lowercase().as_str())
                 || looks_like_phone(value);
-            let value = if phone {
-                phone_hash(value)
-            } else {
-                value.clone()
+            let value = match (phone, hasher) {
+                (false, _) => value.clone(),
+                (true, Some(hasher)) => hasher.hash(&normalised(value)),
+                (true, None) => REDACTED.to_owned(),
             };
             (key.clone(), value)
         })
         .collect()
 }
+
+/// What stands for a phone number when no salt is configured.
+const REDACTED: &str = "redacted";
 
 fn looks_like_phone(value: &str) -> bool {
     let digits = value.bytes().filter(u8::is_ascii_digit).count();
@@ -133,17 +146,12 @@ fn looks_like_phone(value: &str) -> bool {
             .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'-' | b'(' | b')' | b'.'))
 }
 
-fn phone_hash(number: &str) -> String {
-    let normalised: String = number
+/// The number as E.164 would write it: `+` and digits, separators dropped.
+fn normalised(number: &str) -> String {
+    number
         .chars()
         .filter(|c| c.is_ascii_digit() || *c == '+')
-        .collect();
-    let digest = ring::digest::digest(&ring::digest::SHA256, normalised.as_bytes());
-    let hex: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
+        .collect()
 }
 
 #[cfg(test)]
@@ -177,18 +185,50 @@ mod tests {
 
     #[test]
     fn phone_numbers_are_hashed_the_same_however_written() {
-        let params = redacted_parameters(&call(None).custom_parameters);
+        let hasher = PhoneHasher::new(b"salt");
+        let params = redacted_parameters(&call(None).custom_parameters, Some(&hasher));
         assert_eq!(params["campaign"], "spring");
-        assert!(params["to"].starts_with("sha256:"), "{params:?}");
         assert_eq!(params["to"], params["lead"]);
         assert!(!format!("{params:?}").contains("484"));
     }
 
     #[test]
+    fn phone_numbers_get_the_deployments_salted_hash() {
+        let hasher = PhoneHasher::new(b"salt");
+        let params = redacted_parameters(&call(None).custom_parameters, Some(&hasher));
+        // The hash logs and rate limits know the number by: salted, so not
+        // found by hashing every phone number.
+        assert_eq!(params["to"], hasher.hash("+16154846056"));
+        let other = redacted_parameters(
+            &call(None).custom_parameters,
+            Some(&PhoneHasher::new(b"other")),
+        );
+        assert_ne!(params["to"], other["to"]);
+        let unsalted = redacted_parameters(&call(None).custom_parameters, None);
+        assert_eq!(unsalted["to"], "redacted");
+        assert_eq!(unsalted["lead"], "redacted");
+    }
+
+    #[test]
+    fn the_audit_says_whom_an_outbound_call_dialled() {
+        let mut outbound = call(None);
+        outbound.direction = Some(crate::store::CallDirection::Outbound);
+        outbound.outbound = Some(crate::store::OutboundCall {
+            to: "+16154846056".into(),
+            phone_hash: "0123456789abcdef".into(),
+            ..Default::default()
+        });
+        let audit = audit(&outbound, "x", None);
+        assert_eq!(audit["direction"], "outbound");
+        assert_eq!(audit["phone_hash"], "0123456789abcdef");
+        assert!(!audit.to_string().contains("4846056"), "{audit}");
+    }
+
+    #[test]
     fn consent_and_profile_come_from_an_extracted_call_only() {
         let extracted = call(Some(extracted(json!({"name": "Ann", "consent": true}))));
-        assert_eq!(audit(&extracted, "x")["consent"], "given");
-        assert_eq!(audit(&extracted, "x")["extraction"], "extracted");
+        assert_eq!(audit(&extracted, "x", None)["consent"], "given");
+        assert_eq!(audit(&extracted, "x", None)["extraction"], "extracted");
         let profile = profile(&extracted).unwrap();
         assert_eq!(profile["profile"]["name"], "Ann");
         assert_eq!(profile["model"], "m");
@@ -198,8 +238,8 @@ mod tests {
             attempts: 3,
             at: "2026-01-01T00:00:00Z".into(),
         }));
-        assert_eq!(audit(&unextracted, "x")["consent"], "unknown");
+        assert_eq!(audit(&unextracted, "x", None)["consent"], "unknown");
         assert!(super::profile(&unextracted).is_none());
-        assert_eq!(audit(&call(None), "x")["extraction"], "none");
+        assert_eq!(audit(&call(None), "x", None)["extraction"], "none");
     }
 }

@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use super::audit::{call_keys, sync_audit};
 use super::error::CallObjectsError;
 use crate::objects::{ObjectKind, ObjectStorage};
-use crate::store::{CallChange, Store, StoredObjects};
+use crate::store::{CallChange, PhoneHasher, Store, StoredObjects};
 
 /// The suffix of a finished recording in the spool.
 const FINISHED: &str = ".wav";
@@ -51,6 +51,7 @@ pub struct ScanReport {
 pub struct RecordingUploader {
     store: Arc<dyn Store>,
     storage: ObjectStorage,
+    hasher: Option<PhoneHasher>,
     spool: PathBuf,
     period: Duration,
     wake: Arc<Notify>,
@@ -68,10 +69,18 @@ impl RecordingUploader {
         RecordingUploader {
             store,
             storage,
+            hasher: None,
             spool: spool.into(),
             period: period.max(Duration::from_millis(100)),
             wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Phone numbers in the audit record are hashed with `hasher`.
+    #[must_use]
+    pub fn with_phone_hasher(mut self, hasher: Option<PhoneHasher>) -> Self {
+        self.hasher = hasher;
+        self
     }
 
     /// Notify this when a recording is finished: the uploader scans at
@@ -153,7 +162,7 @@ impl RecordingUploader {
                 .update_call(call_id, &CallChange::ObjectsStored(recorded))
                 .await?;
             tracing::info!(call_id, key, bytes, "recording stored");
-            sync_audit(&*self.store, &self.storage, call_id).await?;
+            sync_audit(&*self.store, &self.storage, self.hasher.as_ref(), call_id).await?;
         }
         if let Err(err) = std::fs::remove_file(file) {
             tracing::warn!(call_id, file = %file.display(), error = %err, "cannot remove an uploaded recording");
