@@ -311,7 +311,11 @@ mod tests {
             "https://calls.s3.example.com",
             "already there"
         );
-        for refused in ["http://127.0.0.1:9000", "http://localhost:9000", "s3.example.com"] {
+        for refused in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000",
+            "s3.example.com",
+        ] {
             let err = endpoint(refused).unwrap_err();
             assert!(err.contains("path_style = true"), "{refused}: {err}");
         }
