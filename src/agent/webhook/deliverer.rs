@@ -74,7 +74,7 @@ impl WebhookDeliverer {
         let mut failing = false;
         let mut sizes_read: Option<tokio::time::Instant> = None;
         loop {
-            if sizes_read.is_none_or(|at| at.elapsed() >= super::SIZES_PERIOD) {
+            if sizes_read.is_none_or(|at| at.elapsed() >= super::metrics::SIZES_PERIOD) {
                 sizes_read = Some(tokio::time::Instant::now());
                 if let Err(err) = self.refresh_sizes().await {
                     tracing::debug!(error = %err, "cannot read the webhook outbox's size");
@@ -128,7 +128,9 @@ impl WebhookDeliverer {
                 Err(err) => failed = Some(err),
             }
         }
-        self.settings.metrics.attempted(pass);
+        self.settings
+            .metrics
+            .attempted(pass.delivered, pass.retrying, pass.dead);
         failed.map_or(Ok(pass), Err)
     }
 

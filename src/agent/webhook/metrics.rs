@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use crate::metrics::prometheus::{Counter, Gauge, Registry};
 
-use super::deliverer::DeliveryPass;
-
 /// How often a running deliverer reads the outbox's sizes.
 pub const SIZES_PERIOD: Duration = Duration::from_secs(15);
 
@@ -63,11 +61,11 @@ impl Default for WebhookMetrics {
 }
 
 impl WebhookMetrics {
-    /// Counts a pass's attempts.
-    pub(super) fn attempted(&self, pass: DeliveryPass) {
-        self.delivered.inc_by(pass.delivered as u64);
-        self.retrying.inc_by(pass.retrying as u64);
-        self.dead.inc_by(pass.dead as u64);
+    /// Counts a pass's attempts: `delivered`, `retrying`, `dead`.
+    pub(super) fn attempted(&self, delivered: usize, retrying: usize, dead: usize) {
+        self.delivered.inc_by(delivered as u64);
+        self.retrying.inc_by(retrying as u64);
+        self.dead.inc_by(dead as u64);
     }
 
     /// The outbox's and dead letters' sizes, as last read.
@@ -95,11 +93,7 @@ mod tests {
             before.contains("voxpipe_webhook_deliveries_total{result=\"dead\"} 0"),
             "{before}"
         );
-        metrics.attempted(DeliveryPass {
-            delivered: 2,
-            retrying: 1,
-            dead: 1,
-        });
+        metrics.attempted(2, 1, 1);
         metrics.sizes(7, 3);
         let after = metrics.render();
         for line in [
