@@ -447,6 +447,21 @@ pub trait Outbox: Send + Sync {
 
     /// How many dead letters are kept.
     async fn dead_letters_len(&self) -> Result<u64, StoreError>;
+
+    /// The oldest `max` dead letters, as buried.
+    async fn dead_letters(&self, max: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Puts a dead letter back in the outbox, in one transaction: the
+    /// `buried` payload leaves the dead letters, `payload` is stored as
+    /// delivery `id` (replacing any state the id has, a delivered mark
+    /// included) and is due at `due_ms`.
+    async fn redrive_delivery(
+        &self,
+        buried: &str,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<(), StoreError>;
 }
 
 /// A context store: everything voxpipe keeps between turns and sessions.

@@ -249,3 +249,42 @@ async fn a_redirect_is_a_failed_attempt_not_a_delivery() {
     assert_eq!(received.len(), 4);
     assert_eq!(received[3].headers["x-voxpipe-attempt"], "4");
 }
+
+#[tokio::test]
+async fn dead_letters_are_redriven_with_fresh_attempts() {
+    let redis = RedisServer::start();
+    let receiver = WebhookReceiver::start().await;
+    receiver.fail_with([500]);
+    let runtime = runtime(
+        &redis,
+        &format!(
+            "[webhook]\nurl = \"{}\"\nmax_attempts = 1\n",
+            receiver.url()
+        ),
+    )
+    .await;
+    call(&runtime, "c6").await;
+    let deliverer = runtime.deliverer().unwrap().unwrap();
+    let now = unix_ms();
+    assert_eq!(deliverer.deliver_due(now).await.unwrap().dead, 1);
+    let store = runtime.store();
+    assert_eq!(store.dead_letters_len().await.unwrap(), 1);
+
+    let done = voxpipe::agent::webhook::redrive_dead_letters(&**store, 100, now)
+        .await
+        .unwrap();
+    assert_eq!(done.queued, 1);
+    assert_eq!(store.dead_letters_len().await.unwrap(), 0);
+    assert_eq!(store.outbox_len().await.unwrap(), 1);
+    assert_eq!(deliverer.deliver_due(now).await.unwrap().delivered, 1);
+    let received = receiver.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(
+        received[1].headers["x-voxpipe-event-id"],
+        "call_completed:c6"
+    );
+    assert_eq!(
+        received[1].headers["x-voxpipe-attempt"], "1",
+        "fresh attempts"
+    );
+}

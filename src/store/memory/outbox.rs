@@ -170,6 +170,61 @@ impl Outbox for MemoryStore {
         let key = self.settings.keys.dead_letters();
         self.read(|ks, now| ks.list(&key, now).len() as u64)
     }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<String>, StoreError> {
+        let key = self.settings.keys.dead_letters();
+        self.read(|ks, now| ks.list(&key, now).iter().take(max).cloned().collect())
+    }
+
+    async fn redrive_delivery(
+        &self,
+        buried: &str,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
+        let keys = &self.settings.keys;
+        let dead = keys.dead_letters();
+        let ttl = millis(self.settings.outbox_ttl);
+        self.write(|ks, now| {
+            let mut ops = Vec::new();
+            let kept = ks.list(&dead, now);
+            if let Some(at) = kept.iter().position(|p| p == buried) {
+                // LREM, as a rewrite of the rest (keeping its expiry).
+                let rest: Vec<String> = kept
+                    .iter()
+                    .enumerate()
+                    .filter(|&(n, _)| n != at)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                let expires = ks.ttl_ms(&dead, now).map(|left| now + left);
+                ops.push(Op::Del { key: dead.clone() });
+                if !rest.is_empty() {
+                    ops.push(Op::Push {
+                        key: dead.clone(),
+                        values: rest,
+                    });
+                    if let Some(at_ms) = expires {
+                        ops.push(Op::ExpireAt {
+                            key: dead.clone(),
+                            at_ms,
+                        });
+                    }
+                }
+            }
+            ops.push(Op::Set {
+                key: keys.outbox_event(id),
+                value: payload.to_owned(),
+                expires_at_ms: Some(now + ttl),
+            });
+            ops.push(Op::ZAdd {
+                key: keys.outbox(),
+                member: id.to_owned(),
+                score: due_ms,
+            });
+            (ops, ())
+        })
+    }
 }
 
 impl MemoryStore {

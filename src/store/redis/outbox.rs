@@ -134,6 +134,48 @@ impl Outbox for RedisStore {
         self.query(redis::cmd("LLEN").arg(self.settings.keys.dead_letters()))
             .await
     }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<String>, StoreError> {
+        let Some(last) = max.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        self.query(
+            redis::cmd("LRANGE")
+                .arg(self.settings.keys.dead_letters())
+                .arg(0)
+                .arg(last),
+        )
+        .await
+    }
+
+    async fn redrive_delivery(
+        &self,
+        buried: &str,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
+        let keys = &self.settings.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LREM")
+            .arg(keys.dead_letters())
+            .arg(1)
+            .arg(buried)
+            .ignore()
+            .cmd("SET")
+            .arg(keys.outbox_event(id))
+            .arg(payload)
+            .arg("PX")
+            .arg(millis(self.settings.outbox_ttl))
+            .ignore()
+            .cmd("ZADD")
+            .arg(keys.outbox())
+            .arg(due_ms)
+            .arg(id)
+            .ignore();
+        self.query_pipe(&pipe).await
+    }
 }
 
 impl RedisStore {
