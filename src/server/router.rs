@@ -35,6 +35,9 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
                         .and_then(|a| a.optimiser_metrics())
                         .map(|m| m.render()),
                     agent.and_then(|a| a.webhook_metrics()).map(|m| m.render()),
+                    agent
+                        .and_then(|a| a.recording_uploader())
+                        .map(|u| u.render_metrics()),
                 ]
                 .into_iter()
                 .flatten()
