@@ -502,7 +502,7 @@ mod tests {
         // one), then 2 of US.
         for n in 0..1_005u64 {
             let record = CallRecord::pending(
-                &format!("de{n}"),
+                format!("de{n}"),
                 "twilio",
                 segment("DE"),
                 BTreeMap::new(),
@@ -512,7 +512,7 @@ mod tests {
         }
         for n in 0..2u64 {
             let record = CallRecord::pending(
-                &format!("us{n}"),
+                format!("us{n}"),
                 "twilio",
                 segment("US"),
                 BTreeMap::new(),
