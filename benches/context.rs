@@ -123,6 +123,7 @@ fn runtime_with(store: Arc<dyn Store>, post_call: Vec<Arc<dyn PostCallStep>>) ->
         skills: None,
         post_call,
         objects: None,
+        phone_hasher: None,
         learning: None,
     })
 }

@@ -1,14 +1,17 @@
 //! What of a call may leave the store: phone numbers and caller names
-//! replaced by a hash (`sha256:` and 16 hex digits, the same however the
-//! number is written, so calls of one number still match), and turns
-//! described by their index, role and length instead of their words.
-//! Used by the object-storage documents and by every log line that
-//! mentions a call record or a turn.
+//! replaced by the deployment's salted hash (the same 16 hex digits as an
+//! outbound call's `phone_hash` and the logs, however the number is
+//! written, so calls of one number still match) or, with no salt, by
+//! `redacted`; and turns described by their index, role and length
+//! instead of their words. Used by the object-storage documents and by
+//! every log line that mentions a call record or a turn (which say
+//! `redacted`: an unsalted hash of a phone number is undone by trying
+//! every number).
 
 use std::collections::BTreeMap;
 
 use crate::conversation::Turn;
-use crate::store::CallRecord;
+use crate::store::{CallRecord, PhoneHasher};
 
 /// Custom parameter names (compared in lower case) that hold phone
 /// numbers or who is calling (Twilio's `From`, `To`, `Caller`,
@@ -26,35 +29,40 @@ const PHONE_PARAMETERS: &[&str] = &[
 ];
 
 /// The custom parameters with every phone number (by name, or any value
-/// that looks like one) and caller name replaced by its hash: enough to
-/// match calls of one number, never the number itself.
+/// that looks like one) and caller name replaced by its salted hash
+/// (`hasher`), enough to match calls of one number and never the number
+/// itself; or, with no salt, by [`REDACTED`].
 pub(crate) fn redacted_parameters(
     parameters: &BTreeMap<String, String>,
+    hasher: Option<&PhoneHasher>,
 ) -> BTreeMap<String, String> {
     parameters
         .iter()
         .map(|(key, value)| {
             let phone = PHONE_PARAMETERS.contains(&key.to_ascii_lowercase().as_str())
                 || looks_like_phone(value);
-            let value = if phone {
-                phone_hash(value)
-            } else {
-                value.clone()
+            let value = match (phone, hasher) {
+                (false, _) => value.clone(),
+                (true, Some(hasher)) => hasher.hash(&normalised(value)),
+                (true, None) => REDACTED.to_owned(),
             };
             (key.clone(), value)
         })
         .collect()
 }
 
-/// The call record as a log line may show it (JSON): custom parameters
-/// redacted as [`redacted_parameters`], an outbound call's numbers
-/// replaced by their hash.
+/// What stands for a phone number when no salt is at hand.
+pub(crate) const REDACTED: &str = "redacted";
+
+/// The call record as a log line may show it (JSON): phone numbers and
+/// caller names `redacted` (an outbound call keeps its salted
+/// `phone_hash`).
 pub(crate) fn record_for_log(record: &CallRecord) -> String {
     let mut record = record.clone();
-    record.custom_parameters = redacted_parameters(&record.custom_parameters);
+    record.custom_parameters = redacted_parameters(&record.custom_parameters, None);
     if let Some(outbound) = &mut record.outbound {
-        outbound.to = phone_hash(&outbound.to);
-        outbound.from = outbound.from.as_deref().map(phone_hash);
+        outbound.to = REDACTED.to_owned();
+        outbound.from = outbound.from.as_ref().map(|_| REDACTED.to_owned());
     }
     serde_json::to_string(&record).unwrap_or_default()
 }
@@ -88,17 +96,12 @@ fn looks_like_phone(value: &str) -> bool {
             .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'-' | b'(' | b')' | b'.'))
 }
 
-fn phone_hash(number: &str) -> String {
-    let normalised: String = number
+/// The number as E.164 would write it: `+` and digits, separators dropped.
+fn normalised(number: &str) -> String {
+    number
         .chars()
         .filter(|c| c.is_ascii_digit() || *c == '+')
-        .collect();
-    let digest = ring::digest::digest(&ring::digest::SHA256, normalised.as_bytes());
-    let hex: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
+        .collect()
 }
 
 #[cfg(test)]
@@ -135,9 +138,11 @@ mod tests {
             assert!(!logged.contains(secret), "{secret} in {logged}");
         }
         assert!(logged.contains("\"campaign\":\"spring\""), "{logged}");
-        assert!(logged.contains("sha256:"), "{logged}");
-        let hashed = redacted_parameters(&record.custom_parameters);
+        assert!(logged.contains("redacted"), "{logged}");
+        let hasher = PhoneHasher::new(b"salt");
+        let hashed = redacted_parameters(&record.custom_parameters, Some(&hasher));
         assert_eq!(hashed["From"], hashed["lead"], "one number, one hash");
+        assert!(!hashed["From"].contains("484"));
     }
 
     #[test]

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use super::config::{ContextSection, StoreKind};
 use super::error::AgentError;
-use super::learning::{LearnFromCall, Learner, LearnerSettings, LearningSection};
+use super::learning::{LearnFromCall, Learner, LearnerSettings};
 use super::memory::SessionMemory;
 use super::post_call::PostCallStep;
 use super::prompt::SessionPrompt;
+use super::runtime_sections::RuntimeSections;
 use super::skills::{Embedder, OpenAiEmbedder, SearchContextTool, SkillLibrary};
 use super::storage::{RecordingUploader, StoreCallObjects};
 use super::writer::{AfterCall, WriterDone, WriterSettings, spawn_writer};
@@ -19,17 +20,17 @@ use crate::agent::eval::{
     EvaluationWorker, Evaluator, EvaluatorSection, EvaluatorSettings, JudgeModel, OpenAiJudge,
     QueueEvaluation, WorkerSettings,
 };
-use crate::agent::extraction::{ExtractionConfig, ExtractionModels, ExtractionStep};
-use crate::agent::optimiser::{OptimiserMetrics, OptimiserModels, OptimiserSection, OptimiserStep};
+use crate::agent::extraction::{ExtractionModels, ExtractionStep};
+use crate::agent::optimiser::{OptimiserMetrics, OptimiserModels, OptimiserStep};
 use crate::agent::webhook::{
-    QueueCallCompleted, WebhookDeliverer, WebhookSection, WebhookSettings,
+    QueueCallCompleted, WebhookDeliverer, WebhookMetrics, WebhookSettings,
 };
-use crate::objects::{ObjectStorage, StorageSection};
+use crate::objects::ObjectStorage;
 use crate::pipeline::{BuildError, EnvSource, SessionResources, SessionSetup, new_session_id};
 use crate::services::ApiKey;
 use crate::services::llm::tools::ToolRegistry;
 use crate::store::time::unix_ms;
-use crate::store::{CallRecord, MemoryStore, RedisStore, Segment, Store, StoreError};
+use crate::store::{CallRecord, MemoryStore, PhoneHasher, RedisStore, Segment, Store, StoreError};
 
 /// A process's context store and the services on top of it. Build one per
 /// process and open a [`SessionMemory`] per session.
@@ -42,6 +43,7 @@ pub struct AgentRuntime {
     skills: Option<Arc<SkillLibrary>>,
     learner: Option<Arc<Learner>>,
     objects: Option<ObjectStorage>,
+    phone_hasher: Option<PhoneHasher>,
     scan_period: Duration,
     uploader: Option<Arc<RecordingUploader>>,
     writers: Mutex<Vec<WriterDone>>,
@@ -82,28 +84,12 @@ pub struct RuntimeParts {
     /// Object storage, if calls leave objects: its post-call step runs
     /// after those of `post_call`.
     pub objects: Option<ObjectStorage>,
+    /// Hashes the phone numbers in stored objects (the deployment's salt);
+    /// without it they are written `redacted`.
+    pub phone_hasher: Option<PhoneHasher>,
     /// The learner, if calls teach skills and test cases: its post-call
     /// step runs last (see [`learning`](crate::agent::learning)).
     pub learning: Option<Arc<Learner>>,
-}
-
-/// The sections of a pipeline file an agent runtime is made from.
-#[derive(Debug, Clone, Copy)]
-pub struct RuntimeSections<'a> {
-    /// `[context]`.
-    pub context: &'a ContextSection,
-    /// `[evaluator]`.
-    pub evaluator: Option<&'a EvaluatorSection>,
-    /// `[webhook]`.
-    pub webhook: Option<&'a WebhookSection>,
-    /// `[extraction]`.
-    pub extraction: Option<&'a ExtractionConfig>,
-    /// `[storage]`.
-    pub storage: Option<&'a StorageSection>,
-    /// `[learning]`.
-    pub learning: Option<&'a LearningSection>,
-    /// `[optimiser]`.
-    pub optimiser: Option<&'a OptimiserSection>,
 }
 
 impl AgentRuntime {
@@ -123,6 +109,7 @@ impl AgentRuntime {
             storage,
             learning,
             optimiser,
+            phone_hash_salt,
         } = sections;
         let section = section.clone();
         let var = |key: &str, var: &str| {
@@ -168,7 +155,8 @@ impl AgentRuntime {
         let extraction = extraction.filter(|e| e.section.enabled);
         let webhook = match webhook {
             Some(section) => {
-                let mut settings = webhook_settings(section, &optional_var)?;
+                let mut settings =
+                    section.settings(optional_var("webhook.secret_env", &section.secret_env)?);
                 if let Some(event) = extraction.and_then(|e| e.section.webhook_event.as_ref()) {
                     settings.event.clone_from(event);
                 }
@@ -272,6 +260,7 @@ impl AgentRuntime {
             skills,
             post_call,
             objects,
+            phone_hasher: phone_hash_salt.map(|salt| PhoneHasher::new(salt.as_bytes())),
             learning,
         });
         if let Some(storage) = storage {
@@ -291,13 +280,12 @@ impl AgentRuntime {
             skills,
             mut post_call,
             objects,
+            phone_hasher,
             learning,
         } = parts;
         if let Some(objects) = &objects {
-            post_call.push(Arc::new(StoreCallObjects::new(
-                Arc::clone(&store),
-                objects.clone(),
-            )));
+            let step = StoreCallObjects::new(Arc::clone(&store), objects.clone());
+            post_call.push(Arc::new(step.with_phone_hasher(phone_hasher.clone())));
         }
         // Last: an embedder that is down holds back no other step.
         if let Some(learner) = &learning {
@@ -346,6 +334,7 @@ impl AgentRuntime {
             skills,
             learner: learning,
             objects,
+            phone_hasher,
             scan_period: Duration::from_secs(10),
             uploader: None,
             writers: Mutex::new(Vec::new()),
@@ -358,12 +347,13 @@ impl AgentRuntime {
     /// storage is configured; without it the recordings stay in the spool.
     pub fn with_recording_spool(mut self, spool: impl Into<PathBuf>) -> Self {
         self.uploader = self.objects.as_ref().map(|objects| {
-            Arc::new(RecordingUploader::new(
+            let uploader = RecordingUploader::new(
                 Arc::clone(&self.store),
                 objects.clone(),
                 spool,
                 self.scan_period,
-            ))
+            );
+            Arc::new(uploader.with_phone_hasher(self.phone_hasher.clone()))
         });
         self
     }
@@ -371,6 +361,11 @@ impl AgentRuntime {
     /// The prompt optimiser's counters, if `[optimiser]` is on.
     pub fn optimiser_metrics(&self) -> Option<&Arc<OptimiserMetrics>> {
         self.optimiser_metrics.as_ref()
+    }
+
+    /// The webhook's metrics, if a webhook is configured.
+    pub fn webhook_metrics(&self) -> Option<&Arc<WebhookMetrics>> {
+        self.webhook.as_ref().map(|settings| &settings.metrics)
     }
 
     /// Object storage, if configured.
@@ -579,14 +574,6 @@ fn fallback_prompt(heading: &str) -> SessionPrompt {
         tactics: Vec::new(),
         tactics_heading: heading.to_owned(),
     }
-}
-
-fn webhook_settings(
-    section: &WebhookSection,
-    optional_var: &impl Fn(&str, &Option<String>) -> Result<Option<String>, AgentError>,
-) -> Result<WebhookSettings, AgentError> {
-    let secret = optional_var("webhook.secret_env", &section.secret_env)?;
-    Ok(section.settings(secret))
 }
 
 /// A consumer name unique to this worker: host, process and a random part.

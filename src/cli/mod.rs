@@ -16,6 +16,7 @@ mod setup;
 mod skills;
 mod store_args;
 mod tactics;
+mod webhook;
 mod worker;
 
 use std::process::ExitCode;
@@ -97,6 +98,9 @@ enum Command {
     /// Queue a campaign from a CSV of numbers in the pipeline's store; the
     /// `voxpipe serve` processes on that store dial it.
     Campaign(campaign::CampaignArgs),
+    /// The webhook outbox: `voxpipe webhook status`, and `voxpipe webhook
+    /// redrive` to put dead letters back in the outbox.
+    Webhook(webhook::WebhookArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -117,6 +121,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Learn(args) => report(learn::learn(&args)),
         Command::Worker(args) => report(worker::worker(&args)),
         Command::Campaign(args) => report(campaign::campaign(&args)),
+        Command::Webhook(args) => report(webhook::webhook(&args)),
     }
 }
 

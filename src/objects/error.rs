@@ -23,6 +23,17 @@ pub enum ObjectsError {
         /// Why.
         source: object_store::Error,
     },
+    /// `path_style = false` with an `endpoint` whose host cannot take the
+    /// bucket in front of it (an IP address, a bare `localhost`).
+    #[error(
+        "`storage.endpoint` {endpoint} cannot take virtual-hosted-style requests ({reason}); set `storage.path_style = true`"
+    )]
+    VirtualHostedEndpoint {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// The local folder could not be created.
     #[error("cannot create the storage folder {path}: {source}")]
     Folder {

@@ -104,7 +104,14 @@ impl ObjectStorage {
                     builder = builder.with_token(var("session_token_env", name)?);
                 }
                 if let Some(endpoint) = &section.endpoint {
-                    builder = builder.with_endpoint(endpoint);
+                    // object_store takes a virtual-hosted-style endpoint
+                    // as the bucket's own: without the bucket in its host,
+                    // requests would go to the bare server.
+                    builder = if section.path_style {
+                        builder.with_endpoint(endpoint)
+                    } else {
+                        builder.with_endpoint(virtual_hosted_endpoint(endpoint, bucket)?)
+                    };
                 }
                 let s3 = builder.build().map_err(|source| ObjectsError::Open {
                     url: url.to_string(),
@@ -253,6 +260,29 @@ fn retry() -> RetryConfig {
     }
 }
 
+/// `endpoint` with `bucket.` in front of its host (unless it is there
+/// already): what a virtual-hosted-style request goes to.
+fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> Result<String, ObjectsError> {
+    let refuse = |reason| ObjectsError::VirtualHostedEndpoint {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let mut url = reqwest::Url::parse(endpoint).map_err(|_| refuse("not a URL"))?;
+    let host = url.host_str().ok_or_else(|| refuse("no host"))?.to_owned();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Err(refuse("an IP address"));
+    }
+    if !host.contains('.') {
+        return Err(refuse("a host name without a domain"));
+    }
+    if !host.starts_with(&format!("{bucket}.")) {
+        url.set_host(Some(&format!("{bucket}.{host}")))
+            .map_err(|_| refuse("the bucket is not a valid host name part"))?;
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
 async fn abort(writer: WriteMultipart, key: &str) {
     if let Err(err) = writer.abort().await {
         // The parts stay on the server, invisible, until a lifecycle rule
@@ -264,6 +294,32 @@ async fn abort(writer: WriteMultipart, key: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_virtual_hosted_endpoint_gets_the_bucket_in_its_host() {
+        let endpoint = |e: &str| virtual_hosted_endpoint(e, "calls").map_err(|e| e.to_string());
+        assert_eq!(
+            endpoint("https://s3.example.com").unwrap(),
+            "https://calls.s3.example.com"
+        );
+        assert_eq!(
+            endpoint("https://nyc3.digitaloceanspaces.com:8443/").unwrap(),
+            "https://calls.nyc3.digitaloceanspaces.com:8443"
+        );
+        assert_eq!(
+            endpoint("https://calls.s3.example.com").unwrap(),
+            "https://calls.s3.example.com",
+            "already there"
+        );
+        for refused in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000",
+            "s3.example.com",
+        ] {
+            let err = endpoint(refused).unwrap_err();
+            assert!(err.contains("path_style = true"), "{refused}: {err}");
+        }
+    }
 
     #[test]
     fn credentials_come_from_the_environment_and_never_show() {

@@ -9,6 +9,7 @@
 //! amd = "sync"                       # "sync" (default) or "async" (AsyncAmd)
 //! phone_hash_salt_env = "VOXPIPE_PHONE_SALT"
 //! rate_limit_hours = 24              # one connected call per number per this long; 0: no limit
+//! lost_session_grace_secs = 30       # a final status for a started call nobody ended: wait this long, then end it here
 //!
 //! [transport.twilio]
 //! account_sid_env = "TWILIO_ACCOUNT_SID"
@@ -44,6 +45,11 @@ pub struct OutboundSection {
     /// How long a number that was reached is not called again, in hours
     /// (0: only one live call at a time).
     pub rate_limit_hours: u32,
+    /// How long a final status callback for a call that started but was
+    /// never ended (its server died mid-call) waits for a live session
+    /// elsewhere to end it, before this server ends it and queues its
+    /// after-call work.
+    pub lost_session_grace: std::time::Duration,
 }
 
 /// What to do when a machine answers.
@@ -110,6 +116,12 @@ struct RawOutbound {
     phone_hash_salt_env: Option<String>,
     #[serde(default = "default_rate_limit_hours")]
     rate_limit_hours: u32,
+    #[serde(default = "default_lost_session_grace")]
+    lost_session_grace_secs: Seconds<0, 600>,
+}
+
+fn default_lost_session_grace() -> Seconds<0, 600> {
+    Seconds::from_millis(30_000)
 }
 
 fn default_timeout() -> Seconds<5_000, 600> {
@@ -159,6 +171,7 @@ impl TryFrom<RawOutbound> for OutboundSection {
             amd: raw.amd,
             phone_hash_salt_env: raw.phone_hash_salt_env,
             rate_limit_hours: raw.rate_limit_hours,
+            lost_session_grace: raw.lost_session_grace_secs.duration(),
         })
     }
 }

@@ -5,12 +5,22 @@
 //! call-completed webhook, the evaluation job) from here, since no session
 //! writer will run them, and every [`CallSettled`] listener is told.
 //! Each step is idempotent, so two servers settling one call is harmless.
+//!
+//! A call whose server died mid-call started and was never ended: no
+//! writer is left to end it or queue its after-call work. The final status
+//! callback for it, on whichever server it reaches, waits
+//! `lost_session_grace_secs` for a live session elsewhere to end it, then
+//! ends it here ([`Settlement::end_lost_session`]) and queues that work. A
+//! session that was alive after all and queues too doubles nothing: the
+//! webhook's outbox keeps one delivery per event id, even once delivered,
+//! and a second evaluation job finds the verdict stored.
 
 use std::sync::Arc;
 
 use crate::agent::AgentRuntime;
 use crate::store::time::rfc3339;
-use crate::store::{CallRecord, CallStatus};
+use crate::store::time::unix_ms;
+use crate::store::{CallChange, CallRecord, CallStatus};
 
 use super::settled::CallSettled;
 
@@ -75,6 +85,46 @@ impl Settlement {
         );
         for listener in &self.listeners {
             listener.call_settled(call).await;
+        }
+    }
+}
+
+/// The end reason of a call ended by a status callback because its session
+/// was lost (its server died mid-call).
+pub(crate) const SESSION_LOST: &str = "session_lost";
+
+impl Settlement {
+    /// `call_id` started and reached a final status at Twilio, but nobody
+    /// ended it: after `grace`, if it is still not ended, ends it
+    /// ([`SESSION_LOST`]) and queues its after-call work (the evaluation
+    /// job, the webhook). Only the write that ended it queues.
+    pub async fn end_lost_session(&self, call_id: &str, grace: std::time::Duration) {
+        tokio::time::sleep(grace).await;
+        let store = self.runtime.store();
+        let at_ms = unix_ms();
+        let change = CallChange::Ended {
+            reason: SESSION_LOST.to_owned(),
+            at_ms,
+        };
+        let call = match store.update_call(call_id, &change).await {
+            Ok(Some(call)) => call,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(call_id, error = %err, "cannot end a call whose session was lost");
+                return;
+            }
+        };
+        let ended_here = call.ended_at.as_deref() == Some(&*rfc3339(at_ms))
+            && call.end_reason.as_deref() == Some(SESSION_LOST);
+        if !ended_here {
+            return;
+        }
+        tracing::warn!(
+            call_id,
+            "a started call was never ended (its server stopped mid-call): ended, and its after-call work queued"
+        );
+        if let Err(err) = self.runtime.queue_after_call(call_id).await {
+            tracing::warn!(call_id, error = %err, "cannot queue the after-call work of a call whose session was lost");
         }
     }
 }

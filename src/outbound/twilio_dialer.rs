@@ -188,6 +188,15 @@ impl TwilioDialer {
         self.runtime.store()
     }
 
+    /// Ends `call_id`, started and final at Twilio but never ended, once
+    /// `lost_session_grace_secs` has passed (see
+    /// [`Settlement::end_lost_session`]).
+    pub async fn end_lost_session(&self, call_id: &str) {
+        self.settlement
+            .end_lost_session(call_id, self.section().lost_session_grace)
+            .await;
+    }
+
     /// Settles `call`, which has reached a final status.
     pub async fn settle(&self, call: &CallRecord) {
         self.voicemails
@@ -200,7 +209,7 @@ impl TwilioDialer {
     /// Writes the record of `request` as call `call_id` (`queued`) unless it
     /// exists, before it is dialled: what `POST /api/calls` answers with.
     pub async fn queue(&self, call_id: &str, request: &CallRequest) -> Result<(), DialError> {
-        let record = self.record(call_id, request, self.hasher.hash(&request.to));
+        let record = self.record(call_id, request, self.hasher.hash(request.to.as_str()));
         self.store().create_call(&record).await?;
         Ok(())
     }
@@ -327,7 +336,7 @@ impl TwilioDialer {
 #[async_trait]
 impl Dialer for TwilioDialer {
     async fn dial(&self, call_id: &str, request: &CallRequest) -> Result<PlacedCall, DialError> {
-        let phone_hash = self.hasher.hash(&request.to);
+        let phone_hash = self.hasher.hash(request.to.as_str());
         let record = self.record(call_id, request, phone_hash.clone());
         let store = self.store();
         // This try's id; a try after one of this process whose request

@@ -105,6 +105,16 @@ impl PipelineConfig {
     /// `[optimiser]` sections, with secrets read from `env`; with
     /// `[storage]`, finished recordings in `[recording] dir` are uploaded.
     pub fn agent_runtime(&self, env: &EnvSource) -> Result<AgentRuntime, AgentError> {
+        // As the dialler salts them: `[outbound] phone_hash_salt_env`, else
+        // the Twilio auth token (see `outbound::config`).
+        let salt_var = self
+            .outbound
+            .as_ref()
+            .and_then(|o| o.phone_hash_salt_env.as_ref())
+            .or(self.transport.twilio.auth_token_env.as_ref());
+        let salt = salt_var
+            .and_then(|var| env.get(var))
+            .filter(|s| !s.is_empty());
         let sections = RuntimeSections {
             context: &self.context,
             evaluator: self.evaluator.as_ref(),
@@ -113,6 +123,7 @@ impl PipelineConfig {
             storage: self.storage.as_ref(),
             learning: self.learning.as_ref(),
             optimiser: self.optimiser.as_ref(),
+            phone_hash_salt: salt.as_deref(),
         };
         AgentRuntime::from_sections(sections, env)
             .map(|runtime| runtime.with_recording_spool(self.recording.dir.path()))

@@ -7,9 +7,10 @@
 //! `to` defaults to now and `from` to a day before `to`. A range wider
 //! than [`MAX_RANGE_MS`] (31 days) is narrowed to the 31 days that end at
 //! `to` (the newest calls are the ones still stored) and the answer says
-//! `"capped": true`; at most [`MAX_CALLS`] calls are read, the earliest of
-//! the range, and `"truncated": true` says there were more. A parameter that
-//! cannot be read is a 400 naming it.
+//! `"capped": true`; at most [`MAX_CALLS`] calls are counted, the earliest
+//! of the range in the segment, and `"truncated": true` says there were
+//! more. A parameter that cannot be read is a 400 naming it; an offset whose
+//! `+` arrived as a space (an unencoded query string) is read as `+`.
 //!
 //! ```json
 //! {"from": "2026-01-15T00:00:00.000Z", "to": "2026-01-16T00:00:00.000Z",
@@ -102,7 +103,7 @@ impl AnalyticsQuery {
         let instant = |name: &str, value: Option<String>| {
             match value {
             None => Ok(None),
-            Some(text) => parse_rfc3339(&text).map(Some).ok_or_else(|| {
+            Some(text) => parse_rfc3339(&plus_restored(&text)).map(Some).ok_or_else(|| {
                 BadParameter::new(
                     name,
                     format!(
@@ -204,6 +205,23 @@ fn unavailable(error: String) -> Response {
         .into_response()
 }
 
+/// `text` with a `+` put back before a trailing ` HH:MM` offset: an
+/// unencoded `+01:00` in a query string arrives as ` 01:00` (form decoding
+/// reads `+` as a space).
+fn plus_restored(text: &str) -> std::borrow::Cow<'_, str> {
+    let b = text.as_bytes();
+    let offset = b.len().checked_sub(6).map(|at| &b[at..]);
+    match offset {
+        Some([b' ', h1, h2, b':', m1, m2])
+            if [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit()) =>
+        {
+            let at = b.len() - 6;
+            format!("{}+{}", &text[..at], &text[at + 1..]).into()
+        }
+        _ => text.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +257,20 @@ mod tests {
         assert!(query.capped);
         assert_eq!(query.stats.to_ms, NOW);
         assert_eq!(query.stats.from_ms, NOW - MAX_RANGE_MS);
+    }
+
+    #[test]
+    fn an_offset_whose_plus_was_decoded_to_a_space_is_read() {
+        // `?from=2024-01-15T11:30:00+01:00` sent unencoded.
+        let query = parse(&[
+            ("from", "2024-01-15T11:30:00 01:00"),
+            ("to", "2024-01-15T12:30:00.000 01:00"),
+        ])
+        .unwrap();
+        assert_eq!(query.stats.from_ms, NOW);
+        assert_eq!(query.stats.to_ms, NOW + 3_600_000);
+        let minus = parse(&[("from", "2024-01-15T09:30:00-01:00")]).unwrap();
+        assert_eq!(minus.stats.from_ms, NOW);
     }
 
     #[test]

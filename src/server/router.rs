@@ -29,8 +29,20 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
         .route(
             "/metrics",
             get(|State(state): State<Arc<ServerState>>| async move {
-                let optimiser = state.agent.as_ref().and_then(|a| a.optimiser_metrics());
-                state.metrics.exposition(optimiser.map(|m| m.render()))
+                let agent = state.agent.as_ref();
+                let more: String = [
+                    agent
+                        .and_then(|a| a.optimiser_metrics())
+                        .map(|m| m.render()),
+                    agent.and_then(|a| a.webhook_metrics()).map(|m| m.render()),
+                    agent
+                        .and_then(|a| a.recording_uploader())
+                        .map(|u| u.render_metrics()),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                state.metrics.exposition(Some(more))
             }),
         )
         .route("/twilio/voice", post(twilio_voice::voice))

@@ -8,7 +8,9 @@
 //! ours. The record only moves forward (see `CallStatus::rank`), so a
 //! `ringing` after `completed` changes nothing. The callback that brings a
 //! call to its final status settles it (its number, its after-call work,
-//! the `call_settled` listeners). A machine's answer gets the pipeline's
+//! the `call_settled` listeners). A final status for a call that started
+//! and was never ended, with no session here, ends it after a grace (its
+//! server died mid-call; see `outbound::settle`). A machine's answer gets the pipeline's
 //! policy: hang up, or speak the voicemail message into the live session
 //! and end it.
 
@@ -101,6 +103,16 @@ pub(crate) async fn callback(
         let dialer = Arc::clone(&dialer);
         let call = call.clone();
         tokio::spawn(async move { dialer.settle(&call).await });
+    }
+    // Started, final at Twilio, never ended, and not running here: its
+    // server may have died mid-call, leaving nobody to end it.
+    let lost = reported.is_some_and(CallStatus::is_final)
+        && call.started_at.is_some()
+        && call.ended_at.is_none()
+        && state.sessions.handle_of(&call_id).is_none();
+    if lost {
+        let dialer = Arc::clone(&dialer);
+        tokio::spawn(async move { dialer.end_lost_session(&call_id).await });
     }
     end_if_given_up(&dialer, &call, reported);
     act_on_machine(&state, &dialer, &call);

@@ -43,6 +43,27 @@ pub(crate) fn client() -> Result<&'static reqwest::Client, ServiceError> {
         .map_err(|e| ServiceError::Connect(format!("cannot set up the HTTP client: {e}")))
 }
 
+/// A client that never follows redirects, for requests whose 3xx must be
+/// seen as it is: on a 301, 302 or 303 a client that follows turns a POST
+/// into a body-less GET, and the landing page's 200 would pass for the
+/// receiver's answer (webhook deliveries). Its own pool, built once.
+pub(crate) fn client_without_redirects() -> Result<&'static reqwest::Client, ServiceError> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            install_crypto_provider();
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .pool_idle_timeout(Duration::from_secs(90))
+                .tcp_nodelay(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| ServiceError::Connect(format!("cannot set up the HTTP client: {e}")))
+}
+
 /// Sends the request `build` makes (called again for each attempt) and
 /// returns a successful response, retrying 429 and 5xx as `connection`
 /// says.

@@ -448,6 +448,9 @@ pub struct OutboxEntry {
     pub payload: String,
 }
 
+/// The most dead letters kept: the oldest go first.
+pub const DEAD_LETTERS_MAX: usize = 10_000;
+
 /// The webhook outbox: deliveries by due time, claimed under a lease so a
 /// deliverer that dies mid-delivery leaves the entry to be claimed again.
 #[async_trait]
@@ -481,11 +484,31 @@ pub trait Outbox: Send + Sync {
     /// Removes a delivered entry.
     async fn complete_delivery(&self, id: &str) -> Result<(), StoreError>;
 
-    /// Moves an entry that ran out of attempts to the dead letters.
+    /// Moves an entry that ran out of attempts to the dead letters, which
+    /// keep the newest [`DEAD_LETTERS_MAX`] for `outbox_ttl` after the
+    /// last one.
     async fn bury_delivery(&self, id: &str, payload: &str) -> Result<(), StoreError>;
 
     /// How many deliveries wait in the outbox.
     async fn outbox_len(&self) -> Result<u64, StoreError>;
+
+    /// How many dead letters are kept.
+    async fn dead_letters_len(&self) -> Result<u64, StoreError>;
+
+    /// The oldest `max` dead letters, as buried.
+    async fn dead_letters(&self, max: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Puts a dead letter back in the outbox, in one transaction: the
+    /// `buried` payload leaves the dead letters, `payload` is stored as
+    /// delivery `id` (replacing any state the id has, a delivered mark
+    /// included) and is due at `due_ms`.
+    async fn redrive_delivery(
+        &self,
+        buried: &str,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<(), StoreError>;
 }
 
 /// A context store: everything voxpipe keeps between turns and sessions.

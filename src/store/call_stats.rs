@@ -9,7 +9,7 @@
 //! and by direction, the success rate among evaluated calls, the mean
 //! score, and nearest-rank percentiles of call durations and turn latencies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use futures_util::{StreamExt, stream};
@@ -275,18 +275,16 @@ fn duration_secs(record: &CallRecord) -> Option<f64> {
     }
 }
 
-/// The stats of the calls `query` asks for, read from `store`; true when
-/// there were more calls in the range than `query.limit`.
+/// The stats of the calls `query` asks for, read from `store`: the
+/// earliest `query.limit` calls of the range in the segment (the segment
+/// is matched before the limit, so a segment's calls are all counted up to
+/// the limit however many other calls the range holds); true when the
+/// range held more of them.
 pub async fn gather_call_stats(
     store: &dyn CallStore,
     query: &StatsQuery,
 ) -> Result<(CallStats, bool), StoreError> {
-    let mut records = store
-        .calls_between(query.from_ms, query.to_ms, query.limit.saturating_add(1))
-        .await?;
-    let truncated = records.len() > query.limit;
-    records.truncate(query.limit);
-    records.retain(|r| query.segment.as_ref().is_none_or(|s| s.matches(&r.segment)));
+    let (records, truncated) = matching_calls(store, query).await?;
     let ids: Vec<String> = records.iter().map(|r| r.call_id.clone()).collect();
     let mut transcripts = stream::iter(ids)
         .map(|id| async move { store.turns(&id).await })
@@ -297,6 +295,52 @@ pub async fn gather_call_stats(
         builder.add(record, &turns);
     }
     Ok((builder.finish(), truncated))
+}
+
+/// The calls read at once from the index.
+const PAGE: usize = 1_000;
+
+/// Reads the range a page at a time, keeping the calls of the segment,
+/// until `query.limit` of them (and one more, to know there were more) or
+/// the end of the range.
+async fn matching_calls(
+    store: &dyn CallStore,
+    query: &StatsQuery,
+) -> Result<(Vec<CallRecord>, bool), StoreError> {
+    let mut matching = Vec::new();
+    // The calls of the previous page's last millisecond, where this page
+    // starts: read again, counted once.
+    let mut repeated: HashSet<String> = HashSet::new();
+    let mut from = query.from_ms;
+    loop {
+        let page = store.calls_between(from, query.to_ms, PAGE).await?;
+        let last = page.last().and_then(|c| parse_rfc3339(&c.created_at));
+        let seen = std::mem::take(&mut repeated);
+        for record in page {
+            if seen.contains(&record.call_id) {
+                continue;
+            }
+            if last.is_some() && parse_rfc3339(&record.created_at) == last {
+                repeated.insert(record.call_id.clone());
+            }
+            if query
+                .segment
+                .as_ref()
+                .is_none_or(|s| s.matches(&record.segment))
+            {
+                if matching.len() == query.limit {
+                    return Ok((matching, true));
+                }
+                matching.push(record);
+            }
+        }
+        // One past the last millisecond when the page began there, so
+        // every step moves on.
+        match last {
+            Some(last) if last < query.to_ms => from = if last > from { last } else { last + 1 },
+            _ => return Ok((matching, false)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -442,5 +486,61 @@ mod tests {
         for bad in ["", ":", "US:", "US:health care", "US:a:b", "U*"] {
             assert!(bad.parse::<SegmentFilter>().is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_segment_is_matched_before_the_limit_across_pages() {
+        use crate::store::{CallStore, MemoryStore};
+        let store = MemoryStore::new(Default::default());
+        // Recent: the index drops calls older than their TTL.
+        let base = crate::store::time::unix_ms() - 3_600_000;
+        let segment = |country: &str| Segment {
+            country: Some(country.into()),
+            industry: None,
+        };
+        // 1,005 calls of DE, two to a millisecond (so a page ends inside
+        // one), then 2 of US.
+        for n in 0..1_005u64 {
+            let record = CallRecord::pending(
+                format!("de{n}"),
+                "twilio",
+                segment("DE"),
+                BTreeMap::new(),
+                base + n / 2,
+            );
+            assert!(store.create_call(&record).await.unwrap());
+        }
+        for n in 0..2u64 {
+            let record = CallRecord::pending(
+                format!("us{n}"),
+                "twilio",
+                segment("US"),
+                BTreeMap::new(),
+                base + 5_000 + n,
+            );
+            assert!(store.create_call(&record).await.unwrap());
+        }
+        let query = |segment: Option<&str>, limit| StatsQuery {
+            from_ms: base,
+            to_ms: base + 10_000,
+            segment: segment.map(|s| s.parse().unwrap()),
+            limit,
+        };
+        let (us, truncated) = gather_call_stats(&store, &query(Some("US"), 10))
+            .await
+            .unwrap();
+        assert_eq!(
+            (us.calls, truncated),
+            (2, false),
+            "every US call, past 1,005 others"
+        );
+        let (us, truncated) = gather_call_stats(&store, &query(Some("US"), 1))
+            .await
+            .unwrap();
+        assert_eq!((us.calls, truncated), (1, true));
+        let (all, truncated) = gather_call_stats(&store, &query(None, 5_000))
+            .await
+            .unwrap();
+        assert_eq!((all.calls, truncated), (1_007, false), "each call once");
     }
 }

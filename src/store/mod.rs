@@ -26,6 +26,7 @@ mod keys;
 mod learned;
 mod memory;
 mod outbound_call;
+mod phone_hash;
 mod prompt_key;
 mod prompt_version;
 mod recording;
@@ -39,8 +40,8 @@ pub mod time;
 
 pub use self::redis::RedisStore;
 pub use api::{
-    Appended, CallStore, CampaignStore, JobDelivery, JobQueue, NumberLimitStore, Outbox,
-    OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, StreamTokenStore,
+    Appended, CallStore, CampaignStore, DEAD_LETTERS_MAX, JobDelivery, JobQueue, NumberLimitStore,
+    Outbox, OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store, StreamTokenStore,
     TestCaseStore, TextEnd, TextStore,
 };
 pub use call::{
@@ -63,6 +64,7 @@ pub use keys::Keys;
 pub use learned::{Learned, LearnedPair};
 pub use memory::MemoryStore;
 pub use outbound_call::{CampaignAttempt, OutboundCall, TwilioReport};
+pub use phone_hash::PhoneHasher;
 pub use prompt_key::PromptKey;
 pub use prompt_version::{
     CaseScore, Decision, Deployed, OptimisationTrace, PromptScores, PromptState, PromptVersion,

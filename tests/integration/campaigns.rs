@@ -721,6 +721,7 @@ async fn api_server(
         skills: None,
         post_call: Vec::new(),
         objects: None,
+        phone_hasher: None,
         learning: None,
     });
     let env = HashMap::from([("API_TOKEN".to_owned(), "s3cret".to_owned())]);

@@ -134,6 +134,7 @@ async fn two_workers_optimising_one_segment_leave_one_deployment_and_a_rejection
         skills: None,
         post_call: vec![Arc::new(step)],
         objects: None,
+        phone_hasher: None,
         learning: None,
     });
     converse(&runtime, "s1", "webrtc", CALL, "client_disconnected").await;

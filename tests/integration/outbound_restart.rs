@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::fake::twilio_rest::{ACCOUNT_SID, FakeTwilioRest};
+use support::fake::webhook_receiver::WebhookReceiver;
 use support::processors::registry;
 use support::redis_server::RedisServer;
 use support::server::{Setup, TestServer};
@@ -36,6 +37,11 @@ struct Rig {
 
 impl Rig {
     async fn new() -> Rig {
+        Self::with("").await
+    }
+
+    /// A rig whose pipeline has `extra` appended.
+    async fn with(extra: &str) -> Rig {
         let redis = RedisServer::start();
         let twilio = FakeTwilioRest::start(TOKEN).await;
         let toml = format!(
@@ -43,7 +49,7 @@ impl Rig {
              [server]\npublic_host = \"voice.example.test\"\napi_token_env = \"API_KEY\"\n\n\
              [context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n\
              [transport.twilio]\nauth_token_env = \"TWILIO_AUTH_TOKEN\"\naccount_sid_env = \"TWILIO_ACCOUNT_SID\"\napi_base_url = \"{}\"\n\n\
-             [outbound]\nfrom = \"+15550009999\"\n",
+             [outbound]\nfrom = \"+15550009999\"\n{extra}",
             twilio.base_url
         );
         let env = vec![
@@ -302,4 +308,73 @@ async fn a_call_canceled_while_twilio_was_asked_is_ended_when_its_answer_comes()
         ended[0].form
     );
     assert_eq!(rig.status("slow").await.0, CallStatus::Canceled);
+}
+
+#[tokio::test]
+async fn a_call_whose_server_died_mid_call_gets_its_webhook_once() {
+    let receiver = WebhookReceiver::start().await;
+    let rig = Rig::with(&format!(
+        "lost_session_grace_secs = 0\n\n[webhook]\nurl = \"{}\"\n",
+        receiver.url()
+    ))
+    .await;
+    // What a server killed during an answered call leaves: started, never
+    // ended, nobody running its session.
+    let sid = "CA0000000000000000000000000000001f";
+    let started_at = unix_ms() - 30_000;
+    let mut call = CallRecord::pending(
+        "lost",
+        "twilio",
+        Segment::default(),
+        BTreeMap::new(),
+        started_at - MINUTE,
+    );
+    call.status = CallStatus::Active;
+    call.direction = Some(CallDirection::Outbound);
+    call.started_at = Some(rfc3339(started_at));
+    call.outbound = Some(OutboundCall {
+        to: "+15551230010".to_owned(),
+        phone_hash: "h".to_owned(),
+        twilio_sid: Some(sid.to_owned()),
+        answered_at: Some(rfc3339(started_at)),
+        ..OutboundCall::default()
+    });
+    let store = rig.runtime.store();
+    assert!(store.create_call(&call).await.unwrap());
+
+    let server = rig.server().await;
+    let url = "https://voice.example.test/twilio/status?call_id=lost";
+    let form = [
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", sid),
+        ("CallStatus", "completed"),
+        ("CallDuration", "31"),
+        ("Direction", "outbound-api"),
+        ("SequenceNumber", "3"),
+    ];
+    assert_eq!(rig.twilio.post_signed(url, &form, None).await, 200);
+    let deliverer = rig.runtime.deliverer().unwrap().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let delivering = tokio::spawn(async move {
+        deliverer
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let received = receiver.wait_for(1, Duration::from_secs(20)).await;
+    let body: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(body["call_id"], "lost");
+    assert_eq!(body["call"]["status"], "completed");
+    assert_eq!(body["call"]["end_reason"], "session_lost");
+
+    // Twilio repeats the callback, and the session's writer, alive after
+    // all, queues its own after-call work: nothing more is delivered.
+    assert_eq!(rig.twilio.post_signed(url, &form, None).await, 200);
+    rig.runtime.queue_after_call("lost").await.unwrap();
+    assert_eq!(store.outbox_len().await.unwrap(), 0);
+    stop.send(()).unwrap();
+    delivering.await.unwrap();
+    assert_eq!(receiver.received().len(), 1);
+    server.shutdown(Duration::from_secs(20)).await.unwrap();
 }

@@ -93,6 +93,7 @@ async fn run_file(
             skills: None,
             post_call: Vec::new(),
             objects: None,
+            phone_hasher: None,
             learning: None,
         })
     });
@@ -457,6 +458,7 @@ async fn a_twilio_call_with_a_barge_in_is_recorded_as_the_caller_heard_it() {
         skills: None,
         post_call: Vec::new(),
         objects: None,
+        phone_hasher: None,
         learning: None,
     }));
     let toml = parrot_toml(&recording_on(dir.path()));

@@ -197,4 +197,94 @@ async fn a_delivery_out_of_attempts_goes_to_the_dead_letters() {
     assert_eq!(delivery["attempts"], 2);
     assert_eq!(delivery["last_error"], "HTTP 404");
     assert_eq!(delivery["body"]["call_id"], "c4");
+    // Kept for a while, not for ever, and counted.
+    let ttl_ms: i64 = redis
+        .client()
+        .await
+        .pttl("{webhook:outbox}:dead")
+        .await
+        .unwrap();
+    assert!(ttl_ms > 0, "the dead letters expire ({ttl_ms})");
+    deliverer.refresh_sizes().await.unwrap();
+    let metrics = runtime.webhook_metrics().unwrap().render();
+    for line in [
+        "voxpipe_webhook_deliveries_total{result=\"retrying\"} 1",
+        "voxpipe_webhook_deliveries_total{result=\"dead\"} 1",
+        "voxpipe_webhook_deliveries_total{result=\"delivered\"} 0",
+        "voxpipe_webhook_outbox_size 0",
+        "voxpipe_webhook_dead_letters 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_failed_attempt_not_a_delivery() {
+    let redis = RedisServer::start();
+    let receiver = WebhookReceiver::start().await;
+    receiver.fail_with([302, 301, 303]);
+    let runtime = runtime(
+        &redis,
+        &format!(
+            "[webhook]\nurl = \"{}\"\ninitial_backoff_secs = 1\nmax_backoff_secs = 1\n",
+            receiver.url()
+        ),
+    )
+    .await;
+    call(&runtime, "c5").await;
+    let deliverer = runtime.deliverer().unwrap().unwrap();
+    let now = unix_ms();
+    for n in 0..3 {
+        let pass = deliverer.deliver_due(now + n * 1_000).await.unwrap();
+        assert_eq!((pass.delivered, pass.retrying), (0, 1), "attempt {n}");
+        assert_eq!(runtime.store().outbox_len().await.unwrap(), 1);
+    }
+    assert_eq!(receiver.landings(), 0, "the redirect was not followed");
+    assert_eq!(
+        deliverer.deliver_due(now + 3_000).await.unwrap().delivered,
+        1
+    );
+    assert_eq!(runtime.store().outbox_len().await.unwrap(), 0);
+    let received = receiver.received();
+    assert_eq!(received.len(), 4);
+    assert_eq!(received[3].headers["x-voxpipe-attempt"], "4");
+}
+
+#[tokio::test]
+async fn dead_letters_are_redriven_with_fresh_attempts() {
+    let redis = RedisServer::start();
+    let receiver = WebhookReceiver::start().await;
+    receiver.fail_with([500]);
+    let runtime = runtime(
+        &redis,
+        &format!(
+            "[webhook]\nurl = \"{}\"\nmax_attempts = 1\n",
+            receiver.url()
+        ),
+    )
+    .await;
+    call(&runtime, "c6").await;
+    let deliverer = runtime.deliverer().unwrap().unwrap();
+    let now = unix_ms();
+    assert_eq!(deliverer.deliver_due(now).await.unwrap().dead, 1);
+    let store = runtime.store();
+    assert_eq!(store.dead_letters_len().await.unwrap(), 1);
+
+    let done = voxpipe::agent::webhook::redrive_dead_letters(&**store, 100, now)
+        .await
+        .unwrap();
+    assert_eq!(done.queued, 1);
+    assert_eq!(store.dead_letters_len().await.unwrap(), 0);
+    assert_eq!(store.outbox_len().await.unwrap(), 1);
+    assert_eq!(deliverer.deliver_due(now).await.unwrap().delivered, 1);
+    let received = receiver.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(
+        received[1].headers["x-voxpipe-event-id"],
+        "call_completed:c6"
+    );
+    assert_eq!(
+        received[1].headers["x-voxpipe-attempt"], "1",
+        "fresh attempts"
+    );
 }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use super::documents::audit;
 use super::error::CallObjectsError;
 use crate::objects::{CallKeys, ObjectKind, ObjectStorage};
-use crate::store::{CallChange, CallRecord, Store, StoredObjects};
+use crate::store::{CallChange, CallRecord, PhoneHasher, Store, StoredObjects};
 
 /// Writes before giving up on a call that keeps changing (each round means
 /// another writer stored something in between).
@@ -39,6 +39,7 @@ pub(crate) fn json_bytes(value: &serde_json::Value) -> Bytes {
 pub(crate) async fn sync_audit(
     store: &dyn Store,
     storage: &ObjectStorage,
+    hasher: Option<&PhoneHasher>,
     call_id: &str,
 ) -> Result<(), CallObjectsError> {
     let url = storage.url().to_string();
@@ -51,7 +52,7 @@ pub(crate) async fn sync_audit(
             return Ok(());
         }
         let key = call_keys(&current)?.key(ObjectKind::Audit);
-        let document = audit(&current, &url);
+        let document = audit(&current, &url, hasher);
         storage.put(&key, json_bytes(&document)).await?;
         let after = if current.objects.audit.as_deref() == Some(key.as_str()) {
             store.call(call_id).await?
@@ -65,7 +66,7 @@ pub(crate) async fn sync_audit(
                 .await?
         };
         match after {
-            Some(after) if audit(&after, &url) != document => call = Some(after),
+            Some(after) if audit(&after, &url, hasher) != document => call = Some(after),
             _ => {
                 tracing::info!(call_id, key, "audit record stored");
                 return Ok(());

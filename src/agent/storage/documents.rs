@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::agent::redact::redacted_parameters;
-use crate::store::{CallRecord, Extraction, Interaction};
+use crate::store::{CallRecord, Extraction, Interaction, PhoneHasher};
 
 /// The extracted data, when the extraction succeeded.
 fn extracted_data(call: &CallRecord) -> Option<&Value> {
@@ -16,7 +16,11 @@ fn extracted_data(call: &CallRecord) -> Option<&Value> {
 }
 
 /// `transcript.json`: the turns and the call's metadata.
-pub(crate) fn transcript(call: &CallRecord, turns: &[Interaction]) -> Value {
+pub(crate) fn transcript(
+    call: &CallRecord,
+    turns: &[Interaction],
+    hasher: Option<&PhoneHasher>,
+) -> Value {
     json!({
         "call_id": call.call_id,
         "transport": call.transport,
@@ -25,7 +29,7 @@ pub(crate) fn transcript(call: &CallRecord, turns: &[Interaction]) -> Value {
         "ended_at": call.ended_at,
         "end_reason": call.end_reason,
         "segment": call.segment,
-        "parameters": redacted_parameters(&call.custom_parameters),
+        "parameters": redacted_parameters(&call.custom_parameters, hasher),
         "outcome": call.outcome,
         "score": call.score,
         "turns": turns,
@@ -52,9 +56,10 @@ pub(crate) fn profile(call: &CallRecord) -> Option<Value> {
     }))
 }
 
-/// The audit record: who called whom (phone numbers hashed), when, the
-/// consent the extraction found, and what was stored where.
-pub(crate) fn audit(call: &CallRecord, storage_url: &str) -> Value {
+/// The audit record: who called whom (phone numbers hashed; an outbound
+/// call's `direction` and the `phone_hash` it dialled), when, the consent
+/// the extraction found, and what was stored where.
+pub(crate) fn audit(call: &CallRecord, storage_url: &str, hasher: Option<&PhoneHasher>) -> Value {
     let status = match &call.extraction {
         Some(Extraction::Extracted { .. }) => "extracted",
         Some(Extraction::Unextracted { .. }) => "unextracted",
@@ -63,7 +68,9 @@ pub(crate) fn audit(call: &CallRecord, storage_url: &str) -> Value {
     json!({
         "call_id": call.call_id,
         "transport": call.transport,
-        "parameters": redacted_parameters(&call.custom_parameters),
+        "direction": call.direction,
+        "phone_hash": call.outbound.as_ref().map(|o| &o.phone_hash),
+        "parameters": redacted_parameters(&call.custom_parameters, hasher),
         "created_at": call.created_at,
         "started_at": call.started_at,
         "ended_at": call.ended_at,
@@ -125,18 +132,50 @@ mod tests {
 
     #[test]
     fn phone_numbers_are_hashed_the_same_however_written() {
-        let params = redacted_parameters(&call(None).custom_parameters);
+        let hasher = PhoneHasher::new(b"salt");
+        let params = redacted_parameters(&call(None).custom_parameters, Some(&hasher));
         assert_eq!(params["campaign"], "spring");
-        assert!(params["to"].starts_with("sha256:"), "{params:?}");
         assert_eq!(params["to"], params["lead"]);
         assert!(!format!("{params:?}").contains("484"));
     }
 
     #[test]
+    fn phone_numbers_get_the_deployments_salted_hash() {
+        let hasher = PhoneHasher::new(b"salt");
+        let params = redacted_parameters(&call(None).custom_parameters, Some(&hasher));
+        // The hash logs and rate limits know the number by: salted, so not
+        // found by hashing every phone number.
+        assert_eq!(params["to"], hasher.hash("+16154846056"));
+        let other = redacted_parameters(
+            &call(None).custom_parameters,
+            Some(&PhoneHasher::new(b"other")),
+        );
+        assert_ne!(params["to"], other["to"]);
+        let unsalted = redacted_parameters(&call(None).custom_parameters, None);
+        assert_eq!(unsalted["to"], "redacted");
+        assert_eq!(unsalted["lead"], "redacted");
+    }
+
+    #[test]
+    fn the_audit_says_whom_an_outbound_call_dialled() {
+        let mut outbound = call(None);
+        outbound.direction = Some(crate::store::CallDirection::Outbound);
+        outbound.outbound = Some(crate::store::OutboundCall {
+            to: "+16154846056".into(),
+            phone_hash: "0123456789abcdef".into(),
+            ..Default::default()
+        });
+        let audit = audit(&outbound, "x", None);
+        assert_eq!(audit["direction"], "outbound");
+        assert_eq!(audit["phone_hash"], "0123456789abcdef");
+        assert!(!audit.to_string().contains("4846056"), "{audit}");
+    }
+
+    #[test]
     fn consent_and_profile_come_from_an_extracted_call_only() {
         let extracted = call(Some(extracted(json!({"name": "Ann", "consent": true}))));
-        assert_eq!(audit(&extracted, "x")["consent"], "given");
-        assert_eq!(audit(&extracted, "x")["extraction"], "extracted");
+        assert_eq!(audit(&extracted, "x", None)["consent"], "given");
+        assert_eq!(audit(&extracted, "x", None)["extraction"], "extracted");
         let profile = profile(&extracted).unwrap();
         assert_eq!(profile["profile"]["name"], "Ann");
         assert_eq!(profile["model"], "m");
@@ -146,8 +185,8 @@ mod tests {
             attempts: 3,
             at: "2026-01-01T00:00:00Z".into(),
         }));
-        assert_eq!(audit(&unextracted, "x")["consent"], "unknown");
+        assert_eq!(audit(&unextracted, "x", None)["consent"], "unknown");
         assert!(super::profile(&unextracted).is_none());
-        assert_eq!(audit(&call(None), "x")["extraction"], "none");
+        assert_eq!(audit(&call(None), "x", None)["extraction"], "none");
     }
 }

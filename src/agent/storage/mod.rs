@@ -18,12 +18,14 @@
 //! are built from the stored call alone (`documents.rs`); phone numbers in
 //! them are hashed.
 
+mod abandoned;
 mod audit;
 mod documents;
 mod error;
 mod step;
 mod uploader;
 
+pub use abandoned::{ABANDONED_AFTER, ABANDONED_DIR};
 pub use error::CallObjectsError;
 pub use step::StoreCallObjects;
 pub use uploader::{RecordingUploader, ScanReport};

@@ -10,7 +10,7 @@ use super::documents::{profile, transcript};
 use super::error::CallObjectsError;
 use crate::agent::post_call::{PostCallError, PostCallStep};
 use crate::objects::{ObjectKind, ObjectStorage};
-use crate::store::{CallChange, CallRecord, Store, StoredObjects};
+use crate::store::{CallChange, CallRecord, PhoneHasher, Store, StoredObjects};
 
 /// Stores a completed call's JSON objects. Idempotent: an object whose key
 /// the call already records is not written again, and every key is
@@ -19,6 +19,7 @@ use crate::store::{CallChange, CallRecord, Store, StoredObjects};
 pub struct StoreCallObjects {
     store: Arc<dyn Store>,
     storage: ObjectStorage,
+    hasher: Option<PhoneHasher>,
 }
 
 impl std::fmt::Debug for StoreCallObjects {
@@ -32,7 +33,19 @@ impl std::fmt::Debug for StoreCallObjects {
 impl StoreCallObjects {
     /// The step, reading calls from `store` and writing to `storage`.
     pub fn new(store: Arc<dyn Store>, storage: ObjectStorage) -> Self {
-        StoreCallObjects { store, storage }
+        StoreCallObjects {
+            store,
+            storage,
+            hasher: None,
+        }
+    }
+
+    /// Phone numbers in the documents are hashed with `hasher` (the
+    /// deployment's salt); without one they are written `redacted`.
+    #[must_use]
+    pub fn with_phone_hasher(mut self, hasher: Option<PhoneHasher>) -> Self {
+        self.hasher = hasher;
+        self
     }
 
     async fn store_objects(&self, call: &CallRecord) -> Result<(), CallObjectsError> {
@@ -43,7 +56,10 @@ impl StoreCallObjects {
             let turns = self.store.turns(call_id).await?;
             let key = keys.key(ObjectKind::Transcript);
             self.storage
-                .put(&key, json_bytes(&transcript(call, &turns)))
+                .put(
+                    &key,
+                    json_bytes(&transcript(call, &turns, self.hasher.as_ref())),
+                )
                 .await?;
             stored.transcript = Some(key);
         }
@@ -60,7 +76,7 @@ impl StoreCallObjects {
                 .await?;
             tracing::info!(call_id, "transcript and profile stored");
         }
-        sync_audit(&*self.store, &self.storage, call_id).await
+        sync_audit(&*self.store, &self.storage, self.hasher.as_ref(), call_id).await
     }
 }
 

@@ -19,6 +19,9 @@
 //! key (the object is replaced, never duplicated); a file whose call
 //! already records its recording is just deleted.
 //!
+//! A `.wav.part` nobody is writing and a `.wav` whose call never appears
+//! are moved aside after a deadline (see `abandoned.rs`).
+//!
 //! Scans happen at start, when [`notifier`](RecordingUploader::notifier)
 //! is notified (the recorder finishing a file), and every `scan_secs`;
 //! after a failure the next scan comes sooner, doubling up to that period.
@@ -26,17 +29,22 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
+
+use super::abandoned::{is_abandoned, move_aside};
+use crate::metrics::prometheus::Registry;
 
 use super::audit::{call_keys, sync_audit};
 use super::error::CallObjectsError;
 use crate::objects::{ObjectKind, ObjectStorage};
-use crate::store::{CallChange, Store, StoredObjects};
+use crate::store::{CallChange, PhoneHasher, Store, StoredObjects};
 
 /// The suffix of a finished recording in the spool.
 const FINISHED: &str = ".wav";
+/// The suffix of a recording being written.
+const PART: &str = ".wav.part";
 
 /// What one scan did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -45,15 +53,19 @@ pub struct ScanReport {
     pub stored: usize,
     /// Recordings left in the spool for a later scan.
     pub waiting: usize,
+    /// Files past their deadline moved aside (see `abandoned.rs`).
+    pub abandoned: usize,
 }
 
 /// Uploads the finished recordings of one spool folder.
 pub struct RecordingUploader {
     store: Arc<dyn Store>,
     storage: ObjectStorage,
+    hasher: Option<PhoneHasher>,
     spool: PathBuf,
     period: Duration,
     wake: Arc<Notify>,
+    metrics: Registry,
 }
 
 impl RecordingUploader {
@@ -68,10 +80,19 @@ impl RecordingUploader {
         RecordingUploader {
             store,
             storage,
+            hasher: None,
             spool: spool.into(),
             period: period.max(Duration::from_millis(100)),
             wake: Arc::new(Notify::new()),
+            metrics: super::abandoned::registry(),
         }
+    }
+
+    /// Phone numbers in the audit record are hashed with `hasher`.
+    #[must_use]
+    pub fn with_phone_hasher(mut self, hasher: Option<PhoneHasher>) -> Self {
+        self.hasher = hasher;
+        self
     }
 
     /// Notify this when a recording is finished: the uploader scans at
@@ -112,12 +133,32 @@ impl RecordingUploader {
         }
     }
 
+    /// The uploader's metrics in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render()
+    }
+
     /// Uploads every finished recording in the spool once.
     pub async fn scan(&self) -> ScanReport {
+        self.scan_at(SystemTime::now()).await
+    }
+
+    /// [`Self::scan`] as of `now`, which decides what is past its deadline.
+    pub async fn scan_at(&self, now: SystemTime) -> ScanReport {
         let mut report = ScanReport::default();
-        for (call_id, file) in self.finished() {
+        for part in self.spooled(PART) {
+            if is_abandoned(&part.1, now) {
+                move_aside(&self.spool, &part.1, "part", &self.metrics);
+                report.abandoned += 1;
+            }
+        }
+        for (call_id, file) in self.spooled(FINISHED) {
             match self.upload(&call_id, &file).await {
                 Ok(true) => report.stored += 1,
+                Ok(false) if is_abandoned(&file, now) => {
+                    move_aside(&self.spool, &file, "orphan", &self.metrics);
+                    report.abandoned += 1;
+                }
                 Ok(false) => report.waiting += 1,
                 Err(err) => {
                     report.waiting += 1;
@@ -153,7 +194,7 @@ impl RecordingUploader {
                 .update_call(call_id, &CallChange::ObjectsStored(recorded))
                 .await?;
             tracing::info!(call_id, key, bytes, "recording stored");
-            sync_audit(&*self.store, &self.storage, call_id).await?;
+            sync_audit(&*self.store, &self.storage, self.hasher.as_ref(), call_id).await?;
         }
         if let Err(err) = std::fs::remove_file(file) {
             tracing::warn!(call_id, file = %file.display(), error = %err, "cannot remove an uploaded recording");
@@ -161,8 +202,8 @@ impl RecordingUploader {
         Ok(true)
     }
 
-    /// The finished recordings in the spool: `(call_id, path)`.
-    fn finished(&self) -> Vec<(String, PathBuf)> {
+    /// The files of the spool ending in `suffix`: `(call_id, path)`.
+    fn spooled(&self, suffix: &str) -> Vec<(String, PathBuf)> {
         let entries = match std::fs::read_dir(&self.spool) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -175,12 +216,63 @@ impl RecordingUploader {
             .flatten()
             .filter_map(|entry| {
                 let name = entry.file_name().into_string().ok()?;
-                let call_id = name.strip_suffix(FINISHED)?;
+                let call_id = name.strip_suffix(suffix)?;
                 let is_file = entry.file_type().is_ok_and(|t| t.is_file());
                 (is_file && !call_id.is_empty()).then(|| (call_id.to_owned(), entry.path()))
             })
             .collect();
         found.sort();
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::storage::{ABANDONED_AFTER, ABANDONED_DIR};
+    use crate::objects::{StorageSection, StorageUrl};
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn unfinished_and_orphaned_recordings_are_moved_aside_after_their_deadline() {
+        let spool = tempfile::tempdir().unwrap();
+        let objects = tempfile::tempdir().unwrap();
+        let section = StorageSection {
+            url: StorageUrl::Folder(objects.path().to_owned()),
+            ..StorageSection::default()
+        };
+        let storage = ObjectStorage::open(&section, &|_| None).unwrap();
+        let store = Arc::new(MemoryStore::new(Default::default()));
+        let uploader =
+            RecordingUploader::new(store, storage, spool.path(), Duration::from_secs(10));
+        // A crashed process's unfinished file, and a finished one whose
+        // call the store does not hold.
+        std::fs::write(spool.path().join("crashed.wav.part"), b"RIFF").unwrap();
+        std::fs::write(spool.path().join("orphan.wav"), b"RIFF").unwrap();
+
+        let now = SystemTime::now();
+        let report = uploader.scan_at(now).await;
+        assert_eq!(
+            (report.waiting, report.abandoned),
+            (1, 0),
+            "within the deadline: kept"
+        );
+        assert!(spool.path().join("crashed.wav.part").exists());
+
+        let later = now + ABANDONED_AFTER + Duration::from_secs(1);
+        let report = uploader.scan_at(later).await;
+        assert_eq!((report.waiting, report.abandoned), (0, 2));
+        let aside = spool.path().join(ABANDONED_DIR);
+        assert!(aside.join("crashed.wav.part").exists());
+        assert!(aside.join("orphan.wav").exists());
+        assert!(!spool.path().join("orphan.wav").exists());
+        assert_eq!(uploader.scan_at(later).await, ScanReport::default(), "once");
+        let metrics = uploader.render_metrics();
+        for line in [
+            "voxpipe_recordings_abandoned_total{kind=\"part\"} 1",
+            "voxpipe_recordings_abandoned_total{kind=\"orphan\"} 1",
+        ] {
+            assert!(metrics.contains(line), "{line} in {metrics}");
+        }
     }
 }

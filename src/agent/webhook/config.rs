@@ -4,15 +4,18 @@
 //! [webhook]
 //! url = "https://example.com/hooks/calls"
 //! secret_env = "WEBHOOK_SECRET"   # optional: sign bodies (X-Voxpipe-Signature)
-//! max_attempts = 8
+//! max_attempts = 150              # about a day of retries with the defaults below
 //! initial_backoff_secs = 2        # then doubling
 //! max_backoff_secs = 600
 //! timeout_secs = 10
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use super::metrics::WebhookMetrics;
 
 use crate::config::Seconds;
 
@@ -43,8 +46,11 @@ pub struct WebhookSection {
     pub timeout_secs: Seconds,
 }
 
+/// With 2 s doubling to 600 s: 1,022 s over the first 9 waits, then
+/// 600 s each, so the 149 waits add up to about 23.6 hours: a receiver
+/// down for a deploy, or a night, loses nothing.
 fn default_attempts() -> u32 {
-    8
+    150
 }
 fn default_initial_backoff() -> Seconds {
     Seconds::from_millis(2_000)
@@ -75,6 +81,8 @@ pub struct WebhookSettings {
     pub max_backoff: Duration,
     /// Per attempt.
     pub timeout: Duration,
+    /// Counted by every deliverer of these settings.
+    pub metrics: Arc<WebhookMetrics>,
 }
 
 impl WebhookSection {
@@ -88,6 +96,7 @@ impl WebhookSection {
             initial_backoff: self.initial_backoff_secs.duration(),
             max_backoff: self.max_backoff_secs.duration(),
             timeout: self.timeout_secs.duration().max(Duration::from_millis(100)),
+            metrics: Arc::default(),
         }
     }
 }
@@ -131,9 +140,28 @@ mod tests {
             initial_backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(20),
             timeout: Duration::from_secs(1),
+            metrics: Arc::default(),
         };
         let waits: Vec<u64> = (1..=6).map(|n| settings.backoff(n).as_secs()).collect();
         assert_eq!(waits, [2, 4, 8, 16, 20, 20]);
+    }
+
+    #[test]
+    fn the_default_retries_last_about_a_day() {
+        let settings = WebhookSection {
+            url: "https://example.com/hook".into(),
+            secret_env: None,
+            max_attempts: default_attempts(),
+            initial_backoff_secs: default_initial_backoff(),
+            max_backoff_secs: default_max_backoff(),
+            timeout_secs: default_timeout(),
+        }
+        .settings(None);
+        let window: Duration = (1..settings.max_attempts)
+            .map(|n| settings.backoff(n))
+            .sum();
+        let hours = window.as_secs_f64() / 3600.0;
+        assert!((20.0..=30.0).contains(&hours), "{hours} h");
     }
 
     #[test]

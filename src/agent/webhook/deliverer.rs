@@ -7,7 +7,12 @@
 //! delivery, and delivery is at least once (receivers deduplicate by the
 //! `X-Voxpipe-Event-Id` header). A failed attempt is rescheduled with
 //! exponential backoff; after `max_attempts` the delivery moves to
-//! `webhook:dead` and an error is logged.
+//! `webhook:dead` and an error is logged. Each attempt is counted in
+//! `voxpipe_webhook_deliveries_total{result}` (see `metrics`).
+//!
+//! Redirects are not followed: a 3xx is a failed attempt, retried like a
+//! 5xx, and logged with its status only (never the URL, which may carry a
+//! token).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,7 +24,7 @@ use super::config::CALL_COMPLETED;
 use super::config::WebhookSettings;
 use super::event::PendingDelivery;
 use crate::services::ServiceError;
-use crate::services::http::client;
+use crate::services::http::client_without_redirects;
 use crate::store::codec::encode;
 use crate::store::settings::millis;
 use crate::store::time::unix_ms;
@@ -54,7 +59,7 @@ impl WebhookDeliverer {
         settings: Arc<WebhookSettings>,
     ) -> Result<Self, ServiceError> {
         Ok(WebhookDeliverer {
-            http: client()?,
+            http: client_without_redirects()?,
             store,
             settings,
             batch: 16,
@@ -67,7 +72,14 @@ impl WebhookDeliverer {
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut failing = false;
+        let mut sizes_read: Option<tokio::time::Instant> = None;
         loop {
+            if sizes_read.is_none_or(|at| at.elapsed() >= super::metrics::SIZES_PERIOD) {
+                sizes_read = Some(tokio::time::Instant::now());
+                if let Err(err) = self.refresh_sizes().await {
+                    tracing::debug!(error = %err, "cannot read the webhook outbox's size");
+                }
+            }
             let pass = tokio::select! {
                 () = &mut shutdown => return,
                 pass = self.deliver_due(unix_ms()) => pass,
@@ -107,14 +119,27 @@ impl WebhookDeliverer {
             futures_util::future::join_all(claimed.iter().map(|entry| self.attempt(entry, now_ms)))
                 .await;
         let mut pass = DeliveryPass::default();
+        let mut failed = None;
         for result in results {
-            match result? {
-                Attempt::Delivered => pass.delivered += 1,
-                Attempt::Retrying => pass.retrying += 1,
-                Attempt::Dead => pass.dead += 1,
+            match result {
+                Ok(Attempt::Delivered) => pass.delivered += 1,
+                Ok(Attempt::Retrying) => pass.retrying += 1,
+                Ok(Attempt::Dead) => pass.dead += 1,
+                Err(err) => failed = Some(err),
             }
         }
-        Ok(pass)
+        self.settings
+            .metrics
+            .attempted(pass.delivered, pass.retrying, pass.dead);
+        failed.map_or(Ok(pass), Err)
+    }
+
+    /// Reads the outbox's and dead letters' sizes into the metrics.
+    pub async fn refresh_sizes(&self) -> Result<(), StoreError> {
+        let (outbox, dead) =
+            tokio::try_join!(self.store.outbox_len(), self.store.dead_letters_len())?;
+        self.settings.metrics.sizes(outbox, dead);
+        Ok(())
     }
 
     async fn attempt(&self, entry: &OutboxEntry, now_ms: u64) -> Result<Attempt, StoreError> {
@@ -165,9 +190,12 @@ impl WebhookDeliverer {
         let timeout = self.settings.timeout;
         let response = match tokio::time::timeout(timeout, request.body(body).send()).await {
             Err(_) => return Err(format!("no answer within {timeout:?}")),
-            Ok(Err(err)) => return Err(crate::pipeline::error_chain(&err)),
+            // Without the URL: it may carry a token.
+            Ok(Err(err)) => return Err(crate::pipeline::error_chain(&err.without_url())),
             Ok(Ok(response)) => response,
         };
+        // A 3xx is a failure like any other: redirects are not followed
+        // (a followed 302 would GET the landing page and count its 200).
         let status = response.status();
         if status.is_success() {
             Ok(())

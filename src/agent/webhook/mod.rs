@@ -20,11 +20,18 @@
 //! Headers: `X-Voxpipe-Event`, `X-Voxpipe-Event-Id` (the same on every
 //! attempt), `X-Voxpipe-Attempt`, and with a secret `X-Voxpipe-Signature:
 //! sha256=<hex HMAC-SHA256 of the body>`.
+//!
+//! Deliveries out of attempts wait in the dead letters;
+//! [`redrive_dead_letters`] (`voxpipe webhook redrive`) puts them back.
 
 mod config;
 mod deliverer;
 mod event;
+mod metrics;
+mod redrive;
 
 pub use config::{CALL_COMPLETED, WebhookSection, WebhookSettings};
 pub use deliverer::{DeliveryPass, WebhookDeliverer, signature};
 pub use event::{PendingDelivery, QueueCallCompleted, queue_call_completed};
+pub use metrics::{SIZES_PERIOD, WebhookMetrics};
+pub use redrive::{Redriven, redrive_dead_letters};

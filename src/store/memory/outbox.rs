@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::keyspace::Op;
 use super::store::MemoryStore;
 use crate::store::settings::millis;
-use crate::store::{Outbox, OutboxEntry, StoreError};
+use crate::store::{DEAD_LETTERS_MAX, Outbox, OutboxEntry, StoreError};
 
 #[async_trait]
 impl Outbox for MemoryStore {
@@ -111,15 +111,51 @@ impl Outbox for MemoryStore {
     }
 
     async fn complete_delivery(&self, id: &str) -> Result<(), StoreError> {
-        self.write(|_, _| (self.remove_delivery(id), ()))
+        // As in Redis: the event's key stays, emptied, until its TTL, so
+        // the same event queued again adds nothing.
+        let keys = &self.settings.keys;
+        let event_key = keys.outbox_event(id);
+        self.write(|ks, now| {
+            let mut ops = vec![Op::ZRem {
+                key: keys.outbox(),
+                member: id.to_owned(),
+            }];
+            if let Some(left) = ks.ttl_ms(&event_key, now) {
+                ops.push(Op::Set {
+                    key: event_key.clone(),
+                    value: String::new(),
+                    expires_at_ms: Some(now + left),
+                });
+            }
+            (ops, ())
+        })
     }
 
     async fn bury_delivery(&self, id: &str, payload: &str) -> Result<(), StoreError> {
-        self.write(|_, _| {
+        let dead = self.settings.keys.dead_letters();
+        let ttl = millis(self.settings.outbox_ttl);
+        self.write(|ks, now| {
             let mut ops = self.remove_delivery(id);
-            ops.push(Op::Push {
-                key: self.settings.keys.dead_letters(),
-                values: vec![payload.to_owned()],
+            let kept = ks.list(&dead, now);
+            if kept.len() >= DEAD_LETTERS_MAX {
+                // LTRIM, as a rewrite of the newest.
+                let start = kept.len() + 1 - DEAD_LETTERS_MAX;
+                let mut values = kept[start..].to_vec();
+                values.push(payload.to_owned());
+                ops.push(Op::Del { key: dead.clone() });
+                ops.push(Op::Push {
+                    key: dead.clone(),
+                    values,
+                });
+            } else {
+                ops.push(Op::Push {
+                    key: dead.clone(),
+                    values: vec![payload.to_owned()],
+                });
+            }
+            ops.push(Op::ExpireAt {
+                key: dead.clone(),
+                at_ms: now + ttl,
             });
             (ops, ())
         })
@@ -128,6 +164,66 @@ impl Outbox for MemoryStore {
     async fn outbox_len(&self) -> Result<u64, StoreError> {
         let key = self.settings.keys.outbox();
         self.read(|ks, now| ks.sorted(&key, now).map_or(0, |m| m.len() as u64))
+    }
+
+    async fn dead_letters_len(&self) -> Result<u64, StoreError> {
+        let key = self.settings.keys.dead_letters();
+        self.read(|ks, now| ks.list(&key, now).len() as u64)
+    }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<String>, StoreError> {
+        let key = self.settings.keys.dead_letters();
+        self.read(|ks, now| ks.list(&key, now).iter().take(max).cloned().collect())
+    }
+
+    async fn redrive_delivery(
+        &self,
+        buried: &str,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
+        let keys = &self.settings.keys;
+        let dead = keys.dead_letters();
+        let ttl = millis(self.settings.outbox_ttl);
+        self.write(|ks, now| {
+            let mut ops = Vec::new();
+            let kept = ks.list(&dead, now);
+            if let Some(at) = kept.iter().position(|p| p == buried) {
+                // LREM, as a rewrite of the rest (keeping its expiry).
+                let rest: Vec<String> = kept
+                    .iter()
+                    .enumerate()
+                    .filter(|&(n, _)| n != at)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                let expires = ks.ttl_ms(&dead, now).map(|left| now + left);
+                ops.push(Op::Del { key: dead.clone() });
+                if !rest.is_empty() {
+                    ops.push(Op::Push {
+                        key: dead.clone(),
+                        values: rest,
+                    });
+                    if let Some(at_ms) = expires {
+                        ops.push(Op::ExpireAt {
+                            key: dead.clone(),
+                            at_ms,
+                        });
+                    }
+                }
+            }
+            ops.push(Op::Set {
+                key: keys.outbox_event(id),
+                value: payload.to_owned(),
+                expires_at_ms: Some(now + ttl),
+            });
+            ops.push(Op::ZAdd {
+                key: keys.outbox(),
+                member: id.to_owned(),
+                score: due_ms,
+            });
+            (ops, ())
+        })
     }
 }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::scripts::{CLAIM_DELIVERIES, ENQUEUE_DELIVERY};
 use super::store::RedisStore;
 use crate::store::settings::millis;
-use crate::store::{Outbox, OutboxEntry, StoreError};
+use crate::store::{DEAD_LETTERS_MAX, Outbox, OutboxEntry, StoreError};
 
 #[async_trait]
 impl Outbox for RedisStore {
@@ -86,14 +86,41 @@ impl Outbox for RedisStore {
     }
 
     async fn complete_delivery(&self, id: &str) -> Result<(), StoreError> {
-        self.query_pipe(&self.remove_delivery(id)).await
+        // The event's key stays, emptied, until its TTL: a second queuing
+        // of the same event (two servers ending one call) finds it and
+        // adds nothing, so a delivered event is not delivered again.
+        let keys = &self.settings.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZREM")
+            .arg(keys.outbox())
+            .arg(id)
+            .ignore()
+            .cmd("SET")
+            .arg(keys.outbox_event(id))
+            .arg("")
+            .arg("XX")
+            .arg("KEEPTTL")
+            .ignore();
+        self.query_pipe(&pipe).await
     }
 
     async fn bury_delivery(&self, id: &str, payload: &str) -> Result<(), StoreError> {
+        let dead = self.settings.keys.dead_letters();
+        let keep = i64::try_from(DEAD_LETTERS_MAX).unwrap_or(i64::MAX);
         let mut pipe = self.remove_delivery(id);
         pipe.cmd("RPUSH")
-            .arg(self.settings.keys.dead_letters())
+            .arg(&dead)
             .arg(payload)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(&dead)
+            .arg(-keep)
+            .arg(-1)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&dead)
+            .arg(millis(self.settings.outbox_ttl))
             .ignore();
         self.query_pipe(&pipe).await
     }
@@ -101,6 +128,53 @@ impl Outbox for RedisStore {
     async fn outbox_len(&self) -> Result<u64, StoreError> {
         self.query(redis::cmd("ZCARD").arg(self.settings.keys.outbox()))
             .await
+    }
+
+    async fn dead_letters_len(&self) -> Result<u64, StoreError> {
+        self.query(redis::cmd("LLEN").arg(self.settings.keys.dead_letters()))
+            .await
+    }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<String>, StoreError> {
+        let Some(last) = max.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        self.query(
+            redis::cmd("LRANGE")
+                .arg(self.settings.keys.dead_letters())
+                .arg(0)
+                .arg(last),
+        )
+        .await
+    }
+
+    async fn redrive_delivery(
+        &self,
+        buried: &str,
+        id: &str,
+        payload: &str,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
+        let keys = &self.settings.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LREM")
+            .arg(keys.dead_letters())
+            .arg(1)
+            .arg(buried)
+            .ignore()
+            .cmd("SET")
+            .arg(keys.outbox_event(id))
+            .arg(payload)
+            .arg("PX")
+            .arg(millis(self.settings.outbox_ttl))
+            .ignore()
+            .cmd("ZADD")
+            .arg(keys.outbox())
+            .arg(due_ms)
+            .arg(id)
+            .ignore();
+        self.query_pipe(&pipe).await
     }
 }
 
