@@ -351,14 +351,14 @@ impl Responder {
             },
             speak: false,
         };
-        let round = match self
-            .stream_round(&ask, "side", messages, ctx, &mut None)
+        let round = match ask
+            .stream(&self.connection, "side", messages, ctx, &mut None)
             .await
         {
             Err(ServiceError::Status { status: 400, .. }) => {
                 tracing::info!("the server refused the response format; asking without it");
                 ask.request.response_format = None;
-                self.stream_round(&ask, "side", messages, ctx, &mut None)
+                ask.stream(&self.connection, "side", messages, ctx, &mut None)
                     .await?
             }
             other => other?,
@@ -397,8 +397,14 @@ impl Responder {
                 },
                 speak,
             };
-            let streamed = self
-                .stream_round(&ask, &id, messages, ctx, &mut progress.first_token)
+            let streamed = ask
+                .stream(
+                    &self.connection,
+                    &id,
+                    messages,
+                    ctx,
+                    &mut progress.first_token,
+                )
                 .await?;
             let text = streamed.text.trim();
             if !text.is_empty() {

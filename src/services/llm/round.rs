@@ -9,9 +9,8 @@ use crate::frame::{FrameBody, MetricsData};
 use crate::pipeline::ProcessorContext;
 use crate::services::http::{next_chunk, send};
 use crate::services::task::report;
-use crate::services::{ServiceError, SseDecoder};
+use crate::services::{Connection, ServiceError, SseDecoder};
 
-use super::driver::Responder;
 use super::tool_calls::{AssembledCall, ToolCallAssembler};
 use super::wire::{ChatDelta, ChatRequest, ChatWire};
 
@@ -33,20 +32,22 @@ pub(super) struct Ask<'a> {
     pub(super) speak: bool,
 }
 
-impl Responder {
-    pub(super) async fn stream_round(
+impl Ask<'_> {
+    /// Sends this request over `connection` and reads its stream; `id`
+    /// names its tool calls that come without one.
+    pub(super) async fn stream(
         &self,
-        ask: &Ask<'_>,
+        connection: &Connection,
         id: &str,
         messages: &[Message],
         ctx: &ProcessorContext,
         first_token: &mut Option<Instant>,
     ) -> Result<Round, ServiceError> {
-        let wire = ask.wire;
+        let wire = self.wire;
         let provider = wire.provider();
         let response = send(
-            |client| wire.request(client, &ask.request, messages),
-            &self.connection,
+            |client| wire.request(client, &self.request, messages),
+            &connection,
             provider,
         )
         .await?;
@@ -68,7 +69,7 @@ impl Responder {
         let mut finished = false;
         let mut malformed = 0u32;
         loop {
-            let chunk = next_chunk(&mut stream, self.connection.read_timeout).await?;
+            let chunk = next_chunk(&mut stream, connection.read_timeout).await?;
             match &chunk {
                 Some(bytes) => events.handle_bytes(bytes),
                 None => events.finish(),
@@ -111,7 +112,7 @@ impl Responder {
                     match delta {
                         ChatDelta::Text(piece) => {
                             text.push_str(&piece);
-                            if ask.speak {
+                            if self.speak {
                                 ctx.push_downstream(FrameBody::LlmText(piece)).await;
                             }
                         }
