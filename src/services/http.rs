@@ -29,18 +29,25 @@ pub(crate) fn install_crypto_provider() {
 /// The process-wide HTTP client: one connection pool for every session.
 pub(crate) fn client() -> Result<&'static reqwest::Client, ServiceError> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            install_crypto_provider();
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .pool_idle_timeout(Duration::from_secs(90))
-                .tcp_nodelay(true)
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| ServiceError::Connect(format!("cannot set up the HTTP client: {e}")))
+    built_once(&CLIENT, |builder| builder)
+}
+
+/// The client in `cell`, built the first time with the shared settings and
+/// what `adjust` adds.
+fn built_once(
+    cell: &'static OnceLock<Result<reqwest::Client, String>>,
+    adjust: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> Result<&'static reqwest::Client, ServiceError> {
+    cell.get_or_init(|| {
+        install_crypto_provider();
+        let builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true);
+        adjust(builder).build().map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| ServiceError::Connect(format!("cannot set up the HTTP client: {e}")))
 }
 
 /// A client that never follows redirects, for requests whose 3xx must be
@@ -49,19 +56,9 @@ pub(crate) fn client() -> Result<&'static reqwest::Client, ServiceError> {
 /// receiver's answer (webhook deliveries). Its own pool, built once.
 pub(crate) fn client_without_redirects() -> Result<&'static reqwest::Client, ServiceError> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            install_crypto_provider();
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .pool_idle_timeout(Duration::from_secs(90))
-                .tcp_nodelay(true)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| ServiceError::Connect(format!("cannot set up the HTTP client: {e}")))
+    built_once(&CLIENT, |builder| {
+        builder.redirect(reqwest::redirect::Policy::none())
+    })
 }
 
 /// Sends the request `build` makes (called again for each attempt) and

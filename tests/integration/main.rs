@@ -68,6 +68,7 @@ mod stt_outage;
 mod stt_services;
 mod tactics_bounds;
 mod text_sessions;
+mod tts_cartesia;
 mod tts_services;
 mod twilio_messaging;
 mod webhook;
