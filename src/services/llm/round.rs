@@ -47,7 +47,7 @@ impl Ask<'_> {
         let provider = wire.provider();
         let response = send(
             |client| wire.request(client, &self.request, messages),
-            &connection,
+            connection,
             provider,
         )
         .await?;
