@@ -65,6 +65,9 @@ pub(crate) enum SttAction {
     Transcript { text: String, is_final: bool },
     /// Report this error upstream.
     Report(ServiceError),
+    /// Report this error upstream as the end of the session: the
+    /// connection stopped for good and the caller can no longer be heard.
+    Fail(ServiceError),
     /// Drop the socket: the connection is done with it.
     Disconnect,
 }
@@ -113,6 +116,9 @@ pub(crate) struct SttConnection {
     failures: u32,
     /// The open socket has brought a provider message.
     proven: bool,
+    /// A socket has opened in this session: the request as it stands
+    /// works, so a later refusal (a proxy's 404 mid-deploy) is retried.
+    ever_opened: bool,
     /// When audio first went out on the open socket with no message from
     /// the provider since, and how many bytes have gone out since: a
     /// provider that answers nothing for `read_timeout` while it is sent
@@ -163,6 +169,7 @@ impl SttConnection {
             closing: None,
             failures: 0,
             proven: false,
+            ever_opened: false,
             unanswered: None,
             finalize_due: false,
             malformed: 0,
@@ -246,6 +253,7 @@ impl SttConnection {
             return;
         }
         self.proven = false;
+        self.ever_opened = true;
         self.unanswered = None;
         self.socket = Socket::Open { last_sent: now };
         self.stream_base = self
@@ -283,11 +291,13 @@ impl SttConnection {
             self.stop_with(error);
             return;
         }
-        if error.is_refusal() {
-            // Refused credentials, a model or language the provider does
-            // not have, no credit: asking again will not heal it. Report
-            // (the session ends, rather than run deaf) and stop.
-            self.stop_with(error);
+        if error.is_auth() || (error.is_refusal() && !self.ever_opened) {
+            // Refused credentials, or a first request refused as it stands
+            // (a model or language the provider does not have, no credit):
+            // asking again will not heal it. The session ends rather than
+            // run deaf.
+            self.actions.push_back(SttAction::Fail(error));
+            self.socket = Socket::Stopped;
             return;
         }
         self.failures += 1;

@@ -73,19 +73,16 @@ pub(crate) async fn drive(
                     ctx.push_downstream(body).await;
                 }
                 SttAction::Report(error) => {
-                    // A refused handshake stopped the connection for good:
-                    // the session cannot hear the caller any more.
-                    let error = if error.is_refusal() {
-                        let status = error.status();
-                        let fatal = ProcessorError::fatal(error).with_provider(provider);
-                        match status {
-                            Some(status) => fatal.with_status(status),
-                            None => fatal,
-                        }
-                    } else {
-                        error.into_processor_error(provider)
+                    report(error.into_processor_error(provider), &ctx).await;
+                }
+                SttAction::Fail(error) => {
+                    let status = error.status();
+                    let fatal = ProcessorError::fatal(error).with_provider(provider);
+                    let fatal = match status {
+                        Some(status) => fatal.with_status(status),
+                        None => fatal,
                     };
-                    report(error, &ctx).await;
+                    report(fatal, &ctx).await;
                 }
                 SttAction::Disconnect => socket = None,
             }

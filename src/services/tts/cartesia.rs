@@ -172,6 +172,11 @@ impl WsSpeech for CartesiaSpeech {
         "cartesia"
     }
 
+    /// A second after its last audio (Cartesia's docs, "Contexts").
+    fn contexts_expire(&self) -> bool {
+        true
+    }
+
     fn sample_rate(&self) -> u32 {
         self.sample_rate
     }

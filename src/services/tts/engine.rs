@@ -58,7 +58,8 @@ impl Engine {
         // Context ids are unique per socket; a per-engine prefix keeps them
         // apart across sessions sharing a provider account.
         let prefix = format!("vp{:08x}", crate::random::random_u32());
-        let responses = TtsResponses::new(ctx.name(), wire.sample_rate(), rate, prefix);
+        let responses = TtsResponses::new(ctx.name(), wire.sample_rate(), rate, prefix)
+            .with_segments(wire.contexts_expire());
         Engine {
             wire,
             ctx,

@@ -13,12 +13,13 @@
 //!
 //! # Segments: a response's text cut by tool calls
 //!
-//! When the LLM stops to call a tool, the text it wrote so far is finished
-//! on the wire ([`TtsResponses::handle_break`]) and what it writes after
-//! the tool goes to a new context of the same response (`PREFIX-N.1`,
-//! `.2`, ...): a provider's context may not outlive a pause (Cartesia's
-//! expire a second after their last audio, and text sent on one after that
-//! is not spoken), and a tool can take seconds. The response stays one
+//! With a provider whose contexts expire when their audio pauses
+//! (Cartesia's, a second after their last audio: text sent on one after
+//! that is not spoken), when the LLM stops to call a tool, the text it
+//! wrote so far is finished on the wire ([`TtsResponses::handle_break`])
+//! and what it writes after the tool goes to a new context of the same
+//! response (`PREFIX-N.1`, `.2`, ...), since a tool can take seconds.
+//! Other providers keep one context per response. The response stays one
 //! (one `TtsStarted`, one `TtsStopped`), so the rest of the pipeline sees
 //! what it saw before. A segment's events wait until the segments before
 //! it are done, so audio never interleaves, and its word times count from
@@ -84,6 +85,8 @@ pub(crate) struct TtsResponses {
     rate: u32,
     /// Makes this engine's context ids unique on a shared provider account.
     prefix: String,
+    /// Whether a tool call starts a new context (see Segments).
+    segments: bool,
     responses: BTreeMap<u64, Response>,
     outputs: VecDeque<TtsOutput>,
 }
@@ -97,9 +100,17 @@ impl TtsResponses {
             wire_rate,
             rate,
             prefix,
+            segments: false,
             responses: BTreeMap::new(),
             outputs: VecDeque::new(),
         }
+    }
+
+    /// With `segments`, a tool call finishes the response's context and the
+    /// text after it goes to a new one (see Segments).
+    pub(crate) fn with_segments(mut self, segments: bool) -> Self {
+        self.segments = segments;
+        self
     }
 
     /// True while a response waits for its audio.
@@ -137,6 +148,9 @@ impl TtsResponses {
     /// `response`'s text stops for a tool call: what was sent so far is
     /// finished on the wire, and later text goes to a new segment.
     pub(crate) fn handle_break(&mut self, response: u64, _now: Instant) {
+        if !self.segments {
+            return;
+        }
         let Some(state) = self.responses.get_mut(&response) else {
             return;
         };
@@ -286,6 +300,12 @@ impl TtsResponses {
             return;
         };
         if state.draining.pop_front().is_none() {
+            if !state.finishing {
+                // The provider lost the context (a socket gone): its text
+                // goes on in a context opened again, whose times count
+                // from here.
+                state.segment_base = state.audio;
+            }
             self.done(response);
             return;
         }

@@ -42,6 +42,14 @@ pub(crate) trait TtsWire: Send {
     /// The rate of the audio it returns, in Hz.
     fn sample_rate(&self) -> u32;
 
+    /// Whether the provider ends a context once its audio pauses (Cartesia's
+    /// expire a second after their last audio), so that text coming after
+    /// a tool call needs a context of its own. Others keep one context per
+    /// response: ElevenLabs' sockets allow only five open contexts.
+    fn contexts_expire(&self) -> bool {
+        false
+    }
+
     /// Gets ready before the first text (opens a socket, for instance), so
     /// that the first answer does not wait for it.
     async fn warm_up(&mut self) -> Result<(), ServiceError> {

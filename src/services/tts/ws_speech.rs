@@ -16,6 +16,12 @@ pub(crate) trait WsSpeech: Send + 'static {
     /// The rate of the PCM it sends back.
     fn sample_rate(&self) -> u32;
 
+    /// Whether a context expires when its audio pauses (see
+    /// [`TtsWire::contexts_expire`](super::wire::TtsWire::contexts_expire)).
+    fn contexts_expire(&self) -> bool {
+        false
+    }
+
     /// Where the socket goes.
     fn target(&self) -> WsTarget;
 

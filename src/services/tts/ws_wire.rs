@@ -82,6 +82,10 @@ impl<A: WsSpeech> TtsWire for WsWire<A> {
         self.state.adapter().sample_rate()
     }
 
+    fn contexts_expire(&self) -> bool {
+        self.state.adapter().contexts_expire()
+    }
+
     async fn warm_up(&mut self) -> Result<(), ServiceError> {
         self.state.handle_warm_up(now());
         self.carry_out().await;

@@ -75,28 +75,26 @@ pub fn loan_payment(
     if !payment.is_finite() {
         return Err("these figures give no payment; check them".into());
     }
-    let monthly_cents = payment.round() as u64;
-    if monthly_cents == 0 {
+    // The nearest cent, as lenders quote it; but where that is below the
+    // exact payment by enough that the balance barely falls (a long term
+    // at a high rate, where the payment is close to the interest), the
+    // rounding would pile up into the last payment: then the cent above.
+    let nearest = payment.round() as u64;
+    if nearest == 0 {
         return Err("the principal is too small to be repaid over this many months".into());
     }
     // Whole cents below 2^53: exact as f64 and as u64.
     let principal_cents = principal_cents as u64;
-    let mut balance = principal_cents;
-    let mut total_cents = 0;
-    let mut payments = 0;
-    let mut last_cents = 0;
-    for month in 1..=months {
-        let interest = (balance as f64 * r).round() as u64;
-        let due = balance + interest;
-        payments = month;
-        if month == months || due <= monthly_cents {
-            last_cents = due;
-            total_cents += due;
-            break;
-        }
-        balance = due - monthly_cents;
-        total_cents += monthly_cents;
+    let mut schedule = amortise(principal_cents, r, months, nearest);
+    if schedule.last_cents > nearest + months {
+        schedule = amortise(principal_cents, r, months, payment.ceil() as u64);
     }
+    let Schedule {
+        monthly_cents,
+        payments,
+        last_cents,
+        total_cents,
+    } = schedule;
     Ok(LoanPayment {
         monthly_cents,
         payments,
@@ -104,6 +102,41 @@ pub fn loan_payment(
         total_cents,
         interest_cents: total_cents.saturating_sub(principal_cents),
     })
+}
+
+/// A loan paid off month by month: `monthly_cents` each month, the last
+/// payment whatever is left.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    monthly_cents: u64,
+    payments: u64,
+    last_cents: u64,
+    total_cents: u64,
+}
+
+/// Pays `principal_cents` at monthly rate `r` with `monthly_cents` a month,
+/// interest rounded to the cent each month, for at most `months`.
+fn amortise(principal_cents: u64, r: f64, months: u64, monthly_cents: u64) -> Schedule {
+    let mut balance = principal_cents;
+    let mut schedule = Schedule {
+        monthly_cents,
+        payments: 0,
+        last_cents: 0,
+        total_cents: 0,
+    };
+    for month in 1..=months {
+        let interest = (balance as f64 * r).round() as u64;
+        let due = balance + interest;
+        schedule.payments = month;
+        if month == months || due <= monthly_cents {
+            schedule.last_cents = due;
+            schedule.total_cents += due;
+            break;
+        }
+        balance = due - monthly_cents;
+        schedule.total_cents += monthly_cents;
+    }
+    schedule
 }
 
 /// Cents as an amount with two decimals (the nearest `f64`, which JSON
@@ -209,6 +242,28 @@ mod tests {
         assert_eq!(p.last_cents, 18_885);
         assert_eq!(p.total_cents, 59 * 18_871 + 18_885);
         assert_eq!(p.total_cents, 1_132_274);
+    }
+
+    #[test]
+    fn a_payment_close_to_the_interest_does_not_pile_up_into_the_last() {
+        // 10,000 at 30% over 50 years: the nearest cent, 250.00, is exactly
+        // the first month's interest, so the balance would never fall and
+        // the last payment would be 10,250.00 (160,000.00 in all, against
+        // an annuity's 150,000.06). The cent above pays the loan off.
+        for (principal, rate, months) in [(10_000.0, 30.0, 600), (100.0, 24.0, 360)] {
+            let p = loan_payment(principal, rate, months).unwrap();
+            assert!(
+                p.last_cents <= p.monthly_cents + months,
+                "{principal} at {rate}% over {months}: {p:?}"
+            );
+            assert_eq!(
+                p.total_cents,
+                (p.payments - 1) * p.monthly_cents + p.last_cents
+            );
+        }
+        let p = loan_payment(10_000.0, 30.0, 600).unwrap();
+        assert_eq!(p.monthly_cents, 25_001);
+        assert!(p.total_cents < 15_001_000, "{p:?}");
     }
 
     #[test]

@@ -278,7 +278,7 @@ fn refused_credentials_are_reported_and_stop_the_connection() {
         0.5,
         t0,
     );
-    assert!(matches!(actions(&mut c)[..], [SttAction::Report(_)]));
+    assert!(matches!(actions(&mut c)[..], [SttAction::Fail(_)]));
     assert!(c.is_stopped());
     assert_eq!(c.poll_timeout(), None);
     c.handle_audio(audio(20, 1), t0);
@@ -297,7 +297,7 @@ fn a_handshake_refused_for_good_stops_but_a_rate_limit_is_retried() {
         let mut c = connection();
         actions(&mut c);
         c.handle_connect_failed(status(refused), 0.5, t0);
-        assert!(matches!(actions(&mut c)[..], [SttAction::Report(_)]));
+        assert!(matches!(actions(&mut c)[..], [SttAction::Fail(_)]));
         assert!(c.is_stopped(), "{refused} stops: asking again cannot help");
     }
     for passing in [408, 429, 503] {
@@ -307,6 +307,24 @@ fn a_handshake_refused_for_good_stops_but_a_rate_limit_is_retried() {
         assert!(!c.is_stopped(), "{passing} is tried again");
         assert!(c.poll_timeout().is_some());
     }
+    // Once a socket has worked, the same request refused (a proxy's 404
+    // mid-deploy) is tried again; refused credentials still stop.
+    let mut c = open(t0);
+    c.handle_message(METADATA, t0);
+    c.handle_socket_lost(&ServiceError::Connect("reset".into()), t0);
+    c.handle_timeout(t0);
+    actions(&mut c);
+    c.handle_connect_failed(status(404), 0.5, t0);
+    assert!(
+        !c.is_stopped(),
+        "a session that worked is not ended by a 404"
+    );
+    assert!(matches!(actions(&mut c)[..], [SttAction::Report(_)]));
+    c.handle_timeout(c.poll_timeout().unwrap());
+    actions(&mut c);
+    c.handle_connect_failed(status(401), 0.5, t0);
+    assert!(matches!(actions(&mut c)[..], [SttAction::Fail(_)]));
+    assert!(c.is_stopped());
 }
 
 #[test]

@@ -220,7 +220,7 @@ fn failures_are_reported_naming_the_provider() {
 #[test]
 fn text_after_a_tool_call_goes_to_a_new_context_played_after_the_first() {
     let t0 = Instant::now();
-    let mut r = TtsResponses::new("tts", 16_000, 16_000, PREFIX.into());
+    let mut r = TtsResponses::new("tts", 16_000, 16_000, PREFIX.into()).with_segments(true);
     r.handle_speak(1, "Let me check.".into(), t0);
     outputs(&mut r);
     r.handle_break(1, t0);
@@ -300,7 +300,7 @@ fn text_after_a_tool_call_goes_to_a_new_context_played_after_the_first() {
 #[test]
 fn a_response_ending_at_a_tool_call_ends_when_its_text_is_done() {
     let t0 = Instant::now();
-    let mut r = TtsResponses::new("tts", 16_000, 16_000, PREFIX.into());
+    let mut r = TtsResponses::new("tts", 16_000, 16_000, PREFIX.into()).with_segments(true);
     r.handle_speak(2, "Goodbye.".into(), t0);
     r.handle_break(2, t0);
     outputs(&mut r);
@@ -335,4 +335,19 @@ fn a_response_ending_at_a_tool_call_ends_when_its_text_is_done() {
         .collect();
     assert_eq!(cancelled, ["vp0000abcd-3", "vp0000abcd-3.1"]);
     assert!(!r.is_busy());
+}
+
+#[test]
+fn without_segments_a_tool_call_keeps_the_context() {
+    // ElevenLabs: contexts do not expire, and a socket takes only five.
+    let t0 = Instant::now();
+    let mut r = TtsResponses::new("tts", 16_000, 16_000, PREFIX.into());
+    r.handle_speak(1, "Let me check.".into(), t0);
+    outputs(&mut r);
+    r.handle_break(1, t0);
+    assert!(outputs(&mut r).is_empty());
+    r.handle_speak(1, "It's sunny.".into(), t0);
+    assert!(
+        matches!(&outputs(&mut r)[..], [TtsOutput::Speak { context, .. }] if context == "vp0000abcd-1")
+    );
 }
