@@ -193,7 +193,15 @@ impl Tool for LoanPaymentTool {
         let rate = arguments["annual_rate_percent"]
             .as_f64()
             .unwrap_or(f64::NAN);
-        let months = arguments["term_months"].as_u64().unwrap_or(0);
+        // JSON Schema counts 360.0 an integer, as the model may write it.
+        let months = arguments["term_months"]
+            .as_u64()
+            .or_else(|| {
+                let months = arguments["term_months"].as_f64()?;
+                (months.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&months))
+                    .then_some(months as u64)
+            })
+            .unwrap_or(0);
         let payment = loan_payment(principal, rate, months).map_err(ToolError::Failed)?;
         let mut result = json!({
             "monthly_payment": amount(payment.monthly_cents),
@@ -315,7 +323,7 @@ mod tests {
         assert_eq!(result["total_interest"], json!(1322.74));
         assert_eq!(result["payments"], json!(60));
         let even = tool
-            .call(json!({"principal": 1200, "annual_rate_percent": 0, "term_months": 12}))
+            .call(json!({"principal": 1200, "annual_rate_percent": 0, "term_months": 12.0}))
             .await
             .unwrap();
         let even: Value = serde_json::from_str(&even.result).unwrap();
