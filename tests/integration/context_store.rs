@@ -262,7 +262,8 @@ async fn tactics_lists_never_hold_a_tactic_twice() {
         );
         assert_eq!(
             store.tactics(TacticsList::Base).await.unwrap(),
-            ["Anchor high", "Mirror the buyer", "Offer a pilot"]
+            ["Mirror the buyer", "Anchor high", "Offer a pilot"],
+            "a tactic that comes back moves to the end, its text kept"
         );
         assert!(
             store
