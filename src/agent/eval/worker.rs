@@ -10,7 +10,10 @@
 //! the job left alone: neither acknowledged nor deleted, its new owner has
 //! it. A worker that dies mid-job leaves the job pending under its name and
 //! no longer refreshes it. Every worker periodically reclaims jobs pending
-//! for longer than `claim_idle` (XAUTOCLAIM) and runs them once more. A job delivered more than
+//! for longer than `claim_idle` (XAUTOCLAIM) and runs them once more; after
+//! a reclaimed job it reclaims again at once, until none is idle, so a
+//! backlog left by an outage drains at the speed of the work, one job at a
+//! time, not one per reclaim period. A job delivered more than
 //! `max_deliveries` times is recorded as unevaluated and acknowledged, so a
 //! job that kills its workers cannot circle forever.
 //!
@@ -111,11 +114,16 @@ impl EvaluationWorker {
                 jobs = self.fetch(reclaim, self.settings.poll) => jobs,
             };
             match jobs {
-                Ok((jobs, _reclaimed)) => {
+                Ok((jobs, reclaimed)) => {
                     if std::mem::take(&mut failing) {
                         tracing::info!(consumer = %self.consumer, "evaluation queue reachable again");
                     }
                     backoff = Duration::from_secs(1);
+                    if reclaimed {
+                        // More may be idle (a backlog after an outage):
+                        // reclaim again as soon as this one is done.
+                        next_reclaim = Instant::now();
+                    }
                     for job in jobs {
                         match self.process(&job).await {
                             // Logged where found; the job is its new owner's.
@@ -148,8 +156,7 @@ impl EvaluationWorker {
         let mut reclaim = true;
         loop {
             let (jobs, reclaimed) = self.fetch(reclaim, Duration::ZERO).await?;
-            let _ = reclaimed;
-            reclaim = false;
+            reclaim = reclaimed;
             if jobs.is_empty() {
                 return Ok(ran);
             }
@@ -423,5 +430,22 @@ mod tests {
             .unwrap();
         assert_eq!(pending.len(), 1, "the job was acknowledged here");
         assert_eq!(slow.runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_of_idle_jobs_drains_without_waiting_a_reclaim_period_each() {
+        let store = store_with_calls(4).await;
+        // A worker took them all and died.
+        let dead = store.read_jobs("dead", 4, Duration::ZERO).await.unwrap();
+        assert_eq!(dead.len(), 4);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+
+        let count = Arc::new(Count::default());
+        let worker = worker_with(&store, count.clone());
+        let running = tokio::spawn(async move { worker.run(std::future::pending()).await });
+        // Well under one reclaim period (claim_idle / 2 = 30 s).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(count.0.load(Ordering::SeqCst), 4, "one per reclaim period");
+        running.abort();
     }
 }
