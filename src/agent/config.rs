@@ -220,6 +220,10 @@ mod tests {
         let section: ContextSection = toml::from_str("industry = \"real estate\"").unwrap();
         assert_eq!(section.industry.as_deref(), Some("real estate"));
         let refused = toml::from_str::<ContextSection>("industry = \"re:tail\"").unwrap_err();
-        assert!(refused.to_string().contains("cannot be part of a prompt key"));
+        assert!(
+            refused
+                .to_string()
+                .contains("cannot be part of a prompt key")
+        );
     }
 }

@@ -169,7 +169,10 @@ mod tests {
         let alice = hash("From", "sip:alice@example.com");
         assert_ne!(alice, hash("From", "sip:bob@example.com"));
         assert_ne!(alice, hash("From", "anonymous"));
-        assert_eq!(hash("From", "+1 615 484 6056"), hash("Caller", "+16154846056"));
+        assert_eq!(
+            hash("From", "+1 615 484 6056"),
+            hash("Caller", "+16154846056")
+        );
     }
 
     #[test]

@@ -145,7 +145,10 @@ async fn prompt_history_contract(store: &dyn Store) {
     );
     // A slot given back (a deferred optimisation) is free again.
     store.give_back_optimisation_slot(&key, "b").await.unwrap();
-    store.give_back_optimisation_slot(&key, "none").await.unwrap();
+    store
+        .give_back_optimisation_slot(&key, "none")
+        .await
+        .unwrap();
     assert!(
         store
             .take_optimisation_slot(&key, "c", 13, hour, 2)

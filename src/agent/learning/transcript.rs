@@ -89,7 +89,11 @@ pub fn has_customer_turn(turns: &[SpokenTurn]) -> bool {
 pub fn render(turns: &[SpokenTurn]) -> String {
     let mut text = transcript_opening();
     for turn in turns {
-        text.push_str(&format!("{}: {}\n", turn.speaker.label(), defused(&turn.text)));
+        text.push_str(&format!(
+            "{}: {}\n",
+            turn.speaker.label(),
+            defused(&turn.text)
+        ));
     }
     text.push_str(&transcript_closing());
     text

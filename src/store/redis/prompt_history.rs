@@ -113,9 +113,7 @@ impl PromptHistoryStore for RedisStore {
         id: &str,
     ) -> Result<(), StoreError> {
         let slots = key.optimisations_key(&self.settings.keys);
-        let _removed: i64 = self
-            .query(redis::cmd("ZREM").arg(&slots).arg(id))
-            .await?;
+        let _removed: i64 = self.query(redis::cmd("ZREM").arg(&slots).arg(id)).await?;
         Ok(())
     }
 
