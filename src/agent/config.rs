@@ -210,3 +210,20 @@ impl SkillsSection {
         ApiEndpoint::new(&self.base_url, api_key, &self.connection, "embeddings")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_context_industry_may_have_spaces_but_not_key_syntax() {
+        let section: ContextSection = toml::from_str("industry = \"real estate\"").unwrap();
+        assert_eq!(section.industry.as_deref(), Some("real estate"));
+        let refused = toml::from_str::<ContextSection>("industry = \"re:tail\"").unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("cannot be part of a prompt key")
+        );
+    }
+}

@@ -39,11 +39,11 @@ pub(crate) fn redacted_parameters(
     parameters
         .iter()
         .map(|(key, value)| {
-            let phone = PHONE_PARAMETERS.contains(&key.to_ascii_lowercase().as_str())
-                || looks_like_phone(value);
+            let name = key.to_ascii_lowercase();
+            let phone = PHONE_PARAMETERS.contains(&name.as_str()) || looks_like_phone(value);
             let value = match (phone, hasher) {
                 (false, _) => value.clone(),
-                (true, Some(hasher)) => hasher.hash(&normalised(value)),
+                (true, Some(hasher)) => hasher.hash(&hashed_form(&name, value)),
                 (true, None) => REDACTED.to_owned(),
             };
             (key.clone(), value)
@@ -96,12 +96,22 @@ fn looks_like_phone(value: &str) -> bool {
             .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'-' | b'(' | b')' | b'.'))
 }
 
-/// The number as E.164 would write it: `+` and digits, separators dropped.
-fn normalised(number: &str) -> String {
-    number
+/// What is hashed of a parameter's value: a number as E.164 would write
+/// it (`+` and digits, separators dropped, so one number however it is
+/// written hashes alike); a name, or a value with no number in it
+/// (`anonymous`, `sip:alice@example.com`), trimmed and in lower case, so
+/// different callers differ.
+fn hashed_form(parameter: &str, value: &str) -> String {
+    let number: String = value
         .chars()
         .filter(|c| c.is_ascii_digit() || *c == '+')
-        .collect()
+        .collect();
+    let digits = number.bytes().filter(u8::is_ascii_digit).count();
+    if parameter.ends_with("name") || digits < 7 {
+        value.trim().to_lowercase()
+    } else {
+        number
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +153,26 @@ mod tests {
         let hashed = redacted_parameters(&record.custom_parameters, Some(&hasher));
         assert_eq!(hashed["From"], hashed["lead"], "one number, one hash");
         assert!(!hashed["From"].contains("484"));
+    }
+
+    #[test]
+    fn different_callers_hash_differently_and_one_caller_alike() {
+        let hasher = PhoneHasher::new(b"salt");
+        let hash = |name: &str, value: &str| {
+            let parameters = BTreeMap::from([(name.to_owned(), value.to_owned())]);
+            redacted_parameters(&parameters, Some(&hasher))[name].clone()
+        };
+        let ann = hash("CallerName", "Ann Smith");
+        assert_ne!(ann, hash("CallerName", "Bob Jones"));
+        assert_eq!(ann, hash("CallerName", " ann smith "));
+        assert!(!ann.to_lowercase().contains("ann"), "{ann}");
+        let alice = hash("From", "sip:alice@example.com");
+        assert_ne!(alice, hash("From", "sip:bob@example.com"));
+        assert_ne!(alice, hash("From", "anonymous"));
+        assert_eq!(
+            hash("From", "+1 615 484 6056"),
+            hash("Caller", "+16154846056")
+        );
     }
 
     #[test]

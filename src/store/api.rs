@@ -185,6 +185,15 @@ pub trait PromptHistoryStore: Send + Sync {
         max: u64,
     ) -> Result<bool, StoreError>;
 
+    /// Gives back the slot optimisation `id` took against `key`'s limit
+    /// (nothing if it holds none): a deferred optimisation holds no slot
+    /// while it waits, and takes one again when it runs.
+    async fn give_back_optimisation_slot(
+        &self,
+        key: &PromptKey,
+        id: &str,
+    ) -> Result<(), StoreError>;
+
     /// Notes that `call_id` failed under `key` (idempotent); returns every
     /// failure noted and not cleared, oldest first.
     async fn note_failure(

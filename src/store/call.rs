@@ -229,21 +229,21 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// What a segment part (a country, an industry) may be: 1 to 64 bytes of
-/// letters, digits, `_` and `-`. It goes into prompt keys, so nothing that
-/// means something in a key: no `:` (the separator), `*` (the wildcard
-/// country), `{` or `}` (Redis Cluster hash tags), spaces or control
-/// characters.
+/// What a segment part (a country, an industry) may be: 1 to 64 bytes with
+/// nothing that means something in a key: no `:` (the separator), `*` (the
+/// wildcard country), `{` or `}` (Redis Cluster hash tags) and no control
+/// characters. Spaces, `.` and `/` are fine (`real estate`).
 pub fn is_segment_part(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 64
-        && value
+        && !value
             .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            .any(|c| matches!(c, ':' | '*' | '{' | '}') || c.is_control())
 }
 
 /// Why a segment part is refused, for error messages.
-pub const SEGMENT_PART_RULE: &str = "1 to 64 bytes of letters, digits, `_` and `-`";
+pub const SEGMENT_PART_RULE: &str =
+    "1 to 64 bytes without `:`, `*`, `{`, `}` or control characters";
 
 impl Segment {
     /// The segment of a call started with `parameters`: their `country` and
@@ -281,7 +281,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_segment_part_is_letters_digits_underscores_and_hyphens() {
+    fn a_segment_part_refuses_only_what_breaks_keys() {
         let defaults = Segment {
             country: Some("US".into()),
             industry: Some("retail".into()),
@@ -296,13 +296,17 @@ mod tests {
         let kept = resolve(" DE ", "home-care_2");
         assert_eq!(kept.country.as_deref(), Some("DE"));
         assert_eq!(kept.industry.as_deref(), Some("home-care_2"));
+        for good in ["real estate", "b2b.saas", "health/care", "Zürich"] {
+            let kept = resolve("US", good);
+            assert_eq!(kept.industry.as_deref(), Some(good), "{good:?}");
+        }
         for bad in [
             "{US}",
             "U}S",
             "a:b",
             "*",
-            "real estate",
             "x\u{7}y",
+            "x\ny",
             "",
             &"x".repeat(65),
         ] {

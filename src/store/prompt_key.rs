@@ -140,6 +140,7 @@ mod tests {
         for name in [
             "prompt:segment:US:retail",
             "prompt:segment:*:retail",
+            "prompt:segment:US:real estate",
             "prompt:base",
         ] {
             let key = PromptKey::parse(name).unwrap();
@@ -153,7 +154,7 @@ mod tests {
             "call:x",
             "prompt:segment:{US}:retail",
             "prompt:segment:US:re{tail}",
-            "prompt:segment:US:real estate",
+            "prompt:segment:US:re*tail",
         ] {
             assert_eq!(PromptKey::parse(name), None, "{name}");
         }

@@ -418,16 +418,23 @@ async fn a_job_given_up_after_its_verdict_was_stored_still_merges_the_tactics() 
 async fn the_worker_holding_a_job_keeps_its_claim_and_no_one_else_can() {
     let (redis, _judge, runtime, store) = setup("").await.parts();
     session(&runtime, "s1", CALL).await;
-    let job = store.read_jobs("owner", 1, Duration::ZERO).await.unwrap();
-    let id = &job[0].id;
+    session(&runtime, "s2", CALL).await;
+    let jobs = store.read_jobs("owner", 2, Duration::ZERO).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    let (id, unkept) = (&jobs[0].id, &jobs[1].id);
+    // Redis measures idle time on its own clock: both go idle for real.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(store.keep_job("owner", id).await.unwrap());
-    assert!(!store.keep_job("stranger", id).await.unwrap());
-    // Kept: not idle, so not reclaimed; and no delivery counted.
+    assert!(!store.keep_job("stranger", unkept).await.unwrap());
+    // Kept: idle no more, so not reclaimed; the control, idle as long but
+    // not kept, is (no keep, and the script cannot pass for one).
     let taken = store
-        .reclaim_jobs("thief", Duration::from_secs(30), 8)
+        .reclaim_jobs("thief", Duration::from_millis(200), 8)
         .await
         .unwrap();
-    assert!(taken.is_empty());
+    let taken: Vec<&str> = taken.iter().map(|job| job.id.as_str()).collect();
+    assert_eq!(taken, [unkept.as_str()], "only the job not kept is taken");
+    store.ack_job(unkept).await.unwrap();
     let taken = store
         .reclaim_jobs("thief", Duration::ZERO, 8)
         .await

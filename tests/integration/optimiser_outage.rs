@@ -27,6 +27,24 @@ async fn a_writer_that_is_down_defers_the_optimisation_until_it_is_back() {
     let call = store.call("s1").await.unwrap().unwrap();
     assert!(call.optimisation.is_none());
     assert_eq!(call.post_call_deferrals, 1);
+    // The deferred optimisation holds no slot: with a limit of one, another
+    // optimisation still gets it (and gives it back).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let hour_ms = 3_600_000;
+    assert!(
+        store
+            .take_optimisation_slot(&segment_key(), "other", now_ms, hour_ms, 1)
+            .await
+            .unwrap(),
+        "a deferred optimisation holds its slot through the outage"
+    );
+    store
+        .give_back_optimisation_slot(&segment_key(), "other")
+        .await
+        .unwrap();
 
     // The writer is back: the same job optimises, with the failure kept.
     openai.push_chats_for("writer", [candidate("Offer a pilot.")]);

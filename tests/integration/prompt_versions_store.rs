@@ -143,6 +143,18 @@ async fn prompt_history_contract(store: &dyn Store) {
             .await
             .unwrap()
     );
+    // A slot given back (a deferred optimisation) is free again.
+    store.give_back_optimisation_slot(&key, "b").await.unwrap();
+    store
+        .give_back_optimisation_slot(&key, "none")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .take_optimisation_slot(&key, "c", 13, hour, 2)
+            .await
+            .unwrap()
+    );
     assert!(
         store
             .take_optimisation_slot(&key, "c", 11 + hour, hour, 2)

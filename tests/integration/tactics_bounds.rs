@@ -63,6 +63,43 @@ async fn bounded(store: Arc<dyn Store>) {
     assert_eq!(rendered.lines().count(), 3 + MAX_TACTICS_IN_PROMPT + 1);
 }
 
+/// A tactic that keeps winning comes back to the newest, so the prompt's
+/// window of the newest `MAX_TACTICS_IN_PROMPT` keeps it.
+async fn returning_tactics_stay_in_the_prompt(store: Arc<dyn Store>) {
+    let batch: Vec<String> = (0..MAX_TACTICS_IN_PROMPT + 20)
+        .map(|i| format!("tactic {i}"))
+        .collect();
+    store
+        .add_tactics(TacticsList::Winning, &batch)
+        .await
+        .unwrap();
+    let again = ["  TACTIC 0 ".to_owned(), "tactic 0".to_owned()];
+    assert_eq!(
+        store
+            .add_tactics(TacticsList::Winning, &again)
+            .await
+            .unwrap(),
+        0
+    );
+    let kept = store.tactics(TacticsList::Winning).await.unwrap();
+    assert_eq!(kept.len(), batch.len(), "moved, not added");
+    assert_eq!(kept.last().unwrap(), "tactic 0");
+    assert_eq!(kept.first().unwrap(), "tactic 1");
+    let prompt = SessionPrompt::load(&*store, &Segment::default(), "Tactics:")
+        .await
+        .unwrap();
+    assert_eq!(prompt.tactics.last().unwrap(), "tactic 0", "{prompt:?}");
+}
+
+#[tokio::test]
+async fn a_returning_tactic_moves_to_the_newest_on_both_stores() {
+    returning_tactics_stay_in_the_prompt(Arc::new(MemoryStore::new(StoreSettings::default())))
+        .await;
+    let server = RedisServer::start();
+    let redis = RedisStore::connect(&server.url(), "REDIS_URL", StoreSettings::default()).unwrap();
+    returning_tactics_stay_in_the_prompt(Arc::new(redis)).await;
+}
+
 #[tokio::test]
 async fn tactics_lists_and_prompts_are_bounded_on_both_stores() {
     bounded(Arc::new(MemoryStore::new(StoreSettings::default()))).await;

@@ -70,6 +70,10 @@ pub enum EvalError {
     /// Asked to judge, with no judge configured.
     #[error("no judge is configured ([evaluator] is off)")]
     NoJudge,
+    /// Another worker holds the job now (this one was taken for dead): the
+    /// run here stopped, the job neither acknowledged nor deleted.
+    #[error("job {0} is held by another worker now; stopped here, left to it")]
+    ClaimLost(String),
 }
 
 impl From<PostCallError> for EvalError {

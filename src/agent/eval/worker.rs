@@ -4,10 +4,16 @@
 //! A worker takes one job at a time and, while it runs it, resets the
 //! job's idle time every `claim_idle / 3` ([`crate::store::JobQueue::keep_job`], the
 //! owner's `XCLAIM … JUSTID`), so a job that runs long (an optimisation
-//! asks many models) is never taken over while its worker lives. A worker
-//! that dies mid-job leaves the job pending under its name and no longer
-//! refreshes it. Every worker periodically reclaims jobs pending for
-//! longer than `claim_idle` (XAUTOCLAIM) and runs them once more; a job delivered more than
+//! asks many models) is never taken over while its worker lives. If the
+//! refresh finds the job held by another worker (this one was stalled
+//! past `claim_idle` and taken for dead), the run here is cancelled and
+//! the job left alone: neither acknowledged nor deleted, its new owner has
+//! it. A worker that dies mid-job leaves the job pending under its name and
+//! no longer refreshes it. Every worker periodically reclaims jobs pending
+//! for longer than `claim_idle` (XAUTOCLAIM) and runs them once more; after
+//! a reclaimed job it reclaims again at once, until none is idle, so a
+//! backlog left by an outage drains at the speed of the work, one job at a
+//! time, not one per reclaim period. A job delivered more than
 //! `max_deliveries` times is recorded as unevaluated and acknowledged, so a
 //! job that kills its workers cannot circle forever.
 //!
@@ -108,14 +114,23 @@ impl EvaluationWorker {
                 jobs = self.fetch(reclaim, self.settings.poll) => jobs,
             };
             match jobs {
-                Ok(jobs) => {
+                Ok((jobs, reclaimed)) => {
                     if std::mem::take(&mut failing) {
                         tracing::info!(consumer = %self.consumer, "evaluation queue reachable again");
                     }
                     backoff = Duration::from_secs(1);
+                    if reclaimed {
+                        // More may be idle (a backlog after an outage):
+                        // reclaim again as soon as this one is done.
+                        next_reclaim = Instant::now();
+                    }
                     for job in jobs {
-                        if let Err(err) = self.process(&job).await {
-                            tracing::warn!(job = %job.id, error = %err, "evaluation not finished; the job stays pending and will be reclaimed");
+                        match self.process(&job).await {
+                            // Logged where found; the job is its new owner's.
+                            Ok(()) | Err(EvalError::ClaimLost(_)) => {}
+                            Err(err) => {
+                                tracing::warn!(job = %job.id, error = %err, "evaluation not finished; the job stays pending and will be reclaimed");
+                            }
                         }
                     }
                 }
@@ -140,20 +155,26 @@ impl EvaluationWorker {
         let mut ran = 0;
         let mut reclaim = true;
         loop {
-            let jobs = self.fetch(reclaim, Duration::ZERO).await?;
-            reclaim = false;
+            let (jobs, reclaimed) = self.fetch(reclaim, Duration::ZERO).await?;
+            reclaim = reclaimed;
             if jobs.is_empty() {
                 return Ok(ran);
             }
             for job in &jobs {
-                self.process(job).await?;
-                ran += 1;
+                match self.process(job).await {
+                    Ok(()) => ran += 1,
+                    Err(EvalError::ClaimLost(_)) => {}
+                    Err(err) => return Err(err),
+                }
             }
         }
     }
 
     /// Runs one delivered job and acknowledges it once its writes are done,
-    /// keeping its claim alive meanwhile.
+    /// keeping its claim alive meanwhile. If another worker holds the job
+    /// now, the run is cancelled (dropped at its next await) and
+    /// [`EvalError::ClaimLost`] returned: the job is neither acknowledged
+    /// nor deleted here.
     pub async fn process(&self, job: &JobDelivery) -> Result<(), EvalError> {
         let every = (self.settings.claim_idle / 3).max(Duration::from_millis(100));
         let keep = async {
@@ -162,7 +183,8 @@ impl EvaluationWorker {
                 match self.store.keep_job(&self.consumer, &job.id).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::warn!(job = %job.id, consumer = %self.consumer, "the job running here is held by another worker now");
+                        tracing::warn!(job = %job.id, consumer = %self.consumer, "the job running here is held by another worker now; stopping it here");
+                        return EvalError::ClaimLost(job.id.clone());
                     }
                     Err(err) => {
                         tracing::warn!(job = %job.id, error = %err, "cannot refresh the claim of the job running here");
@@ -172,7 +194,7 @@ impl EvaluationWorker {
         };
         tokio::select! {
             result = self.run_delivered(job) => result,
-            never = keep => never,
+            lost = keep => Err(lost),
         }
     }
 
@@ -240,18 +262,24 @@ impl EvaluationWorker {
         Ok(())
     }
 
-    /// Reclaimed jobs if asked and any are idle, else new ones, waiting up
-    /// to `wait`.
-    async fn fetch(&self, reclaim: bool, wait: Duration) -> Result<Vec<JobDelivery>, StoreError> {
+    /// Reclaimed jobs if asked and any are idle (then `true`), else new
+    /// ones, waiting up to `wait`.
+    async fn fetch(
+        &self,
+        reclaim: bool,
+        wait: Duration,
+    ) -> Result<(Vec<JobDelivery>, bool), StoreError> {
         if reclaim {
             let reclaimed = self.reclaim().await?;
             if !reclaimed.is_empty() {
-                return Ok(reclaimed);
+                return Ok((reclaimed, true));
             }
         }
-        self.store
+        let jobs = self
+            .store
             .read_jobs(&self.consumer, self.settings.batch, wait)
-            .await
+            .await?;
+        Ok((jobs, false))
     }
 
     async fn reclaim(&self) -> Result<Vec<JobDelivery>, StoreError> {
@@ -334,6 +362,90 @@ mod tests {
         assert_eq!(slow.runs.load(Ordering::SeqCst), 1);
 
         slow.release.notify_one();
+        running.abort();
+    }
+
+    /// A post-call step that counts its runs.
+    #[derive(Debug, Default)]
+    struct Count(AtomicUsize);
+
+    #[async_trait]
+    impl PostCallStep for Count {
+        fn name(&self) -> &'static str {
+            "count"
+        }
+
+        async fn run(&self, _call: &CallRecord) -> Result<(), PostCallError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    async fn store_with_calls(calls: usize) -> Arc<dyn Store> {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+        for i in 0..calls {
+            let id = format!("c{i}");
+            let call = CallRecord::pending(&id, "file", Default::default(), Default::default(), 0);
+            store.create_call(&call).await.unwrap();
+            queue_evaluation(&*store, &id).await.unwrap();
+        }
+        store
+    }
+
+    fn worker_with(store: &Arc<dyn Store>, step: Arc<dyn PostCallStep>) -> EvaluationWorker {
+        let settings = EvaluatorSettings {
+            prompt: String::new(),
+            max_attempts: 1,
+            steps: vec![step],
+            webhook: None,
+        };
+        let evaluator = Arc::new(Evaluator::without_judge(store.clone(), settings));
+        EvaluationWorker::new(store.clone(), evaluator, "w", WorkerSettings::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_loses_its_claim_stops_and_leaves_the_job_to_its_owner() {
+        let store = store_with_calls(1).await;
+        let slow = Arc::new(Slow::default());
+        let worker = worker_with(&store, slow.clone());
+        let job = store.read_jobs("w", 1, Duration::ZERO).await.unwrap();
+        let running = tokio::spawn(async move { worker.process(&job[0]).await });
+        slow.started.notified().await;
+        // Taken for dead: another worker claims it.
+        let taken = store
+            .reclaim_jobs("thief", Duration::ZERO, 8)
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 1);
+
+        let ended = tokio::time::timeout(Duration::from_secs(60), running)
+            .await
+            .expect("the run went on after its claim was lost")
+            .unwrap();
+        assert!(matches!(ended, Err(EvalError::ClaimLost(_))), "{ended:?}");
+        // Neither acknowledged nor deleted: still pending, the thief's.
+        let pending = store
+            .reclaim_jobs("third", Duration::ZERO, 8)
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 1, "the job was acknowledged here");
+        assert_eq!(slow.runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_of_idle_jobs_drains_without_waiting_a_reclaim_period_each() {
+        let store = store_with_calls(4).await;
+        // A worker took them all and died.
+        let dead = store.read_jobs("dead", 4, Duration::ZERO).await.unwrap();
+        assert_eq!(dead.len(), 4);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+
+        let count = Arc::new(Count::default());
+        let worker = worker_with(&store, count.clone());
+        let running = tokio::spawn(async move { worker.run(std::future::pending()).await });
+        // Well under one reclaim period (claim_idle / 2 = 30 s).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(count.0.load(Ordering::SeqCst), 4, "one per reclaim period");
         running.abort();
     }
 }

@@ -56,7 +56,9 @@ impl Scorer<'_> {
         known: &[CaseScore],
     ) -> Result<PromptScores, AskError> {
         let mut scores = Vec::with_capacity(cases.len());
-        for case in cases {
+        // An error names the case by its index: its input is the caller's
+        // words, and the error is logged.
+        for (index, case) in cases.iter().enumerate() {
             if let Some(kept) = known.iter().find(|k| k.input == case.input) {
                 scores.push(kept.clone());
                 continue;
@@ -67,7 +69,7 @@ impl Scorer<'_> {
                     &[("system", prompt.to_owned()), ("user", case.input.clone())],
                 )
                 .await
-                .map_err(|problem| problem.context(&format!("case {:?}", case.input)))?;
+                .map_err(|problem| problem.context(&format!("case {index}")))?;
             let question = format!(
                 "Objection: {}\nWhat a good answer does: {}\nThe agent's answer: {answer}",
                 case.input, case.target
@@ -80,7 +82,7 @@ impl Scorer<'_> {
                     parse_score,
                 )
                 .await
-                .map_err(|problem| problem.context(&format!("case {:?}", case.input)))?;
+                .map_err(|problem| problem.context(&format!("case {index}")))?;
             scores.push(CaseScore {
                 input: case.input.clone(),
                 score,
@@ -110,5 +112,41 @@ mod tests {
         ] {
             assert!(parse_score(bad).is_err(), "{bad}");
         }
+    }
+
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl JudgeModel for Down {
+        fn model(&self) -> &str {
+            "down"
+        }
+
+        async fn complete(
+            &self,
+            _: &[(&str, String)],
+        ) -> Result<String, crate::services::ServiceError> {
+            Err(crate::services::ServiceError::Connect("refused".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_names_the_case_by_index_never_by_the_callers_words() {
+        let scorer = Scorer {
+            agent: &Down,
+            judge: &Down,
+            attempts: 1,
+        };
+        let cases = [TestCase {
+            input: "My card is 4111 and I live at 12 Elm St".into(),
+            target: "Reassure".into(),
+        }];
+        let err = scorer
+            .score(&mut Asked::default(), "Sell.", &cases, &[])
+            .await
+            .unwrap_err();
+        let text = format!("{err:?}");
+        assert!(text.contains("case 0"), "{text}");
+        assert!(!text.contains("Elm"), "{text}");
     }
 }

@@ -135,8 +135,18 @@ impl OptimiserStep {
                 format!("no stored prompt for {key} or the keys it falls back to"),
             ),
             Some(current) => {
-                self.optimise_from(&base, &current, reason, &mut asked)
-                    .await?
+                let result = self
+                    .optimise_from(&base, &current, reason, &mut asked)
+                    .await;
+                if let Err(PostCallError::Unavailable { .. }) = &result {
+                    // Deferred: the slot is not held while a model is down
+                    // (the run takes it again), so an outage does not use
+                    // up max_candidates_per_hour.
+                    if let Err(err) = store.give_back_optimisation_slot(key, base.id).await {
+                        tracing::warn!(key = %key, error = %err, "cannot give back the optimisation slot of a deferred optimisation");
+                    }
+                }
+                result?
             }
         };
         let trace = OptimisationTrace {

@@ -176,6 +176,21 @@ impl PromptHistoryStore for MemoryStore {
         })
     }
 
+    async fn give_back_optimisation_slot(
+        &self,
+        key: &PromptKey,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let slots = key.optimisations_key(&self.settings.keys);
+        self.write(|_, _| {
+            let give_back = Op::ZRem {
+                key: slots,
+                member: id.to_owned(),
+            };
+            (vec![give_back], ())
+        })
+    }
+
     async fn note_failure(
         &self,
         key: &PromptKey,

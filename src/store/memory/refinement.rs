@@ -24,30 +24,37 @@ impl RefinementStore for MemoryStore {
     ) -> Result<usize, StoreError> {
         let key = self.settings.keys.tactics(list);
         self.write(|ks, now| {
-            let mut seen: HashSet<String> = ks
-                .list(&key, now)
-                .iter()
-                .map(|t| tactic_identity(t))
-                .collect();
-            let current = ks.list(&key, now).to_vec();
-            let new: Vec<String> = tactics
-                .iter()
-                .filter_map(|t| clean_tactic(t))
-                .filter(|t| seen.insert(tactic_identity(t)))
-                .collect();
-            let added = new.len();
-            if new.is_empty() && current.len() <= MAX_TACTICS_KEPT {
+            // As the Redis script: a tactic the list holds moves to the end
+            // (its stored text kept), a new one is appended, then the newest
+            // MAX_TACTICS_KEPT stay.
+            let mut all = ks.list(&key, now).to_vec();
+            let before = all.clone();
+            let mut done = HashSet::new();
+            let mut added = 0;
+            for tactic in tactics.iter().filter_map(|t| clean_tactic(t)) {
+                let id = tactic_identity(&tactic);
+                if !done.insert(id.clone()) {
+                    continue;
+                }
+                match all.iter().position(|t| tactic_identity(t) == id) {
+                    Some(at) => {
+                        let old = all.remove(at);
+                        all.push(old);
+                    }
+                    None => {
+                        all.push(tactic);
+                        added += 1;
+                    }
+                }
+            }
+            if all.len() > MAX_TACTICS_KEPT {
+                all.drain(..all.len() - MAX_TACTICS_KEPT);
+            }
+            if all == before {
                 return (Vec::new(), 0);
             }
-            if current.len() + added <= MAX_TACTICS_KEPT {
-                return (vec![Op::Push { key, values: new }], added);
-            }
-            // Keep the newest MAX_TACTICS_KEPT (LTRIM key -N -1).
-            let mut all = current;
-            all.extend(new);
-            let kept = all.split_off(all.len() - MAX_TACTICS_KEPT);
             (
-                vec![Op::Del { key: key.clone() }, Op::Push { key, values: kept }],
+                vec![Op::Del { key: key.clone() }, Op::Push { key, values: all }],
                 added,
             )
         })

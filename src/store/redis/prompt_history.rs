@@ -107,6 +107,16 @@ impl PromptHistoryStore for RedisStore {
         Ok(taken == 1)
     }
 
+    async fn give_back_optimisation_slot(
+        &self,
+        key: &PromptKey,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let slots = key.optimisations_key(&self.settings.keys);
+        let _removed: i64 = self.query(redis::cmd("ZREM").arg(&slots).arg(id)).await?;
+        Ok(())
+    }
+
     async fn note_failure(
         &self,
         key: &PromptKey,

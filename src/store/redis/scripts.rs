@@ -36,10 +36,12 @@ return 1
     )
 });
 
-/// Appends the tactics a list does not hold yet, then keeps its newest
-/// ARGV[1] (LTRIM). Identity as `crate::store::tactic_identity`: words
-/// joined by one space, ASCII lower case. KEYS: list. ARGV: how many to
-/// keep, then the tactics. Returns how many were added.
+/// Appends the tactics a list does not hold yet and moves to the end the
+/// ones it holds (LREM + RPUSH, the stored text kept), so a tactic that
+/// keeps winning stays among the newest; then keeps the newest ARGV[1]
+/// (LTRIM). Identity as `crate::store::tactic_identity`: words joined by
+/// one space, ASCII lower case. KEYS: list. ARGV: how many to keep, then
+/// the tactics. Returns how many were added (moves not counted).
 pub(super) static ADD_TACTICS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -48,17 +50,24 @@ local function identity(s)
   for word in string.gmatch(s, '%S+') do words[#words + 1] = word end
   return string.lower(table.concat(words, ' '))
 end
-local seen = {}
+local stored = {}
 for _, tactic in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  seen[identity(tactic)] = true
+  stored[identity(tactic)] = tactic
 end
+local done = {}
 local added = 0
 for i = 2, #ARGV do
   local id = identity(ARGV[i])
-  if id ~= '' and not seen[id] then
-    seen[id] = true
-    redis.call('RPUSH', KEYS[1], ARGV[i])
-    added = added + 1
+  if id ~= '' and not done[id] then
+    done[id] = true
+    local old = stored[id]
+    if old then
+      redis.call('LREM', KEYS[1], 0, old)
+      redis.call('RPUSH', KEYS[1], old)
+    else
+      redis.call('RPUSH', KEYS[1], ARGV[i])
+      added = added + 1
+    end
   end
 end
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
