@@ -134,6 +134,56 @@ async fn with_an_evaluator_the_webhook_carries_the_outcome() {
 }
 
 #[tokio::test]
+async fn a_call_evaluated_again_is_posted_again_with_the_new_verdict() {
+    let redis = RedisServer::start();
+    let receiver = WebhookReceiver::start().await;
+    let judge = FakeOpenAi::judge().await;
+    judge.push_chats([
+        verdict("failure", 0.3, &["Pushed too hard"]),
+        verdict("success", 0.8, &["Offered a callback"]),
+    ]);
+    let runtime = runtime(
+        &redis,
+        &format!(
+            "[evaluator]\nbase_url = \"{}\"\n\n[webhook]\nurl = \"{}\"\n",
+            judge.base_url,
+            receiver.url()
+        ),
+    )
+    .await;
+    call(&runtime, "c7").await;
+    runtime.worker("w").unwrap().drain().await.unwrap();
+    let deliverer = runtime.deliverer().unwrap().unwrap();
+    assert_eq!(deliverer.deliver_due(unix_ms()).await.unwrap().delivered, 1);
+
+    // `voxpipe evaluate c7`.
+    let evaluator = runtime.evaluator().unwrap();
+    evaluator.evaluate("c7", true).await.unwrap();
+    assert_eq!(
+        runtime.store().outbox_len().await.unwrap(),
+        1,
+        "a new event"
+    );
+    assert_eq!(deliverer.deliver_due(unix_ms()).await.unwrap().delivered, 1);
+    let received = receiver.received();
+    assert_eq!(received.len(), 2);
+    let first = received[0].headers["x-voxpipe-event-id"].to_str().unwrap();
+    let second = received[1].headers["x-voxpipe-event-id"].to_str().unwrap();
+    assert_eq!(first, "call_completed:c7");
+    assert!(second.starts_with("call_completed:c7:"), "{second}");
+    let body: serde_json::Value = serde_json::from_slice(&received[1].body).unwrap();
+    assert_eq!(body["event_id"], second);
+    assert_eq!(body["outcome"], "success");
+    assert_eq!(body["evaluation"]["tactics"][0], "Offered a callback");
+
+    // The same evaluation's webhook queued again (a second server, a
+    // re-run job) adds nothing.
+    runtime.worker("w").unwrap().drain().await.unwrap();
+    evaluator.evaluate("c7", false).await.unwrap();
+    assert_eq!(runtime.store().outbox_len().await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn a_deliverer_that_dies_mid_delivery_loses_nothing() {
     let redis = RedisServer::start();
     let receiver = WebhookReceiver::start().await;
