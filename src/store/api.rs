@@ -498,17 +498,18 @@ pub trait Outbox: Send + Sync {
     /// The oldest `max` dead letters, as buried.
     async fn dead_letters(&self, max: usize) -> Result<Vec<String>, StoreError>;
 
-    /// Puts a dead letter back in the outbox, in one transaction: the
-    /// `buried` payload leaves the dead letters, `payload` is stored as
-    /// delivery `id` (replacing any state the id has, a delivered mark
-    /// included) and is due at `due_ms`.
+    /// Puts a dead letter back in the outbox, in one atomic step: the
+    /// `buried` payload leaves the dead letters and, if it was there and
+    /// delivery `id` is neither queued nor delivered, `payload` is stored
+    /// as that delivery, due at `due_ms`. True when queued: two redrives of
+    /// one letter at once, or a letter buried twice, queue it once.
     async fn redrive_delivery(
         &self,
         buried: &str,
         id: &str,
         payload: &str,
         due_ms: u64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 }
 
 /// A context store: everything voxpipe keeps between turns and sessions.

@@ -338,3 +338,64 @@ async fn dead_letters_are_redriven_with_fresh_attempts() {
         "fresh attempts"
     );
 }
+
+/// One letter, buried twice, redriven by two operators at once and once
+/// more after its delivery: queued once.
+async fn a_letter_is_redriven_once(store: &dyn voxpipe::store::Store) {
+    assert!(store.enqueue_delivery("e1", "one", 0).await.unwrap());
+    store.bury_delivery("e1", "letter").await.unwrap();
+    // Buried twice (a repeated bury), or read by two redrives at once.
+    store.bury_delivery("e1", "letter").await.unwrap();
+    assert_eq!(store.dead_letters_len().await.unwrap(), 2);
+    assert!(
+        store
+            .redrive_delivery("letter", "e1", "two", 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .redrive_delivery("letter", "e1", "two", 5)
+            .await
+            .unwrap(),
+        "already queued"
+    );
+    assert!(
+        !store
+            .redrive_delivery("letter", "e1", "two", 5)
+            .await
+            .unwrap(),
+        "no letter left"
+    );
+    assert_eq!(store.dead_letters_len().await.unwrap(), 0);
+    let claimed = store.claim_deliveries(5, 100, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].payload, "two");
+    store.complete_delivery("e1").await.unwrap();
+
+    // A stale copy of the letter, after the delivery: nothing queued.
+    store.bury_delivery("e2", "letter").await.unwrap();
+    assert!(
+        !store
+            .redrive_delivery("letter", "e1", "two", 5)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.outbox_len().await.unwrap(), 0);
+    assert!(
+        store
+            .claim_deliveries(10_000, 100, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_dead_letter_redriven_twice_is_delivered_once() {
+    let redis = RedisServer::start();
+    let runtime = runtime(&redis, "").await;
+    a_letter_is_redriven_once(&**runtime.store()).await;
+    let memory = voxpipe::store::MemoryStore::new(voxpipe::store::StoreSettings::default());
+    a_letter_is_redriven_once(&memory).await;
+}

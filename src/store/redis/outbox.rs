@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::scripts::{CLAIM_DELIVERIES, ENQUEUE_DELIVERY};
+use super::scripts::{CLAIM_DELIVERIES, ENQUEUE_DELIVERY, REDRIVE_DELIVERY};
 use super::store::RedisStore;
 use crate::store::settings::millis;
 use crate::store::{DEAD_LETTERS_MAX, Outbox, OutboxEntry, StoreError};
@@ -154,27 +154,19 @@ impl Outbox for RedisStore {
         id: &str,
         payload: &str,
         due_ms: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let keys = &self.settings.keys;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LREM")
-            .arg(keys.dead_letters())
-            .arg(1)
+        let mut redrive = REDRIVE_DELIVERY.key(keys.dead_letters());
+        redrive
+            .key(keys.outbox_event(id))
+            .key(keys.outbox())
             .arg(buried)
-            .ignore()
-            .cmd("SET")
-            .arg(keys.outbox_event(id))
             .arg(payload)
-            .arg("PX")
             .arg(millis(self.settings.outbox_ttl))
-            .ignore()
-            .cmd("ZADD")
-            .arg(keys.outbox())
             .arg(due_ms)
-            .arg(id)
-            .ignore();
-        self.query_pipe(&pipe).await
+            .arg(id);
+        let queued: i64 = self.invoke(&redrive).await?;
+        Ok(queued == 1)
     }
 }
 
