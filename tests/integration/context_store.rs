@@ -19,7 +19,7 @@ use voxpipe::store::{
 use voxpipe::store::{
     CallChange, CallRecord, CallStatus, Interaction, PromptKey, Segment, TacticsList,
 };
-use voxpipe::store::{Skill, TestCase};
+use voxpipe::store::{Enqueued, Skill, TestCase};
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -204,7 +204,10 @@ async fn ttls_too_long_for_a_clock_are_capped_not_rejected() {
             .await
             .unwrap();
         assert_eq!(store.session_tactics("long").await.unwrap(), ["x"]);
-        assert!(store.enqueue_delivery("long", "p", 0).await.unwrap());
+        assert_eq!(
+            store.enqueue_delivery("long", "p", 0).await.unwrap(),
+            Enqueued::Queued
+        );
         assert_eq!(
             store.claim_deliveries(0, u64::MAX, 1).await.unwrap().len(),
             1
@@ -499,17 +502,19 @@ async fn a_blocking_read_wakes_when_a_job_arrives() {
 async fn outbox_deliveries_are_unique_leased_and_rescheduled() {
     for backend in backends() {
         let store = backend.store();
-        assert!(
+        assert_eq!(
             store
                 .enqueue_delivery("e1", "{\"n\":1}", 1_000)
                 .await
-                .unwrap()
+                .unwrap(),
+            Enqueued::Queued
         );
-        assert!(
-            !store
+        assert_eq!(
+            store
                 .enqueue_delivery("e1", "{\"n\":2}", 1_000)
                 .await
-                .unwrap()
+                .unwrap(),
+            Enqueued::Pending
         );
         assert!(
             store
@@ -557,7 +562,10 @@ async fn outbox_deliveries_are_unique_leased_and_rescheduled() {
 
         store.complete_delivery("e1").await.unwrap();
         assert_eq!(store.outbox_len().await.unwrap(), 0);
-        assert!(store.enqueue_delivery("e2", "two", 0).await.unwrap());
+        assert_eq!(
+            store.enqueue_delivery("e2", "two", 0).await.unwrap(),
+            Enqueued::Queued
+        );
         store.bury_delivery("e2", "two, failed").await.unwrap();
         assert_eq!(store.outbox_len().await.unwrap(), 0);
         if let Backend::Redis(_, server) = &backend {
@@ -580,7 +588,10 @@ async fn outbox_entries_whose_delivery_is_gone_are_dropped_on_claim() {
         unreachable!()
     };
     for id in ["a", "b", "c"] {
-        assert!(store.enqueue_delivery(id, id, 1_000).await.unwrap());
+        assert_eq!(
+            store.enqueue_delivery(id, id, 1_000).await.unwrap(),
+            Enqueued::Queued
+        );
     }
     // Two deliveries outlived their TTL (or were delivered elsewhere).
     let _: i64 = server

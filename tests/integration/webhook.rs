@@ -19,6 +19,7 @@ use voxpipe::agent::AgentRuntime;
 use voxpipe::agent::webhook::signature;
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline_file::parse_pipeline;
+use voxpipe::store::Enqueued;
 use voxpipe::store::time::unix_ms;
 
 async fn runtime(redis: &RedisServer, extra: &str) -> AgentRuntime {
@@ -342,7 +343,17 @@ async fn dead_letters_are_redriven_with_fresh_attempts() {
 /// One letter, buried twice, redriven by two operators at once and once
 /// more after its delivery: queued once.
 async fn a_letter_is_redriven_once(store: &dyn voxpipe::store::Store) {
-    assert!(store.enqueue_delivery("e1", "one", 0).await.unwrap());
+    assert!(
+        store
+            .enqueue_delivery("e1", "one", 0)
+            .await
+            .unwrap()
+            .is_queued()
+    );
+    assert_eq!(
+        store.enqueue_delivery("e1", "one", 0).await.unwrap(),
+        Enqueued::Pending
+    );
     store.bury_delivery("e1", "letter").await.unwrap();
     // Buried twice (a repeated bury), or read by two redrives at once.
     store.bury_delivery("e1", "letter").await.unwrap();
@@ -372,6 +383,10 @@ async fn a_letter_is_redriven_once(store: &dyn voxpipe::store::Store) {
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].payload, "two");
     store.complete_delivery("e1").await.unwrap();
+    assert_eq!(
+        store.enqueue_delivery("e1", "three", 0).await.unwrap(),
+        Enqueued::Delivered
+    );
 
     // A stale copy of the letter, after the delivery: nothing queued.
     store.bury_delivery("e2", "letter").await.unwrap();

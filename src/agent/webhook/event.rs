@@ -8,7 +8,7 @@ use super::config::WebhookSettings;
 use crate::agent::writer::AfterCall;
 use crate::store::codec::encode;
 use crate::store::time::{rfc3339, unix_ms};
-use crate::store::{Store, StoreError};
+use crate::store::{Enqueued, Store, StoreError};
 
 /// A delivery as kept in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,14 +96,18 @@ pub async fn queue_call_completed(
         body,
     };
     let payload = encode(&id, &delivery)?;
-    if store.enqueue_delivery(&id, &payload, unix_ms()).await? {
-        tracing::info!(call_id, event_id = %id, "call-completed webhook queued");
-    } else {
-        tracing::info!(
+    match store.enqueue_delivery(&id, &payload, unix_ms()).await? {
+        Enqueued::Queued => {
+            tracing::info!(call_id, event_id = %id, "call-completed webhook queued");
+        }
+        Enqueued::Delivered => tracing::info!(
             call_id,
             event_id = %id,
-            "call-completed webhook already queued or delivered: not queued again"
-        );
+            "call-completed webhook already delivered: not queued again"
+        ),
+        Enqueued::Pending => {
+            tracing::debug!(call_id, event_id = %id, "call-completed webhook already queued")
+        }
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::keyspace::Op;
 use super::store::MemoryStore;
 use crate::store::settings::millis;
-use crate::store::{DEAD_LETTERS_MAX, Outbox, OutboxEntry, StoreError};
+use crate::store::{DEAD_LETTERS_MAX, Enqueued, Outbox, OutboxEntry, StoreError};
 
 #[async_trait]
 impl Outbox for MemoryStore {
@@ -14,13 +14,15 @@ impl Outbox for MemoryStore {
         id: &str,
         payload: &str,
         due_ms: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Enqueued, StoreError> {
         let keys = &self.settings.keys;
         let event_key = keys.outbox_event(id);
         let ttl = millis(self.settings.outbox_ttl);
         self.write(|ks, now| {
-            if ks.string(&event_key, now).is_some() {
-                return (Vec::new(), false);
+            match ks.string(&event_key, now) {
+                Some("") => return (Vec::new(), Enqueued::Delivered),
+                Some(_) => return (Vec::new(), Enqueued::Pending),
+                None => {}
             }
             let ops = vec![
                 Op::Set {
@@ -34,7 +36,7 @@ impl Outbox for MemoryStore {
                     score: due_ms,
                 },
             ];
-            (ops, true)
+            (ops, Enqueued::Queued)
         })
     }
 

@@ -83,11 +83,14 @@ return 1
 
 /// Adds a webhook delivery unless its id exists.
 /// KEYS: event key, outbox. ARGV: payload, ttl ms, due ms, id. Returns 1 if
-/// added.
+/// added, 0 if pending, 2 if delivered (its key emptied).
 pub(super) static ENQUEUE_DELIVERY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('GET', KEYS[1]) == '' then return 2 end
+  return 0
+end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 return 1
 ",
