@@ -19,7 +19,7 @@ use voxpipe::agent::writer::{WriterSettings, spawn_writer};
 use voxpipe::conversation::Role;
 use voxpipe::store::{
     Appended, CallChange, CallRecord, CampaignCommand, CampaignEntry, CampaignState, Deployed,
-    EntryOutcome, Interaction, Keys, LeaseRequest, NewCampaign, PromptKey, PromptVersion,
+    Enqueued, EntryOutcome, Interaction, Keys, LeaseRequest, NewCampaign, PromptKey, PromptVersion,
     RedisStore, Segment, Skill, Store, StoreError, StoreSettings, TacticsList,
 };
 use voxpipe::store::{
@@ -154,9 +154,18 @@ async fn every_store_operation_works_across_the_masters_of_a_cluster() {
     assert_eq!(store.session_tactics("call-0").await.unwrap().len(), 1);
 
     // The webhook outbox: a delivery and its payload in one slot.
-    assert!(store.enqueue_delivery("e1", "{}", now).await.unwrap());
-    assert!(!store.enqueue_delivery("e1", "{}", now).await.unwrap());
-    assert!(store.enqueue_delivery("e2", "{}", now).await.unwrap());
+    assert_eq!(
+        store.enqueue_delivery("e1", "{}", now).await.unwrap(),
+        Enqueued::Queued
+    );
+    assert_eq!(
+        store.enqueue_delivery("e1", "{}", now).await.unwrap(),
+        Enqueued::Pending
+    );
+    assert_eq!(
+        store.enqueue_delivery("e2", "{}", now).await.unwrap(),
+        Enqueued::Queued
+    );
     let claimed = store.claim_deliveries(now, 60_000, 10).await.unwrap();
     assert_eq!(claimed.len(), 2);
     store.complete_delivery("e1").await.unwrap();

@@ -45,6 +45,12 @@ pub(crate) fn webhook(args: &WebhookArgs) -> anyhow::Result<()> {
             let store = operator.context.store();
             let done = operator.block_on(redrive_dead_letters(&**store, *max, unix_ms()))?;
             println!("{} put back in the outbox", done.queued);
+            if done.skipped > 0 {
+                println!(
+                    "{} dropped: their events were queued or delivered already",
+                    done.skipped
+                );
+            }
             if done.unreadable > 0 {
                 println!("{} unreadable, left in the dead letters", done.unreadable);
             }

@@ -5,7 +5,7 @@
 //! url = "s3://voxpipe-calls/prod"     # or "file:///srv/voxpipe/objects", or a relative folder
 //! region = "us-east-1"
 //! endpoint = "http://127.0.0.1:9000"  # MinIO, R2, Spaces...; omit for AWS
-//! path_style = true                   # false: virtual-hosted-style requests, to {bucket}.{endpoint host}
+//! path_style = true                   # false: virtual-hosted-style requests, always to {bucket}.{endpoint host}
 //! access_key_id_env = "AWS_ACCESS_KEY_ID"
 //! secret_access_key_env = "AWS_SECRET_ACCESS_KEY"
 //! session_token_env = "AWS_SESSION_TOKEN"   # optional

@@ -260,8 +260,13 @@ fn retry() -> RetryConfig {
     }
 }
 
-/// `endpoint` with `bucket.` in front of its host (unless it is there
-/// already): what a virtual-hosted-style request goes to.
+/// `endpoint` with `bucket.` in front of its host: what a
+/// virtual-hosted-style request goes to.
+///
+/// Always prefixed: `endpoint` is the service's, never the bucket's own
+/// host. A host that starts with `{bucket}.` cannot tell the two apart (the
+/// bucket `nyc3` on `nyc3.digitaloceanspaces.com`, the bucket `s3` on
+/// `s3.us-east-1.amazonaws.com`), so it is not guessed at, only warned of.
 fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> Result<String, ObjectsError> {
     let refuse = |reason| ObjectsError::VirtualHostedEndpoint {
         endpoint: endpoint.to_owned(),
@@ -276,10 +281,16 @@ fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> Result<String, Objec
     if !host.contains('.') {
         return Err(refuse("a host name without a domain"));
     }
-    if !host.starts_with(&format!("{bucket}.")) {
-        url.set_host(Some(&format!("{bucket}.{host}")))
-            .map_err(|_| refuse("the bucket is not a valid host name part"))?;
+    if host.starts_with(&format!("{bucket}.")) {
+        tracing::warn!(
+            endpoint,
+            bucket,
+            "storage.endpoint starts with the bucket's name: requests go to {bucket}.{host}; \
+             give the service's endpoint, not the bucket's own host"
+        );
     }
+    url.set_host(Some(&format!("{bucket}.{host}")))
+        .map_err(|_| refuse("the bucket is not a valid host name part"))?;
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
@@ -306,10 +317,16 @@ mod tests {
             endpoint("https://nyc3.digitaloceanspaces.com:8443/").unwrap(),
             "https://calls.nyc3.digitaloceanspaces.com:8443"
         );
+        // The endpoint is the service's: a host that starts with the
+        // bucket's name is not taken for the bucket's own.
         assert_eq!(
             endpoint("https://calls.s3.example.com").unwrap(),
-            "https://calls.s3.example.com",
-            "already there"
+            "https://calls.calls.s3.example.com"
+        );
+        let nyc3 = virtual_hosted_endpoint("https://nyc3.digitaloceanspaces.com", "nyc3");
+        assert_eq!(
+            nyc3.map_err(|e| e.to_string()).unwrap(),
+            "https://nyc3.nyc3.digitaloceanspaces.com"
         );
         for refused in [
             "http://127.0.0.1:9000",

@@ -9,7 +9,7 @@
 //! amd = "sync"                       # "sync" (default) or "async" (AsyncAmd)
 //! phone_hash_salt_env = "VOXPIPE_PHONE_SALT"
 //! rate_limit_hours = 24              # one connected call per number per this long; 0: no limit
-//! lost_session_grace_secs = 30       # a final status for a started call nobody ended: wait this long, then end it here
+//! lost_session_grace_secs = 150      # a final status for a started call nobody ended: wait this long, then end it here
 //!
 //! [transport.twilio]
 //! account_sid_env = "TWILIO_ACCOUNT_SID"
@@ -21,6 +21,13 @@
 //! reaches them. Without `phone_hash_salt_env`, the auth token salts the
 //! phone hashes: every server of a deployment shares it, so their hashes
 //! (and rate-limit keys) agree; rotating it starts new hashes.
+//!
+//! The lost-session grace must be at least `[context] flush_timeout_secs`
+//! (a pipeline file setting less is refused): a live session's writer
+//! retries its last turns and its end for that long after the call ends
+//! (a store blip at the call's end), and a call ended before it finishes
+//! would be judged and posted with a truncated transcript. The default is
+//! the default flush timeout (120 s) and a 30 s margin.
 
 use serde::Deserialize;
 
@@ -121,7 +128,7 @@ struct RawOutbound {
 }
 
 fn default_lost_session_grace() -> Seconds<0, 600> {
-    Seconds::from_millis(30_000)
+    Seconds::from_millis(150_000)
 }
 
 fn default_timeout() -> Seconds<5_000, 600> {
@@ -176,6 +183,21 @@ impl TryFrom<RawOutbound> for OutboundSection {
     }
 }
 
+impl OutboundSection {
+    /// Why `lost_session_grace_secs` is too short for sessions whose
+    /// writers retry for `flush_timeout` after their call ends, if it is.
+    pub fn grace_problem(&self, flush_timeout: std::time::Duration) -> Option<String> {
+        (self.lost_session_grace < flush_timeout).then(|| {
+            format!(
+                "expected at least [context] flush_timeout_secs ({} s): a live session's writer \
+                 retries its last turns for that long, and a call ended sooner would be judged \
+                 with a truncated transcript",
+                flush_timeout.as_secs_f64()
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +225,17 @@ amd = "async""#,
             Some("DetectMessageEnd")
         );
         assert_eq!(voicemail.amd, AmdMode::Async);
+    }
+
+    #[test]
+    fn the_lost_session_grace_outlasts_a_writers_flush() {
+        let flush = crate::agent::writer::WriterSettings::default().flush_timeout;
+        let section = parse(r#"from = "+15557654321""#).unwrap();
+        assert!(section.lost_session_grace > flush, "the default");
+        assert_eq!(section.grace_problem(flush), None);
+        let short = parse("from = \"+15557654321\"\nlost_session_grace_secs = 30").unwrap();
+        let problem = short.grace_problem(flush).unwrap();
+        assert!(problem.contains("flush_timeout_secs (120 s)"), "{problem}");
     }
 
     #[test]

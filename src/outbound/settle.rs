@@ -10,7 +10,11 @@
 //! writer is left to end it or queue its after-call work. The final status
 //! callback for it, on whichever server it reaches, waits
 //! `lost_session_grace_secs` for a live session elsewhere to end it, then
-//! ends it here ([`Settlement::end_lost_session`]) and queues that work. A
+//! ends it here ([`Settlement::end_lost_session`]), as of the callback's
+//! time, and queues that work. The grace is at least the writers'
+//! `flush_timeout` (the pipeline file is refused otherwise): a session
+//! alive after all, whose writer is retrying its last turns through a
+//! store blip, ends the call itself, with its whole transcript. A
 //! session that was alive after all and queues too doubles nothing: the
 //! webhook's outbox keeps one delivery per event id, even once delivered,
 //! and a second evaluation job finds the verdict stored.
@@ -19,7 +23,6 @@ use std::sync::Arc;
 
 use crate::agent::AgentRuntime;
 use crate::store::time::rfc3339;
-use crate::store::time::unix_ms;
 use crate::store::{CallChange, CallRecord, CallStatus};
 
 use super::settled::CallSettled;
@@ -94,14 +97,13 @@ impl Settlement {
 pub(crate) const SESSION_LOST: &str = "session_lost";
 
 impl Settlement {
-    /// `call_id` started and reached a final status at Twilio, but nobody
-    /// ended it: after `grace`, if it is still not ended, ends it
-    /// ([`SESSION_LOST`]) and queues its after-call work (the evaluation
-    /// job, the webhook). Only the write that ended it queues.
-    pub async fn end_lost_session(&self, call_id: &str, grace: std::time::Duration) {
+    /// `call_id` started and reached a final status at Twilio at `at_ms`,
+    /// but nobody ended it: after `grace`, if it is still not ended, ends it
+    /// ([`SESSION_LOST`], at `at_ms`) and queues its after-call work (the
+    /// evaluation job, the webhook). Only the write that ended it queues.
+    pub async fn end_lost_session(&self, call_id: &str, at_ms: u64, grace: std::time::Duration) {
         tokio::time::sleep(grace).await;
         let store = self.runtime.store();
-        let at_ms = unix_ms();
         let change = CallChange::Ended {
             reason: SESSION_LOST.to_owned(),
             at_ms,

@@ -188,12 +188,12 @@ impl TwilioDialer {
         self.runtime.store()
     }
 
-    /// Ends `call_id`, started and final at Twilio but never ended, once
-    /// `lost_session_grace_secs` has passed (see
-    /// [`Settlement::end_lost_session`]).
-    pub async fn end_lost_session(&self, call_id: &str) {
+    /// Ends `call_id`, started and final at Twilio but never ended (as its
+    /// final status said at `at_ms`), once `lost_session_grace_secs` has
+    /// passed (see [`Settlement::end_lost_session`]).
+    pub async fn end_lost_session(&self, call_id: &str, at_ms: u64) {
         self.settlement
-            .end_lost_session(call_id, self.section().lost_session_grace)
+            .end_lost_session(call_id, at_ms, self.section().lost_session_grace)
             .await;
     }
 

@@ -209,6 +209,15 @@ pub fn parse_pipeline(
         let at = key_offset(&lookup, problem.key);
         found.push(errors.key_error(at, problem.key.to_owned(), problem.message));
     }
+    // A call's lost-session end waits for a live writer's last retries.
+    if let Some(sections) = &sections
+        && let Some(outbound) = &sections.outbound
+        && let Some(message) =
+            outbound.grace_problem(sections.context.flush_timeout_secs.duration())
+    {
+        let key = "outbound.lost_session_grace_secs";
+        found.push(errors.key_error(key_offset(&lookup, key), key.to_owned(), message));
+    }
     if let Some(sections) = &sections
         && let Some((key, message)) = opening_problem(&sections.pipeline, &processors)
     {

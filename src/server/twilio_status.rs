@@ -56,7 +56,10 @@ pub(crate) async fn callback(
     if let Some(refused) = signature_refusal(&state, &host, &headers, &uri, &form) {
         return refused;
     }
-    let callback = match StatusCallback::parse(uri.query(), &form, unix_ms()) {
+    // The time the call is known to be over: a lost session's end is
+    // recorded at it, not at the end of the grace.
+    let received_ms = unix_ms();
+    let callback = match StatusCallback::parse(uri.query(), &form, received_ms) {
         Ok(callback) => callback,
         Err(err) => {
             tracing::warn!(path = uri.path(), error = %err, "Twilio callback not understood");
@@ -112,7 +115,7 @@ pub(crate) async fn callback(
         && state.sessions.handle_of(&call_id).is_none();
     if lost {
         let dialer = Arc::clone(&dialer);
-        tokio::spawn(async move { dialer.end_lost_session(&call_id).await });
+        tokio::spawn(async move { dialer.end_lost_session(&call_id, received_ms).await });
     }
     end_if_given_up(&dialer, &call, reported);
     act_on_machine(&state, &dialer, &call);

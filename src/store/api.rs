@@ -457,6 +457,26 @@ pub struct OutboxEntry {
     pub payload: String,
 }
 
+/// What queuing a webhook delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Enqueued {
+    /// Added, due as asked.
+    Queued,
+    /// Not added: the event waits in the outbox already.
+    Pending,
+    /// Not added: the event was delivered (its key stays, emptied, until
+    /// its TTL).
+    Delivered,
+}
+
+impl Enqueued {
+    /// Whether the delivery was added.
+    pub fn is_queued(self) -> bool {
+        self == Enqueued::Queued
+    }
+}
+
 /// The most dead letters kept: the oldest go first.
 pub const DEAD_LETTERS_MAX: usize = 10_000;
 
@@ -464,14 +484,14 @@ pub const DEAD_LETTERS_MAX: usize = 10_000;
 /// deliverer that dies mid-delivery leaves the entry to be claimed again.
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    /// Adds a delivery due at `due_ms` unless one with `id` exists; true when
-    /// added.
+    /// Adds a delivery due at `due_ms` unless one with `id` exists, pending
+    /// or delivered.
     async fn enqueue_delivery(
         &self,
         id: &str,
         payload: &str,
         due_ms: u64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Enqueued, StoreError>;
 
     /// Up to `max` deliveries due at `now_ms`, each leased until
     /// `now_ms + lease_ms` (no one else claims it before).
@@ -507,17 +527,18 @@ pub trait Outbox: Send + Sync {
     /// The oldest `max` dead letters, as buried.
     async fn dead_letters(&self, max: usize) -> Result<Vec<String>, StoreError>;
 
-    /// Puts a dead letter back in the outbox, in one transaction: the
-    /// `buried` payload leaves the dead letters, `payload` is stored as
-    /// delivery `id` (replacing any state the id has, a delivered mark
-    /// included) and is due at `due_ms`.
+    /// Puts a dead letter back in the outbox, in one atomic step: the
+    /// `buried` payload leaves the dead letters and, if it was there and
+    /// delivery `id` is neither queued nor delivered, `payload` is stored
+    /// as that delivery, due at `due_ms`. True when queued: two redrives of
+    /// one letter at once, or a letter buried twice, queue it once.
     async fn redrive_delivery(
         &self,
         buried: &str,
         id: &str,
         payload: &str,
         due_ms: u64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 }
 
 /// A context store: everything voxpipe keeps between turns and sessions.

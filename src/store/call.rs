@@ -81,6 +81,15 @@ pub enum Evaluation {
     },
 }
 
+impl Evaluation {
+    /// When it was recorded (RFC 3339).
+    pub fn at(&self) -> &str {
+        match self {
+            Self::Evaluated { at, .. } | Self::Unevaluated { at, .. } => at,
+        }
+    }
+}
+
 /// What the extraction step recorded for a call: the structured data the
 /// pipeline's `[extraction]` schema asks for, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

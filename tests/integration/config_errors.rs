@@ -287,3 +287,18 @@ fn text_history_bounds_out_of_range_name_their_key() {
         ]
     );
 }
+
+#[test]
+fn a_lost_session_grace_shorter_than_the_writers_flush_is_refused() {
+    let errors = errors_of(&format!(
+        "{HEADER}[context]\nflush_timeout_secs = 60\n\n[outbound]\nfrom = \"+15557654321\"\nlost_session_grace_secs = 45\n"
+    ));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(
+            "p.toml:9:1: key `outbound.lost_session_grace_secs`: expected at least [context] flush_timeout_secs (60 s)"
+        ),
+        "{}",
+        errors[0]
+    );
+}

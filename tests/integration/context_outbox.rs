@@ -6,22 +6,25 @@
 use redis::AsyncCommands;
 
 use crate::context_store::{Backend, HOUR_MS, backends};
+use voxpipe::store::Enqueued;
 
 #[tokio::test]
 async fn outbox_deliveries_are_unique_leased_and_rescheduled() {
     for backend in backends() {
         let store = backend.store();
-        assert!(
+        assert_eq!(
             store
                 .enqueue_delivery("e1", "{\"n\":1}", 1_000)
                 .await
-                .unwrap()
+                .unwrap(),
+            Enqueued::Queued
         );
-        assert!(
-            !store
+        assert_eq!(
+            store
                 .enqueue_delivery("e1", "{\"n\":2}", 1_000)
                 .await
-                .unwrap()
+                .unwrap(),
+            Enqueued::Pending
         );
         assert!(
             store
@@ -69,7 +72,10 @@ async fn outbox_deliveries_are_unique_leased_and_rescheduled() {
 
         store.complete_delivery("e1").await.unwrap();
         assert_eq!(store.outbox_len().await.unwrap(), 0);
-        assert!(store.enqueue_delivery("e2", "two", 0).await.unwrap());
+        assert_eq!(
+            store.enqueue_delivery("e2", "two", 0).await.unwrap(),
+            Enqueued::Queued
+        );
         store.bury_delivery("e2", "two, failed").await.unwrap();
         assert_eq!(store.outbox_len().await.unwrap(), 0);
         if let Backend::Redis(_, server) = &backend {
@@ -92,7 +98,10 @@ async fn outbox_entries_whose_delivery_is_gone_are_dropped_on_claim() {
         unreachable!()
     };
     for id in ["a", "b", "c"] {
-        assert!(store.enqueue_delivery(id, id, 1_000).await.unwrap());
+        assert_eq!(
+            store.enqueue_delivery(id, id, 1_000).await.unwrap(),
+            Enqueued::Queued
+        );
     }
     // Two deliveries outlived their TTL (or were delivered elsewhere).
     let _: i64 = server

@@ -19,7 +19,7 @@ use voxpipe::store::{
 use voxpipe::store::{
     CallChange, CallRecord, CallStatus, Interaction, PromptKey, Segment, TacticsList,
 };
-use voxpipe::store::{Skill, TestCase};
+use voxpipe::store::{Enqueued, Skill, TestCase};
 
 pub(crate) const HOUR_MS: u64 = 3_600_000;
 
@@ -204,7 +204,10 @@ async fn ttls_too_long_for_a_clock_are_capped_not_rejected() {
             .await
             .unwrap();
         assert_eq!(store.session_tactics("long").await.unwrap(), ["x"]);
-        assert!(store.enqueue_delivery("long", "p", 0).await.unwrap());
+        assert_eq!(
+            store.enqueue_delivery("long", "p", 0).await.unwrap(),
+            Enqueued::Queued
+        );
         assert_eq!(
             store.claim_deliveries(0, u64::MAX, 1).await.unwrap().len(),
             1

@@ -42,12 +42,18 @@ impl Rig {
 
     /// A rig whose pipeline has `extra` appended.
     async fn with(extra: &str) -> Rig {
+        Self::with_context("", extra).await
+    }
+
+    /// A rig whose `[context]` has `context` appended, and its pipeline
+    /// `extra`.
+    async fn with_context(context: &str, extra: &str) -> Rig {
         let redis = RedisServer::start();
         let twilio = FakeTwilioRest::start(TOKEN).await;
         let toml = format!(
             "[pipeline]\nname = \"outbound\"\nsample_rate = 16000\n\n[[processor]]\ntype = \"parrot\"\n\n\
              [server]\npublic_host = \"voice.example.test\"\napi_token_env = \"API_KEY\"\n\n\
-             [context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n\
+             [context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n{context}\n\
              [transport.twilio]\nauth_token_env = \"TWILIO_AUTH_TOKEN\"\naccount_sid_env = \"TWILIO_ACCOUNT_SID\"\napi_base_url = \"{}\"\n\n\
              [outbound]\nfrom = \"+15550009999\"\n{extra}",
             twilio.base_url
@@ -313,10 +319,14 @@ async fn a_call_canceled_while_twilio_was_asked_is_ended_when_its_answer_comes()
 #[tokio::test]
 async fn a_call_whose_server_died_mid_call_gets_its_webhook_once() {
     let receiver = WebhookReceiver::start().await;
-    let rig = Rig::with(&format!(
-        "lost_session_grace_secs = 0\n\n[webhook]\nurl = \"{}\"\n",
-        receiver.url()
-    ))
+    // Writers that give up at once, so the grace can be short.
+    let rig = Rig::with_context(
+        "flush_timeout_secs = 0\n",
+        &format!(
+            "lost_session_grace_secs = 1\n\n[webhook]\nurl = \"{}\"\n",
+            receiver.url()
+        ),
+    )
     .await;
     // What a server killed during an answered call leaves: started, never
     // ended, nobody running its session.
@@ -352,7 +362,9 @@ async fn a_call_whose_server_died_mid_call_gets_its_webhook_once() {
         ("Direction", "outbound-api"),
         ("SequenceNumber", "3"),
     ];
+    let before = unix_ms();
     assert_eq!(rig.twilio.post_signed(url, &form, None).await, 200);
+    let answered = unix_ms();
     let deliverer = rig.runtime.deliverer().unwrap().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let delivering = tokio::spawn(async move {
@@ -367,6 +379,13 @@ async fn a_call_whose_server_died_mid_call_gets_its_webhook_once() {
     assert_eq!(body["call_id"], "lost");
     assert_eq!(body["call"]["status"], "completed");
     assert_eq!(body["call"]["end_reason"], "session_lost");
+    // Ended as of the callback, not a grace later.
+    let ended = body["call"]["ended_at"].as_str().unwrap();
+    let ended = voxpipe::store::time::parse_rfc3339(ended).unwrap();
+    assert!(
+        (before..=answered).contains(&ended),
+        "{before} {ended} {answered}"
+    );
 
     // Twilio repeats the callback, and the session's writer, alive after
     // all, queues its own after-call work: nothing more is delivered.

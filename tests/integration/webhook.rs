@@ -19,6 +19,7 @@ use voxpipe::agent::AgentRuntime;
 use voxpipe::agent::webhook::signature;
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline_file::parse_pipeline;
+use voxpipe::store::Enqueued;
 use voxpipe::store::time::unix_ms;
 
 async fn runtime(redis: &RedisServer, extra: &str) -> AgentRuntime {
@@ -131,6 +132,56 @@ async fn with_an_evaluator_the_webhook_carries_the_outcome() {
             .get("x-voxpipe-signature")
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn a_call_evaluated_again_is_posted_again_with_the_new_verdict() {
+    let redis = RedisServer::start();
+    let receiver = WebhookReceiver::start().await;
+    let judge = FakeOpenAi::judge().await;
+    judge.push_chats([
+        verdict("failure", 0.3, &["Pushed too hard"]),
+        verdict("success", 0.8, &["Offered a callback"]),
+    ]);
+    let runtime = runtime(
+        &redis,
+        &format!(
+            "[evaluator]\nbase_url = \"{}\"\n\n[webhook]\nurl = \"{}\"\n",
+            judge.base_url,
+            receiver.url()
+        ),
+    )
+    .await;
+    call(&runtime, "c7").await;
+    runtime.worker("w").unwrap().drain().await.unwrap();
+    let deliverer = runtime.deliverer().unwrap().unwrap();
+    assert_eq!(deliverer.deliver_due(unix_ms()).await.unwrap().delivered, 1);
+
+    // `voxpipe evaluate c7`.
+    let evaluator = runtime.evaluator().unwrap();
+    evaluator.evaluate("c7", true).await.unwrap();
+    assert_eq!(
+        runtime.store().outbox_len().await.unwrap(),
+        1,
+        "a new event"
+    );
+    assert_eq!(deliverer.deliver_due(unix_ms()).await.unwrap().delivered, 1);
+    let received = receiver.received();
+    assert_eq!(received.len(), 2);
+    let first = received[0].headers["x-voxpipe-event-id"].to_str().unwrap();
+    let second = received[1].headers["x-voxpipe-event-id"].to_str().unwrap();
+    assert_eq!(first, "call_completed:c7");
+    assert!(second.starts_with("call_completed:c7:"), "{second}");
+    let body: serde_json::Value = serde_json::from_slice(&received[1].body).unwrap();
+    assert_eq!(body["event_id"], second);
+    assert_eq!(body["outcome"], "success");
+    assert_eq!(body["evaluation"]["tactics"][0], "Offered a callback");
+
+    // The same evaluation's webhook queued again (a second server, a
+    // re-run job) adds nothing.
+    runtime.worker("w").unwrap().drain().await.unwrap();
+    evaluator.evaluate("c7", false).await.unwrap();
+    assert_eq!(runtime.store().outbox_len().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -287,4 +338,79 @@ async fn dead_letters_are_redriven_with_fresh_attempts() {
         received[1].headers["x-voxpipe-attempt"], "1",
         "fresh attempts"
     );
+}
+
+/// One letter, buried twice, redriven by two operators at once and once
+/// more after its delivery: queued once.
+async fn a_letter_is_redriven_once(store: &dyn voxpipe::store::Store) {
+    assert!(
+        store
+            .enqueue_delivery("e1", "one", 0)
+            .await
+            .unwrap()
+            .is_queued()
+    );
+    assert_eq!(
+        store.enqueue_delivery("e1", "one", 0).await.unwrap(),
+        Enqueued::Pending
+    );
+    store.bury_delivery("e1", "letter").await.unwrap();
+    // Buried twice (a repeated bury), or read by two redrives at once.
+    store.bury_delivery("e1", "letter").await.unwrap();
+    assert_eq!(store.dead_letters_len().await.unwrap(), 2);
+    assert!(
+        store
+            .redrive_delivery("letter", "e1", "two", 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .redrive_delivery("letter", "e1", "two", 5)
+            .await
+            .unwrap(),
+        "already queued"
+    );
+    assert!(
+        !store
+            .redrive_delivery("letter", "e1", "two", 5)
+            .await
+            .unwrap(),
+        "no letter left"
+    );
+    assert_eq!(store.dead_letters_len().await.unwrap(), 0);
+    let claimed = store.claim_deliveries(5, 100, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].payload, "two");
+    store.complete_delivery("e1").await.unwrap();
+    assert_eq!(
+        store.enqueue_delivery("e1", "three", 0).await.unwrap(),
+        Enqueued::Delivered
+    );
+
+    // A stale copy of the letter, after the delivery: nothing queued.
+    store.bury_delivery("e2", "letter").await.unwrap();
+    assert!(
+        !store
+            .redrive_delivery("letter", "e1", "two", 5)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.outbox_len().await.unwrap(), 0);
+    assert!(
+        store
+            .claim_deliveries(10_000, 100, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_dead_letter_redriven_twice_is_delivered_once() {
+    let redis = RedisServer::start();
+    let runtime = runtime(&redis, "").await;
+    a_letter_is_redriven_once(&**runtime.store()).await;
+    let memory = voxpipe::store::MemoryStore::new(voxpipe::store::StoreSettings::default());
+    a_letter_is_redriven_once(&memory).await;
 }

@@ -132,7 +132,7 @@ impl Evaluator {
         if self.store.call(call_id).await?.is_none() {
             return Err(EvalError::UnknownCall(call_id.to_owned()));
         }
-        self.finish(call_id).await
+        self.finish(call_id, None).await
     }
 
     /// Evaluates `call_id` and records the result. With `fresh` the judge is
@@ -147,30 +147,37 @@ impl Evaluator {
             .call(call_id)
             .await?
             .ok_or_else(|| EvalError::UnknownCall(call_id.to_owned()))?;
+        // A call judged again has a new verdict: a new webhook event, named
+        // by the verdict's time, since the first one's id stays delivered.
+        let mut revision = None;
         let evaluation = match (&record.evaluation, fresh) {
             (Some(stored), false) => {
                 tracing::info!(call_id, "re-running a job: reusing the stored verdict");
                 stored.clone()
             }
-            _ => {
+            (stored, _) => {
                 let turns = self.store.turns(call_id).await?;
                 let evaluation = self.judge(&**judge, &record, &turns).await?;
                 self.store
                     .update_call(call_id, &CallChange::Evaluated(evaluation.clone()))
                     .await?;
+                if stored.is_some() {
+                    revision = Some(evaluation.at().to_owned());
+                }
                 evaluation
             }
         };
         self.record_tactics(call_id, &evaluation).await?;
-        self.finish(call_id).await?;
+        self.finish(call_id, revision.as_deref()).await?;
         Ok(evaluation)
     }
 
-    /// The job's last part: the post-call steps, then the webhook.
-    async fn finish(&self, call_id: &str) -> Result<(), EvalError> {
+    /// The job's last part: the post-call steps, then the webhook (a new
+    /// event when `revision` names a new verdict).
+    async fn finish(&self, call_id: &str, revision: Option<&str>) -> Result<(), EvalError> {
         self.run_steps(call_id).await?;
         if let Some(webhook) = &self.settings.webhook {
-            queue_call_completed(&*self.store, webhook, call_id).await?;
+            queue_call_completed(&*self.store, webhook, call_id, revision).await?;
         }
         Ok(())
     }
@@ -202,7 +209,7 @@ impl Evaluator {
             step.give_up(&record, reason).await?;
         }
         if let Some(webhook) = &self.settings.webhook {
-            queue_call_completed(&*self.store, webhook, call_id).await?;
+            queue_call_completed(&*self.store, webhook, call_id, None).await?;
         }
         Ok(())
     }

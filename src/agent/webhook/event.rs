@@ -8,13 +8,15 @@ use super::config::WebhookSettings;
 use crate::agent::writer::AfterCall;
 use crate::store::codec::encode;
 use crate::store::time::{rfc3339, unix_ms};
-use crate::store::{Store, StoreError};
+use crate::store::{Enqueued, Store, StoreError};
 
 /// A delivery as kept in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingDelivery {
-    /// `{event}:{call_id}` (`call_completed:CA123`): the same for every attempt, so receivers
-    /// can drop repeats (delivery is at least once).
+    /// `{event}:{call_id}` (`call_completed:CA123`), or for a call judged
+    /// again (`voxpipe evaluate ID`) `{event}:{call_id}:{evaluated at}`: the
+    /// same for every attempt, so receivers can drop repeats (delivery is
+    /// at least once), and new for a new verdict.
     pub id: String,
     /// Where to POST.
     pub url: String,
@@ -34,17 +36,22 @@ pub struct QueueCallCompleted(pub Arc<WebhookSettings>);
 #[async_trait::async_trait]
 impl AfterCall for QueueCallCompleted {
     async fn queue(&self, store: &dyn Store, call_id: &str) -> Result<(), StoreError> {
-        queue_call_completed(store, &self.0, call_id).await
+        queue_call_completed(store, &self.0, call_id, None).await
     }
 }
 
 /// Queues the call-completed webhook of `call_id`: the call's state, its
 /// transcript, its outcome and its extraction as they are now. Queuing twice is harmless
-/// (the outbox keeps one delivery per id).
+/// (the outbox keeps one delivery per id, for 7 days after its delivery).
+///
+/// `revision` names a new version of the event, a new evaluation of a call
+/// already judged: it ends the event's id, so the new verdict is a new
+/// event rather than a repeat of the delivered one.
 pub async fn queue_call_completed(
     store: &dyn Store,
     settings: &WebhookSettings,
     call_id: &str,
+    revision: Option<&str>,
 ) -> Result<(), StoreError> {
     // Both reads at once: one round trip's wait, not two.
     let (call, transcript) = tokio::try_join!(store.call(call_id), store.turns(call_id))?;
@@ -53,7 +60,10 @@ pub async fn queue_call_completed(
         return Ok(());
     };
     let event = settings.event.as_str();
-    let id = format!("{event}:{call_id}");
+    let id = match revision {
+        Some(revision) => format!("{event}:{call_id}:{revision}"),
+        None => format!("{event}:{call_id}"),
+    };
     let body = serde_json::json!({
         "event_type": event,
         "event_id": id,
@@ -86,8 +96,18 @@ pub async fn queue_call_completed(
         body,
     };
     let payload = encode(&id, &delivery)?;
-    if store.enqueue_delivery(&id, &payload, unix_ms()).await? {
-        tracing::info!(call_id, "call-completed webhook queued");
+    match store.enqueue_delivery(&id, &payload, unix_ms()).await? {
+        Enqueued::Queued => {
+            tracing::info!(call_id, event_id = %id, "call-completed webhook queued");
+        }
+        Enqueued::Delivered => tracing::info!(
+            call_id,
+            event_id = %id,
+            "call-completed webhook already delivered: not queued again"
+        ),
+        Enqueued::Pending => {
+            tracing::debug!(call_id, event_id = %id, "call-completed webhook already queued")
+        }
     }
     Ok(())
 }

@@ -17,6 +17,11 @@
 //! `[extraction] webhook_event` renames the event (`event_type`, the id's
 //! prefix and `X-Voxpipe-Event`), e.g. `worker_profile_completed`.
 //!
+//! A call judged again (`voxpipe evaluate ID`) is a new event, its id
+//! ending with the new verdict's time (`call_completed:CA123:2026-…Z`):
+//! the first event's id stays delivered, so the new verdict would
+//! otherwise never be posted.
+//!
 //! Headers: `X-Voxpipe-Event`, `X-Voxpipe-Event-Id` (the same on every
 //! attempt), `X-Voxpipe-Attempt`, and with a secret `X-Voxpipe-Signature:
 //! sha256=<hex HMAC-SHA256 of the body>`.

@@ -3,8 +3,9 @@
 //!
 //! Each letter moves in one store transaction (it leaves the dead letters
 //! as it enters the outbox), so a redrive stopped midway loses none and
-//! doubles none; two redrives at once may queue one letter twice, which is
-//! one delivery (the outbox keeps one per event id).
+//! doubles none. A letter is queued only by the redrive that took it out,
+//! and only if its event is neither queued nor delivered: two redrives at
+//! once, or a letter buried twice, deliver it once.
 
 use crate::store::codec::encode;
 use crate::store::{Store, StoreError};
@@ -16,6 +17,9 @@ use super::event::PendingDelivery;
 pub struct Redriven {
     /// Put back in the outbox.
     pub queued: usize,
+    /// Taken out of the dead letters but not queued: its event was queued
+    /// or delivered meanwhile, or another redrive took the letter first.
+    pub skipped: usize,
     /// Left in the dead letters: not a delivery this version can read.
     pub unreadable: usize,
 }
@@ -36,11 +40,16 @@ pub async fn redrive_dead_letters(
         delivery.attempts = 0;
         delivery.last_error = None;
         let payload = encode(&delivery.id, &delivery)?;
-        store
+        if store
             .redrive_delivery(&buried, &delivery.id, &payload, now_ms)
-            .await?;
-        tracing::info!(id = %delivery.id, "dead letter put back in the webhook outbox");
-        done.queued += 1;
+            .await?
+        {
+            tracing::info!(id = %delivery.id, "dead letter put back in the webhook outbox");
+            done.queued += 1;
+        } else {
+            tracing::info!(id = %delivery.id, "dead letter not requeued: its event is queued or delivered, or another redrive took it");
+            done.skipped += 1;
+        }
     }
     Ok(done)
 }

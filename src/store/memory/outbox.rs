@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::keyspace::Op;
 use super::store::MemoryStore;
 use crate::store::settings::millis;
-use crate::store::{DEAD_LETTERS_MAX, Outbox, OutboxEntry, StoreError};
+use crate::store::{DEAD_LETTERS_MAX, Enqueued, Outbox, OutboxEntry, StoreError};
 
 #[async_trait]
 impl Outbox for MemoryStore {
@@ -14,13 +14,15 @@ impl Outbox for MemoryStore {
         id: &str,
         payload: &str,
         due_ms: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Enqueued, StoreError> {
         let keys = &self.settings.keys;
         let event_key = keys.outbox_event(id);
         let ttl = millis(self.settings.outbox_ttl);
         self.write(|ks, now| {
-            if ks.string(&event_key, now).is_some() {
-                return (Vec::new(), false);
+            match ks.string(&event_key, now) {
+                Some("") => return (Vec::new(), Enqueued::Delivered),
+                Some(_) => return (Vec::new(), Enqueued::Pending),
+                None => {}
             }
             let ops = vec![
                 Op::Set {
@@ -34,7 +36,7 @@ impl Outbox for MemoryStore {
                     score: due_ms,
                 },
             ];
-            (ops, true)
+            (ops, Enqueued::Queued)
         })
     }
 
@@ -182,38 +184,45 @@ impl Outbox for MemoryStore {
         id: &str,
         payload: &str,
         due_ms: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        // As the Redis script: requeued only if the letter was there and
+        // the event is neither queued nor delivered (its key, emptied).
         let keys = &self.settings.keys;
         let dead = keys.dead_letters();
+        let event_key = keys.outbox_event(id);
         let ttl = millis(self.settings.outbox_ttl);
         self.write(|ks, now| {
             let mut ops = Vec::new();
             let kept = ks.list(&dead, now);
-            if let Some(at) = kept.iter().position(|p| p == buried) {
-                // LREM, as a rewrite of the rest (keeping its expiry).
-                let rest: Vec<String> = kept
-                    .iter()
-                    .enumerate()
-                    .filter(|&(n, _)| n != at)
-                    .map(|(_, p)| p.clone())
-                    .collect();
-                let expires = ks.ttl_ms(&dead, now).map(|left| now + left);
-                ops.push(Op::Del { key: dead.clone() });
-                if !rest.is_empty() {
-                    ops.push(Op::Push {
+            let Some(at) = kept.iter().position(|p| p == buried) else {
+                return (ops, false);
+            };
+            // LREM, as a rewrite of the rest (keeping its expiry).
+            let rest: Vec<String> = kept
+                .iter()
+                .enumerate()
+                .filter(|&(n, _)| n != at)
+                .map(|(_, p)| p.clone())
+                .collect();
+            let expires = ks.ttl_ms(&dead, now).map(|left| now + left);
+            ops.push(Op::Del { key: dead.clone() });
+            if !rest.is_empty() {
+                ops.push(Op::Push {
+                    key: dead.clone(),
+                    values: rest,
+                });
+                if let Some(at_ms) = expires {
+                    ops.push(Op::ExpireAt {
                         key: dead.clone(),
-                        values: rest,
+                        at_ms,
                     });
-                    if let Some(at_ms) = expires {
-                        ops.push(Op::ExpireAt {
-                            key: dead.clone(),
-                            at_ms,
-                        });
-                    }
                 }
             }
+            if ks.string(&event_key, now).is_some() {
+                return (ops, false);
+            }
             ops.push(Op::Set {
-                key: keys.outbox_event(id),
+                key: event_key.clone(),
                 value: payload.to_owned(),
                 expires_at_ms: Some(now + ttl),
             });
@@ -222,7 +231,7 @@ impl Outbox for MemoryStore {
                 member: id.to_owned(),
                 score: due_ms,
             });
-            (ops, ())
+            (ops, true)
         })
     }
 }

@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 
-use super::scripts::{CLAIM_DELIVERIES, ENQUEUE_DELIVERY};
+use super::scripts::{CLAIM_DELIVERIES, ENQUEUE_DELIVERY, REDRIVE_DELIVERY};
 use super::store::RedisStore;
 use crate::store::settings::millis;
-use crate::store::{DEAD_LETTERS_MAX, Outbox, OutboxEntry, StoreError};
+use crate::store::{DEAD_LETTERS_MAX, Enqueued, Outbox, OutboxEntry, StoreError};
 
 #[async_trait]
 impl Outbox for RedisStore {
@@ -15,7 +15,7 @@ impl Outbox for RedisStore {
         id: &str,
         payload: &str,
         due_ms: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Enqueued, StoreError> {
         let keys = &self.settings.keys;
         let mut enqueue = ENQUEUE_DELIVERY.key(keys.outbox_event(id));
         enqueue
@@ -25,7 +25,11 @@ impl Outbox for RedisStore {
             .arg(due_ms)
             .arg(id);
         let added: i64 = self.invoke(&enqueue).await?;
-        Ok(added == 1)
+        Ok(match added {
+            1 => Enqueued::Queued,
+            2 => Enqueued::Delivered,
+            _ => Enqueued::Pending,
+        })
     }
 
     async fn claim_deliveries(
@@ -154,27 +158,19 @@ impl Outbox for RedisStore {
         id: &str,
         payload: &str,
         due_ms: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let keys = &self.settings.keys;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LREM")
-            .arg(keys.dead_letters())
-            .arg(1)
+        let mut redrive = REDRIVE_DELIVERY.key(keys.dead_letters());
+        redrive
+            .key(keys.outbox_event(id))
+            .key(keys.outbox())
             .arg(buried)
-            .ignore()
-            .cmd("SET")
-            .arg(keys.outbox_event(id))
             .arg(payload)
-            .arg("PX")
             .arg(millis(self.settings.outbox_ttl))
-            .ignore()
-            .cmd("ZADD")
-            .arg(keys.outbox())
             .arg(due_ms)
-            .arg(id)
-            .ignore();
-        self.query_pipe(&pipe).await
+            .arg(id);
+        let queued: i64 = self.invoke(&redrive).await?;
+        Ok(queued == 1)
     }
 }
 

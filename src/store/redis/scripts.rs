@@ -92,12 +92,33 @@ return 1
 
 /// Adds a webhook delivery unless its id exists.
 /// KEYS: event key, outbox. ARGV: payload, ttl ms, due ms, id. Returns 1 if
-/// added.
+/// added, 0 if pending, 2 if delivered (its key emptied).
 pub(super) static ENQUEUE_DELIVERY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('GET', KEYS[1]) == '' then return 2 end
+  return 0
+end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 1
+",
+    )
+});
+
+/// Puts a dead letter back in the outbox: only if this call took it out
+/// of the dead letters, and its event is neither queued nor delivered (a
+/// delivered event keeps its key, emptied), so two redrives at once, or a
+/// letter buried twice, deliver it once. KEYS: dead letters, event key,
+/// outbox. ARGV: the buried letter, payload, ttl ms, due ms, id. Returns 1
+/// if queued.
+pub(super) static REDRIVE_DELIVERY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
 return 1
 ",
     )
