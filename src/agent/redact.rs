@@ -98,20 +98,17 @@ fn looks_like_phone(value: &str) -> bool {
 
 /// What is hashed of a parameter's value: a number as E.164 would write
 /// it (`+` and digits, separators dropped, so one number however it is
-/// written hashes alike); a name, or a value with no number in it
-/// (`anonymous`, `sip:alice@example.com`), trimmed and in lower case, so
-/// different callers differ.
+/// written hashes alike); a name, or any other value (`anonymous`,
+/// `sip:alice@example.com`, `1-800-555-CALL`, whose letters are part of
+/// it), trimmed and in lower case, so different callers differ.
 fn hashed_form(parameter: &str, value: &str) -> String {
-    let number: String = value
+    if parameter.ends_with("name") || !looks_like_phone(value) {
+        return value.trim().to_lowercase();
+    }
+    value
         .chars()
         .filter(|c| c.is_ascii_digit() || *c == '+')
-        .collect();
-    let digits = number.bytes().filter(u8::is_ascii_digit).count();
-    if parameter.ends_with("name") || digits < 7 {
-        value.trim().to_lowercase()
-    } else {
-        number
-    }
+        .collect()
 }
 
 #[cfg(test)]
@@ -173,6 +170,8 @@ mod tests {
             hash("From", "+1 615 484 6056"),
             hash("Caller", "+16154846056")
         );
+        // Letters are part of a vanity number: two of them differ.
+        assert_ne!(hash("To", "1-800-555-CALL"), hash("To", "1-800-555-HELP"));
     }
 
     #[test]

@@ -186,13 +186,16 @@ impl TryFrom<RawOutbound> for OutboundSection {
 impl OutboundSection {
     /// Why `lost_session_grace_secs` is too short for sessions whose
     /// writers retry for `flush_timeout` after their call ends, if it is.
+    /// A flush timeout past the most the grace may be (600 s) asks only
+    /// for that most.
     pub fn grace_problem(&self, flush_timeout: std::time::Duration) -> Option<String> {
-        (self.lost_session_grace < flush_timeout).then(|| {
+        let needed = flush_timeout.min(std::time::Duration::from_secs(600));
+        (self.lost_session_grace < needed).then(|| {
             format!(
-                "expected at least [context] flush_timeout_secs ({} s): a live session's writer \
-                 retries its last turns for that long, and a call ended sooner would be judged \
-                 with a truncated transcript",
-                flush_timeout.as_secs_f64()
+                "expected at least {} s ([context] flush_timeout_secs, at most 600): a live \
+                 session's writer retries its last turns for that long, and a call ended sooner \
+                 would be judged with a truncated transcript",
+                needed.as_secs_f64()
             )
         })
     }
@@ -235,7 +238,13 @@ amd = "async""#,
         assert_eq!(section.grace_problem(flush), None);
         let short = parse("from = \"+15557654321\"\nlost_session_grace_secs = 30").unwrap();
         let problem = short.grace_problem(flush).unwrap();
-        assert!(problem.contains("flush_timeout_secs (120 s)"), "{problem}");
+        assert!(problem.contains("at least 120 s"), "{problem}");
+        // A flush past the grace's most asks only for the most.
+        let most = parse("from = \"+15557654321\"\nlost_session_grace_secs = 600").unwrap();
+        assert_eq!(
+            most.grace_problem(std::time::Duration::from_secs(700)),
+            None
+        );
     }
 
     #[test]

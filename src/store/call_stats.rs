@@ -65,9 +65,8 @@ impl FromStr for SegmentFilter {
             match p {
                 "*" => Ok(None),
                 "" => Err(BadSegment(text.to_owned())),
-                _ if p.contains([':', '*']) || p.chars().any(char::is_whitespace) => {
-                    Err(BadSegment(text.to_owned()))
-                }
+                // What a stored segment may hold (`real estate` included).
+                _ if !super::call::is_segment_part(p) => Err(BadSegment(text.to_owned())),
                 _ => Ok(Some(p.to_owned())),
             }
         };
@@ -483,7 +482,13 @@ mod tests {
         assert!(any_health.matches(&segment("FR", "healthcare")));
         assert!(us.matches(&segment("US", "retail")));
         assert!(!us.matches(&Segment::default()));
-        for bad in ["", ":", "US:", "US:health care", "US:a:b", "U*"] {
+        // A part a stored segment may hold is a part a filter may name.
+        let estate: SegmentFilter = "US:real estate".parse().unwrap();
+        assert!(estate.matches(&Segment {
+            country: Some("US".into()),
+            industry: Some("real estate".into()),
+        }));
+        for bad in ["", ":", "US:", "US:{a}", "US:a:b", "U*"] {
             assert!(bad.parse::<SegmentFilter>().is_err(), "{bad}");
         }
     }

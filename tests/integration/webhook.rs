@@ -185,6 +185,47 @@ async fn a_call_evaluated_again_is_posted_again_with_the_new_verdict() {
 }
 
 #[tokio::test]
+async fn a_call_first_judged_after_its_webhook_went_out_is_posted_again() {
+    let redis = RedisServer::start();
+    let receiver = WebhookReceiver::start().await;
+    let judge = FakeOpenAi::judge().await;
+    judge.push_chats([verdict("success", 0.8, &["Offered a callback"])]);
+    // Served without a judge: the call's webhook goes out with no verdict.
+    let plain = runtime(
+        &redis,
+        &format!("[webhook]\nurl = \"{}\"\n", receiver.url()),
+    )
+    .await;
+    call(&plain, "c9").await;
+    let deliverer = plain.deliverer().unwrap().unwrap();
+    assert_eq!(deliverer.deliver_due(unix_ms()).await.unwrap().delivered, 1);
+
+    // The judge turned on, then `voxpipe evaluate c9`: the verdict is new.
+    let judged = runtime(
+        &redis,
+        &format!(
+            "[evaluator]\nbase_url = \"{}\"\n\n[webhook]\nurl = \"{}\"\n",
+            judge.base_url,
+            receiver.url()
+        ),
+    )
+    .await;
+    judged
+        .evaluator()
+        .unwrap()
+        .evaluate("c9", true)
+        .await
+        .unwrap();
+    assert_eq!(deliverer.deliver_due(unix_ms()).await.unwrap().delivered, 1);
+    let received = receiver.received();
+    assert_eq!(received.len(), 2, "the new verdict is posted");
+    let second = received[1].headers["x-voxpipe-event-id"].to_str().unwrap();
+    assert!(second.starts_with("call_completed:c9:"), "{second}");
+    let body: serde_json::Value = serde_json::from_slice(&received[1].body).unwrap();
+    assert_eq!(body["outcome"], "success");
+}
+
+#[tokio::test]
 async fn a_deliverer_that_dies_mid_delivery_loses_nothing() {
     let redis = RedisServer::start();
     let receiver = WebhookReceiver::start().await;

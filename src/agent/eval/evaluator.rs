@@ -34,7 +34,7 @@ use crate::agent::post_call::{PostCallError, PostCallStep};
 use crate::agent::webhook::{WebhookSettings, queue_call_completed};
 use crate::store::time::{rfc3339, unix_ms};
 use crate::store::{CallChange, CallRecord, Evaluation, Interaction, Outcome, TacticsList};
-use crate::store::{Store, StoreError};
+use crate::store::{Enqueued, Store, StoreError};
 
 /// How the evaluator asks and what it does after.
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ impl Evaluator {
         if self.store.call(call_id).await?.is_none() {
             return Err(EvalError::UnknownCall(call_id.to_owned()));
         }
-        self.finish(call_id, None).await
+        self.finish(call_id, None, None).await
     }
 
     /// Evaluates `call_id` and records the result. With `fresh` the judge is
@@ -150,6 +150,10 @@ impl Evaluator {
         // A call judged again has a new verdict: a new webhook event, named
         // by the verdict's time, since the first one's id stays delivered.
         let mut revision = None;
+        // A verdict asked for afresh on a call with none stored: its event
+        // is the call's first unless that went out already (a webhook sent
+        // before any judge ran), then a new one.
+        let mut if_delivered = None;
         let evaluation = match (&record.evaluation, fresh) {
             (Some(stored), false) => {
                 tracing::info!(call_id, "re-running a job: reusing the stored verdict");
@@ -163,21 +167,33 @@ impl Evaluator {
                     .await?;
                 if stored.is_some() {
                     revision = Some(evaluation.at().to_owned());
+                } else if fresh {
+                    if_delivered = Some(evaluation.at().to_owned());
                 }
                 evaluation
             }
         };
         self.record_tactics(call_id, &evaluation).await?;
-        self.finish(call_id, revision.as_deref()).await?;
+        self.finish(call_id, revision.as_deref(), if_delivered.as_deref())
+            .await?;
         Ok(evaluation)
     }
 
     /// The job's last part: the post-call steps, then the webhook (a new
-    /// event when `revision` names a new verdict).
-    async fn finish(&self, call_id: &str, revision: Option<&str>) -> Result<(), EvalError> {
+    /// event when `revision` names a new verdict, or when the call's event
+    /// was delivered already and `if_delivered` names one).
+    async fn finish(
+        &self,
+        call_id: &str,
+        revision: Option<&str>,
+        if_delivered: Option<&str>,
+    ) -> Result<(), EvalError> {
         self.run_steps(call_id).await?;
         if let Some(webhook) = &self.settings.webhook {
-            queue_call_completed(&*self.store, webhook, call_id, revision).await?;
+            let enqueued = queue_call_completed(&*self.store, webhook, call_id, revision).await?;
+            if let (Enqueued::Delivered, Some(revision)) = (enqueued, if_delivered) {
+                queue_call_completed(&*self.store, webhook, call_id, Some(revision)).await?;
+            }
         }
         Ok(())
     }

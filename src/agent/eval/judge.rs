@@ -122,10 +122,12 @@ const TRANSCRIPT_TAG: &str = "transcript";
 pub fn render_transcript(call: &CallRecord, turns: &[Interaction]) -> String {
     let mut text = format!("Call {} over {}", call.call_id, call.transport);
     if let Some(industry) = &call.segment.industry {
-        text.push_str(&format!(", industry {industry}"));
+        // Quoted: a segment comes from the caller's side (a page's
+        // request data), and is not an instruction.
+        text.push_str(&format!(", industry {industry:?}"));
     }
     if let Some(country) = &call.segment.country {
-        text.push_str(&format!(", country {country}"));
+        text.push_str(&format!(", country {country:?}"));
     }
     if let Some(reason) = &call.end_reason {
         text.push_str(&format!(", ended by {reason}"));

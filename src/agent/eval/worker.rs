@@ -193,6 +193,9 @@ impl EvaluationWorker {
             }
         };
         tokio::select! {
+            // A run that finished (its own acknowledgement may be what
+            // made the claim check fail) wins over the check.
+            biased;
             result = self.run_delivered(job) => result,
             lost = keep => Err(lost),
         }

@@ -122,10 +122,12 @@ impl LearnFromCall {
 fn call_context(call: &CallRecord) -> String {
     let mut text = format!("A call handled by the voice agent over {}", call.transport);
     if let Some(industry) = &call.segment.industry {
-        text.push_str(&format!(", industry {industry}"));
+        // Quoted: a segment comes from the caller's side (a page's
+        // request data), and is not an instruction.
+        text.push_str(&format!(", industry {industry:?}"));
     }
     if let Some(country) = &call.segment.country {
-        text.push_str(&format!(", country {country}"));
+        text.push_str(&format!(", country {country:?}"));
     }
     text.push('.');
     text

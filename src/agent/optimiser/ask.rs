@@ -40,6 +40,8 @@ impl fmt::Display for AskError {
 pub(super) struct Asked {
     /// Requests made.
     pub(super) calls: u64,
+    /// Requests a model answered (whatever the answer).
+    pub(super) answered: u64,
 }
 
 impl Asked {
@@ -55,7 +57,9 @@ impl Asked {
         let mut problem = String::from("no attempt made");
         for _ in 0..attempts.max(1) {
             self.calls += 1;
-            match model.complete(&messages).await {
+            let answer = model.complete(&messages).await;
+            self.answered += u64::from(answer.is_ok());
+            match answer {
                 Ok(answer) => match parse(strip_fence(answer.trim())) {
                     Ok(value) => return Ok(value),
                     Err(malformed) => {
@@ -89,7 +93,9 @@ impl Asked {
         messages: &[(&str, String)],
     ) -> Result<String, AskError> {
         self.calls += 1;
-        model.complete(messages).await.map_err(|err| {
+        let answer = model.complete(messages).await;
+        self.answered += u64::from(answer.is_ok());
+        answer.map_err(|err| {
             let problem = format!("{} unavailable: {err}", model.model());
             if unavailable(&err) {
                 AskError::Unavailable(problem)

@@ -138,10 +138,13 @@ impl OptimiserStep {
                 let result = self
                     .optimise_from(&base, &current, reason, &mut asked)
                     .await;
-                if let Err(PostCallError::Unavailable { .. }) = &result {
-                    // Deferred: the slot is not held while a model is down
-                    // (the run takes it again), so an outage does not use
-                    // up max_candidates_per_hour.
+                if let (Err(PostCallError::Unavailable { .. }), 0) = (&result, asked.answered) {
+                    // Deferred before any model answered: the slot is not
+                    // held while the writer is down (the run takes it
+                    // again), so an outage does not use up
+                    // max_candidates_per_hour. Once a candidate was written
+                    // the slot stays spent: the hourly cap bounds writing
+                    // and scoring however often the run is deferred.
                     if let Err(err) = store.give_back_optimisation_slot(key, base.id).await {
                         tracing::warn!(key = %key, error = %err, "cannot give back the optimisation slot of a deferred optimisation");
                     }

@@ -36,7 +36,9 @@ pub struct QueueCallCompleted(pub Arc<WebhookSettings>);
 #[async_trait::async_trait]
 impl AfterCall for QueueCallCompleted {
     async fn queue(&self, store: &dyn Store, call_id: &str) -> Result<(), StoreError> {
-        queue_call_completed(store, &self.0, call_id, None).await
+        queue_call_completed(store, &self.0, call_id, None)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -52,12 +54,12 @@ pub async fn queue_call_completed(
     settings: &WebhookSettings,
     call_id: &str,
     revision: Option<&str>,
-) -> Result<(), StoreError> {
+) -> Result<Enqueued, StoreError> {
     // Both reads at once: one round trip's wait, not two.
     let (call, transcript) = tokio::try_join!(store.call(call_id), store.turns(call_id))?;
     let Some(call) = call else {
         tracing::warn!(call_id, "no stored call: webhook not queued");
-        return Ok(());
+        return Ok(Enqueued::Pending);
     };
     let event = settings.event.as_str();
     let id = match revision {
@@ -96,7 +98,8 @@ pub async fn queue_call_completed(
         body,
     };
     let payload = encode(&id, &delivery)?;
-    match store.enqueue_delivery(&id, &payload, unix_ms()).await? {
+    let enqueued = store.enqueue_delivery(&id, &payload, unix_ms()).await?;
+    match enqueued {
         Enqueued::Queued => {
             tracing::info!(call_id, event_id = %id, "call-completed webhook queued");
         }
@@ -109,5 +112,5 @@ pub async fn queue_call_completed(
             tracing::debug!(call_id, event_id = %id, "call-completed webhook already queued")
         }
     }
-    Ok(())
+    Ok(enqueued)
 }
