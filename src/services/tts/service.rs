@@ -74,22 +74,27 @@ impl TtsService {
         }
     }
 
-    /// The LLM stopped writing to call a tool: the open response's text
-    /// not yet handed out is spoken as a sentence of its own, so what it
-    /// said before ("Let me check.") is heard while the tool runs rather
-    /// than wait for (and run into) the next round's text, and the text so
-    /// far is finished at the provider, whose context may not outlive the
-    /// tool (see `responses`, Segments).
-    fn break_for_tool(&mut self) {
-        let Some(response) = self.open else {
-            return;
-        };
+    /// Speaks `response`'s text not yet handed out, whole or not.
+    fn speak_rest(&mut self, response: u64) {
         if let Some(rest) = self.splitter.finish() {
             self.send(Command::Speak {
                 response,
                 text: rest,
             });
         }
+    }
+
+    /// The LLM stopped writing to call a tool: the open response's text
+    /// not yet handed out is spoken as a sentence of its own, so what it
+    /// said before ("Let me check.") is heard while the tool runs rather
+    /// than wait for (and run into) the next round's text; a provider whose
+    /// contexts expire gets the text so far finished (see `responses`,
+    /// Segments).
+    fn break_for_tool(&mut self) {
+        let Some(response) = self.open else {
+            return;
+        };
+        self.speak_rest(response);
         self.send(Command::Break { response });
     }
 
@@ -99,12 +104,7 @@ impl TtsService {
         let Some(response) = self.open.take() else {
             return then;
         };
-        if let Some(rest) = self.splitter.finish() {
-            self.send(Command::Speak {
-                response,
-                text: rest,
-            });
-        }
+        self.speak_rest(response);
         self.send(Command::Finish { response, then });
         None
     }
