@@ -113,8 +113,15 @@ impl ServiceError {
     /// credentials end the session (every later request would fail the
     /// same way); anything else fails the current request only.
     pub fn into_processor_error(self, provider: &str) -> ProcessorError {
+        let fatal = self.is_auth();
+        self.into_error_with(provider, fatal)
+    }
+
+    /// The processor error this becomes, naming `provider` and its status;
+    /// `fatal` when the session cannot go on.
+    pub fn into_error_with(self, provider: &str, fatal: bool) -> ProcessorError {
         let status = self.status();
-        let error = if self.is_auth() {
+        let error = if fatal {
             ProcessorError::fatal(self)
         } else {
             ProcessorError::recoverable(self)

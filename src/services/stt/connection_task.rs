@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::frame::{FrameBody, TranscriptionFrame};
-use crate::pipeline::{ProcessorContext, ProcessorError};
+use crate::pipeline::ProcessorContext;
 use crate::services::Connection;
 use crate::services::retry::jitter;
 use crate::services::task::report;
@@ -76,13 +76,7 @@ pub(crate) async fn drive(
                     report(error.into_processor_error(provider), &ctx).await;
                 }
                 SttAction::Fail(error) => {
-                    let status = error.status();
-                    let fatal = ProcessorError::fatal(error).with_provider(provider);
-                    let fatal = match status {
-                        Some(status) => fatal.with_status(status),
-                        None => fatal,
-                    };
-                    report(fatal, &ctx).await;
+                    report(error.into_error_with(provider, true), &ctx).await;
                 }
                 SttAction::Disconnect => socket = None,
             }

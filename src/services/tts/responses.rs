@@ -212,34 +212,34 @@ impl TtsResponses {
             | WireEvent::Done { context } => Some(context.as_str()),
             WireEvent::Failed { .. } => None,
         };
-        if let Some((response, segment)) = context.and_then(|c| self.segment_of(c)) {
-            let Some(state) = self.responses.get_mut(&response) else {
-                return;
-            };
-            let live = state.draining.front().copied().unwrap_or(state.segment);
-            if segment > live {
-                state.held.push_back(event);
-                return;
-            }
-            if segment < live {
-                return; // a segment done already
-            }
-        }
-        match event {
-            WireEvent::Audio { context, pcm } => {
-                if let Some(response) = self.response_of(&context) {
-                    self.audio(response, pcm, now);
+        // The response a context names, read once: `None` for a context
+        // not in flight (cancelled, finished, someone else's).
+        let response = match context.map(|c| self.segment_of(c)) {
+            Some(None) => return,
+            Some(Some((response, segment))) => {
+                let Some(state) = self.responses.get_mut(&response) else {
+                    return;
+                };
+                let live = state.draining.front().copied().unwrap_or(state.segment);
+                if segment > live {
+                    state.held.push_back(event);
+                    return;
                 }
+                if segment < live {
+                    return; // a segment done already
+                }
+                response
             }
+            None => 0, // `Failed`, which names no response it needs
+        };
+        match event {
+            WireEvent::Audio { pcm, .. } => self.audio(response, pcm, now),
             WireEvent::Text {
-                context,
                 text,
                 start,
                 timing,
+                ..
             } => {
-                let Some(response) = self.response_of(&context) else {
-                    return;
-                };
                 let (at, base) = self
                     .responses
                     .get(&response)
@@ -253,11 +253,7 @@ impl TtsResponses {
                 };
                 self.push(response, FrameBody::TtsText(spoken));
             }
-            WireEvent::Done { context } => {
-                if let Some(response) = self.response_of(&context) {
-                    self.segment_done(response, provider, now);
-                }
-            }
+            WireEvent::Done { .. } => self.segment_done(response, provider, now),
             WireEvent::Failed { context, error } => {
                 tracing::warn!(provider, ?context, %error, "synthesis failed");
                 let error = error.into_processor_error(provider);
@@ -289,10 +285,6 @@ impl TtsResponses {
             .then_some((response, segment))
     }
 
-    fn response_of(&self, context: &str) -> Option<u64> {
-        self.segment_of(context).map(|(response, _)| response)
-    }
-
     /// The live segment of `response` is done: the next one's held events
     /// go on, or, with none left, the response ends if its text has.
     fn segment_done(&mut self, response: u64, provider: &str, now: Instant) {
@@ -300,13 +292,14 @@ impl TtsResponses {
             return;
         };
         if state.draining.pop_front().is_none() {
-            if !state.finishing {
+            if state.finishing {
+                self.done(response);
+            } else {
                 // The provider lost the context (a socket gone): its text
                 // goes on in a context opened again, whose times count
                 // from here.
                 state.segment_base = state.audio;
             }
-            self.done(response);
             return;
         }
         state.segment_base = state.audio;
