@@ -302,6 +302,8 @@ async fn a_master_killed_mid_call_and_its_replica_promoted_loses_no_turn() {
         retry_max: Duration::from_millis(500),
         flush_timeout: Duration::from_secs(120),
         on_completed: Vec::new(),
+        // The failover is ridden out in memory; no disk involved.
+        spool: None,
     };
     let (recorder, mut progress) =
         spawn_writer(Arc::clone(&store), call("failover", 0), writer_settings);

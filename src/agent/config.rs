@@ -14,6 +14,9 @@
 //! op_timeout_ms = 2000           # one Redis operation; then retried
 //! wait_replicas = 0              # replicas that must hold a turn (WAIT) first
 //! flush_timeout_secs = 120       # after a session ends, keep retrying this long
+//! spool_dir = "voxpipe-data/context-spool"  # while the store fails, pending turns
+//!                                # are kept here too, and written when it is back;
+//!                                # "" keeps them in memory only
 //! prompt_timeout_ms = 1500       # session start: read prompts this long, else the TOML's
 //! country = "US"                 # the segment when the call brings none
 //! industry = "healthcare"
@@ -35,6 +38,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::turn_spool::TurnSpool;
 use super::writer::WriterSettings;
 use crate::agent::eval::{ApiEndpoint, default_base_url};
 use crate::config::Seconds;
@@ -78,6 +82,8 @@ pub struct ContextSection {
     pub wait_replicas: u32,
     /// Retry time after a session ends, seconds.
     pub flush_timeout_secs: Seconds,
+    /// The turn spool's directory (empty: none).
+    pub spool_dir: PathBuf,
     /// Time allowed to read the prompt at session start, milliseconds.
     pub prompt_timeout_ms: u64,
     /// The country when the call brings none.
@@ -105,6 +111,7 @@ impl Default for ContextSection {
             op_timeout_ms: 2000,
             wait_replicas: 0,
             flush_timeout_secs: Seconds::from_millis(120_000),
+            spool_dir: PathBuf::from(Self::DEFAULT_SPOOL_DIR),
             prompt_timeout_ms: 1500,
             country: None,
             industry: None,
@@ -115,6 +122,10 @@ impl Default for ContextSection {
 }
 
 impl ContextSection {
+    /// Where pending turns are kept while the store fails, by default
+    /// (relative to the process's working directory).
+    pub const DEFAULT_SPOOL_DIR: &'static str = "voxpipe-data/context-spool";
+
     /// Key names and lifetimes for the store.
     pub fn store_settings(&self) -> StoreSettings {
         StoreSettings {
@@ -129,8 +140,11 @@ impl ContextSection {
 
     /// How session writers retry.
     pub fn writer_settings(&self) -> WriterSettings {
+        let spool = (!self.spool_dir.as_os_str().is_empty())
+            .then(|| std::sync::Arc::new(TurnSpool::new(&self.spool_dir)));
         WriterSettings {
             flush_timeout: self.flush_timeout_secs.duration(),
+            spool,
             ..WriterSettings::default()
         }
     }

@@ -45,6 +45,7 @@ mod runtime;
 mod runtime_sections;
 pub mod skills;
 pub mod storage;
+pub mod turn_spool;
 pub mod webhook;
 pub mod writer;
 

@@ -15,7 +15,12 @@ use super::prompt::SessionPrompt;
 use super::runtime_sections::RuntimeSections;
 use super::skills::{Embedder, OpenAiEmbedder, SearchContextTool, SkillLibrary};
 use super::storage::{RecordingUploader, StoreCallObjects};
+use super::turn_spool::ReplayReport;
 use super::writer::{AfterCall, WriterDone, WriterSettings, spawn_writer};
+
+/// How often the turn spool is replayed: the store's outage is over within
+/// this of its end, as far as spooled calls are concerned.
+const SPOOL_REPLAY_PERIOD: Duration = Duration::from_secs(10);
 use crate::agent::eval::{
     EvaluationWorker, Evaluator, EvaluatorSection, EvaluatorSettings, JudgeModel, OpenAiJudge,
     QueueEvaluation, WorkerSettings,
@@ -506,7 +511,8 @@ impl AgentRuntime {
     }
 
     /// Runs the background work (an evaluation worker, the webhook
-    /// deliverer, the skills refresh, the recording uploader) until
+    /// deliverer, the skills refresh, the recording uploader, the turn
+    /// spool's replayer) until
     /// `shutdown` resolves.
     pub async fn run_background(
         &self,
@@ -542,8 +548,30 @@ impl AgentRuntime {
                     uploader.run(shutdown.clone()).await;
                 }
             },
+            async {
+                if let Some(spool) = &self.writer.spool {
+                    let hooks = &self.writer.on_completed;
+                    spool
+                        .run(&*self.store, hooks, SPOOL_REPLAY_PERIOD, shutdown.clone())
+                        .await;
+                }
+            },
         );
         Ok(())
+    }
+
+    /// The turn spool's directory, if the runtime has one.
+    pub fn spool_dir(&self) -> Option<&std::path::Path> {
+        self.writer.spool.as_ref().map(|spool| spool.dir())
+    }
+
+    /// Writes what the turn spool holds (calls whose writers gave up while
+    /// the store failed, here or in a process that has stopped) into the
+    /// store: one pass of the replayer [`run_background`](Self::run_background)
+    /// runs. `None` without a spool.
+    pub async fn replay_spool(&self) -> Option<ReplayReport> {
+        let spool = self.writer.spool.as_ref()?;
+        Some(spool.replay(&*self.store, &self.writer.on_completed).await)
     }
 
     /// Waits for every session writer to stop (for a graceful shutdown), at

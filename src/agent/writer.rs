@@ -19,9 +19,15 @@
 //! its index and the store appends it only at that index, so a retry after a
 //! lost reply never writes it twice and order always holds.
 //!
+//! While the store fails, the writer also keeps its pending steps on local
+//! disk, in the turn spool (`turn_spool.rs`), when the runtime has one: a
+//! process that stops during an outage loses nothing it had accepted.
+//!
 //! After the session ends, the writer keeps trying for at most
-//! `flush_timeout`; then it logs every step it could not perform and
-//! stops. Logs never carry the call's words or numbers: a turn is logged
+//! `flush_timeout`; then it leaves what it could not write in the spool,
+//! whose replayer writes it once the store is back, and stops. Without a
+//! spool (or when the disk fails too) it logs every step it could not
+//! perform and stops. Logs never carry the call's words or numbers: a turn is logged
 //! by its index, role and length, the call record with its phone numbers
 //! and caller name hashed (`agent::redact`). A step the store rejects for good (not a
 //! transient error) is logged the same way and skipped.
@@ -35,6 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::redact::{record_for_log, turn_for_log};
+use super::turn_spool::{SpooledCall, SpooledStep, TurnSpool};
 use crate::conversation::Turn;
 use crate::store::time::unix_ms;
 use crate::store::{
@@ -52,6 +59,9 @@ pub struct WriterSettings {
     pub flush_timeout: Duration,
     /// What to queue once the call is completed.
     pub on_completed: Vec<Arc<dyn AfterCall>>,
+    /// Where pending steps are kept on disk while the store fails, if
+    /// anywhere.
+    pub spool: Option<Arc<TurnSpool>>,
 }
 
 impl Default for WriterSettings {
@@ -61,6 +71,7 @@ impl Default for WriterSettings {
             retry_max: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(120),
             on_completed: Vec::new(),
+            spool: None,
         }
     }
 }
@@ -165,6 +176,9 @@ pub struct WriteReport {
     /// Steps that could not be written, described for people (each also
     /// logged at error level with its full content).
     pub unwritten: Vec<String>,
+    /// Steps left in the turn spool, to be written when the store is back,
+    /// described as `unwritten` is.
+    pub spooled: Vec<String>,
 }
 
 /// A writer's progress.
@@ -172,6 +186,8 @@ pub struct WriteReport {
 pub struct WriterStatus {
     /// Turns written so far.
     pub turns_written: u64,
+    /// Steps the turn spool holds for this call (0: no file).
+    pub spooled: usize,
     /// The final report, once the writer has stopped.
     pub done: Option<WriteReport>,
 }
@@ -196,6 +212,8 @@ pub fn spawn_writer(
         steps: VecDeque::from([Step::new(Action::Create(Box::new(record)))]),
         next_index: 0,
         ended: false,
+        spooled: false,
+        spool_stale: false,
         end: Arc::clone(&end),
         report: WriteReport::default(),
         status: status_tx,
@@ -240,6 +258,10 @@ struct Writer {
     next_index: u64,
     /// True once the end command has been accepted.
     ended: bool,
+    /// True while the spool holds a file of this call.
+    spooled: bool,
+    /// True when steps were queued since the spool file was written.
+    spool_stale: bool,
     /// When the session ended: the start of the bounded flush.
     end: Arc<EndSignal>,
     report: WriteReport,
@@ -273,7 +295,7 @@ impl Writer {
             let result = tokio::select! {
                 biased;
                 () = flush_deadline(&self.end, flush) => {
-                    self.give_up_all(&mut rx, "the session ended and the flush time ran out while writing");
+                    self.give_up_all(&mut rx, "the session ended and the flush time ran out while writing").await;
                     return (self.report, self.status);
                 }
                 result = perform(&*self.store, &self.call_id, step, &mut self.next_index, first_attempt) => result,
@@ -286,6 +308,7 @@ impl Writer {
                         self.status.send_modify(|s| s.turns_written = written);
                     }
                     self.steps.pop_front();
+                    self.discard_spool_if_written();
                     backoff = self.settings.retry_initial;
                     if let Some(since) = failing_since.take() {
                         tracing::info!(
@@ -300,6 +323,7 @@ impl Writer {
                     if let Some(step) = self.steps.pop_front() {
                         self.give_up(&step, &err.to_string());
                     }
+                    self.discard_spool_if_written();
                 }
                 Err(err) => {
                     if failing_since.is_none() {
@@ -310,6 +334,7 @@ impl Writer {
                         );
                     }
                     let since = *failing_since.get_or_insert_with(Instant::now);
+                    self.keep_in_spool().await;
                     // Wait, still accepting commands (so that nothing is
                     // left in the channel when the log is written), unless
                     // the flush deadline passes first.
@@ -323,14 +348,19 @@ impl Writer {
                                     "the context store stayed unavailable for {:?} (last error: {err})",
                                     since.elapsed()
                                 );
-                                self.give_up_all(&mut rx, &why);
+                                self.give_up_all(&mut rx, &why).await;
                                 return (self.report, self.status);
                             }
                             () = &mut wait => break,
-                            command = rx.recv(), if !self.ended => match command {
-                                Some(command) => self.accept(command),
-                                None => self.accept(dropped()),
-                            },
+                            command = rx.recv(), if !self.ended => {
+                                match command {
+                                    Some(command) => self.accept(command),
+                                    None => self.accept(dropped()),
+                                }
+                                // Spoken turns reach the disk as they come,
+                                // not at the next retry.
+                                self.keep_in_spool().await;
+                            }
                         }
                     }
                     backoff = (backoff * 2).min(self.settings.retry_max);
@@ -339,13 +369,114 @@ impl Writer {
         }
     }
 
-    /// Gives up every step, including those still in the channel.
-    fn give_up_all(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>, why: &str) {
+    /// Gives up every step, including those still in the channel: leaves
+    /// them in the spool for its replayer if there is one, else logs them.
+    async fn give_up_all(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>, why: &str) {
         while let Ok(command) = rx.try_recv() {
             self.accept(command);
         }
+        if let Some(spool) = self.settings.spool.clone() {
+            self.keep_in_spool().await;
+            if self.spooled && !self.spool_stale {
+                spool.release(&self.call_id);
+                tracing::warn!(
+                    call_id = %self.call_id,
+                    steps = self.steps.len(),
+                    reason = why,
+                    spool = %spool.dir().display(),
+                    "call not fully written; its pending steps are in the turn spool and are written when the store is back"
+                );
+                let mut index = self.next_index;
+                for step in std::mem::take(&mut self.steps) {
+                    let what = describe(&step, &mut index);
+                    self.report.spooled.push(what);
+                }
+                return;
+            }
+        }
         for step in std::mem::take(&mut self.steps) {
             self.give_up(&step, why);
+        }
+    }
+
+    /// Writes the pending steps to the spool (if there is one) when they
+    /// changed since it was last written.
+    async fn keep_in_spool(&mut self) {
+        let Some(spool) = self.settings.spool.clone() else {
+            return;
+        };
+        if self.spooled && !self.spool_stale {
+            return;
+        }
+        let call = self.spooled_call();
+        let count = call.steps.len();
+        let kept = tokio::task::spawn_blocking(move || spool.keep(&call))
+            .await
+            .unwrap_or(Err(super::turn_spool::SpoolError::Task));
+        match kept {
+            Ok(()) => {
+                if !self.spooled {
+                    tracing::info!(call_id = %self.call_id, steps = self.steps.len(), "pending steps kept in the turn spool while the store fails");
+                }
+                self.spooled = true;
+                self.spool_stale = false;
+                self.status.send_modify(|s| s.spooled = count);
+            }
+            Err(err) => {
+                tracing::error!(call_id = %self.call_id, error = %err, "cannot keep the pending steps in the turn spool; they wait in memory only");
+            }
+        }
+    }
+
+    /// Removes the spool file once every step in it is written.
+    fn discard_spool_if_written(&mut self) {
+        if self.spooled
+            && self.steps.is_empty()
+            && let Some(spool) = &self.settings.spool
+        {
+            spool.discard(&self.call_id);
+            self.spooled = false;
+            self.spool_stale = false;
+            self.status.send_modify(|s| s.spooled = 0);
+        }
+    }
+
+    /// The pending steps as the spool keeps them: turns at the indices
+    /// they have or would get.
+    fn spooled_call(&self) -> SpooledCall {
+        let mut index = self.next_index;
+        let mut steps = Vec::with_capacity(self.steps.len());
+        let mut after_call = false;
+        for step in &self.steps {
+            match &step.action {
+                Action::Create(record) => steps.push(SpooledStep::Create {
+                    record: record.clone(),
+                }),
+                Action::Change(change) => match SpooledStep::from_change(change) {
+                    Some(step) => steps.push(step),
+                    None => {
+                        tracing::warn!(call_id = %self.call_id, ?change, "a change the spool cannot keep; left out")
+                    }
+                },
+                Action::Turn(turn) => {
+                    let at = step.index.unwrap_or(index);
+                    index = at + 1;
+                    steps.push(SpooledStep::Turn {
+                        turn: Interaction::from_turn(turn, at),
+                    });
+                }
+                // The replayer runs all of the runtime's hooks, once.
+                Action::After(_) if !after_call => {
+                    after_call = true;
+                    steps.push(SpooledStep::AfterCall);
+                }
+                Action::After(_) => {}
+            }
+        }
+        SpooledCall {
+            version: super::turn_spool::VERSION,
+            call_id: self.call_id.to_string(),
+            steps,
         }
     }
 
@@ -357,6 +488,7 @@ impl Writer {
             }
             return;
         }
+        self.spool_stale = true;
         match command {
             Command::Turn(turn) => self.steps.push_back(Step::new(Action::Turn(turn))),
             Command::Started(at_ms) => self
@@ -387,29 +519,25 @@ impl Writer {
     }
 
     fn give_up(&mut self, step: &Step, why: &str) {
-        let what = match &step.action {
+        // Turns never attempted get the positions they would have had.
+        let what = describe(step, &mut self.next_index);
+        match &step.action {
             Action::Create(record) => {
                 let call = record_for_log(record);
                 tracing::error!(call_id = %self.call_id, %call, reason = why, "call state not written");
-                "call state (pending)".to_owned()
             }
             Action::Change(change) => {
                 tracing::error!(call_id = %self.call_id, change = ?change, reason = why, "call status not written");
-                format!("call status change {change:?}")
             }
             Action::Turn(turn) => {
-                // Turns never attempted get the positions they would have had.
-                let index = step.index.unwrap_or(self.next_index);
-                self.next_index = index + 1;
+                let index = self.next_index - 1;
                 let turn = turn_for_log(index, turn);
                 tracing::error!(call_id = %self.call_id, index, %turn, reason = why, "turn not written");
-                format!("turn {index}")
             }
             Action::After(after) => {
                 tracing::error!(call_id = %self.call_id, action = ?after, reason = why, "not queued after the call");
-                format!("{after:?} not queued")
             }
-        };
+        }
         self.report.unwritten.push(what);
     }
 }
@@ -513,4 +641,19 @@ async fn flush_deadline(end: &EndSignal, flush: Duration) {
 
 fn dropped() -> Command {
     Command::Ended("session dropped".into(), unix_ms())
+}
+
+/// A step for people, as [`WriteReport`] lists it; `index` is the
+/// position the next unattempted turn would get.
+fn describe(step: &Step, index: &mut u64) -> String {
+    match &step.action {
+        Action::Create(_) => "call state (pending)".to_owned(),
+        Action::Change(change) => format!("call status change {change:?}"),
+        Action::Turn(_) => {
+            let at = step.index.unwrap_or(*index);
+            *index = at + 1;
+            format!("turn {at}")
+        }
+        Action::After(after) => format!("{after:?} not queued"),
+    }
 }

@@ -189,8 +189,16 @@ async fn run_file_session(
 /// take them from the queue.
 async fn finish_context(context: &AgentRuntime, memory: &SessionMemory, limit: Duration) {
     match memory.finished(limit).await {
-        Some(report) if report.unwritten.is_empty() => {
+        Some(report) if report.unwritten.is_empty() && report.spooled.is_empty() => {
             tracing::info!(turns = report.turns_written, "call stored");
+        }
+        Some(report) if report.unwritten.is_empty() => {
+            let spool = context.spool_dir().unwrap_or(std::path::Path::new(""));
+            tracing::warn!(
+                spooled = ?report.spooled,
+                spool = %spool.display(),
+                "parts of the call wait in the turn spool; the next `voxpipe serve` or `voxpipe worker` on this directory writes them once the store is back"
+            );
         }
         Some(report) => {
             tracing::error!(unwritten = ?report.unwritten, "parts of the call could not be stored");

@@ -16,7 +16,8 @@ use support::fake::openai::{FakeOpenAi, verdict};
 use support::processors::registry;
 use support::redis_server::RedisServer;
 use support::turns::{HandSession, turn};
-use voxpipe::agent::writer::{WriterSettings, spawn_writer};
+use voxpipe::agent::turn_spool::TurnSpool;
+use voxpipe::agent::writer::{AfterCall, WriterSettings, spawn_writer};
 use voxpipe::agent::{AgentRuntime, SessionMemory};
 use voxpipe::conversation::Role;
 use voxpipe::frame::{AudioFrame, FrameBody};
@@ -26,7 +27,7 @@ use voxpipe::pipeline::{NamedProcessor, SessionClock};
 use voxpipe::pipeline_file::{PipelineConfig, parse_pipeline};
 use voxpipe::session::{SessionOptions, run_session};
 use voxpipe::store::{CallRecord, CallStatus, Outcome, PromptKey, Segment, TacticsList};
-use voxpipe::store::{RedisStore, Store, StoreSettings};
+use voxpipe::store::{RedisStore, Store, StoreError, StoreSettings};
 use voxpipe::transport::TransportEnds;
 use voxpipe::transport::file::FileInput;
 use voxpipe::transport::{AudioSink, OutputTransport, Pacing};
@@ -309,9 +310,11 @@ async fn with_no_redis_configured_the_same_session_runs_on_the_embedded_store() 
 #[tokio::test]
 async fn redis_killed_mid_call_and_restarted_loses_and_repeats_no_turn() {
     let mut redis = RedisServer::start_persistent();
-    let config = pipeline(
-        "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\nop_timeout_ms = 500\n",
-    );
+    let spool = tempfile::tempdir().unwrap();
+    let config = pipeline(&format!(
+        "[pipeline]\nname = \"agent\"\n\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\nop_timeout_ms = 500\nspool_dir = {:?}\n",
+        spool.path()
+    ));
     let runtime = config
         .agent_runtime(&env(&[("TEST_REDIS", redis.url())]))
         .unwrap();
@@ -334,10 +337,25 @@ async fn redis_killed_mid_call_and_restarted_loses_and_repeats_no_turn() {
         .queue_frame(FrameBody::InputAudio(audio))
         .await;
     assert_eq!(memory.progress().borrow().turns_written, 3);
+    // The waiting turns are on disk too, should the process stop now.
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        memory.progress().wait_for(|s| s.spooled == 4),
+    )
+    .await
+    .expect("the turns reach the spool")
+    .unwrap();
 
     redis.restart();
     session.say("user: after").await;
     written(&memory, 8).await;
+    // Written, so no longer spooled.
+    assert_eq!(memory.progress().borrow().spooled, 0);
+    let spooled_files = walk_files(spool.path());
+    assert!(
+        spooled_files.iter().all(|p| p.ends_with(".lock")),
+        "{spooled_files:?}"
+    );
     session.end("hangup").await;
     let report = memory.finished(Duration::from_secs(20)).await.unwrap();
     assert!(report.unwritten.is_empty(), "{:?}", report.unwritten);
@@ -385,6 +403,8 @@ async fn a_session_ending_while_redis_is_down_reports_exactly_what_it_could_not_
         retry_max: Duration::from_millis(100),
         flush_timeout: Duration::from_millis(500),
         on_completed: Vec::new(),
+        // Without a spool, what was not written is reported (and logged).
+        spool: None,
     };
     let (recorder, mut progress) = spawn_writer(Arc::clone(&store), record, settings);
     recorder.started();
@@ -416,13 +436,174 @@ async fn a_session_ending_while_redis_is_down_reports_exactly_what_it_could_not_
     assert!(report.unwritten[2].starts_with("call status change Ended { reason: \"hangup\""));
 }
 
+/// Every file under `dir`.
+fn walk_files(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(walk_files(&entry.path()));
+        } else {
+            files.push(entry.path().display().to_string());
+        }
+    }
+    files
+}
+
+fn redis_store(redis: &RedisServer) -> Arc<dyn Store> {
+    Arc::new(
+        RedisStore::connect(
+            &redis.url(),
+            "REDIS_URL",
+            StoreSettings {
+                op_timeout: Duration::from_millis(300),
+                ..StoreSettings::default()
+            },
+        )
+        .unwrap(),
+    )
+}
+
+/// Counts the after-call hooks run (an evaluation job, a webhook).
+#[derive(Debug, Default)]
+struct CountedAfterCall(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl AfterCall for CountedAfterCall {
+    async fn queue(&self, _store: &dyn Store, _call_id: &str) -> Result<(), StoreError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn turns_of_a_call_ending_in_a_long_redis_outage_are_written_once_redis_is_back() {
+    let mut redis = RedisServer::start_persistent();
+    let store = redis_store(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(TurnSpool::new(dir.path()));
+    let hook = Arc::new(CountedAfterCall::default());
+    let settings = WriterSettings {
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        flush_timeout: Duration::from_millis(500),
+        on_completed: vec![Arc::clone(&hook) as Arc<dyn AfterCall>],
+        spool: Some(Arc::clone(&spool)),
+    };
+    let record = CallRecord::pending(
+        "call-7",
+        "twilio",
+        Segment::default(),
+        Default::default(),
+        0,
+    );
+    let (recorder, mut progress) = spawn_writer(Arc::clone(&store), record, settings.clone());
+    recorder.started();
+    recorder.record(Arc::new(turn(0, Role::User, "kept", 0)));
+    progress.wait_for(|s| s.turns_written == 1).await.unwrap();
+
+    redis.kill();
+    recorder.record(Arc::new(turn(1, Role::Assistant, "spooled one", 100)));
+    recorder.record(Arc::new(turn(2, Role::User, "spooled two", 200)));
+    recorder.ended("hangup");
+    let status = tokio::time::timeout(
+        Duration::from_secs(10),
+        progress.wait_for(|s| s.done.is_some()),
+    )
+    .await
+    .expect("the writer gives up after its flush time")
+    .unwrap()
+    .clone();
+    let report = status.done.unwrap();
+    assert!(report.unwritten.is_empty(), "{:?}", report.unwritten);
+    assert_eq!(report.spooled[..2], ["turn 1", "turn 2"]);
+    assert!(report.spooled[2].starts_with("call status change Ended"));
+    // Redis still down: the replayer keeps the call.
+    let waiting = spool.replay(&*store, &settings.on_completed).await;
+    assert_eq!((waiting.written, waiting.waiting), (0, 1));
+
+    redis.restart();
+    let replayed = spool.replay(&*store, &settings.on_completed).await;
+    assert_eq!(replayed.written, 1);
+    let turns = store.turns("call-7").await.unwrap();
+    let texts: Vec<&str> = turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts, ["kept", "spooled one", "spooled two"]);
+    assert_eq!(turns.iter().map(|t| t.index).collect::<Vec<_>>(), [0, 1, 2]);
+    let call = store.call("call-7").await.unwrap().unwrap();
+    assert_eq!(call.status, CallStatus::Completed);
+    assert_eq!(call.end_reason.as_deref(), Some("hangup"));
+    assert_eq!(hook.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn turns_kept_during_an_outage_survive_the_process_stopping() {
+    let mut redis = RedisServer::start_persistent();
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().to_owned();
+    // The first process: a call goes on while Redis is down, and the
+    // process stops (its runtime dropped) before the call ends.
+    {
+        let process = tokio::runtime::Runtime::new().unwrap();
+        process.block_on(async {
+            let store = redis_store(&redis);
+            let settings = WriterSettings {
+                retry_initial: Duration::from_millis(20),
+                retry_max: Duration::from_millis(100),
+                flush_timeout: Duration::from_secs(60),
+                on_completed: Vec::new(),
+                spool: Some(Arc::new(TurnSpool::new(&spool_dir))),
+            };
+            let record = CallRecord::pending(
+                "call-8",
+                "twilio",
+                Segment::default(),
+                Default::default(),
+                0,
+            );
+            let (recorder, mut progress) = spawn_writer(store, record, settings);
+            recorder.started();
+            recorder.record(Arc::new(turn(0, Role::User, "before", 0)));
+            progress.wait_for(|s| s.turns_written == 1).await.unwrap();
+            redis.kill();
+            recorder.record(Arc::new(turn(1, Role::Assistant, "during one", 100)));
+            recorder.record(Arc::new(turn(2, Role::User, "during two", 200)));
+            // Both turns are on disk as soon as the writer has them.
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                progress.wait_for(|s| s.spooled == 2),
+            )
+            .await
+            .expect("the turns reach the spool")
+            .unwrap();
+        });
+        drop(process);
+    }
+    // The next process, once Redis is back.
+    redis.restart();
+    let process = tokio::runtime::Runtime::new().unwrap();
+    process.block_on(async {
+        let store = redis_store(&redis);
+        let spool = TurnSpool::new(&spool_dir);
+        let replayed = spool.replay(&*store, &[]).await;
+        assert_eq!(replayed.written, 1);
+        let turns = store.turns("call-8").await.unwrap();
+        let texts: Vec<&str> = turns.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(texts, ["before", "during one", "during two"]);
+        // The call never ended: it stays active, as it was.
+        let call = store.call("call-8").await.unwrap().unwrap();
+        assert_eq!(call.status, CallStatus::Active);
+    });
+}
+
 #[tokio::test]
 async fn a_stalled_store_never_holds_up_the_audio() {
     // A "Redis" that accepts connections and never answers.
     let url = format!("redis://{}", support::net::silent_server().await);
+    let spool = tempfile::tempdir().unwrap();
     let config = pipeline(&format!(
         "{AGENT}\n[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\
-         op_timeout_ms = 60000\nflush_timeout_secs = 0.3\nprompt_timeout_ms = 100\n"
+         op_timeout_ms = 60000\nflush_timeout_secs = 0.3\nprompt_timeout_ms = 100\n\
+         spool_dir = {:?}\n",
+        spool.path()
     ));
     let runtime = config.agent_runtime(&env(&[("TEST_REDIS", url)])).unwrap();
     // Two seconds of audio in real time, a turn every half second, every
@@ -435,15 +616,18 @@ async fn a_stalled_store_never_holds_up_the_audio() {
     );
     let report = memory.finished(Duration::from_secs(5)).await.unwrap();
     assert_eq!(report.turns_written, 0);
+    // A store that never answers is given up at the flush time like one
+    // that refuses: what it holds waits in the spool.
+    assert!(report.unwritten.is_empty(), "{:?}", report.unwritten);
     assert_eq!(
         report
-            .unwritten
+            .spooled
             .iter()
             .filter(|u| u.starts_with("turn "))
             .count(),
         4,
         "{:?}",
-        report.unwritten
+        report.spooled
     );
     assert!(
         memory.prompt().stored.is_none(),
