@@ -138,10 +138,11 @@ impl ContextSection {
         }
     }
 
-    /// How session writers retry.
-    pub fn writer_settings(&self) -> WriterSettings {
+    /// How session writers retry, and where they spool;
+    /// `store` is the store's [`identity`](crate::store::Store::identity).
+    pub fn writer_settings(&self, store: String) -> WriterSettings {
         let spool = (!self.spool_dir.as_os_str().is_empty())
-            .then(|| std::sync::Arc::new(TurnSpool::new(&self.spool_dir)));
+            .then(|| std::sync::Arc::new(TurnSpool::new(&self.spool_dir, store)));
         WriterSettings {
             flush_timeout: self.flush_timeout_secs.duration(),
             spool,

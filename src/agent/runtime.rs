@@ -322,7 +322,7 @@ impl AgentRuntime {
             }
             None => None,
         };
-        let mut writer = section.writer_settings();
+        let mut writer = section.writer_settings(store.identity());
         // With an evaluation job the webhook waits for its outcome and
         // steps; without one it goes as soon as the call is completed.
         writer.on_completed = match (&evaluator, &webhook) {

@@ -15,23 +15,34 @@
 //!
 //! # Layout
 //!
-//! `{dir}/{owner}/{call}.json`, one document per call (a [`SpooledCall`]),
-//! replaced atomically (written to `.tmp`, synced, renamed). `owner` is a
-//! random name per process, and `{dir}/{owner}/.lock` is locked (`flock`)
-//! for as long as that process runs: a replayer takes another owner's
-//! files only when it can lock its `.lock`, that is, once its process has
-//! stopped; its own only once their writer has let them go. Files are
-//! readable by their owner only: they hold the conversation's words and
-//! the call's phone numbers, as the store does.
+//! `{dir}/owner-{16 hex}/{ms}-{16 hex}.json`: one directory per process
+//! (its owner), one file per writer (a [`SpooledCall`]; two writers of
+//! one call, a reconnect or a text conversation's next message, have a
+//! file each), replaced atomically (written to `.tmp`, synced, renamed, the
+//! directory synced). The owner directory is made under a temporary name
+//! with its `.lock` already locked (`flock`), then renamed into place, and
+//! the lock is held for as long as the process runs: a replayer takes
+//! another owner's files only when it can lock that `.lock`, once its
+//! process has stopped, and never touches a directory without one; its own
+//! files only once their writer has let them go. Directories and files
+//! are its owner's only: they hold the conversation's words and the call's
+//! phone numbers, as the store does. Each file names the store it belongs
+//! to (a hash of its address and key prefix), and a replayer writes only
+//! files of its own store.
 //!
-//! Every step is idempotent in the store (a turn goes only at its index, a
-//! created call is not created twice, after-call hooks queue idempotently),
-//! so a file replayed after its writer wrote part of it writes nothing
-//! twice. A turn's index is fixed when it is spooled (as the writer would
-//! give it); a turn already stored at that index counts as written.
+//! # Replay
+//!
+//! Steps are written in the writer's order. Creating a call that exists,
+//! a status change and the after-call hooks are idempotent in the store. A
+//! turn carries the index its writer gave it or would have given it; the
+//! store appends a turn only at its index, and a position already taken
+//! is compared with the spooled turn: the same turn (role, text, times) is
+//! already written, another one (the next message of a text conversation,
+//! a reconnect, or an index the writer could only guess) sends the turn to
+//! the end of the transcript, and the turns after it follow.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -50,6 +61,9 @@ pub(crate) const VERSION: u32 = 1;
 /// The owner lock's name inside an owner directory.
 const LOCK: &str = ".lock";
 
+/// Owner directories' names begin so.
+const OWNER_PREFIX: &str = "owner-";
+
 /// Where files that cannot be read are moved, inside the spool directory.
 const UNREADABLE: &str = "unreadable";
 
@@ -58,6 +72,8 @@ const UNREADABLE: &str = "unreadable";
 pub struct SpooledCall {
     /// [`VERSION`].
     pub version: u32,
+    /// The store the steps belong to ([`TurnSpool::new`]'s `store`).
+    pub store: String,
     /// The call.
     pub call_id: String,
     /// What is left to write, in the writer's order.
@@ -90,7 +106,7 @@ pub enum SpooledStep {
         /// When (Unix ms).
         at_ms: u64,
     },
-    /// A turn, at its index.
+    /// A turn, at its index (see the module's docs for a taken one).
     Turn {
         /// The turn as stored.
         turn: Interaction,
@@ -116,6 +132,17 @@ impl SpooledStep {
             _ => None,
         }
     }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            SpooledStep::Create { .. } => "create",
+            SpooledStep::Started { .. } => "started",
+            SpooledStep::Recorded { .. } => "recorded",
+            SpooledStep::Ended { .. } => "ended",
+            SpooledStep::Turn { .. } => "turn",
+            SpooledStep::AfterCall => "after_call",
+        }
+    }
 }
 
 /// A failure of the spool's own files.
@@ -133,9 +160,9 @@ pub enum SpoolError {
     /// The spool could not be encoded (never expected).
     #[error("turn spool: cannot encode call: {0}")]
     Encode(#[from] serde_json::Error),
-    /// The blocking task writing the file did not finish.
-    #[error("turn spool: the writing task failed")]
-    Task,
+    /// The blocking task writing the file did not finish in time, or failed.
+    #[error("turn spool: the disk did not answer")]
+    Stalled,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -150,10 +177,24 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 pub struct ReplayReport {
     /// Calls written in full and removed from the spool.
     pub written: usize,
-    /// Calls left for the next pass (the store is still failing).
+    /// Calls left for the next pass (the store or the disk failing).
     pub waiting: usize,
     /// Files that could not be read, moved to `unreadable/`.
     pub unreadable: usize,
+}
+
+/// One writer's file in the spool: its name is the writer's own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SpoolEntry {
+    name: String,
+}
+
+/// The directory this process owns, and its lock.
+#[derive(Debug)]
+struct OwnerDir {
+    path: PathBuf,
+    /// Held for the life of the process.
+    _lock: File,
 }
 
 /// A spool directory, shared by the writers and the replayer of one
@@ -161,20 +202,22 @@ pub struct ReplayReport {
 #[derive(Debug)]
 pub struct TurnSpool {
     dir: PathBuf,
-    owner: String,
-    /// This process's lock on `{dir}/{owner}/.lock`, once taken.
-    lock: Mutex<Option<File>>,
-    /// Calls whose writer still owns its file.
+    store: String,
+    owner: Mutex<Option<OwnerDir>>,
+    /// Files a writer still owns, or a replay is writing (full paths for
+    /// the replayer's claims, names for writers' entries).
     live: Mutex<HashSet<String>>,
 }
 
 impl TurnSpool {
-    /// A spool in `dir` (created when first needed).
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
+    /// A spool in `dir` (created when first needed) for the store named
+    /// `store` (any text that tells stores apart: files of other stores in
+    /// the same directory are left alone).
+    pub fn new(dir: impl Into<PathBuf>, store: impl Into<String>) -> Self {
         TurnSpool {
             dir: dir.into(),
-            owner: format!("{:016x}", crate::random::random_u64()),
-            lock: Mutex::new(None),
+            store: store.into(),
+            owner: Mutex::new(None),
             live: Mutex::new(HashSet::new()),
         }
     }
@@ -184,168 +227,287 @@ impl TurnSpool {
         &self.dir
     }
 
-    fn own_dir(&self) -> PathBuf {
-        self.dir.join(&self.owner)
+    /// A new writer's file (not created yet), owned by it until
+    /// [`Self::release`] or [`Self::discard`].
+    pub fn entry(&self) -> SpoolEntry {
+        let name = format!(
+            "{:013}-{:016x}.json",
+            crate::store::time::unix_ms(),
+            crate::random::random_u64()
+        );
+        lock(&self.live).insert(name.clone());
+        SpoolEntry { name }
     }
 
-    /// Replaces the file of `call` with its steps, marking it owned by its
-    /// writer. Blocking: call it off the runtime's workers.
-    pub fn keep(&self, call: &SpooledCall) -> Result<(), SpoolError> {
-        let dir = self.own_dir();
-        self.take_own_lock(&dir)?;
-        let path = dir.join(file_name(&call.call_id));
-        let tmp = path.with_extension("json.tmp");
-        let body = serde_json::to_vec(call)?;
-        let mut file = private_file(&tmp).map_err(io_error(&tmp))?;
-        file.write_all(&body).map_err(io_error(&tmp))?;
-        file.sync_all().map_err(io_error(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_error(&path))?;
-        lock(&self.live).insert(call.call_id.clone());
-        Ok(())
+    /// Replaces `entry`'s file with `call`. Blocking: call it off the
+    /// runtime's workers.
+    pub fn keep(&self, entry: &SpoolEntry, call: &SpooledCall) -> Result<(), SpoolError> {
+        let dir = self.own_dir()?;
+        write_atomically(&dir.join(&entry.name), call)
     }
 
-    /// Removes the file of `call_id`: everything in it is written.
-    pub fn discard(&self, call_id: &str) {
-        let path = self.own_dir().join(file_name(call_id));
-        if let Err(err) = std::fs::remove_file(&path)
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(call_id, error = %err, "cannot remove the call's spool file; it will be replayed (harmlessly)");
-        }
-        lock(&self.live).remove(call_id);
-    }
-
-    /// The writer of `call_id` has stopped: its file, if any, is the
-    /// replayer's now.
-    pub fn release(&self, call_id: &str) {
-        lock(&self.live).remove(call_id);
-    }
-
-    fn take_own_lock(&self, dir: &Path) -> Result<(), SpoolError> {
-        let mut held = lock(&self.lock);
-        if held.is_none() {
-            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-            let path = dir.join(LOCK);
-            let file = private_file(&path).map_err(io_error(&path))?;
-            // A fresh random name: no one else holds it.
-            file.try_lock().map_err(|err| SpoolError::Io {
-                path: path.clone(),
-                source: match err {
-                    std::fs::TryLockError::Error(err) => err,
-                    std::fs::TryLockError::WouldBlock => std::io::ErrorKind::WouldBlock.into(),
-                },
-            })?;
-            *held = Some(file);
-        }
-        Ok(())
-    }
-
-    /// One pass: writes every spooled call that no live writer owns into
-    /// `store`, running `hooks` for calls that ended.
-    pub async fn replay(&self, store: &dyn Store, hooks: &[Arc<dyn AfterCall>]) -> ReplayReport {
-        let mut report = ReplayReport::default();
-        let owners = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries
-                .filter_map(Result::ok)
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .filter(|e| e.file_name() != UNREADABLE)
-                .map(|e| e.path())
-                .collect::<Vec<_>>(),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return report,
-            Err(err) => {
-                tracing::warn!(dir = %self.dir.display(), error = %err, "cannot read the turn spool");
-                return report;
+    /// Removes `entry`'s file: everything in it is written. Blocking.
+    pub fn discard(&self, entry: &SpoolEntry) {
+        let dir = lock(&self.owner).as_ref().map(|o| o.path.clone());
+        if let Some(dir) = dir {
+            let path = dir.join(&entry.name);
+            if let Err(err) = std::fs::remove_file(&path)
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %path.display(), error = %err, "cannot remove a written spool file; it will be replayed, finding its steps written");
             }
+        }
+        lock(&self.live).remove(&entry.name);
+    }
+
+    /// `entry`'s writer has stopped: its file, if any, is the replayer's
+    /// now.
+    pub fn release(&self, entry: &SpoolEntry) {
+        lock(&self.live).remove(&entry.name);
+    }
+
+    /// This process's directory, made (locked, then put in place) on first
+    /// use.
+    fn own_dir(&self) -> Result<PathBuf, SpoolError> {
+        let mut owner = lock(&self.owner);
+        if let Some(owner) = &*owner {
+            return Ok(owner.path.clone());
+        }
+        private_dir_all(&self.dir).map_err(io_error(&self.dir))?;
+        let id = format!("{:016x}", crate::random::random_u64());
+        let making = self.dir.join(format!(".making-{id}"));
+        private_dir(&making).map_err(io_error(&making))?;
+        let lock_path = making.join(LOCK);
+        let lock_file = private_file(&lock_path).map_err(io_error(&lock_path))?;
+        // A directory no one else has seen yet: the lock is free.
+        lock_file.try_lock().map_err(|err| SpoolError::Io {
+            path: lock_path.clone(),
+            source: match err {
+                std::fs::TryLockError::Error(err) => err,
+                std::fs::TryLockError::WouldBlock => std::io::ErrorKind::WouldBlock.into(),
+            },
+        })?;
+        // Only now visible to replayers, already locked.
+        let path = self.dir.join(format!("{OWNER_PREFIX}{id}"));
+        std::fs::rename(&making, &path).map_err(io_error(&path))?;
+        sync_dir(&self.dir);
+        *owner = Some(OwnerDir {
+            path: path.clone(),
+            _lock: lock_file,
+        });
+        Ok(path)
+    }
+
+    /// One pass: writes every spooled call of this spool's store that no
+    /// live writer owns into `store`, running `hooks` for calls that ended.
+    pub async fn replay(
+        self: &Arc<Self>,
+        store: &dyn Store,
+        hooks: &[Arc<dyn AfterCall>],
+    ) -> ReplayReport {
+        let mut report = ReplayReport::default();
+        let spool = Arc::clone(self);
+        let Some(owners) = blocking(move || spool.owner_dirs()).await.flatten() else {
+            return report;
         };
-        for owner in owners {
-            let ours = owner.file_name().is_some_and(|n| *n == *self.owner);
-            // Another process's files, only once it has stopped: its lock
-            // is held while this one works on them.
-            let _lock = if ours {
-                None
-            } else {
-                match stopped_owner(&owner) {
-                    Some(lock) => Some(lock),
-                    None => continue,
-                }
+        for (owner, owner_lock) in owners {
+            let spool = Arc::clone(self);
+            let listed = blocking({
+                let owner = owner.clone();
+                move || spool.claim_files(&owner)
+            })
+            .await;
+            let Some((files, unclaimed)) = listed else {
+                continue;
             };
-            let mut left = 0;
-            for path in spooled_files(&owner) {
-                match self.replay_file(&path, ours, store, hooks).await {
+            let mut left = unclaimed;
+            for path in files {
+                let outcome = self.replay_file(&path, store, hooks).await;
+                lock(&self.live).remove(&path.display().to_string());
+                match outcome {
                     Replayed::Written => report.written += 1,
                     Replayed::Waiting => {
                         report.waiting += 1;
                         left += 1;
                     }
-                    Replayed::Live => left += 1,
-                    Replayed::Unreadable => report.unreadable += 1,
+                    Replayed::OtherStore => left += 1,
+                    Replayed::Gone => {}
+                    Replayed::SetAside => report.unreadable += 1,
                 }
             }
-            if !ours && left == 0 {
-                // Everything of a stopped process is written: its
-                // directory goes (the lock file last, still held).
-                let _ = std::fs::remove_dir_all(&owner);
+            if let Some(owner_lock) = owner_lock
+                && left == 0
+            {
+                // Everything of a stopped process is written.
+                blocking(move || remove_owner_dir(&owner, owner_lock)).await;
             }
         }
         report
     }
 
+    /// The owner directories to replay: this process's, and those of
+    /// stopped processes with their locks, held.
+    fn owner_dirs(&self) -> Option<Vec<(PathBuf, Option<File>)>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(err) => {
+                tracing::warn!(dir = %self.dir.display(), error = %err, "cannot read the turn spool");
+                return None;
+            }
+        };
+        let own = lock(&self.owner).as_ref().map(|o| o.path.clone());
+        let mut owners = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let is_owner = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(OWNER_PREFIX))
+                && entry.file_type().is_ok_and(|t| t.is_dir());
+            if !is_owner {
+                continue;
+            }
+            if own.as_ref() == Some(&path) {
+                owners.push((path, None));
+            } else if let Some(lock) = stopped_owner(&path) {
+                owners.push((path, Some(lock)));
+            }
+        }
+        Some(owners)
+    }
+
+    /// The files of `owner` no writer or other replay holds, claimed, and
+    /// how many were skipped.
+    fn claim_files(&self, owner: &Path) -> (Vec<PathBuf>, usize) {
+        let names = match std::fs::read_dir(owner) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect::<Vec<_>>(),
+            Err(err) => {
+                tracing::warn!(dir = %owner.display(), error = %err, "cannot read a turn spool directory");
+                return (Vec::new(), 1);
+            }
+        };
+        let mut live = lock(&self.live);
+        let mut claimed = Vec::new();
+        let mut skipped = 0;
+        for path in names {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let full = path.display().to_string();
+            if live.contains(name) || live.contains(&full) {
+                skipped += 1;
+            } else {
+                live.insert(full);
+                claimed.push(path);
+            }
+        }
+        // Oldest first: a call's earlier writer before its later one.
+        claimed.sort();
+        (claimed, skipped)
+    }
+
     async fn replay_file(
         &self,
         path: &Path,
-        ours: bool,
         store: &dyn Store,
         hooks: &[Arc<dyn AfterCall>],
     ) -> Replayed {
-        let read = std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                serde_json::from_slice::<SpooledCall>(&bytes).map_err(|e| e.to_string())
-            })
-            .and_then(|call| {
-                if call.version == VERSION {
-                    Ok(call)
-                } else {
-                    Err(format!(
-                        "version {} (this build reads {VERSION})",
-                        call.version
-                    ))
-                }
-            });
+        let read = blocking({
+            let path = path.to_owned();
+            move || read_spooled(&path)
+        })
+        .await
+        .unwrap_or(Read::Failed("the disk did not answer".into()));
         let mut call = match read {
-            Ok(call) => call,
-            Err(why) => {
-                self.set_aside(path, &why);
-                return Replayed::Unreadable;
+            Read::Call(call) => call,
+            Read::Gone => return Replayed::Gone,
+            Read::Failed(why) => {
+                tracing::warn!(file = %path.display(), reason = why, "cannot read a turn spool file; trying again later");
+                return Replayed::Waiting;
+            }
+            Read::Newer(version) => {
+                tracing::warn!(file = %path.display(), version, "a turn spool file from a newer build; left for it");
+                return Replayed::OtherStore;
+            }
+            Read::Unparsable(why) => {
+                let aside = self.dir.join(UNREADABLE);
+                let path = path.to_owned();
+                let moved = blocking(move || set_aside(&path, &aside, &why)).await;
+                return if moved == Some(true) {
+                    Replayed::SetAside
+                } else {
+                    Replayed::Waiting
+                };
             }
         };
-        if ours && lock(&self.live).contains(&call.call_id) {
-            return Replayed::Live;
+        if call.store != self.store {
+            tracing::debug!(file = %path.display(), "a turn spool file of another store; left alone");
+            return Replayed::OtherStore;
         }
         let call_id = call.call_id.clone();
         let total = call.steps.len();
         let mut done = 0;
-        for step in &call.steps {
-            match replay_step(store, &call_id, step, hooks).await {
+        // Where the last turn went: the turns after one sent to the end
+        // follow it.
+        let mut next_index: Option<u64> = None;
+        for step in &mut call.steps {
+            let result = match &mut *step {
+                SpooledStep::Turn { turn } => {
+                    place_turn(store, &call_id, turn, &mut next_index).await
+                }
+                other => replay_step(store, &call_id, other, hooks).await,
+            };
+            match result {
                 Ok(()) => done += 1,
                 Err(err) if err.is_transient() => {
                     if done > 0 {
                         call.steps.drain(..done);
-                        if let Err(err) = rewrite(path, &call) {
-                            tracing::warn!(call_id, error = %err, "cannot shorten the call's spool file; its written steps will be replayed (harmlessly)");
+                        let path = path.to_owned();
+                        let rewritten = blocking(move || write_atomically(&path, &call)).await;
+                        if !matches!(rewritten, Some(Ok(()))) {
+                            tracing::warn!(
+                                call_id,
+                                "cannot shorten a spool file; its written steps will be found written next time"
+                            );
                         }
                     }
                     tracing::debug!(call_id, error = %err, left = total - done, "context store still failing; the spooled call waits");
                     return Replayed::Waiting;
                 }
                 Err(err) => {
-                    tracing::error!(call_id, step = step.kind(), error = %err, "the store refused a spooled step; skipped");
+                    match &*step {
+                        SpooledStep::Turn { turn } => tracing::error!(
+                            call_id,
+                            index = turn.index,
+                            role = ?turn.role,
+                            chars = turn.text.chars().count(),
+                            error = %err,
+                            "the store refused a spooled turn; skipped"
+                        ),
+                        other => {
+                            tracing::error!(call_id, step = other.kind(), error = %err, "the store refused a spooled step; skipped")
+                        }
+                    }
                     done += 1;
                 }
             }
         }
-        if let Err(err) = std::fs::remove_file(path) {
-            tracing::warn!(call_id, error = %err, "cannot remove a replayed spool file; it will be replayed again (harmlessly)");
+        let removed = blocking({
+            let path = path.to_owned();
+            move || std::fs::remove_file(&path)
+        })
+        .await;
+        if !matches!(removed, Some(Ok(()))) {
+            tracing::warn!(
+                call_id,
+                "cannot remove a replayed spool file; it will be replayed again, finding its steps written"
+            );
         }
         tracing::info!(
             call_id,
@@ -355,27 +517,9 @@ impl TurnSpool {
         Replayed::Written
     }
 
-    fn set_aside(&self, path: &Path, why: &str) {
-        let aside = self.dir.join(UNREADABLE);
-        let moved = std::fs::create_dir_all(&aside).and_then(|()| {
-            let name = path
-                .file_name()
-                .map_or_else(|| "unnamed".into(), |n| n.to_os_string());
-            std::fs::rename(path, aside.join(name))
-        });
-        match moved {
-            Ok(()) => {
-                tracing::error!(file = %path.display(), reason = why, "unreadable turn spool file moved to {UNREADABLE}/");
-            }
-            Err(err) => {
-                tracing::error!(file = %path.display(), reason = why, error = %err, "unreadable turn spool file left in place");
-            }
-        }
-    }
-
     /// Replays every `period` (and at once) until `shutdown` resolves.
     pub async fn run(
-        &self,
+        self: &Arc<Self>,
         store: &dyn Store,
         hooks: &[Arc<dyn AfterCall>],
         period: Duration,
@@ -399,24 +543,124 @@ impl TurnSpool {
     }
 }
 
-impl SpooledStep {
-    fn kind(&self) -> &'static str {
-        match self {
-            SpooledStep::Create { .. } => "create",
-            SpooledStep::Started { .. } => "started",
-            SpooledStep::Recorded { .. } => "recorded",
-            SpooledStep::Ended { .. } => "ended",
-            SpooledStep::Turn { .. } => "turn",
-            SpooledStep::AfterCall => "after_call",
+enum Replayed {
+    Written,
+    /// Removed by its writer meanwhile.
+    Gone,
+    Waiting,
+    OtherStore,
+    SetAside,
+}
+
+enum Read {
+    Call(SpooledCall),
+    /// Removed meanwhile (written by its writer after all).
+    Gone,
+    Failed(String),
+    Newer(u32),
+    Unparsable(String),
+}
+
+fn read_spooled(path: &Path) -> Read {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Read::Gone,
+        Err(err) => return Read::Failed(err.to_string()),
+    };
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    // Where it fails, never what it read: the file holds the call's words.
+    let where_ = |err: serde_json::Error| {
+        format!(
+            "{:?} error at line {} column {}",
+            err.classify(),
+            err.line(),
+            err.column()
+        )
+    };
+    match serde_json::from_slice::<Version>(&bytes) {
+        Ok(v) if v.version > VERSION => return Read::Newer(v.version),
+        Ok(_) => {}
+        Err(err) => return Read::Unparsable(where_(err)),
+    }
+    match serde_json::from_slice::<SpooledCall>(&bytes) {
+        Ok(call) => Read::Call(call),
+        Err(err) => Read::Unparsable(where_(err)),
+    }
+}
+
+/// Moves an unreadable file to `aside`, named after its owner directory
+/// too; true when it was moved.
+fn set_aside(path: &Path, aside: &Path, why: &str) -> bool {
+    let owner = path
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .unwrap_or("unknown");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("unnamed");
+    let target = aside.join(format!("{owner}-{name}"));
+    match private_dir_all(aside).and_then(|()| std::fs::rename(path, &target)) {
+        Ok(()) => {
+            tracing::error!(file = %path.display(), moved_to = %target.display(), reason = why, "unreadable turn spool file set aside");
+            true
+        }
+        Err(err) => {
+            tracing::error!(file = %path.display(), reason = why, error = %err, "unreadable turn spool file left in place");
+            false
         }
     }
 }
 
-enum Replayed {
-    Written,
-    Waiting,
-    Live,
-    Unreadable,
+/// Appends a spooled turn where it belongs (see the module's docs).
+async fn place_turn(
+    store: &dyn Store,
+    call_id: &str,
+    turn: &mut Interaction,
+    next_index: &mut Option<u64>,
+) -> Result<(), StoreError> {
+    if let Some(next) = *next_index {
+        turn.index = turn.index.max(next);
+    }
+    loop {
+        match store.append_turn(call_id, turn).await? {
+            Appended::Added => break,
+            Appended::AddedAfterGap { stored } => {
+                tracing::error!(
+                    call_id,
+                    index = turn.index,
+                    stored,
+                    "transcript lost turns before a spooled one (deleted, expired, or Redis restarted empty); appended at {stored}"
+                );
+                turn.index = stored;
+                break;
+            }
+            Appended::AlreadyStored { stored } => {
+                let transcript = store.turns(call_id).await?;
+                if let Some(same) = transcript.iter().find(|t| same_turn(t, turn)) {
+                    // Written before (by its writer, or an earlier pass).
+                    turn.index = same.index;
+                    break;
+                }
+                // Another turn holds the position: after the last.
+                turn.index = stored;
+            }
+        }
+    }
+    *next_index = Some(turn.index + 1);
+    Ok(())
+}
+
+/// The same turn, whatever its index.
+fn same_turn(a: &Interaction, b: &Interaction) -> bool {
+    a.role == b.role
+        && a.timestamp == b.timestamp
+        && a.session_ms == b.session_ms
+        && a.text == b.text
 }
 
 async fn replay_step(
@@ -430,17 +674,7 @@ async fn replay_step(
             store.create_call(record).await?;
             return Ok(());
         }
-        SpooledStep::Turn { turn } => {
-            if let Appended::AddedAfterGap { stored } = store.append_turn(call_id, turn).await? {
-                tracing::error!(
-                    call_id,
-                    index = turn.index,
-                    stored,
-                    "transcript lost turns before a spooled one (deleted, expired, or Redis restarted empty); appended at {stored}"
-                );
-            }
-            return Ok(());
-        }
+        SpooledStep::Turn { .. } => return Ok(()),
         SpooledStep::AfterCall => {
             for hook in hooks {
                 hook.queue(store, call_id).await?;
@@ -464,42 +698,77 @@ async fn replay_step(
     Ok(())
 }
 
-/// The files of an owner directory, oldest name first.
-fn spooled_files(owner: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(owner)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "json"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
-
-/// The lock of a stopped owner, held; `None` while its process runs.
+/// The lock of a stopped owner, held; `None` while its process runs, or
+/// when the directory has no lock (not an owner directory of ours).
 fn stopped_owner(owner: &Path) -> Option<File> {
     let path = owner.join(LOCK);
-    match OpenOptions::new().read(true).write(true).open(&path) {
-        Ok(file) => file.try_lock().ok().map(|()| file),
-        // No lock file: a directory never locked (its process stopped
-        // between creating it and locking it); take it.
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            private_file(&path).ok().filter(|f| f.try_lock().is_ok())
+    match OpenOptions::new().read(true).open(&path) {
+        Ok(file) => match file.try_lock() {
+            Ok(()) => Some(file),
+            Err(std::fs::TryLockError::WouldBlock) => None,
+            Err(std::fs::TryLockError::Error(err)) => {
+                tracing::warn!(file = %path.display(), error = %err, "cannot lock a turn spool directory; its files wait");
+                None
+            }
+        },
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => {
+            tracing::warn!(file = %path.display(), error = %err, "cannot open a turn spool lock; its files wait");
+            None
         }
-        Err(_) => None,
     }
 }
 
-fn rewrite(path: &Path, call: &SpooledCall) -> Result<(), SpoolError> {
+/// Removes a stopped owner's directory, all of whose files are written:
+/// renamed first (so no one takes it for a live one), then only what a
+/// spool puts there, then the directory itself.
+fn remove_owner_dir(owner: &Path, lock: File) {
+    let Some(name) = owner.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let gone = owner.with_file_name(format!(".gone-{name}"));
+    if let Err(err) = std::fs::rename(owner, &gone) {
+        tracing::debug!(dir = %owner.display(), error = %err, "a written spool directory stays");
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(&gone) {
+        for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+            let ours = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n == LOCK || n.ends_with(".json") || n.ends_with(".json.tmp"));
+            if ours {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    drop(lock);
+    if let Err(err) = std::fs::remove_dir(&gone) {
+        tracing::warn!(dir = %gone.display(), error = %err, "cannot remove a written spool directory");
+    }
+}
+
+/// Writes `call` to `path` in one step: a synced temporary file renamed
+/// over it, then the directory synced.
+fn write_atomically(path: &Path, call: &SpooledCall) -> Result<(), SpoolError> {
     let tmp = path.with_extension("json.tmp");
     let body = serde_json::to_vec(call)?;
     let mut file = private_file(&tmp).map_err(io_error(&tmp))?;
     file.write_all(&body).map_err(io_error(&tmp))?;
     file.sync_all().map_err(io_error(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_error(path))
+    std::fs::rename(&tmp, path).map_err(io_error(path))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+/// Makes a rename in `dir` durable (best effort: not every file system
+/// syncs directories).
+fn sync_dir(dir: &Path) {
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
 }
 
 /// Opens `path` for writing (created, truncated), readable by its owner only.
@@ -511,23 +780,27 @@ fn private_file(path: &Path) -> std::io::Result<File> {
     options.open(path)
 }
 
-/// A file name for `call_id`: the id itself when it is plain, else its
-/// SHA-256 in hex (ids come from transports and callers; the file holds the
-/// id itself).
-fn file_name(call_id: &str) -> String {
-    let plain = !call_id.is_empty()
-        && call_id.len() <= 128
-        && !call_id.starts_with('.')
-        && call_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if plain {
-        format!("{call_id}.json")
-    } else {
-        let digest = ring::digest::digest(&ring::digest::SHA256, call_id.as_bytes());
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        format!("x-{hex}.json")
-    }
+/// Makes `path`, which must not exist, its owner's only.
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// Makes `path` and its parents as needed (those made, their owner's only).
+fn private_dir_all(path: &Path) -> std::io::Result<()> {
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// Runs blocking file work off the runtime's workers; `None` if its
+/// thread failed.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(work).await.ok()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -545,6 +818,8 @@ mod tests {
     use super::*;
     use crate::conversation::Role;
     use crate::store::{CallStatus, CallStore, MemoryStore, RedisStore, Segment, StoreSettings};
+
+    const STORE: &str = "memory:test";
 
     #[derive(Debug, Default)]
     struct CountingHook(AtomicUsize);
@@ -566,7 +841,7 @@ mod tests {
                 Role::Assistant
             },
             text: text.to_owned(),
-            timestamp: "2026-12-07T12:00:00Z".to_owned(),
+            timestamp: format!("2026-12-07T12:00:0{index}Z"),
             session_ms: index * 1000,
             interrupted: false,
             tool_calls: Vec::new(),
@@ -576,15 +851,18 @@ mod tests {
         }
     }
 
+    fn record(call_id: &str) -> CallRecord {
+        CallRecord::pending(call_id, "twilio", Segment::default(), Default::default(), 1)
+    }
+
     fn whole_call(call_id: &str) -> SpooledCall {
-        let record =
-            CallRecord::pending(call_id, "twilio", Segment::default(), Default::default(), 1);
         SpooledCall {
             version: VERSION,
+            store: STORE.to_owned(),
             call_id: call_id.to_owned(),
             steps: vec![
                 SpooledStep::Create {
-                    record: Box::new(record),
+                    record: Box::new(record(call_id)),
                 },
                 SpooledStep::Started { at_ms: 2 },
                 SpooledStep::Turn {
@@ -608,24 +886,37 @@ mod tests {
         (hook, hooks)
     }
 
+    fn spool(dir: &Path) -> Arc<TurnSpool> {
+        Arc::new(TurnSpool::new(dir, STORE))
+    }
+
+    /// `call` kept by a writer that has then stopped.
+    fn left_by_a_writer(spool: &TurnSpool, call: &SpooledCall) -> SpoolEntry {
+        let entry = spool.entry();
+        spool.keep(&entry, call).unwrap();
+        spool.release(&entry);
+        entry
+    }
+
     async fn texts(store: &dyn Store, call_id: &str) -> Vec<String> {
         let turns = store.turns(call_id).await.unwrap();
         turns.into_iter().map(|t| t.text).collect()
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_call_is_replayed_only_once_its_writer_lets_it_go() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = TurnSpool::new(dir.path());
+        let spool = spool(dir.path());
         let store = MemoryStore::new(StoreSettings::default());
         let (hook, hooks) = hooks();
-        spool.keep(&whole_call("call-1")).unwrap();
+        let entry = spool.entry();
+        spool.keep(&entry, &whole_call("call-1")).unwrap();
 
         let live = spool.replay(&store, &hooks).await;
         assert_eq!(live, ReplayReport::default());
         assert!(store.call("call-1").await.unwrap().is_none());
 
-        spool.release("call-1");
+        spool.release(&entry);
         let report = spool.replay(&store, &hooks).await;
         assert_eq!(report.written, 1);
         let call = store.call("call-1").await.unwrap().unwrap();
@@ -640,23 +931,18 @@ mod tests {
         assert_eq!(hook.0.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test]
-    async fn a_replay_after_part_was_written_writes_nothing_twice() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn turns_already_written_are_not_written_again() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = TurnSpool::new(dir.path());
+        let spool = spool(dir.path());
         let store = MemoryStore::new(StoreSettings::default());
-        let call = whole_call("call-2");
         // The writer got the call and its first turn in before it stopped.
-        let SpooledStep::Create { record } = &call.steps[0] else {
-            unreachable!()
-        };
-        store.create_call(record).await.unwrap();
+        store.create_call(&record("call-2")).await.unwrap();
         store
             .append_turn("call-2", &interaction(0, "hello"))
             .await
             .unwrap();
-        spool.keep(&call).unwrap();
-        spool.release("call-2");
+        left_by_a_writer(&spool, &whole_call("call-2"));
         let (_, hooks) = hooks();
         assert_eq!(spool.replay(&store, &hooks).await.written, 1);
         assert_eq!(
@@ -665,12 +951,73 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn turns_whose_places_were_taken_go_after_the_transcript_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path());
+        let store = MemoryStore::new(StoreSettings::default());
+        // A later writer of the same call (the conversation's next
+        // message) wrote its turns where the spooled ones were to go.
+        store.create_call(&record("call-3")).await.unwrap();
+        for (i, text) in ["next message", "its answer", "and more"]
+            .iter()
+            .enumerate()
+        {
+            let mut turn = interaction(i as u64, text);
+            turn.timestamp = format!("2026-12-07T13:00:0{i}Z");
+            store.append_turn("call-3", &turn).await.unwrap();
+        }
+        left_by_a_writer(&spool, &whole_call("call-3"));
+        let (_, hooks) = hooks();
+        assert_eq!(spool.replay(&store, &hooks).await.written, 1);
+        let turns = store.turns("call-3").await.unwrap();
+        assert_eq!(
+            turns.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
+            [
+                "next message",
+                "its answer",
+                "and more",
+                "hello",
+                "hi, how can I help?"
+            ]
+        );
+        assert_eq!(
+            turns.iter().map(|t| t.index).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn two_writers_of_one_call_keep_a_file_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path());
+        let mut first = whole_call("call-4");
+        first.steps.truncate(4);
+        left_by_a_writer(&spool, &first);
+        // A second writer of the same call, still running.
+        let mut second = whole_call("call-4");
+        second.steps = vec![SpooledStep::Turn {
+            turn: interaction(2, "second writer's turn"),
+        }];
+        let live = spool.entry();
+        spool.keep(&live, &second).unwrap();
+        let store = MemoryStore::new(StoreSettings::default());
+        let (_, hooks) = hooks();
+        // The first writer's file is written; the live one's is not touched.
+        assert_eq!(spool.replay(&store, &hooks).await.written, 1);
+        assert_eq!(
+            texts(&store, "call-4").await,
+            ["hello", "hi, how can I help?"]
+        );
+        spool.discard(&live);
+        assert_eq!(spool.replay(&store, &hooks).await, ReplayReport::default());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_failing_store_leaves_the_call_for_the_next_pass() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = TurnSpool::new(dir.path());
-        spool.keep(&whole_call("call-3")).unwrap();
-        spool.release("call-3");
+        let spool = spool(dir.path());
+        left_by_a_writer(&spool, &whole_call("call-5"));
         let (hook, hooks) = hooks();
         // Nothing listens on port 1: every operation fails, transiently.
         let down = RedisStore::connect(
@@ -683,74 +1030,100 @@ mod tests {
         )
         .unwrap();
         let report = spool.replay(&down, &hooks).await;
-        assert_eq!(report.waiting, 1);
-        assert_eq!(report.written, 0);
+        assert_eq!((report.written, report.waiting), (0, 1));
 
         let store = MemoryStore::new(StoreSettings::default());
         assert_eq!(spool.replay(&store, &hooks).await.written, 1);
-        assert_eq!(texts(&store, "call-3").await.len(), 2);
+        assert_eq!(texts(&store, "call-5").await.len(), 2);
         assert_eq!(hook.0.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn another_store_files_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path());
+        let mut call = whole_call("call-6");
+        call.store = "redis:0123456789abcdef:".to_owned();
+        left_by_a_writer(&spool, &call);
+        let store = MemoryStore::new(StoreSettings::default());
+        let (_, hooks) = hooks();
+        assert_eq!(spool.replay(&store, &hooks).await, ReplayReport::default());
+        assert!(store.call("call-6").await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn another_process_files_wait_until_it_has_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let store = MemoryStore::new(StoreSettings::default());
         let (_, hooks) = hooks();
-        let other = TurnSpool::new(dir.path());
-        other.keep(&whole_call("call-4")).unwrap();
-        other.release("call-4");
-        let this = TurnSpool::new(dir.path());
+        let other = spool(dir.path());
+        left_by_a_writer(&other, &whole_call("call-7"));
+        let this = spool(dir.path());
         // The other process still runs (holds its lock).
         assert_eq!(this.replay(&store, &hooks).await, ReplayReport::default());
-        assert!(store.call("call-4").await.unwrap().is_none());
+        assert!(store.call("call-7").await.unwrap().is_none());
 
         drop(other);
         assert_eq!(this.replay(&store, &hooks).await.written, 1);
-        assert_eq!(texts(&store, "call-4").await.len(), 2);
+        assert_eq!(texts(&store, "call-7").await.len(), 2);
         // Its directory went with its last file.
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn directories_that_are_not_a_spool_owner_are_never_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        // What else may live in the same directory.
+        let recordings = dir.path().join("recordings");
+        std::fs::create_dir(&recordings).unwrap();
+        std::fs::write(recordings.join("call.wav.part"), b"RIFF").unwrap();
+        let unlocked = dir.path().join("owner-without-lock");
+        std::fs::create_dir(&unlocked).unwrap();
+        std::fs::write(unlocked.join("notes.json"), b"{}").unwrap();
+        let spool = spool(dir.path());
+        left_by_a_writer(&spool, &whole_call("call-8"));
+        let store = MemoryStore::new(StoreSettings::default());
+        let (_, hooks) = hooks();
+        assert_eq!(spool.replay(&store, &hooks).await.written, 1);
+        assert!(recordings.join("call.wav.part").exists());
+        assert!(unlocked.join("notes.json").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn an_unreadable_file_is_set_aside_and_the_rest_replayed() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = TurnSpool::new(dir.path());
-        spool.keep(&whole_call("call-5")).unwrap();
-        spool.release("call-5");
-        let own = dir.path().join(&spool.owner);
-        std::fs::write(own.join("broken.json"), b"{\"version\":1,\"call_").unwrap();
+        let spool = spool(dir.path());
+        left_by_a_writer(&spool, &whole_call("call-9"));
+        let own = spool.own_dir().unwrap();
+        std::fs::write(own.join("0-broken.json"), b"{\"version\":1,\"call_").unwrap();
+        std::fs::write(own.join("1-newer.json"), b"{\"version\":99}").unwrap();
         let store = MemoryStore::new(StoreSettings::default());
         let (_, hooks) = hooks();
         let report = spool.replay(&store, &hooks).await;
         assert_eq!((report.written, report.unreadable), (1, 1));
-        assert!(dir.path().join(UNREADABLE).join("broken.json").exists());
-    }
-
-    #[test]
-    fn odd_call_ids_get_safe_distinct_file_names() {
-        assert_eq!(file_name("CA0123-abc_9"), "CA0123-abc_9.json");
-        for odd in ["../../etc/passwd", "a/b", ".hidden", "", "ä"] {
-            let name = file_name(odd);
-            assert!(
-                name.starts_with("x-") && !name.contains('/'),
-                "{odd} -> {name}"
-            );
-        }
-        let long = "a".repeat(200);
-        assert_ne!(file_name(&long), file_name(&format!("{long}b")));
+        let owner = own.file_name().unwrap().to_str().unwrap().to_owned();
+        let aside = dir
+            .path()
+            .join(UNREADABLE)
+            .join(format!("{owner}-0-broken.json"));
+        assert!(aside.exists());
+        // A newer build's file is left for it.
+        assert!(own.join("1-newer.json").exists());
     }
 
     #[cfg(unix)]
     #[test]
-    fn files_are_readable_by_their_owner_only() {
+    fn files_and_directories_are_their_owner_only() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let spool = TurnSpool::new(dir.path());
-        spool.keep(&whole_call("call-6")).unwrap();
-        let path = dir.path().join(&spool.owner).join("call-6.json");
-        let mode = std::fs::metadata(path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let spool = spool(&dir.path().join("spool"));
+        let entry = spool.entry();
+        spool.keep(&entry, &whole_call("call-10")).unwrap();
+        let own = spool.own_dir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&own.join(&entry.name)), 0o600);
+        assert_eq!(mode(&own), 0o700);
+        assert_eq!(mode(&dir.path().join("spool")), 0o700);
     }
 }

@@ -20,8 +20,10 @@
 //! lost reply never writes it twice and order always holds.
 //!
 //! While the store fails, the writer also keeps its pending steps on local
-//! disk, in the turn spool (`turn_spool.rs`), when the runtime has one: a
-//! process that stops during an outage loses nothing it had accepted.
+//! disk, in the turn spool (`turn_spool.rs`), when the runtime has one,
+//! rewritten as each command is read: a process that stops during an
+//! outage loses none of the steps read (a command sent while a write is in
+//! flight is read when that write fails, at most `op_timeout` later).
 //!
 //! After the session ends, the writer keeps trying for at most
 //! `flush_timeout`; then it leaves what it could not write in the spool,
@@ -41,7 +43,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::redact::{record_for_log, turn_for_log};
-use super::turn_spool::{SpooledCall, SpooledStep, TurnSpool};
+use super::turn_spool::{SpoolEntry, SpoolError, SpooledCall, SpooledStep, TurnSpool};
 use crate::conversation::Turn;
 use crate::store::time::unix_ms;
 use crate::store::{
@@ -75,6 +77,9 @@ impl Default for WriterSettings {
         }
     }
 }
+
+/// The longest a writer waits for the disk to keep or drop its spool file.
+const SPOOL_WRITE_LIMIT: Duration = Duration::from_secs(5);
 
 /// An after-call hook: work queued for other workers once a call is
 /// completed and written (a session-end evaluation job, the call-completed
@@ -212,6 +217,7 @@ pub fn spawn_writer(
         steps: VecDeque::from([Step::new(Action::Create(Box::new(record)))]),
         next_index: 0,
         ended: false,
+        spool_entry: None,
         spooled: false,
         spool_stale: false,
         end: Arc::clone(&end),
@@ -258,7 +264,9 @@ struct Writer {
     next_index: u64,
     /// True once the end command has been accepted.
     ended: bool,
-    /// True while the spool holds a file of this call.
+    /// This writer's file in the spool, once it has needed one.
+    spool_entry: Option<SpoolEntry>,
+    /// True while the spool holds this writer's file.
     spooled: bool,
     /// True when steps were queued since the spool file was written.
     spool_stale: bool,
@@ -308,7 +316,7 @@ impl Writer {
                         self.status.send_modify(|s| s.turns_written = written);
                     }
                     self.steps.pop_front();
-                    self.discard_spool_if_written();
+                    self.spool_progress().await;
                     backoff = self.settings.retry_initial;
                     if let Some(since) = failing_since.take() {
                         tracing::info!(
@@ -323,7 +331,7 @@ impl Writer {
                     if let Some(step) = self.steps.pop_front() {
                         self.give_up(&step, &err.to_string());
                     }
-                    self.discard_spool_if_written();
+                    self.spool_progress().await;
                 }
                 Err(err) => {
                     if failing_since.is_none() {
@@ -377,8 +385,11 @@ impl Writer {
         }
         if let Some(spool) = self.settings.spool.clone() {
             self.keep_in_spool().await;
+            if let Some(entry) = &self.spool_entry {
+                // From here the file, if any, is the replayer's.
+                spool.release(entry);
+            }
             if self.spooled && !self.spool_stale {
-                spool.release(&self.call_id);
                 tracing::warn!(
                     call_id = %self.call_id,
                     steps = self.steps.len(),
@@ -392,6 +403,12 @@ impl Writer {
                     self.report.spooled.push(what);
                 }
                 return;
+            }
+            if self.spooled {
+                tracing::error!(
+                    call_id = %self.call_id,
+                    "the turn spool holds only an earlier copy of this call's pending steps; the rest are logged"
+                );
             }
         }
         for step in std::mem::take(&mut self.steps) {
@@ -410,13 +427,21 @@ impl Writer {
         }
         let call = self.spooled_call();
         let count = call.steps.len();
-        let kept = tokio::task::spawn_blocking(move || spool.keep(&call))
-            .await
-            .unwrap_or(Err(super::turn_spool::SpoolError::Task));
+        let entry = self
+            .spool_entry
+            .get_or_insert_with(|| spool.entry())
+            .clone();
+        // Off the workers the calls' audio runs on, and bounded: a disk that
+        // hangs must not hold the writer past its flush time.
+        let write = tokio::task::spawn_blocking(move || spool.keep(&entry, &call));
+        let kept = match tokio::time::timeout(SPOOL_WRITE_LIMIT, write).await {
+            Ok(Ok(kept)) => kept,
+            _ => Err(SpoolError::Stalled),
+        };
         match kept {
             Ok(()) => {
                 if !self.spooled {
-                    tracing::info!(call_id = %self.call_id, steps = self.steps.len(), "pending steps kept in the turn spool while the store fails");
+                    tracing::info!(call_id = %self.call_id, steps = count, "pending steps kept in the turn spool while the store fails");
                 }
                 self.spooled = true;
                 self.spool_stale = false;
@@ -428,17 +453,32 @@ impl Writer {
         }
     }
 
-    /// Removes the spool file once every step in it is written.
-    fn discard_spool_if_written(&mut self) {
-        if self.spooled
-            && self.steps.is_empty()
-            && let Some(spool) = &self.settings.spool
-        {
-            spool.discard(&self.call_id);
-            self.spooled = false;
-            self.spool_stale = false;
-            self.status.send_modify(|s| s.spooled = 0);
+    /// After a step is done: the spool file goes once every step in it is
+    /// written, and shrinks meanwhile (a replay after a crash then repeats
+    /// less).
+    async fn spool_progress(&mut self) {
+        if !self.spooled {
+            return;
         }
+        if !self.steps.is_empty() {
+            self.spool_stale = true;
+            self.keep_in_spool().await;
+            return;
+        }
+        let (Some(spool), Some(entry)) = (self.settings.spool.clone(), self.spool_entry.clone())
+        else {
+            return;
+        };
+        let removal = tokio::task::spawn_blocking(move || spool.discard(&entry));
+        if tokio::time::timeout(SPOOL_WRITE_LIMIT, removal)
+            .await
+            .is_err()
+        {
+            tracing::warn!(call_id = %self.call_id, "the spool file's removal is slow; a replay will find its steps written");
+        }
+        self.spooled = false;
+        self.spool_stale = false;
+        self.status.send_modify(|s| s.spooled = 0);
     }
 
     /// The pending steps as the spool keeps them: turns at the indices
@@ -475,6 +515,7 @@ impl Writer {
         }
         SpooledCall {
             version: super::turn_spool::VERSION,
+            store: self.store.identity(),
             call_id: self.call_id.to_string(),
             steps,
         }

@@ -197,7 +197,7 @@ async fn finish_context(context: &AgentRuntime, memory: &SessionMemory, limit: D
             tracing::warn!(
                 spooled = ?report.spooled,
                 spool = %spool.display(),
-                "parts of the call wait in the turn spool; the next `voxpipe serve` or `voxpipe worker` on this directory writes them once the store is back"
+                "parts of the call wait in the turn spool; a `voxpipe serve` on this directory writes them once the store is back"
             );
         }
         Some(report) => {

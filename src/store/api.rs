@@ -559,6 +559,11 @@ pub trait Store:
     /// `redis` or `memory`, for logs and `/health`.
     fn backend(&self) -> &'static str;
 
+    /// Which store this is, to tell it from others (the turn spool keeps
+    /// each store's files apart): its kind, a hash of its address and its
+    /// key prefix. Never a password.
+    fn identity(&self) -> String;
+
     /// Succeeds when the store answers: readiness for `/health`.
     async fn ping(&self) -> Result<(), StoreError>;
 

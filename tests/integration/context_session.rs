@@ -350,7 +350,13 @@ async fn redis_killed_mid_call_and_restarted_loses_and_repeats_no_turn() {
     session.say("user: after").await;
     written(&memory, 8).await;
     // Written, so no longer spooled.
-    assert_eq!(memory.progress().borrow().spooled, 0);
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        memory.progress().wait_for(|s| s.spooled == 0),
+    )
+    .await
+    .expect("the spool file goes once its steps are written")
+    .unwrap();
     let spooled_files = walk_files(spool.path());
     assert!(
         spooled_files.iter().all(|p| p.ends_with(".lock")),
@@ -480,7 +486,7 @@ async fn turns_of_a_call_ending_in_a_long_redis_outage_are_written_once_redis_is
     let mut redis = RedisServer::start_persistent();
     let store = redis_store(&redis);
     let dir = tempfile::tempdir().unwrap();
-    let spool = Arc::new(TurnSpool::new(dir.path()));
+    let spool = Arc::new(TurnSpool::new(dir.path(), store.identity()));
     let hook = Arc::new(CountedAfterCall::default());
     let settings = WriterSettings {
         retry_initial: Duration::from_millis(20),
@@ -550,7 +556,7 @@ fn turns_kept_during_an_outage_survive_the_process_stopping() {
                 retry_max: Duration::from_millis(100),
                 flush_timeout: Duration::from_secs(60),
                 on_completed: Vec::new(),
-                spool: Some(Arc::new(TurnSpool::new(&spool_dir))),
+                spool: Some(Arc::new(TurnSpool::new(&spool_dir, store.identity()))),
             };
             let record = CallRecord::pending(
                 "call-8",
@@ -559,7 +565,7 @@ fn turns_kept_during_an_outage_survive_the_process_stopping() {
                 Default::default(),
                 0,
             );
-            let (recorder, mut progress) = spawn_writer(store, record, settings);
+            let (recorder, mut progress) = spawn_writer(Arc::clone(&store), record, settings);
             recorder.started();
             recorder.record(Arc::new(turn(0, Role::User, "before", 0)));
             progress.wait_for(|s| s.turns_written == 1).await.unwrap();
@@ -582,7 +588,7 @@ fn turns_kept_during_an_outage_survive_the_process_stopping() {
     let process = tokio::runtime::Runtime::new().unwrap();
     process.block_on(async {
         let store = redis_store(&redis);
-        let spool = TurnSpool::new(&spool_dir);
+        let spool = Arc::new(TurnSpool::new(&spool_dir, store.identity()));
         let replayed = spool.replay(&*store, &[]).await;
         assert_eq!(replayed.written, 1);
         let turns = store.turns("call-8").await.unwrap();

@@ -19,6 +19,8 @@ use crate::store::{Store, StoreError, StoreSettings};
 /// of [`super`]).
 pub struct MemoryStore {
     pub(super) settings: StoreSettings,
+    /// [`Store::identity`].
+    identity: String,
     inner: Mutex<Inner>,
     pub(super) jobs_arrived: Notify,
 }
@@ -63,6 +65,8 @@ impl MemoryStore {
     /// A store in this process's memory only.
     pub fn new(settings: StoreSettings) -> Self {
         MemoryStore {
+            // Only this process's: no other can hold its data.
+            identity: format!("memory:process-{:016x}", crate::random::random_u64()),
             settings,
             inner: Mutex::new(Inner {
                 keyspace: Keyspace::default(),
@@ -81,7 +85,9 @@ impl MemoryStore {
         let mut keyspace = Keyspace::default();
         let now = unix_ms();
         log.catch_up(|op| keyspace.apply(op, now))?;
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         Ok(MemoryStore {
+            identity: format!("memory:{}:{}", absolute.display(), settings.keys.prefix()),
             settings,
             inner: Mutex::new(Inner {
                 keyspace,
@@ -173,6 +179,10 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn backend(&self) -> &'static str {
         "memory"
+    }
+
+    fn identity(&self) -> String {
+        self.identity.clone()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

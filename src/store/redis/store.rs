@@ -37,6 +37,8 @@ pub struct RedisStore {
     seeds: Vec<redis::Client>,
     /// Where the URL came from, for messages.
     url_var: String,
+    /// [`Store::identity`].
+    identity: String,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -45,6 +47,17 @@ impl std::fmt::Debug for RedisStore {
             .field("keys", &self.settings.keys)
             .finish_non_exhaustive()
     }
+}
+
+/// `kind`, the first 16 hex digits of the SHA-256 of `address` (which may
+/// hold a password), and `prefix`.
+fn identity(kind: &str, address: &str, prefix: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, address.as_bytes());
+    let hash: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{kind}:{hash}:{prefix}")
 }
 
 impl RedisStore {
@@ -57,6 +70,7 @@ impl RedisStore {
             source,
         };
         let client = redis::Client::open(url).map_err(url_error)?;
+        let settings_prefix = settings.keys.prefix().to_owned();
         let timeout = settings.op_timeout;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -77,6 +91,7 @@ impl RedisStore {
             blocking: Connection::Standalone(blocking),
             seeds: vec![client],
             url_var: url_var.to_owned(),
+            identity: identity("redis", url, &settings_prefix),
         })
     }
 
@@ -117,12 +132,14 @@ impl RedisStore {
             .map(redis::Client::open)
             .collect::<Result<_, _>>()
             .map_err(url_error)?;
+        let identity = identity("redis-cluster", urls, settings.keys.prefix());
         Ok(RedisStore {
             settings,
             conn: Connection::Cluster(conn),
             blocking: Connection::Cluster(blocking),
             seeds,
             url_var: url_var.to_owned(),
+            identity,
         })
     }
 
@@ -259,6 +276,10 @@ impl RedisStore {
 impl Store for RedisStore {
     fn backend(&self) -> &'static str {
         "redis"
+    }
+
+    fn identity(&self) -> String {
+        self.identity.clone()
     }
 
     async fn check_topology(&self) -> Result<(), StoreError> {
