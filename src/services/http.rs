@@ -124,10 +124,31 @@ pub(crate) async fn next_chunk<S>(
 where
     S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
 {
-    match tokio::time::timeout(read_timeout, stream.next()).await {
+    let deadline = tokio::time::Instant::now() + read_timeout;
+    next_chunk_before(stream, deadline, "data", read_timeout).await
+}
+
+/// The next piece of a streamed body, waiting until `deadline` at the
+/// latest; `None` at its end. For a body whose pieces are not all progress
+/// (an event stream's keep-alive comments): the caller moves `deadline`
+/// only when something counts. A timeout says it waited `bound` for
+/// `waiting_for`.
+///
+/// # Cancel safety
+/// Cancel safe: a piece not yet returned stays in the stream.
+pub(crate) async fn next_chunk_before<S>(
+    stream: &mut S,
+    deadline: tokio::time::Instant,
+    waiting_for: &'static str,
+    bound: Duration,
+) -> Result<Option<Bytes>, ServiceError>
+where
+    S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
+{
+    match tokio::time::timeout_at(deadline, stream.next()).await {
         Err(_) => Err(ServiceError::Timeout {
-            waiting_for: "data",
-            after: read_timeout,
+            waiting_for,
+            after: bound,
         }),
         Ok(None) => Ok(None),
         Ok(Some(Ok(chunk))) => Ok(Some(chunk)),

@@ -25,7 +25,8 @@
 //! # Shared plumbing
 //!
 //! - One HTTP client for the process (`http.rs`), with a timeout until the
-//!   response headers and a read timeout between streamed pieces.
+//!   response headers and a read timeout between streamed pieces (between
+//!   events for an LLM's event stream, whose comments are no progress).
 //! - Retries with exponential backoff and jitter, on 429 and 5xx only, and
 //!   only before any output was produced (`retry.rs`); `Retry-After` is a
 //!   floor, and one longer than the configured limit fails at once.

@@ -23,7 +23,10 @@ pub struct ConnectionOptions {
     /// WebSocket), in seconds (above 0, at most 300). Default 10.
     pub response_timeout_secs: Seconds<1, 300>,
     /// The longest silence while a response streams, in seconds (above 0,
-    /// at most 300). Default 15.
+    /// at most 300). Default 15. For an LLM's event stream it is the
+    /// longest wait for an event: keep-alive comments are not progress, so
+    /// a model that thinks longer than this before its first token needs
+    /// more.
     pub read_timeout_secs: Seconds<1, 300>,
     /// Retries of a request refused with 429 or 5xx before any output.
     /// Default 2.

@@ -131,8 +131,42 @@ pub(crate) async fn send_within(
     message: Message,
     timeout: Duration,
 ) -> Result<(), ServiceError> {
-    match tokio::time::timeout(timeout, socket.send(message)).await {
-        Ok(sent) => sent.map_err(ServiceError::from),
+    within(timeout, socket.send(message)).await
+}
+
+/// Hands `message` to `socket`, queued to be written but not yet flushed
+/// (see [`flush_within`]), giving up after `timeout` as [`send_within`]
+/// does.
+///
+/// # Cancel safety
+/// Cancel safe: the socket takes the message in the same poll that
+/// completes this, so a call cancelled before then took nothing.
+pub(crate) async fn feed_within(
+    socket: &mut WsStream,
+    message: Message,
+    timeout: Duration,
+) -> Result<(), ServiceError> {
+    within(timeout, socket.feed(message)).await
+}
+
+/// Writes out what `socket` has queued, giving up after `timeout` as
+/// [`send_within`] does.
+///
+/// # Cancel safety
+/// Cancel safe: what is not yet written stays queued for the next flush.
+pub(crate) async fn flush_within(
+    socket: &mut WsStream,
+    timeout: Duration,
+) -> Result<(), ServiceError> {
+    within(timeout, socket.flush()).await
+}
+
+async fn within<E: Into<ServiceError>>(
+    timeout: Duration,
+    writing: impl Future<Output = Result<(), E>>,
+) -> Result<(), ServiceError> {
+    match tokio::time::timeout(timeout, writing).await {
+        Ok(written) => written.map_err(Into::into),
         Err(_) => Err(ServiceError::Timeout {
             waiting_for: "progress sending",
             after: timeout,

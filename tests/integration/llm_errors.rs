@@ -254,6 +254,67 @@ async fn a_stalled_stream_times_out() {
     assert!(names(&out).contains(&"LlmResponseEnd"));
 }
 
+/// `: OPENROUTER PROCESSING` and a blank line, once a second for `secs`
+/// seconds: the comment OpenRouter sends while a model has said nothing.
+fn processing_comments(secs: u32) -> Vec<Part> {
+    (0..secs)
+        .flat_map(|_| {
+            [
+                Part::Raw(b": OPENROUTER PROCESSING\n\n".to_vec()),
+                Part::Pause(Duration::from_secs(1)),
+            ]
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn comment_lines_alone_do_not_hold_off_the_read_timeout() {
+    let server = FakeOpenAi::start().await;
+    // A minute of keep-alives, then an answer the turn must not wait for.
+    let mut parts = processing_comments(60);
+    parts.extend(text_answer("Too late."));
+    server.push_chat(Reply::Sse(parts));
+    let out = ask(
+        &server,
+        "connection = { read_timeout_secs = 5, response_timeout_secs = 5 }",
+    )
+    .await;
+    let waited = server.received("chat/completions")[0].at.elapsed();
+    let errors = error_frames(&out.upstream);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].message, "no event within 5s");
+    assert!(
+        texts(&out.downstream).is_empty(),
+        "{:?}",
+        texts(&out.downstream)
+    );
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(10),
+        "the turn ended after {waited:?}"
+    );
+    assert!(names(&out).contains(&"LlmResponseEnd"));
+}
+
+#[tokio::test]
+async fn an_answer_after_keep_alives_within_the_read_timeout_is_spoken() {
+    // A model thinking for a while, the server saying so with comments
+    // (real time: a paused clock could jump past the answer in flight).
+    let server = FakeOpenAi::start().await;
+    let mut parts: Vec<Part> = (0..5)
+        .flat_map(|_| {
+            [
+                Part::Raw(b": keep-alive\n\n".to_vec()),
+                Part::Pause(Duration::from_millis(100)),
+            ]
+        })
+        .collect();
+    parts.extend(text_answer("Here it is."));
+    server.push_chat(Reply::Sse(parts));
+    let out = ask(&server, "connection = { read_timeout_secs = 5 }").await;
+    assert!(error_frames(&out.upstream).is_empty());
+    assert_eq!(texts(&out.downstream).concat(), "Here it is.");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_server_that_never_answers_times_out() {
     // Accepts connections and never says a word.

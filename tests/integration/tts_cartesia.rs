@@ -5,19 +5,28 @@
 use crate::support;
 use crate::tts_services::{answer, audio_secs, names, spoken};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::session::{Live, build, error_frames};
+use support::session::{Live, build, error_frames, unique};
+use tokio::sync::Notify;
 use voxpipe::frame::FrameBody;
 use voxpipe::services::tts::CartesiaTtsConfig;
 use voxpipe::testing::run_test;
 
 fn cartesia(server: &support::fake::cartesia::FakeCartesia) -> voxpipe::pipeline::NamedProcessor {
+    cartesia_with(server, "")
+}
+
+fn cartesia_with(
+    server: &support::fake::cartesia::FakeCartesia,
+    extra: &str,
+) -> voxpipe::pipeline::NamedProcessor {
     build::<CartesiaTtsConfig>(
         "tts",
         &format!(
-            "url = \"{}\"\nvoice_id = \"v-1\"\nsample_rate = 24000",
+            "url = \"{}\"\nvoice_id = \"v-1\"\nsample_rate = 24000\n{extra}",
             server.url
         ),
         &[("CARTESIA_API_KEY", "ck-test")],
@@ -203,4 +212,65 @@ async fn cartesia_an_oversized_message_fails_the_utterance_not_the_memory() {
     );
     assert!(!names(&out).contains(&"OutputAudio"), "{:?}", names(&out));
     assert!(names(&out).ends_with(&["End"]), "{:?}", names(&out));
+}
+
+#[tokio::test]
+async fn cartesia_an_interruption_while_the_socket_connects_takes_effect_at_once() {
+    let server = support::fake::cartesia::FakeCartesia::start().await;
+    // The warm-up is refused, so the first text opens the socket; that
+    // handshake is held until the test lets it through.
+    server.push_script(support::fake::cartesia::Script {
+        reject: Some((503, "overloaded".into())),
+        ..Default::default()
+    });
+    let handshake = Arc::new(Notify::new());
+    server.push_script(support::fake::cartesia::Script {
+        hold_handshake: Some(Arc::clone(&handshake)),
+        ..Default::default()
+    });
+    let live = Live::start(vec![cartesia_with(
+        &server,
+        "connection = { max_retries = 0, response_timeout_secs = 60 }",
+    )]);
+    live.wait_for("the refused warm-up", |b| matches!(b, FrameBody::Error(_)))
+        .await;
+    live.handle.queue_frame(FrameBody::LlmResponseStart).await;
+    live.handle
+        .queue_frame(FrameBody::LlmText("Stale words. More".into()))
+        .await;
+    server
+        .wait_until("the socket's handshake", |connections| {
+            !connections.is_empty()
+        })
+        .await;
+    live.handle.queue_frame(FrameBody::Interruption).await;
+    // A response with nothing to say ends as soon as the engine reads it,
+    // after the interruption: the engine is not stuck behind the connect.
+    live.handle.queue_frame(FrameBody::LlmResponseStart).await;
+    live.handle.queue_frame(FrameBody::LlmResponseEnd).await;
+    live.wait_for_from("tts", "the empty response's end", |b| {
+        matches!(b, FrameBody::LlmResponseEnd)
+    })
+    .await;
+    handshake.notify_one();
+    for frame in answer(&["Fresh words."]) {
+        live.handle.queue_frame(frame).await;
+    }
+    live.wait_for("the fresh response's audio", |b| {
+        matches!(b, FrameBody::TtsStopped)
+    })
+    .await;
+    let frames = unique(&live.finish().await);
+    let transcripts: Vec<Value> = server.connections()[0]
+        .messages
+        .iter()
+        .map(|m| m["transcript"].clone())
+        .collect();
+    assert_eq!(
+        transcripts,
+        [json!("Fresh words. "), json!("")],
+        "the interrupted text never reaches the provider"
+    );
+    let words: Vec<String> = spoken(&frames).into_iter().map(|s| s.text).collect();
+    assert_eq!(words, ["Fresh", "words."]);
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::conversation::Message;
 use crate::frame::{FrameBody, MetricsData};
 use crate::pipeline::ProcessorContext;
-use crate::services::http::{next_chunk, send};
+use crate::services::http::{next_chunk_before, send};
 use crate::services::task::report;
 use crate::services::{Connection, ServiceError, SseDecoder};
 
@@ -68,13 +68,27 @@ impl Ask<'_> {
         let mut text = String::new();
         let mut finished = false;
         let mut malformed = 0u32;
+        // The read timeout bounds the wait for an event, not for bytes:
+        // comment lines (`: keep-alive`, OpenRouter's `: OPENROUTER
+        // PROCESSING`) and blank lines move nothing on, or a server sending
+        // only those would hold the turn forever. A model that thinks for
+        // longer than the read timeout before its first event needs a
+        // larger `read_timeout_secs`.
+        let read_timeout = connection.read_timeout;
+        let mut event_deadline = tokio::time::Instant::now() + read_timeout;
         loop {
-            let chunk = next_chunk(&mut stream, connection.read_timeout).await?;
+            let chunk =
+                next_chunk_before(&mut stream, event_deadline, "event", read_timeout).await?;
             match &chunk {
                 Some(bytes) => events.handle_bytes(bytes),
                 None => events.finish(),
             }
             while let Some(event) = events.poll_event() {
+                // An event the wire cannot parse still came whole; a line
+                // the decoder could not read is not an event.
+                if event.is_ok() {
+                    event_deadline = tokio::time::Instant::now() + read_timeout;
+                }
                 let deltas = match event.map_err(|e| ServiceError::Protocol(e.to_string())) {
                     Ok(event) => wire.parse(&event.data),
                     Err(error) => Err(error),

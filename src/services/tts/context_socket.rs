@@ -101,6 +101,12 @@ impl<A: WsSpeech> ContextSocket<A> {
         self.actions.pop_front()
     }
 
+    /// The next thing to do, left in place: a driver that may be cancelled
+    /// takes it with [`poll_action`](Self::poll_action) once it is done.
+    pub(crate) fn peek_action(&self) -> Option<&SocketAction> {
+        self.actions.front()
+    }
+
     /// The next thing to tell the engine.
     pub(crate) fn poll_event(&mut self) -> Option<WireEvent> {
         self.events.pop_front()

@@ -3,23 +3,52 @@
 //! a real socket, and only moves bytes and sleeps until the next deadline.
 //! The provider adapter ([`WsSpeech`]) encodes the messages and parses the
 //! replies.
+//!
+//! # Opening the socket beside the engine's commands
+//!
+//! A socket opened when text needs one (after the last was lost) is
+//! opened in the background: the attempt is kept here and polled by
+//! [`TtsWire::next_event`] beside the socket's reads, so `send_text`,
+//! `finish` and `cancel` return at once while it connects, and the engine
+//! goes on reading its commands. An interruption while a handshake is slow
+//! (up to `response_timeout` per try, retried) thus drops the interrupted
+//! text at once, before it ever goes out, instead of once the connect ends.
+//! Because `next_event` now sends what waited for the socket, every step
+//! here is cancel safe (but the closing one, which `close` alone asks):
+//! an action leaves the queue only once done, a message once the socket
+//! has taken it, and a flush cut short is finished by the next call.
+//!
+//! The warm-up's socket is awaited in `warm_up` instead: the engine reads
+//! no command before it returns (commands of responses interrupted
+//! meanwhile are dropped at the engine's gate, never sent), and its
+//! refusal must reach even a session that ends before it asks for events.
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::services::timer::{now, sleep_until};
-use crate::services::websocket::{SocketRead, WsStream, connect, next_read, send_within};
+use crate::services::websocket::{
+    SocketRead, WsStream, connect, feed_within, flush_within, next_read,
+};
 use crate::services::{Connection, ServiceError};
 
 use super::context_socket::{ContextSocket, SocketAction};
 use super::wire::{TtsWire, WireEvent};
 use super::ws_speech::WsSpeech;
 
+/// A socket being opened.
+type Opening = BoxFuture<'static, Result<WsStream, ServiceError>>;
+
 /// Speaks contexts over one socket. See the module docs.
 pub(crate) struct WsWire<A> {
     state: ContextSocket<A>,
     connection: Connection,
     socket: Option<WsStream>,
+    /// The socket being opened, if one is.
+    opening: Option<Opening>,
+    /// Messages the socket took are not all written out yet.
+    unflushed: bool,
 }
 
 impl<A: WsSpeech> WsWire<A> {
@@ -28,40 +57,89 @@ impl<A: WsSpeech> WsWire<A> {
             state: ContextSocket::new(adapter, connection.read_timeout),
             connection,
             socket: None,
+            opening: None,
+            unflushed: false,
         }
+    }
+
+    /// Starts opening a socket to the adapter's target.
+    fn start_opening(&mut self) {
+        let adapter = self.state.adapter();
+        let target = adapter.target();
+        let provider = adapter.provider();
+        let connection = self.connection;
+        self.opening = Some(Box::pin(async move {
+            connect(&target, &connection, provider).await
+        }));
+    }
+
+    /// The socket asked for opened, or could not be.
+    fn opened(&mut self, opened: Result<WsStream, ServiceError>) {
+        match opened {
+            Ok(socket) => {
+                self.socket = Some(socket);
+                self.unflushed = false;
+                self.state.handle_connected(now());
+            }
+            Err(error) => self.state.handle_connect_failed(error, now()),
+        }
+    }
+
+    /// The socket failed while writing.
+    fn lose(&mut self, error: ServiceError) {
+        self.socket = None;
+        self.unflushed = false;
+        self.state.handle_socket_lost(error, now());
     }
 
     /// Carries out what the state machine asks, in order.
     ///
     /// # Cancel safety
-    /// Cancel safe when only `Disconnect` is queued, as after a message or
-    /// a timer (it never awaits then); not otherwise.
+    /// Cancel safe unless `Close` is queued (only `close` queues it): see
+    /// the module docs.
     async fn carry_out(&mut self) {
         let timeout = self.connection.read_timeout;
-        while let Some(action) = self.state.poll_action() {
+        loop {
+            if self.unflushed
+                && let Some(socket) = self.socket.as_mut()
+            {
+                match flush_within(socket, timeout).await {
+                    Ok(()) => self.unflushed = false,
+                    Err(error) => self.lose(error),
+                }
+                continue;
+            }
+            let Some(action) = self.state.peek_action() else {
+                return;
+            };
             match action {
                 SocketAction::Connect => {
-                    let adapter = self.state.adapter();
-                    let target = adapter.target();
-                    match connect(&target, &self.connection, adapter.provider()).await {
-                        Ok(socket) => {
-                            self.socket = Some(socket);
-                            self.state.handle_connected(now());
-                        }
-                        Err(error) => self.state.handle_connect_failed(error, now()),
-                    }
+                    self.state.poll_action();
+                    self.start_opening();
                 }
                 SocketAction::Send(text) => {
+                    let message = Message::text(text.as_str());
                     let Some(socket) = self.socket.as_mut() else {
+                        self.state.poll_action();
                         continue;
                     };
-                    if let Err(error) = send_within(socket, Message::text(text), timeout).await {
-                        self.socket = None;
-                        self.state.handle_socket_lost(error, now());
+                    let fed = feed_within(socket, message, timeout).await;
+                    // Taken off the queue only now: a call cancelled while
+                    // the socket was not ready leaves the message queued.
+                    self.state.poll_action();
+                    match fed {
+                        Ok(()) => self.unflushed = true,
+                        Err(error) => self.lose(error),
                     }
                 }
-                SocketAction::Disconnect => self.socket = None,
+                SocketAction::Disconnect => {
+                    self.state.poll_action();
+                    self.socket = None;
+                    self.unflushed = false;
+                }
                 SocketAction::Close => {
+                    self.state.poll_action();
+                    self.unflushed = false;
                     if let Some(mut socket) = self.socket.take() {
                         // A socket already gone (or stalled) needs no goodbye.
                         let _gone = tokio::time::timeout(timeout, socket.close(None)).await;
@@ -69,6 +147,18 @@ impl<A: WsSpeech> WsWire<A> {
                 }
             }
         }
+    }
+}
+
+/// The socket being opened, once it is (or could not be); pending for ever
+/// when none is, so that a `select!` can wait on it beside other work.
+///
+/// # Cancel safety
+/// Cancel safe: the attempt goes on in `opening`.
+async fn opening(opening: &mut Option<Opening>) -> Result<WsStream, ServiceError> {
+    match opening {
+        Some(opening) => opening.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -89,6 +179,12 @@ impl<A: WsSpeech> TtsWire for WsWire<A> {
     async fn warm_up(&mut self) -> Result<(), ServiceError> {
         self.state.handle_warm_up(now());
         self.carry_out().await;
+        // Awaited here, not beside the commands: see the module docs.
+        if let Some(socket) = self.opening.take() {
+            let opened = socket.await;
+            self.opened(opened);
+            self.carry_out().await;
+        }
         // Nothing waited for this socket, so a refusal is the only event
         // there can be; returned now, for a session that ends before it
         // asks the wire for events would never see it.
@@ -117,7 +213,6 @@ impl<A: WsSpeech> TtsWire for WsWire<A> {
 
     async fn next_event(&mut self) -> WireEvent {
         loop {
-            // Only `Disconnect` can be queued here: see `carry_out`.
             self.carry_out().await;
             if let Some(event) = self.state.poll_event() {
                 return event;
@@ -132,6 +227,10 @@ impl<A: WsSpeech> TtsWire for WsWire<A> {
                     SocketRead::Lost(error) => self.state.handle_socket_lost(error, now()),
                     SocketRead::Other => self.state.handle_heard(now()),
                 },
+                opened = opening(&mut self.opening) => {
+                    self.opening = None;
+                    self.opened(opened);
+                }
                 () = sleep_until(deadline) => self.state.handle_timeout(now()),
             }
         }

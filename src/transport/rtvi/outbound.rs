@@ -23,6 +23,15 @@
 //! | `agent_selected`, `answer_reviewed` | `server-message` (`{"type": event, ...fields}`) |
 //! | `client_response` | `server-response` or `error-response` (by [`super::RtviSession`], which knows what is pending) |
 //!
+//! Not sent: Pipecat's word-by-word progress (since Pipecat 1.4, to
+//! protocol 2 clients only: a `bot-output` per timed word with the whole
+//! sentence's `text`, its `segment_id`, `spoken_status` `in-progress`, or
+//! `completed` at its last word, and `spoken_progress`), which Pipecat
+//! sends from the output transport as each word is heard. Here a
+//! `tts_text` event comes as the provider times the word, ahead of the
+//! audio, and the sentence a word belongs to is not known before it ends,
+//! so progress sent from these events would mark words heard too soon.
+//!
 //! Other events (`session_started`, `dtmf`, `turn_latency`,
 //! `session_ended`, `client_request`, `metrics` of transit time, the bot's
 //! and tools' `turn_completed`) have no RTVI counterpart.

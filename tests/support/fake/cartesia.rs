@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
+use tokio::sync::Notify;
 
 use super::socket::header;
 
@@ -31,6 +32,9 @@ pub struct Script {
     /// their last audio: text sent after a tool call that took longer.
     /// Closing it (`continue: false`, no text) is still answered `done`.
     pub expire_spoken_contexts: bool,
+    /// Record the connection, then hold its handshake unanswered until
+    /// notified (`notify_one`): a provider slow to accept a socket.
+    pub hold_handshake: Option<Arc<Notify>>,
 }
 
 /// One connection: its handshake and every message received.
@@ -72,6 +76,9 @@ async fn handshake(
         key,
         messages: Vec::new(),
     });
+    if let Some(hold) = &script.hold_handshake {
+        hold.notified().await;
+    }
     upgrade.on_upgrade(move |socket| session(socket, state, index, script))
 }
 
