@@ -25,7 +25,8 @@ use crate::config::TwilioSection;
 use crate::pipeline::EnvSource;
 use crate::store::time::unix_ms;
 use crate::store::{
-    CallChange, CallDirection, CallRecord, CallStatus, OutboundCall, RequestNote, Segment, Store,
+    CallChange, CallDirection, CallRecord, CallStatus, MissingSalt, OutboundCall, PhoneSalt,
+    RequestNote, Segment, Store,
 };
 use crate::transport::twilio::stream_token::{STREAM_TOKEN_PARAMETER, StreamTokens};
 use crate::transport::twilio::{
@@ -76,6 +77,15 @@ pub enum OutboundSetupError {
     /// The REST client could not be built.
     #[error(transparent)]
     Client(#[from] HangUpError),
+}
+
+impl From<MissingSalt> for OutboundSetupError {
+    fn from(err: MissingSalt) -> Self {
+        OutboundSetupError::MissingEnv {
+            key: err.key.to_owned(),
+            var: err.var,
+        }
+    }
 }
 
 /// Places calls through Twilio and settles the ones it sees end.
@@ -143,14 +153,13 @@ impl TwilioDialer {
             &twilio.auth_token_env,
             "[transport.twilio] auth_token_env",
         )?;
-        let salt = match &section.phone_hash_salt_env {
-            Some(_) => read(
-                "outbound.phone_hash_salt_env",
-                &section.phone_hash_salt_env,
-                "phone_hash_salt_env",
-            )?,
-            None => auth_token.clone(),
-        };
+        // The auth token was read above, so only a salt variable that is
+        // not set leaves no hasher.
+        let hasher = PhoneSalt::new(section.phone_hash_salt_env.as_deref(), twilio)
+            .hasher(|var| env.get(var))?
+            .ok_or(OutboundSetupError::Missing(
+                "[transport.twilio] auth_token_env",
+            ))?;
         let stream_tokens = StreamTokens::from_config(twilio, &auth_token);
         let rest = TwilioRest::new(twilio.api_base_url.as_str(), auth_token)?;
         let settlement = Settlement::new(
@@ -164,7 +173,7 @@ impl TwilioDialer {
             section: section.clone(),
             public_host: public_host.to_owned(),
             default_segment,
-            hasher: PhoneHasher::new(salt.as_bytes()),
+            hasher,
             stream_tokens,
             runtime,
             settlement,

@@ -64,7 +64,7 @@ pub use keys::Keys;
 pub use learned::{Learned, LearnedPair};
 pub use memory::MemoryStore;
 pub use outbound_call::{CampaignAttempt, OutboundCall, TwilioReport};
-pub use phone_hash::PhoneHasher;
+pub use phone_hash::{MissingSalt, PhoneHasher, PhoneSalt};
 pub use prompt_key::PromptKey;
 pub use prompt_version::{
     CaseScore, Decision, Deployed, OptimisationTrace, PromptScores, PromptState, PromptVersion,

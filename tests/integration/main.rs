@@ -50,6 +50,7 @@ mod outbound_calls;
 mod outbound_restart;
 mod output_transport;
 mod parallel;
+mod phone_salt;
 mod pipeline_contract;
 mod preemptive_replies;
 mod prompt_optimiser;
