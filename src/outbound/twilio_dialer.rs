@@ -36,6 +36,7 @@ use crate::transport::twilio::{
 use super::asked_calls::{Asked, AskedCalls};
 use super::config::{AmdMode, OutboundSection};
 use super::dialer::{DialError, Dialer, PlacedCall};
+use super::lost_sessions::LostSessions;
 use super::phone::PhoneHasher;
 use super::request::CallRequest;
 use super::settle::{Settlement, ended_by};
@@ -100,6 +101,7 @@ pub struct TwilioDialer {
     stream_tokens: Option<StreamTokens>,
     runtime: Arc<AgentRuntime>,
     settlement: Settlement,
+    lost_sessions: LostSessions,
     /// Calls whose voicemail this process has left (or is leaving).
     pub(super) voicemails: Mutex<HashSet<String>>,
     /// Calls asked of Twilio whose SID the store lacks: never dialled
@@ -176,6 +178,7 @@ impl TwilioDialer {
             hasher,
             stream_tokens,
             runtime,
+            lost_sessions: LostSessions::new(settlement.clone(), section.lost_session_grace),
             settlement,
             voicemails: Mutex::new(HashSet::new()),
             asked: AskedCalls::default(),
@@ -197,13 +200,10 @@ impl TwilioDialer {
         self.runtime.store()
     }
 
-    /// Ends `call_id`, started and final at Twilio but never ended (as its
-    /// final status said at `at_ms`), once `lost_session_grace_secs` has
-    /// passed (see [`Settlement::end_lost_session`]).
-    pub async fn end_lost_session(&self, call_id: &str, at_ms: u64) {
-        self.settlement
-            .end_lost_session(call_id, at_ms, self.section().lost_session_grace)
-            .await;
+    /// Calls whose session was lost: noted by the status callbacks,
+    /// ended by the sweeper every server runs.
+    pub fn lost_sessions(&self) -> &LostSessions {
+        &self.lost_sessions
     }
 
     /// Settles `call`, which has reached a final status.

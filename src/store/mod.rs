@@ -41,8 +41,8 @@ pub mod time;
 pub use self::redis::RedisStore;
 pub use api::{
     Appended, CallStore, CampaignStore, DEAD_LETTERS_MAX, Enqueued, JobDelivery, JobQueue,
-    NumberLimitStore, Outbox, OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store,
-    StreamTokenStore, TestCaseStore, TextEnd, TextStore,
+    LostSessionCheck, LostSessionStore, NumberLimitStore, Outbox, OutboxEntry, PromptHistoryStore,
+    RefinementStore, SkillStore, Store, StreamTokenStore, TestCaseStore, TextEnd, TextStore,
 };
 pub use call::{
     CallDirection, CallRecord, Evaluation, Extraction, Outcome, SEGMENT_PART_RULE, Segment,

@@ -28,6 +28,7 @@ mod cli_context;
 mod client_tools;
 mod config_errors;
 mod context_aggregators;
+mod context_lost_sessions;
 mod context_outbox;
 mod context_session;
 mod context_store;
