@@ -3,7 +3,7 @@
 use crate::objects::ObjectsError;
 use crate::pipeline::BuildError;
 use crate::services::ServiceError;
-use crate::store::StoreError;
+use crate::store::{MissingSalt, StoreError};
 
 /// The agent runtime could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -37,4 +37,13 @@ pub enum AgentError {
     /// `[storage]` could not be set up.
     #[error("[storage] {0}")]
     Storage(#[from] ObjectsError),
+}
+
+impl From<MissingSalt> for AgentError {
+    fn from(err: MissingSalt) -> Self {
+        AgentError::MissingEnv {
+            key: err.key.to_owned(),
+            var: err.var,
+        }
+    }
 }

@@ -131,6 +131,7 @@ impl AgentRuntime {
             optional_var(key, name).map(|value| value.map(ApiKey::new))
         };
         let invalid = |section| move |source| AgentError::Invalid { section, source };
+        let phone_hasher = phone_hash_salt.hasher(|var| env.get(var))?;
         let settings = section.store_settings();
         let store: Arc<dyn Store> = match (section.store, &section.path) {
             (StoreKind::Redis, _) => {
@@ -265,7 +266,7 @@ impl AgentRuntime {
             skills,
             post_call,
             objects,
-            phone_hasher: phone_hash_salt.map(|salt| PhoneHasher::new(salt.as_bytes())),
+            phone_hasher,
             learning,
         });
         if let Some(storage) = storage {
@@ -371,6 +372,12 @@ impl AgentRuntime {
     /// The webhook's metrics, if a webhook is configured.
     pub fn webhook_metrics(&self) -> Option<&Arc<WebhookMetrics>> {
         self.webhook.as_ref().map(|settings| &settings.metrics)
+    }
+
+    /// The phone hasher stored objects are written with, if the
+    /// deployment has a salt (without one their numbers are `redacted`).
+    pub fn phone_hasher(&self) -> Option<&PhoneHasher> {
+        self.phone_hasher.as_ref()
     }
 
     /// Object storage, if configured.

@@ -7,6 +7,7 @@ use crate::agent::extraction::ExtractionConfig;
 use crate::agent::optimiser::OptimiserSection;
 use crate::agent::webhook::WebhookSection;
 use crate::objects::StorageSection;
+use crate::store::PhoneSalt;
 
 /// The sections of a pipeline file an agent runtime is made from.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +26,8 @@ pub struct RuntimeSections<'a> {
     pub learning: Option<&'a LearningSection>,
     /// `[optimiser]`.
     pub optimiser: Option<&'a OptimiserSection>,
-    /// The phone hashes' salt (as `[outbound]` resolves it), if known.
-    pub phone_hash_salt: Option<&'a str>,
+    /// Where the phone hashes' salt comes from (`[outbound]
+    /// phone_hash_salt_env`, else the Twilio auth token), read as the
+    /// dialler reads it.
+    pub phone_hash_salt: PhoneSalt<'a>,
 }

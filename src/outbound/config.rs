@@ -20,7 +20,10 @@
 //! answer after 20 to 30 s of ringing, and a call left ringing longer mostly
 //! reaches them. Without `phone_hash_salt_env`, the auth token salts the
 //! phone hashes: every server of a deployment shares it, so their hashes
-//! (and rate-limit keys) agree; rotating it starts new hashes.
+//! (and rate-limit keys) agree; rotating it starts new hashes. A
+//! `phone_hash_salt_env` naming a variable that is not set is refused at
+//! start, by the dialler and the agent runtime alike (both read it through
+//! [`PhoneSalt`](crate::store::PhoneSalt)), never replaced by the token.
 //!
 //! The lost-session grace must be at least `[context] flush_timeout_secs`
 //! (a pipeline file setting less is refused): a live session's writer

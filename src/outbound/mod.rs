@@ -13,6 +13,7 @@ mod asked_calls;
 pub mod campaign;
 mod config;
 mod dialer;
+mod lost_sessions;
 mod machine;
 mod phone;
 mod request;
@@ -24,6 +25,7 @@ mod twilio_dialer;
 
 pub use config::{AmdMode, MachinePolicy, OutboundSection};
 pub use dialer::{DialError, Dialer, PlacedCall};
+pub use lost_sessions::LostSessions;
 pub use machine::MachineAction;
 pub use phone::{PhoneError, PhoneHasher, PhoneNumber};
 pub use request::CallRequest;

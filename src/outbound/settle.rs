@@ -8,14 +8,15 @@
 //!
 //! A call whose server died mid-call started and was never ended: no
 //! writer is left to end it or queue its after-call work. The final status
-//! callback for it, on whichever server it reaches, waits
-//! `lost_session_grace_secs` for a live session elsewhere to end it, then
-//! ends it here ([`Settlement::end_lost_session`]), as of the callback's
-//! time, and queues that work. The grace is at least the writers'
-//! `flush_timeout` (the pipeline file is refused otherwise): a session
-//! alive after all, whose writer is retrying its last turns through a
-//! store blip, ends the call itself, with its whole transcript. A
-//! session that was alive after all and queues too doubles nothing: the
+//! callback for it, on whichever server it reaches, notes a check in the
+//! store, due `lost_session_grace_secs` later; the lost-session sweeper of
+//! any server ([`super::LostSessions`]) then ends it here
+//! ([`Settlement::end_lost_session`]), as of the callback's time, and
+//! queues that work, if nobody ended it meanwhile. The grace is at least
+//! the writers' `flush_timeout` (the pipeline file is refused otherwise):
+//! a session alive after all, whose writer is retrying its last turns
+//! through a store blip, ends the call itself, with its whole transcript.
+//! A session that was alive after all and queues too doubles nothing: the
 //! webhook's outbox keeps one delivery per event id, even once delivered,
 //! and a second evaluation job finds the verdict stored.
 
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use crate::agent::AgentRuntime;
 use crate::store::time::rfc3339;
-use crate::store::{CallChange, CallRecord, CallStatus};
+use crate::store::{CallChange, CallRecord, CallStatus, LostSessionCheck, Store, StoreError};
 
 use super::settled::CallSettled;
 
@@ -58,6 +59,11 @@ impl Settlement {
             listeners,
             keep_limit,
         }
+    }
+
+    /// The store calls are kept in.
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
+        self.runtime.store()
     }
 
     /// `call` (an outbound call) has reached a final status.
@@ -97,37 +103,34 @@ impl Settlement {
 pub(crate) const SESSION_LOST: &str = "session_lost";
 
 impl Settlement {
-    /// `call_id` started and reached a final status at Twilio at `at_ms`,
-    /// but nobody ended it: after `grace`, if it is still not ended, ends it
-    /// ([`SESSION_LOST`], at `at_ms`) and queues its after-call work (the
-    /// evaluation job, the webhook). Only the write that ended it queues.
-    pub async fn end_lost_session(&self, call_id: &str, at_ms: u64, grace: std::time::Duration) {
-        tokio::time::sleep(grace).await;
-        let store = self.runtime.store();
+    /// Ends `check`'s call (`session_lost`, as of its final status) if
+    /// it is still not ended, and queues its after-call work (the
+    /// evaluation job, the webhook); true when this ended it. A call ended
+    /// meanwhile (its session was alive after all) is left alone. An error
+    /// (the store, or the work not queued) leaves the check to be done
+    /// again: the end is written once, and the write that ended it is
+    /// found again (its time and reason are the check's), so the work is
+    /// queued then.
+    pub async fn end_lost_session(&self, check: &LostSessionCheck) -> Result<bool, StoreError> {
+        let call_id = check.call_id.as_str();
         let change = CallChange::Ended {
             reason: SESSION_LOST.to_owned(),
-            at_ms,
+            at_ms: check.at_ms,
         };
-        let call = match store.update_call(call_id, &change).await {
-            Ok(Some(call)) => call,
-            Ok(None) => return,
-            Err(err) => {
-                tracing::warn!(call_id, error = %err, "cannot end a call whose session was lost");
-                return;
-            }
+        let Some(call) = self.runtime.store().update_call(call_id, &change).await? else {
+            return Ok(false);
         };
-        let ended_here = call.ended_at.as_deref() == Some(&*rfc3339(at_ms))
+        let ended_here = call.ended_at.as_deref() == Some(&*rfc3339(check.at_ms))
             && call.end_reason.as_deref() == Some(SESSION_LOST);
         if !ended_here {
-            return;
+            return Ok(false);
         }
         tracing::warn!(
             call_id,
             "a started call was never ended (its server stopped mid-call): ended, and its after-call work queued"
         );
-        if let Err(err) = self.runtime.queue_after_call(call_id).await {
-            tracing::warn!(call_id, error = %err, "cannot queue the after-call work of a call whose session was lost");
-        }
+        self.runtime.queue_after_call(call_id).await?;
+        Ok(true)
     }
 }
 

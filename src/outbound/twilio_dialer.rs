@@ -25,7 +25,8 @@ use crate::config::TwilioSection;
 use crate::pipeline::EnvSource;
 use crate::store::time::unix_ms;
 use crate::store::{
-    CallChange, CallDirection, CallRecord, CallStatus, OutboundCall, RequestNote, Segment, Store,
+    CallChange, CallDirection, CallRecord, CallStatus, MissingSalt, OutboundCall, PhoneSalt,
+    RequestNote, Segment, Store,
 };
 use crate::transport::twilio::stream_token::{STREAM_TOKEN_PARAMETER, StreamTokens};
 use crate::transport::twilio::{
@@ -35,6 +36,7 @@ use crate::transport::twilio::{
 use super::asked_calls::{Asked, AskedCalls};
 use super::config::{AmdMode, OutboundSection};
 use super::dialer::{DialError, Dialer, PlacedCall};
+use super::lost_sessions::LostSessions;
 use super::phone::PhoneHasher;
 use super::request::CallRequest;
 use super::settle::{Settlement, ended_by};
@@ -78,6 +80,15 @@ pub enum OutboundSetupError {
     Client(#[from] HangUpError),
 }
 
+impl From<MissingSalt> for OutboundSetupError {
+    fn from(err: MissingSalt) -> Self {
+        OutboundSetupError::MissingEnv {
+            key: err.key.to_owned(),
+            var: err.var,
+        }
+    }
+}
+
 /// Places calls through Twilio and settles the ones it sees end.
 pub struct TwilioDialer {
     rest: TwilioRest,
@@ -90,6 +101,7 @@ pub struct TwilioDialer {
     stream_tokens: Option<StreamTokens>,
     runtime: Arc<AgentRuntime>,
     settlement: Settlement,
+    lost_sessions: LostSessions,
     /// Calls whose voicemail this process has left (or is leaving).
     pub(super) voicemails: Mutex<HashSet<String>>,
     /// Calls asked of Twilio whose SID the store lacks: never dialled
@@ -143,14 +155,13 @@ impl TwilioDialer {
             &twilio.auth_token_env,
             "[transport.twilio] auth_token_env",
         )?;
-        let salt = match &section.phone_hash_salt_env {
-            Some(_) => read(
-                "outbound.phone_hash_salt_env",
-                &section.phone_hash_salt_env,
-                "phone_hash_salt_env",
-            )?,
-            None => auth_token.clone(),
-        };
+        // The auth token was read above, so only a salt variable that is
+        // not set leaves no hasher.
+        let hasher = PhoneSalt::new(section.phone_hash_salt_env.as_deref(), twilio)
+            .hasher(|var| env.get(var))?
+            .ok_or(OutboundSetupError::Missing(
+                "[transport.twilio] auth_token_env",
+            ))?;
         let stream_tokens = StreamTokens::from_config(twilio, &auth_token);
         let rest = TwilioRest::new(twilio.api_base_url.as_str(), auth_token)?;
         let settlement = Settlement::new(
@@ -164,9 +175,10 @@ impl TwilioDialer {
             section: section.clone(),
             public_host: public_host.to_owned(),
             default_segment,
-            hasher: PhoneHasher::new(salt.as_bytes()),
+            hasher,
             stream_tokens,
             runtime,
+            lost_sessions: LostSessions::new(settlement.clone(), section.lost_session_grace),
             settlement,
             voicemails: Mutex::new(HashSet::new()),
             asked: AskedCalls::default(),
@@ -188,13 +200,10 @@ impl TwilioDialer {
         self.runtime.store()
     }
 
-    /// Ends `call_id`, started and final at Twilio but never ended (as its
-    /// final status said at `at_ms`), once `lost_session_grace_secs` has
-    /// passed (see [`Settlement::end_lost_session`]).
-    pub async fn end_lost_session(&self, call_id: &str, at_ms: u64) {
-        self.settlement
-            .end_lost_session(call_id, at_ms, self.section().lost_session_grace)
-            .await;
+    /// Calls whose session was lost: noted by the status callbacks,
+    /// ended by the sweeper every server runs.
+    pub fn lost_sessions(&self) -> &LostSessions {
+        &self.lost_sessions
     }
 
     /// Settles `call`, which has reached a final status.

@@ -18,6 +18,7 @@ use crate::config::{
 use crate::objects::StorageSection;
 use crate::outbound::OutboundSection;
 use crate::pipeline::{EnvSource, ProcessorEntry, SessionSetup};
+use crate::store::PhoneSalt;
 use crate::text::TextSection;
 
 /// Everything in a pipeline file except its processors.
@@ -105,16 +106,6 @@ impl PipelineConfig {
     /// `[optimiser]` sections, with secrets read from `env`; with
     /// `[storage]`, finished recordings in `[recording] dir` are uploaded.
     pub fn agent_runtime(&self, env: &EnvSource) -> Result<AgentRuntime, AgentError> {
-        // As the dialler salts them: `[outbound] phone_hash_salt_env`, else
-        // the Twilio auth token (see `outbound::config`).
-        let salt_var = self
-            .outbound
-            .as_ref()
-            .and_then(|o| o.phone_hash_salt_env.as_ref())
-            .or(self.transport.twilio.auth_token_env.as_ref());
-        let salt = salt_var
-            .and_then(|var| env.get(var))
-            .filter(|s| !s.is_empty());
         let sections = RuntimeSections {
             context: &self.context,
             evaluator: self.evaluator.as_ref(),
@@ -123,9 +114,19 @@ impl PipelineConfig {
             storage: self.storage.as_ref(),
             learning: self.learning.as_ref(),
             optimiser: self.optimiser.as_ref(),
-            phone_hash_salt: salt.as_deref(),
+            phone_hash_salt: self.phone_salt(),
         };
         AgentRuntime::from_sections(sections, env)
             .map(|runtime| runtime.with_recording_spool(self.recording.dir.path()))
+    }
+
+    /// Where this pipeline's phone hashes are salted from: `[outbound]
+    /// phone_hash_salt_env`, else `[transport.twilio] auth_token_env`.
+    pub fn phone_salt(&self) -> PhoneSalt<'_> {
+        let salt_env = self
+            .outbound
+            .as_ref()
+            .and_then(|o| o.phone_hash_salt_env.as_deref());
+        PhoneSalt::new(salt_env, &self.transport.twilio)
     }
 }

@@ -415,6 +415,19 @@ impl Server {
                     .await;
             })
         });
+        // Calls whose server died mid-call end once their grace has passed,
+        // whichever server heard their final status (checks in the store).
+        let lost_sessions = self.state.outbound.clone().map(|dialer| {
+            let mut stopped = stop_campaigns.subscribe();
+            tokio::spawn(async move {
+                dialer
+                    .lost_sessions()
+                    .run(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+            })
+        });
         // Idle text conversations end (and are evaluated) on their own.
         let (stop_sweeper, sweeper_stopped) = tokio::sync::oneshot::channel::<()>();
         let sweeper = self.state.text.clone().map(|text| {
@@ -476,6 +489,11 @@ impl Server {
             && let Err(err) = stranded.await
         {
             tracing::error!(error = %err, "the stranded-call sweep failed");
+        }
+        if let Some(lost_sessions) = lost_sessions
+            && let Err(err) = lost_sessions.await
+        {
+            tracing::error!(error = %err, "the lost-session sweep failed");
         }
         served?;
         if !drained {

@@ -9,8 +9,9 @@
 //! `ringing` after `completed` changes nothing. The callback that brings a
 //! call to its final status settles it (its number, its after-call work,
 //! the `call_settled` listeners). A final status for a call that started
-//! and was never ended, with no session here, ends it after a grace (its
-//! server died mid-call; see `outbound::settle`). A machine's answer gets the pipeline's
+//! and was never ended, with no session here, notes a check in the store
+//! that ends it after a grace (its server died mid-call; see
+//! `outbound::lost_sessions`). A machine's answer gets the pipeline's
 //! policy: hang up, or speak the voicemail message into the live session
 //! and end it.
 
@@ -100,22 +101,23 @@ pub(crate) async fn callback(
         status = call.status.as_str(),
         "status callback applied"
     );
+    // Started, final at Twilio, never ended, and not running here: its
+    // server may have died mid-call, leaving nobody to end it. The check
+    // is kept in the store, so that it outlives this server.
+    let lost = reported.is_some_and(CallStatus::is_final)
+        && call.started_at.is_some()
+        && call.ended_at.is_none()
+        && state.sessions.handle_of(&call_id).is_none();
+    if lost && let Err(err) = dialer.lost_sessions().note(&call_id, received_ms).await {
+        tracing::warn!(call_id, error = %err, "cannot note the call's lost session; Twilio may retry");
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     // Settled by the callback that brings its final status (an answered
     // call's record may be final already: its session wrote it).
     if !settled && reported.is_some_and(|status| status.is_final() && status == call.status) {
         let dialer = Arc::clone(&dialer);
         let call = call.clone();
         tokio::spawn(async move { dialer.settle(&call).await });
-    }
-    // Started, final at Twilio, never ended, and not running here: its
-    // server may have died mid-call, leaving nobody to end it.
-    let lost = reported.is_some_and(CallStatus::is_final)
-        && call.started_at.is_some()
-        && call.ended_at.is_none()
-        && state.sessions.handle_of(&call_id).is_none();
-    if lost {
-        let dialer = Arc::clone(&dialer);
-        tokio::spawn(async move { dialer.end_lost_session(&call_id, received_ms).await });
     }
     end_if_given_up(&dialer, &call, reported);
     act_on_machine(&state, &dialer, &call);

@@ -76,6 +76,66 @@ pub trait CallStore: Send + Sync {
     ) -> Result<Vec<CallRecord>, StoreError>;
 }
 
+/// A started call whose final status came with nobody ending it and no
+/// session for it on the server that heard it (its server may have died
+/// mid-call): checked once its grace has passed, and ended then if still
+/// not ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostSessionCheck {
+    /// The call.
+    pub call_id: String,
+    /// When its final status came (Unix ms): the call is ended as of then.
+    pub at_ms: u64,
+}
+
+impl LostSessionCheck {
+    /// As a member of the pending set: `{call id}\n{at_ms}`.
+    pub(crate) fn member(&self) -> String {
+        format!("{}\n{}", self.call_id, self.at_ms)
+    }
+
+    /// From a member of the pending set; `None` when it is not one.
+    pub(crate) fn from_member(member: &str) -> Option<Self> {
+        let (call_id, at_ms) = member.rsplit_once('\n')?;
+        Some(LostSessionCheck {
+            call_id: call_id.to_owned(),
+            at_ms: at_ms.parse().ok()?,
+        })
+    }
+}
+
+/// Checks of calls whose session may be lost (see [`LostSessionCheck`]),
+/// by due time, in the store so that a server that restarts, or another
+/// server, does them. Claimed under a lease: of two sweepers, one does a
+/// check; one that dies doing it leaves it to be claimed again.
+#[async_trait]
+pub trait LostSessionStore: Send + Sync {
+    /// Notes `check`, due at `due_ms` (a check noted already keeps its due
+    /// time).
+    async fn note_lost_session(
+        &self,
+        check: &LostSessionCheck,
+        due_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Up to `max` checks due at `now_ms`, oldest first, each leased until
+    /// `now_ms + lease_ms`: no one else claims it before, and one not
+    /// [done](Self::lost_session_checked) by then is claimed again.
+    async fn claim_lost_sessions(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        max: usize,
+    ) -> Result<Vec<LostSessionCheck>, StoreError>;
+
+    /// When the next check is due (a leased one: when its lease ends), if
+    /// any is noted.
+    async fn next_lost_session_due(&self) -> Result<Option<u64>, StoreError>;
+
+    /// `check` is done: forgotten.
+    async fn lost_session_checked(&self, check: &LostSessionCheck) -> Result<(), StoreError>;
+}
+
 /// The refinement loop's state: tactics lists and segment prompts.
 #[async_trait]
 pub trait RefinementStore: Send + Sync {
@@ -555,6 +615,7 @@ pub trait Store:
     + CampaignStore
     + TextStore
     + StreamTokenStore
+    + LostSessionStore
 {
     /// `redis` or `memory`, for logs and `/health`.
     fn backend(&self) -> &'static str;

@@ -15,6 +15,7 @@
 //! | `optimisation:{id}` | string (JSON [`OptimisationTrace`](crate::store::OptimisationTrace)) |
 //! | `calls:by_created` | sorted set: call ids by creation time (Unix ms) |
 //! | `rate_limit:{phone_hash}` | string: the call id holding the number's limit |
+//! | `calls:lost_sessions` | sorted set: lost-session checks (`{call id}\n{final status ms}`) by due time, or a claim's lease end |
 //!
 //! voxpipe adds three keys of its own for work that must survive a restart:
 //! `eval:jobs` (the evaluation stream, consumer group `evaluators`),
@@ -162,6 +163,13 @@ impl Keys {
         self.key(format_args!("campaigns:active"))
     }
 
+    /// `calls:lost_sessions`: started calls whose final status came with
+    /// nobody ending them (`{call id}\n{that status's Unix ms}`), by when
+    /// they are to be checked (or a claim's lease end).
+    pub fn lost_sessions(&self) -> String {
+        self.key(format_args!("calls:lost_sessions"))
+    }
+
     /// `rate_limit:{phone_hash}`: the call that holds a number's limit.
     pub fn rate_limit(&self, phone_hash: &str) -> String {
         self.key(format_args!("rate_limit:{phone_hash}"))
@@ -242,6 +250,7 @@ mod tests {
         assert_eq!(bare.outbox_event("e1"), "{webhook:outbox}:event:e1");
         assert_eq!(bare.dead_letters(), "{webhook:outbox}:dead");
         assert_eq!(bare.active_campaigns(), "campaigns:active");
+        assert_eq!(bare.lost_sessions(), "calls:lost_sessions");
 
         let acme = Keys::new("acme:");
         assert_eq!(acme.call("abc"), "acme:call:abc");

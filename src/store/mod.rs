@@ -41,8 +41,8 @@ pub mod time;
 pub use self::redis::RedisStore;
 pub use api::{
     Appended, CallStore, CampaignStore, DEAD_LETTERS_MAX, Enqueued, JobDelivery, JobQueue,
-    NumberLimitStore, Outbox, OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store,
-    StreamTokenStore, TestCaseStore, TextEnd, TextStore,
+    LostSessionCheck, LostSessionStore, NumberLimitStore, Outbox, OutboxEntry, PromptHistoryStore,
+    RefinementStore, SkillStore, Store, StreamTokenStore, TestCaseStore, TextEnd, TextStore,
 };
 pub use call::{
     CallDirection, CallRecord, Evaluation, Extraction, Outcome, SEGMENT_PART_RULE, Segment,
@@ -64,7 +64,7 @@ pub use keys::Keys;
 pub use learned::{Learned, LearnedPair};
 pub use memory::MemoryStore;
 pub use outbound_call::{CampaignAttempt, OutboundCall, TwilioReport};
-pub use phone_hash::PhoneHasher;
+pub use phone_hash::{MissingSalt, PhoneHasher, PhoneSalt};
 pub use prompt_key::PromptKey;
 pub use prompt_version::{
     CaseScore, Decision, Deployed, OptimisationTrace, PromptScores, PromptState, PromptVersion,

@@ -135,10 +135,52 @@ impl Rig {
         assert!(self.runtime.store().create_call(&call).await.unwrap());
     }
 
+    /// What a server killed during an answered call leaves: `call_id`
+    /// started half a minute ago, never ended, nobody running its session.
+    async fn left_lost(&self, call_id: &str, sid: &str) {
+        let started_at = unix_ms() - 30_000;
+        let mut call = CallRecord::pending(
+            call_id,
+            "twilio",
+            Segment::default(),
+            BTreeMap::new(),
+            started_at - MINUTE,
+        );
+        call.status = CallStatus::Active;
+        call.direction = Some(CallDirection::Outbound);
+        call.started_at = Some(rfc3339(started_at));
+        call.outbound = Some(OutboundCall {
+            to: "+15551230010".to_owned(),
+            phone_hash: "h".to_owned(),
+            twilio_sid: Some(sid.to_owned()),
+            answered_at: Some(rfc3339(started_at)),
+            ..OutboundCall::default()
+        });
+        assert!(self.runtime.store().create_call(&call).await.unwrap());
+    }
+
     async fn status(&self, call_id: &str) -> (CallStatus, Option<String>) {
         let call = self.runtime.store().call(call_id).await.unwrap().unwrap();
         (call.status, call.outbound.and_then(|o| o.error))
     }
+}
+
+/// The SID of the calls whose session was lost.
+const SID: &str = "CA0000000000000000000000000000001f";
+
+/// Twilio's final status callback for `call_id` (`completed`), its URL and
+/// form.
+fn completed(call_id: &str, sid: &'static str) -> (String, [(&'static str, &'static str); 6]) {
+    let url = format!("https://voice.example.test/twilio/status?call_id={call_id}");
+    let form = [
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", sid),
+        ("CallStatus", "completed"),
+        ("CallDuration", "31"),
+        ("Direction", "outbound-api"),
+        ("SequenceNumber", "3"),
+    ];
+    (url, form)
 }
 
 fn request(to: &str) -> CallRequest {
@@ -328,42 +370,13 @@ async fn a_call_whose_server_died_mid_call_gets_its_webhook_once() {
         ),
     )
     .await;
-    // What a server killed during an answered call leaves: started, never
-    // ended, nobody running its session.
-    let sid = "CA0000000000000000000000000000001f";
-    let started_at = unix_ms() - 30_000;
-    let mut call = CallRecord::pending(
-        "lost",
-        "twilio",
-        Segment::default(),
-        BTreeMap::new(),
-        started_at - MINUTE,
-    );
-    call.status = CallStatus::Active;
-    call.direction = Some(CallDirection::Outbound);
-    call.started_at = Some(rfc3339(started_at));
-    call.outbound = Some(OutboundCall {
-        to: "+15551230010".to_owned(),
-        phone_hash: "h".to_owned(),
-        twilio_sid: Some(sid.to_owned()),
-        answered_at: Some(rfc3339(started_at)),
-        ..OutboundCall::default()
-    });
+    rig.left_lost("lost", SID).await;
     let store = rig.runtime.store();
-    assert!(store.create_call(&call).await.unwrap());
 
     let server = rig.server().await;
-    let url = "https://voice.example.test/twilio/status?call_id=lost";
-    let form = [
-        ("AccountSid", ACCOUNT_SID),
-        ("CallSid", sid),
-        ("CallStatus", "completed"),
-        ("CallDuration", "31"),
-        ("Direction", "outbound-api"),
-        ("SequenceNumber", "3"),
-    ];
+    let (url, form) = completed("lost", SID);
     let before = unix_ms();
-    assert_eq!(rig.twilio.post_signed(url, &form, None).await, 200);
+    assert_eq!(rig.twilio.post_signed(&url, &form, None).await, 200);
     let answered = unix_ms();
     let deliverer = rig.runtime.deliverer().unwrap().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -389,11 +402,92 @@ async fn a_call_whose_server_died_mid_call_gets_its_webhook_once() {
 
     // Twilio repeats the callback, and the session's writer, alive after
     // all, queues its own after-call work: nothing more is delivered.
-    assert_eq!(rig.twilio.post_signed(url, &form, None).await, 200);
+    assert_eq!(rig.twilio.post_signed(&url, &form, None).await, 200);
     rig.runtime.queue_after_call("lost").await.unwrap();
     assert_eq!(store.outbox_len().await.unwrap(), 0);
     stop.send(()).unwrap();
     delivering.await.unwrap();
     assert_eq!(receiver.received().len(), 1);
+    server.shutdown(Duration::from_secs(20)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_session_is_ended_even_when_the_server_that_heard_of_it_stops_within_the_grace() {
+    let receiver = WebhookReceiver::start().await;
+    let rig = Rig::with_context(
+        "flush_timeout_secs = 0\n",
+        &format!(
+            "lost_session_grace_secs = 2\n\n[webhook]\nurl = \"{}\"\n",
+            receiver.url()
+        ),
+    )
+    .await;
+    rig.left_lost("lost", SID).await;
+
+    // The server that takes the final status runs as a process of its
+    // own (a runtime on a thread, with its own agent runtime), killed
+    // once it has answered: whatever it keeps in memory dies with it.
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+    let toml = rig.toml.clone();
+    let env = rig.env.clone();
+    let config = rig.config.clone();
+    let process = std::thread::spawn(move || {
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio.block_on(async move {
+            let runtime = Arc::new(config.agent_runtime(&Rig::source(&env)).unwrap());
+            let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let server = TestServer::start(Setup {
+                toml: Some(&toml),
+                path: "outbound.toml",
+                env: &vars,
+                context: Some(runtime),
+                ..Setup::default()
+            })
+            .await;
+            addr_tx.send(server.addr).unwrap();
+            let _ = killed.await;
+        });
+        // Dropping the runtime ends every task the server spawned.
+        drop(tokio);
+    });
+    rig.twilio.deliver_to(addr_rx.await.unwrap());
+    let (url, form) = completed("lost", SID);
+    let before = unix_ms();
+    assert_eq!(rig.twilio.post_signed(&url, &form, None).await, 200);
+    let answered = unix_ms();
+    kill.send(()).unwrap();
+    process.join().unwrap();
+    let store = rig.runtime.store();
+    let call = store.call("lost").await.unwrap().unwrap();
+    assert!(call.ended_at.is_none(), "ended within the grace");
+
+    // Another server (or the same one, restarted) ends it.
+    let server = rig.server().await;
+    let deliverer = rig.runtime.deliverer().unwrap().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let delivering = tokio::spawn(async move {
+        deliverer
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let received = receiver.wait_for(1, Duration::from_secs(20)).await;
+    let body: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(body["call_id"], "lost");
+    assert_eq!(body["call"]["end_reason"], "session_lost");
+    let ended = body["call"]["ended_at"].as_str().unwrap();
+    let ended = voxpipe::store::time::parse_rfc3339(ended).unwrap();
+    assert!(
+        (before..=answered).contains(&ended),
+        "ended as of the callback: {before} {ended} {answered}"
+    );
+    stop.send(()).unwrap();
+    delivering.await.unwrap();
     server.shutdown(Duration::from_secs(20)).await.unwrap();
 }

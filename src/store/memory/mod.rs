@@ -11,6 +11,7 @@ mod calls;
 mod campaigns;
 mod jobs;
 mod keyspace;
+mod lost_sessions;
 mod number_limits;
 mod oplog;
 mod outbox;

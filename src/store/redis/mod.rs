@@ -11,6 +11,7 @@ mod calls;
 mod campaigns;
 mod connection;
 mod jobs;
+mod lost_sessions;
 mod number_limits;
 mod outbox;
 mod prompt_history;

@@ -124,8 +124,9 @@ return 1
     )
 });
 
-/// Leases the deliveries due now. KEYS: outbox. ARGV: now ms, lease end ms,
-/// max. Returns the leased ids.
+/// Leases the members of a sorted set due now (the outbox's deliveries,
+/// the lost-session checks), oldest first. KEYS: the set. ARGV: now ms,
+/// lease end ms, max. Returns the leased members.
 pub(super) static CLAIM_DELIVERIES: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
