@@ -289,8 +289,8 @@ impl TextConversations {
         let outcome = task.run().await;
         let heard = tap.take();
         let answer = heard.text.trim();
-        let cut_off = heard.cut_off || outcome.fatal_error.is_some();
-        if !answer.is_empty() && !cut_off {
+        let failed = heard.failed || outcome.fatal_error.is_some();
+        if !answer.is_empty() && !failed {
             return Ok(Reply {
                 call_id: call_id.to_owned(),
                 text: answer.to_owned(),

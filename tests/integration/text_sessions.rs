@@ -18,7 +18,7 @@ use support::wait::eventually;
 use voxpipe::pipeline_file::load_pipeline;
 use voxpipe::processors::ProcessorRegistry;
 use voxpipe::store::{CallStatus, Outcome};
-use voxpipe::text::{Channel, ConversationKey, Inbound, TextConversations, text_path};
+use voxpipe::text::{Channel, ConversationKey, Inbound, TextConversations, TextEvent, text_path};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -253,6 +253,52 @@ async fn an_answer_failing_after_its_first_words_is_a_failure_with_the_apology()
         .collect();
     assert_eq!(said.last(), Some(&apology.as_str()), "{said:?}");
     assert!(said.iter().any(|t| t.contains("Let me check")), "{said:?}");
+}
+
+#[tokio::test]
+async fn a_malformed_event_after_a_complete_answer_is_no_failure_and_no_apology() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(&openai, "http://127.0.0.1:9", "");
+    let conversations = conversations_of(&toml, &redis);
+    let key = ConversationKey::new(Channel::Chat, &["skipped-event"]);
+    // The answer is whole; only its last event before `[DONE]` is bad:
+    // reported and skipped, the response does not fail. The bad event is
+    // sent once the answer's text has left the text path, so the error
+    // surely comes after it.
+    let answered = Arc::new(tokio::sync::Notify::new());
+    openai.push_chat(Reply::Sse(vec![
+        Part::Data(text_chunk("Apples are 2 EUR a kilo.")),
+        Part::Data(finish_chunk("stop")),
+        Part::WaitFor(Arc::clone(&answered), "the answer's text"),
+        Part::Data("{\"choices\": [ this is not json".into()),
+        Part::Data("[DONE]".into()),
+    ]));
+    let (events, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let message = conversations.message(inbound(&key, "How much are apples?"), Some(events));
+    let watch = async {
+        while let Some(event) = heard.recv().await {
+            if matches!(event, TextEvent::Delta(_)) {
+                answered.notify_one();
+            }
+        }
+    };
+    let (reply, ()) = tokio::join!(message, watch);
+    let reply = reply.unwrap();
+    let apology = conversations.section().apology.clone();
+    assert!(!reply.failed, "{reply:?}");
+    assert_eq!(reply.text, "Apples are 2 EUR a kilo.");
+    let turns = conversations
+        .runtime()
+        .store()
+        .turns(&reply.call_id)
+        .await
+        .unwrap();
+    assert!(
+        turns.iter().all(|t| t.text != apology),
+        "{:?}",
+        turns.iter().map(|t| &t.text).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
