@@ -10,7 +10,8 @@
 //! | `user_started_speaking` | `start_ms`: when speech began |
 //! | `user_stopped_speaking` | `end_ms`: when speech ended |
 //! | `transcription`, `interim_transcription` | `text`, `user_id`? |
-//! | `llm_response_started`, `llm_response_ended` | |
+//! | `llm_response_started` | |
+//! | `llm_response_ended` | `failed`: the response failed partway or before saying anything |
 //! | `llm_text` | `text` |
 //! | `tool_call` | `id`, `name`, `arguments` |
 //! | `tool_result` | `id`, `name`, `result` |
@@ -66,7 +67,7 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
         InterimTranscription(t) => ("interim_transcription", transcription_fields(t)),
         LlmResponseStart => ("llm_response_started", json!({})),
         LlmText(text) => ("llm_text", json!({"text": text})),
-        LlmResponseEnd => ("llm_response_ended", json!({})),
+        LlmResponseEnd { failed } => ("llm_response_ended", json!({"failed": failed})),
         FunctionCallInProgress(call) => (
             "tool_call",
             json!({"id": call.id, "name": call.name, "arguments": call.arguments}),
@@ -410,7 +411,11 @@ mod tests {
                 &["text"],
             ),
             (FrameBody::LlmResponseStart, "llm_response_started", &[]),
-            (FrameBody::LlmResponseEnd, "llm_response_ended", &[]),
+            (
+                FrameBody::LlmResponseEnd { failed: false },
+                "llm_response_ended",
+                &["failed"],
+            ),
             (FrameBody::LlmText("hi".into()), "llm_text", &["text"]),
             (
                 FrameBody::FunctionCallInProgress(call.clone()),

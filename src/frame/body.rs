@@ -207,7 +207,14 @@ frame_bodies! {
         /// An LLM response starts.
         LlmResponseStart,
         /// An LLM response ended.
-        LlmResponseEnd,
+        LlmResponseEnd {
+            /// The response failed partway or before saying anything (the
+            /// model could not be asked, its stream broke): what it said
+            /// stays said, the rest never comes. A response that skipped a
+            /// malformed event, or was superseded or interrupted, has not
+            /// failed.
+            failed: bool,
+        },
         /// Speech synthesis of a response starts.
         TtsStarted,
         /// Speech synthesis of a response ended.

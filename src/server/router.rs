@@ -38,6 +38,7 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
                     agent
                         .and_then(|a| a.recording_uploader())
                         .map(|u| u.render_metrics()),
+                    state.text.as_ref().map(|t| t.render_metrics()),
                 ]
                 .into_iter()
                 .flatten()

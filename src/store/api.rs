@@ -377,6 +377,8 @@ pub struct TextEnd {
     pub reason: String,
     /// When it ended (Unix ms).
     pub at_ms: u64,
+    /// Attempts to record it that failed.
+    pub attempts: u32,
 }
 
 impl TextEnd {
@@ -385,15 +387,49 @@ impl TextEnd {
         format!("{}\n{}", self.call_id, self.reason)
     }
 
-    /// From a member of the pending set and its score.
-    pub(crate) fn from_member(member: &str, at_ms: u64) -> Self {
+    /// From a member of the pending set, its score (when it is due: the
+    /// end's time until an attempt failed) and its entry in the tries hash
+    /// (`{attempts} {end's ms}`), if it has one.
+    pub(crate) fn from_member(member: &str, due_ms: u64, tries: Option<&str>) -> Self {
         let (call_id, reason) = member.split_once('\n').unwrap_or((member, "ended"));
+        let (attempts, at_ms) = tries
+            .and_then(|tries| {
+                let (attempts, at_ms) = tries.split_once(' ')?;
+                Some((attempts.parse().ok()?, at_ms.parse().ok()?))
+            })
+            .unwrap_or((0, due_ms));
         TextEnd {
             call_id: call_id.to_owned(),
             reason: reason.to_owned(),
             at_ms,
+            attempts,
         }
     }
+
+    /// Its entry in the tries hash: `{attempts} {end's ms}`.
+    pub(crate) fn tries(&self) -> String {
+        format!("{} {}", self.attempts, self.at_ms)
+    }
+}
+
+/// A claim on recording a text conversation's end: while it holds, no one
+/// else records it (two servers' sweeps would queue its after-call hooks
+/// twice). It lapses after `ttl_ms` on the store's clock, so an owner that
+/// dies holds nothing back for longer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndClaim {
+    /// Who holds it: unique to one attempt at recording.
+    pub owner: String,
+    /// How long it holds at most.
+    pub ttl_ms: u64,
+}
+
+/// The owner of a claim's entry in the claims hash
+/// (`{claim's end ms} {owner}`), if it still holds at `now_ms`.
+pub(crate) fn claim_holder(entry: &str, now_ms: u64) -> Option<&str> {
+    let (until_ms, owner) = entry.split_once(' ')?;
+    let until_ms: u64 = until_ms.parse().ok()?;
+    (until_ms > now_ms).then_some(owner)
 }
 
 /// Text conversations (SMS, WhatsApp, the chat API): which conversation
@@ -424,23 +460,53 @@ pub trait TextStore: Send + Sync {
     /// before `before_ms`; its id when this call closed it (`None`: closed
     /// by someone else, or a message came since). In the same step the
     /// end (`reason`, at `at_ms`) is noted as pending, until
-    /// [`text_end_recorded`](Self::text_end_recorded): an end that fails
-    /// midway is found again by [`pending_text_ends`](Self::pending_text_ends).
+    /// [`text_end_recorded`](Self::text_end_recorded), and `claim`ed (see
+    /// [`claim_text_end`](Self::claim_text_end)): an end that fails midway
+    /// is found again by [`pending_text_ends`](Self::pending_text_ends).
     async fn close_text_conversation(
         &self,
         key: &str,
         before_ms: u64,
         reason: &str,
         at_ms: u64,
+        claim: &EndClaim,
     ) -> Result<Option<String>, StoreError>;
 
-    /// Ends noted by [`close_text_conversation`](Self::close_text_conversation)
-    /// and not yet recorded, oldest first, at most `max`.
-    async fn pending_text_ends(&self, max: usize) -> Result<Vec<TextEnd>, StoreError>;
+    /// Ends noted by [`close_text_conversation`](Self::close_text_conversation),
+    /// not yet recorded and due at `now_ms` (an end whose attempt failed is
+    /// due again later: see [`text_end_failed`](Self::text_end_failed)),
+    /// soonest due first, at most `max`. Claimed ones are listed too.
+    async fn pending_text_ends(&self, now_ms: u64, max: usize) -> Result<Vec<TextEnd>, StoreError>;
+
+    /// Claims `end` for recording (atomic: of two servers' sweeps, one
+    /// has it): true when it is still pending, due at `now_ms`, and no
+    /// one else's claim holds.
+    async fn claim_text_end(
+        &self,
+        end: &TextEnd,
+        claim: &EndClaim,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
 
     /// `end` is recorded (the call completed, its after-call hooks
-    /// queued): no longer pending.
-    async fn text_end_recorded(&self, end: &TextEnd) -> Result<(), StoreError>;
+    /// queued): no longer pending; `owner`'s claim is let go.
+    async fn text_end_recorded(&self, end: &TextEnd, owner: &str) -> Result<(), StoreError>;
+
+    /// An attempt to record `end` failed; `end.attempts` counts it. Due
+    /// again at `retry_at_ms`, or, when `None`, set aside: no longer
+    /// pending, listed by [`set_aside_text_ends`](Self::set_aside_text_ends).
+    /// Only while `owner`'s claim holds (which is let go): false, and
+    /// nothing changed, when it no longer does (another attempt decides).
+    async fn text_end_failed(
+        &self,
+        end: &TextEnd,
+        owner: &str,
+        retry_at_ms: Option<u64>,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends set aside after failing every attempt, oldest first, at most
+    /// `max`.
+    async fn set_aside_text_ends(&self, max: usize) -> Result<Vec<TextEnd>, StoreError>;
 
     /// Notes the provider's message `message_id` for `ttl_ms`; true the
     /// first time it is seen (a retried webhook answers false).

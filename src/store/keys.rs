@@ -26,8 +26,11 @@
 //! Text conversations (see `TextStore`) keep `text:conversation:{key}`
 //! (string: the open conversation's id), `text:active` (sorted set: keys
 //! by last message), `{text:active}:ending` (sorted set: ends closed but
-//! not yet recorded) and `text:message:{id}` (string, with a TTL: a message
-//! id seen).
+//! not yet recorded, by when each is due), `{text:active}:ending:tries`
+//! and `{text:active}:ending:claims` (hashes: failed attempts, and who is
+//! recording an end), `{text:active}:ending:set_aside` (sorted set: ends
+//! that failed every attempt) and `text:message:{id}` (string, with a TTL:
+//! a message id seen).
 //!
 //! Campaigns (see `CampaignStore`) keep
 //! `campaign:{id}` (hash: settings, state, counts, the rate's next slot),
@@ -184,10 +187,31 @@ impl Keys {
     }
 
     /// `{text:active}:ending`: text conversations closed whose end is not
-    /// yet recorded (sorted set: `{call id}\n{reason}` by the end's Unix
-    /// ms), in `text:active`'s slot (the closing script writes both).
+    /// yet recorded (sorted set: `{call id}\n{reason}` by when it is due,
+    /// Unix ms: the end's time, later after a failed attempt), in
+    /// `text:active`'s slot (the closing script writes both).
     pub fn text_ending(&self) -> String {
         part_of(&self.text_active(), format_args!("ending"))
+    }
+
+    /// `{text:active}:ending:tries`: the ends (members of
+    /// [`text_ending`](Self::text_ending) or
+    /// [`text_ending_set_aside`](Self::text_ending_set_aside)) that failed:
+    /// hash, member → `{attempts} {end's Unix ms}`.
+    pub fn text_ending_tries(&self) -> String {
+        part_of(&self.text_active(), format_args!("ending:tries"))
+    }
+
+    /// `{text:active}:ending:claims`: who is recording an end now: hash,
+    /// member → `{claim's end, Unix ms} {owner}`.
+    pub fn text_ending_claims(&self) -> String {
+        part_of(&self.text_active(), format_args!("ending:claims"))
+    }
+
+    /// `{text:active}:ending:set_aside`: ends that failed every attempt,
+    /// no longer tried (sorted set: member by the end's Unix ms).
+    pub fn text_ending_set_aside(&self) -> String {
+        part_of(&self.text_active(), format_args!("ending:set_aside"))
     }
 
     /// `stream:token:{id}`: a Twilio stream token already used (its id is a

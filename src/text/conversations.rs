@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::config::TextSection;
+use super::ends::{END_CLAIM_TTL, EndMetrics, MAX_END_ATTEMPTS, retry_delay};
 use super::history::{context_of, latest};
 use super::key::ConversationKey;
 use super::path::text_path;
@@ -21,9 +22,10 @@ use crate::pipeline::{
     SessionSetup, new_session_id,
 };
 use crate::store::time::unix_ms;
-use crate::store::{CallChange, StoreError, TextEnd};
+use crate::store::{CallChange, EndClaim, StoreError, TextEnd};
 
-/// How many idle conversations one sweep closes at most.
+/// How many idle conversations one sweep closes at most, and how many
+/// pending ends it records at most.
 const SWEEP_BATCH: usize = 100;
 /// The longest wait between two sweeps.
 const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(5);
@@ -87,6 +89,8 @@ pub struct TextConversations {
     /// of one conversation are answered in order, each seeing the last.
     /// Entries of conversations at rest are dropped by the sweep.
     running: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// What recording the conversations' ends did.
+    end_metrics: EndMetrics,
 }
 
 impl std::fmt::Debug for TextConversations {
@@ -120,7 +124,15 @@ impl TextConversations {
             runtime,
             section,
             running: Mutex::new(HashMap::new()),
+            end_metrics: EndMetrics::default(),
         })
+    }
+
+    /// The metrics of this process's sweeps, in the Prometheus text
+    /// format: `voxpipe_text_ends_total{result}` (`recorded`, `retrying`,
+    /// `set_aside`).
+    pub fn render_metrics(&self) -> String {
+        self.end_metrics.render()
     }
 
     /// `[text]`.
@@ -289,8 +301,8 @@ impl TextConversations {
         let outcome = task.run().await;
         let heard = tap.take();
         let answer = heard.text.trim();
-        let cut_off = heard.cut_off || outcome.fatal_error.is_some();
-        if !answer.is_empty() && !cut_off {
+        let failed = heard.failed || outcome.fatal_error.is_some();
+        if !answer.is_empty() && !failed {
             return Ok(Reply {
                 call_id: call_id.to_owned(),
                 text: answer.to_owned(),
@@ -359,11 +371,18 @@ impl TextConversations {
 
     /// Ends the conversations idle at `now_ms` (no message for the idle
     /// timeout): each call is completed (`end_reason` `idle_timeout`) and
-    /// its after-call hooks are queued. First, ends an earlier sweep closed
-    /// but could not record (a store error midway) are recorded. Returns
-    /// how many this call ended; another server's sweep, or a message
-    /// arriving, makes it fewer. A conversation whose end fails is logged
-    /// and left for the next sweep; the others go on.
+    /// its after-call hooks are queued. First, ends closed earlier whose
+    /// recording failed (a store error midway, a server gone) are recorded
+    /// if due, soonest due first. Returns how many this call ended; another
+    /// server's sweep, or a message arriving, makes it fewer.
+    ///
+    /// Each end is claimed before it is recorded (see
+    /// [`TextStore::claim_text_end`](crate::store::TextStore::claim_text_end)),
+    /// so two servers' sweeps never record one twice. An end whose
+    /// recording fails is logged and due again after a wait that doubles
+    /// with each failure, so one that always fails costs little and holds
+    /// back no newer one; after [`MAX_END_ATTEMPTS`] it is set aside
+    /// (logged as an error, counted in `voxpipe_text_ends_total`).
     pub async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
         self.running
             .lock()
@@ -373,12 +392,19 @@ impl TextConversations {
         let before = now_ms.saturating_sub(idle_ms);
         let store = self.runtime.store();
         let mut ended = 0;
-        for end in store.pending_text_ends(SWEEP_BATCH).await? {
-            match self.record_end(&end).await {
-                Ok(()) => ended += 1,
+        for end in store.pending_text_ends(now_ms, SWEEP_BATCH).await? {
+            let claim = new_claim();
+            match store.claim_text_end(&end, &claim, now_ms).await {
+                Ok(true) => {}
+                // Recorded, rescheduled or being recorded by another sweep.
+                Ok(false) => continue,
                 Err(err) => {
-                    tracing::warn!(call_id = %end.call_id, error = %err, "a text conversation's end is still not recorded; the next sweep tries again");
+                    tracing::warn!(call_id = %end.call_id, error = %err, "cannot claim a text conversation's end; a later sweep tries again");
+                    continue;
                 }
+            }
+            if self.record_end(&end, &claim.owner, now_ms).await.is_ok() {
+                ended += 1;
             }
         }
         for key in store.idle_text_conversations(before, SWEEP_BATCH).await? {
@@ -386,7 +412,7 @@ impl TextConversations {
                 Ok(true) => ended += 1,
                 Ok(false) => {}
                 Err(err) => {
-                    tracing::warn!(error = %err, "an idle text conversation's end is not recorded; the next sweep tries again");
+                    tracing::warn!(error = %err, "an idle text conversation's end is not recorded; a later sweep tries again");
                 }
             }
         }
@@ -402,9 +428,9 @@ impl TextConversations {
     }
 
     /// Closes `key`'s conversation if it is idle since `before_ms` (the
-    /// store notes its end as pending in the same step, so a message
-    /// arriving now opens a new conversation and none is lost), then
-    /// records the end.
+    /// store notes its end as pending, claimed by this call, in the same
+    /// step, so a message arriving now opens a new conversation and none
+    /// is lost), then records the end.
     async fn end(
         &self,
         key: &str,
@@ -413,8 +439,9 @@ impl TextConversations {
         reason: &str,
     ) -> Result<bool, StoreError> {
         let store = self.runtime.store();
+        let claim = new_claim();
         let Some(call_id) = store
-            .close_text_conversation(key, before_ms, reason, now_ms)
+            .close_text_conversation(key, before_ms, reason, now_ms, &claim)
             .await?
         else {
             return Ok(false);
@@ -423,25 +450,77 @@ impl TextConversations {
             call_id,
             reason: reason.to_owned(),
             at_ms: now_ms,
+            attempts: 0,
         };
-        self.record_end(&end).await?;
+        self.record_end(&end, &claim.owner, now_ms).await?;
         Ok(true)
     }
 
     /// Completes the call of a closed conversation and queues its
-    /// after-call hooks, then clears the pending end. Each step is
-    /// idempotent, so an end that failed midway is simply done again.
-    async fn record_end(&self, end: &TextEnd) -> Result<(), StoreError> {
+    /// after-call hooks, then clears the pending end; `owner` holds its
+    /// claim. Each step is idempotent, so an end that failed midway is
+    /// simply done again; a failure is logged and the end rescheduled (see
+    /// [`sweep`](Self::sweep)).
+    async fn record_end(&self, end: &TextEnd, owner: &str, now_ms: u64) -> Result<(), StoreError> {
         let store = self.runtime.store();
         let change = CallChange::Ended {
             reason: end.reason.clone(),
             at_ms: end.at_ms,
         };
-        store.update_call(&end.call_id, &change).await?;
-        self.runtime.queue_after_call(&end.call_id).await?;
-        store.text_end_recorded(end).await?;
-        tracing::info!(call_id = %end.call_id, reason = %end.reason, "text conversation ended");
-        Ok(())
+        let recorded = async {
+            store.update_call(&end.call_id, &change).await?;
+            self.runtime.queue_after_call(&end.call_id).await?;
+            store.text_end_recorded(end, owner).await
+        }
+        .await;
+        match recorded {
+            Ok(()) => {
+                self.end_metrics.recorded.inc();
+                tracing::info!(call_id = %end.call_id, reason = %end.reason, "text conversation ended");
+                Ok(())
+            }
+            Err(err) => {
+                self.end_failed(end, owner, now_ms, &err).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Reschedules `end`, whose recording failed with `error`, or sets it
+    /// aside after [`MAX_END_ATTEMPTS`].
+    async fn end_failed(&self, end: &TextEnd, owner: &str, now_ms: u64, error: &StoreError) {
+        let failed = TextEnd {
+            attempts: end.attempts.saturating_add(1),
+            ..end.clone()
+        };
+        let retry_at = (failed.attempts < MAX_END_ATTEMPTS).then(|| {
+            let wait = retry_delay(failed.attempts).as_millis() as u64;
+            now_ms.saturating_add(wait)
+        });
+        let store = self.runtime.store();
+        match store.text_end_failed(&failed, owner, retry_at).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(call_id = %end.call_id, error = %error, "a text conversation's end is not recorded; its claim lapsed, another attempt has it");
+                return;
+            }
+            Err(err) => {
+                // Its claim lapses: the end is tried again then, this
+                // attempt uncounted.
+                tracing::warn!(call_id = %end.call_id, error = %error, store_error = %err, "a text conversation's end is not recorded, nor rescheduled; tried again when its claim lapses");
+                return;
+            }
+        }
+        match retry_at {
+            Some(_) => {
+                self.end_metrics.retrying.inc();
+                tracing::warn!(call_id = %end.call_id, attempts = failed.attempts, error = %error, "a text conversation's end is not recorded; tried again later");
+            }
+            None => {
+                self.end_metrics.set_aside.inc();
+                tracing::error!(call_id = %end.call_id, attempts = failed.attempts, error = %error, "a text conversation's end failed every attempt; set aside, no longer tried");
+            }
+        }
     }
 
     /// Sweeps for idle conversations until `shutdown` resolves: every
@@ -460,5 +539,15 @@ impl TextConversations {
             () = shutdown => {}
             () = sweeping => {}
         }
+    }
+}
+
+/// A claim for one attempt at recording an end: its owner is unique to
+/// the attempt, so no other attempt (another server's sweep, or this
+/// one's) takes it for its own.
+fn new_claim() -> EndClaim {
+    EndClaim {
+        owner: new_session_id(),
+        ttl_ms: END_CLAIM_TTL.as_millis() as u64,
     }
 }

@@ -20,6 +20,7 @@
 
 mod config;
 mod conversations;
+mod ends;
 mod history;
 mod key;
 mod path;
@@ -28,6 +29,7 @@ mod tap;
 
 pub use config::TextSection;
 pub use conversations::{ConversationTurn, Inbound, TextConversations, TextError};
+pub use ends::MAX_END_ATTEMPTS;
 pub use history::{context_of, latest};
 pub use key::{Channel, ConversationKey};
 pub use path::{AUDIO_PROCESSOR_TYPES, text_path};

@@ -10,8 +10,9 @@ use crate::frame::{Direction, FrameBody};
 use crate::pipeline::{Observer, PushEvent};
 
 /// Follows the frames the last processor of the text path pushes out (the
-/// answer as streamed, tool calls and results) and any error; streams
-/// them to the caller, if one listens, and keeps the answer's text.
+/// answer as streamed, tool calls and results), the LLM responses' ends
+/// and any error; streams the answer to the caller, if one listens, and
+/// keeps its text and whether a response failed.
 pub(super) struct TextTap {
     last: String,
     events: Option<mpsc::UnboundedSender<TextEvent>>,
@@ -21,11 +22,12 @@ pub(super) struct TextTap {
 #[derive(Default)]
 pub(super) struct Heard {
     pub(super) text: String,
-    /// The first error reported.
+    /// The first error reported (recoverable ones included), for the log.
     pub(super) error: Option<String>,
-    /// An error came after the last text or tool call: the answer was cut
-    /// off there (a failed round), not merely past a skipped event.
-    pub(super) cut_off: bool,
+    /// An LLM response ended failed: the answer stops where it failed. The
+    /// response says so itself; a recoverable error (a skipped malformed
+    /// event) does not fail it, wherever it comes.
+    pub(super) failed: bool,
 }
 
 impl TextTap {
@@ -54,25 +56,35 @@ impl TextTap {
 
 impl Observer for TextTap {
     fn on_push(&self, event: &PushEvent<'_>) {
-        if let FrameBody::Error(error) = &event.frame.body {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.error.get_or_insert_with(|| error.message.clone());
-            state.cut_off = true;
-            return;
+        match &event.frame.body {
+            FrameBody::Error(error) => {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.error.get_or_insert_with(|| error.message.clone());
+                return;
+            }
+            // Read as the LLM pushes it, whatever processor follows: one
+            // that swallowed the end must not hide a failure.
+            FrameBody::LlmResponseEnd { failed: true }
+                if event.direction == Direction::Downstream =>
+            {
+                self.state.lock().unwrap_or_else(|e| e.into_inner()).failed = true;
+                return;
+            }
+            _ => {}
         }
         if event.from != self.last || event.direction != Direction::Downstream {
             return;
         }
         match &event.frame.body {
             FrameBody::LlmText(text) => {
-                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                state.text.push_str(text);
-                state.cut_off = false;
-                drop(state);
+                self.state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .text
+                    .push_str(text);
                 self.send(TextEvent::Delta(text.clone()));
             }
             FrameBody::FunctionCallInProgress(call) => {
-                self.state.lock().unwrap_or_else(|e| e.into_inner()).cut_off = false;
                 self.send(TextEvent::ToolCall(call.clone()));
             }
             FrameBody::FunctionCallResult { call, result } => self.send(TextEvent::ToolResult {

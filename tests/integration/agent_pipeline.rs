@@ -185,7 +185,9 @@ async fn an_utterance_becomes_a_tool_call_then_a_spoken_answer() {
     let llm_end = run
         .pushes
         .iter()
-        .position(|(from, _, f)| from == "llm" && matches!(f.body, FrameBody::LlmResponseEnd))
+        .position(|(from, _, f)| {
+            from == "llm" && matches!(f.body, FrameBody::LlmResponseEnd { .. })
+        })
         .unwrap();
     assert!(
         tts_audio < llm_end,

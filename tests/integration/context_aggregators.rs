@@ -101,7 +101,7 @@ async fn an_interrupted_answer_keeps_only_the_words_heard() {
     }));
     answer.extend([
         FrameBody::TtsStopped,
-        FrameBody::LlmResponseEnd,
+        FrameBody::LlmResponseEnd { failed: false },
         FrameBody::BotStartedSpeaking,
     ]);
     for frame in answer {

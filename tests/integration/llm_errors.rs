@@ -123,6 +123,17 @@ fn names(out: &TestOutput) -> Vec<&'static str> {
         .collect()
 }
 
+/// The `failed` flag of each `LlmResponseEnd` pushed downstream.
+fn response_ends(out: &TestOutput) -> Vec<bool> {
+    out.downstream
+        .iter()
+        .filter_map(|f| match f.body {
+            FrameBody::LlmResponseEnd { failed } => Some(failed),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn an_error_mid_stream_is_reported_without_retrying_what_was_said() {
     let server = FakeOpenAi::start().await;
@@ -158,6 +169,7 @@ async fn an_error_mid_stream_is_reported_without_retrying_what_was_said() {
     );
     assert_eq!(errors[0].provider.as_deref(), Some("openai"));
     assert!(!errors[0].fatal);
+    assert_eq!(response_ends(&out), [true], "the response says it failed");
 }
 
 #[tokio::test]
@@ -216,6 +228,11 @@ async fn a_malformed_event_is_reported_and_skipped() {
         errors[0].message
     );
     assert!(!errors[0].fatal);
+    assert_eq!(
+        response_ends(&out),
+        [false],
+        "a skipped event fails nothing"
+    );
 }
 
 #[tokio::test]

@@ -270,7 +270,7 @@ async fn a_prepared_reply_is_never_heard_when_the_user_goes_on() {
     session
         .live
         .wait_for_from("assistant_context", "the second reply's end", |b| {
-            matches!(b, FrameBody::LlmResponseEnd)
+            matches!(b, FrameBody::LlmResponseEnd { .. })
         })
         .await;
     let discarded = session
@@ -433,7 +433,7 @@ async fn a_final_with_other_words_than_the_interim_replaces_its_reply() {
     session
         .live
         .wait_for_from("assistant_context", "the second reply's end", |b| {
-            matches!(b, FrameBody::LlmResponseEnd)
+            matches!(b, FrameBody::LlmResponseEnd { .. })
         })
         .await;
     let heard = spoken(&session.pushed_by("assistant_context"));

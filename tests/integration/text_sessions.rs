@@ -17,8 +17,10 @@ use support::text::{config, env, pipeline_toml, runtime};
 use support::wait::eventually;
 use voxpipe::pipeline_file::load_pipeline;
 use voxpipe::processors::ProcessorRegistry;
-use voxpipe::store::{CallStatus, Outcome};
-use voxpipe::text::{Channel, ConversationKey, Inbound, TextConversations, text_path};
+use voxpipe::store::{CallStatus, EndClaim, Outcome, TextEnd};
+use voxpipe::text::{
+    Channel, ConversationKey, Inbound, MAX_END_ATTEMPTS, TextConversations, TextEvent, text_path,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -256,6 +258,52 @@ async fn an_answer_failing_after_its_first_words_is_a_failure_with_the_apology()
 }
 
 #[tokio::test]
+async fn a_malformed_event_after_a_complete_answer_is_no_failure_and_no_apology() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(&openai, "http://127.0.0.1:9", "");
+    let conversations = conversations_of(&toml, &redis);
+    let key = ConversationKey::new(Channel::Chat, &["skipped-event"]);
+    // The answer is whole; only its last event before `[DONE]` is bad:
+    // reported and skipped, the response does not fail. The bad event is
+    // sent once the answer's text has left the text path, so the error
+    // surely comes after it.
+    let answered = Arc::new(tokio::sync::Notify::new());
+    openai.push_chat(Reply::Sse(vec![
+        Part::Data(text_chunk("Apples are 2 EUR a kilo.")),
+        Part::Data(finish_chunk("stop")),
+        Part::WaitFor(Arc::clone(&answered), "the answer's text"),
+        Part::Data("{\"choices\": [ this is not json".into()),
+        Part::Data("[DONE]".into()),
+    ]));
+    let (events, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let message = conversations.message(inbound(&key, "How much are apples?"), Some(events));
+    let watch = async {
+        while let Some(event) = heard.recv().await {
+            if matches!(event, TextEvent::Delta(_)) {
+                answered.notify_one();
+            }
+        }
+    };
+    let (reply, ()) = tokio::join!(message, watch);
+    let reply = reply.unwrap();
+    let apology = conversations.section().apology.clone();
+    assert!(!reply.failed, "{reply:?}");
+    assert_eq!(reply.text, "Apples are 2 EUR a kilo.");
+    let turns = conversations
+        .runtime()
+        .store()
+        .turns(&reply.call_id)
+        .await
+        .unwrap();
+    assert!(
+        turns.iter().all(|t| t.text != apology),
+        "{:?}",
+        turns.iter().map(|t| &t.text).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn media_with_a_caption_is_noted_for_the_model() {
     let redis = RedisServer::start();
     let openai = FakeOpenAi::start().await;
@@ -313,4 +361,383 @@ async fn an_end_the_store_fails_midway_is_recorded_by_the_next_sweep_and_others_
     assert_eq!(first.status, CallStatus::Completed);
     assert_eq!(first.end_reason.as_deref(), Some("idle_timeout"));
     assert_eq!(conversations.sweep(u64::MAX).await.unwrap(), 0);
+}
+
+/// Where the ends tests keep their conversations: the embedded store in a
+/// file (so a test can corrupt a record as another process would), or a
+/// real Redis.
+enum Kept {
+    Memory(tempfile::TempDir),
+    Redis(RedisServer),
+}
+
+impl Kept {
+    fn memory() -> Self {
+        Kept::Memory(tempfile::tempdir().unwrap())
+    }
+
+    fn log(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Kept::Memory(dir) => Some(dir.path().join("context.jsonl")),
+            Kept::Redis(_) => None,
+        }
+    }
+
+    /// Two sweepers (two servers' `TextConversations`) over one store,
+    /// with evaluation jobs queued when a call completes.
+    fn sweepers(&self) -> [Arc<TextConversations>; 2] {
+        let openai_free = "http://127.0.0.1:9";
+        let mut toml = format!(
+            "[pipeline]\nname = \"text\"\n\n[[processor]]\ntype = \"user_context\"\n\n\
+             [[processor]]\ntype = \"llm\"\nprovider = \"openai\"\nbase_url = \"{openai_free}\"\nmodel = \"m\"\n\n\
+             [[processor]]\ntype = \"assistant_context\"\n\n\
+             [evaluator]\nbase_url = \"{openai_free}\"\nmodel = \"judge-1\"\n\n"
+        );
+        let env = match self {
+            Kept::Memory(_) => {
+                let log = self.log().unwrap();
+                toml.push_str(&format!(
+                    "[context]\nstore = \"memory\"\npath = {:?}\n",
+                    log.display().to_string()
+                ));
+                Vec::new()
+            }
+            Kept::Redis(redis) => {
+                toml.push_str("[context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n");
+                env(&redis.url())
+            }
+        };
+        let config = config(&toml);
+        let agent = runtime(&config, &env);
+        [(), ()].map(|()| {
+            Arc::new(
+                TextConversations::new(
+                    &config.processors,
+                    config.session_setup("text"),
+                    Arc::clone(&agent),
+                    config.text.clone(),
+                )
+                .unwrap(),
+            )
+        })
+    }
+
+    /// Makes `call_id`'s record unreadable: every update of it fails.
+    async fn break_call(&self, call_id: &str) {
+        use redis::AsyncCommands as _;
+        match self {
+            Kept::Memory(_) => append_op(
+                &self.log().unwrap(),
+                serde_json::json!({"op": "set", "key": format!("call:{call_id}"), "value": "not a record"}),
+            ),
+            Kept::Redis(redis) => {
+                let mut client = redis.client().await;
+                let () = client
+                    .rpush(format!("call:{call_id}"), "not a record")
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Takes the unreadable record away again.
+    async fn fix_call(&self, call_id: &str) {
+        use redis::AsyncCommands as _;
+        match self {
+            Kept::Memory(_) => append_op(
+                &self.log().unwrap(),
+                serde_json::json!({"op": "del", "key": format!("call:{call_id}")}),
+            ),
+            Kept::Redis(redis) => {
+                let mut client = redis.client().await;
+                let () = client.del(format!("call:{call_id}")).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Appends `op` to the embedded store's log, as another process would.
+fn append_op(log: &Path, op: serde_json::Value) {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    writeln!(file, "{op}").unwrap();
+}
+
+/// The call ids of the evaluation jobs queued so far, each as often as it
+/// was queued.
+async fn evaluations_queued(conversations: &TextConversations) -> Vec<String> {
+    let jobs = conversations
+        .runtime()
+        .store()
+        .read_jobs("ends-test", 10_000, Duration::ZERO)
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = jobs
+        .iter()
+        .map(|job| {
+            let job: serde_json::Value = serde_json::from_str(&job.payload).unwrap();
+            job["call_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The claim of a server that died at once: it holds nothing back.
+fn lapsed() -> EndClaim {
+    EndClaim {
+        owner: "gone".into(),
+        ttl_ms: 0,
+    }
+}
+
+/// Ends noted as pending by a server that closed them and died before
+/// recording them; two servers' sweeps then run at once.
+async fn two_sweeps_at_once_record_each_end_once(kept: Kept) {
+    const ENDS: usize = 100;
+    let [a, b] = kept.sweepers();
+    let store = Arc::clone(a.runtime().store());
+    let mut ids = Vec::new();
+    for n in 0..ENDS {
+        let key = format!("chat:at-once-{n}");
+        let id = format!("at-once-{n:02}");
+        store
+            .open_text_conversation(&key, &id, 1_000)
+            .await
+            .unwrap();
+        let closed = store
+            .close_text_conversation(&key, 1_000, "idle_timeout", 2_000, &lapsed())
+            .await
+            .unwrap();
+        assert_eq!(closed.as_deref(), Some(id.as_str()));
+        ids.push(id);
+    }
+    let ended = match kept {
+        // The embedded store answers without waiting: the two sweeps run
+        // on two threads, really at once.
+        Kept::Memory(_) => {
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let sweeps = [a, b].map(|sweeper| {
+                let start = Arc::clone(&start);
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    start.wait();
+                    runtime.block_on(sweeper.sweep(10_000)).unwrap()
+                })
+            });
+            sweeps.into_iter().map(|s| s.join().unwrap()).sum::<usize>()
+        }
+        // Each sweep waits on Redis between its steps: as two servers'.
+        Kept::Redis(_) => {
+            let (a, b) = tokio::join!(a.sweep(10_000), b.sweep(10_000));
+            a.unwrap() + b.unwrap()
+        }
+    };
+    let [a, _] = kept.sweepers();
+    assert_eq!(
+        evaluations_queued(&a).await,
+        ids,
+        "each end's hooks queued once"
+    );
+    assert_eq!(ended, ENDS);
+}
+
+#[tokio::test]
+async fn two_sweeps_at_once_record_each_end_once_in_memory() {
+    two_sweeps_at_once_record_each_end_once(Kept::memory()).await;
+}
+
+#[tokio::test]
+async fn two_sweeps_at_once_record_each_end_once_in_redis() {
+    two_sweeps_at_once_record_each_end_once(Kept::Redis(RedisServer::start())).await;
+}
+
+/// A full batch of ends that always fail, and a newer end that failed
+/// once: the newer one is recorded all the same.
+async fn ends_that_always_fail_hold_back_no_newer_end(kept: Kept) {
+    const BROKEN: usize = 100;
+    let [sweeper, _] = kept.sweepers();
+    let store = Arc::clone(sweeper.runtime().store());
+    let idle_ms = sweeper.section().idle_timeout_secs.duration().as_millis() as u64;
+    for n in 0..BROKEN {
+        let id = format!("broken-{n:03}");
+        store
+            .open_text_conversation(&format!("chat:broken-{n}"), &id, 1_000)
+            .await
+            .unwrap();
+        kept.break_call(&id).await;
+    }
+    let t1 = 1_000 + idle_ms;
+    assert_eq!(sweeper.sweep(t1).await.unwrap(), 0, "every end fails");
+    store
+        .open_text_conversation("chat:late", "late", t1)
+        .await
+        .unwrap();
+    kept.break_call("late").await;
+    let t2 = t1 + idle_ms;
+    assert_eq!(sweeper.sweep(t2).await.unwrap(), 0, "every end fails");
+    // The late end's failure was passing; the others' is not.
+    kept.fix_call("late").await;
+    let mut ended = 0;
+    for step in 1..=4 {
+        ended += sweeper.sweep(t2 + step * 10_000).await.unwrap();
+    }
+    assert_eq!(ended, 1, "the late end is recorded");
+    assert_eq!(evaluations_queued(&sweeper).await, ["late"]);
+
+    // The broken ends are tried until their attempts run out, then set
+    // aside: listed, no longer pending, no longer tried.
+    let mut now = t2 + 40_000;
+    let mut sweeps = 0;
+    while !store
+        .pending_text_ends(u64::MAX, 1)
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        now += 3_600_000;
+        assert_eq!(sweeper.sweep(now).await.unwrap(), 0);
+        sweeps += 1;
+        assert!(sweeps <= MAX_END_ATTEMPTS, "set aside after its attempts");
+    }
+    let set_aside = store.set_aside_text_ends(1_000).await.unwrap();
+    assert_eq!(set_aside.len(), BROKEN);
+    assert!(
+        set_aside
+            .iter()
+            .all(|end| end.attempts == MAX_END_ATTEMPTS && end.at_ms == t1),
+        "{set_aside:?}"
+    );
+    assert_eq!(sweeper.sweep(now + 3_600_000).await.unwrap(), 0);
+    assert!(evaluations_queued(&sweeper).await.is_empty());
+    let metrics = sweeper.render_metrics();
+    for counted in [
+        "voxpipe_text_ends_total{result=\"recorded\"} 1",
+        "voxpipe_text_ends_total{result=\"set_aside\"} 100",
+    ] {
+        assert!(metrics.contains(counted), "{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn ends_that_always_fail_hold_back_no_newer_end_in_memory() {
+    ends_that_always_fail_hold_back_no_newer_end(Kept::memory()).await;
+}
+
+#[tokio::test]
+async fn ends_that_always_fail_hold_back_no_newer_end_in_redis() {
+    ends_that_always_fail_hold_back_no_newer_end(Kept::Redis(RedisServer::start())).await;
+}
+
+/// The claims on ends, as a store keeps them: one holder at a time, only
+/// the holder reschedules, a lapsed claim is taken over, a recorded end is
+/// claimed by no one.
+async fn claims_on_ends_hold_one_at_a_time(kept: Kept) {
+    let [sweeper, _] = kept.sweepers();
+    let store = Arc::clone(sweeper.runtime().store());
+    let claim = |owner: &str| EndClaim {
+        owner: owner.to_owned(),
+        ttl_ms: 60_000,
+    };
+    let mut ends = Vec::new();
+    for (call, at_ms) in [("c1", 100), ("c2", 500), ("c3", 100)] {
+        let key = format!("chat:{call}");
+        store.open_text_conversation(&key, call, 0).await.unwrap();
+        store
+            .close_text_conversation(&key, 0, "idle_timeout", at_ms, &lapsed())
+            .await
+            .unwrap();
+        ends.push(untried_end(call, at_ms));
+    }
+    let [end, early, other] = ends.try_into().unwrap();
+    assert_eq!(
+        store.pending_text_ends(100, 10).await.unwrap(),
+        [end.clone(), other.clone()]
+    );
+    assert!(store.claim_text_end(&end, &claim("a"), 100).await.unwrap());
+    assert!(!store.claim_text_end(&end, &claim("b"), 100).await.unwrap());
+    assert!(
+        !store
+            .claim_text_end(&early, &claim("b"), 499)
+            .await
+            .unwrap()
+    );
+    let failed = TextEnd {
+        attempts: 1,
+        ..end.clone()
+    };
+    assert!(
+        !store
+            .text_end_failed(&failed, "b", Some(200))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .text_end_failed(&failed, "a", Some(200))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.pending_text_ends(199, 10).await.unwrap(),
+        std::slice::from_ref(&other)
+    );
+    assert_eq!(
+        store.pending_text_ends(200, 10).await.unwrap(),
+        [other.clone(), failed.clone()]
+    );
+    assert!(
+        store
+            .claim_text_end(&failed, &claim("b"), 200)
+            .await
+            .unwrap()
+    );
+    store.text_end_recorded(&failed, "b").await.unwrap();
+    assert!(
+        !store
+            .claim_text_end(&failed, &claim("c"), u64::MAX)
+            .await
+            .unwrap()
+    );
+    // A lapsed claim is taken over.
+    assert!(store.claim_text_end(&other, &lapsed(), 100).await.unwrap());
+    assert!(
+        store
+            .claim_text_end(&other, &claim("d"), 100)
+            .await
+            .unwrap()
+    );
+    let last = TextEnd {
+        attempts: MAX_END_ATTEMPTS,
+        ..other.clone()
+    };
+    assert!(store.text_end_failed(&last, "d", None).await.unwrap());
+    assert_eq!(
+        store.pending_text_ends(u64::MAX, 10).await.unwrap(),
+        [early]
+    );
+    assert_eq!(store.set_aside_text_ends(10).await.unwrap(), [last]);
+}
+
+/// A pending end as the store lists it before any attempt.
+fn untried_end(call: &str, at_ms: u64) -> TextEnd {
+    TextEnd {
+        call_id: call.to_owned(),
+        reason: "idle_timeout".to_owned(),
+        at_ms,
+        attempts: 0,
+    }
+}
+
+#[tokio::test]
+async fn claims_on_ends_hold_one_at_a_time_in_memory() {
+    claims_on_ends_hold_one_at_a_time(Kept::memory()).await;
+}
+
+#[tokio::test]
+async fn claims_on_ends_hold_one_at_a_time_in_redis() {
+    claims_on_ends_hold_one_at_a_time(Kept::Redis(RedisServer::start())).await;
 }

@@ -110,7 +110,7 @@ async fn cartesia_text_after_a_tool_call_goes_to_a_fresh_context() {
             FrameBody::LlmText("Let me check.".into()),
             FrameBody::FunctionCallInProgress(call),
             FrameBody::LlmText("It's sunny.".into()),
-            FrameBody::LlmResponseEnd,
+            FrameBody::LlmResponseEnd { failed: false },
         ],
     )
     .await;

@@ -17,7 +17,7 @@ use voxpipe::testing::{TestOutput, run_test};
 pub(crate) fn answer(pieces: &[&str]) -> Vec<FrameBody> {
     let mut frames = vec![FrameBody::LlmResponseStart];
     frames.extend(pieces.iter().map(|p| FrameBody::LlmText((*p).to_owned())));
-    frames.push(FrameBody::LlmResponseEnd);
+    frames.push(FrameBody::LlmResponseEnd { failed: false });
     frames
 }
 
@@ -145,7 +145,7 @@ async fn text_before_a_tool_call_is_spoken_before_the_tool_runs() {
             FrameBody::FunctionCallInProgress(call),
             // The next round's text follows with no space between.
             FrameBody::LlmText("It's sunny.".into()),
-            FrameBody::LlmResponseEnd,
+            FrameBody::LlmResponseEnd { failed: false },
         ],
     )
     .await;
@@ -380,7 +380,9 @@ async fn elevenlabs_refused_key_and_a_socket_lost_mid_response() {
         .filter(|f| {
             !matches!(
                 f.body,
-                FrameBody::LlmResponseEnd | FrameBody::LlmResponseStart | FrameBody::LlmText(_)
+                FrameBody::LlmResponseEnd { .. }
+                    | FrameBody::LlmResponseStart
+                    | FrameBody::LlmText(_)
             )
         })
         .collect();

@@ -201,7 +201,7 @@ impl AssistantContextAggregator {
     async fn record(&mut self, frame: Frame, direction: Direction, ctx: &ProcessorContext) {
         let completed = match &frame.body {
             FrameBody::LlmResponseStart => self.tracker.response_started(),
-            FrameBody::LlmResponseEnd => self.tracker.response_ended(),
+            FrameBody::LlmResponseEnd { .. } => self.tracker.response_ended(),
             FrameBody::TtsStarted => {
                 self.tracker.tts_started();
                 None

@@ -8,7 +8,7 @@
 //! appended to the round's messages and the model is asked again, until it
 //! answers without tools or the round cap is reached (the last round
 //! forbids tools). The whole response is bracketed by `LlmResponseStart`
-//! and `LlmResponseEnd`.
+//! and `LlmResponseEnd`, which says whether the response failed.
 //!
 //! With specialist agents (see `router`), the response is first routed:
 //! `AgentSelected` follows `LlmResponseStart`, and the chosen agent's
@@ -36,7 +36,8 @@
 //! A request refused with 429 or 5xx is retried before any of its output
 //! is used; a failure after output started is reported (an `Error` frame
 //! naming the provider and status) and the response ends there, so nothing
-//! is said twice. A malformed event is reported and skipped.
+//! is said twice: its `LlmResponseEnd` says `failed`. A malformed event is
+//! reported and skipped; the response goes on and has not failed.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -130,11 +131,14 @@ impl Responder {
             first_token: Some(Instant::now()),
             confirmed,
         };
-        if let Err(error) = self.run(&messages, &mut progress).await {
+        let outcome = self.run(&messages, &mut progress).await;
+        let failed = outcome.is_err();
+        if let Err(error) = outcome {
             tracing::warn!(provider = self.wire.provider(), error = %error, "LLM response failed");
             report(error.into_processor_error(self.wire.provider()), &ctx).await;
         }
-        ctx.push_downstream(FrameBody::LlmResponseEnd).await;
+        ctx.push_downstream(FrameBody::LlmResponseEnd { failed })
+            .await;
         if progress.ends_call {
             ctx.request_end("end_call").await;
         }

@@ -114,9 +114,11 @@ impl Processor for LlmService {
             }
         };
         if self.allow_interruptions {
-            // A new context supersedes the answer to the old one.
+            // A new context supersedes the answer to the old one: cut
+            // short on purpose, not failed.
             if self.response.stop().await {
-                ctx.push_downstream(FrameBody::LlmResponseEnd).await;
+                ctx.push_downstream(FrameBody::LlmResponseEnd { failed: false })
+                    .await;
             }
         } else {
             // The bot may not be cut off: the answer in flight finishes first.

@@ -136,7 +136,7 @@ impl Processor for TtsService {
                 return Ok(());
             }
             FrameBody::FunctionCallInProgress(_) => self.break_for_tool(),
-            FrameBody::LlmResponseEnd if self.open.is_some() => {
+            FrameBody::LlmResponseEnd { .. } if self.open.is_some() => {
                 self.close_response(Some(frame));
                 return Ok(());
             }

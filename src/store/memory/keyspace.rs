@@ -72,6 +72,8 @@ pub(super) enum Op {
         key: String,
         fields: BTreeMap<String, Blob>,
     },
+    /// HDEL.
+    HDel { key: String, fields: Vec<String> },
     /// ZADD.
     ZAdd {
         key: String,
@@ -212,6 +214,20 @@ impl Keyspace {
                     other => *other = Value::Hash(fields.collect()),
                 }
             }
+            Op::HDel { key, fields } => {
+                if let Some(Entry {
+                    value: Value::Hash(map),
+                    ..
+                }) = self.entries.get_mut(&key)
+                {
+                    for field in &fields {
+                        map.remove(field);
+                    }
+                    if map.is_empty() {
+                        self.entries.remove(&key);
+                    }
+                }
+            }
             Op::ZAdd { key, member, score } => {
                 match self.value_mut(key, || Value::Sorted(BTreeMap::new())) {
                     Value::Sorted(members) => {
@@ -282,6 +298,7 @@ impl Op {
             | Op::Del { key }
             | Op::ExpireAt { key, .. }
             | Op::HSet { key, .. }
+            | Op::HDel { key, .. }
             | Op::ZAdd { key, .. }
             | Op::ZRem { key, .. }
             | Op::XAdd { key, .. }
@@ -340,5 +357,28 @@ mod tests {
         assert!(!ks.entries.contains_key("l"));
         assert!(ks.entries.contains_key("h"));
         assert_eq!(ks.hash("h", 0).unwrap()["v"], [0, 255, 7]);
+    }
+
+    #[test]
+    fn hdel_removes_fields_and_the_emptied_hash() {
+        let mut ks = Keyspace::default();
+        let fields = ["a", "b"].map(|f| (f.to_owned(), Blob(vec![1])));
+        ks.apply(
+            Op::HSet {
+                key: "h".into(),
+                fields: BTreeMap::from(fields),
+            },
+            0,
+        );
+        let hdel = |fields: &[&str]| Op::HDel {
+            key: "h".into(),
+            fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+        };
+        let line = serde_json::to_string(&hdel(&["a"])).unwrap();
+        assert_eq!(line, r#"{"op":"h_del","key":"h","fields":["a"]}"#);
+        ks.apply(serde_json::from_str(&line).unwrap(), 0);
+        assert!(!ks.hash("h", 0).unwrap().contains_key("a"));
+        ks.apply(hdel(&["b", "c"]), 0);
+        assert!(!ks.entries.contains_key("h"));
     }
 }

@@ -2,9 +2,27 @@
 
 use async_trait::async_trait;
 
-use super::keyspace::Op;
+use std::collections::BTreeMap;
+
+use super::keyspace::{Blob, Keyspace, Op};
 use super::store::MemoryStore;
-use crate::store::{StoreError, TextEnd, TextStore};
+use crate::store::api::claim_holder;
+use crate::store::{EndClaim, StoreError, TextEnd, TextStore};
+
+/// Who holds the claim on `member` at `now`, if anyone.
+fn holder<'k>(ks: &'k Keyspace, claims: &str, member: &str, now: u64) -> Option<&'k str> {
+    let entry = ks.hash(claims, now)?.get(member)?;
+    claim_holder(std::str::from_utf8(entry).ok()?, now)
+}
+
+/// The op that gives `claim` the claim on `end` from `now`.
+fn claimed(claims: &str, end: &TextEnd, claim: &EndClaim, now: u64) -> Op {
+    let entry = format!("{} {}", now.saturating_add(claim.ttl_ms), claim.owner);
+    Op::HSet {
+        key: claims.to_owned(),
+        fields: BTreeMap::from([(end.member(), Blob(entry.into_bytes()))]),
+    }
+}
 
 #[async_trait]
 impl TextStore for MemoryStore {
@@ -65,10 +83,13 @@ impl TextStore for MemoryStore {
         before_ms: u64,
         reason: &str,
         at_ms: u64,
+        claim: &EndClaim,
     ) -> Result<Option<String>, StoreError> {
-        let mapping = self.settings.keys.text_conversation(key);
-        let active = self.settings.keys.text_active();
-        let ending = self.settings.keys.text_ending();
+        let keys = &self.settings.keys;
+        let mapping = keys.text_conversation(key);
+        let active = keys.text_active();
+        let ending = keys.text_ending();
+        let claims = keys.text_ending_claims();
         self.write(|ks, now| {
             let last = ks
                 .sorted(&active, now)
@@ -91,45 +112,168 @@ impl TextStore for MemoryStore {
                     call_id: id.clone(),
                     reason: reason.to_owned(),
                     at_ms,
+                    attempts: 0,
                 };
                 ops.push(Op::ZAdd {
                     key: ending.clone(),
                     member: end.member(),
                     score: at_ms,
                 });
+                ops.push(claimed(&claims, &end, claim, now));
             }
             (ops, id)
         })
     }
 
-    async fn pending_text_ends(&self, max: usize) -> Result<Vec<TextEnd>, StoreError> {
+    async fn pending_text_ends(&self, now_ms: u64, max: usize) -> Result<Vec<TextEnd>, StoreError> {
         let ending = self.settings.keys.text_ending();
+        let tries = self.settings.keys.text_ending_tries();
         self.read(|ks, now| {
             let mut ends: Vec<(u64, &String)> = ks
                 .sorted(&ending, now)
                 .into_iter()
                 .flatten()
-                .map(|(member, at_ms)| (*at_ms, member))
+                .filter(|(_, due_ms)| **due_ms <= now_ms)
+                .map(|(member, due_ms)| (*due_ms, member))
                 .collect();
             ends.sort();
+            let tries = ks.hash(&tries, now);
             ends.into_iter()
                 .take(max)
-                .map(|(at_ms, member)| TextEnd::from_member(member, at_ms))
+                .map(|(due_ms, member)| {
+                    let tried = tries
+                        .and_then(|t| t.get(member))
+                        .and_then(|t| std::str::from_utf8(t).ok());
+                    TextEnd::from_member(member, due_ms, tried)
+                })
                 .collect()
         })
     }
 
-    async fn text_end_recorded(&self, end: &TextEnd) -> Result<(), StoreError> {
-        let ending = self.settings.keys.text_ending();
+    async fn claim_text_end(
+        &self,
+        end: &TextEnd,
+        claim: &EndClaim,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let keys = &self.settings.keys;
+        let ending = keys.text_ending();
+        let claims = keys.text_ending_claims();
         let member = end.member();
-        self.write(|_, _| {
-            (
-                vec![Op::ZRem {
+        self.write(|ks, now| {
+            let due = ks
+                .sorted(&ending, now)
+                .and_then(|set| set.get(&member).copied());
+            if due.is_none_or(|due| due > now_ms) || holder(ks, &claims, &member, now).is_some() {
+                return (Vec::new(), false);
+            }
+            (vec![claimed(&claims, end, claim, now)], true)
+        })
+    }
+
+    async fn text_end_recorded(&self, end: &TextEnd, owner: &str) -> Result<(), StoreError> {
+        let keys = &self.settings.keys;
+        let (ending, tries, claims) = (
+            keys.text_ending(),
+            keys.text_ending_tries(),
+            keys.text_ending_claims(),
+        );
+        let member = end.member();
+        self.write(|ks, now| {
+            let mut ops = vec![
+                Op::ZRem {
+                    key: ending,
+                    member: member.clone(),
+                },
+                Op::HDel {
+                    key: tries,
+                    fields: vec![member.clone()],
+                },
+            ];
+            if holder(ks, &claims, &member, now) == Some(owner) {
+                ops.push(Op::HDel {
+                    key: claims,
+                    fields: vec![member],
+                });
+            }
+            (ops, ())
+        })
+    }
+
+    async fn text_end_failed(
+        &self,
+        end: &TextEnd,
+        owner: &str,
+        retry_at_ms: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let keys = &self.settings.keys;
+        let (ending, tries, claims, set_aside) = (
+            keys.text_ending(),
+            keys.text_ending_tries(),
+            keys.text_ending_claims(),
+            keys.text_ending_set_aside(),
+        );
+        let member = end.member();
+        self.write(|ks, now| {
+            let pending = ks
+                .sorted(&ending, now)
+                .is_some_and(|set| set.contains_key(&member));
+            if !pending || holder(ks, &claims, &member, now) != Some(owner) {
+                return (Vec::new(), false);
+            }
+            let mut ops = vec![
+                Op::HDel {
+                    key: claims,
+                    fields: vec![member.clone()],
+                },
+                Op::HSet {
+                    key: tries,
+                    fields: BTreeMap::from([(member.clone(), Blob(end.tries().into_bytes()))]),
+                },
+            ];
+            match retry_at_ms {
+                Some(due_ms) => ops.push(Op::ZAdd {
                     key: ending,
                     member,
-                }],
-                (),
-            )
+                    score: due_ms,
+                }),
+                None => {
+                    ops.push(Op::ZRem {
+                        key: ending,
+                        member: member.clone(),
+                    });
+                    ops.push(Op::ZAdd {
+                        key: set_aside,
+                        member,
+                        score: end.at_ms,
+                    });
+                }
+            }
+            (ops, true)
+        })
+    }
+
+    async fn set_aside_text_ends(&self, max: usize) -> Result<Vec<TextEnd>, StoreError> {
+        let set_aside = self.settings.keys.text_ending_set_aside();
+        let tries = self.settings.keys.text_ending_tries();
+        self.read(|ks, now| {
+            let mut ends: Vec<(u64, &String)> = ks
+                .sorted(&set_aside, now)
+                .into_iter()
+                .flatten()
+                .map(|(member, at_ms)| (*at_ms, member))
+                .collect();
+            ends.sort();
+            let tries = ks.hash(&tries, now);
+            ends.into_iter()
+                .take(max)
+                .map(|(at_ms, member)| {
+                    let tried = tries
+                        .and_then(|t| t.get(member))
+                        .and_then(|t| std::str::from_utf8(t).ok());
+                    TextEnd::from_member(member, at_ms, tried)
+                })
+                .collect()
         })
     }
 
@@ -151,6 +295,13 @@ impl TextStore for MemoryStore {
 mod tests {
     use super::*;
     use crate::store::StoreSettings;
+
+    fn claim(owner: &str) -> EndClaim {
+        EndClaim {
+            owner: owner.to_owned(),
+            ttl_ms: 60_000,
+        }
+    }
 
     #[tokio::test]
     async fn a_conversation_stays_open_until_idle_and_closes_once() {
@@ -179,31 +330,35 @@ mod tests {
         // A message came since the sweep looked: not closed.
         assert_eq!(
             store
-                .close_text_conversation("sms:k", 1_500, "idle_timeout", 9)
+                .close_text_conversation("sms:k", 1_500, "idle_timeout", 9, &claim("a"))
                 .await
                 .unwrap(),
             None
         );
         assert_eq!(
             store
-                .close_text_conversation("sms:k", 2_000, "idle_timeout", 9)
+                .close_text_conversation("sms:k", 2_000, "idle_timeout", 9, &claim("a"))
                 .await
                 .unwrap(),
             Some("c1".to_owned())
         );
-        // Its end is pending until recorded.
-        let pending = store.pending_text_ends(10).await.unwrap();
+        // Its end is pending until recorded, and the closer's.
+        let pending = store.pending_text_ends(9, 10).await.unwrap();
         let end = TextEnd {
             call_id: "c1".into(),
             reason: "idle_timeout".into(),
             at_ms: 9,
+            attempts: 0,
         };
         assert_eq!(pending, std::slice::from_ref(&end));
-        store.text_end_recorded(&end).await.unwrap();
-        assert!(store.pending_text_ends(10).await.unwrap().is_empty());
+        assert!(!store.claim_text_end(&end, &claim("b"), 9).await.unwrap());
+        store.text_end_recorded(&end, "a").await.unwrap();
+        assert!(store.pending_text_ends(9, 10).await.unwrap().is_empty());
+        // Recorded: no one claims it again (a sweep that read it before).
+        assert!(!store.claim_text_end(&end, &claim("b"), 9).await.unwrap());
         assert_eq!(
             store
-                .close_text_conversation("sms:k", 2_000, "idle_timeout", 9)
+                .close_text_conversation("sms:k", 2_000, "idle_timeout", 9, &claim("a"))
                 .await
                 .unwrap(),
             None
@@ -213,6 +368,102 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(next, "c3");
+    }
+
+    /// An end noted pending by a closer whose claim lapsed at once (a
+    /// server gone), as `{call}`.
+    async fn pending_end(store: &MemoryStore, call: &str, at_ms: u64) -> TextEnd {
+        let key = format!("chat:{call}");
+        store.open_text_conversation(&key, call, 0).await.unwrap();
+        let gone = EndClaim {
+            owner: "gone".into(),
+            ttl_ms: 0,
+        };
+        store
+            .close_text_conversation(&key, 0, "idle_timeout", at_ms, &gone)
+            .await
+            .unwrap();
+        TextEnd {
+            call_id: call.into(),
+            reason: "idle_timeout".into(),
+            at_ms,
+            attempts: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_claim_on_an_end_holds_until_let_go_or_lapsed() {
+        let store = MemoryStore::new(StoreSettings::default());
+        let end = pending_end(&store, "c1", 100).await;
+        assert!(store.claim_text_end(&end, &claim("a"), 100).await.unwrap());
+        assert!(!store.claim_text_end(&end, &claim("b"), 100).await.unwrap());
+        // Not yet due: not claimed.
+        let early = pending_end(&store, "c2", 500).await;
+        assert!(
+            !store
+                .claim_text_end(&early, &claim("b"), 499)
+                .await
+                .unwrap()
+        );
+        // Only the holder reschedules it, which lets the claim go.
+        let failed = TextEnd {
+            attempts: 1,
+            ..end.clone()
+        };
+        assert!(
+            !store
+                .text_end_failed(&failed, "b", Some(200))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .text_end_failed(&failed, "a", Some(200))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.pending_text_ends(199, 10).await.unwrap(), []);
+        assert_eq!(
+            store.pending_text_ends(200, 10).await.unwrap(),
+            std::slice::from_ref(&failed)
+        );
+        assert!(
+            store
+                .claim_text_end(&failed, &claim("b"), 200)
+                .await
+                .unwrap()
+        );
+        // A claim that lapsed is taken over.
+        let lapsing = EndClaim {
+            owner: "c".into(),
+            ttl_ms: 0,
+        };
+        let other = pending_end(&store, "c3", 100).await;
+        assert!(store.claim_text_end(&other, &lapsing, 100).await.unwrap());
+        assert!(
+            store
+                .claim_text_end(&other, &claim("d"), 100)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_end_set_aside_is_no_longer_pending_and_is_listed() {
+        let store = MemoryStore::new(StoreSettings::default());
+        let end = pending_end(&store, "c1", 100).await;
+        let newer = pending_end(&store, "c2", 150).await;
+        assert!(store.claim_text_end(&end, &claim("a"), 100).await.unwrap());
+        let last = TextEnd {
+            attempts: 10,
+            ..end.clone()
+        };
+        assert!(store.text_end_failed(&last, "a", None).await.unwrap());
+        assert_eq!(
+            store.pending_text_ends(u64::MAX, 10).await.unwrap(),
+            [newer]
+        );
+        assert_eq!(store.set_aside_text_ends(10).await.unwrap(), [last]);
     }
 
     #[tokio::test]

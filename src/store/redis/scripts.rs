@@ -254,21 +254,121 @@ return id
     )
 });
 
+/// Lua: `now_ms()`, Redis's clock in Unix ms (one clock for every
+/// server's claims), and `holder(claims, member, now)`, the owner of a
+/// claim on a text end that still holds (`{until ms} {owner}`), or nil.
+const TEXT_END_CLAIMS: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function holder(claims, member, now)
+  local entry = redis.call('HGET', claims, member)
+  if not entry then return nil end
+  local space = string.find(entry, ' ', 1, true)
+  if not space then return nil end
+  local until_ms = tonumber(string.sub(entry, 1, space - 1))
+  if until_ms == nil or until_ms <= now then return nil end
+  return string.sub(entry, space + 1)
+end
+local function claim(claims, member, owner, ttl_ms, now)
+  redis.call('HSET', claims, member, string.format('%.0f', now + tonumber(ttl_ms)) .. ' ' .. owner)
+end
+";
+
 /// Closes a text conversation whose last message is at or before a time,
-/// noting its end as pending.
+/// noting its end as pending and claimed by the closer.
 /// KEYS: `{text:active}:conversation:{key}`, `text:active`,
-/// `{text:active}:ending`. ARGV: key, before ms, reason, end ms.
+/// `{text:active}:ending`, `{text:active}:ending:claims`. ARGV: key, before
+/// ms, reason, end ms, claim owner, claim ttl ms.
 /// Returns the closed conversation's id, or nil when not closed here.
 pub(super) static CLOSE_TEXT_CONVERSATION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{TEXT_END_CLAIMS}
 local last = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if last == false or tonumber(last) > tonumber(ARGV[2]) then return false end
 local id = redis.call('GET', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[1])
-if id then redis.call('ZADD', KEYS[3], ARGV[4], id .. '\n' .. ARGV[3]) end
+if id then
+  local member = id .. '\n' .. ARGV[3]
+  redis.call('ZADD', KEYS[3], ARGV[4], member)
+  claim(KEYS[4], member, ARGV[5], ARGV[6], now_ms())
+end
 return id
+"
+    ))
+});
+
+/// The pending text ends due at a time, soonest first, with their tries.
+/// KEYS: `{text:active}:ending`, `{text:active}:ending:tries`. ARGV: now
+/// ms, max. Returns member, due ms, tries (empty when none), flat.
+pub(super) static PENDING_TEXT_ENDS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+local out = {}
+for i = 1, #due, 2 do
+  out[#out + 1] = due[i]
+  out[#out + 1] = due[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[2], due[i]) or ''
+end
+return out
 ",
     )
+});
+
+/// Claims a pending text end due at a time, unless another claim holds.
+/// KEYS: `{text:active}:ending`, `{text:active}:ending:claims`. ARGV:
+/// member, owner, ttl ms, now ms (for due). Returns 1 when claimed.
+pub(super) static CLAIM_TEXT_END: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{TEXT_END_CLAIMS}
+local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if due == false or tonumber(due) > tonumber(ARGV[4]) then return 0 end
+local now = now_ms()
+if holder(KEYS[2], ARGV[1], now) then return 0 end
+claim(KEYS[2], ARGV[1], ARGV[2], ARGV[3], now)
+return 1
+"
+    ))
+});
+
+/// A text end is recorded: no longer pending, its tries forgotten, the
+/// owner's claim let go.
+/// KEYS: `{text:active}:ending`, `{text:active}:ending:tries`,
+/// `{text:active}:ending:claims`. ARGV: member, owner.
+pub(super) static TEXT_END_RECORDED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{TEXT_END_CLAIMS}
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if holder(KEYS[3], ARGV[1], now_ms()) == ARGV[2] then redis.call('HDEL', KEYS[3], ARGV[1]) end
+return 1
+"
+    ))
+});
+
+/// An attempt at a text end failed: due again later, or set aside; only
+/// by the claim's holder, whose claim is let go.
+/// KEYS: `{text:active}:ending`, `{text:active}:ending:tries`,
+/// `{text:active}:ending:claims`, `{text:active}:ending:set_aside`. ARGV:
+/// member, owner, tries (`{attempts} {end ms}`), end ms, retry at ms (empty:
+/// set aside). Returns 1 when done.
+pub(super) static TEXT_END_FAILED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{TEXT_END_CLAIMS}
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then return 0 end
+if holder(KEYS[3], ARGV[1], now_ms()) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if ARGV[5] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
+end
+return 1
+"
+    ))
 });

@@ -2,9 +2,18 @@
 
 use async_trait::async_trait;
 
-use super::scripts::{CLOSE_TEXT_CONVERSATION, OPEN_TEXT_CONVERSATION};
+use super::scripts::{
+    CLAIM_TEXT_END, CLOSE_TEXT_CONVERSATION, OPEN_TEXT_CONVERSATION, PENDING_TEXT_ENDS,
+    TEXT_END_FAILED, TEXT_END_RECORDED,
+};
 use super::store::RedisStore;
-use crate::store::{StoreError, TextEnd, TextStore};
+use crate::store::{EndClaim, StoreError, TextEnd, TextStore};
+
+/// A sorted set's score as Lua hands it back: text a float may need
+/// (`1.8446744073709552e+19`); ms past `u64::MAX` are `u64::MAX`.
+fn score_ms(score: &str) -> u64 {
+    score.parse::<f64>().map_or(0, |ms| ms as u64)
+}
 
 #[async_trait]
 impl TextStore for RedisStore {
@@ -49,6 +58,7 @@ impl TextStore for RedisStore {
         before_ms: u64,
         reason: &str,
         at_ms: u64,
+        claim: &EndClaim,
     ) -> Result<Option<String>, StoreError> {
         let keys = &self.settings.keys;
         self.invoke(
@@ -56,41 +66,130 @@ impl TextStore for RedisStore {
                 .key(keys.text_conversation(key))
                 .key(keys.text_active())
                 .key(keys.text_ending())
+                .key(keys.text_ending_claims())
                 .arg(key)
                 .arg(before_ms)
                 .arg(reason)
-                .arg(at_ms),
+                .arg(at_ms)
+                .arg(&claim.owner)
+                .arg(claim.ttl_ms),
         )
         .await
     }
 
-    async fn pending_text_ends(&self, max: usize) -> Result<Vec<TextEnd>, StoreError> {
+    async fn pending_text_ends(&self, now_ms: u64, max: usize) -> Result<Vec<TextEnd>, StoreError> {
         if max == 0 {
             return Ok(Vec::new());
         }
+        let keys = &self.settings.keys;
+        let flat: Vec<String> = self
+            .invoke(
+                PENDING_TEXT_ENDS
+                    .key(keys.text_ending())
+                    .key(keys.text_ending_tries())
+                    .arg(now_ms)
+                    .arg(max),
+            )
+            .await?;
+        Ok(flat
+            .chunks_exact(3)
+            .map(|end| {
+                let tries = (!end[2].is_empty()).then_some(end[2].as_str());
+                TextEnd::from_member(&end[0], score_ms(&end[1]), tries)
+            })
+            .collect())
+    }
+
+    async fn claim_text_end(
+        &self,
+        end: &TextEnd,
+        claim: &EndClaim,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let keys = &self.settings.keys;
+        let claimed: u8 = self
+            .invoke(
+                CLAIM_TEXT_END
+                    .key(keys.text_ending())
+                    .key(keys.text_ending_claims())
+                    .arg(end.member())
+                    .arg(&claim.owner)
+                    .arg(claim.ttl_ms)
+                    .arg(now_ms),
+            )
+            .await?;
+        Ok(claimed == 1)
+    }
+
+    async fn text_end_recorded(&self, end: &TextEnd, owner: &str) -> Result<(), StoreError> {
+        let keys = &self.settings.keys;
+        self.invoke::<()>(
+            TEXT_END_RECORDED
+                .key(keys.text_ending())
+                .key(keys.text_ending_tries())
+                .key(keys.text_ending_claims())
+                .arg(end.member())
+                .arg(owner),
+        )
+        .await
+    }
+
+    async fn text_end_failed(
+        &self,
+        end: &TextEnd,
+        owner: &str,
+        retry_at_ms: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let keys = &self.settings.keys;
+        let retry_at = retry_at_ms.map(|at| at.to_string()).unwrap_or_default();
+        let done: u8 = self
+            .invoke(
+                TEXT_END_FAILED
+                    .key(keys.text_ending())
+                    .key(keys.text_ending_tries())
+                    .key(keys.text_ending_claims())
+                    .key(keys.text_ending_set_aside())
+                    .arg(end.member())
+                    .arg(owner)
+                    .arg(end.tries())
+                    .arg(end.at_ms)
+                    .arg(retry_at),
+            )
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn set_aside_text_ends(&self, max: usize) -> Result<Vec<TextEnd>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let keys = &self.settings.keys;
         // Scores come back as text a float may need (`1.8e+19`).
         let members: Vec<(String, f64)> = self
             .query(
                 redis::cmd("ZRANGE")
-                    .arg(self.settings.keys.text_ending())
+                    .arg(keys.text_ending_set_aside())
                     .arg(0)
                     .arg(max - 1)
                     .arg("WITHSCORES"),
             )
             .await?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut hmget = redis::cmd("HMGET");
+        hmget.arg(keys.text_ending_tries());
+        for (member, _) in &members {
+            hmget.arg(member);
+        }
+        let tries: Vec<Option<String>> = self.query(&hmget).await?;
         Ok(members
             .iter()
-            .map(|(member, at_ms)| TextEnd::from_member(member, *at_ms as u64))
+            .zip(tries)
+            .map(|((member, at_ms), tries)| {
+                TextEnd::from_member(member, *at_ms as u64, tries.as_deref())
+            })
             .collect())
-    }
-
-    async fn text_end_recorded(&self, end: &TextEnd) -> Result<(), StoreError> {
-        self.query::<()>(
-            redis::cmd("ZREM")
-                .arg(self.settings.keys.text_ending())
-                .arg(end.member()),
-        )
-        .await
     }
 
     async fn first_sight_of_message(

@@ -63,6 +63,12 @@ const MAX_OUTBOX: usize = 1_024;
 /// are dropped first.
 const MAX_HELD: usize = 1_024;
 
+/// The most tool calls of discarded preemptive replies remembered while
+/// their results are awaited; past it the oldest is forgotten (a result
+/// that has not come after this many later discarded calls is taken never
+/// to come).
+const MAX_DISCARDED_TOOLS: usize = 1_024;
+
 /// Where a preemptive reply stands, for the client.
 enum Preemptive {
     /// None prepared: the bot's events go out.
@@ -153,10 +159,42 @@ pub struct RtviSession {
     /// A preemptive reply's events, held or being dropped: see
     /// [`Preemptive`].
     preemptive: Preemptive,
-    /// The tool calls a held or dropped preemptive reply made: their
-    /// results are its (held or dropped with it); any other tool's result
-    /// goes out as it comes.
-    preemptive_tools: HashSet<String>,
+    /// The tool calls the held preemptive reply made: their results are
+    /// held with it; once it is confirmed they go out as they come.
+    held_tools: HashSet<String>,
+    /// The tool calls of discarded preemptive replies whose results have
+    /// not come: dropped whenever they come, however many replies later
+    /// (a tool the interruption did not cancel answers when it is done).
+    /// Any other tool's result goes out as it comes.
+    discarded_tools: DiscardedTools,
+}
+
+/// The tool call ids of discarded replies, at most [`MAX_DISCARDED_TOOLS`],
+/// the oldest forgotten first.
+#[derive(Default)]
+struct DiscardedTools {
+    ids: HashSet<String>,
+    /// Insertion order, for forgetting the oldest; may still name ids whose
+    /// result came (removed from `ids` only).
+    order: VecDeque<String>,
+}
+
+impl DiscardedTools {
+    fn insert(&mut self, id: String) {
+        if self.order.len() == MAX_DISCARDED_TOOLS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+        }
+    }
+
+    /// Whether `id` is a discarded reply's call; its one result is taken.
+    fn take(&mut self, id: &str) -> bool {
+        self.ids.remove(id)
+    }
 }
 
 impl RtviSession {
@@ -174,7 +212,8 @@ impl RtviSession {
             bot_transcription: SentenceSplitter::new(),
             spoken_words: SentenceSplitter::new(),
             preemptive: Preemptive::None,
-            preemptive_tools: HashSet::new(),
+            held_tools: HashSet::new(),
+            discarded_tools: DiscardedTools::default(),
         }
     }
 
@@ -306,7 +345,7 @@ impl RtviSession {
                 return;
             }
             "preemptive_reply_confirmed" => {
-                self.preemptive_tools.clear();
+                self.held_tools.clear();
                 if let Preemptive::Held(held) =
                     std::mem::replace(&mut self.preemptive, Preemptive::None)
                 {
@@ -318,26 +357,39 @@ impl RtviSession {
             }
             "preemptive_reply_discarded" => {
                 self.preemptive = Preemptive::Dropping;
+                for id in std::mem::take(&mut self.held_tools) {
+                    self.discarded_tools.insert(id);
+                }
                 return;
             }
             // A reply's start that no preemptive start announced: the
-            // next reply, asked after the discarded one was stopped.
+            // next reply, asked after the discarded one was stopped. The
+            // discarded reply's tools may still answer: their calls stay
+            // remembered.
             "llm_response_started" if matches!(self.preemptive, Preemptive::Dropping) => {
                 self.preemptive = Preemptive::None;
-                self.preemptive_tools.clear();
             }
             _ => {}
         }
         let id = || fields["id"].as_str().unwrap_or_default().to_owned();
+        if name == "tool_result" && self.discarded_tools.take(&id()) {
+            return;
+        }
         let its_own = match name {
             // A tool's result may be an earlier reply's (a tool the
             // interruption did not cancel): only the reply's own are its.
-            "tool_result" => self.preemptive_tools.contains(&id()),
+            "tool_result" => self.held_tools.remove(&id()),
             _ => is_reply_event(name),
         };
         if its_own && !matches!(self.preemptive, Preemptive::None) {
-            if name == "tool_call" && self.preemptive_tools.len() < MAX_HELD {
-                self.preemptive_tools.insert(id());
+            if name == "tool_call" {
+                match self.preemptive {
+                    Preemptive::Dropping => self.discarded_tools.insert(id()),
+                    _ if self.held_tools.len() < MAX_HELD => {
+                        self.held_tools.insert(id());
+                    }
+                    _ => {}
+                }
             }
             if let Preemptive::Held(held) = &mut self.preemptive {
                 if held.len() == MAX_HELD {

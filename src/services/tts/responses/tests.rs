@@ -52,7 +52,7 @@ fn label(body: &FrameBody) -> &'static str {
         FrameBody::OutputAudio(_) => "output_audio",
         FrameBody::TtsText(_) => "tts_text",
         FrameBody::TtsStopped => "tts_stopped",
-        FrameBody::LlmResponseEnd => "llm_response_end",
+        FrameBody::LlmResponseEnd { .. } => "llm_response_end",
         _ => "other",
     }
 }
@@ -110,7 +110,11 @@ fn a_response_starts_speaks_times_its_first_byte_and_stops_after_its_audio() {
     r.handle_event(WireEvent::Done { context: context() }, "p", t1);
     assert!(outputs(&mut r).is_empty());
     assert!(r.is_busy());
-    r.handle_finish(1, Some(Frame::new(FrameBody::LlmResponseEnd)), t1);
+    r.handle_finish(
+        1,
+        Some(Frame::new(FrameBody::LlmResponseEnd { failed: false })),
+        t1,
+    );
     assert!(
         matches!(&outputs(&mut r)[..], [TtsOutput::Finish { context }] if context == "vp0000abcd-1")
     );
@@ -126,7 +130,11 @@ fn a_response_starts_speaks_times_its_first_byte_and_stops_after_its_audio() {
 fn a_response_with_nothing_spoken_passes_its_closing_frame_at_once() {
     let t0 = Instant::now();
     let mut r = TtsResponses::new("tts", 16_000, 16_000, PREFIX.into());
-    r.handle_finish(4, Some(Frame::new(FrameBody::LlmResponseEnd)), t0);
+    r.handle_finish(
+        4,
+        Some(Frame::new(FrameBody::LlmResponseEnd { failed: false })),
+        t0,
+    );
     assert_eq!(pushed(&outputs(&mut r)), [(4, "llm_response_end")]);
 }
 
@@ -279,7 +287,11 @@ fn text_after_a_tool_call_goes_to_a_new_context_played_after_the_first() {
     r.handle_event(audio("vp0000abcd-1", 10), "p", t0);
     assert!(outputs(&mut r).is_empty());
 
-    r.handle_finish(1, Some(Frame::new(FrameBody::LlmResponseEnd)), t0);
+    r.handle_finish(
+        1,
+        Some(Frame::new(FrameBody::LlmResponseEnd { failed: false })),
+        t0,
+    );
     assert!(
         matches!(&outputs(&mut r)[..], [TtsOutput::Finish { context }] if context == "vp0000abcd-1.1")
     );
@@ -306,7 +318,11 @@ fn a_response_ending_at_a_tool_call_ends_when_its_text_is_done() {
     outputs(&mut r);
     // Nothing said after the tool (end_call): the response waits for
     // the first context only.
-    r.handle_finish(2, Some(Frame::new(FrameBody::LlmResponseEnd)), t0);
+    r.handle_finish(
+        2,
+        Some(Frame::new(FrameBody::LlmResponseEnd { failed: false })),
+        t0,
+    );
     assert!(outputs(&mut r).is_empty());
     r.handle_event(
         WireEvent::Done {

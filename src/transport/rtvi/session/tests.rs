@@ -442,3 +442,39 @@ fn only_a_preemptive_replys_own_tool_results_are_held_or_dropped() {
     session.handle_event("tool_result", &result("earlier-2"), 0);
     assert_eq!(stopped(&mut session), ["earlier-2"]);
 }
+
+#[test]
+fn a_discarded_replys_tool_results_never_go_out_however_late() {
+    let mut session = RtviSession::new("s1".into());
+    session.handle_inbound(inbound(READY), Duration::ZERO);
+    drain(&mut session);
+    let call = |id: &str| json!({"id": id, "name": "lookup", "arguments": "{}"});
+    let result = |id: &str| json!({"id": id, "name": "lookup", "result": "{}"});
+    let stopped = |session: &mut RtviSession| -> Vec<String> {
+        drain(session)
+            .into_iter()
+            .filter(|m| m["type"] == "llm-function-call-stopped")
+            .map(|m| m["data"]["tool_call_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // A preemptive reply calls two slow tools, then is discarded.
+    session.handle_event("preemptive_reply_started", &json!({}), 0);
+    session.handle_event("llm_response_started", &json!({}), 0);
+    session.handle_event("tool_call", &call("slow-1"), 0);
+    session.handle_event("tool_call", &call("slow-2"), 0);
+    session.handle_event("preemptive_reply_discarded", &json!({}), 0);
+    // The next reply starts, and is answered.
+    session.handle_event("llm_response_started", &json!({}), 0);
+    session.handle_event("tool_call", &call("next"), 0);
+    // The discarded reply's tool answers only now.
+    session.handle_event("tool_result", &result("slow-1"), 0);
+    session.handle_event("tool_result", &result("next"), 0);
+    session.handle_event("llm_response_ended", &json!({"failed": false}), 0);
+    assert_eq!(stopped(&mut session), ["next"]);
+    // Later still, after another preemptive reply was confirmed.
+    session.handle_event("preemptive_reply_started", &json!({}), 0);
+    session.handle_event("llm_response_started", &json!({}), 0);
+    session.handle_event("preemptive_reply_confirmed", &json!({}), 0);
+    session.handle_event("tool_result", &result("slow-2"), 0);
+    assert_eq!(stopped(&mut session), Vec::<String>::new());
+}
