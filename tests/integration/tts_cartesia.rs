@@ -247,9 +247,9 @@ async fn cartesia_an_interruption_while_the_socket_connects_takes_effect_at_once
     // A response with nothing to say ends as soon as the engine reads it,
     // after the interruption: the engine is not stuck behind the connect.
     live.handle.queue_frame(FrameBody::LlmResponseStart).await;
-    live.handle.queue_frame(FrameBody::LlmResponseEnd).await;
+    live.handle.queue_frame(FrameBody::LlmResponseEnd { failed: false }).await;
     live.wait_for_from("tts", "the empty response's end", |b| {
-        matches!(b, FrameBody::LlmResponseEnd)
+        matches!(b, FrameBody::LlmResponseEnd { .. })
     })
     .await;
     handshake.notify_one();
