@@ -31,6 +31,7 @@
 //! [`AgentRuntime`] ties them together for a process: one store, the
 //! writers of its live sessions, the evaluator, the webhook deliverer.
 
+mod after_call;
 mod config;
 mod error;
 pub mod eval;

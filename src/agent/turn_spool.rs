@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::writer::AfterCall;
+use super::after_call::AfterCall;
 use crate::store::{
     Appended, CallChange, CallRecord, CallRecording, Interaction, Store, StoreError,
 };

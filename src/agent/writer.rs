@@ -38,10 +38,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+pub use super::after_call::AfterCall;
 use super::redact::{record_for_log, turn_for_log};
 use super::turn_spool::{SpoolEntry, SpoolError, SpooledCall, SpooledStep, TurnSpool};
 use crate::conversation::Turn;
@@ -80,20 +80,6 @@ impl Default for WriterSettings {
 
 /// The longest a writer waits for the disk to keep or drop its spool file.
 const SPOOL_WRITE_LIMIT: Duration = Duration::from_secs(5);
-
-/// An after-call hook: work queued for other workers once a call is
-/// completed and written (a session-end evaluation job, the call-completed
-/// webhook).
-///
-/// It runs as the writer's last steps, in order, so it is retried with
-/// backoff while the store is down, and given up (and logged) only when
-/// the flush timeout ends: it must be idempotent, and should only queue
-/// (durably, in the store), never do the work itself.
-#[async_trait]
-pub trait AfterCall: Send + Sync + std::fmt::Debug {
-    /// Queues the work for the completed call `call_id`.
-    async fn queue(&self, store: &dyn Store, call_id: &str) -> Result<(), StoreError>;
-}
 
 /// A command; status changes are stamped with the wall time they were sent
 /// at (a turn carries its own).
