@@ -64,6 +64,12 @@ const LOCK: &str = ".lock";
 /// Owner directories' names begin so.
 const OWNER_PREFIX: &str = "owner-";
 
+/// An owner directory being made (locked, not yet renamed into place).
+const MAKING_PREFIX: &str = ".making-";
+
+/// A written owner directory being removed.
+const GONE_PREFIX: &str = ".gone-";
+
 /// Where files that cannot be read are moved, inside the spool directory.
 const UNREADABLE: &str = "unreadable";
 
@@ -275,21 +281,32 @@ impl TurnSpool {
         }
         private_dir_all(&self.dir).map_err(io_error(&self.dir))?;
         let id = format!("{:016x}", crate::random::random_u64());
-        let making = self.dir.join(format!(".making-{id}"));
+        let making = self.dir.join(format!("{MAKING_PREFIX}{id}"));
         private_dir(&making).map_err(io_error(&making))?;
-        let lock_path = making.join(LOCK);
-        let lock_file = private_file(&lock_path).map_err(io_error(&lock_path))?;
-        // A directory no one else has seen yet: the lock is free.
-        lock_file.try_lock().map_err(|err| SpoolError::Io {
-            path: lock_path.clone(),
-            source: match err {
-                std::fs::TryLockError::Error(err) => err,
-                std::fs::TryLockError::WouldBlock => std::io::ErrorKind::WouldBlock.into(),
-            },
-        })?;
-        // Only now visible to replayers, already locked.
         let path = self.dir.join(format!("{OWNER_PREFIX}{id}"));
-        std::fs::rename(&making, &path).map_err(io_error(&path))?;
+        let locked = (|| {
+            let lock_path = making.join(LOCK);
+            let lock_file = private_file(&lock_path).map_err(io_error(&lock_path))?;
+            // A directory no one else has seen yet: the lock is free.
+            lock_file.try_lock().map_err(|err| SpoolError::Io {
+                path: lock_path.clone(),
+                source: match err {
+                    std::fs::TryLockError::Error(err) => err,
+                    std::fs::TryLockError::WouldBlock => std::io::ErrorKind::WouldBlock.into(),
+                },
+            })?;
+            // Only now visible to replayers, already locked.
+            std::fs::rename(&making, &path).map_err(io_error(&path))?;
+            Ok(lock_file)
+        })();
+        let lock_file = match locked {
+            Ok(lock_file) => lock_file,
+            Err(err) => {
+                // Nothing of it is used: no leftover per attempt.
+                let _ = std::fs::remove_dir_all(&making);
+                return Err(err);
+            }
+        };
         sync_dir(&self.dir);
         *owner = Some(OwnerDir {
             path: path.clone(),
@@ -339,7 +356,7 @@ impl TurnSpool {
                 && left == 0
             {
                 // Everything of a stopped process is written.
-                blocking(move || remove_owner_dir(&owner, owner_lock)).await;
+                blocking(move || remove_owner_dir(&owner, Some(owner_lock))).await;
             }
         }
         report
@@ -360,12 +377,26 @@ impl TurnSpool {
         let mut owners = Vec::new();
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
-            let is_owner = entry
+            let name = entry
                 .file_name()
                 .to_str()
-                .is_some_and(|name| name.starts_with(OWNER_PREFIX))
-                && entry.file_type().is_ok_and(|t| t.is_dir());
-            if !is_owner {
+                .map(str::to_owned)
+                .unwrap_or_default();
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            // A process that stopped while making or removing its
+            // directory: what is left goes (a `.gone-` one is all written,
+            // a `.making-` one holds nothing yet).
+            if name.starts_with(GONE_PREFIX) || name.starts_with(MAKING_PREFIX) {
+                match stopped_owner(&path) {
+                    Some(lock) => clear_dir(&path, Some(lock)),
+                    None if !path.join(LOCK).exists() => clear_dir(&path, None),
+                    None => {}
+                }
+                continue;
+            }
+            if !name.starts_with(OWNER_PREFIX) {
                 continue;
             }
             if own.as_ref() == Some(&path) {
@@ -447,7 +478,7 @@ impl TurnSpool {
             }
         };
         if call.store != self.store {
-            tracing::debug!(file = %path.display(), "a turn spool file of another store; left alone");
+            tracing::warn!(file = %path.display(), "a turn spool file of another store (another address or key prefix); left for a server of that store");
             return Replayed::OtherStore;
         }
         let call_id = call.call_id.clone();
@@ -527,7 +558,12 @@ impl TurnSpool {
     ) {
         tokio::pin!(shutdown);
         loop {
-            let report = self.replay(store, hooks).await;
+            // A long pass against a failing store must not hold up a
+            // shutdown: what it did not reach stays on disk.
+            let report = tokio::select! {
+                () = &mut shutdown => return,
+                report = self.replay(store, hooks) => report,
+            };
             if report.written > 0 || report.waiting > 0 {
                 tracing::info!(
                     written = report.written,
@@ -722,36 +758,44 @@ fn stopped_owner(owner: &Path) -> Option<File> {
 /// Removes a stopped owner's directory, all of whose files are written:
 /// renamed first (so no one takes it for a live one), then only what a
 /// spool puts there, then the directory itself.
-fn remove_owner_dir(owner: &Path, lock: File) {
+fn remove_owner_dir(owner: &Path, lock: Option<File>) {
     let Some(name) = owner.file_name().and_then(|n| n.to_str()) else {
         return;
     };
-    let gone = owner.with_file_name(format!(".gone-{name}"));
+    let gone = owner.with_file_name(format!("{GONE_PREFIX}{name}"));
     if let Err(err) = std::fs::rename(owner, &gone) {
         tracing::debug!(dir = %owner.display(), error = %err, "a written spool directory stays");
         return;
     }
-    if let Ok(entries) = std::fs::read_dir(&gone) {
+    clear_dir(&gone, lock);
+}
+
+/// Removes what a spool puts in `dir`, then `dir` (a directory no process
+/// uses: its lock is held here, or it was never locked).
+fn clear_dir(dir: &Path, lock: Option<File>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
         for path in entries.filter_map(Result::ok).map(|e| e.path()) {
             let ours = path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n == LOCK || n.ends_with(".json") || n.ends_with(".json.tmp"));
-            if ours {
-                let _ = std::fs::remove_file(&path);
+                .is_some_and(|n| n == LOCK || n.ends_with(".json") || n.ends_with(".tmp"));
+            if ours && let Err(err) = std::fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %err, "cannot remove a written spool file");
             }
         }
     }
     drop(lock);
-    if let Err(err) = std::fs::remove_dir(&gone) {
-        tracing::warn!(dir = %gone.display(), error = %err, "cannot remove a written spool directory");
+    if let Err(err) = std::fs::remove_dir(dir) {
+        tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a written spool directory");
     }
 }
 
 /// Writes `call` to `path` in one step: a synced temporary file renamed
 /// over it, then the directory synced.
 fn write_atomically(path: &Path, call: &SpooledCall) -> Result<(), SpoolError> {
-    let tmp = path.with_extension("json.tmp");
+    // A name of its own: a write still stalled on the disk must not write
+    // into the next one's file.
+    let tmp = path.with_extension(format!("{:016x}.tmp", crate::random::random_u64()));
     let body = serde_json::to_vec(call)?;
     let mut file = private_file(&tmp).map_err(io_error(&tmp))?;
     file.write_all(&body).map_err(io_error(&tmp))?;

@@ -204,6 +204,7 @@ pub fn spawn_writer(
         next_index: 0,
         ended: false,
         spool_entry: None,
+        spool_write: None,
         spooled: false,
         spool_stale: false,
         end: Arc::clone(&end),
@@ -252,6 +253,8 @@ struct Writer {
     ended: bool,
     /// This writer's file in the spool, once it has needed one.
     spool_entry: Option<SpoolEntry>,
+    /// A write of that file the disk has not finished (past the bound).
+    spool_write: Option<tokio::task::JoinHandle<Result<(), SpoolError>>>,
     /// True while the spool holds this writer's file.
     spooled: bool,
     /// True when steps were queued since the spool file was written.
@@ -411,6 +414,13 @@ impl Writer {
         if self.spooled && !self.spool_stale {
             return;
         }
+        // One write at a time: a later one waits for a stalled one (its
+        // steps stay marked unsaved meanwhile), so older content never
+        // lands after newer.
+        if self.spool_write.as_ref().is_some_and(|w| !w.is_finished()) {
+            self.spool_stale = true;
+            return;
+        }
         let call = self.spooled_call();
         let count = call.steps.len();
         let entry = self
@@ -419,10 +429,21 @@ impl Writer {
             .clone();
         // Off the workers the calls' audio runs on, and bounded: a disk that
         // hangs must not hold the writer past its flush time.
-        let write = tokio::task::spawn_blocking(move || spool.keep(&entry, &call));
-        let kept = match tokio::time::timeout(SPOOL_WRITE_LIMIT, write).await {
-            Ok(Ok(kept)) => kept,
-            _ => Err(SpoolError::Stalled),
+        let mut write = tokio::task::spawn_blocking(move || spool.keep(&entry, &call));
+        let kept = match tokio::time::timeout(SPOOL_WRITE_LIMIT, &mut write).await {
+            Ok(Ok(kept)) => {
+                self.spool_write = None;
+                kept
+            }
+            Ok(Err(_)) => {
+                self.spool_write = None;
+                Err(SpoolError::Stalled)
+            }
+            Err(_) => {
+                self.spool_write = Some(write);
+                self.spool_stale = true;
+                Err(SpoolError::Stalled)
+            }
         };
         match kept {
             Ok(()) => {
@@ -440,28 +461,40 @@ impl Writer {
     }
 
     /// After a step is done: the spool file goes once every step in it is
-    /// written, and shrinks meanwhile (a replay after a crash then repeats
-    /// less).
+    /// written. Until then it is not rewritten (a replay finds the steps
+    /// already written, and writes them no second time); the next failure
+    /// rewrites it with what is left.
     async fn spool_progress(&mut self) {
         if !self.spooled {
             return;
         }
         if !self.steps.is_empty() {
             self.spool_stale = true;
-            self.keep_in_spool().await;
             return;
         }
-        let (Some(spool), Some(entry)) = (self.settings.spool.clone(), self.spool_entry.clone())
+        let (Some(spool), Some(entry)) = (self.settings.spool.clone(), self.spool_entry.take())
         else {
             return;
         };
-        let removal = tokio::task::spawn_blocking(move || spool.discard(&entry));
-        if tokio::time::timeout(SPOOL_WRITE_LIMIT, removal)
-            .await
-            .is_err()
+        // A stalled write would put the file back after its removal.
+        if let Some(write) = self.spool_write.take()
+            && tokio::time::timeout(SPOOL_WRITE_LIMIT, write)
+                .await
+                .is_err()
         {
-            tracing::warn!(call_id = %self.call_id, "the spool file's removal is slow; a replay will find its steps written");
+            tracing::warn!(call_id = %self.call_id, "a spool write is still stalled; its file stays, and a replay will find its steps written");
+            spool.release(&entry);
+        } else {
+            let removal = tokio::task::spawn_blocking(move || spool.discard(&entry));
+            if tokio::time::timeout(SPOOL_WRITE_LIMIT, removal)
+                .await
+                .is_err()
+            {
+                tracing::warn!(call_id = %self.call_id, "the spool file's removal is slow; a replay will find its steps written");
+            }
         }
+        // A later failure keeps its steps in a new file, of a new entry:
+        // this one is no longer protected from the replayer.
         self.spooled = false;
         self.spool_stale = false;
         self.status.send_modify(|s| s.spooled = 0);

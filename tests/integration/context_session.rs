@@ -540,6 +540,73 @@ async fn turns_of_a_call_ending_in_a_long_redis_outage_are_written_once_redis_is
     assert_eq!(hook.0.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+#[tokio::test]
+async fn a_second_outage_in_one_call_keeps_the_writer_file_from_the_replayer() {
+    let mut redis = RedisServer::start_persistent();
+    let store = redis_store(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(TurnSpool::new(dir.path(), store.identity()));
+    let settings = WriterSettings {
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        flush_timeout: Duration::from_secs(60),
+        on_completed: Vec::new(),
+        spool: Some(Arc::clone(&spool)),
+    };
+    let record = CallRecord::pending(
+        "call-9",
+        "twilio",
+        Segment::default(),
+        Default::default(),
+        0,
+    );
+    let (recorder, mut progress) = spawn_writer(Arc::clone(&store), record, settings);
+    recorder.started();
+    let mut said = vec!["before".to_owned()];
+    recorder.record(Arc::new(turn(0, Role::User, "before", 0)));
+    progress.wait_for(|s| s.turns_written == 1).await.unwrap();
+    for outage in 0..2 {
+        redis.kill();
+        for n in 0..2 {
+            let text = format!("outage {outage} turn {n}");
+            let index = said.len() as u64;
+            recorder.record(Arc::new(turn(index, Role::User, &text, index * 100)));
+            said.push(text);
+        }
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            progress.wait_for(|s| s.spooled == 2),
+        )
+        .await
+        .expect("the outage's turns reach the spool")
+        .unwrap();
+        // The writer still owns its file: the replayer leaves it.
+        assert_eq!(
+            spool.replay(&*store, &[]).await,
+            voxpipe::agent::turn_spool::ReplayReport::default(),
+            "outage {outage}"
+        );
+        redis.restart();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            progress.wait_for(|s| s.spooled == 0),
+        )
+        .await
+        .expect("the spool file goes once written")
+        .unwrap();
+    }
+    recorder.ended("hangup");
+    let status = progress
+        .wait_for(|s| s.done.is_some())
+        .await
+        .unwrap()
+        .clone();
+    assert!(status.done.unwrap().unwritten.is_empty());
+    let turns = store.turns("call-9").await.unwrap();
+    let texts: Vec<&str> = turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts, said);
+}
+
 #[test]
 fn turns_kept_during_an_outage_survive_the_process_stopping() {
     let mut redis = RedisServer::start_persistent();

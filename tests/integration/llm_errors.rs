@@ -285,31 +285,67 @@ fn processing_comments(secs: u32) -> Vec<Part> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn comment_lines_alone_do_not_hold_off_the_read_timeout() {
+async fn comment_lines_alone_do_not_hold_off_the_read_timeout_once_the_answer_has_begun() {
     let server = FakeOpenAi::start().await;
-    // A minute of keep-alives, then an answer the turn must not wait for.
-    let mut parts = processing_comments(60);
-    parts.extend(text_answer("Too late."));
+    // The answer begins, then a minute of keep-alives, then the rest, which
+    // the turn must not wait for.
+    let mut parts = vec![Part::Data(text_chunk("It is "))];
+    parts.extend(processing_comments(60));
+    parts.extend(text_answer("too late."));
     server.push_chat(Reply::Sse(parts));
+    // A response timeout the clock cannot jump to first: only the read
+    // timeout can fire.
     let out = ask(
         &server,
-        "connection = { read_timeout_secs = 5, response_timeout_secs = 5 }",
+        "connection = { read_timeout_secs = 5, response_timeout_secs = 60 }",
     )
     .await;
     let waited = server.received("chat/completions")[0].at.elapsed();
     let errors = error_frames(&out.upstream);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].message, "no event within 5s");
-    assert!(
-        texts(&out.downstream).is_empty(),
-        "{:?}",
-        texts(&out.downstream)
-    );
+    assert_eq!(texts(&out.downstream).concat(), "It is ");
     assert!(
         waited >= Duration::from_secs(5) && waited < Duration::from_secs(10),
         "the turn ended after {waited:?}"
     );
     assert!(names(&out).contains(&"LlmResponseEnd"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alives_before_the_first_event_hold_a_thinking_model_open_until_the_thinking_limit() {
+    let server = FakeOpenAi::start().await;
+    // A model thinking for a minute (longer than the read timeout), the
+    // server saying so with comments.
+    let mut parts = processing_comments(60);
+    parts.extend(text_answer("Thought about it."));
+    server.push_chat(Reply::Sse(parts));
+    let out = ask(
+        &server,
+        "connection = { read_timeout_secs = 5, response_timeout_secs = 60 }",
+    )
+    .await;
+    assert!(error_frames(&out.upstream).is_empty());
+    assert_eq!(texts(&out.downstream).concat(), "Thought about it.");
+
+    // Comments for ever: the turn ends at the limit, not never.
+    let mut parts = processing_comments(300);
+    parts.extend(text_answer("Far too late."));
+    server.push_chat(Reply::Sse(parts));
+    let out = ask(
+        &server,
+        "connection = { read_timeout_secs = 5, response_timeout_secs = 60 }",
+    )
+    .await;
+    let waited = server.received("chat/completions")[1].at.elapsed();
+    let errors = error_frames(&out.upstream);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].message, "no event within 120s");
+    assert!(texts(&out.downstream).is_empty());
+    assert!(
+        waited >= Duration::from_secs(120) && waited < Duration::from_secs(126),
+        "the turn ended after {waited:?}"
+    );
 }
 
 #[tokio::test]

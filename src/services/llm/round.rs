@@ -18,6 +18,11 @@ use super::wire::{ChatDelta, ChatRequest, ChatWire};
 /// skipped with one log line.
 const MAX_REPORTED_MALFORMED: u32 = 3;
 
+/// How long keep-alive comments alone may hold a response open before its
+/// first event: a reasoning model behind OpenRouter can think for a minute
+/// or more, saying so only with comments.
+const THINKING_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What one round of streaming produced.
 pub(super) struct Round {
     pub(super) text: String,
@@ -69,24 +74,39 @@ impl Ask<'_> {
         let mut finished = false;
         let mut malformed = 0u32;
         // The read timeout bounds the wait for an event, not for bytes:
-        // comment lines (`: keep-alive`, OpenRouter's `: OPENROUTER
-        // PROCESSING`) and blank lines move nothing on, or a server sending
-        // only those would hold the turn forever. A model that thinks for
-        // longer than the read timeout before its first event needs a
-        // larger `read_timeout_secs`.
+        // once the answer has begun, comment lines (`: keep-alive`,
+        // OpenRouter's `: OPENROUTER PROCESSING`) and blank lines move
+        // nothing on, or a server sending only those would hold the turn
+        // forever. Before the first event they say a model is thinking (as
+        // OpenRouter documents them), and hold the wait open up to
+        // `THINKING_LIMIT` (or the read timeout, if longer).
         let read_timeout = connection.read_timeout;
+        let thinking_limit = read_timeout.max(THINKING_LIMIT);
+        let thinking_until = tokio::time::Instant::now() + thinking_limit;
+        let mut seen_event = false;
         let mut event_deadline = tokio::time::Instant::now() + read_timeout;
         loop {
-            let chunk =
-                next_chunk_before(&mut stream, event_deadline, "event", read_timeout).await?;
+            let bound = if !seen_event && event_deadline >= thinking_until {
+                thinking_limit
+            } else {
+                read_timeout
+            };
+            let chunk = next_chunk_before(&mut stream, event_deadline, "event", bound).await?;
             match &chunk {
-                Some(bytes) => events.handle_bytes(bytes),
+                Some(bytes) => {
+                    events.handle_bytes(bytes);
+                    if !seen_event && !bytes.is_empty() {
+                        let alive = tokio::time::Instant::now() + read_timeout;
+                        event_deadline = event_deadline.max(alive.min(thinking_until));
+                    }
+                }
                 None => events.finish(),
             }
             while let Some(event) = events.poll_event() {
                 // An event the wire cannot parse still came whole; a line
                 // the decoder could not read is not an event.
                 if event.is_ok() {
+                    seen_event = true;
                     event_deadline = tokio::time::Instant::now() + read_timeout;
                 }
                 let deltas = match event.map_err(|e| ServiceError::Protocol(e.to_string())) {

@@ -49,10 +49,20 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// `kind`, the first 16 hex digits of the SHA-256 of `address` (which may
-/// hold a password), and `prefix`.
-fn identity(kind: &str, address: &str, prefix: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, address.as_bytes());
+/// `kind`, the first 16 hex digits of the SHA-256 of the servers'
+/// addresses (host, port and database, sorted: no password, so that
+/// rotating one or respelling the URL keeps the identity), and `prefix`.
+fn identity(kind: &str, seeds: &[redis::Client], prefix: &str) -> String {
+    let mut addresses: Vec<String> = seeds
+        .iter()
+        .map(|seed| {
+            let info = seed.get_connection_info();
+            format!("{}/{}", info.addr(), info.redis_settings().db())
+        })
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    let digest = ring::digest::digest(&ring::digest::SHA256, addresses.join(",").as_bytes());
     let hash: String = digest.as_ref()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -85,13 +95,14 @@ impl RedisStore {
             config.set_response_timeout(None),
         )
         .map_err(url_error)?;
+        let identity = identity("redis", std::slice::from_ref(&client), &settings_prefix);
         Ok(RedisStore {
             settings,
             conn: Connection::Standalone(conn),
             blocking: Connection::Standalone(blocking),
             seeds: vec![client],
             url_var: url_var.to_owned(),
-            identity: identity("redis", url, &settings_prefix),
+            identity,
         })
     }
 
@@ -130,9 +141,9 @@ impl RedisStore {
         let seeds = seeds
             .into_iter()
             .map(redis::Client::open)
-            .collect::<Result<_, _>>()
+            .collect::<Result<Vec<_>, _>>()
             .map_err(url_error)?;
-        let identity = identity("redis-cluster", urls, settings.keys.prefix());
+        let identity = identity("redis-cluster", &seeds, settings.keys.prefix());
         Ok(RedisStore {
             settings,
             conn: Connection::Cluster(conn),
