@@ -68,6 +68,11 @@ impl LostSessions {
         }
     }
 
+    /// How long after its final status a lost session is ended.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
     /// Notes that `call_id` started, reached its final status at `at_ms`,
     /// and nobody ended it: unless someone does within the grace, a
     /// sweeper ends it then, as of `at_ms`.

@@ -247,7 +247,9 @@ async fn cartesia_an_interruption_while_the_socket_connects_takes_effect_at_once
     // A response with nothing to say ends as soon as the engine reads it,
     // after the interruption: the engine is not stuck behind the connect.
     live.handle.queue_frame(FrameBody::LlmResponseStart).await;
-    live.handle.queue_frame(FrameBody::LlmResponseEnd { failed: false }).await;
+    live.handle
+        .queue_frame(FrameBody::LlmResponseEnd { failed: false })
+        .await;
     live.wait_for_from("tts", "the empty response's end", |b| {
         matches!(b, FrameBody::LlmResponseEnd { .. })
     })
