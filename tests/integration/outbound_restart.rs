@@ -553,3 +553,27 @@ async fn a_lost_session_the_store_refused_to_note_is_noted_later_and_the_callbac
     delivering.await.unwrap();
     server.shutdown(Duration::from_secs(20)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_lost_session_whose_record_cannot_be_read_is_dropped_not_claimed_for_ever() {
+    let rig = Rig::new().await;
+    let mut redis = rig.redis.client().await;
+    // A record the store cannot decode: ending it fails, not for now.
+    let _: () = redis::cmd("SET")
+        .arg("call:broken")
+        .arg("not a record")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let dialer = rig.dialer();
+    let lost = dialer.lost_sessions();
+    lost.note("broken", 1_000).await.unwrap();
+    let store = rig.runtime.store();
+    assert!(store.next_lost_session_due().await.unwrap().is_some());
+    assert_eq!(lost.end_due(unix_ms()).await.unwrap(), 0);
+    assert_eq!(
+        store.next_lost_session_due().await.unwrap(),
+        None,
+        "claimed again"
+    );
+}
