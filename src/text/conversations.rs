@@ -505,7 +505,7 @@ impl TextConversations {
         match store.text_end_failed(&failed, owner, retry_at).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(call_id = %end.call_id, error = %error, "a text conversation's end is not recorded; its claim lapsed, another attempt has it");
+                tracing::warn!(call_id = %end.call_id, error = %error, "a text conversation's end is not recorded; another attempt has it, or it is no longer pending");
                 return;
             }
             Err(err) => {
