@@ -443,7 +443,9 @@ impl TextConversations {
     ) -> Result<bool, StoreError> {
         let store = self.runtime.store();
         let claim = new_claim();
-        let now_ms = clock.now_ms();
+        // The end is as of the sweep's time; only a failure's backoff
+        // counts from when it happens.
+        let now_ms = clock.ms;
         let Some(call_id) = store
             .close_text_conversation(key, before_ms, reason, now_ms, &claim)
             .await?
