@@ -15,7 +15,17 @@
 //! The sweeper sleeps until the next check is due, woken at once by a
 //! check noted on its own server, and looks at least every
 //! [`MAX_WAIT`] for checks other servers noted and leases that ran out.
+//! Due times are noted and compared on one clock, the wall clock
+//! ([`unix_ms`]), the one other servers judge leases by.
+//!
+//! A page of claimed checks is worked through while its lease is less than
+//! half spent; the rest wait for the lease to end, so that no other
+//! server claims a check this one is still doing. A check whose call
+//! cannot be ended for good (the store's error is not transient, such as
+//! a record it cannot read) is logged and forgotten, not claimed again for
+//! ever.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -41,10 +51,15 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The sweeper's clock: Unix milliseconds now.
+type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// Notes lost-session checks and sweeps the due ones.
 pub struct LostSessions {
     settlement: Settlement,
     grace: Duration,
+    /// The wall clock ([`unix_ms`]); another in tests.
+    clock: Clock,
     /// A check was noted on this server: the sweeper looks again.
     noted: Notify,
 }
@@ -64,8 +79,21 @@ impl LostSessions {
         LostSessions {
             settlement,
             grace,
+            clock: Arc::new(unix_ms),
             noted: Notify::new(),
         }
+    }
+
+    /// The same, with `clock` for the wall clock.
+    #[cfg(test)]
+    fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long after its final status a lost session is ended.
+    pub fn grace(&self) -> Duration {
+        self.grace
     }
 
     /// Notes that `call_id` started, reached its final status at `at_ms`,
@@ -86,8 +114,11 @@ impl LostSessions {
     }
 
     /// Ends the calls of the checks due at `now_ms`, a page at a time;
-    /// how many it ended. A check that failed is left to be claimed again
-    /// once its lease ends; the error is returned once the rest is done.
+    /// how many it ended. A check that failed for now is left to be
+    /// claimed again once its lease ends; the error is returned once the
+    /// rest is done. One that failed for good is logged and forgotten. A
+    /// page whose lease is half spent is left there, its remaining checks
+    /// to be claimed again once the lease ends.
     pub async fn end_due(&self, now_ms: u64) -> Result<usize, StoreError> {
         let store = self.settlement.store();
         let mut ended = 0;
@@ -96,22 +127,35 @@ impl LostSessions {
             let checks = store
                 .claim_lost_sessions(now_ms, millis(LEASE), PAGE)
                 .await?;
-            for check in &checks {
-                match self.settlement.end_lost_session(check).await {
+            let claimed = Instant::now();
+            for (done, check) in checks.iter().enumerate() {
+                if claimed.elapsed() >= LEASE / 2 {
+                    tracing::warn!(
+                        left = checks.len() - done,
+                        "lost-session checks left to their lease: it is half spent"
+                    );
+                    return failed.map_or(Ok(ended), Err);
+                }
+                let forget = match self.settlement.end_lost_session(check).await {
                     Ok(ended_here) => {
                         ended += usize::from(ended_here);
-                        // Not forgotten: done again after the lease, which
-                        // queues the work again, harmlessly (the outbox
-                        // keeps one delivery per event; a second evaluation
-                        // finds the verdict stored).
-                        if let Err(err) = store.lost_session_checked(check).await {
-                            tracing::warn!(call_id = check.call_id, error = %err, "cannot forget a lost-session check; done again later");
-                        }
+                        true
                     }
-                    Err(err) => {
+                    Err(err) if err.is_transient() => {
                         tracing::warn!(call_id = check.call_id, error = %err, "cannot end a call whose session was lost; tried again");
                         failed = Some(err);
+                        false
                     }
+                    Err(err) => {
+                        tracing::error!(call_id = check.call_id, error = %err, "cannot end a call whose session was lost, for good; its check is dropped");
+                        true
+                    }
+                };
+                // Not forgotten: done again after the lease, which queues
+                // the work again, harmlessly (the outbox keeps one delivery
+                // per event; a second evaluation finds the verdict stored).
+                if forget && let Err(err) = store.lost_session_checked(check).await {
+                    tracing::warn!(call_id = check.call_id, error = %err, "cannot forget a lost-session check; done again later");
                 }
             }
             if checks.len() < PAGE {
@@ -126,11 +170,9 @@ impl LostSessions {
     /// cut by `stop` leaves its claimed checks to their lease.
     pub async fn run(&self, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
-        // The wall clock, and never behind the time elapsed since the
-        // start (tokio's clock): a check is not held back by a wall clock
-        // stepped back, and paused time moves it in tests.
-        let (started_ms, started) = (unix_ms(), Instant::now());
-        let now_ms = || unix_ms().max(started_ms.saturating_add(millis(started.elapsed())));
+        // The clock due times are noted by, and other servers' leases
+        // judged by.
+        let now_ms = || (self.clock)();
         loop {
             let sweep = async {
                 match self.end_due(now_ms()).await {
@@ -170,7 +212,7 @@ impl LostSessions {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
 
     use async_trait::async_trait;
 
@@ -199,9 +241,23 @@ mod tests {
         }
     }
 
+    /// A wall clock that paused time moves: `unix_ms()` at its making,
+    /// plus the time since, plus `offset` (the clock stepped).
+    fn paused_clock(offset: Arc<AtomicI64>) -> Clock {
+        let (base, start) = (unix_ms(), Instant::now());
+        Arc::new(move || {
+            let now = base.saturating_add(millis(start.elapsed()));
+            now.saturating_add_signed(offset.load(Ordering::SeqCst))
+        })
+    }
+
     /// A process's lost-session sweeper on the shared `store`: its own
     /// runtime, nothing of another's.
     fn process(store: &Arc<dyn Store>) -> Arc<LostSessions> {
+        process_with(store, paused_clock(Arc::default()))
+    }
+
+    fn process_with(store: &Arc<dyn Store>, clock: Clock) -> Arc<LostSessions> {
         let runtime = AgentRuntime::from_parts(RuntimeParts {
             store: Arc::clone(store),
             section: ContextSection::default(),
@@ -214,7 +270,7 @@ mod tests {
             learning: None,
         });
         let settlement = Settlement::new(Arc::new(runtime), Vec::new(), true);
-        Arc::new(LostSessions::new(settlement, GRACE))
+        Arc::new(LostSessions::new(settlement, GRACE).with_clock(clock))
     }
 
     /// An answered call its server left started and never ended.
@@ -334,5 +390,28 @@ mod tests {
         let after_lease = due + millis(LEASE);
         assert_eq!(sweeper.end_due(after_lease).await.unwrap(), 1);
         assert_eq!(sweeper.end_due(after_lease * 2).await.unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_stepped_back_does_not_end_a_call_before_its_grace() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+        left_started(&store, "lost").await;
+        // The sweeper starts while the wall clock is ten minutes ahead.
+        let offset = Arc::new(AtomicI64::new(600_000));
+        let clock = paused_clock(Arc::clone(&offset));
+        let sweeper = process_with(&store, Arc::clone(&clock));
+        let sweeping = sweep(&sweeper);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The clock is set right, and a check noted by it.
+        offset.store(0, Ordering::SeqCst);
+        let at_ms = clock();
+        sweeper.note("lost", at_ms).await.unwrap();
+        tokio::time::sleep(GRACE - Duration::from_secs(1)).await;
+        let call = store.call("lost").await.unwrap().unwrap();
+        assert_eq!(call.ended_at, None, "ended before the grace");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let call = store.call("lost").await.unwrap().unwrap();
+        assert_eq!(call.ended_at, Some(rfc3339(at_ms)));
+        sweeping.abort();
     }
 }

@@ -11,7 +11,10 @@
 //! the `call_settled` listeners). A final status for a call that started
 //! and was never ended, with no session here, notes a check in the store
 //! that ends it after a grace (its server died mid-call; see
-//! `outbound::lost_sessions`). A machine's answer gets the pipeline's
+//! `outbound::lost_sessions`); one the store refuses is noted again in the
+//! background, with backoff, and the callback still answered 200: Twilio
+//! does not retry a status callback its URL does not ask retries for. A
+//! machine's answer gets the pipeline's
 //! policy: hang up, or speak the voicemail message into the live session
 //! and end it.
 
@@ -108,10 +111,6 @@ pub(crate) async fn callback(
         && call.started_at.is_some()
         && call.ended_at.is_none()
         && state.sessions.handle_of(&call_id).is_none();
-    if lost && let Err(err) = dialer.lost_sessions().note(&call_id, received_ms).await {
-        tracing::warn!(call_id, error = %err, "cannot note the call's lost session; Twilio may retry");
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
     // Settled by the callback that brings its final status (an answered
     // call's record may be final already: its session wrote it).
     if !settled && reported.is_some_and(|status| status.is_final() && status == call.status) {
@@ -119,9 +118,56 @@ pub(crate) async fn callback(
         let call = call.clone();
         tokio::spawn(async move { dialer.settle(&call).await });
     }
+    // Twilio does not retry a status callback answered 5xx (its URL asks
+    // for no retries): a check that cannot be noted now is noted later,
+    // here, and the callback is answered 200.
+    if lost && let Err(err) = dialer.lost_sessions().note(&call_id, received_ms).await {
+        tracing::warn!(call_id, error = %err, "cannot note the call's lost session; retried in the background");
+        note_later(&dialer, call_id.clone(), received_ms);
+    }
     end_if_given_up(&dialer, &call, reported);
     act_on_machine(&state, &dialer, &call);
     StatusCode::OK.into_response()
+}
+
+/// The first wait before noting a lost session again.
+const NOTE_RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between tries to note a lost session.
+const NOTE_RETRY_MAX: Duration = Duration::from_secs(10);
+/// The least time tries to note a lost session go on for, however short
+/// the grace.
+const NOTE_RETRY_LEAST: Duration = Duration::from_secs(30);
+
+/// Notes the lost session of `call_id` (final at `received_ms`) in the
+/// background, with backoff, until it is noted or the grace (at least
+/// [`NOTE_RETRY_LEAST`]) has passed.
+fn note_later(dialer: &Arc<TwilioDialer>, call_id: String, received_ms: u64) {
+    let dialer = Arc::clone(dialer);
+    tokio::spawn(async move {
+        let lost = dialer.lost_sessions();
+        let deadline = tokio::time::Instant::now() + lost.grace().max(NOTE_RETRY_LEAST);
+        let mut wait = NOTE_RETRY_FIRST;
+        loop {
+            if tokio::time::Instant::now() + wait > deadline {
+                tracing::error!(
+                    call_id,
+                    "lost session never noted: its call is left unended"
+                );
+                return;
+            }
+            tokio::time::sleep(wait).await;
+            match lost.note(&call_id, received_ms).await {
+                Ok(()) => {
+                    tracing::info!(call_id, "lost session noted after a retry");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(call_id, error = %err, "cannot note the call's lost session; retried");
+                }
+            }
+            wait = (wait * 2).min(NOTE_RETRY_MAX);
+        }
+    });
 }
 
 /// A call Twilio says is live whose record voxpipe already ended unplaced

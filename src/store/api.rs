@@ -426,6 +426,11 @@ pub struct EndClaim {
 
 /// The owner of a claim's entry in the claims hash
 /// (`{claim's end ms} {owner}`), if it still holds at `now_ms`.
+/// The owner a claim entry names, held or lapsed.
+pub(crate) fn claim_owner(entry: &str) -> Option<&str> {
+    entry.split_once(' ').map(|(_, owner)| owner)
+}
+
 pub(crate) fn claim_holder(entry: &str, now_ms: u64) -> Option<&str> {
     let (until_ms, owner) = entry.split_once(' ')?;
     let until_ms: u64 = until_ms.parse().ok()?;
@@ -489,14 +494,17 @@ pub trait TextStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     /// `end` is recorded (the call completed, its after-call hooks
-    /// queued): no longer pending; `owner`'s claim is let go.
+    /// queued): no longer pending; `owner`'s claim is let go, lapsed or
+    /// not (another's is left).
     async fn text_end_recorded(&self, end: &TextEnd, owner: &str) -> Result<(), StoreError>;
 
     /// An attempt to record `end` failed; `end.attempts` counts it. Due
     /// again at `retry_at_ms`, or, when `None`, set aside: no longer
     /// pending, listed by [`set_aside_text_ends`](Self::set_aside_text_ends).
-    /// Only while `owner`'s claim holds (which is let go): false, and
-    /// nothing changed, when it no longer does (another attempt decides).
+    /// Unless another's claim holds: false, and nothing changed, then
+    /// (that attempt decides), or when `end` is no longer pending. An
+    /// attempt that outlived its claim still counts; the claim, `owner`'s
+    /// or lapsed, is let go.
     async fn text_end_failed(
         &self,
         end: &TextEnd,

@@ -392,6 +392,9 @@ impl TextConversations {
         let before = now_ms.saturating_sub(idle_ms);
         let store = self.runtime.store();
         let mut ended = 0;
+        // Failures back off from when they happen, not from the sweep's
+        // start: a slow sweep must not leave them due at once.
+        let clock = Since::new(now_ms);
         for end in store.pending_text_ends(now_ms, SWEEP_BATCH).await? {
             let claim = new_claim();
             match store.claim_text_end(&end, &claim, now_ms).await {
@@ -403,12 +406,12 @@ impl TextConversations {
                     continue;
                 }
             }
-            if self.record_end(&end, &claim.owner, now_ms).await.is_ok() {
+            if self.record_end(&end, &claim.owner, clock).await.is_ok() {
                 ended += 1;
             }
         }
         for key in store.idle_text_conversations(before, SWEEP_BATCH).await? {
-            match self.end(&key, before, now_ms, "idle_timeout").await {
+            match self.end(&key, before, clock, "idle_timeout").await {
                 Ok(true) => ended += 1,
                 Ok(false) => {}
                 Err(err) => {
@@ -423,8 +426,8 @@ impl TextConversations {
     /// terminal chat that is over): completed with `reason`, its after-call
     /// hooks queued. False when no conversation was open.
     pub async fn finish(&self, key: &ConversationKey, reason: &str) -> Result<bool, StoreError> {
-        let now = unix_ms();
-        self.end(key.as_str(), u64::MAX, now, reason).await
+        self.end(key.as_str(), u64::MAX, Since::new(unix_ms()), reason)
+            .await
     }
 
     /// Closes `key`'s conversation if it is idle since `before_ms` (the
@@ -435,11 +438,14 @@ impl TextConversations {
         &self,
         key: &str,
         before_ms: u64,
-        now_ms: u64,
+        clock: Since,
         reason: &str,
     ) -> Result<bool, StoreError> {
         let store = self.runtime.store();
         let claim = new_claim();
+        // The end is as of the sweep's time; only a failure's backoff
+        // counts from when it happens.
+        let now_ms = clock.ms;
         let Some(call_id) = store
             .close_text_conversation(key, before_ms, reason, now_ms, &claim)
             .await?
@@ -452,7 +458,7 @@ impl TextConversations {
             at_ms: now_ms,
             attempts: 0,
         };
-        self.record_end(&end, &claim.owner, now_ms).await?;
+        self.record_end(&end, &claim.owner, clock).await?;
         Ok(true)
     }
 
@@ -461,7 +467,7 @@ impl TextConversations {
     /// claim. Each step is idempotent, so an end that failed midway is
     /// simply done again; a failure is logged and the end rescheduled (see
     /// [`sweep`](Self::sweep)).
-    async fn record_end(&self, end: &TextEnd, owner: &str, now_ms: u64) -> Result<(), StoreError> {
+    async fn record_end(&self, end: &TextEnd, owner: &str, clock: Since) -> Result<(), StoreError> {
         let store = self.runtime.store();
         let change = CallChange::Ended {
             reason: end.reason.clone(),
@@ -480,14 +486,14 @@ impl TextConversations {
                 Ok(())
             }
             Err(err) => {
-                self.end_failed(end, owner, now_ms, &err).await;
+                self.end_failed(end, owner, clock.now_ms(), &err).await;
                 Err(err)
             }
         }
     }
 
-    /// Reschedules `end`, whose recording failed with `error`, or sets it
-    /// aside after [`MAX_END_ATTEMPTS`].
+    /// Reschedules `end`, whose recording failed with `error` at `now_ms`,
+    /// or sets it aside after [`MAX_END_ATTEMPTS`].
     async fn end_failed(&self, end: &TextEnd, owner: &str, now_ms: u64, error: &StoreError) {
         let failed = TextEnd {
             attempts: end.attempts.saturating_add(1),
@@ -501,7 +507,7 @@ impl TextConversations {
         match store.text_end_failed(&failed, owner, retry_at).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(call_id = %end.call_id, error = %error, "a text conversation's end is not recorded; its claim lapsed, another attempt has it");
+                tracing::warn!(call_id = %end.call_id, error = %error, "a text conversation's end is not recorded; another attempt has it, or it is no longer pending");
                 return;
             }
             Err(err) => {
@@ -549,5 +555,42 @@ fn new_claim() -> EndClaim {
     EndClaim {
         owner: new_session_id(),
         ttl_ms: END_CLAIM_TTL.as_millis() as u64,
+    }
+}
+
+/// A sweep's time, Unix ms, moving on with the clock from when it was
+/// taken: what "now" is at any point of the sweep (the wall clock when
+/// the sweep was given it; paused time moves it in tests).
+#[derive(Debug, Clone, Copy)]
+struct Since {
+    ms: u64,
+    taken: tokio::time::Instant,
+}
+
+impl Since {
+    fn new(ms: u64) -> Self {
+        Since {
+            ms,
+            taken: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Unix ms now.
+    fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.taken.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.ms.saturating_add(elapsed)
+    }
+}
+
+#[cfg(test)]
+mod since_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweeps_time_moves_on_with_the_clock() {
+        let since = Since::new(1_000);
+        assert_eq!(since.now_ms(), 1_000);
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        assert_eq!(since.now_ms(), 91_000);
     }
 }

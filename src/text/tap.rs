@@ -26,8 +26,14 @@ pub(super) struct Heard {
     pub(super) error: Option<String>,
     /// An LLM response ended failed: the answer stops where it failed. The
     /// response says so itself; a recoverable error (a skipped malformed
-    /// event) does not fail it, wherever it comes.
+    /// event) does not fail it, wherever it comes. A response that started
+    /// and never ended (its task panicked) failed too: see [`TextTap::take`].
     pub(super) failed: bool,
+    /// The processor that pushed the first `LlmResponseStart` (the LLM),
+    /// whose responses are followed.
+    llm: Option<String>,
+    /// Its responses started and not yet ended.
+    open: usize,
 }
 
 impl TextTap {
@@ -40,9 +46,17 @@ impl TextTap {
         }
     }
 
-    /// What was heard.
+    /// What was heard, once the run is over: a response still open then
+    /// never ended (its task died partway), and failed.
     pub(super) fn take(&self) -> Heard {
-        std::mem::take(&mut *self.state.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut heard = std::mem::take(&mut *self.state.lock().unwrap_or_else(|e| e.into_inner()));
+        if heard.open > 0 {
+            heard.failed = true;
+            heard
+                .error
+                .get_or_insert_with(|| "the model's response never ended".to_owned());
+        }
+        heard
     }
 
     fn send(&self, event: TextEvent) {
@@ -64,11 +78,23 @@ impl Observer for TextTap {
             }
             // Read as the LLM pushes it, whatever processor follows: one
             // that swallowed the end must not hide a failure.
-            FrameBody::LlmResponseEnd { failed: true }
-                if event.direction == Direction::Downstream =>
-            {
-                self.state.lock().unwrap_or_else(|e| e.into_inner()).failed = true;
-                return;
+            // Counted as the LLM (the first to push a start) pushes them.
+            FrameBody::LlmResponseStart if event.direction == Direction::Downstream => {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let llm = state.llm.get_or_insert_with(|| event.from.to_owned());
+                if llm == event.from {
+                    state.open += 1;
+                }
+            }
+            FrameBody::LlmResponseEnd { failed } if event.direction == Direction::Downstream => {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if state.llm.as_deref() == Some(event.from) {
+                    state.open = state.open.saturating_sub(1);
+                }
+                if *failed {
+                    state.failed = true;
+                    return;
+                }
             }
             _ => {}
         }
@@ -93,5 +119,68 @@ impl Observer for TextTap {
             }),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::frame::Frame;
+
+    fn push(tap: &TextTap, from: &str, body: FrameBody) {
+        tap.on_push(&PushEvent {
+            from,
+            frame: &Frame::new(body),
+            direction: Direction::Downstream,
+            at: Duration::ZERO,
+        });
+    }
+
+    /// The LLM's frames, forwarded by the processor after it (`out`).
+    fn through(tap: &TextTap, body: FrameBody) {
+        push(tap, "llm", body.clone());
+        push(tap, "out", body);
+    }
+
+    fn tap() -> TextTap {
+        TextTap::new("out".to_owned(), None)
+    }
+
+    #[test]
+    fn a_response_that_ended_is_not_failed() {
+        let tap = tap();
+        through(&tap, FrameBody::LlmResponseStart);
+        through(&tap, FrameBody::LlmText("Hello".into()));
+        through(&tap, FrameBody::LlmResponseEnd { failed: false });
+        let heard = tap.take();
+        assert_eq!(heard.text, "Hello");
+        assert!(!heard.failed);
+        assert_eq!(heard.error, None);
+    }
+
+    #[test]
+    fn a_response_that_started_and_never_ended_failed() {
+        let tap = tap();
+        through(&tap, FrameBody::LlmResponseStart);
+        through(&tap, FrameBody::LlmText("Half an ans".into()));
+        // Its task panicked: no end comes.
+        let heard = tap.take();
+        assert_eq!(heard.text, "Half an ans");
+        assert!(heard.failed);
+        assert!(heard.error.is_some());
+    }
+
+    #[test]
+    fn an_end_swallowed_downstream_neither_fails_nor_hides_a_failure() {
+        let tap = tap();
+        through(&tap, FrameBody::LlmResponseStart);
+        push(&tap, "llm", FrameBody::LlmResponseEnd { failed: false });
+        assert!(!tap.take().failed);
+
+        through(&tap, FrameBody::LlmResponseStart);
+        push(&tap, "llm", FrameBody::LlmResponseEnd { failed: true });
+        assert!(tap.take().failed);
     }
 }

@@ -491,3 +491,89 @@ async fn a_lost_session_is_ended_even_when_the_server_that_heard_of_it_stops_wit
     delivering.await.unwrap();
     server.shutdown(Duration::from_secs(20)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_lost_session_the_store_refused_to_note_is_noted_later_and_the_callback_answered_200() {
+    let receiver = WebhookReceiver::start().await;
+    let rig = Rig::with_context(
+        "flush_timeout_secs = 0\n",
+        &format!(
+            "lost_session_grace_secs = 1\n\n[webhook]\nurl = \"{}\"\n",
+            receiver.url()
+        ),
+    )
+    .await;
+    rig.left_lost("lost", SID).await;
+    // The checks' key holds a string: noting a check fails (WRONGTYPE)
+    // until it is removed.
+    let mut redis = rig.redis.client().await;
+    let _: () = redis::cmd("SET")
+        .arg("calls:lost_sessions")
+        .arg("in the way")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let server = rig.server().await;
+    let (url, form) = completed("lost", SID);
+    let before = unix_ms();
+    // Twilio would not retry a 5xx: the callback is answered 200 all the
+    // same, and the call is settled.
+    assert_eq!(rig.twilio.post_signed(&url, &form, None).await, 200);
+    let answered = unix_ms();
+    assert_eq!(rig.status("lost").await.0, CallStatus::Completed);
+    let _: () = redis::cmd("DEL")
+        .arg("calls:lost_sessions")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    // Noted in the background once the store takes it: the call is ended
+    // after its grace, as of the callback.
+    let deliverer = rig.runtime.deliverer().unwrap().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let delivering = tokio::spawn(async move {
+        deliverer
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let received = receiver.wait_for(1, Duration::from_secs(20)).await;
+    let body: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(body["call_id"], "lost");
+    assert_eq!(body["call"]["end_reason"], "session_lost");
+    let ended = body["call"]["ended_at"].as_str().unwrap();
+    let ended = voxpipe::store::time::parse_rfc3339(ended).unwrap();
+    assert!(
+        (before..=answered).contains(&ended),
+        "ended as of the callback: {before} {ended} {answered}"
+    );
+    stop.send(()).unwrap();
+    delivering.await.unwrap();
+    server.shutdown(Duration::from_secs(20)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_session_whose_record_cannot_be_read_is_dropped_not_claimed_for_ever() {
+    let rig = Rig::new().await;
+    let mut redis = rig.redis.client().await;
+    // A record the store cannot decode: ending it fails, not for now.
+    let _: () = redis::cmd("SET")
+        .arg("call:broken")
+        .arg("not a record")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let dialer = rig.dialer();
+    let lost = dialer.lost_sessions();
+    lost.note("broken", 1_000).await.unwrap();
+    let store = rig.runtime.store();
+    assert!(store.next_lost_session_due().await.unwrap().is_some());
+    assert_eq!(lost.end_due(unix_ms()).await.unwrap(), 0);
+    assert_eq!(
+        store.next_lost_session_due().await.unwrap(),
+        None,
+        "claimed again"
+    );
+}

@@ -741,3 +741,89 @@ async fn claims_on_ends_hold_one_at_a_time_in_memory() {
 async fn claims_on_ends_hold_one_at_a_time_in_redis() {
     claims_on_ends_hold_one_at_a_time(Kept::Redis(RedisServer::start())).await;
 }
+
+/// An attempt that outlived its claim: its failure still counts, and its
+/// claim, lapsed, is let go when the end is recorded. The claims left in
+/// the store, when it can tell.
+async fn a_lapsed_claims_attempt_still_counts(kept: &Kept) {
+    let [sweeper, _] = kept.sweepers();
+    let store = Arc::clone(sweeper.runtime().store());
+    store
+        .open_text_conversation("chat:c9", "c9", 0)
+        .await
+        .unwrap();
+    store
+        .close_text_conversation("chat:c9", 0, "idle_timeout", 100, &lapsed())
+        .await
+        .unwrap();
+    let end = untried_end("c9", 100);
+    let failed = TextEnd {
+        attempts: 1,
+        ..end.clone()
+    };
+    assert!(
+        store
+            .text_end_failed(&failed, "gone", Some(200))
+            .await
+            .unwrap(),
+        "the attempt counts"
+    );
+    assert!(store.pending_text_ends(199, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.pending_text_ends(200, 10).await.unwrap(),
+        std::slice::from_ref(&failed)
+    );
+    // Another's claim that holds: that attempt decides.
+    let live = EndClaim {
+        owner: "live".to_owned(),
+        ttl_ms: 60_000,
+    };
+    assert!(store.claim_text_end(&failed, &live, 200).await.unwrap());
+    let again = TextEnd {
+        attempts: 2,
+        ..end.clone()
+    };
+    assert!(
+        !store
+            .text_end_failed(&again, "gone", Some(300))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .text_end_failed(&again, "live", Some(300))
+            .await
+            .unwrap()
+    );
+    // Claimed again, lapsing at once, then recorded: the claim is gone.
+    assert!(store.claim_text_end(&again, &lapsed(), 300).await.unwrap());
+    store.text_end_recorded(&again, "gone").await.unwrap();
+    assert!(
+        store
+            .pending_text_ends(u64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_lapsed_claims_attempt_still_counts_in_memory() {
+    a_lapsed_claims_attempt_still_counts(&Kept::memory()).await;
+}
+
+#[tokio::test]
+async fn a_lapsed_claims_attempt_still_counts_and_its_claim_is_let_go_in_redis() {
+    let kept = Kept::Redis(RedisServer::start());
+    a_lapsed_claims_attempt_still_counts(&kept).await;
+    let Kept::Redis(redis) = &kept else {
+        unreachable!()
+    };
+    let mut client = redis.client().await;
+    let claims: i64 = redis::cmd("HLEN")
+        .arg("{text:active}:ending:claims")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!(claims, 0, "a lapsed claim left behind");
+}

@@ -6,13 +6,19 @@ use std::collections::BTreeMap;
 
 use super::keyspace::{Blob, Keyspace, Op};
 use super::store::MemoryStore;
-use crate::store::api::claim_holder;
+use crate::store::api::{claim_holder, claim_owner};
 use crate::store::{EndClaim, StoreError, TextEnd, TextStore};
 
 /// Who holds the claim on `member` at `now`, if anyone.
 fn holder<'k>(ks: &'k Keyspace, claims: &str, member: &str, now: u64) -> Option<&'k str> {
     let entry = ks.hash(claims, now)?.get(member)?;
     claim_holder(std::str::from_utf8(entry).ok()?, now)
+}
+
+/// The owner the claim on `member` names, held or lapsed.
+fn owner<'k>(ks: &'k Keyspace, claims: &str, member: &str, now: u64) -> Option<&'k str> {
+    let entry = ks.hash(claims, now)?.get(member)?;
+    claim_owner(std::str::from_utf8(entry).ok()?)
 }
 
 /// The op that gives `claim` the claim on `end` from `now`.
@@ -190,7 +196,7 @@ impl TextStore for MemoryStore {
                     fields: vec![member.clone()],
                 },
             ];
-            if holder(ks, &claims, &member, now) == Some(owner) {
+            if self::owner(ks, &claims, &member, now) == Some(owner) {
                 ops.push(Op::HDel {
                     key: claims,
                     fields: vec![member],
@@ -218,7 +224,8 @@ impl TextStore for MemoryStore {
             let pending = ks
                 .sorted(&ending, now)
                 .is_some_and(|set| set.contains_key(&member));
-            if !pending || holder(ks, &claims, &member, now) != Some(owner) {
+            let held = holder(ks, &claims, &member, now);
+            if !pending || held.is_some_and(|held| held != owner) {
                 return (Vec::new(), false);
             }
             let mut ops = vec![

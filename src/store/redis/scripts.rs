@@ -271,6 +271,13 @@ local function holder(claims, member, now)
   if until_ms == nil or until_ms <= now then return nil end
   return string.sub(entry, space + 1)
 end
+local function owner_of(claims, member)
+  local entry = redis.call('HGET', claims, member)
+  if not entry then return nil end
+  local space = string.find(entry, ' ', 1, true)
+  if not space then return nil end
+  return string.sub(entry, space + 1)
+end
 local function claim(claims, member, owner, ttl_ms, now)
   redis.call('HSET', claims, member, string.format('%.0f', now + tonumber(ttl_ms)) .. ' ' .. owner)
 end
@@ -335,7 +342,7 @@ return 1
 });
 
 /// A text end is recorded: no longer pending, its tries forgotten, the
-/// owner's claim let go.
+/// owner's claim let go, lapsed or not (another owner's is left).
 /// KEYS: `{text:active}:ending`, `{text:active}:ending:tries`,
 /// `{text:active}:ending:claims`. ARGV: member, owner.
 pub(super) static TEXT_END_RECORDED: LazyLock<Script> = LazyLock::new(|| {
@@ -343,14 +350,15 @@ pub(super) static TEXT_END_RECORDED: LazyLock<Script> = LazyLock::new(|| {
         r"{TEXT_END_CLAIMS}
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-if holder(KEYS[3], ARGV[1], now_ms()) == ARGV[2] then redis.call('HDEL', KEYS[3], ARGV[1]) end
+if owner_of(KEYS[3], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[3], ARGV[1]) end
 return 1
 "
     ))
 });
 
-/// An attempt at a text end failed: due again later, or set aside; only
-/// by the claim's holder, whose claim is let go.
+/// An attempt at a text end failed: due again later, or set aside; unless
+/// another's claim holds (that attempt decides). The attempt counts even
+/// when its own claim lapsed; the claim is let go.
 /// KEYS: `{text:active}:ending`, `{text:active}:ending:tries`,
 /// `{text:active}:ending:claims`, `{text:active}:ending:set_aside`. ARGV:
 /// member, owner, tries (`{attempts} {end ms}`), end ms, retry at ms (empty:
@@ -359,7 +367,8 @@ pub(super) static TEXT_END_FAILED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{TEXT_END_CLAIMS}
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then return 0 end
-if holder(KEYS[3], ARGV[1], now_ms()) ~= ARGV[2] then return 0 end
+local held = holder(KEYS[3], ARGV[1], now_ms())
+if held and held ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 if ARGV[5] == '' then

@@ -181,14 +181,20 @@ struct DiscardedTools {
 
 impl DiscardedTools {
     fn insert(&mut self, id: String) {
-        if self.order.len() == MAX_DISCARDED_TOOLS
+        if !self.ids.insert(id.clone()) {
+            return;
+        }
+        // An id taken and discarded again is still named once in `order`,
+        // at its place there: moved to the newest, never named twice (the
+        // older name's eviction would forget the live one).
+        if let Some(at) = self.order.iter().position(|named| *named == id) {
+            self.order.remove(at);
+        } else if self.order.len() == MAX_DISCARDED_TOOLS
             && let Some(oldest) = self.order.pop_front()
         {
             self.ids.remove(&oldest);
         }
-        if self.ids.insert(id.clone()) {
-            self.order.push_back(id);
-        }
+        self.order.push_back(id);
     }
 
     /// Whether `id` is a discarded reply's call; its one result is taken.

@@ -478,3 +478,24 @@ fn a_discarded_replys_tool_results_never_go_out_however_late() {
     session.handle_event("tool_result", &result("slow-2"), 0);
     assert_eq!(stopped(&mut session), Vec::<String>::new());
 }
+
+#[test]
+fn a_discarded_tool_id_taken_and_discarded_again_is_kept_until_it_is_the_oldest() {
+    let mut discarded = DiscardedTools::default();
+    discarded.insert("again".to_owned());
+    assert!(discarded.take("again"));
+    discarded.insert("again".to_owned());
+    assert_eq!(discarded.order.len(), 1, "named once");
+    // Enough newer ids to evict the first naming of it, not the second.
+    for n in 1..MAX_DISCARDED_TOOLS {
+        discarded.insert(format!("other-{n}"));
+    }
+    assert!(discarded.take("again"), "forgotten while still live");
+    assert!(!discarded.take("again"), "taken once");
+    // Full: the oldest goes first (the taken one's place, then other-1).
+    discarded.insert("newest".to_owned());
+    assert!(discarded.take("newest"));
+    discarded.insert("newer".to_owned());
+    assert!(!discarded.take("other-1"));
+    assert!(discarded.take("other-2"));
+}
