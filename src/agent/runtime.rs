@@ -324,6 +324,11 @@ impl AgentRuntime {
             None => None,
         };
         let mut writer = section.writer_settings(store.identity());
+        // A store in this process's memory never fails for a while, and no
+        // other process could hold its data: nothing to spool or replay.
+        if store.backend() == "memory" && section.path.is_none() {
+            writer.spool = None;
+        }
         // With an evaluation job the webhook waits for its outcome and
         // steps; without one it goes as soon as the call is completed.
         writer.on_completed = match (&evaluator, &webhook) {

@@ -213,6 +213,8 @@ pub struct TurnSpool {
     /// Files a writer still owns, or a replay is writing (full paths for
     /// the replayer's claims, names for writers' entries).
     live: Mutex<HashSet<String>>,
+    /// Files of other stores already reported.
+    foreign: Mutex<HashSet<PathBuf>>,
 }
 
 impl TurnSpool {
@@ -225,6 +227,7 @@ impl TurnSpool {
             store: store.into(),
             owner: Mutex::new(None),
             live: Mutex::new(HashSet::new()),
+            foreign: Mutex::new(HashSet::new()),
         }
     }
 
@@ -478,7 +481,10 @@ impl TurnSpool {
             }
         };
         if call.store != self.store {
-            tracing::warn!(file = %path.display(), "a turn spool file of another store (another address or key prefix); left for a server of that store");
+            // Once per file: the pass runs every few seconds.
+            if lock(&self.foreign).insert(path.to_owned()) {
+                tracing::warn!(file = %path.display(), "a turn spool file of another store (another address or key prefix); left for a server of that store");
+            }
             return Replayed::OtherStore;
         }
         let call_id = call.call_id.clone();

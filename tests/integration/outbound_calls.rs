@@ -65,6 +65,9 @@ impl Settled {
 
 struct Rig {
     _redis: RedisServer,
+    /// The turn spool: writers still running when the test's Redis goes
+    /// keep what they hold here, not in the crate's directory.
+    _spool: tempfile::TempDir,
     twilio: FakeTwilioRest,
     server: TestServer,
     runtime: Arc<AgentRuntime>,
@@ -80,14 +83,16 @@ impl Rig {
     /// `[outbound]` plus `outbound` keys, on a real Redis.
     async fn start(pipeline: &str, outbound: &str) -> Rig {
         let redis = RedisServer::start();
+        let spool = tempfile::tempdir().unwrap();
         let twilio = FakeTwilioRest::start(TOKEN).await;
         let webhook = WebhookReceiver::start().await;
         let toml = format!(
             "{pipeline}\n[server]\npublic_host = \"{HOST}\"\napi_token_env = \"API_KEY\"\n\n\
-             [context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n\
+             [context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\nspool_dir = {:?}\n\n\
              [webhook]\nurl = \"{}\"\n\n\
              [transport.twilio]\nauth_token_env = \"TWILIO_AUTH_TOKEN\"\naccount_sid_env = \"TWILIO_ACCOUNT_SID\"\napi_base_url = \"{}\"\n\n\
              [outbound]\nfrom = \"+15550009999\"\nphone_hash_salt_env = \"PHONE_SALT\"\n{outbound}\n",
+            spool.path(),
             webhook.url(),
             twilio.base_url
         );
@@ -123,6 +128,7 @@ impl Rig {
         twilio.deliver_to(server.addr);
         Rig {
             _redis: redis,
+            _spool: spool,
             twilio,
             server,
             runtime,

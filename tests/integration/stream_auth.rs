@@ -200,12 +200,14 @@ async fn a_token_used_on_one_server_is_refused_by_another_sharing_its_store() {
     // Two servers behind one load balancer, one Redis: a token read from a
     // stream one of them took must not open a stream on the other.
     let redis = RedisServer::start();
+    let spool = tempfile::tempdir().unwrap();
     let rest = FakeTwilioRest::start(TOKEN).await;
     let toml = format!(
         "[pipeline]\nname = \"shared\"\nsample_rate = 16000\n\n\
          [[processor]]\ntype = \"parrot\"\n\n\
-         [context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\n\n\
+         [context]\nstore = \"redis\"\nurl_env = \"TEST_REDIS\"\nspool_dir = {:?}\n\n\
          [transport.twilio]\nauth_token_env = \"TWILIO_AUTH_TOKEN\"\napi_base_url = \"{}\"\n",
+        spool.path(),
         rest.base_url
     );
     let env = [
