@@ -116,16 +116,21 @@ impl LostSessions {
     /// Ends the calls of the checks due at `now_ms`, a page at a time;
     /// how many it ended. A check that failed for now is left to be
     /// claimed again once its lease ends; the error is returned once the
-    /// rest is done. One that failed for good is logged and forgotten. A
+    /// rest is done. One whose record cannot be read is logged and forgotten. A
     /// page whose lease is half spent is left there, its remaining checks
     /// to be claimed again once the lease ends.
     pub async fn end_due(&self, now_ms: u64) -> Result<usize, StoreError> {
         let store = self.settlement.store();
         let mut ended = 0;
         let mut failed = None;
+        let started = Instant::now();
         loop {
+            // Each page's lease from when it is claimed, not from the
+            // sweep's start: a later page must not be claimed with a lease
+            // already spent.
+            let page_now = now_ms.saturating_add(millis(started.elapsed()));
             let checks = store
-                .claim_lost_sessions(now_ms, millis(LEASE), PAGE)
+                .claim_lost_sessions(page_now, millis(LEASE), PAGE)
                 .await?;
             let claimed = Instant::now();
             for (done, check) in checks.iter().enumerate() {
@@ -141,14 +146,17 @@ impl LostSessions {
                         ended += usize::from(ended_here);
                         true
                     }
-                    Err(err) if err.is_transient() => {
-                        tracing::warn!(call_id = check.call_id, error = %err, "cannot end a call whose session was lost; tried again");
-                        failed = Some(err);
-                        false
-                    }
-                    Err(err) => {
+                    // Only a record that cannot be read is hopeless; any
+                    // other refusal (an ACL change, a script error) may be
+                    // mended, and the after-call work must not be lost.
+                    Err(err @ StoreError::Corrupt { .. }) => {
                         tracing::error!(call_id = check.call_id, error = %err, "cannot end a call whose session was lost, for good; its check is dropped");
                         true
+                    }
+                    Err(err) => {
+                        tracing::warn!(call_id = check.call_id, error = %err, "cannot end a call whose session was lost; tried again after its lease");
+                        failed = Some(err);
+                        false
                     }
                 };
                 // Not forgotten: done again after the lease, which queues

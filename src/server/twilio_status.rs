@@ -140,7 +140,9 @@ const NOTE_RETRY_LEAST: Duration = Duration::from_secs(30);
 
 /// Notes the lost session of `call_id` (final at `received_ms`) in the
 /// background, with backoff, until it is noted or the grace (at least
-/// [`NOTE_RETRY_LEAST`]) has passed.
+/// [`NOTE_RETRY_LEAST`]) has passed. Held in this process only: a server
+/// stopped meanwhile leaves the call unended (logged here as the callback
+/// came, by call id).
 fn note_later(dialer: &Arc<TwilioDialer>, call_id: String, received_ms: u64) {
     let dialer = Arc::clone(dialer);
     tokio::spawn(async move {
@@ -148,14 +150,16 @@ fn note_later(dialer: &Arc<TwilioDialer>, call_id: String, received_ms: u64) {
         let deadline = tokio::time::Instant::now() + lost.grace().max(NOTE_RETRY_LEAST);
         let mut wait = NOTE_RETRY_FIRST;
         loop {
-            if tokio::time::Instant::now() + wait > deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 tracing::error!(
                     call_id,
                     "lost session never noted: its call is left unended"
                 );
                 return;
             }
-            tokio::time::sleep(wait).await;
+            // The last try at the deadline, not a wait past it skipped.
+            tokio::time::sleep(wait.min(deadline - now)).await;
             match lost.note(&call_id, received_ms).await {
                 Ok(()) => {
                     tracing::info!(call_id, "lost session noted after a retry");

@@ -424,13 +424,13 @@ pub struct EndClaim {
     pub ttl_ms: u64,
 }
 
-/// The owner of a claim's entry in the claims hash
-/// (`{claim's end ms} {owner}`), if it still holds at `now_ms`.
-/// The owner a claim entry names, held or lapsed.
+/// The owner a claim's entry in the claims hash (`{claim's end ms}
+/// {owner}`) names, held or lapsed.
 pub(crate) fn claim_owner(entry: &str) -> Option<&str> {
     entry.split_once(' ').map(|(_, owner)| owner)
 }
 
+/// The owner of a claim's entry, if the claim still holds at `now_ms`.
 pub(crate) fn claim_holder(entry: &str, now_ms: u64) -> Option<&str> {
     let (until_ms, owner) = entry.split_once(' ')?;
     let until_ms: u64 = until_ms.parse().ok()?;

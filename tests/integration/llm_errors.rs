@@ -312,22 +312,34 @@ async fn comment_lines_alone_do_not_hold_off_the_read_timeout_once_the_answer_ha
     assert!(names(&out).contains(&"LlmResponseEnd"));
 }
 
-#[tokio::test(start_paused = true)]
-async fn keep_alives_before_the_first_event_hold_a_thinking_model_open_until_the_thinking_limit() {
+#[tokio::test]
+async fn keep_alives_before_the_first_event_hold_a_thinking_model_open_past_the_read_timeout() {
+    // A model thinking for longer than the read timeout, the server saying
+    // so with comments (real time: a paused clock could jump to the read
+    // deadline while the answer is in flight).
     let server = FakeOpenAi::start().await;
-    // A model thinking for a minute (longer than the read timeout), the
-    // server saying so with comments.
-    let mut parts = processing_comments(60);
+    let mut parts: Vec<Part> = (0..6)
+        .flat_map(|_| {
+            [
+                Part::Raw(b": OPENROUTER PROCESSING\n\n".to_vec()),
+                Part::Pause(Duration::from_millis(300)),
+            ]
+        })
+        .collect();
     parts.extend(text_answer("Thought about it."));
     server.push_chat(Reply::Sse(parts));
-    let out = ask(
-        &server,
-        "connection = { read_timeout_secs = 5, response_timeout_secs = 60 }",
-    )
-    .await;
-    assert!(error_frames(&out.upstream).is_empty());
+    let out = ask(&server, "connection = { read_timeout_secs = 1 }").await;
+    assert!(
+        error_frames(&out.upstream).is_empty(),
+        "{:?}",
+        error_frames(&out.upstream)
+    );
     assert_eq!(texts(&out.downstream).concat(), "Thought about it.");
+}
 
+#[tokio::test(start_paused = true)]
+async fn keep_alives_alone_end_the_turn_at_the_thinking_limit() {
+    let server = FakeOpenAi::start().await;
     // Comments for ever: the turn ends at the limit, not never.
     let mut parts = processing_comments(300);
     parts.extend(text_answer("Far too late."));
@@ -337,7 +349,7 @@ async fn keep_alives_before_the_first_event_hold_a_thinking_model_open_until_the
         "connection = { read_timeout_secs = 5, response_timeout_secs = 60 }",
     )
     .await;
-    let waited = server.received("chat/completions")[1].at.elapsed();
+    let waited = server.received("chat/completions")[0].at.elapsed();
     let errors = error_frames(&out.upstream);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].message, "no event within 120s");
