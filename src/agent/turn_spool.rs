@@ -341,7 +341,9 @@ impl TurnSpool {
                 continue;
             };
             let mut left = unclaimed;
-            for path in files {
+            let mut store_down = false;
+            let mut files = files.into_iter();
+            while let Some(path) = files.next() {
                 let outcome = self.replay_file(&path, store, hooks).await;
                 lock(&self.live).remove(&path.display().to_string());
                 match outcome {
@@ -350,10 +352,25 @@ impl TurnSpool {
                         report.waiting += 1;
                         left += 1;
                     }
+                    Replayed::StoreDown => {
+                        // The rest would only wait on the store in turn:
+                        // the pass ends, and they wait for the next.
+                        store_down = true;
+                        let mut live = lock(&self.live);
+                        report.waiting += 1;
+                        for rest in files.by_ref() {
+                            live.remove(&rest.display().to_string());
+                            report.waiting += 1;
+                        }
+                        break;
+                    }
                     Replayed::OtherStore => left += 1,
                     Replayed::Gone => {}
                     Replayed::SetAside => report.unreadable += 1,
                 }
+            }
+            if store_down {
+                return report;
             }
             if let Some(owner_lock) = owner_lock
                 && left == 0
@@ -394,7 +411,11 @@ impl TurnSpool {
             if name.starts_with(GONE_PREFIX) || name.starts_with(MAKING_PREFIX) {
                 match stopped_owner(&path) {
                     Some(lock) => clear_dir(&path, Some(lock)),
-                    None if !path.join(LOCK).exists() => clear_dir(&path, None),
+                    // Never locked: a process that stopped before it could
+                    // lock it, unless it is being made this minute.
+                    None if !path.join(LOCK).exists() && older_than(&path, LEFTOVER_AGE) => {
+                        clear_dir(&path, None);
+                    }
                     None => {}
                 }
                 continue;
@@ -493,10 +514,11 @@ impl TurnSpool {
         // Where the last turn went: the turns after one sent to the end
         // follow it.
         let mut next_index: Option<u64> = None;
+        let mut transcript: Option<Vec<Interaction>> = None;
         for step in &mut call.steps {
             let result = match &mut *step {
                 SpooledStep::Turn { turn } => {
-                    place_turn(store, &call_id, turn, &mut next_index).await
+                    place_turn(store, &call_id, turn, &mut next_index, &mut transcript).await
                 }
                 other => replay_step(store, &call_id, other, hooks).await,
             };
@@ -515,7 +537,7 @@ impl TurnSpool {
                         }
                     }
                     tracing::debug!(call_id, error = %err, left = total - done, "context store still failing; the spooled call waits");
-                    return Replayed::Waiting;
+                    return Replayed::StoreDown;
                 }
                 Err(err) => {
                     match &*step {
@@ -587,6 +609,8 @@ impl TurnSpool {
 
 enum Replayed {
     Written,
+    /// The store failed (for now): the pass ends.
+    StoreDown,
     /// Removed by its writer meanwhile.
     Gone,
     Waiting,
@@ -658,19 +682,34 @@ fn set_aside(path: &Path, aside: &Path, why: &str) -> bool {
     }
 }
 
-/// Appends a spooled turn where it belongs (see the module's docs).
+/// Appends a spooled turn where it belongs (see the module's docs):
+/// `transcript` is the call's as last read (read when `None`), so that a
+/// turn already stored, wherever it went, is never appended again.
 async fn place_turn(
     store: &dyn Store,
     call_id: &str,
     turn: &mut Interaction,
     next_index: &mut Option<u64>,
+    transcript: &mut Option<Vec<Interaction>>,
 ) -> Result<(), StoreError> {
     if let Some(next) = *next_index {
         turn.index = turn.index.max(next);
     }
     loop {
+        let known = match transcript {
+            Some(known) => known,
+            None => transcript.insert(store.turns(call_id).await?),
+        };
+        if let Some(same) = known.iter().find(|t| t.is_same_turn(turn)) {
+            // Written before (by its writer, or an earlier pass).
+            turn.index = same.index;
+            break;
+        }
         match store.append_turn(call_id, turn).await? {
-            Appended::Added => break,
+            Appended::Added => {
+                known.push(turn.clone());
+                break;
+            }
             Appended::AddedAfterGap { stored } => {
                 tracing::error!(
                     call_id,
@@ -679,30 +718,19 @@ async fn place_turn(
                     "transcript lost turns before a spooled one (deleted, expired, or Redis restarted empty); appended at {stored}"
                 );
                 turn.index = stored;
+                known.push(turn.clone());
                 break;
             }
             Appended::AlreadyStored { stored } => {
-                let transcript = store.turns(call_id).await?;
-                if let Some(same) = transcript.iter().find(|t| same_turn(t, turn)) {
-                    // Written before (by its writer, or an earlier pass).
-                    turn.index = same.index;
-                    break;
-                }
-                // Another turn holds the position: after the last.
+                // Another turn holds the position (the transcript moved on
+                // since it was read): after the last, read again.
                 turn.index = stored;
+                *transcript = None;
             }
         }
     }
     *next_index = Some(turn.index + 1);
     Ok(())
-}
-
-/// The same turn, whatever its index.
-fn same_turn(a: &Interaction, b: &Interaction) -> bool {
-    a.role == b.role
-        && a.timestamp == b.timestamp
-        && a.session_ms == b.session_ms
-        && a.text == b.text
 }
 
 async fn replay_step(
@@ -794,6 +822,18 @@ fn clear_dir(dir: &Path, lock: Option<File>) {
     if let Err(err) = std::fs::remove_dir(dir) {
         tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a written spool directory");
     }
+}
+
+/// How old an unlocked leftover directory must be to be cleared.
+const LEFTOVER_AGE: Duration = Duration::from_secs(60);
+
+/// True when `path` was last changed longer than `age` ago.
+fn older_than(path: &Path, age: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .is_some_and(|elapsed| elapsed > age)
 }
 
 /// Writes `call` to `path` in one step: a synced temporary file renamed
@@ -1035,6 +1075,31 @@ mod tests {
             turns.iter().map(|t| t.index).collect::<Vec<_>>(),
             [0, 1, 2, 3, 4]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_file_replayed_again_after_a_gap_writes_its_turns_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool(dir.path());
+        let store = MemoryStore::new(StoreSettings::default());
+        // The transcript was lost (Redis restarted empty): the spooled
+        // turns' indices are past its end.
+        store.create_call(&record("call-11")).await.unwrap();
+        let mut call = whole_call("call-11");
+        call.steps = vec![
+            SpooledStep::Turn {
+                turn: interaction(5, "five"),
+            },
+            SpooledStep::Turn {
+                turn: interaction(6, "six"),
+            },
+        ];
+        // The same file twice (a pass cut short before its removal).
+        left_by_a_writer(&spool, &call);
+        left_by_a_writer(&spool, &call);
+        let (_, hooks) = hooks();
+        assert_eq!(spool.replay(&store, &hooks).await.written, 2);
+        assert_eq!(texts(&store, "call-11").await, ["five", "six"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

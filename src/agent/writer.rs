@@ -373,10 +373,25 @@ impl Writer {
             self.accept(command);
         }
         if let Some(spool) = self.settings.spool.clone() {
+            // A write still in flight gets its bound once more, so that the
+            // last content can follow it.
+            if let Some(mut write) = self.spool_write.take() {
+                match tokio::time::timeout(SPOOL_WRITE_LIMIT, &mut write).await {
+                    Ok(landed) => self.spooled |= matches!(landed, Ok(Ok(()))),
+                    Err(_) => self.spool_write = Some(write),
+                }
+            }
             self.keep_in_spool().await;
+            let stalled = self.spool_write.as_ref().is_some_and(|w| !w.is_finished());
             if let Some(entry) = &self.spool_entry {
-                // From here the file, if any, is the replayer's.
-                spool.release(entry);
+                if stalled {
+                    // It may still land: this process leaves it alone, and
+                    // the next one replays it.
+                    tracing::error!(call_id = %self.call_id, "a spool write is stalled on the disk; its file is left to the next process");
+                } else {
+                    // From here the file, if any, is the replayer's.
+                    spool.release(entry);
+                }
             }
             if self.spooled && !self.spool_stale {
                 tracing::warn!(
@@ -411,14 +426,20 @@ impl Writer {
         let Some(spool) = self.settings.spool.clone() else {
             return;
         };
-        if self.spooled && !self.spool_stale {
-            return;
-        }
         // One write at a time: a later one waits for a stalled one (its
         // steps stay marked unsaved meanwhile), so older content never
         // lands after newer.
         if self.spool_write.as_ref().is_some_and(|w| !w.is_finished()) {
             self.spool_stale = true;
+            return;
+        }
+        // A stalled write that has landed since: the file exists.
+        if let Some(landed) = self.spool_write.take()
+            && matches!(landed.await, Ok(Ok(())))
+        {
+            self.spooled = true;
+        }
+        if self.spooled && !self.spool_stale {
             return;
         }
         let call = self.spooled_call();
@@ -465,7 +486,9 @@ impl Writer {
     /// already written, and writes them no second time); the next failure
     /// rewrites it with what is left.
     async fn spool_progress(&mut self) {
-        if !self.spooled {
+        // Any entry, even one whose first write failed or is stalled: its
+        // file may exist, or appear.
+        if self.spool_entry.is_none() {
             return;
         }
         if !self.steps.is_empty() {
@@ -637,7 +660,14 @@ async fn perform(
                 let stored_turn = Interaction::from_turn(turn, index);
                 match store.append_turn(call_id, &stored_turn).await? {
                     Appended::Added => *next_index = index + 1,
-                    Appended::AlreadyStored { stored } if !fresh => {
+                    Appended::AlreadyStored { stored }
+                        if !fresh
+                            && store
+                                .turns(call_id)
+                                .await?
+                                .get(usize::try_from(index).unwrap_or(usize::MAX))
+                                .is_some_and(|t| t.is_same_turn(&stored_turn)) =>
+                    {
                         // An earlier attempt landed; its reply was lost.
                         *next_index = stored.max(index + 1);
                     }

@@ -46,6 +46,15 @@ pub struct Interaction {
 }
 
 impl Interaction {
+    /// The same turn as `other`, wherever each is stored: the same role,
+    /// words and times.
+    pub fn is_same_turn(&self, other: &Interaction) -> bool {
+        self.role == other.role
+            && self.timestamp == other.timestamp
+            && self.session_ms == other.session_ms
+            && self.text == other.text
+    }
+
     /// `turn` stored at position `index`.
     pub fn from_turn(turn: &Turn, index: u64) -> Self {
         Interaction {

@@ -607,6 +607,62 @@ async fn a_second_outage_in_one_call_keeps_the_writer_file_from_the_replayer() {
     assert_eq!(texts, said);
 }
 
+#[tokio::test]
+async fn a_retried_turn_whose_place_another_writer_took_goes_after_it() {
+    let mut redis = RedisServer::start_persistent();
+    let store = redis_store(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = WriterSettings {
+        // Time for another writer to take the place between two tries.
+        retry_initial: Duration::from_secs(4),
+        retry_max: Duration::from_secs(4),
+        flush_timeout: Duration::from_secs(60),
+        on_completed: Vec::new(),
+        spool: Some(Arc::new(TurnSpool::new(dir.path(), store.identity()))),
+    };
+    let record = CallRecord::pending("call-10", "chat", Segment::default(), Default::default(), 0);
+    let (recorder, mut progress) = spawn_writer(Arc::clone(&store), record, settings);
+    recorder.started();
+    recorder.record(Arc::new(turn(0, Role::User, "first message", 0)));
+    progress.wait_for(|s| s.turns_written == 1).await.unwrap();
+    redis.kill();
+    recorder.record(Arc::new(turn(1, Role::Assistant, "its answer", 100)));
+    // Tried once, failed (and so spooled).
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        progress.wait_for(|s| s.spooled == 1),
+    )
+    .await
+    .expect("the failed turn reaches the spool")
+    .unwrap();
+    redis.restart();
+    // The conversation's next message, from another writer, takes index 1.
+    let next =
+        voxpipe::store::Interaction::from_turn(&turn(1, Role::User, "next message", 5_000), 1);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while store.append_turn("call-10", &next).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("Redis is back");
+    assert_eq!(
+        progress.borrow().turns_written,
+        1,
+        "the next message went in before the writer's retry"
+    );
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        progress.wait_for(|s| s.turns_written == 2),
+    )
+    .await
+    .expect("the retried turn is written")
+    .unwrap();
+    let turns = store.turns("call-10").await.unwrap();
+    let texts: Vec<&str> = turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts, ["first message", "next message", "its answer"]);
+}
+
 #[test]
 fn turns_kept_during_an_outage_survive_the_process_stopping() {
     let mut redis = RedisServer::start_persistent();
