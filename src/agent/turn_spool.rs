@@ -409,13 +409,16 @@ impl TurnSpool {
             // directory: what is left goes (a `.gone-` one is all written,
             // a `.making-` one holds nothing yet).
             if name.starts_with(GONE_PREFIX) || name.starts_with(MAKING_PREFIX) {
+                // One being made this minute may belong to a live process
+                // between making its lock file and locking it.
+                if name.starts_with(MAKING_PREFIX) && !older_than(&path, LEFTOVER_AGE) {
+                    continue;
+                }
                 match stopped_owner(&path) {
                     Some(lock) => clear_dir(&path, Some(lock)),
                     // Never locked: a process that stopped before it could
-                    // lock it, unless it is being made this minute.
-                    None if !path.join(LOCK).exists() && older_than(&path, LEFTOVER_AGE) => {
-                        clear_dir(&path, None);
-                    }
+                    // lock it.
+                    None if !path.join(LOCK).exists() => clear_dir(&path, None),
                     None => {}
                 }
                 continue;
@@ -537,7 +540,16 @@ impl TurnSpool {
                         }
                     }
                     tracing::debug!(call_id, error = %err, left = total - done, "context store still failing; the spooled call waits");
-                    return Replayed::StoreDown;
+                    // Trouble with this call's keys only (a busy record, a
+                    // shard not yet replicated): the others go on.
+                    return if matches!(
+                        err,
+                        StoreError::Contended { .. } | StoreError::NotReplicated { .. }
+                    ) {
+                        Replayed::Waiting
+                    } else {
+                        Replayed::StoreDown
+                    };
                 }
                 Err(err) => {
                     match &*step {

@@ -382,15 +382,17 @@ impl Writer {
                 }
             }
             self.keep_in_spool().await;
-            let stalled = self.spool_write.as_ref().is_some_and(|w| !w.is_finished());
-            if let Some(entry) = &self.spool_entry {
-                if stalled {
-                    // It may still land: this process leaves it alone, and
-                    // the next one replays it.
-                    tracing::error!(call_id = %self.call_id, "a spool write is stalled on the disk; its file is left to the next process");
-                } else {
+            let stalled = self.spool_write.take_if(|w| !w.is_finished());
+            if let Some(entry) = self.spool_entry.clone() {
+                match stalled {
+                    Some(write) => {
+                        // It may still land: the file is the replayer's
+                        // once it has.
+                        tracing::error!(call_id = %self.call_id, "a spool write is stalled on the disk; its file goes to the replayer once it lands");
+                        release_after(write, Arc::clone(&spool), entry);
+                    }
                     // From here the file, if any, is the replayer's.
-                    spool.release(entry);
+                    None => spool.release(&entry),
                 }
             }
             if self.spooled && !self.spool_stale {
@@ -500,13 +502,15 @@ impl Writer {
             return;
         };
         // A stalled write would put the file back after its removal.
-        if let Some(write) = self.spool_write.take()
-            && tokio::time::timeout(SPOOL_WRITE_LIMIT, write)
-                .await
-                .is_err()
+        let mut stalled = self.spool_write.take();
+        if let Some(write) = &mut stalled
+            && tokio::time::timeout(SPOOL_WRITE_LIMIT, write).await.is_ok()
         {
+            stalled = None;
+        }
+        if let Some(write) = stalled {
             tracing::warn!(call_id = %self.call_id, "a spool write is still stalled; its file stays, and a replay will find its steps written");
-            spool.release(&entry);
+            release_after(write, spool, entry);
         } else {
             let removal = tokio::task::spawn_blocking(move || spool.discard(&entry));
             if tokio::time::timeout(SPOOL_WRITE_LIMIT, removal)
@@ -665,8 +669,8 @@ async fn perform(
                             && store
                                 .turns(call_id)
                                 .await?
-                                .get(usize::try_from(index).unwrap_or(usize::MAX))
-                                .is_some_and(|t| t.is_same_turn(&stored_turn)) =>
+                                .iter()
+                                .any(|t| t.index == index && t.is_same_turn(&stored_turn)) =>
                     {
                         // An earlier attempt landed; its reply was lost.
                         *next_index = stored.max(index + 1);
@@ -731,6 +735,20 @@ async fn flush_deadline(end: &EndSignal, flush: Duration) {
 
 fn dropped() -> Command {
     Command::Ended("session dropped".into(), unix_ms())
+}
+
+/// Gives `entry`'s file to the replayer once `write` has landed (or
+/// failed): released before, a stalled write could land a file under a
+/// replay.
+fn release_after(
+    write: tokio::task::JoinHandle<Result<(), SpoolError>>,
+    spool: Arc<TurnSpool>,
+    entry: SpoolEntry,
+) {
+    tokio::spawn(async move {
+        let _landed = write.await;
+        spool.release(&entry);
+    });
 }
 
 /// A step for people, as [`WriteReport`] lists it; `index` is the

@@ -46,13 +46,31 @@ pub struct Interaction {
 }
 
 impl Interaction {
-    /// The same turn as `other`, wherever each is stored: the same role,
-    /// words and times.
+    /// The same turn as `other`, wherever each is stored: every field
+    /// but the position (two tool results can share their words and their
+    /// millisecond, not their call).
     pub fn is_same_turn(&self, other: &Interaction) -> bool {
-        self.role == other.role
-            && self.timestamp == other.timestamp
-            && self.session_ms == other.session_ms
-            && self.text == other.text
+        let Interaction {
+            index: _,
+            role,
+            text,
+            timestamp,
+            session_ms,
+            interrupted,
+            tool_calls,
+            latency_ms,
+            agent,
+            reflection,
+        } = self;
+        *role == other.role
+            && *text == other.text
+            && *timestamp == other.timestamp
+            && *session_ms == other.session_ms
+            && *interrupted == other.interrupted
+            && *tool_calls == other.tool_calls
+            && *latency_ms == other.latency_ms
+            && *agent == other.agent
+            && *reflection == other.reflection
     }
 
     /// `turn` stored at position `index`.
@@ -79,5 +97,39 @@ impl Interaction {
             Role::Tool => "tool",
             Role::System => "system",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool_result(call: &str) -> Interaction {
+        Interaction {
+            index: 3,
+            role: Role::Tool,
+            text: "TOOL_CANCELLED".to_owned(),
+            timestamp: "2026-12-07T12:00:00.000Z".to_owned(),
+            session_ms: 1_000,
+            interrupted: false,
+            tool_calls: vec![ToolCall {
+                id: call.to_owned(),
+                name: "lookup".to_owned(),
+                arguments: "{}".to_owned(),
+            }],
+            latency_ms: None,
+            agent: None,
+            reflection: None,
+        }
+    }
+
+    #[test]
+    fn the_same_turn_is_every_field_but_its_position() {
+        let first = tool_result("call-1");
+        let mut moved = first.clone();
+        moved.index = 9;
+        assert!(first.is_same_turn(&moved));
+        // Two results of one millisecond, with the same words, of two calls.
+        assert!(!first.is_same_turn(&tool_result("call-2")));
     }
 }
