@@ -17,7 +17,7 @@ use support::processors::registry;
 use support::redis_server::RedisServer;
 use support::turns::{HandSession, turn};
 use voxpipe::agent::turn_spool::TurnSpool;
-use voxpipe::agent::writer::{AfterCall, WriterSettings, spawn_writer};
+use voxpipe::agent::writer::{AfterCall, WriterSettings, WriterStatus, spawn_writer};
 use voxpipe::agent::{AgentRuntime, SessionMemory};
 use voxpipe::conversation::Role;
 use voxpipe::frame::{AudioFrame, FrameBody};
@@ -48,13 +48,10 @@ fn pipeline(toml: &str) -> PipelineConfig {
 
 async fn written(memory: &SessionMemory, turns: u64) {
     let mut progress = memory.progress();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        progress.wait_for(|s| s.turns_written >= turns),
-    )
-    .await
-    .expect("the turn was written in time")
-    .unwrap();
+    reaches(&mut progress, "the turn was written in time", |s| {
+        s.turns_written >= turns
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -338,25 +335,21 @@ async fn redis_killed_mid_call_and_restarted_loses_and_repeats_no_turn() {
         .await;
     assert_eq!(memory.progress().borrow().turns_written, 3);
     // The waiting turns are on disk too, should the process stop now.
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        memory.progress().wait_for(|s| s.spooled == 4),
-    )
-    .await
-    .expect("the turns reach the spool")
-    .unwrap();
+    reaches(&mut memory.progress(), "the turns reach the spool", |s| {
+        s.spooled == 4
+    })
+    .await;
 
     redis.restart();
     session.say("user: after").await;
     written(&memory, 8).await;
     // Written, so no longer spooled.
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        memory.progress().wait_for(|s| s.spooled == 0),
+    reaches(
+        &mut memory.progress(),
+        "the spool file goes once its steps are written",
+        |s| s.spooled == 0,
     )
-    .await
-    .expect("the spool file goes once its steps are written")
-    .unwrap();
+    .await;
     let spooled_files = walk_files(spool.path());
     assert!(
         spooled_files.iter().all(|p| p.ends_with(".lock")),
@@ -455,6 +448,36 @@ fn walk_files(dir: &Path) -> Vec<String> {
     files
 }
 
+/// Waits (at most 20 s) until the writer's progress satisfies `done`.
+async fn reaches(
+    progress: &mut tokio::sync::watch::Receiver<WriterStatus>,
+    what: &str,
+    done: impl FnMut(&WriterStatus) -> bool,
+) -> WriterStatus {
+    tokio::time::timeout(Duration::from_secs(20), progress.wait_for(done))
+        .await
+        .expect(what)
+        .expect("the writer's status")
+        .clone()
+}
+
+/// A writer's settings that keep its steps in `spool` while the store
+/// fails, retrying every `retry`.
+fn spooling(
+    spool: &Arc<TurnSpool>,
+    retry: Duration,
+    flush_timeout: Duration,
+    on_completed: Vec<Arc<dyn AfterCall>>,
+) -> WriterSettings {
+    WriterSettings {
+        retry_initial: retry,
+        retry_max: retry,
+        flush_timeout,
+        on_completed,
+        spool: Some(Arc::clone(spool)),
+    }
+}
+
 fn redis_store(redis: &RedisServer) -> Arc<dyn Store> {
     Arc::new(
         RedisStore::connect(
@@ -488,13 +511,12 @@ async fn turns_of_a_call_ending_in_a_long_redis_outage_are_written_once_redis_is
     let dir = tempfile::tempdir().unwrap();
     let spool = Arc::new(TurnSpool::new(dir.path(), store.identity()));
     let hook = Arc::new(CountedAfterCall::default());
-    let settings = WriterSettings {
-        retry_initial: Duration::from_millis(20),
-        retry_max: Duration::from_millis(100),
-        flush_timeout: Duration::from_millis(500),
-        on_completed: vec![Arc::clone(&hook) as Arc<dyn AfterCall>],
-        spool: Some(Arc::clone(&spool)),
-    };
+    let settings = spooling(
+        &spool,
+        Duration::from_millis(50),
+        Duration::from_millis(500),
+        vec![Arc::clone(&hook) as Arc<dyn AfterCall>],
+    );
     let record = CallRecord::pending(
         "call-7",
         "twilio",
@@ -546,13 +568,12 @@ async fn a_second_outage_in_one_call_keeps_the_writer_file_from_the_replayer() {
     let store = redis_store(&redis);
     let dir = tempfile::tempdir().unwrap();
     let spool = Arc::new(TurnSpool::new(dir.path(), store.identity()));
-    let settings = WriterSettings {
-        retry_initial: Duration::from_millis(20),
-        retry_max: Duration::from_millis(100),
-        flush_timeout: Duration::from_secs(60),
-        on_completed: Vec::new(),
-        spool: Some(Arc::clone(&spool)),
-    };
+    let settings = spooling(
+        &spool,
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+        Vec::new(),
+    );
     let record = CallRecord::pending(
         "call-9",
         "twilio",
@@ -573,13 +594,10 @@ async fn a_second_outage_in_one_call_keeps_the_writer_file_from_the_replayer() {
             recorder.record(Arc::new(turn(index, Role::User, &text, index * 100)));
             said.push(text);
         }
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            progress.wait_for(|s| s.spooled == 2),
-        )
-        .await
-        .expect("the outage's turns reach the spool")
-        .unwrap();
+        reaches(&mut progress, "the outage's turns reach the spool", |s| {
+            s.spooled == 2
+        })
+        .await;
         // The writer still owns its file: the replayer leaves it.
         assert_eq!(
             spool.replay(&*store, &[]).await,
@@ -587,13 +605,10 @@ async fn a_second_outage_in_one_call_keeps_the_writer_file_from_the_replayer() {
             "outage {outage}"
         );
         redis.restart();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            progress.wait_for(|s| s.spooled == 0),
-        )
-        .await
-        .expect("the spool file goes once written")
-        .unwrap();
+        reaches(&mut progress, "the spool file goes once written", |s| {
+            s.spooled == 0
+        })
+        .await;
     }
     recorder.ended("hangup");
     let status = progress
@@ -612,14 +627,14 @@ async fn a_retried_turn_whose_place_another_writer_took_goes_after_it() {
     let mut redis = RedisServer::start_persistent();
     let store = redis_store(&redis);
     let dir = tempfile::tempdir().unwrap();
-    let settings = WriterSettings {
-        // Time for another writer to take the place between two tries.
-        retry_initial: Duration::from_secs(4),
-        retry_max: Duration::from_secs(4),
-        flush_timeout: Duration::from_secs(60),
-        on_completed: Vec::new(),
-        spool: Some(Arc::new(TurnSpool::new(dir.path(), store.identity()))),
-    };
+    let spool = Arc::new(TurnSpool::new(dir.path(), store.identity()));
+    // Time for another writer to take the place between two tries.
+    let settings = spooling(
+        &spool,
+        Duration::from_secs(4),
+        Duration::from_secs(60),
+        Vec::new(),
+    );
     let record = CallRecord::pending("call-10", "chat", Segment::default(), Default::default(), 0);
     let (recorder, mut progress) = spawn_writer(Arc::clone(&store), record, settings);
     recorder.started();
@@ -628,13 +643,10 @@ async fn a_retried_turn_whose_place_another_writer_took_goes_after_it() {
     redis.kill();
     recorder.record(Arc::new(turn(1, Role::Assistant, "its answer", 100)));
     // Tried once, failed (and so spooled).
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        progress.wait_for(|s| s.spooled == 1),
-    )
-    .await
-    .expect("the failed turn reaches the spool")
-    .unwrap();
+    reaches(&mut progress, "the failed turn reaches the spool", |s| {
+        s.spooled == 1
+    })
+    .await;
     redis.restart();
     // The conversation's next message, from another writer, takes index 1.
     let next =
@@ -651,13 +663,10 @@ async fn a_retried_turn_whose_place_another_writer_took_goes_after_it() {
         1,
         "the next message went in before the writer's retry"
     );
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        progress.wait_for(|s| s.turns_written == 2),
-    )
-    .await
-    .expect("the retried turn is written")
-    .unwrap();
+    reaches(&mut progress, "the retried turn is written", |s| {
+        s.turns_written == 2
+    })
+    .await;
     let turns = store.turns("call-10").await.unwrap();
     let texts: Vec<&str> = turns.iter().map(|t| t.text.as_str()).collect();
     assert_eq!(texts, ["first message", "next message", "its answer"]);
@@ -674,13 +683,13 @@ fn turns_kept_during_an_outage_survive_the_process_stopping() {
         let process = tokio::runtime::Runtime::new().unwrap();
         process.block_on(async {
             let store = redis_store(&redis);
-            let settings = WriterSettings {
-                retry_initial: Duration::from_millis(20),
-                retry_max: Duration::from_millis(100),
-                flush_timeout: Duration::from_secs(60),
-                on_completed: Vec::new(),
-                spool: Some(Arc::new(TurnSpool::new(&spool_dir, store.identity()))),
-            };
+            let spool = Arc::new(TurnSpool::new(&spool_dir, store.identity()));
+            let settings = spooling(
+                &spool,
+                Duration::from_millis(50),
+                Duration::from_secs(60),
+                Vec::new(),
+            );
             let record = CallRecord::pending(
                 "call-8",
                 "twilio",
@@ -696,13 +705,10 @@ fn turns_kept_during_an_outage_survive_the_process_stopping() {
             recorder.record(Arc::new(turn(1, Role::Assistant, "during one", 100)));
             recorder.record(Arc::new(turn(2, Role::User, "during two", 200)));
             // Both turns are on disk as soon as the writer has them.
-            tokio::time::timeout(
-                Duration::from_secs(10),
-                progress.wait_for(|s| s.spooled == 2),
-            )
-            .await
-            .expect("the turns reach the spool")
-            .unwrap();
+            reaches(&mut progress, "the turns reach the spool", |s| {
+                s.spooled == 2
+            })
+            .await;
         });
         drop(process);
     }
