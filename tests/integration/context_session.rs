@@ -681,7 +681,9 @@ fn turns_kept_during_an_outage_survive_the_process_stopping() {
     // process stops (its runtime dropped) before the call ends.
     {
         let process = tokio::runtime::Runtime::new().unwrap();
-        process.block_on(async {
+        // The session stays alive until the process stops: dropped first,
+        // it would end the call (a session dropped), as it should.
+        let session = process.block_on(async {
             let store = redis_store(&redis);
             let spool = Arc::new(TurnSpool::new(&spool_dir, store.identity()));
             let settings = spooling(
@@ -709,8 +711,10 @@ fn turns_kept_during_an_outage_survive_the_process_stopping() {
                 s.spooled == 2
             })
             .await;
+            recorder
         });
         drop(process);
+        drop(session);
     }
     // The next process, once Redis is back.
     redis.restart();
