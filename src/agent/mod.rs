@@ -55,6 +55,7 @@ pub use error::AgentError;
 pub use memory::SessionMemory;
 pub use post_call::{PostCallError, PostCallStep};
 pub use prompt::SessionPrompt;
-pub use runtime::{AgentRuntime, RuntimeParts, worker_name};
+pub use runtime::{AgentRuntime, worker_name};
+pub use runtime_sections::RuntimeParts;
 pub use runtime_sections::RuntimeSections;
 pub use writer::{AfterCall, TurnRecorder, WriteReport, WriterStatus};

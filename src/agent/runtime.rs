@@ -12,7 +12,7 @@ use super::learning::{LearnFromCall, Learner, LearnerSettings};
 use super::memory::SessionMemory;
 use super::post_call::PostCallStep;
 use super::prompt::SessionPrompt;
-use super::runtime_sections::RuntimeSections;
+use super::runtime_sections::{RuntimeParts, RuntimeSections};
 use super::skills::{Embedder, OpenAiEmbedder, SearchContextTool, SkillLibrary};
 use super::storage::{RecordingUploader, StoreCallObjects};
 use super::turn_spool::ReplayReport;
@@ -22,8 +22,8 @@ use super::writer::{AfterCall, WriterDone, WriterSettings, spawn_writer};
 /// this of its end, as far as spooled calls are concerned.
 const SPOOL_REPLAY_PERIOD: Duration = Duration::from_secs(10);
 use crate::agent::eval::{
-    EvaluationWorker, Evaluator, EvaluatorSection, EvaluatorSettings, JudgeModel, OpenAiJudge,
-    QueueEvaluation, WorkerSettings,
+    EvaluationWorker, Evaluator, EvaluatorSettings, JudgeModel, OpenAiJudge, QueueEvaluation,
+    WorkerSettings,
 };
 use crate::agent::extraction::{ExtractionModels, ExtractionStep};
 use crate::agent::optimiser::{OptimiserMetrics, OptimiserModels, OptimiserStep};
@@ -68,33 +68,6 @@ impl std::fmt::Debug for AgentRuntime {
             )
             .finish_non_exhaustive()
     }
-}
-
-/// What a runtime is made of, for code that builds its own parts (tests,
-/// embedding applications).
-pub struct RuntimeParts {
-    /// The store.
-    pub store: Arc<dyn Store>,
-    /// `[context]`.
-    pub section: ContextSection,
-    /// The judge and `[evaluator]`, if sessions are evaluated.
-    pub evaluator: Option<(Arc<dyn JudgeModel>, EvaluatorSection)>,
-    /// The webhook, if any.
-    pub webhook: Option<WebhookSettings>,
-    /// The skills library, if `search_context` is served.
-    pub skills: Option<Arc<SkillLibrary>>,
-    /// The post-call steps, run after each evaluation (or, with no
-    /// evaluator, in the same job without a verdict).
-    pub post_call: Vec<Arc<dyn PostCallStep>>,
-    /// Object storage, if calls leave objects: its post-call step runs
-    /// after those of `post_call`.
-    pub objects: Option<ObjectStorage>,
-    /// Hashes the phone numbers in stored objects (the deployment's salt);
-    /// without it they are written `redacted`.
-    pub phone_hasher: Option<PhoneHasher>,
-    /// The learner, if calls teach skills and test cases: its post-call
-    /// step runs last (see [`learning`](crate::agent::learning)).
-    pub learning: Option<Arc<Learner>>,
 }
 
 impl AgentRuntime {

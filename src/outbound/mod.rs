@@ -19,6 +19,7 @@ mod phone;
 mod request;
 mod settle;
 mod settled;
+mod setup_error;
 mod status;
 mod stranded;
 mod twilio_dialer;

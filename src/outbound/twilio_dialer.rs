@@ -25,8 +25,8 @@ use crate::config::TwilioSection;
 use crate::pipeline::EnvSource;
 use crate::store::time::unix_ms;
 use crate::store::{
-    CallChange, CallDirection, CallRecord, CallStatus, MissingSalt, OutboundCall, PhoneSalt,
-    RequestNote, Segment, Store,
+    CallChange, CallDirection, CallRecord, CallStatus, OutboundCall, PhoneSalt, RequestNote,
+    Segment, Store,
 };
 use crate::transport::twilio::stream_token::{STREAM_TOKEN_PARAMETER, StreamTokens};
 use crate::transport::twilio::{
@@ -41,6 +41,7 @@ use super::phone::PhoneHasher;
 use super::request::CallRequest;
 use super::settle::{Settlement, ended_by};
 use super::settled::CallSettled;
+pub use super::setup_error::OutboundSetupError;
 
 /// The media stream's path, which the TwiML points Twilio at.
 pub const STREAM_PATH: &str = "/twilio/ws";
@@ -56,38 +57,6 @@ pub const CALL_ID_PARAMETER: &str = "call_id";
 const LIVE_CALL_HOLD: Duration = Duration::from_secs(4 * 3600);
 /// Twilio's wait when a 429 gives no `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// Why the outbound part could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OutboundSetupError {
-    /// A `*_env` key names a variable that is not set.
-    #[error("environment variable {var} (named by `{key}`) is not set")]
-    MissingEnv {
-        /// The key.
-        key: String,
-        /// The variable.
-        var: String,
-    },
-    /// A key that dialling needs is missing.
-    #[error("[outbound] needs `{0}`")]
-    Missing(&'static str),
-    /// The account SID is not `AC` and 32 hex digits.
-    #[error("the account SID (from `transport.twilio.account_sid_env`) is not a Twilio SID")]
-    BadAccountSid,
-    /// The REST client could not be built.
-    #[error(transparent)]
-    Client(#[from] HangUpError),
-}
-
-impl From<MissingSalt> for OutboundSetupError {
-    fn from(err: MissingSalt) -> Self {
-        OutboundSetupError::MissingEnv {
-            key: err.key.to_owned(),
-            var: err.var,
-        }
-    }
-}
 
 /// Places calls through Twilio and settles the ones it sees end.
 pub struct TwilioDialer {

@@ -36,14 +36,14 @@ mod skill;
 mod stored_objects;
 mod tactics;
 mod test_case;
+mod text_store;
 pub mod time;
 
 pub use self::redis::RedisStore;
 pub use api::{
-    Appended, CallStore, CampaignStore, DEAD_LETTERS_MAX, EndClaim, Enqueued, JobDelivery,
-    JobQueue, LostSessionCheck, LostSessionStore, NumberLimitStore, Outbox, OutboxEntry,
-    PromptHistoryStore, RefinementStore, SkillStore, Store, StreamTokenStore, TestCaseStore,
-    TextEnd, TextStore,
+    Appended, CallStore, CampaignStore, DEAD_LETTERS_MAX, Enqueued, JobDelivery, JobQueue,
+    LostSessionCheck, LostSessionStore, NumberLimitStore, Outbox, OutboxEntry, PromptHistoryStore,
+    RefinementStore, SkillStore, Store, StreamTokenStore, TestCaseStore,
 };
 pub use call::{
     CallDirection, CallRecord, Evaluation, Extraction, Outcome, SEGMENT_PART_RULE, Segment,
@@ -79,3 +79,4 @@ pub use tactics::{
     bounded_tactics, clean_tactic, merge_tactics, tactic_identity,
 };
 pub use test_case::TestCase;
+pub use text_store::{EndClaim, TextEnd, TextStore};

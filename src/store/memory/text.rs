@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::keyspace::{Blob, Keyspace, Op};
 use super::store::MemoryStore;
-use crate::store::api::{claim_holder, claim_owner};
+use crate::store::text_store::{claim_holder, claim_owner};
 use crate::store::{EndClaim, StoreError, TextEnd, TextStore};
 
 /// Who holds the claim on `member` at `now`, if anyone.
