@@ -4,7 +4,7 @@
 //! # Why
 //!
 //! A writer keeps a call's steps in memory while the store is down and
-//! retries them (`writer.rs`). That covers an outage shorter than
+//! retries them (`agent/writer/`). That covers an outage shorter than
 //! `flush_timeout` after the call; a longer one, or the process stopping
 //! during it, used to lose the turns already spoken. Now a writer whose
 //! store fails keeps its pending steps in a file here as well, rewritten

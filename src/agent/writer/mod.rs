@@ -20,7 +20,7 @@
 //! lost reply never writes it twice and order always holds.
 //!
 //! While the store fails, the writer also keeps its pending steps on local
-//! disk, in the turn spool (`turn_spool.rs`), when the runtime has one,
+//! disk, in the turn spool (`agent/turn_spool/`), when the runtime has one,
 //! rewritten as each command is read: a process that stops during an
 //! outage loses none of the steps read (a command sent while a write is in
 //! flight is read when that write fails, at most `op_timeout` later).
