@@ -17,6 +17,9 @@
 //! spool_dir = "voxpipe-data/context-spool"  # while the store fails, pending turns
 //!                                # are kept here too, and written when it is back;
 //!                                # "" keeps them in memory only
+//! lost_session_grace_secs = 150  # a voice session renews a lease in the store every
+//!                                # third of this; one left this long (its process
+//!                                # stopped mid-call) is ended `session_lost` by any process
 //! prompt_timeout_ms = 1500       # session start: read prompts this long, else the TOML's
 //! country = "US"                 # the segment when the call brings none
 //! industry = "healthcare"
@@ -84,6 +87,10 @@ pub struct ContextSection {
     pub flush_timeout_secs: Seconds,
     /// The turn spool's directory (empty: none).
     pub spool_dir: PathBuf,
+    /// How long a voice session's lease lasts unrenewed (renewed every
+    /// third of it while its writer runs): a call whose process stopped is
+    /// ended this long after the last renewal.
+    pub lost_session_grace_secs: Seconds<10_000, 3600>,
     /// Time allowed to read the prompt at session start, milliseconds.
     pub prompt_timeout_ms: u64,
     /// The country when the call brings none.
@@ -112,6 +119,7 @@ impl Default for ContextSection {
             wait_replicas: 0,
             flush_timeout_secs: Seconds::from_millis(120_000),
             spool_dir: PathBuf::from(Self::DEFAULT_SPOOL_DIR),
+            lost_session_grace_secs: Seconds::from_millis(150_000),
             prompt_timeout_ms: 1500,
             country: None,
             industry: None,

@@ -37,6 +37,7 @@ mod error;
 pub mod eval;
 pub mod extraction;
 pub mod learning;
+mod lost_sessions;
 mod memory;
 pub mod optimiser;
 pub mod post_call;
@@ -52,6 +53,7 @@ pub mod writer;
 
 pub use config::{ContextSection, SkillsSection, StoreKind};
 pub use error::AgentError;
+pub use lost_sessions::{LostSessionSweeper, SESSION_LOST};
 pub use memory::SessionMemory;
 pub use post_call::{PostCallError, PostCallStep};
 pub use prompt::SessionPrompt;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::config::{ContextSection, StoreKind};
 use super::error::AgentError;
 use super::learning::{LearnFromCall, Learner, LearnerSettings};
+use super::lost_sessions::LostSessionSweeper;
 use super::memory::SessionMemory;
 use super::post_call::PostCallStep;
 use super::prompt::SessionPrompt;
@@ -53,6 +54,7 @@ pub struct AgentRuntime {
     uploader: Option<Arc<RecordingUploader>>,
     writers: Mutex<Vec<WriterDone>>,
     optimiser_metrics: Option<Arc<OptimiserMetrics>>,
+    lost_sessions: Arc<LostSessionSweeper>,
 }
 
 impl std::fmt::Debug for AgentRuntime {
@@ -309,6 +311,10 @@ impl AgentRuntime {
             (None, Some(webhook)) => vec![Arc::new(QueueCallCompleted(Arc::clone(webhook))) as _],
             (None, None) => Vec::new(),
         };
+        let lost_sessions = Arc::new(LostSessionSweeper::new(
+            Arc::clone(&store),
+            writer.on_completed.clone(),
+        ));
         AgentRuntime {
             store,
             section,
@@ -323,6 +329,7 @@ impl AgentRuntime {
             uploader: None,
             writers: Mutex::new(Vec::new()),
             optimiser_metrics: None,
+            lost_sessions,
         }
     }
 
@@ -417,7 +424,23 @@ impl AgentRuntime {
     /// and tactics (for at most `prompt_timeout_ms`; on failure the session
     /// uses the pipeline's prompt), and starts its writer, which stores the
     /// call as pending. Its tools go into `setup.resources`.
+    /// The session keeps a lease in the store while its writer runs: if
+    /// its process stops mid-call, another process's sweep ends the call
+    /// once `[context] lost_session_grace_secs` has passed (see
+    /// [`LostSessionSweeper`]).
     pub async fn open_session(&self, setup: &SessionSetup, transport: &str) -> SessionMemory {
+        self.open(setup, transport, true).await
+    }
+
+    /// Opens the memory of one message's session of a text conversation
+    /// on `channel`, as [`open_session`](Self::open_session) does, but
+    /// without a lease: the conversation goes on between messages, and
+    /// its end is the idle sweep's, not a lost session's.
+    pub async fn open_text_session(&self, setup: &SessionSetup, channel: &str) -> SessionMemory {
+        self.open(setup, channel, false).await
+    }
+
+    async fn open(&self, setup: &SessionSetup, transport: &str, leased: bool) -> SessionMemory {
         self.install_tools(&setup.resources);
         let call_id = setup.session_id.to_string();
         let segment = Segment::resolve(&setup.custom_parameters, &self.section.default_segment());
@@ -452,6 +475,11 @@ impl AgentRuntime {
         );
         record.prompt_source = Some(prompt.source());
         let (recorder, done) = spawn_writer(Arc::clone(&self.store), record, self.writer.clone());
+        if leased {
+            let grace = self.section.lost_session_grace_secs.duration();
+            let call_id = recorder.call_id().to_owned();
+            self.lost_sessions.keep_lease(call_id, grace, done.clone());
+        }
         {
             let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
             writers.retain(|w| w.borrow().done.is_none());
@@ -469,6 +497,14 @@ impl AgentRuntime {
             hook.queue(&*self.store, call_id).await?;
         }
         Ok(())
+    }
+
+    /// Ends the calls whose session was lost (sessions' leases left to fall
+    /// due, outbound calls' final status checks): its sweep
+    /// ([`LostSessionSweeper::run`]) runs in every server with a runtime,
+    /// and in `voxpipe worker`.
+    pub fn lost_session_sweeper(&self) -> Arc<LostSessionSweeper> {
+        Arc::clone(&self.lost_sessions)
     }
 
     /// An evaluation worker named `consumer`, if sessions are evaluated or

@@ -33,7 +33,14 @@ pub(crate) fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
             tracing::info!("stopping");
         };
         let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
-        operator.context.run_background(shutdown).await
+        // A worker ends lost sessions too, as every server does: the calls
+        // of a server that died are ended while none runs.
+        let sweeper = operator.context.lost_session_sweeper();
+        let (background, ()) = tokio::join!(
+            operator.context.run_background(shutdown.clone()),
+            sweeper.run(shutdown)
+        );
+        background
     })?;
     Ok(())
 }

@@ -7,24 +7,25 @@
 //! Each step is idempotent, so two servers settling one call is harmless.
 //!
 //! A call whose server died mid-call started and was never ended: no
-//! writer is left to end it or queue its after-call work. The final status
-//! callback for it, on whichever server it reaches, notes a check in the
-//! store, due `lost_session_grace_secs` later; the lost-session sweeper of
-//! any server ([`super::LostSessions`]) then ends it here
-//! ([`Settlement::end_lost_session`]), as of the callback's time, and
-//! queues that work, if nobody ended it meanwhile. The grace is at least
-//! the writers' `flush_timeout` (the pipeline file is refused otherwise):
-//! a session alive after all, whose writer is retrying its last turns
-//! through a store blip, ends the call itself, with its whole transcript.
-//! A session that was alive after all and queues too doubles nothing: the
-//! webhook's outbox keeps one delivery per event id, even once delivered,
-//! and a second evaluation job finds the verdict stored.
+//! writer is left to end it or queue its after-call work. Its session's
+//! lease, and the final status callback on whichever server it reaches
+//! ([`super::LostSessions`]), note checks in the store; the agent
+//! runtime's lost-session sweeper of any server
+//! ([`LostSessionSweeper`](crate::agent::LostSessionSweeper)) then ends it,
+//! as of the callback's time (or the lease's last renewal), and queues
+//! that work, if nobody ended it meanwhile. The final status's grace is
+//! at least the writers' `flush_timeout` (the pipeline file is refused
+//! otherwise): a session alive after all, whose writer is retrying its
+//! last turns through a store blip, ends the call itself, with its whole
+//! transcript. A session that was alive after all and queues too doubles
+//! nothing: the webhook's outbox keeps one delivery per event id, even
+//! once delivered, and a second evaluation job finds the verdict stored.
 
 use std::sync::Arc;
 
 use crate::agent::AgentRuntime;
 use crate::store::time::rfc3339;
-use crate::store::{CallChange, CallRecord, CallStatus, LostSessionCheck, Store, StoreError};
+use crate::store::{CallRecord, CallStatus};
 
 use super::settled::CallSettled;
 
@@ -61,11 +62,6 @@ impl Settlement {
         }
     }
 
-    /// The store calls are kept in.
-    pub(super) fn store(&self) -> &Arc<dyn Store> {
-        self.runtime.store()
-    }
-
     /// `call` (an outbound call) has reached a final status.
     pub async fn settle(&self, call: &CallRecord) {
         let Some(outbound) = &call.outbound else {
@@ -95,42 +91,6 @@ impl Settlement {
         for listener in &self.listeners {
             listener.call_settled(call).await;
         }
-    }
-}
-
-/// The end reason of a call ended by a status callback because its session
-/// was lost (its server died mid-call).
-pub(crate) const SESSION_LOST: &str = "session_lost";
-
-impl Settlement {
-    /// Ends `check`'s call (`session_lost`, as of its final status) if
-    /// it is still not ended, and queues its after-call work (the
-    /// evaluation job, the webhook); true when this ended it. A call ended
-    /// meanwhile (its session was alive after all) is left alone. An error
-    /// (the store, or the work not queued) leaves the check to be done
-    /// again: the end is written once, and the write that ended it is
-    /// found again (its time and reason are the check's), so the work is
-    /// queued then.
-    pub async fn end_lost_session(&self, check: &LostSessionCheck) -> Result<bool, StoreError> {
-        let call_id = check.call_id.as_str();
-        let change = CallChange::Ended {
-            reason: SESSION_LOST.to_owned(),
-            at_ms: check.at_ms,
-        };
-        let Some(call) = self.runtime.store().update_call(call_id, &change).await? else {
-            return Ok(false);
-        };
-        let ended_here = call.ended_at.as_deref() == Some(&*rfc3339(check.at_ms))
-            && call.end_reason.as_deref() == Some(SESSION_LOST);
-        if !ended_here {
-            return Ok(false);
-        }
-        tracing::warn!(
-            call_id,
-            "a started call was never ended (its server stopped mid-call): ended, and its after-call work queued"
-        );
-        self.runtime.queue_after_call(call_id).await?;
-        Ok(true)
     }
 }
 

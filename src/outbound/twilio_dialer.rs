@@ -138,6 +138,8 @@ impl TwilioDialer {
             listeners,
             section.rate_limit_hours > 0,
         );
+        let lost_sessions =
+            LostSessions::new(runtime.lost_session_sweeper(), section.lost_session_grace);
         Ok(TwilioDialer {
             rest,
             account_sid,
@@ -147,7 +149,7 @@ impl TwilioDialer {
             hasher,
             stream_tokens,
             runtime,
-            lost_sessions: LostSessions::new(settlement.clone(), section.lost_session_grace),
+            lost_sessions,
             settlement,
             voicemails: Mutex::new(HashSet::new()),
             asked: AskedCalls::default(),

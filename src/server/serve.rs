@@ -415,13 +415,14 @@ impl Server {
                     .await;
             })
         });
-        // Calls whose server died mid-call end once their grace has passed,
-        // whichever server heard their final status (checks in the store).
-        let lost_sessions = self.state.outbound.clone().map(|dialer| {
+        // Calls whose process died mid-call end once their grace has passed
+        // (their sessions' leases, outbound calls' final statuses: checks
+        // in the store, whichever process noted them).
+        let lost_sessions = self.state.agent.as_ref().map(|agent| {
+            let sweeper = agent.lost_session_sweeper();
             let mut stopped = stop_campaigns.subscribe();
             tokio::spawn(async move {
-                dialer
-                    .lost_sessions()
+                sweeper
                     .run(async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     })

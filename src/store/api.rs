@@ -77,33 +77,79 @@ pub trait CallStore: Send + Sync {
     ) -> Result<Vec<CallRecord>, StoreError>;
 }
 
-/// A started call whose final status came with nobody ending it and no
-/// session for it on the server that heard it (its server may have died
-/// mid-call): checked once its grace has passed, and ended then if still
-/// not ended.
+/// A call whose session may be lost (its server died mid-call), to be
+/// checked once its grace has passed and ended then (`session_lost`, as of
+/// `at_ms`) if nobody ended it. Two sources note one
+/// ([`LostSessionSource`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LostSessionCheck {
     /// The call.
     pub call_id: String,
-    /// When its final status came (Unix ms): the call is ended as of then.
+    /// As of when the call is ended: its final status's time, or its
+    /// session's last renewal.
     pub at_ms: u64,
+    /// Who noted it.
+    pub source: LostSessionSource,
+}
+
+/// Who noted a [`LostSessionCheck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostSessionSource {
+    /// An outbound call's final status came for a started call nobody
+    /// ended, with no session for it on the server that heard it.
+    FinalStatus,
+    /// A session's lease: its writer renews the check while it runs
+    /// (session and flush) and forgets it once done, so one left to fall
+    /// due belongs to a session whose process stopped.
+    Lease,
 }
 
 impl LostSessionCheck {
-    /// As a member of the pending set: `{call id}\n{at_ms}`.
+    /// A check noted by a final status at `at_ms`.
+    pub fn final_status(call_id: &str, at_ms: u64) -> Self {
+        LostSessionCheck {
+            call_id: call_id.to_owned(),
+            at_ms,
+            source: LostSessionSource::FinalStatus,
+        }
+    }
+
+    /// A session's lease, renewed at `at_ms`.
+    pub fn lease(call_id: &str, at_ms: u64) -> Self {
+        LostSessionCheck {
+            call_id: call_id.to_owned(),
+            at_ms,
+            source: LostSessionSource::Lease,
+        }
+    }
+
+    /// As a member of the pending set: `{call id}\n{at_ms}`, and
+    /// `\nlease` after it for a lease (a final status's member ends in
+    /// digits, so the two cannot be confused).
     pub(crate) fn member(&self) -> String {
-        format!("{}\n{}", self.call_id, self.at_ms)
+        match self.source {
+            LostSessionSource::FinalStatus => format!("{}\n{}", self.call_id, self.at_ms),
+            LostSessionSource::Lease => format!("{}\n{}\n{LEASE_SUFFIX}", self.call_id, self.at_ms),
+        }
     }
 
     /// From a member of the pending set; `None` when it is not one.
     pub(crate) fn from_member(member: &str) -> Option<Self> {
+        let (member, source) = match member.strip_suffix(LEASE_SUFFIX) {
+            Some(rest) => (rest.strip_suffix('\n')?, LostSessionSource::Lease),
+            None => (member, LostSessionSource::FinalStatus),
+        };
         let (call_id, at_ms) = member.rsplit_once('\n')?;
         Some(LostSessionCheck {
             call_id: call_id.to_owned(),
             at_ms: at_ms.parse().ok()?,
+            source,
         })
     }
 }
+
+/// The last line of a lease's member.
+const LEASE_SUFFIX: &str = "lease";
 
 /// Checks of calls whose session may be lost (see [`LostSessionCheck`]),
 /// by due time, in the store so that a server that restarts, or another
@@ -135,6 +181,20 @@ pub trait LostSessionStore: Send + Sync {
 
     /// `check` is done: forgotten.
     async fn lost_session_checked(&self, check: &LostSessionCheck) -> Result<(), StoreError>;
+
+    /// Renews a session's lease: notes `check`, due at `due_ms`, and
+    /// forgets every check in `previous` (the renewals before it that may
+    /// have landed), in one step.
+    async fn renew_lost_session(
+        &self,
+        previous: &[LostSessionCheck],
+        check: &LostSessionCheck,
+        due_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Whether `check` is still noted (claimed or not): a lease that was
+    /// renewed or forgotten meanwhile is not.
+    async fn lost_session_noted(&self, check: &LostSessionCheck) -> Result<bool, StoreError>;
 }
 
 /// The refinement loop's state: tactics lists and segment prompts.

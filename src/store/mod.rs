@@ -42,8 +42,8 @@ pub mod time;
 pub use self::redis::RedisStore;
 pub use api::{
     Appended, CallStore, CampaignStore, DEAD_LETTERS_MAX, Enqueued, JobDelivery, JobQueue,
-    LostSessionCheck, LostSessionStore, NumberLimitStore, Outbox, OutboxEntry, PromptHistoryStore,
-    RefinementStore, SkillStore, Store, StreamTokenStore, TestCaseStore,
+    LostSessionCheck, LostSessionSource, LostSessionStore, NumberLimitStore, Outbox, OutboxEntry,
+    PromptHistoryStore, RefinementStore, SkillStore, Store, StreamTokenStore, TestCaseStore,
 };
 pub use call::{
     CallDirection, CallRecord, Evaluation, Extraction, Outcome, SEGMENT_PART_RULE, Segment,

@@ -199,7 +199,7 @@ impl TextConversations {
         }
         let memory = self
             .runtime
-            .open_session(&setup, inbound.key.channel().name())
+            .open_text_session(&setup, inbound.key.channel().name())
             .await;
         memory.started();
         let reply = if text.is_empty() {

@@ -1,6 +1,7 @@
 //! The lost-session checks' store contract, on both backends: a check is
 //! noted once, claimed by one sweeper at a time under a lease, claimed
-//! again when its lease runs out, and forgotten when done.
+//! again when its lease runs out, and forgotten when done; a session's
+//! lease is renewed in one step, and a claimed one renewed is gone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,10 +11,7 @@ use crate::context_store::{Backend, backends};
 use voxpipe::store::LostSessionCheck;
 
 fn check(call_id: &str, at_ms: u64) -> LostSessionCheck {
-    LostSessionCheck {
-        call_id: call_id.to_owned(),
-        at_ms,
-    }
+    LostSessionCheck::final_status(call_id, at_ms)
 }
 
 #[tokio::test]
@@ -101,4 +99,45 @@ async fn a_member_that_is_not_a_check_is_dropped_not_claimed() {
     assert_eq!(claimed, vec![odd]);
     let left: Vec<String> = client.zrange("t:calls:lost_sessions", 0, -1).await.unwrap();
     assert_eq!(left, vec!["a\nb\n7".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_lease_renewal_replaces_every_renewal_before_it() {
+    for backend in backends() {
+        let store = backend.store();
+        let name = store.backend();
+        let first = LostSessionCheck::lease("s1", 100);
+        store.renew_lost_session(&[], &first, 1_000).await.unwrap();
+        // A final status check of the same call is another check.
+        store
+            .note_lost_session(&check("s1", 150), 1_500)
+            .await
+            .unwrap();
+        // A renewal whose reply was lost, then one that knows of both.
+        let lost_reply = LostSessionCheck::lease("s1", 200);
+        store
+            .renew_lost_session(std::slice::from_ref(&first), &lost_reply, 2_000)
+            .await
+            .unwrap();
+        let third = LostSessionCheck::lease("s1", 300);
+        store
+            .renew_lost_session(&[first.clone(), lost_reply.clone()], &third, 3_000)
+            .await
+            .unwrap();
+        assert!(!store.lost_session_noted(&first).await.unwrap(), "{name}");
+        assert!(
+            !store.lost_session_noted(&lost_reply).await.unwrap(),
+            "{name}"
+        );
+        assert!(store.lost_session_noted(&third).await.unwrap(), "{name}");
+        let due = store
+            .claim_lost_sessions(u64::MAX / 2, 10, 10)
+            .await
+            .unwrap();
+        assert_eq!(due, vec![check("s1", 150), third.clone()], "{name}");
+        // Claimed, it is still noted: only a renewal or its end forgets it.
+        assert!(store.lost_session_noted(&third).await.unwrap(), "{name}");
+        store.lost_session_checked(&third).await.unwrap();
+        assert!(!store.lost_session_noted(&third).await.unwrap(), "{name}");
+    }
 }

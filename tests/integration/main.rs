@@ -44,6 +44,7 @@ mod learning_skills;
 mod llm_errors;
 mod llm_tools;
 mod log_escaping;
+mod lost_sessions;
 mod object_storage;
 mod optimiser_outage;
 mod optimiser_workers;

@@ -86,4 +86,38 @@ impl LostSessionStore for MemoryStore {
             (vec![remove], ())
         })
     }
+
+    async fn renew_lost_session(
+        &self,
+        previous: &[LostSessionCheck],
+        check: &LostSessionCheck,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
+        let key = self.settings.keys.lost_sessions();
+        let member = check.member();
+        self.write(|_, _| {
+            let mut ops: Vec<Op> = previous
+                .iter()
+                .map(|old| Op::ZRem {
+                    key: key.clone(),
+                    member: old.member(),
+                })
+                .collect();
+            ops.push(Op::ZAdd {
+                key: key.clone(),
+                member: member.clone(),
+                score: due_ms,
+            });
+            (ops, ())
+        })
+    }
+
+    async fn lost_session_noted(&self, check: &LostSessionCheck) -> Result<bool, StoreError> {
+        let key = self.settings.keys.lost_sessions();
+        let member = check.member();
+        self.read(|ks, now| {
+            ks.sorted(&key, now)
+                .is_some_and(|set| set.contains_key(&member))
+        })
+    }
 }

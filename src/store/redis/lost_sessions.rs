@@ -78,4 +78,36 @@ impl LostSessionStore for RedisStore {
         .await
         .map(|_| ())
     }
+
+    async fn renew_lost_session(
+        &self,
+        previous: &[LostSessionCheck],
+        check: &LostSessionCheck,
+        due_ms: u64,
+    ) -> Result<(), StoreError> {
+        let key = self.settings.keys.lost_sessions();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !previous.is_empty() {
+            let members: Vec<String> = previous.iter().map(LostSessionCheck::member).collect();
+            pipe.cmd("ZREM").arg(&key).arg(members).ignore();
+        }
+        pipe.cmd("ZADD")
+            .arg(&key)
+            .arg(due_ms)
+            .arg(check.member())
+            .ignore();
+        self.query_pipe::<()>(&pipe).await
+    }
+
+    async fn lost_session_noted(&self, check: &LostSessionCheck) -> Result<bool, StoreError> {
+        let score: Option<f64> = self
+            .query(
+                redis::cmd("ZSCORE")
+                    .arg(self.settings.keys.lost_sessions())
+                    .arg(check.member()),
+            )
+            .await?;
+        Ok(score.is_some())
+    }
 }

@@ -1,0 +1,266 @@
+//! [`LostSessionSweeper`]: calls whose server died mid-call, ended by whichever
+//! process is running once their grace has passed.
+//!
+//! Two sources note a check in the store (`calls:lost_sessions`), not a
+//! timer in one process, so that a process that restarts, or another one,
+//! does it:
+//!
+//! - every voice session's **lease** ([`lease`]): while its writer runs
+//!   (the session, then its flush) the check is renewed every third of
+//!   `[context] lost_session_grace_secs`, each renewal due a grace after
+//!   it; once the writer has stopped the check is forgotten. A lease left
+//!   to fall due belongs to a session whose process stopped (killed,
+//!   crashed, its machine gone): its call is ended as of the last renewal.
+//! - an outbound call's **final status** (`outbound::LostSessions`): the
+//!   callback for a started call nobody ended, with no session for it on
+//!   the server that heard it, notes a check due `[outbound]
+//!   lost_session_grace_secs` after it; the call is ended as of the
+//!   callback.
+//!
+//! Every server with an agent runtime sweeps (`Server::serve`), and so
+//! does `voxpipe worker`: each claims the due checks under a lease (of two
+//! sweepers, one claims a check; one that dies doing it leaves it to be
+//! claimed again when its lease ends), ends their calls (`end_reason`
+//! `session_lost`) if nobody has, and queues their after-call work (the
+//! evaluation job, the webhook).
+//!
+//! The sweeper sleeps until the next check is due, woken at once by a
+//! check noted on its own process, and looks at least every
+//! [`MAX_WAIT`] for checks other processes noted and leases that ran out.
+//! Due times are noted and compared on one clock, the wall clock
+//! ([`unix_ms`]), the one other processes judge leases by.
+//!
+//! A page of claimed checks is worked through while its lease is less than
+//! half spent; the rest wait for the lease to end, so that no other
+//! process claims a check this one is still doing. A check whose call
+//! cannot be ended for good (the store's error is not transient, such as
+//! a record it cannot read) is logged and forgotten, not claimed again for
+//! ever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::after_call::AfterCall;
+use crate::store::time::{rfc3339, unix_ms};
+use crate::store::{CallChange, LostSessionCheck, LostSessionSource, Store, StoreError};
+
+pub(super) mod lease;
+#[cfg(test)]
+mod tests;
+
+/// The end reason of a call ended because its session was lost (its
+/// server died mid-call).
+pub const SESSION_LOST: &str = "session_lost";
+
+/// How long a claimed check is held: far more than ending one call and
+/// queueing its work takes, short enough that a check whose sweeper died
+/// is not late by much.
+const LEASE: Duration = Duration::from_secs(60);
+/// The longest a sweeper sleeps between looks.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+/// How long a sweeper waits after the store failed.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Checks claimed at once.
+const PAGE: usize = 100;
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The sweeper's clock: Unix milliseconds now.
+type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Notes lost-session checks and sweeps the due ones.
+pub struct LostSessionSweeper {
+    store: Arc<dyn Store>,
+    /// The after-call work of a call it ends.
+    hooks: Vec<Arc<dyn AfterCall>>,
+    /// The wall clock ([`unix_ms`]); another in tests.
+    clock: Clock,
+    /// A check was noted in this process: the sweeper looks again.
+    noted: Notify,
+}
+
+impl std::fmt::Debug for LostSessionSweeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LostSessionSweeper")
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LostSessionSweeper {
+    /// Ends lost sessions in `store`, queueing `hooks` for each.
+    pub fn new(store: Arc<dyn Store>, hooks: Vec<Arc<dyn AfterCall>>) -> Self {
+        LostSessionSweeper {
+            store,
+            hooks,
+            clock: Arc::new(unix_ms),
+            noted: Notify::new(),
+        }
+    }
+
+    /// The same, with `clock` for the wall clock.
+    #[cfg(test)]
+    fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Notes `check`, due at `due_ms`, unless it is noted already: unless
+    /// someone ends its call before, a sweeper ends it then, as of
+    /// `check.at_ms`.
+    pub async fn note(&self, check: &LostSessionCheck, due_ms: u64) -> Result<(), StoreError> {
+        self.store.note_lost_session(check, due_ms).await?;
+        self.noted.notify_one();
+        Ok(())
+    }
+
+    /// Ends `check`'s call (`session_lost`, as of `check.at_ms`) if it is
+    /// still not ended, and queues its after-call work; true when this
+    /// ended it. A call ended meanwhile (its session was alive after all)
+    /// is left alone, but for a lease: its writer forgets the lease only
+    /// once the after-call work is queued, so a lease left on an ended
+    /// call may mean that work was not (the writer's process stopped in
+    /// between), and it is queued again, harmlessly (the webhook's outbox
+    /// keeps one delivery per event; a second evaluation finds the verdict
+    /// stored). A lease renewed or forgotten since it was claimed ends
+    /// nothing. An error (the store, or the work not queued) leaves the
+    /// check to be done again: the end is written once, and the write that
+    /// ended it is found again (its time and reason are the check's), so
+    /// the work is queued then.
+    pub async fn end_lost_session(&self, check: &LostSessionCheck) -> Result<bool, StoreError> {
+        let lease = check.source == LostSessionSource::Lease;
+        if lease && !self.store.lost_session_noted(check).await? {
+            return Ok(false);
+        }
+        let call_id = check.call_id.as_str();
+        let change = CallChange::Ended {
+            reason: SESSION_LOST.to_owned(),
+            at_ms: check.at_ms,
+        };
+        let Some(call) = self.store.update_call(call_id, &change).await? else {
+            return Ok(false);
+        };
+        let ended_here = call.ended_at.as_deref() == Some(&*rfc3339(check.at_ms))
+            && call.end_reason.as_deref() == Some(SESSION_LOST);
+        if ended_here {
+            tracing::warn!(
+                call_id,
+                source = ?check.source,
+                "a started call was never ended (its server stopped mid-call): ended, and its after-call work queued"
+            );
+        } else if !lease {
+            return Ok(false);
+        }
+        for hook in &self.hooks {
+            hook.queue(&*self.store, call_id).await?;
+        }
+        Ok(ended_here)
+    }
+
+    /// Ends the calls of the checks due at `now_ms`, a page at a time;
+    /// how many it ended. A check that failed for now is left to be
+    /// claimed again once its lease ends; the error is returned once the
+    /// rest is done. One whose record cannot be read is logged and forgotten. A
+    /// page whose lease is half spent is left there, its remaining checks
+    /// to be claimed again once the lease ends.
+    pub async fn end_due(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let store = &self.store;
+        let mut ended = 0;
+        let mut failed = None;
+        let started = Instant::now();
+        loop {
+            // Each page's lease from when it is claimed, not from the
+            // sweep's start: a later page must not be claimed with a lease
+            // already spent.
+            let page_now = now_ms.saturating_add(millis(started.elapsed()));
+            let checks = store
+                .claim_lost_sessions(page_now, millis(LEASE), PAGE)
+                .await?;
+            let claimed = Instant::now();
+            for (done, check) in checks.iter().enumerate() {
+                if claimed.elapsed() >= LEASE / 2 {
+                    tracing::warn!(
+                        left = checks.len() - done,
+                        "lost-session checks left to their lease: it is half spent"
+                    );
+                    return failed.map_or(Ok(ended), Err);
+                }
+                let forget = match self.end_lost_session(check).await {
+                    Ok(ended_here) => {
+                        ended += usize::from(ended_here);
+                        true
+                    }
+                    // Only a record that cannot be read is hopeless; any
+                    // other refusal (an ACL change, a script error) may be
+                    // mended, and the after-call work must not be lost.
+                    Err(err @ StoreError::Corrupt { .. }) => {
+                        tracing::error!(call_id = check.call_id, error = %err, "cannot end a call whose session was lost, for good; its check is dropped");
+                        true
+                    }
+                    Err(err) => {
+                        tracing::warn!(call_id = check.call_id, error = %err, "cannot end a call whose session was lost; tried again after its lease");
+                        failed = Some(err);
+                        false
+                    }
+                };
+                // Not forgotten: done again after the lease, which queues
+                // the work again, harmlessly (the outbox keeps one delivery
+                // per event; a second evaluation finds the verdict stored).
+                if forget && let Err(err) = store.lost_session_checked(check).await {
+                    tracing::warn!(call_id = check.call_id, error = %err, "cannot forget a lost-session check; done again later");
+                }
+            }
+            if checks.len() < PAGE {
+                return failed.map_or(Ok(ended), Err);
+            }
+        }
+    }
+
+    /// Sweeps until `stop` resolves: at start (a server that restarted
+    /// finds the checks it or another left), then whenever the next check
+    /// is due, a check is noted here, or 30 s have passed. A sweep
+    /// cut by `stop` leaves its claimed checks to their lease.
+    pub async fn run(&self, stop: impl Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        // The clock due times are noted by, and other servers' leases
+        // judged by.
+        let now_ms = || (self.clock)();
+        loop {
+            let sweep = async {
+                match self.end_due(now_ms()).await {
+                    Ok(ended) => {
+                        if ended > 0 {
+                            tracing::info!(ended, "calls whose session was lost ended");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "lost sessions not swept; tried again");
+                        return RETRY_AFTER;
+                    }
+                }
+                match self.store.next_lost_session_due().await {
+                    Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms())),
+                    Ok(None) => MAX_WAIT,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot read when the next lost session is due");
+                        RETRY_AFTER
+                    }
+                }
+            };
+            let wait = tokio::select! {
+                wait = sweep => wait.min(MAX_WAIT),
+                () = &mut stop => return,
+            };
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.noted.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The sweep and the sessions' leases, on the embedded store with paused
+//! time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use super::*;
+use crate::agent::eval::QueueEvaluation;
+use crate::agent::writer::WriterStatus;
+use crate::store::time::rfc3339;
+use crate::store::{
+    CallDirection, CallRecord, CallStatus, MemoryStore, OutboundCall, Store, StoreSettings,
+};
+
+const GRACE: Duration = Duration::from_secs(150);
+
+/// A wall clock that paused time moves: `unix_ms()` at its making,
+/// plus the time since, plus `offset` (the clock stepped).
+fn paused_clock(offset: Arc<AtomicI64>) -> Clock {
+    let (base, start) = (unix_ms(), Instant::now());
+    Arc::new(move || {
+        let now = base.saturating_add(millis(start.elapsed()));
+        now.saturating_add_signed(offset.load(Ordering::SeqCst))
+    })
+}
+
+/// A process's lost-session sweeper on the shared `store`: its own
+/// runtime, nothing of another's.
+fn process(store: &Arc<dyn Store>) -> Arc<LostSessionSweeper> {
+    process_with(store, paused_clock(Arc::default()))
+}
+
+fn process_with(store: &Arc<dyn Store>, clock: Clock) -> Arc<LostSessionSweeper> {
+    // The after-call work is an evaluation job, which is not
+    // deduplicated: each queueing counts.
+    let hooks: Vec<Arc<dyn AfterCall>> = vec![Arc::new(QueueEvaluation)];
+    Arc::new(LostSessionSweeper::new(Arc::clone(store), hooks).with_clock(clock))
+}
+
+/// Notes a final status check for `call_id` at `at_ms`, due a grace later.
+async fn note(sweeper: &LostSessionSweeper, call_id: &str, at_ms: u64) {
+    let check = LostSessionCheck::final_status(call_id, at_ms);
+    sweeper.note(&check, at_ms + millis(GRACE)).await.unwrap();
+}
+
+/// An answered call its server left started and never ended.
+async fn left_started(store: &Arc<dyn Store>, call_id: &str) {
+    let started = unix_ms() - 30_000;
+    let mut call = CallRecord::pending(
+        call_id,
+        "twilio",
+        Default::default(),
+        Default::default(),
+        started,
+    );
+    call.status = CallStatus::Completed;
+    call.direction = Some(CallDirection::Outbound);
+    call.started_at = Some(rfc3339(started));
+    call.outbound = Some(OutboundCall {
+        twilio_sid: Some("CA1".into()),
+        ..OutboundCall::default()
+    });
+    assert!(store.create_call(&call).await.unwrap());
+}
+
+fn sweep(sweeper: &Arc<LostSessionSweeper>) -> tokio::task::JoinHandle<()> {
+    let sweeper = Arc::clone(sweeper);
+    tokio::spawn(async move { sweeper.run(std::future::pending()).await })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_noted_check_outlives_its_process_and_ends_the_call_once() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    left_started(&store, "lost").await;
+    // The server that heard the final status notes the check, then
+    // stops before the grace is over: nothing of it is left running.
+    let at_ms = unix_ms();
+    note(&process(&store), "lost", at_ms).await;
+
+    // Two servers start on the same store, each with its sweeper.
+    let sweepers = [sweep(&process(&store)), sweep(&process(&store))];
+    tokio::time::sleep(GRACE - Duration::from_secs(1)).await;
+    let call = store.call("lost").await.unwrap().unwrap();
+    assert_eq!(call.ended_at, None, "ended before the grace");
+    assert!(
+        store
+            .read_jobs("w", 8, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Once it is due, one of them ends it, as of the final status.
+    let jobs = store
+        .read_jobs("w", 8, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let call = store.call("lost").await.unwrap().unwrap();
+    assert_eq!(call.ended_at, Some(rfc3339(at_ms)));
+    assert_eq!(call.end_reason.as_deref(), Some("session_lost"));
+    // And only one: the other finds nothing to claim, however long
+    // they both run on, and the check is gone.
+    tokio::time::sleep(LEASE * 10).await;
+    let more = store.read_jobs("w", 8, Duration::ZERO).await.unwrap();
+    assert!(more.is_empty(), "queued again: {more:?}");
+    assert_eq!(store.next_lost_session_due().await.unwrap(), None);
+    for sweeper in sweepers {
+        sweeper.abort();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_its_session_ended_within_the_grace_is_left_alone() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    left_started(&store, "alive").await;
+    let sweeper = process(&store);
+    let at_ms = unix_ms();
+    note(&sweeper, "alive", at_ms).await;
+    let sweeping = sweep(&sweeper);
+    // The session was alive after all: its writer ends the call.
+    let ended = crate::store::CallChange::Ended {
+        reason: "hangup".into(),
+        at_ms: at_ms + 1_000,
+    };
+    store.update_call("alive", &ended).await.unwrap();
+    tokio::time::sleep(GRACE * 2).await;
+    let call = store.call("alive").await.unwrap().unwrap();
+    assert_eq!(call.end_reason.as_deref(), Some("hangup"));
+    assert!(
+        store
+            .read_jobs("w", 8, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.next_lost_session_due().await.unwrap(),
+        None,
+        "checked"
+    );
+    sweeping.abort();
+}
+
+#[tokio::test]
+async fn a_check_whose_work_failed_is_done_again_after_its_lease() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    left_started(&store, "lost").await;
+    let sweeper = process(&store);
+    let at_ms = 1_000;
+    note(&sweeper, "lost", at_ms).await;
+    let due = at_ms + millis(GRACE);
+    // Claimed by a sweeper that died before ending it.
+    let claimed = store
+        .claim_lost_sessions(due, millis(LEASE), 8)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(sweeper.end_due(due).await.unwrap(), 0, "held by its lease");
+    let after_lease = due + millis(LEASE);
+    assert_eq!(sweeper.end_due(after_lease).await.unwrap(), 1);
+    assert_eq!(sweeper.end_due(after_lease * 2).await.unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wall_clock_stepped_back_does_not_end_a_call_before_its_grace() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    left_started(&store, "lost").await;
+    // The sweeper starts while the wall clock is ten minutes ahead.
+    let offset = Arc::new(AtomicI64::new(600_000));
+    let clock = paused_clock(Arc::clone(&offset));
+    let sweeper = process_with(&store, Arc::clone(&clock));
+    let sweeping = sweep(&sweeper);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The clock is set right, and a check noted by it.
+    offset.store(0, Ordering::SeqCst);
+    let at_ms = clock();
+    note(&sweeper, "lost", at_ms).await;
+    tokio::time::sleep(GRACE - Duration::from_secs(1)).await;
+    let call = store.call("lost").await.unwrap().unwrap();
+    assert_eq!(call.ended_at, None, "ended before the grace");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let call = store.call("lost").await.unwrap().unwrap();
+    assert_eq!(call.ended_at, Some(rfc3339(at_ms)));
+    sweeping.abort();
+}
+
+/// An inbound call its session started and has not ended.
+async fn inbound_started(store: &Arc<dyn Store>, call_id: &str) {
+    let started = unix_ms() - 30_000;
+    let mut call = CallRecord::pending(
+        call_id,
+        "webrtc",
+        Default::default(),
+        Default::default(),
+        started,
+    );
+    call.status = CallStatus::Active;
+    call.started_at = Some(rfc3339(started));
+    assert!(store.create_call(&call).await.unwrap());
+}
+
+/// A writer's progress that the test moves: still running until
+/// [`stop_writer`] is called.
+fn running_writer() -> (
+    tokio::sync::watch::Sender<WriterStatus>,
+    crate::agent::writer::WriterDone,
+) {
+    tokio::sync::watch::channel(WriterStatus::default())
+}
+
+fn stop_writer(writer: &tokio::sync::watch::Sender<WriterStatus>) {
+    writer.send_modify(|status| status.done = Some(Default::default()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_session_is_never_ended_and_its_lease_goes_with_its_writer() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    inbound_started(&store, "live").await;
+    let sweeper = process(&store);
+    let (writer, done) = running_writer();
+    let lease = sweeper.keep_lease("live".into(), GRACE, done);
+    let sweeping = sweep(&sweeper);
+    // However long the call goes on, its lease is renewed before it is due.
+    tokio::time::sleep(GRACE * 10).await;
+    let call = store.call("live").await.unwrap().unwrap();
+    assert_eq!(call.ended_at, None, "a live call ended");
+    let due = store.next_lost_session_due().await.unwrap();
+    assert!(due.is_some_and(|due| due > (sweeper.clock)()), "{due:?}");
+    // Its writer stops: the lease is forgotten, nothing is queued.
+    stop_writer(&writer);
+    lease.await.unwrap();
+    assert_eq!(store.next_lost_session_due().await.unwrap(), None);
+    assert!(
+        store
+            .read_jobs("w", 8, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    sweeping.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_whose_process_stopped_is_ended_as_of_its_last_renewal() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    inbound_started(&store, "orphan").await;
+    // One wall clock for both processes, as on one machine.
+    let clock = paused_clock(Arc::default());
+    let first = process_with(&store, Arc::clone(&clock));
+    let (_writer, done) = running_writer();
+    let renewed_at = clock();
+    let lease = first.keep_lease("orphan".into(), GRACE, done);
+    // Renewed at 0, a third of the grace and two thirds; then the process
+    // stops, its writer with it.
+    tokio::time::sleep(GRACE * 2 / 3 + Duration::from_secs(1)).await;
+    lease.abort();
+    let last_renewal = renewed_at + millis(GRACE * 2 / 3);
+
+    let next = process_with(&store, clock);
+    let sweeping = sweep(&next);
+    // Not before a grace after the last renewal...
+    tokio::time::sleep(GRACE - Duration::from_secs(2)).await;
+    let call = store.call("orphan").await.unwrap().unwrap();
+    assert_eq!(call.ended_at, None, "ended before the grace");
+    // ...and then once, as of it, with its after-call work.
+    let jobs = store
+        .read_jobs("w", 8, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let call = store.call("orphan").await.unwrap().unwrap();
+    assert_eq!(call.ended_at, Some(rfc3339(last_renewal)));
+    assert_eq!(call.end_reason.as_deref(), Some(SESSION_LOST));
+    tokio::time::sleep(LEASE * 5).await;
+    assert!(
+        store
+            .read_jobs("w", 8, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_lost_session_due().await.unwrap(), None);
+    sweeping.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_renewed_after_a_sweeper_claimed_it_ends_nothing() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    inbound_started(&store, "slow").await;
+    let sweeper = process(&store);
+    let (_writer, done) = running_writer();
+    let _lease = sweeper.keep_lease("slow".into(), GRACE, done);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A sweeper whose clock runs a grace ahead claims the lease...
+    let ahead = (sweeper.clock)() + millis(GRACE);
+    let claimed = store
+        .claim_lost_sessions(ahead, millis(LEASE), 8)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    // ...and the session renews it before that sweeper ends the call.
+    tokio::time::sleep(GRACE / 3).await;
+    assert!(!sweeper.end_lost_session(&claimed[0]).await.unwrap());
+    let call = store.call("slow").await.unwrap().unwrap();
+    assert_eq!(call.ended_at, None);
+}
+
+#[tokio::test]
+async fn a_lease_left_on_an_ended_call_queues_its_work_again_and_keeps_its_end() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    inbound_started(&store, "ended").await;
+    let ended = crate::store::CallChange::Ended {
+        reason: "hangup".into(),
+        at_ms: 5_000,
+    };
+    store.update_call("ended", &ended).await.unwrap();
+    // Its process stopped after the end, before queueing the work and
+    // forgetting the lease.
+    let left = LostSessionCheck::lease("ended", 4_000);
+    store.renew_lost_session(&[], &left, 10_000).await.unwrap();
+    let sweeper = process(&store);
+    assert_eq!(
+        sweeper.end_due(10_000).await.unwrap(),
+        0,
+        "ended by another"
+    );
+    let call = store.call("ended").await.unwrap().unwrap();
+    assert_eq!(call.end_reason.as_deref(), Some("hangup"));
+    let jobs = store.read_jobs("w", 8, Duration::ZERO).await.unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(store.next_lost_session_due().await.unwrap(), None);
+}
+
+#[test]
+fn a_lease_and_a_final_status_are_told_apart_by_their_members() {
+    for check in [
+        LostSessionCheck::lease("a\nb", 7),
+        LostSessionCheck::final_status("a\nb", 7),
+        LostSessionCheck::lease("lease", 0),
+        LostSessionCheck::final_status("x\nlease", 12),
+    ] {
+        assert_eq!(
+            LostSessionCheck::from_member(&check.member()),
+            Some(check.clone())
+        );
+    }
+    assert_eq!(LostSessionCheck::from_member("a\nlease"), None);
+}
