@@ -24,9 +24,9 @@ pub struct ConnectionOptions {
     pub response_timeout_secs: Seconds<1, 300>,
     /// The longest silence while a response streams, in seconds (above 0,
     /// at most 300). Default 15. For an LLM's event stream it is the
-    /// longest wait for an event: keep-alive comments are not progress, so
-    /// a model that thinks longer than this before its first token needs
-    /// more.
+    /// longest wait for an event once the answer's content has begun:
+    /// keep-alive comments are not progress then (before it, they hold the
+    /// wait open for up to 120 s, as a model thinks).
     pub read_timeout_secs: Seconds<1, 300>,
     /// Retries of a request refused with 429 or 5xx before any output.
     /// Default 2.

@@ -135,41 +135,53 @@ pub(crate) async fn send_within(
 }
 
 /// Hands `message` to `socket`, queued to be written but not yet flushed
-/// (see [`flush_within`]), giving up after `timeout` as [`send_within`]
-/// does.
+/// (see [`flush_before`]), giving up at `deadline` as [`send_within`]
+/// does after its timeout; a failure says it waited `bound`. A deadline,
+/// not a timeout: a caller cut short and called again keeps the deadline
+/// of the write that stalled, instead of starting the wait over.
 ///
 /// # Cancel safety
 /// Cancel safe: the socket takes the message in the same poll that
 /// completes this, so a call cancelled before then took nothing.
-pub(crate) async fn feed_within(
+pub(crate) async fn feed_before(
     socket: &mut WsStream,
     message: Message,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
+    bound: Duration,
 ) -> Result<(), ServiceError> {
-    within(timeout, socket.feed(message)).await
+    before(deadline, bound, socket.feed(message)).await
 }
 
-/// Writes out what `socket` has queued, giving up after `timeout` as
-/// [`send_within`] does.
+/// Writes out what `socket` has queued, giving up at `deadline` as
+/// [`feed_before`] does.
 ///
 /// # Cancel safety
 /// Cancel safe: what is not yet written stays queued for the next flush.
-pub(crate) async fn flush_within(
+pub(crate) async fn flush_before(
     socket: &mut WsStream,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
+    bound: Duration,
 ) -> Result<(), ServiceError> {
-    within(timeout, socket.flush()).await
+    before(deadline, bound, socket.flush()).await
 }
 
 async fn within<E: Into<ServiceError>>(
     timeout: Duration,
     writing: impl Future<Output = Result<(), E>>,
 ) -> Result<(), ServiceError> {
-    match tokio::time::timeout(timeout, writing).await {
+    before(tokio::time::Instant::now() + timeout, timeout, writing).await
+}
+
+async fn before<E: Into<ServiceError>>(
+    deadline: tokio::time::Instant,
+    bound: Duration,
+    writing: impl Future<Output = Result<(), E>>,
+) -> Result<(), ServiceError> {
+    match tokio::time::timeout_at(deadline, writing).await {
         Ok(written) => written.map_err(Into::into),
         Err(_) => Err(ServiceError::Timeout {
             waiting_for: "progress sending",
-            after: timeout,
+            after: bound,
         }),
     }
 }

@@ -42,6 +42,7 @@ mod hostile_http;
 mod layering;
 mod learning_skills;
 mod llm_errors;
+mod llm_read_timeout;
 mod llm_tools;
 mod log_escaping;
 mod lost_sessions;

@@ -19,8 +19,8 @@ use super::wire::{ChatDelta, ChatRequest, ChatWire};
 const MAX_REPORTED_MALFORMED: u32 = 3;
 
 /// How long keep-alive comments alone may hold a response open before its
-/// first event: a reasoning model behind OpenRouter can think for a minute
-/// or more, saying so only with comments.
+/// content begins: a reasoning model behind OpenRouter can think for a
+/// minute or more, saying so only with comments.
 const THINKING_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What one round of streaming produced.
@@ -77,28 +77,30 @@ impl Ask<'_> {
         // once the answer has begun, comment lines (`: keep-alive`,
         // OpenRouter's `: OPENROUTER PROCESSING`) and blank lines move
         // nothing on, or a server sending only those would hold the turn
-        // forever. Before the first event they say a model is thinking (as
-        // OpenRouter documents them), and hold the wait open up to
-        // `THINKING_LIMIT` (or the read timeout, if longer).
+        // forever. Until the first content (text or a tool call) they say
+        // a model is thinking (as OpenRouter documents them), and hold the
+        // wait open up to `THINKING_LIMIT` (or the read timeout, if
+        // longer): a proxy may well send a role-only chunk first, then
+        // think behind comments.
         let read_timeout = connection.read_timeout;
         let thinking_limit = read_timeout.max(THINKING_LIMIT);
         let thinking_until = tokio::time::Instant::now() + thinking_limit;
-        let mut seen_event = false;
+        let mut seen_content = false;
         let mut event_deadline = tokio::time::Instant::now() + read_timeout;
         loop {
-            let bound = if !seen_event && event_deadline >= thinking_until {
+            let bound = if !seen_content && event_deadline >= thinking_until {
                 thinking_limit
             } else {
                 read_timeout
             };
             let chunk = next_chunk_before(&mut stream, event_deadline, "event", bound).await?;
+            // Whether this chunk moved the answer on; the deadline moves
+            // only once its events have been pushed on (below).
+            let mut progress = false;
             match &chunk {
                 Some(bytes) => {
                     events.handle_bytes(bytes);
-                    if !seen_event && !bytes.is_empty() {
-                        let alive = tokio::time::Instant::now() + read_timeout;
-                        event_deadline = event_deadline.max(alive.min(thinking_until));
-                    }
+                    progress = !seen_content && !bytes.is_empty();
                 }
                 None => events.finish(),
             }
@@ -106,8 +108,7 @@ impl Ask<'_> {
                 // An event the wire cannot parse still came whole; a line
                 // the decoder could not read is not an event.
                 if event.is_ok() {
-                    seen_event = true;
-                    event_deadline = tokio::time::Instant::now() + read_timeout;
+                    progress = true;
                 }
                 let deltas = match event.map_err(|e| ServiceError::Protocol(e.to_string())) {
                     Ok(event) => wire.parse(&event.data),
@@ -134,9 +135,9 @@ impl Ask<'_> {
                     Err(error) => return Err(error),
                 };
                 for delta in deltas {
-                    if matches!(delta, ChatDelta::Text(_) | ChatDelta::ToolCall { .. })
-                        && let Some(start) = first_token.take()
-                    {
+                    let content = matches!(delta, ChatDelta::Text(_) | ChatDelta::ToolCall { .. });
+                    seen_content |= content;
+                    if content && let Some(start) = first_token.take() {
                         ctx.push_downstream(FrameBody::Metrics(MetricsData::Ttfb {
                             processor: ctx.name().to_owned(),
                             value_ms: start.elapsed().as_secs_f64() * 1000.0,
@@ -180,6 +181,18 @@ impl Ask<'_> {
             }
             if chunk.is_none() {
                 break;
+            }
+            if progress {
+                // Restarted only now, after the pushes above: the read
+                // timeout bounds the wait on the server, and a push held up
+                // downstream (a full lane) must not use it up. Until the
+                // content begins, the wait also ends at the thinking limit.
+                let restarted = tokio::time::Instant::now() + read_timeout;
+                event_deadline = if seen_content {
+                    restarted
+                } else {
+                    event_deadline.max(restarted.min(thinking_until))
+                };
             }
         }
         if !finished {

@@ -97,6 +97,14 @@ pub fn text_chunk(text: &str) -> String {
     .to_string()
 }
 
+/// The first chunk OpenAI-compatible servers send: the role, and no
+/// content yet (an empty string, as OpenAI sends it).
+pub fn role_chunk() -> String {
+    json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake",
+           "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})
+    .to_string()
+}
+
 /// A chunk carrying a fragment of tool call `index`.
 pub fn tool_chunk(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> String {
     let mut call = json!({"index": index, "function": {"arguments": arguments}});
