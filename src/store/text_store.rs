@@ -131,17 +131,20 @@ pub trait TextStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     /// `end` is recorded (the call completed, its after-call hooks
-    /// queued): no longer pending; `owner`'s claim is let go, lapsed or
-    /// not (another's is left).
-    async fn text_end_recorded(&self, end: &TextEnd, owner: &str) -> Result<(), StoreError>;
+    /// queued): no longer pending, and its claim let go, whoever holds it
+    /// (an attempt that outlived its claim may record the end while
+    /// another's claim is on it; left, that claim would stay for good).
+    async fn text_end_recorded(&self, end: &TextEnd) -> Result<(), StoreError>;
 
     /// An attempt to record `end` failed; `end.attempts` counts it. Due
     /// again at `retry_at_ms`, or, when `None`, set aside: no longer
     /// pending, listed by [`set_aside_text_ends`](Self::set_aside_text_ends).
-    /// Unless another's claim holds: false, and nothing changed, then
-    /// (that attempt decides), or when `end` is no longer pending. An
-    /// attempt that outlived its claim still counts; the claim, `owner`'s
-    /// or lapsed, is let go.
+    /// Only while the end's claim is still `owner`'s, held or lapsed (an
+    /// attempt that outlived its claim, none claiming the end since, still
+    /// counts); the claim is then let go. Otherwise false, and nothing
+    /// changed: another attempt claimed the end since (and decides: the
+    /// attempts `end` read may be fewer than that one counted), or `end`
+    /// is no longer pending.
     async fn text_end_failed(
         &self,
         end: &TextEnd,

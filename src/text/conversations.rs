@@ -476,7 +476,7 @@ impl TextConversations {
         let recorded = async {
             store.update_call(&end.call_id, &change).await?;
             self.runtime.queue_after_call(&end.call_id).await?;
-            store.text_end_recorded(end, owner).await
+            store.text_end_recorded(end).await
         }
         .await;
         match recorded {
@@ -507,7 +507,7 @@ impl TextConversations {
         match store.text_end_failed(&failed, owner, retry_at).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(call_id = %end.call_id, error = %error, "a text conversation's end is not recorded; another attempt has it, or it is no longer pending");
+                tracing::warn!(call_id = %end.call_id, error = %error, "a text conversation's end is not recorded; another attempt claimed it since, or it is no longer pending");
                 return;
             }
             Err(err) => {

@@ -72,6 +72,8 @@ mod stream_auth;
 mod stt_outage;
 mod stt_services;
 mod tactics_bounds;
+mod text_end_claims;
+mod text_ends;
 mod text_sessions;
 mod tts_cartesia;
 mod tts_services;

@@ -46,6 +46,8 @@ use super::redact::{record_for_log, turn_for_log};
 use super::turn_spool::{SpoolEntry, SpoolError, TurnSpool};
 
 mod spooling;
+#[cfg(test)]
+mod tests;
 use crate::conversation::Turn;
 use crate::store::time::unix_ms;
 use crate::store::{
@@ -470,6 +472,23 @@ async fn perform(
             Ok(())
         }
         Action::Turn(turn) => {
+            if !first_attempt {
+                // An earlier attempt may have landed, its reply lost. Looked
+                // for anywhere, not only at the index: after a gap (turns
+                // lost) the store appended it where the transcript ended,
+                // and an append at the index, still past the end, would
+                // land again.
+                let index = *step.index.get_or_insert(*next_index);
+                let ours = Interaction::from_turn(turn, index);
+                let transcript = store.turns(call_id).await?;
+                if transcript.iter().any(|t| t.is_same_turn(&ours)) {
+                    // After the last turn stored, as an append that
+                    // answered would leave it (after a gap: past the
+                    // turn's position, not its index).
+                    *next_index = transcript.len() as u64;
+                    return Ok(());
+                }
+            }
             let mut fresh = first_attempt;
             loop {
                 let index = *step.index.get_or_insert(*next_index);

@@ -177,7 +177,7 @@ impl TextStore for MemoryStore {
         })
     }
 
-    async fn text_end_recorded(&self, end: &TextEnd, owner: &str) -> Result<(), StoreError> {
+    async fn text_end_recorded(&self, end: &TextEnd) -> Result<(), StoreError> {
         let keys = &self.settings.keys;
         let (ending, tries, claims) = (
             keys.text_ending(),
@@ -185,8 +185,10 @@ impl TextStore for MemoryStore {
             keys.text_ending_claims(),
         );
         let member = end.member();
-        self.write(|ks, now| {
-            let mut ops = vec![
+        self.write(|_, _| {
+            // The claim goes whoever holds it, as in Redis: no one would
+            // take it off an end no longer pending.
+            let ops = vec![
                 Op::ZRem {
                     key: ending,
                     member: member.clone(),
@@ -195,13 +197,11 @@ impl TextStore for MemoryStore {
                     key: tries,
                     fields: vec![member.clone()],
                 },
-            ];
-            if self::owner(ks, &claims, &member, now) == Some(owner) {
-                ops.push(Op::HDel {
+                Op::HDel {
                     key: claims,
                     fields: vec![member],
-                });
-            }
+                },
+            ];
             (ops, ())
         })
     }
@@ -224,8 +224,9 @@ impl TextStore for MemoryStore {
             let pending = ks
                 .sorted(&ending, now)
                 .is_some_and(|set| set.contains_key(&member));
-            let held = holder(ks, &claims, &member, now);
-            if !pending || held.is_some_and(|held| held != owner) {
+            // Counted only while the claim names this attempt, as in Redis:
+            // after another's claim, the tries it read may be stale.
+            if !pending || self::owner(ks, &claims, &member, now) != Some(owner) {
                 return (Vec::new(), false);
             }
             let mut ops = vec![
@@ -359,7 +360,7 @@ mod tests {
         };
         assert_eq!(pending, std::slice::from_ref(&end));
         assert!(!store.claim_text_end(&end, &claim("b"), 9).await.unwrap());
-        store.text_end_recorded(&end, "a").await.unwrap();
+        store.text_end_recorded(&end).await.unwrap();
         assert!(store.pending_text_ends(9, 10).await.unwrap().is_empty());
         // Recorded: no one claims it again (a sweep that read it before).
         assert!(!store.claim_text_end(&end, &claim("b"), 9).await.unwrap());
@@ -471,6 +472,63 @@ mod tests {
             [newer]
         );
         assert_eq!(store.set_aside_text_ends(10).await.unwrap(), [last]);
+    }
+
+    /// How many claims the claims hash keeps.
+    fn claims_left(store: &MemoryStore) -> usize {
+        let claims = store.settings.keys.text_ending_claims();
+        store
+            .read(|ks, now| ks.hash(&claims, now).map_or(0, BTreeMap::len))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn recording_an_end_lets_its_claim_go_whoever_holds_it() {
+        let store = MemoryStore::new(StoreSettings::default());
+        let end = pending_end(&store, "c1", 100).await;
+        // The closer's claim lapsed and "b" took the end; the closer,
+        // slower than its claim, records it then.
+        assert!(store.claim_text_end(&end, &claim("b"), 100).await.unwrap());
+        store.text_end_recorded(&end).await.unwrap();
+        assert_eq!(claims_left(&store), 0, "the claim of b outlived its end");
+        let failed = TextEnd {
+            attempts: 1,
+            ..end.clone()
+        };
+        assert!(
+            !store
+                .text_end_failed(&failed, "b", Some(200))
+                .await
+                .unwrap()
+        );
+        assert_eq!(claims_left(&store), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failure_counts_only_while_the_claim_is_its_own() {
+        let store = MemoryStore::new(StoreSettings::default());
+        let end = pending_end(&store, "c1", 100).await;
+        let attempt = |attempts| TextEnd {
+            attempts,
+            ..end.clone()
+        };
+        let lapsing = EndClaim {
+            owner: "a".into(),
+            ttl_ms: 0,
+        };
+        assert!(store.claim_text_end(&end, &lapsing, 100).await.unwrap());
+        assert!(store.claim_text_end(&end, &claim("b"), 100).await.unwrap());
+        let once = attempt(1);
+        assert!(store.text_end_failed(&once, "b", Some(200)).await.unwrap());
+        assert!(store.claim_text_end(&once, &claim("c"), 200).await.unwrap());
+        let twice = attempt(2);
+        assert!(store.text_end_failed(&twice, "c", Some(300)).await.unwrap());
+        // "a", whose claim was taken since, reports the count it read
+        // plus one, last.
+        assert!(!store.text_end_failed(&once, "a", Some(150)).await.unwrap());
+        assert!(store.pending_text_ends(299, 10).await.unwrap().is_empty());
+        assert_eq!(store.pending_text_ends(300, 10).await.unwrap(), [twice]);
+        assert_eq!(claims_left(&store), 0);
     }
 
     #[tokio::test]

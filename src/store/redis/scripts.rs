@@ -255,8 +255,10 @@ return id
 });
 
 /// Lua: `now_ms()`, Redis's clock in Unix ms (one clock for every
-/// server's claims), and `holder(claims, member, now)`, the owner of a
-/// claim on a text end that still holds (`{until ms} {owner}`), or nil.
+/// server's claims), `holder(claims, member, now)`, the owner of a claim
+/// on a text end that still holds (`{until ms} {owner}`), or nil,
+/// `owner_of(claims, member)`, the owner it names, held or lapsed, and
+/// `claim(claims, member, owner, ttl_ms, now)`, which gives it to `owner`.
 const TEXT_END_CLAIMS: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
@@ -341,24 +343,29 @@ return 1
     ))
 });
 
-/// A text end is recorded: no longer pending, its tries forgotten, the
-/// owner's claim let go, lapsed or not (another owner's is left).
+/// A text end is recorded: no longer pending, its tries forgotten, its
+/// claim let go whoever holds it (an attempt that outlived its claim may
+/// record the end under another's: that other's claim, on an end no longer
+/// pending, would be left for good, as no script takes a claim off an end
+/// that is not pending).
 /// KEYS: `{text:active}:ending`, `{text:active}:ending:tries`,
-/// `{text:active}:ending:claims`. ARGV: member, owner.
+/// `{text:active}:ending:claims`. ARGV: member.
 pub(super) static TEXT_END_RECORDED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{TEXT_END_CLAIMS}
+    Script::new(
+        r"
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-if owner_of(KEYS[3], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[3], ARGV[1]) end
+redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
-"
-    ))
+",
+    )
 });
 
-/// An attempt at a text end failed: due again later, or set aside; unless
-/// another's claim holds (that attempt decides). The attempt counts even
-/// when its own claim lapsed; the claim is let go.
+/// An attempt at a text end failed: due again later, or set aside; only
+/// while the end's claim still names the attempt, lapsed or not. Once
+/// another attempt claimed it since, the tries this one read may be stale:
+/// written back, they would undo that attempt's count, so that attempt
+/// decides. The claim is let go.
 /// KEYS: `{text:active}:ending`, `{text:active}:ending:tries`,
 /// `{text:active}:ending:claims`, `{text:active}:ending:set_aside`. ARGV:
 /// member, owner, tries (`{attempts} {end ms}`), end ms, retry at ms (empty:
@@ -367,8 +374,7 @@ pub(super) static TEXT_END_FAILED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{TEXT_END_CLAIMS}
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then return 0 end
-local held = holder(KEYS[3], ARGV[1], now_ms())
-if held and held ~= ARGV[2] then return 0 end
+if owner_of(KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 if ARGV[5] == '' then

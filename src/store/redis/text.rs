@@ -121,15 +121,14 @@ impl TextStore for RedisStore {
         Ok(claimed == 1)
     }
 
-    async fn text_end_recorded(&self, end: &TextEnd, owner: &str) -> Result<(), StoreError> {
+    async fn text_end_recorded(&self, end: &TextEnd) -> Result<(), StoreError> {
         let keys = &self.settings.keys;
         self.invoke::<()>(
             TEXT_END_RECORDED
                 .key(keys.text_ending())
                 .key(keys.text_ending_tries())
                 .key(keys.text_ending_claims())
-                .arg(end.member())
-                .arg(owner),
+                .arg(end.member()),
         )
         .await
     }
