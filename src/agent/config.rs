@@ -90,7 +90,7 @@ pub struct ContextSection {
     /// How long a voice session's lease lasts unrenewed (renewed every
     /// third of it while its writer runs): a call whose process stopped is
     /// ended this long after the last renewal.
-    pub lost_session_grace_secs: Seconds<10_000, 3600>,
+    pub lost_session_grace_secs: Seconds<30_000, 3600>,
     /// Time allowed to read the prompt at session start, milliseconds.
     pub prompt_timeout_ms: u64,
     /// The country when the call brings none.

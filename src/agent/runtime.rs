@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::config::{ContextSection, StoreKind};
 use super::error::AgentError;
 use super::learning::{LearnFromCall, Learner, LearnerSettings};
-use super::lost_sessions::LostSessionSweeper;
+use super::lost_sessions::{ForgetLease, LostSessionSweeper};
 use super::memory::SessionMemory;
 use super::post_call::PostCallStep;
 use super::prompt::SessionPrompt;
@@ -55,6 +55,8 @@ pub struct AgentRuntime {
     writers: Mutex<Vec<WriterDone>>,
     optimiser_metrics: Option<Arc<OptimiserMetrics>>,
     lost_sessions: Arc<LostSessionSweeper>,
+    /// The lease keepers of this runtime's sessions.
+    leases: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for AgentRuntime {
@@ -311,9 +313,13 @@ impl AgentRuntime {
             (None, Some(webhook)) => vec![Arc::new(QueueCallCompleted(Arc::clone(webhook))) as _],
             (None, None) => Vec::new(),
         };
+        // Last: the session's lease goes once the rest is queued, whoever
+        // writes the end (the writer, or the turn spool's replayer).
+        writer.on_completed.push(Arc::new(ForgetLease));
         let lost_sessions = Arc::new(LostSessionSweeper::new(
             Arc::clone(&store),
             writer.on_completed.clone(),
+            section.lost_session_grace_secs.duration(),
         ));
         AgentRuntime {
             store,
@@ -330,6 +336,7 @@ impl AgentRuntime {
             writers: Mutex::new(Vec::new()),
             optimiser_metrics: None,
             lost_sessions,
+            leases: Mutex::new(Vec::new()),
         }
     }
 
@@ -476,9 +483,11 @@ impl AgentRuntime {
         record.prompt_source = Some(prompt.source());
         let (recorder, done) = spawn_writer(Arc::clone(&self.store), record, self.writer.clone());
         if leased {
-            let grace = self.section.lost_session_grace_secs.duration();
             let call_id = recorder.call_id().to_owned();
-            self.lost_sessions.keep_lease(call_id, grace, done.clone());
+            let lease = self.lost_sessions.keep_lease(call_id, done.clone());
+            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            leases.retain(|lease| !lease.is_finished());
+            leases.push(lease);
         }
         {
             let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
@@ -595,8 +604,9 @@ impl AgentRuntime {
         Some(spool.replay(&*self.store, &self.writer.on_completed).await)
     }
 
-    /// Waits for every session writer to stop (for a graceful shutdown), at
-    /// most `limit`; returns how many were still writing at the end.
+    /// Waits for every session writer to stop (for a graceful shutdown), and
+    /// then for their leases' keepers, at most `limit` in all; returns how
+    /// many writers were still writing at the end.
     pub async fn drain_writers(&self, limit: Duration) -> usize {
         let writers: Vec<WriterDone> = self
             .writers
@@ -607,7 +617,13 @@ impl AgentRuntime {
             // A writer whose task is gone counts as stopped.
             let _stopped = w.wait_for(|s| s.done.is_some()).await;
         }));
+        let started = tokio::time::Instant::now();
         let _all_stopped = tokio::time::timeout(limit, all).await;
+        // Then their leases' keepers, which forget the leases of calls
+        // whose end is written.
+        let leases = std::mem::take(&mut *self.leases.lock().unwrap_or_else(|e| e.into_inner()));
+        let left = limit.saturating_sub(started.elapsed());
+        let _leases_done = tokio::time::timeout(left, futures_util::future::join_all(leases)).await;
         self.writers
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -205,6 +205,8 @@ async fn finish_context(context: &AgentRuntime, memory: &SessionMemory, limit: D
         }
         None => tracing::error!("the call's writer did not finish"),
     }
+    // The session's lease keeper forgets the lease of a call stored whole.
+    context.drain_writers(Duration::from_secs(5)).await;
     // The recording is in this process's spool whatever the store: upload
     // it before the evaluation, so the webhook names it.
     if let Some(uploader) = context.recording_uploader() {

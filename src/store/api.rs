@@ -78,15 +78,15 @@ pub trait CallStore: Send + Sync {
 }
 
 /// A call whose session may be lost (its server died mid-call), to be
-/// checked once its grace has passed and ended then (`session_lost`, as of
-/// `at_ms`) if nobody ended it. Two sources note one
-/// ([`LostSessionSource`]).
+/// checked once it is due and ended then (`session_lost`) if nobody ended
+/// it. Two sources note one ([`LostSessionSource`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LostSessionCheck {
     /// The call.
     pub call_id: String,
-    /// As of when the call is ended: its final status's time, or its
-    /// session's last renewal.
+    /// For a final status, its time (Unix ms): the call is ended as of
+    /// then. For a lease, when it was due, as the claim found it (0 when
+    /// not claimed): the call is ended a grace before.
     pub at_ms: u64,
     /// Who noted it.
     pub source: LostSessionSource,
@@ -98,9 +98,9 @@ pub enum LostSessionSource {
     /// An outbound call's final status came for a started call nobody
     /// ended, with no session for it on the server that heard it.
     FinalStatus,
-    /// A session's lease: its writer renews the check while it runs
-    /// (session and flush) and forgets it once done, so one left to fall
-    /// due belongs to a session whose process stopped.
+    /// A session's lease: one check per call, its due time pushed on while
+    /// its writer runs, forgotten once the call's end is written; one left
+    /// to fall due belongs to a session whose process stopped.
     Lease,
 }
 
@@ -114,37 +114,39 @@ impl LostSessionCheck {
         }
     }
 
-    /// A session's lease, renewed at `at_ms`.
-    pub fn lease(call_id: &str, at_ms: u64) -> Self {
+    /// `call_id`'s session lease.
+    pub fn lease(call_id: &str) -> Self {
         LostSessionCheck {
             call_id: call_id.to_owned(),
-            at_ms,
+            at_ms: 0,
             source: LostSessionSource::Lease,
         }
     }
 
-    /// As a member of the pending set: `{call id}\n{at_ms}`, and
-    /// `\nlease` after it for a lease (a final status's member ends in
-    /// digits, so the two cannot be confused).
+    /// As a member of the pending set: `{call id}\n{at_ms}` for a final
+    /// status, `{call id}\nlease` for a lease (one member per call, so a
+    /// renewal replaces the one before it, however late either lands; a
+    /// final status's member ends in digits, so the two cannot be
+    /// confused).
     pub(crate) fn member(&self) -> String {
         match self.source {
             LostSessionSource::FinalStatus => format!("{}\n{}", self.call_id, self.at_ms),
-            LostSessionSource::Lease => format!("{}\n{}\n{LEASE_SUFFIX}", self.call_id, self.at_ms),
+            LostSessionSource::Lease => format!("{}\n{LEASE_SUFFIX}", self.call_id),
         }
     }
 
-    /// From a member of the pending set; `None` when it is not one.
-    pub(crate) fn from_member(member: &str) -> Option<Self> {
-        let (member, source) = match member.strip_suffix(LEASE_SUFFIX) {
-            Some(rest) => (rest.strip_suffix('\n')?, LostSessionSource::Lease),
-            None => (member, LostSessionSource::FinalStatus),
-        };
-        let (call_id, at_ms) = member.rsplit_once('\n')?;
-        Some(LostSessionCheck {
-            call_id: call_id.to_owned(),
-            at_ms: at_ms.parse().ok()?,
-            source,
-        })
+    /// From a member of the pending set and its score (its due time);
+    /// `None` when it is not one.
+    pub(crate) fn from_member(member: &str, due_ms: u64) -> Option<Self> {
+        let (call_id, last) = member.rsplit_once('\n')?;
+        if last == LEASE_SUFFIX {
+            return Some(LostSessionCheck {
+                call_id: call_id.to_owned(),
+                at_ms: due_ms,
+                source: LostSessionSource::Lease,
+            });
+        }
+        Some(LostSessionCheck::final_status(call_id, last.parse().ok()?))
     }
 }
 
@@ -182,19 +184,20 @@ pub trait LostSessionStore: Send + Sync {
     /// `check` is done: forgotten.
     async fn lost_session_checked(&self, check: &LostSessionCheck) -> Result<(), StoreError>;
 
-    /// Renews a session's lease: notes `check`, due at `due_ms`, and
-    /// forgets every check in `previous` (the renewals before it that may
-    /// have landed), in one step.
-    async fn renew_lost_session(
+    /// Renews `call_id`'s session lease: due at `due_ms`. With `only_held`,
+    /// only if the lease is still noted (a writer that left its end in the
+    /// turn spool keeps its lease until the replayer forgets it); true when
+    /// the lease is noted after it.
+    async fn renew_lease(
         &self,
-        previous: &[LostSessionCheck],
-        check: &LostSessionCheck,
+        call_id: &str,
         due_ms: u64,
-    ) -> Result<(), StoreError>;
+        only_held: bool,
+    ) -> Result<bool, StoreError>;
 
-    /// Whether `check` is still noted (claimed or not): a lease that was
-    /// renewed or forgotten meanwhile is not.
-    async fn lost_session_noted(&self, check: &LostSessionCheck) -> Result<bool, StoreError>;
+    /// When `check` is due (its lease's end, if claimed); `None` when it is
+    /// not noted.
+    async fn lost_session_due(&self, check: &LostSessionCheck) -> Result<Option<u64>, StoreError>;
 }
 
 /// The refinement loop's state: tactics lists and segment prompts.

@@ -1,7 +1,7 @@
 //! The lost-session checks' store contract, on both backends: a check is
 //! noted once, claimed by one sweeper at a time under a lease, claimed
 //! again when its lease runs out, and forgotten when done; a session's
-//! lease is renewed in one step, and a claimed one renewed is gone.
+//! lease is one check, renewed in place.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -102,42 +102,43 @@ async fn a_member_that_is_not_a_check_is_dropped_not_claimed() {
 }
 
 #[tokio::test]
-async fn a_lease_renewal_replaces_every_renewal_before_it() {
+async fn a_session_lease_is_one_check_renewed_in_place() {
     for backend in backends() {
         let store = backend.store();
         let name = store.backend();
-        let first = LostSessionCheck::lease("s1", 100);
-        store.renew_lost_session(&[], &first, 1_000).await.unwrap();
+        let lease = LostSessionCheck::lease("s1");
+        // Only while held: nothing to renew yet.
+        assert!(
+            !store.renew_lease("s1", 1_000, true).await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(store.lost_session_due(&lease).await.unwrap(), None);
+        assert!(
+            store.renew_lease("s1", 1_000, false).await.unwrap(),
+            "{name}"
+        );
         // A final status check of the same call is another check.
         store
             .note_lost_session(&check("s1", 150), 1_500)
             .await
             .unwrap();
-        // A renewal whose reply was lost, then one that knows of both.
-        let lost_reply = LostSessionCheck::lease("s1", 200);
-        store
-            .renew_lost_session(std::slice::from_ref(&first), &lost_reply, 2_000)
-            .await
-            .unwrap();
-        let third = LostSessionCheck::lease("s1", 300);
-        store
-            .renew_lost_session(&[first.clone(), lost_reply.clone()], &third, 3_000)
-            .await
-            .unwrap();
-        assert!(!store.lost_session_noted(&first).await.unwrap(), "{name}");
+        // Renewals move the one lease, later or (a late reply) earlier.
+        assert!(store.renew_lease("s1", 3_000, false).await.unwrap());
+        assert!(store.renew_lease("s1", 2_000, true).await.unwrap());
+        assert_eq!(store.lost_session_due(&lease).await.unwrap(), Some(2_000));
+        // Claimed, a lease comes with the time it was due.
+        let due = store.claim_lost_sessions(2_500, 100, 10).await.unwrap();
+        let mut claimed_lease = lease.clone();
+        claimed_lease.at_ms = 2_000;
+        assert_eq!(due, vec![check("s1", 150), claimed_lease], "{name}");
+        assert_eq!(store.lost_session_due(&lease).await.unwrap(), Some(2_600));
+        // Forgotten, it is gone, and a renewal only while held adds nothing.
+        store.lost_session_checked(&lease).await.unwrap();
+        assert_eq!(store.lost_session_due(&lease).await.unwrap(), None);
         assert!(
-            !store.lost_session_noted(&lost_reply).await.unwrap(),
+            !store.renew_lease("s1", 9_000, true).await.unwrap(),
             "{name}"
         );
-        assert!(store.lost_session_noted(&third).await.unwrap(), "{name}");
-        let due = store
-            .claim_lost_sessions(u64::MAX / 2, 10, 10)
-            .await
-            .unwrap();
-        assert_eq!(due, vec![check("s1", 150), third.clone()], "{name}");
-        // Claimed, it is still noted: only a renewal or its end forgets it.
-        assert!(store.lost_session_noted(&third).await.unwrap(), "{name}");
-        store.lost_session_checked(&third).await.unwrap();
-        assert!(!store.lost_session_noted(&third).await.unwrap(), "{name}");
+        assert_eq!(store.lost_session_due(&lease).await.unwrap(), None);
     }
 }

@@ -23,12 +23,12 @@ use voxpipe::pipeline_file::{PipelineConfig, parse_pipeline};
 use voxpipe::store::time::unix_ms;
 use voxpipe::store::{CallStatus, Store};
 
-const GRACE_MS: u64 = 10_000;
+const GRACE_MS: u64 = 30_000;
 
 fn pipeline(context: &str) -> PipelineConfig {
     let toml = format!(
         "[pipeline]\nname = \"parrot\"\n\n[[processor]]\ntype = \"parrot\"\n\n\
-         [context]\n{context}lost_session_grace_secs = 10\nspool_dir = \"\"\n\n\
+         [context]\n{context}lost_session_grace_secs = 30\nspool_dir = \"\"\n\n\
          [webhook]\nurl = \"http://127.0.0.1:9/hook\"\n"
     );
     parse_pipeline(Path::new("agent.toml"), &toml, &registry()).unwrap()
@@ -133,6 +133,20 @@ async fn a_session_that_ends_forgets_its_lease_and_a_text_message_keeps_none() {
         .open_text_session(&config.session_setup("text"), "sms")
         .await;
     text.started();
+    text.record_turn(Arc::new(turn(0, Role::User, "Hi", 0)));
+    let mut progress = text.progress();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        progress.wait_for(|s| s.turns_written == 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        store.next_lost_session_due().await.unwrap(),
+        None,
+        "a text message's session took a lease"
+    );
     text.detached();
     text.finished(Duration::from_secs(10)).await.unwrap();
     assert_eq!(store.next_lost_session_due().await.unwrap(), None);

@@ -1,111 +1,179 @@
 //! A voice session's lease: the lost-session check its process keeps
-//! renewing while the session's writer runs, so that a call whose process
+//! pushing on while the session's writer runs, so that a call whose process
 //! stops mid-call is ended by another (see [`super::LostSessionSweeper`]).
 //!
-//! The keeper renews the lease at once and then every third of the grace,
-//! each renewal due a grace after it: two renewals may fail in a row (a
-//! store blip, a slow Redis) before a live session's check could fall
-//! due. A renewal replaces the ones before it in one step. One that failed
-//! may still have landed (its reply lost, or a write that went through
-//! after its time limit), so every renewal not known to be gone is
-//! replaced by the next: a stray renewal left behind would end a live
-//! call once due.
+//! A lease is one member per call (`{call id}\nlease`), its score the time
+//! it falls due. The keeper renews it at once, then a third of the grace
+//! after each renewal that landed, each due a grace after it; a renewal
+//! that failed is tried again every [`RENEW_RETRY`], so a store that comes
+//! back finds every live session renewed within seconds (a sweeper that
+//! met the store's failure itself waits longer than that before it ends
+//! any lease). Being one member, a renewal that lands late replaces the
+//! one before it rather than leaving a second check behind.
 //!
-//! Once the writer has stopped (the call's end and its after-call work
-//! written, or left in the turn spool), the lease is forgotten, with a few
-//! tries: one left behind ends nothing (the call is ended), and only
-//! queues the after-call work again, harmlessly.
+//! The lease ends with the call's end: [`ForgetLease`] is the writer's
+//! last after-call step, after the evaluation job and the webhook, so it
+//! is forgotten in order whether the writer writes the end or the turn
+//! spool's replayer does. Once the writer has stopped the keeper stops
+//! renewing and:
+//! - everything written: forgets the lease again (a renewal of its own may
+//!   have landed just after the writer's);
+//! - the end left in the turn spool: renews the lease only while it is
+//!   still held, until the replayer (here, or in the next process on this
+//!   disk) has written the end and forgotten it; a sweep meanwhile would
+//!   end the call without the spooled turns;
+//! - steps given up (no spool, or its disk failed), or a writer gone
+//!   without a report: leaves the lease to fall due, so the call is still
+//!   ended, `session_lost`, and evaluated on what was stored.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::LostSessionSweeper;
-use crate::agent::writer::WriterDone;
-use crate::store::LostSessionCheck;
+use async_trait::async_trait;
+use tokio::time::Instant;
 
+use crate::agent::after_call::AfterCall;
+use crate::agent::writer::{WriteReport, WriterDone};
+use crate::store::{LostSessionCheck, Store, StoreError};
+
+/// The wait before a failed renewal is tried again.
+pub(super) const RENEW_RETRY: Duration = Duration::from_secs(2);
 /// Tries to forget a lease once its writer has stopped.
 const FORGET_TRIES: u32 = 3;
-/// The wait between them.
-const FORGET_RETRY: Duration = Duration::from_secs(2);
 
-impl LostSessionSweeper {
-    /// Keeps `call_id`'s lease, `grace` long, until its writer (`done`)
-    /// has stopped; then forgets it. Stopping the task (its process
-    /// stopping) leaves the lease to fall due.
-    pub(crate) fn keep_lease(
+/// The writer's last after-call step: the call's end is written, so its
+/// session's lease is done.
+#[derive(Debug)]
+pub(crate) struct ForgetLease;
+
+#[async_trait]
+impl AfterCall for ForgetLease {
+    async fn queue(&self, store: &dyn Store, call_id: &str) -> Result<(), StoreError> {
+        store
+            .lost_session_checked(&LostSessionCheck::lease(call_id))
+            .await
+    }
+}
+
+/// The wall clock: Unix milliseconds now (another in tests).
+pub(super) type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Keeps sessions' leases in a store.
+pub(super) struct LeaseKeeper {
+    pub(super) store: Arc<dyn Store>,
+    /// How long a lease lasts unrenewed.
+    pub(super) grace: Duration,
+    pub(super) clock: Clock,
+}
+
+impl LeaseKeeper {
+    /// Keeps `call_id`'s lease until its writer (`done`) has stopped (see
+    /// the module's documentation for what then). Stopping the task (its
+    /// process stopping) leaves the lease to fall due.
+    pub(super) fn keep(
         self: &Arc<Self>,
         call_id: String,
-        grace: Duration,
-        mut done: WriterDone,
+        done: WriterDone,
     ) -> tokio::task::JoinHandle<()> {
-        let period = grace / 3;
-        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-        let sweeper = Arc::clone(self);
-        tokio::spawn(async move {
-            let store = &sweeper.store;
-            // Renewals that may be in the store: the last one that landed and
-            // every one since whose fate is unknown.
-            let mut held: Vec<LostSessionCheck> = Vec::new();
-            let mut failing = false;
-            loop {
-                let at_ms = (sweeper.clock)();
-                let check = LostSessionCheck::lease(&call_id, at_ms);
-                let renewal =
-                    store.renew_lost_session(&held, &check, at_ms.saturating_add(grace_ms));
-                match tokio::time::timeout(period, renewal).await {
-                    Ok(Ok(())) => {
-                        held = vec![check];
-                        if std::mem::take(&mut failing) {
-                            tracing::info!(call_id, "session lease renewed again");
-                        }
-                    }
-                    failed => {
-                        if !std::mem::replace(&mut failing, true) {
-                            let error = match failed {
-                                Ok(Err(err)) => err.to_string(),
-                                _ => format!("no answer within {period:?}"),
-                            };
-                            tracing::warn!(
-                                call_id,
-                                error,
-                                "cannot renew the session's lease; tried again"
-                            );
-                        }
-                        held.push(check);
-                    }
-                }
-                let stopped = async {
-                    // A dropped sender is a stopped writer too.
-                    let _ = done.wait_for(|status| status.done.is_some()).await;
-                };
-                tokio::select! {
-                    () = stopped => break,
-                    () = tokio::time::sleep(period) => {}
-                }
+        let keeper = Arc::clone(self);
+        tokio::spawn(async move { keeper.lease(&call_id, done).await })
+    }
+
+    async fn lease(&self, call_id: &str, mut done: WriterDone) {
+        let period = self.grace / 3;
+        let mut failing = false;
+        let mut next = Instant::now();
+        let report = loop {
+            let stopped = async {
+                done.wait_for(|status| status.done.is_some())
+                    .await
+                    .ok()
+                    .and_then(|status| status.done.clone())
+            };
+            tokio::select! {
+                report = stopped => break report,
+                () = tokio::time::sleep_until(next) => {}
             }
-            for attempt in 1..=FORGET_TRIES {
-                let forgotten = async {
-                    for check in &held {
-                        store.lost_session_checked(check).await?;
-                    }
-                    Ok::<_, crate::store::StoreError>(())
+            let renewed = self.renew(call_id, false, period, &mut failing).await;
+            next = Instant::now()
+                + if renewed.is_some() {
+                    period
+                } else {
+                    RENEW_RETRY
                 };
-                match tokio::time::timeout(period, forgotten).await {
-                    Ok(Ok(())) => return,
-                    failed if attempt == FORGET_TRIES => {
-                        let error = match failed {
-                            Ok(Err(err)) => err.to_string(),
-                            _ => format!("no answer within {period:?}"),
-                        };
-                        tracing::warn!(
-                            call_id,
-                            error,
-                            "cannot forget the session's lease; its check queues the after-call work again"
-                        );
-                    }
-                    _ => tokio::time::sleep(FORGET_RETRY).await,
+        };
+        match report {
+            Some(WriteReport {
+                unwritten, spooled, ..
+            }) if unwritten.is_empty() && spooled.is_empty() => self.forget(call_id, period).await,
+            Some(WriteReport { spooled, .. }) if !spooled.is_empty() => loop {
+                match self.renew(call_id, true, period, &mut failing).await {
+                    Some(false) => return,
+                    Some(true) => tokio::time::sleep(period).await,
+                    None => tokio::time::sleep(RENEW_RETRY).await,
                 }
+            },
+            _ => tracing::warn!(
+                call_id,
+                "the call's end was not written: its lease is left to end it"
+            ),
+        }
+    }
+
+    /// One renewal, due a grace from now (`only_held`: if still held);
+    /// whether the lease is held after it, `None` when it failed.
+    async fn renew(
+        &self,
+        call_id: &str,
+        only_held: bool,
+        limit: Duration,
+        failing: &mut bool,
+    ) -> Option<bool> {
+        let grace_ms = u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX);
+        let due = (self.clock)().saturating_add(grace_ms);
+        let renewal = self.store.renew_lease(call_id, due, only_held);
+        match tokio::time::timeout(limit, renewal).await {
+            Ok(Ok(held)) => {
+                if std::mem::take(failing) {
+                    tracing::info!(call_id, "session lease renewed again");
+                }
+                Some(held)
             }
-        })
+            failed => {
+                if !std::mem::replace(failing, true) {
+                    let error = match failed {
+                        Ok(Err(err)) => err.to_string(),
+                        _ => format!("no answer within {limit:?}"),
+                    };
+                    tracing::warn!(
+                        call_id,
+                        error,
+                        "cannot renew the session's lease; tried again"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    async fn forget(&self, call_id: &str, limit: Duration) {
+        let lease = LostSessionCheck::lease(call_id);
+        for attempt in 1..=FORGET_TRIES {
+            match tokio::time::timeout(limit, self.store.lost_session_checked(&lease)).await {
+                Ok(Ok(())) => return,
+                failed if attempt == FORGET_TRIES => {
+                    let error = match failed {
+                        Ok(Err(err)) => err.to_string(),
+                        _ => format!("no answer within {limit:?}"),
+                    };
+                    tracing::warn!(
+                        call_id,
+                        error,
+                        "cannot forget the session's lease; a sweep queues the call's after-call work again"
+                    );
+                }
+                _ => tokio::time::sleep(RENEW_RETRY).await,
+            }
+        }
     }
 }

@@ -47,7 +47,9 @@ use super::after_call::AfterCall;
 use crate::store::time::{rfc3339, unix_ms};
 use crate::store::{CallChange, LostSessionCheck, LostSessionSource, Store, StoreError};
 
-pub(super) mod lease;
+mod lease;
+pub(crate) use lease::ForgetLease;
+use lease::{Clock, LeaseKeeper};
 #[cfg(test)]
 mod tests;
 
@@ -65,13 +67,29 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Checks claimed at once.
 const PAGE: usize = 100;
+/// How long after its own store error a sweeper ends no lease: a store
+/// that every process lost (a Redis restart, a failover) let no session
+/// renew its lease, and the keepers, trying every
+/// [`lease::RENEW_RETRY`], renew within this once it is back.
+const LEASE_SLACK: Duration = Duration::from_secs(20);
+
+/// What became of a claimed check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostSessionOutcome {
+    /// This ended the call, and queued its after-call work.
+    Ended,
+    /// The call was ended by another (its work queued again for a lease),
+    /// or has no record: the check is done.
+    LeftAlone,
+    /// A lease renewed since it was claimed (its session is alive), or one
+    /// the store's recent failure may have kept from being renewed: the
+    /// check stays.
+    Kept,
+}
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
-
-/// The sweeper's clock: Unix milliseconds now.
-type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Notes lost-session checks and sweeps the due ones.
 pub struct LostSessionSweeper {
@@ -82,6 +100,13 @@ pub struct LostSessionSweeper {
     clock: Clock,
     /// A check was noted in this process: the sweeper looks again.
     noted: Notify,
+    /// A lease's grace (`[context] lost_session_grace_secs`): its call is
+    /// ended this long before it fell due, as of its last renewal.
+    grace: Duration,
+    /// When this sweeper last met a store error.
+    store_failed: std::sync::Mutex<Option<Instant>>,
+    /// This process's sessions' leases, on the same store and clock.
+    leases: Arc<LeaseKeeper>,
 }
 
 impl std::fmt::Debug for LostSessionSweeper {
@@ -93,19 +118,61 @@ impl std::fmt::Debug for LostSessionSweeper {
 }
 
 impl LostSessionSweeper {
-    /// Ends lost sessions in `store`, queueing `hooks` for each.
-    pub fn new(store: Arc<dyn Store>, hooks: Vec<Arc<dyn AfterCall>>) -> Self {
+    /// Ends lost sessions in `store`, queueing `hooks` for each; sessions'
+    /// leases last `grace` unrenewed.
+    pub fn new(store: Arc<dyn Store>, hooks: Vec<Arc<dyn AfterCall>>, grace: Duration) -> Self {
+        let clock: Clock = Arc::new(unix_ms);
+        let leases = Arc::new(LeaseKeeper {
+            store: Arc::clone(&store),
+            grace,
+            clock: Arc::clone(&clock),
+        });
         LostSessionSweeper {
             store,
             hooks,
-            clock: Arc::new(unix_ms),
+            clock,
             noted: Notify::new(),
+            grace,
+            store_failed: std::sync::Mutex::new(None),
+            leases,
         }
+    }
+
+    /// Keeps `call_id`'s session lease until its writer (`done`) has
+    /// stopped (see [`lease`]).
+    pub(crate) fn keep_lease(
+        &self,
+        call_id: String,
+        done: crate::agent::writer::WriterDone,
+    ) -> tokio::task::JoinHandle<()> {
+        self.leases.keep(call_id, done)
+    }
+
+    /// How long a session's lease lasts unrenewed.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    fn note_store_failure(&self) {
+        *self.store_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether the store failed this sweeper within [`LEASE_SLACK`].
+    fn store_failed_lately(&self) -> bool {
+        self.store_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < LEASE_SLACK)
     }
 
     /// The same, with `clock` for the wall clock.
     #[cfg(test)]
     fn with_clock(mut self, clock: Clock) -> Self {
+        self.leases = Arc::new(LeaseKeeper {
+            store: Arc::clone(&self.store),
+            grace: self.grace,
+            clock: Arc::clone(&clock),
+        });
         self.clock = clock;
         self
     }
@@ -119,33 +186,47 @@ impl LostSessionSweeper {
         Ok(())
     }
 
-    /// Ends `check`'s call (`session_lost`, as of `check.at_ms`) if it is
-    /// still not ended, and queues its after-call work; true when this
-    /// ended it. A call ended meanwhile (its session was alive after all)
-    /// is left alone, but for a lease: its writer forgets the lease only
-    /// once the after-call work is queued, so a lease left on an ended
-    /// call may mean that work was not (the writer's process stopped in
-    /// between), and it is queued again, harmlessly (the webhook's outbox
-    /// keeps one delivery per event; a second evaluation finds the verdict
-    /// stored). A lease renewed or forgotten since it was claimed ends
-    /// nothing. An error (the store, or the work not queued) leaves the
-    /// check to be done again: the end is written once, and the write that
-    /// ended it is found again (its time and reason are the check's), so
-    /// the work is queued then.
-    pub async fn end_lost_session(&self, check: &LostSessionCheck) -> Result<bool, StoreError> {
+    /// Ends `check`'s call (`session_lost`) if it is still not ended, and
+    /// queues its after-call work. A final status's call is ended as of
+    /// its time; a lease's as of its last renewal (a grace before it fell
+    /// due). `claimed_until` is the end of the claim that gave `check`: a
+    /// lease whose due time is no longer that was renewed since (its
+    /// session is alive) and is kept, and so is any lease while the store
+    /// failed this sweeper lately ([`LEASE_SLACK`]). A call ended meanwhile
+    /// (its session was alive after all) is left alone, but for a lease:
+    /// its writer forgets the lease only once the after-call work is
+    /// queued, so a lease left on an ended call may mean that work was not
+    /// (the writer's process stopped in between), and it is queued again,
+    /// harmlessly (the webhook's outbox keeps one delivery per event; a
+    /// second evaluation finds the verdict stored). An error (the store, or
+    /// the work not queued) leaves the check to be done again: the end is
+    /// written once, and the write that ended it is found again (its time
+    /// and reason are the check's), so the work is queued then.
+    pub async fn end_lost_session(
+        &self,
+        check: &LostSessionCheck,
+        claimed_until: u64,
+    ) -> Result<LostSessionOutcome, StoreError> {
         let lease = check.source == LostSessionSource::Lease;
-        if lease && !self.store.lost_session_noted(check).await? {
-            return Ok(false);
-        }
+        let at_ms = if lease {
+            if self.store_failed_lately()
+                || self.store.lost_session_due(check).await? != Some(claimed_until)
+            {
+                return Ok(LostSessionOutcome::Kept);
+            }
+            check.at_ms.saturating_sub(millis(self.grace))
+        } else {
+            check.at_ms
+        };
         let call_id = check.call_id.as_str();
         let change = CallChange::Ended {
             reason: SESSION_LOST.to_owned(),
-            at_ms: check.at_ms,
+            at_ms,
         };
         let Some(call) = self.store.update_call(call_id, &change).await? else {
-            return Ok(false);
+            return Ok(LostSessionOutcome::LeftAlone);
         };
-        let ended_here = call.ended_at.as_deref() == Some(&*rfc3339(check.at_ms))
+        let ended_here = call.ended_at.as_deref() == Some(&*rfc3339(at_ms))
             && call.end_reason.as_deref() == Some(SESSION_LOST);
         if ended_here {
             tracing::warn!(
@@ -154,12 +235,16 @@ impl LostSessionSweeper {
                 "a started call was never ended (its server stopped mid-call): ended, and its after-call work queued"
             );
         } else if !lease {
-            return Ok(false);
+            return Ok(LostSessionOutcome::LeftAlone);
         }
         for hook in &self.hooks {
             hook.queue(&*self.store, call_id).await?;
         }
-        Ok(ended_here)
+        Ok(if ended_here {
+            LostSessionOutcome::Ended
+        } else {
+            LostSessionOutcome::LeftAlone
+        })
     }
 
     /// Ends the calls of the checks due at `now_ms`, a page at a time;
@@ -178,6 +263,7 @@ impl LostSessionSweeper {
             // sweep's start: a later page must not be claimed with a lease
             // already spent.
             let page_now = now_ms.saturating_add(millis(started.elapsed()));
+            let claimed_until = page_now.saturating_add(millis(LEASE));
             let checks = store
                 .claim_lost_sessions(page_now, millis(LEASE), PAGE)
                 .await?;
@@ -190,11 +276,13 @@ impl LostSessionSweeper {
                     );
                     return failed.map_or(Ok(ended), Err);
                 }
-                let forget = match self.end_lost_session(check).await {
-                    Ok(ended_here) => {
-                        ended += usize::from(ended_here);
+                let forget = match self.end_lost_session(check, claimed_until).await {
+                    Ok(LostSessionOutcome::Ended) => {
+                        ended += 1;
                         true
                     }
+                    Ok(LostSessionOutcome::LeftAlone) => true,
+                    Ok(LostSessionOutcome::Kept) => false,
                     // Only a record that cannot be read is hopeless; any
                     // other refusal (an ACL change, a script error) may be
                     // mended, and the after-call work must not be lost.
@@ -203,6 +291,7 @@ impl LostSessionSweeper {
                         true
                     }
                     Err(err) => {
+                        self.note_store_failure();
                         tracing::warn!(call_id = check.call_id, error = %err, "cannot end a call whose session was lost; tried again after its lease");
                         failed = Some(err);
                         false
@@ -239,6 +328,7 @@ impl LostSessionSweeper {
                         }
                     }
                     Err(err) => {
+                        self.note_store_failure();
                         tracing::warn!(error = %err, "lost sessions not swept; tried again");
                         return RETRY_AFTER;
                     }
@@ -247,6 +337,7 @@ impl LostSessionSweeper {
                     Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms())),
                     Ok(None) => MAX_WAIT,
                     Err(err) => {
+                        self.note_store_failure();
                         tracing::warn!(error = %err, "cannot read when the next lost session is due");
                         RETRY_AFTER
                     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::*;
 use crate::agent::eval::QueueEvaluation;
-use crate::agent::writer::WriterStatus;
+use crate::agent::writer::{WriteReport, WriterStatus};
 use crate::store::time::rfc3339;
 use crate::store::{
     CallDirection, CallRecord, CallStatus, MemoryStore, OutboundCall, Store, StoreSettings,
@@ -34,8 +34,8 @@ fn process(store: &Arc<dyn Store>) -> Arc<LostSessionSweeper> {
 fn process_with(store: &Arc<dyn Store>, clock: Clock) -> Arc<LostSessionSweeper> {
     // The after-call work is an evaluation job, which is not
     // deduplicated: each queueing counts.
-    let hooks: Vec<Arc<dyn AfterCall>> = vec![Arc::new(QueueEvaluation)];
-    Arc::new(LostSessionSweeper::new(Arc::clone(store), hooks).with_clock(clock))
+    let hooks: Vec<Arc<dyn AfterCall>> = vec![Arc::new(QueueEvaluation), Arc::new(ForgetLease)];
+    Arc::new(LostSessionSweeper::new(Arc::clone(store), hooks, GRACE).with_clock(clock))
 }
 
 /// Notes a final status check for `call_id` at `at_ms`, due a grace later.
@@ -210,8 +210,30 @@ fn running_writer() -> (
     tokio::sync::watch::channel(WriterStatus::default())
 }
 
-fn stop_writer(writer: &tokio::sync::watch::Sender<WriterStatus>) {
-    writer.send_modify(|status| status.done = Some(Default::default()));
+/// The writer stops with `report`; having written the end and the
+/// after-call work when nothing is left over, as a writer does.
+async fn stop_writer(
+    store: &Arc<dyn Store>,
+    writer: &tokio::sync::watch::Sender<WriterStatus>,
+    call_id: &str,
+    report: WriteReport,
+) {
+    if report.unwritten.is_empty() && report.spooled.is_empty() {
+        let ended = crate::store::CallChange::Ended {
+            reason: "hangup".into(),
+            at_ms: unix_ms(),
+        };
+        store.update_call(call_id, &ended).await.unwrap();
+        ForgetLease.queue(&**store, call_id).await.unwrap();
+    }
+    writer.send_modify(|status| status.done = Some(report));
+}
+
+fn lease_due(store: &Arc<dyn Store>, call_id: &str) -> Option<u64> {
+    let check = LostSessionCheck::lease(call_id);
+    futures_util::FutureExt::now_or_never(store.lost_session_due(&check))
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -220,18 +242,20 @@ async fn a_live_session_is_never_ended_and_its_lease_goes_with_its_writer() {
     inbound_started(&store, "live").await;
     let sweeper = process(&store);
     let (writer, done) = running_writer();
-    let lease = sweeper.keep_lease("live".into(), GRACE, done);
+    let lease = sweeper.keep_lease("live".into(), done);
     let sweeping = sweep(&sweeper);
     // However long the call goes on, its lease is renewed before it is due.
     tokio::time::sleep(GRACE * 10).await;
     let call = store.call("live").await.unwrap().unwrap();
     assert_eq!(call.ended_at, None, "a live call ended");
-    let due = store.next_lost_session_due().await.unwrap();
+    let due = lease_due(&store, "live");
     assert!(due.is_some_and(|due| due > (sweeper.clock)()), "{due:?}");
-    // Its writer stops: the lease is forgotten, nothing is queued.
-    stop_writer(&writer);
+    // Its writer writes the end and stops: the lease is gone, and no more
+    // work is queued than the writer's own.
+    stop_writer(&store, &writer, "live", WriteReport::default()).await;
     lease.await.unwrap();
-    assert_eq!(store.next_lost_session_due().await.unwrap(), None);
+    assert_eq!(lease_due(&store, "live"), None);
+    tokio::time::sleep(GRACE * 2).await;
     assert!(
         store
             .read_jobs("w", 8, Duration::ZERO)
@@ -251,7 +275,7 @@ async fn a_session_whose_process_stopped_is_ended_as_of_its_last_renewal() {
     let first = process_with(&store, Arc::clone(&clock));
     let (_writer, done) = running_writer();
     let renewed_at = clock();
-    let lease = first.keep_lease("orphan".into(), GRACE, done);
+    let lease = first.keep_lease("orphan".into(), done);
     // Renewed at 0, a third of the grace and two thirds; then the process
     // stops, its writer with it.
     tokio::time::sleep(GRACE * 2 / 3 + Duration::from_secs(1)).await;
@@ -286,12 +310,12 @@ async fn a_session_whose_process_stopped_is_ended_as_of_its_last_renewal() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_lease_renewed_after_a_sweeper_claimed_it_ends_nothing() {
+async fn a_lease_renewed_after_a_sweeper_claimed_it_ends_nothing_and_stays() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
     inbound_started(&store, "slow").await;
     let sweeper = process(&store);
     let (_writer, done) = running_writer();
-    let _lease = sweeper.keep_lease("slow".into(), GRACE, done);
+    let _lease = sweeper.keep_lease("slow".into(), done);
     tokio::time::sleep(Duration::from_secs(1)).await;
     // A sweeper whose clock runs a grace ahead claims the lease...
     let ahead = (sweeper.clock)() + millis(GRACE);
@@ -302,9 +326,82 @@ async fn a_lease_renewed_after_a_sweeper_claimed_it_ends_nothing() {
     assert_eq!(claimed.len(), 1);
     // ...and the session renews it before that sweeper ends the call.
     tokio::time::sleep(GRACE / 3).await;
-    assert!(!sweeper.end_lost_session(&claimed[0]).await.unwrap());
+    let until = ahead + millis(LEASE);
+    let outcome = sweeper.end_lost_session(&claimed[0], until).await.unwrap();
+    assert_eq!(outcome, LostSessionOutcome::Kept);
     let call = store.call("slow").await.unwrap().unwrap();
     assert_eq!(call.ended_at, None);
+    assert!(
+        lease_due(&store, "slow").is_some(),
+        "the live lease was dropped"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_outage_longer_than_the_grace_ends_no_live_call() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    inbound_started(&store, "through").await;
+    let clock = paused_clock(Arc::default());
+    let sweeper = process_with(&store, Arc::clone(&clock));
+    let (_writer, done) = running_writer();
+    let _lease = sweeper.keep_lease("through".into(), done);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every process lost the store for longer than the grace: no renewal
+    // landed, and the sweeper's own sweeps failed.
+    let due = lease_due(&store, "through").unwrap();
+    sweeper.note_store_failure();
+    // Back, the sweeper's first sweep finds the lease due, before the
+    // keeper's retry renewed it: it keeps it.
+    assert_eq!(sweeper.end_due(due + 1).await.unwrap(), 0);
+    let call = store.call("through").await.unwrap().unwrap();
+    assert_eq!(call.ended_at, None, "a live call ended after an outage");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_writer_that_left_its_end_in_the_spool_keeps_the_lease_until_the_replay() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    inbound_started(&store, "spooled").await;
+    let sweeper = process(&store);
+    let (writer, done) = running_writer();
+    let lease = sweeper.keep_lease("spooled".into(), done);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = WriteReport {
+        spooled: vec!["turn 3".into()],
+        ..WriteReport::default()
+    };
+    stop_writer(&store, &writer, "spooled", report).await;
+    // Renewed on, however long the store takes to come back...
+    let sweeping = sweep(&sweeper);
+    tokio::time::sleep(GRACE * 4).await;
+    assert!(!lease.is_finished());
+    let call = store.call("spooled").await.unwrap().unwrap();
+    assert_eq!(call.ended_at, None, "ended before the replay");
+    // ...until the replayer writes the end and its last after-call step.
+    ForgetLease.queue(&*store, "spooled").await.unwrap();
+    lease.await.unwrap();
+    assert_eq!(lease_due(&store, "spooled"), None);
+    sweeping.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_writer_that_gave_up_leaves_its_lease_to_end_the_call() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    inbound_started(&store, "given-up").await;
+    let sweeper = process(&store);
+    let (writer, done) = running_writer();
+    let lease = sweeper.keep_lease("given-up".into(), done);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = WriteReport {
+        unwritten: vec!["call status change Ended".into()],
+        ..WriteReport::default()
+    };
+    stop_writer(&store, &writer, "given-up", report).await;
+    lease.await.unwrap();
+    let sweeping = sweep(&sweeper);
+    tokio::time::sleep(GRACE + LEASE).await;
+    let call = store.call("given-up").await.unwrap().unwrap();
+    assert_eq!(call.end_reason.as_deref(), Some(SESSION_LOST));
+    sweeping.abort();
 }
 
 #[tokio::test]
@@ -318,8 +415,7 @@ async fn a_lease_left_on_an_ended_call_queues_its_work_again_and_keeps_its_end()
     store.update_call("ended", &ended).await.unwrap();
     // Its process stopped after the end, before queueing the work and
     // forgetting the lease.
-    let left = LostSessionCheck::lease("ended", 4_000);
-    store.renew_lost_session(&[], &left, 10_000).await.unwrap();
+    assert!(store.renew_lease("ended", 10_000, false).await.unwrap());
     let sweeper = process(&store);
     assert_eq!(
         sweeper.end_due(10_000).await.unwrap(),
@@ -335,16 +431,22 @@ async fn a_lease_left_on_an_ended_call_queues_its_work_again_and_keeps_its_end()
 
 #[test]
 fn a_lease_and_a_final_status_are_told_apart_by_their_members() {
+    let lease = LostSessionCheck::lease("a\nb");
+    assert_eq!(lease.member(), "a\nb\nlease");
+    let claimed = LostSessionCheck::from_member(&lease.member(), 9).unwrap();
+    assert_eq!(
+        (claimed.source, claimed.at_ms),
+        (LostSessionSource::Lease, 9)
+    );
+    assert_eq!(claimed.call_id, "a\nb");
     for check in [
-        LostSessionCheck::lease("a\nb", 7),
         LostSessionCheck::final_status("a\nb", 7),
-        LostSessionCheck::lease("lease", 0),
-        LostSessionCheck::final_status("x\nlease", 12),
+        LostSessionCheck::final_status("lease", 12),
     ] {
         assert_eq!(
-            LostSessionCheck::from_member(&check.member()),
+            LostSessionCheck::from_member(&check.member(), 1),
             Some(check.clone())
         );
     }
-    assert_eq!(LostSessionCheck::from_member("a\nlease"), None);
+    assert_eq!(LostSessionCheck::from_member("no time", 1), None);
 }

@@ -49,8 +49,8 @@ impl LostSessionStore for MemoryStore {
             due.sort();
             let mut ops = Vec::new();
             let mut claimed = Vec::new();
-            for (_, member) in due.into_iter().take(max) {
-                match LostSessionCheck::from_member(member) {
+            for (score, member) in due.into_iter().take(max) {
+                match LostSessionCheck::from_member(member, score) {
                     Some(check) => {
                         ops.push(Op::ZAdd {
                             key: key.clone(),
@@ -87,37 +87,33 @@ impl LostSessionStore for MemoryStore {
         })
     }
 
-    async fn renew_lost_session(
+    async fn renew_lease(
         &self,
-        previous: &[LostSessionCheck],
-        check: &LostSessionCheck,
+        call_id: &str,
         due_ms: u64,
-    ) -> Result<(), StoreError> {
+        only_held: bool,
+    ) -> Result<bool, StoreError> {
         let key = self.settings.keys.lost_sessions();
-        let member = check.member();
-        self.write(|_, _| {
-            let mut ops: Vec<Op> = previous
-                .iter()
-                .map(|old| Op::ZRem {
-                    key: key.clone(),
-                    member: old.member(),
-                })
-                .collect();
-            ops.push(Op::ZAdd {
+        let member = LostSessionCheck::lease(call_id).member();
+        self.write(|ks, now| {
+            let held = ks
+                .sorted(&key, now)
+                .is_some_and(|set| set.contains_key(&member));
+            if only_held && !held {
+                return (Vec::new(), false);
+            }
+            let add = Op::ZAdd {
                 key: key.clone(),
                 member: member.clone(),
                 score: due_ms,
-            });
-            (ops, ())
+            };
+            (vec![add], true)
         })
     }
 
-    async fn lost_session_noted(&self, check: &LostSessionCheck) -> Result<bool, StoreError> {
+    async fn lost_session_due(&self, check: &LostSessionCheck) -> Result<Option<u64>, StoreError> {
         let key = self.settings.keys.lost_sessions();
         let member = check.member();
-        self.read(|ks, now| {
-            ks.sorted(&key, now)
-                .is_some_and(|set| set.contains_key(&member))
-        })
+        self.read(|ks, now| ks.sorted(&key, now)?.get(&member).copied())
     }
 }

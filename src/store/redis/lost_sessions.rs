@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use super::scripts::CLAIM_DELIVERIES;
+use super::scripts::CLAIM_LOST_SESSIONS;
 use super::store::RedisStore;
 use crate::store::{LostSessionCheck, LostSessionStore, StoreError};
 
@@ -33,17 +33,18 @@ impl LostSessionStore for RedisStore {
         max: usize,
     ) -> Result<Vec<LostSessionCheck>, StoreError> {
         let key = self.settings.keys.lost_sessions();
-        let mut claim = CLAIM_DELIVERIES.key(&key);
+        let mut claim = CLAIM_LOST_SESSIONS.key(&key);
         claim
             .arg(now_ms)
             .arg(now_ms.saturating_add(lease_ms))
             .arg(max);
-        let members: Vec<String> = self.invoke(&claim).await?;
+        // Members and their scores before the claim (a lease's due time).
+        let members: Vec<(String, f64)> = self.invoke(&claim).await?;
         let mut claimed = Vec::with_capacity(members.len());
         // Not a check voxpipe wrote: nothing to do with it.
         let mut foreign = Vec::new();
-        for member in members {
-            match LostSessionCheck::from_member(&member) {
+        for (member, due) in members {
+            match LostSessionCheck::from_member(&member, due as u64) {
                 Some(check) => claimed.push(check),
                 None => foreign.push(member),
             }
@@ -79,28 +80,27 @@ impl LostSessionStore for RedisStore {
         .map(|_| ())
     }
 
-    async fn renew_lost_session(
+    async fn renew_lease(
         &self,
-        previous: &[LostSessionCheck],
-        check: &LostSessionCheck,
+        call_id: &str,
         due_ms: u64,
-    ) -> Result<(), StoreError> {
+        only_held: bool,
+    ) -> Result<bool, StoreError> {
         let key = self.settings.keys.lost_sessions();
+        let member = LostSessionCheck::lease(call_id).member();
         let mut pipe = redis::pipe();
         pipe.atomic();
-        if !previous.is_empty() {
-            let members: Vec<String> = previous.iter().map(LostSessionCheck::member).collect();
-            pipe.cmd("ZREM").arg(&key).arg(members).ignore();
+        let add = pipe.cmd("ZADD").arg(&key);
+        if only_held {
+            add.arg("XX");
         }
-        pipe.cmd("ZADD")
-            .arg(&key)
-            .arg(due_ms)
-            .arg(check.member())
-            .ignore();
-        self.query_pipe::<()>(&pipe).await
+        add.arg(due_ms).arg(&member).ignore();
+        pipe.cmd("ZSCORE").arg(&key).arg(&member);
+        let (score,): (Option<f64>,) = self.query_pipe(&pipe).await?;
+        Ok(score.is_some())
     }
 
-    async fn lost_session_noted(&self, check: &LostSessionCheck) -> Result<bool, StoreError> {
+    async fn lost_session_due(&self, check: &LostSessionCheck) -> Result<Option<u64>, StoreError> {
         let score: Option<f64> = self
             .query(
                 redis::cmd("ZSCORE")
@@ -108,6 +108,6 @@ impl LostSessionStore for RedisStore {
                     .arg(check.member()),
             )
             .await?;
-        Ok(score.is_some())
+        Ok(score.map(|due| due as u64))
     }
 }

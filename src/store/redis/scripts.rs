@@ -137,6 +137,20 @@ return ids
     )
 });
 
+/// `calls:lost_sessions`: claims up to ARGV[3] members due at ARGV[1],
+/// moving each to ARGV[2] (its lease's end), as [`CLAIM_DELIVERIES`] does,
+/// and returns them with the scores they had (a session lease's due time,
+/// which the call is ended by).
+pub(super) static CLAIM_LOST_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
+for i = 1, #due, 2 do redis.call('ZADD', KEYS[1], ARGV[2], due[i]) end
+return due
+",
+    )
+});
+
 /// `test_cases:list`: ARGV holds (identity, JSON) pairs; a pair whose
 /// identity a listed case (or an earlier pair) has is skipped. Returns how
 /// many were added.
