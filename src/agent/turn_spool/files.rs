@@ -1,5 +1,5 @@
 //! The spool's file helpers: private files and directories, durable
-//! renames, blocking work off the runtime's workers.
+//! renames.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::path::Path;
@@ -37,14 +37,6 @@ pub(super) fn private_dir_all(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(path)
-}
-
-/// Runs blocking file work off the runtime's workers; `None` if its
-/// thread failed.
-pub(super) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    tokio::task::spawn_blocking(work).await.ok()
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

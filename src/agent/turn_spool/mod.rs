@@ -32,7 +32,13 @@
 //!
 //! # Replay
 //!
-//! Steps are written in the writer's order. Creating a call that exists,
+//! A pass takes the files of all the owner directories it may replay in
+//! one order, oldest first by the time in their names (when their writer
+//! first needed them), whichever process wrote them: a text conversation's
+//! earlier message before its next one. It ends at the first store error,
+//! and when the disk does not answer one piece of work (a listing, a read,
+//! a write or a removal) within 5 s; until that work has
+//! finished, no pass starts. Steps are written in the writer's order. Creating a call that exists,
 //! a status change and the after-call hooks are idempotent in the store. A
 //! turn carries the index its writer gave it or would have given it; the
 //! store appends a turn only at its index, and a position already taken
@@ -53,6 +59,7 @@ use self::files::{lock, private_dir, private_dir_all, private_file, sync_dir};
 use crate::store::{CallChange, CallRecord, CallRecording, Interaction};
 
 mod files;
+mod owners;
 mod replay;
 #[cfg(test)]
 mod tests;
@@ -74,6 +81,10 @@ const GONE_PREFIX: &str = ".gone-";
 
 /// Where files that cannot be read are moved, inside the spool directory.
 const UNREADABLE: &str = "unreadable";
+
+/// The longest the replayer waits for one piece of disk work (a listing,
+/// a file read, written or removed), as a writer waits for its file.
+const DISK_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One call's steps not yet written, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,7 +152,8 @@ impl SpooledStep {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    /// The step's kind, for logs.
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             SpooledStep::Create { .. } => "create",
             SpooledStep::Started { .. } => "started",
@@ -217,6 +229,10 @@ pub struct TurnSpool {
     live: Mutex<HashSet<String>>,
     /// Files of other stores already reported.
     foreign: Mutex<HashSet<PathBuf>>,
+    /// How long the replayer waits for the disk ([`DISK_LIMIT`]).
+    disk_limit: std::time::Duration,
+    /// Replayer disk work given up on, past its limit.
+    disk_stall: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl TurnSpool {
@@ -230,7 +246,16 @@ impl TurnSpool {
             owner: Mutex::new(None),
             live: Mutex::new(HashSet::new()),
             foreign: Mutex::new(HashSet::new()),
+            disk_limit: DISK_LIMIT,
+            disk_stall: Mutex::new(None),
         }
+    }
+
+    /// The same spool waiting `limit` for the disk (tests of a hung disk).
+    #[cfg(test)]
+    fn with_disk_limit(mut self, limit: std::time::Duration) -> Self {
+        self.disk_limit = limit;
+        self
     }
 
     /// The spool directory.

@@ -1,17 +1,18 @@
 //! The replayer: writes what the spool holds into the store, from this
 //! process's released files and those of processes that have stopped.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::files::{blocking, lock, private_dir_all};
+use super::files::{lock, private_dir_all};
+use super::owners::{list_files, remove_owner_dir, replay_order};
 use super::{
-    GONE_PREFIX, LOCK, MAKING_PREFIX, OWNER_PREFIX, ReplayReport, SpooledCall, SpooledStep,
-    TurnSpool, UNREADABLE, VERSION, write_atomically,
+    ReplayReport, SpoolError, SpooledCall, SpooledStep, TurnSpool, UNREADABLE, VERSION,
+    write_atomically,
 };
 use crate::agent::after_call::AfterCall;
 use crate::store::{Appended, CallChange, Interaction, Store, StoreError};
@@ -19,139 +20,111 @@ use crate::store::{Appended, CallChange, Interaction, Store, StoreError};
 impl TurnSpool {
     /// One pass: writes every spooled call of this spool's store that no
     /// live writer owns into `store`, running `hooks` for calls that ended.
+    /// The files of all owner directories go in one order, oldest first by
+    /// the time in their names: a call's earlier writer before its later
+    /// one (a text conversation's next message), whichever process wrote
+    /// them. A pass ends at the first store error, or when the disk does
+    /// not answer within its limit; none starts while that disk work is
+    /// unfinished.
     pub async fn replay(
         self: &Arc<Self>,
         store: &dyn Store,
         hooks: &[Arc<dyn AfterCall>],
     ) -> ReplayReport {
         let mut report = ReplayReport::default();
+        if self.disk_stalled() {
+            tracing::debug!("the turn spool's disk has not answered yet; no replay this time");
+            return report;
+        }
         let spool = Arc::clone(self);
-        let Some(owners) = blocking(move || spool.owner_dirs()).await.flatten() else {
+        let Ok(Some(owners)) = self
+            .on_disk("listing the turn spool", move || spool.owner_dirs())
+            .await
+        else {
             return report;
         };
-        for (owner, owner_lock) in owners {
-            let spool = Arc::clone(self);
-            let listed = blocking({
-                let owner = owner.clone();
-                move || spool.claim_files(&owner)
+        let dirs: Vec<PathBuf> = owners.iter().map(|(dir, _)| dir.clone()).collect();
+        let Ok(listed) = self
+            .on_disk("listing the turn spool's files", move || {
+                dirs.iter().map(|dir| list_files(dir)).collect::<Vec<_>>()
             })
-            .await;
-            let Some((files, unclaimed)) = listed else {
+            .await
+        else {
+            return report;
+        };
+        // Per owner: files not written (it stays while any is left).
+        let mut left = vec![0usize; owners.len()];
+        let mut files = Vec::new();
+        for (owner, listing) in listed.into_iter().enumerate() {
+            let Some(paths) = listing else {
+                left[owner] += 1;
                 continue;
             };
-            let mut left = unclaimed;
-            let mut store_down = false;
-            let mut files = files.into_iter();
-            while let Some(path) = files.next() {
-                let outcome = self.replay_file(&path, store, hooks).await;
-                lock(&self.live).remove(&path.display().to_string());
-                match outcome {
-                    Replayed::Written => report.written += 1,
-                    Replayed::Waiting => {
-                        report.waiting += 1;
-                        left += 1;
-                    }
-                    Replayed::StoreDown => {
-                        // The rest would only wait on the store in turn:
-                        // the pass ends, and they wait for the next.
-                        store_down = true;
-                        let mut live = lock(&self.live);
-                        report.waiting += 1;
-                        for rest in files.by_ref() {
-                            live.remove(&rest.display().to_string());
-                            report.waiting += 1;
-                        }
-                        break;
-                    }
-                    Replayed::OtherStore => left += 1,
-                    Replayed::Gone => {}
-                    Replayed::SetAside => report.unreadable += 1,
+            let (claimed, skipped) = self.claim(paths);
+            left[owner] += skipped;
+            files.extend(claimed.into_iter().map(|path| (path, owner)));
+        }
+        files.sort_by_cached_key(|(path, _)| replay_order(path));
+        let mut files = files.into_iter();
+        while let Some((path, owner)) = files.next() {
+            let outcome = self.replay_file(&path, store, hooks).await;
+            lock(&self.live).remove(&path.display().to_string());
+            let mut ends = false;
+            match outcome {
+                Replayed::Written => report.written += 1,
+                Replayed::Waiting => {
+                    report.waiting += 1;
+                    left[owner] += 1;
                 }
+                Replayed::StoreDown => {
+                    // The rest would only wait on the store in turn.
+                    report.waiting += 1;
+                    ends = true;
+                }
+                Replayed::OtherStore => left[owner] += 1,
+                Replayed::Gone => {}
+                Replayed::SetAside => report.unreadable += 1,
             }
-            if store_down {
+            // A disk that hangs would hang the next file too.
+            if ends || self.disk_stalled() {
+                // The pass ends: the rest wait for the next.
+                let mut live = lock(&self.live);
+                for (rest, _) in files.by_ref() {
+                    live.remove(&rest.display().to_string());
+                    report.waiting += 1;
+                }
                 return report;
             }
+        }
+        // Stopped processes all of whose files are written.
+        let mut written: Vec<(PathBuf, File)> = Vec::new();
+        for ((dir, owner_lock), left) in owners.into_iter().zip(left) {
             if let Some(owner_lock) = owner_lock
                 && left == 0
             {
-                // Everything of a stopped process is written.
-                blocking(move || remove_owner_dir(&owner, Some(owner_lock))).await;
+                written.push((dir, owner_lock));
             }
+        }
+        if !written.is_empty() {
+            let _removed = self
+                .on_disk("removing written turn spool directories", move || {
+                    for (dir, owner_lock) in written {
+                        remove_owner_dir(&dir, Some(owner_lock));
+                    }
+                })
+                .await;
         }
         report
     }
 
-    /// The owner directories to replay: this process's, and those of
-    /// stopped processes with their locks, held.
-    fn owner_dirs(&self) -> Option<Vec<(PathBuf, Option<File>)>> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(err) => {
-                tracing::warn!(dir = %self.dir.display(), error = %err, "cannot read the turn spool");
-                return None;
-            }
-        };
-        let own = lock(&self.owner).as_ref().map(|o| o.path.clone());
-        let mut owners = Vec::new();
-        for entry in entries.filter_map(Result::ok) {
-            let path = entry.path();
-            let name = entry
-                .file_name()
-                .to_str()
-                .map(str::to_owned)
-                .unwrap_or_default();
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            // A process that stopped while making or removing its
-            // directory: what is left goes (a `.gone-` one is all written,
-            // a `.making-` one holds nothing yet).
-            if name.starts_with(GONE_PREFIX) || name.starts_with(MAKING_PREFIX) {
-                // One being made this minute may belong to a live process
-                // between making its lock file and locking it.
-                if name.starts_with(MAKING_PREFIX) && !older_than(&path, LEFTOVER_AGE) {
-                    continue;
-                }
-                match stopped_owner(&path) {
-                    Some(lock) => clear_dir(&path, Some(lock)),
-                    // Never locked: a process that stopped before it could
-                    // lock it.
-                    None if !path.join(LOCK).exists() => clear_dir(&path, None),
-                    None => {}
-                }
-                continue;
-            }
-            if !name.starts_with(OWNER_PREFIX) {
-                continue;
-            }
-            if own.as_ref() == Some(&path) {
-                owners.push((path, None));
-            } else if let Some(lock) = stopped_owner(&path) {
-                owners.push((path, Some(lock)));
-            }
-        }
-        Some(owners)
-    }
-
-    /// The files of `owner` no writer or other replay holds, claimed, and
-    /// how many were skipped.
-    fn claim_files(&self, owner: &Path) -> (Vec<PathBuf>, usize) {
-        let names = match std::fs::read_dir(owner) {
-            Ok(entries) => entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "json"))
-                .collect::<Vec<_>>(),
-            Err(err) => {
-                tracing::warn!(dir = %owner.display(), error = %err, "cannot read a turn spool directory");
-                return (Vec::new(), 1);
-            }
-        };
+    /// Claims the `paths` no writer or other replay holds; returns them and
+    /// how many were skipped. Here, not with the listing on the disk's
+    /// thread: a listing given up on claims nothing.
+    fn claim(&self, paths: Vec<PathBuf>) -> (Vec<PathBuf>, usize) {
         let mut live = lock(&self.live);
         let mut claimed = Vec::new();
         let mut skipped = 0;
-        for path in names {
+        for path in paths {
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -164,8 +137,6 @@ impl TurnSpool {
                 claimed.push(path);
             }
         }
-        // Oldest first: a call's earlier writer before its later one.
-        claimed.sort();
         (claimed, skipped)
     }
 
@@ -175,12 +146,13 @@ impl TurnSpool {
         store: &dyn Store,
         hooks: &[Arc<dyn AfterCall>],
     ) -> Replayed {
-        let read = blocking({
-            let path = path.to_owned();
-            move || read_spooled(&path)
-        })
-        .await
-        .unwrap_or(Read::Failed("the disk did not answer".into()));
+        let read = self
+            .on_disk("reading a turn spool file", {
+                let path = path.to_owned();
+                move || read_spooled(&path)
+            })
+            .await
+            .unwrap_or_else(|err| Read::Failed(err.to_string()));
         let mut call = match read {
             Read::Call(call) => call,
             Read::Gone => return Replayed::Gone,
@@ -195,8 +167,12 @@ impl TurnSpool {
             Read::Unparsable(why) => {
                 let aside = self.dir.join(UNREADABLE);
                 let path = path.to_owned();
-                let moved = blocking(move || set_aside(&path, &aside, &why)).await;
-                return if moved == Some(true) {
+                let moved = self
+                    .on_disk("setting a turn spool file aside", move || {
+                        set_aside(&path, &aside, &why)
+                    })
+                    .await;
+                return if matches!(moved, Ok(true)) {
                     Replayed::SetAside
                 } else {
                     Replayed::Waiting
@@ -230,8 +206,12 @@ impl TurnSpool {
                     if done > 0 {
                         call.steps.drain(..done);
                         let path = path.to_owned();
-                        let rewritten = blocking(move || write_atomically(&path, &call)).await;
-                        if !matches!(rewritten, Some(Ok(()))) {
+                        let rewritten = self
+                            .on_disk("shortening a turn spool file", move || {
+                                write_atomically(&path, &call)
+                            })
+                            .await;
+                        if !matches!(rewritten, Ok(Ok(()))) {
                             tracing::warn!(
                                 call_id,
                                 "cannot shorten a spool file; its written steps will be found written next time"
@@ -268,12 +248,13 @@ impl TurnSpool {
                 }
             }
         }
-        let removed = blocking({
-            let path = path.to_owned();
-            move || std::fs::remove_file(&path)
-        })
-        .await;
-        if !matches!(removed, Some(Ok(()))) {
+        let removed = self
+            .on_disk("removing a replayed turn spool file", {
+                let path = path.to_owned();
+                move || std::fs::remove_file(&path)
+            })
+            .await;
+        if !matches!(removed, Ok(Ok(()))) {
             tracing::warn!(
                 call_id,
                 "cannot remove a replayed spool file; it will be replayed again, finding its steps written"
@@ -314,6 +295,58 @@ impl TurnSpool {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(period) => {}
             }
+        }
+    }
+}
+
+impl TurnSpool {
+    /// Runs the replayer's blocking file work off the runtime's workers,
+    /// waiting for it at most the disk limit (as a writer waits for its
+    /// file): past it the work is left to finish on its own, and until it
+    /// has, [`Self::disk_stalled`] says so. `what` is for the log.
+    pub(super) async fn on_disk<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, SpoolError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let task = tokio::task::spawn_blocking(move || {
+            // Given up on, its result (an owner's lock, say) is dropped.
+            let _ = done.send(work());
+        });
+        match tokio::time::timeout(self.disk_limit, result).await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(_)) => {
+                tracing::warn!(what, "turn spool disk work failed");
+                Err(SpoolError::Stalled)
+            }
+            Err(_) => {
+                tracing::warn!(
+                    what,
+                    limit = ?self.disk_limit,
+                    "the disk did not answer in time; the replay pass ends, and none starts until it has"
+                );
+                *lock(&self.disk_stall) = Some(task);
+                Err(SpoolError::Stalled)
+            }
+        }
+    }
+
+    /// True while disk work the replayer gave up on is unfinished.
+    pub(super) fn disk_stalled(&self) -> bool {
+        let mut stall = lock(&self.disk_stall);
+        if stall.as_ref().is_some_and(|task| task.is_finished()) {
+            *stall = None;
+        }
+        stall.is_some()
+    }
+
+    /// Waits until disk work given up on has finished.
+    #[cfg(test)]
+    pub(super) async fn disk_settled(&self) {
+        let stall = lock(&self.disk_stall).take();
+        if let Some(task) = stall {
+            let _ = task.await;
         }
     }
 }
@@ -477,72 +510,4 @@ async fn replay_step(
         );
     }
     Ok(())
-}
-
-/// The lock of a stopped owner, held; `None` while its process runs, or
-/// when the directory has no lock (not an owner directory of ours).
-fn stopped_owner(owner: &Path) -> Option<File> {
-    let path = owner.join(LOCK);
-    match OpenOptions::new().read(true).open(&path) {
-        Ok(file) => match file.try_lock() {
-            Ok(()) => Some(file),
-            Err(std::fs::TryLockError::WouldBlock) => None,
-            Err(std::fs::TryLockError::Error(err)) => {
-                tracing::warn!(file = %path.display(), error = %err, "cannot lock a turn spool directory; its files wait");
-                None
-            }
-        },
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-        Err(err) => {
-            tracing::warn!(file = %path.display(), error = %err, "cannot open a turn spool lock; its files wait");
-            None
-        }
-    }
-}
-
-/// Removes a stopped owner's directory, all of whose files are written:
-/// renamed first (so no one takes it for a live one), then only what a
-/// spool puts there, then the directory itself.
-fn remove_owner_dir(owner: &Path, lock: Option<File>) {
-    let Some(name) = owner.file_name().and_then(|n| n.to_str()) else {
-        return;
-    };
-    let gone = owner.with_file_name(format!("{GONE_PREFIX}{name}"));
-    if let Err(err) = std::fs::rename(owner, &gone) {
-        tracing::debug!(dir = %owner.display(), error = %err, "a written spool directory stays");
-        return;
-    }
-    clear_dir(&gone, lock);
-}
-
-/// Removes what a spool puts in `dir`, then `dir` (a directory no process
-/// uses: its lock is held here, or it was never locked).
-fn clear_dir(dir: &Path, lock: Option<File>) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for path in entries.filter_map(Result::ok).map(|e| e.path()) {
-            let ours = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n == LOCK || n.ends_with(".json") || n.ends_with(".tmp"));
-            if ours && let Err(err) = std::fs::remove_file(&path) {
-                tracing::warn!(file = %path.display(), error = %err, "cannot remove a written spool file");
-            }
-        }
-    }
-    drop(lock);
-    if let Err(err) = std::fs::remove_dir(dir) {
-        tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a written spool directory");
-    }
-}
-
-/// How old an unlocked leftover directory must be to be cleared.
-const LEFTOVER_AGE: Duration = Duration::from_secs(60);
-
-/// True when `path` was last changed longer than `age` ago.
-fn older_than(path: &Path, age: Duration) -> bool {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|at| at.elapsed().ok())
-        .is_some_and(|elapsed| elapsed > age)
 }

@@ -348,3 +348,110 @@ fn files_and_directories_are_their_owner_only() {
     assert_eq!(mode(&own), 0o700);
     assert_eq!(mode(&dir.path().join("spool")), 0o700);
 }
+
+/// A file `name` in `owner`'s directory holding two turns of `call_id`,
+/// at indices 0 and 1, as a writer that never reached the store gives
+/// them.
+fn message_file(owner: &TurnSpool, name: &str, call_id: &str, texts: [&str; 2]) {
+    let mut call = whole_call(call_id);
+    call.steps = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| SpooledStep::Turn {
+            turn: interaction(i as u64, text),
+        })
+        .collect();
+    let entry = SpoolEntry {
+        name: name.to_owned(),
+    };
+    owner.keep(&entry, &call).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn files_of_all_stopped_processes_are_replayed_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two processes that stopped during an outage, each holding one
+    // message of two text conversations: one has the first message of
+    // the one and the second of the other, so that in one of them the
+    // directories' order is the reverse of the messages'.
+    let one = spool(dir.path());
+    let two = spool(dir.path());
+    message_file(
+        &one,
+        "0000000001000-000000000000000a.json",
+        "call-a",
+        ["a: hello", "a: hi"],
+    );
+    message_file(
+        &two,
+        "0000000002000-000000000000000b.json",
+        "call-a",
+        ["a: later", "a: sure"],
+    );
+    message_file(
+        &one,
+        "0000000004000-000000000000000c.json",
+        "call-b",
+        ["b: later", "b: sure"],
+    );
+    message_file(
+        &two,
+        "0000000003000-000000000000000d.json",
+        "call-b",
+        ["b: hello", "b: hi"],
+    );
+    drop((one, two));
+    let store = MemoryStore::new(StoreSettings::default());
+    for call_id in ["call-a", "call-b"] {
+        store.create_call(&record(call_id)).await.unwrap();
+    }
+    let (_, hooks) = hooks();
+    let report = spool(dir.path()).replay(&store, &hooks).await;
+    assert_eq!(report.written, 4);
+    assert_eq!(
+        texts(&store, "call-a").await,
+        ["a: hello", "a: hi", "a: later", "a: sure"]
+    );
+    assert_eq!(
+        texts(&store, "call-b").await,
+        ["b: hello", "b: hi", "b: later", "b: sure"]
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_disk_ends_the_pass_and_the_next_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool =
+        Arc::new(TurnSpool::new(dir.path(), STORE).with_disk_limit(Duration::from_millis(200)));
+    left_by_a_writer(&spool, &whole_call("call-12"));
+    // An older file whose read never returns: a FIFO no one writes to.
+    let hung = spool.own_dir().unwrap().join("0000000000001-hung.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&hung)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let store = MemoryStore::new(StoreSettings::default());
+    let (_, hooks) = hooks();
+
+    let report = tokio::time::timeout(Duration::from_secs(30), spool.replay(&store, &hooks))
+        .await
+        .expect("the pass ends though the disk hangs");
+    assert_eq!((report.written, report.waiting), (0, 2));
+    assert!(store.call("call-12").await.unwrap().is_none());
+    // Until the hung read returns, no pass starts.
+    assert_eq!(spool.replay(&store, &hooks).await, ReplayReport::default());
+
+    // The disk answers: the read gets the end of the FIFO.
+    let fifo = hung.clone();
+    tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(fifo))
+        .await
+        .unwrap()
+        .unwrap();
+    spool.disk_settled().await;
+    std::fs::remove_file(&hung).unwrap();
+    let report = spool.replay(&store, &hooks).await;
+    assert_eq!((report.written, report.waiting), (1, 0));
+    assert_eq!(texts(&store, "call-12").await.len(), 2);
+}

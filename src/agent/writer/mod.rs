@@ -22,8 +22,12 @@
 //! While the store fails, the writer also keeps its pending steps on local
 //! disk, in the turn spool (`agent/turn_spool/`), when the runtime has one,
 //! rewritten as each command is read: a process that stops during an
-//! outage loses none of the steps read (a command sent while a write is in
-//! flight is read when that write fails, at most `op_timeout` later).
+//! outage loses none of the steps read. Once a write has failed (or while
+//! the spool holds the writer's file), commands are read as they come even
+//! while a retry is in flight, and reach the disk at once: the step runs on
+//! a copy, put back when it is done, so the queue is only ever added to
+//! behind it. (A command sent during the first write that fails reaches the
+//! disk when that write fails, at most `op_timeout` later.)
 //!
 //! After the session ends, the writer keeps trying for at most
 //! `flush_timeout`; then it leaves what it could not write in the spool,
@@ -45,14 +49,13 @@ pub use super::after_call::AfterCall;
 use super::redact::{record_for_log, turn_for_log};
 use super::turn_spool::{SpoolEntry, SpoolError, TurnSpool};
 
+mod perform;
 mod spooling;
 #[cfg(test)]
 mod tests;
 use crate::conversation::Turn;
 use crate::store::time::unix_ms;
-use crate::store::{
-    Appended, CallChange, CallRecord, CallRecording, Interaction, Store, StoreError,
-};
+use crate::store::{CallChange, CallRecord, CallRecording, Store, StoreError};
 
 /// How a writer retries and what it does when the call ends.
 #[derive(Debug, Clone)]
@@ -219,6 +222,7 @@ pub fn spawn_writer(
     (TurnRecorder { call_id, tx, end }, status_rx)
 }
 
+#[derive(Clone)]
 enum Action {
     Create(Box<CallRecord>),
     Change(CallChange),
@@ -226,6 +230,7 @@ enum Action {
     After(Arc<dyn AfterCall>),
 }
 
+#[derive(Clone)]
 struct Step {
     action: Action,
     /// For a turn: the index given on its first attempt, kept for retries.
@@ -275,8 +280,10 @@ impl Writer {
         let mut failing_since: Option<Instant> = None;
         let flush = self.settings.flush_timeout;
         loop {
+            let mut fresh = false;
             while let Ok(command) = rx.try_recv() {
                 self.accept(command);
+                fresh = true;
             }
             let Some(step) = self.steps.front_mut() else {
                 if self.ended {
@@ -288,19 +295,35 @@ impl Writer {
             };
             let first_attempt = !step.attempted;
             step.attempted = true;
+            let mut attempt = step.clone();
+            let is_turn = matches!(attempt.action, Action::Turn(..));
+            // Failing: what comes reaches the disk at once, even while the
+            // step is in flight.
+            let spooling =
+                self.settings.spool.is_some() && (self.spooled || failing_since.is_some());
+            if spooling && fresh {
+                self.keep_in_spool().await;
+            }
+            let outcome = self
+                .attempt(&mut attempt, first_attempt, &mut rx, spooling)
+                .await;
+            // What the attempt learnt (the turn's index) stays with the step.
+            if let Some(front) = self.steps.front_mut() {
+                *front = attempt;
+            }
             // A step stuck on a stalled store is abandoned at the flush
             // deadline like the rest.
-            let result = tokio::select! {
-                biased;
-                () = flush_deadline(&self.end, flush) => {
-                    self.give_up_all(&mut rx, "the session ended and the flush time ran out while writing").await;
-                    return (self.report, self.status);
-                }
-                result = perform(&*self.store, &self.call_id, step, &mut self.next_index, first_attempt) => result,
+            let Some(result) = outcome else {
+                self.give_up_all(
+                    &mut rx,
+                    "the session ended and the flush time ran out while writing",
+                )
+                .await;
+                return (self.report, self.status);
             };
             match result {
                 Ok(()) => {
-                    if matches!(step.action, Action::Turn(..)) {
+                    if is_turn {
                         self.report.turns_written += 1;
                         let written = self.report.turns_written;
                         self.status.send_modify(|s| s.turns_written = written);
@@ -365,6 +388,45 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Performs `step`, a copy of the front one, once; `None` when the
+    /// flush deadline passes first. With `spooling`, commands sent
+    /// meanwhile are accepted (behind the step) and kept in the spool as
+    /// they come; the copy keeps the queue's front as it was before the
+    /// attempt, for the spool file, until the caller puts it back.
+    async fn attempt(
+        &mut self,
+        step: &mut Step,
+        first_attempt: bool,
+        rx: &mut mpsc::UnboundedReceiver<Command>,
+        spooling: bool,
+    ) -> Option<Result<(), StoreError>> {
+        let store = Arc::clone(&self.store);
+        let call_id = Arc::clone(&self.call_id);
+        let flush = self.settings.flush_timeout;
+        let mut next_index = self.next_index;
+        let outcome = {
+            let work = step.perform(&*store, &call_id, &mut next_index, first_attempt);
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = flush_deadline(&self.end, flush) => break None,
+                    result = &mut work => break Some(result),
+                    command = rx.recv(), if spooling && !self.ended => {
+                        self.accept(command.unwrap_or_else(dropped));
+                        // A burst is written once.
+                        while let Ok(command) = rx.try_recv() {
+                            self.accept(command);
+                        }
+                        self.keep_in_spool().await;
+                    }
+                }
+            }
+        };
+        self.next_index = next_index;
+        outcome
     }
 
     /// Gives up every step, including those still in the channel: leaves
@@ -440,99 +502,6 @@ impl Writer {
             }
         }
         self.report.unwritten.push(what);
-    }
-}
-
-/// Performs one step; `Ok` means it is done (or was already done).
-async fn perform(
-    store: &dyn Store,
-    call_id: &str,
-    step: &mut Step,
-    next_index: &mut u64,
-    first_attempt: bool,
-) -> Result<(), StoreError> {
-    match &step.action {
-        Action::Create(record) => {
-            if !store.create_call(record).await? && first_attempt {
-                // The call exists (a reconnecting transport reuses the id):
-                // continue its transcript rather than clash with it.
-                *next_index = store.turns(call_id).await?.len() as u64;
-                tracing::info!(call_id, turns = *next_index, "continuing an existing call");
-            }
-            Ok(())
-        }
-        Action::Change(change) => {
-            if store.update_call(call_id, change).await?.is_none() {
-                tracing::warn!(
-                    call_id,
-                    ?change,
-                    "call state missing (expired or deleted); status not updated"
-                );
-            }
-            Ok(())
-        }
-        Action::Turn(turn) => {
-            if !first_attempt {
-                // An earlier attempt may have landed, its reply lost. Looked
-                // for anywhere, not only at the index: after a gap (turns
-                // lost) the store appended it where the transcript ended,
-                // and an append at the index, still past the end, would
-                // land again.
-                let index = *step.index.get_or_insert(*next_index);
-                let ours = Interaction::from_turn(turn, index);
-                let transcript = store.turns(call_id).await?;
-                if transcript.iter().any(|t| t.is_same_turn(&ours)) {
-                    // After the last turn stored, as an append that
-                    // answered would leave it (after a gap: past the
-                    // turn's position, not its index).
-                    *next_index = transcript.len() as u64;
-                    return Ok(());
-                }
-            }
-            let mut fresh = first_attempt;
-            loop {
-                let index = *step.index.get_or_insert(*next_index);
-                let stored_turn = Interaction::from_turn(turn, index);
-                match store.append_turn(call_id, &stored_turn).await? {
-                    Appended::Added => *next_index = index + 1,
-                    Appended::AlreadyStored { stored }
-                        if !fresh
-                            && store
-                                .turns(call_id)
-                                .await?
-                                .iter()
-                                .any(|t| t.index == index && t.is_same_turn(&stored_turn)) =>
-                    {
-                        // An earlier attempt landed; its reply was lost.
-                        *next_index = stored.max(index + 1);
-                    }
-                    Appended::AlreadyStored { stored } => {
-                        // Another writer holds this position: go after it.
-                        tracing::warn!(
-                            call_id,
-                            index,
-                            stored,
-                            "transcript position taken by another writer; appending at the end"
-                        );
-                        step.index = Some(stored);
-                        *next_index = stored;
-                        fresh = true;
-                        continue;
-                    }
-                    Appended::AddedAfterGap { stored } => {
-                        tracing::error!(
-                            call_id,
-                            index,
-                            stored,
-                            "transcript lost turns {stored}..{index} (deleted, expired, or Redis restarted empty); appended at {stored}"
-                        );
-                        *next_index = stored + 1;
-                    }
-                }
-                return Ok(());
-            }
-        }
-        Action::After(after) => after.queue(store, call_id).await,
     }
 }
 
