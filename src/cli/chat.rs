@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use voxpipe::config::Override;
 use voxpipe::pipeline::{EnvSource, new_session_id};
-use voxpipe::text::{Channel, ConversationKey, Inbound, TextConversations, TextEvent};
+use voxpipe::text::{Channel, Inbound, TextConversations, TextEvent};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ChatArgs {
@@ -62,7 +62,7 @@ pub(crate) fn chat(args: &ChatArgs) -> anyhow::Result<()> {
             config.text.clone(),
         )?;
         let id = args.conversation.clone().unwrap_or_else(new_session_id);
-        let key = ConversationKey::new(Channel::Chat, &[&id]);
+        let key = conversations.key(Channel::Chat, &[&id]);
         let interactive = std::io::stdin().is_terminal();
         let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
         // stdin blocks: it is read on a thread of its own.

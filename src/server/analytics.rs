@@ -8,13 +8,20 @@
 //! than [`MAX_RANGE_MS`] (31 days) is narrowed to the 31 days that end at
 //! `to` (the newest calls are the ones still stored) and the answer says
 //! `"capped": true`; at most [`MAX_CALLS`] calls are counted, the earliest
-//! of the range in the segment, and `"truncated": true` says there were
-//! more. A parameter that cannot be read is a 400 naming it; an offset whose
-//! `+` arrived as a space (an unencoded query string) is read as `+`.
+//! of the range in the segment, found among at most [`MAX_SCANNED`] calls
+//! of the range (a rare segment over a busy range stops there). When
+//! calls may be left out, `"truncated": true`: more than `MAX_CALLS`
+//! matched, or, with `"scan_capped": true`, `MAX_SCANNED` calls were read
+//! before the range ended and `"scanned_to"` is the creation time of the
+//! first call not read (ask again from there for the rest; calls of that
+//! millisecond may then be counted twice). A parameter that cannot be read
+//! is a 400 naming it; an offset whose `+` arrived as a space (an
+//! unencoded query string) is read as `+`.
 //!
 //! ```json
 //! {"from": "2026-01-15T00:00:00.000Z", "to": "2026-01-16T00:00:00.000Z",
-//!  "capped": false, "truncated": false, "segment": "US:healthcare",
+//!  "capped": false, "truncated": false, "scan_capped": false,
+//!  "scanned_to": null, "segment": "US:healthcare",
 //!  "calls": 2, "by_status": {"queued": 0, …, "completed": 2, …},
 //!  "by_outcome": {"success": 1, "failure": 0, "unevaluated": 1},
 //!  "by_direction": {"inbound": 1, "outbound": 1},
@@ -34,13 +41,18 @@ use serde_json::{Value, json};
 use super::api_access::ApiAuthorized;
 use super::state::ServerState;
 use crate::store::time::{parse_rfc3339, rfc3339, unix_ms};
-use crate::store::{CallStore, SegmentFilter, StatsQuery, StoreError, gather_call_stats};
+use crate::store::{CallStore, Coverage, SegmentFilter, StatsQuery, StoreError, gather_call_stats};
 
 /// The widest range answered: 31 days.
 pub const MAX_RANGE_MS: u64 = 31 * DAY_MS;
 
-/// The most calls one answer reads.
+/// The most calls one answer counts.
 pub const MAX_CALLS: usize = 10_000;
+
+/// The most calls of the range one answer reads to find those of its
+/// segment (fifty pages of the index; their records are read to match
+/// the segment).
+pub const MAX_SCANNED: usize = 50_000;
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -138,6 +150,7 @@ impl AnalyticsQuery {
                 to_ms,
                 segment: filter,
                 limit: MAX_CALLS,
+                max_scanned: MAX_SCANNED,
             },
             segment,
             capped,
@@ -179,12 +192,24 @@ pub async fn analytics_report(
     store: &dyn CallStore,
     query: &AnalyticsQuery,
 ) -> Result<Value, StoreError> {
-    let (stats, truncated) = gather_call_stats(store, &query.stats).await?;
+    let (stats, coverage) = gather_call_stats(store, &query.stats).await?;
+    let scanned_to = match coverage {
+        Coverage::Scanned { next_ms } => {
+            tracing::info!(
+                max_scanned = query.stats.max_scanned,
+                "analytics: the scan cap was reached before the range ended"
+            );
+            Some(rfc3339(next_ms))
+        }
+        Coverage::Complete | Coverage::Limited => None,
+    };
     let mut report = json!({
         "from": rfc3339(query.stats.from_ms),
         "to": rfc3339(query.stats.to_ms),
         "capped": query.capped,
-        "truncated": truncated,
+        "truncated": coverage.truncated(),
+        "scan_capped": scanned_to.is_some(),
+        "scanned_to": scanned_to,
         "segment": query.segment,
     });
     let stats = serde_json::to_value(&stats).map_err(|source| StoreError::Encode {
@@ -245,6 +270,41 @@ mod tests {
         assert!(!query.capped);
         assert_eq!(query.stats.segment, None);
         assert_eq!(query.stats.limit, MAX_CALLS);
+        assert_eq!(query.stats.max_scanned, MAX_SCANNED);
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_by_the_scan_cap_says_so_and_where() {
+        use std::collections::BTreeMap;
+
+        use crate::store::{CallRecord, MemoryStore, Segment};
+        let store = MemoryStore::new(Default::default());
+        // Recent: the index drops calls older than their TTL.
+        let base = unix_ms() - 3_600_000;
+        for (n, country) in ["DE", "DE", "DE", "US"].into_iter().enumerate() {
+            let segment = Segment {
+                country: Some(country.into()),
+                industry: None,
+            };
+            let at = base + n as u64;
+            let record =
+                CallRecord::pending(format!("c{n}"), "twilio", segment, BTreeMap::new(), at);
+            assert!(store.create_call(&record).await.unwrap());
+        }
+        let mut query = parse(&[("segment", "US")]).unwrap();
+        query.stats.from_ms = base;
+        query.stats.to_ms = base + 10;
+        let whole = analytics_report(&store, &query).await.unwrap();
+        assert_eq!(whole["calls"], 1);
+        assert_eq!(whole["truncated"], false);
+        assert_eq!(whole["scan_capped"], false);
+        assert_eq!(whole["scanned_to"], Value::Null);
+        query.stats.max_scanned = 2;
+        let cut = analytics_report(&store, &query).await.unwrap();
+        assert_eq!(cut["calls"], 0);
+        assert_eq!(cut["truncated"], true);
+        assert_eq!(cut["scan_capped"], true);
+        assert_eq!(cut["scanned_to"], rfc3339(base + 2));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use super::api_access::ApiAuthorized;
 use super::state::ServerState;
 use crate::pipeline::new_session_id;
-use crate::text::{Channel, ConversationKey, Inbound, TextEvent};
+use crate::text::{Channel, Inbound, TextEvent};
 
 /// The longest conversation id a client may choose.
 const MAX_ID_CHARS: usize = 128;
@@ -81,7 +81,7 @@ pub(crate) async fn chat(
     let mut parameters = request.parameters;
     parameters.insert("channel".into(), Channel::Chat.name().into());
     let inbound = Inbound {
-        key: ConversationKey::new(Channel::Chat, &[&conversation_id]),
+        key: conversations.key(Channel::Chat, &[&conversation_id]),
         text: request.text,
         media: 0,
         parameters,

@@ -119,7 +119,9 @@ mod twilio_stream;
 mod twilio_voice;
 mod webrtc_offer;
 
-pub use analytics::{AnalyticsQuery, BadParameter, MAX_CALLS, MAX_RANGE_MS, analytics_report};
+pub use analytics::{
+    AnalyticsQuery, BadParameter, MAX_CALLS, MAX_RANGE_MS, MAX_SCANNED, analytics_report,
+};
 pub use error::ServerError;
 pub use readiness::{CHECK_TIMEOUT, ReadinessCheck};
 pub use serve::{Server, ServerBuilder};

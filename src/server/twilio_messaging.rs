@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::Store;
-use crate::text::{Channel, ConversationKey, Inbound, Reply, TextEvent};
+use crate::text::{Channel, Inbound, Reply, TextEvent};
 use crate::transport::twilio::messaging::{
     CreateMessage, IncomingMessage, MAX_MESSAGE_CHARS, split_message,
 };
@@ -112,7 +112,7 @@ pub(crate) async fn messaging(
     } else {
         Channel::Sms
     };
-    let key = ConversationKey::new(channel, &[&message.from, &message.to]);
+    let key = conversations.key(channel, &[&message.from, &message.to]);
     let mut parameters: std::collections::BTreeMap<String, String> = uri
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())

@@ -26,7 +26,8 @@ use super::time::parse_rfc3339;
 const TRANSCRIPTS_IN_FLIGHT: usize = 16;
 
 /// Which calls: created in `[from_ms, to_ms]`, of `segment` (all when
-/// `None`), at most `limit` of them (the earliest).
+/// `None`), at most `limit` of them (the earliest), looking at no more
+/// than `max_scanned` calls of the range to find them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsQuery {
     /// Unix ms, included.
@@ -35,8 +36,33 @@ pub struct StatsQuery {
     pub to_ms: u64,
     /// Only the calls of this segment.
     pub segment: Option<SegmentFilter>,
-    /// The most calls read.
+    /// The most calls counted.
     pub limit: usize,
+    /// The most calls of the range read, of the segment or not (a rare
+    /// segment over a busy range stops here, not at the range's end).
+    pub max_scanned: usize,
+}
+
+/// Which calls of a [`StatsQuery`] the stats cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// Every call of the range in the segment.
+    Complete,
+    /// The earliest `limit`: the range held more of the segment.
+    Limited,
+    /// Those created before `next_ms`: `max_scanned` calls of the range
+    /// were read, and the one created at `next_ms` was not.
+    Scanned {
+        /// The creation time (Unix ms) of the first call not read.
+        next_ms: u64,
+    },
+}
+
+impl Coverage {
+    /// Calls of the range in the segment may be left out.
+    pub fn truncated(self) -> bool {
+        self != Coverage::Complete
+    }
 }
 
 /// A segment to filter calls by, written `COUNTRY:INDUSTRY` (`US:healthcare`),
@@ -277,13 +303,13 @@ fn duration_secs(record: &CallRecord) -> Option<f64> {
 /// The stats of the calls `query` asks for, read from `store`: the
 /// earliest `query.limit` calls of the range in the segment (the segment
 /// is matched before the limit, so a segment's calls are all counted up to
-/// the limit however many other calls the range holds); true when the
-/// range held more of them.
+/// the limit however many other calls the range holds, within the first
+/// `query.max_scanned` of the range), and which calls they cover.
 pub async fn gather_call_stats(
     store: &dyn CallStore,
     query: &StatsQuery,
-) -> Result<(CallStats, bool), StoreError> {
-    let (records, truncated) = matching_calls(store, query).await?;
+) -> Result<(CallStats, Coverage), StoreError> {
+    let (records, coverage) = matching_calls(store, query).await?;
     let ids: Vec<String> = records.iter().map(|r| r.call_id.clone()).collect();
     let mut transcripts = stream::iter(ids)
         .map(|id| async move { store.turns(&id).await })
@@ -293,20 +319,21 @@ pub async fn gather_call_stats(
         let turns = transcripts.next().await.transpose()?.unwrap_or_default();
         builder.add(record, &turns);
     }
-    Ok((builder.finish(), truncated))
+    Ok((builder.finish(), coverage))
 }
 
 /// The calls read at once from the index.
 const PAGE: usize = 1_000;
 
 /// Reads the range a page at a time, keeping the calls of the segment,
-/// until `query.limit` of them (and one more, to know there were more) or
-/// the end of the range.
+/// until `query.limit` of them (and one more, to know there were more),
+/// `query.max_scanned` calls read, or the end of the range.
 async fn matching_calls(
     store: &dyn CallStore,
     query: &StatsQuery,
-) -> Result<(Vec<CallRecord>, bool), StoreError> {
+) -> Result<(Vec<CallRecord>, Coverage), StoreError> {
     let mut matching = Vec::new();
+    let mut scanned = 0;
     // The calls of the previous page's last millisecond, where this page
     // starts: read again, counted once.
     let mut repeated: HashSet<String> = HashSet::new();
@@ -319,6 +346,11 @@ async fn matching_calls(
             if seen.contains(&record.call_id) {
                 continue;
             }
+            if scanned == query.max_scanned {
+                let next_ms = parse_rfc3339(&record.created_at).unwrap_or(from);
+                return Ok((matching, Coverage::Scanned { next_ms }));
+            }
+            scanned += 1;
             if last.is_some() && parse_rfc3339(&record.created_at) == last {
                 repeated.insert(record.call_id.clone());
             }
@@ -328,7 +360,7 @@ async fn matching_calls(
                 .is_none_or(|s| s.matches(&record.segment))
             {
                 if matching.len() == query.limit {
-                    return Ok((matching, true));
+                    return Ok((matching, Coverage::Limited));
                 }
                 matching.push(record);
             }
@@ -337,7 +369,7 @@ async fn matching_calls(
         // every step moves on.
         match last {
             Some(last) if last < query.to_ms => from = if last > from { last } else { last + 1 },
-            _ => return Ok((matching, false)),
+            _ => return Ok((matching, Coverage::Complete)),
         }
     }
 }
@@ -525,27 +557,35 @@ mod tests {
             );
             assert!(store.create_call(&record).await.unwrap());
         }
-        let query = |segment: Option<&str>, limit| StatsQuery {
+        let query = |segment: Option<&str>, limit, max_scanned| StatsQuery {
             from_ms: base,
             to_ms: base + 10_000,
             segment: segment.map(|s| s.parse().unwrap()),
             limit,
+            max_scanned,
         };
-        let (us, truncated) = gather_call_stats(&store, &query(Some("US"), 10))
-            .await
-            .unwrap();
+        let stats = async |query| gather_call_stats(&store, &query).await.unwrap();
+        let (us, coverage) = stats(query(Some("US"), 10, 1_007)).await;
         assert_eq!(
-            (us.calls, truncated),
-            (2, false),
+            (us.calls, coverage),
+            (2, Coverage::Complete),
             "every US call, past 1,005 others"
         );
-        let (us, truncated) = gather_call_stats(&store, &query(Some("US"), 1))
-            .await
-            .unwrap();
-        assert_eq!((us.calls, truncated), (1, true));
-        let (all, truncated) = gather_call_stats(&store, &query(None, 5_000))
-            .await
-            .unwrap();
-        assert_eq!((all.calls, truncated), (1_007, false), "each call once");
+        let (us, coverage) = stats(query(Some("US"), 1, 1_007)).await;
+        assert_eq!((us.calls, coverage), (1, Coverage::Limited));
+        let (all, coverage) = stats(query(None, 5_000, 5_000)).await;
+        assert_eq!(
+            (all.calls, coverage),
+            (1_007, Coverage::Complete),
+            "each call once"
+        );
+        // The scan stops after so many calls of the range, matching or not.
+        let (us, coverage) = stats(query(Some("US"), 10, 1_006)).await;
+        let next_ms = base + 5_001;
+        assert_eq!((us.calls, coverage), (1, Coverage::Scanned { next_ms }));
+        let (us, coverage) = stats(query(Some("US"), 10, 1_000)).await;
+        let next_ms = base + 500; // de1000's, its pair de1001 not read either
+        assert_eq!((us.calls, coverage), (0, Coverage::Scanned { next_ms }));
+        assert!(coverage.truncated());
     }
 }

@@ -23,8 +23,9 @@
 //! `webhook:event:{id}` string per delivery, and `webhook:dead` (a list of
 //! deliveries that ran out of attempts).
 //!
-//! Text conversations (see `TextStore`) keep `text:conversation:{key}`
-//! (string: the open conversation's id), `text:active` (sorted set: keys
+//! Text conversations (see `TextStore`) keep `{text:active}:conversation:{key}`
+//! (string: the open conversation's id; `{key}` is `{channel}:{hash}`, the
+//! hash keyed by the deployment's phone-hash salt when it has one), `text:active` (sorted set: keys
 //! by last message), `{text:active}:ending` (sorted set: ends closed but
 //! not yet recorded, by when each is due), `{text:active}:ending:tries`
 //! and `{text:active}:ending:claims` (hashes: failed attempts, and who is

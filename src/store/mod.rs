@@ -51,7 +51,7 @@ pub use call::{
 };
 pub use call_change::{CallChange, RequestNote};
 pub use call_stats::{
-    BadSegment, CallStats, CallStatsBuilder, DirectionCounts, OutcomeCounts, Percentiles,
+    BadSegment, CallStats, CallStatsBuilder, Coverage, DirectionCounts, OutcomeCounts, Percentiles,
     SegmentFilter, StatsQuery, StatusCounts, gather_call_stats,
 };
 pub use call_status::CallStatus;

@@ -94,6 +94,21 @@ impl PhoneHasher {
             .map(|b| format!("{b:02x}"))
             .collect()
     }
+
+    /// The HMAC-SHA-256 of `parts` under the salt, each part followed by a
+    /// newline, after `domain` and a newline (so that what is keyed for
+    /// one use never equals what is keyed for another, e.g. a text
+    /// conversation's participants and a number's hash).
+    pub fn keyed(&self, domain: &str, parts: &[&str]) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(domain.as_bytes());
+        ctx.update(b"\n");
+        for part in parts {
+            ctx.update(part.as_bytes());
+            ctx.update(b"\n");
+        }
+        ctx.sign()
+    }
 }
 
 impl std::fmt::Debug for PhoneHasher {

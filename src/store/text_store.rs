@@ -83,9 +83,17 @@ pub(crate) fn claim_holder(entry: &str, now_ms: u64) -> Option<&str> {
 pub trait TextStore: Send + Sync {
     /// The id of the conversation open for `key` (`candidate` when none
     /// was, which opens it); its last message is now `now_ms`.
+    ///
+    /// When none is open for `key` but one is for `legacy` (the unsalted
+    /// key of a conversation opened before the deployment's keys were
+    /// salted), that one is moved to `key`, in the same step, and its id
+    /// returned: the legacy key is gone from the store, as a key and from
+    /// the idle set. One open for `key` wins over one for `legacy` (which
+    /// is then left to the idle sweep).
     async fn open_text_conversation(
         &self,
         key: &str,
+        legacy: Option<&str>,
         candidate: &str,
         now_ms: u64,
     ) -> Result<String, StoreError>;

@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::config::TextSection;
-use super::ends::{END_CLAIM_TTL, EndMetrics, MAX_END_ATTEMPTS, retry_delay};
+use super::ends::{EndMetrics, MAX_END_ATTEMPTS, Since, new_claim, retry_delay};
 use super::history::{context_of, latest};
-use super::key::ConversationKey;
+use super::key::{Channel, ConversationKey};
 use super::path::text_path;
 use super::reply::{Reply, TextEvent};
 use super::tap::TextTap;
@@ -22,7 +22,7 @@ use crate::pipeline::{
     SessionSetup, new_session_id,
 };
 use crate::store::time::unix_ms;
-use crate::store::{CallChange, EndClaim, StoreError, TextEnd};
+use crate::store::{CallChange, StoreError, TextEnd};
 
 /// How many idle conversations one sweep closes at most, and how many
 /// pending ends it records at most.
@@ -145,6 +145,14 @@ impl TextConversations {
         &self.runtime
     }
 
+    /// The key of the conversation between `participants` on `channel`:
+    /// keyed with the deployment's phone-hash salt when it has one (the
+    /// runtime's [`phone_hasher`](AgentRuntime::phone_hasher)), else
+    /// unsalted. See [`ConversationKey::keyed`].
+    pub fn key(&self, channel: Channel, participants: &[&str]) -> ConversationKey {
+        ConversationKey::keyed(channel, participants, self.runtime.phone_hasher())
+    }
+
     /// Answers `inbound`, streaming what happens to `events` (the last
     /// event is [`TextEvent::Done`], sent as soon as the answer is
     /// complete). Returns once the turns are written (or the write wait is
@@ -177,8 +185,11 @@ impl TextConversations {
         };
         let store = self.runtime.store();
         let key = inbound.key.as_str();
+        // A conversation opened before the keys were salted is moved to
+        // its salted key by its first message since.
+        let legacy = inbound.key.legacy();
         let call_id = store
-            .open_text_conversation(key, &new_session_id(), unix_ms())
+            .open_text_conversation(key, legacy, &new_session_id(), unix_ms())
             .await?;
         let mut setup = self.base.clone();
         setup.session_id = call_id.as_str().into();
@@ -231,7 +242,8 @@ impl TextConversations {
             let _gone = events.send(TextEvent::Done(reply.clone()));
         }
         memory.detached();
-        if let Err(err) = store.open_text_conversation(key, &call_id, unix_ms()).await {
+        let noted = store.open_text_conversation(key, None, &call_id, unix_ms());
+        if let Err(err) = noted.await {
             tracing::warn!(call_id, error = %err, "cannot note the conversation's last message");
         }
         if memory.finished(WRITE_WAIT).await.is_none() {
@@ -424,10 +436,17 @@ impl TextConversations {
 
     /// Ends `key`'s conversation now, whatever its last message (a
     /// terminal chat that is over): completed with `reason`, its after-call
-    /// hooks queued. False when no conversation was open.
+    /// hooks queued. False when no conversation was open (under `key`, or
+    /// its legacy unsalted key).
     pub async fn finish(&self, key: &ConversationKey, reason: &str) -> Result<bool, StoreError> {
-        self.end(key.as_str(), u64::MAX, Since::new(unix_ms()), reason)
-            .await
+        let clock = Since::new(unix_ms());
+        if self.end(key.as_str(), u64::MAX, clock, reason).await? {
+            return Ok(true);
+        }
+        match key.legacy() {
+            Some(legacy) => self.end(legacy, u64::MAX, clock, reason).await,
+            None => Ok(false),
+        }
     }
 
     /// Closes `key`'s conversation if it is idle since `before_ms` (the
@@ -545,52 +564,5 @@ impl TextConversations {
             () = shutdown => {}
             () = sweeping => {}
         }
-    }
-}
-
-/// A claim for one attempt at recording an end: its owner is unique to
-/// the attempt, so no other attempt (another server's sweep, or this
-/// one's) takes it for its own.
-fn new_claim() -> EndClaim {
-    EndClaim {
-        owner: new_session_id(),
-        ttl_ms: END_CLAIM_TTL.as_millis() as u64,
-    }
-}
-
-/// A sweep's time, Unix ms, moving on with the clock from when it was
-/// taken: what "now" is at any point of the sweep (the wall clock when
-/// the sweep was given it; paused time moves it in tests).
-#[derive(Debug, Clone, Copy)]
-struct Since {
-    ms: u64,
-    taken: tokio::time::Instant,
-}
-
-impl Since {
-    fn new(ms: u64) -> Self {
-        Since {
-            ms,
-            taken: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Unix ms now.
-    fn now_ms(&self) -> u64 {
-        let elapsed = u64::try_from(self.taken.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.ms.saturating_add(elapsed)
-    }
-}
-
-#[cfg(test)]
-mod since_tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_sweeps_time_moves_on_with_the_clock() {
-        let since = Since::new(1_000);
-        assert_eq!(since.now_ms(), 1_000);
-        tokio::time::sleep(Duration::from_secs(90)).await;
-        assert_eq!(since.now_ms(), 91_000);
     }
 }

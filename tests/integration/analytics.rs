@@ -245,6 +245,7 @@ async fn analytics_add_up_the_calls_of_a_range(backend: &str, redis_url: &str) {
     assert_eq!(all["calls"], 3);
     assert_eq!(all["capped"], false);
     assert_eq!(all["truncated"], false);
+    assert_eq!(all["scan_capped"], false);
     let by_status = all["by_status"].as_object().unwrap();
     assert_eq!(by_status.len(), CallStatus::ALL.len(), "{by_status:?}");
     assert_eq!(by_status["completed"], 2);

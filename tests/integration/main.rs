@@ -74,6 +74,7 @@ mod stt_services;
 mod tactics_bounds;
 mod text_end_claims;
 mod text_ends;
+mod text_keys;
 mod text_sessions;
 mod tts_cartesia;
 mod tts_services;

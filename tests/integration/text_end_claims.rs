@@ -23,7 +23,10 @@ async fn claims_on_ends_hold_one_at_a_time(kept: Kept) {
     let mut ends = Vec::new();
     for (call, at_ms) in [("c1", 100), ("c2", 500), ("c3", 100)] {
         let key = format!("chat:{call}");
-        store.open_text_conversation(&key, call, 0).await.unwrap();
+        store
+            .open_text_conversation(&key, None, call, 0)
+            .await
+            .unwrap();
         store
             .close_text_conversation(&key, 0, "idle_timeout", at_ms, &lapsed())
             .await
@@ -117,7 +120,7 @@ async fn a_lapsed_claims_attempt_still_counts(kept: &Kept) {
     let [sweeper, _] = kept.sweepers();
     let store = Arc::clone(sweeper.runtime().store());
     store
-        .open_text_conversation("chat:c9", "c9", 0)
+        .open_text_conversation("chat:c9", None, "c9", 0)
         .await
         .unwrap();
     store
@@ -212,7 +215,10 @@ async fn pending_end(kept: &Kept, call: &str, at_ms: u64) -> TextEnd {
     let [sweeper, _] = kept.sweepers();
     let store = sweeper.runtime().store();
     let key = format!("chat:{call}");
-    store.open_text_conversation(&key, call, 0).await.unwrap();
+    store
+        .open_text_conversation(&key, None, call, 0)
+        .await
+        .unwrap();
     store
         .close_text_conversation(&key, 0, "idle_timeout", at_ms, &lapsed())
         .await

@@ -169,7 +169,7 @@ async fn two_sweeps_at_once_record_each_end_once(kept: Kept) {
         let key = format!("chat:at-once-{n}");
         let id = format!("at-once-{n:02}");
         store
-            .open_text_conversation(&key, &id, 1_000)
+            .open_text_conversation(&key, None, &id, 1_000)
             .await
             .unwrap();
         let closed = store
@@ -232,7 +232,7 @@ async fn ends_that_always_fail_hold_back_no_newer_end(kept: Kept) {
     for n in 0..BROKEN {
         let id = format!("broken-{n:03}");
         store
-            .open_text_conversation(&format!("chat:broken-{n}"), &id, 1_000)
+            .open_text_conversation(&format!("chat:broken-{n}"), None, &id, 1_000)
             .await
             .unwrap();
         kept.break_call(&id).await;
@@ -240,7 +240,7 @@ async fn ends_that_always_fail_hold_back_no_newer_end(kept: Kept) {
     let t1 = 1_000 + idle_ms;
     assert_eq!(sweeper.sweep(t1).await.unwrap(), 0, "every end fails");
     store
-        .open_text_conversation("chat:late", "late", t1)
+        .open_text_conversation("chat:late", None, "late", t1)
         .await
         .unwrap();
     kept.break_call("late").await;

@@ -13,10 +13,10 @@ use support::fake::openai::{FakeOpenAi, Part, Reply, text_answer};
 use support::fake::twilio_rest::FakeTwilioRest;
 use support::redis_server::RedisServer;
 use support::server::{Setup, TestServer};
-use support::text::{AUTH_TOKEN, MESSAGING_URL, config, env, pipeline_toml, runtime};
+use support::text::{AUTH_TOKEN, MESSAGING_URL, config, env, pipeline_toml, runtime, salted_key};
 use tokio::sync::Notify;
 use voxpipe::store::CallStatus;
-use voxpipe::text::{Channel, ConversationKey};
+use voxpipe::text::Channel;
 
 const USER: &str = "whatsapp:+15551230001";
 const AGENT: &str = "whatsapp:+15557650002";
@@ -79,7 +79,7 @@ impl Rig {
     /// The stored transcript of the conversation open between USER and
     /// AGENT: (role, text) pairs.
     async fn transcript(&self, store: &Arc<dyn voxpipe::store::Store>) -> Vec<(String, String)> {
-        let key = ConversationKey::new(Channel::WhatsApp, &[USER, AGENT]);
+        let key = salted_key(Channel::WhatsApp, &[USER, AGENT]);
         let mut redis = self.redis.client().await;
         let id: String = redis
             .get(format!("{{text:active}}:conversation:{}", key.as_str()))
@@ -264,7 +264,7 @@ async fn a_message_the_store_failed_to_answer_is_taken_again_when_twilio_retries
 
     // The conversation's transcript cannot be read (a real Redis error:
     // its key holds the wrong type).
-    let key = ConversationKey::new(Channel::WhatsApp, &[USER, AGENT]);
+    let key = salted_key(Channel::WhatsApp, &[USER, AGENT]);
     let mut redis = rig.redis.client().await;
     let id: String = redis
         .get(format!("{{text:active}}:conversation:{}", key.as_str()))
@@ -427,7 +427,7 @@ async fn bad_webhooks_are_refused_and_odd_messages_answered() {
     );
     assert_eq!(transcript[4].1, "Still there?");
     assert!(transcript[5].1.starts_with("Sorry, I can't answer"));
-    let key = ConversationKey::new(Channel::WhatsApp, &[USER, AGENT]);
+    let key = salted_key(Channel::WhatsApp, &[USER, AGENT]);
     let mut redis = rig.redis.client().await;
     let id: String = redis
         .get(format!("{{text:active}}:conversation:{}", key.as_str()))

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use voxpipe::agent::AgentRuntime;
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline_file::{PipelineConfig, parse_pipeline};
+use voxpipe::store::PhoneHasher;
+use voxpipe::text::{Channel, ConversationKey};
 
 use super::fake::openai::FakeOpenAi;
 use super::fake::twilio_rest::ACCOUNT_SID;
@@ -66,6 +68,17 @@ api_open = true
 "#,
         base = openai.base_url,
         tool = openai.tool_url("price"),
+    )
+}
+
+/// The key the server of [`pipeline_toml`] keeps the conversation between
+/// `participants` on `channel` under: keyed with its phone-hash salt, the
+/// auth token.
+pub fn salted_key(channel: Channel, participants: &[&str]) -> ConversationKey {
+    ConversationKey::keyed(
+        channel,
+        participants,
+        Some(&PhoneHasher::new(AUTH_TOKEN.as_bytes())),
     )
 }
 

@@ -35,28 +35,47 @@ impl TextStore for MemoryStore {
     async fn open_text_conversation(
         &self,
         key: &str,
+        legacy: Option<&str>,
         candidate: &str,
         now_ms: u64,
     ) -> Result<String, StoreError> {
-        let mapping = self.settings.keys.text_conversation(key);
-        let active = self.settings.keys.text_active();
+        let keys = &self.settings.keys;
+        let mapping = keys.text_conversation(key);
+        let active = keys.text_active();
+        let legacy = legacy
+            .filter(|legacy| *legacy != key)
+            .map(|legacy| (legacy, keys.text_conversation(legacy)));
         self.write(|ks, now| {
-            let mut ops = vec![Op::ZAdd {
+            let mut ops = Vec::new();
+            let open = ks.string(&mapping, now).map(str::to_owned);
+            let id = match (open, &legacy) {
+                (Some(id), _) => id,
+                (None, legacy) => {
+                    let moved = legacy.as_ref().and_then(|(member, legacy_mapping)| {
+                        let id = ks.string(legacy_mapping, now)?.to_owned();
+                        ops.push(Op::Del {
+                            key: legacy_mapping.clone(),
+                        });
+                        ops.push(Op::ZRem {
+                            key: active.clone(),
+                            member: (*member).to_owned(),
+                        });
+                        Some(id)
+                    });
+                    let id = moved.unwrap_or_else(|| candidate.to_owned());
+                    ops.push(Op::Set {
+                        key: mapping.clone(),
+                        value: id.clone(),
+                        expires_at_ms: None,
+                    });
+                    id
+                }
+            };
+            ops.push(Op::ZAdd {
                 key: active.clone(),
                 member: key.to_owned(),
                 score: now_ms,
-            }];
-            let id = match ks.string(&mapping, now) {
-                Some(id) => id.to_owned(),
-                None => {
-                    ops.push(Op::Set {
-                        key: mapping.clone(),
-                        value: candidate.to_owned(),
-                        expires_at_ms: None,
-                    });
-                    candidate.to_owned()
-                }
-            };
+            });
             (ops, id)
         })
     }
@@ -315,12 +334,12 @@ mod tests {
     async fn a_conversation_stays_open_until_idle_and_closes_once() {
         let store = MemoryStore::new(StoreSettings::default());
         let id = store
-            .open_text_conversation("sms:k", "c1", 1_000)
+            .open_text_conversation("sms:k", None, "c1", 1_000)
             .await
             .unwrap();
         assert_eq!(id, "c1");
         let again = store
-            .open_text_conversation("sms:k", "c2", 2_000)
+            .open_text_conversation("sms:k", None, "c2", 2_000)
             .await
             .unwrap();
         assert_eq!(again, "c1");
@@ -372,7 +391,7 @@ mod tests {
             None
         );
         let next = store
-            .open_text_conversation("sms:k", "c3", 3_000)
+            .open_text_conversation("sms:k", None, "c3", 3_000)
             .await
             .unwrap();
         assert_eq!(next, "c3");
@@ -382,7 +401,10 @@ mod tests {
     /// server gone), as `{call}`.
     async fn pending_end(store: &MemoryStore, call: &str, at_ms: u64) -> TextEnd {
         let key = format!("chat:{call}");
-        store.open_text_conversation(&key, call, 0).await.unwrap();
+        store
+            .open_text_conversation(&key, None, call, 0)
+            .await
+            .unwrap();
         let gone = EndClaim {
             owner: "gone".into(),
             ttl_ms: 0,

@@ -251,13 +251,24 @@ return 0
 });
 
 /// The text conversation open for a key, opening `candidate` when none is;
-/// its last message is now.
-/// KEYS: `{text:active}:conversation:{key}`, `text:active`. ARGV: key, candidate id,
-/// now ms. Returns the open conversation's id.
+/// its last message is now. One open for the legacy (unsalted) key, when
+/// given and none is open for the key, is moved to the key.
+/// KEYS: `{text:active}:conversation:{key}`, `text:active`, and
+/// `{text:active}:conversation:{legacy}` if there is a legacy key. ARGV:
+/// key, candidate id, now ms, legacy key (if any). Returns the open
+/// conversation's id.
 pub(super) static OPEN_TEXT_CONVERSATION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local id = redis.call('GET', KEYS[1])
+if id == false and KEYS[3] then
+  id = redis.call('GET', KEYS[3])
+  if id ~= false then
+    redis.call('SET', KEYS[1], id)
+    redis.call('DEL', KEYS[3])
+    redis.call('ZREM', KEYS[2], ARGV[4])
+  end
+end
 if id == false then
   id = ARGV[2]
   redis.call('SET', KEYS[1], id)

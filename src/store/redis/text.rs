@@ -20,19 +20,22 @@ impl TextStore for RedisStore {
     async fn open_text_conversation(
         &self,
         key: &str,
+        legacy: Option<&str>,
         candidate: &str,
         now_ms: u64,
     ) -> Result<String, StoreError> {
         let keys = &self.settings.keys;
-        self.invoke(
-            OPEN_TEXT_CONVERSATION
-                .key(keys.text_conversation(key))
-                .key(keys.text_active())
-                .arg(key)
-                .arg(candidate)
-                .arg(now_ms),
-        )
-        .await
+        let mut invocation = OPEN_TEXT_CONVERSATION.prepare_invoke();
+        invocation
+            .key(keys.text_conversation(key))
+            .key(keys.text_active())
+            .arg(key)
+            .arg(candidate)
+            .arg(now_ms);
+        if let Some(legacy) = legacy.filter(|legacy| *legacy != key) {
+            invocation.key(keys.text_conversation(legacy)).arg(legacy);
+        }
+        self.invoke(&invocation).await
     }
 
     async fn idle_text_conversations(
