@@ -622,7 +622,11 @@ impl AgentRuntime {
         // Then their leases' keepers, which forget the leases of calls
         // whose end is written.
         let leases = std::mem::take(&mut *self.leases.lock().unwrap_or_else(|e| e.into_inner()));
-        let left = limit.saturating_sub(started.elapsed());
+        // A keeper whose call's end waits in the turn spool keeps its lease
+        // long after: not waited for past a few seconds.
+        let left = limit
+            .saturating_sub(started.elapsed())
+            .min(Duration::from_secs(5));
         let _leases_done = tokio::time::timeout(left, futures_util::future::join_all(leases)).await;
         self.writers
             .lock()

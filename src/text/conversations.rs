@@ -118,6 +118,18 @@ impl TextConversations {
         if path.is_empty() {
             return Err(TextError::NoTextPath);
         }
+        // Said at start: processes of one deployment that disagree (an auth
+        // token set on one, not on another) key one conversation two ways,
+        // and split it.
+        if runtime.phone_hasher().is_some() {
+            tracing::info!(
+                "text conversation keys are salted with the deployment's phone-hash salt"
+            );
+        } else {
+            tracing::warn!(
+                "text conversation keys are unsalted hashes of the participants: set [outbound] phone_hash_salt_env (or the Twilio auth token) on every process of the deployment"
+            );
+        }
         Ok(TextConversations {
             path,
             base,

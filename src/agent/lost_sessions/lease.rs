@@ -20,11 +20,18 @@
 //!   have landed just after the writer's);
 //! - the end left in the turn spool: renews the lease only while it is
 //!   still held, until the replayer (here, or in the next process on this
-//!   disk) has written the end and forgotten it; a sweep meanwhile would
-//!   end the call without the spooled turns;
-//! - steps given up (no spool, or its disk failed), or a writer gone
-//!   without a report: leaves the lease to fall due, so the call is still
-//!   ended, `session_lost`, and evaluated on what was stored.
+//!   disk) has written the end and forgotten it, for at most
+//!   [`SPOOLED_LIMIT`]; a sweep meanwhile would end the call without the
+//!   spooled turns;
+//! - a step given up (no spool, or its disk failed; the end, perhaps): the
+//!   writer's last step may have forgotten the lease all the same, so it
+//!   notes it once more and leaves it to fall due, so the call is still
+//!   ended, `session_lost`, and evaluated on what was stored (a call its
+//!   writer ended only has its work queued again);
+//! - a writer gone without a report: leaves the lease to fall due.
+//!
+//! `drain_writers` waits for the keepers (at most a few seconds: one whose
+//! end waits in the spool renews on).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +47,11 @@ use crate::store::{LostSessionCheck, Store, StoreError};
 pub(super) const RENEW_RETRY: Duration = Duration::from_secs(2);
 /// Tries to forget a lease once its writer has stopped.
 const FORGET_TRIES: u32 = 3;
+/// How long a lease whose call's end waits in the turn spool is renewed:
+/// the replayer writes it within seconds of the store's return, so one
+/// still held after this (its file set aside as unreadable, or no
+/// replayer running) is left to fall due and end the call.
+const SPOOLED_LIMIT: Duration = Duration::from_secs(600);
 
 /// The writer's last after-call step: the call's end is written, so its
 /// session's lease is done.
@@ -48,10 +60,16 @@ pub(crate) struct ForgetLease;
 
 #[async_trait]
 impl AfterCall for ForgetLease {
+    /// Never fails: hooks are retried together, and a lease not forgotten
+    /// must not queue the evaluation again (nor count against a text end's
+    /// attempts). One left is forgotten by its keeper, or found by a sweep
+    /// on an ended call, which only queues the work again, harmlessly.
     async fn queue(&self, store: &dyn Store, call_id: &str) -> Result<(), StoreError> {
-        store
-            .lost_session_checked(&LostSessionCheck::lease(call_id))
-            .await
+        let lease = LostSessionCheck::lease(call_id);
+        if let Err(err) = store.lost_session_checked(&lease).await {
+            tracing::warn!(call_id, error = %err, "cannot forget the session's lease now");
+        }
+        Ok(())
     }
 }
 
@@ -106,16 +124,34 @@ impl LeaseKeeper {
             Some(WriteReport {
                 unwritten, spooled, ..
             }) if unwritten.is_empty() && spooled.is_empty() => self.forget(call_id, period).await,
-            Some(WriteReport { spooled, .. }) if !spooled.is_empty() => loop {
-                match self.renew(call_id, true, period, &mut failing).await {
-                    Some(false) => return,
-                    Some(true) => tokio::time::sleep(period).await,
-                    None => tokio::time::sleep(RENEW_RETRY).await,
+            Some(WriteReport { spooled, .. }) if !spooled.is_empty() => {
+                let until = Instant::now() + SPOOLED_LIMIT;
+                while Instant::now() < until {
+                    match self.renew(call_id, true, period, &mut failing).await {
+                        Some(false) => return,
+                        Some(true) => tokio::time::sleep(period).await,
+                        None => tokio::time::sleep(RENEW_RETRY).await,
+                    }
                 }
-            },
-            _ => tracing::warn!(
+                tracing::warn!(
+                    call_id,
+                    "the call's end still waits in the turn spool: its lease is left to end it"
+                );
+            }
+            Some(_) => {
+                // A step was given up: perhaps the end. The writer's last
+                // step may have forgotten the lease all the same, so it is
+                // noted once more, to fall due and end the call if nobody
+                // did (a call ended only has its work queued again).
+                let _ = self.renew(call_id, false, period, &mut failing).await;
+                tracing::warn!(
+                    call_id,
+                    "steps of the call were not written: its lease is left to end it"
+                );
+            }
+            None => tracing::warn!(
                 call_id,
-                "the call's end was not written: its lease is left to end it"
+                "the call's writer stopped without a report: its lease is left to end it"
             ),
         }
     }

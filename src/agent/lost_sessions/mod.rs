@@ -61,13 +61,15 @@ pub const SESSION_LOST: &str = "session_lost";
 /// queueing its work takes, short enough that a check whose sweeper died
 /// is not late by much.
 const LEASE: Duration = Duration::from_secs(60);
-/// The longest a sweeper sleeps between looks.
-const MAX_WAIT: Duration = Duration::from_secs(30);
+/// The longest a sweeper sleeps between looks: short enough that any
+/// store outage long enough to keep a live session from renewing its lease
+/// (two thirds of the grace, at least 20 s) is met by one of its looks.
+const MAX_WAIT: Duration = Duration::from_secs(10);
 /// How long a sweeper waits after the store failed.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Checks claimed at once.
 const PAGE: usize = 100;
-/// How long after its own store error a sweeper ends no lease: a store
+/// How long after the store was out of reach a sweeper claims nothing: a store
 /// that every process lost (a Redis restart, a failover) let no session
 /// renew its lease, and the keepers, trying every
 /// [`lease::RENEW_RETRY`], renew within this once it is back.
@@ -153,16 +155,21 @@ impl LostSessionSweeper {
         self.grace
     }
 
-    fn note_store_failure(&self) {
-        *self.store_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    /// Notes `err`, if it says the store is out of reach (not a refusal
+    /// of one command): no lease is ended for [`LEASE_SLACK`].
+    fn note_store_failure(&self, err: &StoreError) {
+        if err.is_transient() {
+            *self.store_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
     }
 
-    /// Whether the store failed this sweeper within [`LEASE_SLACK`].
-    fn store_failed_lately(&self) -> bool {
-        self.store_failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|at| at.elapsed() < LEASE_SLACK)
+    /// What is left of the [`LEASE_SLACK`] since the store last failed
+    /// this sweeper, if any.
+    fn slack_left(&self) -> Option<Duration> {
+        let failed = *self.store_failed.lock().unwrap_or_else(|e| e.into_inner());
+        failed
+            .map(|at| LEASE_SLACK.saturating_sub(at.elapsed()))
+            .filter(|left| !left.is_zero())
     }
 
     /// The same, with `clock` for the wall clock.
@@ -189,10 +196,9 @@ impl LostSessionSweeper {
     /// Ends `check`'s call (`session_lost`) if it is still not ended, and
     /// queues its after-call work. A final status's call is ended as of
     /// its time; a lease's as of its last renewal (a grace before it fell
-    /// due). `claimed_until` is the end of the claim that gave `check`: a
-    /// lease whose due time is no longer that was renewed since (its
-    /// session is alive) and is kept, and so is any lease while the store
-    /// failed this sweeper lately ([`LEASE_SLACK`]). A call ended meanwhile
+    /// due, by this sweeper's grace). `claimed_until` is the end of the
+    /// claim that gave `check`: a lease whose due time is no longer that
+    /// was renewed since (its session is alive) and is kept. A call ended meanwhile
     /// (its session was alive after all) is left alone, but for a lease:
     /// its writer forgets the lease only once the after-call work is
     /// queued, so a lease left on an ended call may mean that work was not
@@ -209,9 +215,7 @@ impl LostSessionSweeper {
     ) -> Result<LostSessionOutcome, StoreError> {
         let lease = check.source == LostSessionSource::Lease;
         let at_ms = if lease {
-            if self.store_failed_lately()
-                || self.store.lost_session_due(check).await? != Some(claimed_until)
-            {
+            if self.store.lost_session_due(check).await? != Some(claimed_until) {
                 return Ok(LostSessionOutcome::Kept);
             }
             check.at_ms.saturating_sub(millis(self.grace))
@@ -252,8 +256,12 @@ impl LostSessionSweeper {
     /// claimed again once its lease ends; the error is returned once the
     /// rest is done. One whose record cannot be read is logged and forgotten. A
     /// page whose lease is half spent is left there, its remaining checks
-    /// to be claimed again once the lease ends.
+    /// to be claimed again once the lease ends. Within [`LEASE_SLACK`] of
+    /// a store error it claims nothing.
     pub async fn end_due(&self, now_ms: u64) -> Result<usize, StoreError> {
+        if self.slack_left().is_some() {
+            return Ok(0);
+        }
         let store = &self.store;
         let mut ended = 0;
         let mut failed = None;
@@ -266,7 +274,8 @@ impl LostSessionSweeper {
             let claimed_until = page_now.saturating_add(millis(LEASE));
             let checks = store
                 .claim_lost_sessions(page_now, millis(LEASE), PAGE)
-                .await?;
+                .await
+                .inspect_err(|err| self.note_store_failure(err))?;
             let claimed = Instant::now();
             for (done, check) in checks.iter().enumerate() {
                 if claimed.elapsed() >= LEASE / 2 {
@@ -290,8 +299,8 @@ impl LostSessionSweeper {
                         tracing::error!(call_id = check.call_id, error = %err, "cannot end a call whose session was lost, for good; its check is dropped");
                         true
                     }
+                    // One call's trouble: the others go on.
                     Err(err) => {
-                        self.note_store_failure();
                         tracing::warn!(call_id = check.call_id, error = %err, "cannot end a call whose session was lost; tried again after its lease");
                         failed = Some(err);
                         false
@@ -312,7 +321,7 @@ impl LostSessionSweeper {
 
     /// Sweeps until `stop` resolves: at start (a server that restarted
     /// finds the checks it or another left), then whenever the next check
-    /// is due, a check is noted here, or 30 s have passed. A sweep
+    /// is due, a check is noted here, or [`MAX_WAIT`] has passed. A sweep
     /// cut by `stop` leaves its claimed checks to their lease.
     pub async fn run(&self, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
@@ -328,16 +337,18 @@ impl LostSessionSweeper {
                         }
                     }
                     Err(err) => {
-                        self.note_store_failure();
                         tracing::warn!(error = %err, "lost sessions not swept; tried again");
                         return RETRY_AFTER;
                     }
+                }
+                if let Some(left) = self.slack_left() {
+                    return left;
                 }
                 match self.store.next_lost_session_due().await {
                     Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms())),
                     Ok(None) => MAX_WAIT,
                     Err(err) => {
-                        self.note_store_failure();
+                        self.note_store_failure(&err);
                         tracing::warn!(error = %err, "cannot read when the next lost session is due");
                         RETRY_AFTER
                     }

@@ -210,13 +210,16 @@ fn running_writer() -> (
     tokio::sync::watch::channel(WriterStatus::default())
 }
 
-/// The writer stops with `report`; having written the end and the
-/// after-call work when nothing is left over, as a writer does.
+/// The writer stops with `report`, having written the end when nothing
+/// is left over, and having run its last after-call step (which forgets
+/// the lease) unless its end waits in the spool, as a writer does; with
+/// `forget: false`, the step's write lost (a store blip).
 async fn stop_writer(
     store: &Arc<dyn Store>,
     writer: &tokio::sync::watch::Sender<WriterStatus>,
     call_id: &str,
     report: WriteReport,
+    forget: bool,
 ) {
     if report.unwritten.is_empty() && report.spooled.is_empty() {
         let ended = crate::store::CallChange::Ended {
@@ -224,6 +227,8 @@ async fn stop_writer(
             at_ms: unix_ms(),
         };
         store.update_call(call_id, &ended).await.unwrap();
+    }
+    if forget && report.spooled.is_empty() {
         ForgetLease.queue(&**store, call_id).await.unwrap();
     }
     writer.send_modify(|status| status.done = Some(report));
@@ -250,9 +255,10 @@ async fn a_live_session_is_never_ended_and_its_lease_goes_with_its_writer() {
     assert_eq!(call.ended_at, None, "a live call ended");
     let due = lease_due(&store, "live");
     assert!(due.is_some_and(|due| due > (sweeper.clock)()), "{due:?}");
-    // Its writer writes the end and stops: the lease is gone, and no more
-    // work is queued than the writer's own.
-    stop_writer(&store, &writer, "live", WriteReport::default()).await;
+    // Its writer writes the end and stops (its own forgetting lost): the
+    // keeper forgets the lease, and no more work is queued than the
+    // writer's own.
+    stop_writer(&store, &writer, "live", WriteReport::default(), false).await;
     lease.await.unwrap();
     assert_eq!(lease_due(&store, "live"), None);
     tokio::time::sleep(GRACE * 2).await;
@@ -349,7 +355,7 @@ async fn a_store_outage_longer_than_the_grace_ends_no_live_call() {
     // Every process lost the store for longer than the grace: no renewal
     // landed, and the sweeper's own sweeps failed.
     let due = lease_due(&store, "through").unwrap();
-    sweeper.note_store_failure();
+    sweeper.note_store_failure(&StoreError::Timeout(Duration::from_secs(2)));
     // Back, the sweeper's first sweep finds the lease due, before the
     // keeper's retry renewed it: it keeps it.
     assert_eq!(sweeper.end_due(due + 1).await.unwrap(), 0);
@@ -369,10 +375,10 @@ async fn a_writer_that_left_its_end_in_the_spool_keeps_the_lease_until_the_repla
         spooled: vec!["turn 3".into()],
         ..WriteReport::default()
     };
-    stop_writer(&store, &writer, "spooled", report).await;
-    // Renewed on, however long the store takes to come back...
+    stop_writer(&store, &writer, "spooled", report, true).await;
+    // Renewed on while the store takes its time to come back...
     let sweeping = sweep(&sweeper);
-    tokio::time::sleep(GRACE * 4).await;
+    tokio::time::sleep(GRACE * 2).await;
     assert!(!lease.is_finished());
     let call = store.call("spooled").await.unwrap().unwrap();
     assert_eq!(call.ended_at, None, "ended before the replay");
@@ -395,8 +401,11 @@ async fn a_writer_that_gave_up_leaves_its_lease_to_end_the_call() {
         unwritten: vec!["call status change Ended".into()],
         ..WriteReport::default()
     };
-    stop_writer(&store, &writer, "given-up", report).await;
+    // Its last step ran all the same, forgetting the lease: the keeper
+    // notes it once more.
+    stop_writer(&store, &writer, "given-up", report, true).await;
     lease.await.unwrap();
+    assert!(lease_due(&store, "given-up").is_some());
     let sweeping = sweep(&sweeper);
     tokio::time::sleep(GRACE + LEASE).await;
     let call = store.call("given-up").await.unwrap().unwrap();
@@ -449,4 +458,27 @@ fn a_lease_and_a_final_status_are_told_apart_by_their_members() {
         );
     }
     assert_eq!(LostSessionCheck::from_member("no time", 1), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spooled_end_never_replayed_is_ended_by_its_lease_in_the_end() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    inbound_started(&store, "set-aside").await;
+    let sweeper = process(&store);
+    let (writer, done) = running_writer();
+    let lease = sweeper.keep_lease("set-aside".into(), done);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = WriteReport {
+        spooled: vec!["call status change Ended".into()],
+        ..WriteReport::default()
+    };
+    stop_writer(&store, &writer, "set-aside", report, true).await;
+    // No replayer ever writes it (its file set aside as unreadable): the
+    // keeper gives up renewing, and the lease ends the call.
+    lease.await.unwrap();
+    let sweeping = sweep(&sweeper);
+    tokio::time::sleep(GRACE + LEASE).await;
+    let call = store.call("set-aside").await.unwrap().unwrap();
+    assert_eq!(call.end_reason.as_deref(), Some(SESSION_LOST));
+    sweeping.abort();
 }

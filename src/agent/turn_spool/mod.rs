@@ -34,11 +34,14 @@
 //!
 //! A pass takes the files of all the owner directories it may replay in
 //! one order, oldest first by the time in their names (when their writer
-//! first needed them), whichever process wrote them: a text conversation's
-//! earlier message before its next one. It ends at the first store error,
-//! and when the disk does not answer one piece of work (a listing, a read,
-//! a write or a removal) within 5 s; until that work has
-//! finished, no pass starts. Steps are written in the writer's order. Creating a call that exists,
+//! started), whichever process wrote them: a text conversation's earlier
+//! message before its next one (a file that must wait, its writer still
+//! flushing or its record busy, does not hold back the call's later files
+//! in that pass). It ends at the first store-wide error, and when the disk
+//! does not answer one piece of work (a listing, a read, a write or a
+//! removal) within 5 s; until that work has finished, no pass of this
+//! process starts (another process may lock the stopped owners' files
+//! once this pass has let them go). Steps are written in the writer's order. Creating a call that exists,
 //! a status change and the after-call hooks are idempotent in the store. A
 //! turn carries the index its writer gave it or would have given it; the
 //! store appends a turn only at its index, and a position already taken
@@ -263,12 +266,15 @@ impl TurnSpool {
         &self.dir
     }
 
-    /// A new writer's file (not created yet), owned by it until
-    /// [`Self::release`] or [`Self::discard`].
-    pub fn entry(&self) -> SpoolEntry {
+    /// A new file (not created yet) for the writer started at
+    /// `started_ms`, owned by it until [`Self::release`] or
+    /// [`Self::discard`]. Named by that time, so that the replayer takes a
+    /// conversation's writers in the order they started, whichever first
+    /// needed the spool.
+    pub fn entry(&self, started_ms: u64) -> SpoolEntry {
         let name = format!(
             "{:013}-{:016x}.json",
-            crate::store::time::unix_ms(),
+            started_ms,
             crate::random::random_u64()
         );
         lock(&self.live).insert(name.clone());
@@ -353,10 +359,17 @@ fn write_atomically(path: &Path, call: &SpooledCall) -> Result<(), SpoolError> {
     // into the next one's file.
     let tmp = path.with_extension(format!("{:016x}.tmp", crate::random::random_u64()));
     let body = serde_json::to_vec(call)?;
-    let mut file = private_file(&tmp).map_err(io_error(&tmp))?;
-    file.write_all(&body).map_err(io_error(&tmp))?;
-    file.sync_all().map_err(io_error(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_error(path))?;
+    let written = (|| {
+        let mut file = private_file(&tmp).map_err(io_error(&tmp))?;
+        file.write_all(&body).map_err(io_error(&tmp))?;
+        file.sync_all().map_err(io_error(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io_error(path))
+    })();
+    if written.is_err() {
+        // A full disk must not fill up with one temporary file a try.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     if let Some(dir) = path.parent() {
         sync_dir(dir);
     }

@@ -89,7 +89,7 @@ fn spool(dir: &Path) -> Arc<TurnSpool> {
 
 /// `call` kept by a writer that has then stopped.
 fn left_by_a_writer(spool: &TurnSpool, call: &SpooledCall) -> SpoolEntry {
-    let entry = spool.entry();
+    let entry = spool.entry(crate::store::time::unix_ms());
     spool.keep(&entry, call).unwrap();
     spool.release(&entry);
     entry
@@ -106,7 +106,7 @@ async fn a_call_is_replayed_only_once_its_writer_lets_it_go() {
     let spool = spool(dir.path());
     let store = MemoryStore::new(StoreSettings::default());
     let (hook, hooks) = hooks();
-    let entry = spool.entry();
+    let entry = spool.entry(crate::store::time::unix_ms());
     spool.keep(&entry, &whole_call("call-1")).unwrap();
 
     let live = spool.replay(&store, &hooks).await;
@@ -221,7 +221,7 @@ async fn two_writers_of_one_call_keep_a_file_each() {
     second.steps = vec![SpooledStep::Turn {
         turn: interaction(2, "second writer's turn"),
     }];
-    let live = spool.entry();
+    let live = spool.entry(crate::store::time::unix_ms());
     spool.keep(&live, &second).unwrap();
     let store = MemoryStore::new(StoreSettings::default());
     let (_, hooks) = hooks();
@@ -340,7 +340,7 @@ fn files_and_directories_are_their_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let spool = spool(&dir.path().join("spool"));
-    let entry = spool.entry();
+    let entry = spool.entry(crate::store::time::unix_ms());
     spool.keep(&entry, &whole_call("call-10")).unwrap();
     let own = spool.own_dir().unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -202,6 +202,7 @@ pub fn spawn_writer(
     let call_id: Arc<str> = record.call_id.as_str().into();
     let writer = Writer {
         store,
+        started_ms: unix_ms(),
         call_id: Arc::clone(&call_id),
         settings,
         steps: VecDeque::from([Step::new(Action::Create(Box::new(record)))]),
@@ -250,6 +251,8 @@ impl Step {
 
 struct Writer {
     store: Arc<dyn Store>,
+    /// When it started (its spool file's name: the replay's order).
+    started_ms: u64,
     call_id: Arc<str>,
     settings: WriterSettings,
     steps: VecDeque<Step>,

@@ -91,7 +91,7 @@ impl Writer {
         let count = call.steps.len();
         let entry = self
             .spool_entry
-            .get_or_insert_with(|| spool.entry())
+            .get_or_insert_with(|| spool.entry(self.started_ms))
             .clone();
         // Off the workers the calls' audio runs on, and bounded: a disk that
         // hangs must not hold the writer past its flush time.
