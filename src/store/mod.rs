@@ -24,6 +24,7 @@ mod error;
 mod interaction;
 mod keys;
 mod learned;
+mod lost_session_store;
 mod memory;
 mod outbound_call;
 mod phone_hash;
@@ -42,8 +43,8 @@ pub mod time;
 pub use self::redis::RedisStore;
 pub use api::{
     Appended, CallStore, CampaignStore, DEAD_LETTERS_MAX, Enqueued, JobDelivery, JobQueue,
-    LostSessionCheck, LostSessionSource, LostSessionStore, NumberLimitStore, Outbox, OutboxEntry,
-    PromptHistoryStore, RefinementStore, SkillStore, Store, StreamTokenStore, TestCaseStore,
+    NumberLimitStore, Outbox, OutboxEntry, PromptHistoryStore, RefinementStore, SkillStore, Store,
+    StreamTokenStore, TestCaseStore,
 };
 pub use call::{
     CallDirection, CallRecord, Evaluation, Extraction, Outcome, SEGMENT_PART_RULE, Segment,
@@ -63,6 +64,7 @@ pub use error::StoreError;
 pub use interaction::Interaction;
 pub use keys::Keys;
 pub use learned::{Learned, LearnedPair};
+pub use lost_session_store::{LostSessionCheck, LostSessionSource, LostSessionStore};
 pub use memory::MemoryStore;
 pub use outbound_call::{CampaignAttempt, OutboundCall, TwilioReport};
 pub use phone_hash::{MissingSalt, PhoneHasher, PhoneSalt};
