@@ -210,6 +210,29 @@ fn running_writer() -> (
     tokio::sync::watch::channel(WriterStatus::default())
 }
 
+/// A live inbound call on the embedded store whose session's lease
+/// `sweeper`'s process keeps, its writer still running.
+struct Leased {
+    store: Arc<dyn Store>,
+    sweeper: Arc<LostSessionSweeper>,
+    writer: tokio::sync::watch::Sender<WriterStatus>,
+    lease: tokio::task::JoinHandle<()>,
+}
+
+async fn leased(call_id: &str) -> Leased {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    inbound_started(&store, call_id).await;
+    let sweeper = process(&store);
+    let (writer, done) = running_writer();
+    let lease = sweeper.keep_lease(call_id.into(), done);
+    Leased {
+        store,
+        sweeper,
+        writer,
+        lease,
+    }
+}
+
 /// The writer stops with `report`, having written the end when nothing
 /// is left over, and having run its last after-call step (which forgets
 /// the lease) unless its end waits in the spool, as a writer does; with
@@ -243,11 +266,12 @@ fn lease_due(store: &Arc<dyn Store>, call_id: &str) -> Option<u64> {
 
 #[tokio::test(start_paused = true)]
 async fn a_live_session_is_never_ended_and_its_lease_goes_with_its_writer() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
-    inbound_started(&store, "live").await;
-    let sweeper = process(&store);
-    let (writer, done) = running_writer();
-    let lease = sweeper.keep_lease("live".into(), done);
+    let Leased {
+        store,
+        sweeper,
+        writer,
+        lease,
+    } = leased("live").await;
     let sweeping = sweep(&sweeper);
     // However long the call goes on, its lease is renewed before it is due.
     tokio::time::sleep(GRACE * 10).await;
@@ -317,11 +341,12 @@ async fn a_session_whose_process_stopped_is_ended_as_of_its_last_renewal() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lease_renewed_after_a_sweeper_claimed_it_ends_nothing_and_stays() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
-    inbound_started(&store, "slow").await;
-    let sweeper = process(&store);
-    let (_writer, done) = running_writer();
-    let _lease = sweeper.keep_lease("slow".into(), done);
+    let Leased {
+        store,
+        sweeper,
+        writer: _writer,
+        lease: _lease,
+    } = leased("slow").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     // A sweeper whose clock runs a grace ahead claims the lease...
     let ahead = (sweeper.clock)() + millis(GRACE);
@@ -365,11 +390,12 @@ async fn a_store_outage_longer_than_the_grace_ends_no_live_call() {
 
 #[tokio::test(start_paused = true)]
 async fn a_writer_that_left_its_end_in_the_spool_keeps_the_lease_until_the_replay() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
-    inbound_started(&store, "spooled").await;
-    let sweeper = process(&store);
-    let (writer, done) = running_writer();
-    let lease = sweeper.keep_lease("spooled".into(), done);
+    let Leased {
+        store,
+        sweeper,
+        writer,
+        lease,
+    } = leased("spooled").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = WriteReport {
         spooled: vec!["turn 3".into()],
@@ -391,11 +417,12 @@ async fn a_writer_that_left_its_end_in_the_spool_keeps_the_lease_until_the_repla
 
 #[tokio::test(start_paused = true)]
 async fn a_writer_that_gave_up_leaves_its_lease_to_end_the_call() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
-    inbound_started(&store, "given-up").await;
-    let sweeper = process(&store);
-    let (writer, done) = running_writer();
-    let lease = sweeper.keep_lease("given-up".into(), done);
+    let Leased {
+        store,
+        sweeper,
+        writer,
+        lease,
+    } = leased("given-up").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = WriteReport {
         unwritten: vec!["call status change Ended".into()],
@@ -462,11 +489,12 @@ fn a_lease_and_a_final_status_are_told_apart_by_their_members() {
 
 #[tokio::test(start_paused = true)]
 async fn a_spooled_end_never_replayed_is_ended_by_its_lease_in_the_end() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
-    inbound_started(&store, "set-aside").await;
-    let sweeper = process(&store);
-    let (writer, done) = running_writer();
-    let lease = sweeper.keep_lease("set-aside".into(), done);
+    let Leased {
+        store,
+        sweeper,
+        writer,
+        lease,
+    } = leased("set-aside").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = WriteReport {
         spooled: vec!["call status change Ended".into()],
