@@ -109,7 +109,10 @@ fn a_call_whose_process_stopped_is_ended_by_the_next_process() {
 
 #[tokio::test]
 async fn a_session_that_ends_forgets_its_lease_and_a_text_message_keeps_none() {
-    let config = pipeline("");
+    // The embedded store in a file (another process may read it after this
+    // one): a store only in this process's memory keeps no lease.
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(&format!("path = {:?}\n", dir.path().join("context.jsonl")));
     let runtime = config
         .agent_runtime(&EnvSource::Fixed(Arc::default()))
         .unwrap();
@@ -155,4 +158,27 @@ async fn a_session_that_ends_forgets_its_lease_and_a_text_message_keeps_none() {
     assert_eq!(sweeper.end_due(u64::MAX / 2).await.unwrap(), 0);
     let call = store.call("text").await.unwrap().unwrap();
     assert_eq!(call.ended_at, None);
+}
+
+#[tokio::test]
+async fn a_store_only_in_this_process_keeps_no_lease() {
+    let config = pipeline("");
+    let runtime = config
+        .agent_runtime(&EnvSource::Fixed(Arc::default()))
+        .unwrap();
+    let store = Arc::clone(runtime.store());
+    let voice = runtime
+        .open_session(&config.session_setup("voice"), "twilio")
+        .await;
+    voice.started();
+    voice.record_turn(Arc::new(turn(0, Role::User, "Hi", 0)));
+    let mut progress = voice.progress();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        progress.wait_for(|s| s.turns_written == 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(store.next_lost_session_due().await.unwrap(), None);
 }

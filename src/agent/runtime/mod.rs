@@ -55,6 +55,9 @@ pub struct AgentRuntime {
     lost_sessions: Arc<LostSessionSweeper>,
     /// The lease keepers of this runtime's sessions.
     leases: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Whether voice sessions keep leases: not in a store that lives and
+    /// dies with this process.
+    keeps_leases: bool,
 }
 
 impl std::fmt::Debug for AgentRuntime {
@@ -301,7 +304,9 @@ impl AgentRuntime {
         let mut writer = section.writer_settings(store.identity());
         // A store in this process's memory never fails for a while, and no
         // other process could hold its data: nothing to spool or replay.
-        if store.backend() == "memory" && section.path.is_none() {
+        // Nor a lease: it would die with the process it is to outlive.
+        let in_process = store.backend() == "memory" && section.path.is_none();
+        if in_process {
             writer.spool = None;
         }
         // With an evaluation job the webhook waits for its outcome and
@@ -335,6 +340,7 @@ impl AgentRuntime {
             optimiser_metrics: None,
             lost_sessions,
             leases: Mutex::new(Vec::new()),
+            keeps_leases: !in_process,
         }
     }
 

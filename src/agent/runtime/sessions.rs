@@ -38,7 +38,8 @@ impl AgentRuntime {
     /// The session keeps a lease in the store while its writer runs: if
     /// its process stops mid-call, another process's sweep ends the call
     /// once `[context] lost_session_grace_secs` has passed (see
-    /// [`LostSessionSweeper`]).
+    /// [`LostSessionSweeper`](crate::agent::LostSessionSweeper)); not in an
+    /// embedded store without a file, which dies with the process.
     pub async fn open_session(&self, setup: &SessionSetup, transport: &str) -> SessionMemory {
         self.open(setup, transport, true).await
     }
@@ -86,7 +87,7 @@ impl AgentRuntime {
         );
         record.prompt_source = Some(prompt.source());
         let (recorder, done) = spawn_writer(Arc::clone(&self.store), record, self.writer.clone());
-        if leased {
+        if leased && self.keeps_leases {
             let call_id = recorder.call_id().to_owned();
             let lease = self.lost_sessions.keep_lease(call_id, done.clone());
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
