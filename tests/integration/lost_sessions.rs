@@ -16,7 +16,7 @@ use support::processors::registry;
 use support::redis_server::RedisServer;
 use support::turns::turn;
 use support::wait::eventually;
-use voxpipe::agent::SESSION_LOST;
+use voxpipe::agent::{SESSION_LOST, SessionMemory};
 use voxpipe::conversation::Role;
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline_file::{PipelineConfig, parse_pipeline};
@@ -50,6 +50,20 @@ async fn lease_noted(store: &Arc<dyn Store>) -> bool {
     .await
 }
 
+/// The session starts and the user says `text`: back once it is written.
+async fn says_one_turn(memory: &SessionMemory, text: &str) {
+    memory.started();
+    memory.record_turn(Arc::new(turn(0, Role::User, text, 0)));
+    let mut progress = memory.progress();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        progress.wait_for(|s| s.turns_written == 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+}
+
 #[test]
 fn a_call_whose_process_stopped_is_ended_by_the_next_process() {
     let redis = RedisServer::start();
@@ -63,16 +77,7 @@ fn a_call_whose_process_stopped_is_ended_by_the_next_process() {
             let runtime = config.agent_runtime(&env).unwrap();
             let setup = config.session_setup("call-lost");
             let memory = runtime.open_session(&setup, "twilio").await;
-            memory.started();
-            memory.record_turn(Arc::new(turn(0, Role::User, "Hello?", 0)));
-            let mut progress = memory.progress();
-            tokio::time::timeout(
-                Duration::from_secs(10),
-                progress.wait_for(|s| s.turns_written == 1),
-            )
-            .await
-            .unwrap()
-            .unwrap();
+            says_one_turn(&memory, "Hello?").await;
             assert!(lease_noted(runtime.store()).await, "no lease in Redis");
             (runtime, memory)
         });
@@ -135,16 +140,7 @@ async fn a_session_that_ends_forgets_its_lease_and_a_text_message_keeps_none() {
     let text = runtime
         .open_text_session(&config.session_setup("text"), "sms")
         .await;
-    text.started();
-    text.record_turn(Arc::new(turn(0, Role::User, "Hi", 0)));
-    let mut progress = text.progress();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        progress.wait_for(|s| s.turns_written == 1),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    says_one_turn(&text, "Hi").await;
     assert_eq!(
         store.next_lost_session_due().await.unwrap(),
         None,
@@ -170,15 +166,6 @@ async fn a_store_only_in_this_process_keeps_no_lease() {
     let voice = runtime
         .open_session(&config.session_setup("voice"), "twilio")
         .await;
-    voice.started();
-    voice.record_turn(Arc::new(turn(0, Role::User, "Hi", 0)));
-    let mut progress = voice.progress();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        progress.wait_for(|s| s.turns_written == 1),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    says_one_turn(&voice, "Hi").await;
     assert_eq!(store.next_lost_session_due().await.unwrap(), None);
 }

@@ -150,11 +150,6 @@ impl LostSessionSweeper {
         self.leases.keep(call_id, done)
     }
 
-    /// How long a session's lease lasts unrenewed.
-    pub fn grace(&self) -> Duration {
-        self.grace
-    }
-
     /// Notes `err`, if it says the store is out of reach (not a refusal
     /// of one command): no lease is ended for [`LEASE_SLACK`].
     fn note_store_failure(&self, err: &StoreError) {

@@ -415,29 +415,36 @@ async fn a_writer_that_left_its_end_in_the_spool_keeps_the_lease_until_the_repla
     sweeping.abort();
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_writer_that_gave_up_leaves_its_lease_to_end_the_call() {
+/// `call_id`'s writer stops with `report` (its last step run, when its
+/// end is not in the spool); its keeper stops too, the lease left to fall
+/// due: once it does, the sweep ends the call.
+async fn left_to_end_the_call(call_id: &str, report: WriteReport) {
     let Leased {
         store,
         sweeper,
         writer,
         lease,
-    } = leased("given-up").await;
+    } = leased(call_id).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_writer(&store, &writer, call_id, report, true).await;
+    lease.await.unwrap();
+    assert!(lease_due(&store, call_id).is_some(), "no lease left");
+    let sweeping = sweep(&sweeper);
+    tokio::time::sleep(GRACE + LEASE).await;
+    let call = store.call(call_id).await.unwrap().unwrap();
+    assert_eq!(call.end_reason.as_deref(), Some(SESSION_LOST));
+    sweeping.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_writer_that_gave_up_leaves_its_lease_to_end_the_call() {
+    // Its last step ran all the same, forgetting the lease: the keeper
+    // notes it once more.
     let report = WriteReport {
         unwritten: vec!["call status change Ended".into()],
         ..WriteReport::default()
     };
-    // Its last step ran all the same, forgetting the lease: the keeper
-    // notes it once more.
-    stop_writer(&store, &writer, "given-up", report, true).await;
-    lease.await.unwrap();
-    assert!(lease_due(&store, "given-up").is_some());
-    let sweeping = sweep(&sweeper);
-    tokio::time::sleep(GRACE + LEASE).await;
-    let call = store.call("given-up").await.unwrap().unwrap();
-    assert_eq!(call.end_reason.as_deref(), Some(SESSION_LOST));
-    sweeping.abort();
+    left_to_end_the_call("given-up", report).await;
 }
 
 #[tokio::test]
@@ -489,24 +496,11 @@ fn a_lease_and_a_final_status_are_told_apart_by_their_members() {
 
 #[tokio::test(start_paused = true)]
 async fn a_spooled_end_never_replayed_is_ended_by_its_lease_in_the_end() {
-    let Leased {
-        store,
-        sweeper,
-        writer,
-        lease,
-    } = leased("set-aside").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // No replayer ever writes it (its file set aside as unreadable): the
+    // keeper gives up renewing.
     let report = WriteReport {
         spooled: vec!["call status change Ended".into()],
         ..WriteReport::default()
     };
-    stop_writer(&store, &writer, "set-aside", report, true).await;
-    // No replayer ever writes it (its file set aside as unreadable): the
-    // keeper gives up renewing, and the lease ends the call.
-    lease.await.unwrap();
-    let sweeping = sweep(&sweeper);
-    tokio::time::sleep(GRACE + LEASE).await;
-    let call = store.call("set-aside").await.unwrap().unwrap();
-    assert_eq!(call.end_reason.as_deref(), Some(SESSION_LOST));
-    sweeping.abort();
+    left_to_end_the_call("set-aside", report).await;
 }
