@@ -277,15 +277,26 @@ async fn a_restarted_connection_carries_the_same_session_on() {
         "it outlived the first connection"
     );
 
-    // An offer naming a call that is not live starts a new one.
+    // An offer naming the live call by its id (which logs, the store and
+    // webhooks carry), not by its pc_id, cannot take it over: it starts a
+    // new call, as any name no live call has does.
+    let call_id = sessions[0].session_id.to_string();
+    assert_ne!(call_id, pc_id);
     let (stranger, offer) = ClientPeer::offer().await.unwrap();
     let offer = OfferRequest {
-        pc_id: Some("nobody".into()),
+        pc_id: Some(call_id.clone()),
+        restart_pc: Some(true),
         ..offer
     };
     let (stranger, answer, _) = connected_client(&server.url(""), offer, stranger).await;
-    assert_ne!(answer.pc_id, "nobody");
+    assert_ne!(answer.pc_id, call_id);
+    assert_ne!(answer.pc_id, pc_id);
     assert_eq!(server.sessions.all().len(), 2);
+    assert_eq!(
+        server.sessions.all()[0].end_reason,
+        None,
+        "the call goes on"
+    );
 
     second.close().await;
     stranger.close().await;
@@ -322,6 +333,37 @@ async fn trickled_candidates_reach_the_call_and_bad_ones_are_refused() {
     let unknown = json!({"pc_id": "nobody", "candidates": []});
     assert_eq!(patch_offer(&base, &unknown).await, 404);
     assert_eq!(patch_offer(&base, &json!({"candidates": []})).await, 400);
+
+    // A passive TCP candidate would have the server dial its address: it
+    // is ignored (this server's candidates are UDP).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tcp = json!([{
+        "candidate": format!("candidate:9 1 tcp 1518280447 127.0.0.1 {port} typ host tcptype passive"),
+        "sdp_mid": "0",
+        "sdp_mline_index": 0
+    }]);
+    assert_eq!(patch_offer(&base, &patch(tcp)).await, 200);
+    let dialled = tokio::time::timeout(Duration::from_millis(500), listener.accept()).await;
+    assert!(
+        dialled.is_err(),
+        "the server dialled a page's TCP candidate"
+    );
+
+    // A connection takes a bounded number of candidates.
+    let many = |first: usize| -> serde_json::Value {
+        (first..first + 64)
+            .map(|i| {
+                json!({
+                    "candidate": format!("candidate:{i} 1 udp 2130706431 127.0.0.1 {} typ host", 20_000 + i),
+                    "sdp_mid": "0",
+                    "sdp_mline_index": 0
+                })
+            })
+            .collect()
+    };
+    assert_eq!(patch_offer(&base, &patch(many(0))).await, 200);
+    assert_eq!(patch_offer(&base, &patch(many(64))).await, 400, "over 128");
     client.close().await;
     server.sessions.ended(1, WAIT).await;
 }

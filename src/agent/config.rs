@@ -264,7 +264,10 @@ mod tests {
         for braced in ["{acme}:", "acme{", "ac}me:"] {
             let refused =
                 toml::from_str::<ContextSection>(&format!("prefix = {braced:?}")).unwrap_err();
-            assert!(refused.to_string().contains("has a brace"), "{braced}: {refused}");
+            assert!(
+                refused.to_string().contains("has a brace"),
+                "{braced}: {refused}"
+            );
         }
     }
 

@@ -58,8 +58,9 @@ pub struct WebRtcSection {
     /// The most an answer waits for candidate gathering to complete.
     #[serde(default = "default_gather_timeout")]
     pub gather_timeout_ms: GatherTimeout,
-    /// A call that receives nothing for this long ends, in seconds (1 to
-    /// 86400).
+    /// A call that receives nothing usable (audio that decodes, a
+    /// data-channel message that parses) for this long ends, in seconds (1
+    /// to 86400).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: Seconds<1000>,
     /// Whether connections use multicast DNS.
@@ -162,6 +163,20 @@ pub struct IceServerConfig {
     /// a day, one hour by default.
     #[serde(default = "default_credential_ttl")]
     pub credential_ttl_secs: Seconds<60_000>,
+}
+
+impl IceServerConfig {
+    /// Whether the entry's credential keys fit its servers, whatever the
+    /// environment holds: a TURN server needs `username` and one of
+    /// `credential_env` or `secret_env`, and no entry may set both.
+    pub fn credentials_fit(&self) -> bool {
+        let is_turn = self.urls.iter().any(IceUrl::is_turn);
+        match (&self.username, &self.credential_env, &self.secret_env) {
+            (_, Some(_), Some(_)) => false,
+            (Some(_), Some(_), None) | (Some(_), None, Some(_)) => true,
+            _ => !is_turn,
+        }
+    }
 }
 
 fn default_credential_ttl() -> Seconds<60_000> {

@@ -17,6 +17,7 @@ use crate::processors::{ParallelFactory, ProcessorRegistry};
 use crate::services::llm::tools::ToolRegistry;
 
 use super::config::{PipelineConfig, Sections};
+use super::section_checks::section_problems;
 
 /// Reads `path`, applies `overrides`, and validates the result against
 /// `registry`. The file is validated as written first, so that its errors
@@ -102,12 +103,28 @@ pub fn load_and_probe(
     overrides: &[Override],
     registry: &ProcessorRegistry,
 ) -> Result<PipelineConfig, ConfigErrors> {
-    let (config, text) = load_text(path, overrides, registry)?;
-    let Ok(root) = DeTable::parse(&text) else {
-        return Ok(config);
+    // The file as written first, so that its problems name its own lines;
+    // then with the overrides, whose problems are blamed on them (the
+    // rewritten text's lines are not the file's).
+    let text = read_text(path)?;
+    let written = parse_pipeline(path, &text, registry)?;
+    probe(path, &text, &written)?;
+    if overrides.is_empty() {
+        return Ok(written);
+    }
+    let (config, changed) = with_overrides(path, text, overrides, registry)?;
+    probe(path, &changed, &config).map_err(|errors| blame_overrides(errors, overrides))?;
+    Ok(config)
+}
+
+/// Builds each processor of `config` (read from `text`) once, as every
+/// session will: what cannot be built, blamed on its key.
+fn probe(path: &Path, text: &str, config: &PipelineConfig) -> Result<(), ConfigErrors> {
+    let Ok(root) = DeTable::parse(text) else {
+        return Ok(());
     };
     let lookup = root.get_ref();
-    let errors = Errors { path, text: &text };
+    let errors = Errors { path, text };
     let setup = config.session_setup("check");
     if config.context.skills.is_some() {
         // An LLM may name search_context, which the agent runtime serves.
@@ -128,7 +145,7 @@ pub fn load_and_probe(
         found.push(errors.key_error(offset, key, problem));
     }
     if found.is_empty() {
-        Ok(config)
+        Ok(())
     } else {
         Err(ConfigErrors(found))
     }
@@ -201,22 +218,10 @@ pub fn parse_pipeline(
                 .ok()
         });
 
-    // `[learning]` embeds with `[context.skills]`.
-    if let Some(sections) = &sections
-        && let Some(learning) = &sections.learning
-        && let Err(problem) = learning.check(sections.context.skills.is_some())
-    {
-        let at = key_offset(&lookup, problem.key);
-        found.push(errors.key_error(at, problem.key.to_owned(), problem.message));
-    }
-    // A call's lost-session end waits for a live writer's last retries.
-    if let Some(sections) = &sections
-        && let Some(outbound) = &sections.outbound
-        && let Some(message) =
-            outbound.grace_problem(sections.context.flush_timeout_secs.duration())
-    {
-        let key = "outbound.lost_session_grace_secs";
-        found.push(errors.key_error(key_offset(&lookup, key), key.to_owned(), message));
+    // What the start would refuse across sections.
+    for problem in sections.iter().flat_map(section_problems) {
+        let at = key_offset(&lookup, &problem.key);
+        found.push(errors.key_error(at, problem.key, problem.message));
     }
     if let Some(sections) = &sections
         && let Some((key, message)) = opening_problem(&sections.pipeline, &processors)

@@ -11,6 +11,7 @@
 
 mod config;
 mod load;
+mod section_checks;
 
 pub use config::PipelineConfig;
 pub use load::{load_and_probe, load_pipeline, parse_pipeline, parse_pipeline_with_overrides};

@@ -25,9 +25,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 
-/// Descriptors kept free for what is not a client connection: sessions'
-/// provider sockets, files, the store.
+/// Descriptors kept free for what is not a client connection and not a
+/// session's: the store, the spool, logs, the runtime.
 const FD_RESERVE: usize = 64;
+
+/// Descriptors a session may hold besides its client connection: its
+/// speech-to-text, LLM and TTS sockets, a recording or spool file.
+const FDS_PER_SESSION: usize = 4;
 
 /// A connection idle less than this is never closed to make room: it is
 /// in use (a call's stream reads every 20 ms).
@@ -111,11 +115,26 @@ pub(crate) struct BoundedListener {
 }
 
 impl BoundedListener {
-    /// `listener`, keeping at most `max` connections (and no more than the
-    /// open-file limit allows), each closed after `idle` without a byte.
-    pub(crate) fn new(listener: TcpListener, max: usize, idle: Duration) -> Self {
+    /// `listener`, keeping at most `max` connections, each closed after
+    /// `idle` without a byte, and no more than the open-file limit allows
+    /// beside `sessions` sessions' own descriptors (see
+    /// [`raise_open_file_limit`]).
+    pub(crate) fn new(listener: TcpListener, max: usize, idle: Duration, sessions: usize) -> Self {
         let max = match open_file_limit() {
-            Some(limit) => max.min(limit.saturating_sub(FD_RESERVE).max(1)),
+            Some(limit) => {
+                let reserve = FD_RESERVE.saturating_add(sessions.saturating_mul(FDS_PER_SESSION));
+                let room = limit.saturating_sub(reserve).max(1);
+                if room < max.min(sessions) {
+                    tracing::warn!(
+                        open_file_limit = limit,
+                        connections = room,
+                        max_sessions = sessions,
+                        "the open-file limit leaves room for fewer connections than sessions: \
+                         raise it (ulimit -n) or lower [server] max_sessions"
+                    );
+                }
+                max.min(room)
+            }
             None => max,
         };
         BoundedListener {
@@ -202,11 +221,31 @@ fn is_connection_error(err: &io::Error) -> bool {
     )
 }
 
-/// The soft limit on open files, where the system says.
+/// The soft limit on open files; `None` when there is none.
 fn open_file_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+    let current = rustix::process::getrlimit(rustix::process::Resource::Nofile).current?;
+    Some(usize::try_from(current).unwrap_or(usize::MAX))
+}
+
+/// Raises the soft limit on open files to the hard one, as servers do: the
+/// soft limit is often 1,024 where the hard one is far higher, and every
+/// client connection and each session's provider sockets take one.
+pub(crate) fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::debug!(from = ?limit.current, to = ?limit.maximum, "open-file limit raised")
+        }
+        Err(err) => tracing::debug!(error = %err, "the open-file limit cannot be raised"),
+    }
 }
 
 /// A connection the registry tracks: closed when idle too long or evicted.
@@ -371,7 +410,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut listener = BoundedListener::new(tcp, 10, Duration::from_millis(300));
+        let mut listener = BoundedListener::new(tcp, 10, Duration::from_millis(300), 0);
         let (mut io, mut client) = pair(&mut listener).await;
         client.write_all(b"GET / HT").await.unwrap();
         let mut buf = [0u8; 16];
@@ -385,7 +424,7 @@ mod tests {
     #[tokio::test]
     async fn at_the_cap_the_idlest_connection_makes_room() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut listener = BoundedListener::new(tcp, 1, Duration::from_secs(60));
+        let mut listener = BoundedListener::new(tcp, 1, Duration::from_secs(60), 0);
         let (mut idle, _client) = pair(&mut listener).await;
         tokio::time::sleep(EVICTABLE_AFTER + Duration::from_millis(100)).await;
         let (_fresh, _client2) = pair(&mut listener).await;

@@ -23,7 +23,7 @@ use crate::transport::webrtc::{WebRtcSettings, WebRtcSignalling};
 
 use super::admission::Admission;
 use super::api_access::ApiAccess;
-use super::connections::BoundedListener;
+use super::connections::{BoundedListener, raise_open_file_limit};
 use super::error::ServerError;
 use super::live_sessions::LiveSessions;
 use super::message_sender::MessageSender;
@@ -373,10 +373,12 @@ impl Server {
             );
         };
         let server = &self.state.config.server;
+        raise_open_file_limit();
         let listener = BoundedListener::new(
             listener,
             server.max_connections.get(),
             server.http_idle_timeout_secs.duration(),
+            server.max_sessions.get(),
         );
         tracing::debug!(max_connections = listener.max(), "connection cap");
         // Audio goes out as a small message every 20 ms: without

@@ -9,9 +9,9 @@
 //! `/start` was given (the offer's own `requestData` only when `/start`
 //! had none: a backend that called `/start` with the bearer key vouched
 //! for those, the browser cannot override them). Later offers and
-//! trickled candidates name the call's `pc_id`, which must be this
-//! session's; they go on working after the session's first-offer time is
-//! over, for as long as the call lasts.
+//! trickled candidates name the call's `pc_id` (from the answer), which
+//! must be this session's call's; they go on working after the session's
+//! first-offer time is over, for as long as the call lasts.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -45,11 +45,17 @@ pub(crate) async fn offer(
         Err(unread) => return unread.respond(&state),
     };
     if let Some(pc_id) = &request.pc_id {
-        if *pc_id != signed.id {
-            return not_this_session();
-        }
-        if let Some(answered) = reoffer(&state, &request).await {
-            return answered;
+        // A later offer: for this session's call only (a `pc_id` no live
+        // call has is a first offer, which the session's pending entry
+        // decides).
+        match state.webrtc.session_of(pc_id) {
+            Some(session) if *session == *signed.id => {
+                if let Some(answered) = reoffer(&state, &request).await {
+                    return answered;
+                }
+            }
+            Some(_) => return not_this_session(),
+            None => {}
         }
     }
     if signed.expired {
@@ -91,8 +97,11 @@ pub(crate) async fn patch(
         Ok(read) => read,
         Err(unread) => return unread.respond(&state),
     };
-    if request.pc_id != signed.id {
-        return not_this_session();
+    match state.webrtc.session_of(&request.pc_id) {
+        Some(session) if *session == *signed.id => {}
+        Some(_) => return not_this_session(),
+        // No live call here (another server's, or over): as on `/api/offer`.
+        None => return (StatusCode::NOT_FOUND, "no such peer connection").into_response(),
     }
     add_candidates(&state, request).await
 }

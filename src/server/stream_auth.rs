@@ -11,7 +11,9 @@
 //!   `start` must bring it back, for the call it names, unused and in
 //!   time, else the stream is closed before its session starts.
 //!
-//! A token is accepted once: by this server at once (`SeenTokens`), and,
+//! A call's stream is accepted once, whatever token it brings (a replayed
+//! voice webhook mints a fresh one for the same call): by this server at
+//! once (`SeenTokens`), and,
 //! when the pipeline keeps a context store, by every server sharing it
 //! (the store's `first_use_of_stream_token`, checked by the caller with
 //! the [`UsedToken`] the check returns). Should the store fail, the local
@@ -33,7 +35,7 @@ use crate::config::TwilioSection;
 use crate::outbound::CALL_ID_PARAMETER;
 use crate::transport::twilio::protocol::StreamStart;
 use crate::transport::twilio::stream_token::{
-    STREAM_TOKEN_PARAMETER, SeenTokens, StreamTokens, TokenError,
+    STREAM_TOKEN_PARAMETER, SeenTokens, StreamTokens, TokenError, remember_until,
 };
 
 use super::request::public_scheme;
@@ -51,17 +53,18 @@ pub(crate) struct StreamAuth {
 /// server accepts it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UsedToken {
-    /// A hash of what the token names (its expiry, account and call): one
-    /// token, one id, and no SIDs in the store's keys.
+    /// A hash of the account and the call the token names: one call, one
+    /// stream, and no SIDs in the store's keys.
     pub(crate) id: String,
-    /// When the token expires, in Unix seconds.
-    pub(crate) expires_at: u64,
+    /// Until when its use is remembered, in Unix seconds (see
+    /// `remember_until`).
+    pub(crate) remember_until: u64,
 }
 
 impl UsedToken {
-    /// How long the store must remember it: until it expires.
+    /// How long the store must remember it.
     pub(crate) fn ttl_ms(&self) -> u64 {
-        self.expires_at
+        self.remember_until
             .saturating_sub(unix_now())
             .saturating_add(1)
             .saturating_mul(1_000)
@@ -174,7 +177,7 @@ impl StreamAuth {
         }
         let used = UsedToken {
             id: claims.id(),
-            expires_at: claims.expires_at,
+            remember_until: remember_until(&claims, now),
         };
         Ok((proof, Some(used)))
     }

@@ -215,8 +215,9 @@ impl Keys {
         part_of(&self.text_active(), format_args!("ending:set_aside"))
     }
 
-    /// `stream:token:{id}`: a Twilio stream token already used (its id is a
-    /// hash of the token), until the token expires.
+    /// `stream:token:{id}`: a Twilio call whose stream started (its id is a
+    /// hash of the account and the call), for a day or until its token
+    /// expires.
     pub fn stream_token(&self, id: &str) -> String {
         self.key(format_args!("stream:token:{id}"))
     }

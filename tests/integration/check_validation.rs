@@ -127,3 +127,66 @@ fn every_shipped_pipeline_still_checks() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// What the start checks across sections (the dialler's, the agent's,
+/// WebRTC's), each blamed on its key by `check`, `run` and `serve` alike.
+#[test]
+fn what_the_start_would_refuse_across_sections_is_refused_at_load_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "[pipeline]\nname = \"x\"\n\n";
+    let cases = [
+        (
+            "outbound.toml",
+            format!("{head}[outbound]\nfrom = \"+15557654321\"\n"),
+            "4:2: key `outbound`: [outbound] needs `[server] public_host`",
+        ),
+        (
+            "turn.toml",
+            format!(
+                "{head}[transport.webrtc]\nice_servers = [{{ urls = [\"turn:t.example.com\"] }}]\n"
+            ),
+            "5:1: key `transport.webrtc.ice_servers`: entry 0: a TURN server needs `username`",
+        ),
+        (
+            "optimiser.toml",
+            format!("{head}[optimiser]\nenabled = true\n"),
+            "5:1: key `optimiser.enabled`: [optimiser] needs an enabled [evaluator]",
+        ),
+        (
+            "retries.toml",
+            format!("{head}[evaluator]\n[evaluator.connection]\nmax_retries = 11\n"),
+            "5:12: key `evaluator.connection`: connection.max_retries must be at most 10, not 11",
+        ),
+        (
+            "prefix.toml",
+            format!("{head}[context]\nprefix = \"{{acme}}:\"\n"),
+            "5:10: key `context.prefix`: \"{acme}:\" has a brace",
+        ),
+    ];
+    for (name, toml, expected) in cases {
+        let file = write(dir.path(), name, toml.as_bytes());
+        all_refuse(&file, &format!("{file}:{expected}"));
+    }
+}
+
+/// A processor an override makes unbuildable is blamed on the override,
+/// not on the file's line that the override replaced.
+#[test]
+fn a_processor_an_override_breaks_is_blamed_on_the_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let gain = write(
+        dir.path(),
+        "gain.toml",
+        b"[pipeline]\nname = \"x\"\n\n[[processor]]\ntype = \"gain\"\ngain_db = 3.0\n",
+    );
+    let output = voxpipe(&["check", &gain, "--set", "processor.0.gain_db=100"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(
+            "--set processor.0.gain_db=100: key `processor.0.gain_db`: gain_db must be between -60 and 40"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&format!("{gain}:6")), "{stderr}");
+}

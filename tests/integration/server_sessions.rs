@@ -85,11 +85,10 @@ async fn start_then_offer_on_the_session_path_runs_a_call_with_the_start_body() 
     let response = post_offer_to(&offer_url, &offer).await;
     assert_eq!(response.status(), 200);
     let answer: Answer = response.json().await.unwrap();
-    assert!(
-        session.starts_with(&format!("{}.", answer.pc_id)),
-        "the call is the session: {session} / {}",
-        answer.pc_id
-    );
+    // The call is the session; its pc_id is a capability apart from it.
+    let session_id = session.split('.').next().unwrap();
+    assert!(answer.pc_id.starts_with("pc-"), "{}", answer.pc_id);
+    assert_ne!(answer.pc_id, session_id);
     client.accept(&answer).await.unwrap();
     client.wait_connected(WAIT).await.unwrap();
 
@@ -101,7 +100,9 @@ async fn start_then_offer_on_the_session_path_runs_a_call_with_the_start_body() 
             .send()
     };
     assert_eq!(patch(&answer.pc_id).await.unwrap().status(), 200);
-    assert_eq!(patch("someone-else").await.unwrap().status(), 400);
+    assert_eq!(patch("someone-else").await.unwrap().status(), 404);
+    // The session's id names no connection: it is not a capability.
+    assert_eq!(patch(session_id).await.unwrap().status(), 404);
     let again = OfferRequest {
         pc_id: Some(answer.pc_id.clone()),
         ..renegotiation.clone()
@@ -115,7 +116,7 @@ async fn start_then_offer_on_the_session_path_runs_a_call_with_the_start_body() 
     client.close().await;
     let sessions = server.sessions.ended(1, WAIT).await;
     assert_eq!(sessions.len(), 1);
-    assert_eq!(sessions[0].session_id, answer.pc_id);
+    assert_eq!(sessions[0].session_id, session_id);
     assert_eq!(sessions[0].custom_parameters["user"], "ada");
     assert_eq!(sessions[0].custom_parameters["plan"], r#"{"tier":2}"#);
 }

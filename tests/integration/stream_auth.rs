@@ -85,6 +85,24 @@ async fn only_a_stream_with_its_calls_fresh_token_starts_a_session() {
     assert_eq!(record.close.as_ref().map(|c| c.0), Some(1000));
     let sessions = server.sessions.ended(1, WAIT).await;
     refused(&server, with_token(5, &token), "replayed").await;
+    // A fresh token for the same call (a signed voice webhook replayed
+    // later mints one, with a later expiry) opens no second stream.
+    let key = voxpipe::transport::twilio::stream_token::StreamTokenKey::from_auth_token(TOKEN);
+    let claims = key.verify(&token, 0).unwrap();
+    let fresh = key
+        .issue(
+            &config.account_sid,
+            &config.call_sid,
+            claims.expires_at + 60,
+        )
+        .unwrap();
+    assert_ne!(fresh, token);
+    refused(
+        &server,
+        with_token(5, &fresh),
+        "a fresh token for the same call",
+    )
+    .await;
 
     assert_eq!(
         server.sessions.all().len(),
@@ -101,7 +119,12 @@ async fn only_a_stream_with_its_calls_fresh_token_starts_a_session() {
         "replayed_stream_token",
     ] {
         let series = format!(r#"voxpipe_errors_total{{kind="{kind}",source="twilio"}}"#);
-        assert_eq!(server.metric(&series).await, 1.0, "{kind}");
+        let expected = if kind == "replayed_stream_token" {
+            2.0
+        } else {
+            1.0
+        };
+        assert_eq!(server.metric(&series).await, expected, "{kind}");
     }
 }
 

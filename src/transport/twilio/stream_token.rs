@@ -7,9 +7,10 @@
 //! issued for (the `CallSid` of a signed voice webhook, or the id of a call
 //! the server placed) and when it expires, and carries an HMAC-SHA256 of
 //! those under a key derived from the account's auth token: a client
-//! cannot make one, change what it names, or stretch its life. Each token
-//! is accepted once ([`SeenTokens`]), so a stream cannot be opened again
-//! with a token read from an earlier one.
+//! cannot make one, change what it names, or stretch its life. A call's
+//! stream is accepted once ([`SeenTokens`]), so a stream cannot be opened
+//! again with a token read from an earlier one, nor with a fresh one a
+//! replayed voice webhook got.
 //!
 //! ```text
 //! v1.<expiry unix secs>.<base64url account SID>.<base64url call id>.<base64url HMAC>
@@ -52,11 +53,13 @@ pub struct StreamClaims {
 }
 
 impl StreamClaims {
-    /// One token's id: the SHA-256 (base64url) of what it names. A token is
-    /// determined by its claims (the HMAC is of them), so two tokens with
-    /// the same id are the same token.
+    /// The id of the call's stream: the SHA-256 (base64url) of the account
+    /// and the call, not of the expiry. A call has one stream, and a
+    /// token minted again for it (a signed voice webhook replayed, which
+    /// Twilio's signature cannot tell from the first) has the same id, so
+    /// it opens none.
     pub fn id(&self) -> String {
-        let named = format!("{}.{}.{}", self.expires_at, self.account_sid, self.call_id);
+        let named = format!("{}.{}", self.account_sid, self.call_id);
         let digest = ring::digest::digest(&ring::digest::SHA256, named.as_bytes());
         BASE64URL.encode(digest.as_ref())
     }
@@ -190,25 +193,46 @@ fn is_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID
 }
 
-/// The tokens already used, each kept until it expires: a token opens one
-/// stream. Only valid tokens are kept, so its size is bounded by the calls
-/// the server answered within a token's life.
+/// How long a call's stream is remembered after it started, at least: as
+/// long as a Twilio call can last (`TimeLimit` is at most 24 hours), so
+/// that a replayed voice webhook's fresh token opens no second stream
+/// while the call may still be live. Past both this and its token's
+/// expiry a call is forgotten.
+pub const CALL_STREAM_MEMORY_SECS: u64 = 24 * 3600;
+
+/// Until when the use of `claims`' token at `now` must be remembered.
+pub fn remember_until(claims: &StreamClaims, now: u64) -> u64 {
+    claims
+        .expires_at
+        .max(now.saturating_add(CALL_STREAM_MEMORY_SECS))
+}
+
+/// The calls whose stream started here, each kept [`remember_until`]: a
+/// call opens one stream, whatever token it comes with. Only valid tokens
+/// are kept, so its size is bounded by the calls the server answered in a
+/// day.
 #[derive(Debug, Default)]
 pub struct SeenTokens {
     used: Mutex<HashMap<String, u64>>,
 }
 
 impl SeenTokens {
-    /// Records the use of the token `claims` came from at `now`; `false`
-    /// when it was used before.
+    /// Records the start of the stream of `claims`' call at `now`; `false`
+    /// when the call had one before.
     pub fn first_use(&self, claims: &StreamClaims, now: u64) -> bool {
         let key = claims.id();
         let mut used = self
             .used
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        used.retain(|_, expires_at| *expires_at > now);
-        used.insert(key, claims.expires_at).is_none()
+        used.retain(|_, until| *until > now);
+        match used.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(call) => {
+                call.insert(remember_until(claims, now));
+                true
+            }
+        }
     }
 }
 
@@ -257,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn a_token_is_used_once_and_forgotten_after_it_expires() {
+    fn a_call_opens_one_stream_whatever_its_token_and_is_forgotten_a_day_later() {
         let key = StreamTokenKey::from_auth_token("secret");
         let claims = key
             .verify(&key.issue(ACCOUNT, CALL, 100).unwrap(), 0)
@@ -265,14 +289,22 @@ mod tests {
         let seen = SeenTokens::default();
         assert!(seen.first_use(&claims, 10));
         assert!(!seen.first_use(&claims, 20));
-        let later = key
-            .verify(&key.issue(ACCOUNT, "CA2", 300).unwrap(), 200)
+        // A replayed voice webhook mints a token with a later expiry for
+        // the same call: it opens nothing either.
+        let replayed = key
+            .verify(&key.issue(ACCOUNT, CALL, 700).unwrap(), 600)
             .unwrap();
-        assert!(seen.first_use(&later, 200));
+        assert_ne!(replayed, claims);
+        assert!(!seen.first_use(&replayed, 600));
+        let day = CALL_STREAM_MEMORY_SECS;
+        let other = key
+            .verify(&key.issue(ACCOUNT, "CA2", day + 300).unwrap(), day + 20)
+            .unwrap();
+        assert!(seen.first_use(&other, day + 20));
         assert_eq!(
             seen.used.lock().unwrap().len(),
             1,
-            "the expired one is gone"
+            "the first call is forgotten a day after its stream started"
         );
     }
 }

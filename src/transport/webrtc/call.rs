@@ -28,6 +28,7 @@ use super::inbound::InboundAudio;
 use super::input::{Reader, WebRtcInput};
 use super::live_calls::Registration;
 use super::outbound::OutboundAudio;
+use super::pc_id::new_pc_id;
 use super::peer::{Connection, PeerEvents};
 use super::relay::{EventRelay, PageChannel, run_channel_writer};
 use super::settings::WebRtcSettings;
@@ -54,7 +55,7 @@ pub struct WebRtcCall {
 
 impl WebRtcCall {
     /// Answers a first offer with a new connection for the session
-    /// `session_id` (which becomes its `pc_id`), its pipeline running at
+    /// `session_id`, named by a fresh `pc_id`, its pipeline running at
     /// `sample_rate`, its traffic counted in `stats`.
     pub(crate) async fn accept(
         request: OfferRequest,
@@ -64,6 +65,7 @@ impl WebRtcCall {
         stats: Arc<dyn TransportStats>,
     ) -> Result<(Answer, WebRtcCall), SignallingError> {
         request.validate()?;
+        let pc_id: Arc<str> = new_pc_id()?.into();
         let custom_parameters = request.custom_parameters();
         let inbound = InboundAudio::new(sample_rate).map_err(internal)?;
         let outbound = OutboundAudio::new(random_u32()).map_err(internal)?;
@@ -81,6 +83,7 @@ impl WebRtcCall {
         let (connection_tx, connection_rx) = watch::channel(Some(Arc::new(connection)));
         let (outgoing_tx, outgoing) = mpsc::unbounded_channel();
         let connection = Arc::new(CallConnection::new(
+            Arc::clone(&pc_id),
             Arc::clone(&session_id),
             Arc::clone(&settings),
             events,
@@ -120,12 +123,12 @@ impl WebRtcCall {
             custom_parameters,
             registration: None,
         };
-        Ok((Answer::new(sdp, &session_id), call))
+        Ok((Answer::new(sdp, &pc_id), call))
     }
 
-    /// The session's id, which is also the connection's `pc_id`.
+    /// The session's id.
     pub fn session_id(&self) -> &Arc<str> {
-        self.connection.pc_id()
+        self.connection.session_id()
     }
 
     /// What the page sent as `request_data`, for

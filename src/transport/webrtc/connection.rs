@@ -23,6 +23,7 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// What a call's parts share: the current connection and how to reach it.
 pub(crate) struct CallConnection {
     pc_id: Arc<str>,
+    session_id: Arc<str>,
     settings: Arc<WebRtcSettings>,
     events: PeerEvents,
     connection: watch::Sender<Option<Arc<Connection>>>,
@@ -33,10 +34,12 @@ pub(crate) struct CallConnection {
 }
 
 impl CallConnection {
-    /// A call's first connection (generation 0), the current one in
-    /// `connection`; events to the page go out through `outgoing`.
+    /// The first connection (generation 0) of the session `session_id`'s
+    /// call, named `pc_id` (see `pc_id`), the current one in `connection`;
+    /// events to the page go out through `outgoing`.
     pub(crate) fn new(
         pc_id: Arc<str>,
+        session_id: Arc<str>,
         settings: Arc<WebRtcSettings>,
         events: PeerEvents,
         connection: watch::Sender<Option<Arc<Connection>>>,
@@ -44,6 +47,7 @@ impl CallConnection {
     ) -> Self {
         CallConnection {
             pc_id,
+            session_id,
             settings,
             events,
             connection,
@@ -53,9 +57,14 @@ impl CallConnection {
         }
     }
 
-    /// The call's `pc_id` (its session's id).
+    /// The call's `pc_id`.
     pub(crate) fn pc_id(&self) -> &Arc<str> {
         &self.pc_id
+    }
+
+    /// The id of the call's session.
+    pub(crate) fn session_id(&self) -> &Arc<str> {
+        &self.session_id
     }
 
     /// The generation of the current connection.

@@ -111,9 +111,10 @@ impl IceServers {
                         var: var.clone(),
                     })
             };
-            let is_turn = server.urls.iter().any(|u| u.is_turn());
+            if !server.credentials_fit() {
+                return Err(SettingsError::TurnCredentials { index });
+            }
             let credential = match (&server.username, &server.credential_env, &server.secret_env) {
-                (_, Some(_), Some(_)) => return Err(SettingsError::TurnCredentials { index }),
                 (Some(username), Some(var), None) => Credential::Fixed {
                     username: username.clone(),
                     credential: read(var)?,
@@ -126,7 +127,6 @@ impl IceServers {
                     ),
                     ttl: server.credential_ttl_secs.duration(),
                 },
-                _ if is_turn => return Err(SettingsError::TurnCredentials { index }),
                 _ => Credential::None,
             };
             entries.push(Entry {

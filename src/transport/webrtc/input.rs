@@ -226,8 +226,8 @@ impl Running {
             self.skip_ahead_of_real_time();
             return;
         }
-        self.heard = Instant::now();
-        self.audio_at = Some(self.heard);
+        let arrived = Instant::now();
+        self.audio_at = Some(arrived);
         let header = &media.packet.header;
         let packet = RtpAudio {
             ssrc: header.ssrc,
@@ -235,16 +235,24 @@ impl Running {
             timestamp: header.timestamp,
             payload: &media.packet.payload,
         };
+        // Only audio that decodes keeps the call alive: junk or late
+        // packets do not hold its slot past the idle timeout.
         match self.reader.inbound.handle_packet(packet, ctx.now()) {
             PacketOutcome::Corrupt(err) => {
                 self.skips
                     .skipped("corrupt_audio", &err, &*self.reader.stats);
             }
-            PacketOutcome::NewStream => tracing::debug!(ssrc = header.ssrc, "audio stream"),
-            PacketOutcome::Decoded { concealed } if concealed > 0 => {
-                tracing::trace!(concealed, "lost audio concealed");
+            PacketOutcome::NewStream => {
+                self.heard = arrived;
+                tracing::debug!(ssrc = header.ssrc, "audio stream");
             }
-            PacketOutcome::Decoded { .. } | PacketOutcome::Late => {}
+            PacketOutcome::Decoded { concealed } => {
+                self.heard = arrived;
+                if concealed > 0 {
+                    tracing::trace!(concealed, "lost audio concealed");
+                }
+            }
+            PacketOutcome::Late => {}
         }
         self.push_frames(now, true, ctx).await;
     }
@@ -324,9 +332,11 @@ impl Running {
                 Some(PeerEnd::Closed)
             }
             ControlEvent::Message { generation, data } if self.current(generation) => {
-                self.heard = Instant::now();
                 match parse_client_message(&data) {
-                    Ok(message) => self.message(message, ctx).await,
+                    Ok(message) => {
+                        self.heard = Instant::now();
+                        self.message(message, ctx).await
+                    }
                     Err(err) => {
                         self.skips.skipped(err.kind(), &err, &*self.reader.stats);
                         None

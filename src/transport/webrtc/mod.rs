@@ -27,6 +27,7 @@
 //! | `client_gate` | when the pipeline hears that the client is connected: the session's announcement held until the peer connection is (sans-IO) |
 //! | `sink`, `writer` | `transport.output`'s sink and the task writing RTP |
 //! | `relay` | pipeline events to the page, as JSON lines or RTVI |
+//! | `pc_id` | a connection's `pc_id`: a random capability, not the call's id |
 //! | `live_calls` | the live calls by `pc_id` |
 //! | `offers` | [`WebRtcSignalling`]: each offer and candidate to its call, a first offer to a new one |
 //! | `settings` | [`WebRtcSettings`]: `[transport.webrtc]` with its secrets resolved; mDNS only where the host can multicast |
@@ -51,6 +52,7 @@ mod live_calls;
 pub mod messages;
 mod offers;
 pub mod outbound;
+mod pc_id;
 mod peer;
 mod relay;
 mod settings;

@@ -57,9 +57,9 @@ impl WebRtcSignalling {
         Some(call.reoffer(request).await)
     }
 
-    /// Answers the first offer of a new call, the session `session_id`,
-    /// which becomes the call's `pc_id`. Run the call's session, then close
-    /// it.
+    /// Answers the first offer of a new call, the session `session_id`
+    /// (the answer names the call by a fresh `pc_id`, not by it). Run the
+    /// call's session, then close it.
     ///
     /// # Errors
     /// A malformed offer, one that cannot be negotiated (no Opus audio), or
@@ -80,6 +80,13 @@ impl WebRtcSignalling {
         let registration = self.calls.register(call.connection());
         call.set_registration(registration);
         Ok((answer, call))
+    }
+
+    /// The session of the live call named `pc_id`, if there is one.
+    pub fn session_of(&self, pc_id: &str) -> Option<Arc<str>> {
+        self.calls
+            .get(pc_id)
+            .map(|call| Arc::clone(call.session_id()))
     }
 
     /// Adds trickled candidates to a live call.

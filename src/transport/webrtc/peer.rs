@@ -13,6 +13,7 @@
 //! goodbyes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use rtc::media_stream::MediaStreamTrack;
@@ -211,6 +212,25 @@ pub(crate) struct Connection {
     pub(crate) ssrc: u32,
     pub(crate) payload_type: u8,
     gathering: watch::Receiver<RTCIceGatheringState>,
+    /// Candidates the page trickled to this connection so far.
+    trickled: AtomicUsize,
+}
+
+/// The most candidates a page may trickle to one connection: a browser
+/// finds a handful per network interface; each one kept costs memory and
+/// connectivity checks.
+pub(crate) const MAX_TRICKLED_CANDIDATES: usize = 128;
+
+/// Whether a candidate line offers TCP (its transport, the third field).
+/// This server gathers UDP only, so a TCP candidate cannot pair; and the
+/// `webrtc` crate dials a remote `tcptype passive` candidate's address
+/// itself, so a page could make the server open connections anywhere.
+fn is_tcp(candidate: &str) -> bool {
+    let fields = candidate.strip_prefix("candidate:").unwrap_or(candidate);
+    fields
+        .split_ascii_whitespace()
+        .nth(2)
+        .is_some_and(|transport| transport.eq_ignore_ascii_case("tcp"))
 }
 
 impl Connection {
@@ -293,6 +313,7 @@ impl Connection {
             ssrc,
             payload_type,
             gathering,
+            trickled: AtomicUsize::new(0),
         };
         let sdp = connection.local_sdp(settings).await?;
         Ok((connection, sdp))
@@ -325,6 +346,15 @@ impl Connection {
     ) -> Result<(), SignallingError> {
         if candidate.candidate.trim().is_empty() {
             return Ok(()); // end of candidates
+        }
+        if self.trickled.fetch_add(1, Ordering::Relaxed) >= MAX_TRICKLED_CANDIDATES {
+            return Err(SignallingError::BadRequest(format!(
+                "more than {MAX_TRICKLED_CANDIDATES} candidates for one connection"
+            )));
+        }
+        if is_tcp(&candidate.candidate) {
+            tracing::debug!("a TCP candidate ignored: this server's candidates are UDP");
+            return Ok(());
         }
         self.pc
             .add_ice_candidate(RTCIceCandidateInit {
@@ -412,4 +442,21 @@ fn negotiation(err: impl std::fmt::Display) -> SignallingError {
 
 fn internal(err: impl std::fmt::Display) -> SignallingError {
     SignallingError::Internal(err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_tcp;
+
+    #[test]
+    fn a_candidates_transport_is_its_third_field() {
+        assert!(is_tcp(
+            "candidate:9 1 tcp 1518280447 10.0.0.5 443 typ host tcptype passive"
+        ));
+        assert!(is_tcp("1 1 TCP 1 10.0.0.5 9 typ host tcptype active"));
+        assert!(!is_tcp(
+            "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host"
+        ));
+        assert!(!is_tcp("candidate:tcp"));
+    }
 }

@@ -1,0 +1,124 @@
+//! What `run` and `serve` would refuse across a file's sections when they
+//! set up the agent runtime, the dialler or WebRTC, found at load instead,
+//! so that `voxpipe check` refuses it too and every refusal names the file,
+//! the line and the key. Only the file is judged: a `*_env` variable that
+//! is not set is left to the start, as secrets are not needed to check.
+
+use crate::pipeline::BuildError;
+
+use super::config::Sections;
+
+/// One refusal: the dotted key to blame and why.
+pub(super) struct Problem {
+    pub(super) key: String,
+    pub(super) message: String,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything the start would refuse in `sections`, in the file's order of
+/// sections.
+pub(super) fn section_problems(sections: &Sections) -> Vec<Problem> {
+    let mut found = Vec::new();
+    webrtc(sections, &mut found);
+    agent(sections, &mut found);
+    outbound(sections, &mut found);
+    found
+}
+
+/// `[transport.webrtc] ice_servers`: each entry's credential keys.
+fn webrtc(sections: &Sections, found: &mut Vec<Problem>) {
+    for (index, server) in sections.transport.webrtc.ice_servers.iter().enumerate() {
+        if !server.credentials_fit() {
+            found.push(Problem::new(
+                "transport.webrtc.ice_servers",
+                format!(
+                    "entry {index}: a TURN server needs `username` and one of `credential_env` \
+                     or `secret_env`, and no entry may set both"
+                ),
+            ));
+        }
+    }
+}
+
+/// The agent's sections: `[learning]` embeds with `[context.skills]`, the
+/// optimiser acts on the evaluator's verdicts, and every model endpoint's
+/// `connection` table is usable.
+fn agent(sections: &Sections, found: &mut Vec<Problem>) {
+    if let Some(learning) = &sections.learning
+        && let Err(problem) = learning.check(sections.context.skills.is_some())
+    {
+        found.push(Problem::new(problem.key, problem.message));
+    }
+    let evaluator = sections.evaluator.as_ref().filter(|e| e.enabled);
+    let optimiser = sections.optimiser.as_ref().filter(|o| o.enabled);
+    if optimiser.is_some() && evaluator.is_none() {
+        found.push(Problem::new(
+            "optimiser.enabled",
+            "[optimiser] needs an enabled [evaluator]: it acts on failed verdicts",
+        ));
+    }
+    let mut endpoint = |section: &str, built: Result<_, BuildError>| {
+        if let Err(err) = built {
+            found.push(Problem::new(
+                format!("{section}.connection"),
+                err.to_string(),
+            ));
+        }
+    };
+    if let Some(section) = evaluator {
+        endpoint("evaluator", section.endpoint(None).map(drop));
+    }
+    if let Some(section) = optimiser {
+        endpoint("optimiser", section.endpoint(None).map(drop));
+    }
+    if let Some(section) = &sections.context.skills {
+        endpoint("context.skills", section.endpoint(None).map(drop));
+    }
+    if let Some(section) = sections.learning.as_ref().filter(|l| l.enabled) {
+        endpoint("learning", section.endpoint(None).map(drop));
+    }
+    if let Some(section) = sections.extraction.as_ref().filter(|e| e.enabled) {
+        endpoint("extraction", section.endpoint(None).map(drop));
+    }
+}
+
+/// `[outbound]`: the dialler places calls through Twilio's REST API and
+/// gives Twilio this server's public host for the call's webhooks; a
+/// call's lost-session end waits for a live writer's last retries.
+fn outbound(sections: &Sections, found: &mut Vec<Problem>) {
+    let Some(outbound) = &sections.outbound else {
+        return;
+    };
+    if sections.server.public_host.is_none() {
+        found.push(Problem::new(
+            "outbound",
+            "[outbound] needs `[server] public_host`: the host Twilio reaches this server at",
+        ));
+    }
+    let twilio = &sections.transport.twilio;
+    for (key, set) in [
+        ("account_sid_env", twilio.account_sid_env.is_some()),
+        ("auth_token_env", twilio.auth_token_env.is_some()),
+    ] {
+        if !set {
+            found.push(Problem::new(
+                "outbound",
+                format!(
+                    "[outbound] needs `[transport.twilio] {key}`: calls are placed and verified \
+                     with the account's credentials"
+                ),
+            ));
+        }
+    }
+    if let Some(message) = outbound.grace_problem(sections.context.flush_timeout_secs.duration()) {
+        found.push(Problem::new("outbound.lost_session_grace_secs", message));
+    }
+}
