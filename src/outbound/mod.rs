@@ -12,6 +12,7 @@
 mod asked_calls;
 pub mod campaign;
 mod config;
+mod dial_retry;
 mod dialer;
 mod lost_sessions;
 mod machine;
@@ -25,11 +26,12 @@ mod stranded;
 mod twilio_dialer;
 
 pub use config::{AmdMode, MachinePolicy, OutboundSection};
+pub use dial_retry::{API_DIAL_DEADLINE, DialRetry, DialStep};
 pub use dialer::{DialError, Dialer, PlacedCall};
 pub use lost_sessions::LostSessions;
 pub use machine::MachineAction;
 pub use phone::{PhoneError, PhoneHasher, PhoneNumber};
-pub use request::CallRequest;
+pub use request::{BadWebhookUrl, CallRequest, check_webhook_url};
 pub use settle::Settlement;
 pub use settled::CallSettled;
 pub use status::{StatusCallback, StatusError};

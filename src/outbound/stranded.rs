@@ -39,9 +39,10 @@ use super::settle::ended_by;
 
 /// How often a server sweeps.
 const SWEEP_PERIOD: Duration = Duration::from_secs(300);
-/// How old a never-asked `queued` call must be to be stranded: well past
-/// the two minutes `POST /api/calls`'s dial loop can take.
-const STRANDED_AFTER: Duration = Duration::from_secs(600);
+/// How old a never-asked `queued` call must be to be stranded: past the
+/// eight minutes `POST /api/calls`'s dial loop can take
+/// (`dial_retry::API_DIAL_DEADLINE`).
+pub(super) const STRANDED_AFTER: Duration = Duration::from_secs(600);
 /// How far back the first sweep, at start, looks.
 const FIRST_LOOK_BACK: Duration = Duration::from_secs(24 * 3600);
 /// Calls read at once.

@@ -55,6 +55,10 @@ pub const CALL_ID_PARAMETER: &str = "call_id";
 /// How long a number is held for a call when `rate_limit_hours` is 0: at
 /// least as long as a call can last (the hold is let go when it settles).
 const LIVE_CALL_HOLD: Duration = Duration::from_secs(4 * 3600);
+/// What an outbound call's stream token must outlive beyond the ring
+/// timeout: Twilio's queue at the account's calls per second, then
+/// answering-machine detection before the TwiML runs (30 s by default).
+const STREAM_TOKEN_MARGIN: Duration = Duration::from_secs(120);
 /// Twilio's wait when a 429 gives no `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -131,7 +135,12 @@ impl TwilioDialer {
             .ok_or(OutboundSetupError::Missing(
                 "[transport.twilio] auth_token_env",
             ))?;
-        let stream_tokens = StreamTokens::from_config(twilio, &auth_token);
+        // Issued when the call is asked for, checked when it is answered:
+        // `stream_token_ttl_secs` (300 s by default) could end before a
+        // call allowed to ring `timeout_secs` (up to 600 s) is answered.
+        let outlive = u64::from(section.timeout_secs) + STREAM_TOKEN_MARGIN.as_secs();
+        let stream_tokens = StreamTokens::from_config(twilio, &auth_token)
+            .map(|tokens| tokens.living_at_least(outlive));
         let rest = TwilioRest::new(twilio.api_base_url.as_str(), auth_token)?;
         let settlement = Settlement::new(
             Arc::clone(&runtime),

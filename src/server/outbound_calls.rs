@@ -3,8 +3,10 @@
 //! - `POST /api/calls` with `{"to", "from"?, "parameters"?, "webhook_url"?,
 //!   "metadata"?}` writes the call (`queued`) and answers
 //!   `202 {"call_id", "status": "queued"}`; the dial runs after the answer
-//!   (a 429 from Twilio is waited out a few times; a refusal marks the call
-//!   failed). Unknown fields and numbers that are not E.164 are 400.
+//!   (a 429 from Twilio, an outage of Twilio or of the store, are waited
+//!   out for up to 8 minutes, then the call fails with the reason; a
+//!   refusal marks it failed at once). Unknown fields, numbers that are not
+//!   E.164 and a `webhook_url` that is not http(s) are 400.
 //! - `GET /api/calls/{call_id}`: the record, with its `turns`; 404 unknown.
 //! - `DELETE /api/calls/{call_id}`: a call not yet at Twilio is canceled at
 //!   once; one queued or ringing at Twilio is canceled there
@@ -16,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -26,18 +28,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::outbound::{CallRequest, DialError, Dialer, PhoneNumber, TwilioDialer};
+use crate::outbound::{
+    CallRequest, DialRetry, DialStep, Dialer, PhoneNumber, TwilioDialer, check_webhook_url,
+};
 use crate::pipeline::new_session_id;
 use crate::store::CallStatus;
 
 use super::api_access::ApiAuthorized;
 use super::metrics::ServerMetrics;
 use super::state::ServerState;
-
-/// Tries of one API call's dial while Twilio is rate limiting or down.
-const DIAL_ATTEMPTS: u32 = 4;
-/// The longest wait between them.
-const MAX_DIAL_WAIT: Duration = Duration::from_secs(30);
 
 /// The body of `POST /api/calls`.
 #[derive(Debug, Deserialize)]
@@ -78,13 +77,8 @@ pub(crate) async fn create(
         Ok(body) => body,
         Err(err) => return error(StatusCode::BAD_REQUEST, format!("bad call request: {err}")),
     };
-    if let Some(url) = &body.webhook_url
-        && !(url.starts_with("https://") || url.starts_with("http://"))
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "webhook_url must be an http:// or https:// URL",
-        );
+    if let Some(Err(err)) = body.webhook_url.as_deref().map(check_webhook_url) {
+        return error(StatusCode::BAD_REQUEST, err.to_string());
     }
     let request = CallRequest {
         to: body.to,
@@ -111,7 +105,8 @@ pub(crate) async fn create(
         .into_response()
 }
 
-/// Dials, waiting out Twilio's rate limits and outages a few times.
+/// Dials, waiting out Twilio's rate limits and outages and the store's
+/// blips until the API dial deadline ([`DialRetry`]).
 async fn dial(
     dialer: Arc<TwilioDialer>,
     metrics: Arc<ServerMetrics>,
@@ -119,34 +114,32 @@ async fn dial(
     request: CallRequest,
 ) {
     let asked = Instant::now();
-    for attempt in 1..=DIAL_ATTEMPTS {
-        let wait = match dialer.dial(&call_id, &request).await {
+    let mut retry = DialRetry::new(asked);
+    let mut attempt = 1_u32;
+    let reason = loop {
+        let err = match dialer.dial(&call_id, &request).await {
             Ok(_) => {
                 metrics.dial_latency(asked.elapsed());
                 return;
             }
-            Err(DialError::Refused { .. } | DialError::NumberLimited { .. }) => return,
-            Err(DialError::Settled { .. }) => return,
-            // Perhaps placed: never dialled again (its callbacks settle it).
-            Err(DialError::Uncertain(_) | DialError::AlreadyAsked(_)) => return,
-            Err(DialError::RateLimited { retry_after }) => retry_after.min(MAX_DIAL_WAIT),
-            Err(err) => {
-                tracing::warn!(call_id, attempt, error = %err, "dial failed");
-                Duration::from_secs(1 << attempt).min(MAX_DIAL_WAIT)
-            }
+            Err(err) => err,
         };
-        if attempt < DIAL_ATTEMPTS {
-            tokio::time::sleep(wait).await;
+        match retry.after(&err, Instant::now()) {
+            // Settled by the dialler, or perhaps placed: never dialled
+            // again (its callbacks settle it).
+            DialStep::Done => return,
+            DialStep::Wait(wait) => {
+                tracing::warn!(call_id, attempt, error = %err, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "call not placed yet; trying again");
+                tokio::time::sleep(wait).await;
+                attempt = attempt.saturating_add(1);
+            }
+            DialStep::GiveUp(reason) => break reason,
         }
-    }
-    tracing::warn!(call_id, "call not placed after {DIAL_ATTEMPTS} attempts");
-    if let Err(err) = dialer
-        .fail_undialled(
-            &call_id,
-            "Twilio could not be reached or kept rate limiting",
-        )
-        .await
-    {
+    };
+    tracing::warn!(call_id, attempt, reason, "call given up");
+    // A store still down leaves it `queued`: the stranded-call sweep ends
+    // it later.
+    if let Err(err) = dialer.fail_undialled(&call_id, &reason).await {
         tracing::warn!(call_id, error = %err, "cannot mark the call failed");
     }
 }

@@ -221,6 +221,15 @@ pub trait CampaignStore: Send + Sync {
     /// The campaign's state and progress, if stored.
     async fn campaign(&self, campaign_id: &str) -> Result<Option<CampaignProgress>, StoreError>;
 
+    /// The campaign's state alone, if stored: read before each dial, so
+    /// a store may answer it more cheaply than [`Self::campaign`].
+    async fn campaign_state(&self, campaign_id: &str) -> Result<Option<CampaignState>, StoreError> {
+        Ok(self
+            .campaign(campaign_id)
+            .await?
+            .map(|progress| progress.state))
+    }
+
     /// The campaigns not finished yet (running, paused, or canceled with
     /// calls still live).
     async fn active_campaigns(&self) -> Result<Vec<String>, StoreError>;

@@ -112,6 +112,11 @@ pub struct CampaignProgress {
     pub created_ms: u64,
 }
 
+/// The longest slot interval a store uses (µs): one call per 100 s, the
+/// slowest rate a campaign accepts. It keeps the shared next slot far from
+/// overflowing (Redis's Lua keeps it as a double, exact only to 2^53).
+pub const MAX_SLOT_INTERVAL_US: u64 = 100_000_000;
+
 /// Which entries a server may lease now: as many as `max_concurrent`
 /// allows, each given the next slot of the campaign's shared rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +129,8 @@ pub struct LeaseRequest {
     pub lease_ms: u64,
     /// Leases (live calls) across all servers never exceed this.
     pub max_concurrent: u64,
-    /// Microseconds between two slots (1 / `calls_per_second`).
+    /// Microseconds between two slots (1 / `calls_per_second`); a store
+    /// takes it as between 1 and [`MAX_SLOT_INTERVAL_US`].
     pub interval_us: u64,
     /// Slots are handed out up to this far ahead of now.
     pub horizon_ms: u64,

@@ -58,7 +58,7 @@ pub use call_stats::{
 pub use call_status::CallStatus;
 pub use campaign::{
     CampaignCommand, CampaignEntry, CampaignProgress, CampaignState, EntryOutcome, LeaseRequest,
-    LeasedEntry, NewCampaign,
+    LeasedEntry, MAX_SLOT_INTERVAL_US, NewCampaign,
 };
 pub use error::StoreError;
 pub use interaction::Interaction;

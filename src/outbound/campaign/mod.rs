@@ -22,6 +22,8 @@ mod window;
 pub use numbers::{CsvError, NumberItem, Numbers, RejectedRow};
 pub use request::{CampaignCreated, CampaignError, CampaignRequest, new_campaign_id};
 pub use runner::{CampaignRunner, CampaignStats, RunnerOptions};
-pub use settings::{CampaignSettings, MAX_CALLS_PER_SECOND, RetryPolicy, SettingsError};
+pub use settings::{
+    CampaignSettings, MAX_CALLS_PER_SECOND, MIN_CALLS_PER_SECOND, RetryPolicy, SettingsError,
+};
 pub use settlement::{CampaignSettlement, attempt_call_id};
 pub use window::{CallingWindow, Day, WindowError};

@@ -173,6 +173,16 @@ mod tests {
             plan(r#"{"numbers": [{"to": "+15551230001"}], "max_concurrent": 0}"#),
             Err(CampaignError::Settings(_))
         ));
+        assert_eq!(
+            plan(r#"{"numbers": [{"to": "+15551230001"}], "webhook_url": "file:///etc/passwd"}"#),
+            Err(CampaignError::Settings(SettingsError::WebhookUrl(
+                crate::outbound::BadWebhookUrl
+            )))
+        );
+        assert_eq!(
+            plan(r#"{"numbers": [{"to": "+15551230001"}], "webhook_url": "https://h.example/x"}"#),
+            Ok(())
+        );
         assert!(matches!(
             plan(
                 r#"{"numbers": [{"to": "+15551230001"}],

@@ -24,6 +24,9 @@ use super::settlement::{Campaigns, attempt_call_id};
 const BATCH: usize = 200;
 /// How long a campaign pauses after a dial whose answer is not known.
 const UNCERTAIN_BACK_OFF: Duration = Duration::from_secs(5);
+/// The longest a 429 holds a campaign back, whatever the dialler reports:
+/// the back-off moves the rate slot every server shares.
+const MAX_RATE_LIMIT_BACK_OFF: Duration = crate::transport::twilio::rest::MAX_RETRY_AFTER;
 
 /// How the worker paces itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +145,7 @@ impl CampaignRunner {
             done += progress.done.values().sum::<u64>();
             let settings = self.campaigns.settings_from(id, &progress.settings)?;
             let now = unix_ms();
-            let until = now + millis(self.options.dial_lease);
+            let until = now.saturating_add(millis(self.options.dial_lease));
             for entry in store.reclaim_entries(id, now, until, BATCH).await? {
                 let runner = self.clone();
                 let id = id.clone();
@@ -199,6 +202,9 @@ impl CampaignRunner {
             .await;
             return;
         }
+        if !self.still_running(campaign_id, &leased).await {
+            return;
+        }
         let attempt = CampaignAttempt {
             campaign_id: campaign_id.to_owned(),
             entry: leased.entry,
@@ -228,7 +234,7 @@ impl CampaignRunner {
             // dialled again; its callbacks, or the dialler's check that
             // fails an unconfirmed call, settle it.
             Ok(_) | Err(DialError::Uncertain(_) | DialError::AlreadyAsked(_)) => {
-                let until = now + millis(self.options.call_lease);
+                let until = now.saturating_add(millis(self.options.call_lease));
                 if let Err(err) = self
                     .campaigns
                     .store
@@ -249,13 +255,14 @@ impl CampaignRunner {
                         campaign_id,
                         "Twilio's answer is not known: the campaign backs off"
                     );
-                    self.back_off(campaign_id, now + millis(UNCERTAIN_BACK_OFF))
+                    self.back_off(campaign_id, now.saturating_add(millis(UNCERTAIN_BACK_OFF)))
                         .await;
                     "uncertain"
                 }
             }
             Err(DialError::RateLimited { retry_after }) => {
-                let until = now + millis(retry_after);
+                let retry_after = retry_after.min(MAX_RATE_LIMIT_BACK_OFF);
+                let until = now.saturating_add(millis(retry_after));
                 tracing::warn!(
                     campaign_id,
                     retry_after_ms = millis(retry_after),
@@ -303,7 +310,7 @@ impl CampaignRunner {
             }
             Err(DialError::Unavailable(reason)) => {
                 tracing::warn!(campaign_id, entry = leased.entry, %reason, "Twilio unavailable; the entry waits");
-                let due_ms = now + millis(self.options.unavailable_backoff);
+                let due_ms = now.saturating_add(millis(self.options.unavailable_backoff));
                 self.finish(campaign_id, &leased, EntryOutcome::Release { due_ms })
                     .await;
                 "unavailable"
@@ -316,6 +323,32 @@ impl CampaignRunner {
         };
         if let Some(stats) = &self.stats {
             stats.dialled(label, seconds);
+        }
+    }
+
+    /// Whether the campaign still runs now that the entry's slot has come
+    /// (up to `horizon` after its lease): one paused or canceled meanwhile
+    /// has the entry handed back undialled (due again; a canceled
+    /// campaign's entry ends canceled). A store that cannot say leaves the
+    /// entry undialled until its lease ends and it is reclaimed.
+    async fn still_running(&self, campaign_id: &str, leased: &LeasedEntry) -> bool {
+        match self.campaigns.store.campaign_state(campaign_id).await {
+            Ok(Some(CampaignState::Running)) => true,
+            Ok(state) => {
+                tracing::info!(
+                    campaign_id,
+                    entry = leased.entry,
+                    state = state.map_or("gone", CampaignState::as_str),
+                    "the campaign stopped running: the entry is handed back undialled"
+                );
+                let back = EntryOutcome::Release { due_ms: unix_ms() };
+                self.finish(campaign_id, leased, back).await;
+                false
+            }
+            Err(err) => {
+                tracing::warn!(campaign_id, entry = leased.entry, error = %err, "the campaign's state is not known: the entry waits for its lease to end");
+                false
+            }
         }
     }
 
@@ -440,3 +473,6 @@ fn dialled_ms(record: &CallRecord) -> u64 {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests;

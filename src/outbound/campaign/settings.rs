@@ -4,13 +4,19 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::CallStatus;
+use crate::store::{CallStatus, MAX_SLOT_INTERVAL_US};
 
+use super::super::request::{BadWebhookUrl, check_webhook_url};
 use super::window::CallingWindow;
 
 /// Twilio's own limit: 1 call per second by default, up to 30 when raised;
 /// voxpipe accepts up to this.
 pub const MAX_CALLS_PER_SECOND: f64 = 100.0;
+
+/// The slowest rate accepted: one call per 100 s. Slower rates would make
+/// the slot interval (µs) astronomically long, and the shared next slot
+/// overflow.
+pub const MIN_CALLS_PER_SECOND: f64 = 0.01;
 
 /// How a campaign dials.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,8 +109,10 @@ impl RetryPolicy {
 /// Settings a campaign cannot run with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
-    /// Not in (0, [`MAX_CALLS_PER_SECOND`]].
-    #[error("calls_per_second must be above 0 and at most {MAX_CALLS_PER_SECOND}")]
+    /// Not in [[`MIN_CALLS_PER_SECOND`], [`MAX_CALLS_PER_SECOND`]].
+    #[error(
+        "calls_per_second must be at least {MIN_CALLS_PER_SECOND} (one call per 100 s) and at most {MAX_CALLS_PER_SECOND}"
+    )]
     CallsPerSecond,
     /// Zero.
     #[error("max_concurrent must be at least 1")]
@@ -112,16 +120,25 @@ pub enum SettingsError {
     /// Zero tries, or a status that is not busy, no-answer or failed.
     #[error("retry.attempts must be at least 1, and retry.on lists only busy, no-answer, failed")]
     Retry,
+    /// A `webhook_url` that is not http or https.
+    #[error(transparent)]
+    WebhookUrl(#[from] BadWebhookUrl),
 }
 
 impl CampaignSettings {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if !(self.calls_per_second > 0.0 && self.calls_per_second <= MAX_CALLS_PER_SECOND) {
+        // Written so that NaN fails too.
+        if !(self.calls_per_second >= MIN_CALLS_PER_SECOND
+            && self.calls_per_second <= MAX_CALLS_PER_SECOND)
+        {
             return Err(SettingsError::CallsPerSecond);
         }
         if self.max_concurrent == 0 {
             return Err(SettingsError::MaxConcurrent);
+        }
+        if let Some(url) = &self.webhook_url {
+            check_webhook_url(url)?;
         }
         let retryable = [CallStatus::Busy, CallStatus::NoAnswer, CallStatus::Failed];
         if self.retry.attempts == 0 || !self.retry.on.iter().all(|s| retryable.contains(s)) {
@@ -130,10 +147,12 @@ impl CampaignSettings {
         Ok(())
     }
 
-    /// Microseconds between two calls.
+    /// Microseconds between two calls, between 1 and
+    /// [`MAX_SLOT_INTERVAL_US`] whatever the settings (stored settings
+    /// are not validated again).
     pub fn slot_interval_us(&self) -> u64 {
-        // Validated: 0.01 µs at most 10^8 (one call per 100 s at 0.01/s).
-        (1_000_000.0 / self.calls_per_second).round().max(1.0) as u64
+        // A float cast saturates (NaN becomes 0), then the clamp.
+        ((1_000_000.0 / self.calls_per_second).round() as u64).clamp(1, MAX_SLOT_INTERVAL_US)
     }
 }
 
@@ -168,6 +187,15 @@ mod tests {
         assert!(parse(r#"{"calls_per_sec": 30}"#).is_err());
         let zero = parse(r#"{"calls_per_second": 0}"#).unwrap();
         assert_eq!(zero.validate(), Err(SettingsError::CallsPerSecond));
+        for too_slow in ["1e-14", "0.0099", "5e-324"] {
+            let json = format!(r#"{{"calls_per_second": {too_slow}}}"#);
+            let settings = parse(&json).unwrap();
+            assert_eq!(settings.validate(), Err(SettingsError::CallsPerSecond));
+            assert_eq!(settings.slot_interval_us(), MAX_SLOT_INTERVAL_US);
+        }
+        let slowest = parse(r#"{"calls_per_second": 0.01}"#).unwrap();
+        assert_eq!(slowest.validate(), Ok(()));
+        assert_eq!(slowest.slot_interval_us(), MAX_SLOT_INTERVAL_US);
         let completed = parse(r#"{"retry": {"attempts": 2, "on": ["completed"]}}"#).unwrap();
         assert_eq!(completed.validate(), Err(SettingsError::Retry));
     }

@@ -246,11 +246,17 @@ impl CampaignStore for MemoryStore {
                 .max_concurrent
                 .saturating_sub(zcard(ks, &keys.leases, now) as u64);
             let want = usize::try_from(room).unwrap_or(usize::MAX).min(request.max);
+            let interval = request
+                .interval_us
+                .clamp(1, crate::store::MAX_SLOT_INTERVAL_US);
             let mut tat = field(ks, &keys.campaign, "tat_us", now)
                 .and_then(|t| t.parse::<u64>().ok())
                 .unwrap_or(0)
-                .max(request.now_ms * 1000);
-            let horizon = (request.now_ms + request.horizon_ms) * 1000;
+                .max(request.now_ms.saturating_mul(1000));
+            let horizon = request
+                .now_ms
+                .saturating_add(request.horizon_ms)
+                .saturating_mul(1000);
             let mut ops = Vec::new();
             let mut flat = Vec::new();
             for id in by_score(ks, &keys.due, request.now_ms, false, want, now) {
@@ -265,10 +271,10 @@ impl CampaignStore for MemoryStore {
                 ops.push(Op::ZAdd {
                     key: keys.leases.clone(),
                     member: id.clone(),
-                    score: slot + request.lease_ms,
+                    score: slot.saturating_add(request.lease_ms),
                 });
                 flat.extend(lease_item(ks, &keys, &id, slot, now));
-                tat += request.interval_us.max(1);
+                tat = tat.saturating_add(interval);
             }
             if !ops.is_empty() {
                 ops.push(set_fields(&keys.campaign, &[("tat_us", tat.to_string())]));

@@ -226,6 +226,19 @@ impl CampaignStore for RedisStore {
         super::super::campaign_codec::progress(&key, fields, pending, scheduled, active)
     }
 
+    async fn campaign_state(&self, campaign_id: &str) -> Result<Option<CampaignState>, StoreError> {
+        let key = self.settings.keys.campaign(campaign_id, None);
+        let state: Option<String> = self
+            .query(redis::cmd("HGET").arg(&key).arg("state"))
+            .await?;
+        state
+            .map(|name| {
+                CampaignState::parse(&name)
+                    .ok_or_else(|| StoreError::corrupt(&key, format!("unknown state {name:?}")))
+            })
+            .transpose()
+    }
+
     async fn active_campaigns(&self) -> Result<Vec<String>, StoreError> {
         self.query(
             redis::cmd("ZRANGE")
@@ -282,7 +295,11 @@ impl CampaignStore for RedisStore {
             .arg(request.max)
             .arg(request.lease_ms)
             .arg(request.max_concurrent)
-            .arg(request.interval_us.max(1))
+            .arg(
+                request
+                    .interval_us
+                    .clamp(1, crate::store::MAX_SLOT_INTERVAL_US),
+            )
             .arg(request.horizon_ms);
         let flat: Vec<String> = self.invoke(&invocation).await?;
         super::super::campaign_codec::leased(&entries_key, &flat)

@@ -9,8 +9,12 @@
 //!   (`To`, `From`, `Body`), answered as a call creation is;
 //! - ending one: `POST {base}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`
 //!   with `Status=completed` (hang up) or `Status=canceled` (a call not yet
-//!   answered). A call that has already ended answers 404 (Twilio error
-//!   20404), which is the outcome we wanted. Rate limiting (429), server
+//!   answered). Twilio's `canceled` ends only a queued or ringing call and
+//!   leaves one in progress alone, and a call thought unanswered may have
+//!   been answered meanwhile: when Twilio's answer to a cancel shows the
+//!   call `in-progress`, it is followed by `completed`. A call that has
+//!   already ended answers 404 (Twilio error 20404), which is the outcome
+//!   we wanted. Rate limiting (429), server
 //!   errors and network failures are retried twice with a short backoff;
 //!   anything else is reported at once.
 
@@ -138,10 +142,30 @@ impl TwilioRest {
             "{}/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json",
             self.base_url
         );
+        match self.update(&url, account_sid, how).await? {
+            Updated::Ended(hang_up) => Ok(hang_up),
+            Updated::StillInProgress => {
+                tracing::info!("the call was answered before it was canceled: hanging it up");
+                match self.update(&url, account_sid, EndCall::Complete).await? {
+                    Updated::Ended(hang_up) => Ok(hang_up),
+                    // Only a cancel leaves a call in progress.
+                    Updated::StillInProgress => Ok(HangUp::Completed),
+                }
+            }
+        }
+    }
+
+    /// One update of the call at `url`, tried again on transient errors.
+    async fn update(
+        &self,
+        url: &str,
+        account_sid: &str,
+        how: EndCall,
+    ) -> Result<Updated, HangUpError> {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.post(&url, account_sid, how).await {
+            match self.post(url, account_sid, how).await {
                 Err(err) if err.is_transient() && attempt < ATTEMPTS => {
                     tracing::debug!(error = %err, attempt, "hang-up failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -220,20 +244,11 @@ impl TwilioRest {
                 }
             })?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = response.text().await.map_err(|err| {
-            if (200..300).contains(&status) {
-                CreateCallError::Uncertain(err.to_string())
-            } else {
-                CreateCallError::Unavailable(err.to_string())
-            }
-        })?;
-        created_call(status, retry_after, &body)
+        let retry_after = retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
+        match response.text().await {
+            Ok(body) => created_call(status, retry_after, &body),
+            Err(err) => unread_answer(status, retry_after, &err.to_string()),
+        }
     }
 
     async fn post(
@@ -241,7 +256,7 @@ impl TwilioRest {
         url: &str,
         account_sid: &str,
         how: EndCall,
-    ) -> Result<HangUp, HangUpError> {
+    ) -> Result<Updated, HangUpError> {
         let response = self
             .http
             .post(url)
@@ -252,8 +267,17 @@ impl TwilioRest {
             .map_err(HangUpError::Request)?;
         let status = response.status().as_u16();
         match status {
-            200..=299 => Ok(HangUp::Completed),
-            404 => Ok(HangUp::AlreadyEnded),
+            200..=299 => {
+                // The call as Twilio now has it; a body that cannot be
+                // read says nothing against the update.
+                let body = response.text().await.unwrap_or_default();
+                Ok(if still_in_progress(how, &body) {
+                    Updated::StillInProgress
+                } else {
+                    Updated::Ended(HangUp::Completed)
+                })
+            }
+            404 => Ok(Updated::Ended(HangUp::AlreadyEnded)),
             _ => {
                 let body = response.text().await.unwrap_or_default();
                 Err(HangUpError::Status {
@@ -263,6 +287,29 @@ impl TwilioRest {
             }
         }
     }
+}
+
+/// What an update did to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Updated {
+    /// Ended (or ending), or already over.
+    Ended(HangUp),
+    /// A cancel found the call answered: Twilio left it going.
+    StillInProgress,
+}
+
+/// Whether Twilio's answer `body` to an update `how` shows a call that
+/// update left going: a cancel of a call already answered.
+fn still_in_progress(how: EndCall, body: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Call {
+        status: Option<String>,
+    }
+    how == EndCall::Cancel
+        && serde_json::from_str::<Call>(body)
+            .ok()
+            .and_then(|call| call.status)
+            .is_some_and(|status| status == "in-progress")
 }
 
 /// How to end a call.
@@ -376,6 +423,39 @@ pub enum CreateCallError {
     Uncertain(String),
 }
 
+/// The longest wait a `Retry-After` is taken at: a proxy's (or a
+/// misconfigured gateway's) `Retry-After: 86400` would otherwise hold a
+/// campaign's shared rate slot a day ahead, and a huge one overflow the
+/// arithmetic of every wait made from it.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// A `Retry-After` header in seconds (the form Twilio sends), at most
+/// [`MAX_RETRY_AFTER`]; `None` when absent or not a number.
+fn retry_after(header: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
+    header
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// The answer to a create request whose status came but whose body could
+/// not be read (a connection cut mid-body): the status alone decides. A
+/// 2xx created something whose SID is lost, and a 5xx other than 503 may
+/// come after Twilio took the request: neither may be treated as "nothing
+/// was created", or the call (or message) could be made twice.
+fn unread_answer(
+    status: u16,
+    retry_after: Option<Duration>,
+    read_error: &str,
+) -> Result<String, CreateCallError> {
+    match created_call(status, retry_after, "") {
+        Err(CreateCallError::Uncertain(_)) => Err(CreateCallError::Uncertain(format!(
+            "Twilio answered {status} but its body could not be read: {read_error}"
+        ))),
+        other => other,
+    }
+}
+
 /// Twilio's error body: `{"code", "message", "more_info", "status"}`.
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -431,102 +511,4 @@ pub fn is_sid(sid: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sids_are_two_letters_and_32_hex_digits() {
-        assert!(is_sid("CA7c4b5e3e9a0e4c2b8f5d1a6e3c9b0a7f"));
-        assert!(is_sid("ACd5a6a5c1b9f6a1e6f6bc2c7e4a1b8e3f"));
-        assert!(!is_sid("CA7c4b5e3e9a0e4c2b8f5d1a6e3c9b0a7"));
-        assert!(!is_sid("CA7c4b5e3e9a0e4c2b8f5d1a6e3c9b0a7/"));
-        assert!(!is_sid("../../../etc/passwd/aaaaaaaaaaaaaaaaaa"));
-    }
-
-    #[test]
-    fn the_create_form_names_every_parameter_twilio_documents() {
-        let call = CreateCall {
-            to: "+15551234567",
-            from: "+15557654321",
-            twiml: "<Response/>",
-            status_callback: "https://voice.example.com/twilio/status",
-            timeout_secs: 30,
-            machine_detection: Some("DetectMessageEnd"),
-            async_amd_callback: Some("https://voice.example.com/twilio/amd"),
-        };
-        let form = call.form();
-        let values = |name: &str| {
-            form.iter()
-                .filter(|(key, _)| *key == name)
-                .map(|(_, value)| value.as_str())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(values("To"), ["+15551234567"]);
-        assert_eq!(values("From"), ["+15557654321"]);
-        assert_eq!(values("Twiml"), ["<Response/>"]);
-        assert_eq!(
-            values("StatusCallbackEvent"),
-            ["initiated", "ringing", "answered", "completed"]
-        );
-        assert_eq!(values("StatusCallbackMethod"), ["POST"]);
-        assert_eq!(values("Timeout"), ["30"]);
-        assert_eq!(values("MachineDetection"), ["DetectMessageEnd"]);
-        assert_eq!(values("AsyncAmd"), ["true"]);
-        assert_eq!(
-            values("AsyncAmdStatusCallback"),
-            ["https://voice.example.com/twilio/amd"]
-        );
-        let plain = CreateCall {
-            machine_detection: None,
-            ..call
-        };
-        assert!(
-            plain
-                .form()
-                .iter()
-                .all(|(key, _)| !key.contains("Amd") && *key != "MachineDetection")
-        );
-    }
-
-    #[test]
-    fn answers_become_a_sid_or_the_kind_of_failure() {
-        let sid = "CA7c4b5e3e9a0e4c2b8f5d1a6e3c9b0a7f";
-        assert_eq!(
-            created_call(
-                201,
-                None,
-                &format!(r#"{{"sid":"{sid}","status":"queued"}}"#)
-            ),
-            Ok(sid.to_owned())
-        );
-        assert_eq!(
-            created_call(429, Some(Duration::from_secs(2)), r#"{"code":20429}"#),
-            Err(CreateCallError::RateLimited {
-                retry_after: Some(Duration::from_secs(2))
-            })
-        );
-        assert_eq!(
-            created_call(
-                400,
-                None,
-                r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#
-            ),
-            Err(CreateCallError::Refused {
-                status: 400,
-                code: Some(21211),
-                message: "Invalid 'To' Phone Number".to_owned()
-            })
-        );
-        for status in [500, 502, 503, 504] {
-            assert_eq!(
-                created_call(status, None, ""),
-                Err(CreateCallError::ServerError { status })
-            );
-        }
-        // Created, its SID unknown: not to be tried again.
-        assert!(matches!(
-            created_call(201, None, r#"{"sid":"nope"}"#),
-            Err(CreateCallError::Uncertain(_))
-        ));
-    }
-}
+mod tests;

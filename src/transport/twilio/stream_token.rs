@@ -174,6 +174,13 @@ impl StreamTokens {
         })
     }
 
+    /// These tokens, living at least `secs`: an outbound call's token is
+    /// issued when the call is asked for, and must outlive its rings.
+    pub fn living_at_least(mut self, secs: u64) -> Self {
+        self.ttl_secs = self.ttl_secs.max(secs);
+        self
+    }
+
     /// The `<Parameter>` carrying a token for the call `call_id` of
     /// `account_sid`, issued at `now` (Unix seconds).
     pub fn parameter(

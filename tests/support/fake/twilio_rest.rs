@@ -4,7 +4,9 @@
 //! credentials), and the calls it places.
 //!
 //! - Update (`POST …/Calls/{CallSid}.json`, `Status=completed|canceled`):
-//!   200 with the call; a call this fake placed is hung up or canceled.
+//!   200 with the call; a call this fake placed is hung up, or canceled
+//!   while queued or ringing (a cancel leaves a call in progress going, and
+//!   the answer's `status` says `in-progress`, as Twilio's does).
 //! - Create (`POST …/Calls.json`): 201 with a `CA` + 32 hex SID and
 //!   `status: queued`, or, as scripted for the `To` number, 429 (code
 //!   20429, `Retry-After`) or 400 (code 21211). The call then lives as
@@ -157,6 +159,8 @@ pub struct PlacedCall {
     pub media: Option<Record>,
     /// The final status posted, once over.
     pub final_status: Option<String>,
+    /// Answered (`in-progress` until its final status).
+    pub answered: bool,
 }
 
 /// A message sent through the Messages resource.
@@ -271,10 +275,19 @@ fn update_call(
     if !authenticated(&shared, &account_sid, &headers) {
         return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
     }
-    let control = match field(&form, "Status") {
-        Some("canceled") => Some(Control::Cancel),
-        Some("completed") => Some(Control::Complete),
-        _ => None,
+    // Twilio's `canceled` ends a queued or ringing call only: one in
+    // progress goes on, and the answer says so.
+    let in_progress = shared
+        .calls
+        .lock()
+        .unwrap()
+        .get(&call_sid)
+        .is_some_and(|c| c.answered && c.final_status.is_none());
+    let (control, answer_status) = match field(&form, "Status") {
+        Some("canceled") if in_progress => (None, "in-progress"),
+        Some("canceled") => (Some(Control::Cancel), "canceled"),
+        Some("completed") => (Some(Control::Complete), "completed"),
+        other => (None, other.unwrap_or("in-progress")),
     };
     if let (Some(control), Some(tx)) = (control, shared.controls.lock().unwrap().get(&call_sid)) {
         let _ = tx.send(control);
@@ -282,7 +295,7 @@ fn update_call(
     axum::Json(serde_json::json!({
         "account_sid": account_sid,
         "sid": call_sid,
-        "status": field(&form, "Status").unwrap_or("in-progress"),
+        "status": answer_status,
         "api_version": "2010-04-01",
         "uri": format!("/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json"),
     }))
@@ -624,6 +637,9 @@ async fn run_call(
         answered.push(("AnsweredBy", answered_by.clone()));
     }
     let answered_at = Instant::now();
+    if let Some(placed) = call.shared.calls.lock().unwrap().get_mut(&call.sid) {
+        placed.answered = true;
+    }
     call.status("answered", "in-progress", &answered).await;
     let stream = field(&call.form, "Twiml").and_then(read_stream_twiml);
     let target = *call.shared.target.lock().unwrap();
