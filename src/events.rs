@@ -20,6 +20,7 @@
 //! | `tts_started`, `tts_stopped` | |
 //! | `tts_text` | `text`, `timing`: `word` or `sentence` |
 //! | `bot_started_speaking`, `bot_stopped_speaking` | |
+//! | `bot_word_heard` | `text`: a word the TTS timed, as its audio starts to play (never one an interruption cut) |
 //! | `interruption` | `played_ms`: bot audio heard, `cut_ms`: bot audio dropped |
 //! | `dtmf` | `digit`: the key the caller pressed |
 //! | `turn_completed` | `index`, `role` (`user`, `assistant`, `tool`), `text`, `interrupted`: a turn as the conversation records it |
@@ -101,6 +102,7 @@ pub fn event_of(body: &FrameBody) -> Option<(&'static str, Value)> {
         ),
         BotStartedSpeaking => ("bot_started_speaking", json!({})),
         BotStoppedSpeaking => ("bot_stopped_speaking", json!({})),
+        BotWordHeard { text } => ("bot_word_heard", json!({ "text": text })),
         BotInterrupted { played, cut } => (
             "interruption",
             json!({"played_ms": ms(*played), "cut_ms": ms(*cut)}),
@@ -474,6 +476,13 @@ mod tests {
             ),
             (FrameBody::BotStartedSpeaking, "bot_started_speaking", &[]),
             (FrameBody::BotStoppedSpeaking, "bot_stopped_speaking", &[]),
+            (
+                FrameBody::BotWordHeard {
+                    text: "Hello".into(),
+                },
+                "bot_word_heard",
+                &["text"],
+            ),
             (
                 FrameBody::BotInterrupted {
                     played: ms(1),

@@ -242,6 +242,46 @@ async fn client_reacts_conversation_shows_a_word_timing_tts_answer_as_its_senten
         "one part for the sentence: {conversation:?}"
     );
     assert_eq!(parts[0]["spoken"], "You are in Oslo.", "{conversation:?}");
+    // Each word's progress as it is heard (Pipecat's `in-progress`), then
+    // `completed` at the last, of that one segment.
+    let progress: Vec<(&str, &str)> = outputs
+        .iter()
+        .filter(|o| o["spoken_status"] != "new")
+        .map(|o| {
+            (
+                o["spoken_status"].as_str().unwrap(),
+                o["spoken_progress"]["accumulated_text"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        progress,
+        [
+            ("in-progress", "You"),
+            ("in-progress", "You are"),
+            ("in-progress", "You are in"),
+            ("completed", "You are in Oslo.")
+        ],
+        "{outputs:?}"
+    );
+    // client-react's part of it grew with them: one part throughout, its
+    // spoken text ever longer, and spoken in part before spoken whole.
+    let states = seen["assistantStates"].as_array().unwrap();
+    let mut spoken = Vec::new();
+    for parts in states {
+        assert_eq!(parts.as_array().unwrap().len(), 1, "{states:?}");
+        spoken.push(parts[0]["spoken"].as_str().unwrap());
+    }
+    assert!(
+        spoken.windows(2).all(|w| w[1].starts_with(w[0])),
+        "{spoken:?}"
+    );
+    assert!(
+        spoken
+            .iter()
+            .any(|s| !s.is_empty() && *s != "You are in Oslo."),
+        "never spoken in part: {spoken:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

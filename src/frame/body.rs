@@ -120,6 +120,14 @@ frame_bodies! {
             /// Queued audio that was dropped.
             cut: Duration,
         },
+        /// A word a TTS timed is heard: the output's playout reached the
+        /// start of its audio. Pushed downstream by the output transport,
+        /// in order with the speaking state, never for a word an
+        /// interruption cut.
+        BotWordHeard {
+            /// The word, as the TTS timed it.
+            text: String,
+        },
         /// The VAD's parameters, pushed downstream by the `vad` processor ahead
         /// of everything else it pushes: later processors learn that a VAD
         /// decides the user's turns, and how (Pipecat's

@@ -15,7 +15,7 @@
 //!
 //! | kind | variants |
 //! |---|---|
-//! | System | `Start`, `Cancel`, `Error`, `Interruption`, `InterruptionRequest`, `EndRequest`, `UserStartedSpeaking`, `UserPausedSpeaking`, `UserStoppedSpeaking`, `BotStartedSpeaking`, `BotStoppedSpeaking`, `BotInterrupted`, `VadParams`, `InputAudio`, `Dtmf`, `Metrics`, `TurnCompleted`, `ServerMessage`, `ClientRequest`, `ClientResponse`, `ClientConnected`, `ClientToolResult`, `PreemptiveReplyDiscarded` |
+//! | System | `Start`, `Cancel`, `Error`, `Interruption`, `InterruptionRequest`, `EndRequest`, `UserStartedSpeaking`, `UserPausedSpeaking`, `UserStoppedSpeaking`, `BotStartedSpeaking`, `BotStoppedSpeaking`, `BotInterrupted`, `BotWordHeard`, `VadParams`, `InputAudio`, `Dtmf`, `Metrics`, `TurnCompleted`, `ServerMessage`, `ClientRequest`, `ClientResponse`, `ClientConnected`, `ClientToolResult`, `PreemptiveReplyDiscarded` |
 //! | Data | `OutputAudio`, `Text`, `LlmText`, `Transcription`, `InterimTranscription`, `LlmMessages`, `PreemptiveLlmMessages`, `TtsText`, `FunctionCallResult` |
 //! | Control | `End`, `LlmResponseStart`, `LlmResponseEnd`, `TtsStarted`, `TtsStopped`, `FunctionCallInProgress`, `AgentSelected`, `AnswerReviewed`, `PreemptiveReplyConfirmed` |
 //!

@@ -13,6 +13,7 @@
 //! | [`webrtc`] | browser calls: Pipecat's SmallWebRTC protocol |
 //! | [`rtvi`] | RTVI, the messages of Pipecat's client SDKs (sans-IO) |
 //! | `ends` | [`TransportEnds`]: the two processors a transport gives a session |
+//! | `heard_words` | when the listener hears each word a TTS timed: its place in the playout (sans-IO) |
 //! | `output` | [`OutputTransport`], every transport's output processor, and the [`AudioSink`] each one writes to |
 //! | `playout` | [`Playout`]: when bot audio leaves, and the bot's speaking state (sans-IO) |
 //! | `playback_tap` | [`PlaybackTap`]: a listener told what the caller heard of the bot (a recorder) |
@@ -28,6 +29,7 @@
 
 mod ends;
 pub mod file;
+mod heard_words;
 mod output;
 mod playback_tap;
 mod playout;

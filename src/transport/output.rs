@@ -15,6 +15,11 @@
 //!
 //! A [`PlaybackTap`] the session installed (a recorder) is told of each
 //! frame as it leaves and of the time of each cut: what the caller heard.
+//!
+//! A TTS that times words (`TtsText` with word timing) has each word
+//! reported (`BotWordHeard`, downstream) when its audio plays: placed in the
+//! playout by [`HeardWords`], reported by the same ticker that releases the
+//! audio (no task or timer of its own), never if an interruption cut it.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,9 +30,10 @@ use tokio::sync::Notify;
 use tracing::Instrument as _;
 
 use crate::frame::FrameResampler;
-use crate::frame::{AudioFrame, Direction, Frame, FrameBody, StartFrame};
+use crate::frame::{AudioFrame, Direction, Frame, FrameBody, SpokenTiming, StartFrame};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
+use super::heard_words::{self, HeardWords};
 use super::playback_tap::PlaybackTap;
 use super::playout::{Playout, PlayoutEvent, SendAhead};
 use super::wake_grid;
@@ -100,6 +106,8 @@ struct State<S> {
     heard_until_confirmed: bool,
     /// Told what left and what was cut.
     tap: Option<PlaybackTap>,
+    /// The timed words of the audio scheduled, until they are heard.
+    heard: HeardWords,
 }
 
 /// The output processor of a transport, generic over where audio goes.
@@ -127,6 +135,7 @@ impl<S: AudioSink> OutputTransport<S> {
                 sink,
                 heard_until_confirmed: false,
                 tap: None,
+                heard: HeardWords::new(),
             })),
             pacing,
             convert: None,
@@ -154,6 +163,25 @@ impl<S: AudioSink> OutputTransport<S> {
                     .is_some_and(|due| due <= now + send_ahead.refill())
         };
         if due_soon {
+            self.scheduled.notify_one();
+        }
+    }
+
+    /// A word of the response whose audio is coming, `start` into it. One
+    /// placed after its audio was scheduled may be due before the ticker's
+    /// next wake-up: it is woken to plan again.
+    fn place_word(&self, word: String, start: Duration) {
+        let wake = {
+            let mut state = lock(&self.state);
+            let at = state.heard.word(word, start);
+            at.is_some_and(|at| {
+                state
+                    .playout
+                    .next_deadline()
+                    .is_none_or(|deadline| at + heard_words::LATENESS < deadline)
+            })
+        };
+        if wake && matches!(self.pacing, Pacing::Timer { .. }) {
             self.scheduled.notify_one();
         }
     }
@@ -193,6 +221,8 @@ async fn tick<S: AudioSink>(
                 }
                 PlayoutEvent::Sent(end) => state.sink.utterance_sent(end),
                 PlayoutEvent::Stopped(_) => {
+                    // The utterance's words were heard before its end.
+                    words_heard(&mut state.heard, now, &mut signals);
                     if state.sink.still_playing(now) {
                         state.heard_until_confirmed = true;
                     } else {
@@ -210,15 +240,38 @@ async fn tick<S: AudioSink>(
                 }
             }
         }
+        words_heard(&mut state.heard, now, &mut signals);
         if state.heard_until_confirmed && !state.sink.still_playing(now) {
             state.heard_until_confirmed = false;
             signals.push(FrameBody::BotStoppedSpeaking);
         }
     }
     for signal in signals {
-        ctx.push_both_ways(signal).await;
+        match signal {
+            // For the client (events, RTVI); nothing upstream needs it.
+            FrameBody::BotWordHeard { .. } => ctx.push(signal, Direction::Downstream).await,
+            _ => ctx.push_both_ways(signal).await,
+        }
     }
     failed.map_or(Ok(()), Err)
+}
+
+/// The words heard by session time `now`, as frames to push.
+fn words_heard(heard: &mut HeardWords, now: Duration, signals: &mut Vec<FrameBody>) {
+    while let Some(text) = heard.poll(now) {
+        signals.push(FrameBody::BotWordHeard { text });
+    }
+}
+
+/// The earlier of two (due, latest) pairs of wake-up times, by each bound.
+fn earliest(
+    a: Option<(Duration, Duration)>,
+    b: Option<(Duration, Duration)>,
+) -> Option<(Duration, Duration)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.min(b.1))),
+        (a, b) => a.or(b),
+    }
 }
 
 #[async_trait]
@@ -235,15 +288,37 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                     Some(convert) => convert.convert(audio)?,
                     None => audio.clone(),
                 };
-                lock(&self.state).playout.schedule(audio, ctx.now());
+                {
+                    let mut state = lock(&self.state);
+                    let now = ctx.now();
+                    // Only a response whose words are placed costs more.
+                    if state.heard.follows_audio() {
+                        let duration = audio.duration();
+                        let start = state.playout.schedule(audio, now);
+                        state.heard.audio_scheduled(start, duration);
+                    } else {
+                        state.playout.schedule(audio, now);
+                    }
+                }
                 match self.pacing {
                     Pacing::InboundAudio { .. } => tick(&self.state, ctx.now(), ctx).await?,
                     Pacing::Timer { .. } => self.scheduled.notify_one(),
                 }
                 return Ok(());
             }
+            FrameBody::TtsStarted if direction == Direction::Downstream => {
+                lock(&self.state).heard.response_started();
+            }
+            FrameBody::TtsText(spoken)
+                if direction == Direction::Downstream && spoken.timing == SpokenTiming::Word =>
+            {
+                self.place_word(spoken.text.clone(), spoken.start);
+            }
             FrameBody::TtsStopped => {
-                lock(&self.state).playout.mark_utterance_complete();
+                let mut state = lock(&self.state);
+                state.heard.response_ended();
+                state.playout.mark_utterance_complete();
+                drop(state);
                 if let Pacing::Timer { send_ahead, .. } = self.pacing
                     && !send_ahead.most.is_zero()
                 {
@@ -293,11 +368,16 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
                     }
                     let next = {
                         let state = lock(&state);
-                        if state.heard_until_confirmed {
+                        let audio = if state.heard_until_confirmed {
                             Some((now + period, now + period))
                         } else {
                             state.playout.next_due().zip(state.playout.next_deadline())
-                        }
+                        };
+                        let word = state
+                            .heard
+                            .next_due()
+                            .map(|at| (at, at + heard_words::LATENESS));
+                        earliest(audio, word)
                     };
                     // Audio scheduled meanwhile has left a permit: no
                     // wake-up is lost between the check and the wait.
@@ -332,6 +412,7 @@ impl<S: AudioSink> Processor for OutputTransport<S> {
         let (cut, still_heard) = {
             let mut state = lock(&self.state);
             let cut = state.playout.interrupt(now);
+            state.heard.interrupt();
             let still_heard = std::mem::take(&mut state.heard_until_confirmed);
             state.sink.clear();
             if let Some(tap) = &state.tap {

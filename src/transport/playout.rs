@@ -135,15 +135,17 @@ impl Playout {
     /// early only if all of it fits within the lead, so a TTS chunk longer
     /// than the lead (a second of speech in one WebSocket message) would
     /// otherwise leave only when the audio before it had played, and a
-    /// late wake-up then would be heard as a gap.
-    pub fn schedule(&mut self, audio: AudioFrame, now: Duration) {
+    /// late wake-up then would be heard as a gap. Returns the session time
+    /// it plays from.
+    pub fn schedule(&mut self, audio: AudioFrame, now: Duration) -> Duration {
+        let start = self.scheduled_until.max(now);
         let piece_samples = u128::from(audio.sample_rate) * Self::PIECE.as_micros() / 1_000_000;
         let piece_bytes = usize::try_from(piece_samples).unwrap_or(usize::MAX)
             * usize::from(audio.channels.max(1))
             * 2;
         if self.send_ahead.most.is_zero() || piece_bytes == 0 || audio.data.len() <= piece_bytes {
             self.schedule_whole(audio, now);
-            return;
+            return start;
         }
         let mut at = 0;
         while at < audio.data.len() {
@@ -155,6 +157,7 @@ impl Playout {
             self.schedule_whole(piece, now);
             at = end;
         }
+        start
     }
 
     fn schedule_whole(&mut self, mut audio: AudioFrame, now: Duration) {

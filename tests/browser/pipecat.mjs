@@ -166,6 +166,7 @@ async function agent(page) {
     window.conversation.some((m) => m.role === "assistant" &&
       m.parts.map((p) => p.spoken).join(" ").trim() === "You are in Oslo."));
   seen.conversation = await page.evaluate(() => window.conversation);
+  seen.assistantStates = await page.evaluate(() => window.assistantStates.map((s) => JSON.parse(s)));
   seen.userLlmText = await page.evaluate(() =>
     window.rtvi.events.filter((e) => e.name === "userLlmText").map((e) => e.data.text));
   seen.botTranscript = await page.evaluate(() =>

@@ -122,8 +122,11 @@ window.startPipecat = async ({ offer, start, key }) => {
   return client.state;
 };
 // client-react's conversation, as plain data: each message's role, whether
-// it is final, and its text (a bot part's spoken and unspoken text).
+// it is final, and its text (a bot part's spoken and unspoken text). Every
+// state the assistant's parts went through is kept too, in order
+// (`assistantStates`), to see the spoken text grow as the words are heard.
 window.conversation = [];
+window.assistantStates = [];
 function ConversationProbe() {
   const { messages } = usePipecatConversation();
   useEffect(() => {
@@ -136,6 +139,12 @@ function ConversationProbe() {
           : { spoken: p.text?.spoken ?? "", unspoken: p.text?.unspoken ?? "", separator: !!p.needsSeparator }),
       functionCall: m.functionCall ? { name: m.functionCall.function_name, status: m.functionCall.status } : undefined,
     }));
+    for (const m of window.conversation.filter((m) => m.role === "assistant")) {
+      const state = JSON.stringify(m.parts);
+      if (window.assistantStates[window.assistantStates.length - 1] !== state) {
+        window.assistantStates.push(state);
+      }
+    }
   }, [messages]);
   return null;
 }

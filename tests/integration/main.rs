@@ -64,6 +64,7 @@ mod recording;
 mod reflection;
 mod router_agents;
 mod rtvi_bad_input;
+mod rtvi_word_progress;
 mod sales_agent;
 mod serve_cli;
 mod serve_context;

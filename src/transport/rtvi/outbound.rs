@@ -13,6 +13,7 @@
 //! | `llm_response_started`, `llm_text`, `llm_response_ended` | `bot-llm-started`, `bot-llm-text`, `bot-llm-stopped` |
 //! | `tts_started`, `tts_stopped` | `bot-tts-started`, `bot-tts-stopped` |
 //! | `tts_text` | `bot-tts-text`, and a `bot-output` segment announced ([`bot_output`]: protocol 2 `new`, 1.x `spoken` false), marked spoken (`completed`, `spoken` true) when the bot stops speaking, never if it is interrupted; `aggregated_by` `sentence` (a word-timing TTS's words make up sentences for protocol 2, by [`super::RtviSession`]) or, for 1.x, `word` |
+//! | `bot_word_heard` (protocol 2 only) | a `bot-output` of the word's sentence's progress ([`bot_output_progress`]): `in-progress`, or `completed` at its last word, which then marks the sentence spoken (not the bot's stop) |
 //! | `turn_completed` of the user (the words handed to the LLM) | `user-llm-text` |
 //! | `llm_text` (again), cut into sentences | `bot-transcription` a sentence (by [`super::RtviSession`], which keeps the unfinished one): deprecated by Pipecat, still what client-js's `onBotTranscript` fires on |
 //! | `tool_call` | `llm-function-call-started`, `llm-function-call-in-progress` |
@@ -23,14 +24,17 @@
 //! | `agent_selected`, `answer_reviewed` | `server-message` (`{"type": event, ...fields}`) |
 //! | `client_response` | `server-response` or `error-response` (by [`super::RtviSession`], which knows what is pending) |
 //!
-//! Not sent: Pipecat's word-by-word progress (since Pipecat 1.4, to
-//! protocol 2 clients only: a `bot-output` per timed word with the whole
-//! sentence's `text`, its `segment_id`, `spoken_status` `in-progress`, or
-//! `completed` at its last word, and `spoken_progress`), which Pipecat
-//! sends from the output transport as each word is heard. Here a
-//! `tts_text` event comes as the provider times the word, ahead of the
-//! audio, and the sentence a word belongs to is not known before it ends,
-//! so progress sent from these events would mark words heard too soon.
+//! Word-by-word progress (since Pipecat 1.4, to protocol 2 clients only)
+//! comes from `bot_word_heard`, not `tts_text`: a `tts_text` event comes
+//! as the provider times the word, ahead of the audio, while the output
+//! transport reports `bot_word_heard` as the playout reaches the word's
+//! audio, as Pipecat's output transport holds each timed frame until its
+//! presentation time (`BaseOutputTransport.MediaSender.handle_timed_frame`,
+//! `_clock_task_handler`). The sentence a word belongs to is not known
+//! before it ends: [`super::RtviSession`] holds a word heard before that
+//! until its sentence's `new`. A 1.x client gets no progress (Pipecat's
+//! `_handle_aggregated_progress` skips legacy clients); a TTS without word
+//! timing has no word heard.
 //!
 //! Other events (`session_started`, `dtmf`, `turn_latency`,
 //! `session_ended`, `client_request`, `metrics` of transit time, the bot's
@@ -173,6 +177,38 @@ pub(super) fn bot_output(fields: &Value, segment_id: u64, legacy: bool, spoken: 
     )
 }
 
+/// A protocol 2 `bot-output` of segment `segment_id` (a sentence of a
+/// word-timing TTS, `text`) heard up to byte `heard_to` of it: Pipecat's
+/// `RTVIObserver._handle_aggregated_progress`, whose
+/// `AggregatedTextProgressFrame` comes from `AggregatedFrameSequencer.
+/// _build_progress_frame`: the whole `text`, `spoken_status` `completed`
+/// once nothing is left to hear (`remaining_text` empty), else
+/// `in-progress`, and `spoken_progress` splitting `text` in two
+/// (`WordCompletionTracker.get_remaining_user_facing_text(strip=False)`
+/// keeps the leading space, so the two parts make `text` again). No
+/// `spoken`: Pipecat leaves it out for protocol 2 progress. client-react
+/// (`applySpokenProgressV2`) moves the part with that `segment_id` to
+/// `accumulated_text`'s length, and marks it spoken at the end.
+pub(super) fn bot_output_progress(text: &str, segment_id: u64, heard_to: usize) -> Value {
+    let (accumulated, remaining) = text.split_at_checked(heard_to).unwrap_or((text, ""));
+    let status = if remaining.is_empty() {
+        "completed"
+    } else {
+        "in-progress"
+    };
+    message(
+        "bot-output",
+        json!({
+            "text": text,
+            "will_be_spoken": true,
+            "aggregated_by": "sentence",
+            "segment_id": segment_id,
+            "spoken_status": status,
+            "spoken_progress": {"accumulated_text": accumulated, "remaining_text": remaining},
+        }),
+    )
+}
+
 /// Whether an event becomes RTVI messages worth keeping until the client
 /// is ready: the turn's events, not each token (`llm_text`), interim
 /// transcript or metric, which a long greeting would have push out the
@@ -195,6 +231,7 @@ pub(super) fn kept_before_ready(name: &str, fields: &Value) -> bool {
             | "tts_started"
             | "tts_stopped"
             | "tts_text"
+            | "bot_word_heard"
             | "tool_call"
             | "tool_result"
             | "error"

@@ -25,6 +25,11 @@
 //! most [`MAX_PENDING`] are remembered, the oldest forgotten first, so a
 //! flood costs bounded memory and every message still reaches the
 //! pipeline.
+//!
+//! What the bot says goes out as `bot-output` segments, announced, then
+//! spoken when the bot stops or, for a word-timing TTS and a protocol 2
+//! client, as the output reports each word heard (`bot_word_heard`):
+//! [`Segments`].
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -33,9 +38,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::inbound::{Rejected, RtviInbound, RtviRequest};
-use super::outbound::{bot_output, kept_before_ready, message, messages_for_event, reply};
+use super::outbound::{kept_before_ready, message, messages_for_event, reply};
 use crate::frame::ClientRequest;
 use crate::services::tts::SentenceSplitter;
+
+mod segments;
+
+use segments::Segments;
 
 /// The RTVI protocol version voxpipe speaks (that of
 /// `@pipecat-ai/client-js` 1.13).
@@ -51,10 +60,6 @@ pub const MAX_PENDING: usize = 32;
 
 /// The most events kept from before `client-ready` (turn events only).
 pub const MAX_BACKLOG: usize = 128;
-
-/// The most spoken-text segments announced and not yet spoken; past it the
-/// oldest is marked spoken at once.
-const MAX_OPEN_SEGMENTS: usize = 256;
 
 /// The most messages waiting for the client; older ones are dropped first.
 const MAX_OUTBOX: usize = 1_024;
@@ -143,19 +148,12 @@ pub struct RtviSession {
     /// The client speaks protocol 1 (`client-ready` said 1.x): answered
     /// as Pipecat answers such clients.
     legacy: bool,
-    /// The next `bot-output` segment's id.
-    next_segment: u64,
-    /// Segments announced (`bot-output` `new`) and not yet spoken: marked
-    /// spoken when the bot stops speaking, dropped when it is interrupted.
-    open_segments: VecDeque<(u64, Value)>,
+    /// What the bot says, as `bot-output` segments: announced, their
+    /// progress, spoken (see [`Segments`]).
+    segments: Segments,
     /// The LLM's text since the last whole sentence, for
     /// `bot-transcription`.
     bot_transcription: SentenceSplitter,
-    /// Words a word-timing TTS spoke since the last whole sentence: a
-    /// protocol 2 client gets `bot-output` segments a sentence long, as
-    /// Pipecat sends them (a word each, client-react would show the words
-    /// run together).
-    spoken_words: SentenceSplitter,
     /// A preemptive reply's events, held or being dropped: see
     /// [`Preemptive`].
     preemptive: Preemptive,
@@ -213,10 +211,8 @@ impl RtviSession {
             outbox: VecDeque::new(),
             backlog: VecDeque::new(),
             legacy: false,
-            next_segment: 1,
-            open_segments: VecDeque::new(),
+            segments: Segments::new(),
             bot_transcription: SentenceSplitter::new(),
-            spoken_words: SentenceSplitter::new(),
             preemptive: Preemptive::None,
             held_tools: HashSet::new(),
             discarded_tools: DiscardedTools::default(),
@@ -405,22 +401,24 @@ impl RtviSession {
             }
             return;
         }
-        match name {
-            // What the bot said is spoken once it stops speaking; what an
-            // interruption cut stays unspoken.
-            "bot_stopped_speaking" => {
-                self.announce_spoken_words();
-                while let Some((segment, text)) = self.open_segments.pop_front() {
-                    self.send(bot_output(&text, segment, self.legacy, true));
-                }
-            }
-            "tts_stopped" => self.announce_spoken_words(),
+        // `bot-output`: what the bot said is spoken once it stops speaking
+        // (a word-timing TTS's words as they are heard, for protocol 2);
+        // what an interruption cut stays unspoken.
+        let spoken = match name {
+            "bot_stopped_speaking" => self.segments.bot_stopped(self.legacy),
+            "tts_stopped" => self.segments.audio_ended(),
+            "bot_word_heard" if !self.legacy => self
+                .segments
+                .heard(fields["text"].as_str().unwrap_or_default()),
             "interruption" => {
-                self.open_segments.clear();
+                self.segments.interrupted();
                 self.bot_transcription.clear();
-                self.spoken_words.clear();
+                Vec::new()
             }
-            _ => {}
+            _ => Vec::new(),
+        };
+        for message in spoken {
+            self.send(message);
         }
         for message in messages_for_event(name, fields, wall_ms) {
             self.send(message);
@@ -442,36 +440,9 @@ impl RtviSession {
             self.send(message("bot-transcription", json!({ "text": sentence })));
         }
         if name == "tts_text" {
-            if !self.legacy && fields["timing"] == "word" {
-                let word = fields["text"].as_str().unwrap_or_default().trim();
-                for sentence in self.spoken_words.push(&format!("{word} ")) {
-                    self.announce(json!({"text": sentence, "timing": "sentence"}));
-                }
-            } else {
-                self.announce(fields.clone());
+            for message in self.segments.spoken(fields, self.legacy) {
+                self.send(message);
             }
-        }
-    }
-
-    /// Announces the spoken text `fields` (a `tts_text` event's) as a new
-    /// `bot-output` segment, spoken when the bot stops speaking.
-    fn announce(&mut self, fields: Value) {
-        let segment = self.next_segment;
-        self.next_segment += 1;
-        self.send(bot_output(&fields, segment, self.legacy, false));
-        if self.open_segments.len() == MAX_OPEN_SEGMENTS
-            && let Some((oldest, text)) = self.open_segments.pop_front()
-        {
-            self.send(bot_output(&text, oldest, self.legacy, true));
-        }
-        self.open_segments.push_back((segment, fields));
-    }
-
-    /// Announces the words spoken since the last whole sentence (the
-    /// response's audio ended, or the bot stopped speaking).
-    fn announce_spoken_words(&mut self) {
-        if let Some(rest) = self.spoken_words.finish() {
-            self.announce(json!({"text": rest, "timing": "sentence"}));
         }
     }
 

@@ -170,49 +170,90 @@ fn function_call_results_become_text() {
 }
 
 #[test]
-fn a_word_timing_tts_gives_a_protocol_2_client_sentence_segments() {
+fn a_word_timing_tts_gives_a_protocol_2_client_sentences_and_their_progress_as_heard() {
     let word = |text: &str| json!({"text": text, "timing": "word"});
-    let outputs = |session: &mut RtviSession| -> Vec<(String, String)> {
+    let heard = |text: &str| json!({ "text": text });
+    // (status, text, accumulated) of each `bot-output`.
+    let outputs = |session: &mut RtviSession| -> Vec<(String, String, String)> {
         drain(session)
             .into_iter()
             .filter(|m| m["type"] == "bot-output")
             .map(|m| {
                 let status = m["data"]["spoken_status"].as_str().unwrap_or("1.x");
-                (
-                    status.to_owned(),
-                    m["data"]["text"].as_str().unwrap().to_owned(),
-                )
+                let heard = &m["data"]["spoken_progress"]["accumulated_text"];
+                let text = m["data"]["text"].as_str().unwrap();
+                let spoken = m["data"]["spoken"].as_bool().map(|s| s.to_string());
+                let heard = heard.as_str().map(str::to_owned).or(spoken).unwrap();
+                (status.to_owned(), text.to_owned(), heard)
             })
             .collect()
     };
+    let out = |status: &str, text: &str, heard: &str| (status.into(), text.into(), heard.into());
     let mut session = RtviSession::new("s1".into());
     session.handle_inbound(inbound(READY), Duration::ZERO);
     drain(&mut session);
     for text in ["Hello!", "How", "can", "I"] {
         session.handle_event("tts_text", &word(text), 0);
     }
-    assert_eq!(outputs(&mut session), [("new".into(), "Hello!".into())]);
+    // Announced once the next sentence starts; nothing heard yet.
+    assert_eq!(outputs(&mut session), [out("new", "Hello!", "")]);
+    session.handle_event("bot_started_speaking", &json!({}), 0);
+    session.handle_event("bot_word_heard", &heard("Hello!"), 0);
+    assert_eq!(
+        outputs(&mut session),
+        [out("completed", "Hello!", "Hello!")]
+    );
+    // Heard before its sentence is known: it waits for the `new`.
+    session.handle_event("bot_word_heard", &heard("How"), 0);
+    assert_eq!(outputs(&mut session), []);
     session.handle_event("tts_text", &word("help?"), 0);
     session.handle_event("tts_stopped", &json!({}), 0);
     assert_eq!(
         outputs(&mut session),
-        [("new".into(), "How can I help?".into())]
+        [
+            out("new", "How can I help?", ""),
+            out("in-progress", "How can I help?", "How")
+        ]
     );
-    session.handle_event("bot_stopped_speaking", &json!({}), 0);
+    session.handle_event("bot_word_heard", &heard("can"), 0);
+    assert_eq!(
+        outputs(&mut session),
+        [out("in-progress", "How can I help?", "How can")]
+    );
+    for text in ["I", "help?"] {
+        session.handle_event("bot_word_heard", &heard(text), 0);
+    }
     assert_eq!(
         outputs(&mut session),
         [
-            ("completed".into(), "Hello!".into()),
-            ("completed".into(), "How can I help?".into())
+            out("in-progress", "How can I help?", "How can I"),
+            out("completed", "How can I help?", "How can I help?")
         ]
     );
-    // Words an interruption cut are never announced.
-    session.handle_event("tts_text", &word("Well,"), 0);
-    session.handle_event("interruption", &json!({}), 0);
+    // Marked spoken by their words, not again when the bot stops.
     session.handle_event("bot_stopped_speaking", &json!({}), 0);
-    assert!(outputs(&mut session).is_empty());
+    assert_eq!(outputs(&mut session), []);
 
-    // A 1.x client gets the words, as Pipecat sends them to it.
+    // Words an interruption cut are never heard, their sentence never
+    // spoken.
+    for text in ["Well,", "let", "me.", "So"] {
+        session.handle_event("tts_text", &word(text), 0);
+    }
+    session.handle_event("bot_word_heard", &heard("Well,"), 0);
+    assert_eq!(
+        outputs(&mut session),
+        [
+            out("new", "Well, let me.", ""),
+            out("in-progress", "Well, let me.", "Well,")
+        ]
+    );
+    session.handle_event("interruption", &json!({}), 0);
+    session.handle_event("bot_word_heard", &heard("let"), 0);
+    session.handle_event("bot_stopped_speaking", &json!({}), 0);
+    assert_eq!(outputs(&mut session), []);
+
+    // A 1.x client gets the words, spoken when the bot stops, as Pipecat
+    // sends them to it, and no progress.
     let mut legacy = RtviSession::new("s2".into());
     legacy.handle_inbound(
         inbound(r#"{"label":"rtvi-ai","type":"client-ready","id":"r","data":{"version":"1.0.0"}}"#),
@@ -220,7 +261,28 @@ fn a_word_timing_tts_gives_a_protocol_2_client_sentence_segments() {
     );
     drain(&mut legacy);
     legacy.handle_event("tts_text", &word("Hello!"), 0);
-    assert_eq!(outputs(&mut legacy), [("1.x".into(), "Hello!".into())]);
+    legacy.handle_event("bot_word_heard", &heard("Hello!"), 0);
+    assert_eq!(outputs(&mut legacy), [out("1.x", "Hello!", "false")]);
+    legacy.handle_event("bot_stopped_speaking", &json!({}), 0);
+    assert_eq!(outputs(&mut legacy), [out("1.x", "Hello!", "true")]);
+}
+
+#[test]
+fn words_heard_before_client_ready_follow_bot_ready() {
+    let mut session = RtviSession::new("s1".into());
+    for text in ["Hi", "there."] {
+        session.handle_event("tts_text", &json!({"text": text, "timing": "word"}), 0);
+        session.handle_event("bot_word_heard", &json!({ "text": text }), 0);
+    }
+    session.handle_event("tts_stopped", &json!({}), 0);
+    session.handle_event("bot_stopped_speaking", &json!({}), 0);
+    session.handle_inbound(inbound(READY), Duration::ZERO);
+    let statuses: Vec<Value> = drain(&mut session)
+        .into_iter()
+        .filter(|m| m["type"] == "bot-output")
+        .map(|m| m["data"]["spoken_status"].clone())
+        .collect();
+    assert_eq!(statuses, ["new", "in-progress", "completed"]);
 }
 
 #[test]
