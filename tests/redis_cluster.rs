@@ -304,6 +304,7 @@ async fn a_master_killed_mid_call_and_its_replica_promoted_loses_no_turn() {
         on_completed: Vec::new(),
         // The failover is ridden out in memory; no disk involved.
         spool: None,
+        lease_holder: None,
     };
     let (recorder, mut progress) =
         spawn_writer(Arc::clone(&store), call("failover", 0), writer_settings);

@@ -18,4 +18,20 @@ use crate::store::{Store, StoreError};
 pub trait AfterCall: Send + Sync + std::fmt::Debug {
     /// Queues the work for the completed call `call_id`.
     async fn queue(&self, store: &dyn Store, call_id: &str) -> Result<(), StoreError>;
+
+    /// The same, run by the call's writer (or by the turn spool's replayer
+    /// for it) whose hold on the call's session lease is `lease_holder`
+    /// (`None`: it kept none, or an older build spooled its steps). Only
+    /// the lease's own step, which lets go of that writer's hold alone,
+    /// tells one writer of a call from another: the rest queue as
+    /// [`queue`](Self::queue) does.
+    async fn queue_for_writer(
+        &self,
+        store: &dyn Store,
+        call_id: &str,
+        lease_holder: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let _ = lease_holder;
+        self.queue(store, call_id).await
+    }
 }

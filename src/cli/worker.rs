@@ -35,10 +35,9 @@ pub(crate) fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
         let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
         // A worker ends lost sessions too, as every server does: the calls
         // of a server that died are ended while none runs.
-        let sweeper = operator.context.lost_session_sweeper();
         let (background, ()) = tokio::join!(
             operator.context.run_background(shutdown.clone()),
-            sweeper.run(shutdown)
+            operator.context.sweep_lost_sessions(shutdown)
         );
         background
     })?;

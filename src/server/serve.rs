@@ -420,12 +420,13 @@ impl Server {
         // Calls whose process died mid-call end once their grace has passed
         // (their sessions' leases, outbound calls' final statuses: checks
         // in the store, whichever process noted them).
-        let lost_sessions = self.state.agent.as_ref().map(|agent| {
-            let sweeper = agent.lost_session_sweeper();
+        // (With a turn spool, not before a replay pass: a call whose last
+        // turns the spool holds is ended with them.)
+        let lost_sessions = self.state.agent.clone().map(|agent| {
             let mut stopped = stop_campaigns.subscribe();
             tokio::spawn(async move {
-                sweeper
-                    .run(async move {
+                agent
+                    .sweep_lost_sessions(async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     })
                     .await;

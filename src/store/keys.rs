@@ -15,7 +15,8 @@
 //! | `optimisation:{id}` | string (JSON [`OptimisationTrace`](crate::store::OptimisationTrace)) |
 //! | `calls:by_created` | sorted set: call ids by creation time (Unix ms) |
 //! | `rate_limit:{phone_hash}` | string: the call id holding the number's limit |
-//! | `calls:lost_sessions` | sorted set: lost-session checks (`{call id}\n{final status ms}`) by due time, or a claim's lease end |
+//! | `calls:lost_sessions` | sorted set: lost-session checks (`{call id}\n{final status ms}`, or a session lease `{call id}\nlease`) by due time, or a claim's lease end |
+//! | `{calls:lost_sessions}:lease:{id}` | hash: a session lease's holds (writer id → `{renewed ms}:{due ms}`) |
 //!
 //! voxpipe adds three keys of its own for work that must survive a restart:
 //! `eval:jobs` (the evaluation stream, consumer group `evaluators`),
@@ -174,6 +175,13 @@ impl Keys {
         self.key(format_args!("calls:lost_sessions"))
     }
 
+    /// `{calls:lost_sessions}:lease:{id}`: the holds on a call's session
+    /// lease, one per writer (writer id → `{renewed ms}:{due ms}`), in the
+    /// slot of `calls:lost_sessions`, which they are written with.
+    pub fn lease_holds(&self, call_id: &str) -> String {
+        part_of(&self.lost_sessions(), format_args!("lease:{call_id}"))
+    }
+
     /// `rate_limit:{phone_hash}`: the call that holds a number's limit.
     pub fn rate_limit(&self, phone_hash: &str) -> String {
         self.key(format_args!("rate_limit:{phone_hash}"))
@@ -277,6 +285,7 @@ mod tests {
         assert_eq!(bare.dead_letters(), "{webhook:outbox}:dead");
         assert_eq!(bare.active_campaigns(), "campaigns:active");
         assert_eq!(bare.lost_sessions(), "calls:lost_sessions");
+        assert_eq!(bare.lease_holds("c1"), "{calls:lost_sessions}:lease:c1");
 
         let acme = Keys::new("acme:");
         assert_eq!(acme.call("abc"), "acme:call:abc");

@@ -1,6 +1,15 @@
 //! [`LostSessionStore`]: checks of calls whose session may be lost (their
 //! server died mid-call): outbound calls' final statuses and sessions'
 //! leases, by due time, claimed one sweeper at a time.
+//!
+//! A call's lease is one check (`{call id}\nlease`) however many writers
+//! the call has (a reconnect starts a second one): each writer keeps a
+//! hold of its own on it ([`LeaseHold`], in `{calls:lost_sessions}:lease:{call
+//! id}`), and the check is due when the last hold is, so that the first
+//! writer to finish lets go of its own hold only. A hold carries the
+//! renewal its writer made, on its own clock: the call's end if every
+//! hold falls due, whatever grace the sweeping process has and however
+//! often the check was claimed.
 
 use async_trait::async_trait;
 
@@ -15,7 +24,8 @@ pub struct LostSessionCheck {
     pub call_id: String,
     /// For a final status, its time (Unix ms): the call is ended as of
     /// then. For a lease, when it was due, as the claim found it (0 when
-    /// not claimed): the call is ended a grace before.
+    /// not claimed): its holds say when the call ends (a lease an older
+    /// build noted, without holds, is ended a grace before).
     pub at_ms: u64,
     /// Who noted it.
     pub source: LostSessionSource,
@@ -28,8 +38,9 @@ pub enum LostSessionSource {
     /// ended, with no session for it on the server that heard it.
     FinalStatus,
     /// A session's lease: one check per call, its due time pushed on while
-    /// its writer runs, forgotten once the call's end is written; one left
-    /// to fall due belongs to a session whose process stopped.
+    /// any of its writers runs (each with a [`LeaseHold`]), forgotten once
+    /// the last hold is; one left to fall due belongs to sessions whose
+    /// process stopped.
     Lease,
 }
 
@@ -82,6 +93,42 @@ impl LostSessionCheck {
 /// The last line of a lease's member.
 const LEASE_SUFFIX: &str = "lease";
 
+/// One writer's hold on its call's session lease, as the writer last
+/// renewed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHold {
+    /// The writer's own id (random, one per writer): what tells two
+    /// writers of one call apart.
+    pub holder: String,
+    /// When the writer renewed it (Unix ms, on its own clock): the call
+    /// is ended as of the latest renewal of its holds.
+    pub renewed_ms: u64,
+    /// When it falls due unrenewed (the renewal plus the writer's grace).
+    pub due_ms: u64,
+}
+
+impl LeaseHold {
+    /// As stored, the value of its holder's field: `{renewed ms}:{due ms}`.
+    pub(crate) fn value(&self) -> String {
+        format!("{}:{}", self.renewed_ms, self.due_ms)
+    }
+
+    /// From its holder's field and value; `None` when the value is not one.
+    pub(crate) fn from_field(holder: &str, value: &str) -> Option<Self> {
+        let (renewed, due) = value.split_once(':')?;
+        Some(LeaseHold {
+            holder: holder.to_owned(),
+            renewed_ms: renewed.parse().ok()?,
+            due_ms: due.parse().ok()?,
+        })
+    }
+}
+
+/// How long a call's holds are kept past the last renewal's due time, in
+/// case its check is gone without them (an older build's sweeper forgets
+/// the check alone): longer than any sweeper takes to end the call.
+pub(crate) const HOLDS_KEPT_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// Checks of calls whose session may be lost (see [`LostSessionCheck`]),
 /// by due time, in the store so that a server that restarts, or another
 /// server, does them. Claimed under a lease: of two sweepers, one does a
@@ -110,19 +157,30 @@ pub trait LostSessionStore: Send + Sync {
     /// any is noted.
     async fn next_lost_session_due(&self) -> Result<Option<u64>, StoreError>;
 
-    /// `check` is done: forgotten.
+    /// `check` is done: forgotten (a lease's with its holds).
     async fn lost_session_checked(&self, check: &LostSessionCheck) -> Result<(), StoreError>;
 
-    /// Renews `call_id`'s session lease: due at `due_ms`. With `only_held`,
-    /// only if the lease is still noted (a writer that left its end in the
-    /// turn spool keeps its lease until the replayer forgets it); true when
-    /// the lease is noted after it.
+    /// Renews `hold` on `call_id`'s session lease; the lease is then due
+    /// when the latest of its holds is. With `only_held`, only if that hold
+    /// is still noted (a writer that left its end in the turn spool keeps
+    /// its hold until the replayer forgets it); true when the hold is
+    /// noted after it.
     async fn renew_lease(
         &self,
         call_id: &str,
-        due_ms: u64,
+        hold: &LeaseHold,
         only_held: bool,
     ) -> Result<bool, StoreError>;
+
+    /// Forgets `holder`'s hold on `call_id`'s lease: the lease goes with
+    /// its last hold, and is due when the latest of the others is. With no
+    /// holder (a writer of an older build, which kept no hold), the lease
+    /// goes only if no hold is left.
+    async fn forget_lease(&self, call_id: &str, holder: Option<&str>) -> Result<(), StoreError>;
+
+    /// The holds on `call_id`'s lease, in no order (none for a lease an
+    /// older build noted).
+    async fn lease_holds(&self, call_id: &str) -> Result<Vec<LeaseHold>, StoreError>;
 
     /// When `check` is due (its lease's end, if claimed); `None` when it is
     /// not noted.

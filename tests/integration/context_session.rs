@@ -404,6 +404,7 @@ async fn a_session_ending_while_redis_is_down_reports_exactly_what_it_could_not_
         on_completed: Vec::new(),
         // Without a spool, what was not written is reported (and logged).
         spool: None,
+        lease_holder: None,
     };
     let (recorder, mut progress) = spawn_writer(Arc::clone(&store), record, settings);
     recorder.started();
@@ -475,6 +476,7 @@ fn spooling(
         flush_timeout,
         on_completed,
         spool: Some(Arc::clone(spool)),
+        lease_holder: None,
     }
 }
 

@@ -16,19 +16,25 @@ use support::processors::registry;
 use support::redis_server::RedisServer;
 use support::turns::turn;
 use support::wait::eventually;
+use voxpipe::agent::turn_spool::{SpooledCall, SpooledStep, TurnSpool};
 use voxpipe::agent::{SESSION_LOST, SessionMemory};
 use voxpipe::conversation::Role;
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline_file::{PipelineConfig, parse_pipeline};
 use voxpipe::store::time::unix_ms;
-use voxpipe::store::{CallStatus, Store};
+use voxpipe::store::{CallRecord, CallStatus, Interaction, LeaseHold, Segment, Store};
 
 const GRACE_MS: u64 = 30_000;
 
 fn pipeline(context: &str) -> PipelineConfig {
+    spooling_pipeline(context, Path::new(""))
+}
+
+/// The same, its writers' turn spool in `spool`.
+fn spooling_pipeline(context: &str, spool: &Path) -> PipelineConfig {
     let toml = format!(
         "[pipeline]\nname = \"parrot\"\n\n[[processor]]\ntype = \"parrot\"\n\n\
-         [context]\n{context}lost_session_grace_secs = 30\nspool_dir = \"\"\n\n\
+         [context]\n{context}lost_session_grace_secs = 30\nspool_dir = {spool:?}\n\n\
          [webhook]\nurl = \"http://127.0.0.1:9/hook\"\n"
     );
     parse_pipeline(Path::new("agent.toml"), &toml, &registry()).unwrap()
@@ -168,4 +174,130 @@ async fn a_store_only_in_this_process_keeps_no_lease() {
         .await;
     says_one_turn(&voice, "Hi").await;
     assert_eq!(store.next_lost_session_due().await.unwrap(), None);
+}
+
+/// A call whose process stopped during an outage: its last turn and its
+/// end left in the turn spool at `spool` (with the writer's hold), its
+/// lease due. The process's spool lock goes with it.
+async fn stopped_with_its_end_spooled(store: &Arc<dyn Store>, spool: &Path, call_id: &str) {
+    let now = unix_ms();
+    let mut record = CallRecord::pending(
+        call_id,
+        "webrtc",
+        Segment::default(),
+        Default::default(),
+        now - 60_000,
+    );
+    record.status = CallStatus::Active;
+    record.started_at = Some(voxpipe::store::time::rfc3339(now - 60_000));
+    assert!(store.create_call(&record).await.unwrap());
+    let hold = LeaseHold {
+        holder: "w0000000000000001".into(),
+        renewed_ms: now - GRACE_MS - 1_000,
+        due_ms: now - 1_000,
+    };
+    assert!(store.renew_lease(call_id, &hold, false).await.unwrap());
+    let stopped = TurnSpool::new(spool, store.identity());
+    let entry = stopped.entry(now - 60_000);
+    let said = turn(0, Role::User, "Are you there?", 1_000);
+    let call = SpooledCall {
+        version: 1,
+        store: store.identity(),
+        call_id: call_id.into(),
+        lease_holder: Some(hold.holder),
+        steps: vec![
+            SpooledStep::Turn {
+                turn: Interaction::from_turn(&said, 0),
+            },
+            SpooledStep::Ended {
+                reason: "hangup".into(),
+                at_ms: now - 40_000,
+            },
+            SpooledStep::AfterCall,
+        ],
+    };
+    stopped.keep(&entry, &call).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_sweeps_only_after_its_spool_is_replayed() {
+    let redis = RedisServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let config = spooling_pipeline(
+        "store = \"redis\"\nurl_env = \"TEST_REDIS\"\n",
+        spool.path(),
+    );
+    let runtime = Arc::new(config.agent_runtime(&env(&redis)).unwrap());
+    let store = Arc::clone(runtime.store());
+    stopped_with_its_end_spooled(&store, spool.path(), "spooled-end").await;
+
+    // The next process on this disk starts its sweep first...
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop_when = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let sweeper = runtime.lost_session_sweeper();
+    let sweeping = tokio::spawn({
+        let stop = stop_when(stopped.clone());
+        async move { sweeper.run(stop).await }
+    });
+    // ...which claims nothing while the spool has not been replayed (a
+    // sweep at its start would end the call at once).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let call = store.call("spooled-end").await.unwrap().unwrap();
+    assert_eq!(call.ended_at, None, "ended before the spool was replayed");
+    // Then its replayer writes the spooled turn and end, and lets go of
+    // the writer's hold.
+    let background = tokio::spawn({
+        let runtime = Arc::clone(&runtime);
+        let stop = futures_util::FutureExt::shared(Box::pin(stop_when(stopped)));
+        async move { runtime.run_background(stop).await }
+    });
+    assert!(
+        eventually(Duration::from_secs(20), async || {
+            store.next_lost_session_due().await.unwrap().is_none()
+        })
+        .await,
+        "the lease outlived the replayed end"
+    );
+    let call = store.call("spooled-end").await.unwrap().unwrap();
+    assert_eq!(call.end_reason.as_deref(), Some("hangup"));
+    let turns = store.turns("spooled-end").await.unwrap();
+    assert_eq!(turns.len(), 1);
+    stop.send_replace(true);
+    sweeping.await.unwrap();
+    background.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_without_a_replayer_replays_the_spool_itself_first() {
+    let redis = RedisServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let config = spooling_pipeline(
+        "store = \"redis\"\nurl_env = \"TEST_REDIS\"\n",
+        spool.path(),
+    );
+    let runtime = config.agent_runtime(&env(&redis)).unwrap();
+    let store = Arc::clone(runtime.store());
+    stopped_with_its_end_spooled(&store, spool.path(), "no-replayer").await;
+    // Only the sweep runs (a server whose background work is not started):
+    // the spool's end is written first, not a lost session's.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let sweeping = runtime.sweep_lost_sessions(async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    });
+    let check = async {
+        assert!(
+            eventually(Duration::from_secs(20), async || {
+                store.next_lost_session_due().await.unwrap().is_none()
+            })
+            .await,
+            "the spooled call was not replayed"
+        );
+        let call = store.call("no-replayer").await.unwrap().unwrap();
+        assert_eq!(call.end_reason.as_deref(), Some("hangup"));
+        assert_eq!(store.turns("no-replayer").await.unwrap().len(), 1);
+        stop.send_replace(true);
+    };
+    tokio::join!(sweeping, check);
 }

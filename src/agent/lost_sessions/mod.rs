@@ -6,11 +6,14 @@
 //! does it:
 //!
 //! - every voice session's **lease** ([`lease`]): while its writer runs
-//!   (the session, then its flush) the check is renewed every third of
-//!   `[context] lost_session_grace_secs`, each renewal due a grace after
-//!   it; once the writer has stopped the check is forgotten. A lease left
-//!   to fall due belongs to a session whose process stopped (killed,
-//!   crashed, its machine gone): its call is ended as of the last renewal.
+//!   (the session, then its flush) the writer's hold on its call's check
+//!   is renewed every third of `[context] lost_session_grace_secs`, each
+//!   renewal due a grace after it; once the writer has stopped its hold
+//!   is forgotten, and the check with the call's last hold (a reconnect
+//!   gives a call two writers). A lease left to fall due belongs to
+//!   sessions whose process stopped (killed, crashed, its machine gone):
+//!   its call is ended as of the latest renewal of its holds, as their
+//!   writers noted it.
 //! - an outbound call's **final status** (`outbound::LostSessions`): the
 //!   callback for a started call nobody ended, with no session for it on
 //!   the server that heard it, notes a check due `[outbound]
@@ -18,15 +21,22 @@
 //!   callback.
 //!
 //! Every server with an agent runtime sweeps (`Server::serve`), and so
-//! does `voxpipe worker`: each claims the due checks under a lease (of two
-//! sweepers, one claims a check; one that dies doing it leaves it to be
-//! claimed again when its lease ends), ends their calls (`end_reason`
+//! does `voxpipe worker` (both through the runtime's
+//! `sweep_lost_sessions`, which runs a first replay pass of the spool):
+//! each claims the due checks under a lease (of two sweepers, one claims a
+//! check; one that dies doing it leaves it to be claimed again when its
+//! lease ends), ends their calls (`end_reason`
 //! `session_lost`) if nobody has, and queues their after-call work (the
 //! evaluation job, the webhook).
 //!
 //! The sweeper sleeps until the next check is due, woken at once by a
 //! check noted on its own process, and looks at least every
 //! [`MAX_WAIT`] for checks other processes noted and leases that ran out.
+//! In a process with a turn spool its first claim waits for the spool's
+//! first replay pass that left nothing waiting (at most
+//! [`FIRST_REPLAY_WAIT`]): a call whose process stopped may have its last
+//! turns, or its end, in this disk's spool, and ended before they are
+//! written it would be evaluated without them.
 //! Due times are noted and compared on one clock, the wall clock
 //! ([`unix_ms`]), the one other processes judge leases by.
 //!
@@ -40,16 +50,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::after_call::AfterCall;
 use crate::store::time::{rfc3339, unix_ms};
-use crate::store::{CallChange, LostSessionCheck, LostSessionSource, Store, StoreError};
+use crate::store::{
+    CallChange, LeaseHold, LostSessionCheck, LostSessionSource, LostSessionStore, Store, StoreError,
+};
 
 mod lease;
-pub(crate) use lease::ForgetLease;
 use lease::{Clock, LeaseKeeper};
+pub(crate) use lease::{ForgetLease, new_lease_holder};
 #[cfg(test)]
 mod tests;
 
@@ -74,6 +86,11 @@ const PAGE: usize = 100;
 /// renew its lease, and the keepers, trying every
 /// [`lease::RENEW_RETRY`], renew within this once it is back.
 const LEASE_SLACK: Duration = Duration::from_secs(20);
+/// The longest a sweeper waits for its process's first turn spool replay
+/// before its first claim: a replay pass takes seconds once the store
+/// answers (its disk work is bounded at 5 s a step), and a spool that
+/// never finishes one (its disk failing) must not stop the sweeps.
+const FIRST_REPLAY_WAIT: Duration = Duration::from_secs(60);
 
 /// What became of a claimed check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,9 +119,13 @@ pub struct LostSessionSweeper {
     clock: Clock,
     /// A check was noted in this process: the sweeper looks again.
     noted: Notify,
-    /// A lease's grace (`[context] lost_session_grace_secs`): its call is
-    /// ended this long before it fell due, as of its last renewal.
+    /// This process's sessions' grace (`[context]
+    /// lost_session_grace_secs`); a lease an older build noted, without
+    /// holds, is ended this long before it fell due.
     grace: Duration,
+    /// True once this process's turn spool has replayed what it held,
+    /// when it has a spool: the first claim waits for it.
+    first_replay: Option<watch::Receiver<bool>>,
     /// When this sweeper last met a store error.
     store_failed: std::sync::Mutex<Option<Instant>>,
     /// This process's sessions' leases, on the same store and clock.
@@ -125,7 +146,7 @@ impl LostSessionSweeper {
     pub fn new(store: Arc<dyn Store>, hooks: Vec<Arc<dyn AfterCall>>, grace: Duration) -> Self {
         let clock: Clock = Arc::new(unix_ms);
         let leases = Arc::new(LeaseKeeper {
-            store: Arc::clone(&store),
+            store: Arc::clone(&store) as Arc<dyn LostSessionStore>,
             grace,
             clock: Arc::clone(&clock),
         });
@@ -135,19 +156,30 @@ impl LostSessionSweeper {
             clock,
             noted: Notify::new(),
             grace,
+            first_replay: None,
             store_failed: std::sync::Mutex::new(None),
             leases,
         }
     }
 
-    /// Keeps `call_id`'s session lease until its writer (`done`) has
-    /// stopped (see [`lease`]).
+    /// The same, whose sweep claims nothing before `replayed` is true (this
+    /// process's turn spool has replayed what it held), or
+    /// [`FIRST_REPLAY_WAIT`] has passed.
+    pub(crate) fn after_first_replay(mut self, replayed: watch::Receiver<bool>) -> Self {
+        self.first_replay = Some(replayed);
+        self
+    }
+
+    /// Keeps `holder`'s hold on `call_id`'s session lease until its writer
+    /// (`done`) has stopped (see [`lease`]); `holder` is the writer's
+    /// ([`new_lease_holder`]).
     pub(crate) fn keep_lease(
         &self,
         call_id: String,
+        holder: String,
         done: crate::agent::writer::WriterDone,
     ) -> tokio::task::JoinHandle<()> {
-        self.leases.keep(call_id, done)
+        self.leases.keep(call_id, holder, done)
     }
 
     /// Notes `err`, if it says the store is out of reach (not a refusal
@@ -171,11 +203,23 @@ impl LostSessionSweeper {
     #[cfg(test)]
     fn with_clock(mut self, clock: Clock) -> Self {
         self.leases = Arc::new(LeaseKeeper {
-            store: Arc::clone(&self.store),
+            store: Arc::clone(&self.store) as Arc<dyn LostSessionStore>,
             grace: self.grace,
             clock: Arc::clone(&clock),
         });
         self.clock = clock;
+        self
+    }
+
+    /// The same, its sessions' holds kept through `store` (one that fails
+    /// some calls) rather than its own.
+    #[cfg(test)]
+    fn with_lease_store(mut self, store: Arc<dyn LostSessionStore>) -> Self {
+        self.leases = Arc::new(LeaseKeeper {
+            store,
+            grace: self.grace,
+            clock: Arc::clone(&self.clock),
+        });
         self
     }
 
@@ -190,19 +234,23 @@ impl LostSessionSweeper {
 
     /// Ends `check`'s call (`session_lost`) if it is still not ended, and
     /// queues its after-call work. A final status's call is ended as of
-    /// its time; a lease's as of its last renewal (a grace before it fell
-    /// due, by this sweeper's grace). `claimed_until` is the end of the
-    /// claim that gave `check`: a lease whose due time is no longer that
-    /// was renewed since (its session is alive) and is kept. A call ended meanwhile
-    /// (its session was alive after all) is left alone, but for a lease:
-    /// its writer forgets the lease only once the after-call work is
-    /// queued, so a lease left on an ended call may mean that work was not
-    /// (the writer's process stopped in between), and it is queued again,
-    /// harmlessly (the webhook's outbox keeps one delivery per event; a
-    /// second evaluation finds the verdict stored). An error (the store, or
-    /// the work not queued) leaves the check to be done again: the end is
-    /// written once, and the write that ended it is found again (its time
-    /// and reason are the check's), so the work is queued then.
+    /// its time; a lease's as of the latest renewal of its holds, as their
+    /// writers noted it, whatever this sweeper's grace and however often
+    /// the check was claimed (a lease an older build noted, without holds:
+    /// a grace, this sweeper's, before the due time the claim found).
+    /// `claimed_until` is the end of the claim that gave `check`: a lease
+    /// whose due time is no longer that was renewed or let go of since
+    /// (its session is alive), or one with a hold not due by the claim's
+    /// time (another writer of the call runs), is kept. A call ended
+    /// meanwhile (its session was alive after all) is left alone, but for
+    /// a lease: a writer lets go of its hold only once the after-call work
+    /// is queued, so a lease left on an ended call may mean that work was
+    /// not (the writer's process stopped in between), and it is queued
+    /// again, harmlessly (the webhook's outbox keeps one delivery per
+    /// event; a second evaluation finds the verdict stored). An error (the
+    /// store, or the work not queued) leaves the check to be done again:
+    /// the end is written once, and the write that ended it is found again
+    /// (its time and reason are the check's), so the work is queued then.
     pub async fn end_lost_session(
         &self,
         check: &LostSessionCheck,
@@ -210,10 +258,10 @@ impl LostSessionSweeper {
     ) -> Result<LostSessionOutcome, StoreError> {
         let lease = check.source == LostSessionSource::Lease;
         let at_ms = if lease {
-            if self.store.lost_session_due(check).await? != Some(claimed_until) {
-                return Ok(LostSessionOutcome::Kept);
+            match self.lease_end(check, claimed_until).await? {
+                Some(at_ms) => at_ms,
+                None => return Ok(LostSessionOutcome::Kept),
             }
-            check.at_ms.saturating_sub(millis(self.grace))
         } else {
             check.at_ms
         };
@@ -244,6 +292,30 @@ impl LostSessionSweeper {
         } else {
             LostSessionOutcome::LeftAlone
         })
+    }
+
+    /// When the call of `check`, a lease claimed until `claimed_until`,
+    /// ended: the latest renewal of its holds; `None` while it is held
+    /// (renewed or let go of since the claim, or a hold not due at the
+    /// claim's time).
+    async fn lease_end(
+        &self,
+        check: &LostSessionCheck,
+        claimed_until: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        if self.store.lost_session_due(check).await? != Some(claimed_until) {
+            return Ok(None);
+        }
+        // Read after the due time: a renewal in between shows here.
+        let holds = self.store.lease_holds(&check.call_id).await?;
+        let claimed_at = claimed_until.saturating_sub(millis(LEASE));
+        if holds.iter().any(|hold| hold.due_ms > claimed_at) {
+            return Ok(None);
+        }
+        let last_renewal = holds.iter().map(|hold: &LeaseHold| hold.renewed_ms).max();
+        Ok(Some(last_renewal.unwrap_or_else(|| {
+            check.at_ms.saturating_sub(millis(self.grace))
+        })))
     }
 
     /// Ends the calls of the checks due at `now_ms`, a page at a time;
@@ -315,11 +387,19 @@ impl LostSessionSweeper {
     }
 
     /// Sweeps until `stop` resolves: at start (a server that restarted
-    /// finds the checks it or another left), then whenever the next check
-    /// is due, a check is noted here, or [`MAX_WAIT`] has passed. A sweep
-    /// cut by `stop` leaves its claimed checks to their lease.
+    /// finds the checks it or another left; with a turn spool, once its
+    /// first replay is done, or [`FIRST_REPLAY_WAIT`] has passed), then
+    /// whenever the next check is due, a check is noted here, or
+    /// [`MAX_WAIT`] has passed. A sweep cut by `stop` leaves its claimed
+    /// checks to their lease.
     pub async fn run(&self, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
+        if let Some(replayed) = self.first_replay.clone() {
+            tokio::select! {
+                () = &mut stop => return,
+                () = wait_for_first_replay(replayed) => {}
+            }
+        }
         // The clock due times are noted by, and other servers' leases
         // judged by.
         let now_ms = || (self.clock)();
@@ -359,5 +439,17 @@ impl LostSessionSweeper {
                 () = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+/// Waits until `replayed` is true, for at most [`FIRST_REPLAY_WAIT`].
+async fn wait_for_first_replay(mut replayed: watch::Receiver<bool>) {
+    // A spool gone (its runtime dropped) has nothing left to wait for.
+    let waited = tokio::time::timeout(FIRST_REPLAY_WAIT, replayed.wait_for(|done| *done)).await;
+    if waited.is_err() {
+        tracing::warn!(
+            waited = ?FIRST_REPLAY_WAIT,
+            "the turn spool has not replayed what it holds yet; lost sessions are swept all the same (a call's spooled turns may come after its end)"
+        );
     }
 }

@@ -319,11 +319,17 @@ impl AgentRuntime {
         // Last: the session's lease goes once the rest is queued, whoever
         // writes the end (the writer, or the turn spool's replayer).
         writer.on_completed.push(Arc::new(ForgetLease));
-        let lost_sessions = Arc::new(LostSessionSweeper::new(
+        let mut lost_sessions = LostSessionSweeper::new(
             Arc::clone(&store),
             writer.on_completed.clone(),
             section.lost_session_grace_secs.duration(),
-        ));
+        );
+        // A call that this disk's spool holds the last turns of is not
+        // ended before they are written.
+        if let Some(spool) = &writer.spool {
+            lost_sessions = lost_sessions.after_first_replay(spool.replayed());
+        }
+        let lost_sessions = Arc::new(lost_sessions);
         AgentRuntime {
             store,
             section,
@@ -427,10 +433,34 @@ impl AgentRuntime {
 
     /// Ends the calls whose session was lost (sessions' leases left to fall
     /// due, outbound calls' final status checks): its sweep
-    /// ([`LostSessionSweeper::run`]) runs in every server with a runtime,
-    /// and in `voxpipe worker`.
+    /// ([`sweep_lost_sessions`](Self::sweep_lost_sessions)) runs in every
+    /// server with a runtime, and in `voxpipe worker`.
     pub fn lost_session_sweeper(&self) -> Arc<LostSessionSweeper> {
         Arc::clone(&self.lost_sessions)
+    }
+
+    /// Runs the lost-session sweep until `stop` resolves. With a turn
+    /// spool, the sweep's first claim waits for a replay pass that left
+    /// nothing waiting (at most a minute): one runs here at once, whether
+    /// or not [`run_background`](Self::run_background)'s replayer runs in
+    /// this process, so that a call whose last turns this disk holds is
+    /// not ended, and evaluated, before they are written.
+    pub async fn sweep_lost_sessions(&self, stop: impl Future<Output = ()>) {
+        let first_pass = async {
+            if let Some(spool) = &self.writer.spool {
+                spool.replay(&*self.store, &self.writer.on_completed).await;
+            }
+        };
+        let stop = futures_util::FutureExt::shared(Box::pin(stop));
+        tokio::join!(
+            async {
+                tokio::select! {
+                    () = first_pass => {}
+                    () = stop.clone() => {}
+                }
+            },
+            self.lost_sessions.run(stop.clone())
+        );
     }
 
     /// An evaluation worker named `consumer`, if sessions are evaluated or

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::AgentRuntime;
+use crate::agent::lost_sessions::new_lease_holder;
 use crate::agent::memory::SessionMemory;
 use crate::agent::prompt::SessionPrompt;
 use crate::agent::skills::SearchContextTool;
@@ -86,10 +87,15 @@ impl AgentRuntime {
             unix_ms(),
         );
         record.prompt_source = Some(prompt.source());
-        let (recorder, done) = spawn_writer(Arc::clone(&self.store), record, self.writer.clone());
-        if leased && self.keeps_leases {
+        // Each writer holds the call's lease on its own: a reconnect's
+        // second writer keeps it after the first one has finished.
+        let lease_holder = (leased && self.keeps_leases).then(new_lease_holder);
+        let mut writer = self.writer.clone();
+        writer.lease_holder.clone_from(&lease_holder);
+        let (recorder, done) = spawn_writer(Arc::clone(&self.store), record, writer);
+        if let Some(holder) = lease_holder {
             let call_id = recorder.call_id().to_owned();
-            let lease = self.lost_sessions.keep_lease(call_id, done.clone());
+            let lease = self.lost_sessions.keep_lease(call_id, holder, done.clone());
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
             leases.retain(|lease| !lease.is_finished());
             leases.push(lease);

@@ -48,7 +48,15 @@
 //! is compared with the spooled turn: the same turn (role, text, times) is
 //! already written, another one (the next message of a text conversation,
 //! a reconnect, or an index the writer could only guess) sends the turn to
-//! the end of the transcript, and the turns after it follow.
+//! the end of the transcript, and the turns after it follow. The
+//! after-call hooks run for the writer's hold on its call's session lease
+//! (kept in its file), so that they let go of that writer's hold alone.
+//!
+//! A pass that leaves nothing waiting (every file it could take written or
+//! set aside, none left to another pass still writing it) sets
+//! [`TurnSpool::replayed`]: the process's lost-session sweep waits for it
+//! before its first claim, so that a call is not ended, and evaluated,
+//! before the turns this disk holds for it are written.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -98,6 +106,12 @@ pub struct SpooledCall {
     pub store: String,
     /// The call.
     pub call_id: String,
+    /// The writer's hold on the call's session lease, if it kept one: the
+    /// replayer's after-call steps let go of that hold alone. (Absent from
+    /// the files of older builds, whose writers kept no holds; a build
+    /// without it reads past it.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_holder: Option<String>,
     /// What is left to write, in the writer's order.
     pub steps: Vec<SpooledStep>,
 }
@@ -236,6 +250,11 @@ pub struct TurnSpool {
     disk_limit: std::time::Duration,
     /// Replayer disk work given up on, past its limit.
     disk_stall: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// True once a pass has left nothing waiting (every file it could take
+    /// written, or set aside): this process's lost-session sweeper waits
+    /// for it, so that a call is not ended before its spooled turns are
+    /// written.
+    replayed: tokio::sync::watch::Sender<bool>,
 }
 
 impl TurnSpool {
@@ -251,7 +270,14 @@ impl TurnSpool {
             foreign: Mutex::new(HashSet::new()),
             disk_limit: DISK_LIMIT,
             disk_stall: Mutex::new(None),
+            replayed: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Becomes true once a replay pass has left nothing waiting: what the
+    /// spool held when this process started is written (or set aside).
+    pub fn replayed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.replayed.subscribe()
     }
 
     /// The same spool waiting `limit` for the disk (tests of a hung disk).

@@ -14,7 +14,8 @@ impl TurnSpool {
     pub(super) fn owner_dirs(&self) -> Option<Vec<(PathBuf, Option<File>)>> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+            // Never made: nothing to replay.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Some(Vec::new()),
             Err(err) => {
                 tracing::warn!(dir = %self.dir.display(), error = %err, "cannot read the turn spool");
                 return None;

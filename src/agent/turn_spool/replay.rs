@@ -55,13 +55,18 @@ impl TurnSpool {
         // Per owner: files not written (it stays while any is left).
         let mut left = vec![0usize; owners.len()];
         let mut files = Vec::new();
+        // An owner whose files could not be listed, or files another pass
+        // is writing: not all seen replayed.
+        let mut unseen = false;
         for (owner, listing) in listed.into_iter().enumerate() {
             let Some(paths) = listing else {
                 left[owner] += 1;
+                unseen = true;
                 continue;
             };
-            let (claimed, skipped) = self.claim(paths);
+            let (claimed, skipped, in_another_pass) = self.claim(paths);
             left[owner] += skipped;
+            unseen |= in_another_pass;
             files.extend(claimed.into_iter().map(|path| (path, owner)));
         }
         files.sort_by_cached_key(|(path, _)| replay_order(path));
@@ -114,16 +119,21 @@ impl TurnSpool {
                 })
                 .await;
         }
+        if report.waiting == 0 && !unseen {
+            self.replayed.send_replace(true);
+        }
         report
     }
 
-    /// Claims the `paths` no writer or other replay holds; returns them and
-    /// how many were skipped. Here, not with the listing on the disk's
-    /// thread: a listing given up on claims nothing.
-    fn claim(&self, paths: Vec<PathBuf>) -> (Vec<PathBuf>, usize) {
+    /// Claims the `paths` no writer or other replay holds; returns them,
+    /// how many were skipped, and whether another pass holds any of them
+    /// (this pass has not seen them written). Here, not with the listing on
+    /// the disk's thread: a listing given up on claims nothing.
+    fn claim(&self, paths: Vec<PathBuf>) -> (Vec<PathBuf>, usize, bool) {
         let mut live = lock(&self.live);
         let mut claimed = Vec::new();
         let mut skipped = 0;
+        let mut in_another_pass = false;
         for path in paths {
             let name = path
                 .file_name()
@@ -132,12 +142,13 @@ impl TurnSpool {
             let full = path.display().to_string();
             if live.contains(name) || live.contains(&full) {
                 skipped += 1;
+                in_another_pass |= live.contains(&full);
             } else {
                 live.insert(full);
                 claimed.push(path);
             }
         }
-        (claimed, skipped)
+        (claimed, skipped, in_another_pass)
     }
 
     async fn replay_file(
@@ -187,6 +198,7 @@ impl TurnSpool {
             return Replayed::OtherStore;
         }
         let call_id = call.call_id.clone();
+        let lease_holder = call.lease_holder.clone();
         let total = call.steps.len();
         let mut done = 0;
         // Where the last turn went: the turns after one sent to the end
@@ -198,7 +210,10 @@ impl TurnSpool {
                 SpooledStep::Turn { turn } => {
                     place_turn(store, &call_id, turn, &mut next_index, &mut transcript).await
                 }
-                other => replay_step(store, &call_id, other, hooks).await,
+                other => {
+                    let writer = (call_id.as_str(), lease_holder.as_deref());
+                    replay_step(store, writer, other, hooks).await
+                }
             };
             match result {
                 Ok(()) => done += 1,
@@ -477,9 +492,10 @@ async fn place_turn(
     Ok(())
 }
 
+/// Replays `step` of the writer `(call id, its lease hold)`.
 async fn replay_step(
     store: &dyn Store,
-    call_id: &str,
+    (call_id, lease_holder): (&str, Option<&str>),
     step: &SpooledStep,
     hooks: &[Arc<dyn AfterCall>],
 ) -> Result<(), StoreError> {
@@ -491,7 +507,7 @@ async fn replay_step(
         SpooledStep::Turn { .. } => return Ok(()),
         SpooledStep::AfterCall => {
             for hook in hooks {
-                hook.queue(store, call_id).await?;
+                hook.queue_for_writer(store, call_id, lease_holder).await?;
             }
             return Ok(());
         }

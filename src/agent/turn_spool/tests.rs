@@ -57,6 +57,7 @@ fn whole_call(call_id: &str) -> SpooledCall {
         version: VERSION,
         store: STORE.to_owned(),
         call_id: call_id.to_owned(),
+        lease_holder: None,
         steps: vec![
             SpooledStep::Create {
                 record: Box::new(record(call_id)),
@@ -251,13 +252,89 @@ async fn a_failing_store_leaves_the_call_for_the_next_pass() {
         },
     )
     .unwrap();
+    let replayed = spool.replayed();
     let report = spool.replay(&down, &hooks).await;
     assert_eq!((report.written, report.waiting), (0, 1));
+    assert!(!*replayed.borrow(), "replayed with the call waiting");
 
     let store = MemoryStore::new(StoreSettings::default());
     assert_eq!(spool.replay(&store, &hooks).await.written, 1);
     assert_eq!(texts(&store, "call-5").await.len(), 2);
     assert_eq!(hook.0.load(Ordering::SeqCst), 1);
+    assert!(*replayed.borrow(), "written, and not said so");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_spool_with_nothing_to_replay_says_so_after_its_first_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    // Never made: no writer needed it yet.
+    let spool = spool(&dir.path().join("spool"));
+    let store = MemoryStore::new(StoreSettings::default());
+    let replayed = spool.replayed();
+    assert!(!*replayed.borrow());
+    assert_eq!(spool.replay(&store, &[]).await, ReplayReport::default());
+    assert!(*replayed.borrow());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_pass_that_left_a_file_to_another_pass_has_not_replayed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = spool(dir.path());
+    let entry = left_by_a_writer(&spool, &whole_call("call-10"));
+    let owner = lock(&spool.owner).as_ref().unwrap().path.clone();
+    let path = owner.join(&entry.name).display().to_string();
+    let store = MemoryStore::new(StoreSettings::default());
+    let replayed = spool.replayed();
+    // Another pass (the replayer's, beside a sweep's) is writing it.
+    lock(&spool.live).insert(path.clone());
+    assert_eq!(spool.replay(&store, &[]).await, ReplayReport::default());
+    assert!(!*replayed.borrow(), "replayed while another pass writes");
+    lock(&spool.live).remove(&path);
+    assert_eq!(spool.replay(&store, &[]).await.written, 1);
+    assert!(*replayed.borrow());
+}
+
+/// Notes the lease hold of each writer it runs for.
+#[derive(Debug, Default)]
+struct HolderHook(std::sync::Mutex<Vec<Option<String>>>);
+
+#[async_trait]
+impl AfterCall for HolderHook {
+    async fn queue(&self, store: &dyn Store, call_id: &str) -> Result<(), StoreError> {
+        self.queue_for_writer(store, call_id, None).await
+    }
+
+    async fn queue_for_writer(
+        &self,
+        _store: &dyn Store,
+        _call_id: &str,
+        lease_holder: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut holders = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        holders.push(lease_holder.map(str::to_owned));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_after_call_steps_are_replayed_for_the_writers_lease_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = spool(dir.path());
+    let mut leased = whole_call("call-8");
+    leased.lease_holder = Some("w1".into());
+    left_by_a_writer(&spool, &leased);
+    // An older build's file, without a hold.
+    let older = serde_json::to_value(whole_call("call-9")).unwrap();
+    assert!(older.get("lease_holder").is_none(), "{older}");
+    let older: SpooledCall = serde_json::from_value(older).unwrap();
+    left_by_a_writer(&spool, &older);
+    let hook = Arc::new(HolderHook::default());
+    let hooks = vec![Arc::clone(&hook) as Arc<dyn AfterCall>];
+    let store = MemoryStore::new(StoreSettings::default());
+    assert_eq!(spool.replay(&store, &hooks).await.written, 2);
+    let mut holders = hook.0.lock().unwrap().clone();
+    holders.sort();
+    assert_eq!(holders, [None, Some("w1".to_owned())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -71,6 +71,10 @@ pub struct WriterSettings {
     /// Where pending steps are kept on disk while the store fails, if
     /// anywhere.
     pub spool: Option<Arc<TurnSpool>>,
+    /// This writer's hold on its call's session lease, when it keeps one
+    /// (set per session by the runtime): its after-call steps let go of
+    /// that hold alone, and the spool keeps it for the replayer.
+    pub lease_holder: Option<String>,
 }
 
 impl Default for WriterSettings {
@@ -81,6 +85,7 @@ impl Default for WriterSettings {
             flush_timeout: Duration::from_secs(120),
             on_completed: Vec::new(),
             spool: None,
+            lease_holder: None,
         }
     }
 }
@@ -409,8 +414,15 @@ impl Writer {
         let call_id = Arc::clone(&self.call_id);
         let flush = self.settings.flush_timeout;
         let mut next_index = self.next_index;
+        let lease_holder = self.settings.lease_holder.clone();
         let outcome = {
-            let work = step.perform(&*store, &call_id, &mut next_index, first_attempt);
+            let work = step.perform(
+                &*store,
+                &call_id,
+                lease_holder.as_deref(),
+                &mut next_index,
+                first_attempt,
+            );
             tokio::pin!(work);
             loop {
                 tokio::select! {

@@ -5,11 +5,13 @@ use crate::store::{Appended, Interaction, Store, StoreError};
 
 impl Step {
     /// Performs the step once; `Ok` means it is done (or was already
-    /// done).
+    /// done). `lease_holder` is the writer's hold on the call's session
+    /// lease, for the after-call steps.
     pub(super) async fn perform(
         &mut self,
         store: &dyn Store,
         call_id: &str,
+        lease_holder: Option<&str>,
         next_index: &mut u64,
         first_attempt: bool,
     ) -> Result<(), StoreError> {
@@ -95,7 +97,7 @@ impl Step {
                     return Ok(());
                 }
             }
-            Action::After(after) => after.queue(store, call_id).await,
+            Action::After(after) => after.queue_for_writer(store, call_id, lease_holder).await,
         }
     }
 }

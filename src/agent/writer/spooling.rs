@@ -206,6 +206,7 @@ impl Writer {
             version: crate::agent::turn_spool::VERSION,
             store: self.store.identity(),
             call_id: self.call_id.to_string(),
+            lease_holder: self.settings.lease_holder.clone(),
             steps,
         }
     }

@@ -57,7 +57,7 @@ async fn texts(store: &MemoryStore) -> Vec<String> {
 /// the index it was given, as a failed append leaves it).
 async fn landed_unanswered(store: &MemoryStore, step: &mut Step, next_index: u64) {
     let mut unanswered = next_index;
-    step.perform(store, CALL, &mut unanswered, true)
+    step.perform(store, CALL, None, &mut unanswered, true)
         .await
         .unwrap();
     step.attempted = true;
@@ -73,7 +73,7 @@ async fn a_retry_after_a_gap_finds_its_turn_where_the_store_put_it() {
     landed_unanswered(&store, &mut step, next_index).await;
     assert_eq!(texts(&store).await.len(), 4, "landed after the gap");
 
-    step.perform(&store, CALL, &mut next_index, false)
+    step.perform(&store, CALL, None, &mut next_index, false)
         .await
         .unwrap();
     assert_eq!(
@@ -84,7 +84,7 @@ async fn a_retry_after_a_gap_finds_its_turn_where_the_store_put_it() {
     // The next turn goes right after it, with no gap reported.
     assert_eq!(next_index, 4);
     let mut next = Step::new(Action::Turn(turn(6, "and then")));
-    next.perform(&store, CALL, &mut next_index, true)
+    next.perform(&store, CALL, None, &mut next_index, true)
         .await
         .unwrap();
     assert_eq!(texts(&store).await.len(), 5);
@@ -98,7 +98,7 @@ async fn a_retry_after_a_landing_at_its_index_writes_nothing_more() {
     let mut step = Step::new(Action::Turn(turn(3, "the answer")));
     landed_unanswered(&store, &mut step, next_index).await;
 
-    step.perform(&store, CALL, &mut next_index, false)
+    step.perform(&store, CALL, None, &mut next_index, false)
         .await
         .unwrap();
     assert_eq!(
@@ -118,7 +118,7 @@ async fn a_retry_whose_first_attempt_never_landed_appends_its_turn() {
     step.index = Some(3);
     step.attempted = true;
 
-    step.perform(&store, CALL, &mut next_index, false)
+    step.perform(&store, CALL, None, &mut next_index, false)
         .await
         .unwrap();
     assert_eq!(
@@ -188,6 +188,7 @@ async fn a_turn_recorded_while_a_retry_is_in_flight_reaches_the_spool_at_once() 
         flush_timeout: Duration::from_secs(1),
         on_completed: Vec::new(),
         spool: Some(spool),
+        lease_holder: None,
     };
     let record = CallRecord::pending(CALL, "twilio", Segment::default(), Default::default(), 0);
     let (recorder, mut progress) = spawn_writer(Arc::new(store), record, settings);

@@ -4,9 +4,15 @@
 
 use async_trait::async_trait;
 
-use super::scripts::CLAIM_LOST_SESSIONS;
+use super::scripts::{CLAIM_LOST_SESSIONS, FORGET_LEASE, RENEW_LEASE};
 use super::store::RedisStore;
-use crate::store::{LostSessionCheck, LostSessionStore, StoreError};
+use crate::store::{
+    HOLDS_KEPT_MS, LeaseHold, LostSessionCheck, LostSessionSource, LostSessionStore, StoreError,
+};
+
+/// The latest expiry `PEXPIREAT` takes: a due time that far out (a test's)
+/// keeps its holds for ever.
+const LATEST_EXPIRY_MS: u64 = i64::MAX as u64 / 2;
 
 #[async_trait]
 impl LostSessionStore for RedisStore {
@@ -71,33 +77,64 @@ impl LostSessionStore for RedisStore {
     }
 
     async fn lost_session_checked(&self, check: &LostSessionCheck) -> Result<(), StoreError> {
-        self.query::<i64>(
-            redis::cmd("ZREM")
-                .arg(self.settings.keys.lost_sessions())
-                .arg(check.member()),
-        )
-        .await
-        .map(|_| ())
+        let key = self.settings.keys.lost_sessions();
+        if check.source != LostSessionSource::Lease {
+            return self
+                .query::<i64>(redis::cmd("ZREM").arg(key).arg(check.member()))
+                .await
+                .map(|_| ());
+        }
+        // A lease goes with its holds (one slot: the holds are a part of
+        // the set's).
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("ZREM").arg(&key).arg(check.member()).ignore();
+        pipe.cmd("DEL")
+            .arg(self.settings.keys.lease_holds(&check.call_id))
+            .ignore();
+        self.query_pipe::<()>(&pipe).await
     }
 
     async fn renew_lease(
         &self,
         call_id: &str,
-        due_ms: u64,
+        hold: &LeaseHold,
         only_held: bool,
     ) -> Result<bool, StoreError> {
-        let key = self.settings.keys.lost_sessions();
-        let member = LostSessionCheck::lease(call_id).member();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let add = pipe.cmd("ZADD").arg(&key);
-        if only_held {
-            add.arg("XX");
-        }
-        add.arg(due_ms).arg(&member).ignore();
-        pipe.cmd("ZSCORE").arg(&key).arg(&member);
-        let (score,): (Option<f64>,) = self.query_pipe(&pipe).await?;
-        Ok(score.is_some())
+        let mut renew = RENEW_LEASE.key(self.settings.keys.lost_sessions());
+        renew
+            .key(self.settings.keys.lease_holds(call_id))
+            .arg(LostSessionCheck::lease(call_id).member())
+            .arg(&hold.holder)
+            .arg(hold.value())
+            .arg(if only_held { "1" } else { "0" })
+            .arg(
+                hold.due_ms
+                    .saturating_add(HOLDS_KEPT_MS)
+                    .min(LATEST_EXPIRY_MS),
+            );
+        let held: i64 = self.invoke(&renew).await?;
+        Ok(held == 1)
+    }
+
+    async fn forget_lease(&self, call_id: &str, holder: Option<&str>) -> Result<(), StoreError> {
+        let mut forget = FORGET_LEASE.key(self.settings.keys.lost_sessions());
+        forget
+            .key(self.settings.keys.lease_holds(call_id))
+            .arg(LostSessionCheck::lease(call_id).member())
+            .arg(holder.unwrap_or_default());
+        self.invoke::<i64>(&forget).await.map(|_| ())
+    }
+
+    async fn lease_holds(&self, call_id: &str) -> Result<Vec<LeaseHold>, StoreError> {
+        let fields: Vec<(String, String)> = self
+            .query(redis::cmd("HGETALL").arg(self.settings.keys.lease_holds(call_id)))
+            .await?;
+        // A value that is not a hold is not one.
+        Ok(fields
+            .iter()
+            .filter_map(|(holder, value)| LeaseHold::from_field(holder, value))
+            .collect())
     }
 
     async fn lost_session_due(&self, check: &LostSessionCheck) -> Result<Option<u64>, StoreError> {

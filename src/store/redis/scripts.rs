@@ -151,6 +151,56 @@ return due
     )
 });
 
+/// The lease check's due time after its holds changed: the latest hold's
+/// (as its text, so that no number goes through Lua's floats and back).
+const LATEST_HOLD: &str = r"
+local function latest_hold(key)
+  local due, latest = nil, -1
+  for _, hold in ipairs(redis.call('HVALS', key)) do
+    local at = string.match(hold, ':(%d+)$')
+    if at and tonumber(at) > latest then due, latest = at, tonumber(at) end
+  end
+  return due
+end
+";
+
+/// A session lease's hold renewed. KEYS: `calls:lost_sessions`, the
+/// call's holds. ARGV: the lease's member, the holder, its hold
+/// (`{renewed ms}:{due ms}`), `1` to renew only a hold still noted, when
+/// the holds expire (ms). The lease is due with its latest hold. Returns
+/// 1 when the hold is noted after it.
+pub(super) static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{LATEST_HOLD}
+if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('PEXPIREAT', KEYS[2], ARGV[5])
+redis.call('ZADD', KEYS[1], latest_hold(KEYS[2]), ARGV[1])
+return 1
+"
+    ))
+});
+
+/// A session lease's hold forgotten. KEYS: `calls:lost_sessions`, the
+/// call's holds. ARGV: the lease's member, the holder (empty: a writer of
+/// an older build, which kept none). The lease goes with its last hold;
+/// with holds left it is due with the latest (if it is still noted), and
+/// a holder-less forget leaves it to them.
+pub(super) static FORGET_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{LATEST_HOLD}
+if ARGV[2] ~= '' then redis.call('HDEL', KEYS[2], ARGV[2]) end
+local due = latest_hold(KEYS[2])
+if not due then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+elseif ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[1], 'XX', due, ARGV[1])
+end
+return 1
+"
+    ))
+});
+
 /// `test_cases:list`: ARGV holds (identity, JSON) pairs; a pair whose
 /// identity a listed case (or an earlier pair) has is skipped. Returns how
 /// many were added.

@@ -5,6 +5,10 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+mod faults;
+mod first_replay;
+mod holds;
+
 use super::*;
 use crate::agent::eval::QueueEvaluation;
 use crate::agent::writer::{WriteReport, WriterStatus};
@@ -32,10 +36,15 @@ fn process(store: &Arc<dyn Store>) -> Arc<LostSessionSweeper> {
 }
 
 fn process_with(store: &Arc<dyn Store>, clock: Clock) -> Arc<LostSessionSweeper> {
+    Arc::new(sweeper_with(store, clock, GRACE))
+}
+
+/// A process's sweeper on `store`, by `clock`, its sessions' grace `grace`.
+fn sweeper_with(store: &Arc<dyn Store>, clock: Clock, grace: Duration) -> LostSessionSweeper {
     // The after-call work is an evaluation job, which is not
     // deduplicated: each queueing counts.
     let hooks: Vec<Arc<dyn AfterCall>> = vec![Arc::new(QueueEvaluation), Arc::new(ForgetLease)];
-    Arc::new(LostSessionSweeper::new(Arc::clone(store), hooks, GRACE).with_clock(clock))
+    LostSessionSweeper::new(Arc::clone(store), hooks, grace).with_clock(clock)
 }
 
 /// Notes a final status check for `call_id` at `at_ms`, due a grace later.
@@ -216,6 +225,8 @@ struct Leased {
     store: Arc<dyn Store>,
     sweeper: Arc<LostSessionSweeper>,
     writer: tokio::sync::watch::Sender<WriterStatus>,
+    /// The writer's hold on the lease.
+    holder: String,
     lease: tokio::task::JoinHandle<()>,
 }
 
@@ -224,13 +235,27 @@ async fn leased(call_id: &str) -> Leased {
     inbound_started(&store, call_id).await;
     let sweeper = process(&store);
     let (writer, done) = running_writer();
-    let lease = sweeper.keep_lease(call_id.into(), done);
+    let holder = new_lease_holder();
+    let lease = sweeper.keep_lease(call_id.into(), holder.clone(), done);
     Leased {
         store,
         sweeper,
         writer,
+        holder,
         lease,
     }
+}
+
+/// `sweeper`'s process keeps a new writer's hold on `call_id`'s lease
+/// while `done` runs; the writer's hold and its keeper.
+fn keep(
+    sweeper: &LostSessionSweeper,
+    call_id: &str,
+    done: crate::agent::writer::WriterDone,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let holder = new_lease_holder();
+    let lease = sweeper.keep_lease(call_id.into(), holder.clone(), done);
+    (holder, lease)
 }
 
 /// The writer stops with `report`, having written the end when nothing
@@ -239,7 +264,7 @@ async fn leased(call_id: &str) -> Leased {
 /// `forget: false`, the step's write lost (a store blip).
 async fn stop_writer(
     store: &Arc<dyn Store>,
-    writer: &tokio::sync::watch::Sender<WriterStatus>,
+    (writer, holder): (&tokio::sync::watch::Sender<WriterStatus>, &str),
     call_id: &str,
     report: WriteReport,
     forget: bool,
@@ -252,7 +277,10 @@ async fn stop_writer(
         store.update_call(call_id, &ended).await.unwrap();
     }
     if forget && report.spooled.is_empty() {
-        ForgetLease.queue(&**store, call_id).await.unwrap();
+        ForgetLease
+            .queue_for_writer(&**store, call_id, Some(holder))
+            .await
+            .unwrap();
     }
     writer.send_modify(|status| status.done = Some(report));
 }
@@ -270,6 +298,7 @@ async fn a_live_session_is_never_ended_and_its_lease_goes_with_its_writer() {
         store,
         sweeper,
         writer,
+        holder,
         lease,
     } = leased("live").await;
     let sweeping = sweep(&sweeper);
@@ -282,7 +311,8 @@ async fn a_live_session_is_never_ended_and_its_lease_goes_with_its_writer() {
     // Its writer writes the end and stops (its own forgetting lost): the
     // keeper forgets the lease, and no more work is queued than the
     // writer's own.
-    stop_writer(&store, &writer, "live", WriteReport::default(), false).await;
+    let report = WriteReport::default();
+    stop_writer(&store, (&writer, &holder), "live", report, false).await;
     lease.await.unwrap();
     assert_eq!(lease_due(&store, "live"), None);
     tokio::time::sleep(GRACE * 2).await;
@@ -305,7 +335,7 @@ async fn a_session_whose_process_stopped_is_ended_as_of_its_last_renewal() {
     let first = process_with(&store, Arc::clone(&clock));
     let (_writer, done) = running_writer();
     let renewed_at = clock();
-    let lease = first.keep_lease("orphan".into(), done);
+    let (_holder, lease) = keep(&first, "orphan", done);
     // Renewed at 0, a third of the grace and two thirds; then the process
     // stops, its writer with it.
     tokio::time::sleep(GRACE * 2 / 3 + Duration::from_secs(1)).await;
@@ -346,6 +376,7 @@ async fn a_lease_renewed_after_a_sweeper_claimed_it_ends_nothing_and_stays() {
         sweeper,
         writer: _writer,
         lease: _lease,
+        ..
     } = leased("slow").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     // A sweeper whose clock runs a grace ahead claims the lease...
@@ -375,7 +406,7 @@ async fn a_store_outage_longer_than_the_grace_ends_no_live_call() {
     let clock = paused_clock(Arc::default());
     let sweeper = process_with(&store, Arc::clone(&clock));
     let (_writer, done) = running_writer();
-    let _lease = sweeper.keep_lease("through".into(), done);
+    let _lease = keep(&sweeper, "through", done);
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Every process lost the store for longer than the grace: no renewal
     // landed, and the sweeper's own sweeps failed.
@@ -394,6 +425,7 @@ async fn a_writer_that_left_its_end_in_the_spool_keeps_the_lease_until_the_repla
         store,
         sweeper,
         writer,
+        holder,
         lease,
     } = leased("spooled").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -401,7 +433,7 @@ async fn a_writer_that_left_its_end_in_the_spool_keeps_the_lease_until_the_repla
         spooled: vec!["turn 3".into()],
         ..WriteReport::default()
     };
-    stop_writer(&store, &writer, "spooled", report, true).await;
+    stop_writer(&store, (&writer, &holder), "spooled", report, true).await;
     // Renewed on while the store takes its time to come back...
     let sweeping = sweep(&sweeper);
     tokio::time::sleep(GRACE * 2).await;
@@ -409,7 +441,10 @@ async fn a_writer_that_left_its_end_in_the_spool_keeps_the_lease_until_the_repla
     let call = store.call("spooled").await.unwrap().unwrap();
     assert_eq!(call.ended_at, None, "ended before the replay");
     // ...until the replayer writes the end and its last after-call step.
-    ForgetLease.queue(&*store, "spooled").await.unwrap();
+    ForgetLease
+        .queue_for_writer(&*store, "spooled", Some(&holder))
+        .await
+        .unwrap();
     lease.await.unwrap();
     assert_eq!(lease_due(&store, "spooled"), None);
     sweeping.abort();
@@ -423,10 +458,11 @@ async fn left_to_end_the_call(call_id: &str, report: WriteReport) {
         store,
         sweeper,
         writer,
+        holder,
         lease,
     } = leased(call_id).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop_writer(&store, &writer, call_id, report, true).await;
+    stop_writer(&store, (&writer, &holder), call_id, report, true).await;
     lease.await.unwrap();
     assert!(lease_due(&store, call_id).is_some(), "no lease left");
     let sweeping = sweep(&sweeper);
@@ -451,20 +487,22 @@ async fn a_writer_that_gave_up_leaves_its_lease_to_end_the_call() {
 async fn a_lease_left_on_an_ended_call_queues_its_work_again_and_keeps_its_end() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
     inbound_started(&store, "ended").await;
+    let now = unix_ms();
     let ended = crate::store::CallChange::Ended {
         reason: "hangup".into(),
-        at_ms: 5_000,
+        at_ms: now - 5_000,
     };
     store.update_call("ended", &ended).await.unwrap();
     // Its process stopped after the end, before queueing the work and
     // forgetting the lease.
-    assert!(store.renew_lease("ended", 10_000, false).await.unwrap());
+    let hold = LeaseHold {
+        holder: new_lease_holder(),
+        renewed_ms: now - 10_000,
+        due_ms: now,
+    };
+    assert!(store.renew_lease("ended", &hold, false).await.unwrap());
     let sweeper = process(&store);
-    assert_eq!(
-        sweeper.end_due(10_000).await.unwrap(),
-        0,
-        "ended by another"
-    );
+    assert_eq!(sweeper.end_due(now).await.unwrap(), 0, "ended by another");
     let call = store.call("ended").await.unwrap().unwrap();
     assert_eq!(call.end_reason.as_deref(), Some("hangup"));
     let jobs = store.read_jobs("w", 8, Duration::ZERO).await.unwrap();
