@@ -17,7 +17,7 @@ use crate::processors::{ParallelFactory, ProcessorRegistry};
 use crate::services::llm::tools::ToolRegistry;
 
 use super::config::{PipelineConfig, Sections};
-use super::section_checks::section_problems;
+use super::section_checks::{section_problems, start_problems};
 
 /// Reads `path`, applies `overrides`, and validates the result against
 /// `registry`. The file is validated as written first, so that its errors
@@ -103,22 +103,39 @@ pub fn load_and_probe(
     overrides: &[Override],
     registry: &ProcessorRegistry,
 ) -> Result<PipelineConfig, ConfigErrors> {
-    // The file as written first, so that its problems name its own lines;
-    // then with the overrides, whose problems are blamed on them (the
-    // rewritten text's lines are not the file's).
     let text = read_text(path)?;
     let written = parse_pipeline(path, &text, registry)?;
-    probe(path, &text, &written)?;
     if overrides.is_empty() {
+        probe(path, &text, &written)?;
         return Ok(written);
     }
-    let (config, changed) = with_overrides(path, text, overrides, registry)?;
-    probe(path, &changed, &config).map_err(|errors| blame_overrides(errors, overrides))?;
-    Ok(config)
+    // What the overrides leave wrong (they may also mend the file: a
+    // `--set server.public_host=…`), each problem blamed on the override
+    // that set its key, else named at the file's own line: the rewritten
+    // text's lines are not the file's.
+    let (config, changed) = with_overrides(path, text.clone(), overrides, registry)?;
+    let Err(left) = probe(path, &changed, &config) else {
+        return Ok(config);
+    };
+    let mut in_the_file = probe(path, &text, &written)
+        .err()
+        .map_or_else(Vec::new, |e| e.0);
+    let mut blamed = Vec::new();
+    for error in blame_overrides(left, overrides).0 {
+        let written_at = match &error {
+            ConfigError::Key { key, .. } => in_the_file
+                .iter()
+                .position(|e| matches!(e, ConfigError::Key { key: k, .. } if k == key)),
+            _ => None,
+        };
+        blamed.push(written_at.map_or(error, |at| in_the_file.swap_remove(at)));
+    }
+    Err(ConfigErrors(blamed))
 }
 
-/// Builds each processor of `config` (read from `text`) once, as every
-/// session will: what cannot be built, blamed on its key.
+/// What the start refuses in `config` (read from `text`) though it parses,
+/// and each processor built once, as every session will: what cannot be
+/// built, blamed on its key.
 fn probe(path: &Path, text: &str, config: &PipelineConfig) -> Result<(), ConfigErrors> {
     let Ok(root) = DeTable::parse(text) else {
         return Ok(());
@@ -135,7 +152,13 @@ fn probe(path: &Path, text: &str, config: &PipelineConfig) -> Result<(), ConfigE
         tools.register(search_context_stand_in());
         setup.resources.insert(ToolRegistry::RESOURCE, tools);
     }
-    let mut found = Vec::new();
+    let mut found: Vec<ConfigError> = start_problems(config)
+        .into_iter()
+        .map(|problem| {
+            let at = key_offset(lookup, &problem.key);
+            errors.key_error(at, problem.key, problem.message)
+        })
+        .collect();
     for (index, entry) in config.processors.iter().enumerate() {
         let problem = match entry.factory.build(&setup) {
             Ok(_) | Err(BuildError::MissingEnv { .. }) => continue,

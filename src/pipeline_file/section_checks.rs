@@ -1,12 +1,14 @@
 //! What `run` and `serve` would refuse across a file's sections when they
 //! set up the agent runtime, the dialler or WebRTC, found at load instead,
 //! so that `voxpipe check` refuses it too and every refusal names the file,
-//! the line and the key. Only the file is judged: a `*_env` variable that
-//! is not set is left to the start, as secrets are not needed to check.
+//! the line and the key: [`section_problems`] when the file is parsed,
+//! [`start_problems`] when it is probed (as `check`, `run` and `serve` do).
+//! Only the file is judged: a `*_env` variable that is not set is left to
+//! the start, as secrets are not needed to check.
 
 use crate::pipeline::BuildError;
 
-use super::config::Sections;
+use super::config::{PipelineConfig, Sections};
 
 /// One refusal: the dotted key to blame and why.
 pub(super) struct Problem {
@@ -59,12 +61,6 @@ fn agent(sections: &Sections, found: &mut Vec<Problem>) {
     }
     let evaluator = sections.evaluator.as_ref().filter(|e| e.enabled);
     let optimiser = sections.optimiser.as_ref().filter(|o| o.enabled);
-    if optimiser.is_some() && evaluator.is_none() {
-        found.push(Problem::new(
-            "optimiser.enabled",
-            "[optimiser] needs an enabled [evaluator]: it acts on failed verdicts",
-        ));
-    }
     let mut endpoint = |section: &str, built: Result<_, BuildError>| {
         if let Err(err) = built {
             found.push(Problem::new(
@@ -90,20 +86,42 @@ fn agent(sections: &Sections, found: &mut Vec<Problem>) {
     }
 }
 
-/// `[outbound]`: the dialler places calls through Twilio's REST API and
-/// gives Twilio this server's public host for the call's webhooks; a
-/// call's lost-session end waits for a live writer's last retries.
+/// `[outbound]`: a call's lost-session end waits for a live writer's last
+/// retries.
 fn outbound(sections: &Sections, found: &mut Vec<Problem>) {
-    let Some(outbound) = &sections.outbound else {
-        return;
-    };
-    if sections.server.public_host.is_none() {
+    if let Some(outbound) = &sections.outbound
+        && let Some(message) =
+            outbound.grace_problem(sections.context.flush_timeout_secs.duration())
+    {
+        found.push(Problem::new("outbound.lost_session_grace_secs", message));
+    }
+}
+
+/// What the start of `run`, `serve` or `call` refuses in a file that
+/// parses, for sections a program may complete itself when it uses the
+/// library (its own public host, its own judge): the optimiser acts on the
+/// evaluator's verdicts; the dialler places calls through Twilio's REST API
+/// with the account's credentials and gives Twilio this server's public
+/// host for the call's webhooks.
+pub(super) fn start_problems(config: &PipelineConfig) -> Vec<Problem> {
+    let mut found = Vec::new();
+    let judged = config.evaluator.as_ref().is_some_and(|e| e.enabled);
+    if config.optimiser.as_ref().is_some_and(|o| o.enabled) && !judged {
+        found.push(Problem::new(
+            "optimiser.enabled",
+            "[optimiser] needs an enabled [evaluator]: it acts on failed verdicts",
+        ));
+    }
+    if config.outbound.is_none() {
+        return found;
+    }
+    if config.server.public_host.is_none() {
         found.push(Problem::new(
             "outbound",
             "[outbound] needs `[server] public_host`: the host Twilio reaches this server at",
         ));
     }
-    let twilio = &sections.transport.twilio;
+    let twilio = &config.transport.twilio;
     for (key, set) in [
         ("account_sid_env", twilio.account_sid_env.is_some()),
         ("auth_token_env", twilio.auth_token_env.is_some()),
@@ -118,7 +136,5 @@ fn outbound(sections: &Sections, found: &mut Vec<Problem>) {
             ));
         }
     }
-    if let Some(message) = outbound.grace_problem(sections.context.flush_timeout_secs.duration()) {
-        found.push(Problem::new("outbound.lost_session_grace_secs", message));
-    }
+    found
 }

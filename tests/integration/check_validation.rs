@@ -190,3 +190,28 @@ fn a_processor_an_override_breaks_is_blamed_on_the_override() {
     );
     assert!(!stderr.contains(&format!("{gain}:6")), "{stderr}");
 }
+
+/// An override may supply what the file lacks: `check` judges the file as
+/// it will run.
+#[test]
+fn an_override_may_mend_what_the_file_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "outbound.toml",
+        b"[pipeline]\nname = \"x\"\n\n[transport.twilio]\naccount_sid_env = \"SID\"\nauth_token_env = \"TOKEN\"\n\n[outbound]\nfrom = \"+15557654321\"\n",
+    );
+    let refused = voxpipe(&["check", &file]);
+    assert!(!refused.status.success());
+    let mended = voxpipe(&[
+        "check",
+        &file,
+        "--set",
+        "server.public_host=voice.example.com",
+    ]);
+    assert!(
+        mended.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mended.stderr)
+    );
+}
