@@ -8,7 +8,7 @@
 //! cluster = false                # true: a Redis Cluster; url_env then names
 //!                                # seed nodes, comma-separated
 //! path = "voxpipe-context.jsonl" # memory store only: keep it in this file
-//! prefix = ""                    # key prefix, e.g. "acme:" (no braces)
+//! prefix = ""                    # key prefix, e.g. "acme:" (in a Cluster, no braces)
 //! call_ttl_secs = 172800         # call:{id} and its transcript (48 h)
 //! session_tactics_ttl_secs = 86400
 //! op_timeout_ms = 2000           # one Redis operation; then retried
@@ -73,9 +73,8 @@ pub struct ContextSection {
     pub cluster: bool,
     /// The embedded store's file, if it is kept in one.
     pub path: Option<PathBuf>,
-    /// Prefix of every key: no braces, which would make it every key's
-    /// Redis Cluster hash tag (see [`key_prefix`]).
-    #[serde(deserialize_with = "key_prefix")]
+    /// Prefix of every key (in a Redis Cluster, without braces: they would
+    /// become every key's hash tag).
     pub prefix: String,
     /// TTL of call keys, seconds.
     pub call_ttl_secs: u64,
@@ -184,23 +183,6 @@ fn segment_part<'de, D: serde::Deserializer<'de>>(
     }
 }
 
-/// A key `prefix`: refused if it has a brace. Redis Cluster hashes only
-/// the part of a key between its first `{` and the next `}`, and the
-/// store's keys carry such hash tags where a script needs its keys on one
-/// node (`{text:active}:…`, `{webhook:outbox}:…`): a prefix with braces
-/// would become every key's tag instead, and one node would hold the whole
-/// deployment (an unbalanced brace could split keys a script needs
-/// together).
-fn key_prefix<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let value = String::deserialize(deserializer)?;
-    if value.contains(['{', '}']) {
-        return Err(serde::de::Error::custom(format!(
-            "{value:?} has a brace: the store's keys carry their own Redis Cluster hash tags; use a prefix such as \"acme:\""
-        )));
-    }
-    Ok(value)
-}
-
 /// `[context.skills]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -256,20 +238,6 @@ impl SkillsSection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_key_prefix_with_a_brace_is_refused() {
-        let section: ContextSection = toml::from_str("prefix = \"acme:\"").unwrap();
-        assert_eq!(section.prefix, "acme:");
-        for braced in ["{acme}:", "acme{", "ac}me:"] {
-            let refused =
-                toml::from_str::<ContextSection>(&format!("prefix = {braced:?}")).unwrap_err();
-            assert!(
-                refused.to_string().contains("has a brace"),
-                "{braced}: {refused}"
-            );
-        }
-    }
 
     #[test]
     fn a_context_industry_may_have_spaces_but_not_key_syntax() {

@@ -3,9 +3,9 @@
 //!
 //! The API answered 202 `queued`: giving up after a few seconds of outage
 //! would fail a call a minute's blip delayed. So the dial is tried again,
-//! with a capped backoff (Twilio's `Retry-After` for a 429), until
-//! [`API_DIAL_DEADLINE`], safely before the stranded-call sweep would end
-//! the call as one a stopped server left. Retrying never dials twice: each
+//! with a capped backoff (for a 429, Twilio's `Retry-After` when longer),
+//! until [`API_DIAL_DEADLINE`], safely before the stranded-call sweep
+//! would end the call as one a stopped server left. Retrying never dials twice: each
 //! try goes through the dialler's compare-and-set on the record's request
 //! note, and an answer that may mean Twilio took the call stops the loop.
 
@@ -59,9 +59,13 @@ impl DialRetry {
             | DialError::Settled { .. }
             | DialError::Uncertain(_)
             | DialError::AlreadyAsked(_) => return DialStep::Done,
-            DialError::RateLimited { retry_after } => {
-                ((*retry_after).min(MAX_WAIT), "Twilio kept rate limiting")
-            }
+            // Backed off too: a 429 without `Retry-After` would otherwise
+            // bring each queued call back every second, and keep the
+            // account limited.
+            DialError::RateLimited { retry_after } => (
+                (*retry_after).max(self.next_backoff()).min(MAX_WAIT),
+                "Twilio kept rate limiting",
+            ),
             DialError::Unavailable(_) => (self.next_backoff(), "Twilio could not be reached"),
             DialError::Store(err) if err.is_transient() => {
                 (self.next_backoff(), "the call store was unavailable")
@@ -140,6 +144,11 @@ mod tests {
             DialStep::Wait(Duration::from_secs(1))
         );
         assert_eq!(retry.after(&limited(3600), start), DialStep::Wait(MAX_WAIT));
+        // Short or missing Retry-After values back off all the same.
+        assert_eq!(
+            retry.after(&limited(1), start),
+            DialStep::Wait(Duration::from_secs(4))
+        );
         assert_eq!(
             retry.after(&limited(1), start + API_DIAL_DEADLINE),
             DialStep::GiveUp("not placed: Twilio kept rate limiting for 8 minutes".into())

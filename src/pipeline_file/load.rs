@@ -110,9 +110,9 @@ pub fn load_and_probe(
         return Ok(written);
     }
     // What the overrides leave wrong (they may also mend the file: a
-    // `--set server.public_host=…`), each problem blamed on the override
-    // that set its key, else named at the file's own line: the rewritten
-    // text's lines are not the file's.
+    // `--set server.public_host=…`): a problem the file has as written is
+    // named at the file's own line (the rewritten text's lines are not the
+    // file's); any other is blamed on the override that set its key.
     let (config, changed) = with_overrides(path, text.clone(), overrides, registry)?;
     let Err(left) = probe(path, &changed, &config) else {
         return Ok(config);
@@ -121,15 +121,21 @@ pub fn load_and_probe(
         .err()
         .map_or_else(Vec::new, |e| e.0);
     let mut blamed = Vec::new();
-    for error in blame_overrides(left, overrides).0 {
+    let mut from_overrides = Vec::new();
+    for error in left.0 {
+        // The same problem in the file as written is the file's own.
         let written_at = match &error {
-            ConfigError::Key { key, .. } => in_the_file
-                .iter()
-                .position(|e| matches!(e, ConfigError::Key { key: k, .. } if k == key)),
+            ConfigError::Key { key, message, .. } => in_the_file.iter().position(|e| {
+                matches!(e, ConfigError::Key { key: k, message: m, .. } if k == key && m == message)
+            }),
             _ => None,
         };
-        blamed.push(written_at.map_or(error, |at| in_the_file.swap_remove(at)));
+        match written_at {
+            Some(at) => blamed.push(in_the_file.swap_remove(at)),
+            None => from_overrides.push(error),
+        }
     }
+    blamed.extend(blame_overrides(ConfigErrors(from_overrides), overrides).0);
     Err(ConfigErrors(blamed))
 }
 

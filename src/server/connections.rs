@@ -122,8 +122,11 @@ impl BoundedListener {
     pub(crate) fn new(listener: TcpListener, max: usize, idle: Duration, sessions: usize) -> Self {
         let max = match open_file_limit() {
             Some(limit) => {
+                // Never below half the limit: a limit too low for every
+                // session's sockets must still leave connections for the
+                // calls themselves and for webhooks.
                 let reserve = FD_RESERVE.saturating_add(sessions.saturating_mul(FDS_PER_SESSION));
-                let room = limit.saturating_sub(reserve).max(1);
+                let room = limit.saturating_sub(reserve).max(limit / 2).max(1);
                 if room < max.min(sessions) {
                     tracing::warn!(
                         open_file_limit = limit,
@@ -233,18 +236,31 @@ fn open_file_limit() -> Option<usize> {
 pub(crate) fn raise_open_file_limit() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
-    if limit.current == limit.maximum {
-        return;
-    }
-    let raised = Rlimit {
-        current: limit.maximum,
-        maximum: limit.maximum,
-    };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => {
-            tracing::debug!(from = ?limit.current, to = ?limit.maximum, "open-file limit raised")
+    // The hard limit, else (macOS refuses an unlimited soft limit for
+    // files) the largest of a few that it allows.
+    let tries = [limit.maximum, Some(1 << 20), Some(65_536), Some(10_240)];
+    for to in tries {
+        let raises = match (to, limit.current) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(to), Some(current)) => {
+                to > current && limit.maximum.is_none_or(|maximum| to <= maximum)
+            }
+        };
+        if !raises {
+            continue;
         }
-        Err(err) => tracing::debug!(error = %err, "the open-file limit cannot be raised"),
+        let raised = Rlimit {
+            current: to,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::debug!(from = ?limit.current, to = ?to, "open-file limit raised");
+                return;
+            }
+            Err(err) => tracing::debug!(error = %err, to = ?to, "the open-file limit not raised"),
+        }
     }
 }
 

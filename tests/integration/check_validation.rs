@@ -157,11 +157,6 @@ fn what_the_start_would_refuse_across_sections_is_refused_at_load_with_its_key()
             format!("{head}[evaluator]\n[evaluator.connection]\nmax_retries = 11\n"),
             "5:12: key `evaluator.connection`: connection.max_retries must be at most 10, not 11",
         ),
-        (
-            "prefix.toml",
-            format!("{head}[context]\nprefix = \"{{acme}}:\"\n"),
-            "5:10: key `context.prefix`: \"{acme}:\" has a brace",
-        ),
     ];
     for (name, toml, expected) in cases {
         let file = write(dir.path(), name, toml.as_bytes());

@@ -792,8 +792,9 @@ async fn twilio_rate_limiting_is_waited_out_until_the_call_is_placed() {
     let rig = Rig::start(PARROT, "").await;
     rig.twilio.script(CALLEE, Outcome::RateLimited);
     let call_id = rig.call(CALLEE).await;
-    // More 429s than the four tries the API once gave up after.
-    let creates = rig.twilio.wait_creates(6, WAIT).await;
+    // More 429s than the four tries the API once gave up after, each
+    // waited for at least its Retry-After (1 s), and backed off beyond it.
+    let creates = rig.twilio.wait_creates(5, WAIT).await;
     assert!(creates.iter().all(|c| c.status == 429));
     for pair in creates.windows(2) {
         assert!(
@@ -801,6 +802,10 @@ async fn twilio_rate_limiting_is_waited_out_until_the_call_is_placed() {
             "Retry-After (1 s) is honoured"
         );
     }
+    assert!(
+        creates[4].at.duration_since(creates[3].at) >= Duration::from_millis(7_500),
+        "backed off (1, 2, 4, 8 s)"
+    );
     let call = rig.store().call(&call_id).await.unwrap().unwrap();
     assert_eq!(call.status, CallStatus::Queued, "still waiting");
     // Twilio takes calls again: placed once.

@@ -115,6 +115,14 @@ impl AgentRuntime {
             (StoreKind::Redis, _) => {
                 let url = var("context.url_env", &section.url_env)?;
                 if section.cluster {
+                    if section.prefix.contains(['{', '}']) {
+                        // Cluster hashes a key's first braces: the
+                        // prefix's would override the store's own tags.
+                        tracing::warn!(
+                            "[context] prefix has a brace: in a Redis Cluster every key hashes \
+                             to one slot, so one node holds the whole deployment"
+                        );
+                    }
                     Arc::new(RedisStore::connect_cluster(
                         &url,
                         &section.url_env,

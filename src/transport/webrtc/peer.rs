@@ -221,16 +221,21 @@ pub(crate) struct Connection {
 /// connectivity checks.
 pub(crate) const MAX_TRICKLED_CANDIDATES: usize = 128;
 
-/// Whether a candidate line offers TCP (its transport, the third field).
-/// This server gathers UDP only, so a TCP candidate cannot pair; and the
-/// `webrtc` crate dials a remote `tcptype passive` candidate's address
-/// itself, so a page could make the server open connections anywhere.
+/// Whether a candidate line offers TCP. This server gathers UDP only, so a
+/// TCP candidate cannot pair; and the `webrtc` crate dials a remote
+/// `tcptype passive` candidate's address itself, so a page could make the
+/// server open connections anywhere. Read as the crate reads it (its own
+/// parser, which splits on any Unicode space), and by the third field for
+/// a line it cannot parse.
 fn is_tcp(candidate: &str) -> bool {
-    let fields = candidate.strip_prefix("candidate:").unwrap_or(candidate);
-    fields
-        .split_ascii_whitespace()
-        .nth(2)
-        .is_some_and(|transport| transport.eq_ignore_ascii_case("tcp"))
+    let line = candidate.strip_prefix("candidate:").unwrap_or(candidate);
+    rtc::ice::candidate::unmarshal_candidate(line)
+        .map(|parsed| parsed.network_type().is_tcp())
+        .unwrap_or_else(|_| {
+            line.split_whitespace()
+                .nth(2)
+                .is_some_and(|transport| transport.eq_ignore_ascii_case("tcp"))
+        })
 }
 
 impl Connection {
@@ -458,5 +463,9 @@ mod tests {
             "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host"
         ));
         assert!(!is_tcp("candidate:tcp"));
+        // A non-ASCII space the crate splits on, as it does.
+        assert!(is_tcp(
+            "candidate:1 1\u{a0}tcp 2105524479 10.0.0.5 6379 typ host tcptype passive"
+        ));
     }
 }
