@@ -54,6 +54,21 @@ fn webrtc(sections: &Sections, found: &mut Vec<Problem>) {
 /// optimiser acts on the evaluator's verdicts, and every model endpoint's
 /// `connection` table is usable.
 fn agent(sections: &Sections, found: &mut Vec<Problem>) {
+    let prefix = &sections.context.prefix;
+    if sections.context.cluster && !braces_close(prefix) {
+        // Redis Cluster hashes the part between a key's first `{` and the
+        // next `}`: an unclosed brace would tag some keys and not others,
+        // and a script's keys would land in different slots. (A closed
+        // pair puts every key in one slot: unbalanced, but it works; the
+        // runtime warns.)
+        found.push(Problem::new(
+            "context.prefix",
+            format!(
+                "{prefix:?} has a brace without its pair: in a Redis Cluster it would put keys a \
+                 script needs together in different slots"
+            ),
+        ));
+    }
     if let Some(learning) = &sections.learning
         && let Err(problem) = learning.check(sections.context.skills.is_some())
     {
@@ -84,6 +99,22 @@ fn agent(sections: &Sections, found: &mut Vec<Problem>) {
     if let Some(section) = sections.extraction.as_ref().filter(|e| e.enabled) {
         endpoint("extraction", section.endpoint(None).map(drop));
     }
+}
+
+/// Whether every `{` in `prefix` is closed by a later `}` and no `}` comes
+/// first.
+fn braces_close(prefix: &str) -> bool {
+    let mut open = false;
+    for c in prefix.chars() {
+        match c {
+            '{' if open => return false,
+            '{' => open = true,
+            '}' if !open => return false,
+            '}' => open = false,
+            _ => {}
+        }
+    }
+    !open
 }
 
 /// `[outbound]`: a call's lost-session end waits for a live writer's last
@@ -137,4 +168,19 @@ pub(super) fn start_problems(config: &PipelineConfig) -> Vec<Problem> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::braces_close;
+
+    #[test]
+    fn a_prefix_s_braces_close_in_pairs() {
+        for closed in ["", "acme:", "{acme}:", "a{b}c{d}:"] {
+            assert!(braces_close(closed), "{closed}");
+        }
+        for open in ["acme{", "}acme", "{a{b}}", "a}b{"] {
+            assert!(!braces_close(open), "{open}");
+        }
+    }
 }

@@ -153,6 +153,11 @@ fn what_the_start_would_refuse_across_sections_is_refused_at_load_with_its_key()
             "5:1: key `optimiser.enabled`: [optimiser] needs an enabled [evaluator]",
         ),
         (
+            "prefix.toml",
+            format!("{head}[context]\ncluster = true\nprefix = \"acme{{\"\n"),
+            "6:1: key `context.prefix`: \"acme{\" has a brace without its pair",
+        ),
+        (
             "retries.toml",
             format!("{head}[evaluator]\n[evaluator.connection]\nmax_retries = 11\n"),
             "5:12: key `evaluator.connection`: connection.max_retries must be at most 10, not 11",

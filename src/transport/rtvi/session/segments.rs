@@ -17,9 +17,9 @@
 //! the TTS stops): words heard before that wait for their sentence's `new`,
 //! and follow it at once. Such a segment is marked spoken by its words,
 //! not when the bot stops speaking (the TTS may already have announced the
-//! next response's first sentence, still unheard), unless some of its
-//! words were heard (its audio ended), or none were while the bot spoke
-//! twice (its words were never reported).
+//! next response's first sentence, still unheard, or the bot may have
+//! paused mid-sentence while the TTS fell behind), unless the bot stopped
+//! twice with words of it unheard (they were never reported).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -46,8 +46,8 @@ struct OpenSegment {
     by_words: bool,
     /// Some of its words were heard.
     begun: bool,
-    /// The bot stopped speaking once since it was announced, none of its
-    /// words heard.
+    /// The bot stopped speaking once since it was announced, some of its
+    /// words unheard.
     waited: bool,
 }
 
@@ -137,7 +137,14 @@ impl Segments {
         let mut out = self.audio_ended();
         let mut kept = VecDeque::new();
         while let Some(mut segment) = self.open.pop_front() {
-            if segment.by_words && !segment.begun && !segment.waited {
+            // A sentence whose words have not all played waits for them
+            // through one stop: the bot may have paused mid-sentence (the
+            // TTS fell behind), or the sentence may be the next reply's.
+            let unheard = self
+                .words
+                .iter()
+                .any(|w| !w.heard && w.place.as_ref().is_some_and(|(id, ..)| *id == segment.id));
+            if segment.by_words && (!segment.begun || unheard) && !segment.waited {
                 segment.waited = true;
                 kept.push_back(segment);
             } else {
@@ -290,6 +297,23 @@ mod tests {
                 "spoken_progress": {"accumulated_text": "Hello world.", "remaining_text": ""}}})]
         );
         assert!(segments.bot_stopped(false).is_empty(), "spoken once");
+    }
+
+    #[test]
+    fn a_pause_mid_sentence_leaves_it_in_progress_until_its_last_word_plays() {
+        let mut segments = Segments::new();
+        for w in ["Hello", "there", "world."] {
+            segments.spoken(&word(w), false);
+        }
+        segments.audio_ended();
+        assert_eq!(segments.heard("Hello").len(), 1);
+        // The TTS fell behind: the bot stopped speaking mid-sentence.
+        assert!(segments.bot_stopped(false).is_empty(), "not completed yet");
+        let progress = segments.heard("there");
+        assert_eq!(progress[0]["data"]["spoken_status"], "in-progress");
+        let done = segments.heard("world.");
+        assert_eq!(done[0]["data"]["spoken_status"], "completed");
+        assert!(segments.bot_stopped(false).is_empty(), "completed once");
     }
 
     #[test]
