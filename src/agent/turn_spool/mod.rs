@@ -50,7 +50,7 @@
 //! a reconnect, or an index the writer could only guess) sends the turn to
 //! the end of the transcript, and the turns after it follow.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -58,9 +58,13 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use self::disk_work::DiskWork;
 use self::files::{lock, private_dir, private_dir_all, private_file, sync_dir};
 use crate::store::{CallChange, CallRecord, CallRecording, Interaction};
 
+#[cfg(test)]
+mod disk_gate;
+mod disk_work;
 mod files;
 mod owners;
 mod replay;
@@ -228,14 +232,16 @@ pub struct TurnSpool {
     store: String,
     owner: Mutex<Option<OwnerDir>>,
     /// Files a writer still owns, or a replay is writing (full paths for
-    /// the replayer's claims, names for writers' entries).
-    live: Mutex<HashSet<String>>,
+    /// the replayer's claims, names for writers' entries), with the call
+    /// each holds once known: a pass holds back that call's later files.
+    live: Mutex<HashMap<String, Option<String>>>,
     /// Files of other stores already reported.
     foreign: Mutex<HashSet<PathBuf>>,
-    /// How long the replayer waits for the disk ([`DISK_LIMIT`]).
-    disk_limit: std::time::Duration,
-    /// Replayer disk work given up on, past its limit.
-    disk_stall: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The replayer's disk work, each piece bounded by [`DISK_LIMIT`].
+    disk_work: DiskWork,
+    /// A disk that hangs, for the writers' tests.
+    #[cfg(test)]
+    disk_gate: disk_gate::DiskGate,
 }
 
 impl TurnSpool {
@@ -247,18 +253,25 @@ impl TurnSpool {
             dir: dir.into(),
             store: store.into(),
             owner: Mutex::new(None),
-            live: Mutex::new(HashSet::new()),
+            live: Mutex::new(HashMap::new()),
             foreign: Mutex::new(HashSet::new()),
-            disk_limit: DISK_LIMIT,
-            disk_stall: Mutex::new(None),
+            disk_work: DiskWork::new(DISK_LIMIT),
+            #[cfg(test)]
+            disk_gate: disk_gate::DiskGate::default(),
         }
     }
 
     /// The same spool waiting `limit` for the disk (tests of a hung disk).
     #[cfg(test)]
     fn with_disk_limit(mut self, limit: std::time::Duration) -> Self {
-        self.disk_limit = limit;
+        self.disk_work = DiskWork::new(limit);
         self
+    }
+
+    /// The gate that makes the writers' file work hang (tests).
+    #[cfg(test)]
+    pub(crate) fn disk_gate(&self) -> &disk_gate::DiskGate {
+        &self.disk_gate
     }
 
     /// The spool directory.
@@ -277,19 +290,29 @@ impl TurnSpool {
             started_ms,
             crate::random::random_u64()
         );
-        lock(&self.live).insert(name.clone());
+        lock(&self.live).insert(name.clone(), None);
         SpoolEntry { name }
     }
 
     /// Replaces `entry`'s file with `call`. Blocking: call it off the
     /// runtime's workers.
     pub fn keep(&self, entry: &SpoolEntry, call: &SpooledCall) -> Result<(), SpoolError> {
+        #[cfg(test)]
+        self.disk_gate.pass();
+        // Known before the file can be listed: a pass holds back the
+        // call's later files while its writer still owns this one. (Not
+        // noted again once released: the file is the replayer's then.)
+        if let Some(holds) = lock(&self.live).get_mut(&entry.name) {
+            *holds = Some(call.call_id.clone());
+        }
         let dir = self.own_dir()?;
         write_atomically(&dir.join(&entry.name), call)
     }
 
     /// Removes `entry`'s file: everything in it is written. Blocking.
     pub fn discard(&self, entry: &SpoolEntry) {
+        #[cfg(test)]
+        self.disk_gate.pass();
         let dir = lock(&self.owner).as_ref().map(|o| o.path.clone());
         if let Some(dir) = dir {
             let path = dir.join(&entry.name);
