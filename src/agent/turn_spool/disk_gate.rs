@@ -1,7 +1,9 @@
 //! A disk that hangs, for tests: while the gate is closed, a writer's
 //! [`keep`](super::TurnSpool::keep) and [`discard`](super::TurnSpool::discard)
 //! block on their blocking thread, as on a disk that does not answer, and
-//! the test learns when one has arrived.
+//! the test learns when one has arrived. The gate opens when the guard
+//! that closed it is dropped, a failing test's too: a runtime waits for
+//! its blocking tasks when it shuts down, and would wait for ever.
 
 use std::sync::{Condvar, Mutex};
 
@@ -42,13 +44,15 @@ impl DiskGate {
             .unwrap_or_else(|e| e.into_inner());
     }
 
-    /// From now on, file work waits.
-    pub(crate) fn close(&self) {
+    /// From now on, file work waits, until the guard is dropped.
+    #[must_use = "the gate opens when the guard is dropped"]
+    pub(crate) fn close(&self) -> Closed<'_> {
         *lock(&self.closed) = true;
+        Closed { gate: self }
     }
 
     /// Lets all file work through.
-    pub(crate) fn open(&self) {
+    fn open(&self) {
         *lock(&self.closed) = false;
         self.opened.notify_all();
     }
@@ -58,5 +62,17 @@ impl DiskGate {
     pub(crate) async fn arrived(&self, count: usize) {
         let mut arrived = self.arrived.subscribe();
         let _ = arrived.wait_for(|n| *n >= count).await;
+    }
+}
+
+/// The gate closed: it opens when this is dropped.
+#[derive(Debug)]
+pub(crate) struct Closed<'a> {
+    gate: &'a DiskGate,
+}
+
+impl Drop for Closed<'_> {
+    fn drop(&mut self) {
+        self.gate.open();
     }
 }

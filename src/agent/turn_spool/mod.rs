@@ -35,13 +35,20 @@
 //! A pass takes the files of all the owner directories it may replay in
 //! one order, oldest first by the time in their names (when their writer
 //! started), whichever process wrote them: a text conversation's earlier
-//! message before its next one (a file that must wait, its writer still
-//! flushing or its record busy, does not hold back the call's later files
-//! in that pass). It ends at the first store-wide error, and when the disk
-//! does not answer one piece of work (a listing, a read, a write or a
-//! removal) within 5 s; until that work has finished, no pass of this
-//! process starts (another process may lock the stopped owners' files
-//! once this pass has let them go). Steps are written in the writer's order. Creating a call that exists,
+//! message before its next one. Once a call's file must wait (its writer
+//! still owns it: [`TurnSpool::keep`] notes the call of each live file;
+//! or its record is busy), the call's later files wait in that pass too.
+//! (A file that cannot be read holds nothing back: its call is unknown.
+//! Nor does a live process's file, which is not listed at all.) A pass
+//! ends at the first store-wide error, and when the disk does not answer
+//! one piece of work (a listing, a read, a write or a removal) within 5 s
+//! (`disk_work.rs`): every piece given up on is kept until it has
+//! finished, and none starts meanwhile, so no pass of this process does
+//! either. The stopped owners' locks a pass took are held by each piece
+//! of its disk work, and go with the last of them: another process locks
+//! those owners' files only once nothing of this pass can touch them.
+//!
+//! Steps are written in the writer's order. Creating a call that exists,
 //! a status change and the after-call hooks are idempotent in the store. A
 //! turn carries the index its writer gave it or would have given it; the
 //! store appends a turn only at its index, and a position already taken

@@ -135,7 +135,7 @@ async fn an_attempt_answered_after_taking_in_commands_writes_them_behind_its_ste
     recorder.record(turn(1, "hi, how can I help?"));
     // Taken in while the step is in flight: behind it in the queue (the
     // attempt, slow, has put them in the spool).
-    progress.wait_for(|s| s.spooled == 4).await.unwrap();
+    soon(progress.wait_for(|s| s.spooled == 4)).await.unwrap();
     assert_eq!(
         spooled_texts(&spool_file(dir.path())),
         ["after_call", "started", "hello", "hi, how can I help?"]

@@ -280,8 +280,18 @@ async fn within<T>(limit: Duration, event: impl Future<Output = T>) -> T {
     }
 }
 
+/// Waits for `event`, failing if the paused clock passes a minute first:
+/// a writer that never gets there, while nothing blocks the clock, would
+/// otherwise keep the test waiting for ever (the clock jumping from one
+/// store timeout to the next).
+async fn soon<T>(event: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), event)
+        .await
+        .expect("not within a minute")
+}
+
 /// The writer's report, once it has stopped.
 async fn report(progress: &mut WriterDone) -> WriteReport {
-    let status = progress.wait_for(|s| s.done.is_some()).await.unwrap();
+    let status = soon(progress.wait_for(|s| s.done.is_some())).await.unwrap();
     status.done.clone().unwrap()
 }

@@ -22,7 +22,7 @@ async fn a_turn_recorded_while_the_first_attempt_hangs_reaches_the_spool_before_
 
     let sent = Instant::now();
     recorder.record(turn(0, "said while the store hangs"));
-    progress.wait_for(|s| s.spooled == 2).await.unwrap();
+    soon(progress.wait_for(|s| s.spooled == 2)).await.unwrap();
     assert!(
         sent.elapsed() < STALL / 2,
         "on disk only after {:?}, when the attempt in flight failed",
@@ -60,7 +60,7 @@ async fn what_comes_while_a_spool_write_hangs_follows_it_as_soon_as_it_lands() {
     // The step fails while the disk hangs: its spool write hangs too, and
     // the retry goes on without it.
     held.attempted(1).await;
-    spool.disk_gate().close();
+    let hung = spool.disk_gate().close();
     held.answer(false);
     spool.disk_gate().arrived(1).await;
     within(Duration::from_secs(1), held.attempted(2)).await;
@@ -68,15 +68,11 @@ async fn what_comes_while_a_spool_write_hangs_follows_it_as_soon_as_it_lands() {
     // A turn comes during the retry, while the first write still hangs.
     recorder.record(turn(0, "said while the disk hangs"));
     tokio::task::yield_now().await;
-    spool.disk_gate().open();
+    drop(hung);
     // The first write lands, and the turn follows it at once, though
     // neither the retry nor any other command comes to rewrite the file.
     // (The clock moves only once the disk is idle.)
-    let following = progress.wait_for(|s| s.spooled == 2);
-    tokio::time::timeout(Duration::from_secs(30), following)
-        .await
-        .expect("the turn waits in memory")
-        .unwrap();
+    soon(progress.wait_for(|s| s.spooled == 2)).await.unwrap();
     assert_eq!(
         spooled_texts(&spool_file(dir.path())),
         ["after_call", "said while the disk hangs"]
@@ -102,11 +98,11 @@ async fn the_step_in_flight_is_answered_while_a_spool_write_hangs() {
     // tries again.
     held.attempted(1).await;
     held.answer(false);
-    progress.wait_for(|s| s.spooled == 1).await.unwrap();
-    held.attempted(2).await;
+    soon(progress.wait_for(|s| s.spooled == 1)).await.unwrap();
+    soon(held.attempted(2)).await;
 
     // The disk hangs; a turn comes during the retry, and its write hangs.
-    spool.disk_gate().close();
+    let hung = spool.disk_gate().close();
     recorder.record(turn(0, "said while the disk hangs"));
     spool.disk_gate().arrived(1).await;
     // The store answers the retry: it is done, and the turn written after
@@ -119,7 +115,7 @@ async fn the_step_in_flight_is_answered_while_a_spool_write_hangs() {
     .await
     .unwrap();
 
-    spool.disk_gate().open();
+    drop(hung);
     recorder.ended("hangup");
     let report = report(&mut progress).await;
     assert_eq!(report.turns_written, 1);
