@@ -74,6 +74,7 @@ mod disk_gate;
 mod disk_work;
 mod files;
 mod owners;
+mod reading;
 mod replay;
 #[cfg(test)]
 mod tests;

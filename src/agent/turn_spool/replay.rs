@@ -7,15 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::disk_work::NotDone;
-use super::files::{lock, private_dir_all};
+use super::files::lock;
 use super::owners::{list_files, remove_owner_dir, replay_order};
-use super::{
-    ReplayReport, SpoolError, SpooledCall, SpooledStep, TurnSpool, UNREADABLE, VERSION,
-    write_atomically,
-};
+use super::reading::{Read, read_spooled, set_aside};
+use super::{ReplayReport, SpoolError, SpooledStep, TurnSpool, UNREADABLE, write_atomically};
 use crate::agent::after_call::AfterCall;
 use crate::store::{Appended, CallChange, Interaction, Store, StoreError};
 
@@ -444,70 +440,6 @@ enum Replayed {
     Waiting,
     OtherStore,
     SetAside,
-}
-
-enum Read {
-    Call(SpooledCall),
-    /// Removed meanwhile (written by its writer after all).
-    Gone,
-    Failed(String),
-    Newer(u32),
-    Unparsable(String),
-}
-
-fn read_spooled(path: &Path) -> Read {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Read::Gone,
-        Err(err) => return Read::Failed(err.to_string()),
-    };
-    #[derive(Deserialize)]
-    struct Version {
-        version: u32,
-    }
-    // Where it fails, never what it read: the file holds the call's words.
-    let where_ = |err: serde_json::Error| {
-        format!(
-            "{:?} error at line {} column {}",
-            err.classify(),
-            err.line(),
-            err.column()
-        )
-    };
-    match serde_json::from_slice::<Version>(&bytes) {
-        Ok(v) if v.version > VERSION => return Read::Newer(v.version),
-        Ok(_) => {}
-        Err(err) => return Read::Unparsable(where_(err)),
-    }
-    match serde_json::from_slice::<SpooledCall>(&bytes) {
-        Ok(call) => Read::Call(call),
-        Err(err) => Read::Unparsable(where_(err)),
-    }
-}
-
-/// Moves an unreadable file to `aside`, named after its owner directory
-/// too; true when it was moved.
-fn set_aside(path: &Path, aside: &Path, why: &str) -> bool {
-    let owner = path
-        .parent()
-        .and_then(Path::file_name)
-        .and_then(|n| n.to_str())
-        .unwrap_or("unknown");
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("unnamed");
-    let target = aside.join(format!("{owner}-{name}"));
-    match private_dir_all(aside).and_then(|()| std::fs::rename(path, &target)) {
-        Ok(()) => {
-            tracing::error!(file = %path.display(), moved_to = %target.display(), reason = why, "unreadable turn spool file set aside");
-            true
-        }
-        Err(err) => {
-            tracing::error!(file = %path.display(), reason = why, error = %err, "unreadable turn spool file left in place");
-            false
-        }
-    }
 }
 
 /// Appends a spooled turn where it belongs (see the module's docs):
