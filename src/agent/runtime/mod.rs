@@ -317,16 +317,9 @@ impl AgentRuntime {
         if in_process {
             writer.spool = None;
         }
-        // With an evaluation job the webhook waits for its outcome and
-        // steps; without one it goes as soon as the call is completed.
-        writer.on_completed = match (&evaluator, &webhook) {
-            (Some(_), _) => vec![Arc::new(QueueEvaluation) as Arc<dyn AfterCall>],
-            (None, Some(webhook)) => vec![Arc::new(QueueCallCompleted(Arc::clone(webhook))) as _],
-            (None, None) => Vec::new(),
-        };
-        // Last: the session's lease goes once the rest is queued, whoever
-        // writes the end (the writer, or the turn spool's replayer).
-        writer.on_completed.push(Arc::new(ForgetLease));
+        // Last among them: the session's lease goes once the rest is
+        // queued, whoever writes the end (the writer, or the spool's replayer).
+        writer.on_completed = after_call_hooks(evaluator.is_some(), webhook.as_ref());
         let mut lost_sessions = LostSessionSweeper::new(
             Arc::clone(&store),
             writer.on_completed.clone(),
@@ -558,6 +551,25 @@ impl AgentRuntime {
         let spool = self.writer.spool.as_ref()?;
         Some(spool.replay(&*self.store, &self.writer.on_completed).await)
     }
+}
+
+/// The after-call hooks of a runtime's writers (and of its turn spool's
+/// replayer and its lost-session sweeper), in order. With an evaluation
+/// job the webhook waits for its outcome and steps; without one it goes
+/// as soon as the call is completed. Last, the session's lease goes, once
+/// the rest is queued, whoever writes the end (the writer, or the turn
+/// spool's replayer).
+pub(crate) fn after_call_hooks(
+    evaluates: bool,
+    webhook: Option<&Arc<WebhookSettings>>,
+) -> Vec<Arc<dyn AfterCall>> {
+    let mut hooks: Vec<Arc<dyn AfterCall>> = match (evaluates, webhook) {
+        (true, _) => vec![Arc::new(QueueEvaluation)],
+        (false, Some(webhook)) => vec![Arc::new(QueueCallCompleted(Arc::clone(webhook)))],
+        (false, None) => Vec::new(),
+    };
+    hooks.push(Arc::new(ForgetLease));
+    hooks
 }
 
 /// A consumer name unique to this worker: host, process and a random part.

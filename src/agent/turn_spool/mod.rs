@@ -35,13 +35,20 @@
 //! A pass takes the files of all the owner directories it may replay in
 //! one order, oldest first by the time in their names (when their writer
 //! started), whichever process wrote them: a text conversation's earlier
-//! message before its next one (a file that must wait, its writer still
-//! flushing or its record busy, does not hold back the call's later files
-//! in that pass). It ends at the first store-wide error, and when the disk
-//! does not answer one piece of work (a listing, a read, a write or a
-//! removal) within 5 s; until that work has finished, no pass of this
-//! process starts (another process may lock the stopped owners' files
-//! once this pass has let them go). Steps are written in the writer's order. Creating a call that exists,
+//! message before its next one. Once a call's file must wait (its writer
+//! still owns it: [`TurnSpool::keep`] notes the call of each live file;
+//! or its record is busy), the call's later files wait in that pass too.
+//! (A file that cannot be read holds nothing back: its call is unknown.
+//! Nor does a live process's file, which is not listed at all.) A pass
+//! ends at the first store-wide error, and when the disk does not answer
+//! one piece of work (a listing, a read, a write or a removal) within 5 s
+//! (`disk_work.rs`): every piece given up on is kept until it has
+//! finished, and none starts meanwhile, so no pass of this process does
+//! either. The stopped owners' locks a pass took are held by each piece
+//! of its disk work, and go with the last of them: another process locks
+//! those owners' files only once nothing of this pass can touch them.
+//!
+//! Steps are written in the writer's order. Creating a call that exists,
 //! a status change and the after-call hooks are idempotent in the store. A
 //! turn carries the index its writer gave it or would have given it; the
 //! store appends a turn only at its index, and a position already taken
@@ -58,7 +65,7 @@
 //! before its first claim, so that a call is not ended, and evaluated,
 //! before the turns this disk holds for it are written.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -66,11 +73,16 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use self::disk_work::DiskWork;
 use self::files::{lock, private_dir, private_dir_all, private_file, sync_dir};
 use crate::store::{CallChange, CallRecord, CallRecording, Interaction};
 
+#[cfg(test)]
+mod disk_gate;
+mod disk_work;
 mod files;
 mod owners;
+mod reading;
 mod replay;
 #[cfg(test)]
 mod tests;
@@ -242,14 +254,16 @@ pub struct TurnSpool {
     store: String,
     owner: Mutex<Option<OwnerDir>>,
     /// Files a writer still owns, or a replay is writing (full paths for
-    /// the replayer's claims, names for writers' entries).
-    live: Mutex<HashSet<String>>,
+    /// the replayer's claims, names for writers' entries), with the call
+    /// each holds once known: a pass holds back that call's later files.
+    live: Mutex<HashMap<String, Option<String>>>,
     /// Files of other stores already reported.
     foreign: Mutex<HashSet<PathBuf>>,
-    /// How long the replayer waits for the disk ([`DISK_LIMIT`]).
-    disk_limit: std::time::Duration,
-    /// Replayer disk work given up on, past its limit.
-    disk_stall: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The replayer's disk work, each piece bounded by [`DISK_LIMIT`].
+    disk_work: DiskWork,
+    /// A disk that hangs, for the writers' tests.
+    #[cfg(test)]
+    disk_gate: disk_gate::DiskGate,
     /// True once a pass has left nothing waiting (every file it could take
     /// written, or set aside): this process's lost-session sweeper waits
     /// for it, so that a call is not ended before its spooled turns are
@@ -266,10 +280,11 @@ impl TurnSpool {
             dir: dir.into(),
             store: store.into(),
             owner: Mutex::new(None),
-            live: Mutex::new(HashSet::new()),
+            live: Mutex::new(HashMap::new()),
             foreign: Mutex::new(HashSet::new()),
-            disk_limit: DISK_LIMIT,
-            disk_stall: Mutex::new(None),
+            disk_work: DiskWork::new(DISK_LIMIT),
+            #[cfg(test)]
+            disk_gate: disk_gate::DiskGate::default(),
             replayed: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -283,8 +298,14 @@ impl TurnSpool {
     /// The same spool waiting `limit` for the disk (tests of a hung disk).
     #[cfg(test)]
     fn with_disk_limit(mut self, limit: std::time::Duration) -> Self {
-        self.disk_limit = limit;
+        self.disk_work = DiskWork::new(limit);
         self
+    }
+
+    /// The gate that makes the writers' file work hang (tests).
+    #[cfg(test)]
+    pub(crate) fn disk_gate(&self) -> &disk_gate::DiskGate {
+        &self.disk_gate
     }
 
     /// The spool directory.
@@ -303,19 +324,29 @@ impl TurnSpool {
             started_ms,
             crate::random::random_u64()
         );
-        lock(&self.live).insert(name.clone());
+        lock(&self.live).insert(name.clone(), None);
         SpoolEntry { name }
     }
 
     /// Replaces `entry`'s file with `call`. Blocking: call it off the
     /// runtime's workers.
     pub fn keep(&self, entry: &SpoolEntry, call: &SpooledCall) -> Result<(), SpoolError> {
+        #[cfg(test)]
+        self.disk_gate.pass();
+        // Known before the file can be listed: a pass holds back the
+        // call's later files while its writer still owns this one. (Not
+        // noted again once released: the file is the replayer's then.)
+        if let Some(holds) = lock(&self.live).get_mut(&entry.name) {
+            *holds = Some(call.call_id.clone());
+        }
         let dir = self.own_dir()?;
         write_atomically(&dir.join(&entry.name), call)
     }
 
     /// Removes `entry`'s file: everything in it is written. Blocking.
     pub fn discard(&self, entry: &SpoolEntry) {
+        #[cfg(test)]
+        self.disk_gate.pass();
         let dir = lock(&self.owner).as_ref().map(|o| o.path.clone());
         if let Some(dir) = dir {
             let path = dir.join(&entry.name);

@@ -118,10 +118,11 @@ fn stopped_owner(owner: &Path) -> Option<File> {
     }
 }
 
-/// Removes a stopped owner's directory, all of whose files are written:
-/// renamed first (so no one takes it for a live one), then only what a
-/// spool puts there, then the directory itself.
-pub(super) fn remove_owner_dir(owner: &Path, lock: Option<File>) {
+/// Removes a stopped owner's directory, all of whose files are written
+/// (its lock held by the caller until this has returned): renamed first
+/// (so no one takes it for a live one), then only what a spool puts
+/// there, then the directory itself.
+pub(super) fn remove_owner_dir(owner: &Path) {
     let Some(name) = owner.file_name().and_then(|n| n.to_str()) else {
         return;
     };
@@ -130,11 +131,11 @@ pub(super) fn remove_owner_dir(owner: &Path, lock: Option<File>) {
         tracing::debug!(dir = %owner.display(), error = %err, "a written spool directory stays");
         return;
     }
-    clear_dir(&gone, lock);
+    clear_dir(&gone, None);
 }
 
 /// Removes what a spool puts in `dir`, then `dir` (a directory no process
-/// uses: its lock is held here, or it was never locked).
+/// uses: its lock is held here or by the caller, or it was never locked).
 fn clear_dir(dir: &Path, lock: Option<File>) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for path in entries.filter_map(Result::ok).map(|e| e.path()) {

@@ -1,19 +1,17 @@
 //! The replayer: writes what the spool holds into the store, from this
 //! process's released files and those of processes that have stopped.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use super::files::{lock, private_dir_all};
+use super::disk_work::NotDone;
+use super::files::lock;
 use super::owners::{list_files, remove_owner_dir, replay_order};
-use super::{
-    ReplayReport, SpoolError, SpooledCall, SpooledStep, TurnSpool, UNREADABLE, VERSION,
-    write_atomically,
-};
+use super::reading::{Read, read_spooled, set_aside};
+use super::{ReplayReport, SpoolError, SpooledStep, TurnSpool, UNREADABLE, write_atomically};
 use crate::agent::after_call::AfterCall;
 use crate::store::{Appended, CallChange, Interaction, Store, StoreError};
 
@@ -23,9 +21,12 @@ impl TurnSpool {
     /// The files of all owner directories go in one order, oldest first by
     /// the time in their names: a call's earlier writer before its later
     /// one (a text conversation's next message), whichever process wrote
-    /// them. A pass ends at the first store error, or when the disk does
+    /// them. Once a call's file must wait (its writer still owns it, its
+    /// record is busy), the call's later files wait too, until the next
+    /// pass. A pass ends at the first store error, or when the disk does
     /// not answer within its limit; none starts while that disk work is
-    /// unfinished.
+    /// unfinished, and the stopped owners' locks it took are held until
+    /// then.
     pub async fn replay(
         self: &Arc<Self>,
         store: &dyn Store,
@@ -38,22 +39,42 @@ impl TurnSpool {
         }
         let spool = Arc::clone(self);
         let Ok(Some(owners)) = self
-            .on_disk("listing the turn spool", move || spool.owner_dirs())
+            .on_disk(
+                "listing the turn spool",
+                &OwnerLocks::default(),
+                move || spool.owner_dirs(),
+            )
             .await
         else {
             return report;
         };
-        let dirs: Vec<PathBuf> = owners.iter().map(|(dir, _)| dir.clone()).collect();
+        // The stopped owners' locks, held by the pass and by each piece of
+        // its disk work: one given up on may still read, rewrite or remove
+        // their files, so another process may take them only once it has
+        // finished too.
+        let mut dirs = Vec::with_capacity(owners.len());
+        let mut locks = Vec::new();
+        for (dir, owner_lock) in owners {
+            dirs.push((dir, owner_lock.is_some()));
+            locks.extend(owner_lock);
+        }
+        let locks = OwnerLocks {
+            _held: Arc::new(locks),
+        };
+        let listed_dirs: Vec<PathBuf> = dirs.iter().map(|(dir, _)| dir.clone()).collect();
         let Ok(listed) = self
-            .on_disk("listing the turn spool's files", move || {
-                dirs.iter().map(|dir| list_files(dir)).collect::<Vec<_>>()
+            .on_disk("listing the turn spool's files", &locks, move || {
+                listed_dirs
+                    .iter()
+                    .map(|dir| list_files(dir))
+                    .collect::<Vec<_>>()
             })
             .await
         else {
             return report;
         };
         // Per owner: files not written (it stays while any is left).
-        let mut left = vec![0usize; owners.len()];
+        let mut left = vec![0usize; dirs.len()];
         let mut files = Vec::new();
         // An owner whose files could not be listed, or files another pass
         // is writing: not all seen replayed.
@@ -64,15 +85,31 @@ impl TurnSpool {
                 unseen = true;
                 continue;
             };
-            let (claimed, skipped, in_another_pass) = self.claim(paths);
-            left[owner] += skipped;
-            unseen |= in_another_pass;
-            files.extend(claimed.into_iter().map(|path| (path, owner)));
+            let claims = self.claim(paths);
+            // Files another pass is writing: this pass has not seen them
+            // written.
+            let live = lock(&self.live);
+            unseen |= claims.iter().any(|(path, claim)| {
+                matches!(claim, Claim::Taken(_)) && live.contains_key(&path.display().to_string())
+            });
+            drop(live);
+            files.extend(claims.into_iter().map(|(path, claim)| (path, owner, claim)));
         }
-        files.sort_by_cached_key(|(path, _)| replay_order(path));
+        files.sort_by_cached_key(|(path, _, _)| replay_order(path));
+        // Calls one of whose files waits: their later files wait behind it.
+        let mut waiting_calls = HashSet::new();
         let mut files = files.into_iter();
-        while let Some((path, owner)) = files.next() {
-            let outcome = self.replay_file(&path, store, hooks).await;
+        while let Some((path, owner, claim)) = files.next() {
+            if let Claim::Taken(call) = claim {
+                // A live writer's file (or another pass's): its call's
+                // later files are not to go before it.
+                left[owner] += 1;
+                waiting_calls.extend(call);
+                continue;
+            }
+            let outcome = self
+                .replay_file(&path, store, hooks, &mut waiting_calls, &locks)
+                .await;
             lock(&self.live).remove(&path.display().to_string());
             let mut ends = false;
             match outcome {
@@ -94,29 +131,34 @@ impl TurnSpool {
             if ends || self.disk_stalled() {
                 // The pass ends: the rest wait for the next.
                 let mut live = lock(&self.live);
-                for (rest, _) in files.by_ref() {
-                    live.remove(&rest.display().to_string());
-                    report.waiting += 1;
+                for (rest, _, claim) in files.by_ref() {
+                    if matches!(claim, Claim::Ours) {
+                        live.remove(&rest.display().to_string());
+                        report.waiting += 1;
+                    }
                 }
                 return report;
             }
         }
         // Stopped processes all of whose files are written.
-        let mut written: Vec<(PathBuf, File)> = Vec::new();
-        for ((dir, owner_lock), left) in owners.into_iter().zip(left) {
-            if let Some(owner_lock) = owner_lock
-                && left == 0
-            {
-                written.push((dir, owner_lock));
-            }
-        }
+        let written: Vec<PathBuf> = dirs
+            .into_iter()
+            .zip(left)
+            .filter(|((_, stopped), left)| *stopped && *left == 0)
+            .map(|((dir, _), _)| dir)
+            .collect();
         if !written.is_empty() {
             let _removed = self
-                .on_disk("removing written turn spool directories", move || {
-                    for (dir, owner_lock) in written {
-                        remove_owner_dir(&dir, Some(owner_lock));
-                    }
-                })
+                .on_disk(
+                    "removing written turn spool directories",
+                    &locks,
+                    move || {
+                        for dir in written {
+                            // Its lock is among the pass's, held until after.
+                            remove_owner_dir(&dir);
+                        }
+                    },
+                )
                 .await;
         }
         if report.waiting == 0 && !unseen {
@@ -125,40 +167,45 @@ impl TurnSpool {
         report
     }
 
-    /// Claims the `paths` no writer or other replay holds; returns them,
-    /// how many were skipped, and whether another pass holds any of them
-    /// (this pass has not seen them written). Here, not with the listing on
-    /// the disk's thread: a listing given up on claims nothing.
-    fn claim(&self, paths: Vec<PathBuf>) -> (Vec<PathBuf>, usize, bool) {
+    /// Claims the `paths` no writer or other replay holds; the others are
+    /// `Taken`, with the call their file holds when known. Here, not with
+    /// the listing on the disk's thread: a listing given up on claims
+    /// nothing.
+    fn claim(&self, paths: Vec<PathBuf>) -> Vec<(PathBuf, Claim)> {
         let mut live = lock(&self.live);
-        let mut claimed = Vec::new();
-        let mut skipped = 0;
-        let mut in_another_pass = false;
+        let mut claimed = Vec::with_capacity(paths.len());
         for path in paths {
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
             let full = path.display().to_string();
-            if live.contains(name) || live.contains(&full) {
-                skipped += 1;
-                in_another_pass |= live.contains(&full);
-            } else {
-                live.insert(full);
-                claimed.push(path);
-            }
+            let holder = live.get(name).or_else(|| live.get(&full));
+            let claim = match holder {
+                Some(call) => Claim::Taken(call.clone()),
+                None => {
+                    live.insert(full, None);
+                    Claim::Ours
+                }
+            };
+            claimed.push((path, claim));
         }
-        (claimed, skipped, in_another_pass)
+        claimed
     }
 
+    /// Replays one file, unless one of `waiting_calls` (calls an earlier
+    /// file of which waits) is its call; a call whose file must wait joins
+    /// them.
     async fn replay_file(
         &self,
         path: &Path,
         store: &dyn Store,
         hooks: &[Arc<dyn AfterCall>],
+        waiting_calls: &mut HashSet<String>,
+        locks: &OwnerLocks,
     ) -> Replayed {
         let read = self
-            .on_disk("reading a turn spool file", {
+            .on_disk("reading a turn spool file", locks, {
                 let path = path.to_owned();
                 move || read_spooled(&path)
             })
@@ -179,7 +226,7 @@ impl TurnSpool {
                 let aside = self.dir.join(UNREADABLE);
                 let path = path.to_owned();
                 let moved = self
-                    .on_disk("setting a turn spool file aside", move || {
+                    .on_disk("setting a turn spool file aside", locks, move || {
                         set_aside(&path, &aside, &why)
                     })
                     .await;
@@ -198,6 +245,14 @@ impl TurnSpool {
             return Replayed::OtherStore;
         }
         let call_id = call.call_id.clone();
+        if waiting_calls.contains(&call_id) {
+            tracing::debug!(call_id, file = %path.display(), "an earlier file of this call waits; this one waits behind it");
+            return Replayed::Waiting;
+        }
+        // Another pass listing now holds back the call's later files too.
+        if let Some(holds) = lock(&self.live).get_mut(&path.display().to_string()) {
+            *holds = Some(call_id.clone());
+        }
         let lease_holder = call.lease_holder.clone();
         let total = call.steps.len();
         let mut done = 0;
@@ -222,7 +277,7 @@ impl TurnSpool {
                         call.steps.drain(..done);
                         let path = path.to_owned();
                         let rewritten = self
-                            .on_disk("shortening a turn spool file", move || {
+                            .on_disk("shortening a turn spool file", locks, move || {
                                 write_atomically(&path, &call)
                             })
                             .await;
@@ -235,11 +290,13 @@ impl TurnSpool {
                     }
                     tracing::debug!(call_id, error = %err, left = total - done, "context store still failing; the spooled call waits");
                     // Trouble with this call's keys only (a busy record, a
-                    // shard not yet replicated): the others go on.
+                    // shard not yet replicated): the other calls go on,
+                    // this one's later files wait behind this one.
                     return if matches!(
                         err,
                         StoreError::Contended { .. } | StoreError::NotReplicated { .. }
                     ) {
+                        waiting_calls.insert(call_id);
                         Replayed::Waiting
                     } else {
                         Replayed::StoreDown
@@ -264,7 +321,7 @@ impl TurnSpool {
             }
         }
         let removed = self
-            .on_disk("removing a replayed turn spool file", {
+            .on_disk("removing a replayed turn spool file", locks, {
                 let path = path.to_owned();
                 move || std::fs::remove_file(&path)
             })
@@ -317,31 +374,45 @@ impl TurnSpool {
 impl TurnSpool {
     /// Runs the replayer's blocking file work off the runtime's workers,
     /// waiting for it at most the disk limit (as a writer waits for its
-    /// file): past it the work is left to finish on its own, and until it
-    /// has, [`Self::disk_stalled`] says so. `what` is for the log.
-    pub(super) async fn on_disk<T: Send + 'static>(
+    /// file): past it the work is left to finish on its own, holding
+    /// `locks` until it has, and until then [`Self::disk_stalled`] says so
+    /// and no other disk work starts (see `disk_work.rs`). `what` is for
+    /// the log.
+    async fn on_disk<T: Send + 'static>(
         &self,
         what: &'static str,
+        locks: &OwnerLocks,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, SpoolError> {
-        let (done, result) = tokio::sync::oneshot::channel();
-        let task = tokio::task::spawn_blocking(move || {
-            // Given up on, its result (an owner's lock, say) is dropped.
-            let _ = done.send(work());
-        });
-        match tokio::time::timeout(self.disk_limit, result).await {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(_)) => {
+        let locks = locks.clone();
+        let done = self
+            .disk_work
+            .run(move || {
+                // Dropped on the disk's thread once the work is over,
+                // however long after the pass stopped waiting.
+                let _locks = locks;
+                work()
+            })
+            .await;
+        match done {
+            Ok(out) => Ok(out),
+            Err(NotDone::Failed) => {
                 tracing::warn!(what, "turn spool disk work failed");
                 Err(SpoolError::Stalled)
             }
-            Err(_) => {
+            Err(NotDone::Refused) => {
+                tracing::debug!(
+                    what,
+                    "turn spool disk work not started: the disk has not answered earlier work, or too much runs"
+                );
+                Err(SpoolError::Stalled)
+            }
+            Err(NotDone::TimedOut) => {
                 tracing::warn!(
                     what,
-                    limit = ?self.disk_limit,
+                    limit = ?self.disk_work.limit(),
                     "the disk did not answer in time; the replay pass ends, and none starts until it has"
                 );
-                *lock(&self.disk_stall) = Some(task);
                 Err(SpoolError::Stalled)
             }
         }
@@ -349,21 +420,30 @@ impl TurnSpool {
 
     /// True while disk work the replayer gave up on is unfinished.
     pub(super) fn disk_stalled(&self) -> bool {
-        let mut stall = lock(&self.disk_stall);
-        if stall.as_ref().is_some_and(|task| task.is_finished()) {
-            *stall = None;
-        }
-        stall.is_some()
+        self.disk_work.stalled()
     }
 
     /// Waits until disk work given up on has finished.
     #[cfg(test)]
     pub(super) async fn disk_settled(&self) {
-        let stall = lock(&self.disk_stall).take();
-        if let Some(task) = stall {
-            let _ = task.await;
-        }
+        self.disk_work.settled().await;
     }
+}
+
+/// The stopped owners' locks a pass took, shared by its disk work: the
+/// last of them to finish releases them.
+#[derive(Debug, Clone, Default)]
+struct OwnerLocks {
+    /// Never read: held, and released when dropped.
+    _held: Arc<Vec<File>>,
+}
+
+/// A listed file, as a pass found it.
+enum Claim {
+    /// Claimed by this pass.
+    Ours,
+    /// A live writer's, or another pass's: the call it holds, if known.
+    Taken(Option<String>),
 }
 
 enum Replayed {
@@ -375,70 +455,6 @@ enum Replayed {
     Waiting,
     OtherStore,
     SetAside,
-}
-
-enum Read {
-    Call(SpooledCall),
-    /// Removed meanwhile (written by its writer after all).
-    Gone,
-    Failed(String),
-    Newer(u32),
-    Unparsable(String),
-}
-
-fn read_spooled(path: &Path) -> Read {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Read::Gone,
-        Err(err) => return Read::Failed(err.to_string()),
-    };
-    #[derive(Deserialize)]
-    struct Version {
-        version: u32,
-    }
-    // Where it fails, never what it read: the file holds the call's words.
-    let where_ = |err: serde_json::Error| {
-        format!(
-            "{:?} error at line {} column {}",
-            err.classify(),
-            err.line(),
-            err.column()
-        )
-    };
-    match serde_json::from_slice::<Version>(&bytes) {
-        Ok(v) if v.version > VERSION => return Read::Newer(v.version),
-        Ok(_) => {}
-        Err(err) => return Read::Unparsable(where_(err)),
-    }
-    match serde_json::from_slice::<SpooledCall>(&bytes) {
-        Ok(call) => Read::Call(call),
-        Err(err) => Read::Unparsable(where_(err)),
-    }
-}
-
-/// Moves an unreadable file to `aside`, named after its owner directory
-/// too; true when it was moved.
-fn set_aside(path: &Path, aside: &Path, why: &str) -> bool {
-    let owner = path
-        .parent()
-        .and_then(Path::file_name)
-        .and_then(|n| n.to_str())
-        .unwrap_or("unknown");
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("unnamed");
-    let target = aside.join(format!("{owner}-{name}"));
-    match private_dir_all(aside).and_then(|()| std::fs::rename(path, &target)) {
-        Ok(()) => {
-            tracing::error!(file = %path.display(), moved_to = %target.display(), reason = why, "unreadable turn spool file set aside");
-            true
-        }
-        Err(err) => {
-            tracing::error!(file = %path.display(), reason = why, error = %err, "unreadable turn spool file left in place");
-            false
-        }
-    }
 }
 
 /// Appends a spooled turn where it belongs (see the module's docs):

@@ -21,13 +21,22 @@
 //!
 //! While the store fails, the writer also keeps its pending steps on local
 //! disk, in the turn spool (`agent/turn_spool/`), when the runtime has one,
-//! rewritten as each command is read: a process that stops during an
-//! outage loses none of the steps read. Once a write has failed (or while
-//! the spool holds the writer's file), commands are read as they come even
-//! while a retry is in flight, and reach the disk at once: the step runs on
-//! a copy, put back when it is done, so the queue is only ever added to
-//! behind it. (A command sent during the first write that fails reaches the
-//! disk when that write fails, at most `op_timeout` later.)
+//! rewritten as commands come: a process that stops during an outage loses
+//! none of the steps read. With a spool, commands are read as they come
+//! even while a step is in flight (the step runs on a copy, put back when
+//! it is done, so the queue is only ever added to behind it). They reach
+//! the disk at once when the store has failed, when the attempt in flight
+//! has gone unanswered for a second (`task::SLOW_ATTEMPT`: what waits is
+//! kept without waiting for the store's own timeout to fail the attempt),
+//! and while the spool holds the writer's file.
+//!
+//! A spool write runs on a blocking thread, one at a time, and the writer
+//! never waits for it while there is anything else to do: the loop polls
+//! it beside the store call, the flush deadline and the commands
+//! (`task.rs`), and the write that follows a stalled one starts as soon as
+//! that one lands, with whatever came meanwhile. It waits for the disk (at
+//! most 5 s each time) only at the flush deadline, and to remove its file
+//! once every step is written.
 //!
 //! After the session ends, the writer keeps trying for at most
 //! `flush_timeout`; then it leaves what it could not write in the spool,
@@ -45,17 +54,19 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use self::spool_file::SpoolFile;
 pub use super::after_call::AfterCall;
-use super::redact::{record_for_log, turn_for_log};
-use super::turn_spool::{SpoolEntry, SpoolError, TurnSpool};
-
-mod perform;
-mod spooling;
-#[cfg(test)]
-mod tests;
+use super::turn_spool::TurnSpool;
 use crate::conversation::Turn;
 use crate::store::time::unix_ms;
-use crate::store::{CallChange, CallRecord, CallRecording, Store, StoreError};
+use crate::store::{CallChange, CallRecord, CallRecording, Store};
+
+mod perform;
+mod spool_file;
+mod spooling;
+mod task;
+#[cfg(test)]
+mod tests;
 
 /// How a writer retries and what it does when the call ends.
 #[derive(Debug, Clone)]
@@ -201,22 +212,30 @@ pub fn spawn_writer(
     record: CallRecord,
     settings: WriterSettings,
 ) -> (TurnRecorder, WriterDone) {
+    let call_id: Arc<str> = record.call_id.as_str().into();
+    let create = Step::new(Action::Create(Box::new(record)));
+    spawn(store, call_id, VecDeque::from([create]), settings)
+}
+
+/// Starts the writer of `call_id` whose queue begins with `steps`.
+fn spawn(
+    store: Arc<dyn Store>,
+    call_id: Arc<str>,
+    steps: VecDeque<Step>,
+    settings: WriterSettings,
+) -> (TurnRecorder, WriterDone) {
     let (tx, rx) = mpsc::unbounded_channel();
     let end = Arc::new(EndSignal::default());
     let (status_tx, status_rx) = watch::channel(WriterStatus::default());
-    let call_id: Arc<str> = record.call_id.as_str().into();
     let writer = Writer {
         store,
         started_ms: unix_ms(),
         call_id: Arc::clone(&call_id),
         settings,
-        steps: VecDeque::from([Step::new(Action::Create(Box::new(record)))]),
+        steps,
         next_index: 0,
         ended: false,
-        spool_entry: None,
-        spool_write: None,
-        spooled: false,
-        spool_stale: false,
+        spool_file: SpoolFile::default(),
         end: Arc::clone(&end),
         report: WriteReport::default(),
         status: status_tx,
@@ -265,259 +284,12 @@ struct Writer {
     next_index: u64,
     /// True once the end command has been accepted.
     ended: bool,
-    /// This writer's file in the spool, once it has needed one.
-    spool_entry: Option<SpoolEntry>,
-    /// A write of that file the disk has not finished (past the bound).
-    spool_write: Option<tokio::task::JoinHandle<Result<(), SpoolError>>>,
-    /// True while the spool holds this writer's file.
-    spooled: bool,
-    /// True when steps were queued since the spool file was written.
-    spool_stale: bool,
+    /// Its file in the turn spool, and the write of it in flight.
+    spool_file: SpoolFile,
     /// When the session ended: the start of the bounded flush.
     end: Arc<EndSignal>,
     report: WriteReport,
     status: watch::Sender<WriterStatus>,
-}
-
-impl Writer {
-    async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<Command>,
-    ) -> (WriteReport, watch::Sender<WriterStatus>) {
-        let mut backoff = self.settings.retry_initial;
-        let mut failing_since: Option<Instant> = None;
-        let flush = self.settings.flush_timeout;
-        loop {
-            let mut fresh = false;
-            while let Ok(command) = rx.try_recv() {
-                self.accept(command);
-                fresh = true;
-            }
-            let Some(step) = self.steps.front_mut() else {
-                if self.ended {
-                    return (self.report, self.status);
-                }
-                let command = rx.recv().await.unwrap_or_else(dropped);
-                self.accept(command);
-                continue;
-            };
-            let first_attempt = !step.attempted;
-            step.attempted = true;
-            let mut attempt = step.clone();
-            let is_turn = matches!(attempt.action, Action::Turn(..));
-            // Failing: what comes reaches the disk at once, even while the
-            // step is in flight.
-            let spooling =
-                self.settings.spool.is_some() && (self.spooled || failing_since.is_some());
-            if spooling && fresh {
-                self.keep_in_spool().await;
-            }
-            let outcome = self
-                .attempt(&mut attempt, first_attempt, &mut rx, spooling)
-                .await;
-            // What the attempt learnt (the turn's index) stays with the step.
-            if let Some(front) = self.steps.front_mut() {
-                *front = attempt;
-            }
-            // A step stuck on a stalled store is abandoned at the flush
-            // deadline like the rest.
-            let Some(result) = outcome else {
-                self.give_up_all(
-                    &mut rx,
-                    "the session ended and the flush time ran out while writing",
-                )
-                .await;
-                return (self.report, self.status);
-            };
-            match result {
-                Ok(()) => {
-                    if is_turn {
-                        self.report.turns_written += 1;
-                        let written = self.report.turns_written;
-                        self.status.send_modify(|s| s.turns_written = written);
-                    }
-                    self.steps.pop_front();
-                    self.spool_progress().await;
-                    backoff = self.settings.retry_initial;
-                    if let Some(since) = failing_since.take() {
-                        tracing::info!(
-                            call_id = %self.call_id,
-                            after = ?since.elapsed(),
-                            waiting = self.steps.len(),
-                            "context store reachable again; writing what waited"
-                        );
-                    }
-                }
-                Err(err) if !err.is_transient() => {
-                    if let Some(step) = self.steps.pop_front() {
-                        self.give_up(&step, &err.to_string());
-                    }
-                    self.spool_progress().await;
-                }
-                Err(err) => {
-                    if failing_since.is_none() {
-                        tracing::warn!(
-                            call_id = %self.call_id,
-                            error = %err,
-                            "context store unavailable; the call goes on and its turns wait in memory"
-                        );
-                    }
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    self.keep_in_spool().await;
-                    // Wait, still accepting commands (so that nothing is
-                    // left in the channel when the log is written), unless
-                    // the flush deadline passes first.
-                    let wait = tokio::time::sleep(backoff);
-                    tokio::pin!(wait);
-                    loop {
-                        tokio::select! {
-                            biased;
-                            () = flush_deadline(&self.end, flush) => {
-                                let why = format!(
-                                    "the context store stayed unavailable for {:?} (last error: {err})",
-                                    since.elapsed()
-                                );
-                                self.give_up_all(&mut rx, &why).await;
-                                return (self.report, self.status);
-                            }
-                            () = &mut wait => break,
-                            command = rx.recv(), if !self.ended => {
-                                match command {
-                                    Some(command) => self.accept(command),
-                                    None => self.accept(dropped()),
-                                }
-                                // Spoken turns reach the disk as they come,
-                                // not at the next retry.
-                                self.keep_in_spool().await;
-                            }
-                        }
-                    }
-                    backoff = (backoff * 2).min(self.settings.retry_max);
-                }
-            }
-        }
-    }
-
-    /// Performs `step`, a copy of the front one, once; `None` when the
-    /// flush deadline passes first. With `spooling`, commands sent
-    /// meanwhile are accepted (behind the step) and kept in the spool as
-    /// they come; the copy keeps the queue's front as it was before the
-    /// attempt, for the spool file, until the caller puts it back.
-    async fn attempt(
-        &mut self,
-        step: &mut Step,
-        first_attempt: bool,
-        rx: &mut mpsc::UnboundedReceiver<Command>,
-        spooling: bool,
-    ) -> Option<Result<(), StoreError>> {
-        let store = Arc::clone(&self.store);
-        let call_id = Arc::clone(&self.call_id);
-        let flush = self.settings.flush_timeout;
-        let mut next_index = self.next_index;
-        let lease_holder = self.settings.lease_holder.clone();
-        let outcome = {
-            let work = step.perform(
-                &*store,
-                &call_id,
-                lease_holder.as_deref(),
-                &mut next_index,
-                first_attempt,
-            );
-            tokio::pin!(work);
-            loop {
-                tokio::select! {
-                    biased;
-                    () = flush_deadline(&self.end, flush) => break None,
-                    result = &mut work => break Some(result),
-                    command = rx.recv(), if spooling && !self.ended => {
-                        self.accept(command.unwrap_or_else(dropped));
-                        // A burst is written once.
-                        while let Ok(command) = rx.try_recv() {
-                            self.accept(command);
-                        }
-                        self.keep_in_spool().await;
-                    }
-                }
-            }
-        };
-        self.next_index = next_index;
-        outcome
-    }
-
-    /// Gives up every step, including those still in the channel: leaves
-    /// them in the spool for its replayer if there is one, else logs them.
-    async fn give_up_all(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>, why: &str) {
-        while let Ok(command) = rx.try_recv() {
-            self.accept(command);
-        }
-        if self.leave_in_spool(why).await {
-            return;
-        }
-        for step in std::mem::take(&mut self.steps) {
-            self.give_up(&step, why);
-        }
-    }
-
-    fn accept(&mut self, command: Command) {
-        if self.ended {
-            if let Command::Turn(turn) = command {
-                let turn = turn_for_log(turn.index, &turn);
-                tracing::warn!(call_id = %self.call_id, %turn, "turn recorded after the session ended; not written");
-            }
-            return;
-        }
-        self.spool_stale = true;
-        match command {
-            Command::Turn(turn) => self.steps.push_back(Step::new(Action::Turn(turn))),
-            Command::Started(at_ms) => self
-                .steps
-                .push_back(Step::new(Action::Change(CallChange::Started { at_ms }))),
-            Command::Recorded(recording) => self
-                .steps
-                .push_back(Step::new(Action::Change(CallChange::Recorded(recording)))),
-            Command::Detached => {
-                self.ended = true;
-                self.end.mark();
-            }
-            Command::Ended(reason, at_ms) => {
-                self.ended = true;
-                // Normally set by the recorder already; a dropped session
-                // ends here.
-                self.end.mark();
-                self.steps
-                    .push_back(Step::new(Action::Change(CallChange::Ended {
-                        reason,
-                        at_ms,
-                    })));
-                for after in self.settings.on_completed.clone() {
-                    self.steps.push_back(Step::new(Action::After(after)));
-                }
-            }
-        }
-    }
-
-    fn give_up(&mut self, step: &Step, why: &str) {
-        // Turns never attempted get the positions they would have had.
-        let what = describe(step, &mut self.next_index);
-        match &step.action {
-            Action::Create(record) => {
-                let call = record_for_log(record);
-                tracing::error!(call_id = %self.call_id, %call, reason = why, "call state not written");
-            }
-            Action::Change(change) => {
-                tracing::error!(call_id = %self.call_id, change = ?change, reason = why, "call status not written");
-            }
-            Action::Turn(turn) => {
-                let index = self.next_index - 1;
-                let turn = turn_for_log(index, turn);
-                tracing::error!(call_id = %self.call_id, index, %turn, reason = why, "turn not written");
-            }
-            Action::After(after) => {
-                tracing::error!(call_id = %self.call_id, action = ?after, reason = why, "not queued after the call");
-            }
-        }
-        self.report.unwritten.push(what);
-    }
 }
 
 /// When the session ended, shared by the recorder and the writer.

@@ -1,17 +1,79 @@
 //! The writer's side of the turn spool: its pending steps kept on disk
 //! while the store fails, and the file dropped once they are written.
+//!
+//! Writes start here and never make the writer wait: the loop polls the
+//! one in flight beside the store call (see `spool_file.rs`). The writer
+//! waits for the disk, at most [`SPOOL_WRITE_LIMIT`] each time, only where
+//! nothing else is left to do: at the flush deadline, and to remove its
+//! file once every step is written.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use super::spool_file::{SPOOL_WRITE_LIMIT, SpoolFile, SpoolWrite, write_done};
 use super::{Action, Writer, describe};
 use crate::agent::turn_spool::{SpoolEntry, SpoolError, SpooledCall, SpooledStep, TurnSpool};
 use crate::store::Interaction;
 
-/// The longest a writer waits for the disk to keep or drop its spool file.
-const SPOOL_WRITE_LIMIT: Duration = Duration::from_secs(5);
-
 impl Writer {
+    /// True when what changes goes to the spool at once: the store failed
+    /// (`failing`) or is slow (`slow`), or the spool holds the file.
+    pub(super) fn spooling(&self, failing: bool, slow: bool) -> bool {
+        self.settings.spool.is_some() && (failing || slow || self.spool_file.landed)
+    }
+
+    /// Starts writing the pending steps to the spool when a write is due,
+    /// they changed since the last one, and none is in flight. Never
+    /// waits.
+    pub(super) fn start_spool_write(&mut self) {
+        let Some(spool) = self.settings.spool.clone() else {
+            return;
+        };
+        let file = &self.spool_file;
+        if file.write.is_some() || !file.due || !file.changed {
+            return;
+        }
+        let call = self.spooled_call();
+        let started_ms = self.started_ms;
+        let file = &mut self.spool_file;
+        let entry = file
+            .entry
+            .get_or_insert_with(|| spool.entry(started_ms))
+            .clone();
+        file.write = Some(SpoolWrite::start(spool, entry, call));
+        file.due = false;
+        file.changed = false;
+    }
+
+    /// A write has landed (with its count of steps) or failed.
+    pub(super) fn spool_write_done(&mut self, done: Result<usize, SpoolError>) {
+        match done {
+            Ok(count) => {
+                if !self.spool_file.landed {
+                    tracing::info!(call_id = %self.call_id, steps = count, "pending steps kept in the turn spool while the store fails");
+                }
+                self.spool_file.landed = true;
+                self.status.send_modify(|s| s.spooled = count);
+            }
+            Err(err) => {
+                // What it held is not on disk: the next write takes it.
+                self.spool_file.changed = true;
+                tracing::error!(call_id = %self.call_id, error = %err, "cannot keep the pending steps in the turn spool; they wait in memory only");
+            }
+        }
+    }
+
+    /// Waits for the write in flight, if any, at most [`SPOOL_WRITE_LIMIT`];
+    /// still unfinished then, it stays in flight.
+    async fn settle_spool_write(&mut self) {
+        if self.spool_file.write.is_none() {
+            return;
+        }
+        let landing = write_done(&mut self.spool_file.write, &self.call_id);
+        if let Ok(done) = tokio::time::timeout(SPOOL_WRITE_LIMIT, landing).await {
+            self.spool_write_done(done);
+        }
+    }
+
     /// At the flush deadline: leaves the pending steps in the spool for
     /// its replayer, true when they are all there (else the caller logs
     /// them).
@@ -19,17 +81,17 @@ impl Writer {
         let Some(spool) = self.settings.spool.clone() else {
             return false;
         };
-        // A write still in flight gets its bound once more, so that the
-        // last content can follow it.
-        if let Some(mut write) = self.spool_write.take() {
-            match tokio::time::timeout(SPOOL_WRITE_LIMIT, &mut write).await {
-                Ok(landed) => self.spooled |= matches!(landed, Ok(Ok(()))),
-                Err(_) => self.spool_write = Some(write),
-            }
+        // The write in flight gets its bound once more, so that the last
+        // content can follow it.
+        self.settle_spool_write().await;
+        if self.spool_file.write.is_none() && self.spool_file.changed {
+            self.spool_file.due = true;
+            self.start_spool_write();
+            self.settle_spool_write().await;
         }
-        self.keep_in_spool().await;
-        let stalled = self.spool_write.take_if(|w| !w.is_finished());
-        if let Some(entry) = self.spool_entry.clone() {
+        let stalled = self.spool_file.write.take();
+        let complete = self.spool_file.landed && !self.spool_file.changed && stalled.is_none();
+        if let Some(entry) = self.spool_file.entry.clone() {
             match stalled {
                 Some(write) => {
                     // It may still land: the file is the replayer's
@@ -41,7 +103,7 @@ impl Writer {
                 None => spool.release(&entry),
             }
         }
-        if self.spooled && !self.spool_stale {
+        if complete {
             tracing::warn!(
                 call_id = %self.call_id,
                 steps = self.steps.len(),
@@ -56,7 +118,7 @@ impl Writer {
             }
             return true;
         }
-        if self.spooled {
+        if self.spool_file.landed {
             tracing::error!(
                 call_id = %self.call_id,
                 "the turn spool holds only an earlier copy of this call's pending steps; the rest are logged"
@@ -65,93 +127,28 @@ impl Writer {
         false
     }
 
-    /// Writes the pending steps to the spool (if there is one) when they
-    /// changed since it was last written.
-    pub(super) async fn keep_in_spool(&mut self) {
-        let Some(spool) = self.settings.spool.clone() else {
-            return;
-        };
-        // One write at a time: a later one waits for a stalled one (its
-        // steps stay marked unsaved meanwhile), so older content never
-        // lands after newer.
-        if self.spool_write.as_ref().is_some_and(|w| !w.is_finished()) {
-            self.spool_stale = true;
-            return;
-        }
-        // A stalled write that has landed since: the file exists.
-        if let Some(landed) = self.spool_write.take()
-            && matches!(landed.await, Ok(Ok(())))
-        {
-            self.spooled = true;
-        }
-        if self.spooled && !self.spool_stale {
-            return;
-        }
-        let call = self.spooled_call();
-        let count = call.steps.len();
-        let entry = self
-            .spool_entry
-            .get_or_insert_with(|| spool.entry(self.started_ms))
-            .clone();
-        // Off the workers the calls' audio runs on, and bounded: a disk that
-        // hangs must not hold the writer past its flush time.
-        let mut write = tokio::task::spawn_blocking(move || spool.keep(&entry, &call));
-        let kept = match tokio::time::timeout(SPOOL_WRITE_LIMIT, &mut write).await {
-            Ok(Ok(kept)) => {
-                self.spool_write = None;
-                kept
-            }
-            Ok(Err(_)) => {
-                self.spool_write = None;
-                Err(SpoolError::Stalled)
-            }
-            Err(_) => {
-                self.spool_write = Some(write);
-                self.spool_stale = true;
-                Err(SpoolError::Stalled)
-            }
-        };
-        match kept {
-            Ok(()) => {
-                if !self.spooled {
-                    tracing::info!(call_id = %self.call_id, steps = count, "pending steps kept in the turn spool while the store fails");
-                }
-                self.spooled = true;
-                self.spool_stale = false;
-                self.status.send_modify(|s| s.spooled = count);
-            }
-            Err(err) => {
-                tracing::error!(call_id = %self.call_id, error = %err, "cannot keep the pending steps in the turn spool; they wait in memory only");
-            }
-        }
-    }
-
     /// After a step is done: the spool file goes once every step in it is
     /// written. Until then it is not rewritten (a replay finds the steps
     /// already written, and writes them no second time); the next failure
-    /// rewrites it with what is left.
+    /// or command rewrites it with what is left.
     pub(super) async fn spool_progress(&mut self) {
         // Any entry, even one whose first write failed or is stalled: its
         // file may exist, or appear.
-        if self.spool_entry.is_none() {
+        if self.spool_file.entry.is_none() {
             return;
         }
         if !self.steps.is_empty() {
-            self.spool_stale = true;
+            self.spool_file.changed = true;
             return;
         }
-        let (Some(spool), Some(entry)) = (self.settings.spool.clone(), self.spool_entry.take())
+        let (Some(spool), Some(entry)) =
+            (self.settings.spool.clone(), self.spool_file.entry.take())
         else {
             return;
         };
-        // A stalled write would put the file back after its removal.
-        let mut stalled = self.spool_write.take();
-        if let Some(write) = &mut stalled
-            && tokio::time::timeout(SPOOL_WRITE_LIMIT, write).await.is_ok()
-        {
-            stalled = None;
-        }
-        if let Some(write) = stalled {
+        // A write in flight would put the file back after its removal.
+        self.settle_spool_write().await;
+        if let Some(write) = self.spool_file.write.take() {
             tracing::warn!(call_id = %self.call_id, "a spool write is still stalled; its file stays, and a replay will find its steps written");
             release_after(write, spool, entry);
         } else {
@@ -165,8 +162,7 @@ impl Writer {
         }
         // A later failure keeps its steps in a new file, of a new entry:
         // this one is no longer protected from the replayer.
-        self.spooled = false;
-        self.spool_stale = false;
+        self.spool_file = SpoolFile::default();
         self.status.send_modify(|s| s.spooled = 0);
     }
 
@@ -215,11 +211,8 @@ impl Writer {
 /// Gives `entry`'s file to the replayer once `write` has landed (or
 /// failed): released before, a stalled write could land a file under a
 /// replay.
-fn release_after(
-    write: tokio::task::JoinHandle<Result<(), SpoolError>>,
-    spool: Arc<TurnSpool>,
-    entry: SpoolEntry,
-) {
+fn release_after(write: SpoolWrite, spool: Arc<TurnSpool>, entry: SpoolEntry) {
+    let write = write.into_task();
     tokio::spawn(async move {
         let _landed = write.await;
         spool.release(&entry);

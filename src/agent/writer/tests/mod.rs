@@ -1,17 +1,24 @@
 //! A turn's retries against the embedded store: an earlier attempt that
-//! landed, its reply lost, is found wherever the store put it. A writer
-//! whose store stalls keeps what it is sent on disk at once.
+//! landed, its reply lost, is found wherever the store put it. The
+//! writer's spool side is in `spool.rs`, the runtime's hooks and commands
+//! taken in during an attempt in `hooks.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::future::Future;
 use std::path::Path;
+
+use async_trait::async_trait;
 
 use super::*;
 use crate::agent::turn_spool::{SpooledCall, SpooledStep};
 use crate::conversation::Role;
 use crate::store::{
-    Appended, CallStore, Interaction, MemoryStore, RedisStore, Segment, StoreSettings,
+    Appended, CallStore, Interaction, MemoryStore, RedisStore, Segment, StoreError, StoreSettings,
 };
+
+mod hooks;
+mod spool;
 
 const CALL: &str = "call-1";
 
@@ -47,7 +54,7 @@ async fn store_with(count: u64) -> MemoryStore {
     store
 }
 
-async fn texts(store: &MemoryStore) -> Vec<String> {
+async fn texts(store: &dyn Store) -> Vec<String> {
     let turns = store.turns(CALL).await.unwrap();
     turns.into_iter().map(|t| t.text).collect()
 }
@@ -128,23 +135,48 @@ async fn a_retry_whose_first_attempt_never_landed_appends_its_turn() {
     assert_eq!(next_index, 4);
 }
 
-/// A "Redis" that accepts connections and never answers: its URL.
-async fn silent_redis() -> String {
+/// A "Redis" that accepts connections and never answers: its URL, and
+/// how many connections it has taken.
+async fn silent_redis() -> (String, watch::Receiver<usize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (accepted, count) = watch::channel(0);
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
             held.push(socket);
+            accepted.send_modify(|n| *n += 1);
         }
     });
-    format!("redis://{addr}")
+    (format!("redis://{addr}"), count)
+}
+
+/// A store that never answers, its operations failing after `stall`, and
+/// how many connections it has taken.
+async fn silent_store(stall: Duration) -> (RedisStore, watch::Receiver<usize>) {
+    let (url, accepted) = silent_redis().await;
+    let settings = StoreSettings {
+        op_timeout: stall,
+        ..StoreSettings::default()
+    };
+    let store = RedisStore::connect(&url, "REDIS_URL", settings).unwrap();
+    (store, accepted)
 }
 
 /// The one file in the spool at `dir`.
 fn spool_file(dir: &Path) -> SpooledCall {
+    let files = spool_files(dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap()
+}
+
+/// The spool files at `dir`.
+fn spool_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
-    for owner in std::fs::read_dir(dir).unwrap() {
+    let Ok(owners) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for owner in owners {
         for file in std::fs::read_dir(owner.unwrap().path()).unwrap() {
             let path = file.unwrap().path();
             if path.extension().is_some_and(|e| e == "json") {
@@ -152,8 +184,7 @@ fn spool_file(dir: &Path) -> SpooledCall {
             }
         }
     }
-    assert_eq!(files.len(), 1, "{files:?}");
-    serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap()
+    files
 }
 
 fn spooled_texts(call: &SpooledCall) -> Vec<String> {
@@ -166,67 +197,102 @@ fn spooled_texts(call: &SpooledCall) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_turn_recorded_while_a_retry_is_in_flight_reaches_the_spool_at_once() {
-    const STALL: Duration = Duration::from_secs(60);
-    let store = RedisStore::connect(
-        &silent_redis().await,
-        "REDIS_URL",
-        StoreSettings {
-            op_timeout: STALL,
-            ..StoreSettings::default()
-        },
-    )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Arc::new(TurnSpool::new(dir.path(), store.identity()));
-    let settings = WriterSettings {
-        // Retried at once: a command sent after the first failure finds
-        // the retry in flight.
+/// Settings that retry at once, with `spool`.
+fn spooling(spool: &Arc<TurnSpool>) -> WriterSettings {
+    WriterSettings {
         retry_initial: Duration::ZERO,
         retry_max: Duration::ZERO,
-        flush_timeout: Duration::from_secs(1),
+        flush_timeout: Duration::from_secs(60),
         on_completed: Vec::new(),
-        spool: Some(spool),
+        spool: Some(Arc::clone(spool)),
         lease_holder: None,
-    };
-    let record = CallRecord::pending(CALL, "twilio", Segment::default(), Default::default(), 0);
-    let (recorder, mut progress) = spawn_writer(Arc::new(store), record, settings);
-    // Creating the call timed out: the writer is failing, the call state
-    // in the spool, its retry stalled in turn.
-    progress.wait_for(|s| s.spooled == 1).await.unwrap();
+    }
+}
 
-    let sent = Instant::now();
-    recorder.record(turn(0, "said during the retry"));
-    progress.wait_for(|s| s.spooled == 2).await.unwrap();
-    assert!(
-        sent.elapsed() < STALL / 2,
-        "on disk only after {:?}, when the write in flight failed",
-        sent.elapsed()
-    );
-    assert_eq!(
-        spooled_texts(&spool_file(dir.path())),
-        ["create", "said during the retry"]
-    );
+/// A step standing for a store call the test answers, put at the front of
+/// a writer's queue: each attempt waits until the test answers it, then
+/// fails (transiently) or succeeds as told.
+#[derive(Debug)]
+struct HeldStep {
+    calls: watch::Sender<usize>,
+    answer: mpsc::UnboundedSender<bool>,
+    answers: tokio::sync::Mutex<mpsc::UnboundedReceiver<bool>>,
+}
 
-    // Behind it, in order; the stalled retry is given up at the flush
-    // deadline and everything is left in the spool.
-    recorder.record(turn(1, "and then"));
-    recorder.ended("hangup");
-    let status = progress
-        .wait_for(|s| s.done.is_some())
+impl HeldStep {
+    fn new() -> Arc<Self> {
+        let (answer, answers) = mpsc::unbounded_channel();
+        Arc::new(HeldStep {
+            calls: watch::Sender::new(0),
+            answer,
+            answers: tokio::sync::Mutex::new(answers),
+        })
+    }
+
+    /// A writer of [`CALL`] on `store` whose queue begins with this step.
+    fn first_of(
+        self: &Arc<Self>,
+        store: Arc<dyn Store>,
+        settings: WriterSettings,
+    ) -> (TurnRecorder, WriterDone) {
+        let held: Arc<dyn AfterCall> = Arc::clone(self) as _;
+        let steps = VecDeque::from([Step::new(Action::After(held))]);
+        spawn(store, CALL.into(), steps, settings)
+    }
+
+    /// Waits until the step has been attempted `count` times.
+    async fn attempted(&self, count: usize) {
+        let mut calls = self.calls.subscribe();
+        calls.wait_for(|n| *n >= count).await.unwrap();
+    }
+
+    /// Answers the attempt in flight (or the next one).
+    fn answer(&self, succeeds: bool) {
+        self.answer.send(succeeds).unwrap();
+    }
+}
+
+#[async_trait]
+impl AfterCall for HeldStep {
+    async fn queue(&self, _store: &dyn Store, _call_id: &str) -> Result<(), StoreError> {
+        self.calls.send_modify(|n| *n += 1);
+        match self.answers.lock().await.recv().await {
+            Some(false) => Err(StoreError::Timeout(Duration::from_secs(2))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Waits for `event` while a blocking task (a disk that hangs) keeps
+/// paused time from moving on its own: the clock moves 100 ms each time
+/// the other tasks have had their turn, and the test fails once `limit`
+/// has passed.
+async fn within<T>(limit: Duration, event: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    tokio::pin!(event);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut event => return out,
+            () = tokio::task::yield_now() => {}
+        }
+        assert!(started.elapsed() < limit, "not within {limit:?}");
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for `event`, failing if the paused clock passes a minute first:
+/// a writer that never gets there, while nothing blocks the clock, would
+/// otherwise keep the test waiting for ever (the clock jumping from one
+/// store timeout to the next).
+async fn soon<T>(event: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), event)
         .await
-        .unwrap()
-        .clone();
-    assert!(sent.elapsed() < STALL / 2, "{:?}", sent.elapsed());
-    let report = status.done.unwrap();
-    assert!(report.unwritten.is_empty(), "{:?}", report.unwritten);
-    assert_eq!(
-        report.spooled[..3],
-        ["call state (pending)", "turn 0", "turn 1"]
-    );
-    assert_eq!(
-        spooled_texts(&spool_file(dir.path())),
-        ["create", "said during the retry", "and then", "ended"]
-    );
+        .expect("not within a minute")
+}
+
+/// The writer's report, once it has stopped.
+async fn report(progress: &mut WriterDone) -> WriteReport {
+    let status = soon(progress.wait_for(|s| s.done.is_some())).await.unwrap();
+    status.done.clone().unwrap()
 }

@@ -2,6 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(unix)]
+mod disk;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -286,7 +289,7 @@ async fn a_pass_that_left_a_file_to_another_pass_has_not_replayed_it() {
     let store = MemoryStore::new(StoreSettings::default());
     let replayed = spool.replayed();
     // Another pass (the replayer's, beside a sweep's) is writing it.
-    lock(&spool.live).insert(path.clone());
+    lock(&spool.live).insert(path.clone(), None);
     assert_eq!(spool.replay(&store, &[]).await, ReplayReport::default());
     assert!(!*replayed.borrow(), "replayed while another pass writes");
     lock(&spool.live).remove(&path);
@@ -426,10 +429,9 @@ fn files_and_directories_are_their_owner_only() {
     assert_eq!(mode(&dir.path().join("spool")), 0o700);
 }
 
-/// A file `name` in `owner`'s directory holding two turns of `call_id`,
-/// at indices 0 and 1, as a writer that never reached the store gives
-/// them.
-fn message_file(owner: &TurnSpool, name: &str, call_id: &str, texts: [&str; 2]) {
+/// Two turns of `call_id`, at indices 0 and 1, as a writer that never
+/// reached the store gives them.
+fn message(call_id: &str, texts: [&str; 2]) -> SpooledCall {
     let mut call = whole_call(call_id);
     call.steps = texts
         .iter()
@@ -438,10 +440,15 @@ fn message_file(owner: &TurnSpool, name: &str, call_id: &str, texts: [&str; 2]) 
             turn: interaction(i as u64, text),
         })
         .collect();
+    call
+}
+
+/// A file `name` in `owner`'s directory holding [`message`].
+fn message_file(owner: &TurnSpool, name: &str, call_id: &str, texts: [&str; 2]) {
     let entry = SpoolEntry {
         name: name.to_owned(),
     };
-    owner.keep(&entry, &call).unwrap();
+    owner.keep(&entry, &message(call_id, texts)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -495,40 +502,46 @@ async fn files_of_all_stopped_processes_are_replayed_oldest_first() {
     );
 }
 
-#[cfg(unix)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_disk_ends_the_pass_and_the_next_waits_for_it() {
+#[tokio::test(start_paused = true)]
+async fn a_file_that_must_wait_holds_back_its_calls_later_files() {
     let dir = tempfile::tempdir().unwrap();
-    let spool =
-        Arc::new(TurnSpool::new(dir.path(), STORE).with_disk_limit(Duration::from_millis(200)));
-    left_by_a_writer(&spool, &whole_call("call-12"));
-    // An older file whose read never returns: a FIFO no one writes to.
-    let hung = spool.own_dir().unwrap().join("0000000000001-hung.json");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&hung)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let spool = spool(dir.path());
     let store = MemoryStore::new(StoreSettings::default());
+    for call_id in ["call-c", "call-d"] {
+        store.create_call(&record(call_id)).await.unwrap();
+    }
+    // A text conversation's first message, whose writer still flushes (it
+    // owns its file), then its next message, whose writer gave up; and
+    // another conversation's message, after both.
+    let first = spool.entry(1_000);
+    spool
+        .keep(&first, &message("call-c", ["c: hello", "c: hi"]))
+        .unwrap();
+    let next = spool.entry(2_000);
+    spool
+        .keep(&next, &message("call-c", ["c: later", "c: sure"]))
+        .unwrap();
+    spool.release(&next);
+    let other = spool.entry(3_000);
+    spool
+        .keep(&other, &message("call-d", ["d: hello", "d: hi"]))
+        .unwrap();
+    spool.release(&other);
     let (_, hooks) = hooks();
 
-    let report = tokio::time::timeout(Duration::from_secs(30), spool.replay(&store, &hooks))
-        .await
-        .expect("the pass ends though the disk hangs");
-    assert_eq!((report.written, report.waiting), (0, 2));
-    assert!(store.call("call-12").await.unwrap().is_none());
-    // Until the hung read returns, no pass starts.
-    assert_eq!(spool.replay(&store, &hooks).await, ReplayReport::default());
-
-    // The disk answers: the read gets the end of the FIFO.
-    let fifo = hung.clone();
-    tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(fifo))
-        .await
-        .unwrap()
-        .unwrap();
-    spool.disk_settled().await;
-    std::fs::remove_file(&hung).unwrap();
     let report = spool.replay(&store, &hooks).await;
-    assert_eq!((report.written, report.waiting), (1, 0));
-    assert_eq!(texts(&store, "call-12").await.len(), 2);
+    assert_eq!((report.written, report.waiting), (1, 1));
+    assert!(
+        texts(&store, "call-c").await.is_empty(),
+        "the next message went before the first"
+    );
+    assert_eq!(texts(&store, "call-d").await, ["d: hello", "d: hi"]);
+
+    // The first writer gives up in turn: both messages go, in order.
+    spool.release(&first);
+    assert_eq!(spool.replay(&store, &hooks).await.written, 2);
+    assert_eq!(
+        texts(&store, "call-c").await,
+        ["c: hello", "c: hi", "c: later", "c: sure"]
+    );
 }
