@@ -95,7 +95,10 @@ async fn an_aiortc_peer_speaks_rtvi_and_hears_the_parrot() {
 
     // Closing the peer connection hangs up.
     let sessions = server.sessions.ended(1, Duration::from_secs(30)).await;
-    assert_eq!(sessions[0].session_id, seen["pcId"].as_str().unwrap());
+    // The pc_id the peer got is a capability of its own, not the call id.
+    let pc_id = seen["pcId"].as_str().unwrap();
+    assert!(pc_id.starts_with("pc-"), "{seen}");
+    assert_ne!(sessions[0].session_id, pc_id);
     assert_eq!(sessions[0].end_reason.as_deref(), Some("hangup"), "{seen}");
     assert!(!sessions[0].cancelled);
 }
