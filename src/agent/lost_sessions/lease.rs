@@ -212,10 +212,7 @@ impl LeaseKeeper {
             }
             failed => {
                 if !std::mem::replace(failing, true) {
-                    let error = match failed {
-                        Ok(Err(err)) => err.to_string(),
-                        _ => format!("no answer within {limit:?}"),
-                    };
+                    let error = why_failed(failed, limit);
                     tracing::warn!(
                         call_id,
                         error,
@@ -234,10 +231,7 @@ impl LeaseKeeper {
             match tokio::time::timeout(limit, self.store.forget_lease(call_id, holder)).await {
                 Ok(Ok(())) => return,
                 failed if attempt == FORGET_TRIES => {
-                    let error = match failed {
-                        Ok(Err(err)) => err.to_string(),
-                        _ => format!("no answer within {limit:?}"),
-                    };
+                    let error = why_failed(failed, limit);
                     tracing::warn!(
                         call_id,
                         error,
@@ -255,4 +249,15 @@ struct Writer {
     call_id: String,
     /// Its hold's id ([`new_lease_holder`]).
     holder: String,
+}
+
+/// Why a store call bounded by `limit` did not succeed, for the log.
+fn why_failed<T>(
+    failed: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
+    limit: Duration,
+) -> String {
+    match failed {
+        Ok(Err(err)) => err.to_string(),
+        _ => format!("no answer within {limit:?}"),
+    }
 }
