@@ -22,6 +22,7 @@ mod settle;
 mod settled;
 mod setup_error;
 mod status;
+mod overdue;
 mod stranded;
 mod twilio_dialer;
 

@@ -38,7 +38,7 @@ pub enum StatusError {
 }
 
 /// Twilio's `CallStatus` as a [`CallStatus`].
-fn call_status(twilio: &str) -> Option<CallStatus> {
+pub(super) fn call_status(twilio: &str) -> Option<CallStatus> {
     Some(match twilio {
         "queued" => CallStatus::Queued,
         "initiated" => CallStatus::Initiated,

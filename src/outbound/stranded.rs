@@ -1,5 +1,7 @@
-//! Outbound calls a stopped server left `queued`: found and ended failed,
-//! so that no placed call stays queued for ever.
+//! The sweep of outbound calls whose fate is decided: those a stopped
+//! server left `queued` are ended failed, so that no placed call stays
+//! queued for ever, and those whose final status callback never came are
+//! read from Twilio ([`super::overdue`]).
 //!
 //! `POST /api/calls` answers `queued` and dials after its answer. A server
 //! that stops before Twilio took the call (a restart, a crash, a deploy)
@@ -35,7 +37,19 @@ use crate::store::time::{parse_rfc3339, unix_ms};
 use crate::store::{CallChange, CallDirection, CallRecord, CallStatus, RequestNote, StoreError};
 
 use super::TwilioDialer;
+use super::overdue::{StatusChecked, overdue};
 use super::settle::ended_by;
+
+/// Why a sweep left calls to the next one.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// Twilio could not be read.
+    #[error("cannot read the call from Twilio: {0}")]
+    Twilio(#[from] crate::transport::twilio::HangUpError),
+    /// The store could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// How often a server sweeps.
 const SWEEP_PERIOD: Duration = Duration::from_secs(300);
@@ -75,16 +89,18 @@ fn stranded(call: &CallRecord, now_ms: u64, rung_out: Duration) -> Option<&'stat
 
 impl TwilioDialer {
     /// Ends failed the stranded calls created from `from_ms` to `to_ms`,
-    /// read a page at a time, until `stopping` is set (checked between
-    /// calls, so none is left failed and not settled); how many it ended.
-    /// An error (a page not read, a call not ended) is returned once the
-    /// rest is done, so that the window is swept again.
-    pub async fn end_stranded(
+    /// and brings up to date from Twilio those whose final status is
+    /// overdue, read a page at a time, until `stopping` is set (checked
+    /// between calls, so none is left ended and not settled); how many it
+    /// ended. An error (a page not read, a call not ended, Twilio not
+    /// read) is returned once the rest is done, so that the window is
+    /// swept again.
+    pub async fn sweep_calls(
         &self,
         from_ms: u64,
         to_ms: u64,
         stopping: &AtomicBool,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<usize, SweepError> {
         let mut ended = 0;
         let mut failed = None;
         let mut from = from_ms;
@@ -95,15 +111,23 @@ impl TwilioDialer {
                 if stopping.load(Ordering::Acquire) {
                     return Ok(ended);
                 }
-                let Some(why) = stranded(call, now, self.rung_out()) else {
-                    continue;
-                };
-                match self.end_unplaced(call, why, now).await {
-                    Ok(true) => ended += 1,
-                    Ok(false) => {}
-                    Err(err) => {
-                        tracing::warn!(call_id = call.call_id, error = %err, "cannot end a stranded call");
-                        failed = Some(err);
+                if let Some(why) = stranded(call, now, self.rung_out()) {
+                    match self.end_unplaced(call, why, now).await {
+                        Ok(true) => ended += 1,
+                        Ok(false) => {}
+                        Err(err) => {
+                            tracing::warn!(call_id = call.call_id, error = %err, "cannot end a stranded call");
+                            failed = Some(err.into());
+                        }
+                    }
+                } else if let Some(sid) = overdue(call, now, self.rung_out()) {
+                    match self.check_status(call, sid).await {
+                        Ok(StatusChecked::Ended(_)) => ended += 1,
+                        Ok(StatusChecked::Unchanged | StatusChecked::Unknown) => {}
+                        Err(err) => {
+                            tracing::warn!(call_id = call.call_id, error = %err, "cannot bring a placed call's status up to date");
+                            failed = Some(err);
+                        }
                     }
                 }
             }
@@ -146,14 +170,14 @@ impl TwilioDialer {
     /// [`SWEEP_PERIOD`] those created since the last sweep's window, until
     /// `stop` resolves. A window is swept once its calls' fate is decided
     /// ([`decided_after`]); one whose sweep failed is swept again.
-    pub async fn run_stranded_sweeper(&self, stop: impl Future<Output = ()>) {
+    pub async fn run_call_sweeper(&self, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let mut from = unix_ms().saturating_sub(millis(FIRST_LOOK_BACK));
         loop {
             let to = unix_ms().saturating_sub(millis(decided_after(self.rung_out())));
             let stopping = AtomicBool::new(false);
-            let sweep = self.end_stranded(from, to, &stopping);
+            let sweep = self.sweep_calls(from, to, &stopping);
             tokio::pin!(sweep);
             let swept = tokio::select! {
                 swept = &mut sweep => swept,
@@ -167,12 +191,12 @@ impl TwilioDialer {
             match swept {
                 Ok(ended) => {
                     if ended > 0 {
-                        tracing::info!(ended, "stranded outbound calls ended");
+                        tracing::info!(ended, "stranded or overdue outbound calls ended");
                     }
                     from = to.max(from);
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "stranded outbound calls not swept; tried again")
+                    tracing::warn!(error = %err, "outbound calls not all swept; tried again")
                 }
             }
             tokio::select! {

@@ -30,7 +30,7 @@ use crate::store::{
 };
 use crate::transport::twilio::stream_token::{STREAM_TOKEN_PARAMETER, StreamTokens};
 use crate::transport::twilio::{
-    CreateCall, CreateCallError, EndCall, HangUp, HangUpError, TwilioRest, twiml,
+    CreateCall, CreateCallError, EndCall, HangUp, HangUpError, CallResource, TwilioRest, twiml,
 };
 
 use super::asked_calls::{Asked, AskedCalls};
@@ -230,6 +230,12 @@ impl TwilioDialer {
             EndCall::Cancel
         };
         self.rest.end_call(&self.account_sid, twilio_sid, how).await
+    }
+
+    /// Twilio's call `twilio_sid` as Twilio has it now; `None` when Twilio
+    /// has no such call.
+    pub async fn fetch(&self, twilio_sid: &str) -> Result<Option<CallResource>, HangUpError> {
+        self.rest.fetch_call(&self.account_sid, twilio_sid).await
     }
 
     /// `https://PUBLIC_HOST{path}`.

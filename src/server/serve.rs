@@ -405,13 +405,14 @@ impl Server {
                     .await;
             })
         });
-        // Outbound calls a stopped server left queued end failed (at start,
-        // then every few minutes), so none stays queued for ever.
+        // Outbound calls a stopped server left queued end failed, and those
+        // whose final status callback never came are read from Twilio (at
+        // start, then every few minutes), so none stays open for ever.
         let stranded = self.state.outbound.clone().map(|dialer| {
             let mut stopped = stop_campaigns.subscribe();
             tokio::spawn(async move {
                 dialer
-                    .run_stranded_sweeper(async move {
+                    .run_call_sweeper(async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     })
                     .await;

@@ -159,6 +159,29 @@ impl Rig {
         assert!(self.runtime.store().create_call(&call).await.unwrap());
     }
 
+    /// What a callback lost on its way leaves: `call_id` dialled `age`
+    /// minutes ago as `sid`, `ringing`, never started.
+    async fn left_ringing(&self, call_id: &str, sid: &str, age: u64) {
+        let dialled = unix_ms() - age * MINUTE;
+        let mut call = CallRecord::pending(
+            call_id,
+            "twilio",
+            Segment::default(),
+            BTreeMap::new(),
+            dialled,
+        );
+        call.status = CallStatus::Ringing;
+        call.direction = Some(CallDirection::Outbound);
+        call.outbound = Some(OutboundCall {
+            to: "+15551230011".to_owned(),
+            phone_hash: "h".to_owned(),
+            twilio_sid: Some(sid.to_owned()),
+            dialled_at: Some(rfc3339(dialled)),
+            ..OutboundCall::default()
+        });
+        assert!(self.runtime.store().create_call(&call).await.unwrap());
+    }
+
     async fn status(&self, call_id: &str) -> (CallStatus, Option<String>) {
         let call = self.runtime.store().call(call_id).await.unwrap().unwrap();
         (call.status, call.outbound.and_then(|o| o.error))
@@ -356,6 +379,74 @@ async fn a_call_canceled_while_twilio_was_asked_is_ended_when_its_answer_comes()
         ended[0].form
     );
     assert_eq!(rig.status("slow").await.0, CallStatus::Canceled);
+}
+
+#[tokio::test]
+async fn a_placed_call_whose_final_callback_never_came_is_ended_from_twilio_once() {
+    let receiver = WebhookReceiver::start().await;
+    let rig = Rig::with(&format!("\n[webhook]\nurl = \"{}\"\n", receiver.url())).await;
+    // Twilio's `no-answer` callback found the store down (answered 503,
+    // not retried): the record still says ringing a quarter of an hour on.
+    let unanswered = "CA00000000000000000000000000000a01";
+    rig.left_ringing("unanswered", unanswered, 15).await;
+    rig.twilio.has_call(unanswered, "+15551230011", "no-answer", 0);
+    // One still ringing at Twilio (held in its queue) is left to its
+    // callback, and one too young to have rung out is not read at all.
+    let queued = "CA00000000000000000000000000000a02";
+    rig.left_ringing("held", queued, 14).await;
+    rig.twilio.has_call(queued, "+15551230011", "ringing", 0);
+    rig.left_ringing("young", "CA00000000000000000000000000000a03", 1).await;
+
+    let dialer = rig.dialer();
+    let stopping = std::sync::atomic::AtomicBool::new(false);
+    let window = (unix_ms() - 60 * MINUTE, unix_ms());
+    // Twilio down for the sweep's three tries: nothing changes, and the
+    // window is to be swept again.
+    rig.twilio.fail_next_reads(3);
+    let failed = dialer.sweep_calls(window.0, window.1, &stopping).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(rig.status("unanswered").await.0, CallStatus::Ringing);
+
+    let ended = dialer.sweep_calls(window.0, window.1, &stopping).await.unwrap();
+    assert_eq!(ended, 1);
+    assert_eq!(rig.status("unanswered").await.0, CallStatus::NoAnswer);
+    assert_eq!(rig.status("held").await.0, CallStatus::Ringing);
+    assert_eq!(rig.status("young").await.0, CallStatus::Ringing);
+    // Three refused tries of the first, then one read of each overdue
+    // call a sweep: the young one is never read.
+    assert_eq!(rig.twilio.reads(), 3 + 1 + 2);
+
+    // Its after-call work runs as for a callback: the webhook, once,
+    // however often it is swept or the callback comes late after all.
+    assert_eq!(dialer.sweep_calls(window.0, window.1, &stopping).await.unwrap(), 0);
+    let server = rig.server().await;
+    let url = "https://voice.example.test/twilio/status?call_id=unanswered";
+    let late = [
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", unanswered),
+        ("CallStatus", "no-answer"),
+        ("Direction", "outbound-api"),
+        ("SequenceNumber", "2"),
+    ];
+    assert_eq!(rig.twilio.post_signed(url, &late, None).await, 200);
+    let deliverer = rig.runtime.deliverer().unwrap().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let delivering = tokio::spawn(async move {
+        deliverer
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let received = receiver.wait_for(1, Duration::from_secs(20)).await;
+    let body: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(body["call_id"], "unanswered");
+    assert_eq!(body["call"]["status"], "no-answer");
+    assert_eq!(rig.runtime.store().outbox_len().await.unwrap(), 0);
+    stop.send(()).unwrap();
+    delivering.await.unwrap();
+    assert_eq!(receiver.received().len(), 1);
+    server.shutdown(Duration::from_secs(20)).await.unwrap();
 }
 
 #[tokio::test]

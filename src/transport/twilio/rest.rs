@@ -14,9 +14,14 @@
 //!   been answered meanwhile: when Twilio's answer to a cancel shows the
 //!   call `in-progress`, it is followed by `completed`. A call that has
 //!   already ended answers 404 (Twilio error 20404), which is the outcome
-//!   we wanted. Rate limiting (429), server
-//!   errors and network failures are retried twice with a short backoff;
-//!   anything else is reported at once.
+//!   we wanted;
+//! - reading one: `GET {base}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`,
+//!   answered 200 with the call (its `status`, `duration`, `answered_by`),
+//!   or 404 (error 20404) for a call Twilio does not have.
+//!
+//! For an update or a read, rate limiting (429), server errors and
+//! network failures are retried twice with a short backoff; anything else
+//! is reported at once.
 
 use std::time::Duration;
 
@@ -53,7 +58,7 @@ impl HangUp {
     }
 }
 
-/// Why a hang-up failed.
+/// Why a hang-up, or a read of a call, failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HangUpError {
@@ -162,19 +167,26 @@ impl TwilioRest {
         account_sid: &str,
         how: EndCall,
     ) -> Result<Updated, HangUpError> {
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            match self.post(url, account_sid, how).await {
-                Err(err) if err.is_transient() && attempt < ATTEMPTS => {
-                    tracing::debug!(error = %err, attempt, "hang-up failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    attempt += 1;
-                }
-                result => return result,
+        retried(|| self.post(url, account_sid, how)).await
+    }
+
+    /// The call `call_sid` of the account `account_sid` as Twilio has it
+    /// now; `None` when Twilio has no such call (404).
+    pub async fn fetch_call(
+        &self,
+        account_sid: &str,
+        call_sid: &str,
+    ) -> Result<Option<CallResource>, HangUpError> {
+        for sid in [account_sid, call_sid] {
+            if !is_sid(sid) {
+                return Err(HangUpError::BadSid(sid.chars().take(64).collect()));
             }
         }
+        let url = format!(
+            "{}/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json",
+            self.base_url
+        );
+        retried(|| self.get(&url, account_sid)).await
     }
 
     /// Asks Twilio to place `call` for the account `account_sid`; its SID
@@ -251,6 +263,19 @@ impl TwilioRest {
         }
     }
 
+    async fn get(&self, url: &str, account_sid: &str) -> Result<Option<CallResource>, HangUpError> {
+        let response = self
+            .http
+            .get(url)
+            .basic_auth(account_sid, Some(&self.auth_token))
+            .send()
+            .await
+            .map_err(HangUpError::Request)?;
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(HangUpError::Request)?;
+        fetched_call(status, &body)
+    }
+
     async fn post(
         &self,
         url: &str,
@@ -296,6 +321,72 @@ enum Updated {
     Ended(HangUp),
     /// A cancel found the call answered: Twilio left it going.
     StillInProgress,
+}
+
+/// Runs `request` until it succeeds, fails for good, or has been tried
+/// [`ATTEMPTS`] times, waiting [`FIRST_BACKOFF`] (doubled each time)
+/// after a transient failure.
+async fn retried<T, F, Fut>(mut request: F) -> Result<T, HangUpError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, HangUpError>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match request().await {
+            Err(err) if err.is_transient() && attempt < ATTEMPTS => {
+                tracing::debug!(error = %err, attempt, "Twilio request failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// A call as Twilio's Calls resource has it (the fields read of it).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CallResource {
+    /// `queued`, `ringing`, `in-progress`, `canceled`, `completed`,
+    /// `failed`, `busy` or `no-answer`.
+    pub status: String,
+    /// How long it was connected, in seconds, once over (Twilio writes it
+    /// as a string).
+    #[serde(default, deserialize_with = "seconds")]
+    pub duration: Option<u64>,
+    /// The answering-machine verdict, when detection ran.
+    #[serde(default)]
+    pub answered_by: Option<String>,
+}
+
+/// Twilio's `duration`: a number in a string, or null.
+fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Seconds {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match Option::<Seconds>::deserialize(deserializer)? {
+        Some(Seconds::Text(text)) => text.trim().parse().ok(),
+        Some(Seconds::Number(n)) => Some(n),
+        None => None,
+    })
+}
+
+/// The answer to a read of a call, without I/O.
+fn fetched_call(status: u16, body: &str) -> Result<Option<CallResource>, HangUpError> {
+    let unreadable = || HangUpError::Status {
+        status,
+        body: body.chars().take(200).collect(),
+    };
+    match status {
+        200..=299 => serde_json::from_str(body).map(Some).map_err(|_| unreadable()),
+        404 => Ok(None),
+        _ => Err(unreadable()),
+    }
 }
 
 /// Whether Twilio's answer `body` to an update `how` shows a call that

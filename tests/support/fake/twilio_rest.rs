@@ -19,6 +19,13 @@
 //!   callee saying its audio; answering-machine verdicts (`AnsweredBy`) in
 //!   the answered callback, or to `AsyncAmdStatusCallback` with `AsyncAmd`.
 //!
+//! - Read (`GET …/Calls/{CallSid}.json`): 200 with the call's `status`
+//!   (`queued`, `ringing`, `in-progress`, or its final one), `duration`
+//!   as a string once over (null before) and `answered_by`; 404 code 20404
+//!   for a call it does not have; 503 while scripted down
+//!   ([`FakeTwilioRest::fail_next_reads`]). A call can be given to it as
+//!   another process's would be ([`FakeTwilioRest::has_call`]).
+//!
 //! - Messages (`POST …/Messages.json`, `To`, `From`, `Body` of at most
 //!   1,600 characters): 201 with an `SM` + 32 hex SID and `status: queued`;
 //!   400 code 21602 without a body, 21617 past 1,600 characters. Incoming
@@ -147,6 +154,48 @@ enum Control {
     Cancel,
 }
 
+/// `GET …/Calls/{CallSid}.json`: the call as it stands.
+async fn read_call(
+    State(shared): State<Arc<Shared>>,
+    Path((account_sid, call)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    shared.reads.fetch_add(1, Ordering::SeqCst);
+    if !authenticated(&shared, &account_sid, &headers) {
+        return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+    }
+    let down = shared
+        .reads_down
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if down {
+        return twilio_error(StatusCode::SERVICE_UNAVAILABLE, 20503, "Service Unavailable");
+    }
+    let call_sid = call.strip_suffix(".json").unwrap_or(&call);
+    let Some(placed) = shared.calls.lock().unwrap().get(call_sid).cloned() else {
+        return twilio_error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        );
+    };
+    let status = match (&placed.final_status, placed.answered) {
+        (Some(status), _) => status.clone(),
+        (None, true) => "in-progress".to_owned(),
+        (None, false) => "ringing".to_owned(),
+    };
+    let duration = placed.final_status.as_ref().map(|_| placed.duration_secs.to_string());
+    axum::Json(serde_json::json!({
+        "account_sid": account_sid,
+        "sid": placed.sid,
+        "status": status,
+        "duration": duration,
+        "answered_by": placed.answered_by,
+        "direction": "outbound-api",
+    }))
+    .into_response()
+}
+
 /// A call the fake placed.
 #[derive(Debug, Clone, Default)]
 pub struct PlacedCall {
@@ -161,6 +210,10 @@ pub struct PlacedCall {
     pub final_status: Option<String>,
     /// Answered (`in-progress` until its final status).
     pub answered: bool,
+    /// Seconds connected, once over (what a read of it says).
+    pub duration_secs: u64,
+    /// The answering-machine verdict, when detection ran.
+    pub answered_by: Option<String>,
 }
 
 /// A message sent through the Messages resource.
@@ -189,6 +242,10 @@ struct Shared {
     messages_down: AtomicU64,
     /// How many message creates were answered 503.
     messages_refused: AtomicU64,
+    /// How many of the next call reads answer 503.
+    reads_down: AtomicU64,
+    /// Call reads received.
+    reads: AtomicU64,
     http: reqwest::Client,
 }
 
@@ -585,6 +642,11 @@ impl Lifecycle {
         ) {
             if let Some(call) = self.shared.calls.lock().unwrap().get_mut(&self.sid) {
                 call.final_status = Some(status.to_owned());
+                call.duration_secs = extra
+                    .iter()
+                    .find(|(k, _)| *k == "CallDuration")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
             }
             self.shared.changed.notify_waiters();
         }
@@ -639,6 +701,7 @@ async fn run_call(
     let answered_at = Instant::now();
     if let Some(placed) = call.shared.calls.lock().unwrap().get_mut(&call.sid) {
         placed.answered = true;
+        placed.answered_by = detection.then(|| answered_by.clone());
     }
     call.status("answered", "in-progress", &answered).await;
     let stream = field(&call.form, "Twiml").and_then(read_stream_twiml);
@@ -730,6 +793,8 @@ impl FakeTwilioRest {
             next_sid: AtomicU64::new(0),
             messages_down: AtomicU64::new(0),
             messages_refused: AtomicU64::new(0),
+            reads_down: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
             http: reqwest::Client::new(),
         });
         let app = Router::new()
@@ -744,7 +809,8 @@ impl FakeTwilioRest {
                         let form = form_urlencoded::parse(&body).into_owned().collect();
                         update_call(shared, account_sid, call, headers, form)
                     },
-                ),
+                )
+                .get(read_call),
             )
             .with_state(Arc::clone(&shared));
         let addr = net::serve(app).await;
@@ -786,6 +852,34 @@ impl FakeTwilioRest {
     /// The call `sid`, as far as it went.
     pub fn call(&self, sid: &str) -> Option<PlacedCall> {
         self.shared.calls.lock().unwrap().get(sid).cloned()
+    }
+
+    /// Gives the fake a call another process placed: `sid`, to `to`, now
+    /// `status` (a final one, `in-progress` or `ringing`), connected
+    /// `duration_secs` once over. Its callbacks are not posted: it is read.
+    pub fn has_call(&self, sid: &str, to: &str, status: &str, duration_secs: u64) {
+        let over = !matches!(status, "in-progress" | "ringing" | "queued");
+        self.shared.calls.lock().unwrap().insert(
+            sid.to_owned(),
+            PlacedCall {
+                sid: sid.to_owned(),
+                to: to.to_owned(),
+                final_status: over.then(|| status.to_owned()),
+                answered: status == "in-progress" || status == "completed",
+                duration_secs,
+                ..PlacedCall::default()
+            },
+        );
+    }
+
+    /// Answers the next `n` call reads 503.
+    pub fn fail_next_reads(&self, n: u64) {
+        self.shared.reads_down.store(n, Ordering::SeqCst);
+    }
+
+    /// Call reads received (refused ones too).
+    pub fn reads(&self) -> u64 {
+        self.shared.reads.load(Ordering::SeqCst)
     }
 
     /// Waits until `n` update requests have come, or panics after `timeout`.
