@@ -197,10 +197,10 @@ impl TwilioDialer {
 
     /// Writes the record of `request` as call `call_id` (`queued`) unless it
     /// exists, before it is dialled: what `POST /api/calls` answers with.
-    pub async fn queue(&self, call_id: &str, request: &CallRequest) -> Result<(), DialError> {
+    /// True when it was written, false when the call existed.
+    pub async fn queue(&self, call_id: &str, request: &CallRequest) -> Result<bool, DialError> {
         let record = self.record(call_id, request, self.hasher.hash(request.to.as_str()));
-        self.store().create_call(&record).await?;
-        Ok(())
+        Ok(self.store().create_call(&record).await?)
     }
 
     /// Marks the call `call_id`, not yet dialled, as canceled, and settles

@@ -1,14 +1,16 @@
 //! Who may use the management API: `/api/calls`, `/api/campaigns`,
-//! `/api/analytics`. These place calls that cost money and reach people, so
+//! `/api/analytics`, `/api/chat`, `/api/learn`. These place calls that cost money and reach people, so
 //! the API is off unless `[server] api_token_env` names a bearer key
 //! (`Authorization: Bearer <key>`, compared in constant time) or
 //! `[server] api_open = true` opens it without one, for local development
 //! only.
 
+use axum::Json;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde_json::json;
 
 use super::session_token::same;
 
@@ -80,13 +82,16 @@ impl IntoResponse for ApiRefused {
             ApiRefused::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
-                "a bearer key is required",
+                Json(json!({ "error": "a bearer key is required" })),
             )
                 .into_response(),
             ApiRefused::Off => (
                 StatusCode::FORBIDDEN,
-                "the API is off: set [server] api_token_env to the variable holding its \
-                 bearer key (or api_open = true, for local development only)",
+                Json(json!({
+                    "error": "the API is off: set [server] api_token_env to the variable \
+                              holding its bearer key (or api_open = true, for local \
+                              development only)"
+                })),
             )
                 .into_response(),
         }

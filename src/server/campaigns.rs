@@ -102,7 +102,7 @@ fn progress_json(id: &str, progress: &CampaignProgress) -> serde_json::Value {
         "campaign_id": id,
         "state": progress.state.as_str(),
         "total": progress.total,
-        "pending": progress.pending - progress.scheduled_retries,
+        "pending": progress.pending.saturating_sub(progress.scheduled_retries),
         "scheduled_retries": progress.scheduled_retries,
         "active": progress.active,
         "done": progress.done.values().sum::<u64>(),

@@ -6,12 +6,22 @@
 //!   (a 429 from Twilio, an outage of Twilio or of the store, are waited
 //!   out for up to 8 minutes, then the call fails with the reason; a
 //!   refusal marks it failed at once). Unknown fields, numbers that are not
-//!   E.164 and a `webhook_url` that is not http(s) are 400.
+//!   E.164 and a `webhook_url` that is not http(s) are 400; a body not
+//!   sent as `Content-Type: application/json` is 415, so that a web page
+//!   cannot place a call with a form post or a `no-cors` fetch (which
+//!   need no CORS preflight) where the API is open. With an
+//!   `Idempotency-Key` header, retries of the request place one call: the
+//!   call's id is made from the key, and a retry is answered with the call
+//!   as it stands (`Idempotent-Replayed: true`), not dialled again; 422
+//!   when the key was used for another number.
 //! - `GET /api/calls/{call_id}`: the record, with its `turns`; 404 unknown.
 //! - `DELETE /api/calls/{call_id}`: a call not yet at Twilio is canceled at
 //!   once; one queued or ringing at Twilio is canceled there
 //!   (`Status=canceled`), one in progress hung up (`Status=completed`), and
-//!   its status callback then settles it. 409 once it has ended.
+//!   its status callback then settles it. 409 once it has ended, for a
+//!   call this API did not place (an inbound call, a browser's), and for
+//!   one that started before it could be canceled and whose Twilio SID is
+//!   not known yet (try again).
 //!
 //! All of them take [`ApiAuthorized`]: 401 without the key, 403 when the
 //! API is off.
@@ -23,7 +33,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -32,7 +42,7 @@ use crate::outbound::{
     CallRequest, DialRetry, DialStep, Dialer, PhoneNumber, TwilioDialer, check_webhook_url,
 };
 use crate::pipeline::new_session_id;
-use crate::store::CallStatus;
+use crate::store::{CallDirection, CallStatus};
 
 use super::api_access::ApiAuthorized;
 use super::metrics::ServerMetrics;
@@ -68,11 +78,18 @@ fn outbound_off() -> Response {
 pub(crate) async fn create(
     _authorized: ApiAuthorized,
     State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(dialer) = state.outbound.clone() else {
         return outbound_off();
     };
+    if !is_json(&headers) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the call as JSON (Content-Type: application/json)",
+        );
+    }
     let body: CallBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(err) => return error(StatusCode::BAD_REQUEST, format!("bad call request: {err}")),
@@ -88,13 +105,21 @@ pub(crate) async fn create(
         metadata: body.metadata,
         campaign: None,
     };
-    let call_id = new_session_id();
-    if let Err(err) = dialer.queue(&call_id, &request).await {
-        tracing::warn!(call_id, error = %err, "cannot store the call");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the call store is unavailable",
-        );
+    let call_id = match idempotency_key(&headers) {
+        Ok(Some(key)) => call_id_of_key(key),
+        Ok(None) => new_session_id(),
+        Err(refused) => return refused,
+    };
+    match dialer.queue(&call_id, &request).await {
+        Ok(true) => {}
+        Ok(false) => return replay(&dialer, &call_id, &request).await,
+        Err(err) => {
+            tracing::warn!(call_id, error = %err, "cannot store the call");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the call store is unavailable",
+            );
+        }
     }
     let metrics = Arc::clone(&state.metrics);
     tokio::spawn(dial(dialer, metrics, call_id.clone(), request));
@@ -103,6 +128,94 @@ pub(crate) async fn create(
         Json(json!({ "call_id": call_id, "status": CallStatus::Queued.as_str() })),
     )
         .into_response()
+}
+
+/// The longest `Idempotency-Key` taken.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The request's `Idempotency-Key`, if it sent one: 1 to 255 visible
+/// ASCII characters (400 otherwise).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Response> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key)
+            if (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len())
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key))
+        }
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// The call id a request with `key` places: the same for every retry, so
+/// that the store, which never writes a call twice, places it once. The
+/// first 128 bits of a SHA-256 of the key, in the form of every call id.
+fn call_id_of_key(key: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("voxpipe api call\0{key}").as_bytes(),
+    );
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The answer to a request whose call exists already (a retry with the
+/// same `Idempotency-Key`): the call as it stands, not dialled again; 422
+/// when the key was used for a call to another number.
+async fn replay(dialer: &TwilioDialer, call_id: &str, request: &CallRequest) -> Response {
+    match dialer.store().call(call_id).await {
+        Ok(Some(call)) => {
+            let same = call
+                .outbound
+                .as_ref()
+                .is_some_and(|o| o.to == request.to.as_str());
+            if !same {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "this Idempotency-Key was used for another call",
+                );
+            }
+            tracing::info!(
+                call_id,
+                "a retried call request: answered as before, not dialled again"
+            );
+            (
+                StatusCode::ACCEPTED,
+                [("idempotent-replayed", "true")],
+                Json(json!({ "call_id": call_id, "status": call.status.as_str() })),
+            )
+                .into_response()
+        }
+        Ok(None) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the call store is unavailable",
+        ),
+        Err(err) => {
+            tracing::warn!(call_id, error = %err, "cannot read the call");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the call store is unavailable",
+            )
+        }
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json`, with
+/// or without parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Dials, waiting out Twilio's rate limits and outages and the store's
@@ -182,7 +295,7 @@ pub(crate) async fn delete(
     let Some(dialer) = &state.outbound else {
         return outbound_off();
     };
-    let call = match dialer.store().call(&call_id).await {
+    let mut call = match dialer.store().call(&call_id).await {
         Ok(Some(call)) => call,
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such call"),
         Err(err) => {
@@ -193,32 +306,56 @@ pub(crate) async fn delete(
             );
         }
     };
+    if call.direction != Some(CallDirection::Outbound) || call.outbound.is_none() {
+        return error(
+            StatusCode::CONFLICT,
+            "not a call placed through /api/calls or a campaign: it cannot be ended here",
+        );
+    }
     if call.status.is_final() {
         return error(
             StatusCode::CONFLICT,
             format!("the call has already ended ({})", call.status.as_str()),
         );
     }
-    let sid = call.outbound.as_ref().and_then(|o| o.twilio_sid.clone());
-    let status = match sid {
-        None => match dialer.cancel_queued(&call_id).await {
-            Ok(Some(call)) => call.status,
+    let mut sid = call.outbound.as_ref().and_then(|o| o.twilio_sid.clone());
+    if sid.is_none() {
+        match dialer.cancel_queued(&call_id).await {
+            Ok(Some(after)) if after.status.is_final() => {
+                return canceled(&call_id, after.status);
+            }
+            // Twilio took it meanwhile: ended there, as below.
+            Ok(Some(after)) => {
+                sid = after.outbound.and_then(|o| o.twilio_sid);
+                call.status = after.status;
+            }
             Ok(None) => return error(StatusCode::NOT_FOUND, "no such call"),
             Err(err) => return error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
-        },
-        Some(sid) => {
-            // The record may lag the call (the session's writer, a late
-            // callback): a session running here means it was answered.
-            let answered = call.status.rank() >= CallStatus::Pending.rank()
-                || state.sessions.handle_of(&call_id).is_some();
-            if let Err(err) = dialer.end(&sid, answered).await {
-                tracing::warn!(call_id, error = %err, "Twilio did not end the call");
-                return error(StatusCode::BAD_GATEWAY, "Twilio did not end the call");
-            }
-            tracing::info!(call_id, answered, "call ended on request");
-            call.status
         }
+    }
+    let Some(sid) = sid else {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "the call is {} and Twilio's id for it is not known yet: try again",
+                call.status.as_str()
+            ),
+        );
     };
+    // The record may lag the call (the session's writer, a late
+    // callback): a session running here means it was answered.
+    let answered = call.status.rank() >= CallStatus::Pending.rank()
+        || state.sessions.handle_of(&call_id).is_some();
+    if let Err(err) = dialer.end(&sid, answered).await {
+        tracing::warn!(call_id, error = %err, "Twilio did not end the call");
+        return error(StatusCode::BAD_GATEWAY, "Twilio did not end the call");
+    }
+    tracing::info!(call_id, answered, "call ended on request");
+    canceled(&call_id, call.status)
+}
+
+/// The answer to a call ended, or asked to end, on request.
+fn canceled(call_id: &str, status: CallStatus) -> Response {
     (
         StatusCode::ACCEPTED,
         Json(json!({ "call_id": call_id, "status": status.as_str() })),

@@ -25,7 +25,7 @@ use voxpipe::agent::AgentRuntime;
 use voxpipe::outbound::CallSettled;
 use voxpipe::pipeline::EnvSource;
 use voxpipe::pipeline_file::parse_pipeline;
-use voxpipe::store::{CallRecord, CallStatus, Store};
+use voxpipe::store::{CallRecord, CallStatus, Segment, Store};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "twilio-secret";
@@ -719,9 +719,38 @@ async fn the_api_refuses_what_it_cannot_use() {
         .api(reqwest::Method::DELETE, "/api/calls/nope", None)
         .await;
     assert_eq!(status, 404);
+    // A body not sent as JSON: a web page's form post or `no-cors` fetch
+    // (no CORS preflight) places nothing.
+    let form = rig
+        .http
+        .post(&url)
+        .bearer_auth(API_KEY)
+        .header("content-type", "text/plain")
+        .body(json!({"to": CALLEE}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 415);
+    let error: Value = form.json().await.unwrap();
+    assert!(error["error"].as_str().unwrap().contains("JSON"), "{error}");
+    // An inbound (or browser) call's record is not the API's to end.
+    let inbound = CallRecord::pending(
+        "inbound-1",
+        "twilio",
+        Segment::default(),
+        Default::default(),
+        voxpipe::store::time::unix_ms(),
+    );
+    assert!(rig.store().create_call(&inbound).await.unwrap());
+    let (status, body) = rig
+        .api(reqwest::Method::DELETE, "/api/calls/inbound-1", None)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let call = rig.store().call("inbound-1").await.unwrap().unwrap();
+    assert_eq!(call.status, CallStatus::Pending, "left as it was");
     assert!(rig.twilio.creates().is_empty());
 
-    // A server whose API is off answers 403.
+    // A server whose API is off answers 403, with a JSON reason.
     let closed = TestServer::parrot(&[]).await;
     let response = rig
         .http
@@ -731,6 +760,57 @@ async fn the_api_refuses_what_it_cannot_use() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 403);
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("api_token_env"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_with_one_idempotency_key_place_one_call() {
+    let rig = Rig::start(PARROT, "").await;
+    rig.twilio.script_default(Outcome::RingsUntilCanceled);
+    let post = |key: &'static str, to: &'static str| {
+        let request = rig
+            .http
+            .post(rig.server.url("/api/calls"))
+            .bearer_auth(API_KEY)
+            .header("idempotency-key", key)
+            .json(&json!({ "to": to }));
+        async move {
+            let response = request.send().await.unwrap();
+            let replayed = response.headers().get("idempotent-replayed").is_some();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, replayed, body)
+        }
+    };
+    let (status, replayed, first) = post("order-17", CALLEE).await;
+    assert_eq!((status, replayed), (202, false), "{first}");
+    let call_id = first["call_id"].as_str().unwrap().to_owned();
+    assert_eq!(call_id.len(), 32, "a call id like any other: {call_id}");
+    rig.sid(1).await;
+    // The client's answer was lost: it sends the request again, and again.
+    for _ in 0..2 {
+        let (status, replayed, again) = post("order-17", CALLEE).await;
+        assert_eq!((status, replayed), (202, true), "{again}");
+        assert_eq!(again["call_id"], call_id.as_str());
+    }
+    // The key names that call only.
+    let (status, _, other) = post("order-17", "+15551239999").await;
+    assert_eq!(status, 422, "{other}");
+    let (status, _, bad) = post(" ", CALLEE).await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, replayed, second) = post("order-18", CALLEE).await;
+    assert_eq!((status, replayed), (202, false), "{second}");
+    assert_ne!(second["call_id"], call_id.as_str());
+    // A second key is a second call: it finds its number held by the
+    // first and fails before Twilio. One create request in all.
+    let refused = rig.settled.wait(second["call_id"].as_str().unwrap()).await;
+    assert_eq!(refused.status, CallStatus::Failed);
+    let creates = rig.twilio.creates();
+    assert_eq!(creates.len(), 1, "{creates:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

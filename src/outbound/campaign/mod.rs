@@ -20,7 +20,9 @@ mod settlement;
 mod window;
 
 pub use numbers::{CsvError, NumberItem, Numbers, RejectedRow};
-pub use request::{CampaignCreated, CampaignError, CampaignRequest, new_campaign_id};
+pub use request::{
+    CampaignCreated, CampaignError, CampaignRequest, MAX_CAMPAIGN_ROWS, new_campaign_id,
+};
 pub use runner::{CampaignRunner, CampaignStats, RunnerOptions};
 pub use settings::{
     CampaignSettings, MAX_CALLS_PER_SECOND, MIN_CALLS_PER_SECOND, RetryPolicy, SettingsError,

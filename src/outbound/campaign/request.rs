@@ -40,6 +40,12 @@ pub struct CampaignRequest {
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The most rows (numbers, duplicates and refused rows) one campaign
+/// takes: all of its entries are queued in one store transaction, which a
+/// million would hold past the store's timeout (and 16 MB of bare numbers
+/// holds about 1.5 million).
+pub const MAX_CAMPAIGN_ROWS: u64 = 100_000;
+
 /// A campaign request that cannot be queued at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CampaignError {
@@ -55,6 +61,12 @@ pub enum CampaignError {
     /// The window cannot be used.
     #[error(transparent)]
     Window(#[from] WindowError),
+    /// More rows than one campaign takes.
+    #[error("{rows} rows: a campaign takes at most {MAX_CAMPAIGN_ROWS}; split it")]
+    TooManyRows {
+        /// The rows given.
+        rows: u64,
+    },
     /// No row had a usable number.
     #[error("no row has a usable number")]
     NoNumbers {
@@ -103,6 +115,10 @@ impl CampaignRequest {
             (None, Some(csv)) => Numbers::from_csv(&csv)?,
             _ => return Err(CampaignError::Numbers),
         };
+        let rows = (numbers.entries.len() + numbers.rejected.len()) as u64 + numbers.duplicates;
+        if rows > MAX_CAMPAIGN_ROWS {
+            return Err(CampaignError::TooManyRows { rows });
+        }
         if numbers.entries.is_empty() {
             return Err(CampaignError::NoNumbers {
                 rejected: numbers.rejected,
@@ -137,6 +153,26 @@ mod tests {
 
     fn request(json: &str) -> Result<CampaignRequest, serde_json::Error> {
         serde_json::from_str(json)
+    }
+
+    #[test]
+    fn refuses_more_rows_than_a_campaign_takes() {
+        let rows: Vec<String> = (0..=MAX_CAMPAIGN_ROWS)
+            .map(|i| format!("+1555{:07}", i % 10_000_000))
+            .collect();
+        let csv = format!("to\n{}\n", rows.join("\n"));
+        let body = serde_json::json!({ "csv": csv }).to_string();
+        let refused = request(&body).unwrap().plan("c1".into(), 0);
+        assert_eq!(
+            refused.unwrap_err(),
+            CampaignError::TooManyRows {
+                rows: MAX_CAMPAIGN_ROWS + 1
+            }
+        );
+        let fits = format!("to\n{}\n", rows[1..].join("\n"));
+        let body = serde_json::json!({ "csv": fits }).to_string();
+        let (campaign, _) = request(&body).unwrap().plan("c1".into(), 0).unwrap();
+        assert_eq!(campaign.entries.len() as u64, MAX_CAMPAIGN_ROWS);
     }
 
     #[test]
