@@ -73,6 +73,13 @@ pub enum ObjectsError {
         /// Why.
         source: object_store::Error,
     },
+    /// The upload was given up before it finished (the process is
+    /// stopping): no object appeared, a multipart upload was aborted.
+    #[error("upload of {key} cancelled")]
+    Cancelled {
+        /// The key being written.
+        key: String,
+    },
     /// A local file to upload could not be read.
     #[error("cannot read {path}: {source}")]
     File {

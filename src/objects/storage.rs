@@ -9,8 +9,8 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig,
-    WriteMultipart,
+    BackoffConfig, ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt as _, PutPayload,
+    RetryConfig,
 };
 use tokio::io::AsyncReadExt as _;
 
@@ -152,45 +152,70 @@ impl ObjectStorage {
         key: &str,
         file: &std::path::Path,
     ) -> Result<u64, ObjectsError> {
+        self.upload_file_until(key, file, std::future::pending())
+            .await
+    }
+
+    /// [`Self::upload_file`], given up when `cancel` resolves first
+    /// ([`ObjectsError::Cancelled`]): a multipart upload is then aborted
+    /// (its parts removed) before this returns, rather than left behind
+    /// invisible until a lifecycle rule removes it.
+    pub async fn upload_file_until(
+        &self,
+        key: &str,
+        file: &std::path::Path,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<u64, ObjectsError> {
+        tokio::pin!(cancel);
         let path = self.path(key)?;
         let file_err = |source| ObjectsError::File {
             path: file.to_owned(),
             source,
         };
         let store_err = |err| ObjectsError::from_store(key, err);
+        let cancelled = || ObjectsError::Cancelled {
+            key: key.to_owned(),
+        };
         let mut source = tokio::fs::File::open(file).await.map_err(file_err)?;
         let size = source.metadata().await.map_err(file_err)?.len();
         if size <= PART_BYTES as u64 {
             let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
             source.read_to_end(&mut bytes).await.map_err(file_err)?;
-            self.store
-                .put(&path, PutPayload::from(bytes))
-                .await
-                .map_err(store_err)?;
+            // One PUT: dropped midway, no object appears.
+            tokio::select! {
+                put = self.store.put(&path, PutPayload::from(bytes)) => put.map_err(store_err)?,
+                () = &mut cancel => return Err(cancelled()),
+            };
             return Ok(size);
         }
-        let upload = self.store.put_multipart(&path).await.map_err(store_err)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-        let mut buffer = vec![0; 256 * 1024];
-        loop {
-            let read = match source.read(&mut buffer).await {
-                Ok(0) => break,
-                Ok(read) => read,
-                Err(err) => {
-                    abort(writer, key).await;
-                    return Err(file_err(err));
-                }
-            };
-            if let Err(err) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                abort(writer, key).await;
-                return Err(store_err(err));
+        let mut upload = tokio::select! {
+            upload = self.store.put_multipart(&path) => upload.map_err(store_err)?,
+            () = &mut cancel => return Err(cancelled()),
+        };
+        let sent = {
+            let parts = send_parts(&mut *upload, &mut source);
+            tokio::pin!(parts);
+            tokio::select! {
+                sent = &mut parts => Some(sent),
+                () = &mut cancel => None,
             }
-            writer.write(buffer.get(..read).unwrap_or_default());
+            // The parts in flight are dropped (their tasks aborted) here,
+            // before the abort below.
+        };
+        match sent {
+            Some(Ok(())) => Ok(size),
+            Some(Err(failed)) => {
+                abort(&mut *upload, key).await;
+                Err(match failed {
+                    PartsFailed::File(err) => file_err(err),
+                    PartsFailed::Store(err) => store_err(err),
+                })
+            }
+            None => {
+                abort(&mut *upload, key).await;
+                Err(cancelled())
+            }
         }
-        // `finish` aborts the upload itself when a part or the completion
-        // fails.
-        writer.finish().await.map_err(store_err)?;
-        Ok(size)
     }
 
     /// The object at `key`.
@@ -294,8 +319,60 @@ fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> Result<String, Objec
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
-async fn abort(writer: WriteMultipart, key: &str) {
-    if let Err(err) = writer.abort().await {
+/// Why a multipart upload's parts did not all go up.
+enum PartsFailed {
+    File(std::io::Error),
+    Store(object_store::Error),
+}
+
+/// Sends `source` as the parts of `upload`, [`PART_BYTES`] each (the last
+/// shorter), [`PARTS_IN_FLIGHT`] at once, then completes it.
+async fn send_parts(
+    upload: &mut dyn MultipartUpload,
+    source: &mut tokio::fs::File,
+) -> Result<(), PartsFailed> {
+    let mut in_flight = tokio::task::JoinSet::new();
+    loop {
+        let mut part = Vec::with_capacity(PART_BYTES);
+        // `take` reads up to a part, however the reads split the file.
+        let read = (&mut *source)
+            .take(PART_BYTES as u64)
+            .read_to_end(&mut part)
+            .await
+            .map_err(PartsFailed::File)?;
+        if read == 0 {
+            break;
+        }
+        while in_flight.len() >= PARTS_IN_FLIGHT {
+            part_done(in_flight.join_next().await)?;
+        }
+        in_flight.spawn(upload.put_part(PutPayload::from(part)));
+        if read < PART_BYTES {
+            break;
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        part_done(Some(done))?;
+    }
+    upload.complete().await.map_err(PartsFailed::Store)?;
+    Ok(())
+}
+
+type PartJoined = Result<object_store::Result<()>, tokio::task::JoinError>;
+
+fn part_done(joined: Option<PartJoined>) -> Result<(), PartsFailed> {
+    match joined {
+        None | Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(err))) => Err(PartsFailed::Store(err)),
+        Some(Err(source)) => Err(PartsFailed::Store(object_store::Error::JoinError {
+            source,
+        })),
+    }
+}
+
+/// Aborts an interrupted multipart upload, removing the parts sent.
+async fn abort(upload: &mut dyn MultipartUpload, key: &str) {
+    if let Err(err) = upload.abort().await {
         // The parts stay on the server, invisible, until a lifecycle rule
         // removes incomplete uploads; no object appears at the key.
         tracing::warn!(key, error = %err, "cannot abort an interrupted multipart upload");

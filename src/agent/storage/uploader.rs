@@ -10,7 +10,7 @@
 //!
 //! 1. upload the whole file to `calls/audio/{date}/{call_id}/recording.wav`
 //!    (one PUT, or a multipart upload that shows no object until complete;
-//!    an interrupted upload is retried whole at a later scan);
+//!    an interrupted upload is aborted and retried whole at a later scan);
 //! 2. record the key in the call (`CallChange::ObjectsStored`);
 //! 3. rewrite the audit record if the call's other objects are stored;
 //! 4. delete the local file.
@@ -25,12 +25,16 @@
 //! Scans happen at start, when [`notifier`](RecordingUploader::notifier)
 //! is notified (the recorder finishing a file), and every `scan_secs`;
 //! after a failure the next scan comes sooner, doubling up to that period.
+//! When [`run`](RecordingUploader::run) is told to stop it scans once more,
+//! within the time it is given.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt as _;
+use futures_util::future::Shared;
 use tokio::sync::Notify;
 
 use super::abandoned::{is_abandoned, move_aside};
@@ -101,18 +105,24 @@ impl RecordingUploader {
         Arc::clone(&self.wake)
     }
 
-    /// Scans until `shutdown` resolves (an upload in progress then is
-    /// dropped; its file stays for the next start).
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
+    /// Scans until `stop` resolves, then once more: the recordings of the
+    /// calls that ended meanwhile go up before the process exits. `cancel`
+    /// bounds all of it (a process being stopped has a deadline): an
+    /// upload still going then is given up (a multipart upload aborted),
+    /// and its file, with any not yet scanned, stays for the next start.
+    ///
+    /// A server stops its uploader once its calls have drained, not at the
+    /// signal: their recordings are finished during the drain.
+    pub async fn run(&self, stop: impl Future<Output = ()>, cancel: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let cancel = cancel.shared();
         let mut retry = Duration::from_secs(1);
         let mut failing = false;
         tracing::info!(spool = %self.spool.display(), storage = %self.storage.url(), "recording uploader started");
         loop {
-            let report = tokio::select! {
-                () = &mut shutdown => return,
-                report = self.scan() => report,
-            };
+            // Not raced against `stop`: an upload under way is finished
+            // (or cancelled, and aborted), never dropped midway.
+            let report = self.scan_until(SystemTime::now(), cancel.clone()).await;
             let wait = if report.waiting == 0 {
                 if std::mem::take(&mut failing) {
                     tracing::info!("every waiting recording is stored");
@@ -126,11 +136,22 @@ impl RecordingUploader {
                 wait
             };
             tokio::select! {
-                () = &mut shutdown => return,
+                biased;
+                () = &mut stop => break,
+                () = cancel.clone() => break,
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
+        let last = self.scan_until(SystemTime::now(), cancel).await;
+        if last.waiting > 0 {
+            tracing::warn!(
+                waiting = last.waiting,
+                spool = %self.spool.display(),
+                "recordings still in the spool at exit: uploaded when a process starts on this spool again"
+            );
+        }
+        tracing::info!("recording uploader stopped");
     }
 
     /// The uploader's metrics in the Prometheus text format.
@@ -145,6 +166,16 @@ impl RecordingUploader {
 
     /// [`Self::scan`] as of `now`, which decides what is past its deadline.
     pub async fn scan_at(&self, now: SystemTime) -> ScanReport {
+        self.scan_until(now, std::future::pending::<()>().shared())
+            .await
+    }
+
+    /// [`Self::scan_at`] until `cancel` resolves: the upload then under way
+    /// is given up, and it and the files not reached count as waiting.
+    async fn scan_until<C>(&self, now: SystemTime, cancel: Shared<C>) -> ScanReport
+    where
+        C: Future<Output = ()>,
+    {
         let mut report = ScanReport::default();
         for part in self.spooled(PART) {
             if is_abandoned(&part.1, now) {
@@ -152,8 +183,14 @@ impl RecordingUploader {
                 report.abandoned += 1;
             }
         }
-        for (call_id, file) in self.spooled(FINISHED) {
-            match self.upload(&call_id, &file).await {
+        let finished = self.spooled(FINISHED);
+        let count = finished.len();
+        for (done, (call_id, file)) in finished.into_iter().enumerate() {
+            if cancel.clone().now_or_never().is_some() {
+                report.waiting += count - done;
+                break;
+            }
+            match self.upload(&call_id, &file, cancel.clone()).await {
                 Ok(true) => report.stored += 1,
                 Ok(false) if is_abandoned(&file, now) => {
                     move_aside(&self.spool, &file, "orphan", &self.metrics);
@@ -175,7 +212,12 @@ impl RecordingUploader {
 
     /// Uploads one recording; false when it must wait (its call is not in
     /// the store).
-    async fn upload(&self, call_id: &str, file: &Path) -> Result<bool, CallObjectsError> {
+    async fn upload(
+        &self,
+        call_id: &str,
+        file: &Path,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<bool, CallObjectsError> {
         let Some(call) = self.store.call(call_id).await? else {
             tracing::warn!(
                 call_id,
@@ -185,7 +227,7 @@ impl RecordingUploader {
         };
         if call.objects.recording.is_none() {
             let key = call_keys(&call)?.key(ObjectKind::Recording);
-            let bytes = self.storage.upload_file(&key, file).await?;
+            let bytes = self.storage.upload_file_until(&key, file, cancel).await?;
             let recorded = StoredObjects {
                 recording: Some(key.clone()),
                 ..StoredObjects::default()
