@@ -15,9 +15,10 @@
 //! 3. rewrite the audit record if the call's other objects are stored;
 //! 4. delete the local file.
 //!
-//! A crash between any two steps repeats at most the upload, at the same
-//! key (the object is replaced, never duplicated); a file whose call
-//! already records its recording is just deleted.
+//! A crash or failure between any two steps repeats at most the upload, at
+//! the same key (the object is replaced, never duplicated); a file whose
+//! call already records its recording skips to step 3 (idempotent), so an
+//! audit rewrite that failed is done by the next scan.
 //!
 //! A `.wav.part` nobody is writing and a `.wav` whose call never appears
 //! are moved aside after a deadline (see `abandoned.rs`).
@@ -59,6 +60,32 @@ pub struct ScanReport {
     pub waiting: usize,
     /// Files past their deadline moved aside (see `abandoned.rs`).
     pub abandoned: usize,
+}
+
+/// A step of [`RecordingUploader::upload`] that failed, and why.
+struct Failed {
+    step: Step,
+    error: CallObjectsError,
+}
+
+/// The steps of one recording's upload, for the logs.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    ReadCall,
+    Upload,
+    RecordKey,
+    Audit,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::ReadCall => "reading the call",
+            Step::Upload => "uploading the file",
+            Step::RecordKey => "recording its key in the call (uploaded again at the same key)",
+            Step::Audit => "rewriting the audit record (the recording is stored)",
+        })
+    }
 }
 
 /// Uploads the finished recordings of one spool folder.
@@ -197,12 +224,12 @@ impl RecordingUploader {
                     report.abandoned += 1;
                 }
                 Ok(false) => report.waiting += 1,
-                Err(err) => {
+                Err(Failed { step, error }) => {
                     report.waiting += 1;
-                    if matches!(&err, CallObjectsError::Objects(e) if e.is_refused()) {
-                        tracing::error!(call_id, error = %err, "object storage refuses the credentials; the recording waits in the spool");
+                    if matches!(&error, CallObjectsError::Objects(e) if e.is_refused()) {
+                        tracing::error!(call_id, %step, %error, "object storage refuses the credentials; the recording waits in the spool");
                     } else {
-                        tracing::warn!(call_id, error = %err, "recording not uploaded; it waits in the spool");
+                        tracing::warn!(call_id, %step, %error, "a recording's upload did not finish; it waits in the spool for the next scan");
                     }
                 }
             }
@@ -217,8 +244,15 @@ impl RecordingUploader {
         call_id: &str,
         file: &Path,
         cancel: impl Future<Output = ()>,
-    ) -> Result<bool, CallObjectsError> {
-        let Some(call) = self.store.call(call_id).await? else {
+    ) -> Result<bool, Failed> {
+        let at = |step| move |error| Failed { step, error };
+        let call = self
+            .store
+            .call(call_id)
+            .await
+            .map_err(CallObjectsError::from)
+            .map_err(at(Step::ReadCall))?;
+        let Some(call) = call else {
             tracing::warn!(
                 call_id,
                 "recording of a call the store does not hold; it waits in the spool"
@@ -226,18 +260,32 @@ impl RecordingUploader {
             return Ok(false);
         };
         if call.objects.recording.is_none() {
-            let key = call_keys(&call)?.key(ObjectKind::Recording);
-            let bytes = self.storage.upload_file_until(&key, file, cancel).await?;
+            let key = call_keys(&call)
+                .map_err(at(Step::Upload))?
+                .key(ObjectKind::Recording);
+            let bytes = self
+                .storage
+                .upload_file_until(&key, file, cancel)
+                .await
+                .map_err(CallObjectsError::from)
+                .map_err(at(Step::Upload))?;
             let recorded = StoredObjects {
                 recording: Some(key.clone()),
                 ..StoredObjects::default()
             };
             self.store
                 .update_call(call_id, &CallChange::ObjectsStored(recorded))
-                .await?;
+                .await
+                .map_err(CallObjectsError::from)
+                .map_err(at(Step::RecordKey))?;
             tracing::info!(call_id, key, bytes, "recording stored");
-            sync_audit(&*self.store, &self.storage, self.hasher.as_ref(), call_id).await?;
         }
+        // Also when an earlier scan recorded the key: its audit rewrite
+        // may have failed, and this file is what brings the uploader back
+        // to it. Idempotent (the same record at the same key).
+        sync_audit(&*self.store, &self.storage, self.hasher.as_ref(), call_id)
+            .await
+            .map_err(at(Step::Audit))?;
         if let Err(err) = std::fs::remove_file(file) {
             tracing::warn!(call_id, file = %file.display(), error = %err, "cannot remove an uploaded recording");
         }
@@ -273,7 +321,69 @@ mod tests {
     use super::*;
     use crate::agent::storage::{ABANDONED_AFTER, ABANDONED_DIR};
     use crate::objects::{StorageSection, StorageUrl};
-    use crate::store::MemoryStore;
+    use crate::store::{CallRecord, MemoryStore};
+
+    /// A local-folder storage and an uploader of `spool` into it.
+    fn uploader(spool: &Path, objects: &Path) -> (Arc<dyn Store>, RecordingUploader) {
+        let section = StorageSection {
+            url: StorageUrl::Folder(objects.to_owned()),
+            ..StorageSection::default()
+        };
+        let storage = ObjectStorage::open(&section, &|_| None).unwrap();
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Default::default()));
+        let uploader =
+            RecordingUploader::new(Arc::clone(&store), storage, spool, Duration::from_secs(10));
+        (store, uploader)
+    }
+
+    /// A started call in `store`, its transcript stored at `transcript`.
+    async fn stored_call(store: &dyn Store, id: &str, transcript: Option<&str>) {
+        let call = CallRecord::pending(id, "twilio", Default::default(), Default::default(), 0);
+        assert!(store.create_call(&call).await.unwrap());
+        let started = CallChange::Started {
+            at_ms: 1_767_225_600_000,
+        };
+        store.update_call(id, &started).await.unwrap();
+        let stored = StoredObjects {
+            transcript: transcript.map(str::to_owned),
+            ..StoredObjects::default()
+        };
+        store
+            .update_call(id, &CallChange::ObjectsStored(stored))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_audit_rewrite_that_failed_is_done_by_the_next_scan_before_the_file_goes() {
+        let spool = tempfile::tempdir().unwrap();
+        let objects = tempfile::tempdir().unwrap();
+        let (store, uploader) = uploader(spool.path(), objects.path());
+        stored_call(&*store, "c1", Some("calls/transcripts/t.json")).await;
+        let file = spool.path().join("c1.wav");
+        std::fs::write(&file, b"RIFF").unwrap();
+        // A file where the audit folder goes: the audit record cannot be
+        // written, the recording can.
+        std::fs::write(objects.path().join("audit"), b"").unwrap();
+
+        let report = uploader.scan().await;
+        assert_eq!((report.stored, report.waiting), (0, 1));
+        assert!(file.exists(), "kept until its audit record is written");
+        let call = store.call("c1").await.unwrap().unwrap();
+        let recording = call.objects.recording.clone().unwrap();
+        assert!(objects.path().join(&recording).is_file());
+        assert!(call.objects.audit.is_none());
+
+        std::fs::remove_file(objects.path().join("audit")).unwrap();
+        let report = uploader.scan().await;
+        assert_eq!((report.stored, report.waiting), (1, 0));
+        assert!(!file.exists());
+        let call = store.call("c1").await.unwrap().unwrap();
+        let audit = call.objects.audit.unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(objects.path().join(audit)).unwrap()).unwrap();
+        assert_eq!(written["objects"]["recording"], recording.as_str());
+    }
 
     #[tokio::test]
     async fn unfinished_and_orphaned_recordings_are_moved_aside_after_their_deadline() {
