@@ -21,7 +21,8 @@
 //! audit rewrite that failed is done by the next scan.
 //!
 //! A `.wav.part` nobody is writing and a `.wav` whose call never appears
-//! are moved aside after a deadline (see `abandoned.rs`).
+//! are moved aside after a deadline, and a `.wav` whose call cannot make a
+//! key (its id or start time) at once (see `abandoned.rs`).
 //!
 //! Scans happen at start, when [`notifier`](RecordingUploader::notifier)
 //! is notified (the recorder finishing a file), and every `scan_secs`;
@@ -224,6 +225,16 @@ impl RecordingUploader {
                     report.abandoned += 1;
                 }
                 Ok(false) => report.waiting += 1,
+                Err(Failed {
+                    error: CallObjectsError::Key(err),
+                    ..
+                }) => {
+                    // The call's id or start cannot make a key: no later
+                    // scan could upload it either.
+                    tracing::error!(call_id, error = %err, "the recording's key cannot be made; moved aside");
+                    move_aside(&self.spool, &file, "unkeyed", &self.metrics);
+                    report.abandoned += 1;
+                }
                 Err(Failed { step, error }) => {
                     report.waiting += 1;
                     if matches!(&error, CallObjectsError::Objects(e) if e.is_refused()) {
@@ -383,6 +394,25 @@ mod tests {
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(objects.path().join(audit)).unwrap()).unwrap();
         assert_eq!(written["objects"]["recording"], recording.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_recording_whose_call_cannot_make_a_key_is_moved_aside_at_once() {
+        let spool = tempfile::tempdir().unwrap();
+        let objects = tempfile::tempdir().unwrap();
+        let (store, uploader) = uploader(spool.path(), objects.path());
+        stored_call(&*store, "a b", None).await;
+        std::fs::write(spool.path().join("a b.wav"), b"RIFF").unwrap();
+
+        let report = uploader.scan().await;
+        assert_eq!((report.waiting, report.abandoned), (0, 1));
+        assert!(spool.path().join(ABANDONED_DIR).join("a b.wav").exists());
+        assert!(
+            uploader
+                .render_metrics()
+                .contains("voxpipe_recordings_abandoned_total{kind=\"unkeyed\"} 1")
+        );
+        assert_eq!(uploader.scan().await, ScanReport::default());
     }
 
     #[tokio::test]
