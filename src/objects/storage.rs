@@ -59,12 +59,14 @@ impl ObjectStorage {
                     path: folder.clone(),
                     source,
                 })?;
-                let local = LocalFileSystem::new_with_prefix(folder).map_err(|source| {
-                    ObjectsError::Open {
+                // fsync: an object is durable before the uploader deletes
+                // the spool's copy (object_store's default is not to).
+                let local = LocalFileSystem::new_with_prefix(folder)
+                    .map_err(|source| ObjectsError::Open {
                         url: url.to_string(),
                         source,
-                    }
-                })?;
+                    })?
+                    .with_fsync(true);
                 Arc::new(local)
             }
             StorageUrl::S3 { bucket, .. } => {

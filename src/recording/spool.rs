@@ -6,11 +6,14 @@
 //! but the current block is held in memory. The finished file is synced
 //! before the rename, and the rename is the only way a `.wav` appears: an
 //! uploader that picks `{call_id}.wav` files from the directory only ever
-//! sees complete ones. On failure the partial file is removed.
+//! sees complete ones; the directory is synced after the rename. On
+//! failure, or when the session gave up waiting before the rename, the
+//! partial file is removed.
 
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A WAV data chunk holds at most this many bytes (its size is 32 bits;
 /// the header and the RIFF size field take the rest).
@@ -110,23 +113,47 @@ impl SpoolFile {
     }
 
     /// Fixes the header, syncs the file and renames it to its final name,
-    /// which it returns. On failure the partial file is removed.
-    pub(crate) fn finish(self) -> Result<PathBuf, SpoolError> {
+    /// which it returns, then syncs the directory (the rename durable
+    /// before the uploader may delete the copy it stored). `Ok(None)` when
+    /// `abandoned` is set by then: the file is removed instead, so one
+    /// given up on never appears under its final name. On failure the
+    /// partial file is removed.
+    pub(crate) fn finish(self, abandoned: &AtomicBool) -> Result<Option<PathBuf>, SpoolError> {
         let SpoolFile {
             part, done, wav, ..
         } = self;
-        let finished = wav.finalize().map_err(|e| wrap(&part, e)).and_then(|()| {
+        let io = |source| SpoolError::Io {
+            path: part.clone(),
+            source,
+        };
+        let synced = wav
+            .finalize()
+            .map_err(|e| wrap(&part, e))
             // Durable before it is visible under its final name.
-            File::open(&part)
-                .and_then(|f| f.sync_all())
-                .and_then(|()| std::fs::rename(&part, &done))
-                .map_err(|source| SpoolError::Io {
-                    path: part.clone(),
-                    source,
-                })
+            .and_then(|()| File::open(&part).and_then(|f| f.sync_all()).map_err(io));
+        // Checked after the sync, the slow part on a stalled disk: the
+        // session may have stopped waiting meanwhile.
+        let finished = synced.and_then(|()| {
+            if abandoned.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            std::fs::rename(&part, &done).map_err(io)?;
+            if let Some(dir) = done.parent() {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|source| SpoolError::Io {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
+            }
+            Ok(true)
         });
         match finished {
-            Ok(()) => Ok(done),
+            Ok(true) => Ok(Some(done)),
+            Ok(false) => {
+                remove(&part);
+                Ok(None)
+            }
             Err(err) => {
                 remove(&part);
                 Err(err)
@@ -174,12 +201,21 @@ mod tests {
         let mut file = SpoolFile::create(dir.path(), "call-1", 8_000).unwrap();
         assert!(dir.path().join("call-1.wav.part").exists());
         assert!(file.write(&[1, 2, 3, 4]).unwrap());
-        let done = file.finish().unwrap();
+        let done = file.finish(&AtomicBool::new(false)).unwrap().unwrap();
         assert_eq!(done, dir.path().join("call-1.wav"));
         assert!(!dir.path().join("call-1.wav.part").exists());
         let wav = crate::audio::wav::read_wav(&done).unwrap();
         assert_eq!((wav.channels, wav.sample_rate), (2, 8_000));
         assert_eq!(wav.samples, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_file_given_up_on_before_its_rename_never_takes_its_final_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = SpoolFile::create(dir.path(), "call-3", 8_000).unwrap();
+        assert!(file.write(&[1, 2]).unwrap());
+        assert_eq!(file.finish(&AtomicBool::new(true)).unwrap(), None);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
