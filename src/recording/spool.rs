@@ -8,9 +8,10 @@
 //! uploader that picks `{call_id}.wav` files from the directory only ever
 //! sees complete ones; the directory is synced after the rename. On
 //! failure, or when the session gave up waiting before the rename, the
-//! partial file is removed.
+//! partial file is removed. The directory (when made here) and the files
+//! are readable by their owner only.
 
-use std::fs::File;
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,13 +65,13 @@ impl SpoolFile {
         if !usable {
             return Err(SpoolError::CallId(call_id.to_owned()));
         }
-        std::fs::create_dir_all(dir).map_err(|source| SpoolError::Io {
+        private_dir_all(dir).map_err(|source| SpoolError::Io {
             path: dir.to_owned(),
             source,
         })?;
         let part = dir.join(format!("{call_id}.wav.part"));
         let done = dir.join(format!("{call_id}.wav"));
-        let file = File::create(&part).map_err(|source| SpoolError::Io {
+        let file = private_file(&part).map_err(|source| SpoolError::Io {
             path: part.clone(),
             source,
         })?;
@@ -169,6 +170,25 @@ impl SpoolFile {
     }
 }
 
+/// Makes `path` and its parents as needed, those made readable by their
+/// owner only (recordings are people's voices).
+fn private_dir_all(path: &Path) -> std::io::Result<()> {
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// Creates (or truncates) `path` for writing, readable by its owner only.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 fn remove(part: &Path) {
     if let Err(err) = std::fs::remove_file(part)
         && err.kind() != std::io::ErrorKind::NotFound
@@ -216,6 +236,20 @@ mod tests {
         assert!(file.write(&[1, 2]).unwrap());
         assert_eq!(file.finish(&AtomicBool::new(true)).unwrap(), None);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_spool_and_its_files_are_their_owners_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("recordings");
+        let file = SpoolFile::create(&dir, "call-4", 8_000).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("call-4.wav.part")), 0o600);
+        let done = file.finish(&AtomicBool::new(false)).unwrap().unwrap();
+        assert_eq!(mode(&done), 0o600);
     }
 
     #[test]

@@ -49,7 +49,14 @@ pub(super) fn move_aside(spool: &Path, file: &Path, kind: &str, metrics: &Regist
     };
     let dir = spool.join(ABANDONED_DIR);
     let to: PathBuf = dir.join(name);
-    let moved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::rename(file, &to));
+    // Its owner's only, as the spool's files are.
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    let moved = builder
+        .create(&dir)
+        .and_then(|()| std::fs::rename(file, &to));
     match moved {
         Ok(()) => {
             tracing::warn!(file = %file.display(), to = %to.display(), kind, "a recording that cannot be uploaded is moved aside");
