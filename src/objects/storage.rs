@@ -247,14 +247,42 @@ impl ObjectStorage {
 
     /// Succeeds when the storage answers and takes the credentials: asks
     /// for an object that does not exist and expects "not found".
+    ///
+    /// A 403 there does not prove the credentials wrong: AWS answers 403
+    /// rather than 404 for a missing key to a principal without
+    /// `s3:ListBucket`. A HEAD's 403 has no body to tell the two apart, so
+    /// the key is asked for again with a GET, whose answer names its
+    /// reason: a bad signature, key id or token is
+    /// [`ObjectsError::Refused`]; anything else (`AccessDenied`) is
+    /// [`ObjectsError::NotProven`].
     pub async fn probe(&self) -> Result<(), ObjectsError> {
         let path = self.path(PROBE_KEY)?;
         match self.store.head(&path).await {
             Ok(_) => Ok(()),
             Err(err) => match ObjectsError::from_store(PROBE_KEY, err) {
                 ObjectsError::NotFound { .. } => Ok(()),
+                ObjectsError::Refused { .. } => self.probe_refusal(&path).await,
                 other => Err(other),
             },
+        }
+    }
+
+    /// Why the probe's HEAD was refused, read from a GET's answer.
+    async fn probe_refusal(&self, path: &Path) -> Result<(), ObjectsError> {
+        let err = match self.store.get(path).await {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        match ObjectsError::from_store(PROBE_KEY, err) {
+            ObjectsError::NotFound { .. } => Ok(()),
+            ObjectsError::Refused { key, source } => {
+                if names_bad_credentials(&error_chain(&source)) {
+                    Err(ObjectsError::Refused { key, source })
+                } else {
+                    Err(ObjectsError::NotProven { key })
+                }
+            }
+            other => Err(other),
         }
     }
 
@@ -270,6 +298,32 @@ impl ObjectStorage {
             reason: err.to_string(),
         })
     }
+}
+
+/// Whether a 403's answer (S3's error codes) says the credentials
+/// themselves are wrong, rather than that they may not do this.
+fn names_bad_credentials(answer: &str) -> bool {
+    [
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "ExpiredToken",
+        "TokenRefreshRequired",
+    ]
+    .iter()
+    .any(|code| answer.contains(code))
+}
+
+/// `err` and its sources' messages (the server's answer is in a source).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
 }
 
 /// Retries inside one request stay short: a store that is down fails the
@@ -415,6 +469,25 @@ mod tests {
             let err = endpoint(refused).unwrap_err();
             assert!(err.contains("path_style = true"), "{refused}: {err}");
         }
+    }
+
+    #[test]
+    fn only_a_403_naming_the_credentials_counts_as_refusing_them() {
+        let answer = |code: &str| {
+            format!(
+                "Server returned non-2xx status code: 403 Forbidden: <Error><Code>{code}</Code></Error>"
+            )
+        };
+        for refused in [
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+            "ExpiredToken",
+        ] {
+            assert!(names_bad_credentials(&answer(refused)), "{refused}");
+        }
+        // A principal without s3:ListBucket asking for a missing key.
+        assert!(!names_bad_credentials(&answer("AccessDenied")));
+        assert!(!names_bad_credentials(""));
     }
 
     #[test]
