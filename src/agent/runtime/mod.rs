@@ -362,7 +362,11 @@ impl AgentRuntime {
                 spool,
                 self.scan_period,
             );
-            Arc::new(uploader.with_phone_hasher(self.phone_hasher.clone()))
+            Arc::new(
+                uploader
+                    .with_phone_hasher(self.phone_hasher.clone())
+                    .with_call_ttl(self.section.store_settings().call_ttl),
+            )
         });
         self
     }

@@ -45,7 +45,8 @@ use crate::metrics::prometheus::Registry;
 use super::audit::{call_keys, sync_audit};
 use super::error::CallObjectsError;
 use crate::objects::{ObjectKind, ObjectStorage};
-use crate::store::{CallChange, PhoneHasher, Store, StoredObjects};
+use crate::store::time::{parse_rfc3339, unix_ms};
+use crate::store::{CallChange, CallRecord, PhoneHasher, Store, StoreSettings, StoredObjects};
 
 /// The suffix of a finished recording in the spool.
 const FINISHED: &str = ".wav";
@@ -98,6 +99,9 @@ pub struct RecordingUploader {
     period: Duration,
     wake: Arc<Notify>,
     metrics: Registry,
+    /// The store's call TTL: a waiting recording's call is written again
+    /// before it runs out.
+    call_ttl: Duration,
 }
 
 impl RecordingUploader {
@@ -117,6 +121,7 @@ impl RecordingUploader {
             period: period.max(Duration::from_millis(100)),
             wake: Arc::new(Notify::new()),
             metrics: super::abandoned::registry(),
+            call_ttl: StoreSettings::default().call_ttl,
         }
     }
 
@@ -124,6 +129,14 @@ impl RecordingUploader {
     #[must_use]
     pub fn with_phone_hasher(mut self, hasher: Option<PhoneHasher>) -> Self {
         self.hasher = hasher;
+        self
+    }
+
+    /// The store keeps a call `ttl` after its last write (`[context]
+    /// call_ttl_secs`; 48 h by default).
+    #[must_use]
+    pub fn with_call_ttl(mut self, ttl: Duration) -> Self {
+        self.call_ttl = ttl;
         self
     }
 
@@ -271,6 +284,7 @@ impl RecordingUploader {
             return Ok(false);
         };
         if call.objects.recording.is_none() {
+            self.keep_call(&call).await;
             let key = call_keys(&call)
                 .map_err(at(Step::Upload))?
                 .key(ObjectKind::Recording);
@@ -303,6 +317,29 @@ impl RecordingUploader {
         Ok(true)
     }
 
+    /// Keeps the call of a recording still to upload in the store: the key
+    /// is made from it and recorded in it, so were it to expire (a storage
+    /// outage longer than the call TTL) the recording could never go up.
+    /// Written again (an empty change, which refreshes the TTL) once a
+    /// quarter of the TTL has passed since its last write; a failure is
+    /// only logged, the next scan tries again.
+    async fn keep_call(&self, call: &CallRecord) {
+        let written = parse_rfc3339(&call.updated_at).unwrap_or(0);
+        let age = Duration::from_millis(unix_ms().saturating_sub(written));
+        if age < self.call_ttl / 4 {
+            return;
+        }
+        let touch = CallChange::ObjectsStored(StoredObjects::default());
+        match self.store.update_call(&call.call_id, &touch).await {
+            Ok(_) => {
+                tracing::debug!(call_id = %call.call_id, "the call of a waiting recording is kept")
+            }
+            Err(err) => {
+                tracing::warn!(call_id = %call.call_id, error = %err, "cannot keep the call of a waiting recording in the store")
+            }
+        }
+    }
+
     /// The files of the spool ending in `suffix`: `(call_id, path)`.
     fn spooled(&self, suffix: &str) -> Vec<(String, PathBuf)> {
         let entries = match std::fs::read_dir(&self.spool) {
@@ -332,7 +369,8 @@ mod tests {
     use super::*;
     use crate::agent::storage::{ABANDONED_AFTER, ABANDONED_DIR};
     use crate::objects::{StorageSection, StorageUrl};
-    use crate::store::{CallRecord, MemoryStore};
+    use crate::store::MemoryStore;
+    use crate::store::time::rfc3339;
 
     /// A local-folder storage and an uploader of `spool` into it.
     fn uploader(spool: &Path, objects: &Path) -> (Arc<dyn Store>, RecordingUploader) {
@@ -394,6 +432,35 @@ mod tests {
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(objects.path().join(audit)).unwrap()).unwrap();
         assert_eq!(written["objects"]["recording"], recording.as_str());
+    }
+
+    #[tokio::test]
+    async fn the_call_of_a_recording_waiting_on_storage_is_kept_past_its_ttl() {
+        let spool = tempfile::tempdir().unwrap();
+        let objects = tempfile::tempdir().unwrap();
+        let (store, uploader) = uploader(spool.path(), objects.path());
+        let uploader = uploader.with_call_ttl(Duration::from_secs(3600));
+        // Storage down: a file where the recordings' folder goes.
+        std::fs::write(objects.path().join("calls"), b"").unwrap();
+        let long_ago = "2026-01-01T00:00:00.000Z".to_owned();
+        // Written a minute ago: well within its TTL.
+        let recently = rfc3339(unix_ms() - 60_000);
+        for (id, written) in [("old", &long_ago), ("fresh", &recently)] {
+            let mut call =
+                CallRecord::pending(id, "twilio", Default::default(), Default::default(), 0);
+            call.started_at = Some(long_ago.clone());
+            call.updated_at = written.clone();
+            assert!(store.create_call(&call).await.unwrap());
+            std::fs::write(spool.path().join(format!("{id}.wav")), b"RIFF").unwrap();
+        }
+
+        let report = uploader.scan().await;
+        assert_eq!((report.stored, report.waiting), (0, 2));
+        let old = store.call("old").await.unwrap().unwrap();
+        let since = unix_ms() - parse_rfc3339(&old.updated_at).unwrap();
+        assert!(since < 60_000, "written again: {}", old.updated_at);
+        let fresh = store.call("fresh").await.unwrap().unwrap();
+        assert_eq!(fresh.updated_at, recently, "not written on every scan");
     }
 
     #[tokio::test]
