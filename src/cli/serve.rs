@@ -49,6 +49,10 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("voxpipe: context store: {err}");
         return ExitCode::from(2);
     }
+    // From the signal, the calls drain within this; the last recordings'
+    // uploads get what is left of it.
+    let shutdown_limit = config.server.shutdown_deadline_secs.duration()
+        + config.server.shutdown_grace_secs.duration();
     let server = match Server::builder(config)
         .context(Arc::clone(&context))
         .build()
@@ -63,13 +67,37 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
         let listener = tokio::net::TcpListener::bind(args.bind).await?;
         let stop = shutdown::signal().shared();
         // Evaluations, webhook deliveries and skill refreshes stop taking
-        // new work at the signal; what is left waits in the store.
+        // new work at the signal; what is left waits in the store. The
+        // recording uploader stops once the calls have drained (their
+        // recordings are finished as they end), after one last scan, and
+        // gives up at the end of the shutdown's deadline: on a disk that
+        // goes with the container, what is left in the spool is lost.
+        let (drained_tx, drained) = tokio::sync::oneshot::channel::<()>();
+        let uploads_cancel = {
+            let stop = stop.clone();
+            async move {
+                stop.await;
+                tokio::time::sleep(shutdown_limit).await;
+            }
+        };
         let background = async {
-            if let Err(err) = context.run_background(stop.clone()).await {
+            let uploads_stop = async {
+                // Dropped unsent too (serve failed): stop either way.
+                let _ = drained.await;
+            };
+            if let Err(err) = context
+                .run_background_recording(stop.clone(), uploads_stop, uploads_cancel)
+                .await
+            {
                 tracing::error!(error = %err, "background work could not start");
             }
         };
-        let (served, ()) = tokio::join!(server.serve(listener, stop.clone()), background);
+        let serving = async {
+            let served = server.serve(listener, stop.clone()).await;
+            let _ = drained_tx.send(());
+            served
+        };
+        let (served, ()) = tokio::join!(serving, background);
         served
     });
     match served {

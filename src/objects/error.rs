@@ -59,6 +59,18 @@ pub enum ObjectsError {
         /// The storage's answer.
         source: object_store::Error,
     },
+    /// The readiness probe was refused (403) for a reason other than the
+    /// credentials (`AccessDenied`): on AWS a principal without
+    /// `s3:ListBucket` gets that for any missing key, so whether uploads
+    /// work is not proven either way.
+    #[error(
+        "storage answers 403 AccessDenied for the missing key {key}: the credentials are not proven \
+         (a principal without s3:ListBucket gets 403 for any missing key; grant it for /health to tell)"
+    )]
+    NotProven {
+        /// The probe's key.
+        key: String,
+    },
     /// No such object.
     #[error("no object {key}")]
     NotFound {
@@ -72,6 +84,13 @@ pub enum ObjectsError {
         key: String,
         /// Why.
         source: object_store::Error,
+    },
+    /// The upload was given up before it finished (the process is
+    /// stopping): no object appeared, a multipart upload was aborted.
+    #[error("upload of {key} cancelled")]
+    Cancelled {
+        /// The key being written.
+        key: String,
     },
     /// A local file to upload could not be read.
     #[error("cannot read {path}: {source}")]

@@ -9,8 +9,8 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig,
-    WriteMultipart,
+    BackoffConfig, ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt as _, PutPayload,
+    RetryConfig,
 };
 use tokio::io::AsyncReadExt as _;
 
@@ -59,12 +59,14 @@ impl ObjectStorage {
                     path: folder.clone(),
                     source,
                 })?;
-                let local = LocalFileSystem::new_with_prefix(folder).map_err(|source| {
-                    ObjectsError::Open {
+                // fsync: an object is durable before the uploader deletes
+                // the spool's copy (object_store's default is not to).
+                let local = LocalFileSystem::new_with_prefix(folder)
+                    .map_err(|source| ObjectsError::Open {
                         url: url.to_string(),
                         source,
-                    }
-                })?;
+                    })?
+                    .with_fsync(true);
                 Arc::new(local)
             }
             StorageUrl::S3 { bucket, .. } => {
@@ -152,45 +154,70 @@ impl ObjectStorage {
         key: &str,
         file: &std::path::Path,
     ) -> Result<u64, ObjectsError> {
+        self.upload_file_until(key, file, std::future::pending())
+            .await
+    }
+
+    /// [`Self::upload_file`], given up when `cancel` resolves first
+    /// ([`ObjectsError::Cancelled`]): a multipart upload is then aborted
+    /// (its parts removed) before this returns, rather than left behind
+    /// invisible until a lifecycle rule removes it.
+    pub async fn upload_file_until(
+        &self,
+        key: &str,
+        file: &std::path::Path,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<u64, ObjectsError> {
+        tokio::pin!(cancel);
         let path = self.path(key)?;
         let file_err = |source| ObjectsError::File {
             path: file.to_owned(),
             source,
         };
         let store_err = |err| ObjectsError::from_store(key, err);
+        let cancelled = || ObjectsError::Cancelled {
+            key: key.to_owned(),
+        };
         let mut source = tokio::fs::File::open(file).await.map_err(file_err)?;
         let size = source.metadata().await.map_err(file_err)?.len();
         if size <= PART_BYTES as u64 {
             let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
             source.read_to_end(&mut bytes).await.map_err(file_err)?;
-            self.store
-                .put(&path, PutPayload::from(bytes))
-                .await
-                .map_err(store_err)?;
+            // One PUT: dropped midway, no object appears.
+            tokio::select! {
+                put = self.store.put(&path, PutPayload::from(bytes)) => put.map_err(store_err)?,
+                () = &mut cancel => return Err(cancelled()),
+            };
             return Ok(size);
         }
-        let upload = self.store.put_multipart(&path).await.map_err(store_err)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-        let mut buffer = vec![0; 256 * 1024];
-        loop {
-            let read = match source.read(&mut buffer).await {
-                Ok(0) => break,
-                Ok(read) => read,
-                Err(err) => {
-                    abort(writer, key).await;
-                    return Err(file_err(err));
-                }
-            };
-            if let Err(err) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                abort(writer, key).await;
-                return Err(store_err(err));
+        let mut upload = tokio::select! {
+            upload = self.store.put_multipart(&path) => upload.map_err(store_err)?,
+            () = &mut cancel => return Err(cancelled()),
+        };
+        let sent = {
+            let parts = send_parts(&mut *upload, &mut source);
+            tokio::pin!(parts);
+            tokio::select! {
+                sent = &mut parts => Some(sent),
+                () = &mut cancel => None,
             }
-            writer.write(buffer.get(..read).unwrap_or_default());
+            // The parts in flight are dropped (their tasks aborted) here,
+            // before the abort below.
+        };
+        match sent {
+            Some(Ok(())) => Ok(size),
+            Some(Err(failed)) => {
+                abort(&mut *upload, key).await;
+                Err(match failed {
+                    PartsFailed::File(err) => file_err(err),
+                    PartsFailed::Store(err) => store_err(err),
+                })
+            }
+            None => {
+                abort(&mut *upload, key).await;
+                Err(cancelled())
+            }
         }
-        // `finish` aborts the upload itself when a part or the completion
-        // fails.
-        writer.finish().await.map_err(store_err)?;
-        Ok(size)
     }
 
     /// The object at `key`.
@@ -220,14 +247,42 @@ impl ObjectStorage {
 
     /// Succeeds when the storage answers and takes the credentials: asks
     /// for an object that does not exist and expects "not found".
+    ///
+    /// A 403 there does not prove the credentials wrong: AWS answers 403
+    /// rather than 404 for a missing key to a principal without
+    /// `s3:ListBucket`. A HEAD's 403 has no body to tell the two apart, so
+    /// the key is asked for again with a GET, whose answer names its
+    /// reason: a bad signature, key id or token is
+    /// [`ObjectsError::Refused`]; anything else (`AccessDenied`) is
+    /// [`ObjectsError::NotProven`].
     pub async fn probe(&self) -> Result<(), ObjectsError> {
         let path = self.path(PROBE_KEY)?;
         match self.store.head(&path).await {
             Ok(_) => Ok(()),
             Err(err) => match ObjectsError::from_store(PROBE_KEY, err) {
                 ObjectsError::NotFound { .. } => Ok(()),
+                ObjectsError::Refused { .. } => self.probe_refusal(&path).await,
                 other => Err(other),
             },
+        }
+    }
+
+    /// Why the probe's HEAD was refused, read from a GET's answer.
+    async fn probe_refusal(&self, path: &Path) -> Result<(), ObjectsError> {
+        let err = match self.store.get(path).await {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        match ObjectsError::from_store(PROBE_KEY, err) {
+            ObjectsError::NotFound { .. } => Ok(()),
+            ObjectsError::Refused { key, source } => {
+                if names_bad_credentials(&error_chain(&source)) {
+                    Err(ObjectsError::Refused { key, source })
+                } else {
+                    Err(ObjectsError::NotProven { key })
+                }
+            }
+            other => Err(other),
         }
     }
 
@@ -243,6 +298,32 @@ impl ObjectStorage {
             reason: err.to_string(),
         })
     }
+}
+
+/// Whether a 403's answer (S3's error codes) says the credentials
+/// themselves are wrong, rather than that they may not do this.
+fn names_bad_credentials(answer: &str) -> bool {
+    [
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "ExpiredToken",
+        "TokenRefreshRequired",
+    ]
+    .iter()
+    .any(|code| answer.contains(code))
+}
+
+/// `err` and its sources' messages (the server's answer is in a source).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
 }
 
 /// Retries inside one request stay short: a store that is down fails the
@@ -294,8 +375,60 @@ fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> Result<String, Objec
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
-async fn abort(writer: WriteMultipart, key: &str) {
-    if let Err(err) = writer.abort().await {
+/// Why a multipart upload's parts did not all go up.
+enum PartsFailed {
+    File(std::io::Error),
+    Store(object_store::Error),
+}
+
+/// Sends `source` as the parts of `upload`, [`PART_BYTES`] each (the last
+/// shorter), [`PARTS_IN_FLIGHT`] at once, then completes it.
+async fn send_parts(
+    upload: &mut dyn MultipartUpload,
+    source: &mut tokio::fs::File,
+) -> Result<(), PartsFailed> {
+    let mut in_flight = tokio::task::JoinSet::new();
+    loop {
+        let mut part = Vec::with_capacity(PART_BYTES);
+        // `take` reads up to a part, however the reads split the file.
+        let read = (&mut *source)
+            .take(PART_BYTES as u64)
+            .read_to_end(&mut part)
+            .await
+            .map_err(PartsFailed::File)?;
+        if read == 0 {
+            break;
+        }
+        while in_flight.len() >= PARTS_IN_FLIGHT {
+            part_done(in_flight.join_next().await)?;
+        }
+        in_flight.spawn(upload.put_part(PutPayload::from(part)));
+        if read < PART_BYTES {
+            break;
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        part_done(Some(done))?;
+    }
+    upload.complete().await.map_err(PartsFailed::Store)?;
+    Ok(())
+}
+
+type PartJoined = Result<object_store::Result<()>, tokio::task::JoinError>;
+
+fn part_done(joined: Option<PartJoined>) -> Result<(), PartsFailed> {
+    match joined {
+        None | Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(err))) => Err(PartsFailed::Store(err)),
+        Some(Err(source)) => Err(PartsFailed::Store(object_store::Error::JoinError {
+            source,
+        })),
+    }
+}
+
+/// Aborts an interrupted multipart upload, removing the parts sent.
+async fn abort(upload: &mut dyn MultipartUpload, key: &str) {
+    if let Err(err) = upload.abort().await {
         // The parts stay on the server, invisible, until a lifecycle rule
         // removes incomplete uploads; no object appears at the key.
         tracing::warn!(key, error = %err, "cannot abort an interrupted multipart upload");
@@ -336,6 +469,25 @@ mod tests {
             let err = endpoint(refused).unwrap_err();
             assert!(err.contains("path_style = true"), "{refused}: {err}");
         }
+    }
+
+    #[test]
+    fn only_a_403_naming_the_credentials_counts_as_refusing_them() {
+        let answer = |code: &str| {
+            format!(
+                "Server returned non-2xx status code: 403 Forbidden: <Error><Code>{code}</Code></Error>"
+            )
+        };
+        for refused in [
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+            "ExpiredToken",
+        ] {
+            assert!(names_bad_credentials(&answer(refused)), "{refused}");
+        }
+        // A principal without s3:ListBucket asking for a missing key.
+        assert!(!names_bad_credentials(&answer("AccessDenied")));
+        assert!(!names_bad_credentials(""));
     }
 
     #[test]

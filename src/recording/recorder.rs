@@ -95,6 +95,13 @@ impl Recorder {
     /// disk); after that the recording is given up (failed, its partial
     /// file removed).
     pub async fn finish(self, end: Duration) -> CallRecording {
+        self.finish_within(end, FINISH_LIMIT).await
+    }
+
+    /// [`Self::finish`], giving the writer `limit` in all: to take the
+    /// `Finish` event (a writer stalled on the disk leaves the channel
+    /// full) and to answer it.
+    async fn finish_within(self, end: Duration, limit: Duration) -> CallRecording {
         let (reply, outcome) = std::sync::mpsc::sync_channel(1);
         let finish = Event::Finish {
             end,
@@ -109,22 +116,74 @@ impl Recorder {
             sample_rate: self.rate,
             degraded: false,
         };
-        if self.feed.tx.send(finish).await.is_err() {
-            return failed("the recording's writer could not start");
-        }
-        if let Some(writer) = &self.writer {
-            writer.unpark();
-        }
-        let waited = tokio::task::spawn_blocking(move || outcome.recv_timeout(FINISH_LIMIT)).await;
+        let tx = self.feed.tx.clone();
+        let writer = self.writer.clone();
+        // On a blocking thread against the wall clock: the wait is for the
+        // disk, which tokio's (possibly paused) clock knows nothing of.
+        let waited = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + limit;
+            hand_over(&tx, writer.as_ref(), finish, deadline)?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            outcome.recv_timeout(left).map_err(|err| match err {
+                std::sync::mpsc::RecvTimeoutError::Timeout => Waited::TimedOut,
+                std::sync::mpsc::RecvTimeoutError::Disconnected => Waited::Stopped,
+            })
+        })
+        .await;
         match waited {
             Ok(Ok(recording)) => recording,
-            Ok(Err(std::sync::mpsc::RecvTimeoutError::Disconnected)) | Err(_) => {
-                failed("the recording's writer stopped")
-            }
-            Ok(Err(std::sync::mpsc::RecvTimeoutError::Timeout)) => {
+            Ok(Err(Waited::NotStarted)) => failed("the recording's writer could not start"),
+            Ok(Err(Waited::Stopped)) | Err(_) => failed("the recording's writer stopped"),
+            Ok(Err(Waited::TimedOut)) => {
+                // The writer checks this before the file takes its final
+                // name, and removes the partial file instead.
                 self.abandoned.store(true, Ordering::SeqCst);
-                tracing::warn!(limit = ?FINISH_LIMIT, "the recording took too long to finish; given up");
+                tracing::warn!(?limit, "the recording took too long to finish; given up");
                 failed("the recording took too long to finish (a stalled disk?)")
+            }
+        }
+    }
+}
+
+/// Why [`Recorder::finish`] got no outcome from the writer.
+enum Waited {
+    /// The writer's thread never started (the channel is closed).
+    NotStarted,
+    /// The writer dropped the reply without answering.
+    Stopped,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// How often a full channel is tried again while the writer catches up.
+const HAND_OVER_RETRY: Duration = Duration::from_millis(5);
+
+/// Puts `finish` in the channel before `deadline` (blocking), waking the
+/// writer so that it drains the channel now rather than at its next batch.
+fn hand_over(
+    tx: &mpsc::Sender<Event>,
+    writer: Option<&std::thread::Thread>,
+    mut finish: Event,
+    deadline: std::time::Instant,
+) -> Result<(), Waited> {
+    loop {
+        match tx.try_send(finish) {
+            Ok(()) => {
+                if let Some(writer) = writer {
+                    writer.unpark();
+                }
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Waited::NotStarted),
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                finish = event;
+                if let Some(writer) = writer {
+                    writer.unpark();
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(Waited::TimedOut);
+                }
+                std::thread::sleep(HAND_OVER_RETRY);
             }
         }
     }
@@ -178,5 +237,62 @@ impl PlaybackListener for Feed {
 
     fn cut(&self, at: Duration) {
         self.send(Event::Cut { at });
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::config::RecordingDir;
+
+    #[tokio::test]
+    async fn a_writer_stalled_on_the_disk_fails_the_recording_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO where the file goes: the writer's open blocks until a
+        // reader comes, as on a stalled disk.
+        let part = dir.path().join("call-1.wav.part");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&part)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let section = RecordingSection {
+            enabled: true,
+            dir: RecordingDir::try_from(dir.path().to_owned()).unwrap(),
+        };
+        let recorder = Recorder::start(&section, "call-1", 8_000);
+        let listener = recorder.listener();
+        let audio = AudioFrame::from_samples(&[0; 160], 8_000, 1, Duration::ZERO);
+        for i in 0..=BACKLOG as u64 {
+            listener.played(&audio, Duration::from_millis(20 * i));
+        }
+        assert!(
+            recorder.feed.dropped.load(Ordering::Relaxed) > 0,
+            "the channel is full"
+        );
+
+        let finished = tokio::time::timeout(
+            Duration::from_secs(20),
+            recorder.finish_within(Duration::from_secs(11), Duration::from_millis(200)),
+        )
+        .await
+        .expect("the end of the call does not wait on a stuck writer");
+        assert_eq!(finished.status, RecordingStatus::Failed);
+        assert!(
+            finished.reason.as_deref().unwrap().contains("too long"),
+            "{finished:?}"
+        );
+        assert!(finished.file.is_none());
+
+        // The disk comes back: the writer, given up on, drains what it had
+        // and removes its file (its end of the FIFO closes) rather than
+        // finishing it.
+        drop(listener);
+        let reader = std::thread::spawn({
+            let part = part.clone();
+            move || std::fs::read(part)
+        });
+        reader.join().unwrap().unwrap();
+        assert!(!dir.path().join("call-1.wav").exists());
     }
 }

@@ -6,11 +6,15 @@
 //! but the current block is held in memory. The finished file is synced
 //! before the rename, and the rename is the only way a `.wav` appears: an
 //! uploader that picks `{call_id}.wav` files from the directory only ever
-//! sees complete ones. On failure the partial file is removed.
+//! sees complete ones; the directory is synced after the rename. On
+//! failure, or when the session gave up waiting before the rename, the
+//! partial file is removed. The directory (when made here) and the files
+//! are readable by their owner only.
 
-use std::fs::File;
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A WAV data chunk holds at most this many bytes (its size is 32 bits;
 /// the header and the RIFF size field take the rest).
@@ -61,13 +65,13 @@ impl SpoolFile {
         if !usable {
             return Err(SpoolError::CallId(call_id.to_owned()));
         }
-        std::fs::create_dir_all(dir).map_err(|source| SpoolError::Io {
+        private_dir_all(dir).map_err(|source| SpoolError::Io {
             path: dir.to_owned(),
             source,
         })?;
         let part = dir.join(format!("{call_id}.wav.part"));
         let done = dir.join(format!("{call_id}.wav"));
-        let file = File::create(&part).map_err(|source| SpoolError::Io {
+        let file = private_file(&part).map_err(|source| SpoolError::Io {
             path: part.clone(),
             source,
         })?;
@@ -110,23 +114,47 @@ impl SpoolFile {
     }
 
     /// Fixes the header, syncs the file and renames it to its final name,
-    /// which it returns. On failure the partial file is removed.
-    pub(crate) fn finish(self) -> Result<PathBuf, SpoolError> {
+    /// which it returns, then syncs the directory (the rename durable
+    /// before the uploader may delete the copy it stored). `Ok(None)` when
+    /// `abandoned` is set by then: the file is removed instead, so one
+    /// given up on never appears under its final name. On failure the
+    /// partial file is removed.
+    pub(crate) fn finish(self, abandoned: &AtomicBool) -> Result<Option<PathBuf>, SpoolError> {
         let SpoolFile {
             part, done, wav, ..
         } = self;
-        let finished = wav.finalize().map_err(|e| wrap(&part, e)).and_then(|()| {
+        let io = |source| SpoolError::Io {
+            path: part.clone(),
+            source,
+        };
+        let synced = wav
+            .finalize()
+            .map_err(|e| wrap(&part, e))
             // Durable before it is visible under its final name.
-            File::open(&part)
-                .and_then(|f| f.sync_all())
-                .and_then(|()| std::fs::rename(&part, &done))
-                .map_err(|source| SpoolError::Io {
-                    path: part.clone(),
-                    source,
-                })
+            .and_then(|()| File::open(&part).and_then(|f| f.sync_all()).map_err(io));
+        // Checked after the sync, the slow part on a stalled disk: the
+        // session may have stopped waiting meanwhile.
+        let finished = synced.and_then(|()| {
+            if abandoned.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            std::fs::rename(&part, &done).map_err(io)?;
+            if let Some(dir) = done.parent() {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|source| SpoolError::Io {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
+            }
+            Ok(true)
         });
         match finished {
-            Ok(()) => Ok(done),
+            Ok(true) => Ok(Some(done)),
+            Ok(false) => {
+                remove(&part);
+                Ok(None)
+            }
             Err(err) => {
                 remove(&part);
                 Err(err)
@@ -140,6 +168,25 @@ impl SpoolFile {
         drop(wav);
         remove(&part);
     }
+}
+
+/// Makes `path` and its parents as needed, those made readable by their
+/// owner only (recordings are people's voices).
+fn private_dir_all(path: &Path) -> std::io::Result<()> {
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// Creates (or truncates) `path` for writing, readable by its owner only.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 fn remove(part: &Path) {
@@ -174,12 +221,35 @@ mod tests {
         let mut file = SpoolFile::create(dir.path(), "call-1", 8_000).unwrap();
         assert!(dir.path().join("call-1.wav.part").exists());
         assert!(file.write(&[1, 2, 3, 4]).unwrap());
-        let done = file.finish().unwrap();
+        let done = file.finish(&AtomicBool::new(false)).unwrap().unwrap();
         assert_eq!(done, dir.path().join("call-1.wav"));
         assert!(!dir.path().join("call-1.wav.part").exists());
         let wav = crate::audio::wav::read_wav(&done).unwrap();
         assert_eq!((wav.channels, wav.sample_rate), (2, 8_000));
         assert_eq!(wav.samples, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_file_given_up_on_before_its_rename_never_takes_its_final_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = SpoolFile::create(dir.path(), "call-3", 8_000).unwrap();
+        assert!(file.write(&[1, 2]).unwrap());
+        assert_eq!(file.finish(&AtomicBool::new(true)).unwrap(), None);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_spool_and_its_files_are_their_owners_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("recordings");
+        let file = SpoolFile::create(&dir, "call-4", 8_000).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("call-4.wav.part")), 0o600);
+        let done = file.finish(&AtomicBool::new(false)).unwrap().unwrap();
+        assert_eq!(mode(&done), 0o600);
     }
 
     #[test]

@@ -101,7 +101,12 @@ struct Writer {
     rate: u32,
     caller_rate: FrameResampler,
     bot_rate: FrameResampler,
+    /// The job's: set when the session stopped waiting.
+    abandoned: Arc<AtomicBool>,
 }
+
+/// Why a recording given up on failed.
+const GIVEN_UP: &str = "the session stopped waiting for the recording";
 
 impl Writer {
     fn open(job: &WriterJob) -> Self {
@@ -117,6 +122,7 @@ impl Writer {
             rate: job.rate,
             caller_rate: FrameResampler::new(job.rate),
             bot_rate: FrameResampler::new(job.rate),
+            abandoned: Arc::clone(&job.abandoned),
         }
     }
 
@@ -181,8 +187,10 @@ impl Writer {
 
     /// Set once the file is finished early (the format's size limit).
     fn finish_file(&mut self, file: SpoolFile) {
-        if let Err(err) = file.finish() {
-            self.failed = Some(fail(&err));
+        match file.finish(&self.abandoned) {
+            Ok(Some(_)) => {}
+            Ok(None) => self.failed = Some(GIVEN_UP.into()),
+            Err(err) => self.failed = Some(fail(&err)),
         }
     }
 
@@ -200,10 +208,12 @@ impl Writer {
         if let Some(file) = self.file.take() {
             if job.abandoned.load(Ordering::SeqCst) {
                 file.discard();
-                self.failed = Some("the session stopped waiting for the recording".into());
+                self.failed = Some(GIVEN_UP.into());
             } else {
-                match file.finish() {
-                    Ok(done) => file_path = Some(done),
+                // Checked again in `finish`, right before the rename.
+                match file.finish(&job.abandoned) {
+                    Ok(Some(done)) => file_path = Some(done),
+                    Ok(None) => self.failed = Some(GIVEN_UP.into()),
                     Err(err) => self.failed = Some(fail(&err)),
                 }
             }

@@ -597,3 +597,90 @@ fn the_local_folder_default_works_with_no_configuration() {
     assert!(shown.contains("stored objects"), "{shown}");
     assert!(shown.contains(transcript), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_uploader_scans_once_more_so_recordings_finished_while_draining_go_up() {
+    let w = world(SECRET_KEY).await;
+    w.call("c7").await;
+    w.call("c8").await;
+    let (first, _) = w.record("c7", 1_000);
+    let uploader = w.runtime.recording_uploader().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = uploader.run(
+        async {
+            let _ = stop_rx.await;
+        },
+        std::future::pending(),
+    );
+    // c8's call ends (its file renamed into the spool) after the scan that
+    // took c7 had listed the spool, and the uploader stops at once: no
+    // scan but the last one after the stop finds it.
+    let last = w.spool.path().join("c8.wav");
+    let stop = async {
+        notified_until(w.s3.changed(), || (w.s3.arrived() > 0).then_some(())).await;
+        std::fs::write(&last, stereo_wav(1_000)).unwrap();
+        stop_tx.send(()).unwrap();
+    };
+    tokio::join!(run, stop);
+
+    assert!(!first.exists() && !last.exists(), "both left the spool");
+    for id in ["c7", "c8"] {
+        let [recording, ..] = expected_keys(&started_at(&w.store, id).await, id);
+        assert_eq!(
+            w.keys(id).await.recording.as_deref(),
+            Some(recording.as_str())
+        );
+        assert_eq!(w.s3.writes_of(&format!("voxpipe/{recording}")), 1, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cancelled_at_the_deadline_is_aborted_and_its_file_kept() {
+    let w = world(SECRET_KEY).await;
+    w.call("c9").await;
+    let frames = voxpipe::objects::PART_BYTES / 4 + 100_000;
+    let (spooled, wav) = w.record("c9", frames);
+    w.s3.hold_parts(true);
+    let uploader = w.runtime.recording_uploader().unwrap();
+    let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = uploader.run(std::future::pending(), async {
+        let _ = cancel_rx.await;
+    });
+    let cancel = async {
+        // The upload began and a part is on its way: the deadline comes.
+        let began = || {
+            let began =
+                w.s3.requests()
+                    .iter()
+                    .any(|r| r.method == "POST" && r.query.starts_with("uploads"));
+            (began && w.s3.arrived() >= 2).then_some(())
+        };
+        notified_until(w.s3.changed(), began).await;
+        cancel_tx.send(()).unwrap();
+    };
+    tokio::join!(run, cancel);
+
+    let requests = w.s3.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "DELETE" && r.query.contains("uploadId") && r.status < 300),
+        "the multipart upload was aborted: {requests:#?}"
+    );
+    assert!(spooled.exists(), "the recording stays for the next start");
+    assert!(w.keys("c9").await.recording.is_none());
+    assert!(
+        !w.bucket_keys().iter().any(|k| k.ends_with("recording.wav")),
+        "no object"
+    );
+
+    // The next start uploads it whole.
+    w.s3.hold_parts(false);
+    assert_eq!(uploader.scan().await.stored, 1);
+    let stored = w.s3.objects();
+    let (_, bytes) = stored
+        .iter()
+        .find(|(k, _)| k.ends_with("recording.wav"))
+        .unwrap();
+    assert!(*bytes == wav, "the whole file, byte for byte");
+}

@@ -7,7 +7,8 @@
 //! The test controls it: [`S3Server::stop`] and [`S3Server::start_again`]
 //! take it down and bring it back on the same port (storage down, then up),
 //! [`S3Server::fail_parts`] makes every multipart part after the first fail
-//! (an upload interrupted midway), [`S3Server::stall`] holds every request
+//! (an upload interrupted midway), [`S3Server::hold_parts`] holds the parts
+//! only (an upload caught midway), [`S3Server::stall`] holds every request
 //! without an answer (a worker stuck mid-upload). Every answered request is
 //! logged ([`S3Server::requests`]) and notifies [`S3Server::changed`].
 
@@ -48,6 +49,8 @@ pub struct Logged {
 #[derive(Default)]
 struct Control {
     fail_parts: AtomicBool,
+    hold_parts: AtomicBool,
+    parts_released: Notify,
     arrived: AtomicUsize,
     log: Mutex<Vec<Logged>>,
     changed: Notify,
@@ -119,6 +122,14 @@ impl S3Server {
     /// failing).
     pub fn fail_parts(&self, fail: bool) {
         self.control.fail_parts.store(fail, Ordering::SeqCst);
+    }
+
+    /// Holds every multipart part unanswered until released, then
+    /// performs it; other requests (an abort) are answered meanwhile: an
+    /// upload caught midway.
+    pub fn hold_parts(&self, hold: bool) {
+        self.control.hold_parts.store(hold, Ordering::SeqCst);
+        self.control.parts_released.notify_waiters();
     }
 
     /// Holds every request unanswered until un-stalled, then refuses it
@@ -216,6 +227,18 @@ async fn answer(
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
+    let is_part = query.contains("partNumber=");
+    if is_part {
+        loop {
+            let released = control.parts_released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !control.hold_parts.load(Ordering::SeqCst) {
+                break;
+            }
+            released.await;
+        }
+    }
     let later_part = query
         .split('&')
         .filter_map(|pair| pair.strip_prefix("partNumber="))

@@ -362,7 +362,11 @@ impl AgentRuntime {
                 spool,
                 self.scan_period,
             );
-            Arc::new(uploader.with_phone_hasher(self.phone_hasher.clone()))
+            Arc::new(
+                uploader
+                    .with_phone_hasher(self.phone_hasher.clone())
+                    .with_call_ttl(self.section.store_settings().call_ttl),
+            )
         });
         self
     }
@@ -491,10 +495,28 @@ impl AgentRuntime {
     /// Runs the background work (an evaluation worker, the webhook
     /// deliverer, the skills refresh, the recording uploader, the turn
     /// spool's replayer) until
-    /// `shutdown` resolves.
+    /// `shutdown` resolves. An upload of a recording under way then is
+    /// cancelled (and a multipart upload aborted): a process that records
+    /// calls uses [`Self::run_background_recording`] instead.
     pub async fn run_background(
         &self,
         shutdown: impl Future<Output = ()> + Clone,
+    ) -> Result<(), AgentError> {
+        self.run_background_recording(shutdown.clone(), shutdown.clone(), shutdown)
+            .await
+    }
+
+    /// [`Self::run_background`], with the recording uploader on its own
+    /// schedule: it goes on until `uploads_stop` resolves (a server: once
+    /// its calls have drained, so that the recordings they finish while
+    /// draining are not left behind), then scans the spool once more, and
+    /// gives up what is still going when `uploads_cancel` resolves (the
+    /// end of the shutdown's deadline).
+    pub async fn run_background_recording(
+        &self,
+        shutdown: impl Future<Output = ()> + Clone,
+        uploads_stop: impl Future<Output = ()>,
+        uploads_cancel: impl Future<Output = ()>,
     ) -> Result<(), AgentError> {
         let consumer = worker_name();
         let worker = self.worker(&consumer);
@@ -523,7 +545,7 @@ impl AgentRuntime {
             },
             async {
                 if let Some(uploader) = &self.uploader {
-                    uploader.run(shutdown.clone()).await;
+                    uploader.run(uploads_stop, uploads_cancel).await;
                 }
             },
             async {

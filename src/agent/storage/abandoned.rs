@@ -9,6 +9,10 @@
 //! is moved, not deleted, so that a misconfigured store (every call
 //! "missing") costs no audio; the operator empties the folder (it holds
 //! people's voices: keep it no longer than the calls themselves).
+//!
+//! A `.wav` whose call is held but cannot make an object key (an id or a
+//! start time no key can be made of: permanent) is moved aside at once,
+//! counted as `unkeyed`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -24,7 +28,7 @@ pub const ABANDONED_DIR: &str = "abandoned";
 
 const ABANDONED_TOTAL: (&str, &str) = (
     "voxpipe_recordings_abandoned_total",
-    "Spool recordings moved aside unuploaded, by kind (part: never finished; orphan: no call).",
+    "Spool recordings moved aside unuploaded, by kind (part: never finished; orphan: no call; unkeyed: no object key).",
 );
 
 /// Whether `file`, last written at its modification time, is past its
@@ -38,14 +42,21 @@ pub(super) fn is_abandoned(file: &Path, now: SystemTime) -> bool {
 }
 
 /// Moves `file` to `{spool}/abandoned/`, warning once and counting it as
-/// `kind` (`part` or `orphan`).
+/// `kind` (`part`, `orphan` or `unkeyed`).
 pub(super) fn move_aside(spool: &Path, file: &Path, kind: &str, metrics: &Registry) {
     let Some(name) = file.file_name() else {
         return;
     };
     let dir = spool.join(ABANDONED_DIR);
     let to: PathBuf = dir.join(name);
-    let moved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::rename(file, &to));
+    // Its owner's only, as the spool's files are.
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    let moved = builder
+        .create(&dir)
+        .and_then(|()| std::fs::rename(file, &to));
     match moved {
         Ok(()) => {
             tracing::warn!(file = %file.display(), to = %to.display(), kind, "a recording that cannot be uploaded is moved aside");
