@@ -73,12 +73,19 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
         // gives up at the end of the shutdown's deadline: on a disk that
         // goes with the container, what is left in the spool is lost.
         let (drained_tx, drained) = tokio::sync::oneshot::channel::<()>();
-        let uploads_cancel = {
+        // Counted from the signal, whatever the uploader is doing then.
+        let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn({
             let stop = stop.clone();
             async move {
                 stop.await;
                 tokio::time::sleep(shutdown_limit).await;
+                let _ = cancel_tx.send(());
             }
+        });
+        let uploads_cancel = async move {
+            // Dropped unsent (the runtime going away): cancelled either way.
+            let _ = cancel_rx.await;
         };
         let background = async {
             let uploads_stop = async {

@@ -55,10 +55,20 @@ impl ObjectStorage {
         let url = section.url.clone();
         let store: Arc<dyn ObjectStore> = match &url {
             StorageUrl::Folder(folder) => {
-                std::fs::create_dir_all(folder).map_err(|source| ObjectsError::Folder {
-                    path: folder.clone(),
-                    source,
-                })?;
+                // Owner-only where this creates it (objects are people's
+                // voices and transcripts; the files inside take the umask,
+                // the folder keeps others out). One that exists keeps its
+                // mode.
+                let mut folders = std::fs::DirBuilder::new();
+                folders.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut folders, 0o700);
+                folders
+                    .create(folder)
+                    .map_err(|source| ObjectsError::Folder {
+                        path: folder.clone(),
+                        source,
+                    })?;
                 // fsync: an object is durable before the uploader deletes
                 // the spool's copy (object_store's default is not to).
                 let local = LocalFileSystem::new_with_prefix(folder)
@@ -202,7 +212,9 @@ impl ObjectStorage {
                 () = &mut cancel => None,
             }
             // The parts in flight are dropped (their tasks aborted) here,
-            // before the abort below.
+            // before the abort below; one already on the wire may still
+            // land after it, invisible (no object appears at the key) until
+            // the bucket's lifecycle rule for incomplete uploads removes it.
         };
         match sent {
             Some(Ok(())) => Ok(size),
@@ -428,12 +440,24 @@ fn part_done(joined: Option<PartJoined>) -> Result<(), PartsFailed> {
 
 /// Aborts an interrupted multipart upload, removing the parts sent.
 async fn abort(upload: &mut dyn MultipartUpload, key: &str) {
-    if let Err(err) = upload.abort().await {
+    // Bounded: an abort that hangs on stalled storage would otherwise
+    // hold a shutdown past its deadline (a request may take 120 s).
+    match tokio::time::timeout(ABORT_LIMIT, upload.abort()).await {
+        Ok(Ok(())) => {}
         // The parts stay on the server, invisible, until a lifecycle rule
         // removes incomplete uploads; no object appears at the key.
-        tracing::warn!(key, error = %err, "cannot abort an interrupted multipart upload");
+        Ok(Err(err)) => {
+            tracing::warn!(key, error = %err, "cannot abort an interrupted multipart upload");
+        }
+        Err(_) => tracing::warn!(
+            key,
+            "an interrupted multipart upload's abort did not answer in time"
+        ),
     }
 }
+
+/// The longest wait for a multipart upload's abort.
+const ABORT_LIMIT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

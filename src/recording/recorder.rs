@@ -284,15 +284,11 @@ mod tests {
         );
         assert!(finished.file.is_none());
 
-        // The disk comes back: the writer, given up on, drains what it had
-        // and removes its file (its end of the FIFO closes) rather than
-        // finishing it.
+        // The disk comes back, releasing the writer's thread. (That a file
+        // given up on never takes its final name is `spool`'s test: here
+        // the end never reached the writer.)
         drop(listener);
-        let reader = std::thread::spawn({
-            let part = part.clone();
-            move || std::fs::read(part)
-        });
+        let reader = std::thread::spawn(move || std::fs::read(part));
         reader.join().unwrap().unwrap();
-        assert!(!dir.path().join("call-1.wav").exists());
     }
 }

@@ -139,14 +139,7 @@ impl SpoolFile {
                 return Ok(false);
             }
             std::fs::rename(&part, &done).map_err(io)?;
-            if let Some(dir) = done.parent() {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|source| SpoolError::Io {
-                        path: dir.to_owned(),
-                        source,
-                    })?;
-            }
+            sync_dir(&done);
             Ok(true)
         });
         match finished {
@@ -209,6 +202,21 @@ fn wrap(path: &Path, err: hound::Error) -> SpoolError {
             source,
         },
     }
+}
+
+/// Makes the rename to `done` durable (the directory's entry), where the
+/// platform can: a crash after it then never leaves only the `.part`. The
+/// file is under its final name whatever this says, so a failure is only
+/// logged: the recording is there to upload.
+fn sync_dir(done: &Path) {
+    #[cfg(unix)]
+    if let Some(dir) = done.parent()
+        && let Err(err) = File::open(dir).and_then(|d| d.sync_all())
+    {
+        tracing::warn!(dir = %dir.display(), error = %err, "cannot sync the recording spool's directory");
+    }
+    #[cfg(not(unix))]
+    let _ = done;
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ pub(crate) async fn create(
     let call_id = match idempotency_key(&headers) {
         Ok(Some(key)) => call_id_of_key(key),
         Ok(None) => new_session_id(),
-        Err(refused) => return refused,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     match dialer.queue(&call_id, &request).await {
         Ok(true) => {}
@@ -134,8 +134,8 @@ pub(crate) async fn create(
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// The request's `Idempotency-Key`, if it sent one: 1 to 255 visible
-/// ASCII characters (400 otherwise).
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Response> {
+/// ASCII characters (why not, otherwise).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -146,10 +146,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Response> {
         {
             Ok(Some(key))
         }
-        _ => Err(error(
-            StatusCode::BAD_REQUEST,
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        )),
+        _ => Err("Idempotency-Key must be 1 to 255 visible ASCII characters"),
     }
 }
 

@@ -64,6 +64,28 @@ pub struct ScanReport {
     pub abandoned: usize,
 }
 
+/// What became of one recording a scan reached.
+enum Uploaded {
+    /// Stored, its key recorded, the file removed.
+    Stored,
+    /// Its call is not in the store: it waits.
+    NoCall,
+    /// The scan was cancelled first: it waits.
+    Cancelled,
+}
+
+/// `step`'s output, or `None` when `cancel` resolves first.
+async fn until<T, C>(cancel: Shared<C>, step: impl Future<Output = T>) -> Option<T>
+where
+    C: Future<Output = ()>,
+{
+    tokio::select! {
+        biased;
+        done = step => Some(done),
+        () = cancel => None,
+    }
+}
+
 /// A step of [`RecordingUploader::upload`] that failed, and why.
 struct Failed {
     step: Step,
@@ -232,12 +254,16 @@ impl RecordingUploader {
                 break;
             }
             match self.upload(&call_id, &file, cancel.clone()).await {
-                Ok(true) => report.stored += 1,
-                Ok(false) if is_abandoned(&file, now) => {
+                Ok(Uploaded::Stored) => report.stored += 1,
+                Ok(Uploaded::NoCall) if is_abandoned(&file, now) => {
                     move_aside(&self.spool, &file, "orphan", &self.metrics);
                     report.abandoned += 1;
                 }
-                Ok(false) => report.waiting += 1,
+                Ok(Uploaded::NoCall) => report.waiting += 1,
+                Ok(Uploaded::Cancelled) => {
+                    report.waiting += count - done;
+                    break;
+                }
                 Err(Failed {
                     error: CallObjectsError::Key(err),
                     ..
@@ -261,19 +287,24 @@ impl RecordingUploader {
         report
     }
 
-    /// Uploads one recording; false when it must wait (its call is not in
-    /// the store).
-    async fn upload(
+    /// Uploads one recording, unless `cancel` resolves first: every step
+    /// but the upload itself (which aborts what it sent) is then dropped
+    /// where it is, and the file stays for a later scan (each step is
+    /// repeated safely).
+    async fn upload<C>(
         &self,
         call_id: &str,
         file: &Path,
-        cancel: impl Future<Output = ()>,
-    ) -> Result<bool, Failed> {
+        cancel: Shared<C>,
+    ) -> Result<Uploaded, Failed>
+    where
+        C: Future<Output = ()>,
+    {
         let at = |step| move |error| Failed { step, error };
-        let call = self
-            .store
-            .call(call_id)
-            .await
+        let Some(call) = until(cancel.clone(), self.store.call(call_id)).await else {
+            return Ok(Uploaded::Cancelled);
+        };
+        let call = call
             .map_err(CallObjectsError::from)
             .map_err(at(Step::ReadCall))?;
         let Some(call) = call else {
@@ -281,16 +312,18 @@ impl RecordingUploader {
                 call_id,
                 "recording of a call the store does not hold; it waits in the spool"
             );
-            return Ok(false);
+            return Ok(Uploaded::NoCall);
         };
         if call.objects.recording.is_none() {
-            self.keep_call(&call).await;
+            if until(cancel.clone(), self.keep_call(&call)).await.is_none() {
+                return Ok(Uploaded::Cancelled);
+            }
             let key = call_keys(&call)
                 .map_err(at(Step::Upload))?
                 .key(ObjectKind::Recording);
             let bytes = self
                 .storage
-                .upload_file_until(&key, file, cancel)
+                .upload_file_until(&key, file, cancel.clone())
                 .await
                 .map_err(CallObjectsError::from)
                 .map_err(at(Step::Upload))?;
@@ -298,9 +331,13 @@ impl RecordingUploader {
                 recording: Some(key.clone()),
                 ..StoredObjects::default()
             };
-            self.store
-                .update_call(call_id, &CallChange::ObjectsStored(recorded))
-                .await
+            let change = CallChange::ObjectsStored(recorded);
+            let Some(written) =
+                until(cancel.clone(), self.store.update_call(call_id, &change)).await
+            else {
+                return Ok(Uploaded::Cancelled);
+            };
+            written
                 .map_err(CallObjectsError::from)
                 .map_err(at(Step::RecordKey))?;
             tracing::info!(call_id, key, bytes, "recording stored");
@@ -308,13 +345,15 @@ impl RecordingUploader {
         // Also when an earlier scan recorded the key: its audit rewrite
         // may have failed, and this file is what brings the uploader back
         // to it. Idempotent (the same record at the same key).
-        sync_audit(&*self.store, &self.storage, self.hasher.as_ref(), call_id)
-            .await
-            .map_err(at(Step::Audit))?;
+        let audit = sync_audit(&*self.store, &self.storage, self.hasher.as_ref(), call_id);
+        let Some(audited) = until(cancel, audit).await else {
+            return Ok(Uploaded::Cancelled);
+        };
+        audited.map_err(at(Step::Audit))?;
         if let Err(err) = std::fs::remove_file(file) {
             tracing::warn!(call_id, file = %file.display(), error = %err, "cannot remove an uploaded recording");
         }
-        Ok(true)
+        Ok(Uploaded::Stored)
     }
 
     /// Keeps the call of a recording still to upload in the store: the key
