@@ -31,6 +31,7 @@ pub use dial_retry::{API_DIAL_DEADLINE, DialRetry, DialStep};
 pub use dialer::{DialError, Dialer, PlacedCall};
 pub use lost_sessions::LostSessions;
 pub use machine::MachineAction;
+pub use overdue::SweepError;
 pub use phone::{PhoneError, PhoneHasher, PhoneNumber};
 pub use request::{BadWebhookUrl, CallRequest, check_webhook_url};
 pub use settle::Settlement;

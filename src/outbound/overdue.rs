@@ -28,7 +28,17 @@ use crate::store::{CallChange, CallDirection, CallRecord, CallStatus, TwilioRepo
 use super::TwilioDialer;
 use super::settle::ended_by;
 use super::status::call_status;
-use super::stranded::SweepError;
+
+/// Why a sweep left calls to the next one.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// Twilio could not be read.
+    #[error("cannot read the call from Twilio: {0}")]
+    Twilio(#[from] crate::transport::twilio::HangUpError),
+    /// The store could not be read or written.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
 
 /// What a status check did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,19 +37,8 @@ use crate::store::time::{parse_rfc3339, unix_ms};
 use crate::store::{CallChange, CallDirection, CallRecord, CallStatus, RequestNote, StoreError};
 
 use super::TwilioDialer;
-use super::overdue::{StatusChecked, overdue};
+use super::overdue::{StatusChecked, SweepError, overdue};
 use super::settle::ended_by;
-
-/// Why a sweep left calls to the next one.
-#[derive(Debug, thiserror::Error)]
-pub enum SweepError {
-    /// Twilio could not be read.
-    #[error("cannot read the call from Twilio: {0}")]
-    Twilio(#[from] crate::transport::twilio::HangUpError),
-    /// The store could not be read or written.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// How often a server sweeps.
 const SWEEP_PERIOD: Duration = Duration::from_secs(300);
