@@ -403,6 +403,82 @@ async fn a_streaming_interim_prepares_the_reply_before_the_final_comes() {
 }
 
 #[tokio::test]
+async fn a_reply_prepared_from_an_interim_is_confirmed_when_the_session_ends() {
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Sse(text_answer("A pizza it is.")));
+    let conversation = SharedConversation::default();
+    let session = Session::start(pipeline(&server, &conversation, None, true));
+    says(&session, interim("i would like a pizza")).await;
+    reply_synthesized(&session).await;
+    // The input ends before the final comes: the interim is the turn.
+    let pushes = session.live.finish().await;
+    let from = |name: &str| -> Vec<FrameBody> {
+        pushes
+            .iter()
+            .filter(|(f, d, _)| f == name && *d == Direction::Downstream)
+            .map(|(_, _, frame)| frame.body.clone())
+            .collect()
+    };
+    assert!(
+        from("user_context")
+            .iter()
+            .any(|b| matches!(b, FrameBody::PreemptiveReplyConfirmed))
+    );
+    assert_eq!(spoken(&from("assistant_context")), ["A pizza it is."]);
+    assert_eq!(server.chat_requests().len(), 1, "not asked again");
+    let messages = conversation.lock().context.messages().to_vec();
+    let said: Vec<_> = messages
+        .iter()
+        .map(|m| (m.role, m.content.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            (Role::User, "i would like a pizza".to_owned()),
+            (Role::Assistant, "A pizza it is.".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_reply_prepared_for_other_words_is_discarded_unheard_when_the_session_ends() {
+    let server = FakeOpenAi::start().await;
+    server.push_chats([
+        Reply::Sse(text_answer("A pizza it is.")),
+        Reply::Sse(text_answer("A pasta it is.")),
+    ]);
+    let conversation = SharedConversation::default();
+    let session = Session::start(pipeline(&server, &conversation, None, true));
+    says(&session, interim("i would like a pizza")).await;
+    reply_synthesized(&session).await;
+    // A newer interim, other words, and the input ends.
+    session.at(1_300, interim("i would like a pasta")).await;
+    let pushes = session.live.finish().await;
+    let from = |name: &str| -> Vec<FrameBody> {
+        pushes
+            .iter()
+            .filter(|(f, d, _)| f == name && *d == Direction::Downstream)
+            .map(|(_, _, frame)| frame.body.clone())
+            .collect()
+    };
+    let user = from("user_context");
+    assert!(
+        user.iter()
+            .any(|b| matches!(b, FrameBody::PreemptiveReplyDiscarded))
+    );
+    assert!(
+        !user
+            .iter()
+            .any(|b| matches!(b, FrameBody::PreemptiveReplyConfirmed))
+    );
+    assert!(!any_reply(&from("assistant_context")), "nothing played");
+    assert_eq!(server.chat_requests().len(), 1);
+    let messages = conversation.lock().context.messages().to_vec();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0].content.as_deref(), Some("i would like a pasta"));
+}
+
+#[tokio::test]
 async fn a_final_with_other_words_than_the_interim_replaces_its_reply() {
     let server = FakeOpenAi::start().await;
     server.push_chats([

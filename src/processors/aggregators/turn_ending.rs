@@ -42,7 +42,7 @@ impl TurnEnding {
 
 /// Whether two transcripts say the same words, case and punctuation aside
 /// (a streaming STT's final may punctuate what its interim did not).
-fn same_words(a: &str, b: &str) -> bool {
+pub(super) fn same_words(a: &str, b: &str) -> bool {
     words_of(a) == words_of(b)
 }
 
