@@ -644,20 +644,25 @@ async fn a_discarded_replys_tool_call_is_not_recorded_when_its_result_comes() {
         .await;
     session
         .live
-        .wait_for_from("llm", "the call's result (or its cancellation)", |b| {
-            matches!(b, FrameBody::FunctionCallResult { .. })
+        .wait_for_from("assistant_context", "the discard", |b| {
+            matches!(b, FrameBody::Interruption)
         })
         .await;
-    // Every processor has handled what came before this frame.
-    session.audio(1_300).await;
-    let recorded = session.pushed_by("assistant_context");
-    let _pushes = session.live.finish().await;
+    // The LLM's end waits for every result (the lookup's, or its
+    // cancellation) to be delivered.
+    let pushes = session.live.finish().await;
+    let recorded: Vec<&FrameBody> = pushes
+        .iter()
+        .filter(|(f, d, _)| f == "assistant_context" && *d == Direction::Downstream)
+        .map(|(_, _, frame)| &frame.body)
+        .collect();
     assert!(
-        !recorded.iter().any(|b| matches!(
-            b,
-            FrameBody::FunctionCallResult { .. } | FrameBody::TurnCompleted(_)
-        )),
-        "nothing of the discarded reply was recorded"
+        !recorded.iter().any(|b| match b {
+            FrameBody::FunctionCallResult { .. } => true,
+            FrameBody::TurnCompleted(turn) => turn.role == Role::Tool,
+            _ => false,
+        }),
+        "nothing of the discarded reply's tool was recorded"
     );
     // The turn, ended by the session's end, is answered without the tool.
     let messages = conversation.lock().context.messages().to_vec();
@@ -840,4 +845,156 @@ async fn the_model_saying_not_done_waits_for_the_fallback_and_done_ends_the_turn
     assert_eq!(calls.len(), 2, "scored at each stop");
     assert_eq!(calls[1], 3 * 320, "the model heard the turn's own audio");
     let _pushes = session.live.finish().await;
+}
+
+/// A tool safe to run early that tells the client app it looked, once the
+/// test lets it answer; it runs on through interruptions.
+struct Peek {
+    spec: voxpipe::services::llm::tools::ToolSpec,
+    started: Arc<tokio::sync::Notify>,
+    answer: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl voxpipe::services::llm::tools::Tool for Peek {
+    fn spec(&self) -> &voxpipe::services::llm::tools::ToolSpec {
+        &self.spec
+    }
+
+    fn safe_to_run_early(&self) -> bool {
+        true
+    }
+
+    fn cancel_on_interruption(&self) -> bool {
+        false
+    }
+
+    async fn call(
+        &self,
+        _arguments: serde_json::Value,
+    ) -> Result<voxpipe::services::llm::tools::ToolOutcome, voxpipe::services::llm::tools::ToolError>
+    {
+        self.started.notify_one();
+        self.answer.notified().await;
+        Ok(voxpipe::services::llm::tools::ToolOutcome::result("seen")
+            .with_server_message(serde_json::json!({"toast": "Seen"})))
+    }
+}
+
+/// An LLM (alone in its pipeline) whose one tool is a [`Peek`]; returns
+/// it with the tool's started and answer signals.
+fn llm_with_peek(
+    server: &FakeOpenAi,
+) -> (
+    NamedProcessor,
+    Arc<tokio::sync::Notify>,
+    Arc<tokio::sync::Notify>,
+) {
+    use voxpipe::pipeline::{ProcessorFactory, SessionSetup};
+    use voxpipe::services::llm::tools::{ToolRegistry, ToolSpec};
+    let started = Arc::new(tokio::sync::Notify::new());
+    let answer = Arc::new(tokio::sync::Notify::new());
+    let mut registry = ToolRegistry::builtin();
+    registry.register(Arc::new(Peek {
+        spec: ToolSpec {
+            name: "peek".into(),
+            description: "Looks.".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {}}),
+        },
+        started: Arc::clone(&started),
+        answer: Arc::clone(&answer),
+    }));
+    let setup = SessionSetup::new("test-session", 16_000);
+    setup.resources.insert(ToolRegistry::RESOURCE, registry);
+    let config: OpenAiLlmConfig = toml::from_str(&format!(
+        "base_url = \"{}\"\nmodel = \"m\"\ntools = [\"peek\"]\n",
+        server.base_url
+    ))
+    .unwrap();
+    let llm = NamedProcessor {
+        name: "llm".into(),
+        processor: config.build(&setup).unwrap(),
+    };
+    (llm, started, answer)
+}
+
+fn preemptive_ask(text: &str) -> FrameBody {
+    FrameBody::PreemptiveLlmMessages(Arc::new(vec![voxpipe::conversation::Message::text(
+        Role::User,
+        text,
+    )]))
+}
+
+#[tokio::test]
+async fn a_discarded_replys_tool_result_and_message_never_leave_the_llm() {
+    let server = FakeOpenAi::start().await;
+    server.push_chats([calls_tool("peek"), Reply::Sse(text_answer("Seen."))]);
+    let (llm, started, answer) = llm_with_peek(&server);
+    let live = support::session::Live::start(vec![llm]);
+    live.handle.queue_frame(preemptive_ask("Look.")).await;
+    started.notified().await;
+    // The discard: the call's FunctionCallInProgress may be dropped as
+    // stale by it downstream, so nothing there could tell its result apart.
+    live.handle.queue_frame(FrameBody::Interruption).await;
+    live.wait_for_from("llm", "the discard", |b| {
+        matches!(b, FrameBody::Interruption)
+    })
+    .await;
+    answer.notify_one();
+    // The session's end waits for the tool's result to be delivered.
+    let pushes = live.finish().await;
+    let llm: Vec<&FrameBody> = pushes
+        .iter()
+        .filter(|(f, d, _)| f == "llm" && *d == Direction::Downstream)
+        .map(|(_, _, frame)| &frame.body)
+        .collect();
+    let discard = llm
+        .iter()
+        .position(|b| matches!(b, FrameBody::Interruption))
+        .unwrap();
+    assert!(
+        !llm[discard..].iter().any(|b| matches!(
+            b,
+            FrameBody::FunctionCallResult { .. } | FrameBody::ServerMessage(_)
+        )),
+        "{:?}",
+        &llm[discard..]
+    );
+    assert!(
+        !llm.iter().any(|b| matches!(b, FrameBody::ServerMessage(_))),
+        "the client app heard nothing of it"
+    );
+}
+
+#[tokio::test]
+async fn a_preemptive_replys_tool_message_waits_for_the_confirmation() {
+    let server = FakeOpenAi::start().await;
+    server.push_chats([calls_tool("peek"), Reply::Sse(text_answer("Seen."))]);
+    let (llm, started, answer) = llm_with_peek(&server);
+    let live = support::session::Live::start(vec![llm]);
+    live.handle.queue_frame(preemptive_ask("Look.")).await;
+    started.notified().await;
+    answer.notify_one();
+    live.wait_for_from("llm", "the tool's result", |b| {
+        matches!(b, FrameBody::FunctionCallResult { .. })
+    })
+    .await;
+    assert!(
+        !live
+            .recorder
+            .pushes()
+            .iter()
+            .any(|(_, _, f)| matches!(f.body, FrameBody::ServerMessage(_))),
+        "not before the reply is confirmed"
+    );
+    live.handle
+        .queue_frame(FrameBody::PreemptiveReplyConfirmed)
+        .await;
+    live.wait_for_from(
+        "llm",
+        "the tool's message",
+        |b| matches!(b, FrameBody::ServerMessage(data) if data["toast"] == "Seen"),
+    )
+    .await;
+    let _pushes = live.finish().await;
 }

@@ -13,8 +13,10 @@
 //! A tool the discarded reply called (one safe to run early) may still
 //! answer after the discard: a tool that outlives interruptions, or the
 //! cancellation result of one that does not. Its call was never recorded,
-//! so its result would be recorded on its own; the hold remembers the
-//! discarded calls and drops their results.
+//! so its result would be recorded on its own. The LLM drops the results
+//! of a discarded response (its call's `FunctionCallInProgress` may have
+//! been dropped as stale before reaching the hold); the hold too remembers
+//! the discarded calls it held and drops their results.
 
 use std::collections::VecDeque;
 
