@@ -166,12 +166,15 @@ async fn a_prepared_reply_is_held_unheard_and_plays_the_frame_the_turn_ends() {
             matches!(b, FrameBody::TtsStopped)
         })
         .await;
-    // Prepared to the end, yet nothing of it was played or recorded.
+    // Prepared to the end, and all of it seen by assistant_context, yet
+    // nothing of it was played or recorded.
+    session.settled().await;
     assert!(!any_reply(&session.pushed_by("assistant_context")));
     assert!(conversation.lock().context.messages().is_empty());
 
     // 280 ms of silence: not yet the end of the turn.
     session.audio(1_280).await;
+    session.settled().await;
     assert!(
         !session
             .pushed_by("user_context")
@@ -367,6 +370,7 @@ async fn a_streaming_interim_prepares_the_reply_before_the_final_comes() {
     says(&session, interim("i would like a pizza")).await;
     // No final yet: the interim's words go to the LLM at the stop.
     reply_synthesized(&session).await;
+    session.settled().await;
     assert_eq!(server.chat_requests().len(), 1);
     assert!(!any_reply(&session.pushed_by("assistant_context")));
     // The final, 400 ms after the speech ended, punctuated: the same words.
@@ -613,6 +617,18 @@ async fn a_tool_safe_to_run_early_runs_during_the_wait() {
     server
         .wait_for_requests("/tools/lookup", 1, Duration::from_secs(10))
         .await;
+    // The answer after the lookup, on its way through the TTS, and all
+    // pushed so far seen by assistant_context: held, the call, its result
+    // and the words.
+    session
+        .live
+        .wait_for_from(
+            "tts",
+            "the answer after the lookup",
+            |b| matches!(b, FrameBody::TtsText(t) if t.text.contains("Found it")),
+        )
+        .await;
+    session.settled().await;
     assert!(
         !session
             .pushed_by("user_context")
