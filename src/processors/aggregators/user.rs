@@ -488,9 +488,12 @@ impl Processor for UserContextAggregator {
                 self.decide(now, ctx).await;
                 return Ok(());
             }
-            FrameBody::UserStartedSpeaking { .. } => {
+            FrameBody::UserStartedSpeaking { start } => {
                 if self.interrupt_bot && self.allow_interruptions && self.reply_pending() {
                     ctx.request_interruption().await;
+                }
+                if let Some(analyzer) = self.ending.as_mut().and_then(|e| e.analyzer.as_mut()) {
+                    analyzer.speech_started(now, *start);
                 }
                 self.tracker.user_started();
                 self.resume(ctx).await;
