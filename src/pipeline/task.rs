@@ -95,6 +95,20 @@ pub struct PipelineHandle {
 }
 
 impl PipelineHandle {
+    /// Waits until no frame is queued or being processed anywhere in the
+    /// pipeline, as [`ProcessorContext::wait_idle`] does: on an audio clock
+    /// only (on a wall clock nothing is tracked and it returns at once).
+    /// A test asserting what a processor did not push waits on this, since
+    /// frames it holds leave no trace to wait for.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_idle(&self) {
+        if let Some(in_flight) = &self.shared.in_flight {
+            in_flight.wait_idle().await;
+        }
+    }
+
     /// Queues a frame at the head of the chain, going downstream.
     pub async fn queue_frame(&self, frame: impl Into<Frame>) {
         self.queue(frame.into(), Direction::Downstream).await;

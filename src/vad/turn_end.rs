@@ -193,10 +193,14 @@ impl TurnEnd {
 }
 
 /// Words that do not end an English sentence: a transcript ending in one
-/// was cut by a pause.
+/// was cut by a pause. Articles and possessives wanting a noun,
+/// conjunctions wanting what they join, the infinitive's "to" (an
+/// elliptical "I'd love to." waits for the fallback, a smaller cost than
+/// cutting off "I want to"), hesitations. Not prepositions: questions end
+/// on them ("Where are you from?", "What is it about?").
 const CONTINUING_WORDS: &[&str] = &[
-    "a", "an", "the", "and", "or", "but", "because", "if", "than", "my", "your", "our", "their",
-    "um", "uh", "er", "erm",
+    "a", "an", "the", "my", "your", "our", "their", "its", "and", "or", "nor", "but", "because",
+    "if", "unless", "although", "whereas", "whether", "than", "to", "um", "uh", "er", "erm",
 ];
 
 /// Whether `text` ends mid-phrase: without closing punctuation, with a
@@ -262,6 +266,22 @@ mod tests {
             "Thank you. ",
             "What is it about?",
         ] {
+            assert!(!ends_mid_phrase(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn to_and_the_conjunctions_wanting_a_clause_do_not_end_a_sentence_prepositions_may() {
+        for text in [
+            "I would like to.",
+            "Book it unless.",
+            "Ask them whether.",
+            "Neither the red nor.",
+            "It lost its.",
+        ] {
+            assert!(ends_mid_phrase(text), "{text:?}");
+        }
+        for text in ["Where are you from?", "What is it for?", "Who is it with?"] {
             assert!(!ends_mid_phrase(text), "{text:?}");
         }
     }

@@ -166,12 +166,15 @@ async fn a_prepared_reply_is_held_unheard_and_plays_the_frame_the_turn_ends() {
             matches!(b, FrameBody::TtsStopped)
         })
         .await;
-    // Prepared to the end, yet nothing of it was played or recorded.
+    // Prepared to the end, and all of it seen by assistant_context, yet
+    // nothing of it was played or recorded.
+    session.settled().await;
     assert!(!any_reply(&session.pushed_by("assistant_context")));
     assert!(conversation.lock().context.messages().is_empty());
 
     // 280 ms of silence: not yet the end of the turn.
     session.audio(1_280).await;
+    session.settled().await;
     assert!(
         !session
             .pushed_by("user_context")
@@ -367,6 +370,7 @@ async fn a_streaming_interim_prepares_the_reply_before_the_final_comes() {
     says(&session, interim("i would like a pizza")).await;
     // No final yet: the interim's words go to the LLM at the stop.
     reply_synthesized(&session).await;
+    session.settled().await;
     assert_eq!(server.chat_requests().len(), 1);
     assert!(!any_reply(&session.pushed_by("assistant_context")));
     // The final, 400 ms after the speech ended, punctuated: the same words.
@@ -400,6 +404,82 @@ async fn a_streaming_interim_prepares_the_reply_before_the_final_comes() {
         "the turn is recorded as the final says it"
     );
     assert_eq!(messages[1].content.as_deref(), Some("A pizza it is."));
+}
+
+#[tokio::test]
+async fn a_reply_prepared_from_an_interim_is_confirmed_when_the_session_ends() {
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Sse(text_answer("A pizza it is.")));
+    let conversation = SharedConversation::default();
+    let session = Session::start(pipeline(&server, &conversation, None, true));
+    says(&session, interim("i would like a pizza")).await;
+    reply_synthesized(&session).await;
+    // The input ends before the final comes: the interim is the turn.
+    let pushes = session.live.finish().await;
+    let from = |name: &str| -> Vec<FrameBody> {
+        pushes
+            .iter()
+            .filter(|(f, d, _)| f == name && *d == Direction::Downstream)
+            .map(|(_, _, frame)| frame.body.clone())
+            .collect()
+    };
+    assert!(
+        from("user_context")
+            .iter()
+            .any(|b| matches!(b, FrameBody::PreemptiveReplyConfirmed))
+    );
+    assert_eq!(spoken(&from("assistant_context")), ["A pizza it is."]);
+    assert_eq!(server.chat_requests().len(), 1, "not asked again");
+    let messages = conversation.lock().context.messages().to_vec();
+    let said: Vec<_> = messages
+        .iter()
+        .map(|m| (m.role, m.content.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            (Role::User, "i would like a pizza".to_owned()),
+            (Role::Assistant, "A pizza it is.".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_reply_prepared_for_other_words_is_discarded_unheard_when_the_session_ends() {
+    let server = FakeOpenAi::start().await;
+    server.push_chats([
+        Reply::Sse(text_answer("A pizza it is.")),
+        Reply::Sse(text_answer("A pasta it is.")),
+    ]);
+    let conversation = SharedConversation::default();
+    let session = Session::start(pipeline(&server, &conversation, None, true));
+    says(&session, interim("i would like a pizza")).await;
+    reply_synthesized(&session).await;
+    // A newer interim, other words, and the input ends.
+    session.at(1_300, interim("i would like a pasta")).await;
+    let pushes = session.live.finish().await;
+    let from = |name: &str| -> Vec<FrameBody> {
+        pushes
+            .iter()
+            .filter(|(f, d, _)| f == name && *d == Direction::Downstream)
+            .map(|(_, _, frame)| frame.body.clone())
+            .collect()
+    };
+    let user = from("user_context");
+    assert!(
+        user.iter()
+            .any(|b| matches!(b, FrameBody::PreemptiveReplyDiscarded))
+    );
+    assert!(
+        !user
+            .iter()
+            .any(|b| matches!(b, FrameBody::PreemptiveReplyConfirmed))
+    );
+    assert!(!any_reply(&from("assistant_context")), "nothing played");
+    assert_eq!(server.chat_requests().len(), 1);
+    let messages = conversation.lock().context.messages().to_vec();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0].content.as_deref(), Some("i would like a pasta"));
 }
 
 #[tokio::test]
@@ -537,6 +617,18 @@ async fn a_tool_safe_to_run_early_runs_during_the_wait() {
     server
         .wait_for_requests("/tools/lookup", 1, Duration::from_secs(10))
         .await;
+    // The answer after the lookup, on its way through the TTS, and all
+    // pushed so far seen by assistant_context: held, the call, its result
+    // and the words.
+    session
+        .live
+        .wait_for_from(
+            "tts",
+            "the answer after the lookup",
+            |b| matches!(b, FrameBody::TtsText(t) if t.text.contains("Found it")),
+        )
+        .await;
+    session.settled().await;
     assert!(
         !session
             .pushed_by("user_context")
@@ -568,20 +660,25 @@ async fn a_discarded_replys_tool_call_is_not_recorded_when_its_result_comes() {
         .await;
     session
         .live
-        .wait_for_from("llm", "the call's result (or its cancellation)", |b| {
-            matches!(b, FrameBody::FunctionCallResult { .. })
+        .wait_for_from("assistant_context", "the discard", |b| {
+            matches!(b, FrameBody::Interruption)
         })
         .await;
-    // Every processor has handled what came before this frame.
-    session.audio(1_300).await;
-    let recorded = session.pushed_by("assistant_context");
-    let _pushes = session.live.finish().await;
+    // The LLM's end waits for every result (the lookup's, or its
+    // cancellation) to be delivered.
+    let pushes = session.live.finish().await;
+    let recorded: Vec<&FrameBody> = pushes
+        .iter()
+        .filter(|(f, d, _)| f == "assistant_context" && *d == Direction::Downstream)
+        .map(|(_, _, frame)| &frame.body)
+        .collect();
     assert!(
-        !recorded.iter().any(|b| matches!(
-            b,
-            FrameBody::FunctionCallResult { .. } | FrameBody::TurnCompleted(_)
-        )),
-        "nothing of the discarded reply was recorded"
+        !recorded.iter().any(|b| match b {
+            FrameBody::FunctionCallResult { .. } => true,
+            FrameBody::TurnCompleted(turn) => turn.role == Role::Tool,
+            _ => false,
+        }),
+        "nothing of the discarded reply's tool was recorded"
     );
     // The turn, ended by the session's end, is answered without the tool.
     let messages = conversation.lock().context.messages().to_vec();
@@ -764,4 +861,156 @@ async fn the_model_saying_not_done_waits_for_the_fallback_and_done_ends_the_turn
     assert_eq!(calls.len(), 2, "scored at each stop");
     assert_eq!(calls[1], 3 * 320, "the model heard the turn's own audio");
     let _pushes = session.live.finish().await;
+}
+
+/// A tool safe to run early that tells the client app it looked, once the
+/// test lets it answer; it runs on through interruptions.
+struct Peek {
+    spec: voxpipe::services::llm::tools::ToolSpec,
+    started: Arc<tokio::sync::Notify>,
+    answer: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl voxpipe::services::llm::tools::Tool for Peek {
+    fn spec(&self) -> &voxpipe::services::llm::tools::ToolSpec {
+        &self.spec
+    }
+
+    fn safe_to_run_early(&self) -> bool {
+        true
+    }
+
+    fn cancel_on_interruption(&self) -> bool {
+        false
+    }
+
+    async fn call(
+        &self,
+        _arguments: serde_json::Value,
+    ) -> Result<voxpipe::services::llm::tools::ToolOutcome, voxpipe::services::llm::tools::ToolError>
+    {
+        self.started.notify_one();
+        self.answer.notified().await;
+        Ok(voxpipe::services::llm::tools::ToolOutcome::result("seen")
+            .with_server_message(serde_json::json!({"toast": "Seen"})))
+    }
+}
+
+/// An LLM (alone in its pipeline) whose one tool is a [`Peek`]; returns
+/// it with the tool's started and answer signals.
+fn llm_with_peek(
+    server: &FakeOpenAi,
+) -> (
+    NamedProcessor,
+    Arc<tokio::sync::Notify>,
+    Arc<tokio::sync::Notify>,
+) {
+    use voxpipe::pipeline::{ProcessorFactory, SessionSetup};
+    use voxpipe::services::llm::tools::{ToolRegistry, ToolSpec};
+    let started = Arc::new(tokio::sync::Notify::new());
+    let answer = Arc::new(tokio::sync::Notify::new());
+    let mut registry = ToolRegistry::builtin();
+    registry.register(Arc::new(Peek {
+        spec: ToolSpec {
+            name: "peek".into(),
+            description: "Looks.".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {}}),
+        },
+        started: Arc::clone(&started),
+        answer: Arc::clone(&answer),
+    }));
+    let setup = SessionSetup::new("test-session", 16_000);
+    setup.resources.insert(ToolRegistry::RESOURCE, registry);
+    let config: OpenAiLlmConfig = toml::from_str(&format!(
+        "base_url = \"{}\"\nmodel = \"m\"\ntools = [\"peek\"]\n",
+        server.base_url
+    ))
+    .unwrap();
+    let llm = NamedProcessor {
+        name: "llm".into(),
+        processor: config.build(&setup).unwrap(),
+    };
+    (llm, started, answer)
+}
+
+fn preemptive_ask(text: &str) -> FrameBody {
+    FrameBody::PreemptiveLlmMessages(Arc::new(vec![voxpipe::conversation::Message::text(
+        Role::User,
+        text,
+    )]))
+}
+
+#[tokio::test]
+async fn a_discarded_replys_tool_result_and_message_never_leave_the_llm() {
+    let server = FakeOpenAi::start().await;
+    server.push_chats([calls_tool("peek"), Reply::Sse(text_answer("Seen."))]);
+    let (llm, started, answer) = llm_with_peek(&server);
+    let live = support::session::Live::start(vec![llm]);
+    live.handle.queue_frame(preemptive_ask("Look.")).await;
+    started.notified().await;
+    // The discard: the call's FunctionCallInProgress may be dropped as
+    // stale by it downstream, so nothing there could tell its result apart.
+    live.handle.queue_frame(FrameBody::Interruption).await;
+    live.wait_for_from("llm", "the discard", |b| {
+        matches!(b, FrameBody::Interruption)
+    })
+    .await;
+    answer.notify_one();
+    // The session's end waits for the tool's result to be delivered.
+    let pushes = live.finish().await;
+    let llm: Vec<&FrameBody> = pushes
+        .iter()
+        .filter(|(f, d, _)| f == "llm" && *d == Direction::Downstream)
+        .map(|(_, _, frame)| &frame.body)
+        .collect();
+    let discard = llm
+        .iter()
+        .position(|b| matches!(b, FrameBody::Interruption))
+        .unwrap();
+    assert!(
+        !llm[discard..].iter().any(|b| matches!(
+            b,
+            FrameBody::FunctionCallResult { .. } | FrameBody::ServerMessage(_)
+        )),
+        "{:?}",
+        &llm[discard..]
+    );
+    assert!(
+        !llm.iter().any(|b| matches!(b, FrameBody::ServerMessage(_))),
+        "the client app heard nothing of it"
+    );
+}
+
+#[tokio::test]
+async fn a_preemptive_replys_tool_message_waits_for_the_confirmation() {
+    let server = FakeOpenAi::start().await;
+    server.push_chats([calls_tool("peek"), Reply::Sse(text_answer("Seen."))]);
+    let (llm, started, answer) = llm_with_peek(&server);
+    let live = support::session::Live::start(vec![llm]);
+    live.handle.queue_frame(preemptive_ask("Look.")).await;
+    started.notified().await;
+    answer.notify_one();
+    live.wait_for_from("llm", "the tool's result", |b| {
+        matches!(b, FrameBody::FunctionCallResult { .. })
+    })
+    .await;
+    assert!(
+        !live
+            .recorder
+            .pushes()
+            .iter()
+            .any(|(_, _, f)| matches!(f.body, FrameBody::ServerMessage(_))),
+        "not before the reply is confirmed"
+    );
+    live.handle
+        .queue_frame(FrameBody::PreemptiveReplyConfirmed)
+        .await;
+    live.wait_for_from(
+        "llm",
+        "the tool's message",
+        |b| matches!(b, FrameBody::ServerMessage(data) if data["toast"] == "Seen"),
+    )
+    .await;
+    let _pushes = live.finish().await;
 }

@@ -38,6 +38,13 @@ impl Session {
         self.live.handle.queue_frame(body).await;
     }
 
+    /// Waits until every frame pushed so far has been handled by every
+    /// processor it was pushed to (child tasks' work still to come aside):
+    /// what a processor holds back, it has then seen.
+    pub async fn settled(&self) {
+        self.live.handle.wait_idle().await;
+    }
+
     /// A 20 ms frame of the user's (quiet) audio at `at_ms`, waited for
     /// until every processor has handled it (the last one pushed it).
     pub async fn audio(&self, at_ms: u64) {

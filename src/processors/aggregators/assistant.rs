@@ -185,6 +185,11 @@ impl Processor for AssistantContextAggregator {
     }
 
     async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
+        // A reply still held was never confirmed (`user_context` confirms
+        // before the end, or discards): it is never played or recorded.
+        if self.hold.discard() > 0 {
+            tracing::debug!("an unconfirmed preemptive reply dropped at the session's end");
+        }
         let completed = self.tracker.finish();
         self.complete(completed, ctx).await;
         Ok(())

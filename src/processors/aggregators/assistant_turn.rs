@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 use crate::frame::{SpokenText, SpokenTiming};
+use crate::services::tts::ends_sentence;
 
 use crate::conversation::{Reflection, ToolCall};
 
@@ -168,20 +169,35 @@ impl AssistantTurnTracker {
     }
 
     /// What the user did not hear of the open turn if `cut` of its audio
-    /// is dropped: every spoken piece that had not finished playing, the
+    /// is dropped: every spoken piece that had not finished playing (or
+    /// had not started: a sentence's text may come before its audio), the
     /// interrupted sentence from its start (what a resumed bot says again).
+    /// With word timing, the interrupted word's sentence starts after the
+    /// last word before it that ends a sentence.
     pub fn unheard(&self, cut: Duration) -> String {
         let Some(turn) = &self.turn else {
             return String::new();
         };
+        let spoken = &turn.spoken;
         let heard = turn.audio.saturating_sub(cut);
-        let mut words: Vec<&str> = Vec::new();
-        for (i, piece) in turn.spoken.iter().enumerate() {
-            let end = turn.spoken.get(i + 1).map_or(turn.audio, |next| next.start);
-            if end > heard {
-                words.extend(piece.text.split_whitespace());
-            }
+        let unplayed = |i: usize, piece: &SpokenText| {
+            let end = spoken.get(i + 1).map_or(turn.audio, |next| next.start);
+            end > heard || piece.start >= heard
+        };
+        let Some(mut from) = spoken.iter().enumerate().position(|(i, p)| unplayed(i, p)) else {
+            return String::new();
+        };
+        while from > 0
+            && spoken[from].timing == SpokenTiming::Word
+            && spoken[from - 1].timing == SpokenTiming::Word
+            && !ends_sentence(&spoken[from - 1].text, &spoken[from].text)
+        {
+            from -= 1;
         }
+        let words: Vec<&str> = spoken[from..]
+            .iter()
+            .flat_map(|piece| piece.text.split_whitespace())
+            .collect();
         words.join(" ")
     }
 
@@ -245,7 +261,9 @@ pub fn heard_text(spoken: &[SpokenText], heard: Option<Duration>, total: Duratio
             words.extend(piece.text.split_whitespace());
             continue;
         };
-        if heard < total && piece.start >= heard {
+        // A piece starting where the audio heard ends was not heard, even
+        // with nothing cut: a sentence's text may come before its audio.
+        if piece.start >= heard {
             continue;
         }
         match piece.timing {
@@ -299,6 +317,61 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_sentence_whose_text_came_before_its_audio_is_neither_heard_nor_skipped_on_resume() {
+        // An HTTP TTS sends a sentence's text when its reply's headers
+        // come: the user interrupts before any of its audio is produced,
+        // so nothing is cut and the heard audio is all of it.
+        let mut t = AssistantTurnTracker::new();
+        t.response_started();
+        t.spoken(sentence("It is ten.", 0));
+        t.audio(ms(1_000));
+        t.spoken(sentence("The shop opens at nine.", 1_000));
+        assert_eq!(t.unheard(Duration::ZERO), "The shop opens at nine.");
+        let turn = t.bot_interrupted(Duration::ZERO).unwrap();
+        assert_eq!(turn.text, "It is ten.");
+        assert!(turn.interrupted);
+        // Before the first audio.
+        t.response_started();
+        t.spoken(sentence("Hello.", 0));
+        assert_eq!(t.unheard(Duration::ZERO), "Hello.");
+        assert_eq!(t.bot_interrupted(Duration::ZERO).unwrap().text, "");
+    }
+
+    #[test]
+    fn with_timed_words_the_unheard_part_starts_with_the_interrupted_sentence() {
+        let mut t = AssistantTurnTracker::new();
+        t.response_started();
+        for (text, at) in [
+            ("Dr.", 0),
+            ("Smith", 200),
+            ("is", 400),
+            ("in.", 500),
+            ("The", 700),
+            ("shop", 900),
+            ("opens", 1_100),
+            ("at", 1_300),
+            ("nine.", 1_400),
+        ] {
+            t.spoken(word(text, at));
+        }
+        t.audio(ms(1_800));
+        // Cut in "at": the sentence from "The".
+        assert_eq!(t.unheard(ms(450)), "The shop opens at nine.");
+        // Cut in "The" itself, and in the first sentence past "Dr.".
+        assert_eq!(t.unheard(ms(1_000)), "The shop opens at nine.");
+        assert_eq!(
+            t.unheard(ms(1_500)),
+            "Dr. Smith is in. The shop opens at nine."
+        );
+        assert_eq!(t.unheard(Duration::ZERO), "");
+        // What was heard is still only the words before the cut.
+        assert_eq!(
+            t.bot_interrupted(ms(450)).unwrap().text,
+            "Dr. Smith is in. The shop opens at"
+        );
     }
 
     fn sentence(text: &str, start: u64) -> SpokenText {

@@ -6,14 +6,17 @@
 //! control frame from then on (text, audio, tool calls and results, the
 //! response's brackets) out of the conversation and away from the output.
 //! The confirmation releases them, in order, to be recorded and played at
-//! once; an interruption (the discard) drops them. System frames (metrics,
-//! the user's audio) pass: they are not the reply.
+//! once; an interruption (the discard) drops them, as does the session's
+//! end for a reply never confirmed. System frames (metrics, the user's
+//! audio) pass: they are not the reply.
 //!
 //! A tool the discarded reply called (one safe to run early) may still
 //! answer after the discard: a tool that outlives interruptions, or the
 //! cancellation result of one that does not. Its call was never recorded,
-//! so its result would be recorded on its own; the hold remembers the
-//! discarded calls and drops their results.
+//! so its result would be recorded on its own. The LLM drops the results
+//! of a discarded response (its call's `FunctionCallInProgress` may have
+//! been dropped as stale before reaching the hold); the hold too remembers
+//! the discarded calls it held and drops their results.
 
 use std::collections::VecDeque;
 
@@ -70,8 +73,9 @@ impl PreemptiveHold {
         self.held.take().unwrap_or_default()
     }
 
-    /// The reply is discarded: nothing of it goes on.
-    pub(super) fn discard(&mut self) {
+    /// The reply is discarded: nothing of it goes on. Returns how many
+    /// frames were dropped.
+    pub(super) fn discard(&mut self) -> usize {
         let held = self.held.take().unwrap_or_default();
         // Calls whose result is held too have answered: nothing to wait for.
         let answered: Vec<&str> = held
@@ -91,6 +95,7 @@ impl PreemptiveHold {
                 self.discarded_calls.push_back(call.id.clone());
             }
         }
+        held.len()
     }
 }
 

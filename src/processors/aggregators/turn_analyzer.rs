@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -17,6 +18,13 @@ use crate::vad::{EndOfTurnModel, ModelInput, SmartTurnModel};
 
 /// How much of the turn's end a model is given: Smart Turn's window.
 const WINDOW_SECS: u32 = 8;
+
+/// How much audio before the turn's speech began the model is given: the
+/// VAD's start may be placed a frame or two late, and a clipped onset is
+/// not what the model learned on. What came earlier (the silence, or the
+/// echo of the bot's reply, since the last turn) is not the turn's; Pipecat
+/// likewise feeds from the speech's start (minus its `pre_speech_ms`).
+const LEAD_IN: Duration = Duration::from_millis(200);
 
 /// `turn_analyzer`: the learned end-of-turn model a pipeline uses, if any.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -50,8 +58,12 @@ type SharedModel = Arc<Mutex<Box<dyn EndOfTurnModel>>>;
 pub(super) struct TurnAnalyzer {
     model: SharedModel,
     input: ModelInput,
+    /// The model's sample rate.
+    rate: u32,
     window: usize,
     audio: VecDeque<i16>,
+    /// The turn's speech has begun: the audio kept starts with it.
+    speech_begun: bool,
     running: Option<oneshot::Receiver<f32>>,
 }
 
@@ -69,8 +81,10 @@ impl TurnAnalyzer {
         let rate = model.sample_rate();
         TurnAnalyzer {
             input: ModelInput::new(rate),
+            rate,
             window: (rate * WINDOW_SECS) as usize,
             audio: VecDeque::new(),
+            speech_begun: false,
             running: None,
             model: Arc::new(Mutex::new(model)),
         }
@@ -89,9 +103,24 @@ impl TurnAnalyzer {
         self.audio.drain(..excess);
     }
 
+    /// The user started speaking at `now`, the speech having begun at
+    /// `start` (session times): the turn's first speech drops the audio
+    /// kept from before it (but [`LEAD_IN`]); speech resuming within the
+    /// turn keeps the turn's audio.
+    pub(super) fn speech_started(&mut self, now: Duration, start: Duration) {
+        if std::mem::replace(&mut self.speech_begun, true) {
+            return;
+        }
+        let since = now.saturating_sub(start) + LEAD_IN;
+        let keep = (since.as_secs_f64() * f64::from(self.rate)).round() as usize;
+        let excess = self.audio.len().saturating_sub(keep);
+        self.audio.drain(..excess);
+    }
+
     /// The turn is over: its audio is not the next turn's.
     pub(super) fn clear(&mut self) {
         self.audio.clear();
+        self.speech_begun = false;
         self.running = None;
     }
 
@@ -136,6 +165,45 @@ mod tests {
     #[derive(Deserialize)]
     struct Key {
         turn_analyzer: TurnAnalyzerKind,
+    }
+
+    /// A model that is never run: the tests look at the audio kept.
+    struct Unused;
+
+    impl EndOfTurnModel for Unused {
+        fn sample_rate(&self) -> u32 {
+            16_000
+        }
+
+        fn end_of_turn_probability(&mut self, _audio: &[i16]) -> f32 {
+            0.0
+        }
+    }
+
+    fn frame(at_ms: u64) -> AudioFrame {
+        AudioFrame::from_samples(&[1; 320], 16_000, 1, Duration::from_millis(at_ms))
+    }
+
+    #[test]
+    fn the_turns_audio_starts_shortly_before_its_speech() {
+        let ms = Duration::from_millis;
+        let mut analyzer = TurnAnalyzer::new(Box::new(Unused));
+        // 3 s heard before the user speaks (the bot's reply, silence).
+        for at in (0..3_000).step_by(20) {
+            analyzer.hear(&frame(at));
+        }
+        // Speech from 2.8 s, reported at 3 s: 200 ms of it and the lead-in.
+        analyzer.speech_started(ms(3_000), ms(2_800));
+        assert_eq!(analyzer.audio.len(), 16 * 400);
+        analyzer.hear(&frame(3_000));
+        // Speech resuming within the turn keeps the turn's audio.
+        analyzer.speech_started(ms(5_000), ms(4_900));
+        assert_eq!(analyzer.audio.len(), 16 * 420);
+        // The next turn starts afresh.
+        analyzer.clear();
+        analyzer.hear(&frame(6_000));
+        analyzer.speech_started(ms(6_020), ms(6_020));
+        assert_eq!(analyzer.audio.len(), 320);
     }
 
     #[test]

@@ -42,14 +42,16 @@ impl TurnEnding {
 
 /// Whether two transcripts say the same words, case and punctuation aside
 /// (a streaming STT's final may punctuate what its interim did not).
-fn same_words(a: &str, b: &str) -> bool {
-    let words = |text: &str| {
-        text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .collect::<Vec<_>>()
-    };
-    words(a) == words(b)
+pub(super) fn same_words(a: &str, b: &str) -> bool {
+    words_of(a) == words_of(b)
+}
+
+/// The words of `text`, lower-case, without punctuation.
+pub(super) fn words_of(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 #[cfg(test)]

@@ -41,6 +41,11 @@
 //! interruption cancels its work and drops what was held, and
 //! `PreemptiveReplyDiscarded` says so. Since the discard is an
 //! interruption, replies are prepared only in sessions that allow them.
+//! When the input ends during the decision, the turn ends with the words
+//! it has: a reply prepared for them is confirmed; one prepared for other
+//! words is discarded (no interruption can pass any more, so the turn is
+//! recorded but not asked again: its answer would be held with the stale
+//! one, and `assistant_context` drops what it holds at the end).
 //!
 //! When the user starts speaking while the bot is answering (speaking, or a
 //! reply still due) and the session allows interruptions, this processor
@@ -60,7 +65,7 @@ use crate::pipeline::{BuildError, SessionSetup};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 use super::turn_analyzer::{TurnAnalyzer, TurnAnalyzerKind, end_of_turn_model};
-use super::turn_ending::TurnEnding;
+use super::turn_ending::{TurnEnding, same_words};
 use super::user_turn::UserTurnTracker;
 use crate::conversation::{Message, Role, SharedConversation, Turn};
 use crate::vad::{TurnDecision, TurnEnd, TurnEndParams};
@@ -483,9 +488,12 @@ impl Processor for UserContextAggregator {
                 self.decide(now, ctx).await;
                 return Ok(());
             }
-            FrameBody::UserStartedSpeaking { .. } => {
+            FrameBody::UserStartedSpeaking { start } => {
                 if self.interrupt_bot && self.allow_interruptions && self.reply_pending() {
                     ctx.request_interruption().await;
+                }
+                if let Some(analyzer) = self.ending.as_mut().and_then(|e| e.analyzer.as_mut()) {
+                    analyzer.speech_started(now, *start);
                 }
                 self.tracker.user_started();
                 self.resume(ctx).await;
@@ -552,12 +560,41 @@ impl Processor for UserContextAggregator {
 
     async fn on_end(&mut self, ctx: &ProcessorContext) -> Result<(), ProcessorError> {
         let turn = self.tracker.finish();
-        if self.ending.as_ref().is_some_and(|e| e.pending.is_some()) {
-            // The input ended during the decision: the turn is over.
-            self.take(turn, ctx).await;
-            self.end_turn(ctx).await;
-        } else {
+        let Some(ending) = self
+            .ending
+            .as_mut()
+            .filter(|e| e.pending.is_some() || e.prepared.is_some())
+        else {
             self.hand(turn, ctx).await;
+            return Ok(());
+        };
+        // The input ended during the decision: the turn is over with the
+        // words it has. No interruption can pass any more, so a prepared
+        // reply is confirmed or discarded here, never left held.
+        let text = match (ending.pending.take(), turn) {
+            (Some(before), Some(after)) => Some(format!("{before} {after}")),
+            (before, after) => before.or(after),
+        };
+        let prepared = ending.prepared.take();
+        ending.unfinalised_since = None;
+        ending.decision.reset();
+        match prepared {
+            None => self.hand(text, ctx).await,
+            Some(words) if text.as_deref().is_some_and(|t| same_words(&words, t)) => {
+                self.complete(text, ctx).await;
+                ctx.push_downstream(FrameBody::PreemptiveReplyConfirmed)
+                    .await;
+            }
+            Some(_) => {
+                // Prepared for other words. Recorded, but not asked again:
+                // without an interruption to drop the stale reply, the new
+                // one would be held with it, and `assistant_context` drops
+                // what it still holds at the end.
+                tracing::debug!("preemptive reply discarded at the session's end");
+                ctx.push_downstream(FrameBody::PreemptiveReplyDiscarded)
+                    .await;
+                self.complete(text, ctx).await;
+            }
         }
         Ok(())
     }

@@ -12,13 +12,18 @@
 //!   waits for it up to `timeout` after the stop (session time), then hands
 //!   what it has, the interim standing in for a final that never came. A
 //!   final for that same utterance arriving after it has been handed is
-//!   dropped, since the interim already spoke for it.
+//!   dropped, since the interim already spoke for it: the first final
+//!   after it while the user is silent, or, once they speak again, a final
+//!   with the interim's words (any words it has beyond them are the new
+//!   speech's and are kept).
 //! - Speech resuming during the wait continues the same turn.
 //! - Without a VAD (no speaking frames seen), every final is a turn.
 //!
 //! Every method takes the session time; nothing here reads a clock.
 
 use std::time::Duration;
+
+use super::turn_ending::words_of;
 
 /// Decides when a user turn is complete. See the module docs.
 #[derive(Debug, Clone)]
@@ -30,8 +35,9 @@ pub struct UserTurnTracker {
     interim: Option<String>,
     /// The user stopped at this time and the turn waits for transcripts.
     waiting_since: Option<Duration>,
-    /// The last turn was an interim that never finalised.
-    handed_interim: bool,
+    /// The interim the last turn took in place of a final that had not
+    /// come, until that final comes (see the module docs).
+    stood_in: Option<String>,
     /// The finals are words taken back (see [`UserTurnTracker::resume_with`])
     /// and no final of the speech since has come.
     only_taken_back: bool,
@@ -47,7 +53,7 @@ impl UserTurnTracker {
             finals: Vec::new(),
             interim: None,
             waiting_since: None,
-            handed_interim: false,
+            stood_in: None,
             only_taken_back: false,
         }
     }
@@ -76,7 +82,6 @@ impl UserTurnTracker {
         self.speaking = true;
         self.saw_vad = true;
         self.waiting_since = None;
-        self.handed_interim = false;
     }
 
     /// The VAD says the user stopped speaking at `now`. Returns the turn if
@@ -99,10 +104,17 @@ impl UserTurnTracker {
         }
         self.interim = None;
         self.only_taken_back = false;
-        if self.handed_interim && !self.speaking {
-            self.handed_interim = false;
-            return None;
-        }
+        let text = match self.stood_in.take() {
+            // The stood-in interim's final: it spoke for it already.
+            Some(_) if !self.speaking => return None,
+            Some(interim) => match beyond(&interim, text) {
+                Some("") => return None,
+                Some(rest) => rest,
+                // Not its final (it never came): new words.
+                None => text,
+            },
+            None => text,
+        };
         self.finals.push(text.to_owned());
         if !self.saw_vad || !self.speaking {
             return self.hand();
@@ -140,15 +152,15 @@ impl UserTurnTracker {
             return None;
         }
         self.waiting_since = None;
-        if self.finals.is_empty() {
-            let interim = self.interim.take()?;
-            self.finals.push(interim);
-            let turn = self.hand();
-            self.handed_interim = true;
-            return turn;
+        if self.finals.is_empty() && self.interim.is_none() {
+            return None;
         }
-        self.interim = None;
-        self.hand()
+        // The interim stands in for its final, after the finals before it.
+        let interim = self.interim.take();
+        self.finals.extend(interim.clone());
+        let turn = self.hand();
+        self.stood_in = interim;
+        turn
     }
 
     /// How long an interim may take to finalise.
@@ -166,7 +178,7 @@ impl UserTurnTracker {
     /// later is dropped, as for a turn handed at the end of the wait.
     pub fn take_interim(&mut self) -> Option<String> {
         let interim = self.interim.take()?;
-        self.handed_interim = true;
+        self.stood_in = Some(interim.clone());
         Some(interim)
     }
 
@@ -187,7 +199,7 @@ impl UserTurnTracker {
     fn hand(&mut self) -> Option<String> {
         self.waiting_since = None;
         self.only_taken_back = false;
-        self.handed_interim = false;
+        self.stood_in = None;
         if self.finals.is_empty() {
             return None;
         }
@@ -195,6 +207,21 @@ impl UserTurnTracker {
         self.finals.clear();
         Some(text)
     }
+}
+
+/// What `final_text` says beyond `interim`'s words, if it starts with them
+/// (case and punctuation aside): `""` when it says nothing more.
+fn beyond<'a>(interim: &str, final_text: &'a str) -> Option<&'a str> {
+    let want = words_of(interim);
+    let mut rest = final_text;
+    let mut said = Vec::new();
+    while said.len() < want.len() {
+        let token = rest.split_whitespace().next()?;
+        let at = rest.find(token).unwrap_or(0) + token.len();
+        rest = &rest[at..];
+        said.extend(words_of(token));
+    }
+    (said == want).then(|| rest.trim())
 }
 
 #[cfg(test)]
@@ -289,6 +316,60 @@ mod tests {
         t.user_started();
         t.final_transcript("Next.");
         assert_eq!(t.user_stopped(ms(3000)).as_deref(), Some("Next."));
+    }
+
+    #[test]
+    fn an_interim_after_the_finals_stands_in_for_its_final_when_the_wait_runs_out() {
+        let mut t = tracker();
+        t.user_started();
+        t.final_transcript("I would like a pizza.");
+        t.interim_transcript("with cheese");
+        assert_eq!(t.user_stopped(ms(1000)), None);
+        assert_eq!(t.poll(ms(1499)), None);
+        assert_eq!(
+            t.poll(ms(1500)).as_deref(),
+            Some("I would like a pizza. with cheese")
+        );
+        assert_eq!(t.final_transcript("with cheese."), None, "its late final");
+        t.user_started();
+        t.final_transcript("Next.");
+        assert_eq!(t.user_stopped(ms(3000)).as_deref(), Some("Next."));
+    }
+
+    #[test]
+    fn a_stood_in_interims_final_is_dropped_when_it_comes_as_the_user_speaks_again() {
+        let mut t = tracker();
+        let stand_in = |t: &mut UserTurnTracker, at: u64| {
+            t.user_started();
+            t.final_transcript("I would like a pizza.");
+            assert!(t.user_stopped(ms(at)).is_some());
+            t.interim_transcript("with cheese");
+            assert_eq!(t.take_interim().as_deref(), Some("with cheese"));
+            // The user goes on: user_context takes the words back.
+            t.user_started();
+            t.resume_with("I would like a pizza. with cheese".into());
+        };
+        stand_in(&mut t, 1000);
+        assert_eq!(t.final_transcript("With cheese."), None);
+        t.final_transcript("And olives.");
+        assert_eq!(
+            t.user_stopped(ms(2000)).as_deref(),
+            Some("I would like a pizza. with cheese And olives.")
+        );
+        // Its final running on into the new speech: the new words stay.
+        stand_in(&mut t, 3000);
+        t.final_transcript("with cheese and olives.");
+        assert_eq!(
+            t.user_stopped(ms(4000)).as_deref(),
+            Some("I would like a pizza. with cheese and olives.")
+        );
+        // Its final never came: the next final is the new speech's.
+        stand_in(&mut t, 5000);
+        t.final_transcript("No, a salad.");
+        assert_eq!(
+            t.user_stopped(ms(6000)).as_deref(),
+            Some("I would like a pizza. with cheese No, a salad.")
+        );
     }
 
     #[test]

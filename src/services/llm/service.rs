@@ -7,7 +7,10 @@
 //! A `PreemptiveLlmMessages` context is answered the same way, at once,
 //! but its tools with side effects wait for `PreemptiveReplyConfirmed`
 //! (a discarded reply never runs them); the frame goes on ahead of the
-//! reply, so `assistant_context` holds what follows.
+//! reply, so `assistant_context` holds what follows. The results of the
+//! tools it may run early are dropped if it is discarded (an interruption
+//! or a new context before the confirmation), and the messages those tools
+//! send the client app wait for the confirmation (see `tool_runs`).
 
 use std::sync::Arc;
 
@@ -19,7 +22,7 @@ use crate::pipeline::ChildTask;
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 use super::driver::Responder;
-use super::tool_runs::{ToolResults, spawn_result_hub};
+use super::tool_runs::{ToolResults, Unconfirmed, spawn_result_hub};
 use super::tools::ClientToolCalls;
 use super::tools::mcp::{McpServer, session_tools};
 
@@ -34,6 +37,8 @@ pub struct LlmService {
     mcp_servers: Vec<Arc<McpServer>>,
     /// Set when the preemptive reply in flight is confirmed.
     confirmation: Option<watch::Sender<bool>>,
+    /// What the result hub does with a preemptive reply's tool results.
+    unconfirmed: Unconfirmed,
 }
 
 impl LlmService {
@@ -47,6 +52,7 @@ impl LlmService {
             client_calls: None,
             mcp_servers,
             confirmation: None,
+            unconfirmed: Unconfirmed::default(),
         }
     }
 
@@ -104,6 +110,10 @@ impl Processor for LlmService {
             && let Some(confirmation) = self.confirmation.take()
         {
             confirmation.send_replace(true);
+            for data in self.unconfirmed.confirmed().await {
+                ctx.push_downstream(FrameBody::ServerMessage(Arc::new(data)))
+                    .await;
+            }
         }
         let (messages, preemptive) = match frame.body {
             FrameBody::LlmMessages(messages) => (messages, false),
@@ -124,10 +134,12 @@ impl Processor for LlmService {
             // The bot may not be cut off: the answer in flight finishes first.
             self.response.finish().await?;
         }
+        // A reply still unconfirmed is replaced: discarded.
+        self.unconfirmed.discard().await;
         let results = match &self.results {
             Some((results, _)) => results.clone(),
             None => {
-                let (results, hub) = spawn_result_hub(ctx.clone());
+                let (results, hub) = spawn_result_hub(ctx.clone(), self.unconfirmed.clone());
                 self.results = Some((results.clone(), hub));
                 results
             }
@@ -143,6 +155,9 @@ impl Processor for LlmService {
             None
         };
         self.responses += 1;
+        if preemptive {
+            self.unconfirmed.started(self.responses).await;
+        }
         self.response.start(Arc::clone(&self.responder).respond(
             self.responses,
             messages,
@@ -160,11 +175,13 @@ impl Processor for LlmService {
     ) -> Result<(), ProcessorError> {
         self.allow_interruptions = start.allow_interruptions;
         self.add_mcp_tools().await;
-        self.results = Some(spawn_result_hub(ctx.clone()));
+        self.results = Some(spawn_result_hub(ctx.clone(), self.unconfirmed.clone()));
         Ok(())
     }
 
     async fn on_interruption(&mut self, _ctx: &ProcessorContext) {
+        // Before the tools are cancelled: their cancellations go nowhere.
+        self.unconfirmed.discard().await;
         self.response.stop().await;
     }
 

@@ -7,7 +7,18 @@
 //! by an interruption drops its cancellable tools, whose guards deliver
 //! [`TOOL_CANCELLED`] instead, while tools that are not cancellable run on
 //! and still deliver.
+//!
+//! The results of a preemptive response (its tools safe to run early) are
+//! the reply's as much as its words: the hub knows, through
+//! [`Unconfirmed`], the preemptive response awaiting its confirmation and
+//! those discarded unconfirmed. A discarded response's results (real or
+//! cancelled) are dropped here, since its `FunctionCallInProgress` may have
+//! been dropped as stale by the interruption and nothing downstream would
+//! know the result for one of its calls. A pending response's server
+//! messages (system frames, which `assistant_context`'s hold lets pass)
+//! wait for its confirmation, and go with the discard.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +40,8 @@ pub const TOOL_CANCELLED: &str = "CANCELLED: the user interrupted before the too
 
 /// One result on its way to the hub.
 struct Delivery {
+    /// The number of the response that called the tool.
+    response: u64,
     call: ToolCall,
     result: String,
     /// What the tool sends the client app, pushed before the result.
@@ -42,21 +55,107 @@ pub(crate) struct ToolResults {
     tx: mpsc::UnboundedSender<Delivery>,
 }
 
+/// The most discarded responses remembered: a tool that outlives more
+/// replies than that is rare, and its result then recorded as any result
+/// of a call recorded nowhere.
+const DISCARDED_RESPONSES: usize = 16;
+
+/// The preemptive response awaiting confirmation and those discarded
+/// unconfirmed, shared by the LLM processor and its result hub (see the
+/// module docs). An async lock: the hub holds it while it pushes, so a
+/// result is either pushed before the LLM forwards the discard's
+/// interruption (and dropped downstream as stale) or sees the discard.
+#[derive(Clone, Default)]
+pub(crate) struct Unconfirmed(Arc<tokio::sync::Mutex<UnconfirmedResponses>>);
+
+#[derive(Default)]
+struct UnconfirmedResponses {
+    /// The preemptive response awaiting its confirmation, and the server
+    /// messages its tools sent meanwhile.
+    pending: Option<(u64, Vec<Value>)>,
+    /// Responses discarded unconfirmed, oldest first.
+    discarded: VecDeque<u64>,
+}
+
+impl UnconfirmedResponses {
+    fn discard_pending(&mut self) {
+        if let Some((response, messages)) = self.pending.take() {
+            if !messages.is_empty() {
+                tracing::debug!(
+                    response,
+                    "a discarded reply's tool messages to the client: dropped"
+                );
+            }
+            if self.discarded.len() == DISCARDED_RESPONSES {
+                self.discarded.pop_front();
+            }
+            self.discarded.push_back(response);
+        }
+    }
+}
+
+impl Unconfirmed {
+    /// Preemptive response `response` starts (after any pending one was
+    /// discarded).
+    pub(crate) async fn started(&self, response: u64) {
+        let mut responses = self.0.lock().await;
+        responses.discard_pending();
+        responses.pending = Some((response, Vec::new()));
+    }
+
+    /// The pending response is confirmed: the server messages it held back.
+    pub(crate) async fn confirmed(&self) -> Vec<Value> {
+        let mut responses = self.0.lock().await;
+        responses
+            .pending
+            .take()
+            .map(|(_, messages)| messages)
+            .unwrap_or_default()
+    }
+
+    /// The pending response, if any, is discarded unconfirmed: its results
+    /// and messages go nowhere.
+    pub(crate) async fn discard(&self) {
+        self.0.lock().await.discard_pending();
+    }
+}
+
 /// Starts the result hub: it pushes each result as a `FunctionCallResult`
-/// and ends once every sender is gone.
-pub(crate) fn spawn_result_hub(ctx: ProcessorContext) -> (ToolResults, ChildTask) {
+/// (except those of discarded responses, see the module docs) and ends
+/// once every sender is gone.
+pub(crate) fn spawn_result_hub(
+    ctx: ProcessorContext,
+    unconfirmed: Unconfirmed,
+) -> (ToolResults, ChildTask) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
     let hub = ChildTask::spawn("the tool result hub", async move {
         while let Some(delivery) = rx.recv().await {
-            if let Some(data) = delivery.server_message {
-                ctx.push_downstream(FrameBody::ServerMessage(Arc::new(data)))
-                    .await;
+            let mut responses = unconfirmed.0.lock().await;
+            if responses.discarded.contains(&delivery.response) {
+                tracing::debug!(
+                    tool = %delivery.call.name,
+                    "the result of a discarded reply's tool call: dropped"
+                );
+            } else {
+                let mut server_message = delivery.server_message;
+                if let Some((_, held)) = responses
+                    .pending
+                    .as_mut()
+                    .filter(|(pending, _)| *pending == delivery.response)
+                {
+                    held.extend(server_message.take());
+                }
+                if let Some(data) = server_message {
+                    ctx.push_downstream(FrameBody::ServerMessage(Arc::new(data)))
+                        .await;
+                }
+                ctx.push_downstream(FrameBody::FunctionCallResult {
+                    call: delivery.call,
+                    result: delivery.result,
+                })
+                .await;
             }
-            ctx.push_downstream(FrameBody::FunctionCallResult {
-                call: delivery.call,
-                result: delivery.result,
-            })
-            .await;
+            drop(responses);
             if let Some(pushed) = delivery.pushed {
                 // The response may be gone (interrupted): nothing waits then.
                 let _gone = pushed.send(());
@@ -69,6 +168,7 @@ pub(crate) fn spawn_result_hub(ctx: ProcessorContext) -> (ToolResults, ChildTask
 /// Delivers a call's result exactly once: the real one, or
 /// [`TOOL_CANCELLED`] if dropped before.
 struct PendingResult {
+    response: u64,
     call: Option<ToolCall>,
     results: ToolResults,
 }
@@ -83,6 +183,7 @@ impl PendingResult {
             .results
             .tx
             .send(Delivery {
+                response: self.response,
                 call,
                 result,
                 server_message,
@@ -102,6 +203,7 @@ impl Drop for PendingResult {
             tracing::debug!(tool = %call.name, "tool call cancelled");
             // The hub may have stopped with the session: then nobody needs it.
             let _stopped = self.results.tx.send(Delivery {
+                response: self.response,
                 call,
                 result: TOOL_CANCELLED.to_owned(),
                 server_message: None,
@@ -151,6 +253,7 @@ pub(crate) async fn run_tools(
             .and_then(|t| t.timeout())
             .unwrap_or(tool_timeout);
         let pending = PendingResult {
+            response: number,
             call: Some(assembled.call.clone()),
             results: results.clone(),
         };

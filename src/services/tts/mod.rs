@@ -31,7 +31,7 @@ mod ws_wire;
 pub use cartesia::CartesiaTtsConfig;
 pub use elevenlabs::ElevenLabsTtsConfig;
 pub use openai::OpenAiTtsConfig;
-pub use sentences::SentenceSplitter;
+pub use sentences::{SentenceSplitter, ends_sentence};
 pub use service::TtsService;
 
 // The providers' wire protocols, for the fuzz targets (`fuzz/`).

@@ -59,6 +59,13 @@ impl SentenceSplitter {
     }
 }
 
+/// Whether a sentence ends with `word` when `next` is the word spoken after
+/// it, by the same rules as the splitter (so `Dr.` before `Smith` does not
+/// end one). Words are whitespace-free, as a word-timing TTS reports them.
+pub fn ends_sentence(word: &str, next: &str) -> bool {
+    matches!(find_cut(&format!("{word} {next}")), Some((end, _)) if end <= word.len())
+}
+
 /// The first cut in `text`: (end of the sentence, start of what follows).
 fn find_cut(text: &str) -> Option<(usize, usize)> {
     let chars: Vec<(usize, char)> = text.char_indices().collect();
@@ -192,6 +199,17 @@ mod tests {
             split("你好。今天天气很好！", 1),
             ["你好。", "今天天气很好！"]
         );
+    }
+
+    #[test]
+    fn a_word_ends_a_sentence_by_the_splitters_rules() {
+        assert!(ends_sentence("nine.", "It"));
+        assert!(ends_sentence("else?", "Bye"));
+        assert!(ends_sentence("\"hello.\"", "Then"));
+        assert!(!ends_sentence("opens", "at"));
+        assert!(!ends_sentence("Dr.", "Smith"));
+        assert!(!ends_sentence("approx.", "five"));
+        assert!(!ends_sentence("3.5", "dollars"));
     }
 
     #[test]
