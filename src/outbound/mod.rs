@@ -16,13 +16,13 @@ mod dial_retry;
 mod dialer;
 mod lost_sessions;
 mod machine;
+mod overdue;
 mod phone;
 mod request;
 mod settle;
 mod settled;
 mod setup_error;
 mod status;
-mod overdue;
 mod stranded;
 mod twilio_dialer;
 

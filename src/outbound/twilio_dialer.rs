@@ -30,7 +30,7 @@ use crate::store::{
 };
 use crate::transport::twilio::stream_token::{STREAM_TOKEN_PARAMETER, StreamTokens};
 use crate::transport::twilio::{
-    CreateCall, CreateCallError, EndCall, HangUp, HangUpError, CallResource, TwilioRest, twiml,
+    CallResource, CreateCall, CreateCallError, EndCall, HangUp, HangUpError, TwilioRest, twiml,
 };
 
 use super::asked_calls::{Asked, AskedCalls};

@@ -389,13 +389,15 @@ async fn a_placed_call_whose_final_callback_never_came_is_ended_from_twilio_once
     // not retried): the record still says ringing a quarter of an hour on.
     let unanswered = "CA00000000000000000000000000000a01";
     rig.left_ringing("unanswered", unanswered, 15).await;
-    rig.twilio.has_call(unanswered, "+15551230011", "no-answer", 0);
+    rig.twilio
+        .has_call(unanswered, "+15551230011", "no-answer", 0);
     // One still ringing at Twilio (held in its queue) is left to its
     // callback, and one too young to have rung out is not read at all.
     let queued = "CA00000000000000000000000000000a02";
     rig.left_ringing("held", queued, 14).await;
     rig.twilio.has_call(queued, "+15551230011", "ringing", 0);
-    rig.left_ringing("young", "CA00000000000000000000000000000a03", 1).await;
+    rig.left_ringing("young", "CA00000000000000000000000000000a03", 1)
+        .await;
 
     let dialer = rig.dialer();
     let stopping = std::sync::atomic::AtomicBool::new(false);
@@ -407,7 +409,10 @@ async fn a_placed_call_whose_final_callback_never_came_is_ended_from_twilio_once
     assert!(failed.is_err(), "{failed:?}");
     assert_eq!(rig.status("unanswered").await.0, CallStatus::Ringing);
 
-    let ended = dialer.sweep_calls(window.0, window.1, &stopping).await.unwrap();
+    let ended = dialer
+        .sweep_calls(window.0, window.1, &stopping)
+        .await
+        .unwrap();
     assert_eq!(ended, 1);
     assert_eq!(rig.status("unanswered").await.0, CallStatus::NoAnswer);
     assert_eq!(rig.status("held").await.0, CallStatus::Ringing);
@@ -418,7 +423,13 @@ async fn a_placed_call_whose_final_callback_never_came_is_ended_from_twilio_once
 
     // Its after-call work runs as for a callback: the webhook, once,
     // however often it is swept or the callback comes late after all.
-    assert_eq!(dialer.sweep_calls(window.0, window.1, &stopping).await.unwrap(), 0);
+    assert_eq!(
+        dialer
+            .sweep_calls(window.0, window.1, &stopping)
+            .await
+            .unwrap(),
+        0
+    );
     let server = rig.server().await;
     let url = "https://voice.example.test/twilio/status?call_id=unanswered";
     let late = [

@@ -4,9 +4,13 @@
 //! It runs inside the evaluation job, so it is at least once and taken
 //! over from a crashed worker; it is idempotent because the optimisation's
 //! id is the call's: a stored trace `optimisation:{call_id}` means it is
-//! done, and a deployment writes the live key, the version counter, the
-//! history entry and the trace in one atomic compare-and-set, so a worker
-//! killed at any point leaves either all of it or none. A permanent
+//! done. A deployment writes the live key, the version counter and the
+//! history entry in one atomic compare-and-set; the trace goes with them
+//! in the memory store, but on Redis it lives in another slot and is
+//! written just after. A run that stopped between the two is finished by
+//! the next one: a history entry naming this optimisation means it is
+//! deployed, and its trace is rebuilt from the entry instead of
+//! optimising (and deploying) again. A permanent
 //! failure (no usable candidate, a judge that never answers in JSON) is
 //! recorded in the trace and the step succeeds; a store error, or a model
 //! that cannot be reached (the writer, the agent's model, the case judge),
@@ -359,6 +363,24 @@ impl OptimiserStep {
         Ok(trace)
     }
 
+    /// The trace of a version of `key` already deployed by optimisation
+    /// `call.call_id` (found in the prompt history, which is written
+    /// atomically with the deployment), rebuilt from its history entry:
+    /// the current prompt's scores are not kept there.
+    async fn deployed_without_trace(
+        &self,
+        call: &CallRecord,
+        key: &PromptKey,
+    ) -> Result<Option<OptimisationTrace>, StoreError> {
+        let history = self.store.prompt_history(key).await?;
+        Ok(deployed_trace(
+            &history,
+            &call.call_id,
+            key,
+            self.section.threshold,
+        ))
+    }
+
     /// The test cases used: the newest `sample`, or all.
     fn sample(&self, mut cases: Vec<TestCase>) -> Vec<TestCase> {
         let sample = self.section.sample;
@@ -391,6 +413,38 @@ fn deferred(reason: String) -> PostCallError {
         step: "optimiser",
         reason,
     }
+}
+
+/// The trace of the version in `history` that optimisation `id`
+/// deployed, if any, rebuilt from its history entry.
+fn deployed_trace(
+    history: &[PromptVersion],
+    id: &str,
+    key: &PromptKey,
+    threshold: f64,
+) -> Option<OptimisationTrace> {
+    let entry = history
+        .iter()
+        .rev()
+        .find(|v| v.version > 0 && v.optimisation.as_deref() == Some(id))?;
+    Some(OptimisationTrace {
+        id: id.to_owned(),
+        key: key.to_string(),
+        call_id: entry.call_id.clone().unwrap_or_else(|| id.to_owned()),
+        base_version: entry.version - 1,
+        candidate: entry.prompt.clone(),
+        candidate_scores: entry.scores.clone(),
+        current_scores: None,
+        threshold,
+        decision: Decision::Deployed,
+        reason: format!(
+            "{} (trace rebuilt from the prompt history: the run that deployed it stopped before storing it)",
+            entry.reason
+        ),
+        deployed_version: Some(entry.version),
+        llm_calls: 0,
+        at: entry.deployed_at.clone(),
+    })
 }
 
 /// What an optimisation starts from.
@@ -428,6 +482,21 @@ impl PostCallStep for OptimiserStep {
                 decision = done.decision.as_str(),
                 "optimisation already recorded; a re-run settles it"
             );
+            self.settle(call_id, &key, &[call_id.to_owned()]).await?;
+            return Ok(());
+        }
+        if let Some(trace) = self.deployed_without_trace(call, &key).await? {
+            // On Redis the trace is written after the deployment (another
+            // slot): a run stopped between the two left a live version
+            // whose trace is missing. Optimising again would deploy a
+            // second version for the same failed call.
+            tracing::warn!(
+                call_id,
+                key = %key,
+                version = trace.deployed_version,
+                "deployment found in the prompt history without its trace; trace rebuilt, not optimising again"
+            );
+            self.store.put_optimisation(&trace).await?;
             self.settle(call_id, &key, &[call_id.to_owned()]).await?;
             return Ok(());
         }

@@ -49,13 +49,16 @@ impl PromptHistoryStore for RedisStore {
         let Ok(version) = u64::try_from(answer) else {
             return Ok(Deployed::Conflict(answer.unsigned_abs() - 1));
         };
-        // The trace is keyed by its own id, in another slot: written once
-        // the version it explains is deployed. The deployment stands if it
-        // cannot be (an error would have the caller deploy again).
+        // The trace is keyed by its own id, in another slot (so not in the
+        // script): written once the version it explains is deployed. If it
+        // cannot be, the error makes the job run again, and the optimiser
+        // rebuilds the trace from the history entry written above instead
+        // of deploying again (`OptimiserStep`).
         if let Some(trace) = trace
             && let Err(error) = self.put_optimisation(trace).await
         {
-            tracing::warn!(%error, optimisation = %trace.id, "deployed, but the optimisation trace is not stored");
+            tracing::warn!(%error, optimisation = %trace.id, "deployed, but the optimisation trace is not stored yet");
+            return Err(error);
         }
         Ok(Deployed::Deployed(version))
     }

@@ -43,6 +43,8 @@ pub mod twiml;
 
 pub use call::{AcceptError, CallHandle, CallOptions, TwilioCall};
 pub use input::{StreamEnd, TwilioInput};
-pub use rest::{CreateCall, CreateCallError, EndCall, HangUp, HangUpError, CallResource, TwilioRest};
+pub use rest::{
+    CallResource, CreateCall, CreateCallError, EndCall, HangUp, HangUpError, TwilioRest,
+};
 pub use sink::TwilioSink;
 pub use socket::{HangUpTarget, StreamSocket};

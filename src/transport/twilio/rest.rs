@@ -383,7 +383,9 @@ fn fetched_call(status: u16, body: &str) -> Result<Option<CallResource>, HangUpE
         body: body.chars().take(200).collect(),
     };
     match status {
-        200..=299 => serde_json::from_str(body).map(Some).map_err(|_| unreadable()),
+        200..=299 => serde_json::from_str(body)
+            .map(Some)
+            .map_err(|_| unreadable()),
         404 => Ok(None),
         _ => Err(unreadable()),
     }

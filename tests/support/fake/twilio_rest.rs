@@ -169,7 +169,11 @@ async fn read_call(
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok();
     if down {
-        return twilio_error(StatusCode::SERVICE_UNAVAILABLE, 20503, "Service Unavailable");
+        return twilio_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            20503,
+            "Service Unavailable",
+        );
     }
     let call_sid = call.strip_suffix(".json").unwrap_or(&call);
     let Some(placed) = shared.calls.lock().unwrap().get(call_sid).cloned() else {
@@ -184,7 +188,10 @@ async fn read_call(
         (None, true) => "in-progress".to_owned(),
         (None, false) => "ringing".to_owned(),
     };
-    let duration = placed.final_status.as_ref().map(|_| placed.duration_secs.to_string());
+    let duration = placed
+        .final_status
+        .as_ref()
+        .map(|_| placed.duration_secs.to_string());
     axum::Json(serde_json::json!({
         "account_sid": account_sid,
         "sid": placed.sid,

@@ -319,16 +319,23 @@ fn a_read_call_is_its_status_duration_and_verdict_or_none_when_twilio_has_none()
     );
     let answered = r#"{"status": "completed", "duration": "42", "answered_by": "human"}"#;
     let call = fetched_call(200, answered).unwrap().unwrap();
-    assert_eq!((call.duration, call.answered_by.as_deref()), (Some(42), Some("human")));
+    assert_eq!(
+        (call.duration, call.answered_by.as_deref()),
+        (Some(42), Some("human"))
+    );
     let ringing = r#"{"status": "ringing", "duration": null}"#;
     assert_eq!(fetched_call(200, ringing).unwrap().unwrap().duration, None);
-    let missing = r#"{"code": 20404, "message": "The requested resource was not found", "status": 404}"#;
+    let missing =
+        r#"{"code": 20404, "message": "The requested resource was not found", "status": 404}"#;
     assert_eq!(fetched_call(404, missing).unwrap(), None);
     // A 5xx is transient (tried again); an answer that is not a call, or a
     // refusal, is an error with the start of its body.
     let down = fetched_call(503, "busy").unwrap_err();
     assert!(down.is_transient(), "{down}");
-    assert!(matches!(fetched_call(200, "<html>"), Err(HangUpError::Status { status: 200, .. })));
+    assert!(matches!(
+        fetched_call(200, "<html>"),
+        Err(HangUpError::Status { status: 200, .. })
+    ));
     let refused = fetched_call(401, r#"{"code": 20003}"#).unwrap_err();
     assert!(!refused.is_transient());
 }
