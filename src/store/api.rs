@@ -151,9 +151,13 @@ pub trait PromptHistoryStore: Send + Sync {
 
     /// Makes `entry` live at `key` if the key is still at version
     /// `expected` (compare-and-set), atomically with its history entry,
-    /// the version counter and, if given, the trace. `entry.version` must
-    /// be `expected + 1`. The first deployment also records what the key
-    /// held before as version 0.
+    /// the version counter and, if given, the trace (the memory store;
+    /// Redis writes the trace just after, in its own slot, and returns its
+    /// error if it cannot: the history entry then stands for it).
+    /// `entry.version` must be `expected + 1`. A conflict also when the
+    /// history already holds a version deployed by `entry.optimisation`
+    /// (a duplicate run of one optimisation deploys once). The first
+    /// deployment also records what the key held before as version 0.
     async fn deploy_prompt(
         &self,
         key: &PromptKey,
@@ -169,7 +173,9 @@ pub trait PromptHistoryStore: Send + Sync {
     /// Every prompt key holding a text (a key scan: for the operator).
     async fn prompt_keys(&self) -> Result<Vec<PromptKey>, StoreError>;
 
-    /// Stores (or replaces) an optimisation's trace.
+    /// Stores (or replaces) an optimisation's trace, unless the stored one
+    /// is [`Decision::Deployed`](crate::store::Decision::Deployed): a
+    /// duplicate run's later trace never replaces a deployment's.
     async fn put_optimisation(&self, trace: &OptimisationTrace) -> Result<(), StoreError>;
 
     /// An optimisation's trace, if stored.

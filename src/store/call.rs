@@ -347,6 +347,32 @@ mod tests {
     }
 
     #[test]
+    fn the_first_verdict_stays_unless_one_is_asked_for_afresh() {
+        let mut call = CallRecord::pending("c1", "twilio", Segment::default(), BTreeMap::new(), 0);
+        let verdict = |outcome: Outcome, score: f64| Evaluation::Evaluated {
+            outcome,
+            score,
+            tactics: Vec::new(),
+            reason: String::new(),
+            model: "m".into(),
+            at: String::new(),
+        };
+        call.apply(&CallChange::Evaluated(verdict(Outcome::Success, 0.9)), 0);
+        call.apply(&CallChange::Evaluated(verdict(Outcome::Failure, 0.1)), 0);
+        assert_eq!(call.evaluation, Some(verdict(Outcome::Success, 0.9)));
+        assert_eq!(
+            (call.outcome, call.score),
+            (Some(Outcome::Success), Some(0.9))
+        );
+        call.apply(&CallChange::Reevaluated(verdict(Outcome::Failure, 0.1)), 0);
+        assert_eq!(call.evaluation, Some(verdict(Outcome::Failure, 0.1)));
+        assert_eq!(
+            (call.outcome, call.score),
+            (Some(Outcome::Failure), Some(0.1))
+        );
+    }
+
+    #[test]
     fn a_waiting_lesson_moves_on_once_and_the_first_final_one_stays() {
         let mut call = CallRecord::pending("c1", "twilio", Segment::default(), BTreeMap::new(), 0);
         let waiting = |model: &str| Learned::Waiting {

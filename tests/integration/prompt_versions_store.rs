@@ -58,6 +58,13 @@ async fn call_setup_reads_the_prompt_within_its_budget_beside_a_long_history() {
     assert_eq!(memory.prompt().source(), SEGMENT_KEY);
 }
 
+fn superseded_as(trace: &voxpipe::store::OptimisationTrace) -> voxpipe::store::OptimisationTrace {
+    voxpipe::store::OptimisationTrace {
+        decision: Decision::Superseded,
+        ..trace.clone()
+    }
+}
+
 /// The store's part, on both backends: compare-and-set deployments with
 /// their history and trace, the rate limit's slots, the failure sets.
 async fn prompt_history_contract(store: &dyn Store) {
@@ -109,8 +116,42 @@ async fn prompt_history_contract(store: &dyn Store) {
         (0, "Hand written.")
     );
     assert_eq!(history[1], version(1, "One."));
-    assert_eq!(store.optimisation("c1").await.unwrap(), Some(trace));
+    assert_eq!(store.optimisation("c1").await.unwrap(), Some(trace.clone()));
     assert_eq!(store.optimisation("c2").await.unwrap(), None);
+    // A duplicate run of optimisation c1, evaluated against version 1:
+    // c1 is deployed already, so it is a conflict and nothing is written.
+    let twice = PromptVersion {
+        version: 2,
+        ..version(1, "One again.")
+    };
+    assert_eq!(
+        store.deploy_prompt(&key, 1, &twice, None).await.unwrap(),
+        Deployed::Conflict(1)
+    );
+    assert_eq!(store.prompt_state(&key).await.unwrap().version, 1);
+    // Nor does its later trace replace the deployed one.
+    let superseded = OptimisationTrace {
+        decision: Decision::Superseded,
+        deployed_version: None,
+        ..trace.clone()
+    };
+    store.put_optimisation(&superseded).await.unwrap();
+    assert_eq!(store.optimisation("c1").await.unwrap(), Some(trace));
+    // A trace not deployed is replaced as before.
+    let rejected = OptimisationTrace {
+        id: "c9".into(),
+        decision: Decision::Rejected,
+        ..superseded.clone()
+    };
+    store.put_optimisation(&rejected).await.unwrap();
+    store
+        .put_optimisation(&superseded_as(&rejected))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.optimisation("c9").await.unwrap().unwrap().decision,
+        Decision::Superseded
+    );
     assert_eq!(
         store.prompt_keys().await.unwrap(),
         std::slice::from_ref(&key),

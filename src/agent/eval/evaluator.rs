@@ -9,6 +9,9 @@
 //!    again later, like a post-call step whose service is down. The verdict goes into `call:{id}` (outcome, score and the
 //!    full evaluation) *first*, so a re-run of the same job (a crashed
 //!    worker's, reclaimed) reuses it instead of asking the judge again.
+//!    The first verdict stored stays (unless a fresh one was asked for):
+//!    of two workers judging one call at once, both go on with the verdict
+//!    the store kept, so its tactics land in one list only.
 //! 2. The tactics: `session:{id}:tactics` is replaced with the tactics the
 //!    judge saw (24 h TTL), and they are merged without repeats into
 //!    `agent:winning_tactics` on success or `agent:failed_tactics` on
@@ -161,11 +164,28 @@ impl Evaluator {
             }
             (stored, _) => {
                 let turns = self.store.turns(call_id).await?;
-                let evaluation = self.judge(&**judge, &record, &turns).await?;
-                self.store
-                    .update_call(call_id, &CallChange::Evaluated(evaluation.clone()))
-                    .await?;
-                if stored.is_some() {
+                let judged = self.judge(&**judge, &record, &turns).await?;
+                let change = if fresh {
+                    CallChange::Reevaluated(judged.clone())
+                } else {
+                    CallChange::Evaluated(judged.clone())
+                };
+                // What is stored is what counts: another worker running
+                // the same job may have stored its verdict first, and
+                // then that one is kept, its tactics merged and the
+                // post-call steps run on it (by both workers alike).
+                let evaluation = self
+                    .store
+                    .update_call(call_id, &change)
+                    .await?
+                    .and_then(|stored| stored.evaluation)
+                    .ok_or_else(|| EvalError::UnknownCall(call_id.to_owned()))?;
+                if evaluation != judged {
+                    tracing::info!(
+                        call_id,
+                        "another run stored its verdict first; continuing with that one"
+                    );
+                } else if stored.is_some() {
                     revision = Some(evaluation.at().to_owned());
                 } else if fresh {
                     if_delivered = Some(evaluation.at().to_owned());

@@ -189,6 +189,14 @@ impl OptimiserStep {
                 Ok(deployed)
             }
             Deployed::Conflict(current) => {
+                // A duplicate run of this optimisation (the same job on
+                // two workers) deployed first: that deployment is this
+                // optimisation's, not a rival's.
+                let history = store.prompt_history(key).await?;
+                if let Some(ours) = deployed_trace(&history, base.id, key, self.section.threshold) {
+                    tracing::info!(key = %key, call_id = %call.call_id, version = ours.deployed_version, "another run of this optimisation deployed it");
+                    return Ok(self.store.optimisation(base.id).await?.unwrap_or(ours));
+                }
                 let lost = OptimisationTrace {
                     decision: Decision::Superseded,
                     reason: format!(
@@ -476,19 +484,16 @@ impl PostCallStep for OptimiserStep {
         let Some(key) = PromptKey::candidates(&call.segment).into_iter().next() else {
             return Ok(());
         };
-        if let Some(done) = self.store.optimisation(call_id).await? {
-            tracing::info!(
-                call_id,
-                decision = done.decision.as_str(),
-                "optimisation already recorded; a re-run settles it"
-            );
-            self.settle(call_id, &key, &[call_id.to_owned()]).await?;
-            return Ok(());
-        }
-        if let Some(trace) = self.deployed_without_trace(call, &key).await? {
+        let done = self.store.optimisation(call_id).await?;
+        if done
+            .as_ref()
+            .is_none_or(|d| d.decision != Decision::Deployed)
+            && let Some(trace) = self.deployed_without_trace(call, &key).await?
+        {
             // On Redis the trace is written after the deployment (another
             // slot): a run stopped between the two left a live version
-            // whose trace is missing. Optimising again would deploy a
+            // whose trace is missing (or, from a duplicate run of the job,
+            // says it was not deployed). Optimising again would deploy a
             // second version for the same failed call.
             tracing::warn!(
                 call_id,
@@ -497,6 +502,15 @@ impl PostCallStep for OptimiserStep {
                 "deployment found in the prompt history without its trace; trace rebuilt, not optimising again"
             );
             self.store.put_optimisation(&trace).await?;
+            self.settle(call_id, &key, &[call_id.to_owned()]).await?;
+            return Ok(());
+        }
+        if let Some(done) = done {
+            tracing::info!(
+                call_id,
+                decision = done.decision.as_str(),
+                "optimisation already recorded; a re-run settles it"
+            );
             self.settle(call_id, &key, &[call_id.to_owned()]).await?;
             return Ok(());
         }

@@ -8,7 +8,7 @@ use super::keyspace::{Keyspace, Op};
 use super::store::MemoryStore;
 use crate::store::codec::{decode_list, encode};
 use crate::store::time::rfc3339;
-use crate::store::{Deployed, OptimisationTrace, PromptKey, PromptState, PromptVersion};
+use crate::store::{Decision, Deployed, OptimisationTrace, PromptKey, PromptState, PromptVersion};
 use crate::store::{PromptHistoryStore, StoreError};
 
 /// The version counter at `key` (0 when missing or not a number; the
@@ -25,6 +25,16 @@ fn set(key: String, value: String) -> Op {
         value,
         expires_at_ms: None,
     }
+}
+
+/// Whether `history` holds a version deployed by optimisation `id` (as
+/// Redis's `DEPLOY_PROMPT` checks: a duplicate run does not deploy twice).
+fn deployed_by(history: &[String], id: Option<&str>) -> bool {
+    let Some(id) = id else { return false };
+    history.iter().any(|item| {
+        serde_json::from_str::<PromptVersion>(item)
+            .is_ok_and(|entry| entry.optimisation.as_deref() == Some(id))
+    })
 }
 
 /// Members of a sorted set by score, oldest first.
@@ -67,7 +77,9 @@ impl PromptHistoryStore for MemoryStore {
             .transpose()?;
         self.write(|ks, now| {
             let current = version_at(ks, &version_key, now);
-            if current != expected {
+            if current != expected
+                || deployed_by(ks.list(&history, now), entry.optimisation.as_deref())
+            {
                 return (Vec::new(), Ok(Deployed::Conflict(current)));
             }
             let mut ops = Vec::new();
@@ -125,7 +137,21 @@ impl PromptHistoryStore for MemoryStore {
     async fn put_optimisation(&self, trace: &OptimisationTrace) -> Result<(), StoreError> {
         let key = self.settings.keys.optimisation(&trace.id);
         let json = encode(&key, trace)?;
-        self.write(|_, _| (vec![set(key, json)], ()))
+        let kept = self.write(|ks, now| {
+            let deployed = ks
+                .string(&key, now)
+                .and_then(|old| serde_json::from_str::<OptimisationTrace>(old).ok())
+                .is_some_and(|old| old.decision == Decision::Deployed);
+            if deployed {
+                (Vec::new(), true)
+            } else {
+                (vec![set(key, json)], false)
+            }
+        })?;
+        if kept {
+            tracing::info!(optimisation = %trace.id, decision = trace.decision.as_str(), "a deployed trace is kept; this one is not stored");
+        }
+        Ok(())
     }
 
     async fn optimisation(&self, id: &str) -> Result<Option<OptimisationTrace>, StoreError> {

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::scripts::{DEPLOY_PROMPT, TAKE_SLOT};
+use super::scripts::{DEPLOY_PROMPT, PUT_TRACE, TAKE_SLOT};
 use super::store::RedisStore;
 use crate::store::codec::{decode_list, encode};
 use crate::store::time::rfc3339;
@@ -44,7 +44,8 @@ impl PromptHistoryStore for RedisStore {
             .arg(encode(&history, entry)?)
             .arg(&entry.prompt)
             .arg(rfc3339(entry.deployed_at_ms))
-            .arg(entry.deployed_at_ms);
+            .arg(entry.deployed_at_ms)
+            .arg(entry.optimisation.as_deref().unwrap_or_default());
         let answer: i64 = self.invoke(&deploy).await?;
         let Ok(version) = u64::try_from(answer) else {
             return Ok(Deployed::Conflict(answer.unsigned_abs() - 1));
@@ -86,7 +87,13 @@ impl PromptHistoryStore for RedisStore {
     async fn put_optimisation(&self, trace: &OptimisationTrace) -> Result<(), StoreError> {
         let key = self.settings.keys.optimisation(&trace.id);
         let json = encode(&key, trace)?;
-        self.query(redis::cmd("SET").arg(&key).arg(json)).await
+        let mut put = PUT_TRACE.key(&key);
+        put.arg(json);
+        let written: i64 = self.invoke(&put).await?;
+        if written == 0 {
+            tracing::info!(optimisation = %trace.id, decision = trace.decision.as_str(), "a deployed trace is kept; this one is not stored");
+        }
+        Ok(())
     }
 
     async fn optimisation(&self, id: &str) -> Result<Option<OptimisationTrace>, StoreError> {

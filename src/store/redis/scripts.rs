@@ -235,14 +235,26 @@ return added
 
 /// Deploys a prompt version by compare-and-set on its version counter.
 /// KEYS: live key, version counter, history (one slot). ARGV: expected
-/// version, history entry JSON, prompt, now RFC 3339, now ms. Returns the new version, or `-(current + 1)` when the counter
-/// is not at the expected version (nothing written). The first deployment
+/// version, history entry JSON, prompt, now RFC 3339, now ms, the
+/// optimisation's id ('' for none). Returns the new version, or
+/// `-(current + 1)` when the counter is not at the expected version, or
+/// when the history already holds a version deployed by this optimisation
+/// (a duplicate run of it: deploying again would put two versions down
+/// to one failed call); nothing is written then. The first deployment
 /// records what the live key held as version 0.
 pub(super) static DEPLOY_PROMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local current = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 if current ~= tonumber(ARGV[1]) then return -current - 1 end
+if ARGV[6] ~= '' then
+  for _, item in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    local ok, entry = pcall(cjson.decode, item)
+    if ok and type(entry) == 'table' and entry.optimisation == ARGV[6] then
+      return -current - 1
+    end
+  end
+end
 if current == 0 and redis.call('LLEN', KEYS[3]) == 0 then
   local before = redis.call('GET', KEYS[1]) or ''
   redis.call('RPUSH', KEYS[3], cjson.encode({version = 0, prompt = before,
@@ -270,6 +282,25 @@ if holder == false then
 end
 if holder == ARGV[1] then return 1 end
 return 0
+",
+    )
+});
+
+/// Stores an optimisation's trace unless the one stored says it was
+/// deployed: a deployment stands, and a duplicate run of the same
+/// optimisation (rejected, rate limited, or superseded by that very
+/// deployment) must not explain it away. KEYS: the trace. ARGV: JSON.
+/// Returns 1 if written, 0 if a deployed trace was kept.
+pub(super) static PUT_TRACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local old = redis.call('GET', KEYS[1])
+if old then
+  local ok, trace = pcall(cjson.decode, old)
+  if ok and type(trace) == 'table' and trace.decision == 'deployed' then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
 ",
     )
 });
