@@ -178,6 +178,12 @@ pub struct CallRecord {
     /// toward giving the job up.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub post_call_deferrals: u64,
+    /// Deliveries of the call's post-call job that began running (noted
+    /// before the run): a delivery handed to a worker that stopped before
+    /// running it (a read cut short by shutdown) is not one, so it does not
+    /// count toward giving the job up.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub post_call_runs: u64,
     /// The call's recording, when `[recording]` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<CallRecording>,
@@ -225,6 +231,7 @@ impl CallRecord {
             extraction: None,
             objects: StoredObjects::default(),
             post_call_deferrals: 0,
+            post_call_runs: 0,
             recording: None,
             learned: None,
             optimisation: None,

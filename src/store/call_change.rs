@@ -63,6 +63,9 @@ impl CallRecord {
             CallChange::PostCallDeferred => {
                 self.post_call_deferrals = self.post_call_deferrals.saturating_add(1);
             }
+            CallChange::PostCallBegun => {
+                self.post_call_runs = self.post_call_runs.saturating_add(1);
+            }
             CallChange::Recorded(recording) => self.recording = Some(recording.clone()),
             // Waiting moves on to a final state; the first final state
             // stays (two workers racing on one job record one lesson).
@@ -213,6 +216,9 @@ pub enum CallChange {
     /// A delivery of the post-call job ended because a service a step needs
     /// was down; the job stays pending and runs again.
     PostCallDeferred,
+    /// A delivery of the post-call job is about to run (counted before
+    /// it runs, so a worker that dies in the run has it counted).
+    PostCallBegun,
     /// Its recording was finished (or failed).
     Recorded(CallRecording),
     /// The learning step recorded what it took from the call (see

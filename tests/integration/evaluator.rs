@@ -326,6 +326,13 @@ async fn a_job_that_keeps_killing_its_workers_is_given_up() {
         .await
         .unwrap();
     assert_eq!(again[0].deliveries, 2);
+    // Each began running (noted on the call) before its worker died.
+    for _ in 0..2 {
+        store
+            .update_call("s1", &voxpipe::store::CallChange::PostCallBegun)
+            .await
+            .unwrap();
+    }
 
     let third = runtime.worker("third").unwrap();
     assert_eq!(third.drain().await.unwrap(), 1);
@@ -388,6 +395,13 @@ async fn a_job_given_up_after_its_verdict_was_stored_still_merges_the_tactics() 
         .update_call("s1", &voxpipe::store::CallChange::Evaluated(evaluation))
         .await
         .unwrap();
+    // Each began running (noted on the call) before its worker died.
+    for _ in 0..2 {
+        store
+            .update_call("s1", &voxpipe::store::CallChange::PostCallBegun)
+            .await
+            .unwrap();
+    }
     store
         .reclaim_jobs("second", Duration::ZERO, 1)
         .await
