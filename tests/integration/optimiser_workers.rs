@@ -112,7 +112,7 @@ async fn two_workers_optimising_one_segment_leave_one_deployment_and_a_rejection
         judge: Arc::new(Rule {
             name: "scorer",
             answer: |messages| {
-                let good = messages[1].1.ends_with("Good answer.");
+                let good = messages[1].1.contains("Good answer.");
                 json!({"score": if good { 0.8 } else { 0.3 }, "reason": "by rule"}).to_string()
             },
         }),
