@@ -90,6 +90,31 @@ pub trait RefinementStore: Send + Sync {
     async fn add_tactics(&self, list: TacticsList, tactics: &[String])
     -> Result<usize, StoreError>;
 
+    /// As [`Self::add_tactics`], and notes `call_id` among the distinct
+    /// calls that named each tactic (up to
+    /// [`MAX_CALLS_NOTED_PER_TACTIC`](crate::store::MAX_CALLS_NOTED_PER_TACTIC);
+    /// the same call again is not counted twice). One script on Redis; the
+    /// embedded store writes the list, then the calls (noting is additive,
+    /// so nothing is lost between the two).
+    async fn add_call_tactics(
+        &self,
+        list: TacticsList,
+        call_id: &str,
+        tactics: &[String],
+    ) -> Result<usize, StoreError>;
+
+    /// Per tactic identity of `list`, how many distinct calls named it
+    /// (noted by [`Self::add_call_tactics`]; tactics added otherwise have
+    /// none).
+    async fn tactic_calls(
+        &self,
+        list: TacticsList,
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError>;
+
+    /// Takes the tactic with `tactic`'s identity out of `list` (and its
+    /// noted calls); false when the list does not hold it.
+    async fn remove_tactic(&self, list: TacticsList, tactic: &str) -> Result<bool, StoreError>;
+
     /// Replaces `session:{id}:tactics` (with its 24 h TTL).
     async fn set_session_tactics(
         &self,

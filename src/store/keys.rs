@@ -89,6 +89,13 @@ impl Keys {
         self.key(format_args!("{}", list.key_name()))
     }
 
+    /// `{agent:winning_tactics}:calls` (for each list): per tactic
+    /// identity, the distinct calls that named it (JSON array of ids), in
+    /// the list's Cluster slot: one script writes both.
+    pub fn tactic_calls(&self, list: TacticsList) -> String {
+        part_of(&self.tactics(list), format_args!("calls"))
+    }
+
     /// `test_cases:list`: the learning loop's test cases.
     pub fn test_cases(&self) -> String {
         self.key(format_args!("test_cases:list"))

@@ -78,8 +78,9 @@ pub use settings::StoreSettings;
 pub use skill::{Skill, pack_vector, trigger_hash, unpack_vector};
 pub use stored_objects::StoredObjects;
 pub use tactics::{
-    MAX_TACTIC_CHARS, MAX_TACTICS_IN_PROMPT, MAX_TACTICS_KEPT, MAX_TACTICS_PER_CALL, TacticsList,
-    bounded_tactics, clean_tactic, merge_tactics, tactic_identity,
+    MAX_CALLS_NOTED_PER_TACTIC, MAX_TACTIC_CHARS, MAX_TACTICS_IN_PROMPT, MAX_TACTICS_KEPT,
+    MAX_TACTICS_PER_CALL, TacticsList, bounded_tactics, clean_tactic, merge_tactics,
+    tactic_identity,
 };
 pub use test_case::TestCase;
 pub use text_store::{EndClaim, TextEnd, TextStore};

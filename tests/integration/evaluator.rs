@@ -535,3 +535,30 @@ async fn two_workers_judging_one_call_go_on_with_the_first_verdict_stored() {
         "the overtaken verdict's tactics are not merged"
     );
 }
+
+#[tokio::test]
+async fn a_callers_number_or_address_never_reaches_the_tactics_lists() {
+    let (_redis, judge, runtime, store) = setup("").await.parts();
+    judge.push_chats([verdict(
+        "success",
+        0.9,
+        &[
+            "Text them at +1 (615) 484-6056",
+            "Send the deck to jane@example.com",
+        ],
+    )]);
+    session(&runtime, "s1", CALL).await;
+    assert_eq!(runtime.worker("w1").unwrap().drain().await.unwrap(), 1);
+    assert_eq!(
+        store.tactics(TacticsList::Winning).await.unwrap(),
+        ["Text them at [phone]", "Send the deck to [email]"]
+    );
+    assert_eq!(
+        store.session_tactics("s1").await.unwrap(),
+        ["Text them at [phone]", "Send the deck to [email]"]
+    );
+    assert_eq!(
+        store.tactic_calls(TacticsList::Winning).await.unwrap()["text them at [phone]"],
+        1
+    );
+}

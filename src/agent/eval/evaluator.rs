@@ -15,7 +15,8 @@
 //! 2. The tactics: `session:{id}:tactics` is replaced with the tactics the
 //!    judge saw (24 h TTL), and they are merged without repeats into
 //!    `agent:winning_tactics` on success or `agent:failed_tactics` on
-//!    failure. `agent:tactics` is never written.
+//!    failure, phone numbers and e-mail addresses redacted, the call noted
+//!    among those that named each tactic (`tactic_min_calls`). `agent:tactics` is never written.
 //! 3. The post-call steps ([`PostCallStep`]) run, in order, on the call as
 //!    stored after the verdict.
 //! 4. The call-completed webhook, if configured, is queued.
@@ -34,6 +35,7 @@ use super::http::unavailable;
 use super::judge::{JudgeModel, render_transcript};
 use super::verdict::Verdict;
 use crate::agent::post_call::{PostCallError, PostCallStep};
+use crate::agent::redact::redact_contacts;
 use crate::agent::webhook::{WebhookSettings, queue_call_completed};
 use crate::store::time::{rfc3339, unix_ms};
 use crate::store::{CallChange, CallRecord, Evaluation, Interaction, Outcome, TacticsList};
@@ -350,12 +352,16 @@ impl Evaluator {
         else {
             return Ok(());
         };
-        self.store.set_session_tactics(call_id, tactics).await?;
+        // The judge's tactics come from what was said on the call: no
+        // caller's number or address goes into the lists (and from there
+        // into every later prompt).
+        let tactics: Vec<String> = tactics.iter().map(|t| redact_contacts(t)).collect();
+        self.store.set_session_tactics(call_id, &tactics).await?;
         let list = match outcome {
             Outcome::Success => TacticsList::Winning,
             Outcome::Failure => TacticsList::Failed,
         };
-        let added = self.store.add_tactics(list, tactics).await?;
+        let added = self.store.add_call_tactics(list, call_id, &tactics).await?;
         tracing::info!(call_id, list = list.key_name(), added, "tactics merged");
         Ok(())
     }

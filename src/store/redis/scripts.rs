@@ -76,6 +76,93 @@ return added
     )
 });
 
+/// [`ADD_TACTICS`], and notes the call among the distinct calls that named
+/// each tactic: KEYS[2] is a hash (same slot) from a tactic's identity to
+/// a JSON array of call ids, at most ARGV[3] of them; the fields of
+/// tactics trimmed off the list go once the hash holds more than the list
+/// keeps. KEYS: list, calls. ARGV: how many to keep, call id, calls noted
+/// per tactic, then the tactics. Returns how many were added.
+pub(super) static ADD_CALL_TACTICS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local function identity(s)
+  local words = {}
+  for word in string.gmatch(s, '%S+') do words[#words + 1] = word end
+  return string.lower(table.concat(words, ' '))
+end
+local stored = {}
+for _, tactic in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  stored[identity(tactic)] = tactic
+end
+local done = {}
+local added = 0
+for i = 4, #ARGV do
+  local id = identity(ARGV[i])
+  if id ~= '' and not done[id] then
+    done[id] = true
+    local old = stored[id]
+    if old then
+      redis.call('LREM', KEYS[1], 0, old)
+      redis.call('RPUSH', KEYS[1], old)
+    else
+      redis.call('RPUSH', KEYS[1], ARGV[i])
+      added = added + 1
+    end
+    local noted = {}
+    local raw = redis.call('HGET', KEYS[2], id)
+    if raw then
+      local ok, calls = pcall(cjson.decode, raw)
+      if ok and type(calls) == 'table' then noted = calls end
+    end
+    local seen = false
+    for _, call in ipairs(noted) do
+      if call == ARGV[2] then seen = true end
+    end
+    if not seen and #noted < tonumber(ARGV[3]) then
+      noted[#noted + 1] = ARGV[2]
+      redis.call('HSET', KEYS[2], id, cjson.encode(noted))
+    end
+  end
+end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+if redis.call('HLEN', KEYS[2]) > tonumber(ARGV[1]) then
+  local kept = {}
+  for _, tactic in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    kept[identity(tactic)] = true
+  end
+  for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+    if not kept[field] then redis.call('HDEL', KEYS[2], field) end
+  end
+end
+return added
+",
+    )
+});
+
+/// Takes a tactic out of a list by identity (as [`ADD_TACTICS`]), and its
+/// noted calls. KEYS: list, calls. ARGV: the tactic. Returns how many
+/// entries went.
+pub(super) static REMOVE_TACTIC: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local function identity(s)
+  local words = {}
+  for word in string.gmatch(s, '%S+') do words[#words + 1] = word end
+  return string.lower(table.concat(words, ' '))
+end
+local id = identity(ARGV[1])
+local removed = 0
+for _, tactic in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if identity(tactic) == id then
+    removed = removed + redis.call('LREM', KEYS[1], 0, tactic)
+  end
+end
+redis.call('HDEL', KEYS[2], id)
+return removed
+",
+    )
+});
+
 /// Resets a pending job's idle time if its consumer still holds it
 /// (`XCLAIM … JUSTID`: no delivery counted). KEYS: stream. ARGV: group,
 /// consumer, id. Returns 1 if kept, 0 if acknowledged or held by another.
