@@ -227,6 +227,19 @@ pub trait PromptHistoryStore: Send + Sync {
         id: &str,
     ) -> Result<(), StoreError>;
 
+    /// Notes that a run of optimisation `id` of `key` was deferred after a
+    /// model had answered (its candidate slot stays spent); returns how
+    /// many of its runs were. Kept a day.
+    async fn note_cut_short_optimisation(
+        &self,
+        key: &PromptKey,
+        id: &str,
+    ) -> Result<u64, StoreError>;
+
+    /// How many runs of optimisation `id` of `key` were deferred after a
+    /// model had answered ([`Self::note_cut_short_optimisation`]).
+    async fn cut_short_optimisations(&self, key: &PromptKey, id: &str) -> Result<u64, StoreError>;
+
     /// Notes that `call_id` failed under `key` (idempotent); returns every
     /// failure noted and not cleared, oldest first.
     async fn note_failure(

@@ -38,6 +38,11 @@ use crate::store::{
 /// The rate limits' window.
 const HOUR_MS: u64 = 3_600_000;
 
+/// Runs of one optimisation that may be cut short by a model after another
+/// had answered (each wrote, and maybe scored, a candidate on the same
+/// slot) before it is given up and recorded as skipped.
+pub(super) const MAX_CUT_SHORT_ATTEMPTS: u64 = 5;
+
 /// The models the optimiser asks.
 #[derive(Clone)]
 pub struct OptimiserModels {
@@ -142,6 +147,18 @@ impl OptimiserStep {
                 let result = self
                     .optimise_from(&base, &current, reason, &mut asked)
                     .await;
+                if let (Err(PostCallError::Unavailable { .. }), 1..) = (&result, asked.answered) {
+                    // The slot stays spent and the rerun takes it again (it
+                    // holds it): counted, so the reruns are bounded.
+                    match store.note_cut_short_optimisation(key, base.id).await {
+                        Ok(runs) => {
+                            tracing::info!(key = %key, call_id = %call.call_id, runs, max = MAX_CUT_SHORT_ATTEMPTS, "optimisation cut short after a model answered")
+                        }
+                        Err(err) => {
+                            tracing::warn!(key = %key, error = %err, "cannot count a cut-short optimisation")
+                        }
+                    }
+                }
                 if let (Err(PostCallError::Unavailable { .. }), 0) = (&result, asked.answered) {
                     // Deferred before any model answered: the slot is not
                     // held while the writer is down (the run takes it
@@ -258,6 +275,17 @@ impl OptimiserStep {
                 format!(
                     "{} reached max_candidates_per_hour = {}",
                     base.key, section.max_candidates_per_hour
+                ),
+            ));
+        }
+        let cut_short = store.cut_short_optimisations(base.key, base.id).await?;
+        if cut_short >= MAX_CUT_SHORT_ATTEMPTS {
+            return Ok(self.ended(
+                base,
+                String::new(),
+                Decision::Skipped,
+                format!(
+                    "given up after {cut_short} attempts cut short by a model that stopped answering (each wrote a candidate; at most {MAX_CUT_SHORT_ATTEMPTS})"
                 ),
             ));
         }

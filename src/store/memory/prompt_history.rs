@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use super::keyspace::{Keyspace, Op};
+use super::keyspace::{Blob, Keyspace, Op};
 use super::store::MemoryStore;
 use crate::store::codec::{decode_list, encode};
 use crate::store::time::rfc3339;
@@ -35,6 +35,17 @@ fn deployed_by(history: &[String], id: Option<&str>) -> bool {
         serde_json::from_str::<PromptVersion>(item)
             .is_ok_and(|entry| entry.optimisation.as_deref() == Some(id))
     })
+}
+
+/// How long an optimisation's cut-short runs are remembered (as Redis).
+const CUT_SHORT_TTL_MS: u64 = 24 * 3_600_000;
+
+/// The cut-short runs of optimisation `id` noted in `attempts`.
+fn cut_short(ks: &Keyspace, attempts: &str, id: &str, now: u64) -> u64 {
+    ks.hash(attempts, now)
+        .and_then(|h| h.get(id))
+        .and_then(|raw| std::str::from_utf8(raw).ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Members of a sorted set by score, oldest first.
@@ -200,6 +211,33 @@ impl PromptHistoryStore for MemoryStore {
             };
             (ops, taken)
         })
+    }
+
+    async fn note_cut_short_optimisation(
+        &self,
+        key: &PromptKey,
+        id: &str,
+    ) -> Result<u64, StoreError> {
+        let attempts = key.attempts_key(&self.settings.keys);
+        self.write(|ks, now| {
+            let count = cut_short(ks, &attempts, id, now) + 1;
+            let ops = vec![
+                Op::HSet {
+                    key: attempts.clone(),
+                    fields: [(id.to_owned(), Blob(count.to_string().into_bytes()))].into(),
+                },
+                Op::ExpireAt {
+                    key: attempts,
+                    at_ms: now + CUT_SHORT_TTL_MS,
+                },
+            ];
+            (ops, count)
+        })
+    }
+
+    async fn cut_short_optimisations(&self, key: &PromptKey, id: &str) -> Result<u64, StoreError> {
+        let attempts = key.attempts_key(&self.settings.keys);
+        self.read(|ks, now| cut_short(ks, &attempts, id, now))
     }
 
     async fn give_back_optimisation_slot(

@@ -10,6 +10,10 @@ use crate::store::time::rfc3339;
 use crate::store::{Deployed, OptimisationTrace, PromptKey, PromptState, PromptVersion};
 use crate::store::{PromptHistoryStore, StoreError};
 
+/// How long an optimisation's cut-short runs are remembered: a day, as
+/// long as a job is deferred before it is given up.
+const CUT_SHORT_TTL_MS: u64 = 24 * 3_600_000;
+
 #[async_trait]
 impl PromptHistoryStore for RedisStore {
     async fn prompt_state(&self, key: &PromptKey) -> Result<PromptState, StoreError> {
@@ -125,6 +129,34 @@ impl PromptHistoryStore for RedisStore {
         let slots = key.optimisations_key(&self.settings.keys);
         let _removed: i64 = self.query(redis::cmd("ZREM").arg(&slots).arg(id)).await?;
         Ok(())
+    }
+
+    async fn note_cut_short_optimisation(
+        &self,
+        key: &PromptKey,
+        id: &str,
+    ) -> Result<u64, StoreError> {
+        let attempts = key.attempts_key(&self.settings.keys);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HINCRBY")
+            .arg(&attempts)
+            .arg(id)
+            .arg(1)
+            .cmd("PEXPIRE")
+            .arg(&attempts)
+            .arg(CUT_SHORT_TTL_MS)
+            .ignore();
+        let (count,): (u64,) = self.query_pipe(&pipe).await?;
+        Ok(count)
+    }
+
+    async fn cut_short_optimisations(&self, key: &PromptKey, id: &str) -> Result<u64, StoreError> {
+        let attempts = key.attempts_key(&self.settings.keys);
+        let count: Option<u64> = self
+            .query(redis::cmd("HGET").arg(&attempts).arg(id))
+            .await?;
+        Ok(count.unwrap_or(0))
     }
 
     async fn note_failure(
