@@ -71,7 +71,8 @@ pub use outbound_call::{CampaignAttempt, OutboundCall, TwilioReport};
 pub use phone_hash::{MissingSalt, PhoneHasher, PhoneSalt};
 pub use prompt_key::PromptKey;
 pub use prompt_version::{
-    CaseScore, Decision, Deployed, OptimisationTrace, PromptScores, PromptState, PromptVersion,
+    CaseScore, Decision, Deployed, MAX_PROMPT_HISTORY, OPTIMISATION_TRACE_TTL_MS,
+    OptimisationTrace, PromptScores, PromptState, PromptVersion,
 };
 pub use recording::{CallRecording, RecordingStatus};
 pub use settings::StoreSettings;
@@ -82,5 +83,5 @@ pub use tactics::{
     MAX_TACTICS_PER_CALL, TacticsList, bounded_tactics, clean_tactic, merge_tactics,
     tactic_identity,
 };
-pub use test_case::TestCase;
+pub use test_case::{MAX_TEST_CASES_KEPT, TestCase};
 pub use text_store::{EndClaim, TextEnd, TextStore};

@@ -8,7 +8,10 @@ use super::keyspace::{Blob, Keyspace, Op};
 use super::store::MemoryStore;
 use crate::store::codec::{decode_list, encode};
 use crate::store::time::rfc3339;
-use crate::store::{Decision, Deployed, OptimisationTrace, PromptKey, PromptState, PromptVersion};
+use crate::store::{
+    Decision, Deployed, MAX_PROMPT_HISTORY, OPTIMISATION_TRACE_TTL_MS, OptimisationTrace,
+    PromptKey, PromptState, PromptVersion,
+};
 use crate::store::{PromptHistoryStore, StoreError};
 
 /// The version counter at `key` (0 when missing or not a number; the
@@ -24,6 +27,15 @@ fn set(key: String, value: String) -> Op {
         key,
         value,
         expires_at_ms: None,
+    }
+}
+
+/// An optimisation's trace, kept [`OPTIMISATION_TRACE_TTL_MS`].
+fn set_trace(key: String, value: String, now: u64) -> Op {
+    Op::Set {
+        key,
+        value,
+        expires_at_ms: Some(now + OPTIMISATION_TRACE_TTL_MS),
     }
 }
 
@@ -115,12 +127,29 @@ impl PromptHistoryStore for MemoryStore {
             }
             ops.push(set(live, entry.prompt.clone()));
             ops.push(set(version_key, (current + 1).to_string()));
-            ops.push(Op::Push {
-                key: history,
-                values: vec![entry_json],
-            });
+            // An empty history (the only one that gets version 0 first) is
+            // far below the bound; a full one keeps its newest, as Redis's
+            // LTRIM.
+            let listed = ks.list(&history, now);
+            if listed.len() < MAX_PROMPT_HISTORY {
+                ops.push(Op::Push {
+                    key: history,
+                    values: vec![entry_json],
+                });
+            } else {
+                let mut all = listed.to_vec();
+                all.push(entry_json);
+                all.drain(..all.len() - MAX_PROMPT_HISTORY);
+                ops.push(Op::Del {
+                    key: history.clone(),
+                });
+                ops.push(Op::Push {
+                    key: history,
+                    values: all,
+                });
+            }
             if let Some((key, json)) = trace {
-                ops.push(set(key, json));
+                ops.push(set_trace(key, json, now));
             }
             (ops, Ok(Deployed::Deployed(current + 1)))
         })?
@@ -156,7 +185,7 @@ impl PromptHistoryStore for MemoryStore {
             if deployed {
                 (Vec::new(), true)
             } else {
-                (vec![set(key, json)], false)
+                (vec![set_trace(key, json, now)], false)
             }
         })?;
         if kept {

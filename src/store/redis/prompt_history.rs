@@ -7,7 +7,10 @@ use super::scripts::{DEPLOY_PROMPT, PUT_TRACE, TAKE_SLOT};
 use super::store::RedisStore;
 use crate::store::codec::{decode_list, encode};
 use crate::store::time::rfc3339;
-use crate::store::{Deployed, OptimisationTrace, PromptKey, PromptState, PromptVersion};
+use crate::store::{
+    Deployed, MAX_PROMPT_HISTORY, OPTIMISATION_TRACE_TTL_MS, OptimisationTrace, PromptKey,
+    PromptState, PromptVersion,
+};
 use crate::store::{PromptHistoryStore, StoreError};
 
 /// How long an optimisation's cut-short runs are remembered: a day, as
@@ -49,7 +52,8 @@ impl PromptHistoryStore for RedisStore {
             .arg(&entry.prompt)
             .arg(rfc3339(entry.deployed_at_ms))
             .arg(entry.deployed_at_ms)
-            .arg(entry.optimisation.as_deref().unwrap_or_default());
+            .arg(entry.optimisation.as_deref().unwrap_or_default())
+            .arg(MAX_PROMPT_HISTORY);
         let answer: i64 = self.invoke(&deploy).await?;
         let Ok(version) = u64::try_from(answer) else {
             return Ok(Deployed::Conflict(answer.unsigned_abs() - 1));
@@ -92,7 +96,7 @@ impl PromptHistoryStore for RedisStore {
         let key = self.settings.keys.optimisation(&trace.id);
         let json = encode(&key, trace)?;
         let mut put = PUT_TRACE.key(&key);
-        put.arg(json);
+        put.arg(json).arg(OPTIMISATION_TRACE_TTL_MS);
         let written: i64 = self.invoke(&put).await?;
         if written == 0 {
             tracing::info!(optimisation = %trace.id, decision = trace.decision.as_str(), "a deployed trace is kept; this one is not stored");

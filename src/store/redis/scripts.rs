@@ -288,9 +288,9 @@ return 1
     ))
 });
 
-/// `test_cases:list`: ARGV holds (identity, JSON) pairs; a pair whose
-/// identity a listed case (or an earlier pair) has is skipped. Returns how
-/// many were added.
+/// `test_cases:list`: ARGV[1] is how many to keep (the newest), then
+/// (identity, JSON) pairs; a pair whose identity a listed case (or an
+/// earlier pair) has is skipped. Returns how many were added.
 pub(super) static ADD_TEST_CASES: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -307,7 +307,7 @@ for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   end
 end
 local added = 0
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   if id ~= '' and not seen[id] then
     seen[id] = true
@@ -315,6 +315,7 @@ for i = 1, #ARGV, 2 do
     added = added + 1
   end
 end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 return added
 ",
     )
@@ -323,7 +324,8 @@ return added
 /// Deploys a prompt version by compare-and-set on its version counter.
 /// KEYS: live key, version counter, history (one slot). ARGV: expected
 /// version, history entry JSON, prompt, now RFC 3339, now ms, the
-/// optimisation's id ('' for none). Returns the new version, or
+/// optimisation's id ('' for none), how many versions the history keeps
+/// (the newest). Returns the new version, or
 /// `-(current + 1)` when the counter is not at the expected version, or
 /// when the history already holds a version deployed by this optimisation
 /// (a duplicate run of it: deploying again would put two versions down
@@ -351,6 +353,7 @@ end
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], current + 1)
 redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[7]), -1)
 return current + 1
 ",
     )
@@ -376,7 +379,8 @@ return 0
 /// Stores an optimisation's trace unless the one stored says it was
 /// deployed: a deployment stands, and a duplicate run of the same
 /// optimisation (rejected, rate limited, or superseded by that very
-/// deployment) must not explain it away. KEYS: the trace. ARGV: JSON.
+/// deployment) must not explain it away. KEYS: the trace. ARGV: JSON, TTL
+/// ms.
 /// Returns 1 if written, 0 if a deployed trace was kept.
 pub(super) static PUT_TRACE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -386,7 +390,7 @@ if old then
   local ok, trace = pcall(cjson.decode, old)
   if ok and type(trace) == 'table' and trace.decision == 'deployed' then return 0 end
 end
-redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ",
     )
