@@ -139,7 +139,9 @@ pub trait RefinementStore: Send + Sync {
 /// Learned skills: `skill:{hash}`.
 #[async_trait]
 pub trait SkillStore: Send + Sync {
-    /// Stores (or replaces) a skill.
+    /// Stores (or replaces) a skill, noted as the newest; past
+    /// [`MAX_SKILLS_KEPT`](crate::store::MAX_SKILLS_KEPT) the oldest are
+    /// deleted. Skills stored before the index existed are not counted.
     async fn put_skill(&self, skill: &Skill) -> Result<(), StoreError>;
 
     /// The hash of every stored skill (a key scan: for index refreshes, never

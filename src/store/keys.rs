@@ -133,6 +133,12 @@ impl Keys {
         self.key(format_args!("skill:{hash}"))
     }
 
+    /// `skills:by_added`: every skill's hash by when it was last stored
+    /// (Unix ms), so the oldest can go ([`crate::store::MAX_SKILLS_KEPT`]).
+    pub fn skills_by_added(&self) -> String {
+        self.key(format_args!("skills:by_added"))
+    }
+
     /// The glob matching every skill key.
     pub fn skill_pattern(&self) -> String {
         self.key(format_args!("skill:*"))

@@ -76,7 +76,7 @@ pub use prompt_version::{
 };
 pub use recording::{CallRecording, RecordingStatus};
 pub use settings::StoreSettings;
-pub use skill::{Skill, pack_vector, trigger_hash, unpack_vector};
+pub use skill::{MAX_SKILLS_KEPT, Skill, pack_vector, trigger_hash, unpack_vector};
 pub use stored_objects::StoredObjects;
 pub use tactics::{
     MAX_CALLS_NOTED_PER_TACTIC, MAX_TACTIC_CHARS, MAX_TACTICS_IN_PROMPT, MAX_TACTICS_KEPT,
