@@ -152,6 +152,21 @@ async fn every_store_operation_works_across_the_masters_of_a_cluster() {
         .await
         .unwrap();
     assert_eq!(store.session_tactics("call-0").await.unwrap().len(), 1);
+    // A list and the calls noted beside it, in its slot: one script.
+    store
+        .add_call_tactics(TacticsList::Winning, "call-0", &["Ask twice.".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.tactic_calls(TacticsList::Winning).await.unwrap()["ask twice."],
+        1
+    );
+    assert!(
+        store
+            .remove_tactic(TacticsList::Winning, "ask TWICE.")
+            .await
+            .unwrap()
+    );
 
     // The webhook outbox: a delivery and its payload in one slot.
     assert_eq!(

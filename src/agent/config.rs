@@ -24,6 +24,8 @@
 //! country = "US"                 # the segment when the call brings none
 //! industry = "healthcare"
 //! tactics_heading = "Winning tactics to use when appropriate:"
+//! tactic_min_calls = 1           # a winning tactic goes into prompts once this
+//!                                # many distinct successful calls named it
 //!
 //! [context.skills]               # the search_context tool
 //! base_url = "https://api.openai.com/v1"
@@ -102,6 +104,10 @@ pub struct ContextSection {
     pub industry: Option<String>,
     /// The line before the tactics in the system prompt.
     pub tactics_heading: String,
+    /// Distinct successful calls that must name a winning tactic before it
+    /// goes into the system prompt (1, the default: the first success
+    /// promotes it, as the refinement loop's design has it; 0 counts as 1).
+    pub tactic_min_calls: u64,
     /// The skills behind `search_context`.
     pub skills: Option<SkillsSection>,
 }
@@ -125,6 +131,7 @@ impl Default for ContextSection {
             country: None,
             industry: None,
             tactics_heading: "Winning tactics to use when appropriate:".into(),
+            tactic_min_calls: 1,
             skills: None,
         }
     }

@@ -42,7 +42,7 @@ mod memory;
 pub mod optimiser;
 pub mod post_call;
 mod prompt;
-mod redact;
+pub(crate) mod redact;
 mod runtime;
 mod runtime_sections;
 pub mod skills;

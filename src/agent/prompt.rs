@@ -4,15 +4,18 @@
 //! `prompt:segment:{country}:{industry}`, then `prompt:segment:*:{industry}`,
 //! then `prompt:base`, then the pipeline's own (TOML) prompt. The refinement
 //! loop's tactics follow it: the newest [`MAX_TACTICS_IN_PROMPT`] winning
-//! tactics first (each cleaned to one short line, [`clean_tactic`]: they
-//! come from what callers said), then the operator's base tactics, merged
+//! tactics first (each cleaned to one short line, [`clean_tactic`], with
+//! phone numbers and e-mail addresses redacted: they come from what
+//! callers said; and, with `tactic_min_calls` above 1, only those named in
+//! that many distinct calls), then the operator's base tactics, merged
 //! without repeats, under a heading such as "Winning tactics to use when
 //! appropriate:".
 
+use crate::agent::redact::redact_contacts;
 use crate::pipeline::SystemPromptSource;
 use crate::store::{
     MAX_TACTICS_IN_PROMPT, PromptKey, Segment, Store, StoreError, TacticsList, clean_tactic,
-    merge_tactics,
+    merge_tactics, tactic_identity,
 };
 
 /// What a session's system prompt is made of, read from the store at
@@ -28,22 +31,51 @@ pub struct SessionPrompt {
 }
 
 impl SessionPrompt {
-    /// Reads the prompt for `segment` and both tactics lists, concurrently.
+    /// Reads the prompt for `segment` and both tactics lists, concurrently;
+    /// every winning tactic may go in (as `tactic_min_calls = 1`).
     pub async fn load(
         store: &dyn Store,
         segment: &Segment,
         tactics_heading: &str,
     ) -> Result<SessionPrompt, StoreError> {
+        Self::load_promoted(store, segment, tactics_heading, 1).await
+    }
+
+    /// As [`Self::load`], with only the winning tactics named in at least
+    /// `min_calls` distinct calls (`[context] tactic_min_calls`): one
+    /// caller cannot put a line into every later prompt alone.
+    pub async fn load_promoted(
+        store: &dyn Store,
+        segment: &Segment,
+        tactics_heading: &str,
+        min_calls: u64,
+    ) -> Result<SessionPrompt, StoreError> {
         let candidates = PromptKey::candidates(segment);
-        let (stored, winning, base) = tokio::try_join!(
+        let calls = async {
+            if min_calls > 1 {
+                store.tactic_calls(TacticsList::Winning).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (stored, winning, base, calls) = tokio::try_join!(
             store.first_prompt(&candidates),
             store.tactics(TacticsList::Winning),
             store.tactics(TacticsList::Base),
+            calls,
         )?;
-        let newest = winning.len().saturating_sub(MAX_TACTICS_IN_PROMPT);
-        let winning: Vec<String> = winning[newest..]
+        let promoted: Vec<&String> = match &calls {
+            None => winning.iter().collect(),
+            Some(calls) => winning
+                .iter()
+                .filter(|t| calls.get(&tactic_identity(t)).copied().unwrap_or(0) >= min_calls)
+                .collect(),
+        };
+        let newest = promoted.len().saturating_sub(MAX_TACTICS_IN_PROMPT);
+        // Redacted here too: lists written before redaction, or by hand.
+        let winning: Vec<String> = promoted[newest..]
             .iter()
-            .filter_map(|t| clean_tactic(t))
+            .filter_map(|t| clean_tactic(&redact_contacts(t)))
             .collect();
         Ok(SessionPrompt {
             stored,

@@ -96,6 +96,94 @@ fn looks_like_phone(value: &str) -> bool {
             .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'-' | b'(' | b')' | b'.'))
 }
 
+/// What stands for a phone number in free text ([`redact_contacts`]).
+pub(crate) const PHONE_IN_TEXT: &str = "[phone]";
+/// What stands for an e-mail address in free text ([`redact_contacts`]).
+pub(crate) const EMAIL_IN_TEXT: &str = "[email]";
+
+/// Characters that may surround an e-mail address in a sentence.
+fn is_word_edge(c: char) -> bool {
+    matches!(
+        c,
+        '.' | ',' | ';' | ':' | '!' | '?' | '(' | ')' | '<' | '>' | '"' | '\'' | '[' | ']'
+    )
+}
+
+/// Whether `word` is an e-mail address: a local part, `@`, and a domain
+/// with a dot inside it.
+fn looks_like_email(word: &str) -> bool {
+    match word.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain
+                    .trim_matches('.')
+                    .split_once('.')
+                    .is_some_and(|(host, top)| !host.is_empty() && !top.is_empty())
+        }
+        None => false,
+    }
+}
+
+/// `text` with e-mail addresses replaced by [`EMAIL_IN_TEXT`] and phone
+/// numbers (a run of 7 or more digits, with the separators numbers are
+/// written with: `+`, spaces, `-`, `.`, brackets) by [`PHONE_IN_TEXT`]:
+/// for text that came from a call and is kept or shown beyond it (the
+/// tactics in every later prompt). Errs towards redacting: a long figure
+/// written without separators reads as a number too.
+pub(crate) fn redact_contacts(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for piece in text.split_inclusive(char::is_whitespace) {
+        let word = piece.trim_end_matches(char::is_whitespace);
+        let space = &piece[word.len()..];
+        let core = word.trim_matches(is_word_edge);
+        if looks_like_email(core) {
+            let start = word.find(core).unwrap_or(0);
+            out.push_str(&word[..start]);
+            out.push_str(EMAIL_IN_TEXT);
+            out.push_str(&word[start + core.len()..]);
+            out.push_str(space);
+        } else {
+            out.push_str(piece);
+        }
+    }
+    redact_phone_runs(&out)
+}
+
+/// [`redact_contacts`]'s phone numbers.
+fn redact_phone_runs(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let is_separator = |c: char| matches!(c, '+' | ' ' | '-' | '.' | '(' | ')');
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while at < chars.len() {
+        let c = chars[at];
+        let next_is_digit = chars.get(at + 1).is_some_and(char::is_ascii_digit);
+        if !(c.is_ascii_digit() || (matches!(c, '+' | '(') && next_is_digit)) {
+            out.push(c);
+            at += 1;
+            continue;
+        }
+        // The run: digits and separators, ending at its last digit.
+        let (mut end, mut digits) = (at, 0);
+        let mut scan = at;
+        while scan < chars.len() && (chars[scan].is_ascii_digit() || is_separator(chars[scan])) {
+            if chars[scan].is_ascii_digit() {
+                digits += 1;
+                end = scan + 1;
+            }
+            scan += 1;
+        }
+        if digits >= 7 {
+            out.push_str(PHONE_IN_TEXT);
+        } else {
+            out.extend(&chars[at..end]);
+        }
+        at = end;
+    }
+    out
+}
+
 /// What is hashed of a parameter's value: a number as E.164 would write
 /// it (`+` and digits, separators dropped, so one number however it is
 /// written hashes alike); a name, or any other value (`anonymous`,
@@ -118,6 +206,28 @@ mod tests {
     use super::*;
     use crate::conversation::Role;
     use crate::store::OutboundCall;
+
+    #[test]
+    fn phone_numbers_and_email_addresses_leave_free_text() {
+        assert_eq!(
+            redact_contacts("Call me on +1 (615) 484-6056 or 0161.496.0000, ok?"),
+            "Call me on [phone] or [phone], ok?"
+        );
+        assert_eq!(
+            redact_contacts("Mail (jane.doe+x@example.co.uk). Then ask for jane@work"),
+            "Mail ([email]). Then ask for jane@work"
+        );
+        assert_eq!(
+            redact_contacts("Offer 10% off, 3 seats, from 15 January"),
+            "Offer 10% off, 3 seats, from 15 January"
+        );
+        // Erring towards redacting: an ISO date has a number's digits.
+        assert_eq!(redact_contacts("from 2026-01-15"), "from [phone]");
+        assert_eq!(
+            redact_contacts("Quote 1234567 as the code"),
+            "Quote [phone] as the code"
+        );
+    }
 
     #[test]
     fn a_logged_record_shows_no_phone_number_or_caller_name() {

@@ -1,4 +1,4 @@
-//! `voxpipe tactics list|add`: the refinement loop's tactics lists.
+//! `voxpipe tactics list|add|remove`: the refinement loop's tactics lists.
 
 #![allow(clippy::print_stdout)]
 
@@ -52,6 +52,19 @@ enum TacticsCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Take tactics out of a list (the winning list by default: the one
+    /// sessions' prompts read from what callers said), matched as the
+    /// lists match them (whitespace and ASCII case aside).
+    Remove {
+        /// The tactics, one per argument.
+        #[arg(required = true)]
+        tactics: Vec<String>,
+        /// The list to remove from.
+        #[arg(long, value_enum, default_value = "winning")]
+        list: ListName,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 pub(crate) fn tactics(args: &TacticsArgs) -> anyhow::Result<()> {
@@ -83,6 +96,23 @@ pub(crate) fn tactics(args: &TacticsArgs) -> anyhow::Result<()> {
                 list.key_name(),
                 tactics.len() - added
             );
+        }
+        TacticsCommand::Remove {
+            tactics,
+            list,
+            store,
+        } => {
+            let operator = store.open()?;
+            let list = TacticsList::from(*list);
+            let mut removed = 0;
+            for tactic in tactics {
+                if operator.block_on(operator.context.store().remove_tactic(list, tactic))? {
+                    removed += 1;
+                } else {
+                    println!("not in {}: {tactic}", list.key_name());
+                }
+            }
+            println!("{removed} removed from {}", list.key_name());
         }
     }
     Ok(())

@@ -90,6 +90,31 @@ pub trait RefinementStore: Send + Sync {
     async fn add_tactics(&self, list: TacticsList, tactics: &[String])
     -> Result<usize, StoreError>;
 
+    /// As [`Self::add_tactics`], and notes `call_id` among the distinct
+    /// calls that named each tactic (up to
+    /// [`MAX_CALLS_NOTED_PER_TACTIC`](crate::store::MAX_CALLS_NOTED_PER_TACTIC);
+    /// the same call again is not counted twice). One script on Redis; the
+    /// embedded store writes the list, then the calls (noting is additive,
+    /// so nothing is lost between the two).
+    async fn add_call_tactics(
+        &self,
+        list: TacticsList,
+        call_id: &str,
+        tactics: &[String],
+    ) -> Result<usize, StoreError>;
+
+    /// Per tactic identity of `list`, how many distinct calls named it
+    /// (noted by [`Self::add_call_tactics`]; tactics added otherwise have
+    /// none).
+    async fn tactic_calls(
+        &self,
+        list: TacticsList,
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError>;
+
+    /// Takes the tactic with `tactic`'s identity out of `list` (and its
+    /// noted calls); false when the list does not hold it.
+    async fn remove_tactic(&self, list: TacticsList, tactic: &str) -> Result<bool, StoreError>;
+
     /// Replaces `session:{id}:tactics` (with its 24 h TTL).
     async fn set_session_tactics(
         &self,
@@ -114,7 +139,9 @@ pub trait RefinementStore: Send + Sync {
 /// Learned skills: `skill:{hash}`.
 #[async_trait]
 pub trait SkillStore: Send + Sync {
-    /// Stores (or replaces) a skill.
+    /// Stores (or replaces) a skill, noted as the newest; past
+    /// [`MAX_SKILLS_KEPT`](crate::store::MAX_SKILLS_KEPT) the oldest are
+    /// deleted. Skills stored before the index existed are not counted.
     async fn put_skill(&self, skill: &Skill) -> Result<(), StoreError>;
 
     /// The hash of every stored skill (a key scan: for index refreshes, never
@@ -151,9 +178,13 @@ pub trait PromptHistoryStore: Send + Sync {
 
     /// Makes `entry` live at `key` if the key is still at version
     /// `expected` (compare-and-set), atomically with its history entry,
-    /// the version counter and, if given, the trace. `entry.version` must
-    /// be `expected + 1`. The first deployment also records what the key
-    /// held before as version 0.
+    /// the version counter and, if given, the trace (the memory store;
+    /// Redis writes the trace just after, in its own slot, and returns its
+    /// error if it cannot: the history entry then stands for it).
+    /// `entry.version` must be `expected + 1`. A conflict also when the
+    /// history already holds a version deployed by `entry.optimisation`
+    /// (a duplicate run of one optimisation deploys once). The first
+    /// deployment also records what the key held before as version 0.
     async fn deploy_prompt(
         &self,
         key: &PromptKey,
@@ -169,7 +200,9 @@ pub trait PromptHistoryStore: Send + Sync {
     /// Every prompt key holding a text (a key scan: for the operator).
     async fn prompt_keys(&self) -> Result<Vec<PromptKey>, StoreError>;
 
-    /// Stores (or replaces) an optimisation's trace.
+    /// Stores (or replaces) an optimisation's trace, unless the stored one
+    /// is [`Decision::Deployed`](crate::store::Decision::Deployed): a
+    /// duplicate run's later trace never replaces a deployment's.
     async fn put_optimisation(&self, trace: &OptimisationTrace) -> Result<(), StoreError>;
 
     /// An optimisation's trace, if stored.
@@ -195,6 +228,19 @@ pub trait PromptHistoryStore: Send + Sync {
         key: &PromptKey,
         id: &str,
     ) -> Result<(), StoreError>;
+
+    /// Notes that a run of optimisation `id` of `key` was deferred after a
+    /// model had answered (its candidate slot stays spent); returns how
+    /// many of its runs were. Kept a day.
+    async fn note_cut_short_optimisation(
+        &self,
+        key: &PromptKey,
+        id: &str,
+    ) -> Result<u64, StoreError>;
+
+    /// How many runs of optimisation `id` of `key` were deferred after a
+    /// model had answered ([`Self::note_cut_short_optimisation`]).
+    async fn cut_short_optimisations(&self, key: &PromptKey, id: &str) -> Result<u64, StoreError>;
 
     /// Notes that `call_id` failed under `key` (idempotent); returns every
     /// failure noted and not cleared, oldest first.

@@ -178,6 +178,12 @@ pub struct CallRecord {
     /// toward giving the job up.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub post_call_deferrals: u64,
+    /// Deliveries of the call's post-call job that began running (noted
+    /// before the run): a delivery handed to a worker that stopped before
+    /// running it (a read cut short by shutdown) is not one, so it does not
+    /// count toward giving the job up.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub post_call_runs: u64,
     /// The call's recording, when `[recording]` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<CallRecording>,
@@ -225,6 +231,7 @@ impl CallRecord {
             extraction: None,
             objects: StoredObjects::default(),
             post_call_deferrals: 0,
+            post_call_runs: 0,
             recording: None,
             learned: None,
             optimisation: None,
@@ -344,6 +351,32 @@ mod tests {
         let back = serde_json::to_value(&call).unwrap();
         assert_eq!(back["room_url"], "https://example.test/r");
         assert_eq!(back["status"], "completed");
+    }
+
+    #[test]
+    fn the_first_verdict_stays_unless_one_is_asked_for_afresh() {
+        let mut call = CallRecord::pending("c1", "twilio", Segment::default(), BTreeMap::new(), 0);
+        let verdict = |outcome: Outcome, score: f64| Evaluation::Evaluated {
+            outcome,
+            score,
+            tactics: Vec::new(),
+            reason: String::new(),
+            model: "m".into(),
+            at: String::new(),
+        };
+        call.apply(&CallChange::Evaluated(verdict(Outcome::Success, 0.9)), 0);
+        call.apply(&CallChange::Evaluated(verdict(Outcome::Failure, 0.1)), 0);
+        assert_eq!(call.evaluation, Some(verdict(Outcome::Success, 0.9)));
+        assert_eq!(
+            (call.outcome, call.score),
+            (Some(Outcome::Success), Some(0.9))
+        );
+        call.apply(&CallChange::Reevaluated(verdict(Outcome::Failure, 0.1)), 0);
+        assert_eq!(call.evaluation, Some(verdict(Outcome::Failure, 0.1)));
+        assert_eq!(
+            (call.outcome, call.score),
+            (Some(Outcome::Failure), Some(0.1))
+        );
     }
 
     #[test]

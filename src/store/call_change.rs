@@ -11,6 +11,21 @@ use super::stored_objects::StoredObjects;
 use super::time::rfc3339;
 
 impl CallRecord {
+    /// Records `evaluation` with the outcome and score it gives.
+    fn set_evaluation(&mut self, evaluation: &Evaluation) {
+        match evaluation {
+            Evaluation::Evaluated { outcome, score, .. } => {
+                self.outcome = Some(*outcome);
+                self.score = Some(*score);
+            }
+            Evaluation::Unevaluated { .. } => {
+                self.outcome = None;
+                self.score = None;
+            }
+        }
+        self.evaluation = Some(evaluation.clone());
+    }
+
     /// Applies `change`, written at `now_ms`. Status never moves backwards,
     /// so a late or repeated change is harmless.
     pub fn apply(&mut self, change: &CallChange, now_ms: u64) {
@@ -28,19 +43,15 @@ impl CallRecord {
                     self.end_reason = Some(reason.clone());
                 }
             }
+            // The first verdict stays: two workers racing on one job store
+            // one, and each merges tactics and optimises from that one.
             CallChange::Evaluated(evaluation) => {
-                match evaluation {
-                    Evaluation::Evaluated { outcome, score, .. } => {
-                        self.outcome = Some(*outcome);
-                        self.score = Some(*score);
-                    }
-                    Evaluation::Unevaluated { .. } => {
-                        self.outcome = None;
-                        self.score = None;
-                    }
+                if self.evaluation.is_none() {
+                    self.set_evaluation(evaluation);
                 }
-                self.evaluation = Some(evaluation.clone());
             }
+            // Asked for afresh (`voxpipe evaluate`): replaces.
+            CallChange::Reevaluated(evaluation) => self.set_evaluation(evaluation),
             // The first extraction stays: two workers racing on one job
             // store one result, and the webhook and storage read that one.
             CallChange::Extracted(extraction) => {
@@ -51,6 +62,9 @@ impl CallRecord {
             CallChange::ObjectsStored(stored) => self.objects.merge(stored),
             CallChange::PostCallDeferred => {
                 self.post_call_deferrals = self.post_call_deferrals.saturating_add(1);
+            }
+            CallChange::PostCallBegun => {
+                self.post_call_runs = self.post_call_runs.saturating_add(1);
             }
             CallChange::Recorded(recording) => self.recording = Some(recording.clone()),
             // Waiting moves on to a final state; the first final state
@@ -187,8 +201,12 @@ pub enum CallChange {
         /// When (Unix ms).
         at_ms: u64,
     },
-    /// The evaluator judged it.
+    /// The evaluator judged it (kept only if no verdict is stored yet:
+    /// of two workers racing on one job, the first verdict stands).
     Evaluated(Evaluation),
+    /// The evaluator judged it again because a fresh verdict was asked for
+    /// (`voxpipe evaluate ID`): replaces the stored one.
+    Reevaluated(Evaluation),
     /// The extraction step recorded its result (kept only if none is
     /// stored yet).
     Extracted(Extraction),
@@ -198,6 +216,9 @@ pub enum CallChange {
     /// A delivery of the post-call job ended because a service a step needs
     /// was down; the job stays pending and runs again.
     PostCallDeferred,
+    /// A delivery of the post-call job is about to run (counted before
+    /// it runs, so a worker that dies in the run has it counted).
+    PostCallBegun,
     /// Its recording was finished (or failed).
     Recorded(CallRecording),
     /// The learning step recorded what it took from the call (see

@@ -89,6 +89,13 @@ impl Keys {
         self.key(format_args!("{}", list.key_name()))
     }
 
+    /// `{agent:winning_tactics}:calls` (for each list): per tactic
+    /// identity, the distinct calls that named it (JSON array of ids), in
+    /// the list's Cluster slot: one script writes both.
+    pub fn tactic_calls(&self, list: TacticsList) -> String {
+        part_of(&self.tactics(list), format_args!("calls"))
+    }
+
     /// `test_cases:list`: the learning loop's test cases.
     pub fn test_cases(&self) -> String {
         self.key(format_args!("test_cases:list"))
@@ -124,6 +131,12 @@ impl Keys {
     /// `skill:{hash}`.
     pub fn skill(&self, hash: &str) -> String {
         self.key(format_args!("skill:{hash}"))
+    }
+
+    /// `skills:by_added`: every skill's hash by when it was last stored
+    /// (Unix ms), so the oldest can go ([`crate::store::MAX_SKILLS_KEPT`]).
+    pub fn skills_by_added(&self) -> String {
+        self.key(format_args!("skills:by_added"))
     }
 
     /// The glob matching every skill key.

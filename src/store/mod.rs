@@ -71,15 +71,17 @@ pub use outbound_call::{CampaignAttempt, OutboundCall, TwilioReport};
 pub use phone_hash::{MissingSalt, PhoneHasher, PhoneSalt};
 pub use prompt_key::PromptKey;
 pub use prompt_version::{
-    CaseScore, Decision, Deployed, OptimisationTrace, PromptScores, PromptState, PromptVersion,
+    CaseScore, Decision, Deployed, MAX_PROMPT_HISTORY, OPTIMISATION_TRACE_TTL_MS,
+    OptimisationTrace, PromptScores, PromptState, PromptVersion,
 };
 pub use recording::{CallRecording, RecordingStatus};
 pub use settings::StoreSettings;
-pub use skill::{Skill, pack_vector, trigger_hash, unpack_vector};
+pub use skill::{MAX_SKILLS_KEPT, Skill, pack_vector, trigger_hash, unpack_vector};
 pub use stored_objects::StoredObjects;
 pub use tactics::{
-    MAX_TACTIC_CHARS, MAX_TACTICS_IN_PROMPT, MAX_TACTICS_KEPT, MAX_TACTICS_PER_CALL, TacticsList,
-    bounded_tactics, clean_tactic, merge_tactics, tactic_identity,
+    MAX_CALLS_NOTED_PER_TACTIC, MAX_TACTIC_CHARS, MAX_TACTICS_IN_PROMPT, MAX_TACTICS_KEPT,
+    MAX_TACTICS_PER_CALL, TacticsList, bounded_tactics, clean_tactic, merge_tactics,
+    tactic_identity,
 };
-pub use test_case::TestCase;
+pub use test_case::{MAX_TEST_CASES_KEPT, TestCase};
 pub use text_store::{EndClaim, TextEnd, TextStore};

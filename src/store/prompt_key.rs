@@ -52,6 +52,12 @@ impl PromptKey {
         format!("{}:optimisations", self.key(keys))
     }
 
+    /// `{key}:optimisation_attempts`: per optimisation id, its runs cut
+    /// short by a model after another had answered (a hash, kept a day).
+    pub fn attempts_key(&self, keys: &Keys) -> String {
+        format!("{}:optimisation_attempts", self.key(keys))
+    }
+
     /// `{key}:failures`: failed calls not yet acted on.
     pub fn failures_key(&self, keys: &Keys) -> String {
         format!("{}:failures", self.key(keys))

@@ -6,6 +6,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Versions a prompt key's history keeps: the newest (each deployment
+/// trims the oldest; a rollback can reach these).
+pub const MAX_PROMPT_HISTORY: usize = 1_000;
+
+/// How long an optimisation's trace `optimisation:{id}` is kept: 30 days.
+pub const OPTIMISATION_TRACE_TTL_MS: u64 = 30 * 24 * 3_600_000;
+
 /// One test case's score under a prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseScore {

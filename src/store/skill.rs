@@ -5,6 +5,11 @@
 
 use super::tactics::tactic_identity;
 
+/// Skills kept: the newest stored (a skill stored again counts as new);
+/// older ones are deleted as new ones come, so what calls teach cannot
+/// grow the store, and each index refresh, without bound.
+pub const MAX_SKILLS_KEPT: usize = 10_000;
+
 /// One skill.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skill {

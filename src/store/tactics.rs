@@ -13,7 +13,10 @@
 //! [`MAX_TACTIC_CHARS`] characters ([`clean_tactic`]); a call contributes
 //! at most [`MAX_TACTICS_PER_CALL`]; a list keeps its newest
 //! [`MAX_TACTICS_KEPT`] (both stores trim it on every merge); and a prompt
-//! shows the newest [`MAX_TACTICS_IN_PROMPT`] winning tactics.
+//! shows the newest [`MAX_TACTICS_IN_PROMPT`] winning tactics that were
+//! named in at least `[context] tactic_min_calls` distinct calls (each
+//! list notes, per tactic, up to [`MAX_CALLS_NOTED_PER_TACTIC`] of the
+//! calls that named it, in a hash beside it in its Cluster slot).
 
 use std::collections::HashSet;
 
@@ -25,6 +28,9 @@ pub const MAX_TACTICS_PER_CALL: usize = 8;
 pub const MAX_TACTICS_KEPT: usize = 500;
 /// Winning tactics put in a system prompt: the newest.
 pub const MAX_TACTICS_IN_PROMPT: usize = 30;
+/// Distinct calls noted per tactic (`{agent:winning_tactics}:calls`): as
+/// many as `tactic_min_calls` may ask for.
+pub const MAX_CALLS_NOTED_PER_TACTIC: usize = 16;
 
 /// The three agent-wide tactics lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

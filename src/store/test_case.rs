@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use super::tactics::tactic_identity;
 
+/// Test cases `test_cases:list` keeps: the newest (every addition trims
+/// the oldest), so what calls teach cannot grow it, and each optimisation's
+/// read of it, without bound.
+pub const MAX_TEST_CASES_KEPT: usize = 1_000;
+
 /// One test case for prompt candidates: the agent's answer to `input` is
 /// judged against `target`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -125,6 +125,16 @@ fn tactics_are_added_once_and_listed() {
         "agent:tactics (2)\n  - Anchor on ROI\n  - Offer a pilot\n\
          agent:winning_tactics (1)\n  - Mirror the buyer\nagent:failed_tactics (0)\n"
     );
+    // The winning list by default: the one prompts read from calls.
+    let mut remove = vec!["tactics", "remove", "mirror the BUYER", "Never said"];
+    remove.extend(store);
+    assert_eq!(
+        ok(&voxpipe(&remove, &[])),
+        "not in agent:winning_tactics: Never said\n1 removed from agent:winning_tactics\n"
+    );
+    let mut winning = vec!["tactics", "list", "winning"];
+    winning.extend(store);
+    assert_eq!(ok(&voxpipe(&winning, &[])), "agent:winning_tactics (0)\n");
 }
 
 #[test]

@@ -384,6 +384,27 @@ async fn skills_round_trip_with_their_vectors() {
 }
 
 #[tokio::test]
+async fn both_stores_keep_the_newest_skills() {
+    use voxpipe::store::MAX_SKILLS_KEPT;
+    for backend in backends() {
+        let store = backend.store();
+        let mut last = None;
+        for n in 0..=MAX_SKILLS_KEPT {
+            let skill = Skill::new(format!("objection {n}"), "answer", vec![1.0]);
+            store.put_skill(&skill).await.unwrap();
+            last = Some(skill);
+        }
+        let last = last.unwrap();
+        let hashes = store.skill_hashes().await.unwrap();
+        assert_eq!(hashes.len(), MAX_SKILLS_KEPT, "one went");
+        assert!(hashes.contains(&last.hash), "the newest stays");
+        // Stored again, a skill is the newest, and nothing more goes.
+        store.put_skill(&last).await.unwrap();
+        assert_eq!(store.skill_hashes().await.unwrap().len(), MAX_SKILLS_KEPT);
+    }
+}
+
+#[tokio::test]
 async fn skills_written_by_another_program_are_read() {
     // The learning loop writes `skill:{hash}` itself: HSET with a packed
     // little-endian f32 vector.

@@ -326,6 +326,13 @@ async fn a_job_that_keeps_killing_its_workers_is_given_up() {
         .await
         .unwrap();
     assert_eq!(again[0].deliveries, 2);
+    // Each began running (noted on the call) before its worker died.
+    for _ in 0..2 {
+        store
+            .update_call("s1", &voxpipe::store::CallChange::PostCallBegun)
+            .await
+            .unwrap();
+    }
 
     let third = runtime.worker("third").unwrap();
     assert_eq!(third.drain().await.unwrap(), 1);
@@ -388,6 +395,13 @@ async fn a_job_given_up_after_its_verdict_was_stored_still_merges_the_tactics() 
         .update_call("s1", &voxpipe::store::CallChange::Evaluated(evaluation))
         .await
         .unwrap();
+    // Each began running (noted on the call) before its worker died.
+    for _ in 0..2 {
+        store
+            .update_call("s1", &voxpipe::store::CallChange::PostCallBegun)
+            .await
+            .unwrap();
+    }
     store
         .reclaim_jobs("second", Duration::ZERO, 1)
         .await
@@ -447,4 +461,104 @@ async fn the_worker_holding_a_job_keeps_its_claim_and_no_one_else_can() {
     store.ack_job(id).await.unwrap();
     assert!(!store.keep_job("thief", id).await.unwrap(), "acknowledged");
     assert_eq!(redis.pending_jobs().await, 0);
+}
+
+/// A judge that, while it is asked, is overtaken: another worker running
+/// the same job stores its verdict (a success) first; this one answers a
+/// failure.
+struct Overtaken {
+    store: Arc<dyn Store>,
+    first: Evaluation,
+}
+
+#[async_trait::async_trait]
+impl voxpipe::agent::eval::JudgeModel for Overtaken {
+    fn model(&self) -> &str {
+        "judge-2"
+    }
+
+    async fn complete(
+        &self,
+        _messages: &[(&str, String)],
+    ) -> Result<String, voxpipe::services::ServiceError> {
+        self.store
+            .update_call(
+                "s1",
+                &voxpipe::store::CallChange::Evaluated(self.first.clone()),
+            )
+            .await
+            .unwrap();
+        Ok(serde_json::json!({"outcome": "failure", "score": 0.1, "tactics": ["Gave up"], "reason": "late"}).to_string())
+    }
+}
+
+#[tokio::test]
+async fn two_workers_judging_one_call_go_on_with_the_first_verdict_stored() {
+    use voxpipe::agent::eval::{Evaluator, EvaluatorSettings};
+    let (_redis, _judge, runtime, store) = setup("").await.parts();
+    session(&runtime, "s1", CALL).await;
+    let first = Evaluation::Evaluated {
+        outcome: Outcome::Success,
+        score: 0.9,
+        tactics: vec!["Anchor on ROI".into()],
+        reason: "Booked.".into(),
+        model: "judge-1".into(),
+        at: "2026-01-01T00:00:00Z".into(),
+    };
+    let judge = Overtaken {
+        store: store.clone(),
+        first: first.clone(),
+    };
+    let evaluator = Evaluator::new(
+        store.clone(),
+        Arc::new(judge),
+        EvaluatorSettings {
+            prompt: "Judge.".into(),
+            max_attempts: 1,
+            steps: Vec::new(),
+            webhook: None,
+        },
+    );
+
+    let evaluation = evaluator.evaluate("s1", false).await.unwrap();
+
+    assert_eq!(evaluation, first, "the verdict stored first is the one");
+    let call = store.call("s1").await.unwrap().unwrap();
+    assert_eq!(call.evaluation, Some(first));
+    assert_eq!(call.outcome, Some(Outcome::Success));
+    assert_eq!(
+        store.tactics(TacticsList::Winning).await.unwrap(),
+        ["Anchor on ROI"]
+    );
+    assert!(
+        store.tactics(TacticsList::Failed).await.unwrap().is_empty(),
+        "the overtaken verdict's tactics are not merged"
+    );
+}
+
+#[tokio::test]
+async fn a_callers_number_or_address_never_reaches_the_tactics_lists() {
+    let (_redis, judge, runtime, store) = setup("").await.parts();
+    judge.push_chats([verdict(
+        "success",
+        0.9,
+        &[
+            "Text them at +1 (615) 484-6056",
+            "Send the deck to jane@example.com",
+        ],
+    )]);
+    session(&runtime, "s1", CALL).await;
+    assert_eq!(runtime.worker("w1").unwrap().drain().await.unwrap(), 1);
+    assert_eq!(
+        store.tactics(TacticsList::Winning).await.unwrap(),
+        ["Text them at [phone]", "Send the deck to [email]"]
+    );
+    assert_eq!(
+        store.session_tactics("s1").await.unwrap(),
+        ["Text them at [phone]", "Send the deck to [email]"]
+    );
+    assert_eq!(
+        store.tactic_calls(TacticsList::Winning).await.unwrap()["text them at [phone]"],
+        1
+    );
 }

@@ -430,6 +430,13 @@ async fn a_job_given_up_records_the_call_as_unextracted() {
         .reclaim_jobs("second", Duration::ZERO, 1)
         .await
         .unwrap();
+    // Each began running (noted on the call) before its worker died.
+    for _ in 0..2 {
+        store
+            .update_call("c1", &voxpipe::store::CallChange::PostCallBegun)
+            .await
+            .unwrap();
+    }
     let third = store
         .reclaim_jobs("third", Duration::ZERO, 1)
         .await

@@ -384,6 +384,32 @@ async fn an_embedder_that_is_down_defers_the_skills_and_a_rerun_does_not_ask_the
 }
 
 #[tokio::test]
+async fn an_embedder_that_refuses_the_request_is_not_asked_again_for_a_day() {
+    let s = setup("").await;
+    s.model
+        .push_chats([verdict("success", 0.9, &[]), won_pairs()]);
+    s.model.refuse_embeddings();
+    converse(&s.runtime, "c1", "twilio", WON_CALL, "hangup").await;
+
+    // A 400 is permanent: recorded at once, the job done, not deferred.
+    assert_eq!(s.runtime.worker("w1").unwrap().drain().await.unwrap(), 1);
+
+    let call = s.store().call("c1").await.unwrap().unwrap();
+    assert_eq!(call.post_call_deferrals, 0);
+    match &call.learned {
+        Some(Learned::Nothing { reason, .. }) => {
+            assert!(reason.contains("2 skills not stored"), "{reason}");
+            assert!(reason.contains("the embedder refused"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.model.embedding_requests().len(), 1);
+    assert_eq!(s.store().test_cases().await.unwrap().len(), 2, "kept");
+    assert!(s.store().skill_hashes().await.unwrap().is_empty());
+    assert_eq!(s.redis.pending_jobs().await, 0);
+}
+
+#[tokio::test]
 async fn a_job_run_twice_learns_once() {
     let s = setup("").await;
     s.model
@@ -705,6 +731,13 @@ async fn a_job_given_up_records_that_the_call_taught_nothing() {
         .reclaim_jobs("second", Duration::ZERO, 1)
         .await
         .unwrap();
+    // Each began running (noted on the call) before its worker died.
+    for _ in 0..2 {
+        store
+            .update_call("c1", &voxpipe::store::CallChange::PostCallBegun)
+            .await
+            .unwrap();
+    }
     let third = store
         .reclaim_jobs("third", Duration::ZERO, 1)
         .await

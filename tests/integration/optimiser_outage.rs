@@ -56,3 +56,39 @@ async fn a_writer_that_is_down_defers_the_optimisation_until_it_is_back() {
     let state = store.prompt_state(&segment_key()).await.unwrap();
     assert_eq!(state.text.as_deref(), Some("Offer a pilot."));
 }
+
+#[tokio::test]
+async fn an_optimisation_cut_short_again_and_again_gives_up_after_five_attempts() {
+    let setup = setup("claim_idle_secs = 0", "", 1).await;
+    let (openai, store) = (&setup.openai, &setup.store);
+    let worker = setup.runtime.worker("w1").unwrap();
+    // The writer answers every time; the case judge never does.
+    openai.chat_fallback_for("writer", candidate("Offer a pilot."));
+    openai.chat_fallback_for("scorer", Reply::error(503, "overloaded", "server_error"));
+    failed_call(&setup, "s1").await;
+    let writer_asked = || {
+        openai
+            .chat_requests()
+            .iter()
+            .filter(|r| r["model"] == "writer")
+            .count()
+    };
+    for attempt in 1..=5 {
+        let err = worker.drain().await.unwrap_err();
+        assert!(err.to_string().contains("optimiser"), "{attempt}: {err}");
+        assert!(store.optimisation("s1").await.unwrap().is_none());
+        assert_eq!(writer_asked(), attempt);
+    }
+
+    assert_eq!(worker.drain().await.unwrap(), 1, "given up, the job done");
+    let trace = store.optimisation("s1").await.unwrap().unwrap();
+    assert_eq!(trace.decision, Decision::Skipped);
+    assert!(
+        trace.reason.contains("after 5 attempts"),
+        "{}",
+        trace.reason
+    );
+    assert_eq!(writer_asked(), 5, "no sixth candidate");
+    assert_eq!(setup.redis.pending_jobs().await, 0);
+    assert_eq!(store.prompt_state(&segment_key()).await.unwrap().version, 0);
+}

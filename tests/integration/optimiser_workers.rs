@@ -112,7 +112,7 @@ async fn two_workers_optimising_one_segment_leave_one_deployment_and_a_rejection
         judge: Arc::new(Rule {
             name: "scorer",
             answer: |messages| {
-                let good = messages[1].1.ends_with("Good answer.");
+                let good = messages[1].1.contains("Good answer.");
                 json!({"score": if good { 0.8 } else { 0.3 }, "reason": "by rule"}).to_string()
             },
         }),
@@ -291,4 +291,51 @@ async fn a_worker_killed_mid_optimisation_leaves_nothing_half_written_and_the_jo
             .as_deref(),
         Some("s2")
     );
+}
+
+#[tokio::test]
+async fn a_deployment_whose_trace_was_lost_is_not_deployed_again_and_its_trace_is_rebuilt() {
+    let setup = setup("", "", 1).await;
+    let (openai, store, redis) = (&setup.openai, &setup.store, &setup.redis);
+    openai.chat_fallback_for("writer", candidate("Kept."));
+    openai.push_chats_for("scorer", [score(0.9)]);
+    openai.chat_fallback_for("scorer", score(0.5));
+    failed_call(&setup, "s1").await;
+    let worker = setup.runtime.worker("w1").unwrap();
+    assert_eq!(worker.drain().await.unwrap(), 1);
+    let key = segment_key();
+    assert_eq!(store.prompt_state(&key).await.unwrap().version, 1);
+
+    // On Redis the trace is a SET apart from the deployment's script: a
+    // worker that died (or a Redis blip) between the two leaves the
+    // deployment without its trace.
+    let mut client = redis.client().await;
+    let deleted: i64 = redis::cmd("DEL")
+        .arg("optimisation:s1")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    openai.chat_fallback_for("writer", candidate("Deployed twice."));
+    openai.chat_fallback_for("scorer", score(0.9));
+    let asked = openai.chat_requests().len();
+
+    // The job runs again (the verdict stored is reused).
+    let evaluator = setup.runtime.evaluator().unwrap();
+    evaluator.evaluate("s1", false).await.unwrap();
+
+    assert_eq!(
+        openai.chat_requests().len(),
+        asked,
+        "no candidate written or scored again"
+    );
+    assert_eq!(store.prompt_state(&key).await.unwrap().version, 1);
+    let history = store.prompt_history(&key).await.unwrap();
+    assert_eq!(history.len(), 2, "{history:#?}");
+    let trace = store.optimisation("s1").await.unwrap().unwrap();
+    assert_eq!(trace.decision, Decision::Deployed);
+    assert_eq!(trace.deployed_version, Some(1));
+    assert_eq!(trace.candidate, "Kept.");
+    assert_eq!(trace.base_version, 0);
+    assert!(trace.reason.contains("rebuilt"), "{}", trace.reason);
 }

@@ -28,7 +28,10 @@ async fn call_setup_reads_the_prompt_within_its_budget_beside_a_long_history() {
             .await
             .unwrap();
     }
-    assert_eq!(store.prompt_history(&key).await.unwrap().len(), 1_001);
+    // Versions 0 to 1,000: the newest MAX_PROMPT_HISTORY are kept.
+    let history = store.prompt_history(&key).await.unwrap();
+    assert_eq!(history.len(), voxpipe::store::MAX_PROMPT_HISTORY);
+    assert_eq!((history[0].version, history[999].version), (1, 1_000));
     let segment = Segment {
         country: Some("US".into()),
         industry: Some("healthcare".into()),
@@ -56,6 +59,13 @@ async fn call_setup_reads_the_prompt_within_its_budget_beside_a_long_history() {
         )
         .await;
     assert_eq!(memory.prompt().source(), SEGMENT_KEY);
+}
+
+fn superseded_as(trace: &voxpipe::store::OptimisationTrace) -> voxpipe::store::OptimisationTrace {
+    voxpipe::store::OptimisationTrace {
+        decision: Decision::Superseded,
+        ..trace.clone()
+    }
 }
 
 /// The store's part, on both backends: compare-and-set deployments with
@@ -109,8 +119,42 @@ async fn prompt_history_contract(store: &dyn Store) {
         (0, "Hand written.")
     );
     assert_eq!(history[1], version(1, "One."));
-    assert_eq!(store.optimisation("c1").await.unwrap(), Some(trace));
+    assert_eq!(store.optimisation("c1").await.unwrap(), Some(trace.clone()));
     assert_eq!(store.optimisation("c2").await.unwrap(), None);
+    // A duplicate run of optimisation c1, evaluated against version 1:
+    // c1 is deployed already, so it is a conflict and nothing is written.
+    let twice = PromptVersion {
+        version: 2,
+        ..version(1, "One again.")
+    };
+    assert_eq!(
+        store.deploy_prompt(&key, 1, &twice, None).await.unwrap(),
+        Deployed::Conflict(1)
+    );
+    assert_eq!(store.prompt_state(&key).await.unwrap().version, 1);
+    // Nor does its later trace replace the deployed one.
+    let superseded = OptimisationTrace {
+        decision: Decision::Superseded,
+        deployed_version: None,
+        ..trace.clone()
+    };
+    store.put_optimisation(&superseded).await.unwrap();
+    assert_eq!(store.optimisation("c1").await.unwrap(), Some(trace));
+    // A trace not deployed is replaced as before.
+    let rejected = OptimisationTrace {
+        id: "c9".into(),
+        decision: Decision::Rejected,
+        ..superseded.clone()
+    };
+    store.put_optimisation(&rejected).await.unwrap();
+    store
+        .put_optimisation(&superseded_as(&rejected))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.optimisation("c9").await.unwrap().unwrap().decision,
+        Decision::Superseded
+    );
     assert_eq!(
         store.prompt_keys().await.unwrap(),
         std::slice::from_ref(&key),
@@ -193,5 +237,88 @@ async fn both_stores_keep_versions_by_compare_and_set() {
     assert_eq!(
         reopened.prompt_history(&segment_key()).await.unwrap().len(),
         2
+    );
+}
+
+/// What the optimiser keeps is bounded on both stores: the newest test
+/// cases, the newest versions of a key.
+async fn bounded_contract(store: &dyn Store) {
+    use voxpipe::store::{MAX_PROMPT_HISTORY, MAX_TEST_CASES_KEPT, TestCase};
+    let cases: Vec<TestCase> = (0..MAX_TEST_CASES_KEPT + 5)
+        .map(|i| TestCase {
+            input: format!("objection {i}"),
+            target: "answers it".into(),
+        })
+        .collect();
+    assert_eq!(store.add_test_cases(&cases[..10]).await.unwrap(), 10);
+    assert_eq!(
+        store.add_test_cases(&cases[10..]).await.unwrap(),
+        MAX_TEST_CASES_KEPT - 5
+    );
+    let kept = store.test_cases().await.unwrap();
+    assert_eq!(kept.len(), MAX_TEST_CASES_KEPT);
+    assert_eq!(kept[0].input, "objection 5", "the oldest went");
+    assert_eq!(
+        kept[MAX_TEST_CASES_KEPT - 1],
+        cases[MAX_TEST_CASES_KEPT + 4]
+    );
+
+    let key = segment_key();
+    for n in 0..=MAX_PROMPT_HISTORY {
+        set_prompt_version(store, &key, &format!("Prompt {n}."))
+            .await
+            .unwrap();
+    }
+    // Versions 0 to MAX_PROMPT_HISTORY + 1: the first two went.
+    let history = store.prompt_history(&key).await.unwrap();
+    assert_eq!(history.len(), MAX_PROMPT_HISTORY);
+    assert_eq!(history[0].version, 2);
+    assert_eq!(
+        history[MAX_PROMPT_HISTORY - 1].version,
+        MAX_PROMPT_HISTORY as u64 + 1
+    );
+    assert_eq!(
+        store.prompt_state(&key).await.unwrap().version,
+        MAX_PROMPT_HISTORY as u64 + 1
+    );
+}
+
+#[tokio::test]
+async fn both_stores_keep_the_newest_test_cases_and_versions_and_traces_expire() {
+    use voxpipe::store::{
+        MemoryStore, OPTIMISATION_TRACE_TTL_MS, OptimisationTrace, PromptHistoryStore, RedisStore,
+        StoreSettings,
+    };
+    bounded_contract(&MemoryStore::new(StoreSettings::default())).await;
+    let redis = RedisServer::start();
+    let on_redis =
+        RedisStore::connect(&redis.url(), "TEST_REDIS", StoreSettings::default()).unwrap();
+    bounded_contract(&on_redis).await;
+
+    let trace = OptimisationTrace {
+        id: "c1".into(),
+        key: SEGMENT_KEY.into(),
+        call_id: "c1".into(),
+        base_version: 0,
+        candidate: String::new(),
+        candidate_scores: None,
+        current_scores: None,
+        threshold: 0.5,
+        decision: Decision::Skipped,
+        reason: "test".into(),
+        deployed_version: None,
+        llm_calls: 0,
+        at: "2026-01-01T00:00:00.000Z".into(),
+    };
+    on_redis.put_optimisation(&trace).await.unwrap();
+    let mut client = redis.client().await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("optimisation:c1")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 0 && ttl as u64 <= OPTIMISATION_TRACE_TTL_MS,
+        "optimisation:c1 PTTL {ttl}"
     );
 }

@@ -107,3 +107,100 @@ async fn tactics_lists_and_prompts_are_bounded_on_both_stores() {
     let redis = RedisStore::connect(&server.url(), "REDIS_URL", StoreSettings::default()).unwrap();
     bounded(Arc::new(redis)).await;
 }
+
+/// A winning tactic reaches the prompt once `min_calls` distinct calls
+/// named it; an operator can take one out; a caller's number or address
+/// never reaches a prompt.
+async fn promoted_by_distinct_calls_removed_by_the_operator(store: Arc<dyn Store>) {
+    let segment = Segment::default();
+    let pilot = ["Mention the free pilot".to_owned()];
+    store
+        .add_call_tactics(TacticsList::Winning, "c1", &pilot)
+        .await
+        .unwrap();
+    // The same call again (a job run twice) is one call.
+    store
+        .add_call_tactics(TacticsList::Winning, "c1", &pilot)
+        .await
+        .unwrap();
+    let prompt = SessionPrompt::load_promoted(&*store, &segment, "Tactics:", 2)
+        .await
+        .unwrap();
+    assert!(prompt.tactics.is_empty(), "{prompt:?}");
+    let anyone = SessionPrompt::load_promoted(&*store, &segment, "Tactics:", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        anyone.tactics, pilot,
+        "1 keeps the first success's promotion"
+    );
+
+    store
+        .add_call_tactics(
+            TacticsList::Winning,
+            "c2",
+            &["mention the FREE  pilot".to_owned()],
+        )
+        .await
+        .unwrap();
+    let prompt = SessionPrompt::load_promoted(&*store, &segment, "Tactics:", 2)
+        .await
+        .unwrap();
+    assert_eq!(prompt.tactics, pilot);
+    assert_eq!(
+        store.tactic_calls(TacticsList::Winning).await.unwrap()["mention the free pilot"],
+        2
+    );
+
+    assert!(
+        store
+            .remove_tactic(TacticsList::Winning, "MENTION the free pilot")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remove_tactic(TacticsList::Winning, "Mention the free pilot")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .tactics(TacticsList::Winning)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .tactic_calls(TacticsList::Winning)
+            .await
+            .unwrap()
+            .is_empty(),
+        "its noted calls went with it"
+    );
+
+    // Written by hand (or before redaction): redacted in the prompt.
+    store
+        .add_tactics(
+            TacticsList::Winning,
+            &["Call back on +1 615 484 6056 or jane@example.com".to_owned()],
+        )
+        .await
+        .unwrap();
+    let prompt = SessionPrompt::load(&*store, &segment, "Tactics:")
+        .await
+        .unwrap();
+    assert_eq!(prompt.tactics, ["Call back on [phone] or [email]"]);
+}
+
+#[tokio::test]
+async fn winning_tactics_are_promoted_by_distinct_calls_on_both_stores() {
+    promoted_by_distinct_calls_removed_by_the_operator(Arc::new(MemoryStore::new(
+        StoreSettings::default(),
+    )))
+    .await;
+    let server = RedisServer::start();
+    let redis = RedisStore::connect(&server.url(), "REDIS_URL", StoreSettings::default()).unwrap();
+    promoted_by_distinct_calls_removed_by_the_operator(Arc::new(redis)).await;
+}

@@ -9,10 +9,14 @@
 //!    again later, like a post-call step whose service is down. The verdict goes into `call:{id}` (outcome, score and the
 //!    full evaluation) *first*, so a re-run of the same job (a crashed
 //!    worker's, reclaimed) reuses it instead of asking the judge again.
+//!    The first verdict stored stays (unless a fresh one was asked for):
+//!    of two workers judging one call at once, both go on with the verdict
+//!    the store kept, so its tactics land in one list only.
 //! 2. The tactics: `session:{id}:tactics` is replaced with the tactics the
 //!    judge saw (24 h TTL), and they are merged without repeats into
 //!    `agent:winning_tactics` on success or `agent:failed_tactics` on
-//!    failure. `agent:tactics` is never written.
+//!    failure, phone numbers and e-mail addresses redacted, the call noted
+//!    among those that named each tactic (`tactic_min_calls`). `agent:tactics` is never written.
 //! 3. The post-call steps ([`PostCallStep`]) run, in order, on the call as
 //!    stored after the verdict.
 //! 4. The call-completed webhook, if configured, is queued.
@@ -31,6 +35,7 @@ use super::http::unavailable;
 use super::judge::{JudgeModel, render_transcript};
 use super::verdict::Verdict;
 use crate::agent::post_call::{PostCallError, PostCallStep};
+use crate::agent::redact::redact_contacts;
 use crate::agent::webhook::{WebhookSettings, queue_call_completed};
 use crate::store::time::{rfc3339, unix_ms};
 use crate::store::{CallChange, CallRecord, Evaluation, Interaction, Outcome, TacticsList};
@@ -161,11 +166,28 @@ impl Evaluator {
             }
             (stored, _) => {
                 let turns = self.store.turns(call_id).await?;
-                let evaluation = self.judge(&**judge, &record, &turns).await?;
-                self.store
-                    .update_call(call_id, &CallChange::Evaluated(evaluation.clone()))
-                    .await?;
-                if stored.is_some() {
+                let judged = self.judge(&**judge, &record, &turns).await?;
+                let change = if fresh {
+                    CallChange::Reevaluated(judged.clone())
+                } else {
+                    CallChange::Evaluated(judged.clone())
+                };
+                // What is stored is what counts: another worker running
+                // the same job may have stored its verdict first, and
+                // then that one is kept, its tactics merged and the
+                // post-call steps run on it (by both workers alike).
+                let evaluation = self
+                    .store
+                    .update_call(call_id, &change)
+                    .await?
+                    .and_then(|stored| stored.evaluation)
+                    .ok_or_else(|| EvalError::UnknownCall(call_id.to_owned()))?;
+                if evaluation != judged {
+                    tracing::info!(
+                        call_id,
+                        "another run stored its verdict first; continuing with that one"
+                    );
+                } else if stored.is_some() {
                     revision = Some(evaluation.at().to_owned());
                 } else if fresh {
                     if_delivered = Some(evaluation.at().to_owned());
@@ -330,12 +352,16 @@ impl Evaluator {
         else {
             return Ok(());
         };
-        self.store.set_session_tactics(call_id, tactics).await?;
+        // The judge's tactics come from what was said on the call: no
+        // caller's number or address goes into the lists (and from there
+        // into every later prompt).
+        let tactics: Vec<String> = tactics.iter().map(|t| redact_contacts(t)).collect();
+        self.store.set_session_tactics(call_id, &tactics).await?;
         let list = match outcome {
             Outcome::Success => TacticsList::Winning,
             Outcome::Failure => TacticsList::Failed,
         };
-        let added = self.store.add_tactics(list, tactics).await?;
+        let added = self.store.add_call_tactics(list, call_id, &tactics).await?;
         tracing::info!(call_id, list = list.key_name(), added, "tactics merged");
         Ok(())
     }

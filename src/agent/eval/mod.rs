@@ -25,7 +25,7 @@ pub use http::ApiEndpoint;
 pub(crate) use http::{JsonClient, unavailable};
 pub use job::{EvalJob, QueueEvaluation, queue_evaluation};
 pub use judge::{DEFAULT_JUDGE_PROMPT, JudgeModel, OpenAiJudge, render_transcript};
-pub(crate) use judge::{defused, transcript_closing, transcript_opening};
+pub(crate) use judge::{defused, quoted, transcript_closing, transcript_opening};
 pub(crate) use verdict::strip_fence;
 pub use verdict::{MalformedVerdict, Verdict};
 pub use worker::{EvaluationWorker, MAX_DEFERRALS, WorkerSettings};

@@ -17,9 +17,13 @@
 //! `max_deliveries` times is recorded as unevaluated and acknowledged, so a
 //! job that kills its workers cannot circle forever.
 //!
-//! A delivery that ends because the judge or a service a post-call step
-//! needs is down (object storage, the extraction model) is different: the worker saw it
-//! fail and is alive. It is counted on the call (`post_call_deferrals`)
+//! Only deliveries that began running count toward `max_deliveries`
+//! (each is noted on the call, `post_call_runs`, before it runs): a job
+//! handed out by a read that a shutdown cut short never ran.
+//!
+//! A delivery that ends because the judge, the store or a service a
+//! post-call step needs is down (object storage, the extraction model) is
+//! different: the worker saw it fail and is alive. It is counted on the call (`post_call_deferrals`)
 //! and does not count toward `max_deliveries`; the job stays pending and
 //! runs again at each reclaim (every `claim_idle`), for up to
 //! [`MAX_DEFERRALS`] deliveries, so an outage of hours loses no upload.
@@ -211,15 +215,29 @@ impl EvaluationWorker {
             }
         };
         let call_id = parsed.call_id.as_str();
-        let deferrals = match job.deliveries {
-            1 => 0,
-            _ => self
-                .store
-                .call(call_id)
-                .await?
-                .map_or(0, |call| call.post_call_deferrals),
+        // Noted before the run: a worker that dies in it has it counted,
+        // and a delivery that never got here (a read cut short by a
+        // shutdown) is not counted as a crash.
+        let Some(call) = self
+            .store
+            .update_call(call_id, &CallChange::PostCallBegun)
+            .await?
+        else {
+            tracing::warn!(
+                call_id,
+                "evaluation job for a call that is not stored (expired?); dropped"
+            );
+            self.store.ack_job(&job.id).await?;
+            return Ok(());
         };
-        let crashed = job.deliveries.saturating_sub(1).saturating_sub(deferrals);
+        let deferrals = call.post_call_deferrals;
+        // Runs begun before this one, at most the deliveries before this
+        // one (a call recorded before runs were counted has none).
+        let runs_before = call
+            .post_call_runs
+            .saturating_sub(1)
+            .min(job.deliveries.saturating_sub(1));
+        let crashed = runs_before.saturating_sub(deferrals);
         if crashed >= self.settings.max_deliveries || deferrals >= MAX_DEFERRALS {
             let what = if self.evaluator.judges() {
                 "evaluation"
@@ -249,7 +267,13 @@ impl EvaluationWorker {
                     "evaluation job for a call that is not stored (expired?); dropped"
                 );
             }
-            Err(err @ (EvalError::PostCall(_) | EvalError::JudgeUnavailable(_))) => {
+            // A store that timed out or failed over is as down as a model:
+            // the run is deferred, not counted as a worker that died.
+            Err(
+                err @ (EvalError::PostCall(_)
+                | EvalError::JudgeUnavailable(_)
+                | EvalError::Store(_)),
+            ) => {
                 let deferred = self
                     .store
                     .update_call(call_id, &CallChange::PostCallDeferred)
@@ -450,5 +474,100 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(count.0.load(Ordering::SeqCst), 4, "one per reclaim period");
         running.abort();
+    }
+
+    /// A post-call step whose store times out `failing` times, then works.
+    #[derive(Debug)]
+    struct StoreBlips {
+        failing: AtomicUsize,
+        runs: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl PostCallStep for StoreBlips {
+        fn name(&self) -> &'static str {
+            "store_blips"
+        }
+
+        async fn run(&self, _call: &CallRecord) -> Result<(), PostCallError> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            let left = self.failing.load(Ordering::SeqCst);
+            if left > 0 {
+                self.failing.store(left - 1, Ordering::SeqCst);
+                return Err(PostCallError::Store(StoreError::Timeout(
+                    Duration::from_secs(1),
+                )));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn store_errors_defer_the_job_and_do_not_use_up_its_deliveries() {
+        let store = store_with_calls(1).await;
+        let step = Arc::new(StoreBlips {
+            failing: AtomicUsize::new(2),
+            runs: AtomicUsize::new(0),
+        });
+        // max_deliveries = 2 (the default): two store timeouts would have
+        // given the job up before the third delivery ran.
+        let worker = worker_with(&store, step.clone());
+        let first = store.read_jobs("w", 1, Duration::ZERO).await.unwrap();
+        assert!(matches!(
+            worker.process(&first[0]).await,
+            Err(EvalError::Store(_))
+        ));
+        for expected in [Err(()), Ok(())] {
+            let again = store.reclaim_jobs("w", Duration::ZERO, 1).await.unwrap();
+            let ran = worker.process(&again[0]).await.map_err(|_| ());
+            assert_eq!(ran, expected);
+        }
+        assert_eq!(
+            step.runs.load(Ordering::SeqCst),
+            3,
+            "the third delivery ran"
+        );
+        let call = store.call("c0").await.unwrap().unwrap();
+        assert_eq!(call.post_call_deferrals, 2);
+        assert!(
+            store
+                .reclaim_jobs("w", Duration::ZERO, 1)
+                .await
+                .unwrap()
+                .is_empty(),
+            "acknowledged"
+        );
+    }
+
+    #[tokio::test]
+    async fn deliveries_that_never_began_running_do_not_count_toward_giving_up() {
+        let store = store_with_calls(1).await;
+        let count = Arc::new(Count::default());
+        let worker = worker_with(&store, count.clone());
+        // Two reads handed the job out and were cut short (a shutdown)
+        // before it ran.
+        store.read_jobs("w", 1, Duration::ZERO).await.unwrap();
+        store.reclaim_jobs("w", Duration::ZERO, 1).await.unwrap();
+        let third = store.reclaim_jobs("w", Duration::ZERO, 1).await.unwrap();
+        assert_eq!(third[0].deliveries, 3);
+        worker.process(&third[0]).await.unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "run, not given up");
+
+        // Runs that began and died do count: with two of them noted the
+        // next delivery gives up.
+        let store = store_with_calls(1).await;
+        let count = Arc::new(Count::default());
+        let worker = worker_with(&store, count.clone());
+        store.read_jobs("w", 1, Duration::ZERO).await.unwrap();
+        for _ in 0..2 {
+            store
+                .update_call("c0", &CallChange::PostCallBegun)
+                .await
+                .unwrap();
+        }
+        store.reclaim_jobs("w", Duration::ZERO, 1).await.unwrap();
+        let third = store.reclaim_jobs("w", Duration::ZERO, 1).await.unwrap();
+        worker.process(&third[0]).await.unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "given up");
     }
 }

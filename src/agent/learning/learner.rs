@@ -76,6 +76,16 @@ pub enum LearnError {
         /// What failed.
         reason: String,
     },
+    /// The embedder refused the request for good (a 4xx other than 429
+    /// and refused credentials, an answer that cannot be used): asking
+    /// again would get the same answer, so the skills are not stored.
+    #[error("{what} refused the request: {reason}")]
+    Refused {
+        /// `the embedder`.
+        what: &'static str,
+        /// What failed.
+        reason: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -276,21 +286,28 @@ impl Learner {
     /// skill; returns the hashes in order.
     pub async fn store_skills(&self, pairs: &[LearnedPair]) -> Result<Vec<String>, LearnError> {
         let objections: Vec<String> = pairs.iter().map(|p| p.objection.clone()).collect();
-        let embedder_down = |reason: String| LearnError::Unavailable {
-            what: "the embedder",
-            reason,
+        // Classified as the models' errors are: only a service that is
+        // down (or refuses the key) is worth asking again later.
+        let vectors = match self.embedder.embed(&objections).await {
+            Ok(vectors) => vectors,
+            Err(err) if unavailable(&err) => {
+                return Err(LearnError::Unavailable {
+                    what: "the embedder",
+                    reason: err.to_string(),
+                });
+            }
+            Err(err) => {
+                return Err(LearnError::Refused {
+                    what: "the embedder",
+                    reason: err.to_string(),
+                });
+            }
         };
-        let vectors = self
-            .embedder
-            .embed(&objections)
-            .await
-            .map_err(|err| embedder_down(err.to_string()))?;
         if vectors.len() != pairs.len() {
-            return Err(embedder_down(format!(
-                "{} vectors for {} objections",
-                vectors.len(),
-                pairs.len()
-            )));
+            return Err(LearnError::Refused {
+                what: "the embedder",
+                reason: format!("{} vectors for {} objections", vectors.len(), pairs.len()),
+            });
         }
         let mut hashes = Vec::with_capacity(pairs.len());
         for (pair, vector) in pairs.iter().zip(vectors) {

@@ -136,7 +136,7 @@ fn call_context(call: &CallRecord) -> String {
 fn step_error(err: LearnError) -> PostCallError {
     match err {
         LearnError::Store(err) => PostCallError::Store(err),
-        LearnError::Unavailable { .. } => PostCallError::Unavailable {
+        LearnError::Unavailable { .. } | LearnError::Refused { .. } => PostCallError::Unavailable {
             step: STEP,
             reason: err.to_string(),
         },
@@ -169,11 +169,24 @@ impl PostCallStep for LearnFromCall {
         else {
             return Ok(());
         };
-        let skills = self
-            .learner
-            .store_skills(&pairs)
-            .await
-            .map_err(step_error)?;
+        let skills = match self.learner.store_skills(&pairs).await {
+            Ok(skills) => skills,
+            Err(LearnError::Refused { what, reason }) => {
+                // Permanent: deferring would ask the same again for a day.
+                tracing::warn!(call_id, error = %reason, "{what} refused the request; the call's skills are not stored");
+                let nothing = Learned::Nothing {
+                    reason: format!(
+                        "{} skills not stored ({what} refused the request: {reason}); their test cases are",
+                        pairs.len()
+                    ),
+                    attempts,
+                    at: rfc3339(unix_ms()),
+                };
+                self.record(call_id, nothing).await?;
+                return Ok(());
+            }
+            Err(err) => return Err(step_error(err)),
+        };
         tracing::info!(
             call_id,
             pairs = pairs.len(),

@@ -4,9 +4,13 @@
 //! It runs inside the evaluation job, so it is at least once and taken
 //! over from a crashed worker; it is idempotent because the optimisation's
 //! id is the call's: a stored trace `optimisation:{call_id}` means it is
-//! done, and a deployment writes the live key, the version counter, the
-//! history entry and the trace in one atomic compare-and-set, so a worker
-//! killed at any point leaves either all of it or none. A permanent
+//! done. A deployment writes the live key, the version counter and the
+//! history entry in one atomic compare-and-set; the trace goes with them
+//! in the memory store, but on Redis it lives in another slot and is
+//! written just after. A run that stopped between the two is finished by
+//! the next one: a history entry naming this optimisation means it is
+//! deployed, and its trace is rebuilt from the entry instead of
+//! optimising (and deploying) again. A permanent
 //! failure (no usable candidate, a judge that never answers in JSON) is
 //! recorded in the trace and the step succeeds; a store error, or a model
 //! that cannot be reached (the writer, the agent's model, the case judge),
@@ -33,6 +37,11 @@ use crate::store::{
 
 /// The rate limits' window.
 const HOUR_MS: u64 = 3_600_000;
+
+/// Runs of one optimisation that may be cut short by a model after another
+/// had answered (each wrote, and maybe scored, a candidate on the same
+/// slot) before it is given up and recorded as skipped.
+pub(super) const MAX_CUT_SHORT_ATTEMPTS: u64 = 5;
 
 /// The models the optimiser asks.
 #[derive(Clone)]
@@ -138,6 +147,18 @@ impl OptimiserStep {
                 let result = self
                     .optimise_from(&base, &current, reason, &mut asked)
                     .await;
+                if let (Err(PostCallError::Unavailable { .. }), 1..) = (&result, asked.answered) {
+                    // The slot stays spent and the rerun takes it again (it
+                    // holds it): counted, so the reruns are bounded.
+                    match store.note_cut_short_optimisation(key, base.id).await {
+                        Ok(runs) => {
+                            tracing::info!(key = %key, call_id = %call.call_id, runs, max = MAX_CUT_SHORT_ATTEMPTS, "optimisation cut short after a model answered")
+                        }
+                        Err(err) => {
+                            tracing::warn!(key = %key, error = %err, "cannot count a cut-short optimisation")
+                        }
+                    }
+                }
                 if let (Err(PostCallError::Unavailable { .. }), 0) = (&result, asked.answered) {
                     // Deferred before any model answered: the slot is not
                     // held while the writer is down (the run takes it
@@ -185,6 +206,14 @@ impl OptimiserStep {
                 Ok(deployed)
             }
             Deployed::Conflict(current) => {
+                // A duplicate run of this optimisation (the same job on
+                // two workers) deployed first: that deployment is this
+                // optimisation's, not a rival's.
+                let history = store.prompt_history(key).await?;
+                if let Some(ours) = deployed_trace(&history, base.id, key, self.section.threshold) {
+                    tracing::info!(key = %key, call_id = %call.call_id, version = ours.deployed_version, "another run of this optimisation deployed it");
+                    return Ok(self.store.optimisation(base.id).await?.unwrap_or(ours));
+                }
                 let lost = OptimisationTrace {
                     decision: Decision::Superseded,
                     reason: format!(
@@ -246,6 +275,17 @@ impl OptimiserStep {
                 format!(
                     "{} reached max_candidates_per_hour = {}",
                     base.key, section.max_candidates_per_hour
+                ),
+            ));
+        }
+        let cut_short = store.cut_short_optimisations(base.key, base.id).await?;
+        if cut_short >= MAX_CUT_SHORT_ATTEMPTS {
+            return Ok(self.ended(
+                base,
+                String::new(),
+                Decision::Skipped,
+                format!(
+                    "given up after {cut_short} attempts cut short by a model that stopped answering (each wrote a candidate; at most {MAX_CUT_SHORT_ATTEMPTS})"
                 ),
             ));
         }
@@ -359,6 +399,24 @@ impl OptimiserStep {
         Ok(trace)
     }
 
+    /// The trace of a version of `key` already deployed by optimisation
+    /// `call.call_id` (found in the prompt history, which is written
+    /// atomically with the deployment), rebuilt from its history entry:
+    /// the current prompt's scores are not kept there.
+    async fn deployed_without_trace(
+        &self,
+        call: &CallRecord,
+        key: &PromptKey,
+    ) -> Result<Option<OptimisationTrace>, StoreError> {
+        let history = self.store.prompt_history(key).await?;
+        Ok(deployed_trace(
+            &history,
+            &call.call_id,
+            key,
+            self.section.threshold,
+        ))
+    }
+
     /// The test cases used: the newest `sample`, or all.
     fn sample(&self, mut cases: Vec<TestCase>) -> Vec<TestCase> {
         let sample = self.section.sample;
@@ -393,6 +451,38 @@ fn deferred(reason: String) -> PostCallError {
     }
 }
 
+/// The trace of the version in `history` that optimisation `id`
+/// deployed, if any, rebuilt from its history entry.
+fn deployed_trace(
+    history: &[PromptVersion],
+    id: &str,
+    key: &PromptKey,
+    threshold: f64,
+) -> Option<OptimisationTrace> {
+    let entry = history
+        .iter()
+        .rev()
+        .find(|v| v.version > 0 && v.optimisation.as_deref() == Some(id))?;
+    Some(OptimisationTrace {
+        id: id.to_owned(),
+        key: key.to_string(),
+        call_id: entry.call_id.clone().unwrap_or_else(|| id.to_owned()),
+        base_version: entry.version - 1,
+        candidate: entry.prompt.clone(),
+        candidate_scores: entry.scores.clone(),
+        current_scores: None,
+        threshold,
+        decision: Decision::Deployed,
+        reason: format!(
+            "{} (trace rebuilt from the prompt history: the run that deployed it stopped before storing it)",
+            entry.reason
+        ),
+        deployed_version: Some(entry.version),
+        llm_calls: 0,
+        at: entry.deployed_at.clone(),
+    })
+}
+
 /// What an optimisation starts from.
 struct Base<'a> {
     /// The optimisation's id (the failed call's).
@@ -422,7 +512,28 @@ impl PostCallStep for OptimiserStep {
         let Some(key) = PromptKey::candidates(&call.segment).into_iter().next() else {
             return Ok(());
         };
-        if let Some(done) = self.store.optimisation(call_id).await? {
+        let done = self.store.optimisation(call_id).await?;
+        if done
+            .as_ref()
+            .is_none_or(|d| d.decision != Decision::Deployed)
+            && let Some(trace) = self.deployed_without_trace(call, &key).await?
+        {
+            // On Redis the trace is written after the deployment (another
+            // slot): a run stopped between the two left a live version
+            // whose trace is missing (or, from a duplicate run of the job,
+            // says it was not deployed). Optimising again would deploy a
+            // second version for the same failed call.
+            tracing::warn!(
+                call_id,
+                key = %key,
+                version = trace.deployed_version,
+                "deployment found in the prompt history without its trace; trace rebuilt, not optimising again"
+            );
+            self.store.put_optimisation(&trace).await?;
+            self.settle(call_id, &key, &[call_id.to_owned()]).await?;
+            return Ok(());
+        }
+        if let Some(done) = done {
             tracing::info!(
                 call_id,
                 decision = done.decision.as_str(),

@@ -61,7 +61,12 @@ impl AgentRuntime {
         let heading = &self.section.tactics_heading;
         let prompt = match tokio::time::timeout(
             limit,
-            SessionPrompt::load(&*self.store, &segment, heading),
+            SessionPrompt::load_promoted(
+                &*self.store,
+                &segment,
+                heading,
+                self.section.tactic_min_calls,
+            ),
         )
         .await
         {

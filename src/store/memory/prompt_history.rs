@@ -4,11 +4,14 @@
 
 use async_trait::async_trait;
 
-use super::keyspace::{Keyspace, Op};
+use super::keyspace::{Blob, Keyspace, Op};
 use super::store::MemoryStore;
 use crate::store::codec::{decode_list, encode};
 use crate::store::time::rfc3339;
-use crate::store::{Deployed, OptimisationTrace, PromptKey, PromptState, PromptVersion};
+use crate::store::{
+    Decision, Deployed, MAX_PROMPT_HISTORY, OPTIMISATION_TRACE_TTL_MS, OptimisationTrace,
+    PromptKey, PromptState, PromptVersion,
+};
 use crate::store::{PromptHistoryStore, StoreError};
 
 /// The version counter at `key` (0 when missing or not a number; the
@@ -25,6 +28,36 @@ fn set(key: String, value: String) -> Op {
         value,
         expires_at_ms: None,
     }
+}
+
+/// An optimisation's trace, kept [`OPTIMISATION_TRACE_TTL_MS`].
+fn set_trace(key: String, value: String, now: u64) -> Op {
+    Op::Set {
+        key,
+        value,
+        expires_at_ms: Some(now + OPTIMISATION_TRACE_TTL_MS),
+    }
+}
+
+/// Whether `history` holds a version deployed by optimisation `id` (as
+/// Redis's `DEPLOY_PROMPT` checks: a duplicate run does not deploy twice).
+fn deployed_by(history: &[String], id: Option<&str>) -> bool {
+    let Some(id) = id else { return false };
+    history.iter().any(|item| {
+        serde_json::from_str::<PromptVersion>(item)
+            .is_ok_and(|entry| entry.optimisation.as_deref() == Some(id))
+    })
+}
+
+/// How long an optimisation's cut-short runs are remembered (as Redis).
+const CUT_SHORT_TTL_MS: u64 = 24 * 3_600_000;
+
+/// The cut-short runs of optimisation `id` noted in `attempts`.
+fn cut_short(ks: &Keyspace, attempts: &str, id: &str, now: u64) -> u64 {
+    ks.hash(attempts, now)
+        .and_then(|h| h.get(id))
+        .and_then(|raw| std::str::from_utf8(raw).ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Members of a sorted set by score, oldest first.
@@ -67,7 +100,9 @@ impl PromptHistoryStore for MemoryStore {
             .transpose()?;
         self.write(|ks, now| {
             let current = version_at(ks, &version_key, now);
-            if current != expected {
+            if current != expected
+                || deployed_by(ks.list(&history, now), entry.optimisation.as_deref())
+            {
                 return (Vec::new(), Ok(Deployed::Conflict(current)));
             }
             let mut ops = Vec::new();
@@ -92,12 +127,29 @@ impl PromptHistoryStore for MemoryStore {
             }
             ops.push(set(live, entry.prompt.clone()));
             ops.push(set(version_key, (current + 1).to_string()));
-            ops.push(Op::Push {
-                key: history,
-                values: vec![entry_json],
-            });
+            // An empty history (the only one that gets version 0 first) is
+            // far below the bound; a full one keeps its newest, as Redis's
+            // LTRIM.
+            let listed = ks.list(&history, now);
+            if listed.len() < MAX_PROMPT_HISTORY {
+                ops.push(Op::Push {
+                    key: history,
+                    values: vec![entry_json],
+                });
+            } else {
+                let mut all = listed.to_vec();
+                all.push(entry_json);
+                all.drain(..all.len() - MAX_PROMPT_HISTORY);
+                ops.push(Op::Del {
+                    key: history.clone(),
+                });
+                ops.push(Op::Push {
+                    key: history,
+                    values: all,
+                });
+            }
             if let Some((key, json)) = trace {
-                ops.push(set(key, json));
+                ops.push(set_trace(key, json, now));
             }
             (ops, Ok(Deployed::Deployed(current + 1)))
         })?
@@ -125,7 +177,21 @@ impl PromptHistoryStore for MemoryStore {
     async fn put_optimisation(&self, trace: &OptimisationTrace) -> Result<(), StoreError> {
         let key = self.settings.keys.optimisation(&trace.id);
         let json = encode(&key, trace)?;
-        self.write(|_, _| (vec![set(key, json)], ()))
+        let kept = self.write(|ks, now| {
+            let deployed = ks
+                .string(&key, now)
+                .and_then(|old| serde_json::from_str::<OptimisationTrace>(old).ok())
+                .is_some_and(|old| old.decision == Decision::Deployed);
+            if deployed {
+                (Vec::new(), true)
+            } else {
+                (vec![set_trace(key, json, now)], false)
+            }
+        })?;
+        if kept {
+            tracing::info!(optimisation = %trace.id, decision = trace.decision.as_str(), "a deployed trace is kept; this one is not stored");
+        }
+        Ok(())
     }
 
     async fn optimisation(&self, id: &str) -> Result<Option<OptimisationTrace>, StoreError> {
@@ -174,6 +240,33 @@ impl PromptHistoryStore for MemoryStore {
             };
             (ops, taken)
         })
+    }
+
+    async fn note_cut_short_optimisation(
+        &self,
+        key: &PromptKey,
+        id: &str,
+    ) -> Result<u64, StoreError> {
+        let attempts = key.attempts_key(&self.settings.keys);
+        self.write(|ks, now| {
+            let count = cut_short(ks, &attempts, id, now) + 1;
+            let ops = vec![
+                Op::HSet {
+                    key: attempts.clone(),
+                    fields: [(id.to_owned(), Blob(count.to_string().into_bytes()))].into(),
+                },
+                Op::ExpireAt {
+                    key: attempts,
+                    at_ms: now + CUT_SHORT_TTL_MS,
+                },
+            ];
+            (ops, count)
+        })
+    }
+
+    async fn cut_short_optimisations(&self, key: &PromptKey, id: &str) -> Result<u64, StoreError> {
+        let attempts = key.attempts_key(&self.settings.keys);
+        self.read(|ks, now| cut_short(ks, &attempts, id, now))
     }
 
     async fn give_back_optimisation_slot(

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::keyspace::{Blob, Op};
 use super::store::MemoryStore;
-use crate::store::{Skill, pack_vector};
+use crate::store::{MAX_SKILLS_KEPT, Skill, pack_vector};
 use crate::store::{SkillStore, StoreError};
 
 #[async_trait]
@@ -24,7 +24,46 @@ impl SkillStore for MemoryStore {
             ),
             ("vector".to_owned(), Blob(pack_vector(&skill.vector))),
         ]);
-        self.write(|_, _| (vec![Op::HSet { key, fields }], ()))
+        let index = self.settings.keys.skills_by_added();
+        let keys = &self.settings.keys;
+        self.write(|ks, now| {
+            let mut ops = vec![
+                Op::HSet { key, fields },
+                Op::ZAdd {
+                    key: index.clone(),
+                    member: skill.hash.clone(),
+                    score: now,
+                },
+            ];
+            // As Redis: the oldest beyond MAX_SKILLS_KEPT go (looked at
+            // only when the index is full: a put stays cheap below it).
+            if ks.sorted(&index, now).map_or(0, BTreeMap::len) < MAX_SKILLS_KEPT {
+                return (ops, ());
+            }
+            let mut listed: Vec<(String, u64)> = ks
+                .sorted(&index, now)
+                .map(|m| {
+                    m.iter()
+                        .filter(|(hash, _)| **hash != skill.hash)
+                        .map(|(hash, at)| (hash.clone(), *at))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let total = listed.len() + 1;
+            if total > MAX_SKILLS_KEPT {
+                listed.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+                for (hash, _) in listed.into_iter().take(total - MAX_SKILLS_KEPT) {
+                    ops.push(Op::ZRem {
+                        key: index.clone(),
+                        member: hash.clone(),
+                    });
+                    ops.push(Op::Del {
+                        key: keys.skill(&hash),
+                    });
+                }
+            }
+            (ops, ())
+        })
     }
 
     async fn skill_hashes(&self) -> Result<Vec<String>, StoreError> {

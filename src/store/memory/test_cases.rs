@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::keyspace::Op;
 use super::store::MemoryStore;
 use crate::store::codec::{decode_test_cases, encode};
-use crate::store::{StoreError, TestCase, TestCaseStore};
+use crate::store::{MAX_TEST_CASES_KEPT, StoreError, TestCase, TestCaseStore};
 
 #[async_trait]
 impl TestCaseStore for MemoryStore {
@@ -31,7 +31,17 @@ impl TestCaseStore for MemoryStore {
             if new.is_empty() {
                 return (Vec::new(), 0);
             }
-            (vec![Op::Push { key, values: new }], added)
+            let listed = ks.list(&key, now);
+            if listed.len() + added <= MAX_TEST_CASES_KEPT {
+                return (vec![Op::Push { key, values: new }], added);
+            }
+            // Over the bound: the newest kept, as Redis's LTRIM.
+            let mut all: Vec<String> = listed.iter().cloned().chain(new).collect();
+            all.drain(..all.len() - MAX_TEST_CASES_KEPT);
+            (
+                vec![Op::Del { key: key.clone() }, Op::Push { key, values: all }],
+                added,
+            )
         })
     }
 

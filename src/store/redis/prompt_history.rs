@@ -3,12 +3,19 @@
 
 use async_trait::async_trait;
 
-use super::scripts::{DEPLOY_PROMPT, TAKE_SLOT};
+use super::scripts::{DEPLOY_PROMPT, PUT_TRACE, TAKE_SLOT};
 use super::store::RedisStore;
 use crate::store::codec::{decode_list, encode};
 use crate::store::time::rfc3339;
-use crate::store::{Deployed, OptimisationTrace, PromptKey, PromptState, PromptVersion};
+use crate::store::{
+    Deployed, MAX_PROMPT_HISTORY, OPTIMISATION_TRACE_TTL_MS, OptimisationTrace, PromptKey,
+    PromptState, PromptVersion,
+};
 use crate::store::{PromptHistoryStore, StoreError};
+
+/// How long an optimisation's cut-short runs are remembered: a day, as
+/// long as a job is deferred before it is given up.
+const CUT_SHORT_TTL_MS: u64 = 24 * 3_600_000;
 
 #[async_trait]
 impl PromptHistoryStore for RedisStore {
@@ -44,18 +51,23 @@ impl PromptHistoryStore for RedisStore {
             .arg(encode(&history, entry)?)
             .arg(&entry.prompt)
             .arg(rfc3339(entry.deployed_at_ms))
-            .arg(entry.deployed_at_ms);
+            .arg(entry.deployed_at_ms)
+            .arg(entry.optimisation.as_deref().unwrap_or_default())
+            .arg(MAX_PROMPT_HISTORY);
         let answer: i64 = self.invoke(&deploy).await?;
         let Ok(version) = u64::try_from(answer) else {
             return Ok(Deployed::Conflict(answer.unsigned_abs() - 1));
         };
-        // The trace is keyed by its own id, in another slot: written once
-        // the version it explains is deployed. The deployment stands if it
-        // cannot be (an error would have the caller deploy again).
+        // The trace is keyed by its own id, in another slot (so not in the
+        // script): written once the version it explains is deployed. If it
+        // cannot be, the error makes the job run again, and the optimiser
+        // rebuilds the trace from the history entry written above instead
+        // of deploying again (`OptimiserStep`).
         if let Some(trace) = trace
             && let Err(error) = self.put_optimisation(trace).await
         {
-            tracing::warn!(%error, optimisation = %trace.id, "deployed, but the optimisation trace is not stored");
+            tracing::warn!(%error, optimisation = %trace.id, "deployed, but the optimisation trace is not stored yet");
+            return Err(error);
         }
         Ok(Deployed::Deployed(version))
     }
@@ -83,7 +95,13 @@ impl PromptHistoryStore for RedisStore {
     async fn put_optimisation(&self, trace: &OptimisationTrace) -> Result<(), StoreError> {
         let key = self.settings.keys.optimisation(&trace.id);
         let json = encode(&key, trace)?;
-        self.query(redis::cmd("SET").arg(&key).arg(json)).await
+        let mut put = PUT_TRACE.key(&key);
+        put.arg(json).arg(OPTIMISATION_TRACE_TTL_MS);
+        let written: i64 = self.invoke(&put).await?;
+        if written == 0 {
+            tracing::info!(optimisation = %trace.id, decision = trace.decision.as_str(), "a deployed trace is kept; this one is not stored");
+        }
+        Ok(())
     }
 
     async fn optimisation(&self, id: &str) -> Result<Option<OptimisationTrace>, StoreError> {
@@ -115,6 +133,34 @@ impl PromptHistoryStore for RedisStore {
         let slots = key.optimisations_key(&self.settings.keys);
         let _removed: i64 = self.query(redis::cmd("ZREM").arg(&slots).arg(id)).await?;
         Ok(())
+    }
+
+    async fn note_cut_short_optimisation(
+        &self,
+        key: &PromptKey,
+        id: &str,
+    ) -> Result<u64, StoreError> {
+        let attempts = key.attempts_key(&self.settings.keys);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HINCRBY")
+            .arg(&attempts)
+            .arg(id)
+            .arg(1)
+            .cmd("PEXPIRE")
+            .arg(&attempts)
+            .arg(CUT_SHORT_TTL_MS)
+            .ignore();
+        let (count,): (u64,) = self.query_pipe(&pipe).await?;
+        Ok(count)
+    }
+
+    async fn cut_short_optimisations(&self, key: &PromptKey, id: &str) -> Result<u64, StoreError> {
+        let attempts = key.attempts_key(&self.settings.keys);
+        let count: Option<u64> = self
+            .query(redis::cmd("HGET").arg(&attempts).arg(id))
+            .await?;
+        Ok(count.unwrap_or(0))
     }
 
     async fn note_failure(

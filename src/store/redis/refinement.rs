@@ -2,10 +2,14 @@
 
 use async_trait::async_trait;
 
-use super::scripts::ADD_TACTICS;
+use std::collections::HashMap;
+
+use super::scripts::{ADD_CALL_TACTICS, ADD_TACTICS, REMOVE_TACTIC};
 use super::store::RedisStore;
 use crate::store::settings::millis;
-use crate::store::{MAX_TACTICS_KEPT, PromptKey, TacticsList, clean_tactic};
+use crate::store::{
+    MAX_CALLS_NOTED_PER_TACTIC, MAX_TACTICS_KEPT, PromptKey, TacticsList, clean_tactic,
+};
 use crate::store::{RefinementStore, StoreError};
 
 #[async_trait]
@@ -29,6 +33,43 @@ impl RefinementStore for RedisStore {
         let mut add = ADD_TACTICS.key(key);
         add.arg(MAX_TACTICS_KEPT).arg(tactics);
         self.invoke(&add).await
+    }
+
+    async fn add_call_tactics(
+        &self,
+        list: TacticsList,
+        call_id: &str,
+        tactics: &[String],
+    ) -> Result<usize, StoreError> {
+        let tactics: Vec<String> = tactics.iter().filter_map(|t| clean_tactic(t)).collect();
+        if tactics.is_empty() {
+            return Ok(0);
+        }
+        let keys = &self.settings.keys;
+        let mut add = ADD_CALL_TACTICS.key(keys.tactics(list));
+        add.key(keys.tactic_calls(list))
+            .arg(MAX_TACTICS_KEPT)
+            .arg(call_id)
+            .arg(MAX_CALLS_NOTED_PER_TACTIC)
+            .arg(tactics);
+        self.invoke(&add).await
+    }
+
+    async fn tactic_calls(&self, list: TacticsList) -> Result<HashMap<String, u64>, StoreError> {
+        let key = self.settings.keys.tactic_calls(list);
+        let fields: HashMap<String, String> = self.query(redis::cmd("HGETALL").arg(&key)).await?;
+        Ok(fields
+            .into_iter()
+            .map(|(identity, calls)| (identity, noted_calls(&calls)))
+            .collect())
+    }
+
+    async fn remove_tactic(&self, list: TacticsList, tactic: &str) -> Result<bool, StoreError> {
+        let keys = &self.settings.keys;
+        let mut remove = REMOVE_TACTIC.key(keys.tactics(list));
+        remove.key(keys.tactic_calls(list)).arg(tactic);
+        let removed: i64 = self.invoke(&remove).await?;
+        Ok(removed > 0)
     }
 
     async fn set_session_tactics(
@@ -76,4 +117,10 @@ impl RefinementStore for RedisStore {
         let key = key.key(&self.settings.keys);
         self.query(redis::cmd("SET").arg(key).arg(text)).await
     }
+}
+
+/// How many calls a noted JSON array holds (0 if it cannot be read: a
+/// tactic without evidence is not promoted).
+pub(in crate::store) fn noted_calls(json: &str) -> u64 {
+    serde_json::from_str::<Vec<String>>(json).map_or(0, |calls| calls.len() as u64)
 }

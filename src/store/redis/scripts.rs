@@ -76,6 +76,93 @@ return added
     )
 });
 
+/// [`ADD_TACTICS`], and notes the call among the distinct calls that named
+/// each tactic: KEYS[2] is a hash (same slot) from a tactic's identity to
+/// a JSON array of call ids, at most ARGV[3] of them; the fields of
+/// tactics trimmed off the list go once the hash holds more than the list
+/// keeps. KEYS: list, calls. ARGV: how many to keep, call id, calls noted
+/// per tactic, then the tactics. Returns how many were added.
+pub(super) static ADD_CALL_TACTICS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local function identity(s)
+  local words = {}
+  for word in string.gmatch(s, '%S+') do words[#words + 1] = word end
+  return string.lower(table.concat(words, ' '))
+end
+local stored = {}
+for _, tactic in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  stored[identity(tactic)] = tactic
+end
+local done = {}
+local added = 0
+for i = 4, #ARGV do
+  local id = identity(ARGV[i])
+  if id ~= '' and not done[id] then
+    done[id] = true
+    local old = stored[id]
+    if old then
+      redis.call('LREM', KEYS[1], 0, old)
+      redis.call('RPUSH', KEYS[1], old)
+    else
+      redis.call('RPUSH', KEYS[1], ARGV[i])
+      added = added + 1
+    end
+    local noted = {}
+    local raw = redis.call('HGET', KEYS[2], id)
+    if raw then
+      local ok, calls = pcall(cjson.decode, raw)
+      if ok and type(calls) == 'table' then noted = calls end
+    end
+    local seen = false
+    for _, call in ipairs(noted) do
+      if call == ARGV[2] then seen = true end
+    end
+    if not seen and #noted < tonumber(ARGV[3]) then
+      noted[#noted + 1] = ARGV[2]
+      redis.call('HSET', KEYS[2], id, cjson.encode(noted))
+    end
+  end
+end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+if redis.call('HLEN', KEYS[2]) > tonumber(ARGV[1]) then
+  local kept = {}
+  for _, tactic in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    kept[identity(tactic)] = true
+  end
+  for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+    if not kept[field] then redis.call('HDEL', KEYS[2], field) end
+  end
+end
+return added
+",
+    )
+});
+
+/// Takes a tactic out of a list by identity (as [`ADD_TACTICS`]), and its
+/// noted calls. KEYS: list, calls. ARGV: the tactic. Returns how many
+/// entries went.
+pub(super) static REMOVE_TACTIC: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local function identity(s)
+  local words = {}
+  for word in string.gmatch(s, '%S+') do words[#words + 1] = word end
+  return string.lower(table.concat(words, ' '))
+end
+local id = identity(ARGV[1])
+local removed = 0
+for _, tactic in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if identity(tactic) == id then
+    removed = removed + redis.call('LREM', KEYS[1], 0, tactic)
+  end
+end
+redis.call('HDEL', KEYS[2], id)
+return removed
+",
+    )
+});
+
 /// Resets a pending job's idle time if its consumer still holds it
 /// (`XCLAIM … JUSTID`: no delivery counted). KEYS: stream. ARGV: group,
 /// consumer, id. Returns 1 if kept, 0 if acknowledged or held by another.
@@ -201,9 +288,9 @@ return 1
     ))
 });
 
-/// `test_cases:list`: ARGV holds (identity, JSON) pairs; a pair whose
-/// identity a listed case (or an earlier pair) has is skipped. Returns how
-/// many were added.
+/// `test_cases:list`: ARGV[1] is how many to keep (the newest), then
+/// (identity, JSON) pairs; a pair whose identity a listed case (or an
+/// earlier pair) has is skipped. Returns how many were added.
 pub(super) static ADD_TEST_CASES: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -220,7 +307,7 @@ for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   end
 end
 local added = 0
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   if id ~= '' and not seen[id] then
     seen[id] = true
@@ -228,6 +315,7 @@ for i = 1, #ARGV, 2 do
     added = added + 1
   end
 end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 return added
 ",
     )
@@ -235,14 +323,27 @@ return added
 
 /// Deploys a prompt version by compare-and-set on its version counter.
 /// KEYS: live key, version counter, history (one slot). ARGV: expected
-/// version, history entry JSON, prompt, now RFC 3339, now ms. Returns the new version, or `-(current + 1)` when the counter
-/// is not at the expected version (nothing written). The first deployment
+/// version, history entry JSON, prompt, now RFC 3339, now ms, the
+/// optimisation's id ('' for none), how many versions the history keeps
+/// (the newest). Returns the new version, or
+/// `-(current + 1)` when the counter is not at the expected version, or
+/// when the history already holds a version deployed by this optimisation
+/// (a duplicate run of it: deploying again would put two versions down
+/// to one failed call); nothing is written then. The first deployment
 /// records what the live key held as version 0.
 pub(super) static DEPLOY_PROMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local current = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 if current ~= tonumber(ARGV[1]) then return -current - 1 end
+if ARGV[6] ~= '' then
+  for _, item in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    local ok, entry = pcall(cjson.decode, item)
+    if ok and type(entry) == 'table' and entry.optimisation == ARGV[6] then
+      return -current - 1
+    end
+  end
+end
 if current == 0 and redis.call('LLEN', KEYS[3]) == 0 then
   local before = redis.call('GET', KEYS[1]) or ''
   redis.call('RPUSH', KEYS[3], cjson.encode({version = 0, prompt = before,
@@ -252,6 +353,7 @@ end
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], current + 1)
 redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[7]), -1)
 return current + 1
 ",
     )
@@ -270,6 +372,26 @@ if holder == false then
 end
 if holder == ARGV[1] then return 1 end
 return 0
+",
+    )
+});
+
+/// Stores an optimisation's trace unless the one stored says it was
+/// deployed: a deployment stands, and a duplicate run of the same
+/// optimisation (rejected, rate limited, or superseded by that very
+/// deployment) must not explain it away. KEYS: the trace. ARGV: JSON, TTL
+/// ms.
+/// Returns 1 if written, 0 if a deployed trace was kept.
+pub(super) static PUT_TRACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local old = redis.call('GET', KEYS[1])
+if old then
+  local ok, trace = pcall(cjson.decode, old)
+  if ok and type(trace) == 'table' and trace.decision == 'deployed' then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 ",
     )
 });

@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 
 use super::store::RedisStore;
-use crate::store::{Skill, pack_vector};
+use crate::store::time::unix_ms;
+use crate::store::{MAX_SKILLS_KEPT, Skill, pack_vector};
 use crate::store::{SkillStore, StoreError};
 
 /// Skills read per batch.
@@ -26,7 +27,37 @@ impl SkillStore for RedisStore {
                 .arg(pack_vector(&skill.vector)),
         )
         .await
-        .map(|_: i64| ())
+        .map(|_: i64| ())?;
+        // The index and the oldest skills are other slots: separate steps,
+        // each idempotent (a crash between them leaves one skill out of
+        // the index, never the index naming a skill twice).
+        let index = self.settings.keys.skills_by_added();
+        let _added: i64 = self
+            .query(
+                redis::cmd("ZADD")
+                    .arg(&index)
+                    .arg(unix_ms())
+                    .arg(&skill.hash),
+            )
+            .await?;
+        let listed: usize = self.query(redis::cmd("ZCARD").arg(&index)).await?;
+        if listed <= MAX_SKILLS_KEPT {
+            return Ok(());
+        }
+        let oldest: Vec<String> = self
+            .query(
+                redis::cmd("ZPOPMIN")
+                    .arg(&index)
+                    .arg(listed - MAX_SKILLS_KEPT),
+            )
+            .await
+            .map(|popped: Vec<(String, f64)>| popped.into_iter().map(|(hash, _)| hash).collect())?;
+        for hash in oldest {
+            let _deleted: i64 = self
+                .query(redis::cmd("DEL").arg(self.settings.keys.skill(&hash)))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn skill_hashes(&self) -> Result<Vec<String>, StoreError> {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::scripts::ADD_TEST_CASES;
 use super::store::RedisStore;
 use crate::store::codec::{decode_test_cases, encode};
-use crate::store::{StoreError, TestCase, TestCaseStore};
+use crate::store::{MAX_TEST_CASES_KEPT, StoreError, TestCase, TestCaseStore};
 
 #[async_trait]
 impl TestCaseStore for RedisStore {
@@ -15,6 +15,7 @@ impl TestCaseStore for RedisStore {
         }
         let key = self.settings.keys.test_cases();
         let mut add = ADD_TEST_CASES.key(&key);
+        add.arg(MAX_TEST_CASES_KEPT);
         for case in cases {
             add.arg(case.identity()).arg(encode(&key, case)?);
         }

@@ -82,6 +82,9 @@ struct OpenAiState {
     refuse_json_schema: AtomicBool,
     /// Answer 503 to embeddings requests (an embedder that is down).
     embeddings_down: AtomicBool,
+    /// Answer 400 to embeddings requests (an embedder that refuses them
+    /// for good, e.g. an unknown model).
+    embeddings_refused: AtomicBool,
     /// Fired on each request received.
     arrived: Notify,
     log: Mutex<Vec<String>>,
@@ -174,6 +177,11 @@ impl FakeOpenAi {
     /// get a 400 (without using up a scripted reply).
     pub fn refuse_json_schema(&self) {
         self.state.refuse_json_schema.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on, embeddings requests get a 400 with OpenAI's error body.
+    pub fn refuse_embeddings(&self) {
+        self.state.embeddings_refused.store(true, Ordering::SeqCst);
     }
 
     /// While `down`, embeddings requests get a 503 with OpenAI's error body.
@@ -367,6 +375,14 @@ async fn embeddings(
     if state.embeddings_down.load(Ordering::SeqCst) {
         let down = Reply::error(503, "the engine is currently overloaded", "server_error");
         return respond(state, "embeddings".into(), down).await;
+    }
+    if state.embeddings_refused.load(Ordering::SeqCst) {
+        let refused = Reply::error(
+            400,
+            "The model `embed-1` does not exist",
+            "invalid_request_error",
+        );
+        return respond(state, "embeddings".into(), refused).await;
     }
     let reply = serde_json::from_slice::<Value>(&body)
         .ok()
