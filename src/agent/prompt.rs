@@ -42,8 +42,8 @@ impl SessionPrompt {
     }
 
     /// As [`Self::load`], with only the winning tactics named in at least
-    /// `min_calls` distinct calls (`[context] tactic_min_calls`): one
-    /// caller cannot put a line into every later prompt alone.
+    /// `min_calls` distinct calls (`[context] tactic_min_calls`): one call
+    /// cannot put a line into every later prompt alone.
     pub async fn load_promoted(
         store: &dyn Store,
         segment: &Segment,

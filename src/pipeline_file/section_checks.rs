@@ -69,6 +69,18 @@ fn agent(sections: &Sections, found: &mut Vec<Problem>) {
             ),
         ));
     }
+    let min_calls = sections.context.tactic_min_calls;
+    if min_calls > crate::store::MAX_CALLS_NOTED_PER_TACTIC as u64 {
+        // Only this many calls are noted a tactic: a higher bar is never
+        // reached, and every winning tactic would leave the prompts.
+        found.push(Problem::new(
+            "context.tactic_min_calls",
+            format!(
+                "{min_calls} can never be reached: a tactic notes at most {} calls",
+                crate::store::MAX_CALLS_NOTED_PER_TACTIC
+            ),
+        ));
+    }
     if let Some(learning) = &sections.learning
         && let Err(problem) = learning.check(sections.context.skills.is_some())
     {

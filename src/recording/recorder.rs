@@ -240,11 +240,15 @@ impl PlaybackListener for Feed {
     }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
 mod tests {
+    #[cfg(unix)]
     use super::*;
+    #[cfg(unix)]
     use crate::config::RecordingDir;
 
+    // A FIFO stands in for the stalled disk: Unix only.
+    #[cfg(unix)]
     #[tokio::test]
     async fn a_writer_stalled_on_the_disk_fails_the_recording_within_the_limit() {
         let dir = tempfile::tempdir().unwrap();

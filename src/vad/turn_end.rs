@@ -224,6 +224,10 @@ pub fn ends_mid_phrase(text: &str) -> bool {
         .unwrap_or("")
         .trim_matches(|c: char| !c.is_alphanumeric())
         .to_lowercase();
+    // A question may end on "to" ("Who am I speaking to?").
+    if last == '?' && last_word == "to" {
+        return false;
+    }
     CONTINUING_WORDS.contains(&last_word.as_str())
 }
 
@@ -281,7 +285,12 @@ mod tests {
         ] {
             assert!(ends_mid_phrase(text), "{text:?}");
         }
-        for text in ["Where are you from?", "What is it for?", "Who is it with?"] {
+        for text in [
+            "Where are you from?",
+            "What is it for?",
+            "Who is it with?",
+            "Who am I speaking to?",
+        ] {
             assert!(!ends_mid_phrase(text), "{text:?}");
         }
     }

@@ -158,6 +158,11 @@ fn what_the_start_would_refuse_across_sections_is_refused_at_load_with_its_key()
             "6:1: key `context.prefix`: \"acme{\" has a brace without its pair",
         ),
         (
+            "tactics.toml",
+            format!("{head}[context]\ntactic_min_calls = 17\n"),
+            "5:1: key `context.tactic_min_calls`: 17 can never be reached",
+        ),
+        (
             "retries.toml",
             format!("{head}[evaluator]\n[evaluator.connection]\nmax_retries = 11\n"),
             "5:12: key `evaluator.connection`: connection.max_retries must be at most 10, not 11",

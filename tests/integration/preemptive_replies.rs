@@ -483,6 +483,33 @@ async fn a_reply_prepared_for_other_words_is_discarded_unheard_when_the_session_
 }
 
 #[tokio::test]
+async fn a_reply_waiting_to_run_a_tool_is_dropped_when_the_session_ends_on_other_words() {
+    let server = FakeOpenAi::start().await;
+    server.push_chats([calls_tool("book"), Reply::Sse(text_answer("Booked."))]);
+    let conversation = SharedConversation::default();
+    let session = Session::start(pipeline(&server, &conversation, None, true));
+    says(&session, interim("book it")).await;
+    // The prepared reply calls `book`, which waits for the confirmation.
+    after_the_first_answer(&server).await;
+    session.at(1_300, interim("book it for two")).await;
+    // The input ends on other words: the session ends (it waited on the
+    // tool for ever before), and the tool never runs.
+    let finished = tokio::time::timeout(Duration::from_secs(20), session.live.finish()).await;
+    let pushes = finished.expect("the session ends");
+    let user: Vec<FrameBody> = pushes
+        .iter()
+        .filter(|(f, d, _)| f == "user_context" && *d == Direction::Downstream)
+        .map(|(_, _, frame)| frame.body.clone())
+        .collect();
+    assert!(
+        user.iter()
+            .any(|b| matches!(b, FrameBody::PreemptiveReplyDiscarded))
+    );
+    assert!(server.received("/tools/book").is_empty(), "never booked");
+    assert_eq!(server.chat_requests().len(), 1);
+}
+
+#[tokio::test]
 async fn a_final_with_other_words_than_the_interim_replaces_its_reply() {
     let server = FakeOpenAi::start().await;
     server.push_chats([

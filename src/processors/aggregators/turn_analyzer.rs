@@ -106,9 +106,11 @@ impl TurnAnalyzer {
     /// The user started speaking at `now`, the speech having begun at
     /// `start` (session times): the turn's first speech drops the audio
     /// kept from before it (but [`LEAD_IN`]); speech resuming within the
-    /// turn keeps the turn's audio.
-    pub(super) fn speech_started(&mut self, now: Duration, start: Duration) {
-        if std::mem::replace(&mut self.speech_begun, true) {
+    /// turn keeps the turn's audio. Speech that brought no words (a cough
+    /// over the bot, whose reply then resumed) does not open the turn:
+    /// with `no_words_yet` the audio is trimmed again.
+    pub(super) fn speech_started(&mut self, now: Duration, start: Duration, no_words_yet: bool) {
+        if std::mem::replace(&mut self.speech_begun, true) && !no_words_yet {
             return;
         }
         let since = now.saturating_sub(start) + LEAD_IN;
@@ -193,17 +195,24 @@ mod tests {
             analyzer.hear(&frame(at));
         }
         // Speech from 2.8 s, reported at 3 s: 200 ms of it and the lead-in.
-        analyzer.speech_started(ms(3_000), ms(2_800));
+        analyzer.speech_started(ms(3_000), ms(2_800), true);
         assert_eq!(analyzer.audio.len(), 16 * 400);
         analyzer.hear(&frame(3_000));
         // Speech resuming within the turn keeps the turn's audio.
-        analyzer.speech_started(ms(5_000), ms(4_900));
+        analyzer.speech_started(ms(5_000), ms(4_900), false);
         assert_eq!(analyzer.audio.len(), 16 * 420);
         // The next turn starts afresh.
         analyzer.clear();
         analyzer.hear(&frame(6_000));
-        analyzer.speech_started(ms(6_020), ms(6_020));
+        analyzer.speech_started(ms(6_020), ms(6_020), true);
         assert_eq!(analyzer.audio.len(), 320);
+        // That speech brought no words (a cough); the bot's reply resumes
+        // and is heard for a second: the real speech trims it away.
+        for at in (6_020..7_020).step_by(20) {
+            analyzer.hear(&frame(at));
+        }
+        analyzer.speech_started(ms(7_020), ms(6_920), true);
+        assert_eq!(analyzer.audio.len(), 16 * 300);
     }
 
     #[test]

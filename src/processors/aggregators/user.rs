@@ -492,8 +492,10 @@ impl Processor for UserContextAggregator {
                 if self.interrupt_bot && self.allow_interruptions && self.reply_pending() {
                     ctx.request_interruption().await;
                 }
+                let no_words_yet = !self.tracker.has_words()
+                    && self.ending.as_ref().is_none_or(|e| e.pending.is_none());
                 if let Some(analyzer) = self.ending.as_mut().and_then(|e| e.analyzer.as_mut()) {
-                    analyzer.speech_started(now, *start);
+                    analyzer.speech_started(now, *start, no_words_yet);
                 }
                 self.tracker.user_started();
                 self.resume(ctx).await;

@@ -38,6 +38,10 @@ pub struct UserTurnTracker {
     /// The interim the last turn took in place of a final that had not
     /// come, until that final comes (see the module docs).
     stood_in: Option<String>,
+    /// The user started speaking again since `stood_in` stood in: a final
+    /// after that may be the new speech's (or run on into it), not only
+    /// the stood-in interim's.
+    spoke_since_stand_in: bool,
     /// The finals are words taken back (see [`UserTurnTracker::resume_with`])
     /// and no final of the speech since has come.
     only_taken_back: bool,
@@ -54,6 +58,7 @@ impl UserTurnTracker {
             interim: None,
             waiting_since: None,
             stood_in: None,
+            spoke_since_stand_in: false,
             only_taken_back: false,
         }
     }
@@ -79,6 +84,7 @@ impl UserTurnTracker {
 
     /// The VAD says the user started speaking.
     pub fn user_started(&mut self) {
+        self.spoke_since_stand_in = self.stood_in.is_some();
         self.speaking = true;
         self.saw_vad = true;
         self.waiting_since = None;
@@ -100,13 +106,18 @@ impl UserTurnTracker {
     pub fn final_transcript(&mut self, text: &str) -> Option<String> {
         let text = text.trim();
         if text.is_empty() {
+            // The stood-in interim's final, if one stood in: it was noise.
+            if !self.spoke_since_stand_in {
+                self.stood_in = None;
+            }
             return None;
         }
         self.interim = None;
         self.only_taken_back = false;
         let text = match self.stood_in.take() {
-            // The stood-in interim's final: it spoke for it already.
-            Some(_) if !self.speaking => return None,
+            // The stood-in interim's final, the user silent since: it spoke
+            // for it already.
+            Some(_) if !self.spoke_since_stand_in => return None,
             Some(interim) => match beyond(&interim, text) {
                 Some("") => return None,
                 Some(rest) => rest,
@@ -160,12 +171,18 @@ impl UserTurnTracker {
         self.finals.extend(interim.clone());
         let turn = self.hand();
         self.stood_in = interim;
+        self.spoke_since_stand_in = false;
         turn
     }
 
     /// How long an interim may take to finalise.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Whether the turn has any words yet (finals or an interim).
+    pub fn has_words(&self) -> bool {
+        !self.finals.is_empty() || self.interim.is_some()
     }
 
     /// Whether an interim newer than the last final is held.
@@ -179,6 +196,7 @@ impl UserTurnTracker {
     pub fn take_interim(&mut self) -> Option<String> {
         let interim = self.interim.take()?;
         self.stood_in = Some(interim.clone());
+        self.spoke_since_stand_in = self.speaking;
         Some(interim)
     }
 
@@ -370,6 +388,43 @@ mod tests {
             t.user_stopped(ms(6000)).as_deref(),
             Some("I would like a pizza. with cheese No, a salad.")
         );
+    }
+
+    #[test]
+    fn speech_after_a_stand_in_is_a_turn_even_when_its_final_comes_after_the_stop() {
+        let mut t = tracker();
+        // A noise's interim stands in when the wait runs out, and its
+        // final comes back empty.
+        t.user_started();
+        t.interim_transcript("hmm");
+        t.user_stopped(ms(1000));
+        assert_eq!(t.poll(ms(1500)).as_deref(), Some("hmm"));
+        assert_eq!(t.final_transcript(""), None);
+        // The user speaks; the final comes after the VAD's stop.
+        t.user_started();
+        assert_eq!(t.user_stopped(ms(3000)), None);
+        assert_eq!(
+            t.final_transcript("I'd like a pizza.").as_deref(),
+            Some("I'd like a pizza.")
+        );
+        // The stood-in interim's final never came: the next speech's final,
+        // after its stop, is that speech's turn.
+        t.user_started();
+        t.interim_transcript("with cheese");
+        t.user_stopped(ms(5000));
+        assert_eq!(t.poll(ms(5500)).as_deref(), Some("with cheese"));
+        t.user_started();
+        assert_eq!(t.user_stopped(ms(7000)), None);
+        assert_eq!(
+            t.final_transcript("No, a salad.").as_deref(),
+            Some("No, a salad.")
+        );
+        // Its final, the user silent since: dropped, as before.
+        t.user_started();
+        t.interim_transcript("olives");
+        t.user_stopped(ms(9000));
+        assert_eq!(t.poll(ms(9500)).as_deref(), Some("olives"));
+        assert_eq!(t.final_transcript("Olives."), None);
     }
 
     #[test]

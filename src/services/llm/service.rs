@@ -106,6 +106,17 @@ impl Processor for LlmService {
         {
             calls.deliver(tool_call_id, result.clone());
         }
+        // Discarded with no interruption behind it (the session ending on
+        // other words): the reply is stopped here, and tools waiting for
+        // the confirmation see its sender gone and never run; else End
+        // would wait on them for ever. (With an interruption, as usual,
+        // this only comes first.)
+        if matches!(frame.body, FrameBody::PreemptiveReplyDiscarded)
+            && self.confirmation.take().is_some()
+        {
+            self.unconfirmed.discard().await;
+            self.response.stop().await;
+        }
         if matches!(frame.body, FrameBody::PreemptiveReplyConfirmed)
             && let Some(confirmation) = self.confirmation.take()
         {
