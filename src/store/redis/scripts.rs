@@ -36,15 +36,10 @@ return 1
     )
 });
 
-/// Appends the tactics a list does not hold yet and moves to the end the
-/// ones it holds (LREM + RPUSH, the stored text kept), so a tactic that
-/// keeps winning stays among the newest; then keeps the newest ARGV[1]
-/// (LTRIM). Identity as `crate::store::tactic_identity`: words joined by
-/// one space, ASCII lower case. KEYS: list. ARGV: how many to keep, then
-/// the tactics. Returns how many were added (moves not counted).
-pub(super) static ADD_TACTICS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+/// The start of the tactics scripts: `identity` (as
+/// `crate::store::tactic_identity`), `stored` (the list's tactics by
+/// identity), and the `done` and `added` the merge fills.
+const TACTICS_PRELUDE: &str = r"
 local function identity(s)
   local words = {}
   for word in string.gmatch(s, '%S+') do words[#words + 1] = word end
@@ -56,6 +51,18 @@ for _, tactic in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
 end
 local done = {}
 local added = 0
+";
+
+/// Appends the tactics a list does not hold yet and moves to the end the
+/// ones it holds (LREM + RPUSH, the stored text kept), so a tactic that
+/// keeps winning stays among the newest; then keeps the newest ARGV[1]
+/// (LTRIM). Identity as `crate::store::tactic_identity`: words joined by
+/// one space, ASCII lower case. KEYS: list. ARGV: how many to keep, then
+/// the tactics. Returns how many were added (moves not counted).
+pub(super) static ADD_TACTICS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{TACTICS_PRELUDE}{}",
+        r"
 for i = 2, #ARGV do
   local id = identity(ARGV[i])
   if id ~= '' and not done[id] then
@@ -73,7 +80,7 @@ end
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 return added
 ",
-    )
+    ))
 });
 
 /// [`ADD_TACTICS`], and notes the call among the distinct calls that named
@@ -83,19 +90,9 @@ return added
 /// keeps. KEYS: list, calls. ARGV: how many to keep, call id, calls noted
 /// per tactic, then the tactics. Returns how many were added.
 pub(super) static ADD_CALL_TACTICS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{TACTICS_PRELUDE}{}",
         r"
-local function identity(s)
-  local words = {}
-  for word in string.gmatch(s, '%S+') do words[#words + 1] = word end
-  return string.lower(table.concat(words, ' '))
-end
-local stored = {}
-for _, tactic in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  stored[identity(tactic)] = tactic
-end
-local done = {}
-local added = 0
 for i = 4, #ARGV do
   local id = identity(ARGV[i])
   if id ~= '' and not done[id] then
@@ -136,7 +133,7 @@ if redis.call('HLEN', KEYS[2]) > tonumber(ARGV[1]) then
 end
 return added
 ",
-    )
+    ))
 });
 
 /// Takes a tactic out of a list by identity (as [`ADD_TACTICS`]), and its

@@ -138,15 +138,7 @@ impl TwilioRest {
         call_sid: &str,
         how: EndCall,
     ) -> Result<HangUp, HangUpError> {
-        for sid in [account_sid, call_sid] {
-            if !is_sid(sid) {
-                return Err(HangUpError::BadSid(sid.chars().take(64).collect()));
-            }
-        }
-        let url = format!(
-            "{}/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json",
-            self.base_url
-        );
+        let url = self.call_url(account_sid, call_sid)?;
         match self.update(&url, account_sid, how).await? {
             Updated::Ended(hang_up) => Ok(hang_up),
             Updated::StillInProgress => {
@@ -158,6 +150,20 @@ impl TwilioRest {
                 }
             }
         }
+    }
+
+    /// The URL of the call `call_sid` of the account `account_sid`; both
+    /// must be SIDs (they go into its path).
+    fn call_url(&self, account_sid: &str, call_sid: &str) -> Result<String, HangUpError> {
+        for sid in [account_sid, call_sid] {
+            if !is_sid(sid) {
+                return Err(HangUpError::BadSid(sid.chars().take(64).collect()));
+            }
+        }
+        Ok(format!(
+            "{}/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json",
+            self.base_url
+        ))
     }
 
     /// One update of the call at `url`, tried again on transient errors.
@@ -177,15 +183,7 @@ impl TwilioRest {
         account_sid: &str,
         call_sid: &str,
     ) -> Result<Option<CallResource>, HangUpError> {
-        for sid in [account_sid, call_sid] {
-            if !is_sid(sid) {
-                return Err(HangUpError::BadSid(sid.chars().take(64).collect()));
-            }
-        }
-        let url = format!(
-            "{}/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json",
-            self.base_url
-        );
+        let url = self.call_url(account_sid, call_sid)?;
         retried(|| self.get(&url, account_sid)).await
     }
 
