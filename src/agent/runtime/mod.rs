@@ -9,28 +9,28 @@ use std::time::Duration;
 use super::config::{ContextSection, StoreKind};
 use super::error::AgentError;
 use super::learning::{LearnFromCall, Learner, LearnerSettings};
-use super::lost_sessions::{ForgetLease, LostSessionSweeper};
+use super::lost_sessions::LostSessionSweeper;
 use super::post_call::PostCallStep;
 use super::runtime_sections::{RuntimeParts, RuntimeSections};
 use super::skills::{Embedder, OpenAiEmbedder, SkillLibrary};
 use super::storage::{RecordingUploader, StoreCallObjects};
 use super::turn_spool::ReplayReport;
-use super::writer::{AfterCall, WriterDone, WriterSettings};
+use super::writer::{WriterDone, WriterSettings};
 
+mod after_call_hooks;
 mod sessions;
+
+pub(crate) use after_call_hooks::after_call_hooks;
 
 /// How often the turn spool is replayed: the store's outage is over within
 /// this of its end, as far as spooled calls are concerned.
 const SPOOL_REPLAY_PERIOD: Duration = Duration::from_secs(10);
 use crate::agent::eval::{
-    EvaluationWorker, Evaluator, EvaluatorSettings, JudgeModel, OpenAiJudge, QueueEvaluation,
-    WorkerSettings,
+    EvaluationWorker, Evaluator, EvaluatorSettings, JudgeModel, OpenAiJudge, WorkerSettings,
 };
 use crate::agent::extraction::{ExtractionModels, ExtractionStep};
 use crate::agent::optimiser::{OptimiserMetrics, OptimiserModels, OptimiserStep};
-use crate::agent::webhook::{
-    QueueCallCompleted, WebhookDeliverer, WebhookMetrics, WebhookSettings,
-};
+use crate::agent::webhook::{WebhookDeliverer, WebhookMetrics, WebhookSettings};
 use crate::objects::ObjectStorage;
 use crate::pipeline::{BuildError, EnvSource, new_session_id};
 use crate::services::ApiKey;
@@ -573,25 +573,6 @@ impl AgentRuntime {
         let spool = self.writer.spool.as_ref()?;
         Some(spool.replay(&*self.store, &self.writer.on_completed).await)
     }
-}
-
-/// The after-call hooks of a runtime's writers (and of its turn spool's
-/// replayer and its lost-session sweeper), in order. With an evaluation
-/// job the webhook waits for its outcome and steps; without one it goes
-/// as soon as the call is completed. Last, the session's lease goes, once
-/// the rest is queued, whoever writes the end (the writer, or the turn
-/// spool's replayer).
-pub(crate) fn after_call_hooks(
-    evaluates: bool,
-    webhook: Option<&Arc<WebhookSettings>>,
-) -> Vec<Arc<dyn AfterCall>> {
-    let mut hooks: Vec<Arc<dyn AfterCall>> = match (evaluates, webhook) {
-        (true, _) => vec![Arc::new(QueueEvaluation)],
-        (false, Some(webhook)) => vec![Arc::new(QueueCallCompleted(Arc::clone(webhook)))],
-        (false, None) => Vec::new(),
-    };
-    hooks.push(Arc::new(ForgetLease));
-    hooks
 }
 
 /// A consumer name unique to this worker: host, process and a random part.

@@ -65,6 +65,7 @@ use crate::pipeline::{BuildError, SessionSetup};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 
 use super::turn_analyzer::{TurnAnalyzer, TurnAnalyzerKind, end_of_turn_model};
+use super::turn_end_config::TurnEndConfig;
 use super::turn_ending::{TurnEnding, same_words};
 use super::user_turn::UserTurnTracker;
 use crate::conversation::{Message, Role, SharedConversation, Turn};
@@ -110,53 +111,6 @@ impl Default for UserContextConfig {
             preemptive_replies: false,
             turn_end: None,
         }
-    }
-}
-
-/// `[processor.turn_end]` of a `user_context`: [`TurnEndParams`] in TOML.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TurnEndConfig {
-    /// Silence after which a reply may be prepared, seconds (0 to 10).
-    /// Default 0.
-    pub preemptive_secs: Seconds<0, 10>,
-    /// Silence after which a turn that looks done ends, seconds (0 to 10).
-    /// Default 0.3.
-    pub complete_secs: Seconds<0, 10>,
-    /// Silence after which any turn ends, seconds (0 to 30). Default 1.5.
-    pub fallback_secs: Seconds<0, 30>,
-    /// The model's probability from which a turn looks done, 0 to 1.
-    /// Default 0.5.
-    pub end_probability: f32,
-}
-
-impl Default for TurnEndConfig {
-    fn default() -> Self {
-        let params = TurnEndParams::default();
-        let millis = |d: Duration| d.as_millis() as u64;
-        TurnEndConfig {
-            preemptive_secs: Seconds::from_millis(millis(params.preemptive_secs)),
-            complete_secs: Seconds::from_millis(millis(params.complete_secs)),
-            fallback_secs: Seconds::from_millis(millis(params.fallback_secs)),
-            end_probability: params.end_probability,
-        }
-    }
-}
-
-impl TurnEndConfig {
-    fn params(&self) -> Result<TurnEndParams, BuildError> {
-        if !(0.0..=1.0).contains(&self.end_probability) {
-            return Err(BuildError::Invalid(format!(
-                "turn_end.end_probability: expected a value from 0 to 1, not {}",
-                self.end_probability
-            )));
-        }
-        Ok(TurnEndParams {
-            preemptive_secs: self.preemptive_secs.duration(),
-            complete_secs: self.complete_secs.duration(),
-            fallback_secs: self.fallback_secs.duration(),
-            end_probability: self.end_probability,
-        })
     }
 }
 

@@ -29,6 +29,10 @@ use serde::Deserialize;
 
 use super::messaging::CreateMessage;
 
+mod call_resource;
+
+pub use call_resource::CallResource;
+
 /// How many times a hang-up is tried.
 const ATTEMPTS: u32 = 3;
 /// The wait before the first retry; doubled for the next.
@@ -342,36 +346,6 @@ where
             result => return result,
         }
     }
-}
-
-/// A call as Twilio's Calls resource has it (the fields read of it).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct CallResource {
-    /// `queued`, `ringing`, `in-progress`, `canceled`, `completed`,
-    /// `failed`, `busy` or `no-answer`.
-    pub status: String,
-    /// How long it was connected, in seconds, once over (Twilio writes it
-    /// as a string).
-    #[serde(default, deserialize_with = "seconds")]
-    pub duration: Option<u64>,
-    /// The answering-machine verdict, when detection ran.
-    #[serde(default)]
-    pub answered_by: Option<String>,
-}
-
-/// Twilio's `duration`: a number in a string, or null.
-fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Seconds {
-        Text(String),
-        Number(u64),
-    }
-    Ok(match Option::<Seconds>::deserialize(deserializer)? {
-        Some(Seconds::Text(text)) => text.trim().parse().ok(),
-        Some(Seconds::Number(n)) => Some(n),
-        None => None,
-    })
 }
 
 /// The answer to a read of a call, without I/O.
