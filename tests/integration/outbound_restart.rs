@@ -182,6 +182,26 @@ impl Rig {
         assert!(self.runtime.store().create_call(&call).await.unwrap());
     }
 
+    /// Delivers the webhooks queued, as a server's deliverer does, until
+    /// the sender is used; the delivering task.
+    fn deliver_webhooks(
+        &self,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let deliverer = self.runtime.deliverer().unwrap().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let delivering = tokio::spawn(async move {
+            deliverer
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        (stop, delivering)
+    }
+
     async fn status(&self, call_id: &str) -> (CallStatus, Option<String>) {
         let call = self.runtime.store().call(call_id).await.unwrap().unwrap();
         (call.status, call.outbound.and_then(|o| o.error))
@@ -440,15 +460,7 @@ async fn a_placed_call_whose_final_callback_never_came_is_ended_from_twilio_once
         ("SequenceNumber", "2"),
     ];
     assert_eq!(rig.twilio.post_signed(url, &late, None).await, 200);
-    let deliverer = rig.runtime.deliverer().unwrap().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let delivering = tokio::spawn(async move {
-        deliverer
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let (stop, delivering) = rig.deliver_webhooks();
     let received = receiver.wait_for(1, Duration::from_secs(20)).await;
     let body: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
     assert_eq!(body["call_id"], "unanswered");
@@ -479,15 +491,7 @@ async fn a_call_whose_server_died_mid_call_gets_its_webhook_once() {
     let before = unix_ms();
     assert_eq!(rig.twilio.post_signed(&url, &form, None).await, 200);
     let answered = unix_ms();
-    let deliverer = rig.runtime.deliverer().unwrap().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let delivering = tokio::spawn(async move {
-        deliverer
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let (stop, delivering) = rig.deliver_webhooks();
     let received = receiver.wait_for(1, Duration::from_secs(20)).await;
     let body: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
     assert_eq!(body["call_id"], "lost");
@@ -569,15 +573,7 @@ async fn a_lost_session_is_ended_even_when_the_server_that_heard_of_it_stops_wit
 
     // Another server (or the same one, restarted) ends it.
     let server = rig.server().await;
-    let deliverer = rig.runtime.deliverer().unwrap().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let delivering = tokio::spawn(async move {
-        deliverer
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let (stop, delivering) = rig.deliver_webhooks();
     let received = receiver.wait_for(1, Duration::from_secs(20)).await;
     let body: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
     assert_eq!(body["call_id"], "lost");
@@ -631,15 +627,7 @@ async fn a_lost_session_the_store_refused_to_note_is_noted_later_and_the_callbac
 
     // Noted in the background once the store takes it: the call is ended
     // after its grace, as of the callback.
-    let deliverer = rig.runtime.deliverer().unwrap().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let delivering = tokio::spawn(async move {
-        deliverer
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let (stop, delivering) = rig.deliver_webhooks();
     let received = receiver.wait_for(1, Duration::from_secs(20)).await;
     let body: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
     assert_eq!(body["call_id"], "lost");
