@@ -11,12 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use voxpipe::config::Override;
 use voxpipe::outbound::campaign::{CampaignRequest, RetryPolicy, new_campaign_id};
 use voxpipe::pipeline::EnvSource;
-use voxpipe::store::CampaignState;
 use voxpipe::store::time::unix_ms;
+use voxpipe::store::{CampaignState, CampaignWrite};
 
 /// How often `--follow` reads the campaign.
 const FOLLOW_EVERY: Duration = Duration::from_secs(2);
@@ -83,7 +83,11 @@ pub(crate) fn campaign(args: &CampaignArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let context = Arc::new(config.agent_runtime(&EnvSource::Process)?);
         let store = context.store();
-        store.create_campaign(&campaign).await?;
+        let write = store.create_campaign(&campaign).await?;
+        if write != CampaignWrite::Created {
+            // A fresh random id another campaign holds: not written.
+            bail!("campaign id {} is taken; run it again", created.campaign_id);
+        }
         println!(
             "{}\tqueued {}\tduplicates {}\trejected {}",
             created.campaign_id,

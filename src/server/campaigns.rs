@@ -1,21 +1,28 @@
 //! `POST /api/campaigns`, `GET /api/campaigns/{id}`, and
 //! `POST /api/campaigns/{id}/pause|resume|cancel`.
+//!
+//! With an `Idempotency-Key` header, retries of a create make one campaign:
+//! its id is made from the key, the store writes a campaign id once, and a
+//! retry is answered as the first request was (`201`, the same body) with
+//! `Idempotent-Replayed: true`; 422 when the key made another campaign, 409
+//! while the first request is still writing it.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::outbound::campaign::{CampaignError, CampaignRequest, new_campaign_id};
 use crate::store::time::unix_ms;
-use crate::store::{CampaignCommand, CampaignProgress, Store, StoreError};
+use crate::store::{CampaignCommand, CampaignProgress, CampaignWrite, Store, StoreError};
 
 use super::api_access::ApiAuthorized;
 use super::body::json_rejection;
+use super::idempotency::{id_of_key, idempotency_key};
 use super::state::ServerState;
 
 /// The largest campaign body: 100,000 numbers with a few parameters.
@@ -46,6 +53,7 @@ fn no_store() -> Response {
 pub(crate) async fn create(
     _: ApiAuthorized,
     State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
     body: Result<Json<CampaignRequest>, JsonRejection>,
 ) -> Response {
     let Json(request) = match body {
@@ -55,7 +63,12 @@ pub(crate) async fn create(
     let Some(store) = store(&state) else {
         return no_store();
     };
-    let (campaign, created) = match request.plan(new_campaign_id(), unix_ms()) {
+    let (campaign_id, keyed) = match idempotency_key(&headers) {
+        Ok(Some(key)) => (id_of_key("campaign", key, 8), true),
+        Ok(None) => (new_campaign_id(), false),
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let (campaign, created) = match request.plan(campaign_id, unix_ms()) {
         Ok(planned) => planned,
         Err(CampaignError::NoNumbers { rejected }) => {
             let body = json!({ "error": "no row has a usable number", "rejected": rejected });
@@ -63,8 +76,47 @@ pub(crate) async fn create(
         }
         Err(err) => return error(StatusCode::BAD_REQUEST, err),
     };
-    if let Err(err) = store.create_campaign(&campaign).await {
-        return store_error(&err);
+    match store.create_campaign(&campaign).await {
+        Ok(CampaignWrite::Created) => {}
+        Ok(CampaignWrite::Existing) => {
+            tracing::info!(
+                campaign_id = created.campaign_id,
+                "a retried campaign request: answered as before, not created again"
+            );
+            if let Some(runner) = &state.campaigns {
+                runner.wake();
+            }
+            return (
+                StatusCode::CREATED,
+                [("idempotent-replayed", "true")],
+                Json(created),
+            )
+                .into_response();
+        }
+        Ok(CampaignWrite::Conflict) if keyed => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "this Idempotency-Key was used for another campaign",
+            );
+        }
+        // A random id another campaign has: as rare as a 64-bit collision.
+        Ok(CampaignWrite::Conflict) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the campaign id was taken; try again",
+            );
+        }
+        Ok(CampaignWrite::InProgress) => {
+            return (
+                StatusCode::CONFLICT,
+                [(header::RETRY_AFTER, "1")],
+                Json(json!({
+                    "error": "a request with this Idempotency-Key is still creating the campaign; try again"
+                })),
+            )
+                .into_response();
+        }
+        Err(err) => return store_error(&err),
     }
     tracing::info!(
         campaign_id = created.campaign_id,

@@ -89,6 +89,7 @@ mod cors;
 mod error;
 mod health;
 mod http_conn;
+mod idempotency;
 mod in_flight;
 mod learn;
 mod live_sessions;

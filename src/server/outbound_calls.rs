@@ -45,6 +45,7 @@ use crate::pipeline::new_session_id;
 use crate::store::{CallDirection, CallStatus};
 
 use super::api_access::ApiAuthorized;
+use super::idempotency::{id_of_key, idempotency_key};
 use super::metrics::ServerMetrics;
 use super::state::ServerState;
 
@@ -106,7 +107,7 @@ pub(crate) async fn create(
         campaign: None,
     };
     let call_id = match idempotency_key(&headers) {
-        Ok(Some(key)) => call_id_of_key(key),
+        Ok(Some(key)) => id_of_key("call", key, 16),
         Ok(None) => new_session_id(),
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
@@ -128,40 +129,6 @@ pub(crate) async fn create(
         Json(json!({ "call_id": call_id, "status": CallStatus::Queued.as_str() })),
     )
         .into_response()
-}
-
-/// The longest `Idempotency-Key` taken.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
-
-/// The request's `Idempotency-Key`, if it sent one: 1 to 255 visible
-/// ASCII characters (why not, otherwise).
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    match value.to_str() {
-        Ok(key)
-            if (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len())
-                && key.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Ok(Some(key))
-        }
-        _ => Err("Idempotency-Key must be 1 to 255 visible ASCII characters"),
-    }
-}
-
-/// The call id a request with `key` places: the same for every retry, so
-/// that the store, which never writes a call twice, places it once. The
-/// first 128 bits of a SHA-256 of the key, in the form of every call id.
-fn call_id_of_key(key: &str) -> String {
-    let digest = ring::digest::digest(
-        &ring::digest::SHA256,
-        format!("voxpipe api call\0{key}").as_bytes(),
-    );
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The answer to a request whose call exists already (a retry with the

@@ -11,8 +11,9 @@ use async_trait::async_trait;
 
 use crate::store::{CallChange, CallRecord, Interaction, PromptKey, TacticsList};
 use crate::store::{
-    CampaignCommand, CampaignProgress, CampaignState, Deployed, EntryOutcome, LeaseRequest,
-    LeasedEntry, NewCampaign, OptimisationTrace, PromptState, PromptVersion, Skill, TestCase,
+    CampaignCommand, CampaignProgress, CampaignState, CampaignWrite, Deployed, EntryOutcome,
+    LeaseRequest, LeasedEntry, NewCampaign, OptimisationTrace, PromptState, PromptVersion, Skill,
+    TestCase,
 };
 
 use super::error::StoreError;
@@ -261,8 +262,12 @@ pub trait PromptHistoryStore: Send + Sync {
 /// settlement heard twice counts once.
 #[async_trait]
 pub trait CampaignStore: Send + Sync {
-    /// Stores a campaign, running, every entry due at its creation.
-    async fn create_campaign(&self, campaign: &NewCampaign) -> Result<(), StoreError>;
+    /// Stores a campaign, running, every entry due at its creation, unless
+    /// its id holds one already: a campaign is written once, so a request
+    /// retried with the id it had (`Idempotency-Key`) creates nothing more.
+    /// A campaign stored but not yet listed for the runners (the store
+    /// failed in between) is listed by the retry.
+    async fn create_campaign(&self, campaign: &NewCampaign) -> Result<CampaignWrite, StoreError>;
 
     /// The campaign's state and progress, if stored.
     async fn campaign(&self, campaign_id: &str) -> Result<Option<CampaignProgress>, StoreError>;

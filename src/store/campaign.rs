@@ -89,6 +89,53 @@ pub struct NewCampaign {
     pub created_ms: u64,
 }
 
+impl NewCampaign {
+    /// What the campaign asks (its settings, entries and refused rows) as
+    /// a SHA-256 in hex, not when it was asked: a retried request plans
+    /// the same campaign, so its fingerprint is the same.
+    pub fn fingerprint(&self) -> String {
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(self.settings.as_bytes());
+        for entry in &self.entries {
+            digest.update(b"\0");
+            digest.update(entry.to.as_bytes());
+            for (name, value) in &entry.parameters {
+                digest.update(b"\x01");
+                digest.update(name.as_bytes());
+                digest.update(b"\x02");
+                digest.update(value.as_bytes());
+            }
+        }
+        digest.update(format!("\0{}", self.rejected).as_bytes());
+        digest
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// What storing a campaign did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CampaignWrite {
+    /// It is stored.
+    Created,
+    /// Its id holds the same campaign already (a retried request): nothing
+    /// was written again.
+    Existing,
+    /// Its id holds another campaign.
+    Conflict,
+    /// The same campaign is being stored by another request, claimed less
+    /// than [`CAMPAIGN_CLAIM_MS`] ago and not written yet.
+    InProgress,
+}
+
+/// How long a claim on a campaign id keeps other requests for it waiting:
+/// past that, a claim whose campaign was never written (its request failed)
+/// is taken over. A write takes at most the store's timeout, far less.
+pub const CAMPAIGN_CLAIM_MS: u64 = 30_000;
+
 /// A campaign's state and progress.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CampaignProgress {

@@ -57,8 +57,8 @@ pub use call_stats::{
 };
 pub use call_status::CallStatus;
 pub use campaign::{
-    CampaignCommand, CampaignEntry, CampaignProgress, CampaignState, EntryOutcome, LeaseRequest,
-    LeasedEntry, MAX_SLOT_INTERVAL_US, NewCampaign,
+    CAMPAIGN_CLAIM_MS, CampaignCommand, CampaignEntry, CampaignProgress, CampaignState,
+    CampaignWrite, EntryOutcome, LeaseRequest, LeasedEntry, MAX_SLOT_INTERVAL_US, NewCampaign,
 };
 pub use error::StoreError;
 pub use interaction::Interaction;

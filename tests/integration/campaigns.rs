@@ -892,3 +892,49 @@ async fn the_api_creates_reports_pauses_resumes_and_cancels() {
     .unwrap();
     assert_eq!(canceled.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_with_one_idempotency_key_create_one_campaign() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    let calls = Calls::new(Arc::clone(&store), |_, _| Callee::NoAnswer);
+    let (addr, _stop) = api_server(Arc::clone(&store), &calls).await;
+    let http = reqwest::Client::new();
+    // A window closed now: nothing is dialled while the API is exercised.
+    let hour = (unix_ms() / 3_600_000 % 24) as u8;
+    let window = serde_json::json!({"time_zone": "UTC", "start_hour": (hour + 2) % 24, "end_hour": (hour + 3) % 24});
+    let post = |key: &str, numbers: serde_json::Value| {
+        let request = http
+            .post(format!("http://{addr}/api/campaigns"))
+            .bearer_auth("s3cret")
+            .header("idempotency-key", key)
+            .json(&serde_json::json!({"numbers": numbers, "window": window}));
+        async move {
+            let response = request.send().await.unwrap();
+            let replayed = response.headers().get("idempotent-replayed").is_some();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, replayed, body)
+        }
+    };
+    let numbers = serde_json::json!([{"to": "+15551230001"}, {"to": "+15551230002"}, {"to": "+15551230001"}, {"to": "bad"}]);
+    let (status, replayed, first) = post("list-9", numbers.clone()).await;
+    assert_eq!((status, replayed), (201, false), "{first}");
+    let id = first["campaign_id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 16, "a campaign id like any other: {id}");
+    // The client's answer was lost: it sends the request again.
+    let (status, replayed, again) = post("list-9", numbers.clone()).await;
+    assert_eq!((status, replayed), (201, true), "{again}");
+    assert_eq!(again, first, "answered as the first time");
+    assert_eq!(store.active_campaigns().await.unwrap(), [id.as_str()]);
+    // The key names that campaign only.
+    let (status, _, other) = post("list-9", serde_json::json!([{"to": "+15551230009"}])).await;
+    assert_eq!(status, 422, "{other}");
+    let (status, _, bad) = post("two words", numbers.clone()).await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, replayed, second) = post("list-10", numbers).await;
+    assert_eq!((status, replayed), (201, false), "{second}");
+    assert_ne!(second["campaign_id"], id.as_str());
+    assert_eq!(store.active_campaigns().await.unwrap().len(), 2);
+    let progress = store.campaign(&id).await.unwrap().unwrap();
+    assert_eq!((progress.total, progress.rejected), (2, 1));
+}

@@ -20,6 +20,7 @@ mod audio_resample;
 mod audio_wav;
 mod bot_speaking;
 mod campaign_bounds;
+mod campaign_idempotency;
 mod campaigns;
 mod chat_api;
 mod check_validation;

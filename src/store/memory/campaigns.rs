@@ -9,8 +9,8 @@ use super::keyspace::{Blob, Keyspace, Op};
 use super::store::MemoryStore;
 use crate::store::codec::encode;
 use crate::store::{
-    CampaignCommand, CampaignProgress, CampaignState, CampaignStore, EntryOutcome, Keys,
-    LeaseRequest, LeasedEntry, NewCampaign, StoreError,
+    CampaignCommand, CampaignProgress, CampaignState, CampaignStore, CampaignWrite, EntryOutcome,
+    Keys, LeaseRequest, LeasedEntry, NewCampaign, StoreError,
 };
 
 /// One campaign's key names.
@@ -97,8 +97,9 @@ fn lease_item(ks: &Keyspace, keys: &CampaignKeys, id: &str, slot: u64, now: u64)
 
 #[async_trait]
 impl CampaignStore for MemoryStore {
-    async fn create_campaign(&self, campaign: &NewCampaign) -> Result<(), StoreError> {
+    async fn create_campaign(&self, campaign: &NewCampaign) -> Result<CampaignWrite, StoreError> {
         let keys = CampaignKeys::new(&self.settings.keys, &campaign.id);
+        let fingerprint = campaign.fingerprint();
         let entries = campaign
             .entries
             .iter()
@@ -115,10 +116,23 @@ impl CampaignStore for MemoryStore {
         } else {
             CampaignState::Running
         };
-        self.write(|_, _| {
+        // Claimed and written under one lock: no request sees it half-written.
+        self.write(|ks, now| {
+            if field(ks, &keys.campaign, "state", now).is_some() {
+                let same = field(ks, &keys.campaign, "fingerprint", now)
+                    .is_some_and(|stored| stored == fingerprint);
+                let write = if same {
+                    CampaignWrite::Existing
+                } else {
+                    CampaignWrite::Conflict
+                };
+                return (Vec::new(), write);
+            }
             let mut ops = vec![set_fields(
                 &keys.campaign,
                 &[
+                    ("fingerprint", fingerprint.clone()),
+                    ("claimed_ms", now.to_string()),
                     ("settings", campaign.settings.clone()),
                     ("state", state.as_str().to_owned()),
                     ("total", campaign.entries.len().to_string()),
@@ -142,7 +156,7 @@ impl CampaignStore for MemoryStore {
                     score: campaign.created_ms,
                 });
             }
-            (ops, ())
+            (ops, CampaignWrite::Created)
         })
     }
 

@@ -9,8 +9,8 @@ use redis::Script;
 use super::store::RedisStore;
 use crate::store::codec::encode;
 use crate::store::{
-    CampaignCommand, CampaignEntry, CampaignProgress, CampaignState, CampaignStore, EntryOutcome,
-    LeaseRequest, LeasedEntry, NewCampaign, StoreError,
+    CAMPAIGN_CLAIM_MS, CampaignCommand, CampaignEntry, CampaignProgress, CampaignState,
+    CampaignStore, CampaignWrite, EntryOutcome, LeaseRequest, LeasedEntry, NewCampaign, StoreError,
 };
 
 /// Entries written per command when a campaign is created.
@@ -107,6 +107,33 @@ return 1
     )
 });
 
+/// Claims a campaign id for one campaign before it is written (its entries
+/// are too many for one script). KEYS: campaign. ARGV: fingerprint, now
+/// ms, claim ms. Returns `new` (claimed: write it), `existing` (written,
+/// the same campaign) with its state, `conflict` (another campaign), or
+/// `in_progress` (claimed for the same campaign less than claim ms ago and
+/// not written: a request still writing it). A claim older than that
+/// whose campaign was never written (its request failed) is taken over.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local held = redis.call('HMGET', KEYS[1], 'fingerprint', 'claimed_ms', 'state')
+local fingerprint, claimed, state = held[1], held[2], held[3]
+if fingerprint then
+  if fingerprint ~= ARGV[1] then return {'conflict'} end
+  if state then return {'existing', state} end
+  if tonumber(claimed or '0') + tonumber(ARGV[3]) > tonumber(ARGV[2]) then
+    return {'in_progress'}
+  end
+elseif state then
+  return {'conflict'}
+end
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'claimed_ms', ARGV[2])
+return {'new'}
+",
+    )
+});
+
 /// Pauses, resumes or cancels. KEYS: campaign, due, done, leases (one
 /// slot). ARGV: command (`pause`, `resume`, `cancel`). Returns the state
 /// after and 1 when a cancel left nothing leased (the caller then takes
@@ -149,9 +176,33 @@ return 1
 
 #[async_trait]
 impl CampaignStore for RedisStore {
-    async fn create_campaign(&self, campaign: &NewCampaign) -> Result<(), StoreError> {
+    async fn create_campaign(&self, campaign: &NewCampaign) -> Result<CampaignWrite, StoreError> {
         let keys = &self.settings.keys;
         let id = campaign.id.as_str();
+        let mut claim = CLAIM.key(keys.campaign(id, None));
+        claim
+            .arg(campaign.fingerprint())
+            .arg(crate::store::time::unix_ms())
+            .arg(CAMPAIGN_CLAIM_MS);
+        let claimed: Vec<String> = self.invoke(&claim).await?;
+        match claimed.first().map(String::as_str) {
+            Some("new") => {}
+            Some("existing") => {
+                let state = claimed.get(1).and_then(|name| CampaignState::parse(name));
+                if matches!(state, Some(CampaignState::Running | CampaignState::Paused)) {
+                    self.list_campaign(campaign).await?;
+                }
+                return Ok(CampaignWrite::Existing);
+            }
+            Some("conflict") => return Ok(CampaignWrite::Conflict),
+            Some("in_progress") => return Ok(CampaignWrite::InProgress),
+            other => {
+                return Err(StoreError::corrupt(
+                    &keys.campaign(id, None),
+                    format!("the claim answered {other:?}"),
+                ));
+            }
+        }
         let entries_key = keys.campaign(id, Some("entries"));
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -191,15 +242,9 @@ impl CampaignStore for RedisStore {
         self.query_pipe::<()>(&pipe).await?;
         // `campaigns:active` is in another slot: listed once written.
         if !campaign.entries.is_empty() {
-            self.query::<i64>(
-                redis::cmd("ZADD")
-                    .arg(keys.active_campaigns())
-                    .arg(campaign.created_ms)
-                    .arg(id),
-            )
-            .await?;
+            self.list_campaign(campaign).await?;
         }
-        Ok(())
+        Ok(CampaignWrite::Created)
     }
 
     async fn campaign(&self, campaign_id: &str) -> Result<Option<CampaignProgress>, StoreError> {
@@ -388,6 +433,20 @@ impl RedisStore {
             redis::cmd("ZREM")
                 .arg(self.settings.keys.active_campaigns())
                 .arg(campaign_id),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Lists a written campaign for the runners (`campaigns:active`), where
+    /// a listing already there keeps its place.
+    async fn list_campaign(&self, campaign: &NewCampaign) -> Result<(), StoreError> {
+        self.query::<i64>(
+            redis::cmd("ZADD")
+                .arg(self.settings.keys.active_campaigns())
+                .arg("NX")
+                .arg(campaign.created_ms)
+                .arg(&campaign.id),
         )
         .await
         .map(drop)
