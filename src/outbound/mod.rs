@@ -33,7 +33,10 @@ pub use lost_sessions::LostSessions;
 pub use machine::MachineAction;
 pub use overdue::SweepError;
 pub use phone::{PhoneError, PhoneHasher, PhoneNumber};
-pub use request::{BadWebhookUrl, CallRequest, check_webhook_url};
+pub use request::{
+    BadWebhookUrl, CallRequest, MAX_PARAMETERS_TWIML, ParametersTooLong, check_parameters,
+    check_webhook_url,
+};
 pub use settle::Settlement;
 pub use settled::CallSettled;
 pub use status::{StatusCallback, StatusError};

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::store::CampaignAttempt;
+use crate::transport::twilio::twiml;
 
 use super::phone::PhoneNumber;
 
@@ -42,9 +43,55 @@ pub fn check_webhook_url(url: &str) -> Result<(), BadWebhookUrl> {
     }
 }
 
+/// The most of a call's TwiML its custom parameters may take, as
+/// `<Parameter>` elements: Twilio takes inline TwiML of at most 4,000
+/// characters (error 32018), and the rest (the stream's URL, the call id,
+/// the stream token) takes up to about 600.
+pub const MAX_PARAMETERS_TWIML: usize = 3_400;
+
+/// Custom parameters too long for a call's TwiML.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the parameters take {len} characters of the call's TwiML; at most {MAX_PARAMETERS_TWIML} \
+     fit (Twilio takes 4,000 in all)"
+)]
+pub struct ParametersTooLong {
+    /// What they take, escaped.
+    pub len: usize,
+}
+
+/// Checks that a call's custom parameters fit in the TwiML that will place
+/// it, so that a call or campaign row that cannot be placed is refused when
+/// asked for, not failed at Twilio when dialled.
+pub fn check_parameters(parameters: &BTreeMap<String, String>) -> Result<(), ParametersTooLong> {
+    let pairs: Vec<(String, String)> = parameters
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let len = twiml::connect_stream("", &pairs)
+        .len()
+        .saturating_sub(twiml::connect_stream("", &[]).len());
+    if len > MAX_PARAMETERS_TWIML {
+        Err(ParametersTooLong { len })
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_must_fit_in_the_calls_twiml() {
+        let mut parameters = BTreeMap::from([("country".to_owned(), "US".to_owned())]);
+        assert_eq!(check_parameters(&parameters), Ok(()));
+        // Escaped as XML: each `&` takes five characters.
+        parameters.insert("note".to_owned(), "&".repeat(700));
+        assert!(check_parameters(&parameters).is_err());
+        parameters.insert("note".to_owned(), "a".repeat(3_000));
+        assert_eq!(check_parameters(&parameters), Ok(()));
+    }
 
     #[test]
     fn only_http_and_https_webhooks_are_taken() {

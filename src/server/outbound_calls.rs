@@ -39,7 +39,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::outbound::{
-    CallRequest, DialRetry, DialStep, Dialer, PhoneNumber, TwilioDialer, check_webhook_url,
+    CallRequest, DialRetry, DialStep, Dialer, PhoneNumber, TwilioDialer, check_parameters,
+    check_webhook_url,
 };
 use crate::pipeline::new_session_id;
 use crate::store::{CallDirection, CallStatus};
@@ -96,6 +97,9 @@ pub(crate) async fn create(
         Err(err) => return error(StatusCode::BAD_REQUEST, format!("bad call request: {err}")),
     };
     if let Some(Err(err)) = body.webhook_url.as_deref().map(check_webhook_url) {
+        return error(StatusCode::BAD_REQUEST, err.to_string());
+    }
+    if let Err(err) = check_parameters(&body.parameters) {
         return error(StatusCode::BAD_REQUEST, err.to_string());
     }
     let request = CallRequest {

@@ -19,6 +19,7 @@ pub const AHEAD_ALLOWANCE: Duration = Duration::from_secs(2);
 pub(crate) struct RealTimeBudget {
     first_at: Option<Duration>,
     admitted: Duration,
+    head_start: Duration,
 }
 
 impl RealTimeBudget {
@@ -33,6 +34,13 @@ impl RealTimeBudget {
         true
     }
 
+    /// Counts `waited` more of real time before the first audio read: a
+    /// stream that sends from its start while nobody reads it (the session
+    /// was starting) has a backlog that long, not a flood.
+    pub(crate) fn set_head_start(&mut self, waited: Duration) {
+        self.head_start = waited;
+    }
+
     /// Whether the stream has used up its allowance at `now`: any more
     /// audio would be dropped.
     pub(crate) fn exhausted(&mut self, now: Duration) -> bool {
@@ -42,7 +50,7 @@ impl RealTimeBudget {
 
     fn allowed(&mut self, now: Duration) -> Duration {
         let first_at = *self.first_at.get_or_insert(now);
-        now.saturating_sub(first_at) + AHEAD_ALLOWANCE
+        now.saturating_sub(first_at) + AHEAD_ALLOWANCE + self.head_start
     }
 }
 
@@ -67,5 +75,22 @@ mod tests {
         // Time frees room again.
         assert!(!budget.exhausted(now + FRAME));
         assert!(budget.admit(now + FRAME, FRAME));
+    }
+
+    #[test]
+    fn audio_sent_before_the_first_read_is_owed_its_time() {
+        // Read 3 s after the stream started: its 3 s of backlog and the
+        // allowance come in at once, and no more.
+        let mut budget = RealTimeBudget::default();
+        budget.set_head_start(Duration::from_secs(3));
+        let backlog = (0..1_000)
+            .take_while(|_| budget.admit(Duration::ZERO, FRAME))
+            .count();
+        assert_eq!(backlog, 250, "5 s of 20 ms frames");
+        let mut unread = RealTimeBudget::default();
+        let cut = (0..1_000)
+            .take_while(|_| unread.admit(Duration::ZERO, FRAME))
+            .count();
+        assert_eq!(cut, 100, "without the head start, the allowance only");
     }
 }

@@ -713,6 +713,17 @@ async fn the_api_refuses_what_it_cannot_use() {
         .await;
     assert_eq!(status, 400);
     assert!(body.to_string().contains("E.164"), "{body}");
+    // Parameters too long for the call's TwiML (Twilio takes 4,000
+    // characters): refused now, not failed at Twilio later.
+    let (status, body) = rig
+        .api(
+            reqwest::Method::POST,
+            "/api/calls",
+            Some(json!({"to": CALLEE, "parameters": {"notes": "x".repeat(4_000)}})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(body.to_string().contains("TwiML"), "{body}");
     let (status, _) = rig.api(reqwest::Method::GET, "/api/calls/nope", None).await;
     assert_eq!(status, 404);
     let (status, _) = rig

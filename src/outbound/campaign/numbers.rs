@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::outbound::PhoneNumber;
+use crate::outbound::{PhoneNumber, check_parameters};
 use crate::store::CampaignEntry;
 
 /// One number of a JSON list.
@@ -49,6 +49,9 @@ impl Numbers {
         to: &str,
         parameters: BTreeMap<String, String>,
     ) {
+        if let Err(err) = check_parameters(&parameters) {
+            return self.reject(line, err.to_string());
+        }
         match PhoneNumber::parse(to) {
             Err(err) => self.reject(line, err.to_string()),
             Ok(number) => {
@@ -212,6 +215,18 @@ mod tests {
         let numbers = Numbers::from_csv("\u{feff}to,name\n+15551230001,Ada\n").unwrap();
         assert_eq!(numbers.entries[0].to, "+15551230001");
         assert_eq!(numbers.entries[0].parameters["name"], "Ada");
+    }
+
+    #[test]
+    fn a_row_whose_parameters_do_not_fit_a_calls_twiml_is_refused() {
+        let csv = format!(
+            "to,notes\n+15551230001,short\n+15551230002,{}\n",
+            "x".repeat(4_000)
+        );
+        let numbers = Numbers::from_csv(&csv).unwrap();
+        assert_eq!(numbers.entries.len(), 1);
+        assert_eq!(numbers.rejected[0].line, 3);
+        assert!(numbers.rejected[0].reason.contains("TwiML"));
     }
 
     #[test]

@@ -41,8 +41,8 @@ const MARK_ECHOES: usize = 64;
 pub struct CallOptions {
     /// A stream that sends no caller audio the pipeline can use for this
     /// long is over (junk, marks, media too short to make a frame and media
-    /// dropped over the real-time budget do not count);
-    /// also the longest wait for `start`.
+    /// dropped over the real-time budget do not count); the wait for
+    /// `start` is this or [`START_TIMEOUT`], the shorter.
     pub idle_timeout: Duration,
     /// Where traffic and skipped messages are counted.
     pub stats: Arc<dyn TransportStats>,
@@ -112,9 +112,16 @@ pub enum AcceptError {
     Audio(AudioError),
 }
 
+/// The longest wait for `start` once the socket is open: Twilio sends
+/// `connected` and `start` at once, and a socket that sends neither (a
+/// replayed upgrade, say) holds a session slot until then.
+pub const START_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A Twilio stream that has started.
 pub struct TwilioCall<S> {
     start: StreamStart,
+    /// When `start` came: Twilio streams from then on.
+    started_at: tokio::time::Instant,
     stream: StreamReader,
     inbound: S,
     skips: SkipLog,
@@ -127,8 +134,9 @@ where
 {
     /// Reads `inbound` until Twilio's `start`, skipping (and logging) what
     /// comes before it that does not belong there, for at most the idle
-    /// timeout in all: a far end sending anything but `start` cannot hold
-    /// its session slot. Audio will be decoded to `pipeline_rate`.
+    /// timeout or [`START_TIMEOUT`] in all, the shorter: a far end sending
+    /// anything but `start` cannot hold its session slot. Audio will be
+    /// decoded to `pipeline_rate`.
     pub async fn accept(
         mut inbound: S,
         pipeline_rate: u32,
@@ -139,7 +147,7 @@ where
         // far ahead of real time is a read's worth, not a backlog.
         stream.set_lead_allowance(options.read_interval + Duration::from_millis(100));
         let mut skips = SkipLog::default();
-        let wait = options.idle_timeout;
+        let wait = options.idle_timeout.min(START_TIMEOUT);
         let deadline = tokio::time::Instant::now() + wait;
         let start = loop {
             let event = match tokio::time::timeout_at(deadline, inbound.next()).await {
@@ -162,6 +170,7 @@ where
         };
         Ok(TwilioCall {
             start,
+            started_at: tokio::time::Instant::now(),
             stream,
             inbound,
             skips,
@@ -193,6 +202,7 @@ where
             idle_timeout: self.options.idle_timeout,
             read_interval: self.options.read_interval,
             audio_at: None,
+            started_at: self.started_at,
             stats: self.options.stats,
             skips: self.skips,
             shared: Arc::clone(&shared),
@@ -267,6 +277,21 @@ mod tests {
             matches!(accepted, Ok(Err(AcceptError::Timeout(_)))),
             "the wait for `start` ends after the idle timeout"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_for_start_is_short_whatever_the_idle_timeout() {
+        let silent = futures_util::stream::pending::<WsInbound>();
+        let options = CallOptions {
+            idle_timeout: Duration::from_secs(30),
+            stats: Arc::new(NoStats),
+            send_ahead: SendAhead::NONE,
+            read_interval: Duration::ZERO,
+        };
+        let began = tokio::time::Instant::now();
+        let accepted = TwilioCall::accept(Box::pin(silent), 16_000, options).await;
+        assert!(matches!(accepted, Err(AcceptError::Timeout(_))));
+        assert_eq!(began.elapsed(), START_TIMEOUT);
     }
 
     /// Runs a call whose stream sends `start`, then `junk` as its only
@@ -408,6 +433,53 @@ mod tests {
             "silence after it until the idle timeout: {}",
             loudness.len() - last_loud
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn audio_sent_while_the_session_started_is_heard_not_dropped_as_a_flood() {
+        use crate::frame::{Direction, FrameBody};
+        use crate::testing::RecordingObserver;
+        fn loud() -> WsInbound {
+            use base64::Engine as _;
+            let payload = base64::engine::general_purpose::STANDARD.encode([0x80_u8; 160]);
+            WsInbound::Text(Utf8Bytes::from(format!(
+                r#"{{"event":"media","streamSid":"MZ1","media":{{"track":"inbound","payload":"{payload}"}}}}"#
+            )))
+        }
+        let start = r#"{"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{"streamSid":"MZ1","accountSid":"AC1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{}}}"#;
+        // The 4 s Twilio streamed while the session started (a slow store,
+        // say) wait in the socket, all read at once.
+        let inbound = futures_util::stream::iter([WsInbound::Text(Utf8Bytes::from_static(start))])
+            .chain(futures_util::stream::iter((0..200).map(|_| loud())))
+            .chain(futures_util::stream::pending());
+        let options = CallOptions {
+            idle_timeout: Duration::from_secs(2),
+            stats: Arc::new(NoStats),
+            send_ahead: SendAhead::NONE,
+            read_interval: Duration::from_millis(40),
+        };
+        let Ok(call) = TwilioCall::accept(Box::pin(inbound), 16_000, options).await else {
+            panic!("the stream did not start");
+        };
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let (outbound, _sent) = mpsc::channel(16);
+        let (ends, _handle) = call.into_transport(outbound);
+        let recorder = RecordingObserver::new();
+        let mut params = crate::pipeline::PipelineParams::new("test", 16_000);
+        params.observers.push(recorder.clone());
+        let task = crate::pipeline::PipelineTask::new(vec![ends.input, ends.output], params);
+        let ran = tokio::time::timeout(Duration::from_secs(60), task.run()).await;
+        assert!(ran.is_ok(), "the idle timeout ends it");
+        let loud_frames = recorder
+            .frames_from("transport.input", Direction::Downstream)
+            .iter()
+            .filter(|f| match &f.body {
+                FrameBody::InputAudio(audio) => audio.samples().iter().any(|&s| s.abs() > 1_000),
+                _ => false,
+            })
+            .count();
+        // All 200, but for the resampler's edge.
+        assert!(loud_frames >= 198, "{loud_frames} of 200 frames heard");
     }
 
     #[tokio::test(start_paused = true)]

@@ -108,6 +108,8 @@ pub(super) struct Reader<S> {
     pub(super) read_interval: Duration,
     /// When caller audio last came (none yet: `None`).
     pub(super) audio_at: Option<tokio::time::Instant>,
+    /// When the stream's `start` came.
+    pub(super) started_at: tokio::time::Instant,
     pub(super) stats: Arc<dyn TransportStats>,
     pub(super) skips: SkipLog,
     pub(super) shared: Arc<CallShared>,
@@ -118,6 +120,8 @@ where
     S: Stream<Item = WsInbound> + Send + Unpin + 'static,
 {
     async fn run(mut self, ctx: ProcessorContext) {
+        // Twilio has streamed since `start` while the session started.
+        self.stream.set_head_start(self.started_at.elapsed());
         // Only caller audio that is used keeps the stream alive: junk,
         // marks or a flood dropped over the real-time budget do not.
         let mut idle_at = tokio::time::Instant::now() + self.idle_timeout;
@@ -297,7 +301,8 @@ where
                 }
             }
             Inbound::Dtmf(digit) if !ending => {
-                tracing::debug!(%digit, "key pressed");
+                // Not the digit: keys pressed can be a PIN or a card number.
+                tracing::debug!("key pressed");
                 ctx.push_downstream(FrameBody::Dtmf { digit }).await;
             }
             Inbound::MarkPlayed(name) if !MarkTracker::could_be_ours(&name) => {

@@ -41,7 +41,7 @@ pub mod stream;
 pub mod stream_token;
 pub mod twiml;
 
-pub use call::{AcceptError, CallHandle, CallOptions, TwilioCall};
+pub use call::{AcceptError, CallHandle, CallOptions, START_TIMEOUT, TwilioCall};
 pub use input::{StreamEnd, TwilioInput};
 pub use rest::{
     CallResource, CreateCall, CreateCallError, EndCall, HangUp, HangUpError, TwilioRest,

@@ -181,6 +181,13 @@ impl StreamReader {
         Inbound::Skipped(Skip::Binary(len))
     }
 
+    /// The stream started `waited` before its first read: Twilio streams
+    /// from `start` on, so that much audio waits as a backlog, owed its
+    /// time on top of the real-time allowance.
+    pub fn set_head_start(&mut self, waited: Duration) {
+        self.budget.set_head_start(waited);
+    }
+
     /// See [`InboundCodec::set_lead_allowance`].
     pub fn set_lead_allowance(&mut self, allowance: Duration) {
         self.codec.set_lead_allowance(allowance);

@@ -5,10 +5,10 @@
 #[non_exhaustive]
 pub enum ProtocolError {
     /// Not JSON at all.
-    #[error("not JSON: {0}")]
+    #[error("not JSON: {}", json_error(.0))]
     NotJson(serde_json::Error),
     /// JSON, but not the shape of any Twilio message.
-    #[error("not a Twilio message: {0}")]
+    #[error("not a Twilio message: {}", json_error(.0))]
     BadShape(serde_json::Error),
     /// An `event` Twilio does not send.
     #[error("unknown event `{0}`")]
@@ -64,10 +64,43 @@ impl ProtocolError {
     }
 }
 
+/// What the JSON parser says is wrong, cut short: its messages quote the
+/// offending value, which may be a whole field of untrusted text.
+fn json_error(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.char_indices().nth(120) {
+        Some((cut, _)) => format!(
+            "{}… at line {} column {}",
+            &text[..cut],
+            err.line(),
+            err.column()
+        ),
+        None => text,
+    }
+}
+
 /// At most 64 characters of untrusted text, for messages and logs.
 pub(super) fn truncated(text: &str) -> String {
     match text.char_indices().nth(64) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parser_error_quotes_little_of_the_value() {
+        let long = "x".repeat(60_000);
+        let message = format!(r#"{{"tracks":"{long}"}}"#);
+        let Err(err) = serde_json::from_str::<std::collections::HashMap<String, Vec<u8>>>(&message)
+        else {
+            panic!("not a map of byte lists");
+        };
+        let shown = ProtocolError::BadShape(err).to_string();
+        assert!(shown.len() < 250, "{} bytes: {shown}", shown.len());
+        assert!(shown.contains("at line 1 column"), "{shown}");
     }
 }
