@@ -111,11 +111,37 @@ impl OpLog {
             })?;
             text.push(b'\n');
         }
-        self.file
-            .write_all(&text)
-            .map_err(|source| file_error(&self.path, source))?;
+        // Under the lock nobody else writes, so bytes past the last whole
+        // line are a write that failed or a writer that died mid-line,
+        // never acknowledged: cut them, or this line would be glued to
+        // them and both be unreadable when the log is replayed.
+        self.cut_to_offset()?;
+        if let Err(source) = self.file.write_all(&text) {
+            // What part of these ops reached the file goes too.
+            if let Err(err) = self.cut_to_offset() {
+                tracing::warn!(file = %self.path.display(), error = %err, "cannot take back a failed append to the embedded store");
+            }
+            return Err(file_error(&self.path, source));
+        }
         self.offset += text.len() as u64;
         self.lines += ops.len() as u64;
+        Ok(())
+    }
+}
+
+impl OpLog {
+    /// Truncates the file to the bytes read and applied.
+    fn cut_to_offset(&mut self) -> Result<(), StoreError> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|source| file_error(&self.path, source))?
+            .len();
+        if len > self.offset {
+            self.file
+                .set_len(self.offset)
+                .map_err(|source| file_error(&self.path, source))?;
+        }
         Ok(())
     }
 }
@@ -124,5 +150,48 @@ fn file_error(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::File {
         path: path.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(n: u64) -> Op {
+        Op::Del {
+            key: format!("k{n}"),
+        }
+    }
+
+    fn replayed(path: &Path) -> Vec<Op> {
+        let mut log = OpLog::open(path).unwrap();
+        let mut ops = Vec::new();
+        log.catch_up(|op| ops.push(op)).unwrap();
+        ops
+    }
+
+    #[test]
+    fn a_fragment_left_by_a_failed_write_does_not_take_the_next_op_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.log");
+        let mut log = OpLog::open(&path).unwrap();
+        log.locked(|log| {
+            log.catch_up(|_| {})?;
+            log.append(&[op(1)])
+        })
+        .unwrap();
+        // A writer that died mid-line (or a write the disk cut short).
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(br#"{"Del":{"key":"k"#)
+            .unwrap();
+        log.locked(|log| {
+            log.catch_up(|_| {})?;
+            log.append(&[op(2)])
+        })
+        .unwrap();
+        assert_eq!(replayed(&path), [op(1), op(2)]);
     }
 }
