@@ -200,6 +200,13 @@ impl ProcessorContext {
         .await;
     }
 
+    /// Why the session is ending, once its `End` or `Cancel` has come
+    /// (`hangup`, `end_call`, ...): what the transport or the processor
+    /// that asked for the end said.
+    pub fn end_reason(&self) -> Option<String> {
+        self.shared.outcome().end_reason.clone()
+    }
+
     /// This processor's name in the pipeline, e.g. `vad` or `gain#2`.
     pub fn name(&self) -> &str {
         &self.name

@@ -155,6 +155,10 @@ impl AssistantContextAggregator {
     }
 }
 
+/// The reasons a transport gives when the session ends because the far
+/// end went away (see the transports' `request_end`).
+const FAR_END_GONE: [&str; 4] = ["hangup", "disconnected", "peer_failed", "idle_timeout"];
+
 #[async_trait]
 impl Processor for AssistantContextAggregator {
     async fn process(
@@ -190,13 +194,21 @@ impl Processor for AssistantContextAggregator {
         if self.hold.discard() > 0 {
             tracing::debug!("an unconfirmed preemptive reply dropped at the session's end");
         }
-        let completed = self.tracker.finish();
+        // The output plays out what is queued, but not to a far end that
+        // is gone: then only what played was heard.
+        let completed = match ctx.end_reason() {
+            Some(reason) if FAR_END_GONE.contains(&reason.as_str()) => {
+                self.tracker.far_end_gone(ctx.now())
+            }
+            _ => self.tracker.finish(),
+        };
         self.complete(completed, ctx).await;
         Ok(())
     }
 
     async fn on_cancel(&mut self, ctx: &ProcessorContext) {
-        let completed = self.tracker.cancel();
+        // Cancelled: nothing queued plays any more.
+        let completed = self.tracker.far_end_gone(ctx.now());
         self.complete(completed, ctx).await;
     }
 }
@@ -205,10 +217,17 @@ impl AssistantContextAggregator {
     /// Records what `frame` says of the bot's turn and forwards it.
     async fn record(&mut self, frame: Frame, direction: Direction, ctx: &ProcessorContext) {
         let completed = match &frame.body {
-            FrameBody::LlmResponseStart => self.tracker.response_started(),
+            FrameBody::LlmResponseStart => {
+                let previous = self.tracker.response_started();
+                self.tracker.turn_opened(ctx.now());
+                previous
+            }
             FrameBody::LlmResponseEnd { .. } => self.tracker.response_ended(),
             FrameBody::TtsStarted => {
-                self.tracker.tts_started();
+                if !self.tracker.is_open() {
+                    self.tracker.tts_started();
+                    self.tracker.turn_opened(ctx.now());
+                }
                 None
             }
             FrameBody::TtsStopped => self.tracker.tts_stopped(),
@@ -265,10 +284,10 @@ impl AssistantContextAggregator {
                 None
             }
             FrameBody::BotStartedSpeaking => {
-                self.tracker.bot_started_speaking();
+                self.tracker.bot_started_speaking(ctx.now());
                 None
             }
-            FrameBody::BotStoppedSpeaking => self.tracker.bot_stopped_speaking(),
+            FrameBody::BotStoppedSpeaking => self.tracker.bot_stopped_speaking(ctx.now()),
             FrameBody::BotInterrupted { cut, .. } => self.tracker.bot_interrupted(*cut),
             _ => None,
         };

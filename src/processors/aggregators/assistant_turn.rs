@@ -45,6 +45,9 @@ struct OpenTurn {
     tool_calls: Vec<ToolCall>,
     agent: Option<String>,
     reflection: Option<Reflection>,
+    /// How long the bot has spoken since the turn opened, speaking now
+    /// not counted (see [`AssistantTurnTracker::far_end_gone`]).
+    played: Duration,
     /// Opened by a TTS utterance rather than an LLM response.
     tts_only: bool,
     ended: bool,
@@ -56,6 +59,8 @@ struct OpenTurn {
 pub struct AssistantTurnTracker {
     turn: Option<OpenTurn>,
     bot_speaking: bool,
+    /// Session time since which the bot speaks for the open turn.
+    speaking_since: Option<Duration>,
     /// The bot stopped speaking after the last audio was produced.
     stopped_since_audio: bool,
 }
@@ -148,16 +153,44 @@ impl AssistantTurnTracker {
         self.complete_if_played()
     }
 
-    /// The bot's audio started leaving the transport.
-    pub fn bot_started_speaking(&mut self) {
-        self.bot_speaking = true;
+    /// A turn opened (a response or a TTS utterance started) at session
+    /// time `now`: what the bot speaks from now on plays for it.
+    pub fn turn_opened(&mut self, now: Duration) {
+        if self.bot_speaking {
+            self.speaking_since = Some(now);
+        }
     }
 
-    /// The bot's audio finished playing.
-    pub fn bot_stopped_speaking(&mut self) -> Option<CompletedTurn> {
+    /// The bot's audio started playing at session time `now`.
+    pub fn bot_started_speaking(&mut self, now: Duration) {
+        self.bot_speaking = true;
+        self.speaking_since = Some(now);
+    }
+
+    /// The bot's audio finished playing at session time `now`.
+    pub fn bot_stopped_speaking(&mut self, now: Duration) -> Option<CompletedTurn> {
         self.bot_speaking = false;
         self.stopped_since_audio = true;
+        if let (Some(since), Some(turn)) = (self.speaking_since.take(), &mut self.turn) {
+            turn.played += now.saturating_sub(since);
+        }
         self.complete_if_played()
+    }
+
+    /// The far end went away at session time `now` (hung up, disconnected,
+    /// timed out): the audio not yet played will never be heard, so the
+    /// open turn completes with what played, an estimate from the time the
+    /// bot spoke since the turn opened, and is marked interrupted if that
+    /// was not all of it.
+    pub fn far_end_gone(&mut self, now: Duration) -> Option<CompletedTurn> {
+        let mut turn = self.turn.take()?;
+        if let Some(since) = self.speaking_since.take() {
+            turn.played += now.saturating_sub(since);
+        }
+        self.bot_speaking = false;
+        let heard = turn.played.min(turn.audio);
+        turn.interrupted |= heard < turn.audio;
+        Some(complete(turn, Some(heard)))
     }
 
     /// An interruption went by: the turn is cut, by how much the output
@@ -215,15 +248,6 @@ impl AssistantTurnTracker {
     /// plays out before the session ends).
     pub fn finish(&mut self) -> Option<CompletedTurn> {
         self.turn.take().map(|t| complete(t, None))
-    }
-
-    /// The session was cancelled: audio still playing was not heard in
-    /// full, so a turn cut while the bot spoke is marked interrupted.
-    pub fn cancel(&mut self) -> Option<CompletedTurn> {
-        let speaking = self.bot_speaking;
-        let mut turn = self.turn.take()?;
-        turn.interrupted |= speaking;
-        Some(complete(turn, None))
     }
 
     fn complete_if_played(&mut self) -> Option<CompletedTurn> {
@@ -421,14 +445,58 @@ mod tests {
     }
 
     #[test]
+    fn a_far_end_gone_mid_answer_heard_only_what_played() {
+        let mut t = AssistantTurnTracker::new();
+        t.response_started();
+        t.turn_opened(ms(1_000));
+        t.spoken(word("We", 0));
+        t.spoken(word("can", 300));
+        t.spoken(word("offer", 600));
+        t.spoken(word("you", 900));
+        t.spoken(word("more.", 1_200));
+        t.audio(ms(1_500));
+        t.bot_started_speaking(ms(1_100));
+        // The caller hangs up 700 ms into the answer.
+        let turn = t.far_end_gone(ms(1_800)).unwrap();
+        assert_eq!(turn.text, "We can offer");
+        assert!(turn.interrupted);
+        assert!(!t.is_open());
+        // A turn that had played out is heard in full.
+        t.response_started();
+        t.turn_opened(ms(2_000));
+        t.spoken(word("Bye.", 0));
+        t.audio(ms(400));
+        t.bot_started_speaking(ms(2_000));
+        assert_eq!(t.bot_stopped_speaking(ms(2_400)), None, "not ended yet");
+        let turn = t.far_end_gone(ms(3_000)).unwrap();
+        assert_eq!(turn.text, "Bye.");
+        assert!(!turn.interrupted);
+    }
+
+    #[test]
+    fn a_turn_opened_while_the_last_one_plays_counts_from_its_opening() {
+        let mut t = AssistantTurnTracker::new();
+        t.bot_started_speaking(ms(0));
+        t.response_started();
+        t.turn_opened(ms(5_000));
+        t.spoken(word("Sure,", 0));
+        t.spoken(word("one", 500));
+        t.spoken(word("moment.", 1_000));
+        t.audio(ms(1_500));
+        let turn = t.far_end_gone(ms(5_600)).unwrap();
+        assert_eq!(turn.text, "Sure, one");
+        assert!(turn.interrupted);
+    }
+
+    #[test]
     fn a_turn_completes_once_its_audio_has_played() {
         let mut t = AssistantTurnTracker::new();
         assert_eq!(t.response_started(), None);
         t.spoken(sentence("Hello there.", 0));
         t.audio(ms(800));
-        t.bot_started_speaking();
+        t.bot_started_speaking(Duration::ZERO);
         assert_eq!(t.response_ended(), None, "still playing");
-        let turn = t.bot_stopped_speaking().unwrap();
+        let turn = t.bot_stopped_speaking(Duration::ZERO).unwrap();
         assert_eq!(turn.text, "Hello there.");
         assert!(!turn.interrupted);
         assert!(!t.is_open());
@@ -440,8 +508,8 @@ mod tests {
         t.response_started();
         t.spoken(sentence("Let me check.", 0));
         t.audio(ms(600));
-        t.bot_started_speaking();
-        assert_eq!(t.bot_stopped_speaking(), None);
+        t.bot_started_speaking(Duration::ZERO);
+        assert_eq!(t.bot_stopped_speaking(Duration::ZERO), None);
         t.tool_call(ToolCall {
             id: "c".into(),
             name: "lookup".into(),
@@ -460,10 +528,14 @@ mod tests {
         t.spoken(word("two", 500));
         t.spoken(word("three.", 1000));
         t.audio(ms(1500));
-        t.bot_started_speaking();
+        t.bot_started_speaking(Duration::ZERO);
         t.response_ended();
         t.interrupted();
-        assert_eq!(t.bot_stopped_speaking(), None, "waits for the cut");
+        assert_eq!(
+            t.bot_stopped_speaking(Duration::ZERO),
+            None,
+            "waits for the cut"
+        );
         let turn = t.bot_interrupted(ms(900)).unwrap();
         assert_eq!(turn.text, "One two");
         assert!(turn.interrupted);
