@@ -120,6 +120,19 @@ pub fn tool_chunk(index: u32, id: Option<&str>, name: Option<&str>, arguments: &
     .to_string()
 }
 
+/// A whole tool call in one chunk, as Ollama's OpenAI-compatible stream
+/// sends it: with the role and an empty content, an id of the call's own,
+/// and `index` (which Ollama gives as 0 to every call of a response).
+pub fn ollama_tool_chunk(index: u32, id: &str, name: &str, arguments: &str) -> String {
+    json!({"id": "chatcmpl-838", "object": "chat.completion.chunk", "created": 1,
+           "model": "qwen2.5:7b", "system_fingerprint": "fp_ollama",
+           "choices": [{"index": 0, "delta": {"role": "assistant", "content": "", "tool_calls": [
+               {"id": id, "index": index, "type": "function",
+                "function": {"name": name, "arguments": arguments}}]},
+               "finish_reason": null}]})
+    .to_string()
+}
+
 /// The last chunk of a choice.
 pub fn finish_chunk(reason: &str) -> String {
     json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake",
