@@ -34,9 +34,11 @@
 //! # Errors
 //!
 //! A request refused with 429 or 5xx is retried before any of its output
-//! is used; a failure after output started is reported (an `Error` frame
-//! naming the provider and status) and the response ends there, so nothing
-//! is said twice: its `LlmResponseEnd` says `failed`. A malformed event is
+//! is used, and so is a stream that fails before its content (an error
+//! event, a reset connection: see `round`); a failure after output started
+//! is reported (an `Error` frame naming the provider and status) and the
+//! response ends there, so nothing is said twice: its `LlmResponseEnd`
+//! says `failed`. Nothing after a stream's `[DONE]` is read. A malformed event is
 //! reported and skipped; the response goes on and has not failed.
 
 use std::borrow::Cow;
