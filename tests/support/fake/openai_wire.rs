@@ -66,6 +66,22 @@ impl Reply {
     }
 }
 
+/// OpenAI's 400 to a reasoning model (o-series, gpt-5) asked at a
+/// temperature other than its default, `temperature` as the request sent it.
+pub fn unsupported_temperature(temperature: &Value) -> Reply {
+    let message = format!(
+        "Unsupported value: 'temperature' does not support {temperature} with this model. \
+         Only the default (1) value is supported."
+    );
+    Reply::Status {
+        status: 400,
+        body: json!({"error": {"message": message, "type": "invalid_request_error",
+                               "param": "temperature", "code": "unsupported_value"}})
+        .to_string(),
+        headers: Vec::new(),
+    }
+}
+
 /// A verdict as the judge (a non-streamed chat completion) answers it.
 pub fn verdict(outcome: &str, score: f64, tactics: &[&str]) -> Reply {
     Reply::Completion(
