@@ -193,7 +193,10 @@ async fn bad_arguments_and_unknown_tools_are_answered_with_an_error_and_never_ru
     }
     assert_eq!(replayed[1]["function"]["arguments"], json!("{}"));
     let frames = calls(&out.downstream);
-    assert_eq!(frames[1].arguments, "{}", "the frame the history is made from");
+    assert_eq!(
+        frames[1].arguments, "{}",
+        "the frame the history is made from"
+    );
 }
 
 #[tokio::test]

@@ -439,8 +439,7 @@ async fn a_reasoning_model_refusing_the_temperature_is_asked_again_without_it() 
     assert_eq!(routing[0]["temperature"], json!(0.0), "refused with 400");
     assert!(routing[1].get("temperature").is_none(), "asked without it");
     assert_eq!(
-        routing[1]["response_format"]["type"],
-        "json_schema",
+        routing[1]["response_format"]["type"], "json_schema",
         "the format the server did not refuse is kept"
     );
 

@@ -373,7 +373,8 @@ impl Responder {
         }) = &round
         {
             let names_temperature = message.contains("temperature");
-            let names_format = message.contains("response_format") || message.contains("json_schema");
+            let names_format =
+                message.contains("response_format") || message.contains("json_schema");
             let request = &mut ask.request;
             let drop_temperature =
                 request.temperature.is_some() && (names_temperature || !names_format);

@@ -90,7 +90,10 @@ impl Ask<'_> {
         let provider = self.wire.provider();
         let mut retry = 0;
         loop {
-            let failed = match self.attempt(connection, id, messages, ctx, first_token).await {
+            let failed = match self
+                .attempt(connection, id, messages, ctx, first_token)
+                .await
+            {
                 Ok(round) => return Ok(round),
                 Err(failed) => failed,
             };

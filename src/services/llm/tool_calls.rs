@@ -43,7 +43,10 @@ pub struct BadArguments {
 impl BadArguments {
     /// What the model is told: the reason and what it wrote.
     pub fn told(&self) -> String {
-        format!("{}; the arguments written were: {}", self.reason, self.written)
+        format!(
+            "{}; the arguments written were: {}",
+            self.reason, self.written
+        )
     }
 }
 
@@ -283,8 +286,18 @@ mod tests {
         // `"index": 0` and an id of its own. Before, both ran into one
         // call, `get_weatherget_weather` with `{"city":"A"}{"city":"B"}`.
         let mut calls = ToolCallAssembler::new();
-        calls.add(0, Some("call_a"), Some("get_weather"), Some(r#"{"city":"A"}"#));
-        calls.add(0, Some("call_b"), Some("get_weather"), Some(r#"{"city":"B"#));
+        calls.add(
+            0,
+            Some("call_a"),
+            Some("get_weather"),
+            Some(r#"{"city":"A"}"#),
+        );
+        calls.add(
+            0,
+            Some("call_b"),
+            Some("get_weather"),
+            Some(r#"{"city":"B"#),
+        );
         // A fragment without an id continues the latest call of its index.
         calls.add(0, None, None, Some(r#""}"#));
         calls.add(0, Some(""), None, Some(""));

@@ -26,8 +26,8 @@ use tokio::time::Instant;
 
 #[allow(unused_imports)] // the script types, re-exported; each test uses a few
 pub use super::openai_wire::{
-    DIMS, Part, Reply, embed, finish_chunk, ollama_tool_chunk, role_chunk, text_answer,
-    text_chunk, tool_chunk, verdict,
+    DIMS, Part, Reply, embed, finish_chunk, ollama_tool_chunk, role_chunk, text_answer, text_chunk,
+    tool_chunk, verdict,
 };
 use super::openai_wire::{completion_body, embeddings_body, multipart, unsupported_temperature};
 use crate::support::{net, signal, wait};
