@@ -213,7 +213,7 @@ async fn send_audio(
         return false;
     }
     *sent_audio += 1;
-    !script.drop_after_audio.is_some_and(|n| *sent_audio >= n)
+    script.drop_after_audio.is_none_or(|n| *sent_audio < n)
 }
 
 /// Until `at`, or for ever.
