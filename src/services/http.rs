@@ -3,9 +3,11 @@
 //! backoff (honouring `Retry-After`), errors read from the provider's error
 //! body, and a read timeout between the pieces of a streamed body.
 //!
-//! Retries happen only here, before a response is accepted: once a body
-//! has started to be used (spoken, shown), a failure is reported and never
-//! retried, so nothing is said twice.
+//! Retries of statuses happen only here, before a response is accepted; a
+//! streamed body that fails before any of it was used may be asked for
+//! again by its reader (the LLM's round). Once a body has started to be
+//! used (spoken, shown), a failure is reported and never retried, so
+//! nothing is said twice.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};

@@ -28,8 +28,9 @@ pub struct ConnectionOptions {
     /// keep-alive comments are not progress then (before it, they hold the
     /// wait open for up to 120 s, as a model thinks).
     pub read_timeout_secs: Seconds<1, 300>,
-    /// Retries of a request refused with 429 or 5xx before any output.
-    /// Default 2.
+    /// Retries of a request refused with 429 or 5xx before any output
+    /// (and, for an LLM, of a stream that fails before its content: an
+    /// error event, a reset connection). Default 2.
     pub max_retries: u32,
     /// The first backoff, in seconds (above 0, at most 60); it doubles per
     /// retry. Default 0.25.

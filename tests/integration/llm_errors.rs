@@ -8,7 +8,9 @@ use crate::support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, text_chunk};
+use support::fake::openai::{
+    FakeOpenAi, Part, Reply, finish_chunk, role_chunk, text_answer, text_chunk,
+};
 use support::session::{build, error_frames, texts};
 use voxpipe::conversation::{Message, Role};
 use voxpipe::frame::FrameBody;
@@ -199,6 +201,80 @@ async fn a_connection_dropped_mid_response_is_reported_without_a_retry() {
             .message
             .contains("without a finish reason or [DONE]")
     );
+}
+
+#[tokio::test]
+async fn a_stream_failing_before_its_content_is_asked_again() {
+    // An error event right after the 200, as OpenAI sends one.
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Sse(vec![
+        Part::Data(role_chunk()),
+        Part::Data(r#"{"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":null}}"#.into()),
+    ]));
+    server.push_chat(Reply::Sse(text_answer("Fine.")));
+    let out = ask(&server, FAST_RETRY).await;
+    assert_eq!(server.received("chat/completions").len(), 2);
+    assert_eq!(texts(&out.downstream).concat(), "Fine.");
+    assert!(
+        error_frames(&out.upstream).is_empty(),
+        "{:?}",
+        error_frames(&out.upstream)
+    );
+    assert_eq!(response_ends(&out), [false]);
+
+    // A connection reset, then a stream that ends without a finish, before
+    // any content.
+    server.push_chat(Reply::Sse(vec![Part::Data(role_chunk()), Part::Abort]));
+    server.push_chat(Reply::Sse(vec![Part::Data(role_chunk())]));
+    server.push_chat(Reply::Sse(text_answer("Still fine.")));
+    let out = ask(&server, FAST_RETRY).await;
+    assert_eq!(server.received("chat/completions").len(), 5);
+    assert_eq!(texts(&out.downstream).concat(), "Still fine.");
+    assert!(error_frames(&out.upstream).is_empty());
+
+    // Out of retries (two by default): the last error is reported.
+    let failing = || {
+        Reply::Sse(vec![Part::Data(
+            r#"{"error":{"message":"Overloaded","type":"server_error","param":null,"code":null}}"#
+                .into(),
+        )])
+    };
+    server.push_chats([failing(), failing(), failing()]);
+    let out = ask(&server, FAST_RETRY).await;
+    assert_eq!(server.received("chat/completions").len(), 8);
+    let errors = error_frames(&out.upstream);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].message, "Overloaded");
+    assert_eq!(response_ends(&out), [true]);
+}
+
+#[tokio::test]
+async fn nothing_after_done_is_read() {
+    // A gateway that resets the connection after `[DONE]`: the answer was
+    // whole, and it is neither failed nor asked again.
+    let server = FakeOpenAi::start().await;
+    let mut parts = text_answer("All there.");
+    parts.push(Part::Abort);
+    server.push_chat(Reply::Sse(parts));
+    let out = ask(&server, FAST_RETRY).await;
+    assert!(
+        error_frames(&out.upstream).is_empty(),
+        "{:?}",
+        error_frames(&out.upstream)
+    );
+    assert_eq!(texts(&out.downstream).concat(), "All there.");
+    assert_eq!(response_ends(&out), [false]);
+    assert_eq!(server.received("chat/completions").len(), 1);
+
+    // One that leaves the body open after `[DONE]`: the turn does not wait
+    // on it (the read timeout is far beyond the test's run).
+    let mut parts = text_answer("Done here.");
+    parts.push(Part::Stall);
+    server.push_chat(Reply::Sse(parts));
+    let out = ask(&server, "connection = { read_timeout_secs = 60 }").await;
+    assert!(error_frames(&out.upstream).is_empty());
+    assert_eq!(texts(&out.downstream).concat(), "Done here.");
+    assert_eq!(response_ends(&out), [false]);
 }
 
 #[tokio::test]

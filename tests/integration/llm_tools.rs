@@ -7,7 +7,9 @@ use crate::support;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use support::fake::openai::{FakeOpenAi, Part, Reply, finish_chunk, text_answer, tool_chunk};
+use support::fake::openai::{
+    FakeOpenAi, Part, Reply, finish_chunk, ollama_tool_chunk, text_answer, tool_chunk,
+};
 use support::session::{Live, build, error_frames, unique};
 use tokio::sync::Notify;
 use voxpipe::conversation::{Message, Role, ToolCall};
@@ -107,6 +109,46 @@ async fn several_calls_in_one_response_are_assembled_by_index_and_answered_in_or
 }
 
 #[tokio::test]
+async fn parallel_calls_sharing_an_index_stay_apart_by_their_ids() {
+    // Ollama: every call whole in a chunk of its own, all with index 0.
+    let server = FakeOpenAi::start().await;
+    server.push_chat(tool_calls_done(vec![
+        Part::Data(ollama_tool_chunk(0, "call_a", "weather", r#"{"city":"A"}"#)),
+        Part::Data(ollama_tool_chunk(0, "call_b", "weather", r#"{"city":"B"}"#)),
+    ]));
+    server.push_chat(Reply::Sse(text_answer("Both mild.")));
+    let out = run_test(vec![llm(&server, "")], vec![user("Weather in A and B?")]).await;
+
+    let made: Vec<(String, String)> = calls(&out.downstream)
+        .into_iter()
+        .map(|c| (c.name, c.arguments))
+        .collect();
+    assert_eq!(
+        made,
+        [
+            ("weather".to_owned(), r#"{"city":"A"}"#.to_owned()),
+            ("weather".to_owned(), r#"{"city":"B"}"#.to_owned()),
+        ]
+    );
+    let mut bodies: Vec<String> = server
+        .received("/tools/")
+        .iter()
+        .map(|r| r.json().to_string())
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, [r#"{"city":"A"}"#, r#"{"city":"B"}"#]);
+    let second = server.received("chat/completions")[1].json();
+    let ids: Vec<&Value> = second["messages"][1]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["id"])
+        .collect();
+    assert_eq!(ids, [&json!("call_a"), &json!("call_b")]);
+    assert!(error_frames(&out.upstream).is_empty());
+}
+
+#[tokio::test]
 async fn bad_arguments_and_unknown_tools_are_answered_with_an_error_and_never_run() {
     let server = FakeOpenAi::start().await;
     server.push_chat(tool_calls_done(vec![
@@ -125,15 +167,35 @@ async fn bad_arguments_and_unknown_tools_are_answered_with_an_error_and_never_ru
         answers[0],
         json!({"error": "the arguments do not match the tool's schema: /city: 3 is not of type \"string\""})
     );
+    let told = answers[1]["error"].as_str().unwrap();
     assert!(
-        answers[1]["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("the arguments are not valid JSON")
+        told.starts_with("the arguments are not valid JSON")
+            && told.ends_with("the arguments written were: {\"city\": "),
+        "{told}"
     );
     assert_eq!(
         answers[2],
         json!({"error": "there is no tool named `teleport`"})
+    );
+
+    // The next request's history replays every call with arguments that
+    // are JSON (vLLM and LiteLLM parse them, and refuse the request if
+    // not); what was written is only in the tool's error result.
+    let second = server.received("chat/completions")[1].json();
+    let replayed = second["messages"][1]["tool_calls"].as_array().unwrap();
+    assert_eq!(replayed.len(), 3);
+    for call in replayed {
+        let arguments = call["function"]["arguments"].as_str().unwrap();
+        assert!(
+            serde_json::from_str::<Value>(arguments).is_ok_and(|v| v.is_object()),
+            "{call}"
+        );
+    }
+    assert_eq!(replayed[1]["function"]["arguments"], json!("{}"));
+    let frames = calls(&out.downstream);
+    assert_eq!(
+        frames[1].arguments, "{}",
+        "the frame the history is made from"
     );
 }
 

@@ -415,6 +415,58 @@ async fn a_server_without_structured_outputs_is_asked_again_without_the_schema()
 }
 
 #[tokio::test]
+async fn a_reasoning_model_refusing_the_temperature_is_asked_again_without_it() {
+    // OpenAI's o-series and gpt-5 take only their default temperature.
+    let openai = FakeOpenAi::start().await;
+    openai.refuse_temperature();
+    openai.push_chats_for(
+        "router-model",
+        [Reply::Sse(text_answer(r#"{"agent": "catalogue"}"#))],
+    );
+    openai.chat_fallback(Reply::Sse(text_answer("Here you are.")));
+    let out = run_test(
+        vec![router_llm(&openai)],
+        vec![asked("Do you sell kettles?")],
+    )
+    .await;
+    assert_eq!(selected(&out.downstream), [("catalogue".to_owned(), "llm")]);
+    let routing: Vec<Value> = openai
+        .chat_requests()
+        .into_iter()
+        .filter(|c| c["model"] == "router-model")
+        .collect();
+    assert_eq!(routing.len(), 2);
+    assert_eq!(routing[0]["temperature"], json!(0.0), "refused with 400");
+    assert!(routing[1].get("temperature").is_none(), "asked without it");
+    assert_eq!(
+        routing[1]["response_format"]["type"], "json_schema",
+        "the format the server did not refuse is kept"
+    );
+
+    // A server refusing both: each is dropped in turn.
+    let openai = FakeOpenAi::start().await;
+    openai.refuse_temperature();
+    openai.refuse_json_schema();
+    openai.push_chats_for(
+        "router-model",
+        [Reply::Sse(text_answer(r#"{"agent": "catalogue"}"#))],
+    );
+    openai.chat_fallback(Reply::Sse(text_answer("Here you are.")));
+    let out = run_test(
+        vec![router_llm(&openai)],
+        vec![asked("Do you sell kettles?")],
+    )
+    .await;
+    assert_eq!(selected(&out.downstream), [("catalogue".to_owned(), "llm")]);
+    let routing = openai
+        .chat_requests()
+        .into_iter()
+        .filter(|c| c["model"] == "router-model")
+        .count();
+    assert_eq!(routing, 3);
+}
+
+#[tokio::test]
 async fn agents_naming_unknown_tools_or_defaults_are_refused_at_build() {
     let config: OpenAiLlmConfig = toml::from_str(
         "model = \"m\"\n[[agents]]\nname = \"a\"\ndescription = \"d\"\nsystem_prompt = \"p\"\ntools = [\"search_web\"]\n",

@@ -263,15 +263,58 @@ async fn openai_speech_refused_key_rate_limit_and_failure_mid_audio() {
 fn elevenlabs(
     server: &support::fake::elevenlabs::FakeElevenLabs,
 ) -> voxpipe::pipeline::NamedProcessor {
+    elevenlabs_with(server, "")
+}
+
+/// ElevenLabs on `server`, with more `connection` keys.
+fn elevenlabs_with(
+    server: &support::fake::elevenlabs::FakeElevenLabs,
+    connection: &str,
+) -> voxpipe::pipeline::NamedProcessor {
     build::<ElevenLabsTtsConfig>(
         "tts",
         &format!(
             "base_url = \"{}\"\nvoice_id = \"voice-1\"\nvoice_settings = {{ stability = 0.5 }}\n\
-             connection = {{ retry_initial_secs = 0.001, retry_max_secs = 0.002 }}",
+             connection = {{ retry_initial_secs = 0.001, retry_max_secs = 0.002{connection} }}",
             server.url
         ),
         &[("ELEVENLABS_API_KEY", "xi-test")],
     )
+}
+
+#[tokio::test]
+async fn elevenlabs_holds_the_close_until_the_audio_has_started() {
+    // ElevenLabs honours a `close_context` that comes before the synthesis
+    // started with nothing at all (Pipecat #4681, #5271): sent right after
+    // the last sentence, the response was silent and failed at the read
+    // timeout.
+    let server = support::fake::elevenlabs::FakeElevenLabs::start().await;
+    server.push_script(support::fake::elevenlabs::Script {
+        synthesis_delay: Some(Duration::from_millis(100)),
+        ..Default::default()
+    });
+    let out = run_test(
+        vec![elevenlabs_with(&server, ", read_timeout_secs = 3")],
+        answer(&["Hello there. ", "Bye."]),
+    )
+    .await;
+    assert!(
+        error_frames(&out.upstream).is_empty(),
+        "{:?}",
+        error_frames(&out.upstream)
+    );
+    let words: Vec<String> = spoken(&out.downstream)
+        .into_iter()
+        .map(|s| s.text)
+        .collect();
+    assert_eq!(words, ["Hello", "there.", "Bye."]);
+    assert!((audio_secs(&out.downstream) - 0.18).abs() < 0.005);
+    let messages = &server.connections()[0].messages;
+    assert_eq!(
+        messages.last().unwrap(),
+        &json!({"context_id": messages[0]["context_id"], "close_context": true}),
+        "closed once, at the end"
+    );
 }
 
 #[tokio::test]
@@ -303,24 +346,25 @@ async fn elevenlabs_speaks_a_context_per_response_with_timed_words() {
     );
     assert_eq!(key.as_deref(), Some("xi-test"));
     let first_context = messages[0]["context_id"].as_str().unwrap().to_owned();
+    // The close goes out once the last sentence's audio came: the next
+    // response's messages may come before it.
+    let first: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["context_id"] == first_context)
+        .collect();
     assert_eq!(
-        messages[0],
-        json!({"text": " ", "context_id": first_context, "voice_settings": {"stability": 0.5}})
+        first,
+        [
+            &json!({"text": " ", "context_id": first_context, "voice_settings": {"stability": 0.5}}),
+            &json!({"text": "Hello there. ", "context_id": first_context, "flush": true}),
+            &json!({"text": "Bye. ", "context_id": first_context, "flush": true}),
+            &json!({"context_id": first_context, "close_context": true}),
+        ]
     );
-    assert_eq!(
-        messages[1],
-        json!({"text": "Hello there. ", "context_id": first_context, "flush": true})
-    );
-    assert_eq!(
-        messages[2],
-        json!({"text": "Bye. ", "context_id": first_context, "flush": true})
-    );
-    assert_eq!(
-        messages[3],
-        json!({"context_id": first_context, "close_context": true})
-    );
-    let second_context = messages[4]["context_id"].as_str().unwrap();
-    assert_ne!(second_context, first_context, "a context per response");
+    let second_context = messages
+        .iter()
+        .find_map(|m| m["context_id"].as_str().filter(|c| *c != first_context));
+    assert!(second_context.is_some(), "a context per response");
 
     let said = spoken(&out.downstream);
     let words: Vec<&str> = said.iter().map(|s| s.text.as_str()).collect();

@@ -34,9 +34,11 @@
 //! # Errors
 //!
 //! A request refused with 429 or 5xx is retried before any of its output
-//! is used; a failure after output started is reported (an `Error` frame
-//! naming the provider and status) and the response ends there, so nothing
-//! is said twice: its `LlmResponseEnd` says `failed`. A malformed event is
+//! is used, and so is a stream that fails before its content (an error
+//! event, a reset connection: see `round`); a failure after output started
+//! is reported (an `Error` frame naming the provider and status) and the
+//! response ends there, so nothing is said twice: its `LlmResponseEnd`
+//! says `failed`. Nothing after a stream's `[DONE]` is read. A malformed event is
 //! reported and skipped; the response goes on and has not failed.
 
 use std::borrow::Cow;
@@ -334,8 +336,13 @@ impl Responder {
         Ok(())
     }
 
-    /// A side request (the router's, the reviewer's): its whole text. A
-    /// server refusing the response format (400) is asked again without it.
+    /// A side request (the router's, the reviewer's): its whole text, asked
+    /// at temperature 0. A server refusing the request (400) is asked again
+    /// without what its message names: the temperature (reasoning models,
+    /// OpenAI's o-series and gpt-5, take only their default: "Unsupported
+    /// value: 'temperature' does not support 0 with this model"), the
+    /// response format (servers without structured outputs), or both when
+    /// it names neither.
     async fn ask_side(
         &self,
         side: &SideModel,
@@ -355,19 +362,40 @@ impl Responder {
             },
             speak: false,
         };
-        let round = match ask
+        let mut round = ask
             .stream(&self.connection, "side", messages, ctx, &mut None)
-            .await
+            .await;
+        // Each pass drops a field the request still has: two at most.
+        while let Err(ServiceError::Status {
+            status: 400,
+            message,
+            ..
+        }) = &round
         {
-            Err(ServiceError::Status { status: 400, .. }) => {
-                tracing::info!("the server refused the response format; asking without it");
-                ask.request.response_format = None;
-                ask.stream(&self.connection, "side", messages, ctx, &mut None)
-                    .await?
+            let names_temperature = message.contains("temperature");
+            let names_format =
+                message.contains("response_format") || message.contains("json_schema");
+            let request = &mut ask.request;
+            let drop_temperature =
+                request.temperature.is_some() && (names_temperature || !names_format);
+            let drop_format =
+                request.response_format.is_some() && (names_format || !names_temperature);
+            if !drop_temperature && !drop_format {
+                break;
             }
-            other => other?,
-        };
-        Ok(round.text)
+            if drop_temperature {
+                tracing::info!("the server refused the temperature; asking without it");
+                request.temperature = None;
+            }
+            if drop_format {
+                tracing::info!("the server refused the response format; asking without it");
+                request.response_format = None;
+            }
+            round = ask
+                .stream(&self.connection, "side", messages, ctx, &mut None)
+                .await;
+        }
+        Ok(round?.text)
     }
 
     /// One answer of `persona`, tool rounds included; its text is pushed as

@@ -31,7 +31,7 @@ pub use openai::{parse_event_data, request_body};
 pub use reflection::{DEFAULT_REVIEW_PROMPT, ReflectionConfig};
 pub use router::{AgentConfig, DEFAULT_ROUTER_PROMPT, RouterConfig};
 pub use service::LlmService;
-pub use tool_calls::{AssembledCall, ToolCallAssembler};
+pub use tool_calls::{AssembledCall, BadArguments, ToolCallAssembler};
 pub use tool_runs::TOOL_CANCELLED;
 pub use tool_schema::check_arguments;
 pub use wire::{ChatDelta, ChatRequest, ToolChoice};

@@ -1,6 +1,18 @@
 //! One round of a response: the request sent, its event stream read
 //! (text pushed as it comes when the round speaks, tool-call fragments
-//! assembled), until the stream's finish.
+//! assembled), until the stream's `[DONE]` (or its end after a finish
+//! reason). Nothing after `[DONE]` is read: a server that resets the
+//! connection or leaves it open then has still given a whole answer.
+//!
+//! # Retries
+//!
+//! The request's 429 and 5xx are retried where it is sent (`http::send`).
+//! A stream that fails before any of its content (text or a tool-call
+//! fragment) came is asked again too, with the same backoff and bound:
+//! an error event sent after the 200 (`{"error": ...}`), a reset
+//! connection, or an end before any finish. Once content came, a failure
+//! is returned and never retried, so nothing is said twice. A timeout is
+//! not retried: the wait was already as long as a turn can bear.
 
 use std::time::Instant;
 
@@ -8,6 +20,7 @@ use crate::conversation::Message;
 use crate::frame::{FrameBody, MetricsData};
 use crate::pipeline::ProcessorContext;
 use crate::services::http::{next_chunk_before, send};
+use crate::services::retry::jitter;
 use crate::services::task::report;
 use crate::services::{Connection, ServiceError, SseDecoder};
 
@@ -37,9 +50,35 @@ pub(super) struct Ask<'a> {
     pub(super) speak: bool,
 }
 
+/// A round that failed, and whether any of its content came first.
+struct Failed {
+    error: ServiceError,
+    content_came: bool,
+}
+
+impl From<ServiceError> for Failed {
+    /// A failure before any content.
+    fn from(error: ServiceError) -> Self {
+        Failed {
+            error,
+            content_came: false,
+        }
+    }
+}
+
+/// Whether a stream that failed with `error` before its content is worth
+/// asking again (see "Retries").
+fn worth_another_try(error: &ServiceError) -> bool {
+    matches!(
+        error,
+        ServiceError::Remote(_) | ServiceError::Request(_) | ServiceError::Closed { .. }
+    )
+}
+
 impl Ask<'_> {
-    /// Sends this request over `connection` and reads its stream; `id`
-    /// names its tool calls that come without one.
+    /// Sends this request over `connection` and reads its stream, asking
+    /// again when it fails before its content (see "Retries"); `id` names
+    /// its tool calls that come without one.
     pub(super) async fn stream(
         &self,
         connection: &Connection,
@@ -48,6 +87,40 @@ impl Ask<'_> {
         ctx: &ProcessorContext,
         first_token: &mut Option<Instant>,
     ) -> Result<Round, ServiceError> {
+        let provider = self.wire.provider();
+        let mut retry = 0;
+        loop {
+            let failed = match self
+                .attempt(connection, id, messages, ctx, first_token)
+                .await
+            {
+                Ok(round) => return Ok(round),
+                Err(failed) => failed,
+            };
+            let error = failed.error;
+            if failed.content_came || !worth_another_try(&error) {
+                return Err(error);
+            }
+            retry += 1;
+            match connection.retry.delay(retry, None, jitter()) {
+                Some(delay) => {
+                    tracing::warn!(provider, retry, ?delay, error = %error, "the stream failed before its content; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(error),
+            }
+        }
+    }
+
+    /// One request and its stream.
+    async fn attempt(
+        &self,
+        connection: &Connection,
+        id: &str,
+        messages: &[Message],
+        ctx: &ProcessorContext,
+        first_token: &mut Option<Instant>,
+    ) -> Result<Round, Failed> {
         let wire = self.wire;
         let provider = wire.provider();
         let response = send(
@@ -65,7 +138,8 @@ impl Ask<'_> {
         if !content_type.starts_with("text/event-stream") {
             return Err(ServiceError::Protocol(format!(
                 "expected an event stream (text/event-stream), got `{content_type}`"
-            )));
+            ))
+            .into());
         }
         let mut stream = response.bytes_stream();
         let mut events = SseDecoder::new();
@@ -87,13 +161,19 @@ impl Ask<'_> {
         let thinking_until = tokio::time::Instant::now() + thinking_limit;
         let mut seen_content = false;
         let mut event_deadline = tokio::time::Instant::now() + read_timeout;
-        loop {
+        let failed = |error, content_came| Failed {
+            error,
+            content_came,
+        };
+        'read: loop {
             let bound = if !seen_content && event_deadline >= thinking_until {
                 thinking_limit
             } else {
                 read_timeout
             };
-            let chunk = next_chunk_before(&mut stream, event_deadline, "event", bound).await?;
+            let chunk = next_chunk_before(&mut stream, event_deadline, "event", bound)
+                .await
+                .map_err(|e| failed(e, seen_content))?;
             // Whether this chunk moved the answer on; the deadline moves
             // only once its events have been pushed on (below).
             let mut progress = false;
@@ -132,7 +212,7 @@ impl Ask<'_> {
                         }
                         continue;
                     }
-                    Err(error) => return Err(error),
+                    Err(error) => return Err(failed(error, seen_content)),
                 };
                 for delta in deltas {
                     let content = matches!(delta, ChatDelta::Text(_) | ChatDelta::ToolCall { .. });
@@ -175,7 +255,12 @@ impl Ask<'_> {
                             }
                             finished = true;
                         }
-                        ChatDelta::Done => finished = true,
+                        ChatDelta::Done => {
+                            // The answer is whole: whatever the connection
+                            // does next (a reset, or nothing) cannot fail it.
+                            finished = true;
+                            break 'read;
+                        }
                     }
                 }
             }
@@ -196,10 +281,11 @@ impl Ask<'_> {
             }
         }
         if !finished {
-            return Err(ServiceError::Closed {
+            let error = ServiceError::Closed {
                 code: None,
                 reason: "the stream ended without a finish reason or [DONE]".to_owned(),
-            });
+            };
+            return Err(failed(error, seen_content));
         }
         Ok(Round {
             text,

@@ -19,10 +19,35 @@ pub(crate) fn round_id(number: u64, round: u32) -> String {
 /// A tool call as it stands once the stream has ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssembledCall {
-    /// The call, arguments as the model wrote them.
+    /// The call, arguments as the model wrote them when they are a JSON
+    /// object, else `{}`: the call goes into the history and its frames,
+    /// and servers that parse every replayed call's arguments (vLLM,
+    /// LiteLLM) refuse a request whose history holds one that is not
+    /// JSON, so every later turn would fail.
     pub call: ToolCall,
     /// The arguments as a JSON object, or why they are not one.
-    pub arguments: Result<Value, String>,
+    pub arguments: Result<Value, BadArguments>,
+}
+
+/// Arguments a model wrote that are not a JSON object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadArguments {
+    /// Why they cannot be used (not JSON, not an object); names none of
+    /// the values, so it may be logged.
+    pub reason: String,
+    /// The arguments as the model wrote them: for the tool's error result
+    /// (the model sees its mistake), never for the logs.
+    pub written: String,
+}
+
+impl BadArguments {
+    /// What the model is told: the reason and what it wrote.
+    pub fn told(&self) -> String {
+        format!(
+            "{}; the arguments written were: {}",
+            self.reason, self.written
+        )
+    }
 }
 
 #[derive(Debug, Default)]
@@ -33,9 +58,21 @@ struct Partial {
 }
 
 /// Collects tool-call fragments of one model response, by index.
+///
+/// The index a server gives is not always a call's own: Ollama's
+/// OpenAI-compatible stream (and some gateways) send every call with
+/// `"index": 0`, each whole and with an id of its own. So the calls are
+/// kept in the order they began, and each index points at the latest call
+/// begun under it: a fragment bringing an id other than that call's begins
+/// another, and the fragments after it without an id continue the new one.
 #[derive(Debug, Default)]
 pub struct ToolCallAssembler {
-    calls: BTreeMap<u32, Partial>,
+    /// The calls, in the order they began.
+    calls: Vec<Partial>,
+    /// The server's index of each call, beside `calls`.
+    indices: Vec<u32>,
+    /// Where in `calls` each index's latest call is.
+    latest: BTreeMap<u32, usize>,
 }
 
 impl ToolCallAssembler {
@@ -52,7 +89,20 @@ impl ToolCallAssembler {
         name: Option<&str>,
         arguments: Option<&str>,
     ) {
-        let partial = self.calls.entry(index).or_default();
+        let id = id.filter(|id| !id.is_empty());
+        let slot = match self.latest.get(&index) {
+            Some(&slot) if !self.starts_another(slot, id) => slot,
+            _ => {
+                self.calls.push(Partial::default());
+                self.indices.push(index);
+                let slot = self.calls.len() - 1;
+                self.latest.insert(index, slot);
+                slot
+            }
+        };
+        let Some(partial) = self.calls.get_mut(slot) else {
+            return;
+        };
         if let Some(id) = id {
             partial.id.get_or_insert_with(|| id.to_owned());
         }
@@ -64,6 +114,15 @@ impl ToolCallAssembler {
         }
     }
 
+    /// Whether a fragment bringing `id` begins a call other than the one
+    /// in `slot`: it does when that call has an id already, and not this one.
+    fn starts_another(&self, slot: usize, id: Option<&str>) -> bool {
+        match (id, self.calls.get(slot).and_then(|p| p.id.as_deref())) {
+            (Some(id), Some(current)) => id != current,
+            _ => false,
+        }
+    }
+
     /// Adds a fragment that names no index: part of the latest call, unless
     /// it starts another (an id other than the latest call's, or a name
     /// when the latest call has one already and no id says otherwise).
@@ -71,15 +130,15 @@ impl ToolCallAssembler {
     /// in one chunk, without indices (Gemini's OpenAI-compatible endpoint)
     /// would otherwise have every call run into the first.
     pub fn add_unindexed(&mut self, id: Option<&str>, name: Option<&str>, arguments: Option<&str>) {
-        let latest = self.calls.last_key_value();
-        let starts_another = latest.is_none_or(|(_, partial)| match (id, &partial.id) {
+        let latest = self.calls.last().zip(self.indices.last());
+        let starts_another = latest.is_none_or(|(partial, _)| match (id, &partial.id) {
             (Some(id), Some(latest_id)) => id != latest_id,
             (Some(_), None) => !partial.name.is_empty() || !partial.arguments.is_empty(),
             (None, _) => name.is_some() && !partial.name.is_empty(),
         });
         let index = match latest {
-            Some((&index, _)) if !starts_another => index,
-            Some((&index, _)) => index.saturating_add(1),
+            Some((_, &index)) if !starts_another => index,
+            Some(_) => self.indices.iter().max().map_or(0, |i| i.saturating_add(1)),
             None => 0,
         };
         self.add(index, id, name, arguments);
@@ -90,21 +149,32 @@ impl ToolCallAssembler {
         self.calls.is_empty()
     }
 
-    /// The calls, in index order. A call without an id gets one made from
-    /// `response_id` and its index; empty arguments mean `{}`.
+    /// The calls, in index order (calls sharing an index in the order
+    /// they began). A call without an id gets one made from `response_id`
+    /// and its index; empty arguments mean `{}`, and arguments that are
+    /// not a JSON object become `{}` in the call (see [`AssembledCall`]).
     pub fn finish(self, response_id: &str) -> Vec<AssembledCall> {
-        self.calls
+        let mut calls: Vec<(u32, Partial)> = self.indices.into_iter().zip(self.calls).collect();
+        // Stable: calls sharing an index keep the order they began in.
+        calls.sort_by_key(|(index, _)| *index);
+        calls
             .into_iter()
             .map(|(index, partial)| {
-                let arguments = if partial.arguments.trim().is_empty() {
-                    "{}".to_owned()
+                let written = partial.arguments;
+                let blank = written.trim().is_empty();
+                let parsed = if blank {
+                    Ok(Value::Object(serde_json::Map::new()))
                 } else {
-                    partial.arguments
+                    match serde_json::from_str::<Value>(&written) {
+                        Ok(value @ Value::Object(_)) => Ok(value),
+                        Ok(_) => Err("the arguments are not a JSON object".to_owned()),
+                        Err(e) => Err(format!("the arguments are not valid JSON: {e}")),
+                    }
                 };
-                let parsed = match serde_json::from_str::<Value>(&arguments) {
-                    Ok(value @ Value::Object(_)) => Ok(value),
-                    Ok(_) => Err("the arguments are not a JSON object".to_owned()),
-                    Err(e) => Err(format!("the arguments are not valid JSON: {e}")),
+                let (arguments, parsed) = match parsed {
+                    Ok(value) if !blank => (written, Ok(value)),
+                    Ok(value) => ("{}".to_owned(), Ok(value)),
+                    Err(reason) => ("{}".to_owned(), Err(BadArguments { reason, written })),
                 };
                 AssembledCall {
                     call: ToolCall {
@@ -134,7 +204,8 @@ mod tests {
         calls.add(0, None, None, Some("{\"ci"));
         calls.add(1, None, None, Some("{\"tz\": \"UTC\"}"));
         calls.add(0, None, None, Some("ty\": \"Par"));
-        calls.add(0, Some("ignored"), None, Some("is\"}"));
+        // Some servers repeat the call's id on every fragment.
+        calls.add(0, Some("call_a"), None, Some("is\"}"));
         let calls = calls.finish("r");
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[0].call.id, "call_a");
@@ -185,20 +256,72 @@ mod tests {
         let calls = calls.finish("r7");
         assert_eq!(calls[0].call.id, "call_r7_0");
         assert_eq!(calls[0].arguments, Ok(json!({})));
-        assert!(
-            calls[1]
-                .arguments
-                .as_ref()
-                .unwrap_err()
-                .contains("not valid JSON")
+        let bad = calls[1].arguments.as_ref().unwrap_err();
+        assert!(bad.reason.contains("not valid JSON"), "{}", bad.reason);
+        assert_eq!(bad.written, "{\"a\": ");
+        assert!(bad.told().ends_with("written were: {\"a\": "));
+        let bad = calls[2].arguments.as_ref().unwrap_err();
+        assert!(bad.reason.contains("not a JSON object"), "{}", bad.reason);
+        assert_eq!(bad.written, "[1]");
+    }
+
+    #[test]
+    fn arguments_that_are_not_a_json_object_become_an_empty_object_in_the_call() {
+        // The call goes into the history, replayed to servers that parse
+        // its arguments: only the tool's error result carries what was
+        // written.
+        let mut calls = ToolCallAssembler::new();
+        calls.add(0, Some("a"), Some("x"), Some("{\"city\": \"Par"));
+        calls.add(1, Some("b"), Some("y"), Some("\"Paris\""));
+        calls.add(2, Some("c"), Some("z"), Some(" "));
+        for assembled in calls.finish("r") {
+            let arguments: Value = serde_json::from_str(&assembled.call.arguments).unwrap();
+            assert_eq!(arguments, json!({}), "{assembled:?}");
+        }
+    }
+
+    #[test]
+    fn calls_sharing_an_index_are_told_apart_by_their_ids() {
+        // Ollama's OpenAI-compatible stream: every call whole, each with
+        // `"index": 0` and an id of its own. Before, both ran into one
+        // call, `get_weatherget_weather` with `{"city":"A"}{"city":"B"}`.
+        let mut calls = ToolCallAssembler::new();
+        calls.add(
+            0,
+            Some("call_a"),
+            Some("get_weather"),
+            Some(r#"{"city":"A"}"#),
         );
-        assert!(
-            calls[2]
-                .arguments
-                .as_ref()
-                .unwrap_err()
-                .contains("not a JSON object")
+        calls.add(
+            0,
+            Some("call_b"),
+            Some("get_weather"),
+            Some(r#"{"city":"B"#),
         );
+        // A fragment without an id continues the latest call of its index.
+        calls.add(0, None, None, Some(r#""}"#));
+        calls.add(0, Some(""), None, Some(""));
+        calls.add(1, Some("call_c"), Some("get_time"), Some("{}"));
+        let calls = calls.finish("r");
+        let got: Vec<(&str, &str, &str)> = calls
+            .iter()
+            .map(|c| {
+                (
+                    c.call.id.as_str(),
+                    c.call.name.as_str(),
+                    c.call.arguments.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("call_a", "get_weather", r#"{"city":"A"}"#),
+                ("call_b", "get_weather", r#"{"city":"B"}"#),
+                ("call_c", "get_time", "{}"),
+            ]
+        );
+        assert_eq!(calls[1].arguments, Ok(json!({"city": "B"})));
     }
 
     #[test]

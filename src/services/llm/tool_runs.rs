@@ -289,7 +289,11 @@ async fn run_tool(
     // An error and whether it may be logged as it is.
     let outcome = match (tool, assembled.arguments) {
         (None, _) => Err((format!("there is no tool named `{}`", call.name), true)),
-        (Some(_), Err(error)) => Err((error, true)),
+        (Some(_), Err(bad)) => {
+            // The model is told what it wrote; the logs only why it is refused.
+            tracing::warn!(tool = %call.name, reason = %bad.reason, "tool arguments refused");
+            Err((bad.told(), false))
+        }
         (Some(tool), Ok(arguments)) => {
             match validate_arguments(&tool.spec().parameters, &arguments) {
                 Err(bad) => {

@@ -17,8 +17,22 @@
 //! every response. If it closes or fails, every open context fails (and is
 //! reported done, so its response ends cleanly) and the next text opens a
 //! new socket. A context still taking text may be quiet for long (a tool
-//! runs); while one waits for its last audio, `read_timeout` of silence
-//! from the socket counts as losing it.
+//! runs); while one waits for its last audio, `read_timeout` without a
+//! message from the socket counts as losing it. A ping does not hold that
+//! wait off: a server that pings on and never answers a context would
+//! hold its response for ever.
+//!
+//! # Holding the close
+//!
+//! ElevenLabs has a server-side race: a `close_context` that arrives before
+//! the synthesis of the context's last flushed text has started is honoured
+//! at once, with no audio (and at times no `isFinal` either; Pipecat issues
+//! #4681 and #5271). For an adapter that says so
+//! ([`WsSpeech::close_waits_for_audio`]), the close of a finished context
+//! is held until audio has come after its last text was sent: once audio
+//! streams, the server puts `isFinal` after the last of it. If no audio
+//! comes within `read_timeout` (a text with nothing to say), the close goes
+//! out then, and the wait starts again for its `isFinal`.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -68,6 +82,10 @@ pub(crate) struct ContextSocket<A> {
     open: HashSet<String>,
     /// Open contexts with all their text sent, waiting for their last audio.
     finishing: HashSet<String>,
+    /// Open contexts with no audio since their last text was sent.
+    awaiting_audio: HashSet<String>,
+    /// Finishing contexts whose close is held (see "Holding the close").
+    held: HashSet<String>,
     /// When the socket was last heard from (or last asked something).
     heard_at: Option<Instant>,
     events: VecDeque<WireEvent>,
@@ -85,6 +103,8 @@ impl<A: WsSpeech> ContextSocket<A> {
             waiting: Vec::new(),
             open: HashSet::new(),
             finishing: HashSet::new(),
+            awaiting_audio: HashSet::new(),
+            held: HashSet::new(),
             heard_at: None,
             events: VecDeque::new(),
             actions: VecDeque::new(),
@@ -143,6 +163,7 @@ impl<A: WsSpeech> ContextSocket<A> {
         let first = self.open.insert(context.to_owned());
         let messages = self.adapter.text(context, text, first);
         self.send_all(messages);
+        self.awaiting_audio.insert(context.to_owned());
     }
 
     /// No more text is coming for `context`.
@@ -162,9 +183,12 @@ impl<A: WsSpeech> ContextSocket<A> {
             });
             return;
         }
-        let messages = self.adapter.finish(context);
         self.finishing.insert(context.to_owned());
-        self.send_all(messages);
+        if self.adapter.close_waits_for_audio() && self.awaiting_audio.contains(context) {
+            self.held.insert(context.to_owned());
+            return;
+        }
+        self.send_finish(context);
     }
 
     /// Nothing more of `context` is wanted (an interruption).
@@ -173,6 +197,8 @@ impl<A: WsSpeech> ContextSocket<A> {
             Waiting::Text { context: c, .. } | Waiting::Finish { context: c } => c != context,
         });
         self.finishing.remove(context);
+        self.held.remove(context);
+        self.awaiting_audio.remove(context);
         if self.open.remove(context) {
             let messages = self.adapter.cancel(context);
             self.send_all(messages);
@@ -190,6 +216,8 @@ impl<A: WsSpeech> ContextSocket<A> {
         self.adapter.reset();
         self.open.clear();
         self.finishing.clear();
+        self.awaiting_audio.clear();
+        self.held.clear();
         for waiting in std::mem::take(&mut self.waiting) {
             match waiting {
                 Waiting::Text { context, text } => self.handle_text(&context, &text, now),
@@ -217,9 +245,10 @@ impl<A: WsSpeech> ContextSocket<A> {
     }
 
     /// A frame with no message in it (a ping, a pong, binary data): the
-    /// provider is there, so a running read timeout starts again.
+    /// provider is there, but that says nothing of a finishing context's
+    /// audio, so the wait for it goes on (see the module docs).
     pub(crate) fn handle_heard(&mut self, now: Instant) {
-        if self.socket == Socket::Open && self.heard_at.is_some() {
+        if self.socket == Socket::Open && self.heard_at.is_some() && self.finishing.is_empty() {
             self.heard_at = Some(now);
         }
     }
@@ -233,9 +262,20 @@ impl<A: WsSpeech> ContextSocket<A> {
         match self.adapter.parse(message) {
             Ok(events) => {
                 for event in events {
-                    if let WireEvent::Done { context } = &event {
-                        self.open.remove(context);
-                        self.finishing.remove(context);
+                    match &event {
+                        WireEvent::Audio { context, .. } => {
+                            self.awaiting_audio.remove(context);
+                            if self.held.remove(context) {
+                                self.send_finish(context);
+                            }
+                        }
+                        WireEvent::Done { context } => {
+                            self.open.remove(context);
+                            self.finishing.remove(context);
+                            self.awaiting_audio.remove(context);
+                            self.held.remove(context);
+                        }
+                        _ => {}
                     }
                     self.events.push_back(event);
                 }
@@ -260,15 +300,31 @@ impl<A: WsSpeech> ContextSocket<A> {
     }
 
     /// A timer is due: a context waiting for its last audio heard nothing
-    /// for too long.
+    /// for too long. A held close goes out first, and the wait starts again
+    /// (see "Holding the close").
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        if self.poll_timeout().is_some_and(|due| now >= due) {
-            self.lost(ServiceError::Timeout {
-                waiting_for: "audio",
-                after: self.read_timeout,
-            });
-            self.actions.push_back(SocketAction::Disconnect);
+        if self.poll_timeout().is_none_or(|due| now < due) {
+            return;
         }
+        if !self.held.is_empty() {
+            tracing::warn!(
+                provider = self.adapter.provider(),
+                contexts = self.held.len(),
+                "no audio came for a finished context; closing it anyway"
+            );
+            let mut held: Vec<String> = self.held.drain().collect();
+            held.sort_unstable();
+            for context in held {
+                self.send_finish(&context);
+            }
+            self.heard_at = Some(now);
+            return;
+        }
+        self.lost(ServiceError::Timeout {
+            waiting_for: "audio",
+            after: self.read_timeout,
+        });
+        self.actions.push_back(SocketAction::Disconnect);
     }
 
     /// The session ends: say goodbye if the provider has a way, and close.
@@ -288,6 +344,12 @@ impl<A: WsSpeech> ContextSocket<A> {
         self.actions.push_back(SocketAction::Connect);
     }
 
+    /// Sends what says no more text is coming for `context`.
+    fn send_finish(&mut self, context: &str) {
+        let messages = self.adapter.finish(context);
+        self.send_all(messages);
+    }
+
     fn send_all(&mut self, messages: Vec<String>) {
         self.actions
             .extend(messages.into_iter().map(SocketAction::Send));
@@ -302,6 +364,8 @@ impl<A: WsSpeech> ContextSocket<A> {
         self.socket = Socket::Down;
         self.actions.retain(|a| !matches!(a, SocketAction::Send(_)));
         self.finishing.clear();
+        self.awaiting_audio.clear();
+        self.held.clear();
         if !self.open.is_empty() {
             self.events.push_back(WireEvent::Failed {
                 context: None,
@@ -315,214 +379,4 @@ impl<A: WsSpeech> ContextSocket<A> {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::Value;
-
-    use super::super::cartesia::CartesiaSpeech;
-    use super::*;
-
-    const TIMEOUT: Duration = Duration::from_secs(5);
-
-    /// Cartesia's own replies, as its socket sends them.
-    fn chunk(context: &str) -> String {
-        format!(
-            r#"{{"type":"chunk","data":"AAABAA==","done":false,"status_code":206,"step_time":12,"context_id":"{context}"}}"#
-        )
-    }
-    fn done(context: &str) -> String {
-        format!(r#"{{"type":"done","done":true,"status_code":206,"context_id":"{context}"}}"#)
-    }
-
-    fn socket() -> ContextSocket<CartesiaSpeech> {
-        ContextSocket::new(CartesiaSpeech::fixture(), TIMEOUT)
-    }
-
-    fn actions(s: &mut ContextSocket<CartesiaSpeech>) -> Vec<SocketAction> {
-        std::iter::from_fn(|| s.poll_action()).collect()
-    }
-
-    fn events(s: &mut ContextSocket<CartesiaSpeech>) -> Vec<WireEvent> {
-        std::iter::from_fn(|| s.poll_event()).collect()
-    }
-
-    /// (context, transcript, continue) of each generation request sent.
-    fn sent(actions: &[SocketAction]) -> Vec<(String, String, bool)> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                SocketAction::Send(text) => {
-                    let v: Value = serde_json::from_str(text).ok()?;
-                    Some((
-                        v["context_id"].as_str()?.to_owned(),
-                        v["transcript"].as_str().unwrap_or("<cancel>").to_owned(),
-                        v["continue"].as_bool().unwrap_or(false),
-                    ))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn open(t0: Instant) -> ContextSocket<CartesiaSpeech> {
-        let mut s = socket();
-        s.handle_warm_up(t0);
-        assert_eq!(actions(&mut s), [SocketAction::Connect]);
-        s.handle_connected(t0);
-        s
-    }
-
-    #[test]
-    fn text_before_the_socket_opens_waits_for_it_in_order() {
-        let t0 = Instant::now();
-        let mut s = socket();
-        s.handle_text("c1", "Hi.", t0);
-        s.handle_text("c1", "Bye.", t0);
-        s.handle_finish("c1", t0);
-        assert_eq!(actions(&mut s), [SocketAction::Connect], "one socket");
-        s.handle_connected(t0);
-        assert_eq!(
-            sent(&actions(&mut s)),
-            [
-                ("c1".into(), "Hi. ".into(), true),
-                ("c1".into(), "Bye. ".into(), true),
-                ("c1".into(), String::new(), false)
-            ]
-        );
-        s.handle_message(&chunk("c1"), t0);
-        s.handle_message(&done("c1"), t0);
-        assert!(matches!(
-            &events(&mut s)[..],
-            [WireEvent::Audio { pcm, .. }, WireEvent::Done { context }] if pcm.len() == 4 && context == "c1"
-        ));
-        assert_eq!(s.poll_timeout(), None, "nothing waits");
-    }
-
-    #[test]
-    fn a_refused_socket_is_reported_and_a_finish_that_waited_is_done() {
-        let t0 = Instant::now();
-        let mut s = socket();
-        s.handle_text("c1", "Hi.", t0);
-        s.handle_finish("c1", t0);
-        actions(&mut s);
-        s.handle_connect_failed(ServiceError::Connect("refused".into()), t0);
-        assert!(matches!(
-            &events(&mut s)[..],
-            [WireEvent::Failed { context: None, .. }, WireEvent::Done { context }] if context == "c1"
-        ));
-        // The next text tries a new socket.
-        s.handle_text("c2", "Again.", t0);
-        assert_eq!(actions(&mut s), [SocketAction::Connect]);
-    }
-
-    #[test]
-    fn a_lost_socket_fails_and_ends_every_open_context() {
-        let t0 = Instant::now();
-        let mut s = open(t0);
-        s.handle_text("c1", "Hi.", t0);
-        s.handle_text("c2", "Hello.", t0);
-        // The driver's first send fails: the rest is not tried on it.
-        assert!(matches!(s.poll_action(), Some(SocketAction::Send(_))));
-        s.handle_socket_lost(ServiceError::Connect("broken pipe".into()), t0);
-        assert!(actions(&mut s).is_empty());
-        let got = events(&mut s);
-        assert!(matches!(got[0], WireEvent::Failed { context: None, .. }));
-        let mut ended: Vec<_> = got[1..]
-            .iter()
-            .filter_map(|e| match e {
-                WireEvent::Done { context } => Some(context.as_str()),
-                _ => None,
-            })
-            .collect();
-        ended.sort_unstable();
-        assert_eq!(ended, ["c1", "c2"]);
-        // A finish for a context the socket lost is done at once.
-        s.handle_finish("c1", t0);
-        assert!(matches!(&events(&mut s)[..], [WireEvent::Done { .. }]));
-    }
-
-    #[test]
-    fn silence_while_waiting_for_the_last_audio_loses_the_socket() {
-        let t0 = Instant::now();
-        let mut s = open(t0);
-        s.handle_text("c1", "Hi.", t0);
-        assert_eq!(s.poll_timeout(), None, "a context taking text may be quiet");
-        let t1 = t0 + Duration::from_secs(60);
-        s.handle_finish("c1", t1);
-        actions(&mut s);
-        assert_eq!(s.poll_timeout(), Some(t1 + TIMEOUT));
-        // Audio restarts the wait.
-        let t2 = t1 + Duration::from_secs(3);
-        s.handle_message(&chunk("c1"), t2);
-        events(&mut s);
-        s.handle_timeout(t1 + TIMEOUT);
-        assert!(events(&mut s).is_empty(), "heard from 3 s ago");
-        s.handle_timeout(t2 + TIMEOUT);
-        assert_eq!(actions(&mut s), [SocketAction::Disconnect]);
-        assert!(matches!(
-            &events(&mut s)[..],
-            [
-                WireEvent::Failed {
-                    error: ServiceError::Timeout { .. },
-                    ..
-                },
-                WireEvent::Done { .. }
-            ]
-        ));
-    }
-
-    #[test]
-    fn a_ping_while_waiting_for_the_last_audio_restarts_the_wait() {
-        let t0 = Instant::now();
-        let mut s = open(t0);
-        s.handle_text("c1", "Hi.", t0);
-        s.handle_finish("c1", t0);
-        actions(&mut s);
-        let t1 = t0 + Duration::from_secs(3);
-        s.handle_heard(t1);
-        s.handle_timeout(t0 + TIMEOUT);
-        assert!(events(&mut s).is_empty(), "heard from 3 s ago");
-        assert_eq!(s.poll_timeout(), Some(t1 + TIMEOUT));
-    }
-
-    #[test]
-    fn a_cancel_drops_the_context_and_its_pending_done() {
-        let t0 = Instant::now();
-        let mut s = open(t0);
-        s.handle_text("c1", "Hi.", t0);
-        s.handle_finish("c1", t0);
-        s.handle_message(&done("c1"), t0);
-        actions(&mut s);
-        s.handle_text("c2", "Long answer.", t0);
-        actions(&mut s);
-        s.handle_cancel("c1", t0);
-        s.handle_cancel("c2", t0);
-        assert_eq!(
-            sent(&actions(&mut s)),
-            [("c2".into(), "<cancel>".into(), false)],
-            "only the open context is cancelled at the provider"
-        );
-        assert!(events(&mut s).is_empty(), "c1's done is no longer wanted");
-    }
-
-    #[test]
-    fn the_provider_closing_fails_open_contexts_and_the_next_text_reconnects() {
-        let t0 = Instant::now();
-        let mut s = open(t0);
-        s.handle_closed(Some(1011), "internal error", t0);
-        assert!(events(&mut s).is_empty(), "nothing was open");
-        s.handle_text("c1", "Hi.", t0);
-        assert_eq!(actions(&mut s), [SocketAction::Connect]);
-        s.handle_connected(t0);
-        s.handle_message("not json", t0);
-        assert!(matches!(
-            &events(&mut s)[..],
-            [WireEvent::Failed {
-                error: ServiceError::Protocol(_),
-                ..
-            }]
-        ));
-        s.handle_close(t0);
-        let last = actions(&mut s);
-        assert_eq!(last.last(), Some(&SocketAction::Close));
-    }
-}
+mod tests;

@@ -4,8 +4,10 @@
 //!
 //! A context per response: its first message opens it (`"text": " "`), each
 //! sentence is sent with `flush` so it is spoken at once, `close_context`
-//! ends it (the server answers `isFinal` after the last audio) and also
-//! drops it on an interruption. Audio comes base64 in `audio`, with a
+//! ends it (the server answers `isFinal` after the last audio; sent only
+//! once audio has come after the last sentence, as a close ahead of the
+//! synthesis is honoured with none: see `context_socket`) and also drops
+//! it on an interruption. Audio comes base64 in `audio`, with a
 //! character alignment relative to that chunk, turned here into timed
 //! words placed in the context's audio.
 
@@ -182,6 +184,12 @@ impl WsSpeech for ElevenLabsSpeech {
 
     fn sample_rate(&self) -> u32 {
         self.sample_rate
+    }
+
+    fn close_waits_for_audio(&self) -> bool {
+        // A `close_context` ahead of the synthesis is honoured with no
+        // audio (Pipecat issues #4681, #5271).
+        true
     }
 
     fn target(&self) -> WsTarget {

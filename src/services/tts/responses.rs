@@ -248,7 +248,9 @@ impl TtsResponses {
                     });
                 let spoken = SpokenText {
                     text,
-                    start: start.map_or(at, |start| base + start),
+                    // Saturating: the time comes from the provider, and a
+                    // far-off one (Cartesia's 1e300) is `Duration::MAX`.
+                    start: start.map_or(at, |start| base.saturating_add(start)),
                     timing,
                 };
                 self.push(response, FrameBody::TtsText(spoken));
@@ -345,7 +347,7 @@ impl TtsResponses {
             channels: 1,
             pts: Duration::ZERO,
         };
-        state.audio += audio.duration();
+        state.audio = state.audio.saturating_add(audio.duration());
         if let Some(asked) = ttfb {
             let metric = MetricsData::Ttfb {
                 processor: self.processor.clone(),

@@ -22,6 +22,14 @@ pub(crate) trait WsSpeech: Send + 'static {
         false
     }
 
+    /// Whether the close of a finished context must wait until audio has
+    /// come after its last text (a server that drops a context closed
+    /// before its synthesis started: see `context_socket`, "Holding the
+    /// close").
+    fn close_waits_for_audio(&self) -> bool {
+        false
+    }
+
     /// Where the socket goes.
     fn target(&self) -> WsTarget;
 

@@ -1,10 +1,14 @@
 //! A fake ElevenLabs multi-context TTS socket
 //! (`/v1/text-to-speech/{voice_id}/multi-stream-input`): contexts opened by
 //! `"text": " "`, audio with a character alignment per flushed text,
-//! `isFinal` after `close_context`.
+//! `isFinal` after `close_context`. Told to, a context's synthesis starts
+//! a while after its text, and a `close_context` before then is honoured
+//! with nothing at all (no audio, no `isFinal`), as ElevenLabs' server-side
+//! race does (Pipecat issues #4681, #5271).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery};
@@ -22,6 +26,10 @@ pub struct Script {
     pub reject: Option<(u16, String)>,
     /// Drop the connection after sending this many audio messages.
     pub drop_after_audio: Option<usize>,
+    /// Each context's synthesis starts this long after its first text
+    /// (its audio waits until then); a context closed before it started
+    /// gets nothing back.
+    pub synthesis_delay: Option<Duration>,
 }
 
 /// Audio per character of text, in milliseconds.
@@ -82,10 +90,44 @@ async fn handshake(
     upgrade.on_upgrade(move |socket| session(socket, state, index, script, rate))
 }
 
+/// A context whose synthesis has not started: when it starts, and the
+/// replies waiting for it.
+struct Pending {
+    starts: tokio::time::Instant,
+    replies: Vec<Value>,
+}
+
 async fn session(mut socket: WebSocket, state: State, index: usize, script: Script, rate: u32) {
     let mut open: HashSet<String> = HashSet::new();
+    let mut pending: HashMap<String, Pending> = HashMap::new();
+    // Contexts whose synthesis has started: their audio goes at once.
+    let mut started: HashSet<String> = HashSet::new();
     let mut sent_audio = 0usize;
-    while let Some(Ok(message)) = socket.recv().await {
+    loop {
+        let next_start = pending.values().map(|p| p.starts).min();
+        let message = tokio::select! {
+            message = socket.recv() => message,
+            () = sleep_until(next_start) => {
+                let now = tokio::time::Instant::now();
+                let due: Vec<String> = pending
+                    .iter()
+                    .filter(|(_, p)| p.starts <= now)
+                    .map(|(c, _)| c.clone())
+                    .collect();
+                for context in due {
+                    started.insert(context.clone());
+                    for reply in pending.remove(&context).map(|p| p.replies).unwrap_or_default() {
+                        if !send_audio(&mut socket, reply, &mut sent_audio, &script).await {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(Ok(message)) = message else {
+            break;
+        };
         let Message::Text(text) = message else {
             if matches!(message, Message::Close(_)) {
                 break;
@@ -100,7 +142,10 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
         }
         let context = value["context_id"].as_str().unwrap_or("default").to_owned();
         if value.get("close_context").and_then(Value::as_bool) == Some(true) {
-            if open.remove(&context) {
+            // Closed before its synthesis started: dropped, nothing said.
+            let raced = pending.remove(&context).is_some();
+            started.remove(&context);
+            if open.remove(&context) && !raced {
                 let fin = json!({"isFinal": true, "contextId": context});
                 let _ = socket.send(Message::Text(fin.to_string().into())).await;
             }
@@ -113,29 +158,68 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
         if words.trim().is_empty() {
             continue;
         }
-        let chars: Vec<String> = words.chars().map(|c| c.to_string()).collect();
-        let ms = MS_PER_CHAR * chars.len() as u32;
-        let pcm = crate::support::signal::tone_pcm(rate, f64::from(ms) / 1000.0);
-        let reply = json!({
-            "audio": base64::engine::general_purpose::STANDARD.encode(pcm),
-            "alignment": {
-                "chars": chars,
-                "charStartTimesMs": (0..words.chars().count() as u32).map(|i| i * MS_PER_CHAR).collect::<Vec<_>>(),
-                "charDurationsMs": vec![MS_PER_CHAR; words.chars().count()],
-            },
-            "normalizedAlignment": null,
-            "contextId": context,
-        });
-        if socket
-            .send(Message::Text(reply.to_string().into()))
-            .await
-            .is_err()
-        {
-            return;
+        let reply = audio_reply(&context, words, rate);
+        match (script.synthesis_delay, pending.get_mut(&context)) {
+            (_, Some(waiting)) => waiting.replies.push(reply),
+            (Some(delay), None) if !started.contains(&context) => {
+                let starts = tokio::time::Instant::now() + delay;
+                pending.insert(
+                    context,
+                    Pending {
+                        starts,
+                        replies: vec![reply],
+                    },
+                );
+            }
+            _ => {
+                if !send_audio(&mut socket, reply, &mut sent_audio, &script).await {
+                    return;
+                }
+            }
         }
-        sent_audio += 1;
-        if script.drop_after_audio.is_some_and(|n| sent_audio >= n) {
-            return;
-        }
+    }
+}
+
+/// The audio message for `words`, 10 ms a character, with its alignment.
+fn audio_reply(context: &str, words: &str, rate: u32) -> Value {
+    let chars: Vec<String> = words.chars().map(|c| c.to_string()).collect();
+    let ms = MS_PER_CHAR * chars.len() as u32;
+    let pcm = crate::support::signal::tone_pcm(rate, f64::from(ms) / 1000.0);
+    json!({
+        "audio": base64::engine::general_purpose::STANDARD.encode(pcm),
+        "alignment": {
+            "chars": chars,
+            "charStartTimesMs": (0..words.chars().count() as u32).map(|i| i * MS_PER_CHAR).collect::<Vec<_>>(),
+            "charDurationsMs": vec![MS_PER_CHAR; words.chars().count()],
+        },
+        "normalizedAlignment": null,
+        "contextId": context,
+    })
+}
+
+/// Sends an audio message; false when the connection is done (it failed,
+/// or the script drops it now).
+async fn send_audio(
+    socket: &mut WebSocket,
+    reply: Value,
+    sent_audio: &mut usize,
+    script: &Script,
+) -> bool {
+    if socket
+        .send(Message::Text(reply.to_string().into()))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    *sent_audio += 1;
+    script.drop_after_audio.is_none_or(|n| *sent_audio < n)
+}
+
+/// Until `at`, or for ever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -5,7 +5,9 @@
 //! answers from a script of replies, and every request is recorded and
 //! announced, so a test can wait for one. Told to, chat completions refuse
 //! a `json_schema` response format with 400, as OpenAI-compatible servers
-//! without structured outputs do.
+//! without structured outputs do, and a temperature other than 1 with
+//! OpenAI's 400 for reasoning models (`"param": "temperature"`, `"code":
+//! "unsupported_value"`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,10 +26,10 @@ use tokio::time::Instant;
 
 #[allow(unused_imports)] // the script types, re-exported; each test uses a few
 pub use super::openai_wire::{
-    DIMS, Part, Reply, embed, finish_chunk, role_chunk, text_answer, text_chunk, tool_chunk,
-    verdict,
+    DIMS, Part, Reply, embed, finish_chunk, ollama_tool_chunk, role_chunk, text_answer, text_chunk,
+    tool_chunk, verdict,
 };
-use super::openai_wire::{completion_body, embeddings_body, multipart};
+use super::openai_wire::{completion_body, embeddings_body, multipart, unsupported_temperature};
 use crate::support::{net, signal, wait};
 
 /// A request the server received.
@@ -80,6 +82,8 @@ struct OpenAiState {
     received: Mutex<Vec<Received>>,
     /// Answer 400 to chat requests asking for a `json_schema` format.
     refuse_json_schema: AtomicBool,
+    /// Answer 400 to chat requests with a temperature other than 1.
+    refuse_temperature: AtomicBool,
     /// Answer 503 to embeddings requests (an embedder that is down).
     embeddings_down: AtomicBool,
     /// Answer 400 to embeddings requests (an embedder that refuses them
@@ -177,6 +181,13 @@ impl FakeOpenAi {
     /// get a 400 (without using up a scripted reply).
     pub fn refuse_json_schema(&self) {
         self.state.refuse_json_schema.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on, chat requests with a `temperature` other than 1 get
+    /// OpenAI's 400 for a reasoning model (without using up a scripted
+    /// reply).
+    pub fn refuse_temperature(&self) {
+        self.state.refuse_temperature.store(true, Ordering::SeqCst);
     }
 
     /// From now on, embeddings requests get a 400 with OpenAI's error body.
@@ -327,8 +338,15 @@ async fn chat(
 ) -> Response {
     let n = record(&state, &uri, &headers, &body);
     log(&state, format!("chat {n}: request"));
-    let asks_schema = serde_json::from_slice::<Value>(&body)
-        .is_ok_and(|request| request["response_format"]["type"] == "json_schema");
+    let request = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+    let temperature = &request["temperature"];
+    if state.refuse_temperature.load(Ordering::SeqCst)
+        && temperature.as_f64().is_some_and(|t| t != 1.0)
+    {
+        let refusal = unsupported_temperature(temperature);
+        return respond(state, format!("chat {n}"), refusal).await;
+    }
+    let asks_schema = request["response_format"]["type"] == "json_schema";
     if asks_schema && state.refuse_json_schema.load(Ordering::SeqCst) {
         let refusal = Reply::error(
             400,

@@ -66,6 +66,22 @@ impl Reply {
     }
 }
 
+/// OpenAI's 400 to a reasoning model (o-series, gpt-5) asked at a
+/// temperature other than its default, `temperature` as the request sent it.
+pub fn unsupported_temperature(temperature: &Value) -> Reply {
+    let message = format!(
+        "Unsupported value: 'temperature' does not support {temperature} with this model. \
+         Only the default (1) value is supported."
+    );
+    Reply::Status {
+        status: 400,
+        body: json!({"error": {"message": message, "type": "invalid_request_error",
+                               "param": "temperature", "code": "unsupported_value"}})
+        .to_string(),
+        headers: Vec::new(),
+    }
+}
+
 /// A verdict as the judge (a non-streamed chat completion) answers it.
 pub fn verdict(outcome: &str, score: f64, tactics: &[&str]) -> Reply {
     Reply::Completion(
@@ -117,6 +133,19 @@ pub fn tool_chunk(index: u32, id: Option<&str>, name: Option<&str>, arguments: &
     }
     json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake",
            "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null}]})
+    .to_string()
+}
+
+/// A whole tool call in one chunk, as Ollama's OpenAI-compatible stream
+/// sends it: with the role and an empty content, an id of the call's own,
+/// and `index` (which Ollama gives as 0 to every call of a response).
+pub fn ollama_tool_chunk(index: u32, id: &str, name: &str, arguments: &str) -> String {
+    json!({"id": "chatcmpl-838", "object": "chat.completion.chunk", "created": 1,
+           "model": "qwen2.5:7b", "system_fingerprint": "fp_ollama",
+           "choices": [{"index": 0, "delta": {"role": "assistant", "content": "", "tool_calls": [
+               {"id": id, "index": index, "type": "function",
+                "function": {"name": name, "arguments": arguments}}]},
+               "finish_reason": null}]})
     .to_string()
 }
 

@@ -367,3 +367,41 @@ fn without_segments_a_tool_call_keeps_the_context() {
         matches!(&outputs(&mut r)[..], [TtsOutput::Speak { context, .. }] if context == "vp0000abcd-1")
     );
 }
+
+#[test]
+fn a_word_timed_at_the_end_of_time_after_a_segment_is_placed_at_the_latest_instant() {
+    // Cartesia's `provider_seconds(1e300)` is `Duration::MAX`; added to a
+    // segment's base above zero it overflowed and the engine task panicked.
+    let t0 = Instant::now();
+    let mut r = TtsResponses::new("tts", 16_000, 16_000, PREFIX.into());
+    r.handle_speak(1, "Hello.".into(), t0);
+    outputs(&mut r);
+    let context = || "vp0000abcd-1".to_owned();
+    r.handle_event(
+        WireEvent::Audio {
+            context: context(),
+            pcm: pcm(100, 16_000),
+        },
+        "p",
+        t0,
+    );
+    // The provider lost the context: its text goes on counting from 100 ms.
+    r.handle_event(WireEvent::Done { context: context() }, "p", t0);
+    outputs(&mut r);
+    r.handle_event(
+        WireEvent::Text {
+            context: context(),
+            text: "Hello".into(),
+            start: Some(Duration::MAX),
+            timing: SpokenTiming::Word,
+        },
+        "p",
+        t0,
+    );
+    let got = outputs(&mut r);
+    assert!(
+        matches!(&got[..], [TtsOutput::Push { frame, .. }]
+            if matches!(&frame.body, FrameBody::TtsText(s) if s.start == Duration::MAX)),
+        "{got:?}"
+    );
+}
