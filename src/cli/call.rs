@@ -73,6 +73,9 @@ pub(crate) fn call(args: &CallArgs) -> anyhow::Result<()> {
     let Some(section) = &config.outbound else {
         bail!("{} has no [outbound] section", args.file.display());
     };
+    // The call's record must reach the server its stream and status
+    // callbacks go to.
+    super::store_args::require_shared_store(&config, &args.file)?;
     let runtime = super::setup::runtime().map_err(|_| anyhow!("cannot start the runtime"))?;
     runtime.block_on(async {
         let context = Arc::new(config.agent_runtime(&EnvSource::Process)?);

@@ -79,6 +79,8 @@ pub(crate) fn campaign(args: &CampaignArgs) -> anyhow::Result<()> {
     }
     let config = super::setup::load(&args.file, &args.overrides)
         .map_err(|_| anyhow!("the pipeline file is not valid"))?;
+    // The servers that dial it must see the campaign.
+    super::store_args::require_shared_store(&config, &args.file)?;
     let runtime = super::setup::runtime().map_err(|_| anyhow!("cannot start the runtime"))?;
     runtime.block_on(async {
         let context = Arc::new(config.agent_runtime(&EnvSource::Process)?);

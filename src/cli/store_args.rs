@@ -37,6 +37,24 @@ impl Operator {
     }
 }
 
+/// Refuses a pipeline whose context store lives in this process's memory
+/// only: what a command run beside a server writes there (a campaign, a
+/// call's record) or reads (the server's calls) would be in no other
+/// process.
+pub(crate) fn require_shared_store(
+    config: &PipelineConfig,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    if config.context.store == StoreKind::Memory && config.context.path.is_none() {
+        bail!(
+            "{}: the context store is in memory only, so another process cannot read it; \
+             set `context.path` to keep it in a file, or use Redis (`context.store = \"redis\"`)",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 impl StoreArgs {
     /// The pipeline's agent runtime. The embedded store must be kept in a
     /// file: an in-memory one would be empty in this process.
@@ -47,13 +65,7 @@ impl StoreArgs {
             &ProcessorRegistry::builtin(),
         )
         .map_err(|errors| anyhow::anyhow!("{errors}"))?;
-        if config.context.store == StoreKind::Memory && config.context.path.is_none() {
-            bail!(
-                "{}: the context store is in memory only, so another process cannot read it; \
-                 set `context.path` to keep it in a file, or use Redis (`context.store = \"redis\"`)",
-                self.pipeline.display()
-            );
-        }
+        require_shared_store(&config, &self.pipeline)?;
         let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -98,16 +98,10 @@ fn set(item: &mut Item, path: &[String], value: Value) -> Result<(), String> {
         }
         (Item::Value(Value::Array(array)), Some(i)) => {
             let len = array.len();
-            if rest.is_empty() {
-                let slot = array
-                    .get_mut(i)
-                    .ok_or_else(|| format!("index {i} is past the end ({len} entries)"))?;
-                *slot = value;
-                return Ok(());
-            }
-            return Err(format!(
-                "`{segment}` indexes an array of values, which has no keys"
-            ));
+            let slot = array
+                .get_mut(i)
+                .ok_or_else(|| format!("index {i} is past the end ({len} entries)"))?;
+            return set_in_value(slot, rest, value);
         }
         (item, _) => {
             let table = item
@@ -126,6 +120,44 @@ fn set(item: &mut Item, path: &[String], value: Value) -> Result<(), String> {
         }
     };
     set(child, rest, value)
+}
+
+/// Sets `path` inside a value written inline: an array's entry by its
+/// index, an inline table's key (created if missing), at any depth (a
+/// `parallel` processor's `branches`, `ice_servers` entries).
+fn set_in_value(target: &mut Value, path: &[String], value: Value) -> Result<(), String> {
+    let Some((segment, rest)) = path.split_first() else {
+        *target = value;
+        return Ok(());
+    };
+    match target {
+        Value::Array(array) => {
+            let i = segment
+                .parse::<usize>()
+                .map_err(|_| format!("`{segment}` is not an index, and the value is an array"))?;
+            let len = array.len();
+            let slot = array
+                .get_mut(i)
+                .ok_or_else(|| format!("index {i} is past the end ({len} entries)"))?;
+            set_in_value(slot, rest, value)
+        }
+        Value::InlineTable(table) => {
+            if rest.is_empty() {
+                table.insert(segment, value);
+                return Ok(());
+            }
+            if table.get(segment).is_none() {
+                table.insert(segment, Value::InlineTable(toml_edit::InlineTable::new()));
+            }
+            let child = table
+                .get_mut(segment)
+                .ok_or_else(|| format!("`{segment}` could not be created"))?;
+            set_in_value(child, rest, value)
+        }
+        _ => Err(format!(
+            "`{segment}`: the value above it is neither a table nor an array"
+        )),
+    }
 }
 
 fn set_in_table(table: &mut toml_edit::Table, path: &[String], value: Value) -> Result<(), String> {
@@ -163,6 +195,32 @@ mod tests {
         assert_eq!(value["processor"][0]["gain_db"].as_integer(), Some(-6));
         assert_eq!(value["context"]["store"].as_str(), Some("redis"));
         assert_eq!(value["pipeline"]["name"].as_str(), Some("y"));
+    }
+
+    #[test]
+    fn sets_keys_inside_values_written_inline() {
+        let file = "[pipeline]\nname = \"x\"\n\n[[processor]]\ntype = \"parallel\"\n\
+                    branches = [[{ type = \"gain\", gain_db = 3.0 }], [{ type = \"parrot\" }]]\n\n\
+                    [transport.webrtc]\nice_servers = [{ urls = [\"stun:a\"] }, { urls = [\"turn:b\"] }]\n";
+        let out = apply(
+            file,
+            &[
+                o("processor.0.branches.0.0.gain_db=-3"),
+                o("transport.webrtc.ice_servers.1.credential_env=TURN_PASS"),
+                o("transport.webrtc.ice_servers.0.urls.0=stun:c"),
+            ],
+        )
+        .unwrap();
+        let value: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(
+            value["processor"][0]["branches"][0][0]["gain_db"].as_integer(),
+            Some(-3)
+        );
+        let servers = &value["transport"]["webrtc"]["ice_servers"];
+        assert_eq!(servers[1]["credential_env"].as_str(), Some("TURN_PASS"));
+        assert_eq!(servers[0]["urls"][0].as_str(), Some("stun:c"));
+        let past = apply(file, &[o("processor.0.branches.5.0.gain_db=1")]).unwrap_err();
+        assert!(past.to_string().contains("past the end"), "{past}");
     }
 
     #[test]

@@ -50,4 +50,4 @@ mod storage;
 pub use config::{DEFAULT_FOLDER, StorageSection, StorageUrl};
 pub use error::ObjectsError;
 pub use keys::{CallKeys, KeyError, ObjectKind};
-pub use storage::{ObjectStorage, PART_BYTES};
+pub use storage::{ObjectStorage, PART_BYTES, endpoint_problem};

@@ -353,6 +353,30 @@ fn retry() -> RetryConfig {
     }
 }
 
+/// What opening `section` would refuse in its `endpoint`, found without
+/// the environment (no keys needed), so that `voxpipe check` refuses it
+/// too: not an http(s) URL, or a host a virtual-hosted-style request
+/// cannot go to.
+pub fn endpoint_problem(section: &StorageSection) -> Option<String> {
+    let endpoint = section.endpoint.as_deref()?;
+    let StorageUrl::S3 { bucket, .. } = &section.url else {
+        return None;
+    };
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        || reqwest::Url::parse(endpoint).is_err()
+    {
+        return Some(format!(
+            "`storage.endpoint` {endpoint} is not an http:// or https:// URL"
+        ));
+    }
+    if section.path_style {
+        return None;
+    }
+    virtual_hosted_endpoint(endpoint, bucket)
+        .err()
+        .map(|err| err.to_string())
+}
+
 /// `endpoint` with `bucket.` in front of its host: what a
 /// virtual-hosted-style request goes to.
 ///

@@ -69,6 +69,24 @@ fn agent(sections: &Sections, found: &mut Vec<Problem>) {
             ),
         ));
     }
+    if sections
+        .context
+        .path
+        .as_ref()
+        .is_some_and(|path| path.as_os_str().is_empty())
+    {
+        found.push(Problem::new(
+            "context.path",
+            "expected a file for the embedded store, not an empty path",
+        ));
+    }
+    if let Some(problem) = sections
+        .storage
+        .as_ref()
+        .and_then(crate::objects::endpoint_problem)
+    {
+        found.push(Problem::new("storage.endpoint", problem));
+    }
     let min_calls = sections.context.tactic_min_calls;
     if min_calls > crate::store::MAX_CALLS_NOTED_PER_TACTIC as u64 {
         // Only this many calls are noted a tactic: a higher bar is never

@@ -163,6 +163,35 @@ fn what_the_start_would_refuse_across_sections_is_refused_at_load_with_its_key()
             "5:1: key `context.tactic_min_calls`: 17 can never be reached",
         ),
         (
+            "webhook.toml",
+            format!("{head}[webhook]\nurl = \"hooks.example.com/calls\"\n"),
+            "5:7: key `webhook.url`: expected an http:// or https:// URL",
+        ),
+        (
+            "backoff.toml",
+            format!(
+                "{head}[webhook]\nurl = \"https://h.example.com/x\"\ninitial_backoff_secs = 0\n"
+            ),
+            "6:24: key `webhook.initial_backoff_secs`: expected seconds from 0.1",
+        ),
+        (
+            "claim.toml",
+            format!("{head}[evaluator]\nclaim_idle_secs = 0\n"),
+            "5:19: key `evaluator.claim_idle_secs`: expected seconds from 1",
+        ),
+        (
+            "path.toml",
+            format!("{head}[context]\npath = \"\"\n"),
+            "5:1: key `context.path`: expected a file for the embedded store",
+        ),
+        (
+            "endpoint.toml",
+            format!(
+                "{head}[storage]\nurl = \"s3://calls\"\nendpoint = \"http://127.0.0.1:9000\"\npath_style = false\n"
+            ),
+            "6:1: key `storage.endpoint`: `storage.endpoint` http://127.0.0.1:9000 cannot take virtual-hosted-style requests",
+        ),
+        (
             "retries.toml",
             format!("{head}[evaluator]\n[evaluator.connection]\nmax_retries = 11\n"),
             "5:12: key `evaluator.connection`: connection.max_retries must be at most 10, not 11",

@@ -854,6 +854,23 @@ async fn the_cli_places_a_call_through_the_same_dialler() {
         ),
     )
     .unwrap();
+    // A record in this process's memory would reach no server: refused.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_voxpipe"))
+        .args(["call", "--to", CALLEE])
+        .arg(&file)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("in memory only"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(twilio.creates().is_empty());
+    let mut toml = std::fs::read_to_string(&file).unwrap();
+    toml.push_str("\n[context]\npath = \"context.jsonl\"\n");
+    std::fs::write(&file, toml).unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_voxpipe"));
     command
         .args(["call", "--to", CALLEE, "--param", "country=US"])

@@ -27,7 +27,8 @@ pub const CALL_COMPLETED: &str = "call_completed";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSection {
-    /// Where completed calls are POSTed.
+    /// Where completed calls are POSTed: an `http://` or `https://` URL.
+    #[serde(deserialize_with = "http_url")]
     pub url: String,
     /// The variable holding the signing secret, if bodies are signed.
     #[serde(default)]
@@ -35,9 +36,10 @@ pub struct WebhookSection {
     /// Attempts before a delivery goes to the dead letters.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
-    /// Wait after the first failure, seconds; doubled after each.
+    /// Wait after the first failure, seconds (at least 0.1: the attempts
+    /// are to span hours); doubled after each.
     #[serde(default = "default_initial_backoff")]
-    pub initial_backoff_secs: Seconds,
+    pub initial_backoff_secs: Seconds<100>,
     /// Longest wait between attempts, seconds.
     #[serde(default = "default_max_backoff")]
     pub max_backoff_secs: Seconds,
@@ -46,13 +48,32 @@ pub struct WebhookSection {
     pub timeout_secs: Seconds,
 }
 
+/// An `http://` or `https://` URL with a host: anything else would fail
+/// every delivery for a day before reaching the dead letters.
+fn http_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let url = String::deserialize(deserializer)?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest)
+            if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) =>
+        {
+            Ok(url)
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "expected an http:// or https:// URL, not `{url}`"
+        ))),
+    }
+}
+
 /// With 2 s doubling to 600 s: 1,022 s over the first 9 waits, then
 /// 600 s each, so the 149 waits add up to about 23.6 hours: a receiver
 /// down for a deploy, or a night, loses nothing.
 fn default_attempts() -> u32 {
     150
 }
-fn default_initial_backoff() -> Seconds {
+fn default_initial_backoff() -> Seconds<100> {
     Seconds::from_millis(2_000)
 }
 fn default_max_backoff() -> Seconds {
