@@ -10,6 +10,9 @@
 //! # (both on by default; turn off only to test locally without Twilio):
 //! stream_signature = true     # X-Twilio-Signature on the /twilio/ws upgrade
 //! stream_token = true         # the per-call token the TwiML hands the stream
+//! # /twilio/messaging must be signed: without an auth token it refuses
+//! # every message (false takes unsigned ones: only to test locally).
+//! messaging_signature = true
 //! stream_token_ttl_secs = 300 # how long that token opens a stream
 //! send_ahead_secs = 0.5       # bot audio sent ahead of the caller's playback
 //! read_interval_secs = 0.04   # how often a call's socket is read (0: per message)
@@ -50,6 +53,13 @@ pub struct TwilioSection {
     /// unused one is closed before its session starts.
     #[serde(default = "default_true")]
     pub stream_token: bool,
+    /// `POST /twilio/messaging` must carry a valid `X-Twilio-Signature`:
+    /// without an auth token to check it, every message is refused (403).
+    /// False takes messages unsigned (and unchecked, token or not): anyone
+    /// who can reach the server could then post as any sender, continue
+    /// their conversation and read its answer. Only to test locally.
+    #[serde(default = "default_true")]
+    pub messaging_signature: bool,
     /// How long a stream token is accepted after the TwiML is issued (an
     /// outbound call's rings and answering-machine detection come first).
     #[serde(default = "default_token_ttl")]
@@ -91,6 +101,7 @@ impl Default for TwilioSection {
             hang_up: true,
             stream_signature: true,
             stream_token: true,
+            messaging_signature: true,
             stream_token_ttl_secs: default_token_ttl(),
             send_ahead_secs: default_send_ahead(),
             read_interval_secs: default_read_interval(),

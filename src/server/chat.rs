@@ -8,7 +8,9 @@
 //! `tool_result` (`{"id", "name", "result"}`), then `turn` (`{"conversation_id",
 //! "call_id", "text", "failed"}`), or `error` (`{"error"}`) when the
 //! message could not be answered at all. The answer is completed and
-//! recorded even when the client goes away.
+//! recorded even when the client goes away. A message past the text
+//! bounds (8 waiting in its conversation, `[text] max_messages_in_flight`
+//! in all) is refused with 429 and `Retry-After: 1`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
@@ -86,10 +88,25 @@ pub(crate) async fn chat(
         media: 0,
         parameters,
     };
+    // Admitted before the answer is spawned: the conversation's messages
+    // are answered in the order they came.
+    let admitted = match conversations.admit(inbound) {
+        Ok(admitted) => admitted,
+        Err(overloaded) => {
+            tracing::warn!(reason = %overloaded, "chat message refused");
+            state.metrics.error("text_overloaded", "chat");
+            let mut refused = error(StatusCode::TOO_MANY_REQUESTS, &overloaded.to_string());
+            refused
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return refused;
+        }
+    };
     let (events, heard) = mpsc::unbounded_channel();
     let (failures, failed) = mpsc::unbounded_channel();
     state.answers.spawn(async move {
-        if let Err(err) = conversations.message(inbound, Some(events)).await {
+        let answered = conversations.message_in_turn(admitted, Some(events)).await;
+        if let Err(err) = answered {
             tracing::warn!(error = %err, "chat message not answered");
             let _gone = failures.send(err.to_string());
         }

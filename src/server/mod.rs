@@ -93,6 +93,8 @@ mod idempotency;
 mod in_flight;
 mod learn;
 mod live_sessions;
+mod message_delivery;
+mod message_marks;
 mod message_sender;
 mod metrics;
 mod observer;

@@ -228,27 +228,28 @@ impl ServerBuilder {
             config.pipeline.sample_rate.hz(),
         )
         .with_stats(metrics.transport_stats("webrtc"));
-        Ok(Server {
-            state: Arc::new(ServerState {
-                config,
-                env,
-                sessions,
-                metrics,
-                readiness,
-                observers,
-                agent,
-                twilio,
-                webrtc,
-                admission,
-                api,
-                outbound,
-                campaigns,
-                started: Instant::now(),
-                text,
-                messaging,
-                answers: super::in_flight::InFlight::default(),
-            }),
-        })
+        let state = Arc::new(ServerState {
+            config,
+            env,
+            sessions,
+            metrics,
+            readiness,
+            observers,
+            agent,
+            twilio,
+            webrtc,
+            admission,
+            api,
+            outbound,
+            campaigns,
+            started: Instant::now(),
+            text,
+            messaging,
+            answers: super::in_flight::InFlight::default(),
+            message_marks: super::message_marks::MessageMarks::default(),
+        });
+        super::twilio_messaging::warn_at_start(&state);
+        Ok(Server { state })
     }
 }
 
@@ -517,6 +518,16 @@ impl Server {
                 running = self.state.answers.running(),
                 "answers still being sent at exit: dropped"
             );
+        }
+        // Messages noted and never answered (dropped above, or by a
+        // request cut off at the deadline) are forgotten, so that Twilio's
+        // retries of them are answered rather than taken as seen.
+        if let Some(text) = &self.state.text {
+            let store = text.runtime().store();
+            self.state
+                .message_marks
+                .forget_dropped(store.as_ref())
+                .await;
         }
         if let Some(agent) = &self.state.agent {
             // Writers stop on their own `flush_timeout` after their session.

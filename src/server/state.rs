@@ -19,6 +19,7 @@ use super::admission::Admission;
 use super::api_access::ApiAccess;
 use super::in_flight::InFlight;
 use super::live_sessions::LiveSessions;
+use super::message_marks::MessageMarks;
 use super::message_sender::MessageSender;
 use super::metrics::ServerMetrics;
 use super::readiness::ReadinessCheck;
@@ -62,6 +63,8 @@ pub(crate) struct ServerState {
     /// Answers still being made or sent after their request was answered
     /// (text messages): a graceful shutdown waits for them.
     pub(crate) answers: InFlight,
+    /// Incoming messages noted in the store and not yet answered.
+    pub(crate) message_marks: MessageMarks,
 }
 
 impl axum::extract::FromRef<Arc<ServerState>> for ApiAccess {

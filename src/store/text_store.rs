@@ -172,6 +172,11 @@ pub trait TextStore: Send + Sync {
         ttl_ms: u64,
     ) -> Result<bool, StoreError>;
 
+    /// Keeps `message_id` noted for `ttl_ms` from now, seen or not (its
+    /// answer was handed on: the short note taken while it was answered
+    /// becomes the long one).
+    async fn keep_message(&self, message_id: &str, ttl_ms: u64) -> Result<(), StoreError>;
+
     /// Forgets `message_id`, which could not be answered, so that the
     /// provider's retry of it is taken.
     async fn forget_message(&self, message_id: &str) -> Result<(), StoreError>;

@@ -4,9 +4,10 @@
 //! [text]
 //! idle_timeout_secs = 1800   # a conversation ends after this long without a message
 //! max_message_chars = 4000   # longer messages are cut, with a notice
-//! reply_budget_secs = 10     # the messaging webhook waits this long for the answer
+//! reply_budget_secs = 10     # the messaging webhook waits this long for the answer, from its arrival
 //! history_max_messages = 40  # the model reads at most the latest 40 messages
 //! history_max_chars = 24000  # and at most this many characters of them
+//! max_messages_in_flight = 200  # more at once are refused (429, or the apology by SMS)
 //! ```
 
 use serde::{Deserialize, Deserializer};
@@ -24,7 +25,8 @@ pub struct TextSection {
     /// The longest message handled, in characters; a longer one is cut
     /// there and the model is told so. Default 4000.
     pub max_message_chars: usize,
-    /// How long `POST /twilio/messaging` waits for the answer before it
+    /// How long `POST /twilio/messaging` waits for the answer, counted
+    /// from the request's arrival (store round trips included), before it
     /// answers Twilio with an empty TwiML and sends the answer through the
     /// Messages REST resource instead (Twilio waits 15 s for a webhook).
     /// From 0 to 14 s; default 10.
@@ -44,6 +46,17 @@ pub struct TextSection {
     /// default 24,000 (about 6,000 tokens).
     #[serde(deserialize_with = "history_chars")]
     pub history_max_chars: usize,
+    /// The most messages the process answers at once, waiting included
+    /// (from admission until the answer is delivered): past it a message
+    /// is refused at once, `POST /api/chat` with 429, `POST
+    /// /twilio/messaging` with `apology` as its answer and the message
+    /// left unmarked. From 1 to 100,000; default 200.
+    #[serde(deserialize_with = "in_flight")]
+    pub max_messages_in_flight: usize,
+}
+
+fn in_flight<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    within(deserializer, 1, 100_000)
 }
 
 fn history_messages<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
@@ -80,6 +93,7 @@ impl Default for TextSection {
             media_reply: "Sorry, I can only read text messages. Please write your question.".into(),
             history_max_messages: 40,
             history_max_chars: 24_000,
+            max_messages_in_flight: 200,
         }
     }
 }

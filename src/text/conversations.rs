@@ -1,26 +1,24 @@
 //! [`TextConversations`]: one process's text conversations.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::config::TextSection;
 use super::ends::{EndMetrics, MAX_END_ATTEMPTS, Since, new_claim, retry_delay};
+use super::error::TextError;
 use super::history::{context_of, latest};
 use super::key::{Channel, ConversationKey};
 use super::path::text_path;
+use super::queue::{Held, Overloaded, Queues, Ticket};
 use super::reply::{Reply, TextEvent};
-use super::tap::TextTap;
+use super::run::run;
 use crate::agent::{AgentRuntime, SessionMemory};
 use crate::conversation::{Role, SharedConversation, Turn};
-use crate::frame::{FrameBody, TranscriptionFrame};
-use crate::pipeline::{
-    BuildError, NamedProcessor, PipelineParams, PipelineTask, ProcessorEntry, SessionResources,
-    SessionSetup, new_session_id,
-};
+use crate::pipeline::{ProcessorEntry, SessionResources, SessionSetup, new_session_id};
 use crate::store::time::unix_ms;
 use crate::store::{CallChange, StoreError, TextEnd};
 
@@ -32,29 +30,9 @@ const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(5);
 /// How long a message waits for its turns to be written before the next
 /// message of the conversation may read them.
 const WRITE_WAIT: Duration = Duration::from_secs(10);
-
-/// A message could not be answered.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TextError {
-    /// The pipeline has no text path (no `user_context`).
-    #[error("this pipeline has no text path: it needs a `user_context` (and an `llm`)")]
-    NoTextPath,
-    /// The message has no text and no media.
-    #[error("the message is empty")]
-    Empty,
-    /// The store did not answer (the conversation could not be found).
-    #[error("context store: {0}")]
-    Store(#[from] StoreError),
-    /// A processor could not be built.
-    #[error("processor `{processor}`: {source}")]
-    Build {
-        /// The processor's name.
-        processor: String,
-        /// Why.
-        source: BuildError,
-    },
-}
+/// How many messages of one conversation may wait behind the one being
+/// answered; more are refused ([`Overloaded::Conversation`]).
+pub const MAX_WAITING_PER_CONVERSATION: usize = 8;
 
 /// One inbound message.
 #[derive(Debug, Clone)]
@@ -70,11 +48,34 @@ pub struct Inbound {
     pub parameters: BTreeMap<String, String>,
 }
 
-/// A conversation's turn: while it is held, the conversation's next
-/// message waits. See [`TextConversations::message_in_turn`].
+/// A message admitted ([`TextConversations::admit`]): its place in its
+/// conversation's line is taken, behind every message of the conversation
+/// admitted before it.
 #[derive(Debug)]
+pub struct Admitted {
+    inbound: Inbound,
+    ticket: Ticket,
+}
+
+impl Admitted {
+    /// The message.
+    pub fn inbound(&self) -> &Inbound {
+        &self.inbound
+    }
+}
+
+/// A conversation's turn: while it is held, the conversation's next
+/// message waits, and the message counts as in flight. See
+/// [`TextConversations::message_in_turn`].
 pub struct ConversationTurn {
-    _held: tokio::sync::OwnedMutexGuard<()>,
+    _held: Held,
+    _in_flight: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for ConversationTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConversationTurn").finish_non_exhaustive()
+    }
 }
 
 /// The text conversations of one process: answers messages through the
@@ -85,10 +86,10 @@ pub struct TextConversations {
     base: SessionSetup,
     runtime: Arc<AgentRuntime>,
     section: TextSection,
-    /// One lock per conversation with a message in flight, so the messages
-    /// of one conversation are answered in order, each seeing the last.
-    /// Entries of conversations at rest are dropped by the sweep.
-    running: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// One line per conversation with a message in flight, so the messages
+    /// of one conversation are answered in the order they were admitted,
+    /// each seeing the last; and the bound on messages in flight.
+    queues: Queues,
     /// What recording the conversations' ends did.
     end_metrics: EndMetrics,
 }
@@ -130,12 +131,13 @@ impl TextConversations {
                 "text conversation keys are unsalted hashes of the participants: set [outbound] phone_hash_salt_env (or the Twilio auth token) on every process of the deployment"
             );
         }
+        let queues = Queues::new(MAX_WAITING_PER_CONVERSATION, section.max_messages_in_flight);
         Ok(TextConversations {
             path,
             base,
             runtime,
             section,
-            running: Mutex::new(HashMap::new()),
+            queues,
             end_metrics: EndMetrics::default(),
         })
     }
@@ -165,35 +167,58 @@ impl TextConversations {
         ConversationKey::keyed(channel, participants, self.runtime.phone_hasher())
     }
 
+    /// Admits `inbound`: takes its place in its conversation's line, behind
+    /// every message of the conversation admitted before, without waiting.
+    /// A handler admits a message before its first `await`, so that the
+    /// messages of a conversation are answered in the order they arrived.
+    /// Refused when its conversation has [`MAX_WAITING_PER_CONVERSATION`]
+    /// messages waiting already, or the process `[text]
+    /// max_messages_in_flight` messages in flight.
+    pub fn admit(&self, inbound: Inbound) -> Result<Admitted, Overloaded> {
+        let ticket = self.queues.admit(inbound.key.as_str())?;
+        Ok(Admitted { inbound, ticket })
+    }
+
     /// Answers `inbound`, streaming what happens to `events` (the last
     /// event is [`TextEvent::Done`], sent as soon as the answer is
     /// complete). Returns once the turns are written (or the write wait is
-    /// over), so that the conversation's next message reads them.
+    /// over), so that the conversation's next message reads them. Admits
+    /// the message first ([`admit`](Self::admit)).
     pub async fn message(
         &self,
         inbound: Inbound,
         events: Option<mpsc::UnboundedSender<TextEvent>>,
     ) -> Result<Reply, TextError> {
-        let (reply, _turn) = self.message_in_turn(inbound, events).await?;
+        let admitted = self.admit(inbound)?;
+        let (reply, _turn) = self.message_in_turn(admitted, events).await?;
         Ok(reply)
     }
 
-    /// As [`message`](Self::message), but the conversation's turn is kept
-    /// until the returned [`ConversationTurn`] is dropped: its next message
-    /// waits, so that an answer delivered after this returns (by the
-    /// Messages REST resource) still arrives before the next one.
+    /// Answers the `admitted` message once its conversation's earlier
+    /// messages are, as [`message`](Self::message) does; but the
+    /// conversation's turn is kept until the returned [`ConversationTurn`]
+    /// is dropped: its next message waits, so that an answer delivered
+    /// after this returns (by the Messages REST resource) still arrives
+    /// before the next one.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled, the message gives up its place (or its turn) to the
+    /// conversation's next message.
     pub async fn message_in_turn(
         &self,
-        inbound: Inbound,
+        admitted: Admitted,
         events: Option<mpsc::UnboundedSender<TextEvent>>,
     ) -> Result<(Reply, ConversationTurn), TextError> {
+        let Admitted { inbound, ticket } = admitted;
         let text = inbound.text.trim();
         if text.is_empty() && inbound.media == 0 {
             return Err(TextError::Empty);
         }
-        let lock = self.lock_of(inbound.key.as_str());
+        let (held, in_flight) = ticket.turn().await;
         let in_order = ConversationTurn {
-            _held: lock.lock_owned().await,
+            _held: held,
+            _in_flight: in_flight,
         };
         let store = self.runtime.store();
         let key = inbound.key.as_str();
@@ -239,9 +264,17 @@ impl TextConversations {
                     inbound.media
                 ));
             }
-            let run = self
-                .run(&setup, &memory, &call_id, &text, events.clone())
-                .await;
+            let apology = &self.section.apology;
+            let run = run(
+                &self.path,
+                apology,
+                &setup,
+                &memory,
+                &call_id,
+                &text,
+                events.clone(),
+            )
+            .await;
             match run {
                 Ok(reply) => reply,
                 Err(err) => {
@@ -280,86 +313,6 @@ impl TextConversations {
         }
     }
 
-    async fn run(
-        &self,
-        setup: &SessionSetup,
-        memory: &SessionMemory,
-        call_id: &str,
-        text: &str,
-        events: Option<mpsc::UnboundedSender<TextEvent>>,
-    ) -> Result<Reply, TextError> {
-        let mut setup = setup.clone();
-        setup.system_prompt = Some(memory.prompt_source());
-        let mut chain = Vec::with_capacity(self.path.len());
-        for entry in &self.path {
-            let processor = entry
-                .factory
-                .build(&setup)
-                .map_err(|source| TextError::Build {
-                    processor: entry.name.clone(),
-                    source,
-                })?;
-            chain.push(NamedProcessor {
-                name: entry.name.clone(),
-                processor,
-            });
-        }
-        let last = chain.last().map(|p| p.name.clone()).unwrap_or_default();
-        let tap = Arc::new(TextTap::new(last, events));
-        let mut params = PipelineParams::new(Arc::clone(&setup.session_id), setup.sample_rate);
-        params.allow_interruptions = false;
-        params.measure = false;
-        params.observers = vec![memory.observer(), Arc::clone(&tap) as _];
-        params.resources = setup.resources.clone();
-        let task = PipelineTask::new(chain, params);
-        let handle = task.handle();
-        handle
-            .queue_frame(FrameBody::Transcription(TranscriptionFrame {
-                text: text.to_owned(),
-                user_id: None,
-                language: None,
-                at: Duration::ZERO,
-            }))
-            .await;
-        handle.end("message answered").await;
-        let outcome = task.run().await;
-        let heard = tap.take();
-        let answer = heard.text.trim();
-        let failed = heard.failed || outcome.fatal_error.is_some();
-        if !answer.is_empty() && !failed {
-            return Ok(Reply {
-                call_id: call_id.to_owned(),
-                text: answer.to_owned(),
-                failed: false,
-            });
-        }
-        let why = heard
-            .error
-            .or(outcome.fatal_error.map(|e| e.message))
-            .unwrap_or_else(|| "the model answered nothing".to_owned());
-        let apology = &self.section.apology;
-        // What was said before a failure stays said (and recorded by the
-        // assistant aggregator); the apology follows it, as its own turn.
-        let text = if answer.is_empty() {
-            tracing::warn!(call_id, reason = %why, "no answer from the model; apologising");
-            apology.clone()
-        } else {
-            tracing::warn!(call_id, reason = %why, "the answer failed partway; apologising after it");
-            format!("{answer}\n\n{apology}")
-        };
-        memory.record_turn(Arc::new(Turn::completed(
-            u64::MAX,
-            Role::Assistant,
-            apology.clone(),
-            Duration::ZERO,
-        )));
-        Ok(Reply {
-            call_id: call_id.to_owned(),
-            text,
-            failed: true,
-        })
-    }
-
     fn answer_without_model(
         &self,
         memory: &SessionMemory,
@@ -377,20 +330,10 @@ impl TextConversations {
         }
     }
 
-    fn lock_of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(lock) = running.get(key).and_then(Weak::upgrade) {
-            return lock;
-        }
-        let lock = Arc::new(tokio::sync::Mutex::new(()));
-        running.insert(key.to_owned(), Arc::downgrade(&lock));
-        lock
-    }
-
-    /// How many conversations have an entry in memory (a message in flight,
-    /// or one answered since the last sweep).
+    /// How many conversations have an entry in memory: a message in
+    /// flight (a conversation at rest has none).
     pub fn in_memory(&self) -> usize {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.queues.lines()
     }
 
     /// Ends the conversations idle at `now_ms` (no message for the idle
@@ -408,10 +351,6 @@ impl TextConversations {
     /// back no newer one; after [`MAX_END_ATTEMPTS`] it is set aside
     /// (logged as an error, counted in `voxpipe_text_ends_total`).
     pub async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, lock| lock.strong_count() > 0);
         let idle_ms = self.section.idle_timeout_secs.duration().as_millis() as u64;
         let before = now_ms.saturating_sub(idle_ms);
         let store = self.runtime.store();

@@ -17,20 +17,34 @@
 //! heard nothing for `[text] idle_timeout_secs`: the call is completed and
 //! its after-call hooks run (evaluation, extraction, webhook), as for a
 //! call.
+//!
+//! A message is first admitted ([`TextConversations::admit`]), without
+//! waiting: it takes its place in its conversation's line then, so the
+//! messages of a conversation are answered one at a time in the order
+//! they were admitted, and a message past the bounds (8 waiting in its
+//! conversation, `[text] max_messages_in_flight` in the process) is
+//! refused at once rather than queued.
 
 mod config;
 mod conversations;
 mod ends;
+mod error;
 mod history;
 mod key;
 mod path;
+mod queue;
 mod reply;
+mod run;
 mod tap;
 
 pub use config::TextSection;
-pub use conversations::{ConversationTurn, Inbound, TextConversations, TextError};
+pub use conversations::{
+    Admitted, ConversationTurn, Inbound, MAX_WAITING_PER_CONVERSATION, TextConversations,
+};
 pub use ends::MAX_END_ATTEMPTS;
+pub use error::TextError;
 pub use history::{context_of, latest};
 pub use key::{Channel, ConversationKey};
 pub use path::{AUDIO_PROCESSOR_TYPES, text_path};
+pub use queue::Overloaded;
 pub use reply::{Reply, TextEvent};

@@ -173,6 +173,79 @@ async fn the_chat_api_follows_the_api_access_rule() {
     server.shutdown(WAIT).await.unwrap();
 }
 
+#[tokio::test]
+async fn past_the_text_bounds_chat_messages_are_refused_with_429() {
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(
+        &openai,
+        "http://127.0.0.1:9",
+        "[text]\nmax_messages_in_flight = 10\n",
+    )
+    .replace("store = \"redis\"", "store = \"memory\"");
+    let env = env("redis://unused");
+    let context = runtime(&config(&toml), &env);
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = TestServer::start(Setup {
+        toml: Some(&toml),
+        path: "text.toml",
+        env: &env_refs,
+        context: Some(context),
+        ..Setup::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let send = |conversation_id: &str| {
+        http.post(server.url("/api/chat"))
+            .json(&json!({ "conversation_id": conversation_id, "text": "hi" }))
+            .send()
+    };
+    // Answers held until released.
+    let held = |text: &str| {
+        let release = std::sync::Arc::new(tokio::sync::Notify::new());
+        let mut parts = vec![Part::WaitFor(std::sync::Arc::clone(&release), "the test")];
+        parts.extend(text_answer(text));
+        openai.push_chat(Reply::Sse(parts));
+        release
+    };
+    // The first answer is held; the conversation's next 8 wait their turn.
+    let first = held("First.");
+    let other_answer = held("Other.");
+    let mut open = Vec::new();
+    for _ in 0..9 {
+        let response = send("busy").await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        open.push(response);
+    }
+    let refused = send("busy").await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("conversation"),
+        "{body}"
+    );
+    // Another conversation takes the last of the 10 places in flight (the
+    // held answer already being made); a third finds none.
+    openai
+        .wait_for_requests("/v1/chat/completions", 1, WAIT)
+        .await;
+    let other = send("other").await.unwrap();
+    assert_eq!(other.status().as_u16(), 200);
+    open.push(other);
+    assert_eq!(send("third").await.unwrap().status().as_u16(), 429);
+    let overloaded = r#"voxpipe_errors_total{kind="text_overloaded",source="chat"}"#;
+    assert_eq!(server.metric(overloaded).await, 2.0);
+    // Released, every message admitted is answered.
+    first.notify_one();
+    other_answer.notify_one();
+    for response in open {
+        let body = response.text().await.unwrap();
+        assert_eq!(events(&body).last().unwrap().0, "turn", "{body}");
+    }
+    assert_eq!(send("third").await.unwrap().status().as_u16(), 200);
+    server.shutdown(WAIT).await.unwrap();
+}
+
 /// `voxpipe chat` over `openai`, with `input` piped: its stdout.
 async fn chat_in_terminal(openai: &FakeOpenAi, input: &'static [u8]) -> String {
     let toml = pipeline_toml(openai, "http://127.0.0.1:9", "")

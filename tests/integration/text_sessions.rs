@@ -360,3 +360,44 @@ async fn an_end_the_store_fails_midway_is_recorded_by_the_next_sweep_and_others_
     assert_eq!(first.end_reason.as_deref(), Some("idle_timeout"));
     assert_eq!(conversations.sweep(u64::MAX).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn messages_are_answered_in_the_order_they_were_admitted_whichever_starts_first() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(&openai, "http://127.0.0.1:9", "");
+    let conversations = conversations_of(&toml, &redis);
+    let key = ConversationKey::new(Channel::Chat, &["back-to-back"]);
+    openai.push_chat(Reply::Sse(text_answer("answer to the first")));
+    openai.push_chat(Reply::Sse(text_answer("answer to the second")));
+    // Two messages arrive back to back; the first's handler is the slower
+    // to go on (its store check took longer): the second starts answering
+    // first.
+    let first = conversations.admit(inbound(&key, "first")).unwrap();
+    let second = conversations.admit(inbound(&key, "second")).unwrap();
+    let mut second = Box::pin(conversations.message_in_turn(second, None));
+    assert!(
+        (&mut second).now_or_never().is_none(),
+        "the second is answered before the first"
+    );
+    let (reply, turn) = conversations.message_in_turn(first, None).await.unwrap();
+    assert_eq!(reply.text, "answer to the first");
+    drop(turn);
+    let (reply, _turn) = second.await.unwrap();
+    assert_eq!(reply.text, "answer to the second");
+    let requests = openai.chat_requests();
+    let contents = |n: usize| -> Vec<String> {
+        requests[n]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(contents(0).last().unwrap(), "first");
+    assert_eq!(
+        contents(1)[1..],
+        ["first", "answer to the first", "second"],
+        "the second reads the first's turns"
+    );
+}

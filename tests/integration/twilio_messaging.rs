@@ -469,3 +469,229 @@ async fn an_answer_sent_by_rest_arrives_before_the_conversations_next_answer() {
     assert_eq!(bodies, ["First answer.", "Second answer."]);
     server.shutdown(WAIT).await.unwrap();
 }
+
+const APOLOGY_XML: &str =
+    "Sorry, I can&apos;t answer right now. Please try again in a few minutes.";
+
+/// Posts an incoming message as anyone on the network could: unsigned.
+async fn post_unsigned(server: &TestServer, sid: &str, body: &str) -> (u16, String) {
+    let form = [
+        ("MessageSid", sid),
+        ("From", USER),
+        ("To", AGENT),
+        ("Body", body),
+    ];
+    let response = reqwest::Client::new()
+        .post(server.url("/twilio/messaging"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn without_an_auth_token_unsigned_messages_are_refused_unless_taken_on_purpose() {
+    let mut rig = Rig::new("").await;
+    rig.toml = rig
+        .toml
+        .replace("auth_token_env = \"TWILIO_AUTH_TOKEN\"\n", "");
+    let server = rig.server().await;
+    // Anyone could write as the user and read their conversation's answer.
+    let (status, _) = post_unsigned(&server, "SM00000000000000000000000000000061", "Hi").await;
+    assert_eq!(status, 403);
+    assert!(rig.openai.chat_requests().is_empty(), "the model was asked");
+    let refused = r#"voxpipe_errors_total{kind="no_auth_token",source="twilio"}"#;
+    assert_eq!(server.metric(refused).await, 1.0);
+    server.shutdown(WAIT).await.unwrap();
+
+    // Taken on purpose, to test locally.
+    rig.toml = rig.toml.replace(
+        "[transport.twilio]\n",
+        "[transport.twilio]\nmessaging_signature = false\n",
+    );
+    let server = rig.server().await;
+    rig.openai.push_chat(Reply::Sse(text_answer("Hello!")));
+    let (status, twiml) = post_unsigned(&server, "SM00000000000000000000000000000062", "Hi").await;
+    assert_eq!(status, 200, "{twiml}");
+    assert_eq!(messages_of(&twiml), ["Hello!"]);
+    server.shutdown(WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn past_the_text_bounds_a_message_gets_the_apology_and_is_answered_when_retried() {
+    let mut rig = Rig::new("[text]\nreply_budget_secs = 0.2\nmax_messages_in_flight = 1\n").await;
+    let server = rig.server().await;
+    let release = rig.answer_when_released("First answer.");
+    let (status, twiml) = rig
+        .say("SM00000000000000000000000000000071", "First?")
+        .await;
+    assert_eq!(status, 200);
+    assert!(messages_of(&twiml).is_empty(), "{twiml}");
+    // Another user writes while the first answer is in flight: refused at
+    // once, told so, the model not asked.
+    let other = ("whatsapp:+15551230009", AGENT);
+    let second = "SM00000000000000000000000000000072";
+    let (status, twiml) = rig
+        .twilio
+        .message(MESSAGING_URL, second, other, "Second?", 0)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(messages_of(&twiml), [APOLOGY_XML]);
+    let overloaded = r#"voxpipe_errors_total{kind="text_overloaded",source="twilio"}"#;
+    assert_eq!(server.metric(overloaded).await, 1.0);
+    release.notify_one();
+    let sent = rig.twilio.wait_messages(1, WAIT).await;
+    assert_eq!(sent[0].body, "First answer.");
+    server.shutdown(WAIT).await.unwrap();
+
+    // The refused message was not noted: Twilio's retry of it (or a replay
+    // from its error log) is answered, by any server.
+    rig.toml = rig
+        .toml
+        .replace("reply_budget_secs = 0.2", "reply_budget_secs = 10");
+    let server = rig.server().await;
+    rig.openai
+        .push_chat(Reply::Sse(text_answer("Second answer.")));
+    let (status, twiml) = rig
+        .twilio
+        .message(MESSAGING_URL, second, other, "Second?", 0)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(messages_of(&twiml), ["Second answer."]);
+    assert_eq!(rig.openai.chat_requests().len(), 2);
+    server.shutdown(WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_answer_with_emoji_is_cut_as_twilio_counts_and_every_part_is_taken() {
+    let rig = Rig::new("").await;
+    let server = rig.server().await;
+    // 900 characters, 1,800 UTF-16 units: over one message.
+    let answer = "🍎 ".repeat(600);
+    rig.openai.push_chat(Reply::Sse(text_answer(&answer)));
+    let (status, twiml) = rig
+        .say("SM00000000000000000000000000000081", "Apples?")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        messages_of(&twiml).is_empty(),
+        "one message too long: {twiml}"
+    );
+    let sent = rig.twilio.wait_messages(2, WAIT).await;
+    assert_eq!(rig.twilio.refused_messages(), 0);
+    assert!(sent.iter().all(|m| m.body.encode_utf16().count() <= 1_600));
+    let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies.join(" "), answer.trim());
+    server.shutdown(WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn help_and_opt_in_keywords_are_left_to_twilio() {
+    let rig = Rig::new("").await;
+    let server = rig.server().await;
+    let sms = ("+15551230001", "+15557650002");
+    for (n, (from_to, body, extra)) in [
+        (sms, "HELP", None),
+        (sms, " info ", None),
+        (sms, "Start", None),
+        (sms, "UNSTOP", None),
+        (sms, "yes", None),
+        (sms, "start", Some("START")),
+        ((USER, AGENT), "ayuda", Some("HELP")),
+        ((USER, AGENT), "START", Some("START")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sid = format!("SM{:032}", 90 + n);
+        let extra: Vec<(&str, &str)> = extra.map(|kind| ("OptOutType", kind)).into_iter().collect();
+        let (status, twiml) = rig
+            .twilio
+            .message_with(MESSAGING_URL, &sid, from_to, body, 0, &extra)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(messages_of(&twiml).is_empty(), "{body}: {twiml}");
+    }
+    assert!(
+        rig.openai.chat_requests().is_empty(),
+        "a keyword reached the model"
+    );
+    // A message that only contains one is the user's.
+    rig.openai
+        .push_chat(Reply::Sse(text_answer("Here to help.")));
+    let (_, twiml) = rig
+        .twilio
+        .message(
+            MESSAGING_URL,
+            "SM00000000000000000000000000000099",
+            sms,
+            "help me choose",
+            0,
+        )
+        .await;
+    assert_eq!(messages_of(&twiml), ["Here to help."]);
+    server.shutdown(WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_reply_budget_counts_from_the_webhooks_arrival() {
+    let rig = Rig::new("[text]\nreply_budget_secs = 0.5\n").await;
+    let server = rig.server().await;
+    rig.openai
+        .push_chat(Reply::Sse(text_answer("Open until six.")));
+    // The store is slow: its writes wait 1.5 s, longer than the budget.
+    let mut redis = rig.redis.client().await;
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_500)
+        .arg("WRITE")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (status, twiml) = rig
+        .say("SM00000000000000000000000000000101", "Open today?")
+        .await;
+    assert_eq!(status, 200);
+    // Past the budget when the store answered: Twilio is answered at once,
+    // and the answer goes by REST.
+    assert!(
+        messages_of(&twiml).is_empty(),
+        "answered late by TwiML: {twiml}"
+    );
+    let sent = rig.twilio.wait_messages(1, WAIT).await;
+    assert_eq!(sent[0].body, "Open until six.");
+    server.shutdown(WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_message_whose_answer_a_shutdown_dropped_is_answered_when_twilio_retries_it() {
+    let mut rig = Rig::new("[text]\nreply_budget_secs = 0.2\n").await;
+    rig.toml = rig.toml.replace(
+        "api_open = true\n",
+        "api_open = true\nshutdown_deadline_secs = 0.2\nshutdown_grace_secs = 0.2\n",
+    );
+    let server = rig.server().await;
+    // The model never finishes: the answer is still being made at exit.
+    rig.openai.push_chat(Reply::Sse(vec![Part::Stall]));
+    let sid = "SM00000000000000000000000000000111";
+    let (status, twiml) = rig.say(sid, "Do you deliver?").await;
+    assert_eq!(status, 200);
+    assert!(messages_of(&twiml).is_empty(), "{twiml}");
+    server.shutdown(WAIT).await.unwrap();
+
+    // Twilio retries it (or it is replayed): answered, not taken as seen.
+    rig.toml = rig
+        .toml
+        .replace("reply_budget_secs = 0.2", "reply_budget_secs = 10");
+    let server = rig.server().await;
+    rig.openai
+        .push_chat(Reply::Sse(text_answer("Yes, we deliver.")));
+    let (status, twiml) = rig.say(sid, "Do you deliver?").await;
+    assert_eq!(status, 200);
+    assert_eq!(messages_of(&twiml), ["Yes, we deliver."]);
+    let (_, twiml) = rig.say(sid, "Do you deliver?").await;
+    assert!(messages_of(&twiml).is_empty(), "answered twice: {twiml}");
+    server.shutdown(WAIT).await.unwrap();
+}

@@ -312,6 +312,18 @@ impl TextStore for MemoryStore {
         self.set_once(&self.settings.keys.text_message(message_id), ttl_ms)
     }
 
+    async fn keep_message(&self, message_id: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        let key = self.settings.keys.text_message(message_id);
+        self.write(|_, now| {
+            let set = Op::Set {
+                key,
+                value: "1".to_owned(),
+                expires_at_ms: Some(now.saturating_add(ttl_ms.max(1))),
+            };
+            (vec![set], ())
+        })
+    }
+
     async fn forget_message(&self, message_id: &str) -> Result<(), StoreError> {
         let key = self.settings.keys.text_message(message_id);
         self.write(|_, _| (vec![Op::Del { key }], ()))
@@ -562,5 +574,11 @@ mod tests {
         store.forget_message("SM1").await.unwrap();
         assert!(store.first_sight_of_message("SM1", 60_000).await.unwrap());
         assert!(!store.first_sight_of_message("SM1", 60_000).await.unwrap());
+        // A note kept longer, or taken by keeping it (it had lapsed).
+        assert!(store.first_sight_of_message("SM3", 60_000).await.unwrap());
+        store.keep_message("SM3", 120_000).await.unwrap();
+        assert!(!store.first_sight_of_message("SM3", 60_000).await.unwrap());
+        store.keep_message("SM4", 60_000).await.unwrap();
+        assert!(!store.first_sight_of_message("SM4", 60_000).await.unwrap());
     }
 }

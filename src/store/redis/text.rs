@@ -203,6 +203,17 @@ impl TextStore for RedisStore {
             .await
     }
 
+    async fn keep_message(&self, message_id: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        self.query::<()>(
+            redis::cmd("SET")
+                .arg(self.settings.keys.text_message(message_id))
+                .arg(1)
+                .arg("PX")
+                .arg(ttl_ms.max(1)),
+        )
+        .await
+    }
+
     async fn forget_message(&self, message_id: &str) -> Result<(), StoreError> {
         self.query::<()>(redis::cmd("DEL").arg(self.settings.keys.text_message(message_id)))
             .await

@@ -4,10 +4,13 @@
 //! Twilio posts an incoming message as a form (`MessageSid`, `AccountSid`,
 //! `From`, `To`, `Body`, `NumMedia`, `MediaUrl{N}`, and for WhatsApp
 //! `ProfileName` and `WaId`); WhatsApp addresses are `whatsapp:+E.164`. A
-//! message body holds at most 1,600 characters, so a longer answer goes
-//! out as several messages, cut between words where it can be.
+//! message body holds at most 1,600 characters as Twilio counts them, in
+//! UTF-16 code units (an emoji outside the Basic Multilingual Plane is
+//! two), so a longer answer goes out as several messages, cut between
+//! words where it can be.
 
-/// The most characters one message body may hold.
+/// The most characters one message body may hold, counted as Twilio
+/// counts them: UTF-16 code units (see [`utf16_len`]).
 pub const MAX_MESSAGE_CHARS: usize = 1_600;
 
 /// Twilio's opt-out keywords: a message that is one of them (any case,
@@ -23,6 +26,27 @@ const OPT_OUT_KEYWORDS: &[&str] = &[
     "OPTOUT",
     "REVOKE",
 ];
+
+/// Twilio's opt-in keywords (for SMS, where Twilio handles them by
+/// default): the sender subscribes again, and Twilio answers it itself.
+const OPT_IN_KEYWORDS: &[&str] = &["START", "UNSTOP", "YES"];
+
+/// Twilio's help keywords (SMS): Twilio answers them itself.
+const HELP_KEYWORDS: &[&str] = &["HELP", "INFO"];
+
+/// A message that is one of the keywords Twilio answers itself (its
+/// default opt-out handling, or Advanced Opt-Out), so no agent should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Keyword {
+    /// The sender opts out: Twilio refuses further messages to them
+    /// (error 21610) until they opt back in.
+    OptOut,
+    /// The sender opts back in.
+    OptIn,
+    /// The sender asks for help.
+    Help,
+}
 
 /// An incoming message, as the webhook's form gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,23 +99,45 @@ impl IncomingMessage {
         })
     }
 
-    /// Whether the sender is opting out: Advanced Opt-Out's
-    /// `OptOutType=STOP`, or, for SMS (where Twilio filters the keywords by
-    /// default), a message that is one of Twilio's keywords. No agent
-    /// should answer, and Twilio would refuse the answer anyway. WhatsApp
-    /// has no default keyword filtering: there "End" or "Cancel" may be an
+    /// The keyword Twilio answers this message with itself, if it is one:
+    /// Advanced Opt-Out's `OptOutType` (`STOP`, `START`, `HELP`), or, for
+    /// SMS (where Twilio handles the keywords by default), a message that
+    /// is one of Twilio's keywords alone (any case, trimmed). No agent
+    /// should answer: Twilio sends its own compliance answer (and would
+    /// refuse an answer to an opted-out sender anyway). WhatsApp has no
+    /// default keyword handling: there "End", "Cancel" or "Help" may be an
     /// answer, so only `OptOutType` counts.
+    pub fn keyword(&self) -> Option<Keyword> {
+        let flagged = self.opt_out_type.as_deref().and_then(|kind| {
+            let kind = kind.trim();
+            [
+                ("STOP", Keyword::OptOut),
+                ("START", Keyword::OptIn),
+                ("HELP", Keyword::Help),
+            ]
+            .into_iter()
+            .find(|(name, _)| kind.eq_ignore_ascii_case(name))
+            .map(|(_, keyword)| keyword)
+        });
+        if flagged.is_some() || self.is_whatsapp() {
+            return flagged;
+        }
+        let body = self.body.trim();
+        let is = |keywords: &[&str]| keywords.iter().any(|k| body.eq_ignore_ascii_case(k));
+        if is(OPT_OUT_KEYWORDS) {
+            Some(Keyword::OptOut)
+        } else if is(OPT_IN_KEYWORDS) {
+            Some(Keyword::OptIn)
+        } else if is(HELP_KEYWORDS) {
+            Some(Keyword::Help)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the sender is opting out ([`Keyword::OptOut`]).
     pub fn is_opt_out(&self) -> bool {
-        let flagged = self
-            .opt_out_type
-            .as_deref()
-            .is_some_and(|kind| kind.eq_ignore_ascii_case("STOP"));
-        let keyword = || {
-            OPT_OUT_KEYWORDS
-                .iter()
-                .any(|keyword| self.body.trim().eq_ignore_ascii_case(keyword))
-        };
-        flagged || (!self.is_whatsapp() && keyword())
+        self.keyword() == Some(Keyword::OptOut)
     }
 
     /// Whether it came through WhatsApp.
@@ -100,22 +146,36 @@ impl IncomingMessage {
     }
 }
 
-/// `text` as message bodies of at most `max` characters each, cut at the
-/// last whitespace before the limit when there is one in its second half
-/// (else mid-word), every part trimmed and none empty.
+/// How long `text` is as Twilio counts a message body: in UTF-16 code
+/// units.
+pub fn utf16_len(text: &str) -> usize {
+    text.chars().map(char::len_utf16).sum()
+}
+
+/// `text` as message bodies of at most `max` UTF-16 code units each (as
+/// Twilio counts them), cut at the last whitespace before the limit when
+/// there is one in its second half (else mid-word, never inside a
+/// character), every part trimmed and none empty.
 pub fn split_message(text: &str, max: usize) -> Vec<String> {
-    let max = max.max(1);
+    let max = max.max(2);
     let mut parts = Vec::new();
     let mut rest = text.trim();
     while !rest.is_empty() {
-        let Some((limit, _)) = rest.char_indices().nth(max) else {
+        // The byte where the part must end: after the last character that
+        // fits.
+        let mut units = 0;
+        let limit = rest.char_indices().find_map(|(at, c)| {
+            units += c.len_utf16();
+            (units > max).then_some(at)
+        });
+        let Some(limit) = limit else {
             parts.push(rest.to_owned());
             break;
         };
         let head = &rest[..limit];
         let cut = head
             .rfind(char::is_whitespace)
-            .filter(|&at| head[..at].chars().count() >= max / 2)
+            .filter(|&at| utf16_len(&head[..at]) >= max / 2)
             .unwrap_or(limit);
         parts.push(rest[..cut].trim_end().to_owned());
         rest = rest[cut..].trim_start();
@@ -130,7 +190,7 @@ pub struct CreateMessage<'a> {
     pub to: &'a str,
     /// The sender: the number (or WhatsApp sender) the message came to.
     pub from: &'a str,
-    /// The text, at most [`MAX_MESSAGE_CHARS`].
+    /// The text, at most [`MAX_MESSAGE_CHARS`] UTF-16 code units.
     pub body: &'a str,
 }
 
@@ -190,6 +250,27 @@ mod tests {
     }
 
     #[test]
+    fn parts_are_counted_in_utf16_units_as_twilio_counts_them() {
+        // An emoji is one character but two units: 1,000 of them are 2,000
+        // units, over one message's limit.
+        let emoji = "😀".repeat(1_000);
+        assert_eq!(utf16_len(&emoji), 2_000);
+        let parts = split_message(&emoji, MAX_MESSAGE_CHARS);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(utf16_len(&parts[0]), MAX_MESSAGE_CHARS);
+        assert_eq!(parts.concat(), emoji);
+        // Near the limit, with words: every part fits, none is cut inside
+        // a character, nothing is lost.
+        let answer = format!("{} {}", "a".repeat(1_500), "🍎 ".repeat(60));
+        let parts = split_message(&answer, MAX_MESSAGE_CHARS);
+        assert_eq!(parts.len(), 2, "{} units", utf16_len(&answer));
+        assert!(parts.iter().all(|p| utf16_len(p) <= MAX_MESSAGE_CHARS));
+        assert_eq!(parts.join(" "), answer.trim());
+        // An odd limit never splits a pair.
+        assert_eq!(split_message("😀😀😀", 3), ["😀", "😀", "😀"]);
+    }
+
+    #[test]
     fn opt_outs_are_the_keyword_alone_by_sms_and_the_flag_by_whatsapp() {
         let message = |from: &str, body: &str, flag: Option<&str>| {
             let mut form = vec![
@@ -209,5 +290,37 @@ mod tests {
         assert!(!message("whatsapp:+15551230001", "Cancel", None).is_opt_out());
         assert!(message("whatsapp:+15551230001", "Cancel", Some("STOP")).is_opt_out());
         assert!(!message("+15551230001", "start", Some("START")).is_opt_out());
+    }
+
+    #[test]
+    fn help_and_opt_in_keywords_are_twilios_to_answer() {
+        let message = |from: &str, body: &str, flag: Option<&str>| {
+            let mut form = vec![
+                ("MessageSid".to_owned(), "SM1".to_owned()),
+                ("From".to_owned(), from.to_owned()),
+                ("To".to_owned(), "+15557650002".to_owned()),
+                ("Body".to_owned(), body.to_owned()),
+            ];
+            if let Some(flag) = flag {
+                form.push(("OptOutType".to_owned(), flag.to_owned()));
+            }
+            IncomingMessage::from_form(&form).unwrap().keyword()
+        };
+        let sms = "+15551230001";
+        for body in ["HELP", " info ", "Start", "unstop", "yes"] {
+            assert!(message(sms, body, None).is_some(), "{body}");
+        }
+        assert_eq!(message(sms, "help", None), Some(Keyword::Help));
+        assert_eq!(message(sms, "YES", None), Some(Keyword::OptIn));
+        assert_eq!(message(sms, "yes please", None), None);
+        assert_eq!(message(sms, "I need help", None), None);
+        // Advanced Opt-Out's flag, whatever the body and the channel.
+        assert_eq!(message(sms, "start", Some("START")), Some(Keyword::OptIn));
+        let whatsapp = "whatsapp:+15551230001";
+        assert_eq!(message(whatsapp, "Help", None), None);
+        assert_eq!(
+            message(whatsapp, "ayuda", Some("HELP")),
+            Some(Keyword::Help)
+        );
     }
 }

@@ -27,8 +27,9 @@
 //!   another process's would be ([`FakeTwilioRest::has_call`]).
 //!
 //! - Messages (`POST …/Messages.json`, `To`, `From`, `Body` of at most
-//!   1,600 characters): 201 with an `SM` + 32 hex SID and `status: queued`;
-//!   400 code 21602 without a body, 21617 past 1,600 characters. Incoming
+//!   1,600 characters, counted as Twilio counts them, in UTF-16 code units:
+//!   an emoji is two): 201 with an `SM` + 32 hex SID and `status: queued`;
+//!   400 code 21602 without a body, 21617 past 1,600. Incoming
 //!   messages are posted as Twilio posts them ([`FakeTwilioRest::message`]):
 //!   a signed form with `MessageSid`, `AccountSid`, `From`, `To`, `Body`,
 //!   `NumMedia` (and `ProfileName`, `WaId` for WhatsApp).
@@ -397,7 +398,7 @@ fn create_message(
     if body.is_empty() {
         return twilio_error(StatusCode::BAD_REQUEST, 21602, "Message body is required");
     }
-    if body.chars().count() > 1_600 {
+    if body.encode_utf16().count() > 1_600 {
         return twilio_error(
             StatusCode::BAD_REQUEST,
             21617,
@@ -972,6 +973,21 @@ impl FakeTwilioRest {
         body: &str,
         num_media: usize,
     ) -> (u16, String) {
+        self.message_with(url, message_sid, (from, to), body, num_media, &[])
+            .await
+    }
+
+    /// As [`message`](Self::message), with `extra` fields in the form (such
+    /// as Advanced Opt-Out's `OptOutType`).
+    pub async fn message_with(
+        &self,
+        url: &str,
+        message_sid: &str,
+        (from, to): (&str, &str),
+        body: &str,
+        num_media: usize,
+        extra: &[(&str, &str)],
+    ) -> (u16, String) {
         let mut form: Vec<(String, String)> = [
             ("MessageSid", message_sid),
             ("SmsMessageSid", message_sid),
@@ -998,6 +1014,9 @@ impl FakeTwilioRest {
         if let Some(number) = from.strip_prefix("whatsapp:+") {
             form.push(("ProfileName".to_owned(), "Test User".to_owned()));
             form.push(("WaId".to_owned(), number.to_owned()));
+        }
+        for (name, value) in extra {
+            form.push(((*name).to_owned(), (*value).to_owned()));
         }
         let target = self
             .shared
