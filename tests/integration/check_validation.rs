@@ -175,11 +175,6 @@ fn what_the_start_would_refuse_across_sections_is_refused_at_load_with_its_key()
             "6:24: key `webhook.initial_backoff_secs`: expected seconds from 0.1",
         ),
         (
-            "claim.toml",
-            format!("{head}[evaluator]\nclaim_idle_secs = 0\n"),
-            "5:19: key `evaluator.claim_idle_secs`: expected seconds from 1",
-        ),
-        (
             "path.toml",
             format!("{head}[context]\npath = \"\"\n"),
             "5:1: key `context.path`: expected a file for the embedded store",

@@ -55,9 +55,9 @@ pub struct EvaluatorSection {
     pub connection: ConnectionOptions,
     /// Seconds a job may stay with a silent worker before another takes it.
     #[serde(default = "default_claim_idle")]
-    /// At least a second: with none, workers would take each other's
-    /// running jobs.
-    pub claim_idle_secs: Seconds<1_000>,
+    /// Zero (for tests) makes every worker take the others' running jobs:
+    /// keep it well above a second with several workers.
+    pub claim_idle_secs: Seconds,
     /// Deliveries of one job before it is given up.
     #[serde(default = "default_deliveries")]
     pub max_deliveries: u64,
@@ -87,7 +87,7 @@ pub(crate) fn whole_answer_connection() -> ConnectionOptions {
         ..ConnectionOptions::default()
     }
 }
-fn default_claim_idle() -> Seconds<1_000> {
+fn default_claim_idle() -> Seconds {
     Seconds::from_millis(60_000)
 }
 fn default_deliveries() -> u64 {
