@@ -79,7 +79,7 @@ impl WebRtcCall {
             channel: Arc::new(channel_tx),
         };
         let (connection, sdp) =
-            Connection::answer(&settings, 0, events.clone(), request.sdp).await?;
+            Connection::answer(&settings, 0, events.clone(), &stats, request.sdp).await?;
         let (connection_tx, connection_rx) = watch::channel(Some(Arc::new(connection)));
         let (outgoing_tx, outgoing) = mpsc::unbounded_channel();
         let connection = Arc::new(CallConnection::new(
@@ -87,6 +87,7 @@ impl WebRtcCall {
             Arc::clone(&session_id),
             Arc::clone(&settings),
             events,
+            Arc::clone(&stats),
             connection_tx,
             outgoing_tx.clone(),
         ));
