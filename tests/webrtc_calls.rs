@@ -561,3 +561,61 @@ async fn a_session_whose_first_offer_was_abandoned_still_waits_for_it() {
     client.close().await;
     server.sessions.ended(1, WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_an_ended_call_is_a_new_session_that_a_pipecat_client_hears_in_rtvi() {
+    let server = TestServer::parrot(&[]).await;
+    let base = server.url("");
+    let (first, pc_id, _) = call(&server).await;
+    first.close().await;
+    server.sessions.ended(1, WAIT).await;
+    // The page was reconnecting meanwhile: its restart names the ended call.
+    let restart = |offer: OfferRequest| OfferRequest {
+        pc_id: Some(pc_id.clone()),
+        restart_pc: Some(true),
+        ..offer
+    };
+    let typed = |text: &str| json!({"type": "text", "text": text}).to_string();
+
+    // voxpipe's own page sends no keep-alive: JSON lines, as before.
+    let (page, offer) = ClientPeer::offer().await.unwrap();
+    let (page, answer, events) = connected_client(&base, restart(offer), page).await;
+    assert_ne!(answer.pc_id, pc_id, "a new call");
+    page.send_message(&typed("hello")).await.unwrap();
+    events
+        .wait_for(
+            |v| v["event"] == "transcription" && v["text"] == "hello",
+            WAIT,
+        )
+        .await
+        .expect("the typed text, as a JSON line");
+    assert!(events.matching(|v| v["label"] == "rtvi-ai").is_empty());
+    page.close().await;
+    server.sessions.ended(2, WAIT).await;
+
+    // A Pipecat client said client-ready on its first call only; its
+    // keep-alive shows it: the new session speaks RTVI, without bot-ready.
+    let (client, offer) = ClientPeer::offer().await.unwrap();
+    let (client, _, events) = connected_client(&base, restart(offer), client).await;
+    client.send_message("ping: 1712345678").await.unwrap();
+    client.send_message(&typed("again")).await.unwrap();
+    events
+        .wait_for(
+            |v| {
+                v["label"] == "rtvi-ai"
+                    && v["type"] == "user-transcription"
+                    && v["data"]["text"] == "again"
+            },
+            WAIT,
+        )
+        .await
+        .expect("the typed text, as RTVI");
+    assert!(events.matching(|v| v["type"] == "bot-ready").is_empty());
+    client.close().await;
+    let ended = server.sessions.ended(3, WAIT).await;
+    assert!(
+        ended
+            .iter()
+            .all(|s| s.end_reason.as_deref() == Some("hangup"))
+    );
+}

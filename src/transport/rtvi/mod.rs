@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `inbound` | client messages read: [`parse_rtvi`] → [`RtviInbound`] or [`Rejected`] |
 //! | `outbound` | voxpipe events → RTVI messages ([`messages_for_event`]; the table of the mapping) |
-//! | `session` | [`RtviSession`]: `client-ready`/`bot-ready`, pending `client-message` requests and their timeout, the outbox; `session/segments`: the `bot-output` segments, spoken when the bot stops or, for a word-timing TTS and protocol 2, as their words are heard |
+//! | `session` | [`RtviSession`]: `client-ready`/`bot-ready` (or a resumed session's first keep-alive), pending `client-message` requests and their timeout, the outbox; `session/segments`: the `bot-output` segments, spoken when the bot stops or, for a word-timing TTS and protocol 2, as their words are heard |
 //!
 //! # From the client
 //!

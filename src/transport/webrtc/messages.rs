@@ -20,7 +20,10 @@
 //! as `voxpipe run --events` prints it (see [`crate::events`]): `{"t_ms":
 //! …, "event": "…", …fields}`, plus `turn_latency` (see
 //! [`crate::metrics::TurnLatency`]). After it: the same events as RTVI
-//! messages (see [`crate::transport::rtvi`]), and nothing else. When the
+//! messages (see [`crate::transport::rtvi`]), and nothing else. (A session
+//! started by a restart of an ended call's connection speaks RTVI from the
+//! page's first keep-alive or RTVI message instead: see
+//! [`RtviSession::resumed`](crate::transport::rtvi::RtviSession::resumed).) When the
 //! session ends, Pipecat's `{"type": "signalling", "message": {"type":
 //! "peerLeft"}}` tells a Pipecat client to hang up.
 

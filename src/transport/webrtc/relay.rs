@@ -46,11 +46,12 @@ pub(crate) struct PageChannel {
 }
 
 impl PageChannel {
-    /// The page of session `session_id`, written through `outgoing`.
-    pub(crate) fn new(outgoing: mpsc::UnboundedSender<Outgoing>, session_id: Arc<str>) -> Self {
+    /// The page of session `session_id`, written through `outgoing`;
+    /// `rtvi` is the session's RTVI state (see [`RtviSession::resumed`]).
+    pub(crate) fn new(outgoing: mpsc::UnboundedSender<Outgoing>, rtvi: RtviSession) -> Self {
         PageChannel {
             outgoing,
-            rtvi: Arc::new(Mutex::new(RtviSession::new(session_id))),
+            rtvi: Arc::new(Mutex::new(rtvi)),
         }
     }
 

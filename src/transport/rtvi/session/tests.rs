@@ -4,6 +4,8 @@
 use super::*;
 use crate::transport::rtvi::parse_rtvi;
 
+mod resumed;
+
 fn inbound(s: &str) -> RtviInbound {
     parse_rtvi(&serde_json::from_str(s).unwrap()).unwrap()
 }
