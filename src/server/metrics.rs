@@ -315,6 +315,10 @@ impl TransportStats for ServerTransportStats {
     fn connection_closed(&self) {
         self.connections.dec();
     }
+
+    fn output_dropped(&self, kind: &'static str) {
+        self.metrics.error(kind, self.transport);
+    }
 }
 
 /// Counts each outbound call's final status as it settles.

@@ -22,6 +22,10 @@ pub trait TransportStats: Send + Sync {
 
     /// A connection told opened was closed.
     fn connection_closed(&self) {}
+
+    /// An outgoing message to the far end was dropped for good (over the
+    /// far end's size limit); `kind` is a short stable label.
+    fn output_dropped(&self, _kind: &'static str) {}
 }
 
 /// Counts nothing.

@@ -101,7 +101,8 @@ impl WebRtcCall {
         let (packets_tx, packets) = mpsc::unbounded_channel();
         let epoch = Arc::new(AtomicU64::new(0));
         tokio::spawn(run_writer(packets, Arc::clone(&epoch), connection_rx).in_current_span());
-        tokio::spawn(run_channel_writer(outgoing, channel).in_current_span());
+        let writer = run_channel_writer(outgoing, channel, Arc::clone(&stats));
+        tokio::spawn(writer.in_current_span());
 
         let rtvi = if resumed {
             tracing::info!("an ended call's connection restarted: a new session for the same page");
