@@ -275,7 +275,15 @@ impl RtviSession {
         let id = inbound.id;
         match inbound.request {
             RtviRequest::ClientReady { version, library } => {
-                tracing::info!(%version, library = library.as_deref().unwrap_or("?"), "RTVI client ready");
+                let library = library.as_deref().unwrap_or("?");
+                let version = version.unwrap_or_else(|| {
+                    tracing::info!(
+                        library,
+                        "RTVI client-ready without a readable version: taken as {PROTOCOL_VERSION}"
+                    );
+                    PROTOCOL_VERSION.to_owned()
+                });
+                tracing::info!(%version, library, "RTVI client ready");
                 self.legacy = version.starts_with("1.");
                 if !self.legacy && !version.starts_with("2.") {
                     tracing::warn!(%version, "RTVI client of another major version than {PROTOCOL_VERSION}");

@@ -161,6 +161,7 @@ pub fn peer_left() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::rtvi::RtviRequest;
 
     fn parse(s: &str) -> Result<ClientMessage, MessageError> {
         parse_client_message(s.as_bytes())
@@ -203,9 +204,9 @@ mod tests {
         assert!(
             matches!(
                 parse(r#"{"label":"rtvi-ai","type":"client-ready","id":"2","data":{}}"#),
-                Ok(ClientMessage::Rtvi(Err(Rejected { id: Some(id), .. }))) if id == "2"
+                Ok(ClientMessage::Rtvi(Ok(RtviInbound { id: Some(id), request: RtviRequest::ClientReady { version: None, .. } }))) if id == "2"
             ),
-            "client-ready without a version"
+            "client-ready without a version: ready all the same"
         );
     }
 

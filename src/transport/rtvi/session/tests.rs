@@ -41,6 +41,21 @@ fn client_ready_is_answered_with_bot_ready_then_what_came_before() {
 }
 
 #[test]
+fn client_ready_without_a_readable_version_is_answered_as_the_current_protocol() {
+    for data in ["{}", r#"{"version":"latest"}"#] {
+        let mut session = RtviSession::new("s1".into());
+        let ready =
+            format!(r#"{{"label":"rtvi-ai","type":"client-ready","id":"r","data":{data}}}"#);
+        session.handle_inbound(inbound(&ready), Duration::ZERO);
+        assert!(session.is_active(), "{data}");
+        let sent = drain(&mut session);
+        assert_eq!(sent[0]["type"], "bot-ready", "{data}");
+        assert_eq!(sent[0]["id"], "r");
+        assert_eq!(sent[0]["data"]["version"], PROTOCOL_VERSION);
+    }
+}
+
+#[test]
 fn what_comes_before_client_ready_is_kept_within_a_bound() {
     let mut session = RtviSession::new("s1".into());
     for _ in 0..MAX_BACKLOG + 10 {
