@@ -9,6 +9,7 @@
 //! | `voxpipe_session_duration_seconds` | histogram | |
 //! | `voxpipe_audio_frames_total` | counter | `transport`, `direction` (`in`, `out`); 20 ms each |
 //! | `voxpipe_errors_total` | counter | `kind`, `source` (a transport or a processor) |
+//! | `voxpipe_peer_connections` | gauge | `transport`: WebRTC peer connections open now, each holding its UDP sockets (other transports have none) |
 //! | `voxpipe_transit_seconds` | histogram | inbound audio from transport in to transport out |
 //! | `voxpipe_ttfb_seconds` | histogram | `processor` |
 //! | `voxpipe_voice_to_voice_seconds` | histogram | end of user speech to first bot audio out |
@@ -66,6 +67,10 @@ const OUTBOUND_CALLS_TOTAL: (&str, &str) = (
 const PREEMPTIVE_REPLIES: (&str, &str) = (
     "voxpipe_preemptive_replies_total",
     "Replies prepared before the user's turn was confirmed over, by outcome.",
+);
+const PEER_CONNECTIONS: (&str, &str) = (
+    "voxpipe_peer_connections",
+    "Peer connections open now (each holding its UDP sockets), by transport.",
 );
 const CAMPAIGN_DIALS: (&str, &str) = ("voxpipe_campaign_dials_total", "Campaign dials, by result.");
 /// Call lengths, from 1 s to an hour.
@@ -226,6 +231,8 @@ impl ServerMetrics {
         self: &Arc<Self>,
         transport: &'static str,
     ) -> Arc<dyn TransportStats> {
+        let (name, help) = PEER_CONNECTIONS;
+        let connections = self.registry.gauge(name, help, &[("transport", transport)]);
         let (name, help) = AUDIO_FRAMES;
         let frames = |direction| {
             self.registry.counter(
@@ -237,6 +244,7 @@ impl ServerMetrics {
         Arc::new(ServerTransportStats {
             frames_in: frames("in"),
             frames_out: frames("out"),
+            connections,
             metrics: Arc::clone(self),
             transport,
         })
@@ -282,6 +290,7 @@ impl CampaignStats for ServerMetrics {
 struct ServerTransportStats {
     frames_in: Counter,
     frames_out: Counter,
+    connections: Gauge,
     metrics: Arc<ServerMetrics>,
     transport: &'static str,
 }
@@ -296,6 +305,18 @@ impl TransportStats for ServerTransportStats {
     }
 
     fn input_error(&self, kind: &'static str) {
+        self.metrics.error(kind, self.transport);
+    }
+
+    fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    fn output_dropped(&self, kind: &'static str) {
         self.metrics.error(kind, self.transport);
     }
 }

@@ -7,7 +7,8 @@
 //! the server has session slots, so a client calling `/start` in a loop
 //! fills the table, not memory; expired entries are swept whenever a new
 //! one needs the room. A session is taken by its first offer and put back
-//! if that offer could not be answered, so a page may retry a bad offer.
+//! if that offer could not be answered (or its request was abandoned), so
+//! a page may retry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;

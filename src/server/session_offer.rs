@@ -5,14 +5,16 @@
 //! The path's `sessionId` is the capability (`session_token`): one whose
 //! tag does not check out is an unknown session (404). The first offer
 //! must come before the session expires (else 401) and takes the waiting
-//! session (already taken or forgotten: 404); it runs with the parameters
-//! `/start` was given (the offer's own `requestData` only when `/start`
+//! session (already taken or forgotten: 404; put back when the offer is
+//! refused or its client goes away before the answer); it runs with the
+//! parameters `/start` was given (the offer's own `requestData` only when `/start`
 //! had none: a backend that called `/start` with the bearer key vouched
 //! for those, the browser cannot override them). Later offers and
 //! trickled candidates name the call's `pc_id` (from the answer), which
 //! must be this session's call's; they go on working after the session's
 //! first-offer time is over, for as long as the call lasts.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -74,15 +76,39 @@ pub(crate) async fn offer(
     } else {
         start_parameters.clone()
     };
-    match new_call(&state, request, Some(signed.id.as_str().into()), parameters).await {
-        Ok(answer) => answer,
-        Err(refused) => {
-            // The page may try again with a better offer.
-            state
-                .admission
-                .pending()
-                .put_back(signed.id, start_parameters, expires);
-            refused
+    let mut taken = Taken {
+        state: &state,
+        id: signed.id.clone(),
+        parameters: start_parameters,
+        expires,
+        answered: false,
+    };
+    let answered = new_call(&state, request, Some(signed.id.as_str().into()), parameters).await;
+    taken.answered = answered.is_ok();
+    answered.unwrap_or_else(|refused| refused)
+}
+
+/// A pending session taken by its first offer: put back when dropped
+/// unless the offer was answered. A refused offer may be tried again with
+/// a better one; a request whose client went away mid-offer (its handler
+/// dropped, the call it was making dropped too) is retried by the client,
+/// which must find its session still waiting.
+struct Taken<'a> {
+    state: &'a ServerState,
+    id: String,
+    parameters: BTreeMap<String, String>,
+    expires: Instant,
+    answered: bool,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.state.admission.pending().put_back(
+                std::mem::take(&mut self.id),
+                std::mem::take(&mut self.parameters),
+                self.expires,
+            );
         }
     }
 }

@@ -25,7 +25,7 @@ use tracing::Instrument as _;
 use crate::transport::webrtc::{OfferRequest, PatchRequest, SignallingError, WebRtcCall};
 
 use super::admission::{ClientAddr, Refused};
-use super::body::json_rejection;
+use super::body::unread_body;
 use super::live_sessions::SessionPermit;
 use super::offer_precheck::offer_problem;
 use super::session::run_session;
@@ -176,9 +176,12 @@ async fn serve_call(
     drop(permit);
 }
 
+/// The refusal of an offer or `PATCH` body that could not be read: its
+/// reason as text, which the routes' layer answers as `{"detail"}`, as
+/// every refusal of these routes (`signalling_errors`).
 pub(crate) fn bad_json(state: &ServerState, rejection: JsonRejection) -> Response {
     state.metrics.error("bad_signalling", "webrtc");
-    json_rejection(rejection)
+    unread_body(&rejection).into_response()
 }
 
 fn refused(state: &ServerState, err: SignallingError) -> Response {

@@ -13,6 +13,19 @@ pub trait TransportStats: Send + Sync {
     /// A message from the far end was skipped or ended its session; `kind`
     /// is a short stable label such as `not_json` or `idle_timeout`.
     fn input_error(&self, kind: &'static str);
+
+    /// A connection of the transport's own opened: a WebRTC peer
+    /// connection, which holds UDP sockets and a task until it is closed.
+    /// Each is told closed once ([`connection_closed`](Self::connection_closed)),
+    /// so opened minus closed is what the process holds now.
+    fn connection_opened(&self) {}
+
+    /// A connection told opened was closed.
+    fn connection_closed(&self) {}
+
+    /// An outgoing message to the far end was dropped for good (over the
+    /// far end's size limit); `kind` is a short stable label.
+    fn output_dropped(&self, _kind: &'static str) {}
 }
 
 /// Counts nothing.

@@ -419,6 +419,19 @@ async fn a_flood_from_one_address_is_refused_while_another_is_served() {
     );
 }
 
+/// A refusal of a route Pipecat's clients call: its status, and the reason
+/// in `{"detail"}`, the JSON client-js reads.
+async fn refusal(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("a JSON refusal");
+    let detail = body["detail"].as_str();
+    assert!(
+        detail.is_some() && body.as_object().is_some_and(|o| o.len() == 1),
+        "{status}: {body}"
+    );
+    (status, detail.unwrap_or_default().to_owned())
+}
+
 #[tokio::test]
 async fn bad_bodies_are_413_or_400_with_a_reason() {
     let server = serve(&[], &[]).await;
@@ -439,58 +452,47 @@ async fn bad_bodies_are_413_or_400_with_a_reason() {
         (Method::POST, "/start"),
     ] {
         let response = send(method.clone(), path, huge.clone()).await.unwrap();
-        assert_eq!(response.status(), 413, "{method} {path}");
+        assert_eq!(refusal(response).await.0, 413, "{method} {path}");
     }
     let response = send(Method::POST, "/start", "{\"body\": ".into())
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
-    assert!(
-        response
-            .text()
-            .await
-            .unwrap()
-            .contains("not a /start request")
-    );
+    let (status, reason) = refusal(response).await;
+    assert_eq!(status, 400);
+    assert!(reason.contains("not a /start request"), "{reason}");
     let response = send(Method::POST, "/start", r#"{"transport": "daily"}"#.into())
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
-    assert!(response.text().await.unwrap().contains("daily"));
+    let (status, reason) = refusal(response).await;
+    assert_eq!(status, 400);
+    assert!(reason.contains("daily"), "{reason}");
     let response = send(Method::POST, "/api/offer", r#"{"type": "offer"}"#.into())
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
-    assert!(
-        response.text().await.unwrap().contains("sdp"),
-        "names the missing field"
-    );
+    let (status, reason) = refusal(response).await;
+    assert_eq!(status, 400);
+    assert!(reason.contains("sdp"), "names the missing field: {reason}");
+    let response = send(Method::PATCH, "/api/offer", "{\"pc_id\": ".into())
+        .await
+        .unwrap();
+    assert_eq!(refusal(response).await.0, 400);
     let (_, started) = start(&server, json!({})).await;
     let path = format!(
         "/sessions/{}/api/offer",
         started["sessionId"].as_str().unwrap()
     );
-    assert_eq!(
-        send(Method::POST, &path, "[".into())
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    assert_eq!(
-        send(Method::POST, &path, huge.clone())
-            .await
-            .unwrap()
-            .status(),
-        413
-    );
-    assert_eq!(
-        send(Method::POST, "/sessions/nope/api/offer", "{}".into())
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    for (method, body, status) in [
+        (Method::POST, "[".to_owned(), 400),
+        (Method::PATCH, "{}".to_owned(), 400),
+        (Method::POST, huge.clone(), 413),
+    ] {
+        let response = send(method.clone(), &path, body).await.unwrap();
+        assert_eq!(refusal(response).await.0, status, "{method}");
+    }
+    let response = send(Method::POST, "/sessions/nope/api/offer", "{}".into())
+        .await
+        .unwrap();
+    assert_eq!(refusal(response).await.0, 404);
     assert!(server.sessions.all().is_empty());
 }
 

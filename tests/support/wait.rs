@@ -4,7 +4,8 @@
 //! waits for happens. The time limit is only a guard against a hang.
 //!
 //! [`eventually`] is the exception: a bounded poll, kept for effects of a
-//! child process (the `voxpipe` binary), which has no notification to give.
+//! child process (the `voxpipe` binary), which has no notification to give,
+//! and for the server's gauges, which only its `/metrics` shows.
 
 use std::time::Duration;
 
@@ -39,7 +40,8 @@ pub async fn notified_until<T>(changed: &Notify, mut check: impl FnMut() -> Opti
 }
 
 /// Waits until `check` holds, polling every 10 ms, for at most `limit`:
-/// only for state a child process changes, where no notification exists.
+/// only for state a child process changes, or a gauge of the server's,
+/// where no notification exists.
 pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     loop {

@@ -12,7 +12,8 @@ use voxpipe::audio::OpusDecoder;
 use voxpipe::frame::AudioFrame;
 use voxpipe::transport::webrtc::{Answer, ClientPeer, OfferRequest, ReceivedAudio};
 
-use super::wait::until_notified;
+use super::server::TestServer;
+use super::wait::{eventually, until_notified};
 
 pub const RATE: u32 = 16_000;
 const FRAME: usize = 320;
@@ -152,6 +153,46 @@ impl Events {
     /// The first event named `name`, waiting up to `timeout`.
     pub async fn event(&self, name: &str, timeout: Duration) -> Option<(Instant, Value)> {
         self.wait_for(|v| v["event"] == name, timeout).await
+    }
+}
+
+/// The server's gauge of the WebRTC peer connections it holds open.
+pub const PEER_CONNECTIONS: &str = r#"voxpipe_peer_connections{transport="webrtc"}"#;
+
+/// Whether the server comes to hold peer connections as `holds` says
+/// within `limit` (its gauge, read from `/metrics`).
+pub async fn peer_connections(
+    server: &TestServer,
+    limit: Duration,
+    holds: impl Fn(f64) -> bool,
+) -> bool {
+    eventually(limit, async || holds(server.metric(PEER_CONNECTIONS).await)).await
+}
+
+/// A STUN server that never answers: a connection's candidate gathering
+/// waits on it for the whole gather timeout, so the server's every answer
+/// takes that long. Keep it for as long as the server runs.
+pub struct SilentStun {
+    _socket: std::net::UdpSocket,
+    addr: std::net::SocketAddr,
+}
+
+impl SilentStun {
+    pub fn bind() -> Self {
+        let socket = std::net::UdpSocket::bind(super::net::LOOPBACK).expect("a free loopback port");
+        let addr = socket.local_addr().expect("a bound address");
+        SilentStun {
+            _socket: socket,
+            addr,
+        }
+    }
+
+    /// The override giving the server this STUN server.
+    pub fn ice_servers(&self) -> String {
+        format!(
+            r#"transport.webrtc.ice_servers=[{{urls=["stun:{}"]}}]"#,
+            self.addr
+        )
     }
 }
 

@@ -19,8 +19,11 @@ const MAX_DTMF_KEYS: usize = 32;
 pub enum RtviRequest {
     /// `client-ready`: the client speaks protocol `version`.
     ClientReady {
-        /// The client's protocol version, e.g. `2.1.0`.
-        version: String,
+        /// The client's protocol version, e.g. `2.1.0`; `None` when it
+        /// gave none, or one that cannot be read (not dot-separated
+        /// numbers): such a client is taken to speak the current protocol,
+        /// as Pipecat takes it.
+        version: Option<String>,
         /// The client's library, e.g. `@pipecat-ai/client-js`.
         library: Option<String>,
     },
@@ -83,18 +86,6 @@ struct Envelope {
 }
 
 #[derive(Deserialize)]
-struct ClientReadyData {
-    version: String,
-    #[serde(default)]
-    about: Option<About>,
-}
-
-#[derive(Deserialize)]
-struct About {
-    library: Option<String>,
-}
-
-#[derive(Deserialize)]
 struct SendTextData {
     content: String,
 }
@@ -143,12 +134,15 @@ pub fn parse_rtvi(value: &Value) -> Result<RtviInbound, Rejected> {
     };
     let data = |what: &str, e: serde_json::Error| reject(format!("`{what}` data: {e}"));
     let request = match envelope.kind.as_str() {
+        // Read leniently: a client whose version cannot be read still
+        // gets its `bot-ready`, as Pipecat's processor gives it.
         "client-ready" => {
-            let ready = ClientReadyData::deserialize(&envelope.data)
-                .map_err(|e| data("client-ready", e))?;
+            let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_owned);
+            let version = text(envelope.data.get("version")).filter(|v| readable_version(v));
+            let about = envelope.data.get("about");
             RtviRequest::ClientReady {
-                version: ready.version,
-                library: ready.about.and_then(|a| a.library),
+                version,
+                library: text(about.and_then(|a| a.get("library"))),
             }
         }
         "send-text" => {
@@ -190,6 +184,14 @@ pub fn parse_rtvi(value: &Value) -> Result<RtviInbound, Rejected> {
         id: envelope.id,
         request,
     })
+}
+
+/// Whether `version` reads as a protocol version: dot-separated numbers,
+/// the first of them the major version.
+fn readable_version(version: &str) -> bool {
+    version
+        .split('.')
+        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The keys of a `dtmf` message: each one of `0`-`9`, `*`, `#`.
@@ -246,7 +248,7 @@ mod tests {
         let ready = parse_rtvi(&captured("client-ready")).unwrap();
         assert!(matches!(
             &ready.request,
-            RtviRequest::ClientReady { version, library: Some(library) }
+            RtviRequest::ClientReady { version: Some(version), library: Some(library) }
                 if version == "2.1.0" && library == "@pipecat-ai/client-js"
         ));
         assert!(ready.id.is_some());
@@ -305,6 +307,39 @@ mod tests {
             result.request,
             RtviRequest::FunctionCallResult { ref tool_call_id, .. } if tool_call_id == "call_1"
         ));
+    }
+
+    #[test]
+    fn a_client_ready_without_a_readable_version_is_still_ready() {
+        let ready = |data: &str| {
+            let json =
+                format!(r#"{{"label":"rtvi-ai","type":"client-ready","id":"r","data":{data}}}"#);
+            parse(&json).map(|inbound| inbound.request)
+        };
+        let unread = |library: Option<&str>| {
+            Ok(RtviRequest::ClientReady {
+                version: None,
+                library: library.map(str::to_owned),
+            })
+        };
+        assert_eq!(ready("{}"), unread(None));
+        assert_eq!(ready("null"), unread(None));
+        assert_eq!(ready(r#"{"version":2}"#), unread(None));
+        assert_eq!(ready(r#"{"version":"next"}"#), unread(None));
+        assert_eq!(ready(r#"{"version":"2..0"}"#), unread(None));
+        assert_eq!(
+            ready(r#"{"version":"v2","about":{"library":"mine"}}"#),
+            unread(Some("mine"))
+        );
+        let no_data = parse(r#"{"label":"rtvi-ai","type":"client-ready","id":"r"}"#);
+        assert_eq!(no_data.map(|m| m.request), unread(None));
+        assert_eq!(
+            ready(r#"{"version":"1.0","about":"?"}"#),
+            Ok(RtviRequest::ClientReady {
+                version: Some("1.0".into()),
+                library: None
+            })
+        );
     }
 
     #[test]

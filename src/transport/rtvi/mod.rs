@@ -11,13 +11,13 @@
 //! |---|---|
 //! | `inbound` | client messages read: [`parse_rtvi`] → [`RtviInbound`] or [`Rejected`] |
 //! | `outbound` | voxpipe events → RTVI messages ([`messages_for_event`]; the table of the mapping) |
-//! | `session` | [`RtviSession`]: `client-ready`/`bot-ready`, pending `client-message` requests and their timeout, the outbox; `session/segments`: the `bot-output` segments, spoken when the bot stops or, for a word-timing TTS and protocol 2, as their words are heard |
+//! | `session` | [`RtviSession`]: `client-ready`/`bot-ready` (or a resumed session's first keep-alive), pending `client-message` requests and their timeout, the outbox; `session/segments`: the `bot-output` segments, spoken when the bot stops or, for a word-timing TTS and protocol 2, as their words are heard |
 //!
 //! # From the client
 //!
 //! | message | what voxpipe does |
 //! |---|---|
-//! | `client-ready` | answers `bot-ready` (`version`, `about`); the call's events go out as RTVI from then on |
+//! | `client-ready` | answers `bot-ready` (`version`, `about`; a version missing or unreadable is taken as the current protocol); the call's events go out as RTVI from then on |
 //! | `send-text` | text input, as if transcribed (`options` are not read: the text always runs at once, and is spoken) |
 //! | `client-message` | `session-info` is answered here (`session_id`, `version`); any other type becomes a `ClientRequest` frame, answered by the processor that pushes a `ClientResponse`; unanswered, left to the client's own timeout, as Pipecat does |
 //! | `disconnect-bot` | ends the session gracefully (reason `disconnect_bot`) |

@@ -15,6 +15,15 @@
 //! them, and sent right after `bot-ready`, as Pipecat's transport queues
 //! its messages until the channel opens.
 //!
+//! A session [`resumed`](RtviSession::resumed) is the new session of a
+//! Pipecat client whose call ended while it was reconnecting: client-js
+//! says `client-ready` once per `connect()`, never on a reconnection, so it
+//! will not say it again. Such a session speaks RTVI (the current
+//! protocol, no `bot-ready`) from the client's first message of its own,
+//! its keep-alive ([`RtviSession::handle_keepalive`], sent every second
+//! from the channel's opening) or any RTVI message; a page that sends
+//! neither (voxpipe's own, which reconnects alike) keeps its JSON lines.
+//!
 //! Each `client-message` goes down the pipeline and is remembered until a
 //! processor answers it (a `client_response` event, sent as
 //! `server-response` or `error-response`) or [`REQUEST_TIMEOUT`] passes.
@@ -148,6 +157,9 @@ pub struct RtviSession {
     /// The client speaks protocol 1 (`client-ready` said 1.x): answered
     /// as Pipecat answers such clients.
     legacy: bool,
+    /// The client said `client-ready` on an earlier call (see the module
+    /// docs): active from its first Pipecat message.
+    resumed: bool,
     /// What the bot says, as `bot-output` segments: announced, their
     /// progress, spoken (see [`Segments`]).
     segments: Segments,
@@ -211,6 +223,7 @@ impl RtviSession {
             outbox: VecDeque::new(),
             backlog: VecDeque::new(),
             legacy: false,
+            resumed: false,
             segments: Segments::new(),
             bot_transcription: SentenceSplitter::new(),
             preemptive: Preemptive::None,
@@ -219,18 +232,58 @@ impl RtviSession {
         }
     }
 
-    /// Whether the client has said `client-ready`: from then on the call's
-    /// events go out as RTVI messages.
+    /// The RTVI side of session `session_id`, for a Pipecat client that
+    /// said `client-ready` on an earlier call and is reconnecting: active
+    /// from its first message of its own (see the module docs).
+    pub fn resumed(session_id: Arc<str>) -> Self {
+        RtviSession {
+            resumed: true,
+            ..RtviSession::new(session_id)
+        }
+    }
+
+    /// Whether the client has said `client-ready` (or, resumed, spoken):
+    /// from then on the call's events go out as RTVI messages.
     pub fn is_active(&self) -> bool {
         self.active
     }
 
+    /// The client's keep-alive came (client-js sends one a second): a
+    /// resumed session speaks RTVI from now on.
+    pub fn handle_keepalive(&mut self) {
+        if self.resumed && !self.active {
+            self.resume();
+        }
+    }
+
+    /// Activates a resumed session: no `bot-ready` (the client had it on
+    /// its first call, and asks nothing now), the kept events sent.
+    fn resume(&mut self) {
+        tracing::info!("RTVI resumed: a Pipecat client reconnected after its call ended");
+        self.active = true;
+        while let Some((name, fields, wall_ms)) = self.backlog.pop_front() {
+            self.send_event(&name, &fields, wall_ms);
+        }
+    }
+
     /// Takes one client message received at session time `now`.
     pub fn handle_inbound(&mut self, inbound: RtviInbound, now: Duration) -> RtviAction {
+        let ready = matches!(inbound.request, RtviRequest::ClientReady { .. });
+        if self.resumed && !self.active && !ready {
+            self.resume();
+        }
         let id = inbound.id;
         match inbound.request {
             RtviRequest::ClientReady { version, library } => {
-                tracing::info!(%version, library = library.as_deref().unwrap_or("?"), "RTVI client ready");
+                let library = library.as_deref().unwrap_or("?");
+                let version = version.unwrap_or_else(|| {
+                    tracing::info!(
+                        library,
+                        "RTVI client-ready without a readable version: taken as {PROTOCOL_VERSION}"
+                    );
+                    PROTOCOL_VERSION.to_owned()
+                });
+                tracing::info!(%version, library, "RTVI client ready");
                 self.legacy = version.starts_with("1.");
                 if !self.legacy && !version.starts_with("2.") {
                     tracing::warn!(%version, "RTVI client of another major version than {PROTOCOL_VERSION}");

@@ -21,6 +21,7 @@ use crate::random::random_u32;
 use crate::transport::ends::TransportEnds;
 use crate::transport::output::{OutputTransport, Pacing};
 use crate::transport::playout::SendAhead;
+use crate::transport::rtvi::RtviSession;
 use crate::transport::stats::TransportStats;
 
 use super::connection::CallConnection;
@@ -56,7 +57,9 @@ pub struct WebRtcCall {
 impl WebRtcCall {
     /// Answers a first offer with a new connection for the session
     /// `session_id`, named by a fresh `pc_id`, its pipeline running at
-    /// `sample_rate`, its traffic counted in `stats`.
+    /// `sample_rate`, its traffic counted in `stats`. An offer restarting
+    /// a connection (`restart_pc` with a `pc_id`) comes here when its call
+    /// has ended: its session's RTVI is resumed ([`RtviSession::resumed`]).
     pub(crate) async fn accept(
         request: OfferRequest,
         session_id: Arc<str>,
@@ -65,6 +68,9 @@ impl WebRtcCall {
         stats: Arc<dyn TransportStats>,
     ) -> Result<(Answer, WebRtcCall), SignallingError> {
         request.validate()?;
+        // A restart naming a call no longer live (it ended while the page
+        // reconnected): a Pipecat client will not say `client-ready` again.
+        let resumed = request.restart_pc == Some(true) && request.pc_id.is_some();
         let pc_id: Arc<str> = new_pc_id()?.into();
         let custom_parameters = request.custom_parameters();
         let inbound = InboundAudio::new(sample_rate).map_err(internal)?;
@@ -79,7 +85,7 @@ impl WebRtcCall {
             channel: Arc::new(channel_tx),
         };
         let (connection, sdp) =
-            Connection::answer(&settings, 0, events.clone(), request.sdp).await?;
+            Connection::answer(&settings, 0, events.clone(), &stats, request.sdp).await?;
         let (connection_tx, connection_rx) = watch::channel(Some(Arc::new(connection)));
         let (outgoing_tx, outgoing) = mpsc::unbounded_channel();
         let connection = Arc::new(CallConnection::new(
@@ -87,6 +93,7 @@ impl WebRtcCall {
             Arc::clone(&session_id),
             Arc::clone(&settings),
             events,
+            Arc::clone(&stats),
             connection_tx,
             outgoing_tx.clone(),
         ));
@@ -94,9 +101,16 @@ impl WebRtcCall {
         let (packets_tx, packets) = mpsc::unbounded_channel();
         let epoch = Arc::new(AtomicU64::new(0));
         tokio::spawn(run_writer(packets, Arc::clone(&epoch), connection_rx).in_current_span());
-        tokio::spawn(run_channel_writer(outgoing, channel).in_current_span());
+        let writer = run_channel_writer(outgoing, channel, Arc::clone(&stats));
+        tokio::spawn(writer.in_current_span());
 
-        let page = PageChannel::new(outgoing_tx, Arc::clone(&session_id));
+        let rtvi = if resumed {
+            tracing::info!("an ended call's connection restarted: a new session for the same page");
+            RtviSession::resumed(Arc::clone(&session_id))
+        } else {
+            RtviSession::new(Arc::clone(&session_id))
+        };
+        let page = PageChannel::new(outgoing_tx, rtvi);
         let input = WebRtcInput::new(Reader {
             connection: Arc::clone(&connection),
             page: page.clone(),

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, watch};
 
+use crate::transport::stats::TransportStats;
+
 use super::peer::{Connection, PeerEvents};
 use super::relay::{Outgoing, close_channel};
 use super::settings::WebRtcSettings;
@@ -26,6 +28,7 @@ pub(crate) struct CallConnection {
     session_id: Arc<str>,
     settings: Arc<WebRtcSettings>,
     events: PeerEvents,
+    stats: Arc<dyn TransportStats>,
     connection: watch::Sender<Option<Arc<Connection>>>,
     generation: AtomicU64,
     /// One negotiation at a time.
@@ -35,13 +38,15 @@ pub(crate) struct CallConnection {
 
 impl CallConnection {
     /// The first connection (generation 0) of the session `session_id`'s
-    /// call, named `pc_id` (see `pc_id`), the current one in `connection`;
-    /// events to the page go out through `outgoing`.
+    /// call, named `pc_id` (see `pc_id`), the current one in `connection`,
+    /// later ones counted in `stats`; events to the page go out through
+    /// `outgoing`.
     pub(crate) fn new(
         pc_id: Arc<str>,
         session_id: Arc<str>,
         settings: Arc<WebRtcSettings>,
         events: PeerEvents,
+        stats: Arc<dyn TransportStats>,
         connection: watch::Sender<Option<Arc<Connection>>>,
         outgoing: mpsc::UnboundedSender<Outgoing>,
     ) -> Self {
@@ -50,6 +55,7 @@ impl CallConnection {
             session_id,
             settings,
             events,
+            stats,
             connection,
             generation: AtomicU64::new(0),
             negotiating: Mutex::new(()),
@@ -81,6 +87,11 @@ impl CallConnection {
 
     /// Answers a later offer: on the same connection, or with
     /// `restart_pc` on a new one that replaces it.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped while the new connection is being made,
+    /// it leaves that one running; dropped while the old one closes, the
+    /// old one. `WebRtcSignalling::reoffer` runs it in a task of its own.
     pub(crate) async fn reoffer(&self, request: OfferRequest) -> Result<Answer, SignallingError> {
         request.validate()?;
         let _one_at_a_time = self.negotiating.lock().await;
@@ -90,9 +101,14 @@ impl CallConnection {
             return Ok(Answer::new(sdp, &self.pc_id));
         }
         let generation = current.generation + 1;
-        let (connection, sdp) =
-            Connection::answer(&self.settings, generation, self.events.clone(), request.sdp)
-                .await?;
+        let (connection, sdp) = Connection::answer(
+            &self.settings,
+            generation,
+            self.events.clone(),
+            &self.stats,
+            request.sdp,
+        )
+        .await?;
         tracing::info!(generation, "peer connection replaced");
         self.generation.store(generation, Ordering::Release);
         self.connection.send_replace(Some(Arc::new(connection)));

@@ -31,7 +31,7 @@ use crate::frame::{Direction, Frame, FrameBody, StartFrame, TranscriptionFrame};
 use crate::pipeline::{Processor, ProcessorContext, ProcessorError};
 use crate::transport::reader_task::ReaderTask;
 use crate::transport::real_time::{AHEAD_ALLOWANCE, RealTimeBudget};
-use crate::transport::rtvi::{Rejected, RtviAction, RtviInbound, RtviRequest};
+use crate::transport::rtvi::{Rejected, RtviAction, RtviInbound, RtviRequest, RtviSession};
 use crate::transport::skip_log::SkipLog;
 use crate::transport::stats::TransportStats;
 
@@ -370,7 +370,8 @@ impl Running {
                     self.reader.page.rtvi(|rtvi| rtvi.reject(&rejected));
                 }
             }
-            ClientMessage::Ping | ClientMessage::Ignored => {}
+            ClientMessage::Ping => self.reader.page.rtvi(RtviSession::handle_keepalive),
+            ClientMessage::Ignored => {}
         }
         None
     }

@@ -20,7 +20,10 @@
 //! as `voxpipe run --events` prints it (see [`crate::events`]): `{"t_ms":
 //! …, "event": "…", …fields}`, plus `turn_latency` (see
 //! [`crate::metrics::TurnLatency`]). After it: the same events as RTVI
-//! messages (see [`crate::transport::rtvi`]), and nothing else. When the
+//! messages (see [`crate::transport::rtvi`]), and nothing else. (A session
+//! started by a restart of an ended call's connection speaks RTVI from the
+//! page's first keep-alive or RTVI message instead: see
+//! [`RtviSession::resumed`](crate::transport::rtvi::RtviSession::resumed).) When the
 //! session ends, Pipecat's `{"type": "signalling", "message": {"type":
 //! "peerLeft"}}` tells a Pipecat client to hang up.
 
@@ -158,6 +161,7 @@ pub fn peer_left() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::rtvi::RtviRequest;
 
     fn parse(s: &str) -> Result<ClientMessage, MessageError> {
         parse_client_message(s.as_bytes())
@@ -200,9 +204,9 @@ mod tests {
         assert!(
             matches!(
                 parse(r#"{"label":"rtvi-ai","type":"client-ready","id":"2","data":{}}"#),
-                Ok(ClientMessage::Rtvi(Err(Rejected { id: Some(id), .. }))) if id == "2"
+                Ok(ClientMessage::Rtvi(Ok(RtviInbound { id: Some(id), request: RtviRequest::ClientReady { version: None, .. } }))) if id == "2"
             ),
-            "client-ready without a version"
+            "client-ready without a version: ready all the same"
         );
     }
 

@@ -7,8 +7,17 @@
 //! [`WebRtcSignalling::accept`]). A `PATCH /api/offer` adds trickled
 //! candidates to a live call. Live calls are found by `pc_id` in
 //! [`LiveCalls`].
+//!
+//! An offer is answered in a task of its own, which the caller awaits: an
+//! HTTP server drops a request's handler when its client goes away, and a
+//! connection dropped half-made would keep its sockets and its driver for
+//! the life of the process. The task finishes the work instead: a new
+//! call nobody awaits any more is dropped, which closes its connection; a
+//! replaced connection is closed as usual.
 
 use std::sync::Arc;
+
+use tracing::Instrument as _;
 
 use crate::transport::stats::{NoStats, TransportStats};
 
@@ -52,9 +61,14 @@ impl WebRtcSignalling {
     /// Answers an offer for a live call (`pc_id` names one): renegotiates
     /// it, or replaces its connection when `restart_pc` is set. `None` when
     /// the offer is for a new call.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the work runs in a task of its own (see the module
+    /// docs), to its end.
     pub async fn reoffer(&self, request: OfferRequest) -> Option<Result<Answer, SignallingError>> {
         let call = self.calls.get(request.pc_id.as_deref()?)?;
-        Some(call.reoffer(request).await)
+        let reoffer = async move { call.reoffer(request).await };
+        Some(run_to_completion(reoffer).await)
     }
 
     /// Answers the first offer of a new call, the session `session_id`
@@ -64,22 +78,31 @@ impl WebRtcSignalling {
     /// # Errors
     /// A malformed offer, one that cannot be negotiated (no Opus audio), or
     /// a connection that cannot be set up here.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the work runs in a task of its own (see the module
+    /// docs); a call answered after the caller went away is dropped, its
+    /// connection closed.
     pub async fn accept(
         &self,
         request: OfferRequest,
         session_id: Arc<str>,
     ) -> Result<(Answer, WebRtcCall), SignallingError> {
-        let (answer, mut call) = WebRtcCall::accept(
-            request,
-            session_id,
-            Arc::clone(&self.settings),
-            self.sample_rate,
-            Arc::clone(&self.stats),
-        )
-        .await?;
-        let registration = self.calls.register(call.connection());
-        call.set_registration(registration);
-        Ok((answer, call))
+        let this = self.clone();
+        run_to_completion(async move {
+            let (answer, mut call) = WebRtcCall::accept(
+                request,
+                session_id,
+                Arc::clone(&this.settings),
+                this.sample_rate,
+                Arc::clone(&this.stats),
+            )
+            .await?;
+            let registration = this.calls.register(call.connection());
+            call.set_registration(registration);
+            Ok((answer, call))
+        })
+        .await
     }
 
     /// The session of the live call named `pc_id`, if there is one.
@@ -100,5 +123,19 @@ impl WebRtcSignalling {
             .get(&request.pc_id)
             .ok_or_else(|| SignallingError::UnknownPeer(request.pc_id.clone()))?;
         call.add_candidates(&request).await
+    }
+}
+
+/// Runs `work` in a task of its own, in the caller's span, and waits for
+/// it: dropping the wait leaves the work running to its end (its result
+/// is then dropped).
+async fn run_to_completion<T: Send + 'static>(
+    work: impl Future<Output = Result<T, SignallingError>> + Send + 'static,
+) -> Result<T, SignallingError> {
+    match tokio::spawn(work.in_current_span()).await {
+        Ok(done) => done,
+        Err(failed) => Err(SignallingError::Internal(format!(
+            "the offer's task failed: {failed}"
+        ))),
     }
 }

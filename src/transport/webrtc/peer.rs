@@ -11,9 +11,14 @@
 //! from a task of its own. Every event carries the connection's generation:
 //! a call whose browser restarted its connection ignores the old one's
 //! goodbyes.
+//!
+//! A built connection keeps its sockets and its driver task until it is
+//! closed: dropping it is not enough (the `webrtc` crate's driver holds
+//! its own reference). Every connection is therefore closed on every path,
+//! and counted open until it is (`TransportStats::connection_opened`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use rtc::media_stream::MediaStreamTrack;
@@ -37,6 +42,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::random::random_u32;
+use crate::transport::stats::TransportStats;
 
 use super::settings::WebRtcSettings;
 use super::signalling::{CandidatePatch, SignallingError};
@@ -214,6 +220,9 @@ pub(crate) struct Connection {
     gathering: watch::Receiver<RTCIceGatheringState>,
     /// Candidates the page trickled to this connection so far.
     trickled: AtomicUsize,
+    /// Counted open in `stats` until the first `close`.
+    open: AtomicBool,
+    stats: Arc<dyn TransportStats>,
 }
 
 /// The most candidates a page may trickle to one connection: a browser
@@ -239,12 +248,19 @@ fn is_tcp(candidate: &str) -> bool {
 }
 
 impl Connection {
-    /// Answers `offer` with a new connection; the answer carries the
-    /// candidates gathered within the settings' gather timeout.
+    /// Answers `offer` with a new connection, counted in `stats`; the
+    /// answer carries the candidates gathered within the settings' gather
+    /// timeout.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped once the connection is built, the future
+    /// leaves it running, unclosed. Run it to completion (in a task of its
+    /// own where the caller may be cancelled: see `offers`).
     pub(crate) async fn answer(
         settings: &WebRtcSettings,
         generation: u64,
         events: PeerEvents,
+        stats: &Arc<dyn TransportStats>,
         offer: String,
     ) -> Result<(Connection, String), SignallingError> {
         let (gathering_tx, gathering) = watch::channel(RTCIceGatheringState::New);
@@ -268,13 +284,15 @@ impl Connection {
             Err(err) => return Err(err),
         };
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        match Self::negotiate_new(settings, generation, &pc, gathering, offer).await {
+        stats.connection_opened();
+        match Self::negotiate_new(settings, generation, &pc, gathering, stats, offer).await {
             Ok(answered) => Ok(answered),
             Err(err) => {
                 // A half-made connection must not keep its sockets.
                 if let Err(close) = pc.close().await {
                     tracing::debug!(error = %close, "closing a failed connection");
                 }
+                stats.connection_closed();
                 Err(err)
             }
         }
@@ -285,6 +303,7 @@ impl Connection {
         generation: u64,
         pc: &Arc<dyn PeerConnection>,
         gathering: watch::Receiver<RTCIceGatheringState>,
+        stats: &Arc<dyn TransportStats>,
         offer: String,
     ) -> Result<(Connection, String), SignallingError> {
         let offer = RTCSessionDescription::offer(offer).map_err(negotiation)?;
@@ -319,6 +338,8 @@ impl Connection {
             payload_type,
             gathering,
             trickled: AtomicUsize::new(0),
+            open: AtomicBool::new(true),
+            stats: Arc::clone(stats),
         };
         let sdp = connection.local_sdp(settings).await?;
         Ok((connection, sdp))
@@ -395,6 +416,9 @@ impl Connection {
     pub(crate) async fn close(&self) {
         if let Err(err) = self.pc.close().await {
             tracing::debug!(error = %err, "closing the peer connection");
+        }
+        if self.open.swap(false, Ordering::AcqRel) {
+            self.stats.connection_closed();
         }
     }
 }

@@ -11,7 +11,11 @@
 //! [`PageChannel`] is what the relay and the reader share: the writer's
 //! queue and the RTVI state. The writer sends while the page's channel is open and
 //! keeps a bounded backlog while it is not (before it opens, during a
-//! connection restart), dropping the oldest first.
+//! connection restart), dropping the oldest first. An event the channel
+//! refuses for good (larger than the page's maximum message size: aiortc
+//! takes 64 KiB, Chrome 256 KiB) is dropped, logged and counted, so the
+//! events after it still go; only a channel not open (yet, or any more)
+//! keeps an event for the next one.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -19,11 +23,13 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use webrtc::data_channel::DataChannel;
+use webrtc::error::Error as ChannelError;
 
 use crate::events::{SessionEvents, end_events, event_line};
 use crate::pipeline::{Observer, PipelineOutcome, PushEvent};
 use crate::store::time::unix_ms;
 use crate::transport::rtvi::RtviSession;
+use crate::transport::stats::TransportStats;
 
 use super::messages::peer_left;
 
@@ -46,11 +52,12 @@ pub(crate) struct PageChannel {
 }
 
 impl PageChannel {
-    /// The page of session `session_id`, written through `outgoing`.
-    pub(crate) fn new(outgoing: mpsc::UnboundedSender<Outgoing>, session_id: Arc<str>) -> Self {
+    /// The page of session `session_id`, written through `outgoing`;
+    /// `rtvi` is the session's RTVI state (see [`RtviSession::resumed`]).
+    pub(crate) fn new(outgoing: mpsc::UnboundedSender<Outgoing>, rtvi: RtviSession) -> Self {
         PageChannel {
             outgoing,
-            rtvi: Arc::new(Mutex::new(RtviSession::new(session_id))),
+            rtvi: Arc::new(Mutex::new(rtvi)),
         }
     }
 
@@ -111,10 +118,12 @@ impl Observer for EventRelay {
     }
 }
 
-/// Sends queued events on the page's open channel until told to close.
+/// Sends queued events on the page's open channel until told to close;
+/// events dropped are counted in `stats`.
 pub(crate) async fn run_channel_writer(
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     mut channel: watch::Receiver<Option<Arc<dyn DataChannel>>>,
+    stats: Arc<dyn TransportStats>,
 ) {
     let mut backlog: VecDeque<String> = VecDeque::new();
     loop {
@@ -129,7 +138,7 @@ pub(crate) async fn run_channel_writer(
                 Some(Outgoing::Close(done)) => {
                     let open = channel.borrow().clone();
                     if let Some(open) = open {
-                        send_backlog(&open, &mut backlog).await;
+                        send_to(&open, &mut backlog, &*stats).await;
                         if let Err(err) = open.send_text(&peer_left()).await {
                             tracing::debug!(error = %err, "goodbye not sent");
                         }
@@ -147,19 +156,64 @@ pub(crate) async fn run_channel_writer(
         }
         let open = channel.borrow().clone();
         if let Some(open) = open {
-            send_backlog(&open, &mut backlog).await;
+            send_to(&open, &mut backlog, &*stats).await;
         }
     }
 }
 
-async fn send_backlog(open: &Arc<dyn DataChannel>, backlog: &mut VecDeque<String>) {
+/// Sends the backlog on `open`, oldest first, until it is empty or the
+/// channel is not open.
+async fn send_to(
+    open: &Arc<dyn DataChannel>,
+    backlog: &mut VecDeque<String>,
+    stats: &dyn TransportStats,
+) {
     while let Some(line) = backlog.front() {
-        if let Err(err) = open.send_text(line).await {
-            tracing::debug!(error = %err, "event not sent; kept for the next channel");
+        let sent = open.send_text(line).await;
+        if !settle(backlog, sent, stats) {
             return;
         }
-        backlog.pop_front();
     }
+}
+
+/// Settles the backlog's oldest event after its send: gone when sent, or
+/// when refused for good (logged, counted); kept when the channel is not
+/// open. Whether to send the next.
+fn settle(
+    backlog: &mut VecDeque<String>,
+    sent: Result<(), ChannelError>,
+    stats: &dyn TransportStats,
+) -> bool {
+    match sent {
+        Ok(()) => {}
+        Err(err) if not_open(&err) => {
+            tracing::debug!(error = %err, "event not sent; kept for the next channel");
+            return false;
+        }
+        Err(err) => {
+            let kind = if matches!(err, ChannelError::ErrOutboundPacketTooLarge) {
+                "event_too_large"
+            } else {
+                "event_not_sent"
+            };
+            let bytes = backlog.front().map_or(0, String::len);
+            tracing::warn!(error = %err, bytes, kind, "an event to the page dropped");
+            stats.output_dropped(kind);
+        }
+    }
+    backlog.pop_front();
+    true
+}
+
+/// Whether a send failed only because the channel is not open (not yet,
+/// or no more): the event may go on the next channel. Any other refusal
+/// is the event's own (over the page's maximum message size) and would
+/// be the same again.
+fn not_open(err: &ChannelError) -> bool {
+    matches!(
+        err,
+        ChannelError::ErrDataChannelNotOpen | ChannelError::ErrDataChannelClosed
+    )
 }
 
 /// Asks the writer to finish and waits for it, `timeout` at most.
@@ -169,5 +223,76 @@ pub(crate) async fn close_channel(outgoing: &mpsc::UnboundedSender<Outgoing>, ti
         && tokio::time::timeout(timeout, finished).await.is_err()
     {
         tracing::debug!("the page's channel did not drain in time");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts the events dropped, by kind.
+    #[derive(Default)]
+    struct Dropped(Mutex<Vec<&'static str>>);
+
+    impl TransportStats for Dropped {
+        fn audio_in(&self, _frames: u64) {}
+        fn audio_out(&self, _frames: u64) {}
+        fn input_error(&self, _kind: &'static str) {}
+        fn output_dropped(&self, kind: &'static str) {
+            self.0.lock().unwrap().push(kind);
+        }
+    }
+
+    /// Sends `backlog` as `send_to` does, to a channel answering each
+    /// line with `answer`; the lines it took.
+    fn send_all(
+        backlog: &mut VecDeque<String>,
+        stats: &Dropped,
+        answer: impl Fn(&str) -> Result<(), ChannelError>,
+    ) -> Vec<String> {
+        let mut taken = Vec::new();
+        while let Some(line) = backlog.front() {
+            let sent = answer(line);
+            if sent.is_ok() {
+                taken.push(line.clone());
+            }
+            if !settle(backlog, sent, stats) {
+                break;
+            }
+        }
+        taken
+    }
+
+    fn backlog(lines: &[&str]) -> VecDeque<String> {
+        lines.iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_event_over_the_pages_maximum_is_dropped_and_the_next_ones_go() {
+        let stats = Dropped::default();
+        let mut events = backlog(&["first", "huge", "after"]);
+        let taken = send_all(&mut events, &stats, |line| match line {
+            "huge" => Err(ChannelError::ErrOutboundPacketTooLarge),
+            _ => Ok(()),
+        });
+        assert_eq!(taken, ["first", "after"]);
+        assert!(events.is_empty());
+        assert_eq!(*stats.0.lock().unwrap(), ["event_too_large"]);
+    }
+
+    #[test]
+    fn an_event_for_a_channel_not_open_waits_for_the_next() {
+        let refusals: [fn() -> ChannelError; 2] = [
+            || ChannelError::ErrDataChannelNotOpen,
+            || ChannelError::ErrDataChannelClosed,
+        ];
+        for refusal in refusals {
+            let stats = Dropped::default();
+            let mut events = backlog(&["first", "second"]);
+            let taken = send_all(&mut events, &stats, |_| Err(refusal()));
+            assert!(taken.is_empty());
+            assert_eq!(events, backlog(&["first", "second"]), "{}", refusal());
+            assert!(stats.0.lock().unwrap().is_empty());
+        }
     }
 }

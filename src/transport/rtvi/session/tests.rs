@@ -4,6 +4,8 @@
 use super::*;
 use crate::transport::rtvi::parse_rtvi;
 
+mod resumed;
+
 fn inbound(s: &str) -> RtviInbound {
     parse_rtvi(&serde_json::from_str(s).unwrap()).unwrap()
 }
@@ -36,6 +38,21 @@ fn client_ready_is_answered_with_bot_ready_then_what_came_before() {
     assert_eq!(sent.len(), 2);
     session.handle_event("bot_stopped_speaking", &json!({}), 0);
     assert_eq!(drain(&mut session)[0]["type"], "bot-stopped-speaking");
+}
+
+#[test]
+fn client_ready_without_a_readable_version_is_answered_as_the_current_protocol() {
+    for data in ["{}", r#"{"version":"latest"}"#] {
+        let mut session = RtviSession::new("s1".into());
+        let ready =
+            format!(r#"{{"label":"rtvi-ai","type":"client-ready","id":"r","data":{data}}}"#);
+        session.handle_inbound(inbound(&ready), Duration::ZERO);
+        assert!(session.is_active(), "{data}");
+        let sent = drain(&mut session);
+        assert_eq!(sent[0]["type"], "bot-ready", "{data}");
+        assert_eq!(sent[0]["id"], "r");
+        assert_eq!(sent[0]["data"]["version"], PROTOCOL_VERSION);
+    }
 }
 
 #[test]
