@@ -270,7 +270,7 @@ async fn stdio_a_timeout_an_error_result_bad_arguments_and_garbage_cost_one_call
     .await;
     assert_eq!(
         error_of(&told(&openai, "slow")),
-        "the tool gave no result within 1s"
+        "the MCP server `calc` gave no result within 1s"
     );
     assert_eq!(
         error_of(&told(&openai, "fail")),
@@ -375,7 +375,7 @@ async fn http_tools_are_listed_called_timed_out_and_survive_a_server_crash() {
     assert_eq!(told(&openai, "add"), "{\"sum\":5}");
     assert_eq!(
         error_of(&told(&openai, "slow")),
-        "the tool gave no result within 1s"
+        "the MCP server `remote` gave no result within 1s"
     );
     let crash = error_of(&told(&openai, "boom"));
     assert!(

@@ -62,8 +62,15 @@ impl LlmService {
         if self.mcp_servers.is_empty() {
             return;
         }
-        let listed =
-            futures_util::future::join_all(self.mcp_servers.iter().map(session_tools)).await;
+        // Each server waits at most its `connect_timeout`, all at once:
+        // the start is held no longer than the slowest allows.
+        let call_timeout = self.responder.tool_timeout;
+        let listed = futures_util::future::join_all(
+            self.mcp_servers
+                .iter()
+                .map(|server| session_tools(server, call_timeout)),
+        )
+        .await;
         let Some(responder) = Arc::get_mut(&mut self.responder) else {
             // Unreachable: no response runs before the session starts.
             tracing::error!("the LLM answered before it started; its MCP tools are left out");

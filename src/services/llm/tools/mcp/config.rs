@@ -18,7 +18,8 @@ use crate::config::Seconds;
 use crate::pipeline::{BuildError, SessionSetup};
 use crate::services::ApiKey;
 
-use super::connection::{Connector, McpServer, ServerSettings};
+use super::connection::{McpServer, ServerSettings};
+use super::connector::Connector;
 
 /// `[[processor.mcp_servers]]`. See the module docs of
 /// [`crate::services::llm::tools::mcp`].

@@ -65,6 +65,7 @@
 
 mod config;
 mod connection;
+mod connector;
 mod restarts;
 mod result;
 mod tool;
