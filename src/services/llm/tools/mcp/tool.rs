@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::super::super::tool_schema::check_schema;
 use super::super::tool::{Tool, ToolError, ToolOutcome, ToolSpec};
-use super::config::is_tool_name_part;
+use super::config::model_name;
 use super::connection::{McpError, McpServer};
 use super::result::result_text;
 
@@ -126,16 +126,7 @@ pub(crate) async fn session_tools(
 
 /// How the model sees `def`, or why it cannot.
 fn spec_of(prefix: &str, def: &McpToolDef) -> Result<ToolSpec, String> {
-    let name: String = prefix
-        .chars()
-        .chain(def.name.chars().map(|c| {
-            if is_tool_name_part(c.encode_utf8(&mut [0; 4])) {
-                c
-            } else {
-                '_'
-            }
-        }))
-        .collect();
+    let name = model_name(prefix, &def.name);
     if def.name.is_empty() || name.len() > MAX_NAME {
         return Err(format!(
             "its name must be 1 to {MAX_NAME} characters with the prefix"
@@ -211,5 +202,14 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_tool_whose_schema_does_not_compile_is_left_out() {
+        let broken = def(json!({"name": "t", "inputSchema": {
+            "type": "object", "properties": {"a": {"type": "nonsense"}}
+        }}));
+        let reason = spec_of("", &broken).unwrap_err();
+        assert!(reason.starts_with("its input schema does not compile"), "{reason}");
     }
 }
