@@ -176,13 +176,12 @@ fn a_registered_tool_whose_schema_does_not_compile_fails_the_build() {
     }));
     let setup = SessionSetup::new("test-session", 16_000);
     setup.resources.insert(ToolRegistry::RESOURCE, registry);
-    let config: OpenAiLlmConfig =
-        toml::from_str("model = \"m\"\ntools = [\"notify\"]\n").unwrap();
+    let config: OpenAiLlmConfig = toml::from_str("model = \"m\"\ntools = [\"notify\"]\n").unwrap();
     let error = config.build(&setup).err().map(|e| e.to_string());
     assert!(
-        error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("tool `notify`: its parameters are not a valid JSON Schema")),
+        error.as_deref().is_some_and(
+            |e| e.starts_with("tool `notify`: its parameters are not a valid JSON Schema")
+        ),
         "{error:?}"
     );
 }

@@ -238,8 +238,12 @@ impl ProcessorFactory for OpenAiLlmConfig {
             reviewer,
         };
         Ok(Box::new(
-            LlmService::new(responder, mcp_servers, Arc::clone(&self.agent_tools_checked))
-                .with_client_tool_calls(client_calls),
+            LlmService::new(
+                responder,
+                mcp_servers,
+                Arc::clone(&self.agent_tools_checked),
+            )
+            .with_client_tool_calls(client_calls),
         ))
     }
 }

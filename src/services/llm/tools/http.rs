@@ -169,9 +169,7 @@ impl Tool for HttpTool {
     }
 
     async fn call(&self, arguments: Value) -> Result<ToolOutcome, ToolError> {
-        let mut request = client_without_redirects()?
-            .post(&self.url)
-            .json(&arguments);
+        let mut request = client_without_redirects()?.post(&self.url).json(&arguments);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose());
         }
@@ -272,7 +270,11 @@ mod tests {
             error,
             "the HTTP tool `lookup` answered with a redirect (HTTP 302), which tools do not follow"
         );
-        assert_eq!(landed.load(Ordering::SeqCst), 0, "the landing page was not asked");
+        assert_eq!(
+            landed.load(Ordering::SeqCst),
+            0,
+            "the landing page was not asked"
+        );
         served.abort();
     }
 

@@ -354,14 +354,22 @@ mod tests {
             results: 50,
         };
         let outcome = tool.call(json!({"query": "kettle"})).await.unwrap();
-        assert!(outcome.result.len() <= MAX_RESULT, "{}", outcome.result.len());
+        assert!(
+            outcome.result.len() <= MAX_RESULT,
+            "{}",
+            outcome.result.len()
+        );
         let result: Value = serde_json::from_str(&outcome.result).unwrap();
         assert_eq!(result["matches"], 50);
         let rows = result["rows"].as_array().unwrap();
         assert!(!rows.is_empty());
         let description = rows[0]["description"].as_str().unwrap();
         assert!(description.starts_with("kettle word"));
-        assert_eq!(description.chars().count(), MAX_FIELD_CHARS + 1, "cut, with an ellipsis");
+        assert_eq!(
+            description.chars().count(),
+            MAX_FIELD_CHARS + 1,
+            "cut, with an ellipsis"
+        );
         assert_eq!(
             result["note"],
             json!(format!(

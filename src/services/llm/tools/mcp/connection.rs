@@ -197,11 +197,14 @@ impl McpServer {
                 Some(listing) => listing.clone(),
                 None => {
                     let server = Arc::clone(self);
-                    let listing = self.detached(async move {
-                        let listed = server.list_now().await;
-                        server.state().listing = None;
-                        listed
-                    });
+                    let listing = self.detached(
+                        async move {
+                            let listed = server.list_now().await;
+                            server.state().listing = None;
+                            listed
+                        },
+                        |state| state.listing = None,
+                    );
                     state.listing = Some(listing.clone());
                     listing
                 }
@@ -288,7 +291,10 @@ impl McpServer {
                         });
                     }
                     let server = Arc::clone(self);
-                    let connecting = self.detached(async move { server.connect().await });
+                    let connecting =
+                        self.detached(async move { server.connect().await }, |state| {
+                            state.connecting = None;
+                        });
                     state.connecting = Some(connecting.clone());
                     connecting
                 }
@@ -304,9 +310,10 @@ impl McpServer {
             tools_changed: Arc::clone(&tools_changed),
         };
         let limit = self.settings.connect_timeout;
-        let opened = tokio::time::timeout(limit, self.settings.connector.connect(self.name(), handler))
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer to the handshake within {limit:?}")));
+        let opened =
+            tokio::time::timeout(limit, self.settings.connector.connect(self.name(), handler))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer to the handshake within {limit:?}")));
         let mut state = self.state();
         state.connecting = None;
         match opened {
@@ -336,20 +343,24 @@ impl McpServer {
         }
     }
 
-    /// `work` in a task of its own, shared by whoever awaits it.
+    /// `work` in a task of its own, shared by whoever awaits it. `work`
+    /// empties its slot in the state when done; should it not get there (a
+    /// panic), `clear` does, so that the next caller tries again.
     fn detached<T>(
-        &self,
+        self: &Arc<Self>,
         work: impl Future<Output = Result<T, McpError>> + Send + 'static,
+        clear: fn(&mut State),
     ) -> Pending<T>
     where
         T: Clone + Send + Sync + 'static,
     {
         let task = tokio::spawn(work);
-        let server = self.name().to_owned();
+        let server = Arc::clone(self);
         async move {
             task.await.unwrap_or_else(|_| {
+                clear(&mut server.state());
                 Err(McpError::Connect {
-                    server,
+                    server: server.name().to_owned(),
                     reason: "the attempt was stopped".to_owned(),
                 })
             })
@@ -386,7 +397,12 @@ impl McpServer {
             if state.open_as(client).is_some() {
                 state.open = None;
                 let backoff = state.restarts.handle_failure(Instant::now(), jitter());
-                tracing::warn!(server = self.name(), why, ?backoff, "the MCP server seems hung; its connection is closed");
+                tracing::warn!(
+                    server = self.name(),
+                    why,
+                    ?backoff,
+                    "the MCP server seems hung; its connection is closed"
+                );
             }
         }
         // Now, not when the last call holding it ends: those fail at once.

@@ -271,6 +271,9 @@ mod tests {
             "error sending request for url (http://example.com:8080/…)"
         );
         let debug = format!("{connector:?}");
-        assert!(!debug.contains("s3cret") && !debug.contains("k3y"), "{debug}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("k3y"),
+            "{debug}"
+        );
     }
 }

@@ -210,6 +210,9 @@ mod tests {
             "type": "object", "properties": {"a": {"type": "nonsense"}}
         }}));
         let reason = spec_of("", &broken).unwrap_err();
-        assert!(reason.starts_with("its input schema does not compile"), "{reason}");
+        assert!(
+            reason.starts_with("its input schema does not compile"),
+            "{reason}"
+        );
     }
 }

@@ -54,7 +54,11 @@ impl Seen {
     }
 }
 
-fn server(script: Script, timeout: Duration, connect_timeout: Duration) -> (Arc<McpServer>, Arc<Seen>) {
+fn server(
+    script: Script,
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> (Arc<McpServer>, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
     let counts = Arc::clone(&seen);
     let connector = Connector::Memory(Arc::new(move || {
@@ -191,12 +195,7 @@ async fn a_connect_given_up_by_a_short_tool_timeout_still_counts_as_a_failure() 
     };
     let (server, seen) = server(script, SECOND, connect_timeout);
     // As the tool runner calls it: within the tool's timeout.
-    let call = || {
-        tokio::time::timeout(
-            2 * SECOND,
-            server.call("echo", JsonObject::new(), SECOND),
-        )
-    };
+    let call = || tokio::time::timeout(2 * SECOND, server.call("echo", JsonObject::new(), SECOND));
     let first = call().await;
     assert!(
         matches!(
@@ -212,7 +211,10 @@ async fn a_connect_given_up_by_a_short_tool_timeout_still_counts_as_a_failure() 
     seen.until(|s| &s.closed, 1).await;
     tokio::time::sleep(Duration::from_millis(1)).await;
     let second = call().await;
-    assert!(matches!(second, Ok(Err(McpError::Backoff { .. }))), "{second:?}");
+    assert!(
+        matches!(second, Ok(Err(McpError::Backoff { .. }))),
+        "{second:?}"
+    );
     assert_eq!(Seen::count(&seen.handshakes), 1, "not started again");
 }
 
@@ -227,20 +229,29 @@ async fn a_server_that_lets_calls_time_out_in_a_row_is_restarted_after_a_backoff
     let tools = session_tools(&server, SECOND).await.unwrap();
     let tool = &tools[0];
     let backstop = tool.timeout().unwrap();
-    assert!(backstop > SECOND, "the runner's timeout comes after the tool's");
+    assert!(
+        backstop > SECOND,
+        "the runner's timeout comes after the tool's"
+    );
     for n in 1..=MAX_TIMEOUTS_IN_A_ROW {
         let error = tokio::time::timeout(backstop, tool.call(json!({})))
             .await
             .unwrap()
             .unwrap_err()
             .to_string();
-        assert_eq!(error, "the MCP server `fake` gave no result within 1s", "call {n}");
+        assert_eq!(
+            error, "the MCP server `fake` gave no result within 1s",
+            "call {n}"
+        );
     }
     // The third closed the connection (a child would be killed)...
     seen.until(|s| &s.closed, 1).await;
     // ...and the next call waits for the backoff instead of reconnecting.
     let error = tool.call(json!({})).await.unwrap_err().to_string();
-    assert!(error.contains("is unavailable; it is tried again in"), "{error}");
+    assert!(
+        error.contains("is unavailable; it is tried again in"),
+        "{error}"
+    );
     assert_eq!(Seen::count(&seen.handshakes), 1);
     tokio::time::sleep(SECOND).await;
     let error = tool.call(json!({})).await.unwrap_err().to_string();
