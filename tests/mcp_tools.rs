@@ -56,6 +56,7 @@ fn main() {
         a_server_is_started_when_the_pipeline_is_built_before_any_session,
         an_interruption_cancels_the_call_on_the_server,
         a_server_that_cannot_be_reached_costs_the_session_its_tools_only,
+        a_child_writing_bytes_that_are_not_utf8_to_its_stderr_keeps_working,
     ];
     trials.push(Trial::test(
         "mcp_tables_are_checked_when_the_file_is_read_and_no_server_is_started",
@@ -270,7 +271,7 @@ async fn stdio_a_timeout_an_error_result_bad_arguments_and_garbage_cost_one_call
     .await;
     assert_eq!(
         error_of(&told(&openai, "slow")),
-        "the tool gave no result within 1s"
+        "the MCP server `calc` gave no result within 1s"
     );
     assert_eq!(
         error_of(&told(&openai, "fail")),
@@ -375,7 +376,7 @@ async fn http_tools_are_listed_called_timed_out_and_survive_a_server_crash() {
     assert_eq!(told(&openai, "add"), "{\"sum\":5}");
     assert_eq!(
         error_of(&told(&openai, "slow")),
-        "the tool gave no result within 1s"
+        "the MCP server `remote` gave no result within 1s"
     );
     let crash = error_of(&told(&openai, "boom"));
     assert!(
@@ -473,6 +474,37 @@ async fn a_server_that_cannot_be_reached_costs_the_session_its_tools_only() {
             .iter()
             .any(|f| matches!(&f.body, FrameBody::LlmText(t) if t.contains("Hello")))
     );
+}
+
+async fn a_child_writing_bytes_that_are_not_utf8_to_its_stderr_keeps_working() {
+    let openai = FakeOpenAi::start().await;
+    let exe = std::env::current_exe().unwrap();
+    // Bytes that are not UTF-8 first, then more than a pipe holds: had the
+    // reader of its stderr given up at the first line, these writes would
+    // kill the shell (SIGPIPE) before it became the server. Builtins only:
+    // the child has no PATH here.
+    let script = "printf '\\377\\376 not UTF-8\\n' >&2; i=0; \
+                  while [ $i -lt 2000 ]; do \
+                  printf '%s\\n' 'chatter chatter chatter chatter chatter chatter chatter chatter' >&2; \
+                  i=$((i+1)); done; exec \"$0\"";
+    let args = toml::Value::from(vec![
+        "-c".to_owned(),
+        script.to_owned(),
+        exe.to_str().unwrap().to_owned(),
+    ]);
+    let config = llm_config(
+        &openai,
+        &format!(
+            "[[mcp_servers]]\nname = \"calc\"\ncommand = \"/bin/sh\"\nargs = {args}\n\
+             env = {{ {SERVE_STDIO_ENV} = \"1\" }}\ntool_prefix = \"calc_\"\n"
+        ),
+    );
+    openai.push_chats([
+        calling(&[("c1", "calc_add", "{\"a\": 2, \"b\": 3}")]),
+        Reply::Sse(text_answer("Five.")),
+    ]);
+    run_test(vec![session_llm(&config, &[])], vec![user("2 + 3?")]).await;
+    assert_eq!(told(&openai, "c1"), "{\"sum\":5}");
 }
 
 fn mcp_tables_are_checked_when_the_file_is_read_and_no_server_is_started() {

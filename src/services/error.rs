@@ -179,7 +179,8 @@ pub(crate) fn error_message(body: &[u8]) -> String {
     }
 }
 
-fn shorten(text: &str, max: usize) -> String {
+/// `text` cut to at most `max` characters, an ellipsis marking a cut.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),

@@ -163,3 +163,25 @@ async fn a_tool_can_send_the_client_app_a_server_message() {
         .expect("the result");
     assert!(message < result, "the message goes before the result");
 }
+
+#[test]
+fn a_registered_tool_whose_schema_does_not_compile_fails_the_build() {
+    let mut registry = ToolRegistry::builtin();
+    registry.register(Arc::new(Notify {
+        spec: ToolSpec {
+            name: "notify".into(),
+            description: "Tells the app.".into(),
+            parameters: json!({"type": "object", "properties": {"a": {"type": "nonsense"}}}),
+        },
+    }));
+    let setup = SessionSetup::new("test-session", 16_000);
+    setup.resources.insert(ToolRegistry::RESOURCE, registry);
+    let config: OpenAiLlmConfig = toml::from_str("model = \"m\"\ntools = [\"notify\"]\n").unwrap();
+    let error = config.build(&setup).err().map(|e| e.to_string());
+    assert!(
+        error.as_deref().is_some_and(
+            |e| e.starts_with("tool `notify`: its parameters are not a valid JSON Schema")
+        ),
+        "{error:?}"
+    );
+}

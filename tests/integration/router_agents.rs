@@ -498,3 +498,31 @@ async fn agents_naming_unknown_tools_or_defaults_are_refused_at_build() {
         "{unknown_key}"
     );
 }
+
+#[tokio::test]
+async fn agents_may_name_tools_an_mcp_server_could_offer_and_no_others() {
+    let build = |tools: &str| {
+        let config: OpenAiLlmConfig = toml::from_str(&format!(
+            "model = \"m\"\n\
+             [[mcp_servers]]\nname = \"crm\"\ncommand = \"/nonexistent/crm\"\ntool_prefix = \"crm_\"\n\
+             [[mcp_servers]]\nname = \"files\"\ncommand = \"/nonexistent/files\"\n\
+             tool_prefix = \"files_\"\ntools = [\"read.text\"]\n\
+             [[agents]]\nname = \"a\"\ndescription = \"d\"\nsystem_prompt = \"p\"\ntools = {tools}\n"
+        ))
+        .unwrap();
+        let setup = voxpipe::pipeline::SessionSetup::new("s", 16_000);
+        voxpipe::pipeline::ProcessorFactory::build(&config, &setup)
+            .err()
+            .map(|e| e.to_string())
+    };
+    // Any tool after `crm_`; only the allowed one after `files_`, named
+    // as the model sees it.
+    assert_eq!(build("[\"crm_lookup\", \"files_read_text\"]"), None);
+    for unknown in ["search_web", "files_write", "crm_"] {
+        let error = build(&format!("[\"{unknown}\"]")).unwrap_or_default();
+        assert!(
+            error.contains(&format!("agent `a`: unknown tool `{unknown}`")),
+            "{unknown}: {error}"
+        );
+    }
+}

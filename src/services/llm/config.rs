@@ -1,6 +1,7 @@
 //! `[[processor]] type = "llm", provider = "openai"`.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use serde::Deserialize;
 
@@ -16,6 +17,7 @@ use super::openai::OpenAiChat;
 use super::reflection::{ReflectionConfig, Reviewer};
 use super::router::{AgentConfig, Router, RouterConfig};
 use super::service::LlmService;
+use super::tool_schema::check_schema;
 use super::tools::mcp::McpServerConfig;
 use super::tools::{
     ClientToolCalls, ClientToolConfig, CsvToolConfig, DocumentToolConfig, HttpToolConfig, Tool,
@@ -89,6 +91,10 @@ pub struct OpenAiLlmConfig {
     /// Timeouts and retries.
     #[serde(default)]
     pub connection: ConnectionOptions,
+    /// Set once a session has checked the agents' tools against those the
+    /// MCP servers listed (shared by the sessions built from this config).
+    #[serde(skip)]
+    agent_tools_checked: Arc<AtomicBool>,
 }
 
 fn default_base_url() -> String {
@@ -143,6 +149,13 @@ impl ProcessorFactory for OpenAiLlmConfig {
                     registry.names().collect::<Vec<_>>().join(", ")
                 ))
             })?;
+            // Tools added in code: a schema that does not compile would
+            // leave their arguments unchecked.
+            check_schema(&tool.spec().parameters).map_err(|e| {
+                BuildError::Invalid(format!(
+                    "tool `{name}`: its parameters are not a valid JSON Schema: {e}"
+                ))
+            })?;
             tools.push(tool);
         }
         for http in &self.http_tools {
@@ -189,8 +202,12 @@ impl ProcessorFactory for OpenAiLlmConfig {
             (_, true) => None,
             (config, false) => {
                 let default = RouterConfig::default();
+                // MCP tools are listed when a session starts: a name is
+                // refused here only if no server could offer it (the LLM
+                // warns once the servers have listed theirs).
                 let known = |name: &str| {
-                    specs.iter().any(|s| s.name == name) || !self.mcp_servers.is_empty()
+                    specs.iter().any(|s| s.name == name)
+                        || self.mcp_servers.iter().any(|s| s.may_provide(name))
                 };
                 Some(Router::build(
                     setup,
@@ -221,7 +238,12 @@ impl ProcessorFactory for OpenAiLlmConfig {
             reviewer,
         };
         Ok(Box::new(
-            LlmService::new(responder, mcp_servers).with_client_tool_calls(client_calls),
+            LlmService::new(
+                responder,
+                mcp_servers,
+                Arc::clone(&self.agent_tools_checked),
+            )
+            .with_client_tool_calls(client_calls),
         ))
     }
 }

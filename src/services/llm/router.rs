@@ -58,7 +58,7 @@ pub struct AgentConfig {
     /// Its instructions, after the LLM's `system_prompt` when there is one.
     pub system_prompt: String,
     /// The tools it may call, by name, from the LLM's tools (registered,
-    /// HTTP, client, document, CSV).
+    /// HTTP, client, document, CSV, MCP).
     #[serde(default)]
     pub tools: Vec<String>,
     /// Its model on the LLM's endpoint; default the LLM's.
@@ -193,7 +193,8 @@ impl Router {
             if let Some(tool) = agent.tools.iter().find(|t| !known_tool(t)) {
                 return Err(invalid(format!(
                     "agent `{name}`: unknown tool `{tool}`; an agent's tools must be the LLM's \
-                     (`tools`, `http_tools`, `client_tools`, `document_tools`, `csv_tools`)"
+                     (`tools`, `http_tools`, `client_tools`, `document_tools`, `csv_tools`, or \
+                     an MCP server's: its `tool_prefix`, then a name on its `tools` list)"
                 )));
             }
             built.push(Agent {

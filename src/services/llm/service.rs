@@ -13,6 +13,7 @@
 //! send the client app wait for the confirmation (see `tool_runs`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -35,6 +36,9 @@ pub struct LlmService {
     results: Option<(ToolResults, ChildTask)>,
     client_calls: Option<Arc<ClientToolCalls>>,
     mcp_servers: Vec<Arc<McpServer>>,
+    /// Set once a session of this config has checked its agents' tools
+    /// against the MCP servers' (see `add_mcp_tools`).
+    agent_tools_checked: Arc<AtomicBool>,
     /// Set when the preemptive reply in flight is confirmed.
     confirmation: Option<watch::Sender<bool>>,
     /// What the result hub does with a preemptive reply's tool results.
@@ -42,7 +46,11 @@ pub struct LlmService {
 }
 
 impl LlmService {
-    pub(crate) fn new(responder: Responder, mcp_servers: Vec<Arc<McpServer>>) -> Self {
+    pub(crate) fn new(
+        responder: Responder,
+        mcp_servers: Vec<Arc<McpServer>>,
+        agent_tools_checked: Arc<AtomicBool>,
+    ) -> Self {
         LlmService {
             responder: Arc::new(responder),
             responses: 0,
@@ -51,6 +59,7 @@ impl LlmService {
             results: None,
             client_calls: None,
             mcp_servers,
+            agent_tools_checked,
             confirmation: None,
             unconfirmed: Unconfirmed::default(),
         }
@@ -62,20 +71,43 @@ impl LlmService {
         if self.mcp_servers.is_empty() {
             return;
         }
-        let listed =
-            futures_util::future::join_all(self.mcp_servers.iter().map(session_tools)).await;
+        // Each server waits at most its `connect_timeout`, all at once:
+        // the start is held no longer than the slowest allows.
+        let call_timeout = self.responder.tool_timeout;
+        let listed = futures_util::future::join_all(
+            self.mcp_servers
+                .iter()
+                .map(|server| session_tools(server, call_timeout)),
+        )
+        .await;
         let Some(responder) = Arc::get_mut(&mut self.responder) else {
             // Unreachable: no response runs before the session starts.
             tracing::error!("the LLM answered before it started; its MCP tools are left out");
             return;
         };
+        let mut all_listed = true;
         for tools in listed {
             match tools {
                 Ok(tools) => tools.into_iter().for_each(|tool| responder.add_tool(tool)),
-                Err(error) => tracing::warn!(
-                    %error,
-                    "the session goes without this MCP server's tools"
-                ),
+                Err(error) => {
+                    all_listed = false;
+                    tracing::warn!(
+                        %error,
+                        "the session goes without this MCP server's tools"
+                    );
+                }
+            }
+        }
+        // The build could not tell an agent's tool from an MCP server's
+        // before they were listed; now it can. Once per config, after a
+        // start where every server listed its tools.
+        if all_listed && !self.agent_tools_checked.swap(true, Ordering::Relaxed) {
+            for (agent, tool) in unknown_agent_tools(responder) {
+                tracing::warn!(
+                    %agent,
+                    %tool,
+                    "an agent names a tool that neither the config nor any MCP server offers"
+                );
             }
         }
     }
@@ -86,6 +118,25 @@ impl LlmService {
         self.client_calls = Some(calls);
         self
     }
+}
+
+/// The (agent, tool) pairs where the agent names a tool the LLM does not
+/// have.
+fn unknown_agent_tools(responder: &Responder) -> Vec<(Arc<str>, String)> {
+    let Some(router) = &responder.router else {
+        return Vec::new();
+    };
+    router
+        .agents
+        .iter()
+        .flat_map(|agent| {
+            agent
+                .tools
+                .iter()
+                .filter(|tool| !responder.specs.iter().any(|s| s.name == **tool))
+                .map(|tool| (Arc::clone(&agent.name), tool.clone()))
+        })
+        .collect()
 }
 
 #[async_trait]

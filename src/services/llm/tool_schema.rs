@@ -8,6 +8,11 @@
 //! table holds at most [`MAX_SCHEMAS`] schemas (it starts again when full;
 //! only a process whose MCP servers keep changing their tools would).
 //!
+//! A schema that does not compile is refused when the tool is made: an
+//! HTTP or client tool, or one of the registry's, fails the build; an MCP
+//! tool is left out. Should a call still reach one, it is refused, never
+//! run unchecked.
+//!
 //! What is wrong is told to the model with the values it wrote (so it can
 //! fix them); the logs get only where and which keyword, since arguments
 //! carry personal data.
@@ -44,15 +49,18 @@ fn compiled(parameters: &Value) -> Compiled {
     let made = jsonschema::validator_for(parameters)
         .map(Arc::new)
         .map_err(|err| err.to_string());
-    if let Err(error) = &made {
-        tracing::warn!(%error, "a tool's parameters are not a valid JSON Schema; its arguments are only checked to be an object");
-    }
     let mut schemas = schemas.lock().unwrap_or_else(|e| e.into_inner());
     if schemas.len() >= MAX_SCHEMAS {
         schemas.clear();
     }
     schemas.insert(key, made.clone());
     made
+}
+
+/// Whether `parameters` compiles as a JSON Schema; the error says why not.
+/// (It is kept compiled for the calls.)
+pub(crate) fn check_schema(parameters: &Value) -> Result<(), String> {
+    compiled(parameters).map(|_| ())
 }
 
 /// Checks `arguments` against the tool's `parameters` schema.
@@ -66,9 +74,14 @@ pub(crate) fn validate_arguments(
             places: "/ (type)".to_owned(),
         });
     }
-    let Ok(validator) = compiled(parameters) else {
-        return Ok(());
-    };
+    let validator = compiled(parameters).map_err(|error| {
+        tracing::warn!(%error, "a tool's parameters are not a valid JSON Schema; the call is refused");
+        BadArguments {
+            told: "the tool's parameters are not a valid JSON Schema, so it cannot be called"
+                .to_owned(),
+            places: "/ (schema)".to_owned(),
+        }
+    })?;
     let mut told = Vec::new();
     let mut places = Vec::new();
     for err in validator.iter_errors(arguments) {
@@ -166,9 +179,12 @@ mod tests {
     }
 
     #[test]
-    fn an_invalid_schema_only_asks_for_an_object() {
+    fn an_invalid_schema_is_reported_and_its_calls_refused() {
         let broken = json!({"type": "object", "properties": {"a": {"type": "nonsense"}}});
-        assert_eq!(check_arguments(&broken, &json!({"a": 1})), Ok(()));
+        assert!(check_schema(&broken).is_err());
+        assert_eq!(check_schema(&schema()), Ok(()));
+        let refused = check_arguments(&broken, &json!({"a": 1})).unwrap_err();
+        assert!(refused.contains("not a valid JSON Schema"), "{refused}");
         assert!(check_arguments(&broken, &json!("x")).is_err());
     }
 }

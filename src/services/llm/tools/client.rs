@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 use crate::config::Seconds;
 use crate::pipeline::BuildError;
 
+use super::super::tool_schema::check_schema;
 use super::tool::{Tool, ToolError, ToolOutcome, ToolSpec, is_tool_name};
 
 /// Results kept for calls not yet waiting, at most.
@@ -64,7 +65,7 @@ impl ClientToolConfig {
     ///
     /// # Errors
     /// A name the model cannot call, or parameters that are not an object
-    /// schema.
+    /// schema or do not compile.
     pub fn build(&self, calls: Arc<ClientToolCalls>) -> Result<ClientTool, BuildError> {
         let name_ok = is_tool_name(&self.name);
         let object = self.parameters.get("type").and_then(Value::as_str) == Some("object");
@@ -75,6 +76,12 @@ impl ClientToolConfig {
                 self.name
             )));
         }
+        check_schema(&self.parameters).map_err(|e| {
+            BuildError::Invalid(format!(
+                "client tool `{}`: parameters is not a valid JSON Schema: {e}",
+                self.name
+            ))
+        })?;
         Ok(ClientTool {
             spec: ToolSpec {
                 name: self.name.clone(),
@@ -252,6 +259,8 @@ mod tests {
         for toml in [
             "name = \"a b\"\ndescription = \"d\"",
             "name = \"ok\"\ndescription = \"d\"\nparameters = { type = \"string\" }",
+            "name = \"ok\"\ndescription = \"d\"\n\
+             parameters = { type = \"object\", properties = { a = { type = \"nonsense\" } } }",
         ] {
             let config: ClientToolConfig = toml::from_str(toml).unwrap();
             assert!(config.build(Arc::clone(&calls)).is_err(), "{toml}");

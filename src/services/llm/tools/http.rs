@@ -9,20 +9,29 @@
 //! parameters = { type = "object", properties = { city = { type = "string" } }, required = ["city"] }
 //! ```
 //!
-//! A tool call may have side effects, so it is never retried.
+//! A tool call may have side effects, so it is never retried, and its
+//! redirects are not followed: on a 301, 302 or 303 a client that follows
+//! turns the POST into a body-less GET, and the landing page's 200 would
+//! pass for the tool's answer. A 3xx is the call's error.
+//!
+//! The URL often carries a secret (a key in its path or query): errors
+//! name the tool, never the URL, since the model, the store, the client
+//! app and the logs all read them.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::Seconds;
 use crate::pipeline::{BuildError, SessionSetup};
-use crate::services::http::{client, next_chunk};
+use crate::services::http::{client_without_redirects, next_chunk};
 use crate::services::url::check_http_url;
 use crate::services::{ApiKey, Connection, ServiceError, error::error_message};
 
+use super::super::tool_schema::check_schema;
 use super::tool::{Tool, ToolError, ToolOutcome, ToolSpec, is_tool_name};
 
 /// The longest result kept, in bytes; the model does not need more.
@@ -83,6 +92,8 @@ impl HttpToolConfig {
                 "parameters must be a JSON-schema object with type = \"object\"".into(),
             ));
         }
+        check_schema(&self.parameters)
+            .map_err(|e| invalid(format!("parameters is not a valid JSON Schema: {e}")))?;
         let timeout = self.timeout_secs.map(Seconds::duration);
         Ok(HttpTool {
             spec: ToolSpec {
@@ -100,7 +111,6 @@ impl HttpToolConfig {
 }
 
 /// A tool served over HTTP. See the module docs.
-#[derive(Debug)]
 pub struct HttpTool {
     spec: ToolSpec,
     url: String,
@@ -108,6 +118,36 @@ pub struct HttpTool {
     cancel_on_interruption: bool,
     safe_to_run_early: bool,
     api_key: Option<ApiKey>,
+}
+
+impl std::fmt::Debug for HttpTool {
+    // The URL may hold a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTool")
+            .field("name", &self.spec.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpTool {
+    /// The tool's error for a request that failed: its cause, named by the
+    /// tool, without the URL reqwest would quote.
+    fn failed(&self, error: reqwest::Error) -> ToolError {
+        let error = error.without_url();
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            reason.push_str(": ");
+            reason.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        // No cause is known to quote it; should one do so, it goes.
+        let reason = reason.replace(self.url.as_str(), "(the tool's URL)");
+        ToolError::Failed(format!(
+            "the HTTP tool `{}` could not be reached: {reason}",
+            self.spec.name
+        ))
+    }
 }
 
 #[async_trait]
@@ -129,15 +169,15 @@ impl Tool for HttpTool {
     }
 
     async fn call(&self, arguments: Value) -> Result<ToolOutcome, ToolError> {
-        let mut request = client()?.post(&self.url).json(&arguments);
+        let mut request = client_without_redirects()?.post(&self.url).json(&arguments);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose());
         }
         // The caller bounds the whole call with the tool's timeout.
-        let response = request.send().await.map_err(ServiceError::Request)?;
+        let response = request.send().await.map_err(|e| self.failed(e))?;
         let status = response.status();
         let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
+        let mut stream = response.bytes_stream().map_err(reqwest::Error::without_url);
         let read_timeout = Connection::default().read_timeout;
         while body.len() < MAX_RESULT {
             match next_chunk(&mut stream, read_timeout).await? {
@@ -146,6 +186,15 @@ impl Tool for HttpTool {
             }
         }
         body.truncate(MAX_RESULT);
+        if status.is_redirection() {
+            // Where it points is not said: it may hold a secret too.
+            return Err(ToolError::Failed(format!(
+                "the HTTP tool `{}` answered with a redirect (HTTP {}), which tools do not \
+                 follow",
+                self.spec.name,
+                status.as_u16()
+            )));
+        }
         if !status.is_success() {
             return Err(ServiceError::Status {
                 status: status.as_u16(),
@@ -157,5 +206,89 @@ impl Tool for HttpTool {
         Ok(ToolOutcome::result(
             String::from_utf8_lossy(&body).into_owned(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::http::{StatusCode, header::LOCATION};
+    use serde_json::json;
+
+    use super::*;
+
+    fn tool(extra: &str) -> Result<HttpTool, BuildError> {
+        let config: HttpToolConfig =
+            toml::from_str(&format!("name = \"lookup\"\ndescription = \"d\"\n{extra}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        config.build(&SessionSetup::new("s", 16_000))
+    }
+
+    #[tokio::test]
+    async fn a_secret_in_the_url_is_not_in_the_error_of_a_server_that_is_down() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let tool = tool(&format!(
+            "url = \"http://127.0.0.1:{closed}/hooks/SECRET-PATH?token=SECRET-TOKEN\""
+        ))
+        .unwrap();
+        let error = tool.call(json!({})).await.unwrap_err().to_string();
+        assert!(
+            error.starts_with("the HTTP tool `lookup` could not be reached: "),
+            "{error}"
+        );
+        assert!(!error.contains("SECRET"), "{error}");
+        assert!(!format!("{tool:?}").contains("SECRET"));
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_the_calls_error_and_not_followed() {
+        let landed = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&landed);
+        let app = axum::Router::new()
+            .route(
+                "/tool",
+                axum::routing::post(|| async { (StatusCode::FOUND, [(LOCATION, "/landing")]) }),
+            )
+            .route(
+                "/landing",
+                axum::routing::any(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { "Welcome to our site" }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move { axum::serve(listener, app).await });
+        let tool = tool(&format!("url = \"http://{addr}/tool\"")).unwrap();
+        let error = tool.call(json!({})).await.unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "the HTTP tool `lookup` answered with a redirect (HTTP 302), which tools do not follow"
+        );
+        assert_eq!(
+            landed.load(Ordering::SeqCst),
+            0,
+            "the landing page was not asked"
+        );
+        served.abort();
+    }
+
+    #[test]
+    fn parameters_that_do_not_compile_fail_the_build() {
+        let error = tool(
+            "url = \"http://127.0.0.1:1/t\"\n\
+             parameters = { type = \"object\", properties = { a = { type = \"nonsense\" } } }",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("http tool `lookup`: parameters is not a valid JSON Schema"),
+            "{error}"
+        );
     }
 }

@@ -11,8 +11,11 @@
 //!
 //! A row matches when any of the query's words is one of its fields'
 //! words; rows matching more words come first, then in file order. Each
-//! row goes back as an object keyed by column name. The file is read once
-//! per process, at the first build (RFC 4180: quoted fields, `""` inside
+//! row goes back as an object keyed by column name, each field cut at 500
+//! characters and the rows at 16 KiB in all (the result says how many
+//! were left out). Each row's words are found when the file is read, so a
+//! search only looks them up. The file is read once per process, at the
+//! first build (RFC 4180: quoted fields, `""` inside
 //! quotes, CRLF or LF line ends); a file that cannot be read or parsed
 //! fails the build, naming its line.
 
@@ -24,10 +27,16 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::pipeline::BuildError;
+use crate::services::error::shorten;
 
 use super::documents::MAX_SOURCE_BYTES;
 use super::tool::{Tool, ToolError, ToolOutcome, ToolSpec, is_tool_name};
 use super::words::words;
+
+/// The longest field returned, in characters.
+const MAX_FIELD_CHARS: usize = 500;
+/// The longest result, in bytes, as for HTTP and MCP tools.
+const MAX_RESULT: usize = 16 * 1024;
 
 /// `[[processor.csv_tools]]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +111,8 @@ impl CsvToolConfig {
 pub struct Table {
     columns: Vec<String>,
     rows: Vec<Vec<String>>,
+    /// Each row's words, sorted, without repeats.
+    words: Vec<Vec<String>>,
 }
 
 impl Table {
@@ -138,7 +149,20 @@ impl Table {
             }
             rows.push(row);
         }
-        Ok(Table { columns, rows })
+        let words = rows
+            .iter()
+            .map(|row| {
+                let mut row_words: Vec<String> = row.iter().flat_map(|f| words(f)).collect();
+                row_words.sort_unstable();
+                row_words.dedup();
+                row_words
+            })
+            .collect();
+        Ok(Table {
+            columns,
+            rows,
+            words,
+        })
     }
 
     /// The rows sharing the most words with `query`, best first.
@@ -149,10 +173,8 @@ impl Table {
         let mut scored: Vec<(usize, &[String])> = self
             .rows
             .iter()
-            .filter_map(|row| {
-                let mut row_words: Vec<String> = row.iter().flat_map(|f| words(f)).collect();
-                row_words.sort();
-                row_words.dedup();
+            .zip(&self.words)
+            .filter_map(|(row, row_words)| {
                 let hits = wanted
                     .iter()
                     .filter(|w| row_words.binary_search(w).is_ok())
@@ -235,22 +257,39 @@ impl Tool for CsvTool {
     async fn call(&self, arguments: Value) -> Result<ToolOutcome, ToolError> {
         let query = arguments["query"].as_str().unwrap_or_default();
         let (matches, rows) = self.table.search(query, self.results);
-        let rows: Vec<Value> = rows
-            .into_iter()
-            .map(|row| {
-                let object: Map<String, Value> = self
-                    .table
-                    .columns
-                    .iter()
-                    .zip(row)
-                    .map(|(column, value)| (column.clone(), json!(value)))
-                    .collect();
-                Value::Object(object)
-            })
-            .collect();
-        Ok(ToolOutcome::result(
-            json!({"matches": matches, "rows": rows}).to_string(),
-        ))
+        let found = rows.len();
+        // Room for the rest of the answer (`matches`, the note).
+        let mut room = MAX_RESULT - 256;
+        let mut kept = Vec::with_capacity(found);
+        for row in rows {
+            let object: Map<String, Value> = self
+                .table
+                .columns
+                .iter()
+                .zip(row)
+                .map(|(column, value)| {
+                    (
+                        shorten(column, MAX_FIELD_CHARS),
+                        json!(shorten(value, MAX_FIELD_CHARS)),
+                    )
+                })
+                .collect();
+            let row = Value::Object(object);
+            let size = row.to_string().len() + 1;
+            if size > room {
+                break;
+            }
+            room -= size;
+            kept.push(row);
+        }
+        let mut result = json!({"matches": matches, "rows": kept});
+        if kept.len() < found {
+            result["note"] = json!(format!(
+                "{} more rows matched but did not fit; ask with more precise words",
+                found - kept.len()
+            ));
+        }
+        Ok(ToolOutcome::result(result.to_string()))
     }
 }
 
@@ -299,6 +338,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn long_fields_are_cut_and_the_rows_kept_to_the_result_limit() {
+        let long = "word ".repeat(2_000);
+        let mut csv = "sku,description\n".to_owned();
+        for n in 0..50 {
+            csv.push_str(&format!("S-{n},kettle {long}\n"));
+        }
+        let tool = CsvTool {
+            spec: ToolSpec {
+                name: "t".into(),
+                description: String::new(),
+                parameters: json!({}),
+            },
+            table: Arc::new(Table::parse(&csv).unwrap()),
+            results: 50,
+        };
+        let outcome = tool.call(json!({"query": "kettle"})).await.unwrap();
+        assert!(
+            outcome.result.len() <= MAX_RESULT,
+            "{}",
+            outcome.result.len()
+        );
+        let result: Value = serde_json::from_str(&outcome.result).unwrap();
+        assert_eq!(result["matches"], 50);
+        let rows = result["rows"].as_array().unwrap();
+        assert!(!rows.is_empty());
+        let description = rows[0]["description"].as_str().unwrap();
+        assert!(description.starts_with("kettle word"));
+        assert_eq!(
+            description.chars().count(),
+            MAX_FIELD_CHARS + 1,
+            "cut, with an ellipsis"
+        );
+        assert_eq!(
+            result["note"],
+            json!(format!(
+                "{} more rows matched but did not fit; ask with more precise words",
+                50 - rows.len()
+            ))
+        );
+    }
+
+    #[tokio::test]
     async fn the_tool_answers_rows_keyed_by_column() {
         let tool = CsvTool {
             spec: ToolSpec {
@@ -316,5 +397,6 @@ mod tests {
             result["rows"],
             json!([{"sku": "K-100", "name": "Kettle, steel", "category": "kitchen", "price": "39.90"}])
         );
+        assert!(result.get("note").is_none());
     }
 }

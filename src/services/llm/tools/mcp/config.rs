@@ -18,7 +18,8 @@ use crate::config::Seconds;
 use crate::pipeline::{BuildError, SessionSetup};
 use crate::services::ApiKey;
 
-use super::connection::{Connector, McpServer, ServerSettings};
+use super::connection::{McpServer, ServerSettings};
+use super::connector::Connector;
 
 /// `[[processor.mcp_servers]]`. See the module docs of
 /// [`crate::services::llm::tools::mcp`].
@@ -119,6 +120,21 @@ pub(crate) fn is_tool_name_part(name: &str) -> bool {
         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// The name the model calls a server's tool `remote` by: after `prefix`,
+/// with characters the model's API refuses made `_`.
+pub(crate) fn model_name(prefix: &str, remote: &str) -> String {
+    prefix
+        .chars()
+        .chain(remote.chars().map(|c| {
+            if is_tool_name_part(c.encode_utf8(&mut [0; 4])) {
+                c
+            } else {
+                '_'
+            }
+        }))
+        .collect()
+}
+
 impl TryFrom<McpServerTable> for McpServerConfig {
     type Error = String;
 
@@ -216,6 +232,21 @@ impl TryFrom<McpServerTable> for McpServerConfig {
 const INHERITED_ENV: [&str; 6] = ["HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER"];
 
 impl McpServerConfig {
+    /// Whether the server may offer the model a tool named `name`, as far
+    /// as can be told without asking it: the name must start with its
+    /// `tool_prefix` and, with an allow-list, be one of its tools.
+    pub(crate) fn may_provide(&self, name: &str) -> bool {
+        let Some(rest) = name.strip_prefix(self.tool_prefix.as_str()) else {
+            return false;
+        };
+        match &self.tools {
+            Some(allowed) => allowed
+                .iter()
+                .any(|tool| model_name(&self.tool_prefix, tool) == name),
+            None => !rest.is_empty(),
+        }
+    }
+
     /// The server for a session: the process's shared connection, made by
     /// the first build (`voxpipe serve` builds every processor once at
     /// start), which starts connecting in the background. Variables are

@@ -1,75 +1,50 @@
 //! [`McpServer`]: the one connection of a process to one MCP server,
 //! opened when first needed, shared by every session, opened again when it
 //! is found closed.
+//!
+//! # No lock across the network
+//!
+//! The state (the open connection, its tools, the restart backoff) sits
+//! behind a plain mutex held for bookkeeping only, never across a wait on
+//! the server. Opening a connection and listing its tools each run in a
+//! task of their own, shared by whoever waits for them: sessions starting
+//! together wait for one listing, not one after another, and a caller
+//! that gives up (its tool timeout, its session's start deadline) leaves
+//! the attempt running, so its outcome, a failure and its backoff
+//! included, is always recorded.
+//!
+//! # A server that answers nothing
+//!
+//! A connection that shook hands but gives no tool list within
+//! `connect_timeout`, or lets [`MAX_TIMEOUTS_IN_A_ROW`] calls in a row time
+//! out, is taken for hung: it is closed (a child is killed) and counts as
+//! a failed start, so the next attempt waits for the backoff. Any answer
+//! (a result, a JSON-RPC error) shows the server alive and forgets its
+//! failures.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use reqwest::header::{HeaderName, HeaderValue};
-use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
-    JsonObject, Tool as McpToolDef,
-};
-use rmcp::service::{NotificationContext, RunningService};
-use rmcp::transport::common::client_side_sse::ExponentialBackoff;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{ClientHandler, RoleClient, ServiceError as RmcpError, ServiceExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::Mutex;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use rmcp::ServiceError as RmcpError;
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool as McpToolDef};
 use tokio::time::Instant;
 
-use crate::services::ApiKey;
+use crate::services::error::shorten;
 use crate::services::retry::jitter;
 
+use super::connector::{Client, Connector, Handler};
 use super::restarts::Restarts;
 
-/// How to open a connection: variables already read.
-pub(crate) enum Connector {
-    /// Run `command` with `args` in an environment holding only `env`.
-    Stdio {
-        command: String,
-        args: Vec<String>,
-        env: BTreeMap<String, String>,
-    },
-    /// Speak streamable HTTP to `url`.
-    Http {
-        url: String,
-        bearer_token: Option<ApiKey>,
-        headers: Vec<(HeaderName, HeaderValue)>,
-    },
-}
+/// Calls in a row that time out before a connection is taken for hung.
+pub(crate) const MAX_TIMEOUTS_IN_A_ROW: u32 = 3;
 
-impl fmt::Debug for Connector {
-    // Variables and headers may hold secrets: only their names are shown.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Connector::Stdio { command, args, env } => f
-                .debug_struct("Stdio")
-                .field("command", command)
-                .field("args", args)
-                .field("env", &env.keys().collect::<Vec<_>>())
-                .finish(),
-            Connector::Http {
-                url,
-                bearer_token,
-                headers,
-            } => f
-                .debug_struct("Http")
-                .field("url", url)
-                .field("bearer_token", &bearer_token.is_some())
-                .field(
-                    "headers",
-                    &headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-                )
-                .finish(),
-        }
-    }
-}
+/// The longest reason of a server's, in characters, that the model and
+/// the logs are given.
+const MAX_REASON: usize = 300;
 
 /// What a server's tools are made from (see [`McpServerConfig`](super::McpServerConfig)).
 #[derive(Debug)]
@@ -84,8 +59,9 @@ pub(crate) struct ServerSettings {
 }
 
 /// Why a server could not serve a request; the model reads it as the
-/// tool's error.
-#[derive(Debug, thiserror::Error)]
+/// tool's error. Reasons the server or the transport gave are shortened
+/// and hold no URL.
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum McpError {
     /// Starting or connecting failed.
     #[error("the MCP server `{server}` could not be started or reached: {reason}")]
@@ -111,39 +87,46 @@ pub(crate) enum McpError {
     Malformed { server: String, reason: String },
 }
 
-/// Our side of the protocol: who we are, and a flag raised when the
-/// server says its tools changed.
-#[derive(Clone)]
-struct Handler {
-    tools_changed: Arc<AtomicBool>,
-}
-
-impl ClientHandler for Handler {
-    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        self.tools_changed.store(true, Ordering::Relaxed);
-    }
-
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("voxpipe", env!("CARGO_PKG_VERSION")),
-        )
-    }
-}
-
-type Client = RunningService<RoleClient, Handler>;
+/// An attempt in flight (a connect, a listing), shared by its waiters.
+type Pending<T> = Shared<BoxFuture<'static, Result<T, McpError>>>;
 
 /// An open connection and what it has told us.
 struct Open {
     client: Arc<Client>,
     tools_changed: Arc<AtomicBool>,
     tools: Option<Arc<[McpToolDef]>>,
+    /// Calls in a row that timed out.
+    timeouts: u32,
 }
 
 #[derive(Default)]
 struct State {
     open: Option<Open>,
     restarts: Restarts,
+    connecting: Option<Pending<Arc<Client>>>,
+    listing: Option<Pending<Arc<[McpToolDef]>>>,
+}
+
+impl State {
+    /// The open connection, if it is still open.
+    fn live(&mut self, server: &str) -> Option<&mut Open> {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|open| open.client.is_closed() || open.client.peer().is_transport_closed())
+        {
+            tracing::warn!(server, "the MCP connection closed; opening it again");
+            self.open = None;
+        }
+        self.open.as_mut()
+    }
+
+    /// The open connection if it is `client`.
+    fn open_as(&mut self, client: &Arc<Client>) -> Option<&mut Open> {
+        self.open
+            .as_mut()
+            .filter(|open| Arc::ptr_eq(&open.client, client))
+    }
 }
 
 /// The one connection of the process to an MCP server. See the module
@@ -173,6 +156,10 @@ impl McpServer {
         &self.settings.name
     }
 
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Starts connecting and listing the tools in the background, if there
     /// is a runtime: a server launched with `npx` takes seconds to start,
     /// which the first call should not wait for.
@@ -189,115 +176,164 @@ impl McpServer {
     }
 
     /// The server's tools, as it listed them on this connection (listed
-    /// again after a reconnect, or when it said they changed).
-    pub(crate) async fn list_tools(&self) -> Result<Arc<[McpToolDef]>, McpError> {
-        let mut state = self.state.lock().await;
-        let client = self.connected(&mut state).await?;
-        if let Some(open) = state.open.as_mut() {
-            if open.tools_changed.swap(false, Ordering::Relaxed) {
-                open.tools = None;
+    /// again after a reconnect, or when it said they changed). Waiters at
+    /// the same time share one listing.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the listing goes on without its waiters, and its
+    /// outcome is kept.
+    pub(crate) async fn list_tools(self: &Arc<Self>) -> Result<Arc<[McpToolDef]>, McpError> {
+        let listing = {
+            let mut state = self.state();
+            if let Some(open) = state.live(self.name()) {
+                if open.tools_changed.swap(false, Ordering::Relaxed) {
+                    open.tools = None;
+                }
+                if let Some(tools) = &open.tools {
+                    return Ok(Arc::clone(tools));
+                }
             }
-            if let Some(tools) = &open.tools {
-                return Ok(Arc::clone(tools));
+            match &state.listing {
+                Some(listing) => listing.clone(),
+                None => {
+                    let server = Arc::clone(self);
+                    let listing = self.detached(
+                        async move {
+                            let listed = server.list_now().await;
+                            server.state().listing = None;
+                            listed
+                        },
+                        |state| state.listing = None,
+                    );
+                    state.listing = Some(listing.clone());
+                    listing
+                }
             }
-        }
+        };
+        listing.await
+    }
+
+    /// Lists the tools on the connection (opened if need be), and keeps
+    /// them with it.
+    async fn list_now(self: &Arc<Self>) -> Result<Arc<[McpToolDef]>, McpError> {
+        let client = self.connected().await?;
         let limit = self.settings.connect_timeout;
         match tokio::time::timeout(limit, client.peer().list_all_tools()).await {
             Ok(Ok(tools)) => {
                 let tools: Arc<[McpToolDef]> = tools.into();
-                if let Some(open) = state.open.as_mut() {
+                let mut state = self.state();
+                state.restarts.handle_success();
+                if let Some(open) = state.open_as(&client) {
                     open.tools = Some(Arc::clone(&tools));
                 }
                 Ok(tools)
             }
-            Ok(Err(error)) => {
-                let error = self.request_failed(error);
-                if matches!(error, McpError::Lost { .. }) {
-                    state.open = None;
-                }
-                Err(error)
+            Ok(Err(error)) => Err(self.request_failed(&client, error)),
+            Err(_) => {
+                self.close_hung(&client, "it gave no tool list");
+                Err(McpError::Timeout {
+                    server: self.name().to_owned(),
+                    what: "tool list",
+                    limit,
+                })
             }
-            Err(_) => Err(McpError::Timeout {
-                server: self.name().to_owned(),
-                what: "tool list",
-                limit,
-            }),
         }
     }
 
-    /// Calls the tool the server names `name`. Not bounded here: the
-    /// caller's timeout or cancellation drops the future, and rmcp then
-    /// tells the server the request is cancelled.
+    /// Calls the tool the server names `name`, giving it `limit` in all
+    /// (connecting included). A call that times out counts towards
+    /// closing a hung connection; one dropped before (an interruption)
+    /// does not, and rmcp then tells the server the request is cancelled.
     pub(crate) async fn call(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         arguments: JsonObject,
+        limit: Duration,
     ) -> Result<CallToolResult, McpError> {
-        let client = {
-            let mut state = self.state.lock().await;
-            self.connected(&mut state).await?
+        let deadline = Instant::now() + limit;
+        let timed_out = |what| McpError::Timeout {
+            server: self.name().to_owned(),
+            what,
+            limit,
         };
+        let client = tokio::time::timeout_at(deadline, self.connected())
+            .await
+            .map_err(|_| timed_out("answer to the handshake"))??;
         let params = CallToolRequestParams::new(name.to_owned()).with_arguments(arguments);
-        match client.peer().call_tool(params).await {
-            Ok(result) => Ok(result),
-            Err(error) => {
-                let error = self.request_failed(error);
-                if matches!(error, McpError::Lost { .. }) {
-                    self.forget(&client).await;
-                }
-                Err(error)
+        match tokio::time::timeout_at(deadline, client.peer().call_tool(params)).await {
+            Ok(Ok(result)) => {
+                self.answered(&client);
+                Ok(result)
+            }
+            Ok(Err(error)) => Err(self.request_failed(&client, error)),
+            Err(_) => {
+                self.call_timed_out(&client);
+                Err(timed_out("result"))
             }
         }
     }
 
     /// The open connection, opening one if there is none or it closed.
-    async fn connected(&self, state: &mut State) -> Result<Arc<Client>, McpError> {
-        if let Some(open) = &state.open {
-            if !open.client.is_closed() && !open.client.peer().is_transport_closed() {
+    /// Waiters at the same time share one attempt.
+    async fn connected(self: &Arc<Self>) -> Result<Arc<Client>, McpError> {
+        let connecting = {
+            let mut state = self.state();
+            if let Some(open) = state.live(self.name()) {
                 return Ok(Arc::clone(&open.client));
             }
-            tracing::warn!(
-                server = self.name(),
-                "the MCP connection closed; opening it again"
-            );
-            state.open = None;
-        }
-        let now = Instant::now();
-        if let Err(retry_in) = state.restarts.check(now) {
-            return Err(McpError::Backoff {
-                server: self.name().to_owned(),
-                retry_in,
-            });
-        }
+            match &state.connecting {
+                Some(connecting) => connecting.clone(),
+                None => {
+                    if let Err(retry_in) = state.restarts.check(Instant::now()) {
+                        return Err(McpError::Backoff {
+                            server: self.name().to_owned(),
+                            retry_in,
+                        });
+                    }
+                    let server = Arc::clone(self);
+                    let connecting =
+                        self.detached(async move { server.connect().await }, |state| {
+                            state.connecting = None;
+                        });
+                    state.connecting = Some(connecting.clone());
+                    connecting
+                }
+            }
+        };
+        connecting.await
+    }
+
+    /// One attempt to open the connection, its outcome recorded.
+    async fn connect(&self) -> Result<Arc<Client>, McpError> {
         let tools_changed = Arc::new(AtomicBool::new(false));
         let handler = Handler {
             tools_changed: Arc::clone(&tools_changed),
         };
-        let opened = tokio::time::timeout(
-            self.settings.connect_timeout,
-            self.settings.connector.connect(self.name(), handler),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "no answer to the handshake within {:?}",
-                self.settings.connect_timeout
-            ))
-        });
+        let limit = self.settings.connect_timeout;
+        let opened =
+            tokio::time::timeout(limit, self.settings.connector.connect(self.name(), handler))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer to the handshake within {limit:?}")));
+        let mut state = self.state();
+        state.connecting = None;
         match opened {
             Ok(client) => {
                 tracing::info!(server = self.name(), "MCP server connected");
+                // Its failures are forgotten once it answers a request:
+                // a server that connects but then answers nothing keeps
+                // its backoff growing.
                 let client = Arc::new(client);
-                state.restarts.handle_success();
                 state.open = Some(Open {
                     client: Arc::clone(&client),
                     tools_changed,
                     tools: None,
+                    timeouts: 0,
                 });
                 Ok(client)
             }
             Err(reason) => {
-                let backoff = state.restarts.handle_failure(now, jitter());
+                let backoff = state.restarts.handle_failure(Instant::now(), jitter());
+                let reason = self.reason(reason);
                 tracing::warn!(server = self.name(), %reason, ?backoff, "MCP server unavailable");
                 Err(McpError::Connect {
                     server: self.name().to_owned(),
@@ -307,25 +343,99 @@ impl McpServer {
         }
     }
 
+    /// `work` in a task of its own, shared by whoever awaits it. `work`
+    /// empties its slot in the state when done; should it not get there (a
+    /// panic), `clear` does, so that the next caller tries again.
+    fn detached<T>(
+        self: &Arc<Self>,
+        work: impl Future<Output = Result<T, McpError>> + Send + 'static,
+        clear: fn(&mut State),
+    ) -> Pending<T>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let task = tokio::spawn(work);
+        let server = Arc::clone(self);
+        async move {
+            task.await.unwrap_or_else(|_| {
+                clear(&mut server.state());
+                Err(McpError::Connect {
+                    server: server.name().to_owned(),
+                    reason: "the attempt was stopped".to_owned(),
+                })
+            })
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// `client` answered a request: the server is alive.
+    fn answered(&self, client: &Arc<Client>) {
+        let mut state = self.state();
+        state.restarts.handle_success();
+        if let Some(open) = state.open_as(client) {
+            open.timeouts = 0;
+        }
+    }
+
+    /// A call on `client` timed out: one more in a row.
+    fn call_timed_out(&self, client: &Arc<Client>) {
+        let hung = self.state().open_as(client).is_some_and(|open| {
+            open.timeouts += 1;
+            open.timeouts >= MAX_TIMEOUTS_IN_A_ROW
+        });
+        if hung {
+            self.close_hung(client, "calls in a row timed out");
+        }
+    }
+
+    /// Closes `client`, which answers nothing, and counts it as a failed
+    /// start: the next attempt waits for the backoff.
+    fn close_hung(&self, client: &Arc<Client>, why: &str) {
+        {
+            let mut state = self.state();
+            if state.open_as(client).is_some() {
+                state.open = None;
+                let backoff = state.restarts.handle_failure(Instant::now(), jitter());
+                tracing::warn!(
+                    server = self.name(),
+                    why,
+                    ?backoff,
+                    "the MCP server seems hung; its connection is closed"
+                );
+            }
+        }
+        // Now, not when the last call holding it ends: those fail at once.
+        client.cancellation_token().cancel();
+    }
+
     /// Drops `client` if it is still the open connection, so that the next
     /// request opens a new one (restarting a child process).
-    async fn forget(&self, client: &Arc<Client>) {
-        let mut state = self.state.lock().await;
-        if state
-            .open
-            .as_ref()
-            .is_some_and(|open| Arc::ptr_eq(&open.client, client))
-        {
+    fn forget(&self, client: &Arc<Client>) {
+        let mut state = self.state();
+        if state.open_as(client).is_some() {
             state.open = None;
         }
     }
 
-    fn request_failed(&self, error: RmcpError) -> McpError {
+    /// What a request on `client` that failed with `error` tells the model.
+    fn request_failed(&self, client: &Arc<Client>, error: RmcpError) -> McpError {
+        let error = self.request_error(error);
+        match &error {
+            McpError::Lost { .. } => self.forget(client),
+            McpError::Refused { .. } => self.answered(client),
+            _ => {}
+        }
+        tracing::warn!(%error, "MCP request failed");
+        error
+    }
+
+    fn request_error(&self, error: RmcpError) -> McpError {
         let server = self.name().to_owned();
-        let error = match error {
+        match error {
             RmcpError::McpError(data) => McpError::Refused {
                 server,
-                message: format!("{} (code {})", data.message, data.code.0),
+                message: self.reason(format!("{} (code {})", data.message, data.code.0)),
             },
             RmcpError::UnexpectedResponse => McpError::Malformed {
                 server,
@@ -333,79 +443,21 @@ impl McpServer {
             },
             RmcpError::TransportClosed | RmcpError::TransportSend(_) => McpError::Lost {
                 server,
-                reason: error.to_string(),
+                reason: self.reason(error.to_string()),
             },
             other => McpError::Malformed {
                 server,
-                reason: other.to_string(),
+                reason: self.reason(other.to_string()),
             },
-        };
-        tracing::warn!(%error, "MCP request failed");
-        error
-    }
-}
-
-impl Connector {
-    async fn connect(&self, server: &str, handler: Handler) -> Result<Client, String> {
-        match self {
-            Connector::Stdio { command, args, env } => {
-                let mut child = tokio::process::Command::new(command);
-                child.args(args).env_clear().envs(env).kill_on_drop(true);
-                let (transport, stderr) = TokioChildProcess::builder(child)
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .map_err(|e| format!("cannot run `{command}`: {e}"))?;
-                if let Some(stderr) = stderr {
-                    tokio::spawn(log_stderr(server.to_owned(), stderr));
-                }
-                handler.serve(transport).await.map_err(|e| e.to_string())
-            }
-            Connector::Http {
-                url,
-                bearer_token,
-                headers,
-            } => {
-                let client = crate::services::http::client()
-                    .map_err(|e| e.to_string())?
-                    .clone();
-                // rmcp resumes a broken event stream forever by default,
-                // waiting as long as the server's `retry:` says (3 s for
-                // rmcp servers) between attempts: a server that died would
-                // cost the call its whole timeout. One immediate attempt
-                // rides out a dropped connection; a voice turn cannot wait
-                // for more.
-                let mut resume = ExponentialBackoff::default();
-                resume.max_times = Some(1);
-                resume.base_duration = Duration::from_millis(250);
-                let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                    .reinit_on_expired_session(true)
-                    .custom_headers(headers.iter().cloned().collect());
-                config.retry_config = Arc::new(resume);
-                if let Some(token) = bearer_token {
-                    config = config.auth_header(token.expose());
-                }
-                let transport = StreamableHttpClientTransport::with_client(client, config);
-                handler.serve(transport).await.map_err(|e| e.to_string())
-            }
         }
     }
-}
 
-/// The longest line of a server's standard error kept in the log.
-const MAX_STDERR_LINE: usize = 1024;
-
-/// Passes a child's standard error to the log, line by line, until it
-/// closes. Debug level: a server's chatter is not voxpipe's news.
-async fn log_stderr(server: String, stderr: tokio::process::ChildStderr) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(mut line)) = lines.next_line().await {
-        if line.len() > MAX_STDERR_LINE {
-            let mut end = MAX_STDERR_LINE;
-            while !line.is_char_boundary(end) {
-                end -= 1;
-            }
-            line.truncate(end);
-        }
-        tracing::debug!(server = %server, "{line}");
+    /// A reason from the server or the transport as the model may read
+    /// it: shortened, without the server's URL.
+    fn reason(&self, text: String) -> String {
+        shorten(&self.settings.connector.scrub(text), MAX_REASON)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -45,26 +45,37 @@
 //! sends `notifications/cancelled`), the result pushed back to the model.
 //! A server that cannot be reached at session start costs that session its
 //! tools, not the session: a warning is logged and the model goes without.
+//! Sessions starting together share one listing, and a start waits at most
+//! the server's `connect_timeout`: the listing goes on in the background,
+//! for the next session. A tool whose input schema does not compile is left
+//! out (its arguments could not be checked).
 //!
 //! # Failures cost calls, not sessions
 //!
-//! - A hung server costs the call its timeout.
+//! - A hung server costs the call its timeout; three calls in a row that
+//!   time out, or a tool list that does not come within `connect_timeout`,
+//!   close the connection (killing a child) and count as a failed start.
 //! - A crashed server (a child that exited, a connection that closed)
 //!   costs the calls in flight, which fail as tool errors; the next request
 //!   finds the connection closed and opens it again (restarting the child).
 //!   A server that fails to start is not tried again for a backoff that
 //!   doubles from one second to 30 s (`restarts.rs`), so a broken server is
-//!   not respawned for every call.
+//!   not respawned for every call; an answer forgets its failures. A start
+//!   the caller gave up on (a tool timeout shorter than the handshake) runs
+//!   on in its own task, and its failure counts.
 //! - A result marked `isError`, a JSON-RPC error and an answer that is not
-//!   a result are tool errors with the server's reason, logged. Lines on a
+//!   a result are tool errors with the server's reason (at most 300
+//!   characters, the server's URL taken out), logged. Lines on a
 //!   child's stdout that are not JSON-RPC are skipped by rmcp (and logged).
 //! - A child gets only `HOME`, `LOGNAME`, `PATH`, `SHELL`, `TERM` and `USER`
 //!   of voxpipe's environment (as the official TypeScript SDK does), plus
 //!   `env` and the variables `pass_env` names: the LLM's keys are not handed
-//!   to a third-party server. Its stderr goes to the log at debug level.
+//!   to a third-party server. Its stderr goes to the log at debug level,
+//!   read as bytes to its end (a line that is not UTF-8 is decoded lossily).
 
 mod config;
 mod connection;
+mod connector;
 mod restarts;
 mod result;
 mod tool;

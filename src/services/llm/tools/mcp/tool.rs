@@ -7,13 +7,19 @@ use async_trait::async_trait;
 use rmcp::model::Tool as McpToolDef;
 use serde_json::Value;
 
+use super::super::super::tool_schema::check_schema;
 use super::super::tool::{Tool, ToolError, ToolOutcome, ToolSpec};
-use super::config::is_tool_name_part;
+use super::config::model_name;
 use super::connection::{McpError, McpServer};
 use super::result::result_text;
 
 /// The longest tool name OpenAI-compatible APIs take.
 const MAX_NAME: usize = 64;
+
+/// What the tool runner's own timeout adds to an MCP tool's: the tool
+/// times its calls itself (a timeout counts towards closing a hung
+/// connection, see `connection.rs`), so the runner's is only a backstop.
+const BACKSTOP: Duration = Duration::from_secs(1);
 
 /// A tool of an MCP server. Its name is the server's, after the server's
 /// `tool_prefix`, with characters the model's API refuses made `_`.
@@ -23,6 +29,8 @@ pub(crate) struct McpTool {
     /// The server's name for it.
     remote_name: String,
     spec: ToolSpec,
+    /// The longest a call may take.
+    limit: Duration,
 }
 
 #[async_trait]
@@ -36,7 +44,7 @@ impl Tool for McpTool {
     }
 
     fn timeout(&self) -> Option<Duration> {
-        self.server.settings.timeout
+        Some(self.limit + BACKSTOP)
     }
 
     async fn call(&self, arguments: Value) -> Result<ToolOutcome, ToolError> {
@@ -47,7 +55,7 @@ impl Tool for McpTool {
         };
         let result = self
             .server
-            .call(&self.remote_name, arguments)
+            .call(&self.remote_name, arguments, self.limit)
             .await
             .map_err(|e| ToolError::Failed(e.to_string()))?;
         result_text(&result)
@@ -65,10 +73,26 @@ impl Tool for McpTool {
 
 /// The tools of `server` a session may use: listed by the server (or as it
 /// listed them before on this connection), kept to the allow-list, named
-/// for the model. A tool that cannot be offered is left out with a logged
-/// reason.
-pub(crate) async fn session_tools(server: &Arc<McpServer>) -> Result<Vec<Arc<dyn Tool>>, McpError> {
-    let listed = server.list_tools().await?;
+/// for the model. A tool that cannot be offered (its schema does not
+/// compile, say) is left out with a logged reason. A call may take the
+/// server's `timeout`, else `call_timeout` (the LLM's).
+///
+/// Waits at most the server's `connect_timeout` in all: a session start
+/// is not held longer by a slow server, whose listing goes on in the
+/// background for the next session.
+pub(crate) async fn session_tools(
+    server: &Arc<McpServer>,
+    call_timeout: Duration,
+) -> Result<Vec<Arc<dyn Tool>>, McpError> {
+    let settings = &server.settings;
+    let limit = settings.connect_timeout;
+    let listed = tokio::time::timeout(limit, server.list_tools())
+        .await
+        .map_err(|_| McpError::Timeout {
+            server: settings.name.clone(),
+            what: "tool list",
+            limit,
+        })??;
     let settings = &server.settings;
     if let Some(allowed) = &settings.allowed {
         for name in allowed
@@ -90,6 +114,7 @@ pub(crate) async fn session_tools(server: &Arc<McpServer>) -> Result<Vec<Arc<dyn
                 server: Arc::clone(server),
                 remote_name: def.name.to_string(),
                 spec,
+                limit: settings.timeout.unwrap_or(call_timeout),
             })),
             Err(reason) => {
                 tracing::warn!(server = %settings.name, tool = %def.name, %reason, "MCP tool left out");
@@ -101,16 +126,7 @@ pub(crate) async fn session_tools(server: &Arc<McpServer>) -> Result<Vec<Arc<dyn
 
 /// How the model sees `def`, or why it cannot.
 fn spec_of(prefix: &str, def: &McpToolDef) -> Result<ToolSpec, String> {
-    let name: String = prefix
-        .chars()
-        .chain(def.name.chars().map(|c| {
-            if is_tool_name_part(c.encode_utf8(&mut [0; 4])) {
-                c
-            } else {
-                '_'
-            }
-        }))
-        .collect();
+    let name = model_name(prefix, &def.name);
     if def.name.is_empty() || name.len() > MAX_NAME {
         return Err(format!(
             "its name must be 1 to {MAX_NAME} characters with the prefix"
@@ -124,6 +140,8 @@ fn spec_of(prefix: &str, def: &McpToolDef) -> Result<ToolSpec, String> {
         Some(Value::String(t)) if t == "object" => {}
         Some(other) => return Err(format!("its input schema is of type {other}, not object")),
     }
+    // Not run with its arguments unchecked.
+    check_schema(&parameters).map_err(|e| format!("its input schema does not compile: {e}"))?;
     let description = def
         .description
         .as_deref()
@@ -183,6 +201,18 @@ mod tests {
                 &def(json!({"name": "t", "inputSchema": {"type": "array"}}))
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn a_tool_whose_schema_does_not_compile_is_left_out() {
+        let broken = def(json!({"name": "t", "inputSchema": {
+            "type": "object", "properties": {"a": {"type": "nonsense"}}
+        }}));
+        let reason = spec_of("", &broken).unwrap_err();
+        assert!(
+            reason.starts_with("its input schema does not compile"),
+            "{reason}"
         );
     }
 }

@@ -1,0 +1,323 @@
+//! [`McpServer`] against a scripted server on an in-memory stream, under
+//! paused time: what a hung or slow server costs, measured exactly.
+
+use std::sync::atomic::AtomicUsize;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::Notify;
+
+use super::super::tool::session_tools;
+use super::*;
+
+/// How the scripted server answers a call.
+#[derive(Clone, Copy)]
+enum Calls {
+    Answer,
+    Hang,
+    /// A JSON-RPC error with a message of 20,000 characters.
+    HugeError,
+}
+
+/// What the scripted server answers.
+#[derive(Clone, Copy)]
+struct Script {
+    handshake: bool,
+    list: bool,
+    calls: Calls,
+}
+
+/// What the scripted server saw, over all its connections.
+#[derive(Default)]
+struct Seen {
+    handshakes: AtomicUsize,
+    lists: AtomicUsize,
+    calls: AtomicUsize,
+    closed: AtomicUsize,
+    changed: Notify,
+}
+
+impl Seen {
+    fn count(counter: &AtomicUsize) -> usize {
+        counter.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `counter` reaches `n`.
+    async fn until(&self, counter: impl Fn(&Seen) -> &AtomicUsize, n: usize) {
+        loop {
+            let changed = self.changed.notified();
+            if Seen::count(counter(self)) >= n {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+fn server(
+    script: Script,
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> (Arc<McpServer>, Arc<Seen>) {
+    let seen = Arc::new(Seen::default());
+    let counts = Arc::clone(&seen);
+    let connector = Connector::Memory(Arc::new(move || {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve(theirs, script, Arc::clone(&counts)));
+        ours
+    }));
+    let server = McpServer::new(ServerSettings {
+        name: "fake".to_owned(),
+        connector,
+        allowed: None,
+        tool_prefix: String::new(),
+        timeout: Some(timeout),
+        connect_timeout,
+        cancel_on_interruption: true,
+    });
+    (Arc::new(server), seen)
+}
+
+/// One connection of the scripted server: JSON-RPC lines, answered as
+/// `script` says, until the client closes it.
+async fn serve(stream: tokio::io::DuplexStream, script: Script, seen: Arc<Seen>) {
+    let (read, mut write) = tokio::io::split(stream);
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(message) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let (counter, answer) = match message["method"].as_str() {
+            Some("initialize") => (
+                &seen.handshakes,
+                script.handshake.then(|| {
+                    json!({"result": {
+                        "protocolVersion": message["params"]["protocolVersion"],
+                        "capabilities": {"tools": {}},
+                        "serverInfo": {"name": "fake", "version": "1"}
+                    }})
+                }),
+            ),
+            Some("tools/list") => (
+                &seen.lists,
+                script.list.then(|| {
+                    json!({"result": {"tools": [
+                        {"name": "echo", "inputSchema": {"type": "object"}}
+                    ]}})
+                }),
+            ),
+            Some("tools/call") => (
+                &seen.calls,
+                match script.calls {
+                    Calls::Answer => {
+                        Some(json!({"result": {"content": [{"type": "text", "text": "done"}]}}))
+                    }
+                    Calls::Hang => None,
+                    Calls::HugeError => Some(
+                        json!({"error": {"code": -32000, "message": "no ".repeat(20_000 / 3)}}),
+                    ),
+                },
+            ),
+            _ => continue,
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        seen.changed.notify_waiters();
+        if let Some(mut answer) = answer {
+            answer["jsonrpc"] = json!("2.0");
+            answer["id"] = message["id"].clone();
+            let mut line = answer.to_string();
+            line.push('\n');
+            if write.write_all(line.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    }
+    seen.closed.fetch_add(1, Ordering::SeqCst);
+    seen.changed.notify_waiters();
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test(start_paused = true)]
+async fn sessions_starting_together_share_one_listing_and_a_hung_list_backs_off() {
+    let connect_timeout = 5 * SECOND;
+    let script = Script {
+        handshake: true,
+        list: false,
+        calls: Calls::Answer,
+    };
+    let (server, seen) = server(script, SECOND, connect_timeout);
+    let start = Instant::now();
+    let (first, second) = tokio::join!(
+        session_tools(&server, SECOND),
+        session_tools(&server, SECOND)
+    );
+    assert!(first.is_err() && second.is_err());
+    // Not one after the other (which would take twice as long).
+    assert!(start.elapsed() <= connect_timeout + Duration::from_millis(5));
+    assert_eq!(Seen::count(&seen.handshakes), 1);
+    assert_eq!(Seen::count(&seen.lists), 1, "one listing, shared");
+    // The list that never came closed the connection...
+    seen.until(|s| &s.closed, 1).await;
+    // ...and backs off: a start soon after gets its answer at once.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let later = Instant::now();
+    let third = session_tools(&server, SECOND).await;
+    assert!(matches!(third, Err(McpError::Backoff { .. })), "{third:?}");
+    assert_eq!(later.elapsed(), Duration::ZERO);
+    assert_eq!(Seen::count(&seen.handshakes), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_list_keeps_being_served_from_the_connection_once_listed() {
+    let script = Script {
+        handshake: true,
+        list: true,
+        calls: Calls::Answer,
+    };
+    let (server, seen) = server(script, SECOND, 5 * SECOND);
+    let tools = session_tools(&server, SECOND).await.unwrap();
+    assert_eq!(tools.len(), 1);
+    let again = session_tools(&server, SECOND).await.unwrap();
+    assert_eq!(again[0].spec().name, "echo");
+    assert_eq!(Seen::count(&seen.lists), 1);
+    let outcome = again[0].call(json!({})).await.unwrap();
+    assert_eq!(outcome.result, "done");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_given_up_by_a_short_tool_timeout_still_counts_as_a_failure() {
+    let connect_timeout = 10 * SECOND;
+    let script = Script {
+        handshake: false,
+        list: true,
+        calls: Calls::Answer,
+    };
+    let (server, seen) = server(script, SECOND, connect_timeout);
+    // As the tool runner calls it: within the tool's timeout.
+    let call = || tokio::time::timeout(2 * SECOND, server.call("echo", JsonObject::new(), SECOND));
+    let first = call().await;
+    assert!(
+        matches!(
+            first,
+            Ok(Err(McpError::Timeout {
+                what: "answer to the handshake",
+                ..
+            }))
+        ),
+        "{first:?}"
+    );
+    // The handshake goes on without the call, and fails.
+    seen.until(|s| &s.closed, 1).await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let second = call().await;
+    assert!(
+        matches!(second, Ok(Err(McpError::Backoff { .. }))),
+        "{second:?}"
+    );
+    assert_eq!(Seen::count(&seen.handshakes), 1, "not started again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_lets_calls_time_out_in_a_row_is_restarted_after_a_backoff() {
+    let script = Script {
+        handshake: true,
+        list: true,
+        calls: Calls::Hang,
+    };
+    let (server, seen) = server(script, SECOND, 5 * SECOND);
+    let tools = session_tools(&server, SECOND).await.unwrap();
+    let tool = &tools[0];
+    let backstop = tool.timeout().unwrap();
+    assert!(
+        backstop > SECOND,
+        "the runner's timeout comes after the tool's"
+    );
+    for n in 1..=MAX_TIMEOUTS_IN_A_ROW {
+        let error = tokio::time::timeout(backstop, tool.call(json!({})))
+            .await
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error, "the MCP server `fake` gave no result within 1s",
+            "call {n}"
+        );
+    }
+    // The third closed the connection (a child would be killed)...
+    seen.until(|s| &s.closed, 1).await;
+    // ...and the next call waits for the backoff instead of reconnecting.
+    let error = tool.call(json!({})).await.unwrap_err().to_string();
+    assert!(
+        error.contains("is unavailable; it is tried again in"),
+        "{error}"
+    );
+    assert_eq!(Seen::count(&seen.handshakes), 1);
+    tokio::time::sleep(SECOND).await;
+    let error = tool.call(json!({})).await.unwrap_err().to_string();
+    assert!(error.contains("gave no result"), "{error}");
+    assert_eq!(Seen::count(&seen.handshakes), 2, "restarted");
+    assert_eq!(Seen::count(&seen.calls), MAX_TIMEOUTS_IN_A_ROW as usize + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_between_timeouts_keeps_the_connection() {
+    let script = Script {
+        handshake: true,
+        list: true,
+        calls: Calls::Hang,
+    };
+    let (server, seen) = server(script, SECOND, 5 * SECOND);
+    server.list_tools().await.unwrap();
+    let client = server.connected().await.unwrap();
+    for _ in 0..MAX_TIMEOUTS_IN_A_ROW - 1 {
+        server.call_timed_out(&client);
+    }
+    server.answered(&client);
+    for _ in 0..MAX_TIMEOUTS_IN_A_ROW - 1 {
+        server.call_timed_out(&client);
+    }
+    assert!(Arc::ptr_eq(&server.connected().await.unwrap(), &client));
+    assert_eq!(Seen::count(&seen.closed), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_error_reaches_the_model_shortened() {
+    let script = Script {
+        handshake: true,
+        list: true,
+        calls: Calls::HugeError,
+    };
+    let (server, _seen) = server(script, SECOND, 5 * SECOND);
+    let tools = session_tools(&server, SECOND).await.unwrap();
+    let error = tools[0].call(json!({})).await.unwrap_err().to_string();
+    assert!(
+        error.starts_with("the MCP server `fake` refused the request: no no"),
+        "{error}"
+    );
+    assert!(error.chars().count() < 400, "{} characters", error.len());
+}
+
+#[tokio::test]
+async fn a_secret_in_an_http_server_url_is_not_in_its_errors() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let server = Arc::new(McpServer::new(ServerSettings {
+        name: "crm".to_owned(),
+        connector: Connector::Http {
+            url: format!("http://127.0.0.1:{closed}/mcp/SECRET-PATH?key=SECRET-KEY"),
+            bearer_token: None,
+            headers: Vec::new(),
+        },
+        allowed: None,
+        tool_prefix: String::new(),
+        timeout: None,
+        connect_timeout: 5 * SECOND,
+        cancel_on_interruption: true,
+    }));
+    let error = server.list_tools().await.unwrap_err().to_string();
+    assert!(error.contains("could not be started or reached"), "{error}");
+    assert!(!error.contains("SECRET"), "{error}");
+}
