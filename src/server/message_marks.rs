@@ -8,15 +8,18 @@
 //! than Twilio retries). A message that could not be answered is
 //! forgotten at once. A process killed mid-answer leaves the short note,
 //! which lapses: a retry (or a replay from Twilio's error log) after it is
-//! answered. A graceful shutdown that drops answers still being made
-//! forgets their notes ([`MessageMarks::forget_dropped`]), so their
-//! retries are answered at once by the next server.
+//! answered. A graceful shutdown forgets the notes of messages whose
+//! webhook had no answer yet ([`MessageMarks::forget_dropped`]): Twilio
+//! may retry those, and the next server answers. One whose webhook was
+//! answered already (its answer goes by REST) is never retried by Twilio,
+//! so its note is kept and its answer may still go out while the process
+//! drains; if it is not done by exit, it is lost (logged).
 //!
 //! This process remembers the messages noted but not yet handed on; the
 //! handover and the shutdown's forgetting take them from it under one lock,
 //! so a message is either answered and kept, or forgotten, never both.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -32,19 +35,11 @@ pub(crate) const SEEN_FOR_MS: u64 = 48 * 3_600 * 1_000;
 /// How long a shutdown spends forgetting the notes of dropped answers.
 const FORGET_LIMIT: Duration = Duration::from_secs(2);
 
-/// The messages this process noted and has not handed an answer for.
-#[derive(Debug)]
+/// The messages this process noted and has not handed an answer for, each
+/// with whether its webhook has been answered (its answer goes by REST).
+#[derive(Debug, Default)]
 pub(crate) struct MessageMarks {
-    /// `None` once the shutdown took them.
-    pending: Mutex<Option<HashSet<String>>>,
-}
-
-impl Default for MessageMarks {
-    fn default() -> Self {
-        MessageMarks {
-            pending: Mutex::new(Some(HashSet::new())),
-        }
-    }
+    pending: Mutex<HashMap<String, bool>>,
 }
 
 /// What the store said of a message.
@@ -56,7 +51,7 @@ pub(crate) enum Sighting {
 }
 
 impl MessageMarks {
-    fn pending(&self) -> std::sync::MutexGuard<'_, Option<HashSet<String>>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -73,20 +68,24 @@ impl MessageMarks {
         {
             return Ok(Sighting::Seen);
         }
-        if let Some(pending) = self.pending().as_mut() {
-            pending.insert(message_sid.to_owned());
-        }
+        self.pending().insert(message_sid.to_owned(), false);
         Ok(Sighting::First)
+    }
+
+    /// `message_sid`'s webhook was answered without its answer (too late,
+    /// or in several parts): Twilio will not retry it, so a shutdown keeps
+    /// its note and lets its answer go by REST if it is done in time.
+    pub(crate) fn webhook_answered(&self, message_sid: &str) {
+        if let Some(webhook_answered) = self.pending().get_mut(message_sid) {
+            *webhook_answered = true;
+        }
     }
 
     /// The answer to `message_sid` is handed on: its note is kept for
     /// [`SEEN_FOR_MS`]. False when a shutdown dropped the message meanwhile
     /// (its note forgotten): its answer must not go out.
     pub(crate) async fn answered(&self, store: &dyn Store, message_sid: &str) -> bool {
-        let mine = self
-            .pending()
-            .as_mut()
-            .is_some_and(|pending| pending.remove(message_sid));
+        let mine = self.pending().remove(message_sid).is_some();
         if !mine {
             return false;
         }
@@ -101,19 +100,37 @@ impl MessageMarks {
     /// `message_sid` could not be answered: forgotten, so that Twilio's
     /// retry of it is taken.
     pub(crate) async fn forget(&self, store: &dyn Store, message_sid: &str) {
-        if let Some(pending) = self.pending().as_mut() {
-            pending.remove(message_sid);
-        }
+        self.pending().remove(message_sid);
         if let Err(err) = store.forget_message(message_sid).await {
             tracing::warn!(message_sid, error = %err, "cannot forget the unanswered message; a retry of it may be dropped as seen");
         }
     }
 
-    /// At exit, with answers dropped: forgets every message noted and not
-    /// answered, so that Twilio's retry of it is answered by the next
-    /// server; an answer still being made is not sent after this.
+    /// At exit, with answers dropped: forgets every message noted whose
+    /// webhook had no answer, so that Twilio's retry of it is answered by
+    /// the next server (its answer, still being made, is not sent after
+    /// this). Those whose webhook was answered stay: their answers may
+    /// still go by REST while the process drains.
     pub(crate) async fn forget_dropped(&self, store: &dyn Store) {
-        let dropped = self.pending().take().unwrap_or_default();
+        let dropped: Vec<String> = {
+            let mut pending = self.pending();
+            let waiting: Vec<String> = pending
+                .iter()
+                .filter(|(_, webhook_answered)| !**webhook_answered)
+                .map(|(sid, _)| sid.clone())
+                .collect();
+            for sid in &waiting {
+                pending.remove(sid);
+            }
+            if !pending.is_empty() {
+                tracing::warn!(
+                    count = pending.len(),
+                    "answers going by REST still being made at exit: lost if not sent before it \
+                     (Twilio does not retry a webhook it had an answer to)"
+                );
+            }
+            waiting
+        };
         if dropped.is_empty() {
             return;
         }
@@ -162,9 +179,15 @@ mod tests {
         assert!(marks.answered(&store, "SM1").await);
         // Dropped at exit, before its answer was handed on.
         marks.take(&store, "SM2").await.unwrap();
+        // Its webhook answered already: its answer goes by REST.
+        marks.take(&store, "SM3").await.unwrap();
+        marks.webhook_answered("SM3");
         marks.forget_dropped(&store).await;
         assert!(!marks.answered(&store, "SM2").await, "sent after the drop");
         assert!(store.first_sight_of_message("SM2", 1_000).await.unwrap());
         assert!(!store.first_sight_of_message("SM1", 1_000).await.unwrap());
+        // Twilio will not retry SM3: its answer still goes while draining.
+        assert!(marks.answered(&store, "SM3").await);
+        assert!(!store.first_sight_of_message("SM3", 1_000).await.unwrap());
     }
 }

@@ -149,6 +149,7 @@ pub(crate) async fn messaging(
     state.answers.spawn(answering);
     let Waited::Answer(answer) = wait_for_answer(&mut answer_rx, deadline).await else {
         // Too late for TwiML: the answer goes by REST.
+        state.message_marks.webhook_answered(&message_sid);
         return twiml_response(twiml::messages(&[]));
     };
     let Some(reply) = answer else {
@@ -162,6 +163,7 @@ pub(crate) async fn messaging(
     if parts.len() > 1 {
         // A multi-part answer goes by REST, in order, from the answering
         // task (which holds the conversation's turn until it is sent).
+        state.message_marks.webhook_answered(&message_sid);
         return twiml_response(twiml::messages(&[]));
     }
     if !state

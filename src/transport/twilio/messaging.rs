@@ -27,13 +27,6 @@ const OPT_OUT_KEYWORDS: &[&str] = &[
     "REVOKE",
 ];
 
-/// Twilio's opt-in keywords (for SMS, where Twilio handles them by
-/// default): the sender subscribes again, and Twilio answers it itself.
-const OPT_IN_KEYWORDS: &[&str] = &["START", "UNSTOP", "YES"];
-
-/// Twilio's help keywords (SMS): Twilio answers them itself.
-const HELP_KEYWORDS: &[&str] = &["HELP", "INFO"];
-
 /// A message that is one of the keywords Twilio answers itself (its
 /// default opt-out handling, or Advanced Opt-Out), so no agent should.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,17 +115,16 @@ impl IncomingMessage {
         if flagged.is_some() || self.is_whatsapp() {
             return flagged;
         }
+        // By its body alone only the opt-out words: after one, Twilio
+        // refuses every message to the sender. An opt-in or help word
+        // (YES, START, HELP) is the agent's to answer unless Twilio flagged
+        // it: it is handled by Twilio only on some number types, and "yes"
+        // is as often the answer to the agent's question.
         let body = self.body.trim();
-        let is = |keywords: &[&str]| keywords.iter().any(|k| body.eq_ignore_ascii_case(k));
-        if is(OPT_OUT_KEYWORDS) {
-            Some(Keyword::OptOut)
-        } else if is(OPT_IN_KEYWORDS) {
-            Some(Keyword::OptIn)
-        } else if is(HELP_KEYWORDS) {
-            Some(Keyword::Help)
-        } else {
-            None
-        }
+        OPT_OUT_KEYWORDS
+            .iter()
+            .any(|k| body.eq_ignore_ascii_case(k))
+            .then_some(Keyword::OptOut)
     }
 
     /// Whether the sender is opting out ([`Keyword::OptOut`]).
@@ -307,13 +299,12 @@ mod tests {
             IncomingMessage::from_form(&form).unwrap().keyword()
         };
         let sms = "+15551230001";
-        for body in ["HELP", " info ", "Start", "unstop", "yes"] {
-            assert!(message(sms, body, None).is_some(), "{body}");
+        // Unflagged, they are the user's: "yes" answers the agent.
+        for body in ["HELP", " info ", "Start", "unstop", "yes", "I need help"] {
+            assert_eq!(message(sms, body, None), None, "{body}");
         }
-        assert_eq!(message(sms, "help", None), Some(Keyword::Help));
-        assert_eq!(message(sms, "YES", None), Some(Keyword::OptIn));
-        assert_eq!(message(sms, "yes please", None), None);
-        assert_eq!(message(sms, "I need help", None), None);
+        assert_eq!(message(sms, " stop ", None), Some(Keyword::OptOut));
+        assert_eq!(message(sms, "HELP", Some("HELP")), Some(Keyword::Help));
         // Advanced Opt-Out's flag, whatever the body and the channel.
         assert_eq!(message(sms, "start", Some("START")), Some(Keyword::OptIn));
         let whatsapp = "whatsapp:+15551230001";

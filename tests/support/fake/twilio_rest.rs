@@ -1034,10 +1034,14 @@ impl FakeTwilioRest {
             )
             .form(&form)
             .send()
-            .await
-            .unwrap();
+            .await;
+        // A connection the server closed without an answer: status 0.
+        let response = match response {
+            Ok(response) => response,
+            Err(err) => return (0, err.to_string()),
+        };
         let status = response.status().as_u16();
-        (status, response.text().await.unwrap())
+        (status, response.text().await.unwrap_or_default())
     }
 
     /// Posts `form` to `url`'s path on the server, signed for `url` with
