@@ -32,6 +32,8 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
     pub(crate) end_reason: Option<String>,
+    /// The first end asked for (`request_end`): its reason and session time.
+    pub(crate) end_requested: Option<(String, Duration)>,
     pub(crate) cancelled: bool,
     pub(crate) fatal_error: Option<ErrorFrame>,
     /// Per processor: its name, the frames it processed, and the time of
@@ -194,10 +196,19 @@ impl ProcessorContext {
 
     /// Asks the pipeline head to end the session gracefully.
     pub async fn request_end(&self, reason: impl Into<String>) {
-        self.push_upstream(FrameBody::EndRequest {
-            reason: reason.into(),
-        })
-        .await;
+        let reason = reason.into();
+        self.shared
+            .outcome()
+            .end_requested
+            .get_or_insert_with(|| (reason.clone(), self.now()));
+        self.push_upstream(FrameBody::EndRequest { reason }).await;
+    }
+
+    /// The first end a processor asked for ([`Self::request_end`]): its
+    /// reason and the session time it was asked at, before the `End` it
+    /// becomes has crossed the chain.
+    pub fn end_requested(&self) -> Option<(String, Duration)> {
+        self.shared.outcome().end_requested.clone()
     }
 
     /// Why the session is ending, once its `End` or `Cancel` has come

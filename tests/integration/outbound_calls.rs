@@ -318,14 +318,11 @@ async fn a_call_is_placed_answered_talked_through_and_completed() {
         .unwrap_or_else(|| panic!("no answer: {text}"));
     let said = answer["text"].as_str().unwrap();
     assert!(
-        said.starts_with("This is") && "This is Acme calling.".starts_with(said),
+        said.starts_with("This is") && said.len() < "This is Acme calling.".len(),
         "{text}"
     );
-    assert_eq!(
-        answer["interrupted"],
-        said != "This is Acme calling.",
-        "{text}"
-    );
+    assert!("This is Acme calling.".starts_with(said), "{text}");
+    assert_eq!(answer["interrupted"], true, "{text}");
     let hash = record["outbound"]["phone_hash"].as_str().unwrap();
     assert_eq!(hash.len(), 16);
     assert!(!hash.contains("555"));

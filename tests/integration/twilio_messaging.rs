@@ -621,13 +621,7 @@ async fn help_and_opt_in_keywords_are_left_to_twilio() {
             .push_chat(Reply::Sse(text_answer("Here to help.")));
         let (_, twiml) = rig
             .twilio
-            .message(
-                MESSAGING_URL,
-                &format!("SM{:032}", 98 + n),
-                sms,
-                body,
-                0,
-            )
+            .message(MESSAGING_URL, &format!("SM{:032}", 98 + n), sms, body, 0)
             .await;
         assert_eq!(messages_of(&twiml), ["Here to help."], "{body}");
     }
@@ -663,4 +657,3 @@ async fn the_reply_budget_counts_from_the_webhooks_arrival() {
     assert_eq!(sent[0].body, "Open until six.");
     server.shutdown(WAIT).await.unwrap();
 }
-

@@ -156,8 +156,26 @@ impl AssistantContextAggregator {
 }
 
 /// The reasons a transport gives when the session ends because the far
-/// end went away (see the transports' `request_end`).
-const FAR_END_GONE: [&str; 4] = ["hangup", "disconnected", "peer_failed", "idle_timeout"];
+/// end went away or can no longer hear (see the transports' `request_end`).
+const FAR_END_GONE: [&str; 8] = [
+    "hangup",
+    "disconnected",
+    "peer_failed",
+    "idle_timeout",
+    "socket_error",
+    "message_too_large",
+    "protocol_error",
+    "disconnect_bot",
+];
+
+/// When the far end went away, if it has: the session time its transport
+/// asked for the end at. Nothing played after it was heard.
+fn far_end_gone_at(ctx: &ProcessorContext) -> Option<Duration> {
+    let (reason, at) = ctx.end_requested()?;
+    FAR_END_GONE
+        .contains(&reason.as_str())
+        .then(|| at.min(ctx.now()))
+}
 
 #[async_trait]
 impl Processor for AssistantContextAggregator {
@@ -196,11 +214,9 @@ impl Processor for AssistantContextAggregator {
         }
         // The output plays out what is queued, but not to a far end that
         // is gone: then only what played was heard.
-        let completed = match ctx.end_reason() {
-            Some(reason) if FAR_END_GONE.contains(&reason.as_str()) => {
-                self.tracker.far_end_gone(ctx.now())
-            }
-            _ => self.tracker.finish(),
+        let completed = match far_end_gone_at(ctx) {
+            Some(at) => self.tracker.far_end_gone(at),
+            None => self.tracker.finish(),
         };
         self.complete(completed, ctx).await;
         Ok(())
@@ -216,7 +232,16 @@ impl Processor for AssistantContextAggregator {
 impl AssistantContextAggregator {
     /// Records what `frame` says of the bot's turn and forwards it.
     async fn record(&mut self, frame: Frame, direction: Direction, ctx: &ProcessorContext) {
+        let gone_at = far_end_gone_at(ctx);
         let completed = match &frame.body {
+            // The far end is gone: the open turn was heard up to then, and
+            // what plays or starts after it is heard by no one.
+            FrameBody::LlmResponseStart | FrameBody::BotStoppedSpeaking
+                if let Some(at) = gone_at =>
+            {
+                self.tracker.far_end_gone(at)
+            }
+            FrameBody::BotStartedSpeaking if gone_at.is_some() => None,
             FrameBody::LlmResponseStart => {
                 let previous = self.tracker.response_started();
                 self.tracker.turn_opened(ctx.now());
