@@ -8,6 +8,11 @@
 //! by itself (JSON strings cannot hold them raw); each string value in it
 //! (event and span fields alike) is cut at [`MAX_FIELD_CHARS`] the same
 //! way ([`CappedJson`]).
+//!
+//! The logs of `rmcp` (the MCP SDK) are off unless the filter names
+//! `rmcp`: its transport logs errors that quote an HTTP MCP server's URL
+//! (reqwest's errors hold it), and that URL may carry a secret in its path
+//! or query. voxpipe logs every MCP failure itself, without the URL.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -31,10 +36,28 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// The directive that silences `rmcp` (see the module docs).
+const QUIET_RMCP: &str = "rmcp=off";
+
+/// The filter of `RUST_LOG` if set and valid, else of `level`, else
+/// `info`; `rmcp` off unless the chosen filter names it.
+fn filter(rust_log: Option<&str>, level: &str) -> EnvFilter {
+    let quiet = |spec: &str| {
+        if spec.contains("rmcp") {
+            spec.to_owned()
+        } else {
+            format!("{spec},{QUIET_RMCP}")
+        }
+    };
+    rust_log
+        .and_then(|spec| EnvFilter::try_new(quiet(spec)).ok())
+        .or_else(|| EnvFilter::try_new(quiet(level)).ok())
+        .unwrap_or_else(|| EnvFilter::new(quiet("info")))
+}
+
 pub(crate) fn init(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = filter(rust_log.as_deref(), level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -140,7 +163,71 @@ fn escape_field(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    /// Log lines written to memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn rmcp_does_not_log_the_secret_url_of_an_http_server_it_cannot_reach() {
+        use rmcp::ServiceExt as _;
+        use rmcp::transport::StreamableHttpClientTransport;
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter(None, "info"))
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{closed}/mcp/SECRET-PATH?key=SECRET-KEY");
+        let config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+        let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+        assert!(().serve(transport).await.is_err());
+        // The transport's worker logs as it quits.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tracing::warn!("voxpipe's own line");
+        let logged = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        assert!(logged.contains("voxpipe's own line"), "{logged}");
+        assert!(!logged.contains("SECRET"), "{logged}");
+    }
+
+    #[test]
+    fn rmcp_logs_only_when_the_filter_names_it() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let enabled = |filter: EnvFilter| {
+            let subscriber = tracing_subscriber::registry().with(filter);
+            tracing::subscriber::with_default(
+                subscriber,
+                || tracing::event_enabled!(target: "rmcp::transport::worker", tracing::Level::ERROR),
+            )
+        };
+        assert!(!enabled(filter(None, "debug")));
+        assert!(!enabled(filter(Some("trace"), "info")));
+        assert!(enabled(filter(Some("rmcp=debug"), "info")));
+        assert!(enabled(filter(None, "info,rmcp::transport=error")));
+    }
 
     #[test]
     fn control_characters_are_escaped_and_long_values_cut() {

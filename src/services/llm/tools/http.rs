@@ -29,7 +29,7 @@ use crate::config::Seconds;
 use crate::pipeline::{BuildError, SessionSetup};
 use crate::services::http::{client_without_redirects, next_chunk};
 use crate::services::url::check_http_url;
-use crate::services::{ApiKey, Connection, ServiceError, error::error_message};
+use crate::services::{ApiKey, Connection, error::error_message};
 
 use super::super::tool_schema::check_schema;
 use super::tool::{Tool, ToolError, ToolOutcome, ToolSpec, is_tool_name};
@@ -142,11 +142,36 @@ impl HttpTool {
             source = cause.source();
         }
         // No cause is known to quote it; should one do so, it goes.
-        let reason = reason.replace(self.url.as_str(), "(the tool's URL)");
+        let reason = self.scrub(&reason);
         ToolError::Failed(format!(
             "the HTTP tool `{}` could not be reached: {reason}",
             self.spec.name
         ))
+    }
+
+    /// `text` (from the server or reqwest) without the tool's URL, its
+    /// path or its query string, any of which may hold a secret: a
+    /// server's 404 page quotes the path (`Cannot POST /hooks/…`).
+    fn scrub(&self, text: &str) -> String {
+        let mut forms = vec![self.url.clone()];
+        if let Ok(url) = reqwest::Url::parse(&self.url) {
+            forms.push(url.to_string());
+            let query = url.query().filter(|q| !q.is_empty());
+            if let Some(query) = query {
+                forms.push(format!("{}?{query}", url.path()));
+                forms.push(query.to_owned());
+            }
+            // The root path says nothing and is everywhere.
+            if url.path() != "/" {
+                forms.push(url.path().to_owned());
+            }
+        }
+        forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+        let mut text = text.to_owned();
+        for form in forms.iter().filter(|form| !form.is_empty()) {
+            text = text.replace(form.as_str(), "…");
+        }
+        text
     }
 }
 
@@ -196,12 +221,15 @@ impl Tool for HttpTool {
             )));
         }
         if !status.is_success() {
-            return Err(ServiceError::Status {
-                status: status.as_u16(),
-                message: error_message(&body),
-                retry_after: None,
-            }
-            .into());
+            // Scrubbed before it is shortened too, lest a cut leave part
+            // of a secret.
+            let body = self.scrub(&String::from_utf8_lossy(&body));
+            let message = self.scrub(&error_message(body.as_bytes()));
+            return Err(ToolError::Failed(format!(
+                "the HTTP tool `{}` answered HTTP {}: {message}",
+                self.spec.name,
+                status.as_u16()
+            )));
         }
         Ok(ToolOutcome::result(
             String::from_utf8_lossy(&body).into_owned(),
@@ -275,6 +303,30 @@ mod tests {
             0,
             "the landing page was not asked"
         );
+        served.abort();
+    }
+
+    #[tokio::test]
+    async fn an_error_status_names_the_tool_and_not_its_url() {
+        let app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
+            // As Express answers a route it does not know.
+            let page = format!("<pre>Cannot POST {}</pre> (at {uri})", uri.path());
+            (StatusCode::NOT_FOUND, page)
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move { axum::serve(listener, app).await });
+        let tool = tool(&format!(
+            "url = \"http://{addr}/hooks/SECRET-PATH?token=SECRET-TOKEN\""
+        ))
+        .unwrap();
+        let error = tool.call(json!({})).await.unwrap_err().to_string();
+        assert!(
+            error.starts_with("the HTTP tool `lookup` answered HTTP 404: "),
+            "{error}"
+        );
+        assert!(error.contains("Cannot POST …"), "{error}");
+        assert!(!error.contains("SECRET"), "{error}");
         served.abort();
     }
 

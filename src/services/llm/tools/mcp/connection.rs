@@ -21,6 +21,13 @@
 //! a failed start, so the next attempt waits for the backoff. Any answer
 //! (a result, a JSON-RPC error) shows the server alive and forgets its
 //! failures.
+//!
+//! # A server that dies before it answers
+//!
+//! A connection that closes (a crash, found closed or during a request)
+//! before it answered any request counts as a failed start too: a server
+//! that shakes hands and then dies on `tools/list` would otherwise be
+//! started again by every session start and every call.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +104,8 @@ struct Open {
     tools: Option<Arc<[McpToolDef]>>,
     /// Calls in a row that timed out.
     timeouts: u32,
+    /// Whether it answered a request (the handshake aside).
+    answered: bool,
 }
 
 #[derive(Default)]
@@ -116,9 +125,22 @@ impl State {
             .is_some_and(|open| open.client.is_closed() || open.client.peer().is_transport_closed())
         {
             tracing::warn!(server, "the MCP connection closed; opening it again");
-            self.open = None;
+            self.drop_open(server);
         }
         self.open.as_mut()
+    }
+
+    /// Drops the open connection, which closed; if it never answered, that
+    /// was a failed start.
+    fn drop_open(&mut self, server: &str) {
+        if self.open.take().is_some_and(|open| !open.answered) {
+            let backoff = self.restarts.handle_failure(Instant::now(), jitter());
+            tracing::warn!(
+                server,
+                ?backoff,
+                "the MCP server closed the connection before answering anything"
+            );
+        }
     }
 
     /// The open connection if it is `client`.
@@ -185,13 +207,13 @@ impl McpServer {
     pub(crate) async fn list_tools(self: &Arc<Self>) -> Result<Arc<[McpToolDef]>, McpError> {
         let listing = {
             let mut state = self.state();
-            if let Some(open) = state.live(self.name()) {
-                if open.tools_changed.swap(false, Ordering::Relaxed) {
-                    open.tools = None;
-                }
-                if let Some(tools) = &open.tools {
-                    return Ok(Arc::clone(tools));
-                }
+            // The flag is cleared by the listing, as it asks: a change
+            // said during a listing already asked for is listed next time.
+            if let Some(open) = state.live(self.name())
+                && !open.tools_changed.load(Ordering::SeqCst)
+                && let Some(tools) = &open.tools
+            {
+                return Ok(Arc::clone(tools));
             }
             match &state.listing {
                 Some(listing) => listing.clone(),
@@ -218,12 +240,14 @@ impl McpServer {
     async fn list_now(self: &Arc<Self>) -> Result<Arc<[McpToolDef]>, McpError> {
         let client = self.connected().await?;
         let limit = self.settings.connect_timeout;
+        if let Some(open) = self.state().open_as(&client) {
+            open.tools_changed.store(false, Ordering::SeqCst);
+        }
         match tokio::time::timeout(limit, client.peer().list_all_tools()).await {
             Ok(Ok(tools)) => {
                 let tools: Arc<[McpToolDef]> = tools.into();
-                let mut state = self.state();
-                state.restarts.handle_success();
-                if let Some(open) = state.open_as(&client) {
+                self.answered(&client);
+                if let Some(open) = self.state().open_as(&client) {
                     open.tools = Some(Arc::clone(&tools));
                 }
                 Ok(tools)
@@ -328,6 +352,7 @@ impl McpServer {
                     tools_changed,
                     tools: None,
                     timeouts: 0,
+                    answered: false,
                 });
                 Ok(client)
             }
@@ -375,6 +400,7 @@ impl McpServer {
         state.restarts.handle_success();
         if let Some(open) = state.open_as(client) {
             open.timeouts = 0;
+            open.answered = true;
         }
     }
 
@@ -410,11 +436,12 @@ impl McpServer {
     }
 
     /// Drops `client` if it is still the open connection, so that the next
-    /// request opens a new one (restarting a child process).
+    /// request opens a new one (restarting a child process), after the
+    /// backoff if it never answered.
     fn forget(&self, client: &Arc<Client>) {
         let mut state = self.state();
         if state.open_as(client).is_some() {
-            state.open = None;
+            state.drop_open(self.name());
         }
     }
 

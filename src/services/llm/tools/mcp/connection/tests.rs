@@ -19,11 +19,22 @@ enum Calls {
     HugeError,
 }
 
+/// How the scripted server answers `tools/list`.
+#[derive(Clone, Copy, PartialEq)]
+enum List {
+    Answer,
+    /// After a second.
+    Slow,
+    Hang,
+    /// It exits (closes the connection) instead.
+    Exit,
+}
+
 /// What the scripted server answers.
 #[derive(Clone, Copy)]
 struct Script {
     handshake: bool,
-    list: bool,
+    list: List,
     calls: Calls,
 }
 
@@ -98,9 +109,14 @@ async fn serve(stream: tokio::io::DuplexStream, script: Script, seen: Arc<Seen>)
                     }})
                 }),
             ),
+            Some("tools/list") if script.list == List::Exit => {
+                seen.lists.fetch_add(1, Ordering::SeqCst);
+                seen.changed.notify_waiters();
+                break;
+            }
             Some("tools/list") => (
                 &seen.lists,
-                script.list.then(|| {
+                (script.list != List::Hang).then(|| {
                     json!({"result": {"tools": [
                         {"name": "echo", "inputSchema": {"type": "object"}}
                     ]}})
@@ -123,6 +139,9 @@ async fn serve(stream: tokio::io::DuplexStream, script: Script, seen: Arc<Seen>)
         counter.fetch_add(1, Ordering::SeqCst);
         seen.changed.notify_waiters();
         if let Some(mut answer) = answer {
+            if script.list == List::Slow && message["method"] == "tools/list" {
+                tokio::time::sleep(SECOND).await;
+            }
             answer["jsonrpc"] = json!("2.0");
             answer["id"] = message["id"].clone();
             let mut line = answer.to_string();
@@ -143,7 +162,7 @@ async fn sessions_starting_together_share_one_listing_and_a_hung_list_backs_off(
     let connect_timeout = 5 * SECOND;
     let script = Script {
         handshake: true,
-        list: false,
+        list: List::Hang,
         calls: Calls::Answer,
     };
     let (server, seen) = server(script, SECOND, connect_timeout);
@@ -153,8 +172,8 @@ async fn sessions_starting_together_share_one_listing_and_a_hung_list_backs_off(
         session_tools(&server, SECOND)
     );
     assert!(first.is_err() && second.is_err());
-    // Not one after the other (which would take twice as long).
-    assert!(start.elapsed() <= connect_timeout + Duration::from_millis(5));
+    // A session start waits the connect timeout, not more.
+    assert_eq!(start.elapsed(), connect_timeout);
     assert_eq!(Seen::count(&seen.handshakes), 1);
     assert_eq!(Seen::count(&seen.lists), 1, "one listing, shared");
     // The list that never came closed the connection...
@@ -169,10 +188,77 @@ async fn sessions_starting_together_share_one_listing_and_a_hung_list_backs_off(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_server_that_dies_after_its_handshake_is_started_again_only_after_a_backoff() {
+    let script = Script {
+        handshake: true,
+        list: List::Exit,
+        calls: Calls::Answer,
+    };
+    let (server, seen) = server(script, SECOND, 5 * SECOND);
+    let start = Instant::now();
+    let first = server.list_tools().await;
+    assert!(matches!(first, Err(McpError::Lost { .. })), "{first:?}");
+    assert_eq!(start.elapsed(), Duration::ZERO, "not a timeout");
+    // Neither a session start nor a call starts it again at once.
+    let second = session_tools(&server, SECOND).await;
+    assert!(
+        matches!(second, Err(McpError::Backoff { .. })),
+        "{second:?}"
+    );
+    let call = server.call("echo", JsonObject::new(), SECOND).await;
+    assert!(matches!(call, Err(McpError::Backoff { .. })), "{call:?}");
+    assert_eq!(Seen::count(&seen.handshakes), 1);
+    // After the backoff it is tried again, and backs off longer.
+    tokio::time::sleep(SECOND).await;
+    let third = server.list_tools().await;
+    assert!(matches!(third, Err(McpError::Lost { .. })), "{third:?}");
+    assert_eq!(Seen::count(&seen.handshakes), 2);
+    // The second wait is at least a second.
+    tokio::time::sleep(SECOND - Duration::from_millis(1)).await;
+    let fourth = server.list_tools().await;
+    assert!(
+        matches!(fourth, Err(McpError::Backoff { .. })),
+        "{fourth:?}"
+    );
+    assert_eq!(Seen::count(&seen.handshakes), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tools_said_changed_during_a_listing_are_listed_again() {
+    let script = Script {
+        handshake: true,
+        list: List::Slow,
+        calls: Calls::Answer,
+    };
+    let (server, seen) = server(script, SECOND, 5 * SECOND);
+    let first = tokio::spawn({
+        let server = Arc::clone(&server);
+        async move { server.list_tools().await }
+    });
+    seen.until(|s| &s.lists, 1).await;
+    // The server says its tools changed while the listing is on its way.
+    let changed = server
+        .state()
+        .open
+        .as_ref()
+        .map(|o| Arc::clone(&o.tools_changed));
+    changed.unwrap().store(true, Ordering::SeqCst);
+    // A session starting now joins the listing already asked for...
+    server.list_tools().await.unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(Seen::count(&seen.lists), 1);
+    // ...and the next one lists again.
+    server.list_tools().await.unwrap();
+    assert_eq!(Seen::count(&seen.lists), 2);
+    server.list_tools().await.unwrap();
+    assert_eq!(Seen::count(&seen.lists), 2, "then kept");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_list_keeps_being_served_from_the_connection_once_listed() {
     let script = Script {
         handshake: true,
-        list: true,
+        list: List::Answer,
         calls: Calls::Answer,
     };
     let (server, seen) = server(script, SECOND, 5 * SECOND);
@@ -190,7 +276,7 @@ async fn a_connect_given_up_by_a_short_tool_timeout_still_counts_as_a_failure() 
     let connect_timeout = 10 * SECOND;
     let script = Script {
         handshake: false,
-        list: true,
+        list: List::Answer,
         calls: Calls::Answer,
     };
     let (server, seen) = server(script, SECOND, connect_timeout);
@@ -222,7 +308,7 @@ async fn a_connect_given_up_by_a_short_tool_timeout_still_counts_as_a_failure() 
 async fn a_server_that_lets_calls_time_out_in_a_row_is_restarted_after_a_backoff() {
     let script = Script {
         handshake: true,
-        list: true,
+        list: List::Answer,
         calls: Calls::Hang,
     };
     let (server, seen) = server(script, SECOND, 5 * SECOND);
@@ -264,7 +350,7 @@ async fn a_server_that_lets_calls_time_out_in_a_row_is_restarted_after_a_backoff
 async fn an_answer_between_timeouts_keeps_the_connection() {
     let script = Script {
         handshake: true,
-        list: true,
+        list: List::Answer,
         calls: Calls::Hang,
     };
     let (server, seen) = server(script, SECOND, 5 * SECOND);
@@ -285,7 +371,7 @@ async fn an_answer_between_timeouts_keeps_the_connection() {
 async fn a_server_error_reaches_the_model_shortened() {
     let script = Script {
         handshake: true,
-        list: true,
+        list: List::Answer,
         calls: Calls::HugeError,
     };
     let (server, _seen) = server(script, SECOND, 5 * SECOND);
