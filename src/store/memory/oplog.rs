@@ -6,7 +6,8 @@
 //! beside a server is seen by the server's next session). Writers hold an
 //! exclusive lock on the file while they catch up, decide and append, so a
 //! conditional write (append a turn only at its index) is decided on the
-//! latest state. Appends go to the page cache without `fsync`: the log
+//! latest state; readers hold a shared lock while they catch up, so a
+//! batch is never read half-written. Appends go to the page cache without `fsync`: the log
 //! survives a crash of the process, not of the machine. It is never
 //! compacted; expired keys are dropped when replayed.
 
@@ -54,6 +55,20 @@ impl OpLog {
             .lock()
             .map_err(|source| file_error(&self.path, source))?;
         let result = f(self);
+        if let Err(err) = self.file.unlock() {
+            tracing::warn!(file = %self.path.display(), error = %err, "cannot unlock the embedded store");
+        }
+        result
+    }
+
+    /// [`OpLog::catch_up`] holding the log's shared lock, for a reader:
+    /// a writer's batch is never seen half-written, so one that fails and
+    /// is taken back (see [`OpLog::append`]) was never applied here.
+    pub(super) fn catch_up_shared(&mut self, apply: impl FnMut(Op)) -> Result<(), StoreError> {
+        self.file
+            .lock_shared()
+            .map_err(|source| file_error(&self.path, source))?;
+        let result = self.catch_up(apply);
         if let Err(err) = self.file.unlock() {
             tracing::warn!(file = %self.path.display(), error = %err, "cannot unlock the embedded store");
         }

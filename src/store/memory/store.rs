@@ -84,7 +84,7 @@ impl MemoryStore {
         let mut log = OpLog::open(path)?;
         let mut keyspace = Keyspace::default();
         let now = unix_ms();
-        log.catch_up(|op| keyspace.apply(op, now))?;
+        log.catch_up_shared(|op| keyspace.apply(op, now))?;
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         Ok(MemoryStore {
             identity: format!("memory:{}:{}", absolute.display(), settings.keys.prefix()),
@@ -169,7 +169,7 @@ impl MemoryStore {
         let now = unix_ms();
         let Inner { keyspace, log, .. } = &mut *inner;
         if let Some(log) = log {
-            log.catch_up(|op| keyspace.apply(op, now))?;
+            log.catch_up_shared(|op| keyspace.apply(op, now))?;
         }
         f(&mut inner, now)
     }
