@@ -68,6 +68,7 @@ pub(crate) fn call(args: &CallArgs) -> anyhow::Result<()> {
         .transpose()
         .context("--from")?;
     let parameters = parameters(&args.params)?;
+    voxpipe::outbound::check_parameters(&parameters).context("--param")?;
     let config = super::setup::load(&args.file, &args.overrides)
         .map_err(|_| anyhow!("the pipeline file is not valid"))?;
     let Some(section) = &config.outbound else {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::store::CampaignAttempt;
+use crate::transport::twilio::stream_token::STREAM_TOKEN_PARAMETER;
 use crate::transport::twilio::twiml;
 
 use super::phone::PhoneNumber;
@@ -49,6 +50,13 @@ pub fn check_webhook_url(url: &str) -> Result<(), BadWebhookUrl> {
 /// the stream token) takes up to about 600.
 pub const MAX_PARAMETERS_TWIML: usize = 3_400;
 
+/// The `<Parameter>` that carries the call id to the media stream.
+pub const CALL_ID_PARAMETER: &str = "call_id";
+
+/// The parameters the dialler sets itself (the call id, the stream token),
+/// whatever a request says.
+const RESERVED_PARAMETERS: [&str; 2] = [CALL_ID_PARAMETER, STREAM_TOKEN_PARAMETER];
+
 /// Custom parameters too long for a call's TwiML.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -64,13 +72,17 @@ pub struct ParametersTooLong {
 /// it, so that a call or campaign row that cannot be placed is refused when
 /// asked for, not failed at Twilio when dialled.
 pub fn check_parameters(parameters: &BTreeMap<String, String>) -> Result<(), ParametersTooLong> {
+    // Counted in characters, as Twilio counts; the names the dialler
+    // sets itself are dropped from a request's parameters.
     let pairs: Vec<(String, String)> = parameters
         .iter()
+        .filter(|(name, _)| !RESERVED_PARAMETERS.contains(&name.as_str()))
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     let len = twiml::connect_stream("", &pairs)
-        .len()
-        .saturating_sub(twiml::connect_stream("", &[]).len());
+        .chars()
+        .count()
+        .saturating_sub(twiml::connect_stream("", &[]).chars().count());
     if len > MAX_PARAMETERS_TWIML {
         Err(ParametersTooLong { len })
     } else {
@@ -90,6 +102,9 @@ mod tests {
         parameters.insert("note".to_owned(), "&".repeat(700));
         assert!(check_parameters(&parameters).is_err());
         parameters.insert("note".to_owned(), "a".repeat(3_000));
+        assert_eq!(check_parameters(&parameters), Ok(()));
+        // Characters, not bytes: 3,000 of them in CJK fit too.
+        parameters.insert("note".to_owned(), "\u{4e2d}".repeat(3_000));
         assert_eq!(check_parameters(&parameters), Ok(()));
     }
 

@@ -49,8 +49,7 @@ pub const STREAM_PATH: &str = "/twilio/ws";
 pub const STATUS_PATH: &str = "/twilio/status";
 /// The asynchronous answering-machine detection callback's path.
 pub const AMD_PATH: &str = "/twilio/amd";
-/// The `<Parameter>` that carries the call id to the media stream.
-pub const CALL_ID_PARAMETER: &str = "call_id";
+pub use super::request::CALL_ID_PARAMETER;
 
 /// How long a number is held for a call when `rate_limit_hours` is 0: at
 /// least as long as a call can last (the hold is let go when it settles).

@@ -14,6 +14,11 @@ use std::time::Duration;
 /// media is dropped.
 pub const AHEAD_ALLOWANCE: Duration = Duration::from_secs(2);
 
+/// The most head start a stream is owed: a session that took longer to
+/// start than this (a store timing out several times) loses the oldest
+/// audio rather than letting any amount in at once.
+pub(crate) const MAX_HEAD_START: Duration = Duration::from_secs(10);
+
 /// The caller audio a stream has sent against the time it has had.
 #[derive(Debug, Default)]
 pub(crate) struct RealTimeBudget {
@@ -38,7 +43,7 @@ impl RealTimeBudget {
     /// stream that sends from its start while nobody reads it (the session
     /// was starting) has a backlog that long, not a flood.
     pub(crate) fn set_head_start(&mut self, waited: Duration) {
-        self.head_start = waited;
+        self.head_start = waited.min(MAX_HEAD_START);
     }
 
     /// Whether the stream has used up its allowance at `now`: any more
@@ -92,5 +97,11 @@ mod tests {
             .take_while(|_| unread.admit(Duration::ZERO, FRAME))
             .count();
         assert_eq!(cut, 100, "without the head start, the allowance only");
+        let mut long = RealTimeBudget::default();
+        long.set_head_start(Duration::from_secs(3_600));
+        let capped = (0..10_000)
+            .take_while(|_| long.admit(Duration::ZERO, FRAME))
+            .count();
+        assert_eq!(capped, 600, "10 s of head start and the allowance");
     }
 }
