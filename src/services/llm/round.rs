@@ -6,9 +6,10 @@
 //!
 //! # Retries
 //!
-//! The request's 429 and 5xx are retried where it is sent (`http::send`).
-//! A stream that fails before any of its content (text or a tool-call
-//! fragment) came is asked again too, with the same backoff and bound:
+//! The request's 429 and 5xx are retried where it is sent
+//! (`http::send_counted`). A stream that fails before any of its content
+//! (text or a tool-call fragment) came is asked again too, with the same
+//! backoff; both count against one bound, `max_retries` retries in all:
 //! an error event sent after the 200 (`{"error": ...}`), a reset
 //! connection, or an end before any finish. Once content came, a failure
 //! is returned and never retried, so nothing is said twice. A timeout is
@@ -19,7 +20,7 @@ use std::time::Instant;
 use crate::conversation::Message;
 use crate::frame::{FrameBody, MetricsData};
 use crate::pipeline::ProcessorContext;
-use crate::services::http::{next_chunk_before, send};
+use crate::services::http::{next_chunk_before, send_counted};
 use crate::services::retry::jitter;
 use crate::services::task::report;
 use crate::services::{Connection, ServiceError, SseDecoder};
@@ -91,7 +92,7 @@ impl Ask<'_> {
         let mut retry = 0;
         loop {
             let failed = match self
-                .attempt(connection, id, messages, ctx, first_token)
+                .attempt(connection, id, messages, ctx, first_token, &mut retry)
                 .await
             {
                 Ok(round) => return Ok(round),
@@ -112,7 +113,8 @@ impl Ask<'_> {
         }
     }
 
-    /// One request and its stream.
+    /// One request and its stream; its status retries are counted in
+    /// `retries`, with the round's others.
     async fn attempt(
         &self,
         connection: &Connection,
@@ -120,13 +122,15 @@ impl Ask<'_> {
         messages: &[Message],
         ctx: &ProcessorContext,
         first_token: &mut Option<Instant>,
+        retries: &mut u32,
     ) -> Result<Round, Failed> {
         let wire = self.wire;
         let provider = wire.provider();
-        let response = send(
+        let response = send_counted(
             |client| wire.request(client, &self.request, messages),
             connection,
             provider,
+            retries,
         )
         .await?;
         let content_type = response
