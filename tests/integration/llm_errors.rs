@@ -279,6 +279,38 @@ async fn status_and_stream_retries_share_one_bound() {
 }
 
 #[tokio::test]
+async fn a_stream_broken_after_its_finish_reason_is_whole() {
+    // A reset where `[DONE]` should be, after the finish reason.
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Sse(vec![
+        Part::Data(text_chunk("All ")),
+        Part::Data(text_chunk("said.")),
+        Part::Data(finish_chunk("stop")),
+        Part::Abort,
+    ]));
+    let out = ask(&server, FAST_RETRY).await;
+    assert!(
+        error_frames(&out.upstream).is_empty(),
+        "{:?}",
+        error_frames(&out.upstream)
+    );
+    assert_eq!(texts(&out.downstream).concat(), "All said.");
+    assert_eq!(response_ends(&out), [false]);
+    assert_eq!(server.received("chat/completions").len(), 1);
+
+    // A silence there: the read timeout ends the stream, not the answer.
+    server.push_chat(Reply::Sse(vec![
+        Part::Data(text_chunk("Quiet.")),
+        Part::Data(finish_chunk("stop")),
+        Part::Stall,
+    ]));
+    let out = ask(&server, "connection = { read_timeout_secs = 0.3 }").await;
+    assert!(error_frames(&out.upstream).is_empty());
+    assert_eq!(texts(&out.downstream).concat(), "Quiet.");
+    assert_eq!(response_ends(&out), [false]);
+}
+
+#[tokio::test]
 async fn nothing_after_done_is_read() {
     // A gateway that resets the connection after `[DONE]`: the answer was
     // whole, and it is neither failed nor asked again.

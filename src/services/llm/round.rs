@@ -2,7 +2,9 @@
 //! (text pushed as it comes when the round speaks, tool-call fragments
 //! assembled), until the stream's `[DONE]` (or its end after a finish
 //! reason). Nothing after `[DONE]` is read: a server that resets the
-//! connection or leaves it open then has still given a whole answer.
+//! connection or leaves it open then has still given a whole answer. So
+//! has one whose stream breaks (a reset, a read timeout, an error event)
+//! after a finish reason but before `[DONE]`.
 //!
 //! # Retries
 //!
@@ -175,9 +177,16 @@ impl Ask<'_> {
             } else {
                 read_timeout
             };
-            let chunk = next_chunk_before(&mut stream, event_deadline, "event", bound)
-                .await
-                .map_err(|e| failed(e, seen_content))?;
+            let chunk = match next_chunk_before(&mut stream, event_deadline, "event", bound).await {
+                Ok(chunk) => chunk,
+                // After a finish reason the answer is whole: a reset or a
+                // silence where `[DONE]` should be ends the stream.
+                Err(error) if finished => {
+                    tracing::debug!(provider, error = %error, "the stream broke after its finish reason; taken as its end");
+                    break 'read;
+                }
+                Err(error) => return Err(failed(error, seen_content)),
+            };
             // Whether this chunk moved the answer on; the deadline moves
             // only once its events have been pushed on (below).
             let mut progress = false;
@@ -215,6 +224,10 @@ impl Ask<'_> {
                             );
                         }
                         continue;
+                    }
+                    Err(error) if finished => {
+                        tracing::warn!(provider, error = %error, "an error after the finish reason; the answer was whole");
+                        break 'read;
                     }
                     Err(error) => return Err(failed(error, seen_content)),
                 };
