@@ -231,8 +231,12 @@ impl ServerMetrics {
         self: &Arc<Self>,
         transport: &'static str,
     ) -> Arc<dyn TransportStats> {
-        let (name, help) = PEER_CONNECTIONS;
-        let connections = self.registry.gauge(name, help, &[("transport", transport)]);
+        // Only WebRTC calls hold peer connections: another transport's
+        // gauge would read 0 for ever.
+        let connections = (transport == "webrtc").then(|| {
+            let (name, help) = PEER_CONNECTIONS;
+            self.registry.gauge(name, help, &[("transport", transport)])
+        });
         let (name, help) = AUDIO_FRAMES;
         let frames = |direction| {
             self.registry.counter(
@@ -290,7 +294,8 @@ impl CampaignStats for ServerMetrics {
 struct ServerTransportStats {
     frames_in: Counter,
     frames_out: Counter,
-    connections: Gauge,
+    /// Peer connections open now; WebRTC's only.
+    connections: Option<Gauge>,
     metrics: Arc<ServerMetrics>,
     transport: &'static str,
 }
@@ -309,11 +314,15 @@ impl TransportStats for ServerTransportStats {
     }
 
     fn connection_opened(&self) {
-        self.connections.inc();
+        if let Some(connections) = &self.connections {
+            connections.inc();
+        }
     }
 
     fn connection_closed(&self) {
-        self.connections.dec();
+        if let Some(connections) = &self.connections {
+            connections.dec();
+        }
     }
 
     fn output_dropped(&self, kind: &'static str) {
@@ -364,6 +373,22 @@ mod tests {
         assert!(
             after.contains("voxpipe_dial_latency_seconds_count 1"),
             "{after}"
+        );
+    }
+
+    #[test]
+    fn peer_connections_are_exported_for_webrtc_alone() {
+        let metrics = Arc::new(ServerMetrics::new());
+        let _twilio = metrics.transport_stats("twilio");
+        let _webrtc = metrics.transport_stats("webrtc");
+        let text = metrics.render();
+        assert!(
+            text.contains("voxpipe_peer_connections{transport=\"webrtc\"} 0"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("voxpipe_peer_connections{transport=\"twilio\"}"),
+            "{text}"
         );
     }
 }

@@ -111,13 +111,16 @@ pub(crate) async fn new_call(
         }
     };
     let span = tracing::info_span!("call", call_id = %permit.session_id(), transport = "webrtc");
+    // The permit goes with the call being built: an offer whose client
+    // went away keeps its slot until the connection is dropped.
+    let session_id = Arc::clone(permit.session_id());
     let accepted = state
         .webrtc
-        .accept(request, Arc::clone(permit.session_id()))
+        .accept(request, session_id, permit)
         .instrument(span.clone())
         .await;
     match accepted {
-        Ok((answer, call)) => {
+        Ok((answer, call, permit)) => {
             let state = Arc::clone(state);
             tokio::spawn(serve_call(state, permit, call, parameters).instrument(span));
             Ok(Json(answer).into_response())

@@ -17,7 +17,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::error::{ServiceError, error_message};
 use super::options::Connection;
-use super::retry::{parse_retry_after, retrying};
+use super::retry::{parse_retry_after, retrying_counted};
 
 /// The largest error body read, in bytes.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -71,9 +71,21 @@ pub(crate) async fn send(
     connection: &Connection,
     provider: &str,
 ) -> Result<reqwest::Response, ServiceError> {
+    send_counted(build, connection, provider, &mut 0).await
+}
+
+/// [`send`], counting its retries in `retries` with those its caller made
+/// before (a stream asked again): all of them keep to one bound,
+/// `max_retries`.
+pub(crate) async fn send_counted(
+    build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    connection: &Connection,
+    provider: &str,
+    retries: &mut u32,
+) -> Result<reqwest::Response, ServiceError> {
     let client = client()?;
     let build = &build;
-    retrying(&connection.retry, provider, || async move {
+    retrying_counted(&connection.retry, provider, retries, || async move {
         match tokio::time::timeout(connection.response_timeout, build(client).send()).await {
             Err(_) => Err(ServiceError::Timeout {
                 waiting_for: "response",

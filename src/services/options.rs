@@ -30,7 +30,8 @@ pub struct ConnectionOptions {
     pub read_timeout_secs: Seconds<1, 300>,
     /// Retries of a request refused with 429 or 5xx before any output
     /// (and, for an LLM, of a stream that fails before its content: an
-    /// error event, a reset connection). Default 2.
+    /// error event, a reset connection), both counted against this one
+    /// bound: at most `max_retries + 1` requests. Default 2.
     pub max_retries: u32,
     /// The first backoff, in seconds (above 0, at most 60); it doubles per
     /// retry. Default 0.25.

@@ -76,25 +76,44 @@ impl RetryPolicy {
 pub(crate) async fn retrying<T, F, Fut>(
     policy: &RetryPolicy,
     provider: &str,
+    attempt: F,
+) -> Result<T, ServiceError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ServiceError>>,
+{
+    retrying_counted(policy, provider, &mut 0, attempt).await
+}
+
+/// [`retrying`], counting its retries in `retries` (those made before
+/// count too): for a caller that retries for other reasons as well and
+/// must keep to one bound, `max_retries` in all.
+pub(crate) async fn retrying_counted<T, F, Fut>(
+    policy: &RetryPolicy,
+    provider: &str,
+    retries: &mut u32,
     mut attempt: F,
 ) -> Result<T, ServiceError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ServiceError>>,
 {
-    let mut retry = 0;
     loop {
         let error = match attempt().await {
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
-        retry += 1;
+        if !error.is_retryable() {
+            return Err(error);
+        }
+        let retry = retries.saturating_add(1);
         match policy.delay(retry, error.retry_after(), jitter()) {
-            Some(delay) if error.is_retryable() => {
+            Some(delay) => {
+                *retries = retry;
                 tracing::warn!(provider, retry, ?delay, error = %error, "retrying");
                 tokio::time::sleep(delay).await;
             }
-            _ => return Err(error),
+            None => return Err(error),
         }
     }
 }

@@ -249,6 +249,68 @@ async fn a_stream_failing_before_its_content_is_asked_again() {
 }
 
 #[tokio::test]
+async fn status_and_stream_retries_share_one_bound() {
+    // Two 503s, then streams failing with an error event after the 200,
+    // over and over: `max_retries` (2) retries in all, not per kind.
+    let server = FakeOpenAi::start().await;
+    let failing = || {
+        Reply::Sse(vec![Part::Data(
+            r#"{"error":{"message":"Overloaded","type":"server_error","param":null,"code":null}}"#
+                .into(),
+        )])
+    };
+    for _ in 0..2 {
+        server.push_chat(Reply::error(503, "Overloaded", "server_error"));
+        server.push_chat(Reply::error(503, "Overloaded", "server_error"));
+        server.push_chat(failing());
+    }
+    for _ in 0..6 {
+        server.push_chat(failing());
+    }
+    let out = ask(&server, FAST_RETRY).await;
+    assert_eq!(
+        server.received("chat/completions").len(),
+        3,
+        "max_retries + 1"
+    );
+    let errors = error_frames(&out.upstream);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(response_ends(&out), [true]);
+}
+
+#[tokio::test]
+async fn a_stream_broken_after_its_finish_reason_is_whole() {
+    // A reset where `[DONE]` should be, after the finish reason.
+    let server = FakeOpenAi::start().await;
+    server.push_chat(Reply::Sse(vec![
+        Part::Data(text_chunk("All ")),
+        Part::Data(text_chunk("said.")),
+        Part::Data(finish_chunk("stop")),
+        Part::Abort,
+    ]));
+    let out = ask(&server, FAST_RETRY).await;
+    assert!(
+        error_frames(&out.upstream).is_empty(),
+        "{:?}",
+        error_frames(&out.upstream)
+    );
+    assert_eq!(texts(&out.downstream).concat(), "All said.");
+    assert_eq!(response_ends(&out), [false]);
+    assert_eq!(server.received("chat/completions").len(), 1);
+
+    // A silence there: the read timeout ends the stream, not the answer.
+    server.push_chat(Reply::Sse(vec![
+        Part::Data(text_chunk("Quiet.")),
+        Part::Data(finish_chunk("stop")),
+        Part::Stall,
+    ]));
+    let out = ask(&server, "connection = { read_timeout_secs = 0.3 }").await;
+    assert!(error_frames(&out.upstream).is_empty());
+    assert_eq!(texts(&out.downstream).concat(), "Quiet.");
+    assert_eq!(response_ends(&out), [false]);
+}
+
+#[tokio::test]
 async fn nothing_after_done_is_read() {
     // A gateway that resets the connection after `[DONE]`: the answer was
     // whole, and it is neither failed nor asked again.

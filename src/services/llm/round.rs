@@ -2,13 +2,16 @@
 //! (text pushed as it comes when the round speaks, tool-call fragments
 //! assembled), until the stream's `[DONE]` (or its end after a finish
 //! reason). Nothing after `[DONE]` is read: a server that resets the
-//! connection or leaves it open then has still given a whole answer.
+//! connection or leaves it open then has still given a whole answer. So
+//! has one whose stream breaks (a reset, a read timeout, an error event)
+//! after a finish reason but before `[DONE]`.
 //!
 //! # Retries
 //!
-//! The request's 429 and 5xx are retried where it is sent (`http::send`).
-//! A stream that fails before any of its content (text or a tool-call
-//! fragment) came is asked again too, with the same backoff and bound:
+//! The request's 429 and 5xx are retried where it is sent
+//! (`http::send_counted`). A stream that fails before any of its content
+//! (text or a tool-call fragment) came is asked again too, with the same
+//! backoff; both count against one bound, `max_retries` retries in all:
 //! an error event sent after the 200 (`{"error": ...}`), a reset
 //! connection, or an end before any finish. Once content came, a failure
 //! is returned and never retried, so nothing is said twice. A timeout is
@@ -19,7 +22,7 @@ use std::time::Instant;
 use crate::conversation::Message;
 use crate::frame::{FrameBody, MetricsData};
 use crate::pipeline::ProcessorContext;
-use crate::services::http::{next_chunk_before, send};
+use crate::services::http::{next_chunk_before, send_counted};
 use crate::services::retry::jitter;
 use crate::services::task::report;
 use crate::services::{Connection, ServiceError, SseDecoder};
@@ -91,7 +94,7 @@ impl Ask<'_> {
         let mut retry = 0;
         loop {
             let failed = match self
-                .attempt(connection, id, messages, ctx, first_token)
+                .attempt(connection, id, messages, ctx, first_token, &mut retry)
                 .await
             {
                 Ok(round) => return Ok(round),
@@ -112,7 +115,8 @@ impl Ask<'_> {
         }
     }
 
-    /// One request and its stream.
+    /// One request and its stream; its status retries are counted in
+    /// `retries`, with the round's others.
     async fn attempt(
         &self,
         connection: &Connection,
@@ -120,13 +124,15 @@ impl Ask<'_> {
         messages: &[Message],
         ctx: &ProcessorContext,
         first_token: &mut Option<Instant>,
+        retries: &mut u32,
     ) -> Result<Round, Failed> {
         let wire = self.wire;
         let provider = wire.provider();
-        let response = send(
+        let response = send_counted(
             |client| wire.request(client, &self.request, messages),
             connection,
             provider,
+            retries,
         )
         .await?;
         let content_type = response
@@ -171,9 +177,16 @@ impl Ask<'_> {
             } else {
                 read_timeout
             };
-            let chunk = next_chunk_before(&mut stream, event_deadline, "event", bound)
-                .await
-                .map_err(|e| failed(e, seen_content))?;
+            let chunk = match next_chunk_before(&mut stream, event_deadline, "event", bound).await {
+                Ok(chunk) => chunk,
+                // After a finish reason the answer is whole: a reset or a
+                // silence where `[DONE]` should be ends the stream.
+                Err(error) if finished => {
+                    tracing::debug!(provider, error = %error, "the stream broke after its finish reason; taken as its end");
+                    break 'read;
+                }
+                Err(error) => return Err(failed(error, seen_content)),
+            };
             // Whether this chunk moved the answer on; the deadline moves
             // only once its events have been pushed on (below).
             let mut progress = false;
@@ -211,6 +224,10 @@ impl Ask<'_> {
                             );
                         }
                         continue;
+                    }
+                    Err(error) if finished => {
+                        tracing::warn!(provider, error = %error, "an error after the finish reason; the answer was whole");
+                        break 'read;
                     }
                     Err(error) => return Err(failed(error, seen_content)),
                 };

@@ -64,7 +64,12 @@ struct Partial {
 /// `"index": 0`, each whole and with an id of its own. So the calls are
 /// kept in the order they began, and each index points at the latest call
 /// begun under it: a fragment bringing an id other than that call's begins
-/// another, and the fragments after it without an id continue the new one.
+/// another when it also brings a name, or when that call's arguments are
+/// whole JSON already; the fragments after it continue the new one. Other
+/// servers (Poolside, older mlx-openai-server, some vLLM parsers) send a
+/// new id on later fragments of one call: without a name, and while the
+/// arguments are still incomplete, such a fragment continues the call
+/// under its first id.
 #[derive(Debug, Default)]
 pub struct ToolCallAssembler {
     /// The calls, in the order they began.
@@ -91,7 +96,7 @@ impl ToolCallAssembler {
     ) {
         let id = id.filter(|id| !id.is_empty());
         let slot = match self.latest.get(&index) {
-            Some(&slot) if !self.starts_another(slot, id) => slot,
+            Some(&slot) if !self.starts_another(slot, id, name) => slot,
             _ => {
                 self.calls.push(Partial::default());
                 self.indices.push(index);
@@ -114,11 +119,19 @@ impl ToolCallAssembler {
         }
     }
 
-    /// Whether a fragment bringing `id` begins a call other than the one
-    /// in `slot`: it does when that call has an id already, and not this one.
-    fn starts_another(&self, slot: usize, id: Option<&str>) -> bool {
-        match (id, self.calls.get(slot).and_then(|p| p.id.as_deref())) {
-            (Some(id), Some(current)) => id != current,
+    /// Whether a fragment bringing `id` and `name` begins a call other
+    /// than the one in `slot`: it does when that call has another id
+    /// already, and the fragment brings a name too or the call's arguments
+    /// are a whole JSON value already.
+    fn starts_another(&self, slot: usize, id: Option<&str>, name: Option<&str>) -> bool {
+        let Some(current) = self.calls.get(slot) else {
+            return false;
+        };
+        match (id, current.id.as_deref()) {
+            (Some(id), Some(current_id)) if id != current_id => {
+                name.is_some_and(|name| !name.is_empty())
+                    || serde_json::from_str::<serde::de::IgnoredAny>(&current.arguments).is_ok()
+            }
             _ => false,
         }
     }
@@ -322,6 +335,28 @@ mod tests {
             ]
         );
         assert_eq!(calls[1].arguments, Ok(json!({"city": "B"})));
+    }
+
+    #[test]
+    fn a_new_id_on_a_later_fragment_of_one_call_continues_it() {
+        // Poolside, mlx-openai-server before its PR #216, a vLLM streaming
+        // parser: every fragment of one call brings an id of its own.
+        let mut calls = ToolCallAssembler::new();
+        calls.add(0, Some("call_1"), Some("get_weather"), Some(""));
+        calls.add(0, Some("call_2"), None, Some(r#"{"city""#));
+        calls.add(0, Some("call_3"), None, Some(r#": "Paris"}"#));
+        let calls = calls.finish("r");
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0].call.id, "call_1");
+        assert_eq!(calls[0].call.name, "get_weather");
+        assert_eq!(calls[0].arguments, Ok(json!({"city": "Paris"})));
+
+        // Once the arguments are whole, another id begins another call,
+        // even without a name.
+        let mut calls = ToolCallAssembler::new();
+        calls.add(0, Some("a"), Some("x"), Some("{}"));
+        calls.add(0, Some("b"), None, Some("{}"));
+        assert_eq!(calls.finish("r").len(), 2);
     }
 
     #[test]

@@ -29,18 +29,25 @@
 //! at once, with no audio (and at times no `isFinal` either; Pipecat issues
 //! #4681 and #5271). For an adapter that says so
 //! ([`WsSpeech::close_waits_for_audio`]), the close of a finished context
-//! is held until audio has come after its last text was sent: once audio
-//! streams, the server puts `isFinal` after the last of it. If no audio
-//! comes within `read_timeout` (a text with nothing to say), the close goes
-//! out then, and the wait starts again for its `isFinal`.
+//! is held until audio of its last text has come: once that streams, the
+//! server puts `isFinal` after the last of it. Audio of an earlier sentence
+//! is not enough (the last one's synthesis may not have started yet): when
+//! the adapter counts the characters its audio was aligned with
+//! ([`WsSpeech::aligned_chars`]), the close goes once more of them came
+//! than were sent before the last text (whitespace not counted). Each held
+//! close has its own deadline, `read_timeout` after the context was
+//! finished or last had audio, whatever the other contexts do: if no
+//! audio comes by then (a text with nothing to say), the close goes out
+//! anyway, and the wait for its `isFinal` starts then, the other
+//! contexts' waits left as they were.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::services::ServiceError;
 
 use super::wire::WireEvent;
-use super::ws_speech::WsSpeech;
+use super::ws_speech::{WsSpeech, counted_chars};
 
 /// What the driver is asked to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +78,15 @@ enum Waiting {
     Finish { context: String },
 }
 
+/// How many characters of a context's text were sent.
+#[derive(Debug, Default, Clone, Copy)]
+struct SentChars {
+    /// All of them.
+    total: usize,
+    /// Those before its last text.
+    before_last: usize,
+}
+
 /// The socket's state machine. See the module docs.
 pub(crate) struct ContextSocket<A> {
     adapter: A,
@@ -80,12 +96,17 @@ pub(crate) struct ContextSocket<A> {
     waiting: Vec<Waiting>,
     /// Contexts opened on the current socket and not yet done.
     open: HashSet<String>,
-    /// Open contexts with all their text sent, waiting for their last audio.
-    finishing: HashSet<String>,
+    /// Open contexts with all their text sent, waiting for their last
+    /// audio, and since when their close has been out (their finish, for
+    /// a held one).
+    finishing: HashMap<String, Instant>,
     /// Open contexts with no audio since their last text was sent.
     awaiting_audio: HashSet<String>,
-    /// Finishing contexts whose close is held (see "Holding the close").
-    held: HashSet<String>,
+    /// Characters (not whitespace) of each open context's text sent.
+    sent_chars: HashMap<String, SentChars>,
+    /// Finishing contexts whose close is held, and when it goes out at the
+    /// latest (see "Holding the close").
+    held: HashMap<String, Instant>,
     /// When the socket was last heard from (or last asked something).
     heard_at: Option<Instant>,
     events: VecDeque<WireEvent>,
@@ -102,9 +123,10 @@ impl<A: WsSpeech> ContextSocket<A> {
             socket: Socket::Down,
             waiting: Vec::new(),
             open: HashSet::new(),
-            finishing: HashSet::new(),
+            finishing: HashMap::new(),
             awaiting_audio: HashSet::new(),
-            held: HashSet::new(),
+            sent_chars: HashMap::new(),
+            held: HashMap::new(),
             heard_at: None,
             events: VecDeque::new(),
             actions: VecDeque::new(),
@@ -132,12 +154,43 @@ impl<A: WsSpeech> ContextSocket<A> {
         self.events.pop_front()
     }
 
-    /// When `handle_timeout` is next due, if a timer runs.
+    /// When `handle_timeout` is next due, if a timer runs: the first held
+    /// close's deadline, or the socket's silence since the earliest close
+    /// still waiting for its context's end.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        if self.socket != Socket::Open || self.finishing.is_empty() {
+        if self.socket != Socket::Open {
             return None;
         }
-        self.heard_at.map(|at| at + self.read_timeout)
+        let held = self.held.values().min().copied();
+        [held, self.silence_deadline()].into_iter().flatten().min()
+    }
+
+    /// When the socket counts as lost: `read_timeout` without a message
+    /// since the earliest close that went out and is still waiting.
+    fn silence_deadline(&self) -> Option<Instant> {
+        let earliest = self
+            .finishing
+            .iter()
+            .filter(|(context, _)| !self.held.contains_key(*context))
+            .map(|(_, &since)| since)
+            .min()?;
+        let heard = self.heard_at.map_or(earliest, |at| at.max(earliest));
+        Some(heard + self.read_timeout)
+    }
+
+    /// Whether audio of `context`'s last text has come (see "Holding the
+    /// close").
+    fn last_text_heard(&self, context: &str) -> bool {
+        if self.awaiting_audio.contains(context) {
+            return false;
+        }
+        let before_last = self
+            .sent_chars
+            .get(context)
+            .map_or(0, |sent| sent.before_last);
+        self.adapter
+            .aligned_chars(context)
+            .is_none_or(|aligned| aligned > before_last)
     }
 
     /// The session starts: open the socket before the first text needs it.
@@ -164,6 +217,9 @@ impl<A: WsSpeech> ContextSocket<A> {
         let messages = self.adapter.text(context, text, first);
         self.send_all(messages);
         self.awaiting_audio.insert(context.to_owned());
+        let sent = self.sent_chars.entry(context.to_owned()).or_default();
+        sent.before_last = sent.total;
+        sent.total += counted_chars(text);
     }
 
     /// No more text is coming for `context`.
@@ -183,9 +239,10 @@ impl<A: WsSpeech> ContextSocket<A> {
             });
             return;
         }
-        self.finishing.insert(context.to_owned());
-        if self.adapter.close_waits_for_audio() && self.awaiting_audio.contains(context) {
-            self.held.insert(context.to_owned());
+        self.finishing.insert(context.to_owned(), now);
+        if self.adapter.close_waits_for_audio() && !self.last_text_heard(context) {
+            self.held
+                .insert(context.to_owned(), now + self.read_timeout);
             return;
         }
         self.send_finish(context);
@@ -196,9 +253,7 @@ impl<A: WsSpeech> ContextSocket<A> {
         self.waiting.retain(|w| match w {
             Waiting::Text { context: c, .. } | Waiting::Finish { context: c } => c != context,
         });
-        self.finishing.remove(context);
-        self.held.remove(context);
-        self.awaiting_audio.remove(context);
+        self.forget(context);
         if self.open.remove(context) {
             let messages = self.adapter.cancel(context);
             self.send_all(messages);
@@ -215,9 +270,7 @@ impl<A: WsSpeech> ContextSocket<A> {
         self.socket = Socket::Open;
         self.adapter.reset();
         self.open.clear();
-        self.finishing.clear();
-        self.awaiting_audio.clear();
-        self.held.clear();
+        self.forget_all();
         for waiting in std::mem::take(&mut self.waiting) {
             match waiting {
                 Waiting::Text { context, text } => self.handle_text(&context, &text, now),
@@ -265,15 +318,11 @@ impl<A: WsSpeech> ContextSocket<A> {
                     match &event {
                         WireEvent::Audio { context, .. } => {
                             self.awaiting_audio.remove(context);
-                            if self.held.remove(context) {
-                                self.send_finish(context);
-                            }
+                            self.heard_audio(context, now);
                         }
                         WireEvent::Done { context } => {
                             self.open.remove(context);
-                            self.finishing.remove(context);
-                            self.awaiting_audio.remove(context);
-                            self.held.remove(context);
+                            self.forget(context);
                         }
                         _ => {}
                     }
@@ -299,25 +348,32 @@ impl<A: WsSpeech> ContextSocket<A> {
         self.lost(error);
     }
 
-    /// A timer is due: a context waiting for its last audio heard nothing
-    /// for too long. A held close goes out first, and the wait starts again
+    /// A timer is due: a held close whose deadline passed goes out (and
+    /// its wait for the context's end starts), the others left as they
+    /// were; a socket silent for too long since a close went out is lost
     /// (see "Holding the close").
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        if self.poll_timeout().is_none_or(|due| now < due) {
+        if self.socket != Socket::Open {
             return;
         }
-        if !self.held.is_empty() {
+        let mut due: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(context, _)| context.clone())
+            .collect();
+        if !due.is_empty() {
             tracing::warn!(
                 provider = self.adapter.provider(),
-                contexts = self.held.len(),
-                "no audio came for a finished context; closing it anyway"
+                contexts = due.len(),
+                "no audio of its last text came for a finished context; closing it anyway"
             );
-            let mut held: Vec<String> = self.held.drain().collect();
-            held.sort_unstable();
-            for context in held {
-                self.send_finish(&context);
+            due.sort_unstable();
+            for context in due {
+                self.release(&context, now);
             }
-            self.heard_at = Some(now);
+        }
+        if self.silence_deadline().is_none_or(|due| now < due) {
             return;
         }
         self.lost(ServiceError::Timeout {
@@ -344,6 +400,44 @@ impl<A: WsSpeech> ContextSocket<A> {
         self.actions.push_back(SocketAction::Connect);
     }
 
+    /// Audio of `context` came: its held close goes once it is its last
+    /// text's, else waits on, its deadline moved on.
+    fn heard_audio(&mut self, context: &str, now: Instant) {
+        if !self.held.contains_key(context) {
+            return;
+        }
+        if self.last_text_heard(context) {
+            self.release(context, now);
+        } else {
+            self.held
+                .insert(context.to_owned(), now + self.read_timeout);
+        }
+    }
+
+    /// Sends `context`'s held close; the wait for its end starts now.
+    fn release(&mut self, context: &str, now: Instant) {
+        if self.held.remove(context).is_some() {
+            self.finishing.insert(context.to_owned(), now);
+            self.send_finish(context);
+        }
+    }
+
+    /// Forgets what waits on `context`.
+    fn forget(&mut self, context: &str) {
+        self.finishing.remove(context);
+        self.held.remove(context);
+        self.awaiting_audio.remove(context);
+        self.sent_chars.remove(context);
+    }
+
+    /// Forgets what waits on every context.
+    fn forget_all(&mut self) {
+        self.finishing.clear();
+        self.held.clear();
+        self.awaiting_audio.clear();
+        self.sent_chars.clear();
+    }
+
     /// Sends what says no more text is coming for `context`.
     fn send_finish(&mut self, context: &str) {
         let messages = self.adapter.finish(context);
@@ -363,9 +457,7 @@ impl<A: WsSpeech> ContextSocket<A> {
         }
         self.socket = Socket::Down;
         self.actions.retain(|a| !matches!(a, SocketAction::Send(_)));
-        self.finishing.clear();
-        self.awaiting_audio.clear();
-        self.held.clear();
+        self.forget_all();
         if !self.open.is_empty() {
             self.events.push_back(WireEvent::Failed {
                 context: None,

@@ -30,7 +30,7 @@ use crate::services::{ApiKey, ConnectionOptions, ServiceError};
 use super::openai::check_rate;
 use super::service::TtsService;
 use super::wire::WireEvent;
-use super::ws_speech::WsSpeech;
+use super::ws_speech::{WsSpeech, counted_chars};
 use super::ws_wire::WsWire;
 
 /// `[[processor]] type = "tts", provider = "elevenlabs"`.
@@ -121,6 +121,8 @@ impl ProcessorFactory for ElevenLabsTtsConfig {
 #[derive(Debug, Default)]
 struct ContextState {
     audio_bytes: usize,
+    /// Characters (whitespace aside) the audio was aligned with so far.
+    aligned: Option<usize>,
     partial: String,
     partial_start: Duration,
 }
@@ -190,6 +192,10 @@ impl WsSpeech for ElevenLabsSpeech {
         // A `close_context` ahead of the synthesis is honoured with no
         // audio (Pipecat issues #4681, #5271).
         true
+    }
+
+    fn aligned_chars(&self, context: &str) -> Option<usize> {
+        self.contexts.get(context).and_then(|state| state.aligned)
     }
 
     fn target(&self) -> WsTarget {
@@ -262,6 +268,8 @@ impl WsSpeech for ElevenLabsSpeech {
         if let Some(alignment) = reply.alignment {
             let offset = self.duration_of(chunk_start);
             let state = self.contexts.entry(context.clone()).or_default();
+            let chars: usize = alignment.chars.iter().map(|c| counted_chars(c)).sum();
+            state.aligned = Some(state.aligned.unwrap_or(0).saturating_add(chars));
             for (word, start) in words(state, &alignment, offset) {
                 events.push(WireEvent::Text {
                     context: context.clone(),

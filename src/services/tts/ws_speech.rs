@@ -30,6 +30,15 @@ pub(crate) trait WsSpeech: Send + 'static {
         false
     }
 
+    /// How many characters (whitespace aside) of `context`'s text its
+    /// audio so far was aligned with, when the provider says: the held
+    /// close goes once audio of the last text came (see `context_socket`).
+    /// `None` when no alignment came (then any audio after the last text
+    /// releases it).
+    fn aligned_chars(&self, _context: &str) -> Option<usize> {
+        None
+    }
+
     /// Where the socket goes.
     fn target(&self) -> WsTarget;
 
@@ -51,4 +60,9 @@ pub(crate) trait WsSpeech: Send + 'static {
 
     /// A new socket: forget per-socket parsing state.
     fn reset(&mut self);
+}
+
+/// The characters of `text` an alignment counts: whitespace aside.
+pub(crate) fn counted_chars(text: &str) -> usize {
+    text.chars().filter(|c| !c.is_whitespace()).count()
 }

@@ -75,6 +75,11 @@ impl WebRtcSignalling {
     /// (the answer names the call by a fresh `pc_id`, not by it). Run the
     /// call's session, then close it.
     ///
+    /// `hold` (the session's admission permit) is kept by the task that
+    /// builds the call and given back with it: a caller that goes away
+    /// does not free it while the connection is still being made, only
+    /// once the task has ended (and dropped the call).
+    ///
     /// # Errors
     /// A malformed offer, one that cannot be negotiated (no Opus audio), or
     /// a connection that cannot be set up here.
@@ -82,12 +87,13 @@ impl WebRtcSignalling {
     /// # Cancel safety
     /// Cancel safe: the work runs in a task of its own (see the module
     /// docs); a call answered after the caller went away is dropped, its
-    /// connection closed.
-    pub async fn accept(
+    /// connection closed, and `hold` with it.
+    pub async fn accept<H: Send + 'static>(
         &self,
         request: OfferRequest,
         session_id: Arc<str>,
-    ) -> Result<(Answer, WebRtcCall), SignallingError> {
+        hold: H,
+    ) -> Result<(Answer, WebRtcCall, H), SignallingError> {
         let this = self.clone();
         run_to_completion(async move {
             let (answer, mut call) = WebRtcCall::accept(
@@ -100,7 +106,7 @@ impl WebRtcSignalling {
             .await?;
             let registration = this.calls.register(call.connection());
             call.set_registration(registration);
-            Ok((answer, call))
+            Ok((answer, call, hold))
         })
         .await
     }

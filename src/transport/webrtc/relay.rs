@@ -14,8 +14,8 @@
 //! connection restart), dropping the oldest first. An event the channel
 //! refuses for good (larger than the page's maximum message size: aiortc
 //! takes 64 KiB, Chrome 256 KiB) is dropped, logged and counted, so the
-//! events after it still go; only a channel not open (yet, or any more)
-//! keeps an event for the next one.
+//! events after it still go; any other refusal (a channel not open, yet
+//! or any more) keeps the event in the backlog for the next try.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -177,8 +177,10 @@ async fn send_to(
 }
 
 /// Settles the backlog's oldest event after its send: gone when sent, or
-/// when refused for good (logged, counted); kept when the channel is not
-/// open. Whether to send the next.
+/// when refused for good (over the page's maximum message size: logged,
+/// counted); kept on any other refusal (a channel not open, yet or any
+/// more, or a transient failure), for the next try. Whether to send the
+/// next.
 fn settle(
     backlog: &mut VecDeque<String>,
     sent: Result<(), ChannelError>,
@@ -186,34 +188,25 @@ fn settle(
 ) -> bool {
     match sent {
         Ok(()) => {}
-        Err(err) if not_open(&err) => {
-            tracing::debug!(error = %err, "event not sent; kept for the next channel");
-            return false;
+        Err(err) if too_large(&err) => {
+            let bytes = backlog.front().map_or(0, String::len);
+            tracing::warn!(error = %err, bytes, "an event to the page dropped");
+            stats.output_dropped("event_too_large");
         }
         Err(err) => {
-            let kind = if matches!(err, ChannelError::ErrOutboundPacketTooLarge) {
-                "event_too_large"
-            } else {
-                "event_not_sent"
-            };
-            let bytes = backlog.front().map_or(0, String::len);
-            tracing::warn!(error = %err, bytes, kind, "an event to the page dropped");
-            stats.output_dropped(kind);
+            tracing::debug!(error = %err, "event not sent; kept for the next try");
+            return false;
         }
     }
     backlog.pop_front();
     true
 }
 
-/// Whether a send failed only because the channel is not open (not yet,
-/// or no more): the event may go on the next channel. Any other refusal
-/// is the event's own (over the page's maximum message size) and would
-/// be the same again.
-fn not_open(err: &ChannelError) -> bool {
-    matches!(
-        err,
-        ChannelError::ErrDataChannelNotOpen | ChannelError::ErrDataChannelClosed
-    )
+/// Whether a send was refused for the event's own sake (larger than the
+/// page's maximum message size), so that it would be refused again. Any
+/// other refusal (a channel not open, not yet or no more) may pass later.
+fn too_large(err: &ChannelError) -> bool {
+    matches!(err, ChannelError::ErrOutboundPacketTooLarge)
 }
 
 /// Asks the writer to finish and waits for it, `timeout` at most.
@@ -282,9 +275,13 @@ mod tests {
 
     #[test]
     fn an_event_for_a_channel_not_open_waits_for_the_next() {
-        let refusals: [fn() -> ChannelError; 2] = [
+        // Any refusal but the event's size keeps it, not only a channel
+        // not open: a transient failure must not lose it for good.
+        let refusals: [fn() -> ChannelError; 4] = [
             || ChannelError::ErrDataChannelNotOpen,
             || ChannelError::ErrDataChannelClosed,
+            || ChannelError::ErrClosedPipe,
+            || ChannelError::Other("the association is busy".to_owned()),
         ];
         for refusal in refusals {
             let stats = Dropped::default();

@@ -1,12 +1,14 @@
 //! A fake ElevenLabs multi-context TTS socket
 //! (`/v1/text-to-speech/{voice_id}/multi-stream-input`): contexts opened by
 //! `"text": " "`, audio with a character alignment per flushed text,
-//! `isFinal` after `close_context`. Told to, a context's synthesis starts
-//! a while after its text, and a `close_context` before then is honoured
-//! with nothing at all (no audio, no `isFinal`), as ElevenLabs' server-side
-//! race does (Pipecat issues #4681, #5271).
+//! `isFinal` after `close_context`. Told to, each flushed text's synthesis
+//! starts a while after it came (and after the previous text's started:
+//! one at a time), and a `close_context` before the last one started is
+//! honoured at once: what had not started is dropped and nothing more comes
+//! (no audio, no `isFinal`), as ElevenLabs' server-side race does (Pipecat
+//! issues #4681, #5271).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +28,10 @@ pub struct Script {
     pub reject: Option<(u16, String)>,
     /// Drop the connection after sending this many audio messages.
     pub drop_after_audio: Option<usize>,
-    /// Each context's synthesis starts this long after its first text
-    /// (its audio waits until then); a context closed before it started
-    /// gets nothing back.
+    /// Each flushed text's synthesis starts this long after it came, and
+    /// this long after the previous text's of its context started (its
+    /// audio waits until then); a context closed before its last text's
+    /// started gets nothing more back.
     pub synthesis_delay: Option<Duration>,
 }
 
@@ -92,34 +95,38 @@ async fn handshake(
 
 /// A context whose synthesis has not started: when it starts, and the
 /// replies waiting for it.
+/// A text's audio, and when its synthesis starts.
 struct Pending {
     starts: tokio::time::Instant,
-    replies: Vec<Value>,
+    reply: Value,
 }
 
 async fn session(mut socket: WebSocket, state: State, index: usize, script: Script, rate: u32) {
     let mut open: HashSet<String> = HashSet::new();
-    let mut pending: HashMap<String, Pending> = HashMap::new();
-    // Contexts whose synthesis has started: their audio goes at once.
-    let mut started: HashSet<String> = HashSet::new();
+    // Each context's texts whose synthesis has not started, in order.
+    let mut pending: HashMap<String, VecDeque<Pending>> = HashMap::new();
+    // When each context's latest text's synthesis starts (or started).
+    let mut last_start: HashMap<String, tokio::time::Instant> = HashMap::new();
     let mut sent_audio = 0usize;
     loop {
-        let next_start = pending.values().map(|p| p.starts).min();
+        let next_start = pending
+            .values()
+            .filter_map(|queue| queue.front().map(|p| p.starts))
+            .min();
         let message = tokio::select! {
             message = socket.recv() => message,
             () = sleep_until(next_start) => {
                 let now = tokio::time::Instant::now();
-                let due: Vec<String> = pending
-                    .iter()
-                    .filter(|(_, p)| p.starts <= now)
-                    .map(|(c, _)| c.clone())
-                    .collect();
-                for context in due {
-                    started.insert(context.clone());
-                    for reply in pending.remove(&context).map(|p| p.replies).unwrap_or_default() {
-                        if !send_audio(&mut socket, reply, &mut sent_audio, &script).await {
-                            return;
-                        }
+                let mut due = Vec::new();
+                for queue in pending.values_mut() {
+                    while queue.front().is_some_and(|p| p.starts <= now) {
+                        due.extend(queue.pop_front().map(|p| p.reply));
+                    }
+                }
+                pending.retain(|_, queue| !queue.is_empty());
+                for reply in due {
+                    if !send_audio(&mut socket, reply, &mut sent_audio, &script).await {
+                        return;
                     }
                 }
                 continue;
@@ -142,9 +149,10 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
         }
         let context = value["context_id"].as_str().unwrap_or("default").to_owned();
         if value.get("close_context").and_then(Value::as_bool) == Some(true) {
-            // Closed before its synthesis started: dropped, nothing said.
+            // Closed before its last text's synthesis started: what had
+            // not started is dropped, and nothing more is said.
             let raced = pending.remove(&context).is_some();
-            started.remove(&context);
+            last_start.remove(&context);
             if open.remove(&context) && !raced {
                 let fin = json!({"isFinal": true, "contextId": context});
                 let _ = socket.send(Message::Text(fin.to_string().into())).await;
@@ -159,19 +167,19 @@ async fn session(mut socket: WebSocket, state: State, index: usize, script: Scri
             continue;
         }
         let reply = audio_reply(&context, words, rate);
-        match (script.synthesis_delay, pending.get_mut(&context)) {
-            (_, Some(waiting)) => waiting.replies.push(reply),
-            (Some(delay), None) if !started.contains(&context) => {
-                let starts = tokio::time::Instant::now() + delay;
-                pending.insert(
-                    context,
-                    Pending {
-                        starts,
-                        replies: vec![reply],
-                    },
-                );
+        match script.synthesis_delay {
+            Some(delay) => {
+                let now = tokio::time::Instant::now();
+                let starts = last_start
+                    .get(&context)
+                    .map_or(now + delay, |&last| (last + delay).max(now + delay));
+                last_start.insert(context.clone(), starts);
+                pending
+                    .entry(context)
+                    .or_default()
+                    .push_back(Pending { starts, reply });
             }
-            _ => {
+            None => {
                 if !send_audio(&mut socket, reply, &mut sent_audio, &script).await {
                     return;
                 }

@@ -221,6 +221,19 @@ fn eleven_audio(context: &str) -> String {
     )
 }
 
+/// ElevenLabs audio aligned with `text`, as `sync_alignment` sends it.
+fn eleven_aligned(context: &str, text: &str) -> String {
+    let chars: Vec<String> = text.chars().map(String::from).collect();
+    let times: Vec<u32> = (0..chars.len() as u32).map(|i| i * 10).collect();
+    serde_json::json!({
+        "audio": "AAABAA==",
+        "isFinal": null,
+        "alignment": {"chars": chars, "charStartTimesMs": times, "charDurationsMs": vec![10; times.len()]},
+        "contextId": context,
+    })
+    .to_string()
+}
+
 fn eleven_final(context: &str) -> String {
     format!(r#"{{"isFinal":true,"contextId":"{context}"}}"#)
 }
@@ -307,4 +320,71 @@ fn a_held_close_goes_out_at_the_read_timeout_then_the_wait_starts_again() {
     s.handle_cancel("c2", t0);
     assert_eq!(closes(&mut s), ["c2"]);
     assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn audio_of_an_earlier_sentence_does_not_release_the_close_of_the_last() {
+    // Both sentences flushed, the first one's audio streaming while the
+    // last one's synthesis has not started: a close now would lose it.
+    let t0 = Instant::now();
+    let mut s = eleven_open(t0);
+    s.handle_text("c1", "Hello there.", t0);
+    s.handle_text("c1", "Bye.", t0);
+    s.handle_finish("c1", t0);
+    assert!(closes(&mut s).is_empty());
+    s.handle_message(&eleven_aligned("c1", "Hello "), t0);
+    s.handle_message(&eleven_aligned("c1", "there. "), t0);
+    assert!(
+        closes(&mut s).is_empty(),
+        "the first sentence's audio alone"
+    );
+    s.handle_message(&eleven_aligned("c1", "B"), t0);
+    assert_eq!(closes(&mut s), ["c1"], "the last sentence's audio began");
+
+    // Finished once the last sentence's audio came: closed at once.
+    s.handle_text("c2", "One.", t0);
+    s.handle_message(&eleven_aligned("c2", "One. "), t0);
+    s.handle_text("c2", "Two.", t0);
+    s.handle_message(&eleven_aligned("c2", "Tw"), t0);
+    s.handle_finish("c2", t0);
+    assert_eq!(closes(&mut s), ["c2"]);
+}
+
+#[test]
+fn each_held_close_has_its_own_deadline_whatever_the_others_do() {
+    let t0 = Instant::now();
+    let mut s = eleven_open(t0);
+    s.handle_text("c1", "...", t0);
+    s.handle_finish("c1", t0);
+    assert!(closes(&mut s).is_empty());
+    // Another response streams on: its traffic does not move c1's deadline.
+    let t1 = t0 + Duration::from_secs(2);
+    s.handle_text("c2", "Streaming.", t1);
+    s.handle_message(&eleven_aligned("c2", "Stream"), t1);
+    assert_eq!(s.poll_timeout(), Some(t0 + TIMEOUT));
+    let t2 = t0 + TIMEOUT;
+    s.handle_message(
+        &eleven_aligned("c2", "ing. "),
+        t2 - Duration::from_millis(1),
+    );
+    s.handle_timeout(t2);
+    assert_eq!(closes(&mut s), ["c1"], "its own deadline passed");
+    assert!(
+        !events(&mut s)
+            .iter()
+            .any(|e| matches!(e, WireEvent::Failed { .. } | WireEvent::Done { .. })),
+        "nothing failed"
+    );
+    // c1's close waits for its end; c2, finished later, is held until its
+    // audio, to its own deadline.
+    assert_eq!(s.poll_timeout(), Some(t2 + TIMEOUT));
+    let t3 = t2 + Duration::from_secs(1);
+    s.handle_text("c2", "More.", t3);
+    s.handle_finish("c2", t3);
+    assert!(closes(&mut s).is_empty());
+    s.handle_message(&eleven_final("c1"), t3);
+    events(&mut s);
+    assert_eq!(s.poll_timeout(), Some(t3 + TIMEOUT), "c2's own deadline");
+    s.handle_message(&eleven_aligned("c2", "M"), t3);
+    assert_eq!(closes(&mut s), ["c2"]);
 }
