@@ -95,7 +95,12 @@ impl NewCampaign {
     /// the same campaign, so its fingerprint is the same.
     pub fn fingerprint(&self) -> String {
         let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-        digest.update(self.settings.as_bytes());
+        // The settings as a value with sorted keys: a client that sends its
+        // `metadata` keys in another order asks for the same campaign.
+        match serde_json::from_str::<serde_json::Value>(&self.settings) {
+            Ok(settings) => digest.update(canonical_json(&settings).as_bytes()),
+            Err(_) => digest.update(self.settings.as_bytes()),
+        }
         for entry in &self.entries {
             digest.update(b"\0");
             digest.update(entry.to.as_bytes());
@@ -113,6 +118,32 @@ impl NewCampaign {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+}
+
+/// `value` as JSON text with every object's keys sorted.
+fn canonical_json(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            let fields: Vec<String> = entries
+                .into_iter()
+                .map(|(key, value)| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::String(key.clone()),
+                        canonical_json(value)
+                    )
+                })
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        serde_json::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
     }
 }
 
@@ -213,4 +244,31 @@ pub enum EntryOutcome {
         /// When (Unix ms).
         due_ms: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn campaign(settings: &str) -> NewCampaign {
+        NewCampaign {
+            id: "c".into(),
+            settings: settings.into(),
+            entries: vec![CampaignEntry {
+                to: "+15550000001".into(),
+                parameters: BTreeMap::new(),
+            }],
+            rejected: 0,
+            created_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_campaign_is_the_same_whatever_order_its_metadata_keys_came_in() {
+        let a = campaign(r#"{"rate":1,"metadata":{"batch":"q3","owner":"ada"}}"#);
+        let b = campaign(r#"{"metadata":{"owner":"ada","batch":"q3"},"rate":1}"#);
+        let c = campaign(r#"{"rate":1,"metadata":{"batch":"q4","owner":"ada"}}"#);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
 }

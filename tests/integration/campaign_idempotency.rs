@@ -132,6 +132,12 @@ async fn redis_claims_take_over_failed_writes_and_list_unlisted_campaigns() {
         (written.state, written.pending),
         (CampaignState::Running, 1)
     );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(keys.campaign("c2", None))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1, "a written campaign keeps no claim's expiry");
 
     // Written, but the listing failed: the retry lists it.
     let _: i64 = redis::cmd("ZREM")

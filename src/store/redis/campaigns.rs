@@ -108,31 +108,40 @@ return 1
 });
 
 /// Claims a campaign id for one campaign before it is written (its entries
-/// are too many for one script). KEYS: campaign. ARGV: fingerprint, now
-/// ms, claim ms. Returns `new` (claimed: write it), `existing` (written,
-/// the same campaign) with its state, `conflict` (another campaign), or
-/// `in_progress` (claimed for the same campaign less than claim ms ago and
-/// not written: a request still writing it). A claim older than that
-/// whose campaign was never written (its request failed) is taken over.
+/// are too many for one script). KEYS: campaign. ARGV: fingerprint, claim
+/// ms, unwritten claim TTL ms. Returns `new` (claimed: write it),
+/// `existing` (written, the same campaign) with its state, `conflict`
+/// (another campaign), or `in_progress` (claimed for the same campaign
+/// less than claim ms ago and not written: a request still writing it). A
+/// claim older than that whose campaign was never written (its request
+/// failed) is taken over. Times are Redis's own (`TIME`), so servers whose
+/// clocks differ agree on a claim's age; a claim never written expires.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local held = redis.call('HMGET', KEYS[1], 'fingerprint', 'claimed_ms', 'state')
 local fingerprint, claimed, state = held[1], held[2], held[3]
 if fingerprint then
   if fingerprint ~= ARGV[1] then return {'conflict'} end
   if state then return {'existing', state} end
-  if tonumber(claimed or '0') + tonumber(ARGV[3]) > tonumber(ARGV[2]) then
+  if tonumber(claimed or '0') + tonumber(ARGV[2]) > now then
     return {'in_progress'}
   end
 elseif state then
   return {'conflict'}
 end
-redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'claimed_ms', ARGV[2])
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'claimed_ms', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {'new'}
 ",
     )
 });
+
+/// How long a claim whose campaign was never written stays (a retry with
+/// the same key within it is told the key's campaign, or writes it).
+const UNWRITTEN_CLAIM_TTL_MS: u64 = 24 * 3_600 * 1_000;
 
 /// Pauses, resumes or cancels. KEYS: campaign, due, done, leases (one
 /// slot). ARGV: command (`pause`, `resume`, `cancel`). Returns the state
@@ -182,8 +191,8 @@ impl CampaignStore for RedisStore {
         let mut claim = CLAIM.key(keys.campaign(id, None));
         claim
             .arg(campaign.fingerprint())
-            .arg(crate::store::time::unix_ms())
-            .arg(CAMPAIGN_CLAIM_MS);
+            .arg(CAMPAIGN_CLAIM_MS)
+            .arg(UNWRITTEN_CLAIM_TTL_MS);
         let claimed: Vec<String> = self.invoke(&claim).await?;
         match claimed.first().map(String::as_str) {
             Some("new") => {}
@@ -232,6 +241,8 @@ impl CampaignStore for RedisStore {
             }
             zadd.ignore();
         }
+        // Written: the claim's expiry goes.
+        pipe.cmd("PERSIST").arg(keys.campaign(id, None)).ignore();
         if campaign.entries.is_empty() {
             pipe.cmd("HSET")
                 .arg(keys.campaign(id, None))
