@@ -255,6 +255,9 @@ mod tests {
     use super::*;
     use crate::transport::stats::NoStats;
 
+    /// Twilio's `start` of stream MZ1.
+    const START: &str = r#"{"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{"streamSid":"MZ1","accountSid":"AC1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{}}}"#;
+
     #[tokio::test(start_paused = true)]
     async fn messages_other_than_start_cannot_hold_off_the_timeout() {
         // Junk every second, forever; the idle timeout is two seconds.
@@ -301,8 +304,7 @@ mod tests {
         junk: impl Stream<Item = WsInbound> + Send + Unpin + 'static,
         read_interval: Duration,
     ) -> (Option<StreamEnd>, Duration) {
-        let start = r#"{"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{"streamSid":"MZ1","accountSid":"AC1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{}}}"#;
-        let inbound = futures_util::stream::iter([WsInbound::Text(Utf8Bytes::from_static(start))])
+        let inbound = futures_util::stream::iter([WsInbound::Text(Utf8Bytes::from_static(START))])
             .chain(junk);
         let options = CallOptions {
             idle_timeout: Duration::from_secs(2),
@@ -375,50 +377,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn audio_waiting_at_a_slow_read_is_not_a_gap_and_silence_follows_its_end() {
-        use crate::frame::{Direction, FrameBody};
-        use crate::testing::RecordingObserver;
         // 3 s of a loud tone in real time, then nothing (the socket open),
         // read every 600 ms: more than the half second after which silence
         // stands in for missing audio.
-        fn loud() -> WsInbound {
-            use base64::Engine as _;
-            // mu-law 0x80: near full scale.
-            let payload = base64::engine::general_purpose::STANDARD.encode([0x80_u8; 160]);
-            WsInbound::Text(Utf8Bytes::from(format!(
-                r#"{{"event":"media","streamSid":"MZ1","media":{{"track":"inbound","payload":"{payload}"}}}}"#
-            )))
-        }
-        let start = r#"{"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{"streamSid":"MZ1","accountSid":"AC1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{}}}"#;
-        let inbound = futures_util::stream::iter([WsInbound::Text(Utf8Bytes::from_static(start))])
-            .chain(every(Duration::from_millis(20), loud).take(150))
-            .chain(futures_util::stream::pending());
-        let options = CallOptions {
-            idle_timeout: Duration::from_secs(2),
-            stats: Arc::new(NoStats),
-            send_ahead: SendAhead::NONE,
-            read_interval: Duration::from_millis(600),
-        };
-        let Ok(call) = TwilioCall::accept(Box::pin(inbound), 16_000, options).await else {
-            panic!("the stream did not start");
-        };
-        let (outbound, _sent) = mpsc::channel(16);
-        let (ends, _handle) = call.into_transport(outbound);
-        let recorder = RecordingObserver::new();
-        let mut params = crate::pipeline::PipelineParams::new("test", 16_000);
-        params.observers.push(recorder.clone());
-        let task = crate::pipeline::PipelineTask::new(vec![ends.input, ends.output], params);
-        let ran = tokio::time::timeout(Duration::from_secs(60), task.run()).await;
-        assert!(ran.is_ok(), "the idle timeout ends it");
-        let loudness: Vec<bool> = recorder
-            .frames_from("transport.input", Direction::Downstream)
-            .iter()
-            .filter_map(|f| match &f.body {
-                FrameBody::InputAudio(audio) => {
-                    Some(audio.samples().iter().any(|&s| s.abs() > 1_000))
-                }
-                _ => None,
-            })
-            .collect();
+        let tone = every(Duration::from_millis(20), loud).take(150);
+        let loudness = loudness_heard(tone, Duration::from_millis(600), Duration::ZERO).await;
         let tone = loudness.iter().filter(|&&loud| loud).count();
         let last_loud = loudness.iter().rposition(|&loud| loud).unwrap();
         let first_loud = loudness.iter().position(|&loud| loud).unwrap();
@@ -437,31 +400,49 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn audio_sent_while_the_session_started_is_heard_not_dropped_as_a_flood() {
-        use crate::frame::{Direction, FrameBody};
-        use crate::testing::RecordingObserver;
-        fn loud() -> WsInbound {
-            use base64::Engine as _;
-            let payload = base64::engine::general_purpose::STANDARD.encode([0x80_u8; 160]);
-            WsInbound::Text(Utf8Bytes::from(format!(
-                r#"{{"event":"media","streamSid":"MZ1","media":{{"track":"inbound","payload":"{payload}"}}}}"#
-            )))
-        }
-        let start = r#"{"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{"streamSid":"MZ1","accountSid":"AC1","callSid":"CA1","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{}}}"#;
         // The 4 s Twilio streamed while the session started (a slow store,
         // say) wait in the socket, all read at once.
-        let inbound = futures_util::stream::iter([WsInbound::Text(Utf8Bytes::from_static(start))])
-            .chain(futures_util::stream::iter((0..200).map(|_| loud())))
+        let backlog = futures_util::stream::iter((0..200).map(|_| loud()));
+        let loudness =
+            loudness_heard(backlog, Duration::from_millis(40), Duration::from_secs(4)).await;
+        let loud_frames = loudness.iter().filter(|&&loud| loud).count();
+        // All 200, but for the resampler's edge.
+        assert!(loud_frames >= 198, "{loud_frames} of 200 frames heard");
+    }
+
+    /// A media message of a loud tone (mu-law 0x80: near full scale).
+    fn loud() -> WsInbound {
+        use base64::Engine as _;
+        let payload = base64::engine::general_purpose::STANDARD.encode([0x80_u8; 160]);
+        WsInbound::Text(Utf8Bytes::from(format!(
+            r#"{{"event":"media","streamSid":"MZ1","media":{{"track":"inbound","payload":"{payload}"}}}}"#
+        )))
+    }
+
+    /// Runs a call whose stream sends `start`, then `media`, then stays
+    /// open; the session starts `wait` after `start` and reads every
+    /// `read_interval` until the idle timeout (2 s). Whether each frame
+    /// the input pushed was loud.
+    async fn loudness_heard(
+        media: impl Stream<Item = WsInbound> + Send + Unpin + 'static,
+        read_interval: Duration,
+        wait: Duration,
+    ) -> Vec<bool> {
+        use crate::frame::{Direction, FrameBody};
+        use crate::testing::RecordingObserver;
+        let inbound = futures_util::stream::iter([WsInbound::Text(Utf8Bytes::from_static(START))])
+            .chain(media)
             .chain(futures_util::stream::pending());
         let options = CallOptions {
             idle_timeout: Duration::from_secs(2),
             stats: Arc::new(NoStats),
             send_ahead: SendAhead::NONE,
-            read_interval: Duration::from_millis(40),
+            read_interval,
         };
         let Ok(call) = TwilioCall::accept(Box::pin(inbound), 16_000, options).await else {
             panic!("the stream did not start");
         };
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        tokio::time::sleep(wait).await;
         let (outbound, _sent) = mpsc::channel(16);
         let (ends, _handle) = call.into_transport(outbound);
         let recorder = RecordingObserver::new();
@@ -470,16 +451,16 @@ mod tests {
         let task = crate::pipeline::PipelineTask::new(vec![ends.input, ends.output], params);
         let ran = tokio::time::timeout(Duration::from_secs(60), task.run()).await;
         assert!(ran.is_ok(), "the idle timeout ends it");
-        let loud_frames = recorder
+        recorder
             .frames_from("transport.input", Direction::Downstream)
             .iter()
-            .filter(|f| match &f.body {
-                FrameBody::InputAudio(audio) => audio.samples().iter().any(|&s| s.abs() > 1_000),
-                _ => false,
+            .filter_map(|f| match &f.body {
+                FrameBody::InputAudio(audio) => {
+                    Some(audio.samples().iter().any(|&s| s.abs() > 1_000))
+                }
+                _ => None,
             })
-            .count();
-        // All 200, but for the resampler's edge.
-        assert!(loud_frames >= 198, "{loud_frames} of 200 frames heard");
+            .collect()
     }
 
     #[tokio::test(start_paused = true)]
