@@ -243,6 +243,34 @@ async fn a_reviewer_that_cannot_be_asked_or_talks_nonsense_lets_the_draft_out_un
 }
 
 #[tokio::test]
+async fn a_reviewer_thinking_past_the_side_limit_lets_the_draft_out_unapproved() {
+    let openai = FakeOpenAi::start().await;
+    openai.push_chats_for("agent-model", [Reply::Sse(text_answer("The only draft."))]);
+    // Keep-alive comments every 2 s, as a reasoning model thinking: each
+    // gap within the read timeout, the whole far past the side limit.
+    let mut thinking = Vec::new();
+    for _ in 0..30 {
+        thinking.push(Part::Raw(b": thinking\n\n".to_vec()));
+        thinking.push(Part::Pause(std::time::Duration::from_secs(2)));
+    }
+    thinking.push(Part::Stall);
+    openai.push_chats_for("reviewer-model", [Reply::Sse(thinking)]);
+    let started = std::time::Instant::now();
+    let out = ask(&openai, 3).await;
+    let took = started.elapsed();
+    assert_eq!(texts(&out.downstream), ["The only draft."]);
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "waited {took:?} for the reviewer"
+    );
+    let unreviewed = Reflection {
+        rounds: 1,
+        approved: false,
+    };
+    assert_eq!(answer_turn(&out.downstream).reflection, Some(unreviewed));
+}
+
+#[tokio::test]
 async fn a_rewrite_that_fails_or_is_empty_lets_the_rejected_draft_out_unapproved() {
     for rewrite in [
         Reply::error(400, "context too long", "invalid_request_error"),

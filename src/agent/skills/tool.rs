@@ -37,6 +37,11 @@ impl Tool for SearchContextTool {
         &self.spec
     }
 
+    /// A lookup: a preemptive reply that is discarded changed nothing.
+    fn safe_to_run_early(&self) -> bool {
+        true
+    }
+
     async fn call(&self, arguments: Value) -> Result<ToolOutcome, ToolError> {
         match self.library.search_context(arguments).await {
             Ok(result) => Ok(ToolOutcome::result(result)),

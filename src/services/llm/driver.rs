@@ -63,6 +63,10 @@ use super::tool_runs::{ToolResults, run_tools};
 use super::tools::{Tool, ToolSpec};
 use super::wire::{ChatRequest, ChatWire, ToolChoice};
 
+/// The longest a side request (the router's classification, the
+/// reviewer's verdict) may take, retries included.
+pub(crate) const SIDE_REQUEST_LIMIT: Duration = Duration::from_secs(10);
+
 /// Everything a response needs, shared by the responses of a session.
 #[derive(Debug)]
 pub(crate) struct Responder {
@@ -344,6 +348,28 @@ impl Responder {
     /// response format (servers without structured outputs), or both when
     /// it names neither.
     async fn ask_side(
+        &self,
+        side: &SideModel,
+        messages: &[Message],
+        format: &Value,
+        ctx: &ProcessorContext,
+    ) -> Result<String, ServiceError> {
+        // The reply waits on this: a reasoning model thinking aloud for
+        // minutes, or a prose answer to a schema, would hold it that long.
+        // Past the limit the caller goes on as when the side model is down
+        // (the default agent, the draft unreviewed).
+        tokio::time::timeout(
+            SIDE_REQUEST_LIMIT,
+            self.ask_side_unbounded(side, messages, format, ctx),
+        )
+        .await
+        .unwrap_or(Err(ServiceError::Timeout {
+            waiting_for: "side answer",
+            after: SIDE_REQUEST_LIMIT,
+        }))
+    }
+
+    async fn ask_side_unbounded(
         &self,
         side: &SideModel,
         messages: &[Message],

@@ -260,6 +260,11 @@ impl Tool for DocumentTool {
         &self.spec
     }
 
+    /// A lookup: a preemptive reply that is discarded changed nothing.
+    fn safe_to_run_early(&self) -> bool {
+        true
+    }
+
     async fn call(&self, arguments: Value) -> Result<ToolOutcome, ToolError> {
         let query = arguments["query"].as_str().unwrap_or_default();
         let found: Vec<Value> = self

@@ -188,6 +188,11 @@ impl Tool for LoanPaymentTool {
         &self.spec
     }
 
+    /// A lookup: a preemptive reply that is discarded changed nothing.
+    fn safe_to_run_early(&self) -> bool {
+        true
+    }
+
     async fn call(&self, arguments: Value) -> Result<ToolOutcome, ToolError> {
         let principal = arguments["principal"].as_f64().unwrap_or(f64::NAN);
         let rate = arguments["annual_rate_percent"]
