@@ -588,7 +588,7 @@ async fn an_answer_with_emoji_is_cut_as_twilio_counts_and_every_part_is_taken() 
 }
 
 #[tokio::test]
-async fn help_and_opt_in_keywords_are_left_to_twilio() {
+async fn help_and_opt_in_keywords_twilio_flagged_are_left_to_it() {
     let rig = Rig::new("").await;
     let server = rig.server().await;
     let sms = ("+15551230001", "+15557650002");

@@ -232,7 +232,14 @@ impl Processor for AssistantContextAggregator {
 impl AssistantContextAggregator {
     /// Records what `frame` says of the bot's turn and forwards it.
     async fn record(&mut self, frame: Frame, direction: Direction, ctx: &ProcessorContext) {
-        let gone_at = far_end_gone_at(ctx);
+        // Read only for the frames it decides (the outcome's lock is not
+        // taken for every audio frame that passes).
+        let gone_at = match &frame.body {
+            FrameBody::LlmResponseStart
+            | FrameBody::BotStartedSpeaking
+            | FrameBody::BotStoppedSpeaking => far_end_gone_at(ctx),
+            _ => None,
+        };
         let completed = match &frame.body {
             // The far end is gone: the open turn was heard up to then, and
             // what plays or starts after it is heard by no one.

@@ -262,20 +262,23 @@ mod tests {
         assert_eq!(split_message("😀😀😀", 3), ["😀", "😀", "😀"]);
     }
 
+    /// A message from `from` saying `body`, flagged by Advanced Opt-Out
+    /// with `flag`.
+    fn message(from: &str, body: &str, flag: Option<&str>) -> IncomingMessage {
+        let mut form = vec![
+            ("MessageSid".to_owned(), "SM1".to_owned()),
+            ("From".to_owned(), from.to_owned()),
+            ("To".to_owned(), "+15557650002".to_owned()),
+            ("Body".to_owned(), body.to_owned()),
+        ];
+        if let Some(flag) = flag {
+            form.push(("OptOutType".to_owned(), flag.to_owned()));
+        }
+        IncomingMessage::from_form(&form).unwrap()
+    }
+
     #[test]
     fn opt_outs_are_the_keyword_alone_by_sms_and_the_flag_by_whatsapp() {
-        let message = |from: &str, body: &str, flag: Option<&str>| {
-            let mut form = vec![
-                ("MessageSid".to_owned(), "SM1".to_owned()),
-                ("From".to_owned(), from.to_owned()),
-                ("To".to_owned(), "+15557650002".to_owned()),
-                ("Body".to_owned(), body.to_owned()),
-            ];
-            if let Some(flag) = flag {
-                form.push(("OptOutType".to_owned(), flag.to_owned()));
-            }
-            IncomingMessage::from_form(&form).unwrap()
-        };
         assert!(message("+15551230001", " Stop ", None).is_opt_out());
         assert!(message("+15551230001", "unsubscribe", None).is_opt_out());
         assert!(!message("+15551230001", "please stop calling", None).is_opt_out());
@@ -285,19 +288,9 @@ mod tests {
     }
 
     #[test]
-    fn help_and_opt_in_keywords_are_twilios_to_answer() {
-        let message = |from: &str, body: &str, flag: Option<&str>| {
-            let mut form = vec![
-                ("MessageSid".to_owned(), "SM1".to_owned()),
-                ("From".to_owned(), from.to_owned()),
-                ("To".to_owned(), "+15557650002".to_owned()),
-                ("Body".to_owned(), body.to_owned()),
-            ];
-            if let Some(flag) = flag {
-                form.push(("OptOutType".to_owned(), flag.to_owned()));
-            }
-            IncomingMessage::from_form(&form).unwrap().keyword()
-        };
+    fn help_and_opt_in_keywords_are_twilios_only_when_it_flagged_them() {
+        let message =
+            |from: &str, body: &str, flag: Option<&str>| message(from, body, flag).keyword();
         let sms = "+15551230001";
         // Unflagged, they are the user's: "yes" answers the agent.
         for body in ["HELP", " info ", "Start", "unstop", "yes", "I need help"] {
