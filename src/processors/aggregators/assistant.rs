@@ -249,17 +249,10 @@ impl AssistantContextAggregator {
                 self.tracker.far_end_gone(at)
             }
             FrameBody::BotStartedSpeaking if gone_at.is_some() => None,
-            FrameBody::LlmResponseStart => {
-                let previous = self.tracker.response_started();
-                self.tracker.turn_opened(ctx.now());
-                previous
-            }
+            FrameBody::LlmResponseStart => self.tracker.response_started(ctx.now()),
             FrameBody::LlmResponseEnd { .. } => self.tracker.response_ended(),
             FrameBody::TtsStarted => {
-                if !self.tracker.is_open() {
-                    self.tracker.tts_started();
-                    self.tracker.turn_opened(ctx.now());
-                }
+                self.tracker.tts_started(ctx.now());
                 None
             }
             FrameBody::TtsStopped => self.tracker.tts_stopped(),

@@ -48,6 +48,9 @@ struct OpenTurn {
     /// How long the bot has spoken since the turn opened, speaking now
     /// not counted (see [`AssistantTurnTracker::far_end_gone`]).
     played: Duration,
+    /// The audio of the turn before still to play when this one opened:
+    /// the first of `played` is that turn's tail, not this one's.
+    owed: Duration,
     /// Opened by a TTS utterance rather than an LLM response.
     tts_only: bool,
     ended: bool,
@@ -76,22 +79,50 @@ impl AssistantTurnTracker {
         self.turn.is_some()
     }
 
-    /// An LLM response starts a turn; a turn still open (its audio not yet
-    /// confirmed played) completes first.
-    pub fn response_started(&mut self) -> Option<CompletedTurn> {
-        let previous = self.turn.take().map(|t| complete(t, None));
-        self.turn = Some(OpenTurn::default());
-        previous
+    /// An LLM response starts a turn at session time `now`; a turn still
+    /// open (its audio not yet confirmed played) completes first, and what
+    /// is left of its audio plays before the new turn's.
+    pub fn response_started(&mut self, now: Duration) -> Option<CompletedTurn> {
+        let previous = self.turn.take();
+        let owed = previous
+            .as_ref()
+            .map_or(Duration::ZERO, |turn| self.still_to_play(turn, now));
+        self.open(
+            OpenTurn {
+                owed,
+                ..OpenTurn::default()
+            },
+            now,
+        );
+        previous.map(|turn| complete(turn, None))
     }
 
-    /// Synthesis starts: opens a turn of its own if no response is open.
-    pub fn tts_started(&mut self) {
+    /// Synthesis starts at session time `now`: opens a turn of its own if
+    /// no response is open.
+    pub fn tts_started(&mut self, now: Duration) {
         if self.turn.is_none() {
-            self.turn = Some(OpenTurn {
+            let turn = OpenTurn {
                 tts_only: true,
                 ..OpenTurn::default()
-            });
+            };
+            self.open(turn, now);
         }
+    }
+
+    /// What the bot speaks from `now` on plays for `turn`.
+    fn open(&mut self, turn: OpenTurn, now: Duration) {
+        self.turn = Some(turn);
+        if self.bot_speaking {
+            self.speaking_since = Some(now);
+        }
+    }
+
+    /// How much of `turn`'s audio has not played by `now`.
+    fn still_to_play(&self, turn: &OpenTurn, now: Duration) -> Duration {
+        let speaking = self
+            .speaking_since
+            .map_or(Duration::ZERO, |since| now.saturating_sub(since));
+        turn.audio.saturating_sub(turn.played + speaking)
     }
 
     /// LLM text of the open turn.
@@ -153,14 +184,6 @@ impl AssistantTurnTracker {
         self.complete_if_played()
     }
 
-    /// A turn opened (a response or a TTS utterance started) at session
-    /// time `now`: what the bot speaks from now on plays for it.
-    pub fn turn_opened(&mut self, now: Duration) {
-        if self.bot_speaking {
-            self.speaking_since = Some(now);
-        }
-    }
-
     /// The bot's audio started playing at session time `now`.
     pub fn bot_started_speaking(&mut self, now: Duration) {
         self.bot_speaking = true;
@@ -180,15 +203,15 @@ impl AssistantTurnTracker {
     /// The far end went away at session time `now` (hung up, disconnected,
     /// timed out): the audio not yet played will never be heard, so the
     /// open turn completes with what played, an estimate from the time the
-    /// bot spoke since the turn opened, and is marked interrupted if that
-    /// was not all of it.
+    /// bot spoke since the turn opened (less the tail of the turn before),
+    /// and is marked interrupted if that was not all of it.
     pub fn far_end_gone(&mut self, now: Duration) -> Option<CompletedTurn> {
         let mut turn = self.turn.take()?;
         if let Some(since) = self.speaking_since.take() {
             turn.played += now.saturating_sub(since);
         }
         self.bot_speaking = false;
-        let heard = turn.played.min(turn.audio);
+        let heard = turn.played.saturating_sub(turn.owed).min(turn.audio);
         turn.interrupted |= heard < turn.audio;
         Some(complete(turn, Some(heard)))
     }
@@ -319,7 +342,7 @@ mod tests {
     #[test]
     fn the_unheard_part_starts_with_the_interrupted_sentence() {
         let mut t = AssistantTurnTracker::new();
-        t.response_started();
+        t.response_started(Duration::ZERO);
         for (text, at) in [("It is ten.", 0), ("The shop opens at nine.", 1_000)] {
             t.spoken(SpokenText {
                 text: text.into(),
@@ -349,7 +372,7 @@ mod tests {
         // come: the user interrupts before any of its audio is produced,
         // so nothing is cut and the heard audio is all of it.
         let mut t = AssistantTurnTracker::new();
-        t.response_started();
+        t.response_started(Duration::ZERO);
         t.spoken(sentence("It is ten.", 0));
         t.audio(ms(1_000));
         t.spoken(sentence("The shop opens at nine.", 1_000));
@@ -358,7 +381,7 @@ mod tests {
         assert_eq!(turn.text, "It is ten.");
         assert!(turn.interrupted);
         // Before the first audio.
-        t.response_started();
+        t.response_started(Duration::ZERO);
         t.spoken(sentence("Hello.", 0));
         assert_eq!(t.unheard(Duration::ZERO), "Hello.");
         assert_eq!(t.bot_interrupted(Duration::ZERO).unwrap().text, "");
@@ -367,7 +390,7 @@ mod tests {
     #[test]
     fn with_timed_words_the_unheard_part_starts_with_the_interrupted_sentence() {
         let mut t = AssistantTurnTracker::new();
-        t.response_started();
+        t.response_started(Duration::ZERO);
         for (text, at) in [
             ("Dr.", 0),
             ("Smith", 200),
@@ -447,8 +470,7 @@ mod tests {
     #[test]
     fn a_far_end_gone_mid_answer_heard_only_what_played() {
         let mut t = AssistantTurnTracker::new();
-        t.response_started();
-        t.turn_opened(ms(1_000));
+        t.response_started(ms(1_000));
         t.spoken(word("We", 0));
         t.spoken(word("can", 300));
         t.spoken(word("offer", 600));
@@ -462,8 +484,7 @@ mod tests {
         assert!(turn.interrupted);
         assert!(!t.is_open());
         // A turn that had played out is heard in full.
-        t.response_started();
-        t.turn_opened(ms(2_000));
+        t.response_started(ms(2_000));
         t.spoken(word("Bye.", 0));
         t.audio(ms(400));
         t.bot_started_speaking(ms(2_000));
@@ -477,8 +498,7 @@ mod tests {
     fn a_turn_opened_while_the_last_one_plays_counts_from_its_opening() {
         let mut t = AssistantTurnTracker::new();
         t.bot_started_speaking(ms(0));
-        t.response_started();
-        t.turn_opened(ms(5_000));
+        t.response_started(ms(5_000));
         t.spoken(word("Sure,", 0));
         t.spoken(word("one", 500));
         t.spoken(word("moment.", 1_000));
@@ -489,9 +509,28 @@ mod tests {
     }
 
     #[test]
+    fn a_turn_opened_while_the_last_one_plays_hears_that_tail_first() {
+        let mut t = AssistantTurnTracker::new();
+        t.response_started(ms(0));
+        t.spoken(word("Done.", 0));
+        t.audio(ms(1_000));
+        t.bot_started_speaking(ms(0));
+        // The next answer starts with 600 ms of the last one still to play.
+        assert_eq!(t.response_started(ms(400)).unwrap().text, "Done.");
+        t.spoken(word("Sure,", 0));
+        t.spoken(word("one", 500));
+        t.spoken(word("moment.", 1_000));
+        t.audio(ms(1_500));
+        // 1,000 ms later, 400 of them this answer's.
+        let turn = t.far_end_gone(ms(1_400)).unwrap();
+        assert_eq!(turn.text, "Sure,");
+        assert!(turn.interrupted);
+    }
+
+    #[test]
     fn a_turn_completes_once_its_audio_has_played() {
         let mut t = AssistantTurnTracker::new();
-        assert_eq!(t.response_started(), None);
+        assert_eq!(t.response_started(Duration::ZERO), None);
         t.spoken(sentence("Hello there.", 0));
         t.audio(ms(800));
         t.bot_started_speaking(Duration::ZERO);
@@ -505,7 +544,7 @@ mod tests {
     #[test]
     fn audio_played_out_before_the_response_ended_completes_at_the_end() {
         let mut t = AssistantTurnTracker::new();
-        t.response_started();
+        t.response_started(Duration::ZERO);
         t.spoken(sentence("Let me check.", 0));
         t.audio(ms(600));
         t.bot_started_speaking(Duration::ZERO);
@@ -523,7 +562,7 @@ mod tests {
     #[test]
     fn an_interrupted_turn_keeps_what_was_heard() {
         let mut t = AssistantTurnTracker::new();
-        t.response_started();
+        t.response_started(Duration::ZERO);
         t.spoken(word("One", 0));
         t.spoken(word("two", 500));
         t.spoken(word("three.", 1000));
@@ -544,12 +583,12 @@ mod tests {
     #[test]
     fn text_without_speech_is_kept_and_a_response_without_audio_completes_at_once() {
         let mut t = AssistantTurnTracker::new();
-        t.response_started();
+        t.response_started(Duration::ZERO);
         t.llm_text("Shown ");
         t.llm_text("only.");
         assert_eq!(t.response_ended().unwrap().text, "Shown only.");
         // A TTS utterance of its own is a turn too.
-        t.tts_started();
+        t.tts_started(Duration::ZERO);
         t.spoken(sentence("Welcome!", 0));
         assert_eq!(t.tts_stopped().unwrap().text, "Welcome!");
     }
