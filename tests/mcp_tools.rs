@@ -14,7 +14,7 @@
 mod support;
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +54,7 @@ fn main() {
         stdio_a_crash_mid_call_is_a_tool_error_and_the_next_call_restarts_the_server,
         http_tools_are_listed_called_timed_out_and_survive_a_server_crash,
         a_server_is_started_when_the_pipeline_is_built_before_any_session,
+        a_server_first_built_by_the_start_check_is_started_by_the_first_session,
         an_interruption_cancels_the_call_on_the_server,
         a_server_that_cannot_be_reached_costs_the_session_its_tools_only,
         a_child_writing_bytes_that_are_not_utf8_to_its_stderr_keeps_working,
@@ -398,9 +399,9 @@ async fn http_tools_are_listed_called_timed_out_and_survive_a_server_crash() {
     assert_eq!(told(&openai, "who"), "http-2");
 }
 
-async fn a_server_is_started_when_the_pipeline_is_built_before_any_session() {
-    let openai = FakeOpenAi::start().await;
-    let dir = tempfile::tempdir().unwrap();
+/// An LLM config whose MCP server is this binary behind a shell that
+/// creates the file the returned path names as it starts.
+fn marking_server(openai: &FakeOpenAi, dir: &tempfile::TempDir) -> (OpenAiLlmConfig, PathBuf) {
     let marker = dir.path().join("started");
     let exe = std::env::current_exe().unwrap();
     // The shell marks the start (with a builtin: the child has no PATH
@@ -412,16 +413,47 @@ async fn a_server_is_started_when_the_pipeline_is_built_before_any_session() {
         marker.to_str().unwrap().to_owned(),
     ]);
     let config = llm_config(
-        &openai,
+        openai,
         &format!(
             "[[mcp_servers]]\nname = \"calc\"\ncommand = \"/bin/sh\"\nargs = {args}\n\
              env = {{ {SERVE_STDIO_ENV} = \"1\" }}\n"
         ),
     );
+    (config, marker)
+}
+
+async fn a_server_is_started_when_the_pipeline_is_built_before_any_session() {
+    let openai = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, marker) = marking_server(&openai, &dir);
     let _built = session_llm(&config, &[]);
     assert!(
         support::wait::eventually(Duration::from_secs(10), async || marker.exists()).await,
         "the server was started before any session"
+    );
+}
+
+async fn a_server_first_built_by_the_start_check_is_started_by_the_first_session() {
+    let openai = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, marker) = marking_server(&openai, &dir);
+    // As `voxpipe serve` checks the file at start: every processor built
+    // once in a runtime of its own that runs nothing and is dropped.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let check = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _entered = check.enter();
+            drop(session_llm(&config, &[]));
+        });
+    });
+    assert!(!marker.exists(), "the check's runtime ran nothing");
+    let _first_session = session_llm(&config, &[]);
+    assert!(
+        support::wait::eventually(Duration::from_secs(10), async || marker.exists()).await,
+        "the first session started the server before any tool call"
     );
 }
 

@@ -248,15 +248,14 @@ impl McpServerConfig {
     }
 
     /// The server for a session: the process's shared connection, made by
-    /// the first build (`voxpipe serve` builds every processor once at
-    /// start), which starts connecting in the background. Variables are
-    /// read here, so one that is not set fails the build like any `*_env`
-    /// key.
+    /// the first build, which starts connecting in the background.
+    /// `voxpipe serve` and `run` build every processor once at start, in a
+    /// runtime of their own that never runs what it is given, so the first
+    /// session's build is the one whose warm-up runs. Variables are read
+    /// here, so one that is not set fails the build like any `*_env` key.
     pub(crate) fn build(&self, setup: &SessionSetup) -> Result<Arc<McpServer>, BuildError> {
         let connector = self.connector(setup)?;
-        let mut made = false;
         let server = self.shared.get_or_init(|| {
-            made = true;
             Arc::new(McpServer::new(ServerSettings {
                 name: self.name.clone(),
                 connector,
@@ -267,9 +266,7 @@ impl McpServerConfig {
                 cancel_on_interruption: self.cancel_on_interruption,
             }))
         });
-        if made {
-            server.warm_up();
-        }
+        server.warm_up();
         Ok(Arc::clone(server))
     }
 

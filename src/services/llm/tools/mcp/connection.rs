@@ -156,6 +156,10 @@ impl State {
 pub struct McpServer {
     pub(crate) settings: ServerSettings,
     state: Mutex<State>,
+    /// A warm-up has started running: one spawned on a runtime that never
+    /// ran it (`voxpipe serve` builds every processor once at start in a
+    /// runtime of its own, dropped unpolled) did not.
+    warming: AtomicBool,
 }
 
 impl fmt::Debug for McpServer {
@@ -171,6 +175,7 @@ impl McpServer {
         McpServer {
             settings,
             state: Mutex::new(State::default()),
+            warming: AtomicBool::new(false),
         }
     }
 
@@ -183,14 +188,21 @@ impl McpServer {
     }
 
     /// Starts connecting and listing the tools in the background, if there
-    /// is a runtime: a server launched with `npx` takes seconds to start,
-    /// which the first call should not wait for.
+    /// is a runtime and no warm-up has run yet: a server launched with
+    /// `npx` takes seconds to start, which the first call should not wait
+    /// for.
     pub(crate) fn warm_up(self: &Arc<Self>) {
+        if self.warming.load(Ordering::SeqCst) {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let server = Arc::clone(self);
         runtime.spawn(async move {
+            if server.warming.swap(true, Ordering::SeqCst) {
+                return;
+            }
             if let Err(error) = server.list_tools().await {
                 tracing::warn!(%error, "MCP server not ready at start");
             }
