@@ -54,7 +54,7 @@ fn main() {
         stdio_a_crash_mid_call_is_a_tool_error_and_the_next_call_restarts_the_server,
         http_tools_are_listed_called_timed_out_and_survive_a_server_crash,
         a_server_is_started_when_the_pipeline_is_built_before_any_session,
-        a_server_first_built_by_the_start_check_is_started_by_the_first_session,
+        a_server_first_built_by_the_start_check_is_started_by_the_warm_up,
         an_interruption_cancels_the_call_on_the_server,
         a_server_that_cannot_be_reached_costs_the_session_its_tools_only,
         a_child_writing_bytes_that_are_not_utf8_to_its_stderr_keeps_working,
@@ -433,7 +433,7 @@ async fn a_server_is_started_when_the_pipeline_is_built_before_any_session() {
     );
 }
 
-async fn a_server_first_built_by_the_start_check_is_started_by_the_first_session() {
+async fn a_server_first_built_by_the_start_check_is_started_by_the_warm_up() {
     let openai = FakeOpenAi::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (config, marker) = marking_server(&openai, &dir);
@@ -450,10 +450,11 @@ async fn a_server_first_built_by_the_start_check_is_started_by_the_first_session
         });
     });
     assert!(!marker.exists(), "the check's runtime ran nothing");
-    let _first_session = session_llm(&config, &[]);
+    // `voxpipe serve` warms up in its own runtime.
+    config.warm_up(&SessionSetup::new("warm-up", 16_000));
     assert!(
         support::wait::eventually(Duration::from_secs(10), async || marker.exists()).await,
-        "the first session started the server before any tool call"
+        "the warm-up started the server before any session"
     );
 }
 

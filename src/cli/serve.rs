@@ -35,8 +35,12 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
         (Err(code), _) | (_, Err(code)) => return code,
     };
     let context = {
-        // Redis connections start their tasks on this runtime.
+        // Redis connections start their tasks on this runtime, as do the
+        // MCP servers' connections, so that the first call finds them open
+        // (the check at load built the processors in a runtime that ran
+        // nothing).
         let _entered = runtime.enter();
+        config.warm_up();
         match config.agent_runtime(&EnvSource::Process) {
             Ok(context) => Arc::new(context),
             Err(err) => {

@@ -21,6 +21,13 @@ pub trait ProcessorFactory: Send + Sync + fmt::Debug {
     fn conversation_name(&self) -> Option<&str> {
         None
     }
+
+    /// Starts in the background, on the current runtime, what the process
+    /// keeps for all its sessions (an MCP server's connection), so that
+    /// the first session does not wait for it. A server calls it once, in
+    /// the runtime its sessions run on; a problem is left for the
+    /// sessions' builds to report.
+    fn warm_up(&self, _setup: &SessionSetup) {}
 }
 
 /// One `[[processor]]` entry, validated.

@@ -101,6 +101,15 @@ impl PipelineConfig {
         setup
     }
 
+    /// Starts, on the current runtime, what the processors keep for all
+    /// sessions (see [`ProcessorFactory::warm_up`]).
+    pub fn warm_up(&self) {
+        let setup = self.session_setup("warm-up");
+        for entry in &self.processors {
+            entry.factory.warm_up(&setup);
+        }
+    }
+
     /// The agent runtime of this pipeline's `[context]`, `[evaluator]`,
     /// `[webhook]`, `[extraction]`, `[storage]`, `[learning]` and
     /// `[optimiser]` sections, with secrets read from `env`; with

@@ -84,6 +84,12 @@ impl ProcessorFactory for ParallelFactory {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Box::new(Parallel::new(branches)))
     }
+
+    fn warm_up(&self, setup: &SessionSetup) {
+        for entry in self.branches.iter().flatten() {
+            entry.factory.warm_up(setup);
+        }
+    }
 }
 
 /// Runs branches side by side. See the module docs.

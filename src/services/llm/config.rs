@@ -246,4 +246,14 @@ impl ProcessorFactory for OpenAiLlmConfig {
             .with_client_tool_calls(client_calls),
         ))
     }
+
+    /// Connects to the MCP servers (a child started with `npx` takes
+    /// seconds, which the first call should not wait for).
+    fn warm_up(&self, setup: &SessionSetup) {
+        for server in &self.mcp_servers {
+            // Building starts the connection; a variable not set is
+            // reported by the sessions' builds.
+            let _ = server.build(setup);
+        }
+    }
 }

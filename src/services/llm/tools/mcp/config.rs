@@ -248,11 +248,14 @@ impl McpServerConfig {
     }
 
     /// The server for a session: the process's shared connection, made by
-    /// the first build, which starts connecting in the background.
-    /// `voxpipe serve` and `run` build every processor once at start, in a
-    /// runtime of their own that never runs what it is given, so the first
-    /// session's build is the one whose warm-up runs. Variables are read
-    /// here, so one that is not set fails the build like any `*_env` key.
+    /// the first build; a build starts connecting in the background unless
+    /// a warm-up has run. The check at load builds every processor in a
+    /// runtime of its own that runs nothing, so `voxpipe serve` warms up
+    /// again in its own ([`ProcessorFactory::warm_up`]), and `run`'s
+    /// session builds it. Variables are read here, so one that is not set
+    /// fails the build like any `*_env` key.
+    ///
+    /// [`ProcessorFactory::warm_up`]: crate::pipeline::ProcessorFactory::warm_up
     pub(crate) fn build(&self, setup: &SessionSetup) -> Result<Arc<McpServer>, BuildError> {
         let connector = self.connector(setup)?;
         let server = self.shared.get_or_init(|| {
