@@ -277,9 +277,11 @@ impl McpServer {
     }
 
     /// Calls the tool the server names `name`, giving it `limit` in all
-    /// (connecting included). A call that times out counts towards
-    /// closing a hung connection; one dropped before (an interruption)
-    /// does not, and rmcp then tells the server the request is cancelled.
+    /// (connecting included). A call that times out on a connection open
+    /// when it started counts towards closing a hung connection; one that
+    /// waited for the connection to open had less than its limit on it,
+    /// and one dropped before (an interruption) does not count either
+    /// (rmcp then tells the server the request is cancelled).
     pub(crate) async fn call(
         self: &Arc<Self>,
         name: &str,
@@ -292,9 +294,17 @@ impl McpServer {
             what,
             limit,
         };
-        let client = tokio::time::timeout_at(deadline, self.connected())
-            .await
-            .map_err(|_| timed_out("answer to the handshake"))??;
+        let open = self
+            .state()
+            .live(self.name())
+            .map(|open| Arc::clone(&open.client));
+        let had_its_limit = open.is_some();
+        let client = match open {
+            Some(client) => client,
+            None => tokio::time::timeout_at(deadline, self.connected())
+                .await
+                .map_err(|_| timed_out("answer to the handshake"))??,
+        };
         let params = CallToolRequestParams::new(name.to_owned()).with_arguments(arguments);
         match tokio::time::timeout_at(deadline, client.peer().call_tool(params)).await {
             Ok(Ok(result)) => {
@@ -303,7 +313,9 @@ impl McpServer {
             }
             Ok(Err(error)) => Err(self.request_failed(&client, error)),
             Err(_) => {
-                self.call_timed_out(&client);
+                if had_its_limit {
+                    self.call_timed_out(&client);
+                }
                 Err(timed_out("result"))
             }
         }

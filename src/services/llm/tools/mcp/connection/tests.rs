@@ -30,10 +30,19 @@ enum List {
     Exit,
 }
 
+/// How the scripted server answers `initialize`.
+#[derive(Clone, Copy, PartialEq)]
+enum Handshake {
+    Answer,
+    /// After a second.
+    Slow,
+    Never,
+}
+
 /// What the scripted server answers.
 #[derive(Clone, Copy)]
 struct Script {
-    handshake: bool,
+    handshake: Handshake,
     list: List,
     calls: Calls,
 }
@@ -101,7 +110,7 @@ async fn serve(stream: tokio::io::DuplexStream, script: Script, seen: Arc<Seen>)
         let (counter, answer) = match message["method"].as_str() {
             Some("initialize") => (
                 &seen.handshakes,
-                script.handshake.then(|| {
+                (script.handshake != Handshake::Never).then(|| {
                     json!({"result": {
                         "protocolVersion": message["params"]["protocolVersion"],
                         "capabilities": {"tools": {}},
@@ -139,7 +148,12 @@ async fn serve(stream: tokio::io::DuplexStream, script: Script, seen: Arc<Seen>)
         counter.fetch_add(1, Ordering::SeqCst);
         seen.changed.notify_waiters();
         if let Some(mut answer) = answer {
-            if script.list == List::Slow && message["method"] == "tools/list" {
+            let slow = match message["method"].as_str() {
+                Some("tools/list") => script.list == List::Slow,
+                Some("initialize") => script.handshake == Handshake::Slow,
+                _ => false,
+            };
+            if slow {
                 tokio::time::sleep(SECOND).await;
             }
             answer["jsonrpc"] = json!("2.0");
@@ -161,7 +175,7 @@ const SECOND: Duration = Duration::from_secs(1);
 async fn sessions_starting_together_share_one_listing_and_a_hung_list_backs_off() {
     let connect_timeout = 5 * SECOND;
     let script = Script {
-        handshake: true,
+        handshake: Handshake::Answer,
         list: List::Hang,
         calls: Calls::Answer,
     };
@@ -190,7 +204,7 @@ async fn sessions_starting_together_share_one_listing_and_a_hung_list_backs_off(
 #[tokio::test(start_paused = true)]
 async fn a_server_that_dies_after_its_handshake_is_started_again_only_after_a_backoff() {
     let script = Script {
-        handshake: true,
+        handshake: Handshake::Answer,
         list: List::Exit,
         calls: Calls::Answer,
     };
@@ -226,7 +240,7 @@ async fn a_server_that_dies_after_its_handshake_is_started_again_only_after_a_ba
 #[tokio::test(start_paused = true)]
 async fn tools_said_changed_during_a_listing_are_listed_again() {
     let script = Script {
-        handshake: true,
+        handshake: Handshake::Answer,
         list: List::Slow,
         calls: Calls::Answer,
     };
@@ -257,7 +271,7 @@ async fn tools_said_changed_during_a_listing_are_listed_again() {
 #[tokio::test(start_paused = true)]
 async fn a_list_keeps_being_served_from_the_connection_once_listed() {
     let script = Script {
-        handshake: true,
+        handshake: Handshake::Answer,
         list: List::Answer,
         calls: Calls::Answer,
     };
@@ -275,7 +289,7 @@ async fn a_list_keeps_being_served_from_the_connection_once_listed() {
 async fn a_connect_given_up_by_a_short_tool_timeout_still_counts_as_a_failure() {
     let connect_timeout = 10 * SECOND;
     let script = Script {
-        handshake: false,
+        handshake: Handshake::Never,
         list: List::Answer,
         calls: Calls::Answer,
     };
@@ -307,7 +321,7 @@ async fn a_connect_given_up_by_a_short_tool_timeout_still_counts_as_a_failure() 
 #[tokio::test(start_paused = true)]
 async fn a_server_that_lets_calls_time_out_in_a_row_is_restarted_after_a_backoff() {
     let script = Script {
-        handshake: true,
+        handshake: Handshake::Answer,
         list: List::Answer,
         calls: Calls::Hang,
     };
@@ -347,9 +361,32 @@ async fn a_server_that_lets_calls_time_out_in_a_row_is_restarted_after_a_backoff
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_that_waited_for_the_connection_does_not_count_as_hung() {
+    let script = Script {
+        handshake: Handshake::Slow,
+        list: List::Answer,
+        calls: Calls::Hang,
+    };
+    let (server, seen) = server(script, SECOND, 5 * SECOND);
+    let limit = 3 * SECOND / 2;
+    // A second of it goes on the handshake, half a second on the call.
+    let error = server.call("echo", JsonObject::new(), limit).await;
+    assert!(matches!(error, Err(McpError::Timeout { .. })), "{error:?}");
+    let client = server.connected().await.unwrap();
+    // Two calls given their whole limit on the open connection: one short
+    // of closing it.
+    for _ in 0..MAX_TIMEOUTS_IN_A_ROW - 1 {
+        let error = server.call("echo", JsonObject::new(), limit).await;
+        assert!(matches!(error, Err(McpError::Timeout { .. })), "{error:?}");
+    }
+    assert!(Arc::ptr_eq(&server.connected().await.unwrap(), &client));
+    assert_eq!(Seen::count(&seen.handshakes), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_answer_between_timeouts_keeps_the_connection() {
     let script = Script {
-        handshake: true,
+        handshake: Handshake::Answer,
         list: List::Answer,
         calls: Calls::Hang,
     };
@@ -370,7 +407,7 @@ async fn an_answer_between_timeouts_keeps_the_connection() {
 #[tokio::test(start_paused = true)]
 async fn a_server_error_reaches_the_model_shortened() {
     let script = Script {
-        handshake: true,
+        handshake: Handshake::Answer,
         list: List::Answer,
         calls: Calls::HugeError,
     };
