@@ -152,6 +152,7 @@ mod tests {
     use std::sync::atomic::{AtomicI64, Ordering};
 
     use super::*;
+    use crate::pipeline::{PipelineParams, PipelineTask};
     use crate::transport::webrtc::ClientPeer;
 
     /// The peer connections open now.
@@ -207,5 +208,39 @@ mod tests {
             "the restart's connection is closed, not left on the closed call"
         );
         assert!(signalling.session_of(&answer.pc_id).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_after_its_calls_session_ended_is_for_an_ended_call() {
+        let open = Arc::new(OpenConnections::default());
+        let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), 16_000)
+            .with_stats(Arc::clone(&open) as Arc<dyn TransportStats>);
+        let (_first, offer) = ClientPeer::offer().await.unwrap();
+        let (answer, mut call, ()) = signalling.accept(offer, "s1".into(), ()).await.unwrap();
+        let ends = call.take_ends().unwrap();
+        let session = PipelineTask::new(
+            vec![ends.input, ends.output],
+            PipelineParams::new("s1", 16_000),
+        );
+        let handle = session.handle();
+        let running = tokio::spawn(session.run());
+        // The server ends the session (shutting down): the call is not
+        // closed yet when the page restarts its connection.
+        handle.end("shutdown").await;
+        running.await.unwrap();
+
+        let (_second, offer) = ClientPeer::offer().await.unwrap();
+        let restart = OfferRequest {
+            pc_id: Some(answer.pc_id.clone()),
+            restart_pc: Some(true),
+            ..offer
+        };
+        let answered = signalling.reoffer(restart).await;
+        assert!(
+            answered.is_none(),
+            "an offer for an ended call, not a connection on it: {answered:?}"
+        );
+        call.close().await;
+        assert_eq!(open.0.load(Ordering::Acquire), 0, "no connection left open");
     }
 }
