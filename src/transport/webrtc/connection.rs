@@ -5,9 +5,16 @@
 //! Every part of a call holds it: the reader (to ignore events of a
 //! replaced connection, by generation), the live calls map (to route later
 //! offers and candidates by `pc_id`), and the call itself (to close it).
+//!
+//! A call's end begins once (its reader saw the connection go, its session
+//! is ending, or it is closing): from then on it takes no offer, and a
+//! restart already being answered is not installed but closed, its offer
+//! treated as one for an ended call (a new session). Ending and installing
+//! a connection are decided under one lock, so neither can slip between
+//! the other's check and its change.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, watch};
@@ -33,7 +40,11 @@ pub(crate) struct CallConnection {
     generation: AtomicU64,
     /// One negotiation at a time.
     negotiating: Mutex<()>,
+    /// The call's end has begun; held while a connection is installed.
+    ending: std::sync::Mutex<bool>,
     outgoing: mpsc::UnboundedSender<Outgoing>,
+    #[cfg(test)]
+    pub(super) before_install: install_hook::InstallHook,
 }
 
 impl CallConnection {
@@ -59,7 +70,10 @@ impl CallConnection {
             connection,
             generation: AtomicU64::new(0),
             negotiating: Mutex::new(()),
+            ending: std::sync::Mutex::new(false),
             outgoing,
+            #[cfg(test)]
+            before_install: install_hook::InstallHook::default(),
         }
     }
 
@@ -78,6 +92,50 @@ impl CallConnection {
         self.generation.load(Ordering::Acquire)
     }
 
+    fn ending(&self) -> MutexGuard<'_, bool> {
+        // A plain flag: a panic cannot leave it half-changed.
+        self.ending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the call still takes offers and candidates: its end has
+    /// not begun.
+    pub(crate) fn is_live(&self) -> bool {
+        !*self.ending()
+    }
+
+    /// Begins the call's end (idempotent): no later offer reaches it, and
+    /// a restart being answered is not installed.
+    pub(crate) fn end(&self) {
+        *self.ending() = true;
+    }
+
+    /// Begins the call's end if `generation` is its current connection's;
+    /// whether it did. An event of a connection that a restart replaced
+    /// meanwhile does not end the call: checked with the install's lock, so
+    /// the restart is either installed first (and the event is of an old
+    /// connection) or refused (the call ended first).
+    pub(crate) fn end_if_current(&self, generation: u64) -> bool {
+        let mut ending = self.ending();
+        let current = generation == self.generation();
+        if current {
+            *ending = true;
+        }
+        current
+    }
+
+    /// Makes `connection` (of `generation`) the current one, unless the
+    /// call's end has begun: then it is given back, to be closed.
+    fn install(&self, generation: u64, connection: Connection) -> Result<(), Connection> {
+        let ending = self.ending();
+        if *ending {
+            return Err(connection);
+        }
+        self.generation.store(generation, Ordering::Release);
+        self.connection.send_replace(Some(Arc::new(connection)));
+        drop(ending);
+        Ok(())
+    }
+
     fn current(&self) -> Result<Arc<Connection>, SignallingError> {
         self.connection
             .borrow()
@@ -86,19 +144,28 @@ impl CallConnection {
     }
 
     /// Answers a later offer: on the same connection, or with
-    /// `restart_pc` on a new one that replaces it.
+    /// `restart_pc` on a new one that replaces it. `None` when the call's
+    /// end has begun (before, or while, the offer was answered): the offer
+    /// is then one for an ended call, and a connection made for it is
+    /// closed.
     ///
     /// # Cancel safety
     /// Not cancel safe: dropped while the new connection is being made,
     /// it leaves that one running; dropped while the old one closes, the
     /// old one. `WebRtcSignalling::reoffer` runs it in a task of its own.
-    pub(crate) async fn reoffer(&self, request: OfferRequest) -> Result<Answer, SignallingError> {
+    pub(crate) async fn reoffer(
+        &self,
+        request: OfferRequest,
+    ) -> Result<Option<Answer>, SignallingError> {
         request.validate()?;
         let _one_at_a_time = self.negotiating.lock().await;
+        if !self.is_live() {
+            return Ok(None);
+        }
         let current = self.current()?;
         if !request.restart_pc.unwrap_or(false) {
             let sdp = current.renegotiate(&self.settings, request.sdp).await?;
-            return Ok(Answer::new(sdp, &self.pc_id));
+            return Ok(Some(Answer::new(sdp, &self.pc_id)));
         }
         let generation = current.generation + 1;
         let (connection, sdp) = Connection::answer(
@@ -109,13 +176,22 @@ impl CallConnection {
             request.sdp,
         )
         .await?;
+        #[cfg(test)]
+        self.before_install.pause().await;
+        if let Err(unwanted) = self.install(generation, connection) {
+            tracing::info!(
+                generation,
+                "the call ended while its connection was restarted"
+            );
+            drop(_one_at_a_time);
+            unwanted.close().await;
+            return Ok(None);
+        }
         tracing::info!(generation, "peer connection replaced");
-        self.generation.store(generation, Ordering::Release);
-        self.connection.send_replace(Some(Arc::new(connection)));
         // Trickled candidates wait on the lock: not for the old one's close.
         drop(_one_at_a_time);
         current.close().await;
-        Ok(Answer::new(sdp, &self.pc_id))
+        Ok(Some(Answer::new(sdp, &self.pc_id)))
     }
 
     /// Adds the candidates the browser trickled. They wait for an offer
@@ -135,6 +211,7 @@ impl CallConnection {
 
     /// Sends the page the last events and closes the connection.
     pub(crate) async fn close(&self) {
+        self.end();
         close_channel(&self.outgoing, CLOSE_FLUSH).await;
         let connection = self.connection.send_replace(None);
         if let Some(connection) = connection {
@@ -152,6 +229,38 @@ impl Drop for CallConnection {
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(async move { connection.close().await });
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod install_hook {
+    use std::sync::Mutex;
+
+    use tokio::sync::oneshot;
+
+    /// Holds a restart between making its connection and installing it, so
+    /// that a test can put the call's end in between.
+    #[derive(Default)]
+    pub(crate) struct InstallHook(Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>);
+
+    impl InstallHook {
+        /// The next restart stops before installing its connection:
+        /// `reached` fires then, and it goes on once `resume` is sent or
+        /// dropped.
+        pub(crate) fn hold(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+            let (reached_tx, reached) = oneshot::channel();
+            let (resume, resume_rx) = oneshot::channel();
+            *self.0.lock().unwrap() = Some((reached_tx, resume_rx));
+            (reached, resume)
+        }
+
+        pub(super) async fn pause(&self) {
+            let held = self.0.lock().unwrap().take();
+            if let Some((reached, resume)) = held {
+                let _ = reached.send(());
+                let _ = resume.await;
+            }
         }
     }
 }

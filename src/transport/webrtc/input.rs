@@ -190,6 +190,8 @@ impl Running {
                 break end;
             }
         };
+        // A restart coming from now on is for an ended call.
+        self.reader.connection.end();
         if !matches!(end, PeerEnd::Closed | PeerEnd::DisconnectBot) {
             self.reader.stats.input_error(end.reason());
         }
@@ -324,12 +326,12 @@ impl Running {
                     }
                     None
                 }
-                RTCPeerConnectionState::Failed => Some(PeerEnd::Failed),
-                RTCPeerConnectionState::Closed => Some(PeerEnd::Closed),
+                RTCPeerConnectionState::Failed => self.ended_by(generation, PeerEnd::Failed),
+                RTCPeerConnectionState::Closed => self.ended_by(generation, PeerEnd::Closed),
                 _ => None,
             },
             ControlEvent::ChannelClosed { generation } if self.current(generation) => {
-                Some(PeerEnd::Closed)
+                self.ended_by(generation, PeerEnd::Closed)
             }
             ControlEvent::Message { generation, data } if self.current(generation) => {
                 match parse_client_message(&data) {
@@ -345,6 +347,17 @@ impl Running {
             }
             _ => None, // an earlier connection of a restarted call
         }
+    }
+
+    /// `end` if the connection `generation` is still the call's current
+    /// one (the call's end then begun), `None` if a restart replaced it
+    /// since `current` was checked: the call goes on (see
+    /// `CallConnection::end_if_current`).
+    fn ended_by(&self, generation: u64, end: PeerEnd) -> Option<PeerEnd> {
+        self.reader
+            .connection
+            .end_if_current(generation)
+            .then_some(end)
     }
 
     /// Acts on a message from the page; `Some` when the call is over.
@@ -457,18 +470,23 @@ impl Running {
 /// The input processor of a WebRTC call: the head of the chain.
 pub struct WebRtcInput {
     reader: Option<Reader>,
+    connection: Arc<CallConnection>,
     shared: Arc<InputShared>,
 }
 
 impl WebRtcInput {
     pub(crate) fn new(reader: Reader) -> Self {
         WebRtcInput {
+            connection: Arc::clone(&reader.connection),
             reader: Some(reader),
             shared: Arc::default(),
         }
     }
 
+    /// The session is ending: the reader stops, and the call takes no more
+    /// offers (a restart would be a connection on a dying call).
     fn stop_reading(&self) {
+        self.connection.end();
         self.shared.reader.stop();
     }
 }

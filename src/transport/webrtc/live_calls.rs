@@ -37,9 +37,13 @@ impl LiveCalls {
         }
     }
 
-    /// The live call named `pc_id`.
+    /// The live call named `pc_id`: not one whose end has begun, which an
+    /// offer naming it finds ended (see `connection`).
     pub(crate) fn get(&self, pc_id: &str) -> Option<Arc<CallConnection>> {
-        self.lock().get(pc_id).and_then(Weak::upgrade)
+        self.lock()
+            .get(pc_id)
+            .and_then(Weak::upgrade)
+            .filter(|call| call.is_live())
     }
 }
 

@@ -60,7 +60,8 @@ impl WebRtcSignalling {
 
     /// Answers an offer for a live call (`pc_id` names one): renegotiates
     /// it, or replaces its connection when `restart_pc` is set. `None` when
-    /// the offer is for a new call.
+    /// the offer is for a new call: no live call has the `pc_id`, or its
+    /// end began before the offer could be answered.
     ///
     /// # Cancel safety
     /// Cancel safe: the work runs in a task of its own (see the module
@@ -68,7 +69,7 @@ impl WebRtcSignalling {
     pub async fn reoffer(&self, request: OfferRequest) -> Option<Result<Answer, SignallingError>> {
         let call = self.calls.get(request.pc_id.as_deref()?)?;
         let reoffer = async move { call.reoffer(request).await };
-        Some(run_to_completion(reoffer).await)
+        run_to_completion(reoffer).await.transpose()
     }
 
     /// Answers the first offer of a new call, the session `session_id`
@@ -143,5 +144,103 @@ async fn run_to_completion<T: Send + 'static>(
         Err(failed) => Err(SignallingError::Internal(format!(
             "the offer's task failed: {failed}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::*;
+    use crate::pipeline::{PipelineParams, PipelineTask};
+    use crate::transport::webrtc::ClientPeer;
+
+    /// The peer connections open now.
+    #[derive(Default)]
+    struct OpenConnections(AtomicI64);
+
+    impl TransportStats for OpenConnections {
+        fn audio_in(&self, _frames: u64) {}
+        fn audio_out(&self, _frames: u64) {}
+        fn input_error(&self, _kind: &'static str) {}
+        fn connection_opened(&self) {
+            self.0.fetch_add(1, Ordering::AcqRel);
+        }
+        fn connection_closed(&self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_answered_while_its_call_closes_is_for_an_ended_call() {
+        let open = Arc::new(OpenConnections::default());
+        let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), 16_000)
+            .with_stats(Arc::clone(&open) as Arc<dyn TransportStats>);
+        let (_first, offer) = ClientPeer::offer().await.unwrap();
+        let (answer, call, ()) = signalling.accept(offer, "s1".into(), ()).await.unwrap();
+
+        // The page restarts its connection; the call closes after the new
+        // connection is made and before it is installed.
+        let (reached, resume) = call.connection().before_install.hold();
+        let (_second, offer) = ClientPeer::offer().await.unwrap();
+        let restart = OfferRequest {
+            pc_id: Some(answer.pc_id.clone()),
+            restart_pc: Some(true),
+            ..offer
+        };
+        let restarting = tokio::spawn({
+            let signalling = signalling.clone();
+            async move { signalling.reoffer(restart).await }
+        });
+        reached.await.unwrap();
+        assert_eq!(open.0.load(Ordering::Acquire), 2, "old and new connections");
+        call.close().await;
+        resume.send(()).unwrap();
+
+        let answered = restarting.await.unwrap();
+        assert!(
+            answered.is_none(),
+            "an offer for an ended call, not a connection on it: {answered:?}"
+        );
+        assert_eq!(
+            open.0.load(Ordering::Acquire),
+            0,
+            "the restart's connection is closed, not left on the closed call"
+        );
+        assert!(signalling.session_of(&answer.pc_id).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_after_its_calls_session_ended_is_for_an_ended_call() {
+        let open = Arc::new(OpenConnections::default());
+        let signalling = WebRtcSignalling::new(WebRtcSettings::loopback(), 16_000)
+            .with_stats(Arc::clone(&open) as Arc<dyn TransportStats>);
+        let (_first, offer) = ClientPeer::offer().await.unwrap();
+        let (answer, mut call, ()) = signalling.accept(offer, "s1".into(), ()).await.unwrap();
+        let ends = call.take_ends().unwrap();
+        let session = PipelineTask::new(
+            vec![ends.input, ends.output],
+            PipelineParams::new("s1", 16_000),
+        );
+        let handle = session.handle();
+        let running = tokio::spawn(session.run());
+        // The server ends the session (shutting down): the call is not
+        // closed yet when the page restarts its connection.
+        handle.end("shutdown").await;
+        running.await.unwrap();
+
+        let (_second, offer) = ClientPeer::offer().await.unwrap();
+        let restart = OfferRequest {
+            pc_id: Some(answer.pc_id.clone()),
+            restart_pc: Some(true),
+            ..offer
+        };
+        let answered = signalling.reoffer(restart).await;
+        assert!(
+            answered.is_none(),
+            "an offer for an ended call, not a connection on it: {answered:?}"
+        );
+        call.close().await;
+        assert_eq!(open.0.load(Ordering::Acquire), 0, "no connection left open");
     }
 }
