@@ -42,6 +42,12 @@ pub enum ServiceError {
     /// The service reported an error inside a stream that started fine.
     #[error("{0}")]
     Remote(String),
+    /// The service reported, inside a stream that started fine, that it
+    /// refuses the request as it stands (too long a context, a malformed
+    /// request, a 4xx-like code): asking again the same way would be
+    /// refused again.
+    #[error("{0}")]
+    Refused(String),
     /// The connection closed before the response was complete.
     #[error("connection closed before the response was complete{}", close_reason(*.code, .reason))]
     Closed {
@@ -100,13 +106,16 @@ impl ServiceError {
 
     /// The service refused the request as it stands (a 4xx other than 408
     /// and 429: bad credentials, a model or language it does not have, no
-    /// credit left): asking again the same way will be refused again.
+    /// credit left; or a refusal inside a stream): asking again the same
+    /// way will be refused again.
     pub fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            ServiceError::Status { status, .. }
-                if (400..500).contains(status) && !matches!(status, 408 | 429)
-        )
+        match self {
+            ServiceError::Status { status, .. } => {
+                (400..500).contains(status) && !matches!(status, 408 | 429)
+            }
+            ServiceError::Refused(_) => true,
+            _ => false,
+        }
     }
 
     /// The processor error this becomes, naming `provider`. Refused

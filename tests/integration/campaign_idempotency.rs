@@ -1,18 +1,21 @@
 //! A campaign is written once per id, in both stores: a request retried
 //! with its `Idempotency-Key` makes no second campaign, a key used for
 //! another campaign is refused, and a campaign stored but never listed for
-//! the runners (the store failed in between) is listed by the retry.
+//! the runners (the store failed in between) is listed by the retry. In
+//! Redis, a request that stalls past its claim's takeover writes nothing,
+//! and an ended campaign is not left listed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::support::holding_proxy::HoldingProxy;
 use crate::support::redis_server::RedisServer;
 use voxpipe::store::time::unix_ms;
 use voxpipe::store::{
-    CAMPAIGN_CLAIM_MS, CampaignEntry, CampaignState, CampaignWrite, MemoryStore, NewCampaign,
-    RedisStore, Store, StoreSettings,
+    CAMPAIGN_CLAIM_MS, CampaignEntry, CampaignState, CampaignStore, CampaignWrite, MemoryStore,
+    NewCampaign, RedisStore, Store, StoreSettings,
 };
 
 fn campaign(id: &str, numbers: &[&str]) -> NewCampaign {
@@ -89,8 +92,8 @@ async fn a_campaign_is_written_once_in_redis() {
     written_once(Arc::new(store)).await;
 }
 
-/// In Redis the id is claimed first and the campaign written after (its
-/// entries are too many for one script): a claim not yet written keeps
+/// In Redis the id is claimed first and the campaign written after, by
+/// the claim's owner only: a claim not yet written keeps
 /// other requests for it waiting, and a claim whose request failed is
 /// taken over once old; a campaign written but not listed is listed.
 #[tokio::test]
@@ -168,4 +171,158 @@ async fn redis_claims_take_over_failed_writes_and_list_unlisted_campaigns() {
         CampaignWrite::Existing
     );
     assert!(store.active_campaigns().await.unwrap().is_empty());
+}
+
+/// A request that stalls between its claim and its write past the claim's
+/// age has its claim taken over by a retry; when it goes on, it writes
+/// nothing: the retry's campaign alone is stored, and an entry the retry's
+/// campaign leased is not made due again (dialled twice).
+#[tokio::test]
+async fn a_write_whose_claim_was_taken_over_writes_nothing() {
+    let server = RedisServer::start();
+    let keys = StoreSettings::default().keys;
+    // The first request's store reaches Redis through a proxy that holds
+    // its write (the first command carrying a number).
+    let proxy = HoldingProxy::start(server.addr(), b"+15550000001").await;
+    let stalled = Arc::new(
+        RedisStore::connect(&proxy.redis_url(), "REDIS_URL", StoreSettings::default()).unwrap(),
+    );
+    let store = RedisStore::connect(&server.url(), "REDIS_URL", StoreSettings::default()).unwrap();
+    let mut redis = server.client().await;
+    let first = campaign("c3", &["+15550000001", "+15550000002"]);
+    let first_write = tokio::spawn({
+        let (stalled, first) = (stalled.clone(), first.clone());
+        async move { stalled.create_campaign(&first).await }
+    });
+    proxy.held().await;
+    // The claim ages past its takeover (Redis's clock dates it, so the
+    // test moves the claim back rather than waiting 30 s).
+    let _: i64 = redis::cmd("HSET")
+        .arg(keys.campaign("c3", None))
+        .arg("claimed_ms")
+        .arg(unix_ms() - CAMPAIGN_CLAIM_MS - 1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut retry = first.clone();
+    retry.created_ms += CAMPAIGN_CLAIM_MS + 1_000;
+    assert_eq!(
+        store.create_campaign(&retry).await.unwrap(),
+        CampaignWrite::Created
+    );
+    let lease = voxpipe::store::LeaseRequest {
+        now_ms: unix_ms() + CAMPAIGN_CLAIM_MS + 2_000,
+        max: 1,
+        lease_ms: 60_000,
+        max_concurrent: 5,
+        interval_us: 1_000,
+        horizon_ms: 1_000,
+    };
+    assert_eq!(store.lease_entries("c3", &lease).await.unwrap().len(), 1);
+
+    proxy.release();
+    assert_eq!(
+        first_write.await.unwrap().unwrap(),
+        CampaignWrite::Existing,
+        "the stalled request is answered with the retry's campaign"
+    );
+    let progress = store.campaign("c3").await.unwrap().unwrap();
+    assert_eq!(
+        (progress.total, progress.pending, progress.active),
+        (2, 1, 1),
+        "the leased entry is not due again"
+    );
+    assert_eq!(progress.created_ms, retry.created_ms);
+    assert_eq!(store.active_campaigns().await.unwrap(), ["c3"]);
+}
+
+/// A retry finds its campaign running and lists it; the campaign ends
+/// before the listing lands: it is not left listed.
+#[tokio::test]
+async fn a_retry_does_not_list_a_campaign_that_ended_meanwhile() {
+    let server = RedisServer::start();
+    let keys = StoreSettings::default().keys;
+    let store = RedisStore::connect(&server.url(), "REDIS_URL", StoreSettings::default()).unwrap();
+    let written = campaign("c4", &["+15550000001"]);
+    assert_eq!(
+        store.create_campaign(&written).await.unwrap(),
+        CampaignWrite::Created
+    );
+    // Its listing failed.
+    let mut redis = server.client().await;
+    let _: i64 = redis::cmd("ZREM")
+        .arg(keys.active_campaigns())
+        .arg("c4")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // The retry's store holds its listing at a proxy.
+    let proxy = HoldingProxy::start(server.addr(), keys.active_campaigns().as_bytes()).await;
+    let retrying = Arc::new(
+        RedisStore::connect(&proxy.redis_url(), "REDIS_URL", StoreSettings::default()).unwrap(),
+    );
+    let retry = tokio::spawn({
+        let retrying = retrying.clone();
+        async move { retrying.create_campaign(&written).await }
+    });
+    proxy.held().await;
+    store
+        .command_campaign("c4", voxpipe::store::CampaignCommand::Cancel)
+        .await
+        .unwrap();
+    proxy.release();
+    assert_eq!(retry.await.unwrap().unwrap(), CampaignWrite::Existing);
+    assert!(store.active_campaigns().await.unwrap().is_empty());
+}
+
+/// Both requests stall at their write, the first past the claim's age:
+/// the first, whose claim the retry took over, writes nothing and is told
+/// the campaign is still being stored; the retry writes it.
+#[tokio::test]
+async fn a_write_whose_claim_was_taken_over_before_the_retry_wrote_is_in_progress() {
+    let server = RedisServer::start();
+    let keys = StoreSettings::default().keys;
+    let connect = |url: String| {
+        Arc::new(RedisStore::connect(&url, "REDIS_URL", StoreSettings::default()).unwrap())
+    };
+    let first_proxy = HoldingProxy::start(server.addr(), b"+15550000001").await;
+    let retry_proxy = HoldingProxy::start(server.addr(), b"+15550000001").await;
+    let (first_store, retry_store) = (
+        connect(first_proxy.redis_url()),
+        connect(retry_proxy.redis_url()),
+    );
+    let mut redis = server.client().await;
+    let first = campaign("c5", &["+15550000001"]);
+    let first_write = tokio::spawn({
+        let first = first.clone();
+        async move { first_store.create_campaign(&first).await }
+    });
+    first_proxy.held().await;
+    let _: i64 = redis::cmd("HSET")
+        .arg(keys.campaign("c5", None))
+        .arg("claimed_ms")
+        .arg(unix_ms() - CAMPAIGN_CLAIM_MS - 1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut retry = first.clone();
+    retry.created_ms += CAMPAIGN_CLAIM_MS + 1_000;
+    let retry_write = tokio::spawn({
+        let retry = retry.clone();
+        async move { retry_store.create_campaign(&retry).await }
+    });
+    retry_proxy.held().await;
+
+    first_proxy.release();
+    assert_eq!(
+        first_write.await.unwrap().unwrap(),
+        CampaignWrite::InProgress
+    );
+    let store = connect(server.url());
+    assert!(store.campaign("c5").await.unwrap().is_none());
+    retry_proxy.release();
+    assert_eq!(retry_write.await.unwrap().unwrap(), CampaignWrite::Created);
+    let progress = store.campaign("c5").await.unwrap().unwrap();
+    assert_eq!((progress.total, progress.pending), (1, 1));
+    assert_eq!(progress.created_ms, retry.created_ms);
 }

@@ -1,6 +1,7 @@
 //! The LLM client's error paths against a fake OpenAI-compatible server:
 //! refused keys, rate limits, server errors before and after output,
-//! malformed events, dropped connections and timeouts.
+//! in-stream refusals (not asked again), malformed events, dropped
+//! connections and timeouts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
@@ -246,6 +247,45 @@ async fn a_stream_failing_before_its_content_is_asked_again() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].message, "Overloaded");
     assert_eq!(response_ends(&out), [true]);
+}
+
+#[tokio::test]
+async fn a_stream_refusing_the_request_before_its_content_is_not_asked_again() {
+    // OpenAI's refusal of too long a context, as an error event after the
+    // 200: the same request would be refused again.
+    let server = FakeOpenAi::start().await;
+    let refusal = r#"{"error":{"message":"This model's maximum context length is 128000 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+    server.push_chat(Reply::Sse(vec![
+        Part::Data(role_chunk()),
+        Part::Data(refusal.into()),
+    ]));
+    let out = ask(&server, FAST_RETRY).await;
+    assert_eq!(server.received("chat/completions").len(), 1, "asked once");
+    let errors = error_frames(&out.upstream);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .message
+            .starts_with("This model's maximum context length"),
+        "{}",
+        errors[0].message
+    );
+    assert_eq!(errors[0].provider.as_deref(), Some("openai"));
+    assert_eq!(response_ends(&out), [true]);
+
+    // A passing error in the same place is still asked again.
+    let overloaded = r#"{"error":{"message":"Our servers are overloaded.","type":"server_error","code":"server_is_overloaded"}}"#;
+    server.push_chats([
+        Reply::Sse(vec![
+            Part::Data(role_chunk()),
+            Part::Data(overloaded.into()),
+        ]),
+        Reply::Sse(text_answer("Fine.")),
+    ]);
+    let out = ask(&server, FAST_RETRY).await;
+    assert_eq!(server.received("chat/completions").len(), 3);
+    assert_eq!(texts(&out.downstream).concat(), "Fine.");
+    assert_eq!(response_ends(&out), [false]);
 }
 
 #[tokio::test]

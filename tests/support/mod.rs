@@ -17,6 +17,7 @@
 //!   [`browser`]: the scripts of `tests/browser/` in headless Chromium;
 //!   [`redis_server`]: a real `redis-server` of the test's own;
 //!   [`redis_cluster`]: a real Redis Cluster of the test's own;
+//!   [`holding_proxy`]: a TCP proxy that stalls one request;
 //!   [`s3_server`]: a real S3-compatible server (SigV4 checked) in process;
 //! - [`rng`]: deterministic test vectors;
 //! - [`served_binary`]: `voxpipe serve` as a child process (RSS, limits,
@@ -29,6 +30,7 @@
 pub mod browser;
 pub mod clocked;
 pub mod fake;
+pub mod holding_proxy;
 pub mod mulaw;
 pub mod net;
 pub mod processors;

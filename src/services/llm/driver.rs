@@ -35,7 +35,9 @@
 //!
 //! A request refused with 429 or 5xx is retried before any of its output
 //! is used, and so is a stream that fails before its content (an error
-//! event, a reset connection: see `round`); a failure after output started
+//! event, a reset connection: see `round`), unless its error event refuses
+//! the request as it stands (too long a context, an invalid request): that
+//! fails at once with the provider's message; a failure after output started
 //! is reported (an `Error` frame naming the provider and status) and the
 //! response ends there, so nothing is said twice: its `LlmResponseEnd`
 //! says `failed`. Nothing after a stream's `[DONE]` is read. A malformed event is

@@ -102,11 +102,52 @@ struct FunctionDelta {
     arguments: Option<String>,
 }
 
+/// The kinds (`type` or `code`) of an in-stream error that refuse the
+/// request itself: OpenAI's `invalid_request_error` (and its
+/// `context_length_exceeded`), its refused keys, models and permissions,
+/// and llama.cpp's context overflow.
+const REFUSING_KINDS: &[&str] = &[
+    "invalid_request_error",
+    "context_length_exceeded",
+    "authentication_error",
+    "invalid_api_key",
+    "permission_error",
+    "not_found_error",
+    "model_not_found",
+    "exceed_context_size_error",
+];
+
+/// Whether an in-stream `error` object refuses the request as it stands,
+/// so that asking again the same way would be refused again. A numeric
+/// code (OpenRouter and vLLM put the HTTP status there; a numeric string
+/// counts too) decides: a 4xx other than 408, 409 and 429 refuses, others
+/// pass. Without one, a `type` or `code` among [`REFUSING_KINDS`] refuses.
+/// Anything else (`server_error`, overloaded, no object at all) is taken
+/// as passing, and worth another try before any content.
+fn refuses_the_request(error: &Value) -> bool {
+    let status = ["code", "status"]
+        .iter()
+        .find_map(|field| match error.get(field)? {
+            Value::Number(number) => number.as_u64(),
+            Value::String(text) => text.parse::<u64>().ok(),
+            _ => None,
+        });
+    if let Some(status) = status {
+        return (400..500).contains(&status) && !matches!(status, 408 | 409 | 429);
+    }
+    ["type", "code"]
+        .iter()
+        .filter_map(|field| error.get(field).and_then(Value::as_str))
+        .any(|kind| REFUSING_KINDS.contains(&kind))
+}
+
 /// Parses the `data` of one server-sent event.
 ///
 /// An `error` object in the stream (how OpenAI reports a failure after the
-/// response started) is [`ServiceError::Remote`]; data that is not a chunk
-/// is [`ServiceError::Protocol`].
+/// response started) is [`ServiceError::Refused`] when it refuses the
+/// request as it stands (see [`refuses_the_request`]: not worth asking
+/// again), otherwise [`ServiceError::Remote`]; data that is not a chunk is
+/// [`ServiceError::Protocol`].
 pub fn parse_event_data(data: &str) -> Result<Vec<ChatDelta>, ServiceError> {
     let data = data.trim();
     if data == "[DONE]" {
@@ -123,7 +164,11 @@ pub fn parse_event_data(data: &str) -> Result<Vec<ChatDelta>, ServiceError> {
             .or_else(|| error.as_str())
             .unwrap_or("the server reported an error")
             .to_owned();
-        return Err(ServiceError::Remote(message));
+        return Err(if refuses_the_request(&error) {
+            ServiceError::Refused(message)
+        } else {
+            ServiceError::Remote(message)
+        });
     }
     let mut deltas = Vec::new();
     // Only the first choice is asked for (n = 1).
@@ -277,6 +322,44 @@ mod tests {
         assert!(matches!(
             parse_event_data("[1,2]"),
             Err(ServiceError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn in_stream_errors_that_refuse_the_request_are_refusals() {
+        let refusals = [
+            r#"{"error":{"message":"This model's maximum context length is 128000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            r#"{"error":{"message":"Bad value","type":"invalid_request_error","param":null,"code":null}}"#,
+            r#"{"error":{"message":"Too long","code":"context_length_exceeded"}}"#,
+            r#"{"error":{"message":"No credit left","code":402}}"#,
+            r#"{"error":{"object":"error","message":"Bad request","type":"BadRequestError","code":"400"}}"#,
+            r#"{"error":{"message":"Too long","type":"exceed_context_size_error","n_ctx":4096}}"#,
+        ];
+        for data in refusals {
+            assert!(
+                matches!(parse_event_data(data), Err(ServiceError::Refused(_))),
+                "{data}"
+            );
+        }
+        let passing = [
+            r#"{"error":{"message":"The server had an error","type":"server_error","param":null,"code":null}}"#,
+            r#"{"error":{"message":"Overloaded","type":"overloaded_error"}}"#,
+            r#"{"error":{"message":"Busy","code":"server_is_overloaded"}}"#,
+            r#"{"error":{"message":"Slow down","type":"invalid_request_error","code":429}}"#,
+            r#"{"error":{"message":"Timed out","code":408}}"#,
+            r#"{"error":{"message":"Conflict","code":409}}"#,
+            r#"{"error":{"message":"Upstream down","code":502}}"#,
+            r#"{"error":"something broke"}"#,
+        ];
+        for data in passing {
+            assert!(
+                matches!(parse_event_data(data), Err(ServiceError::Remote(_))),
+                "{data}"
+            );
+        }
+        assert!(matches!(
+            parse_event_data(refusals[0]),
+            Err(ServiceError::Refused(m)) if m.starts_with("This model's maximum context length")
         ));
     }
 

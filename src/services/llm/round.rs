@@ -13,9 +13,13 @@
 //! (text or a tool-call fragment) came is asked again too, with the same
 //! backoff; both count against one bound, `max_retries` retries in all:
 //! an error event sent after the 200 (`{"error": ...}`), a reset
-//! connection, or an end before any finish. Once content came, a failure
-//! is returned and never retried, so nothing is said twice. A timeout is
-//! not retried: the wait was already as long as a turn can bear.
+//! connection, or an end before any finish. An error event that refuses
+//! the request as it stands (`ServiceError::Refused`: too long a context,
+//! `invalid_request_error`, a 4xx-like code other than 408, 409 and 429)
+//! is returned at once: the same request would be refused again. Once
+//! content came, a failure is returned and never retried, so nothing is
+//! said twice. A timeout is not retried: the wait was already as long as
+//! a turn can bear.
 
 use std::time::Instant;
 
@@ -70,7 +74,8 @@ impl From<ServiceError> for Failed {
 }
 
 /// Whether a stream that failed with `error` before its content is worth
-/// asking again (see "Retries").
+/// asking again (see "Retries"): not a refusal in the stream
+/// (`ServiceError::Refused`), which the same request meets again.
 fn worth_another_try(error: &ServiceError) -> bool {
     matches!(
         error,

@@ -7,14 +7,10 @@ use async_trait::async_trait;
 use redis::Script;
 
 use super::store::RedisStore;
-use crate::store::codec::encode;
 use crate::store::{
-    CAMPAIGN_CLAIM_MS, CampaignCommand, CampaignEntry, CampaignProgress, CampaignState,
-    CampaignStore, CampaignWrite, EntryOutcome, LeaseRequest, LeasedEntry, NewCampaign, StoreError,
+    CampaignCommand, CampaignProgress, CampaignState, CampaignStore, CampaignWrite, EntryOutcome,
+    LeaseRequest, LeasedEntry, NewCampaign, StoreError,
 };
-
-/// Entries written per command when a campaign is created.
-const CHUNK: usize = 2000;
 
 /// Leases due entries. KEYS: campaign, due, leases, entries, attempts.
 /// ARGV: now ms, max, lease ms, max concurrent, slot interval µs, horizon
@@ -107,42 +103,6 @@ return 1
     )
 });
 
-/// Claims a campaign id for one campaign before it is written (its entries
-/// are too many for one script). KEYS: campaign. ARGV: fingerprint, claim
-/// ms, unwritten claim TTL ms. Returns `new` (claimed: write it),
-/// `existing` (written, the same campaign) with its state, `conflict`
-/// (another campaign), or `in_progress` (claimed for the same campaign
-/// less than claim ms ago and not written: a request still writing it). A
-/// claim older than that whose campaign was never written (its request
-/// failed) is taken over. Times are Redis's own (`TIME`), so servers whose
-/// clocks differ agree on a claim's age; a claim never written expires.
-static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local held = redis.call('HMGET', KEYS[1], 'fingerprint', 'claimed_ms', 'state')
-local fingerprint, claimed, state = held[1], held[2], held[3]
-if fingerprint then
-  if fingerprint ~= ARGV[1] then return {'conflict'} end
-  if state then return {'existing', state} end
-  if tonumber(claimed or '0') + tonumber(ARGV[2]) > now then
-    return {'in_progress'}
-  end
-elseif state then
-  return {'conflict'}
-end
-redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'claimed_ms', string.format('%d', now))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {'new'}
-",
-    )
-});
-
-/// How long a claim whose campaign was never written stays (a retry with
-/// the same key within it is told the key's campaign, or writes it).
-const UNWRITTEN_CLAIM_TTL_MS: u64 = 24 * 3_600 * 1_000;
-
 /// Pauses, resumes or cancels. KEYS: campaign, due, done, leases (one
 /// slot). ARGV: command (`pause`, `resume`, `cancel`). Returns the state
 /// after and 1 when a cancel left nothing leased (the caller then takes
@@ -185,77 +145,10 @@ return 1
 
 #[async_trait]
 impl CampaignStore for RedisStore {
+    /// Claimed, then written by the claim's owner only: see
+    /// `campaign_writes`.
     async fn create_campaign(&self, campaign: &NewCampaign) -> Result<CampaignWrite, StoreError> {
-        let keys = &self.settings.keys;
-        let id = campaign.id.as_str();
-        let mut claim = CLAIM.key(keys.campaign(id, None));
-        claim
-            .arg(campaign.fingerprint())
-            .arg(CAMPAIGN_CLAIM_MS)
-            .arg(UNWRITTEN_CLAIM_TTL_MS);
-        let claimed: Vec<String> = self.invoke(&claim).await?;
-        match claimed.first().map(String::as_str) {
-            Some("new") => {}
-            Some("existing") => {
-                let state = claimed.get(1).and_then(|name| CampaignState::parse(name));
-                if matches!(state, Some(CampaignState::Running | CampaignState::Paused)) {
-                    self.list_campaign(campaign).await?;
-                }
-                return Ok(CampaignWrite::Existing);
-            }
-            Some("conflict") => return Ok(CampaignWrite::Conflict),
-            Some("in_progress") => return Ok(CampaignWrite::InProgress),
-            other => {
-                return Err(StoreError::corrupt(
-                    &keys.campaign(id, None),
-                    format!("the claim answered {other:?}"),
-                ));
-            }
-        }
-        let entries_key = keys.campaign(id, Some("entries"));
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("HSET")
-            .arg(keys.campaign(id, None))
-            .arg("settings")
-            .arg(&campaign.settings)
-            .arg("state")
-            .arg(CampaignState::Running.as_str())
-            .arg("total")
-            .arg(campaign.entries.len())
-            .arg("rejected")
-            .arg(campaign.rejected)
-            .arg("created_ms")
-            .arg(campaign.created_ms)
-            .ignore();
-        let indexed: Vec<(usize, &CampaignEntry)> = campaign.entries.iter().enumerate().collect();
-        for chunk in indexed.chunks(CHUNK) {
-            let hset = pipe.cmd("HSET").arg(&entries_key);
-            for (index, entry) in chunk {
-                hset.arg(index).arg(encode(&entries_key, entry)?);
-            }
-            hset.ignore();
-            let zadd = pipe.cmd("ZADD").arg(keys.campaign(id, Some("due")));
-            for (index, _) in chunk {
-                zadd.arg(campaign.created_ms).arg(index);
-            }
-            zadd.ignore();
-        }
-        // Written: the claim's expiry goes.
-        pipe.cmd("PERSIST").arg(keys.campaign(id, None)).ignore();
-        if campaign.entries.is_empty() {
-            pipe.cmd("HSET")
-                .arg(keys.campaign(id, None))
-                .arg("state")
-                .arg(CampaignState::Finished.as_str())
-                .ignore();
-        }
-        self.query_pipe::<()>(&pipe).await?;
-        // `campaigns:active` is in another slot: listed once written.
-        if !campaign.entries.is_empty() {
-            self.list_campaign(campaign).await?;
-        }
-        Ok(CampaignWrite::Created)
+        self.claim_and_write_campaign(campaign).await
     }
 
     async fn campaign(&self, campaign_id: &str) -> Result<Option<CampaignProgress>, StoreError> {
@@ -444,20 +337,6 @@ impl RedisStore {
             redis::cmd("ZREM")
                 .arg(self.settings.keys.active_campaigns())
                 .arg(campaign_id),
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Lists a written campaign for the runners (`campaigns:active`), where
-    /// a listing already there keeps its place.
-    async fn list_campaign(&self, campaign: &NewCampaign) -> Result<(), StoreError> {
-        self.query::<i64>(
-            redis::cmd("ZADD")
-                .arg(self.settings.keys.active_campaigns())
-                .arg("NX")
-                .arg(campaign.created_ms)
-                .arg(&campaign.id),
         )
         .await
         .map(drop)

@@ -8,6 +8,7 @@
 //! XACK), so any worker of any process can run them.
 
 mod calls;
+mod campaign_writes;
 mod campaigns;
 mod connection;
 mod jobs;
