@@ -490,6 +490,30 @@ async fn the_routers_requests_carry_its_token_cap() {
 }
 
 #[tokio::test]
+async fn a_reasoning_model_refusing_the_token_cap_is_asked_again_without_it() {
+    let openai = FakeOpenAi::start().await;
+    openai.refuse_temperature();
+    openai.push_chats_for(
+        "router-model",
+        [Reply::Sse(text_answer(r#"{"agent": "catalogue"}"#))],
+    );
+    openai.chat_fallback(Reply::Sse(text_answer("Here you are.")));
+    let llm = router_llm_with(&openai, "max_tokens = 64");
+    let out = run_test(vec![llm], vec![asked("Do you sell kettles?")]).await;
+    assert_eq!(selected(&out.downstream), [("catalogue".to_owned(), "llm")]);
+    let routing: Vec<Value> = openai
+        .chat_requests()
+        .into_iter()
+        .filter(|c| c["model"] == "router-model")
+        .collect();
+    // Refused for the temperature, then for the cap, then answered.
+    assert_eq!(routing.len(), 3, "{routing:#?}");
+    assert_eq!(routing[1]["max_tokens"], 64);
+    assert!(routing[2].get("max_tokens").is_none());
+    assert_eq!(routing[2]["response_format"]["type"], "json_schema");
+}
+
+#[tokio::test]
 async fn agents_naming_unknown_tools_or_defaults_are_refused_at_build() {
     let config: OpenAiLlmConfig = toml::from_str(
         "model = \"m\"\n[[agents]]\nname = \"a\"\ndescription = \"d\"\nsystem_prompt = \"p\"\ntools = [\"search_web\"]\n",

@@ -380,8 +380,9 @@ impl Responder {
     /// without what its message names: the temperature (reasoning models,
     /// OpenAI's o-series and gpt-5, take only their default: "Unsupported
     /// value: 'temperature' does not support 0 with this model"), the
-    /// response format (servers without structured outputs), or both when
-    /// it names neither.
+    /// response format (servers without structured outputs), the token cap
+    /// (the same models refuse `max_tokens`; the time limit still bounds
+    /// the request), or the first two when it names none.
     async fn ask_side(
         &self,
         side: &SideModel,
@@ -426,7 +427,7 @@ impl Responder {
         let mut round = ask
             .stream(&self.connection, "side", messages, ctx, &mut None)
             .await;
-        // Each pass drops a field the request still has: two at most.
+        // Each pass drops a field the request still has: three at most.
         while let Err(ServiceError::Status {
             status: 400,
             message,
@@ -436,13 +437,19 @@ impl Responder {
             let names_temperature = message.contains("temperature");
             let names_format =
                 message.contains("response_format") || message.contains("json_schema");
+            let names_cap = message.contains("max_tokens");
+            let names_none = !names_temperature && !names_format && !names_cap;
             let request = &mut ask.request;
             let drop_temperature =
-                request.temperature.is_some() && (names_temperature || !names_format);
-            let drop_format =
-                request.response_format.is_some() && (names_format || !names_temperature);
-            if !drop_temperature && !drop_format {
+                request.temperature.is_some() && (names_temperature || names_none);
+            let drop_format = request.response_format.is_some() && (names_format || names_none);
+            let drop_cap = request.max_tokens.is_some() && names_cap;
+            if !drop_temperature && !drop_format && !drop_cap {
                 break;
+            }
+            if drop_cap {
+                tracing::info!("the server refused max_tokens; asking without it");
+                request.max_tokens = None;
             }
             if drop_temperature {
                 tracing::info!("the server refused the temperature; asking without it");
