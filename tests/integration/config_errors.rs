@@ -289,6 +289,29 @@ fn text_history_bounds_out_of_range_name_their_key() {
 }
 
 #[test]
+fn side_request_bounds_out_of_range_name_their_key() {
+    let llm = "[[processor]]\ntype = \"llm\"\nprovider = \"openai\"\nmodel = \"m\"\n";
+    let errors = errors_of(&format!(
+        "{HEADER}{llm}\n[processor.reflection]\nmax_tokens = 0\n"
+    ));
+    assert_eq!(
+        errors,
+        [
+            "p.toml:10:14: key `processor.0.reflection.max_tokens`: expected a whole number from 1 to 100000, not 0"
+        ]
+    );
+    let errors = errors_of(&format!(
+        "{HEADER}{llm}\n[processor.router]\ntimeout_secs = 600\n\n[[processor.agents]]\nname = \"a\"\ndescription = \"d\"\nsystem_prompt = \"s\"\n"
+    ));
+    assert_eq!(
+        errors,
+        [
+            "p.toml:10:16: key `processor.0.router.timeout_secs`: expected seconds above 0 and at most 120, not 600"
+        ]
+    );
+}
+
+#[test]
 fn a_lost_session_grace_shorter_than_the_writers_flush_is_refused() {
     let errors = errors_of(&format!(
         "{HEADER}[context]\nflush_timeout_secs = 60\n\n[outbound]\nfrom = \"+15557654321\"\nlost_session_grace_secs = 45\n"

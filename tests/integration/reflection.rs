@@ -22,6 +22,17 @@ use voxpipe::services::llm::OpenAiLlmConfig;
 use voxpipe::testing::{TestOutput, run_test};
 
 fn pipeline(openai: &FakeOpenAi, max_rounds: u32) -> Vec<voxpipe::pipeline::NamedProcessor> {
+    pipeline_with(openai, max_rounds, "", "")
+}
+
+/// The pipeline, with `tools` (TOML tables) after the CSV tool and
+/// `reviewer` (keys) in `[reflection]`.
+fn pipeline_with(
+    openai: &FakeOpenAi,
+    max_rounds: u32,
+    tools: &str,
+    reviewer: &str,
+) -> Vec<voxpipe::pipeline::NamedProcessor> {
     let llm = build::<OpenAiLlmConfig>(
         "llm",
         &format!(
@@ -34,10 +45,11 @@ system_prompt = "You sell home goods."
 name = "search_catalogue"
 description = "Products."
 path = "assets/specialists/catalogue.csv"
-
+{tools}
 [reflection]
 model = "reviewer-model"
 max_rounds = {max_rounds}
+{reviewer}
 "#,
             openai.base_url
         ),
@@ -63,8 +75,12 @@ fn verdict(approved: bool, critique: &str) -> Reply {
 }
 
 async fn ask(openai: &FakeOpenAi, max_rounds: u32) -> TestOutput {
+    ask_with(pipeline(openai, max_rounds)).await
+}
+
+async fn ask_with(pipeline: Vec<voxpipe::pipeline::NamedProcessor>) -> TestOutput {
     run_test(
-        pipeline(openai, max_rounds),
+        pipeline,
         vec![FrameBody::LlmMessages(Arc::new(vec![Message::text(
             Role::User,
             "How much is the two-slot toaster?",
@@ -313,4 +329,111 @@ async fn the_reviewer_never_reads_a_rejected_draft_as_said_to_the_user() {
     let second_review = chats[3]["messages"][1]["content"].as_str().unwrap();
     assert!(!second_review.contains("First draft."), "{second_review}");
     assert!(second_review.ends_with("Second draft."), "{second_review}");
+}
+
+/// A booking tool with side effects (not `safe_to_run_early`), served by
+/// the fake.
+fn booking_tool(openai: &FakeOpenAi) -> String {
+    format!(
+        "[[http_tools]]\nname = \"book\"\ndescription = \"Reserves a product.\"\nurl = \"{}\"\n\
+         parameters = {{ type = \"object\", properties = {{ product = {{ type = \"string\" }} }} }}\n",
+        openai.tool_url("book")
+    )
+}
+
+fn book_toaster(id: &str) -> Reply {
+    Reply::Sse(vec![
+        Part::Data(tool_chunk(0, Some(id), Some("book"), "")),
+        Part::Data(tool_chunk(
+            0,
+            None,
+            None,
+            r#"{"product": "toaster 2-slot"}"#,
+        )),
+        Part::Data(finish_chunk("tool_calls")),
+        Part::Data("[DONE]".into()),
+    ])
+}
+
+#[tokio::test]
+async fn a_rewrite_repeating_a_booking_reads_its_recorded_result_and_books_once() {
+    let openai = FakeOpenAi::start().await;
+    openai.push_tool(Reply::Json(json!({"reservation": "R-77"})));
+    openai.push_chats_for(
+        "agent-model",
+        [
+            book_toaster("call_1"),
+            Reply::Sse(text_answer("Your toaster is reserved.")),
+            // The rewrite asks for the same booking again.
+            book_toaster("call_2"),
+            Reply::Sse(text_answer("Your toaster is reserved: R-77.")),
+        ],
+    );
+    openai.push_chats_for(
+        "reviewer-model",
+        [
+            verdict(false, "Give the reservation number."),
+            verdict(true, ""),
+        ],
+    );
+    let out = ask_with(pipeline_with(&openai, 2, &booking_tool(&openai), "")).await;
+
+    assert_eq!(texts(&out.downstream), ["Your toaster is reserved: R-77."]);
+    assert_eq!(openai.received("/tools/book").len(), 1, "booked twice");
+    let chats = openai.chat_requests();
+    assert_eq!(chats.len(), 6, "{chats:#?}");
+    // The rewrite is offered the lookup, not the booking.
+    let offered: Vec<&str> = chats[3]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(offered, ["search_catalogue"]);
+    // Its repeated call is answered with the booking's recorded result.
+    let after_repeat = chats[4]["messages"].as_array().unwrap();
+    let last = &after_repeat[after_repeat.len() - 1];
+    assert_eq!(last["role"], "tool");
+    assert_eq!(last["tool_call_id"], "call_2");
+    assert_eq!(last["content"], json!({"reservation": "R-77"}).to_string());
+}
+
+#[tokio::test]
+async fn a_rewrite_never_runs_a_tool_with_side_effects_it_was_not_offered() {
+    let openai = FakeOpenAi::start().await;
+    openai.push_chats_for(
+        "agent-model",
+        [
+            Reply::Sse(text_answer("I can reserve it for you.")),
+            book_toaster("call_1"),
+            Reply::Sse(text_answer("I have not reserved it yet.")),
+        ],
+    );
+    openai.push_chats_for(
+        "reviewer-model",
+        [verdict(false, "Do not promise."), verdict(true, "")],
+    );
+    let out = ask_with(pipeline_with(&openai, 2, &booking_tool(&openai), "")).await;
+    assert_eq!(texts(&out.downstream), ["I have not reserved it yet."]);
+    assert!(openai.received("/tools/book").is_empty());
+    let chats = openai.chat_requests();
+    let after_call = chats[4]["messages"].as_array().unwrap();
+    let refused = after_call[after_call.len() - 1]["content"]
+        .as_str()
+        .unwrap();
+    assert!(refused.contains("not run"), "{refused}");
+}
+
+#[tokio::test]
+async fn the_reviewers_requests_carry_its_token_cap() {
+    let openai = FakeOpenAi::start().await;
+    openai.push_chats_for("agent-model", [Reply::Sse(text_answer("The only draft."))]);
+    openai.push_chats_for("reviewer-model", [verdict(true, "")]);
+    let out = ask_with(pipeline_with(&openai, 2, "", "max_tokens = 300")).await;
+    assert_eq!(texts(&out.downstream), ["The only draft."]);
+    let chats = openai.chat_requests();
+    assert_eq!(chats[1]["model"], "reviewer-model");
+    assert_eq!(chats[1]["max_tokens"], 300);
+    // The answer itself is not capped by the reviewer's key.
+    assert!(chats[0].get("max_tokens").is_none(), "{}", chats[0]);
 }

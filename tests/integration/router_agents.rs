@@ -274,6 +274,11 @@ async fn the_embedded_store_keeps_the_agent_too() {
 
 /// An LLM with three agents and no keyword rules.
 fn router_llm(openai: &FakeOpenAi) -> NamedProcessor {
+    router_llm_with(openai, "")
+}
+
+/// The router LLM with `router_keys` added to `[router]`.
+fn router_llm_with(openai: &FakeOpenAi, router_keys: &str) -> NamedProcessor {
     build::<OpenAiLlmConfig>(
         "llm",
         &format!(
@@ -285,6 +290,7 @@ tools = ["loan_payment"]
 [router]
 default_agent = "information"
 model = "router-model"
+{router_keys}
 
 [[agents]]
 name = "catalogue"
@@ -464,6 +470,47 @@ async fn a_reasoning_model_refusing_the_temperature_is_asked_again_without_it() 
         .filter(|c| c["model"] == "router-model")
         .count();
     assert_eq!(routing, 3);
+}
+
+#[tokio::test]
+async fn the_routers_requests_carry_its_token_cap() {
+    let openai = FakeOpenAi::start().await;
+    openai.push_chats_for(
+        "router-model",
+        [Reply::Sse(text_answer(r#"{"agent": "catalogue"}"#))],
+    );
+    openai.chat_fallback(Reply::Sse(text_answer("Here you are.")));
+    let llm = router_llm_with(&openai, "max_tokens = 64\ntimeout_secs = 4");
+    let out = run_test(vec![llm], vec![asked("Do you sell kettles?")]).await;
+    assert_eq!(selected(&out.downstream), [("catalogue".to_owned(), "llm")]);
+    let chats = openai.chat_requests();
+    assert_eq!(chats[0]["model"], "router-model");
+    assert_eq!(chats[0]["max_tokens"], 64);
+    assert!(chats[1].get("max_tokens").is_none(), "{}", chats[1]);
+}
+
+#[tokio::test]
+async fn a_reasoning_model_refusing_the_token_cap_is_asked_again_without_it() {
+    let openai = FakeOpenAi::start().await;
+    openai.refuse_temperature();
+    openai.push_chats_for(
+        "router-model",
+        [Reply::Sse(text_answer(r#"{"agent": "catalogue"}"#))],
+    );
+    openai.chat_fallback(Reply::Sse(text_answer("Here you are.")));
+    let llm = router_llm_with(&openai, "max_tokens = 64");
+    let out = run_test(vec![llm], vec![asked("Do you sell kettles?")]).await;
+    assert_eq!(selected(&out.downstream), [("catalogue".to_owned(), "llm")]);
+    let routing: Vec<Value> = openai
+        .chat_requests()
+        .into_iter()
+        .filter(|c| c["model"] == "router-model")
+        .collect();
+    // Refused for the temperature, then for the cap, then answered.
+    assert_eq!(routing.len(), 3, "{routing:#?}");
+    assert_eq!(routing[1]["max_tokens"], 64);
+    assert!(routing[2].get("max_tokens").is_none());
+    assert_eq!(routing[2]["response_format"]["type"], "json_schema");
 }
 
 #[tokio::test]

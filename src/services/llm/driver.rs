@@ -15,7 +15,8 @@
 //! prompt, tools and model answer. With reflection (see `reflection`), no
 //! text is pushed while the answer is a draft: each draft is reviewed,
 //! `AnswerReviewed` says the verdict, and then the answer's text goes out
-//! in one piece.
+//! in one piece; a rewrite runs no tool with side effects (see
+//! `reflection`).
 //!
 //! # Preemptive replies
 //!
@@ -56,7 +57,7 @@ use crate::pipeline::ProcessorContext;
 use crate::services::task::report;
 use crate::services::{Connection, ServiceError};
 
-use super::reflection::{Reviewer, Verdict, rewrite_request};
+use super::reflection::{Reviewer, Verdict, answer_unoffered, rewrite_request};
 use super::round::Ask;
 use super::router::{Agent, RoutedBy, Router};
 use super::side_model::SideModel;
@@ -64,10 +65,6 @@ use super::tool_calls::{AssembledCall, round_id};
 use super::tool_runs::{ToolResults, run_tools};
 use super::tools::{Tool, ToolSpec};
 use super::wire::{ChatRequest, ChatWire, ToolChoice};
-
-/// The longest a side request (the router's classification, the
-/// reviewer's verdict) may take, retries included.
-pub(crate) const SIDE_REQUEST_LIMIT: Duration = Duration::from_secs(10);
 
 /// Everything a response needs, shared by the responses of a session.
 #[derive(Debug)]
@@ -93,6 +90,37 @@ struct Persona<'a> {
     model: &'a str,
     tools: Cow<'a, [Arc<dyn Tool>]>,
     specs: Cow<'a, [ToolSpec]>,
+}
+
+impl Persona<'_> {
+    /// The same persona offering only its tools without side effects:
+    /// what a reflection rewrite may call (see `reflection`).
+    fn without_side_effects(&self) -> Persona<'_> {
+        let tools: Vec<Arc<dyn Tool>> = self
+            .tools
+            .iter()
+            .filter(|t| t.safe_to_run_early())
+            .cloned()
+            .collect();
+        Persona {
+            model: self.model,
+            specs: Cow::Owned(tools.iter().map(|t| t.spec().clone()).collect()),
+            tools: Cow::Owned(tools),
+        }
+    }
+}
+
+/// What an answer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drafting {
+    /// The answer itself, its text pushed as it streams.
+    Spoken,
+    /// A draft for the reviewer, nothing pushed.
+    Draft,
+    /// A draft written again after a rejection: tools the persona does not
+    /// offer are answered without running (see `reflection`); the turn's
+    /// own messages start at `turn`.
+    Rewrite { turn: usize },
 }
 
 /// The response in progress: its number, the session's result hub, the
@@ -206,7 +234,7 @@ impl Responder {
         };
         match &self.reviewer {
             None => self
-                .answer(&persona, &mut messages, true, progress)
+                .answer(&persona, &mut messages, Drafting::Spoken, progress)
                 .await
                 .map(drop),
             Some(reviewer) => {
@@ -277,8 +305,15 @@ impl Responder {
         // Where the rejected drafts sit in `messages`: never shown to the
         // reviewer as things said to the user.
         let mut hidden = Vec::new();
+        // The tools already run this turn are recorded from here on.
+        let turn = messages.len();
+        let rewriter = persona.without_side_effects();
         let (draft, approved) = loop {
-            let draft = match self.answer(persona, messages, false, progress).await {
+            let (drafter, drafting) = match rejected {
+                None => (persona, Drafting::Draft),
+                Some(_) => (&rewriter, Drafting::Rewrite { turn }),
+            };
+            let draft = match self.answer(drafter, messages, drafting, progress).await {
                 Ok(draft) => draft,
                 Err(error) => match rejected.take() {
                     Some(kept) => {
@@ -347,8 +382,9 @@ impl Responder {
     /// without what its message names: the temperature (reasoning models,
     /// OpenAI's o-series and gpt-5, take only their default: "Unsupported
     /// value: 'temperature' does not support 0 with this model"), the
-    /// response format (servers without structured outputs), or both when
-    /// it names neither.
+    /// response format (servers without structured outputs), the token cap
+    /// (the same models refuse `max_tokens`; the time limit still bounds
+    /// the request), or the first two when it names none.
     async fn ask_side(
         &self,
         side: &SideModel,
@@ -361,13 +397,13 @@ impl Responder {
         // Past the limit the caller goes on as when the side model is down
         // (the default agent, the draft unreviewed).
         tokio::time::timeout(
-            SIDE_REQUEST_LIMIT,
+            side.limit,
             self.ask_side_unbounded(side, messages, format, ctx),
         )
         .await
         .unwrap_or(Err(ServiceError::Timeout {
             waiting_for: "side answer",
-            after: SIDE_REQUEST_LIMIT,
+            after: side.limit,
         }))
     }
 
@@ -383,7 +419,7 @@ impl Responder {
             request: ChatRequest {
                 model: side.model.as_deref().unwrap_or(&self.model),
                 temperature: Some(0.0),
-                max_tokens: None,
+                max_tokens: side.max_tokens,
                 tools: &[],
                 tool_choice: ToolChoice::None,
                 response_format: Some(format),
@@ -393,7 +429,7 @@ impl Responder {
         let mut round = ask
             .stream(&self.connection, "side", messages, ctx, &mut None)
             .await;
-        // Each pass drops a field the request still has: two at most.
+        // Each pass drops a field the request still has: three at most.
         while let Err(ServiceError::Status {
             status: 400,
             message,
@@ -403,13 +439,19 @@ impl Responder {
             let names_temperature = message.contains("temperature");
             let names_format =
                 message.contains("response_format") || message.contains("json_schema");
+            let names_cap = message.contains("max_tokens");
+            let names_none = !names_temperature && !names_format && !names_cap;
             let request = &mut ask.request;
             let drop_temperature =
-                request.temperature.is_some() && (names_temperature || !names_format);
-            let drop_format =
-                request.response_format.is_some() && (names_format || !names_temperature);
-            if !drop_temperature && !drop_format {
+                request.temperature.is_some() && (names_temperature || names_none);
+            let drop_format = request.response_format.is_some() && (names_format || names_none);
+            let drop_cap = request.max_tokens.is_some() && names_cap;
+            if !drop_temperature && !drop_format && !drop_cap {
                 break;
+            }
+            if drop_cap {
+                tracing::info!("the server refused max_tokens; asking without it");
+                request.max_tokens = None;
             }
             if drop_temperature {
                 tracing::info!("the server refused the temperature; asking without it");
@@ -427,14 +469,15 @@ impl Responder {
     }
 
     /// One answer of `persona`, tool rounds included; its text is pushed as
-    /// it streams when `speak`, and returned.
+    /// it streams when spoken, and returned.
     async fn answer(
         &self,
         persona: &Persona<'_>,
         messages: &mut Vec<Message>,
-        speak: bool,
+        drafting: Drafting,
         progress: &mut Progress<'_>,
     ) -> Result<String, ServiceError> {
+        let speak = drafting == Drafting::Spoken;
         let ctx = progress.ctx;
         let mut said = String::new();
         for round in 0..=self.max_tool_rounds {
@@ -483,8 +526,14 @@ impl Responder {
                 );
                 break;
             }
+            let (calls, answered) = match drafting {
+                Drafting::Rewrite { turn } => {
+                    answer_unoffered(&persona.specs, streamed.calls, &messages[turn..])
+                }
+                _ => (streamed.calls, Vec::new()),
+            };
             if let Some(confirmation) = progress.confirmed.as_mut()
-                && !self.all_safe_to_run_early(&streamed.calls)
+                && !self.all_safe_to_run_early(&calls)
             {
                 tracing::debug!("a preemptive reply's tools wait for the end of the turn");
                 if confirmation.wait_for(|confirmed| *confirmed).await.is_err() {
@@ -497,17 +546,24 @@ impl Responder {
                 &persona.tools,
                 self.tool_timeout,
                 progress.number,
-                streamed.calls,
+                calls,
                 progress.results,
                 ctx,
             )
             .await;
             messages.push(Message::tool_calls(
                 (!text.is_empty()).then(|| text.to_owned()),
-                executed.iter().map(|e| e.call.clone()).collect(),
+                executed
+                    .iter()
+                    .map(|e| e.call.clone())
+                    .chain(answered.iter().map(|(call, _)| call.clone()))
+                    .collect(),
             ));
             for e in &executed {
                 messages.push(Message::tool_result(e.call.id.clone(), e.result.clone()));
+            }
+            for (call, result) in answered {
+                messages.push(Message::tool_result(call.id, result));
             }
             if executed.iter().any(|e| e.ends_call) {
                 progress.ends_call = true;

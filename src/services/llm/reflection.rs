@@ -5,6 +5,8 @@
 //! prompt = "Check prices and figures against the tool results."  # optional
 //! max_rounds = 2        # reviews of one answer, 1 to 5; default 2
 //! # model, base_url, api_key_env: the reviewer's own; default the LLM's
+//! # timeout_secs = 10   # each review's limit, retries included; default 10
+//! # max_tokens = 300    # cap on the reviewer's answer; default none
 //! ```
 //!
 //! With reflection, the LLM writes its answer (tool rounds included)
@@ -21,6 +23,17 @@
 //! user. The LLM pushes `AnswerReviewed` with the rounds and the verdict,
 //! which the assistant turn records, then the text.
 //!
+//! A rewrite never acts again: the effects of the first draft's tool calls
+//! (a booking, a message sent) already happened, and their calls and
+//! results stay in the rewrite's context. So a rewrite is offered only the
+//! tools without side effects (those [`safe_to_run_early`]), and a call it
+//! makes anyway to a tool not offered is answered without running it: from
+//! the result recorded in this turn when the same tool was called with the
+//! same arguments, else with an error saying it was not run (see
+//! [`answer_unoffered`]).
+//!
+//! [`safe_to_run_early`]: super::tools::Tool::safe_to_run_early
+//!
 //! The cost is latency: the answer's first word waits for the whole draft
 //! and its review (see the README for a measurement). This file is
 //! sans-IO: the driver sends the requests it builds.
@@ -28,10 +41,15 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::conversation::{Message, Role};
+use crate::config::Seconds;
+use crate::conversation::{Message, Role, ToolCall};
 use crate::pipeline::{BuildError, SessionSetup};
 
-use super::side_model::{SideModel, json_object, json_schema_format};
+use super::side_model::{
+    SideModel, default_limit, json_object, json_schema_format, side_max_tokens,
+};
+use super::tool_calls::AssembledCall;
+use super::tools::ToolSpec;
 
 /// The reviewer's instructions when the TOML gives none.
 pub const DEFAULT_REVIEW_PROMPT: &str = "\
@@ -60,6 +78,15 @@ pub struct ReflectionConfig {
     /// The variable holding the reviewer endpoint's key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// The longest the review request may take, retries included, in
+    /// seconds (above 0, at most 120); past it the response goes on
+    /// with the draft unreviewed. Default 10.
+    #[serde(default = "default_limit")]
+    pub timeout_secs: Seconds<1, 120>,
+    /// The longest answer of the reviewer, in tokens (1 to 100,000), sent as
+    /// `max_tokens`. Default: none (the server's).
+    #[serde(default, deserialize_with = "side_max_tokens")]
+    pub max_tokens: Option<u32>,
 }
 
 fn default_max_rounds() -> u32 {
@@ -100,7 +127,8 @@ impl Reviewer {
                 config.model.as_deref(),
                 config.base_url.as_deref(),
                 config.api_key_env.as_deref(),
-            )?,
+            )?
+            .bounded(config.timeout_secs, config.max_tokens),
             prompt: config
                 .prompt
                 .clone()
@@ -200,10 +228,72 @@ pub(crate) fn rewrite_request(draft: &str, critique: &str) -> [Message; 2] {
     ]
 }
 
+/// Splits a rewrite's `calls` into those to run (their tool is `offered`)
+/// and those answered without running, each with its result: the one
+/// recorded in `turn` (this response's messages so far) for the same tool
+/// and arguments, else an error. Why: a production agent must not book or
+/// send twice because a reviewer disliked the wording; answering a repeat
+/// from the record (rather than with a bare refusal) lets the rewrite
+/// state what happened instead of apologising for a failure that did not
+/// occur.
+pub(crate) fn answer_unoffered(
+    offered: &[ToolSpec],
+    calls: Vec<AssembledCall>,
+    turn: &[Message],
+) -> (Vec<AssembledCall>, Vec<(ToolCall, String)>) {
+    let mut run = Vec::with_capacity(calls.len());
+    let mut answered = Vec::new();
+    for assembled in calls {
+        if offered.iter().any(|s| s.name == assembled.call.name) {
+            run.push(assembled);
+            continue;
+        }
+        let result = match recorded_result(turn, &assembled) {
+            Some(recorded) => {
+                tracing::debug!(tool = %assembled.call.name, "a rewrite repeated a call: answered from its recorded result, not run again");
+                recorded.to_owned()
+            }
+            None => {
+                tracing::warn!(tool = %assembled.call.name, "a rewrite called a tool with side effects: not run");
+                json!({
+                    "error": format!(
+                        "not run: `{}` has side effects and a corrected answer may not call it; \
+                         answer from the tool results above",
+                        assembled.call.name
+                    )
+                })
+                .to_string()
+            }
+        };
+        answered.push((assembled.call, result));
+    }
+    (run, answered)
+}
+
+/// The result recorded in `turn` for a call of the same tool with the same
+/// arguments (as JSON values: spacing and key order do not matter).
+fn recorded_result<'t>(turn: &'t [Message], repeat: &AssembledCall) -> Option<&'t str> {
+    let arguments = repeat.arguments.as_ref().ok()?;
+    turn.iter()
+        .flat_map(|m| &m.tool_calls)
+        .filter(|earlier| {
+            earlier.name == repeat.call.name
+                && serde_json::from_str::<Value>(&earlier.arguments)
+                    .ok()
+                    .as_ref()
+                    == Some(arguments)
+        })
+        .find_map(|earlier| {
+            turn.iter()
+                .find(|m| m.role == Role::Tool && m.tool_call_id.as_deref() == Some(&earlier.id))?
+                .content
+                .as_deref()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conversation::ToolCall;
 
     #[test]
     fn verdicts_are_validated() {
@@ -233,6 +323,8 @@ mod tests {
                 model: None,
                 base_url: None,
                 api_key_env: None,
+                timeout_secs: default_limit(),
+                max_tokens: None,
             },
         )
         .unwrap();
@@ -267,6 +359,23 @@ mod tests {
     }
 
     #[test]
+    fn the_reviewers_requests_are_bounded_as_configured() {
+        let setup = SessionSetup::new("test", 16_000);
+        let mut config: ReflectionConfig = toml::from_str("").unwrap();
+        let reviewer = Reviewer::build(&setup, &config).unwrap();
+        assert_eq!(reviewer.model.limit, std::time::Duration::from_secs(10));
+        assert_eq!(reviewer.model.max_tokens, None);
+        config.timeout_secs = Seconds::new(2.5).unwrap();
+        config.max_tokens = Some(200);
+        let reviewer = Reviewer::build(&setup, &config).unwrap();
+        assert_eq!(
+            reviewer.model.limit,
+            std::time::Duration::from_millis(2_500)
+        );
+        assert_eq!(reviewer.model.max_tokens, Some(200));
+    }
+
+    #[test]
     fn bad_settings_are_refused() {
         let config = ReflectionConfig {
             prompt: None,
@@ -274,6 +383,8 @@ mod tests {
             model: None,
             base_url: None,
             api_key_env: None,
+            timeout_secs: default_limit(),
+            max_tokens: None,
         };
         let setup = SessionSetup::new("test", 16_000);
         let error = Reviewer::build(&setup, &config).unwrap_err().to_string();

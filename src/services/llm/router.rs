@@ -9,6 +9,8 @@
 //! default_agent = "information" # who answers when the router names nobody (default: the first agent)
 //! classify = true               # ask a model when no keyword rule matches
 //! # model, base_url, api_key_env, prompt, history = 6
+//! # timeout_secs = 10          # the classification's limit, retries included
+//! # max_tokens = 200           # cap on its answer; default none
 //!
 //! [[processor.agents]]
 //! name = "finance"
@@ -36,10 +38,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::config::Seconds;
 use crate::conversation::{Message, Role};
 use crate::pipeline::{BuildError, SessionSetup};
 
-use super::side_model::{SideModel, json_object, json_schema_format};
+use super::side_model::{
+    SideModel, default_limit, json_object, json_schema_format, side_max_tokens,
+};
 use super::tools::words::words;
 
 /// The classifier's instructions when the TOML gives none.
@@ -93,6 +98,15 @@ pub struct RouterConfig {
     /// The variable holding the classifier endpoint's key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// The longest the classification request may take, retries included, in
+    /// seconds (above 0, at most 120); past it the response goes on
+    /// with the default agent. Default 10.
+    #[serde(default = "default_limit")]
+    pub timeout_secs: Seconds<1, 120>,
+    /// The longest answer of the classifier, in tokens (1 to 100,000), sent as
+    /// `max_tokens`. Default: none (the server's).
+    #[serde(default, deserialize_with = "side_max_tokens")]
+    pub max_tokens: Option<u32>,
     /// The most recent messages the classifier reads, 1 to 50. Default 6.
     #[serde(default = "default_history")]
     pub history: usize,
@@ -107,6 +121,8 @@ impl Default for RouterConfig {
             model: None,
             base_url: None,
             api_key_env: None,
+            timeout_secs: default_limit(),
+            max_tokens: None,
             history: default_history(),
         }
     }
@@ -228,13 +244,16 @@ impl Router {
                 })?,
         };
         let classifier = if config.classify {
-            Some(SideModel::build(
-                setup,
-                "router",
-                config.model.as_deref(),
-                config.base_url.as_deref(),
-                config.api_key_env.as_deref(),
-            )?)
+            Some(
+                SideModel::build(
+                    setup,
+                    "router",
+                    config.model.as_deref(),
+                    config.base_url.as_deref(),
+                    config.api_key_env.as_deref(),
+                )?
+                .bounded(config.timeout_secs, config.max_tokens),
+            )
         } else {
             None
         };

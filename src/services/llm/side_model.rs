@@ -1,9 +1,16 @@
 //! A model the LLM consults besides the one that answers (the router's
 //! classifier, the reviewer): by default the LLM's own endpoint and model,
-//! or its own `model`, and `base_url` with `api_key_env`.
+//! or its own `model`, and `base_url` with `api_key_env`. Each of its
+//! requests is bounded: `timeout_secs` (retries included) and, when set,
+//! `max_tokens`, keys of the section (`[processor.router]`,
+//! `[processor.reflection]`) checked as the file is read.
 
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
+use crate::config::Seconds;
 use crate::pipeline::{BuildError, SessionSetup};
 use crate::services::ApiKey;
 use crate::services::url::check_http_url;
@@ -18,6 +25,33 @@ pub(crate) struct SideModel {
     pub(crate) wire: Option<Box<dyn ChatWire>>,
     /// Its own model; `None`: the LLM's.
     pub(crate) model: Option<String>,
+    /// The longest a request may take, retries included.
+    pub(crate) limit: Duration,
+    /// The longest answer, in tokens (`max_tokens`); `None`: the server's.
+    pub(crate) max_tokens: Option<u32>,
+}
+
+/// The longest a side request takes by default, retries included: the
+/// reply waits on it.
+pub(crate) fn default_limit() -> Seconds<1, 120> {
+    Seconds::from_millis(10_000)
+}
+
+/// The most tokens a side answer may be given.
+const MAX_SIDE_TOKENS: u64 = 100_000;
+
+/// A section's `max_tokens`: a whole number from 1 to [`MAX_SIDE_TOKENS`];
+/// out of range, an error the file reader reports with file, line and key.
+pub(crate) fn side_max_tokens<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    let n = u64::deserialize(deserializer)?;
+    match u32::try_from(n) {
+        Ok(tokens) if (1..=MAX_SIDE_TOKENS).contains(&n) => Ok(Some(tokens)),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a whole number from 1 to {MAX_SIDE_TOKENS}, not {n}"
+        ))),
+    }
 }
 
 impl SideModel {
@@ -46,7 +80,18 @@ impl SideModel {
         Ok(SideModel {
             wire,
             model: model.map(str::to_owned),
+            limit: default_limit().duration(),
+            max_tokens: None,
         })
+    }
+
+    /// The same, its requests bounded by `limit` and `max_tokens`.
+    pub(crate) fn bounded(self, limit: Seconds<1, 120>, max_tokens: Option<u32>) -> Self {
+        SideModel {
+            limit: limit.duration(),
+            max_tokens,
+            ..self
+        }
     }
 }
 

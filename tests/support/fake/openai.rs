@@ -82,7 +82,8 @@ struct OpenAiState {
     received: Mutex<Vec<Received>>,
     /// Answer 400 to chat requests asking for a `json_schema` format.
     refuse_json_schema: AtomicBool,
-    /// Answer 400 to chat requests with a temperature other than 1.
+    /// Answer 400 to chat requests with a temperature other than 1 or
+    /// `max_tokens`, as a reasoning model.
     refuse_temperature: AtomicBool,
     /// Answer 503 to embeddings requests (an embedder that is down).
     embeddings_down: AtomicBool,
@@ -183,9 +184,9 @@ impl FakeOpenAi {
         self.state.refuse_json_schema.store(true, Ordering::SeqCst);
     }
 
-    /// From now on, chat requests with a `temperature` other than 1 get
-    /// OpenAI's 400 for a reasoning model (without using up a scripted
-    /// reply).
+    /// From now on, chat requests with a `temperature` other than 1, then
+    /// those with `max_tokens`, get OpenAI's 400 for a reasoning model
+    /// (without using up a scripted reply).
     pub fn refuse_temperature(&self) {
         self.state.refuse_temperature.store(true, Ordering::SeqCst);
     }
@@ -346,6 +347,11 @@ async fn chat(
         let refusal = unsupported_temperature(temperature);
         return respond(state, format!("chat {n}"), refusal).await;
     }
+    if state.refuse_temperature.load(Ordering::SeqCst) && request.get("max_tokens").is_some() {
+        let message = "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.";
+        let refusal = Reply::error(400, message, "invalid_request_error");
+        return respond(state, format!("chat {n}"), refusal).await;
+    }
     let asks_schema = request["response_format"]["type"] == "json_schema";
     if asks_schema && state.refuse_json_schema.load(Ordering::SeqCst) {
         let refusal = Reply::error(
@@ -355,10 +361,7 @@ async fn chat(
         );
         return respond(state, format!("chat {n}"), refusal).await;
     }
-    let model = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|request| request["model"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let model = request["model"].as_str().unwrap_or_default().to_owned();
     let for_model = {
         let mut scripts = state.model_chat.lock().unwrap();
         scripts.get_mut(&model).and_then(VecDeque::pop_front)
