@@ -126,13 +126,9 @@ pub(crate) async fn messaging(
             return twiml_response(twiml::messages(&[]));
         }
         Err(err) => {
+            // The mark, which may have been taken with its answer lost, was
+            // forgotten (if the store answered) by `take`.
             tracing::warn!(error = %err, "context store unavailable; Twilio may retry the message");
-            // The mark may have been taken with its answer lost: forgotten
-            // (if the store answers), so the retry is not dropped as seen.
-            state
-                .message_marks
-                .forget(store.as_ref(), &message.message_sid)
-                .await;
             return not_answered();
         }
     }

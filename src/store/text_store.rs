@@ -164,20 +164,31 @@ pub trait TextStore: Send + Sync {
     /// `max`.
     async fn set_aside_text_ends(&self, max: usize) -> Result<Vec<TextEnd>, StoreError>;
 
-    /// Notes the provider's message `message_id` for `ttl_ms`; true the
-    /// first time it is seen (a retried webhook answers false).
+    /// Notes the provider's message `message_id` for `ttl_ms` as `owner`'s
+    /// (a token unique to one attempt at answering it); true the first
+    /// time it is seen (a retried webhook answers false).
     async fn first_sight_of_message(
         &self,
         message_id: &str,
+        owner: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError>;
 
-    /// Keeps `message_id` noted for `ttl_ms` from now, seen or not (its
-    /// answer was handed on: the short note taken while it was answered
-    /// becomes the long one).
-    async fn keep_message(&self, message_id: &str, ttl_ms: u64) -> Result<(), StoreError>;
+    /// Keeps `message_id` noted as `owner`'s for `ttl_ms` from now, seen or
+    /// not (its answer was handed on: the short note taken while it was
+    /// answered becomes the long one).
+    async fn keep_message(
+        &self,
+        message_id: &str,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError>;
 
     /// Forgets `message_id`, which could not be answered, so that the
-    /// provider's retry of it is taken.
-    async fn forget_message(&self, message_id: &str) -> Result<(), StoreError>;
+    /// provider's retry of it is taken; only while its note is still
+    /// `owner`'s (compare-and-delete, in one step). A note someone else
+    /// took since (this one lapsed, or the write that took it timed out
+    /// and another server took it after) is theirs: deleting it would let
+    /// a retry be answered twice.
+    async fn forget_message(&self, message_id: &str, owner: &str) -> Result<(), StoreError>;
 }

@@ -48,6 +48,7 @@ mod llm_read_timeout;
 mod llm_tools;
 mod log_escaping;
 mod lost_sessions;
+mod message_notes;
 mod object_storage;
 mod optimiser_outage;
 mod optimiser_workers;
