@@ -49,6 +49,7 @@ mod llm_tools;
 mod log_escaping;
 mod lost_sessions;
 mod message_notes;
+mod message_status;
 mod object_storage;
 mod optimiser_outage;
 mod optimiser_workers;
