@@ -98,6 +98,18 @@ pub trait TextStore: Send + Sync {
         now_ms: u64,
     ) -> Result<String, StoreError>;
 
+    /// Notes `now_ms` as the last message of `key`'s conversation, only
+    /// while the conversation open for `key` is still `call_id`: false, and
+    /// nothing changed, when it was closed since (an idle sweep ended it
+    /// while its message was answered; noted, it would be reopened under
+    /// its ended id) and the next message starts a new one.
+    async fn touch_text_conversation(
+        &self,
+        key: &str,
+        call_id: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
     /// Keys of open conversations whose last message was at or before
     /// `before_ms`, oldest first, at most `max`.
     async fn idle_text_conversations(

@@ -82,6 +82,7 @@ mod text_end_claims;
 mod text_ends;
 mod text_keys;
 mod text_sessions;
+mod text_touch;
 mod tts_cartesia;
 mod tts_services;
 mod twilio_messaging;

@@ -4,31 +4,10 @@ use async_trait::async_trait;
 
 use std::collections::BTreeMap;
 
-use super::keyspace::{Blob, Keyspace, Op};
+use super::keyspace::{Blob, Op};
 use super::store::MemoryStore;
-use crate::store::text_store::{claim_holder, claim_owner};
+use super::text_claims::{claimed, holder, owner};
 use crate::store::{EndClaim, StoreError, TextEnd, TextStore};
-
-/// Who holds the claim on `member` at `now`, if anyone.
-fn holder<'k>(ks: &'k Keyspace, claims: &str, member: &str, now: u64) -> Option<&'k str> {
-    let entry = ks.hash(claims, now)?.get(member)?;
-    claim_holder(std::str::from_utf8(entry).ok()?, now)
-}
-
-/// The owner the claim on `member` names, held or lapsed.
-fn owner<'k>(ks: &'k Keyspace, claims: &str, member: &str, now: u64) -> Option<&'k str> {
-    let entry = ks.hash(claims, now)?.get(member)?;
-    claim_owner(std::str::from_utf8(entry).ok()?)
-}
-
-/// The op that gives `claim` the claim on `end` from `now`.
-fn claimed(claims: &str, end: &TextEnd, claim: &EndClaim, now: u64) -> Op {
-    let entry = format!("{} {}", now.saturating_add(claim.ttl_ms), claim.owner);
-    Op::HSet {
-        key: claims.to_owned(),
-        fields: BTreeMap::from([(end.member(), Blob(entry.into_bytes()))]),
-    }
-}
 
 #[async_trait]
 impl TextStore for MemoryStore {
@@ -77,6 +56,28 @@ impl TextStore for MemoryStore {
                 score: now_ms,
             });
             (ops, id)
+        })
+    }
+
+    async fn touch_text_conversation(
+        &self,
+        key: &str,
+        call_id: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let keys = &self.settings.keys;
+        let mapping = keys.text_conversation(key);
+        let active = keys.text_active();
+        self.write(|ks, now| {
+            if ks.string(&mapping, now) != Some(call_id) {
+                return (Vec::new(), false);
+            }
+            let touch = Op::ZAdd {
+                key: active,
+                member: key.to_owned(),
+                score: now_ms,
+            };
+            (vec![touch], true)
         })
     }
 

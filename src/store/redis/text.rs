@@ -23,6 +23,20 @@ return 0
     )
 });
 
+/// Notes a text conversation's last message only while it is still open
+/// under the same id.
+/// KEYS: `{text:active}:conversation:{key}`, `text:active`. ARGV: key, call
+/// id, now ms. Returns 1 if noted.
+static TOUCH_TEXT_CONVERSATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+",
+    )
+});
+
 /// A sorted set's score as Lua hands it back: text a float may need
 /// (`1.8446744073709552e+19`); ms past `u64::MAX` are `u64::MAX`.
 fn score_ms(score: &str) -> u64 {
@@ -50,6 +64,26 @@ impl TextStore for RedisStore {
             invocation.key(keys.text_conversation(legacy)).arg(legacy);
         }
         self.invoke(&invocation).await
+    }
+
+    async fn touch_text_conversation(
+        &self,
+        key: &str,
+        call_id: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let keys = &self.settings.keys;
+        let touched: u8 = self
+            .invoke(
+                TOUCH_TEXT_CONVERSATION
+                    .key(keys.text_conversation(key))
+                    .key(keys.text_active())
+                    .arg(key)
+                    .arg(call_id)
+                    .arg(now_ms),
+            )
+            .await?;
+        Ok(touched == 1)
     }
 
     async fn idle_text_conversations(
