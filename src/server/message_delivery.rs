@@ -46,12 +46,33 @@ pub(crate) fn after_refusal(error: &CreateCallError) -> AfterRefusal {
     }
 }
 
+/// The path of Twilio's status callbacks for the answers it sends.
+pub(crate) const MESSAGE_STATUS_PATH: &str = "/twilio/messages/status";
+
+/// The query parameter naming the conversation an answer belongs to.
+pub(crate) const CALL_ID_PARAMETER: &str = "call_id";
+
+/// Where Twilio reports the status of an answer in the conversation
+/// `call_id`, as `origin` (`https://host`) serves it; none without a
+/// conversation to record a failure against (an apology for a message
+/// that never reached one).
+pub(crate) fn status_callback_url(origin: &str, call_id: &str) -> Option<String> {
+    if call_id.is_empty() {
+        return None;
+    }
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair(CALL_ID_PARAMETER, call_id)
+        .finish();
+    Some(format!("{origin}{MESSAGE_STATUS_PATH}?{query}"))
+}
+
 /// Sends `reply` to the sender of `message` through the Messages resource,
-/// one message per part.
+/// one message per part, each reporting its status to `status_callback`.
 pub(crate) async fn send_by_rest(
     sender: Option<&MessageSender>,
     message: &IncomingMessage,
     reply: &Reply,
+    status_callback: Option<&str>,
 ) {
     let Some(sender) = sender else {
         tracing::error!(
@@ -68,6 +89,7 @@ pub(crate) async fn send_by_rest(
             to: &message.from,
             from: &message.to,
             body: part,
+            status_callback,
         };
         let part_no = index + 1;
         let err = match sender.send(&create).await {

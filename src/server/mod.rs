@@ -96,6 +96,7 @@ mod live_sessions;
 mod message_delivery;
 mod message_marks;
 mod message_sender;
+mod message_status;
 mod metrics;
 mod observer;
 mod offer_precheck;

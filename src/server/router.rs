@@ -9,12 +9,13 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 use super::analytics;
+use super::message_delivery::MESSAGE_STATUS_PATH;
 use super::state::ServerState;
 use super::twilio_voice::STREAM_PATH;
 use super::{
-    campaigns, chat, client_page, cors, health, learn, outbound_calls, session_offer,
-    signalling_errors, start, twilio_messaging, twilio_status, twilio_stream, twilio_voice,
-    webrtc_offer,
+    campaigns, chat, client_page, cors, health, learn, message_status, outbound_calls,
+    session_offer, signalling_errors, start, twilio_messaging, twilio_status, twilio_stream,
+    twilio_voice, webrtc_offer,
 };
 use crate::outbound::{AMD_PATH, STATUS_PATH};
 
@@ -48,6 +49,7 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
         )
         .route("/twilio/voice", post(twilio_voice::voice))
         .route("/twilio/messaging", post(twilio_messaging::messaging))
+        .route(MESSAGE_STATUS_PATH, post(message_status::status))
         .route("/api/chat", post(chat::chat))
         .route(STATUS_PATH, post(twilio_status::callback))
         .route(AMD_PATH, post(twilio_status::callback))

@@ -27,7 +27,10 @@
 //! and the answer goes out through the Messages REST resource
 //! ([`super::message_delivery`]), from the address the message came to.
 //! The conversation's turn is held until a REST delivery is over, so the
-//! conversation's next answer is not sent before it. WhatsApp accepts
+//! conversation's next answer is not sent before it. Either way the answer
+//! asks Twilio to report its delivery to `POST /twilio/messages/status`
+//! ([`super::message_status`]), which records a failure on the
+//! conversation. WhatsApp accepts
 //! free-form answers only within 24 hours of the user's last message:
 //! voxpipe only ever answers a message it has just received, so it is
 //! always inside that window, and it never starts a WhatsApp conversation
@@ -46,9 +49,9 @@ use crate::text::{Admitted, Channel, Inbound, Reply, TextConversations, TextEven
 use crate::transport::twilio::messaging::{IncomingMessage, MAX_MESSAGE_CHARS, split_message};
 use crate::transport::twilio::twiml;
 
-use super::message_delivery::send_by_rest;
+use super::message_delivery::{send_by_rest, status_callback_url};
 use super::message_marks::Sighting;
-use super::request::public_host;
+use super::request::{public_host, public_scheme};
 use super::state::ServerState;
 use super::twilio_voice::signature_refusal;
 
@@ -126,17 +129,15 @@ pub(crate) async fn messaging(
             return twiml_response(twiml::messages(&[]));
         }
         Err(err) => {
+            // The mark, which may have been taken with its answer lost, was
+            // forgotten (if the store answered) by `take`.
             tracing::warn!(error = %err, "context store unavailable; Twilio may retry the message");
-            // The mark may have been taken with its answer lost: forgotten
-            // (if the store answers), so the retry is not dropped as seen.
-            state
-                .message_marks
-                .forget(store.as_ref(), &message.message_sid)
-                .await;
             return not_answered();
         }
     }
     let message_sid = message.message_sid.clone();
+    // Twilio reports each answer's delivery there (`super::message_status`).
+    let origin = format!("{}://{host}", public_scheme(&headers));
     let (answer_tx, mut answer_rx) = oneshot::channel::<Option<Reply>>();
     let deadline = arrived + conversations.section().reply_budget_secs.duration();
     let answering = answer(
@@ -144,6 +145,7 @@ pub(crate) async fn messaging(
         conversations,
         admitted,
         message,
+        origin.clone(),
         answer_tx,
     );
     state.answers.spawn(answering);
@@ -174,12 +176,17 @@ pub(crate) async fn messaging(
         // Dropped by the shutdown meanwhile, its mark forgotten.
         return not_answered();
     }
-    twiml_response(twiml::messages(&parts))
+    let xml = match status_callback_url(&origin, &reply.call_id) {
+        Some(url) => twiml::messages_reporting_to(&parts, &url),
+        None => twiml::messages(&parts),
+    };
+    twiml_response(xml)
 }
 
 /// The 403 for a webhook that is not Twilio's: unsigned or badly signed,
 /// or not checkable (no auth token) unless unsigned messages are taken.
-fn refusal(
+/// The messages' status callbacks are checked alike.
+pub(super) fn refusal(
     state: &ServerState,
     host: &str,
     headers: &HeaderMap,
@@ -250,12 +257,13 @@ fn inbound(conversations: &TextConversations, message: &IncomingMessage, uri: &U
 /// Answers `admitted` in its conversation's turn, giving the answer to
 /// the webhook through `answer_tx` (`None`: not answered) or, when the
 /// webhook stopped waiting or it needs several messages, sending it by
-/// REST before the turn is let go.
+/// REST before the turn is let go, its status reported to `origin`.
 async fn answer(
     state: Arc<ServerState>,
     conversations: Arc<TextConversations>,
     admitted: Admitted,
     message: IncomingMessage,
+    origin: String,
     answer_tx: oneshot::Sender<Option<Reply>>,
 ) {
     let store = Arc::clone(conversations.runtime().store());
@@ -280,7 +288,8 @@ async fn answer(
                         .answered(store.as_ref(), &message.message_sid)
                         .await
                 {
-                    send_by_rest(sender, &message, &kept).await;
+                    let status_callback = status_callback_url(&origin, &kept.call_id);
+                    send_by_rest(sender, &message, &kept, status_callback.as_deref()).await;
                 }
                 return;
             }
@@ -303,7 +312,7 @@ async fn answer(
             text: conversations.section().apology.clone(),
             failed: true,
         };
-        send_by_rest(sender, &message, &apology).await;
+        send_by_rest(sender, &message, &apology, None).await;
     }
 }
 

@@ -10,6 +10,7 @@ use super::outbound_call::OutboundCall;
 use super::recording::CallRecording;
 use super::stored_objects::StoredObjects;
 use super::time::rfc3339;
+use super::undelivered::UndeliveredMessage;
 
 /// Who placed the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +196,10 @@ pub struct CallRecord {
     /// trace is `optimisation:{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimisation: Option<String>,
+    /// Text conversations: answers Twilio reported it could not deliver,
+    /// the first [`MAX_UNDELIVERED_KEPT`](super::MAX_UNDELIVERED_KEPT).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undelivered: Vec<UndeliveredMessage>,
     /// Last change (RFC 3339).
     pub updated_at: String,
     /// Fields voxpipe does not know, kept as they were.
@@ -235,6 +240,7 @@ impl CallRecord {
             recording: None,
             learned: None,
             optimisation: None,
+            undelivered: Vec::new(),
             updated_at: now,
             extra: serde_json::Map::new(),
         }

@@ -9,6 +9,7 @@ use super::outbound_call::{OutboundCall, TwilioReport};
 use super::recording::CallRecording;
 use super::stored_objects::StoredObjects;
 use super::time::rfc3339;
+use super::undelivered::{MAX_UNDELIVERED_KEPT, UndeliveredMessage};
 
 impl CallRecord {
     /// Records `evaluation` with the outcome and score it gives.
@@ -80,6 +81,17 @@ impl CallRecord {
                 }
             }
             CallChange::Optimised(id) => self.optimisation = Some(id.clone()),
+            // Kept once per message (Twilio may call back twice), and only
+            // the first few: later ones are alike.
+            CallChange::Undelivered(undelivered) => {
+                let known = self
+                    .undelivered
+                    .iter()
+                    .any(|kept| kept.message_sid == undelivered.message_sid);
+                if !known && self.undelivered.len() < MAX_UNDELIVERED_KEPT {
+                    self.undelivered.push(undelivered.clone());
+                }
+            }
             CallChange::Dialled { twilio_sid, at_ms } => {
                 let outbound = self.outbound.get_or_insert_with(OutboundCall::default);
                 outbound
@@ -226,6 +238,8 @@ pub enum CallChange {
     Learned(Learned),
     /// A prompt optimisation ran for it (the id of its trace).
     Optimised(String),
+    /// Text: Twilio reported an answer `failed` or `undelivered`.
+    Undelivered(UndeliveredMessage),
     /// Outbound: Twilio took the call (its SID): queued → initiated.
     Dialled {
         /// Twilio's call SID.

@@ -39,6 +39,7 @@ mod tactics;
 mod test_case;
 mod text_store;
 pub mod time;
+mod undelivered;
 
 pub use self::redis::RedisStore;
 pub use api::{
@@ -85,3 +86,4 @@ pub use tactics::{
 };
 pub use test_case::{MAX_TEST_CASES_KEPT, TestCase};
 pub use text_store::{EndClaim, TextEnd, TextStore};
+pub use undelivered::{MAX_UNDELIVERED_KEPT, UndeliveredMessage};

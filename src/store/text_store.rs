@@ -98,6 +98,18 @@ pub trait TextStore: Send + Sync {
         now_ms: u64,
     ) -> Result<String, StoreError>;
 
+    /// Notes `now_ms` as the last message of `key`'s conversation, only
+    /// while the conversation open for `key` is still `call_id`: false, and
+    /// nothing changed, when it was closed since (an idle sweep ended it
+    /// while its message was answered; noted, it would be reopened under
+    /// its ended id) and the next message starts a new one.
+    async fn touch_text_conversation(
+        &self,
+        key: &str,
+        call_id: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
     /// Keys of open conversations whose last message was at or before
     /// `before_ms`, oldest first, at most `max`.
     async fn idle_text_conversations(
@@ -164,20 +176,31 @@ pub trait TextStore: Send + Sync {
     /// `max`.
     async fn set_aside_text_ends(&self, max: usize) -> Result<Vec<TextEnd>, StoreError>;
 
-    /// Notes the provider's message `message_id` for `ttl_ms`; true the
-    /// first time it is seen (a retried webhook answers false).
+    /// Notes the provider's message `message_id` for `ttl_ms` as `owner`'s
+    /// (a token unique to one attempt at answering it); true the first
+    /// time it is seen (a retried webhook answers false).
     async fn first_sight_of_message(
         &self,
         message_id: &str,
+        owner: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError>;
 
-    /// Keeps `message_id` noted for `ttl_ms` from now, seen or not (its
-    /// answer was handed on: the short note taken while it was answered
-    /// becomes the long one).
-    async fn keep_message(&self, message_id: &str, ttl_ms: u64) -> Result<(), StoreError>;
+    /// Keeps `message_id` noted as `owner`'s for `ttl_ms` from now, seen or
+    /// not (its answer was handed on: the short note taken while it was
+    /// answered becomes the long one).
+    async fn keep_message(
+        &self,
+        message_id: &str,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError>;
 
     /// Forgets `message_id`, which could not be answered, so that the
-    /// provider's retry of it is taken.
-    async fn forget_message(&self, message_id: &str) -> Result<(), StoreError>;
+    /// provider's retry of it is taken; only while its note is still
+    /// `owner`'s (compare-and-delete, in one step). A note someone else
+    /// took since (this one lapsed, or the write that took it timed out
+    /// and another server took it after) is theirs: deleting it would let
+    /// a retry be answered twice.
+    async fn forget_message(&self, message_id: &str, owner: &str) -> Result<(), StoreError>;
 }

@@ -287,9 +287,21 @@ impl TextConversations {
             let _gone = events.send(TextEvent::Done(reply.clone()));
         }
         memory.detached();
-        let noted = store.open_text_conversation(key, None, &call_id, unix_ms());
-        if let Err(err) = noted.await {
-            tracing::warn!(call_id, error = %err, "cannot note the conversation's last message");
+        // Only while it is still open as `call_id`: an idle sweep that
+        // ended it during the answer must not see it reopened under its
+        // ended id; the next message starts a new conversation.
+        match store
+            .touch_text_conversation(key, &call_id, unix_ms())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                call_id,
+                "the conversation was ended while its message was answered; the next message starts a new one"
+            ),
+            Err(err) => {
+                tracing::warn!(call_id, error = %err, "cannot note the conversation's last message");
+            }
         }
         if memory.finished(WRITE_WAIT).await.is_none() {
             tracing::warn!(call_id, "the conversation's turns are still being written");

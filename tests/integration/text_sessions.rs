@@ -401,3 +401,43 @@ async fn messages_are_answered_in_the_order_they_were_admitted_whichever_starts_
         "the second reads the first's turns"
     );
 }
+
+#[tokio::test]
+async fn a_conversation_ended_while_its_message_is_answered_is_not_reopened_under_its_id() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let toml = pipeline_toml(&openai, "http://127.0.0.1:9", "");
+    let conversations = conversations_of(&toml, &redis);
+    let store = Arc::clone(conversations.runtime().store());
+    let key = ConversationKey::new(Channel::Chat, &["ended-while-answering"]);
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mut held = vec![Part::WaitFor(
+        Arc::clone(&release),
+        "the conversation ended",
+    )];
+    held.extend(text_answer("Still here."));
+    openai.push_chat(Reply::Sse(held));
+    let message = conversations.message(inbound(&key, "Hello?"), None);
+    // The idle sweep ends the conversation while the model answers.
+    let end_meanwhile = async {
+        openai.wait_for_requests("chat/completions", 1, WAIT).await;
+        assert!(conversations.finish(&key, "idle_timeout").await.unwrap());
+        release.notify_one();
+    };
+    let (reply, ()) = tokio::join!(message, end_meanwhile);
+    let ended = reply.unwrap().call_id;
+    let open = store.idle_text_conversations(u64::MAX, 10).await.unwrap();
+    assert!(
+        !open.contains(&key.as_str().to_owned()),
+        "reopened under its ended id {ended}: {open:?}"
+    );
+    // The next message starts a new conversation.
+    openai.push_chat(Reply::Sse(text_answer("Hello again.")));
+    let next = conversations
+        .message(inbound(&key, "Anyone?"), None)
+        .await
+        .unwrap();
+    assert_ne!(next.call_id, ended);
+    let call = store.call(&ended).await.unwrap().unwrap();
+    assert_eq!(call.status, CallStatus::Completed);
+}

@@ -18,19 +18,19 @@ use tokio::sync::Notify;
 use voxpipe::store::CallStatus;
 use voxpipe::text::Channel;
 
-const USER: &str = "whatsapp:+15551230001";
-const AGENT: &str = "whatsapp:+15557650002";
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const USER: &str = "whatsapp:+15551230001";
+pub(crate) const AGENT: &str = "whatsapp:+15557650002";
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-struct Rig {
-    redis: RedisServer,
-    openai: FakeOpenAi,
-    twilio: FakeTwilioRest,
-    toml: String,
+pub(crate) struct Rig {
+    pub(crate) redis: RedisServer,
+    pub(crate) openai: FakeOpenAi,
+    pub(crate) twilio: FakeTwilioRest,
+    pub(crate) toml: String,
 }
 
 impl Rig {
-    async fn new(extra: &str) -> Rig {
+    pub(crate) async fn new(extra: &str) -> Rig {
         let redis = RedisServer::start();
         let openai = FakeOpenAi::start().await;
         let twilio = FakeTwilioRest::start(AUTH_TOKEN).await;
@@ -43,7 +43,7 @@ impl Rig {
         }
     }
 
-    async fn server(&self) -> TestServer {
+    pub(crate) async fn server(&self) -> TestServer {
         let config = config(&self.toml);
         let env = env(&self.redis.url());
         let context = runtime(&config, &env);
@@ -62,7 +62,7 @@ impl Rig {
 
     /// The model's next answer, `text`, held back until the returned
     /// `Notify` is told (so that it misses the webhook's wait).
-    fn answer_when_released(&self, text: &str) -> Arc<Notify> {
+    pub(crate) fn answer_when_released(&self, text: &str) -> Arc<Notify> {
         let release = Arc::new(Notify::new());
         let mut parts = vec![Part::WaitFor(Arc::clone(&release), "the webhook answered")];
         parts.extend(text_answer(text));
@@ -70,7 +70,7 @@ impl Rig {
         release
     }
 
-    async fn say(&self, sid: &str, body: &str) -> (u16, String) {
+    pub(crate) async fn say(&self, sid: &str, body: &str) -> (u16, String) {
         self.twilio
             .message(MESSAGING_URL, sid, (USER, AGENT), body, 0)
             .await
@@ -95,11 +95,12 @@ impl Rig {
     }
 }
 
-fn messages_of(twiml: &str) -> Vec<String> {
+pub(crate) fn messages_of(twiml: &str) -> Vec<String> {
     twiml
-        .split("<Message>")
+        .split("<Message")
         .skip(1)
-        .filter_map(|part| part.split_once("</Message>").map(|(m, _)| m.to_owned()))
+        .filter_map(|part| part.split_once('>')?.1.split_once("</Message>"))
+        .map(|(m, _)| m.to_owned())
         .collect()
 }
 

@@ -22,5 +22,6 @@ mod store;
 mod stream_tokens;
 mod test_cases;
 mod text;
+mod text_claims;
 
 pub use store::MemoryStore;

@@ -118,13 +118,23 @@ impl MemoryStore {
     /// Sets `key` for `ttl_ms` unless it is set: true when this set it
     /// (Redis's `SET NX PX`).
     pub(super) fn set_once(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        self.set_once_as(key, "1", ttl_ms)
+    }
+
+    /// [`set_once`](Self::set_once) with `value` as the key's value.
+    pub(super) fn set_once_as(
+        &self,
+        key: &str,
+        value: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
         self.write(|ks, now| {
             if ks.string(key, now).is_some() {
                 return (Vec::new(), false);
             }
             let set = Op::Set {
                 key: key.to_owned(),
-                value: "1".to_owned(),
+                value: value.to_owned(),
                 expires_at_ms: Some(now.saturating_add(ttl_ms.max(1))),
             };
             (vec![set], true)

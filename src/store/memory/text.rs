@@ -4,31 +4,10 @@ use async_trait::async_trait;
 
 use std::collections::BTreeMap;
 
-use super::keyspace::{Blob, Keyspace, Op};
+use super::keyspace::{Blob, Op};
 use super::store::MemoryStore;
-use crate::store::text_store::{claim_holder, claim_owner};
+use super::text_claims::{claimed, holder, owner};
 use crate::store::{EndClaim, StoreError, TextEnd, TextStore};
-
-/// Who holds the claim on `member` at `now`, if anyone.
-fn holder<'k>(ks: &'k Keyspace, claims: &str, member: &str, now: u64) -> Option<&'k str> {
-    let entry = ks.hash(claims, now)?.get(member)?;
-    claim_holder(std::str::from_utf8(entry).ok()?, now)
-}
-
-/// The owner the claim on `member` names, held or lapsed.
-fn owner<'k>(ks: &'k Keyspace, claims: &str, member: &str, now: u64) -> Option<&'k str> {
-    let entry = ks.hash(claims, now)?.get(member)?;
-    claim_owner(std::str::from_utf8(entry).ok()?)
-}
-
-/// The op that gives `claim` the claim on `end` from `now`.
-fn claimed(claims: &str, end: &TextEnd, claim: &EndClaim, now: u64) -> Op {
-    let entry = format!("{} {}", now.saturating_add(claim.ttl_ms), claim.owner);
-    Op::HSet {
-        key: claims.to_owned(),
-        fields: BTreeMap::from([(end.member(), Blob(entry.into_bytes()))]),
-    }
-}
 
 #[async_trait]
 impl TextStore for MemoryStore {
@@ -77,6 +56,28 @@ impl TextStore for MemoryStore {
                 score: now_ms,
             });
             (ops, id)
+        })
+    }
+
+    async fn touch_text_conversation(
+        &self,
+        key: &str,
+        call_id: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let keys = &self.settings.keys;
+        let mapping = keys.text_conversation(key);
+        let active = keys.text_active();
+        self.write(|ks, now| {
+            if ks.string(&mapping, now) != Some(call_id) {
+                return (Vec::new(), false);
+            }
+            let touch = Op::ZAdd {
+                key: active,
+                member: key.to_owned(),
+                score: now_ms,
+            };
+            (vec![touch], true)
         })
     }
 
@@ -307,26 +308,36 @@ impl TextStore for MemoryStore {
     async fn first_sight_of_message(
         &self,
         message_id: &str,
+        owner: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
-        self.set_once(&self.settings.keys.text_message(message_id), ttl_ms)
+        self.set_once_as(&self.settings.keys.text_message(message_id), owner, ttl_ms)
     }
 
-    async fn keep_message(&self, message_id: &str, ttl_ms: u64) -> Result<(), StoreError> {
+    async fn keep_message(
+        &self,
+        message_id: &str,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
         let key = self.settings.keys.text_message(message_id);
         self.write(|_, now| {
             let set = Op::Set {
                 key,
-                value: "1".to_owned(),
+                value: owner.to_owned(),
                 expires_at_ms: Some(now.saturating_add(ttl_ms.max(1))),
             };
             (vec![set], ())
         })
     }
 
-    async fn forget_message(&self, message_id: &str) -> Result<(), StoreError> {
+    async fn forget_message(&self, message_id: &str, owner: &str) -> Result<(), StoreError> {
         let key = self.settings.keys.text_message(message_id);
-        self.write(|_, _| (vec![Op::Del { key }], ()))
+        // Compared under the write lock: no one takes the note in between.
+        self.write(|ks, now| match ks.string(&key, now) {
+            Some(noted) if noted == owner => (vec![Op::Del { key }], ()),
+            _ => (Vec::new(), ()),
+        })
     }
 }
 
@@ -566,19 +577,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_message_id_is_seen_first_once() {
+    async fn a_message_id_is_seen_first_once_and_forgotten_only_by_its_owner() {
         let store = MemoryStore::new(StoreSettings::default());
-        assert!(store.first_sight_of_message("SM1", 60_000).await.unwrap());
-        assert!(!store.first_sight_of_message("SM1", 60_000).await.unwrap());
-        assert!(store.first_sight_of_message("SM2", 60_000).await.unwrap());
-        store.forget_message("SM1").await.unwrap();
-        assert!(store.first_sight_of_message("SM1", 60_000).await.unwrap());
-        assert!(!store.first_sight_of_message("SM1", 60_000).await.unwrap());
+        let first_sight = |sid, owner| store.first_sight_of_message(sid, owner, 60_000);
+        assert!(first_sight("SM1", "a").await.unwrap());
+        assert!(!first_sight("SM1", "b").await.unwrap());
+        assert!(first_sight("SM2", "a").await.unwrap());
+        // Another's note stays: only the owner's forget deletes it.
+        store.forget_message("SM1", "b").await.unwrap();
+        assert!(!first_sight("SM1", "b").await.unwrap());
+        store.forget_message("SM1", "a").await.unwrap();
+        assert!(first_sight("SM1", "b").await.unwrap());
+        assert!(!first_sight("SM1", "a").await.unwrap());
         // A note kept longer, or taken by keeping it (it had lapsed).
-        assert!(store.first_sight_of_message("SM3", 60_000).await.unwrap());
-        store.keep_message("SM3", 120_000).await.unwrap();
-        assert!(!store.first_sight_of_message("SM3", 60_000).await.unwrap());
-        store.keep_message("SM4", 60_000).await.unwrap();
-        assert!(!store.first_sight_of_message("SM4", 60_000).await.unwrap());
+        assert!(first_sight("SM3", "a").await.unwrap());
+        store.keep_message("SM3", "a", 120_000).await.unwrap();
+        assert!(!first_sight("SM3", "b").await.unwrap());
+        store.keep_message("SM4", "a", 60_000).await.unwrap();
+        assert!(!first_sight("SM4", "b").await.unwrap());
     }
 }

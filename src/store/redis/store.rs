@@ -207,11 +207,21 @@ impl RedisStore {
 
     /// `SET key 1 NX PX ttl_ms`: true when this set it.
     pub(super) async fn set_once(&self, key: String, ttl_ms: u64) -> Result<bool, StoreError> {
+        self.set_once_as(key, "1", ttl_ms).await
+    }
+
+    /// [`set_once`](Self::set_once) with `value` as the key's value.
+    pub(super) async fn set_once_as(
+        &self,
+        key: String,
+        value: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
         let set: Option<String> = self
             .query(
                 redis::cmd("SET")
                     .arg(key)
-                    .arg(1)
+                    .arg(value)
                     .arg("NX")
                     .arg("PX")
                     .arg(ttl_ms.max(1)),

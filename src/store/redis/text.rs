@@ -1,6 +1,9 @@
 //! Text conversations (`text:*`) in Redis.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
+use redis::Script;
 
 use super::scripts::{
     CLAIM_TEXT_END, CLOSE_TEXT_CONVERSATION, OPEN_TEXT_CONVERSATION, PENDING_TEXT_ENDS,
@@ -8,6 +11,31 @@ use super::scripts::{
 };
 use super::store::RedisStore;
 use crate::store::{EndClaim, StoreError, TextEnd, TextStore};
+
+/// Deletes a message's note only while it is the owner's.
+/// KEYS: the note. ARGV: owner. Returns 1 if deleted.
+static FORGET_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
+/// Notes a text conversation's last message only while it is still open
+/// under the same id.
+/// KEYS: `{text:active}:conversation:{key}`, `text:active`. ARGV: key, call
+/// id, now ms. Returns 1 if noted.
+static TOUCH_TEXT_CONVERSATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+",
+    )
+});
 
 /// A sorted set's score as Lua hands it back: text a float may need
 /// (`1.8446744073709552e+19`); ms past `u64::MAX` are `u64::MAX`.
@@ -36,6 +64,26 @@ impl TextStore for RedisStore {
             invocation.key(keys.text_conversation(legacy)).arg(legacy);
         }
         self.invoke(&invocation).await
+    }
+
+    async fn touch_text_conversation(
+        &self,
+        key: &str,
+        call_id: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let keys = &self.settings.keys;
+        let touched: u8 = self
+            .invoke(
+                TOUCH_TEXT_CONVERSATION
+                    .key(keys.text_conversation(key))
+                    .key(keys.text_active())
+                    .arg(key)
+                    .arg(call_id)
+                    .arg(now_ms),
+            )
+            .await?;
+        Ok(touched == 1)
     }
 
     async fn idle_text_conversations(
@@ -197,25 +245,35 @@ impl TextStore for RedisStore {
     async fn first_sight_of_message(
         &self,
         message_id: &str,
+        owner: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
-        self.set_once(self.settings.keys.text_message(message_id), ttl_ms)
+        self.set_once_as(self.settings.keys.text_message(message_id), owner, ttl_ms)
             .await
     }
 
-    async fn keep_message(&self, message_id: &str, ttl_ms: u64) -> Result<(), StoreError> {
+    async fn keep_message(
+        &self,
+        message_id: &str,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
         self.query::<()>(
             redis::cmd("SET")
                 .arg(self.settings.keys.text_message(message_id))
-                .arg(1)
+                .arg(owner)
                 .arg("PX")
                 .arg(ttl_ms.max(1)),
         )
         .await
     }
 
-    async fn forget_message(&self, message_id: &str) -> Result<(), StoreError> {
-        self.query::<()>(redis::cmd("DEL").arg(self.settings.keys.text_message(message_id)))
-            .await
+    async fn forget_message(&self, message_id: &str, owner: &str) -> Result<(), StoreError> {
+        self.invoke::<()>(
+            FORGET_MESSAGE
+                .key(self.settings.keys.text_message(message_id))
+                .arg(owner),
+        )
+        .await
     }
 }

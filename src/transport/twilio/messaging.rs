@@ -184,12 +184,19 @@ pub struct CreateMessage<'a> {
     pub from: &'a str,
     /// The text, at most [`MAX_MESSAGE_CHARS`] UTF-16 code units.
     pub body: &'a str,
+    /// Where Twilio reports the message's status (`StatusCallback`): how a
+    /// message it took and then failed to deliver becomes known.
+    pub status_callback: Option<&'a str>,
 }
 
 impl CreateMessage<'_> {
     /// The form, as Twilio's Message resource names its parameters.
-    pub fn form(&self) -> [(&'static str, &str); 3] {
-        [("To", self.to), ("From", self.from), ("Body", self.body)]
+    pub fn form(&self) -> Vec<(&'static str, &str)> {
+        let mut form = vec![("To", self.to), ("From", self.from), ("Body", self.body)];
+        if let Some(url) = self.status_callback {
+            form.push(("StatusCallback", url));
+        }
+        form
     }
 }
 

@@ -38,9 +38,24 @@ pub fn reject_busy() -> String {
 /// sends at most 10 per incoming message); none: an empty `<Response/>`,
 /// which sends nothing.
 pub fn messages(bodies: &[String]) -> String {
+    messages_with(bodies, None)
+}
+
+/// As [`messages`], each `<Message>` asking Twilio to report its status to
+/// `status_callback` (its `statusCallback` attribute): a message Twilio
+/// took and then failed to deliver is known only from that report.
+pub fn messages_reporting_to(bodies: &[String], status_callback: &str) -> String {
+    messages_with(bodies, Some(status_callback))
+}
+
+fn messages_with(bodies: &[String], status_callback: Option<&str>) -> String {
     let mut xml = format!("{PROLOG}<Response>");
+    let open = match status_callback {
+        Some(url) => format!(r#"<Message statusCallback="{}">"#, escape(url)),
+        None => "<Message>".to_owned(),
+    };
     for body in bodies {
-        let _infallible = write!(xml, "<Message>{}</Message>", escape(body));
+        let _infallible = write!(xml, "{open}{}</Message>", escape(body));
     }
     xml.push_str("</Response>");
     xml
@@ -125,6 +140,14 @@ mod tests {
             "<Response><Message>5 &lt; 6 &amp; &quot;ok&quot;&#10;bye</Message></Response>"
         ));
         assert!(messages(&[]).ends_with("<Response></Response>"));
+    }
+
+    #[test]
+    fn a_message_can_ask_for_its_status() {
+        let xml = messages_reporting_to(&["hi".to_owned()], "https://h/s?call_id=a&b");
+        assert!(xml.ends_with(
+            r#"<Response><Message statusCallback="https://h/s?call_id=a&amp;b">hi</Message></Response>"#
+        ));
     }
 
     #[test]

@@ -231,6 +231,8 @@ pub struct SentMessage {
     pub to: String,
     pub from: String,
     pub body: String,
+    /// Its `StatusCallback`, if it asked for one.
+    pub status_callback: Option<String>,
     pub at: Instant,
 }
 
@@ -412,6 +414,7 @@ fn create_message(
         to: to.to_owned(),
         from: from.to_owned(),
         body: body.to_owned(),
+        status_callback: field(form, "StatusCallback").map(str::to_owned),
         at: Instant::now(),
     });
     shared.changed.notify_waiters();

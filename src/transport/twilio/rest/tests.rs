@@ -179,6 +179,7 @@ async fn a_5xx_whose_body_is_cut_short_is_still_a_server_error() {
         to: "+15551234567",
         from: "+15557654321",
         body: "hello",
+        status_callback: None,
     };
     assert_eq!(
         rest.create_message(ACCOUNT, &message).await,
