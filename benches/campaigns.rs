@@ -1,6 +1,7 @@
 //! How long queuing a 10,000-number campaign takes on a real Redis: the
 //! CSV read and checked (`CampaignRequest::plan`), then stored
-//! (`create_campaign`: one MULTI). Three runs; the median is reported.
+//! (`create_campaign`: in Redis, a claim script then one write script).
+//! Three runs; the median is reported.
 //!
 //! Run: `cargo bench --bench campaigns` (needs `redis-server`).
 

@@ -48,6 +48,14 @@ pub enum ServiceError {
     /// refused again.
     #[error("{0}")]
     Refused(String),
+    /// The service reported, inside a stream that started fine, that it
+    /// refuses the credentials (`authentication_error`, `invalid_api_key`,
+    /// `permission_error`, a code of 401 or 403): as [`Status`] 401 and
+    /// 403, no later request will fare better.
+    ///
+    /// [`Status`]: ServiceError::Status
+    #[error("{0}")]
+    CredentialsRefused(String),
     /// The connection closed before the response was complete.
     #[error("connection closed before the response was complete{}", close_reason(*.code, .reason))]
     Closed {
@@ -95,25 +103,21 @@ impl ServiceError {
     /// The credentials were refused: retrying cannot help and no later
     /// request will fare better.
     pub fn is_auth(&self) -> bool {
-        matches!(
-            self,
-            ServiceError::Status {
-                status: 401 | 403,
-                ..
-            }
-        )
+        match self {
+            ServiceError::Status { status, .. } => refuses_credentials(*status),
+            ServiceError::CredentialsRefused(_) => true,
+            _ => false,
+        }
     }
 
-    /// The service refused the request as it stands (a 4xx other than 408
-    /// and 429: bad credentials, a model or language it does not have, no
-    /// credit left; or a refusal inside a stream): asking again the same
-    /// way will be refused again.
+    /// The service refused the request as it stands (see
+    /// [`refuses_request`]: bad credentials, a model or language it does
+    /// not have, no credit left; or a refusal inside a stream): asking
+    /// again the same way will be refused again.
     pub fn is_refusal(&self) -> bool {
         match self {
-            ServiceError::Status { status, .. } => {
-                (400..500).contains(status) && !matches!(status, 408 | 429)
-            }
-            ServiceError::Refused(_) => true,
+            ServiceError::Status { status, .. } => refuses_request(*status),
+            ServiceError::Refused(_) | ServiceError::CredentialsRefused(_) => true,
             _ => false,
         }
     }
@@ -141,6 +145,23 @@ impl ServiceError {
             None => error,
         }
     }
+}
+
+/// Whether a status refuses the request as it stands, so that asking
+/// again the same way would be refused again: a 4xx other than 408, 409
+/// and 429. One rule for an HTTP status and for the status a provider puts
+/// in an in-stream error's code. 408 (the request timed out) and 429 (too
+/// many requests) pass with time; so does 409: a conflict with the
+/// resource's state at that moment (OpenAI answers it for a lock held by
+/// another request, and its own clients retry it), not with the request.
+pub(crate) fn refuses_request(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 408 | 409 | 429)
+}
+
+/// Whether a status refuses the credentials (401, 403): every later
+/// request would be refused the same way.
+pub(crate) fn refuses_credentials(status: u16) -> bool {
+    matches!(status, 401 | 403)
 }
 
 impl From<tokio_tungstenite::tungstenite::Error> for ServiceError {
@@ -230,6 +251,18 @@ mod tests {
         assert_eq!(frame.provider.as_deref(), Some("openai"));
         assert_eq!(frame.status, Some(401));
         assert_eq!(frame.message, "HTTP 401: bad key");
+        let stream = ServiceError::CredentialsRefused("bad key".into());
+        assert!(stream.is_refusal());
+        assert!(stream.into_processor_error("openai").to_frame("llm").fatal);
+        // 409 passes with time, as 408 and 429 do, on both paths.
+        assert!(!refuses_request(409) && !refuses_request(408) && !refuses_request(429));
+        assert!(refuses_request(400) && refuses_request(404) && refuses_request(422));
+        let conflict = ServiceError::Status {
+            status: 409,
+            message: "locked".into(),
+            retry_after: None,
+        };
+        assert!(!conflict.is_refusal());
         let busy = ServiceError::Status {
             status: 503,
             message: "busy".into(),

@@ -285,6 +285,11 @@ pub trait CampaignStore: Send + Sync {
     /// calls still live).
     async fn active_campaigns(&self) -> Result<Vec<String>, StoreError>;
 
+    /// Takes an ended campaign (canceled or finished) without live calls
+    /// out of [`Self::active_campaigns`], where a failed step may have
+    /// left it listed; a campaign running, paused or with live calls stays.
+    async fn unlist_ended_campaign(&self, campaign_id: &str) -> Result<(), StoreError>;
+
     /// Pauses, resumes or cancels; answers the state after (`None` when no
     /// such campaign). A canceled or finished campaign stays so.
     async fn command_campaign(

@@ -164,7 +164,9 @@ pub enum CampaignWrite {
 
 /// How long a claim on a campaign id keeps other requests for it waiting:
 /// past that, a claim whose campaign was never written (its request failed)
-/// is taken over. A write takes at most the store's timeout, far less.
+/// is taken over. The store's timeout bounds how long the writer waits for
+/// its write, not when the write lands: a write that reaches Redis after
+/// the takeover is refused by the claim's check (see the Redis store).
 pub const CAMPAIGN_CLAIM_MS: u64 = 30_000;
 
 /// A campaign's state and progress.

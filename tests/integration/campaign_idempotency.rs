@@ -2,20 +2,24 @@
 //! with its `Idempotency-Key` makes no second campaign, a key used for
 //! another campaign is refused, and a campaign stored but never listed for
 //! the runners (the store failed in between) is listed by the retry. In
-//! Redis, a request that stalls past its claim's takeover writes nothing,
-//! and an ended campaign is not left listed.
+//! Redis, a request that stalls past its claim's takeover (by this release
+//! or the one before) writes nothing, and an ended campaign is not left
+//! listed (a runner unlists one whose unlisting failed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::support::holding_proxy::HoldingProxy;
 use crate::support::redis_server::RedisServer;
+use voxpipe::outbound::campaign::{CampaignRunner, CampaignStats, RunnerOptions};
+use voxpipe::outbound::{CallRequest, DialError, Dialer, PlacedCall};
 use voxpipe::store::time::unix_ms;
 use voxpipe::store::{
-    CAMPAIGN_CLAIM_MS, CampaignEntry, CampaignState, CampaignStore, CampaignWrite, MemoryStore,
-    NewCampaign, RedisStore, Store, StoreSettings,
+    CAMPAIGN_CLAIM_MS, CampaignCommand, CampaignEntry, CampaignState, CampaignStore, CampaignWrite,
+    MemoryStore, NewCampaign, RedisStore, Store, StoreSettings,
 };
 
 fn campaign(id: &str, numbers: &[&str]) -> NewCampaign {
@@ -31,6 +35,16 @@ fn campaign(id: &str, numbers: &[&str]) -> NewCampaign {
             .collect(),
         rejected: 0,
         created_ms: unix_ms(),
+    }
+}
+
+/// Settings for a store whose command a test holds at a proxy: a long
+/// `op_timeout`, so the store waits for its held command however long the
+/// test takes to release it (the default 2 s would fail it on the clock).
+fn held_settings() -> StoreSettings {
+    StoreSettings {
+        op_timeout: Duration::from_secs(60),
+        ..StoreSettings::default()
     }
 }
 
@@ -184,9 +198,8 @@ async fn a_write_whose_claim_was_taken_over_writes_nothing() {
     // The first request's store reaches Redis through a proxy that holds
     // its write (the first command carrying a number).
     let proxy = HoldingProxy::start(server.addr(), b"+15550000001").await;
-    let stalled = Arc::new(
-        RedisStore::connect(&proxy.redis_url(), "REDIS_URL", StoreSettings::default()).unwrap(),
-    );
+    let stalled =
+        Arc::new(RedisStore::connect(&proxy.redis_url(), "REDIS_URL", held_settings()).unwrap());
     let store = RedisStore::connect(&server.url(), "REDIS_URL", StoreSettings::default()).unwrap();
     let mut redis = server.client().await;
     let first = campaign("c3", &["+15550000001", "+15550000002"]);
@@ -258,9 +271,8 @@ async fn a_retry_does_not_list_a_campaign_that_ended_meanwhile() {
         .unwrap();
     // The retry's store holds its listing at a proxy.
     let proxy = HoldingProxy::start(server.addr(), keys.active_campaigns().as_bytes()).await;
-    let retrying = Arc::new(
-        RedisStore::connect(&proxy.redis_url(), "REDIS_URL", StoreSettings::default()).unwrap(),
-    );
+    let retrying =
+        Arc::new(RedisStore::connect(&proxy.redis_url(), "REDIS_URL", held_settings()).unwrap());
     let retry = tokio::spawn({
         let retrying = retrying.clone();
         async move { retrying.create_campaign(&written).await }
@@ -282,9 +294,8 @@ async fn a_retry_does_not_list_a_campaign_that_ended_meanwhile() {
 async fn a_write_whose_claim_was_taken_over_before_the_retry_wrote_is_in_progress() {
     let server = RedisServer::start();
     let keys = StoreSettings::default().keys;
-    let connect = |url: String| {
-        Arc::new(RedisStore::connect(&url, "REDIS_URL", StoreSettings::default()).unwrap())
-    };
+    let connect =
+        |url: String| Arc::new(RedisStore::connect(&url, "REDIS_URL", held_settings()).unwrap());
     let first_proxy = HoldingProxy::start(server.addr(), b"+15550000001").await;
     let retry_proxy = HoldingProxy::start(server.addr(), b"+15550000001").await;
     let (first_store, retry_store) = (
@@ -325,4 +336,122 @@ async fn a_write_whose_claim_was_taken_over_before_the_retry_wrote_is_in_progres
     let progress = store.campaign("c5").await.unwrap().unwrap();
     assert_eq!((progress.total, progress.pending), (1, 1));
     assert_eq!(progress.created_ms, retry.created_ms);
+}
+
+/// During a rolling deploy a server of the release before owners takes
+/// the claim over: its claim rewrites `claimed_ms` and leaves the owner.
+/// The stalled request sees the takeover by the changed `claimed_ms` and
+/// writes nothing.
+#[tokio::test]
+async fn a_takeover_by_the_release_before_owners_is_seen() {
+    let server = RedisServer::start();
+    let keys = StoreSettings::default().keys;
+    let proxy = HoldingProxy::start(server.addr(), b"+15550000001").await;
+    let stalled = RedisStore::connect(&proxy.redis_url(), "REDIS_URL", held_settings()).unwrap();
+    let mut redis = server.client().await;
+    let first = campaign("c6", &["+15550000001"]);
+    let first_write = tokio::spawn({
+        let first = first.clone();
+        async move { stalled.create_campaign(&first).await }
+    });
+    proxy.held().await;
+    // The old release's takeover: `claimed_ms` set anew, the owner kept.
+    let claimed: Option<u64> = redis::cmd("HGET")
+        .arg(keys.campaign("c6", None))
+        .arg("claimed_ms")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg(keys.campaign("c6", None))
+        .arg("claimed_ms")
+        .arg(claimed.unwrap() + CAMPAIGN_CLAIM_MS + 1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    proxy.release();
+    assert_eq!(
+        first_write.await.unwrap().unwrap(),
+        CampaignWrite::InProgress
+    );
+    let store = RedisStore::connect(&server.url(), "REDIS_URL", StoreSettings::default()).unwrap();
+    assert!(store.campaign("c6").await.unwrap().is_none());
+}
+
+/// Rounds of a runner, told as they end.
+struct Rounds(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl CampaignStats for Rounds {
+    fn dialled(&self, _result: &'static str, _seconds: f64) {}
+    fn entries(&self, _pending: u64, _active: u64, _done: u64) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Never called: the campaigns of the test below do not dial.
+struct NoDialer;
+
+#[async_trait::async_trait]
+impl Dialer for NoDialer {
+    async fn dial(&self, _call_id: &str, _request: &CallRequest) -> Result<PlacedCall, DialError> {
+        panic!("nothing is dialled");
+    }
+}
+
+/// A campaign that ended but whose unlisting failed stays listed; a runner
+/// unlists it, and leaves a paused one listed.
+#[tokio::test]
+async fn a_runner_unlists_a_campaign_left_listed_after_it_ended() {
+    let server = RedisServer::start();
+    let keys = StoreSettings::default().keys;
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::connect(&server.url(), "REDIS_URL", StoreSettings::default()).unwrap(),
+    );
+    let mut redis = server.client().await;
+    for id in ["ended", "paused"] {
+        let new = campaign(id, &["+15550000001"]);
+        assert_eq!(
+            store.create_campaign(&new).await.unwrap(),
+            CampaignWrite::Created
+        );
+    }
+    store
+        .command_campaign("paused", CampaignCommand::Pause)
+        .await
+        .unwrap();
+    store
+        .command_campaign("ended", CampaignCommand::Cancel)
+        .await
+        .unwrap();
+    // Its unlisting failed.
+    let _: i64 = redis::cmd("ZADD")
+        .arg(keys.active_campaigns())
+        .arg(0)
+        .arg("ended")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(store.active_campaigns().await.unwrap(), ["ended", "paused"]);
+    let (rounds, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let runner = CampaignRunner::new(
+        Arc::clone(&store),
+        Arc::new(NoDialer),
+        RunnerOptions::default(),
+    )
+    .with_stats(Arc::new(Rounds(rounds)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        runner
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    tokio::time::timeout(Duration::from_secs(10), ended.recv())
+        .await
+        .expect("a round within 10 s")
+        .unwrap();
+    assert_eq!(store.active_campaigns().await.unwrap(), ["paused"]);
+    let _ = stop.send(());
+    running.await.unwrap();
 }

@@ -289,6 +289,30 @@ async fn a_stream_refusing_the_request_before_its_content_is_not_asked_again() {
 }
 
 #[tokio::test]
+async fn a_key_refused_inside_the_stream_ends_the_session_as_a_401_does() {
+    // A proxy (OpenRouter-like) that answers 200 and then refuses the key
+    // in the stream, by kind or by a numeric code.
+    let refusals = [
+        r#"{"error":{"message":"Incorrect API key provided: sk-test.","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+        r#"{"error":{"message":"No auth credentials found","code":401}}"#,
+    ];
+    for refusal in refusals {
+        let server = FakeOpenAi::start().await;
+        server.push_chat(Reply::Sse(vec![
+            Part::Data(role_chunk()),
+            Part::Data(refusal.into()),
+        ]));
+        let out = ask(&server, FAST_RETRY).await;
+        assert_eq!(server.received("chat/completions").len(), 1, "asked once");
+        let errors = error_frames(&out.upstream);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].fatal, "{refusal}");
+        assert_eq!(errors[0].provider.as_deref(), Some("openai"));
+        assert!(out.outcome.fatal_error.is_some(), "{refusal}");
+    }
+}
+
+#[tokio::test]
 async fn status_and_stream_retries_share_one_bound() {
     // Two 503s, then streams failing with an error event after the 200,
     // over and over: `max_retries` (2) retries in all, not per kind.

@@ -6,10 +6,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+
+/// How long [`HoldingProxy::held`] waits for the marked request.
+pub const HELD_WITHIN: Duration = Duration::from_secs(10);
 
 /// A proxy to one server, holding the first request with its marker.
 pub struct HoldingProxy {
@@ -42,21 +46,27 @@ impl HoldingProxy {
                 let (marker, armed) = (marker.clone(), armed.clone());
                 let (held, release) = (held_at.clone(), release_at.clone());
                 tokio::spawn(async move {
-                    // Everything this client sent, so a marker split
-                    // between reads is still seen.
-                    let mut sent = Vec::new();
+                    // The last `marker.len() - 1` bytes this client sent,
+                    // so a marker split between reads is still seen.
+                    let keep = marker.len().saturating_sub(1);
+                    let mut tail: Vec<u8> = Vec::with_capacity(keep);
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
                         let n = match client_in.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
-                        sent.extend_from_slice(&buf[..n]);
-                        if sent.windows(marker.len()).any(|w| w == marker.as_slice())
-                            && armed.swap(false, Ordering::SeqCst)
-                        {
-                            held.notify_one();
-                            release.notified().await;
+                        if armed.load(Ordering::SeqCst) {
+                            let mut seen = std::mem::take(&mut tail);
+                            seen.extend_from_slice(&buf[..n]);
+                            if seen.windows(marker.len()).any(|w| w == marker.as_slice())
+                                && armed.swap(false, Ordering::SeqCst)
+                            {
+                                held.notify_one();
+                                release.notified().await;
+                            } else {
+                                tail = seen.split_off(seen.len().saturating_sub(keep));
+                            }
                         }
                         if server_out.write_all(&buf[..n]).await.is_err() {
                             break;
@@ -77,9 +87,15 @@ impl HoldingProxy {
         format!("redis://{}", self.addr)
     }
 
-    /// Waits until the marked request is held.
+    /// Waits until the marked request is held; panics after
+    /// [`HELD_WITHIN`] (the request never came: the test is wrong).
     pub async fn held(&self) {
-        self.held.notified().await;
+        if tokio::time::timeout(HELD_WITHIN, self.held.notified())
+            .await
+            .is_err()
+        {
+            panic!("no request with the proxy's marker came within {HELD_WITHIN:?}");
+        }
     }
 
     /// Lets the held request through.

@@ -143,6 +143,17 @@ impl CampaignRunner {
             pending += progress.pending;
             active += progress.active;
             done += progress.done.values().sum::<u64>();
+            let ended = matches!(
+                progress.state,
+                CampaignState::Canceled | CampaignState::Finished
+            );
+            if ended && progress.active == 0 {
+                // Listed still: the unlisting that ended it failed.
+                if let Err(err) = store.unlist_ended_campaign(id).await {
+                    tracing::warn!(campaign_id = %id, error = %err, "ended campaign not unlisted; trying again next round");
+                }
+                continue;
+            }
             let settings = self.campaigns.settings_from(id, &progress.settings)?;
             let now = unix_ms();
             let until = now.saturating_add(millis(self.options.dial_lease));

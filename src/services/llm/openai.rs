@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::conversation::Message;
+use crate::services::error::{refuses_credentials, refuses_request, shorten};
 use crate::services::{ApiKey, ServiceError};
 
 use super::wire::{ChatDelta, ChatRequest, ChatWire, ToolChoice};
@@ -104,27 +105,47 @@ struct FunctionDelta {
 
 /// The kinds (`type` or `code`) of an in-stream error that refuse the
 /// request itself: OpenAI's `invalid_request_error` (and its
-/// `context_length_exceeded`), its refused keys, models and permissions,
-/// and llama.cpp's context overflow.
+/// `context_length_exceeded`), its missing models, and llama.cpp's context
+/// overflow.
 const REFUSING_KINDS: &[&str] = &[
     "invalid_request_error",
     "context_length_exceeded",
-    "authentication_error",
-    "invalid_api_key",
-    "permission_error",
     "not_found_error",
     "model_not_found",
     "exceed_context_size_error",
 ];
 
-/// Whether an in-stream `error` object refuses the request as it stands,
-/// so that asking again the same way would be refused again. A numeric
-/// code (OpenRouter and vLLM put the HTTP status there; a numeric string
-/// counts too) decides: a 4xx other than 408, 409 and 429 refuses, others
-/// pass. Without one, a `type` or `code` among [`REFUSING_KINDS`] refuses.
-/// Anything else (`server_error`, overloaded, no object at all) is taken
-/// as passing, and worth another try before any content.
-fn refuses_the_request(error: &Value) -> bool {
+/// The kinds of an in-stream error that refuse the credentials (as HTTP
+/// 401 and 403 do): a refused key or permission.
+const CREDENTIAL_KINDS: &[&str] = &[
+    "authentication_error",
+    "invalid_api_key",
+    "permission_error",
+];
+
+/// The longest provider message kept from an in-stream error (as from an
+/// HTTP error body): it is logged and sent in the error event.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// What an in-stream `error` object says of the request.
+#[derive(Debug, PartialEq, Eq)]
+enum StreamRefusal {
+    /// The credentials are refused: no later request will fare better.
+    Credentials,
+    /// The request as it stands is refused: asking again the same way
+    /// would be refused again.
+    Request,
+    /// Neither: worth another try before any content.
+    Passing,
+}
+
+/// What an in-stream `error` object says. A numeric code (OpenRouter and
+/// vLLM put the HTTP status there; a numeric string counts too) decides,
+/// by the same rule as an HTTP status (`refuses_credentials`,
+/// `refuses_request`). Without one, a `type` or `code` among
+/// [`CREDENTIAL_KINDS`] or [`REFUSING_KINDS`] refuses. Anything else
+/// (`server_error`, overloaded, no object at all) is taken as passing.
+fn stream_refusal(error: &Value) -> StreamRefusal {
     let status = ["code", "status"]
         .iter()
         .find_map(|field| match error.get(field)? {
@@ -133,20 +154,37 @@ fn refuses_the_request(error: &Value) -> bool {
             _ => None,
         });
     if let Some(status) = status {
-        return (400..500).contains(&status) && !matches!(status, 408 | 409 | 429);
+        let status = u16::try_from(status).unwrap_or(u16::MAX);
+        return if refuses_credentials(status) {
+            StreamRefusal::Credentials
+        } else if refuses_request(status) {
+            StreamRefusal::Request
+        } else {
+            StreamRefusal::Passing
+        };
     }
-    ["type", "code"]
+    let kinds: Vec<&str> = ["type", "code"]
         .iter()
         .filter_map(|field| error.get(field).and_then(Value::as_str))
-        .any(|kind| REFUSING_KINDS.contains(&kind))
+        .collect();
+    if kinds.iter().any(|kind| CREDENTIAL_KINDS.contains(kind)) {
+        StreamRefusal::Credentials
+    } else if kinds.iter().any(|kind| REFUSING_KINDS.contains(kind)) {
+        StreamRefusal::Request
+    } else {
+        StreamRefusal::Passing
+    }
 }
 
 /// Parses the `data` of one server-sent event.
 ///
 /// An `error` object in the stream (how OpenAI reports a failure after the
-/// response started) is [`ServiceError::Refused`] when it refuses the
-/// request as it stands (see [`refuses_the_request`]: not worth asking
-/// again), otherwise [`ServiceError::Remote`]; data that is not a chunk is
+/// response started) is [`ServiceError::CredentialsRefused`] when it
+/// refuses the credentials (the session ends, as on HTTP 401 and 403),
+/// [`ServiceError::Refused`] when it refuses the request as it stands
+/// (see [`stream_refusal`]: not worth asking again), otherwise
+/// [`ServiceError::Remote`]; its message is cut to
+/// [`MAX_MESSAGE_CHARS`]. Data that is not a chunk is
 /// [`ServiceError::Protocol`].
 pub fn parse_event_data(data: &str) -> Result<Vec<ChatDelta>, ServiceError> {
     let data = data.trim();
@@ -162,12 +200,12 @@ pub fn parse_event_data(data: &str) -> Result<Vec<ChatDelta>, ServiceError> {
             .get("message")
             .and_then(Value::as_str)
             .or_else(|| error.as_str())
-            .unwrap_or("the server reported an error")
-            .to_owned();
-        return Err(if refuses_the_request(&error) {
-            ServiceError::Refused(message)
-        } else {
-            ServiceError::Remote(message)
+            .unwrap_or("the server reported an error");
+        let message = shorten(message, MAX_MESSAGE_CHARS);
+        return Err(match stream_refusal(&error) {
+            StreamRefusal::Credentials => ServiceError::CredentialsRefused(message),
+            StreamRefusal::Request => ServiceError::Refused(message),
+            StreamRefusal::Passing => ServiceError::Remote(message),
         });
     }
     let mut deltas = Vec::new();
@@ -361,6 +399,38 @@ mod tests {
             parse_event_data(refusals[0]),
             Err(ServiceError::Refused(m)) if m.starts_with("This model's maximum context length")
         ));
+    }
+
+    #[test]
+    fn in_stream_credential_refusals_are_told_apart() {
+        let refused = [
+            r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+            r#"{"error":{"message":"Invalid x-api-key","type":"authentication_error"}}"#,
+            r#"{"error":{"message":"Not allowed","type":"permission_error"}}"#,
+            r#"{"error":{"message":"No auth credentials found","code":401}}"#,
+            r#"{"error":{"message":"Forbidden","code":"403"}}"#,
+        ];
+        for data in refused {
+            assert!(
+                matches!(
+                    parse_event_data(data),
+                    Err(ServiceError::CredentialsRefused(_))
+                ),
+                "{data}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_in_stream_error_message_is_cut() {
+        let long = "x".repeat(5_000);
+        for kind in ["server_error", "invalid_request_error", "invalid_api_key"] {
+            let data = json!({"error": {"message": long, "type": kind}}).to_string();
+            let error = parse_event_data(&data).unwrap_err();
+            let shown = error.to_string();
+            assert_eq!(shown.chars().count(), MAX_MESSAGE_CHARS + 1, "{kind}");
+            assert!(shown.ends_with('…'), "{kind}");
+        }
     }
 
     #[test]

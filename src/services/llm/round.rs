@@ -15,8 +15,11 @@
 //! an error event sent after the 200 (`{"error": ...}`), a reset
 //! connection, or an end before any finish. An error event that refuses
 //! the request as it stands (`ServiceError::Refused`: too long a context,
-//! `invalid_request_error`, a 4xx-like code other than 408, 409 and 429)
-//! is returned at once: the same request would be refused again. Once
+//! `invalid_request_error`, a 4xx-like code other than 408, 409 and 429,
+//! as for an HTTP status) is returned at once: the same request would be
+//! refused again. So is one refusing the credentials
+//! (`ServiceError::CredentialsRefused`), which ends the session as an
+//! HTTP 401 does. Once
 //! content came, a failure is returned and never retried, so nothing is
 //! said twice. A timeout is not retried: the wait was already as long as
 //! a turn can bear.
@@ -75,7 +78,8 @@ impl From<ServiceError> for Failed {
 
 /// Whether a stream that failed with `error` before its content is worth
 /// asking again (see "Retries"): not a refusal in the stream
-/// (`ServiceError::Refused`), which the same request meets again.
+/// (`ServiceError::Refused`, `ServiceError::CredentialsRefused`), which
+/// the same request meets again.
 fn worth_another_try(error: &ServiceError) -> bool {
     matches!(
         error,

@@ -191,6 +191,28 @@ impl CampaignStore for MemoryStore {
         self.read(|ks, now| by_score(ks, &key, u64::MAX, false, usize::MAX, now))
     }
 
+    async fn unlist_ended_campaign(&self, campaign_id: &str) -> Result<(), StoreError> {
+        let keys = CampaignKeys::new(&self.settings.keys, campaign_id);
+        self.write(|ks, now| {
+            let state = field(ks, &keys.campaign, "state", now);
+            let ended = state
+                .as_deref()
+                .and_then(CampaignState::parse)
+                .is_some_and(|state| {
+                    matches!(state, CampaignState::Canceled | CampaignState::Finished)
+                });
+            let live = (state.is_some() && !ended) || zcard(ks, &keys.leases, now) > 0;
+            let mut ops = Vec::new();
+            if !live {
+                ops.push(Op::ZRem {
+                    key: keys.active.clone(),
+                    member: keys.id.clone(),
+                });
+            }
+            (ops, ())
+        })
+    }
+
     async fn command_campaign(
         &self,
         campaign_id: &str,

@@ -198,6 +198,10 @@ impl CampaignStore for RedisStore {
         .await
     }
 
+    async fn unlist_ended_campaign(&self, campaign_id: &str) -> Result<(), StoreError> {
+        self.unlist_if_ended(campaign_id).await
+    }
+
     async fn command_campaign(
         &self,
         campaign_id: &str,

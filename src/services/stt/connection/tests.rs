@@ -300,7 +300,7 @@ fn a_handshake_refused_for_good_stops_but_a_rate_limit_is_retried() {
         assert!(matches!(actions(&mut c)[..], [SttAction::Fail(_)]));
         assert!(c.is_stopped(), "{refused} stops: asking again cannot help");
     }
-    for passing in [408, 429, 503] {
+    for passing in [408, 409, 429, 503] {
         let mut c = connection();
         actions(&mut c);
         c.handle_connect_failed(status(passing), 0.5, t0);
