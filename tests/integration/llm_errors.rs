@@ -1,7 +1,7 @@
 //! The LLM client's error paths against a fake OpenAI-compatible server:
 //! refused keys, rate limits, server errors before and after output,
-//! in-stream refusals (not asked again), malformed events, dropped
-//! connections and timeouts.
+//! malformed events, dropped connections and timeouts (in-stream refusals:
+//! `llm_stream_refusals`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
@@ -31,7 +31,7 @@ fn llm(server: &FakeOpenAi, extra: &str) -> voxpipe::pipeline::NamedProcessor {
     )
 }
 
-async fn ask(server: &FakeOpenAi, extra: &str) -> TestOutput {
+pub(crate) async fn ask(server: &FakeOpenAi, extra: &str) -> TestOutput {
     let messages = Arc::new(vec![Message::text(Role::User, "Hi")]);
     run_test(
         vec![llm(server, extra)],
@@ -41,7 +41,8 @@ async fn ask(server: &FakeOpenAi, extra: &str) -> TestOutput {
 }
 
 /// Fast retries, so tests in real time do not wait.
-const FAST_RETRY: &str = "connection = { retry_initial_secs = 0.001, retry_max_secs = 0.002 }";
+pub(crate) const FAST_RETRY: &str =
+    "connection = { retry_initial_secs = 0.001, retry_max_secs = 0.002 }";
 
 #[tokio::test]
 async fn a_refused_key_is_a_clear_fatal_error_and_is_not_retried() {
@@ -127,7 +128,7 @@ fn names(out: &TestOutput) -> Vec<&'static str> {
 }
 
 /// The `failed` flag of each `LlmResponseEnd` pushed downstream.
-fn response_ends(out: &TestOutput) -> Vec<bool> {
+pub(crate) fn response_ends(out: &TestOutput) -> Vec<bool> {
     out.downstream
         .iter()
         .filter_map(|f| match f.body {
@@ -247,69 +248,6 @@ async fn a_stream_failing_before_its_content_is_asked_again() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].message, "Overloaded");
     assert_eq!(response_ends(&out), [true]);
-}
-
-#[tokio::test]
-async fn a_stream_refusing_the_request_before_its_content_is_not_asked_again() {
-    // OpenAI's refusal of too long a context, as an error event after the
-    // 200: the same request would be refused again.
-    let server = FakeOpenAi::start().await;
-    let refusal = r#"{"error":{"message":"This model's maximum context length is 128000 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
-    server.push_chat(Reply::Sse(vec![
-        Part::Data(role_chunk()),
-        Part::Data(refusal.into()),
-    ]));
-    let out = ask(&server, FAST_RETRY).await;
-    assert_eq!(server.received("chat/completions").len(), 1, "asked once");
-    let errors = error_frames(&out.upstream);
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0]
-            .message
-            .starts_with("This model's maximum context length"),
-        "{}",
-        errors[0].message
-    );
-    assert_eq!(errors[0].provider.as_deref(), Some("openai"));
-    assert_eq!(response_ends(&out), [true]);
-
-    // A passing error in the same place is still asked again.
-    let overloaded = r#"{"error":{"message":"Our servers are overloaded.","type":"server_error","code":"server_is_overloaded"}}"#;
-    server.push_chats([
-        Reply::Sse(vec![
-            Part::Data(role_chunk()),
-            Part::Data(overloaded.into()),
-        ]),
-        Reply::Sse(text_answer("Fine.")),
-    ]);
-    let out = ask(&server, FAST_RETRY).await;
-    assert_eq!(server.received("chat/completions").len(), 3);
-    assert_eq!(texts(&out.downstream).concat(), "Fine.");
-    assert_eq!(response_ends(&out), [false]);
-}
-
-#[tokio::test]
-async fn a_key_refused_inside_the_stream_ends_the_session_as_a_401_does() {
-    // A proxy (OpenRouter-like) that answers 200 and then refuses the key
-    // in the stream, by kind or by a numeric code.
-    let refusals = [
-        r#"{"error":{"message":"Incorrect API key provided: sk-test.","type":"invalid_request_error","code":"invalid_api_key"}}"#,
-        r#"{"error":{"message":"No auth credentials found","code":401}}"#,
-    ];
-    for refusal in refusals {
-        let server = FakeOpenAi::start().await;
-        server.push_chat(Reply::Sse(vec![
-            Part::Data(role_chunk()),
-            Part::Data(refusal.into()),
-        ]));
-        let out = ask(&server, FAST_RETRY).await;
-        assert_eq!(server.received("chat/completions").len(), 1, "asked once");
-        let errors = error_frames(&out.upstream);
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].fatal, "{refusal}");
-        assert_eq!(errors[0].provider.as_deref(), Some("openai"));
-        assert!(out.outcome.fatal_error.is_some(), "{refusal}");
-    }
 }
 
 #[tokio::test]

@@ -45,6 +45,7 @@ mod layering;
 mod learning_skills;
 mod llm_errors;
 mod llm_read_timeout;
+mod llm_stream_refusals;
 mod llm_tools;
 mod log_escaping;
 mod lost_sessions;
