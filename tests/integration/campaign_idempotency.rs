@@ -455,3 +455,61 @@ async fn a_runner_unlists_a_campaign_left_listed_after_it_ended() {
     let _ = stop.send(());
     running.await.unwrap();
 }
+
+/// `unlist_ended_campaign` leaves running and paused campaigns listed, and
+/// one canceled with a call still live; the last call's end unlists it.
+async fn only_ended_campaigns_without_calls_are_unlisted(store: Arc<dyn Store>) {
+    for id in ["running", "paused", "live"] {
+        let new = campaign(id, &["+15550000001", "+15550000002"]);
+        store.create_campaign(&new).await.unwrap();
+    }
+    store
+        .command_campaign("paused", CampaignCommand::Pause)
+        .await
+        .unwrap();
+    let lease = voxpipe::store::LeaseRequest {
+        now_ms: unix_ms(),
+        max: 1,
+        lease_ms: 60_000,
+        max_concurrent: 5,
+        interval_us: 1_000,
+        horizon_ms: 1_000,
+    };
+    let leased = store.lease_entries("live", &lease).await.unwrap();
+    store
+        .command_campaign("live", CampaignCommand::Cancel)
+        .await
+        .unwrap();
+    for id in ["running", "paused", "live"] {
+        store.unlist_ended_campaign(id).await.unwrap();
+    }
+    assert_eq!(listed(&store).await, ["live", "paused", "running"]);
+    let outcome = voxpipe::store::EntryOutcome::Done(voxpipe::store::CallStatus::Completed);
+    let entry = &leased[0];
+    store
+        .finish_entry("live", entry.entry, entry.attempt, outcome)
+        .await
+        .unwrap();
+    store.unlist_ended_campaign("live").await.unwrap();
+    assert_eq!(listed(&store).await, ["paused", "running"]);
+}
+
+/// The listed campaigns, by name.
+async fn listed(store: &Arc<dyn Store>) -> Vec<String> {
+    let mut ids = store.active_campaigns().await.unwrap();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn only_ended_campaigns_without_calls_are_unlisted_in_both_stores() {
+    only_ended_campaigns_without_calls_are_unlisted(Arc::new(MemoryStore::new(
+        StoreSettings::default(),
+    )))
+    .await;
+    let server = RedisServer::start();
+    only_ended_campaigns_without_calls_are_unlisted(Arc::new(
+        RedisStore::connect(&server.url(), "REDIS_URL", StoreSettings::default()).unwrap(),
+    ))
+    .await;
+}
