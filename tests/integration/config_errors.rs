@@ -301,6 +301,15 @@ fn side_request_bounds_out_of_range_name_their_key() {
         ]
     );
     let errors = errors_of(&format!(
+        "{HEADER}{llm}\n[processor.reflection]\nmax_tokens = -1\n"
+    ));
+    assert_eq!(
+        errors,
+        [
+            "p.toml:10:14: key `processor.0.reflection.max_tokens`: expected a whole number from 1 to 100000, not -1"
+        ]
+    );
+    let errors = errors_of(&format!(
         "{HEADER}{llm}\n[processor.router]\ntimeout_secs = 600\n\n[[processor.agents]]\nname = \"a\"\ndescription = \"d\"\nsystem_prompt = \"s\"\n"
     ));
     assert_eq!(

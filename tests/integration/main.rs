@@ -74,6 +74,7 @@ mod serve_cli;
 mod serve_context;
 mod server_http;
 mod server_sessions;
+mod side_refusals;
 mod skills;
 mod stream_auth;
 mod stt_outage;

@@ -395,7 +395,14 @@ async fn a_rewrite_repeating_a_booking_reads_its_recorded_result_and_books_once(
     let last = &after_repeat[after_repeat.len() - 1];
     assert_eq!(last["role"], "tool");
     assert_eq!(last["tool_call_id"], "call_2");
-    assert_eq!(last["content"], json!({"reservation": "R-77"}).to_string());
+    let content: Value = serde_json::from_str(last["content"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        content,
+        json!({
+            "not_run_again": true,
+            "result_of_the_earlier_identical_call": {"reservation": "R-77"},
+        })
+    );
 }
 
 #[tokio::test]
@@ -417,11 +424,76 @@ async fn a_rewrite_never_runs_a_tool_with_side_effects_it_was_not_offered() {
     assert_eq!(texts(&out.downstream), ["I have not reserved it yet."]);
     assert!(openai.received("/tools/book").is_empty());
     let chats = openai.chat_requests();
-    let after_call = chats[4]["messages"].as_array().unwrap();
-    let refused = after_call[after_call.len() - 1]["content"]
-        .as_str()
-        .unwrap();
+    assert_eq!(chats.len(), 5, "{chats:#?}");
+    // The rewrite's first request does not offer the booking ...
+    assert_eq!(chats[2]["model"], "agent-model");
+    assert!(
+        !offered(&chats[2]).contains(&"book".to_owned()),
+        "{}",
+        chats[2]["tools"]
+    );
+    // ... and its second carries the answer to the call it made anyway.
+    assert_eq!(chats[3]["model"], "agent-model");
+    let after_call = chats[3]["messages"].as_array().unwrap();
+    let answer = &after_call[after_call.len() - 1];
+    assert_eq!(answer["role"], "tool");
+    assert_eq!(answer["tool_call_id"], "call_1");
+    let refused = answer["content"].as_str().unwrap();
     assert!(refused.contains("not run"), "{refused}");
+    assert!(
+        refused.contains("`book` is not offered to a corrected answer"),
+        "{refused}"
+    );
+}
+
+/// The names of the tools a chat request offers.
+fn offered(request: &Value) -> Vec<String> {
+    request["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rewrite_offered_no_tool_still_lists_them_when_its_history_holds_calls() {
+    let openai = FakeOpenAi::start().await;
+    openai.push_tool(Reply::Json(json!({"reservation": "R-77"})));
+    openai.push_chats_for(
+        "agent-model",
+        [
+            book_toaster("call_1"),
+            Reply::Sse(text_answer("Done.")),
+            Reply::Sse(text_answer("Your toaster is reserved: R-77.")),
+        ],
+    );
+    openai.push_chats_for(
+        "reviewer-model",
+        [verdict(false, "Give the number."), verdict(true, "")],
+    );
+    // Only the booking: a rewrite is offered nothing.
+    let llm = build::<OpenAiLlmConfig>(
+        "llm",
+        &format!(
+            "base_url = \"{}\"\nmodel = \"agent-model\"\n{}\n[reflection]\nmodel = \"reviewer-model\"\n",
+            openai.base_url,
+            booking_tool(&openai)
+        ),
+        &[],
+    );
+    let assistant = build::<AssistantContextConfig>("assistant_context", "", &[]);
+    let out = ask_with(vec![llm, assistant]).await;
+    assert_eq!(texts(&out.downstream), ["Your toaster is reserved: R-77."]);
+    let chats = openai.chat_requests();
+    assert_eq!(chats.len(), 5, "{chats:#?}");
+    // The rewrite's history holds the booking's call: servers that check it
+    // against the tools (LiteLLM before Anthropic) need them listed, and
+    // `tool_choice: "none"` keeps the rewrite from calling them.
+    assert_eq!(chats[3]["model"], "agent-model");
+    assert_eq!(offered(&chats[3]), ["book"], "{}", chats[3]);
+    assert_eq!(chats[3]["tool_choice"], "none");
+    assert_eq!(openai.received("/tools/book").len(), 1);
 }
 
 #[tokio::test]

@@ -278,7 +278,7 @@ fn router_llm(openai: &FakeOpenAi) -> NamedProcessor {
 }
 
 /// The router LLM with `router_keys` added to `[router]`.
-fn router_llm_with(openai: &FakeOpenAi, router_keys: &str) -> NamedProcessor {
+pub(crate) fn router_llm_with(openai: &FakeOpenAi, router_keys: &str) -> NamedProcessor {
     build::<OpenAiLlmConfig>(
         "llm",
         &format!(
@@ -315,7 +315,7 @@ model = "finance-model"
     )
 }
 
-fn asked(text: &str) -> FrameBody {
+pub(crate) fn asked(text: &str) -> FrameBody {
     FrameBody::LlmMessages(Arc::new(vec![Message::text(Role::User, text)]))
 }
 

@@ -48,7 +48,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::conversation::{Message, Reflection, Role};
@@ -60,7 +59,6 @@ use crate::services::{Connection, ServiceError};
 use super::reflection::{Reviewer, Verdict, answer_unoffered, rewrite_request};
 use super::round::Ask;
 use super::router::{Agent, RoutedBy, Router};
-use super::side_model::SideModel;
 use super::tool_calls::{AssembledCall, round_id};
 use super::tool_runs::{ToolResults, run_tools};
 use super::tools::{Tool, ToolSpec};
@@ -90,22 +88,43 @@ struct Persona<'a> {
     model: &'a str,
     tools: Cow<'a, [Arc<dyn Tool>]>,
     specs: Cow<'a, [ToolSpec]>,
+    /// Its tools' specs not offered (a rewrite's tools with side effects):
+    /// a call to one is answered without running (see `reflection`).
+    withheld: Cow<'a, [ToolSpec]>,
 }
 
 impl Persona<'_> {
     /// The same persona offering only its tools without side effects:
     /// what a reflection rewrite may call (see `reflection`).
     fn without_side_effects(&self) -> Persona<'_> {
-        let tools: Vec<Arc<dyn Tool>> = self
+        let (tools, withheld): (Vec<_>, Vec<_>) = self
             .tools
             .iter()
-            .filter(|t| t.safe_to_run_early())
             .cloned()
-            .collect();
+            .partition(|t: &Arc<dyn Tool>| t.safe_to_run_early());
         Persona {
             model: self.model,
             specs: Cow::Owned(tools.iter().map(|t| t.spec().clone()).collect()),
             tools: Cow::Owned(tools),
+            withheld: Cow::Owned(withheld.iter().map(|t| t.spec().clone()).collect()),
+        }
+    }
+}
+
+impl Persona<'_> {
+    /// The tools a request for `messages` lists, and its choice: those
+    /// offered; or, when none is but some are withheld and the history
+    /// holds tool calls, the withheld ones with `tool_choice: "none"`, as
+    /// servers validating the history against the tools (LiteLLM before
+    /// Anthropic) refuse a request with tool calls and no tools.
+    fn listed(&self, messages: &[Message], choice: ToolChoice) -> (&[ToolSpec], ToolChoice) {
+        if self.specs.is_empty()
+            && !self.withheld.is_empty()
+            && messages.iter().any(|m| !m.tool_calls.is_empty())
+        {
+            (&self.withheld, ToolChoice::None)
+        } else {
+            (&self.specs, choice)
         }
     }
 }
@@ -217,6 +236,7 @@ impl Responder {
                 model: &self.model,
                 tools: Cow::Borrowed(&self.tools),
                 specs: Cow::Borrowed(&self.specs),
+                withheld: Cow::Borrowed(&[]),
             },
             Some(agent) => {
                 let tools: Vec<Arc<dyn Tool>> = self
@@ -229,6 +249,7 @@ impl Responder {
                     model: agent.model.as_deref().unwrap_or(&self.model),
                     specs: Cow::Owned(tools.iter().map(|t| t.spec().clone()).collect()),
                     tools: Cow::Owned(tools),
+                    withheld: Cow::Borrowed(&[]),
                 }
             }
         };
@@ -377,97 +398,6 @@ impl Responder {
         Ok(())
     }
 
-    /// A side request (the router's, the reviewer's): its whole text, asked
-    /// at temperature 0. A server refusing the request (400) is asked again
-    /// without what its message names: the temperature (reasoning models,
-    /// OpenAI's o-series and gpt-5, take only their default: "Unsupported
-    /// value: 'temperature' does not support 0 with this model"), the
-    /// response format (servers without structured outputs), the token cap
-    /// (the same models refuse `max_tokens`; the time limit still bounds
-    /// the request), or the first two when it names none.
-    async fn ask_side(
-        &self,
-        side: &SideModel,
-        messages: &[Message],
-        format: &Value,
-        ctx: &ProcessorContext,
-    ) -> Result<String, ServiceError> {
-        // The reply waits on this: a reasoning model thinking aloud for
-        // minutes, or a prose answer to a schema, would hold it that long.
-        // Past the limit the caller goes on as when the side model is down
-        // (the default agent, the draft unreviewed).
-        tokio::time::timeout(
-            side.limit,
-            self.ask_side_unbounded(side, messages, format, ctx),
-        )
-        .await
-        .unwrap_or(Err(ServiceError::Timeout {
-            waiting_for: "side answer",
-            after: side.limit,
-        }))
-    }
-
-    async fn ask_side_unbounded(
-        &self,
-        side: &SideModel,
-        messages: &[Message],
-        format: &Value,
-        ctx: &ProcessorContext,
-    ) -> Result<String, ServiceError> {
-        let mut ask = Ask {
-            wire: side.wire.as_deref().unwrap_or(&*self.wire),
-            request: ChatRequest {
-                model: side.model.as_deref().unwrap_or(&self.model),
-                temperature: Some(0.0),
-                max_tokens: side.max_tokens,
-                tools: &[],
-                tool_choice: ToolChoice::None,
-                response_format: Some(format),
-            },
-            speak: false,
-        };
-        let mut round = ask
-            .stream(&self.connection, "side", messages, ctx, &mut None)
-            .await;
-        // Each pass drops a field the request still has: three at most.
-        while let Err(ServiceError::Status {
-            status: 400,
-            message,
-            ..
-        }) = &round
-        {
-            let names_temperature = message.contains("temperature");
-            let names_format =
-                message.contains("response_format") || message.contains("json_schema");
-            let names_cap = message.contains("max_tokens");
-            let names_none = !names_temperature && !names_format && !names_cap;
-            let request = &mut ask.request;
-            let drop_temperature =
-                request.temperature.is_some() && (names_temperature || names_none);
-            let drop_format = request.response_format.is_some() && (names_format || names_none);
-            let drop_cap = request.max_tokens.is_some() && names_cap;
-            if !drop_temperature && !drop_format && !drop_cap {
-                break;
-            }
-            if drop_cap {
-                tracing::info!("the server refused max_tokens; asking without it");
-                request.max_tokens = None;
-            }
-            if drop_temperature {
-                tracing::info!("the server refused the temperature; asking without it");
-                request.temperature = None;
-            }
-            if drop_format {
-                tracing::info!("the server refused the response format; asking without it");
-                request.response_format = None;
-            }
-            round = ask
-                .stream(&self.connection, "side", messages, ctx, &mut None)
-                .await;
-        }
-        Ok(round?.text)
-    }
-
     /// One answer of `persona`, tool rounds included; its text is pushed as
     /// it streams when spoken, and returned.
     async fn answer(
@@ -488,13 +418,14 @@ impl Responder {
                 ToolChoice::Auto
             };
             let id = round_id(progress.number, round);
+            let (tools, choice) = persona.listed(messages, choice);
             let ask = Ask {
                 wire: &*self.wire,
                 request: ChatRequest {
                     model: persona.model,
                     temperature: self.temperature,
                     max_tokens: self.max_tokens,
-                    tools: &persona.specs,
+                    tools,
                     tool_choice: choice,
                     response_format: None,
                 },
@@ -527,9 +458,12 @@ impl Responder {
                 break;
             }
             let (calls, answered) = match drafting {
-                Drafting::Rewrite { turn } => {
-                    answer_unoffered(&persona.specs, streamed.calls, &messages[turn..])
-                }
+                Drafting::Rewrite { turn } => answer_unoffered(
+                    &persona.specs,
+                    &persona.withheld,
+                    streamed.calls,
+                    &messages[turn..],
+                ),
                 _ => (streamed.calls, Vec::new()),
             };
             if let Some(confirmation) = progress.confirmed.as_mut()

@@ -20,6 +20,7 @@ mod round;
 mod router;
 mod service;
 mod side_model;
+mod side_request;
 mod tool_calls;
 mod tool_runs;
 mod tool_schema;

@@ -28,9 +28,12 @@
 //! results stay in the rewrite's context. So a rewrite is offered only the
 //! tools without side effects (those [`safe_to_run_early`]), and a call it
 //! makes anyway to a tool not offered is answered without running it: from
-//! the result recorded in this turn when the same tool was called with the
-//! same arguments, else with an error saying it was not run (see
-//! [`answer_unoffered`]).
+//! the latest result recorded in this turn when the same tool was called
+//! with the same arguments (marked `not_run_again`), else with an error
+//! saying the tool is not offered to a corrected answer (see
+//! [`answer_unoffered`]). A rewrite offered no tool whose history holds
+//! tool calls still lists the persona's tools, with `tool_choice: "none"`:
+//! some servers refuse tool calls in a history without tools.
 //!
 //! [`safe_to_run_early`]: super::tools::Tool::safe_to_run_early
 //!
@@ -231,50 +234,75 @@ pub(crate) fn rewrite_request(draft: &str, critique: &str) -> [Message; 2] {
 /// Splits a rewrite's `calls` into those to run (their tool is `offered`)
 /// and those answered without running, each with its result: the one
 /// recorded in `turn` (this response's messages so far) for the same tool
-/// and arguments, else an error. Why: a production agent must not book or
-/// send twice because a reviewer disliked the wording; answering a repeat
-/// from the record (rather than with a bare refusal) lets the rewrite
-/// state what happened instead of apologising for a failure that did not
-/// occur.
+/// and arguments, marked as not run again; else an error saying the tool
+/// is not offered to a corrected answer (it is `withheld`), or that there
+/// is no such tool. Why: a production agent must not book or send twice
+/// because a reviewer disliked the wording; answering a repeat from the
+/// record (rather than with a bare refusal) lets the rewrite state what
+/// happened instead of apologising for a failure that did not occur.
 pub(crate) fn answer_unoffered(
     offered: &[ToolSpec],
+    withheld: &[ToolSpec],
     calls: Vec<AssembledCall>,
     turn: &[Message],
 ) -> (Vec<AssembledCall>, Vec<(ToolCall, String)>) {
     let mut run = Vec::with_capacity(calls.len());
     let mut answered = Vec::new();
     for assembled in calls {
-        if offered.iter().any(|s| s.name == assembled.call.name) {
+        let name = &assembled.call.name;
+        if offered.iter().any(|s| &s.name == name) {
             run.push(assembled);
             continue;
         }
         let result = match recorded_result(turn, &assembled) {
             Some(recorded) => {
-                tracing::debug!(tool = %assembled.call.name, "a rewrite repeated a call: answered from its recorded result, not run again");
-                recorded.to_owned()
+                tracing::debug!(tool = %name, "a rewrite repeated a call: answered from its recorded result, not run again");
+                let recorded = serde_json::from_str::<Value>(recorded)
+                    .unwrap_or_else(|_| Value::String(recorded.to_owned()));
+                json!({
+                    NOT_RUN_AGAIN: true,
+                    "result_of_the_earlier_identical_call": recorded,
+                })
             }
-            None => {
-                tracing::warn!(tool = %assembled.call.name, "a rewrite called a tool with side effects: not run");
+            None if withheld.iter().any(|s| &s.name == name) => {
+                tracing::warn!(tool = %name, "a rewrite called a tool it was not offered: not run");
                 json!({
                     "error": format!(
-                        "not run: `{}` has side effects and a corrected answer may not call it; \
-                         answer from the tool results above",
-                        assembled.call.name
-                    )
+                        "not run: `{name}` is not offered to a corrected answer; \
+                         answer from the tool results above"
+                    ),
+                    NOT_RUN: true,
                 })
-                .to_string()
+            }
+            None => {
+                tracing::warn!(tool = %name, "a rewrite called an unknown tool: not run");
+                json!({
+                    "error": format!(
+                        "not run: there is no tool named `{name}`; \
+                         answer from the tool results above"
+                    ),
+                    NOT_RUN: true,
+                })
             }
         };
-        answered.push((assembled.call, result));
+        answered.push((assembled.call, result.to_string()));
     }
     (run, answered)
 }
 
+/// The key marking a rewrite's call answered from the record.
+const NOT_RUN_AGAIN: &str = "not_run_again";
+/// The key marking a rewrite's call refused.
+const NOT_RUN: &str = "not_run";
+
 /// The result recorded in `turn` for a call of the same tool with the same
-/// arguments (as JSON values: spacing and key order do not matter).
+/// arguments (as JSON values: spacing and key order do not matter): the
+/// latest one that is not an error, else the latest (a call repeated after
+/// a failure and a success was answered by the success).
 fn recorded_result<'t>(turn: &'t [Message], repeat: &AssembledCall) -> Option<&'t str> {
     let arguments = repeat.arguments.as_ref().ok()?;
-    turn.iter()
+    let results: Vec<&str> = turn
+        .iter()
         .flat_map(|m| &m.tool_calls)
         .filter(|earlier| {
             earlier.name == repeat.call.name
@@ -283,12 +311,33 @@ fn recorded_result<'t>(turn: &'t [Message], repeat: &AssembledCall) -> Option<&'
                     .as_ref()
                     == Some(arguments)
         })
-        .find_map(|earlier| {
+        .filter_map(|earlier| {
             turn.iter()
+                .rev()
                 .find(|m| m.role == Role::Tool && m.tool_call_id.as_deref() == Some(&earlier.id))?
                 .content
                 .as_deref()
         })
+        .filter(|result| !not_a_run(result))
+        .collect();
+    results
+        .iter()
+        .rev()
+        .find(|result| !is_error(result))
+        .or(results.last())
+        .copied()
+}
+
+/// Whether a tool result reports a failure: a JSON object with `error`.
+fn is_error(result: &str) -> bool {
+    serde_json::from_str::<Value>(result).is_ok_and(|v| v.get("error").is_some())
+}
+
+/// Whether a tool result is a rewrite's call answered without running
+/// (from the record, or refused): not a result of its own.
+fn not_a_run(result: &str) -> bool {
+    serde_json::from_str::<Value>(result)
+        .is_ok_and(|v| v.get(NOT_RUN_AGAIN).is_some() || v.get(NOT_RUN).is_some())
 }
 
 #[cfg(test)]
@@ -356,6 +405,97 @@ mod tests {
         let text = request[1].content.as_deref().unwrap();
         assert!(!text.contains("agent: It costs 19 euros."), "{text}");
         assert!(text.ends_with("It costs 24.50 euros."));
+    }
+
+    fn call(id: &str, name: &str, arguments: Value) -> AssembledCall {
+        AssembledCall {
+            call: ToolCall {
+                id: id.into(),
+                name: name.into(),
+                arguments: arguments.to_string(),
+            },
+            arguments: Ok(arguments),
+        }
+    }
+
+    fn spec(name: &str) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: String::new(),
+            parameters: json!({"type": "object"}),
+        }
+    }
+
+    #[test]
+    fn a_repeat_is_answered_with_the_latest_earlier_result_that_is_not_an_error() {
+        let booking = json!({"day": "friday"});
+        let turn = vec![
+            Message::tool_calls(None, vec![call("c1", "book", booking.clone()).call]),
+            Message::tool_result("c1", r#"{"error": "timed out"}"#),
+            Message::tool_calls(None, vec![call("c2", "book", booking.clone()).call]),
+            Message::tool_result("c2", r#"{"booked": "B-2"}"#),
+            Message::tool_calls(None, vec![call("c3", "book", booking.clone()).call]),
+            Message::tool_result("c3", r#"{"error": "already booked"}"#),
+        ];
+        let withheld = [spec("book")];
+        let (run, answered) =
+            answer_unoffered(&[], &withheld, vec![call("r1", "book", booking)], &turn);
+        assert!(run.is_empty());
+        let answer: Value = serde_json::from_str(&answered[0].1).unwrap();
+        assert_eq!(
+            answer,
+            json!({
+                "not_run_again": true,
+                "result_of_the_earlier_identical_call": {"booked": "B-2"},
+            })
+        );
+    }
+
+    #[test]
+    fn an_unoffered_call_without_a_record_is_told_why_it_was_not_run() {
+        let withheld = [spec("book")];
+        let offered = [spec("search")];
+        let calls = vec![
+            call("r1", "book", json!({"day": "monday"})),
+            call("r2", "crm_lookup", json!({})),
+            call("r3", "search", json!({})),
+        ];
+        let (run, answered) = answer_unoffered(&offered, &withheld, calls, &[]);
+        assert_eq!(run.len(), 1);
+        assert_eq!(run[0].call.name, "search");
+        let error = |i: usize| {
+            serde_json::from_str::<Value>(&answered[i].1).unwrap()["error"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert!(
+            error(0).contains("`book` is not offered to a corrected answer"),
+            "{}",
+            error(0)
+        );
+        assert!(
+            error(1).contains("no tool named `crm_lookup`"),
+            "{}",
+            error(1)
+        );
+        assert!(!error(1).contains("side effects"));
+        // A refusal is no record: a later repeat is refused again, not
+        // answered with the refusal as an earlier result.
+        let turn = vec![
+            Message::tool_calls(
+                None,
+                vec![call("r1", "book", json!({"day": "monday"})).call],
+            ),
+            Message::tool_result("r1", answered[0].1.clone()),
+        ];
+        let (_, again) = answer_unoffered(
+            &offered,
+            &withheld,
+            vec![call("r4", "book", json!({"day": "monday"}))],
+            &turn,
+        );
+        assert!(!again[0].1.contains("not_run_again"), "{}", again[0].1);
     }
 
     #[test]

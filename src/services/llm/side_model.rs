@@ -5,6 +5,7 @@
 //! `max_tokens`, keys of the section (`[processor.router]`,
 //! `[processor.reflection]`) checked as the file is read.
 
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -29,6 +30,11 @@ pub(crate) struct SideModel {
     pub(crate) limit: Duration,
     /// The longest answer, in tokens (`max_tokens`); `None`: the server's.
     pub(crate) max_tokens: Option<u32>,
+    /// Set once the server refused `max_tokens`: later requests go
+    /// without it rather than paying the refused round trip each turn.
+    pub(crate) refuses_max_tokens: AtomicBool,
+    /// Set once the server refused the temperature (reasoning models).
+    pub(crate) refuses_temperature: AtomicBool,
 }
 
 /// The longest a side request takes by default, retries included: the
@@ -38,16 +44,17 @@ pub(crate) fn default_limit() -> Seconds<1, 120> {
 }
 
 /// The most tokens a side answer may be given.
-const MAX_SIDE_TOKENS: u64 = 100_000;
+const MAX_SIDE_TOKENS: u32 = 100_000;
 
 /// A section's `max_tokens`: a whole number from 1 to [`MAX_SIDE_TOKENS`];
 /// out of range, an error the file reader reports with file, line and key.
 pub(crate) fn side_max_tokens<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<u32>, D::Error> {
-    let n = u64::deserialize(deserializer)?;
+    // Read signed, so that a negative number gets the range too.
+    let n = i64::deserialize(deserializer)?;
     match u32::try_from(n) {
-        Ok(tokens) if (1..=MAX_SIDE_TOKENS).contains(&n) => Ok(Some(tokens)),
+        Ok(tokens) if (1..=MAX_SIDE_TOKENS).contains(&tokens) => Ok(Some(tokens)),
         _ => Err(serde::de::Error::custom(format!(
             "expected a whole number from 1 to {MAX_SIDE_TOKENS}, not {n}"
         ))),
@@ -82,6 +89,8 @@ impl SideModel {
             model: model.map(str::to_owned),
             limit: default_limit().duration(),
             max_tokens: None,
+            refuses_max_tokens: AtomicBool::new(false),
+            refuses_temperature: AtomicBool::new(false),
         })
     }
 

@@ -58,9 +58,10 @@ pub struct HttpToolConfig {
     /// Whether an interruption cancels a call in flight. Default true.
     #[serde(default = "default_true")]
     pub cancel_on_interruption: bool,
-    /// Whether a preemptive reply may call it before the user's turn is
-    /// confirmed over: true only for a tool without side effects (a
-    /// lookup). Default false.
+    /// Whether it is without side effects (a lookup): a preemptive reply
+    /// may call it before the user's turn is confirmed over, and a
+    /// reflection rewrite is offered it (without the key, a rewrite is not
+    /// offered the tool). Default false.
     #[serde(default)]
     pub safe_to_run_early: bool,
     /// A variable holding a token sent as `Authorization: Bearer`.

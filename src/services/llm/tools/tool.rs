@@ -85,10 +85,14 @@ pub trait Tool: Send + Sync + 'static {
         true
     }
 
-    /// Whether a preemptive reply (prepared before the user's turn is
-    /// confirmed over, and maybe discarded) may call it. Only a tool without
-    /// side effects (a lookup) says yes; the others (the default) wait for
-    /// the turn's end before they run.
+    /// Whether it is without side effects (a lookup), so that running it
+    /// again or for nothing does no harm. This decides two things: whether
+    /// a preemptive reply (prepared before the user's turn is confirmed
+    /// over, and maybe discarded) may call it at once (the others, the
+    /// default, wait for the turn's end before they run); and whether a
+    /// reflection rewrite is offered it (the others are not, and a
+    /// rewrite's call to one is answered without running it: see
+    /// `reflection`).
     fn safe_to_run_early(&self) -> bool {
         false
     }
