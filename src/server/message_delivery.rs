@@ -6,7 +6,9 @@
 //! of the recipient (unsubscribed, outside the WhatsApp window, not a
 //! valid number), Twilio down or rate limiting past the sender's tries, or
 //! a request whose answer never came, stops the answer there: every later
-//! part would fare the same, each after the same waits.
+//! part would fare the same, each after the same waits. A part refused for
+//! its `StatusCallback` (21609, an invalid URL) is sent again without it,
+//! and no later answer asks for one (see [`MessageSender`]).
 
 use crate::text::Reply;
 use crate::transport::twilio::CreateCallError;
@@ -89,10 +91,10 @@ pub(crate) async fn send_by_rest(
             to: &message.from,
             from: &message.to,
             body: part,
-            status_callback,
+            status_callback: status_callback.filter(|_| !sender.callbacks_refused()),
         };
         let part_no = index + 1;
-        let err = match sender.send(&create).await {
+        let err = match send_part(sender, &create).await {
             Ok(sid) => {
                 tracing::info!(call_id = %reply.call_id, message_sid = %sid, part = part_no, parts = count, "answer sent");
                 continue;
@@ -120,6 +122,34 @@ pub(crate) async fn send_by_rest(
             }
         }
         return;
+    }
+}
+
+/// Twilio's error for a `StatusCallback` it finds invalid (a hostname
+/// with `_`, say): the message is refused for its callback alone.
+const STATUS_CALLBACK_INVALID: u64 = 21609;
+
+/// Sends `create`; refused for its `StatusCallback` (21609), sends it again
+/// without one and notes that callbacks are refused, so that an answer is
+/// never lost for want of its status.
+async fn send_part(
+    sender: &MessageSender,
+    create: &CreateMessage<'_>,
+) -> Result<String, CreateCallError> {
+    let result = sender.send(create).await;
+    match result {
+        Err(CreateCallError::Refused {
+            code: Some(STATUS_CALLBACK_INVALID),
+            ..
+        }) if create.status_callback.is_some() => {
+            sender.refuse_callbacks();
+            let bare = CreateMessage {
+                status_callback: None,
+                ..create.clone()
+            };
+            sender.send(&bare).await
+        }
+        result => result,
     }
 }
 

@@ -1,5 +1,7 @@
 //! [`MessageSender`]: answers sent through Twilio's Messages resource.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::transport::twilio::messaging::CreateMessage;
@@ -10,6 +12,10 @@ use crate::transport::twilio::{CreateCallError, TwilioRest};
 pub(crate) struct MessageSender {
     pub(crate) rest: TwilioRest,
     pub(crate) account_sid: String,
+    /// Set once Twilio refused a `StatusCallback` as invalid (21609): the
+    /// same URL would be refused again, so answers stop asking for one
+    /// for the rest of the process.
+    pub(crate) callbacks_refused: Arc<AtomicBool>,
 }
 
 /// How many times a message is tried while Twilio is rate limiting or down.
@@ -19,6 +25,32 @@ const ATTEMPTS: u32 = 4;
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
 impl MessageSender {
+    /// A sender through `rest` for `account_sid`.
+    pub(crate) fn new(rest: TwilioRest, account_sid: String) -> Self {
+        MessageSender {
+            rest,
+            account_sid,
+            callbacks_refused: Arc::default(),
+        }
+    }
+
+    /// Whether Twilio refused this server's `StatusCallback` (21609).
+    pub(crate) fn callbacks_refused(&self) -> bool {
+        self.callbacks_refused.load(Ordering::Relaxed)
+    }
+
+    /// Notes that Twilio refused this server's `StatusCallback` (21609);
+    /// logged once.
+    pub(crate) fn refuse_callbacks(&self) {
+        if !self.callbacks_refused.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "Twilio refused the answers' StatusCallback as invalid (21609): answers are sent without one \
+                 from now on, so undelivered ones are not recorded; give [server] public_host a valid hostname \
+                 (no `_`) and restart"
+            );
+        }
+    }
+
     /// Sends one message. A 429 is tried again after its `Retry-After`, and
     /// a 503 or a connection never made (nothing created) after 1, 2, then
     /// 4 s, each wait at most 5 s; a request whose answer was lost, or

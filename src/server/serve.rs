@@ -216,11 +216,11 @@ impl ServerBuilder {
                 &twilio_config_sid(&config),
             )?,
         ) {
-            (Some(token), Some(account_sid)) if text.is_some() => Some(MessageSender {
-                rest: TwilioRest::new(config.transport.twilio.api_base_url.as_str(), token.clone())
+            (Some(token), Some(account_sid)) if text.is_some() => Some(MessageSender::new(
+                TwilioRest::new(config.transport.twilio.api_base_url.as_str(), token.clone())
                     .map_err(ServerError::TwilioRest)?,
                 account_sid,
-            }),
+            )),
             _ => None,
         };
         let webrtc = WebRtcSignalling::new(

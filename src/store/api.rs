@@ -57,7 +57,21 @@ pub trait CallStore: Send + Sync {
         &self,
         call_id: &str,
         change: &CallChange,
-    ) -> Result<Option<CallRecord>, StoreError>;
+    ) -> Result<Option<CallRecord>, StoreError> {
+        Ok(self
+            .change_call(call_id, change)
+            .await?
+            .map(|(record, _)| record))
+    }
+
+    /// As [`Self::update_call`], with whether `change` changed the record
+    /// ([`CallRecord::apply`]): when it did not, nothing is written and
+    /// the TTL is left as it was.
+    async fn change_call(
+        &self,
+        call_id: &str,
+        change: &CallChange,
+    ) -> Result<Option<(CallRecord, bool)>, StoreError>;
 
     /// Appends `turn` at position `turn.index` (see [`Appended`]) and
     /// refreshes the transcript's TTL.

@@ -28,8 +28,21 @@ impl CallRecord {
     }
 
     /// Applies `change`, written at `now_ms`. Status never moves backwards,
-    /// so a late or repeated change is harmless.
-    pub fn apply(&mut self, change: &CallChange, now_ms: u64) {
+    /// so a late or repeated change is harmless. Whether the record
+    /// changed: when it did not (a repeated change, a message past the
+    /// cap), `updated_at` stays too, and the stores write nothing.
+    pub fn apply(&mut self, change: &CallChange, now_ms: u64) -> bool {
+        let before = self.clone();
+        self.take(change);
+        let changed = *self != before || matches!(change, CallChange::Touched);
+        if changed {
+            self.updated_at = rfc3339(now_ms);
+        }
+        changed
+    }
+
+    /// Applies `change`, but for `updated_at`.
+    fn take(&mut self, change: &CallChange) {
         match change {
             CallChange::Started { at_ms } => {
                 if self.started_at.is_none() && !self.status.is_final() {
@@ -81,6 +94,7 @@ impl CallRecord {
                 }
             }
             CallChange::Optimised(id) => self.optimisation = Some(id.clone()),
+            CallChange::Touched => {}
             // Kept once per message (Twilio may call back twice), and only
             // the first few: later ones are alike.
             CallChange::Undelivered(undelivered) => {
@@ -88,7 +102,11 @@ impl CallRecord {
                     .undelivered
                     .iter()
                     .any(|kept| kept.message_sid == undelivered.message_sid);
-                if !known && self.undelivered.len() < MAX_UNDELIVERED_KEPT {
+                // Only a text conversation's answers have a status to
+                // report (`Channel::name`: Twilio answers `sms` and
+                // `whatsapp`).
+                let text = matches!(self.transport.as_str(), "sms" | "whatsapp");
+                if text && !known && self.undelivered.len() < MAX_UNDELIVERED_KEPT {
                     self.undelivered.push(undelivered.clone());
                 }
             }
@@ -148,7 +166,6 @@ impl CallRecord {
                 }
             }
         }
-        self.updated_at = rfc3339(now_ms);
     }
 }
 
@@ -240,6 +257,9 @@ pub enum CallChange {
     Optimised(String),
     /// Text: Twilio reported an answer `failed` or `undelivered`.
     Undelivered(UndeliveredMessage),
+    /// Nothing but `updated_at`: written again, so that its TTL is
+    /// refreshed (the call of a recording still waiting on storage).
+    Touched,
     /// Outbound: Twilio took the call (its SID): queued → initiated.
     Dialled {
         /// Twilio's call SID.

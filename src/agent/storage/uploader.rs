@@ -359,7 +359,7 @@ impl RecordingUploader {
     /// Keeps the call of a recording still to upload in the store: the key
     /// is made from it and recorded in it, so were it to expire (a storage
     /// outage longer than the call TTL) the recording could never go up.
-    /// Written again (an empty change, which refreshes the TTL) once a
+    /// Written again (`CallChange::Touched`, which refreshes the TTL) once a
     /// quarter of the TTL has passed since its last write; a failure is
     /// only logged, the next scan tries again.
     async fn keep_call(&self, call: &CallRecord) {
@@ -368,8 +368,11 @@ impl RecordingUploader {
         if age < self.call_ttl / 4 {
             return;
         }
-        let touch = CallChange::ObjectsStored(StoredObjects::default());
-        match self.store.update_call(&call.call_id, &touch).await {
+        match self
+            .store
+            .update_call(&call.call_id, &CallChange::Touched)
+            .await
+        {
             Ok(_) => {
                 tracing::debug!(call_id = %call.call_id, "the call of a waiting recording is kept")
             }

@@ -93,11 +93,11 @@ impl CallStore for MemoryStore {
         json.map(|json| decode_call(&key, &json)).transpose()
     }
 
-    async fn update_call(
+    async fn change_call(
         &self,
         call_id: &str,
         change: &CallChange,
-    ) -> Result<Option<CallRecord>, StoreError> {
+    ) -> Result<Option<(CallRecord, bool)>, StoreError> {
         let key = self.settings.keys.call(call_id);
         let ttl = millis(self.settings.call_ttl);
         self.write(|ks, now| {
@@ -105,19 +105,23 @@ impl CallStore for MemoryStore {
                 return (Vec::new(), Ok(None));
             };
             let updated = decode_call(&key, json).and_then(|mut record| {
-                record.apply(change, now);
-                let json = encode(&key, &record)?;
+                let json = if record.apply(change, now) {
+                    Some(encode(&key, &record)?)
+                } else {
+                    None
+                };
                 Ok((record, json))
             });
             match updated {
-                Ok((record, json)) => {
+                Ok((record, Some(json))) => {
                     let set = Op::Set {
                         key: key.clone(),
                         value: json,
                         expires_at_ms: Some(now + ttl),
                     };
-                    (vec![set], Ok(Some(record)))
+                    (vec![set], Ok(Some((record, true))))
                 }
+                Ok((record, None)) => (Vec::new(), Ok(Some((record, false)))),
                 Err(err) => (Vec::new(), Err(err)),
             }
         })?

@@ -95,11 +95,11 @@ impl CallStore for RedisStore {
         json.map(|json| decode_call(&key, &json)).transpose()
     }
 
-    async fn update_call(
+    async fn change_call(
         &self,
         call_id: &str,
         change: &CallChange,
-    ) -> Result<Option<CallRecord>, StoreError> {
+    ) -> Result<Option<(CallRecord, bool)>, StoreError> {
         // Read, change in Rust (typed, keeping unknown fields), write back
         // only if nobody wrote in between; else read again.
         let key = self.settings.keys.call(call_id);
@@ -112,13 +112,15 @@ impl CallStore for RedisStore {
                 return Ok(None);
             };
             let mut record = decode_call(&key, &old)?;
-            record.apply(change, unix_ms());
+            if !record.apply(change, unix_ms()) {
+                return Ok(Some((record, false)));
+            }
             let new = encode(&key, &record)?;
             let mut cas = COMPARE_AND_SET.key(&key);
             cas.arg(&old).arg(&new).arg(ttl);
             let set: i64 = self.invoke(&cas).await?;
             if set == 1 {
-                return Ok(Some(record));
+                return Ok(Some((record, true)));
             }
         }
         Err(StoreError::Contended {

@@ -42,8 +42,10 @@ pub fn messages(bodies: &[String]) -> String {
 }
 
 /// As [`messages`], each `<Message>` asking Twilio to report its status to
-/// `status_callback` (its `statusCallback` attribute): a message Twilio
-/// took and then failed to deliver is known only from that report.
+/// `status_callback` (its `action` URL, `method="POST"`; Twilio's helper
+/// libraries document the older `statusCallback` attribute as deprecated
+/// in favour of `action`): a message Twilio took and then failed to
+/// deliver is known only from that report.
 pub fn messages_reporting_to(bodies: &[String], status_callback: &str) -> String {
     messages_with(bodies, Some(status_callback))
 }
@@ -51,7 +53,7 @@ pub fn messages_reporting_to(bodies: &[String], status_callback: &str) -> String
 fn messages_with(bodies: &[String], status_callback: Option<&str>) -> String {
     let mut xml = format!("{PROLOG}<Response>");
     let open = match status_callback {
-        Some(url) => format!(r#"<Message statusCallback="{}">"#, escape(url)),
+        Some(url) => format!(r#"<Message action="{}" method="POST">"#, escape(url)),
         None => "<Message>".to_owned(),
     };
     for body in bodies {
@@ -146,7 +148,7 @@ mod tests {
     fn a_message_can_ask_for_its_status() {
         let xml = messages_reporting_to(&["hi".to_owned()], "https://h/s?call_id=a&b");
         assert!(xml.ends_with(
-            r#"<Response><Message statusCallback="https://h/s?call_id=a&amp;b">hi</Message></Response>"#
+            r#"<Response><Message action="https://h/s?call_id=a&amp;b" method="POST">hi</Message></Response>"#
         ));
     }
 

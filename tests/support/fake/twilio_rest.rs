@@ -41,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -252,6 +252,11 @@ struct Shared {
     messages_down: AtomicU64,
     /// How many message creates were answered 503.
     messages_refused: AtomicU64,
+    /// Whether a message create with a `StatusCallback` is refused as
+    /// Twilio refuses an invalid one (400, 21609).
+    callbacks_invalid: AtomicBool,
+    /// How many message creates were refused for their `StatusCallback`.
+    callbacks_refused: AtomicU64,
     /// How many of the next call reads answer 503.
     reads_down: AtomicU64,
     /// Call reads received.
@@ -396,6 +401,14 @@ fn create_message(
             "A 'To' phone number is required",
         );
     };
+    if shared.callbacks_invalid.load(Ordering::SeqCst) && field(form, "StatusCallback").is_some() {
+        shared.callbacks_refused.fetch_add(1, Ordering::SeqCst);
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21609,
+            "The StatusCallback URL https://voice_1.example.com/twilio/messages/status is not a valid URL.",
+        );
+    }
     let body = field(form, "Body").unwrap_or_default();
     if body.is_empty() {
         return twilio_error(StatusCode::BAD_REQUEST, 21602, "Message body is required");
@@ -804,6 +817,8 @@ impl FakeTwilioRest {
             next_sid: AtomicU64::new(0),
             messages_down: AtomicU64::new(0),
             messages_refused: AtomicU64::new(0),
+            callbacks_invalid: AtomicBool::new(false),
+            callbacks_refused: AtomicU64::new(0),
             reads_down: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             http: reqwest::Client::new(),
@@ -946,6 +961,18 @@ impl FakeTwilioRest {
     /// How many message creates were answered 503.
     pub fn refused_messages(&self) -> u64 {
         self.shared.messages_refused.load(Ordering::SeqCst)
+    }
+
+    /// From now on every message create with a `StatusCallback` is
+    /// refused as Twilio refuses an invalid one (400, error 21609, as a
+    /// hostname with `_` is), creating nothing.
+    pub fn refuse_status_callbacks(&self) {
+        self.shared.callbacks_invalid.store(true, Ordering::SeqCst);
+    }
+
+    /// How many message creates were refused for their `StatusCallback`.
+    pub fn refused_callbacks(&self) -> u64 {
+        self.shared.callbacks_refused.load(Ordering::SeqCst)
     }
 
     /// Messages sent through the Messages resource, in order.
