@@ -108,12 +108,7 @@ impl StatusCallback {
 mod tests {
     use super::*;
 
-    fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::testing::form_fields as form;
 
     #[test]
     fn reads_a_status_callback() {

@@ -224,12 +224,7 @@ async fn record_later(
 mod tests {
     use super::*;
 
-    fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::testing::form_fields as form;
 
     const CALL: &str = "0123456789abcdef0123456789abcdef";
     const SID: &str = "SM0123456789abcdef0123456789abcdef";

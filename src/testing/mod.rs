@@ -118,3 +118,12 @@ pub async fn run_test(processors: Vec<NamedProcessor>, inputs: Vec<FrameBody>) -
         outcome,
     }
 }
+
+/// A webhook's form fields as the handlers read them (Twilio's
+/// `application/x-www-form-urlencoded` bodies), from `(name, value)` pairs.
+pub fn form_fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}

@@ -204,12 +204,7 @@ impl CreateMessage<'_> {
 mod tests {
     use super::*;
 
-    fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::testing::form_fields as form;
 
     #[test]
     fn a_whatsapp_form_becomes_a_message() {
