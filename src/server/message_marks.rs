@@ -169,9 +169,7 @@ impl MessageMarks {
         let count = dropped.len();
         let forgetting = async {
             for (message_sid, noted) in &dropped {
-                if let Err(err) = store.forget_message(message_sid, &noted.owner).await {
-                    tracing::warn!(message_sid, error = %err, "cannot forget a dropped message; a retry of it is dropped as seen until its note lapses");
-                }
+                forget_in_store(store, message_sid, &noted.owner).await;
             }
         };
         if tokio::time::timeout(FORGET_LIMIT, forgetting)

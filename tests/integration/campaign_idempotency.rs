@@ -48,6 +48,18 @@ fn held_settings() -> StoreSettings {
     }
 }
 
+/// Dates campaign `id`'s claim at `ms` (Redis's clock dates claims, so a
+/// test moves them rather than waiting out the takeover).
+async fn set_claimed_ms(redis: &mut impl redis::aio::ConnectionLike, id: &str, ms: u64) {
+    let _: i64 = redis::cmd("HSET")
+        .arg(StoreSettings::default().keys.campaign(id, None))
+        .arg("claimed_ms")
+        .arg(ms)
+        .query_async(redis)
+        .await
+        .unwrap();
+}
+
 async fn written_once(store: Arc<dyn Store>) {
     let first = campaign("c1", &["+15550000001", "+15550000002"]);
     assert_eq!(
@@ -194,7 +206,6 @@ async fn redis_claims_take_over_failed_writes_and_list_unlisted_campaigns() {
 #[tokio::test]
 async fn a_write_whose_claim_was_taken_over_writes_nothing() {
     let server = RedisServer::start();
-    let keys = StoreSettings::default().keys;
     // The first request's store reaches Redis through a proxy that holds
     // its write (the first command carrying a number).
     let proxy = HoldingProxy::start(server.addr(), b"+15550000001").await;
@@ -210,13 +221,7 @@ async fn a_write_whose_claim_was_taken_over_writes_nothing() {
     proxy.held().await;
     // The claim ages past its takeover (Redis's clock dates it, so the
     // test moves the claim back rather than waiting 30 s).
-    let _: i64 = redis::cmd("HSET")
-        .arg(keys.campaign("c3", None))
-        .arg("claimed_ms")
-        .arg(unix_ms() - CAMPAIGN_CLAIM_MS - 1)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    set_claimed_ms(&mut redis, "c3", unix_ms() - CAMPAIGN_CLAIM_MS - 1).await;
     let mut retry = first.clone();
     retry.created_ms += CAMPAIGN_CLAIM_MS + 1_000;
     assert_eq!(
@@ -293,7 +298,6 @@ async fn a_retry_does_not_list_a_campaign_that_ended_meanwhile() {
 #[tokio::test]
 async fn a_write_whose_claim_was_taken_over_before_the_retry_wrote_is_in_progress() {
     let server = RedisServer::start();
-    let keys = StoreSettings::default().keys;
     let connect =
         |url: String| Arc::new(RedisStore::connect(&url, "REDIS_URL", held_settings()).unwrap());
     let first_proxy = HoldingProxy::start(server.addr(), b"+15550000001").await;
@@ -309,13 +313,7 @@ async fn a_write_whose_claim_was_taken_over_before_the_retry_wrote_is_in_progres
         async move { first_store.create_campaign(&first).await }
     });
     first_proxy.held().await;
-    let _: i64 = redis::cmd("HSET")
-        .arg(keys.campaign("c5", None))
-        .arg("claimed_ms")
-        .arg(unix_ms() - CAMPAIGN_CLAIM_MS - 1)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    set_claimed_ms(&mut redis, "c5", unix_ms() - CAMPAIGN_CLAIM_MS - 1).await;
     let mut retry = first.clone();
     retry.created_ms += CAMPAIGN_CLAIM_MS + 1_000;
     let retry_write = tokio::spawn({
@@ -362,13 +360,7 @@ async fn a_takeover_by_the_release_before_owners_is_seen() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let _: i64 = redis::cmd("HSET")
-        .arg(keys.campaign("c6", None))
-        .arg("claimed_ms")
-        .arg(claimed.unwrap() + CAMPAIGN_CLAIM_MS + 1)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    set_claimed_ms(&mut redis, "c6", claimed.unwrap() + CAMPAIGN_CLAIM_MS + 1).await;
     proxy.release();
     assert_eq!(
         first_write.await.unwrap().unwrap(),
